@@ -1,0 +1,1561 @@
+#!/usr/bin/env python3
+"""Turn a file of prompts into an SFT dataset of full teacher conversations, tool calls included.
+
+    python generate_distillation_data.py prompts.jsonl --tools tools.py
+
+Each prompt becomes one rollout: the teacher (any OpenAI-compatible chat-completions API, OpenRouter by
+default) answers, calls tools from tools.py, reads their results and answers again until it gives a
+final answer. Every finished conversation is appended to train.jsonl as one line the moment it ends.
+Re-running the same command resumes: prompts already in the output are skipped, failed ones are retried.
+
+The file reads top-down:
+    CLI and config -> prompts -> tools -> API client (limiter, retries) -> rollout
+    -> output and resume -> progress -> main
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import email.utils
+import fcntl
+import functools
+import hashlib
+import heapq
+import importlib.util
+import inspect
+import itertools
+import json
+import os
+import random
+import signal
+import sys
+import time
+import traceback
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import urlparse
+
+import httpx
+from tqdm import tqdm
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
+APP_TITLE = "generate_distillation_data"
+APP_URL = "https://github.com/reinforcenow/off-policy-distillation"
+
+
+class UsageError(Exception):
+    """A mistake in the command line or an input file: reported in one line, exit code 2, nothing sent."""
+
+
+# ==================================================================================================
+# CLI and config
+# ==================================================================================================
+
+
+@dataclass(frozen=True)
+class Config:
+    input: Path
+    output: Path
+    tools: Path | None
+    model: str
+    system: str | None
+    num: int | None
+    concurrency: int
+    max_tokens: int
+    max_turns: int
+    temperature: float
+    base_url: str
+    api_key: str | None
+    timeout: float
+    retries: int
+    backoff: float
+    tool_timeout: float
+    tool_concurrency: int
+    max_tool_chars: int
+    reasoning: dict | None
+    keep_reasoning: bool
+    keep_incomplete: bool
+    samples: int
+    extra_body: dict
+    shard: tuple[int, int] | None
+    dry_run: bool
+
+    @property
+    def failed_path(self) -> Path:
+        return self.output.with_name(self.output.stem + ".failed.jsonl")
+
+    @property
+    def rollout_pool_size(self) -> int:
+        # Twice the request limit, so rollouts busy running tools never leave a request slot idle.
+        return self.concurrency * 2
+
+
+def positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(text, float)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def temperature(text: str) -> float:
+    value = _number(text, float)
+    if not 0 <= value <= 2:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2, got {text}")
+    return value
+
+
+def shard_spec(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N such as 0/4, got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"I must be in 0..N-1 and N at least 1, got {text!r}")
+    return i, n
+
+
+def _number(text: str, kind: type) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="generate_distillation_data.py",
+        description="Run a teacher model with tools on every prompt and save the full conversations "
+        "as an SFT dataset (chat JSONL, one conversation a line). Re-run the same command to resume.",
+        epilog="examples:\n"
+        "  python generate_distillation_data.py prompts.jsonl --tools tools.py\n"
+        "  python generate_distillation_data.py prompts.txt --tools none -m openai/gpt-4o -c 50\n"
+        "  python generate_distillation_data.py prompts.jsonl --base-url http://localhost:8000/v1 -m Qwen/Qwen3-8B\n"
+        "\nexit codes: 0 every prompt is in the output, 1 some failed or were not run "
+        "(see the .failed.jsonl file; re-run to retry them), 2 usage or input error, 130 interrupted.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("input", type=Path, help="prompts file: .txt (one prompt a line) or .jsonl ({\"prompt\": ...} a line)")
+    add("-o", "--output", type=Path, default=Path("train.jsonl"), help="output JSONL (default: train.jsonl)")
+    add("-t", "--tools", default="tools.py", help="tools file, or 'none' for plain completions (default: tools.py)")
+    add("-m", "--model", default="openai/gpt-4o-mini", help="teacher model (default: openai/gpt-4o-mini)")
+    add("-s", "--system", default=None, help="system prompt put before every prompt")
+    add("-n", "--num", type=positive_int, default=None, help="use only the first N prompts of the file")
+    add("-c", "--concurrency", type=positive_int, default=20,
+        help="requests in flight at the start; halves on 429s and grows back (default: 20)")
+    add("--max-tokens", type=positive_int, default=2048, help="max tokens per teacher response (default: 2048)")
+    add("--max-turns", type=positive_int, default=10, help="max teacher responses per rollout (default: 10)")
+    add("--temperature", type=temperature, default=0.7, help="sampling temperature, 0-2 (default: 0.7)")
+    add("--samples", type=positive_int, default=1, help="independent rollouts per prompt (default: 1)")
+
+    api = parser.add_argument_group("teacher API")
+    api.add_argument("--base-url", default=None,
+                     help=f"OpenAI-compatible API base; env OPENROUTER_BASE_URL (default: {OPENROUTER_BASE_URL})")
+    api.add_argument("--timeout", type=positive_float, default=300.0,
+                     help="seconds one request may take before it is retried (default: 300)")
+    api.add_argument("--retries", type=non_negative_int, default=8,
+                     help="retries of one failed request before its prompt is marked failed (default: 8)")
+    api.add_argument("--backoff", type=positive_float, default=1.0,
+                     help="seconds before the first retry; doubles each time, with jitter, up to 60 (default: 1)")
+    api.add_argument("--reasoning-effort", choices=["minimal", "low", "medium", "high"], default=None,
+                     help="ask reasoning models for this much reasoning")
+    api.add_argument("--reasoning-max-tokens", type=positive_int, default=None,
+                     help="or cap reasoning at this many tokens")
+    api.add_argument("--extra-body", default=None, metavar="JSON",
+                     help="JSON object (or @file.json) merged into every request: provider routing, "
+                     "models fallbacks, seed, ...")
+
+    data = parser.add_argument_group("dataset")
+    data.add_argument("--no-reasoning", action="store_true",
+                      help="do not write the teacher's reasoning text (reasoning_content) to the output")
+    data.add_argument("--keep-incomplete", action="store_true",
+                      help="also write rollouts cut by --max-turns, length or content filter (marked in metadata)")
+    data.add_argument("--shard", type=shard_spec, default=None, metavar="I/N",
+                      help="take only shard I of N (0-based) of the prompts, for running on N machines")
+
+    tools = parser.add_argument_group("tools")
+    tools.add_argument("--tool-timeout", type=positive_float, default=60.0,
+                       help="seconds a tool call may take, unless its @tool(timeout=...) says (default: 60)")
+    tools.add_argument("--tool-concurrency", type=positive_int, default=16,
+                       help="tool calls running at once across all rollouts (default: 16)")
+    tools.add_argument("--max-tool-chars", type=positive_int, default=20000,
+                       help="longer tool results are cut, with a visible marker (default: 20000)")
+
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate everything, print the first request and the work to do; send nothing")
+    return parser
+
+
+def parse_config(argv: list[str] | None) -> Config:
+    args = build_arg_parser().parse_args(argv)
+    load_dotenv_file()
+    base_url = (args.base_url or os.environ.get("OPENROUTER_BASE_URL") or OPENROUTER_BASE_URL).rstrip("/")
+    if urlparse(base_url).scheme not in ("http", "https"):
+        raise UsageError(f"--base-url must start with http:// or https://, got {base_url!r}")
+    api_key = os.environ.get("OPENROUTER_API_KEY") or None
+    if api_key is None and is_openrouter(base_url):
+        raise UsageError("OPENROUTER_API_KEY is not set. Put it in a .env file here (see .env.example) "
+                         "or export it; a key is optional only for a local --base-url.")
+    if args.reasoning_effort and args.reasoning_max_tokens:
+        raise UsageError("use either --reasoning-effort or --reasoning-max-tokens, not both")
+    reasoning = ({"effort": args.reasoning_effort} if args.reasoning_effort
+                 else {"max_tokens": args.reasoning_max_tokens} if args.reasoning_max_tokens else None)
+    tools_path = None if args.tools.lower() == "none" else Path(args.tools)
+    if tools_path is not None and not tools_path.is_file():
+        raise UsageError(f"tools file {tools_path} not found. Pass --tools PATH, or --tools none to run without tools.")
+    if args.output.resolve() == args.input.resolve():
+        raise UsageError("--output must not be the input file")
+    return Config(
+        input=args.input, output=args.output, tools=tools_path, model=args.model, system=args.system,
+        num=args.num, concurrency=args.concurrency, max_tokens=args.max_tokens, max_turns=args.max_turns,
+        temperature=args.temperature, base_url=base_url, api_key=api_key, timeout=args.timeout,
+        retries=args.retries, backoff=args.backoff, tool_timeout=args.tool_timeout,
+        tool_concurrency=args.tool_concurrency, max_tool_chars=args.max_tool_chars, reasoning=reasoning,
+        keep_reasoning=not args.no_reasoning, keep_incomplete=args.keep_incomplete, samples=args.samples,
+        extra_body=parse_extra_body(args.extra_body), shard=args.shard, dry_run=args.dry_run,
+    )
+
+
+def load_dotenv_file() -> None:
+    """Read .env from the working directory; variables already in the environment win."""
+    from dotenv import load_dotenv
+
+    load_dotenv(Path.cwd() / ".env", override=False)
+
+
+def is_openrouter(base_url: str) -> bool:
+    host = urlparse(base_url).hostname or ""
+    return host == "openrouter.ai" or host.endswith(".openrouter.ai")
+
+
+def parse_extra_body(text: str | None) -> dict:
+    if text is None:
+        return {}
+    where = "--extra-body"
+    if text.startswith("@"):
+        where = text[1:]
+        try:
+            text = Path(where).read_text(encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"{where}: cannot read --extra-body file: {e.strerror}") from None
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{where}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    if not isinstance(body, dict):
+        raise UsageError(f"{where}: must be a JSON object such as {{\"provider\": {{\"sort\": \"throughput\"}}}}")
+    if "messages" in body:
+        raise UsageError(f"{where}: must not set \"messages\"; they come from the prompts file")
+    return body
+
+
+# ==================================================================================================
+# Prompts
+# ==================================================================================================
+
+MESSAGE_ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass
+class Prompt:
+    prompt_id: str
+    messages: list[dict]  # the conversation the teacher starts from, system message included
+    metadata: dict
+    source: Any  # what the user wrote: the prompt text or its messages, kept for the failed file
+
+
+@dataclass
+class RolloutJob:
+    prompt: Prompt
+    sample: int
+    seq: int  # order in the file: older rollouts get request slots first, so they finish first
+
+    @property
+    def key(self) -> int:
+        return rollout_key(self.prompt.prompt_id, self.sample)
+
+
+def rollout_key(prompt_id: str, sample: int) -> int:
+    # Resume state holds a 64-bit hash per rollout rather than its id string: at a million rollouts
+    # that is ~60 MB instead of ~150 MB. A collision needs ~4 billion rollouts to become likely.
+    return hash((prompt_id, sample))
+
+
+def iter_prompts(path: Path, system: str | None) -> Iterator[Prompt]:
+    """Stream prompts from a .txt or .jsonl file; raise UsageError naming file:line on bad input."""
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        raise UsageError(f"{path}: a .json file is not supported; write one JSON object a line to a .jsonl file")
+    is_jsonl = suffix in (".jsonl", ".ndjson")
+    ids = PromptIds()
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{line_no}"
+                if is_jsonl:
+                    yield parse_prompt_record(line, where, system, ids)
+                else:
+                    text = line.rstrip("\r\n")
+                    messages = with_system(system, [{"role": "user", "content": text}])
+                    yield Prompt(ids.assign(None, messages, where), messages, {}, text)
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path}: not UTF-8 text (byte {e.start} of a line). Save it as UTF-8.") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read the prompts file: {e.strerror}") from None
+
+
+def parse_prompt_record(line: str, where: str, system: str | None, ids: PromptIds) -> Prompt:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(record, dict):
+        raise UsageError(f"{where}: expected an object like {{\"prompt\": \"...\"}}, got {type(record).__name__}")
+    metadata = record.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise UsageError(f"{where}: \"metadata\" must be an object, got {type(metadata).__name__}")
+    record_id = record.get("id")
+    if record_id is not None and (isinstance(record_id, bool) or not isinstance(record_id, (str, int))
+                                  or str(record_id) == ""):
+        raise UsageError(f"{where}: \"id\" must be a non-empty string or an integer")
+    if "prompt" in record and "messages" in record:
+        raise UsageError(f"{where}: has both \"prompt\" and \"messages\"; keep one")
+    if "prompt" in record:
+        text = record["prompt"]
+        if not isinstance(text, str):
+            raise UsageError(f"{where}: \"prompt\" must be a string, got {type(text).__name__}")
+        if not text.strip():
+            raise UsageError(f"{where}: \"prompt\" is empty")
+        messages, source = with_system(system, [{"role": "user", "content": text}]), text
+    elif "messages" in record:
+        source = validate_messages(record["messages"], where)
+        has_system = source[0]["role"] == "system"
+        messages = [dict(m) for m in source] if has_system else with_system(system, [dict(m) for m in source])
+    else:
+        raise UsageError(f"{where}: needs a \"prompt\" (string) or \"messages\" (list of chat messages)")
+    prompt_id = ids.assign(None if record_id is None else str(record_id), messages, where)
+    return Prompt(prompt_id, messages, metadata, source)
+
+
+def validate_messages(messages: Any, where: str) -> list[dict]:
+    if not isinstance(messages, list) or not messages:
+        raise UsageError(f"{where}: \"messages\" must be a non-empty list of chat messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise UsageError(f"{where}: messages[{i}] must be an object with \"role\" and \"content\"")
+        if message.get("role") not in MESSAGE_ROLES:
+            raise UsageError(f"{where}: messages[{i}].role must be one of {', '.join(MESSAGE_ROLES)}")
+        if not isinstance(message.get("content"), (str, list)) and not message.get("tool_calls"):
+            raise UsageError(f"{where}: messages[{i}].content must be a string or a list")
+    if messages[-1]["role"] not in ("user", "tool"):
+        raise UsageError(f"{where}: the last message must be from the user (or a tool), for the teacher to answer")
+    return messages
+
+
+def with_system(system: str | None, messages: list[dict]) -> list[dict]:
+    return ([{"role": "system", "content": system}] if system else []) + messages
+
+
+class PromptIds:
+    """Gives each prompt a stable id: its own "id", else a hash of the conversation it starts from.
+
+    The same prompt twice in a file is two prompts (the user asked for it twice): the second gets
+    "<hash>-2", and so on, so resume counts both.
+    """
+
+    def __init__(self) -> None:
+        self._seen: set[int] = set()
+        self._repeats: dict[int, int] = {}
+
+    def assign(self, given: str | None, messages: list[dict], where: str) -> str:
+        if given is not None:
+            key = hash(("id", given))
+            if key in self._seen:
+                raise UsageError(f"{where}: id {given!r} is used by an earlier line; ids must be unique")
+            self._seen.add(key)
+            return given
+        canonical = json.dumps(messages, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        digest = hashlib.blake2b(canonical.encode(), digest_size=8).hexdigest()
+        key = int(digest, 16)
+        if key not in self._seen:
+            self._seen.add(key)
+            return digest
+        count = self._repeats.get(key, 1) + 1
+        self._repeats[key] = count
+        return f"{digest}-{count}"
+
+
+def iter_jobs(cfg: Config) -> Iterator[RolloutJob]:
+    """Every rollout the command asks for, in file order: -n, then --shard, then --samples."""
+    seq = itertools.count()
+    for index, prompt in enumerate(iter_prompts(cfg.input, cfg.system)):
+        if cfg.num is not None and index >= cfg.num:
+            return
+        if cfg.shard and shard_of(prompt.prompt_id, cfg.shard[1]) != cfg.shard[0]:
+            continue
+        for sample in range(cfg.samples):
+            yield RolloutJob(prompt, sample, next(seq))
+
+
+def shard_of(prompt_id: str, shards: int) -> int:
+    # A stable hash (not Python's salted hash()): every machine must agree on the split.
+    return int.from_bytes(hashlib.blake2b(prompt_id.encode(), digest_size=8).digest(), "big") % shards
+
+
+# ==================================================================================================
+# Tools
+# ==================================================================================================
+# tools.py is written for rnow: `from rnow.core.tool import tool`, then @tool on sync or async
+# functions. When rnow is installed its decorator is used as it is; otherwise a stand-in module with
+# the same decorator is installed first, building the very schema rnow would, so the student sees at
+# training time exactly the tool definitions it will see at RL time.
+
+
+@dataclass
+class ToolArgs:
+    """Stand-in for rnow.models.ToolArgs: what a tool's `args` parameter receives."""
+
+    metadata: dict = field(default_factory=dict)
+
+
+def rnow_schema_for_type(py_type: Any) -> dict:
+    """The JSON schema rnow 0.4 maps a parameter annotation to (quirks included, e.g. `T | None`)."""
+    origin = typing.get_origin(py_type) or py_type
+    args = typing.get_args(py_type)
+    simple = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
+    if origin in simple:
+        return {"type": simple[origin]}
+    if origin is list:
+        return {"type": "array", "items": rnow_schema_for_type(args[0])} if args else {"type": "array"}
+    if origin is dict:
+        return {"type": "object"}
+    if origin is typing.Literal:
+        return {"type": "string", "enum": list(args)}
+    if origin is typing.Union:
+        options = [a for a in args if a is not type(None)]
+        nullable = len(options) < len(args)
+        if len(options) == 1:
+            schema = rnow_schema_for_type(options[0])
+            if nullable and "type" in schema:
+                kind = schema["type"]
+                schema["type"] = kind + ["null"] if isinstance(kind, list) else [kind, "null"]
+            return schema
+        return {"anyOf": [rnow_schema_for_type(a) for a in options] + ([{"type": "null"}] if nullable else [])}
+    return {"type": "string"}
+
+
+def rnow_tool_schema(func: Callable) -> dict:
+    """Validate a tool function as rnow's @tool does and build its parameters schema."""
+    name = func.__name__
+    if not (func.__doc__ or "").strip():
+        raise ValueError(f"Tool '{name}' must have a non-empty docstring. Add a docstring to the function.")
+    signature = inspect.signature(func)
+    hints = typing.get_type_hints(func)
+    if signature.return_annotation is inspect.Signature.empty and "return" not in hints:
+        raise TypeError(f"Tool '{name}' must declare a return type annotation. Add -> ReturnType.")
+    properties, required = {}, []
+    for param in signature.parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise TypeError(f"Tool '{name}' cannot use *args or **kwargs. Define explicit, typed parameters.")
+        if param.name in ("self", "cls", "args"):
+            continue
+        if param.name not in hints:
+            raise TypeError(f"Missing type hint for parameter '{param.name}' in tool '{name}'.")
+        properties[param.name] = rnow_schema_for_type(hints[param.name])
+        if param.default is inspect.Parameter.empty:
+            required.append(param.name)
+    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+
+
+def rnow_tool_decorator(fn: Callable | None = None, *, sandbox: bool = False, timeout: int | None = None):
+    """Stand-in for rnow.core.tool.tool: @tool or @tool(timeout=..., sandbox=...)."""
+
+    def decorate(func: Callable) -> Callable:
+        schema = rnow_tool_schema(func)
+        func._is_tool, func._tool_name, func._schema = True, func.__name__, schema
+        func._description, func._is_sandbox, func._timeout = func.__doc__.strip(), sandbox, timeout
+        return func
+
+    return decorate(fn) if fn else decorate
+
+
+def install_rnow_stand_in() -> None:
+    """Make `from rnow.core.tool import tool` (and `from rnow.core import tool`) work without rnow."""
+    if importlib.util.find_spec("rnow") is not None:
+        return
+    modules = {name: types.ModuleType(name) for name in ("rnow", "rnow.core", "rnow.core.tool", "rnow.models")}
+    for module in modules.values():
+        module.__path__ = []  # a package, so submodule imports resolve through sys.modules
+    modules["rnow.core.tool"].tool = modules["rnow.core"].tool = rnow_tool_decorator
+    modules["rnow.models"].ToolArgs = modules["rnow.core"].ToolArgs = ToolArgs
+    modules["rnow"].core, modules["rnow.core"].tool_module = modules["rnow.core"], modules["rnow.core.tool"]
+    sys.modules.update(modules)
+
+
+@dataclass
+class Tool:
+    name: str
+    function: Callable
+    description: str
+    parameters: dict
+    timeout: float | None
+    wants_args: bool  # has an rnow `args: ToolArgs` parameter, filled with the prompt's metadata
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.function)
+
+    def api_schema(self) -> dict:
+        return {"type": "function",
+                "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+
+
+def load_tools(path: Path) -> tuple[list[Tool], Callable | None]:
+    """Import tools.py; return its @tool functions in file order and its optional `aclose` hook."""
+    install_rnow_stand_in()
+    spec = importlib.util.spec_from_file_location(f"distill_tools_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # the user's code: report where, not a traceback
+        raise UsageError(f"{user_code_location(e, path)}: {type(e).__name__}: {e}") from None
+    tools = [tool_from_function(obj) for obj in vars(module).values()
+             if callable(obj) and getattr(obj, "_is_tool", False)]
+    if not tools:
+        raise UsageError(f"{path}: no @tool functions found. Decorate tools with @tool, or pass --tools none.")
+    closer = getattr(module, "aclose", None)
+    return tools, closer if callable(closer) else None
+
+
+def tool_from_function(func: Callable) -> Tool:
+    timeout = getattr(func, "_timeout", None)
+    return Tool(name=func._tool_name, function=func, description=func._description, parameters=func._schema,
+                timeout=float(timeout) if timeout else None,
+                wants_args="args" in inspect.signature(func).parameters)
+
+
+def user_code_location(error: BaseException, path: Path) -> str:
+    if isinstance(error, SyntaxError) and error.lineno:
+        return f"{path}:{error.lineno}"
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).resolve() == path.resolve()]
+    return f"{path}:{frames[-1].lineno}" if frames else str(path)
+
+
+class ToolBox:
+    """Runs the tool calls of assistant messages. Whatever goes wrong becomes text the teacher can read."""
+
+    def __init__(self, tools: list[Tool], cfg: Config, closer: Callable | None = None):
+        self.tools = {tool.name: tool for tool in tools}
+        self.default_timeout = cfg.tool_timeout
+        self.max_chars = cfg.max_tool_chars
+        self.closer = closer
+        self._slots = asyncio.Semaphore(cfg.tool_concurrency)
+        # Its own thread pool: asyncio's default one has only min(32, cores + 4) threads, so a few
+        # blocking tools would queue every other rollout's tools behind them.
+        self._threads = concurrent.futures.ThreadPoolExecutor(cfg.tool_concurrency, thread_name_prefix="tool")
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.tools)
+
+    def api_schemas(self) -> list[dict]:
+        return [tool.api_schema() for tool in self.tools.values()]
+
+    async def run_calls(self, tool_calls: list[dict], metadata: dict) -> list[dict]:
+        """Run one assistant message's tool calls concurrently; results come back in call order."""
+        results = await asyncio.gather(*(self.run_call(call, metadata) for call in tool_calls))
+        return [{"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"], "content": result}
+                for call, result in zip(tool_calls, results)]
+
+    async def run_call(self, call: dict, metadata: dict) -> str:
+        name = call["function"]["name"]
+        tool = self.tools.get(name)
+        if tool is None:
+            return f"Error: unknown tool {name!r}. Available tools: {', '.join(self.tools) or 'none'}."
+        try:
+            arguments = parse_tool_arguments(call["function"].get("arguments"), tool)
+        except ValueError as e:
+            return f"Error: {e}"
+        if tool.wants_args:
+            arguments["args"] = self._tool_args(metadata)
+        timeout = tool.timeout or self.default_timeout
+        async with self._slots:
+            try:
+                result = await asyncio.wait_for(self._invoke(tool, arguments), timeout)
+            except asyncio.TimeoutError:
+                return f"Error: tool {name!r} timed out after {timeout:g} s."
+            except Exception as e:
+                return f"Error: tool {name!r} failed: {type(e).__name__}: {e}"
+        return self._as_text(result)
+
+    async def _invoke(self, tool: Tool, arguments: dict) -> Any:
+        if tool.is_async:
+            return await tool.function(**arguments)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, functools.partial(tool.function, **arguments))
+
+    def _as_text(self, result: Any) -> str:
+        text = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
+        if len(text) <= self.max_chars:
+            return text
+        return text[: self.max_chars] + f"\n\n[... truncated {len(text) - self.max_chars} of {len(text)} characters]"
+
+    @staticmethod
+    def _tool_args(metadata: dict) -> Any:
+        tool_args = sys.modules["rnow.models"].ToolArgs if "rnow.models" in sys.modules else ToolArgs
+        return tool_args(metadata=metadata)
+
+    async def aclose(self) -> None:
+        if self.closer is not None:
+            with contextlib.suppress(Exception):
+                result = self.closer()
+                if inspect.isawaitable(result):
+                    await result
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+JSON_TYPE_CHECKS = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+    "null": lambda v: v is None,
+}
+
+
+def parse_tool_arguments(raw: Any, tool: Tool) -> dict:
+    """Decode and check a call's arguments the way rnow does at RL time (with its type coercions)."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        arguments = {}
+    elif isinstance(raw, dict):
+        arguments = dict(raw)
+    else:
+        try:
+            arguments = json.loads(raw)
+        except (json.JSONDecodeError, TypeError):
+            raise ValueError(f"arguments for {tool.name!r} are not valid JSON: {str(raw)[:200]!r}") from None
+    if not isinstance(arguments, dict):
+        raise ValueError(f"arguments for {tool.name!r} must be a JSON object, got {type(arguments).__name__}")
+    properties = tool.parameters.get("properties", {})
+    missing = [key for key in tool.parameters.get("required", []) if key not in arguments]
+    if missing:
+        raise ValueError(f"tool {tool.name!r} is missing required argument(s): {', '.join(missing)}")
+    unexpected = [key for key in arguments if key not in properties]
+    if unexpected:
+        raise ValueError(f"tool {tool.name!r} got unexpected argument(s): {', '.join(unexpected)}; "
+                         f"it takes: {', '.join(properties) or 'no arguments'}")
+    for key, value in arguments.items():
+        kinds = properties[key].get("type")
+        kinds = kinds if isinstance(kinds, list) else [kinds] if kinds else []
+        if kinds and not any(JSON_TYPE_CHECKS.get(kind, lambda v: True)(value) for kind in kinds):
+            arguments[key] = coerce_argument(tool.name, key, value, kinds)
+    return arguments
+
+
+def coerce_argument(tool_name: str, key: str, value: Any, kinds: list[str]) -> Any:
+    for kind in kinds:
+        with contextlib.suppress(ValueError, TypeError):
+            if kind == "integer" and isinstance(value, str):
+                return int(value)
+            if kind == "number" and isinstance(value, str):
+                return float(value)
+            if kind == "boolean" and isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+                return value.lower() in ("true", "1", "yes")
+            if kind == "string":
+                return str(value)
+    raise ValueError(f"tool {tool_name!r}: argument {key!r} should be {' or '.join(kinds)}, "
+                     f"got {type(value).__name__}")
+
+
+# ==================================================================================================
+# API client: adaptive limiter, retries
+# ==================================================================================================
+
+
+@dataclass
+class Stats:
+    """Counters shown by the progress bar and the summary."""
+
+    written: int = 0
+    skipped: int = 0
+    failed: int = 0
+    incomplete: int = 0
+    requests: int = 0
+    rate_limited: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
+    cost: float = 0.0
+    failure_reasons: dict = field(default_factory=dict)
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
+    cost: float = 0.0
+    requests: int = 0
+
+    def add(self, usage: dict | None) -> None:
+        self.requests += 1
+        if not isinstance(usage, dict):
+            return
+        self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+        self.completion_tokens += int(usage.get("completion_tokens") or 0)
+        self.reasoning_tokens += int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
+        self.cached_tokens += int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+        self.cost += float(usage.get("cost") or 0.0)
+
+    def to_json(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["cost"] = round(self.cost, 8)
+        return data
+
+
+@dataclass
+class Slot:
+    wave: int  # the limiter's wave when the request started
+    level: int  # requests in flight when it started, itself included
+
+
+class AdaptiveLimiter:
+    """Caps requests in flight. Halves on a 429, regrows fast to the last safe level, then probes slowly.
+
+    Plain AIMD (halve, then +1 per round trip) saw-tooths between half the teacher's capacity and all
+    of it, about 75% busy. Here a 429 also records the level it happened at; the limit climbs back
+    to just below that level within about one round trip, then creeps above it only every
+    `probe_patience` round trips, so the teacher stays >90% busy with few 429s.
+    A wave: 429s of requests already in flight when the limit halved do not halve it again.
+    """
+
+    def __init__(self, start: int, probe_patience: float = 16.0):
+        self.max_limit = start
+        self.limit = float(start)
+        self.ceiling = start
+        self.in_flight = 0
+        self.wave = 0
+        self.paused_until = 0.0
+        self.probe_patience = probe_patience
+        self._waiters: list[tuple[int, int, asyncio.Future]] = []
+        self._order = itertools.count()
+        self._wake_timer: asyncio.TimerHandle | None = None
+
+    async def acquire(self, priority: int) -> Slot:
+        if not self._waiters and self._has_room():
+            return self._start()
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (priority, next(self._order), future))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release(future.result(), "cancelled")
+            raise
+
+    def release(self, slot: Slot, outcome: str) -> None:
+        """outcome: ok, rate_limited, or anything else (no change to the limit)."""
+        self.in_flight -= 1
+        if outcome == "ok":
+            self._grow()
+        elif outcome == "rate_limited":
+            self.ceiling = max(1, min(self.ceiling, slot.level - 1))
+            if slot.wave == self.wave:
+                self.limit = max(1.0, self.limit / 2)
+                self.wave += 1
+        self._wake()
+
+    def pause_until(self, deadline: float) -> None:
+        self.paused_until = max(self.paused_until, deadline)
+
+    def _grow(self) -> None:
+        if self.limit < self.ceiling:
+            self.limit = min(float(self.ceiling), self.limit + 1)
+        elif self.limit < self.max_limit:
+            self.limit = min(float(self.max_limit), self.limit + 1 / (self.limit * self.probe_patience))
+            self.ceiling = max(self.ceiling, int(self.limit))
+
+    def _has_room(self) -> bool:
+        return self.in_flight < int(self.limit) and time.monotonic() >= self.paused_until
+
+    def _start(self) -> Slot:
+        self.in_flight += 1
+        return Slot(self.wave, self.in_flight)
+
+    def _wake(self) -> None:
+        while self._waiters and self._has_room():
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.cancelled():
+                future.set_result(self._start())
+        if self._waiters and self.paused_until > time.monotonic() and self._wake_timer is None:
+            loop = asyncio.get_running_loop()
+            self._wake_timer = loop.call_at(loop.time() + self.paused_until - time.monotonic(), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._wake_timer = None
+        self._wake()
+
+
+RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504, 524, 529}
+
+
+class RetryableError(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None, rate_limited: bool = False):
+        super().__init__(reason)
+        self.retry_after, self.rate_limited = retry_after, rate_limited
+
+
+class PromptFailed(Exception):
+    """This rollout cannot finish (bad request, retries used up); the run goes on."""
+
+    def __init__(self, reason: str, attempts: int = 1, status: int | None = None):
+        super().__init__(reason)
+        self.attempts, self.status = attempts, status
+
+
+class RunStopped(Exception):
+    """No request can succeed (bad key, no credits): stop the whole run, lose nothing."""
+
+
+@dataclass
+class Completion:
+    message: dict
+    finish_reason: str | None
+    usage: dict | None
+    model: str | None
+
+
+class TeacherClient:
+    def __init__(self, cfg: Config, limiter: AdaptiveLimiter, stats: Stats, log: Callable[[str], None]):
+        self.cfg, self.limiter, self.stats, self.log = cfg, limiter, stats, log
+        self.url = f"{cfg.base_url}/chat/completions"
+        headers = {"Content-Type": "application/json", "HTTP-Referer": APP_URL, "X-OpenRouter-Title": APP_TITLE,
+                   "X-Title": APP_TITLE}
+        if cfg.api_key:
+            headers["Authorization"] = f"Bearer {cfg.api_key}"
+        self.http = httpx.AsyncClient(
+            headers=headers,
+            timeout=httpx.Timeout(cfg.timeout, connect=min(cfg.timeout, 15.0)),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=cfg.rollout_pool_size),
+        )
+
+    async def complete(self, body: dict, priority: int) -> Completion:
+        """One chat completion, retried with backoff on anything transient."""
+        payload = json.dumps(body, ensure_ascii=False).encode()
+        for attempt in range(1, self.cfg.retries + 2):
+            try:
+                return await self._attempt(payload, priority)
+            except RetryableError as e:
+                if attempt > self.cfg.retries:
+                    raise PromptFailed(f"gave up after {attempt} attempts; last error: {e}", attempt) from None
+                self.stats.retries += 1
+                await asyncio.sleep(self._backoff(attempt, e.retry_after))
+        raise AssertionError("unreachable")
+
+    async def _attempt(self, payload: bytes, priority: int) -> Completion:
+        slot = await self.limiter.acquire(priority)
+        outcome = "error"
+        try:
+            self.stats.requests += 1
+            try:
+                response = await self.http.post(self.url, content=payload)
+            except httpx.TimeoutException:
+                raise RetryableError(f"no answer within {self.cfg.timeout:g} s (--timeout)") from None
+            except httpx.TransportError as e:
+                raise RetryableError(f"connection problem: {type(e).__name__}: {e}".rstrip(": ")) from None
+            completion = self._read(response)
+            outcome = "ok"
+            return completion
+        except RetryableError as e:
+            if e.rate_limited:
+                outcome = "rate_limited"
+                self.stats.rate_limited += 1
+            if e.retry_after:
+                self.limiter.pause_until(time.monotonic() + e.retry_after)
+            raise
+        finally:
+            self.limiter.release(slot, outcome)
+
+    def _read(self, response: httpx.Response) -> Completion:
+        status = response.status_code
+        data = safe_json(response)
+        if status != 200:
+            error = data.get("error") if isinstance(data, dict) else None
+            self._raise_for_error(status, error, response)
+        if not isinstance(data, dict):
+            raise RetryableError("the answer was not a JSON object")
+        if data.get("error") and not data.get("choices"):
+            error = data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
+            code = error.get("code")
+            self._raise_for_error(code if isinstance(code, int) and code >= 400 else 502, error, response)
+        choices = data.get("choices")
+        if not choices or not isinstance(choices[0], dict) or not isinstance(choices[0].get("message"), dict):
+            raise RetryableError("the answer had no choices")
+        choice = choices[0]
+        if choice.get("finish_reason") == "error":
+            raise RetryableError(f"the provider failed mid-answer: {error_text(choice.get('error'))}")
+        return Completion(normalise_assistant_message(choice["message"]), choice.get("finish_reason"),
+                          data.get("usage"), data.get("model"))
+
+    def _raise_for_error(self, status: int, error: Any, response: httpx.Response) -> None:
+        detail = self._redact(error_text(error) or response.reason_phrase or "")
+        if status == 401:
+            raise RunStopped(f"the API key was rejected (401: {detail}). Check OPENROUTER_API_KEY in your "
+                             "environment or .env, then re-run the same command to continue.")
+        if status == 402:
+            raise RunStopped(f"out of credits (402: {detail}). Add credits (https://openrouter.ai/settings/credits), "
+                             "then re-run the same command; finished samples are kept.")
+        if status == 403 and not is_moderation_error(error):
+            raise RunStopped(f"access denied (403: {detail}). Check the key's permissions and limits, "
+                             "then re-run the same command to continue.")
+        if status in RETRYABLE_STATUS or status >= 500:
+            raise RetryableError(f"HTTP {status}: {detail}", retry_after_seconds(response), status == 429)
+        raise PromptFailed(f"HTTP {status}: {detail}", status=status)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self.cfg.api_key, "***") if self.cfg.api_key else text
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        delay = min(60.0, self.cfg.backoff * 2 ** (attempt - 1))
+        delay = delay / 2 + random.uniform(0, delay / 2)  # jitter: retries of one burst spread out
+        return max(delay, retry_after or 0.0)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def safe_json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def error_text(error: Any) -> str:
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("code") or "")[:300]
+    return "" if error is None else str(error)[:300]
+
+
+def is_moderation_error(error: Any) -> bool:
+    # OpenRouter answers 403 when a prompt is flagged by moderation: that is one prompt's problem,
+    # not the key's, so that prompt fails and the run goes on.
+    if not isinstance(error, dict):
+        return False
+    metadata = error.get("metadata") or {}
+    text = str(error.get("message", "")).lower()
+    return bool(isinstance(metadata, dict) and ("reasons" in metadata or "flagged_input" in metadata)
+                or "moderation" in text or "flagged" in text)
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), 600.0)
+
+
+def normalise_assistant_message(message: dict) -> dict:
+    """Keep the message as the API gave it (it is sent back as is), but make tool calls well-formed."""
+    message = dict(message)
+    message["role"] = "assistant"
+    calls = message.get("tool_calls")
+    if calls:
+        fixed = []
+        for i, call in enumerate(calls):
+            call = dict(call)
+            call["id"] = call.get("id") or f"call_{i}_{random.getrandbits(32):08x}"
+            call.setdefault("type", "function")
+            function = dict(call.get("function") or {})
+            function.setdefault("name", "")
+            if function.get("arguments") is None:
+                function["arguments"] = ""
+            call["function"] = function
+            fixed.append(call)
+        message["tool_calls"] = fixed
+    elif "tool_calls" in message:
+        del message["tool_calls"]
+    return message
+
+
+# ==================================================================================================
+# Rollout
+# ==================================================================================================
+
+
+@dataclass
+class RolloutResult:
+    job: RolloutJob
+    messages: list[dict]
+    usage: Usage
+    turns: int
+    finish_reason: str | None
+    model: str | None
+    incomplete: str | None = None  # why it is not a finished conversation, if it is not
+
+
+class Rollouts:
+    """Runs one prompt to a final answer: teacher turn, tool calls, teacher turn, ..."""
+
+    def __init__(self, cfg: Config, client: TeacherClient, toolbox: ToolBox | None):
+        self.cfg, self.client, self.toolbox = cfg, client, toolbox
+        self.base_body = request_body_template(cfg, toolbox)
+
+    async def run(self, job: RolloutJob) -> RolloutResult:
+        messages = [dict(m) for m in job.prompt.messages]
+        usage = Usage()
+        completion: Completion | None = None
+        for turn in range(1, self.cfg.max_turns + 1):
+            completion = await self.client.complete({**self.base_body, "messages": messages}, job.seq)
+            usage.add(completion.usage)
+            messages.append(completion.message)
+            result = functools.partial(RolloutResult, job, messages, usage, turn, completion.finish_reason,
+                                       completion.model)
+            if completion.finish_reason in ("length", "content_filter"):
+                return result(incomplete=f"finish_reason {completion.finish_reason} on turn {turn}")
+            calls = completion.message.get("tool_calls")
+            if calls:
+                if turn == self.cfg.max_turns:
+                    return result(incomplete=f"reached --max-turns {turn} while the teacher was still calling tools")
+                messages.extend(await self.run_tools(calls, job.prompt.metadata))
+                continue
+            if not message_text(completion.message).strip():
+                return result(incomplete=f"empty answer on turn {turn}")
+            return result()
+        raise AssertionError("unreachable")
+
+    async def run_tools(self, calls: list[dict], metadata: dict) -> list[dict]:
+        if self.toolbox is None:
+            return [{"role": "tool", "tool_call_id": call["id"], "content": "Error: no tools are available."}
+                    for call in calls]
+        return await self.toolbox.run_calls(calls, metadata)
+
+
+def request_body_template(cfg: Config, toolbox: ToolBox | None) -> dict:
+    body: dict = {"model": cfg.model, "max_tokens": cfg.max_tokens, "temperature": cfg.temperature}
+    if toolbox is not None:
+        # Tools go on every request of a rollout, also those carrying tool results (OpenRouter needs it).
+        body["tools"] = toolbox.api_schemas()
+    if cfg.reasoning:
+        body["reasoning"] = cfg.reasoning
+    body.update(cfg.extra_body)
+    return body
+
+
+def message_text(message: dict) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content or ""
+
+
+def reasoning_text(message: dict) -> str:
+    if isinstance(message.get("reasoning"), str) and message["reasoning"]:
+        return message["reasoning"]
+    details = message.get("reasoning_details") or []
+    parts = [d.get("text") or d.get("summary") or "" for d in details
+             if isinstance(d, dict) and d.get("type") in ("reasoning.text", "reasoning.summary")]
+    return "\n".join(p for p in parts if isinstance(p, str) and p)
+
+
+def training_message(message: dict, keep_reasoning: bool) -> dict:
+    """A message as trainers want it: content always a string (or parts list), no API-only fields."""
+    content = message.get("content")
+    out: dict = {"role": message["role"], "content": content if isinstance(content, (str, list)) else ""}
+    if message["role"] == "assistant":
+        reasoning = reasoning_text(message) if keep_reasoning else ""
+        if reasoning:
+            out["reasoning_content"] = reasoning
+        if message.get("tool_calls"):
+            out["tool_calls"] = [{"id": c["id"], "type": "function",
+                                  "function": {"name": c["function"]["name"],
+                                               "arguments": c["function"]["arguments"]}}
+                                 for c in message["tool_calls"]]
+    if message["role"] == "tool":
+        out["tool_call_id"] = message.get("tool_call_id", "")
+        if message.get("name"):
+            out["name"] = message["name"]
+    return out
+
+
+# ==================================================================================================
+# Output and resume
+# ==================================================================================================
+# Every line of the output starts with {"metadata": {"prompt_id": "...", "sample": N, ...: the resume
+# scan reads that prefix without parsing the line, so a re-run over millions of lines starts in
+# seconds. Lines are written whole with one write() and flushed as each rollout ends, so a kill -9
+# leaves at most one half-written last line, which the next run cuts off before appending.
+
+LINE_PREFIX = b'{"metadata": {"prompt_id": "'
+SAMPLE_PART = b', "sample": '
+
+
+class OutputFile:
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+
+    def open_for_append(self) -> None:
+        """Lock the file against a second run, and cut a half-written last line left by a crash."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UsageError(f"{self.path} is being written by another run. Wait for it to finish, "
+                             "or pass a different --output.") from None
+        self._fd = fd
+        self.repair_torn_tail()
+
+    def repair_torn_tail(self) -> int:
+        size = os.fstat(self._fd).st_size
+        if size == 0:
+            return 0
+        with open(self.path, "rb") as f:
+            end = size
+            while end > 0:
+                start = max(0, end - 65536)
+                f.seek(start)
+                chunk = f.read(end - start)
+                if end == size and chunk.endswith(b"\n"):
+                    return 0
+                cut = chunk.rfind(b"\n")
+                if cut >= 0:
+                    keep = start + cut + 1
+                    break
+                end = start
+            else:
+                keep = 0
+        os.ftruncate(self._fd, keep)
+        return size - keep
+
+    def append(self, record: dict) -> None:
+        data = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def scan_done(path: Path) -> set[int]:
+    """The rollout keys already in the output. Raise UsageError on a line that is not a sample."""
+    done: set[int] = set()
+    if not path.exists():
+        return done
+    plen = len(LINE_PREFIX)
+    with open(path, "rb") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.endswith(b"\n"):
+                break  # a half-written last line: cut off before appending, its rollout runs again
+            if line.startswith(LINE_PREFIX):
+                end = line.find(b'"', plen)
+                pid = line[plen:end]
+                if end > 0 and b"\\" not in pid and line.startswith(SAMPLE_PART, end + 1):
+                    digits_end = line.find(b",", end + 1 + len(SAMPLE_PART))
+                    sample = line[end + 1 + len(SAMPLE_PART):digits_end]
+                    if sample.isdigit():
+                        done.add(rollout_key(pid.decode(), int(sample)))
+                        continue
+            key = key_of_line(line, f"{path}:{line_no}")
+            if key is not None:
+                done.add(key)
+    return done
+
+
+def key_of_line(line: bytes, where: str) -> int | None:
+    """Slow path for a line the fast scan could not read (escaped ids, lines edited by hand)."""
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UsageError(f"{where}: not valid JSON, so resume cannot trust this file. "
+                         "Fix or delete that line, then re-run.") from None
+    metadata = record.get("metadata") if isinstance(record, dict) else None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("prompt_id"), str):
+        raise UsageError(f"{where}: has no metadata.prompt_id, so it was not written by this tool. "
+                         "Use another --output, or remove the line.")
+    return rollout_key(metadata["prompt_id"], int(metadata.get("sample", 0)))
+
+
+def output_record(result: RolloutResult, cfg: Config, tool_names: list[str]) -> dict:
+    job = result.job
+    metadata = {"prompt_id": job.prompt.prompt_id, "sample": job.sample, **job.prompt.metadata,
+                "teacher": cfg.model, "turns": result.turns, "finish_reason": result.finish_reason,
+                "usage": result.usage.to_json()}
+    metadata["prompt_id"], metadata["sample"] = job.prompt.prompt_id, job.sample  # the user's keys never win
+    if result.model and result.model != cfg.model:
+        metadata["model"] = result.model
+    if result.incomplete:
+        metadata["incomplete"] = result.incomplete
+    record = {"metadata": metadata,
+              "messages": [training_message(m, cfg.keep_reasoning) for m in result.messages]}
+    if tool_names:
+        record["tools"] = tool_names
+    return record
+
+
+class FailedFile:
+    """<output>.failed.jsonl: the rollouts that did not finish, one line each, with the reason.
+
+    Appended to as failures happen (so a crash keeps them), and compacted at the start and end of a
+    run: lines of rollouts now in the output are dropped and only the latest line per rollout kept.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file = None
+
+    def record(self, job: RolloutJob, reason: str, attempts: int, status: int | None = None,
+               partial: RolloutResult | None = None, keep_reasoning: bool = True) -> None:
+        entry = {"prompt_id": job.prompt.prompt_id, "sample": job.sample, "prompt": job.prompt.source,
+                 "metadata": job.prompt.metadata, "reason": reason, "attempts": attempts, "status": status,
+                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if partial is not None:
+            entry["messages"] = [training_message(m, keep_reasoning) for m in partial.messages]
+            entry["usage"] = partial.usage.to_json()
+        if self._file is None:
+            self._file = open(self.path, "a", encoding="utf-8")
+        self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._file.flush()
+
+    def compact(self, done: set[int]) -> int:
+        """Rewrite the file without rollouts now done; return how many rollouts it still lists."""
+        self.close()
+        if not self.path.exists():
+            return 0
+        latest: dict[int, str] = {}
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                    key = rollout_key(entry["prompt_id"], int(entry.get("sample", 0)))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn last line from a crash: its rollout is simply not done
+                if key not in done:
+                    latest.pop(key, None)
+                    latest[key] = line if line.endswith("\n") else line + "\n"
+        if not latest:
+            self.path.unlink()
+            return 0
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        with open(temporary, "w", encoding="utf-8") as f:
+            f.writelines(latest.values())
+        os.replace(temporary, self.path)
+        return len(latest)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+# ==================================================================================================
+# Progress
+# ==================================================================================================
+
+
+class Progress:
+    """A tqdm bar on stderr when it is a terminal; a plain status line every 30 s when it is a log."""
+
+    def __init__(self, total: int, done: int, stats: Stats, limiter: AdaptiveLimiter):
+        self.stats, self.limiter = stats, limiter
+        self.interactive = sys.stderr.isatty()
+        self.total, self.done = total, done
+        self.bar = tqdm(total=total, initial=done, unit="rollout", dynamic_ncols=True, file=sys.stderr,
+                        mininterval=0.5, smoothing=0.1, disable=not self.interactive)
+        self._last_line = time.monotonic()
+
+    def advance(self) -> None:
+        self.done += 1
+        self.bar.update(1)
+
+    def log(self, message: str) -> None:
+        if self.interactive:
+            self.bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def status(self) -> str:
+        s = self.stats
+        tokens = s.prompt_tokens + s.completion_tokens
+        return (f"limit {int(self.limiter.limit)}, 429s {s.rate_limited}, retries {s.retries}, "
+                f"failed {s.failed + s.incomplete}, {human_count(tokens)} tok, ${s.cost:.4f}")
+
+    async def refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            if self.interactive:
+                self.bar.set_postfix_str(self.status(), refresh=True)
+            elif time.monotonic() - self._last_line >= 30:
+                self._last_line = time.monotonic()
+                self.log(f"progress: {self.done}/{self.total} done, {self.status()}")
+
+    def close(self) -> None:
+        if self.interactive:
+            self.bar.set_postfix_str(self.status(), refresh=True)
+        self.bar.close()
+
+
+def human_count(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(int(n))
+
+
+def human_duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
+
+
+# ==================================================================================================
+# Main
+# ==================================================================================================
+
+
+@dataclass
+class Plan:
+    total: int  # rollouts the command asks for
+    already_done: int
+    done: set[int]
+
+
+def make_plan(cfg: Config) -> Plan:
+    """Read the whole prompts file once, validating it, before anything is sent or written."""
+    done = scan_done(cfg.output)
+    total = already_done = 0
+    for job in iter_jobs(cfg):
+        total += 1
+        already_done += job.key in done
+    if total == 0:
+        raise UsageError(f"{cfg.input}: no prompts found" + (" in this shard" if cfg.shard else ""))
+    return Plan(total, already_done, done)
+
+
+class Run:
+    """One invocation: feeds rollouts into a pool, writes results, handles stop requests."""
+
+    def __init__(self, cfg: Config, toolbox: ToolBox | None, plan: Plan):
+        self.cfg, self.toolbox, self.plan = cfg, toolbox, plan
+        self.stats = Stats(skipped=plan.already_done)
+        self.limiter = AdaptiveLimiter(cfg.concurrency)
+        self.progress = Progress(plan.total, plan.already_done, self.stats, self.limiter)
+        self.output = OutputFile(cfg.output)
+        self.failed = FailedFile(cfg.failed_path)
+        self.client = TeacherClient(cfg, self.limiter, self.stats, self.progress.log)
+        self.rollouts = Rollouts(cfg, self.client, toolbox)
+        self.tasks: set[asyncio.Task] = set()
+        self.stopping = asyncio.Event()
+        self.interrupted = False
+        self.fatal: str | None = None
+        self.started = time.monotonic()
+
+    async def execute(self) -> int:
+        self.output.open_for_append()
+        self.failed.compact(self.plan.done)
+        self._install_signal_handlers()
+        refresher = asyncio.create_task(self.progress.refresh_forever())
+        try:
+            await self._feed_pool()
+            while self.tasks:
+                await asyncio.wait(self.tasks)
+        finally:
+            refresher.cancel()
+            self.progress.close()
+            await self.client.aclose()
+            if self.toolbox:
+                await self.toolbox.aclose()
+            remaining_failed = self.failed.compact(self.plan.done)
+            self.output.close()
+        return self._finish(remaining_failed)
+
+    async def _feed_pool(self) -> None:
+        stop_waiter = asyncio.create_task(self.stopping.wait())
+        try:
+            for job in iter_jobs(self.cfg):
+                if job.key in self.plan.done:
+                    continue
+                while len(self.tasks) >= self.cfg.rollout_pool_size and not self.stopping.is_set():
+                    await asyncio.wait(self.tasks | {stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if self.stopping.is_set():
+                    return
+                task = asyncio.create_task(self._run_one(job))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+        finally:
+            stop_waiter.cancel()
+
+    async def _run_one(self, job: RolloutJob) -> None:
+        try:
+            result = await self.rollouts.run(job)
+        except PromptFailed as e:
+            self._record_failure(job, str(e), e.attempts, e.status)
+            return
+        except RunStopped as e:
+            self._stop_for_good(str(e))
+            return
+        if result.incomplete and not self.cfg.keep_incomplete:
+            self.stats.incomplete += 1
+            self.failed.record(job, f"incomplete: {result.incomplete}", result.usage.requests,
+                               partial=result, keep_reasoning=self.cfg.keep_reasoning)
+            self._count_reason("incomplete: " + result.incomplete.split(" on turn")[0])
+        else:
+            self.output.append(output_record(result, self.cfg, self.toolbox.names if self.toolbox else []))
+            self.plan.done.add(job.key)
+            self.stats.written += 1
+            self.progress.advance()
+        self._add_usage(result.usage)
+
+    def _record_failure(self, job: RolloutJob, reason: str, attempts: int, status: int | None) -> None:
+        self.stats.failed += 1
+        self.failed.record(job, reason, attempts, status)
+        self._count_reason(f"HTTP {status}" if status else reason.split(";")[0])
+
+    def _count_reason(self, reason: str) -> None:
+        self.stats.failure_reasons[reason] = self.stats.failure_reasons.get(reason, 0) + 1
+
+    def _add_usage(self, usage: Usage) -> None:
+        s = self.stats
+        s.prompt_tokens += usage.prompt_tokens
+        s.completion_tokens += usage.completion_tokens
+        s.reasoning_tokens += usage.reasoning_tokens
+        s.cached_tokens += usage.cached_tokens
+        s.cost += usage.cost
+
+    def _stop_for_good(self, message: str) -> None:
+        if self.fatal is None:
+            self.fatal = message
+            self.progress.log(f"stopping: {message}")
+        self.stopping.set()
+        current = asyncio.current_task()
+        for task in list(self.tasks):
+            if task is not current:
+                task.cancel()
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal)
+
+    def _on_signal(self) -> None:
+        if self.interrupted:
+            self.progress.log("Quitting now; unfinished rollouts will run again on the next run.")
+            for task in list(self.tasks):
+                task.cancel()
+            return
+        self.interrupted = True
+        self.stopping.set()
+        self.progress.log(f"Stopping: no new rollouts; finishing the {len(self.tasks)} in progress "
+                          "(press Ctrl-C again to quit now).")
+
+    def _finish(self, remaining_failed: int) -> int:
+        s, cfg = self.stats, self.cfg
+        done_now = s.skipped + s.written
+        pending = self.plan.total - done_now
+        lines = [f"Done: {s.written} new rollouts written to {cfg.output}"
+                 + (f" ({s.skipped} already there, skipped)" if s.skipped else ""),
+                 f"Total: {done_now}/{self.plan.total} rollouts in {cfg.output}"]
+        if s.failed or s.incomplete:
+            reasons = ", ".join(f"{reason} x{count}" for reason, count in
+                                sorted(s.failure_reasons.items(), key=lambda kv: -kv[1])[:5])
+            lines.append(f"Failed: {s.failed + s.incomplete} ({reasons}); details in {cfg.failed_path}")
+        if pending:
+            lines.append(f"Not done: {pending}. Re-run the same command to "
+                         + ("retry the failed ones and " if remaining_failed else "") + "finish.")
+        lines.append(f"Time: {human_duration(time.monotonic() - self.started)}; {s.requests} requests, "
+                     f"{s.rate_limited} answered 429, {s.retries} retried")
+        if s.prompt_tokens or s.completion_tokens or s.cost:
+            per_sample = f" (${s.cost / s.written:.5f} per sample)" if s.written else ""
+            lines.append(f"Tokens: {human_count(s.prompt_tokens)} prompt ({human_count(s.cached_tokens)} cached), "
+                         f"{human_count(s.completion_tokens)} completion ({human_count(s.reasoning_tokens)} "
+                         f"reasoning); cost ${s.cost:.4f}{per_sample}")
+        if self.fatal:
+            lines.append(f"Stopped: {self.fatal}")
+        print("\n".join(lines), file=sys.stderr, flush=True)
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_OK if pending == 0 else EXIT_FAILED
+
+
+def print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan) -> None:
+    first = next((job for job in iter_jobs(cfg) if job.key not in plan.done), None)
+    body = request_body_template(cfg, toolbox)
+    if first is not None:
+        body["messages"] = first.prompt.messages
+    key = cfg.api_key or ""
+    masked = f"{key[:8]}...{key[-4:]}" if len(key) > 16 else "***" if key else "(none)"
+    print(f"POST {cfg.base_url}/chat/completions")
+    print(f"Authorization: Bearer {masked}")
+    print(json.dumps(body, indent=2, ensure_ascii=False))
+    print(f"Dry run: {plan.total - plan.already_done} rollouts to run, {plan.already_done} already in "
+          f"{cfg.output}; nothing was sent or written.", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg = parse_config(argv)
+        toolbox = None
+        if cfg.tools is not None:
+            tools, closer = load_tools(cfg.tools)
+            toolbox = ToolBox(tools, cfg, closer)
+        plan = make_plan(cfg)
+        if cfg.dry_run:
+            print_dry_run(cfg, toolbox, plan)
+            return EXIT_OK
+        if plan.already_done == plan.total:
+            print(f"Nothing to do: all {plan.total} rollouts are already in {cfg.output}.", file=sys.stderr)
+            return EXIT_OK
+        return asyncio.run(Run(cfg, toolbox, plan).execute())
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

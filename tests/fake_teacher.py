@@ -1,0 +1,220 @@
+"""A real HTTP server on 127.0.0.1 that speaks the OpenRouter chat-completions protocol.
+
+Each prompt (the text of the conversation's first user message) can be given a script: a list of
+steps, one per request the server receives for that prompt, in order. A step is a function of the
+request body returning a Reply, so a test can answer, call tools, answer 429 with Retry-After, 5xx,
+drop the connection, send a 200 with an error body, stall, or check what the client sent.
+Unscripted prompts get a plain answer. Optional global behaviour: a latency, and a cap on requests
+in flight above which the server answers 429 (like a provider's concurrency limit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: object = None  # dict -> JSON, bytes -> raw
+    headers: dict = field(default_factory=dict)
+    delay: float = 0.0
+    drop: bool = False  # close the connection without answering
+
+
+Step = Callable[[dict], Reply]
+_ids = itertools.count(1)
+
+
+def completion(message: dict, finish_reason: str = "stop", usage: dict | None = None, model: str | None = None) -> dict:
+    return {
+        "id": f"gen-{next(_ids)}", "object": "chat.completion", "model": model or "test/teacher",
+        "choices": [{"index": 0, "finish_reason": finish_reason, "message": {"role": "assistant", **message}}],
+        "usage": usage or {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15, "cost": 0.001},
+    }
+
+
+def answer(text: str, **kwargs) -> Step:
+    return lambda body: Reply(body=completion({"content": text}, **kwargs))
+
+
+def call_tools(*calls: tuple[str, object], content=None, **kwargs) -> Step:
+    """Reply with tool calls; each call is (name, arguments) where arguments is a dict or a raw string."""
+
+    def step(body: dict) -> Reply:
+        tool_calls = [{"id": f"call_{next(_ids)}", "type": "function",
+                       "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)}}
+                      for name, args in calls]
+        return Reply(body=completion({"content": content, "tool_calls": tool_calls}, "tool_calls", **kwargs))
+
+    return step
+
+
+def status(code: int, message: str = "error", headers: dict | None = None, **error_fields) -> Step:
+    return lambda body: Reply(code, {"error": {"code": code, "message": message, **error_fields}}, headers or {})
+
+
+def drop() -> Step:
+    return lambda body: Reply(drop=True)
+
+
+def error_body(code=502, message: str = "provider error") -> Step:
+    return lambda body: Reply(200, {"error": {"code": code, "message": message}})
+
+
+def slow(seconds: float, then: Step) -> Step:
+    def step(body: dict) -> Reply:
+        reply = then(body)
+        reply.delay = seconds
+        return reply
+
+    return step
+
+
+def first_user_text(body: dict) -> str:
+    for message in body.get("messages", []):
+        if message.get("role") == "user":
+            content = message.get("content")
+            return content if isinstance(content, str) else json.dumps(content)
+    return ""
+
+
+class FakeTeacher:
+    def __init__(self, latency: float = 0.0, max_in_flight: int | None = None, latency_fn=None):
+        self.scripts: dict[str, list[Step]] = {}
+        self.requests: list[dict] = []  # every request body received, in order
+        self.headers: list[dict] = []
+        self.latency, self.latency_fn, self.max_in_flight = latency, latency_fn, max_in_flight
+        self.in_flight = self.peak_in_flight = self.rejected = 0
+        self.peak_admitted = 0  # most requests in flight that were answered normally
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.port = 0
+
+    # -- control ---------------------------------------------------------------------------------
+    def script(self, prompt: str, *steps: Step) -> None:
+        with self._lock:
+            self.scripts[prompt] = list(steps)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v1"
+
+    def requests_for(self, prompt: str) -> list[dict]:
+        return [body for body in self.requests if first_user_text(body) == prompt]
+
+    def start(self) -> "FakeTeacher":
+        ready = threading.Event()
+
+        def serve() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._server = self._loop.run_until_complete(
+                asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=1024))
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=serve, daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop:
+            async def shutdown():
+                self._server.close()
+                for task in [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]:
+                    task.cancel()
+
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    # -- protocol --------------------------------------------------------------------------------
+    def _next_step(self, body: dict) -> Step | None:
+        with self._lock:
+            steps = self.scripts.get(first_user_text(body))
+            return steps.pop(0) if steps else None
+
+    def _default_reply(self, body: dict) -> Reply:
+        return Reply(body=completion({"content": f"Answer to: {first_user_text(body)}"}))
+
+    async def _respond(self, body: dict) -> Reply:
+        self.requests.append(body)
+        step = self._next_step(body)
+        reply = step(body) if step else self._default_reply(body)
+        delay = reply.delay or (self.latency_fn() if self.latency_fn else self.latency)
+        if delay:
+            await asyncio.sleep(delay)
+        return reply
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request_line = await reader.readline()
+                if not request_line:
+                    return
+                method, path, _ = request_line.decode().split(" ", 2)
+                headers = {}
+                while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    name, _, value = line.decode().partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                raw = await reader.readexactly(int(headers.get("content-length", 0)))
+                self.headers.append(headers)
+                reply = await self._dispatch(method, path, raw)
+                if reply.drop:
+                    writer.transport.abort()
+                    return
+                self._write(writer, reply)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            return
+        finally:
+            writer.close()
+
+    async def _dispatch(self, method: str, path: str, raw: bytes) -> Reply:
+        if method != "POST" or not path.endswith("/chat/completions"):
+            return Reply(404, {"error": {"code": 404, "message": f"no route {method} {path}"}})
+        body = json.loads(raw)
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            if self.max_in_flight is not None and self.in_flight > self.max_in_flight:
+                self.rejected += 1
+                self.requests.append(body)
+                return Reply(429, {"error": {"code": 429, "message": "too many requests in flight"}})
+            self.peak_admitted = max(self.peak_admitted, self.in_flight)
+            return await self._respond(body)
+        finally:
+            self.in_flight -= 1
+
+    @staticmethod
+    def _write(writer: asyncio.StreamWriter, reply: Reply) -> None:
+        payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body or {}).encode()
+        reasons = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
+                   404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
+                   503: "Service Unavailable"}
+        head = [f"HTTP/1.1 {reply.status} {reasons.get(reply.status, 'Status')}",
+                "Content-Type: application/json", f"Content-Length: {len(payload)}"]
+        head += [f"{k}: {v}" for k, v in reply.headers.items()]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+
+
+def jittered(mean: float, spread: float = 0.5, tail_share: float = 0.0, tail_factor: float = 20.0):
+    """A latency function: uniform around mean, with an optional heavy tail."""
+    rng = random.Random(1234)
+
+    def latency() -> float:
+        if tail_share and rng.random() < tail_share:
+            return mean * tail_factor
+        return rng.uniform(mean * (1 - spread), mean * (1 + spread))
+
+    return latency
