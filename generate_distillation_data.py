@@ -506,8 +506,11 @@ def rnow_tool_decorator(fn: Callable | None = None, *, sandbox: bool = False, ti
 
 def install_rnow_stand_in() -> None:
     """Make `from rnow.core.tool import tool` (and `from rnow.core import tool`) work without rnow."""
-    if importlib.util.find_spec("rnow") is not None:
+    try:
+        import rnow.core.tool  # noqa: F401  (the real decorator, used as it is)
         return
+    except ImportError:
+        pass
     modules = {name: types.ModuleType(name) for name in ("rnow", "rnow.core", "rnow.core.tool", "rnow.models")}
     for module in modules.values():
         module.__path__ = []  # a package, so submodule imports resolve through sys.modules
@@ -590,7 +593,7 @@ class ToolBox:
     async def run_calls(self, tool_calls: list[dict], metadata: dict) -> list[dict]:
         """Run one assistant message's tool calls concurrently; results come back in call order."""
         results = await asyncio.gather(*(self.run_call(call, metadata) for call in tool_calls))
-        return [{"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"], "content": result}
+        return [{"role": "tool", "tool_call_id": call["id"], "content": result, "name": call["function"]["name"]}
                 for call, result in zip(tool_calls, results)]
 
     async def run_call(self, call: dict, metadata: dict) -> str:
