@@ -780,6 +780,7 @@ class AdaptiveLimiter:
             return self._start()
         future = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (priority, next(self._order), future))
+        self._wake()  # starts it now if there is room, else makes sure a paused limiter wakes up
         try:
             return await future
         except asyncio.CancelledError:
@@ -847,6 +848,10 @@ class PromptFailed(Exception):
         self.attempts, self.status = attempts, status
 
 
+class NotStarted(Exception):
+    """The run was stopping before this rollout sent its first request: it stays pending, nothing spent."""
+
+
 class RunStopped(Exception):
     """No request can succeed (bad key, no credits): stop the whole run, lose nothing."""
 
@@ -873,12 +878,15 @@ class TeacherClient:
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=cfg.rollout_pool_size),
         )
 
-    async def complete(self, body: dict, priority: int) -> Completion:
-        """One chat completion, retried with backoff on anything transient."""
+    async def complete(self, body: dict, priority: int, unless: asyncio.Event | None = None) -> Completion:
+        """One chat completion, retried with backoff on anything transient.
+
+        `unless`: if this event is set by the time a request slot frees up, send nothing (NotStarted).
+        """
         payload = json.dumps(body, ensure_ascii=False).encode()
         for attempt in range(1, self.cfg.retries + 2):
             try:
-                return await self._attempt(payload, priority)
+                return await self._attempt(payload, priority, unless if attempt == 1 else None)
             except RetryableError as e:
                 if attempt > self.cfg.retries:
                     raise PromptFailed(f"gave up after {attempt} attempts; last error: {e}", attempt) from None
@@ -886,10 +894,12 @@ class TeacherClient:
                 await asyncio.sleep(self._backoff(attempt, e.retry_after))
         raise AssertionError("unreachable")
 
-    async def _attempt(self, payload: bytes, priority: int) -> Completion:
+    async def _attempt(self, payload: bytes, priority: int, unless: asyncio.Event | None) -> Completion:
         slot = await self.limiter.acquire(priority)
         outcome = "error"
         try:
+            if unless is not None and unless.is_set():
+                raise NotStarted()
             self.stats.requests += 1
             try:
                 response = await self.http.post(self.url, content=payload)
@@ -1038,8 +1048,8 @@ class RolloutResult:
 class Rollouts:
     """Runs one prompt to a final answer: teacher turn, tool calls, teacher turn, ..."""
 
-    def __init__(self, cfg: Config, client: TeacherClient, toolbox: ToolBox | None):
-        self.cfg, self.client, self.toolbox = cfg, client, toolbox
+    def __init__(self, cfg: Config, client: TeacherClient, toolbox: ToolBox | None, stopping: asyncio.Event):
+        self.cfg, self.client, self.toolbox, self.stopping = cfg, client, toolbox, stopping
         self.base_body = request_body_template(cfg, toolbox)
 
     async def run(self, job: RolloutJob) -> RolloutResult:
@@ -1047,7 +1057,9 @@ class Rollouts:
         usage = Usage()
         completion: Completion | None = None
         for turn in range(1, self.cfg.max_turns + 1):
-            completion = await self.client.complete({**self.base_body, "messages": messages}, job.seq)
+            # A rollout that has not sent anything yet does not start once the run is stopping.
+            unless = self.stopping if turn == 1 else None
+            completion = await self.client.complete({**self.base_body, "messages": messages}, job.seq, unless)
             usage.add(completion.usage)
             messages.append(completion.message)
             result = functools.partial(RolloutResult, job, messages, usage, turn, completion.finish_reason,
@@ -1392,9 +1404,9 @@ class Run:
         self.output = OutputFile(cfg.output)
         self.failed = FailedFile(cfg.failed_path)
         self.client = TeacherClient(cfg, self.limiter, self.stats, self.progress.log)
-        self.rollouts = Rollouts(cfg, self.client, toolbox)
-        self.tasks: set[asyncio.Task] = set()
         self.stopping = asyncio.Event()
+        self.rollouts = Rollouts(cfg, self.client, toolbox, self.stopping)
+        self.tasks: set[asyncio.Task] = set()
         self.interrupted = False
         self.fatal: str | None = None
         self.started = time.monotonic()
@@ -1442,6 +1454,8 @@ class Run:
             return
         except RunStopped as e:
             self._stop_for_good(str(e))
+            return
+        except NotStarted:
             return
         if result.incomplete and not self.cfg.keep_incomplete:
             self.stats.incomplete += 1

@@ -189,7 +189,7 @@ class FakeTeacher:
         try:
             if self.max_in_flight is not None and self.in_flight > self.max_in_flight:
                 self.rejected += 1
-                self.requests.append(body)
+                self.requests.append({**body, "_rejected": True})
                 return Reply(429, {"error": {"code": 429, "message": "too many requests in flight"}})
             self.peak_admitted = max(self.peak_admitted, self.in_flight)
             return await self._respond(body)

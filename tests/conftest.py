@@ -1,0 +1,123 @@
+"""Shared fixtures: a loopback fake teacher, a work folder, and two ways to run the script
+(in-process through main(), and as a subprocess the way users run it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import generate_distillation_data as gdd  # noqa: E402
+from fake_teacher import FakeTeacher  # noqa: E402
+
+SCRIPT = ROOT / "generate_distillation_data.py"
+
+SMALL_TOOLS = '''
+from rnow.core.tool import tool
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+@tool
+async def shout(text: str) -> str:
+    """Upper-case a text."""
+    return text.upper()
+'''
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+    workdir: Path
+    output: str = "train.jsonl"
+
+    def records(self, name: str | None = None) -> list[dict]:
+        path = self.workdir / (name or self.output)
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def failed(self) -> list[dict]:
+        return self.records(Path(self.output).stem + ".failed.jsonl")
+
+
+@pytest.fixture
+def teacher():
+    server = FakeTeacher().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+    monkeypatch.delenv("OPENROUTER_BASE_URL", raising=False)
+    (tmp_path / "tools_small.py").write_text(SMALL_TOOLS)
+    return tmp_path
+
+
+def write_prompts(workdir: Path, prompts: list, name: str = "prompts.jsonl") -> Path:
+    """prompts: strings (become {"prompt": s}) or dicts (written as they are)."""
+    path = workdir / name
+    lines = [json.dumps({"prompt": p} if isinstance(p, str) else p) for p in prompts]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def run(workdir, teacher, capsys):
+    """Run main() in this process against the fake teacher; fast retries by default."""
+
+    def run_main(*args: str, prompts: str = "prompts.jsonl", tools: str = "tools_small.py") -> Result:
+        argv = [prompts, "--tools", tools, "--base-url", teacher.base_url, "--backoff", "0.01", *args]
+        code = gdd.main(argv)
+        captured = capsys.readouterr()
+        output = next((argv[i + 1] for i, a in enumerate(argv) if a in ("-o", "--output")), "train.jsonl")
+        return Result(code, captured.out, captured.err, workdir, output)
+
+    return run_main
+
+
+def subprocess_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENROUTER_API_KEY", "OPENROUTER_BASE_URL")}
+    env.update(extra)
+    return env
+
+
+def start_script(workdir: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=workdir, env=env or subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_script(workdir: Path, *args: str, env: dict | None = None, timeout: float = 60) -> Result:
+    process = start_script(workdir, *args, env=env)
+    out, err = process.communicate(timeout=timeout)
+    return Result(process.returncode, out, err, workdir)
+
+
+def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll a condition on real state (a file, a server counter); fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def count_lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
