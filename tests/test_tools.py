@@ -1,0 +1,263 @@
+"""Loading rnow tools files and running tool calls, through real rollouts against the loopback teacher."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from typing import Literal, Optional, Union
+
+import pytest
+import rnow.core.tool  # noqa: F401  (rnow.core re-exports the decorator under the module's name)
+from conftest import SCRIPT, Result, subprocess_env, write_prompts
+from fake_teacher import answer, call_tools
+
+import generate_distillation_data as gdd
+
+rnow_tool = sys.modules["rnow.core.tool"]
+
+EVERY_TYPE_TOOLS = '''
+from typing import Literal, Optional, Union, List, Dict
+from rnow.core.tool import tool
+from rnow.core import tool as tool_again
+from rnow.models import ToolArgs
+
+@tool
+def every_type(args: ToolArgs, text: str, count: int, ratio: float, flag: bool, names: list[str],
+               matrix: List[List[int]], options: dict, table: Dict[str, int], mode: Literal["fast", "slow"],
+               maybe: Optional[int], either: Union[int, str], maybe_either: Union[int, str, None],
+               new_style: int | None = None, default: str = "x", bare_list: list = None) -> dict:
+    """Exercise every supported type.
+
+    The whole docstring is the description."""
+    return {}
+
+@tool_again(timeout=5, sandbox=False)
+async def async_tool(query: str) -> str:
+    """An async tool."""
+    return query
+'''
+
+
+def test_stand_in_builds_the_same_schema_as_rnow(workdir):
+    (workdir / "every_type.py").write_text(EVERY_TYPE_TOOLS)
+    rnow_tool.clear_tool_registry()
+    tools, _ = gdd.load_tools(workdir / "every_type.py")  # rnow is installed here: its decorator is used
+    assert sys.modules["rnow.core.tool"].tool is rnow_tool.tool
+    for tool in tools:
+        real = rnow_tool.TOOL_REGISTRY[tool.name]
+        assert gdd.rnow_tool_schema(real) == real._schema == tool.parameters
+        assert tool.description == real._description
+    [every, async_tool] = tools
+    assert "args" not in every.parameters["properties"]
+    assert every.description.endswith("The whole docstring is the description.")
+    assert async_tool.timeout == 5 and async_tool.is_async
+
+
+def without_rnow(workdir, *args: str) -> Result:
+    """Run the script in a subprocess where `import rnow` fails, as on a machine without rnow."""
+    import subprocess
+
+    code = textwrap.dedent(f"""
+        import runpy, sys
+        class NoRnow:
+            def find_spec(self, name, path=None, target=None):
+                if name == "rnow" or name.startswith("rnow."):
+                    raise ModuleNotFoundError(f"No module named {{name!r}}")
+        sys.meta_path.insert(0, NoRnow())
+        sys.argv = [{str(SCRIPT)!r}] + {list(args)!r}
+        runpy.run_path({str(SCRIPT)!r}, run_name="__main__")
+    """)
+    process = subprocess.run([sys.executable, "-c", code], cwd=workdir, env=subprocess_env(),
+                             capture_output=True, text=True, timeout=60)
+    return Result(process.returncode, process.stdout, process.stderr, workdir)
+
+
+def test_tools_file_loads_without_rnow_and_sends_rnow_schemas(workdir, teacher):
+    (workdir / "every_type.py").write_text(EVERY_TYPE_TOOLS)
+    write_prompts(workdir, ["q"])
+    result = without_rnow(workdir, "prompts.jsonl", "--tools", "every_type.py", "--base-url", teacher.base_url,
+                          "--dry-run")
+    assert result.code == 0, result.err
+    sent = json.loads(result.out[result.out.index("{"):])["tools"]
+    rnow_tool.clear_tool_registry()
+    expected = [tool.api_schema() for tool in gdd.load_tools(workdir / "every_type.py")[0]]
+    assert sent == expected
+
+
+REJECTED = {
+    "no docstring": ("@tool\ndef f(x: int) -> int:\n    return x\n", "must have a non-empty docstring"),
+    "missing hint": ('@tool\ndef f(x) -> int:\n    """Doc."""\n    return x\n', "Missing type hint"),
+    "star args": ('@tool\ndef f(*xs: int) -> int:\n    """Doc."""\n    return 1\n', "*args"),
+    "no return type": ('@tool\ndef f(x: int):\n    """Doc."""\n    return x\n', "return type"),
+}
+
+
+@pytest.mark.parametrize("kind", list(REJECTED))
+@pytest.mark.parametrize("rnow_installed", [True, False])
+def test_tools_rnow_would_reject_fail_at_start(workdir, teacher, kind, rnow_installed):
+    source, message = REJECTED[kind]
+    (workdir / "bad_tools.py").write_text("from rnow.core.tool import tool\n\n" + source)
+    write_prompts(workdir, ["q"])
+    args = ("prompts.jsonl", "--tools", "bad_tools.py", "--base-url", teacher.base_url)
+    if rnow_installed:
+        from conftest import run_script
+        result = run_script(workdir, *args)
+    else:
+        result = without_rnow(workdir, *args)
+    assert result.code == 2 and message in result.err and "bad_tools.py:3:" in result.err
+    assert "Traceback" not in result.err and not teacher.requests
+
+
+def test_tools_file_without_tools_or_with_an_error(run, workdir, teacher):
+    write_prompts(workdir, ["q"])
+    (workdir / "empty_tools.py").write_text("x = 1\n")
+    result = run(tools="empty_tools.py")
+    assert result.code == 2 and "no @tool functions" in result.err and "--tools none" in result.err
+    (workdir / "broken_tools.py").write_text("import json\n\nraise RuntimeError('no config')\n")
+    result = run(tools="broken_tools.py")
+    assert result.code == 2 and "broken_tools.py:3: RuntimeError: no config" in result.err
+    assert not teacher.requests
+
+
+# --------------------------------------------------------------------------------------------------
+# Running tool calls
+# --------------------------------------------------------------------------------------------------
+
+RUNTIME_TOOLS = '''
+import asyncio, threading, time
+from rnow.core.tool import tool
+
+_barrier = asyncio.Barrier(3)
+_gate = threading.Event()
+
+@tool
+async def meet(name: str) -> str:
+    """Waits until three calls are running at once: proves the calls of one message run concurrently."""
+    await asyncio.wait_for(_barrier.wait(), 5)
+    return f"met {name}"
+
+@tool
+def wait_for_gate() -> str:
+    """A blocking sync tool: holds its thread until another rollout opens the gate."""
+    return "gate opened" if _gate.wait(10) else "gate never opened"
+
+@tool
+async def open_gate() -> str:
+    """Opens the gate."""
+    _gate.set()
+    return "opened"
+
+@tool
+def explode(reason: str) -> str:
+    """Always raises."""
+    raise ValueError(reason)
+
+@tool(timeout=0.2)
+async def hang() -> str:
+    """Never returns."""
+    await asyncio.Event().wait()
+
+@tool
+def structured(n: int, label: str = "x") -> dict:
+    """Returns a dict."""
+    return {"n": n, "label": label, "ok": True}
+
+@tool
+def huge() -> str:
+    """Returns a lot of text."""
+    return "y" * 5000
+
+@tool
+def noargs() -> str:
+    """Takes nothing."""
+    return "fine"
+'''
+
+
+def tool_messages(record: dict) -> list[str]:
+    return [m["content"] for m in record["messages"] if m["role"] == "tool"]
+
+
+def test_calls_of_one_message_run_concurrently_and_results_keep_call_order(run, teacher, workdir):
+    (workdir / "rt.py").write_text(RUNTIME_TOOLS)
+    write_prompts(workdir, ["meet"])
+    teacher.script("meet", call_tools(("meet", {"name": "a"}), ("meet", {"name": "b"}), ("meet", {"name": "c"})),
+                   answer("done"))
+    result = run(tools="rt.py")
+    assert result.code == 0, result.err
+    [record] = result.records()
+    assert tool_messages(record) == ["met a", "met b", "met c"]
+    calls = record["messages"][1]["tool_calls"]
+    assert [m["tool_call_id"] for m in record["messages"][2:5]] == [c["id"] for c in calls]
+
+
+def test_blocking_sync_tool_does_not_stall_other_rollouts(run, teacher, workdir):
+    (workdir / "rt.py").write_text(RUNTIME_TOOLS)
+    write_prompts(workdir, ["blocker", "opener"])
+    teacher.script("blocker", call_tools(("wait_for_gate", {})), answer("after gate"))
+    teacher.script("opener", call_tools(("open_gate", {})), answer("opened it"))
+    result = run(tools="rt.py")
+    assert result.code == 0, result.err
+    by_prompt = {r["messages"][0]["content"]: r for r in result.records()}
+    assert tool_messages(by_prompt["blocker"]) == ["gate opened"]
+
+
+ERROR_CASES = {
+    "unknown tool": (("nope", {}), "Error: unknown tool 'nope'"),
+    "invalid JSON": (("structured", "{n: 1"), "not valid JSON"),
+    "missing argument": (("structured", {}), "missing required argument(s): n"),
+    "unexpected argument": (("structured", {"n": 1, "color": "red"}), "unexpected argument(s): color"),
+    "wrong type": (("structured", {"n": [1]}), "argument 'n' should be integer"),
+    "exception": (("explode", {"reason": "kaboom"}), "failed: ValueError: kaboom"),
+    "timeout": (("hang", {}), "timed out after 0.2 s"),
+}
+
+
+@pytest.mark.parametrize("kind", list(ERROR_CASES))
+def test_tool_problems_become_messages_and_the_rollout_goes_on(run, teacher, workdir, kind):
+    (workdir / "rt.py").write_text(RUNTIME_TOOLS)
+    write_prompts(workdir, ["q"])
+    call, expected = ERROR_CASES[kind]
+    teacher.script("q", call_tools(call), answer("recovered"))
+    result = run(tools="rt.py")
+    assert result.code == 0, result.err
+    [record] = result.records()
+    [message] = tool_messages(record)
+    assert expected in message and record["messages"][-1]["content"] == "recovered"
+    assert teacher.requests[1]["messages"][-1]["content"] == message  # the teacher read it
+
+
+def test_results_are_encoded_coerced_and_truncated(run, teacher, workdir):
+    (workdir / "rt.py").write_text(RUNTIME_TOOLS)
+    write_prompts(workdir, ["q"])
+    teacher.script("q", call_tools(("structured", {"n": "7"}), ("huge", {}), ("noargs", ""), ("noargs", "  ")),
+                   answer("ok"))
+    result = run("--max-tool-chars", "1000", tools="rt.py")
+    structured, huge, noargs, noargs_again = tool_messages(result.records()[0])
+    assert json.loads(structured) == {"n": 7, "label": "x", "ok": True}  # "7" coerced as rnow does
+    assert huge.startswith("y" * 1000) and "[... truncated 4000 of 5000 characters]" in huge
+    assert noargs == noargs_again == "fine"  # "" means {}
+
+
+def test_tool_gets_rnow_args_with_prompt_metadata(run, teacher, workdir):
+    (workdir / "meta_tools.py").write_text(textwrap.dedent('''
+        from rnow.core.tool import tool
+        from rnow.models import ToolArgs
+
+        @tool
+        def which_db(args: ToolArgs, table: str) -> str:
+            """Names the database of this sample."""
+            return f"{args.metadata['db_id']}.{table}"
+    '''))
+    write_prompts(workdir, [{"prompt": "q", "metadata": {"db_id": "sales"}}])
+    teacher.script("q", call_tools(("which_db", {"table": "orders"})), answer("ok"))
+    result = run(tools="meta_tools.py")
+    assert tool_messages(result.records()[0]) == ["sales.orders"]
+
+
+def test_schema_mapping_matches_rnow_type_by_type():
+    for annotation in (str, int, float, bool, list, list[str], list[list[int]], dict, dict[str, int],
+                       Literal["a", "b"], Optional[int], Union[int, str], Union[int, str, None], int | None,
+                       Optional[list[str]], bytes):
+        assert gdd.rnow_schema_for_type(annotation) == rnow_tool._map_type_to_json_schema(annotation), annotation
