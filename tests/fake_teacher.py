@@ -44,14 +44,14 @@ def answer(text: str, **kwargs) -> Step:
     return lambda body: Reply(body=completion({"content": text}, **kwargs))
 
 
-def call_tools(*calls: tuple[str, object], content=None, **kwargs) -> Step:
+def call_tools(*calls: tuple[str, object], content=None, finish_reason: str = "tool_calls", **kwargs) -> Step:
     """Reply with tool calls; each call is (name, arguments) where arguments is a dict or a raw string."""
 
     def step(body: dict) -> Reply:
         tool_calls = [{"id": f"call_{next(_ids)}", "type": "function",
                        "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)}}
                       for name, args in calls]
-        return Reply(body=completion({"content": content, "tool_calls": tool_calls}, "tool_calls", **kwargs))
+        return Reply(body=completion({"content": content, "tool_calls": tool_calls}, finish_reason, **kwargs))
 
     return step
 
