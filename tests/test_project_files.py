@@ -1,0 +1,50 @@
+"""The files users run and upload: config.yml and our train.jsonl validate with rnow's own validators,
+the bundled prompts.jsonl is valid, and the README's quick start is what CI runs."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import yaml
+from conftest import ROOT, run_script
+from fake_teacher import answer, call_tools
+
+import generate_distillation_data as gdd
+
+
+def test_config_yml_validates_with_rnow():
+    from rnow import models
+
+    config = models.ProjectConfig(**yaml.safe_load((ROOT / "config.yml").read_text()))
+    assert config.dataset_type == models.DatasetType.SFT and config.data.train_file == "train.jsonl"
+
+
+def test_our_train_jsonl_validates_with_rnow(run, teacher, workdir):
+    from rnow import models
+    from rnow.cli.commands import validate_train_jsonl
+
+    (workdir / "prompts.jsonl").write_text(json.dumps({"prompt": "What is 1+1?", "metadata": {"k": 1}}) + "\n"
+                                           + json.dumps({"prompt": "Plain"}) + "\n")
+    teacher.script("What is 1+1?", call_tools(("add", {"a": 1, "b": 1})), answer("2"))
+    assert run().code == 0
+    assert validate_train_jsonl(workdir / "train.jsonl", models.DatasetType.SFT) == []
+
+
+def test_bundled_prompts_are_valid_and_realistic(workdir, teacher):
+    prompts = list(gdd.iter_prompts(ROOT / "prompts.jsonl", None))
+    assert len(prompts) >= 12 and all(p.metadata.get("expected_answer") for p in prompts)
+    result = run_script(workdir, str(ROOT / "prompts.jsonl"), "--tools", str(ROOT / "tools.py"),
+                        "--base-url", teacher.base_url, "--dry-run")
+    assert result.code == 0, result.err
+    names = [t["function"]["name"] for t in json.loads(result.out[result.out.index("{"):])["tools"]]
+    assert names == ["calculate", "browse"]
+
+
+def test_readme_quick_start_has_two_commands_and_ci_runs_the_test_one():
+    readme = (ROOT / "README.md").read_text()
+    quick_start = readme.split("## Quick start")[1].split("\n## ")[0]
+    commands = re.findall(r"```bash\n(.*?)\n```", quick_start, re.S)
+    assert len(commands) == 2 and all("\n" not in c for c in commands)
+    assert "generate_distillation_data.py prompts.jsonl" in commands[0] and "pytest" in commands[1]
+    assert "grep -m1 -E '^python3 -m venv .*pytest' README.md" in (ROOT / ".ci" / "run").read_text()
