@@ -796,7 +796,9 @@ class AdaptiveLimiter:
         elif outcome == "rate_limited":
             self.ceiling = max(1, min(self.ceiling, slot.level - 1))
             if slot.wave == self.wave:
-                self.limit = max(1.0, self.limit / 2)
+                # Halve, and go no higher than the level that was just refused: from a burst far above
+                # the teacher's capacity (-c 64 against 8) this settles in one wave instead of three.
+                self.limit = max(1.0, min(self.limit / 2, float(self.ceiling)))
                 self.wave += 1
         self._wake()
 

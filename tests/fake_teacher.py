@@ -15,6 +15,7 @@ import itertools
 import json
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -86,8 +87,11 @@ def first_user_text(body: dict) -> str:
 
 
 class FakeTeacher:
-    def __init__(self, latency: float = 0.0, max_in_flight: int | None = None, latency_fn=None):
+    def __init__(self, latency: float = 0.0, max_in_flight: int | None = None, latency_fn=None,
+                 default_step: Step | None = None):
         self.scripts: dict[str, list[Step]] = {}
+        self.default_step = default_step
+        self.answered_at: list[float] = []  # loop time of every normal (non-429) answer, for benchmarks
         self.requests: list[dict] = []  # every request body received, in order
         self.headers: list[dict] = []
         self.latency, self.latency_fn, self.max_in_flight = latency, latency_fn, max_in_flight
@@ -145,6 +149,8 @@ class FakeTeacher:
             return steps.pop(0) if steps else None
 
     def _default_reply(self, body: dict) -> Reply:
+        if self.default_step:
+            return self.default_step(body)
         return Reply(body=completion({"content": f"Answer to: {first_user_text(body)}"}))
 
     async def _respond(self, body: dict) -> Reply:
@@ -154,6 +160,7 @@ class FakeTeacher:
         delay = reply.delay or (self.latency_fn() if self.latency_fn else self.latency)
         if delay:
             await asyncio.sleep(delay)
+        self.answered_at.append(time.monotonic())
         return reply
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

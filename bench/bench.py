@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Benchmarks: does the generator run at the speed of the teacher, at any size?
+
+    python bench/bench.py            # full size, a few minutes on 2 cores
+    python bench/bench.py --tiny     # seconds; what the smoke test runs
+
+Everything runs against a loopback server speaking the protocol (tests/fake_teacher.py), started here;
+the generator runs as a subprocess, the way users run it. Each figure is printed with its target and a
+pass/fail mark; the exit code is 1 when a target is missed. Throughput is measured on the server's side,
+from the first answer to the last, so process start-up is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import generate_distillation_data as gdd  # noqa: E402
+from fake_teacher import FakeTeacher, Reply, completion, jittered  # noqa: E402
+
+TRIVIAL_TOOLS = '''
+from rnow.core.tool import tool
+
+@tool
+def echo(text: str) -> str:
+    """Return the text."""
+    return text
+'''
+
+BARE_LOOP = '''
+import asyncio, json, sys, httpx
+url, n, concurrency = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+async def main():
+    slots = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=None)) as client:
+        async def one(i):
+            async with slots:
+                body = {"model": "m", "messages": [{"role": "user", "content": f"question {i}"}]}
+                r = await client.post(url, content=json.dumps(body).encode())
+                r.json()["choices"][0]["message"]
+        await asyncio.gather(*(one(i) for i in range(n)))
+asyncio.run(main())
+'''
+
+
+def tool_then_answer(body: dict) -> Reply:
+    """Two-turn rollouts: call the trivial tool first, answer once its result is there."""
+    if body["messages"][-1]["role"] == "tool":
+        return Reply(body=completion({"content": "done"}))
+    call = {"id": "call_1", "type": "function", "function": {"name": "echo", "arguments": '{"text": "hi"}'}}
+    return Reply(body=completion({"content": None, "tool_calls": [call]}, "tool_calls"))
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    target: str
+    ok: bool | None  # None: reported, no target
+    unit: str = ""
+
+    def row(self) -> str:
+        mark = {True: "PASS", False: "FAIL", None: "    "}[self.ok]
+        return f"| {self.name:<52} | {self.value:>10.3f} {self.unit:<10} | {self.target:<14} | {mark} |"
+
+
+@dataclass
+class RunResult:
+    rollouts_per_s: float
+    requests_per_s: float
+    rejected_share: float
+    duplicates: int
+    lines: int
+
+
+def run_generator(work: Path, server: FakeTeacher, n: int, concurrency: int, tools: str = "none",
+                  tag: str = "run") -> RunResult:
+    prompts = work / f"{tag}.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"{tag} question {i}"}) + "\n" for i in range(n)))
+    output = work / f"{tag}.out.jsonl"
+    server.answered_at.clear()
+    server.requests.clear()
+    server.rejected = 0
+    process = subprocess.run([sys.executable, str(ROOT / "generate_distillation_data.py"), str(prompts),
+                              "-o", str(output), "--tools", tools, "--base-url", server.base_url,
+                              "-c", str(concurrency), "--backoff", "0.05"],
+                             cwd=work, capture_output=True, text=True, timeout=900)
+    if process.returncode != 0:
+        raise SystemExit(f"generator failed ({process.returncode}): {process.stderr[-2000:]}")
+    ids = Counter(json.loads(line)["metadata"]["prompt_id"] for line in output.read_text().splitlines())
+    span = server.answered_at[-1] - server.answered_at[0]
+    requests = len(server.requests)
+    return RunResult(len(ids) / span, len(server.answered_at) / span, server.rejected / max(1, requests),
+                     sum(count - 1 for count in ids.values()) + (n - len(ids)), sum(ids.values()))
+
+
+def run_bare_loop(server: FakeTeacher, n: int, concurrency: int) -> float:
+    server.answered_at.clear()
+    subprocess.run([sys.executable, "-c", BARE_LOOP, f"{server.base_url}/chat/completions", str(n),
+                    str(concurrency)], check=True, timeout=900)
+    return len(server.answered_at) / (server.answered_at[-1] - server.answered_at[0])
+
+
+def bench_adaptive(work: Path, n: int, cap: int, mean: float, tools: str = "none", tail: float = 0.0):
+    server = FakeTeacher(max_in_flight=cap, latency_fn=jittered(mean, 0.5, tail_share=tail),
+                         default_step=tool_then_answer if tools != "none" else None).start()
+    try:
+        return run_generator(work, server, n, 64, tools, tag=f"adaptive-{tools != 'none'}-{tail}")
+    finally:
+        server.stop()
+
+
+def bench_overhead(work: Path, n: int, concurrency: int, tools: str = "none") -> tuple[float, float]:
+    server = FakeTeacher(default_step=tool_then_answer if tools != "none" else None).start()
+    try:
+        bare = run_bare_loop(server, n, concurrency)
+        ours = run_generator(work, server, n // (2 if tools != "none" else 1), concurrency, tools,
+                             tag=f"overhead-{tools != 'none'}")
+        return ours.requests_per_s, bare
+    finally:
+        server.stop()
+
+
+def bench_size(work: Path, n: int) -> tuple[float, float, float]:
+    """Peak memory of a run over n prompts whose output already holds n - 100 of them, and scan speed."""
+    prompts, output = work / "size.jsonl", work / "size.out.jsonl"
+    with open(prompts, "w") as f:
+        for i in range(n):
+            f.write(json.dumps({"prompt": f"Question number {i}: what is the capital of country {i % 197}?",
+                                "metadata": {"expected_answer": f"city {i % 197}"}}) + "\n")
+    cfg = gdd.parse_config([str(prompts), "-o", str(output), "--tools", "none", "--base-url", "http://127.0.0.1:9"])
+    with open(output, "w") as f:
+        for job in gdd.iter_jobs(cfg):
+            if job.seq >= n - 100:
+                break
+            result = gdd.RolloutResult(job, job.prompt.messages + [{"role": "assistant", "content": "The capital is "
+                                       + "a city with a long and storied history. " * 4}], gdd.Usage(), 1, "stop", None)
+            f.write(json.dumps(gdd.output_record(result, cfg, []), ensure_ascii=False) + "\n")
+    size_mb = output.stat().st_size / 1e6
+    started = time.perf_counter()
+    done = gdd.scan_done(output)
+    scan_mb_s = size_mb / (time.perf_counter() - started)
+    assert len(done) == n - 100
+    del done
+    server = FakeTeacher().start()
+    try:
+        started = time.monotonic()
+        process = subprocess.Popen([sys.executable, str(ROOT / "generate_distillation_data.py"), str(prompts),
+                                    "-o", str(output), "--tools", "none", "--base-url", server.base_url],
+                                   cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not server.requests and process.poll() is None:
+            time.sleep(0.01)
+        to_first_request = time.monotonic() - started
+        _, status, usage = os.wait4(process.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit("size run failed")
+    finally:
+        server.stop()
+    return usage.ru_maxrss / 1024, scan_mb_s, to_first_request
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="a few seconds, for the smoke test")
+    args = parser.parse_args()
+    scale = 0.05 if args.tiny else 1.0
+    cap, mean = 8, 0.2
+    limit = cap / mean
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "trivial_tools.py").write_text(TRIVIAL_TOOLS)
+
+        base = bench_adaptive(work, int(1200 * scale), cap, mean)
+        figures += [Figure("1. adaptive: rollouts/s vs limit C/latency", base.rollouts_per_s / limit, ">= 0.90",
+                           base.rollouts_per_s / limit >= 0.90, f"x {limit:.0f}/s"),
+                    Figure("1. adaptive: share of requests answered 429", base.rejected_share, "<= 0.05",
+                           base.rejected_share <= 0.05),
+                    Figure("1. adaptive: duplicates or missing", base.duplicates, "== 0", base.duplicates == 0)]
+
+        ours, bare = bench_overhead(work, int(6000 * scale), 64)
+        figures.append(Figure("2. overhead: requests/s vs bare httpx loop", ours / bare, ">= 0.70",
+                              ours / bare >= 0.70, f"x {bare:.0f}/s"))
+
+        tooled = bench_adaptive(work, int(600 * scale), cap, mean, tools="trivial_tools.py")
+        ratio = tooled.requests_per_s / base.requests_per_s
+        figures.append(Figure("3. tools: adaptive requests/s vs (1)", ratio, ">= 0.90", ratio >= 0.90))
+        ours_tools, bare_tools = bench_overhead(work, int(6000 * scale), 64, tools="trivial_tools.py")
+        ratio = (ours_tools / bare_tools) / (ours / bare)
+        figures.append(Figure("3. tools: overhead ratio vs (2)", ratio, ">= 0.90", ratio >= 0.90))
+
+        n = int(1_000_000 * (0.01 if args.tiny else 1))
+        peak_mb, scan_mb_s, first_request = bench_size(work, n)
+        figures += [Figure(f"4. size: peak memory, {n:,} prompts and lines", peak_mb, "< 300", peak_mb < 300, "MB"),
+                    Figure("4. size: resume scan of the output", scan_mb_s, ">= 200", scan_mb_s >= 200, "MB/s"),
+                    Figure("4. size: start to first request (all but 100 done)", first_request, "", None, "s")]
+
+        # A slow answer holds one of the teacher's C slots for 20x as long, so the teacher's own limit
+        # drops to C / (mean latency of this distribution); compare how close each run gets to its limit.
+        tail = bench_adaptive(work, int(1200 * scale), cap, mean, tail=0.01)
+        tail_limit = cap / (mean * (0.99 + 0.01 * 20))
+        ratio = (tail.rollouts_per_s / tail_limit) / (base.rollouts_per_s / limit)
+        figures.append(Figure("5. long tail (1% at 20x): share of its limit vs (1)", ratio, ">= 0.90",
+                              ratio >= 0.90))
+
+    print(f"| {'figure':<52} | {'value':>21} | {'target':<14} | ok   |")
+    print(f"|{'-' * 54}|{'-' * 23}|{'-' * 16}|------|")
+    for figure in figures:
+        print(figure.row())
+    missed = [f.name for f in figures if f.ok is False]
+    if missed and not args.tiny:
+        print(f"\nmissed: {', '.join(missed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

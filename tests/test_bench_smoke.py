@@ -1,0 +1,15 @@
+"""The benchmark at a tiny size, so it cannot rot. Its speed figures are not asserted here."""
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_benchmark_runs_at_tiny_size():
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "bench.py"), "--tiny"], capture_output=True,
+                            text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "figure" not in line]
+    assert len(rows) == 10
+    assert "duplicates or missing" in result.stdout and "|      0.000            | == 0           | PASS |" in result.stdout
