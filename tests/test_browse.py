@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import threading
 import time
@@ -175,3 +176,22 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except OSError:
         return False
+
+
+def test_ctrl_c_during_a_browse_leaves_no_browser_behind(workdir, teacher, site):
+    from conftest import start_script, wait_for
+
+    before = chromium_processes()
+    write_prompts(workdir, ["Open the slow page"])
+    teacher.script("Open the slow page", call_tools(("browse", {"url": f"{site}/slow"})), answer("never"))
+    process = start_script(workdir, "prompts.jsonl", "--tools", str(ROOT / "tools.py"), "--base-url",
+                           teacher.base_url, env=subprocess_env(BROWSE_ALLOW_PRIVATE="127.0.0.1", BROWSE_TIMEOUT="30"))
+    wait_for(lambda: len(chromium_processes() - before) > 0, timeout=60, what="the browser to start")
+    process.send_signal(signal.SIGINT)
+    while "Stopping" not in (line := process.stderr.readline()):
+        assert line, "exited before its stopping message"
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+    assert process.returncode == 130
+    wait_for(lambda: not {pid for pid in chromium_processes() - before if _alive(pid)}, timeout=10,
+             what="Chromium to exit")
