@@ -16,6 +16,7 @@ The file reads top-down:
 from __future__ import annotations
 
 import argparse
+import array
 import asyncio
 import concurrent.futures
 import contextlib
@@ -39,7 +40,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlparse
 
 import httpx
@@ -285,6 +286,9 @@ class Prompt:
     messages: list[dict]  # the conversation the teacher starts from, system message included
     metadata: dict
     source: Any  # what the user wrote: the prompt text or its messages, kept for the failed file
+    offset: int = 0  # where its line starts in the prompts file: a resumed run re-reads only pending lines
+    repeat: int = 1  # its occurrence number among identical prompts of the file
+    id_given: bool = False  # the id is the record's own "id", not a hash
 
 
 @dataclass
@@ -305,31 +309,61 @@ def rollout_key(prompt_id: str, sample: int) -> int:
 
 
 def iter_prompts(path: Path, system: str | None) -> Iterator[Prompt]:
-    """Stream prompts from a .txt or .jsonl file; raise UsageError naming file:line on bad input."""
+    """Stream every prompt of a .txt or .jsonl file; raise UsageError naming file:line on bad input."""
+    jsonl = is_jsonl_file(path)
+    ids = PromptIds()
+    for offset, where, line in iter_lines(path):
+        prompt = parse_prompt_line(line, where, jsonl, system)
+        prompt.prompt_id, prompt.repeat = ids.number(prompt.prompt_id, where, prompt.id_given)
+        prompt.offset = offset
+        yield prompt
+
+
+def is_jsonl_file(path: Path) -> bool:
     suffix = path.suffix.lower()
     if suffix == ".json":
         raise UsageError(f"{path}: a .json file is not supported; write one JSON object a line to a .jsonl file")
-    is_jsonl = suffix in (".jsonl", ".ndjson")
-    ids = PromptIds()
+    return suffix in (".jsonl", ".ndjson")
+
+
+def iter_lines(path: Path) -> Iterator[tuple[int, str, str]]:
+    """(byte offset, "file:line", text) of each non-blank line."""
+    offset = 0
     try:
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{line_no}"
-                if is_jsonl:
-                    yield parse_prompt_record(line, where, system, ids)
-                else:
-                    text = line.rstrip("\r\n")
-                    messages = with_system(system, [{"role": "user", "content": text}])
-                    yield Prompt(ids.assign(None, messages, where), messages, {}, text)
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{path}: not UTF-8 text (byte {e.start} of a line). Save it as UTF-8.") from None
+        with open(path, "rb") as f:
+            for line_no, raw in enumerate(f, 1):
+                start, offset = offset, offset + len(raw)
+                if raw.strip():
+                    yield start, f"{path}:{line_no}", decode_line(raw, path, line_no)
     except OSError as e:
         raise UsageError(f"{path}: cannot read the prompts file: {e.strerror}") from None
 
 
-def parse_prompt_record(line: str, where: str, system: str | None, ids: PromptIds) -> Prompt:
+def decode_line(raw: bytes, path: Path, line_no: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}:{line_no}: not UTF-8 text. Save the file as UTF-8.") from None
+
+
+def read_prompts_at(path: Path, system: str | None, offsets: Iterable[int], repeats: Iterable[int]) -> Iterator[Prompt]:
+    """The prompts whose lines start at these offsets; `repeats` numbers duplicates as the full pass did."""
+    jsonl = is_jsonl_file(path)
+    with open(path, "rb") as f:
+        for offset, repeat in zip(offsets, repeats):
+            f.seek(offset)
+            where = f"{path} (byte {offset})"
+            prompt = parse_prompt_line(decode_line(f.readline(), path, 0), where, jsonl, system)
+            prompt.prompt_id, prompt.repeat, prompt.offset = repeated_id(prompt.prompt_id, repeat), repeat, offset
+            yield prompt
+
+
+def parse_prompt_line(line: str, where: str, jsonl: bool, system: str | None) -> Prompt:
+    """A Prompt whose prompt_id is still the base id: the record's "id", else the conversation's hash."""
+    if not jsonl:
+        text = line.rstrip("\r\n")
+        messages = with_system(system, [{"role": "user", "content": text}])
+        return Prompt(conversation_hash(messages), messages, {}, text)
     try:
         record = json.loads(line)
     except json.JSONDecodeError as e:
@@ -358,8 +392,9 @@ def parse_prompt_record(line: str, where: str, system: str | None, ids: PromptId
         messages = [dict(m) for m in source] if has_system else with_system(system, [dict(m) for m in source])
     else:
         raise UsageError(f"{where}: needs a \"prompt\" (string) or \"messages\" (list of chat messages)")
-    prompt_id = ids.assign(None if record_id is None else str(record_id), messages, where)
-    return Prompt(prompt_id, messages, metadata, source)
+    if record_id is not None:
+        return Prompt(str(record_id), messages, metadata, source, id_given=True)
+    return Prompt(conversation_hash(messages), messages, metadata, source)
 
 
 def validate_messages(messages: Any, where: str) -> list[dict]:
@@ -381,33 +416,38 @@ def with_system(system: str | None, messages: list[dict]) -> list[dict]:
     return ([{"role": "system", "content": system}] if system else []) + messages
 
 
-class PromptIds:
-    """Gives each prompt a stable id: its own "id", else a hash of the conversation it starts from.
+def conversation_hash(messages: list[dict]) -> str:
+    """16 hex digits identifying the conversation a rollout starts from."""
+    if all(m.keys() == {"role", "content"} and isinstance(m["content"], str) for m in messages):
+        canonical = "\x1e".join(f"{m['role']}\x1f{m['content']}" for m in messages)  # fast path, most prompts
+    else:  # starts with "[", so it never equals a fast-path form
+        canonical = json.dumps(messages, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.blake2b(canonical.encode(), digest_size=8).hexdigest()
 
-    The same prompt twice in a file is two prompts (the user asked for it twice): the second gets
-    "<hash>-2", and so on, so resume counts both.
-    """
+
+def repeated_id(base_id: str, repeat: int) -> str:
+    return base_id if repeat == 1 else f"{base_id}-{repeat}"
+
+
+class PromptIds:
+    """Numbers repeats: the same prompt twice in a file is two prompts (the user asked for it twice),
+    so the second gets "<hash>-2", and so on, and resume counts both. Given ids must be unique."""
 
     def __init__(self) -> None:
         self._seen: set[int] = set()
         self._repeats: dict[int, int] = {}
 
-    def assign(self, given: str | None, messages: list[dict], where: str) -> str:
-        if given is not None:
-            key = hash(("id", given))
-            if key in self._seen:
-                raise UsageError(f"{where}: id {given!r} is used by an earlier line; ids must be unique")
-            self._seen.add(key)
-            return given
-        canonical = json.dumps(messages, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        digest = hashlib.blake2b(canonical.encode(), digest_size=8).hexdigest()
-        key = int(digest, 16)
+    def number(self, base_id: str, where: str, given: bool) -> tuple[str, int]:
+        """(prompt_id, occurrence number) for the next prompt with this base id."""
+        key = hash((given, base_id))
         if key not in self._seen:
             self._seen.add(key)
-            return digest
-        count = self._repeats.get(key, 1) + 1
-        self._repeats[key] = count
-        return f"{digest}-{count}"
+            return base_id, 1
+        if given:
+            raise UsageError(f"{where}: id {base_id!r} is used by an earlier line; ids must be unique")
+        repeat = self._repeats.get(key, 1) + 1
+        self._repeats[key] = repeat
+        return repeated_id(base_id, repeat), repeat
 
 
 def iter_jobs(cfg: Config) -> Iterator[RolloutJob]:
@@ -1378,21 +1418,38 @@ def human_duration(seconds: float) -> str:
 
 @dataclass
 class Plan:
+    """What this run has to do, found by one full pass over the prompts file before anything is sent."""
+
     total: int  # rollouts the command asks for
     already_done: int
-    done: set[int]
+    done: set[int]  # keys of the rollouts in the output; grows as the run writes
+    # Where the prompts with rollouts still to run are in the file (and their repeat numbers), so the
+    # run re-reads only those lines: a resume with 999,900 of 1,000,000 done parses 100 lines, not 1M.
+    pending_offsets: array.array = field(default_factory=lambda: array.array("q"))
+    pending_repeats: array.array = field(default_factory=lambda: array.array("q"))
+
+    def pending_jobs(self, cfg: Config) -> Iterator[RolloutJob]:
+        seq = itertools.count()
+        for prompt in read_prompts_at(cfg.input, cfg.system, self.pending_offsets, self.pending_repeats):
+            for sample in range(cfg.samples):
+                job = RolloutJob(prompt, sample, next(seq))
+                if job.key not in self.done:
+                    yield job
 
 
 def make_plan(cfg: Config) -> Plan:
-    """Read the whole prompts file once, validating it, before anything is sent or written."""
-    done = scan_done(cfg.output)
-    total = already_done = 0
+    """Read and validate the whole prompts file, and the output, before anything is sent or written."""
+    plan = Plan(total=0, already_done=0, done=scan_done(cfg.output))
     for job in iter_jobs(cfg):
-        total += 1
-        already_done += job.key in done
-    if total == 0:
+        plan.total += 1
+        if job.key in plan.done:
+            plan.already_done += 1
+        elif not plan.pending_offsets or plan.pending_offsets[-1] != job.prompt.offset:
+            plan.pending_offsets.append(job.prompt.offset)
+            plan.pending_repeats.append(job.prompt.repeat)
+    if plan.total == 0:
         raise UsageError(f"{cfg.input}: no prompts found" + (" in this shard" if cfg.shard else ""))
-    return Plan(total, already_done, done)
+    return plan
 
 
 class Run:
@@ -1435,9 +1492,7 @@ class Run:
     async def _feed_pool(self) -> None:
         stop_waiter = asyncio.create_task(self.stopping.wait())
         try:
-            for job in iter_jobs(self.cfg):
-                if job.key in self.plan.done:
-                    continue
+            for job in self.plan.pending_jobs(self.cfg):
                 while len(self.tasks) >= self.cfg.rollout_pool_size and not self.stopping.is_set():
                     await asyncio.wait(self.tasks | {stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
                 if self.stopping.is_set():
@@ -1543,7 +1598,7 @@ class Run:
 
 
 def print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan) -> None:
-    first = next((job for job in iter_jobs(cfg) if job.key not in plan.done), None)
+    first = next(plan.pending_jobs(cfg), None)
     body = request_body_template(cfg, toolbox)
     if first is not None:
         body["messages"] = first.prompt.messages

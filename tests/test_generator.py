@@ -43,7 +43,7 @@ def test_tools_none_sends_no_tools_and_txt_prompts_work(run, teacher, workdir):
     result = run(prompts="prompts.txt", tools="none")
     assert result.code == 0, result.err
     records = result.records()
-    assert [r["messages"][0]["content"] for r in records] == ["first question", "second question"]
+    assert sorted(r["messages"][0]["content"] for r in records) == ["first question", "second question"]
     assert all("tools" not in r for r in records) and all("tools" not in b for b in teacher.requests)
 
 
@@ -83,7 +83,7 @@ def test_rerun_skips_done_prompts_and_runs_new_ones(run, teacher, workdir):
     write_prompts(workdir, ["a", "b", "c"])
     result = run(tools="none")
     assert result.code == 0 and len(teacher.requests) == sent + 1
-    assert [r["messages"][-2]["content"] for r in result.records()] == ["a", "b", "c"]
+    assert sorted(r["messages"][-2]["content"] for r in result.records()) == ["a", "b", "c"]
     assert "1 new rollouts" in result.err and "2 already there" in result.err
 
 
@@ -440,3 +440,26 @@ def test_summary_goes_to_stderr_and_stdout_stays_clean(workdir, teacher):
     assert result.code == 1 and result.out == ""
     assert "Done: 1 new rollouts" in result.err and "Failed: 1 (HTTP 400 x1)" in result.err
     assert "details in train.failed.jsonl" in result.err and "Time:" in result.err
+
+
+def test_resume_of_repeated_prompts_keeps_their_numbering(run, teacher, workdir):
+    write_prompts(workdir, ["same", "other", "same", "same"])
+    teacher.script("same", answer("one"), status(400), answer("three"))  # the second "same" fails
+    first = run(tools="none")
+    assert first.code == 1 and len(first.records()) == 3
+    result = run(tools="none")
+    assert result.code == 0
+    ids = [r["metadata"]["prompt_id"] for r in result.records()]
+    assert len(ids) == 4 and len(set(ids)) == 4
+    base = min((i for i in ids if "-" not in i and i != ids_of(first, "other")), key=len)
+    assert ids[-1] == base + "-2"  # the one retried is the second occurrence, as the first run named it
+
+
+def ids_of(result, prompt: str) -> str:
+    return next(r["metadata"]["prompt_id"] for r in result.records() if r["messages"][0]["content"] == prompt)
+
+
+def test_non_utf8_prompt_file(run, teacher, workdir):
+    (workdir / "prompts.txt").write_bytes(b"fine\n\xff\xfe broken\n")
+    result = run(prompts="prompts.txt", tools="none")
+    assert result.code == 2 and "prompts.txt:2: not UTF-8" in result.err and not teacher.requests
