@@ -914,10 +914,12 @@ class TeacherClient:
                    "X-Title": APP_TITLE}
         if cfg.api_key:
             headers["Authorization"] = f"Bearer {cfg.api_key}"
+        # The limiter never lets more than -c requests be in flight, so -c connections suffice; and
+        # httpcore scans every pooled connection on every request, so a larger pool only costs CPU.
         self.http = httpx.AsyncClient(
             headers=headers,
-            timeout=httpx.Timeout(cfg.timeout, connect=min(cfg.timeout, 15.0)),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=cfg.rollout_pool_size),
+            timeout=httpx.Timeout(cfg.timeout, connect=min(cfg.timeout, 15.0), pool=None),
+            limits=httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency),
         )
 
     async def complete(self, body: dict, priority: int, unless: asyncio.Event | None = None) -> Completion:

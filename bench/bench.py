@@ -183,7 +183,7 @@ def main() -> int:
         work = Path(tmp)
         (work / "trivial_tools.py").write_text(TRIVIAL_TOOLS)
 
-        base = bench_adaptive(work, int(1200 * scale), cap, mean)
+        base = bench_adaptive(work, int(2000 * scale), cap, mean)
         figures += [Figure("1. adaptive: rollouts/s vs limit C/latency", base.rollouts_per_s / limit, ">= 0.90",
                            base.rollouts_per_s / limit >= 0.90, f"x {limit:.0f}/s"),
                     Figure("1. adaptive: share of requests answered 429", base.rejected_share, "<= 0.05",
@@ -209,7 +209,7 @@ def main() -> int:
 
         # A slow answer holds one of the teacher's C slots for 20x as long, so the teacher's own limit
         # drops to C / (mean latency of this distribution); compare how close each run gets to its limit.
-        tail = bench_adaptive(work, int(1200 * scale), cap, mean, tail=0.01)
+        tail = bench_adaptive(work, int(2000 * scale), cap, mean, tail=0.01)
         tail_limit = cap / (mean * (0.99 + 0.01 * 20))
         ratio = (tail.rollouts_per_s / tail_limit) / (base.rollouts_per_s / limit)
         figures.append(Figure("5. long tail (1% at 20x): share of its limit vs (1)", ratio, ">= 0.90",

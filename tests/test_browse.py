@@ -159,9 +159,12 @@ def test_full_run_with_browse_leaves_no_browser_behind(workdir, teacher, site):
     write_prompts(workdir, ["Find the intervention"])
     teacher.script("Find the intervention", call_tools(("browse", {"url": f"{site}/page"})),
                    answer("Pembrolizumab."))
+    home = workdir / "home"
+    home.mkdir()
     result = run_script(workdir, "prompts.jsonl", "--tools", str(ROOT / "tools.py"), "--base-url", teacher.base_url,
-                        env=subprocess_env(BROWSE_ALLOW_PRIVATE="127.0.0.1"), timeout=120)
+                        env=subprocess_env(BROWSE_ALLOW_PRIVATE="127.0.0.1", HOME=str(home)), timeout=120)
     assert result.code == 0, result.err
+    assert not (home / ".crawl4ai").exists()  # Crawl4AI's files go to a folder we choose, not the home
     [record] = result.records()
     tool_result = record["messages"][2]["content"]
     assert "Rendered by JavaScript" in tool_result and record["tools"] == ["calculate", "browse"]
