@@ -32,6 +32,7 @@ import itertools
 import json
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -1183,8 +1184,7 @@ def training_message(message: dict, keep_reasoning: bool) -> dict:
 # seconds. Lines are written whole with one write() and flushed as each rollout ends, so a kill -9
 # leaves at most one half-written last line, which the next run cuts off before appending.
 
-LINE_PREFIX = b'{"metadata": {"prompt_id": "'
-SAMPLE_PART = b', "sample": '
+FAST_LINE = re.compile(rb'\n\{"metadata": \{"prompt_id": "([^"\\\n]*)", "sample": (\d+),')
 
 
 class OutputFile:
@@ -1240,29 +1240,30 @@ class OutputFile:
             self._fd = None
 
 
-def scan_done(path: Path) -> set[int]:
-    """The rollout keys already in the output. Raise UsageError on a line that is not a sample."""
+def scan_done(path: Path, chunk_size: int = 1 << 24) -> set[int]:
+    """The rollout keys already in the output. Raise UsageError on a line that is not a sample.
+
+    Reads big chunks and picks every line's id out with one regex over the chunk; only a chunk that
+    has a line the regex does not read (an escaped id, a line edited by hand) is read line by line.
+    """
     done: set[int] = set()
     if not path.exists():
         return done
-    plen = len(LINE_PREFIX)
+    line_no = 0
     with open(path, "rb") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.endswith(b"\n"):
-                break  # a half-written last line: cut off before appending, its rollout runs again
-            if line.startswith(LINE_PREFIX):
-                end = line.find(b'"', plen)
-                pid = line[plen:end]
-                if end > 0 and b"\\" not in pid and line.startswith(SAMPLE_PART, end + 1):
-                    digits_end = line.find(b",", end + 1 + len(SAMPLE_PART))
-                    sample = line[end + 1 + len(SAMPLE_PART):digits_end]
-                    if sample.isdigit():
-                        done.add(rollout_key(pid.decode(), int(sample)))
-                        continue
-            key = key_of_line(line, f"{path}:{line_no}")
-            if key is not None:
-                done.add(key)
-    return done
+        carry = b"\n"  # every line is searched with the newline before it: that anchors the regex
+        while chunk := f.read(chunk_size):
+            block = carry + chunk
+            last_newline = block.rfind(b"\n")
+            complete, carry = block[: last_newline + 1], block[last_newline:]
+            lines = complete.count(b"\n") - 1
+            keys = [rollout_key(pid.decode(), int(sample)) for pid, sample in FAST_LINE.findall(complete)]
+            if len(keys) != lines:
+                keys = [key for i, line in enumerate(complete[1:-1].split(b"\n"), line_no + 1)
+                        if (key := key_of_line(line, f"{path}:{i}")) is not None]
+            done.update(keys)
+            line_no += lines
+    return done  # what is left in `carry` is a half-written last line, cut off before appending
 
 
 def key_of_line(line: bytes, where: str) -> int | None:

@@ -44,7 +44,8 @@ import asyncio, json, sys, httpx
 url, n, concurrency = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 async def main():
     slots = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=None)) as client:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         async def one(i):
             async with slots:
                 body = {"model": "m", "messages": [{"role": "user", "content": f"question {i}"}]}

@@ -463,3 +463,19 @@ def test_non_utf8_prompt_file(run, teacher, workdir):
     (workdir / "prompts.txt").write_bytes(b"fine\n\xff\xfe broken\n")
     result = run(prompts="prompts.txt", tools="none")
     assert result.code == 2 and "prompts.txt:2: not UTF-8" in result.err and not teacher.requests
+
+
+def test_resume_scan_reads_fast_and_slow_lines_across_chunk_boundaries(tmp_path):
+    import generate_distillation_data as gdd
+
+    lines = [{"metadata": {"prompt_id": f"id{i}", "sample": i % 3, "teacher": "t"}, "messages": []} for i in range(50)]
+    lines[7]["metadata"]["prompt_id"] = 'needs "escaping"'  # the regex cannot read it: slow path
+    lines[20] = {"messages": [], "metadata": {"prompt_id": "keys in another order", "sample": 1}}
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"metadata": {"prompt_id": "torn')
+    expected = {gdd.rollout_key(line["metadata"]["prompt_id"], line["metadata"]["sample"]) for line in lines}
+    for chunk_size in (7, 64, 1000, 1 << 20):
+        assert gdd.scan_done(path, chunk_size) == expected
+    path.write_text(json.dumps(lines[0]) + "\n" + "garbage\n")
+    with pytest.raises(gdd.UsageError, match="train.jsonl:2: not valid JSON"):
+        gdd.scan_done(path, 16)
