@@ -261,3 +261,44 @@ def test_schema_mapping_matches_rnow_type_by_type():
                        Literal["a", "b"], Optional[int], Union[int, str], Union[int, str, None], int | None,
                        Optional[list[str]], bytes):
         assert gdd.rnow_schema_for_type(annotation) == rnow_tool._map_type_to_json_schema(annotation), annotation
+
+
+def test_tool_concurrency_caps_calls_across_rollouts(run, teacher, workdir):
+    (workdir / "counting.py").write_text(textwrap.dedent('''
+        import asyncio
+        from rnow.core.tool import tool
+
+        state = {"active": 0, "peak": 0}
+
+        @tool
+        async def track(i: int) -> str:
+            """Counts how many calls run at once."""
+            state["active"] += 1
+            state["peak"] = max(state["peak"], state["active"])
+            await asyncio.sleep(0.02)  # the work a tool does; the cap is what is checked
+            state["active"] -= 1
+            return str(state["peak"])
+    '''))
+    prompts = [f"p{i}" for i in range(3)]
+    write_prompts(workdir, prompts)
+    for p in prompts:
+        teacher.script(p, call_tools(*[("track", {"i": i}) for i in range(4)]), answer("ok"))
+    result = run("--tool-concurrency", "2", tools="counting.py")
+    assert result.code == 0
+    peaks = [int(c) for r in result.records() for c in tool_messages(r)]
+    assert len(peaks) == 12 and max(peaks) <= 2
+
+
+def test_shipped_calculate_tool():
+    gdd.install_rnow_stand_in()
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("shipped_tools_calc", ROOT / "tools.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.calculate("(1250 * 0.07) / 12") == str(1250 * 0.07 / 12)
+    assert module.calculate("2 ** 10 - -3") == "1027"
+    assert module.calculate("__import__('os')").startswith("Error: unsupported syntax")
+    assert module.calculate("1/0").startswith("Error:")
