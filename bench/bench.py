@@ -41,17 +41,25 @@ def echo(text: str) -> str:
 
 BARE_LOOP = '''
 import asyncio, json, sys, httpx
-url, n, concurrency = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+url, n, concurrency, with_tools = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "tools"
+TOOLS = [{"type": "function", "function": {"name": "echo", "description": "Return the text.", "parameters": {
+    "type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"], "additionalProperties": False}}}]
 async def main():
     slots = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        async def one(i):
+        async def ask(messages):
             async with slots:
-                body = {"model": "m", "messages": [{"role": "user", "content": f"question {i}"}]}
+                body = {"model": "m", "messages": messages, **({"tools": TOOLS} if with_tools else {})}
                 r = await client.post(url, content=json.dumps(body).encode())
-                r.json()["choices"][0]["message"]
-        await asyncio.gather(*(one(i) for i in range(n)))
+                return r.json()["choices"][0]["message"]
+        async def rollout(i):
+            messages = [{"role": "user", "content": f"question {i}"}]
+            answer = await ask(messages)
+            if with_tools:  # the same second request a tool rollout sends, with the tool result
+                call = answer["tool_calls"][0]
+                await ask(messages + [answer, {"role": "tool", "tool_call_id": call["id"], "content": "hi"}])
+        await asyncio.gather(*(rollout(i) for i in range(n)))
 asyncio.run(main())
 '''
 
@@ -107,10 +115,11 @@ def run_generator(work: Path, server: FakeTeacher, n: int, concurrency: int, too
                      sum(count - 1 for count in ids.values()) + (n - len(ids)), sum(ids.values()))
 
 
-def run_bare_loop(server: FakeTeacher, n: int, concurrency: int) -> float:
+def run_bare_loop(server: FakeTeacher, n: int, concurrency: int, with_tools: bool = False) -> float:
+    """Requests/s of a plain httpx loop sending the same requests (two per rollout with tools)."""
     server.answered_at.clear()
     subprocess.run([sys.executable, "-c", BARE_LOOP, f"{server.base_url}/chat/completions", str(n),
-                    str(concurrency)], check=True, timeout=900)
+                    str(concurrency), "tools" if with_tools else "plain"], check=True, timeout=900)
     return len(server.answered_at) / (server.answered_at[-1] - server.answered_at[0])
 
 
@@ -126,9 +135,9 @@ def bench_adaptive(work: Path, n: int, cap: int, mean: float, tools: str = "none
 def bench_overhead(work: Path, n: int, concurrency: int, tools: str = "none") -> tuple[float, float]:
     server = FakeTeacher(default_step=tool_then_answer if tools != "none" else None).start()
     try:
-        bare = run_bare_loop(server, n, concurrency)
-        ours = run_generator(work, server, n // (2 if tools != "none" else 1), concurrency, tools,
-                             tag=f"overhead-{tools != 'none'}")
+        rollouts = n // 2 if tools != "none" else n  # the same number of requests either way
+        bare = run_bare_loop(server, rollouts, concurrency, with_tools=tools != "none")
+        ours = run_generator(work, server, rollouts, concurrency, tools, tag=f"overhead-{tools != 'none'}")
         return ours.requests_per_s, bare
     finally:
         server.stop()
