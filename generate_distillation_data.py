@@ -911,6 +911,10 @@ class TeacherClient:
     def __init__(self, cfg: Config, limiter: AdaptiveLimiter, stats: Stats, log: Callable[[str], None]):
         self.cfg, self.limiter, self.stats, self.log = cfg, limiter, stats, log
         self.url = f"{cfg.base_url}/chat/completions"
+        # Until the teacher has answered once, a wall of identical failures means a wrong URL, model
+        # or network, not bad luck: stop early rather than send every prompt into it.
+        self.answered_once = False
+        self.unreachable_in_a_row = 0
         headers = {"Content-Type": "application/json", "HTTP-Referer": APP_URL, "X-OpenRouter-Title": APP_TITLE,
                    "X-Title": APP_TITLE}
         if cfg.api_key:
@@ -951,8 +955,11 @@ class TeacherClient:
             except httpx.TimeoutException:
                 raise RetryableError(f"no answer within {self.cfg.timeout:g} s (--timeout)") from None
             except httpx.TransportError as e:
+                self._check_reachable(e)
                 raise RetryableError(f"connection problem: {type(e).__name__}: {e}".rstrip(": ")) from None
+            self.unreachable_in_a_row = 0
             completion = self._read(response)
+            self.answered_once = True
             outcome = "ok"
             return completion
         except RetryableError as e:
@@ -985,6 +992,12 @@ class TeacherClient:
             raise RetryableError(f"the provider failed mid-answer: {error_text(choice.get('error'))}")
         return Completion(normalise_assistant_message(choice["message"]), choice.get("finish_reason"),
                           data.get("usage"), data.get("model"))
+
+    def _check_reachable(self, error: Exception) -> None:
+        self.unreachable_in_a_row += 1
+        if not self.answered_once and self.unreachable_in_a_row >= max(20, 3 * self.cfg.concurrency):
+            raise RunStopped(f"cannot reach {self.url} ({type(error).__name__}: {error}). Check the network "
+                             "and --base-url, then re-run the same command.")
 
     def _raise_for_error(self, status: int, error: Any, response: httpx.Response) -> None:
         detail = self._redact(error_text(error) or response.reason_phrase or "")
@@ -1455,6 +1468,9 @@ def make_plan(cfg: Config) -> Plan:
     return plan
 
 
+DOOMED_AFTER = 20  # failed prompts, with no answer at all yet, that stop the run
+
+
 class Run:
     """One invocation: feeds rollouts into a pool, writes results, handles stop requests."""
 
@@ -1533,6 +1549,9 @@ class Run:
         self.stats.failed += 1
         self.failed.record(job, reason, attempts, status)
         self._count_reason(f"HTTP {status}" if status else reason.split(";")[0])
+        if self.stats.failed >= DOOMED_AFTER and not self.client.answered_once:
+            self._stop_for_good(f"the first {self.stats.failed} prompts all failed and the teacher has not answered "
+                                f"once (last: {reason}). Check --model, --base-url and the options, then re-run.")
 
     def _count_reason(self, reason: str) -> None:
         self.stats.failure_reasons[reason] = self.stats.failure_reasons.get(reason, 0) + 1

@@ -479,3 +479,25 @@ def test_resume_scan_reads_fast_and_slow_lines_across_chunk_boundaries(tmp_path)
     path.write_text(json.dumps(lines[0]) + "\n" + "garbage\n")
     with pytest.raises(gdd.UsageError, match="train.jsonl:2: not valid JSON"):
         gdd.scan_done(path, 16)
+
+
+def test_unreachable_teacher_stops_the_run_quickly(run, workdir):
+    import socket
+
+    with socket.socket() as probe:  # a port on loopback with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    write_prompts(workdir, [f"q{i}" for i in range(500)])
+    result = run("--base-url", f"http://127.0.0.1:{port}/v1", "-c", "4", tools="none")
+    assert result.code == 1 and "cannot reach" in result.err and "--base-url" in result.err
+    assert not result.failed()  # nothing marked failed: the next run starts over
+
+
+def test_every_prompt_failing_from_the_start_stops_the_run(run, teacher, workdir):
+    write_prompts(workdir, [f"q{i}" for i in range(500)])
+    for i in range(500):
+        teacher.script(f"q{i}", status(404, "No endpoints found for x/nonexistent"))
+    result = run("-c", "4", tools="none")
+    assert result.code == 1
+    assert "teacher has not answered once" in result.err and "No endpoints found" in result.err
+    assert len(teacher.requests) < 40  # not 500
