@@ -1207,8 +1207,11 @@ class OutputFile:
 
     def open_for_append(self) -> None:
         """Lock the file against a second run, and cut a half-written last line left by a crash."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as e:
+            raise UsageError(f"{self.path}: cannot open the output file for writing: {e.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -1263,7 +1266,11 @@ def scan_done(path: Path, chunk_size: int = 1 << 24) -> set[int]:
     if not path.exists():
         return done
     line_no = 0
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read the output file: {e.strerror}") from None
+    with f:
         carry = b"\n"  # every line is searched with the newline before it: that anchors the regex
         while chunk := f.read(chunk_size):
             block = carry + chunk
@@ -1651,6 +1658,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # before the run started (reading a big prompts file): nothing was sent
+        print("Interrupted before any request was sent.", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -501,3 +501,10 @@ def test_every_prompt_failing_from_the_start_stops_the_run(run, teacher, workdir
     assert result.code == 1
     assert "teacher has not answered once" in result.err and "No endpoints found" in result.err
     assert len(teacher.requests) < 40  # not 500
+
+
+def test_output_that_is_a_directory_is_a_clear_error(run, teacher, workdir):
+    write_prompts(workdir, ["q"])
+    (workdir / "outdir").mkdir()
+    result = run("-o", "outdir", tools="none")
+    assert result.code == 2 and "outdir: cannot read the output file" in result.err and not teacher.requests
