@@ -173,13 +173,15 @@ def use_executable(strategy, executable: str) -> None:
     manager._build_browser_args = lambda: {**build(), "executable_path": executable}
 
 
-def find_browser() -> str | None:
-    """None when Playwright's own Chromium is installed; else a system Chromium/Chrome path."""
+SYSTEM_BROWSERS = ("/usr/lib/chromium/chromium", "chromium", "chromium-browser", "google-chrome",
+                   "google-chrome-stable", "/opt/google/chrome/chrome")
+
+
+def find_browser(system_browsers: tuple[str, ...] = SYSTEM_BROWSERS) -> str | None:
+    """None when Playwright's own Chromium is installed; else CHROME_PATH, else a system Chromium/Chrome."""
     if playwright_chromium_installed():
         return None
-    candidates = [os.environ.get("CHROME_PATH"), "/usr/lib/chromium/chromium", shutil.which("chromium"),
-                  shutil.which("chromium-browser"), shutil.which("google-chrome"),
-                  shutil.which("google-chrome-stable"), "/opt/google/chrome/chrome"]
+    candidates = [os.environ.get("CHROME_PATH")] + [shutil.which(name) or name for name in system_browsers]
     for path in candidates:
         if path and os.path.isfile(path) and os.access(path, os.X_OK):
             return path

@@ -198,3 +198,20 @@ def test_ctrl_c_during_a_browse_leaves_no_browser_behind(workdir, teacher, site)
     assert process.returncode == 130
     wait_for(lambda: not {pid for pid in chromium_processes() - before if _alive(pid)}, timeout=10,
              what="Chromium to exit")
+
+
+def test_browser_discovery_order_and_install_hint(tools_module, monkeypatch, tmp_path):
+    monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path / "no-playwright-browsers"))
+    monkeypatch.delenv("CHROME_PATH", raising=False)
+    with pytest.raises(tools_module.BrowserUnavailable, match="apt-get install -y chromium"):
+        tools_module.find_browser(system_browsers=("/nonexistent/chromium",))
+    fake_chrome = tmp_path / "chrome"
+    fake_chrome.write_text("#!/bin/sh\n")
+    fake_chrome.chmod(0o755)
+    monkeypatch.setenv("CHROME_PATH", str(fake_chrome))
+    assert tools_module.find_browser(system_browsers=("/nonexistent/chromium",)) == str(fake_chrome)
+    installed = tmp_path / "pw" / "chromium-1234" / "chrome-linux64"
+    installed.mkdir(parents=True)
+    (installed / "chrome").write_text("")
+    monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path / "pw"))
+    assert tools_module.find_browser() is None  # Playwright's own Chromium first
