@@ -745,26 +745,9 @@ def coerce_argument(tool_name: str, key: str, value: Any, kinds: list[str]) -> A
 
 
 @dataclass
-class Stats:
-    """Counters shown by the progress bar and the summary."""
-
-    written: int = 0
-    skipped: int = 0
-    failed: int = 0
-    incomplete: int = 0
-    requests: int = 0
-    rate_limited: int = 0
-    retries: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    reasoning_tokens: int = 0
-    cached_tokens: int = 0
-    cost: float = 0.0
-    failure_reasons: dict = field(default_factory=dict)
-
-
-@dataclass
 class Usage:
+    """Tokens and cost, summed over a rollout's requests (and over the run's rollouts in Stats)."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reasoning_tokens: int = 0
@@ -782,10 +765,29 @@ class Usage:
         self.cached_tokens += int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
         self.cost += float(usage.get("cost") or 0.0)
 
+    def merge(self, other: Usage) -> None:
+        for name in (f.name for f in dataclasses.fields(self)):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
         data["cost"] = round(self.cost, 8)
         return data
+
+
+@dataclass
+class Stats:
+    """Counters shown by the progress bar and the summary."""
+
+    written: int = 0
+    skipped: int = 0
+    failed: int = 0
+    incomplete: int = 0
+    requests: int = 0
+    rate_limited: int = 0
+    retries: int = 0
+    usage: Usage = field(default_factory=Usage)  # of every rollout that ended this run, failed ones included
+    failure_reasons: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -1402,9 +1404,9 @@ class Progress:
 
     def status(self) -> str:
         s = self.stats
-        tokens = s.prompt_tokens + s.completion_tokens
+        tokens = s.usage.prompt_tokens + s.usage.completion_tokens
         return (f"limit {int(self.limiter.limit)}, 429s {s.rate_limited}, retries {s.retries}, "
-                f"failed {s.failed + s.incomplete}, {human_count(tokens)} tok, ${s.cost:.4f}")
+                f"failed {s.failed + s.incomplete}, {human_count(tokens)} tok, ${s.usage.cost:.4f}")
 
     async def refresh_forever(self) -> None:
         while True:
@@ -1550,7 +1552,7 @@ class Run:
             self.plan.done.add(job.key)
             self.stats.written += 1
             self.progress.advance()
-        self._add_usage(result.usage)
+        self.stats.usage.merge(result.usage)
 
     def _record_failure(self, job: RolloutJob, reason: str, attempts: int, status: int | None) -> None:
         self.stats.failed += 1
@@ -1562,14 +1564,6 @@ class Run:
 
     def _count_reason(self, reason: str) -> None:
         self.stats.failure_reasons[reason] = self.stats.failure_reasons.get(reason, 0) + 1
-
-    def _add_usage(self, usage: Usage) -> None:
-        s = self.stats
-        s.prompt_tokens += usage.prompt_tokens
-        s.completion_tokens += usage.completion_tokens
-        s.reasoning_tokens += usage.reasoning_tokens
-        s.cached_tokens += usage.cached_tokens
-        s.cost += usage.cost
 
     def _stop_for_good(self, message: str) -> None:
         if self.fatal is None:
@@ -1613,11 +1607,12 @@ class Run:
                          + ("retry the failed ones and " if remaining_failed else "") + "finish.")
         lines.append(f"Time: {human_duration(time.monotonic() - self.started)}; {s.requests} requests, "
                      f"{s.rate_limited} answered 429, {s.retries} retried")
-        if s.prompt_tokens or s.completion_tokens or s.cost:
-            per_sample = f" (${s.cost / s.written:.5f} per sample)" if s.written else ""
-            lines.append(f"Tokens: {human_count(s.prompt_tokens)} prompt ({human_count(s.cached_tokens)} cached), "
-                         f"{human_count(s.completion_tokens)} completion ({human_count(s.reasoning_tokens)} "
-                         f"reasoning); cost ${s.cost:.4f}{per_sample}")
+        u = s.usage
+        if u.prompt_tokens or u.completion_tokens or u.cost:
+            per_sample = f" (${u.cost / s.written:.5f} per sample)" if s.written else ""
+            lines.append(f"Tokens: {human_count(u.prompt_tokens)} prompt ({human_count(u.cached_tokens)} cached), "
+                         f"{human_count(u.completion_tokens)} completion ({human_count(u.reasoning_tokens)} "
+                         f"reasoning); cost ${u.cost:.4f}{per_sample}")
         if self.fatal:
             lines.append(f"Stopped: {self.fatal}")
         print("\n".join(lines), file=sys.stderr, flush=True)
