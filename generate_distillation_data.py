@@ -910,8 +910,8 @@ class Completion:
 
 
 class TeacherClient:
-    def __init__(self, cfg: Config, limiter: AdaptiveLimiter, stats: Stats, log: Callable[[str], None]):
-        self.cfg, self.limiter, self.stats, self.log = cfg, limiter, stats, log
+    def __init__(self, cfg: Config, limiter: AdaptiveLimiter, stats: Stats):
+        self.cfg, self.limiter, self.stats = cfg, limiter, stats
         self.url = f"{cfg.base_url}/chat/completions"
         # Until the teacher has answered once, a wall of identical failures means a wrong URL, model
         # or network, not bad luck: stop early rather than send every prompt into it.
@@ -1115,7 +1115,6 @@ class Rollouts:
     async def run(self, job: RolloutJob) -> RolloutResult:
         messages = [dict(m) for m in job.prompt.messages]
         usage = Usage()
-        completion: Completion | None = None
         for turn in range(1, self.cfg.max_turns + 1):
             # A rollout that has not sent anything yet does not start once the run is stopping.
             unless = self.stopping if turn == 1 else None
@@ -1490,7 +1489,7 @@ class Run:
         self.progress = Progress(plan.total, plan.already_done, self.stats, self.limiter)
         self.output = OutputFile(cfg.output)
         self.failed = FailedFile(cfg.failed_path)
-        self.client = TeacherClient(cfg, self.limiter, self.stats, self.progress.log)
+        self.client = TeacherClient(cfg, self.limiter, self.stats)
         self.stopping = asyncio.Event()
         self.rollouts = Rollouts(cfg, self.client, toolbox, self.stopping)
         self.tasks: set[asyncio.Task] = set()

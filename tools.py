@@ -96,14 +96,14 @@ def describe_result(url: str, result) -> str:
     final_url = getattr(result, "redirected_url", None) or url
     status = getattr(result, "status_code", None)
     markdown = str(result.markdown or "").strip()
-    blocked_as_bot = (result.error_message or "").startswith("Blocked by anti-bot protection")
+    error = result.error_message or ""
+    blocked_as_bot = error.startswith("Blocked by anti-bot protection")
     if not result.success and not (blocked_as_bot and markdown):  # Crawl4AI calls any short page "blocked"
-        message = first_line(result.error_message or "unknown error")
-        if "timeout" in (result.error_message or "").lower() or "ERR_TIMED_OUT" in (result.error_message or ""):
+        if "timeout" in error.lower() or "ERR_TIMED_OUT" in error:
             return f"Error: {url} did not load within {browse_timeout():g} s."
-        if _GUARD_MARK in (result.error_message or "") or "ERR_BLOCKED_BY_CLIENT" in (result.error_message or ""):
+        if _GUARD_MARK in error:
             return f"Error: {url} redirected to an address browse does not open (private network)."
-        return f"Error: could not open {url}: {message}"
+        return f"Error: could not open {url}: {first_line(error or 'unknown error')}"
     if status and status >= 400:
         return f"Error: HTTP {status} for {final_url}"
     headers = {k.lower(): v for k, v in (getattr(result, "response_headers", None) or {}).items()}
@@ -207,7 +207,7 @@ async def aclose() -> None:
 # Safety: the model picks the URLs, and pages can carry prompt injections
 # --------------------------------------------------------------------------------------------------
 
-_GUARD_MARK = "net::ERR_BLOCKED_BY_CLIENT"
+_GUARD_MARK = "ERR_BLOCKED_BY_CLIENT"  # how Chromium reports a request guard_page aborted
 
 
 async def url_problem(url: str) -> str | None:
