@@ -10,7 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import ROOT, run_script, subprocess_env, write_prompts
+from conftest import ROOT, run_script, start_script, subprocess_env, wait_for, write_prompts
 from fake_teacher import answer, call_tools
 
 import generate_distillation_data as gdd
@@ -182,8 +182,6 @@ def _alive(pid: int) -> bool:
 
 
 def test_ctrl_c_during_a_browse_leaves_no_browser_behind(workdir, teacher, site):
-    from conftest import start_script, wait_for
-
     before = chromium_processes()
     write_prompts(workdir, ["Open the slow page"])
     teacher.script("Open the slow page", call_tools(("browse", {"url": f"{site}/slow"})), answer("never"))

@@ -9,7 +9,7 @@ from typing import Literal, Optional, Union
 
 import pytest
 import rnow.core.tool  # noqa: F401  (rnow.core re-exports the decorator under the module's name)
-from conftest import SCRIPT, Result, subprocess_env, write_prompts
+from conftest import ROOT, SCRIPT, Result, run_script, subprocess_env, write_prompts
 from fake_teacher import answer, call_tools
 
 import generate_distillation_data as gdd
@@ -101,7 +101,6 @@ def test_tools_rnow_would_reject_fail_at_start(workdir, teacher, kind, rnow_inst
     write_prompts(workdir, ["q"])
     args = ("prompts.jsonl", "--tools", "bad_tools.py", "--base-url", teacher.base_url)
     if rnow_installed:
-        from conftest import run_script
         result = run_script(workdir, *args)
     else:
         result = without_rnow(workdir, *args)
@@ -293,7 +292,6 @@ def test_shipped_calculate_tool():
     gdd.install_rnow_stand_in()
     import importlib.util
 
-    from conftest import ROOT
 
     spec = importlib.util.spec_from_file_location("shipped_tools_calc", ROOT / "tools.py")
     module = importlib.util.module_from_spec(spec)
