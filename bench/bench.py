@@ -155,12 +155,12 @@ def bench_size(work: Path, n: int) -> tuple[float, float, float]:
         for job in gdd.iter_jobs(cfg):
             if job.seq >= n - 100:
                 break
-            result = gdd.RolloutResult(job, job.prompt.messages + [{"role": "assistant", "content": "The capital is "
-                                       + "a city with a long and storied history. " * 4}], gdd.Usage(), 1, "stop", None)
-            f.write(json.dumps(gdd.output_record(result, cfg, []), ensure_ascii=False) + "\n")
+            outcome = gdd.Outcome(job, job.prompt.messages + [{"role": "assistant", "content": "The capital is "
+                                  + "a city with a long and storied history. " * 4}], gdd.Usage(), 1, "stop")
+            f.write(json.dumps(gdd.output_record(outcome, cfg, []), ensure_ascii=False) + "\n")
     size_mb = output.stat().st_size / 1e6
     started = time.perf_counter()
-    done = gdd.scan_done(output)
+    done = gdd.OutputFile(output, cfg.redact).scan().done
     scan_mb_s = size_mb / (time.perf_counter() - started)
     assert len(done) == n - 100
     del done
