@@ -802,7 +802,7 @@ class ToolExit(Exception):
 def call_guarded(function: Callable, arguments: dict) -> Any:
     try:
         return function(**arguments)
-    except (SystemExit, KeyboardInterrupt, GeneratorExit) as e:
+    except (SystemExit, KeyboardInterrupt) as e:
         raise ToolExit(f"{type(e).__name__}({e})") from None
 
 
@@ -810,7 +810,7 @@ async def guarded(awaitable: Any) -> Any:
     # Caught inside the coroutine: a SystemExit that reaches asyncio's Task machinery ends the event loop.
     try:
         return await awaitable
-    except (SystemExit, KeyboardInterrupt, GeneratorExit) as e:
+    except (SystemExit, KeyboardInterrupt) as e:
         raise ToolExit(f"{type(e).__name__}({e})") from None
 
 
@@ -1150,13 +1150,13 @@ class TeacherClient:
         if status != 200:
             self._raise_for_error(status, data.get("error") if isinstance(data, dict) else None, response)
         if not isinstance(data, dict):
-            raise RetryableError("malformed answer", "the answer was not a JSON object")
+            raise RetryableError("malformed answer", "malformed answer: not a JSON object")
         if data.get("error") and not data.get("choices"):
             code = field_of(data["error"], "code")
             valid_code = isinstance(code, int) and not isinstance(code, bool) and 400 <= code < 600
             self._raise_for_error(code if valid_code else 502, data["error"], response)
         if SURROGATE_ESCAPE.search(response.content) and not encodable(data):
-            raise RetryableError("malformed answer", "the answer holds a lone surrogate (text that is not valid Unicode)")
+            raise RetryableError("malformed answer", "malformed answer: a lone surrogate (text that is not valid Unicode)")
         try:
             completion = parse_completion(data)
         except MalformedAnswer as e:
@@ -2087,7 +2087,7 @@ def main(argv: list[str] | None = None) -> int:
         if plan.already_done == plan.total:
             print(f"Nothing to do: all {plan.total} rollouts are already in {cfg.output}.", file=sys.stderr)
             return EXIT_OK
-        return asyncio.run(Run(cfg, toolbox, plan, output).execute())
+        return run_event_loop(Run(cfg, toolbox, plan, output).execute())
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -2101,6 +2101,23 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if output is not None:
             output.release()
+
+
+def run_event_loop(main_coroutine: Any) -> Any:
+    """asyncio.run, except that tasks still running at the end get one second, not for ever: a tool that
+    swallows its cancellation would otherwise keep the process alive after the run is over."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(main_coroutine)
+    finally:
+        leftovers = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in leftovers:
+            task.cancel()
+        if leftovers:
+            loop.run_until_complete(asyncio.wait(leftovers, timeout=1))
+            loop.set_exception_handler(lambda loop, context: None)  # no "Task was destroyed" noise for them
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
 def exit_for_good(code: int) -> None:

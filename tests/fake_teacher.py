@@ -27,6 +27,7 @@ class Reply:
     headers: dict = field(default_factory=dict)
     delay: float = 0.0
     drop: bool = False  # close the connection without answering
+    drip: float = 0.0  # send the body 8 bytes at a time, this many seconds apart (a teacher that crawls)
 
 
 Step = Callable[[dict], Reply]
@@ -67,6 +68,54 @@ def drop() -> Step:
 
 def error_body(code=502, message: str = "provider error") -> Step:
     return lambda body: Reply(200, {"error": {"code": code, "message": message}})
+
+
+def raw(payload: bytes, status_code: int = 200) -> Step:
+    """Answer with these exact bytes (not necessarily JSON)."""
+    return lambda body: Reply(status_code, payload)
+
+
+def drip(seconds_per_8_bytes: float, then: Step) -> Step:
+    def step(body: dict) -> Reply:
+        reply = then(body)
+        reply.drip = seconds_per_8_bytes
+        return reply
+
+    return step
+
+
+def _with_message(message: object) -> bytes:
+    return json.dumps({"id": "gen-x", "model": "test/teacher", "choices": [
+        {"index": 0, "finish_reason": "stop", "message": message}]}).encode()
+
+
+# Answers a hostile or broken provider sends with status 200: each must be retried as a provider error
+# (and the rollout failed with a reason once retries are used up), never kill the rollout.
+MALFORMED_ANSWERS: dict[str, bytes] = {
+    "tool_calls is an object": _with_message({"role": "assistant", "content": None, "tool_calls": {"id": "c1"}}),
+    "tool_calls holds null": _with_message({"role": "assistant", "content": None, "tool_calls": [None]}),
+    "function is a string": _with_message({"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": "add"}]}),
+    "name is a number": _with_message({"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": 7, "arguments": "{}"}}]}),
+    "arguments is a number": _with_message({"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "add", "arguments": 12}}]}),
+    "content is an object": _with_message({"role": "assistant", "content": {"text": "hi"}}),
+    "content parts hold a number": _with_message({"role": "assistant", "content": [{"type": "text", "text": 5}]}),
+    "message is a list": _with_message(["assistant", "hi"]),
+    "reasoning_details is a string": _with_message({"role": "assistant", "content": "hi", "reasoning_details": "x"}),
+    "choices is an object": json.dumps({"choices": {"0": {"message": {"content": "hi"}}}}).encode(),
+    "choices holds a string": json.dumps({"choices": ["hi"]}).encode(),
+    "finish_reason is a number": json.dumps({"choices": [{"finish_reason": 1, "message": {"content": "x"}}]}).encode(),
+    "answer is a list": b"[1, 2, 3]",
+    "lone surrogate in content": b'{"choices": [{"finish_reason": "stop", "message": {"content": "bad \\ud800 text"}}]}',
+    "lone surrogate in a tool name": (b'{"choices": [{"finish_reason": "tool_calls", "message": {"content": null, '
+                                      b'"tool_calls": [{"id": "c", "function": {"name": "\\udfff", "arguments": "{}"}}]}}]}'),
+    "not JSON": b"<html><body>502 Bad Gateway</body></html>",
+    "torn JSON": b'{"choices": [{"message": {"content": "cut her',
+    "not UTF-8": b'{"choices": [{"message": {"content": "\xff\xfe"}}]}',
+    "nested too deep": b"[" * 200000,
+}
 
 
 def slow(seconds: float, then: Step) -> Step:
@@ -180,8 +229,7 @@ class FakeTeacher:
                 if reply.drop:
                     writer.transport.abort()
                     return
-                self._write(writer, reply)
-                await writer.drain()
+                await self._send(writer, reply)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             return
         finally:
@@ -204,7 +252,7 @@ class FakeTeacher:
             self.in_flight -= 1
 
     @staticmethod
-    def _write(writer: asyncio.StreamWriter, reply: Reply) -> None:
+    async def _send(writer: asyncio.StreamWriter, reply: Reply) -> None:
         payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body or {}).encode()
         reasons = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
                    404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
@@ -212,7 +260,15 @@ class FakeTeacher:
         head = [f"HTTP/1.1 {reply.status} {reasons.get(reply.status, 'Status')}",
                 "Content-Type: application/json", f"Content-Length: {len(payload)}"]
         head += [f"{k}: {v}" for k, v in reply.headers.items()]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        if reply.drip:
+            for start in range(0, len(payload), 8):
+                writer.write(payload[start:start + 8])
+                await writer.drain()
+                await asyncio.sleep(reply.drip)
+        else:
+            writer.write(payload)
+        await writer.drain()
 
 
 def jittered(mean: float, spread: float = 0.5, tail_share: float = 0.0, tail_factor: float = 20.0):
