@@ -16,14 +16,16 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import html
 import ipaddress
 import operator
 import os
 import shutil
 import socket
 import tempfile
+import weakref
 from pathlib import Path
-from urllib.parse import urljoin, urlparse
+from urllib.parse import urlparse
 
 from rnow.core.tool import tool
 
@@ -97,16 +99,21 @@ def describe_result(url: str, result) -> str:
     status = getattr(result, "status_code", None)
     markdown = str(result.markdown or "").strip()
     error = result.error_message or ""
+    headers = {k.lower(): v for k, v in (getattr(result, "response_headers", None) or {}).items()}
+    if GUARD_HEADER.lower() in headers or REFUSED in markdown:  # it (or a redirect, or a script) led inside
+        why = headers.get(GUARD_HEADER.lower()) or first_line(markdown.split(REFUSED, 1)[1].lstrip(": "))
+        return f"Error: {url} led to an address browse does not open: {why}"
+    if str(final_url).startswith("chrome-error:"):  # Chromium's own error page comes back as status 200
+        return f"Error: could not open {url}: the browser showed an error page (blocked or unreachable)."
     blocked_as_bot = error.startswith("Blocked by anti-bot protection")
     if not result.success and not (blocked_as_bot and markdown):  # Crawl4AI calls any short page "blocked"
         if "timeout" in error.lower() or "ERR_TIMED_OUT" in error:
             return f"Error: {url} did not load within {browse_timeout():g} s."
-        if _GUARD_MARK in error:
-            return f"Error: {url} redirected to an address browse does not open (private network)."
+        if "ERR_TUNNEL_CONNECTION_FAILED" in error:
+            return f"Error: could not open {url}: the connection was refused (an internal address, or the host is down)."
         return f"Error: could not open {url}: {first_line(error or 'unknown error')}"
     if status and status >= 400:
         return f"Error: HTTP {status} for {final_url}"
-    headers = {k.lower(): v for k, v in (getattr(result, "response_headers", None) or {}).items()}
     content_type = headers.get("content-type", "")
     if content_type and "html" not in content_type and "text" not in content_type and not markdown:
         return f"Error: {final_url} is not a web page (content-type {content_type})."
@@ -130,6 +137,7 @@ class SharedBrowser:
 
     def __init__(self) -> None:
         self._crawler = None
+        self._proxy: GuardProxy | None = None
         self._lock: asyncio.Lock | None = None
 
     async def crawler(self):
@@ -149,13 +157,14 @@ class SharedBrowser:
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             "--disable-quic", "--no-first-run"])
         crawler = AsyncWebCrawler(config=config)
+        self._proxy = GuardProxy()
         strategy = crawler.crawler_strategy
-        if executable:
-            use_executable(strategy, executable)
-        strategy.set_hook("on_page_context_created", guard_page)
+        configure_launch(strategy, executable, await self._proxy.start())
+        strategy.set_hook("on_page_context_created", prepare_context)
         try:
             await crawler.start()
         except Exception as e:
+            await self._proxy.close()
             raise BrowserUnavailable(f"the browser did not start: {first_line(str(e))}") from None
         return crawler
 
@@ -163,14 +172,20 @@ class SharedBrowser:
         if self._crawler is not None:
             crawler, self._crawler = self._crawler, None
             await crawler.close()
+        if self._proxy is not None:
+            await self._proxy.close()
 
 
-def use_executable(strategy, executable: str) -> None:
-    # Crawl4AI has no setting for the browser binary; it builds Playwright's launch() arguments in
-    # BrowserManager._build_browser_args (crawl4ai 0.9.x, pinned in requirements.txt).
+def configure_launch(strategy, executable: str | None, proxy_port: int) -> None:
+    # Crawl4AI has no setting for the browser binary, nor for a proxy that loopback goes through too; it
+    # builds Playwright's launch() arguments in BrowserManager._build_browser_args (crawl4ai 0.9.x, pinned
+    # in requirements.txt). Playwright proxies loopback as well ("<-loopback>") unless told otherwise.
     manager = strategy.browser_manager
     build = manager._build_browser_args
-    manager._build_browser_args = lambda: {**build(), "executable_path": executable}
+    extra = {"proxy": {"server": f"http://127.0.0.1:{proxy_port}"}}
+    if executable:
+        extra["executable_path"] = executable
+    manager._build_browser_args = lambda: {**build(), **extra}
 
 
 SYSTEM_BROWSERS = ("/usr/lib/chromium/chromium", "chromium", "chromium-browser", "google-chrome",
@@ -206,8 +221,14 @@ async def aclose() -> None:
 # --------------------------------------------------------------------------------------------------
 # Safety: the model picks the URLs, and pages can carry prompt injections
 # --------------------------------------------------------------------------------------------------
+# Every connection the browser makes (the page, its redirects, subresources, iframes, popups, workers,
+# service workers, web sockets) goes through GuardProxy, a small HTTP proxy on loopback. It resolves
+# the host once, refuses it unless every address is globally routable (or allowed), and connects to
+# the very address it checked, so a DNS answer that changes between check and use (rebinding) cannot
+# reach an internal address. Chromium is started with it as its only proxy, loopback included.
 
-_GUARD_MARK = "ERR_BLOCKED_BY_CLIENT"  # how Chromium reports a request guard_page aborted
+GUARD_HEADER = "X-Browse-Guard"
+REFUSED = "browse refused this address"  # the text of the proxy's refusal page
 
 
 async def url_problem(url: str) -> str | None:
@@ -215,18 +236,29 @@ async def url_problem(url: str) -> str | None:
     parsed = urlparse(url.strip())
     if parsed.scheme not in ("http", "https"):
         return f"only http:// and https:// URLs can be browsed, not {url[:100]!r}"
-    host = parsed.hostname
-    if not host:
+    if not parsed.hostname:
         return f"{url[:100]!r} has no host"
     try:
-        addresses = await resolve(host, parsed.port or (443 if parsed.scheme == "https" else 80))
-    except OSError:
-        return f"could not resolve host {host!r} (DNS error); check the URL"
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    except ValueError:
+        return f"{url[:100]!r} has an invalid port"
+    _, problem = await checked_address(parsed.hostname, port)
+    return problem
+
+
+async def checked_address(host: str, port: int) -> tuple[ipaddress._BaseAddress | None, str | None]:
+    """(the address to connect to, None), or (None, why not). Every address the host has must pass."""
+    try:
+        addresses = await resolve(host, port)
+    except (OSError, UnicodeError, ValueError):
+        return None, f"could not resolve host {host!r} (DNS error); check the URL"
+    if not addresses:
+        return None, f"could not resolve host {host!r}"
     for address in addresses:
         if not is_public(address) and not is_allowed(host, address):
-            return (f"{host} resolves to {address}, a private/internal address; browse only opens public "
-                    "sites (set BROWSE_ALLOW_PRIVATE to allow it)")
-    return None
+            return None, (f"{host} resolves to {address}, a private/internal address; browse only opens public "
+                          "sites (set BROWSE_ALLOW_PRIVATE to allow it)")
+    return addresses[0], None
 
 
 async def resolve(host: str, port: int) -> list[ipaddress._BaseAddress]:
@@ -238,11 +270,27 @@ async def resolve(host: str, port: int) -> list[ipaddress._BaseAddress]:
     return [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # and 64:ff9b:1::/48 (local use) is not global either
+
+
 def is_public(address: ipaddress._BaseAddress) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return not (address.is_private or address.is_loopback or address.is_link_local or address.is_multicast
-                or address.is_reserved or address.is_unspecified)
+    """Globally routable, and so is any IPv4 address embedded in it. Shared address space (100.64/10,
+    where some clouds serve metadata), benchmarking, documentation and reserved ranges are not."""
+    if not address.is_global or address.is_multicast:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        return all(is_public(inner) for inner in embedded_ipv4(address))
+    return True
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses an IPv6 address carries: mapped, compatible, 6to4, Teredo, NAT64."""
+    found = [a for a in (address.ipv4_mapped, address.sixtofour) if a is not None]
+    if address.teredo:
+        found.extend(address.teredo)
+    if address in NAT64 or int(address) >> 32 == 0:  # 64:ff9b::a.b.c.d, ::a.b.c.d
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
 
 
 def is_allowed(host: str, address: ipaddress._BaseAddress) -> bool:
@@ -260,33 +308,101 @@ def is_allowed(host: str, address: ipaddress._BaseAddress) -> bool:
     return False
 
 
-async def guard_page(page, context=None, **kwargs):
-    """Check every request the page makes, and every redirect hop of a navigation, before it is sent."""
+class GuardProxy:
+    """HTTP proxy (plain requests and CONNECT tunnels) that only connects to checked public addresses."""
 
-    async def guard(route):
-        request = route.request
-        if urlparse(request.url).scheme in ("data", "blob", "about"):
-            await route.continue_()
-            return
-        if await url_problem(request.url):
-            await route.abort("blockedbyclient")
-            return
-        if not request.is_navigation_request():
-            await route.continue_()
-            return
-        # Playwright does not show redirect hops to a route handler, so fetch one hop at a time here.
+    def __init__(self) -> None:
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[asyncio.Task] = set()
+        self.refused: list[str] = []  # hosts refused, for the tests and for debugging
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, limit=1 << 16)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._connections):
+                task.cancel()
+            self._server = None
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections.add(asyncio.current_task())
         try:
-            response = await route.fetch(max_redirects=0, timeout=browse_timeout() * 1000)
-        except Exception as e:  # the page timed out or went away: let the crawl report it
-            with contextlib.suppress(Exception):
-                await route.abort("timedout" if "timeout" in str(e).lower() else "failed")
-            return
-        location = response.headers.get("location")
-        if 300 <= response.status < 400 and location and await url_problem(urljoin(request.url, location)):
-            await route.abort("blockedbyclient")
-            return
-        with contextlib.suppress(Exception):
-            await route.fulfill(response=response)
+            await self._serve(reader, writer)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, UnicodeError):
+            pass
+        finally:
+            self._connections.discard(asyncio.current_task())
+            writer.close()
 
-    await page.route("**/*", guard)
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        request_line, *header_lines = head.decode("latin-1").split("\r\n")
+        method, target, version = request_line.split(" ", 2)
+        if method == "CONNECT":
+            host, _, port = target.rpartition(":")
+            host, port, first_bytes = host.strip("[]"), int(port), b""
+        else:
+            url = urlparse(target)
+            if url.scheme != "http" or not url.hostname:
+                return await self._refuse(writer, 400, f"not a proxy request: {target[:100]}")
+            host, port = url.hostname, url.port or 80
+            path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+            headers = [line for line in header_lines if line and line.split(":", 1)[0].strip().lower()
+                       not in ("connection", "proxy-connection", "keep-alive", "proxy-authorization")]
+            # One request per connection: the next request may be for another host, checked anew.
+            first_bytes = "\r\n".join([f"{method} {path} {version}", *headers, "Connection: close", "", ""]).encode(
+                "latin-1")
+        address, problem = await checked_address(host, port)
+        if problem:
+            self.refused.append(host)
+            return await self._refuse(writer, 403, problem)
+        try:
+            upstream_reader, upstream_writer = await asyncio.wait_for(
+                asyncio.open_connection(str(address), port), browse_timeout())
+        except (OSError, asyncio.TimeoutError) as e:
+            return await self._refuse(writer, 502, f"cannot connect to {host}:{port}: {e}", refused=False)
+        if method == "CONNECT":
+            writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+        else:
+            upstream_writer.write(first_bytes)
+        try:
+            await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+        finally:
+            upstream_writer.close()
+
+    @staticmethod
+    async def _refuse(writer: asyncio.StreamWriter, status: int, why: str, refused: bool = True) -> None:
+        body = f"<html><body><p>{REFUSED}: {html.escape(why)}</p></body></html>".encode()
+        marker = f"{GUARD_HEADER}: {why}\r\n".encode("latin-1", "replace") if refused else b""
+        writer.write(f"HTTP/1.1 {status} Refused\r\nContent-Type: text/html\r\nContent-Length: {len(body)}\r\n"
+                     f"Connection: close\r\n".encode() + marker + b"\r\n" + body)
+        await writer.drain()
+
+
+async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(1 << 16):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            writer.write_eof()
+
+
+# Playwright's own way of blocking service workers (serviceWorkers: "block"), for every page of a context.
+BLOCK_SERVICE_WORKERS = ("if (navigator.serviceWorker) navigator.serviceWorker.register = "
+                         "async () => { throw new Error('service workers are blocked by browse'); };")
+_prepared_contexts: "weakref.WeakSet" = weakref.WeakSet()
+
+
+async def prepare_context(page, context=None, **kwargs):
+    """Crawl4AI hook: no service workers in any page of the context (the proxy guards them anyway)."""
+    if context is not None and context not in _prepared_contexts:
+        _prepared_contexts.add(context)
+        await context.add_init_script(BLOCK_SERVICE_WORKERS)
     return page

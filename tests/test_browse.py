@@ -21,15 +21,62 @@ PAGE = (b"<html><head><title>Trial</title></head><body><h1>Study NCT01234567</h1
         b"'Rendered by JavaScript: enrolment complete';</script></body></html>")
 
 
+def hostile_page(body: str, head: str = "") -> bytes:
+    return f"<html><head>{head}</head><body><p>Hostile page with enough visible text to count as a page.</p>{body}</body></html>".encode()
+
+
+HOSTILE = {  # each tries to make the browser reach {internal}, the internal service on 127.0.0.2
+    "/popup": hostile_page("<script>window.open('{internal}/from-popup')</script>"),
+    "/fetch": hostile_page("<script>fetch('{internal}/from-fetch').catch(() => {{}})</script>"),
+    "/image": hostile_page("<img src='{internal}/from-img.png'>"),
+    "/iframe": hostile_page("<iframe src='{internal}/from-iframe'></iframe>"),
+    "/websocket": hostile_page("<script>new WebSocket('{ws}/from-websocket')</script>"),
+    "/service-worker": hostile_page(
+        "<p id='sw'>waiting</p><script>navigator.serviceWorker.register('/sw.js')"
+        ".then(() => document.getElementById('sw').innerText = 'sw registered')"
+        ".catch(e => document.getElementById('sw').innerText = 'sw blocked: ' + e.message)</script>"),
+    "/script-navigation": hostile_page("", head="<script>location.replace('{internal}/from-navigation')</script>"),
+    "/meta-refresh": hostile_page("", head="<meta http-equiv='refresh' content='0; url={internal}/from-refresh'>"),
+}
+
+
+class Internal(BaseHTTPRequestHandler):
+    """The internal service (127.0.0.2): nothing browse does may ever reach it."""
+
+    hits: list[str] = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        Internal.hits.append(self.path)
+        body = b"<html><body><p>SECRET internal metadata: instance-role credentials</p></body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
 class Pages(BaseHTTPRequestHandler):
     release = threading.Event()  # the slow page answers only when a test is done with it
+    internal = ""  # the internal service's base URL
 
     def log_message(self, *args):
         pass
 
     def do_GET(self):
         port = self.server.server_address[1]
-        if self.path == "/page":
+        if self.path in HOSTILE:
+            internal = self.internal
+            page = HOSTILE[self.path].decode().format(internal=internal, ws=internal.replace("http:", "ws:"))
+            self._send(200, page.encode(), "text/html")
+        elif self.path == "/sw.js":
+            self._send(200, f"self.addEventListener('install', () => fetch('{self.internal}/from-sw'));".encode(),
+                       "text/javascript")
+        elif self.path == "/redirect-internal-service":
+            self._redirect(f"{self.internal}/from-redirect")
+        elif self.path == "/page":
             self._send(200, PAGE, "text/html")
         elif self.path == "/redirect-inside":
             self._redirect(f"http://127.0.0.1:{port}/page")
@@ -60,10 +107,14 @@ class Pages(BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def site():
     server = ThreadingHTTPServer(("127.0.0.1", 0), Pages)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    internal = ThreadingHTTPServer(("127.0.0.2", 0), Internal)
+    Pages.internal = f"http://127.0.0.2:{internal.server_address[1]}"
+    for each in (server, internal):
+        threading.Thread(target=each.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     Pages.release.set()
     server.shutdown()
+    internal.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +264,51 @@ def test_browser_discovery_order_and_install_hint(tools_module, monkeypatch, tmp
     (installed / "chrome").write_text("")
     monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path / "pw"))
     assert tools_module.find_browser() is None  # Playwright's own Chromium first
+
+
+@pytest.mark.parametrize("path", list(HOSTILE) + ["/redirect-internal-service"])
+def test_nothing_a_page_does_reaches_an_internal_address(browse, site, tools_module, path):
+    Internal.hits.clear()
+    refused_before = len(tools_module._browser._proxy.refused) if tools_module._browser._proxy else 0
+    text = browse(f"{site}{path}")
+    assert "SECRET" not in text
+    if path in ("/script-navigation", "/meta-refresh", "/redirect-internal-service"):
+        assert text.startswith(f"Error: {site}{path} led to an address browse does not open"), text
+        assert "127.0.0.2" in text and "private/internal" in text
+    if path == "/service-worker":
+        assert "sw blocked: service workers are blocked by browse" in text, text
+    else:  # the attempt was made, and refused by the guard (so the test proves something)
+        wait_for(lambda: "127.0.0.2" in tools_module._browser._proxy.refused[refused_before:], timeout=10,
+                 what="the guard to refuse 127.0.0.2")
+    assert Internal.hits == []
+
+
+@pytest.mark.parametrize("address", [
+    "100.64.0.1", "100.127.255.254",  # shared address space (cloud metadata on some clouds)
+    "198.18.0.1", "192.0.2.1", "240.0.0.1", "0.0.0.0", "255.255.255.255", "169.254.169.254",
+    "::ffff:127.0.0.2", "::ffff:10.0.0.1", "::ffff:100.64.0.1",  # IPv4-mapped
+    "::127.0.0.2",  # IPv4-compatible
+    "64:ff9b::a00:1", "64:ff9b::7f00:2",  # NAT64 of 10.0.0.1, 127.0.0.2
+    "2002:7f00:2::1", "2002:a00:1::1",  # 6to4 of 127.0.0.2, 10.0.0.1
+    "2001:0:4136:e378:8000:63bf:80ff:fffd",  # Teredo whose client is 127.0.0.2
+    "fd00::1", "fe80::1", "::1", "::", "ff02::1", "2001:db8::1",
+])
+def test_only_globally_routable_addresses_are_public(tools_module, address):
+    import ipaddress
+
+    assert not tools_module.is_public(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8",
+                                     "2002:808:808::1"])
+def test_public_addresses_stay_public(tools_module, address):
+    import ipaddress
+
+    assert tools_module.is_public(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("url", ["http://100.64.0.1/", "http://2130706434/", "http://0x7f000002/",
+                                 "http://[::ffff:127.0.0.2]/", "http://127.1/", "http://[64:ff9b::a9fe:a9fe]/"])
+def test_other_spellings_of_internal_addresses_are_refused(tools_module, monkeypatch, url):
+    monkeypatch.delenv("BROWSE_ALLOW_PRIVATE", raising=False)
+    assert "private/internal" in asyncio.run(tools_module.url_problem(url)), url
