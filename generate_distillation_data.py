@@ -193,8 +193,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     api = parser.add_argument_group("teacher API")
     api.add_argument("--base-url", default=None,
                      help=f"OpenAI-compatible API base; env OPENROUTER_BASE_URL (default: {OPENROUTER_BASE_URL})")
-    api.add_argument("--timeout", type=positive_float, default=300.0,
-                     help="seconds one request may take before it is retried (default: 300)")
+    api.add_argument("--timeout", type=positive_float, default=600.0,
+                     help="seconds one request may take, first byte to last, before it is retried; generous, "
+                     "since a cut answer is paid for twice (default: 600)")
     api.add_argument("--retries", type=non_negative_int, default=8,
                      help="retries of one failed request before its prompt is marked failed (default: 8)")
     api.add_argument("--backoff", type=positive_float, default=1.0,
@@ -513,20 +514,28 @@ class PromptIds:
     numbered) must be unique: a given id equal to another line's id would make one of them look done."""
 
     def __init__(self) -> None:
-        self._seen: set[int] = set()
-        self._repeats: dict[int, int] = {}
+        self._seen: set[int] = set()  # every final id so far
+        self._repeats: dict[int, int] = {}  # computed ids seen more than once: how many times
+        self._given_like_computed: set[int] = set()  # given ids shaped like a computed one (rare)
 
     def number(self, base_id: str, where: str, given: bool) -> tuple[str, int]:
         """(prompt_id, occurrence number) for the next prompt with this base id."""
         prompt_id, repeat = base_id, 1
         if not given and hash(base_id) in self._seen:
+            if hash(base_id) in self._given_like_computed:  # not a repeat: a given id took this hash
+                raise DuplicateId(base_id, where)
             repeat = self._repeats.get(hash(base_id), 1) + 1
             self._repeats[hash(base_id)] = repeat
             prompt_id = repeated_id(base_id, repeat)
         if hash(prompt_id) in self._seen:
             raise DuplicateId(prompt_id, where)
         self._seen.add(hash(prompt_id))
+        if given and COMPUTED_ID.fullmatch(prompt_id):
+            self._given_like_computed.add(hash(prompt_id))
         return prompt_id, repeat
+
+
+COMPUTED_ID = re.compile(r"[0-9a-f]{16}")
 
 
 class DuplicateId(Exception):
@@ -746,28 +755,29 @@ class ToolBox:
         async with self._slots:
             # asyncio.wait, not wait_for: wait_for waits for a cancelled tool to finish, for ever if it
             # swallows the cancellation; here a tool past its time is abandoned.
-            call_task = asyncio.ensure_future(self._invoke(tool, arguments))
+            call_task = self._start(tool, arguments)
             try:
                 await asyncio.wait({call_task}, timeout=timeout)
             except asyncio.CancelledError:
                 call_task.cancel()
                 raise
             if not call_task.done():
-                call_task.cancel()
+                call_task.cancel()  # a thread cannot be stopped: it runs on, and its result is dropped
                 return f"Error: tool {name!r} timed out after {timeout:g} s."
             try:
                 result = call_task.result()
             except asyncio.CancelledError:
                 return f"Error: tool {name!r} was cancelled."
-            except Exception as e:
-                return f"Error: tool {name!r} failed: {type(e).__name__}: {e}"[: self.max_chars]
+            except Exception as e:  # its message may hold anything, lone surrogates included
+                message = f"Error: tool {name!r} failed: {type(e).__name__}: {e}"[: self.max_chars]
+                return message.encode("utf-8", "backslashreplace").decode("utf-8")
         return self._as_text(name, result)
 
-    async def _invoke(self, tool: Tool, arguments: dict) -> Any:
+    def _start(self, tool: Tool, arguments: dict) -> asyncio.Future:
         if tool.is_async:
-            return await guarded(tool.function(**arguments))
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, functools.partial(call_guarded, tool.function, arguments))
+            return asyncio.ensure_future(guarded(tool.function(**arguments)))
+        # A sync tool's call is already a future of the thread pool's: no task needed around it.
+        return asyncio.get_running_loop().run_in_executor(self._threads, call_guarded, tool.function, arguments)
 
     def _as_text(self, name: str, result: Any) -> str:
         try:
@@ -1583,7 +1593,7 @@ class OutputFile(LineFile):
         self.close()
 
     # -- reading ---------------------------------------------------------------------------------
-    def scan(self, chunk_size: int = 1 << 24) -> OutputScan:
+    def scan(self, chunk_size: int = 1 << 22) -> OutputScan:
         """Read every line in full, strictly (orjson: ~400 MB/s, where json.loads manages ~115).
         Raise UsageError when the file is not ours: something else must not be rewritten."""
         scan = OutputScan()
@@ -1595,17 +1605,17 @@ class OutputFile(LineFile):
             raise UsageError(f"{self.path}: cannot read the output file: {e.strerror}") from None
         line_no = 0
         with f:
-            carry = b""
+            carry = f.read(len(UTF8_BOM))
+            if carry == UTF8_BOM:
+                carry, scan.bom = b"", True
             while chunk := f.read(chunk_size):
                 lines = (carry + chunk).split(b"\n")
                 carry = lines.pop()
-                for line in lines:
-                    line_no += 1
-                    self._check_line(line, line_no, scan)
+                self._check_lines(lines, line_no, scan)
+                line_no += len(lines)
             if carry:
-                line_no += 1
                 before = len(scan.bad)
-                self._check_line(carry, line_no, scan)
+                self._check_lines([carry], line_no, scan)
                 scan.tail = "cut" if len(scan.bad) > before else "complete"
                 del scan.bad[before:]  # a torn last line is a crash's, not a hand edit: cut, not set aside
         set_aside = [b for b in scan.bad if b.quarantine]
@@ -1615,22 +1625,27 @@ class OutputFile(LineFile):
                              "by this tool. Use another --output, or fix or remove that line.")
         return scan
 
-    def _check_line(self, line: bytes, line_no: int, scan: OutputScan) -> None:
-        if line_no == 1 and line.startswith(UTF8_BOM):
-            line, scan.bom = line[len(UTF8_BOM):], True
-        try:
-            metadata = orjson.loads(line)["metadata"]
-            prompt_id, sample = metadata["prompt_id"], metadata["sample"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return self._classify_bad(line, line_no, scan)
-        if type(prompt_id) is not str or type(sample) is not int:
-            return self._classify_bad(line, line_no, scan)
-        key = rollout_key(prompt_id, sample)
-        scan.ours += 1
-        if key in scan.done:
-            scan.bad.append(BadLine(line_no, f"a second copy of prompt_id {prompt_id!r} sample {sample}"))
-        else:
-            scan.done.add(key)
+    def _check_lines(self, lines: list[bytes], line_no: int, scan: OutputScan) -> None:
+        # The hot loop of a resume over millions of lines: locals only, one parse per line.
+        loads, done, bad = orjson.loads, scan.done, scan.bad
+        ours = 0
+        for line_no, line in enumerate(lines, line_no + 1):
+            try:
+                metadata = loads(line)["metadata"]
+                prompt_id, sample = metadata["prompt_id"], metadata["sample"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                self._classify_bad(line, line_no, scan)
+                continue
+            if type(prompt_id) is not str or type(sample) is not int:
+                self._classify_bad(line, line_no, scan)
+                continue
+            key = hash((prompt_id, sample))  # rollout_key, inlined
+            ours += 1
+            if key in done:
+                bad.append(BadLine(line_no, f"a second copy of prompt_id {prompt_id!r} sample {sample}"))
+            else:
+                done.add(key)
+        scan.ours += ours
 
     def _classify_bad(self, line: bytes, line_no: int, scan: OutputScan) -> None:
         if not line.strip():

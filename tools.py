@@ -155,7 +155,9 @@ class SharedBrowser:
         executable = find_browser()
         config = BrowserConfig(headless=True, verbose=False, extra_args=[
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-quic", "--no-first-run"])
+            "--disable-quic", "--no-first-run",
+            # WebRTC's UDP does not go through a proxy: refuse it, so the guard sees every connection.
+            "--force-webrtc-ip-handling-policy=disable_non_proxied_udp"])
         crawler = AsyncWebCrawler(config=config)
         self._proxy = GuardProxy()
         strategy = crawler.crawler_strategy

@@ -76,9 +76,20 @@ def raw(payload: bytes, status_code: int = 200) -> Step:
 
 
 def drip(seconds_per_8_bytes: float, then: Step) -> Step:
+    return adjusted(then, drip=seconds_per_8_bytes)
+
+
+def slow(seconds: float, then: Step) -> Step:
+    return adjusted(then, delay=seconds)
+
+
+def adjusted(then: Step, **changes) -> Step:
+    """`then`'s reply with some of its fields changed (delay, drip, headers, ...)."""
+
     def step(body: dict) -> Reply:
         reply = then(body)
-        reply.drip = seconds_per_8_bytes
+        for name, value in changes.items():
+            setattr(reply, name, value)
         return reply
 
     return step
@@ -116,15 +127,6 @@ MALFORMED_ANSWERS: dict[str, bytes] = {
     "not UTF-8": b'{"choices": [{"message": {"content": "\xff\xfe"}}]}',
     "nested too deep": b"[" * 200000,
 }
-
-
-def slow(seconds: float, then: Step) -> Step:
-    def step(body: dict) -> Reply:
-        reply = then(body)
-        reply.delay = seconds
-        return reply
-
-    return step
 
 
 def first_user_text(body: dict) -> str:

@@ -307,6 +307,11 @@ async def ignore_cancel() -> str:
             pass
 
 @tool
+def raises_surrogate() -> str:
+    """Raises with a message that is not valid Unicode."""
+    raise ValueError("bad \\udc80 message")
+
+@tool
 def circular() -> list:
     """Returns a list that contains itself."""
     value = []
@@ -334,6 +339,7 @@ def bad_str() -> dict:
     ("interrupt", {}, "failed: ToolExit: KeyboardInterrupt"),
     ("hang_forever", {}, "timed out after 1 s"),
     ("ignore_cancel", {}, "timed out after 1 s"),
+    ("raises_surrogate", {}, "failed: ValueError: bad \\udc80 message"),
     ("circular", {}, "cannot be encoded as text: ValueError: Circular reference"),
     ("surrogate", {}, "cannot be encoded as text: UnicodeEncodeError"),
     ("bad_str", {}, "cannot be encoded as text: RuntimeError: no str"),
@@ -428,6 +434,9 @@ def test_a_given_id_equal_to_a_computed_id_is_refused_naming_both_lines(run, tea
     result = run(tools="none")
     assert result.code == 2
     assert f"prompts.jsonl:3: id '{computed}' is also the id of line 1" in result.err
+    write_prompts(workdir, [{"id": computed, "prompt": "different"}, "other", "plain"])  # given one first
+    result = run(tools="none")
+    assert result.code == 2 and f"prompts.jsonl:3: id '{computed}' is also the id of line 1" in result.err
 
 
 def test_a_given_id_equal_to_a_repeat_number_is_refused(run, teacher, workdir):
