@@ -95,6 +95,8 @@ class Config:
     extra_body: dict
     shard: tuple[int, int] | None
     dry_run: bool
+    cache: str = "auto"  # prompt caching: auto, on, off
+    cache_ttl: str | None = None  # "5m" or "1h"; None: the provider's default (5 minutes)
 
     @property
     def failed_path(self) -> Path:
@@ -204,6 +206,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
                      help="ask reasoning models for this much reasoning")
     api.add_argument("--reasoning-max-tokens", type=positive_int, default=None,
                      help="or cap reasoning at this many tokens")
+    api.add_argument("--cache", choices=["auto", "on", "off"], default="auto",
+                     help="ask for prompt caching (cache_control breakpoints): auto asks Anthropic and Gemini "
+                     "models on OpenRouter, which cache only when asked (default: auto)")
+    api.add_argument("--cache-ttl", choices=["5m", "1h"], default=None,
+                     help="how long a cached prefix lives, when caching is asked for (default: the provider's, 5m)")
     api.add_argument("--extra-body", default=None, metavar="JSON",
                      help="JSON object (or @file.json) merged into every request: provider routing, "
                      "models fallbacks, seed, ...")
@@ -256,6 +263,7 @@ def parse_config(argv: list[str] | None) -> Config:
         tool_concurrency=args.tool_concurrency, max_tool_chars=args.max_tool_chars, reasoning=reasoning,
         keep_reasoning=not args.no_reasoning, keep_incomplete=args.keep_incomplete, samples=args.samples,
         extra_body=parse_extra_body(args.extra_body), shard=args.shard, dry_run=args.dry_run,
+        cache=args.cache, cache_ttl=args.cache_ttl,
     )
 
 
@@ -891,8 +899,10 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reasoning_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens read from the provider's cache
+    cache_write_tokens: int = 0  # prompt tokens written to it (billed above the input price by some)
     cost: float = 0.0
+    cache_savings: float = 0.0  # what caching saved, where the teacher reports it (OpenRouter's cache_discount)
     requests: int = 0
 
     def add(self, usage: Any) -> None:
@@ -905,7 +915,9 @@ class Usage:
         self.completion_tokens += int(amount(usage.get("completion_tokens")))
         self.reasoning_tokens += int(amount(field_of(usage.get("completion_tokens_details"), "reasoning_tokens")))
         self.cached_tokens += int(amount(field_of(usage.get("prompt_tokens_details"), "cached_tokens")))
+        self.cache_write_tokens += int(amount(field_of(usage.get("prompt_tokens_details"), "cache_write_tokens")))
         self.cost += amount(usage.get("cost"))
+        self.cache_savings += signed_amount(usage.get("cache_discount"))  # negative when writes cost more
 
     def merge(self, other: Usage) -> None:
         for name in (f.name for f in dataclasses.fields(self)):
@@ -913,8 +925,12 @@ class Usage:
 
     def to_json(self) -> dict:
         data = dataclasses.asdict(self)
-        data["cost"] = round(self.cost, 8)
+        data["cost"], data["cache_savings"] = round(self.cost, 8), round(self.cache_savings, 8)
         return data
+
+    @property
+    def cached_share(self) -> float:
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
 
 def amount(value: Any) -> float:
@@ -924,6 +940,13 @@ def amount(value: Any) -> float:
     if isinstance(value, int) and value > 2**53:  # float() of a huge int overflows; no real count is this big
         return 0.0
     return float(value) if math.isfinite(value) and value >= 0 else 0.0
+
+
+def signed_amount(value: Any) -> float:
+    """A usable finite number of either sign, or 0."""
+    if isinstance(value, (int, float)) and value < 0:
+        return -amount(-value)
+    return amount(value)
 
 
 def field_of(value: Any, name: str) -> Any:
@@ -1029,6 +1052,66 @@ class AdaptiveLimiter:
     def _on_timer(self) -> None:
         self._wake_timer = None
         self._wake()
+
+
+# Prompt caching. Each turn of a rollout resends the whole conversation. OpenAI, DeepSeek, Grok and recent
+# Gemini models cache long prefixes by themselves; Anthropic models (and Gemini's explicit caching) only
+# when a request carries cache_control breakpoints. The portable form is a breakpoint on a content block
+# (the top-level field is not supported on every route), at most 4 a request: we use two, on the system
+# prompt (shared by every rollout) and on the newest message. Only the request's copy is marked: the
+# conversation, sent back as the API gave it, and the dataset never carry cache_control.
+
+ASKS_FOR_CACHING = ("anthropic/", "google/gemini")
+
+
+@dataclass(frozen=True)
+class CachePlan:
+    enabled: bool
+    why: str
+    ttl: str | None = None
+
+    @property
+    def marker(self) -> dict:
+        return {"type": "ephemeral", **({"ttl": self.ttl} if self.ttl else {})}
+
+    def mark(self, messages: list[dict]) -> list[dict]:
+        """The messages to send, with breakpoints on the system prompt and the newest message with text."""
+        if not self.enabled:
+            return messages
+        targets = {0} if messages and messages[0].get("role") == "system" else set()
+        newest = next((i for i in range(len(messages) - 1, -1, -1)
+                       if messages[i].get("role") != "assistant" and with_breakpoint(messages[i], {})), None)
+        if newest is not None:
+            targets.add(newest)
+        marked = list(messages)
+        for i in targets:
+            marked[i] = with_breakpoint(messages[i], self.marker) or messages[i]
+        return marked
+
+
+def cache_plan(cfg: Config) -> CachePlan:
+    if cfg.cache == "off":
+        return CachePlan(False, "off (--cache off)")
+    if cfg.cache == "on":
+        return CachePlan(True, "on (--cache on)", cfg.cache_ttl)
+    if is_openrouter(cfg.base_url) and cfg.model.startswith(ASKS_FOR_CACHING):
+        return CachePlan(True, f"on: {cfg.model} caches only when asked", cfg.cache_ttl)
+    return CachePlan(False, f"not asked for: {cfg.model} caches by itself, or its caching is unknown here "
+                     "(--cache on asks anyway)")
+
+
+def with_breakpoint(message: dict, marker: dict) -> dict | None:
+    """A copy of the message whose last non-empty text block carries the marker; None if it has none."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return {**message, "content": [{"type": "text", "text": content, "cache_control": marker}]} if content else None
+    if not isinstance(content, list):
+        return None
+    for i in range(len(content) - 1, -1, -1):
+        part = content[i]
+        if isinstance(part, dict) and part.get("type", "text") == "text" and part.get("text"):
+            return {**message, "content": content[:i] + [{**part, "cache_control": marker}] + content[i + 1:]}
+    return None
 
 
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504, 524, 529}
@@ -1156,7 +1239,10 @@ class TeacherClient:
         status = response.status_code
         data = decode_answer(response.content)
         if status == 200 and isinstance(data, dict):
-            spend.add(data.get("usage"))  # billed even when the rest of the answer turns out unusable
+            usage = data.get("usage")
+            if isinstance(usage, dict) and "cache_discount" in data and "cache_discount" not in usage:
+                usage = {**usage, "cache_discount": data["cache_discount"]}  # OpenRouter puts it in the body
+            spend.add(usage)  # billed even when the rest of the answer turns out unusable
         if status != 200:
             self._raise_for_error(status, data.get("error") if isinstance(data, dict) else None, response)
         if not isinstance(data, dict):
@@ -1378,6 +1464,7 @@ class Rollouts:
     def __init__(self, cfg: Config, client: TeacherClient, toolbox: ToolBox | None, stopping: asyncio.Event):
         self.cfg, self.client, self.toolbox, self.stopping = cfg, client, toolbox, stopping
         self.base_body = request_body_template(cfg, toolbox)
+        self.cache = cache_plan(cfg)
 
     async def run(self, job: RolloutJob) -> Outcome:
         outcome = Outcome(job, [dict(m) for m in job.prompt.messages], Usage())
@@ -1400,8 +1487,8 @@ class Rollouts:
         for turn in range(1, self.cfg.max_turns + 1):
             # A rollout that has not sent anything yet does not start once the run is stopping.
             unless = self.stopping if turn == 1 else None
-            completion = await self.client.complete({**self.base_body, "messages": o.messages}, o.job.seq,
-                                                    o.usage, unless)
+            completion = await self.client.complete({**self.base_body, "messages": self.cache.mark(o.messages)},
+                                                    o.job.seq, o.usage, unless)
             o.messages.append(completion.message)
             o.turns, o.finish_reason, o.model, o.attempts = turn, completion.finish_reason, completion.model, turn
             if completion.finish_reason in ("length", "content_filter"):
@@ -1833,8 +1920,10 @@ class Progress:
     def status(self) -> str:
         s = self.stats
         tokens = s.usage.prompt_tokens + s.usage.completion_tokens
+        cache = f", cached {s.usage.cached_share:.0%}" if s.usage.cached_tokens else ""
+        saved = f" (saved ${s.usage.cache_savings:.4f})" if s.usage.cache_savings else ""
         return (f"limit {int(self.limiter.limit)}, 429s {s.rate_limited}, retries {s.retries}, "
-                f"failed {s.failed}, {human_count(tokens)} tok, ${s.usage.cost:.4f}")
+                f"failed {s.failed}, {human_count(tokens)} tok{cache}, ${s.usage.cost:.4f}{saved}")
 
     async def refresh_forever(self) -> None:
         while True:
@@ -2048,9 +2137,18 @@ class Run:
         u = s.usage
         if u.prompt_tokens or u.completion_tokens or u.cost:
             per_sample = f" (${u.cost / s.written:.5f} per sample)" if s.written else ""
-            lines.append(f"Tokens: {human_count(u.prompt_tokens)} prompt ({human_count(u.cached_tokens)} cached), "
-                         f"{human_count(u.completion_tokens)} completion ({human_count(u.reasoning_tokens)} "
-                         f"reasoning); cost ${u.cost:.4f}{per_sample}, failed rollouts included")
+            lines.append(f"Tokens: {human_count(u.prompt_tokens)} prompt ({human_count(u.cached_tokens)} cached, "
+                         f"{u.cached_share:.0%}), {human_count(u.completion_tokens)} completion "
+                         f"({human_count(u.reasoning_tokens)} reasoning); cost ${u.cost:.4f}{per_sample}, "
+                         "failed rollouts included")
+        if u.cache_savings:
+            effect = (f"saved ${u.cache_savings:.4f}" if u.cache_savings > 0 else
+                      f"cache writes cost ${-u.cache_savings:.4f} more than reads saved (too few turns reuse them)")
+            lines.append(f"Prompt caching ({self.rollouts.cache.why}): {effect}; without caching this run would "
+                         f"have cost ${u.cost + u.cache_savings:.4f}")
+        elif u.cached_tokens or self.rollouts.cache.enabled:
+            lines.append(f"Prompt caching: {self.rollouts.cache.why}; {u.cached_share:.0%} of prompt tokens "
+                         "read from cache")
         if self.stop_reason:
             lines.append(f"Stopped: {self.stop_reason}")
         print(cfg.redact("\n".join(lines)), file=sys.stderr, flush=True)
@@ -2066,13 +2164,17 @@ def plural(n: int, noun: str) -> str:
 def print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: OutputScan) -> None:
     first = next(plan.pending_jobs(cfg), None)
     body = request_body_template(cfg, toolbox)
+    cache = cache_plan(cfg)
     if first is not None:
-        body["messages"] = first.prompt.messages
+        body["messages"] = cache.mark(first.prompt.messages)
     key = cfg.api_key or ""
     masked = f"{key[:8]}...{key[-4:]}" if len(key) > 16 else "***" if key else "(none)"
     print(f"POST {cfg.base_url}/chat/completions")
     print(f"Authorization: Bearer {masked}")
     print(json.dumps(body, indent=2, ensure_ascii=False))
+    how = (f": a cache_control {json.dumps(cache.marker)} breakpoint on the system prompt and on the newest "
+           "message of each request" if cache.enabled else "")
+    print(f"Prompt caching: {cache.why}{how}.", file=sys.stderr)
     set_aside = [b for b in scan.bad if b.quarantine]
     if set_aside:
         print(f"{cfg.output}:{set_aside[0].line_no}: {set_aside[0].reason}; a real run moves "

@@ -64,6 +64,26 @@ asyncio.run(main())
 '''
 
 
+PAGE_TOOLS = '''
+from rnow.core.tool import tool
+
+@tool
+def browse(url: str) -> str:
+    """Open a page (a stand-in for the real browse: a 20,000-character page)."""
+    return f"Page {url}: " + "clinical trial results and dosing tables. " * 480
+'''
+
+
+def five_pages_then_answer(body: dict) -> Reply:
+    """Six-turn rollouts: five browse calls, each page resent on every later turn, then the answer."""
+    pages = sum(message["role"] == "tool" for message in body["messages"])
+    if pages >= 5:
+        return Reply(body=completion({"content": "done"}))
+    call = {"id": f"call_{pages}", "type": "function",
+            "function": {"name": "browse", "arguments": json.dumps({"url": f"https://example.org/{pages}"})}}
+    return Reply(body=completion({"content": None, "tool_calls": [call]}, "tool_calls"))
+
+
 def tool_then_answer(body: dict) -> Reply:
     """Two-turn rollouts: call the trivial tool first, answer once its result is there."""
     if body["messages"][-1]["role"] == "tool":
@@ -92,10 +112,11 @@ class RunResult:
     rejected_share: float
     duplicates: int
     lines: int
+    cost: float  # the teacher's own usage.cost, summed over the output
 
 
 def run_generator(work: Path, server: FakeTeacher, n: int, concurrency: int, tools: str = "none",
-                  tag: str = "run") -> RunResult:
+                  tag: str = "run", extra: tuple[str, ...] = ()) -> RunResult:
     prompts = work / f"{tag}.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"{tag} question {i}"}) + "\n" for i in range(n)))
     output = work / f"{tag}.out.jsonl"
@@ -104,15 +125,16 @@ def run_generator(work: Path, server: FakeTeacher, n: int, concurrency: int, too
     server.rejected = 0
     process = subprocess.run([sys.executable, str(ROOT / "generate_distillation_data.py"), str(prompts),
                               "-o", str(output), "--tools", tools, "--base-url", server.base_url,
-                              "-c", str(concurrency), "--backoff", "0.05"],
+                              "-c", str(concurrency), "--backoff", "0.05", *extra],
                              cwd=work, capture_output=True, text=True, timeout=900)
     if process.returncode != 0:
         raise SystemExit(f"generator failed ({process.returncode}): {process.stderr[-2000:]}")
     ids = Counter(json.loads(line)["metadata"]["prompt_id"] for line in output.read_text().splitlines())
     span = server.answered_at[-1] - server.answered_at[0]
     requests = len(server.requests)
+    cost = sum(json.loads(line)["metadata"]["usage"]["cost"] for line in output.read_text().splitlines())
     return RunResult(len(ids) / span, len(server.answered_at) / span, server.rejected / max(1, requests),
-                     sum(count - 1 for count in ids.values()) + (n - len(ids)), sum(ids.values()))
+                     sum(count - 1 for count in ids.values()) + (n - len(ids)), sum(ids.values()), cost)
 
 
 def run_bare_loop(server: FakeTeacher, n: int, concurrency: int, with_tools: bool = False) -> float:
@@ -130,6 +152,21 @@ def bench_adaptive(work: Path, n: int, cap: int, mean: float, tools: str = "none
         return run_generator(work, server, n, 64, tools, tag=f"adaptive-{tools != 'none'}-{tail}")
     finally:
         server.stop()
+
+
+def bench_caching(work: Path, n: int) -> tuple[float, float]:
+    """Cost of the same six-turn browse rollouts with and without caching, on a teacher that caches only
+    when asked and bills cache reads at 0.1x, writes at 1.25x (Anthropic's prices)."""
+    (work / "page_tools.py").write_text(PAGE_TOOLS)
+    costs = []
+    for flag in ("on", "off"):
+        server = FakeTeacher(caching=True, default_step=five_pages_then_answer).start()
+        try:
+            costs.append(run_generator(work, server, n, 16, "page_tools.py", tag=f"caching-{flag}",
+                                       extra=("--cache", flag, "-s", "You are a careful pharmacist.")).cost)
+        finally:
+            server.stop()
+    return costs[0], costs[1]
 
 
 def bench_overhead(work: Path, n: int, concurrency: int, tools: str = "none") -> tuple[float, float]:
@@ -184,7 +221,7 @@ def bench_size(work: Path, n: int) -> tuple[float, float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="a few seconds, for the smoke test")
-    parser.add_argument("--only", default="1,2,3,4,5", help="comma list of figures to run (default: all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6", help="comma list of figures to run (default: all)")
     args = parser.parse_args()
     only = {int(x) for x in args.only.split(",")}
     scale = 0.05 if args.tiny else 1.0
@@ -234,6 +271,11 @@ def main() -> int:
             ratio = (tail.rollouts_per_s / tail_limit) / (base.rollouts_per_s / limit)
             figures.append(Figure("5. long tail (1% at 20x): share of its limit vs (1)", ratio, ">= 0.90",
                                   ratio >= 0.90))
+
+        if 6 in only:
+            with_cache, without = bench_caching(work, int(200 * scale) or 5)
+            figures.append(Figure("6. caching: cost of 6-turn browse rollouts, on/off", with_cache / without,
+                                  "<= 0.60", with_cache / without <= 0.60, f"x ${without:.2f}"))
 
     print(f"| {'figure':<52} | {'value':>21} | {'target':<14} | ok   |")
     print(f"|{'-' * 54}|{'-' * 23}|{'-' * 16}|------|")

@@ -129,17 +129,95 @@ MALFORMED_ANSWERS: dict[str, bytes] = {
 }
 
 
+class CachingProvider:
+    """Bills like a provider that caches only when asked (Anthropic): strict about the marker's shape
+    (400 otherwise), reads of a prefix an earlier marked request wrote at 0.1x the input price, writes at
+    1.25x; reports cached_tokens, cache_write_tokens, cost and cache_discount (what caching saved)."""
+
+    INPUT_PRICE, OUTPUT_PRICE = 1e-6, 4e-6
+
+    def __init__(self) -> None:
+        self.prefixes: set[str] = set()
+        self.lock = threading.Lock()
+
+    def problem(self, body: dict) -> str | None:
+        """Why a strict provider would refuse this request's cache_control markers, or None."""
+        markers = 0
+        if "cache_control" in body:
+            markers += 1
+            if not self._valid(body["cache_control"]):
+                return f"invalid top-level cache_control {body['cache_control']!r}"
+        for i, message in enumerate(body.get("messages", [])):
+            if "cache_control" in message:
+                return f"messages[{i}]: cache_control must be on a content block, not on the message"
+            content = message.get("content")
+            for part in content if isinstance(content, list) else []:
+                if isinstance(part, dict) and "cache_control" in part:
+                    markers += 1
+                    if part.get("type") != "text" or not part.get("text") or not self._valid(part["cache_control"]):
+                        return f"messages[{i}]: invalid cache_control block {part!r}"[:300]
+        return "at most 4 cache_control breakpoints" if markers > 4 else None
+
+    @staticmethod
+    def _valid(marker: object) -> bool:
+        return (isinstance(marker, dict) and marker.get("type") == "ephemeral" and set(marker) <= {"type", "ttl"}
+                and marker.get("ttl", "5m") in ("5m", "1h"))
+
+    def usage(self, body: dict, completion_tokens: int = 20) -> tuple[dict, float]:
+        """(usage, cache_discount) for this request; remembers the prefixes it was asked to cache."""
+        messages = body.get("messages", [])
+        tools = json.dumps(body.get("tools", []), sort_keys=True)
+        canonical = [self._canonical(m) for m in messages]
+        tokens = [len(tools) // 4]
+        for text in canonical:
+            tokens.append(tokens[-1] + max(1, len(text) // 4))
+        keys = [str(hash((tools, *canonical[: i + 1]))) for i in range(len(messages))]
+        breakpoints = [i for i, m in enumerate(messages) if self._marked(m)]
+        if "cache_control" in body and messages:
+            breakpoints.append(len(messages) - 1)  # the top-level form: the last cacheable block
+        prompt = tokens[-1]
+        cached = written = 0
+        with self.lock:
+            if breakpoints:
+                cached = next((tokens[i + 1] for i in range(len(keys) - 1, -1, -1) if keys[i] in self.prefixes), 0)
+                last = max(breakpoints)
+                if keys[last] not in self.prefixes:
+                    written = tokens[last + 1] - cached
+                self.prefixes.update(keys[i] for i in breakpoints)
+        p = self.INPUT_PRICE
+        input_cost = (prompt - cached) * p + 0.25 * written * p + 0.1 * cached * p
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
+                 "total_tokens": prompt + completion_tokens, "cost": input_cost + completion_tokens * self.OUTPUT_PRICE,
+                 "prompt_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written}}
+        return usage, prompt * p - input_cost
+
+    @staticmethod
+    def _marked(message: dict) -> bool:
+        content = message.get("content")
+        return isinstance(content, list) and any(isinstance(p, dict) and "cache_control" in p for p in content)
+
+    @staticmethod
+    def _canonical(message: dict) -> str:
+        """The message without markers, text parts joined: marked and plain forms of it are one prefix."""
+        content = message.get("content")
+        if isinstance(content, list) and all(isinstance(p, dict) and p.get("type", "text") == "text" for p in content):
+            content = "".join(p.get("text", "") for p in content)
+        return json.dumps({**message, "content": content}, sort_keys=True)
+
+
 def first_user_text(body: dict) -> str:
     for message in body.get("messages", []):
         if message.get("role") == "user":
             content = message.get("content")
+            if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+                return "".join(p["text"] for p in content)  # a text block marked for caching reads as its text
             return content if isinstance(content, str) else json.dumps(content)
     return ""
 
 
 class FakeTeacher:
     def __init__(self, latency: float = 0.0, max_in_flight: int | None = None, latency_fn=None,
-                 default_step: Step | None = None):
+                 default_step: Step | None = None, caching: bool = False):
         self.scripts: dict[str, list[Step]] = {}
         self.default_step = default_step
         self.answered_at: list[float] = []  # loop time of every normal (non-429) answer, for benchmarks
@@ -148,6 +226,7 @@ class FakeTeacher:
         self.latency, self.latency_fn, self.max_in_flight = latency, latency_fn, max_in_flight
         self.in_flight = self.peak_in_flight = self.rejected = 0
         self.peak_admitted = 0  # most requests in flight that were answered normally
+        self.caching = CachingProvider() if caching else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server = None
         self._thread: threading.Thread | None = None
@@ -206,8 +285,12 @@ class FakeTeacher:
 
     async def _respond(self, body: dict) -> Reply:
         self.requests.append(body)
+        if self.caching and (problem := self.caching.problem(body)):
+            return Reply(400, {"error": {"code": 400, "message": problem}})
         step = self._next_step(body)
         reply = step(body) if step else self._default_reply(body)
+        if self.caching and isinstance(reply.body, dict) and "choices" in reply.body:
+            reply.body["usage"], reply.body["cache_discount"] = self.caching.usage(body)
         delay = reply.delay or (self.latency_fn() if self.latency_fn else self.latency)
         if delay:
             await asyncio.sleep(delay)

@@ -41,7 +41,7 @@ def test_reasoning_details_are_echoed_unchanged_and_reasoning_is_kept(run, teach
     assert "ENCRYPTED-BLOB" not in json.dumps(record) and "reasoning_details" not in json.dumps(record)
     assert teacher.requests[0]["reasoning"] == {"effort": "high"}
     usage = record["metadata"]["usage"]
-    assert usage == {"prompt_tokens": 300, "completion_tokens": 50, "reasoning_tokens": 30, "cached_tokens": 60,
+    assert usage == {"prompt_tokens": 300, "completion_tokens": 50, "reasoning_tokens": 30, "cached_tokens": 60, "cache_write_tokens": 0, "cache_savings": 0.0,
                      "cost": 0.015, "requests": 2}
     assert record["metadata"]["finish_reason"] == "stop" and record["metadata"]["model"] == "test/teacher"
     assert "cost $0.0150 ($0.01500 per sample)" in result.err
