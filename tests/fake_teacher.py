@@ -14,6 +14,8 @@ import asyncio
 import itertools
 import json
 import random
+import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,6 +30,9 @@ class Reply:
     delay: float = 0.0
     drop: bool = False  # close the connection without answering
     drip: float = 0.0  # send the body 8 bytes at a time, this many seconds apart (a teacher that crawls)
+    cut_after: int | None = None  # send the head and this many bytes of the body, then hang up
+    reset: bool = False  # answer nothing and reset the connection (TCP RST)
+    raw_response: bytes | None = None  # these bytes instead of an HTTP response (garbage on the wire)
 
 
 Step = Callable[[dict], Reply]
@@ -221,6 +226,7 @@ class FakeTeacher:
         self.scripts: dict[str, list[Step]] = {}
         self.default_step = default_step
         self.answered_at: list[float] = []  # loop time of every normal (non-429) answer, for benchmarks
+        self.received_at: list[float] = []  # and of every request's arrival
         self.requests: list[dict] = []  # every request body received, in order
         self.headers: list[dict] = []
         self.latency, self.latency_fn, self.max_in_flight = latency, latency_fn, max_in_flight
@@ -285,6 +291,7 @@ class FakeTeacher:
 
     async def _respond(self, body: dict) -> Reply:
         self.requests.append(body)
+        self.received_at.append(time.monotonic())
         if self.caching and (problem := self.caching.problem(body)):
             return Reply(400, {"error": {"code": 400, "message": problem}})
         step = self._next_step(body)
@@ -312,6 +319,16 @@ class FakeTeacher:
                 self.headers.append(headers)
                 reply = await self._dispatch(method, path, raw)
                 if reply.drop:
+                    writer.transport.abort()
+                    return
+                if reply.reset:
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.transport.abort()
+                    return
+                if reply.raw_response is not None:
+                    writer.write(reply.raw_response)
+                    await writer.drain()
                     writer.transport.abort()
                     return
                 await self._send(writer, reply)
@@ -346,6 +363,11 @@ class FakeTeacher:
                 "Content-Type: application/json", f"Content-Length: {len(payload)}"]
         head += [f"{k}: {v}" for k, v in reply.headers.items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        if reply.cut_after is not None:
+            writer.write(payload[: reply.cut_after])
+            await writer.drain()
+            writer.transport.abort()
+            return
         if reply.drip:
             for start in range(0, len(payload), 8):
                 writer.write(payload[start:start + 8])
