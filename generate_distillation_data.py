@@ -924,17 +924,22 @@ class Usage:
         self.cache_savings += signed_amount(usage.get("cache_discount"))  # negative when writes cost more
 
     def merge(self, other: Usage) -> None:
-        for name in (f.name for f in dataclasses.fields(self)):
+        for name in USAGE_FIELDS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def to_json(self) -> dict:
-        data = dataclasses.asdict(self)
-        data["cost"], data["cache_savings"] = round(self.cost, 8), round(self.cache_savings, 8)
-        return data
+        # Spelled out rather than dataclasses.asdict: this runs once per line, ~10x cheaper.
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "reasoning_tokens": self.reasoning_tokens, "cached_tokens": self.cached_tokens,
+                "cache_write_tokens": self.cache_write_tokens, "cost": round(self.cost, 8),
+                "cache_savings": round(self.cache_savings, 8), "requests": self.requests}
 
     @property
     def cached_share(self) -> float:
         return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
+
+
+USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Usage))
 
 
 def amount(value: Any) -> float:
@@ -1155,6 +1160,19 @@ class MalformedAnswer(Exception):
 
 
 @dataclass
+class Answer:
+    """An HTTP answer, read whole: what _read judges."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+    @property
+    def reason(self) -> str:
+        return httpx.codes.get_reason_phrase(self.status)
+
+
+@dataclass
 class Completion:
     message: dict
     finish_reason: str | None
@@ -1214,9 +1232,9 @@ class TeacherClient:
             if unless is not None and unless.is_set():
                 raise NotStarted()
             self.stats.requests += 1
-            response = await self._post(payload)
+            answer = await self._post(payload)
             self.unreachable_in_a_row = 0
-            completion = self._read(response, spend)
+            completion = self._read(answer, spend)
             self.answered_once = True
             outcome = "ok"
             return completion
@@ -1230,7 +1248,7 @@ class TeacherClient:
         finally:
             self.limiter.release(slot, outcome)
 
-    async def _post(self, payload: bytes) -> httpx.Response:
+    async def _post(self, payload: bytes) -> Answer:
         # httpx's read timeout restarts with every chunk, so a teacher dripping a few bytes a second
         # would hold a request for ever; this deadline covers the whole request, first byte to last.
         try:
@@ -1242,8 +1260,7 @@ class TeacherClient:
                     body = b"".join([chunk async for chunk in response.stream])  # aread's decoders: none needed
                 finally:
                     await response.aclose()  # back to the pool, or closed if the body was cut
-                return httpx.Response(response.status_code, headers=response.headers, content=body,
-                                      extensions=response.extensions)
+                return Answer(response.status_code, response.headers, body)
         except TimeoutError:
             raise RetryableError("timeout", f"no complete answer within {self.cfg.timeout:g} s (--timeout)") from None
         except (httpx.TransportError, aiohttp.ClientError, OSError) as e:
@@ -1255,24 +1272,24 @@ class TeacherClient:
             raise RetryableError("connection", self._detail(
                 f"connection problem: {type(original).__name__}: {original}")) from None
 
-    def _read(self, response: httpx.Response, spend: Usage) -> Completion:
-        """Turn a response into a Completion, or raise. Every field of the answer is checked."""
-        status = response.status_code
-        data = decode_answer(response.content)
+    def _read(self, answer: Answer, spend: Usage) -> Completion:
+        """Turn an answer into a Completion, or raise. Every field of it is checked."""
+        status = answer.status
+        data = decode_answer(answer.body)
         if status == 200 and isinstance(data, dict):
             usage = data.get("usage")
             if isinstance(usage, dict) and "cache_discount" in data and "cache_discount" not in usage:
                 usage = {**usage, "cache_discount": data["cache_discount"]}  # OpenRouter puts it in the body
             spend.add(usage)  # billed even when the rest of the answer turns out unusable
         if status != 200:
-            self._raise_for_error(status, data.get("error") if isinstance(data, dict) else None, response)
+            self._raise_for_error(status, data.get("error") if isinstance(data, dict) else None, answer)
         if not isinstance(data, dict):
             raise RetryableError("malformed answer", "malformed answer: not a JSON object")
         if data.get("error") and not data.get("choices"):
             code = field_of(data["error"], "code")
             valid_code = isinstance(code, int) and not isinstance(code, bool) and 400 <= code < 600
-            self._raise_for_error(code if valid_code else 502, data["error"], response)
-        if SURROGATE_ESCAPE.search(response.content) and not encodable(data):
+            self._raise_for_error(code if valid_code else 502, data["error"], answer)
+        if SURROGATE_ESCAPE.search(answer.body) and not encodable(data):
             raise RetryableError("malformed answer", "malformed answer: a lone surrogate (text that is not valid Unicode)")
         try:
             completion = parse_completion(data)
@@ -1290,8 +1307,8 @@ class TeacherClient:
                 f"cannot reach {self.url} ({type(error).__name__}: {error}). Check the network and --base-url, "
                 "then re-run the same command.", limit=None))
 
-    def _raise_for_error(self, status: int, error: Any, response: httpx.Response) -> None:
-        detail = self._detail(error_text(error) or response.reason_phrase or "")
+    def _raise_for_error(self, status: int, error: Any, answer: Answer) -> None:
+        detail = self._detail(error_text(error) or answer.reason)
         if status == 401:
             raise RunStopped("key rejected", f"the API key was rejected (401: {detail}). Check OPENROUTER_API_KEY "
                              "in your environment or .env, then re-run the same command to continue.")
@@ -1303,7 +1320,7 @@ class TeacherClient:
             raise RunStopped("access denied", f"access denied (403: {detail}). Check the key's permissions and "
                              "limits, then re-run the same command to continue.")
         if status in RETRYABLE_STATUS or status >= 500:
-            raise RetryableError(f"HTTP {status}", f"HTTP {status}: {detail}", retry_after_seconds(response),
+            raise RetryableError(f"HTTP {status}", f"HTTP {status}: {detail}", retry_after_seconds(answer.headers),
                                  status == 429)
         raise PromptFailed(f"HTTP {status}", f"HTTP {status}: {detail}", status=status)
 
@@ -1388,8 +1405,8 @@ def is_moderation_error(error: Any) -> bool:
                 or "moderation" in text or "flagged" in text)
 
 
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def retry_after_seconds(headers: httpx.Headers) -> float | None:
+    value = headers.get("retry-after")
     if not value:
         return None
     try:
@@ -1639,7 +1656,11 @@ class OutputError(Exception):
 
 def encode_line(record: dict, redact: Callable[[str], str]) -> bytes:
     """One line of strict JSON (RFC 8259: no NaN, valid UTF-8); ValueError if the record cannot be."""
-    return (redact(json.dumps(record, ensure_ascii=False, allow_nan=False)) + "\n").encode("utf-8")
+    try:
+        text = orjson.dumps(record).decode("utf-8")  # ~5x json.dumps, strict: lone surrogates refused
+    except orjson.JSONEncodeError:  # also integers past 64 bits, which json writes exactly
+        text = json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return (redact(text) + "\n").encode("utf-8")
 
 
 class LineFile:
@@ -1694,7 +1715,7 @@ class OutputScan:
     ours: int = 0  # lines written by this tool
 
 
-OUR_PREFIX = b'{"metadata": {"prompt_id": '
+OUR_PREFIXES = (b'{"metadata":{"prompt_id":', b'{"metadata": {"prompt_id": ')  # now, and before orjson
 
 
 class OutputFile(LineFile):
@@ -1794,7 +1815,7 @@ class OutputFile(LineFile):
         try:
             orjson.loads(line)
         except orjson.JSONDecodeError:
-            scan.ours += line.startswith(OUR_PREFIX)  # a torn or edited line of ours still shows our prefix
+            scan.ours += line.startswith(OUR_PREFIXES)  # a torn or edited line of ours still shows our prefix
             scan.bad.append(BadLine(line_no, "not valid JSON (torn, or edited by hand)"))
             return
         where = f"{self.path}:{line_no}"

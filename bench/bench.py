@@ -302,15 +302,15 @@ def main() -> int:
                                   "<= 0.60", with_cache / without <= 0.60, f"x ${without:.2f}"))
 
         if 7 in only:
-            n = int(3000 * scale) or 150
-            wide, ideal = bench_reasoning_scale(work, n, 1000 if not args.tiny else 50)
-            figures += [Figure(f"7. {n:,} rollouts, 1,000 in flight, 4-6 s: vs ideal", ideal / wide.span, ">= 0.90",
+            n, c = int(3000 * scale), 1000 if not args.tiny else 50
+            wide, ideal = bench_reasoning_scale(work, n, c)
+            figures += [Figure(f"7. {n:,} rollouts, {c:,} in flight, 4-6 s: vs ideal", ideal / wide.span, ">= 0.90",
                                ideal / wide.span >= 0.90, f"x {ideal:.1f} s"),
                         Figure("7. client CPU (share of one core)", wide.cpu_share, "", None),
                         Figure("7. client peak memory", wide.peak_mb, "", None, "MB")]
-            widest, _ = bench_reasoning_scale(work, int(4000 * scale) or 200, 2000 if not args.tiny else 100)
-            figures.append(Figure("7. client peak memory at -c 2000", widest.peak_mb, "< 400", widest.peak_mb < 400,
-                                  "MB"))
+            widest, _ = bench_reasoning_scale(work, int(4000 * scale), 2000 if not args.tiny else 100)
+            figures.append(Figure(f"7. client peak memory at -c {2000 if not args.tiny else 100}", widest.peak_mb,
+                                  "< 400", widest.peak_mb < 400, "MB"))
 
     print(f"| {'figure':<52} | {'value':>21} | {'target':<14} | ok   |")
     print(f"|{'-' * 54}|{'-' * 23}|{'-' * 16}|------|")

@@ -171,7 +171,8 @@ def test_torn_edited_and_duplicated_lines_are_set_aside_and_their_rollouts_redon
     assert run(tools="none").code == 0
     lines = (workdir / "train.jsonl").read_bytes().splitlines(keepends=True)
     torn = lines[1][: len(lines[1]) // 2] + b"\n"  # its prefix still looks right
-    edited = lines[2].replace(b'"role": "user"', b'"role": "user" "oops"')
+    middle = len(lines[2]) // 2
+    edited = lines[2][:middle] + b'"oops" ' + lines[2][middle:]  # a hand edit in the middle; the prefix is intact
     (workdir / "train.jsonl").write_bytes(b"\xef\xbb\xbf" + lines[0] + torn + edited + lines[3] + lines[3]
                                           + b"\n" + lines[4] + lines[5])
     before = len(teacher.requests)
