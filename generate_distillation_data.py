@@ -101,6 +101,8 @@ class Config:
     dry_run: bool
     cache: str = "auto"  # prompt caching: auto, on, off
     cache_ttl: str | None = None  # "5m" or "1h"; None: the provider's default (5 minutes)
+    export: tuple[str, ...] = ()  # formats written beside the output after the run: hf, openai
+    no_run: bool = False  # only make the --export files from the existing output; send nothing
 
     @property
     def failed_path(self) -> Path:
@@ -224,6 +226,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
                       help="do not write the teacher's reasoning text (reasoning_content) to the output")
     data.add_argument("--keep-incomplete", action="store_true",
                       help="also write rollouts cut by --max-turns, length or content filter (marked in metadata)")
+    data.add_argument("--export", type=export_formats, default=(), metavar="FORMAT",
+                      help="after the run, also write the output as <stem>.hf.jsonl (TRL, transformers, axolotl: "
+                      "tool schemas, arguments as objects) and/or <stem>.openai.jsonl (OpenAI fine-tuning); "
+                      "comma-separated")
+    data.add_argument("--no-run", action="store_true",
+                      help="run nothing, send nothing: only make the --export files from the existing output")
     data.add_argument("--shard", type=shard_spec, default=None, metavar="I/N",
                       help="take only shard I of N (0-based) of the prompts, for running on N machines")
 
@@ -247,7 +255,11 @@ def parse_config(argv: list[str] | None) -> Config:
     if urlparse(base_url).scheme not in ("http", "https"):
         raise UsageError(f"--base-url must start with http:// or https://, got {base_url!r}")
     api_key = os.environ.get("OPENROUTER_API_KEY") or None
-    if api_key is None and is_openrouter(base_url):
+    if args.no_run and not args.export:
+        raise UsageError("--no-run only makes the --export files; add --export hf (or openai)")
+    if args.no_run and args.dry_run:
+        raise UsageError("use either --no-run or --dry-run, not both")
+    if api_key is None and is_openrouter(base_url) and not args.no_run:
         raise UsageError("OPENROUTER_API_KEY is not set. Put it in a .env file here (see .env.example) "
                          "or export it; a key is optional only for a local --base-url.")
     if args.reasoning_effort and args.reasoning_max_tokens:
@@ -267,7 +279,7 @@ def parse_config(argv: list[str] | None) -> Config:
         tool_concurrency=args.tool_concurrency, max_tool_chars=args.max_tool_chars, reasoning=reasoning,
         keep_reasoning=not args.no_reasoning, keep_incomplete=args.keep_incomplete, samples=args.samples,
         extra_body=parse_extra_body(args.extra_body), shard=args.shard, dry_run=args.dry_run,
-        cache=args.cache, cache_ttl=args.cache_ttl,
+        cache=args.cache, cache_ttl=args.cache_ttl, export=args.export, no_run=args.no_run,
     )
 
 
@@ -618,23 +630,43 @@ def rnow_schema_for_type(py_type: Any) -> dict:
     return {"type": "string"}
 
 
+def rnow_returns_json(py_type: Any) -> bool:
+    """rnow 0.4's return-type check, quirks included: `Optional[str]` passes, `str | None` and `Path` do not."""
+    origin = typing.get_origin(py_type) or py_type
+    if origin in (str, int, float, bool, list, dict, type(None)):
+        return True
+    if origin is typing.Union:
+        return all(rnow_returns_json(a) for a in typing.get_args(py_type))
+    return origin is typing.Literal or py_type is Any
+
+
 def rnow_tool_schema(func: Callable) -> dict:
-    """Validate a tool function as rnow's @tool does and build its parameters schema."""
+    """Validate a tool function as rnow's @tool does, in its order and with its words, and build its
+    parameters schema: a tools.py that loads here must load under `rnow run` too."""
     name = func.__name__
     if not (func.__doc__ or "").strip():
         raise ValueError(f"Tool '{name}' must have a non-empty docstring. Add a docstring to the function.")
     signature = inspect.signature(func)
     hints = typing.get_type_hints(func)
     if signature.return_annotation is inspect.Signature.empty and "return" not in hints:
-        raise TypeError(f"Tool '{name}' must declare a return type annotation. Add -> ReturnType.")
+        raise TypeError(f"Tool registration failed: Tool '{name}' must declare a return type annotation. "
+                        "Add -> ReturnType to the function signature.")
+    return_type = hints.get("return", signature.return_annotation)
+    if not rnow_returns_json(return_type):
+        raise TypeError(f"Tool registration failed: Tool '{name}' return type '{return_type}' is not "
+                        "JSON-serializable. Use dict, list, str, int, float, bool, or None.")
+    for param in signature.parameters.values():
+        star = {param.VAR_POSITIONAL: "*args", param.VAR_KEYWORD: "**kwargs"}.get(param.kind)
+        if star:
+            raise TypeError(f"Tool registration failed: Tool '{name}' cannot use {star}. "
+                            "Define explicit, typed parameters instead.")
     properties, required = {}, []
     for param in signature.parameters.values():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise TypeError(f"Tool '{name}' cannot use *args or **kwargs. Define explicit, typed parameters.")
         if param.name in ("self", "cls", "args"):
             continue
         if param.name not in hints:
-            raise TypeError(f"Missing type hint for parameter '{param.name}' in tool '{name}'.")
+            raise TypeError(f"Tool registration failed: Missing type hint for parameter '{param.name}' in tool "
+                            f"'{name}'. All parameters must have type annotations.")
         properties[param.name] = rnow_schema_for_type(hints[param.name])
         if param.default is inspect.Parameter.empty:
             required.append(param.name)
@@ -1966,6 +1998,140 @@ class FailedFile(LineFile):
 
 
 # ==================================================================================================
+# Exports: the same dataset in other trainers' formats
+# ==================================================================================================
+# train.jsonl stays the source of truth (rnow's format: tools by name, arguments as JSON strings; it is
+# what resume reads). --export writes a converted copy beside it, rebuilt whole from it after each run
+# (or alone with --no-run), one line at a time, so a million lines take seconds and little memory.
+#   hf:     TRL's SFTTrainer, transformers chat templates, axolotl: `tools` as JSON schemas, tool call
+#           arguments as objects, metadata as one JSON string (so any `datasets` version loads it).
+#   openai: OpenAI's fine-tuning chat format: `messages` and `tools` only, arguments as JSON strings,
+#           no keys its validator does not know (reasoning, tool names on tool messages, metadata).
+
+EXPORT_FORMATS = ("hf", "openai")
+OPENAI_MESSAGE_KEYS = {"system": ("role", "content", "name"), "user": ("role", "content", "name"),
+                       "assistant": ("role", "content", "name", "tool_calls", "weight"),
+                       "tool": ("role", "content", "tool_call_id")}
+
+
+class NotExportable(ValueError):
+    """A line the format cannot hold (e.g. tool call arguments that are not a JSON object): left out."""
+
+
+def export_formats(text: str) -> tuple[str, ...]:
+    formats = tuple(dict.fromkeys(f.strip().lower() for f in text.split(",") if f.strip()))
+    unknown = [f for f in formats if f not in EXPORT_FORMATS]
+    if unknown or not formats:
+        raise argparse.ArgumentTypeError(f"unknown format {', '.join(unknown) or text!r}; choose from "
+                                         f"{', '.join(EXPORT_FORMATS)} (comma-separated for several)")
+    return formats
+
+
+def export_path(output: Path, fmt: str) -> Path:
+    return output.with_name(f"{output.stem}.{fmt}.jsonl")
+
+
+def hf_record(record: dict, schemas: dict[str, dict]) -> dict:
+    messages = []
+    for message in record["messages"]:
+        if message.get("tool_calls"):
+            message = {**message, "tool_calls": [
+                {**call, "function": {"name": call["function"]["name"],
+                                      "arguments": arguments_object(call["function"].get("arguments"))}}
+                for call in message["tool_calls"]]}
+        messages.append(message)
+    exported = {"messages": messages}
+    if record.get("tools"):
+        exported["tools"] = [schemas[name] for name in record["tools"] if name in schemas]
+    exported["metadata"] = json.dumps(record.get("metadata", {}), ensure_ascii=False)
+    return exported
+
+
+def arguments_object(arguments: Any) -> dict:
+    try:
+        value = json.loads(arguments) if isinstance(arguments, str) else arguments
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):  # the teacher sent broken arguments; the tool said so, but no trainer takes it
+        raise NotExportable("a tool call whose arguments are not a JSON object")
+    return value
+
+
+def checked_arguments_text(arguments: Any) -> str:
+    arguments_object(arguments)
+    return arguments_text(arguments)
+
+
+def openai_record(record: dict, schemas: dict[str, dict]) -> dict:
+    messages = []
+    for message in record["messages"]:
+        kept = {key: message[key] for key in OPENAI_MESSAGE_KEYS.get(message["role"], ()) if key in message}
+        if kept.get("tool_calls"):
+            kept["tool_calls"] = [{"id": call["id"], "type": "function", "function": {
+                "name": call["function"]["name"], "arguments": checked_arguments_text(call["function"]["arguments"])}}
+                for call in kept["tool_calls"]]
+            if kept.get("content") == "":
+                del kept["content"]  # a turn that only calls tools: OpenAI's examples leave content out
+        messages.append(kept)
+    exported = {"messages": messages}
+    if record.get("tools"):
+        exported["tools"] = [schemas[name] for name in record["tools"] if name in schemas]
+    return exported
+
+
+EXPORTERS: dict[str, Callable[[dict, dict[str, dict]], dict]] = {"hf": hf_record, "openai": openai_record}
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    written: int = 0
+    left_out: collections.Counter = field(default_factory=collections.Counter)  # reason -> lines
+    unknown_tools: set[str] = field(default_factory=set)
+
+
+def export_output(output: Path, fmt: str, toolbox: ToolBox | None) -> ExportResult:
+    """Rebuild <stem>.<fmt>.jsonl from the output, streaming; replaced whole only when complete."""
+    schemas = {tool.name: tool.api_schema() for tool in toolbox.tools.values()} if toolbox else {}
+    result = ExportResult(export_path(output, fmt))
+    convert = EXPORTERS[fmt]
+    temporary = result.path.with_name(result.path.name + ".tmp")
+    try:
+        with open(output, "rb") as source, open(temporary, "wb") as target:
+            for line in source:
+                try:
+                    record = orjson.loads(line)
+                    exported = convert(record, schemas)
+                except NotExportable as e:
+                    result.left_out[str(e)] += 1
+                    continue
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    result.left_out["not a line of ours (torn or edited)"] += 1
+                    continue
+                result.unknown_tools.update(name for name in record.get("tools", ()) if name not in schemas)
+                target.write(orjson.dumps(exported) + b"\n")
+                result.written += 1
+        os.replace(temporary, result.path)
+    except FileNotFoundError:
+        temporary.unlink(missing_ok=True)
+        return result
+    except OSError as e:
+        temporary.unlink(missing_ok=True)
+        raise OutputError(result.path, e) from None
+    return result
+
+
+def report_export(result: ExportResult) -> str:
+    text = f"Exported {plural(result.written, 'line')} to {result.path}"
+    for reason, count in result.left_out.items():
+        text += f"; {plural(count, 'line')} left out ({reason})"
+    if result.unknown_tools:
+        text += (f"; tools not in the tools file, left out of `tools`: {', '.join(sorted(result.unknown_tools))} "
+                 "(pass the --tools file the run used)")
+    return text + "."
+
+
+# ==================================================================================================
 # Progress
 # ==================================================================================================
 
@@ -2266,6 +2432,8 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.tools is not None:
             tools, closer = load_tools(cfg.tools)
             toolbox = ToolBox(tools, cfg, closer)
+        if cfg.no_run:
+            return export_only(cfg, toolbox)
         output = OutputFile(cfg.output, cfg.redact)
         if not cfg.dry_run:
             output.lock()  # before reading it: a second run must never plan from a file the first is writing
@@ -2278,8 +2446,8 @@ def main(argv: list[str] | None = None) -> int:
             print(note, file=sys.stderr)
         if plan.already_done == plan.total:
             print(f"Nothing to do: all {plan.total} rollouts are already in {cfg.output}.", file=sys.stderr)
-            return EXIT_OK
-        return run_event_loop(Run(cfg, toolbox, plan, output).execute())
+            return write_exports(cfg, toolbox, EXIT_OK)
+        return write_exports(cfg, toolbox, run_event_loop(Run(cfg, toolbox, plan, output).execute()))
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -2293,6 +2461,27 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if output is not None:
             output.release()
+
+
+def export_only(cfg: Config, toolbox: ToolBox | None) -> int:
+    if not cfg.output.is_file():
+        raise UsageError(f"{cfg.output} does not exist: nothing to export. Run without --no-run first "
+                         "(or point -o at the output).")
+    output = OutputFile(cfg.output, cfg.redact)
+    output.lock()  # not while a run writes it: its last line could be half written
+    try:
+        return write_exports(cfg, toolbox, EXIT_OK)
+    finally:
+        output.release()
+
+
+def write_exports(cfg: Config, toolbox: ToolBox | None, code: int) -> int:
+    """After a run that ended normally (all done, or some failed): the --export files, rebuilt whole."""
+    if code not in (EXIT_OK, EXIT_FAILED):
+        return code
+    for fmt in cfg.export:
+        print(report_export(export_output(cfg.output, fmt, toolbox)), file=sys.stderr)
+    return code
 
 
 def run_event_loop(main_coroutine: Any) -> Any:

@@ -18,6 +18,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import tempfile
 import time
 from collections import Counter
@@ -134,8 +135,10 @@ def run_generator(work: Path, server: FakeTeacher, n: int, concurrency: int, too
                                 "-o", str(output), "--tools", tools, "--base-url", server.base_url,
                                 "-c", str(concurrency), "--backoff", "0.05", *extra],
                                cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak = PeakMemory(process.pid)
     stderr = process.stderr.read()
     _, status, usage = os.wait4(process.pid, 0)
+    peak.stop()
     wall = time.monotonic() - started
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"generator failed ({os.waitstatus_to_exitcode(status)}): {stderr[-2000:]}")
@@ -146,7 +149,29 @@ def run_generator(work: Path, server: FakeTeacher, n: int, concurrency: int, too
     return RunResult(len(ids) / span, len(server.answered_at) / span, server.rejected / max(1, requests),
                      sum(count - 1 for count in ids.values()) + (n - len(ids)), sum(ids.values()), cost,
                      server.answered_at[-1] - server.received_at[0], (usage.ru_utime + usage.ru_stime) / wall,
-                     usage.ru_maxrss / 1024)
+                     peak.mb)
+
+
+class PeakMemory:
+    """The process's own high-water mark (VmHWM), read while it runs. Not wait4's ru_maxrss: that counts
+    the pages of this (large) process that the child had between fork and exec."""
+
+    def __init__(self, pid: int) -> None:
+        self.path, self.mb, self._done = Path(f"/proc/{pid}/status"), 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.1):
+            try:
+                line = next(l for l in self.path.read_text().splitlines() if l.startswith("VmHWM:"))
+            except (OSError, StopIteration):  # exited (a zombie has no VmHWM)
+                continue
+            self.mb = max(self.mb, int(line.split()[1]) / 1024)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def run_bare_loop(server: FakeTeacher, n: int, concurrency: int, with_tools: bool = False) -> float:
@@ -231,15 +256,17 @@ def bench_size(work: Path, n: int) -> tuple[float, float, float]:
         process = subprocess.Popen([sys.executable, str(ROOT / "generate_distillation_data.py"), str(prompts),
                                     "-o", str(output), "--tools", "none", "--base-url", server.base_url],
                                    cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        peak = PeakMemory(process.pid)
         while not server.requests and process.poll() is None:
             time.sleep(0.01)
         to_first_request = time.monotonic() - started
-        _, status, usage = os.wait4(process.pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
+        status = process.wait()
+        peak.stop()
+        if status != 0:
             raise SystemExit("size run failed")
     finally:
         server.stop()
-    return usage.ru_maxrss / 1024, scan_mb_s, to_first_request
+    return peak.mb, scan_mb_s, to_first_request
 
 
 def main() -> int:

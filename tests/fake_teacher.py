@@ -233,6 +233,7 @@ class FakeTeacher:
         self.in_flight = self.peak_in_flight = self.rejected = 0
         self.peak_admitted = 0  # most requests in flight that were answered normally
         self.caching = CachingProvider() if caching else None
+        self.pages: dict[str, str] = {}  # GET path -> HTML
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server = None
         self._thread: threading.Thread | None = None
@@ -311,6 +312,8 @@ class FakeTeacher:
                 if not request_line:
                     return
                 method, path, _ = request_line.decode().split(" ", 2)
+                if path.startswith(("http://", "https://")):  # absolute form, which servers must accept
+                    path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
                 headers = {}
                 while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
                     name, _, value = line.decode().partition(":")
@@ -332,12 +335,16 @@ class FakeTeacher:
                     writer.transport.abort()
                     return
                 await self._send(writer, reply)
+                if headers.get("connection", "").lower() == "close":
+                    return
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             return
         finally:
             writer.close()
 
     async def _dispatch(self, method: str, path: str, raw: bytes) -> Reply:
+        if method == "GET" and path in self.pages:  # a web page for the browse tool to read
+            return Reply(200, self.pages[path].encode(), {"Content-Type": "text/html; charset=utf-8"})
         if method != "POST" or not path.endswith("/chat/completions"):
             return Reply(404, {"error": {"code": 404, "message": f"no route {method} {path}"}})
         body = json.loads(raw)
@@ -359,9 +366,9 @@ class FakeTeacher:
         reasons = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
                    404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
                    503: "Service Unavailable"}
-        head = [f"HTTP/1.1 {reply.status} {reasons.get(reply.status, 'Status')}",
-                "Content-Type: application/json", f"Content-Length: {len(payload)}"]
-        head += [f"{k}: {v}" for k, v in reply.headers.items()]
+        headers = {"Content-Type": "application/json", **reply.headers, "Content-Length": len(payload)}
+        head = [f"HTTP/1.1 {reply.status} {reasons.get(reply.status, 'Status')}"]
+        head += [f"{k}: {v}" for k, v in headers.items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
         if reply.cut_after is not None:
             writer.write(payload[: reply.cut_after])
@@ -388,3 +395,48 @@ def jittered(mean: float, spread: float = 0.5, tail_share: float = 0.0, tail_fac
         return rng.uniform(mean * (1 - spread), mean * (1 + spread))
 
     return latency
+
+
+# --------------------------------------------------------------------------------------------------
+# `python tests/fake_teacher.py`: the teacher CI runs the README's first command against
+# --------------------------------------------------------------------------------------------------
+QUICK_START_PAGE = "<html><head><title>Loopback docs</title></head><body><h1>Loopback docs</h1>" \
+                   "<p>The answer is forty-two.</p></body></html>"
+
+
+def quick_start_step(teacher: FakeTeacher) -> Step:
+    """First turn: call both bundled tools (browse reads a page this server serves); then answer from them."""
+
+    def step(body: dict) -> Reply:
+        results = [m.get("content", "") for m in body["messages"] if m.get("role") == "tool"]
+        if not results:
+            page = f"http://127.0.0.1:{teacher.port}/docs"
+            return call_tools(("calculate", {"expression": "6 * 7"}), ("browse", {"url": page}))(body)
+        return answer("From the page and the calculator: " + " | ".join(r[:200] for r in results))(body)
+
+    return step
+
+
+def main() -> None:
+    import argparse
+    import signal
+    import sys
+
+    parser = argparse.ArgumentParser(description="A loopback OpenRouter-like teacher; prints its base URL, "
+                                     "serves until stopped.")
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args()
+    teacher = FakeTeacher(latency=args.latency)
+    teacher.default_step = quick_start_step(teacher)
+    teacher.pages["/docs"] = QUICK_START_PAGE
+    teacher.start()
+    print(teacher.base_url, flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import yaml
-from conftest import ROOT, run_script
+from conftest import ROOT, run_script, subprocess_env
 from fake_teacher import answer, call_tools
 
 import generate_distillation_data as gdd
@@ -48,3 +50,31 @@ def test_readme_quick_start_has_two_commands_and_ci_runs_the_test_one():
     assert len(commands) == 2 and all("\n" not in c for c in commands)
     assert "generate_distillation_data.py prompts.jsonl" in commands[0] and "pytest" in commands[1]
     assert "grep -m1 -E '^python3 -m venv .*pytest' README.md" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_quick_start_journey_against_the_ci_teacher(workdir):
+    """What CI does with the README's first command, minus the install: the shipped prompts and tools.py,
+    run as users run it, against the teacher CI starts (tests/fake_teacher.py's main), browser included."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_teacher.py")], stdout=subprocess.PIPE,
+                               text=True)
+    try:
+        base_url = process.stdout.readline().strip()
+        env = subprocess_env(OPENROUTER_BASE_URL=base_url, OPENROUTER_API_KEY="sk-or-v1-...",
+                             BROWSE_ALLOW_PRIVATE="127.0.0.1")
+        result = run_script(workdir, str(ROOT / "prompts.jsonl"), "--tools", str(ROOT / "tools.py"), env=env,
+                            timeout=120)
+    finally:
+        process.terminate()
+        process.wait(10)
+    assert result.code == 0, result.err
+    records = result.records()
+    assert len(records) == sum(1 for line in (ROOT / "prompts.jsonl").open() if line.strip())
+    for record in records:
+        results = [m["content"] for m in record["messages"] if m["role"] == "tool"]
+        assert "42" in results[0] and "forty-two" in results[1]
+
+
+def test_ci_runs_both_quick_start_commands():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "grep -m1 -E '^python3 -m venv .*generate_distillation_data.py' README.md" in ci
+    assert "tests/fake_teacher.py" in ci and "OPENROUTER_BASE_URL" in ci

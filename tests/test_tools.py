@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
-from typing import Literal, Optional, Union
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional, Union
 
 import pytest
 import rnow.core.tool  # noqa: F401  (rnow.core re-exports the decorator under the module's name)
@@ -300,3 +301,59 @@ def test_shipped_calculate_tool():
     assert module.calculate("2 ** 10 - -3") == "1027"
     assert module.calculate("__import__('os')").startswith("Error: unsupported syntax")
     assert module.calculate("1/0").startswith("Error:")
+
+
+RNOW_VERDICTS = {  # what rnow 0.4 says of each signature, quirks included
+    "str | None": "def f(x: int) -> str | None:",
+    "Path": "def f(x: int) -> Path:",
+    "set": "def f(x: int) -> set:",
+    "bytes in a Union": "def f(x: int) -> Union[str, bytes]:",
+    "Optional[str]": "def f(x: int) -> Optional[str]:",
+    "list[Path] (rnow looks at the container only)": "def f(x: int) -> list[Path]:",
+    "Any": "def f(x: int) -> Any:",
+    "None": "def f(x: int) -> None:",
+    "Literal": "def f(x: int) -> Literal['a']:",
+    "no return type": "def f(x: int):",
+    "no docstring and no return type": "def f(x: int):\n    return x\n#",
+    "**kwargs": "def f(x: int, **more: int) -> str:",
+    "*args before a missing hint": "def f(x, *more: int) -> str:",
+    "missing hint": "def f(x, y: int) -> str:",
+    "self and args are skipped": "def f(self, args, y: int) -> str:",
+}
+
+
+def verdict(decorate: Callable, signature: str) -> str:
+    namespace = {"Path": Path, "Union": Union, "Optional": Optional, "Any": Any, "Literal": Literal}
+    exec(f'{signature}\n    """Doc."""\n', namespace)
+    try:
+        decorate(namespace["f"])
+    except (TypeError, ValueError) as e:
+        return f"{type(e).__name__}: {e}"
+    return json.dumps(namespace["f"]._schema)
+
+
+@pytest.mark.parametrize("case", list(RNOW_VERDICTS))
+def test_stand_in_accepts_and_refuses_what_rnow_does_with_its_words(case):
+    rnow_tool.clear_tool_registry()
+    assert verdict(gdd.rnow_tool_decorator, RNOW_VERDICTS[case]) == verdict(rnow_tool.tool, RNOW_VERDICTS[case])
+
+
+def test_return_type_rnow_refuses_fails_at_start_without_rnow(workdir, teacher):
+    (workdir / "maybe.py").write_text("from rnow.core.tool import tool\n\n@tool\ndef f(x: int) -> str | None:\n"
+                                      '    """Doc."""\n    return None\n')
+    write_prompts(workdir, ["q"])
+    result = without_rnow(workdir, "prompts.jsonl", "--tools", "maybe.py", "--base-url", teacher.base_url)
+    assert result.code == 2 and "Traceback" not in result.err and not teacher.requests
+    assert "maybe.py:3:" in result.err and "return type 'str | None' is not JSON-serializable" in result.err
+
+
+def test_readme_tool_example_maps_faithfully(workdir):
+    readme = (ROOT / "README.md").read_text()
+    example = readme[readme.index("Add a tool in a few lines:"):].split("```python\n", 1)[1].split("```", 1)[0]
+    (workdir / "readme_tool.py").write_text(example)
+    rnow_tool.clear_tool_registry()
+    [lookup] = gdd.load_tools(workdir / "readme_tool.py")[0]
+    assert lookup.parameters == rnow_tool.TOOL_REGISTRY["lookup_drug"]._schema
+    assert lookup.parameters["properties"] == {
+        "name": {"type": "string"}, "fields": {"type": "array", "items": {"type": "string"}},
+        "region": {"type": ["string", "null"], "enum": ["us", "eu"]}}

@@ -1,0 +1,185 @@
+"""--export: the dataset in the formats other trainers read, proven by the consumers' own code where it installs
+offline (datasets' loader, transformers' chat-template renderer with templates written here) and by the
+documented contract where it does not (OpenAI's fine-tuning chat format)."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import pytest
+from conftest import run_script, subprocess_env, write_prompts
+from fake_teacher import Reply, answer, call_tools, completion
+from transformers.utils.chat_template_utils import render_jinja_template
+
+# Llama 3.1's way of writing a tool call and the tool definitions (the part of its template that matters):
+# arguments go through `tojson`, so JSON-string arguments come out double-encoded.
+LLAMA_LIKE_TEMPLATE = """
+{%- if tools %}{% for tool in tools %}{{ tool | tojson }}
+{% endfor %}{% endif %}
+{%- for message in messages %}
+{%- if message.tool_calls %}{% for call in message.tool_calls %}
+{{- '{"name": "' + call.function.name + '", "parameters": ' + call.function.arguments | tojson + '}' }}
+{% endfor %}
+{%- else %}<{{ message.role }}>{{ message.content }}
+{% endif %}{% endfor %}"""
+
+# Qwen3's way: reasoning in <think>, arguments written as they are when a string, as JSON when an object.
+QWEN_LIKE_TEMPLATE = """
+{%- for message in messages %}<{{ message.role }}>
+{%- if message.reasoning_content %}<think>{{ message.reasoning_content }}</think>{% endif %}
+{{- message.content }}
+{%- for call in message.tool_calls or [] %}<tool_call>{"name": "{{ call.function.name }}", "arguments": 
+{%- if call.function.arguments is string %}{{ call.function.arguments }}{% else %}{{ call.function.arguments | tojson }}{% endif %}}</tool_call>
+{%- endfor %}
+{% endfor %}"""
+
+
+def script_tool_rollouts(teacher, prompts: list[str]) -> None:
+    for i, prompt in enumerate(prompts):
+        teacher.script(prompt, call_tools(("add", {"a": i, "b": 2}), ("shout", {"text": f"hi {i}"})),
+                       answer(f"sum {i + 2}"))
+
+
+def export(workdir, teacher, *extra: str):
+    return run_script(workdir, "prompts.jsonl", "--tools", "tools_small.py", "--base-url", teacher.base_url,
+                      "--backoff", "0.01", *extra)
+
+
+def load(path) -> datasets.Dataset:
+    return datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(path.parent / "hf"))
+
+
+def lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_hf_export_loads_in_datasets_and_renders_with_chat_templates(workdir, teacher):
+    # metadata whose types change from line to line: datasets < 4 refused such files; hf holds it as a string
+    write_prompts(workdir, [{"prompt": "q0", "metadata": {"source": "web", "score": 1}},
+                            {"prompt": "q1", "metadata": {"source": {"url": "https://x.org"}, "score": "high"}},
+                            {"prompt": "q2", "metadata": {"source": ["a", "b"]}}])
+    script_tool_rollouts(teacher, ["q0", "q1", "q2"])
+    result = export(workdir, teacher, "--export", "hf")
+    assert result.code == 0, result.err
+    assert "Exported 3 lines to train.hf.jsonl." in result.err
+    ours, exported = lines(workdir / "train.jsonl"), lines(workdir / "train.hf.jsonl")
+
+    # transformers refuses our own format's tool names, which is why hf exists
+    with pytest.raises(ValueError, match="Tools should either be a JSON schema, or a callable function"):
+        render_jinja_template([ours[0]["messages"]], tools=ours[0]["tools"], chat_template=LLAMA_LIKE_TEMPLATE)
+
+    dataset = load(workdir / "train.hf.jsonl")
+    assert dataset.num_rows == 3
+    for row, source in zip(dataset, ours):
+        assert json.loads(row["metadata"]) == source["metadata"]
+        assert [t["function"]["name"] for t in row["tools"]] == ["add", "shout"]
+        rendered, _ = render_jinja_template([row["messages"]], tools=row["tools"], chat_template=LLAMA_LIKE_TEMPLATE)
+        i = int(source["messages"][0]["content"][1:])  # q<i> was scripted to call add(a=i, b=2)
+        assert f'{{"name": "add", "parameters": {{"a": {i}, "b": 2}}}}' in rendered[0]  # an object, not a string
+        assert '\\"' not in rendered[0]
+        assert '"properties": {"a": {"type": "integer"}' in rendered[0]  # the schema rnow builds
+        qwen, _ = render_jinja_template([row["messages"]], chat_template=QWEN_LIKE_TEMPLATE)
+        assert f'"arguments":{{"a": {i}, "b": 2}}}}</tool_call>' in qwen[0]
+    for mine, theirs in zip(exported, ours):  # nothing else changes
+        assert len(mine["messages"]) == len(theirs["messages"])
+        assert [m["content"] for m in mine["messages"]] == [m["content"] for m in theirs["messages"]]
+
+
+def test_hf_export_keeps_reasoning_for_templates_that_read_it(workdir, teacher):
+    write_prompts(workdir, ["think"])
+    teacher.script("think", lambda body: Reply(body=completion({"content": "42", "reasoning": "6 times 7"})))
+    result = export(workdir, teacher, "--export", "hf")
+    assert result.code == 0, result.err
+    row = load(workdir / "train.hf.jsonl")[0]
+    rendered, _ = render_jinja_template([row["messages"]], chat_template=QWEN_LIKE_TEMPLATE)
+    assert "<assistant><think>6 times 7</think>42" in rendered[0]
+
+
+OPENAI_TOP_LEVEL = {"messages", "tools", "parallel_tool_calls", "functions"}
+OPENAI_MESSAGE_KEYS = {"system": {"role", "content", "name"}, "user": {"role", "content", "name"},
+                       "assistant": {"role", "content", "name", "tool_calls", "function_call", "weight"},
+                       "tool": {"role", "content", "tool_call_id"}}
+
+
+def check_openai_fine_tuning_line(line: dict) -> None:
+    """OpenAI's documented per-line training example (FineTuneChatRequestInput) for chat models."""
+    assert set(line) <= OPENAI_TOP_LEVEL, set(line) - OPENAI_TOP_LEVEL
+    called = set()
+    for message in line["messages"]:
+        assert set(message) <= OPENAI_MESSAGE_KEYS[message["role"]], message
+        if message["role"] == "assistant" and message.get("tool_calls"):
+            assert isinstance(message.get("content", ""), str)
+            for call in message["tool_calls"]:
+                assert set(call) == {"id", "type", "function"} and call["type"] == "function"
+                assert set(call["function"]) == {"name", "arguments"}
+                assert isinstance(json.loads(call["function"]["arguments"]), dict)  # a JSON string
+                called.add(call["id"])
+        elif message["role"] == "tool":
+            assert message["tool_call_id"] in called and isinstance(message["content"], str)
+        else:
+            assert isinstance(message["content"], str) and message["content"]
+    assert line["messages"][-1]["role"] == "assistant"
+    for tool in line.get("tools", []):
+        assert tool["type"] == "function" and set(tool["function"]) == {"name", "description", "parameters"}
+        assert tool["function"]["parameters"]["type"] == "object"
+
+
+def test_openai_export_meets_the_fine_tuning_format(workdir, teacher):
+    write_prompts(workdir, [{"prompt": "q0", "metadata": {"k": 1}}, "q1"])
+    script_tool_rollouts(teacher, ["q0", "q1"])
+    result = export(workdir, teacher, "--export", "openai", "-s", "Be brief.")
+    assert result.code == 0, result.err
+    exported = lines(workdir / "train.openai.jsonl")
+    assert len(exported) == 2
+    for line in exported:
+        check_openai_fine_tuning_line(line)
+        assert line["messages"][0] == {"role": "system", "content": "Be brief."}
+        assert [m["role"] for m in line["messages"]] == ["system", "user", "assistant", "tool", "tool", "assistant"]
+
+
+def test_no_run_exports_existing_output_and_sends_nothing(workdir, teacher):
+    write_prompts(workdir, ["q0", "q1"])
+    script_tool_rollouts(teacher, ["q0", "q1"])
+    assert export(workdir, teacher).code == 0
+    sent = len(teacher.requests)
+    write_prompts(workdir, ["q0", "q1", "q2"])  # a pending prompt: --no-run must not run it
+    env = subprocess_env()  # no key, default base URL: --no-run needs neither
+    result = run_script(workdir, "prompts.jsonl", "--tools", "tools_small.py", "--export", "hf,openai", "--no-run",
+                        env=env)
+    assert result.code == 0, result.err
+    assert len(teacher.requests) == sent
+    assert len(lines(workdir / "train.hf.jsonl")) == len(lines(workdir / "train.openai.jsonl")) == 2
+    assert "Exported 2 lines to train.hf.jsonl." in result.err and "Traceback" not in result.err
+
+
+def test_export_streams_past_lines_it_cannot_hold_and_says_so(workdir, teacher):
+    write_prompts(workdir, ["good", "broken args", "gone tool"])
+    teacher.script("good", call_tools(("add", {"a": 1, "b": 2})), answer("3"))
+    teacher.script("broken args", call_tools(("add", "{not json")), answer("sorry"))
+    teacher.script("gone tool", call_tools(("shout", {"text": "x"})), answer("X"))
+    assert export(workdir, teacher).code == 0
+    with (workdir / "train.jsonl").open("a") as f:
+        f.write('{"metadata": {"prompt_id": "torn"}, "messa\n')  # hand-edited, after the run
+    (workdir / "fewer_tools.py").write_text(
+        "from rnow.core.tool import tool\n\n@tool\ndef add(a: int, b: int) -> int:\n    '''Add.'''\n    return a + b\n")
+    result = run_script(workdir, "prompts.jsonl", "--tools", "fewer_tools.py", "--export", "hf,openai",
+                        "--no-run", env=subprocess_env())
+    assert result.code == 0, result.err
+    for fmt in ("hf", "openai"):
+        assert (f"Exported 2 lines to train.{fmt}.jsonl; 1 line left out (a tool call whose arguments are not a "
+                "JSON object); 1 line left out (not a line of ours (torn or edited)); tools not in the tools "
+                "file, left out of `tools`: shout") in result.err
+    for line in lines(workdir / "train.openai.jsonl"):
+        check_openai_fine_tuning_line(line)
+
+
+def test_export_usage_errors(workdir, teacher):
+    write_prompts(workdir, ["q"])
+    for args, message in [(("--no-run",), "--no-run only makes the --export files"),
+                          (("--export", "csv"), "unknown format 'csv'"),
+                          (("--export", "hf", "--no-run"), "train.jsonl does not exist: nothing to export"),
+                          (("--export", "hf", "--no-run", "--dry-run"), "either --no-run or --dry-run")]:
+        result = run_script(workdir, "prompts.jsonl", "--tools", "none", *args, env=subprocess_env())
+        assert result.code == 2 and message in result.err and "Traceback" not in result.err, result.err
+    assert not teacher.requests and not (workdir / "train.jsonl").exists()
