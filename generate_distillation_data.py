@@ -48,7 +48,7 @@ import typing
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import urlparse
 
 import aiohttp
@@ -153,15 +153,64 @@ def temperature(text: str) -> float:
     return value
 
 
-def shard_spec(text: str) -> tuple[int, int]:
+def shard_spec(text: str) -> tuple[int, int] | tuple[str, int | None]:
+    """I/N; or auto (auto/N), resolved from the scheduler's environment once the arguments are parsed."""
     index, _, count = text.partition("/")
     try:
-        i, n = int(index), int(count)
+        n = int(count) if count or index != "auto" else None
+        i = index if index == "auto" else int(index)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected I/N such as 0/4, got {text!r}") from None
-    if n < 1 or not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"expected I/N such as 0/4, or auto, got {text!r}") from None
+    if n is not None and (n < 1 or (i != "auto" and not 0 <= i < n)):
         raise argparse.ArgumentTypeError(f"I must be in 0..N-1 and N at least 1, got {text!r}")
     return i, n
+
+
+def scheduler_shard(count: int | None, env: Mapping[str, str]) -> tuple[int, int]:
+    """--shard auto: this task's shard from a SLURM job array (--array=0-7, or 1-16, or 0-30:2) or a
+    Kubernetes Indexed Job (JOB_COMPLETION_INDEX; the Job's completions given as --shard auto/N)."""
+    def number(name: str, default: int | None = None) -> int:
+        try:
+            return int(env[name]) if name in env else default
+        except ValueError:
+            raise UsageError(f"--shard auto: {name}={env[name]!r} is not a number") from None
+
+    if "SLURM_ARRAY_TASK_ID" in env:
+        task, first, step = number("SLURM_ARRAY_TASK_ID"), number("SLURM_ARRAY_TASK_MIN", 0), \
+            number("SLURM_ARRAY_TASK_STEP", 1) or 1
+        tasks = number("SLURM_ARRAY_TASK_COUNT", count)
+        if tasks is None:
+            raise UsageError("--shard auto: SLURM_ARRAY_TASK_COUNT is not set; pass the array size as --shard auto/N")
+        if count is not None and count != tasks:
+            raise UsageError(f"--shard auto/{count}: the SLURM array has {tasks} tasks")
+        index, off_step = divmod(task - first, step)
+        if off_step or not 0 <= index < tasks:
+            raise UsageError(f"--shard auto: task {task} is not one of {tasks} evenly spaced tasks from {first} "
+                             f"(step {step}); use a range such as --array=0-{tasks - 1}, or --shard I/N")
+        return index, tasks
+    if "JOB_COMPLETION_INDEX" in env:
+        if count is None:
+            raise UsageError("--shard auto: a Kubernetes Indexed Job gives the index only; pass the Job's "
+                             "completions as --shard auto/N")
+        index = number("JOB_COMPLETION_INDEX")
+        if not 0 <= index < count:
+            raise UsageError(f"--shard auto/{count}: JOB_COMPLETION_INDEX={index} is not in 0..{count - 1}")
+        return index, count
+    raise UsageError("--shard auto: neither SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX is set. Run it in a "
+                     "SLURM job array or a Kubernetes Indexed Job, or give the shard as --shard I/N.")
+
+
+def shard_output(output: Path, shard: tuple[int, int] | None, spec: Any, default: bool) -> Path:
+    """`{shard}` in --output becomes I-of-N; with --shard auto the default output is per shard, since
+    the tasks of an array usually share one file system."""
+    if shard is None:
+        return output
+    tag = f"{shard[0]}-of-{shard[1]}"
+    if "{shard}" in output.name:
+        return output.with_name(output.name.replace("{shard}", tag))
+    if default and spec[0] == "auto":
+        return output.with_name(f"{output.stem}.shard-{tag}{output.suffix}")
+    return output
 
 
 def _number(text: str, kind: type) -> Any:
@@ -178,7 +227,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "as an SFT dataset (chat JSONL, one conversation a line). Re-run the same command to resume.",
         epilog="examples:\n"
         "  python generate_distillation_data.py prompts.jsonl --tools tools.py\n"
-        "  python generate_distillation_data.py prompts.txt --tools none -m openai/gpt-4o -c 50\n"
+        "  python generate_distillation_data.py questions.txt --tools none -m openai/gpt-4o -c 50\n"
+        "  python generate_distillation_data.py prompts.jsonl --export hf,openai --no-run\n"
         "  python generate_distillation_data.py prompts.jsonl --base-url http://localhost:8000/v1 -m Qwen/Qwen3-8B\n"
         "\nexit codes: 0 every prompt is in the output, 1 some failed or were not run "
         "(see the .failed.jsonl file; re-run to retry them), 2 usage or input error, 130 interrupted.",
@@ -186,7 +236,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("input", type=Path, help="prompts file: .txt (one prompt a line) or .jsonl ({\"prompt\": ...} a line)")
-    add("-o", "--output", type=Path, default=Path("train.jsonl"), help="output JSONL (default: train.jsonl)")
+    add("-o", "--output", type=Path, default=None,
+        help="output JSONL; {shard} in the name becomes I-of-N (default: train.jsonl)")
     add("-t", "--tools", default="tools.py", help="tools file, or 'none' for plain completions (default: tools.py)")
     add("-m", "--model", default="openai/gpt-4o-mini", help="teacher model (default: openai/gpt-4o-mini)")
     add("-s", "--system", default=None, help="system prompt put before every prompt")
@@ -233,7 +284,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     data.add_argument("--no-run", action="store_true",
                       help="run nothing, send nothing: only make the --export files from the existing output")
     data.add_argument("--shard", type=shard_spec, default=None, metavar="I/N",
-                      help="take only shard I of N (0-based) of the prompts, for running on N machines")
+                      help="take only shard I of N (0-based) of the prompts, for running on N machines; "
+                      "auto: from a SLURM job array, or auto/N in a Kubernetes Indexed Job")
 
     tools = parser.add_argument_group("tools")
     tools.add_argument("--tool-timeout", type=positive_float, default=60.0,
@@ -269,16 +321,18 @@ def parse_config(argv: list[str] | None) -> Config:
     tools_path = None if args.tools.lower() == "none" else Path(args.tools)
     if tools_path is not None and not tools_path.is_file():
         raise UsageError(f"tools file {tools_path} not found. Pass --tools PATH, or --tools none to run without tools.")
-    if args.output.resolve() == args.input.resolve():
+    shard = scheduler_shard(args.shard[1], os.environ) if args.shard and args.shard[0] == "auto" else args.shard
+    output = shard_output(args.output or Path("train.jsonl"), shard, args.shard, default=args.output is None)
+    if output.resolve() == args.input.resolve():
         raise UsageError("--output must not be the input file")
     return Config(
-        input=args.input, output=args.output, tools=tools_path, model=args.model, system=args.system,
+        input=args.input, output=output, tools=tools_path, model=args.model, system=args.system,
         num=args.num, concurrency=args.concurrency, max_tokens=args.max_tokens, max_turns=args.max_turns,
         temperature=args.temperature, base_url=base_url, api_key=api_key, timeout=args.timeout,
         retries=args.retries, backoff=args.backoff, tool_timeout=args.tool_timeout,
         tool_concurrency=args.tool_concurrency, max_tool_chars=args.max_tool_chars, reasoning=reasoning,
         keep_reasoning=not args.no_reasoning, keep_incomplete=args.keep_incomplete, samples=args.samples,
-        extra_body=parse_extra_body(args.extra_body), shard=args.shard, dry_run=args.dry_run,
+        extra_body=parse_extra_body(args.extra_body), shard=shard, dry_run=args.dry_run,
         cache=args.cache, cache_ttl=args.cache_ttl, export=args.export, no_run=args.no_run,
     )
 
