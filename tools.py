@@ -9,22 +9,29 @@ Settings, from the environment (or .env):
     BROWSE_ALLOW_PRIVATE  1 to let browse open loopback/private/link-local addresses, or a comma list
                           of the hosts or networks to allow (e.g. 127.0.0.1,10.1.0.0/16); default: none
     CHROME_PATH           a Chromium/Chrome binary to use when Playwright's own browser is not installed
+    BROWSE_CDP_URL        use a browser service instead of a local Chromium: a Chromium started with
+                          --remote-debugging-port elsewhere, or Browserless (http://host:9222 or ws://...)
+    BROWSE_GUARD_HOST     with BROWSE_CDP_URL on another machine: the address of this machine that the
+                          browser can reach, where the guard proxy listens (default 127.0.0.1)
 """
 
 from __future__ import annotations
 
 import ast
 import asyncio
+import base64
 import contextlib
 import html
 import ipaddress
 import operator
 import os
+import secrets
 import shutil
 import socket
 import tempfile
 import weakref
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlparse
 
 from rnow.core.tool import tool
@@ -79,6 +86,11 @@ async def browse(url: str) -> str:
     problem = await url_problem(url)
     if problem:
         return f"Error: {problem}"
+    if os.environ.get("BROWSE_CDP_URL"):
+        try:
+            return describe_result(url, await _remote.open(url))
+        except BrowserUnavailable as e:
+            return f"Error: {e}"
     try:
         crawler = await _browser.crawler()
     except BrowserUnavailable as e:
@@ -178,6 +190,81 @@ class SharedBrowser:
             await self._proxy.close()
 
 
+class RemoteBrowser:
+    """BROWSE_CDP_URL: pages open in a browser service over the Chrome DevTools Protocol, so browse capacity
+    scales apart from the generator. The run gets its own browser context whose only proxy is the guard
+    (with a password of the run's own, since it may listen beyond loopback), service workers blocked:
+    the same guarantee as the local browser. Pages become markdown with Crawl4AI's own generator."""
+
+    def __init__(self) -> None:
+        self._playwright = self._browser = self._context = None
+        self._proxy: GuardProxy | None = None
+        self._lock: asyncio.Lock | None = None
+
+    async def open(self, url: str):
+        context = await self._ready()
+        page = await context.new_page()
+        try:
+            response = await page.goto(url, timeout=browse_timeout() * 1000, wait_until="domcontentloaded")
+            await page.wait_for_timeout(100)  # as Crawl4AI does: text that scripts add at once
+            html_text, final_url = await page.content(), page.url
+            headers = await response.all_headers() if response else {}
+        except Exception as e:  # Playwright's errors: timeouts, refused tunnels, ...
+            message = str(e)
+            if "Timeout" in type(e).__name__ or "Timeout" in message.split("\n", 1)[0]:
+                message = "timeout: " + message
+            return SimpleNamespace(success=False, markdown="", error_message=message, status_code=None,
+                                   redirected_url=url, response_headers={})
+        finally:
+            with contextlib.suppress(Exception):
+                await page.close()
+        from crawl4ai.markdown_generation_strategy import DefaultMarkdownGenerator
+
+        markdown = DefaultMarkdownGenerator().generate_markdown(html_text, base_url=final_url).raw_markdown
+        return SimpleNamespace(success=True, markdown=markdown, error_message="", redirected_url=final_url,
+                               status_code=response.status if response else None, response_headers=headers)
+
+    async def _ready(self):
+        if self._context is None:
+            self._lock = self._lock or asyncio.Lock()
+            async with self._lock:
+                if self._context is None:
+                    await self._start()
+        return self._context
+
+    async def _start(self) -> None:
+        from playwright.async_api import async_playwright
+
+        cdp_url = os.environ["BROWSE_CDP_URL"]
+        host = os.environ.get("BROWSE_GUARD_HOST", "127.0.0.1")
+        password = secrets.token_urlsafe(18)
+        self._proxy = GuardProxy(host, credentials=("browse", password))
+        port = await self._proxy.start()
+        self._playwright = await async_playwright().start()
+        try:
+            self._browser = await self._playwright.chromium.connect_over_cdp(cdp_url, timeout=30_000)
+            self._context = await self._browser.new_context(
+                service_workers="block",
+                # <-loopback>: Chromium would otherwise send loopback past the proxy, unchecked
+                proxy={"server": f"http://{host}:{port}", "bypass": "<-loopback>",
+                       "username": "browse", "password": password})
+            await self._context.add_init_script(BLOCK_SERVICE_WORKERS)
+        except Exception as e:
+            await self.close()
+            raise BrowserUnavailable(f"cannot use the browser at BROWSE_CDP_URL: {first_line(str(e))}") from None
+
+    async def close(self) -> None:
+        if self._context is not None:
+            with contextlib.suppress(Exception):
+                await self._context.close()  # ours only: the browser service itself goes on
+        if self._playwright is not None:
+            with contextlib.suppress(Exception):
+                await self._playwright.stop()
+        if self._proxy is not None:
+            await self._proxy.close()
+        self._playwright = self._browser = self._context = self._proxy = None
+
+
 def configure_launch(strategy, executable: str | None, proxy_port: int) -> None:
     # Crawl4AI has no setting for the browser binary, nor for a proxy that loopback goes through too; it
     # builds Playwright's launch() arguments in BrowserManager._build_browser_args (crawl4ai 0.9.x, pinned
@@ -213,11 +300,13 @@ def playwright_chromium_installed() -> bool:
 
 
 _browser = SharedBrowser()
+_remote = RemoteBrowser()
 
 
 async def aclose() -> None:
     """Called by the generator when the run ends (also after Ctrl-C): no browser is left running."""
     await _browser.close()
+    await _remote.close()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -313,13 +402,16 @@ def is_allowed(host: str, address: ipaddress._BaseAddress) -> bool:
 class GuardProxy:
     """HTTP proxy (plain requests and CONNECT tunnels) that only connects to checked public addresses."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", credentials: tuple[str, str] | None = None) -> None:
         self._server: asyncio.AbstractServer | None = None
         self._connections: set[asyncio.Task] = set()
+        self.host = host
+        self._authorization = ("Basic " + base64.b64encode(":".join(credentials).encode()).decode()
+                               if credentials else None)
         self.refused: list[str] = []  # hosts refused, for the tests and for debugging
 
     async def start(self) -> int:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, limit=1 << 16)
+        self._server = await asyncio.start_server(self._accept, self.host, 0, limit=1 << 16)
         return self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
@@ -343,6 +435,10 @@ class GuardProxy:
         head = await reader.readuntil(b"\r\n\r\n")
         request_line, *header_lines = head.decode("latin-1").split("\r\n")
         method, target, version = request_line.split(" ", 2)
+        if self._authorization and not self._authorized(header_lines):
+            writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"browse\""
+                         b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            return await writer.drain()
         if method == "CONNECT":
             host, _, port = target.rpartition(":")
             host, port, first_bytes = host.strip("[]"), int(port), b""
@@ -374,6 +470,11 @@ class GuardProxy:
             await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
         finally:
             upstream_writer.close()
+
+    def _authorized(self, header_lines: list[str]) -> bool:
+        given = [value.strip() for name, _, value in (line.partition(":") for line in header_lines)
+                 if name.strip().lower() == "proxy-authorization"]
+        return bool(given) and secrets.compare_digest(given[0], self._authorization)
 
     @staticmethod
     async def _refuse(writer: asyncio.StreamWriter, status: int, why: str, refused: bool = True) -> None:

@@ -106,6 +106,7 @@ class Pages(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def site():
+    Pages.release.clear()  # another module's site may have released it
     server = ThreadingHTTPServer(("127.0.0.1", 0), Pages)
     internal = ThreadingHTTPServer(("127.0.0.2", 0), Internal)
     Pages.internal = f"http://127.0.0.2:{internal.server_address[1]}"
