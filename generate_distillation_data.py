@@ -103,10 +103,20 @@ class Config:
     cache_ttl: str | None = None  # "5m" or "1h"; None: the provider's default (5 minutes)
     export: tuple[str, ...] = ()  # formats written beside the output after the run: hf, openai
     no_run: bool = False  # only make the --export files from the existing output; send nothing
+    rewards: Path | None = None  # rewards.py: every finished rollout is scored
+    reward_timeout: float = 60.0
+    min_reward: float | None = None  # below it, a rollout goes to the rejected file
+    attempts: int = 1  # rollouts tried per prompt (and sample) until one reaches --min-reward
+    rescore: bool = False  # re-apply rewards.py and --min-reward to the output and rejected files
+    max_cost: float | None = None  # USD: start nothing new once this run's spend reaches it
 
     @property
     def failed_path(self) -> Path:
         return self.output.with_name(self.output.stem + ".failed.jsonl")
+
+    @property
+    def rejected_path(self) -> Path:
+        return self.output.with_name(self.output.stem + ".rejected.jsonl")
 
     def redact(self, text: str) -> str:
         """The API key never leaves the process: it is taken out of any text before that text is stored or
@@ -213,6 +223,13 @@ def shard_output(output: Path, shard: tuple[int, int] | None, spec: Any, default
     return output
 
 
+def finite_float_arg(text: str) -> float:
+    value = _number(text, float)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def _number(text: str, kind: type) -> Any:
     try:
         return kind(text)
@@ -287,6 +304,23 @@ def build_arg_parser() -> argparse.ArgumentParser:
                       help="take only shard I of N (0-based) of the prompts, for running on N machines; "
                       "auto: from a SLURM job array, or auto/N in a Kubernetes Indexed Job")
 
+    gate = parser.add_argument_group("quality gate and spend")
+    gate.add_argument("--rewards", type=Path, default=None, metavar="REWARDS_PY",
+                      help="score every finished rollout with this rnow rewards file (metadata.reward)")
+    gate.add_argument("--min-reward", type=finite_float_arg, default=None, metavar="X",
+                      help="rollouts scoring below X go to <stem>.rejected.jsonl, not the output")
+    gate.add_argument("--attempts", type=positive_int, default=1, metavar="K",
+                      help="with --min-reward: per prompt (and sample), try rollouts one after another until "
+                      "one passes or K were tried (default: 1)")
+    gate.add_argument("--reward-timeout", type=positive_float, default=60.0,
+                      help="seconds a reward may take, unless its @reward(timeout=...) says (default: 60)")
+    gate.add_argument("--rescore", action="store_true",
+                      help="send nothing: re-score the output and rejected files with --rewards and "
+                      "--min-reward, moving lines between them")
+    gate.add_argument("--max-cost", type=positive_float, default=None, metavar="USD",
+                      help="once this run's spend (plus what is in flight) reaches it, start nothing new, "
+                      "finish what runs, and stop; re-running continues")
+
     tools = parser.add_argument_group("tools")
     tools.add_argument("--tool-timeout", type=positive_float, default=60.0,
                        help="seconds a tool call may take, unless its @tool(timeout=...) says (default: 60)")
@@ -307,11 +341,19 @@ def parse_config(argv: list[str] | None) -> Config:
     if urlparse(base_url).scheme not in ("http", "https"):
         raise UsageError(f"--base-url must start with http:// or https://, got {base_url!r}")
     api_key = os.environ.get("OPENROUTER_API_KEY") or None
+    if args.attempts > 1 and args.min_reward is None:
+        raise UsageError("--attempts needs --min-reward: it tries again only rollouts that score below it")
+    if args.min_reward is not None and args.rewards is None:
+        raise UsageError("--min-reward needs --rewards rewards.py to score the rollouts")
+    if args.rescore and args.rewards is None:
+        raise UsageError("--rescore needs --rewards rewards.py")
+    if args.rewards is not None and not args.rewards.is_file():
+        raise UsageError(f"rewards file {args.rewards} not found")
     if args.no_run and not args.export:
         raise UsageError("--no-run only makes the --export files; add --export hf (or openai)")
     if args.no_run and args.dry_run:
         raise UsageError("use either --no-run or --dry-run, not both")
-    if api_key is None and is_openrouter(base_url) and not args.no_run:
+    if api_key is None and is_openrouter(base_url) and not (args.no_run or args.rescore):
         raise UsageError("OPENROUTER_API_KEY is not set. Put it in a .env file here (see .env.example) "
                          "or export it; a key is optional only for a local --base-url.")
     if args.reasoning_effort and args.reasoning_max_tokens:
@@ -334,6 +376,8 @@ def parse_config(argv: list[str] | None) -> Config:
         keep_reasoning=not args.no_reasoning, keep_incomplete=args.keep_incomplete, samples=args.samples,
         extra_body=parse_extra_body(args.extra_body), shard=shard, dry_run=args.dry_run,
         cache=args.cache, cache_ttl=args.cache_ttl, export=args.export, no_run=args.no_run,
+        rewards=args.rewards, reward_timeout=args.reward_timeout, min_reward=args.min_reward,
+        attempts=args.attempts, rescore=args.rescore, max_cost=args.max_cost,
     )
 
 
@@ -740,18 +784,25 @@ def rnow_tool_decorator(fn: Callable | None = None, *, sandbox: bool = False, ti
 
 
 def install_rnow_stand_in() -> None:
-    """Make `from rnow.core.tool import tool` (and `from rnow.core import tool`) work without rnow."""
+    """Make `from rnow.core.tool import tool`, `from rnow.core import RewardArgs, reward, get_response`
+    (and the other spellings) work without rnow."""
     try:
         import rnow.core.tool  # noqa: F401  (the real decorator, used as it is)
         return
     except ImportError:
         pass
-    modules = {name: types.ModuleType(name) for name in ("rnow", "rnow.core", "rnow.core.tool", "rnow.models")}
+    names = ("rnow", "rnow.core", "rnow.core.tool", "rnow.core.reward", "rnow.models")
+    modules = {name: types.ModuleType(name) for name in names}
     for module in modules.values():
         module.__path__ = []  # a package, so submodule imports resolve through sys.modules
-    modules["rnow.core.tool"].tool = modules["rnow.core"].tool = rnow_tool_decorator
-    modules["rnow.models"].ToolArgs = modules["rnow.core"].ToolArgs = ToolArgs
-    modules["rnow"].core, modules["rnow.core"].tool_module = modules["rnow.core"], modules["rnow.core.tool"]
+    core, models = modules["rnow.core"], modules["rnow.models"]
+    modules["rnow.core.tool"].tool = core.tool = rnow_tool_decorator
+    modules["rnow.core.reward"].reward = core.reward = rnow_reward_decorator
+    models.ToolArgs = core.ToolArgs = ToolArgs
+    models.RewardArgs = core.RewardArgs = RewardArgs
+    models.get_response = core.get_response = get_response
+    core.llm_judge = llm_judge
+    modules["rnow"].core, modules["rnow"].models = core, models
     sys.modules.update(modules)
 
 
@@ -773,10 +824,11 @@ class Tool:
                 "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
 
 
-def load_tools(path: Path) -> tuple[list[Tool], Callable | None]:
-    """Import tools.py; return its @tool functions in file order and its optional `aclose` hook."""
+def import_user_file(path: Path, kind: str) -> types.ModuleType:
+    """Import tools.py or rewards.py (with rnow, or the stand-in). Whatever goes wrong is a UsageError
+    naming the file and line, never a traceback."""
     install_rnow_stand_in()
-    spec = importlib.util.spec_from_file_location(f"distill_tools_{path.stem}", path)
+    spec = importlib.util.spec_from_file_location(f"distill_{kind}_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     try:
@@ -785,9 +837,15 @@ def load_tools(path: Path) -> tuple[list[Tool], Callable | None]:
         raise
     except SystemExit as e:  # would end the run with exit 0 and nothing done
         raise UsageError(f"{user_code_location(e, path)}: calls sys.exit({e.code!r}) while being imported; "
-                         "tools.py must only define tools") from None
+                         f"{path.name} must only define {kind}") from None
     except BaseException as e:  # the user's code: report where, not a traceback
         raise UsageError(f"{user_code_location(e, path)}: {type(e).__name__}: {e}") from None
+    return module
+
+
+def load_tools(path: Path) -> tuple[list[Tool], Callable | None]:
+    """Import tools.py; return its @tool functions in file order and its optional `aclose` hook."""
+    module = import_user_file(path, "tools")
     tools = [tool_from_function(obj) for obj in vars(module).values()
              if callable(obj) and getattr(obj, "_is_tool", False)]
     if not tools:
@@ -851,31 +909,17 @@ class ToolBox:
             arguments["args"] = self._tool_args(metadata)
         timeout = tool.timeout or self.default_timeout
         async with self._slots:
-            # asyncio.wait, not wait_for: wait_for waits for a cancelled tool to finish, for ever if it
-            # swallows the cancellation; here a tool past its time is abandoned.
-            call_task = self._start(tool, arguments)
             try:
-                await asyncio.wait({call_task}, timeout=timeout)
-            except asyncio.CancelledError:
-                call_task.cancel()
-                raise
-            if not call_task.done():
-                call_task.cancel()  # a thread cannot be stopped: it runs on, and its result is dropped
+                result = await call_user_function(tool.function, arguments, self._threads, timeout)
+            except TimeoutError:
                 return f"Error: tool {name!r} timed out after {timeout:g} s."
-            try:
-                result = call_task.result()
             except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():
+                    raise
                 return f"Error: tool {name!r} was cancelled."
-            except Exception as e:  # its message may hold anything, lone surrogates included
-                message = f"Error: tool {name!r} failed: {type(e).__name__}: {e}"[: self.max_chars]
-                return message.encode("utf-8", "backslashreplace").decode("utf-8")
+            except Exception as e:
+                return f"Error: tool {name!r} failed: {error_summary(e, self.max_chars)}"
         return self._as_text(name, result)
-
-    def _start(self, tool: Tool, arguments: dict) -> asyncio.Future:
-        if tool.is_async:
-            return asyncio.ensure_future(guarded(tool.function(**arguments)))
-        # A sync tool's call is already a future of the thread pool's: no task needed around it.
-        return asyncio.get_running_loop().run_in_executor(self._threads, call_guarded, tool.function, arguments)
 
     def _as_text(self, name: str, result: Any) -> str:
         try:
@@ -905,6 +949,34 @@ class ToolBox:
 
 class ToolExit(Exception):
     """A tool raised SystemExit or KeyboardInterrupt: an error for that call, not the end of the run."""
+
+
+async def call_user_function(function: Callable, arguments: dict, threads: concurrent.futures.Executor,
+                             timeout: float) -> Any:
+    """Call a function of tools.py or rewards.py: async ones on the loop, sync ones on `threads` (so a
+    blocking one stalls nothing else). TimeoutError after `timeout`; whatever it raised otherwise, with
+    SystemExit and KeyboardInterrupt turned into ToolExit."""
+    if inspect.iscoroutinefunction(function):
+        call = asyncio.ensure_future(guarded(function(**arguments)))
+    else:  # a thread pool's call is already a future: no task needed around it
+        call = asyncio.get_running_loop().run_in_executor(threads, call_guarded, function, arguments)
+    # asyncio.wait, not wait_for: wait_for waits for a cancelled call to finish, for ever if it
+    # swallows the cancellation; here a call past its time is abandoned.
+    try:
+        await asyncio.wait({call}, timeout=timeout)
+    except asyncio.CancelledError:
+        call.cancel()
+        raise
+    if not call.done():
+        call.cancel()  # a thread cannot be stopped: it runs on, and its result is dropped
+        raise TimeoutError
+    return call.result()
+
+
+def error_summary(error: BaseException, limit: int) -> str:
+    # Its message may hold anything, lone surrogates included.
+    message = f"{type(error).__name__}: {error}"[:limit]
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def call_guarded(function: Callable, arguments: dict) -> Any:
@@ -975,6 +1047,163 @@ def coerce_argument(tool_name: str, key: str, value: Any, kinds: list[str]) -> A
                 return str(value)
     raise ValueError(f"tool {tool_name!r}: argument {key!r} should be {' or '.join(kinds)}, "
                      f"got {type(value).__name__}")
+
+
+# ==================================================================================================
+# Rewards: the quality gate
+# ==================================================================================================
+# rewards.py is an rnow rewards file (`from rnow.core import RewardArgs, reward, get_response`), the one
+# the user will use for RL. Every finished rollout is scored with it, as rnow would score it: the total
+# is 0 when a precondition reward is 0, else the sum. As with tools, rnow's own decorator is used when
+# rnow is installed, and a stand-in with its checks and its words when not.
+
+
+@dataclass
+class RewardArgs:
+    """Stand-in for rnow.models.RewardArgs: what a reward's `args` receives."""
+
+    metadata: dict = field(default_factory=dict)
+    variables: dict = field(default_factory=dict)
+    secrets: dict = field(default_factory=dict)
+
+
+def get_response(messages: list) -> str:
+    """Stand-in for rnow.models.get_response: the text of the last assistant message."""
+    content = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "assistant"), "")
+    if isinstance(content, list):
+        texts = [part.get("text", "") for part in content if part.get("type") == "text"]
+        return "".join(texts) if texts else "".join(p.get("text", "") or p.get("thinking", "") for p in content)
+    return content or ""
+
+
+async def llm_judge(*args: Any, **kwargs: Any) -> float:
+    """Stand-in for rnow.core.llm_judge, which needs rnow (and an OpenAI key): install rnow to use it."""
+    raise RuntimeError("llm_judge needs the rnow package: pip install rnow")
+
+
+def rnow_reward_signature_problem(func: Callable) -> str | None:
+    """rnow 0.4's signature check for rewards, word for word (its missing f-string included)."""
+    name, params = func.__name__, list(inspect.signature(func).parameters.values())
+    if len(params) != 2:
+        return (f"Reward '{name}' must have exactly 2 parameters: (args: RewardArgs, messages: list). "
+                "Got {len(params)} parameters.")
+    hints = typing.get_type_hints(func)
+    args_param, messages_param = params
+    if args_param.name not in hints:
+        return f"Reward '{name}': parameter '{args_param.name}' must have type hint 'RewardArgs'."
+    if hints[args_param.name] is not sys.modules["rnow.models"].RewardArgs:
+        return f"Reward '{name}': first parameter must be typed as 'RewardArgs', got '{hints[args_param.name]}'."
+    if messages_param.name not in hints:
+        return f"Reward '{name}': parameter '{messages_param.name}' must have type hint 'list'."
+    messages_type = hints[messages_param.name]
+    if (typing.get_origin(messages_type) or messages_type) is not list:
+        return f"Reward '{name}': second parameter must be typed as 'list', got '{messages_type}'."
+    if "return" not in hints:
+        return f"Reward '{name}' must declare return type '-> float'."
+    if hints["return"] is not float:
+        return f"Reward '{name}' must return 'float', got '{hints['return']}'."
+    return None
+
+
+def rnow_reward_decorator(fn: Callable | None = None, *, precondition: bool = False, sandbox: bool = False,
+                          timeout: int | None = None):
+    """Stand-in for rnow.core.reward: @reward or @reward(precondition=..., timeout=...)."""
+
+    def decorate(func: Callable) -> Callable:
+        problem = rnow_reward_signature_problem(func)
+        if problem:
+            raise TypeError(f"Reward registration failed: {problem}")
+        func._is_reward, func._reward_name, func._is_precondition = True, func.__name__, precondition
+        func._is_sandbox, func._timeout = sandbox, timeout
+        return func
+
+    return decorate(fn) if fn else decorate
+
+
+@dataclass
+class Reward:
+    name: str
+    function: Callable
+    precondition: bool
+    timeout: float | None
+
+
+@dataclass
+class Score:
+    values: dict[str, float]  # per reward; 0.0 for one that failed
+    total: float
+    errors: dict[str, str]  # reward -> what went wrong (raised, timed out, not a number)
+
+
+def load_rewards(path: Path) -> list[Reward]:
+    module = import_user_file(path, "rewards")
+    rewards = [Reward(obj._reward_name, obj, bool(getattr(obj, "_is_precondition", False)),
+                      float(obj._timeout) if getattr(obj, "_timeout", None) else None)
+               for obj in vars(module).values() if callable(obj) and getattr(obj, "_is_reward", False)]
+    if not rewards:
+        raise UsageError(f"{path}: no @reward functions found. Decorate them with @reward "
+                         "(from rnow.core import RewardArgs, reward).")
+    return rewards
+
+
+class Judge:
+    """Scores finished conversations with rewards.py. A reward that raises, hangs, exits or returns
+    something that is not a number scores 0 for that rollout, with the reason kept in its metadata:
+    it never loses the rollout and never stops the run."""
+
+    def __init__(self, rewards: list[Reward], cfg: Config):
+        self.rewards, self.default_timeout = rewards, cfg.reward_timeout
+        from dotenv import dotenv_values
+
+        self.secrets = {k: v for k, v in dotenv_values(".env").items() if v is not None} if Path(".env").is_file() else {}
+        # Sync rewards run off the event loop, in their own threads; async ones on it (rnow's own
+        # examples are async because libraries like math-verify are not thread-safe).
+        self._threads = concurrent.futures.ThreadPoolExecutor(max(4, len(rewards)), thread_name_prefix="reward")
+
+    async def score(self, metadata: dict, messages: list[dict]) -> Score:
+        results = await asyncio.gather(*(self._one(r, metadata, messages) for r in self.rewards))
+        values = {r.name: value for r, (value, _) in zip(self.rewards, results)}
+        errors = {r.name: error for r, (_, error) in zip(self.rewards, results) if error}
+        return Score(values, self.total(values), errors)
+
+    def total(self, values: dict[str, float]) -> float:
+        """rnow's compute_total_reward: a precondition at 0 makes it 0, else the sum."""
+        preconditions = {r.name for r in self.rewards if r.precondition}
+        if any(values.get(name, 0.0) == 0.0 for name in preconditions):
+            return 0.0
+        return sum(values.values())
+
+    async def _one(self, reward: Reward, metadata: dict, messages: list[dict]) -> tuple[float, str | None]:
+        # Each reward gets its own copy: one that edits the conversation changes neither the line nor the others.
+        args = sys.modules["rnow.models"].RewardArgs(metadata=orjson.loads(orjson.dumps(metadata)),
+                                                     secrets=dict(self.secrets))
+        arguments = {name: value for name, value in zip(
+            inspect.signature(reward.function).parameters, (args, orjson.loads(orjson.dumps(messages))))}
+        timeout = reward.timeout or self.default_timeout
+        try:
+            value = await call_user_function(reward.function, arguments, self._threads, timeout)
+        except TimeoutError:
+            return 0.0, f"timed out after {timeout:g} s"
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():
+                raise
+            return 0.0, "cancelled"
+        except Exception as e:
+            return 0.0, f"failed: {error_summary(e, 300)}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return 0.0, f"returned {error_summary_value(value)}, not a float"
+        return float(value), None
+
+    def close(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def error_summary_value(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"a {type(value).__name__}"
+    return text[:100].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # ==================================================================================================
@@ -1061,6 +1290,12 @@ class Stats:
     retries: int = 0
     usage: Usage = field(default_factory=Usage)  # every answered request: written, failed and stopped rollouts
     failure_reasons: collections.Counter = field(default_factory=collections.Counter)
+    rejected: int = 0  # rollouts below --min-reward this run
+    exhausted: int = 0  # of those, the last try of their prompt: finished without a line in the output
+    scored: int = 0
+    reward_sum: float = 0.0
+    passed_first: int = 0  # accepted on a prompt's first try
+    first_tries: int = 0  # first tries judged
 
 
 @dataclass
@@ -1598,6 +1833,8 @@ class Outcome:
     status: int | None = None
     attempts: int = 0
     stop: RunStopped | None = None  # this rollout found that no request can succeed: stop the run
+    score: Score | None = None  # rewards.py's verdict on a finished rollout
+    attempt: int = 1  # with --attempts: which try of its prompt (and sample) this is
 
     def end(self, ending: Ending, label: str = "", detail: str = "", **fields: Any) -> Outcome:
         self.ending, self.label, self.detail = ending, label, detail or label
@@ -1991,11 +2228,61 @@ def output_record(outcome: Outcome, cfg: Config, tool_names: list[str]) -> dict:
         metadata["model"] = outcome.model
     if outcome.ending is Ending.INCOMPLETE:
         metadata["incomplete"] = outcome.detail.removeprefix("incomplete: ")
+    if cfg.attempts > 1:
+        metadata["attempt"] = outcome.attempt
+    if outcome.score is not None:
+        set_score(metadata, outcome.score)
     record = {"metadata": metadata,
               "messages": [training_message(m, cfg.keep_reasoning) for m in outcome.messages]}
     if tool_names:
         record["tools"] = tool_names
     return record
+
+
+def set_score(metadata: dict, score: Score) -> None:
+    metadata["rewards"], metadata["reward"] = score.values, score.total
+    if score.errors:
+        metadata["reward_errors"] = score.errors
+    else:
+        metadata.pop("reward_errors", None)
+
+
+def line_key(record: Any) -> int | None:
+    """The rollout a line of ours belongs to, or None for a line that is not one."""
+    try:
+        metadata = record["metadata"]
+        return rollout_key(metadata["prompt_id"], int(metadata.get("sample", 0)))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+class RejectedFile(LineFile):
+    """<output>.rejected.jsonl: finished rollouts that scored below --min-reward, whole lines with their
+    rewards. Finished work: a re-run counts them (as tries spent, with --attempts) and does not pay again."""
+
+    def tries(self, repair: bool = True) -> collections.Counter:
+        """Rejected lines per rollout key. A torn last line (a crash mid-write) is cut: its rollout runs again."""
+        counts: collections.Counter = collections.Counter()
+        try:
+            with open(self.path, "rb") as f:
+                data_end = 0
+                for line in f:
+                    if not line.endswith(b"\n"):
+                        break
+                    data_end += len(line)
+                    try:
+                        key = line_key(orjson.loads(line))
+                    except orjson.JSONDecodeError:
+                        continue
+                    if key is not None:
+                        counts[key] += 1
+            if repair and data_end != self.path.stat().st_size:
+                os.truncate(self.path, data_end)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            raise OutputError(self.path, e) from None
+        return counts
 
 
 class FailedFile(LineFile):
@@ -2258,7 +2545,9 @@ class Plan:
 
     total: int  # rollouts the command asks for
     already_done: int
-    done: set[int]  # keys of the rollouts in the output; grows as the run writes
+    done: set[int]  # keys of the rollouts finished: in the output, or rejected --attempts times; grows
+    tried: collections.Counter = field(default_factory=collections.Counter)  # rejected tries per key
+    already_rejected: int = 0  # of already_done, those finished by rejection (not in the output)
     # Where the prompts with rollouts still to run are in the file (and their repeat numbers), so the
     # run re-reads only those lines: a resume with 999,900 of 1,000,000 done parses 100 lines, not 1M.
     pending_offsets: array.array = field(default_factory=lambda: array.array("q"))
@@ -2273,11 +2562,14 @@ class Plan:
                     yield job
 
 
-def make_plan(cfg: Config, done: set[int]) -> Plan:
+def make_plan(cfg: Config, done: set[int], tried: collections.Counter | None = None) -> Plan:
     """Read and validate the whole prompts file before anything is sent or written."""
-    plan = Plan(total=0, already_done=0, done=done)
+    plan = Plan(total=0, already_done=0, done=done, tried=tried or collections.Counter())
     for job in iter_jobs(cfg):
         plan.total += 1
+        if job.key not in plan.done and plan.tried[job.key] >= cfg.attempts:
+            plan.done.add(job.key)  # rejected as many times as it may be tried: finished
+            plan.already_rejected += 1
         if job.key in plan.done:
             plan.already_done += 1
         elif not plan.pending_offsets or plan.pending_offsets[-1] != job.prompt.offset:
@@ -2291,15 +2583,27 @@ def make_plan(cfg: Config, done: set[int]) -> Plan:
 DOOMED_AFTER = 20  # failed prompts, with no answer at all yet, that stop the run
 
 
+class Fate(enum.Enum):
+    """Where a settled rollout went."""
+
+    WRITTEN = "written"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    PENDING = "pending"
+
+
 class Run:
     """One invocation: feeds rollouts into a pool, settles each outcome, owns stopping."""
 
-    def __init__(self, cfg: Config, toolbox: ToolBox | None, plan: Plan, output: OutputFile):
+    def __init__(self, cfg: Config, toolbox: ToolBox | None, plan: Plan, output: OutputFile,
+                 judge: Judge | None = None):
         self.cfg, self.toolbox, self.plan, self.output = cfg, toolbox, plan, output
         self.stats = Stats(skipped=plan.already_done)
         self.limiter = AdaptiveLimiter(cfg.concurrency)
         self.progress = Progress(plan.total, plan.already_done, self.stats, self.limiter)
         self.failed = FailedFile(cfg.failed_path, cfg.redact)
+        self.rejected = RejectedFile(cfg.rejected_path, cfg.redact)
+        self.judge = judge
         self.client = TeacherClient(cfg, self.limiter, self.stats)
         self.stopping = asyncio.Event()
         self.rollouts = Rollouts(cfg, self.client, toolbox, self.stopping)
@@ -2322,6 +2626,9 @@ class Run:
             await self.client.aclose()
             if self.toolbox:
                 await self.toolbox.aclose()
+            if self.judge:
+                self.judge.close()
+            self.rejected.close()
             remaining_failed = self.failed.compact(self.plan.done)
         return self._finish(remaining_failed)
 
@@ -2340,36 +2647,86 @@ class Run:
             stop_waiter.cancel()
 
     async def _run_one(self, job: RolloutJob) -> None:
-        self.settle(await self.rollouts.run(job))
+        # With --attempts, one try after another (the point is to pay for as few as needed); a try
+        # already rejected in an earlier run counts.
+        for attempt in range(self.plan.tried[job.key] + 1, self.cfg.attempts + 1):
+            outcome = await self.rollouts.run(job)
+            outcome.attempt = attempt
+            if outcome.ending is Ending.FINISHED and self.judge is not None:
+                await self._score(outcome)
+            if self.settle(outcome) is not Fate.REJECTED or self.stopping.is_set():
+                return
 
-    def settle(self, outcome: Outcome) -> None:
-        """The one place a rollout's fate is decided: a line in the output, an entry in the failed file,
-        or pending (nothing was paid for). Its spend counts whatever the fate."""
+    async def _score(self, outcome: Outcome) -> None:
+        messages = [training_message(m, self.cfg.keep_reasoning) for m in outcome.messages]
+        try:
+            outcome.score = await self.judge.score(outcome.job.prompt.metadata, messages)
+        except asyncio.CancelledError:  # the run stops at once: the paid rollout still gets settled
+            outcome.end(Ending.STOPPED, "interrupted", "the run stopped while this rollout was being scored")
+
+    def settle(self, outcome: Outcome) -> Fate:
+        """The one place a rollout's fate is decided: a line in the output, a line in the rejected file,
+        an entry in the failed file, or pending (nothing was paid for). Its spend counts whatever the fate."""
         self.stats.usage.merge(outcome.usage)
         if outcome.stop is not None:
             self.stop(outcome.stop.message)
         ending = outcome.ending
         if ending is Ending.FINISHED or (ending is Ending.INCOMPLETE and self.cfg.keep_incomplete):
-            self._write(outcome)
-        elif ending in (Ending.INCOMPLETE, Ending.FAILED) or (ending is Ending.STOPPED and outcome.paid):
+            if outcome.score is not None:
+                self._count_score(outcome)
+            if self.below_gate(outcome.score):
+                return self._reject(outcome)
+            return self._write(outcome)
+        if ending in (Ending.INCOMPLETE, Ending.FAILED) or (ending is Ending.STOPPED and outcome.paid):
             self._fail(outcome)
+            return Fate.FAILED
+        return Fate.PENDING
 
-    def _write(self, outcome: Outcome) -> None:
+    def below_gate(self, score: Score | None) -> bool:
+        return score is not None and self.cfg.min_reward is not None and score.total < self.cfg.min_reward
+
+    def _count_score(self, outcome: Outcome) -> None:
+        s = self.stats
+        s.scored += 1
+        s.reward_sum += outcome.score.total
+        if outcome.attempt == 1:
+            s.first_tries += 1
+            s.passed_first += not self.below_gate(outcome.score)
+
+    def _reject(self, outcome: Outcome) -> Fate:
+        record = output_record(outcome, self.cfg, self.toolbox.names if self.toolbox else [])
+        try:
+            self.rejected.append(record)
+        except (ValueError, OutputError) as e:
+            self.stop(f"{e}. This run stopped; free space (or fix the cause), then re-run the same command.")
+            self._fail(outcome.end(Ending.FAILED, "not saved", f"rejected, but the line could not be written: {e}"))
+            return Fate.FAILED
+        key = outcome.job.key
+        self.plan.tried[key] += 1
+        self.stats.rejected += 1
+        if self.plan.tried[key] >= self.cfg.attempts:
+            self.plan.done.add(key)  # finished: no try left
+            self.stats.exhausted += 1
+            self.progress.advance()
+        return Fate.REJECTED
+
+    def _write(self, outcome: Outcome) -> Fate:
         record = output_record(outcome, self.cfg, self.toolbox.names if self.toolbox else [])
         try:
             self.output.append(record)
         except ValueError as e:  # checked answers and tool results make this a bug of ours; keep the work
             self._fail(outcome.end(Ending.FAILED, "internal error", f"internal error: the line cannot be "
                                    f"written as JSON ({e}); please report it"))
-            return
+            return Fate.FAILED
         except OutputError as e:
             self.stats.unsaved += 1
             self.stop(f"{e}. The output is left valid and this run stopped; free space (or fix the cause), "
                       "then re-run the same command to continue.")
-            return
+            return Fate.PENDING
         self.plan.done.add(outcome.job.key)
         self.stats.written += 1
         self.progress.advance()
+        return Fate.WRITTEN
 
     def _fail(self, outcome: Outcome) -> None:
         self.stats.failed += 1
@@ -2395,6 +2752,18 @@ class Run:
                 if task is not current:
                     task.cancel()
 
+    def _gate_summary(self) -> str:
+        s, cfg = self.stats, self.cfg
+        text = f"Rewards: {s.scored} scored, mean reward {s.reward_sum / s.scored:.3f}"
+        if cfg.min_reward is not None:
+            text += (f"; passed --min-reward {cfg.min_reward:g}: {s.passed_first}/{s.first_tries} on the first try"
+                     + (f", {s.written}/{s.written + s.exhausted} overall" if cfg.attempts > 1 else "")
+                     + f"; {plural(s.rejected, 'line')} to {cfg.rejected_path}")
+            if s.written:
+                text += (f"; {s.scored / s.written:.2f} tries and ${s.usage.cost / s.written:.5f} per accepted "
+                         "sample")
+        return text
+
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -2411,12 +2780,16 @@ class Run:
         self.stop(None, now=False)
 
     def _finish(self, remaining_failed: int) -> int:
-        s, cfg = self.stats, self.cfg
-        done_now = s.skipped + s.written
-        pending = self.plan.total - done_now
+        s, cfg, plan = self.stats, self.cfg, self.plan
+        in_output = plan.already_done - plan.already_rejected + s.written
+        pending = plan.total - s.skipped - s.written - s.exhausted
         lines = [f"Done: {plural(s.written, 'new rollout')} written to {cfg.output}"
                  + (f" ({s.skipped} already there, skipped)" if s.skipped else ""),
-                 f"Total: {done_now}/{self.plan.total} rollouts in {cfg.output}"]
+                 f"Total: {in_output}/{plan.total} rollouts in {cfg.output}"
+                 + (f", {plan.already_rejected + s.exhausted} finished as rejected (in {cfg.rejected_path})"
+                    if plan.already_rejected + s.exhausted else "")]
+        if s.scored:
+            lines.append(self._gate_summary())
         if s.failed:
             reasons = ", ".join(f"{reason} x{count}" for reason, count in s.failure_reasons.most_common(5))
             lines.append(f"Failed: {s.failed} ({reasons}); details in {cfg.failed_path}")
@@ -2488,11 +2861,14 @@ def main(argv: list[str] | None = None) -> int:
             toolbox = ToolBox(tools, cfg, closer)
         if cfg.no_run:
             return export_only(cfg, toolbox)
+        judge = Judge(load_rewards(cfg.rewards), cfg) if cfg.rewards else None
         output = OutputFile(cfg.output, cfg.redact)
         if not cfg.dry_run:
             output.lock()  # before reading it: a second run must never plan from a file the first is writing
+        if cfg.rescore:
+            return run_event_loop(rescore(cfg, judge, output, toolbox))
         scan = output.scan()
-        plan = make_plan(cfg, scan.done)
+        plan = make_plan(cfg, scan.done, RejectedFile(cfg.rejected_path, cfg.redact).tries(repair=not cfg.dry_run))
         if cfg.dry_run:
             print_dry_run(cfg, toolbox, plan, scan)
             return EXIT_OK
@@ -2501,7 +2877,7 @@ def main(argv: list[str] | None = None) -> int:
         if plan.already_done == plan.total:
             print(f"Nothing to do: all {plan.total} rollouts are already in {cfg.output}.", file=sys.stderr)
             return write_exports(cfg, toolbox, EXIT_OK)
-        return write_exports(cfg, toolbox, run_event_loop(Run(cfg, toolbox, plan, output).execute()))
+        return write_exports(cfg, toolbox, run_event_loop(Run(cfg, toolbox, plan, output, judge).execute()))
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
