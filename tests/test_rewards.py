@@ -1,0 +1,286 @@
+"""The quality gate: rnow rewards files score every finished rollout; --min-reward sends low scores to the
+rejected file; --attempts samples until one passes; all against the loopback teacher."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import rnow.core.reward  # noqa: F401
+from conftest import count_lines, run_script, start_script, subprocess_env, wait_for, write_prompts
+from fake_teacher import answer, call_tools, slow
+from test_tools import without_rnow
+
+import generate_distillation_data as gdd
+
+rnow_reward = sys.modules["rnow.core.reward"]
+TEMPLATES = Path(rnow_reward.__file__).resolve().parent.parent / "templates"
+
+SAYS_42 = '''
+from rnow.core import RewardArgs, get_response, reward
+
+@reward
+def says_42(args: RewardArgs, messages: list) -> float:
+    """1 when the final answer holds the expected answer."""
+    return 1.0 if args.metadata.get("expected_answer", "42") in get_response(messages) else 0.0
+'''
+
+
+def gate(workdir, teacher, *args: str, rewards: str = "rewards.py", tools: str = "none", env: dict | None = None):
+    return run_script(workdir, "prompts.jsonl", "--tools", tools, "--base-url", teacher.base_url, "--backoff", "0.01",
+                      "--rewards", rewards, *args, env=subprocess_env(**(env or {})))
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_every_finished_rollout_is_scored_and_low_ones_rejected(workdir, teacher):
+    (workdir / "rewards.py").write_text(SAYS_42)
+    write_prompts(workdir, [{"prompt": "right", "metadata": {"expected_answer": "42"}},
+                            {"prompt": "wrong", "metadata": {"expected_answer": "42"}}])
+    teacher.script("right", answer("It is 42."))
+    teacher.script("wrong", answer("It is 41."))
+    result = gate(workdir, teacher, "--min-reward", "1")
+    assert result.code == 0, result.err
+    [kept] = lines(workdir / "train.jsonl")
+    [rejected] = lines(workdir / "train.rejected.jsonl")
+    assert kept["metadata"]["rewards"] == {"says_42": 1.0} and kept["metadata"]["reward"] == 1.0
+    assert rejected["metadata"]["reward"] == 0.0 and rejected["messages"][-1]["content"] == "It is 41."
+    assert "passed --min-reward 1: 1/2 on the first try" in result.err
+    # finished work: a re-run pays for neither
+    sent = len(teacher.requests)
+    again = gate(workdir, teacher, "--min-reward", "1")
+    assert again.code == 0 and len(teacher.requests) == sent and "Nothing to do" in again.err
+
+
+def test_attempts_until_one_passes_exactly_three_paid(workdir, teacher):
+    (workdir / "rewards.py").write_text(SAYS_42)
+    write_prompts(workdir, ["hard", "easy"])
+    teacher.script("hard", answer("40"), answer("41"), answer("42"), answer("never asked"))
+    teacher.script("easy", answer("42"))
+    result = gate(workdir, teacher, "--min-reward", "1", "--attempts", "5")
+    assert result.code == 0, result.err
+    assert len(teacher.requests_for("hard")) == 3 and len(teacher.requests_for("easy")) == 1
+    output, rejected = lines(workdir / "train.jsonl"), lines(workdir / "train.rejected.jsonl")
+    assert sorted((r["messages"][0]["content"], r["metadata"]["attempt"]) for r in output) == [("easy", 1), ("hard", 3)]
+    assert [(r["messages"][-1]["content"], r["metadata"]["attempt"]) for r in rejected] == [("40", 1), ("41", 2)]
+    assert "2/2 overall" in result.err and "1/2 on the first try" in result.err
+
+
+def test_attempts_all_rejected_finish_the_prompt(workdir, teacher):
+    (workdir / "rewards.py").write_text(SAYS_42)
+    write_prompts(workdir, ["impossible"])
+    teacher.script("impossible", answer("1"), answer("2"), answer("3"))
+    result = gate(workdir, teacher, "--min-reward", "1", "--attempts", "2", "--samples", "1")
+    assert result.code == 0, result.err
+    assert count_lines(workdir / "train.jsonl") == 0 and count_lines(workdir / "train.rejected.jsonl") == 2
+    assert "finished as rejected" in result.err
+    sent = len(teacher.requests)
+    assert gate(workdir, teacher, "--min-reward", "1", "--attempts", "2").code == 0 and len(teacher.requests) == sent
+    # a larger budget later gives the prompt one more try, counting the two spent
+    teacher.script("impossible", answer("42"))
+    assert gate(workdir, teacher, "--min-reward", "1", "--attempts", "3").code == 0
+    assert len(teacher.requests) == sent + 1 and lines(workdir / "train.jsonl")[0]["metadata"]["attempt"] == 3
+
+
+def test_kill_9_between_attempts_resumes_with_the_tries_spent(workdir, teacher):
+    (workdir / "rewards.py").write_text(SAYS_42)
+    write_prompts(workdir, ["q"])
+    teacher.script("q", answer("0"), slow(60, answer("never delivered")), answer("42"))
+    args = ("prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--rewards", "rewards.py",
+            "--min-reward", "1", "--attempts", "4")
+    process = start_script(workdir, *args)
+    wait_for(lambda: len(teacher.requests_for("q")) == 2, what="the second try to be in flight")
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    assert count_lines(workdir / "train.rejected.jsonl") == 1
+    result = run_script(workdir, *args)
+    assert result.code == 0, result.err
+    [line] = lines(workdir / "train.jsonl")
+    assert line["metadata"]["attempt"] == 2  # the killed try sent a request but never finished: tried again
+    assert len(lines(workdir / "train.rejected.jsonl")) == 1 and len(teacher.requests_for("q")) == 3
+
+
+HOSTILE_REWARDS = '''
+import asyncio, sys, threading
+from rnow.core import RewardArgs, reward
+
+@reward
+def raises(args: RewardArgs, messages: list) -> float:
+    """Raises."""
+    raise ValueError("no expected answer")
+
+@reward(timeout=1)
+def hangs(args: RewardArgs, messages: list) -> float:
+    """Never returns (a sync reward blocked for ever)."""
+    threading.Event().wait()
+
+@reward(timeout=1)
+async def hangs_async(args: RewardArgs, messages: list) -> float:
+    """Never returns, and swallows its cancellation."""
+    while True:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass
+
+@reward
+def exits(args: RewardArgs, messages: list) -> float:
+    """Calls sys.exit."""
+    sys.exit(0)
+
+@reward
+def text(args: RewardArgs, messages: list) -> float:
+    """Returns a string."""
+    return "1.0"
+
+@reward
+def nan(args: RewardArgs, messages: list) -> float:
+    """Returns NaN."""
+    return float("nan")
+
+@reward
+def edits(args: RewardArgs, messages: list) -> float:
+    """Edits what it was given."""
+    messages.clear()
+    args.metadata.clear()
+    return 0.5
+
+@reward
+async def fine(args: RewardArgs, messages: list) -> float:
+    """A good async reward."""
+    return 2.0
+'''
+
+
+def test_hostile_rewards_never_lose_a_rollout_or_stop_the_run(workdir, teacher):
+    (workdir / "rewards.py").write_text(HOSTILE_REWARDS)
+    write_prompts(workdir, [{"prompt": "a", "metadata": {"k": 1}}, "b"])
+    result = gate(workdir, teacher, "--reward-timeout", "5")
+    assert result.code == 0, result.err
+    assert "Traceback" not in result.err
+    records = lines(workdir / "train.jsonl")
+    assert len(records) == 2
+    for record in records:
+        m = record["metadata"]
+        assert m["rewards"] == {"raises": 0.0, "hangs": 0.0, "hangs_async": 0.0, "exits": 0.0, "text": 0.0,
+                                "nan": 0.0, "edits": 0.5, "fine": 2.0}
+        assert m["reward"] == 2.5 and len(record["messages"]) == 2  # the edit changed nothing written
+        errors = m["reward_errors"]
+        assert errors["raises"] == "failed: ValueError: no expected answer"
+        assert errors["hangs"] == errors["hangs_async"] == "timed out after 1 s"
+        assert errors["exits"].startswith("failed: ToolExit: SystemExit")
+        assert errors["text"] == "returned '1.0', not a float" and errors["nan"] == "returned nan, not a float"
+    assert records[0]["metadata"].get("k", 1) == 1
+
+
+def test_precondition_at_zero_makes_the_total_zero(workdir, teacher):
+    (workdir / "rewards.py").write_text(textwrap.dedent('''
+        from rnow.core import RewardArgs, reward
+
+        @reward(precondition=True)
+        def used_a_tool(args: RewardArgs, messages: list) -> float:
+            """Gate."""
+            return 1.0 if any(m["role"] == "tool" for m in messages) else 0.0
+
+        @reward
+        def length(args: RewardArgs, messages: list) -> float:
+            """Something positive."""
+            return 0.25
+    '''))
+    write_prompts(workdir, ["tool", "plain"])
+    teacher.script("tool", call_tools(("add", {"a": 1, "b": 2})), answer("3"))
+    result = gate(workdir, teacher, tools="tools_small.py")
+    assert result.code == 0, result.err
+    totals = {r["messages"][0]["content"]: r["metadata"]["reward"] for r in lines(workdir / "train.jsonl")}
+    assert totals == {"tool": 1.25, "plain": 0.0}
+
+
+TEMPLATE_CASES = {  # template: (metadata, answer, expected total)
+    "tutorial-reward": ({"expected_answer": "4"}, "\\boxed{4}", 0.0),  # its body is `pass`: returns None
+    "tutorial-tool": ({"expected_answer": "4"}, "\\boxed{4}", None),
+    "rl-tools": ({"expected_answer": "Paris"}, "Final Answer: Paris", 1.0),
+    "rl-browser": ({"expected_answer": "Paris"}, "Final Answer: Paris", 0.0),  # gate: no browser_ tool used
+    "rl-single": ({"expected_answer": "42"}, "So $\\boxed{42}$", 1.0),  # async, math-verify
+}
+
+
+@pytest.mark.parametrize("rnow_installed", [True, False], ids=["rnow", "stand-in"])
+@pytest.mark.parametrize("template", list(TEMPLATE_CASES))
+def test_rnow_template_rewards_load_and_run_as_they_are(workdir, teacher, template, rnow_installed):
+    shutil.copy(TEMPLATES / template / "rewards.py", workdir / "rewards.py")
+    metadata, text, expected = TEMPLATE_CASES[template]
+    write_prompts(workdir, [{"prompt": "q", "metadata": metadata}])
+    teacher.script("q", answer(text))
+    args = ("prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--rewards", "rewards.py")
+    result = run_script(workdir, *args) if rnow_installed else without_rnow(workdir, *args)
+    assert result.code == 0, result.err
+    [record] = lines(workdir / "train.jsonl")
+    if expected is not None:
+        assert record["metadata"]["reward"] == expected, record["metadata"]
+
+
+REWARD_SIGNATURES = {
+    "three parameters": "def r(args: RewardArgs, messages: list, extra: int) -> float:",
+    "no hint on args": "def r(args, messages: list) -> float:",
+    "args is a dict": "def r(args: dict, messages: list) -> float:",
+    "no hint on messages": "def r(args: RewardArgs, messages) -> float:",
+    "messages is a str": "def r(args: RewardArgs, messages: str) -> float:",
+    "List[dict] is fine": "def r(args: RewardArgs, messages: List[dict]) -> float:",
+    "no return type": "def r(args: RewardArgs, messages: list):",
+    "returns int": "def r(args: RewardArgs, messages: list) -> int:",
+    "async is fine": "async def r(args: RewardArgs, messages: list) -> float:",
+}
+
+
+def reward_verdict(decorate: Callable, signature: str) -> str:
+    from typing import List
+
+    namespace: dict[str, Any] = {"RewardArgs": sys.modules["rnow.models"].RewardArgs, "List": List}
+    exec(f'{signature}\n    """Doc."""\n    return 1.0\n', namespace)
+    try:
+        decorate(namespace["r"])
+    except TypeError as e:
+        return str(e)
+    return "ok"
+
+
+@pytest.mark.parametrize("case", list(REWARD_SIGNATURES))
+def test_stand_in_reward_decorator_says_what_rnow_says(case):
+    rnow_reward.clear_reward_registry()
+    assert reward_verdict(gdd.rnow_reward_decorator, REWARD_SIGNATURES[case]) == \
+        reward_verdict(rnow_reward.reward, REWARD_SIGNATURES[case])
+
+
+@pytest.mark.parametrize("rnow_installed", [True, False], ids=["rnow", "stand-in"])
+def test_bad_rewards_file_stops_at_start_naming_the_line(workdir, teacher, rnow_installed):
+    (workdir / "rewards.py").write_text("from rnow.core import RewardArgs, reward\n\n@reward\n"
+                                        "def r(args: RewardArgs, messages: list) -> int:\n    return 1\n")
+    write_prompts(workdir, ["q"])
+    args = ("prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--rewards", "rewards.py")
+    result = run_script(workdir, *args) if rnow_installed else without_rnow(workdir, *args)
+    assert result.code == 2 and "rewards.py:3:" in result.err and "must return 'float'" in result.err
+    assert "Traceback" not in result.err and not teacher.requests
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--attempts", "3", "--min-reward", "1"), "--min-reward needs --rewards"),
+    (("--rewards", "rewards.py", "--attempts", "3"), "--attempts needs --min-reward"),
+    (("--rewards", "missing.py"), "rewards file missing.py not found"),
+    (("--rewards", "empty.py"), "no @reward functions found"),
+    (("--rewards", "rewards.py", "--min-reward", "nan"), "expected a finite number"),
+])
+def test_gate_usage_errors(workdir, teacher, args, message):
+    (workdir / "rewards.py").write_text(SAYS_42)
+    (workdir / "empty.py").write_text("x = 1\n")
+    write_prompts(workdir, ["q"])
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, *args)
+    assert result.code == 2 and message in result.err and "Traceback" not in result.err, result.err
+    assert not teacher.requests
