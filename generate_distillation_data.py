@@ -2285,6 +2285,111 @@ class RejectedFile(LineFile):
         return counts
 
 
+# Added to a line's metadata by this script, not given by the prompt: not what a reward is shown.
+OUR_METADATA_KEYS = frozenset({"prompt_id", "sample", "teacher", "turns", "finish_reason", "usage", "model",
+                               "incomplete", "attempt", "rewards", "reward", "reward_errors"})
+
+
+@dataclass
+class Rescored:
+    lines: int = 0
+    to_rejected: int = 0
+    to_output: int = 0
+    reward_sum: float = 0.0
+
+
+async def rescore(cfg: Config, judge: Judge, output: OutputFile) -> int:
+    """--rescore: score every line of the output and rejected files again with rewards.py and apply
+    --min-reward, moving lines between the two files; nothing is sent. The files are replaced in an
+    order that never loses a line: a crash in between leaves a moved line in both (the output wins)."""
+    rejected_path, counts = cfg.rejected_path, Rescored()
+    new_output, new_rejected = temporary_beside(cfg.output), temporary_beside(rejected_path)
+    accepted: set[int] = set()  # keys with a line in the new output
+    moved_in: list[bytes] = []
+    try:
+        with open(new_output, "wb") as out, open(new_rejected, "wb") as rej:
+            async for record, line in rescored_lines(cfg.output, judge, counts):
+                passes = record is None or not below_min_reward(record, cfg)
+                (out if passes else rej).write(line)
+                counts.to_rejected += not passes
+                if passes and record is not None:
+                    accepted.add(line_key(record))
+            async for record, line in rescored_lines(rejected_path, judge, counts):
+                key = line_key(record) if record is not None else None
+                if record is not None and key not in accepted and not below_min_reward(record, cfg):
+                    accepted.add(key)
+                    out.write(line)
+                    moved_in.append(line)
+                rej.write(line)  # moved-in lines stay here until the output holds them
+            for f in (out, rej):
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(new_rejected, rejected_path)
+        os.replace(new_output, cfg.output)
+        output.created = False  # it holds lines now, whatever it held when it was locked
+        if moved_in:
+            drop = set(moved_in)
+            with open(rejected_path, "rb") as f, open(new_rejected, "wb") as rej:
+                rej.writelines(line for line in f if line not in drop)
+            os.replace(new_rejected, rejected_path)
+    except OSError as e:
+        for path in (new_output, new_rejected):
+            path.unlink(missing_ok=True)
+        raise OutputError(e.filename and Path(e.filename) or cfg.output, e) from None
+    finally:
+        judge.close()
+    counts.to_output = len(moved_in)
+    if rejected_path.exists() and rejected_path.stat().st_size == 0:
+        rejected_path.unlink()
+    mean = f", mean reward {counts.reward_sum / counts.lines:.3f}" if counts.lines else ""
+    print(f"Rescored {plural(counts.lines, 'line')} of {cfg.output} and {rejected_path.name}{mean}; "
+          f"moved {counts.to_rejected} to {rejected_path.name} and {counts.to_output} to {cfg.output}. "
+          "Nothing was sent.", file=sys.stderr)
+    return EXIT_OK
+
+
+def below_min_reward(record: dict, cfg: Config) -> bool:
+    return cfg.min_reward is not None and record["metadata"]["reward"] < cfg.min_reward
+
+
+def temporary_beside(path: Path) -> Path:
+    return path.with_name(path.name + ".rescore.tmp")
+
+
+async def rescored_lines(path: Path, judge: Judge, counts: Rescored, batch: int = 64):
+    """(record, encoded line) for each line of the file, scored anew, in file order, `batch` at a time.
+    A line that is not one of ours comes back as (None, the line as it was)."""
+    if not path.exists():
+        return
+    with open(path, "rb") as f:
+        while chunk := list(itertools.islice(f, batch)):
+            records = []
+            for line in chunk:
+                try:
+                    record = orjson.loads(line)
+                    records.append(record if line_key(record) is not None and isinstance(
+                        record.get("messages"), list) else None)
+                except orjson.JSONDecodeError:
+                    records.append(None)
+            scores = await asyncio.gather(*(
+                judge.score({k: v for k, v in r["metadata"].items() if k not in OUR_METADATA_KEYS}, r["messages"])
+                for r in records if r is not None))
+            for record, line, score in zip(records, chunk, iter_scores(records, scores)):
+                if record is None:
+                    yield None, line if line.endswith(b"\n") else line + b"\n"
+                    continue
+                set_score(record["metadata"], score)
+                counts.lines += 1
+                counts.reward_sum += score.total
+                yield record, encode_line(record, lambda text: text)
+
+
+def iter_scores(records: list, scores: list) -> Iterator[Score | None]:
+    given = iter(scores)
+    for record in records:
+        yield next(given) if record is not None else None
+
+
 class FailedFile(LineFile):
     """<output>.failed.jsonl: the rollouts that did not finish, one line each, with the reason.
 
@@ -2866,7 +2971,7 @@ def main(argv: list[str] | None = None) -> int:
         if not cfg.dry_run:
             output.lock()  # before reading it: a second run must never plan from a file the first is writing
         if cfg.rescore:
-            return run_event_loop(rescore(cfg, judge, output, toolbox))
+            return run_event_loop(rescore(cfg, judge, output))
         scan = output.scan()
         plan = make_plan(cfg, scan.done, RejectedFile(cfg.rejected_path, cfg.redact).tries(repair=not cfg.dry_run))
         if cfg.dry_run:

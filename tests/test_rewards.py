@@ -284,3 +284,30 @@ def test_gate_usage_errors(workdir, teacher, args, message):
     result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, *args)
     assert result.code == 2 and message in result.err and "Traceback" not in result.err, result.err
     assert not teacher.requests
+
+
+def test_rescore_moves_lines_both_ways_and_sends_nothing(workdir, teacher):
+    (workdir / "rewards.py").write_text(SAYS_42)
+    write_prompts(workdir, [{"prompt": p, "metadata": {"expected_answer": "42"}} for p in ("a", "b", "c")])
+    teacher.script("a", answer("42 and 7"))  # passes now; fails once 7 is expected
+    teacher.script("b", answer("7"), answer("42"))  # rejected first, then passes; once 7 is expected the
+    teacher.script("c", answer("7"), answer("8"))  # rejected try passes and the accepted one fails
+    assert gate(workdir, teacher, "--min-reward", "1", "--attempts", "2").code == 0
+    assert sorted(r["messages"][0]["content"] for r in lines(workdir / "train.jsonl")) == ["a", "b"]
+    sent = len(teacher.requests)
+    (workdir / "rewards.py").write_text(SAYS_42.replace('"42"', '"7"').replace("args.metadata.get", "{}.get"))
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--rewards", "rewards.py", "--min-reward", "1", "--rescore",
+                        env=subprocess_env())  # no key, no base URL: nothing is sent
+    assert result.code == 0, result.err
+    assert len(teacher.requests) == sent and "Nothing was sent" in result.err
+    output = {r["messages"][0]["content"]: r["messages"][-1]["content"] for r in lines(workdir / "train.jsonl")}
+    rejected = sorted((r["messages"][0]["content"], r["messages"][-1]["content"])
+                      for r in lines(workdir / "train.rejected.jsonl"))
+    assert output == {"a": "42 and 7", "b": "7", "c": "7"}
+    assert rejected == [("b", "42"), ("c", "8")]
+    assert all(r["metadata"]["reward"] == 1.0 for r in lines(workdir / "train.jsonl"))
+    assert "moved 1 to train.rejected.jsonl and 2 to train.jsonl" in result.err
+    # without --min-reward: scores are updated, nothing moves
+    again = run_script(workdir, "prompts.jsonl", "--tools", "none", "--rewards", "rewards.py", "--rescore",
+                       env=subprocess_env())
+    assert again.code == 0 and "moved 0 to train.rejected.jsonl and 0 to train.jsonl" in again.err
