@@ -1290,6 +1290,8 @@ class Stats:
     retries: int = 0
     usage: Usage = field(default_factory=Usage)  # every answered request: written, failed and stopped rollouts
     failure_reasons: collections.Counter = field(default_factory=collections.Counter)
+    spent: float = 0.0  # this run's cost so far, answer by answer (usage.cost), rollouts in progress included
+    answers: int = 0  # answers received (200s), for the mean cost of a request
     rejected: int = 0  # rollouts below --min-reward this run
     exhausted: int = 0  # of those, the last try of their prompt: finished without a line in the output
     scored: int = 0
@@ -1509,6 +1511,7 @@ class TeacherClient:
         # or network, not bad luck: stop early rather than send every prompt into it.
         self.answered_once = False
         self.unreachable_in_a_row = 0
+        self.on_answer: Callable[[], None] | None = None  # called after each billed answer (the spend cap)
         headers = {"Content-Type": "application/json", "HTTP-Referer": APP_URL, "X-OpenRouter-Title": APP_TITLE,
                    "X-Title": APP_TITLE}
         if cfg.api_key:
@@ -1601,7 +1604,12 @@ class TeacherClient:
             usage = data.get("usage")
             if isinstance(usage, dict) and "cache_discount" in data and "cache_discount" not in usage:
                 usage = {**usage, "cache_discount": data["cache_discount"]}  # OpenRouter puts it in the body
+            billed_before = spend.cost
             spend.add(usage)  # billed even when the rest of the answer turns out unusable
+            self.stats.spent += spend.cost - billed_before
+            self.stats.answers += 1
+            if self.on_answer is not None:
+                self.on_answer()
         if status != 200:
             self._raise_for_error(status, data.get("error") if isinstance(data, dict) else None, answer)
         if not isinstance(data, dict):
@@ -2608,8 +2616,16 @@ class Progress:
         tokens = s.usage.prompt_tokens + s.usage.completion_tokens
         cache = f", cached {s.usage.cached_share:.0%}" if s.usage.cached_tokens else ""
         saved = f" (saved ${s.usage.cache_savings:.4f})" if s.usage.cache_savings else ""
+        finished = s.written + s.failed + s.rejected
+        spend = ""
+        if s.spent:
+            projection = s.spent + s.usage.cost / finished * (self.total - self.done) if finished else 0
+            spend = f", ${s.spent:.4f}" + (f" of ~${projection:.2f}" if finished else "") + saved
+        gate = ""
+        if s.scored:
+            gate = f", reward {s.reward_sum / s.scored:.2f}" + (f", rejected {s.rejected}" if s.rejected else "")
         return (f"limit {int(self.limiter.limit)}, 429s {s.rate_limited}, retries {s.retries}, "
-                f"failed {s.failed}, {human_count(tokens)} tok{cache}, ${s.usage.cost:.4f}{saved}")
+                f"failed {s.failed}{gate}, {human_count(tokens)} tok{cache}{spend}")
 
     async def refresh_forever(self) -> None:
         while True:
@@ -2712,6 +2728,8 @@ class Run:
         self.client = TeacherClient(cfg, self.limiter, self.stats)
         self.stopping = asyncio.Event()
         self.rollouts = Rollouts(cfg, self.client, toolbox, self.stopping)
+        if cfg.max_cost is not None:
+            self.client.on_answer = self._check_budget
         self.tasks: set[asyncio.Task] = set()
         self.interrupted = False
         self.stop_reason: str | None = None  # why the run stopped early (not a Ctrl-C): the summary says
@@ -2857,6 +2875,23 @@ class Run:
                 if task is not current:
                     task.cancel()
 
+    def _check_budget(self) -> None:
+        """--max-cost: once what this run spent, plus what the requests in flight will likely cost, reaches
+        the cap, start nothing new; rollouts in progress finish and are written."""
+        s, cap = self.stats, self.cfg.max_cost
+        if s.spent == 0:
+            if s.answers >= 3 and self.client.on_answer is not None:
+                self.client.on_answer = None
+                self.progress.log("--max-cost cannot apply: the teacher reports no cost (usage.cost), so spend "
+                                  "is shown in tokens only.")
+            return
+        in_flight = self.limiter.in_flight * s.spent / s.answers
+        if s.spent + in_flight >= cap and self.stop_reason is None:
+            self.client.on_answer = None
+            self.stop(f"the spend cap was reached: ${s.spent:.4f} spent, ${in_flight:.4f} more likely in flight "
+                      f"(--max-cost {cap:g}). Nothing new was started; re-run the same command to continue "
+                      "(each run has its own cap).", now=False)
+
     def _gate_summary(self) -> str:
         s, cfg = self.stats, self.cfg
         text = f"Rewards: {s.scored} scored, mean reward {s.reward_sum / s.scored:.3f}"
@@ -2947,6 +2982,10 @@ def print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Output
     how = (f": a cache_control {json.dumps(cache.marker)} breakpoint on the system prompt and on the newest "
            "message of each request" if cache.enabled else "")
     print(f"Prompt caching: {cache.why}{how}.", file=sys.stderr)
+    print(f"Cost: {cfg.model}'s price is not known before its first answers; the bar projects the whole run's "
+          "cost from the first finished rollouts" + (f", and --max-cost {cfg.max_cost:g} stops new rollouts at "
+          "that spend (teachers that report no cost, e.g. a local vLLM, cannot be capped)"
+          if cfg.max_cost else "") + ".", file=sys.stderr)
     set_aside = [b for b in scan.bad if b.quarantine]
     if set_aside:
         print(f"{cfg.output}:{set_aside[0].line_no}: {set_aside[0].reason}; a real run moves "

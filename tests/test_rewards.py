@@ -311,3 +311,32 @@ def test_rescore_moves_lines_both_ways_and_sends_nothing(workdir, teacher):
     again = run_script(workdir, "prompts.jsonl", "--tools", "none", "--rewards", "rewards.py", "--rescore",
                        env=subprocess_env())
     assert again.code == 0 and "moved 0 to train.rejected.jsonl and 0 to train.jsonl" in again.err
+
+
+# --------------------------------------------------------------------------------------------------
+# Spend
+# --------------------------------------------------------------------------------------------------
+
+def test_max_cost_stops_within_one_wave_of_the_cap_and_resumes(workdir, teacher):
+    write_prompts(workdir, [f"q{i}" for i in range(60)])  # each answer costs $0.001 (the teacher's usage.cost)
+    args = ("prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "-c", "4", "--max-cost", "0.01")
+    result = run_script(workdir, *args)
+    assert result.code == 1, result.err
+    paid = len(teacher.requests)
+    assert 10 - 4 <= paid <= 10 + 4, paid  # the cap, within one wave of requests (4 in flight)
+    assert count_lines(workdir / "train.jsonl") == paid  # what was paid for is written
+    assert "the spend cap was reached" in result.err and "--max-cost 0.01" in result.err
+    assert "re-run the same command to continue" in result.err
+    rest = run_script(workdir, *args[:-2])
+    assert rest.code == 0 and count_lines(workdir / "train.jsonl") == 60 and len(teacher.requests) == 60
+
+
+def test_max_cost_says_it_cannot_apply_when_the_teacher_reports_no_cost(workdir, teacher):
+    write_prompts(workdir, [f"q{i}" for i in range(8)])
+    for i in range(8):
+        teacher.script(f"q{i}", answer("ok", usage={"prompt_tokens": 10, "completion_tokens": 5}))
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
+                        "--max-cost", "0.001")
+    assert result.code == 0, result.err
+    assert result.err.count("--max-cost cannot apply: the teacher reports no cost") == 1
+    assert count_lines(workdir / "train.jsonl") == 8
