@@ -109,6 +109,7 @@ class Config:
     attempts: int = 1  # rollouts tried per prompt (and sample) until one reaches --min-reward
     rescore: bool = False  # re-apply rewards.py and --min-reward to the output and rejected files
     max_cost: float | None = None  # USD: start nothing new once this run's spend reaches it
+    start_concurrency: int = 4  # slow start: requests in flight at first, doubling each round trip up to -c
 
     @property
     def failed_path(self) -> Path:
@@ -260,7 +261,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     add("-s", "--system", default=None, help="system prompt put before every prompt")
     add("-n", "--num", type=positive_int, default=None, help="use only the first N prompts of the file")
     add("-c", "--concurrency", type=positive_int, default=20,
-        help="requests in flight at the start; halves on 429s and grows back (default: 20)")
+        help="most requests in flight; halves on 429s and grows back (default: 20)")
+    add("--start-concurrency", type=positive_int, default=4, metavar="N",
+        help="requests in flight at the start, doubling each round trip up to -c until the first 429 "
+        "(slow start; default: 4; set it to -c to start at full speed)")
     add("--max-tokens", type=positive_int, default=2048, help="max tokens per teacher response (default: 2048)")
     add("--max-turns", type=positive_int, default=10, help="max teacher responses per rollout (default: 10)")
     add("--temperature", type=temperature, default=0.7, help="sampling temperature, 0-2 (default: 0.7)")
@@ -378,6 +382,7 @@ def parse_config(argv: list[str] | None) -> Config:
         cache=args.cache, cache_ttl=args.cache_ttl, export=args.export, no_run=args.no_run,
         rewards=args.rewards, reward_timeout=args.reward_timeout, min_reward=args.min_reward,
         attempts=args.attempts, rescore=args.rescore, max_cost=args.max_cost,
+        start_concurrency=args.start_concurrency,
     )
 
 
@@ -1316,9 +1321,12 @@ class AdaptiveLimiter:
     A wave: 429s of requests already in flight when the limit halved do not halve it again.
     """
 
-    def __init__(self, start: int, probe_patience: float = 16.0):
+    def __init__(self, start: int, probe_patience: float = 16.0, slow_start: int = 4):
         self.max_limit = start
-        self.limit = float(start)
+        # Slow start: begin at a few requests and grow by one per answer (doubling each round trip) up to
+        # -c or the first 429, instead of firing -c at once: `-c 64` against a teacher that takes 8 used to
+        # send 56 doomed requests in its first burst.
+        self.limit = float(min(start, slow_start))
         self.ceiling = start
         self.in_flight = 0
         self.wave = 0
@@ -1737,7 +1745,7 @@ def is_moderation_error(error: Any) -> bool:
 def retry_after_seconds(headers: httpx.Headers) -> float | None:
     value = headers.get("retry-after")
     if not value:
-        return None
+        return rate_limit_reset_seconds(headers.get("x-ratelimit-reset"))
     try:
         seconds = float(value)
     except ValueError:
@@ -1747,6 +1755,22 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
             return None
     if not math.isfinite(seconds):
         return None
+    return min(max(seconds, 0.0), 600.0)
+
+
+def rate_limit_reset_seconds(value: str | None) -> float | None:
+    """OpenRouter's X-RateLimit-Reset is the epoch time in milliseconds when the window resets; some
+    providers send epoch seconds, or seconds from now. Told apart by size."""
+    try:
+        seconds = float(value or "")
+    except ValueError:
+        return None
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    if seconds > 1e11:  # epoch milliseconds
+        seconds = seconds / 1000 - time.time()
+    elif seconds > 1e9:  # epoch seconds
+        seconds -= time.time()
     return min(max(seconds, 0.0), 600.0)
 
 
@@ -2720,7 +2744,7 @@ class Run:
                  judge: Judge | None = None):
         self.cfg, self.toolbox, self.plan, self.output = cfg, toolbox, plan, output
         self.stats = Stats(skipped=plan.already_done)
-        self.limiter = AdaptiveLimiter(cfg.concurrency)
+        self.limiter = AdaptiveLimiter(cfg.concurrency, slow_start=cfg.start_concurrency)
         self.progress = Progress(plan.total, plan.already_done, self.stats, self.limiter)
         self.failed = FailedFile(cfg.failed_path, cfg.redact)
         self.rejected = RejectedFile(cfg.rejected_path, cfg.redact)

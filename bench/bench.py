@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import generate_distillation_data as gdd  # noqa: E402
-from fake_teacher import FakeTeacher, Reply, completion, jittered  # noqa: E402
+from fake_teacher import FakeTeacher, FixedWindow, Reply, TokenBucket, completion, jittered  # noqa: E402
 
 TRIVIAL_TOOLS = '''
 from rnow.core.tool import tool
@@ -64,6 +64,16 @@ async def main():
                 await ask(messages + [answer, {"role": "tool", "tool_call_id": call["id"], "content": "hi"}])
         await asyncio.gather(*(rollout(i) for i in range(n)))
 asyncio.run(main())
+'''
+
+
+TRIVIAL_REWARDS = '''
+from rnow.core import RewardArgs, get_response, reward
+
+@reward
+def answered(args: RewardArgs, messages: list) -> float:
+    """1 when there is an answer."""
+    return 1.0 if get_response(messages) else 0.0
 '''
 
 
@@ -126,6 +136,8 @@ def run_generator(work: Path, server: FakeTeacher, n: int, concurrency: int, too
     prompts = work / f"{tag}.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"{tag} question {i}"}) + "\n" for i in range(n)))
     output = work / f"{tag}.out.jsonl"
+    for old in work.glob(f"{tag}.out*.jsonl"):  # every run starts from nothing
+        old.unlink()
     server.answered_at.clear()
     server.received_at.clear()
     server.requests.clear()
@@ -182,25 +194,58 @@ def run_bare_loop(server: FakeTeacher, n: int, concurrency: int, with_tools: boo
     return len(server.answered_at) / (server.answered_at[-1] - server.answered_at[0])
 
 
-def bench_adaptive(work: Path, n: int, cap: int, mean: float, tools: str = "none", tail: float = 0.0):
+def bench_adaptive(work: Path, n: int, cap: int, mean: float, tools: str = "none", tail: float = 0.0,
+                   extra: tuple[str, ...] = ()):
     server = FakeTeacher(max_in_flight=cap, latency_fn=jittered(mean, 0.5, tail_share=tail),
                          default_step=tool_then_answer if tools != "none" else None).start()
     try:
-        return run_generator(work, server, n, 64, tools, tag=f"adaptive-{tools != 'none'}-{tail}")
+        return run_generator(work, server, n, 64, tools, tag=f"adaptive-{tools != 'none'}-{tail}-{n}-{len(extra)}",
+                             extra=extra)
     finally:
         server.stop()
 
 
-def bench_reasoning_scale(work: Path, n: int, concurrency: int) -> tuple[RunResult, float]:
-    """A reasoning teacher (4-6 s an answer, no cap) with thousands of requests in flight; and its ideal:
-    n / (concurrency / mean latency) + the slowest answer."""
+def bench_metered(work: Path, n: int, meter, mean: float, tag: str) -> RunResult:
+    """A teacher metered per unit of time (token bucket, fixed window), not per request in flight."""
+    server = FakeTeacher(latency_fn=jittered(mean, 0.2), meter=meter).start()
+    try:
+        return run_generator(work, server, n, 64, tag=tag)
+    finally:
+        server.stop()
+
+
+@dataclass
+class ScaleResult:
+    run: RunResult
+    steady: float  # answers/s once the requests in flight reached -c, over the teacher's capacity c / 5 s
+    ramp: float  # seconds from the first request until -c requests were in flight (slow start)
+    end_to_end: float  # the whole run against n / (c / 5 s) + the slowest answer, ramp included
+
+
+def bench_reasoning_scale(work: Path, n: int, concurrency: int, mean: float = 5.0) -> ScaleResult:
+    """A reasoning teacher (4-6 s an answer, no cap) with thousands of requests in flight. Its capacity is
+    concurrency / mean latency; the run starts slowly on purpose (slow start), so the yardstick is the
+    answer rate once -c requests are in flight, until the last request is sent."""
     latency = random.Random(7)
-    server = FakeTeacher(latency_fn=lambda: latency.uniform(4.0, 6.0)).start()
+    server = FakeTeacher(latency_fn=lambda: latency.uniform(0.8 * mean, 1.2 * mean)).start()
     try:
         result = run_generator(work, server, n, concurrency, tag=f"reasoning-{concurrency}")
     finally:
         server.stop()
-    return result, n / (concurrency / 5.0) + 6.0
+    events = sorted([(t, 1) for t in server.received_at] + [(t, -1) for t in server.answered_at])
+    in_flight, full_at = 0, None
+    for t, change in events:
+        in_flight += change
+        if in_flight >= 0.95 * concurrency:
+            full_at = t
+            break
+    last_sent = server.received_at[-1]
+    if full_at is None or last_sent - full_at < 1.0:
+        raise SystemExit(f"figure 7: -c {concurrency} was never reached for long; give it more rollouts")
+    answered = sum(full_at <= t <= last_sent for t in server.answered_at)
+    capacity = concurrency / mean
+    return ScaleResult(result, answered / (last_sent - full_at) / capacity, full_at - server.received_at[0],
+                       (n / capacity + 1.2 * mean) / result.span)
 
 
 def bench_caching(work: Path, n: int) -> tuple[float, float]:
@@ -272,7 +317,7 @@ def bench_size(work: Path, n: int) -> tuple[float, float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="a few seconds, for the smoke test")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="comma list of figures to run (default: all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10", help="comma list of figures to run (default: all)")
     args = parser.parse_args()
     only = {int(x) for x in args.only.split(",")}
     scale = 0.05 if args.tiny else 1.0
@@ -286,11 +331,17 @@ def main() -> int:
         if only & {1, 3, 5}:
             base = bench_adaptive(work, int(2000 * scale), cap, mean)
         if 1 in only:
-            figures += [Figure("1. adaptive: rollouts/s vs limit C/latency", base.rollouts_per_s / limit, ">= 0.90",
-                           base.rollouts_per_s / limit >= 0.90, f"x {limit:.0f}/s"),
-                        Figure("1. adaptive: share of requests answered 429", base.rejected_share, "<= 0.05",
-                               base.rejected_share <= 0.05),
-                        Figure("1. adaptive: duplicates or missing", base.duplicates, "== 0", base.duplicates == 0)]
+            short = bench_adaptive(work, int(400 * scale), cap, mean)
+            figures += [Figure("1. adaptive, 400: rollouts/s vs limit C/latency", short.rollouts_per_s / limit,
+                               ">= 0.90", short.rollouts_per_s / limit >= 0.90, f"x {limit:.0f}/s"),
+                        Figure("1. adaptive, 400: share of requests answered 429", short.rejected_share, "<= 0.03",
+                               short.rejected_share <= 0.03),
+                        Figure("1. adaptive, 2000: rollouts/s vs limit C/latency", base.rollouts_per_s / limit,
+                               ">= 0.95", base.rollouts_per_s / limit >= 0.95, f"x {limit:.0f}/s"),
+                        Figure("1. adaptive, 2000: share of requests answered 429", base.rejected_share, "<= 0.01",
+                               base.rejected_share <= 0.01),
+                        Figure("1. adaptive: duplicates or missing", base.duplicates + short.duplicates, "== 0",
+                               base.duplicates + short.duplicates == 0)]
 
         if only & {2, 3}:
             ours, bare = bench_overhead(work, int(10000 * scale), 64)
@@ -329,15 +380,40 @@ def main() -> int:
                                   "<= 0.60", with_cache / without <= 0.60, f"x ${without:.2f}"))
 
         if 7 in only:
-            n, c = int(3000 * scale), 1000 if not args.tiny else 50
-            wide, ideal = bench_reasoning_scale(work, n, c)
-            figures += [Figure(f"7. {n:,} rollouts, {c:,} in flight, 4-6 s: vs ideal", ideal / wide.span, ">= 0.90",
-                               ideal / wide.span >= 0.90, f"x {ideal:.1f} s"),
-                        Figure("7. client CPU (share of one core)", wide.cpu_share, "", None),
-                        Figure("7. client peak memory", wide.peak_mb, "", None, "MB")]
-            widest, _ = bench_reasoning_scale(work, int(4000 * scale), 2000 if not args.tiny else 100)
-            figures.append(Figure(f"7. client peak memory at -c {2000 if not args.tiny else 100}", widest.peak_mb,
-                                  "< 400", widest.peak_mb < 400, "MB"))
+            n, c, mean = (6000, 1000, 5.0) if not args.tiny else (300, 50, 0.5)
+            wide = bench_reasoning_scale(work, n, c, mean)
+            figures += [Figure(f"7. {c:,} in flight, 4-6 s: answers/s vs c/latency", wide.steady, ">= 0.90",
+                               wide.steady >= 0.90, f"x {c / 5:.0f}/s"),
+                        Figure("7. slow start: seconds until -c in flight", wide.ramp, "", None, "s"),
+                        Figure(f"7. {n:,} rollouts end to end vs n/(c/5s)+6s", wide.end_to_end, "", None),
+                        Figure("7. client CPU (share of one core)", wide.run.cpu_share, "", None),
+                        Figure("7. client peak memory", wide.run.peak_mb, "", None, "MB")]
+            widest = bench_reasoning_scale(work, *((8000, 2000) if not args.tiny else (400, 100, 0.5)))
+            figures.append(Figure(f"7. client peak memory at -c {2000 if not args.tiny else 100}", widest.run.peak_mb,
+                                  "< 400", widest.run.peak_mb < 400, "MB"))
+
+        if 8 in only:
+            rate = 20.0
+            bucket = bench_metered(work, int(400 * scale), TokenBucket(rate, 10), 0.25, "bucket")
+            figures += [Figure("8. token bucket 20/s: rollouts/s vs its rate", bucket.rollouts_per_s / rate, ">= 0.90",
+                               bucket.rollouts_per_s / rate >= 0.90, f"x {rate:.0f}/s"),
+                        Figure("8. token bucket: share answered 429", bucket.rejected_share, "<= 0.05",
+                               bucket.rejected_share <= 0.05)]
+            per, window = 10, 5.0 if not args.tiny else 1.0
+            n = 60 if not args.tiny else 20
+            fixed = bench_metered(work, n, FixedWindow(per, window), 0.25, "window")
+            ideal_span = ((n - 1) // per) * window + 0.25  # from the first window to the last, plus a latency
+            figures += [Figure(f"9. fixed window {per}/{window:g}s: vs its rate", ideal_span / fixed.span, ">= 0.90",
+                               ideal_span / fixed.span >= 0.90, f"x {per / window:g}/s"),
+                        Figure("9. fixed window: prompts failed or missing", fixed.duplicates, "== 0",
+                               fixed.duplicates == 0)]
+
+        if 10 in only:
+            (work / "trivial_rewards.py").write_text(TRIVIAL_REWARDS)
+            plain = bench_adaptive(work, int(2000 * scale), cap, mean)
+            judged = bench_adaptive(work, int(2000 * scale), cap, mean, extra=("--rewards", "trivial_rewards.py"))
+            ratio = judged.rollouts_per_s / plain.rollouts_per_s
+            figures.append(Figure("10. rewards: rollouts/s scored vs not, as (1)", ratio, ">= 0.95", ratio >= 0.95))
 
     print(f"| {'figure':<52} | {'value':>21} | {'target':<14} | ok   |")
     print(f"|{'-' * 54}|{'-' * 23}|{'-' * 16}|------|")

@@ -220,9 +220,48 @@ def first_user_text(body: dict) -> str:
     return ""
 
 
+class TokenBucket:
+    """A provider's requests-per-second meter: `rate` tokens a second, at most `burst` saved up. A request
+    without a token is answered 429 with X-RateLimit-Reset (epoch ms when the next token is there)."""
+
+    def __init__(self, rate: float, burst: int):
+        self.rate, self.burst = rate, burst
+        self.tokens, self.updated = float(burst), time.monotonic()
+
+    def admit(self) -> dict | None:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return None
+        ready = now + (1 - self.tokens) / self.rate
+        return {"X-RateLimit-Reset": str(int((time.time() + ready - now) * 1000))}
+
+
+class FixedWindow:
+    """`limit` requests per `window` seconds, counted from fixed window starts; a request over it is
+    answered 429 carrying only X-RateLimit-Reset (epoch ms when the window ends), as OpenRouter does."""
+
+    def __init__(self, limit: int, window: float):
+        self.limit, self.window = limit, window
+        self.started, self.count = time.monotonic(), 0
+
+    def admit(self) -> dict | None:
+        now = time.monotonic()
+        if now - self.started >= self.window:
+            self.started += (now - self.started) // self.window * self.window
+            self.count = 0
+        if self.count < self.limit:
+            self.count += 1
+            return None
+        ends = self.started + self.window
+        return {"X-RateLimit-Reset": str(int((time.time() + ends - now) * 1000))}
+
+
 class FakeTeacher:
     def __init__(self, latency: float = 0.0, max_in_flight: int | None = None, latency_fn=None,
-                 default_step: Step | None = None, caching: bool = False):
+                 default_step: Step | None = None, caching: bool = False, meter: TokenBucket | FixedWindow | None = None):
         self.scripts: dict[str, list[Step]] = {}
         self.default_step = default_step
         self.answered_at: list[float] = []  # loop time of every normal (non-429) answer, for benchmarks
@@ -233,6 +272,7 @@ class FakeTeacher:
         self.in_flight = self.peak_in_flight = self.rejected = 0
         self.peak_admitted = 0  # most requests in flight that were answered normally
         self.caching = CachingProvider() if caching else None
+        self.meter = meter  # a requests-per-time limit, besides (or instead of) max_in_flight
         self.pages: dict[str, str] = {}  # GET path -> HTML
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server = None
@@ -355,6 +395,10 @@ class FakeTeacher:
                 self.rejected += 1
                 self.requests.append({**body, "_rejected": True})
                 return Reply(429, {"error": {"code": 429, "message": "too many requests in flight"}})
+            if self.meter is not None and (reset := self.meter.admit()) is not None:
+                self.rejected += 1
+                self.requests.append({**body, "_rejected": True})
+                return Reply(429, {"error": {"code": 429, "message": "rate limit exceeded"}}, reset)
             self.peak_admitted = max(self.peak_admitted, self.in_flight)
             return await self._respond(body)
         finally:

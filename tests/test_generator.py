@@ -10,6 +10,8 @@ import pytest
 from conftest import (count_lines, run_script, start_script, subprocess_env, wait_for, write_prompts)
 from fake_teacher import (FakeTeacher, Reply, answer, call_tools, completion, drop, error_body, slow, status)
 
+import generate_distillation_data as gdd
+
 # --------------------------------------------------------------------------------------------------
 # Output format
 # --------------------------------------------------------------------------------------------------
@@ -266,7 +268,7 @@ def test_limiter_halves_once_per_wave_and_regrows_to_last_safe_level():
     import generate_distillation_data as gdd
 
     async def scenario():
-        limiter = gdd.AdaptiveLimiter(16)
+        limiter = gdd.AdaptiveLimiter(16, slow_start=16)
         slots = [await limiter.acquire(i) for i in range(16)]
         assert limiter.in_flight == 16
         for slot in slots[8:]:
@@ -509,3 +511,49 @@ def test_output_that_is_a_directory_is_a_clear_error(run, teacher, workdir):
     (workdir / "outdir").mkdir()
     result = run("-o", "outdir", tools="none")
     assert result.code == 2 and "outdir: cannot open the output file" in result.err and not teacher.requests
+
+
+def test_slow_start_doubles_each_round_trip_until_the_first_429():
+    import asyncio
+
+    async def scenario():
+        limiter = gdd.AdaptiveLimiter(64, slow_start=4)
+        levels = []
+        for _ in range(4):  # a round trip: every request in flight answers
+            slots = [await limiter.acquire(0) for _ in range(int(limiter.limit))]
+            levels.append(len(slots))
+            for slot in slots:
+                limiter.release(slot, "ok")
+        slots = [await limiter.acquire(0) for _ in range(int(limiter.limit))]
+        limiter.release(slots.pop(), "rate_limited")  # the first 429 ends it
+        return levels, limiter.limit
+
+    levels, after = asyncio.run(scenario())
+    assert levels == [4, 8, 16, 32] and after == 32
+
+
+def test_rate_limit_reset_header_holds_the_retry(workdir, teacher, run):
+    import time as clock
+
+    write_prompts(workdir, ["q"])
+    reset = lambda body: status(429, headers={"X-RateLimit-Reset": str(int((clock.time() + 0.4) * 1000))})(body)  # noqa: E731
+    teacher.script("q", reset, answer("ok"))
+    result = run()
+    assert result.code == 0
+    first, second = teacher.received_at[-2:]
+    assert second - first >= 0.35  # not before the window reset, whatever --backoff says (0.01 here)
+
+
+@pytest.mark.parametrize("meter", ["token bucket", "fixed window"])
+def test_metered_teachers_lose_nothing(workdir, meter):
+    from fake_teacher import FixedWindow, TokenBucket
+
+    limit = TokenBucket(40, 4) if meter == "token bucket" else FixedWindow(8, 0.5)
+    server = FakeTeacher(latency=0.02, meter=limit).start()
+    try:
+        write_prompts(workdir, [f"q{i}" for i in range(30)])
+        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url, "-c", "16")
+    finally:
+        server.stop()
+    assert result.code == 0, result.err
+    assert len(result.records()) == 30 and server.rejected > 0

@@ -340,3 +340,28 @@ def test_max_cost_says_it_cannot_apply_when_the_teacher_reports_no_cost(workdir,
     assert result.code == 0, result.err
     assert result.err.count("--max-cost cannot apply: the teacher reports no cost") == 1
     assert count_lines(workdir / "train.jsonl") == 8
+
+
+def test_readme_rewards_example_scores_as_it_says(workdir, teacher):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    example = readme[readme.index("## Quality gate and spend"):].split("```python\n", 1)[1].split("```", 1)[0]
+    (workdir / "rewards.py").write_text(example)
+    (workdir / "page_tool.py").write_text(textwrap.dedent('''
+        from rnow.core.tool import tool
+
+        @tool
+        def browse(url: str) -> str:
+            """Open a page."""
+            return "FDA: approved 2014-09-04 for advanced melanoma"
+    '''))
+    meta = {"expected_answer": "2014-09-04, advanced melanoma"}
+    write_prompts(workdir, [{"prompt": "read", "metadata": meta}, {"prompt": "guess", "metadata": meta}])
+    teacher.script("read", call_tools(("browse", {"url": "https://www.fda.gov/x"})),
+                   answer("Approved 2014-09-04, for advanced melanoma."))
+    teacher.script("guess", answer("Approved 2014-09-04, for advanced melanoma."))
+    result = gate(workdir, teacher, "--min-reward", "1.5", tools="page_tool.py")
+    assert result.code == 0, result.err
+    [kept] = lines(workdir / "train.jsonl")
+    [rejected] = lines(workdir / "train.rejected.jsonl")
+    assert kept["metadata"]["rewards"] == {"read_a_page": 1.0, "expected_answer": 1.0}
+    assert kept["metadata"]["reward"] == 2.0 and rejected["metadata"]["reward"] == 0.0  # the gate at 0
