@@ -102,7 +102,8 @@ class Config:
     cache: str = "auto"  # prompt caching: auto, on, off
     cache_ttl: str | None = None  # "5m" or "1h"; None: the provider's default (5 minutes)
     export: tuple[str, ...] = ()  # formats written beside the output after the run: hf, openai
-    no_run: bool = False  # only make the --export files from the existing output; send nothing
+    no_run: bool = False  # only make the --export/--report files from the existing files; send nothing
+    report: bool = False  # write <stem>.report.html after the run
     rewards: Path | None = None  # rewards.py: every finished rollout is scored
     reward_timeout: float = 60.0
     min_reward: float | None = None  # below it, a rollout goes to the rejected file
@@ -302,8 +303,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
                       help="after the run, also write the output as <stem>.hf.jsonl (TRL, transformers, axolotl: "
                       "tool schemas, arguments as objects) and/or <stem>.openai.jsonl (OpenAI fine-tuning); "
                       "comma-separated")
+    data.add_argument("--report", action="store_true",
+                      help="after the run, write <stem>.report.html: one self-contained page with statistics, "
+                      "charts and a conversation browser")
     data.add_argument("--no-run", action="store_true",
-                      help="run nothing, send nothing: only make the --export files from the existing output")
+                      help="run nothing, send nothing: only make the --export and --report files from the "
+                      "existing files")
     data.add_argument("--shard", type=shard_spec, default=None, metavar="I/N",
                       help="take only shard I of N (0-based) of the prompts, for running on N machines; "
                       "auto: from a SLURM job array, or auto/N in a Kubernetes Indexed Job")
@@ -353,8 +358,9 @@ def parse_config(argv: list[str] | None) -> Config:
         raise UsageError("--rescore needs --rewards rewards.py")
     if args.rewards is not None and not args.rewards.is_file():
         raise UsageError(f"rewards file {args.rewards} not found")
-    if args.no_run and not args.export:
-        raise UsageError("--no-run only makes the --export files; add --export hf (or openai)")
+    if args.no_run and not (args.export or args.report):
+        raise UsageError("--no-run only makes the --export and --report files; add --export hf (or openai) "
+                         "or --report")
     if args.no_run and args.dry_run:
         raise UsageError("use either --no-run or --dry-run, not both")
     if api_key is None and is_openrouter(base_url) and not (args.no_run or args.rescore):
@@ -379,7 +385,7 @@ def parse_config(argv: list[str] | None) -> Config:
         tool_concurrency=args.tool_concurrency, max_tool_chars=args.max_tool_chars, reasoning=reasoning,
         keep_reasoning=not args.no_reasoning, keep_incomplete=args.keep_incomplete, samples=args.samples,
         extra_body=parse_extra_body(args.extra_body), shard=shard, dry_run=args.dry_run,
-        cache=args.cache, cache_ttl=args.cache_ttl, export=args.export, no_run=args.no_run,
+        cache=args.cache, cache_ttl=args.cache_ttl, export=args.export, no_run=args.no_run, report=args.report,
         rewards=args.rewards, reward_timeout=args.reward_timeout, min_reward=args.min_reward,
         attempts=args.attempts, rescore=args.rescore, max_cost=args.max_cost,
         start_concurrency=args.start_concurrency,
@@ -2693,10 +2699,15 @@ class Plan:
     done: set[int]  # keys of the rollouts finished: in the output, or rejected --attempts times; grows
     tried: collections.Counter = field(default_factory=collections.Counter)  # rejected tries per key
     already_rejected: int = 0  # of already_done, those finished by rejection (not in the output)
+    finished_now: int = 0  # rollouts this run finished (written, or rejected with no try left)
     # Where the prompts with rollouts still to run are in the file (and their repeat numbers), so the
     # run re-reads only those lines: a resume with 999,900 of 1,000,000 done parses 100 lines, not 1M.
     pending_offsets: array.array = field(default_factory=lambda: array.array("q"))
     pending_repeats: array.array = field(default_factory=lambda: array.array("q"))
+
+    @property
+    def pending(self) -> int:
+        return self.total - self.already_done - self.finished_now
 
     def pending_jobs(self, cfg: Config) -> Iterator[RolloutJob]:
         seq = itertools.count()
@@ -2853,6 +2864,7 @@ class Run:
         self.stats.rejected += 1
         if self.plan.tried[key] >= self.cfg.attempts:
             self.plan.done.add(key)  # finished: no try left
+            self.plan.finished_now += 1
             self.stats.exhausted += 1
             self.progress.advance()
         return Fate.REJECTED
@@ -2871,6 +2883,7 @@ class Run:
                       "then re-run the same command to continue.")
             return Fate.PENDING
         self.plan.done.add(outcome.job.key)
+        self.plan.finished_now += 1
         self.stats.written += 1
         self.progress.advance()
         return Fate.WRITTEN
@@ -2946,7 +2959,7 @@ class Run:
     def _finish(self, remaining_failed: int) -> int:
         s, cfg, plan = self.stats, self.cfg, self.plan
         in_output = plan.already_done - plan.already_rejected + s.written
-        pending = plan.total - s.skipped - s.written - s.exhausted
+        pending = plan.pending
         lines = [f"Done: {plural(s.written, 'new rollout')} written to {cfg.output}"
                  + (f" ({s.skipped} already there, skipped)" if s.skipped else ""),
                  f"Total: {in_output}/{plan.total} rollouts in {cfg.output}"
@@ -3027,8 +3040,9 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.tools is not None:
             tools, closer = load_tools(cfg.tools)
             toolbox = ToolBox(tools, cfg, closer)
-        if cfg.no_run:
-            return export_only(cfg, toolbox)
+        if cfg.no_run and not cfg.output.is_file():
+            raise UsageError(f"{cfg.output} does not exist: nothing to export or report. Run without --no-run "
+                             "first (or point -o at the output).")
         judge = Judge(load_rewards(cfg.rewards), cfg) if cfg.rewards else None
         output = OutputFile(cfg.output, cfg.redact)
         if not cfg.dry_run:
@@ -3036,7 +3050,10 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.rescore:
             return run_event_loop(rescore(cfg, judge, output))
         scan = output.scan()
-        plan = make_plan(cfg, scan.done, RejectedFile(cfg.rejected_path, cfg.redact).tries(repair=not cfg.dry_run))
+        repair = not (cfg.dry_run or cfg.no_run)
+        plan = make_plan(cfg, scan.done, RejectedFile(cfg.rejected_path, cfg.redact).tries(repair=repair))
+        if cfg.no_run:  # the files as they are: nothing repaired, run or sent
+            return write_products(cfg, toolbox, EXIT_OK, plan)
         if cfg.dry_run:
             print_dry_run(cfg, toolbox, plan, scan)
             return EXIT_OK
@@ -3044,8 +3061,8 @@ def main(argv: list[str] | None = None) -> int:
             print(note, file=sys.stderr)
         if plan.already_done == plan.total:
             print(f"Nothing to do: all {plan.total} rollouts are already in {cfg.output}.", file=sys.stderr)
-            return write_exports(cfg, toolbox, EXIT_OK)
-        return write_exports(cfg, toolbox, run_event_loop(Run(cfg, toolbox, plan, output, judge).execute()))
+            return write_products(cfg, toolbox, EXIT_OK, plan)
+        return write_products(cfg, toolbox, run_event_loop(Run(cfg, toolbox, plan, output, judge).execute()), plan)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -3061,24 +3078,22 @@ def main(argv: list[str] | None = None) -> int:
             output.release()
 
 
-def export_only(cfg: Config, toolbox: ToolBox | None) -> int:
-    if not cfg.output.is_file():
-        raise UsageError(f"{cfg.output} does not exist: nothing to export. Run without --no-run first "
-                         "(or point -o at the output).")
-    output = OutputFile(cfg.output, cfg.redact)
-    output.lock()  # not while a run writes it: its last line could be half written
-    try:
-        return write_exports(cfg, toolbox, EXIT_OK)
-    finally:
-        output.release()
-
-
-def write_exports(cfg: Config, toolbox: ToolBox | None, code: int) -> int:
-    """After a run that ended normally (all done, or some failed): the --export files, rebuilt whole."""
+def write_products(cfg: Config, toolbox: ToolBox | None, code: int, plan: Plan) -> int:
+    """After a run that ended normally (all done, or some failed): the --export files and the --report
+    page, made anew from the files."""
     if code not in (EXIT_OK, EXIT_FAILED):
         return code
     for fmt in cfg.export:
         print(report_export(export_output(cfg.output, fmt, toolbox)), file=sys.stderr)
+    if cfg.report:
+        import distillation_report  # only here: the page is reached through this flag alone
+
+        try:
+            path, _ = distillation_report.write_report(cfg.output, cfg.failed_path, cfg.rejected_path,
+                                                       pending=plan.pending)
+        except OSError as e:
+            raise OutputError(cfg.output.with_name(f"{cfg.output.stem}.report.html"), e) from None
+        print(f"Report: {path} (open it in a browser; it needs no network)", file=sys.stderr)
     return code
 
 

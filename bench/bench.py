@@ -311,7 +311,17 @@ def bench_size(work: Path, n: int) -> tuple[float, float, float]:
             raise SystemExit("size run failed")
     finally:
         server.stop()
-    return peak.mb, scan_mb_s, to_first_request
+    # The report over the same million lines, from the files alone (--report --no-run)
+    started = time.monotonic()
+    process = subprocess.Popen([sys.executable, str(ROOT / "generate_distillation_data.py"), str(prompts),
+                                "-o", str(output), "--tools", "none", "--report", "--no-run"],
+                               cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    report_peak = PeakMemory(process.pid)
+    stderr = process.communicate()[1]
+    report_peak.stop()
+    if process.returncode != 0:
+        raise SystemExit(f"report failed: {stderr[-2000:]}")
+    return peak.mb, scan_mb_s, to_first_request, time.monotonic() - started, report_peak.mb
 
 
 def main() -> int:
@@ -359,11 +369,13 @@ def main() -> int:
 
         if 4 in only:
             n = int(1_000_000 * (0.01 if args.tiny else 1))
-            peak_mb, scan_mb_s, first_request = bench_size(work, n)
+            peak_mb, scan_mb_s, first_request, report_s, report_mb = bench_size(work, n)
             figures += [Figure(f"4. size: peak memory, {n:,} prompts and lines", peak_mb, "< 300", peak_mb < 300,
                                "MB"),
                         Figure("4. size: resume scan of the output", scan_mb_s, ">= 200", scan_mb_s >= 200, "MB/s"),
-                        Figure("4. size: start to first request (all but 100 done)", first_request, "", None, "s")]
+                        Figure("4. size: start to first request (all but 100 done)", first_request, "", None, "s"),
+                        Figure(f"11. report over {n:,} lines: time", report_s, "< 60", report_s < 60, "s"),
+                        Figure("11. report: peak memory", report_mb, "< 300", report_mb < 300, "MB")]
 
         if 5 in only:
             # A slow answer holds one of the teacher's C slots for 20x as long, so the teacher's own limit

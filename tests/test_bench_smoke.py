@@ -11,5 +11,5 @@ def test_benchmark_runs_at_tiny_size():
                             text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "figure" not in line]
-    assert len(rows) == 24
+    assert len(rows) == 26
     assert "duplicates or missing" in result.stdout and "|      0.000            | == 0           | PASS |" in result.stdout

@@ -207,6 +207,7 @@ TEMPLATE_CASES = {  # template: (metadata, answer, expected total)
     "tutorial-reward": ({"expected_answer": "4"}, "\\boxed{4}", 0.0),  # its body is `pass`: returns None
     "tutorial-tool": ({"expected_answer": "4"}, "\\boxed{4}", None),
     "rl-tools": ({"expected_answer": "Paris"}, "Final Answer: Paris", 1.0),
+    "mcp-tavily": ({"expected_answer": "Paris"}, "Final Answer: Pariss", 1.0),  # jaro-winkler > 0.9
     "rl-browser": ({"expected_answer": "Paris"}, "Final Answer: Paris", 0.0),  # gate: no browser_ tool used
     "rl-single": ({"expected_answer": "42"}, "So $\\boxed{42}$", 1.0),  # async, math-verify
 }

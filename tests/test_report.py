@@ -1,0 +1,157 @@
+"""--report: the page is made from the files as users make it, then opened from file:// in the same real
+headless Chromium the browse tests use: no console errors, no network, numbers that match the files,
+filters driven through the page, and markup from prompts, answers and tool results that never runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_script, subprocess_env, write_prompts
+from fake_teacher import answer, call_tools, status
+
+import distillation_report
+
+SAYS_42 = '''
+from rnow.core import RewardArgs, get_response, reward
+
+@reward
+def says_42(args: RewardArgs, messages: list) -> float:
+    """1 when the answer says 42."""
+    return 1.0 if "42" in get_response(messages) else 0.0
+'''
+INJECTED_PROMPT = "<script>window.pwned = 1</script> What is six times seven?"
+INJECTED_ANSWER = '42 <img src=x onerror="window.pwned = 2">'
+INJECTED_TOOL = "<svg onload=\"window.pwned = 3\"></svg><script>window.pwned = 4</script>"
+FAILED_PROMPT = "</script><script>window.pwned = 5</script>"
+
+
+def chromium() -> str:
+    found = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+    assert found, "a Chromium is needed (apt-get install -y chromium)"
+    return found
+
+
+@pytest.fixture
+def report(workdir, teacher):
+    (workdir / "rewards.py").write_text(SAYS_42)
+    (workdir / "hostile_tools.py").write_text(
+        "from rnow.core.tool import tool\n\n@tool\ndef shout(text: str) -> str:\n"
+        f'    """Echo."""\n    return {INJECTED_TOOL!r}\n')
+    write_prompts(workdir, [INJECTED_PROMPT, "plain question", "wrong one", FAILED_PROMPT])
+    teacher.script(INJECTED_PROMPT, call_tools(("shout", {"text": "x"})), answer(INJECTED_ANSWER))
+    teacher.script("plain question", answer("It is 42, with melanoma in the text."))
+    teacher.script("wrong one", answer("41"))
+    teacher.script(FAILED_PROMPT, status(400, "bad request: <b onmouseover=alert(1)>"))
+    result = run_script(workdir, "prompts.jsonl", "--tools", "hostile_tools.py", "--base-url", teacher.base_url,
+                        "--rewards", "rewards.py", "--min-reward", "1", "--report", "--backoff", "0.01")
+    assert result.code == 1, result.err  # one prompt failed
+    assert "Report: train.report.html" in result.err
+    return workdir / "train.report.html"
+
+
+def files_total_cost(workdir: Path) -> float:
+    total = 0.0
+    for name, usage_of in (("train.jsonl", lambda r: r["metadata"]["usage"]),
+                           ("train.rejected.jsonl", lambda r: r["metadata"]["usage"]),
+                           ("train.failed.jsonl", lambda r: r["usage"])):
+        path = workdir / name
+        if path.exists():
+            total += sum(usage_of(json.loads(line))["cost"] for line in path.read_text().splitlines())
+    return total
+
+
+def test_report_page_in_real_chromium(report, workdir):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium())
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        errors, requests = [], []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(report.as_uri())
+        page.wait_for_selector("#conversations .conv")
+
+        assert errors == [] and requests == [report.as_uri()]  # nothing but the file itself
+        number = lambda card: page.inner_text(f"#count-{card}")  # noqa: E731
+        assert (number("written"), number("failed"), number("rejected"), number("pending")) == ("2", "1", "1", "0")
+        assert number("cost") == f"${files_total_cost(workdir):.4f}"
+        assert number("mean-reward") == "0.667"  # 1, 1 and 0 over the three scored rollouts
+        assert page.inner_text("#failures").startswith("HTTP 400")
+        assert page.locator("#chart-per-tool rect").count() == 1  # one tool, called once
+        assert page.get_attribute("#chart-tool-calls rect >> nth=0", "data-count") in ("1", "2")
+
+        def shown() -> int:
+            return page.locator("#conversations .conv:not([hidden])").count()
+
+        assert shown() == 4
+        page.select_option("#f-state", "failed")
+        assert shown() == 1 and "1 shown" in page.inner_text("#f-count")
+        page.select_option("#f-state", "rejected")
+        assert shown() == 1
+        page.select_option("#f-state", "")
+        page.select_option("#f-tool", "shout")
+        assert shown() == 1
+        page.select_option("#f-tool", "")
+        page.fill("#f-text", "melanoma")
+        assert shown() == 1
+        page.fill("#f-text", "")
+
+        # nothing injected ran, and it all shows as text
+        for conv in page.locator("#conversations .conv").all():
+            conv.evaluate("node => node.open = true")
+            for details in conv.locator("details").all():
+                details.evaluate("node => node.open = true")
+        assert page.evaluate("typeof window.pwned") == "undefined"
+        text = page.inner_text("body")
+        for payload in (INJECTED_PROMPT, INJECTED_ANSWER, INJECTED_TOOL, FAILED_PROMPT):
+            assert payload in text, payload
+        assert page.locator("#conversations img, #conversations script, #conversations svg").count() == 0
+
+        page.fill("#f-text", "")
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(ROOT / "tests" / "report-screenshot.png"))  # looked at in the README
+        browser.close()
+
+
+def test_report_from_existing_files_sends_nothing(workdir, teacher):
+    write_prompts(workdir, ["a", "b", "c"])
+    assert run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url).code == 0
+    sent = len(teacher.requests)
+    write_prompts(workdir, ["a", "b", "c", "d"])  # one more prompt: pending, not run
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--report", "--no-run", env=subprocess_env())
+    assert result.code == 0, result.err
+    assert len(teacher.requests) == sent
+    data = page_data(workdir / "train.report.html")
+    assert data["counts"] == {"written": 3, "failed": 0, "rejected": 0, "pending": 1, "unreadable": 0}
+
+
+def page_data(path: Path) -> dict:
+    html = path.read_text()
+    return json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>', html, re.S).group(1))
+
+
+def test_large_outputs_embed_a_bounded_sample_failed_first(tmp_path):
+    output, failed = tmp_path / "train.jsonl", tmp_path / "train.failed.jsonl"
+    line = {"metadata": {"prompt_id": "p", "sample": 0, "turns": 1, "usage": {"cost": 0.001, "prompt_tokens": 150,
+                                                                                 "completion_tokens": 30}},
+            "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    with output.open("w") as f:
+        for i in range(3000):
+            f.write(json.dumps({**line, "metadata": {**line["metadata"], "prompt_id": f"p{i}"}}) + "\n")
+        f.write('{"metadata": {"prompt_id": "torn"}, "mess\n')
+    failed.write_text("".join(json.dumps({"prompt_id": f"f{i}", "kind": "HTTP 400", "usage": {"cost": 0.0005},
+                                          "messages": []}) + "\n" for i in range(10)))
+    path, stats = distillation_report.write_report(output, failed, tmp_path / "none.jsonl", sample_size=100)
+    data = page_data(path)
+    assert data["counts"] == {"written": 3000, "failed": 10, "rejected": 0, "pending": None, "unreadable": 1}
+    assert data["sample"] == {"shown": 100, "of": 3010}
+    states = [c["state"] for c in data["conversations"]]
+    assert states[:10] == ["failed"] * 10 and states[10:] == ["written"] * 90
+    assert data["cost"]["total"] == pytest.approx(3000 * 0.001 + 10 * 0.0005)
+    assert dict(data["charts"][3]["bars"]) == {"100-200": 3000}  # prompt tokens, on fixed bins
