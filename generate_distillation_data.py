@@ -247,7 +247,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  python generate_distillation_data.py prompts.jsonl --tools tools.py\n"
         "  python generate_distillation_data.py questions.txt --tools none -m openai/gpt-4o -c 50\n"
-        "  python generate_distillation_data.py prompts.jsonl --export hf,openai --no-run\n"
+        "  python generate_distillation_data.py prompts.jsonl --rewards rewards.py --min-reward 1 --attempts 3 "
+        "--max-cost 20\n"
+        "  python generate_distillation_data.py prompts.jsonl --export hf,openai --report --no-run\n"
         "  python generate_distillation_data.py prompts.jsonl --base-url http://localhost:8000/v1 -m Qwen/Qwen3-8B\n"
         "\nexit codes: 0 every prompt is in the output, 1 some failed or were not run "
         "(see the .failed.jsonl file; re-run to retry them), 2 usage or input error, 130 interrupted.",
@@ -321,7 +323,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     gate.add_argument("--attempts", type=positive_int, default=1, metavar="K",
                       help="with --min-reward: per prompt (and sample), try rollouts one after another until "
                       "one passes or K were tried (default: 1)")
-    gate.add_argument("--reward-timeout", type=positive_float, default=60.0,
+    gate.add_argument("--reward-timeout", type=positive_float, default=60.0, metavar="SECONDS",
                       help="seconds a reward may take, unless its @reward(timeout=...) says (default: 60)")
     gate.add_argument("--rescore", action="store_true",
                       help="send nothing: re-score the output and rejected files with --rewards and "

@@ -366,3 +366,14 @@ def test_readme_rewards_example_scores_as_it_says(workdir, teacher):
     [rejected] = lines(workdir / "train.rejected.jsonl")
     assert kept["metadata"]["rewards"] == {"read_a_page": 1.0, "expected_answer": 1.0}
     assert kept["metadata"]["reward"] == 2.0 and rejected["metadata"]["reward"] == 0.0  # the gate at 0
+
+
+def test_attempts_apply_to_each_sample(workdir, teacher):
+    (workdir / "rewards.py").write_text(SAYS_42)
+    write_prompts(workdir, ["q"])
+    teacher.script("q", answer("1"), answer("42"), answer("42"), answer("never asked"))
+    result = gate(workdir, teacher, "--min-reward", "1", "--attempts", "2", "--samples", "2", "-c", "1")
+    assert result.code == 0, result.err
+    output = lines(workdir / "train.jsonl")
+    assert sorted(r["metadata"]["sample"] for r in output) == [0, 1] and len(teacher.requests_for("q")) == 3
+    assert len(lines(workdir / "train.rejected.jsonl")) == 1
