@@ -19,7 +19,6 @@ import argparse
 import array
 import asyncio
 import collections
-import concurrent.futures
 import contextlib
 import dataclasses
 import email.utils
@@ -890,9 +889,6 @@ class ToolBox:
         self.max_chars = cfg.max_tool_chars
         self.closer = closer
         self._slots = asyncio.Semaphore(cfg.tool_concurrency)
-        # Its own thread pool: asyncio's default one has only min(32, cores + 4) threads, so a few
-        # blocking tools would queue every other rollout's tools behind them.
-        self._threads = concurrent.futures.ThreadPoolExecutor(cfg.tool_concurrency, thread_name_prefix="tool")
 
     @property
     def names(self) -> list[str]:
@@ -923,7 +919,7 @@ class ToolBox:
         timeout = tool.timeout or self.default_timeout
         async with self._slots:
             try:
-                result = await call_user_function(tool.function, arguments, self._threads, timeout)
+                result = await call_user_function(tool.function, arguments, timeout)
             except TimeoutError:
                 return f"Error: tool {name!r} timed out after {timeout:g} s."
             except asyncio.CancelledError:
@@ -957,22 +953,20 @@ class ToolBox:
                 result = call_guarded(self.closer, {})
                 if inspect.isawaitable(result):
                     await asyncio.wait({asyncio.ensure_future(guarded(result))}, timeout=timeout)
-        self._threads.shutdown(wait=False, cancel_futures=True)
 
 
 class ToolExit(Exception):
     """A tool raised SystemExit or KeyboardInterrupt: an error for that call, not the end of the run."""
 
 
-async def call_user_function(function: Callable, arguments: dict, threads: concurrent.futures.Executor,
-                             timeout: float) -> Any:
-    """Call a function of tools.py or rewards.py: async ones on the loop, sync ones on `threads` (so a
-    blocking one stalls nothing else). TimeoutError after `timeout`; whatever it raised otherwise, with
-    SystemExit and KeyboardInterrupt turned into ToolExit."""
+async def call_user_function(function: Callable, arguments: dict, timeout: float) -> Any:
+    """Call a function of tools.py or rewards.py: async ones on the loop, sync ones on a thread of their
+    own (so a blocking one stalls nothing else). TimeoutError after `timeout`; whatever it raised
+    otherwise, with SystemExit and KeyboardInterrupt turned into ToolExit."""
     if inspect.iscoroutinefunction(function):
         call = asyncio.ensure_future(guarded(function(**arguments)))
-    else:  # a thread pool's call is already a future: no task needed around it
-        call = asyncio.get_running_loop().run_in_executor(threads, call_guarded, function, arguments)
+    else:
+        call = in_own_thread(function, arguments)
     # asyncio.wait, not wait_for: wait_for waits for a cancelled call to finish, for ever if it
     # swallows the cancellation; here a call past its time is abandoned.
     try:
@@ -984,6 +978,31 @@ async def call_user_function(function: Callable, arguments: dict, threads: concu
         call.cancel()  # a thread cannot be stopped: it runs on, and its result is dropped
         raise TimeoutError
     return call.result()
+
+
+def in_own_thread(function: Callable, arguments: dict) -> asyncio.Future:
+    """Run a sync function on a new daemon thread. Not a pool: a call that never returns would keep its
+    pool thread for good, and a few of them would leave every later call queued behind them until it
+    timed out. A thread of its own is abandoned alone, and a daemon does not hold the process at exit."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def work() -> None:
+        try:
+            result = call_guarded(function, arguments)
+        except BaseException as e:  # noqa: BLE001  (handed to the loop, which decides)
+            report = functools.partial(settle, functools.partial(future.set_exception, e))
+        else:
+            report = functools.partial(settle, functools.partial(future.set_result, result))
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits for this any more
+            loop.call_soon_threadsafe(report)
+
+    threading.Thread(target=work, name=f"user-{getattr(function, '__name__', 'call')}", daemon=True).start()
+    return future
 
 
 def error_summary(error: BaseException, limit: int) -> str:
@@ -1162,16 +1181,14 @@ def load_rewards(path: Path) -> list[Reward]:
 class Judge:
     """Scores finished conversations with rewards.py. A reward that raises, hangs, exits or returns
     something that is not a number scores 0 for that rollout, with the reason kept in its metadata:
-    it never loses the rollout and never stops the run."""
+    it never loses the rollout and never stops the run. Sync rewards run off the event loop, async ones
+    on it (rnow's own examples are async because libraries like math-verify are not thread-safe)."""
 
     def __init__(self, rewards: list[Reward], cfg: Config):
         self.rewards, self.default_timeout = rewards, cfg.reward_timeout
         from dotenv import dotenv_values
 
         self.secrets = {k: v for k, v in dotenv_values(".env").items() if v is not None} if Path(".env").is_file() else {}
-        # Sync rewards run off the event loop, in their own threads; async ones on it (rnow's own
-        # examples are async because libraries like math-verify are not thread-safe).
-        self._threads = concurrent.futures.ThreadPoolExecutor(max(4, len(rewards)), thread_name_prefix="reward")
 
     async def score(self, metadata: dict, messages: list[dict]) -> Score:
         results = await asyncio.gather(*(self._one(r, metadata, messages) for r in self.rewards))
@@ -1194,7 +1211,7 @@ class Judge:
             inspect.signature(reward.function).parameters, (args, orjson.loads(orjson.dumps(messages))))}
         timeout = reward.timeout or self.default_timeout
         try:
-            value = await call_user_function(reward.function, arguments, self._threads, timeout)
+            value = await call_user_function(reward.function, arguments, timeout)
         except TimeoutError:
             return 0.0, f"timed out after {timeout:g} s"
         except asyncio.CancelledError:
@@ -1206,10 +1223,6 @@ class Judge:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return 0.0, f"returned {error_summary_value(value)}, not a float"
         return float(value), None
-
-    def close(self) -> None:
-        self._threads.shutdown(wait=False, cancel_futures=True)
-
 
 def error_summary_value(value: Any) -> str:
     try:
@@ -2376,8 +2389,6 @@ async def rescore(cfg: Config, judge: Judge, output: OutputFile) -> int:
         for path in (new_output, new_rejected):
             path.unlink(missing_ok=True)
         raise OutputError(e.filename and Path(e.filename) or cfg.output, e) from None
-    finally:
-        judge.close()
     counts.to_output = len(moved_in)
     if rejected_path.exists() and rejected_path.stat().st_size == 0:
         rejected_path.unlink()
@@ -2786,8 +2797,6 @@ class Run:
             await self.client.aclose()
             if self.toolbox:
                 await self.toolbox.aclose()
-            if self.judge:
-                self.judge.close()
             self.rejected.close()
             remaining_failed = self.failed.compact(self.plan.done)
         return self._finish(remaining_failed)

@@ -392,8 +392,8 @@ def main() -> int:
                                   "<= 0.60", with_cache / without <= 0.60, f"x ${without:.2f}"))
 
         if 7 in only:
-            n, c, mean = (6000, 1000, 5.0) if not args.tiny else (300, 50, 0.5)
-            wide = bench_reasoning_scale(work, n, c, mean)
+            n, c, latency = (6000, 1000, 5.0) if not args.tiny else (300, 50, 0.5)
+            wide = bench_reasoning_scale(work, n, c, latency)
             figures += [Figure(f"7. {c:,} in flight, 4-6 s: answers/s vs c/latency", wide.steady, ">= 0.90",
                                wide.steady >= 0.90, f"x {c / 5:.0f}/s"),
                         Figure("7. slow start: seconds until -c in flight", wide.ramp, "", None, "s"),

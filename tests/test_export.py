@@ -176,9 +176,9 @@ def test_export_streams_past_lines_it_cannot_hold_and_says_so(workdir, teacher):
 
 def test_export_usage_errors(workdir, teacher):
     write_prompts(workdir, ["q"])
-    for args, message in [(("--no-run",), "--no-run only makes the --export files"),
+    for args, message in [(("--no-run",), "--no-run only makes the --export and --report files"),
                           (("--export", "csv"), "unknown format 'csv'"),
-                          (("--export", "hf", "--no-run"), "train.jsonl does not exist: nothing to export"),
+                          (("--export", "hf", "--no-run"), "train.jsonl does not exist: nothing to export or report"),
                           (("--export", "hf", "--no-run", "--dry-run"), "either --no-run or --dry-run")]:
         result = run_script(workdir, "prompts.jsonl", "--tools", "none", *args, env=subprocess_env())
         assert result.code == 2 and message in result.err and "Traceback" not in result.err, result.err

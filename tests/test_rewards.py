@@ -377,3 +377,25 @@ def test_attempts_apply_to_each_sample(workdir, teacher):
     output = lines(workdir / "train.jsonl")
     assert sorted(r["metadata"]["sample"] for r in output) == [0, 1] and len(teacher.requests_for("q")) == 3
     assert len(lines(workdir / "train.rejected.jsonl")) == 1
+
+
+def test_rewards_that_never_return_do_not_starve_the_others(workdir, teacher):
+    (workdir / "rewards.py").write_text(textwrap.dedent('''
+        import threading
+        from rnow.core import RewardArgs, reward
+
+        @reward(timeout=1)
+        def stuck(args: RewardArgs, messages: list) -> float:
+            """Never returns: its thread is lost for good."""
+            threading.Event().wait()
+
+        @reward
+        def quick(args: RewardArgs, messages: list) -> float:
+            """Returns at once."""
+            return 1.0
+    '''))
+    write_prompts(workdir, [f"q{i}" for i in range(12)])
+    result = gate(workdir, teacher, "-c", "12", "--reward-timeout", "30")
+    assert result.code == 0, result.err
+    records = lines(workdir / "train.jsonl")
+    assert len(records) == 12 and all(r["metadata"]["rewards"] == {"stuck": 0.0, "quick": 1.0} for r in records)
