@@ -357,6 +357,8 @@ def parse_config(argv: list[str] | None) -> Config:
         raise UsageError("--min-reward needs --rewards rewards.py to score the rollouts")
     if args.rescore and args.rewards is None:
         raise UsageError("--rescore needs --rewards rewards.py")
+    if args.rescore and (args.dry_run or args.no_run):
+        raise UsageError("--rescore already sends nothing; use it without --dry-run and --no-run")
     if args.rewards is not None and not args.rewards.is_file():
         raise UsageError(f"rewards file {args.rewards} not found")
     if args.no_run and not (args.export or args.report):

@@ -277,6 +277,7 @@ def test_bad_rewards_file_stops_at_start_naming_the_line(workdir, teacher, rnow_
     (("--rewards", "missing.py"), "rewards file missing.py not found"),
     (("--rewards", "empty.py"), "no @reward functions found"),
     (("--rewards", "rewards.py", "--min-reward", "nan"), "expected a finite number"),
+    (("--rewards", "rewards.py", "--rescore", "--dry-run"), "--rescore already sends nothing"),
 ])
 def test_gate_usage_errors(workdir, teacher, args, message):
     (workdir / "rewards.py").write_text(SAYS_42)
