@@ -33,6 +33,7 @@ import inspect
 import itertools
 import json
 import math
+import numbers
 import os
 import random
 import re
@@ -1222,7 +1223,8 @@ class Judge:
             return 0.0, "cancelled"
         except Exception as e:
             return 0.0, f"failed: {error_summary(e, 300)}"
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        # Any real number (numpy's float32 included), as rnow sums them; not a bool, a string, NaN or inf.
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             return 0.0, f"returned {error_summary_value(value)}, not a float"
         return float(value), None
 

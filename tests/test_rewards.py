@@ -157,6 +157,17 @@ def edits(args: RewardArgs, messages: list) -> float:
 async def fine(args: RewardArgs, messages: list) -> float:
     """A good async reward."""
     return 2.0
+
+@reward
+def fraction(args: RewardArgs, messages: list) -> float:
+    """A real number that is not a float: counted."""
+    from fractions import Fraction
+    return Fraction(1, 4)
+
+@reward
+def infinite(args: RewardArgs, messages: list) -> float:
+    """Infinity: not counted."""
+    return float("inf")
 '''
 
 
@@ -171,13 +182,14 @@ def test_hostile_rewards_never_lose_a_rollout_or_stop_the_run(workdir, teacher):
     for record in records:
         m = record["metadata"]
         assert m["rewards"] == {"raises": 0.0, "hangs": 0.0, "hangs_async": 0.0, "exits": 0.0, "text": 0.0,
-                                "nan": 0.0, "edits": 0.5, "fine": 2.0}
-        assert m["reward"] == 2.5 and len(record["messages"]) == 2  # the edit changed nothing written
+                                "nan": 0.0, "edits": 0.5, "fine": 2.0, "fraction": 0.25, "infinite": 0.0}
+        assert m["reward"] == 2.75 and len(record["messages"]) == 2  # the edit changed nothing written
         errors = m["reward_errors"]
         assert errors["raises"] == "failed: ValueError: no expected answer"
         assert errors["hangs"] == errors["hangs_async"] == "timed out after 1 s"
         assert errors["exits"].startswith("failed: ToolExit: SystemExit")
         assert errors["text"] == "returned '1.0', not a float" and errors["nan"] == "returned nan, not a float"
+        assert errors["infinite"] == "returned inf, not a float" and "fraction" not in errors
     assert records[0]["metadata"].get("k", 1) == 1
 
 
