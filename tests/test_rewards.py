@@ -412,3 +412,20 @@ def test_rewards_that_never_return_do_not_starve_the_others(workdir, teacher):
     assert result.code == 0, result.err
     records = lines(workdir / "train.jsonl")
     assert len(records) == 12 and all(r["metadata"]["rewards"] == {"stuck": 0.0, "quick": 1.0} for r in records)
+
+
+def test_torn_last_line_of_the_rejected_file_is_cut_and_its_try_runs_again(workdir, teacher):
+    (workdir / "rewards.py").write_text(SAYS_42)
+    write_prompts(workdir, ["q", "r"])
+    teacher.script("q", answer("1"), answer("42"))
+    teacher.script("r", answer("42"))
+    assert gate(workdir, teacher, "--min-reward", "1").code == 0
+    rejected = workdir / "train.rejected.jsonl"
+    whole = rejected.read_bytes()
+    assert whole.count(b"\n") == 1
+    rejected.write_bytes(whole[: len(whole) // 2])  # a crash in the middle of writing the only line
+    result = gate(workdir, teacher, "--min-reward", "1")
+    assert result.code == 0, result.err
+    assert not rejected.exists() or rejected.read_bytes() == b""  # the torn piece is gone
+    assert sorted(r["messages"][0]["content"] for r in lines(workdir / "train.jsonl")) == ["q", "r"]
+    assert len(teacher.requests_for("q")) == 2
