@@ -1009,9 +1009,12 @@ def in_own_thread(function: Callable, arguments: dict) -> asyncio.Future:
 
 
 def error_summary(error: BaseException, limit: int) -> str:
-    # Its message may hold anything, lone surrogates included.
-    message = f"{type(error).__name__}: {error}"[:limit]
-    return message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return printable(f"{type(error).__name__}: {error}"[:limit])
+
+
+def printable(text: str) -> str:
+    """Text from user code may hold anything, lone surrogates included: made safe to write and print."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def call_guarded(function: Callable, arguments: dict) -> Any:
@@ -1161,6 +1164,7 @@ class Reward:
     function: Callable
     precondition: bool
     timeout: float | None
+    parameters: tuple[str, str]  # its names for (args, messages), read once at load
 
 
 @dataclass
@@ -1173,7 +1177,8 @@ class Score:
 def load_rewards(path: Path) -> list[Reward]:
     module = import_user_file(path, "rewards")
     rewards = [Reward(obj._reward_name, obj, bool(getattr(obj, "_is_precondition", False)),
-                      float(obj._timeout) if getattr(obj, "_timeout", None) else None)
+                      float(obj._timeout) if getattr(obj, "_timeout", None) else None,
+                      tuple(inspect.signature(obj).parameters))
                for obj in vars(module).values() if callable(obj) and getattr(obj, "_is_reward", False)]
     if not rewards:
         raise UsageError(f"{path}: no @reward functions found. Decorate them with @reward "
@@ -1210,8 +1215,7 @@ class Judge:
         # Each reward gets its own copy: one that edits the conversation changes neither the line nor the others.
         args = sys.modules["rnow.models"].RewardArgs(metadata=orjson.loads(orjson.dumps(metadata)),
                                                      secrets=dict(self.secrets))
-        arguments = {name: value for name, value in zip(
-            inspect.signature(reward.function).parameters, (args, orjson.loads(orjson.dumps(messages))))}
+        arguments = dict(zip(reward.parameters, (args, orjson.loads(orjson.dumps(messages)))))
         timeout = reward.timeout or self.default_timeout
         try:
             value = await call_user_function(reward.function, arguments, timeout)
@@ -1228,12 +1232,13 @@ class Judge:
             return 0.0, f"returned {error_summary_value(value)}, not a float"
         return float(value), None
 
+
 def error_summary_value(value: Any) -> str:
     try:
         text = repr(value)
     except Exception:
         text = f"a {type(value).__name__}"
-    return text[:100].encode("utf-8", "backslashreplace").decode("utf-8")
+    return printable(text[:100])
 
 
 # ==================================================================================================
@@ -2541,9 +2546,7 @@ def hf_record(record: dict, schemas: dict[str, dict]) -> dict:
                                       "arguments": arguments_object(call["function"].get("arguments"))}}
                 for call in message["tool_calls"]]}
         messages.append(message)
-    exported = {"messages": messages}
-    if record.get("tools"):
-        exported["tools"] = [schemas[name] for name in record["tools"] if name in schemas]
+    exported = {"messages": messages, **tool_schemas(record, schemas)}
     exported["metadata"] = json.dumps(record.get("metadata", {}), ensure_ascii=False)
     return exported
 
@@ -2574,10 +2577,14 @@ def openai_record(record: dict, schemas: dict[str, dict]) -> dict:
             if kept.get("content") == "":
                 del kept["content"]  # a turn that only calls tools: OpenAI's examples leave content out
         messages.append(kept)
-    exported = {"messages": messages}
-    if record.get("tools"):
-        exported["tools"] = [schemas[name] for name in record["tools"] if name in schemas]
-    return exported
+    return {"messages": messages, **tool_schemas(record, schemas)}
+
+
+def tool_schemas(record: dict, schemas: dict[str, dict]) -> dict:
+    """{"tools": the schemas of the tools the line names}, or nothing for a line without tools."""
+    if not record.get("tools"):
+        return {}
+    return {"tools": [schemas[name] for name in record["tools"] if name in schemas]}
 
 
 EXPORTERS: dict[str, Callable[[dict, dict[str, dict]], dict]] = {"hf": hf_record, "openai": openai_record}
@@ -2866,10 +2873,12 @@ class Run:
             s.first_tries += 1
             s.passed_first += not self.below_gate(outcome.score)
 
+    def _record(self, outcome: Outcome) -> dict:
+        return output_record(outcome, self.cfg, self.toolbox.names if self.toolbox else [])
+
     def _reject(self, outcome: Outcome) -> Fate:
-        record = output_record(outcome, self.cfg, self.toolbox.names if self.toolbox else [])
         try:
-            self.rejected.append(record)
+            self.rejected.append(self._record(outcome))
         except (ValueError, OutputError) as e:
             self.stop(f"{e}. This run stopped; free space (or fix the cause), then re-run the same command.")
             self._fail(outcome.end(Ending.FAILED, "not saved", f"rejected, but the line could not be written: {e}"))
@@ -2885,9 +2894,8 @@ class Run:
         return Fate.REJECTED
 
     def _write(self, outcome: Outcome) -> Fate:
-        record = output_record(outcome, self.cfg, self.toolbox.names if self.toolbox else [])
         try:
-            self.output.append(record)
+            self.output.append(self._record(outcome))
         except ValueError as e:  # checked answers and tool results make this a bug of ours; keep the work
             self._fail(outcome.end(Ending.FAILED, "internal error", f"internal error: the line cannot be "
                                    f"written as JSON ({e}); please report it"))

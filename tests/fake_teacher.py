@@ -220,6 +220,11 @@ def first_user_text(body: dict) -> str:
     return ""
 
 
+def reset_header(seconds_from_now: float) -> dict:
+    """OpenRouter's X-RateLimit-Reset: the epoch time in milliseconds when requests are admitted again."""
+    return {"X-RateLimit-Reset": str(int((time.time() + seconds_from_now) * 1000))}
+
+
 class TokenBucket:
     """A provider's requests-per-second meter: `rate` tokens a second, at most `burst` saved up. A request
     without a token is answered 429 with X-RateLimit-Reset (epoch ms when the next token is there)."""
@@ -235,8 +240,7 @@ class TokenBucket:
         if self.tokens >= 1:
             self.tokens -= 1
             return None
-        ready = now + (1 - self.tokens) / self.rate
-        return {"X-RateLimit-Reset": str(int((time.time() + ready - now) * 1000))}
+        return reset_header((1 - self.tokens) / self.rate)
 
 
 class FixedWindow:
@@ -255,8 +259,7 @@ class FixedWindow:
         if self.count < self.limit:
             self.count += 1
             return None
-        ends = self.started + self.window
-        return {"X-RateLimit-Reset": str(int((time.time() + ends - now) * 1000))}
+        return reset_header(self.started + self.window - now)
 
 
 class FakeTeacher:
