@@ -429,3 +429,21 @@ def test_torn_last_line_of_the_rejected_file_is_cut_and_its_try_runs_again(workd
     assert not rejected.exists() or rejected.read_bytes() == b""  # the torn piece is gone
     assert sorted(r["messages"][0]["content"] for r in lines(workdir / "train.jsonl")) == ["q", "r"]
     assert len(teacher.requests_for("q")) == 2
+
+
+def test_rescore_keeps_lines_it_cannot_read_and_survives_a_reward_that_raises(workdir, teacher):
+    (workdir / "rewards.py").write_text(SAYS_42)
+    write_prompts(workdir, ["a", "b"])
+    teacher.script("a", answer("42"))
+    teacher.script("b", answer("42"))
+    assert gate(workdir, teacher, "--min-reward", "1").code == 0
+    with (workdir / "train.jsonl").open("a") as f:
+        f.write('{"metadata": {"prompt_id": "edited by hand"\n')
+    (workdir / "rewards.py").write_text(SAYS_42.replace('return 1.0 if', 'raise RuntimeError("broken")\n    return 1.0 if'))
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--rewards", "rewards.py", "--min-reward", "1",
+                        "--rescore", env=subprocess_env())
+    assert result.code == 0 and "Traceback" not in result.err, result.err
+    rejected = lines(workdir / "train.rejected.jsonl")
+    assert len(rejected) == 2 and all(r["metadata"]["reward_errors"]["says_42"].startswith("failed: RuntimeError")
+                                      for r in rejected)
+    assert (workdir / "train.jsonl").read_text() == '{"metadata": {"prompt_id": "edited by hand"\n'
