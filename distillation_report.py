@@ -127,9 +127,26 @@ def clip(text: Any) -> str:
     return text[:MAX_TEXT] + f"\n[... {len(text) - MAX_TEXT} more characters not shown in the report]"
 
 
+def function_of(call: Any) -> dict:
+    """A tool call's function object; {} for a line whose call is not shaped as one (edited, hostile)."""
+    function = call.get("function") if isinstance(call, dict) else None
+    return function if isinstance(function, dict) else {}
+
+
+def messages_of(state: str, record: dict) -> list:
+    """A line's messages; for a failed entry that has none (nothing was answered), its prompt."""
+    messages = record.get("messages") if isinstance(record.get("messages"), list) else []
+    if not messages and state == "failed":
+        prompt = record.get("prompt")
+        if isinstance(prompt, str):
+            return [{"role": "user", "content": prompt}]
+        return prompt if isinstance(prompt, list) else []
+    return messages
+
+
 def conversation(state: str, record: dict) -> dict:
     """What the page shows of one line: its messages (long texts cut) and metadata."""
-    messages = record.get("messages") if isinstance(record.get("messages"), list) else []
+    messages = messages_of(state, record)
     shown = []
     for m in messages:
         if not isinstance(m, dict):
@@ -140,8 +157,7 @@ def conversation(state: str, record: dict) -> dict:
         if m.get("name"):
             item["name"] = str(m["name"])
         calls = m.get("tool_calls") if isinstance(m.get("tool_calls"), list) else []
-        item["calls"] = [{"name": str((c.get("function") or {}).get("name", "")),
-                          "arguments": clip((c.get("function") or {}).get("arguments", ""))}
+        item["calls"] = [{"name": str(function_of(c).get("name", "")), "arguments": clip(function_of(c).get("arguments", ""))}
                          for c in calls if isinstance(c, dict)]
         shown.append(item)
     metadata = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
@@ -172,7 +188,7 @@ def add_rollout(stats: Stats, state: str, record: dict) -> None:
         1 for m in messages if isinstance(m, dict) and m.get("role") == "assistant")] += 1
     stats.tool_calls[len(calls)] += 1
     for call in calls:
-        stats.calls_per_tool[str((call.get("function") or {}).get("name", "?"))] += 1
+        stats.calls_per_tool[str(function_of(call).get("name", "?"))] += 1
     stats.prompt_hist.add(prompt)
     stats.completion_hist.add(completion)
     stats.cost_hist.add(cost)
@@ -248,22 +264,34 @@ def short(value: float) -> str:
     return f"{value:g}"
 
 
+def finite(value: Any) -> Any:
+    """The data with every number that is not finite (a sum of huge costs overflows to inf) as null:
+    JSON has no Infinity, and one would leave the page blank."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
 def script_json(data: dict) -> str:
     """JSON safe inside a <script> element: no `<` at all (so no `</script>` or `<!--`), nor the two line
     separators JavaScript once treated as line ends."""
-    text = json.dumps(data, ensure_ascii=False)
+    text = json.dumps(finite(data), ensure_ascii=False, allow_nan=False)
     return text.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
-def write_report(output: Path, failed: Path, rejected: Path, pending: int | None = None,
-                 sample_size: int = SAMPLE_SIZE) -> tuple[Path, Stats]:
+def report_path(output: Path) -> Path:
+    return output.with_name(f"{output.stem}.report.html")
+
+
+def render_report(output: Path, failed: Path, rejected: Path, pending: int | None = None,
+                  sample_size: int = SAMPLE_SIZE) -> tuple[str, Stats]:
+    """The page's HTML and its statistics; the generator writes it (with its one atomic-replace helper)."""
     stats, sample = collect(output, failed, rejected, sample_size)
-    path = output.with_name(f"{output.stem}.report.html")
-    html = PAGE.replace("/*DATA*/", script_json(page_data(stats, sample, output, pending)))
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(html, encoding="utf-8")
-    os.replace(temporary, path)
-    return path, stats
+    return PAGE.replace("/*DATA*/", script_json(page_data(stats, sample, output, pending))), stats
 
 
 PAGE = """<!doctype html>
@@ -304,9 +332,9 @@ table{border-collapse:collapse;font-size:13px}td{padding:2px 10px 2px 0}
 <section><h2>Distributions</h2><div class="charts" id="charts"></div></section>
 <section><h2>Conversations</h2>
 <div class="filters">
-<label>State <select id="f-state"><option value="">all</option><option>written</option><option>failed</option><option>rejected</option></select></label>
-<label>Tool <select id="f-tool"><option value="">any</option></select></label>
-<label>Text <input id="f-text" type="search" placeholder="search messages"></label>
+<label>State <select id="f-state" autocomplete="off"><option value="">all</option><option>written</option><option>failed</option><option>rejected</option></select></label>
+<label>Tool <select id="f-tool" autocomplete="off"><option value="">any</option></select></label>
+<label>Text <input id="f-text" type="search" autocomplete="off" placeholder="search messages"></label>
 <span id="f-count"></span></div>
 <p id="sample-note"></p>
 <div id="conversations"></div></section>
@@ -374,8 +402,8 @@ function chart(spec) {
 }
 for (const spec of D.charts) document.getElementById("charts").append(chart(spec));
 document.getElementById("sample-note").textContent = D.sample.shown < D.sample.of
-  ? `Showing a sample of ${fmt(D.sample.shown)} of ${fmt(D.sample.of)} rollouts: every failed and rejected one first (as many as fit), then written ones picked at random.`
-  : `Showing all ${fmt(D.sample.of)} rollouts.`;
+  ? `The browser holds a sample of ${fmt(D.sample.shown)} of the ${fmt(D.sample.of)} rollouts: every failed and rejected one first (as many as fit), then written ones picked at random.`
+  : `The browser holds all ${fmt(D.sample.of)} rollouts.`;
 const tools = [...new Set(D.conversations.flatMap(c => c.tools))].sort();
 for (const t of tools) document.getElementById("f-tool").append(el("option", {}, t));
 function folded(text, limit) {
@@ -410,7 +438,7 @@ function filter() {
     nodes[i].hidden = !ok;
     shown += ok;
   });
-  document.getElementById("f-count").textContent = fmt(shown) + " shown";
+  document.getElementById("f-count").textContent = fmt(shown) + " of " + fmt(D.conversations.length) + " shown";
 }
 for (const id of ["f-state", "f-tool", "f-text"]) document.getElementById(id).addEventListener("input", filter);
 filter();

@@ -20,6 +20,7 @@ import array
 import asyncio
 import collections
 import contextlib
+import contextvars
 import dataclasses
 import email.utils
 import enum
@@ -39,6 +40,8 @@ import random
 import re
 import resource
 import signal
+import ssl
+import stat
 import sys
 import threading
 import time
@@ -46,6 +49,7 @@ import traceback
 import types
 import typing
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -111,6 +115,7 @@ class Config:
     rescore: bool = False  # re-apply rewards.py and --min-reward to the output and rejected files
     max_cost: float | None = None  # USD: start nothing new once this run's spend reaches it
     start_concurrency: int = 4  # slow start: requests in flight at first, doubling each round trip up to -c
+    max_answer_bytes: int = 64 << 20  # an answer larger than this, decoded, fails its prompt (no retry)
 
     @property
     def failed_path(self) -> Path:
@@ -121,10 +126,12 @@ class Config:
         return self.output.with_name(self.output.stem + ".rejected.jsonl")
 
     def redact(self, text: str) -> str:
-        """The API key never leaves the process: it is taken out of any text before that text is stored or
-        printed, before any cut (so no prefix survives), and so is a quoted prefix of it that a teacher cut."""
+        """The API key never leaves the process: it is taken out of the texts that came from the teacher or
+        a tool before they are stored or printed, before any cut (so no prefix survives), and so is a quoted
+        prefix of it that a teacher cut. Only real keys: a placeholder a local server accepts (EMPTY,
+        ollama, sk-1234) is shorter than MIN_SECRET_LENGTH, and taking it out of text would corrupt it."""
         key = self.api_key
-        if not key or not text:
+        if not key or not text or len(key) < MIN_SECRET_LENGTH:
             return text
         text = text.replace(key, "***")
         if len(key) > 24 and key[:16] in text:
@@ -135,6 +142,21 @@ class Config:
     def rollout_pool_size(self) -> int:
         # Twice the request limit, so rollouts busy running tools never leave a request slot idle.
         return self.concurrency * 2
+
+
+MIN_SECRET_LENGTH = 20  # real API keys are longer (OpenRouter's: 73 characters); placeholders are shorter
+
+
+def key_problem(key: str) -> str | None:
+    """What makes this API key unusable in an Authorization header, without showing it."""
+    for position, char in enumerate(key, 1):
+        if char in "\r\n":
+            return f"holds a line break (character {position})"
+        if char in " \t":
+            return f"holds a space or tab (character {position})"
+        if not "!" <= char <= "~":
+            return f"holds a character that cannot be sent in an HTTP header (character {position})"
+    return None
 
 
 def positive_int(text: str) -> int:
@@ -281,6 +303,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
                      "since a cut answer is paid for twice (default: 600)")
     api.add_argument("--retries", type=non_negative_int, default=8,
                      help="retries of one failed request before its prompt is marked failed (default: 8)")
+    api.add_argument("--max-answer-mb", type=positive_float, default=64.0, metavar="MB",
+                     help="an answer larger than this (after decompression) fails its prompt, not retried: "
+                     "a broken or hostile server cannot take the machine's memory (default: 64)")
     api.add_argument("--backoff", type=positive_float, default=1.0,
                      help="seconds before the first retry; doubles each time, with jitter, up to 60 (default: 1)")
     api.add_argument("--reasoning-effort", choices=["minimal", "low", "medium", "high"], default=None,
@@ -352,6 +377,11 @@ def parse_config(argv: list[str] | None) -> Config:
     if urlparse(base_url).scheme not in ("http", "https"):
         raise UsageError(f"--base-url must start with http:// or https://, got {base_url!r}")
     api_key = os.environ.get("OPENROUTER_API_KEY") or None
+    if api_key is not None and (problem := key_problem(api_key)):
+        raise UsageError(f"OPENROUTER_API_KEY {problem}. Check it where it is set (the environment or .env); "
+                         "it is not shown here.")
+    if urlparse(base_url).password and (problem := key_problem(urlparse(base_url).password)):
+        raise UsageError(f"the password in --base-url {problem}.")
     if args.attempts > 1 and args.min_reward is None:
         raise UsageError("--attempts needs --min-reward: it tries again only rollouts that score below it")
     if args.min_reward is not None and args.rewards is None:
@@ -381,6 +411,9 @@ def parse_config(argv: list[str] | None) -> Config:
     output = shard_output(args.output or Path("train.jsonl"), shard, args.shard, default=args.output is None)
     if output.resolve() == args.input.resolve():
         raise UsageError("--output must not be the input file")
+    check_regular_file(output, "the output file")
+    for name in (".failed.jsonl", ".rejected.jsonl", ".quarantine.jsonl"):
+        check_regular_file(output.with_name(output.stem + name), "a file beside the output")
     return Config(
         input=args.input, output=output, tools=tools_path, model=args.model, system=args.system,
         num=args.num, concurrency=args.concurrency, max_tokens=args.max_tokens, max_turns=args.max_turns,
@@ -392,7 +425,7 @@ def parse_config(argv: list[str] | None) -> Config:
         cache=args.cache, cache_ttl=args.cache_ttl, export=args.export, no_run=args.no_run, report=args.report,
         rewards=args.rewards, reward_timeout=args.reward_timeout, min_reward=args.min_reward,
         attempts=args.attempts, rescore=args.rescore, max_cost=args.max_cost,
-        start_concurrency=args.start_concurrency,
+        start_concurrency=args.start_concurrency, max_answer_bytes=int(args.max_answer_mb * (1 << 20)),
     )
 
 
@@ -401,6 +434,15 @@ def load_dotenv_file() -> None:
     from dotenv import load_dotenv
 
     load_dotenv(Path.cwd() / ".env", override=False)
+
+
+def display_url(url: str) -> str:
+    """The URL as messages show it: a password in it (http://user:KEY@host/v1) is replaced by ***."""
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    netloc = f"{parsed.username or ''}:***@{parsed.netloc.rpartition('@')[2]}"
+    return parsed._replace(netloc=netloc).geturl()
 
 
 def is_openrouter(base_url: str) -> bool:
@@ -443,6 +485,7 @@ class Prompt:
     metadata: dict
     source: Any  # what the user wrote: the prompt text or its messages, kept for the failed file
     offset: int = 0  # where its line starts in the prompts file: a resumed run re-reads only pending lines
+    line_no: int = 0  # its line number in the prompts file, for messages
     repeat: int = 1  # its occurrence number among identical prompts of the file
     id_given: bool = False  # the id is the record's own "id", not a hash
 
@@ -476,7 +519,7 @@ def iter_prompts(path: Path, system: str | None) -> Iterator[Prompt]:
             earlier = first_line_with_id(path, system, e.prompt_id)
             raise UsageError(f"{e.where}: id {e.prompt_id!r} is also the id of {earlier}; ids must be unique "
                              "(a given \"id\" may not equal another prompt's computed id)") from None
-        prompt.offset = offset
+        prompt.offset, prompt.line_no = offset, int(where.rpartition(":")[2])
         yield prompt
 
 
@@ -527,16 +570,35 @@ def decode_line(raw: bytes, where: str, offset: int) -> str:
         raise UsageError(f"{where}: not UTF-8 text. Save the file as UTF-8.") from None
 
 
-def read_prompts_at(path: Path, system: str | None, offsets: Iterable[int], repeats: Iterable[int]) -> Iterator[Prompt]:
-    """The prompts whose lines start at these offsets; `repeats` numbers duplicates as the full pass did."""
+class PromptsChanged(Exception):
+    """A line read again during the run no longer holds the prompt the plan read there: the file changed."""
+
+    def __init__(self, path: Path, line_no: int):
+        super().__init__(f"{path}:{line_no} no longer holds the prompt it held when this run started: the prompts "
+                         "file was changed during the run, so no more rollouts were started. Leave the file as it "
+                         "is while a run reads it (write changes to a new file), then re-run; finished rollouts are kept.")
+
+
+def read_prompts_at(path: Path, system: str | None, places: Iterable[tuple[int, int, int, int]]) -> Iterator[Prompt]:
+    """The prompts at these (offset, repeat number, line number, hash of the prompt id) places, as the full
+    pass read them; PromptsChanged when a line no longer gives the id the full pass found there."""
     jsonl = is_jsonl_file(path)
-    with open(path, "rb") as f:
-        for offset, repeat in zip(offsets, repeats):
-            f.seek(offset)
-            where = f"{path} (byte {offset})"
-            prompt = parse_prompt_line(decode_line(f.readline(), where, offset), where, jsonl, system)
-            prompt.prompt_id, prompt.repeat, prompt.offset = repeated_id(prompt.prompt_id, repeat), repeat, offset
-            yield prompt
+    try:
+        with open(path, "rb") as f:
+            for offset, repeat, line_no, id_hash in places:
+                f.seek(offset)
+                where = f"{path}:{line_no}"
+                try:
+                    prompt = parse_prompt_line(decode_line(f.readline(), where, offset), where, jsonl, system)
+                except UsageError:
+                    raise PromptsChanged(path, line_no) from None
+                prompt.prompt_id, prompt.repeat = repeated_id(prompt.prompt_id, repeat), repeat
+                prompt.offset, prompt.line_no = offset, line_no
+                if hash(prompt.prompt_id) != id_hash:
+                    raise PromptsChanged(path, line_no)
+                yield prompt
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read the prompts file: {e.strerror}") from None
 
 
 def parse_prompt_line(line: str, where: str, jsonl: bool, system: str | None) -> Prompt:
@@ -901,8 +963,12 @@ class ToolBox:
         return [tool.api_schema() for tool in self.tools.values()]
 
     async def run_calls(self, tool_calls: list[dict], metadata: dict) -> list[dict]:
-        """Run one assistant message's tool calls concurrently; results come back in call order."""
-        results = await asyncio.gather(*(self.run_call(call, metadata) for call in tool_calls))
+        """Run one assistant message's tool calls concurrently; results come back in call order.
+        ToolUnavailable when a tool said its own machinery failed (once all the calls are over)."""
+        results = await asyncio.gather(*(self.run_call(call, metadata) for call in tool_calls), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         return [{"role": "tool", "tool_call_id": call["id"], "content": result, "name": call["function"]["name"]}
                 for call, result in zip(tool_calls, results)]
 
@@ -930,6 +996,8 @@ class ToolBox:
                     raise
                 return f"Error: tool {name!r} was cancelled."
             except Exception as e:
+                if is_tool_unavailable(e):
+                    raise ToolUnavailable(f"tool {name!r} is unavailable: {error_summary(e, 500)}") from None
                 return f"Error: tool {name!r} failed: {error_summary(e, self.max_chars)}"
         return self._as_text(name, result)
 
@@ -956,6 +1024,17 @@ class ToolBox:
                 result = call_guarded(self.closer, {})
                 if inspect.isawaitable(result):
                     await asyncio.wait({asyncio.ensure_future(guarded(result))}, timeout=timeout)
+
+
+class ToolUnavailable(Exception):
+    """A tool raised an exception named ToolUnavailable: its own machinery failed (a crashed browser, a
+    service down), not the call. The rollout is not written, since the teacher would go on without the
+    tool: it fails, and runs again on the next run."""
+
+
+def is_tool_unavailable(error: BaseException) -> bool:
+    # By name: tools.py cannot import from this script (rnow runs it without it), so it defines its own.
+    return any(cls.__name__ == "ToolUnavailable" for cls in type(error).__mro__)
 
 
 class ToolExit(Exception):
@@ -1292,6 +1371,12 @@ class Usage:
 USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Usage))
 
 
+def has_cost(usage: Any) -> bool:
+    """Whether an answer's usage reports a cost we can count (missing, negative, a string: no)."""
+    cost = usage.get("cost") if isinstance(usage, dict) else None
+    return isinstance(cost, (int, float)) and not isinstance(cost, bool) and amount(cost) == cost
+
+
 def amount(value: Any) -> float:
     """A usable non-negative number, or 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -1327,6 +1412,7 @@ class Stats:
     failure_reasons: collections.Counter = field(default_factory=collections.Counter)
     spent: float = 0.0  # this run's cost so far, answer by answer (usage.cost), rollouts in progress included
     answers: int = 0  # answers received (200s), for the mean cost of a request
+    uncosted: int = 0  # of those, answers whose usage carried no usable cost (counted as 0)
     rejected: int = 0  # rollouts below --min-reward this run
     exhausted: int = 0  # of those, the last try of their prompt: finished without a line in the output
     scored: int = 0
@@ -1545,13 +1631,18 @@ class TeacherClient:
     def __init__(self, cfg: Config, limiter: AdaptiveLimiter, stats: Stats):
         self.cfg, self.limiter, self.stats = cfg, limiter, stats
         self.url = f"{cfg.base_url}/chat/completions"
+        self.display_url = display_url(self.url)  # what messages show: no password from the URL
         # Until the teacher has answered once, a wall of identical failures means a wrong URL, model
         # or network, not bad luck: stop early rather than send every prompt into it.
         self.answered_once = False
         self.unreachable_in_a_row = 0
         self.on_answer: Callable[[], None] | None = None  # called after each billed answer (the spend cap)
+        self.drop_reasoning_content = False  # the server refused it in requests: send messages without it
+        self.notes: list[str] = []  # things the summary tells once (what was adapted to this server)
+        # Accept-Encoding is ours to say: aiohttp's default names whatever decoders happen to be installed,
+        # and the transport hands us the body undecoded. We name what zlib decodes, and decode it ourselves.
         headers = {"Content-Type": "application/json", "HTTP-Referer": APP_URL, "X-OpenRouter-Title": APP_TITLE,
-                   "X-Title": APP_TITLE}
+                   "X-Title": APP_TITLE, "Accept-Encoding": ACCEPTED_ENCODINGS}
         if cfg.api_key:
             headers["Authorization"] = f"Bearer {cfg.api_key}"
         # httpx is the API; aiohttp moves the bytes. httpx's own pool (httpcore) does work proportional
@@ -1574,6 +1665,22 @@ class TeacherClient:
         still reports what it cost. `unless`: if this event is set by the time a request slot frees up,
         send nothing (NotStarted).
         """
+        try:
+            return await self._complete(body, priority, spend, unless)
+        except PromptFailed as e:
+            # Assistant messages go back as the API gave them, `reasoning_content` included; a server that
+            # refuses that field in requests (400 naming it) gets messages without it from now on.
+            if not (e.status == 400 and "reasoning_content" in e.detail and carries_reasoning_content(body)):
+                raise
+            if not self.drop_reasoning_content:
+                self.drop_reasoning_content = True
+                self.notes.append("The teacher refused `reasoning_content` in the messages sent back to it, so it "
+                                  "was left out of them (the dataset keeps it).")
+            return await self._complete(body, priority, spend, None)
+
+    async def _complete(self, body: dict, priority: int, spend: Usage, unless: asyncio.Event | None) -> Completion:
+        if self.drop_reasoning_content:
+            body = {**body, "messages": [without_reasoning_content(m) for m in body["messages"]]}
         payload = orjson.dumps(body)  # ~10x json.dumps; refuses what is not strict JSON, like allow_nan=False
         for attempt in range(1, self.cfg.retries + 2):
             try:
@@ -1611,28 +1718,78 @@ class TeacherClient:
             self.limiter.release(slot, outcome)
 
     async def _post(self, payload: bytes) -> Answer:
+        """Send once, except that a request lost on a kept-alive connection the server had already closed
+        (a race every keep-alive timeout allows: nginx's is 75 s, some proxies' 1 s) is sent again at
+        once on a new connection, without spending a retry: the server never saw it."""
+        try:
+            return await self._post_once(payload)
+        except StaleConnection:
+            return await self._post_once(payload)
+
+    async def _post_once(self, payload: bytes) -> Answer:
         # httpx's read timeout restarts with every chunk, so a teacher dripping a few bytes a second
         # would hold a request for ever; this deadline covers the whole request, first byte to last.
+        reuse = ConnectionReuse()
+        token = CONNECTION_REUSE.set(reuse)
         try:
             async with asyncio.timeout(self.cfg.timeout):
                 request = httpx.Request("POST", self.target, headers=self.headers, content=payload,
                                         extensions={"timeout": self.timeouts})
                 response = await self.transport.handle_async_request(request)
+                reuse.answered = True
                 try:
-                    body = b"".join([chunk async for chunk in response.stream])  # aread's decoders: none needed
+                    body = await self._read_body(response)
                 finally:
                     await response.aclose()  # back to the pool, or closed if the body was cut
                 return Answer(response.status_code, response.headers, body)
         except TimeoutError:
             raise RetryableError("timeout", f"no complete answer within {self.cfg.timeout:g} s (--timeout)") from None
+        except AnswerTooLarge as e:
+            raise PromptFailed("answer too large", str(e)) from None
+        except MalformedAnswer as e:
+            raise RetryableError("malformed answer", f"malformed answer: {e}") from None
         except (httpx.TransportError, aiohttp.ClientError, OSError) as e:
             # Judge by aiohttp's own error: httpx-aiohttp maps a refused connection to ConnectTimeout.
             original = e.__cause__ if isinstance(e, httpx.TransportError) and e.__cause__ else e
+            if reuse.reused and not reuse.answered and isinstance(original, STALE_CONNECTION_ERRORS):
+                raise StaleConnection() from None
             if isinstance(original, (TimeoutError, httpx.TimeoutException)):
                 raise RetryableError("timeout", f"no answer in time ({type(original).__name__})") from None
+            self._check_tls(original)
             self._check_reachable(original)
             raise RetryableError("connection", self._detail(
                 f"connection problem: {type(original).__name__}: {original}")) from None
+        finally:
+            CONNECTION_REUSE.reset(token)
+
+    async def _read_body(self, response: httpx.Response) -> bytes:
+        """The body, decoded as its Content-Encoding says, chunk by chunk, never more than the cap."""
+        limit = self.cfg.max_answer_bytes
+        declared = response.headers.get("content-length", "")
+        encoding = response.headers.get("content-encoding", "")
+        if declared.isdigit() and int(declared) > limit and not encoding.strip():
+            raise AnswerTooLarge(int(declared), limit)
+        decoder = BodyDecoder(encoding, limit)
+        parts = [decoder.feed(chunk) async for chunk in response.stream]
+        parts.append(decoder.finish())
+        return b"".join(parts)
+
+    def _check_tls(self, error: BaseException) -> None:
+        """Certificate failures, and https:// sent to a plain-http port, fail every request alike: stop
+        the run at once with what to do. A handshake cut by the network stays retryable."""
+        host = self.target.host
+        if isinstance(error, aiohttp.ClientConnectorCertificateError):
+            why = getattr(error.certificate_error, "verify_message", None) or error.certificate_error
+            raise RunStopped("certificate", self._detail(
+                f"the TLS certificate of {host} could not be verified ({why}). Behind a TLS-inspecting proxy "
+                "(a company network, an antivirus), set SSL_CERT_FILE to a file holding its CA certificate, in "
+                "the environment or .env; otherwise check --base-url. Then re-run the same command.", limit=None))
+        reason = getattr(getattr(error, "os_error", None), "reason", None) or getattr(error, "reason", None)
+        if isinstance(error, (aiohttp.ClientSSLError, ssl.SSLError)) and reason in NOT_TLS_REASONS:
+            raise RunStopped("not TLS", self._detail(
+                f"{host}:{self.target.port or 443} does not speak TLS, so https:// cannot work there ({reason}). "
+                "If the server is plain HTTP, use an http:// --base-url (or OPENROUTER_BASE_URL), then re-run "
+                "the same command.", limit=None))
 
     def _read(self, answer: Answer, spend: Usage) -> Completion:
         """Turn an answer into a Completion, or raise. Every field of it is checked."""
@@ -1646,6 +1803,7 @@ class TeacherClient:
             spend.add(usage)  # billed even when the rest of the answer turns out unusable
             self.stats.spent += spend.cost - billed_before
             self.stats.answers += 1
+            self.stats.uncosted += not has_cost(usage)
             if self.on_answer is not None:
                 self.on_answer()
         if status != 200:
@@ -1671,11 +1829,14 @@ class TeacherClient:
         self.unreachable_in_a_row += 1
         if not self.answered_once and self.unreachable_in_a_row >= max(20, 3 * self.cfg.concurrency):
             raise RunStopped("unreachable", self._detail(
-                f"cannot reach {self.url} ({type(error).__name__}: {error}). Check the network and --base-url, "
+                f"cannot reach {self.display_url} ({type(error).__name__}: {error}). Check the network and --base-url, "
                 "then re-run the same command.", limit=None))
 
     def _raise_for_error(self, status: int, error: Any, answer: Answer) -> None:
         detail = self._detail(error_text(error) or answer.reason)
+        if status == 400 and b"plain HTTP request was sent to HTTPS port" in answer.body:  # nginx's words
+            raise RunStopped("not TLS", f"{self.display_url} is served over https, but the request was plain "
+                             "http. Use an https:// --base-url (or OPENROUTER_BASE_URL), then re-run the same command.")
         if status == 401:
             raise RunStopped("key rejected", f"the API key was rejected (401: {detail}). Check OPENROUTER_API_KEY "
                              "in your environment or .env, then re-run the same command to continue.")
@@ -1708,8 +1869,160 @@ class TeacherClient:
 SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # cheap pre-check; `encodable` decides
 
 
+def carries_reasoning_content(body: dict) -> bool:
+    return any(isinstance(m, dict) and "reasoning_content" in m for m in body.get("messages", ()))
+
+
+def without_reasoning_content(message: dict) -> dict:
+    return {k: v for k, v in message.items() if k != "reasoning_content"} if "reasoning_content" in message else message
+
+
 def aiohttp_session(connections: int) -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections))
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_reuseconn.append(note_connection_reuse)
+    # The TLS context is made here, at the first request, so SSL_CERT_FILE from .env counts (aiohttp's
+    # own default context is made when aiohttp is imported, before .env is read).
+    connector = aiohttp.TCPConnector(limit=connections, ssl=tls_context())
+    return aiohttp.ClientSession(connector=connector, trace_configs=[trace])
+
+
+def tls_context() -> ssl.SSLContext:
+    """SSL_CERT_FILE (or SSL_CERT_DIR) when set, else the system's certificates, else certifi's (a Python
+    without system certificates, such as python.org's build on macOS, would refuse every server)."""
+    cafile, capath = os.environ.get("SSL_CERT_FILE") or None, os.environ.get("SSL_CERT_DIR") or None
+    if cafile or capath:
+        return ssl.create_default_context(cafile=cafile, capath=capath)
+    context = ssl.create_default_context()
+    if context.cert_store_stats()["x509_ca"] == 0 and not directory_has_files(ssl.get_default_verify_paths().capath):
+        import certifi  # httpx's own dependency
+
+        context.load_verify_locations(certifi.where())
+    return context
+
+
+def directory_has_files(path: str | None) -> bool:
+    try:
+        return bool(path) and any(os.scandir(path))
+    except OSError:
+        return False
+
+
+def check_tls_settings() -> None:
+    """A certificate file named in the environment or .env must be readable before anything is sent."""
+    try:
+        tls_context()
+    except (OSError, ssl.SSLError) as e:
+        names = " or ".join(n for n in ("SSL_CERT_FILE", "SSL_CERT_DIR") if os.environ.get(n))
+        raise UsageError(f"{names} ({os.environ.get('SSL_CERT_FILE') or os.environ.get('SSL_CERT_DIR')}): cannot "
+                         f"load certificates from it ({getattr(e, 'strerror', None) or e}). Point it at a PEM file "
+                         "of CA certificates, or unset it.") from None
+
+
+# https:// to a port that speaks plain HTTP: OpenSSL reads the server's "HTTP/1.1 400" as a TLS record.
+NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST", "PACKET_LENGTH_TOO_LONG"}
+
+
+@dataclass
+class ConnectionReuse:
+    """Whether the request in progress went out on a kept-alive connection, and got an answer head."""
+
+    reused: bool = False
+    answered: bool = False
+
+
+CONNECTION_REUSE: contextvars.ContextVar[ConnectionReuse | None] = contextvars.ContextVar("reuse", default=None)
+# What a request sent on a connection the server had closed fails with, before any byte comes back.
+STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError,
+                           BrokenPipeError)
+
+
+async def note_connection_reuse(session: Any, context: Any, params: Any) -> None:
+    reuse = CONNECTION_REUSE.get()
+    if reuse is not None:
+        reuse.reused = True
+
+
+class StaleConnection(Exception):
+    """The request died on a kept-alive connection before any answer: send it again, no retry spent."""
+
+
+ACCEPTED_ENCODINGS = "gzip, deflate"  # what zlib decodes; BodyDecoder handles each
+
+
+class AnswerTooLarge(Exception):
+    def __init__(self, size: int, limit: int):
+        super().__init__(f"the answer is larger than {limit / (1 << 20):g} MB ({size:,} bytes or more, decoded; "
+                         "--max-answer-mb); not retried")
+
+
+class BodyDecoder:
+    """Decodes a body as its Content-Encoding names, chunk by chunk, and never yields more than `limit`
+    bytes in all: a compression bomb costs at most the cap, not the machine's memory. Every encoding we
+    accept is decoded; any other is a malformed answer."""
+
+    def __init__(self, content_encoding: str, limit: int):
+        codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
+        unknown = [c for c in codings if c not in ("gzip", "x-gzip", "deflate", "identity")]
+        if unknown:
+            raise MalformedAnswer(f"the answer is encoded as {', '.join(unknown)}, which was not asked for "
+                                  f"(Accept-Encoding: {ACCEPTED_ENCODINGS})")
+        # Applied in the order listed, so undone in reverse; each stage is capped (gzip inside gzip).
+        self.stages = [Inflater(c, limit) for c in reversed(codings) if c != "identity"]
+        self.limit, self.size = limit, 0
+
+    def feed(self, data: bytes) -> bytes:
+        for stage in self.stages:
+            data = stage.feed(data)
+        return self._count(data)
+
+    def finish(self) -> bytes:
+        data = b""
+        for stage in self.stages:
+            data = stage.feed(data) + stage.finish()
+        return self._count(data)
+
+    def _count(self, data: bytes) -> bytes:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise AnswerTooLarge(self.size, self.limit)
+        return data
+
+
+class Inflater:
+    """One gzip or deflate layer, decoded incrementally with zlib, its output capped."""
+
+    def __init__(self, coding: str, limit: int):
+        self.gzip = coding in ("gzip", "x-gzip")
+        self.limit, self.size, self.started = limit, 0, False
+        self.zlib = self._new()
+
+    def _new(self, raw: bool = False) -> Any:
+        return zlib.decompressobj(16 + zlib.MAX_WBITS if self.gzip else -zlib.MAX_WBITS if raw else zlib.MAX_WBITS)
+
+    def feed(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            try:
+                piece = self.zlib.decompress(data, self.limit - self.size + 1)
+            except zlib.error as e:
+                if not self.gzip and not self.started:  # "deflate" sent raw, without its zlib header
+                    self.zlib, self.started = self._new(raw=True), True
+                    continue
+                raise MalformedAnswer(f"the answer's {'gzip' if self.gzip else 'deflate'} data is broken ({e})") from None
+            self.started = True
+            self.size += len(piece)
+            if self.size > self.limit:
+                raise AnswerTooLarge(self.size, self.limit)
+            out.append(piece)
+            data = self.zlib.unconsumed_tail
+            if self.zlib.eof and self.zlib.unused_data.strip(b"\0\r\n "):  # a second gzip member
+                data, self.zlib = self.zlib.unused_data + data, self._new()
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        if self.started and not self.zlib.eof:
+            raise MalformedAnswer(f"the answer's {'gzip' if self.gzip else 'deflate'} data ends early (cut)")
+        return b""
 
 
 def proxy_for(url: str) -> httpx.Proxy | None:
@@ -1820,7 +2133,7 @@ def parse_completion(data: dict) -> Completion:
     content = message.get("content")
     if not (content is None or isinstance(content, str) or is_content_parts(content)):
         raise MalformedAnswer("message.content is neither text nor a list of text parts")
-    for name in ("reasoning", "refusal"):
+    for name in ("reasoning", "reasoning_content", "refusal"):
         if message.get(name) is not None and not isinstance(message[name], str):
             raise MalformedAnswer(f"message.{name} is not a string")
     if message.get("reasoning_details") is not None and not isinstance(message["reasoning_details"], list):
@@ -1861,8 +2174,33 @@ def tool_call(call: Any, i: int) -> dict:
     function.setdefault("name", "")
     if function.get("arguments") is None:
         function["arguments"] = ""
-    return {**call, "id": call.get("id") or f"call_{i}_{random.getrandbits(32):08x}",
-            "type": call.get("type") or "function", "function": function}
+    return {**call, "id": call.get("id") or None, "type": call.get("type") or "function", "function": function}
+
+
+def with_unique_call_ids(message: dict, turn: int, conversation: list[dict]) -> dict:
+    """The message with every tool call id unique in the conversation, so each tool result maps back to
+    one call (templates and trainers pair them by id). The teacher's id is kept where it is unique;
+    a missing, repeated or reused one becomes call_{turn}_{i}: the same on every run, unlike a random one.
+    These are the ids the teacher gets back with the results, too."""
+    calls = message.get("tool_calls")
+    if not calls:
+        return message
+    taken = {c.get("id") for m in conversation for c in m.get("tool_calls") or () if isinstance(c, dict)}
+    taken |= {m.get("tool_call_id") for m in conversation if m.get("role") == "tool"}
+    given = collections.Counter(call["id"] for call in calls)
+    kept = [call["id"] if call["id"] and given[call["id"]] == 1 and call["id"] not in taken else None
+            for call in calls]
+    taken.update(kept)
+    ids = []
+    for i, (call, id_kept) in enumerate(zip(calls, kept)):
+        new_id, n = id_kept or f"call_{turn}_{i}", 1
+        while id_kept is None and new_id in taken:
+            new_id, n = f"call_{turn}_{i}_{n}", n + 1
+        taken.add(new_id)
+        ids.append(new_id)
+    if all(call["id"] == new_id for call, new_id in zip(calls, ids)):
+        return message
+    return {**message, "tool_calls": [{**call, "id": new_id} for call, new_id in zip(calls, ids)]}
 
 
 # ==================================================================================================
@@ -1931,6 +2269,8 @@ class Rollouts:
             return outcome.end(Ending.STOPPED, f"stopped: {e.kind}", e.message, stop=e)
         except NotStarted:
             return outcome.end(Ending.NOT_STARTED, "not started")
+        except ToolUnavailable as e:
+            return outcome.end(Ending.FAILED, "tool unavailable", str(e))
         except asyncio.CancelledError:  # the run is stopping at once; the outcome still gets settled
             return outcome.end(Ending.STOPPED, "interrupted", "the run stopped while this rollout was in progress")
         except Exception as e:  # a bug of ours: this rollout fails with the place, the run goes on
@@ -1944,19 +2284,23 @@ class Rollouts:
             unless = self.stopping if turn == 1 else None
             completion = await self.client.complete({**self.base_body, "messages": self.cache.mark(o.messages)},
                                                     o.job.seq, o.usage, unless)
-            o.messages.append(completion.message)
+            message = with_unique_call_ids(completion.message, turn, o.messages)
+            o.messages.append(message)
             o.turns, o.finish_reason, o.model, o.attempts = turn, completion.finish_reason, completion.model, turn
             if completion.finish_reason in ("length", "content_filter"):
                 return o.end(Ending.INCOMPLETE, f"incomplete: {completion.finish_reason}",
                              f"incomplete: finish_reason {completion.finish_reason} on turn {turn}")
-            calls = completion.message.get("tool_calls")
+            calls = message.get("tool_calls")
             if calls:
                 if turn == self.cfg.max_turns:
                     return o.end(Ending.INCOMPLETE, "incomplete: max turns",
                                  f"incomplete: reached --max-turns {turn} while the teacher was still calling tools")
                 o.messages.extend(await self.run_tools(calls, o.job.prompt.metadata))
                 continue
-            if not message_text(completion.message).strip():
+            if not message_text(message).strip():
+                if isinstance(message.get("refusal"), str) and message["refusal"].strip():
+                    return o.end(Ending.INCOMPLETE, "incomplete: refusal",
+                                 f"incomplete: the teacher refused on turn {turn}: {message['refusal']}")
                 return o.end(Ending.INCOMPLETE, "incomplete: empty answer", f"incomplete: empty answer on turn {turn}")
             return o.end(Ending.FINISHED)
         raise AssertionError("unreachable")
@@ -1987,12 +2331,40 @@ def message_text(message: dict) -> str:
 
 
 def reasoning_text(message: dict) -> str:
-    if isinstance(message.get("reasoning"), str) and message["reasoning"]:
-        return message["reasoning"]
+    """The reasoning under any of its names: OpenRouter's `reasoning` (or its `reasoning_details`), or
+    `reasoning_content` (DeepSeek's API, vLLM's and SGLang's reasoning parsers)."""
+    for name in ("reasoning", "reasoning_content"):
+        if isinstance(message.get(name), str) and message[name]:
+            return message[name]
     details = message.get("reasoning_details") or []
     parts = [d.get("text") or d.get("summary") or "" for d in details
              if isinstance(d, dict) and d.get("type") in ("reasoning.text", "reasoning.summary")]
     return "\n".join(p for p in parts if isinstance(p, str) and p)
+
+
+def dataset_messages(outcome: Outcome, keep_reasoning: bool, redact: Callable[[str], str]) -> list[dict]:
+    """The conversation as a dataset line holds it: the prompt's own messages exactly as given, then what
+    the teacher and the tools wrote, with the key taken out of their texts (never out of keys or ids)."""
+    given = len(outcome.job.prompt.messages)
+    return [training_message(m, keep_reasoning) if i < given else redacted(training_message(m, keep_reasoning), redact)
+            for i, m in enumerate(outcome.messages)]
+
+
+def redacted(message: dict, redact: Callable[[str], str]) -> dict:
+    """The message with `redact` applied to every text in it: content (or its parts), reasoning, refusal
+    and tool call arguments."""
+    out = dict(message)
+    for name in ("content", "reasoning_content", "refusal"):
+        if isinstance(out.get(name), str):
+            out[name] = redact(out[name])
+    if isinstance(out.get("content"), list):
+        out["content"] = [{**part, "text": redact(part["text"])} if isinstance(part, dict) and isinstance(
+            part.get("text"), str) else part for part in out["content"]]
+    if out.get("tool_calls"):
+        out["tool_calls"] = [{**call, "function": {**call["function"],
+                                                   "arguments": redact(call["function"]["arguments"])}}
+                             for call in out["tool_calls"]]
+    return out
 
 
 def arguments_text(arguments: str | dict) -> str:
@@ -2008,6 +2380,8 @@ def training_message(message: dict, keep_reasoning: bool) -> dict:
         reasoning = reasoning_text(message) if keep_reasoning else ""
         if reasoning:
             out["reasoning_content"] = reasoning
+        if isinstance(message.get("refusal"), str) and message["refusal"]:
+            out["refusal"] = message["refusal"]  # the teacher's words when it declines; kept, not dropped
         if message.get("tool_calls"):
             out["tool_calls"] = [{"id": c["id"], "type": "function",
                                   "function": {"name": c["function"]["name"],
@@ -2039,26 +2413,61 @@ class OutputError(Exception):
         self.path, self.error = path, error
 
 
-def encode_line(record: dict, redact: Callable[[str], str]) -> bytes:
+def encode_line(record: dict) -> bytes:
     """One line of strict JSON (RFC 8259: no NaN, valid UTF-8); ValueError if the record cannot be."""
     try:
-        text = orjson.dumps(record).decode("utf-8")  # ~5x json.dumps, strict: lone surrogates refused
+        return orjson.dumps(record) + b"\n"  # ~5x json.dumps, strict: lone surrogates refused
     except orjson.JSONEncodeError:  # also integers past 64 bits, which json writes exactly
-        text = json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return (redact(text) + "\n").encode("utf-8")
+        return (json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+@contextlib.contextmanager
+def replaced_atomically(path: Path) -> Iterator[Any]:
+    """Write a new version of `path`: the with-block writes a temporary file beside the real file (through
+    any symlink, so a link stays a link and its target is what changes), which is flushed to disk and then
+    renamed over it. A crash or an error midway leaves the old file whole and no temporary behind."""
+    target = Path(os.path.realpath(path))
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+
+
+def check_regular_file(path: Path, what: str) -> None:
+    """Our files are appended to, scanned and replaced: a FIFO would block, /dev/zero never ends, /dev/full
+    refuses every write. Refuse anything that exists and is not a regular file (after symlinks)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise UsageError(f"{path}: cannot use it as {what}: {e.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "not a regular file")
+        raise UsageError(f"{path}: cannot open {what}: it is {kind}, and {what} must be a regular file (it is "
+                         "appended to, read back on resume and rewritten). Pass another --output.")
 
 
 class LineFile:
     """Appends JSON lines with one write() each; a failed write is undone, so no torn line is left."""
 
-    def __init__(self, path: Path, redact: Callable[[str], str]):
-        self.path, self.redact = path, redact
+    def __init__(self, path: Path):
+        self.path = path
         self._fd: int | None = None
         self._size = 0  # where the last whole line ends: a failed write is cut back to it
 
     def append(self, record: dict) -> None:
         """Raises ValueError if the record cannot be encoded, OutputError if it cannot be written."""
-        data = encode_line(record, self.redact)
+        data = encode_line(record)
         try:
             if self._fd is None:
                 self._use(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
@@ -2106,8 +2515,8 @@ OUR_PREFIXES = (b'{"metadata":{"prompt_id":', b'{"metadata": {"prompt_id": ')  #
 class OutputFile(LineFile):
     """train.jsonl: the one owner of its format, lock, scan, repair and writes."""
 
-    def __init__(self, path: Path, redact: Callable[[str], str]):
-        super().__init__(path, redact)
+    def __init__(self, path: Path):
+        super().__init__(path)
         self.created = False
 
     @property
@@ -2135,7 +2544,7 @@ class OutputFile(LineFile):
         """Unlock; a file this run created and never wrote to is removed (no 0-byte leftovers)."""
         if self._fd is not None and self.created and os.fstat(self._fd).st_size == 0:
             with contextlib.suppress(OSError):
-                self.path.unlink()
+                Path(os.path.realpath(self.path)).unlink()  # through a symlink: the file, not the link
         self.close()
 
     # -- reading ---------------------------------------------------------------------------------
@@ -2252,10 +2661,9 @@ class OutputFile(LineFile):
         """Copy the good lines to a new file that replaces this one (a crash midway leaves the old one
         whole); the bad ones go to the quarantine file as JSON records with their text."""
         drop = {b.line_no: b for b in bad}
-        quarantine = LineFile(self.quarantine_path, self.redact)
-        temporary = self.path.with_name(self.path.name + ".rewrite.tmp")
+        quarantine = LineFile(self.quarantine_path)
         try:
-            with open(self.path, "rb") as source, open(temporary, "wb") as target:
+            with open(self.path, "rb") as source, replaced_atomically(self.path) as target:
                 for line_no, line in enumerate(source, 1):
                     if line_no == 1:
                         line = line.removeprefix(UTF8_BOM)
@@ -2264,12 +2672,7 @@ class OutputFile(LineFile):
                     elif drop[line_no].quarantine:
                         quarantine.append({"file": str(self.path), "line": line_no, "reason": drop[line_no].reason,
                                            "text": line.decode("utf-8", "replace").rstrip("\n")})
-                target.flush()
-                os.fsync(target.fileno())
-            os.replace(temporary, self.path)
         except OSError as e:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
             raise OutputError(self.path, e) from None
         finally:
             quarantine.close()
@@ -2294,8 +2697,7 @@ def output_record(outcome: Outcome, cfg: Config, tool_names: list[str]) -> dict:
         metadata["attempt"] = outcome.attempt
     if outcome.score is not None:
         set_score(metadata, outcome.score)
-    record = {"metadata": metadata,
-              "messages": [training_message(m, cfg.keep_reasoning) for m in outcome.messages]}
+    record = {"metadata": metadata, "messages": dataset_messages(outcome, cfg.keep_reasoning, cfg.redact)}
     if tool_names:
         record["tools"] = tool_names
     return record
@@ -2309,13 +2711,23 @@ def set_score(metadata: dict, score: Score) -> None:
         metadata.pop("reward_errors", None)
 
 
-def line_key(record: Any) -> int | None:
-    """The rollout a line of ours belongs to, or None for a line that is not one."""
-    try:
-        metadata = record["metadata"]
-        return rollout_key(metadata["prompt_id"], int(metadata.get("sample", 0)))
-    except (KeyError, TypeError, ValueError, AttributeError):
+def rollout_of(record: Any) -> tuple[str, int, int] | None:
+    """(prompt id, sample, attempt) of a line of ours, by the strict rule the scan uses (a string id, an
+    integer sample); None for a line that is not one. One rollout may rightly have one rejected line per
+    attempt, and no more: scans and rescores collapse repeats of the same three."""
+    metadata = record.get("metadata") if isinstance(record, dict) else None
+    if not isinstance(metadata, dict):
         return None
+    prompt_id, sample, attempt = metadata.get("prompt_id"), metadata.get("sample"), metadata.get("attempt", 1)
+    if type(prompt_id) is not str or type(sample) is not int or type(attempt) is not int:
+        return None
+    return prompt_id, sample, attempt
+
+
+def line_key(record: Any) -> int | None:
+    """The rollout key (prompt id, sample) a line of ours belongs to, or None for a line that is not one."""
+    rollout = rollout_of(record)
+    return None if rollout is None else rollout_key(rollout[0], rollout[1])
 
 
 class RejectedFile(LineFile):
@@ -2325,6 +2737,7 @@ class RejectedFile(LineFile):
     def tries(self, repair: bool = True) -> collections.Counter:
         """Rejected lines per rollout key. A torn last line (a crash mid-write) is cut: its rollout runs again."""
         counts: collections.Counter = collections.Counter()
+        seen: set[int] = set()  # hashes of (prompt id, sample, attempt): a copy left by a crash counts once
         try:
             with open(self.path, "rb") as f:
                 data_end = 0
@@ -2333,11 +2746,12 @@ class RejectedFile(LineFile):
                         break
                     data_end += len(line)
                     try:
-                        key = line_key(orjson.loads(line))
+                        rollout = rollout_of(orjson.loads(line))
                     except orjson.JSONDecodeError:
                         continue
-                    if key is not None:
-                        counts[key] += 1
+                    if rollout is not None and hash(rollout) not in seen:
+                        seen.add(hash(rollout))
+                        counts[rollout_key(rollout[0], rollout[1])] += 1
             if repair and data_end != self.path.stat().st_size:
                 os.truncate(self.path, data_end)
         except FileNotFoundError:
@@ -2365,38 +2779,38 @@ async def rescore(cfg: Config, judge: Judge, output: OutputFile) -> int:
     --min-reward, moving lines between the two files; nothing is sent. The files are replaced in an
     order that never loses a line: a crash in between leaves a moved line in both (the output wins)."""
     rejected_path, counts = cfg.rejected_path, Rescored()
-    new_output, new_rejected = temporary_beside(cfg.output), temporary_beside(rejected_path)
     accepted: set[int] = set()  # keys with a line in the new output
+    kept: set[tuple] = set()  # (prompt id, sample, attempt) of every line written: a repeat is dropped
     moved_in: list[bytes] = []
     try:
-        with open(new_output, "wb") as out, open(new_rejected, "wb") as rej:
+        # The output is replaced last (the with-blocks close inner first): a crash in between leaves a
+        # moved line in both files, which the next scan or rescore collapses (the output wins).
+        with replaced_atomically(cfg.output) as out, replaced_atomically(rejected_path) as rej:
             async for record, line in rescored_lines(cfg.output, judge, counts):
+                if record is not None and rollout_of(record) in kept:
+                    continue  # a second copy (a crash of an earlier --rescore): one is enough
+                kept.add(rollout_of(record))
                 passes = record is None or not below_min_reward(record, cfg)
                 (out if passes else rej).write(line)
                 counts.to_rejected += not passes
                 if passes and record is not None:
                     accepted.add(line_key(record))
             async for record, line in rescored_lines(rejected_path, judge, counts):
+                if record is not None and rollout_of(record) in kept:
+                    continue  # already in the output, or already here
+                kept.add(rollout_of(record))
                 key = line_key(record) if record is not None else None
                 if record is not None and key not in accepted and not below_min_reward(record, cfg):
                     accepted.add(key)
                     out.write(line)
                     moved_in.append(line)
                 rej.write(line)  # moved-in lines stay here until the output holds them
-            for f in (out, rej):
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(new_rejected, rejected_path)
-        os.replace(new_output, cfg.output)
         output.created = False  # it holds lines now, whatever it held when it was locked
         if moved_in:
             drop = set(moved_in)
-            with open(rejected_path, "rb") as f, open(new_rejected, "wb") as rej:
+            with open(rejected_path, "rb") as f, replaced_atomically(rejected_path) as rej:
                 rej.writelines(line for line in f if line not in drop)
-            os.replace(new_rejected, rejected_path)
     except OSError as e:
-        for path in (new_output, new_rejected):
-            path.unlink(missing_ok=True)
         raise OutputError(e.filename and Path(e.filename) or cfg.output, e) from None
     counts.to_output = len(moved_in)
     if rejected_path.exists() and rejected_path.stat().st_size == 0:
@@ -2410,10 +2824,6 @@ async def rescore(cfg: Config, judge: Judge, output: OutputFile) -> int:
 
 def below_min_reward(record: dict, cfg: Config) -> bool:
     return cfg.min_reward is not None and record["metadata"]["reward"] < cfg.min_reward
-
-
-def temporary_beside(path: Path) -> Path:
-    return path.with_name(path.name + ".rescore.tmp")
 
 
 async def rescored_lines(path: Path, judge: Judge, counts: Rescored, batch: int = 64):
@@ -2441,7 +2851,7 @@ async def rescored_lines(path: Path, judge: Judge, counts: Rescored, batch: int 
                 set_score(record["metadata"], score)
                 counts.lines += 1
                 counts.reward_sum += score.total
-                yield record, encode_line(record, lambda text: text)
+                yield record, encode_line(record)
 
 
 def iter_scores(records: list, scores: list) -> Iterator[Score | None]:
@@ -2457,14 +2867,14 @@ class FailedFile(LineFile):
     run: lines of rollouts now in the output are dropped and only the latest line per rollout kept.
     """
 
-    def record(self, outcome: Outcome, keep_reasoning: bool) -> None:
+    def record(self, outcome: Outcome, keep_reasoning: bool, redact: Callable[[str], str]) -> None:
         job = outcome.job
         entry = {"prompt_id": job.prompt.prompt_id, "sample": job.sample, "prompt": job.prompt.source,
-                 "metadata": job.prompt.metadata, "kind": outcome.label, "reason": outcome.detail,
+                 "metadata": job.prompt.metadata, "kind": outcome.label, "reason": redact(outcome.detail),
                  "attempts": outcome.attempts, "status": outcome.status,
                  "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "usage": outcome.usage.to_json()}
         if outcome.paid:
-            entry["messages"] = [training_message(m, keep_reasoning) for m in outcome.messages]
+            entry["messages"] = dataset_messages(outcome, keep_reasoning, redact)
         try:
             self.append(entry)
         except ValueError:  # cannot happen with checked answers and tool results; never lose the entry
@@ -2489,17 +2899,14 @@ class FailedFile(LineFile):
                         latest[key] = line if line.endswith("\n") else line + "\n"
         except FileNotFoundError:
             return 0
-        temporary = self.path.with_name(self.path.name + ".tmp")
         try:
             if not latest:
                 self.path.unlink()
                 return 0
-            with open(temporary, "w", encoding="utf-8") as f:
-                f.writelines(latest.values())
-            os.replace(temporary, self.path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                temporary.unlink()
+            with replaced_atomically(self.path) as f:
+                f.writelines(line.encode("utf-8", "surrogateescape") for line in latest.values())
+        except (OSError, UnicodeEncodeError):
+            pass
         return len(latest)
 
 
@@ -2603,9 +3010,8 @@ def export_output(output: Path, fmt: str, toolbox: ToolBox | None) -> ExportResu
     schemas = {tool.name: tool.api_schema() for tool in toolbox.tools.values()} if toolbox else {}
     result = ExportResult(export_path(output, fmt))
     convert = EXPORTERS[fmt]
-    temporary = result.path.with_name(result.path.name + ".tmp")
     try:
-        with open(output, "rb") as source, open(temporary, "wb") as target:
+        with open(output, "rb") as source, replaced_atomically(result.path) as target:
             for line in source:
                 try:
                     record = orjson.loads(line)
@@ -2619,12 +3025,9 @@ def export_output(output: Path, fmt: str, toolbox: ToolBox | None) -> ExportResu
                 result.unknown_tools.update(name for name in record.get("tools", ()) if name not in schemas)
                 target.write(orjson.dumps(exported) + b"\n")
                 result.written += 1
-        os.replace(temporary, result.path)
     except FileNotFoundError:
-        temporary.unlink(missing_ok=True)
         return result
     except OSError as e:
-        temporary.unlink(missing_ok=True)
         raise OutputError(result.path, e) from None
     return result
 
@@ -2651,6 +3054,7 @@ class Progress:
         self.stats, self.limiter = stats, limiter
         self.interactive = sys.stderr.isatty()
         self.total, self.done = total, done
+        self.started, self.done_at_start = time.monotonic(), done
         self.bar = tqdm(total=total, initial=done, unit="rollout", dynamic_ncols=True, file=sys.stderr,
                         mininterval=0.5, smoothing=0.1, disable=not self.interactive)
         self._last_line = time.monotonic()
@@ -2688,7 +3092,15 @@ class Progress:
                 self.bar.set_postfix_str(self.status(), refresh=True)
             elif time.monotonic() - self._last_line >= 30:
                 self._last_line = time.monotonic()
-                self.log(f"progress: {self.done}/{self.total} done, {self.status()}")
+                self.log(f"progress: {self.done}/{self.total} done{self.pace()}, {self.status()}")
+
+    def pace(self) -> str:
+        """Rollouts a minute this run and the time left at that pace, for a log that has no bar."""
+        finished, elapsed = self.done - self.done_at_start, time.monotonic() - self.started
+        if not finished or elapsed <= 0:
+            return ""
+        rate = finished / elapsed
+        return f" ({rate * 60:.1f}/min, about {human_duration((self.total - self.done) / rate)} left)"
 
     def close(self) -> None:
         if self.interactive:
@@ -2724,10 +3136,13 @@ class Plan:
     tried: collections.Counter = field(default_factory=collections.Counter)  # rejected tries per key
     already_rejected: int = 0  # of already_done, those finished by rejection (not in the output)
     finished_now: int = 0  # rollouts this run finished (written, or rejected with no try left)
-    # Where the prompts with rollouts still to run are in the file (and their repeat numbers), so the
-    # run re-reads only those lines: a resume with 999,900 of 1,000,000 done parses 100 lines, not 1M.
+    # Where the prompts with rollouts still to run are in the file (with their repeat numbers, line numbers
+    # and the hashes of their ids, to check the line still holds them), so the run re-reads only those
+    # lines: a resume with 999,900 of 1,000,000 done parses 100 lines, not 1M.
     pending_offsets: array.array = field(default_factory=lambda: array.array("q"))
     pending_repeats: array.array = field(default_factory=lambda: array.array("q"))
+    pending_lines: array.array = field(default_factory=lambda: array.array("q"))
+    pending_ids: array.array = field(default_factory=lambda: array.array("q"))
 
     @property
     def pending(self) -> int:
@@ -2735,7 +3150,8 @@ class Plan:
 
     def pending_jobs(self, cfg: Config) -> Iterator[RolloutJob]:
         seq = itertools.count()
-        for prompt in read_prompts_at(cfg.input, cfg.system, self.pending_offsets, self.pending_repeats):
+        places = zip(self.pending_offsets, self.pending_repeats, self.pending_lines, self.pending_ids)
+        for prompt in read_prompts_at(cfg.input, cfg.system, places):
             for sample in range(cfg.samples):
                 job = RolloutJob(prompt, sample, next(seq))
                 if job.key not in self.done:
@@ -2755,12 +3171,15 @@ def make_plan(cfg: Config, done: set[int], tried: collections.Counter | None = N
         elif not plan.pending_offsets or plan.pending_offsets[-1] != job.prompt.offset:
             plan.pending_offsets.append(job.prompt.offset)
             plan.pending_repeats.append(job.prompt.repeat)
+            plan.pending_lines.append(job.prompt.line_no)
+            plan.pending_ids.append(hash(job.prompt.prompt_id))
     if plan.total == 0:
         raise UsageError(f"{cfg.input}: no prompts found" + (" in this shard" if cfg.shard else ""))
     return plan
 
 
 DOOMED_AFTER = 20  # failed prompts, with no answer at all yet, that stop the run
+TOOLS_DOWN_AFTER = 10  # rollouts in a row failed by an unavailable tool that stop the run (each one is paid)
 
 
 class Fate(enum.Enum):
@@ -2781,8 +3200,8 @@ class Run:
         self.stats = Stats(skipped=plan.already_done)
         self.limiter = AdaptiveLimiter(cfg.concurrency, slow_start=cfg.start_concurrency)
         self.progress = Progress(plan.total, plan.already_done, self.stats, self.limiter)
-        self.failed = FailedFile(cfg.failed_path, cfg.redact)
-        self.rejected = RejectedFile(cfg.rejected_path, cfg.redact)
+        self.failed = FailedFile(cfg.failed_path)
+        self.rejected = RejectedFile(cfg.rejected_path)
         self.judge = judge
         self.client = TeacherClient(cfg, self.limiter, self.stats)
         self.stopping = asyncio.Event()
@@ -2792,11 +3211,14 @@ class Run:
         self.tasks: set[asyncio.Task] = set()
         self.interrupted = False
         self.stop_reason: str | None = None  # why the run stopped early (not a Ctrl-C): the summary says
+        self.told_uncosted = False  # --max-cost: said once that some answers carried no cost
+        self.tools_down_in_a_row = 0  # rollouts failed in a row by a tool that said it is unavailable
         self.started = time.monotonic()
 
     async def execute(self) -> int:
         self.failed.compact(self.plan.done)
         self._install_signal_handlers()
+        self.progress.log(self._plan_line())
         refresher = asyncio.create_task(self.progress.refresh_forever())
         try:
             await self._feed_pool()
@@ -2815,16 +3237,21 @@ class Run:
     async def _feed_pool(self) -> None:
         stop_waiter = asyncio.create_task(self.stopping.wait())
         try:
-            for job in self.plan.pending_jobs(self.cfg):
-                while len(self.tasks) >= self.cfg.rollout_pool_size and not self.stopping.is_set():
-                    await asyncio.wait(self.tasks | {stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
-                if self.stopping.is_set():
-                    return
-                task = asyncio.create_task(self._run_one(job))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
+            await self._start_rollouts(stop_waiter)
+        except PromptsChanged as e:
+            self.stop(str(e), now=False)  # what runs finishes and is kept; nothing more is read from the file
         finally:
             stop_waiter.cancel()
+
+    async def _start_rollouts(self, stop_waiter: asyncio.Task) -> None:
+        for job in self.plan.pending_jobs(self.cfg):
+            while len(self.tasks) >= self.cfg.rollout_pool_size and not self.stopping.is_set():
+                await asyncio.wait(self.tasks | {stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if self.stopping.is_set():
+                return
+            task = asyncio.create_task(self._run_one(job))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     async def _run_one(self, job: RolloutJob) -> None:
         # With --attempts, one try after another (the point is to pay for as few as needed); a try
@@ -2908,6 +3335,7 @@ class Run:
         self.plan.done.add(outcome.job.key)
         self.plan.finished_now += 1
         self.stats.written += 1
+        self.tools_down_in_a_row = 0
         self.progress.advance()
         return Fate.WRITTEN
 
@@ -2915,9 +3343,13 @@ class Run:
         self.stats.failed += 1
         self.stats.failure_reasons[outcome.label] += 1
         try:
-            self.failed.record(outcome, self.cfg.keep_reasoning)
+            self.failed.record(outcome, self.cfg.keep_reasoning, self.cfg.redact)
         except OutputError as e:
             self.stop(f"{e}. This run stopped; free space (or fix the cause), then re-run the same command.")
+        self.tools_down_in_a_row = self.tools_down_in_a_row + 1 if outcome.label == "tool unavailable" else 0
+        if self.tools_down_in_a_row >= TOOLS_DOWN_AFTER:
+            self.stop(f"{plural(self.tools_down_in_a_row, 'rollout')} in a row failed because a tool was "
+                      f"unavailable ({outcome.detail}). Fix what the tool needs, then re-run the same command.")
         if (outcome.ending is Ending.FAILED and self.stats.failed >= DOOMED_AFTER
                 and not self.client.answered_once):
             self.stop(f"the first {self.stats.failed} prompts all failed and the teacher has not answered once "
@@ -2939,18 +3371,29 @@ class Run:
         """--max-cost: once what this run spent, plus what the requests in flight will likely cost, reaches
         the cap, start nothing new; rollouts in progress finish and are written."""
         s, cap = self.stats, self.cfg.max_cost
+        if s.uncosted and not self.told_uncosted and (s.spent or s.answers >= 3):
+            # The cap stays on whatever some answers say: it counts every cost that is reported.
+            self.told_uncosted = True
+            self.progress.log(
+                "--max-cost cannot apply: the teacher reports no cost (usage.cost), so spend is shown in tokens "
+                "only; the cap counts any cost that is reported later." if not s.spent else
+                "--max-cost: an answer carried no usable cost (usage.cost missing, negative or not a number); "
+                "the cap counts the costs that are reported.")
         if s.spent == 0:
-            if s.answers >= 3 and self.client.on_answer is not None:
-                self.client.on_answer = None
-                self.progress.log("--max-cost cannot apply: the teacher reports no cost (usage.cost), so spend "
-                                  "is shown in tokens only.")
             return
-        in_flight = self.limiter.in_flight * s.spent / s.answers
+        in_flight = self.limiter.in_flight * s.spent / max(1, s.answers - s.uncosted)
         if s.spent + in_flight >= cap and self.stop_reason is None:
             self.client.on_answer = None
             self.stop(f"the spend cap was reached: ${s.spent:.4f} spent, ${in_flight:.4f} more likely in flight "
                       f"(--max-cost {cap:g}). Nothing new was started; re-run the same command to continue "
                       "(each run has its own cap).", now=False)
+
+    def _plan_line(self) -> str:
+        """The first line of a run: a log file shows what the run will do before its first result."""
+        plan, cfg = self.plan, self.cfg
+        done = f" ({plan.already_done} of {plan.total} already done)" if plan.already_done else ""
+        return (f"Running {plural(plan.pending, 'rollout')}{done} with {cfg.model} at {self.client.display_url}, up to "
+                f"{cfg.concurrency} requests in flight; writing {cfg.output}.")
 
     def _gate_summary(self) -> str:
         s, cfg = self.stats, self.cfg
@@ -2965,8 +3408,10 @@ class Run:
         return text
 
     def _install_signal_handlers(self) -> None:
+        # SIGHUP: the SSH session dropped or the terminal closed. Answers already paid for are still
+        # coming in: finish and keep them, as for SIGTERM (stderr may be gone; see SurvivingStream).
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, self._on_signal)
 
     def _on_signal(self) -> None:
@@ -3016,6 +3461,10 @@ class Run:
         elif u.cached_tokens or self.rollouts.cache.enabled:
             lines.append(f"Prompt caching: {self.rollouts.cache.why}; {u.cached_share:.0%} of prompt tokens "
                          "read from cache")
+        if s.uncosted:
+            lines.append(f"Cost: {s.uncosted} of {s.answers} answers carried no usable cost; the spend shown "
+                         "counts the costs that were reported.")
+        lines.extend(self.client.notes)
         if self.stop_reason:
             lines.append(f"Stopped: {self.stop_reason}")
         print(cfg.redact("\n".join(lines)), file=sys.stderr, flush=True)
@@ -3036,7 +3485,7 @@ def print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Output
         body["messages"] = cache.mark(first.prompt.messages)
     key = cfg.api_key or ""
     masked = f"{key[:8]}...{key[-4:]}" if len(key) > 16 else "***" if key else "(none)"
-    print(f"POST {cfg.base_url}/chat/completions")
+    print(f"POST {display_url(cfg.base_url)}/chat/completions")
     print(f"Authorization: Bearer {masked}")
     print(json.dumps(body, indent=2, ensure_ascii=False))
     how = (f": a cache_control {json.dumps(cache.marker)} breakpoint on the system prompt and on the newest "
@@ -3055,9 +3504,16 @@ def print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Output
 
 
 def main(argv: list[str] | None = None) -> int:
+    with surviving_standard_streams():
+        return run_command(argv)
+
+
+def run_command(argv: list[str] | None) -> int:
     output: OutputFile | None = None
+    ran = False  # the run is over: a Ctrl-C now interrupts the --export/--report files, not the run
     try:
         cfg = parse_config(argv)
+        check_tls_settings()
         ensure_open_files(cfg)
         toolbox = None
         if cfg.tools is not None:
@@ -3067,14 +3523,14 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"{cfg.output} does not exist: nothing to export or report. Run without --no-run "
                              "first (or point -o at the output).")
         judge = Judge(load_rewards(cfg.rewards), cfg) if cfg.rewards else None
-        output = OutputFile(cfg.output, cfg.redact)
+        output = OutputFile(cfg.output)
         if not cfg.dry_run:
             output.lock()  # before reading it: a second run must never plan from a file the first is writing
         if cfg.rescore:
             return run_event_loop(rescore(cfg, judge, output))
         scan = output.scan()
         repair = not (cfg.dry_run or cfg.no_run)
-        plan = make_plan(cfg, scan.done, RejectedFile(cfg.rejected_path, cfg.redact).tries(repair=repair))
+        plan = make_plan(cfg, scan.done, RejectedFile(cfg.rejected_path).tries(repair=repair))
         if cfg.no_run:  # the files as they are: nothing repaired, run or sent
             return write_products(cfg, toolbox, EXIT_OK, plan)
         if cfg.dry_run:
@@ -3085,7 +3541,9 @@ def main(argv: list[str] | None = None) -> int:
         if plan.already_done == plan.total:
             print(f"Nothing to do: all {plan.total} rollouts are already in {cfg.output}.", file=sys.stderr)
             return write_products(cfg, toolbox, EXIT_OK, plan)
-        return write_products(cfg, toolbox, run_event_loop(Run(cfg, toolbox, plan, output, judge).execute()), plan)
+        code = run_event_loop(Run(cfg, toolbox, plan, output, judge).execute())
+        ran = True
+        return write_products(cfg, toolbox, code, plan)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -3093,12 +3551,70 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}. Nothing was lost: free space (or fix the cause), then re-run the same command.",
               file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:  # before the run started (reading a big prompts file): nothing was sent
-        print("Interrupted before any request was sent.", file=sys.stderr)
+    except KeyboardInterrupt:
+        if ran:
+            print("Interrupted while writing the --export/--report files; the run's own files are complete. "
+                  "Make them again with the same command and --no-run.", file=sys.stderr)
+        else:  # before the run started (reading a big prompts file): nothing was sent
+            print("Interrupted before any request was sent.", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         if output is not None:
             output.release()
+
+
+@contextlib.contextmanager
+def surviving_standard_streams() -> Iterator[None]:
+    """File descriptors 0-2 open before any file is (else the output file could become fd 2, and the
+    browser's logs would land in train.jsonl), and stdout and stderr that outlive their terminal."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)  # the lowest free fd: this one
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+    saved = sys.stdout, sys.stderr
+    sys.stdout = SurvivingStream(sys.stdout or open(1, "w", closefd=False))
+    sys.stderr = SurvivingStream(sys.stderr or open(2, "w", closefd=False))
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved[0] or sys.stdout.stream, saved[1] or sys.stderr.stream
+
+
+class SurvivingStream:
+    """stdout or stderr that the run survives losing: once the terminal is gone (EIO after the SSH session
+    dropped) or the pipe is closed (EPIPE), its fd is pointed at /dev/null and every later write succeeds,
+    so the run still settles what it paid for, writes its files and exits as it should."""
+
+    def __init__(self, stream: Any):
+        self.stream = stream.stream if isinstance(stream, SurvivingStream) else stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except OSError:
+            self._lose()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except OSError:
+            self._lose()
+
+    def _lose(self) -> None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.flush()  # what was buffered goes to /dev/null now
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 def write_products(cfg: Config, toolbox: ToolBox | None, code: int, plan: Plan) -> int:
@@ -3111,11 +3627,14 @@ def write_products(cfg: Config, toolbox: ToolBox | None, code: int, plan: Plan) 
     if cfg.report:
         import distillation_report  # only here: the page is reached through this flag alone
 
+        path = distillation_report.report_path(cfg.output)
         try:
-            path, _ = distillation_report.write_report(cfg.output, cfg.failed_path, cfg.rejected_path,
-                                                       pending=plan.pending)
+            page, _ = distillation_report.render_report(cfg.output, cfg.failed_path, cfg.rejected_path,
+                                                        pending=plan.pending)
+            with replaced_atomically(path) as f:
+                f.write(page.encode("utf-8"))
         except OSError as e:
-            raise OutputError(cfg.output.with_name(f"{cfg.output.stem}.report.html"), e) from None
+            raise OutputError(path, e) from None
         print(f"Report: {path} (open it in a browser; it needs no network)", file=sys.stderr)
     return code
 

@@ -86,24 +86,14 @@ async def browse(url: str) -> str:
     problem = await url_problem(url)
     if problem:
         return f"Error: {problem}"
-    if os.environ.get("BROWSE_CDP_URL"):
-        try:
-            return describe_result(url, await _remote.open(url))
-        except BrowserUnavailable as e:
-            return f"Error: {e}"
-    try:
-        crawler = await _browser.crawler()
-    except BrowserUnavailable as e:
-        return f"Error: {e}"
-    from crawl4ai import CacheMode, CrawlerRunConfig
-
-    config = CrawlerRunConfig(cache_mode=CacheMode.BYPASS, page_timeout=int(browse_timeout() * 1000),
-                              verbose=False)
-    try:
-        result = await crawler.arun(url, config=config)
-    except Exception as e:  # Crawl4AI raises on a few inputs instead of reporting them
-        return f"Error: could not open {url}: {first_line(str(e))}"
-    return describe_result(url, result)
+    browser = _remote if os.environ.get("BROWSE_CDP_URL") else _browser
+    # A browser killed under a call (the OOM killer, a crash) is started again and the call tried once
+    # more; a page is never described from a dead browser's "Unexpected error".
+    for _ in range(2):
+        result = await browser.open(url)
+        if result is not None:
+            return describe_result(url, result)
+    raise ToolUnavailable(f"the browser died while opening {url}, and again after it was restarted")
 
 
 def describe_result(url: str, result) -> str:
@@ -140,8 +130,21 @@ def browse_timeout() -> float:
     return float(os.environ.get("BROWSE_TIMEOUT", "30"))
 
 
-class BrowserUnavailable(Exception):
-    pass
+class ToolUnavailable(Exception):
+    """Raise it when a tool's own machinery failed (its browser, a service it needs), not the page or the
+    arguments: the generator then writes no sample from that rollout (the teacher would have answered
+    without the tool); it goes to the failed file and runs again on the next run. The generator knows
+    it by its name, so any tools.py can define its own class ToolUnavailable(Exception)."""
+
+
+class BrowserUnavailable(ToolUnavailable):
+    """No browser could be started or reached."""
+
+
+def failed_result(message: str) -> SimpleNamespace:
+    """A page that could not be opened, shaped like Crawl4AI's result."""
+    return SimpleNamespace(success=False, markdown="", error_message=message, status_code=None,
+                           redirected_url=None, response_headers={})
 
 
 class SharedBrowser:
@@ -152,11 +155,32 @@ class SharedBrowser:
         self._proxy: GuardProxy | None = None
         self._lock: asyncio.Lock | None = None
 
+    async def open(self, url: str):
+        """Crawl4AI's result for the page; None when the browser died under the call."""
+        from crawl4ai import CacheMode, CrawlerRunConfig
+
+        crawler = await self.crawler()
+        config = CrawlerRunConfig(cache_mode=CacheMode.BYPASS, page_timeout=int(browse_timeout() * 1000),
+                                  verbose=False)
+        try:
+            result = await crawler.arun(url, config=config)
+        except Exception as e:  # Crawl4AI raises on a few inputs instead of reporting them
+            result = failed_result(str(e))
+        return result if self.alive(crawler) else None
+
+    @staticmethod
+    def alive(crawler) -> bool:
+        browser = getattr(crawler.crawler_strategy.browser_manager, "browser", None)
+        return browser is None or browser.is_connected()
+
     async def crawler(self):
-        if self._crawler is not None:
+        """The running crawler; started on first use, and again after its browser died."""
+        if self._crawler is not None and self.alive(self._crawler):
             return self._crawler
         self._lock = self._lock or asyncio.Lock()
         async with self._lock:
+            if self._crawler is not None and not self.alive(self._crawler):
+                await self.close()  # what is left of the dead one: its pages, its guard proxy
             if self._crawler is None:
                 self._crawler = await self._start()
         return self._crawler
@@ -185,9 +209,11 @@ class SharedBrowser:
     async def close(self) -> None:
         if self._crawler is not None:
             crawler, self._crawler = self._crawler, None
-            await crawler.close()
+            with contextlib.suppress(Exception):  # a dead browser's close may fail; nothing is left to close
+                await asyncio.wait_for(crawler.close(), 30)
         if self._proxy is not None:
-            await self._proxy.close()
+            proxy, self._proxy = self._proxy, None
+            await proxy.close()
 
 
 class RemoteBrowser:
@@ -202,8 +228,14 @@ class RemoteBrowser:
         self._lock: asyncio.Lock | None = None
 
     async def open(self, url: str):
-        context = await self._ready()
-        page = await context.new_page()
+        """The page, shaped like Crawl4AI's result; None when the browser went away under the call."""
+        browser, context = await self._ready()
+        try:
+            page = await context.new_page()
+        except Exception:
+            if browser.is_connected():
+                raise
+            return None
         try:
             response = await page.goto(url, timeout=browse_timeout() * 1000, wait_until="domcontentloaded")
             await page.wait_for_timeout(100)  # as Crawl4AI does: text that scripts add at once
@@ -213,8 +245,7 @@ class RemoteBrowser:
             message = str(e)
             if "Timeout" in type(e).__name__ or "Timeout" in message.split("\n", 1)[0]:
                 message = "timeout: " + message
-            return SimpleNamespace(success=False, markdown="", error_message=message, status_code=None,
-                                   redirected_url=url, response_headers={})
+            return failed_result(message) if browser.is_connected() else None
         finally:
             with contextlib.suppress(Exception):
                 await page.close()
@@ -225,12 +256,15 @@ class RemoteBrowser:
                                status_code=response.status if response else None, response_headers=headers)
 
     async def _ready(self):
-        if self._context is None:
+        """(browser, context), connected first, and again after the connection or the browser was lost."""
+        if self._context is None or not self._browser.is_connected():
             self._lock = self._lock or asyncio.Lock()
             async with self._lock:
+                if self._context is not None and not self._browser.is_connected():
+                    await self.close()
                 if self._context is None:
                     await self._start()
-        return self._context
+        return self._browser, self._context
 
     async def _start(self) -> None:
         from playwright.async_api import async_playwright

@@ -291,7 +291,7 @@ def bench_size(work: Path, n: int) -> tuple[float, float, float]:
             f.write(json.dumps(gdd.output_record(outcome, cfg, []), ensure_ascii=False) + "\n")
     size_mb = output.stat().st_size / 1e6
     started = time.perf_counter()
-    done = gdd.OutputFile(output, cfg.redact).scan().done
+    done = gdd.OutputFile(output).scan().done
     scan_mb_s = size_mb / (time.perf_counter() - started)
     assert len(done) == n - 100
     del done

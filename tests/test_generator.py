@@ -477,11 +477,11 @@ def test_resume_scan_reads_fast_and_slow_lines_across_chunk_boundaries(tmp_path)
     path.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"metadata": {"prompt_id": "torn')
     expected = {gdd.rollout_key(line["metadata"]["prompt_id"], line["metadata"]["sample"]) for line in lines}
     for chunk_size in (7, 64, 1000, 1 << 20):
-        scan = gdd.OutputFile(path, str).scan(chunk_size)
+        scan = gdd.OutputFile(path).scan(chunk_size)
         assert scan.done == expected and scan.tail == "cut" and not scan.bad
     path.write_text("garbage\n" + "more garbage\n")  # no line of ours: not ours to rewrite
     with pytest.raises(gdd.UsageError, match="train.jsonl:1: not valid JSON"):
-        gdd.OutputFile(path, str).scan(16)
+        gdd.OutputFile(path).scan(16)
 
 
 def test_unreachable_teacher_stops_the_run_quickly(run, workdir):

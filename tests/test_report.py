@@ -91,7 +91,7 @@ def test_report_page_in_real_chromium(report, workdir):
 
         assert shown() == 4
         page.select_option("#f-state", "failed")
-        assert shown() == 1 and "1 shown" in page.inner_text("#f-count")
+        assert shown() == 1 and "1 of 4 shown" in page.inner_text("#f-count")
         page.select_option("#f-state", "rejected")
         assert shown() == 1
         page.select_option("#f-state", "")
@@ -149,7 +149,9 @@ def test_large_outputs_embed_a_bounded_sample_failed_first(tmp_path):
         f.write('{"metadata": {"prompt_id": "torn"}, "mess\n')
     failed.write_text("".join(json.dumps({"prompt_id": f"f{i}", "kind": "HTTP 400", "usage": {"cost": 0.0005},
                                           "messages": []}) + "\n" for i in range(10)))
-    path, stats = distillation_report.write_report(output, failed, tmp_path / "none.jsonl", sample_size=100)
+    page, stats = distillation_report.render_report(output, failed, tmp_path / "none.jsonl", sample_size=100)
+    path = tmp_path / "train.report.html"
+    path.write_text(page)
     data = page_data(path)
     assert data["counts"] == {"written": 3000, "failed": 10, "rejected": 0, "pending": None, "unreadable": 1}
     assert data["sample"] == {"shown": 100, "of": 3010}
