@@ -570,6 +570,20 @@ def decode_line(raw: bytes, where: str, offset: int) -> str:
         raise UsageError(f"{where}: not UTF-8 text. Save the file as UTF-8.") from None
 
 
+def line_at(fd: int, offset: int, first_read: int = 4096) -> bytes:
+    """The line that starts at `offset`, read from the file as it is now (pread: no buffer that still
+    holds what the file said before it was rewritten)."""
+    parts, size = [], first_read
+    while chunk := os.pread(fd, size, offset):
+        end = chunk.find(b"\n")
+        if end >= 0:
+            parts.append(chunk[: end + 1])
+            break
+        parts.append(chunk)
+        offset, size = offset + len(chunk), min(size * 4, 1 << 22)
+    return b"".join(parts)
+
+
 class PromptsChanged(Exception):
     """A line read again during the run no longer holds the prompt the plan read there: the file changed."""
 
@@ -584,12 +598,12 @@ def read_prompts_at(path: Path, system: str | None, places: Iterable[tuple[int, 
     pass read them; PromptsChanged when a line no longer gives the id the full pass found there."""
     jsonl = is_jsonl_file(path)
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb", buffering=0) as f:
             for offset, repeat, line_no, id_hash in places:
-                f.seek(offset)
                 where = f"{path}:{line_no}"
                 try:
-                    prompt = parse_prompt_line(decode_line(f.readline(), where, offset), where, jsonl, system)
+                    line = decode_line(line_at(f.fileno(), offset), where, offset)
+                    prompt = parse_prompt_line(line, where, jsonl, system)
                 except UsageError:
                     raise PromptsChanged(path, line_no) from None
                 prompt.prompt_id, prompt.repeat = repeated_id(prompt.prompt_id, repeat), repeat

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import generate_distillation_data as gdd  # noqa: E402
 from fake_teacher import FakeTeacher  # noqa: E402
+import real_path  # noqa: E402
 
 SCRIPT = ROOT / "generate_distillation_data.py"
 
@@ -121,3 +122,33 @@ def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
 
 def count_lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+@dataclass
+class RealPath:
+    """nginx with TLS for openrouter.ai, gzip and 1 s keep-alive, in front of a teacher of the session's."""
+
+    teacher: FakeTeacher
+    front: "real_path.NginxFront"
+    folder: Path
+
+    def command(self, *args: str) -> list[str]:
+        """The script's command line, run where openrouter.ai resolves to 127.0.0.1."""
+        return real_path.resolving([sys.executable, str(SCRIPT), *args], self.folder)
+
+    def run(self, workdir: Path, *args: str, env: dict | None = None, timeout: float = 120) -> Result:
+        process = subprocess.run(self.command(*args), cwd=workdir, env=env or subprocess_env(), capture_output=True,
+                                 text=True, timeout=timeout)
+        return Result(process.returncode, process.stdout, process.stderr, workdir)
+
+
+@pytest.fixture(scope="session")
+def real(tmp_path_factory):
+    if real_path.nginx_binary() is None or not real_path.private_namespace_works():
+        pytest.skip("needs nginx and a private mount namespace (unshare -m), as .ci/run sets up")
+    folder = tmp_path_factory.mktemp("real-path")
+    teacher = FakeTeacher().start()
+    front = real_path.NginxFront(teacher.port, folder).start()
+    yield RealPath(teacher, front, folder)
+    front.stop()
+    teacher.stop()

@@ -11,6 +11,7 @@ in flight above which the server answers 429 (like a provider's concurrency limi
 from __future__ import annotations
 
 import asyncio
+import gzip
 import itertools
 import json
 import random
@@ -18,6 +19,7 @@ import socket
 import struct
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -33,6 +35,8 @@ class Reply:
     cut_after: int | None = None  # send the head and this many bytes of the body, then hang up
     reset: bool = False  # answer nothing and reset the connection (TCP RST)
     raw_response: bytes | None = None  # these bytes instead of an HTTP response (garbage on the wire)
+    encoding: str | None = None  # Content-Encoding: "gzip", "deflate", "deflate-raw" (sent as deflate), or
+    #                               any other name with the body sent as it is (an encoding not asked for)
 
 
 Step = Callable[[dict], Reply]
@@ -354,7 +358,12 @@ class FakeTeacher:
                 request_line = await reader.readline()
                 if not request_line:
                     return
-                method, path, _ = request_line.decode().split(" ", 2)
+                try:
+                    method, path, _ = request_line.decode().split(" ", 2)
+                except (UnicodeDecodeError, ValueError):  # not HTTP (a TLS handshake): as servers do, 400
+                    writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    await writer.drain()
+                    return
                 if path.startswith(("http://", "https://")):  # absolute form, which servers must accept
                     path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
                 headers = {}
@@ -410,10 +419,14 @@ class FakeTeacher:
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, reply: Reply) -> None:
         payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body or {}).encode()
+        encoded = {}
+        if reply.encoding:
+            payload = encode_body(payload, reply.encoding)
+            encoded = {"Content-Encoding": "deflate" if reply.encoding == "deflate-raw" else reply.encoding}
         reasons = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
                    404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
                    503: "Service Unavailable"}
-        headers = {"Content-Type": "application/json", **reply.headers, "Content-Length": len(payload)}
+        headers = {"Content-Type": "application/json", **encoded, **reply.headers, "Content-Length": len(payload)}
         head = [f"HTTP/1.1 {reply.status} {reasons.get(reply.status, 'Status')}"]
         head += [f"{k}: {v}" for k, v in headers.items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
@@ -430,6 +443,24 @@ class FakeTeacher:
         else:
             writer.write(payload)
         await writer.drain()
+
+
+def encode_body(payload: bytes, encoding: str) -> bytes:
+    if encoding == "gzip":
+        return gzip.compress(payload)
+    if encoding == "deflate":
+        return zlib.compress(payload)
+    if encoding == "deflate-raw":
+        compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        return compressor.compress(payload) + compressor.flush()
+    return payload
+
+
+def gzip_bomb(decoded_size: int) -> bytes:
+    """A gzip body that is small on the wire and `decoded_size` bytes of zeros once decoded."""
+    compressor, block = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS), bytes(1 << 20)
+    parts = [compressor.compress(block) for _ in range(decoded_size >> 20)]
+    return b"".join(parts) + compressor.flush()
 
 
 def jittered(mean: float, spread: float = 0.5, tail_share: float = 0.0, tail_factor: float = 20.0):

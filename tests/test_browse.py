@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import threading
@@ -60,6 +61,8 @@ class Internal(BaseHTTPRequestHandler):
 
 class Pages(BaseHTTPRequestHandler):
     release = threading.Event()  # the slow page answers only when a test is done with it
+    hang = threading.Event()  # /hang-once: its first visit waits for this; later visits answer at once
+    hang_visits = 0
     internal = ""  # the internal service's base URL
 
     def log_message(self, *args):
@@ -84,6 +87,11 @@ class Pages(BaseHTTPRequestHandler):
             self._redirect(f"http://127.0.0.2:{port}/page")  # another loopback address, not allowed here
         elif self.path == "/slow":
             self.release.wait(30)
+            self._send(200, PAGE, "text/html")
+        elif self.path == "/hang-once":
+            Pages.hang_visits += 1
+            if Pages.hang_visits == 1:
+                self.hang.wait(30)
             self._send(200, PAGE, "text/html")
         elif self.path == "/data.bin":
             self._send(200, b"\x00\x01" * 100, "application/octet-stream")
@@ -140,6 +148,7 @@ def browse(tools_module):
     def call(url: str) -> str:
         return loop.run_until_complete(tools_module.browse(url))
 
+    call.loop = loop
     yield call
     loop.run_until_complete(tools_module.aclose())
     loop.close()
@@ -313,3 +322,41 @@ def test_public_addresses_stay_public(tools_module, address):
 def test_other_spellings_of_internal_addresses_are_refused(tools_module, monkeypatch, url):
     monkeypatch.delenv("BROWSE_ALLOW_PRIVATE", raising=False)
     assert "private/internal" in asyncio.run(tools_module.url_problem(url)), url
+
+
+def kill_our_browsers() -> int:
+    """SIGKILL every Chromium process this test process started (as the OOM killer would)."""
+    import psutil
+
+    victims = [p for p in psutil.Process().children(recursive=True) if "chrom" in p.name().lower()]
+    for process in victims:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(victims, timeout=10)
+    return len(victims)
+
+
+def test_a_killed_browser_is_started_again_on_the_next_call(browse, site, tools_module):
+    assert "pembrolizumab" in browse(f"{site}/page")
+    first = tools_module._browser._crawler
+    assert kill_our_browsers()
+    assert "pembrolizumab" in browse(f"{site}/page")  # not "Unexpected error": a new browser read it
+    assert tools_module._browser._crawler is not first
+
+
+def test_a_call_whose_browser_dies_under_it_is_tried_once_more(browse, site, tools_module):
+    browse(f"{site}/page")  # the browser is up
+
+    async def kill_during_the_visit():
+        for _ in range(600):
+            if Pages.hang_visits:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(kill_our_browsers)
+        Pages.hang.set()  # the server thread of the first visit can finish (nobody reads it any more)
+
+    async def both():
+        return await asyncio.gather(tools_module.browse(f"{site}/hang-once"), kill_during_the_visit())
+
+    text, _ = browse.loop.run_until_complete(both())
+    assert "pembrolizumab" in text and Pages.hang_visits == 2
