@@ -2828,7 +2828,7 @@ async def rescore(cfg: Config, judge: Judge, output: OutputFile) -> int:
         raise OutputError(e.filename and Path(e.filename) or cfg.output, e) from None
     counts.to_output = len(moved_in)
     if rejected_path.exists() and rejected_path.stat().st_size == 0:
-        rejected_path.unlink()
+        Path(os.path.realpath(rejected_path)).unlink()
     mean = f", mean reward {counts.reward_sum / counts.lines:.3f}" if counts.lines else ""
     print(f"Rescored {plural(counts.lines, 'line')} of {cfg.output} and {rejected_path.name}{mean}; "
           f"moved {counts.to_rejected} to {rejected_path.name} and {counts.to_output} to {cfg.output}. "
@@ -2915,7 +2915,7 @@ class FailedFile(LineFile):
             return 0
         try:
             if not latest:
-                self.path.unlink()
+                Path(os.path.realpath(self.path)).unlink()  # through a symlink: the file, not the link
                 return 0
             with replaced_atomically(self.path) as f:
                 f.writelines(line.encode("utf-8", "surrogateescape") for line in latest.values())

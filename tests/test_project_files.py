@@ -77,4 +77,5 @@ def test_readme_quick_start_journey_against_the_ci_teacher(workdir):
 def test_ci_runs_both_quick_start_commands():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "grep -m1 -E '^python3 -m venv .*generate_distillation_data.py' README.md" in ci
-    assert "tests/fake_teacher.py" in ci and "OPENROUTER_BASE_URL" in ci
+    # the first against the default URL, through nginx with TLS and gzip in front of the loopback teacher
+    assert "tests/real_path.py" in ci and "unset OPENROUTER_BASE_URL" in ci
