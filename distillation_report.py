@@ -13,14 +13,12 @@ from __future__ import annotations
 import collections
 import json
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-import orjson
 
 SAMPLE_SIZE = 2000  # conversations embedded in the page
 MAX_TEXT = 20000  # characters of one message kept in the page (the rest is cut, and says so)
@@ -99,20 +97,6 @@ class Sample:
 
     def conversations(self) -> list[dict]:
         return self.chosen + self.written[: max(0, self.size - len(self.chosen))]
-
-
-def read_lines(path: Path) -> Iterator[dict | None]:
-    """Each line's JSON object, or None for a line that is not one (torn, edited)."""
-    if not path.exists():
-        return
-    with open(path, "rb") as f:
-        for line in f:
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                yield None
-                continue
-            yield record if isinstance(record, dict) else None
 
 
 def number(value: Any) -> float:
@@ -204,10 +188,15 @@ def add_rollout(stats: Stats, state: str, record: dict) -> None:
         stats.rejected += 1
 
 
-def collect(output: Path, failed: Path, rejected: Path, sample_size: int = SAMPLE_SIZE) -> tuple[Stats, Sample]:
+Reader = Callable[[Path], Iterator["dict | None"]]
+
+
+def collect(output: Path, failed: Path, rejected: Path, reader: Reader, sample_size: int = SAMPLE_SIZE
+            ) -> tuple[Stats, Sample]:
+    """`reader`: the generator's one reader of its files (each line's object, None for one that is not)."""
     stats, sample = Stats(), Sample(sample_size)
     for state, path in (("failed", failed), ("rejected", rejected), ("written", output)):
-        for record in read_lines(path):
+        for record in reader(path):
             if record is None:
                 stats.unreadable += 1
                 continue
@@ -287,10 +276,11 @@ def report_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}.report.html")
 
 
-def render_report(output: Path, failed: Path, rejected: Path, pending: int | None = None,
+def render_report(output: Path, failed: Path, rejected: Path, *, reader: Reader, pending: int | None = None,
                   sample_size: int = SAMPLE_SIZE) -> tuple[str, Stats]:
-    """The page's HTML and its statistics; the generator writes it (with its one atomic-replace helper)."""
-    stats, sample = collect(output, failed, rejected, sample_size)
+    """The page's HTML and its statistics. The generator reads its files for it (`reader`) and writes the
+    page (with its one atomic-replace helper): the line format has one owner."""
+    stats, sample = collect(output, failed, rejected, reader, sample_size)
     return PAGE.replace("/*DATA*/", script_json(page_data(stats, sample, output, pending))), stats
 
 

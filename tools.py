@@ -2,7 +2,9 @@
 
 Add a tool: write a function with type hints and a docstring (the docstring is what the model reads)
 and put @tool on it. Sync tools run in worker threads, async tools on the event loop. Return a string,
-or anything JSON-serialisable. See `calculate` below for a complete offline example.
+or anything JSON-serialisable. The tools come first (`calculate`, a complete offline example, and `browse`);
+the browser and its guard follow, marked as machinery. If a tool's own machinery fails (not the input),
+raise ToolUnavailable: that rollout is not written, and runs again on the next run.
 
 Settings, from the environment (or .env):
     BROWSE_TIMEOUT        seconds a page may take to load (default 30)
@@ -42,9 +44,19 @@ os.environ.setdefault("CRAWL4_AI_BASE_DIRECTORY", str(Path(tempfile.gettempdir()
 os.environ.setdefault("CRAWL4AI_NO_CLOUD_NOTICE", "1")
 
 
-# --------------------------------------------------------------------------------------------------
-# Example of an offline tool
-# --------------------------------------------------------------------------------------------------
+# ==================================================================================================
+# The tools: what you edit. Add a function with type hints, a docstring and @tool.
+# ==================================================================================================
+
+
+class ToolUnavailable(Exception):
+    """Raise it when a tool's own machinery failed (its browser, a service it needs), not the page or the
+    arguments: the generator then writes no sample from that rollout (the teacher would have answered
+    without the tool); it goes to the failed file and runs again on the next run. The generator knows
+    it by its name, so any tools.py can define its own class ToolUnavailable(Exception)."""
+
+
+# An offline tool: exact arithmetic.
 
 _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
               ast.Pow: operator.pow, ast.Mod: operator.mod, ast.FloorDiv: operator.floordiv,
@@ -73,11 +85,8 @@ def calculate(expression: str) -> str:
         return f"Error: {e}"
 
 
-# --------------------------------------------------------------------------------------------------
-# browse: one shared headless browser for the whole run
-# --------------------------------------------------------------------------------------------------
-
-MAX_REDIRECTS = 10
+# browse: a real headless browser (one for the whole run), behind a guard that keeps it off internal
+# addresses. Everything it needs is the machinery below.
 
 
 @tool(timeout=90)
@@ -94,6 +103,13 @@ async def browse(url: str) -> str:
         if result is not None:
             return describe_result(url, result)
     raise ToolUnavailable(f"the browser died while opening {url}, and again after it was restarted")
+
+
+# ==================================================================================================
+# Machinery: the browser behind `browse` and its guard. You should not need to edit anything below.
+# ==================================================================================================
+
+MAX_REDIRECTS = 10
 
 
 def describe_result(url: str, result) -> str:
@@ -128,13 +144,6 @@ def first_line(text: str) -> str:
 
 def browse_timeout() -> float:
     return float(os.environ.get("BROWSE_TIMEOUT", "30"))
-
-
-class ToolUnavailable(Exception):
-    """Raise it when a tool's own machinery failed (its browser, a service it needs), not the page or the
-    arguments: the generator then writes no sample from that rollout (the teacher would have answered
-    without the tool); it goes to the failed file and runs again on the next run. The generator knows
-    it by its name, so any tools.py can define its own class ToolUnavailable(Exception)."""
 
 
 class BrowserUnavailable(ToolUnavailable):

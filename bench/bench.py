@@ -283,12 +283,12 @@ def bench_size(work: Path, n: int) -> tuple[float, float, float]:
                                 "metadata": {"expected_answer": f"city {i % 197}"}}) + "\n")
     cfg = gdd.parse_config([str(prompts), "-o", str(output), "--tools", "none", "--base-url", "http://127.0.0.1:9"])
     with open(output, "w") as f:
-        for job in gdd.iter_jobs(cfg):
+        for job in gdd.iter_jobs(cfg.prompts):
             if job.seq >= n - 100:
                 break
             outcome = gdd.Outcome(job, job.prompt.messages + [{"role": "assistant", "content": "The capital is "
                                   + "a city with a long and storied history. " * 4}], gdd.Usage(), 1, "stop")
-            f.write(json.dumps(gdd.output_record(outcome, cfg, []), ensure_ascii=False) + "\n")
+            f.write(json.dumps(gdd.build_line(outcome, cfg.line, []), ensure_ascii=False) + "\n")
     size_mb = output.stat().st_size / 1e6
     started = time.perf_counter()
     done = gdd.OutputFile(output).scan().done

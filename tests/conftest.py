@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,13 +48,16 @@ class Result:
     output: str = "train.jsonl"
 
     def records(self, name: str | None = None) -> list[dict]:
-        path = self.workdir / (name or self.output)
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines()]
+        return read_jsonl(self.workdir / (name or self.output))
 
     def failed(self) -> list[dict]:
         return self.records(Path(self.output).stem + ".failed.jsonl")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The one JSONL reader of the tests: every line, parsed strictly (orjson refuses NaN and lone
+    surrogates, as RFC 8259 does); [] for a file that does not exist."""
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
 
 
 @pytest.fixture

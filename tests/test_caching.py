@@ -136,7 +136,8 @@ def test_the_loopback_teacher_is_as_strict_as_a_real_provider(caching_teacher):
 def test_caching_is_asked_for_where_the_teacher_needs_asking(monkeypatch, workdir, model, base_url, flag, asked):
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-test")
     args = ["prompts.jsonl", "--tools", "none", "-m", model, "--cache", flag] + (["--base-url", base_url] if base_url else [])
-    assert gdd.cache_plan(gdd.parse_config(args)).enabled is asked
+    cfg = gdd.parse_config(args)
+    assert gdd.cache_plan(cfg.requests, cfg.teacher.base_url).enabled is asked
 
 
 def test_dry_run_says_whether_and_how_caching_is_asked_for(workdir, capsys, monkeypatch):

@@ -8,7 +8,7 @@ import json
 
 import datasets
 import pytest
-from conftest import run_script, subprocess_env, write_prompts
+from conftest import read_jsonl, run_script, subprocess_env, write_prompts
 from fake_teacher import Reply, answer, call_tools, completion
 from transformers.utils.chat_template_utils import render_jinja_template
 
@@ -50,10 +50,6 @@ def load(path) -> datasets.Dataset:
     return datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(path.parent / "hf"))
 
 
-def lines(path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 def test_hf_export_loads_in_datasets_and_renders_with_chat_templates(workdir, teacher):
     # metadata whose types change from line to line: datasets < 4 refused such files; hf holds it as a string
     write_prompts(workdir, [{"prompt": "q0", "metadata": {"source": "web", "score": 1}},
@@ -63,7 +59,7 @@ def test_hf_export_loads_in_datasets_and_renders_with_chat_templates(workdir, te
     result = export(workdir, teacher, "--export", "hf")
     assert result.code == 0, result.err
     assert "Exported 3 lines to train.hf.jsonl." in result.err
-    ours, exported = lines(workdir / "train.jsonl"), lines(workdir / "train.hf.jsonl")
+    ours, exported = read_jsonl(workdir / "train.jsonl"), read_jsonl(workdir / "train.hf.jsonl")
 
     # transformers refuses our own format's tool names, which is why hf exists
     with pytest.raises(ValueError, match="Tools should either be a JSON schema, or a callable function"):
@@ -130,7 +126,7 @@ def test_openai_export_meets_the_fine_tuning_format(workdir, teacher):
     script_tool_rollouts(teacher, ["q0", "q1"])
     result = export(workdir, teacher, "--export", "openai", "-s", "Be brief.")
     assert result.code == 0, result.err
-    exported = lines(workdir / "train.openai.jsonl")
+    exported = read_jsonl(workdir / "train.openai.jsonl")
     assert len(exported) == 2
     for line in exported:
         check_openai_fine_tuning_line(line)
@@ -149,7 +145,7 @@ def test_no_run_exports_existing_output_and_sends_nothing(workdir, teacher):
                         env=env)
     assert result.code == 0, result.err
     assert len(teacher.requests) == sent
-    assert len(lines(workdir / "train.hf.jsonl")) == len(lines(workdir / "train.openai.jsonl")) == 2
+    assert len(read_jsonl(workdir / "train.hf.jsonl")) == len(read_jsonl(workdir / "train.openai.jsonl")) == 2
     assert "Exported 2 lines to train.hf.jsonl." in result.err and "Traceback" not in result.err
 
 
@@ -170,7 +166,7 @@ def test_export_streams_past_lines_it_cannot_hold_and_says_so(workdir, teacher):
         assert (f"Exported 2 lines to train.{fmt}.jsonl; 1 line left out (a tool call whose arguments are not a "
                 "JSON object); 1 line left out (not a line of ours (torn or edited)); tools not in the tools "
                 "file, left out of `tools`: shout") in result.err
-    for line in lines(workdir / "train.openai.jsonl"):
+    for line in read_jsonl(workdir / "train.openai.jsonl"):
         check_openai_fine_tuning_line(line)
 
 

@@ -7,7 +7,7 @@ import signal
 from collections import Counter
 
 import pytest
-from conftest import (count_lines, run_script, start_script, subprocess_env, wait_for, write_prompts)
+from conftest import (read_jsonl, count_lines, run_script, start_script, subprocess_env, wait_for, write_prompts)
 from fake_teacher import (FakeTeacher, Reply, answer, call_tools, completion, drop, error_body, slow, status)
 
 import generate_distillation_data as gdd
@@ -335,7 +335,7 @@ def test_ctrl_c_finishes_rollouts_in_flight_then_stops(workdir, teacher):
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130
     assert "Stopping" in err and "Re-run the same command" in err and "Traceback" not in err
-    records = [json.loads(line) for line in (workdir / "train.jsonl").read_text().splitlines()]
+    records = read_jsonl(workdir / "train.jsonl")
     assert [r["messages"][-1]["content"] for r in records] == ["finished after Ctrl-C"]
     result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url)
     assert result.code == 0 and len(result.records()) == 20

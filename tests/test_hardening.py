@@ -4,29 +4,38 @@ says what happened, and never prints a traceback for something outside the progr
 
 from __future__ import annotations
 
-import json
-import os
 import resource
 import subprocess
 import sys
 
-import orjson
 import pytest
-from conftest import SCRIPT, run_script, start_script, subprocess_env, wait_for, write_prompts
-from fake_teacher import (MALFORMED_ANSWERS, FakeTeacher, Reply, answer, call_tools, completion, drip, raw,
-                          status)
+from conftest import (
+    SCRIPT,
+    read_jsonl,
+    run_script,
+    start_script,
+    subprocess_env,
+    wait_for,
+    write_prompts,
+)
+from fake_teacher import (
+    MALFORMED_ANSWERS,
+    FakeTeacher,
+    Reply,
+    answer,
+    call_tools,
+    completion,
+    drip,
+    raw,
+    status,
+)
 
 KEY = "sk-or-v1-" + "0123456789abcdef" * 4
 
 
-def strict_lines(path) -> list[dict]:
-    """Every line parsed by a strict RFC 8259 parser (orjson rejects NaN and lone surrogates)."""
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
-
-
 def prompt_counts(workdir, output: str = "train.jsonl") -> dict[str, int]:
     counts: dict[str, int] = {}
-    for record in strict_lines(workdir / output):
+    for record in read_jsonl(workdir / output):
         prompt = next(m["content"] for m in record["messages"] if m["role"] == "user")
         counts[prompt] = counts.get(prompt, 0) + 1
     return counts
@@ -46,7 +55,7 @@ def test_a_malformed_answer_is_retried_then_the_rollout_goes_on(run, teacher, wo
     result = run()
     assert_no_traceback(result.err)
     assert result.code == 0, result.err
-    assert sorted(r["messages"][-1]["content"] for r in strict_lines(workdir / "train.jsonl")) == [
+    assert sorted(r["messages"][-1]["content"] for r in read_jsonl(workdir / "train.jsonl")) == [
         "Answer to: fine", "recovered"]
     assert len(teacher.requests_for("hostile")) == 2
 
@@ -59,8 +68,8 @@ def test_a_teacher_that_only_answers_garbage_fails_the_prompt_with_a_reason(run,
     result = run("--retries", "2")
     assert_no_traceback(result.err)
     assert result.code == 1
-    assert [r["messages"][-1]["content"] for r in strict_lines(workdir / "train.jsonl")] == ["Answer to: fine"]
-    [failed] = strict_lines(workdir / "train.failed.jsonl")
+    assert [r["messages"][-1]["content"] for r in read_jsonl(workdir / "train.jsonl")] == ["Answer to: fine"]
+    [failed] = read_jsonl(workdir / "train.failed.jsonl")
     assert failed["prompt"] == "hostile" and failed["kind"] == "retries used up (malformed answer)"
     assert "malformed" in failed["reason"] or "surrogate" in failed["reason"]
     assert "retries used up (malformed answer) x1" in result.err
@@ -77,7 +86,7 @@ def test_malformed_usage_is_ignored_not_fatal(run, teacher, workdir):
                                    b'"usage": {"prompt_tokens": 7, "completion_tokens": 1e999, "cost": NaN}}'))
     result = run(tools="none")
     assert result.code == 0, result.err
-    usages = {r["messages"][0]["content"]: r["metadata"]["usage"] for r in strict_lines(workdir / "train.jsonl")}
+    usages = {r["messages"][0]["content"]: r["metadata"]["usage"] for r in read_jsonl(workdir / "train.jsonl")}
     assert usages["odd usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "reasoning_tokens": 0,
                                    "cached_tokens": 0, "cache_write_tokens": 0, "cost": 0.0,
                                    "cache_savings": 0.0, "requests": 1}
@@ -94,7 +103,7 @@ def test_spend_of_a_rollout_that_fails_later_is_counted_and_kept(run, teacher, w
     teacher.script("fails on turn 2", call_tools(("add", {"a": 1, "b": 2}), usage=usage), status(400, "too long"))
     result = run()
     assert result.code == 1
-    [failed] = strict_lines(workdir / "train.failed.jsonl")
+    [failed] = read_jsonl(workdir / "train.failed.jsonl")
     assert failed["usage"]["cost"] == 0.25 and failed["usage"]["prompt_tokens"] == 100
     assert [m["role"] for m in failed["messages"]] == ["user", "assistant", "tool"]  # the partial conversation
     assert "cost $0.2500" in result.err and "100 prompt" in result.err
@@ -119,7 +128,7 @@ def test_a_write_error_stops_the_run_leaves_the_file_valid_and_the_rerun_complet
         assert_no_traceback(first.stderr)
         assert first.returncode == 1
         assert "cannot write train.jsonl: File too large" in first.stderr and "re-run the same command" in first.stderr
-        written = strict_lines(workdir / "train.jsonl")  # every line whole, none torn
+        written = read_jsonl(workdir / "train.jsonl")  # every line whole, none torn
         assert 0 < len(written) < 40
         # It stopped at once: no more requests than the lines written plus the two in flight.
         assert len(server.requests) <= len(written) + 2 + 2
@@ -153,7 +162,7 @@ def test_a_full_disk_stops_the_run_and_the_rerun_after_freeing_space_has_every_p
         first = run_script(workdir, *args)
         assert_no_traceback(first.err)
         assert first.code == 1 and "No space left on device" in first.err
-        assert 0 < len(strict_lines(small_disk / "train.jsonl")) < 30
+        assert 0 < len(read_jsonl(small_disk / "train.jsonl")) < 30
         subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)  # space freed
         second = run_script(workdir, *args)
         assert second.code == 0, second.err
@@ -182,7 +191,7 @@ def test_torn_edited_and_duplicated_lines_are_set_aside_and_their_rollouts_redon
     assert len(teacher.requests) == before + 2  # the torn and the edited rollouts, nothing else
     assert prompt_counts(workdir) == {p: 1 for p in prompts}
     assert not (workdir / "train.jsonl").read_bytes().startswith(b"\xef\xbb\xbf")
-    quarantined = strict_lines(workdir / "train.quarantine.jsonl")
+    quarantined = read_jsonl(workdir / "train.quarantine.jsonl")
     assert [q["line"] for q in quarantined] == [2, 3, 5]
     assert "second copy" in quarantined[2]["reason"]
     assert "train.jsonl:2: not valid JSON" in result.err and "train.quarantine.jsonl" in result.err
@@ -195,7 +204,7 @@ def test_a_last_line_that_is_whole_but_lacks_its_newline_is_kept(run, teacher, w
     path.write_bytes(path.read_bytes().rstrip(b"\n"))
     sent = len(teacher.requests)
     result = run(tools="none")
-    assert result.code == 0 and len(teacher.requests) == sent and len(strict_lines(path)) == 2
+    assert result.code == 0 and len(teacher.requests) == sent and len(read_jsonl(path)) == 2
 
 
 def test_an_output_that_is_not_ours_is_refused_not_rewritten(run, teacher, workdir):
@@ -357,7 +366,7 @@ def test_a_misbehaving_tool_is_an_error_for_that_call_and_the_run_ends_by_itself
                             timeout=30)
         assert_no_traceback(result.err)
         assert result.code == 0, result.err
-        records = {r["messages"][0]["content"]: r for r in strict_lines(workdir / "train.jsonl")}
+        records = {r["messages"][0]["content"]: r for r in read_jsonl(workdir / "train.jsonl")}
         assert set(records) == {"use the tool", "other"}
         tool_message = records["use the tool"]["messages"][2]
         assert tool_message["role"] == "tool" and expected in tool_message["content"], tool_message
@@ -382,7 +391,7 @@ def test_a_teacher_that_drips_bytes_is_cut_at_the_deadline_and_retried(run, teac
     teacher.script("slow drip", drip(0.5, answer("a long answer " * 20)), answer("second try"))
     result = run("--timeout", "1", tools="none")
     assert result.code == 0, result.err
-    [record] = strict_lines(workdir / "train.jsonl")
+    [record] = read_jsonl(workdir / "train.jsonl")
     assert record["messages"][-1]["content"] == "second try" and len(teacher.requests) == 2
     assert "1 retried" in result.err
 
@@ -431,7 +440,7 @@ def test_a_jsonl_file_with_a_bom_reads(run, teacher, workdir):
 def test_a_given_id_equal_to_a_computed_id_is_refused_naming_both_lines(run, teacher, workdir):
     write_prompts(workdir, ["plain"])
     assert run(tools="none").code == 0
-    computed = strict_lines(workdir / "train.jsonl")[0]["metadata"]["prompt_id"]
+    computed = read_jsonl(workdir / "train.jsonl")[0]["metadata"]["prompt_id"]
     write_prompts(workdir, ["plain", "other", {"id": computed, "prompt": "different"}])
     result = run(tools="none")
     assert result.code == 2
@@ -444,7 +453,7 @@ def test_a_given_id_equal_to_a_computed_id_is_refused_naming_both_lines(run, tea
 def test_a_given_id_equal_to_a_repeat_number_is_refused(run, teacher, workdir):
     write_prompts(workdir, ["same"])
     run(tools="none")
-    computed = strict_lines(workdir / "train.jsonl")[0]["metadata"]["prompt_id"]
+    computed = read_jsonl(workdir / "train.jsonl")[0]["metadata"]["prompt_id"]
     write_prompts(workdir, [{"id": f"{computed}-2", "prompt": "x"}, "same", "same"])
     result = run(tools="none")
     assert result.code == 2 and f"prompts.jsonl:3: id '{computed}-2' is also the id of line 1" in result.err
@@ -503,7 +512,7 @@ def test_under_a_hostile_mix_every_prompt_is_in_exactly_one_place(workdir):
         assert_no_traceback(result.err)
         assert result.code == 1
         written = prompt_counts(workdir)
-        failed = [f["prompt"] for f in strict_lines(workdir / "train.failed.jsonl")]
+        failed = [f["prompt"] for f in read_jsonl(workdir / "train.failed.jsonl")]
         assert set(written.values()) == {1} and len(failed) == len(set(failed))
         assert set(written) | set(failed) == set(prompts) and not set(written) & set(failed)
         assert f"Failed: {len(failed)} (" in result.err and f"Total: {len(written)}/60" in result.err

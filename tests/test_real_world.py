@@ -9,7 +9,6 @@ import json
 import os
 import pty
 import select
-import signal
 import socket
 import struct
 import subprocess
@@ -17,10 +16,9 @@ import sys
 import termios
 import threading
 import time
-from pathlib import Path
 
 import pytest
-from conftest import SCRIPT, Result, count_lines, run_script, start_script, subprocess_env, wait_for, write_prompts
+from conftest import read_jsonl, SCRIPT, Result, count_lines, run_script, subprocess_env, write_prompts
 from fake_teacher import Reply, answer, call_tools, completion, drop, gzip_bomb, slow, status
 
 import generate_distillation_data as gdd
@@ -343,9 +341,8 @@ def noisy(text: str) -> str:
                               "prompts.jsonl", "--tools", "noisy_tools.py", "--base-url", teacher.base_url],
                              cwd=workdir, env=subprocess_env(), timeout=60)
     assert process.returncode == 0
-    text = (workdir / "train.jsonl").read_text()
-    assert "LOG" not in text and [json.loads(line)["messages"][-1]["content"] for line in text.splitlines()] == \
-        ["quiet now"]
+    assert "LOG" not in (workdir / "train.jsonl").read_text()
+    assert [record["messages"][-1]["content"] for record in read_jsonl(workdir / "train.jsonl")] == ["quiet now"]
 
 
 def test_stderr_closed_alone_still_runs(workdir, teacher):
@@ -362,7 +359,7 @@ def test_a_log_file_gets_the_plan_first_and_progress_with_rate_and_eta(workdir, 
     assert result.err.splitlines()[0].startswith("Running 2 rollouts with openai/gpt-4o-mini at http://127.0.0.1")
     progress = gdd.Progress(100, 10, gdd.Stats(), gdd.AdaptiveLimiter(4))
     progress.started -= 60
-    progress.done = 40
+    progress.finished = 40
     assert progress.pace() == " (30.0/min, about 2m00s left)"
 
 

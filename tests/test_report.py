@@ -10,10 +10,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_script, subprocess_env, write_prompts
+from conftest import read_jsonl, ROOT, run_script, subprocess_env, write_prompts
 from fake_teacher import answer, call_tools, status
 
 import distillation_report
+import generate_distillation_data as gdd
 
 SAYS_42 = '''
 from rnow.core import RewardArgs, get_response, reward
@@ -60,7 +61,7 @@ def files_total_cost(workdir: Path) -> float:
                            ("train.failed.jsonl", lambda r: r["usage"])):
         path = workdir / name
         if path.exists():
-            total += sum(usage_of(json.loads(line))["cost"] for line in path.read_text().splitlines())
+            total += sum(usage_of(record)["cost"] for record in read_jsonl(path))
     return total
 
 
@@ -149,7 +150,8 @@ def test_large_outputs_embed_a_bounded_sample_failed_first(tmp_path):
         f.write('{"metadata": {"prompt_id": "torn"}, "mess\n')
     failed.write_text("".join(json.dumps({"prompt_id": f"f{i}", "kind": "HTTP 400", "usage": {"cost": 0.0005},
                                           "messages": []}) + "\n" for i in range(10)))
-    page, stats = distillation_report.render_report(output, failed, tmp_path / "none.jsonl", sample_size=100)
+    page, stats = distillation_report.render_report(output, failed, tmp_path / "none.jsonl", sample_size=100,
+                                                   reader=gdd.dataset_records)
     path = tmp_path / "train.report.html"
     path.write_text(page)
     data = page_data(path)

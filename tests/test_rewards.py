@@ -3,7 +3,6 @@ rejected file; --attempts samples until one passes; all against the loopback tea
 
 from __future__ import annotations
 
-import json
 import shutil
 import signal
 import sys
@@ -13,7 +12,15 @@ from typing import Any, Callable
 
 import pytest
 import rnow.core.reward  # noqa: F401
-from conftest import count_lines, run_script, start_script, subprocess_env, wait_for, write_prompts
+from conftest import (
+    count_lines,
+    read_jsonl,
+    run_script,
+    start_script,
+    subprocess_env,
+    wait_for,
+    write_prompts,
+)
 from fake_teacher import answer, call_tools, slow
 from test_tools import without_rnow
 
@@ -37,10 +44,6 @@ def gate(workdir, teacher, *args: str, rewards: str = "rewards.py", tools: str =
                       "--rewards", rewards, *args, env=subprocess_env(**(env or {})))
 
 
-def lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
 def test_every_finished_rollout_is_scored_and_low_ones_rejected(workdir, teacher):
     (workdir / "rewards.py").write_text(SAYS_42)
     write_prompts(workdir, [{"prompt": "right", "metadata": {"expected_answer": "42"}},
@@ -49,8 +52,8 @@ def test_every_finished_rollout_is_scored_and_low_ones_rejected(workdir, teacher
     teacher.script("wrong", answer("It is 41."))
     result = gate(workdir, teacher, "--min-reward", "1")
     assert result.code == 0, result.err
-    [kept] = lines(workdir / "train.jsonl")
-    [rejected] = lines(workdir / "train.rejected.jsonl")
+    [kept] = read_jsonl(workdir / "train.jsonl")
+    [rejected] = read_jsonl(workdir / "train.rejected.jsonl")
     assert kept["metadata"]["rewards"] == {"says_42": 1.0} and kept["metadata"]["reward"] == 1.0
     assert rejected["metadata"]["reward"] == 0.0 and rejected["messages"][-1]["content"] == "It is 41."
     assert "passed --min-reward 1: 1/2 on the first try" in result.err
@@ -68,7 +71,7 @@ def test_attempts_until_one_passes_exactly_three_paid(workdir, teacher):
     result = gate(workdir, teacher, "--min-reward", "1", "--attempts", "5")
     assert result.code == 0, result.err
     assert len(teacher.requests_for("hard")) == 3 and len(teacher.requests_for("easy")) == 1
-    output, rejected = lines(workdir / "train.jsonl"), lines(workdir / "train.rejected.jsonl")
+    output, rejected = read_jsonl(workdir / "train.jsonl"), read_jsonl(workdir / "train.rejected.jsonl")
     assert sorted((r["messages"][0]["content"], r["metadata"]["attempt"]) for r in output) == [("easy", 1), ("hard", 3)]
     assert [(r["messages"][-1]["content"], r["metadata"]["attempt"]) for r in rejected] == [("40", 1), ("41", 2)]
     assert "2/2 overall" in result.err and "1/2 on the first try" in result.err
@@ -87,7 +90,7 @@ def test_attempts_all_rejected_finish_the_prompt(workdir, teacher):
     # a larger budget later gives the prompt one more try, counting the two spent
     teacher.script("impossible", answer("42"))
     assert gate(workdir, teacher, "--min-reward", "1", "--attempts", "3").code == 0
-    assert len(teacher.requests) == sent + 1 and lines(workdir / "train.jsonl")[0]["metadata"]["attempt"] == 3
+    assert len(teacher.requests) == sent + 1 and read_jsonl(workdir / "train.jsonl")[0]["metadata"]["attempt"] == 3
 
 
 def test_kill_9_between_attempts_resumes_with_the_tries_spent(workdir, teacher):
@@ -103,9 +106,9 @@ def test_kill_9_between_attempts_resumes_with_the_tries_spent(workdir, teacher):
     assert count_lines(workdir / "train.rejected.jsonl") == 1
     result = run_script(workdir, *args)
     assert result.code == 0, result.err
-    [line] = lines(workdir / "train.jsonl")
+    [line] = read_jsonl(workdir / "train.jsonl")
     assert line["metadata"]["attempt"] == 2  # the killed try sent a request but never finished: tried again
-    assert len(lines(workdir / "train.rejected.jsonl")) == 1 and len(teacher.requests_for("q")) == 3
+    assert len(read_jsonl(workdir / "train.rejected.jsonl")) == 1 and len(teacher.requests_for("q")) == 3
 
 
 HOSTILE_REWARDS = '''
@@ -177,7 +180,7 @@ def test_hostile_rewards_never_lose_a_rollout_or_stop_the_run(workdir, teacher):
     result = gate(workdir, teacher, "--reward-timeout", "5")
     assert result.code == 0, result.err
     assert "Traceback" not in result.err
-    records = lines(workdir / "train.jsonl")
+    records = read_jsonl(workdir / "train.jsonl")
     assert len(records) == 2
     for record in records:
         m = record["metadata"]
@@ -211,7 +214,7 @@ def test_precondition_at_zero_makes_the_total_zero(workdir, teacher):
     teacher.script("tool", call_tools(("add", {"a": 1, "b": 2})), answer("3"))
     result = gate(workdir, teacher, tools="tools_small.py")
     assert result.code == 0, result.err
-    totals = {r["messages"][0]["content"]: r["metadata"]["reward"] for r in lines(workdir / "train.jsonl")}
+    totals = {r["messages"][0]["content"]: r["metadata"]["reward"] for r in read_jsonl(workdir / "train.jsonl")}
     assert totals == {"tool": 1.25, "plain": 0.0}
 
 
@@ -235,7 +238,7 @@ def test_rnow_template_rewards_load_and_run_as_they_are(workdir, teacher, templa
     args = ("prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--rewards", "rewards.py")
     result = run_script(workdir, *args) if rnow_installed else without_rnow(workdir, *args)
     assert result.code == 0, result.err
-    [record] = lines(workdir / "train.jsonl")
+    [record] = read_jsonl(workdir / "train.jsonl")
     if expected is not None:
         assert record["metadata"]["reward"] == expected, record["metadata"]
 
@@ -307,19 +310,19 @@ def test_rescore_moves_lines_both_ways_and_sends_nothing(workdir, teacher):
     teacher.script("b", answer("7"), answer("42"))  # rejected first, then passes; once 7 is expected the
     teacher.script("c", answer("7"), answer("8"))  # rejected try passes and the accepted one fails
     assert gate(workdir, teacher, "--min-reward", "1", "--attempts", "2").code == 0
-    assert sorted(r["messages"][0]["content"] for r in lines(workdir / "train.jsonl")) == ["a", "b"]
+    assert sorted(r["messages"][0]["content"] for r in read_jsonl(workdir / "train.jsonl")) == ["a", "b"]
     sent = len(teacher.requests)
     (workdir / "rewards.py").write_text(SAYS_42.replace('"42"', '"7"').replace("args.metadata.get", "{}.get"))
     result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--rewards", "rewards.py", "--min-reward", "1", "--rescore",
                         env=subprocess_env())  # no key, no base URL: nothing is sent
     assert result.code == 0, result.err
     assert len(teacher.requests) == sent and "Nothing was sent" in result.err
-    output = {r["messages"][0]["content"]: r["messages"][-1]["content"] for r in lines(workdir / "train.jsonl")}
+    output = {r["messages"][0]["content"]: r["messages"][-1]["content"] for r in read_jsonl(workdir / "train.jsonl")}
     rejected = sorted((r["messages"][0]["content"], r["messages"][-1]["content"])
-                      for r in lines(workdir / "train.rejected.jsonl"))
+                      for r in read_jsonl(workdir / "train.rejected.jsonl"))
     assert output == {"a": "42 and 7", "b": "7", "c": "7"}
     assert rejected == [("b", "42"), ("c", "8")]
-    assert all(r["metadata"]["reward"] == 1.0 for r in lines(workdir / "train.jsonl"))
+    assert all(r["metadata"]["reward"] == 1.0 for r in read_jsonl(workdir / "train.jsonl"))
     assert "moved 1 to train.rejected.jsonl and 2 to train.jsonl" in result.err
     # without --min-reward: scores are updated, nothing moves
     again = run_script(workdir, "prompts.jsonl", "--tools", "none", "--rewards", "rewards.py", "--rescore",
@@ -375,8 +378,8 @@ def test_readme_rewards_example_scores_as_it_says(workdir, teacher):
     teacher.script("guess", answer("Approved 2014-09-04, for advanced melanoma."))
     result = gate(workdir, teacher, "--min-reward", "1.5", tools="page_tool.py")
     assert result.code == 0, result.err
-    [kept] = lines(workdir / "train.jsonl")
-    [rejected] = lines(workdir / "train.rejected.jsonl")
+    [kept] = read_jsonl(workdir / "train.jsonl")
+    [rejected] = read_jsonl(workdir / "train.rejected.jsonl")
     assert kept["metadata"]["rewards"] == {"read_a_page": 1.0, "expected_answer": 1.0}
     assert kept["metadata"]["reward"] == 2.0 and rejected["metadata"]["reward"] == 0.0  # the gate at 0
 
@@ -387,9 +390,9 @@ def test_attempts_apply_to_each_sample(workdir, teacher):
     teacher.script("q", answer("1"), answer("42"), answer("42"), answer("never asked"))
     result = gate(workdir, teacher, "--min-reward", "1", "--attempts", "2", "--samples", "2", "-c", "1")
     assert result.code == 0, result.err
-    output = lines(workdir / "train.jsonl")
+    output = read_jsonl(workdir / "train.jsonl")
     assert sorted(r["metadata"]["sample"] for r in output) == [0, 1] and len(teacher.requests_for("q")) == 3
-    assert len(lines(workdir / "train.rejected.jsonl")) == 1
+    assert len(read_jsonl(workdir / "train.rejected.jsonl")) == 1
 
 
 def test_rewards_that_never_return_do_not_starve_the_others(workdir, teacher):
@@ -410,7 +413,7 @@ def test_rewards_that_never_return_do_not_starve_the_others(workdir, teacher):
     write_prompts(workdir, [f"q{i}" for i in range(12)])
     result = gate(workdir, teacher, "-c", "12", "--reward-timeout", "30")
     assert result.code == 0, result.err
-    records = lines(workdir / "train.jsonl")
+    records = read_jsonl(workdir / "train.jsonl")
     assert len(records) == 12 and all(r["metadata"]["rewards"] == {"stuck": 0.0, "quick": 1.0} for r in records)
 
 
@@ -427,7 +430,7 @@ def test_torn_last_line_of_the_rejected_file_is_cut_and_its_try_runs_again(workd
     result = gate(workdir, teacher, "--min-reward", "1")
     assert result.code == 0, result.err
     assert not rejected.exists() or rejected.read_bytes() == b""  # the torn piece is gone
-    assert sorted(r["messages"][0]["content"] for r in lines(workdir / "train.jsonl")) == ["q", "r"]
+    assert sorted(r["messages"][0]["content"] for r in read_jsonl(workdir / "train.jsonl")) == ["q", "r"]
     assert len(teacher.requests_for("q")) == 2
 
 
@@ -443,7 +446,7 @@ def test_rescore_keeps_lines_it_cannot_read_and_survives_a_reward_that_raises(wo
     result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--rewards", "rewards.py", "--min-reward", "1",
                         "--rescore", env=subprocess_env())
     assert result.code == 0 and "Traceback" not in result.err, result.err
-    rejected = lines(workdir / "train.rejected.jsonl")
+    rejected = read_jsonl(workdir / "train.rejected.jsonl")
     assert len(rejected) == 2 and all(r["metadata"]["reward_errors"]["says_42"].startswith("failed: RuntimeError")
                                       for r in rejected)
     assert (workdir / "train.jsonl").read_text() == '{"metadata": {"prompt_id": "edited by hand"\n'

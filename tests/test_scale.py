@@ -3,10 +3,8 @@ subprocesses with the scheduler's environment, the way an array task runs the sc
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from conftest import run_script, subprocess_env, write_prompts
+from conftest import read_jsonl, run_script, subprocess_env, write_prompts
 
 PROMPTS = [f"question {i}" for i in range(30)]
 
@@ -17,7 +15,7 @@ def run_task(workdir, teacher, env: dict, *args: str):
 
 
 def prompt_ids(path) -> list[str]:
-    return [json.loads(line)["metadata"]["prompt_id"] for line in path.read_text().splitlines()]
+    return [record["metadata"]["prompt_id"] for record in read_jsonl(path)]
 
 
 @pytest.mark.parametrize("array", [(0, 1, 4), (1, 1, 4), (0, 2, 3)], ids=["0-3", "1-4", "0-4:2"])
