@@ -330,7 +330,7 @@ def main() -> int:
     parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10", help="comma list of figures to run (default: all)")
     args = parser.parse_args()
     only = {int(x) for x in args.only.split(",")}
-    scale = 0.05 if args.tiny else 1.0
+    scale = 0.02 if args.tiny else 1.0  # tiny: seconds a figure, for the smoke test
     cap, mean = 8, 0.2
     limit = cap / mean
     figures: list[Figure] = []
