@@ -84,16 +84,29 @@ def write_prompts(workdir: Path, prompts: list, name: str = "prompts.jsonl") -> 
     return path
 
 
-@pytest.fixture
-def run(workdir, teacher, capsys):
-    """Run main() in this process against the fake teacher; fast retries by default."""
-
-    def run_main(*args: str, prompts: str = "prompts.jsonl", tools: str = "tools_small.py") -> Result:
-        argv = [prompts, "--tools", tools, "--base-url", teacher.base_url, "--backoff", "0.01", *args]
+def launch(workdir: Path, argv: list[str], *, in_process: bool = False, capsys=None, env: dict | None = None,
+           timeout: float = 60) -> Result:
+    """The one way the tests start the program, in one of two modes: in this process through main() (fast;
+    capsys captures its output), or as a subprocess, the way users run it (with `env` as its environment)."""
+    output = next((argv[i + 1] for i, a in enumerate(argv) if a in ("-o", "--output")), "train.jsonl")
+    if in_process:
         code = gdd.main(argv)
         captured = capsys.readouterr()
-        output = next((argv[i + 1] for i, a in enumerate(argv) if a in ("-o", "--output")), "train.jsonl")
         return Result(code, captured.out, captured.err, workdir, output)
+    process = start_script(workdir, *argv, env=env)
+    out, err = process.communicate(timeout=timeout)
+    return Result(process.returncode, out, err, workdir, output)
+
+
+@pytest.fixture
+def run(workdir, teacher, capsys):
+    """The program against the fake teacher, with fast retries: in process, or `subprocess=True` as users
+    run it. The common arguments are written once, here."""
+
+    def run_main(*args: str, prompts: str = "prompts.jsonl", tools: str = "tools_small.py", subprocess: bool = False,
+                 env: dict | None = None, timeout: float = 60) -> Result:
+        argv = [prompts, "--tools", tools, "--base-url", teacher.base_url, "--backoff", "0.01", *args]
+        return launch(workdir, argv, in_process=not subprocess, capsys=capsys, env=env, timeout=timeout)
 
     return run_main
 
@@ -105,14 +118,14 @@ def subprocess_env(**extra: str) -> dict:
 
 
 def start_script(workdir: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """The subprocess mode, not waited for: for tests that signal or kill a run as it goes."""
     return subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=workdir, env=env or subprocess_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def run_script(workdir: Path, *args: str, env: dict | None = None, timeout: float = 60) -> Result:
-    process = start_script(workdir, *args, env=env)
-    out, err = process.communicate(timeout=timeout)
-    return Result(process.returncode, out, err, workdir)
+    """The subprocess mode with the command line exactly as given (no teacher, no defaults added)."""
+    return launch(workdir, list(args), env=env, timeout=timeout)
 
 
 def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
@@ -141,6 +154,7 @@ class RealPath:
         return real_path.resolving([sys.executable, str(SCRIPT), *args], self.folder)
 
     def run(self, workdir: Path, *args: str, env: dict | None = None, timeout: float = 120) -> Result:
+        """The subprocess mode, where openrouter.ai is the loopback nginx."""
         process = subprocess.run(self.command(*args), cwd=workdir, env=env or subprocess_env(), capture_output=True,
                                  text=True, timeout=timeout)
         return Result(process.returncode, process.stdout, process.stderr, workdir)

@@ -41,22 +41,21 @@ def script_tool_rollouts(teacher, prompts: list[str]) -> None:
                        answer(f"sum {i + 2}"))
 
 
-def export(workdir, teacher, *extra: str):
-    return run_script(workdir, "prompts.jsonl", "--tools", "tools_small.py", "--base-url", teacher.base_url,
-                      "--backoff", "0.01", *extra)
+def export(run, *extra: str):
+    return run(*extra, subprocess=True)
 
 
 def load(path) -> datasets.Dataset:
     return datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(path.parent / "hf"))
 
 
-def test_hf_export_loads_in_datasets_and_renders_with_chat_templates(workdir, teacher):
+def test_hf_export_loads_in_datasets_and_renders_with_chat_templates(run, workdir, teacher):
     # metadata whose types change from line to line: datasets < 4 refused such files; hf holds it as a string
     write_prompts(workdir, [{"prompt": "q0", "metadata": {"source": "web", "score": 1}},
                             {"prompt": "q1", "metadata": {"source": {"url": "https://x.org"}, "score": "high"}},
                             {"prompt": "q2", "metadata": {"source": ["a", "b"]}}])
     script_tool_rollouts(teacher, ["q0", "q1", "q2"])
-    result = export(workdir, teacher, "--export", "hf")
+    result = export(run, "--export", "hf")
     assert result.code == 0, result.err
     assert "Exported 3 lines to train.hf.jsonl." in result.err
     ours, exported = read_jsonl(workdir / "train.jsonl"), read_jsonl(workdir / "train.hf.jsonl")
@@ -82,10 +81,10 @@ def test_hf_export_loads_in_datasets_and_renders_with_chat_templates(workdir, te
         assert [m["content"] for m in mine["messages"]] == [m["content"] for m in theirs["messages"]]
 
 
-def test_hf_export_keeps_reasoning_for_templates_that_read_it(workdir, teacher):
+def test_hf_export_keeps_reasoning_for_templates_that_read_it(run, workdir, teacher):
     write_prompts(workdir, ["think"])
     teacher.script("think", lambda body: Reply(body=completion({"content": "42", "reasoning": "6 times 7"})))
-    result = export(workdir, teacher, "--export", "hf")
+    result = export(run, "--export", "hf")
     assert result.code == 0, result.err
     row = load(workdir / "train.hf.jsonl")[0]
     rendered, _ = render_jinja_template([row["messages"]], chat_template=QWEN_LIKE_TEMPLATE)
@@ -121,10 +120,10 @@ def check_openai_fine_tuning_line(line: dict) -> None:
         assert tool["function"]["parameters"]["type"] == "object"
 
 
-def test_openai_export_meets_the_fine_tuning_format(workdir, teacher):
+def test_openai_export_meets_the_fine_tuning_format(run, workdir, teacher):
     write_prompts(workdir, [{"prompt": "q0", "metadata": {"k": 1}}, "q1"])
     script_tool_rollouts(teacher, ["q0", "q1"])
-    result = export(workdir, teacher, "--export", "openai", "-s", "Be brief.")
+    result = export(run, "--export", "openai", "-s", "Be brief.")
     assert result.code == 0, result.err
     exported = read_jsonl(workdir / "train.openai.jsonl")
     assert len(exported) == 2
@@ -134,10 +133,10 @@ def test_openai_export_meets_the_fine_tuning_format(workdir, teacher):
         assert [m["role"] for m in line["messages"]] == ["system", "user", "assistant", "tool", "tool", "assistant"]
 
 
-def test_no_run_exports_existing_output_and_sends_nothing(workdir, teacher):
+def test_no_run_exports_existing_output_and_sends_nothing(run, workdir, teacher):
     write_prompts(workdir, ["q0", "q1"])
     script_tool_rollouts(teacher, ["q0", "q1"])
-    assert export(workdir, teacher).code == 0
+    assert export(run).code == 0
     sent = len(teacher.requests)
     write_prompts(workdir, ["q0", "q1", "q2"])  # a pending prompt: --no-run must not run it
     env = subprocess_env()  # no key, default base URL: --no-run needs neither
@@ -149,12 +148,12 @@ def test_no_run_exports_existing_output_and_sends_nothing(workdir, teacher):
     assert "Exported 2 lines to train.hf.jsonl." in result.err and "Traceback" not in result.err
 
 
-def test_export_streams_past_lines_it_cannot_hold_and_says_so(workdir, teacher):
+def test_export_streams_past_lines_it_cannot_hold_and_says_so(run, workdir, teacher):
     write_prompts(workdir, ["good", "broken args", "gone tool"])
     teacher.script("good", call_tools(("add", {"a": 1, "b": 2})), answer("3"))
     teacher.script("broken args", call_tools(("add", "{not json")), answer("sorry"))
     teacher.script("gone tool", call_tools(("shout", {"text": "x"})), answer("X"))
-    assert export(workdir, teacher).code == 0
+    assert export(run).code == 0
     with (workdir / "train.jsonl").open("a") as f:
         f.write('{"metadata": {"prompt_id": "torn"}, "messa\n')  # hand-edited, after the run
     (workdir / "fewer_tools.py").write_text(

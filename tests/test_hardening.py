@@ -239,7 +239,7 @@ def test_dry_run_reports_bad_lines_without_moving_them(run, teacher, workdir):
 def test_prompt_lines_that_are_not_strict_json_are_refused(run, teacher, workdir, line, what):
     (workdir / "prompts.jsonl").write_text('{"prompt": "fine"}\n' + line + "\n")
     result = run(tools="none")
-    assert result.code == 2 and f"prompts.jsonl:2: " in result.err and what in result.err, result.err
+    assert result.code == 2 and "prompts.jsonl:2: " in result.err and what in result.err, result.err
     assert_no_traceback(result.err)
     assert not teacher.requests and not (workdir / "train.jsonl").exists()
 

@@ -39,18 +39,17 @@ def says_42(args: RewardArgs, messages: list) -> float:
 '''
 
 
-def gate(workdir, teacher, *args: str, rewards: str = "rewards.py", tools: str = "none", env: dict | None = None):
-    return run_script(workdir, "prompts.jsonl", "--tools", tools, "--base-url", teacher.base_url, "--backoff", "0.01",
-                      "--rewards", rewards, *args, env=subprocess_env(**(env or {})))
+def gate(run, *args: str, rewards: str = "rewards.py", tools: str = "none", env: dict | None = None):
+    return run("--rewards", rewards, *args, tools=tools, subprocess=True, env=subprocess_env(**(env or {})))
 
 
-def test_every_finished_rollout_is_scored_and_low_ones_rejected(workdir, teacher):
+def test_every_finished_rollout_is_scored_and_low_ones_rejected(run, workdir, teacher):
     (workdir / "rewards.py").write_text(SAYS_42)
     write_prompts(workdir, [{"prompt": "right", "metadata": {"expected_answer": "42"}},
                             {"prompt": "wrong", "metadata": {"expected_answer": "42"}}])
     teacher.script("right", answer("It is 42."))
     teacher.script("wrong", answer("It is 41."))
-    result = gate(workdir, teacher, "--min-reward", "1")
+    result = gate(run, "--min-reward", "1")
     assert result.code == 0, result.err
     [kept] = read_jsonl(workdir / "train.jsonl")
     [rejected] = read_jsonl(workdir / "train.rejected.jsonl")
@@ -59,16 +58,16 @@ def test_every_finished_rollout_is_scored_and_low_ones_rejected(workdir, teacher
     assert "passed --min-reward 1: 1/2 on the first try" in result.err
     # finished work: a re-run pays for neither
     sent = len(teacher.requests)
-    again = gate(workdir, teacher, "--min-reward", "1")
+    again = gate(run, "--min-reward", "1")
     assert again.code == 0 and len(teacher.requests) == sent and "Nothing to do" in again.err
 
 
-def test_attempts_until_one_passes_exactly_three_paid(workdir, teacher):
+def test_attempts_until_one_passes_exactly_three_paid(run, workdir, teacher):
     (workdir / "rewards.py").write_text(SAYS_42)
     write_prompts(workdir, ["hard", "easy"])
     teacher.script("hard", answer("40"), answer("41"), answer("42"), answer("never asked"))
     teacher.script("easy", answer("42"))
-    result = gate(workdir, teacher, "--min-reward", "1", "--attempts", "5")
+    result = gate(run, "--min-reward", "1", "--attempts", "5")
     assert result.code == 0, result.err
     assert len(teacher.requests_for("hard")) == 3 and len(teacher.requests_for("easy")) == 1
     output, rejected = read_jsonl(workdir / "train.jsonl"), read_jsonl(workdir / "train.rejected.jsonl")
@@ -77,19 +76,19 @@ def test_attempts_until_one_passes_exactly_three_paid(workdir, teacher):
     assert "2/2 overall" in result.err and "1/2 on the first try" in result.err
 
 
-def test_attempts_all_rejected_finish_the_prompt(workdir, teacher):
+def test_attempts_all_rejected_finish_the_prompt(run, workdir, teacher):
     (workdir / "rewards.py").write_text(SAYS_42)
     write_prompts(workdir, ["impossible"])
     teacher.script("impossible", answer("1"), answer("2"), answer("3"))
-    result = gate(workdir, teacher, "--min-reward", "1", "--attempts", "2", "--samples", "1")
+    result = gate(run, "--min-reward", "1", "--attempts", "2", "--samples", "1")
     assert result.code == 0, result.err
     assert count_lines(workdir / "train.jsonl") == 0 and count_lines(workdir / "train.rejected.jsonl") == 2
     assert "finished as rejected" in result.err
     sent = len(teacher.requests)
-    assert gate(workdir, teacher, "--min-reward", "1", "--attempts", "2").code == 0 and len(teacher.requests) == sent
+    assert gate(run, "--min-reward", "1", "--attempts", "2").code == 0 and len(teacher.requests) == sent
     # a larger budget later gives the prompt one more try, counting the two spent
     teacher.script("impossible", answer("42"))
-    assert gate(workdir, teacher, "--min-reward", "1", "--attempts", "3").code == 0
+    assert gate(run, "--min-reward", "1", "--attempts", "3").code == 0
     assert len(teacher.requests) == sent + 1 and read_jsonl(workdir / "train.jsonl")[0]["metadata"]["attempt"] == 3
 
 
@@ -174,10 +173,10 @@ def infinite(args: RewardArgs, messages: list) -> float:
 '''
 
 
-def test_hostile_rewards_never_lose_a_rollout_or_stop_the_run(workdir, teacher):
+def test_hostile_rewards_never_lose_a_rollout_or_stop_the_run(run, workdir, teacher):
     (workdir / "rewards.py").write_text(HOSTILE_REWARDS)
     write_prompts(workdir, [{"prompt": "a", "metadata": {"k": 1}}, "b"])
-    result = gate(workdir, teacher, "--reward-timeout", "5")
+    result = gate(run, "--reward-timeout", "5")
     assert result.code == 0, result.err
     assert "Traceback" not in result.err
     records = read_jsonl(workdir / "train.jsonl")
@@ -196,7 +195,7 @@ def test_hostile_rewards_never_lose_a_rollout_or_stop_the_run(workdir, teacher):
     assert records[0]["metadata"].get("k", 1) == 1
 
 
-def test_precondition_at_zero_makes_the_total_zero(workdir, teacher):
+def test_precondition_at_zero_makes_the_total_zero(run, workdir, teacher):
     (workdir / "rewards.py").write_text(textwrap.dedent('''
         from rnow.core import RewardArgs, reward
 
@@ -212,7 +211,7 @@ def test_precondition_at_zero_makes_the_total_zero(workdir, teacher):
     '''))
     write_prompts(workdir, ["tool", "plain"])
     teacher.script("tool", call_tools(("add", {"a": 1, "b": 2})), answer("3"))
-    result = gate(workdir, teacher, tools="tools_small.py")
+    result = gate(run, tools="tools_small.py")
     assert result.code == 0, result.err
     totals = {r["messages"][0]["content"]: r["metadata"]["reward"] for r in read_jsonl(workdir / "train.jsonl")}
     assert totals == {"tool": 1.25, "plain": 0.0}
@@ -303,13 +302,13 @@ def test_gate_usage_errors(workdir, teacher, args, message):
     assert not teacher.requests
 
 
-def test_rescore_moves_lines_both_ways_and_sends_nothing(workdir, teacher):
+def test_rescore_moves_lines_both_ways_and_sends_nothing(run, workdir, teacher):
     (workdir / "rewards.py").write_text(SAYS_42)
     write_prompts(workdir, [{"prompt": p, "metadata": {"expected_answer": "42"}} for p in ("a", "b", "c")])
     teacher.script("a", answer("42 and 7"))  # passes now; fails once 7 is expected
     teacher.script("b", answer("7"), answer("42"))  # rejected first, then passes; once 7 is expected the
     teacher.script("c", answer("7"), answer("8"))  # rejected try passes and the accepted one fails
-    assert gate(workdir, teacher, "--min-reward", "1", "--attempts", "2").code == 0
+    assert gate(run, "--min-reward", "1", "--attempts", "2").code == 0
     assert sorted(r["messages"][0]["content"] for r in read_jsonl(workdir / "train.jsonl")) == ["a", "b"]
     sent = len(teacher.requests)
     (workdir / "rewards.py").write_text(SAYS_42.replace('"42"', '"7"').replace("args.metadata.get", "{}.get"))
@@ -359,7 +358,7 @@ def test_max_cost_says_it_cannot_apply_when_the_teacher_reports_no_cost(workdir,
     assert count_lines(workdir / "train.jsonl") == 8
 
 
-def test_readme_rewards_example_scores_as_it_says(workdir, teacher):
+def test_readme_rewards_example_scores_as_it_says(run, workdir, teacher):
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     example = readme[readme.index("## Quality gate and spend"):].split("```python\n", 1)[1].split("```", 1)[0]
     (workdir / "rewards.py").write_text(example)
@@ -376,7 +375,7 @@ def test_readme_rewards_example_scores_as_it_says(workdir, teacher):
     teacher.script("read", call_tools(("browse", {"url": "https://www.fda.gov/x"})),
                    answer("Approved 2014-09-04, for advanced melanoma."))
     teacher.script("guess", answer("Approved 2014-09-04, for advanced melanoma."))
-    result = gate(workdir, teacher, "--min-reward", "1.5", tools="page_tool.py")
+    result = gate(run, "--min-reward", "1.5", tools="page_tool.py")
     assert result.code == 0, result.err
     [kept] = read_jsonl(workdir / "train.jsonl")
     [rejected] = read_jsonl(workdir / "train.rejected.jsonl")
@@ -384,18 +383,18 @@ def test_readme_rewards_example_scores_as_it_says(workdir, teacher):
     assert kept["metadata"]["reward"] == 2.0 and rejected["metadata"]["reward"] == 0.0  # the gate at 0
 
 
-def test_attempts_apply_to_each_sample(workdir, teacher):
+def test_attempts_apply_to_each_sample(run, workdir, teacher):
     (workdir / "rewards.py").write_text(SAYS_42)
     write_prompts(workdir, ["q"])
     teacher.script("q", answer("1"), answer("42"), answer("42"), answer("never asked"))
-    result = gate(workdir, teacher, "--min-reward", "1", "--attempts", "2", "--samples", "2", "-c", "1")
+    result = gate(run, "--min-reward", "1", "--attempts", "2", "--samples", "2", "-c", "1")
     assert result.code == 0, result.err
     output = read_jsonl(workdir / "train.jsonl")
     assert sorted(r["metadata"]["sample"] for r in output) == [0, 1] and len(teacher.requests_for("q")) == 3
     assert len(read_jsonl(workdir / "train.rejected.jsonl")) == 1
 
 
-def test_rewards_that_never_return_do_not_starve_the_others(workdir, teacher):
+def test_rewards_that_never_return_do_not_starve_the_others(run, workdir, teacher):
     (workdir / "rewards.py").write_text(textwrap.dedent('''
         import threading
         from rnow.core import RewardArgs, reward
@@ -411,35 +410,35 @@ def test_rewards_that_never_return_do_not_starve_the_others(workdir, teacher):
             return 1.0
     '''))
     write_prompts(workdir, [f"q{i}" for i in range(12)])
-    result = gate(workdir, teacher, "-c", "12", "--reward-timeout", "30")
+    result = gate(run, "-c", "12", "--reward-timeout", "30")
     assert result.code == 0, result.err
     records = read_jsonl(workdir / "train.jsonl")
     assert len(records) == 12 and all(r["metadata"]["rewards"] == {"stuck": 0.0, "quick": 1.0} for r in records)
 
 
-def test_torn_last_line_of_the_rejected_file_is_cut_and_its_try_runs_again(workdir, teacher):
+def test_torn_last_line_of_the_rejected_file_is_cut_and_its_try_runs_again(run, workdir, teacher):
     (workdir / "rewards.py").write_text(SAYS_42)
     write_prompts(workdir, ["q", "r"])
     teacher.script("q", answer("1"), answer("42"))
     teacher.script("r", answer("42"))
-    assert gate(workdir, teacher, "--min-reward", "1").code == 0
+    assert gate(run, "--min-reward", "1").code == 0
     rejected = workdir / "train.rejected.jsonl"
     whole = rejected.read_bytes()
     assert whole.count(b"\n") == 1
     rejected.write_bytes(whole[: len(whole) // 2])  # a crash in the middle of writing the only line
-    result = gate(workdir, teacher, "--min-reward", "1")
+    result = gate(run, "--min-reward", "1")
     assert result.code == 0, result.err
     assert not rejected.exists() or rejected.read_bytes() == b""  # the torn piece is gone
     assert sorted(r["messages"][0]["content"] for r in read_jsonl(workdir / "train.jsonl")) == ["q", "r"]
     assert len(teacher.requests_for("q")) == 2
 
 
-def test_rescore_keeps_lines_it_cannot_read_and_survives_a_reward_that_raises(workdir, teacher):
+def test_rescore_keeps_lines_it_cannot_read_and_survives_a_reward_that_raises(run, workdir, teacher):
     (workdir / "rewards.py").write_text(SAYS_42)
     write_prompts(workdir, ["a", "b"])
     teacher.script("a", answer("42"))
     teacher.script("b", answer("42"))
-    assert gate(workdir, teacher, "--min-reward", "1").code == 0
+    assert gate(run, "--min-reward", "1").code == 0
     with (workdir / "train.jsonl").open("a") as f:
         f.write('{"metadata": {"prompt_id": "edited by hand"\n')
     (workdir / "rewards.py").write_text(SAYS_42.replace('return 1.0 if', 'raise RuntimeError("broken")\n    return 1.0 if'))
