@@ -8,9 +8,10 @@ default) answers, calls tools from tools.py, reads their results and answers aga
 final answer. Every finished conversation is appended to train.jsonl as one line the moment it ends.
 Re-running the same command resumes: prompts already in the output are skipped, failed ones are retried.
 
-The file reads top-down:
-    CLI and config -> prompts -> tools -> API client (limiter, retries) -> rollout
-    -> output and resume -> progress -> main
+The file reads top-down, each section using only the ones above it:
+    CLI and config (one settings object per part) -> prompts -> tools -> rewards (the quality gate)
+    -> API client (limiter, TLS, decoding, retries) -> rollout -> the dataset line (built, keyed, read,
+    rewritten) -> output and resume -> exports -> progress -> main (the plan, the run, settling, stopping)
 """
 
 from __future__ import annotations
@@ -70,6 +71,26 @@ APP_URL = "https://github.com/reinforcenow/off-policy-distillation"
 
 class UsageError(Exception):
     """A mistake in the command line or an input file: reported in one line, exit code 2, nothing sent."""
+
+
+# Words for messages, used by every part.
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def human_count(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(int(n))
+
+
+def human_duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
 
 
 # ==================================================================================================
@@ -1676,6 +1697,7 @@ def with_breakpoint(message: dict, marker: dict) -> dict | None:
 
 
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504, 524, 529}
+LONG_WAIT = 600.0  # seconds: a 429 that asks to wait longer (a daily cap) stops the run instead
 
 # Until the teacher has answered once, a wall of identical failures means a wrong URL, model, key or
 # network, not bad luck: the run stops instead of sending every prompt into it. Two signs, two limits:
@@ -1976,8 +1998,14 @@ class TeacherClient:
             raise RunStopped("access denied", f"access denied (403: {detail}). Check the key's permissions and "
                              "limits, then re-run the same command to continue.")
         if status in RETRYABLE_STATUS or status >= 500:
-            raise RetryableError(f"HTTP {status}", f"HTTP {status}: {detail}", retry_after_seconds(answer.headers),
-                                 status == 429)
+            wait = retry_after_seconds(answer.headers)
+            if status == 429 and wait is not None and wait > LONG_WAIT:
+                raise RunStopped("rate limit for hours", f"the teacher's rate limit resets in "
+                                 f"{human_duration(wait)} (429: {detail}), a daily or monthly cap such as a free "
+                                 "model's. Re-run the same command after that, or with a model or key without "
+                                 "that cap (--model); finished samples are kept.")
+            raise RetryableError(f"HTTP {status}", f"HTTP {status}: {detail}",
+                                 None if wait is None else min(wait, LONG_WAIT), status == 429)
         raise PromptFailed(f"HTTP {status}", f"HTTP {status}: {detail}", status=status)
 
     def _detail(self, text: str, limit: int | None = 300) -> str:
@@ -2225,6 +2253,8 @@ def is_moderation_error(error: Any) -> bool:
 
 
 def retry_after_seconds(headers: httpx.Headers) -> float | None:
+    """Seconds until the teacher takes requests again, from Retry-After (seconds, or an HTTP date read
+    against the answer's own Date header: the server's clock, not ours), else X-RateLimit-Reset."""
     value = headers.get("retry-after")
     if not value:
         return rate_limit_reset_seconds(headers.get("x-ratelimit-reset"))
@@ -2232,12 +2262,13 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
         seconds = float(value)
     except ValueError:
         try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+            now = email.utils.parsedate_to_datetime(headers["date"]).timestamp() if "date" in headers else time.time()
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - now
         except (TypeError, ValueError, OverflowError):
             return None
     if not math.isfinite(seconds):
         return None
-    return min(max(seconds, 0.0), 600.0)
+    return max(seconds, 0.0)
 
 
 def rate_limit_reset_seconds(value: str | None) -> float | None:
@@ -2253,7 +2284,7 @@ def rate_limit_reset_seconds(value: str | None) -> float | None:
         seconds = seconds / 1000 - time.time()
     elif seconds > 1e9:  # epoch seconds
         seconds -= time.time()
-    return min(max(seconds, 0.0), 600.0)
+    return max(seconds, 0.0)
 
 
 def parse_completion(data: dict) -> Completion:
@@ -3296,17 +3327,7 @@ class Progress:
         self.bar.close()
 
 
-def human_count(n: float) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(int(n))
 
-
-def human_duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
 
 
 # ==================================================================================================
@@ -3665,8 +3686,7 @@ class Run:
         return EXIT_OK if pending == 0 and not self.stop_reason else EXIT_FAILED
 
 
-def plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
 
 
 def print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: OutputScan) -> None:

@@ -100,3 +100,47 @@ def test_unreachable_browser_service_is_a_tool_error(tools_module, monkeypatch):
             return str(e)
 
     assert asyncio.run(attempt()).startswith("cannot use the browser at BROWSE_CDP_URL")
+
+
+def start_service(port: int, profile) -> subprocess.Popen:
+    binary = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))))
+    process = subprocess.Popen([binary, "--headless=new", f"--remote-debugging-port={port}", "--no-first-run",
+                                "--no-sandbox", f"--user-data-dir={profile}", "about:blank"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:
+        if "DevTools listening on" in line:
+            return process
+    raise AssertionError("Chromium did not open its DevTools port")
+
+
+def test_a_browser_service_that_restarts_is_reconnected_to(tools_module, site, tmp_path, monkeypatch):  # noqa: F811
+    """The service's Chromium dies (a crash, a restart of the service): the next call connects again."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("BROWSE_CDP_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("BROWSE_ALLOW_PRIVATE", "127.0.0.1")
+    monkeypatch.setenv("BROWSE_TIMEOUT", "5")
+    remote, loop = tools_module.RemoteBrowser(), asyncio.new_event_loop()
+
+    async def open_page():  # as browse() does: a call that finds the browser gone is tried once more
+        for _ in range(2):
+            result = await remote.open(f"{site}/page")
+            if result is not None:
+                return result
+        raise AssertionError("no page from a restarted service")
+
+    service = start_service(port, tmp_path / "first")
+    try:
+        assert loop.run_until_complete(open_page()).success
+        service.kill()
+        service.wait(10)
+        service = start_service(port, tmp_path / "second")
+        assert "pembrolizumab" in loop.run_until_complete(open_page()).markdown
+    finally:
+        loop.run_until_complete(remote.close())
+        loop.close()
+        service.kill()
+        service.wait(10)

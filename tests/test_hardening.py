@@ -9,26 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import (
-    SCRIPT,
-    read_jsonl,
-    run_script,
-    start_script,
-    subprocess_env,
-    wait_for,
-    write_prompts,
-)
-from fake_teacher import (
-    MALFORMED_ANSWERS,
-    FakeTeacher,
-    Reply,
-    answer,
-    call_tools,
-    completion,
-    drip,
-    raw,
-    status,
-)
+from conftest import SCRIPT, read_jsonl, run_script, start_script, subprocess_env, wait_for, write_prompts
+from fake_teacher import MALFORMED_ANSWERS, FakeTeacher, Reply, answer, call_tools, completion, drip, raw, status
 
 KEY = "sk-or-v1-" + "0123456789abcdef" * 4
 

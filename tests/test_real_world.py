@@ -527,3 +527,26 @@ def test_ctrl_c_while_the_report_is_written_says_so(run, teacher, workdir, monke
     result = run("--report", tools="none")
     assert result.code == 130 and "while writing the --export/--report files" in result.err
     assert "before any request was sent" not in result.err and count_lines(workdir / "train.jsonl") == 1
+
+
+# ==================================================================================================
+# Rate limits that say when (from issue 18)
+# ==================================================================================================
+
+
+@pytest.mark.parametrize("headers", [{"Retry-After": "3600"},
+                                     {"X-RateLimit-Reset": str(int((time.time() + 86400) * 1000))}])
+def test_a_rate_limit_that_resets_in_hours_stops_the_run_saying_when(run, teacher, workdir, headers):
+    write_prompts(workdir, [f"capped {i}" for i in range(5)])
+    teacher.default_step = status(429, "free-models-per-day", headers)
+    result = run("-c", "1", tools="none")
+    assert result.code == 1 and result.err.count("rate limit resets in") == 1
+    assert ("1h00m00s" if "Retry-After" in headers else "23h59m") in result.err
+    assert len(teacher.requests) == 1 and not result.failed()  # nothing paid: every prompt is pending
+
+
+def test_an_http_date_retry_after_is_read_against_the_servers_clock():
+    import httpx
+
+    headers = httpx.Headers({"Date": "Wed, 01 Jan 2025 00:00:00 GMT", "Retry-After": "Wed, 01 Jan 2025 00:00:02 GMT"})
+    assert gdd.retry_after_seconds(headers) == 2.0  # not "long ago" by our clock
