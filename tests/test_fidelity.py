@@ -118,11 +118,10 @@ def test_extra_body_must_be_an_object(run, teacher, workdir):
     assert result.code == 2 and "must be a JSON object" in result.err and not teacher.requests
 
 
-def test_dry_run_sends_nothing_and_shows_the_request(workdir, teacher):
+def test_dry_run_sends_nothing_and_shows_the_request(run, workdir, teacher):
     write_prompts(workdir, ["first", "second"])
     env = subprocess_env(OPENROUTER_API_KEY="sk-or-v1-abcdefghijklmnopqrstuvwxyz")
-    result = run_script(workdir, "prompts.jsonl", "--tools", "tools_small.py", "--base-url", teacher.base_url,
-                        "--dry-run", "--samples", "2", env=env)
+    result = run("--dry-run", "--samples", "2", env=env, subprocess=True)
     assert result.code == 0, result.err
     assert not teacher.requests and not (workdir / "train.jsonl").exists()
     body = json.loads(result.out[result.out.index("{"):])

@@ -58,11 +58,10 @@ def test_messages_prompt_keeps_its_own_system_message_and_id(run, teacher, workd
     assert record["metadata"]["prompt_id"] == "conv-1" and record["metadata"]["source"] == "chat"
 
 
-def test_request_carries_options_and_key(workdir, teacher):
+def test_request_carries_options_and_key(run, workdir, teacher):
     write_prompts(workdir, ["q"])
     env = subprocess_env(OPENROUTER_API_KEY="sk-or-v1-secret-test-key")
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
-                        "-m", "x/model", "--max-tokens", "77", "--temperature", "0.1", env=env)
+    result = run("-m", "x/model", "--max-tokens", "77", "--temperature", "0.1", tools="none", env=env, subprocess=True)
     assert result.code == 0, result.err
     body = teacher.requests[0]
     assert (body["model"], body["max_tokens"], body["temperature"]) == ("x/model", 77, 0.1)
@@ -137,13 +136,13 @@ def test_corrupt_line_in_the_middle_is_reported(run, teacher, workdir):
     assert result.code == 2 and "train.jsonl:1" in result.err and not teacher.requests
 
 
-def test_second_run_on_same_output_is_refused(workdir, teacher):
+def test_second_run_on_same_output_is_refused(run, workdir, teacher):
     write_prompts(workdir, ["slow one"])
     teacher.script("slow one", slow(30, answer("late")))
     first = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url)
     try:
         wait_for(lambda: teacher.requests, what="first run's request")
-        second = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url)
+        second = run(tools="none", subprocess=True)
         assert second.code == 2 and "another run" in second.err
     finally:
         first.kill()
@@ -326,7 +325,7 @@ def test_kill_9_mid_run_then_resume_gives_every_prompt_exactly_once(workdir, sam
         server.stop()
 
 
-def test_ctrl_c_finishes_rollouts_in_flight_then_stops(workdir, teacher):
+def test_ctrl_c_finishes_rollouts_in_flight_then_stops(run, workdir, teacher):
     write_prompts(workdir, [f"q{i}" for i in range(20)])
     teacher.script("q0", slow(1.0, answer("finished after Ctrl-C")))
     process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "-c", "1")
@@ -337,7 +336,7 @@ def test_ctrl_c_finishes_rollouts_in_flight_then_stops(workdir, teacher):
     assert "Stopping" in err and "Re-run the same command" in err and "Traceback" not in err
     records = read_jsonl(workdir / "train.jsonl")
     assert [r["messages"][-1]["content"] for r in records] == ["finished after Ctrl-C"]
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url)
+    result = run(tools="none", subprocess=True)
     assert result.code == 0 and len(result.records()) == 20
 
 
@@ -415,10 +414,10 @@ def test_missing_input_and_missing_key(workdir, teacher):
     assert result.code == 2 and "OPENROUTER_API_KEY is not set" in result.err and ".env" in result.err
 
 
-def test_key_from_dotenv_file(workdir, teacher):
+def test_key_from_dotenv_file(run, workdir, teacher):
     write_prompts(workdir, ["q"])
     (workdir / ".env").write_text("OPENROUTER_API_KEY=sk-from-dotenv\n")
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url)
+    result = run(tools="none", subprocess=True)
     assert result.code == 0 and teacher.headers[0]["authorization"] == "Bearer sk-from-dotenv"
 
 
@@ -435,10 +434,10 @@ def test_help_reads_well(workdir):
         assert option in result.out
 
 
-def test_summary_goes_to_stderr_and_stdout_stays_clean(workdir, teacher):
+def test_summary_goes_to_stderr_and_stdout_stays_clean(run, workdir, teacher):
     write_prompts(workdir, ["a", "b"])
     teacher.script("b", status(400, "nope"))
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url)
+    result = run(tools="none", subprocess=True)
     assert result.code == 1 and result.out == ""
     assert "Done: 1 new rollout written" in result.err and "Failed: 1 (HTTP 400 x1)" in result.err
     assert "details in train.failed.jsonl" in result.err and "Time:" in result.err

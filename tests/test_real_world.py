@@ -353,9 +353,9 @@ def test_stderr_closed_alone_still_runs(workdir, teacher):
     assert process.returncode == 0 and count_lines(workdir / "train.jsonl") == 2
 
 
-def test_a_log_file_gets_the_plan_first_and_progress_with_rate_and_eta(workdir, teacher):
+def test_a_log_file_gets_the_plan_first_and_progress_with_rate_and_eta(run, workdir, teacher):
     write_prompts(workdir, ["q1", "q2"])
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url)
+    result = run(tools="none", subprocess=True)
     assert result.err.splitlines()[0].startswith("Running 2 rollouts with openai/gpt-4o-mini at http://127.0.0.1")
     progress = gdd.Progress(100, 10, gdd.Stats(), gdd.AdaptiveLimiter(4))
     progress.started -= 60
@@ -364,13 +364,12 @@ def test_a_log_file_gets_the_plan_first_and_progress_with_rate_and_eta(workdir, 
 
 
 @pytest.mark.parametrize("kind", ["fifo", "/dev/full", "/dev/zero"])
-def test_an_output_that_is_not_a_regular_file_is_refused(workdir, teacher, kind):
+def test_an_output_that_is_not_a_regular_file_is_refused(run, workdir, teacher, kind):
     write_prompts(workdir, ["q"])
     output = kind
     if kind == "fifo":
         os.mkfifo(workdir / "fifo")
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "-o", output,
-                        timeout=30)
+    result = run("-o", output, tools="none", timeout=30, subprocess=True)
     assert result.code == 2 and "must be a regular file" in result.err and not teacher.requests
 
 
@@ -534,9 +533,9 @@ def test_ctrl_c_while_the_report_is_written_says_so(run, teacher, workdir, monke
 # ==================================================================================================
 
 
-@pytest.mark.parametrize("headers", [{"Retry-After": "3600"},
-                                     {"X-RateLimit-Reset": str(int((time.time() + 86400) * 1000))}])
-def test_a_rate_limit_that_resets_in_hours_stops_the_run_saying_when(run, teacher, workdir, headers):
+@pytest.mark.parametrize("header", ["Retry-After", "X-RateLimit-Reset"])
+def test_a_rate_limit_that_resets_in_hours_stops_the_run_saying_when(run, teacher, workdir, header):
+    headers = {header: "3600" if header == "Retry-After" else str(int((time.time() + 86400) * 1000))}
     write_prompts(workdir, [f"capped {i}" for i in range(5)])
     teacher.default_step = status(429, "free-models-per-day", headers)
     result = run("-c", "1", tools="none")

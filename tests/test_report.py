@@ -122,9 +122,9 @@ def test_report_page_in_real_chromium(report, workdir):
         browser.close()
 
 
-def test_report_from_existing_files_sends_nothing(workdir, teacher):
+def test_report_from_existing_files_sends_nothing(run, workdir, teacher):
     write_prompts(workdir, ["a", "b", "c"])
-    assert run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url).code == 0
+    assert run(tools="none", subprocess=True).code == 0
     sent = len(teacher.requests)
     write_prompts(workdir, ["a", "b", "c", "d"])  # one more prompt: pending, not run
     result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--report", "--no-run", env=subprocess_env())

@@ -285,11 +285,11 @@ def test_bad_rewards_file_stops_at_start_naming_the_line(workdir, teacher, rnow_
     (("--rewards", "rewards.py", "--min-reward", "nan"), "expected a finite number"),
     (("--rewards", "rewards.py", "--rescore", "--dry-run"), "--rescore already sends nothing"),
 ])
-def test_gate_usage_errors(workdir, teacher, args, message):
+def test_gate_usage_errors(run, workdir, teacher, args, message):
     (workdir / "rewards.py").write_text(SAYS_42)
     (workdir / "empty.py").write_text("x = 1\n")
     write_prompts(workdir, ["q"])
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, *args)
+    result = run(*args, tools="none", subprocess=True)
     assert result.code == 2 and message in result.err and "Traceback" not in result.err, result.err
     assert not teacher.requests
 
@@ -339,12 +339,11 @@ def test_max_cost_stops_within_one_wave_of_the_cap_and_resumes(workdir, teacher)
     assert rest.code == 0 and count_lines(workdir / "train.jsonl") == 60 and len(teacher.requests) == 60
 
 
-def test_max_cost_says_it_cannot_apply_when_the_teacher_reports_no_cost(workdir, teacher):
+def test_max_cost_says_it_cannot_apply_when_the_teacher_reports_no_cost(run, workdir, teacher):
     write_prompts(workdir, [f"q{i}" for i in range(8)])
     for i in range(8):
         teacher.script(f"q{i}", answer("ok", usage={"prompt_tokens": 10, "completion_tokens": 5}))
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
-                        "--max-cost", "0.001")
+    result = run("--max-cost", "0.001", tools="none", subprocess=True)
     assert result.code == 0, result.err
     assert result.err.count("--max-cost cannot apply: the teacher reports no cost") == 1
     assert count_lines(workdir / "train.jsonl") == 8
