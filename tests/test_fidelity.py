@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_script, subprocess_env, write_prompts
+from conftest import subprocess_env, write_prompts
 from fake_teacher import Reply, answer, call_tools, completion, status
 
 DETAILS = [{"type": "reasoning.text", "text": "I should add the numbers.", "format": "anthropic-claude-v1",
