@@ -170,3 +170,16 @@ def real(tmp_path_factory):
     yield RealPath(teacher, front, folder)
     front.stop()
     teacher.stop()
+
+
+# The suite runs on two workers (pytest-xdist, --dist loadgroup in pytest.ini). Tests that start a real
+# Chromium share one worker: some of them check that no browser process is left behind, and another
+# worker's browser would look like one.
+BROWSER_TESTS = {"test_browse.py", "test_browse_remote.py"}
+BROWSER_TEST_NAMES = {"test_report_page_in_real_chromium", "test_readme_quick_start_journey_against_the_ci_teacher"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in BROWSER_TESTS or item.originalname in BROWSER_TEST_NAMES:
+            item.add_marker(pytest.mark.xdist_group("chromium"))
