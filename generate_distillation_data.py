@@ -54,7 +54,7 @@ import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from urllib.parse import urlparse
 
 import aiohttp
@@ -147,6 +147,7 @@ class TeacherSettings:
     retries: int
     backoff: float
     max_answer_bytes: int  # an answer larger than this, decoded, fails its prompt (no retry)
+    stall_timeout: float = 300.0  # a streamed answer with no data event for this long is retried
 
     @property
     def rollout_pool_size(self) -> int:
@@ -166,6 +167,7 @@ class RequestSettings:
     extra_body: dict
     cache: str = "auto"  # prompt caching: auto, on, off
     cache_ttl: str | None = None  # "5m" or "1h"; None: the provider's default (5 minutes)
+    stream: bool = True  # ask for server-sent events: a long answer is never a silent connection
 
 
 @dataclass(frozen=True)
@@ -389,6 +391,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
                      "since a cut answer is paid for twice (default: 600)")
     api.add_argument("--retries", type=non_negative_int, default=8,
                      help="retries of one failed request before its prompt is marked failed (default: 8)")
+    api.add_argument("--no-stream", action="store_true",
+                     help="ask for whole answers instead of streamed ones (streaming keeps proxies in front of "
+                     "slow teachers from closing silent connections; a server that refuses it is asked without it)")
+    api.add_argument("--stall-timeout", type=positive_float, default=300.0, metavar="SECONDS",
+                     help="a streamed answer that sends no data for this long is retried (comments that only keep "
+                     "the connection open do not count); long enough for models that think silently (default: 300)")
     api.add_argument("--max-answer-mb", type=positive_float, default=64.0, metavar="MB",
                      help="an answer larger than this (after decompression) fails its prompt, not retried: "
                      "a broken or hostile server cannot take the machine's memory (default: 64)")
@@ -506,11 +514,12 @@ def parse_config(argv: list[str] | None) -> Config:
         prompts=PromptSettings(input=args.input, system=args.system, num=args.num, shard=shard, samples=args.samples),
         teacher=TeacherSettings(base_url=base_url, secret=secret, concurrency=args.concurrency,
                                 start_concurrency=args.start_concurrency, timeout=args.timeout, retries=args.retries,
-                                backoff=args.backoff, max_answer_bytes=int(args.max_answer_mb * (1 << 20))),
+                                backoff=args.backoff, max_answer_bytes=int(args.max_answer_mb * (1 << 20)),
+                                stall_timeout=args.stall_timeout),
         requests=RequestSettings(model=args.model, max_tokens=args.max_tokens, max_turns=args.max_turns,
                                  temperature=args.temperature, reasoning=reasoning,
                                  extra_body=parse_extra_body(args.extra_body), cache=args.cache,
-                                 cache_ttl=args.cache_ttl),
+                                 cache_ttl=args.cache_ttl, stream=not args.no_stream),
         tools=ToolSettings(file=tools_path, timeout=args.tool_timeout, concurrency=args.tool_concurrency,
                            max_chars=args.max_tool_chars),
         gate=GateSettings(rewards=args.rewards, reward_timeout=args.reward_timeout, min_reward=args.min_reward,
@@ -1539,6 +1548,7 @@ class Stats:
     billed: float = 0.0
     answers: int = 0  # answers received (200s), for the mean cost of a request
     uncosted: int = 0  # of those, answers whose usage carried no usable cost (counted as 0)
+    cost_unknown: int = 0  # streamed answers cut before their usage came: paid, at a cost nobody told us
     rejected: int = 0  # rollouts below --min-reward this run
     exhausted: int = 0  # of those, the last try of their prompt: finished without a line in the output
     scored: int = 0
@@ -1750,6 +1760,7 @@ class Answer:
     status: int
     headers: httpx.Headers
     body: bytes
+    usage_lost: bool = False  # streamed, and its usage event never came: its cost is unknown, not missing
 
     @property
     def reason(self) -> str:
@@ -1775,6 +1786,7 @@ class TeacherClient:
         self.unreachable_in_a_row = 0
         self.on_answer: Callable[[], None] | None = None  # called after each billed answer (the spend cap)
         self.drop_reasoning_content = False  # the server refused it in requests: send messages without it
+        self.stream = True  # False once the server refused streamed answers
         self.notes: list[str] = []  # things the summary tells once (what was adapted to this server)
         # Accept-Encoding is ours to say: aiohttp's default names whatever decoders happen to be installed,
         # and the transport hands us the body undecoded. We name what zlib decodes, and decode it ourselves.
@@ -1806,6 +1818,13 @@ class TeacherClient:
         try:
             return await self._complete(body, priority, spend, stopping)
         except PromptFailed as e:
+            if e.status in (400, 422) and body.get("stream") and "stream" in e.detail.lower():
+                # A server that cannot stream: ask for whole answers from now on, said once.
+                if self.stream:
+                    self.stream = False
+                    self.notes.append("The teacher refused streamed answers, so whole answers were asked for "
+                                      "(a proxy in front of a slow teacher may close those; see --stall-timeout).")
+                return await self._complete(body, priority, spend, None)
             # Assistant messages go back as the API gave them, `reasoning_content` included; a server that
             # refuses that field in requests (400 naming it) gets messages without it from now on.
             if not (e.status == 400 and "reasoning_content" in e.detail and carries_reasoning_content(body)):
@@ -1819,6 +1838,8 @@ class TeacherClient:
     async def _complete(self, body: dict, priority: int, spend: Usage, stopping: asyncio.Event | None) -> Completion:
         if self.drop_reasoning_content:
             body = {**body, "messages": [without_reasoning_content(m) for m in body["messages"]]}
+        if not self.stream and "stream" in body:
+            body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         payload = orjson.dumps(body)  # ~10x json.dumps; refuses what is not strict JSON, like allow_nan=False
         for attempt in range(1, self.settings.retries + 2):
             try:
@@ -1876,12 +1897,22 @@ class TeacherClient:
                 response = await self.transport.handle_async_request(request)
                 reuse.answered = True
                 try:
-                    body = await self._read_body(response)
+                    if response.status_code == 200 and is_event_stream(response):
+                        body = await self._read_events(response)
+                    else:
+                        body = await self._read_body(response)
                 finally:
                     await response.aclose()  # back to the pool, or closed if the body was cut
-                return Answer(response.status_code, response.headers, body)
+                return Answer(response.status_code, response.headers, body, reuse.usage_lost)
+        except StreamStalled:
+            self.stats.cost_unknown += 1
+            raise RetryableError("stalled", f"the streamed answer sent no data for {self.settings.stall_timeout:g} s "
+                                 "(--stall-timeout)") from None
         except TimeoutError:
             raise RetryableError("timeout", f"no complete answer within {self.settings.timeout:g} s (--timeout)") from None
+        except StreamCut as e:
+            self.stats.cost_unknown += 1
+            raise RetryableError("stream cut", f"the streamed answer was cut ({e})") from None
         except AnswerTooLarge as e:
             raise PromptFailed("answer too large", str(e)) from None
         except MalformedAnswer as e:
@@ -1891,6 +1922,8 @@ class TeacherClient:
             original = e.__cause__ if isinstance(e, httpx.TransportError) and e.__cause__ else e
             if reuse.reused and not reuse.answered and isinstance(original, STALE_CONNECTION_ERRORS):
                 raise StaleConnection() from None
+            if reuse.streaming:  # cut after the answer began: what it cost is unknown
+                self.stats.cost_unknown += 1
             if isinstance(original, (TimeoutError, httpx.TimeoutException)):
                 raise RetryableError("timeout", f"no answer in time ({type(original).__name__})") from None
             self._check_tls(original)
@@ -1899,6 +1932,39 @@ class TeacherClient:
                 f"connection problem: {type(original).__name__}: {original}")) from None
         finally:
             CONNECTION_REUSE.reset(token)
+
+    async def _read_events(self, response: httpx.Response) -> bytes:
+        """A streamed answer (server-sent events), assembled into the body an unstreamed answer would have
+        had, so everything after this reads one shape. A stall timer restarts with every data event (not
+        with comments, which keep only the connection alive); the total deadline still holds."""
+        stream, events = AnswerStream(), SseParser()
+        CONNECTION_REUSE.get().streaming = True
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.settings.stall_timeout) as stall:
+                async for chunk in self._decoded_chunks(response):
+                    for data in events.feed(chunk):
+                        stall.reschedule(loop.time() + self.settings.stall_timeout)
+                        stream.add(data)
+        except TimeoutError:
+            if stall.expired():
+                raise StreamStalled() from None
+            raise
+        if stream.finished and not stream.usage_seen and not stream.failed:
+            self.stats.cost_unknown += 1  # the answer is whole; only its usage event was lost
+            CONNECTION_REUSE.get().usage_lost = True
+            return stream.body()
+        if stream.done or stream.failed:
+            return stream.body()
+        raise StreamCut("it ended before the answer was complete")
+
+    async def _decoded_chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:
+        """The body's bytes as they come, decoded, never more than the cap in all."""
+        limit, encoding = self.settings.max_answer_bytes, content_encoding(response)
+        decoder = BodyDecoder(encoding, limit)
+        async for chunk in response.stream:
+            yield decoder.feed(chunk)
+        yield decoder.finish()
 
     async def _read_body(self, response: httpx.Response) -> bytes:
         """The body, decoded as its Content-Encoding says, chunk by chunk, never more than the cap."""
@@ -1953,7 +2019,7 @@ class TeacherClient:
             spend.add(usage)  # billed even when the rest of the answer turns out unusable
             self.stats.billed += spend.cost - billed_before
             self.stats.answers += 1
-            self.stats.uncosted += not has_cost(usage)
+            self.stats.uncosted += not has_cost(usage) and not answer.usage_lost
             if self.on_answer is not None:
                 self.on_answer()
         if status != 200:
@@ -2097,10 +2163,168 @@ NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST
 
 @dataclass
 class ConnectionReuse:
-    """Whether the request in progress went out on a kept-alive connection, and got an answer head."""
+    """Whether the request in progress went out on a kept-alive connection, got an answer head, and
+    began a streamed answer."""
 
     reused: bool = False
     answered: bool = False
+    streaming: bool = False
+    usage_lost: bool = False  # a whole streamed answer whose usage event never came (counted as cost unknown)
+
+
+def is_event_stream(response: httpx.Response) -> bool:
+    for name, value in response.headers.raw:
+        if name.lower() == b"content-type":
+            return value.lower().startswith(b"text/event-stream")
+    return False
+
+
+def content_encoding(response: httpx.Response) -> str:
+    for name, value in response.headers.raw:
+        if name.lower() == b"content-encoding":
+            return value.decode("latin-1")
+    return ""
+
+
+class StreamStalled(Exception):
+    """A streamed answer sent no data event within --stall-timeout."""
+
+
+class StreamCut(Exception):
+    """A streamed answer ended (the connection closed) before it was complete."""
+
+
+class SseParser:
+    """Server-sent events, fed bytes as they come: yields each event's data (comments, such as OpenRouter's
+    `: OPENROUTER PROCESSING`, are skipped; `[DONE]` comes through as it is)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._data: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> Iterator[bytes]:
+        lines = (self._buffer + chunk).split(b"\n")
+        self._buffer = lines.pop()
+        for line in lines:
+            line = line.rstrip(b"\r")
+            if not line:  # an event ends
+                if self._data:
+                    yield b"\n".join(self._data)
+                    self._data = []
+            elif line.startswith(b"data:"):
+                self._data.append(line[5:].removeprefix(b" "))
+            # ":" comments, "event:", "id:" and "retry:" fields carry nothing we use
+
+
+class AnswerStream:
+    """The events of a streamed chat completion, merged into the body an unstreamed answer has: the
+    message's texts joined, tool calls assembled from their pieces by index, usage from the last event.
+    Keys keep the order they first came in, so the message sent back is the one an unstreamed answer gives."""
+
+    TEXTS = ("content", "reasoning", "reasoning_content", "refusal")
+
+    def __init__(self) -> None:
+        self.top: dict = {}  # id, model, usage, cache_discount, error ...
+        self.message: dict = {}
+        self.calls: dict[int, dict] = {}
+        self.details: dict[Any, dict] = {}
+        self.finish_reason: str | None = None
+        self.choice_error: Any = None
+        self.done = self.finished = self.usage_seen = False
+
+    def add(self, data: bytes) -> None:
+        if data.strip() == b"[DONE]":
+            self.done = True
+            return
+        event = decode_answer(data)
+        if not isinstance(event, dict):
+            raise MalformedAnswer("an event of the streamed answer is not a JSON object")
+        for key, value in event.items():
+            if key == "choices":
+                continue
+            if key == "usage" and value is not None:
+                self.usage_seen = True
+            if value is not None or key not in self.top:
+                self.top[key] = value
+        choices = event.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            self._add_choice(choices[0])
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.top.get("error"))
+
+    def _add_choice(self, choice: dict) -> None:
+        if choice.get("finish_reason") is not None:
+            self.finish_reason, self.finished = choice["finish_reason"], True
+        if choice.get("error") is not None:
+            self.choice_error = choice["error"]
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            return
+        for key, value in delta.items():
+            if key in self.TEXTS and isinstance(value, str):
+                self.message[key] = (self.message.get(key) or "") + value
+            elif key == "tool_calls" and isinstance(value, list):
+                self.message.setdefault("tool_calls", None)
+                for piece in value:
+                    self._add_call(piece)
+            elif key == "reasoning_details" and isinstance(value, list):
+                self.message.setdefault("reasoning_details", None)
+                for piece in value:
+                    self._add_detail(piece)
+            elif key not in self.message or value is not None:
+                self.message[key] = value
+
+    def _add_call(self, piece: Any) -> None:
+        if not isinstance(piece, dict):
+            raise MalformedAnswer("a streamed tool call is not an object")
+        index = piece.get("index", len(self.calls))
+        call = self.calls.setdefault(index, {})
+        for key, value in piece.items():
+            if key == "index":
+                continue
+            if key == "function" and isinstance(value, dict):
+                function = call.setdefault("function", {})
+                for name, part in value.items():
+                    if isinstance(part, str) and isinstance(function.get(name), str):
+                        function[name] += part
+                    elif part is not None or name not in function:
+                        function[name] = part
+            elif value is not None or key not in call:
+                call[key] = value
+
+    def _add_detail(self, piece: Any) -> None:
+        if not isinstance(piece, dict):
+            raise MalformedAnswer("a streamed reasoning detail is not an object")
+        index = piece.get("index", len(self.details))
+        detail = self.details.setdefault(index, {})
+        for key, value in piece.items():
+            if key in ("text", "summary", "data") and isinstance(value, str) and isinstance(detail.get(key), str):
+                detail[key] += value
+            elif value is not None or key not in detail:
+                detail[key] = value
+
+    def body(self) -> bytes:
+        """The answer as an unstreamed server would have sent it."""
+        message = dict(self.message)
+        if "tool_calls" in message:
+            message["tool_calls"] = [self.calls[i] for i in sorted(self.calls)]
+        if "reasoning_details" in message:
+            message["reasoning_details"] = [self.details[i] for i in sorted(self.details, key=str)]
+        message.setdefault("role", "assistant")
+        body = {key: value for key, value in self.top.items() if key not in ("object",)}
+        if self.failed:  # an error event mid-stream (a 429, a provider error): judged by its code, as unstreamed
+            return orjson.dumps({key: value for key, value in body.items() if key in ("error", "usage")})
+        if self.message or self.finished:
+            choice = {"index": 0, "finish_reason": self.finish_reason, "message": message}
+            if self.choice_error is not None:
+                choice["error"] = self.choice_error
+            body["choices"] = [choice]
+        try:
+            return orjson.dumps(body)
+        except orjson.JSONEncodeError:
+            raise MalformedAnswer("a streamed text is not valid Unicode (a lone surrogate)") from None
 
 
 CONNECTION_REUSE: contextvars.ContextVar[ConnectionReuse | None] = contextvars.ContextVar("reuse", default=None)
@@ -2490,6 +2714,8 @@ def request_body_template(requests: RequestSettings, toolbox: ToolBox | None) ->
         body["tools"] = toolbox.api_schemas()
     if requests.reasoning:
         body["reasoning"] = requests.reasoning
+    if requests.stream:  # usage comes in the last event; the dataset is the same either way
+        body["stream"], body["stream_options"] = True, {"include_usage": True}
     body.update(requests.extra_body)
     return body
 
@@ -3674,6 +3900,9 @@ class Run:
         elif u.cached_tokens or self.cache.enabled:
             lines.append(f"Prompt caching: {self.cache.why}; {u.cached_share:.0%} of prompt tokens "
                          "read from cache")
+        if s.cost_unknown:
+            lines.append(f"Cost: {plural(s.cost_unknown, 'streamed answer')} ended before its usage came (cut or "
+                         "stalled), so what it cost is unknown and not counted above.")
         if s.uncosted:
             lines.append(f"Cost: {s.uncosted} of {s.answers} answers carried no usable cost; the spend shown "
                          "counts the costs that were reported.")

@@ -35,6 +35,14 @@ class Reply:
     cut_after: int | None = None  # send the head and this many bytes of the body, then hang up
     reset: bool = False  # answer nothing and reset the connection (TCP RST)
     raw_response: bytes | None = None  # these bytes instead of an HTTP response (garbage on the wire)
+    # Streamed (server-sent events) when the request asks for it and this is a 200 with choices, unless one
+    # of the byte-level fields above or below is set: the answer comes in pieces, as OpenRouter sends them.
+    stream: bool = False  # set by the server: the request asked for a stream and this reply can be one
+    keepalive: float = 1.0  # while the answer is delayed, a ": OPENROUTER PROCESSING" comment this often
+    sse_error: dict | None = None  # an error event after the first piece (a mid-stream 429 or provider error)
+    sse_stall: float = 0.0  # after the first piece, only comments for this long
+    sse_cut: bool = False  # after the first piece, hang up (no usage, no [DONE])
+    sse_no_usage: bool = False  # the whole answer and [DONE], but no usage event
     encoding: str | None = None  # Content-Encoding: "gzip", "deflate", "deflate-raw" (sent as deflate), or
     #                               any other name with the body sent as it is (an encoding not asked for)
 
@@ -268,7 +276,9 @@ class FixedWindow:
 
 class FakeTeacher:
     def __init__(self, latency: float = 0.0, max_in_flight: int | None = None, latency_fn=None,
-                 default_step: Step | None = None, caching: bool = False, meter: TokenBucket | FixedWindow | None = None):
+                 default_step: Step | None = None, caching: bool = False, meter: TokenBucket | FixedWindow | None = None,
+                 streaming: bool = True):
+        self.streaming = streaming  # False: a server that refuses "stream": true with a 400
         self.scripts: dict[str, list[Step]] = {}
         self.default_step = default_step
         self.answered_at: list[float] = []  # loop time of every normal (non-429) answer, for benchmarks
@@ -342,13 +352,19 @@ class FakeTeacher:
         self.received_at.append(time.monotonic())
         if self.caching and (problem := self.caching.problem(body)):
             return Reply(400, {"error": {"code": 400, "message": problem}})
+        if body.get("stream") and not self.streaming:
+            return Reply(400, {"error": {"code": 400, "message": "stream is not supported by this server"}})
         step = self._next_step(body)
         reply = step(body) if step else self._default_reply(body)
         if self.caching and isinstance(reply.body, dict) and "choices" in reply.body:
             reply.body["usage"], reply.body["cache_discount"] = self.caching.usage(body)
-        delay = reply.delay or (self.latency_fn() if self.latency_fn else self.latency)
-        if delay:
-            await asyncio.sleep(delay)
+        reply.delay = reply.delay or (self.latency_fn() if self.latency_fn else self.latency)
+        reply.stream = bool(body.get("stream")) and reply.status == 200 and isinstance(reply.body, dict) \
+            and "choices" in reply.body and not (reply.drip or reply.cut_after is not None or reply.encoding)
+        if reply.stream:
+            return reply  # the delay is spent sending keep-alive comments, in _send_events
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
         self.answered_at.append(time.monotonic())
         return reply
 
@@ -406,18 +422,73 @@ class FakeTeacher:
             if self.max_in_flight is not None and self.in_flight > self.max_in_flight:
                 self.rejected += 1
                 self.requests.append({**body, "_rejected": True})
+                self.in_flight -= 1
                 return Reply(429, {"error": {"code": 429, "message": "too many requests in flight"}})
             if self.meter is not None and (reset := self.meter.admit()) is not None:
                 self.rejected += 1
                 self.requests.append({**body, "_rejected": True})
+                self.in_flight -= 1
                 return Reply(429, {"error": {"code": 429, "message": "rate limit exceeded"}}, reset)
             self.peak_admitted = max(self.peak_admitted, self.in_flight)
-            return await self._respond(body)
+            reply = await self._respond(body)
+        except BaseException:
+            self.in_flight -= 1
+            raise
+        if not reply.stream:
+            self.in_flight -= 1
+        # else: a streamed answer is in flight until its last event is sent (_send_events)
+        return reply
+
+    async def _send_events(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
+        """The answer as OpenRouter streams it: comments while it thinks, then the message in pieces, the
+        finish reason, a usage event and [DONE]; chunked, as a stream of unknown length is."""
+        try:
+            await self._stream_answer(writer, reply)
         finally:
             self.in_flight -= 1
 
-    @staticmethod
-    async def _send(writer: asyncio.StreamWriter, reply: Reply) -> None:
+    async def _stream_answer(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
+        def send(text: str) -> None:
+            data = text.encode()
+            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        waited = 0.0
+        while waited < reply.delay:
+            send(": OPENROUTER PROCESSING\n\n")
+            await writer.drain()
+            step = min(reply.keepalive, reply.delay - waited)
+            await asyncio.sleep(step)
+            waited += step
+        events, usage = sse_events(reply.body)
+        for i, event in enumerate(events):
+            send(f"data: {json.dumps(event)}\n\n")
+            await writer.drain()
+            if i == 0 and reply.sse_error is not None:
+                send(f"data: {json.dumps({'error': reply.sse_error, 'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'error'}]})}\n\n")
+                break
+            if i == 0 and reply.sse_cut:
+                await writer.drain()
+                writer.transport.abort()
+                return
+            if i == 0 and reply.sse_stall:
+                stalled = 0.0
+                while stalled < reply.sse_stall:
+                    send(": OPENROUTER PROCESSING\n\n")
+                    await writer.drain()
+                    await asyncio.sleep(min(reply.keepalive, reply.sse_stall - stalled))
+                    stalled += reply.keepalive
+        else:
+            if usage is not None and not reply.sse_no_usage:
+                send(f"data: {json.dumps(usage)}\n\n")
+            send("data: [DONE]\n\n")
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        self.answered_at.append(time.monotonic())
+
+    async def _send(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
+        if reply.stream:
+            return await self._send_events(writer, reply)
         payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body or {}).encode()
         encoded = {}
         if reply.encoding:
@@ -443,6 +514,49 @@ class FakeTeacher:
         else:
             writer.write(payload)
         await writer.drain()
+
+
+TEXTS = ("content", "reasoning", "reasoning_content", "refusal")
+
+
+def sse_events(body: dict) -> tuple[list[dict], dict | None]:
+    """A chat completion as the events a streaming server sends: each text in pieces, each tool call's
+    arguments in two, every other field once, in the message's own key order; and the usage event."""
+    choice = body["choices"][0]
+    message = choice.get("message") or {}
+    top = {k: v for k, v in body.items() if k not in ("choices", "usage", "cache_discount")}
+    top["object"] = "chat.completion.chunk"
+
+    def event(delta: dict, finish_reason=None) -> dict:
+        return {**top, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]}
+
+    events = [event({"role": message.get("role", "assistant")})]
+    for key, value in message.items():
+        if key == "role":
+            continue
+        if key in TEXTS and isinstance(value, str) and value:
+            cut = max(1, len(value) // 2)
+            events += [event({key: value[:cut]}), event({key: value[cut:]})] if len(value) > 1 else [event({key: value})]
+        elif key == "tool_calls" and isinstance(value, list):
+            for i, call in enumerate(value):
+                function = call.get("function") if isinstance(call, dict) else None
+                if not isinstance(function, dict) or not isinstance(function.get("arguments"), str):
+                    events.append(event({"tool_calls": [call]}))
+                    continue
+                arguments = function["arguments"]
+                first = {"index": i, **{k: v for k, v in call.items() if k != "function"},
+                         "function": {**function, "arguments": arguments[: len(arguments) // 2]}}
+                events += [event({"tool_calls": [first]}),
+                           event({"tool_calls": [{"index": i, "function": {"arguments": arguments[len(arguments) // 2:]}}]})]
+        else:
+            events.append(event({key: value}))
+    events.append(event({}, choice.get("finish_reason")))
+    if "error" in choice:  # a provider error carried by the choice itself, with finish_reason "error"
+        events[-1]["choices"][0]["error"] = choice["error"]
+    usage = {**top, "choices": [], "usage": body["usage"]} if "usage" in body else None
+    if usage is not None and "cache_discount" in body:
+        usage["cache_discount"] = body["cache_discount"]
+    return events, usage
 
 
 def encode_body(payload: bytes, encoding: str) -> bytes:

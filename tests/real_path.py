@@ -98,7 +98,7 @@ http {{
     scgi_temp_path {dir}/scgi;
     client_max_body_size 0;
     gzip on;                       # what a CDN does for clients that accept it
-    gzip_types application/json text/event-stream;
+    gzip_types application/json;
     gzip_min_length 20;
     gzip_proxied any;
     keepalive_timeout 1s;          # idle kept-alive connections close quickly: stale ones are common
