@@ -52,10 +52,18 @@ async def main():
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, headers={"Content-Type": "application/json"}) as client:
         async def ask(messages):
+            # The same requests the generator sends by default: streamed, usage in the last event.
             async with slots:
-                body = {"model": "m", "messages": messages, **({"tools": TOOLS} if with_tools else {})}
+                body = {"model": "m", "messages": messages, **({"tools": TOOLS} if with_tools else {}),
+                        "stream": True, "stream_options": {"include_usage": True}}
                 async with client.post(url, data=json.dumps(body).encode()) as r:
-                    return json.loads(await r.read())["choices"][0]["message"]
+                    raw = await r.read()
+            calls = [json.loads(line[6:]) for line in raw.split(b"\\n") if line.startswith(b"data: {")]
+            pieces = [c for event in calls for choice in event.get("choices", []) for c in choice["delta"].get("tool_calls", [])]
+            if not pieces:
+                return {"role": "assistant", "content": "done"}
+            call = pieces[0] | {"function": {"name": "echo", "arguments": "".join(p["function"]["arguments"] for p in pieces)}}
+            return {"role": "assistant", "content": None, "tool_calls": [{k: v for k, v in call.items() if k != "index"}]}
         async def rollout(i):
             messages = [{"role": "user", "content": f"question {i}"}]
             answer = await ask(messages)
