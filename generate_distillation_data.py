@@ -1561,6 +1561,7 @@ class Stats:
 class Slot:
     wave: int  # the limiter's wave when the request started
     level: int  # requests in flight when it started, itself included
+    admitted: bool = False  # the teacher took it: its first data came, or no refusal within the window
 
 
 class AdaptiveLimiter:
@@ -1601,10 +1602,19 @@ class AdaptiveLimiter:
                 self.release(future.result(), "cancelled")
             raise
 
+    def admit(self, slot: Slot) -> None:
+        """The teacher took this request (its first streamed data came, or it went unrefused for the
+        admission window): grow now. What slow start must learn is whether requests are refused, and a
+        rate limit refuses in milliseconds, long before a reasoning teacher's answer ends."""
+        if not slot.admitted:
+            slot.admitted = True
+            self._grow()
+            self._wake()
+
     def release(self, slot: Slot, outcome: str) -> None:
-        """outcome: ok, rate_limited, or anything else (no change to the limit)."""
+        """outcome: ok, rate_limited (also after it was admitted: a late 429 counts), or anything else."""
         self.in_flight -= 1
-        if outcome == "ok":
+        if outcome == "ok" and not slot.admitted:
             self._grow()
         elif outcome == "rate_limited":
             self.ceiling = max(1, min(self.ceiling, slot.level - 1))
@@ -1787,6 +1797,7 @@ class TeacherClient:
         self.on_answer: Callable[[], None] | None = None  # called after each billed answer (the spend cap)
         self.drop_reasoning_content = False  # the server refused it in requests: send messages without it
         self.stream = True  # False once the server refused streamed answers
+        self.admission_window = 1.0  # seconds unrefused after which a request counts as taken (grows on 429s)
         self.notes: list[str] = []  # things the summary tells once (what was adapted to this server)
         # Accept-Encoding is ours to say: aiohttp's default names whatever decoders happen to be installed,
         # and the transport hands us the body undecoded. We name what zlib decodes, and decode it ourselves.
@@ -1855,7 +1866,10 @@ class TeacherClient:
     async def _attempt(self, payload: bytes, priority: int, spend: Usage, stopping: asyncio.Event | None
                        ) -> Completion:
         slot = await self.limiter.acquire(priority)
-        outcome = "error"
+        outcome, sent = "error", time.monotonic()
+        # Admitted once it goes unrefused for the window (or at its first streamed data, _read_events)
+        admission = asyncio.get_running_loop().call_later(self.admission_window, self.limiter.admit, slot)
+        token = CURRENT_SLOT.set(slot)
         try:
             if stopping is not None and stopping.is_set():
                 raise NotStarted()
@@ -1870,11 +1884,19 @@ class TeacherClient:
             if e.rate_limited:
                 outcome = "rate_limited"
                 self.stats.rate_limited += 1
+                self._learn_refusal_time(time.monotonic() - sent)
             if e.retry_after:
                 self.limiter.pause_until(time.monotonic() + e.retry_after)
             raise
         finally:
+            admission.cancel()
+            CURRENT_SLOT.reset(token)
             self.limiter.release(slot, outcome)
+
+    def _learn_refusal_time(self, seconds: float) -> None:
+        """The admission window: three times the slowest 429 seen so far, at least 1 s (a rate limit answers
+        in milliseconds; a proxy in front of it may add some), at most 30 s."""
+        self.admission_window = min(30.0, max(self.admission_window, 3 * seconds))
 
     async def _post(self, payload: bytes) -> Answer:
         """Send once, except that a request lost on a kept-alive connection the server had already closed
@@ -1946,6 +1968,8 @@ class TeacherClient:
                     for data in events.feed(chunk):
                         stall.reschedule(loop.time() + self.settings.stall_timeout)
                         stream.add(data)
+                        if not stream.failed and (slot := CURRENT_SLOT.get()) is not None:
+                            self.limiter.admit(slot)  # the teacher is answering: it took the request
         except TimeoutError:
             if stall.expired():
                 raise StreamStalled() from None
@@ -2328,6 +2352,7 @@ class AnswerStream:
 
 
 CONNECTION_REUSE: contextvars.ContextVar[ConnectionReuse | None] = contextvars.ContextVar("reuse", default=None)
+CURRENT_SLOT: contextvars.ContextVar[Slot | None] = contextvars.ContextVar("slot", default=None)  # of _attempt
 # What a request sent on a connection the server had closed fails with, before any byte comes back.
 STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError,
                            BrokenPipeError)

@@ -121,3 +121,28 @@ def test_behind_nginx_with_a_5_s_read_timeout_an_8_s_teacher_writes_every_prompt
     finally:
         front.stop()
         teacher.stop()
+
+
+def test_slow_start_grows_when_a_request_is_taken_not_when_its_answer_ends():
+    """Admission (the first streamed data, or no refusal within the window) grows the limit; the answer's end
+    does not grow it again; a 429 after admission still counts as one."""
+    import asyncio
+
+    import generate_distillation_data as gdd
+
+    async def go():
+        limiter = gdd.AdaptiveLimiter(64, slow_start=4)
+        slots = [await limiter.acquire(0) for _ in range(4)]
+        for slot in slots:
+            limiter.admit(slot)
+            limiter.admit(slot)  # once only
+        assert limiter.limit == 8
+        for slot in slots:
+            limiter.release(slot, "ok")
+        assert limiter.limit == 8
+        late = await limiter.acquire(0)
+        limiter.admit(late)
+        limiter.release(late, "rate_limited")
+        assert limiter.limit <= 4.5
+
+    asyncio.run(go())
