@@ -1797,7 +1797,7 @@ class TeacherClient:
         self.on_answer: Callable[[], None] | None = None  # called after each billed answer (the spend cap)
         self.drop_reasoning_content = False  # the server refused it in requests: send messages without it
         self.stream = True  # False once the server refused streamed answers
-        self.admission_window = 1.0  # seconds unrefused after which a request counts as taken (grows on 429s)
+        self.admission_window = 0.25  # seconds unrefused after which a request counts as taken (grows on 429s)
         self.notes: list[str] = []  # things the summary tells once (what was adapted to this server)
         # Accept-Encoding is ours to say: aiohttp's default names whatever decoders happen to be installed,
         # and the transport hands us the body undecoded. We name what zlib decodes, and decode it ourselves.
@@ -1894,8 +1894,9 @@ class TeacherClient:
             self.limiter.release(slot, outcome)
 
     def _learn_refusal_time(self, seconds: float) -> None:
-        """The admission window: three times the slowest 429 seen so far, at least 1 s (a rate limit answers
-        in milliseconds; a proxy in front of it may add some), at most 30 s."""
+        """The admission window: three times the slowest 429 seen so far, at least 0.25 s (OpenRouter's 429s
+        come back in tens of milliseconds; a proxy in front may add some), at most 30 s. A 429 later than the
+        window still counts as one: it only came after the limit had grown."""
         self.admission_window = min(30.0, max(self.admission_window, 3 * seconds))
 
     async def _post(self, payload: bytes) -> Answer:
