@@ -2241,6 +2241,16 @@ class SseParser:
             # ":" comments, "event:", "id:" and "retry:" fields carry nothing we use
 
 
+def merge_piece(target: dict, piece: dict, joined: tuple[str, ...]) -> None:
+    """Merge one streamed piece into what came before it: the texts named in `joined` are appended to,
+    every other field takes the piece's value unless that is null and the field is already there."""
+    for key, value in piece.items():
+        if key in joined and isinstance(value, str) and isinstance(target.get(key), str):
+            target[key] += value
+        elif value is not None or key not in target:
+            target[key] = value
+
+
 class AnswerStream:
     """The events of a streamed chat completion, merged into the body an unstreamed answer has: the
     message's texts joined, tool calls assembled from their pieces by index, usage from the last event.
@@ -2304,31 +2314,19 @@ class AnswerStream:
     def _add_call(self, piece: Any) -> None:
         if not isinstance(piece, dict):
             raise MalformedAnswer("a streamed tool call is not an object")
-        index = piece.get("index", len(self.calls))
-        call = self.calls.setdefault(index, {})
-        for key, value in piece.items():
-            if key == "index":
-                continue
-            if key == "function" and isinstance(value, dict):
-                function = call.setdefault("function", {})
-                for name, part in value.items():
-                    if isinstance(part, str) and isinstance(function.get(name), str):
-                        function[name] += part
-                    elif part is not None or name not in function:
-                        function[name] = part
-            elif value is not None or key not in call:
-                call[key] = value
+        call = self.calls.setdefault(piece.get("index", len(self.calls)), {})
+        function = piece.get("function")
+        merge_piece(call, {k: v for k, v in piece.items() if k not in ("index", "function")}, joined=())
+        if isinstance(function, dict):
+            merge_piece(call.setdefault("function", {}), function, joined=("name", "arguments"))
+        elif function is not None or "function" not in call:
+            call["function"] = function
 
     def _add_detail(self, piece: Any) -> None:
         if not isinstance(piece, dict):
             raise MalformedAnswer("a streamed reasoning detail is not an object")
-        index = piece.get("index", len(self.details))
-        detail = self.details.setdefault(index, {})
-        for key, value in piece.items():
-            if key in ("text", "summary", "data") and isinstance(value, str) and isinstance(detail.get(key), str):
-                detail[key] += value
-            elif value is not None or key not in detail:
-                detail[key] = value
+        merge_piece(self.details.setdefault(piece.get("index", len(self.details)), {}), piece,
+                    joined=("text", "summary", "data"))
 
     def body(self) -> bytes:
         """The answer as an unstreamed server would have sent it."""
