@@ -230,7 +230,8 @@ class ScaleResult:
     end_to_end: float  # the whole run against n / (c / 5 s) + the slowest answer, ramp included
 
 
-def bench_reasoning_scale(work: Path, n: int, concurrency: int, mean: float = 5.0) -> ScaleResult:
+def bench_reasoning_scale(work: Path, n: int, concurrency: int, mean: float = 5.0, strict: bool = True
+                          ) -> ScaleResult:
     """A reasoning teacher (4-6 s an answer, no cap) with thousands of requests in flight. Its capacity is
     concurrency / mean latency; the run starts slowly on purpose (slow start), so the yardstick is the
     answer rate once -c requests are in flight, until the last request is sent."""
@@ -249,6 +250,8 @@ def bench_reasoning_scale(work: Path, n: int, concurrency: int, mean: float = 5.
             break
     last_sent = server.received_at[-1]
     if full_at is None or last_sent - full_at < 1.0:
+        if not strict:  # --tiny, on a loaded machine: the figure means nothing, the run still must work
+            return ScaleResult(result, 0.0, 0.0, 0.0)
         raise SystemExit(f"figure 7: -c {concurrency} was never reached for long; give it more rollouts")
     answered = sum(full_at <= t <= last_sent for t in server.answered_at)
     capacity = concurrency / mean
@@ -401,14 +404,15 @@ def main() -> int:
 
         if 7 in only:
             n, c, latency = (6000, 1000, 5.0) if not args.tiny else (300, 50, 0.5)
-            wide = bench_reasoning_scale(work, n, c, latency)
+            wide = bench_reasoning_scale(work, n, c, latency, strict=not args.tiny)
             figures += [Figure(f"7. {c:,} in flight, 4-6 s: answers/s vs c/latency", wide.steady, ">= 0.90",
                                wide.steady >= 0.90, f"x {c / 5:.0f}/s"),
                         Figure("7. slow start: seconds until -c in flight", wide.ramp, "", None, "s"),
                         Figure(f"7. {n:,} rollouts end to end vs n/(c/5s)+6s", wide.end_to_end, "", None),
                         Figure("7. client CPU (share of one core)", wide.run.cpu_share, "", None),
                         Figure("7. client peak memory", wide.run.peak_mb, "", None, "MB")]
-            widest = bench_reasoning_scale(work, *((8000, 2000) if not args.tiny else (400, 100, 0.5)))
+            widest = bench_reasoning_scale(work, *((8000, 2000) if not args.tiny else (400, 100, 0.5)),
+                                           strict=not args.tiny)
             figures.append(Figure(f"7. client peak memory at -c {2000 if not args.tiny else 100}", widest.run.peak_mb,
                                   "< 400", widest.run.peak_mb < 400, "MB"))
 
