@@ -142,7 +142,7 @@ class TeacherSettings:
     base_url: str
     secret: Secret
     concurrency: int  # most requests in flight
-    start_concurrency: int  # slow start: requests in flight at first, doubling each round trip up to -c
+    start_concurrency: int  # slow start: requests in flight at first, growing as the teacher takes them
     timeout: float  # seconds one request may take, first byte to last
     retries: int
     backoff: float
@@ -376,7 +376,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     add("-c", "--concurrency", type=positive_int, default=20,
         help="most requests in flight; halves on 429s and grows back (default: 20)")
     add("--start-concurrency", type=positive_int, default=4, metavar="N",
-        help="requests in flight at the start, doubling each round trip up to -c until the first 429 "
+        help="requests in flight at the start, one more for each request the teacher takes, up to -c "
         "(slow start; default: 4; set it to -c to start at full speed)")
     add("--max-tokens", type=positive_int, default=2048, help="max tokens per teacher response (default: 2048)")
     add("--max-turns", type=positive_int, default=10, help="max teacher responses per rollout (default: 10)")
@@ -474,7 +474,7 @@ def parse_config(argv: list[str] | None) -> Config:
     if api_key is not None and (problem := key_problem(api_key)):
         raise UsageError(f"OPENROUTER_API_KEY {problem}. Check it where it is set (the environment or .env); "
                          "it is not shown here.")
-    if urlparse(base_url).password and (problem := key_problem(urlparse(base_url).password)):
+    if (password := urlparse(base_url).password) and (problem := key_problem(password)):
         raise UsageError(f"the password in --base-url {problem}.")
     if args.attempts > 1 and args.min_reward is None:
         raise UsageError("--attempts needs --min-reward: it tries again only rollouts that score below it")
@@ -1576,8 +1576,8 @@ class AdaptiveLimiter:
 
     def __init__(self, start: int, probe_patience: float = 16.0, slow_start: int = 4):
         self.max_limit = start
-        # Slow start: begin at a few requests and grow by one per answer (doubling each round trip) up to
-        # -c or the first 429, instead of firing -c at once: `-c 64` against a teacher that takes 8 used to
+        # Slow start: begin at a few requests and grow by one per request the teacher takes (see admit) up
+        # to -c or the first 429, instead of firing -c at once: `-c 64` against a teacher that takes 8 used to
         # send 56 doomed requests in its first burst.
         self.limit = float(min(start, slow_start))
         self.ceiling = start
@@ -1790,9 +1790,7 @@ class TeacherClient:
         self.settings, self.limiter, self.stats = settings, limiter, stats
         self.url = f"{settings.base_url}/chat/completions"
         self.display_url = display_url(self.url)  # what messages show: no password from the URL
-        # Until the teacher has answered once, a wall of identical failures means a wrong URL, model
-        # or network, not bad luck: stop early rather than send every prompt into it.
-        self.answered_once = False
+        self.answered_once = False  # until then, unreachable_limit() failures in a row stop the run
         self.unreachable_in_a_row = 0
         self.on_answer: Callable[[], None] | None = None  # called after each billed answer (the spend cap)
         self.drop_reasoning_content = False  # the server refused it in requests: send messages without it
@@ -3564,7 +3562,7 @@ class Progress:
                 self.log(f"progress: {self.finished}/{self.total} done{self.pace()}, {self.status()}")
 
     def pace(self) -> str:
-        """RolloutRunner a minute this run and the time left at that pace, for a log that has no bar."""
+        """Rollouts a minute this run and the time left at that pace, for a log that has no bar."""
         finished, elapsed = self.finished - self.finished_at_start, time.monotonic() - self.started
         if not finished or elapsed <= 0:
             return ""
@@ -3575,9 +3573,6 @@ class Progress:
         if self.interactive:
             self.bar.set_postfix_str(self.status(), refresh=True)
         self.bar.close()
-
-
-
 
 
 # ==================================================================================================
@@ -3937,9 +3932,6 @@ class Run:
         if self.interrupted:
             return EXIT_INTERRUPTED
         return EXIT_OK if pending == 0 and not self.stop_reason else EXIT_FAILED
-
-
-
 
 
 def print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: OutputScan) -> None:
