@@ -1909,22 +1909,23 @@ class TeacherClient:
     async def _post_once(self, payload: bytes) -> Answer:
         # httpx's read timeout restarts with every chunk, so a teacher dripping a few bytes a second
         # would hold a request for ever; this deadline covers the whole request, first byte to last.
-        reuse = ConnectionReuse()
-        token = CONNECTION_REUSE.set(reuse)
+        progress = RequestProgress()
+        token = REQUEST_PROGRESS.set(progress)
         try:
             async with asyncio.timeout(self.settings.timeout):
                 request = httpx.Request("POST", self.target, headers=self.headers, content=payload,
                                         extensions={"timeout": self.timeouts})
                 response = await self.transport.handle_async_request(request)
-                reuse.answered = True
+                progress.answered = True
                 try:
-                    if response.status_code == 200 and is_event_stream(response):
-                        body = await self._read_events(response)
+                    content_type, encoding, declared = body_headers(response)
+                    if response.status_code == 200 and content_type.startswith(b"text/event-stream"):
+                        body = await self._read_events(response, encoding)
                     else:
-                        body = await self._read_body(response)
+                        body = await self._read_body(response, encoding, declared)
                 finally:
                     await response.aclose()  # back to the pool, or closed if the body was cut
-                return Answer(response.status_code, response.headers, body, reuse.usage_lost)
+                return Answer(response.status_code, response.headers, body, progress.usage_lost)
         except StreamStalled:
             self.stats.cost_unknown += 1
             raise RetryableError("stalled", f"the streamed answer sent no data for {self.settings.stall_timeout:g} s "
@@ -1941,9 +1942,9 @@ class TeacherClient:
         except (httpx.TransportError, aiohttp.ClientError, OSError) as e:
             # Judge by aiohttp's own error: httpx-aiohttp maps a refused connection to ConnectTimeout.
             original = e.__cause__ if isinstance(e, httpx.TransportError) and e.__cause__ else e
-            if reuse.reused and not reuse.answered and isinstance(original, STALE_CONNECTION_ERRORS):
+            if progress.reused and not progress.answered and isinstance(original, STALE_CONNECTION_ERRORS):
                 raise StaleConnection() from None
-            if reuse.streaming:  # cut after the answer began: what it cost is unknown
+            if progress.streaming:  # cut after the answer began: what it cost is unknown
                 self.stats.cost_unknown += 1
             if isinstance(original, (TimeoutError, httpx.TimeoutException)):
                 raise RetryableError("timeout", f"no answer in time ({type(original).__name__})") from None
@@ -1952,18 +1953,18 @@ class TeacherClient:
             raise RetryableError("connection", self._detail(
                 f"connection problem: {type(original).__name__}: {original}")) from None
         finally:
-            CONNECTION_REUSE.reset(token)
+            REQUEST_PROGRESS.reset(token)
 
-    async def _read_events(self, response: httpx.Response) -> bytes:
+    async def _read_events(self, response: httpx.Response, encoding: str) -> bytes:
         """A streamed answer (server-sent events), assembled into the body an unstreamed answer would have
         had, so everything after this reads one shape. A stall timer restarts with every data event (not
         with comments, which keep only the connection alive); the total deadline still holds."""
         stream, events = AnswerStream(), SseParser()
-        CONNECTION_REUSE.get().streaming = True
+        REQUEST_PROGRESS.get().streaming = True
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.settings.stall_timeout) as stall:
-                async for chunk in self._decoded_chunks(response):
+                async for chunk in self._decoded_chunks(response, encoding):
                     for data in events.feed(chunk):
                         stall.reschedule(loop.time() + self.settings.stall_timeout)
                         stream.add(data)
@@ -1975,42 +1976,33 @@ class TeacherClient:
             raise
         if stream.finished and not stream.usage_seen and not stream.failed:
             self.stats.cost_unknown += 1  # the answer is whole; only its usage event was lost
-            CONNECTION_REUSE.get().usage_lost = True
+            REQUEST_PROGRESS.get().usage_lost = True
             return stream.body()
         if stream.done or stream.failed:
             return stream.body()
         raise StreamCut("it ended before the answer was complete")
 
-    async def _decoded_chunks(self, response: httpx.Response) -> AsyncIterator[bytes]:
+    async def _decoded_chunks(self, response: httpx.Response, encoding: str) -> AsyncIterator[bytes]:
         """The body's bytes as they come, decoded, never more than the cap in all."""
-        limit, encoding = self.settings.max_answer_bytes, content_encoding(response)
-        decoder = BodyDecoder(encoding, limit)
+        decoder = BodyDecoder(encoding, self.settings.max_answer_bytes)
         async for chunk in response.stream:
             yield decoder.feed(chunk)
         yield decoder.finish()
 
-    async def _read_body(self, response: httpx.Response) -> bytes:
-        """The body, decoded as its Content-Encoding says, chunk by chunk, never more than the cap."""
-        limit, declared, encoding = self.settings.max_answer_bytes, b"", b""
-        for name, value in response.headers.raw:  # one pass; httpx's Headers.get costs ~2 us a call
-            name = name.lower()
-            if name == b"content-length":
-                declared = value
-            elif name == b"content-encoding":
-                encoding = value.strip()
-        if not encoding or encoding.lower() == b"identity":  # most answers: no decoder at all
-            if declared.isdigit() and int(declared) > limit:
-                raise AnswerTooLarge(int(declared), limit)
-            parts, size = [], 0
-            async for chunk in response.stream:
-                size += len(chunk)
-                if size > limit:
-                    raise AnswerTooLarge(size, limit)
-                parts.append(chunk)
-            return b"".join(parts)
-        decoder = BodyDecoder(encoding.decode("latin-1"), limit)
-        parts = [decoder.feed(chunk) async for chunk in response.stream]
-        parts.append(decoder.finish())
+    async def _read_body(self, response: httpx.Response, encoding: str, declared: bytes) -> bytes:
+        """The whole body, decoded as its Content-Encoding says, never more than the cap."""
+        limit = self.settings.max_answer_bytes
+        if encoding.strip().lower() not in ("", "identity"):
+            return b"".join([chunk async for chunk in self._decoded_chunks(response, encoding)])
+        # Most answers: no decoder at all, and a declared length over the cap is refused before reading.
+        if declared.isdigit() and int(declared) > limit:
+            raise AnswerTooLarge(int(declared), limit)
+        parts, size = [], 0
+        async for chunk in response.stream:
+            size += len(chunk)
+            if size > limit:
+                raise AnswerTooLarge(size, limit)
+            parts.append(chunk)
         return b"".join(parts)
 
     def _check_tls(self, error: BaseException) -> None:
@@ -2129,7 +2121,7 @@ def aiohttp_session(connections: int, https: bool) -> aiohttp.ClientSession:
 
 
 class ReuseNotingConnector(aiohttp.TCPConnector):
-    """aiohttp's connector, noting for the request in progress (CONNECTION_REUSE) whether its connection
+    """aiohttp's connector, noting for the request in progress (REQUEST_PROGRESS) whether its connection
     was kept alive from an earlier request. (aiohttp's tracing can tell too, but its signals cost ~8% of
     the client's throughput at a thousand requests a second.)"""
 
@@ -2139,9 +2131,9 @@ class ReuseNotingConnector(aiohttp.TCPConnector):
 
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
         connection = await super().connect(req, traces, timeout)
-        reuse, protocol = CONNECTION_REUSE.get(), connection.protocol
-        if reuse is not None and protocol is not None:
-            reuse.reused = protocol in self._used
+        progress, protocol = REQUEST_PROGRESS.get(), connection.protocol
+        if progress is not None and protocol is not None:
+            progress.reused = protocol in self._used
             self._used.add(protocol)
         return connection
 
@@ -2185,9 +2177,9 @@ NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST
 
 
 @dataclass
-class ConnectionReuse:
-    """Whether the request in progress went out on a kept-alive connection, got an answer head, and
-    began a streamed answer."""
+class RequestProgress:
+    """What has happened so far to the request being sent: whether it went out on a kept-alive connection,
+    got an answer head, began a streamed answer, and lost that answer's usage event."""
 
     reused: bool = False
     answered: bool = False
@@ -2195,18 +2187,19 @@ class ConnectionReuse:
     usage_lost: bool = False  # a whole streamed answer whose usage event never came (counted as cost unknown)
 
 
-def is_event_stream(response: httpx.Response) -> bool:
+def body_headers(response: httpx.Response) -> tuple[bytes, str, bytes]:
+    """(Content-Type lower-cased, Content-Encoding, Content-Length) in one pass over the raw headers
+    (httpx's Headers.get costs ~2 us a call, on every answer)."""
+    content_type, encoding, length = b"", "", b""
     for name, value in response.headers.raw:
-        if name.lower() == b"content-type":
-            return value.lower().startswith(b"text/event-stream")
-    return False
-
-
-def content_encoding(response: httpx.Response) -> str:
-    for name, value in response.headers.raw:
-        if name.lower() == b"content-encoding":
-            return value.decode("latin-1")
-    return ""
+        name = name.lower()
+        if name == b"content-type":
+            content_type = value.lower()
+        elif name == b"content-encoding":
+            encoding = value.decode("latin-1")
+        elif name == b"content-length":
+            length = value
+    return content_type, encoding, length
 
 
 class StreamStalled(Exception):
@@ -2272,13 +2265,8 @@ class AnswerStream:
         event = decode_answer(data)
         if not isinstance(event, dict):
             raise MalformedAnswer("an event of the streamed answer is not a JSON object")
-        for key, value in event.items():
-            if key == "choices":
-                continue
-            if key == "usage" and value is not None:
-                self.usage_seen = True
-            if value is not None or key not in self.top:
-                self.top[key] = value
+        self.usage_seen |= event.get("usage") is not None
+        merge_piece(self.top, {key: value for key, value in event.items() if key != "choices"}, joined=())
         choices = event.get("choices")
         if isinstance(choices, list) and choices and isinstance(choices[0], dict):
             self._add_choice(choices[0])
@@ -2296,18 +2284,16 @@ class AnswerStream:
         if not isinstance(delta, dict):
             return
         for key, value in delta.items():
-            if key in self.TEXTS and isinstance(value, str):
-                self.message[key] = (self.message.get(key) or "") + value
-            elif key == "tool_calls" and isinstance(value, list):
-                self.message.setdefault("tool_calls", None)
+            if key == "tool_calls" and isinstance(value, list):
+                self.message.setdefault("tool_calls", None)  # its place in the message; filled in body()
                 for piece in value:
                     self._add_call(piece)
             elif key == "reasoning_details" and isinstance(value, list):
                 self.message.setdefault("reasoning_details", None)
                 for piece in value:
                     self._add_detail(piece)
-            elif key not in self.message or value is not None:
-                self.message[key] = value
+            else:
+                merge_piece(self.message, {key: value}, joined=self.TEXTS)
 
     def _add_call(self, piece: Any) -> None:
         if not isinstance(piece, dict):
@@ -2348,7 +2334,7 @@ class AnswerStream:
             raise MalformedAnswer("a streamed text is not valid Unicode (a lone surrogate)") from None
 
 
-CONNECTION_REUSE: contextvars.ContextVar[ConnectionReuse | None] = contextvars.ContextVar("reuse", default=None)
+REQUEST_PROGRESS: contextvars.ContextVar[RequestProgress | None] = contextvars.ContextVar("progress", default=None)
 CURRENT_SLOT: contextvars.ContextVar[Slot | None] = contextvars.ContextVar("slot", default=None)  # of _attempt
 # What a request sent on a connection the server had closed fails with, before any byte comes back.
 STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError,
@@ -2945,14 +2931,18 @@ class LineReader:
                 self.unterminated = carry
                 yield [carry]
 
-    def records(self) -> Iterator[tuple[bytes, dict | None]]:
-        """(line, its JSON object or None when it is not one) for each line; nothing for a missing file."""
+    def lines(self) -> Iterator[bytes]:
+        """Each line, unparsed (for a rewrite that copies lines); nothing for a missing file."""
         try:
             for lines in self.batches():
-                for line in lines:
-                    yield line, parse_line(line)
+                yield from lines
         except FileNotFoundError:
             return
+
+    def records(self) -> Iterator[tuple[bytes, dict | None]]:
+        """(line, its JSON object or None when it is not one) for each line; nothing for a missing file."""
+        for line in self.lines():
+            yield line, parse_line(line)
 
 
 def parse_line(line: bytes) -> dict | None:
@@ -3095,7 +3085,7 @@ class OutputFile(LineFile):
         """Unlock; a file this run created and never wrote to is removed (no 0-byte leftovers)."""
         if self._fd is not None and self.created and os.fstat(self._fd).st_size == 0:
             with contextlib.suppress(OSError):
-                Path(os.path.realpath(self.path)).unlink()  # through a symlink: the file, not the link
+                remove_file(self.path)
         self.close()
 
     # -- reading ---------------------------------------------------------------------------------
@@ -3209,7 +3199,7 @@ class OutputFile(LineFile):
         quarantine = LineFile(self.quarantine_path)
         try:
             with replaced_atomically(self.path) as target:
-                for line_no, (line, _) in enumerate(LineReader(self.path).records(), 1):
+                for line_no, line in enumerate(LineReader(self.path).lines(), 1):
                     if line_no not in drop:
                         target.write(line + b"\n")  # repair() ended the file with a newline first
                     elif drop[line_no].quarantine:
@@ -3291,8 +3281,7 @@ async def rescore(files: OutputFiles, min_reward: float | None, scorer: RewardSc
         if moved_in:
             drop = set(moved_in)
             with replaced_atomically(rejected_path) as rej:
-                rej.writelines(line + b"\n" for line, _ in LineReader(rejected_path).records()
-                               if line + b"\n" not in drop)
+                rej.writelines(line + b"\n" for line in LineReader(rejected_path).lines() if line + b"\n" not in drop)
     except OSError as e:
         raise OutputError(e.filename and Path(e.filename) or files.output, e) from None
     counts.to_output = len(moved_in)
