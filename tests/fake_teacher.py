@@ -452,14 +452,18 @@ class FakeTeacher:
             data = text.encode()
             writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
 
+        async def think(seconds: float) -> None:
+            """Only comments for this long, one every `keepalive` seconds, as OpenRouter sends them."""
+            waited = 0.0
+            while waited < seconds:
+                send(": OPENROUTER PROCESSING\n\n")
+                await writer.drain()
+                step = min(reply.keepalive, seconds - waited)
+                await asyncio.sleep(step)
+                waited += step
+
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
-        waited = 0.0
-        while waited < reply.delay:
-            send(": OPENROUTER PROCESSING\n\n")
-            await writer.drain()
-            step = min(reply.keepalive, reply.delay - waited)
-            await asyncio.sleep(step)
-            waited += step
+        await think(reply.delay)
         events, usage = sse_events(reply.body)
         for i, event in enumerate(events):
             send(f"data: {json.dumps(event)}\n\n")
@@ -472,12 +476,7 @@ class FakeTeacher:
                 writer.transport.abort()
                 return
             if i == 0 and reply.sse_stall:
-                stalled = 0.0
-                while stalled < reply.sse_stall:
-                    send(": OPENROUTER PROCESSING\n\n")
-                    await writer.drain()
-                    await asyncio.sleep(min(reply.keepalive, reply.sse_stall - stalled))
-                    stalled += reply.keepalive
+                await think(reply.sse_stall)
         else:
             if usage is not None and not reply.sse_no_usage:
                 send(f"data: {json.dumps(usage)}\n\n")
