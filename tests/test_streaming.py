@@ -146,3 +146,25 @@ def test_slow_start_grows_when_a_request_is_taken_not_when_its_answer_ends():
         assert limiter.limit <= 4.5
 
     asyncio.run(go())
+
+
+def raw_stream(*events: bytes) -> Reply:
+    body = b"".join(b"data: " + event + b"\n\n" for event in events) + b"data: [DONE]\n\n"
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: " + str(len(body)).encode()
+            + b"\r\nConnection: close\r\n\r\n")
+    return Reply(raw_response=head + body)
+
+
+@pytest.mark.parametrize("event", [
+    b"not json at all",
+    b"[1, 2, 3]",
+    b'{"choices": [{"index": 0, "delta": {"tool_calls": ["not an object"]}}]}',
+    b'{"choices": [{"index": 0, "delta": {"reasoning_details": [7]}}]}',
+    b'{"choices": [{"index": 0, "delta": {"content": "bad \\ud800 text"}, "finish_reason": "stop"}]}',
+])
+def test_a_hostile_stream_event_is_a_malformed_answer_and_is_retried(run, teacher, workdir, event):
+    write_prompts(workdir, ["Hostile stream"])
+    teacher.script("Hostile stream", lambda body: raw_stream(event), answer("clean second try"))
+    result = run(tools="none")
+    assert result.code == 0, result.err
+    assert result.records()[0]["messages"][-1]["content"] == "clean second try" and "1 retried" in result.err
