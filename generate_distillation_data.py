@@ -58,7 +58,12 @@ from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from urllib.parse import urlparse
 
 import aiohttp
-import httpx
+
+# httpx imports its command-line client when rich and click are installed (crawl4ai installs them): a
+# tenth of a second of every start, for a program this one never runs. A None entry makes that import
+# fail, and httpx then goes without it, as it does where they are missing.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+import httpx  # noqa: E402
 import orjson
 from httpx_aiohttp import AiohttpTransport
 from tqdm import tqdm
@@ -1561,20 +1566,38 @@ class Stats:
 class Slot:
     wave: int  # the limiter's wave when the request started
     level: int  # requests in flight when it started, itself included
+    sent: float  # time.monotonic() when it started
     admitted: bool = False  # the teacher took it: its first data came, or no refusal within the window
 
 
 class AdaptiveLimiter:
-    """Caps requests in flight. Halves on a 429, regrows fast to the last safe level, then probes slowly.
+    """Sends requests as fast as the teacher takes them, under two limits learned from its 429s: requests
+    in flight (a teacher that caps concurrency: a self-hosted server, a provider's per-key cap) and requests
+    per second (a metered key: a token bucket or a window). Whichever binds, binds; the user never says which.
 
-    Plain AIMD (halve, then +1 per round trip) saw-tooths between half the teacher's capacity and all
-    of it, about 75% busy. Here a 429 also records the level it happened at; the limit climbs back
-    to just below that level within about one round trip, then creeps above it only every
-    `probe_patience` round trips, so the teacher stays >90% busy with few 429s.
-    A wave: 429s of requests already in flight when the limit halved do not halve it again.
+    A 429 is put down to one of them by the level it came at. Refused at fewer requests in flight than the
+    teacher took moments ago (within TAKEN_MEMORY s): the number in flight was not the reason, so the rate
+    was; the pace drops to the rate the teacher was taking. Refused above every level taken lately: the
+    number in flight; the limit halves and remembers that level.
+
+    In flight: plain AIMD (halve, then +1 per round trip) saw-tooths between half the teacher's capacity
+    and all of it, about 75% busy. Here a 429 also records the level it happened at; the limit climbs back
+    to just below that level within about one round trip, then creeps above it only every `probe_patience`
+    round trips, so the teacher stays >90% busy with few 429s. A wave: 429s of requests already in flight
+    when the limit halved do not halve it again. The pace does the same per second: back fast to just under
+    the rate that was refused, then probing slowly, and only while it is what holds requests back.
     """
 
-    def __init__(self, start: int, probe_patience: float = 16.0, slow_start: int = 4):
+    TAKEN_MEMORY = 10.0  # seconds a level the teacher took counts as proof it takes that many
+    RATE_WINDOW = 2.0  # seconds over which the rate the teacher takes is measured, at a rate 429
+    PACE_MARGIN = 0.95  # the pace regrows fast to this share of the rate that was refused, then probes
+    PROBE_DOUBLING = 1.5  # seconds without a 429 after which the pace probes twice as fast
+    # the same for requests in flight, slower: a server's capacity changes less often than a key's share
+    LIMIT_PROBE_DOUBLING = 4.0
+
+    def __init__(self, start: int, probe_patience: float = 16.0, slow_start: int = 4,
+                 clock: Callable[[], float] = time.monotonic):
+        self.clock = clock  # time.monotonic; a test may pass its own
         self.max_limit = start
         # Slow start: begin at a few requests and grow by one per request the teacher takes (see admit) up
         # to -c or the first 429, instead of firing -c at once: `-c 64` against a teacher that takes 8 used to
@@ -1585,6 +1608,14 @@ class AdaptiveLimiter:
         self.wave = 0
         self.paused_until = 0.0
         self.probe_patience = probe_patience
+        self.metered = False  # the last 429 that told the limits apart was about the rate
+        self.pace: float | None = None  # requests a second; None until a 429 is put down to the rate
+        self.pace_ceiling = math.inf
+        self.next_send = 0.0  # self.clock() when the pace lets the next request go
+        self.pace_cut_at = -math.inf
+        self.limit_cut_at = self.clock()
+        self.pace_bound_at = -math.inf  # when the pace last held a request back
+        self._taken: collections.deque[tuple[float, int]] = collections.deque()  # (when, level) taken lately
         self._waiters: list[tuple[int, int, asyncio.Future]] = []
         self._order = itertools.count()
         self._wake_timer: asyncio.TimerHandle | None = None
@@ -1608,48 +1639,142 @@ class AdaptiveLimiter:
         rate limit refuses in milliseconds, long before a reasoning teacher's answer ends."""
         if not slot.admitted:
             slot.admitted = True
-            self._grow()
+            self._taken_request(slot)
             self._wake()
 
     def release(self, slot: Slot, outcome: str) -> None:
         """outcome: ok, rate_limited (also after it was admitted: a late 429 counts), or anything else."""
         self.in_flight -= 1
         if outcome == "ok" and not slot.admitted:
-            self._grow()
+            self._taken_request(slot)
         elif outcome == "rate_limited":
-            self.ceiling = max(1, min(self.ceiling, slot.level - 1))
-            if slot.wave == self.wave:
-                # Halve, and go no higher than the level that was just refused: from a burst far above
-                # the teacher's capacity (-c 64 against 8) this settles in one wave instead of three.
-                self.limit = max(1.0, min(self.limit / 2, float(self.ceiling)))
-                self.wave += 1
+            self._refused(slot)
         self._wake()
 
     def pause_until(self, deadline: float) -> None:
+        """Hold every request until then (the teacher said when its window reopens)."""
         self.paused_until = max(self.paused_until, deadline)
+
+    # -- learning -----------------------------------------------------------------------------------
+
+    def _taken_request(self, slot: Slot) -> None:
+        now = self.clock()
+        self._taken.append((now, slot.level))
+        while self._taken[0][0] < now - self.TAKEN_MEMORY:
+            self._taken.popleft()
+        self._grow()
+        if self.pace is not None and self.pace_bound_at >= slot.sent:
+            self._grow_pace()
+
+    def _taken_for(self) -> float:
+        """Seconds of history in the record of requests taken."""
+        return self.clock() - self._taken[0][0] if self._taken else 0.0
+
+    def _refused(self, slot: Slot) -> None:
+        """Put a 429 down to the rate or to the number in flight. Refused below a level the teacher took
+        lately: the rate. Above: the number in flight. At that very level (common when few are in flight,
+        and where our count runs ahead of the teacher's by a request still on the wire): as the last 429
+        that told them apart. Nothing taken lately: no telling, so both are held back; else each refusal,
+        answered in a millisecond, would free its slot for the next doomed request."""
+        taken = self._level_taken_lately()
+        if taken == 0:
+            self._cut_limit(slot)
+            self._cut_pace(slot)
+            return
+        if slot.level != taken:
+            self.metered = slot.level < taken
+        if self.metered:
+            self._cut_pace(slot)
+            # and the teacher took `taken` at once lately: an earlier cut of the limit below that was wrong
+            self.ceiling = max(self.ceiling, taken)
+        else:
+            self._cut_limit(slot)
+
+    def _level_taken_lately(self) -> int:
+        horizon = self.clock() - self.TAKEN_MEMORY
+        return max((level for when, level in self._taken if when >= horizon), default=0)
+
+    def _cut_limit(self, slot: Slot) -> None:
+        self.ceiling = max(1, min(self.ceiling, slot.level - 1))
+        if slot.wave == self.wave:
+            # Halve, and go no higher than the level that was just refused: from a burst far above
+            # the teacher's capacity (-c 64 against 8) this settles in one wave instead of three.
+            self.limit = max(1.0, min(self.limit / 2, float(self.ceiling)))
+            self.wave += 1
+            self.limit_cut_at = self.clock()
+
+    def _cut_pace(self, slot: Slot) -> None:
+        """The teacher refused a request sent at this pace: from now on send just under the rate it was
+        taking. Requests sent before an earlier cut do not cut again (they went at the old pace)."""
+        now = self.clock()
+        if slot.sent < self.pace_cut_at:
+            return
+        window = min(self.RATE_WINDOW, max(self.RATE_WINDOW / 2, self._taken_for()))
+        rate = sum(1 for when, _ in self._taken if when >= now - window) / window
+        if rate == 0:  # nothing taken: from one a second, doubling each second requests are taken
+            self.pace_ceiling, self.pace = math.inf, 1.0
+        else:
+            self.pace_ceiling = self.PACE_MARGIN * rate
+            self.pace = max(0.1, min(self.pace or math.inf, self.pace_ceiling) * 0.9)
+        self.pace_cut_at = now
+        self.next_send = max(self.next_send, now + 1 / self.pace)  # the teacher has nothing to spare just now
 
     def _grow(self) -> None:
         if self.limit < self.ceiling:
             self.limit = min(float(self.ceiling), self.limit + 1)
         elif self.limit < self.max_limit:
-            self.limit = min(float(self.max_limit), self.limit + 1 / (self.limit * self.probe_patience))
+            # +1/probe_patience a round trip, twice that every LIMIT_PROBE_DOUBLING s without a 429
+            speedup = 2 ** ((self.clock() - self.limit_cut_at) / self.LIMIT_PROBE_DOUBLING)
+            step = min(1.0, speedup / (self.limit * self.probe_patience))
+            self.limit = min(float(self.max_limit), self.limit + step)
             self.ceiling = max(self.ceiling, int(self.limit))
 
+    def _grow_pace(self) -> None:
+        """Per request taken while the pace held others back: back to its ceiling within about a second
+        (+1 a request is +pace a second), then probing above it, by 1/probe_patience a second each second
+        at first, twice that every PROBE_DOUBLING s without a 429: a key whose other users (other shards)
+        went quiet is found out within seconds, while a steady limit is met only every ~10 s."""
+        assert self.pace is not None
+        if self.pace < self.pace_ceiling:
+            self.pace = min(self.pace_ceiling, self.pace + 1)
+        else:
+            quiet = self.clock() - self.pace_cut_at
+            per_second = min(self.pace / 8, 2 ** (quiet / self.PROBE_DOUBLING) / self.probe_patience)
+            self.pace += per_second / self.pace
+            self.pace_ceiling = self.pace
+
+    # -- sending ------------------------------------------------------------------------------------
+
     def _has_room(self) -> bool:
-        return self.in_flight < int(self.limit) and time.monotonic() >= self.paused_until
+        if self.in_flight >= int(self.limit):
+            return False
+        now = self.clock()
+        if now < self.paused_until:
+            return False
+        if self.pace is not None and now < self.next_send:
+            self.pace_bound_at = now
+            return False
+        return True
 
     def _start(self) -> Slot:
+        now = self.clock()
+        if self.pace is not None:
+            # At most one interval of slack carried over, so a late timer does not lower the rate,
+            # and an idle spell does not save up a burst.
+            self.next_send = max(self.next_send, now - 1 / self.pace) + 1 / self.pace
         self.in_flight += 1
-        return Slot(self.wave, self.in_flight)
+        return Slot(self.wave, self.in_flight, now)
 
     def _wake(self) -> None:
         while self._waiters and self._has_room():
             _, _, future = heapq.heappop(self._waiters)
             if not future.cancelled():
                 future.set_result(self._start())
-        if self._waiters and self.paused_until > time.monotonic() and self._wake_timer is None:
-            loop = asyncio.get_running_loop()
-            self._wake_timer = loop.call_at(loop.time() + self.paused_until - time.monotonic(), self._on_timer)
+        if self._waiters and self._wake_timer is None and self.in_flight < int(self.limit):
+            wake_at = max(self.paused_until, self.next_send if self.pace is not None else 0.0)
+            if wake_at > self.clock():
+                loop = asyncio.get_running_loop()
+                self._wake_timer = loop.call_at(loop.time() + wake_at - self.clock(), self._on_timer)
 
     def _on_timer(self) -> None:
         self._wake_timer = None
@@ -1733,10 +1858,12 @@ def unreachable_limit(concurrency: int) -> int:
 class RetryableError(Exception):
     """This request failed in a way another try may not (rate limit, 5xx, drop, timeout, bad answer)."""
 
-    def __init__(self, kind: str, detail: str, retry_after: float | None = None, rate_limited: bool = False):
+    def __init__(self, kind: str, detail: str, retry_after: float | None = None, rate_limited: bool = False,
+                 holds_everyone: bool = True):
         super().__init__(detail)
         self.kind, self.detail = kind, detail  # kind: a short label the summary counts, e.g. "HTTP 503"
         self.retry_after, self.rate_limited = retry_after, rate_limited
+        self.holds_everyone = holds_everyone  # retry_after pauses every request, not only this one's retry
 
 
 class PromptFailed(Exception):
@@ -1811,7 +1938,7 @@ class TeacherClient:
         # The limiter never lets more than -c requests be in flight, so -c connections suffice.
         self.transport = AiohttpTransport(client=functools.partial(aiohttp_session, settings.concurrency,
                                                                    settings.base_url.startswith("https:")),
-                                          proxy=proxy_for(self.url))
+                                          proxy=proxy_for(self.url), verify=UNUSED_TLS_CONTEXT)
         self.target = httpx.URL(self.url)
         self.headers = httpx.Headers({**headers, "Host": self.target.netloc.decode("ascii")})
         self.timeouts = {"connect": min(settings.timeout, 15.0), "read": settings.timeout, "pool": None}
@@ -1883,7 +2010,7 @@ class TeacherClient:
                 outcome = "rate_limited"
                 self.stats.rate_limited += 1
                 self._learn_refusal_time(time.monotonic() - sent)
-            if e.retry_after:
+            if e.retry_after and e.holds_everyone:
                 self.limiter.pause_until(time.monotonic() + e.retry_after)
             raise
         finally:
@@ -2086,7 +2213,8 @@ class TeacherClient:
                                  "model's. Re-run the same command after that, or with a model or key without "
                                  "that cap (--model); finished samples are kept.")
             raise RetryableError(f"HTTP {status}", f"HTTP {status}: {detail}",
-                                 None if wait is None else min(wait, LONG_WAIT), status == 429)
+                                 None if wait is None else min(wait, LONG_WAIT), status == 429,
+                                 wait_holds_everyone(status, wait, answer.headers))
         raise PromptFailed(f"HTTP {status}", f"HTTP {status}: {detail}", status=status)
 
     def _detail(self, text: str, limit: int | None = 300) -> str:
@@ -2138,10 +2266,19 @@ class ReuseNotingConnector(aiohttp.TCPConnector):
         return connection
 
 
+# The transport wants a TLS context of its own, unused since the session (aiohttp_session) brings its
+# connector and context; its default would load the certificate store once more (~50 ms of every start).
+UNUSED_TLS_CONTEXT = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 def tls_context() -> ssl.SSLContext:
     """SSL_CERT_FILE (or SSL_CERT_DIR) when set, else the system's certificates, else certifi's (a Python
     without system certificates, such as python.org's build on macOS, would refuse every server)."""
-    cafile, capath = os.environ.get("SSL_CERT_FILE") or None, os.environ.get("SSL_CERT_DIR") or None
+    return tls_context_for(os.environ.get("SSL_CERT_FILE") or None, os.environ.get("SSL_CERT_DIR") or None)
+
+
+@functools.lru_cache(maxsize=1)  # made once a run: checked before anything is sent, then used (~30 ms each)
+def tls_context_for(cafile: str | None, capath: str | None) -> ssl.SSLContext:
     if cafile or capath:
         return ssl.create_default_context(cafile=cafile, capath=capath)
     context = ssl.create_default_context()
@@ -2501,6 +2638,19 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
     if not math.isfinite(seconds):
         return None
     return max(seconds, 0.0)
+
+
+# Hosted APIs give Retry-After in whole seconds, rounded up: a token bucket's next token 50 ms away reads
+# "1". Pausing every request for it cost a tenth of a run at 20 requests/s, so a short whole-second wait
+# holds only the refused request's retry; the limiter's pace keeps the others under the rate. A wait of
+# ROUNDED_WAIT or more, or an exact one (X-RateLimit-Reset, in ms), is a spent window: everyone waits.
+ROUNDED_WAIT = 5.0
+
+
+def wait_holds_everyone(status: int, wait: float | None, headers: httpx.Headers) -> bool:
+    value = headers.get("retry-after", "").strip()
+    rounded = bool(value) and (value.isdigit() or not value[:1].isdigit())  # whole seconds, or an HTTP date
+    return not (status == 429 and wait is not None and wait < ROUNDED_WAIT and rounded)
 
 
 def rate_limit_reset_seconds(value: str | None) -> float | None:
@@ -3651,6 +3801,7 @@ class Run:
         self.rejected = RejectedFile(cfg.files.rejected)
         self.client = TeacherClient(cfg.teacher, self.limiter, self.stats)
         self.stopping = asyncio.Event()  # the one stop signal, under this name all the way down
+        self.room = asyncio.Event()  # set when a rollout ends (or the run stops): the feeder may start one
         self.cache = cache_plan(cfg.requests, cfg.teacher.base_url)
         self.runner = RolloutRunner(cfg.requests, self.cache, self.client, toolbox, self.stopping)
         if cfg.gate.max_cost is not None:
@@ -3682,23 +3833,27 @@ class Run:
         return self._finish(remaining_failed)
 
     async def _feed_pool(self) -> None:
-        stop_waiter = asyncio.create_task(self.stopping.wait())
         try:
-            await self._start_rollouts(stop_waiter)
+            await self._start_rollouts()
         except PromptsChanged as e:
             self.stop(str(e), now=False)  # what runs finishes and is kept; nothing more is read from the file
-        finally:
-            stop_waiter.cancel()
 
-    async def _start_rollouts(self, stop_waiter: asyncio.Task) -> None:
+    async def _start_rollouts(self) -> None:
         for job in self.plan.pending_jobs(self.prompts):
+            # An event, not asyncio.wait() on the pool: that hooks every task in it, each time one ends,
+            # which at -c 1000 (a pool of 2,000) cost a third of a core.
             while len(self.tasks) >= self.pool_size and not self.stopping.is_set():
-                await asyncio.wait(self.tasks | {stop_waiter}, return_when=asyncio.FIRST_COMPLETED)
+                self.room.clear()
+                await self.room.wait()
             if self.stopping.is_set():
                 return
             task = asyncio.create_task(self._run_one(job))
             self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            task.add_done_callback(self._rollout_ended)
+
+    def _rollout_ended(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        self.room.set()
 
     async def _run_one(self, job: RolloutJob) -> None:
         # With --attempts, one try after another (the point is to pay for as few as needed); a try
@@ -3808,6 +3963,7 @@ class Run:
         if reason is not None and self.stop_reason is None:
             self.stop_reason = reason
         self.stopping.set()
+        self.room.set()
         if now:
             current = asyncio.current_task()
             for task in list(self.tasks):

@@ -137,10 +137,13 @@ class RunResult:
     span: float  # first request received to last answer, on the teacher's side
     cpu_share: float  # the generator's CPU time over its wall time (1.0 = one core)
     peak_mb: float
+    wall: float = 0.0  # whole process (or processes): start to exit, as users wait for it
 
 
 def run_generator(work: Path, server: FakeTeacher, n: int, concurrency: int, tools: str = "none",
-                  tag: str = "run", extra: tuple[str, ...] = ()) -> RunResult:
+                  tag: str = "run", extra: tuple[str, ...] = (), shards: int = 1) -> RunResult:
+    """The generator as users run it, with default settings but for the options given; `shards`: that
+    many processes at once, each with --shard I/N, sharing the teacher (and its key's limits)."""
     prompts = work / f"{tag}.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"{tag} question {i}"}) + "\n" for i in range(n)))
     output = work / f"{tag}.out.jsonl"
@@ -151,25 +154,31 @@ def run_generator(work: Path, server: FakeTeacher, n: int, concurrency: int, too
     server.requests.clear()
     server.rejected = 0
     started = time.monotonic()
-    process = subprocess.Popen([sys.executable, str(ROOT / "generate_distillation_data.py"), str(prompts),
-                                "-o", str(output), "--tools", tools, "--base-url", server.base_url,
-                                "-c", str(concurrency), "--backoff", "0.05", *extra],
-                               cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak = PeakMemory(process.pid)
-    stderr = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
+    processes = []
+    for shard in range(shards):
+        split = ("--shard", f"{shard}/{shards}", "-o", str(work / f"{tag}.out-{shard}.jsonl")) if shards > 1 else ()
+        command = [sys.executable, str(ROOT / "generate_distillation_data.py"), str(prompts), "-o", str(output),
+                   "--tools", tools, "--base-url", server.base_url, "-c", str(concurrency), *extra, *split]
+        processes.append(subprocess.Popen(command, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                          text=True))
+    peak = PeakMemory(processes[0].pid)
+    cpu = 0.0
+    for process in processes:
+        stderr = process.stderr.read()
+        _, status, usage = os.wait4(process.pid, 0)
+        cpu += usage.ru_utime + usage.ru_stime
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"generator failed ({os.waitstatus_to_exitcode(status)}): {stderr[-2000:]}")
     peak.stop()
     wall = time.monotonic() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"generator failed ({os.waitstatus_to_exitcode(status)}): {stderr[-2000:]}")
-    ids = Counter(json.loads(line)["metadata"]["prompt_id"] for line in output.read_text().splitlines())
+    lines = [line for out in work.glob(f"{tag}.out*.jsonl") for line in out.read_text().splitlines()]
+    ids = Counter(json.loads(line)["metadata"]["prompt_id"] for line in lines)
     span = server.answered_at[-1] - server.answered_at[0]
     requests = len(server.requests)
-    cost = sum(json.loads(line)["metadata"]["usage"]["cost"] for line in output.read_text().splitlines())
+    cost = sum(json.loads(line)["metadata"]["usage"]["cost"] for line in lines)
     return RunResult(len(ids) / span, len(server.answered_at) / span, server.rejected / max(1, requests),
                      sum(count - 1 for count in ids.values()) + (n - len(ids)), sum(ids.values()), cost,
-                     server.answered_at[-1] - server.received_at[0], (usage.ru_utime + usage.ru_stime) / wall,
-                     peak.mb)
+                     server.answered_at[-1] - server.received_at[0], cpu / wall, peak.mb, wall)
 
 
 class PeakMemory:
@@ -220,6 +229,75 @@ def bench_metered(work: Path, n: int, meter, mean: float, tag: str) -> RunResult
         return run_generator(work, server, n, 64, tag=tag)
     finally:
         server.stop()
+
+
+@dataclass
+class RateRow:
+    """One row of the rate-control table: a teacher, how close a whole run (process start to exit,
+    default settings) comes to that teacher's limit, and the share of requests it refused."""
+    name: str
+    server: FakeTeacher
+    n: int
+    ideal: float  # seconds the teacher's limit allows for n prompts, plus the last answer's latency
+    concurrency: int = 64
+    shards: int = 1
+    extra: tuple[str, ...] = ()
+    share_target: float | None = 0.90
+    rejected_target: float | None = 0.05
+
+    def figures(self, work: Path, tiny: bool) -> list[Figure]:
+        self.server.start()
+        try:
+            run = run_generator(work, self.server, self.n, self.concurrency, tag=f"rate-{id(self)}",
+                                extra=self.extra, shards=self.shards)
+        finally:
+            self.server.stop()
+        share = self.ideal / run.wall
+        judge = (lambda value, ok: None if tiny or ok is None else ok)  # --tiny: too short to mean anything
+        return [Figure(f"{self.name}: vs its limit", share, f">= {self.share_target:.2f}" if self.share_target else "",
+                       judge(share, None if self.share_target is None else share >= self.share_target),
+                       f"({run.wall:.1f} s)"),
+                Figure(f"{self.name}: share 429", run.rejected_share,
+                       f"<= {self.rejected_target:.2f}" if self.rejected_target is not None else "",
+                       judge(run.rejected_share, None if self.rejected_target is None
+                             else run.rejected_share <= self.rejected_target)),
+                Figure(f"{self.name}: duplicates or missing", run.duplicates, "== 0", run.duplicates == 0)]
+
+
+def rate_control_rows(scale: float) -> list[RateRow]:
+    """The rate-control table of the README: teachers that cap requests in flight, requests per second
+    (with and without Retry-After), both, a key shared by three shard processes, and a reasoning teacher
+    with no cap at all, each against its own limit."""
+    def n(full: int) -> int:
+        return max(20, int(full * scale))
+
+    rate, burst = 20.0, 10
+    reasoning = random.Random(7)
+    slow = FakeTeacher(latency_fn=lambda: reasoning.uniform(4.0, 6.0) * (1 if scale == 1 else 0.1))
+    wide, mean = (1000, 5.0) if scale == 1 else (50, 0.5)
+    return [
+        RateRow("12a. in-flight cap 8, 150-250 ms", FakeTeacher(max_in_flight=8, latency_fn=jittered(0.2, 0.25)),
+                n(400), n(400) * 0.2 / 8 + 0.25, share_target=0.92, rejected_target=0.03),
+        RateRow("12b. 20/s bucket, Retry-After: 1",
+                FakeTeacher(latency_fn=jittered(0.25, 0.2), meter=TokenBucket(rate, burst, retry_after=True)),
+                n(600), (n(600) - burst) / rate + 0.3),
+        RateRow("12c. 20/s bucket, reset time only",
+                FakeTeacher(latency_fn=jittered(0.25, 0.2), meter=TokenBucket(rate, burst)),
+                n(600), (n(600) - burst) / rate + 0.3, share_target=0.93),
+        RateRow("12d. reasoning 4-6 s, no cap, default start", slow, n(3000), n(3000) / (wide / mean) + 1.2 * mean,
+                concurrency=wide, rejected_target=None),
+        RateRow("12e. same, --start-concurrency (reference)",
+                FakeTeacher(latency_fn=lambda: reasoning.uniform(4.0, 6.0) * (1 if scale == 1 else 0.1)),
+                n(3000), n(3000) / (wide / mean) + 1.2 * mean, concurrency=wide,
+                extra=("--start-concurrency", str(wide)), share_target=None, rejected_target=None),
+        RateRow("12f. cap 8 and 20/s, 225-375 ms",
+                FakeTeacher(max_in_flight=8, latency_fn=jittered(0.3, 0.25),
+                            meter=TokenBucket(rate, burst, retry_after=True)),
+                n(600), (n(600) - burst) / rate + 0.375),
+        RateRow("12g. 3 shard processes, one 20/s key",
+                FakeTeacher(latency_fn=jittered(0.25, 0.2), meter=TokenBucket(rate, burst, retry_after=True)),
+                n(600), (n(600) - burst) / rate + 0.3, shards=3, share_target=0.85),
+    ]
 
 
 @dataclass
@@ -337,8 +415,9 @@ def bench_size(work: Path, n: int) -> tuple[float, float, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", default="abcdefg", help="figure 12: which rows (default: all)")
     parser.add_argument("--tiny", action="store_true", help="a few seconds, for the smoke test")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10", help="comma list of figures to run (default: all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,12", help="comma list of figures to run (default: all)")
     args = parser.parse_args()
     only = {int(x) for x in args.only.split(",")}
     scale = 0.02 if args.tiny else 1.0  # tiny: seconds a figure, for the smoke test
@@ -438,6 +517,11 @@ def main() -> int:
             judged = bench_adaptive(work, int(2000 * scale), cap, mean, extra=("--rewards", "trivial_rewards.py"))
             ratio = judged.rollouts_per_s / plain.rollouts_per_s
             figures.append(Figure("10. rewards: rollouts/s scored vs not, as (1)", ratio, ">= 0.95", ratio >= 0.95))
+
+        if 12 in only:
+            for row in rate_control_rows(scale if not args.tiny else 0.05):
+                if row.name[2] in args.rows:
+                    figures += row.figures(work, args.tiny)
 
     print(f"| {'figure':<52} | {'value':>21} | {'target':<14} | ok   |")
     print(f"|{'-' * 54}|{'-' * 23}|{'-' * 16}|------|")

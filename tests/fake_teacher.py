@@ -14,6 +14,7 @@ import asyncio
 import gzip
 import itertools
 import json
+import math
 import random
 import socket
 import struct
@@ -239,10 +240,12 @@ def reset_header(seconds_from_now: float) -> dict:
 
 class TokenBucket:
     """A provider's requests-per-second meter: `rate` tokens a second, at most `burst` saved up. A request
-    without a token is answered 429 with X-RateLimit-Reset (epoch ms when the next token is there)."""
+    without a token is answered 429 with X-RateLimit-Reset (epoch ms when the next token is there), or with
+    `retry_after`: `Retry-After` in whole seconds, rounded up, as hosted APIs send it (1 for a 50 ms wait).
+    One bucket may serve several FakeTeachers' worth of clients: it is shared by whoever holds it."""
 
-    def __init__(self, rate: float, burst: int):
-        self.rate, self.burst = rate, burst
+    def __init__(self, rate: float, burst: int, retry_after: bool = False):
+        self.rate, self.burst, self.retry_after = rate, burst, retry_after
         self.tokens, self.updated = float(burst), time.monotonic()
 
     def admit(self) -> dict | None:
@@ -252,7 +255,8 @@ class TokenBucket:
         if self.tokens >= 1:
             self.tokens -= 1
             return None
-        return reset_header((1 - self.tokens) / self.rate)
+        wait = (1 - self.tokens) / self.rate
+        return {"Retry-After": str(math.ceil(wait))} if self.retry_after else reset_header(wait)
 
 
 class FixedWindow:

@@ -270,12 +270,15 @@ def test_limiter_halves_once_per_wave_and_regrows_to_last_safe_level():
         limiter = gdd.AdaptiveLimiter(16, slow_start=16)
         slots = [await limiter.acquire(i) for i in range(16)]
         assert limiter.in_flight == 16
+        for slot in slots[:8]:
+            limiter.admit(slot)  # the teacher took 8...
         for slot in slots[8:]:
             limiter.release(slot, "rate_limited")  # one wave of 429s: the 9th..16th in flight
         assert limiter.limit == 8 and limiter.ceiling == 8
         for slot in slots[:8]:
             limiter.release(slot, "ok")
-        assert 8 <= limiter.limit < 8.2  # regrew to the last safe level, not above
+        assert limiter.pace is None  # above every level taken: the number in flight, not the rate
+        assert limiter.limit == 8  # already taken, they do not grow it again
         for i in range(8 * 16):  # probing above it is slow
             limiter.release(await limiter.acquire(0), "ok")
         assert 8 < limiter.limit < 10
