@@ -1639,14 +1639,14 @@ class AdaptiveLimiter:
         rate limit refuses in milliseconds, long before a reasoning teacher's answer ends."""
         if not slot.admitted:
             slot.admitted = True
-            self._taken_request(slot)
+            self._taken_request(slot, still_in_flight=True)
             self._wake()
 
     def release(self, slot: Slot, outcome: str) -> None:
         """outcome: ok, rate_limited (also after it was admitted: a late 429 counts), or anything else."""
         self.in_flight -= 1
         if outcome == "ok" and not slot.admitted:
-            self._taken_request(slot)
+            self._taken_request(slot, still_in_flight=False)
         elif outcome == "rate_limited":
             self._refused(slot)
         self._wake()
@@ -1657,12 +1657,17 @@ class AdaptiveLimiter:
 
     # -- learning -----------------------------------------------------------------------------------
 
-    def _taken_request(self, slot: Slot) -> None:
+    def _taken_request(self, slot: Slot, still_in_flight: bool) -> None:
         now = self.clock()
-        self._taken.append((now, slot.level))
+        # The level it was taken at: no more than were in flight when it started, nor than are now (at
+        # its start, requests the teacher was about to refuse counted too, and so overstated what it takes)
+        self._taken.append((now, min(slot.level, self.in_flight + (0 if still_in_flight else 1))))
         while self._taken[0][0] < now - self.TAKEN_MEMORY:
             self._taken.popleft()
-        self._grow()
+        # Slow start doubles the requests in flight per round of requests taken: a request that ended
+        # frees its own slot and adds one; one taken while it goes on (a long answer) adds two, or each
+        # round would add only as many as the first (4, 8, 12, ...: 40 s to reach 1,000).
+        self._grow(2 if still_in_flight else 1)
         if self.pace is not None and self.pace_bound_at >= slot.sent:
             self._grow_pace()
 
@@ -1697,9 +1702,12 @@ class AdaptiveLimiter:
     def _cut_limit(self, slot: Slot) -> None:
         self.ceiling = max(1, min(self.ceiling, slot.level - 1))
         if slot.wave == self.wave:
-            # Halve, and go no higher than the level that was just refused: from a burst far above
-            # the teacher's capacity (-c 64 against 8) this settles in one wave instead of three.
-            self.limit = max(1.0, min(self.limit / 2, float(self.ceiling)))
+            # Just below the level that was refused, but at least half: a 429 is answered at once and
+            # costs the teacher nothing, so the refused level tells where its cap is, and halving from
+            # there (as TCP does for queues that a loss has already overfilled) would idle half of it
+            # for a round trip each time the limit probes. From a burst far above it (-c 64 against 8)
+            # this settles in one wave.
+            self.limit = max(1.0, self.limit / 2, min(self.limit, float(self.ceiling)))
             self.wave += 1
             self.limit_cut_at = self.clock()
 
@@ -1719,9 +1727,9 @@ class AdaptiveLimiter:
         self.pace_cut_at = now
         self.next_send = max(self.next_send, now + 1 / self.pace)  # the teacher has nothing to spare just now
 
-    def _grow(self) -> None:
+    def _grow(self, fast_step: int = 1) -> None:
         if self.limit < self.ceiling:
-            self.limit = min(float(self.ceiling), self.limit + 1)
+            self.limit = min(float(self.ceiling), self.limit + fast_step)
         elif self.limit < self.max_limit:
             # +1/probe_patience a round trip, twice that every LIMIT_PROBE_DOUBLING s without a 429
             speedup = 2 ** ((self.clock() - self.limit_cut_at) / self.LIMIT_PROBE_DOUBLING)
@@ -2296,9 +2304,10 @@ def directory_has_files(path: str | None) -> bool:
         return False
 
 
-def check_tls_settings() -> None:
-    """A certificate file named in the environment or .env must be readable before anything is sent."""
-    if not (os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR")):
+def check_tls_settings(base_url: str) -> None:
+    """A certificate file named in the environment or .env must be readable before anything is sent (to an
+    https:// teacher: a plain-http one never uses it, and loading it costs ~30 ms of the start)."""
+    if not base_url.startswith("https:") or not (os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR")):
         return
     try:
         tls_context()
@@ -4117,7 +4126,7 @@ def run_command(argv: list[str] | None) -> int:
     ran = False  # the run is over: a Ctrl-C now interrupts the --export/--report files, not the run
     try:
         cfg = parse_config(argv)
-        check_tls_settings()
+        check_tls_settings(cfg.teacher.base_url)
         ensure_open_files(cfg.teacher.concurrency, cfg.tools.concurrency)
         toolbox = None
         if cfg.tools.file is not None:

@@ -18,7 +18,7 @@ import threading
 import time
 
 import pytest
-from conftest import read_jsonl, SCRIPT, Result, count_lines, run_script, subprocess_env, write_prompts
+from conftest import SCRIPT, Result, count_lines, launch, read_jsonl, run_script, subprocess_env, write_prompts
 from fake_teacher import Reply, answer, call_tools, completion, drop, gzip_bomb, slow, status
 
 import generate_distillation_data as gdd
@@ -549,3 +549,14 @@ def test_an_http_date_retry_after_is_read_against_the_servers_clock():
 
     headers = httpx.Headers({"Date": "Wed, 01 Jan 2025 00:00:00 GMT", "Retry-After": "Wed, 01 Jan 2025 00:00:02 GMT"})
     assert gdd.retry_after_seconds(headers) == 2.0  # not "long ago" by our clock
+
+
+def test_an_unreadable_certificate_file_is_a_clear_error_for_an_https_teacher_only(run, teacher, workdir):
+    write_prompts(workdir, ["q"])
+    (workdir / "not-a-cert.pem").write_text("this is not a certificate\n")
+    env = subprocess_env(SSL_CERT_FILE=str(workdir / "not-a-cert.pem"))
+    refused = launch(workdir, ["prompts.jsonl", "--tools", "none", "--base-url", "https://127.0.0.1:9/api/v1"], env=env)
+    assert refused.code == 2 and "SSL_CERT_FILE" in refused.err and "cannot load certificates" in refused.err
+    assert "Traceback" not in refused.err and not (workdir / "train.jsonl").exists()
+    plain = run(tools="none", subprocess=True, env=env)  # plain http never uses it
+    assert plain.code == 0, plain.err
