@@ -40,6 +40,7 @@ import os
 import random
 import re
 import resource
+import shlex
 import signal
 import ssl
 import stat
@@ -179,10 +180,11 @@ class RequestSettings:
 class ToolSettings:
     """tools.py and how its calls run (ToolBox)."""
 
-    file: Path | None  # None: plain completions
+    file: Path | None  # None: no tools.py
     timeout: float
     concurrency: int
     max_chars: int  # longer results are cut, with a visible marker
+    mcp: tuple[McpSpec, ...] = ()  # MCP servers whose tools join tools.py's
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,16 @@ class OutputFiles:
     def quarantine(self) -> Path:
         return self.beside(".quarantine.jsonl")
 
+    @property
+    def mcp_tools(self) -> Path:
+        """The MCP tools' schemas the run used: --export --no-run needs them without the servers."""
+        return self.beside(".mcp-tools.json")
+
+    @property
+    def mcp_log(self) -> Path:
+        """What stdio MCP servers write to their stderr."""
+        return self.beside(".mcp.log")
+
 
 @dataclass(frozen=True)
 class Config:
@@ -235,6 +247,7 @@ class Config:
     no_run: bool = False  # only make the --export/--report files from the existing files; send nothing
     dry_run: bool = False
     rescore: bool = False  # re-apply rewards.py and --min-reward to the output and rejected files
+    sources: dict[str, str] = field(default_factory=dict)  # setting -> where it came from (flag, config.yml, default)
 
 
 MIN_SECRET_LENGTH = 20  # real API keys are longer (OpenRouter's: 73 characters); placeholders are shorter
@@ -379,12 +392,13 @@ def build_arg_parser() -> argparse.ArgumentParser:
     add("-s", "--system", default=None, help="system prompt put before every prompt")
     add("-n", "--num", type=positive_int, default=None, help="use only the first N prompts of the file")
     add("-c", "--concurrency", type=positive_int, default=20,
-        help="most requests in flight; halves on 429s and grows back (default: 20)")
+        help="most requests in flight; the teacher's own cap and rate are learned from its 429s under it "
+        "(default: 20)")
     add("--start-concurrency", type=positive_int, default=4, metavar="N",
-        help="requests in flight at the start, one more for each request the teacher takes, up to -c "
+        help="requests in flight at the start, doubling with each round the teacher takes, up to -c "
         "(slow start; default: 4; set it to -c to start at full speed)")
     add("--max-tokens", type=positive_int, default=2048, help="max tokens per teacher response (default: 2048)")
-    add("--max-turns", type=positive_int, default=10, help="max teacher responses per rollout (default: 10)")
+    add("--max-turns", type=positive_int, default=None, help="max teacher responses per rollout (default: 10)")
     add("--temperature", type=temperature, default=0.7, help="sampling temperature, 0-2 (default: 0.7)")
     add("--samples", type=positive_int, default=1, help="independent rollouts per prompt (default: 1)")
 
@@ -407,8 +421,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
                      "a broken or hostile server cannot take the machine's memory (default: 64)")
     api.add_argument("--backoff", type=positive_float, default=1.0,
                      help="seconds before the first retry; doubles each time, with jitter, up to 60 (default: 1)")
-    api.add_argument("--reasoning-effort", choices=["minimal", "low", "medium", "high"], default=None,
-                     help="ask reasoning models for this much reasoning")
+    api.add_argument("--reasoning-effort", choices=REASONING_MODES, default=None,
+                     help="ask reasoning models for this much reasoning (rnow's reasoning_mode values; disabled "
+                     "turns reasoning off)")
     api.add_argument("--reasoning-max-tokens", type=positive_int, default=None,
                      help="or cap reasoning at this many tokens")
     api.add_argument("--cache", choices=["auto", "on", "off"], default="auto",
@@ -447,7 +462,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     gate.add_argument("--attempts", type=positive_int, default=1, metavar="K",
                       help="with --min-reward: per prompt (and sample), try rollouts one after another until "
                       "one passes or K were tried (default: 1)")
-    gate.add_argument("--reward-timeout", type=positive_float, default=60.0, metavar="SECONDS",
+    gate.add_argument("--reward-timeout", type=positive_float, default=None, metavar="SECONDS",
                       help="seconds a reward may take, unless its @reward(timeout=...) says (default: 60)")
     gate.add_argument("--rescore", action="store_true",
                       help="send nothing: re-score the output and rejected files with --rewards and "
@@ -457,11 +472,17 @@ def build_arg_parser() -> argparse.ArgumentParser:
                       "finish what runs, and stop; re-running continues")
 
     tools = parser.add_argument_group("tools")
-    tools.add_argument("--tool-timeout", type=positive_float, default=60.0,
+    tools.add_argument("--tool-timeout", type=positive_float, default=None,
                        help="seconds a tool call may take, unless its @tool(timeout=...) says (default: 60)")
+    tools.add_argument("--mcp", action="append", default=None, metavar="URL_OR_COMMAND",
+                       help="an MCP server whose tools join tools.py's: a streamable-HTTP URL, or a command run over "
+                       "stdio (\"npx -y some-server\"); repeatable; replaces config.yml's rollout.mcp_url")
+    tools.add_argument("--config", type=Path, default=None, metavar="FILE",
+                       help="rnow's config.yml, whose rollout block gives defaults (max_turns, tool_timeout, "
+                       "reward_timeout, max_tool_response, reasoning_mode, mcp_url) (default: ./config.yml if any)")
     tools.add_argument("--tool-concurrency", type=positive_int, default=16,
                        help="tool calls running at once across all rollouts (default: 16)")
-    tools.add_argument("--max-tool-chars", type=positive_int, default=20000,
+    tools.add_argument("--max-tool-chars", type=positive_int, default=None,
                        help="longer tool results are cut, with a visible marker (default: 20000)")
 
     parser.add_argument("--dry-run", action="store_true",
@@ -499,11 +520,24 @@ def parse_config(argv: list[str] | None) -> Config:
     if api_key is None and is_openrouter(base_url) and not (args.no_run or args.rescore):
         raise UsageError("OPENROUTER_API_KEY is not set. Put it in a .env file here (see .env.example) "
                          "or export it; a key is optional only for a local --base-url.")
-    if args.reasoning_effort and args.reasoning_max_tokens:
-        raise UsageError("use either --reasoning-effort or --reasoning-max-tokens, not both")
-    reasoning = ({"effort": args.reasoning_effort} if args.reasoning_effort
+    rollout = read_rollout_config(args.config)
+    settings = SettingSources(rollout)
+    max_turns = settings.pick("max_turns", args.max_turns, "--max-turns", 10, positive_int)
+    tool_timeout = settings.pick("tool_timeout", args.tool_timeout, "--tool-timeout", 60.0, positive_float)
+    reward_timeout = settings.pick("reward_timeout", args.reward_timeout, "--reward-timeout", 60.0, positive_float)
+    max_tool_chars = settings.pick("max_tool_response", args.max_tool_chars, "--max-tool-chars", 20000,
+                                   lambda tokens: positive_int(tokens) * CHARS_PER_TOKEN)
+    reasoning_mode = settings.pick("reasoning_mode", args.reasoning_effort, "--reasoning-effort", None,
+                                   reasoning_mode_value)
+    mcp_urls = settings.pick("mcp_url", args.mcp, "--mcp", [], lambda v: [v] if isinstance(v, str) else list(v))
+    if reasoning_mode and args.reasoning_max_tokens:
+        raise UsageError("use either --reasoning-effort (or config.yml's reasoning_mode) or --reasoning-max-tokens, "
+                         "not both")
+    reasoning = (reasoning_request(reasoning_mode) if reasoning_mode
                  else {"max_tokens": args.reasoning_max_tokens} if args.reasoning_max_tokens else None)
     tools_path = None if args.tools.lower() == "none" else Path(args.tools)
+    if tools_path is not None and not tools_path.is_file() and mcp_urls and args.tools == "tools.py":
+        tools_path = None  # tools only from MCP servers: no tools.py needed
     if tools_path is not None and not tools_path.is_file():
         raise UsageError(f"tools file {tools_path} not found. Pass --tools PATH, or --tools none to run without tools.")
     shard = scheduler_shard(args.shard[1], os.environ) if args.shard and args.shard[0] == "auto" else args.shard
@@ -521,19 +555,88 @@ def parse_config(argv: list[str] | None) -> Config:
                                 start_concurrency=args.start_concurrency, timeout=args.timeout, retries=args.retries,
                                 backoff=args.backoff, max_answer_bytes=int(args.max_answer_mb * (1 << 20)),
                                 stall_timeout=args.stall_timeout),
-        requests=RequestSettings(model=args.model, max_tokens=args.max_tokens, max_turns=args.max_turns,
+        requests=RequestSettings(model=args.model, max_tokens=args.max_tokens, max_turns=max_turns,
                                  temperature=args.temperature, reasoning=reasoning,
                                  extra_body=parse_extra_body(args.extra_body), cache=args.cache,
                                  cache_ttl=args.cache_ttl, stream=not args.no_stream),
-        tools=ToolSettings(file=tools_path, timeout=args.tool_timeout, concurrency=args.tool_concurrency,
-                           max_chars=args.max_tool_chars),
-        gate=GateSettings(rewards=args.rewards, reward_timeout=args.reward_timeout, min_reward=args.min_reward,
+        tools=ToolSettings(file=tools_path, timeout=tool_timeout, concurrency=args.tool_concurrency,
+                           max_chars=max_tool_chars, mcp=tuple(McpSpec(str(u)) for u in mcp_urls)),
+        gate=GateSettings(rewards=args.rewards, reward_timeout=reward_timeout, min_reward=args.min_reward,
                           attempts=args.attempts, keep_incomplete=args.keep_incomplete, max_cost=args.max_cost),
         line=LineFormat(teacher=args.model, keep_reasoning=not args.no_reasoning,
                         numbered_attempts=args.attempts > 1, redact=secret.redact),
         files=files, export=args.export, report=args.report, no_run=args.no_run, dry_run=args.dry_run,
-        rescore=args.rescore,
+        rescore=args.rescore, sources=settings.sources,
     )
+
+
+# rnow's config.yml: its `rollout` block gives defaults here, so one config serves distillation and RL.
+# Only keys present count (rnow's own default max_turns of 1 would cut every tool rollout); flags win.
+ROLLOUT_KEYS = ("max_turns", "tool_timeout", "reward_timeout", "max_tool_response", "reasoning_mode", "mcp_url")
+REASONING_MODES = ["disabled", "none", "minimal", "low", "medium", "high", "xhigh"]
+# rnow's max_tool_response counts tokens (and cuts without a marker); here results are cut by characters,
+# with a marker: 4 characters a token, the usual average for English text and code.
+CHARS_PER_TOKEN = 4
+
+
+def read_rollout_config(path: Path | None) -> dict:
+    """The `rollout` block of config.yml (--config, else ./config.yml if present): {} when there is none."""
+    explicit = path is not None
+    path = path or Path("config.yml")
+    if not path.is_file():
+        if explicit:
+            raise UsageError(f"--config {path}: no such file")
+        return {}
+    import yaml  # rnow's own format; pyyaml comes with rnow, and is in requirements.txt
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        where = getattr(getattr(e, "problem_mark", None), "line", None)
+        raise UsageError(f"{path}{f':{where + 1}' if where is not None else ''}: cannot read it as YAML "
+                         f"({getattr(e, 'problem', None) or e}). Fix it, or pass --config another file.") from None
+    rollout = data.get("rollout") if isinstance(data, dict) else None
+    if rollout is None:
+        return {}
+    if not isinstance(rollout, dict):
+        raise UsageError(f"{path}: `rollout` must be a mapping of settings")
+    return {key: (rollout[key], path) for key in ROLLOUT_KEYS if key in rollout and rollout[key] is not None}
+
+
+class SettingSources:
+    """Each setting from its flag, else config.yml's rollout block, else the default; where it came from
+    is kept for --dry-run."""
+
+    def __init__(self, rollout: dict):
+        self.rollout = rollout
+        self.sources: dict[str, str] = {}
+
+    def pick(self, key: str, flag_value: Any, flag: str, default: Any, convert: Callable[[Any], Any]) -> Any:
+        if flag_value is not None:
+            self.sources[key] = flag
+            return flag_value
+        if key in self.rollout:
+            value, path = self.rollout[key]
+            try:
+                converted = convert(str(value) if isinstance(value, (int, float)) and convert in (positive_int,
+                                                                                            positive_float) else value)
+            except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
+                raise UsageError(f"{path}: rollout.{key}: {e}") from None
+            self.sources[key] = f"{path}"
+            return converted
+        self.sources[key] = "default"
+        return default
+
+
+def reasoning_mode_value(value: Any) -> str:
+    if value not in REASONING_MODES:
+        raise ValueError(f"{value!r} is not one of {', '.join(REASONING_MODES)}")
+    return value
+
+
+def reasoning_request(mode: str) -> dict:
+    """rnow's reasoning_mode as OpenRouter's `reasoning` field: disabled turns it off; the rest are efforts."""
+    return {"enabled": False} if mode == "disabled" else {"effort": mode}
 
 
 def check_regular_file(path: Path, what: str) -> None:
@@ -1029,6 +1132,7 @@ class Tool:
     parameters: dict
     timeout: float | None
     wants_args: bool  # has an rnow `args: ToolArgs` parameter, filled with the prompt's metadata
+    checks_arguments: bool = True  # rnow's argument checks apply to @tool functions, not to MCP tools
 
     @property
     def is_async(self) -> bool:
@@ -1091,7 +1195,17 @@ class ToolBox:
         self.default_timeout = settings.timeout
         self.max_chars = settings.max_chars
         self.closer = closer
+        self.mcp_specs = settings.mcp
+        self.mcp_servers: list[McpServer] = []
         self._slots = asyncio.Semaphore(settings.concurrency)
+
+    async def open_mcp(self, errlog: Path) -> list[Tool]:
+        """Connect to the MCP servers; their tools join the box. UsageError if one cannot be used."""
+        if not self.mcp_specs:
+            return []
+        self.mcp_servers, tools = await open_mcp_servers(list(self.mcp_specs), errlog, set(self.tools))
+        self.tools.update({tool.name: tool for tool in tools})
+        return tools
 
     @property
     def names(self) -> list[str]:
@@ -1118,7 +1232,8 @@ class ToolBox:
         if tool is None:
             return f"Error: unknown tool {name!r}. Available tools: {', '.join(self.tools) or 'none'}."
         try:
-            arguments = parse_tool_arguments(call["function"].get("arguments"), tool)
+            arguments = (parse_tool_arguments(call["function"].get("arguments"), tool) if tool.checks_arguments
+                         else decode_tool_arguments(call["function"].get("arguments"), tool.name))
         except ValueError as e:
             return f"Error: {e}"
         if tool.wants_args:
@@ -1157,6 +1272,8 @@ class ToolBox:
     async def aclose(self, timeout: float = 30.0) -> None:
         """Call tools.py's `aclose` hook (closes the browser); a hook that fails is ignored, one that
         hangs is abandoned after `timeout`."""
+        for server in self.mcp_servers:
+            await server.aclose()
         if self.closer is not None:
             with contextlib.suppress(Exception):
                 result = call_guarded(self.closer, {})
@@ -1260,8 +1377,8 @@ JSON_TYPE_CHECKS = {
 }
 
 
-def parse_tool_arguments(raw: Any, tool: Tool) -> dict:
-    """Decode and check a call's arguments the way rnow does at RL time (with its type coercions)."""
+def decode_tool_arguments(raw: Any, name: str) -> dict:
+    """A call's arguments as a dict (the API sends them as a JSON string)."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         arguments = {}
     elif isinstance(raw, dict):
@@ -1270,9 +1387,15 @@ def parse_tool_arguments(raw: Any, tool: Tool) -> dict:
         try:
             arguments = json.loads(raw)
         except (json.JSONDecodeError, TypeError):
-            raise ValueError(f"arguments for {tool.name!r} are not valid JSON: {str(raw)[:200]!r}") from None
+            raise ValueError(f"arguments for {name!r} are not valid JSON: {str(raw)[:200]!r}") from None
     if not isinstance(arguments, dict):
-        raise ValueError(f"arguments for {tool.name!r} must be a JSON object, got {type(arguments).__name__}")
+        raise ValueError(f"arguments for {name!r} must be a JSON object, got {type(arguments).__name__}")
+    return arguments
+
+
+def parse_tool_arguments(raw: Any, tool: Tool) -> dict:
+    """Decode and check a call's arguments the way rnow does at RL time (with its type coercions)."""
+    arguments = decode_tool_arguments(raw, tool.name)
     properties = tool.parameters.get("properties", {})
     missing = [key for key in tool.parameters.get("required", []) if key not in arguments]
     if missing:
@@ -1302,6 +1425,236 @@ def coerce_argument(tool_name: str, key: str, value: Any, kinds: list[str]) -> A
                 return str(value)
     raise ValueError(f"tool {tool_name!r}: argument {key!r} should be {' or '.join(kinds)}, "
                      f"got {type(value).__name__}")
+
+
+# ==================================================================================================
+# MCP servers: tools from Model Context Protocol servers, under the names rnow gives them
+# ==================================================================================================
+# rnow lists the tools of `rollout.mcp_url` with fastmcp's client, naming its servers mcp_0, mcp_1, ...:
+# with one server a tool keeps the server's name; with several, fastmcp prefixes it: mcp_1_search. The
+# teacher sees the same names here, so the student learns the names it will call in RL. The client is the
+# official MCP SDK's (`mcp`), which fastmcp itself is built on: the protocol's reference client, 8
+# packages, against fastmcp's 30+.
+
+OPENAI_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class McpSpec:
+    """One MCP server: a streamable-HTTP URL, or a command line run over stdio."""
+
+    target: str
+
+    @property
+    def is_url(self) -> bool:
+        return self.target.startswith(("http://", "https://"))
+
+    @property
+    def shown(self) -> str:
+        """What messages show: a URL's password and query values (Tavily's key travels there) as ***."""
+        return secret_free_url(self.target) if self.is_url else self.target
+
+
+def secret_free_url(url: str) -> str:
+    parts = urlparse(url)
+    netloc = parts.netloc
+    if parts.password:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = "&".join(f"{pair.split('=', 1)[0]}=***" if "=" in pair else pair
+                     for pair in parts.query.split("&")) if parts.query else ""
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+def mcp_tool_name(server_index: int, servers: int, name: str) -> str:
+    return name if servers == 1 else f"mcp_{server_index}_{name}"
+
+
+class McpServer:
+    """A connection to one MCP server, opened at start and re-opened after any failure: a call that
+    fails, hangs past its timeout or meets a dead server is that call's error, and the next call
+    connects again. The SDK's connections are anyio context managers that must close in the task that
+    opened them, so one task (_hold) holds each connection open until it is closed or broken."""
+
+    def __init__(self, spec: McpSpec, errlog: Path, connect_timeout: float = 30.0):
+        self.spec, self.errlog, self.connect_timeout = spec, errlog, connect_timeout
+        self._client: Any = None
+        self._holder: asyncio.Task | None = None
+        self._closing = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    async def list_tools(self) -> list[Any]:
+        client = await self._connected()
+        tools, cursor = [], None
+        while True:
+            page = await asyncio.wait_for(client.list_tools(cursor=cursor) if cursor else client.list_tools(),
+                                          self.connect_timeout)
+            tools += page.tools
+            cursor = getattr(page, "next_cursor", None) or getattr(page, "nextCursor", None)
+            if not cursor:
+                return tools
+
+    async def call(self, name: str, arguments: dict) -> str:
+        """The call's result as the teacher reads it: the text parts joined; `isError` as an error."""
+        client = await self._connected()
+        try:
+            result = await client.call_tool(name, arguments)
+        except BaseException:  # dead, hung (cancelled by the tool timeout) or garbled: connect anew next time
+            self._drop()
+            raise
+        text = "\n".join(part.text if getattr(part, "type", None) == "text" else f"[{getattr(part, 'type', 'part')}]"
+                         for part in result.content or [])
+        return f"Error: {text or 'the tool failed'}" if result.is_error else text
+
+    async def _connected(self) -> Any:
+        async with self._lock:
+            if self._client is None:
+                self._closing = asyncio.Event()
+                ready = asyncio.get_running_loop().create_future()
+                self._holder = asyncio.create_task(self._hold(ready))
+                try:
+                    await asyncio.wait_for(asyncio.shield(ready), self.connect_timeout)
+                except BaseException:
+                    self._drop()
+                    raise
+            return self._client
+
+    async def _hold(self, ready: asyncio.Future) -> None:
+        import mcp
+
+        try:
+            with open(self.errlog, "a", encoding="utf-8", errors="replace") as errlog:
+                async with mcp.Client(self._transport(errlog)) as client:
+                    self._client = client
+                    ready.set_result(None)
+                    await self._closing.wait()
+        except BaseException as e:  # noqa: BLE001  (an ExceptionGroup from the SDK's task group, too)
+            if not ready.done():
+                ready.set_exception(McpConnectError(mcp_error_text(e)))
+            if isinstance(e, asyncio.CancelledError):
+                raise
+        finally:
+            self._client = None
+
+    def _transport(self, errlog: Any) -> Any:
+        if self.spec.is_url:
+            return self.spec.target
+        from mcp.client.stdio import StdioServerParameters, stdio_client
+
+        command = shlex.split(self.spec.target)
+        # The server gets our environment (its own keys live there), but never the teacher's key. The SDK
+        # starts it in a session of its own, so a Ctrl-C in the terminal reaches the run, not the server.
+        env = {k: v for k, v in os.environ.items() if k != "OPENROUTER_API_KEY"}
+        return functools.partial(stdio_client, StdioServerParameters(command=command[0], args=command[1:], env=env),
+                                 errlog=errlog)()
+
+    def _drop(self) -> None:
+        self._closing.set()
+        self._client = None
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """Close the connection; a stdio server's process tree is ended by the SDK."""
+        self._closing.set()
+        if self._holder is not None and not self._holder.done():
+            done, _ = await asyncio.wait({self._holder}, timeout=timeout)
+            if not done:
+                self._holder.cancel()
+
+
+class McpConnectError(Exception):
+    pass
+
+
+def mcp_error_text(error: BaseException) -> str:
+    """The innermost errors of what the SDK raised (it nests them in exception groups), in one line."""
+    leaves, todo = [], [error]
+    while todo:
+        e = todo.pop()
+        if isinstance(e, BaseExceptionGroup):
+            todo.extend(e.exceptions)
+        else:
+            leaves.append(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+    return "; ".join(dict.fromkeys(leaves))[:500]
+
+
+def check_tool_schema(name: str, where: str, schema: Any) -> None:
+    """What OpenAI-compatible APIs refuse in a tool, refused here before anything is sent."""
+    if not OPENAI_TOOL_NAME.match(name):
+        raise UsageError(f"{where}: the tool name {name!r} is not allowed by the API (letters, digits, _ and -, "
+                         "at most 64)")
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        raise UsageError(f"{where}: tool {name!r}: its input schema must be a JSON Schema object "
+                         f"(\"type\": \"object\"); the server gave {json.dumps(schema)[:200]}")
+    if not isinstance(schema.get("properties", {}), dict) or not (
+            isinstance(schema.get("required", []), list) and all(isinstance(k, str) for k in schema.get("required", []))):
+        raise UsageError(f"{where}: tool {name!r}: `properties` must be an object and `required` a list of names")
+
+
+async def open_mcp_servers(specs: list[McpSpec], errlog: Path, taken_names: set[str]
+                           ) -> tuple[list[McpServer], list[Tool]]:
+    """Connect to every server and list its tools, named as rnow names them. A server down (or asking for
+    OAuth), a schema the API would refuse or a name that clashes is a UsageError, before anything is sent."""
+    servers, tools = [], []
+    try:
+        for index, spec in enumerate(specs):
+            server = McpServer(spec, errlog)
+            servers.append(server)
+            try:
+                listed = await server.list_tools()
+            except (McpConnectError, TimeoutError, OSError) as e:
+                text = str(e) or type(e).__name__
+                if "401" in text or "auth" in text.lower():
+                    raise UsageError(f"MCP server {spec.shown} asks for OAuth sign-in, which this tool does not do. "
+                                     "Give it a key in the URL or the environment instead.") from None
+                raise UsageError(f"MCP server {spec.shown} cannot be reached: {secret_free_text(text, spec)}. "
+                                 "Start it (or check the URL or command), then re-run.") from None
+            for listed_tool in listed:
+                name = mcp_tool_name(index, len(specs), listed_tool.name)
+                where = f"MCP server {spec.shown}"
+                if name in taken_names:
+                    raise UsageError(f"{where}: tool {name!r} has the same name as a tool in tools.py. Rename one "
+                                     "of them; the student must call each tool by one name.")
+                schema = listed_tool.input_schema
+                check_tool_schema(name, where, schema)
+                taken_names.add(name)
+                tools.append(Tool(name=name, function=mcp_call(server, listed_tool.name),
+                                  description=listed_tool.description or "", parameters=schema, timeout=None,
+                                  wants_args=False, checks_arguments=False))
+    except BaseException:
+        for server in servers:
+            await server.aclose()
+        raise
+    return servers, tools
+
+
+def mcp_call(server: McpServer, name: str) -> Callable[..., Any]:
+    """The tool as a function of its arguments, as the ToolBox calls every tool."""
+    async def call(**arguments: Any) -> str:
+        return await server.call(name, arguments)
+    return call
+
+
+def save_mcp_schemas(tools: list[Tool], path: Path) -> None:
+    """Kept beside the output, merged with what earlier runs kept (a tool may have left a server since)."""
+    schemas = load_mcp_schemas(path)
+    schemas.update({tool.name: tool.api_schema() for tool in tools})
+    try:
+        with replaced_atomically(path) as target:
+            target.write(orjson.dumps(schemas, option=orjson.OPT_INDENT_2))
+    except OSError as e:
+        raise OutputError(path, e) from None
+
+
+def load_mcp_schemas(path: Path) -> dict[str, dict]:
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return {name: schema for name, schema in data.items() if isinstance(schema, dict)} if isinstance(data, dict) else {}
+
+
+def secret_free_text(text: str, spec: McpSpec) -> str:
+    """An error text from the SDK may quote the URL whole: its secrets are taken out."""
+    return text.replace(spec.target, spec.shown) if spec.is_url else text
 
 
 # ==================================================================================================
@@ -1593,7 +1946,7 @@ class AdaptiveLimiter:
     PACE_MARGIN = 0.95  # the pace regrows fast to this share of the rate that was refused, then probes
     PROBE_DOUBLING = 1.5  # seconds without a 429 after which the pace probes twice as fast
     # the same for requests in flight, slower: a server's capacity changes less often than a key's share
-    LIMIT_PROBE_DOUBLING = 4.0
+    LIMIT_PROBE_DOUBLING = 8.0
 
     def __init__(self, start: int, probe_patience: float = 16.0, slow_start: int = 4,
                  clock: Callable[[], float] = time.monotonic):
@@ -1702,12 +2055,12 @@ class AdaptiveLimiter:
     def _cut_limit(self, slot: Slot) -> None:
         self.ceiling = max(1, min(self.ceiling, slot.level - 1))
         if slot.wave == self.wave:
-            # Just below the level that was refused, but at least half: a 429 is answered at once and
-            # costs the teacher nothing, so the refused level tells where its cap is, and halving from
-            # there (as TCP does for queues that a loss has already overfilled) would idle half of it
-            # for a round trip each time the limit probes. From a burst far above it (-c 64 against 8)
-            # this settles in one wave.
-            self.limit = max(1.0, self.limit / 2, min(self.limit, float(self.ceiling)))
+            # Just below the level that was refused: a 429 is answered at once and costs the teacher
+            # nothing, so the refused level tells where its cap is, and halving (as TCP does for queues a
+            # loss has already overfilled) would idle half of it for a round trip each time the limit
+            # probes. From a burst far above it (-c 64 against 8) this settles in one wave; a cap that
+            # shrank is followed down, one wave per round trip.
+            self.limit = max(1.0, min(self.limit, float(self.ceiling)))
             self.wave += 1
             self.limit_cut_at = self.clock()
 
@@ -2820,7 +3173,12 @@ class RolloutRunner:
                  stopping: asyncio.Event):
         self.max_turns, self.cache, self.client, self.toolbox, self.stopping = \
             requests.max_turns, cache, client, toolbox, stopping
+        self.requests = requests
         self.base_body = request_body_template(requests, toolbox)
+
+    def tools_joined(self) -> None:
+        """The MCP servers' tools joined the box (at the run's start): requests carry them from now on."""
+        self.base_body = request_body_template(self.requests, self.toolbox)
 
     async def run(self, job: RolloutJob) -> Outcome:
         outcome = Outcome(job, [dict(m) for m in job.prompt.messages], Usage())
@@ -3618,9 +3976,11 @@ class ExportResult:
     unknown_tools: set[str] = field(default_factory=set)
 
 
-def export_output(output: Path, fmt: str, toolbox: ToolBox | None) -> ExportResult:
-    """Rebuild <stem>.<fmt>.jsonl from the output, streaming; replaced whole only when complete."""
-    schemas = {tool.name: tool.api_schema() for tool in toolbox.tools.values()} if toolbox else {}
+def export_output(output: Path, fmt: str, toolbox: ToolBox | None, saved: Path | None = None) -> ExportResult:
+    """Rebuild <stem>.<fmt>.jsonl from the output, streaming; replaced whole only when complete. `saved`: the
+    MCP tools' schemas the run kept (their servers need not be running for an export)."""
+    schemas = load_mcp_schemas(saved) if saved is not None else {}
+    schemas.update({tool.name: tool.api_schema() for tool in toolbox.tools.values()} if toolbox else {})
     result = ExportResult(export_path(output, fmt))
     convert = EXPORTERS[fmt]
     if not output.exists():
@@ -3823,6 +4183,14 @@ class Run:
         self.started = time.monotonic()
 
     async def execute(self) -> int:
+        if self.toolbox is not None and self.toolbox.mcp_specs:
+            try:
+                save_mcp_schemas(await self.toolbox.open_mcp(self.files.mcp_log), self.files.mcp_tools)
+                self.runner.tools_joined()
+            except BaseException:
+                await self.client.aclose()
+                await self.toolbox.aclose()
+                raise
         self.failed.compact(self.plan.finished)
         self._install_signal_handlers()
         self.progress.log(self._plan_line())
@@ -4104,6 +4472,12 @@ def print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Output
     how = (f": a cache_control {json.dumps(cache.marker)} breakpoint on the system prompt and on the newest "
            "message of each request" if cache.enabled else "")
     print(f"Prompt caching: {cache.why}{how}.", file=sys.stderr)
+    shown = {"max_turns": cfg.requests.max_turns, "tool_timeout": cfg.tools.timeout,
+             "reward_timeout": cfg.gate.reward_timeout, "max_tool_response": f"{cfg.tools.max_chars} characters",
+             "reasoning_mode": json.dumps(cfg.requests.reasoning) if cfg.requests.reasoning else "(not asked)",
+             "mcp_url": ", ".join(spec.shown for spec in cfg.tools.mcp) or "(none)"}
+    print("Settings: " + "; ".join(f"{key} {value} ({cfg.sources.get(key, 'default')})" for key, value in shown.items()),
+          file=sys.stderr)
     print(f"Cost: {cfg.requests.model}'s price is not known before its first answers; the bar projects the whole run's "
           "cost from the first finished rollouts" + (f", and --max-cost {cfg.gate.max_cost:g} stops new rollouts at "
           "that spend (teachers that report no cost, e.g. a local vLLM, cannot be capped)"
@@ -4129,8 +4503,8 @@ def run_command(argv: list[str] | None) -> int:
         check_tls_settings(cfg.teacher.base_url)
         ensure_open_files(cfg.teacher.concurrency, cfg.tools.concurrency)
         toolbox = None
-        if cfg.tools.file is not None:
-            tools, closer = load_tools(cfg.tools.file)
+        if cfg.tools.file is not None or cfg.tools.mcp:
+            tools, closer = load_tools(cfg.tools.file) if cfg.tools.file is not None else ([], None)
             toolbox = ToolBox(tools, cfg.tools, closer)
         if cfg.no_run and not cfg.files.output.is_file():
             raise UsageError(f"{cfg.files.output} does not exist: nothing to export or report. Run without --no-run "
@@ -4147,6 +4521,8 @@ def run_command(argv: list[str] | None) -> int:
         if cfg.no_run:  # the files as they are: nothing repaired, run or sent
             return write_products(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending)
         if cfg.dry_run:
+            if toolbox is not None and toolbox.mcp_specs:
+                run_event_loop(list_mcp_tools(toolbox, cfg.files))
             print_dry_run(cfg, toolbox, plan, scan)
             return EXIT_OK
         for note in output.repair(scan):
@@ -4230,6 +4606,14 @@ class SurvivingStream:
         return getattr(self.stream, name)
 
 
+async def list_mcp_tools(toolbox: ToolBox, files: OutputFiles) -> None:
+    """--dry-run: the MCP servers' tools, listed and closed again."""
+    try:
+        await toolbox.open_mcp(files.mcp_log)
+    finally:
+        await toolbox.aclose()
+
+
 def write_products(files: OutputFiles, export: tuple[str, ...], report: bool, toolbox: ToolBox | None, code: int,
                    pending: int) -> int:
     """After a run that ended normally (all done, or some failed): the --export files and the --report
@@ -4237,7 +4621,7 @@ def write_products(files: OutputFiles, export: tuple[str, ...], report: bool, to
     if code not in (EXIT_OK, EXIT_FAILED):
         return code
     for fmt in export:
-        print(report_export(export_output(files.output, fmt, toolbox)), file=sys.stderr)
+        print(report_export(export_output(files.output, fmt, toolbox, files.mcp_tools)), file=sys.stderr)
     if report:
         import distillation_report  # only here: the page is reached through this flag alone
 

@@ -1,0 +1,197 @@
+"""Tools from MCP servers: real servers (the MCP SDK's MCPServer, tests/mcp_server.py) over stdio and over
+streamable HTTP on loopback; the generator run as a subprocess, as users run it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, read_jsonl, run_script, write_prompts
+from fake_teacher import FakeTeacher, answer, call_tools
+
+pytestmark = pytest.mark.xdist_group("mcp")
+SERVER = ROOT / "tests" / "mcp_server.py"
+STDIO = f"{sys.executable} {SERVER} stdio"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class HttpServer:
+    """tests/mcp_server.py over streamable HTTP, in its own process."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def start(self) -> "HttpServer":
+        self.process = subprocess.Popen([sys.executable, str(SERVER), "http", str(self.port)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("the MCP server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def http_server():
+    server = HttpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def teacher():
+    server = FakeTeacher().start()
+    yield server
+    server.stop()
+
+
+def generate(workdir: Path, teacher: FakeTeacher, *args: str):
+    return run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
+                      "--backoff", "0.01", *args, timeout=120)
+
+
+def tool_results(result) -> dict[str, str]:
+    return {r["messages"][0]["content"]: [m["content"] for m in r["messages"] if m["role"] == "tool"]
+            for r in result.records()}
+
+
+def test_a_stdio_server_end_to_end_results_errors_and_ref_schemas(workdir, teacher):
+    teacher.script("sum", call_tools(("add", {"a": 2, "b": 3})), answer("5"))
+    teacher.script("error", call_tools(("fail", {})), answer("it failed"))
+    teacher.script("where", call_tools(("lookup", {"place": {"city": "Paris"}})), answer("Paris"))
+    write_prompts(workdir, ["sum", "error", "where"])
+    result = generate(workdir, teacher, "--mcp", STDIO, "--export", "hf")
+    assert result.code == 0, result.err
+    results = tool_results(result)
+    assert results == {"sum": ["5"], "error": ["Error: Error executing tool fail"], "where": ["Paris, FR"]}
+    sent = {tool["function"]["name"]: tool["function"]["parameters"] for tool in teacher.requests[0]["tools"]}
+    assert "$defs" in sent["lookup"] and "$ref" in json.dumps(sent["lookup"])  # passed through as listed
+    assert result.records()[0]["tools"] == list(sent)
+    # --export --no-run later, with no server: the schemas the run used were kept
+    (workdir / "train.hf.jsonl").unlink()
+    again = run_script(workdir, "prompts.jsonl", "--tools", "none", "--export", "hf", "--no-run")
+    assert again.code == 0, again.err
+    assert read_jsonl(workdir / "train.hf.jsonl")[0]["tools"][0]["function"]["name"] == "add"
+
+
+def test_config_yml_of_rnows_mcp_template_two_servers_named_as_rnow_names_them(workdir, teacher, http_server):
+    other = HttpServer().start()
+    try:
+        (workdir / "config.yml").write_text(
+            "project_id: \"\"\nproject_name: \"MCP Tavily Search Agent\"\ndataset_id: \"\"\ndataset_type: rl\n"
+            "organization_id: \"\"\ndata:\n  train_file: train.jsonl\n  batch_size: 16\n  group_size: 8\n"
+            "model:\n  path: Qwen/Qwen3-8B\n  qlora_rank: 32\n"
+            "algorithm:\n  loss_fn: ppo\n  adv_estimator: grpo\n  kl_penalty_coef: 0.01\n"
+            "rollout:\n  max_turns: 6\n  max_context_window: 32768\n  termination_policy: last_tool\n"
+            f"  mcp_url:\n    - \"{http_server.url}?tavilyApiKey=tvly-SECRET123\"\n    - \"{other.url}\"\n"
+            "  max_tool_response: 2\n"
+            "trainer:\n  num_epochs: 1\n  learning_rate: 0.0001\n  save_step: 20\n")
+        teacher.script("both", call_tools(("mcp_0_add", {"a": 1, "b": 1}), ("mcp_1_shout", {"text": "hello there"})),
+                       answer("ok"))
+        write_prompts(workdir, ["both"])
+        dry = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--dry-run")
+        assert dry.code == 0, dry.err
+        assert "max_turns 6 (config.yml)" in dry.err and "tavilyApiKey=***" in dry.err
+        result = generate(workdir, teacher)
+    finally:
+        other.stop()
+    assert result.code == 0, result.err
+    assert "SECRET123" not in result.err + result.out + dry.err + dry.out
+    assert tool_results(result)["both"] == ["2", "HELLO TH\n\n[... truncated 3 of 11 characters]"]  # 2 tokens: 8 chars
+    assert {t["function"]["name"] for t in teacher.requests[0]["tools"]} >= {"mcp_0_add", "mcp_1_shout"}
+
+
+def test_the_bundled_config_yml_still_validates_with_rnow():
+    yaml = pytest.importorskip("yaml")
+    config = pytest.importorskip("rnow.models")
+    data = yaml.safe_load((ROOT / "config.yml").read_text())
+    config.ProjectConfig(**data)
+
+
+def test_a_name_clash_with_tools_py_is_exit_2_naming_both(workdir, teacher):
+    (workdir / "mine.py").write_text("from rnow.core.tool import tool\n\n@tool\ndef add(a: int, b: int) -> int:\n"
+                                     "    \"\"\"Add.\"\"\"\n    return a + b\n")
+    write_prompts(workdir, ["q"])
+    result = run_script(workdir, "prompts.jsonl", "--tools", "mine.py", "--base-url", teacher.base_url, "--mcp", STDIO)
+    assert result.code == 2 and "'add'" in result.err and "tools.py" in result.err and "Traceback" not in result.err
+    assert not teacher.requests
+
+
+def test_a_server_down_at_start_is_exit_2_with_its_url_and_no_secret(workdir, teacher):
+    write_prompts(workdir, ["q"])
+    url = f"http://127.0.0.1:{free_port()}/mcp?tavilyApiKey=tvly-SECRET123"
+    result = generate(workdir, teacher, "--mcp", url)
+    assert result.code == 2 and "cannot be reached" in result.err and "tavilyApiKey=***" in result.err
+    assert "SECRET123" not in result.err and "Traceback" not in result.err and not teacher.requests
+
+
+def test_a_hanging_call_is_a_tool_error_after_the_tool_timeout(workdir, teacher):
+    (workdir / "config.yml").write_text("rollout:\n  tool_timeout: 4\n")  # a new server starts within it
+    teacher.script("hang", call_tools(("hang", {})), call_tools(("add", {"a": 1, "b": 2})), answer("gave up"))
+    write_prompts(workdir, ["hang"])
+    result = generate(workdir, teacher, "--mcp", STDIO)
+    assert result.code == 0, result.err
+    assert tool_results(result)["hang"] == ["Error: tool 'hang' timed out after 4 s.", "3"]  # and reconnected
+
+
+def test_a_server_that_dies_mid_run_is_a_tool_error_and_is_started_again(workdir, teacher):
+    teacher.script("die", call_tools(("die", {})), call_tools(("add", {"a": 20, "b": 22})), answer("42"))
+    write_prompts(workdir, ["die"])
+    result = generate(workdir, teacher, "--mcp", STDIO)
+    assert result.code == 0, result.err
+    results = tool_results(result)["die"]
+    assert results[0].startswith("Error: tool 'die' failed") and results[1] == "42"
+
+
+def test_an_http_server_restarted_mid_run_is_reconnected(workdir, teacher, http_server):
+    teacher.script("first", call_tools(("add", {"a": 1, "b": 1})), answer("2"))
+    write_prompts(workdir, ["first"])
+    assert generate(workdir, teacher, "--mcp", http_server.url).code == 0
+    http_server.stop()
+    http_server.start()  # same port, new process: the old session is gone
+    teacher.script("second", call_tools(("add", {"a": 2, "b": 2})), answer("4"))
+    write_prompts(workdir, ["first", "second"])
+    result = generate(workdir, teacher, "--mcp", http_server.url)
+    assert result.code == 0, result.err
+    assert tool_results(result)["second"] == ["4"]
+
+
+def test_ctrl_c_with_a_stdio_server_running_stops_the_run_and_the_server(workdir, teacher):
+    import signal
+
+    from conftest import start_script, wait_for
+
+    (workdir / "config.yml").write_text("rollout:\n  tool_timeout: 3\n")
+    teacher.script("hang", call_tools(("hang", {})), answer("never"))
+    write_prompts(workdir, ["hang"])
+    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--mcp", STDIO)
+    wait_for(lambda: len(teacher.requests) >= 1, what="the first request")
+    time.sleep(0.5)  # the tool call is on its way to the server
+    servers = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+    process.send_signal(signal.SIGINT)  # as Ctrl-C would, to the run (the server has a session of its own)
+    process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert servers and all(not Path(f"/proc/{pid}").exists() for pid in servers)
