@@ -715,6 +715,7 @@ class Prompt:
     line_no: int = 0  # its line number in the prompts file, for messages
     repeat: int = 1  # its occurrence number among identical prompts of the file
     id_given: bool = False  # the id is the record's own "id", not a hash
+    tools: tuple[str, ...] | None = None  # the record's own "tools": the only ones it may use; None: all
 
 
 @dataclass
@@ -873,9 +874,20 @@ def parse_prompt_line(line: str, where: str, jsonl: bool, system: str | None) ->
         messages = [dict(m) for m in source] if has_system else with_system(system, [dict(m) for m in source])
     else:
         raise UsageError(f"{where}: needs a \"prompt\" (string) or \"messages\" (list of chat messages)")
+    tools = prompt_tools(record, where)
     if record_id is not None:
-        return Prompt(str(record_id), messages, metadata, source, id_given=True)
-    return Prompt(conversation_hash(messages), messages, metadata, source)
+        return Prompt(str(record_id), messages, metadata, source, id_given=True, tools=tools)
+    return Prompt(conversation_hash(messages), messages, metadata, source, tools=tools)
+
+
+def prompt_tools(record: dict, where: str) -> tuple[str, ...] | None:
+    """rnow's per-prompt `tools`: the names of the tools this prompt may use ([]: none)."""
+    if record.get("tools") is None:
+        return None
+    names = record["tools"]
+    if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+        raise UsageError(f"{where}: \"tools\" must be a list of tool names, like [\"search\", \"browse\"]")
+    return tuple(dict.fromkeys(names))
 
 
 def parse_strict_json(line: str, where: str) -> Any:
@@ -1214,23 +1226,27 @@ class ToolBox:
     def api_schemas(self) -> list[dict]:
         return [tool.api_schema() for tool in self.tools.values()]
 
-    async def run_calls(self, tool_calls: list[dict], metadata: dict) -> list[dict]:
-        """Run one assistant message's tool calls concurrently; results come back in call order.
-        ToolUnavailable when a tool said its own machinery failed (once all the calls are over)."""
-        results = await asyncio.gather(*(self.run_call(call, metadata) for call in tool_calls), return_exceptions=True)
+    async def run_calls(self, tool_calls: list[dict], metadata: dict, allowed: tuple[str, ...] | None = None
+                        ) -> list[dict]:
+        """Run one assistant message's tool calls concurrently; results come back in call order. `allowed`:
+        the prompt's own list of tools, when it has one. ToolUnavailable when a tool said its own machinery
+        failed (once all the calls are over)."""
+        results = await asyncio.gather(*(self.run_call(call, metadata, allowed) for call in tool_calls),
+                                       return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
         return [{"role": "tool", "tool_call_id": call["id"], "content": result, "name": call["function"]["name"]}
                 for call, result in zip(tool_calls, results)]
 
-    async def run_call(self, call: dict, metadata: dict) -> str:
+    async def run_call(self, call: dict, metadata: dict, allowed: tuple[str, ...] | None = None) -> str:
         """The call's result as text. A tool is the user's code: whatever it does (raise, sys.exit, hang,
         ignore cancellation, return what cannot be encoded) ends as an error message for this call."""
         name = call["function"]["name"]
-        tool = self.tools.get(name)
+        available = list(self.tools) if allowed is None else [n for n in allowed if n in self.tools]
+        tool = self.tools.get(name) if name in available else None
         if tool is None:
-            return f"Error: unknown tool {name!r}. Available tools: {', '.join(self.tools) or 'none'}."
+            return f"Error: unknown tool {name!r}. Available tools: {', '.join(available) or 'none'}."
         try:
             arguments = (parse_tool_arguments(call["function"].get("arguments"), tool) if tool.checks_arguments
                          else decode_tool_arguments(call["function"].get("arguments"), tool.name))
@@ -1602,7 +1618,7 @@ async def open_mcp_servers(specs: list[McpSpec], errlog: Path, taken_names: set[
                 listed = await server.list_tools()
             except (McpConnectError, TimeoutError, OSError) as e:
                 text = str(e) or type(e).__name__
-                if "401" in text or "auth" in text.lower():
+                if spec.is_url and await asks_for_sign_in(spec.target):
                     raise UsageError(f"MCP server {spec.shown} asks for OAuth sign-in, which this tool does not do. "
                                      "Give it a key in the URL or the environment instead.") from None
                 raise UsageError(f"MCP server {spec.shown} cannot be reached: {secret_free_text(text, spec)}. "
@@ -1650,6 +1666,17 @@ def load_mcp_schemas(path: Path) -> dict[str, dict]:
     except (OSError, orjson.JSONDecodeError):
         return {}
     return {name: schema for name, schema in data.items() if isinstance(schema, dict)} if isinstance(data, dict) else {}
+
+
+async def asks_for_sign_in(url: str) -> bool:
+    """Does the server answer 401 (OAuth's "sign in first")? The SDK's own error does not say."""
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.post(url, json={"jsonrpc": "2.0", "id": 0, "method": "ping"},
+                                         headers={"Accept": "application/json, text/event-stream"})
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 401
 
 
 def secret_free_text(text: str, spec: McpSpec) -> str:
@@ -3202,8 +3229,12 @@ class RolloutRunner:
     async def _converse(self, o: Outcome) -> Outcome:
         for turn in range(1, self.max_turns + 1):
             # A rollout that has not sent anything yet does not start once the run is stopping.
-            completion = await self.client.complete({**self.base_body, "messages": self.cache.mark(o.messages)},
-                                                    o.job.seq, o.usage, self.stopping if turn == 1 else None)
+            body = {**self.base_body, "messages": self.cache.mark(o.messages)}
+            if o.job.prompt.tools is not None:  # the prompt's own list: only those tools' schemas
+                body["tools"] = [t for t in body.get("tools", ()) if t["function"]["name"] in o.job.prompt.tools]
+                if not body["tools"]:
+                    del body["tools"]  # an empty list is refused by the API; no tools at all
+            completion = await self.client.complete(body, o.job.seq, o.usage, self.stopping if turn == 1 else None)
             message = with_unique_call_ids(completion.message, turn, o.messages)
             o.messages.append(message)
             o.turns, o.finish_reason, o.model = turn, completion.finish_reason, completion.model
@@ -3215,7 +3246,7 @@ class RolloutRunner:
                 if turn == self.max_turns:
                     return o.end(Ending.INCOMPLETE, "incomplete: max turns",
                                  f"incomplete: reached --max-turns {turn} while the teacher was still calling tools")
-                o.messages.extend(await self.run_tools(calls, o.job.prompt.metadata))
+                o.messages.extend(await self.run_tools(calls, o.job.prompt.metadata, o.job.prompt.tools))
                 continue
             if not message_text(message).strip():
                 if isinstance(message.get("refusal"), str) and message["refusal"].strip():
@@ -3225,11 +3256,11 @@ class RolloutRunner:
             return o.end(Ending.FINISHED)
         raise AssertionError("unreachable")
 
-    async def run_tools(self, calls: list[dict], metadata: dict) -> list[dict]:
+    async def run_tools(self, calls: list[dict], metadata: dict, allowed: tuple[str, ...] | None) -> list[dict]:
         if self.toolbox is None:
             return [{"role": "tool", "tool_call_id": call["id"], "content": "Error: no tools are available."}
                     for call in calls]
-        return await self.toolbox.run_calls(calls, metadata)
+        return await self.toolbox.run_calls(calls, metadata, allowed)
 
 
 def request_body_template(requests: RequestSettings, toolbox: ToolBox | None) -> dict:
@@ -3291,6 +3322,13 @@ def build_line(outcome: Outcome, fmt: LineFormat, tool_names: list[str]) -> dict
     if tool_names:
         record["tools"] = tool_names
     return record
+
+
+def line_tools(prompt: Prompt, toolbox: ToolBox | None) -> list[str]:
+    """The tools a line names: its prompt's own list when it has one (rnow's per-prompt `tools`), else all."""
+    if prompt.tools is not None:
+        return list(prompt.tools)
+    return toolbox.names if toolbox is not None else []
 
 
 def set_score(metadata: dict, score: Score) -> None:
@@ -3917,16 +3955,45 @@ def export_path(output: Path, fmt: str) -> Path:
 
 def hf_record(record: dict, schemas: dict[str, dict]) -> dict:
     messages = []
+    ids = NineCharacterIds()
     for message in record["messages"]:
         if message.get("tool_calls"):
             message = {**message, "tool_calls": [
-                {**call, "function": {"name": call["function"]["name"],
-                                      "arguments": arguments_object(call["function"].get("arguments"))}}
+                {**call, "id": ids.of(call.get("id")),
+                 "function": {"name": call["function"]["name"],
+                              "arguments": arguments_object(call["function"].get("arguments"))}}
                 for call in message["tool_calls"]]}
+        if message.get("role") == "tool" and "tool_call_id" in message:
+            message = {**message, "tool_call_id": ids.of(message["tool_call_id"])}
         messages.append(message)
     exported = {"messages": messages, **tool_schemas(record, schemas)}
     exported["metadata"] = json.dumps(record.get("metadata", {}), ensure_ascii=False)
     return exported
+
+
+class NineCharacterIds:
+    """Tool-call ids as 9 letters and digits, the only ids Mistral's chat templates take ("Tool call IDs
+    should be alphanumeric strings with length 9!"); other templates take any. Derived from the original id
+    (the same line always exports the same), unique within the conversation, and a tool result gets the id
+    its call got."""
+
+    ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+    def __init__(self) -> None:
+        self.given: dict[str, str] = {}
+
+    def of(self, original: Any) -> str:
+        key = str(original)
+        if key not in self.given:
+            salt = 0
+            while (candidate := self._derive(f"{key}\x00{salt}")) in self.given.values():
+                salt += 1
+            self.given[key] = candidate
+        return self.given[key]
+
+    def _derive(self, text: str) -> str:
+        number = int.from_bytes(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:8], "big")
+        return "".join(self.ALPHABET[(number // 62 ** i) % 62] for i in range(9))
 
 
 def arguments_object(arguments: Any) -> dict:
@@ -4105,6 +4172,17 @@ class Plan:
     pending_repeats: array.array = field(default_factory=lambda: array.array("q"))
     pending_lines: array.array = field(default_factory=lambda: array.array("q"))
     pending_ids: array.array = field(default_factory=lambda: array.array("q"))
+    tool_lines: dict[str, int] = field(default_factory=dict)  # each name in a prompt's "tools": its first line
+
+    def check_tools(self, prompts_file: Path, toolbox: ToolBox | None) -> None:
+        """Every tool a prompt line names exists (tools.py's, or an MCP server's): checked before anything
+        is sent."""
+        known = toolbox.tools if toolbox is not None else {}
+        for name, line_no in self.tool_lines.items():
+            if name not in known:
+                raise UsageError(f"{prompts_file}:{line_no}: \"tools\" names {name!r}, which is not a tool here "
+                                 f"(tools: {', '.join(known) or 'none'}). Fix the line, or add the tool to tools.py "
+                                 "or an MCP server.")
 
     @property
     def pending(self) -> int:
@@ -4129,6 +4207,8 @@ def make_plan(prompts: PromptSettings, attempts: int, finished: set[int], tried:
         if job.key not in plan.finished and plan.tried[job.key] >= attempts:
             plan.finished.add(job.key)  # rejected as many times as it may be tried: finished
             plan.rejected_before += 1
+        for name in job.prompt.tools or ():
+            plan.tool_lines.setdefault(name, job.prompt.line_no)
         if job.key in plan.finished:
             plan.finished_before += 1
         elif not plan.pending_offsets or plan.pending_offsets[-1] != job.prompt.offset:
@@ -4183,14 +4263,16 @@ class Run:
         self.started = time.monotonic()
 
     async def execute(self) -> int:
-        if self.toolbox is not None and self.toolbox.mcp_specs:
-            try:
+        try:
+            if self.toolbox is not None and self.toolbox.mcp_specs:
                 save_mcp_schemas(await self.toolbox.open_mcp(self.files.mcp_log), self.files.mcp_tools)
                 self.runner.tools_joined()
-            except BaseException:
-                await self.client.aclose()
+            self.plan.check_tools(self.prompts.input, self.toolbox)  # MCP tools are known only now
+        except BaseException:  # nothing was sent: close what was opened, and say why (exit 2)
+            await self.client.aclose()
+            if self.toolbox is not None:
                 await self.toolbox.aclose()
-                raise
+            raise
         self.failed.compact(self.plan.finished)
         self._install_signal_handlers()
         self.progress.log(self._plan_line())
@@ -4280,7 +4362,7 @@ class Run:
             s.passed_first += not self.below_gate(outcome.score)
 
     def _record(self, outcome: Outcome) -> dict:
-        return build_line(outcome, self.line, self.toolbox.names if self.toolbox else [])
+        return build_line(outcome, self.line, line_tools(outcome.job.prompt, self.toolbox))
 
     def _reject(self, outcome: Outcome) -> Destination:
         try:
@@ -4523,6 +4605,7 @@ def run_command(argv: list[str] | None) -> int:
         if cfg.dry_run:
             if toolbox is not None and toolbox.mcp_specs:
                 run_event_loop(list_mcp_tools(toolbox, cfg.files))
+            plan.check_tools(cfg.prompts.input, toolbox)
             print_dry_run(cfg, toolbox, plan, scan)
             return EXIT_OK
         for note in output.repair(scan):

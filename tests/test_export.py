@@ -178,3 +178,29 @@ def test_export_usage_errors(workdir, teacher):
         result = run_script(workdir, "prompts.jsonl", "--tools", "none", *args, env=subprocess_env())
         assert result.code == 2 and message in result.err and "Traceback" not in result.err, result.err
     assert not teacher.requests and not (workdir / "train.jsonl").exists()
+
+
+def test_hf_export_ids_render_with_the_upstream_mistral_template(run, workdir, teacher):
+    """Mistral's templates take only 9-character alphanumeric tool-call ids; the teacher's ids (kept as they
+    came in the output) become such ids in the hf export, the same for a call and its result."""
+    from pathlib import Path
+
+    template = (Path(__file__).parent / "templates" / "mistralai-Mistral-Nemo-Instruct-2407.jinja").read_text()
+    write_prompts(workdir, ["q0", "q1"])
+    script_tool_rollouts(teacher, ["q0", "q1"])
+    assert export(run, "--export", "hf").code == 0
+    rows = read_jsonl(workdir / "train.hf.jsonl")
+    original = read_jsonl(workdir / "train.jsonl")
+    with pytest.raises(Exception, match="alphanumeric strings with length 9"):  # what the output's ids would do
+        render_jinja_template([original[0]["messages"]], tools=rows[0]["tools"], chat_template=template,
+                              bos_token="<s>", eos_token="</s>")
+    for row in rows:
+        calls = [call["id"] for m in row["messages"] for call in m.get("tool_calls") or []]
+        results = [m["tool_call_id"] for m in row["messages"] if m["role"] == "tool"]
+        assert calls == results and len(set(calls)) == 2
+        assert all(len(i) == 9 and i.isalnum() and i.isascii() for i in calls)
+        rendered, _ = render_jinja_template([row["messages"]], tools=row["tools"], chat_template=template,
+                                            bos_token="<s>", eos_token="</s>")
+        assert f'"id": "{calls[0]}"' in rendered[0] and f'"call_id": "{calls[1]}"' in rendered[0]
+    assert export(run, "--export", "hf", "--no-run").code == 0
+    assert read_jsonl(workdir / "train.hf.jsonl") == rows  # deterministic: the same line exports the same ids

@@ -195,3 +195,107 @@ def test_ctrl_c_with_a_stdio_server_running_stops_the_run_and_the_server(workdir
     process.communicate(timeout=60)
     assert process.returncode == 130
     assert servers and all(not Path(f"/proc/{pid}").exists() for pid in servers)
+
+
+def test_rnows_own_mcp_tavily_config_yml_is_read_as_is(workdir, teacher, http_server):
+    rnow_templates = pytest.importorskip("rnow").__file__.rsplit("/", 1)[0] + "/templates"
+    template = Path(rnow_templates, "mcp-tavily", "config.yml").read_text()
+    assert "https://mcp.tavily.com/mcp/?tavilyApiKey=YOUR_TAVILY_API_KEY" in template
+    (workdir / "config.yml").write_text(template.replace("https://mcp.tavily.com/mcp/", http_server.url))
+    teacher.script("q", call_tools(("add", {"a": 1, "b": 2})), answer("3"))
+    write_prompts(workdir, ["q"])
+    result = generate(workdir, teacher)
+    assert result.code == 0, result.err
+    assert tool_results(result)["q"] == ["3"] and "YOUR_TAVILY_API_KEY" not in result.err
+    assert result.records()[0]["metadata"]["turns"] == 2  # the template's max_turns: 3 allowed the second turn
+
+
+def rnow_line(question: str, tools: list[str] | None) -> str:
+    record = {"messages": [{"role": "system", "content": "Answer."}, {"role": "user", "content": question}],
+              "rewards": ["accuracy"], "metadata": {"expected_answer": "3"}}
+    if tools is not None:
+        record["tools"] = tools
+    return json.dumps(record)
+
+
+def test_per_prompt_tools_limit_the_schemas_sent_the_calls_allowed_and_the_line(workdir, teacher):
+    teacher.script("only add", call_tools(("shout", {"text": "no"})), answer("done"))
+    (workdir / "prompts.jsonl").write_text("\n".join([rnow_line("only add", ["add"]), rnow_line("none", []),
+                                                      rnow_line("all", None)]) + "\n")
+    result = generate(workdir, teacher, "--mcp", STDIO)
+    assert result.code == 0, result.err
+    sent = {r["messages"][1]["content"]: [t["function"]["name"] for t in r.get("tools", [])] for r in teacher.requests}
+    assert sent["only add"] == ["add"] and sent["none"] == [] and len(sent["all"]) == 7
+    lines = {r["messages"][1]["content"]: r for r in result.records()}
+    assert lines["only add"]["tools"] == ["add"] and "tools" not in lines["none"] and len(lines["all"]["tools"]) == 7
+    assert lines["only add"]["messages"][3]["content"].startswith("Error: unknown tool 'shout'. Available tools: add")
+
+
+@pytest.mark.parametrize("tools, message", [(["add", "search"], "names 'search', which is not a tool here"),
+                                            ("add", "must be a list of tool names")])
+def test_a_prompt_naming_an_unknown_tool_is_refused_with_its_line_before_anything_is_sent(workdir, teacher, tools,
+                                                                                           message):
+    (workdir / "prompts.jsonl").write_text(rnow_line("fine", ["add"]) + "\n" + rnow_line("bad", tools) + "\n")
+    result = generate(workdir, teacher, "--mcp", STDIO)
+    assert result.code == 2 and "prompts.jsonl:2: " in result.err and message in result.err
+    assert not teacher.requests and "Traceback" not in result.err
+
+
+class SignInFirst:
+    """An HTTP server that answers every request 401 with an OAuth challenge, as an MCP server behind
+    OAuth does before sign-in."""
+
+    def __init__(self) -> None:
+        import http.server
+        import socketserver
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Bearer resource_metadata="http://127.0.0.1/.well-known/'
+                                 'oauth-protected-resource"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_DELETE = do_POST
+
+            def log_message(self, *args):
+                pass
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/mcp?token=SECRET123"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_a_server_that_asks_for_oauth_is_exit_2_saying_so(workdir, teacher):
+    server = SignInFirst()
+    try:
+        write_prompts(workdir, ["q"])
+        result = generate(workdir, teacher, "--mcp", server.url)
+    finally:
+        server.server.shutdown()
+    assert result.code == 2 and "OAuth" in result.err and "SECRET123" not in result.err and not teacher.requests
+
+
+def test_a_stdio_server_that_answers_garbage_is_a_tool_error_and_the_run_goes_on(workdir, teacher):
+    (workdir / "garbage.py").write_text(
+        "import sys, json\n"
+        "for line in sys.stdin:\n"
+        "    message = json.loads(line)\n"
+        "    if message.get('method') == 'tools/call':\n"
+        "        print('this is not JSON-RPC', flush=True)\n"
+        "        continue\n"
+        "    if 'id' not in message:\n"
+        "        continue\n"
+        "    result = {'protocolVersion': message['params'].get('protocolVersion', '2025-06-18'), 'capabilities': "
+        "{'tools': {}}, 'serverInfo': {'name': 'garbage', 'version': '1'}} if message['method'] == 'initialize' "
+        "else {'tools': [{'name': 'echo', 'inputSchema': {'type': 'object', 'properties': {}}}]}\n"
+        "    print(json.dumps({'jsonrpc': '2.0', 'id': message['id'], 'result': result}), flush=True)\n")
+    teacher.script("g", call_tools(("echo", {})), answer("went on"))
+    write_prompts(workdir, ["g"])
+    (workdir / "config.yml").write_text("rollout:\n  tool_timeout: 5\n")
+    result = generate(workdir, teacher, "--mcp", f"{sys.executable} garbage.py")
+    assert result.code == 0, result.err
+    assert tool_results(result)["g"][0].startswith("Error: tool 'echo'")
+    assert result.records()[0]["messages"][-1]["content"] == "went on"
