@@ -299,3 +299,44 @@ def test_a_stdio_server_that_answers_garbage_is_a_tool_error_and_the_run_goes_on
     assert result.code == 0, result.err
     assert tool_results(result)["g"][0].startswith("Error: tool 'echo'")
     assert result.records()[0]["messages"][-1]["content"] == "went on"
+
+
+def test_an_http_server_killed_mid_run_and_restarted_is_used_again(workdir, teacher, http_server):
+    def restart_then_add(body):
+        http_server.stop()  # it died on the `die` call; now it comes back, on the same port
+        http_server.start()
+        return call_tools(("add", {"a": 5, "b": 5}))(body)
+
+    teacher.script("die", call_tools(("die", {})), restart_then_add, answer("10"))
+    write_prompts(workdir, ["die"])
+    result = generate(workdir, teacher, "--mcp", http_server.url)
+    assert result.code == 0, result.err
+    results = tool_results(result)["die"]
+    assert results[0].startswith("Error: tool 'die' failed") and results[1] == "10"
+
+
+@pytest.mark.parametrize("mode, sent", [("xhigh", {"effort": "xhigh"}), ("none", {"effort": "none"}),
+                                        ("disabled", {"enabled": False})])
+def test_config_yml_settings_become_defaults_flags_win_and_dry_run_says_where_each_came_from(workdir, teacher,
+                                                                                             mode, sent):
+    (workdir / "config.yml").write_text(f"rollout:\n  max_turns: 4\n  tool_timeout: 7\n  reward_timeout: 9\n"
+                                        f"  max_tool_response: 100\n  reasoning_mode: {mode}\n")
+    write_prompts(workdir, ["q"])
+    dry = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--dry-run",
+                     "--max-turns", "3")
+    assert dry.code == 0, dry.err
+    assert json.loads(dry.out[dry.out.index("{"):])["reasoning"] == sent
+    for shown in ("max_turns 3 (--max-turns)", "tool_timeout 7.0 (config.yml)", "reward_timeout 9.0 (config.yml)",
+                  "max_tool_response 400 characters (config.yml)", "mcp_url (none) (default)"):
+        assert shown in dry.err
+
+
+@pytest.mark.parametrize("text, message", [("rollout:\n  max_turns: many\n", "config.yml: rollout.max_turns"),
+                                           ("rollout:\n  max_turns: [1\n", "config.yml:3: cannot read it as YAML"),
+                                           ("rollout:\n  reasoning_mode: extreme\n", "rollout.reasoning_mode"),
+                                           ("rollout: 7\n", "`rollout` must be a mapping")])
+def test_a_config_yml_that_cannot_be_used_is_exit_2_naming_it(workdir, teacher, text, message):
+    (workdir / "config.yml").write_text(text)
+    write_prompts(workdir, ["q"])
+    result = generate(workdir, teacher)
+    assert result.code == 2 and message in result.err and not teacher.requests and "Traceback" not in result.err
