@@ -4124,7 +4124,8 @@ class Progress:
         gate = ""
         if s.scored:
             gate = f", reward {s.reward_sum / s.scored:.2f}" + (f", rejected {s.rejected}" if s.rejected else "")
-        return (f"limit {int(self.limiter.limit)}, 429s {s.rate_limited}, retries {s.retries}, "
+        pace = f", pace {self.limiter.pace:.3g}/s" if self.limiter.pace is not None else ""  # a metered key
+        return (f"limit {int(self.limiter.limit)}{pace}, 429s {s.rate_limited}, retries {s.retries}, "
                 f"failed {s.failed}{gate}, {human_count(tokens)} tok{cache}{spend}")
 
     async def refresh_forever(self) -> None:

@@ -340,3 +340,27 @@ def test_a_config_yml_that_cannot_be_used_is_exit_2_naming_it(workdir, teacher, 
     write_prompts(workdir, ["q"])
     result = generate(workdir, teacher)
     assert result.code == 2 and message in result.err and not teacher.requests and "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("name, schema, message", [
+    ("web search", {"type": "object"}, "is not allowed by the API"),
+    ("x" * 65, {"type": "object"}, "is not allowed by the API"),
+    ("search", {"type": "string"}, "must be a JSON Schema object"),
+    ("search", None, "must be a JSON Schema object"),
+    ("search", {"type": "object", "properties": []}, "`properties` must be an object"),
+    ("search", {"type": "object", "required": "q"}, "`required` a list of names"),
+])
+def test_a_tool_the_api_would_refuse_is_refused_at_start_naming_it(name, schema, message):
+    import generate_distillation_data as gdd
+
+    with pytest.raises(gdd.UsageError, match=message):
+        gdd.check_tool_schema(name, "MCP server x", schema)
+    gdd.check_tool_schema("search", "MCP server x", {"type": "object", "properties": {"q": {"$ref": "#/$defs/Q"}},
+                                                      "$defs": {"Q": {"type": "string"}}, "required": ["q"]})
+
+
+def test_a_url_shown_has_no_password_and_no_query_values():
+    import generate_distillation_data as gdd
+
+    shown = gdd.McpSpec("https://user:pw-SECRET@mcp.example.com/mcp/?tavilyApiKey=tvly-SECRET&flag").shown
+    assert "SECRET" not in shown and shown == "https://user:***@mcp.example.com/mcp/?tavilyApiKey=***&flag"
