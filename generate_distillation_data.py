@@ -1955,17 +1955,17 @@ class AdaptiveLimiter:
     in flight (a teacher that caps concurrency: a self-hosted server, a provider's per-key cap) and requests
     per second (a metered key: a token bucket or a window). Whichever binds, binds; the user never says which.
 
-    A 429 is put down to one of them by the level it came at. Refused at fewer requests in flight than the
-    teacher took moments ago (within TAKEN_MEMORY s): the number in flight was not the reason, so the rate
-    was; the pace drops to the rate the teacher was taking. Refused above every level taken lately: the
-    number in flight; the limit halves and remembers that level.
+    A 429 is put down to one of them by the level it came at (_refused). Refused at fewer requests in
+    flight than the teacher took moments ago (within TAKEN_MEMORY s): the number in flight was not the
+    reason, so the rate was; the pace drops to just under the rate the teacher was taking. Refused above
+    every level taken lately: the number in flight; the limit drops to just below the refused level.
 
     In flight: plain AIMD (halve, then +1 per round trip) saw-tooths between half the teacher's capacity
-    and all of it, about 75% busy. Here a 429 also records the level it happened at; the limit climbs back
-    to just below that level within about one round trip, then creeps above it only every `probe_patience`
-    round trips, so the teacher stays >90% busy with few 429s. A wave: 429s of requests already in flight
-    when the limit halved do not halve it again. The pace does the same per second: back fast to just under
-    the rate that was refused, then probing slowly, and only while it is what holds requests back.
+    and all of it, about 75% busy. Here a 429 records the level it happened at, the limit stays just below
+    it, and creeps above it by one every `probe_patience` round trips (sooner the longer no 429 comes), so
+    the teacher stays >90% busy with few 429s. A wave: 429s of requests already in flight when the limit
+    was cut do not cut it again. The pace does the same per second: back fast to just under the rate that
+    was refused, then probing, and only while it is what holds requests back.
     """
 
     TAKEN_MEMORY = 10.0  # seconds a level the teacher took counts as proof it takes that many
@@ -1979,7 +1979,7 @@ class AdaptiveLimiter:
                  clock: Callable[[], float] = time.monotonic):
         self.clock = clock  # time.monotonic; a test may pass its own
         self.max_limit = start
-        # Slow start: begin at a few requests and grow by one per request the teacher takes (see admit) up
+        # Slow start: begin at a few requests and double with each round the teacher takes (see admit) up
         # to -c or the first 429, instead of firing -c at once: `-c 64` against a teacher that takes 8 used to
         # send 56 doomed requests in its first burst.
         self.limit = float(min(start, slow_start))
