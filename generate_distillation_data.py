@@ -221,6 +221,11 @@ class OutputFiles:
         return self.beside(".quarantine.jsonl")
 
     @property
+    def paused(self) -> Path:
+        """The turns so far of rollouts in progress: a stopped run continues them, paying no answer twice."""
+        return self.beside(".paused.jsonl")
+
+    @property
     def mcp_tools(self) -> Path:
         """The MCP tools' schemas the run used: --export --no-run needs them without the servers."""
         return self.beside(".mcp-tools.json")
@@ -1923,6 +1928,7 @@ class Stats:
     skipped: int = 0
     failed: int = 0  # rollouts that went to the failed file this run
     unsaved: int = 0  # finished, but the output could not be written (disk): they run again next time
+    paused: int = 0  # stopped between turns with their turns saved: they go on next run, nothing paid twice
     requests: int = 0
     rate_limited: int = 0
     retries: int = 0
@@ -3157,8 +3163,8 @@ class Ending(enum.Enum):
     FINISHED = "finished"  # a final answer: the output, or the rejected file when it scores below --min-reward
     INCOMPLETE = "incomplete"  # the teacher stopped without a usable answer: failed file (or output with --keep-incomplete)
     FAILED = "failed"  # could not finish (HTTP error, retries used up, a bug): failed file
-    STOPPED = "stopped"  # the whole run stopped while it was in progress: failed file if anything was paid, else pending
-    NOT_STARTED = "not started"  # the run was stopping before its first request: pending
+    STOPPED = "stopped"  # the whole run stopped while it was in progress: paused (its saved turns go on next time)
+    NOT_STARTED = "not started"  # the run was stopping before its next request: paused, or pending if none was made
 
 
 @dataclass
@@ -3177,6 +3183,19 @@ class Outcome:
     stop: RunStopped | None = None  # this rollout found that no request can succeed: stop the run
     score: Score | None = None  # rewards.py's verdict on a finished rollout
     attempt: int = 1  # with --attempts: which try of its prompt (and sample) this is
+    carried: Usage | None = None  # what its turns saved by earlier runs cost (counted there, not in this run)
+    saved: bool = False  # its turns are in the paused file (this run or an earlier one)
+    fingerprint: str = ""  # of what its turns are valid with (RolloutRunner.fingerprint)
+
+    @property
+    def total_usage(self) -> Usage:
+        """What the rollout cost, across runs: what its line says."""
+        if self.carried is None:
+            return self.usage
+        total = Usage()
+        total.merge(self.carried)
+        total.merge(self.usage)
+        return total
 
     def end(self, ending: Ending, label: str = "", detail: str = "", **fields: Any) -> Outcome:
         self.ending, self.label, self.detail = ending, label, detail or label
@@ -3197,28 +3216,46 @@ class RolloutRunner:
     """
 
     def __init__(self, requests: RequestSettings, cache: CachePlan, client: TeacherClient, toolbox: ToolBox | None,
-                 stopping: asyncio.Event):
+                 stopping: asyncio.Event, paused: PausedFile | None = None):
         self.max_turns, self.cache, self.client, self.toolbox, self.stopping = \
             requests.max_turns, cache, client, toolbox, stopping
         self.requests = requests
         self.base_body = request_body_template(requests, toolbox)
+        self.paused = paused  # saves each rollout's turns as they come; None: nothing is saved (tests)
+        self.saved: dict[tuple, SavedTurns] = {}  # turns earlier runs saved, by (prompt id, sample, attempt)
+        self.started_over = 0  # saved rollouts whose settings changed since: begun again
 
     def tools_joined(self) -> None:
         """The MCP servers' tools joined the box (at the run's start): requests carry them from now on."""
         self.base_body = request_body_template(self.requests, self.toolbox)
 
-    async def run(self, job: RolloutJob) -> Outcome:
-        outcome = Outcome(job, [dict(m) for m in job.prompt.messages], Usage())
+    async def run(self, job: RolloutJob, attempt: int = 1) -> Outcome:
+        outcome = Outcome(job, [dict(m) for m in job.prompt.messages], Usage(), attempt=attempt)
+        saved = self.saved.pop(paused_key(job, attempt), None)
+        if self.paused is not None:
+            outcome.fingerprint = self.fingerprint(job)
+        if saved is not None and saved.fingerprint != outcome.fingerprint:
+            self.started_over += 1  # what its turns were made with changed: they cannot go on
+            saved = None
+        if saved is not None:  # continue from its last saved turn: no answer is paid twice
+            outcome.messages, outcome.carried, outcome.turns = saved.messages, saved.usage, saved.turns
+            outcome.finish_reason, outcome.saved = saved.finish_reason, True
         try:
+            if saved is not None and is_final_answer(saved.messages[-1]):
+                return self._ended(outcome, outcome.messages[-1], outcome.turns)
             return await self._converse(outcome)
         except PromptFailed as e:
             return outcome.end(Ending.FAILED, e.kind, e.detail, status=e.status, tries=e.tries)
         except RunStopped as e:
             return outcome.end(Ending.STOPPED, f"stopped: {e.kind}", e.message, stop=e)
-        except NotStarted:
+        except NotStarted:  # the run is stopping: no next request (its turns so far are saved)
             return outcome.end(Ending.NOT_STARTED, "not started")
         except ToolUnavailable as e:
             return outcome.end(Ending.FAILED, "tool unavailable", str(e))
+        except OutputError as e:  # its turns could not be saved (a full disk): the run stops; it pauses
+            message = (f"{e}. This run stopped; free space (or fix the cause), then re-run the same command to "
+                       "continue.")
+            return outcome.end(Ending.STOPPED, "stopped: cannot save", message, stop=RunStopped("disk", message))
         except asyncio.CancelledError:  # the run is stopping at once; the outcome still gets settled
             return outcome.end(Ending.STOPPED, "interrupted", "the run stopped while this rollout was in progress")
         except Exception as e:  # a bug of ours: this rollout fails with the place, the run goes on
@@ -3226,15 +3263,27 @@ class RolloutRunner:
             return outcome.end(Ending.FAILED, "internal error", f"internal error: {type(e).__name__}: {e} "
                                f"({Path(where.filename).name}:{where.lineno}); please report it")
 
+    def body_for(self, job: RolloutJob) -> dict:
+        """What every request of this rollout carries besides its messages."""
+        body = dict(self.base_body)
+        if job.prompt.tools is not None:  # the prompt's own list: only those tools' schemas
+            body["tools"] = [t for t in body.get("tools", ()) if t["function"]["name"] in job.prompt.tools]
+            if not body["tools"]:
+                del body["tools"]  # an empty list is refused by the API; no tools at all
+        return body
+
+    def fingerprint(self, job: RolloutJob) -> str:
+        """What makes saved turns valid to continue: model, tools (MCP and per-prompt included), reasoning,
+        extra body (the system prompt is in the prompt id). How it is sent (streamed or not) does not count."""
+        body = {k: v for k, v in self.body_for(job).items() if k not in ("stream", "stream_options")}
+        return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
     async def _converse(self, o: Outcome) -> Outcome:
-        for turn in range(1, self.max_turns + 1):
-            # A rollout that has not sent anything yet does not start once the run is stopping.
-            body = {**self.base_body, "messages": self.cache.mark(o.messages)}
-            if o.job.prompt.tools is not None:  # the prompt's own list: only those tools' schemas
-                body["tools"] = [t for t in body.get("tools", ()) if t["function"]["name"] in o.job.prompt.tools]
-                if not body["tools"]:
-                    del body["tools"]  # an empty list is refused by the API; no tools at all
-            completion = await self.client.complete(body, o.job.seq, o.usage, self.stopping if turn == 1 else None)
+        base = self.body_for(o.job)
+        for turn in range(o.turns + 1, self.max_turns + 1):
+            # No request starts once the run is stopping: a rollout pauses between its turns.
+            body = {**base, "messages": self.cache.mark(o.messages)}
+            completion = await self.client.complete(body, o.job.seq, o.usage, self.stopping)
             message = with_unique_call_ids(completion.message, turn, o.messages)
             o.messages.append(message)
             o.turns, o.finish_reason, o.model = turn, completion.finish_reason, completion.model
@@ -3247,14 +3296,27 @@ class RolloutRunner:
                     return o.end(Ending.INCOMPLETE, "incomplete: max turns",
                                  f"incomplete: reached --max-turns {turn} while the teacher was still calling tools")
                 o.messages.extend(await self.run_tools(calls, o.job.prompt.metadata, o.job.prompt.tools))
+                self.save(o)  # the answer and all its tool results, together
                 continue
-            if not message_text(message).strip():
-                if isinstance(message.get("refusal"), str) and message["refusal"].strip():
-                    return o.end(Ending.INCOMPLETE, "incomplete: refusal",
-                                 f"incomplete: the teacher refused on turn {turn}: {message['refusal']}")
-                return o.end(Ending.INCOMPLETE, "incomplete: empty answer", f"incomplete: empty answer on turn {turn}")
-            return o.end(Ending.FINISHED)
+            return self._ended(o, message, turn)
         raise AssertionError("unreachable")
+
+    def save(self, o: Outcome) -> None:
+        """Make the rollout's turns so far durable (after an answer and its tool results, or a final answer
+        the run stopped before it could settle). A single-turn rollout is never saved: nothing to pay twice."""
+        if self.paused is not None:
+            self.paused.save(paused_key(o.job, o.attempt), o.fingerprint or self.fingerprint(o.job), o)
+            o.saved = True
+
+    @staticmethod
+    def _ended(o: Outcome, message: dict, turn: int) -> Outcome:
+        """A turn without tool calls: the rollout's end."""
+        if not message_text(message).strip():
+            if isinstance(message.get("refusal"), str) and message["refusal"].strip():
+                return o.end(Ending.INCOMPLETE, "incomplete: refusal",
+                             f"incomplete: the teacher refused on turn {turn}: {message['refusal']}")
+            return o.end(Ending.INCOMPLETE, "incomplete: empty answer", f"incomplete: empty answer on turn {turn}")
+        return o.end(Ending.FINISHED)
 
     async def run_tools(self, calls: list[dict], metadata: dict, allowed: tuple[str, ...] | None) -> list[dict]:
         if self.toolbox is None:
@@ -3308,7 +3370,7 @@ def build_line(outcome: Outcome, fmt: LineFormat, tool_names: list[str]) -> dict
     job = outcome.job
     metadata = {"prompt_id": job.prompt.prompt_id, "sample": job.sample, **job.prompt.metadata,
                 "teacher": fmt.teacher, "turns": outcome.turns, "finish_reason": outcome.finish_reason,
-                "usage": outcome.usage.to_json()}
+                "usage": outcome.total_usage.to_json()}
     metadata["prompt_id"], metadata["sample"] = job.prompt.prompt_id, job.sample  # the user's keys never win
     if outcome.model and outcome.model != fmt.teacher:
         metadata["model"] = outcome.model
@@ -3347,7 +3409,7 @@ def failed_entry(outcome: Outcome, fmt: LineFormat) -> dict:
     entry = {"prompt_id": job.prompt.prompt_id, "sample": job.sample, "prompt": job.prompt.source,
              "metadata": job.prompt.metadata, "kind": outcome.label, "reason": fmt.redact(outcome.detail),
              "attempts": outcome.tries or outcome.turns, "status": outcome.status,
-             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "usage": outcome.usage.to_json()}
+             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "usage": outcome.total_usage.to_json()}
     if outcome.paid:
         entry["messages"] = dataset_messages(outcome, fmt.keep_reasoning, fmt.redact)
     return entry
@@ -3879,6 +3941,108 @@ def iter_scores(records: list, scores: list) -> Iterator[Score | None]:
         yield next(given) if record is not None else None
 
 
+def paused_key(job: RolloutJob, attempt: int) -> tuple[str, int, int]:
+    """A saved rollout's key: (prompt id, sample, attempt), written out, never a per-process hash."""
+    return job.prompt.prompt_id, job.sample, attempt
+
+
+def is_final_answer(message: Any) -> bool:
+    return isinstance(message, dict) and message.get("role") == "assistant" and not message.get("tool_calls")
+
+
+@dataclass
+class SavedTurns:
+    messages: list[dict]
+    usage: Usage
+    turns: int
+    finish_reason: str | None
+    fingerprint: str
+
+
+class PausedFile(LineFile):
+    """<output>.paused.jsonl: the turns so far of rollouts in progress, so a run that stops (Ctrl-C, a
+    signal, the spend cap, a 402, a full disk, a crash, kill -9) loses no answer it paid for: the next
+    run continues each from its last saved turn.
+
+    A record is appended after each answer together with all its tool results (one write, as the output),
+    holding the messages exactly as sent back to the teacher (encrypted reasoning included: this file is
+    not the dataset); a later record of the same rollout replaces it, and a settled one is ended by a
+    record saying so. The file is compacted at the start and end of a run to the live records."""
+
+    def save(self, key: tuple[str, int, int], fingerprint: str, outcome: Outcome) -> None:
+        self.append({"prompt_id": key[0], "sample": key[1], "attempt": key[2], "fingerprint": fingerprint,
+                     "turns": outcome.turns, "finish_reason": outcome.finish_reason,
+                     "usage": outcome.total_usage.to_json(), "messages": outcome.messages})
+
+    def settled(self, key: tuple[str, int, int]) -> None:
+        self.append({"prompt_id": key[0], "sample": key[1], "attempt": key[2], "settled": True})
+
+    def load(self) -> dict[tuple[str, int, int], SavedTurns]:
+        """The live records, latest per rollout. A torn or hand-broken record is skipped: that rollout
+        continues from an earlier record, or begins again."""
+        self.close()
+        live: dict[tuple[str, int, int], SavedTurns] = {}
+        if not self.path.exists():
+            return live
+        for _, record in LineReader(self.path).records():
+            key = saved_key(record)
+            if key is None:
+                continue
+            if record.get("settled") is True:
+                live.pop(key, None)
+            elif (turns := saved_turns(record)) is not None:
+                live[key] = turns
+        return live
+
+    def compact(self, live: dict[tuple[str, int, int], SavedTurns]) -> None:
+        """Rewrite the file with these records only (none: no file). On a full disk it is left as it is."""
+        self.close()
+        try:
+            if not live:
+                if self.path.exists():
+                    remove_file(self.path)
+                return
+            with replaced_atomically(self.path) as f:
+                for (prompt_id, sample, attempt), turns in live.items():
+                    f.write(encode_line({"prompt_id": prompt_id, "sample": sample, "attempt": attempt,
+                                         "fingerprint": turns.fingerprint, "turns": turns.turns,
+                                         "finish_reason": turns.finish_reason, "usage": turns.usage.to_json(),
+                                         "messages": turns.messages}))
+        except OSError:
+            pass
+
+
+def saved_key(record: Any) -> tuple[str, int, int] | None:
+    if not isinstance(record, dict):
+        return None
+    prompt_id, sample, attempt = record.get("prompt_id"), record.get("sample"), record.get("attempt")
+    if not isinstance(prompt_id, str) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                                  for n in (sample, attempt)):
+        return None
+    return prompt_id, sample, attempt
+
+
+def saved_turns(record: dict) -> SavedTurns | None:
+    """A record's turns, if every field is what this tool writes (the file may have been edited)."""
+    messages, usage, turns = record.get("messages"), record.get("usage"), record.get("turns")
+    if not (isinstance(messages, list) and messages and all(isinstance(m, dict) for m in messages)
+            and isinstance(usage, dict) and isinstance(turns, int) and turns > 0
+            and isinstance(record.get("fingerprint"), str)):
+        return None
+    if not (is_final_answer(messages[-1]) or messages[-1].get("role") == "tool"):
+        return None  # not a point a rollout can go on from
+    carried = Usage()
+    for name in USAGE_FIELDS:
+        value = usage.get(name, 0)
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or (value < 0 and name != "cache_savings")):  # savings are negative when writes cost more
+            return None
+        setattr(carried, name, type(getattr(carried, name))(value))
+    finish_reason = record.get("finish_reason")
+    return SavedTurns(messages, carried, turns, finish_reason if isinstance(finish_reason, str) else None,
+                      record["fingerprint"])
+
+
 class FailedFile(LineFile):
     """<output>.failed.jsonl: the rollouts that did not finish, one line each, with the reason.
 
@@ -4231,6 +4395,7 @@ class Destination(enum.Enum):
     WRITTEN = "written"
     REJECTED = "rejected"
     FAILED = "failed"
+    PAUSED = "paused"  # stopped by the run between turns: its turns are saved, and go on next run
     PENDING = "pending"
 
 
@@ -4253,7 +4418,8 @@ class Run:
         self.stopping = asyncio.Event()  # the one stop signal, under this name all the way down
         self.room = asyncio.Event()  # set when a rollout ends (or the run stops): the feeder may start one
         self.cache = cache_plan(cfg.requests, cfg.teacher.base_url)
-        self.runner = RolloutRunner(cfg.requests, self.cache, self.client, toolbox, self.stopping)
+        self.paused = PausedFile(cfg.files.paused)
+        self.runner = RolloutRunner(cfg.requests, self.cache, self.client, toolbox, self.stopping, self.paused)
         if cfg.gate.max_cost is not None:
             self.client.on_answer = self._check_budget
         self.tasks: set[asyncio.Task] = set()
@@ -4274,6 +4440,7 @@ class Run:
             if self.toolbox is not None:
                 await self.toolbox.aclose()
             raise
+        self.runner.saved = self._saved_turns()
         self.failed.compact(self.plan.finished)
         self._install_signal_handlers()
         self.progress.log(self._plan_line())
@@ -4290,6 +4457,7 @@ class Run:
                 await self.toolbox.aclose()
             self.rejected.close()
             remaining_failed = self.failed.compact(self.plan.finished)
+            self.paused.compact(self.paused.load())
         return self._finish(remaining_failed)
 
     async def _feed_pool(self) -> None:
@@ -4315,12 +4483,19 @@ class Run:
         self.tasks.discard(task)
         self.room.set()
 
+    def _saved_turns(self) -> dict[tuple[str, int, int], SavedTurns]:
+        """The paused file's rollouts that still have to run (the rest settled since), compacted to them."""
+        live = {key: turns for key, turns in self.paused.load().items()
+                if rollout_key(key[0], key[1]) not in self.plan.finished
+                and key[2] > self.plan.tried[rollout_key(key[0], key[1])]}
+        self.paused.compact(live)
+        return live
+
     async def _run_one(self, job: RolloutJob) -> None:
         # With --attempts, one try after another (the point is to pay for as few as needed); a try
         # already rejected in an earlier run counts.
         for attempt in range(self.plan.tried[job.key] + 1, self.gate.attempts + 1):
-            outcome = await self.runner.run(job)
-            outcome.attempt = attempt
+            outcome = await self.runner.run(job, attempt)
             if outcome.ending is Ending.FINISHED and self.scorer is not None:
                 await self._score(outcome)
             if self.settle(outcome) is not Destination.REJECTED or self.stopping.is_set():
@@ -4340,16 +4515,37 @@ class Run:
         if outcome.stop is not None:
             self.stop(outcome.stop.message)
         ending = outcome.ending
+        if ending in (Ending.STOPPED, Ending.NOT_STARTED):
+            return self._pause(outcome)
+        if outcome.saved:  # its fate is decided below: its saved turns are done with
+            self._end_saved(outcome)
         if ending is Ending.FINISHED or (ending is Ending.INCOMPLETE and self.gate.keep_incomplete):
             if outcome.score is not None:
                 self._count_score(outcome)
             if self.below_gate(outcome.score):
                 return self._reject(outcome)
             return self._write(outcome)
-        if ending in (Ending.INCOMPLETE, Ending.FAILED) or (ending is Ending.STOPPED and outcome.paid):
-            self._fail(outcome)
-            return Destination.FAILED
-        return Destination.PENDING
+        self._fail(outcome)  # INCOMPLETE or FAILED: begins again from scratch next run
+        return Destination.FAILED
+
+    def _pause(self, outcome: Outcome) -> Destination:
+        """Stopped by the run (a signal, the cap, a 402, a full disk): its saved turns go on next run. A final
+        answer the run stopped before settling (while it was scored) is saved as it is, to be settled then."""
+        if outcome.turns and is_final_answer(outcome.messages[-1]) and outcome.ending is Ending.STOPPED:
+            try:
+                self.runner.save(outcome)
+            except OutputError:
+                pass  # its earlier turns (if any) are still saved
+        if not outcome.saved:
+            return Destination.PENDING  # nothing saved: it begins again (what a request in flight cost is lost)
+        self.stats.paused += 1
+        return Destination.PAUSED
+
+    def _end_saved(self, outcome: Outcome) -> None:
+        try:
+            self.paused.settled(paused_key(outcome.job, outcome.attempt))
+        except OutputError:
+            pass  # the start of the next run drops it anyway: the rollout is settled in another file
 
     def below_gate(self, score: Score | None) -> bool:
         return score is not None and self.gate.min_reward is not None and score.total < self.gate.min_reward
@@ -4483,8 +4679,9 @@ class Run:
             self.stop(None, now=True)
             return
         self.interrupted = True
-        self.progress.log(f"Stopping: no new rollouts; finishing the {plural(len(self.tasks), 'rollout')} in "
-                          "progress (press Ctrl-C again to quit now).")
+        self.progress.log(f"Stopping: no new requests; the answers in flight are kept, and the "
+                          f"{plural(len(self.tasks), 'rollout')} in progress pause, to go on next run (press Ctrl-C "
+                          "again to quit now).")
         self.stop(None, now=False)
 
     def _finish(self, remaining_failed: int) -> int:
@@ -4504,6 +4701,13 @@ class Run:
         if s.unsaved:
             lines.append(f"Not saved: {plural(s.unsaved, 'finished rollout')} could not be written; "
                          "they run again next time.")
+        if s.paused:
+            lines.append(f"Paused: {plural(s.paused, 'rollout')} stopped between turns; their turns so far are "
+                         f"saved in {files.paused.name}, and the next run goes on from there (no answer is paid "
+                         "twice).")
+        if self.runner.started_over:
+            lines.append(f"Started over: {plural(self.runner.started_over, 'paused rollout')}, since the model, "
+                         "tools, reasoning or --extra-body changed since their turns were saved.")
         if pending:
             lines.append(f"Not done: {pending}. Re-run the same command to "
                          + ("retry the failed ones and " if remaining_failed else "") + "finish.")
