@@ -473,8 +473,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
                       help="send nothing: re-score the output and rejected files with --rewards and "
                       "--min-reward, moving lines between them")
     gate.add_argument("--max-cost", type=positive_float, default=None, metavar="USD",
-                      help="once this run's spend (plus what is in flight) reaches it, start nothing new, "
-                      "finish what runs, and stop; re-running continues")
+                      help="once this run's spend (plus what is in flight) reaches it, send no new request (rollouts "
+                      "pause between turns) and stop; re-running continues them")
 
     tools = parser.add_argument_group("tools")
     tools.add_argument("--tool-timeout", type=positive_float, default=None,
