@@ -3222,7 +3222,7 @@ class RolloutRunner:
         self.requests = requests
         self.base_body = request_body_template(requests, toolbox)
         self.paused = paused  # saves each rollout's turns as they come; None: nothing is saved (tests)
-        self.saved: dict[tuple, SavedTurns] = {}  # turns earlier runs saved, by (prompt id, sample, attempt)
+        self.saved: dict[tuple, tuple[int, int]] = {}  # where earlier runs' turns are, by (prompt id, sample, attempt)
         self.started_over = 0  # saved rollouts whose settings changed since: begun again
 
     def tools_joined(self) -> None:
@@ -3231,7 +3231,8 @@ class RolloutRunner:
 
     async def run(self, job: RolloutJob, attempt: int = 1) -> Outcome:
         outcome = Outcome(job, [dict(m) for m in job.prompt.messages], Usage(), attempt=attempt)
-        saved = self.saved.pop(paused_key(job, attempt), None)
+        place = self.saved.pop(paused_key(job, attempt), None)
+        saved = self.paused.read(place) if place is not None and self.paused is not None else None
         if self.paused is not None:
             outcome.fingerprint = self.fingerprint(job)
         if saved is not None and saved.fingerprint != outcome.fingerprint:
@@ -3960,6 +3961,8 @@ class SavedTurns:
 
 
 class PausedFile(LineFile):
+    dead = 0  # records the last load() found a compaction would drop
+
     """<output>.paused.jsonl: the turns so far of rollouts in progress, so a run that stops (Ctrl-C, a
     signal, the spend cap, a 402, a full disk, a crash, kill -9) loses no answer it paid for: the next
     run continues each from its last saved turn.
@@ -3977,39 +3980,62 @@ class PausedFile(LineFile):
     def settled(self, key: tuple[str, int, int]) -> None:
         self.append({"prompt_id": key[0], "sample": key[1], "attempt": key[2], "settled": True})
 
-    def load(self) -> dict[tuple[str, int, int], SavedTurns]:
-        """The live records, latest per rollout. A torn or hand-broken record is skipped: that rollout
-        continues from an earlier record, or begins again."""
+    def load(self) -> dict[tuple[str, int, int], tuple[int, int]]:
+        """Where each live record is (offset, length), the latest per rollout: only places are held, so
+        100,000 paused rollouts cost a few MB, not their conversations. A torn or hand-broken record is
+        skipped: that rollout goes on from an earlier record, or begins again."""
         self.close()
-        live: dict[tuple[str, int, int], SavedTurns] = {}
-        if not self.path.exists():
-            return live
-        for _, record in LineReader(self.path).records():
+        live: dict[tuple[str, int, int], tuple[int, int]] = {}
+        self.dead = 0  # records a compaction would drop
+        reader, position = LineReader(self.path), None
+        for line in reader.lines():
+            if position is None:
+                position = len(UTF8_BOM) if reader.bom else 0
+            start, position = position, position + len(line) + 1
+            record = parse_line(line)
             key = saved_key(record)
-            if key is None:
+            if key is None or line is reader.unterminated:  # not ours, or torn by a crash
+                self.dead += 1
                 continue
+            self.dead += key in live
             if record.get("settled") is True:
                 live.pop(key, None)
-            elif (turns := saved_turns(record)) is not None:
-                live[key] = turns
+                self.dead += 1
+            else:
+                live[key] = (start, len(line))
         return live
 
-    def compact(self, live: dict[tuple[str, int, int], SavedTurns]) -> None:
-        """Rewrite the file with these records only (none: no file). On a full disk it is left as it is."""
+    def read(self, place: tuple[int, int]) -> SavedTurns | None:
+        """The saved turns at a place load() gave (the file only grows between a load and a read)."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(place[0])
+                record = parse_line(f.read(place[1]))
+        except OSError:
+            return None
+        return saved_turns(record) if record is not None else None
+
+    def compact(self, live: dict[tuple[str, int, int], tuple[int, int]]) -> dict[tuple[str, int, int], tuple[int, int]]:
+        """Rewrite the file with these records only (none: no file), copied as they are; return their new
+        places. Nothing is rewritten when nothing would be dropped. On a full disk it is left as it is."""
         self.close()
         try:
             if not live:
                 if self.path.exists():
                     remove_file(self.path)
-                return
-            with replaced_atomically(self.path) as f:
-                for (prompt_id, sample, attempt), turns in live.items():
-                    f.write(encode_line({"prompt_id": prompt_id, "sample": sample, "attempt": attempt,
-                                         "fingerprint": turns.fingerprint, "turns": turns.turns,
-                                         "finish_reason": turns.finish_reason, "usage": turns.usage.to_json(),
-                                         "messages": turns.messages}))
+                return {}
+            if not self.dead:
+                return live
+            moved, position = {}, 0
+            with open(self.path, "rb") as source, replaced_atomically(self.path) as target:
+                for key, (offset, length) in sorted(live.items(), key=lambda item: item[1][0]):
+                    source.seek(offset)
+                    target.write(source.read(length) + b"\n")
+                    moved[key], position = (position, length), position + length + 1
+            self.dead = 0
+            return moved
         except OSError:
-            pass
+            return live
 
 
 def saved_key(record: Any) -> tuple[str, int, int] | None:
@@ -4457,7 +4483,7 @@ class Run:
                 await self.toolbox.aclose()
             self.rejected.close()
             remaining_failed = self.failed.compact(self.plan.finished)
-            self.paused.compact(self.paused.load())
+            self.paused.compact(self.paused.load())  # (nothing reads the places any more)
         return self._finish(remaining_failed)
 
     async def _feed_pool(self) -> None:
@@ -4483,13 +4509,14 @@ class Run:
         self.tasks.discard(task)
         self.room.set()
 
-    def _saved_turns(self) -> dict[tuple[str, int, int], SavedTurns]:
+    def _saved_turns(self) -> dict[tuple[str, int, int], tuple[int, int]]:
         """The paused file's rollouts that still have to run (the rest settled since), compacted to them."""
-        live = {key: turns for key, turns in self.paused.load().items()
+        loaded = self.paused.load()
+        live = {key: place for key, place in loaded.items()
                 if rollout_key(key[0], key[1]) not in self.plan.finished
                 and key[2] > self.plan.tried[rollout_key(key[0], key[1])]}
-        self.paused.compact(live)
-        return live
+        self.paused.dead += len(loaded) - len(live)
+        return self.paused.compact(live)
 
     async def _run_one(self, job: RolloutJob) -> None:
         # With --attempts, one try after another (the point is to pay for as few as needed); a try
