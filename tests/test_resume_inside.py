@@ -182,3 +182,42 @@ def test_a_full_disk_pauses_rollouts_and_the_run_after_freeing_space_goes_on(wor
     assert sorted(r["messages"][0]["content"] for r in result.records()) == sorted(prompts)
     assert answers(teacher) <= len(prompts) * (TURNS + 1) + 4
     same_requests_for_the_same_turn(teacher)
+
+
+SLOW_REWARDS = '''
+import os, time
+from rnow.core import RewardArgs, get_response, reward
+
+@reward
+def finished(args: RewardArgs, messages: list) -> float:
+    """Slow while the file `slow` exists (the run is stopped meanwhile); says it began in `scoring`."""
+    open("scoring", "w").close()
+    while os.path.exists("slow"):
+        time.sleep(0.05)
+    return 1.0
+'''
+
+
+def test_a_final_answer_stopped_while_it_was_scored_settles_next_run_without_a_request(workdir, turns_teacher):
+    teacher = turns_teacher
+    (workdir / "rewards.py").write_text(SLOW_REWARDS)
+    (workdir / "slow").write_text("")
+    write_prompts(workdir, ["question 0"])
+    process = start_script(workdir, *args(teacher, "--rewards", "rewards.py"))
+    wait_for(lambda: (workdir / "scoring").exists(), what="the final answer being scored")
+    process.send_signal(signal.SIGINT)  # the first stops new requests; the reward still runs...
+    seen = ""
+    while "Stopping" not in seen:  # (read as it is printed: a second signal sent sooner would merge into it)
+        seen += process.stderr.readline()
+    process.send_signal(signal.SIGINT)  # ...the second stops at once
+    _, err = process.communicate(timeout=60)
+    err = seen + err
+    assert process.returncode == 130 and "Paused: 1 rollout" in err
+    saved = read_jsonl(workdir / "train.paused.jsonl")
+    assert saved[-1]["messages"][-1]["role"] == "assistant", (len(saved), [r.get("turns") for r in saved], err)
+    (workdir / "slow").unlink()
+    before = answers(teacher)
+    result = run_script(workdir, *args(teacher, "--rewards", "rewards.py"))
+    assert result.code == 0, result.err
+    assert answers(teacher) == before == TURNS  # settled from its saved final answer, no request
+    assert result.records()[0]["metadata"]["reward"] == 1.0
