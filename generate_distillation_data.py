@@ -3300,7 +3300,9 @@ class RolloutRunner:
                 self.save(o)  # the answer and all its tool results, together
                 continue
             return self._ended(o, message, turn)
-        raise AssertionError("unreachable")
+        # Only a resumed rollout gets here: saved with as many turns as --max-turns now allows
+        return o.end(Ending.INCOMPLETE, "incomplete: max turns",
+                     f"incomplete: its {o.turns} saved turns reach --max-turns {self.max_turns}")
 
     def save(self, o: Outcome) -> None:
         """Make the rollout's turns so far durable (after an answer and its tool results, or a final answer

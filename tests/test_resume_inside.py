@@ -221,3 +221,16 @@ def test_a_final_answer_stopped_while_it_was_scored_settles_next_run_without_a_r
     assert result.code == 0, result.err
     assert answers(teacher) == before == TURNS  # settled from its saved final answer, no request
     assert result.records()[0]["metadata"]["reward"] == 1.0
+
+
+def test_a_paused_rollout_resumed_with_fewer_max_turns_ends_incomplete_not_as_a_bug(workdir, turns_teacher):
+    teacher = turns_teacher
+    write_prompts(workdir, ["question 0"])
+    process = start_script(workdir, *args(teacher))
+    wait_for(lambda: answers(teacher) >= 4, what="some turns")
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
+    saved = read_jsonl(workdir / "train.paused.jsonl")[-1]["turns"]
+    result = run_script(workdir, *args(teacher, "--max-turns", str(saved)))
+    assert result.code == 1 and "internal error" not in result.err
+    assert "saved turns reach --max-turns" in read_jsonl(workdir / "train.failed.jsonl")[0]["reason"]
