@@ -263,7 +263,11 @@ class SignInFirst:
             def log_message(self, *args):
                 pass
 
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        class Quiet(socketserver.ThreadingTCPServer):
+            def handle_error(self, request, client_address):
+                pass  # a client that hangs up early is no news here
+
+        self.server = Quiet(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/mcp?token=SECRET123"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
