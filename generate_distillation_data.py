@@ -622,9 +622,8 @@ class SettingSources:
             return flag_value
         if key in self.rollout:
             value, path = self.rollout[key]
-            try:
-                converted = convert(str(value) if isinstance(value, (int, float)) and convert in (positive_int,
-                                                                                            positive_float) else value)
+            try:  # YAML scalars as the flags' text (a number, a bool), so one rule checks both
+                converted = convert(value if isinstance(value, (str, list)) else str(value))
             except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
                 raise UsageError(f"{path}: rollout.{key}: {e}") from None
             self.sources[key] = f"{path}"
@@ -1477,13 +1476,10 @@ class McpSpec:
 
 
 def secret_free_url(url: str) -> str:
-    parts = urlparse(url)
-    netloc = parts.netloc
-    if parts.password:
-        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
-    query = "&".join(f"{pair.split('=', 1)[0]}=***" if "=" in pair else pair
-                     for pair in parts.query.split("&")) if parts.query else ""
-    return parts._replace(netloc=netloc, query=query).geturl()
+    """display_url's (no password), with the query's values as *** too."""
+    parts = urlparse(display_url(url))
+    query = "&".join(f"{pair.split('=', 1)[0]}=***" if "=" in pair else pair for pair in parts.query.split("&"))
+    return parts._replace(query=query).geturl() if parts.query else parts.geturl()
 
 
 def mcp_tool_name(server_index: int, servers: int, name: str) -> str:
@@ -1507,10 +1503,9 @@ class McpServer:
         client = await self._connected()
         tools, cursor = [], None
         while True:
-            page = await asyncio.wait_for(client.list_tools(cursor=cursor) if cursor else client.list_tools(),
-                                          self.connect_timeout)
+            page = await asyncio.wait_for(client.list_tools(cursor=cursor), self.connect_timeout)
             tools += page.tools
-            cursor = getattr(page, "next_cursor", None) or getattr(page, "nextCursor", None)
+            cursor = page.next_cursor
             if not cursor:
                 return tools
 
@@ -1565,8 +1560,7 @@ class McpServer:
         # The server gets our environment (its own keys live there), but never the teacher's key. The SDK
         # starts it in a session of its own, so a Ctrl-C in the terminal reaches the run, not the server.
         env = {k: v for k, v in os.environ.items() if k != "OPENROUTER_API_KEY"}
-        return functools.partial(stdio_client, StdioServerParameters(command=command[0], args=command[1:], env=env),
-                                 errlog=errlog)()
+        return stdio_client(StdioServerParameters(command=command[0], args=command[1:], env=env), errlog=errlog)
 
     def _drop(self) -> None:
         self._closing.set()
@@ -1628,9 +1622,9 @@ async def open_mcp_servers(specs: list[McpSpec], errlog: Path, taken_names: set[
                                      "Give it a key in the URL or the environment instead.") from None
                 raise UsageError(f"MCP server {spec.shown} cannot be reached: {secret_free_text(text, spec)}. "
                                  "Start it (or check the URL or command), then re-run.") from None
+            where = f"MCP server {spec.shown}"
             for listed_tool in listed:
                 name = mcp_tool_name(index, len(specs), listed_tool.name)
-                where = f"MCP server {spec.shown}"
                 if name in taken_names:
                     raise UsageError(f"{where}: tool {name!r} has the same name as a tool in tools.py. Rename one "
                                      "of them; the student must call each tool by one name.")
@@ -2448,13 +2442,11 @@ class TeacherClient:
                     await response.aclose()  # back to the pool, or closed if the body was cut
                 return Answer(response.status_code, response.headers, body, progress.usage_lost)
         except StreamStalled:
-            self.stats.cost_unknown += 1
             raise RetryableError("stalled", f"the streamed answer sent no data for {self.settings.stall_timeout:g} s "
                                  "(--stall-timeout)") from None
         except TimeoutError:
             raise RetryableError("timeout", f"no complete answer within {self.settings.timeout:g} s (--timeout)") from None
         except StreamCut as e:
-            self.stats.cost_unknown += 1
             raise RetryableError("stream cut", f"the streamed answer was cut ({e})") from None
         except AnswerTooLarge as e:
             raise PromptFailed("answer too large", str(e)) from None
@@ -2465,8 +2457,6 @@ class TeacherClient:
             original = e.__cause__ if isinstance(e, httpx.TransportError) and e.__cause__ else e
             if progress.reused and not progress.answered and isinstance(original, STALE_CONNECTION_ERRORS):
                 raise StaleConnection() from None
-            if progress.streaming:  # cut after the answer began: what it cost is unknown
-                self.stats.cost_unknown += 1
             if isinstance(original, (TimeoutError, httpx.TimeoutException)):
                 raise RetryableError("timeout", f"no answer in time ({type(original).__name__})") from None
             self._check_tls(original)
@@ -2481,27 +2471,30 @@ class TeacherClient:
         had, so everything after this reads one shape. A stall timer restarts with every data event (not
         with comments, which keep only the connection alive); the total deadline still holds."""
         stream, events = AnswerStream(), SseParser()
-        REQUEST_PROGRESS.get().streaming = True
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self.settings.stall_timeout) as stall:
-                async for chunk in self._decoded_chunks(response, encoding):
-                    for data in events.feed(chunk):
-                        stall.reschedule(loop.time() + self.settings.stall_timeout)
-                        stream.add(data)
-                        if not stream.failed and (slot := CURRENT_SLOT.get()) is not None:
-                            self.limiter.admit(slot)  # the teacher is answering: it took the request
-        except TimeoutError:
-            if stall.expired():
-                raise StreamStalled() from None
+            try:
+                async with asyncio.timeout(self.settings.stall_timeout) as stall:
+                    async for chunk in self._decoded_chunks(response, encoding):
+                        for data in events.feed(chunk):
+                            stall.reschedule(loop.time() + self.settings.stall_timeout)
+                            stream.add(data)
+                            if not stream.failed and (slot := CURRENT_SLOT.get()) is not None:
+                                self.limiter.admit(slot)  # the teacher is answering: it took the request
+            except TimeoutError:
+                if stall.expired():
+                    raise StreamStalled() from None
+                raise
+            usage_lost = stream.finished and not stream.usage_seen and not stream.failed  # else whole
+            if not (usage_lost or stream.done or stream.failed):
+                raise StreamCut("it ended before the answer was complete")
+        except (StreamStalled, StreamCut, httpx.TransportError, aiohttp.ClientError, OSError):
+            self.stats.cost_unknown += 1  # the answer began, and was paid for; its usage never came
             raise
-        if stream.finished and not stream.usage_seen and not stream.failed:
+        if usage_lost:
             self.stats.cost_unknown += 1  # the answer is whole; only its usage event was lost
             REQUEST_PROGRESS.get().usage_lost = True
-            return stream.body()
-        if stream.done or stream.failed:
-            return stream.body()
-        raise StreamCut("it ended before the answer was complete")
+        return stream.body()
 
     async def _decoded_chunks(self, response: httpx.Response, encoding: str) -> AsyncIterator[bytes]:
         """The body's bytes as they come, decoded, never more than the cap in all."""
@@ -2711,11 +2704,10 @@ NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST
 @dataclass
 class RequestProgress:
     """What has happened so far to the request being sent: whether it went out on a kept-alive connection,
-    got an answer head, began a streamed answer, and lost that answer's usage event."""
+    got an answer head, and (streamed) lost its usage event."""
 
     reused: bool = False
     answered: bool = False
-    streaming: bool = False
     usage_lost: bool = False  # a whole streamed answer whose usage event never came (counted as cost unknown)
 
 
@@ -3224,17 +3216,21 @@ class RolloutRunner:
         self.paused = paused  # saves each rollout's turns as they come; None: nothing is saved (tests)
         self.saved: dict[tuple, tuple[int, int]] = {}  # where earlier runs' turns are, by (prompt id, sample, attempt)
         self.started_over = 0  # saved rollouts whose settings changed since: begun again
+        # A rollout's body (but its messages) and fingerprint, by its prompt's own tools list (None: all):
+        # made once per list, not serialized and hashed again for every rollout
+        self._bodies: dict[tuple[str, ...] | None, tuple[dict, str]] = {}
 
     def tools_joined(self) -> None:
         """The MCP servers' tools joined the box (at the run's start): requests carry them from now on."""
         self.base_body = request_body_template(self.requests, self.toolbox)
+        self._bodies.clear()
 
     async def run(self, job: RolloutJob, attempt: int = 1) -> Outcome:
         outcome = Outcome(job, [dict(m) for m in job.prompt.messages], Usage(), attempt=attempt)
         place = self.saved.pop(paused_key(job, attempt), None)
         saved = self.paused.read(place) if place is not None and self.paused is not None else None
         if self.paused is not None:
-            outcome.fingerprint = self.fingerprint(job)
+            outcome.fingerprint = self.body_for(job)[1]
         if saved is not None and saved.fingerprint != outcome.fingerprint:
             self.started_over += 1  # what its turns were made with changed: they cannot go on
             saved = None
@@ -3264,23 +3260,24 @@ class RolloutRunner:
             return outcome.end(Ending.FAILED, "internal error", f"internal error: {type(e).__name__}: {e} "
                                f"({Path(where.filename).name}:{where.lineno}); please report it")
 
-    def body_for(self, job: RolloutJob) -> dict:
-        """What every request of this rollout carries besides its messages."""
+    def body_for(self, job: RolloutJob) -> tuple[dict, str]:
+        """What every request of this rollout carries besides its messages, and its fingerprint: what makes
+        saved turns valid to continue (model, tools, MCP and per-prompt ones included, reasoning, extra
+        body; the system prompt is in the prompt id). Whether it is streamed does not count."""
+        if (made := self._bodies.get(job.prompt.tools)) is not None:
+            return made
         body = dict(self.base_body)
         if job.prompt.tools is not None:  # the prompt's own list: only those tools' schemas
             body["tools"] = [t for t in body.get("tools", ()) if t["function"]["name"] in job.prompt.tools]
             if not body["tools"]:
                 del body["tools"]  # an empty list is refused by the API; no tools at all
-        return body
-
-    def fingerprint(self, job: RolloutJob) -> str:
-        """What makes saved turns valid to continue: model, tools (MCP and per-prompt included), reasoning,
-        extra body (the system prompt is in the prompt id). How it is sent (streamed or not) does not count."""
-        body = {k: v for k, v in self.body_for(job).items() if k not in ("stream", "stream_options")}
-        return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+        kept = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        fingerprint = hashlib.sha256(orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+        self._bodies[job.prompt.tools] = body, fingerprint
+        return body, fingerprint
 
     async def _converse(self, o: Outcome) -> Outcome:
-        base = self.body_for(o.job)
+        base = self.body_for(o.job)[0]
         for turn in range(o.turns + 1, self.max_turns + 1):
             # No request starts once the run is stopping: a rollout pauses between its turns.
             body = {**base, "messages": self.cache.mark(o.messages)}
@@ -3308,7 +3305,7 @@ class RolloutRunner:
         """Make the rollout's turns so far durable (after an answer and its tool results, or a final answer
         the run stopped before it could settle). A single-turn rollout is never saved: nothing to pay twice."""
         if self.paused is not None:
-            self.paused.save(paused_key(o.job, o.attempt), o.fingerprint or self.fingerprint(o.job), o)
+            self.paused.save(paused_key(o.job, o.attempt), o.fingerprint or self.body_for(o.job)[1], o)
             o.saved = True
 
     @staticmethod
@@ -3963,8 +3960,6 @@ class SavedTurns:
 
 
 class PausedFile(LineFile):
-    dead = 0  # records the last load() found a compaction would drop
-
     """<output>.paused.jsonl: the turns so far of rollouts in progress, so a run that stops (Ctrl-C, a
     signal, the spend cap, a 402, a full disk, a crash, kill -9) loses no answer it paid for: the next
     run continues each from its last saved turn.
@@ -3973,6 +3968,9 @@ class PausedFile(LineFile):
     holding the messages exactly as sent back to the teacher (encrypted reasoning included: this file is
     not the dataset); a later record of the same rollout replaces it, and a settled one is ended by a
     record saying so. The file is compacted at the start and end of a run to the live records."""
+
+    dead = 0  # records the last load() found that a compaction drops
+    loaded = 0  # live records the last load() found
 
     def save(self, key: tuple[str, int, int], fingerprint: str, outcome: Outcome) -> None:
         self.append({"prompt_id": key[0], "sample": key[1], "attempt": key[2], "fingerprint": fingerprint,
@@ -4005,6 +4003,7 @@ class PausedFile(LineFile):
                 self.dead += 1
             else:
                 live[key] = (start, len(line))
+        self.loaded = len(live)
         return live
 
     def read(self, place: tuple[int, int]) -> SavedTurns | None:
@@ -4018,15 +4017,16 @@ class PausedFile(LineFile):
         return saved_turns(record) if record is not None else None
 
     def compact(self, live: dict[tuple[str, int, int], tuple[int, int]]) -> dict[tuple[str, int, int], tuple[int, int]]:
-        """Rewrite the file with these records only (none: no file), copied as they are; return their new
-        places. Nothing is rewritten when nothing would be dropped. On a full disk it is left as it is."""
+        """Rewrite the file with these of the records load() found only (none: no file), copied as they are;
+        return their new places. Nothing is rewritten when nothing would be dropped. On a full disk it is
+        left as it is."""
         self.close()
         try:
             if not live:
                 if self.path.exists():
                     remove_file(self.path)
                 return {}
-            if not self.dead:
+            if not self.dead and len(live) == self.loaded:
                 return live
             moved, position = {}, 0
             with open(self.path, "rb") as source, replaced_atomically(self.path) as target:
@@ -4513,11 +4513,9 @@ class Run:
 
     def _saved_turns(self) -> dict[tuple[str, int, int], tuple[int, int]]:
         """The paused file's rollouts that still have to run (the rest settled since), compacted to them."""
-        loaded = self.paused.load()
-        live = {key: place for key, place in loaded.items()
+        live = {key: place for key, place in self.paused.load().items()
                 if rollout_key(key[0], key[1]) not in self.plan.finished
                 and key[2] > self.plan.tried[rollout_key(key[0], key[1])]}
-        self.paused.dead += len(loaded) - len(live)
         return self.paused.compact(live)
 
     async def _run_one(self, job: RolloutJob) -> None:
@@ -4795,7 +4793,7 @@ def print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Output
     print("Settings: " + "; ".join(f"{key} {value} ({cfg.sources.get(key, 'default')})" for key, value in shown.items()),
           file=sys.stderr)
     print(f"Cost: {cfg.requests.model}'s price is not known before its first answers; the bar projects the whole run's "
-          "cost from the first finished rollouts" + (f", and --max-cost {cfg.gate.max_cost:g} stops new rollouts at "
+          "cost from the first finished rollouts" + (f", and --max-cost {cfg.gate.max_cost:g} stops new requests at "
           "that spend (teachers that report no cost, e.g. a local vLLM, cannot be capped)"
           if cfg.gate.max_cost else "") + ".", file=sys.stderr)
     set_aside = [b for b in scan.bad if b.quarantine]
