@@ -44,6 +44,7 @@ def fail(reason: str = "broken on purpose") -> str:
 
 @server.tool(name=f"{prefix}hang", description="Never answers.")
 def hang() -> str:
+    open("mcp-hang-started", "w").close()  # in the run's directory: a test knows the call arrived
     time.sleep(3600)
     return "never"
 

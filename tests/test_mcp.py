@@ -4,25 +4,18 @@ streamable HTTP on loopback; the generator run as a subprocess, as users run it.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, read_jsonl, run_script, write_prompts
+from conftest import ROOT, read_jsonl, run_script, wait_for, write_prompts
 from fake_teacher import FakeTeacher, answer, call_tools
+from real_path import free_port, listening
 
 pytestmark = pytest.mark.xdist_group("mcp")
 SERVER = ROOT / "tests" / "mcp_server.py"
 STDIO = f"{sys.executable} {SERVER} stdio"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class HttpServer:
@@ -39,14 +32,8 @@ class HttpServer:
     def start(self) -> "HttpServer":
         self.process = subprocess.Popen([sys.executable, str(SERVER), "http", str(self.port)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("the MCP server did not start")
+        wait_for(lambda: listening(self.port), what="the MCP server to listen")
+        return self
 
     def stop(self) -> None:
         if self.process is not None:
@@ -57,13 +44,6 @@ class HttpServer:
 @pytest.fixture
 def http_server():
     server = HttpServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def teacher():
-    server = FakeTeacher().start()
     yield server
     server.stop()
 
@@ -188,8 +168,7 @@ def test_ctrl_c_with_a_stdio_server_running_stops_the_run_and_the_server(workdir
     teacher.script("hang", call_tools(("hang", {})), answer("never"))
     write_prompts(workdir, ["hang"])
     process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--mcp", STDIO)
-    wait_for(lambda: len(teacher.requests) >= 1, what="the first request")
-    time.sleep(0.5)  # the tool call is on its way to the server
+    wait_for(lambda: (workdir / "mcp-hang-started").exists(), what="the tool call to reach the server")
     servers = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
     process.send_signal(signal.SIGINT)  # as Ctrl-C would, to the run (the server has a session of its own)
     process.communicate(timeout=60)

@@ -20,6 +20,7 @@ import time
 import pytest
 from conftest import SCRIPT, Result, count_lines, launch, read_jsonl, run_script, subprocess_env, write_prompts
 from fake_teacher import Reply, answer, call_tools, completion, drop, gzip_bomb, slow, status
+from real_path import free_port
 
 import generate_distillation_data as gdd
 
@@ -285,12 +286,6 @@ def test_a_password_in_the_base_url_is_never_printed(workdir, teacher):
     stopped = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", dead, "-c", "1",
                          "--retries", "0", "--backoff", "0.01")
     assert stopped.code == 1 and "cannot reach" in stopped.err and "HUNTER2SECRET" not in stopped.err
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ==================================================================================================
