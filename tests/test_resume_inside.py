@@ -163,7 +163,6 @@ def test_a_hand_broken_paused_file_is_read_around(workdir, turns_teacher, line):
 
 
 def test_a_full_disk_pauses_rollouts_and_the_run_after_freeing_space_goes_on(workdir, turns_teacher):
-    import resource
     import subprocess
     import sys
 
@@ -172,9 +171,9 @@ def test_a_full_disk_pauses_rollouts_and_the_run_after_freeing_space_goes_on(wor
     teacher = turns_teacher
     prompts = [f"question {i}" for i in range(6)]
     write_prompts(workdir, prompts)
-    full = subprocess.run([sys.executable, str(SCRIPT), *args(teacher)], cwd=workdir, env=subprocess_env(),
-                          capture_output=True, text=True, timeout=60,
-                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (12_000, 12_000)))
+    # prlimit, not preexec_fn: a fork that runs Python code while the teacher's thread runs can deadlock
+    full = subprocess.run(["prlimit", "--fsize=12000:12000", sys.executable, str(SCRIPT), *args(teacher)],
+                          cwd=workdir, env=subprocess_env(), capture_output=True, text=True, timeout=60)
     assert full.returncode == 1 and "File too large" in full.stderr and "Traceback" not in full.stderr
     assert not read_jsonl(workdir / "train.failed.jsonl")  # stopped rollouts pause; none failed
     result = run_script(workdir, *args(teacher))
