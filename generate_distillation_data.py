@@ -174,6 +174,10 @@ class RequestSettings:
     cache: str = "auto"  # prompt caching: auto, on, off
     cache_ttl: str | None = None  # "5m" or "1h"; None: the provider's default (5 minutes)
     stream: bool = True  # ask for server-sent events: a long answer is never a silent connection
+    # OpenRouter cuts the middle out of a prompt too long for the model (its context-compression plugin, on
+    # by default for models of 8k context or less): the teacher would answer a conversation other than the
+    # one the dataset holds. Asked off, so such a rollout fails with that reason instead.
+    no_compression: bool = False
 
 
 @dataclass(frozen=True)
@@ -563,7 +567,8 @@ def parse_config(argv: list[str] | None) -> Config:
         requests=RequestSettings(model=args.model, max_tokens=args.max_tokens, max_turns=max_turns,
                                  temperature=args.temperature, reasoning=reasoning,
                                  extra_body=parse_extra_body(args.extra_body), cache=args.cache,
-                                 cache_ttl=args.cache_ttl, stream=not args.no_stream),
+                                 cache_ttl=args.cache_ttl, stream=not args.no_stream,
+                                 no_compression=is_openrouter(base_url)),
         tools=ToolSettings(file=tools_path, timeout=tool_timeout, concurrency=args.tool_concurrency,
                            max_chars=max_tool_chars, mcp=tuple(McpSpec(str(u)) for u in mcp_urls)),
         gate=GateSettings(rewards=args.rewards, reward_timeout=reward_timeout, min_reward=args.min_reward,
@@ -699,6 +704,12 @@ def parse_extra_body(text: str | None) -> dict:
         raise UsageError(f"{where}: must be a JSON object such as {{\"provider\": {{\"sort\": \"throughput\"}}}}")
     if "messages" in body:
         raise UsageError(f"{where}: must not set \"messages\"; they come from the prompts file")
+    for name in ("n", "best_of"):  # several choices in one answer: a rollout follows one conversation
+        if name in body and body[name] != 1:
+            raise UsageError(f"{where}: \"{name}\": {str(body[name])[:40]} asks for several answers to one request, "
+                             f"but a rollout follows one conversation. For several samples per prompt, use "
+                             f"--samples {body[name] if type(body[name]) is int and body[name] > 1 else 'N'} "
+                             f"instead (each is its own rollout, resumed and scored on its own).")
     return body
 
 
@@ -1996,6 +2007,11 @@ class AdaptiveLimiter:
         self.limit_cut_at = self.clock()
         self.pace_bound_at = -math.inf  # when the pace last held a request back
         self._taken: collections.deque[tuple[float, int]] = collections.deque()  # (when, level) taken lately
+        # The teacher's own count of requests left in its window (x-ratelimit-remaining-requests), when it
+        # sends one: requests wait for the window's end instead of being refused (tell_budget).
+        self.budget_left: int | None = None  # as of the last answer, less the requests sent since
+        self.budget_ends = 0.0  # self.clock() when the window that budget counts in ends
+        self.budget_limit: int | None = None  # requests a window (x-ratelimit-limit-requests)
         self._waiters: list[tuple[int, int, asyncio.Future]] = []
         self._order = itertools.count()
         self._wake_timer: asyncio.TimerHandle | None = None
@@ -2034,6 +2050,15 @@ class AdaptiveLimiter:
     def pause_until(self, deadline: float) -> None:
         """Hold every request until then (the teacher said when its window reopens)."""
         self.paused_until = max(self.paused_until, deadline)
+
+    def tell_budget(self, left: int, limit: int | None, ends_in: float) -> None:
+        """The teacher's answer said how many requests its window has left, and (ends_in) when that window
+        ends: once that many have been sent, requests wait for the window's end rather than be refused.
+        Counted from the answer that came last; requests in flight when it was counted were counted in it
+        (gateways count a request as it comes: LiteLLM's usage-based routing, OpenAI)."""
+        self.budget_left, self.budget_limit = left, limit
+        self.budget_ends = self.clock() + ends_in
+        self._wake()
 
     # -- learning -----------------------------------------------------------------------------------
 
@@ -2142,6 +2167,11 @@ class AdaptiveLimiter:
         if self.pace is not None and now < self.next_send:
             self.pace_bound_at = now
             return False
+        if self.budget_left is not None and self.budget_left <= 0:
+            if now < self.budget_ends:
+                return False
+            # a new window: as many as the last one allowed, until an answer says how many are left
+            self.budget_left = self.budget_limit
         return True
 
     def _start(self) -> Slot:
@@ -2151,6 +2181,8 @@ class AdaptiveLimiter:
             # and an idle spell does not save up a burst.
             self.next_send = max(self.next_send, now - 1 / self.pace) + 1 / self.pace
         self.in_flight += 1
+        if self.budget_left is not None:
+            self.budget_left -= 1
         return Slot(self.wave, self.in_flight, now)
 
     def _wake(self) -> None:
@@ -2159,7 +2191,8 @@ class AdaptiveLimiter:
             if not future.cancelled():
                 future.set_result(self._start())
         if self._waiters and self._wake_timer is None and self.in_flight < int(self.limit):
-            wake_at = max(self.paused_until, self.next_send if self.pace is not None else 0.0)
+            wake_at = max(self.paused_until, self.next_send if self.pace is not None else 0.0,
+                          self.budget_ends if self.budget_left is not None and self.budget_left <= 0 else 0.0)
             if wake_at > self.clock():
                 loop = asyncio.get_running_loop()
                 self._wake_timer = loop.call_at(loop.time() + wake_at - self.clock(), self._on_timer)
@@ -2351,7 +2384,7 @@ class TeacherClient:
                 return await self._complete(body, priority, spend, None)
             # Assistant messages go back as the API gave them, `reasoning_content` included; a server that
             # refuses that field in requests (400 naming it) gets messages without it from now on.
-            if not (e.status == 400 and "reasoning_content" in e.detail and carries_reasoning_content(body)):
+            if not (e.status in (400, 422) and "reasoning_content" in e.detail and carries_reasoning_content(body)):
                 raise
             if not self.drop_reasoning_content:
                 self.drop_reasoning_content = True
@@ -2469,29 +2502,45 @@ class TeacherClient:
     async def _read_events(self, response: httpx.Response, encoding: str) -> bytes:
         """A streamed answer (server-sent events), assembled into the body an unstreamed answer would have
         had, so everything after this reads one shape. A stall timer restarts with every data event (not
-        with comments, which keep only the connection alive); the total deadline still holds."""
+        with comments, which keep only the connection alive); the total deadline still holds. Once the
+        answer is whole (AnswerStream.whole), the wait shrinks to USAGE_WAIT for its usage event, then to
+        END_WAIT for the stream's end: a server that never sends [DONE], or holds the connection open
+        after it, costs seconds, and the answer is kept."""
         stream, events = AnswerStream(), SseParser()
         loop = asyncio.get_running_loop()
+        slot = CURRENT_SLOT.get()
         try:
             try:
-                async with asyncio.timeout(self.settings.stall_timeout) as stall:
+                async with asyncio.timeout(self.settings.stall_timeout) as deadline:
                     async for chunk in self._decoded_chunks(response, encoding):
+                        added = False
                         for data in events.feed(chunk):
-                            stall.reschedule(loop.time() + self.settings.stall_timeout)
                             stream.add(data)
-                            if not stream.failed and (slot := CURRENT_SLOT.get()) is not None:
-                                self.limiter.admit(slot)  # the teacher is answering: it took the request
+                            added = True
+                        if not added:
+                            continue
+                        if slot is not None and not slot.admitted and not stream.failed:
+                            self.limiter.admit(slot)  # the teacher is answering: it took the request
+                        if stream.failed or stream.done and not stream.whole:
+                            break  # nothing after an error event or a [DONE] can make the answer whole
+                        wait = (self.settings.stall_timeout if not stream.whole else
+                                END_WAIT if stream.done or stream.usage_seen else USAGE_WAIT)
+                        deadline.reschedule(loop.time() + wait)
             except TimeoutError:
-                if stall.expired():
+                if not deadline.expired():
+                    raise
+                if not stream.whole:
                     raise StreamStalled() from None
-                raise
-            usage_lost = stream.finished and not stream.usage_seen and not stream.failed  # else whole
-            if not (usage_lost or stream.done or stream.failed):
-                raise StreamCut("it ended before the answer was complete")
+            except (httpx.TransportError, aiohttp.ClientError, OSError, MalformedAnswer):
+                if not stream.whole:
+                    raise  # else the connection broke, or sent garbage, after the answer was whole: kept
+            if not (stream.whole or stream.failed):
+                raise StreamCut("[DONE] came before the answer's finish_reason" if stream.done else
+                                "it ended before the answer was complete")
         except (StreamStalled, StreamCut, httpx.TransportError, aiohttp.ClientError, OSError):
             self.stats.cost_unknown += 1  # the answer began, and was paid for; its usage never came
             raise
-        if usage_lost:
+        if stream.whole and not stream.usage_seen:
             self.stats.cost_unknown += 1  # the answer is whole; only its usage event was lost
             REQUEST_PROGRESS.get().usage_lost = True
         return stream.body()
@@ -2539,6 +2588,8 @@ class TeacherClient:
     def _read(self, answer: Answer, spend: Usage) -> Completion:
         """Turn an answer into a Completion, or raise. Every field of it is checked."""
         status = answer.status
+        if (budget := request_budget(answer.headers)) is not None:
+            self.limiter.tell_budget(*budget)
         data = decode_answer(answer.body)
         if status == 200 and isinstance(data, dict):
             usage = data.get("usage")
@@ -2582,27 +2633,58 @@ class TeacherClient:
         if status == 400 and b"plain HTTP request was sent to HTTPS port" in answer.body:  # nginx's words
             raise RunStopped("not TLS", f"{self.display_url} is served over https, but the request was plain "
                              "http. Use an https:// --base-url (or OPENROUTER_BASE_URL), then re-run the same command.")
+        availability = field_of(error, "availability")
+        if isinstance(availability, dict):
+            self._raise_for_availability(status, availability, detail, answer)
+        wait = retry_after_seconds(answer.headers)
+        says_when = "retry-after" in answer.headers and wait is not None  # transient, whatever the status
         if status == 401:
             raise RunStopped("key rejected", f"the API key was rejected (401: {detail}). Check OPENROUTER_API_KEY "
                              "in your environment or .env, then re-run the same command to continue.")
-        if status == 402:
+        if status == 402 and not says_when:
             raise RunStopped("out of credits", f"out of credits (402: {detail}). Add credits "
                              "(https://openrouter.ai/settings/credits), then re-run the same command; "
                              "finished samples are kept.")
-        if status == 403 and not is_moderation_error(error):
+        if status == 403 and not is_moderation_error(error) and not says_when:
             raise RunStopped("access denied", f"access denied (403: {detail}). Check the key's permissions and "
                              "limits, then re-run the same command to continue.")
-        if status in RETRYABLE_STATUS or status >= 500:
-            wait = retry_after_seconds(answer.headers)
-            if status == 429 and wait is not None and wait > LONG_WAIT:
-                raise RunStopped("rate limit for hours", f"the teacher's rate limit resets in "
-                                 f"{human_duration(wait)} (429: {detail}), a daily or monthly cap such as a free "
-                                 "model's. Re-run the same command after that, or with a model or key without "
-                                 "that cap (--model); finished samples are kept.")
-            raise RetryableError(f"HTTP {status}", f"HTTP {status}: {detail}",
-                                 None if wait is None else min(wait, LONG_WAIT), status == 429,
-                                 wait_holds_everyone(status, wait, answer.headers))
+        if status in RETRYABLE_STATUS or status >= 500 or says_when:
+            self._raise_retryable(status, wait, detail, answer.headers)
         raise PromptFailed(f"HTTP {status}", f"HTTP {status}: {detail}", status=status)
+
+    def _raise_retryable(self, status: int, wait: float | None, detail: str, headers: httpx.Headers,
+                         kind: str | None = None) -> None:
+        kind = kind or f"HTTP {status}"
+        if wait is not None and wait > LONG_WAIT:
+            raise RunStopped("rate limit for hours" if status == 429 else "teacher away for hours",
+                             f"the teacher's {'rate limit resets' if status == 429 else 'answer asks to wait'} in "
+                             f"{human_duration(wait)} ({status}: {detail}), a daily or monthly cap such as a free "
+                             "model's. Re-run the same command after that, or with a model "
+                             "or key without that cap (--model); finished samples are kept.")
+        raise RetryableError(kind, f"HTTP {status}: {detail}", wait, status == 429,
+                             wait_holds_everyone(status, wait, headers))
+
+    def _raise_for_availability(self, status: int, availability: dict, detail: str, answer: Answer) -> None:
+        """OpenRouter's availability errors, judged as its docs say: by `retryable`, not by the code.
+        Retryable ones wait `retry_after`. One that filtered this conversation out (it does not fit the
+        context) fails this rollout; any other holds for every request (the model is unknown, deprecated,
+        gone, not served in this region or under this privacy setting): the run stops at once, naming the
+        models OpenRouter suggests instead."""
+        code = printable(str(availability.get("code") or "unavailable"))[:60]
+        if availability.get("retryable") is True:
+            wait = amount(availability.get("retry_after")) if "retry_after" in availability else None
+            self._raise_retryable(status, wait or retry_after_seconds(answer.headers), f"{code}: {detail}",
+                                  answer.headers, kind=f"HTTP {status} {code}")
+        constraint = availability.get("constraint")
+        if code == "constraint_filtered" and "context" in str(constraint).lower():
+            raise PromptFailed("does not fit the context", f"the conversation does not fit the model's context "
+                               f"(HTTP {status}: {detail})", status=status)
+        models = availability.get("fallback_models")
+        names = [self._detail(str(m), 80) for m in models[:5]] if isinstance(models, list) else []
+        instead = (f" OpenRouter suggests instead: {', '.join(names)}; pass one with --model." if names else
+                   " Choose another with --model (https://openrouter.ai/models).")
+        raise RunStopped("model unavailable", f"the teacher model cannot be used now ({code}, HTTP {status}: "
+                         f"{detail}).{instead} Then re-run the same command; finished samples are kept.")
 
     def _detail(self, text: str, limit: int | None = 300) -> str:
         """Teacher text fit to store or print: the key removed first, then cut (a cut key would survive)."""
@@ -2731,77 +2813,181 @@ class StreamStalled(Exception):
 
 
 class StreamCut(Exception):
-    """A streamed answer ended (the connection closed) before it was complete."""
+    """A streamed answer ended before it was whole (no finish_reason): never written, retried."""
+
+
+# Once a streamed answer is whole (its finish_reason came), what may still follow is its usage event and
+# the end of the stream. Servers differ (docs/dialects.md): OpenRouter and vLLM send usage, then [DONE];
+# llama.cpp's server before PR #9459 sent no [DONE]; a proxy may hold the connection open after either.
+# The answer is kept whatever comes next; these bound how long we wait for the rest.
+USAGE_WAIT = 5.0  # seconds after the finish_reason for the usage event (then its cost counts as unknown)
+END_WAIT = 1.0  # seconds after [DONE] (or usage) for the body's end, so the connection can be reused
 
 
 class SseParser:
     """Server-sent events, fed bytes as they come: yields each event's data (comments, such as OpenRouter's
-    `: OPENROUTER PROCESSING`, are skipped; `[DONE]` comes through as it is)."""
+    `: OPENROUTER PROCESSING`, are skipped; `[DONE]` comes through as it is). Lines end as the SSE spec
+    allows: CRLF, LF or a bare CR, a CRLF split across two chunks included. Linear in the stream's size: a
+    line's pieces are joined once, when it ends, however many chunks it spans."""
+
+    _LINE_END = re.compile(rb"\r\n|\r|\n")
 
     def __init__(self) -> None:
-        self._buffer = b""
-        self._data: list[bytes] = []
+        self._pieces: list[bytes] = []  # of the line not yet ended
+        self._data: list[bytes] = []  # data lines of the event not yet ended
+        self._after_cr = False  # the last chunk ended with CR: a LF opening the next one belongs to it
+        self._started = False
 
     def feed(self, chunk: bytes) -> Iterator[bytes]:
-        lines = (self._buffer + chunk).split(b"\n")
-        self._buffer = lines.pop()
-        for line in lines:
-            line = line.rstrip(b"\r")
+        if not self._started and chunk:
+            self._started, chunk = True, chunk.removeprefix(b"\xef\xbb\xbf")  # the spec drops a leading BOM
+        if self._after_cr and chunk[:1] == b"\n":
+            chunk = chunk[1:]
+        self._after_cr = chunk.endswith(b"\r")
+        start = 0
+        for end in self._LINE_END.finditer(chunk):
+            line = chunk[start:end.start()]
+            if self._pieces:
+                self._pieces.append(line)
+                line, self._pieces = b"".join(self._pieces), []
+            start = end.end()
             if not line:  # an event ends
                 if self._data:
-                    yield b"\n".join(self._data)
+                    yield self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
                     self._data = []
-            elif line.startswith(b"data:"):
-                self._data.append(line[5:].removeprefix(b" "))
+            elif line.startswith(b"data"):
+                name, colon, value = line.partition(b":")
+                if name == b"data":
+                    self._data.append(value[1:] if value[:1] == b" " else value)
             # ":" comments, "event:", "id:" and "retry:" fields carry nothing we use
+        if start < len(chunk):
+            self._pieces.append(chunk[start:])
 
 
-def merge_piece(target: dict, piece: dict, joined: tuple[str, ...]) -> None:
-    """Merge one streamed piece into what came before it: the texts named in `joined` are appended to,
-    every other field takes the piece's value unless that is null and the field is already there."""
-    for key, value in piece.items():
-        if key in joined and isinstance(value, str) and isinstance(target.get(key), str):
-            target[key] += value
-        elif value is not None or key not in target:
-            target[key] = value
+class _Pieces:
+    """One object of a streamed answer, built from its pieces: the fields named in `joined` are texts that
+    grow piece by piece (kept as lists and joined once at the end, so assembly is linear in the answer's
+    size); every other field takes the piece's value, unless that is null and the field is already there.
+    Keys keep the order they first came in."""
+
+    __slots__ = ("fields", "texts", "joined")
+
+    def __init__(self, joined: tuple[str, ...] = ()):
+        self.fields: dict = {}
+        self.texts: dict[str, list[str]] = {}
+        self.joined = joined
+
+    def merge(self, piece: dict) -> None:
+        for key, value in piece.items():
+            texts = self.texts.get(key)
+            if texts is not None and isinstance(value, str):
+                texts.append(value)
+            elif value is not None or key not in self.fields:
+                self.fields[key] = value
+                if key in self.joined and isinstance(value, str):
+                    self.texts[key] = [value]
+                elif texts is not None:
+                    del self.texts[key]
+
+    def append(self, key: str, text: str) -> None:
+        """Add to a text field, making it a text if it was not one."""
+        if key in self.texts:
+            self.texts[key].append(text)
+        else:
+            self.fields[key], self.texts[key] = text, [text]
+
+    def result(self) -> dict:
+        return {key: "".join(self.texts[key]) if key in self.texts else value for key, value in self.fields.items()}
+
+
+class _StreamedCall:
+    """A tool call assembled from its pieces: its own fields, and its function's name and arguments joined."""
+
+    def __init__(self) -> None:
+        self.call, self.function = _Pieces(), _Pieces(joined=("name", "arguments"))
+        self.raw_function: Any = None  # a function that is not an object: kept, so parsing refuses it
+
+    def add(self, piece: dict) -> None:
+        function = piece.get("function")
+        self.call.merge({key: value for key, value in piece.items() if key not in ("index", "function")})
+        if isinstance(function, dict):
+            self.call.fields.setdefault("function", None)  # its place among the call's keys
+            self.function.merge(function)
+        elif function is not None:
+            self.call.fields.setdefault("function", None)
+            self.raw_function = function
+
+    def starts_another(self, piece: dict) -> bool:
+        """Whether a piece that names no index begins a call of its own: it has an id other than this
+        call's, or a name when this call has one (servers that send each call whole, without index)."""
+        given_id, function = piece.get("id"), piece.get("function")
+        if given_id and given_id != self.call.fields.get("id"):
+            return True
+        return isinstance(function, dict) and bool(function.get("name")) and bool(self.function.fields.get("name"))
+
+    def result(self) -> dict:
+        call = self.call.result()
+        if "function" in call:
+            call["function"] = self.function.result() if self.function.fields else self.raw_function
+        return call
 
 
 class AnswerStream:
-    """The events of a streamed chat completion, merged into the body an unstreamed answer has: the
-    message's texts joined, tool calls assembled from their pieces by index, usage from the last event.
-    Keys keep the order they first came in, so the message sent back is the one an unstreamed answer gives."""
+    """The events of a streamed chat completion, assembled into the body an unstreamed answer has: the
+    message's texts joined, tool calls and reasoning details assembled from their pieces by index, a
+    content list (Mistral's chunks) read as its text, its thinking parts as reasoning, usage from the last
+    event. Only choice 0 is read: choices are never merged. Keys keep the order they first came in, so
+    the message sent back is the one an unstreamed answer gives.
+
+    `whole` is the one rule for keeping a streamed answer: its finish_reason came, and with it everything
+    before it. A whole answer is kept and never paid again, whatever the transport does next; one that
+    is not whole is never written."""
 
     TEXTS = ("content", "reasoning", "reasoning_content", "refusal")
 
     def __init__(self) -> None:
-        self.top: dict = {}  # id, model, usage, cache_discount, error ...
-        self.message: dict = {}
-        self.calls: dict[int, dict] = {}
-        self.details: dict[Any, dict] = {}
-        self.finish_reason: str | None = None
+        self.top = _Pieces()  # id, model, usage, cache_discount, error ...
+        self.message = _Pieces(joined=self.TEXTS)
+        self.calls: dict[int, _StreamedCall] = {}
+        self.details: dict[int, _Pieces] = {}
+        self.finish_reason: Any = None
         self.choice_error: Any = None
-        self.done = self.finished = self.usage_seen = False
+        self.done = self.usage_seen = False  # [DONE] came; a usage event came
+
+    @property
+    def whole(self) -> bool:
+        return self.finish_reason is not None and not self.failed
+
+    @property
+    def failed(self) -> bool:
+        """An error event came (a mid-stream 429, a provider error): judged by its code, as unstreamed."""
+        return bool(self.top.fields.get("error"))
 
     def add(self, data: bytes) -> None:
-        if data.strip() == b"[DONE]":
+        if self.done:
+            return  # nothing after [DONE] counts
+        if data == b"[DONE]" or data.strip() == b"[DONE]":
             self.done = True
             return
         event = decode_answer(data)
         if not isinstance(event, dict):
             raise MalformedAnswer("an event of the streamed answer is not a JSON object")
+        choices = event.pop("choices", None)
         self.usage_seen |= event.get("usage") is not None
-        merge_piece(self.top, {key: value for key, value in event.items() if key != "choices"}, joined=())
-        choices = event.get("choices")
-        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-            self._add_choice(choices[0])
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.top.get("error"))
+        self.top.merge(event)
+        if isinstance(choices, list):
+            for choice in choices:
+                if not isinstance(choice, dict):
+                    raise MalformedAnswer("a streamed choice is not an object")
+                index = choice.get("index")
+                if index is None or index == 0 and type(index) is int:
+                    self._add_choice(choice)
+        elif choices is not None:
+            raise MalformedAnswer("the streamed choices are not a list")
 
     def _add_choice(self, choice: dict) -> None:
         if choice.get("finish_reason") is not None:
-            self.finish_reason, self.finished = choice["finish_reason"], True
+            self.finish_reason = choice["finish_reason"]
         if choice.get("error") is not None:
             self.choice_error = choice["error"]
         delta = choice.get("delta")
@@ -2809,45 +2995,51 @@ class AnswerStream:
             return
         for key, value in delta.items():
             if key == "tool_calls" and isinstance(value, list):
-                self.message.setdefault("tool_calls", None)  # its place in the message; filled in body()
+                self.message.fields.setdefault("tool_calls", None)  # its place in the message; filled in body()
                 for piece in value:
                     self._add_call(piece)
             elif key == "reasoning_details" and isinstance(value, list):
-                self.message.setdefault("reasoning_details", None)
+                self.message.fields.setdefault("reasoning_details", None)
                 for piece in value:
                     self._add_detail(piece)
+            elif key == "content" and isinstance(value, list):
+                text, thinking = content_parts_text(value)
+                self.message.append("content", text)
+                if thinking:
+                    self.message.append("reasoning_content", thinking)
             else:
-                merge_piece(self.message, {key: value}, joined=self.TEXTS)
+                self.message.merge({key: value})
 
     def _add_call(self, piece: Any) -> None:
         if not isinstance(piece, dict):
             raise MalformedAnswer("a streamed tool call is not an object")
-        call = self.calls.setdefault(piece.get("index", len(self.calls)), {})
-        function = piece.get("function")
-        merge_piece(call, {k: v for k, v in piece.items() if k not in ("index", "function")}, joined=())
-        if isinstance(function, dict):
-            merge_piece(call.setdefault("function", {}), function, joined=("name", "arguments"))
-        elif function is not None or "function" not in call:
-            call["function"] = function
+        index = stream_index(piece, "tool call")
+        if index is None:  # pieces without an index continue the last call, unless they begin another
+            last = max(self.calls, default=None)
+            index = last if last is not None and not self.calls[last].starts_another(piece) else (
+                0 if last is None else last + 1)
+        self.calls.setdefault(index, _StreamedCall()).add(piece)
 
     def _add_detail(self, piece: Any) -> None:
         if not isinstance(piece, dict):
             raise MalformedAnswer("a streamed reasoning detail is not an object")
-        merge_piece(self.details.setdefault(piece.get("index", len(self.details)), {}), piece,
-                    joined=("text", "summary", "data"))
+        index = stream_index(piece, "reasoning detail")
+        if index is None:
+            index = max(self.details, default=-1) + 1
+        self.details.setdefault(index, _Pieces(joined=("text", "summary", "data"))).merge(piece)
 
     def body(self) -> bytes:
         """The answer as an unstreamed server would have sent it."""
-        message = dict(self.message)
+        message = self.message.result()
         if "tool_calls" in message:
-            message["tool_calls"] = [self.calls[i] for i in sorted(self.calls)]
+            message["tool_calls"] = [self.calls[i].result() for i in sorted(self.calls)]
         if "reasoning_details" in message:
-            message["reasoning_details"] = [self.details[i] for i in sorted(self.details, key=str)]
+            message["reasoning_details"] = [self.details[i].result() for i in sorted(self.details)]
         message.setdefault("role", "assistant")
-        body = {key: value for key, value in self.top.items() if key not in ("object",)}
-        if self.failed:  # an error event mid-stream (a 429, a provider error): judged by its code, as unstreamed
-            return orjson.dumps({key: value for key, value in body.items() if key in ("error", "usage")})
-        if self.message or self.finished:
+        body = {key: value for key, value in self.top.result().items() if key != "object"}
+        if self.failed:
+            body = {key: value for key, value in body.items() if key in ("error", "usage")}
+        elif self.message.fields or self.finish_reason is not None:
             choice = {"index": 0, "finish_reason": self.finish_reason, "message": message}
             if self.choice_error is not None:
                 choice["error"] = self.choice_error
@@ -2855,7 +3047,58 @@ class AnswerStream:
         try:
             return orjson.dumps(body)
         except orjson.JSONEncodeError:
+            pass
+        # Surrogate halves sent in two deltas ("\ud83d" then "\ude00", as JavaScript slices text) are
+        # one character once joined; a half with no partner is not text at all.
+        try:
+            return orjson.dumps(paired_surrogates(body))
+        except (UnicodeError, orjson.JSONEncodeError):
             raise MalformedAnswer("a streamed text is not valid Unicode (a lone surrogate)") from None
+
+
+def stream_index(piece: dict, what: str) -> int | None:
+    """A streamed piece's index: an integer, or None when it names none."""
+    index = piece.get("index")
+    if index is None or type(index) is int:
+        return index
+    raise MalformedAnswer(f"a streamed {what}'s index is not an integer")
+
+
+def paired_surrogates(value: Any) -> Any:
+    """The value with every surrogate pair in its texts made the character it encodes (UnicodeError for
+    a lone half)."""
+    if isinstance(value, str):
+        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+    if isinstance(value, dict):
+        return {key: paired_surrogates(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [paired_surrogates(item) for item in value]
+    return value
+
+
+def content_parts_text(parts: list) -> tuple[str, str]:
+    """(text, thinking) of a content list: its text parts joined, and the text of its thinking parts
+    (Mistral's reasoning models: {"type": "thinking", "thinking": [{"type": "text", "text": ...}]}).
+    Other parts (images, references) carry no text for the dataset. MalformedAnswer for a part that is
+    not an object or a text that is not a string."""
+    text, thinking = [], []
+    for part in parts:
+        if not isinstance(part, dict):
+            raise MalformedAnswer("a part of message.content is not an object")
+        kind = part.get("type", "text")
+        if kind == "thinking":
+            inner = part.get("thinking")
+            if isinstance(inner, str):
+                thinking.append(inner)
+            elif isinstance(inner, list):
+                thinking.append(content_parts_text(inner)[0])
+            else:
+                raise MalformedAnswer("a thinking part of message.content holds no text")
+        elif kind == "text":
+            if not isinstance(part.get("text", ""), str):
+                raise MalformedAnswer("a text part of message.content is not a string")
+            text.append(part.get("text", ""))
+    return "".join(text), "".join(thinking)
 
 
 REQUEST_PROGRESS: contextvars.ContextVar[RequestProgress | None] = contextvars.ContextVar("progress", default=None)
@@ -3013,13 +3256,12 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
     against the answer's own Date header: the server's clock, not ours), else X-RateLimit-Reset."""
     value = headers.get("retry-after")
     if not value:
-        return rate_limit_reset_seconds(headers.get("x-ratelimit-reset"))
+        return rate_limit_reset_seconds(headers.get("x-ratelimit-reset"), headers)
     try:
         seconds = float(value)
     except ValueError:
         try:
-            now = email.utils.parsedate_to_datetime(headers["date"]).timestamp() if "date" in headers else time.time()
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - now
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - server_time(headers)
         except (TypeError, ValueError, OverflowError):
             return None
     if not math.isfinite(seconds):
@@ -3040,19 +3282,70 @@ def wait_holds_everyone(status: int, wait: float | None, headers: httpx.Headers)
     return not (status == 429 and wait is not None and wait < ROUNDED_WAIT and rounded)
 
 
-def rate_limit_reset_seconds(value: str | None) -> float | None:
+def request_budget(headers: httpx.Headers) -> tuple[int, int | None, float] | None:
+    """(requests left, requests a window, seconds until the window ends) from the x-ratelimit-*-requests
+    headers that OpenAI, Groq, Together and LiteLLM's proxy send on every answer; None without them.
+    Without x-ratelimit-reset-requests, the window is taken to end with the minute on the answer's Date
+    clock: LiteLLM counts calendar minutes (router.py keys its rpm counts by the UTC "%H-%M")."""
+    left = whole_number(headers.get("x-ratelimit-remaining-requests"))
+    if left is None:
+        return None
+    limit = whole_number(headers.get("x-ratelimit-limit-requests"))
+    ends_in = duration_seconds(headers.get("x-ratelimit-reset-requests"))
+    if ends_in is None:
+        now = server_time(headers)
+        ends_in = 60.0 - now % 60.0 + 0.25  # and a little: Date is whole seconds, clocks drift
+    return left, limit if limit and limit > 0 else None, min(ends_in, LONG_WAIT)
+
+
+def whole_number(value: str | None) -> int | None:
+    try:
+        number = float(value or "")
+    except ValueError:
+        return None
+    return int(number) if math.isfinite(number) else None
+
+
+DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_seconds(value: str | None) -> float | None:
+    """OpenAI's reset durations ("1s", "6m0s", "20ms", "1h2m3.5s"), or plain seconds; None if neither."""
+    if not value:
+        return None
+    value = value.strip()
+    plain = whole_number(value) if re.fullmatch(r"\d+(\.\d+)?", value) else None
+    if plain is not None:
+        return float(value)
+    parts = DURATION_PART.findall(value)
+    if not parts or "".join(number + unit for number, unit in parts) != value:
+        return None
+    return sum(float(number) * DURATION_UNITS[unit] for number, unit in parts)
+
+
+def server_time(headers: httpx.Headers) -> float:
+    """The answer's Date as epoch seconds (the server's clock), or ours when it sends none we can read."""
+    try:
+        return email.utils.parsedate_to_datetime(headers["date"]).timestamp()
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return time.time()
+
+
+def rate_limit_reset_seconds(value: str | None, headers: httpx.Headers) -> float | None:
     """OpenRouter's X-RateLimit-Reset is the epoch time in milliseconds when the window resets; some
-    providers send epoch seconds, or seconds from now. Told apart by size."""
+    providers send epoch seconds, or seconds from now. Told apart by size. An epoch time is the server's
+    clock: read against the answer's Date when that is more than 2 s off ours (a server 11 minutes ahead
+    would make a 5-second window read as an 11-minute cap), else against ours (Date is whole seconds)."""
     try:
         seconds = float(value or "")
     except ValueError:
         return None
     if not math.isfinite(seconds) or seconds < 0:
         return None
-    if seconds > 1e11:  # epoch milliseconds
-        seconds = seconds / 1000 - time.time()
-    elif seconds > 1e9:  # epoch seconds
-        seconds -= time.time()
+    if seconds > 1e9:  # epoch milliseconds, or epoch seconds
+        now, theirs = time.time(), server_time(headers)
+        seconds = (seconds / 1000 if seconds > 1e11 else seconds) - (theirs if abs(theirs - now) > 2 else now)
     return max(seconds, 0.0)
 
 
@@ -3070,7 +3363,12 @@ def parse_completion(data: dict) -> Completion:
     if finish_reason is not None and not isinstance(finish_reason, str):
         raise MalformedAnswer("finish_reason is not a string")
     content = message.get("content")
-    if not (content is None or isinstance(content, str) or is_content_parts(content)):
+    if isinstance(content, list):  # parts (Mistral's chunks): the dataset's content is always a string
+        text, thinking = content_parts_text(content)
+        message = {**message, "content": text}
+        if thinking and not (message.get("reasoning") or message.get("reasoning_content")):
+            message["reasoning_content"] = thinking
+    elif not (content is None or isinstance(content, str)):
         raise MalformedAnswer("message.content is neither text nor a list of text parts")
     for name in ("reasoning", "reasoning_content", "refusal"):
         if message.get(name) is not None and not isinstance(message[name], str):
@@ -3080,11 +3378,6 @@ def parse_completion(data: dict) -> Completion:
     model = data.get("model")
     return Completion(assistant_message(message), finish_reason, model if isinstance(model, str) else None,
                       choice.get("error"))
-
-
-def is_content_parts(content: Any) -> bool:
-    return isinstance(content, list) and all(
-        isinstance(part, dict) and isinstance(part.get("text", ""), str) for part in content)
 
 
 def assistant_message(message: dict) -> dict:
@@ -3271,7 +3564,8 @@ class RolloutRunner:
             body["tools"] = [t for t in body.get("tools", ()) if t["function"]["name"] in job.prompt.tools]
             if not body["tools"]:
                 del body["tools"]  # an empty list is refused by the API; no tools at all
-        kept = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        kept = {k: v for k, v in body.items() if k not in ("stream", "stream_options")
+                and not (k == "plugins" and v == [NO_CONTEXT_COMPRESSION])}  # as before it was sent: the same
         fingerprint = hashlib.sha256(orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
         self._bodies[job.prompt.tools] = body, fingerprint
         return body, fingerprint
@@ -3334,8 +3628,17 @@ def request_body_template(requests: RequestSettings, toolbox: ToolBox | None) ->
         body["reasoning"] = requests.reasoning
     if requests.stream:  # usage comes in the last event; the dataset is the same either way
         body["stream"], body["stream_options"] = True, {"include_usage": True}
+    if requests.no_compression:
+        body["plugins"] = [NO_CONTEXT_COMPRESSION]
     body.update(requests.extra_body)
+    plugins = requests.extra_body.get("plugins")
+    if requests.no_compression and isinstance(plugins, list) and not any(
+            isinstance(p, dict) and p.get("id") == "context-compression" for p in plugins):
+        body["plugins"] = [*plugins, NO_CONTEXT_COMPRESSION]  # the user's plugins, and ours unless they chose
     return body
+
+
+NO_CONTEXT_COMPRESSION = {"id": "context-compression", "enabled": False}
 
 
 def message_text(message: dict) -> str:
