@@ -44,6 +44,7 @@ class Reply:
     sse_stall: float = 0.0  # after the first piece, only comments for this long
     sse_cut: bool = False  # after the first piece, hang up (no usage, no [DONE])
     sse_no_usage: bool = False  # the whole answer and [DONE], but no usage event
+    dialect: object = None  # a dialects.Dialect: the answer streamed as that server writes it
     encoding: str | None = None  # Content-Encoding: "gzip", "deflate", "deflate-raw" (sent as deflate), or
     #                               any other name with the body sent as it is (an encoding not asked for)
 
@@ -451,7 +452,27 @@ class FakeTeacher:
         finally:
             self.in_flight -= 1
 
+    async def _stream_dialect(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
+        """The answer as another server writes it (tests/dialects.py): its bytes, then its ending."""
+        dialect = reply.dialect
+        writes = dialect.writes(reply.body)
+        if dialect.write_size:
+            joined = b"".join(writes)
+            writes = [joined[i:i + dialect.write_size] for i in range(0, len(joined), dialect.write_size)]
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for data in writes:
+            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            await writer.drain()
+        self.answered_at.append(time.monotonic())
+        if dialect.ending == "hold":  # a proxy that keeps the response open: until the client hangs up
+            await asyncio.sleep(120)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
     async def _stream_answer(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
+        if reply.dialect is not None:
+            return await self._stream_dialect(writer, reply)
+
         def send(text: str) -> None:
             data = text.encode()
             writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
