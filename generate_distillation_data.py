@@ -1958,6 +1958,7 @@ class Slot:
     wave: int  # the limiter's wave when the request started
     level: int  # requests in flight when it started, itself included
     sent: float  # time.monotonic() when it started
+    number: int = 0  # the limiter's count of requests started, this one included
     admitted: bool = False  # the teacher took it: its first data came, or no refusal within the window
 
 
@@ -2012,6 +2013,8 @@ class AdaptiveLimiter:
         self.budget_left: int | None = None  # as of the last answer, less the requests sent since
         self.budget_ends = 0.0  # self.clock() when the window that budget counts in ends
         self.budget_limit: int | None = None  # requests a window (x-ratelimit-limit-requests)
+        self.budget_span = 1.0  # the longest window seen: a new one is taken to last as long
+        self.sent = 0  # requests started, ever (a slot's number)
         self._waiters: list[tuple[int, int, asyncio.Future]] = []
         self._order = itertools.count()
         self._wake_timer: asyncio.TimerHandle | None = None
@@ -2051,13 +2054,14 @@ class AdaptiveLimiter:
         """Hold every request until then (the teacher said when its window reopens)."""
         self.paused_until = max(self.paused_until, deadline)
 
-    def tell_budget(self, left: int, limit: int | None, ends_in: float) -> None:
-        """The teacher's answer said how many requests its window has left, and (ends_in) when that window
-        ends: once that many have been sent, requests wait for the window's end rather than be refused.
-        Counted from the answer that came last; requests in flight when it was counted were counted in it
-        (gateways count a request as it comes: LiteLLM's usage-based routing, OpenAI)."""
-        self.budget_left, self.budget_limit = left, limit
+    def tell_budget(self, slot: Slot, left: int, limit: int | None, ends_in: float) -> None:
+        """The answer to `slot`'s request said how many requests the teacher's window has left, and
+        (ends_in) when that window ends: once that many have been sent, requests wait for the window's end
+        rather than be refused. Gateways count a request as it comes (LiteLLM's usage-based routing,
+        OpenAI), so what was sent after this request was not counted in `left`: it is taken off."""
+        self.budget_left, self.budget_limit = left - (self.sent - slot.number), limit
         self.budget_ends = self.clock() + ends_in
+        self.budget_span = max(self.budget_span, ends_in)
         self._wake()
 
     # -- learning -----------------------------------------------------------------------------------
@@ -2170,8 +2174,10 @@ class AdaptiveLimiter:
         if self.budget_left is not None and self.budget_left <= 0:
             if now < self.budget_ends:
                 return False
-            # a new window: as many as the last one allowed, until an answer says how many are left
-            self.budget_left = self.budget_limit
+            # a new window: as many as a window allows, until an answer says how many are left
+            self.budget_left, self.budget_ends = self.budget_limit, now + self.budget_span
+            if self.budget_left is not None and self.budget_left <= 0:
+                return False
         return True
 
     def _start(self) -> Slot:
@@ -2181,9 +2187,10 @@ class AdaptiveLimiter:
             # and an idle spell does not save up a burst.
             self.next_send = max(self.next_send, now - 1 / self.pace) + 1 / self.pace
         self.in_flight += 1
+        self.sent += 1
         if self.budget_left is not None:
             self.budget_left -= 1
-        return Slot(self.wave, self.in_flight, now)
+        return Slot(self.wave, self.in_flight, now, self.sent)
 
     def _wake(self) -> None:
         while self._waiters and self._has_room():
@@ -2415,12 +2422,11 @@ class TeacherClient:
         outcome, sent = "error", time.monotonic()
         # Admitted once it goes unrefused for the window (or at its first streamed data, _read_events)
         admission = asyncio.get_running_loop().call_later(self.admission_window, self.limiter.admit, slot)
-        token = CURRENT_SLOT.set(slot)
         try:
             if stopping is not None and stopping.is_set():
                 raise NotStarted()
             self.stats.requests += 1
-            answer = await self._post(payload)
+            answer = await self._post(payload, slot)
             self.unreachable_in_a_row = 0
             completion = self._read(answer, spend)
             self.answered_once = True
@@ -2436,7 +2442,6 @@ class TeacherClient:
             raise
         finally:
             admission.cancel()
-            CURRENT_SLOT.reset(token)
             self.limiter.release(slot, outcome)
 
     def _learn_refusal_time(self, seconds: float) -> None:
@@ -2445,16 +2450,16 @@ class TeacherClient:
         window still counts as one: it only came after the limit had grown."""
         self.admission_window = min(30.0, max(self.admission_window, 3 * seconds))
 
-    async def _post(self, payload: bytes) -> Answer:
+    async def _post(self, payload: bytes, slot: Slot) -> Answer:
         """Send once, except that a request lost on a kept-alive connection the server had already closed
         (a race every keep-alive timeout allows: nginx's is 75 s, some proxies' 1 s) is sent again at
         once on a new connection, without spending a retry: the server never saw it."""
         try:
-            return await self._post_once(payload)
+            return await self._post_once(payload, slot)
         except StaleConnection:
-            return await self._post_once(payload)
+            return await self._post_once(payload, slot)
 
-    async def _post_once(self, payload: bytes) -> Answer:
+    async def _post_once(self, payload: bytes, slot: Slot) -> Answer:
         # httpx's read timeout restarts with every chunk, so a teacher dripping a few bytes a second
         # would hold a request for ever; this deadline covers the whole request, first byte to last.
         progress = RequestProgress()
@@ -2465,10 +2470,12 @@ class TeacherClient:
                                         extensions={"timeout": self.timeouts})
                 response = await self.transport.handle_async_request(request)
                 progress.answered = True
+                if (budget := request_budget(response.headers)) is not None:  # before the body: slow start
+                    self.limiter.tell_budget(slot, *budget)                    # grows as it comes
                 try:
                     content_type, encoding, declared = body_headers(response)
                     if response.status_code == 200 and content_type.startswith(b"text/event-stream"):
-                        body = await self._read_events(response, encoding)
+                        body = await self._read_events(response, encoding, slot)
                     else:
                         body = await self._read_body(response, encoding, declared)
                 finally:
@@ -2499,7 +2506,7 @@ class TeacherClient:
         finally:
             REQUEST_PROGRESS.reset(token)
 
-    async def _read_events(self, response: httpx.Response, encoding: str) -> bytes:
+    async def _read_events(self, response: httpx.Response, encoding: str, slot: Slot) -> bytes:
         """A streamed answer (server-sent events), assembled into the body an unstreamed answer would have
         had, so everything after this reads one shape. A stall timer restarts with every data event (not
         with comments, which keep only the connection alive); the total deadline still holds. Once the
@@ -2508,7 +2515,6 @@ class TeacherClient:
         after it, costs seconds, and the answer is kept."""
         stream, events = AnswerStream(), SseParser()
         loop = asyncio.get_running_loop()
-        slot = CURRENT_SLOT.get()
         try:
             try:
                 async with asyncio.timeout(self.settings.stall_timeout) as deadline:
@@ -2519,7 +2525,7 @@ class TeacherClient:
                             added = True
                         if not added:
                             continue
-                        if slot is not None and not slot.admitted and not stream.failed:
+                        if not slot.admitted and not stream.failed:
                             self.limiter.admit(slot)  # the teacher is answering: it took the request
                         if stream.failed or stream.done and not stream.whole:
                             break  # nothing after an error event or a [DONE] can make the answer whole
@@ -2588,8 +2594,6 @@ class TeacherClient:
     def _read(self, answer: Answer, spend: Usage) -> Completion:
         """Turn an answer into a Completion, or raise. Every field of it is checked."""
         status = answer.status
-        if (budget := request_budget(answer.headers)) is not None:
-            self.limiter.tell_budget(*budget)
         data = decode_answer(answer.body)
         if status == 200 and isinstance(data, dict):
             usage = data.get("usage")
@@ -3102,7 +3106,6 @@ def content_parts_text(parts: list) -> tuple[str, str]:
 
 
 REQUEST_PROGRESS: contextvars.ContextVar[RequestProgress | None] = contextvars.ContextVar("progress", default=None)
-CURRENT_SLOT: contextvars.ContextVar[Slot | None] = contextvars.ContextVar("slot", default=None)  # of _attempt
 # What a request sent on a connection the server had closed fails with, before any byte comes back.
 STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError,
                            BrokenPipeError)

@@ -459,7 +459,7 @@ class FakeTeacher:
         if dialect.write_size:
             joined = b"".join(writes)
             writes = [joined[i:i + dialect.write_size] for i in range(0, len(joined), dialect.write_size)]
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(stream_head(reply))
         for data in writes:
             writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             await writer.drain()
@@ -487,7 +487,7 @@ class FakeTeacher:
                 await asyncio.sleep(step)
                 waited += step
 
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(stream_head(reply))
         await think(reply.delay)
         events, usage = sse_events(reply.body)
         for i, event in enumerate(events):
@@ -541,6 +541,11 @@ class FakeTeacher:
 
 
 TEXTS = ("content", "reasoning", "reasoning_content", "refusal")
+
+
+def stream_head(reply: Reply) -> bytes:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in reply.headers.items())
+    return f"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n{extra}\r\n".encode()
 
 
 def sse_events(body: dict) -> tuple[list[dict], dict | None]:
