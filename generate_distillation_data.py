@@ -2514,15 +2514,17 @@ class TeacherClient:
         END_WAIT for the stream's end: a server that never sends [DONE], or holds the connection open
         after it, costs seconds, and the answer is kept."""
         stream, events = AnswerStream(), SseParser()
-        loop = asyncio.get_running_loop()
+        loop, cap = asyncio.get_running_loop(), self.settings.max_answer_bytes
         try:
             try:
                 async with asyncio.timeout(self.settings.stall_timeout) as deadline:
-                    async for chunk in self._decoded_chunks(response, encoding):
+                    async for chunk in self._decoded_chunks(response, encoding, STREAM_BYTES):
                         added = False
                         for data in events.feed(chunk):
                             stream.add(data)
                             added = True
+                        if events.pending > cap or stream.size > cap:  # what is held, not what went by
+                            raise AnswerTooLarge(max(events.pending, stream.size), cap)
                         if not added:
                             continue
                         if not slot.admitted and not stream.failed:
@@ -2551,9 +2553,9 @@ class TeacherClient:
             REQUEST_PROGRESS.get().usage_lost = True
         return stream.body()
 
-    async def _decoded_chunks(self, response: httpx.Response, encoding: str) -> AsyncIterator[bytes]:
-        """The body's bytes as they come, decoded, never more than the cap in all."""
-        decoder = BodyDecoder(encoding, self.settings.max_answer_bytes)
+    async def _decoded_chunks(self, response: httpx.Response, encoding: str, limit: int) -> AsyncIterator[bytes]:
+        """The body's bytes as they come, decoded, never more than `limit` in all."""
+        decoder = BodyDecoder(encoding, limit)
         async for chunk in response.stream:
             yield decoder.feed(chunk)
         yield decoder.finish()
@@ -2562,7 +2564,7 @@ class TeacherClient:
         """The whole body, decoded as its Content-Encoding says, never more than the cap."""
         limit = self.settings.max_answer_bytes
         if encoding.strip().lower() not in ("", "identity"):
-            return b"".join([chunk async for chunk in self._decoded_chunks(response, encoding)])
+            return b"".join([chunk async for chunk in self._decoded_chunks(response, encoding, limit)])
         # Most answers: no decoder at all, and a declared length over the cap is refused before reading.
         if declared.isdigit() and int(declared) > limit:
             raise AnswerTooLarge(int(declared), limit)
@@ -2828,6 +2830,12 @@ USAGE_WAIT = 5.0  # seconds after the finish_reason for the usage event (then it
 END_WAIT = 1.0  # seconds after [DONE] (or usage) for the body's end, so the connection can be reused
 
 
+# A stream is read as it comes, so its size is not what it costs: 800,000 one-character deltas are 100 MB
+# of events and a 1 MB answer. --max-answer-mb caps what is held (the answer's texts, the line being
+# read); the stream's bytes are bounded only by --timeout.
+STREAM_BYTES = 1 << 62
+
+
 class SseParser:
     """Server-sent events, fed bytes as they come: yields each event's data (comments, such as OpenRouter's
     `: OPENROUTER PROCESSING`, are skipped; `[DONE]` comes through as it is). Lines end as the SSE spec
@@ -2838,6 +2846,7 @@ class SseParser:
 
     def __init__(self) -> None:
         self._pieces: list[bytes] = []  # of the line not yet ended
+        self.pending = 0  # their size
         self._data: list[bytes] = []  # data lines of the event not yet ended
         self._after_cr = False  # the last chunk ended with CR: a LF opening the next one belongs to it
         self._started = False
@@ -2853,7 +2862,7 @@ class SseParser:
             line = chunk[start:end.start()]
             if self._pieces:
                 self._pieces.append(line)
-                line, self._pieces = b"".join(self._pieces), []
+                line, self._pieces, self.pending = b"".join(self._pieces), [], 0
             start = end.end()
             if not line:  # an event ends
                 if self._data:
@@ -2866,6 +2875,7 @@ class SseParser:
             # ":" comments, "event:", "id:" and "retry:" fields carry nothing we use
         if start < len(chunk):
             self._pieces.append(chunk[start:])
+            self.pending += len(chunk) - start
 
 
 class _Pieces:
@@ -2881,24 +2891,30 @@ class _Pieces:
         self.texts: dict[str, list[str]] = {}
         self.joined = joined
 
-    def merge(self, piece: dict) -> None:
+    def merge(self, piece: dict) -> int:
+        """Merge a piece; the number of characters it added to the texts."""
+        added = 0
         for key, value in piece.items():
             texts = self.texts.get(key)
             if texts is not None and isinstance(value, str):
                 texts.append(value)
+                added += len(value)
             elif value is not None or key not in self.fields:
                 self.fields[key] = value
                 if key in self.joined and isinstance(value, str):
                     self.texts[key] = [value]
+                    added += len(value)
                 elif texts is not None:
                     del self.texts[key]
+        return added
 
-    def append(self, key: str, text: str) -> None:
+    def append(self, key: str, text: str) -> int:
         """Add to a text field, making it a text if it was not one."""
         if key in self.texts:
             self.texts[key].append(text)
         else:
             self.fields[key], self.texts[key] = text, [text]
+        return len(text)
 
     def result(self) -> dict:
         return {key: "".join(self.texts[key]) if key in self.texts else value for key, value in self.fields.items()}
@@ -2911,15 +2927,17 @@ class _StreamedCall:
         self.call, self.function = _Pieces(), _Pieces(joined=("name", "arguments"))
         self.raw_function: Any = None  # a function that is not an object: kept, so parsing refuses it
 
-    def add(self, piece: dict) -> None:
+    def add(self, piece: dict) -> int:
+        """Merge a piece; the number of characters it added."""
         function = piece.get("function")
-        self.call.merge({key: value for key, value in piece.items() if key not in ("index", "function")})
+        added = self.call.merge({key: value for key, value in piece.items() if key not in ("index", "function")})
         if isinstance(function, dict):
             self.call.fields.setdefault("function", None)  # its place among the call's keys
-            self.function.merge(function)
+            added += self.function.merge(function)
         elif function is not None:
             self.call.fields.setdefault("function", None)
             self.raw_function = function
+        return added
 
     def starts_another(self, piece: dict) -> bool:
         """Whether a piece that names no index begins a call of its own: it has an id other than this
@@ -2957,6 +2975,7 @@ class AnswerStream:
         self.finish_reason: Any = None
         self.choice_error: Any = None
         self.done = self.usage_seen = False  # [DONE] came; a usage event came
+        self.size = 0  # characters of text held so far (--max-answer-mb)
 
     @property
     def whole(self) -> bool:
@@ -3008,11 +3027,11 @@ class AnswerStream:
                     self._add_detail(piece)
             elif key == "content" and isinstance(value, list):
                 text, thinking = content_parts_text(value)
-                self.message.append("content", text)
+                self.size += self.message.append("content", text)
                 if thinking:
-                    self.message.append("reasoning_content", thinking)
+                    self.size += self.message.append("reasoning_content", thinking)
             else:
-                self.message.merge({key: value})
+                self.size += self.message.merge({key: value})
 
     def _add_call(self, piece: Any) -> None:
         if not isinstance(piece, dict):
@@ -3022,7 +3041,7 @@ class AnswerStream:
             last = max(self.calls, default=None)
             index = last if last is not None and not self.calls[last].starts_another(piece) else (
                 0 if last is None else last + 1)
-        self.calls.setdefault(index, _StreamedCall()).add(piece)
+        self.size += self.calls.setdefault(index, _StreamedCall()).add(piece)
 
     def _add_detail(self, piece: Any) -> None:
         if not isinstance(piece, dict):
@@ -3030,7 +3049,7 @@ class AnswerStream:
         index = stream_index(piece, "reasoning detail")
         if index is None:
             index = max(self.details, default=-1) + 1
-        self.details.setdefault(index, _Pieces(joined=("text", "summary", "data"))).merge(piece)
+        self.size += self.details.setdefault(index, _Pieces(joined=("text", "summary", "data"))).merge(piece)
 
     def body(self) -> bytes:
         """The answer as an unstreamed server would have sent it."""

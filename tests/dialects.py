@@ -286,3 +286,12 @@ CASES: dict[str, Case] = {
     "two choices (n=2, vLLM)": Case(Dialect("two-choices", two_choices)),
     "[DONE] without finish_reason (a cut)": Case(Dialect("done-no-finish", done_without_finish), kept=False),
 }
+
+
+def one_character_deltas(body: dict) -> list[bytes]:
+    """The content one character an event (a fast small model through a chatty server): many events, each
+    far larger than what it adds."""
+    message, choice = body["choices"][0]["message"], body["choices"][0]
+    events = [chunk(body, {"role": "assistant"})] + [chunk(body, {"content": c}) for c in message["content"]]
+    events += [chunk(body, {}, choice["finish_reason"]), {**chunk(body), "choices": [], "usage": body["usage"]}]
+    return [b"".join(sse(events + ["[DONE]"]))]

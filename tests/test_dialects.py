@@ -119,3 +119,22 @@ def test_n_above_one_is_refused_naming_samples(run, teacher, workdir):
     result = run("--extra-body", '{"n": 2}', subprocess=True)
     assert result.code == 2 and "--samples 2" in result.err and "Traceback" not in result.err
     assert teacher.requests == [] and not (workdir / "train.jsonl").exists()
+
+
+def test_max_answer_mb_caps_what_a_stream_holds_not_its_framing(run, teacher, workdir):
+    """60,000 one-character deltas are ~8 MB of events and a 60 KB answer: kept under a 0.1 MB cap; a
+    200 KB answer is not."""
+    from dialects import Dialect, one_character_deltas
+
+    write_prompts(workdir, ["small answer, many events", "large answer"])
+    chatty = Dialect("one character an event", one_character_deltas)
+    teacher.script("small answer, many events", lambda body: Reply(body=completion({"content": "x" * 60_000}),
+                                                                   dialect=chatty))
+    teacher.script("large answer", lambda body: Reply(body=completion({"content": "y" * 200_000})))
+    result = run("--max-answer-mb", "0.1", tools="none")
+    assert result.code == 1  # the large one failed, not retried
+    [kept] = result.records()
+    assert kept["messages"][-1]["content"] == "x" * 60_000
+    [failed] = result.failed()
+    assert "answer too large" in json.dumps(failed)
+    assert len(teacher.requests) == 2
