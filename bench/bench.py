@@ -424,11 +424,130 @@ def bench_size(work: Path, n: int) -> tuple[float, float, float]:
     return peak.mb, scan_mb_s, to_first_request, time.monotonic() - started, report_peak.mb
 
 
+# Figure 13's yardstick: a bare aiohttp loop that reads the same stream and parses it, joining the texts.
+BARE_STREAM = '''
+import asyncio, sys, aiohttp, orjson
+async def main():
+    async with aiohttp.ClientSession() as client:
+        body = {"model": "m", "messages": [{"role": "user", "content": "q"}], "stream": True}
+        async with client.post(sys.argv[1], data=orjson.dumps(body)) as r:
+            texts, buffer, start = [], bytearray(), 0
+            async for chunk in r.content.iter_any():
+                buffer += chunk
+                while (end := buffer.find(b"\\n", start)) >= 0:
+                    line, start = bytes(buffer[start:end]), end + 1
+                    if line.startswith(b"data: {"):
+                        event = orjson.loads(line[6:])
+                        for choice in event.get("choices") or ():
+                            piece = choice["delta"].get("content")
+                            if piece:
+                                texts.append(piece)
+                if start > 1 << 20:
+                    del buffer[:start]
+                    start = 0
+            assert len("".join(texts)) > 0
+asyncio.run(main())
+'''
+
+
+def stream_of(body: dict, event_chars: int) -> list[bytes]:
+    """The answer as a stream whose content comes in events of `event_chars` characters, cut into 64 KB
+    writes; built once, so the server's time is not what is measured."""
+    from dialects import chunk, sse
+
+    content = body["choices"][0]["message"]["content"]
+    events = [chunk(body, {"role": "assistant"})]
+    events += [chunk(body, {"content": content[i:i + event_chars]}) for i in range(0, len(content), event_chars)]
+    events += [chunk(body, {}, "stop"), {**chunk(body), "choices": [], "usage": body["usage"]}]
+    joined = b"".join(sse(events + ["[DONE]"]))
+    return [joined[i:i + 65536] for i in range(0, len(joined), 65536)]
+
+
+def bench_stream_assembly(work: Path, chars: int, event_chars: int, repeats: int = 3) -> tuple[float, float]:
+    """(ours, bare): whole-process seconds an answer of `chars` characters in events of `event_chars`
+    costs, less what a one-word answer costs the same process (start-up and shutdown): the generator as
+    users run it (default settings, --tools none) and the bare loop, against one stream built once."""
+    from dialects import Dialect
+
+    prebuilt: dict[int, list[bytes]] = {}
+
+    def streamed(body: dict) -> Reply:
+        size = chars if "large" in body["messages"][0]["content"] else 4
+        answer = completion({"content": "x" * size})
+        if size not in prebuilt:
+            prebuilt[size] = stream_of(answer, event_chars if size == chars else 4)
+        return Reply(body=answer, dialect=Dialect("prebuilt", lambda _body, writes=prebuilt[size]: writes))
+
+    server = FakeTeacher(default_step=streamed).start()
+    try:
+        def ours(prompt: str) -> float:
+            (work / "stream.jsonl").write_text(json.dumps({"prompt": prompt}) + "\n")
+            for old in work.glob("stream.out*"):
+                old.unlink()
+            started = time.monotonic()
+            subprocess.run([sys.executable, str(ROOT / "generate_distillation_data.py"), "stream.jsonl", "-o",
+                            "stream.out.jsonl", "--tools", "none", "--base-url", server.base_url], cwd=work,
+                           check=True, capture_output=True, timeout=900)
+            return time.monotonic() - started
+
+        def bare(prompt: str) -> float:
+            started = time.monotonic()
+            subprocess.run([sys.executable, "-c", BARE_STREAM.replace('"q"', json.dumps(prompt)),
+                            f"{server.base_url}/chat/completions"], check=True, timeout=900)
+            return time.monotonic() - started
+
+        def cost(run) -> float:  # the best of a few, less the best small one: noise only adds
+            return min(run("large") for _ in range(repeats)) - min(run("small") for _ in range(repeats))
+
+        return cost(ours), cost(bare)
+    finally:
+        server.stop()
+
+
+def bench_gateway(work: Path, n: int, rpm: int) -> tuple[RunResult, float, int, int]:
+    """n one-tool-call rollouts through LiteLLM's proxy with an rpm limit (tests/gateway.py), default
+    settings: (the run, the ideal seconds for its minute windows, requests sent, requests refused)."""
+    from gateway import MASTER_KEY, MODEL, LiteLLMGateway
+
+    def one_tool_call(body: dict) -> Reply:
+        if not any(m["role"] == "tool" for m in body["messages"]):
+            return Reply(body=completion({"content": None, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "echo", "arguments": '{"text": "hi"}'}}]},
+                "tool_calls"))
+        return Reply(body=completion({"content": "done"}))
+
+    server = FakeTeacher(default_step=one_tool_call, latency=0.2).start()
+    proxy = LiteLLMGateway(server.base_url, rpm, work).start()
+    try:
+        prompts = work / "gateway.jsonl"
+        prompts.write_text("".join(json.dumps({"prompt": f"gateway question {i}"}) + "\n" for i in range(n)))
+        started, phase = time.monotonic(), time.time() % 60
+        process = subprocess.run([sys.executable, str(ROOT / "generate_distillation_data.py"), str(prompts), "-o",
+                                  "gateway.out.jsonl", "--tools", "trivial_tools.py", "--base-url", proxy.base_url,
+                                  "--model", MODEL], cwd=work, capture_output=True, text=True, timeout=1800,
+                                 env={**os.environ, "OPENROUTER_API_KEY": MASTER_KEY})
+        wall = time.monotonic() - started
+        if process.returncode != 0:
+            raise SystemExit(f"generator failed through the gateway: {process.stderr[-2000:]}")
+        ids = Counter(json.loads(line)["metadata"]["prompt_id"]
+                      for line in (work / "gateway.out.jsonl").read_text().splitlines())
+        import re
+        sent, refused = map(int, re.search(r"(\d+) requests, (\d+) answered 429", process.stderr).groups())
+        # The gateway counts calendar minutes: `rpm` requests in what is left of the first, then rpm a minute.
+        windows_needed = -(-(2 * n) // rpm) - 1
+        ideal = (60 - phase) + 60 * (windows_needed - 1) + 0.4 if windows_needed else 0.4
+        duplicates = sum(c - 1 for c in ids.values()) + (n - len(ids))
+        return RunResult(0, 0, refused / sent, duplicates, len(ids), 0, 0, 0, 0, wall), ideal, sent, refused
+    finally:
+        proxy.stop()
+        server.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="abcdefg", help="figure 12: which rows (default: all)")
     parser.add_argument("--tiny", action="store_true", help="a few seconds, for the smoke test")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,12", help="comma list of figures to run (default: all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,12,13,14", help="comma list of figures to run (default: all)")
     args = parser.parse_args()
     only = {int(x) for x in args.only.split(",")}
     scale = 0.02 if args.tiny else 1.0  # tiny: seconds a figure, for the smoke test
@@ -529,6 +648,22 @@ def main() -> int:
             judged = bench_adaptive(work, int(2000 * scale), cap, mean, extra=("--rewards", "trivial_rewards.py"))
             ratio = judged.rollouts_per_s / plain.rollouts_per_s
             figures.append(Figure("10. rewards: rollouts/s scored vs not, as (1)", ratio, ">= 0.95", ratio >= 0.95))
+
+        if 13 in only:
+            for what, chars, event_chars in (("20 MB in one event", 20 << 20, 20 << 20),
+                                             ("800k 1-char deltas", 800_000, 1)):
+                chars = chars if not args.tiny else chars // 50
+                ours, bare = bench_stream_assembly(work, chars, event_chars, 1 if args.tiny else 3)
+                figures.append(Figure(f"13. stream, {what}: vs bare aiohttp", ours / bare, "<= 4",
+                                      ours / bare <= 4, f"x {bare:.2f}s"))
+
+        if 14 in only and not args.tiny:  # a real gateway counts real minutes: no tiny version
+            run, ideal, sent, refused = bench_gateway(work, 100, 80)
+            figures += [Figure("14. LiteLLM rpm 80, 100 tool rollouts: refused", run.rejected_share, "<= 0.10",
+                               run.rejected_share <= 0.10, f"{refused}/{sent}"),
+                        Figure("14. LiteLLM: duplicates or missing", run.duplicates, "== 0", run.duplicates == 0),
+                        Figure("14. LiteLLM: wall time vs its minute windows", ideal / run.wall, "", None,
+                               f"x {ideal:.0f}s")]
 
         if 12 in only:
             for row in rate_control_rows(scale if not args.tiny else 0.05):
