@@ -2857,13 +2857,12 @@ class SseParser:
         if self._after_cr and chunk[:1] == b"\n":
             chunk = chunk[1:]
         self._after_cr = chunk.endswith(b"\r")
-        start = 0
-        for end in self._LINE_END.finditer(chunk):
-            line = chunk[start:end.start()]
-            if self._pieces:
-                self._pieces.append(line)
-                line, self._pieces, self.pending = b"".join(self._pieces), [], 0
-            start = end.end()
+        lines = self._LINE_END.split(chunk) if b"\r" in chunk else chunk.split(b"\n")  # LF only: at C speed
+        tail = lines.pop()  # the line not yet ended
+        if self._pieces and lines:
+            self._pieces.append(lines[0])
+            lines[0], self._pieces, self.pending = b"".join(self._pieces), [], 0
+        for line in lines:
             if not line:  # an event ends
                 if self._data:
                     yield self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
@@ -2873,9 +2872,9 @@ class SseParser:
                 if name == b"data":
                     self._data.append(value[1:] if value[:1] == b" " else value)
             # ":" comments, "event:", "id:" and "retry:" fields carry nothing we use
-        if start < len(chunk):
-            self._pieces.append(chunk[start:])
-            self.pending += len(chunk) - start
+        if tail:
+            self._pieces.append(tail)
+            self.pending += len(tail)
 
 
 class _Pieces:
