@@ -129,6 +129,32 @@ class Secret:
             text = re.sub(re.escape(key[:16]) + r"[\w-]*", "***", text)
         return text
 
+    def scrub(self, value: Any) -> Any:
+        """`redact` applied to every string of a JSON value, however deep (a message, its tool calls' ids
+        and names, reasoning details, a model name): the one way what a teacher or a tool wrote reaches a
+        file or the terminal. A key is letters, digits, '-' and '_', so it reads the same in JSON text: the
+        value is encoded once, and only one that holds the key is rewritten."""
+        key = self.key
+        if isinstance(value, str) or not key or len(key) < MIN_SECRET_LENGTH:
+            return self.redact(value) if isinstance(value, str) else value
+        try:
+            text = orjson.dumps(value)
+        except (orjson.JSONEncodeError, TypeError):  # not JSON (a lone surrogate): string by string
+            return self._scrub_each(value)
+        needle = key[:16] if len(key) > 24 else key
+        if needle.encode() not in text:
+            return value
+        return orjson.loads(self.redact(text.decode()))
+
+    def _scrub_each(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {name: self._scrub_each(item) for name, item in value.items()}
+        if isinstance(value, list):
+            return [self._scrub_each(item) for item in value]
+        return value
+
 
 @dataclass(frozen=True)
 class PromptSettings:
@@ -554,6 +580,11 @@ def parse_config(argv: list[str] | None) -> Config:
     if output.resolve() == args.input.resolve():
         raise UsageError("--output must not be the input file")
     files = OutputFiles(output)
+    ours = {path.resolve(): path for path in (files.failed, files.rejected, files.quarantine, files.paused)}
+    if (same := ours.get(args.input.resolve())) is not None:  # this run rewrites and deletes that file
+        raise UsageError(f"{args.input}: the prompts file is this run's own {same.name}, which the run rewrites as "
+                         "rollouts settle. To retry failed prompts, re-run the command with the original prompts "
+                         f"file (failed ones are retried); or copy it (cp {same} retry.jsonl) and pass the copy.")
     check_regular_file(output, "the output file")
     for path in (files.failed, files.rejected, files.quarantine):
         check_regular_file(path, "a file beside the output")
@@ -574,7 +605,7 @@ def parse_config(argv: list[str] | None) -> Config:
         gate=GateSettings(rewards=args.rewards, reward_timeout=reward_timeout, min_reward=args.min_reward,
                           attempts=args.attempts, keep_incomplete=args.keep_incomplete, max_cost=args.max_cost),
         line=LineFormat(teacher=args.model, keep_reasoning=not args.no_reasoning,
-                        numbered_attempts=args.attempts > 1, redact=secret.redact),
+                        numbered_attempts=args.attempts > 1, redact=secret.scrub),
         files=files, export=args.export, report=args.report, no_run=args.no_run, dry_run=args.dry_run,
         rescore=args.rescore, sources=settings.sources,
     )
@@ -3491,6 +3522,7 @@ class Outcome:
     attempt: int = 1  # with --attempts: which try of its prompt (and sample) this is
     carried: Usage | None = None  # what its turns saved by earlier runs cost (counted there, not in this run)
     saved: bool = False  # its turns are in the paused file (this run or an earlier one)
+    key_in_signed_reasoning: bool = False  # its newer turns could not be saved (PausedFile.save)
     fingerprint: str = ""  # of what its turns are valid with (RolloutRunner.fingerprint)
 
     @property
@@ -3530,6 +3562,7 @@ class RolloutRunner:
         self.paused = paused  # saves each rollout's turns as they come; None: nothing is saved (tests)
         self.saved: dict[tuple, tuple[int, int]] = {}  # where earlier runs' turns are, by (prompt id, sample, attempt)
         self.started_over = 0  # saved rollouts whose settings changed since: begun again
+        self.kept_from_signed = 0  # rollouts whose newer turns were not saved: the key is in signed reasoning
         # A rollout's body (but its messages) and fingerprint, by its prompt's own tools list (None: all):
         # made once per list, not serialized and hashed again for every rollout
         self._bodies: dict[tuple[str, ...] | None, tuple[dict, str]] = {}
@@ -3620,8 +3653,11 @@ class RolloutRunner:
         """Make the rollout's turns so far durable (after an answer and its tool results, or a final answer
         the run stopped before it could settle). A single-turn rollout is never saved: nothing to pay twice."""
         if self.paused is not None:
-            self.paused.save(paused_key(o.job, o.attempt), o.fingerprint or self.body_for(o.job)[1], o)
-            o.saved = True
+            if self.paused.save(paused_key(o.job, o.attempt), o.fingerprint or self.body_for(o.job)[1], o):
+                o.saved = True
+            elif o.key_in_signed_reasoning is False:
+                o.key_in_signed_reasoning = True
+                self.kept_from_signed += 1
 
     @staticmethod
     def _ended(o: Outcome, message: dict, turn: int) -> Outcome:
@@ -3686,7 +3722,7 @@ class LineFormat:
     teacher: str  # --model, as metadata.teacher
     keep_reasoning: bool  # write the teacher's reasoning as reasoning_content
     numbered_attempts: bool  # --attempts above 1: metadata.attempt says which try the line is
-    redact: Callable[[str], str]  # takes the API key out of what the teacher and the tools wrote
+    redact: Callable[[Any], Any]  # Secret.scrub: the key out of every string the teacher and the tools wrote
 
 
 def build_line(outcome: Outcome, fmt: LineFormat, tool_names: list[str]) -> dict:
@@ -3697,9 +3733,11 @@ def build_line(outcome: Outcome, fmt: LineFormat, tool_names: list[str]) -> dict
                 "usage": outcome.total_usage.to_json()}
     metadata["prompt_id"], metadata["sample"] = job.prompt.prompt_id, job.sample  # the user's keys never win
     if outcome.model and outcome.model != fmt.teacher:
-        metadata["model"] = outcome.model
+        metadata["model"] = fmt.redact(outcome.model)  # the teacher's words, like finish_reason
+    if isinstance(outcome.finish_reason, str):
+        metadata["finish_reason"] = fmt.redact(outcome.finish_reason)
     if outcome.ending is Ending.INCOMPLETE:
-        metadata["incomplete"] = outcome.detail.removeprefix("incomplete: ")
+        metadata["incomplete"] = fmt.redact(outcome.detail.removeprefix("incomplete: "))
     if fmt.numbered_attempts:
         metadata["attempt"] = outcome.attempt
     if outcome.score is not None:
@@ -3731,7 +3769,7 @@ def failed_entry(outcome: Outcome, fmt: LineFormat) -> dict:
     was paid for) the conversation so far."""
     job = outcome.job
     entry = {"prompt_id": job.prompt.prompt_id, "sample": job.sample, "prompt": job.prompt.source,
-             "metadata": job.prompt.metadata, "kind": outcome.label, "reason": fmt.redact(outcome.detail),
+             "metadata": job.prompt.metadata, "kind": fmt.redact(outcome.label), "reason": fmt.redact(outcome.detail),
              "attempts": outcome.tries or outcome.turns, "status": outcome.status,
              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "usage": outcome.total_usage.to_json()}
     if outcome.paid:
@@ -3739,11 +3777,11 @@ def failed_entry(outcome: Outcome, fmt: LineFormat) -> dict:
     return entry
 
 
-def dataset_messages(outcome: Outcome, keep_reasoning: bool, redact: Callable[[str], str]) -> list[dict]:
+def dataset_messages(outcome: Outcome, keep_reasoning: bool, redact: Callable[[Any], Any]) -> list[dict]:
     """The conversation as a dataset line holds it: the prompt's own messages exactly as given, then what
     the teacher and the tools wrote, with the key taken out of their texts (never out of keys or ids)."""
     given = len(outcome.job.prompt.messages)
-    return [training_message(m, keep_reasoning) if i < given else redacted(training_message(m, keep_reasoning), redact)
+    return [training_message(m, keep_reasoning) if i < given else redact(training_message(m, keep_reasoning))
             for i, m in enumerate(outcome.messages)]
 
 
@@ -3784,23 +3822,6 @@ def reasoning_text(message: dict) -> str:
 def arguments_text(arguments: str | dict) -> str:
     # Some providers send arguments as an object; the OpenAI shape trainers read is a JSON string.
     return arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
-
-
-def redacted(message: dict, redact: Callable[[str], str]) -> dict:
-    """The message with `redact` applied to every text in it: content (or its parts), reasoning, refusal
-    and tool call arguments."""
-    out = dict(message)
-    for name in ("content", "reasoning_content", "refusal"):
-        if isinstance(out.get(name), str):
-            out[name] = redact(out[name])
-    if isinstance(out.get("content"), list):
-        out["content"] = [{**part, "text": redact(part["text"])} if isinstance(part, dict) and isinstance(
-            part.get("text"), str) else part for part in out["content"]]
-    if out.get("tool_calls"):
-        out["tool_calls"] = [{**call, "function": {**call["function"],
-                                                   "arguments": redact(call["function"]["arguments"])}}
-                             for call in out["tool_calls"]]
-    return out
 
 
 def key_of(record: Any) -> tuple[str, int, int] | None:
@@ -3916,6 +3937,40 @@ def replaced_atomically(path: Path) -> Iterator[Any]:
         with contextlib.suppress(OSError):
             temporary.unlink()
         raise
+
+
+TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.tmp")
+
+
+def remove_stale_temporaries(output: Path) -> None:
+    """Remove the temporaries replaced_atomically left beside the output's files when a kill -9 came
+    midway (a compaction's copy of the paused conversations, a rewrite of the output): those whose
+    process is gone. Only files named as ours, for files of this output (<stem>, <stem>.*)."""
+    folder = Path(os.path.realpath(output)).parent
+    stem = output.stem
+    try:
+        names = [entry.name for entry in os.scandir(folder) if entry.name.endswith(".tmp")]
+    except OSError:
+        return
+    for name in names:
+        match = TEMPORARY_NAME.fullmatch(name)
+        if match is None or not (match["name"] == output.name or match["name"].startswith(stem + ".")):
+            continue
+        pid = int(match["pid"])
+        if pid == os.getpid() or process_alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            (folder / name).unlink()
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's, or not a pid at all: not ours to judge
+    return True
 
 
 def remove_file(path: Path) -> None:
@@ -4296,10 +4351,24 @@ class PausedFile(LineFile):
     dead = 0  # records the last load() found that a compaction drops
     loaded = 0  # live records the last load() found
 
-    def save(self, key: tuple[str, int, int], fingerprint: str, outcome: Outcome) -> None:
+    def __init__(self, path: Path, scrub: Callable[[Any], Any]):
+        super().__init__(path)
+        self.scrub = scrub  # Secret.scrub: the key never reaches this file either
+
+    def save(self, key: tuple[str, int, int], fingerprint: str, outcome: Outcome) -> bool:
+        """Append the rollout's turns so far; False when they cannot be saved as the teacher must get them
+        back: the API key is in a signed reasoning block, which may not be changed (and may not be stored
+        as it is). The rollout's earlier record, if any, stays the one it resumes from."""
+        given = len(outcome.job.prompt.messages)
+        said = outcome.messages[given:]
+        scrubbed = self.scrub(said)
+        if scrubbed is not said and any(a.get("reasoning_details") != b.get("reasoning_details")
+                                        for a, b in zip(said, scrubbed)):
+            return False
         self.append({"prompt_id": key[0], "sample": key[1], "attempt": key[2], "fingerprint": fingerprint,
-                     "turns": outcome.turns, "finish_reason": outcome.finish_reason,
-                     "usage": outcome.total_usage.to_json(), "messages": outcome.messages})
+                     "turns": outcome.turns, "finish_reason": self.scrub(outcome.finish_reason),
+                     "usage": outcome.total_usage.to_json(), "messages": outcome.messages[:given] + scrubbed})
+        return True
 
     def settled(self, key: tuple[str, int, int]) -> None:
         self.append({"prompt_id": key[0], "sample": key[1], "attempt": key[2], "settled": True})
@@ -4636,7 +4705,7 @@ class Progress:
         if s.billed:
             # billed so far, plus the settled cost per finished rollout for each one still to finish
             projection = s.billed + s.usage.cost / finished * (self.total - self.finished) if finished else 0
-            spend = f", ${s.billed:.4f}" + (f" of ~${projection:.2f}" if finished else "") + saved
+            spend = f", ${s.billed:.4f}" + (f" of ~${projection:.4f}" if finished else "") + saved  # one precision
         gate = ""
         if s.scored:
             gate = f", reward {s.reward_sum / s.scored:.2f}" + (f", rejected {s.rejected}" if s.rejected else "")
@@ -4770,7 +4839,7 @@ class Run:
         self.stopping = asyncio.Event()  # the one stop signal, under this name all the way down
         self.room = asyncio.Event()  # set when a rollout ends (or the run stops): the feeder may start one
         self.cache = cache_plan(cfg.requests, cfg.teacher.base_url)
-        self.paused = PausedFile(cfg.files.paused)
+        self.paused = PausedFile(cfg.files.paused, cfg.line.redact)
         self.runner = RolloutRunner(cfg.requests, self.cache, self.client, toolbox, self.stopping, self.paused)
         if cfg.gate.max_cost is not None:
             self.client.on_answer = self._check_budget
@@ -5059,6 +5128,11 @@ class Run:
         if self.runner.started_over:
             lines.append(f"Started over: {plural(self.runner.started_over, 'paused rollout')}, since the model, "
                          "tools, reasoning or --extra-body changed since their turns were saved.")
+        if self.runner.kept_from_signed:
+            lines.append(f"Not saved: the later turns of {plural(self.runner.kept_from_signed, 'rollout')}, whose "
+                         "teacher wrote the API key into signed reasoning (which must go back to it unchanged, and "
+                         "is never stored with the key): if stopped, they resume from their last clean turn or "
+                         "begin again.")
         if pending:
             lines.append(f"Not done: {pending}. Re-run the same command to "
                          + ("retry the failed ones and " if remaining_failed else "") + "finish.")
@@ -5166,6 +5240,7 @@ def run_command(argv: list[str] | None) -> int:
             return EXIT_OK
         for note in output.repair(scan):
             print(note, file=sys.stderr)
+        remove_stale_temporaries(cfg.files.output)
         if plan.finished_before == plan.total:
             print(f"Nothing to do: all {plan.total} rollouts are already in {cfg.files.output}.", file=sys.stderr)
             return write_products(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending)

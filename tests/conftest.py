@@ -114,7 +114,34 @@ def run(workdir, teacher, capsys):
 def subprocess_env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OPENROUTER_API_KEY", "OPENROUTER_BASE_URL")}
     env.update(extra)
+    if len(extra.get("OPENROUTER_API_KEY", "")) >= gdd.MIN_SECRET_LENGTH:
+        KEYS_USED.add(extra["OPENROUTER_API_KEY"])
     return env
+
+
+# Every real-length key a test gave the program: when the tests end, no file they left holds one
+# (pytest_sessionfinish below), but the .env files the tests wrote themselves, as users do.
+KEYS_USED: set[str] = set()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if not KEYS_USED or factory is None:
+        return
+    needles = [key.encode() for key in KEYS_USED]
+    leaks = []
+    for path in factory.getbasetemp().rglob("*"):
+        if path.name == ".env" or not path.is_file() or path.is_symlink():
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        leaks += [str(path) for needle in needles if needle in data]
+    if leaks:
+        session.exitstatus = 1
+        print(f"\nthe API key was found in {len(leaks)} file(s) the tests left: {sorted(set(leaks))[:10]}",
+              file=sys.stderr)
 
 
 def start_script(workdir: Path, *args: str, env: dict | None = None) -> subprocess.Popen:

@@ -1,0 +1,107 @@
+"""The API key is never written (issue 25): a teacher that echoes it in every field it can fill (content,
+reasoning, reasoning details, tool-call ids and names, arguments, the model name), tools that echo it
+back, on every path that writes a file (output, failed, rejected, paused, exports, report, the terminal),
+across a 402 that pauses rollouts mid-conversation and the run that resumes them. Signed reasoning
+that holds the key is sent back unchanged but never stored: that rollout resumes from its last clean turn."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import run_script, subprocess_env, write_prompts
+from fake_teacher import FakeTeacher, Reply, completion, status
+
+KEY = "sk-or-v1-" + "5ec2e7" * 10 + "abcd"
+
+ECHO_TOOLS = '''
+from rnow.core.tool import tool
+
+@tool
+def echo(text: str) -> str:
+    """Say the text back."""
+    return "you said: " + text
+'''
+
+REWARDS = '''
+from rnow.core import RewardArgs, get_response, reward
+
+@reward
+def not_rejected(args: RewardArgs, messages: list) -> float:
+    return 0.0 if "reject me" in get_response(messages) else 1.0
+'''
+
+
+def leaky_turn(signed: bool = False):
+    """A first turn where the teacher writes the key into every field it can fill."""
+
+    def step(body: dict) -> Reply:
+        details = [{"type": "reasoning.text", "text": f"thinking of {KEY}" if signed else "thinking",
+                    **({"signature": "c2lnbmVk"} if signed else {})}]
+        message = {"content": f"content {KEY}", "reasoning": f"reasoning {KEY}", "reasoning_details": details,
+                   "tool_calls": [{"id": f"call_{KEY}", "type": "function",
+                                   "function": {"name": "echo", "arguments": json.dumps({"text": f"arg {KEY}"})}},
+                                  {"id": "call_2", "type": "function",
+                                   "function": {"name": f"tool_{KEY}", "arguments": "{}"}}]}
+        return Reply(body=completion(message, "tool_calls", model=f"provider/{KEY}"))
+
+    return step
+
+
+def final(text: str):
+    return lambda body: Reply(body=completion({"content": text, "reasoning": f"so {KEY}"}, model=f"m/{KEY}"))
+
+
+def every_file(folder) -> str:
+    return "".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file())
+
+
+def assert_no_key(text: str) -> None:
+    assert KEY not in text
+    for start in range(len(KEY) - 24):  # no 24-character piece of it either
+        assert KEY[start:start + 24] not in text
+
+
+def test_the_key_in_every_field_on_every_path_reaches_no_file(workdir):
+    (workdir / "echo_tools.py").write_text(ECHO_TOOLS)
+    (workdir / "rewards.py").write_text(REWARDS)
+    teacher = FakeTeacher().start()
+    try:
+        prompts = ["finishes", "signed", "rejected", "fails"]
+        write_prompts(workdir, prompts)
+        teacher.script("finishes", leaky_turn(), status(402, "out of credits"), final(f"done {KEY}"))
+        teacher.script("signed", leaky_turn(signed=True), status(402, "out of credits"), leaky_turn(signed=True),
+                       final("signed done"))
+        teacher.script("rejected", leaky_turn(), status(402, "out of credits"), final(f"reject me {KEY}"))
+        teacher.script("fails", leaky_turn(), status(402, "out of credits"), status(400, f"bad request {KEY}"))
+        env = subprocess_env(OPENROUTER_API_KEY=KEY)
+        args = ["prompts.jsonl", "--tools", "echo_tools.py", "--base-url", teacher.base_url, "--backoff", "0.01",
+                "-c", "4", "--rewards", "rewards.py", "--min-reward", "0.5", "--export", "hf,openai", "--report"]
+        stopped = run_script(workdir, *args, env=env)
+        assert stopped.code == 1 and "out of credits" in stopped.err
+        paused = (workdir / "train.paused.jsonl").read_text()
+        assert "you said: arg ***" in paused  # the turns were saved, without the key
+        assert "Not saved: the later turns of 1 rollout" in stopped.err
+        assert_no_key(every_file(workdir) + stopped.out + stopped.err)
+
+        resumed = run_script(workdir, *args, env=env)
+        assert resumed.code == 1, resumed.err  # "fails" failed
+        by_prompt = {r["messages"][0]["content"]: r for r in resumed.records()}
+        assert set(by_prompt) == {"finishes", "signed"}
+        call = by_prompt["finishes"]["messages"][1]
+        assert call["content"] == "content ***" and call["tool_calls"][0]["id"] == "call_***"
+        assert call["tool_calls"][1]["function"]["name"] == "tool_***"
+        assert by_prompt["finishes"]["metadata"]["model"] == "m/***"
+        # the signed rollout began again (its first turn was never saved), and the teacher got its
+        # signed reasoning back unchanged, key and all, on the next turn
+        signed_requests = teacher.requests_for("signed")
+        assert len(signed_requests) == 4
+        assert signed_requests[-1]["messages"][1]["reasoning_details"][0]["text"] == f"thinking of {KEY}"
+        # the one that finished after the 402 was not asked again for the turn it had saved
+        assert len(teacher.requests_for("finishes")) == 3
+        assert [r["messages"][0]["content"] for r in resumed.records("train.rejected.jsonl")] == ["rejected"]
+        assert [f["prompt_id"] for f in resumed.failed()] and "bad request ***" in json.dumps(resumed.failed())
+        for name in ("train.hf.jsonl", "train.openai.jsonl", "train.report.html"):
+            assert (workdir / name).exists(), name
+        assert_no_key(every_file(workdir) + resumed.out + resumed.err)
+    finally:
+        teacher.stop()
