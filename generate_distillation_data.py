@@ -34,6 +34,7 @@ import importlib.util
 import inspect
 import itertools
 import json
+import logging
 import math
 import numbers
 import os
@@ -1256,11 +1257,28 @@ class ToolBox:
         self.mcp_specs = settings.mcp
         self.mcp_servers: list[McpServer] = []
         self._slots = asyncio.Semaphore(settings.concurrency)
+        self.tally: dict[str, ToolTally] = {}  # calls and errors by tool, for the summary
+
+    def summary(self) -> list[str]:
+        """The summary's lines on tools: calls and errors of each, and a warning for a tool that failed in
+        most of its calls (a server refusing every page, a key missing): its error results reached the teacher."""
+        if not self.tally:
+            return []
+        counts = [f"{name} {plural(t.calls, 'call')}" + (f" ({t.errors} errors)" if t.errors else "")
+                  for name, t in sorted(self.tally.items())]
+        lines = ["Tools: " + ", ".join(counts)]
+        for name, t in sorted(self.tally.items()):
+            if t.errors * 2 > t.calls:
+                lines.append(f"WARNING: tool {name!r} failed in {t.errors} of its {plural(t.calls, 'call')}; the "
+                             f"first error: {t.first_error}. Those rollouts were written with the errors as the "
+                             "tool's results: check the tool, then --rescore or delete them as you see fit.")
+        return lines
 
     async def open_mcp(self, errlog: Path) -> list[Tool]:
         """Connect to the MCP servers; their tools join the box. UsageError if one cannot be used."""
         if not self.mcp_specs:
             return []
+        log_mcp_sdk_to(errlog)
         self.mcp_servers, tools = await open_mcp_servers(list(self.mcp_specs), errlog, set(self.tools))
         self.tools.update({tool.name: tool for tool in tools})
         return tools
@@ -1286,6 +1304,17 @@ class ToolBox:
                 for call, result in zip(tool_calls, results)]
 
     async def run_call(self, call: dict, metadata: dict, allowed: tuple[str, ...] | None = None) -> str:
+        """The call's result as text, counted in the tally (an error is a result that says "Error")."""
+        result = await self._run_call(call, metadata, allowed)
+        name = call["function"]["name"]
+        tally = self.tally.setdefault(name if name in self.tools else "(unknown tools)", ToolTally())
+        tally.calls += 1
+        if result.startswith("Error"):
+            tally.errors += 1
+            tally.first_error = tally.first_error or printable(result)[:300]
+        return result
+
+    async def _run_call(self, call: dict, metadata: dict, allowed: tuple[str, ...] | None) -> str:
         """The call's result as text. A tool is the user's code: whatever it does (raise, sys.exit, hang,
         ignore cancellation, return what cannot be encoded) ends as an error message for this call."""
         name = call["function"]["name"]
@@ -1341,6 +1370,13 @@ class ToolBox:
                 result = call_guarded(self.closer, {})
                 if inspect.isawaitable(result):
                     await asyncio.wait({asyncio.ensure_future(guarded(result))}, timeout=timeout)
+
+
+@dataclass
+class ToolTally:
+    calls: int = 0
+    errors: int = 0
+    first_error: str = ""
 
 
 class ToolUnavailable(Exception):
@@ -1552,16 +1588,27 @@ class McpServer:
                 return tools
 
     async def call(self, name: str, arguments: dict) -> str:
-        """The call's result as the teacher reads it: the text parts joined; `isError` as an error."""
-        client = await self._connected()
+        """The call's result as the teacher reads it (mcp_result_text); `isError` as an error. A server
+        that cannot be reached, or whose connection fails under the call, is ToolUnavailable: the teacher
+        would go on without the tool, so the rollout fails and runs again next time (tools.py's rule)."""
+        try:
+            client = await self._connected()
+        except (McpConnectError, TimeoutError, OSError) as e:
+            raise ToolUnavailable(f"MCP server {self.spec.shown} cannot be reached: "
+                                  f"{secret_free_text(str(e) or type(e).__name__, self.spec)}") from None
         try:
             result = await client.call_tool(name, arguments)
-        except BaseException:  # dead, hung (cancelled by the tool timeout) or garbled: connect anew next time
+        except BaseException as e:  # dead, hung (cancelled by the tool timeout) or garbled: connect anew next time
             self._drop()
+            if connection_failed(e):
+                raise ToolUnavailable(f"the connection to MCP server {self.spec.shown} failed: "
+                                      f"{secret_free_text(mcp_error_text(e), self.spec)}") from None
             raise
-        text = "\n".join(part.text if getattr(part, "type", None) == "text" else f"[{getattr(part, 'type', 'part')}]"
-                         for part in result.content or [])
-        return f"Error: {text or 'the tool failed'}" if result.is_error else text
+        text = mcp_result_text(result)
+        if not result.is_error:
+            return text
+        text = text or "the tool failed"
+        return text if text.startswith("Error") else f"Error: {text}"  # the SDK's own say "Error executing ..."
 
     async def _connected(self) -> Any:
         async with self._lock:
@@ -1619,6 +1666,78 @@ class McpServer:
 
 class McpConnectError(Exception):
     pass
+
+
+def log_mcp_sdk_to(path: Path) -> None:
+    """The MCP SDK's own log lines go to <stem>.mcp.log, beside what stdio servers write to their stderr,
+    never to the run's terminal: a server that prints a banner on stdout makes the SDK log a parse error
+    with a traceback for every line of it."""
+    logger = logging.getLogger("mcp")
+    if any(isinstance(h, logging.FileHandler) for h in logger.handlers):
+        return
+    handler = logging.FileHandler(path, encoding="utf-8", errors="replace", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
+
+
+def connection_failed(error: BaseException) -> bool:
+    """Whether a call failed because its connection did (the server exited, the socket broke), as
+    opposed to the server answering it with an error or garbage. Errors in groups are looked into."""
+    import anyio
+
+    todo = [error]
+    while todo:
+        e = todo.pop()
+        if isinstance(e, BaseExceptionGroup):
+            todo.extend(e.exceptions)
+            continue
+        code = getattr(getattr(e, "error", None), "code", None)
+        if code == MCP_CONNECTION_CLOSED or isinstance(e, (OSError, EOFError, anyio.ClosedResourceError,
+                                                           anyio.BrokenResourceError, anyio.EndOfStream,
+                                                           httpx.TransportError)):
+            return True
+    return False
+
+
+def base64_size(data: Any) -> int:
+    """The size of what base64 text encodes, without decoding it."""
+    data = data if isinstance(data, str) else ""
+    return len(data) * 3 // 4 - data[-2:].count("=")
+
+
+MCP_CONNECTION_CLOSED = -32000  # mcp_types.CONNECTION_CLOSED: the SDK's code for a connection that ended
+
+
+def mcp_result_text(result: Any) -> str:
+    """A tool result as text for the teacher (and the dataset), every part kept in some form: text as it
+    is; an embedded resource as its text (a binary one as a marker with its URI, type and size); a
+    resource link as its name and URI; an image or audio part as a marker with its type and size; the
+    structured content as JSON where there is no text. How ReinforceNow renders MCP output in RL happens
+    on its servers; this is ours, written in the README."""
+    parts = []
+    for part in result.content or []:
+        kind = getattr(part, "type", None)
+        if kind == "text":
+            parts.append(part.text)
+        elif kind == "resource":
+            resource = part.resource
+            text = getattr(resource, "text", None)
+            parts.append(text if isinstance(text, str) else
+                         f"[resource {resource.uri} {getattr(resource, 'mime_type', None) or ''}, "
+                         f"{base64_size(getattr(resource, 'blob', ''))} bytes]".replace(" ,", ","))
+        elif kind == "resource_link":
+            label = getattr(part, "title", None) or part.name
+            parts.append(f"[link: {label} <{part.uri}>]")
+        elif kind in ("image", "audio"):
+            parts.append(f"[{kind} {getattr(part, 'mime_type', '') or ''}, {base64_size(getattr(part, 'data', ''))} "
+                         "bytes]".replace(" ,", ","))
+        else:
+            parts.append(f"[{kind or 'part'}]")
+    structured = getattr(result, "structured_content", None)
+    if not any(part.strip() for part in parts) and structured is not None:
+        return json.dumps(structured, ensure_ascii=False, default=str)
+    return "\n".join(parts)
 
 
 def mcp_error_text(error: BaseException) -> str:
@@ -5128,6 +5247,8 @@ class Run:
         if self.runner.started_over:
             lines.append(f"Started over: {plural(self.runner.started_over, 'paused rollout')}, since the model, "
                          "tools, reasoning or --extra-body changed since their turns were saved.")
+        if self.runner.toolbox is not None:
+            lines += self.runner.toolbox.summary()
         if self.runner.kept_from_signed:
             lines.append(f"Not saved: the later turns of {plural(self.runner.kept_from_signed, 'rollout')}, whose "
                          "teacher wrote the API key into signed reasoning (which must go back to it unchanged, and "

@@ -4,12 +4,15 @@
     python tests/mcp_server.py http PORT [NAME]      # streamable HTTP on 127.0.0.1:PORT/mcp
 
 Tools: add (a sum), shout (text), fail (answers with isError), hang (never answers), big (a long text),
-lookup (a parameter that is a pydantic model: its schema has $defs and $ref), die (ends the process).
+lookup (a parameter that is a pydantic model: its schema has $defs and $ref), die (ends the process; with
+for_good, it never starts again in that folder), media (image, resource, link and audio parts), structured
+(structured content only). BANNER=1 makes it print on stdout before it serves.
 NAME (default "calc") changes only the server's name; `PREFIX=x_` in the environment prefixes tool names.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import sys
 import time
@@ -17,8 +20,15 @@ import time
 from pydantic import BaseModel
 
 from mcp.server.mcpserver import MCPServer
+from mcp.types import (AudioContent, CallToolResult, EmbeddedResource, ImageContent, ResourceLink,
+                       TextResourceContents)
 
 prefix = os.environ.get("PREFIX", "")
+if os.path.exists("mcp-dead"):  # `die` was called with for_good: this server never starts again
+    sys.exit(3)
+if os.environ.get("BANNER"):  # a server that prints on stdout, where only JSON-RPC belongs
+    print("Welcome to the calc server v1.0!", flush=True)
+    print("Listening on stdio...", flush=True)
 server = MCPServer(sys.argv[3] if len(sys.argv) > 3 else "calc")
 
 
@@ -60,8 +70,25 @@ def lookup(place: Place) -> str:
 
 
 @server.tool(name=f"{prefix}die", description="Ends the server process.")
-def die() -> str:
+def die(for_good: bool = False) -> str:
+    if for_good:
+        open("mcp-dead", "w").close()
     os._exit(3)
+
+
+@server.tool(name=f"{prefix}media", description="Answers with every kind of content but text.")
+def media() -> CallToolResult:
+    return CallToolResult(content=[
+        ImageContent(type="image", data=base64.b64encode(b"\x89PNG" + bytes(96)).decode(), mime_type="image/png"),
+        EmbeddedResource(type="resource", resource=TextResourceContents(uri="file:///notes.txt", mime_type="text/plain",
+                                                                        text="the notes say 42")),
+        ResourceLink(type="resource_link", name="report.pdf", uri="https://example.com/report.pdf"),
+        AudioContent(type="audio", data=base64.b64encode(bytes(300)).decode(), mime_type="audio/wav")])
+
+
+@server.tool(name=f"{prefix}structured", description="Answers with structured content only.")
+def structured() -> CallToolResult:
+    return CallToolResult(content=[], structured_content={"temperature": 21.5, "unit": "C"})
 
 
 if __name__ == "__main__":

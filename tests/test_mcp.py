@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, read_jsonl, run_script, wait_for, write_prompts
+from conftest import ROOT, read_jsonl, run_script, subprocess_env, wait_for, write_prompts
 from fake_teacher import FakeTeacher, answer, call_tools
 from real_path import free_port, listening
 
@@ -66,7 +66,7 @@ def test_a_stdio_server_end_to_end_results_errors_and_ref_schemas(workdir, teach
     result = generate(workdir, teacher, "--mcp", STDIO, "--export", "hf")
     assert result.code == 0, result.err
     results = tool_results(result)
-    assert results == {"sum": ["5"], "error": ["Error: Error executing tool fail"], "where": ["Paris, FR"]}
+    assert results == {"sum": ["5"], "error": ["Error executing tool fail"], "where": ["Paris, FR"]}
     sent = {tool["function"]["name"]: tool["function"]["parameters"] for tool in teacher.requests[0]["tools"]}
     assert "$defs" in sent["lookup"] and "$ref" in json.dumps(sent["lookup"])  # passed through as listed
     assert result.records()[0]["tools"] == list(sent)
@@ -137,13 +137,18 @@ def test_a_hanging_call_is_a_tool_error_after_the_tool_timeout(workdir, teacher)
     assert tool_results(result)["hang"] == ["Error: tool 'hang' timed out after 4 s.", "3"]  # and reconnected
 
 
-def test_a_server_that_dies_mid_run_is_a_tool_error_and_is_started_again(workdir, teacher):
+def test_a_server_that_dies_under_a_call_fails_that_rollout_and_is_started_again(workdir, teacher):
+    """A dead tool is not a training sample: the rollout whose call met the server's death fails as
+    unavailable (never written with "Connection closed" as its result); the next run starts the server
+    again and the rollout finishes."""
     teacher.script("die", call_tools(("die", {})), call_tools(("add", {"a": 20, "b": 22})), answer("42"))
     write_prompts(workdir, ["die"])
+    first = generate(workdir, teacher, "--mcp", STDIO)
+    assert first.code == 1 and first.records() == []
+    assert "unavailable" in json.dumps(first.failed())
     result = generate(workdir, teacher, "--mcp", STDIO)
     assert result.code == 0, result.err
-    results = tool_results(result)["die"]
-    assert results[0].startswith("Error: tool 'die' failed") and results[1] == "42"
+    assert tool_results(result)["die"] == ["42"]
 
 
 def test_an_http_server_restarted_mid_run_is_reconnected(workdir, teacher, http_server):
@@ -204,9 +209,9 @@ def test_per_prompt_tools_limit_the_schemas_sent_the_calls_allowed_and_the_line(
     result = generate(workdir, teacher, "--mcp", STDIO)
     assert result.code == 0, result.err
     sent = {r["messages"][1]["content"]: [t["function"]["name"] for t in r.get("tools", [])] for r in teacher.requests}
-    assert sent["only add"] == ["add"] and sent["none"] == [] and len(sent["all"]) == 7
+    assert sent["only add"] == ["add"] and sent["none"] == [] and len(sent["all"]) == 9
     lines = {r["messages"][1]["content"]: r for r in result.records()}
-    assert lines["only add"]["tools"] == ["add"] and "tools" not in lines["none"] and len(lines["all"]["tools"]) == 7
+    assert lines["only add"]["tools"] == ["add"] and "tools" not in lines["none"] and len(lines["all"]["tools"]) == 9
     assert lines["only add"]["messages"][3]["content"].startswith("Error: unknown tool 'shout'. Available tools: add")
 
 
@@ -290,12 +295,13 @@ def test_an_http_server_killed_mid_run_and_restarted_is_used_again(workdir, teac
         http_server.start()
         return call_tools(("add", {"a": 5, "b": 5}))(body)
 
-    teacher.script("die", call_tools(("die", {})), restart_then_add, answer("10"))
-    write_prompts(workdir, ["die"])
-    result = generate(workdir, teacher, "--mcp", http_server.url)
-    assert result.code == 0, result.err
-    results = tool_results(result)["die"]
-    assert results[0].startswith("Error: tool 'die' failed") and results[1] == "10"
+    teacher.script("die", call_tools(("die", {})), answer("never"))
+    teacher.script("later", restart_then_add, answer("10"))
+    write_prompts(workdir, ["die", "later"])
+    result = generate(workdir, teacher, "--mcp", http_server.url, "-c", "1")
+    assert result.code == 1  # the rollout whose call met the death failed, to run again next time
+    assert "unavailable" in json.dumps(result.failed())
+    assert tool_results(result) == {"later": ["10"]}
 
 
 @pytest.mark.parametrize("mode, sent", [("xhigh", {"effort": "xhigh"}), ("none", {"effort": "none"}),
@@ -347,3 +353,60 @@ def test_a_url_shown_has_no_password_and_no_query_values():
 
     shown = gdd.McpSpec("https://user:pw-SECRET@mcp.example.com/mcp/?tavilyApiKey=tvly-SECRET&flag").shown
     assert "SECRET" not in shown and shown == "https://user:***@mcp.example.com/mcp/?tavilyApiKey=***&flag"
+
+
+# -- issue 25: a dead tool is not a training sample; tool output reaches the teacher whole ----------------
+
+
+def test_a_stdio_server_that_dies_for_good_fails_its_rollouts_instead_of_writing_them(workdir, teacher):
+    """The server exits on the first call and never starts again: no rollout is written with "Connection
+    closed" as its tool result; each fails as unavailable (retried next run), and 10 in a row stop the run."""
+    prompts = [f"add {i}" for i in range(12)]
+    teacher.script("add 0", call_tools(("die", {"for_good": True})), answer("never"))
+    for prompt in prompts[1:]:
+        teacher.script(prompt, call_tools(("add", {"a": 1, "b": 2})), answer("3"))
+    write_prompts(workdir, prompts)
+    result = generate(workdir, teacher, "--mcp", STDIO, "-c", "1")
+    assert result.code == 1, result.err
+    assert result.records() == []
+    failed = result.failed()
+    assert failed and all("unavailable" in json.dumps(entry) for entry in failed)
+    assert "Traceback" not in result.err
+
+
+def test_non_text_results_reach_the_teacher_and_errors_say_error_once(workdir, teacher):
+    teacher.script("media", call_tools(("media", {})), answer("seen"))
+    teacher.script("structured", call_tools(("structured", {})), answer("seen"))
+    teacher.script("error", call_tools(("fail", {})), answer("seen"))
+    write_prompts(workdir, ["media", "structured", "error"])
+    result = generate(workdir, teacher, "--mcp", STDIO)
+    assert result.code == 0, result.err
+    results = tool_results(result)
+    assert results["media"] == ["[image image/png, 100 bytes]\nthe notes say 42\n"
+                                "[link: report.pdf <https://example.com/report.pdf>]\n[audio audio/wav, 300 bytes]"]
+    assert json.loads(results["structured"][0]) == {"temperature": 21.5, "unit": "C"}
+    assert results["error"][0].startswith("Error executing tool fail") and "Error: Error" not in results["error"][0]
+
+
+def test_a_stdio_server_that_prints_on_stdout_keeps_the_terminal_clean(workdir, teacher):
+    teacher.script("sum", call_tools(("add", {"a": 2, "b": 3})), answer("5"))
+    write_prompts(workdir, ["sum"])
+    env = subprocess_env(BANNER="1")
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--mcp", STDIO,
+                        env=env, timeout=120)
+    assert result.code == 0, result.err
+    assert tool_results(result)["sum"] == ["5"]
+    assert "Traceback" not in result.err and "Welcome" not in result.err
+    assert "Welcome to the calc server" in (workdir / "train.mcp.log").read_text()
+
+
+def test_the_summary_counts_calls_and_errors_per_tool_and_warns_when_most_failed(workdir, teacher):
+    for i in range(3):
+        teacher.script(f"f{i}", call_tools(("fail", {"reason": "refused: a private address"})), answer("no"))
+    teacher.script("ok", call_tools(("add", {"a": 1, "b": 1})), answer("2"))
+    write_prompts(workdir, ["f0", "f1", "f2", "ok"])
+    result = generate(workdir, teacher, "--mcp", STDIO)
+    assert result.code == 0, result.err
+    assert "Tools: add 1 call, fail 3 calls (3 errors)" in result.err
+    assert result.err.count("WARNING: tool 'fail' failed in 3 of its 3 calls") == 1
+    assert "the first error: Error executing tool fail" in result.err
