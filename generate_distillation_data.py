@@ -621,6 +621,9 @@ REASONING_MODES = ["disabled", "none", "minimal", "low", "medium", "high", "xhig
 CHARS_PER_TOKEN = 4
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def read_rollout_config(path: Path | None) -> dict:
     """The `rollout` block of config.yml (--config, else ./config.yml if present): {} when there is none."""
     explicit = path is not None
@@ -632,11 +635,25 @@ def read_rollout_config(path: Path | None) -> dict:
     import yaml  # rnow's own format; pyyaml comes with rnow, and is in requirements.txt
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise UsageError(f"{path}: {path.stat().st_size:,} bytes, where a config.yml is a few hundred; no "
+                             f"config needs more than {MAX_CONFIG_BYTES:,}. Pass --config the right file.")
+        text = path.read_text(encoding="utf-8-sig")
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):  # refused before anything is built from it
+            if isinstance(event, yaml.AliasEvent):
+                raise UsageError(f"{path}:{event.start_mark.line + 1}: uses a YAML alias (*{str(event.anchor)[:40]}); "
+                                 "aliases can expand without bound, and no config needs one: write the value out.")
+        data = yaml.safe_load(text)
+        if nesting_depth(data) > MAX_NESTING:
+            raise RecursionError
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         where = getattr(getattr(e, "problem_mark", None), "line", None)
+        problem = str(getattr(e, "problem", None) or e)[:200]
         raise UsageError(f"{path}{f':{where + 1}' if where is not None else ''}: cannot read it as YAML "
-                         f"({getattr(e, 'problem', None) or e}). Fix it, or pass --config another file.") from None
+                         f"({problem}). Fix it, or pass --config another file.") from None
+    except RecursionError:
+        raise UsageError(f"{path}: nested too deeply (more than {MAX_NESTING} levels); no config needs that. "
+                         "Fix it, or pass --config another file.") from None
     rollout = data.get("rollout") if isinstance(data, dict) else None
     if rollout is None:
         return {}
@@ -662,7 +679,7 @@ class SettingSources:
             try:  # YAML scalars as the flags' text (a number, a bool), so one rule checks both
                 converted = convert(value if isinstance(value, (str, list)) else str(value))
             except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
-                raise UsageError(f"{path}: rollout.{key}: {e}") from None
+                raise UsageError(f"{path}: rollout.{key}: {str(e)[:300]}") from None  # what it echoes, cut
             self.sources[key] = f"{path}"
             return converted
         self.sources[key] = "default"
@@ -946,6 +963,12 @@ def parse_strict_json(line: str, where: str) -> Any:
         raise UsageError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
     except ValueError as e:
         raise UsageError(f"{where}: {e}; write null or a string instead") from None
+    except RecursionError:
+        raise UsageError(f"{where}: nested too deeply (hundreds of levels of lists or objects); no prompt "
+                         "needs that: fix the line") from None
+    if nesting_depth(record) > MAX_NESTING:
+        raise UsageError(f"{where}: nested more than {MAX_NESTING} levels deep; no prompt needs that, and what "
+                         "is written must stay readable by strict parsers: fix the line")
     if LONE_SURROGATE_HINT.search(line) and not encodable(record):
         raise UsageError(f"{where}: holds a lone surrogate escape (\\udXXX without its pair), which is not "
                          "valid Unicode; fix the text that produced it")
@@ -953,6 +976,20 @@ def parse_strict_json(line: str, where: str) -> Any:
 
 
 LONE_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]")  # cheap pre-check before the exact one
+MAX_NESTING = 100  # levels of lists and objects in an input value: orjson writes at most 1,024
+
+
+def nesting_depth(value: Any) -> int:
+    """How many levels of lists and objects deep a parsed value goes (without recursion)."""
+    deepest, level = 0, [(value, 0)]
+    while level:
+        item, depth = level.pop()
+        if isinstance(item, (dict, list)):
+            depth += 1
+            deepest = max(deepest, depth)
+            if depth <= MAX_NESTING:  # deep enough to refuse: no need to walk further
+                level.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def refuse_constant(name: str) -> Any:

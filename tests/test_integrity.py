@@ -45,3 +45,35 @@ def test_the_progress_line_shows_the_projection_with_the_spends_precision():
     stats.usage.cost = 0.0015
     progress = gdd.Progress(total=3, finished=1, stats=stats, limiter=gdd.AdaptiveLimiter(4))
     assert "$0.0015 of ~$0.0045" in progress.status()
+
+
+def test_a_prompt_line_nested_2000_deep_is_exit_2_naming_its_line(run, teacher, workdir):
+    (workdir / "prompts.jsonl").write_text('{"prompt": "fine"}\n{"prompt": "deep", "metadata": '
+                                           + "[" * 2000 + "]" * 2000 + "}\n")
+    result = run(tools="none", subprocess=True)
+    assert result.code == 2 and "prompts.jsonl:2" in result.err and "nested" in result.err
+    assert "Traceback" not in result.err and teacher.requests == []
+
+
+def test_a_prompt_line_nested_150_deep_is_refused_too(run, teacher, workdir):
+    (workdir / "prompts.jsonl").write_text('{"prompt": "deep", "metadata": {"x": ' + "[" * 150 + "]" * 150 + "}}\n")
+    result = run(tools="none", subprocess=True)
+    assert result.code == 2 and "nested more than 100 levels" in result.err
+
+
+def test_config_yml_nested_5000_deep_aliases_and_size_are_refused_at_once(run, teacher, workdir):
+    write_prompts(workdir, ["q"])
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(8))
+    cases = {"deep": "rollout:\n  max_turns: " + "[" * 5000 + "]" * 5000 + "\n",
+             "aliases": bomb + "rollout:\n  max_turns: 3\n",
+             "large": "rollout:\n  max_turns: 3\n# " + "x" * (2 << 20) + "\n",
+             "echo": "rollout:\n  max_turns: '" + "9" * 100_000 + "x'\n"}
+    for case, text in cases.items():
+        (workdir / "config.yml").write_text(text)
+        result = run(tools="none", subprocess=True, timeout=30)
+        assert result.code == 2, (case, result.err[-500:])
+        assert "config.yml" in result.err and "Traceback" not in result.err, case
+        assert len(result.err) < 2000, case  # no value echoed whole
+    assert teacher.requests == []
