@@ -138,6 +138,18 @@ def describe_result(url: str, result) -> str:
     return f"URL: {final_url}\nStatus: {status or 'unknown'}\n\n{markdown or '(the page has no text)'}"
 
 
+# What the browser's death looks like from a call that was in flight, in whatever words Crawl4AI wraps it
+# ("Unexpected error in _crawl_web at line 58 in run_async (.../playwright/...)"): the browser's failure,
+# not the page's, even when Playwright has not yet noticed the browser is gone.
+BROWSER_DEATH = ("has been closed", "browser has disconnected", "target closed", "connection closed",
+                 "/playwright/", "browser closed", "pipe closed")
+
+
+def died_under_call(error: str) -> bool:
+    text = error.lower()
+    return any(sign in text for sign in BROWSER_DEATH)
+
+
 def first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), text)[:300]
 
@@ -161,6 +173,7 @@ class SharedBrowser:
 
     def __init__(self) -> None:
         self._crawler = None
+        self._dead = None  # a crawler whose browser died under a call, though Playwright may not know it yet
         self._proxy: GuardProxy | None = None
         self._lock: asyncio.Lock | None = None
 
@@ -175,7 +188,10 @@ class SharedBrowser:
             result = await crawler.arun(url, config=config)
         except Exception as e:  # Crawl4AI raises on a few inputs instead of reporting them
             result = failed_result(str(e))
-        return result if self.alive(crawler) else None
+        if self.alive(crawler) and (result.success or not died_under_call(result.error_message or "")):
+            return result
+        self._dead = crawler  # the next call starts another browser, even if this one still looks connected
+        return None
 
     @staticmethod
     def alive(crawler) -> bool:
@@ -184,11 +200,11 @@ class SharedBrowser:
 
     async def crawler(self):
         """The running crawler; started on first use, and again after its browser died."""
-        if self._crawler is not None and self.alive(self._crawler):
+        if self._crawler is not None and self._crawler is not self._dead and self.alive(self._crawler):
             return self._crawler
         self._lock = self._lock or asyncio.Lock()
         async with self._lock:
-            if self._crawler is not None and not self.alive(self._crawler):
+            if self._crawler is not None and (self._crawler is self._dead or not self.alive(self._crawler)):
                 await self.close()  # what is left of the dead one: its pages, its guard proxy
             if self._crawler is None:
                 self._crawler = await self._start()

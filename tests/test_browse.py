@@ -63,6 +63,8 @@ class Pages(BaseHTTPRequestHandler):
     release = threading.Event()  # the slow page answers only when a test is done with it
     hang = threading.Event()  # /hang-once: its first visit waits for this; later visits answer at once
     hang_visits = 0
+    gate = threading.Event()  # /gate-*: the first visit of each waits for this
+    gated: set = set()
     internal = ""  # the internal service's base URL
 
     def log_message(self, *args):
@@ -92,6 +94,12 @@ class Pages(BaseHTTPRequestHandler):
             Pages.hang_visits += 1
             if Pages.hang_visits == 1:
                 self.hang.wait(30)
+            self._send(200, PAGE, "text/html")
+        elif self.path.startswith("/gate-"):  # its first visit waits until the test opens the gate
+            first = self.path not in Pages.gated
+            Pages.gated.add(self.path)
+            if first:
+                self.gate.wait(30)
             self._send(200, PAGE, "text/html")
         elif self.path == "/data.bin":
             self._send(200, b"\x00\x01" * 100, "application/octet-stream")
@@ -360,3 +368,60 @@ def test_a_call_whose_browser_dies_under_it_is_tried_once_more(browse, site, too
 
     text, _ = browse.loop.run_until_complete(both())
     assert "pembrolizumab" in text and Pages.hang_visits == 2
+
+
+def test_calls_in_flight_when_the_browser_is_killed_are_never_a_page_error(browse, site, tools_module):
+    """Issue 25: every Chromium process killed while four calls are in flight. Each call is the browser's
+    failure, not the page's: tried again on a new browser (or the rollout fails as unavailable), never
+    "Error: could not open ...: Unexpected error in _crawl_web ... playwright" written as a result."""
+    browse(f"{site}/page")  # the browser is up
+    paths = [f"/gate-{i}" for i in range(4)]
+
+    async def kill_when_all_arrived():
+        for _ in range(600):
+            if len(Pages.gated) == len(paths):
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(kill_our_browsers)
+        Pages.gate.set()
+
+    async def calls():
+        return await asyncio.gather(*(tools_module.browse(f"{site}{p}") for p in paths), kill_when_all_arrived(),
+                                    return_exceptions=True)
+
+    results = browse.loop.run_until_complete(calls())[:4]
+    for result in results:
+        if isinstance(result, BaseException):
+            assert type(result).__name__ in ("ToolUnavailable", "BrowserUnavailable"), repr(result)
+        else:
+            assert "pembrolizumab" in result, result[:300]
+
+
+def test_the_browsers_death_in_crawl4ais_words_is_recognised(tools_module):
+    said = ("Unexpected error in _crawl_web at line 58 in run_async (/venv/lib/python3.11/site-packages/"
+            "playwright/_impl/_connection.py):\nError: Page.goto: Target page, context or browser has been closed")
+    assert tools_module.died_under_call(said)
+    assert not tools_module.died_under_call("Failed on navigating ACS-GOTO:\nPage.goto: net::ERR_NAME_NOT_RESOLVED")
+    assert not tools_module.died_under_call("Page.goto: Timeout 30000ms exceeded.")
+
+
+def test_a_death_playwright_has_not_noticed_yet_still_starts_a_new_browser(tools_module):
+    """The race the issue saw: the call's error says the browser died while Playwright still reports it
+    connected. The call is the browser's failure (None: tried again), and the next call starts another."""
+    from types import SimpleNamespace
+
+    connected = SimpleNamespace(is_connected=lambda: True)
+    died = tools_module.failed_result("Unexpected error in _crawl_web at line 58 in run_async "
+                                      "(/x/playwright/_impl/_connection.py): Target page, context or browser has been closed")
+
+    class Crawler:
+        crawler_strategy = SimpleNamespace(browser_manager=SimpleNamespace(browser=connected))
+
+        async def arun(self, url, config):
+            return died
+
+    shared = tools_module.SharedBrowser()
+    crawler = Crawler()
+    shared._crawler = crawler
+    assert asyncio.run(shared.open("http://127.0.0.1:9/page")) is None
+    assert shared._dead is crawler  # not reused: crawler() closes it and starts another
