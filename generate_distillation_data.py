@@ -1607,8 +1607,14 @@ class McpServer:
     connects again. The SDK's connections are anyio context managers that must close in the task that
     opened them, so one task (_hold) holds each connection open until it is closed or broken."""
 
-    def __init__(self, spec: McpSpec, errlog: Path, connect_timeout: float = 30.0):
+    def __init__(self, spec: McpSpec, errlog: Path, connect_timeout: float = 30.0, as_proxy: bool = False):
         self.spec, self.errlog, self.connect_timeout = spec, errlog, connect_timeout
+        # With two servers or more, rnow's client (fastmcp) reaches each through a proxy client that declares
+        # the roots, sampling and elicitation capabilities, and servers list the tools gated on them only
+        # to such clients (server-everything does; fastmcp: client/transports/config.py). The same is
+        # declared here, so the teacher is offered the tools the student will have; those requests are
+        # answered with errors, and a tool that needs them ends as a clear tool error.
+        self.as_proxy = as_proxy
         self._client: Any = None
         self._holder: asyncio.Task | None = None
         self._closing = asyncio.Event()
@@ -1665,7 +1671,9 @@ class McpServer:
 
         try:
             with open(self.errlog, "a", encoding="utf-8", errors="replace") as errlog:
-                async with mcp.Client(self._transport(errlog)) as client:
+                callbacks = ({"sampling_callback": refuse_sampling, "elicitation_callback": refuse_elicitation,
+                              "list_roots_callback": refuse_roots} if self.as_proxy else {})
+                async with mcp.Client(self._transport(errlog), **callbacks) as client:
                     self._client = client
                     ready.set_result(None)
                     await self._closing.wait()
@@ -1703,6 +1711,26 @@ class McpServer:
 
 class McpConnectError(Exception):
     pass
+
+
+async def refuse_sampling(context: Any, params: Any) -> Any:
+    from mcp import types
+
+    return types.ErrorData(code=types.INVALID_REQUEST, message="this client (a distillation run) does not "
+                           "sample for servers: the tool cannot ask the model")
+
+
+async def refuse_elicitation(context: Any, params: Any) -> Any:
+    from mcp import types
+
+    return types.ErrorData(code=types.INVALID_REQUEST, message="this client (a distillation run) has no user "
+                           "to ask: the tool cannot elicit input")
+
+
+async def refuse_roots(context: Any) -> Any:
+    from mcp import types
+
+    return types.ErrorData(code=types.INVALID_REQUEST, message="this client (a distillation run) shares no roots")
 
 
 def log_mcp_sdk_to(path: Path) -> None:
@@ -1809,7 +1837,7 @@ async def open_mcp_servers(specs: list[McpSpec], errlog: Path, taken_names: set[
     servers, tools = [], []
     try:
         for index, spec in enumerate(specs):
-            server = McpServer(spec, errlog)
+            server = McpServer(spec, errlog, as_proxy=len(specs) > 1)
             servers.append(server)
             try:
                 listed = await server.list_tools()

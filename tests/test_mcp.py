@@ -410,3 +410,25 @@ def test_the_summary_counts_calls_and_errors_per_tool_and_warns_when_most_failed
     assert "Tools: add 1 call, fail 3 calls (3 errors)" in result.err
     assert result.err.count("WARNING: tool 'fail' failed in 3 of its 3 calls") == 1
     assert "the first error: Error executing tool fail" in result.err
+
+
+def test_capability_gated_tools_are_offered_as_rnow_lists_them_and_refused_requests_are_tool_errors(workdir, teacher):
+    """With one server, rnow's client (fastmcp) connects directly and declares no client capabilities; with
+    two, it declares roots, sampling and elicitation, and a server then lists the tools gated on them. The
+    same lists here; a tool that asks the client to sample gets an error, and ends as a tool error."""
+    gated = f"{sys.executable} {ROOT / 'tests' / 'mcp_gated_server.py'}"
+    write_prompts(workdir, ["one"])
+    teacher.script("one", call_tools(("echo", {})), answer("done"))
+    single = generate(workdir, teacher, "--mcp", gated)
+    assert single.code == 0, single.err
+    assert [t["function"]["name"] for t in teacher.requests[0]["tools"]] == ["echo"]
+
+    (workdir / "train.jsonl").unlink()
+    teacher.requests.clear()
+    teacher.script("one", call_tools(("mcp_0_ask_model", {})), answer("done"))
+    double = generate(workdir, teacher, "--mcp", gated, "--mcp", gated)
+    assert double.code == 0, double.err
+    assert [t["function"]["name"] for t in teacher.requests[0]["tools"]] == [
+        "mcp_0_echo", "mcp_0_ask_model", "mcp_1_echo", "mcp_1_ask_model"]
+    [result] = tool_results(double)["one"]
+    assert result.startswith("Error") and "does not sample for servers" in result
