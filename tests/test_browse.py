@@ -108,11 +108,14 @@ class Pages(BaseHTTPRequestHandler):
                        "text/html")
 
     def _send(self, code, body, content_type):
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # a browser killed while the page waited
+            pass
 
     def _redirect(self, location):
         self.send_response(302)
