@@ -3744,7 +3744,6 @@ class RolloutRunner:
         self.requests = requests
         self.base_body = request_body_template(requests, toolbox)
         self.paused = paused  # saves each rollout's turns as they come; None: nothing is saved (tests)
-        self.saved: dict[tuple, tuple[int, int]] = {}  # where earlier runs' turns are, by (prompt id, sample, attempt)
         self.started_over = 0  # saved rollouts whose settings changed since: begun again
         self.kept_from_signed = 0  # rollouts whose newer turns were not saved: the key is in signed reasoning
         # A rollout's body (but its messages) and fingerprint, by its prompt's own tools list (None: all):
@@ -3758,13 +3757,15 @@ class RolloutRunner:
 
     async def run(self, job: RolloutJob, attempt: int = 1) -> Outcome:
         outcome = Outcome(job, [dict(m) for m in job.prompt.messages], Usage(), attempt=attempt)
-        place = self.saved.pop(paused_key(job, attempt), None)
-        saved = self.paused.read(place) if place is not None and self.paused is not None else None
+        key = paused_key(job, attempt)
+        saved = self.paused.take(key, job.prompt.messages) if self.paused is not None else None
         if self.paused is not None:
             outcome.fingerprint = self.body_for(job)[1]
         if saved is not None and saved.fingerprint != outcome.fingerprint:
             self.started_over += 1  # what its turns were made with changed: they cannot go on
             saved = None
+        if saved is None and self.paused is not None:
+            self.paused.begin(key)  # from nothing: whatever it had saved is dead
         if saved is not None:  # continue from its last saved turn: no answer is paid twice
             outcome.messages, outcome.carried, outcome.turns = saved.messages, saved.usage, saved.turns
             outcome.finish_reason, outcome.saved = saved.finish_reason, True
@@ -4522,48 +4523,114 @@ class SavedTurns:
     fingerprint: str
 
 
+@dataclass
+class _Chain:
+    """A rollout's records in the paused file, in order: where each is, and what they hold."""
+
+    places: list[tuple[int, int]] = field(default_factory=list)  # (offset, length) of each record
+    said: int = 0  # messages its records hold (the conversation after the prompt's own messages)
+
+    @property
+    def size(self) -> int:
+        return sum(length + 1 for _, length in self.places)
+
+
 class PausedFile(LineFile):
     """<output>.paused.jsonl: the turns so far of rollouts in progress, so a run that stops (Ctrl-C, a
     signal, the spend cap, a 402, a full disk, a crash, kill -9) loses no answer it paid for: the next
     run continues each from its last saved turn.
 
-    A record is appended after each answer together with all its tool results (one write, as the output),
-    holding the messages exactly as sent back to the teacher (encrypted reasoning included: this file is
-    not the dataset); a later record of the same rollout replaces it, and a settled one is ended by a
-    record saying so. The file is compacted at the start and end of a run to the live records."""
+    After each answer, one record (one write, as the output) holds what that answer added: the assistant
+    message and all its tool results, exactly as sent back to the teacher (encrypted reasoning included:
+    this file is not the dataset) but for the API key (Secret.scrub). A rollout's conversation is its
+    records in order: the first names its fingerprint (`from` 0), each later one says how many messages came
+    before it (`from`), so a record that does not follow is never joined to the wrong conversation. A
+    settled rollout is ended by a record saying so. What is written is linear in what was said.
 
-    dead = 0  # records the last load() found that a compaction drops
-    loaded = 0  # live records the last load() found
+    Only where each live record is, is held in memory (a few MB for 100,000 paused rollouts). When dead
+    records (settled rollouts, abandoned chains) outweigh the live ones, the file is compacted during the
+    run: the live records are copied to a new file on a thread while answers go on being appended to the
+    old one; then what was appended meanwhile is copied too, and the new file is renamed over the old,
+    in one step of the event loop. A kill -9 at any instant leaves the old file whole, or the new one.
+
+    Records carry no `kind` today; a record of another kind (a Batch API's ids) will name one, and is
+    kept by compaction only when this class knows it."""
+
+    COMPACT_FROM = 1 << 20  # bytes: below this, dead records are not worth a copy
 
     def __init__(self, path: Path, scrub: Callable[[Any], Any]):
         super().__init__(path)
         self.scrub = scrub  # Secret.scrub: the key never reaches this file either
+        self.chains: dict[tuple[str, int, int], _Chain] = {}
+        self.live_bytes = 0
+        self.peak_bytes = 0  # the file's largest size this run (the summary's and the bench's)
+        self.compactions = 0
+        self._compacting: asyncio.Task | None = None
+
+    # -- the run's records -------------------------------------------------------------------------
+
+    def begin(self, key: tuple[str, int, int]) -> None:
+        """The rollout begins from nothing (never saved, or its turns cannot go on): any chain it had is dead."""
+        chain = self.chains.pop(key, None)
+        if chain is not None:
+            self.live_bytes -= chain.size
 
     def save(self, key: tuple[str, int, int], fingerprint: str, outcome: Outcome) -> bool:
-        """Append the rollout's turns so far; False when they cannot be saved as the teacher must get them
-        back: the API key is in a signed reasoning block, which may not be changed (and may not be stored
-        as it is). The rollout's earlier record, if any, stays the one it resumes from."""
+        """Append what the rollout said since its last record; False when that cannot be saved as the
+        teacher must get it back: the API key is in a signed reasoning block, which may not be changed
+        (and may not be stored as it is). Its earlier records, if any, stay the ones it resumes from."""
         given = len(outcome.job.prompt.messages)
-        said = outcome.messages[given:]
+        chain = self.chains.get(key)
+        said = outcome.messages[given + (chain.said if chain else 0):]
         scrubbed = self.scrub(said)
         if scrubbed is not said and any(a.get("reasoning_details") != b.get("reasoning_details")
                                         for a, b in zip(said, scrubbed)):
             return False
-        self.append({"prompt_id": key[0], "sample": key[1], "attempt": key[2], "fingerprint": fingerprint,
-                     "turns": outcome.turns, "finish_reason": self.scrub(outcome.finish_reason),
-                     "usage": outcome.total_usage.to_json(), "messages": outcome.messages[:given] + scrubbed})
+        record = {"prompt_id": key[0], "sample": key[1], "attempt": key[2], "from": chain.said if chain else 0,
+                  "turns": outcome.turns, "finish_reason": self.scrub(outcome.finish_reason),
+                  "usage": outcome.total_usage.to_json(), "messages": scrubbed}
+        if chain is None:
+            record["fingerprint"] = fingerprint
+        start = self.append(record)
+        chain = self.chains.setdefault(key, _Chain())
+        chain.places.append((start, self._size - start - 1))
+        chain.said += len(said)
+        self.live_bytes += self._size - start
+        self._grew()
         return True
 
     def settled(self, key: tuple[str, int, int]) -> None:
+        self.begin(key)  # its records are dead
         self.append({"prompt_id": key[0], "sample": key[1], "attempt": key[2], "settled": True})
+        self._grew()
 
-    def load(self) -> dict[tuple[str, int, int], tuple[int, int]]:
-        """Where each live record is (offset, length), the latest per rollout: only places are held, so
-        100,000 paused rollouts cost a few MB, not their conversations. A torn or hand-broken record is
-        skipped: that rollout goes on from an earlier record, or begins again."""
+    def append(self, record: dict) -> int:
+        """Append a record; where it starts."""
+        start = self._end()
+        super().append(record)
+        return start
+
+    def _end(self) -> int:
+        if self._fd is None:
+            with contextlib.suppress(FileNotFoundError):
+                return self.path.stat().st_size
+            return 0
+        return self._size
+
+    def _grew(self) -> None:
+        self.peak_bytes = max(self.peak_bytes, self._size)
+        if (self._compacting is None and self._size > self.COMPACT_FROM
+                and self._size - self.live_bytes > self.live_bytes):
+            self._compacting = asyncio.get_running_loop().create_task(self._compact_while_running())
+
+    # -- reading back --------------------------------------------------------------------------------
+
+    def load(self, keep: Callable[[tuple[str, int, int]], bool] = lambda key: True) -> int:
+        """Index the file's live records (the chains of rollouts not settled, that `keep` wants); the
+        number of rollouts found. A torn, hand-broken or out-of-place record is skipped: that rollout goes
+        on from the records before it, or begins again."""
         self.close()
-        live: dict[tuple[str, int, int], tuple[int, int]] = {}
-        self.dead = 0  # records a compaction would drop
+        self.chains, self.live_bytes = {}, 0
         reader, position = LineReader(self.path), None
         for line in reader.lines():
             if position is None:
@@ -4572,49 +4639,130 @@ class PausedFile(LineFile):
             record = parse_line(line)
             key = saved_key(record)
             if key is None or line is reader.unterminated:  # not ours, or torn by a crash
-                self.dead += 1
                 continue
-            self.dead += key in live
             if record.get("settled") is True:
-                live.pop(key, None)
-                self.dead += 1
-            else:
-                live[key] = (start, len(line))
-        self.loaded = len(live)
-        return live
+                self.begin(key)
+                continue
+            said = saved_said(record)
+            chain = self.chains.get(key)
+            if said is None or not keep(key):
+                continue
+            if said == LEGACY:  # the whole conversation, as releases before issue 26 saved it: anew
+                self.begin(key)
+                chain = self.chains[key] = _Chain(said=LEGACY)  # counted when read (take), with its prompt
+                said = 0
+            elif "fingerprint" in record and record.get("from") == 0:  # a chain's first record: anew
+                self.begin(key)
+                chain = self.chains[key] = _Chain()
+            elif chain is None or record.get("from") != chain.said and chain.said != LEGACY:
+                continue  # follows no chain we hold
+            elif chain.said == LEGACY:  # after a whole conversation: take() checks the count
+                chain.said = record["from"]
+            chain.places.append((start, len(line)))
+            chain.said += said
+            self.live_bytes += len(line) + 1
+        self.peak_bytes = max(self.peak_bytes, position or 0)
+        return len(self.chains)
 
-    def read(self, place: tuple[int, int]) -> SavedTurns | None:
-        """The saved turns at a place load() gave (the file only grows between a load and a read)."""
+    def take(self, key: tuple[str, int, int], prompt: list[dict]) -> SavedTurns | None:
+        """A rollout's saved turns, the prompt's messages first, to go on from (its records stay live
+        until it settles); None when it has none, or they cannot be read back whole."""
+        chain = self.chains.get(key)
+        if chain is None:
+            return None
         try:
             with open(self.path, "rb") as f:
-                f.seek(place[0])
-                record = parse_line(f.read(place[1]))
+                records = []
+                for offset, length in chain.places:
+                    f.seek(offset)
+                    records.append(parse_line(f.read(length)))
         except OSError:
             return None
-        return saved_turns(record) if record is not None else None
+        saved = saved_turns(records, prompt)
+        if saved is not None and chain.said == LEGACY:
+            chain.said = len(saved.messages) - len(prompt)
+        return saved
 
-    def compact(self, live: dict[tuple[str, int, int], tuple[int, int]]) -> dict[tuple[str, int, int], tuple[int, int]]:
-        """Rewrite the file with these of the records load() found only (none: no file), copied as they are;
-        return their new places. Nothing is rewritten when nothing would be dropped. On a full disk it is
-        left as it is."""
+    # -- compaction ----------------------------------------------------------------------------------
+
+    def compact(self) -> None:
+        """Rewrite the file with its live records only (no file when there are none), now. Nothing is
+        rewritten when nothing would be dropped; on a full disk it is left as it is."""
         self.close()
         try:
-            if not live:
+            size = self.path.stat().st_size if self.path.exists() else 0
+            if not self.chains:
                 if self.path.exists():
                     remove_file(self.path)
-                return {}
-            if not self.dead and len(live) == self.loaded:
-                return live
-            moved, position = {}, 0
+                return
+            if size <= self.live_bytes:
+                return
             with open(self.path, "rb") as source, replaced_atomically(self.path) as target:
-                for key, (offset, length) in sorted(live.items(), key=lambda item: item[1][0]):
-                    source.seek(offset)
-                    target.write(source.read(length) + b"\n")
-                    moved[key], position = (position, length), position + length + 1
-            self.dead = 0
-            return moved
+                moved = copy_records(source, target, self._places())
+            self._remap(moved, size, 0)
         except OSError:
-            return live
+            return
+
+    async def finish(self) -> None:
+        """At the run's end: wait for a compaction under way, then compact what the run left."""
+        if self._compacting is not None:
+            with contextlib.suppress(Exception):
+                await self._compacting
+        self.compact()
+
+    async def _compact_while_running(self) -> None:
+        """Copy the live records to a new file on a thread, while answers go on being appended to this
+        one; then, in one step of the event loop, copy what was appended meanwhile and rename."""
+        snapshot, places = self._size, self._places()
+        real = Path(os.path.realpath(self.path))
+        temporary = real.with_name(f".{real.name}.{os.getpid()}.tmp")
+        try:
+            moved, copied = await asyncio.to_thread(copy_to_new_file, real, temporary, places)
+            with open(real, "rb") as source, open(temporary, "ab") as target:
+                source.seek(snapshot)
+                tail = source.read(self._size - snapshot)
+                target.write(tail)
+                target.flush()
+                os.fsync(target.fileno())
+            os.replace(temporary, real)
+        except (OSError, asyncio.CancelledError):
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            self._compacting = None
+            return  # the old file is whole; a full disk stops the run at its next write, as ever
+        self.close()
+        self._remap(moved, snapshot, copied)
+        self.compactions += 1
+        self._compacting = None
+
+    def _places(self) -> list[tuple[int, int]]:
+        return sorted(place for chain in self.chains.values() for place in chain.places)
+
+    def _remap(self, moved: dict[int, int], snapshot: int, copied: int) -> None:
+        """Every live record's place in the new file: copied ones where the copy put them, ones appended
+        after the snapshot after the copy, in their order."""
+        for chain in self.chains.values():
+            chain.places = [(moved[offset] if offset < snapshot else copied + offset - snapshot, length)
+                            for offset, length in chain.places]
+
+
+def copy_records(source: Any, target: Any, places: list[tuple[int, int]]) -> dict[int, int]:
+    """Copy these records (sorted by offset), each with its line end; where each old offset went."""
+    moved, position = {}, 0
+    for offset, length in places:
+        source.seek(offset)
+        target.write(source.read(length) + b"\n")
+        moved[offset], position = position, position + length + 1
+    return moved
+
+
+def copy_to_new_file(real: Path, temporary: Path, places: list[tuple[int, int]]) -> tuple[dict[int, int], int]:
+    """On a thread: the live records copied to the temporary file, flushed to disk; (where each went, size)."""
+    with open(real, "rb") as source, open(temporary, "wb") as target:
+        moved = copy_records(source, target, places)
+        target.flush()
+        os.fsync(target.fileno())
+        return moved, target.tell()
 
 
 def saved_key(record: Any) -> tuple[str, int, int] | None:
@@ -4627,12 +4775,36 @@ def saved_key(record: Any) -> tuple[str, int, int] | None:
     return prompt_id, sample, attempt
 
 
-def saved_turns(record: dict) -> SavedTurns | None:
-    """A record's turns, if every field is what this tool writes (the file may have been edited)."""
-    messages, usage, turns = record.get("messages"), record.get("usage"), record.get("turns")
+LEGACY = -1  # a record of the whole conversation, prompt included, as releases before issue 26 wrote them
+
+
+def saved_said(record: dict) -> int | None:
+    """How many messages a turns record holds, if its shape is ours (`from` and messages; LEGACY for a
+    whole conversation without `from`); else None."""
+    messages, start = record.get("messages"), record.get("from", LEGACY)
     if not (isinstance(messages, list) and messages and all(isinstance(m, dict) for m in messages)
-            and isinstance(usage, dict) and isinstance(turns, int) and turns > 0
-            and isinstance(record.get("fingerprint"), str)):
+            and isinstance(start, int) and not isinstance(start, bool) and start >= LEGACY):
+        return None
+    if start == LEGACY:
+        return LEGACY if isinstance(record.get("fingerprint"), str) and "from" not in record else None
+    return len(messages)
+
+
+def saved_turns(records: list[Any], prompt: list[dict]) -> SavedTurns | None:
+    """A chain's turns, if every field is what this tool writes (the file may have been edited)."""
+    if not records or not all(isinstance(r, dict) for r in records):
+        return None
+    last, messages = records[-1], [dict(m) for m in prompt]
+    for i, record in enumerate(records):
+        said = saved_said(record)
+        if said == LEGACY and i == 0:
+            messages = list(record["messages"])  # the whole conversation, the prompt's messages included
+        elif said is None or said == LEGACY or record["from"] != len(messages) - len(prompt):
+            return None
+        else:
+            messages += record["messages"]
+    usage, turns, fingerprint = last.get("usage"), last.get("turns"), records[0].get("fingerprint")
+    if not (isinstance(usage, dict) and isinstance(turns, int) and turns > 0 and isinstance(fingerprint, str)):
         return None
     if not (is_final_answer(messages[-1]) or messages[-1].get("role") == "tool"):
         return None  # not a point a rollout can go on from
@@ -4643,9 +4815,9 @@ def saved_turns(record: dict) -> SavedTurns | None:
                 or (value < 0 and name != "cache_savings")):  # savings are negative when writes cost more
             return None
         setattr(carried, name, type(getattr(carried, name))(value))
-    finish_reason = record.get("finish_reason")
+    finish_reason = last.get("finish_reason")
     return SavedTurns(messages, carried, turns, finish_reason if isinstance(finish_reason, str) else None,
-                      record["fingerprint"])
+                      fingerprint)
 
 
 class FailedFile(LineFile):
@@ -5045,7 +5217,7 @@ class Run:
             if self.toolbox is not None:
                 await self.toolbox.aclose()
             raise
-        self.runner.saved = self._saved_turns()
+        self._load_paused()
         self.failed.compact(self.plan.finished)
         self._install_signal_handlers()
         self.progress.log(self._plan_line())
@@ -5062,7 +5234,7 @@ class Run:
                 await self.toolbox.aclose()
             self.rejected.close()
             remaining_failed = self.failed.compact(self.plan.finished)
-            self.paused.compact(self.paused.load())  # (nothing reads the places any more)
+            await self.paused.finish()
         return self._finish(remaining_failed)
 
     async def _feed_pool(self) -> None:
@@ -5088,12 +5260,11 @@ class Run:
         self.tasks.discard(task)
         self.room.set()
 
-    def _saved_turns(self) -> dict[tuple[str, int, int], tuple[int, int]]:
+    def _load_paused(self) -> None:
         """The paused file's rollouts that still have to run (the rest settled since), compacted to them."""
-        live = {key: place for key, place in self.paused.load().items()
-                if rollout_key(key[0], key[1]) not in self.plan.finished
-                and key[2] > self.plan.tried[rollout_key(key[0], key[1])]}
-        return self.paused.compact(live)
+        self.paused.load(lambda key: rollout_key(key[0], key[1]) not in self.plan.finished
+                         and key[2] > self.plan.tried[rollout_key(key[0], key[1])])
+        self.paused.compact()
 
     async def _run_one(self, job: RolloutJob) -> None:
         # With --attempts, one try after another (the point is to pay for as few as needed); a try
@@ -5121,16 +5292,19 @@ class Run:
         ending = outcome.ending
         if ending in (Ending.STOPPED, Ending.NOT_STARTED):
             return self._pause(outcome)
-        if outcome.saved:  # its fate is decided below: its saved turns are done with
-            self._end_saved(outcome)
         if ending is Ending.FINISHED or (ending is Ending.INCOMPLETE and self.gate.keep_incomplete):
             if outcome.score is not None:
                 self._count_score(outcome)
-            if self.below_gate(outcome.score):
-                return self._reject(outcome)
-            return self._write(outcome)
-        self._fail(outcome)  # INCOMPLETE or FAILED: begins again from scratch next run
-        return Destination.FAILED
+            destination = self._reject(outcome) if self.below_gate(outcome.score) else self._write(outcome)
+        else:
+            self._fail(outcome)  # INCOMPLETE or FAILED: begins again from scratch next run
+            destination = Destination.FAILED
+        # Its saved turns are done with only once its line is written: a kill -9 between the two leaves the
+        # line, and the next run drops the turns; the other way round, it would begin again and pay twice.
+        # A line that could not be written (a full disk) keeps them: the next run goes on from there.
+        if outcome.saved and destination is not Destination.PENDING:
+            self._end_saved(outcome)
+        return destination
 
     def _pause(self, outcome: Outcome) -> Destination:
         """Stopped by the run (a signal, the cap, a 402, a full disk): its saved turns go on next run. A final

@@ -383,18 +383,20 @@ def bench_size(work: Path, n: int) -> tuple[float, float, float]:
     turn = [{"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
         "name": "browse", "arguments": "{\"url\": \"https://example.org/page\"}"}}]},
             {"role": "tool", "tool_call_id": "call_1", "name": "browse", "content": "A page of text. " * 12}]
-    with open(paused, "wb") as f:
+    with open(paused, "wb") as f:  # as the generator writes them: a record per answer (issue 26)
         for i in range(n // 10):
-            f.write(gdd.encode_line({"prompt_id": f"paused-{i}", "sample": 0, "attempt": 1, "fingerprint": "0" * 16,
-                                     "turns": 5, "finish_reason": "tool_calls", "usage": gdd.Usage().to_json(),
-                                     "messages": [{"role": "user", "content": f"Question {i}"}] + turn * 5}))
+            for t in range(5):
+                f.write(gdd.encode_line({"prompt_id": f"paused-{i}", "sample": 0, "attempt": 1, "from": 2 * t,
+                                         **({"fingerprint": "0" * 16} if t == 0 else {}), "turns": t + 1,
+                                         "finish_reason": "tool_calls", "usage": gdd.Usage().to_json(),
+                                         "messages": turn}))
     size_mb = (output.stat().st_size + paused.stat().st_size) / 1e6
     started = time.perf_counter()
     done = gdd.OutputFile(output).scan().done
     places = gdd.PausedFile(paused, gdd.Secret(None).scrub).load()
     scan_mb_s = size_mb / (time.perf_counter() - started)
-    assert len(done) == n - 100 and len(places) == n // 10
-    del done, places
+    assert len(done) == n - 100 and places == n // 10
+    del done
     server = FakeTeacher().start()
     try:
         started = time.monotonic()
@@ -543,11 +545,81 @@ def bench_gateway(work: Path, n: int, rpm: int) -> tuple[RunResult, float, int, 
         server.stop()
 
 
+PAGE_TOOLS = '''
+from rnow.core.tool import tool
+
+@tool
+def read_page(n: int) -> str:
+    """Read page n."""
+    return f"page {n}: " + "lorem ipsum dolor sit amet " * 740
+'''
+
+
+class PeakSize:
+    """The largest size a file reaches, watched every 10 ms from a thread (the generator runs apart)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.bytes, self._done = path, 0, threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.01):
+            try:
+                self.bytes = max(self.bytes, self.path.stat().st_size)
+            except OSError:
+                pass
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        return self.bytes
+
+
+def bench_paused_file(work: Path, n: int, calls: int, generator: Path) -> tuple[float, int, int]:
+    """n rollouts of `calls` tool calls reading 20 KB pages, default settings: (wall seconds, the paused
+    file's peak bytes, the dataset's bytes), for the given generator file."""
+    def reader(body: dict) -> Reply:
+        done = sum(1 for m in body["messages"] if m.get("role") == "tool")
+        if done < calls:
+            return Reply(body=completion({"content": None, "tool_calls": [{"id": f"call_{done}", "type": "function",
+                         "function": {"name": "read_page", "arguments": json.dumps({"n": done})}}]}, "tool_calls"))
+        return Reply(body=completion({"content": f"Read {done} pages."}))
+
+    (work / "page_tools.py").write_text(PAGE_TOOLS)
+    server = FakeTeacher(default_step=reader, latency=0.02).start()
+    try:
+        prompts = work / "pages.jsonl"
+        prompts.write_text("".join(json.dumps({"prompt": f"read {calls} pages, {i}"}) + "\n" for i in range(n)))
+        for old in work.glob("pages.out*"):
+            old.unlink()
+        peak = PeakSize(work / "pages.out.paused.jsonl")
+        started = time.monotonic()
+        subprocess.run([sys.executable, str(generator), str(prompts), "-o", "pages.out.jsonl", "--tools",
+                        "page_tools.py", "--base-url", server.base_url, "--max-turns", str(calls + 2)], cwd=work,
+                       check=True, capture_output=True, timeout=1800)
+        wall = time.monotonic() - started
+        return wall, peak.stop(), (work / "pages.out.jsonl").stat().st_size
+    finally:
+        server.stop()
+
+
+def previous_release(work: Path, rev: str) -> Path:
+    """The generator as it was at `rev` (the yardstick of figure 15: the release before its change)."""
+    path = work / "previous" / "generate_distillation_data.py"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:generate_distillation_data.py"],
+                                    check=True, capture_output=True).stdout)
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="abcdefg", help="figure 12: which rows (default: all)")
     parser.add_argument("--tiny", action="store_true", help="a few seconds, for the smoke test")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,12,13,14", help="comma list of figures to run (default: all)")
+    parser.add_argument("--previous", default="d22ebe5", help="figure 15's previous release (a git revision; "
+                        "default: the last before the paused file's record per answer)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,12,13,14,15", help="comma list of figures to run (default: all)")
     args = parser.parse_args()
     only = {int(x) for x in args.only.split(",")}
     scale = 0.02 if args.tiny else 1.0  # tiny: seconds a figure, for the smoke test
@@ -656,6 +728,16 @@ def main() -> int:
                 ours, bare = bench_stream_assembly(work, chars, event_chars, 1 if args.tiny else 3)
                 figures.append(Figure(f"13. stream, {what}: vs bare aiohttp", ours / bare, "<= 4",
                                       ours / bare <= 4, f"x {bare:.2f}s"))
+
+        if 15 in only:
+            previous = previous_release(work, args.previous)
+            for n, calls in ((100, 10), (40, 30)) if not args.tiny else ((10, 4),):
+                now_wall, now_peak, dataset = bench_paused_file(work, n, calls, ROOT / "generate_distillation_data.py")
+                then_wall, then_peak, _ = bench_paused_file(work, n, calls, previous)
+                figures += [Figure(f"15. {n} x {calls} calls: paused peak / dataset", now_peak / dataset, "<= 1.5",
+                                   now_peak / dataset <= 1.5, f"was {then_peak / dataset:.1f}"),
+                            Figure(f"15. {n} x {calls} calls: wall vs previous release", now_wall / then_wall,
+                                   "<= 1.05", now_wall / then_wall <= 1.05, f"x {then_wall:.1f}s")]
 
         if 14 in only and not args.tiny:  # a real gateway counts real minutes: no tiny version
             run, ideal, sent, refused = bench_gateway(work, 100, 80)
