@@ -4523,12 +4523,15 @@ class SavedTurns:
     fingerprint: str
 
 
-@dataclass
 class _Chain:
-    """A rollout's records in the paused file, in order: where each is, and what they hold."""
+    """A rollout's records in the paused file, in order: where each is, and what they hold. (Slotted: a
+    resume indexes one per paused rollout, 100,000 of them or more.)"""
 
-    places: list[tuple[int, int]] = field(default_factory=list)  # (offset, length) of each record
-    said: int = 0  # messages its records hold (the conversation after the prompt's own messages)
+    __slots__ = ("places", "said")
+
+    def __init__(self, said: int = 0) -> None:
+        self.places: list[tuple[int, int]] = []  # (offset, length) of each record
+        self.said = said  # messages its records hold (the conversation after the prompt's own messages)
 
     @property
     def size(self) -> int:
@@ -4631,6 +4634,7 @@ class PausedFile(LineFile):
         on from the records before it, or begins again."""
         self.close()
         self.chains, self.live_bytes = {}, 0
+        wanted: dict[tuple[str, int, int], bool] = {}  # keep's answer, asked once a rollout
         reader, position = LineReader(self.path), None
         for line in reader.lines():
             if position is None:
@@ -4643,10 +4647,10 @@ class PausedFile(LineFile):
             if record.get("settled") is True:
                 self.begin(key)
                 continue
-            said = saved_said(record)
-            chain = self.chains.get(key)
-            if said is None or not keep(key):
+            said = saved_said(record, thorough=False)  # take() checks every message of the few it reads
+            if said is None or not wanted.setdefault(key, keep(key) if key not in wanted else True):
                 continue
+            chain = self.chains.get(key)
             if said == LEGACY:  # the whole conversation, as releases before issue 26 saved it: anew
                 self.begin(key)
                 chain = self.chains[key] = _Chain(said=LEGACY)  # counted when read (take), with its prompt
@@ -4769,8 +4773,7 @@ def saved_key(record: Any) -> tuple[str, int, int] | None:
     if not isinstance(record, dict):
         return None
     prompt_id, sample, attempt = record.get("prompt_id"), record.get("sample"), record.get("attempt")
-    if not isinstance(prompt_id, str) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
-                                                  for n in (sample, attempt)):
+    if type(prompt_id) is not str or type(sample) is not int or type(attempt) is not int or sample < 0 or attempt < 0:
         return None
     return prompt_id, sample, attempt
 
@@ -4778,12 +4781,12 @@ def saved_key(record: Any) -> tuple[str, int, int] | None:
 LEGACY = -1  # a record of the whole conversation, prompt included, as releases before issue 26 wrote them
 
 
-def saved_said(record: dict) -> int | None:
+def saved_said(record: dict, thorough: bool = True) -> int | None:
     """How many messages a turns record holds, if its shape is ours (`from` and messages; LEGACY for a
-    whole conversation without `from`); else None."""
+    whole conversation without `from`); else None. `thorough`: each message checked too."""
     messages, start = record.get("messages"), record.get("from", LEGACY)
-    if not (isinstance(messages, list) and messages and all(isinstance(m, dict) for m in messages)
-            and isinstance(start, int) and not isinstance(start, bool) and start >= LEGACY):
+    if not (type(messages) is list and messages and type(start) is int and start >= LEGACY
+            and (not thorough or all(isinstance(m, dict) for m in messages))):
         return None
     if start == LEGACY:
         return LEGACY if isinstance(record.get("fingerprint"), str) and "from" not in record else None
