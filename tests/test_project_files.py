@@ -79,3 +79,27 @@ def test_ci_runs_both_quick_start_commands():
     assert "grep -m1 -E '^python3 -m venv .*generate_distillation_data.py' README.md" in ci
     # the first against the default URL, through nginx with TLS and gzip in front of the loopback teacher
     assert "tests/real_path.py" in ci and "unset OPENROUTER_BASE_URL" in ci
+
+
+def test_every_flag_and_config_key_is_in_the_options_page():
+    """docs/options.md is checked against --help: every flag the parser has, and every key of config.yml's
+    rollout block, is on the page; every flag on the page is one the parser has."""
+    import generate_distillation_data as gdd
+
+    page = (ROOT / "docs" / "options.md").read_text()
+    flags = {option for action in gdd.build_arg_parser()._actions for option in action.option_strings}
+    flags -= {"-h", "--help"}
+    missing = sorted(flag for flag in flags if f"`{flag}" not in page and f", {flag}" not in page)
+    assert not missing, f"flags not in docs/options.md: {missing}"
+    listed = set(re.findall(r"^\| `(--?[a-z][a-z-]*)", page, re.M)) | set(re.findall(r", (--[a-z-]+)", page))
+    assert listed <= flags, f"on the page but not in --help: {sorted(listed - flags)}"
+    config = page[page.index("## config.yml"):]
+    assert all(f"`{key}`" in config for key in gdd.ROLLOUT_KEYS)
+
+
+def test_the_readme_is_a_front_page_and_its_links_resolve():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    for page in [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *(ROOT / "docs").glob("*.md")]:
+        for target in re.findall(r"\]\(([^)#:]+\.(?:md|png))(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.name} links to {target}, which is not there"

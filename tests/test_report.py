@@ -116,7 +116,7 @@ def test_report_page_in_real_chromium(report, workdir):
 
         page.fill("#f-text", "")
         page.evaluate("window.scrollTo(0, 0)")
-        # Made by every run, to be looked at; the README shows a copy (tests/report-screenshot.png).
+        # Made by every run, to be looked at; docs/data.md shows a copy (docs/report-screenshot.png).
         (ROOT / "tests" / "artifacts").mkdir(exist_ok=True)
         page.screenshot(path=str(ROOT / "tests" / "artifacts" / "report-screenshot.png"))
         browser.close()

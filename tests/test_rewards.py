@@ -349,9 +349,9 @@ def test_max_cost_says_it_cannot_apply_when_the_teacher_reports_no_cost(run, wor
     assert count_lines(workdir / "train.jsonl") == 8
 
 
-def test_readme_rewards_example_scores_as_it_says(run, workdir, teacher):
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    example = readme[readme.index("## Quality gate and spend"):].split("```python\n", 1)[1].split("```", 1)[0]
+def test_the_docs_rewards_example_scores_as_it_says(run, workdir, teacher):
+    page = (Path(__file__).resolve().parent.parent / "docs" / "quality-and-cost.md").read_text()
+    example = page[page.index("## Quality gate and spend"):].split("```python\n", 1)[1].split("```", 1)[0]
     (workdir / "rewards.py").write_text(example)
     (workdir / "page_tool.py").write_text(textwrap.dedent('''
         from rnow.core.tool import tool

@@ -347,9 +347,9 @@ def test_return_type_rnow_refuses_fails_at_start_without_rnow(workdir, teacher):
     assert "maybe.py:3:" in result.err and "return type 'str | None' is not JSON-serializable" in result.err
 
 
-def test_readme_tool_example_maps_faithfully(workdir):
-    readme = (ROOT / "README.md").read_text()
-    example = readme[readme.index("Add a tool in a few lines:"):].split("```python\n", 1)[1].split("```", 1)[0]
+def test_the_docs_tool_example_maps_faithfully(workdir):
+    page = (ROOT / "docs" / "tools.md").read_text()
+    example = page[page.index("Add a tool in a few lines:"):].split("```python\n", 1)[1].split("```", 1)[0]
     (workdir / "readme_tool.py").write_text(example)
     rnow_tool.clear_tool_registry()
     [lookup] = gdd.load_tools(workdir / "readme_tool.py")[0]
