@@ -71,6 +71,7 @@ from httpx_aiohttp import AiohttpTransport
 from tqdm import tqdm
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+MB = 1 << 20
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 APP_TITLE = "generate_distillation_data"
 APP_URL = "https://github.com/reinforcenow/off-policy-distillation"
@@ -162,24 +163,24 @@ class PromptSettings:
     """Which rollouts the command asks for (iter_jobs, Plan)."""
 
     input: Path
-    system: str | None  # put before every prompt that has no system message of its own
-    num: int | None  # only the first N prompts
-    shard: tuple[int, int] | None  # (I, N): only shard I of N
-    samples: int  # rollouts per prompt
+    system: str | None = None  # put before every prompt that has no system message of its own
+    num: int | None = None  # only the first N prompts
+    shard: tuple[int, int] | None = None  # (I, N): only shard I of N
+    samples: int = 1  # rollouts per prompt
 
 
 @dataclass(frozen=True)
 class TeacherSettings:
     """How requests reach the teacher (TeacherClient, AdaptiveLimiter)."""
 
-    base_url: str
     secret: Secret
-    concurrency: int  # most requests in flight
-    start_concurrency: int  # slow start: requests in flight at first, growing as the teacher takes them
-    timeout: float  # seconds one request may take, first byte to last
-    retries: int
-    backoff: float
-    max_answer_bytes: int  # an answer larger than this, decoded, fails its prompt (no retry)
+    base_url: str = OPENROUTER_BASE_URL
+    concurrency: int = 20  # most requests in flight
+    start_concurrency: int = 4  # slow start: requests in flight at first, growing as the teacher takes them
+    timeout: float = 600.0  # seconds one request may take, first byte to last
+    retries: int = 8
+    backoff: float = 1.0  # seconds before the first retry; doubles, with jitter, up to 60
+    max_answer_bytes: int = 64 << 20  # an answer larger than this, decoded, fails its prompt (no retry)
     stall_timeout: float = 300.0  # a streamed answer with no data event for this long is retried
 
     @property
@@ -192,12 +193,12 @@ class TeacherSettings:
 class RequestSettings:
     """What each request asks for, and how long a rollout may go on (RolloutRunner)."""
 
-    model: str
-    max_tokens: int
-    max_turns: int
-    temperature: float
-    reasoning: dict | None
-    extra_body: dict
+    model: str = "openai/gpt-4o-mini"
+    max_tokens: int = 2048
+    max_turns: int = 10  # also config.yml's rollout.max_turns
+    temperature: float = 0.7
+    reasoning: dict | None = None
+    extra_body: dict = field(default_factory=dict)
     cache: str = "auto"  # prompt caching: auto, on, off
     cache_ttl: str | None = None  # "5m" or "1h"; None: the provider's default (5 minutes)
     stream: bool = True  # ask for server-sent events: a long answer is never a silent connection
@@ -211,10 +212,10 @@ class RequestSettings:
 class ToolSettings:
     """tools.py and how its calls run (ToolBox)."""
 
-    file: Path | None  # None: no tools.py
-    timeout: float
-    concurrency: int
-    max_chars: int  # longer results are cut, with a visible marker
+    file: Path | None = None  # None: no tools.py
+    timeout: float = 60.0  # also config.yml's rollout.tool_timeout
+    concurrency: int = 16
+    max_chars: int = 20000  # longer results are cut, with a visible marker; config.yml's max_tool_response
     mcp: tuple[McpSpec, ...] = ()  # MCP servers whose tools join tools.py's
 
 
@@ -403,6 +404,12 @@ def _number(text: str, kind: type) -> Any:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
+def default(settings: type, name: str) -> Any:
+    """A setting's default: the field of its settings object, the one place it lives. Flags read it (their
+    help shows it as %(default)s), and so does config.yml's rollout block when the flag is not given."""
+    return next(f.default for f in dataclasses.fields(settings) if f.name == name)
+
+
 def build_arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="generate_distillation_data.py",
@@ -423,48 +430,58 @@ def build_arg_parser() -> argparse.ArgumentParser:
     add("input", type=Path, help="prompts file: .txt (one prompt a line) or .jsonl ({\"prompt\": ...} a line)")
     add("-o", "--output", type=Path, default=None,
         help="output JSONL; {shard} in the name becomes I-of-N (default: train.jsonl)")
-    add("-t", "--tools", default="tools.py", help="tools file, or 'none' for plain completions (default: tools.py)")
-    add("-m", "--model", default="openai/gpt-4o-mini", help="teacher model (default: openai/gpt-4o-mini)")
+    add("-t", "--tools", default="tools.py", help="tools file, or 'none' for plain completions (default: %(default)s)")
+    add("-m", "--model", default=default(RequestSettings, "model"), help="teacher model (default: %(default)s)")
     add("-s", "--system", default=None, help="system prompt put before every prompt")
     add("-n", "--num", type=positive_int, default=None, help="use only the first N prompts of the file")
-    add("-c", "--concurrency", type=positive_int, default=20,
+    add("-c", "--concurrency", type=positive_int, default=default(TeacherSettings, "concurrency"),
         help="most requests in flight; the teacher's own cap and rate are learned from its 429s under it "
-        "(default: 20)")
-    add("--start-concurrency", type=positive_int, default=4, metavar="N",
+        "(default: %(default)s)")
+    add("--start-concurrency", type=positive_int, default=default(TeacherSettings, "start_concurrency"), metavar="N",
         help="requests in flight at the start, doubling with each round the teacher takes, up to -c "
-        "(slow start; default: 4; set it to -c to start at full speed)")
-    add("--max-tokens", type=positive_int, default=2048, help="max tokens per teacher response (default: 2048)")
-    add("--max-turns", type=positive_int, default=None, help="max teacher responses per rollout (default: 10)")
-    add("--temperature", type=temperature, default=0.7, help="sampling temperature, 0-2 (default: 0.7)")
-    add("--samples", type=positive_int, default=1, help="independent rollouts per prompt (default: 1)")
+        "(slow start; default: %(default)s; set it to -c to start at full speed)")
+    add("--max-tokens", type=positive_int, default=default(RequestSettings, "max_tokens"),
+        help="max tokens per teacher response (default: %(default)s)")
+    add("--max-turns", type=positive_int, default=None,
+        help=f"max teacher responses per rollout (default: config.yml's rollout.max_turns, else "
+        f"{default(RequestSettings, 'max_turns')})")
+    add("--temperature", type=temperature, default=default(RequestSettings, "temperature"),
+        help="sampling temperature, 0-2 (default: %(default)s)")
+    add("--samples", type=positive_int, default=default(PromptSettings, "samples"),
+        help="independent rollouts per prompt (default: %(default)s)")
 
     api = parser.add_argument_group("teacher API")
     api.add_argument("--base-url", default=None,
-                     help=f"OpenAI-compatible API base; env OPENROUTER_BASE_URL (default: {OPENROUTER_BASE_URL})")
-    api.add_argument("--timeout", type=positive_float, default=600.0,
+                     help=f"OpenAI-compatible API base; env OPENROUTER_BASE_URL (default: "
+                     f"{default(TeacherSettings, 'base_url')})")
+    api.add_argument("--timeout", type=positive_float, default=default(TeacherSettings, "timeout"),
                      help="seconds one request may take, first byte to last, before it is retried; generous, "
-                     "since a cut answer is paid for twice (default: 600)")
-    api.add_argument("--retries", type=non_negative_int, default=8,
-                     help="retries of one failed request before its prompt is marked failed (default: 8)")
+                     "since a cut answer is paid for twice (default: %(default)g)")
+    api.add_argument("--retries", type=non_negative_int, default=default(TeacherSettings, "retries"),
+                     help="retries of one failed request before its prompt is marked failed (default: %(default)s)")
     api.add_argument("--no-stream", action="store_true",
                      help="ask for whole answers instead of streamed ones (streaming keeps proxies in front of "
                      "slow teachers from closing silent connections; a server that refuses it is asked without it)")
-    api.add_argument("--stall-timeout", type=positive_float, default=300.0, metavar="SECONDS",
+    api.add_argument("--stall-timeout", type=positive_float, default=default(TeacherSettings, "stall_timeout"),
+                     metavar="SECONDS",
                      help="a streamed answer that sends no data for this long is retried (comments that only keep "
-                     "the connection open do not count); long enough for models that think silently (default: 300)")
-    api.add_argument("--max-answer-mb", type=positive_float, default=64.0, metavar="MB",
+                     "the connection open do not count); long enough for models that think silently "
+                     "(default: %(default)g)")
+    api.add_argument("--max-answer-mb", type=positive_float, default=default(TeacherSettings, "max_answer_bytes") / MB,
+                     metavar="MB",
                      help="an answer larger than this (after decompression) fails its prompt, not retried: "
-                     "a broken or hostile server cannot take the machine's memory (default: 64)")
-    api.add_argument("--backoff", type=positive_float, default=1.0,
-                     help="seconds before the first retry; doubles each time, with jitter, up to 60 (default: 1)")
+                     "a broken or hostile server cannot take the machine's memory (default: %(default)g)")
+    api.add_argument("--backoff", type=positive_float, default=default(TeacherSettings, "backoff"),
+                     help="seconds before the first retry; doubles each time, with jitter, up to 60 "
+                     "(default: %(default)g)")
     api.add_argument("--reasoning-effort", choices=REASONING_MODES, default=None,
                      help="ask reasoning models for this much reasoning (rnow's reasoning_mode values; disabled "
                      "turns reasoning off)")
     api.add_argument("--reasoning-max-tokens", type=positive_int, default=None,
                      help="or cap reasoning at this many tokens")
-    api.add_argument("--cache", choices=["auto", "on", "off"], default="auto",
+    api.add_argument("--cache", choices=["auto", "on", "off"], default=default(RequestSettings, "cache"),
                      help="ask for prompt caching (cache_control breakpoints): auto asks Anthropic and Gemini "
-                     "models on OpenRouter, which cache only when asked (default: auto)")
+                     "models on OpenRouter, which cache only when asked (default: %(default)s)")
     api.add_argument("--cache-ttl", choices=["5m", "1h"], default=None,
                      help="how long a cached prefix lives, when caching is asked for (default: the provider's, 5m)")
     api.add_argument("--extra-body", default=None, metavar="JSON",
@@ -495,11 +512,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
                       help="score every finished rollout with this rnow rewards file (metadata.reward)")
     gate.add_argument("--min-reward", type=finite_float_arg, default=None, metavar="X",
                       help="rollouts scoring below X go to <stem>.rejected.jsonl, not the output")
-    gate.add_argument("--attempts", type=positive_int, default=1, metavar="K",
+    gate.add_argument("--attempts", type=positive_int, default=default(GateSettings, "attempts"), metavar="K",
                       help="with --min-reward: per prompt (and sample), try rollouts one after another until "
-                      "one passes or K were tried (default: 1)")
+                      "one passes or K were tried (default: %(default)s)")
     gate.add_argument("--reward-timeout", type=positive_float, default=None, metavar="SECONDS",
-                      help="seconds a reward may take, unless its @reward(timeout=...) says (default: 60)")
+                      help=f"seconds a reward may take, unless its @reward(timeout=...) says (default: config.yml's "
+                      f"rollout.reward_timeout, else {default(GateSettings, 'reward_timeout'):g})")
     gate.add_argument("--rescore", action="store_true",
                       help="send nothing: re-score the output and rejected files with --rewards and "
                       "--min-reward, moving lines between them")
@@ -509,17 +527,19 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
     tools = parser.add_argument_group("tools")
     tools.add_argument("--tool-timeout", type=positive_float, default=None,
-                       help="seconds a tool call may take, unless its @tool(timeout=...) says (default: 60)")
+                       help=f"seconds a tool call may take, unless its @tool(timeout=...) says (default: config.yml's "
+                       f"rollout.tool_timeout, else {default(ToolSettings, 'timeout'):g})")
     tools.add_argument("--mcp", action="append", default=None, metavar="URL_OR_COMMAND",
                        help="an MCP server whose tools join tools.py's: a streamable-HTTP URL, or a command run over "
                        "stdio (\"npx -y some-server\"); repeatable; replaces config.yml's rollout.mcp_url")
     tools.add_argument("--config", type=Path, default=None, metavar="FILE",
                        help="rnow's config.yml, whose rollout block gives defaults (max_turns, tool_timeout, "
                        "reward_timeout, max_tool_response, reasoning_mode, mcp_url) (default: ./config.yml if any)")
-    tools.add_argument("--tool-concurrency", type=positive_int, default=16,
-                       help="tool calls running at once across all rollouts (default: 16)")
+    tools.add_argument("--tool-concurrency", type=positive_int, default=default(ToolSettings, "concurrency"),
+                       help="tool calls running at once across all rollouts (default: %(default)s)")
     tools.add_argument("--max-tool-chars", type=positive_int, default=None,
-                       help="longer tool results are cut, with a visible marker (default: 20000)")
+                       help=f"longer tool results are cut, with a visible marker (default: config.yml's "
+                       f"rollout.max_tool_response x {CHARS_PER_TOKEN}, else {default(ToolSettings, 'max_chars')})")
 
     parser.add_argument("--dry-run", action="store_true",
                         help="validate everything, print the first request and the work to do; send nothing")
@@ -529,7 +549,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
 def parse_config(argv: list[str] | None) -> Config:
     args = build_arg_parser().parse_args(argv)
     load_dotenv_file()
-    base_url = (args.base_url or os.environ.get("OPENROUTER_BASE_URL") or OPENROUTER_BASE_URL).rstrip("/")
+    base_url = (args.base_url or os.environ.get("OPENROUTER_BASE_URL") or default(TeacherSettings, "base_url")).rstrip("/")
     if urlparse(base_url).scheme not in ("http", "https"):
         raise UsageError(f"--base-url must start with http:// or https://, got {base_url!r}")
     api_key = os.environ.get("OPENROUTER_API_KEY") or None
@@ -558,11 +578,14 @@ def parse_config(argv: list[str] | None) -> Config:
                          "or export it; a key is optional only for a local --base-url.")
     rollout = read_rollout_config(args.config)
     settings = SettingSources(rollout)
-    max_turns = settings.pick("max_turns", args.max_turns, "--max-turns", 10, positive_int)
-    tool_timeout = settings.pick("tool_timeout", args.tool_timeout, "--tool-timeout", 60.0, positive_float)
-    reward_timeout = settings.pick("reward_timeout", args.reward_timeout, "--reward-timeout", 60.0, positive_float)
-    max_tool_chars = settings.pick("max_tool_response", args.max_tool_chars, "--max-tool-chars", 20000,
-                                   lambda tokens: positive_int(tokens) * CHARS_PER_TOKEN)
+    max_turns = settings.pick("max_turns", args.max_turns, "--max-turns", default(RequestSettings, "max_turns"),
+                              positive_int)
+    tool_timeout = settings.pick("tool_timeout", args.tool_timeout, "--tool-timeout", default(ToolSettings, "timeout"),
+                                 positive_float)
+    reward_timeout = settings.pick("reward_timeout", args.reward_timeout, "--reward-timeout",
+                                   default(GateSettings, "reward_timeout"), positive_float)
+    max_tool_chars = settings.pick("max_tool_response", args.max_tool_chars, "--max-tool-chars",
+                                   default(ToolSettings, "max_chars"), lambda tokens: positive_int(tokens) * CHARS_PER_TOKEN)
     reasoning_mode = settings.pick("reasoning_mode", args.reasoning_effort, "--reasoning-effort", None,
                                    reasoning_mode_value)
     mcp_urls = settings.pick("mcp_url", args.mcp, "--mcp", [], lambda v: [v] if isinstance(v, str) else list(v))
@@ -594,7 +617,7 @@ def parse_config(argv: list[str] | None) -> Config:
         prompts=PromptSettings(input=args.input, system=args.system, num=args.num, shard=shard, samples=args.samples),
         teacher=TeacherSettings(base_url=base_url, secret=secret, concurrency=args.concurrency,
                                 start_concurrency=args.start_concurrency, timeout=args.timeout, retries=args.retries,
-                                backoff=args.backoff, max_answer_bytes=int(args.max_answer_mb * (1 << 20)),
+                                backoff=args.backoff, max_answer_bytes=int(args.max_answer_mb * MB),
                                 stall_timeout=args.stall_timeout),
         requests=RequestSettings(model=args.model, max_tokens=args.max_tokens, max_turns=max_turns,
                                  temperature=args.temperature, reasoning=reasoning,
@@ -2202,7 +2225,8 @@ class AdaptiveLimiter:
     # the same for requests in flight, slower: a server's capacity changes less often than a key's share
     LIMIT_PROBE_DOUBLING = 8.0
 
-    def __init__(self, start: int, probe_patience: float = 16.0, slow_start: int = 4,
+    def __init__(self, start: int, probe_patience: float = 16.0,
+                 slow_start: int = default(TeacherSettings, "start_concurrency"),
                  clock: Callable[[], float] = time.monotonic):
         self.clock = clock  # time.monotonic; a test may pass its own
         self.max_limit = start

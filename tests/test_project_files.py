@@ -103,3 +103,28 @@ def test_the_readme_is_a_front_page_and_its_links_resolve():
     for page in [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *(ROOT / "docs").glob("*.md")]:
         for target in re.findall(r"\]\(([^)#:]+\.(?:md|png))(?:#[^)]*)?\)", page.read_text()):
             assert (page.parent / target).exists(), f"{page.name} links to {target}, which is not there"
+
+
+def test_each_default_lives_in_its_settings_object_and_the_help_shows_it():
+    """One owner per default (issue 27): the flags' defaults are the settings objects' fields, the help shows
+    them, and the options page agrees with the help."""
+    import generate_distillation_data as gdd
+
+    parser = gdd.build_arg_parser()
+    defaults = {action.dest: action.default for action in parser._actions}
+    owners = {"concurrency": (gdd.TeacherSettings, "concurrency"), "timeout": (gdd.TeacherSettings, "timeout"),
+              "retries": (gdd.TeacherSettings, "retries"), "backoff": (gdd.TeacherSettings, "backoff"),
+              "stall_timeout": (gdd.TeacherSettings, "stall_timeout"), "model": (gdd.RequestSettings, "model"),
+              "max_tokens": (gdd.RequestSettings, "max_tokens"), "temperature": (gdd.RequestSettings, "temperature"),
+              "samples": (gdd.PromptSettings, "samples"), "attempts": (gdd.GateSettings, "attempts"),
+              "tool_concurrency": (gdd.ToolSettings, "concurrency"), "cache": (gdd.RequestSettings, "cache")}
+    for dest, (settings, name) in owners.items():
+        assert defaults[dest] == gdd.default(settings, name), dest
+    assert defaults["max_answer_mb"] * gdd.MB == gdd.default(gdd.TeacherSettings, "max_answer_bytes")
+    help_text = " ".join(parser.format_help().split())
+    page = (ROOT / "docs" / "options.md").read_text()
+    for flag, value in (("--stall-timeout", "300"), ("--timeout", "600"), ("--max-turns", "10"),
+                        ("--tool-timeout", "60"), ("--max-tool-chars", "20000"), ("-c, --concurrency", "20")):
+        assert f"default: {value}" in help_text or f"else {value}" in help_text, flag
+        row = next(line for line in page.splitlines() if line.startswith(f"| `{flag}"))
+        assert value in row.split("|")[2], (flag, row)
