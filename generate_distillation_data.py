@@ -2191,6 +2191,15 @@ class Stats:
     first_tries: int = 0  # first tries judged
 
 
+class Answered(enum.Enum):
+    """How a request that held a slot ended, as the limiter learns from it."""
+
+    OK = "ok"  # answered (taken by the teacher)
+    RATE_LIMITED = "rate_limited"  # a 429, before or after it was admitted
+    FAILED = "failed"  # anything else: a 5xx, a drop, a timeout (tells nothing about the limits)
+    CANCELLED = "cancelled"  # never sent, or abandoned by the run
+
+
 @dataclass
 class Slot:
     wave: int  # the limiter's wave when the request started
@@ -2268,7 +2277,7 @@ class AdaptiveLimiter:
             return await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
-                self.release(future.result(), "cancelled")
+                self.release(future.result(), Answered.CANCELLED)
             raise
 
     def admit(self, slot: Slot) -> None:
@@ -2280,12 +2289,12 @@ class AdaptiveLimiter:
             self._taken_request(slot, still_in_flight=True)
             self._wake()
 
-    def release(self, slot: Slot, outcome: str) -> None:
-        """outcome: ok, rate_limited (also after it was admitted: a late 429 counts), or anything else."""
+    def release(self, slot: Slot, answered: Answered) -> None:
+        """A late 429 (after the request was admitted) counts as one too."""
         self.in_flight -= 1
-        if outcome == "ok" and not slot.admitted:
+        if answered is Answered.OK and not slot.admitted:
             self._taken_request(slot, still_in_flight=False)
-        elif outcome == "rate_limited":
+        elif answered is Answered.RATE_LIMITED:
             self._refused(slot)
         self._wake()
 
@@ -2658,22 +2667,23 @@ class TeacherClient:
     async def _attempt(self, payload: bytes, priority: int, spend: Usage, stopping: asyncio.Event | None
                        ) -> Completion:
         slot = await self.limiter.acquire(priority)
-        outcome, sent = "error", time.monotonic()
+        answered, sent = Answered.FAILED, time.monotonic()
         # Admitted once it goes unrefused for the window (or at its first streamed data, _read_events)
         admission = asyncio.get_running_loop().call_later(self.admission_window, self.limiter.admit, slot)
         try:
             if stopping is not None and stopping.is_set():
+                answered = Answered.CANCELLED
                 raise NotStarted()
             self.stats.requests += 1
             answer = await self._post(payload, slot)
             self.unreachable_in_a_row = 0
             completion = self._read(answer, spend)
             self.answered_once = True
-            outcome = "ok"
+            answered = Answered.OK
             return completion
         except RetryableError as e:
             if e.rate_limited:
-                outcome = "rate_limited"
+                answered = Answered.RATE_LIMITED
                 self.stats.rate_limited += 1
                 self._learn_refusal_time(time.monotonic() - sent)
             if e.retry_after and e.holds_everyone:
@@ -2681,7 +2691,7 @@ class TeacherClient:
             raise
         finally:
             admission.cancel()
-            self.limiter.release(slot, outcome)
+            self.limiter.release(slot, answered)
 
     def _learn_refusal_time(self, seconds: float) -> None:
         """The admission window: three times the slowest 429 seen so far, at least 0.25 s (OpenRouter's 429s

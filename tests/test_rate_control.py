@@ -37,12 +37,12 @@ def test_a_429_at_a_level_the_teacher_just_took_sets_a_pace_and_keeps_the_in_fli
         limiter = gdd.AdaptiveLimiter(64, slow_start=8, clock=clock)
         slots = await taken(limiter, 8)  # the teacher took 8 at once...
         for slot in slots[2:]:
-            limiter.release(slot, "ok")
+            limiter.release(slot, gdd.Answered.OK)
         clock.now += 1.0  # watched long enough to measure a rate
         refused = await limiter.acquire(0)  # ...then refused one at level 3: not the number in flight
         assert refused.level == 3
         limit_before = limiter.limit
-        limiter.release(refused, "rate_limited")
+        limiter.release(refused, gdd.Answered.RATE_LIMITED)
         assert limiter.pace is not None and limiter.limit == limit_before and limiter.wave == 0
         return limiter
 
@@ -56,10 +56,10 @@ def test_a_429_above_every_level_taken_halves_the_in_flight_limit_and_sets_no_pa
         slots = await taken(limiter, 8)
         refused = [await limiter.acquire(0) for _ in range(8)]  # levels 9..16, never taken
         for slot in refused:
-            limiter.release(slot, "rate_limited")
+            limiter.release(slot, gdd.Answered.RATE_LIMITED)
         assert limiter.pace is None and limiter.limit == 8 and limiter.ceiling == 8 and limiter.wave == 1
         for slot in slots:
-            limiter.release(slot, "ok")
+            limiter.release(slot, gdd.Answered.OK)
 
     asyncio.run(go())
 
@@ -70,11 +70,11 @@ def test_the_pace_spaces_requests_and_only_a_request_sent_after_a_cut_cuts_again
         limiter._taken.append((limiter.clock() - 1.0, 1))  # watched for a second
         slots = await taken(limiter, 8)
         for slot in slots[1:]:
-            limiter.release(slot, "ok")
+            limiter.release(slot, gdd.Answered.OK)
         early = [await limiter.acquire(0) for _ in range(2)]  # sent before the cut, at levels 2 and 3
-        limiter.release(early[0], "rate_limited")
+        limiter.release(early[0], gdd.Answered.RATE_LIMITED)
         pace = limiter.pace
-        limiter.release(early[1], "rate_limited")  # same burst: does not cut again
+        limiter.release(early[1], gdd.Answered.RATE_LIMITED)  # same burst: does not cut again
         assert limiter.pace == pace
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -82,7 +82,7 @@ def test_the_pace_spaces_requests_and_only_a_request_sent_after_a_cut_cuts_again
         for _ in range(3):
             slot = await limiter.acquire(0)
             sent.append(loop.time() - started)
-            limiter.release(slot, "ok")
+            limiter.release(slot, gdd.Answered.OK)
         return pace, sent
 
     pace, sent = asyncio.run(go())
@@ -97,7 +97,7 @@ def test_the_pace_grows_only_while_it_holds_requests_back():
         for _ in range(50):
             slot = await limiter.acquire(0)
             limiter.admit(slot)
-            limiter.release(slot, "ok")
+            limiter.release(slot, gdd.Answered.OK)
         return limiter.pace
 
     assert asyncio.run(go()) == 1000.0
