@@ -139,10 +139,10 @@ def test_slow_start_grows_when_a_request_is_taken_not_when_its_answer_ends():
         assert limiter.limit == 12  # doubled: two more each, since these four still hold their slots
         late = await limiter.acquire(0)  # the fifth in flight, above every level taken
         limiter.admit(late)
-        limiter.release(late, "rate_limited")
+        limiter.release(late, gdd.Answered.RATE_LIMITED)
         assert limiter.limit <= 6.5
         for slot in slots:
-            limiter.release(slot, "ok")
+            limiter.release(slot, gdd.Answered.OK)
         assert limiter.limit <= 6.5  # taken already: their ends do not grow it
 
     asyncio.run(go())
