@@ -8,10 +8,13 @@ default) answers, calls tools from tools.py, reads their results and answers aga
 final answer. Every finished conversation is appended to train.jsonl as one line the moment it ends.
 Re-running the same command resumes: prompts already in the output are skipped, failed ones are retried.
 
-The file reads top-down, each section using only the ones above it:
-    CLI and config (one settings object per part) -> prompts -> tools -> rewards (the quality gate)
-    -> API client (limiter, TLS, decoding, retries) -> rollout -> the dataset line (built, keyed, read,
-    rewritten) -> output and resume -> exports -> progress -> main (the plan, the run, settling, stopping)
+The file reads top-down, in the order the data flows; each section owns one concern, says which in its
+banner's first line, and uses only the sections above it:
+
+    Settings -> config.yml and the environment -> Prompts -> Tools -> MCP servers -> Rewards -> Spend
+    -> Rate control -> Prompt caching -> HTTP transport -> Judging answers -> Teacher client -> Rollout
+    -> The dataset line -> Output and resume -> Paused and failed files -> Exports -> Progress -> The run
+    -> Main
 """
 
 from __future__ import annotations
@@ -102,8 +105,9 @@ def human_duration(seconds: float) -> str:
 
 
 # ==================================================================================================
-# CLI and config
+# Settings
 # ==================================================================================================
+# One small frozen settings object per part, each field the default of its flag; the command line parsed into them.
 
 
 # Each part of the program gets the settings it uses, one small frozen object per part, so a flag's reach
@@ -635,6 +639,12 @@ def parse_config(argv: list[str] | None) -> Config:
     )
 
 
+# ==================================================================================================
+# config.yml and the environment
+# ==================================================================================================
+# rnow's config.yml rollout block, .env, the base URL and --extra-body: what the settings read from outside the command line.
+
+
 # rnow's config.yml: its `rollout` block gives defaults here, so one config serves distillation and RL.
 # Only keys present count (rnow's own default max_turns of 1 would cut every tool rollout); flags win.
 ROLLOUT_KEYS = ("max_turns", "tool_timeout", "reward_timeout", "max_tool_response", "reasoning_mode", "mcp_url")
@@ -788,6 +798,7 @@ def parse_extra_body(text: str | None) -> dict:
 # ==================================================================================================
 # Prompts
 # ==================================================================================================
+# Reading and checking the prompts file; prompt ids; the rollouts the command asks for.
 
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
 
@@ -1126,6 +1137,7 @@ def shard_of(prompt_id: str, shards: int) -> int:
 # ==================================================================================================
 # Tools
 # ==================================================================================================
+# tools.py under rnow's @tool; the ToolBox that runs calls and counts them; ToolUnavailable.
 # tools.py is written for rnow: `from rnow.core.tool import tool`, then @tool on sync or async
 # functions. When rnow is installed its decorator is used as it is; otherwise a stand-in module with
 # the same decorator is installed first, building the very schema rnow would, so the student sees at
@@ -1586,8 +1598,9 @@ def coerce_argument(tool_name: str, key: str, value: Any, kinds: list[str]) -> A
 
 
 # ==================================================================================================
-# MCP servers: tools from Model Context Protocol servers, under the names rnow gives them
+# MCP servers
 # ==================================================================================================
+# Tools from Model Context Protocol servers, under the names rnow gives them; their results as text.
 # rnow lists the tools of `rollout.mcp_url` with fastmcp's client, naming its servers mcp_0, mcp_1, ...:
 # with one server a tool keeps the server's name; with several, fastmcp prefixes it: mcp_1_search. The
 # teacher sees the same names here, so the student learns the names it will call in RL. The client is the
@@ -1933,8 +1946,9 @@ def secret_free_text(text: str, spec: McpSpec) -> str:
 
 
 # ==================================================================================================
-# Rewards: the quality gate
+# Rewards
 # ==================================================================================================
+# rewards.py under rnow's @reward: the quality gate's scores.
 # rewards.py is an rnow rewards file (`from rnow.core import RewardArgs, reward, get_response`), the one
 # the user will use for RL. Every finished rollout is scored with it, as rnow would score it: the total
 # is 0 when a precondition reward is 0, else the sum. As with tools, rnow's own decorator is used when
@@ -2087,8 +2101,9 @@ def error_summary_value(value: Any) -> str:
 
 
 # ==================================================================================================
-# API client: adaptive limiter, retries
+# Spend
 # ==================================================================================================
+# Tokens and cost of each answer (Usage), and the run's counters (Stats).
 
 
 @dataclass
@@ -2189,6 +2204,12 @@ class Stats:
     reward_sum: float = 0.0
     passed_first: int = 0  # accepted on a prompt's first try
     first_tries: int = 0  # first tries judged
+
+
+# ==================================================================================================
+# Rate control
+# ==================================================================================================
+# Requests in flight and requests a second, learned from 429s and from rate headers (AdaptiveLimiter).
 
 
 class Answered(enum.Enum):
@@ -2457,6 +2478,12 @@ class AdaptiveLimiter:
         self._wake()
 
 
+# ==================================================================================================
+# Prompt caching
+# ==================================================================================================
+# Where cache_control breakpoints go, and when they are asked for (CachePlan).
+
+
 # Prompt caching. Each turn of a rollout resends the whole conversation. OpenAI, DeepSeek, Grok and recent
 # Gemini models cache long prefixes by themselves; Anthropic models (and Gemini's explicit caching) only
 # when a request carries cache_control breakpoints. The portable form is a breakpoint on a content block
@@ -2517,453 +2544,10 @@ def with_breakpoint(message: dict, marker: dict) -> dict | None:
     return None
 
 
-RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504, 524, 529}
-LONG_WAIT = 600.0  # seconds: a 429 that asks to wait longer (a daily cap) stops the run instead
-
-# Until the teacher has answered once, a wall of identical failures means a wrong URL, model, key or
-# network, not bad luck: the run stops instead of sending every prompt into it. Two signs, two limits:
-FAILED_BEFORE_ANY_ANSWER = 20  # rollouts failed for good (the Run counts them)
-
-
-def unreachable_limit(concurrency: int) -> int:
-    """Requests in a row that could not reach the teacher at all (the client counts them): at least
-    one full wave of -c requests, three times over, as a wave may all fail from one network blip."""
-    return max(20, 3 * concurrency)
-
-
-class RetryableError(Exception):
-    """This request failed in a way another try may not (rate limit, 5xx, drop, timeout, bad answer)."""
-
-    def __init__(self, kind: str, detail: str, retry_after: float | None = None, rate_limited: bool = False,
-                 holds_everyone: bool = True):
-        super().__init__(detail)
-        self.kind, self.detail = kind, detail  # kind: a short label the summary counts, e.g. "HTTP 503"
-        self.retry_after, self.rate_limited = retry_after, rate_limited
-        self.holds_everyone = holds_everyone  # retry_after pauses every request, not only this one's retry
-
-
-class PromptFailed(Exception):
-    """This rollout cannot finish (bad request, retries used up); the run goes on."""
-
-    def __init__(self, kind: str, detail: str, tries: int = 1, status: int | None = None):
-        super().__init__(detail)
-        self.kind, self.detail, self.tries, self.status = kind, detail, tries, status
-
-
-class NotStarted(Exception):
-    """The run was stopping before this rollout sent its first request: it stays pending, nothing spent."""
-
-
-class RunStopped(Exception):
-    """No request can succeed (bad key, no credits, teacher unreachable): stop the whole run, lose nothing."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind, self.message = kind, message
-
-
-class MalformedAnswer(Exception):
-    """A 200 answer whose fields are not what the protocol says: a provider error, retried."""
-
-
-@dataclass
-class Answer:
-    """An HTTP answer, read whole: what _read judges."""
-
-    status: int
-    headers: httpx.Headers
-    body: bytes
-    usage_lost: bool = False  # streamed, and its usage event never came: its cost is unknown, not missing
-
-    @property
-    def reason(self) -> str:
-        return httpx.codes.get_reason_phrase(self.status)
-
-
-@dataclass
-class Completion:
-    message: dict
-    finish_reason: str | None
-    model: str | None
-    error: Any = None  # the choice's error object, when finish_reason is "error"
-
-
-class TeacherClient:
-    def __init__(self, settings: TeacherSettings, limiter: AdaptiveLimiter, stats: Stats):
-        self.settings, self.limiter, self.stats = settings, limiter, stats
-        self.url = f"{settings.base_url}/chat/completions"
-        self.display_url = display_url(self.url)  # what messages show: no password from the URL
-        self.answered_once = False  # until then, unreachable_limit() failures in a row stop the run
-        self.unreachable_in_a_row = 0
-        self.on_answer: Callable[[], None] | None = None  # called after each billed answer (the spend cap)
-        self.drop_reasoning_content = False  # the server refused it in requests: send messages without it
-        self.stream = True  # False once the server refused streamed answers
-        self.admission_window = 0.25  # seconds unrefused after which a request counts as taken (grows on 429s)
-        self.notes: list[str] = []  # things the summary tells once (what was adapted to this server)
-        # Accept-Encoding is ours to say: aiohttp's default names whatever decoders happen to be installed,
-        # and the transport hands us the body undecoded. We name what zlib decodes, and decode it ourselves.
-        headers = {"Content-Type": "application/json", "HTTP-Referer": APP_URL, "X-OpenRouter-Title": APP_TITLE,
-                   "X-Title": APP_TITLE, "Accept-Encoding": ACCEPTED_ENCODINGS}
-        if settings.secret.key:
-            headers["Authorization"] = f"Bearer {settings.secret.key}"
-        # httpx is the API; aiohttp moves the bytes. httpx's own pool (httpcore) does work proportional
-        # to its size on every request (encode/httpx#3215): at 1,000 connections it spent a whole core
-        # there, where aiohttp's pool costs ~15% (OpenAI's SDK ships the same transport). Requests go to
-        # the transport directly (httpx's public transport API): the client's cookie, auth, redirect and
-        # URL-merging layers, of no use for one fixed endpoint, cost as much as the transport itself.
-        # The limiter never lets more than -c requests be in flight, so -c connections suffice.
-        self.transport = AiohttpTransport(client=functools.partial(aiohttp_session, settings.concurrency,
-                                                                   settings.base_url.startswith("https:")),
-                                          proxy=proxy_for(self.url), verify=UNUSED_TLS_CONTEXT)
-        self.target = httpx.URL(self.url)
-        self.headers = httpx.Headers({**headers, "Host": self.target.netloc.decode("ascii")})
-        self.timeouts = {"connect": min(settings.timeout, 15.0), "read": settings.timeout, "pool": None}
-
-    async def complete(self, body: dict, priority: int, spend: Usage, stopping: asyncio.Event | None = None
-                       ) -> Completion:
-        """One chat completion, retried with backoff on anything transient.
-
-        Every answered request's usage is added to `spend` as it arrives, so a rollout that fails later
-        still reports what it cost. `stopping`: if the run is stopping by the time a request slot frees up,
-        send nothing (NotStarted).
-        """
-        try:
-            return await self._complete(body, priority, spend, stopping)
-        except PromptFailed as e:
-            if e.status in (400, 422) and body.get("stream") and "stream" in e.detail.lower():
-                # A server that cannot stream: ask for whole answers from now on, said once.
-                if self.stream:
-                    self.stream = False
-                    self.notes.append("The teacher refused streamed answers, so whole answers were asked for "
-                                      "(a proxy in front of a slow teacher may close those; see --stall-timeout).")
-                return await self._complete(body, priority, spend, None)
-            # Assistant messages go back as the API gave them, `reasoning_content` included; a server that
-            # refuses that field in requests (400 naming it) gets messages without it from now on.
-            if not (e.status in (400, 422) and "reasoning_content" in e.detail and carries_reasoning_content(body)):
-                raise
-            if not self.drop_reasoning_content:
-                self.drop_reasoning_content = True
-                self.notes.append("The teacher refused `reasoning_content` in the messages sent back to it, so it "
-                                  "was left out of them (the dataset keeps it).")
-            return await self._complete(body, priority, spend, None)
-
-    async def _complete(self, body: dict, priority: int, spend: Usage, stopping: asyncio.Event | None) -> Completion:
-        if self.drop_reasoning_content:
-            body = {**body, "messages": [without_reasoning_content(m) for m in body["messages"]]}
-        if not self.stream and "stream" in body:
-            body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-        payload = orjson.dumps(body)  # ~10x json.dumps; refuses what is not strict JSON, like allow_nan=False
-        for attempt in range(1, self.settings.retries + 2):
-            try:
-                return await self._attempt(payload, priority, spend, stopping if attempt == 1 else None)
-            except RetryableError as e:
-                if attempt > self.settings.retries:
-                    raise PromptFailed(f"retries used up ({e.kind})",
-                                       f"gave up after {attempt} attempts; last error: {e.detail}", attempt) from None
-                self.stats.retries += 1
-                await asyncio.sleep(self._backoff(attempt, e.retry_after))
-        raise AssertionError("unreachable")
-
-    async def _attempt(self, payload: bytes, priority: int, spend: Usage, stopping: asyncio.Event | None
-                       ) -> Completion:
-        slot = await self.limiter.acquire(priority)
-        answered, sent = Answered.FAILED, time.monotonic()
-        # Admitted once it goes unrefused for the window (or at its first streamed data, _read_events)
-        admission = asyncio.get_running_loop().call_later(self.admission_window, self.limiter.admit, slot)
-        try:
-            if stopping is not None and stopping.is_set():
-                answered = Answered.CANCELLED
-                raise NotStarted()
-            self.stats.requests += 1
-            answer = await self._post(payload, slot)
-            self.unreachable_in_a_row = 0
-            completion = self._read(answer, spend)
-            self.answered_once = True
-            answered = Answered.OK
-            return completion
-        except RetryableError as e:
-            if e.rate_limited:
-                answered = Answered.RATE_LIMITED
-                self.stats.rate_limited += 1
-                self._learn_refusal_time(time.monotonic() - sent)
-            if e.retry_after and e.holds_everyone:
-                self.limiter.pause_until(time.monotonic() + e.retry_after)
-            raise
-        finally:
-            admission.cancel()
-            self.limiter.release(slot, answered)
-
-    def _learn_refusal_time(self, seconds: float) -> None:
-        """The admission window: three times the slowest 429 seen so far, at least 0.25 s (OpenRouter's 429s
-        come back in tens of milliseconds; a proxy in front may add some), at most 30 s. A 429 later than the
-        window still counts as one: it only came after the limit had grown."""
-        self.admission_window = min(30.0, max(self.admission_window, 3 * seconds))
-
-    async def _post(self, payload: bytes, slot: Slot) -> Answer:
-        """Send once, except that a request lost on a kept-alive connection the server had already closed
-        (a race every keep-alive timeout allows: nginx's is 75 s, some proxies' 1 s) is sent again at
-        once on a new connection, without spending a retry: the server never saw it."""
-        try:
-            return await self._post_once(payload, slot)
-        except StaleConnection:
-            return await self._post_once(payload, slot)
-
-    async def _post_once(self, payload: bytes, slot: Slot) -> Answer:
-        # httpx's read timeout restarts with every chunk, so a teacher dripping a few bytes a second
-        # would hold a request for ever; this deadline covers the whole request, first byte to last.
-        progress = RequestProgress()
-        token = REQUEST_PROGRESS.set(progress)
-        try:
-            async with asyncio.timeout(self.settings.timeout):
-                request = httpx.Request("POST", self.target, headers=self.headers, content=payload,
-                                        extensions={"timeout": self.timeouts})
-                response = await self.transport.handle_async_request(request)
-                progress.answered = True
-                if (budget := request_budget(response.headers)) is not None:  # before the body: slow start
-                    self.limiter.tell_budget(slot, *budget)                    # grows as it comes
-                try:
-                    content_type, encoding, declared = body_headers(response)
-                    if response.status_code == 200 and content_type.startswith(b"text/event-stream"):
-                        body = await self._read_events(response, encoding, slot)
-                    else:
-                        body = await self._read_body(response, encoding, declared)
-                finally:
-                    await response.aclose()  # back to the pool, or closed if the body was cut
-                return Answer(response.status_code, response.headers, body, progress.usage_lost)
-        except StreamStalled:
-            raise RetryableError("stalled", f"the streamed answer sent no data for {self.settings.stall_timeout:g} s "
-                                 "(--stall-timeout)") from None
-        except TimeoutError:
-            raise RetryableError("timeout", f"no complete answer within {self.settings.timeout:g} s (--timeout)") from None
-        except StreamCut as e:
-            raise RetryableError("stream cut", f"the streamed answer was cut ({e})") from None
-        except AnswerTooLarge as e:
-            raise PromptFailed("answer too large", str(e)) from None
-        except MalformedAnswer as e:
-            raise RetryableError("malformed answer", f"malformed answer: {e}") from None
-        except (httpx.TransportError, aiohttp.ClientError, OSError) as e:
-            # Judge by aiohttp's own error: httpx-aiohttp maps a refused connection to ConnectTimeout.
-            original = e.__cause__ if isinstance(e, httpx.TransportError) and e.__cause__ else e
-            if progress.reused and not progress.answered and isinstance(original, STALE_CONNECTION_ERRORS):
-                raise StaleConnection() from None
-            if isinstance(original, (TimeoutError, httpx.TimeoutException)):
-                raise RetryableError("timeout", f"no answer in time ({type(original).__name__})") from None
-            self._check_tls(original)
-            self._check_reachable(original)
-            raise RetryableError("connection", self._detail(
-                f"connection problem: {type(original).__name__}: {original}")) from None
-        finally:
-            REQUEST_PROGRESS.reset(token)
-
-    async def _read_events(self, response: httpx.Response, encoding: str, slot: Slot) -> bytes:
-        """A streamed answer (server-sent events), assembled into the body an unstreamed answer would have
-        had, so everything after this reads one shape. A stall timer restarts with every data event (not
-        with comments, which keep only the connection alive); the total deadline still holds. Once the
-        answer is whole (AnswerStream.whole), the wait shrinks to USAGE_WAIT for its usage event, then to
-        END_WAIT for the stream's end: a server that never sends [DONE], or holds the connection open
-        after it, costs seconds, and the answer is kept."""
-        stream, events = AnswerStream(), SseParser()
-        loop, cap = asyncio.get_running_loop(), self.settings.max_answer_bytes
-        try:
-            try:
-                async with asyncio.timeout(self.settings.stall_timeout) as deadline:
-                    async for chunk in self._decoded_chunks(response, encoding, STREAM_BYTES):
-                        added = False
-                        for data in events.feed(chunk):
-                            stream.add(data)
-                            added = True
-                        if events.pending > cap or stream.size > cap:  # what is held, not what went by
-                            raise AnswerTooLarge(max(events.pending, stream.size), cap)
-                        if not added:
-                            continue
-                        if not slot.admitted and not stream.failed:
-                            self.limiter.admit(slot)  # the teacher is answering: it took the request
-                        if stream.failed or stream.done and not stream.whole:
-                            break  # nothing after an error event or a [DONE] can make the answer whole
-                        wait = (self.settings.stall_timeout if not stream.whole else
-                                END_WAIT if stream.done or stream.usage_seen else USAGE_WAIT)
-                        deadline.reschedule(loop.time() + wait)
-            except TimeoutError:
-                if not deadline.expired():
-                    raise
-                if not stream.whole:
-                    raise StreamStalled() from None
-            except (httpx.TransportError, aiohttp.ClientError, OSError, MalformedAnswer):
-                if not stream.whole:
-                    raise  # else the connection broke, or sent garbage, after the answer was whole: kept
-            if not (stream.whole or stream.failed):
-                raise StreamCut("[DONE] came before the answer's finish_reason" if stream.done else
-                                "it ended before the answer was complete")
-        except (StreamStalled, StreamCut, httpx.TransportError, aiohttp.ClientError, OSError):
-            self.stats.cost_unknown += 1  # the answer began, and was paid for; its usage never came
-            raise
-        if stream.whole and not stream.usage_seen:
-            self.stats.cost_unknown += 1  # the answer is whole; only its usage event was lost
-            REQUEST_PROGRESS.get().usage_lost = True
-        return stream.body()
-
-    async def _decoded_chunks(self, response: httpx.Response, encoding: str, limit: int) -> AsyncIterator[bytes]:
-        """The body's bytes as they come, decoded, never more than `limit` in all."""
-        decoder = BodyDecoder(encoding, limit)
-        async for chunk in response.stream:
-            yield decoder.feed(chunk)
-        yield decoder.finish()
-
-    async def _read_body(self, response: httpx.Response, encoding: str, declared: bytes) -> bytes:
-        """The whole body, decoded as its Content-Encoding says, never more than the cap."""
-        limit = self.settings.max_answer_bytes
-        if encoding.strip().lower() not in ("", "identity"):
-            return b"".join([chunk async for chunk in self._decoded_chunks(response, encoding, limit)])
-        # Most answers: no decoder at all, and a declared length over the cap is refused before reading.
-        if declared.isdigit() and int(declared) > limit:
-            raise AnswerTooLarge(int(declared), limit)
-        parts, size = [], 0
-        async for chunk in response.stream:
-            size += len(chunk)
-            if size > limit:
-                raise AnswerTooLarge(size, limit)
-            parts.append(chunk)
-        return b"".join(parts)
-
-    def _check_tls(self, error: BaseException) -> None:
-        """Certificate failures, and https:// sent to a plain-http port, fail every request alike: stop
-        the run at once with what to do. A handshake cut by the network stays retryable."""
-        host = self.target.host
-        if isinstance(error, aiohttp.ClientConnectorCertificateError):
-            why = getattr(error.certificate_error, "verify_message", None) or error.certificate_error
-            raise RunStopped("certificate", self._detail(
-                f"the TLS certificate of {host} could not be verified ({why}). Behind a TLS-inspecting proxy "
-                "(a company network, an antivirus), set SSL_CERT_FILE to a file holding its CA certificate, in "
-                "the environment or .env; otherwise check --base-url. Then re-run the same command.", limit=None))
-        reason = getattr(getattr(error, "os_error", None), "reason", None) or getattr(error, "reason", None)
-        if isinstance(error, (aiohttp.ClientSSLError, ssl.SSLError)) and reason in NOT_TLS_REASONS:
-            raise RunStopped("not TLS", self._detail(
-                f"{host}:{self.target.port or 443} does not speak TLS, so https:// cannot work there ({reason}). "
-                "If the server is plain HTTP, use an http:// --base-url (or OPENROUTER_BASE_URL), then re-run "
-                "the same command.", limit=None))
-
-    def _read(self, answer: Answer, spend: Usage) -> Completion:
-        """Turn an answer into a Completion, or raise. Every field of it is checked."""
-        status = answer.status
-        data = decode_answer(answer.body)
-        if status == 200 and isinstance(data, dict):
-            usage = data.get("usage")
-            if isinstance(usage, dict) and "cache_discount" in data and "cache_discount" not in usage:
-                usage = {**usage, "cache_discount": data["cache_discount"]}  # OpenRouter puts it in the body
-            billed_before = spend.cost
-            spend.add(usage)  # billed even when the rest of the answer turns out unusable
-            self.stats.billed += spend.cost - billed_before
-            self.stats.answers += 1
-            self.stats.uncosted += not has_cost(usage) and not answer.usage_lost
-            if self.on_answer is not None:
-                self.on_answer()
-        if status != 200:
-            self._raise_for_error(status, data.get("error") if isinstance(data, dict) else None, answer)
-        if not isinstance(data, dict):
-            raise RetryableError("malformed answer", "malformed answer: not a JSON object")
-        if data.get("error") and not data.get("choices"):
-            code = field_of(data["error"], "code")
-            valid_code = isinstance(code, int) and not isinstance(code, bool) and 400 <= code < 600
-            self._raise_for_error(code if valid_code else 502, data["error"], answer)
-        if SURROGATE_ESCAPE.search(answer.body) and not encodable(data):
-            raise RetryableError("malformed answer", "malformed answer: a lone surrogate (text that is not valid Unicode)")
-        try:
-            completion = parse_completion(data)
-        except MalformedAnswer as e:
-            raise RetryableError("malformed answer", f"malformed answer: {e}") from None
-        if completion.finish_reason == "error":
-            raise RetryableError("provider error",
-                                 self._detail(f"the provider failed mid-answer: {error_text(completion.error)}"))
-        return completion
-
-    def _check_reachable(self, error: Exception) -> None:
-        self.unreachable_in_a_row += 1
-        if not self.answered_once and self.unreachable_in_a_row >= unreachable_limit(self.settings.concurrency):
-            raise RunStopped("unreachable", self._detail(
-                f"cannot reach {self.display_url} ({type(error).__name__}: {error}). Check the network and --base-url, "
-                "then re-run the same command.", limit=None))
-
-    def _raise_for_error(self, status: int, error: Any, answer: Answer) -> None:
-        detail = self._detail(error_text(error) or answer.reason)
-        if status == 400 and b"plain HTTP request was sent to HTTPS port" in answer.body:  # nginx's words
-            raise RunStopped("not TLS", f"{self.display_url} is served over https, but the request was plain "
-                             "http. Use an https:// --base-url (or OPENROUTER_BASE_URL), then re-run the same command.")
-        availability = field_of(error, "availability")
-        if isinstance(availability, dict):
-            self._raise_for_availability(status, availability, detail, answer)
-        wait = retry_after_seconds(answer.headers)
-        says_when = "retry-after" in answer.headers and wait is not None  # transient, whatever the status
-        if status == 401:
-            raise RunStopped("key rejected", f"the API key was rejected (401: {detail}). Check OPENROUTER_API_KEY "
-                             "in your environment or .env, then re-run the same command to continue.")
-        if status == 402 and not says_when:
-            raise RunStopped("out of credits", f"out of credits (402: {detail}). Add credits "
-                             "(https://openrouter.ai/settings/credits), then re-run the same command; "
-                             "finished samples are kept.")
-        if status == 403 and not is_moderation_error(error) and not says_when:
-            raise RunStopped("access denied", f"access denied (403: {detail}). Check the key's permissions and "
-                             "limits, then re-run the same command to continue.")
-        if status in RETRYABLE_STATUS or status >= 500 or says_when:
-            self._raise_retryable(status, wait, detail, answer.headers)
-        raise PromptFailed(f"HTTP {status}", f"HTTP {status}: {detail}", status=status)
-
-    def _raise_retryable(self, status: int, wait: float | None, detail: str, headers: httpx.Headers,
-                         kind: str | None = None) -> None:
-        kind = kind or f"HTTP {status}"
-        if wait is not None and wait > LONG_WAIT:
-            raise RunStopped("rate limit for hours" if status == 429 else "teacher away for hours",
-                             f"the teacher's {'rate limit resets' if status == 429 else 'answer asks to wait'} in "
-                             f"{human_duration(wait)} ({status}: {detail}), a daily or monthly cap such as a free "
-                             "model's. Re-run the same command after that, or with a model "
-                             "or key without that cap (--model); finished samples are kept.")
-        raise RetryableError(kind, f"HTTP {status}: {detail}", wait, status == 429,
-                             wait_holds_everyone(status, wait, headers))
-
-    def _raise_for_availability(self, status: int, availability: dict, detail: str, answer: Answer) -> None:
-        """OpenRouter's availability errors, judged as its docs say: by `retryable`, not by the code.
-        Retryable ones wait `retry_after`. One that filtered this conversation out (it does not fit the
-        context) fails this rollout; any other holds for every request (the model is unknown, deprecated,
-        gone, not served in this region or under this privacy setting): the run stops at once, naming the
-        models OpenRouter suggests instead."""
-        code = printable(str(availability.get("code") or "unavailable"))[:60]
-        if availability.get("retryable") is True:
-            wait = amount(availability.get("retry_after")) if "retry_after" in availability else None
-            self._raise_retryable(status, wait or retry_after_seconds(answer.headers), f"{code}: {detail}",
-                                  answer.headers, kind=f"HTTP {status} {code}")
-        constraint = availability.get("constraint")
-        if code == "constraint_filtered" and "context" in str(constraint).lower():
-            raise PromptFailed("does not fit the context", f"the conversation does not fit the model's context "
-                               f"(HTTP {status}: {detail})", status=status)
-        models = availability.get("fallback_models")
-        names = [self._detail(str(m), 80) for m in models[:5]] if isinstance(models, list) else []
-        instead = (f" OpenRouter suggests instead: {', '.join(names)}; pass one with --model." if names else
-                   " Choose another with --model (https://openrouter.ai/models).")
-        raise RunStopped("model unavailable", f"the teacher model cannot be used now ({code}, HTTP {status}: "
-                         f"{detail}).{instead} Then re-run the same command; finished samples are kept.")
-
-    def _detail(self, text: str, limit: int | None = 300) -> str:
-        """Teacher text fit to store or print: the key removed first, then cut (a cut key would survive)."""
-        text = self.settings.secret.redact(text)
-        return text if limit is None or len(text) <= limit else text[:limit] + "..."
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        delay = min(60.0, self.settings.backoff * 2 ** (attempt - 1))
-        delay = delay / 2 + random.uniform(0, delay / 2)  # jitter: retries of one burst spread out
-        return max(delay, retry_after or 0.0)
-
-    async def aclose(self) -> None:
-        await self.transport.aclose()
-
-
-SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # cheap pre-check; `encodable` decides
-
-
-def carries_reasoning_content(body: dict) -> bool:
-    return any(isinstance(m, dict) and "reasoning_content" in m for m in body.get("messages", ()))
-
-
-def without_reasoning_content(message: dict) -> dict:
-    return {k: v for k, v in message.items() if k != "reasoning_content"} if "reasoning_content" in message else message
+# ==================================================================================================
+# HTTP transport
+# ==================================================================================================
+# TLS, the connector, proxies, decoding and the size cap, server-sent events assembled into whole answers.
 
 
 def aiohttp_session(connections: int, https: bool) -> aiohttp.ClientSession:
@@ -3503,6 +3087,12 @@ def float_or_none(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+# ==================================================================================================
+# Judging answers
+# ==================================================================================================
+# What an answer's status, headers and body say: errors, waits, rate budgets, a checked Completion.
+
+
 def error_text(error: Any) -> str:
     """The readable part of an error object, whatever its shape; whole (callers redact, then cut)."""
     if isinstance(error, dict):
@@ -3706,8 +3296,464 @@ def with_unique_call_ids(message: dict, turn: int, conversation: list[dict]) -> 
 
 
 # ==================================================================================================
+# Teacher client
+# ==================================================================================================
+# One chat completion: the request, its retries and backoff, what stops the run (TeacherClient).
+
+
+RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504, 524, 529}
+LONG_WAIT = 600.0  # seconds: a 429 that asks to wait longer (a daily cap) stops the run instead
+
+# Until the teacher has answered once, a wall of identical failures means a wrong URL, model, key or
+# network, not bad luck: the run stops instead of sending every prompt into it. Two signs, two limits:
+FAILED_BEFORE_ANY_ANSWER = 20  # rollouts failed for good (the Run counts them)
+
+
+def unreachable_limit(concurrency: int) -> int:
+    """Requests in a row that could not reach the teacher at all (the client counts them): at least
+    one full wave of -c requests, three times over, as a wave may all fail from one network blip."""
+    return max(20, 3 * concurrency)
+
+
+class RetryableError(Exception):
+    """This request failed in a way another try may not (rate limit, 5xx, drop, timeout, bad answer)."""
+
+    def __init__(self, kind: str, detail: str, retry_after: float | None = None, rate_limited: bool = False,
+                 holds_everyone: bool = True):
+        super().__init__(detail)
+        self.kind, self.detail = kind, detail  # kind: a short label the summary counts, e.g. "HTTP 503"
+        self.retry_after, self.rate_limited = retry_after, rate_limited
+        self.holds_everyone = holds_everyone  # retry_after pauses every request, not only this one's retry
+
+
+class PromptFailed(Exception):
+    """This rollout cannot finish (bad request, retries used up); the run goes on."""
+
+    def __init__(self, kind: str, detail: str, tries: int = 1, status: int | None = None):
+        super().__init__(detail)
+        self.kind, self.detail, self.tries, self.status = kind, detail, tries, status
+
+
+class NotStarted(Exception):
+    """The run was stopping before this rollout sent its first request: it stays pending, nothing spent."""
+
+
+class RunStopped(Exception):
+    """No request can succeed (bad key, no credits, teacher unreachable): stop the whole run, lose nothing."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind, self.message = kind, message
+
+
+class MalformedAnswer(Exception):
+    """A 200 answer whose fields are not what the protocol says: a provider error, retried."""
+
+
+@dataclass
+class Answer:
+    """An HTTP answer, read whole: what _read judges."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    usage_lost: bool = False  # streamed, and its usage event never came: its cost is unknown, not missing
+
+    @property
+    def reason(self) -> str:
+        return httpx.codes.get_reason_phrase(self.status)
+
+
+@dataclass
+class Completion:
+    message: dict
+    finish_reason: str | None
+    model: str | None
+    error: Any = None  # the choice's error object, when finish_reason is "error"
+
+
+class TeacherClient:
+    def __init__(self, settings: TeacherSettings, limiter: AdaptiveLimiter, stats: Stats):
+        self.settings, self.limiter, self.stats = settings, limiter, stats
+        self.url = f"{settings.base_url}/chat/completions"
+        self.display_url = display_url(self.url)  # what messages show: no password from the URL
+        self.answered_once = False  # until then, unreachable_limit() failures in a row stop the run
+        self.unreachable_in_a_row = 0
+        self.on_answer: Callable[[], None] | None = None  # called after each billed answer (the spend cap)
+        self.drop_reasoning_content = False  # the server refused it in requests: send messages without it
+        self.stream = True  # False once the server refused streamed answers
+        self.admission_window = 0.25  # seconds unrefused after which a request counts as taken (grows on 429s)
+        self.notes: list[str] = []  # things the summary tells once (what was adapted to this server)
+        # Accept-Encoding is ours to say: aiohttp's default names whatever decoders happen to be installed,
+        # and the transport hands us the body undecoded. We name what zlib decodes, and decode it ourselves.
+        headers = {"Content-Type": "application/json", "HTTP-Referer": APP_URL, "X-OpenRouter-Title": APP_TITLE,
+                   "X-Title": APP_TITLE, "Accept-Encoding": ACCEPTED_ENCODINGS}
+        if settings.secret.key:
+            headers["Authorization"] = f"Bearer {settings.secret.key}"
+        # httpx is the API; aiohttp moves the bytes. httpx's own pool (httpcore) does work proportional
+        # to its size on every request (encode/httpx#3215): at 1,000 connections it spent a whole core
+        # there, where aiohttp's pool costs ~15% (OpenAI's SDK ships the same transport). Requests go to
+        # the transport directly (httpx's public transport API): the client's cookie, auth, redirect and
+        # URL-merging layers, of no use for one fixed endpoint, cost as much as the transport itself.
+        # The limiter never lets more than -c requests be in flight, so -c connections suffice.
+        self.transport = AiohttpTransport(client=functools.partial(aiohttp_session, settings.concurrency,
+                                                                   settings.base_url.startswith("https:")),
+                                          proxy=proxy_for(self.url), verify=UNUSED_TLS_CONTEXT)
+        self.target = httpx.URL(self.url)
+        self.headers = httpx.Headers({**headers, "Host": self.target.netloc.decode("ascii")})
+        self.timeouts = {"connect": min(settings.timeout, 15.0), "read": settings.timeout, "pool": None}
+
+    async def complete(self, body: dict, priority: int, spend: Usage, stopping: asyncio.Event | None = None
+                       ) -> Completion:
+        """One chat completion, retried with backoff on anything transient.
+
+        Every answered request's usage is added to `spend` as it arrives, so a rollout that fails later
+        still reports what it cost. `stopping`: if the run is stopping by the time a request slot frees up,
+        send nothing (NotStarted).
+        """
+        try:
+            return await self._complete(body, priority, spend, stopping)
+        except PromptFailed as e:
+            if e.status in (400, 422) and body.get("stream") and "stream" in e.detail.lower():
+                # A server that cannot stream: ask for whole answers from now on, said once.
+                if self.stream:
+                    self.stream = False
+                    self.notes.append("The teacher refused streamed answers, so whole answers were asked for "
+                                      "(a proxy in front of a slow teacher may close those; see --stall-timeout).")
+                return await self._complete(body, priority, spend, None)
+            # Assistant messages go back as the API gave them, `reasoning_content` included; a server that
+            # refuses that field in requests (400 naming it) gets messages without it from now on.
+            if not (e.status in (400, 422) and "reasoning_content" in e.detail and carries_reasoning_content(body)):
+                raise
+            if not self.drop_reasoning_content:
+                self.drop_reasoning_content = True
+                self.notes.append("The teacher refused `reasoning_content` in the messages sent back to it, so it "
+                                  "was left out of them (the dataset keeps it).")
+            return await self._complete(body, priority, spend, None)
+
+    async def _complete(self, body: dict, priority: int, spend: Usage, stopping: asyncio.Event | None) -> Completion:
+        if self.drop_reasoning_content:
+            body = {**body, "messages": [without_reasoning_content(m) for m in body["messages"]]}
+        if not self.stream and "stream" in body:
+            body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        payload = orjson.dumps(body)  # ~10x json.dumps; refuses what is not strict JSON, like allow_nan=False
+        for attempt in range(1, self.settings.retries + 2):
+            try:
+                return await self._attempt(payload, priority, spend, stopping if attempt == 1 else None)
+            except RetryableError as e:
+                if attempt > self.settings.retries:
+                    raise PromptFailed(f"retries used up ({e.kind})",
+                                       f"gave up after {attempt} attempts; last error: {e.detail}", attempt) from None
+                self.stats.retries += 1
+                await asyncio.sleep(self._backoff(attempt, e.retry_after))
+        raise AssertionError("unreachable")
+
+    async def _attempt(self, payload: bytes, priority: int, spend: Usage, stopping: asyncio.Event | None
+                       ) -> Completion:
+        slot = await self.limiter.acquire(priority)
+        answered, sent = Answered.FAILED, time.monotonic()
+        # Admitted once it goes unrefused for the window (or at its first streamed data, _read_events)
+        admission = asyncio.get_running_loop().call_later(self.admission_window, self.limiter.admit, slot)
+        try:
+            if stopping is not None and stopping.is_set():
+                answered = Answered.CANCELLED
+                raise NotStarted()
+            self.stats.requests += 1
+            answer = await self._post(payload, slot)
+            self.unreachable_in_a_row = 0
+            completion = self._read(answer, spend)
+            self.answered_once = True
+            answered = Answered.OK
+            return completion
+        except RetryableError as e:
+            if e.rate_limited:
+                answered = Answered.RATE_LIMITED
+                self.stats.rate_limited += 1
+                self._learn_refusal_time(time.monotonic() - sent)
+            if e.retry_after and e.holds_everyone:
+                self.limiter.pause_until(time.monotonic() + e.retry_after)
+            raise
+        finally:
+            admission.cancel()
+            self.limiter.release(slot, answered)
+
+    def _learn_refusal_time(self, seconds: float) -> None:
+        """The admission window: three times the slowest 429 seen so far, at least 0.25 s (OpenRouter's 429s
+        come back in tens of milliseconds; a proxy in front may add some), at most 30 s. A 429 later than the
+        window still counts as one: it only came after the limit had grown."""
+        self.admission_window = min(30.0, max(self.admission_window, 3 * seconds))
+
+    async def _post(self, payload: bytes, slot: Slot) -> Answer:
+        """Send once, except that a request lost on a kept-alive connection the server had already closed
+        (a race every keep-alive timeout allows: nginx's is 75 s, some proxies' 1 s) is sent again at
+        once on a new connection, without spending a retry: the server never saw it."""
+        try:
+            return await self._post_once(payload, slot)
+        except StaleConnection:
+            return await self._post_once(payload, slot)
+
+    async def _post_once(self, payload: bytes, slot: Slot) -> Answer:
+        # httpx's read timeout restarts with every chunk, so a teacher dripping a few bytes a second
+        # would hold a request for ever; this deadline covers the whole request, first byte to last.
+        progress = RequestProgress()
+        token = REQUEST_PROGRESS.set(progress)
+        try:
+            async with asyncio.timeout(self.settings.timeout):
+                request = httpx.Request("POST", self.target, headers=self.headers, content=payload,
+                                        extensions={"timeout": self.timeouts})
+                response = await self.transport.handle_async_request(request)
+                progress.answered = True
+                if (budget := request_budget(response.headers)) is not None:  # before the body: slow start
+                    self.limiter.tell_budget(slot, *budget)                    # grows as it comes
+                try:
+                    content_type, encoding, declared = body_headers(response)
+                    if response.status_code == 200 and content_type.startswith(b"text/event-stream"):
+                        body = await self._read_events(response, encoding, slot)
+                    else:
+                        body = await self._read_body(response, encoding, declared)
+                finally:
+                    await response.aclose()  # back to the pool, or closed if the body was cut
+                return Answer(response.status_code, response.headers, body, progress.usage_lost)
+        except StreamStalled:
+            raise RetryableError("stalled", f"the streamed answer sent no data for {self.settings.stall_timeout:g} s "
+                                 "(--stall-timeout)") from None
+        except TimeoutError:
+            raise RetryableError("timeout", f"no complete answer within {self.settings.timeout:g} s (--timeout)") from None
+        except StreamCut as e:
+            raise RetryableError("stream cut", f"the streamed answer was cut ({e})") from None
+        except AnswerTooLarge as e:
+            raise PromptFailed("answer too large", str(e)) from None
+        except MalformedAnswer as e:
+            raise RetryableError("malformed answer", f"malformed answer: {e}") from None
+        except (httpx.TransportError, aiohttp.ClientError, OSError) as e:
+            # Judge by aiohttp's own error: httpx-aiohttp maps a refused connection to ConnectTimeout.
+            original = e.__cause__ if isinstance(e, httpx.TransportError) and e.__cause__ else e
+            if progress.reused and not progress.answered and isinstance(original, STALE_CONNECTION_ERRORS):
+                raise StaleConnection() from None
+            if isinstance(original, (TimeoutError, httpx.TimeoutException)):
+                raise RetryableError("timeout", f"no answer in time ({type(original).__name__})") from None
+            self._check_tls(original)
+            self._check_reachable(original)
+            raise RetryableError("connection", self._detail(
+                f"connection problem: {type(original).__name__}: {original}")) from None
+        finally:
+            REQUEST_PROGRESS.reset(token)
+
+    async def _read_events(self, response: httpx.Response, encoding: str, slot: Slot) -> bytes:
+        """A streamed answer (server-sent events), assembled into the body an unstreamed answer would have
+        had, so everything after this reads one shape. A stall timer restarts with every data event (not
+        with comments, which keep only the connection alive); the total deadline still holds. Once the
+        answer is whole (AnswerStream.whole), the wait shrinks to USAGE_WAIT for its usage event, then to
+        END_WAIT for the stream's end: a server that never sends [DONE], or holds the connection open
+        after it, costs seconds, and the answer is kept."""
+        stream, events = AnswerStream(), SseParser()
+        loop, cap = asyncio.get_running_loop(), self.settings.max_answer_bytes
+        try:
+            try:
+                async with asyncio.timeout(self.settings.stall_timeout) as deadline:
+                    async for chunk in self._decoded_chunks(response, encoding, STREAM_BYTES):
+                        added = False
+                        for data in events.feed(chunk):
+                            stream.add(data)
+                            added = True
+                        if events.pending > cap or stream.size > cap:  # what is held, not what went by
+                            raise AnswerTooLarge(max(events.pending, stream.size), cap)
+                        if not added:
+                            continue
+                        if not slot.admitted and not stream.failed:
+                            self.limiter.admit(slot)  # the teacher is answering: it took the request
+                        if stream.failed or stream.done and not stream.whole:
+                            break  # nothing after an error event or a [DONE] can make the answer whole
+                        wait = (self.settings.stall_timeout if not stream.whole else
+                                END_WAIT if stream.done or stream.usage_seen else USAGE_WAIT)
+                        deadline.reschedule(loop.time() + wait)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                if not stream.whole:
+                    raise StreamStalled() from None
+            except (httpx.TransportError, aiohttp.ClientError, OSError, MalformedAnswer):
+                if not stream.whole:
+                    raise  # else the connection broke, or sent garbage, after the answer was whole: kept
+            if not (stream.whole or stream.failed):
+                raise StreamCut("[DONE] came before the answer's finish_reason" if stream.done else
+                                "it ended before the answer was complete")
+        except (StreamStalled, StreamCut, httpx.TransportError, aiohttp.ClientError, OSError):
+            self.stats.cost_unknown += 1  # the answer began, and was paid for; its usage never came
+            raise
+        if stream.whole and not stream.usage_seen:
+            self.stats.cost_unknown += 1  # the answer is whole; only its usage event was lost
+            REQUEST_PROGRESS.get().usage_lost = True
+        return stream.body()
+
+    async def _decoded_chunks(self, response: httpx.Response, encoding: str, limit: int) -> AsyncIterator[bytes]:
+        """The body's bytes as they come, decoded, never more than `limit` in all."""
+        decoder = BodyDecoder(encoding, limit)
+        async for chunk in response.stream:
+            yield decoder.feed(chunk)
+        yield decoder.finish()
+
+    async def _read_body(self, response: httpx.Response, encoding: str, declared: bytes) -> bytes:
+        """The whole body, decoded as its Content-Encoding says, never more than the cap."""
+        limit = self.settings.max_answer_bytes
+        if encoding.strip().lower() not in ("", "identity"):
+            return b"".join([chunk async for chunk in self._decoded_chunks(response, encoding, limit)])
+        # Most answers: no decoder at all, and a declared length over the cap is refused before reading.
+        if declared.isdigit() and int(declared) > limit:
+            raise AnswerTooLarge(int(declared), limit)
+        parts, size = [], 0
+        async for chunk in response.stream:
+            size += len(chunk)
+            if size > limit:
+                raise AnswerTooLarge(size, limit)
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def _check_tls(self, error: BaseException) -> None:
+        """Certificate failures, and https:// sent to a plain-http port, fail every request alike: stop
+        the run at once with what to do. A handshake cut by the network stays retryable."""
+        host = self.target.host
+        if isinstance(error, aiohttp.ClientConnectorCertificateError):
+            why = getattr(error.certificate_error, "verify_message", None) or error.certificate_error
+            raise RunStopped("certificate", self._detail(
+                f"the TLS certificate of {host} could not be verified ({why}). Behind a TLS-inspecting proxy "
+                "(a company network, an antivirus), set SSL_CERT_FILE to a file holding its CA certificate, in "
+                "the environment or .env; otherwise check --base-url. Then re-run the same command.", limit=None))
+        reason = getattr(getattr(error, "os_error", None), "reason", None) or getattr(error, "reason", None)
+        if isinstance(error, (aiohttp.ClientSSLError, ssl.SSLError)) and reason in NOT_TLS_REASONS:
+            raise RunStopped("not TLS", self._detail(
+                f"{host}:{self.target.port or 443} does not speak TLS, so https:// cannot work there ({reason}). "
+                "If the server is plain HTTP, use an http:// --base-url (or OPENROUTER_BASE_URL), then re-run "
+                "the same command.", limit=None))
+
+    def _read(self, answer: Answer, spend: Usage) -> Completion:
+        """Turn an answer into a Completion, or raise. Every field of it is checked."""
+        status = answer.status
+        data = decode_answer(answer.body)
+        if status == 200 and isinstance(data, dict):
+            usage = data.get("usage")
+            if isinstance(usage, dict) and "cache_discount" in data and "cache_discount" not in usage:
+                usage = {**usage, "cache_discount": data["cache_discount"]}  # OpenRouter puts it in the body
+            billed_before = spend.cost
+            spend.add(usage)  # billed even when the rest of the answer turns out unusable
+            self.stats.billed += spend.cost - billed_before
+            self.stats.answers += 1
+            self.stats.uncosted += not has_cost(usage) and not answer.usage_lost
+            if self.on_answer is not None:
+                self.on_answer()
+        if status != 200:
+            self._raise_for_error(status, data.get("error") if isinstance(data, dict) else None, answer)
+        if not isinstance(data, dict):
+            raise RetryableError("malformed answer", "malformed answer: not a JSON object")
+        if data.get("error") and not data.get("choices"):
+            code = field_of(data["error"], "code")
+            valid_code = isinstance(code, int) and not isinstance(code, bool) and 400 <= code < 600
+            self._raise_for_error(code if valid_code else 502, data["error"], answer)
+        if SURROGATE_ESCAPE.search(answer.body) and not encodable(data):
+            raise RetryableError("malformed answer", "malformed answer: a lone surrogate (text that is not valid Unicode)")
+        try:
+            completion = parse_completion(data)
+        except MalformedAnswer as e:
+            raise RetryableError("malformed answer", f"malformed answer: {e}") from None
+        if completion.finish_reason == "error":
+            raise RetryableError("provider error",
+                                 self._detail(f"the provider failed mid-answer: {error_text(completion.error)}"))
+        return completion
+
+    def _check_reachable(self, error: Exception) -> None:
+        self.unreachable_in_a_row += 1
+        if not self.answered_once and self.unreachable_in_a_row >= unreachable_limit(self.settings.concurrency):
+            raise RunStopped("unreachable", self._detail(
+                f"cannot reach {self.display_url} ({type(error).__name__}: {error}). Check the network and --base-url, "
+                "then re-run the same command.", limit=None))
+
+    def _raise_for_error(self, status: int, error: Any, answer: Answer) -> None:
+        detail = self._detail(error_text(error) or answer.reason)
+        if status == 400 and b"plain HTTP request was sent to HTTPS port" in answer.body:  # nginx's words
+            raise RunStopped("not TLS", f"{self.display_url} is served over https, but the request was plain "
+                             "http. Use an https:// --base-url (or OPENROUTER_BASE_URL), then re-run the same command.")
+        availability = field_of(error, "availability")
+        if isinstance(availability, dict):
+            self._raise_for_availability(status, availability, detail, answer)
+        wait = retry_after_seconds(answer.headers)
+        says_when = "retry-after" in answer.headers and wait is not None  # transient, whatever the status
+        if status == 401:
+            raise RunStopped("key rejected", f"the API key was rejected (401: {detail}). Check OPENROUTER_API_KEY "
+                             "in your environment or .env, then re-run the same command to continue.")
+        if status == 402 and not says_when:
+            raise RunStopped("out of credits", f"out of credits (402: {detail}). Add credits "
+                             "(https://openrouter.ai/settings/credits), then re-run the same command; "
+                             "finished samples are kept.")
+        if status == 403 and not is_moderation_error(error) and not says_when:
+            raise RunStopped("access denied", f"access denied (403: {detail}). Check the key's permissions and "
+                             "limits, then re-run the same command to continue.")
+        if status in RETRYABLE_STATUS or status >= 500 or says_when:
+            self._raise_retryable(status, wait, detail, answer.headers)
+        raise PromptFailed(f"HTTP {status}", f"HTTP {status}: {detail}", status=status)
+
+    def _raise_retryable(self, status: int, wait: float | None, detail: str, headers: httpx.Headers,
+                         kind: str | None = None) -> None:
+        kind = kind or f"HTTP {status}"
+        if wait is not None and wait > LONG_WAIT:
+            raise RunStopped("rate limit for hours" if status == 429 else "teacher away for hours",
+                             f"the teacher's {'rate limit resets' if status == 429 else 'answer asks to wait'} in "
+                             f"{human_duration(wait)} ({status}: {detail}), a daily or monthly cap such as a free "
+                             "model's. Re-run the same command after that, or with a model "
+                             "or key without that cap (--model); finished samples are kept.")
+        raise RetryableError(kind, f"HTTP {status}: {detail}", wait, status == 429,
+                             wait_holds_everyone(status, wait, headers))
+
+    def _raise_for_availability(self, status: int, availability: dict, detail: str, answer: Answer) -> None:
+        """OpenRouter's availability errors, judged as its docs say: by `retryable`, not by the code.
+        Retryable ones wait `retry_after`. One that filtered this conversation out (it does not fit the
+        context) fails this rollout; any other holds for every request (the model is unknown, deprecated,
+        gone, not served in this region or under this privacy setting): the run stops at once, naming the
+        models OpenRouter suggests instead."""
+        code = printable(str(availability.get("code") or "unavailable"))[:60]
+        if availability.get("retryable") is True:
+            wait = amount(availability.get("retry_after")) if "retry_after" in availability else None
+            self._raise_retryable(status, wait or retry_after_seconds(answer.headers), f"{code}: {detail}",
+                                  answer.headers, kind=f"HTTP {status} {code}")
+        constraint = availability.get("constraint")
+        if code == "constraint_filtered" and "context" in str(constraint).lower():
+            raise PromptFailed("does not fit the context", f"the conversation does not fit the model's context "
+                               f"(HTTP {status}: {detail})", status=status)
+        models = availability.get("fallback_models")
+        names = [self._detail(str(m), 80) for m in models[:5]] if isinstance(models, list) else []
+        instead = (f" OpenRouter suggests instead: {', '.join(names)}; pass one with --model." if names else
+                   " Choose another with --model (https://openrouter.ai/models).")
+        raise RunStopped("model unavailable", f"the teacher model cannot be used now ({code}, HTTP {status}: "
+                         f"{detail}).{instead} Then re-run the same command; finished samples are kept.")
+
+    def _detail(self, text: str, limit: int | None = 300) -> str:
+        """Teacher text fit to store or print: the key removed first, then cut (a cut key would survive)."""
+        text = self.settings.secret.redact(text)
+        return text if limit is None or len(text) <= limit else text[:limit] + "..."
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        delay = min(60.0, self.settings.backoff * 2 ** (attempt - 1))
+        delay = delay / 2 + random.uniform(0, delay / 2)  # jitter: retries of one burst spread out
+        return max(delay, retry_after or 0.0)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # cheap pre-check; `encodable` decides
+
+
+def carries_reasoning_content(body: dict) -> bool:
+    return any(isinstance(m, dict) and "reasoning_content" in m for m in body.get("messages", ()))
+
+
+def without_reasoning_content(message: dict) -> dict:
+    return {k: v for k, v in message.items() if k != "reasoning_content"} if "reasoning_content" in message else message
+
+
+# ==================================================================================================
 # Rollout
 # ==================================================================================================
+# One prompt to a final answer: teacher turn, tools, turn...; how it ended (Outcome, Ending).
 
 
 class Ending(enum.Enum):
@@ -3925,8 +3971,9 @@ def message_text(message: dict) -> str:
 
 
 # ==================================================================================================
-# The dataset line: built, keyed, read and rewritten here, and nowhere else
+# The dataset line
 # ==================================================================================================
+# The line: built, keyed, read and rewritten here, and nowhere else.
 # Exactly-once resume rests on the line format, so one section owns it. A line of the output (and of
 # the rejected file) is {"metadata": {"prompt_id", "sample", <the prompt's metadata>, ...}, "messages": [...],
 # "tools": [...]}, one strict JSON object a line; a failed entry carries prompt_id and sample at its top.
@@ -4200,6 +4247,7 @@ def remove_file(path: Path) -> None:
 # ==================================================================================================
 # Output and resume
 # ==================================================================================================
+# The output and rejected files: appended whole, locked, scanned, repaired, rescored.
 # Lines are written whole with one write() as each rollout ends; a write that fails (full disk, file
 # size limit) is rolled back to the last whole line. So a kill -9 leaves at most one half-written last
 # line, which the next run cuts off, and nothing else can tear a line. The next run also reads every
@@ -4537,6 +4585,12 @@ def iter_scores(records: list, scores: list) -> Iterator[Score | None]:
     given = iter(scores)
     for record in records:
         yield next(given) if record is not None else None
+
+
+# ==================================================================================================
+# Paused and failed files
+# ==================================================================================================
+# Rollouts in progress (the paused file, a record per answer) and those that did not finish (the failed file).
 
 
 def paused_key(job: RolloutJob, attempt: int) -> tuple[str, int, int]:
@@ -4898,8 +4952,9 @@ class FailedFile(LineFile):
 
 
 # ==================================================================================================
-# Exports: the same dataset in other trainers' formats
+# Exports
 # ==================================================================================================
+# The same dataset in other trainers' formats (hf, openai).
 # train.jsonl stays the source of truth (rnow's format: tools by name, arguments as JSON strings; it is
 # what resume reads). --export writes a converted copy beside it, rebuilt whole from it after each run
 # (or alone with --no-run), one line at a time, so a million lines take seconds and little memory.
@@ -5064,6 +5119,7 @@ def report_export(result: ExportResult) -> str:
 # ==================================================================================================
 # Progress
 # ==================================================================================================
+# The bar on a terminal, a status line in a log.
 
 
 class Progress:
@@ -5130,8 +5186,9 @@ class Progress:
 
 
 # ==================================================================================================
-# Main
+# The run
 # ==================================================================================================
+# The plan, the rollout pool, settling each rollout's fate, stopping, the summary.
 
 
 @dataclass
@@ -5563,6 +5620,12 @@ class Run:
         if self.interrupted:
             return EXIT_INTERRUPTED
         return EXIT_OK if pending == 0 and not self.stop_reason else EXIT_FAILED
+
+
+# ==================================================================================================
+# Main
+# ==================================================================================================
+# The command: --dry-run, the run's assembly, its products, signals and exit codes.
 
 
 def print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: OutputScan) -> None:

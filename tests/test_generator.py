@@ -273,14 +273,14 @@ def test_limiter_halves_once_per_wave_and_regrows_to_last_safe_level():
         for slot in slots[:8]:
             limiter.admit(slot)  # the teacher took 8...
         for slot in slots[8:]:
-            limiter.release(slot, "rate_limited")  # one wave of 429s: the 9th..16th in flight
+            limiter.release(slot, gdd.Answered.RATE_LIMITED)  # one wave of 429s: the 9th..16th in flight
         assert limiter.limit == 8 and limiter.ceiling == 8
         for slot in slots[:8]:
-            limiter.release(slot, "ok")
+            limiter.release(slot, gdd.Answered.OK)
         assert limiter.pace is None  # above every level taken: the number in flight, not the rate
         assert limiter.limit == 8  # already taken, they do not grow it again
         for i in range(8 * 16):  # probing above it is slow
-            limiter.release(await limiter.acquire(0), "ok")
+            limiter.release(await limiter.acquire(0), gdd.Answered.OK)
         assert 8 < limiter.limit < 10
 
     asyncio.run(scenario())
@@ -297,7 +297,7 @@ def test_retry_after_pauses_new_requests():
         limiter.pause_until(time.monotonic() + 0.2)
         started = time.monotonic()
         slot = await limiter.acquire(0)
-        limiter.release(slot, "ok")
+        limiter.release(slot, gdd.Answered.OK)
         return time.monotonic() - started
 
     assert asyncio.run(scenario()) >= 0.19
@@ -525,9 +525,9 @@ def test_slow_start_doubles_each_round_trip_until_the_first_429():
             slots = [await limiter.acquire(0) for _ in range(int(limiter.limit))]
             levels.append(len(slots))
             for slot in slots:
-                limiter.release(slot, "ok")
+                limiter.release(slot, gdd.Answered.OK)
         slots = [await limiter.acquire(0) for _ in range(int(limiter.limit))]
-        limiter.release(slots.pop(), "rate_limited")  # the first 429 ends it
+        limiter.release(slots.pop(), gdd.Answered.RATE_LIMITED)  # the first 429 ends it
         return levels, limiter.limit
 
     levels, after = asyncio.run(scenario())
