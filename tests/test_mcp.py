@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, read_jsonl, run_script, subprocess_env, wait_for, write_prompts
+from conftest import ROOT, read_jsonl, run_script, start_script, subprocess_env, wait_for, write_prompts
 from fake_teacher import FakeTeacher, answer, call_tools
 from real_path import free_port, listening
 
@@ -432,3 +432,38 @@ def test_capability_gated_tools_are_offered_as_rnow_lists_them_and_refused_reque
         "mcp_0_echo", "mcp_0_ask_model", "mcp_1_echo", "mcp_1_ask_model"]
     [result] = tool_results(double)["one"]
     assert result.startswith("Error") and "does not sample for servers" in result
+
+
+def test_the_reference_time_server_answers_and_a_dead_one_fails_its_rollout(workdir, teacher):
+    """mcp-server-time, the reference server from PyPI, over stdio: a call answers with the time; once its
+    process is killed and cannot start again, the next call fails its rollout as unavailable instead of
+    writing "Connection closed" as the tool's result."""
+    import psutil
+
+    binary = Path(sys.executable).parent / "mcp-server-time"
+    command = f"sh -c 'test -e mcp-dead && exit 3; exec {binary} --local-timezone UTC'"
+    process = None
+
+    def kill_the_server_then_call(body):
+        (workdir / "mcp-dead").touch()
+        for child in psutil.Process(process.pid).children(recursive=True):
+            if "mcp-server-time" in " ".join(child.cmdline()):
+                child.kill()
+        return call_tools(("get_current_time", {"timezone": "UTC"}))(body)
+
+    teacher.script("now", call_tools(("get_current_time", {"timezone": "Europe/Paris"})), answer("it is now"))
+    write_prompts(workdir, ["now"])
+    first = generate(workdir, teacher, "--mcp", command)
+    assert first.code == 0, first.err
+    teacher.script("later", kill_the_server_then_call, answer("never"))
+    write_prompts(workdir, ["now", "later"])
+    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
+                           "--backoff", "0.01", "--mcp", command)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 1, err
+    [record] = read_jsonl(workdir / "train.jsonl")
+    tool = next(m for m in record["messages"] if m["role"] == "tool")
+    assert json.loads(tool["content"])["timezone"] == "Europe/Paris"
+    failed = read_jsonl(workdir / "train.failed.jsonl")
+    assert [f["prompt"] for f in failed] == ["later"] and "unavailable" in json.dumps(failed)
+    assert "Traceback" not in err
