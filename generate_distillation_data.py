@@ -2259,7 +2259,7 @@ class AdaptiveLimiter:
                  slow_start: int = default(TeacherSettings, "start_concurrency"),
                  clock: Callable[[], float] = time.monotonic):
         self.clock = clock  # time.monotonic; a test may pass its own
-        self.max_limit = start
+        self.most_in_flight = start
         # Slow start: begin at a few requests and double with each round the teacher takes (see admit) up
         # to -c or the first 429, instead of firing -c at once: `-c 64` against a teacher that takes 8 used to
         # send 56 doomed requests in its first burst.
@@ -2269,7 +2269,7 @@ class AdaptiveLimiter:
         self.wave = 0
         self.paused_until = 0.0
         self.probe_patience = probe_patience
-        self.metered = False  # the last 429 that told the limits apart was about the rate
+        self.rate_bound = False  # the last 429 that told the limits apart was about the rate
         self.pace: float | None = None  # requests a second; None until a 429 is put down to the rate
         self.pace_ceiling = math.inf
         self.next_send = 0.0  # self.clock() when the pace lets the next request go
@@ -2365,8 +2365,8 @@ class AdaptiveLimiter:
             self._cut_pace(slot)
             return
         if slot.level != taken:
-            self.metered = slot.level < taken
-        if self.metered:
+            self.rate_bound = slot.level < taken
+        if self.rate_bound:
             self._cut_pace(slot)
             # and the teacher took `taken` at once lately: an earlier cut of the limit below that was wrong
             self.ceiling = max(self.ceiling, taken)
@@ -2408,11 +2408,11 @@ class AdaptiveLimiter:
     def _grow(self, fast_step: int = 1) -> None:
         if self.limit < self.ceiling:
             self.limit = min(float(self.ceiling), self.limit + fast_step)
-        elif self.limit < self.max_limit:
+        elif self.limit < self.most_in_flight:
             # +1/probe_patience a round trip, twice that every LIMIT_PROBE_DOUBLING s without a 429
             speedup = 2 ** ((self.clock() - self.limit_cut_at) / self.LIMIT_PROBE_DOUBLING)
             step = min(1.0, speedup / (self.limit * self.probe_patience))
-            self.limit = min(float(self.max_limit), self.limit + step)
+            self.limit = min(float(self.most_in_flight), self.limit + step)
             self.ceiling = max(self.ceiling, int(self.limit))
 
     def _grow_pace(self) -> None:
@@ -2557,7 +2557,7 @@ def aiohttp_session(connections: int, https: bool) -> aiohttp.ClientSession:
 
 
 class ReuseNotingConnector(aiohttp.TCPConnector):
-    """aiohttp's connector, noting for the request in progress (REQUEST_PROGRESS) whether its connection
+    """aiohttp's connector, noting for the request in progress (REQUEST_STATE) whether its connection
     was kept alive from an earlier request. (aiohttp's tracing can tell too, but its signals cost ~8% of
     the client's throughput at a thousand requests a second.)"""
 
@@ -2567,7 +2567,7 @@ class ReuseNotingConnector(aiohttp.TCPConnector):
 
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
         connection = await super().connect(req, traces, timeout)
-        progress, protocol = REQUEST_PROGRESS.get(), connection.protocol
+        progress, protocol = REQUEST_STATE.get(), connection.protocol
         if progress is not None and protocol is not None:
             progress.reused = protocol in self._used
             self._used.add(protocol)
@@ -2623,7 +2623,7 @@ NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST
 
 
 @dataclass
-class RequestProgress:
+class RequestState:
     """What has happened so far to the request being sent: whether it went out on a kept-alive connection,
     got an answer head, and (streamed) lost its usage event."""
 
@@ -2956,7 +2956,7 @@ def content_parts_text(parts: list) -> tuple[str, str]:
     return "".join(text), "".join(thinking)
 
 
-REQUEST_PROGRESS: contextvars.ContextVar[RequestProgress | None] = contextvars.ContextVar("progress", default=None)
+REQUEST_STATE: contextvars.ContextVar[RequestState | None] = contextvars.ContextVar("progress", default=None)
 # What a request sent on a connection the server had closed fails with, before any byte comes back.
 STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError,
                            BrokenPipeError)
@@ -3495,8 +3495,8 @@ class TeacherClient:
     async def _post_once(self, payload: bytes, slot: Slot) -> Answer:
         # httpx's read timeout restarts with every chunk, so a teacher dripping a few bytes a second
         # would hold a request for ever; this deadline covers the whole request, first byte to last.
-        progress = RequestProgress()
-        token = REQUEST_PROGRESS.set(progress)
+        progress = RequestState()
+        token = REQUEST_STATE.set(progress)
         try:
             async with asyncio.timeout(self.settings.timeout):
                 request = httpx.Request("POST", self.target, headers=self.headers, content=payload,
@@ -3537,7 +3537,7 @@ class TeacherClient:
             raise RetryableError("connection", self._detail(
                 f"connection problem: {type(original).__name__}: {original}")) from None
         finally:
-            REQUEST_PROGRESS.reset(token)
+            REQUEST_STATE.reset(token)
 
     async def _read_events(self, response: httpx.Response, encoding: str, slot: Slot) -> bytes:
         """A streamed answer (server-sent events), assembled into the body an unstreamed answer would have
@@ -3583,7 +3583,7 @@ class TeacherClient:
             raise
         if stream.whole and not stream.usage_seen:
             self.stats.cost_unknown += 1  # the answer is whole; only its usage event was lost
-            REQUEST_PROGRESS.get().usage_lost = True
+            REQUEST_STATE.get().usage_lost = True
         return stream.body()
 
     async def _decoded_chunks(self, response: httpx.Response, encoding: str, limit: int) -> AsyncIterator[bytes]:
@@ -3830,7 +3830,7 @@ class RolloutRunner:
         # made once per list, not serialized and hashed again for every rollout
         self._bodies: dict[tuple[str, ...] | None, tuple[dict, str]] = {}
 
-    def tools_joined(self) -> None:
+    def mcp_tools_joined(self) -> None:
         """The MCP servers' tools joined the box (at the run's start): requests carry them from now on."""
         self.base_body = request_body_template(self.requests, self.toolbox)
         self._bodies.clear()
@@ -5198,7 +5198,7 @@ class Plan:
     total: int  # rollouts the command asks for
     finished_before: int
     finished: set[int]  # keys of the rollouts finished: in the output, or rejected --attempts times; grows
-    tried: collections.Counter = field(default_factory=collections.Counter)  # rejected tries per key
+    rejected_tries: collections.Counter = field(default_factory=collections.Counter)  # per rollout key
     rejected_before: int = 0  # of finished_before, those finished by rejection (not in the output)
     finished_now: int = 0  # rollouts this run finished (written, or rejected with no try left)
     # Where the prompts with rollouts still to run are in the file (with their repeat numbers, line numbers
@@ -5234,13 +5234,14 @@ class Plan:
                     yield job
 
 
-def make_plan(prompts: PromptSettings, attempts: int, finished: set[int], tried: collections.Counter | None = None
+def make_plan(prompts: PromptSettings, attempts: int, finished: set[int],
+              rejected_tries: collections.Counter | None = None
               ) -> Plan:
     """Read and validate the whole prompts file before anything is sent or written."""
-    plan = Plan(total=0, finished_before=0, finished=finished, tried=tried or collections.Counter())
+    plan = Plan(total=0, finished_before=0, finished=finished, rejected_tries=rejected_tries or collections.Counter())
     for job in iter_jobs(prompts):
         plan.total += 1
-        if job.key not in plan.finished and plan.tried[job.key] >= attempts:
+        if job.key not in plan.finished and plan.rejected_tries[job.key] >= attempts:
             plan.finished.add(job.key)  # rejected as many times as it may be tried: finished
             plan.rejected_before += 1
         for name in job.prompt.tools or ():
@@ -5287,7 +5288,7 @@ class Run:
         self.rejected = RejectedFile(cfg.files.rejected)
         self.client = TeacherClient(cfg.teacher, self.limiter, self.stats)
         self.stopping = asyncio.Event()  # the one stop signal, under this name all the way down
-        self.room = asyncio.Event()  # set when a rollout ends (or the run stops): the feeder may start one
+        self.pool_has_room = asyncio.Event()  # set when a rollout ends (or the run stops): the feeder may start one
         self.cache = cache_plan(cfg.requests, cfg.teacher.base_url)
         self.paused = PausedFile(cfg.files.paused, cfg.line.redact)
         self.runner = RolloutRunner(cfg.requests, self.cache, self.client, toolbox, self.stopping, self.paused)
@@ -5304,7 +5305,7 @@ class Run:
         try:
             if self.toolbox is not None and self.toolbox.mcp_specs:
                 save_mcp_schemas(await self.toolbox.open_mcp(self.files.mcp_log), self.files.mcp_tools)
-                self.runner.tools_joined()
+                self.runner.mcp_tools_joined()
             self.plan.check_tools(self.prompts.input, self.toolbox)  # MCP tools are known only now
         except BaseException:  # nothing was sent: close what was opened, and say why (exit 2)
             await self.client.aclose()
@@ -5329,7 +5330,7 @@ class Run:
             self.rejected.close()
             remaining_failed = self.failed.compact(self.plan.finished)
             await self.paused.finish()
-        return self._finish(remaining_failed)
+        return self._summarize(remaining_failed)
 
     async def _feed_pool(self) -> None:
         try:
@@ -5342,8 +5343,8 @@ class Run:
             # An event, not asyncio.wait() on the pool: that hooks every task in it, each time one ends,
             # which at -c 1000 (a pool of 2,000) cost a third of a core.
             while len(self.tasks) >= self.pool_size and not self.stopping.is_set():
-                self.room.clear()
-                await self.room.wait()
+                self.pool_has_room.clear()
+                await self.pool_has_room.wait()
             if self.stopping.is_set():
                 return
             task = asyncio.create_task(self._run_one(job))
@@ -5352,18 +5353,18 @@ class Run:
 
     def _rollout_ended(self, task: asyncio.Task) -> None:
         self.tasks.discard(task)
-        self.room.set()
+        self.pool_has_room.set()
 
     def _load_paused(self) -> None:
         """The paused file's rollouts that still have to run (the rest settled since), compacted to them."""
         self.paused.load(lambda key: rollout_key(key[0], key[1]) not in self.plan.finished
-                         and key[2] > self.plan.tried[rollout_key(key[0], key[1])])
+                         and key[2] > self.plan.rejected_tries[rollout_key(key[0], key[1])])
         self.paused.compact()
 
     async def _run_one(self, job: RolloutJob) -> None:
         # With --attempts, one try after another (the point is to pay for as few as needed); a try
         # already rejected in an earlier run counts.
-        for attempt in range(self.plan.tried[job.key] + 1, self.gate.attempts + 1):
+        for attempt in range(self.plan.rejected_tries[job.key] + 1, self.gate.attempts + 1):
             outcome = await self.runner.run(job, attempt)
             if outcome.ending is Ending.FINISHED and self.scorer is not None:
                 await self._score(outcome)
@@ -5441,9 +5442,9 @@ class Run:
             self._fail(outcome.end(Ending.FAILED, "not saved", f"rejected, but the line could not be written: {e}"))
             return Destination.FAILED
         key = outcome.job.key
-        self.plan.tried[key] += 1
+        self.plan.rejected_tries[key] += 1
         self.stats.rejected += 1
-        if self.plan.tried[key] >= self.gate.attempts:
+        if self.plan.rejected_tries[key] >= self.gate.attempts:
             self.plan.finished.add(key)  # finished: no try left
             self.plan.finished_now += 1
             self.stats.exhausted += 1
@@ -5491,7 +5492,7 @@ class Run:
         if reason is not None and self.stop_reason is None:
             self.stop_reason = reason
         self.stopping.set()
-        self.room.set()
+        self.pool_has_room.set()
         if now:
             current = asyncio.current_task()
             for task in list(self.tasks):
@@ -5556,7 +5557,7 @@ class Run:
                           "again to quit now).")
         self.stop(None, now=False)
 
-    def _finish(self, remaining_failed: int) -> int:
+    def _summarize(self, remaining_failed: int) -> int:
         s, files, plan = self.stats, self.files, self.plan
         in_output = plan.finished_before - plan.rejected_before + s.written
         pending = plan.pending
@@ -5691,7 +5692,7 @@ def run_command(argv: list[str] | None) -> int:
         repair = not (cfg.dry_run or cfg.no_run)
         plan = make_plan(cfg.prompts, cfg.gate.attempts, scan.done, RejectedFile(cfg.files.rejected).tries(repair=repair))
         if cfg.no_run:  # the files as they are: nothing repaired, run or sent
-            return write_products(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending)
+            return write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending)
         if cfg.dry_run:
             if toolbox is not None and toolbox.mcp_specs:
                 run_event_loop(list_mcp_tools(toolbox, cfg.files))
@@ -5703,10 +5704,10 @@ def run_command(argv: list[str] | None) -> int:
         remove_stale_temporaries(cfg.files.output)
         if plan.finished_before == plan.total:
             print(f"Nothing to do: all {plan.total} rollouts are already in {cfg.files.output}.", file=sys.stderr)
-            return write_products(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending)
+            return write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending)
         code = run_event_loop(Run(cfg, toolbox, plan, output, scorer).execute())
         ran = True
-        return write_products(cfg.files, cfg.export, cfg.report, toolbox, code, plan.pending)
+        return write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, code, plan.pending)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -5788,7 +5789,7 @@ async def list_mcp_tools(toolbox: ToolBox, files: OutputFiles) -> None:
         await toolbox.aclose()
 
 
-def write_products(files: OutputFiles, export: tuple[str, ...], report: bool, toolbox: ToolBox | None, code: int,
+def write_exports_and_report(files: OutputFiles, export: tuple[str, ...], report: bool, toolbox: ToolBox | None, code: int,
                    pending: int) -> int:
     """After a run that ended normally (all done, or some failed): the --export files and the --report
     page, made anew from the files."""
