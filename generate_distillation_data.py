@@ -5271,6 +5271,35 @@ class Destination(enum.Enum):
     PENDING = "pending"
 
 
+class SpendCap:
+    """--max-cost, checked after each billed answer: once what this run spent, plus what the requests in
+    flight will likely cost, reaches the cap, the run starts nothing new; rollouts in progress pause between
+    turns and go on next run. The cap stays on whatever some answers say: it counts every cost reported."""
+
+    def __init__(self, cap: float, stats: Stats, limiter: AdaptiveLimiter, log: Callable[[str], None],
+                 stop: Callable[[str], None]):
+        self.cap, self.stats, self.limiter, self.log, self.stop = cap, stats, limiter, log, stop
+        self.told_uncosted = False  # said once that some answers carried no cost
+        self.reached = False
+
+    def check(self) -> None:
+        s = self.stats
+        if s.uncosted and not self.told_uncosted and (s.billed or s.answers >= 3):
+            self.told_uncosted = True
+            self.log("--max-cost cannot apply: the teacher reports no cost (usage.cost), so spend is shown in tokens "
+                     "only; the cap counts any cost that is reported later." if not s.billed else
+                     "--max-cost: an answer carried no usable cost (usage.cost missing, negative or not a number); "
+                     "the cap counts the costs that are reported.")
+        if s.billed == 0 or self.reached:
+            return
+        in_flight = self.limiter.in_flight * s.billed / max(1, s.answers - s.uncosted)
+        if s.billed + in_flight >= self.cap:
+            self.reached = True
+            self.stop(f"the spend cap was reached: ${s.billed:.4f} spent, ${in_flight:.4f} more likely in flight "
+                      f"(--max-cost {self.cap:g}). Nothing new was started; re-run the same command to continue "
+                      "(each run has its own cap).")
+
+
 class Run:
     """One invocation: feeds rollouts into a pool, settles each outcome, owns stopping."""
 
@@ -5293,11 +5322,11 @@ class Run:
         self.paused = PausedFile(cfg.files.paused, cfg.line.redact)
         self.runner = RolloutRunner(cfg.requests, self.cache, self.client, toolbox, self.stopping, self.paused)
         if cfg.gate.max_cost is not None:
-            self.client.on_answer = self._check_budget
+            self.client.on_answer = SpendCap(cfg.gate.max_cost, self.stats, self.limiter, self.progress.log,
+                                             lambda reason: self.stop(reason, now=False)).check
         self.tasks: set[asyncio.Task] = set()
         self.interrupted = False
         self.stop_reason: str | None = None  # why the run stopped early (not a Ctrl-C): the summary says
-        self.told_uncosted = False  # --max-cost: said once that some answers carried no cost
         self.tools_down_in_a_row = 0  # rollouts failed in a row by a tool that said it is unavailable
         self.started = time.monotonic()
 
@@ -5498,27 +5527,6 @@ class Run:
             for task in list(self.tasks):
                 if task is not current:
                     task.cancel()
-
-    def _check_budget(self) -> None:
-        """--max-cost: once what this run spent, plus what the requests in flight will likely cost, reaches
-        the cap, start nothing new; rollouts in progress finish and are written."""
-        s, cap = self.stats, self.gate.max_cost
-        if s.uncosted and not self.told_uncosted and (s.billed or s.answers >= 3):
-            # The cap stays on whatever some answers say: it counts every cost that is reported.
-            self.told_uncosted = True
-            self.progress.log(
-                "--max-cost cannot apply: the teacher reports no cost (usage.cost), so spend is shown in tokens "
-                "only; the cap counts any cost that is reported later." if not s.billed else
-                "--max-cost: an answer carried no usable cost (usage.cost missing, negative or not a number); "
-                "the cap counts the costs that are reported.")
-        if s.billed == 0:
-            return
-        in_flight = self.limiter.in_flight * s.billed / max(1, s.answers - s.uncosted)
-        if s.billed + in_flight >= cap and self.stop_reason is None:
-            self.client.on_answer = None
-            self.stop(f"the spend cap was reached: ${s.billed:.4f} spent, ${in_flight:.4f} more likely in flight "
-                      f"(--max-cost {cap:g}). Nothing new was started; re-run the same command to continue "
-                      "(each run has its own cap).", now=False)
 
     def _plan_line(self) -> str:
         """The first line of a run: a log file shows what the run will do before its first result."""
