@@ -366,7 +366,9 @@ def test_a_stdio_server_that_dies_for_good_fails_its_rollouts_instead_of_writing
     for prompt in prompts[1:]:
         teacher.script(prompt, call_tools(("add", {"a": 1, "b": 2})), answer("3"))
     write_prompts(workdir, prompts)
-    result = generate(workdir, teacher, "--mcp", STDIO, "-c", "1")
+    # dead for good: once `die` left its marker, the command exits at once (no interpreter to start each time)
+    dying = f"sh -c 'test -e mcp-dead && exit 3; exec {STDIO}'"
+    result = generate(workdir, teacher, "--mcp", dying, "-c", "1")
     assert result.code == 1, result.err
     # a rollout whose call came before the death (two run at -c 1) is written with its real result; none
     # is written with an error as its tool's result
