@@ -84,6 +84,17 @@ class UsageError(Exception):
     """A mistake in the command line or an input file: reported in one line, exit code 2, nothing sent."""
 
 
+def with_each_string(value: Any, change: Callable[[str], str]) -> Any:
+    """A JSON value with `change` applied to every string in it (dict values, list items; keys kept)."""
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, dict):
+        return {key: with_each_string(item, change) for key, item in value.items()}
+    if isinstance(value, list):
+        return [with_each_string(item, change) for item in value]
+    return value
+
+
 # Words for messages, used by every part.
 
 
@@ -146,20 +157,12 @@ class Secret:
         try:
             text = orjson.dumps(value)
         except (orjson.JSONEncodeError, TypeError):  # not JSON (a lone surrogate): string by string
-            return self._scrub_each(value)
+            return with_each_string(value, self.redact)
         needle = key[:16] if len(key) > 24 else key
         if needle.encode() not in text:
             return value
         return orjson.loads(self.redact(text.decode()))
 
-    def _scrub_each(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.redact(value)
-        if isinstance(value, dict):
-            return {name: self._scrub_each(item) for name, item in value.items()}
-        if isinstance(value, list):
-            return [self._scrub_each(item) for item in value]
-        return value
 
 
 @dataclass(frozen=True)
@@ -1790,18 +1793,21 @@ def connection_failed(error: BaseException) -> bool:
     opposed to the server answering it with an error or garbage. Errors in groups are looked into."""
     import anyio
 
+    broken = (OSError, EOFError, anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream,
+              httpx.TransportError)
+    return any(getattr(getattr(e, "error", None), "code", None) == MCP_CONNECTION_CLOSED or isinstance(e, broken)
+               for e in innermost_errors(error))
+
+
+def innermost_errors(error: BaseException) -> Iterator[BaseException]:
+    """The errors inside the exception groups the SDK nests them in (the error itself when it is none)."""
     todo = [error]
     while todo:
         e = todo.pop()
         if isinstance(e, BaseExceptionGroup):
             todo.extend(e.exceptions)
-            continue
-        code = getattr(getattr(e, "error", None), "code", None)
-        if code == MCP_CONNECTION_CLOSED or isinstance(e, (OSError, EOFError, anyio.ClosedResourceError,
-                                                           anyio.BrokenResourceError, anyio.EndOfStream,
-                                                           httpx.TransportError)):
-            return True
-    return False
+        else:
+            yield e
 
 
 def base64_size(data: Any) -> int:
@@ -1846,13 +1852,7 @@ def mcp_result_text(result: Any) -> str:
 
 def mcp_error_text(error: BaseException) -> str:
     """The innermost errors of what the SDK raised (it nests them in exception groups), in one line."""
-    leaves, todo = [], [error]
-    while todo:
-        e = todo.pop()
-        if isinstance(e, BaseExceptionGroup):
-            todo.extend(e.exceptions)
-        else:
-            leaves.append(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+    leaves = [f"{type(e).__name__}: {e}" if str(e) else type(e).__name__ for e in innermost_errors(error)]
     return "; ".join(dict.fromkeys(leaves))[:500]
 
 
@@ -2909,7 +2909,7 @@ class AnswerStream:
         # Surrogate halves sent in two deltas ("\ud83d" then "\ude00", as JavaScript slices text) are
         # one character once joined; a half with no partner is not text at all.
         try:
-            return orjson.dumps(paired_surrogates(body))
+            return orjson.dumps(with_each_string(body, paired_surrogates))
         except (UnicodeError, orjson.JSONEncodeError):
             raise MalformedAnswer("a streamed text is not valid Unicode (a lone surrogate)") from None
 
@@ -2922,16 +2922,9 @@ def stream_index(piece: dict, what: str) -> int | None:
     raise MalformedAnswer(f"a streamed {what}'s index is not an integer")
 
 
-def paired_surrogates(value: Any) -> Any:
-    """The value with every surrogate pair in its texts made the character it encodes (UnicodeError for
-    a lone half)."""
-    if isinstance(value, str):
-        return value.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
-    if isinstance(value, dict):
-        return {key: paired_surrogates(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [paired_surrogates(item) for item in value]
-    return value
+def paired_surrogates(text: str) -> str:
+    """The text with every surrogate pair made the character it encodes (UnicodeError for a lone half)."""
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
 
 
 def content_parts_text(parts: list) -> tuple[str, str]:
@@ -3178,8 +3171,7 @@ def duration_seconds(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    plain = whole_number(value) if re.fullmatch(r"\d+(\.\d+)?", value) else None
-    if plain is not None:
+    if re.fullmatch(r"\d+(\.\d+)?", value):
         return float(value)
     parts = DURATION_PART.findall(value)
     if not parts or "".join(number + unit for number, unit in parts) != value:
@@ -3712,7 +3704,7 @@ class TeacherClient:
         context) fails this rollout; any other holds for every request (the model is unknown, deprecated,
         gone, not served in this region or under this privacy setting): the run stops at once, naming the
         models OpenRouter suggests instead."""
-        code = printable(str(availability.get("code") or "unavailable"))[:60]
+        code = self._detail(printable(str(availability.get("code") or "unavailable")), 60)
         if availability.get("retryable") is True:
             wait = amount(availability.get("retry_after")) if "retry_after" in availability else None
             self._raise_retryable(status, wait or retry_after_seconds(answer.headers), f"{code}: {detail}",
@@ -4739,7 +4731,11 @@ class PausedFile(LineFile):
                 self.begin(key)
                 continue
             said = saved_said(record, thorough=False)  # take() checks every message of the few it reads
-            if said is None or not wanted.setdefault(key, keep(key) if key not in wanted else True):
+            if said is None:
+                continue
+            if key not in wanted:
+                wanted[key] = keep(key)
+            if not wanted[key]:
                 continue
             chain = self.chains.get(key)
             if said == LEGACY:  # the whole conversation, as releases before issue 26 saved it: anew
