@@ -3843,7 +3843,7 @@ class RolloutRunner:
             self.paused.begin(key)  # from nothing: whatever it had saved is dead
         if saved is not None:  # continue from its last saved turn: no answer is paid twice
             outcome.messages, outcome.carried, outcome.turns = saved.messages, saved.usage, saved.turns
-            outcome.finish_reason, outcome.saved = saved.finish_reason, True
+            outcome.finish_reason, outcome.model, outcome.saved = saved.finish_reason, saved.model, True
         try:
             if saved is not None and is_final_answer(saved.messages[-1]):
                 return self._ended(outcome, outcome.messages[-1], outcome.turns)
@@ -4604,6 +4604,7 @@ class SavedTurns:
     turns: int
     finish_reason: str | None
     fingerprint: str
+    model: str | None  # the model that answered last (a line names it when it is not the one asked for)
 
 
 class _Chain:
@@ -4674,7 +4675,7 @@ class PausedFile(LineFile):
             return False
         record = {"prompt_id": key[0], "sample": key[1], "attempt": key[2], "from": chain.said if chain else 0,
                   "turns": outcome.turns, "finish_reason": self.scrub(outcome.finish_reason),
-                  "usage": outcome.total_usage.to_json(), "messages": scrubbed}
+                  "model": self.scrub(outcome.model), "usage": outcome.total_usage.to_json(), "messages": scrubbed}
         if chain is None:
             record["fingerprint"] = fingerprint
         start = self.append(record)
@@ -4905,9 +4906,9 @@ def saved_turns(records: list[Any], prompt: list[dict]) -> SavedTurns | None:
                 or (value < 0 and name != "cache_savings")):  # savings are negative when writes cost more
             return None
         setattr(carried, name, type(getattr(carried, name))(value))
-    finish_reason = last.get("finish_reason")
+    finish_reason, model = last.get("finish_reason"), last.get("model")
     return SavedTurns(messages, carried, turns, finish_reason if isinstance(finish_reason, str) else None,
-                      fingerprint)
+                      fingerprint, model if isinstance(model, str) else None)
 
 
 class FailedFile(LineFile):

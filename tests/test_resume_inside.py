@@ -197,8 +197,14 @@ def finished(args: RewardArgs, messages: list) -> float:
 '''
 
 
+def routed(reply: Reply) -> Reply:
+    reply.body["model"] = "routed/model"  # the model that answered, not the one asked for
+    return reply
+
+
 def test_a_final_answer_stopped_while_it_was_scored_settles_next_run_without_a_request(workdir, turns_teacher):
     teacher = turns_teacher
+    teacher.default_step = lambda body: routed(six_turns(body))
     (workdir / "rewards.py").write_text(SLOW_REWARDS)
     (workdir / "slow").write_text("")
     write_prompts(workdir, ["question 0"])
@@ -220,6 +226,7 @@ def test_a_final_answer_stopped_while_it_was_scored_settles_next_run_without_a_r
     assert result.code == 0, result.err
     assert answers(teacher) == before == TURNS  # settled from its saved final answer, no request
     assert result.records()[0]["metadata"]["reward"] == 1.0
+    assert result.records()[0]["metadata"]["model"] == "routed/model"  # kept with the saved turns
 
 
 def test_a_paused_rollout_resumed_with_fewer_max_turns_ends_incomplete_not_as_a_bug(workdir, turns_teacher):
