@@ -59,7 +59,7 @@ import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping, NamedTuple
 from urllib.parse import urlparse
 
 import aiohttp
@@ -128,7 +128,7 @@ def human_duration(seconds: float) -> str:
 
 
 @dataclass(frozen=True)
-class Secret:
+class _Secret:
     """The API key: sent in one header, taken out of what we store or print, never shown."""
 
     key: str | None
@@ -139,7 +139,7 @@ class Secret:
         prefix of it that a teacher cut. Only real keys: a placeholder a local server accepts (EMPTY,
         ollama, sk-1234) is shorter than MIN_SECRET_LENGTH, and taking it out of text would corrupt it."""
         key = self.key
-        if not key or not text or len(key) < MIN_SECRET_LENGTH:
+        if not key or not text or len(key) < _MIN_SECRET_LENGTH:
             return text
         text = text.replace(key, "***")
         if len(key) > 24 and key[:16] in text:
@@ -152,7 +152,7 @@ class Secret:
         file or the terminal. A key is letters, digits, '-' and '_', so it reads the same in JSON text: the
         value is encoded once, and only one that holds the key is rewritten."""
         key = self.key
-        if isinstance(value, str) or not key or len(key) < MIN_SECRET_LENGTH:
+        if isinstance(value, str) or not key or len(key) < _MIN_SECRET_LENGTH:
             return self.redact(value) if isinstance(value, str) else value
         try:
             text = orjson.dumps(value)
@@ -180,7 +180,7 @@ class PromptSettings:
 class TeacherSettings:
     """How requests reach the teacher (TeacherClient, AdaptiveLimiter)."""
 
-    secret: Secret
+    secret: _Secret
     base_url: str = OPENROUTER_BASE_URL
     concurrency: int = 20  # most requests in flight
     start_concurrency: int = 4  # slow start: requests in flight at first, growing as the teacher takes them
@@ -227,7 +227,7 @@ class ToolSettings:
 
 
 @dataclass(frozen=True)
-class GateSettings:
+class _GateSettings:
     """Which finished rollouts the output takes, and what the run may spend (Run, RewardScorer, rescore)."""
 
     rewards: Path | None = None  # rewards.py: every finished rollout is scored
@@ -283,7 +283,7 @@ class Config:
     teacher: TeacherSettings
     requests: RequestSettings
     tools: ToolSettings
-    gate: GateSettings
+    gate: _GateSettings
     line: LineFormat
     files: OutputFiles
     export: tuple[str, ...] = ()  # formats written beside the output after the run: hf, openai
@@ -294,10 +294,10 @@ class Config:
     sources: dict[str, str] = field(default_factory=dict)  # setting -> where it came from (flag, config.yml, default)
 
 
-MIN_SECRET_LENGTH = 20  # real API keys are longer (OpenRouter's: 73 characters); placeholders are shorter
+_MIN_SECRET_LENGTH = 20  # real API keys are longer (OpenRouter's: 73 characters); placeholders are shorter
 
 
-def key_problem(key: str) -> str | None:
+def _key_problem(key: str) -> str | None:
     """What makes this API key unusable in an Authorization header, without showing it."""
     for position, char in enumerate(key, 1):
         if char in "\r\n":
@@ -309,21 +309,21 @@ def key_problem(key: str) -> str | None:
     return None
 
 
-def positive_int(text: str) -> int:
+def _positive_int(text: str) -> int:
     value = _number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
     return value
 
 
-def non_negative_int(text: str) -> int:
+def _non_negative_int(text: str) -> int:
     value = _number(text, int)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
-def positive_float(text: str) -> float:
+def _positive_float(text: str) -> float:
     value = _number(text, float)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
@@ -337,7 +337,7 @@ def temperature(text: str) -> float:
     return value
 
 
-def shard_spec(text: str) -> tuple[int, int] | tuple[str, int | None]:
+def _shard_spec(text: str) -> tuple[int, int] | tuple[str, int | None]:
     """I/N; or auto (auto/N), resolved from the scheduler's environment once the arguments are parsed."""
     index, _, count = text.partition("/")
     try:
@@ -350,7 +350,7 @@ def shard_spec(text: str) -> tuple[int, int] | tuple[str, int | None]:
     return i, n
 
 
-def scheduler_shard(count: int | None, env: Mapping[str, str]) -> tuple[int, int]:
+def _scheduler_shard(count: int | None, env: Mapping[str, str]) -> tuple[int, int]:
     """--shard auto: this task's shard from a SLURM job array (--array=0-7, or 1-16, or 0-30:2) or a
     Kubernetes Indexed Job (JOB_COMPLETION_INDEX; the Job's completions given as --shard auto/N)."""
     def number(name: str, default: int | None = None) -> int:
@@ -384,7 +384,7 @@ def scheduler_shard(count: int | None, env: Mapping[str, str]) -> tuple[int, int
                      "SLURM job array or a Kubernetes Indexed Job, or give the shard as --shard I/N.")
 
 
-def shard_output(output: Path, shard: tuple[int, int] | None, spec: Any, default: bool) -> Path:
+def _shard_output(output: Path, shard: tuple[int, int] | None, spec: Any, default: bool) -> Path:
     """`{shard}` in --output becomes I-of-N; with --shard auto the default output is per shard, since
     the tasks of an array usually share one file system."""
     if shard is None:
@@ -397,7 +397,7 @@ def shard_output(output: Path, shard: tuple[int, int] | None, spec: Any, default
     return output
 
 
-def finite_float_arg(text: str) -> float:
+def _finite_float_arg(text: str) -> float:
     value = _number(text, float)
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
@@ -417,7 +417,7 @@ def default(settings: type, name: str) -> Any:
     return next(f.default for f in dataclasses.fields(settings) if f.name == name)
 
 
-def build_arg_parser() -> argparse.ArgumentParser:
+def _build_arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="generate_distillation_data.py",
         description="Run a teacher model with tools on every prompt and save the full conversations "
@@ -440,51 +440,51 @@ def build_arg_parser() -> argparse.ArgumentParser:
     add("-t", "--tools", default="tools.py", help="tools file, or 'none' for plain completions (default: %(default)s)")
     add("-m", "--model", default=default(RequestSettings, "model"), help="teacher model (default: %(default)s)")
     add("-s", "--system", default=None, help="system prompt put before every prompt")
-    add("-n", "--num", type=positive_int, default=None, help="use only the first N prompts of the file")
-    add("-c", "--concurrency", type=positive_int, default=default(TeacherSettings, "concurrency"),
+    add("-n", "--num", type=_positive_int, default=None, help="use only the first N prompts of the file")
+    add("-c", "--concurrency", type=_positive_int, default=default(TeacherSettings, "concurrency"),
         help="most requests in flight; the teacher's own cap and rate are learned from its 429s under it "
         "(default: %(default)s)")
-    add("--start-concurrency", type=positive_int, default=default(TeacherSettings, "start_concurrency"), metavar="N",
+    add("--start-concurrency", type=_positive_int, default=default(TeacherSettings, "start_concurrency"), metavar="N",
         help="requests in flight at the start, doubling with each round the teacher takes, up to -c "
         "(slow start; default: %(default)s; set it to -c to start at full speed)")
-    add("--max-tokens", type=positive_int, default=default(RequestSettings, "max_tokens"),
+    add("--max-tokens", type=_positive_int, default=default(RequestSettings, "max_tokens"),
         help="max tokens per teacher response (default: %(default)s)")
-    add("--max-turns", type=positive_int, default=None,
+    add("--max-turns", type=_positive_int, default=None,
         help=f"max teacher responses per rollout (default: config.yml's rollout.max_turns, else "
         f"{default(RequestSettings, 'max_turns')})")
     add("--temperature", type=temperature, default=default(RequestSettings, "temperature"),
         help="sampling temperature, 0-2 (default: %(default)s)")
-    add("--samples", type=positive_int, default=default(PromptSettings, "samples"),
+    add("--samples", type=_positive_int, default=default(PromptSettings, "samples"),
         help="independent rollouts per prompt (default: %(default)s)")
 
     api = parser.add_argument_group("teacher API")
     api.add_argument("--base-url", default=None,
                      help=f"OpenAI-compatible API base; env OPENROUTER_BASE_URL (default: "
                      f"{default(TeacherSettings, 'base_url')})")
-    api.add_argument("--timeout", type=positive_float, default=default(TeacherSettings, "timeout"),
+    api.add_argument("--timeout", type=_positive_float, default=default(TeacherSettings, "timeout"),
                      help="seconds one request may take, first byte to last, before it is retried; generous, "
                      "since a cut answer is paid for twice (default: %(default)g)")
-    api.add_argument("--retries", type=non_negative_int, default=default(TeacherSettings, "retries"),
+    api.add_argument("--retries", type=_non_negative_int, default=default(TeacherSettings, "retries"),
                      help="retries of one failed request before its prompt is marked failed (default: %(default)s)")
     api.add_argument("--no-stream", action="store_true",
                      help="ask for whole answers instead of streamed ones (streaming keeps proxies in front of "
                      "slow teachers from closing silent connections; a server that refuses it is asked without it)")
-    api.add_argument("--stall-timeout", type=positive_float, default=default(TeacherSettings, "stall_timeout"),
+    api.add_argument("--stall-timeout", type=_positive_float, default=default(TeacherSettings, "stall_timeout"),
                      metavar="SECONDS",
                      help="a streamed answer that sends no data for this long is retried (comments that only keep "
                      "the connection open do not count); long enough for models that think silently "
                      "(default: %(default)g)")
-    api.add_argument("--max-answer-mb", type=positive_float, default=default(TeacherSettings, "max_answer_bytes") / MB,
+    api.add_argument("--max-answer-mb", type=_positive_float, default=default(TeacherSettings, "max_answer_bytes") / MB,
                      metavar="MB",
                      help="an answer larger than this (after decompression) fails its prompt, not retried: "
                      "a broken or hostile server cannot take the machine's memory (default: %(default)g)")
-    api.add_argument("--backoff", type=positive_float, default=default(TeacherSettings, "backoff"),
+    api.add_argument("--backoff", type=_positive_float, default=default(TeacherSettings, "backoff"),
                      help="seconds before the first retry; doubles each time, with jitter, up to 60 "
                      "(default: %(default)g)")
     api.add_argument("--reasoning-effort", choices=REASONING_MODES, default=None,
                      help="ask reasoning models for this much reasoning (rnow's reasoning_mode values; disabled "
                      "turns reasoning off)")
-    api.add_argument("--reasoning-max-tokens", type=positive_int, default=None,
+    api.add_argument("--reasoning-max-tokens", type=_positive_int, default=None,
                      help="or cap reasoning at this many tokens")
     api.add_argument("--cache", choices=["auto", "on", "off"], default=default(RequestSettings, "cache"),
                      help="ask for prompt caching (cache_control breakpoints): auto asks Anthropic and Gemini "
@@ -510,30 +510,30 @@ def build_arg_parser() -> argparse.ArgumentParser:
     data.add_argument("--no-run", action="store_true",
                       help="run nothing, send nothing: only make the --export and --report files from the "
                       "existing files")
-    data.add_argument("--shard", type=shard_spec, default=None, metavar="I/N",
+    data.add_argument("--shard", type=_shard_spec, default=None, metavar="I/N",
                       help="take only shard I of N (0-based) of the prompts, for running on N machines; "
                       "auto: from a SLURM job array, or auto/N in a Kubernetes Indexed Job")
 
     gate = parser.add_argument_group("quality gate and spend")
     gate.add_argument("--rewards", type=Path, default=None, metavar="REWARDS_PY",
                       help="score every finished rollout with this rnow rewards file (metadata.reward)")
-    gate.add_argument("--min-reward", type=finite_float_arg, default=None, metavar="X",
+    gate.add_argument("--min-reward", type=_finite_float_arg, default=None, metavar="X",
                       help="rollouts scoring below X go to <stem>.rejected.jsonl, not the output")
-    gate.add_argument("--attempts", type=positive_int, default=default(GateSettings, "attempts"), metavar="K",
+    gate.add_argument("--attempts", type=_positive_int, default=default(_GateSettings, "attempts"), metavar="K",
                       help="with --min-reward: per prompt (and sample), try rollouts one after another until "
                       "one passes or K were tried (default: %(default)s)")
-    gate.add_argument("--reward-timeout", type=positive_float, default=None, metavar="SECONDS",
+    gate.add_argument("--reward-timeout", type=_positive_float, default=None, metavar="SECONDS",
                       help=f"seconds a reward may take, unless its @reward(timeout=...) says (default: config.yml's "
-                      f"rollout.reward_timeout, else {default(GateSettings, 'reward_timeout'):g})")
+                      f"rollout.reward_timeout, else {default(_GateSettings, 'reward_timeout'):g})")
     gate.add_argument("--rescore", action="store_true",
                       help="send nothing: re-score the output and rejected files with --rewards and "
                       "--min-reward, moving lines between them")
-    gate.add_argument("--max-cost", type=positive_float, default=None, metavar="USD",
+    gate.add_argument("--max-cost", type=_positive_float, default=None, metavar="USD",
                       help="once this run's spend (plus what is in flight) reaches it, send no new request (rollouts "
                       "pause between turns) and stop; re-running continues them")
 
     tools = parser.add_argument_group("tools")
-    tools.add_argument("--tool-timeout", type=positive_float, default=None,
+    tools.add_argument("--tool-timeout", type=_positive_float, default=None,
                        help=f"seconds a tool call may take, unless its @tool(timeout=...) says (default: config.yml's "
                        f"rollout.tool_timeout, else {default(ToolSettings, 'timeout'):g})")
     tools.add_argument("--mcp", action="append", default=None, metavar="URL_OR_COMMAND",
@@ -542,9 +542,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     tools.add_argument("--config", type=Path, default=None, metavar="FILE",
                        help="rnow's config.yml, whose rollout block gives defaults (max_turns, tool_timeout, "
                        "reward_timeout, max_tool_response, reasoning_mode, mcp_url) (default: ./config.yml if any)")
-    tools.add_argument("--tool-concurrency", type=positive_int, default=default(ToolSettings, "concurrency"),
+    tools.add_argument("--tool-concurrency", type=_positive_int, default=default(ToolSettings, "concurrency"),
                        help="tool calls running at once across all rollouts (default: %(default)s)")
-    tools.add_argument("--max-tool-chars", type=positive_int, default=None,
+    tools.add_argument("--max-tool-chars", type=_positive_int, default=None,
                        help=f"longer tool results are cut, with a visible marker (default: config.yml's "
                        f"rollout.max_tool_response x {CHARS_PER_TOKEN}, else {default(ToolSettings, 'max_chars')})")
 
@@ -554,16 +554,16 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 
 def parse_config(argv: list[str] | None) -> Config:
-    args = build_arg_parser().parse_args(argv)
+    args = _build_arg_parser().parse_args(argv)
     load_dotenv_file()
     base_url = (args.base_url or os.environ.get("OPENROUTER_BASE_URL") or default(TeacherSettings, "base_url")).rstrip("/")
     if urlparse(base_url).scheme not in ("http", "https"):
         raise UsageError(f"--base-url must start with http:// or https://, got {base_url!r}")
     api_key = os.environ.get("OPENROUTER_API_KEY") or None
-    if api_key is not None and (problem := key_problem(api_key)):
+    if api_key is not None and (problem := _key_problem(api_key)):
         raise UsageError(f"OPENROUTER_API_KEY {problem}. Check it where it is set (the environment or .env); "
                          "it is not shown here.")
-    if (password := urlparse(base_url).password) and (problem := key_problem(password)):
+    if (password := urlparse(base_url).password) and (problem := _key_problem(password)):
         raise UsageError(f"the password in --base-url {problem}.")
     if args.attempts > 1 and args.min_reward is None:
         raise UsageError("--attempts needs --min-reward: it tries again only rollouts that score below it")
@@ -586,13 +586,13 @@ def parse_config(argv: list[str] | None) -> Config:
     rollout = read_rollout_config(args.config)
     settings = SettingSources(rollout)
     max_turns = settings.pick("max_turns", args.max_turns, "--max-turns", default(RequestSettings, "max_turns"),
-                              positive_int)
+                              _positive_int)
     tool_timeout = settings.pick("tool_timeout", args.tool_timeout, "--tool-timeout", default(ToolSettings, "timeout"),
-                                 positive_float)
+                                 _positive_float)
     reward_timeout = settings.pick("reward_timeout", args.reward_timeout, "--reward-timeout",
-                                   default(GateSettings, "reward_timeout"), positive_float)
+                                   default(_GateSettings, "reward_timeout"), _positive_float)
     max_tool_chars = settings.pick("max_tool_response", args.max_tool_chars, "--max-tool-chars",
-                                   default(ToolSettings, "max_chars"), lambda tokens: positive_int(tokens) * CHARS_PER_TOKEN)
+                                   default(ToolSettings, "max_chars"), lambda tokens: _positive_int(tokens) * CHARS_PER_TOKEN)
     reasoning_mode = settings.pick("reasoning_mode", args.reasoning_effort, "--reasoning-effort", None,
                                    reasoning_mode_value)
     mcp_urls = settings.pick("mcp_url", args.mcp, "--mcp", [], lambda v: [v] if isinstance(v, str) else list(v))
@@ -606,8 +606,8 @@ def parse_config(argv: list[str] | None) -> Config:
         tools_path = None  # tools only from MCP servers: no tools.py needed
     if tools_path is not None and not tools_path.is_file():
         raise UsageError(f"tools file {tools_path} not found. Pass --tools PATH, or --tools none to run without tools.")
-    shard = scheduler_shard(args.shard[1], os.environ) if args.shard and args.shard[0] == "auto" else args.shard
-    output = shard_output(args.output or Path("train.jsonl"), shard, args.shard, default=args.output is None)
+    shard = _scheduler_shard(args.shard[1], os.environ) if args.shard and args.shard[0] == "auto" else args.shard
+    output = _shard_output(args.output or Path("train.jsonl"), shard, args.shard, default=args.output is None)
     if output.resolve() == args.input.resolve():
         raise UsageError("--output must not be the input file")
     files = OutputFiles(output)
@@ -619,7 +619,7 @@ def parse_config(argv: list[str] | None) -> Config:
     check_regular_file(output, "the output file")
     for path in (files.failed, files.rejected, files.quarantine):
         check_regular_file(path, "a file beside the output")
-    secret = Secret(api_key)
+    secret = _Secret(api_key)
     return Config(
         prompts=PromptSettings(input=args.input, system=args.system, num=args.num, shard=shard, samples=args.samples),
         teacher=TeacherSettings(base_url=base_url, secret=secret, concurrency=args.concurrency,
@@ -633,7 +633,7 @@ def parse_config(argv: list[str] | None) -> Config:
                                  no_compression=is_openrouter(base_url)),
         tools=ToolSettings(file=tools_path, timeout=tool_timeout, concurrency=args.tool_concurrency,
                            max_chars=max_tool_chars, mcp=tuple(McpSpec(str(u)) for u in mcp_urls)),
-        gate=GateSettings(rewards=args.rewards, reward_timeout=reward_timeout, min_reward=args.min_reward,
+        gate=_GateSettings(rewards=args.rewards, reward_timeout=reward_timeout, min_reward=args.min_reward,
                           attempts=args.attempts, keep_incomplete=args.keep_incomplete, max_cost=args.max_cost),
         line=LineFormat(teacher=args.model, keep_reasoning=not args.no_reasoning,
                         numbered_attempts=args.attempts > 1, redact=secret.scrub),
@@ -650,14 +650,14 @@ def parse_config(argv: list[str] | None) -> Config:
 
 # rnow's config.yml: its `rollout` block gives defaults here, so one config serves distillation and RL.
 # Only keys present count (rnow's own default max_turns of 1 would cut every tool rollout); flags win.
-ROLLOUT_KEYS = ("max_turns", "tool_timeout", "reward_timeout", "max_tool_response", "reasoning_mode", "mcp_url")
+_ROLLOUT_KEYS = ("max_turns", "tool_timeout", "reward_timeout", "max_tool_response", "reasoning_mode", "mcp_url")
 REASONING_MODES = ["disabled", "none", "minimal", "low", "medium", "high", "xhigh"]
 # rnow's max_tool_response counts tokens (and cuts without a marker); here results are cut by characters,
 # with a marker: 4 characters a token, the usual average for English text and code.
 CHARS_PER_TOKEN = 4
 
 
-MAX_CONFIG_BYTES = 1 << 20
+_MAX_CONFIG_BYTES = 1 << 20
 
 
 def read_rollout_config(path: Path | None) -> dict:
@@ -671,9 +671,9 @@ def read_rollout_config(path: Path | None) -> dict:
     import yaml  # rnow's own format; pyyaml comes with rnow, and is in requirements.txt
 
     try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
+        if path.stat().st_size > _MAX_CONFIG_BYTES:
             raise UsageError(f"{path}: {path.stat().st_size:,} bytes, where a config.yml is a few hundred; no "
-                             f"config needs more than {MAX_CONFIG_BYTES:,}. Pass --config the right file.")
+                             f"config needs more than {_MAX_CONFIG_BYTES:,}. Pass --config the right file.")
         text = path.read_text(encoding="utf-8-sig")
         # libyaml's parser where pyyaml has it: it refuses deep nesting at once, where the pure-Python one
         # takes seconds over a 5,000-deep flow list before it fails
@@ -698,7 +698,7 @@ def read_rollout_config(path: Path | None) -> dict:
         return {}
     if not isinstance(rollout, dict):
         raise UsageError(f"{path}: `rollout` must be a mapping of settings")
-    return {key: (rollout[key], path) for key in ROLLOUT_KEYS if key in rollout and rollout[key] is not None}
+    return {key: (rollout[key], path) for key in _ROLLOUT_KEYS if key in rollout and rollout[key] is not None}
 
 
 class SettingSources:
@@ -806,7 +806,7 @@ def parse_extra_body(text: str | None) -> dict:
 # ==================================================================================================
 # Reading and checking the prompts file; prompt ids; the rollouts the command asks for.
 
-MESSAGE_ROLES = ("system", "user", "assistant", "tool")
+_MESSAGE_ROLES = ("system", "user", "assistant", "tool")
 
 
 @dataclass
@@ -830,60 +830,109 @@ class RolloutJob:
 
     @property
     def key(self) -> int:
-        return rollout_key(self.prompt.prompt_id, self.sample)
+        return RolloutKey.hashed(self.prompt.prompt_id, self.sample)
 
 
-def rollout_key(prompt_id: str, sample: int) -> int:
-    # Resume state holds a 64-bit hash per rollout rather than its id string: at a million rollouts
-    # that is ~60 MB instead of ~150 MB. A collision needs ~4 billion rollouts to become likely.
-    return hash((prompt_id, sample))
+class RolloutKey(NamedTuple):
+    """Which try of which rollout: (prompt id, sample, attempt). Output and rejected lines, failed entries
+    and paused records are all keyed by it, each read by one strict rule here (a string id, an integer
+    sample and attempt). One rollout has at most one output line, and one rejected line per attempt."""
+
+    prompt_id: str
+    sample: int
+    attempt: int = 1
+
+    @staticmethod
+    def hashed(prompt_id: str, sample: int) -> int:
+        """The rollout, all its attempts, as resume state holds it (RolloutJob.key). A 64-bit hash rather
+        than the id string: at a million rollouts ~60 MB instead of ~150 MB; a collision needs ~4 billion
+        rollouts to become likely."""
+        return hash((prompt_id, sample))
+
+    @property
+    def rollout(self) -> int:
+        return hash((self.prompt_id, self.sample))  # RolloutKey.hashed, written out
+
+    @classmethod
+    def of_job(cls, job: RolloutJob, attempt: int) -> RolloutKey:
+        return cls(job.prompt.prompt_id, job.sample, attempt)
+
+    @classmethod
+    def of_line(cls, record: Any) -> RolloutKey | None:
+        """An output or rejected line's key, from its metadata, or a failed entry's, from its own fields
+        (attempt 1 when absent); None: not a line of ours."""
+        if not isinstance(record, dict):
+            return None
+        fields = record if "prompt_id" in record else record.get("metadata")
+        if not isinstance(fields, dict):
+            return None
+        prompt_id, sample, attempt = fields.get("prompt_id"), fields.get("sample"), fields.get("attempt", 1)
+        if type(prompt_id) is not str or type(sample) is not int or type(attempt) is not int:
+            return None
+        return cls(prompt_id, sample, attempt)
+
+    @classmethod
+    def rollout_of_line(cls, record: Any) -> int | None:
+        """The rollout (RolloutKey.hashed) a line of ours belongs to; None if not one."""
+        key = cls.of_line(record)
+        return None if key is None else key.rollout
+
+    @classmethod
+    def of_paused(cls, record: Any) -> RolloutKey | None:
+        """A paused record's key: every field written out, none negative; None: not a record of ours."""
+        if not isinstance(record, dict):
+            return None
+        prompt_id, sample, attempt = record.get("prompt_id"), record.get("sample"), record.get("attempt")
+        if type(prompt_id) is not str or type(sample) is not int or type(attempt) is not int or sample < 0 or attempt < 0:
+            return None
+        return cls(prompt_id, sample, attempt)
 
 
-def iter_prompts(path: Path, system: str | None) -> Iterator[Prompt]:
+def _iter_prompts(path: Path, system: str | None) -> Iterator[Prompt]:
     """Stream every prompt of a .txt or .jsonl file; raise UsageError naming file:line on bad input."""
-    jsonl = is_jsonl_file(path)
-    ids = PromptIds()
-    for offset, where, line in iter_lines(path):
-        prompt = parse_prompt_line(line, where, jsonl, system)
+    jsonl = _is_jsonl_file(path)
+    ids = _PromptIds()
+    for offset, where, line in _iter_lines(path):
+        prompt = _parse_prompt_line(line, where, jsonl, system)
         try:
             prompt.prompt_id, prompt.repeat = ids.number(prompt.prompt_id, where, prompt.id_given)
-        except DuplicateId as e:
-            earlier = first_line_with_id(path, system, e.prompt_id)
+        except _DuplicateId as e:
+            earlier = _first_line_with_id(path, system, e.prompt_id)
             raise UsageError(f"{e.where}: id {e.prompt_id!r} is also the id of {earlier}; ids must be unique "
                              "(a given \"id\" may not equal another prompt's computed id)") from None
         prompt.offset, prompt.line_no = offset, int(where.rpartition(":")[2])
         yield prompt
 
 
-def first_line_with_id(path: Path, system: str | None, prompt_id: str) -> str:
+def _first_line_with_id(path: Path, system: str | None, prompt_id: str) -> str:
     """The line whose prompt has this id, numbering repeats as iter_prompts does but without the
     uniqueness check (it runs only to name the earlier of two lines that share an id)."""
-    jsonl, repeats = is_jsonl_file(path), {}
-    for _, where, line in iter_lines(path):
-        prompt = parse_prompt_line(line, where, jsonl, system)
+    jsonl, repeats = _is_jsonl_file(path), {}
+    for _, where, line in _iter_lines(path):
+        prompt = _parse_prompt_line(line, where, jsonl, system)
         if not prompt.id_given:
             repeats[prompt.prompt_id] = repeats.get(prompt.prompt_id, 0) + 1
-            prompt.prompt_id = repeated_id(prompt.prompt_id, repeats[prompt.prompt_id])
+            prompt.prompt_id = _repeated_id(prompt.prompt_id, repeats[prompt.prompt_id])
         if prompt.prompt_id == prompt_id:
             return "line " + where.rpartition(":")[2]
     return "an earlier line"
 
 
-def is_jsonl_file(path: Path) -> bool:
+def _is_jsonl_file(path: Path) -> bool:
     suffix = path.suffix.lower()
     if suffix == ".json":
         raise UsageError(f"{path}: a .json file is not supported; write one JSON object a line to a .jsonl file")
     return suffix in (".jsonl", ".ndjson")
 
 
-def iter_lines(path: Path) -> Iterator[tuple[int, str, str]]:
+def _iter_lines(path: Path) -> Iterator[tuple[int, str, str]]:
     """(byte offset, "file:line", text) of each non-blank line."""
     offset = 0
     try:
         with open(path, "rb") as f:
             for line_no, raw in enumerate(f, 1):
                 start, offset = offset, offset + len(raw)
-                text = decode_line(raw, f"{path}:{line_no}", start)
+                text = _decode_line(raw, f"{path}:{line_no}", start)
                 if text.strip():
                     yield start, f"{path}:{line_no}", text
     except OSError as e:
@@ -893,7 +942,7 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str, str]]:
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
-def decode_line(raw: bytes, where: str, offset: int) -> str:
+def _decode_line(raw: bytes, where: str, offset: int) -> str:
     if offset == 0:
         raw = raw.removeprefix(UTF8_BOM)  # editors on Windows start files with one; it is not part of the prompt
     try:
@@ -902,7 +951,7 @@ def decode_line(raw: bytes, where: str, offset: int) -> str:
         raise UsageError(f"{where}: not UTF-8 text. Save the file as UTF-8.") from None
 
 
-def line_at(fd: int, offset: int, first_read: int = 4096) -> bytes:
+def _line_at(fd: int, offset: int, first_read: int = 4096) -> bytes:
     """The line that starts at `offset`, read from the file as it is now (pread: no buffer that still
     holds what the file said before it was rewritten)."""
     parts, size = [], first_read
@@ -928,17 +977,17 @@ class PromptsChanged(Exception):
 def read_prompts_at(path: Path, system: str | None, places: Iterable[tuple[int, int, int, int]]) -> Iterator[Prompt]:
     """The prompts at these (offset, repeat number, line number, hash of the prompt id) places, as the full
     pass read them; PromptsChanged when a line no longer gives the id the full pass found there."""
-    jsonl = is_jsonl_file(path)
+    jsonl = _is_jsonl_file(path)
     try:
         with open(path, "rb", buffering=0) as f:
             for offset, repeat, line_no, id_hash in places:
                 where = f"{path}:{line_no}"
                 try:
-                    line = decode_line(line_at(f.fileno(), offset), where, offset)
-                    prompt = parse_prompt_line(line, where, jsonl, system)
+                    line = _decode_line(_line_at(f.fileno(), offset), where, offset)
+                    prompt = _parse_prompt_line(line, where, jsonl, system)
                 except UsageError:
                     raise PromptsChanged(path, line_no) from None
-                prompt.prompt_id, prompt.repeat = repeated_id(prompt.prompt_id, repeat), repeat
+                prompt.prompt_id, prompt.repeat = _repeated_id(prompt.prompt_id, repeat), repeat
                 prompt.offset, prompt.line_no = offset, line_no
                 if hash(prompt.prompt_id) != id_hash:
                     raise PromptsChanged(path, line_no)
@@ -947,13 +996,13 @@ def read_prompts_at(path: Path, system: str | None, places: Iterable[tuple[int, 
         raise UsageError(f"{path}: cannot read the prompts file: {e.strerror}") from None
 
 
-def parse_prompt_line(line: str, where: str, jsonl: bool, system: str | None) -> Prompt:
+def _parse_prompt_line(line: str, where: str, jsonl: bool, system: str | None) -> Prompt:
     """A Prompt whose prompt_id is still the base id: the record's "id", else the conversation's hash."""
     if not jsonl:
         text = line.rstrip("\r\n")
-        messages = with_system(system, [{"role": "user", "content": text}])
-        return Prompt(conversation_hash(messages), messages, {}, text)
-    record = parse_strict_json(line, where)
+        messages = _with_system(system, [{"role": "user", "content": text}])
+        return Prompt(_conversation_hash(messages), messages, {}, text)
+    record = _parse_strict_json(line, where)
     if not isinstance(record, dict):
         raise UsageError(f"{where}: expected an object like {{\"prompt\": \"...\"}}, got {type(record).__name__}")
     metadata = record.get("metadata", {})
@@ -971,20 +1020,20 @@ def parse_prompt_line(line: str, where: str, jsonl: bool, system: str | None) ->
             raise UsageError(f"{where}: \"prompt\" must be a string, got {type(text).__name__}")
         if not text.strip():
             raise UsageError(f"{where}: \"prompt\" is empty")
-        messages, source = with_system(system, [{"role": "user", "content": text}]), text
+        messages, source = _with_system(system, [{"role": "user", "content": text}]), text
     elif "messages" in record:
-        source = validate_messages(record["messages"], where)
+        source = _validate_messages(record["messages"], where)
         has_system = source[0]["role"] == "system"
-        messages = [dict(m) for m in source] if has_system else with_system(system, [dict(m) for m in source])
+        messages = [dict(m) for m in source] if has_system else _with_system(system, [dict(m) for m in source])
     else:
         raise UsageError(f"{where}: needs a \"prompt\" (string) or \"messages\" (list of chat messages)")
-    tools = prompt_tools(record, where)
+    tools = _prompt_tools(record, where)
     if record_id is not None:
         return Prompt(str(record_id), messages, metadata, source, id_given=True, tools=tools)
-    return Prompt(conversation_hash(messages), messages, metadata, source, tools=tools)
+    return Prompt(_conversation_hash(messages), messages, metadata, source, tools=tools)
 
 
-def prompt_tools(record: dict, where: str) -> tuple[str, ...] | None:
+def _prompt_tools(record: dict, where: str) -> tuple[str, ...] | None:
     """rnow's per-prompt `tools`: the names of the tools this prompt may use ([]: none)."""
     if record.get("tools") is None:
         return None
@@ -994,11 +1043,11 @@ def prompt_tools(record: dict, where: str) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(names))
 
 
-def parse_strict_json(line: str, where: str) -> Any:
+def _parse_strict_json(line: str, where: str) -> Any:
     """RFC 8259 JSON only: every line we write must parse in strict parsers, so NaN, Infinity, numbers
     too large for a double and lone surrogates (\\udXXX escapes that are not valid Unicode) are refused."""
     try:
-        record = json.loads(line, parse_constant=refuse_constant, parse_float=finite_float)
+        record = json.loads(line, parse_constant=_refuse_constant, parse_float=_finite_float)
     except json.JSONDecodeError as e:
         raise UsageError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
     except ValueError as e:
@@ -1009,13 +1058,13 @@ def parse_strict_json(line: str, where: str) -> Any:
     if nesting_depth(record) > MAX_NESTING:
         raise UsageError(f"{where}: nested more than {MAX_NESTING} levels deep; no prompt needs that, and what "
                          "is written must stay readable by strict parsers: fix the line")
-    if LONE_SURROGATE_HINT.search(line) and not encodable(record):
+    if _LONE_SURROGATE_HINT.search(line) and not encodable(record):
         raise UsageError(f"{where}: holds a lone surrogate escape (\\udXXX without its pair), which is not "
                          "valid Unicode; fix the text that produced it")
     return record
 
 
-LONE_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]")  # cheap pre-check before the exact one
+_LONE_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]")  # cheap pre-check before the exact one
 MAX_NESTING = 100  # levels of lists and objects in an input value: orjson writes at most 1,024
 
 
@@ -1032,11 +1081,11 @@ def nesting_depth(value: Any) -> int:
     return deepest
 
 
-def refuse_constant(name: str) -> Any:
+def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON (RFC 8259)")
 
 
-def finite_float(text: str) -> float:
+def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         raise ValueError(f"{text} is too large for a JSON number")
@@ -1052,14 +1101,14 @@ def encodable(value: Any) -> bool:
         return False
 
 
-def validate_messages(messages: Any, where: str) -> list[dict]:
+def _validate_messages(messages: Any, where: str) -> list[dict]:
     if not isinstance(messages, list) or not messages:
         raise UsageError(f"{where}: \"messages\" must be a non-empty list of chat messages")
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise UsageError(f"{where}: messages[{i}] must be an object with \"role\" and \"content\"")
-        if message.get("role") not in MESSAGE_ROLES:
-            raise UsageError(f"{where}: messages[{i}].role must be one of {', '.join(MESSAGE_ROLES)}")
+        if message.get("role") not in _MESSAGE_ROLES:
+            raise UsageError(f"{where}: messages[{i}].role must be one of {', '.join(_MESSAGE_ROLES)}")
         if not isinstance(message.get("content"), (str, list)) and not message.get("tool_calls"):
             raise UsageError(f"{where}: messages[{i}].content must be a string or a list")
     if messages[-1]["role"] not in ("user", "tool"):
@@ -1067,11 +1116,11 @@ def validate_messages(messages: Any, where: str) -> list[dict]:
     return messages
 
 
-def with_system(system: str | None, messages: list[dict]) -> list[dict]:
+def _with_system(system: str | None, messages: list[dict]) -> list[dict]:
     return ([{"role": "system", "content": system}] if system else []) + messages
 
 
-def conversation_hash(messages: list[dict]) -> str:
+def _conversation_hash(messages: list[dict]) -> str:
     """16 hex digits identifying the conversation a rollout starts from."""
     if all(m.keys() == {"role", "content"} and isinstance(m["content"], str) for m in messages):
         canonical = "\x1e".join(f"{m['role']}\x1f{m['content']}" for m in messages)  # fast path, most prompts
@@ -1080,11 +1129,11 @@ def conversation_hash(messages: list[dict]) -> str:
     return hashlib.blake2b(canonical.encode(), digest_size=8).hexdigest()
 
 
-def repeated_id(base_id: str, repeat: int) -> str:
+def _repeated_id(base_id: str, repeat: int) -> str:
     return base_id if repeat == 1 else f"{base_id}-{repeat}"
 
 
-class PromptIds:
+class _PromptIds:
     """Numbers repeats: the same prompt twice in a file is two prompts (the user asked for it twice),
     so the second gets "<hash>-2", and so on, and resume counts both. Every final id (given, hashed or
     numbered) must be unique: a given id equal to another line's id would make one of them look done."""
@@ -1099,22 +1148,22 @@ class PromptIds:
         prompt_id, repeat = base_id, 1
         if not given and hash(base_id) in self._seen:
             if hash(base_id) in self._given_like_computed:  # not a repeat: a given id took this hash
-                raise DuplicateId(base_id, where)
+                raise _DuplicateId(base_id, where)
             repeat = self._repeats.get(hash(base_id), 1) + 1
             self._repeats[hash(base_id)] = repeat
-            prompt_id = repeated_id(base_id, repeat)
+            prompt_id = _repeated_id(base_id, repeat)
         if hash(prompt_id) in self._seen:
-            raise DuplicateId(prompt_id, where)
+            raise _DuplicateId(prompt_id, where)
         self._seen.add(hash(prompt_id))
-        if given and COMPUTED_ID.fullmatch(prompt_id):
+        if given and _COMPUTED_ID.fullmatch(prompt_id):
             self._given_like_computed.add(hash(prompt_id))
         return prompt_id, repeat
 
 
-COMPUTED_ID = re.compile(r"[0-9a-f]{16}")
+_COMPUTED_ID = re.compile(r"[0-9a-f]{16}")
 
 
-class DuplicateId(Exception):
+class _DuplicateId(Exception):
     """Two lines share a final id; iter_prompts names both (the earlier one found by a second pass,
     on this error only, so a million ids cost a set of hashes rather than a map to line numbers)."""
 
@@ -1126,16 +1175,16 @@ class DuplicateId(Exception):
 def iter_jobs(prompts: PromptSettings) -> Iterator[RolloutJob]:
     """Every rollout the command asks for, in file order: -n, then --shard, then --samples."""
     seq = itertools.count()
-    for index, prompt in enumerate(iter_prompts(prompts.input, prompts.system)):
+    for index, prompt in enumerate(_iter_prompts(prompts.input, prompts.system)):
         if prompts.num is not None and index >= prompts.num:
             return
-        if prompts.shard and shard_of(prompt.prompt_id, prompts.shard[1]) != prompts.shard[0]:
+        if prompts.shard and _shard_of(prompt.prompt_id, prompts.shard[1]) != prompts.shard[0]:
             continue
         for sample in range(prompts.samples):
             yield RolloutJob(prompt, sample, next(seq))
 
 
-def shard_of(prompt_id: str, shards: int) -> int:
+def _shard_of(prompt_id: str, shards: int) -> int:
     # A stable hash (not Python's salted hash()): every machine must agree on the split.
     return int.from_bytes(hashlib.blake2b(prompt_id.encode(), digest_size=8).digest(), "big") % shards
 
@@ -1157,7 +1206,7 @@ class ToolArgs:
     metadata: dict = field(default_factory=dict)
 
 
-def rnow_schema_for_type(py_type: Any) -> dict:
+def _rnow_schema_for_type(py_type: Any) -> dict:
     """The JSON schema rnow 0.4 maps a parameter annotation to (quirks included, e.g. `T | None`)."""
     origin = typing.get_origin(py_type) or py_type
     args = typing.get_args(py_type)
@@ -1165,7 +1214,7 @@ def rnow_schema_for_type(py_type: Any) -> dict:
     if origin in simple:
         return {"type": simple[origin]}
     if origin is list:
-        return {"type": "array", "items": rnow_schema_for_type(args[0])} if args else {"type": "array"}
+        return {"type": "array", "items": _rnow_schema_for_type(args[0])} if args else {"type": "array"}
     if origin is dict:
         return {"type": "object"}
     if origin is typing.Literal:
@@ -1174,26 +1223,26 @@ def rnow_schema_for_type(py_type: Any) -> dict:
         options = [a for a in args if a is not type(None)]
         nullable = len(options) < len(args)
         if len(options) == 1:
-            schema = rnow_schema_for_type(options[0])
+            schema = _rnow_schema_for_type(options[0])
             if nullable and "type" in schema:
                 kind = schema["type"]
                 schema["type"] = kind + ["null"] if isinstance(kind, list) else [kind, "null"]
             return schema
-        return {"anyOf": [rnow_schema_for_type(a) for a in options] + ([{"type": "null"}] if nullable else [])}
+        return {"anyOf": [_rnow_schema_for_type(a) for a in options] + ([{"type": "null"}] if nullable else [])}
     return {"type": "string"}
 
 
-def rnow_returns_json(py_type: Any) -> bool:
+def _rnow_returns_json(py_type: Any) -> bool:
     """rnow 0.4's return-type check, quirks included: `Optional[str]` passes, `str | None` and `Path` do not."""
     origin = typing.get_origin(py_type) or py_type
     if origin in (str, int, float, bool, list, dict, type(None)):
         return True
     if origin is typing.Union:
-        return all(rnow_returns_json(a) for a in typing.get_args(py_type))
+        return all(_rnow_returns_json(a) for a in typing.get_args(py_type))
     return origin is typing.Literal or py_type is Any
 
 
-def rnow_tool_schema(func: Callable) -> dict:
+def _rnow_tool_schema(func: Callable) -> dict:
     """Validate a tool function as rnow's @tool does, in its order and with its words, and build its
     parameters schema: a tools.py that loads here must load under `rnow run` too."""
     name = func.__name__
@@ -1205,7 +1254,7 @@ def rnow_tool_schema(func: Callable) -> dict:
         raise TypeError(f"Tool registration failed: Tool '{name}' must declare a return type annotation. "
                         "Add -> ReturnType to the function signature.")
     return_type = hints.get("return", signature.return_annotation)
-    if not rnow_returns_json(return_type):
+    if not _rnow_returns_json(return_type):
         raise TypeError(f"Tool registration failed: Tool '{name}' return type '{return_type}' is not "
                         "JSON-serializable. Use dict, list, str, int, float, bool, or None.")
     for param in signature.parameters.values():
@@ -1220,17 +1269,17 @@ def rnow_tool_schema(func: Callable) -> dict:
         if param.name not in hints:
             raise TypeError(f"Tool registration failed: Missing type hint for parameter '{param.name}' in tool "
                             f"'{name}'. All parameters must have type annotations.")
-        properties[param.name] = rnow_schema_for_type(hints[param.name])
+        properties[param.name] = _rnow_schema_for_type(hints[param.name])
         if param.default is inspect.Parameter.empty:
             required.append(param.name)
     return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
 
 
-def rnow_tool_decorator(fn: Callable | None = None, *, sandbox: bool = False, timeout: int | None = None):
+def _rnow_tool_decorator(fn: Callable | None = None, *, sandbox: bool = False, timeout: int | None = None):
     """Stand-in for rnow.core.tool.tool: @tool or @tool(timeout=..., sandbox=...)."""
 
     def decorate(func: Callable) -> Callable:
-        schema = rnow_tool_schema(func)
+        schema = _rnow_tool_schema(func)
         func._is_tool, func._tool_name, func._schema = True, func.__name__, schema
         func._description, func._is_sandbox, func._timeout = func.__doc__.strip(), sandbox, timeout
         return func
@@ -1238,7 +1287,7 @@ def rnow_tool_decorator(fn: Callable | None = None, *, sandbox: bool = False, ti
     return decorate(fn) if fn else decorate
 
 
-def install_rnow_stand_in() -> None:
+def _install_rnow_stand_in() -> None:
     """Make `from rnow.core.tool import tool`, `from rnow.core import RewardArgs, reward, get_response`
     (and the other spellings) work without rnow."""
     try:
@@ -1251,7 +1300,7 @@ def install_rnow_stand_in() -> None:
     for module in modules.values():
         module.__path__ = []  # a package, so submodule imports resolve through sys.modules
     core, models = modules["rnow.core"], modules["rnow.models"]
-    modules["rnow.core.tool"].tool = core.tool = rnow_tool_decorator
+    modules["rnow.core.tool"].tool = core.tool = _rnow_tool_decorator
     modules["rnow.core.reward"].reward = core.reward = rnow_reward_decorator
     models.ToolArgs = core.ToolArgs = ToolArgs
     models.RewardArgs = core.RewardArgs = RewardArgs
@@ -1283,7 +1332,7 @@ class Tool:
 def import_user_file(path: Path, kind: str) -> types.ModuleType:
     """Import tools.py or rewards.py (with rnow, or the stand-in). Whatever goes wrong is a UsageError
     naming the file and line, never a traceback."""
-    install_rnow_stand_in()
+    _install_rnow_stand_in()
     spec = importlib.util.spec_from_file_location(f"distill_{kind}_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -1292,17 +1341,17 @@ def import_user_file(path: Path, kind: str) -> types.ModuleType:
     except KeyboardInterrupt:
         raise
     except SystemExit as e:  # would end the run with exit 0 and nothing done
-        raise UsageError(f"{user_code_location(e, path)}: calls sys.exit({e.code!r}) while being imported; "
+        raise UsageError(f"{_user_code_location(e, path)}: calls sys.exit({e.code!r}) while being imported; "
                          f"{path.name} must only define {kind}") from None
     except BaseException as e:  # the user's code: report where, not a traceback
-        raise UsageError(f"{user_code_location(e, path)}: {type(e).__name__}: {e}") from None
+        raise UsageError(f"{_user_code_location(e, path)}: {type(e).__name__}: {e}") from None
     return module
 
 
 def load_tools(path: Path) -> tuple[list[Tool], Callable | None]:
     """Import tools.py; return its @tool functions in file order and its optional `aclose` hook."""
     module = import_user_file(path, "tools")
-    tools = [tool_from_function(obj) for obj in vars(module).values()
+    tools = [_tool_from_function(obj) for obj in vars(module).values()
              if callable(obj) and getattr(obj, "_is_tool", False)]
     if not tools:
         raise UsageError(f"{path}: no @tool functions found. Decorate tools with @tool, or pass --tools none.")
@@ -1310,14 +1359,14 @@ def load_tools(path: Path) -> tuple[list[Tool], Callable | None]:
     return tools, closer if callable(closer) else None
 
 
-def tool_from_function(func: Callable) -> Tool:
+def _tool_from_function(func: Callable) -> Tool:
     timeout = getattr(func, "_timeout", None)
     return Tool(name=func._tool_name, function=func, description=func._description, parameters=func._schema,
                 timeout=float(timeout) if timeout else None,
                 wants_args="args" in inspect.signature(func).parameters)
 
 
-def user_code_location(error: BaseException, path: Path) -> str:
+def _user_code_location(error: BaseException, path: Path) -> str:
     if isinstance(error, SyntaxError) and error.lineno:
         return f"{path}:{error.lineno}"
     frames = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).resolve() == path.resolve()]
@@ -1335,7 +1384,7 @@ class ToolBox:
         self.mcp_specs = settings.mcp
         self.mcp_servers: list[McpServer] = []
         self._slots = asyncio.Semaphore(settings.concurrency)
-        self.tally: dict[str, ToolTally] = {}  # calls and errors by tool, for the summary
+        self.tally: dict[str, _ToolTally] = {}  # calls and errors by tool, for the summary
 
     def summary(self) -> list[str]:
         """The summary's lines on tools: calls and errors of each, and a warning for a tool that failed in
@@ -1385,7 +1434,7 @@ class ToolBox:
         """The call's result as text, counted in the tally (an error is a result that says "Error")."""
         result = await self._run_call(call, metadata, allowed)
         name = call["function"]["name"]
-        tally = self.tally.setdefault(name if name in self.tools else "(unknown tools)", ToolTally())
+        tally = self.tally.setdefault(name if name in self.tools else "(unknown tools)", _ToolTally())
         tally.calls += 1
         if result.startswith("Error"):
             tally.errors += 1
@@ -1401,8 +1450,8 @@ class ToolBox:
         if tool is None:
             return f"Error: unknown tool {name!r}. Available tools: {', '.join(available) or 'none'}."
         try:
-            arguments = (parse_tool_arguments(call["function"].get("arguments"), tool) if tool.checks_arguments
-                         else decode_tool_arguments(call["function"].get("arguments"), tool.name))
+            arguments = (_parse_tool_arguments(call["function"].get("arguments"), tool) if tool.checks_arguments
+                         else _decode_tool_arguments(call["function"].get("arguments"), tool.name))
         except ValueError as e:
             return f"Error: {e}"
         if tool.wants_args:
@@ -1418,9 +1467,9 @@ class ToolBox:
                     raise
                 return f"Error: tool {name!r} was cancelled."
             except Exception as e:
-                if is_tool_unavailable(e):
-                    raise ToolUnavailable(f"tool {name!r} is unavailable: {error_summary(e, 500)}") from None
-                return f"Error: tool {name!r} failed: {error_summary(e, self.max_chars)}"
+                if _is_tool_unavailable(e):
+                    raise ToolUnavailable(f"tool {name!r} is unavailable: {_error_summary(e, 500)}") from None
+                return f"Error: tool {name!r} failed: {_error_summary(e, self.max_chars)}"
         return self._as_text(name, result)
 
     def _as_text(self, name: str, result: Any) -> str:
@@ -1445,13 +1494,13 @@ class ToolBox:
             await server.aclose()
         if self.closer is not None:
             with contextlib.suppress(Exception):
-                result = call_guarded(self.closer, {})
+                result = _call_guarded(self.closer, {})
                 if inspect.isawaitable(result):
-                    await asyncio.wait({asyncio.ensure_future(guarded(result))}, timeout=timeout)
+                    await asyncio.wait({asyncio.ensure_future(_guarded(result))}, timeout=timeout)
 
 
 @dataclass
-class ToolTally:
+class _ToolTally:
     calls: int = 0
     errors: int = 0
     first_error: str = ""
@@ -1463,12 +1512,12 @@ class ToolUnavailable(Exception):
     tool: it fails, and runs again on the next run."""
 
 
-def is_tool_unavailable(error: BaseException) -> bool:
+def _is_tool_unavailable(error: BaseException) -> bool:
     # By name: tools.py cannot import from this script (rnow runs it without it), so it defines its own.
     return any(cls.__name__ == "ToolUnavailable" for cls in type(error).__mro__)
 
 
-class ToolExit(Exception):
+class _ToolExit(Exception):
     """A tool raised SystemExit or KeyboardInterrupt: an error for that call, not the end of the run."""
 
 
@@ -1477,9 +1526,9 @@ async def call_user_function(function: Callable, arguments: dict, timeout: float
     own (so a blocking one stalls nothing else). TimeoutError after `timeout`; whatever it raised
     otherwise, with SystemExit and KeyboardInterrupt turned into ToolExit."""
     if inspect.iscoroutinefunction(function):
-        call = asyncio.ensure_future(guarded(function(**arguments)))
+        call = asyncio.ensure_future(_guarded(function(**arguments)))
     else:
-        call = in_own_thread(function, arguments)
+        call = _in_own_thread(function, arguments)
     # asyncio.wait, not wait_for: wait_for waits for a cancelled call to finish, for ever if it
     # swallows the cancellation; here a call past its time is abandoned.
     try:
@@ -1493,7 +1542,7 @@ async def call_user_function(function: Callable, arguments: dict, timeout: float
     return call.result()
 
 
-def in_own_thread(function: Callable, arguments: dict) -> asyncio.Future:
+def _in_own_thread(function: Callable, arguments: dict) -> asyncio.Future:
     """Run a sync function on a new daemon thread. Not a pool: a call that never returns would keep its
     pool thread for good, and a few of them would leave every later call queued behind them until it
     timed out. A thread of its own is abandoned alone, and a daemon does not hold the process at exit."""
@@ -1506,7 +1555,7 @@ def in_own_thread(function: Callable, arguments: dict) -> asyncio.Future:
 
     def work() -> None:
         try:
-            result = call_guarded(function, arguments)
+            result = _call_guarded(function, arguments)
         except BaseException as e:  # noqa: BLE001  (handed to the loop, which decides)
             report = functools.partial(settle, functools.partial(future.set_exception, e))
         else:
@@ -1518,7 +1567,7 @@ def in_own_thread(function: Callable, arguments: dict) -> asyncio.Future:
     return future
 
 
-def error_summary(error: BaseException, limit: int) -> str:
+def _error_summary(error: BaseException, limit: int) -> str:
     return printable(f"{type(error).__name__}: {error}"[:limit])
 
 
@@ -1527,22 +1576,22 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def call_guarded(function: Callable, arguments: dict) -> Any:
+def _call_guarded(function: Callable, arguments: dict) -> Any:
     try:
         return function(**arguments)
     except (SystemExit, KeyboardInterrupt) as e:
-        raise ToolExit(f"{type(e).__name__}({e})") from None
+        raise _ToolExit(f"{type(e).__name__}({e})") from None
 
 
-async def guarded(awaitable: Any) -> Any:
+async def _guarded(awaitable: Any) -> Any:
     # Caught inside the coroutine: a SystemExit that reaches asyncio's Task machinery ends the event loop.
     try:
         return await awaitable
     except (SystemExit, KeyboardInterrupt) as e:
-        raise ToolExit(f"{type(e).__name__}({e})") from None
+        raise _ToolExit(f"{type(e).__name__}({e})") from None
 
 
-JSON_TYPE_CHECKS = {
+_JSON_TYPE_CHECKS = {
     "string": lambda v: isinstance(v, str),
     "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
@@ -1553,7 +1602,7 @@ JSON_TYPE_CHECKS = {
 }
 
 
-def decode_tool_arguments(raw: Any, name: str) -> dict:
+def _decode_tool_arguments(raw: Any, name: str) -> dict:
     """A call's arguments as a dict (the API sends them as a JSON string)."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         arguments = {}
@@ -1569,9 +1618,9 @@ def decode_tool_arguments(raw: Any, name: str) -> dict:
     return arguments
 
 
-def parse_tool_arguments(raw: Any, tool: Tool) -> dict:
+def _parse_tool_arguments(raw: Any, tool: Tool) -> dict:
     """Decode and check a call's arguments the way rnow does at RL time (with its type coercions)."""
-    arguments = decode_tool_arguments(raw, tool.name)
+    arguments = _decode_tool_arguments(raw, tool.name)
     properties = tool.parameters.get("properties", {})
     missing = [key for key in tool.parameters.get("required", []) if key not in arguments]
     if missing:
@@ -1583,12 +1632,12 @@ def parse_tool_arguments(raw: Any, tool: Tool) -> dict:
     for key, value in arguments.items():
         kinds = properties[key].get("type")
         kinds = kinds if isinstance(kinds, list) else [kinds] if kinds else []
-        if kinds and not any(JSON_TYPE_CHECKS.get(kind, lambda v: True)(value) for kind in kinds):
-            arguments[key] = coerce_argument(tool.name, key, value, kinds)
+        if kinds and not any(_JSON_TYPE_CHECKS.get(kind, lambda v: True)(value) for kind in kinds):
+            arguments[key] = _coerce_argument(tool.name, key, value, kinds)
     return arguments
 
 
-def coerce_argument(tool_name: str, key: str, value: Any, kinds: list[str]) -> Any:
+def _coerce_argument(tool_name: str, key: str, value: Any, kinds: list[str]) -> Any:
     for kind in kinds:
         with contextlib.suppress(ValueError, TypeError):
             if kind == "integer" and isinstance(value, str):
@@ -1613,7 +1662,7 @@ def coerce_argument(tool_name: str, key: str, value: Any, kinds: list[str]) -> A
 # official MCP SDK's (`mcp`), which fastmcp itself is built on: the protocol's reference client, 8
 # packages, against fastmcp's 30+.
 
-OPENAI_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_OPENAI_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -1629,17 +1678,17 @@ class McpSpec:
     @property
     def shown(self) -> str:
         """What messages show: a URL's password and query values (Tavily's key travels there) as ***."""
-        return secret_free_url(self.target) if self.is_url else self.target
+        return _secret_free_url(self.target) if self.is_url else self.target
 
 
-def secret_free_url(url: str) -> str:
+def _secret_free_url(url: str) -> str:
     """display_url's (no password), with the query's values as *** too."""
     parts = urlparse(display_url(url))
     query = "&".join(f"{pair.split('=', 1)[0]}=***" if "=" in pair else pair for pair in parts.query.split("&"))
     return parts._replace(query=query).geturl() if parts.query else parts.geturl()
 
 
-def mcp_tool_name(server_index: int, servers: int, name: str) -> str:
+def _mcp_tool_name(server_index: int, servers: int, name: str) -> str:
     return name if servers == 1 else f"mcp_{server_index}_{name}"
 
 
@@ -1678,18 +1727,18 @@ class McpServer:
         would go on without the tool, so the rollout fails and runs again next time (tools.py's rule)."""
         try:
             client = await self._connected()
-        except (McpConnectError, TimeoutError, OSError) as e:
+        except (_McpConnectError, TimeoutError, OSError) as e:
             raise ToolUnavailable(f"MCP server {self.spec.shown} cannot be reached: "
-                                  f"{secret_free_text(str(e) or type(e).__name__, self.spec)}") from None
+                                  f"{_secret_free_text(str(e) or type(e).__name__, self.spec)}") from None
         try:
             result = await client.call_tool(name, arguments)
         except BaseException as e:  # dead, hung (cancelled by the tool timeout) or garbled: connect anew next time
             self._drop()
-            if connection_failed(e):
+            if _connection_failed(e):
                 raise ToolUnavailable(f"the connection to MCP server {self.spec.shown} failed: "
-                                      f"{secret_free_text(mcp_error_text(e), self.spec)}") from None
+                                      f"{_secret_free_text(_mcp_error_text(e), self.spec)}") from None
             raise
-        text = mcp_result_text(result)
+        text = _mcp_result_text(result)
         if not result.is_error:
             return text
         text = text or "the tool failed"
@@ -1713,15 +1762,15 @@ class McpServer:
 
         try:
             with open(self.errlog, "a", encoding="utf-8", errors="replace") as errlog:
-                callbacks = ({"sampling_callback": refuse_sampling, "elicitation_callback": refuse_elicitation,
-                              "list_roots_callback": refuse_roots} if self.as_proxy else {})
+                callbacks = ({"sampling_callback": _refuse_sampling, "elicitation_callback": _refuse_elicitation,
+                              "list_roots_callback": _refuse_roots} if self.as_proxy else {})
                 async with mcp.Client(self._transport(errlog), **callbacks) as client:
                     self._client = client
                     ready.set_result(None)
                     await self._closing.wait()
         except BaseException as e:  # noqa: BLE001  (an ExceptionGroup from the SDK's task group, too)
             if not ready.done():
-                ready.set_exception(McpConnectError(mcp_error_text(e)))
+                ready.set_exception(_McpConnectError(_mcp_error_text(e)))
             if isinstance(e, asyncio.CancelledError):
                 raise
         finally:
@@ -1751,25 +1800,25 @@ class McpServer:
                 self._holder.cancel()
 
 
-class McpConnectError(Exception):
+class _McpConnectError(Exception):
     pass
 
 
-async def refuse_sampling(context: Any, params: Any) -> Any:
+async def _refuse_sampling(context: Any, params: Any) -> Any:
     from mcp import types
 
     return types.ErrorData(code=types.INVALID_REQUEST, message="this client (a distillation run) does not "
                            "sample for servers: the tool cannot ask the model")
 
 
-async def refuse_elicitation(context: Any, params: Any) -> Any:
+async def _refuse_elicitation(context: Any, params: Any) -> Any:
     from mcp import types
 
     return types.ErrorData(code=types.INVALID_REQUEST, message="this client (a distillation run) has no user "
                            "to ask: the tool cannot elicit input")
 
 
-async def refuse_roots(context: Any) -> Any:
+async def _refuse_roots(context: Any) -> Any:
     from mcp import types
 
     return types.ErrorData(code=types.INVALID_REQUEST, message="this client (a distillation run) shares no roots")
@@ -1788,18 +1837,18 @@ def log_mcp_sdk_to(path: Path) -> None:
     logger.propagate = False
 
 
-def connection_failed(error: BaseException) -> bool:
+def _connection_failed(error: BaseException) -> bool:
     """Whether a call failed because its connection did (the server exited, the socket broke), as
     opposed to the server answering it with an error or garbage. Errors in groups are looked into."""
     import anyio
 
     broken = (OSError, EOFError, anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream,
               httpx.TransportError)
-    return any(getattr(getattr(e, "error", None), "code", None) == MCP_CONNECTION_CLOSED or isinstance(e, broken)
-               for e in innermost_errors(error))
+    return any(getattr(getattr(e, "error", None), "code", None) == _MCP_CONNECTION_CLOSED or isinstance(e, broken)
+               for e in _innermost_errors(error))
 
 
-def innermost_errors(error: BaseException) -> Iterator[BaseException]:
+def _innermost_errors(error: BaseException) -> Iterator[BaseException]:
     """The errors inside the exception groups the SDK nests them in (the error itself when it is none)."""
     todo = [error]
     while todo:
@@ -1810,16 +1859,16 @@ def innermost_errors(error: BaseException) -> Iterator[BaseException]:
             yield e
 
 
-def base64_size(data: Any) -> int:
+def _base64_size(data: Any) -> int:
     """The size of what base64 text encodes, without decoding it."""
     data = data if isinstance(data, str) else ""
     return len(data) * 3 // 4 - data[-2:].count("=")
 
 
-MCP_CONNECTION_CLOSED = -32000  # mcp_types.CONNECTION_CLOSED: the SDK's code for a connection that ended
+_MCP_CONNECTION_CLOSED = -32000  # mcp_types.CONNECTION_CLOSED: the SDK's code for a connection that ended
 
 
-def mcp_result_text(result: Any) -> str:
+def _mcp_result_text(result: Any) -> str:
     """A tool result as text for the teacher (and the dataset), every part kept in some form: text as it
     is; an embedded resource as its text (a binary one as a marker with its URI, type and size); a
     resource link as its name and URI; an image or audio part as a marker with its type and size; the
@@ -1835,12 +1884,12 @@ def mcp_result_text(result: Any) -> str:
             text = getattr(resource, "text", None)
             parts.append(text if isinstance(text, str) else
                          f"[resource {resource.uri} {getattr(resource, 'mime_type', None) or ''}, "
-                         f"{base64_size(getattr(resource, 'blob', ''))} bytes]".replace(" ,", ","))
+                         f"{_base64_size(getattr(resource, 'blob', ''))} bytes]".replace(" ,", ","))
         elif kind == "resource_link":
             label = getattr(part, "title", None) or part.name
             parts.append(f"[link: {label} <{part.uri}>]")
         elif kind in ("image", "audio"):
-            parts.append(f"[{kind} {getattr(part, 'mime_type', '') or ''}, {base64_size(getattr(part, 'data', ''))} "
+            parts.append(f"[{kind} {getattr(part, 'mime_type', '') or ''}, {_base64_size(getattr(part, 'data', ''))} "
                          "bytes]".replace(" ,", ","))
         else:
             parts.append(f"[{kind or 'part'}]")
@@ -1850,15 +1899,15 @@ def mcp_result_text(result: Any) -> str:
     return "\n".join(parts)
 
 
-def mcp_error_text(error: BaseException) -> str:
+def _mcp_error_text(error: BaseException) -> str:
     """The innermost errors of what the SDK raised (it nests them in exception groups), in one line."""
-    leaves = [f"{type(e).__name__}: {e}" if str(e) else type(e).__name__ for e in innermost_errors(error)]
+    leaves = [f"{type(e).__name__}: {e}" if str(e) else type(e).__name__ for e in _innermost_errors(error)]
     return "; ".join(dict.fromkeys(leaves))[:500]
 
 
-def check_tool_schema(name: str, where: str, schema: Any) -> None:
+def _check_tool_schema(name: str, where: str, schema: Any) -> None:
     """What OpenAI-compatible APIs refuse in a tool, refused here before anything is sent."""
-    if not OPENAI_TOOL_NAME.match(name):
+    if not _OPENAI_TOOL_NAME.match(name):
         raise UsageError(f"{where}: the tool name {name!r} is not allowed by the API (letters, digits, _ and -, "
                          "at most 64)")
     if not isinstance(schema, dict) or schema.get("type") != "object":
@@ -1880,23 +1929,23 @@ async def open_mcp_servers(specs: list[McpSpec], errlog: Path, taken_names: set[
             servers.append(server)
             try:
                 listed = await server.list_tools()
-            except (McpConnectError, TimeoutError, OSError) as e:
+            except (_McpConnectError, TimeoutError, OSError) as e:
                 text = str(e) or type(e).__name__
-                if spec.is_url and await asks_for_sign_in(spec.target):
+                if spec.is_url and await _asks_for_sign_in(spec.target):
                     raise UsageError(f"MCP server {spec.shown} asks for OAuth sign-in, which this tool does not do. "
                                      "Give it a key in the URL or the environment instead.") from None
-                raise UsageError(f"MCP server {spec.shown} cannot be reached: {secret_free_text(text, spec)}. "
+                raise UsageError(f"MCP server {spec.shown} cannot be reached: {_secret_free_text(text, spec)}. "
                                  "Start it (or check the URL or command), then re-run.") from None
             where = f"MCP server {spec.shown}"
             for listed_tool in listed:
-                name = mcp_tool_name(index, len(specs), listed_tool.name)
+                name = _mcp_tool_name(index, len(specs), listed_tool.name)
                 if name in taken_names:
                     raise UsageError(f"{where}: tool {name!r} has the same name as a tool in tools.py. Rename one "
                                      "of them; the student must call each tool by one name.")
                 schema = listed_tool.input_schema
-                check_tool_schema(name, where, schema)
+                _check_tool_schema(name, where, schema)
                 taken_names.add(name)
-                tools.append(Tool(name=name, function=mcp_call(server, listed_tool.name),
+                tools.append(Tool(name=name, function=_mcp_call(server, listed_tool.name),
                                   description=listed_tool.description or "", parameters=schema, timeout=None,
                                   wants_args=False, checks_arguments=False))
     except BaseException:
@@ -1906,7 +1955,7 @@ async def open_mcp_servers(specs: list[McpSpec], errlog: Path, taken_names: set[
     return servers, tools
 
 
-def mcp_call(server: McpServer, name: str) -> Callable[..., Any]:
+def _mcp_call(server: McpServer, name: str) -> Callable[..., Any]:
     """The tool as a function of its arguments, as the ToolBox calls every tool."""
     async def call(**arguments: Any) -> str:
         return await server.call(name, arguments)
@@ -1932,7 +1981,7 @@ def load_mcp_schemas(path: Path) -> dict[str, dict]:
     return {name: schema for name, schema in data.items() if isinstance(schema, dict)} if isinstance(data, dict) else {}
 
 
-async def asks_for_sign_in(url: str) -> bool:
+async def _asks_for_sign_in(url: str) -> bool:
     """Does the server answer 401 (OAuth's "sign in first")? The SDK's own error does not say."""
     try:
         async with httpx.AsyncClient(timeout=10) as client:
@@ -1943,7 +1992,7 @@ async def asks_for_sign_in(url: str) -> bool:
     return response.status_code == 401
 
 
-def secret_free_text(text: str, spec: McpSpec) -> str:
+def _secret_free_text(text: str, spec: McpSpec) -> str:
     """An error text from the SDK may quote the URL whole: its secrets are taken out."""
     return text.replace(spec.target, spec.shown) if spec.is_url else text
 
@@ -1981,7 +2030,7 @@ async def llm_judge(*args: Any, **kwargs: Any) -> float:
     raise RuntimeError("llm_judge needs the rnow package: pip install rnow")
 
 
-def rnow_reward_signature_problem(func: Callable) -> str | None:
+def _rnow_reward_signature_problem(func: Callable) -> str | None:
     """rnow 0.4's signature check for rewards, word for word (its missing f-string included)."""
     name, params = func.__name__, list(inspect.signature(func).parameters.values())
     if len(params) != 2:
@@ -2010,7 +2059,7 @@ def rnow_reward_decorator(fn: Callable | None = None, *, precondition: bool = Fa
     """Stand-in for rnow.core.reward: @reward or @reward(precondition=..., timeout=...)."""
 
     def decorate(func: Callable) -> Callable:
-        problem = rnow_reward_signature_problem(func)
+        problem = _rnow_reward_signature_problem(func)
         if problem:
             raise TypeError(f"Reward registration failed: {problem}")
         func._is_reward, func._reward_name, func._is_precondition = True, func.__name__, precondition
@@ -2021,7 +2070,7 @@ def rnow_reward_decorator(fn: Callable | None = None, *, precondition: bool = Fa
 
 
 @dataclass
-class Reward:
+class _Reward:
     name: str
     function: Callable
     precondition: bool
@@ -2036,9 +2085,9 @@ class Score:
     errors: dict[str, str]  # reward -> what went wrong (raised, timed out, not a number)
 
 
-def load_rewards(path: Path) -> list[Reward]:
+def load_rewards(path: Path) -> list[_Reward]:
     module = import_user_file(path, "rewards")
-    rewards = [Reward(obj._reward_name, obj, bool(getattr(obj, "_is_precondition", False)),
+    rewards = [_Reward(obj._reward_name, obj, bool(getattr(obj, "_is_precondition", False)),
                       float(obj._timeout) if getattr(obj, "_timeout", None) else None,
                       tuple(inspect.signature(obj).parameters))
                for obj in vars(module).values() if callable(obj) and getattr(obj, "_is_reward", False)]
@@ -2054,7 +2103,7 @@ class RewardScorer:
     it never loses the rollout and never stops the run. Sync rewards run off the event loop, async ones
     on it (rnow's own examples are async because libraries like math-verify are not thread-safe)."""
 
-    def __init__(self, rewards: list[Reward], timeout: float):
+    def __init__(self, rewards: list[_Reward], timeout: float):
         self.rewards, self.default_timeout = rewards, timeout
         from dotenv import dotenv_values
 
@@ -2073,7 +2122,7 @@ class RewardScorer:
             return 0.0
         return sum(values.values())
 
-    async def _one(self, reward: Reward, metadata: dict, messages: list[dict]) -> tuple[float, str | None]:
+    async def _one(self, reward: _Reward, metadata: dict, messages: list[dict]) -> tuple[float, str | None]:
         # Each reward gets its own copy: one that edits the conversation changes neither the line nor the others.
         args = sys.modules["rnow.models"].RewardArgs(metadata=orjson.loads(orjson.dumps(metadata)),
                                                      secrets=dict(self.secrets))
@@ -2088,14 +2137,14 @@ class RewardScorer:
                 raise
             return 0.0, "cancelled"
         except Exception as e:
-            return 0.0, f"failed: {error_summary(e, 300)}"
+            return 0.0, f"failed: {_error_summary(e, 300)}"
         # Any real number (numpy's float32 included), as rnow sums them; not a bool, a string, NaN or inf.
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            return 0.0, f"returned {error_summary_value(value)}, not a float"
+            return 0.0, f"returned {_error_summary_value(value)}, not a float"
         return float(value), None
 
 
-def error_summary_value(value: Any) -> str:
+def _error_summary_value(value: Any) -> str:
     try:
         text = repr(value)
     except Exception:
@@ -2134,7 +2183,7 @@ class Usage:
         self.cached_tokens += int(amount(field_of(usage.get("prompt_tokens_details"), "cached_tokens")))
         self.cache_write_tokens += int(amount(field_of(usage.get("prompt_tokens_details"), "cache_write_tokens")))
         self.cost += amount(usage.get("cost"))
-        self.cache_savings += signed_amount(usage.get("cache_discount"))  # negative when writes cost more
+        self.cache_savings += _signed_amount(usage.get("cache_discount"))  # negative when writes cost more
 
     def merge(self, other: Usage) -> None:
         for name in USAGE_FIELDS:
@@ -2170,7 +2219,7 @@ def amount(value: Any) -> float:
     return float(value) if math.isfinite(value) and value >= 0 else 0.0
 
 
-def signed_amount(value: Any) -> float:
+def _signed_amount(value: Any) -> float:
     """A usable finite number of either sign, or 0."""
     if isinstance(value, (int, float)) and value < 0:
         return -amount(-value)
@@ -2494,7 +2543,7 @@ class AdaptiveLimiter:
 # prompt (shared by every rollout) and on the newest message. Only the request's copy is marked: the
 # conversation, sent back as the API gave it, and the dataset never carry cache_control.
 
-ASKS_FOR_CACHING = ("anthropic/", "google/gemini")
+_ASKS_FOR_CACHING = ("anthropic/", "google/gemini")
 
 
 @dataclass(frozen=True)
@@ -2513,12 +2562,12 @@ class CachePlan:
             return messages
         targets = {0} if messages and messages[0].get("role") == "system" else set()
         newest = next((i for i in range(len(messages) - 1, -1, -1)
-                       if messages[i].get("role") != "assistant" and with_breakpoint(messages[i], {})), None)
+                       if messages[i].get("role") != "assistant" and _with_breakpoint(messages[i], {})), None)
         if newest is not None:
             targets.add(newest)
         marked = list(messages)
         for i in targets:
-            marked[i] = with_breakpoint(messages[i], self.marker) or messages[i]
+            marked[i] = _with_breakpoint(messages[i], self.marker) or messages[i]
         return marked
 
 
@@ -2527,13 +2576,13 @@ def cache_plan(requests: RequestSettings, base_url: str) -> CachePlan:
         return CachePlan(False, "off (--cache off)")
     if requests.cache == "on":
         return CachePlan(True, "on (--cache on)", requests.cache_ttl)
-    if is_openrouter(base_url) and requests.model.startswith(ASKS_FOR_CACHING):
+    if is_openrouter(base_url) and requests.model.startswith(_ASKS_FOR_CACHING):
         return CachePlan(True, f"on: {requests.model} caches only when asked", requests.cache_ttl)
     return CachePlan(False, f"not asked for: {requests.model} caches by itself, or its caching is unknown here "
                      "(--cache on asks anyway)")
 
 
-def with_breakpoint(message: dict, marker: dict) -> dict | None:
+def _with_breakpoint(message: dict, marker: dict) -> dict | None:
     """A copy of the message whose last non-empty text block carries the marker; None if it has none."""
     content = message.get("content")
     if isinstance(content, str):
@@ -2556,10 +2605,10 @@ def with_breakpoint(message: dict, marker: dict) -> dict | None:
 def aiohttp_session(connections: int, https: bool) -> aiohttp.ClientSession:
     # The TLS context is made here, at the first request, so SSL_CERT_FILE from .env counts (aiohttp's
     # own default context is made when aiohttp is imported, before .env is read).
-    return aiohttp.ClientSession(connector=ReuseNotingConnector(limit=connections, ssl=tls_context() if https else True))
+    return aiohttp.ClientSession(connector=_ReuseNotingConnector(limit=connections, ssl=_tls_context() if https else True))
 
 
-class ReuseNotingConnector(aiohttp.TCPConnector):
+class _ReuseNotingConnector(aiohttp.TCPConnector):
     """aiohttp's connector, noting for the request in progress (REQUEST_STATE) whether its connection
     was kept alive from an earlier request. (aiohttp's tracing can tell too, but its signals cost ~8% of
     the client's throughput at a thousand requests a second.)"""
@@ -2582,25 +2631,25 @@ class ReuseNotingConnector(aiohttp.TCPConnector):
 UNUSED_TLS_CONTEXT = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
-def tls_context() -> ssl.SSLContext:
+def _tls_context() -> ssl.SSLContext:
     """SSL_CERT_FILE (or SSL_CERT_DIR) when set, else the system's certificates, else certifi's (a Python
     without system certificates, such as python.org's build on macOS, would refuse every server)."""
-    return tls_context_for(os.environ.get("SSL_CERT_FILE") or None, os.environ.get("SSL_CERT_DIR") or None)
+    return _tls_context_for(os.environ.get("SSL_CERT_FILE") or None, os.environ.get("SSL_CERT_DIR") or None)
 
 
 @functools.lru_cache(maxsize=1)  # made once a run: checked before anything is sent, then used (~30 ms each)
-def tls_context_for(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+def _tls_context_for(cafile: str | None, capath: str | None) -> ssl.SSLContext:
     if cafile or capath:
         return ssl.create_default_context(cafile=cafile, capath=capath)
     context = ssl.create_default_context()
-    if context.cert_store_stats()["x509_ca"] == 0 and not directory_has_files(ssl.get_default_verify_paths().capath):
+    if context.cert_store_stats()["x509_ca"] == 0 and not _directory_has_files(ssl.get_default_verify_paths().capath):
         import certifi  # httpx's own dependency
 
         context.load_verify_locations(certifi.where())
     return context
 
 
-def directory_has_files(path: str | None) -> bool:
+def _directory_has_files(path: str | None) -> bool:
     try:
         return bool(path) and any(os.scandir(path))
     except OSError:
@@ -2613,7 +2662,7 @@ def check_tls_settings(base_url: str) -> None:
     if not base_url.startswith("https:") or not (os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR")):
         return
     try:
-        tls_context()
+        _tls_context()
     except (OSError, ssl.SSLError) as e:
         names = " or ".join(n for n in ("SSL_CERT_FILE", "SSL_CERT_DIR") if os.environ.get(n))
         raise UsageError(f"{names} ({os.environ.get('SSL_CERT_FILE') or os.environ.get('SSL_CERT_DIR')}): cannot "
@@ -2871,7 +2920,7 @@ class AnswerStream:
     def _add_call(self, piece: Any) -> None:
         if not isinstance(piece, dict):
             raise MalformedAnswer("a streamed tool call is not an object")
-        index = stream_index(piece, "tool call")
+        index = _stream_index(piece, "tool call")
         if index is None:  # pieces without an index continue the last call, unless they begin another
             last = max(self.calls, default=None)
             index = last if last is not None and not self.calls[last].starts_another(piece) else (
@@ -2881,7 +2930,7 @@ class AnswerStream:
     def _add_detail(self, piece: Any) -> None:
         if not isinstance(piece, dict):
             raise MalformedAnswer("a streamed reasoning detail is not an object")
-        index = stream_index(piece, "reasoning detail")
+        index = _stream_index(piece, "reasoning detail")
         if index is None:
             index = max(self.details, default=-1) + 1
         self.size += self.details.setdefault(index, _Pieces(joined=("text", "summary", "data"))).merge(piece)
@@ -2909,12 +2958,12 @@ class AnswerStream:
         # Surrogate halves sent in two deltas ("\ud83d" then "\ude00", as JavaScript slices text) are
         # one character once joined; a half with no partner is not text at all.
         try:
-            return orjson.dumps(with_each_string(body, paired_surrogates))
+            return orjson.dumps(with_each_string(body, _paired_surrogates))
         except (UnicodeError, orjson.JSONEncodeError):
             raise MalformedAnswer("a streamed text is not valid Unicode (a lone surrogate)") from None
 
 
-def stream_index(piece: dict, what: str) -> int | None:
+def _stream_index(piece: dict, what: str) -> int | None:
     """A streamed piece's index: an integer, or None when it names none."""
     index = piece.get("index")
     if index is None or type(index) is int:
@@ -2922,7 +2971,7 @@ def stream_index(piece: dict, what: str) -> int | None:
     raise MalformedAnswer(f"a streamed {what}'s index is not an integer")
 
 
-def paired_surrogates(text: str) -> str:
+def _paired_surrogates(text: str) -> str:
     """The text with every surrogate pair made the character it encodes (UnicodeError for a lone half)."""
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
 
@@ -2983,7 +3032,7 @@ class BodyDecoder:
             raise MalformedAnswer(f"the answer is encoded as {', '.join(unknown)}, which was not asked for "
                                   f"(Accept-Encoding: {ACCEPTED_ENCODINGS})")
         # Applied in the order listed, so undone in reverse; each stage is capped (gzip inside gzip).
-        self.stages = [Inflater(c, limit) for c in reversed(codings) if c != "identity"]
+        self.stages = [_Inflater(c, limit) for c in reversed(codings) if c != "identity"]
         self.limit, self.size = limit, 0
 
     def feed(self, data: bytes) -> bytes:
@@ -3004,7 +3053,7 @@ class BodyDecoder:
         return data
 
 
-class Inflater:
+class _Inflater:
     """One gzip or deflate layer, decoded incrementally with zlib, its output capped."""
 
     def __init__(self, coding: str, limit: int):
@@ -3073,12 +3122,12 @@ def decode_answer(raw: bytes) -> Any:
     except orjson.JSONDecodeError:
         pass
     try:
-        return json.loads(raw, parse_constant=lambda _: None, parse_float=float_or_none)
+        return json.loads(raw, parse_constant=lambda _: None, parse_float=_float_or_none)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
 
 
-def float_or_none(text: str) -> float | None:
+def _float_or_none(text: str) -> float | None:
     value = float(text)
     return value if math.isfinite(value) else None
 
@@ -3112,12 +3161,12 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
     against the answer's own Date header: the server's clock, not ours), else X-RateLimit-Reset."""
     value = headers.get("retry-after")
     if not value:
-        return rate_limit_reset_seconds(headers.get("x-ratelimit-reset"), headers)
+        return _rate_limit_reset_seconds(headers.get("x-ratelimit-reset"), headers)
     try:
         seconds = float(value)
     except ValueError:
         try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - server_time(headers)
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - _server_time(headers)
         except (TypeError, ValueError, OverflowError):
             return None
     if not math.isfinite(seconds):
@@ -3129,13 +3178,13 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
 # "1". Pausing every request for it cost a tenth of a run at 20 requests/s, so a short whole-second wait
 # holds only the refused request's retry; the limiter's pace keeps the others under the rate. A wait of
 # ROUNDED_WAIT or more, or an exact one (X-RateLimit-Reset, in ms), is a spent window: everyone waits.
-ROUNDED_WAIT = 5.0
+_ROUNDED_WAIT = 5.0
 
 
 def wait_holds_everyone(status: int, wait: float | None, headers: httpx.Headers) -> bool:
     value = headers.get("retry-after", "").strip()
     rounded = bool(value) and (value.isdigit() or not value[:1].isdigit())  # whole seconds, or an HTTP date
-    return not (status == 429 and wait is not None and wait < ROUNDED_WAIT and rounded)
+    return not (status == 429 and wait is not None and wait < _ROUNDED_WAIT and rounded)
 
 
 def request_budget(headers: httpx.Headers) -> tuple[int, int | None, float] | None:
@@ -3143,18 +3192,18 @@ def request_budget(headers: httpx.Headers) -> tuple[int, int | None, float] | No
     headers that OpenAI, Groq, Together and LiteLLM's proxy send on every answer; None without them.
     Without x-ratelimit-reset-requests, the window is taken to end with the minute on the answer's Date
     clock: LiteLLM counts calendar minutes (router.py keys its rpm counts by the UTC "%H-%M")."""
-    left = whole_number(headers.get("x-ratelimit-remaining-requests"))
+    left = _whole_number(headers.get("x-ratelimit-remaining-requests"))
     if left is None:
         return None
-    limit = whole_number(headers.get("x-ratelimit-limit-requests"))
-    ends_in = duration_seconds(headers.get("x-ratelimit-reset-requests"))
+    limit = _whole_number(headers.get("x-ratelimit-limit-requests"))
+    ends_in = _duration_seconds(headers.get("x-ratelimit-reset-requests"))
     if ends_in is None:
-        now = server_time(headers)
+        now = _server_time(headers)
         ends_in = 60.0 - now % 60.0 + 0.25  # and a little: Date is whole seconds, clocks drift
     return left, limit if limit and limit > 0 else None, min(ends_in, LONG_WAIT)
 
 
-def whole_number(value: str | None) -> int | None:
+def _whole_number(value: str | None) -> int | None:
     try:
         number = float(value or "")
     except ValueError:
@@ -3162,24 +3211,24 @@ def whole_number(value: str | None) -> int | None:
     return int(number) if math.isfinite(number) else None
 
 
-DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def duration_seconds(value: str | None) -> float | None:
+def _duration_seconds(value: str | None) -> float | None:
     """OpenAI's reset durations ("1s", "6m0s", "20ms", "1h2m3.5s"), or plain seconds; None if neither."""
     if not value:
         return None
     value = value.strip()
     if re.fullmatch(r"\d+(\.\d+)?", value):
         return float(value)
-    parts = DURATION_PART.findall(value)
+    parts = _DURATION_PART.findall(value)
     if not parts or "".join(number + unit for number, unit in parts) != value:
         return None
-    return sum(float(number) * DURATION_UNITS[unit] for number, unit in parts)
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
 
 
-def server_time(headers: httpx.Headers) -> float:
+def _server_time(headers: httpx.Headers) -> float:
     """The answer's Date as epoch seconds (the server's clock), or ours when it sends none we can read."""
     try:
         return email.utils.parsedate_to_datetime(headers["date"]).timestamp()
@@ -3187,7 +3236,7 @@ def server_time(headers: httpx.Headers) -> float:
         return time.time()
 
 
-def rate_limit_reset_seconds(value: str | None, headers: httpx.Headers) -> float | None:
+def _rate_limit_reset_seconds(value: str | None, headers: httpx.Headers) -> float | None:
     """OpenRouter's X-RateLimit-Reset is the epoch time in milliseconds when the window resets; some
     providers send epoch seconds, or seconds from now. Told apart by size. An epoch time is the server's
     clock: read against the answer's Date when that is more than 2 s off ours (a server 11 minutes ahead
@@ -3199,7 +3248,7 @@ def rate_limit_reset_seconds(value: str | None, headers: httpx.Headers) -> float
     if not math.isfinite(seconds) or seconds < 0:
         return None
     if seconds > 1e9:  # epoch milliseconds, or epoch seconds
-        now, theirs = time.time(), server_time(headers)
+        now, theirs = time.time(), _server_time(headers)
         seconds = (seconds / 1000 if seconds > 1e11 else seconds) - (theirs if abs(theirs - now) > 2 else now)
     return max(seconds, 0.0)
 
@@ -3231,11 +3280,11 @@ def parse_completion(data: dict) -> Completion:
     if message.get("reasoning_details") is not None and not isinstance(message["reasoning_details"], list):
         raise MalformedAnswer("message.reasoning_details is not a list")
     model = data.get("model")
-    return Completion(assistant_message(message), finish_reason, model if isinstance(model, str) else None,
+    return Completion(_assistant_message(message), finish_reason, model if isinstance(model, str) else None,
                       choice.get("error"))
 
 
-def assistant_message(message: dict) -> dict:
+def _assistant_message(message: dict) -> dict:
     """The message with well-formed tool calls (ids filled in), or MalformedAnswer."""
     message = dict(message)
     message["role"] = "assistant"
@@ -3244,11 +3293,11 @@ def assistant_message(message: dict) -> dict:
         return message
     if not isinstance(calls, list):
         raise MalformedAnswer("message.tool_calls is not a list")
-    message["tool_calls"] = [tool_call(call, i) for i, call in enumerate(calls)]
+    message["tool_calls"] = [_tool_call(call, i) for i, call in enumerate(calls)]
     return message
 
 
-def tool_call(call: Any, i: int) -> dict:
+def _tool_call(call: Any, i: int) -> dict:
     if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
         raise MalformedAnswer(f"tool_calls[{i}] has no function object")
     function = dict(call["function"])
@@ -3296,7 +3345,7 @@ def with_unique_call_ids(message: dict, turn: int, conversation: list[dict]) -> 
 # One chat completion: the request, its retries and backoff, what stops the run (TeacherClient).
 
 
-RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504, 524, 529}
+_RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504, 524, 529}
 LONG_WAIT = 600.0  # seconds: a 429 that asks to wait longer (a daily cap) stops the run instead
 
 # Until the teacher has answered once, a wall of identical failures means a wrong URL, model, key or
@@ -3304,13 +3353,13 @@ LONG_WAIT = 600.0  # seconds: a 429 that asks to wait longer (a daily cap) stops
 FAILED_BEFORE_ANY_ANSWER = 20  # rollouts failed for good (the Run counts them)
 
 
-def unreachable_limit(concurrency: int) -> int:
+def _unreachable_limit(concurrency: int) -> int:
     """Requests in a row that could not reach the teacher at all (the client counts them): at least
     one full wave of -c requests, three times over, as a wave may all fail from one network blip."""
     return max(20, 3 * concurrency)
 
 
-class RetryableError(Exception):
+class _RetryableError(Exception):
     """This request failed in a way another try may not (rate limit, 5xx, drop, timeout, bad answer)."""
 
     def __init__(self, kind: str, detail: str, retry_after: float | None = None, rate_limited: bool = False,
@@ -3346,7 +3395,7 @@ class MalformedAnswer(Exception):
 
 
 @dataclass
-class Answer:
+class _Answer:
     """An HTTP answer, read whole: what _read judges."""
 
     status: int
@@ -3418,7 +3467,7 @@ class TeacherClient:
                 return await self._complete(body, priority, spend, None)
             # Assistant messages go back as the API gave them, `reasoning_content` included; a server that
             # refuses that field in requests (400 naming it) gets messages without it from now on.
-            if not (e.status in (400, 422) and "reasoning_content" in e.detail and carries_reasoning_content(body)):
+            if not (e.status in (400, 422) and "reasoning_content" in e.detail and _carries_reasoning_content(body)):
                 raise
             if not self.drop_reasoning_content:
                 self.drop_reasoning_content = True
@@ -3428,14 +3477,14 @@ class TeacherClient:
 
     async def _complete(self, body: dict, priority: int, spend: Usage, stopping: asyncio.Event | None) -> Completion:
         if self.drop_reasoning_content:
-            body = {**body, "messages": [without_reasoning_content(m) for m in body["messages"]]}
+            body = {**body, "messages": [_without_reasoning_content(m) for m in body["messages"]]}
         if not self.stream and "stream" in body:
             body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         payload = orjson.dumps(body)  # ~10x json.dumps; refuses what is not strict JSON, like allow_nan=False
         for attempt in range(1, self.settings.retries + 2):
             try:
                 return await self._attempt(payload, priority, spend, stopping if attempt == 1 else None)
-            except RetryableError as e:
+            except _RetryableError as e:
                 if attempt > self.settings.retries:
                     raise PromptFailed(f"retries used up ({e.kind})",
                                        f"gave up after {attempt} attempts; last error: {e.detail}", attempt) from None
@@ -3460,7 +3509,7 @@ class TeacherClient:
             self.answered_once = True
             answered = Answered.OK
             return completion
-        except RetryableError as e:
+        except _RetryableError as e:
             if e.rate_limited:
                 answered = Answered.RATE_LIMITED
                 self.stats.rate_limited += 1
@@ -3478,7 +3527,7 @@ class TeacherClient:
         window still counts as one: it only came after the limit had grown."""
         self.admission_window = min(30.0, max(self.admission_window, 3 * seconds))
 
-    async def _post(self, payload: bytes, slot: Slot) -> Answer:
+    async def _post(self, payload: bytes, slot: Slot) -> _Answer:
         """Send once, except that a request lost on a kept-alive connection the server had already closed
         (a race every keep-alive timeout allows: nginx's is 75 s, some proxies' 1 s) is sent again at
         once on a new connection, without spending a retry: the server never saw it."""
@@ -3487,7 +3536,7 @@ class TeacherClient:
         except StaleConnection:
             return await self._post_once(payload, slot)
 
-    async def _post_once(self, payload: bytes, slot: Slot) -> Answer:
+    async def _post_once(self, payload: bytes, slot: Slot) -> _Answer:
         # httpx's read timeout restarts with every chunk, so a teacher dripping a few bytes a second
         # would hold a request for ever; this deadline covers the whole request, first byte to last.
         progress = RequestState()
@@ -3508,28 +3557,28 @@ class TeacherClient:
                         body = await self._read_body(response, encoding, declared)
                 finally:
                     await response.aclose()  # back to the pool, or closed if the body was cut
-                return Answer(response.status_code, response.headers, body, progress.usage_lost)
+                return _Answer(response.status_code, response.headers, body, progress.usage_lost)
         except StreamStalled:
-            raise RetryableError("stalled", f"the streamed answer sent no data for {self.settings.stall_timeout:g} s "
+            raise _RetryableError("stalled", f"the streamed answer sent no data for {self.settings.stall_timeout:g} s "
                                  "(--stall-timeout)") from None
         except TimeoutError:
-            raise RetryableError("timeout", f"no complete answer within {self.settings.timeout:g} s (--timeout)") from None
+            raise _RetryableError("timeout", f"no complete answer within {self.settings.timeout:g} s (--timeout)") from None
         except StreamCut as e:
-            raise RetryableError("stream cut", f"the streamed answer was cut ({e})") from None
+            raise _RetryableError("stream cut", f"the streamed answer was cut ({e})") from None
         except AnswerTooLarge as e:
             raise PromptFailed("answer too large", str(e)) from None
         except MalformedAnswer as e:
-            raise RetryableError("malformed answer", f"malformed answer: {e}") from None
+            raise _RetryableError("malformed answer", f"malformed answer: {e}") from None
         except (httpx.TransportError, aiohttp.ClientError, OSError) as e:
             # Judge by aiohttp's own error: httpx-aiohttp maps a refused connection to ConnectTimeout.
             original = e.__cause__ if isinstance(e, httpx.TransportError) and e.__cause__ else e
             if progress.reused and not progress.answered and isinstance(original, STALE_CONNECTION_ERRORS):
                 raise StaleConnection() from None
             if isinstance(original, (TimeoutError, httpx.TimeoutException)):
-                raise RetryableError("timeout", f"no answer in time ({type(original).__name__})") from None
+                raise _RetryableError("timeout", f"no answer in time ({type(original).__name__})") from None
             self._check_tls(original)
             self._check_reachable(original)
-            raise RetryableError("connection", self._detail(
+            raise _RetryableError("connection", self._detail(
                 f"connection problem: {type(original).__name__}: {original}")) from None
         finally:
             REQUEST_STATE.reset(token)
@@ -3621,7 +3670,7 @@ class TeacherClient:
                 "If the server is plain HTTP, use an http:// --base-url (or OPENROUTER_BASE_URL), then re-run "
                 "the same command.", limit=None))
 
-    def _read(self, answer: Answer, spend: Usage) -> Completion:
+    def _read(self, answer: _Answer, spend: Usage) -> Completion:
         """Turn an answer into a Completion, or raise. Every field of it is checked."""
         status = answer.status
         data = decode_answer(answer.body)
@@ -3639,30 +3688,30 @@ class TeacherClient:
         if status != 200:
             self._raise_for_error(status, data.get("error") if isinstance(data, dict) else None, answer)
         if not isinstance(data, dict):
-            raise RetryableError("malformed answer", "malformed answer: not a JSON object")
+            raise _RetryableError("malformed answer", "malformed answer: not a JSON object")
         if data.get("error") and not data.get("choices"):
             code = field_of(data["error"], "code")
             valid_code = isinstance(code, int) and not isinstance(code, bool) and 400 <= code < 600
             self._raise_for_error(code if valid_code else 502, data["error"], answer)
-        if SURROGATE_ESCAPE.search(answer.body) and not encodable(data):
-            raise RetryableError("malformed answer", "malformed answer: a lone surrogate (text that is not valid Unicode)")
+        if _SURROGATE_ESCAPE.search(answer.body) and not encodable(data):
+            raise _RetryableError("malformed answer", "malformed answer: a lone surrogate (text that is not valid Unicode)")
         try:
             completion = parse_completion(data)
         except MalformedAnswer as e:
-            raise RetryableError("malformed answer", f"malformed answer: {e}") from None
+            raise _RetryableError("malformed answer", f"malformed answer: {e}") from None
         if completion.finish_reason == "error":
-            raise RetryableError("provider error",
+            raise _RetryableError("provider error",
                                  self._detail(f"the provider failed mid-answer: {error_text(completion.error)}"))
         return completion
 
     def _check_reachable(self, error: Exception) -> None:
         self.unreachable_in_a_row += 1
-        if not self.answered_once and self.unreachable_in_a_row >= unreachable_limit(self.settings.concurrency):
+        if not self.answered_once and self.unreachable_in_a_row >= _unreachable_limit(self.settings.concurrency):
             raise RunStopped("unreachable", self._detail(
                 f"cannot reach {self.display_url} ({type(error).__name__}: {error}). Check the network and --base-url, "
                 "then re-run the same command.", limit=None))
 
-    def _raise_for_error(self, status: int, error: Any, answer: Answer) -> None:
+    def _raise_for_error(self, status: int, error: Any, answer: _Answer) -> None:
         detail = self._detail(error_text(error) or answer.reason)
         if status == 400 and b"plain HTTP request was sent to HTTPS port" in answer.body:  # nginx's words
             raise RunStopped("not TLS", f"{self.display_url} is served over https, but the request was plain "
@@ -3682,7 +3731,7 @@ class TeacherClient:
         if status == 403 and not is_moderation_error(error) and not says_when:
             raise RunStopped("access denied", f"access denied (403: {detail}). Check the key's permissions and "
                              "limits, then re-run the same command to continue.")
-        if status in RETRYABLE_STATUS or status >= 500 or says_when:
+        if status in _RETRYABLE_STATUS or status >= 500 or says_when:
             self._raise_retryable(status, wait, detail, answer.headers)
         raise PromptFailed(f"HTTP {status}", f"HTTP {status}: {detail}", status=status)
 
@@ -3695,10 +3744,10 @@ class TeacherClient:
                              f"{human_duration(wait)} ({status}: {detail}), a daily or monthly cap such as a free "
                              "model's. Re-run the same command after that, or with a model "
                              "or key without that cap (--model); finished samples are kept.")
-        raise RetryableError(kind, f"HTTP {status}: {detail}", wait, status == 429,
+        raise _RetryableError(kind, f"HTTP {status}: {detail}", wait, status == 429,
                              wait_holds_everyone(status, wait, headers))
 
-    def _raise_for_availability(self, status: int, availability: dict, detail: str, answer: Answer) -> None:
+    def _raise_for_availability(self, status: int, availability: dict, detail: str, answer: _Answer) -> None:
         """OpenRouter's availability errors, judged as its docs say: by `retryable`, not by the code.
         Retryable ones wait `retry_after`. One that filtered this conversation out (it does not fit the
         context) fails this rollout; any other holds for every request (the model is unknown, deprecated,
@@ -3734,14 +3783,14 @@ class TeacherClient:
         await self.transport.aclose()
 
 
-SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # cheap pre-check; `encodable` decides
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # cheap pre-check; `encodable` decides
 
 
-def carries_reasoning_content(body: dict) -> bool:
+def _carries_reasoning_content(body: dict) -> bool:
     return any(isinstance(m, dict) and "reasoning_content" in m for m in body.get("messages", ()))
 
 
-def without_reasoning_content(message: dict) -> dict:
+def _without_reasoning_content(message: dict) -> dict:
     return {k: v for k, v in message.items() if k != "reasoning_content"} if "reasoning_content" in message else message
 
 
@@ -3832,7 +3881,7 @@ class RolloutRunner:
 
     async def run(self, job: RolloutJob, attempt: int = 1) -> Outcome:
         outcome = Outcome(job, [dict(m) for m in job.prompt.messages], Usage(), attempt=attempt)
-        key = paused_key(job, attempt)
+        key = RolloutKey.of_job(job, attempt)
         saved = self.paused.take(key, job.prompt.messages) if self.paused is not None else None
         if self.paused is not None:
             outcome.fingerprint = self.body_for(job)[1]
@@ -3879,7 +3928,7 @@ class RolloutRunner:
             if not body["tools"]:
                 del body["tools"]  # an empty list is refused by the API; no tools at all
         kept = {k: v for k, v in body.items() if k not in ("stream", "stream_options")
-                and not (k == "plugins" and v == [NO_CONTEXT_COMPRESSION])}  # as before it was sent: the same
+                and not (k == "plugins" and v == [_NO_CONTEXT_COMPRESSION])}  # as before it was sent: the same
         fingerprint = hashlib.sha256(orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
         self._bodies[job.prompt.tools] = body, fingerprint
         return body, fingerprint
@@ -3913,7 +3962,7 @@ class RolloutRunner:
         """Make the rollout's turns so far durable (after an answer and its tool results, or a final answer
         the run stopped before it could settle). A single-turn rollout is never saved: nothing to pay twice."""
         if self.paused is not None:
-            if self.paused.save(paused_key(o.job, o.attempt), o.fingerprint or self.body_for(o.job)[1], o):
+            if self.paused.save(RolloutKey.of_job(o.job, o.attempt), o.fingerprint or self.body_for(o.job)[1], o):
                 o.saved = True
             elif o.key_in_signed_reasoning is False:
                 o.key_in_signed_reasoning = True
@@ -3922,7 +3971,7 @@ class RolloutRunner:
     @staticmethod
     def _ended(o: Outcome, message: dict, turn: int) -> Outcome:
         """A turn without tool calls: the rollout's end."""
-        if not message_text(message).strip():
+        if not _message_text(message).strip():
             if isinstance(message.get("refusal"), str) and message["refusal"].strip():
                 return o.end(Ending.INCOMPLETE, "incomplete: refusal",
                              f"incomplete: the teacher refused on turn {turn}: {message['refusal']}")
@@ -3946,19 +3995,19 @@ def request_body_template(requests: RequestSettings, toolbox: ToolBox | None) ->
     if requests.stream:  # usage comes in the last event; the dataset is the same either way
         body["stream"], body["stream_options"] = True, {"include_usage": True}
     if requests.no_compression:
-        body["plugins"] = [NO_CONTEXT_COMPRESSION]
+        body["plugins"] = [_NO_CONTEXT_COMPRESSION]
     body.update(requests.extra_body)
     plugins = requests.extra_body.get("plugins")
     if requests.no_compression and isinstance(plugins, list) and not any(
             isinstance(p, dict) and p.get("id") == "context-compression" for p in plugins):
-        body["plugins"] = [*plugins, NO_CONTEXT_COMPRESSION]  # the user's plugins, and ours unless they chose
+        body["plugins"] = [*plugins, _NO_CONTEXT_COMPRESSION]  # the user's plugins, and ours unless they chose
     return body
 
 
-NO_CONTEXT_COMPRESSION = {"id": "context-compression", "enabled": False}
+_NO_CONTEXT_COMPRESSION = {"id": "context-compression", "enabled": False}
 
 
-def message_text(message: dict) -> str:
+def _message_text(message: dict) -> str:
     content = message.get("content")
     if isinstance(content, list):
         return "".join(part.get("text", "") for part in content if isinstance(part, dict))
@@ -3972,7 +4021,7 @@ def message_text(message: dict) -> str:
 # Exactly-once resume rests on the line format, so one section owns it. A line of the output (and of
 # the rejected file) is {"metadata": {"prompt_id", "sample", <the prompt's metadata>, ...}, "messages": [...],
 # "tools": [...]}, one strict JSON object a line; a failed entry carries prompt_id and sample at its top.
-# key_of is the one rule that says which rollout a line belongs to; LineReader the one way to read a
+# RolloutKey.of_line is the one rule that says which rollout a line belongs to; LineReader the one way to read a
 # file of ours; replaced_atomically the one way to rewrite one.
 
 
@@ -4003,7 +4052,7 @@ def build_line(outcome: Outcome, fmt: LineFormat, tool_names: list[str]) -> dict
         metadata["attempt"] = outcome.attempt
     if outcome.score is not None:
         set_score(metadata, outcome.score)
-    record = {"metadata": metadata, "messages": dataset_messages(outcome, fmt.keep_reasoning, fmt.redact)}
+    record = {"metadata": metadata, "messages": _dataset_messages(outcome, fmt.keep_reasoning, fmt.redact)}
     if tool_names:
         record["tools"] = tool_names
     return record
@@ -4034,11 +4083,11 @@ def failed_entry(outcome: Outcome, fmt: LineFormat) -> dict:
              "attempts": outcome.tries or outcome.turns, "status": outcome.status,
              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "usage": outcome.total_usage.to_json()}
     if outcome.paid:
-        entry["messages"] = dataset_messages(outcome, fmt.keep_reasoning, fmt.redact)
+        entry["messages"] = _dataset_messages(outcome, fmt.keep_reasoning, fmt.redact)
     return entry
 
 
-def dataset_messages(outcome: Outcome, keep_reasoning: bool, redact: Callable[[Any], Any]) -> list[dict]:
+def _dataset_messages(outcome: Outcome, keep_reasoning: bool, redact: Callable[[Any], Any]) -> list[dict]:
     """The conversation as a dataset line holds it: the prompt's own messages exactly as given, then what
     the teacher and the tools wrote, with the key taken out of their texts (never out of keys or ids)."""
     given = len(outcome.job.prompt.messages)
@@ -4051,7 +4100,7 @@ def training_message(message: dict, keep_reasoning: bool) -> dict:
     content = message.get("content")
     out: dict = {"role": message["role"], "content": content if isinstance(content, (str, list)) else ""}
     if message["role"] == "assistant":
-        reasoning = reasoning_text(message) if keep_reasoning else ""
+        reasoning = _reasoning_text(message) if keep_reasoning else ""
         if reasoning:
             out["reasoning_content"] = reasoning
         if isinstance(message.get("refusal"), str) and message["refusal"]:
@@ -4068,7 +4117,7 @@ def training_message(message: dict, keep_reasoning: bool) -> dict:
     return out
 
 
-def reasoning_text(message: dict) -> str:
+def _reasoning_text(message: dict) -> str:
     """The reasoning under any of its names: OpenRouter's `reasoning` (or its `reasoning_details`), or
     `reasoning_content` (DeepSeek's API, vLLM's and SGLang's reasoning parsers)."""
     for name in ("reasoning", "reasoning_content"):
@@ -4083,28 +4132,6 @@ def reasoning_text(message: dict) -> str:
 def arguments_text(arguments: str | dict) -> str:
     # Some providers send arguments as an object; the OpenAI shape trainers read is a JSON string.
     return arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
-
-
-def key_of(record: Any) -> tuple[str, int, int] | None:
-    """Which rollout a line of ours belongs to: (prompt id, sample, attempt), from an output or rejected
-    line's metadata or a failed entry's own fields, by one strict rule (a string id, an integer sample and
-    attempt; attempt 1 when absent). None: not a line of ours. One rollout has at most one output line,
-    and one rejected line per attempt: scans and rescores collapse repeats of the same key."""
-    if not isinstance(record, dict):
-        return None
-    fields = record if "prompt_id" in record else record.get("metadata")
-    if not isinstance(fields, dict):
-        return None
-    prompt_id, sample, attempt = fields.get("prompt_id"), fields.get("sample"), fields.get("attempt", 1)
-    if type(prompt_id) is not str or type(sample) is not int or type(attempt) is not int:
-        return None
-    return prompt_id, sample, attempt
-
-
-def rollout_key_of(record: Any) -> int | None:
-    """The rollout key (prompt id and sample, as RolloutJob.key) of a line of ours; None if not one."""
-    key = key_of(record)
-    return None if key is None else rollout_key(key[0], key[1])
 
 
 def encode_line(record: dict) -> bytes:
@@ -4200,7 +4227,7 @@ def replaced_atomically(path: Path) -> Iterator[Any]:
         raise
 
 
-TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.tmp")
+_TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.tmp")
 
 
 def remove_stale_temporaries(output: Path) -> None:
@@ -4214,17 +4241,17 @@ def remove_stale_temporaries(output: Path) -> None:
     except OSError:
         return
     for name in names:
-        match = TEMPORARY_NAME.fullmatch(name)
+        match = _TEMPORARY_NAME.fullmatch(name)
         if match is None or not (match["name"] == output.name or match["name"].startswith(stem + ".")):
             continue
         pid = int(match["pid"])
-        if pid == os.getpid() or process_alive(pid):
+        if pid == os.getpid() or _process_alive(pid):
             continue
         with contextlib.suppress(OSError):
             (folder / name).unlink()
 
 
-def process_alive(pid: int) -> bool:
+def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -4296,7 +4323,7 @@ class LineFile:
 
 
 @dataclass
-class BadLine:
+class _BadLine:
     line_no: int
     reason: str
     quarantine: bool = True  # False for blank lines: dropped without a trace
@@ -4305,7 +4332,7 @@ class BadLine:
 @dataclass
 class OutputScan:
     done: set[int] = field(default_factory=set)  # rollout keys of the good lines
-    bad: list[BadLine] = field(default_factory=list)
+    bad: list[_BadLine] = field(default_factory=list)
     tail: str | None = None  # a last line without its newline: "cut" (torn) or "complete" (whole)
     bom: bool = False
     ours: int = 0  # lines written by this tool
@@ -4372,7 +4399,7 @@ class OutputFile(LineFile):
         return scan
 
     def _check_lines(self, lines: list[bytes], line_no: int, scan: OutputScan) -> None:
-        # The hot loop of a resume over millions of lines: locals only, one parse per line, and key_of's
+        # The hot loop of a resume over millions of lines: locals only, one parse per line, and RolloutKey.of_line's
         # rule written out for an output line (calling it costs a quarter of the scan's speed); a test
         # holds the two to the same answers on every shape of line.
         loads, done, bad = orjson.loads, scan.done, scan.bad
@@ -4387,23 +4414,23 @@ class OutputFile(LineFile):
             if type(prompt_id) is not str or type(sample) is not int or type(metadata.get("attempt", 1)) is not int:
                 self._classify_bad(line, line_no, scan)
                 continue
-            key = hash((prompt_id, sample))  # rollout_key, written out
+            key = hash((prompt_id, sample))  # RolloutKey.hashed, written out
             ours += 1
             if key in done:
-                bad.append(BadLine(line_no, f"a second copy of prompt_id {prompt_id!r} sample {sample}"))
+                bad.append(_BadLine(line_no, f"a second copy of prompt_id {prompt_id!r} sample {sample}"))
             else:
                 done.add(key)
         scan.ours += ours
 
     def _classify_bad(self, line: bytes, line_no: int, scan: OutputScan) -> None:
         if not line.strip():
-            scan.bad.append(BadLine(line_no, "blank line", quarantine=False))
+            scan.bad.append(_BadLine(line_no, "blank line", quarantine=False))
             return
         try:
             orjson.loads(line)
         except orjson.JSONDecodeError:
             scan.ours += line.startswith(OUR_PREFIXES)  # a torn or edited line of ours still shows our prefix
-            scan.bad.append(BadLine(line_no, "not valid JSON (torn, or edited by hand)"))
+            scan.bad.append(_BadLine(line_no, "not valid JSON (torn, or edited by hand)"))
             return
         where = f"{self.path}:{line_no}"
         raise UsageError(f"{where}: has no metadata.prompt_id and sample, so it was not written by this tool. "
@@ -4450,7 +4477,7 @@ class OutputFile(LineFile):
             raise OutputError(self.path, e) from None
         self._size += len(data)
 
-    def _rewrite_without(self, bad: list[BadLine]) -> None:
+    def _rewrite_without(self, bad: list[_BadLine]) -> None:
         """Copy the good lines to a new file that replaces this one (a crash midway leaves the old one
         whole); the bad ones go to the quarantine file as JSON records with their text."""
         drop = {b.line_no: b for b in bad}
@@ -4485,10 +4512,10 @@ class RejectedFile(LineFile):
         reader = LineReader(self.path)
         try:
             for line, record in reader.records():
-                key = key_of(record) if reader.unterminated is None else None  # a torn last line is not a try
+                key = RolloutKey.of_line(record) if reader.unterminated is None else None  # a torn last line is not a try
                 if key is not None and hash(key) not in seen:
                     seen.add(hash(key))
-                    counts[rollout_key(key[0], key[1])] += 1
+                    counts[key.rollout] += 1
             if repair and reader.unterminated is not None:
                 os.truncate(self.path, self.path.stat().st_size - len(reader.unterminated))
         except OSError as e:
@@ -4497,7 +4524,7 @@ class RejectedFile(LineFile):
 
 
 @dataclass
-class Rescored:
+class _Rescored:
     lines: int = 0
     to_rejected: int = 0
     to_output: int = 0
@@ -4508,7 +4535,7 @@ async def rescore(files: OutputFiles, min_reward: float | None, scorer: RewardSc
     """--rescore: score every line of the output and rejected files again with rewards.py and apply
     --min-reward, moving lines between the two files; nothing is sent. The files are replaced in an
     order that never loses a line: a crash in between leaves a moved line in both (the output wins)."""
-    rejected_path, counts = files.rejected, Rescored()
+    rejected_path, counts = files.rejected, _Rescored()
     accepted: set[int] = set()  # keys with a line in the new output
     kept: set[tuple] = set()  # (prompt id, sample, attempt) of every line written: a repeat is dropped
     moved_in: list[bytes] = []
@@ -4516,21 +4543,21 @@ async def rescore(files: OutputFiles, min_reward: float | None, scorer: RewardSc
         # The output is replaced last (the with-blocks close inner first): a crash in between leaves a
         # moved line in both files, which the next scan or rescore collapses (the output wins).
         with replaced_atomically(files.output) as out, replaced_atomically(rejected_path) as rej:
-            async for record, line in rescored_lines(files.output, scorer, counts):
-                if record is not None and key_of(record) in kept:
+            async for record, line in _rescored_lines(files.output, scorer, counts):
+                if record is not None and RolloutKey.of_line(record) in kept:
                     continue  # a second copy (a crash of an earlier --rescore): one is enough
-                kept.add(key_of(record))
-                passes = record is None or not below_min_reward(record, min_reward)
+                kept.add(RolloutKey.of_line(record))
+                passes = record is None or not _below_min_reward(record, min_reward)
                 (out if passes else rej).write(line)
                 counts.to_rejected += not passes
                 if passes and record is not None:
-                    accepted.add(rollout_key_of(record))
-            async for record, line in rescored_lines(rejected_path, scorer, counts):
-                if record is not None and key_of(record) in kept:
+                    accepted.add(RolloutKey.rollout_of_line(record))
+            async for record, line in _rescored_lines(rejected_path, scorer, counts):
+                if record is not None and RolloutKey.of_line(record) in kept:
                     continue  # already in the output, or already here
-                kept.add(key_of(record))
-                key = rollout_key_of(record) if record is not None else None
-                if record is not None and key not in accepted and not below_min_reward(record, min_reward):
+                kept.add(RolloutKey.of_line(record))
+                key = RolloutKey.rollout_of_line(record) if record is not None else None
+                if record is not None and key not in accepted and not _below_min_reward(record, min_reward):
                     accepted.add(key)
                     out.write(line)
                     moved_in.append(line)
@@ -4552,21 +4579,21 @@ async def rescore(files: OutputFiles, min_reward: float | None, scorer: RewardSc
     return EXIT_OK
 
 
-def below_min_reward(record: dict, min_reward: float | None) -> bool:
+def _below_min_reward(record: dict, min_reward: float | None) -> bool:
     return min_reward is not None and record["metadata"]["reward"] < min_reward
 
 
-async def rescored_lines(path: Path, scorer: RewardScorer, counts: Rescored, batch: int = 64):
+async def _rescored_lines(path: Path, scorer: RewardScorer, counts: _Rescored, batch: int = 64):
     """(record, encoded line) for each line of the file, scored anew, in file order, `batch` at a time.
     A line that is not one of ours comes back as (None, the line as it was)."""
     lines = LineReader(path).records()
     while chunk := list(itertools.islice(lines, batch)):
-        records = [record if key_of(record) is not None and isinstance(record.get("messages"), list) else None
+        records = [record if RolloutKey.of_line(record) is not None and isinstance(record.get("messages"), list) else None
                    for _, record in chunk]
         scores = await asyncio.gather(*(
             scorer.score({k: v for k, v in r["metadata"].items() if k not in OUR_METADATA_KEYS}, r["messages"])
             for r in records if r is not None))
-        for record, (line, _), score in zip(records, chunk, iter_scores(records, scores)):
+        for record, (line, _), score in zip(records, chunk, _iter_scores(records, scores)):
             if record is None:
                 yield None, line + b"\n"
                 continue
@@ -4576,7 +4603,7 @@ async def rescored_lines(path: Path, scorer: RewardScorer, counts: Rescored, bat
             yield record, encode_line(record)
 
 
-def iter_scores(records: list, scores: list) -> Iterator[Score | None]:
+def _iter_scores(records: list, scores: list) -> Iterator[Score | None]:
     given = iter(scores)
     for record in records:
         yield next(given) if record is not None else None
@@ -4588,17 +4615,12 @@ def iter_scores(records: list, scores: list) -> Iterator[Score | None]:
 # Rollouts in progress (the paused file, a record per answer) and those that did not finish (the failed file).
 
 
-def paused_key(job: RolloutJob, attempt: int) -> tuple[str, int, int]:
-    """A saved rollout's key: (prompt id, sample, attempt), written out, never a per-process hash."""
-    return job.prompt.prompt_id, job.sample, attempt
-
-
 def is_final_answer(message: Any) -> bool:
     return isinstance(message, dict) and message.get("role") == "assistant" and not message.get("tool_calls")
 
 
 @dataclass
-class SavedTurns:
+class _SavedTurns:
     messages: list[dict]
     usage: Usage
     turns: int
@@ -4725,13 +4747,13 @@ class PausedFile(LineFile):
                 position = len(UTF8_BOM) if reader.bom else 0
             start, position = position, position + len(line) + 1
             record = parse_line(line)
-            key = saved_key(record)
+            key = RolloutKey.of_paused(record)
             if key is None or line is reader.unterminated:  # not ours, or torn by a crash
                 continue
             if record.get("settled") is True:
                 self.begin(key)
                 continue
-            said = saved_said(record, thorough=False)  # take() checks every message of the few it reads
+            said = _saved_said(record, thorough=False)  # take() checks every message of the few it reads
             if said is None:
                 continue
             if key not in wanted:
@@ -4739,16 +4761,16 @@ class PausedFile(LineFile):
             if not wanted[key]:
                 continue
             chain = self.chains.get(key)
-            if said == LEGACY:  # the whole conversation, as releases before issue 26 saved it: anew
+            if said == _LEGACY:  # the whole conversation, as releases before issue 26 saved it: anew
                 self.begin(key)
-                chain = self.chains[key] = _Chain(said=LEGACY)  # counted when read (take), with its prompt
+                chain = self.chains[key] = _Chain(said=_LEGACY)  # counted when read (take), with its prompt
                 said = 0
             elif "fingerprint" in record and record.get("from") == 0:  # a chain's first record: anew
                 self.begin(key)
                 chain = self.chains[key] = _Chain()
-            elif chain is None or record.get("from") != chain.said and chain.said != LEGACY:
+            elif chain is None or record.get("from") != chain.said and chain.said != _LEGACY:
                 continue  # follows no chain we hold
-            elif chain.said == LEGACY:  # after a whole conversation: take() checks the count
+            elif chain.said == _LEGACY:  # after a whole conversation: take() checks the count
                 chain.said = record["from"]
             chain.places.append((start, len(line)))
             chain.said += said
@@ -4756,7 +4778,7 @@ class PausedFile(LineFile):
         self.peak_bytes = max(self.peak_bytes, position or 0)
         return len(self.chains)
 
-    def take(self, key: tuple[str, int, int], prompt: list[dict]) -> SavedTurns | None:
+    def take(self, key: tuple[str, int, int], prompt: list[dict]) -> _SavedTurns | None:
         """A rollout's saved turns, the prompt's messages first, to go on from (its records stay live
         until it settles); None when it has none, or they cannot be read back whole."""
         chain = self.chains.get(key)
@@ -4770,8 +4792,8 @@ class PausedFile(LineFile):
                     records.append(parse_line(f.read(length)))
         except OSError:
             return None
-        saved = saved_turns(records, prompt)
-        if saved is not None and chain.said == LEGACY:
+        saved = _saved_turns(records, prompt)
+        if saved is not None and chain.said == _LEGACY:
             chain.said = len(saved.messages) - len(prompt)
         return saved
 
@@ -4790,7 +4812,7 @@ class PausedFile(LineFile):
             if size <= self.live_bytes:
                 return
             with open(self.path, "rb") as source, replaced_atomically(self.path) as target:
-                moved = copy_records(source, target, self._places())
+                moved = _copy_records(source, target, self._places())
             self._remap(moved, size, 0)
         except OSError:
             return
@@ -4809,7 +4831,7 @@ class PausedFile(LineFile):
         real = Path(os.path.realpath(self.path))
         temporary = real.with_name(f".{real.name}.{os.getpid()}.tmp")
         try:
-            moved, copied = await asyncio.to_thread(copy_to_new_file, real, temporary, places)
+            moved, copied = await asyncio.to_thread(_copy_to_new_file, real, temporary, places)
             with open(real, "rb") as source, open(temporary, "ab") as target:
                 source.seek(snapshot)
                 tail = source.read(self._size - snapshot)
@@ -4838,7 +4860,7 @@ class PausedFile(LineFile):
                             for offset, length in chain.places]
 
 
-def copy_records(source: Any, target: Any, places: list[tuple[int, int]]) -> dict[int, int]:
+def _copy_records(source: Any, target: Any, places: list[tuple[int, int]]) -> dict[int, int]:
     """Copy these records (sorted by offset), each with its line end; where each old offset went."""
     moved, position = {}, 0
     for offset, length in places:
@@ -4848,49 +4870,40 @@ def copy_records(source: Any, target: Any, places: list[tuple[int, int]]) -> dic
     return moved
 
 
-def copy_to_new_file(real: Path, temporary: Path, places: list[tuple[int, int]]) -> tuple[dict[int, int], int]:
+def _copy_to_new_file(real: Path, temporary: Path, places: list[tuple[int, int]]) -> tuple[dict[int, int], int]:
     """On a thread: the live records copied to the temporary file, flushed to disk; (where each went, size)."""
     with open(real, "rb") as source, open(temporary, "wb") as target:
-        moved = copy_records(source, target, places)
+        moved = _copy_records(source, target, places)
         target.flush()
         os.fsync(target.fileno())
         return moved, target.tell()
 
 
-def saved_key(record: Any) -> tuple[str, int, int] | None:
-    if not isinstance(record, dict):
-        return None
-    prompt_id, sample, attempt = record.get("prompt_id"), record.get("sample"), record.get("attempt")
-    if type(prompt_id) is not str or type(sample) is not int or type(attempt) is not int or sample < 0 or attempt < 0:
-        return None
-    return prompt_id, sample, attempt
+_LEGACY = -1  # a record of the whole conversation, prompt included, as releases before issue 26 wrote them
 
 
-LEGACY = -1  # a record of the whole conversation, prompt included, as releases before issue 26 wrote them
-
-
-def saved_said(record: dict, thorough: bool = True) -> int | None:
+def _saved_said(record: dict, thorough: bool = True) -> int | None:
     """How many messages a turns record holds, if its shape is ours (`from` and messages; LEGACY for a
     whole conversation without `from`); else None. `thorough`: each message checked too."""
-    messages, start = record.get("messages"), record.get("from", LEGACY)
-    if not (type(messages) is list and messages and type(start) is int and start >= LEGACY
+    messages, start = record.get("messages"), record.get("from", _LEGACY)
+    if not (type(messages) is list and messages and type(start) is int and start >= _LEGACY
             and (not thorough or all(isinstance(m, dict) for m in messages))):
         return None
-    if start == LEGACY:
-        return LEGACY if isinstance(record.get("fingerprint"), str) and "from" not in record else None
+    if start == _LEGACY:
+        return _LEGACY if isinstance(record.get("fingerprint"), str) and "from" not in record else None
     return len(messages)
 
 
-def saved_turns(records: list[Any], prompt: list[dict]) -> SavedTurns | None:
+def _saved_turns(records: list[Any], prompt: list[dict]) -> _SavedTurns | None:
     """A chain's turns, if every field is what this tool writes (the file may have been edited)."""
     if not records or not all(isinstance(r, dict) for r in records):
         return None
     last, messages = records[-1], [dict(m) for m in prompt]
     for i, record in enumerate(records):
-        said = saved_said(record)
-        if said == LEGACY and i == 0:
+        said = _saved_said(record)
+        if said == _LEGACY and i == 0:
             messages = list(record["messages"])  # the whole conversation, the prompt's messages included
-        elif said is None or said == LEGACY or record["from"] != len(messages) - len(prompt):
+        elif said is None or said == _LEGACY or record["from"] != len(messages) - len(prompt):
             return None
         else:
             messages += record["messages"]
@@ -4907,7 +4920,7 @@ def saved_turns(records: list[Any], prompt: list[dict]) -> SavedTurns | None:
             return None
         setattr(carried, name, type(getattr(carried, name))(value))
     finish_reason, model = last.get("finish_reason"), last.get("model")
-    return SavedTurns(messages, carried, turns, finish_reason if isinstance(finish_reason, str) else None,
+    return _SavedTurns(messages, carried, turns, finish_reason if isinstance(finish_reason, str) else None,
                       fingerprint, model if isinstance(model, str) else None)
 
 
@@ -4934,7 +4947,7 @@ class FailedFile(LineFile):
             return 0
         latest: dict[int, bytes] = {}
         for line, entry in LineReader(self.path).records():
-            key = rollout_key_of(entry)
+            key = RolloutKey.rollout_of_line(entry)
             if key is None:
                 continue  # a torn line from a crash: its rollout is simply not done
             if key not in done:
@@ -4963,48 +4976,48 @@ class FailedFile(LineFile):
 #   openai: OpenAI's fine-tuning chat format: `messages` and `tools` only, arguments as JSON strings,
 #           no keys its validator does not know (reasoning, tool names on tool messages, metadata).
 
-EXPORT_FORMATS = ("hf", "openai")
+_EXPORT_FORMATS = ("hf", "openai")
 OPENAI_MESSAGE_KEYS = {"system": ("role", "content", "name"), "user": ("role", "content", "name"),
                        "assistant": ("role", "content", "name", "tool_calls", "weight"),
                        "tool": ("role", "content", "tool_call_id")}
 
 
-class NotExportable(ValueError):
+class _NotExportable(ValueError):
     """A line the format cannot hold (e.g. tool call arguments that are not a JSON object): left out."""
 
 
 def export_formats(text: str) -> tuple[str, ...]:
     formats = tuple(dict.fromkeys(f.strip().lower() for f in text.split(",") if f.strip()))
-    unknown = [f for f in formats if f not in EXPORT_FORMATS]
+    unknown = [f for f in formats if f not in _EXPORT_FORMATS]
     if unknown or not formats:
         raise argparse.ArgumentTypeError(f"unknown format {', '.join(unknown) or text!r}; choose from "
-                                         f"{', '.join(EXPORT_FORMATS)} (comma-separated for several)")
+                                         f"{', '.join(_EXPORT_FORMATS)} (comma-separated for several)")
     return formats
 
 
-def export_path(output: Path, fmt: str) -> Path:
+def _export_path(output: Path, fmt: str) -> Path:
     return output.with_name(f"{output.stem}.{fmt}.jsonl")
 
 
-def hf_record(record: dict, schemas: dict[str, dict]) -> dict:
+def _hf_record(record: dict, schemas: dict[str, dict]) -> dict:
     messages = []
-    ids = NineCharacterIds()
+    ids = _NineCharacterIds()
     for message in record["messages"]:
         if message.get("tool_calls"):
             message = {**message, "tool_calls": [
                 {**call, "id": ids.of(call.get("id")),
                  "function": {"name": call["function"]["name"],
-                              "arguments": arguments_object(call["function"].get("arguments"))}}
+                              "arguments": _arguments_object(call["function"].get("arguments"))}}
                 for call in message["tool_calls"]]}
         if message.get("role") == "tool" and "tool_call_id" in message:
             message = {**message, "tool_call_id": ids.of(message["tool_call_id"])}
         messages.append(message)
-    exported = {"messages": messages, **tool_schemas(record, schemas)}
+    exported = {"messages": messages, **_tool_schemas(record, schemas)}
     exported["metadata"] = json.dumps(record.get("metadata", {}), ensure_ascii=False)
     return exported
 
 
-class NineCharacterIds:
+class _NineCharacterIds:
     """Tool-call ids as 9 letters and digits, the only ids Mistral's chat templates take ("Tool call IDs
     should be alphanumeric strings with length 9!"); other templates take any. Derived from the original id
     (the same line always exports the same), unique within the conversation, and a tool result gets the id
@@ -5029,60 +5042,60 @@ class NineCharacterIds:
         return "".join(self.ALPHABET[(number // 62 ** i) % 62] for i in range(9))
 
 
-def arguments_object(arguments: Any) -> dict:
+def _arguments_object(arguments: Any) -> dict:
     try:
         value = json.loads(arguments) if isinstance(arguments, str) else arguments
     except ValueError:
         value = None
     if not isinstance(value, dict):  # the teacher sent broken arguments; the tool said so, but no trainer takes it
-        raise NotExportable("a tool call whose arguments are not a JSON object")
+        raise _NotExportable("a tool call whose arguments are not a JSON object")
     return value
 
 
-def checked_arguments_text(arguments: Any) -> str:
-    arguments_object(arguments)
+def _checked_arguments_text(arguments: Any) -> str:
+    _arguments_object(arguments)
     return arguments_text(arguments)
 
 
-def openai_record(record: dict, schemas: dict[str, dict]) -> dict:
+def _openai_record(record: dict, schemas: dict[str, dict]) -> dict:
     messages = []
     for message in record["messages"]:
         kept = {key: message[key] for key in OPENAI_MESSAGE_KEYS.get(message["role"], ()) if key in message}
         if kept.get("tool_calls"):
             kept["tool_calls"] = [{"id": call["id"], "type": "function", "function": {
-                "name": call["function"]["name"], "arguments": checked_arguments_text(call["function"]["arguments"])}}
+                "name": call["function"]["name"], "arguments": _checked_arguments_text(call["function"]["arguments"])}}
                 for call in kept["tool_calls"]]
             if kept.get("content") == "":
                 del kept["content"]  # a turn that only calls tools: OpenAI's examples leave content out
         messages.append(kept)
-    return {"messages": messages, **tool_schemas(record, schemas)}
+    return {"messages": messages, **_tool_schemas(record, schemas)}
 
 
-def tool_schemas(record: dict, schemas: dict[str, dict]) -> dict:
+def _tool_schemas(record: dict, schemas: dict[str, dict]) -> dict:
     """{"tools": the schemas of the tools the line names}, or nothing for a line without tools."""
     if not record.get("tools"):
         return {}
     return {"tools": [schemas[name] for name in record["tools"] if name in schemas]}
 
 
-EXPORTERS: dict[str, Callable[[dict, dict[str, dict]], dict]] = {"hf": hf_record, "openai": openai_record}
+_EXPORTERS: dict[str, Callable[[dict, dict[str, dict]], dict]] = {"hf": _hf_record, "openai": _openai_record}
 
 
 @dataclass
-class ExportResult:
+class _ExportResult:
     path: Path
     written: int = 0
     left_out: collections.Counter = field(default_factory=collections.Counter)  # reason -> lines
     unknown_tools: set[str] = field(default_factory=set)
 
 
-def export_output(output: Path, fmt: str, toolbox: ToolBox | None, saved: Path | None = None) -> ExportResult:
+def export_output(output: Path, fmt: str, toolbox: ToolBox | None, saved: Path | None = None) -> _ExportResult:
     """Rebuild <stem>.<fmt>.jsonl from the output, streaming; replaced whole only when complete. `saved`: the
     MCP tools' schemas the run kept (their servers need not be running for an export)."""
     schemas = load_mcp_schemas(saved) if saved is not None else {}
     schemas.update({tool.name: tool.api_schema() for tool in toolbox.tools.values()} if toolbox else {})
-    result = ExportResult(export_path(output, fmt))
-    convert = EXPORTERS[fmt]
+    result = _ExportResult(_export_path(output, fmt))
+    convert = _EXPORTERS[fmt]
     if not output.exists():
         return result
     try:
@@ -5092,7 +5105,7 @@ def export_output(output: Path, fmt: str, toolbox: ToolBox | None, saved: Path |
                     if record is None:
                         raise ValueError("not a JSON object")
                     exported = convert(record, schemas)
-                except NotExportable as e:
+                except _NotExportable as e:
                     result.left_out[str(e)] += 1
                     continue
                 except (ValueError, KeyError, TypeError, AttributeError):
@@ -5106,7 +5119,7 @@ def export_output(output: Path, fmt: str, toolbox: ToolBox | None, saved: Path |
     return result
 
 
-def report_export(result: ExportResult) -> str:
+def report_export(result: _ExportResult) -> str:
     text = f"Exported {plural(result.written, 'line')} to {result.path}"
     for reason, count in result.left_out.items():
         text += f"; {plural(count, 'line')} left out ({reason})"
@@ -5258,10 +5271,10 @@ def make_plan(prompts: PromptSettings, attempts: int, finished: set[int],
     return plan
 
 
-TOOLS_DOWN_AFTER = 10  # rollouts in a row failed by an unavailable tool that stop the run (each one is paid)
+_TOOLS_DOWN_AFTER = 10  # rollouts in a row failed by an unavailable tool that stop the run (each one is paid)
 
 
-class Destination(enum.Enum):
+class _Destination(enum.Enum):
     """Where Run.settle sent a rollout, once it ended (its Ending says how it ended)."""
 
     WRITTEN = "written"
@@ -5271,7 +5284,7 @@ class Destination(enum.Enum):
     PENDING = "pending"
 
 
-class SpendCap:
+class _SpendCap:
     """--max-cost, checked after each billed answer: once what this run spent, plus what the requests in
     flight will likely cost, reaches the cap, the run starts nothing new; rollouts in progress pause between
     turns and go on next run. The cap stays on whatever some answers say: it counts every cost reported."""
@@ -5322,7 +5335,7 @@ class Run:
         self.paused = PausedFile(cfg.files.paused, cfg.line.redact)
         self.runner = RolloutRunner(cfg.requests, self.cache, self.client, toolbox, self.stopping, self.paused)
         if cfg.gate.max_cost is not None:
-            self.client.on_answer = SpendCap(cfg.gate.max_cost, self.stats, self.limiter, self.progress.log,
+            self.client.on_answer = _SpendCap(cfg.gate.max_cost, self.stats, self.limiter, self.progress.log,
                                              lambda reason: self.stop(reason, now=False)).check
         self.tasks: set[asyncio.Task] = set()
         self.interrupted = False
@@ -5386,8 +5399,8 @@ class Run:
 
     def _load_paused(self) -> None:
         """The paused file's rollouts that still have to run (the rest settled since), compacted to them."""
-        self.paused.load(lambda key: rollout_key(key[0], key[1]) not in self.plan.finished
-                         and key[2] > self.plan.rejected_tries[rollout_key(key[0], key[1])])
+        self.paused.load(lambda key: key.rollout not in self.plan.finished
+                         and key[2] > self.plan.rejected_tries[key.rollout])
         self.paused.compact()
 
     async def _run_one(self, job: RolloutJob) -> None:
@@ -5397,7 +5410,7 @@ class Run:
             outcome = await self.runner.run(job, attempt)
             if outcome.ending is Ending.FINISHED and self.scorer is not None:
                 await self._score(outcome)
-            if self.settle(outcome) is not Destination.REJECTED or self.stopping.is_set():
+            if self.settle(outcome) is not _Destination.REJECTED or self.stopping.is_set():
                 return
 
     async def _score(self, outcome: Outcome) -> None:
@@ -5407,7 +5420,7 @@ class Run:
         except asyncio.CancelledError:  # the run stops at once: the paid rollout still gets settled
             outcome.end(Ending.STOPPED, "interrupted", "the run stopped while this rollout was being scored")
 
-    def settle(self, outcome: Outcome) -> Destination:
+    def settle(self, outcome: Outcome) -> _Destination:
         """The one place a rollout's fate is decided: a line in the output, a line in the rejected file,
         an entry in the failed file, or pending (nothing was paid for). Its spend counts whatever the fate."""
         self.stats.usage.merge(outcome.usage)
@@ -5422,15 +5435,15 @@ class Run:
             destination = self._reject(outcome) if self.below_gate(outcome.score) else self._write(outcome)
         else:
             self._fail(outcome)  # INCOMPLETE or FAILED: begins again from scratch next run
-            destination = Destination.FAILED
+            destination = _Destination.FAILED
         # Its saved turns are done with only once its line is written: a kill -9 between the two leaves the
         # line, and the next run drops the turns; the other way round, it would begin again and pay twice.
         # A line that could not be written (a full disk) keeps them: the next run goes on from there.
-        if outcome.saved and destination is not Destination.PENDING:
+        if outcome.saved and destination is not _Destination.PENDING:
             self._end_saved(outcome)
         return destination
 
-    def _pause(self, outcome: Outcome) -> Destination:
+    def _pause(self, outcome: Outcome) -> _Destination:
         """Stopped by the run (a signal, the cap, a 402, a full disk): its saved turns go on next run. A final
         answer the run stopped before settling (while it was scored) is saved as it is, to be settled then."""
         if outcome.turns and is_final_answer(outcome.messages[-1]) and outcome.ending is Ending.STOPPED:
@@ -5439,13 +5452,13 @@ class Run:
             except OutputError:
                 pass  # its earlier turns (if any) are still saved
         if not outcome.saved:
-            return Destination.PENDING  # nothing saved: it begins again (what a request in flight cost is lost)
+            return _Destination.PENDING  # nothing saved: it begins again (what a request in flight cost is lost)
         self.stats.paused += 1
-        return Destination.PAUSED
+        return _Destination.PAUSED
 
     def _end_saved(self, outcome: Outcome) -> None:
         try:
-            self.paused.settled(paused_key(outcome.job, outcome.attempt))
+            self.paused.settled(RolloutKey.of_job(outcome.job, outcome.attempt))
         except OutputError:
             pass  # the start of the next run drops it anyway: the rollout is settled in another file
 
@@ -5463,13 +5476,13 @@ class Run:
     def _record(self, outcome: Outcome) -> dict:
         return build_line(outcome, self.line, line_tools(outcome.job.prompt, self.toolbox))
 
-    def _reject(self, outcome: Outcome) -> Destination:
+    def _reject(self, outcome: Outcome) -> _Destination:
         try:
             self.rejected.append(self._record(outcome))
         except (ValueError, OutputError) as e:
             self.stop(f"{e}. This run stopped; free space (or fix the cause), then re-run the same command.")
             self._fail(outcome.end(Ending.FAILED, "not saved", f"rejected, but the line could not be written: {e}"))
-            return Destination.FAILED
+            return _Destination.FAILED
         key = outcome.job.key
         self.plan.rejected_tries[key] += 1
         self.stats.rejected += 1
@@ -5478,26 +5491,26 @@ class Run:
             self.plan.finished_now += 1
             self.stats.exhausted += 1
             self.progress.advance()
-        return Destination.REJECTED
+        return _Destination.REJECTED
 
-    def _write(self, outcome: Outcome) -> Destination:
+    def _write(self, outcome: Outcome) -> _Destination:
         try:
             self.output.append(self._record(outcome))
         except ValueError as e:  # checked answers and tool results make this a bug of ours; keep the work
             self._fail(outcome.end(Ending.FAILED, "internal error", f"internal error: the line cannot be "
                                    f"written as JSON ({e}); please report it"))
-            return Destination.FAILED
+            return _Destination.FAILED
         except OutputError as e:
             self.stats.unsaved += 1
             self.stop(f"{e}. The output is left valid and this run stopped; free space (or fix the cause), "
                       "then re-run the same command to continue.")
-            return Destination.PENDING
+            return _Destination.PENDING
         self.plan.finished.add(outcome.job.key)
         self.plan.finished_now += 1
         self.stats.written += 1
         self.tools_down_in_a_row = 0
         self.progress.advance()
-        return Destination.WRITTEN
+        return _Destination.WRITTEN
 
     def _fail(self, outcome: Outcome) -> None:
         self.stats.failed += 1
@@ -5507,7 +5520,7 @@ class Run:
         except OutputError as e:
             self.stop(f"{e}. This run stopped; free space (or fix the cause), then re-run the same command.")
         self.tools_down_in_a_row = self.tools_down_in_a_row + 1 if outcome.label == "tool unavailable" else 0
-        if self.tools_down_in_a_row >= TOOLS_DOWN_AFTER:
+        if self.tools_down_in_a_row >= _TOOLS_DOWN_AFTER:
             self.stop(f"{plural(self.tools_down_in_a_row, 'rollout')} in a row failed because a tool was "
                       f"unavailable ({outcome.detail}). Fix what the tool needs, then re-run the same command.")
         if (outcome.ending is Ending.FAILED and self.stats.failed >= FAILED_BEFORE_ANY_ANSWER
@@ -5637,7 +5650,7 @@ class Run:
 # The command: --dry-run, the run's assembly, its products, signals and exit codes.
 
 
-def print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: OutputScan) -> None:
+def _print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: OutputScan) -> None:
     """--dry-run, where the run would be assembled (so it takes the whole Config, as main does): what the
     run would send first, and the work to do."""
     first = next(plan.pending_jobs(cfg.prompts), None)
@@ -5672,11 +5685,11 @@ def print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Output
 
 
 def main(argv: list[str] | None = None) -> int:
-    with surviving_standard_streams():
-        return run_command(argv)
+    with _surviving_standard_streams():
+        return _run_command(argv)
 
 
-def run_command(argv: list[str] | None) -> int:
+def _run_command(argv: list[str] | None) -> int:
     output: OutputFile | None = None
     ran = False  # the run is over: a Ctrl-C now interrupts the --export/--report files, not the run
     try:
@@ -5695,27 +5708,27 @@ def run_command(argv: list[str] | None) -> int:
         if not cfg.dry_run:
             output.lock()  # before reading it: a second run must never plan from a file the first is writing
         if cfg.rescore:
-            return run_event_loop(rescore(cfg.files, cfg.gate.min_reward, scorer, output))
+            return _run_event_loop(rescore(cfg.files, cfg.gate.min_reward, scorer, output))
         scan = output.scan()
         repair = not (cfg.dry_run or cfg.no_run)
         plan = make_plan(cfg.prompts, cfg.gate.attempts, scan.done, RejectedFile(cfg.files.rejected).tries(repair=repair))
         if cfg.no_run:  # the files as they are: nothing repaired, run or sent
-            return write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending)
+            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending)
         if cfg.dry_run:
             if toolbox is not None and toolbox.mcp_specs:
-                run_event_loop(list_mcp_tools(toolbox, cfg.files))
+                _run_event_loop(_list_mcp_tools(toolbox, cfg.files))
             plan.check_tools(cfg.prompts.input, toolbox)
-            print_dry_run(cfg, toolbox, plan, scan)
+            _print_dry_run(cfg, toolbox, plan, scan)
             return EXIT_OK
         for note in output.repair(scan):
             print(note, file=sys.stderr)
         remove_stale_temporaries(cfg.files.output)
         if plan.finished_before == plan.total:
             print(f"Nothing to do: all {plan.total} rollouts are already in {cfg.files.output}.", file=sys.stderr)
-            return write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending)
-        code = run_event_loop(Run(cfg, toolbox, plan, output, scorer).execute())
+            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending)
+        code = _run_event_loop(Run(cfg, toolbox, plan, output, scorer).execute())
         ran = True
-        return write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, code, plan.pending)
+        return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, code, plan.pending)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -5736,7 +5749,7 @@ def run_command(argv: list[str] | None) -> int:
 
 
 @contextlib.contextmanager
-def surviving_standard_streams() -> Iterator[None]:
+def _surviving_standard_streams() -> Iterator[None]:
     """File descriptors 0-2 open before any file is (else the output file could become fd 2, and the
     browser's logs would land in train.jsonl), and stdout and stderr that outlive their terminal."""
     for fd in (0, 1, 2):
@@ -5748,21 +5761,21 @@ def surviving_standard_streams() -> Iterator[None]:
                 os.dup2(opened, fd)
                 os.close(opened)
     saved = sys.stdout, sys.stderr
-    sys.stdout = SurvivingStream(sys.stdout or open(1, "w", closefd=False))
-    sys.stderr = SurvivingStream(sys.stderr or open(2, "w", closefd=False))
+    sys.stdout = _SurvivingStream(sys.stdout or open(1, "w", closefd=False))
+    sys.stderr = _SurvivingStream(sys.stderr or open(2, "w", closefd=False))
     try:
         yield
     finally:
         sys.stdout, sys.stderr = saved[0] or sys.stdout.stream, saved[1] or sys.stderr.stream
 
 
-class SurvivingStream:
+class _SurvivingStream:
     """stdout or stderr that the run survives losing: once the terminal is gone (EIO after the SSH session
     dropped) or the pipe is closed (EPIPE), its fd is pointed at /dev/null and every later write succeeds,
     so the run still settles what it paid for, writes its files and exits as it should."""
 
     def __init__(self, stream: Any):
-        self.stream = stream.stream if isinstance(stream, SurvivingStream) else stream
+        self.stream = stream.stream if isinstance(stream, _SurvivingStream) else stream
 
     def write(self, text: str) -> int:
         try:
@@ -5789,7 +5802,7 @@ class SurvivingStream:
         return getattr(self.stream, name)
 
 
-async def list_mcp_tools(toolbox: ToolBox, files: OutputFiles) -> None:
+async def _list_mcp_tools(toolbox: ToolBox, files: OutputFiles) -> None:
     """--dry-run: the MCP servers' tools, listed and closed again."""
     try:
         await toolbox.open_mcp(files.mcp_log)
@@ -5797,7 +5810,7 @@ async def list_mcp_tools(toolbox: ToolBox, files: OutputFiles) -> None:
         await toolbox.aclose()
 
 
-def write_exports_and_report(files: OutputFiles, export: tuple[str, ...], report: bool, toolbox: ToolBox | None, code: int,
+def _write_exports_and_report(files: OutputFiles, export: tuple[str, ...], report: bool, toolbox: ToolBox | None, code: int,
                    pending: int) -> int:
     """After a run that ended normally (all done, or some failed): the --export files and the --report
     page, made anew from the files."""
@@ -5820,7 +5833,7 @@ def write_exports_and_report(files: OutputFiles, export: tuple[str, ...], report
     return code
 
 
-def run_event_loop(main_coroutine: Any) -> Any:
+def _run_event_loop(main_coroutine: Any) -> Any:
     """asyncio.run, except that tasks still running at the end get one second, not for ever: a tool that
     swallows its cancellation would otherwise keep the process alive after the run is over."""
     loop = asyncio.new_event_loop()
@@ -5837,7 +5850,7 @@ def run_event_loop(main_coroutine: Any) -> Any:
         loop.close()
 
 
-def exit_for_good(code: int) -> None:
+def _exit_for_good(code: int) -> None:
     """Exit even when a tool left a thread that never returns (Python would wait for it for ever)."""
     sys.stdout.flush()
     sys.stderr.flush()
@@ -5851,4 +5864,4 @@ def exit_for_good(code: int) -> None:
 
 
 if __name__ == "__main__":
-    exit_for_good(main())
+    _exit_for_good(main())

@@ -393,7 +393,7 @@ def bench_size(work: Path, n: int) -> tuple[float, float, float]:
     size_mb = (output.stat().st_size + paused.stat().st_size) / 1e6
     started = time.perf_counter()
     done = gdd.OutputFile(output).scan().done
-    places = gdd.PausedFile(paused, gdd.Secret(None).scrub).load()
+    places = gdd.PausedFile(paused, gdd._Secret(None).scrub).load()
     scan_mb_s = size_mb / (time.perf_counter() - started)
     assert len(done) == n - 100 and places == n // 10
     del done

@@ -66,7 +66,7 @@ PROMPTS = [
 ]
 
 # Volatile values: when, how long, which port.
-VOLATILE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?")
+VOLATILE = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d)?(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?")
 PORT = re.compile(r"127\.0\.0\.1:\d+")
 
 

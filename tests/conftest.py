@@ -114,7 +114,7 @@ def run(workdir, teacher, capsys):
 def subprocess_env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OPENROUTER_API_KEY", "OPENROUTER_BASE_URL")}
     env.update(extra)
-    if len(extra.get("OPENROUTER_API_KEY", "")) >= gdd.MIN_SECRET_LENGTH:
+    if len(extra.get("OPENROUTER_API_KEY", "")) >= gdd._MIN_SECRET_LENGTH:
         KEYS_USED.add(extra["OPENROUTER_API_KEY"])
     return env
 

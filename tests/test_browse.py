@@ -139,7 +139,7 @@ def site():
 
 @pytest.fixture(scope="module")
 def tools_module():
-    gdd.install_rnow_stand_in()
+    gdd._install_rnow_stand_in()
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("shipped_tools", ROOT / "tools.py")

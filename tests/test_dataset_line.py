@@ -31,16 +31,16 @@ SHAPES = {
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_the_resume_scan_and_key_of_agree_on_every_shape_of_line(tmp_path, shape):
-    """The scan writes key_of's rule out for speed; both must give the same answer."""
+    """The scan writes RolloutKey.of_line's rule out for speed; both must give the same answer."""
     path = tmp_path / "train.jsonl"
     path.write_bytes(SHAPES["good"].replace(b'"a"', b'"anchor"') + b"\n" + SHAPES[shape] + b"\n")
-    key = gdd.key_of(gdd.parse_line(SHAPES[shape]))
+    key = gdd.RolloutKey.of_line(gdd.parse_line(SHAPES[shape]))
     try:
         scan = gdd.OutputFile(path).scan()
     except gdd.UsageError:  # valid JSON that is not a line of ours: refused as a foreign file
         assert key is None
         return
-    assert (gdd.rollout_key(key[0], key[1]) in scan.done) if key else len(scan.done) == 1
+    assert (gdd.RolloutKey.hashed(key[0], key[1]) in scan.done) if key else len(scan.done) == 1
 
 
 def test_a_built_line_starts_as_every_line_of_ours_and_names_only_known_keys():
@@ -49,7 +49,7 @@ def test_a_built_line_starts_as_every_line_of_ours_and_names_only_known_keys():
                           gdd.Usage(), 1, "stop")
     record = gdd.build_line(outcome, gdd.LineFormat("teacher/m", True, False, str), [])
     encoded = gdd.encode_line(record)
-    assert encoded.startswith(gdd.OUR_PREFIXES[0]) and gdd.key_of(gdd.parse_line(encoded)) == ("p1", 0, 1)
+    assert encoded.startswith(gdd.OUR_PREFIXES[0]) and gdd.RolloutKey.of_line(gdd.parse_line(encoded)) == ("p1", 0, 1)
     assert set(record["metadata"]) - {"domain"} <= gdd.OUR_METADATA_KEYS
     assert {"prompt_id", "sample", "teacher", "turns", "usage", "attempt", "reward", "incomplete"} <= \
         gdd.OUR_METADATA_KEYS
@@ -57,7 +57,7 @@ def test_a_built_line_starts_as_every_line_of_ours_and_names_only_known_keys():
 
 def test_a_failed_entry_keys_by_its_own_fields():
     entry = {"prompt_id": "p", "sample": 2, "metadata": {"prompt_id": "not this one"}}
-    assert gdd.key_of(entry) == ("p", 2, 1)
+    assert gdd.RolloutKey.of_line(entry) == ("p", 2, 1)
 
 
 def test_the_reader_drops_a_bom_and_keeps_an_unterminated_last_line_apart(tmp_path):

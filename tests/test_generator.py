@@ -477,7 +477,7 @@ def test_resume_scan_reads_fast_and_slow_lines_across_chunk_boundaries(tmp_path)
     lines[20] = {"messages": [], "metadata": {"prompt_id": "keys in another order", "sample": 1}}
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"metadata": {"prompt_id": "torn')
-    expected = {gdd.rollout_key(line["metadata"]["prompt_id"], line["metadata"]["sample"]) for line in lines}
+    expected = {gdd.RolloutKey.hashed(line["metadata"]["prompt_id"], line["metadata"]["sample"]) for line in lines}
     for chunk_size in (7, 64, 1000, 1 << 20):
         scan = gdd.OutputFile(path).scan(chunk_size)
         assert scan.done == expected and scan.tail == "cut" and not scan.bad

@@ -343,8 +343,8 @@ def test_a_tool_the_api_would_refuse_is_refused_at_start_naming_it(name, schema,
     import generate_distillation_data as gdd
 
     with pytest.raises(gdd.UsageError, match=message):
-        gdd.check_tool_schema(name, "MCP server x", schema)
-    gdd.check_tool_schema("search", "MCP server x", {"type": "object", "properties": {"q": {"$ref": "#/$defs/Q"}},
+        gdd._check_tool_schema(name, "MCP server x", schema)
+    gdd._check_tool_schema("search", "MCP server x", {"type": "object", "properties": {"q": {"$ref": "#/$defs/Q"}},
                                                       "$defs": {"Q": {"type": "string"}}, "required": ["q"]})
 
 

@@ -97,36 +97,36 @@ def test_compaction_during_the_run_keeps_every_live_turn_and_what_was_appended_m
     prompts = [gdd.Prompt(prompt_id=f"p{i}", messages=[{"role": "user", "content": f"q{i}"}], metadata={},
                           source=f"q{i}") for i in range(80)]
     jobs = [gdd.RolloutJob(prompt=p, sample=0, seq=i) for i, p in enumerate(prompts)]
-    paused = gdd.PausedFile(tmp_path / "train.paused.jsonl", gdd.Secret(None).scrub)
+    paused = gdd.PausedFile(tmp_path / "train.paused.jsonl", gdd._Secret(None).scrub)
 
     async def scenario() -> None:
         for turn in range(1, 4):
             for job in jobs:
-                assert paused.save(gdd.paused_key(job, 1), "f" * 16, outcome_for(job, turn))
+                assert paused.save(gdd.RolloutKey.of_job(job, 1), "f" * 16, outcome_for(job, turn))
         for job in jobs[:60]:  # settled: their records are dead
-            paused.settled(gdd.paused_key(job, 1))
+            paused.settled(gdd.RolloutKey.of_job(job, 1))
         assert paused._compacting is not None  # started by the write that tipped the balance
         for job in jobs[60:70]:  # answers keep coming while the copy runs
-            paused.save(gdd.paused_key(job, 1), "f" * 16, outcome_for(job, 4))
+            paused.save(gdd.RolloutKey.of_job(job, 1), "f" * 16, outcome_for(job, 4))
         await paused._compacting
         for job in jobs[70:]:
-            paused.save(gdd.paused_key(job, 1), "f" * 16, outcome_for(job, 4))
+            paused.save(gdd.RolloutKey.of_job(job, 1), "f" * 16, outcome_for(job, 4))
 
     asyncio.run(scenario())
     assert paused.compactions == 1
     size = (tmp_path / "train.paused.jsonl").stat().st_size
     assert size < paused.peak_bytes / 2 and size == paused.live_bytes
     for job in jobs[60:]:
-        saved = paused.take(gdd.paused_key(job, 1), job.prompt.messages)
+        saved = paused.take(gdd.RolloutKey.of_job(job, 1), job.prompt.messages)
         assert saved is not None and saved.turns == 4 and len(saved.messages) == 9
-    reloaded = gdd.PausedFile(tmp_path / "train.paused.jsonl", gdd.Secret(None).scrub)
+    reloaded = gdd.PausedFile(tmp_path / "train.paused.jsonl", gdd._Secret(None).scrub)
     assert reloaded.load() == 20
-    assert all(reloaded.take(gdd.paused_key(job, 1), job.prompt.messages).turns == 4 for job in jobs[60:])
+    assert all(reloaded.take(gdd.RolloutKey.of_job(job, 1), job.prompt.messages).turns == 4 for job in jobs[60:])
 
 
 def saved_turns_by_prompt(path) -> dict[str, int]:
     """What a killed run left durably in the paused file: each prompt's saved turns, as the next run reads them."""
-    paused = gdd.PausedFile(path, gdd.Secret(None).scrub)
+    paused = gdd.PausedFile(path, gdd._Secret(None).scrub)
     paused.load()
     return {key[0]: chain.said // 2 for key, chain in paused.chains.items()}
 
@@ -151,7 +151,7 @@ def test_kill_9_while_big_turns_are_saved_and_compacted_never_pays_a_saved_turn_
             process.kill()
             process.wait()
             kills += 1
-            ids_by_prompt = {gdd.conversation_hash([{"role": "user", "content": p}]): p for p in prompts}
+            ids_by_prompt = {gdd._conversation_hash([{"role": "user", "content": p}]): p for p in prompts}
             saved = {ids_by_prompt.get(k, k): n for k, n in saved_turns_by_prompt(workdir / "train.paused.jsonl").items()}
             after_kill.append((len(teacher.requests), saved))
         result = run_script(workdir, *args, timeout=120)
@@ -182,7 +182,7 @@ def test_paused_records_name_their_chain(workdir):
              b'{"prompt_id": "p", "sample": 0, "attempt": 1, "from": 2, "turns": 2, "messages": [oops\n',
              gdd.encode_line({**base, "from": 4, "turns": 3, "messages": turn})]
     path.write_bytes(b"".join(lines))
-    paused = gdd.PausedFile(path, gdd.Secret(None).scrub)
+    paused = gdd.PausedFile(path, gdd._Secret(None).scrub)
     assert paused.load() == 1
     saved = paused.take(("p", 0, 1), prompt)
     assert saved.turns == 1 and len(saved.messages) == 3

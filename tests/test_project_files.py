@@ -34,7 +34,7 @@ def test_our_train_jsonl_validates_with_rnow(run, teacher, workdir):
 
 
 def test_bundled_prompts_are_valid_and_realistic(workdir, teacher):
-    prompts = list(gdd.iter_prompts(ROOT / "prompts.jsonl", None))
+    prompts = list(gdd._iter_prompts(ROOT / "prompts.jsonl", None))
     assert len(prompts) >= 12 and all(p.metadata.get("expected_answer") for p in prompts)
     result = run_script(workdir, str(ROOT / "prompts.jsonl"), "--tools", str(ROOT / "tools.py"),
                         "--base-url", teacher.base_url, "--dry-run")
@@ -87,14 +87,14 @@ def test_every_flag_and_config_key_is_in_the_options_page():
     import generate_distillation_data as gdd
 
     page = (ROOT / "docs" / "options.md").read_text()
-    flags = {option for action in gdd.build_arg_parser()._actions for option in action.option_strings}
+    flags = {option for action in gdd._build_arg_parser()._actions for option in action.option_strings}
     flags -= {"-h", "--help"}
     missing = sorted(flag for flag in flags if f"`{flag}" not in page and f", {flag}" not in page)
     assert not missing, f"flags not in docs/options.md: {missing}"
     listed = set(re.findall(r"^\| `(--?[a-z][a-z-]*)", page, re.M)) | set(re.findall(r", (--[a-z-]+)", page))
     assert listed <= flags, f"on the page but not in --help: {sorted(listed - flags)}"
     config = page[page.index("## config.yml"):]
-    assert all(f"`{key}`" in config for key in gdd.ROLLOUT_KEYS)
+    assert all(f"`{key}`" in config for key in gdd._ROLLOUT_KEYS)
 
 
 def test_the_readme_is_a_front_page_and_its_links_resolve():
@@ -110,13 +110,13 @@ def test_each_default_lives_in_its_settings_object_and_the_help_shows_it():
     them, and the options page agrees with the help."""
     import generate_distillation_data as gdd
 
-    parser = gdd.build_arg_parser()
+    parser = gdd._build_arg_parser()
     defaults = {action.dest: action.default for action in parser._actions}
     owners = {"concurrency": (gdd.TeacherSettings, "concurrency"), "timeout": (gdd.TeacherSettings, "timeout"),
               "retries": (gdd.TeacherSettings, "retries"), "backoff": (gdd.TeacherSettings, "backoff"),
               "stall_timeout": (gdd.TeacherSettings, "stall_timeout"), "model": (gdd.RequestSettings, "model"),
               "max_tokens": (gdd.RequestSettings, "max_tokens"), "temperature": (gdd.RequestSettings, "temperature"),
-              "samples": (gdd.PromptSettings, "samples"), "attempts": (gdd.GateSettings, "attempts"),
+              "samples": (gdd.PromptSettings, "samples"), "attempts": (gdd._GateSettings, "attempts"),
               "tool_concurrency": (gdd.ToolSettings, "concurrency"), "cache": (gdd.RequestSettings, "cache")}
     for dest, (settings, name) in owners.items():
         assert defaults[dest] == gdd.default(settings, name), dest

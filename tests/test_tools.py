@@ -47,7 +47,7 @@ def test_stand_in_builds_the_same_schema_as_rnow(workdir):
     assert sys.modules["rnow.core.tool"].tool is rnow_tool.tool
     for tool in tools:
         real = rnow_tool.TOOL_REGISTRY[tool.name]
-        assert gdd.rnow_tool_schema(real) == real._schema == tool.parameters
+        assert gdd._rnow_tool_schema(real) == real._schema == tool.parameters
         assert tool.description == real._description
     [every, async_tool] = tools
     assert "args" not in every.parameters["properties"]
@@ -260,7 +260,7 @@ def test_schema_mapping_matches_rnow_type_by_type():
     for annotation in (str, int, float, bool, list, list[str], list[list[int]], dict, dict[str, int],
                        Literal["a", "b"], Optional[int], Union[int, str], Union[int, str, None], int | None,
                        Optional[list[str]], bytes):
-        assert gdd.rnow_schema_for_type(annotation) == rnow_tool._map_type_to_json_schema(annotation), annotation
+        assert gdd._rnow_schema_for_type(annotation) == rnow_tool._map_type_to_json_schema(annotation), annotation
 
 
 def test_tool_concurrency_caps_calls_across_rollouts(run, teacher, workdir):
@@ -290,7 +290,7 @@ def test_tool_concurrency_caps_calls_across_rollouts(run, teacher, workdir):
 
 
 def test_shipped_calculate_tool():
-    gdd.install_rnow_stand_in()
+    gdd._install_rnow_stand_in()
     import importlib.util
 
 
@@ -335,7 +335,7 @@ def verdict(decorate: Callable, signature: str) -> str:
 @pytest.mark.parametrize("case", list(RNOW_VERDICTS))
 def test_stand_in_accepts_and_refuses_what_rnow_does_with_its_words(case):
     rnow_tool.clear_tool_registry()
-    assert verdict(gdd.rnow_tool_decorator, RNOW_VERDICTS[case]) == verdict(rnow_tool.tool, RNOW_VERDICTS[case])
+    assert verdict(gdd._rnow_tool_decorator, RNOW_VERDICTS[case]) == verdict(rnow_tool.tool, RNOW_VERDICTS[case])
 
 
 def test_return_type_rnow_refuses_fails_at_start_without_rnow(workdir, teacher):
