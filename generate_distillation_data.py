@@ -13,8 +13,8 @@ banner's first line, and uses only the sections above it:
 
     Settings -> config.yml and the environment -> Prompts -> Tools -> MCP servers -> Rewards -> Spend
     -> Rate control -> Prompt caching -> HTTP transport -> Judging answers -> Teacher client -> Rollout
-    -> The dataset line -> Output and resume -> Paused and failed files -> Exports -> Progress -> The run
-    -> Main
+    -> The dataset line -> Output and resume -> Paused and failed files -> Exports -> Progress and the summary
+    -> The run -> Main
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def human_duration(seconds: float) -> str:
 # Each part of the program gets the settings it uses, one small frozen object per part, so a flag's reach
 # shows in the signatures: PromptSettings (which rollouts), TeacherSettings (the client), RequestSettings
 # (the rollout's requests), ToolSettings, GateSettings (rewards, attempts, spend), LineFormat (the dataset
-# line), OutputFiles. Config holds them, and only main, which assembles the run, takes it whole.
+# line), OutputPaths. Config holds them, and only main, which assembles the run, takes it whole.
 
 
 @dataclass(frozen=True)
@@ -227,7 +227,7 @@ class ToolSettings:
 
 
 @dataclass(frozen=True)
-class _GateSettings:
+class GateSettings:
     """Which finished rollouts the output takes, and what the run may spend (Run, RewardScorer, rescore)."""
 
     rewards: Path | None = None  # rewards.py: every finished rollout is scored
@@ -239,7 +239,7 @@ class _GateSettings:
 
 
 @dataclass(frozen=True)
-class OutputFiles:
+class OutputPaths:
     """The output and the files beside it."""
 
     output: Path
@@ -283,9 +283,9 @@ class Config:
     teacher: TeacherSettings
     requests: RequestSettings
     tools: ToolSettings
-    gate: _GateSettings
+    gate: GateSettings
     line: LineFormat
-    files: OutputFiles
+    files: OutputPaths
     export: tuple[str, ...] = ()  # formats written beside the output after the run: hf, openai
     report: bool = False  # write <stem>.report.html after the run
     no_run: bool = False  # only make the --export/--report files from the existing files; send nothing
@@ -519,12 +519,12 @@ def _build_arg_parser() -> argparse.ArgumentParser:
                       help="score every finished rollout with this rnow rewards file (metadata.reward)")
     gate.add_argument("--min-reward", type=_finite_float_arg, default=None, metavar="X",
                       help="rollouts scoring below X go to <stem>.rejected.jsonl, not the output")
-    gate.add_argument("--attempts", type=_positive_int, default=default(_GateSettings, "attempts"), metavar="K",
+    gate.add_argument("--attempts", type=_positive_int, default=default(GateSettings, "attempts"), metavar="K",
                       help="with --min-reward: per prompt (and sample), try rollouts one after another until "
                       "one passes or K were tried (default: %(default)s)")
     gate.add_argument("--reward-timeout", type=_positive_float, default=None, metavar="SECONDS",
                       help=f"seconds a reward may take, unless its @reward(timeout=...) says (default: config.yml's "
-                      f"rollout.reward_timeout, else {default(_GateSettings, 'reward_timeout'):g})")
+                      f"rollout.reward_timeout, else {default(GateSettings, 'reward_timeout'):g})")
     gate.add_argument("--rescore", action="store_true",
                       help="send nothing: re-score the output and rejected files with --rewards and "
                       "--min-reward, moving lines between them")
@@ -590,7 +590,7 @@ def parse_config(argv: list[str] | None) -> Config:
     tool_timeout = settings.pick("tool_timeout", args.tool_timeout, "--tool-timeout", default(ToolSettings, "timeout"),
                                  _positive_float)
     reward_timeout = settings.pick("reward_timeout", args.reward_timeout, "--reward-timeout",
-                                   default(_GateSettings, "reward_timeout"), _positive_float)
+                                   default(GateSettings, "reward_timeout"), _positive_float)
     max_tool_chars = settings.pick("max_tool_response", args.max_tool_chars, "--max-tool-chars",
                                    default(ToolSettings, "max_chars"), lambda tokens: _positive_int(tokens) * CHARS_PER_TOKEN)
     reasoning_mode = settings.pick("reasoning_mode", args.reasoning_effort, "--reasoning-effort", None,
@@ -610,7 +610,7 @@ def parse_config(argv: list[str] | None) -> Config:
     output = _shard_output(args.output or Path("train.jsonl"), shard, args.shard, default=args.output is None)
     if output.resolve() == args.input.resolve():
         raise UsageError("--output must not be the input file")
-    files = OutputFiles(output)
+    files = OutputPaths(output)
     ours = {path.resolve(): path for path in (files.failed, files.rejected, files.quarantine, files.paused)}
     if (same := ours.get(args.input.resolve())) is not None:  # this run rewrites and deletes that file
         raise UsageError(f"{args.input}: the prompts file is this run's own {same.name}, which the run rewrites as "
@@ -633,7 +633,7 @@ def parse_config(argv: list[str] | None) -> Config:
                                  no_compression=is_openrouter(base_url)),
         tools=ToolSettings(file=tools_path, timeout=tool_timeout, concurrency=args.tool_concurrency,
                            max_chars=max_tool_chars, mcp=tuple(McpSpec(str(u)) for u in mcp_urls)),
-        gate=_GateSettings(rewards=args.rewards, reward_timeout=reward_timeout, min_reward=args.min_reward,
+        gate=GateSettings(rewards=args.rewards, reward_timeout=reward_timeout, min_reward=args.min_reward,
                           attempts=args.attempts, keep_incomplete=args.keep_incomplete, max_cost=args.max_cost),
         line=LineFormat(teacher=args.model, keep_reasoning=not args.no_reasoning,
                         numbered_attempts=args.attempts > 1, redact=secret.scrub),
@@ -896,7 +896,7 @@ def _iter_prompts(path: Path, system: str | None) -> Iterator[Prompt]:
         prompt = _parse_prompt_line(line, where, jsonl, system)
         try:
             prompt.prompt_id, prompt.repeat = ids.number(prompt.prompt_id, where, prompt.id_given)
-        except _DuplicateId as e:
+        except DuplicateId as e:
             earlier = _first_line_with_id(path, system, e.prompt_id)
             raise UsageError(f"{e.where}: id {e.prompt_id!r} is also the id of {earlier}; ids must be unique "
                              "(a given \"id\" may not equal another prompt's computed id)") from None
@@ -1148,12 +1148,12 @@ class _PromptIds:
         prompt_id, repeat = base_id, 1
         if not given and hash(base_id) in self._seen:
             if hash(base_id) in self._given_like_computed:  # not a repeat: a given id took this hash
-                raise _DuplicateId(base_id, where)
+                raise DuplicateId(base_id, where)
             repeat = self._repeats.get(hash(base_id), 1) + 1
             self._repeats[hash(base_id)] = repeat
             prompt_id = _repeated_id(base_id, repeat)
         if hash(prompt_id) in self._seen:
-            raise _DuplicateId(prompt_id, where)
+            raise DuplicateId(prompt_id, where)
         self._seen.add(hash(prompt_id))
         if given and _COMPUTED_ID.fullmatch(prompt_id):
             self._given_like_computed.add(hash(prompt_id))
@@ -1163,7 +1163,7 @@ class _PromptIds:
 _COMPUTED_ID = re.compile(r"[0-9a-f]{16}")
 
 
-class _DuplicateId(Exception):
+class DuplicateId(Exception):
     """Two lines share a final id; iter_prompts names both (the earlier one found by a second pass,
     on this error only, so a million ids cost a set of hashes rather than a map to line numbers)."""
 
@@ -1517,7 +1517,7 @@ def _is_tool_unavailable(error: BaseException) -> bool:
     return any(cls.__name__ == "ToolUnavailable" for cls in type(error).__mro__)
 
 
-class _ToolExit(Exception):
+class ToolExit(Exception):
     """A tool raised SystemExit or KeyboardInterrupt: an error for that call, not the end of the run."""
 
 
@@ -1580,7 +1580,7 @@ def _call_guarded(function: Callable, arguments: dict) -> Any:
     try:
         return function(**arguments)
     except (SystemExit, KeyboardInterrupt) as e:
-        raise _ToolExit(f"{type(e).__name__}({e})") from None
+        raise ToolExit(f"{type(e).__name__}({e})") from None
 
 
 async def _guarded(awaitable: Any) -> Any:
@@ -1588,7 +1588,7 @@ async def _guarded(awaitable: Any) -> Any:
     try:
         return await awaitable
     except (SystemExit, KeyboardInterrupt) as e:
-        raise _ToolExit(f"{type(e).__name__}({e})") from None
+        raise ToolExit(f"{type(e).__name__}({e})") from None
 
 
 _JSON_TYPE_CHECKS = {
@@ -1727,7 +1727,7 @@ class McpServer:
         would go on without the tool, so the rollout fails and runs again next time (tools.py's rule)."""
         try:
             client = await self._connected()
-        except (_McpConnectError, TimeoutError, OSError) as e:
+        except (McpConnectError, TimeoutError, OSError) as e:
             raise ToolUnavailable(f"MCP server {self.spec.shown} cannot be reached: "
                                   f"{_secret_free_text(str(e) or type(e).__name__, self.spec)}") from None
         try:
@@ -1770,7 +1770,7 @@ class McpServer:
                     await self._closing.wait()
         except BaseException as e:  # noqa: BLE001  (an ExceptionGroup from the SDK's task group, too)
             if not ready.done():
-                ready.set_exception(_McpConnectError(_mcp_error_text(e)))
+                ready.set_exception(McpConnectError(_mcp_error_text(e)))
             if isinstance(e, asyncio.CancelledError):
                 raise
         finally:
@@ -1800,7 +1800,7 @@ class McpServer:
                 self._holder.cancel()
 
 
-class _McpConnectError(Exception):
+class McpConnectError(Exception):
     pass
 
 
@@ -1929,7 +1929,7 @@ async def open_mcp_servers(specs: list[McpSpec], errlog: Path, taken_names: set[
             servers.append(server)
             try:
                 listed = await server.list_tools()
-            except (_McpConnectError, TimeoutError, OSError) as e:
+            except (McpConnectError, TimeoutError, OSError) as e:
                 text = str(e) or type(e).__name__
                 if spec.is_url and await _asks_for_sign_in(spec.target):
                     raise UsageError(f"MCP server {spec.shown} asks for OAuth sign-in, which this tool does not do. "
@@ -3359,7 +3359,7 @@ def _unreachable_limit(concurrency: int) -> int:
     return max(20, 3 * concurrency)
 
 
-class _RetryableError(Exception):
+class RetryableError(Exception):
     """This request failed in a way another try may not (rate limit, 5xx, drop, timeout, bad answer)."""
 
     def __init__(self, kind: str, detail: str, retry_after: float | None = None, rate_limited: bool = False,
@@ -3484,7 +3484,7 @@ class TeacherClient:
         for attempt in range(1, self.settings.retries + 2):
             try:
                 return await self._attempt(payload, priority, spend, stopping if attempt == 1 else None)
-            except _RetryableError as e:
+            except RetryableError as e:
                 if attempt > self.settings.retries:
                     raise PromptFailed(f"retries used up ({e.kind})",
                                        f"gave up after {attempt} attempts; last error: {e.detail}", attempt) from None
@@ -3509,7 +3509,7 @@ class TeacherClient:
             self.answered_once = True
             answered = Answered.OK
             return completion
-        except _RetryableError as e:
+        except RetryableError as e:
             if e.rate_limited:
                 answered = Answered.RATE_LIMITED
                 self.stats.rate_limited += 1
@@ -3559,26 +3559,26 @@ class TeacherClient:
                     await response.aclose()  # back to the pool, or closed if the body was cut
                 return _Answer(response.status_code, response.headers, body, progress.usage_lost)
         except StreamStalled:
-            raise _RetryableError("stalled", f"the streamed answer sent no data for {self.settings.stall_timeout:g} s "
+            raise RetryableError("stalled", f"the streamed answer sent no data for {self.settings.stall_timeout:g} s "
                                  "(--stall-timeout)") from None
         except TimeoutError:
-            raise _RetryableError("timeout", f"no complete answer within {self.settings.timeout:g} s (--timeout)") from None
+            raise RetryableError("timeout", f"no complete answer within {self.settings.timeout:g} s (--timeout)") from None
         except StreamCut as e:
-            raise _RetryableError("stream cut", f"the streamed answer was cut ({e})") from None
+            raise RetryableError("stream cut", f"the streamed answer was cut ({e})") from None
         except AnswerTooLarge as e:
             raise PromptFailed("answer too large", str(e)) from None
         except MalformedAnswer as e:
-            raise _RetryableError("malformed answer", f"malformed answer: {e}") from None
+            raise RetryableError("malformed answer", f"malformed answer: {e}") from None
         except (httpx.TransportError, aiohttp.ClientError, OSError) as e:
             # Judge by aiohttp's own error: httpx-aiohttp maps a refused connection to ConnectTimeout.
             original = e.__cause__ if isinstance(e, httpx.TransportError) and e.__cause__ else e
             if progress.reused and not progress.answered and isinstance(original, STALE_CONNECTION_ERRORS):
                 raise StaleConnection() from None
             if isinstance(original, (TimeoutError, httpx.TimeoutException)):
-                raise _RetryableError("timeout", f"no answer in time ({type(original).__name__})") from None
+                raise RetryableError("timeout", f"no answer in time ({type(original).__name__})") from None
             self._check_tls(original)
             self._check_reachable(original)
-            raise _RetryableError("connection", self._detail(
+            raise RetryableError("connection", self._detail(
                 f"connection problem: {type(original).__name__}: {original}")) from None
         finally:
             REQUEST_STATE.reset(token)
@@ -3688,19 +3688,19 @@ class TeacherClient:
         if status != 200:
             self._raise_for_error(status, data.get("error") if isinstance(data, dict) else None, answer)
         if not isinstance(data, dict):
-            raise _RetryableError("malformed answer", "malformed answer: not a JSON object")
+            raise RetryableError("malformed answer", "malformed answer: not a JSON object")
         if data.get("error") and not data.get("choices"):
             code = field_of(data["error"], "code")
             valid_code = isinstance(code, int) and not isinstance(code, bool) and 400 <= code < 600
             self._raise_for_error(code if valid_code else 502, data["error"], answer)
         if _SURROGATE_ESCAPE.search(answer.body) and not encodable(data):
-            raise _RetryableError("malformed answer", "malformed answer: a lone surrogate (text that is not valid Unicode)")
+            raise RetryableError("malformed answer", "malformed answer: a lone surrogate (text that is not valid Unicode)")
         try:
             completion = parse_completion(data)
         except MalformedAnswer as e:
-            raise _RetryableError("malformed answer", f"malformed answer: {e}") from None
+            raise RetryableError("malformed answer", f"malformed answer: {e}") from None
         if completion.finish_reason == "error":
-            raise _RetryableError("provider error",
+            raise RetryableError("provider error",
                                  self._detail(f"the provider failed mid-answer: {error_text(completion.error)}"))
         return completion
 
@@ -3744,7 +3744,7 @@ class TeacherClient:
                              f"{human_duration(wait)} ({status}: {detail}), a daily or monthly cap such as a free "
                              "model's. Re-run the same command after that, or with a model "
                              "or key without that cap (--model); finished samples are kept.")
-        raise _RetryableError(kind, f"HTTP {status}: {detail}", wait, status == 429,
+        raise RetryableError(kind, f"HTTP {status}: {detail}", wait, status == 429,
                              wait_holds_everyone(status, wait, headers))
 
     def _raise_for_availability(self, status: int, availability: dict, detail: str, answer: _Answer) -> None:
@@ -3829,7 +3829,7 @@ class Outcome:
     score: Score | None = None  # rewards.py's verdict on a finished rollout
     attempt: int = 1  # with --attempts: which try of its prompt (and sample) this is
     carried: Usage | None = None  # what its turns saved by earlier runs cost (counted there, not in this run)
-    saved: bool = False  # its turns are in the paused file (this run or an earlier one)
+    in_paused_file: bool = False  # its turns are in the paused file (this run or an earlier one)
     key_in_signed_reasoning: bool = False  # its newer turns could not be saved (PausedFile.save)
     fingerprint: str = ""  # of what its turns are valid with (RolloutRunner.fingerprint)
 
@@ -3879,7 +3879,7 @@ class RolloutRunner:
         self.base_body = request_body_template(self.requests, self.toolbox)
         self._bodies.clear()
 
-    async def run(self, job: RolloutJob, attempt: int = 1) -> Outcome:
+    async def roll_out(self, job: RolloutJob, attempt: int = 1) -> Outcome:
         outcome = Outcome(job, [dict(m) for m in job.prompt.messages], Usage(), attempt=attempt)
         key = RolloutKey.of_job(job, attempt)
         saved = self.paused.take(key, job.prompt.messages) if self.paused is not None else None
@@ -3892,7 +3892,7 @@ class RolloutRunner:
             self.paused.begin(key)  # from nothing: whatever it had saved is dead
         if saved is not None:  # continue from its last saved turn: no answer is paid twice
             outcome.messages, outcome.carried, outcome.turns = saved.messages, saved.usage, saved.turns
-            outcome.finish_reason, outcome.model, outcome.saved = saved.finish_reason, saved.model, True
+            outcome.finish_reason, outcome.model, outcome.in_paused_file = saved.finish_reason, saved.model, True
         try:
             if saved is not None and is_final_answer(saved.messages[-1]):
                 return self._ended(outcome, outcome.messages[-1], outcome.turns)
@@ -3950,7 +3950,7 @@ class RolloutRunner:
                 if turn == self.max_turns:
                     return o.end(Ending.INCOMPLETE, "incomplete: max turns",
                                  f"incomplete: reached --max-turns {turn} while the teacher was still calling tools")
-                o.messages.extend(await self.run_tools(calls, o.job.prompt.metadata, o.job.prompt.tools))
+                o.messages.extend(await self._tool_results(calls, o.job.prompt.metadata, o.job.prompt.tools))
                 self.save(o)  # the answer and all its tool results, together
                 continue
             return self._ended(o, message, turn)
@@ -3963,7 +3963,7 @@ class RolloutRunner:
         the run stopped before it could settle). A single-turn rollout is never saved: nothing to pay twice."""
         if self.paused is not None:
             if self.paused.save(RolloutKey.of_job(o.job, o.attempt), o.fingerprint or self.body_for(o.job)[1], o):
-                o.saved = True
+                o.in_paused_file = True
             elif o.key_in_signed_reasoning is False:
                 o.key_in_signed_reasoning = True
                 self.kept_from_signed += 1
@@ -3978,7 +3978,7 @@ class RolloutRunner:
             return o.end(Ending.INCOMPLETE, "incomplete: empty answer", f"incomplete: empty answer on turn {turn}")
         return o.end(Ending.FINISHED)
 
-    async def run_tools(self, calls: list[dict], metadata: dict, allowed: tuple[str, ...] | None) -> list[dict]:
+    async def _tool_results(self, calls: list[dict], metadata: dict, allowed: tuple[str, ...] | None) -> list[dict]:
         if self.toolbox is None:
             return [{"role": "tool", "tool_call_id": call["id"], "content": "Error: no tools are available."}
                     for call in calls]
@@ -4347,7 +4347,7 @@ class OutputFile(LineFile):
 
     @property
     def quarantine_path(self) -> Path:
-        return OutputFiles(self.path).quarantine
+        return OutputPaths(self.path).quarantine
 
     def lock(self) -> None:
         """Open (or create) and lock the file before anything reads it: a second run is refused at once."""
@@ -4531,7 +4531,7 @@ class _Rescored:
     reward_sum: float = 0.0
 
 
-async def rescore(files: OutputFiles, min_reward: float | None, scorer: RewardScorer, output: OutputFile) -> int:
+async def rescore(files: OutputPaths, min_reward: float | None, scorer: RewardScorer, output: OutputFile) -> int:
     """--rescore: score every line of the output and rejected files again with rewards.py and apply
     --min-reward, moving lines between the two files; nothing is sent. The files are replaced in an
     order that never loses a line: a crash in between leaves a moved line in both (the output wins)."""
@@ -4982,7 +4982,7 @@ OPENAI_MESSAGE_KEYS = {"system": ("role", "content", "name"), "user": ("role", "
                        "tool": ("role", "content", "tool_call_id")}
 
 
-class _NotExportable(ValueError):
+class NotExportable(ValueError):
     """A line the format cannot hold (e.g. tool call arguments that are not a JSON object): left out."""
 
 
@@ -5048,7 +5048,7 @@ def _arguments_object(arguments: Any) -> dict:
     except ValueError:
         value = None
     if not isinstance(value, dict):  # the teacher sent broken arguments; the tool said so, but no trainer takes it
-        raise _NotExportable("a tool call whose arguments are not a JSON object")
+        raise NotExportable("a tool call whose arguments are not a JSON object")
     return value
 
 
@@ -5105,7 +5105,7 @@ def export_output(output: Path, fmt: str, toolbox: ToolBox | None, saved: Path |
                     if record is None:
                         raise ValueError("not a JSON object")
                     exported = convert(record, schemas)
-                except _NotExportable as e:
+                except NotExportable as e:
                     result.left_out[str(e)] += 1
                     continue
                 except (ValueError, KeyError, TypeError, AttributeError):
@@ -5130,9 +5130,9 @@ def report_export(result: _ExportResult) -> str:
 
 
 # ==================================================================================================
-# Progress
+# Progress and the summary
 # ==================================================================================================
-# The bar on a terminal, a status line in a log.
+# The bar on a terminal, a status line in a log; the summary at the end (RunSummary).
 
 
 class Progress:
@@ -5198,10 +5198,105 @@ class Progress:
         self.bar.close()
 
 
+@dataclass
+class RunSummary:
+    """What the run did, printed once at its end: where every rollout went, what it cost, what to do next.
+    The run hands over its counters and notes; this part only words them."""
+
+    stats: Stats
+    files: OutputPaths
+    gate: GateSettings
+    cache: CachePlan
+    total: int  # rollouts the command asks for
+    finished_before: int  # in the output or the rejected file when the run began
+    rejected_before: int
+    pending: int  # still to do after this run
+    remaining_failed: int  # entries left in the failed file
+    started_over: int  # paused rollouts whose saved turns could not go on
+    kept_from_signed: int  # rollouts whose later turns were not saved (the key in signed reasoning)
+    tool_lines: list[str]  # the tools' own counts and warnings
+    notes: list[str]  # the teacher client's (a model that was routed elsewhere, ...)
+    stop_reason: str | None
+    seconds: float
+
+    def text(self) -> str:
+        s, files = self.stats, self.files
+        in_output = self.finished_before - self.rejected_before + s.written
+        pending = self.pending
+        lines = [f"Done: {plural(s.written, 'new rollout')} written to {files.output}"
+                 + (f" ({s.skipped} already there, skipped)" if s.skipped else ""),
+                 f"Total: {in_output}/{self.total} rollouts in {files.output}"
+                 + (f", {self.rejected_before + s.exhausted} finished as rejected (in {files.rejected})"
+                    if self.rejected_before + s.exhausted else "")]
+        if s.scored:
+            lines.append(self._gate())
+        if s.failed:
+            reasons = ", ".join(f"{reason} x{count}" for reason, count in s.failure_reasons.most_common(5))
+            lines.append(f"Failed: {s.failed} ({reasons}); details in {files.failed}")
+        if s.unsaved:
+            lines.append(f"Not saved: {plural(s.unsaved, 'finished rollout')} could not be written; "
+                         "they run again next time.")
+        if s.paused:
+            lines.append(f"Paused: {plural(s.paused, 'rollout')} stopped between turns; their turns so far are "
+                         f"saved in {files.paused.name}, and the next run goes on from there (no answer is paid "
+                         "twice).")
+        if self.started_over:
+            lines.append(f"Started over: {plural(self.started_over, 'paused rollout')}, since the model, "
+                         "tools, reasoning or --extra-body changed since their turns were saved.")
+        lines += self.tool_lines
+        if self.kept_from_signed:
+            lines.append(f"Not saved: the later turns of {plural(self.kept_from_signed, 'rollout')}, whose "
+                         "teacher wrote the API key into signed reasoning (which must go back to it unchanged, and "
+                         "is never stored with the key): if stopped, they resume from their last clean turn or "
+                         "begin again.")
+        if pending:
+            lines.append(f"Not done: {pending}. Re-run the same command to "
+                         + ("retry the failed ones and " if self.remaining_failed else "") + "finish.")
+        lines.append(f"Time: {human_duration(self.seconds)}; {s.requests} requests, "
+                     f"{s.rate_limited} answered 429, {s.retries} retried")
+        u = s.usage
+        if u.prompt_tokens or u.completion_tokens or u.cost:
+            per_sample = f" (${u.cost / s.written:.5f} per sample)" if s.written else ""
+            lines.append(f"Tokens: {human_count(u.prompt_tokens)} prompt ({human_count(u.cached_tokens)} cached, "
+                         f"{u.cached_share:.0%}), {human_count(u.completion_tokens)} completion "
+                         f"({human_count(u.reasoning_tokens)} reasoning); cost ${u.cost:.4f}{per_sample}, "
+                         "failed rollouts included")
+        if u.cache_savings:
+            effect = (f"saved ${u.cache_savings:.4f}" if u.cache_savings > 0 else
+                      f"cache writes cost ${-u.cache_savings:.4f} more than reads saved (too few turns reuse them)")
+            lines.append(f"Prompt caching ({self.cache.why}): {effect}; without caching this run would "
+                         f"have cost ${u.cost + u.cache_savings:.4f}")
+        elif u.cached_tokens or self.cache.enabled:
+            lines.append(f"Prompt caching: {self.cache.why}; {u.cached_share:.0%} of prompt tokens "
+                         "read from cache")
+        if s.cost_unknown:
+            lines.append(f"Cost: {plural(s.cost_unknown, 'streamed answer')} ended before its usage came (cut or "
+                         "stalled), so what it cost is unknown and not counted above.")
+        if s.uncosted:
+            lines.append(f"Cost: {s.uncosted} of {s.answers} answers carried no usable cost; the spend shown "
+                         "counts the costs that were reported.")
+        lines.extend(self.notes)
+        if self.stop_reason:
+            lines.append(f"Stopped: {self.stop_reason}")
+        return "\n".join(lines)
+
+    def _gate(self) -> str:
+        s, gate = self.stats, self.gate
+        text = f"Rewards: {s.scored} scored, mean reward {s.reward_sum / s.scored:.3f}"
+        if gate.min_reward is not None:
+            text += (f"; passed --min-reward {gate.min_reward:g}: {s.passed_first}/{s.first_tries} on the first try"
+                     + (f", {s.written}/{s.written + s.exhausted} overall" if gate.attempts > 1 else "")
+                     + f"; {plural(s.rejected, 'line')} to {self.files.rejected}")
+            if s.written:
+                text += (f"; {s.scored / s.written:.2f} tries and ${s.usage.cost / s.written:.5f} per accepted "
+                         "sample")
+        return text
+
+
 # ==================================================================================================
 # The run
 # ==================================================================================================
-# The plan, the rollout pool, settling each rollout's fate, stopping, the summary.
+# The plan, the rollout pool, settling each rollout's fate, stopping.
 
 
 @dataclass
@@ -5389,7 +5484,7 @@ class Run:
                 await self.pool_has_room.wait()
             if self.stopping.is_set():
                 return
-            task = asyncio.create_task(self._run_one(job))
+            task = asyncio.create_task(self._roll_out(job))
             self.tasks.add(task)
             task.add_done_callback(self._rollout_ended)
 
@@ -5403,11 +5498,11 @@ class Run:
                          and key[2] > self.plan.rejected_tries[key.rollout])
         self.paused.compact()
 
-    async def _run_one(self, job: RolloutJob) -> None:
+    async def _roll_out(self, job: RolloutJob) -> None:
         # With --attempts, one try after another (the point is to pay for as few as needed); a try
         # already rejected in an earlier run counts.
         for attempt in range(self.plan.rejected_tries[job.key] + 1, self.gate.attempts + 1):
-            outcome = await self.runner.run(job, attempt)
+            outcome = await self.runner.roll_out(job, attempt)
             if outcome.ending is Ending.FINISHED and self.scorer is not None:
                 await self._score(outcome)
             if self.settle(outcome) is not _Destination.REJECTED or self.stopping.is_set():
@@ -5439,7 +5534,7 @@ class Run:
         # Its saved turns are done with only once its line is written: a kill -9 between the two leaves the
         # line, and the next run drops the turns; the other way round, it would begin again and pay twice.
         # A line that could not be written (a full disk) keeps them: the next run goes on from there.
-        if outcome.saved and destination is not _Destination.PENDING:
+        if outcome.in_paused_file and destination is not _Destination.PENDING:
             self._end_saved(outcome)
         return destination
 
@@ -5451,7 +5546,7 @@ class Run:
                 self.runner.save(outcome)
             except OutputError:
                 pass  # its earlier turns (if any) are still saved
-        if not outcome.saved:
+        if not outcome.in_paused_file:
             return _Destination.PENDING  # nothing saved: it begins again (what a request in flight cost is lost)
         self.stats.paused += 1
         return _Destination.PAUSED
@@ -5548,18 +5643,6 @@ class Run:
         return (f"Running {plural(plan.pending, 'rollout')}{done} with {self.model} at {self.client.display_url}, up to "
                 f"{self.concurrency} requests in flight; writing {self.files.output}.")
 
-    def _gate_summary(self) -> str:
-        s, gate = self.stats, self.gate
-        text = f"Rewards: {s.scored} scored, mean reward {s.reward_sum / s.scored:.3f}"
-        if gate.min_reward is not None:
-            text += (f"; passed --min-reward {gate.min_reward:g}: {s.passed_first}/{s.first_tries} on the first try"
-                     + (f", {s.written}/{s.written + s.exhausted} overall" if gate.attempts > 1 else "")
-                     + f"; {plural(s.rejected, 'line')} to {self.files.rejected}")
-            if s.written:
-                text += (f"; {s.scored / s.written:.2f} tries and ${s.usage.cost / s.written:.5f} per accepted "
-                         "sample")
-        return text
-
     def _install_signal_handlers(self) -> None:
         # SIGHUP: the SSH session dropped or the terminal closed. Answers already paid for are still
         # coming in: finish and keep them, as for SIGTERM (stderr may be gone; see SurvivingStream).
@@ -5579,69 +5662,17 @@ class Run:
         self.stop(None, now=False)
 
     def _summarize(self, remaining_failed: int) -> int:
-        s, files, plan = self.stats, self.files, self.plan
-        in_output = plan.finished_before - plan.rejected_before + s.written
-        pending = plan.pending
-        lines = [f"Done: {plural(s.written, 'new rollout')} written to {files.output}"
-                 + (f" ({s.skipped} already there, skipped)" if s.skipped else ""),
-                 f"Total: {in_output}/{plan.total} rollouts in {files.output}"
-                 + (f", {plan.rejected_before + s.exhausted} finished as rejected (in {files.rejected})"
-                    if plan.rejected_before + s.exhausted else "")]
-        if s.scored:
-            lines.append(self._gate_summary())
-        if s.failed:
-            reasons = ", ".join(f"{reason} x{count}" for reason, count in s.failure_reasons.most_common(5))
-            lines.append(f"Failed: {s.failed} ({reasons}); details in {files.failed}")
-        if s.unsaved:
-            lines.append(f"Not saved: {plural(s.unsaved, 'finished rollout')} could not be written; "
-                         "they run again next time.")
-        if s.paused:
-            lines.append(f"Paused: {plural(s.paused, 'rollout')} stopped between turns; their turns so far are "
-                         f"saved in {files.paused.name}, and the next run goes on from there (no answer is paid "
-                         "twice).")
-        if self.runner.started_over:
-            lines.append(f"Started over: {plural(self.runner.started_over, 'paused rollout')}, since the model, "
-                         "tools, reasoning or --extra-body changed since their turns were saved.")
-        if self.runner.toolbox is not None:
-            lines += self.runner.toolbox.summary()
-        if self.runner.kept_from_signed:
-            lines.append(f"Not saved: the later turns of {plural(self.runner.kept_from_signed, 'rollout')}, whose "
-                         "teacher wrote the API key into signed reasoning (which must go back to it unchanged, and "
-                         "is never stored with the key): if stopped, they resume from their last clean turn or "
-                         "begin again.")
-        if pending:
-            lines.append(f"Not done: {pending}. Re-run the same command to "
-                         + ("retry the failed ones and " if remaining_failed else "") + "finish.")
-        lines.append(f"Time: {human_duration(time.monotonic() - self.started)}; {s.requests} requests, "
-                     f"{s.rate_limited} answered 429, {s.retries} retried")
-        u = s.usage
-        if u.prompt_tokens or u.completion_tokens or u.cost:
-            per_sample = f" (${u.cost / s.written:.5f} per sample)" if s.written else ""
-            lines.append(f"Tokens: {human_count(u.prompt_tokens)} prompt ({human_count(u.cached_tokens)} cached, "
-                         f"{u.cached_share:.0%}), {human_count(u.completion_tokens)} completion "
-                         f"({human_count(u.reasoning_tokens)} reasoning); cost ${u.cost:.4f}{per_sample}, "
-                         "failed rollouts included")
-        if u.cache_savings:
-            effect = (f"saved ${u.cache_savings:.4f}" if u.cache_savings > 0 else
-                      f"cache writes cost ${-u.cache_savings:.4f} more than reads saved (too few turns reuse them)")
-            lines.append(f"Prompt caching ({self.cache.why}): {effect}; without caching this run would "
-                         f"have cost ${u.cost + u.cache_savings:.4f}")
-        elif u.cached_tokens or self.cache.enabled:
-            lines.append(f"Prompt caching: {self.cache.why}; {u.cached_share:.0%} of prompt tokens "
-                         "read from cache")
-        if s.cost_unknown:
-            lines.append(f"Cost: {plural(s.cost_unknown, 'streamed answer')} ended before its usage came (cut or "
-                         "stalled), so what it cost is unknown and not counted above.")
-        if s.uncosted:
-            lines.append(f"Cost: {s.uncosted} of {s.answers} answers carried no usable cost; the spend shown "
-                         "counts the costs that were reported.")
-        lines.extend(self.client.notes)
-        if self.stop_reason:
-            lines.append(f"Stopped: {self.stop_reason}")
-        print(self.line.redact("\n".join(lines)), file=sys.stderr, flush=True)
+        plan, runner = self.plan, self.runner
+        summary = RunSummary(
+            self.stats, self.files, self.gate, self.cache, total=plan.total, finished_before=plan.finished_before,
+            rejected_before=plan.rejected_before, pending=plan.pending, remaining_failed=remaining_failed,
+            started_over=runner.started_over, kept_from_signed=runner.kept_from_signed,
+            tool_lines=runner.toolbox.summary() if runner.toolbox is not None else [], notes=self.client.notes,
+            stop_reason=self.stop_reason, seconds=time.monotonic() - self.started)
+        print(self.line.redact(summary.text()), file=sys.stderr, flush=True)
         if self.interrupted:
             return EXIT_INTERRUPTED
-        return EXIT_OK if pending == 0 and not self.stop_reason else EXIT_FAILED
+        return EXIT_OK if plan.pending == 0 and not self.stop_reason else EXIT_FAILED
 
 
 # ==================================================================================================
@@ -5802,7 +5833,7 @@ class _SurvivingStream:
         return getattr(self.stream, name)
 
 
-async def _list_mcp_tools(toolbox: ToolBox, files: OutputFiles) -> None:
+async def _list_mcp_tools(toolbox: ToolBox, files: OutputPaths) -> None:
     """--dry-run: the MCP servers' tools, listed and closed again."""
     try:
         await toolbox.open_mcp(files.mcp_log)
@@ -5810,7 +5841,7 @@ async def _list_mcp_tools(toolbox: ToolBox, files: OutputFiles) -> None:
         await toolbox.aclose()
 
 
-def _write_exports_and_report(files: OutputFiles, export: tuple[str, ...], report: bool, toolbox: ToolBox | None, code: int,
+def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], report: bool, toolbox: ToolBox | None, code: int,
                    pending: int) -> int:
     """After a run that ended normally (all done, or some failed): the --export files and the --report
     page, made anew from the files."""

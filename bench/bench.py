@@ -379,7 +379,7 @@ def bench_size(work: Path, n: int) -> tuple[float, float, float]:
                                   + "a city with a long and storied history. " * 4}], gdd.Usage(), 1, "stop")
             f.write(json.dumps(gdd.build_line(outcome, cfg.line, []), ensure_ascii=False) + "\n")
     # and 100,000 paused rollouts (a tenth of n) beside it, 5 turns each: what a resume reads besides the output
-    paused = gdd.OutputFiles(output).paused
+    paused = gdd.OutputPaths(output).paused
     turn = [{"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
         "name": "browse", "arguments": "{\"url\": \"https://example.org/page\"}"}}]},
             {"role": "tool", "tool_call_id": "call_1", "name": "browse", "content": "A page of text. " * 12}]

@@ -116,7 +116,7 @@ def test_each_default_lives_in_its_settings_object_and_the_help_shows_it():
               "retries": (gdd.TeacherSettings, "retries"), "backoff": (gdd.TeacherSettings, "backoff"),
               "stall_timeout": (gdd.TeacherSettings, "stall_timeout"), "model": (gdd.RequestSettings, "model"),
               "max_tokens": (gdd.RequestSettings, "max_tokens"), "temperature": (gdd.RequestSettings, "temperature"),
-              "samples": (gdd.PromptSettings, "samples"), "attempts": (gdd._GateSettings, "attempts"),
+              "samples": (gdd.PromptSettings, "samples"), "attempts": (gdd.GateSettings, "attempts"),
               "tool_concurrency": (gdd.ToolSettings, "concurrency"), "cache": (gdd.RequestSettings, "cache")}
     for dest, (settings, name) in owners.items():
         assert defaults[dest] == gdd.default(settings, name), dest
