@@ -4,7 +4,7 @@
     python bench/bench.py            # full size, a few minutes on 2 cores
     python bench/bench.py --tiny     # seconds; what the smoke test runs
 
-Everything runs against a loopback server speaking the protocol (tests/fake_teacher.py), started here;
+Everything runs against a loopback server speaking the protocol (tests/support/fake_teacher.py), started here;
 the generator runs as a subprocess, the way users run it. Each figure is printed with its target and a
 pass/fail mark; the exit code is 1 when a target is missed. Throughput is measured on the server's side,
 from the first answer to the last, so process start-up is not counted.
@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 import generate_distillation_data as gdd  # noqa: E402
 from fake_teacher import FakeTeacher, FixedWindow, Reply, TokenBucket, completion, jittered  # noqa: E402
@@ -507,7 +507,7 @@ def bench_stream_assembly(work: Path, chars: int, event_chars: int, repeats: int
 
 
 def bench_gateway(work: Path, n: int, rpm: int) -> tuple[RunResult, float, int, int]:
-    """n one-tool-call rollouts through LiteLLM's proxy with an rpm limit (tests/gateway.py), default
+    """n one-tool-call rollouts through LiteLLM's proxy with an rpm limit (tests/support/gateway.py), default
     settings: (the run, the ideal seconds for its minute windows, requests sent, requests refused)."""
     from gateway import MASTER_KEY, MODEL, LiteLLMGateway
 

@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))  # the loopback teacher and other servers
 
 import generate_distillation_data as gdd  # noqa: E402
 from fake_teacher import FakeTeacher  # noqa: E402
@@ -210,3 +210,41 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in BROWSER_TESTS or item.originalname in BROWSER_TEST_NAMES:
             item.add_marker(pytest.mark.xdist_group("chromium"))
+
+
+# ==================================================================================================
+# Helpers several test files use
+# ==================================================================================================
+
+from fake_teacher import Reply, adjusted, answer, completion, drip, raw, status  # noqa: E402
+
+
+def prompt_counts(workdir, output: str = "train.jsonl") -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for record in read_jsonl(workdir / output):
+        prompt = next(m["content"] for m in record["messages"] if m["role"] == "user")
+        counts[prompt] = counts.get(prompt, 0) + 1
+    return counts
+
+
+def assert_no_traceback(err: str) -> None:
+    assert "Traceback" not in err and "Task exception was never retrieved" not in err, err
+
+
+def fixed_calls(*ids: str | None, name: str = "add") -> object:
+    calls = [{"type": "function", "function": {"name": name, "arguments": '{"a": 1, "b": 1}'},
+              **({"id": i} if i is not None else {})} for i in ids]
+    return lambda body: Reply(body=completion({"content": None, "tool_calls": calls}, "tool_calls"))
+
+
+FAILURES = {
+    "dropped before answering": lambda body: Reply(drop=True),
+    "dropped mid-body": adjusted(answer("a long answer " * 50), cut_after=40),
+    "connection reset": lambda body: Reply(reset=True),
+    "garbage instead of HTTP": lambda body: Reply(raw_response=b"HELLO THERE\r\n\r\n"),
+    "a bad status line": lambda body: Reply(raw_response=b"HTTP/1.1 abc Broken\r\nContent-Length: 0\r\n\r\n"),
+    "429 with Retry-After": status(429, "slow down", headers={"Retry-After": "0"}),
+    "non-JSON 200": raw(b"<html>gateway hiccup</html>"),
+    "slow drip past the deadline": drip(0.5, answer("dripped " * 40)),
+    "503": status(503, "overloaded"),
+}

@@ -11,10 +11,12 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
 from conftest import ROOT, run_script, start_script, subprocess_env, wait_for, write_prompts
 from fake_teacher import answer, call_tools
 
 import generate_distillation_data as gdd
+
 
 PAGE = (b"<html><head><title>Trial</title></head><body><h1>Study NCT01234567</h1>"
         b"<p>Intervention: pembrolizumab 200 mg every three weeks, in adults with melanoma.</p>"

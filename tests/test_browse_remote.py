@@ -9,8 +9,9 @@ import shutil
 import subprocess
 
 import pytest
+
 from conftest import wait_for
-from test_browse import HOSTILE, Internal, site, tools_module  # noqa: F401  (module fixtures)
+from test_browse import Internal, site, tools_module
 
 
 @pytest.fixture(scope="module")

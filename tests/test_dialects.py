@@ -1,15 +1,17 @@
 """Every server's dialect (issue 24): a whole answer is written once and paid once, a cut one never
 written. Each server of docs/dialects.md streams a tool-calling rollout here as it writes it
-(tests/dialects.py, from its source); then the streams proxies and broken servers make of them."""
+(tests/support/dialects.py, from its source); then the streams proxies and broken servers make of them."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+
 from conftest import write_prompts
 from dialects import CASES, SERVERS
 from fake_teacher import Reply, answer, completion
+
 
 PROMPT = "What is 20 + 22?"
 

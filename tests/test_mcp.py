@@ -1,4 +1,4 @@
-"""Tools from MCP servers: real servers (the MCP SDK's MCPServer, tests/mcp_server.py) over stdio and over
+"""Tools from MCP servers: real servers (the MCP SDK's MCPServer, tests/support/mcp_server.py) over stdio and over
 streamable HTTP on loopback; the generator run as a subprocess, as users run it."""
 
 from __future__ import annotations
@@ -9,17 +9,23 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT, read_jsonl, run_script, start_script, subprocess_env, wait_for, write_prompts
 from fake_teacher import FakeTeacher, answer, call_tools
 from real_path import free_port, listening
 
+
 pytestmark = pytest.mark.xdist_group("mcp")
-SERVER = ROOT / "tests" / "mcp_server.py"
+
+
+SERVER = ROOT / "tests" / "support" / "mcp_server.py"
+
+
 STDIO = f"{sys.executable} {SERVER} stdio"
 
 
 class HttpServer:
-    """tests/mcp_server.py over streamable HTTP, in its own process."""
+    """tests/support/mcp_server.py over streamable HTTP, in its own process."""
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -355,9 +361,6 @@ def test_a_url_shown_has_no_password_and_no_query_values():
     assert "SECRET" not in shown and shown == "https://user:***@mcp.example.com/mcp/?tavilyApiKey=***&flag"
 
 
-# -- issue 25: a dead tool is not a training sample; tool output reaches the teacher whole ----------------
-
-
 def test_a_stdio_server_that_dies_for_good_fails_its_rollouts_instead_of_writing_them(workdir, teacher):
     """The server exits on the first call and never starts again: no rollout is written with "Connection
     closed" as its tool result; each fails as unavailable (retried next run), and 10 in a row stop the run."""
@@ -420,7 +423,7 @@ def test_capability_gated_tools_are_offered_as_rnow_lists_them_and_refused_reque
     """With one server, rnow's client (fastmcp) connects directly and declares no client capabilities; with
     two, it declares roots, sampling and elicitation, and a server then lists the tools gated on them. The
     same lists here; a tool that asks the client to sample gets an error, and ends as a tool error."""
-    gated = f"{sys.executable} {ROOT / 'tests' / 'mcp_gated_server.py'}"
+    gated = f"{sys.executable} {ROOT / 'tests' / 'support' / 'mcp_gated_server.py'}"
     write_prompts(workdir, ["one"])
     teacher.script("one", call_tools(("echo", {})), answer("done"))
     single = generate(workdir, teacher, "--mcp", gated)

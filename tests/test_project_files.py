@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import yaml
+
 from conftest import ROOT, run_script, subprocess_env
 from fake_teacher import answer, call_tools
 
@@ -54,8 +55,8 @@ def test_readme_quick_start_has_two_commands_and_ci_runs_the_test_one():
 
 def test_readme_quick_start_journey_against_the_ci_teacher(workdir):
     """What CI does with the README's first command, minus the install: the shipped prompts and tools.py,
-    run as users run it, against the teacher CI starts (tests/fake_teacher.py's main), browser included."""
-    process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_teacher.py")], stdout=subprocess.PIPE,
+    run as users run it, against the teacher CI starts (tests/support/fake_teacher.py's main), browser included."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "fake_teacher.py")], stdout=subprocess.PIPE,
                                text=True)
     try:
         base_url = process.stdout.readline().strip()
@@ -78,7 +79,7 @@ def test_ci_runs_both_quick_start_commands():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "grep -m1 -E '^python3 -m venv .*generate_distillation_data.py' README.md" in ci
     # the first against the default URL, through nginx with TLS and gzip in front of the loopback teacher
-    assert "tests/real_path.py" in ci and "unset OPENROUTER_BASE_URL" in ci
+    assert "tests/support/real_path.py" in ci and "unset OPENROUTER_BASE_URL" in ci
 
 
 def test_every_flag_and_config_key_is_in_the_options_page():

@@ -5,12 +5,169 @@ Speed itself is measured in bench/bench.py (figure 12), not here."""
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import Counter
 
 import pytest
+
 from conftest import run_script, write_prompts
-from fake_teacher import FakeTeacher, TokenBucket, answer, status
+from fake_teacher import FakeTeacher, Reply, TokenBucket, answer, completion, status
 
 import generate_distillation_data as gdd
+
+
+def test_capped_server_all_done_once_and_cap_respected_after_adaptation(workdir):
+    server = FakeTeacher(latency=0.02, max_in_flight=4).start()
+    try:
+        write_prompts(workdir, [f"task {i}" for i in range(150)])
+        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url,
+                            "-c", "32", "--backoff", "0.02")
+        assert result.code == 0, result.err
+        ids = Counter(r["metadata"]["prompt_id"] for r in result.records())
+        assert len(ids) == 150 and set(ids.values()) == {1}
+        answered = [b for b in server.requests]
+        assert server.rejected > 0  # it did overshoot at the start (-c 32 against a cap of 4)...
+        last_half = answered[len(answered) // 2:]
+        rejected_late = sum(1 for b in last_half if "_rejected" in b)
+        assert rejected_late == 0 or rejected_late / len(last_half) < 0.2
+        assert server.rejected / len(answered) < 0.5  # ...and then stayed mostly under it
+    finally:
+        server.stop()
+
+
+def test_limiter_halves_once_per_wave_and_regrows_to_last_safe_level():
+    import asyncio
+
+    import generate_distillation_data as gdd
+
+    async def scenario():
+        limiter = gdd.AdaptiveLimiter(16, slow_start=16)
+        slots = [await limiter.acquire(i) for i in range(16)]
+        assert limiter.in_flight == 16
+        for slot in slots[:8]:
+            limiter.admit(slot)  # the teacher took 8...
+        for slot in slots[8:]:
+            limiter.release(slot, gdd.Answered.RATE_LIMITED)  # one wave of 429s: the 9th..16th in flight
+        assert limiter.limit == 8 and limiter.ceiling == 8
+        for slot in slots[:8]:
+            limiter.release(slot, gdd.Answered.OK)
+        assert limiter.pace is None  # above every level taken: the number in flight, not the rate
+        assert limiter.limit == 8  # already taken, they do not grow it again
+        for i in range(8 * 16):  # probing above it is slow
+            limiter.release(await limiter.acquire(0), gdd.Answered.OK)
+        assert 8 < limiter.limit < 10
+
+    asyncio.run(scenario())
+
+
+def test_retry_after_pauses_new_requests():
+    import asyncio
+    import time
+
+    import generate_distillation_data as gdd
+
+    async def scenario():
+        limiter = gdd.AdaptiveLimiter(4)
+        limiter.pause_until(time.monotonic() + 0.2)
+        started = time.monotonic()
+        slot = await limiter.acquire(0)
+        limiter.release(slot, gdd.Answered.OK)
+        return time.monotonic() - started
+
+    assert asyncio.run(scenario()) >= 0.19
+
+
+def test_slow_start_doubles_each_round_trip_until_the_first_429():
+    import asyncio
+
+    async def scenario():
+        limiter = gdd.AdaptiveLimiter(64, slow_start=4)
+        levels = []
+        for _ in range(4):  # a round trip: every request in flight answers
+            slots = [await limiter.acquire(0) for _ in range(int(limiter.limit))]
+            levels.append(len(slots))
+            for slot in slots:
+                limiter.release(slot, gdd.Answered.OK)
+        slots = [await limiter.acquire(0) for _ in range(int(limiter.limit))]
+        limiter.release(slots.pop(), gdd.Answered.RATE_LIMITED)  # the first 429 ends it
+        return levels, limiter.limit
+
+    levels, after = asyncio.run(scenario())
+    assert levels == [4, 8, 16, 32] and after == 63  # just below the level refused
+
+
+def test_rate_limit_reset_header_holds_the_retry(workdir, teacher, run):
+    import time as clock
+
+    write_prompts(workdir, ["q"])
+    reset = lambda body: status(429, headers={"X-RateLimit-Reset": str(int((clock.time() + 0.4) * 1000))})(body)  # noqa: E731
+    teacher.script("q", reset, answer("ok"))
+    result = run()
+    assert result.code == 0
+    first, second = teacher.received_at[-2:]
+    assert second - first >= 0.35  # not before the window reset, whatever --backoff says (0.01 here)
+
+
+@pytest.mark.parametrize("meter", ["token bucket", "fixed window"])
+def test_metered_teachers_lose_nothing(workdir, meter):
+    from fake_teacher import FixedWindow, TokenBucket
+
+    limit = TokenBucket(40, 4) if meter == "token bucket" else FixedWindow(8, 0.5)
+    server = FakeTeacher(latency=0.02, meter=limit).start()
+    try:
+        write_prompts(workdir, [f"q{i}" for i in range(30)])
+        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url, "-c", "16")
+    finally:
+        server.stop()
+    assert result.code == 0, result.err
+    assert len(result.records()) == 30 and server.rejected > 0
+
+
+class RemainingRequests:
+    """A gateway's requests-per-window meter that says what is left on every answer, as OpenAI, Groq and
+    LiteLLM's proxy do (x-ratelimit-limit-requests, x-ratelimit-remaining-requests, and OpenAI's
+    x-ratelimit-reset-requests), and answers 429 without Retry-After once the window is spent."""
+
+    def __init__(self, limit: int, window: float):
+        self.limit, self.window = limit, window
+        self.started, self.count = time.monotonic(), 0
+
+    def _roll(self) -> None:
+        now = time.monotonic()
+        if now - self.started >= self.window:
+            self.started += (now - self.started) // self.window * self.window
+            self.count = 0
+
+    def headers(self) -> dict:
+        self._roll()
+        left = self.started + self.window - time.monotonic()
+        return {"x-ratelimit-limit-requests": str(self.limit),
+                "x-ratelimit-remaining-requests": str(self.limit - self.count),
+                "x-ratelimit-reset-requests": f"{max(left, 0.001):.3f}s"}
+
+    def admit(self) -> dict | None:
+        self._roll()
+        if self.count < self.limit:
+            self.count += 1
+            return None
+        return {}  # a 429 that says nothing about when
+
+
+def test_remaining_requests_headers_hold_requests_for_the_window_instead_of_429s(workdir):
+    meter = RemainingRequests(limit=10, window=1.0)
+
+    def with_budget(body: dict) -> Reply:
+        return Reply(body=completion({"content": "ok"}), headers=meter.headers())
+
+    server = FakeTeacher(default_step=with_budget, meter=meter, latency=0.02).start()
+    try:
+        write_prompts(workdir, [f"q{i}" for i in range(40)])
+        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url, "-c", "16")
+        assert result.code == 0, result.err
+        assert len(result.records()) == 40
+        assert server.rejected <= 4, f"{server.rejected} refused: the headers said what was left"
+    finally:
+        server.stop()
 
 
 class Clock:
@@ -159,3 +316,46 @@ def test_a_teacher_metered_with_whole_second_retry_afters_loses_nothing(workdir)
     assert result.code == 0, result.err
     assert len(result.records()) == 30
     assert len({r["metadata"]["prompt_id"] for r in result.records()}) == 30 and server.rejected > 0
+
+
+@pytest.mark.parametrize("header", ["Retry-After", "X-RateLimit-Reset"])
+def test_a_rate_limit_that_resets_in_hours_stops_the_run_saying_when(run, teacher, workdir, header):
+    headers = {header: "3600" if header == "Retry-After" else str(int((time.time() + 86400) * 1000))}
+    write_prompts(workdir, [f"capped {i}" for i in range(5)])
+    teacher.default_step = status(429, "free-models-per-day", headers)
+    result = run("-c", "1", tools="none")
+    assert result.code == 1 and result.err.count("rate limit resets in") == 1
+    assert ("1h00m00s" if "Retry-After" in headers else "23h59m") in result.err
+    assert len(teacher.requests) == 1 and not result.failed()  # nothing paid: every prompt is pending
+
+
+def test_an_http_date_retry_after_is_read_against_the_servers_clock():
+    import httpx
+
+    headers = httpx.Headers({"Date": "Wed, 01 Jan 2025 00:00:00 GMT", "Retry-After": "Wed, 01 Jan 2025 00:00:02 GMT"})
+    assert gdd.retry_after_seconds(headers) == 2.0  # not "long ago" by our clock
+
+
+def test_slow_start_grows_when_a_request_is_taken_not_when_its_answer_ends():
+    """Admission (the first streamed data, or no refusal within the window) grows the limit; the answer's end
+    does not grow it again; a 429 after admission still counts as one."""
+    import asyncio
+
+    import generate_distillation_data as gdd
+
+    async def go():
+        limiter = gdd.AdaptiveLimiter(64, slow_start=4)
+        slots = [await limiter.acquire(0) for _ in range(4)]
+        for slot in slots:
+            limiter.admit(slot)
+            limiter.admit(slot)  # once only
+        assert limiter.limit == 12  # doubled: two more each, since these four still hold their slots
+        late = await limiter.acquire(0)  # the fifth in flight, above every level taken
+        limiter.admit(late)
+        limiter.release(late, gdd.Answered.RATE_LIMITED)
+        assert limiter.limit <= 6.5
+        for slot in slots:
+            limiter.release(slot, gdd.Answered.OK)
+        assert limiter.limit <= 6.5  # taken already: their ends do not grow it
+
+    asyncio.run(go())

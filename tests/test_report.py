@@ -9,12 +9,48 @@ import re
 import shutil
 from pathlib import Path
 
+import distillation_report
 import pytest
-from conftest import read_jsonl, ROOT, run_script, subprocess_env, write_prompts
+
+from conftest import ROOT, count_lines, read_jsonl, run_script, subprocess_env, write_prompts
 from fake_teacher import answer, call_tools, status
 
-import distillation_report
 import generate_distillation_data as gdd
+
+
+def test_the_report_survives_hostile_lines_and_shows_failed_prompts(run, teacher, workdir):
+    write_prompts(workdir, ["q"])
+    lines = [{"metadata": {"prompt_id": f"p{i}", "sample": 0, "usage": {"cost": 1e308}},
+              "messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": None,
+                                                               "tool_calls": [{"id": "c", "function": "add"}]}]}
+             for i in range(3)]
+    (workdir / "train.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (workdir / "train.failed.jsonl").write_text(json.dumps(
+        {"prompt_id": "f", "sample": 0, "prompt": "What failed here?", "kind": "HTTP 400", "usage": {}}) + "\n")
+    result = run("--report", "--no-run", tools="none")
+    assert result.code == 0, result.err
+    import re
+
+    page = (workdir / "train.report.html").read_text()
+    data = json.loads(re.search(r'id="data">(.*?)</script>', page, re.S).group(1),
+                      parse_constant=lambda name: pytest.fail(f"{name} in the page's JSON"))
+    assert data["cost"]["total"] is None
+    failed = next(c for c in data["conversations"] if c["state"] == "failed")
+    assert failed["messages"][0]["content"] == "What failed here?"
+
+
+def test_ctrl_c_while_the_report_is_written_says_so(run, teacher, workdir, monkeypatch):
+    import distillation_report
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distillation_report, "render_report", interrupted)
+    write_prompts(workdir, ["q"])
+    result = run("--report", tools="none")
+    assert result.code == 130 and "while writing the --export/--report files" in result.err
+    assert "before any request was sent" not in result.err and count_lines(workdir / "train.jsonl") == 1
+
 
 SAYS_42 = '''
 from rnow.core import RewardArgs, get_response, reward
@@ -24,9 +60,17 @@ def says_42(args: RewardArgs, messages: list) -> float:
     """1 when the answer says 42."""
     return 1.0 if "42" in get_response(messages) else 0.0
 '''
+
+
 INJECTED_PROMPT = "<script>window.pwned = 1</script> What is six times seven?"
+
+
 INJECTED_ANSWER = '42 <img src=x onerror="window.pwned = 2">'
+
+
 INJECTED_TOOL = "<svg onload=\"window.pwned = 3\"></svg><script>window.pwned = 4</script>"
+
+
 FAILED_PROMPT = "</script><script>window.pwned = 5</script>"
 
 

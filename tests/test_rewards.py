@@ -11,15 +11,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-import rnow.core.reward  # noqa: F401
+import rnow.core.reward  # noqa: F401  (imported for its side effect: the module is registered)
+
 from conftest import count_lines, read_jsonl, run_script, start_script, subprocess_env, wait_for, write_prompts
 from fake_teacher import answer, call_tools, slow
 from test_tools import without_rnow
 
 import generate_distillation_data as gdd
 
+
 rnow_reward = sys.modules["rnow.core.reward"]
+
+
 TEMPLATES = Path(rnow_reward.__file__).resolve().parent.parent / "templates"
+
 
 SAYS_42 = '''
 from rnow.core import RewardArgs, get_response, reward
@@ -320,10 +325,6 @@ def test_rescore_moves_lines_both_ways_and_sends_nothing(run, workdir, teacher):
                        env=subprocess_env())
     assert again.code == 0 and "moved 0 to train.rejected.jsonl and 0 to train.jsonl" in again.err
 
-
-# --------------------------------------------------------------------------------------------------
-# Spend
-# --------------------------------------------------------------------------------------------------
 
 def test_max_cost_stops_within_one_wave_of_the_cap_and_resumes(workdir, teacher):
     write_prompts(workdir, [f"q{i}" for i in range(60)])  # each answer costs $0.001 (the teacher's usage.cost)

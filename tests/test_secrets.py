@@ -8,10 +8,51 @@ from __future__ import annotations
 
 import json
 
-from conftest import run_script, subprocess_env, write_prompts
-from fake_teacher import FakeTeacher, Reply, completion, status
+from conftest import FAILURES, run_script, subprocess_env, write_prompts
+from fake_teacher import FakeTeacher, Reply, answer, completion, status
+
+
+KEY = "sk-or-v1-" + "0123456789abcdef" * 4
+
+
+def test_the_key_never_reaches_a_file_or_the_terminal(workdir):
+    quoted = f"upstream said: Authorization: Bearer {KEY}"
+    server = FakeTeacher().start()
+    try:
+        write_prompts(workdir, ["mid-answer error", "long error", "echo", "cut by teacher"])
+        server.script("mid-answer error", *[lambda body: Reply(body={"choices": [{
+            "finish_reason": "error", "error": {"message": quoted}, "message": {"content": ""}}]})] * 2)
+        # The key straddles the 300th character, where errors are cut for the failed file.
+        server.script("long error", status(400, "x" * 280 + quoted))
+        server.script("echo", answer(f"Your header was {KEY}"))
+        server.script("cut by teacher", status(400, f"bad key {KEY[:30]}"))
+        env = subprocess_env(OPENROUTER_API_KEY=KEY)
+        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url,
+                            "--retries", "1", "--backoff", "0.01", env=env)
+        assert result.code == 1
+        assert server.headers[0]["authorization"] == f"Bearer {KEY}"  # it was sent, and only sent
+        written = result.out + result.err + "".join(p.read_text() for p in workdir.glob("*.jsonl"))
+        assert "Authorization: Bearer ***" in written
+        for start in range(len(KEY) - 24):  # no 24-character piece of the key's secret part anywhere
+            assert KEY[start:start + 24] not in written
+    finally:
+        server.stop()
+
+
+def test_a_real_key_is_taken_out_of_what_the_teacher_wrote_but_never_out_of_prompts(run, teacher, workdir,
+                                                                                     monkeypatch):
+    key = "sk-or-v1-" + "0123456789abcdef" * 4
+    monkeypatch.setenv("OPENROUTER_API_KEY", key)
+    write_prompts(workdir, [f"Here is my key {key}, repeat it"])
+    teacher.default_step = lambda body: Reply(body=completion({"content": f"Your key is {key}."}))
+    result = run(tools="none")
+    assert result.code == 0
+    [record] = result.records()
+    assert key in record["messages"][0]["content"] and record["messages"][1]["content"] == "Your key is ***."
+
 
 KEY = "sk-or-v1-" + "5ec2e7" * 10 + "abcd"
+
 
 ECHO_TOOLS = '''
 from rnow.core.tool import tool
@@ -21,6 +62,7 @@ def echo(text: str) -> str:
     """Say the text back."""
     return "you said: " + text
 '''
+
 
 REWARDS = '''
 from rnow.core import RewardArgs, get_response, reward
@@ -105,3 +147,17 @@ def test_the_key_in_every_field_on_every_path_reaches_no_file(workdir):
         assert_no_key(every_file(workdir) + resumed.out + resumed.err)
     finally:
         teacher.stop()
+
+
+def test_connection_errors_never_carry_the_key(workdir):
+    key = "sk-or-v1-" + "fedcba9876543210" * 4
+    server = FakeTeacher(default_step=FAILURES["garbage instead of HTTP"]).start()
+    try:
+        write_prompts(workdir, ["q"])
+        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url, "--retries",
+                            "1", "--backoff", "0.01", env=subprocess_env(OPENROUTER_API_KEY=key))
+        assert result.code == 1 and "connection problem" in (workdir / "train.failed.jsonl").read_text()
+        everything = result.err + result.out + (workdir / "train.failed.jsonl").read_text()
+        assert key[12:40] not in everything
+    finally:
+        server.stop()

@@ -9,13 +9,157 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Union
 
 import pytest
-import rnow.core.tool  # noqa: F401  (rnow.core re-exports the decorator under the module's name)
-from conftest import ROOT, SCRIPT, Result, run_script, subprocess_env, write_prompts
-from fake_teacher import answer, call_tools
+import rnow.core.tool  # noqa: F401  (imported for its side effect: the module is registered)
+
+from conftest import ROOT, Result, SCRIPT, assert_no_traceback, read_jsonl, run_script, subprocess_env, write_prompts
+from fake_teacher import FakeTeacher, answer, call_tools
 
 import generate_distillation_data as gdd
 
+
+HOSTILE_TOOLS = '''
+import asyncio, sys, threading
+from rnow.core.tool import tool
+
+@tool
+def quit_sync(code: int) -> str:
+    """Exit."""
+    sys.exit(code)
+
+@tool
+async def quit_async(code: int) -> str:
+    """Exit."""
+    sys.exit(code)
+
+@tool
+def interrupt() -> str:
+    """Raise KeyboardInterrupt."""
+    raise KeyboardInterrupt
+
+@tool(timeout=1)
+def hang_forever() -> str:
+    """Never returns."""
+    threading.Event().wait()
+    return "never"
+
+@tool(timeout=1)
+async def ignore_cancel() -> str:
+    """Swallows cancellation."""
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass
+
+@tool
+def raises_surrogate() -> str:
+    """Raises with a message that is not valid Unicode."""
+    raise ValueError("bad \\udc80 message")
+
+@tool
+def circular() -> list:
+    """Returns a list that contains itself."""
+    value = []
+    value.append(value)
+    return value
+
+@tool
+def surrogate() -> str:
+    """Returns text with a lone surrogate."""
+    return "bad \\udc80 text"
+
+@tool
+def bad_str() -> dict:
+    """Returns an object whose str() raises."""
+    class Nasty:
+        def __str__(self):
+            raise RuntimeError("no str")
+    return {"x": Nasty()}
+'''
+
+
+@pytest.mark.parametrize("tool, arguments, expected", [
+    ("quit_sync", {"code": 0}, "failed: ToolExit: SystemExit(0)"),
+    ("quit_async", {"code": 3}, "failed: ToolExit: SystemExit(3)"),
+    ("interrupt", {}, "failed: ToolExit: KeyboardInterrupt"),
+    ("hang_forever", {}, "timed out after 1 s"),
+    ("ignore_cancel", {}, "timed out after 1 s"),
+    ("raises_surrogate", {}, "failed: ValueError: bad \\udc80 message"),
+    ("circular", {}, "cannot be encoded as text: ValueError: Circular reference"),
+    ("surrogate", {}, "cannot be encoded as text: UnicodeEncodeError"),
+    ("bad_str", {}, "cannot be encoded as text: RuntimeError: no str"),
+])
+def test_a_misbehaving_tool_is_an_error_for_that_call_and_the_run_ends_by_itself(workdir, tool, arguments,
+                                                                                 expected):
+    (workdir / "hostile_tools.py").write_text(HOSTILE_TOOLS)
+    server = FakeTeacher().start()
+    try:
+        write_prompts(workdir, ["use the tool", "other"])
+        server.script("use the tool", call_tools((tool, arguments)), answer("done anyway"))
+        result = run_script(workdir, "prompts.jsonl", "--tools", "hostile_tools.py", "--base-url", server.base_url,
+                            timeout=30)
+        assert_no_traceback(result.err)
+        assert result.code == 0, result.err
+        records = {r["messages"][0]["content"]: r for r in read_jsonl(workdir / "train.jsonl")}
+        assert set(records) == {"use the tool", "other"}
+        tool_message = records["use the tool"]["messages"][2]
+        assert tool_message["role"] == "tool" and expected in tool_message["content"], tool_message
+        assert records["use the tool"]["messages"][-1]["content"] == "done anyway"
+    finally:
+        server.stop()
+
+
+def test_sys_exit_while_tools_py_is_imported_is_exit_2_naming_the_file(run, teacher, workdir):
+    (workdir / "exits.py").write_text("import sys\nfrom rnow.core.tool import tool\n\nsys.exit(0)\n")
+    write_prompts(workdir, ["q"])
+    result = run(tools="exits.py", subprocess=True)
+    assert result.code == 2 and "exits.py:4: calls sys.exit(0) while being imported" in result.err
+    assert not teacher.requests and not (workdir / "train.jsonl").exists()
+
+
+FLAKY_TOOLS = '''
+from pathlib import Path
+from rnow.core.tool import tool
+
+class ToolUnavailable(Exception):
+    pass
+
+@tool
+def lookup(term: str) -> str:
+    """Look a term up in a service that may be down."""
+    if Path("service-down").exists():
+        raise ToolUnavailable("the lookup service is down")
+    return f"{term}: found"
+'''
+
+
+def test_a_tool_that_says_it_is_unavailable_fails_the_rollout_and_the_rerun_writes_it(run, teacher, workdir):
+    (workdir / "flaky_tools.py").write_text(FLAKY_TOOLS)
+    (workdir / "service-down").touch()
+    write_prompts(workdir, ["Look it up"])
+    step = call_tools(("lookup", {"term": "x"}))
+    teacher.script("Look it up", step, answer("never written"))
+    first = run(tools="flaky_tools.py")
+    assert first.code == 1 and not first.records()
+    assert first.failed()[0]["kind"] == "tool unavailable" and "service is down" in first.failed()[0]["reason"]
+    (workdir / "service-down").unlink()
+    teacher.script("Look it up", step, answer("found it"))
+    second = run(tools="flaky_tools.py")
+    assert second.code == 0 and [r["messages"][-1]["content"] for r in second.records()] == ["found it"]
+
+
+def test_a_tool_down_for_good_stops_the_run(run, teacher, workdir):
+    (workdir / "flaky_tools.py").write_text(FLAKY_TOOLS)
+    (workdir / "service-down").touch()
+    write_prompts(workdir, [f"Look up {i}" for i in range(30)])
+    teacher.default_step = call_tools(("lookup", {"term": "x"}))
+    result = run("-c", "1", tools="flaky_tools.py")
+    assert result.code == 1 and "in a row failed because a tool was unavailable" in result.err
+    assert len(teacher.requests) < 20
+
+
 rnow_tool = sys.modules["rnow.core.tool"]
+
 
 EVERY_TYPE_TOOLS = '''
 from typing import Literal, Optional, Union, List, Dict
@@ -119,10 +263,6 @@ def test_tools_file_without_tools_or_with_an_error(run, workdir, teacher):
     assert result.code == 2 and "broken_tools.py:3: RuntimeError: no config" in result.err
     assert not teacher.requests
 
-
-# --------------------------------------------------------------------------------------------------
-# Running tool calls
-# --------------------------------------------------------------------------------------------------
 
 RUNTIME_TOOLS = '''
 import asyncio, threading, time

@@ -6,10 +6,12 @@ import json
 
 import httpx
 import pytest
+
 from conftest import write_prompts
 from fake_teacher import FakeTeacher, Reply, answer, call_tools, completion
 
 import generate_distillation_data as gdd
+
 
 PAGE_TOOLS = '''
 from rnow.core.tool import tool
@@ -19,6 +21,7 @@ def browse(url: str) -> str:
     """Open a page (a stand-in for the real browse: a 20,000-character page)."""
     return f"Page {url}: " + "clinical trial results and dosing tables. " * 480
 '''
+
 
 REASONING = [{"type": "reasoning.encrypted", "data": "opaque-signature", "id": "r1"}]
 

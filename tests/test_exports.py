@@ -8,9 +8,11 @@ import json
 
 import datasets
 import pytest
+from transformers.utils.chat_template_utils import render_jinja_template
+
 from conftest import read_jsonl, run_script, subprocess_env, write_prompts
 from fake_teacher import Reply, answer, call_tools, completion
-from transformers.utils.chat_template_utils import render_jinja_template
+
 
 # Llama 3.1's way of writing a tool call and the tool definitions (the part of its template that matters):
 # arguments go through `tojson`, so JSON-string arguments come out double-encoded.
@@ -23,6 +25,7 @@ LLAMA_LIKE_TEMPLATE = """
 {% endfor %}
 {%- else %}<{{ message.role }}>{{ message.content }}
 {% endif %}{% endfor %}"""
+
 
 # Qwen3's way: reasoning in <think>, arguments written as they are when a string, as JSON when an object.
 QWEN_LIKE_TEMPLATE = """
@@ -92,6 +95,8 @@ def test_hf_export_keeps_reasoning_for_templates_that_read_it(run, workdir, teac
 
 
 OPENAI_TOP_LEVEL = {"messages", "tools", "parallel_tool_calls", "functions"}
+
+
 OPENAI_MESSAGE_KEYS = {"system": {"role", "content", "name"}, "user": {"role", "content", "name"},
                        "assistant": {"role", "content", "name", "tool_calls", "function_call", "weight"},
                        "tool": {"role", "content", "tool_call_id"}}

@@ -7,7 +7,7 @@ after 1 s, and proxies to the loopback teacher; `openrouter.ai` resolves to 127.
 commands run through `resolving()` (a private mount namespace with its own hosts file, or, where the
 machine does not allow one, /etc/hosts edited under a lock and restored on every exit path).
 
-Used by the tests (the `real_path` fixture) and by .ci/run (`python3 tests/real_path.py`), which
+Used by the tests (the `real_path` fixture) and by .ci/run (`python3 tests/support/real_path.py`), which
 runs the README's first command against the default URL through it.
 """
 
@@ -242,7 +242,7 @@ class EditedHosts:
 
 
 # --------------------------------------------------------------------------------------------------
-# `python3 tests/real_path.py FOLDER`: what .ci/run starts before the README's first command
+# `python3 tests/support/real_path.py FOLDER`: what .ci/run starts before the README's first command
 # --------------------------------------------------------------------------------------------------
 
 def main() -> None:

@@ -1,5 +1,5 @@
 """A real gateway in the path (issue 24): LiteLLM's proxy, in front of the loopback teacher, as teams run it
-to share one provider key (tests/gateway.py). Its 429s carry no standard Retry-After; its answers say how
+to share one provider key (tests/support/gateway.py). Its 429s carry no standard Retry-After; its answers say how
 many requests the minute has left (x-ratelimit-remaining-requests), and the generator uses that before
 the 429s come. Through it, every rollout is written once, and few requests are refused."""
 
@@ -9,9 +9,10 @@ import os
 import re
 
 import pytest
+
 from conftest import SMALL_TOOLS, run_script, subprocess_env, write_prompts
 from fake_teacher import FakeTeacher, Reply, call_tools, completion
-from gateway import MASTER_KEY, MODEL, LiteLLMGateway, litellm_binary
+from gateway import LiteLLMGateway, MASTER_KEY, MODEL, litellm_binary
 
 
 def one_tool_call(body: dict) -> Reply:

@@ -453,7 +453,7 @@ class FakeTeacher:
             self.in_flight -= 1
 
     async def _stream_dialect(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
-        """The answer as another server writes it (tests/dialects.py): its bytes, then its ending."""
+        """The answer as another server writes it (tests/support/dialects.py): its bytes, then its ending."""
         dialect = reply.dialect
         writes = dialect.writes(reply.body)
         if dialect.write_size:
@@ -618,7 +618,7 @@ def jittered(mean: float, spread: float = 0.5, tail_share: float = 0.0, tail_fac
 
 
 # --------------------------------------------------------------------------------------------------
-# `python tests/fake_teacher.py`: the teacher CI runs the README's first command against
+# `python tests/support/fake_teacher.py`: the teacher CI runs the README's first command against
 # --------------------------------------------------------------------------------------------------
 QUICK_START_PAGE = "<html><head><title>Loopback docs</title></head><body><h1>Loopback docs</h1>" \
                    "<p>The answer is forty-two.</p></body></html>"

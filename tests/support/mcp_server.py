@@ -1,7 +1,7 @@
 """A real MCP server (the official MCP Python SDK's MCPServer), for the tests:
 
-    python tests/mcp_server.py stdio                 # over stdin/stdout
-    python tests/mcp_server.py http PORT [NAME]      # streamable HTTP on 127.0.0.1:PORT/mcp
+    python tests/support/mcp_server.py stdio                 # over stdin/stdout
+    python tests/support/mcp_server.py http PORT [NAME]      # streamable HTTP on 127.0.0.1:PORT/mcp
 
 Tools: add (a sum), shout (text), fail (answers with isError), hang (never answers), big (a long text),
 lookup (a parameter that is a pydantic model: its schema has $defs and $ref), die (ends the process; with

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from real_path import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MASTER_KEY = "sk-gateway-master-key-for-tests-0123456789"  # what users of the gateway pass as their key
 MODEL = "teacher"  # the model group's name, what the generator asks for (--model)
 

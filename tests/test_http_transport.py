@@ -1,0 +1,336 @@
+"""HTTP transport: TLS and proxies (nginx in the path), connections kept alive and lost, decoding and the size cap,
+streams (server-sent events) cut, stalled or hostile, slow and dripping teachers."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import real_path
+from conftest import FAILURES, Result, SCRIPT, launch, read_jsonl, subprocess_env, write_prompts
+from fake_teacher import FakeTeacher, Reply, adjusted, answer, completion, drip, drop, gzip_bomb
+
+
+def test_a_teacher_that_drips_bytes_is_cut_at_the_deadline_and_retried(run, teacher, workdir):
+    write_prompts(workdir, ["slow drip"])
+    teacher.script("slow drip", drip(0.5, answer("a long answer " * 20)), answer("second try"))
+    result = run("--timeout", "1", tools="none")
+    assert result.code == 0, result.err
+    [record] = read_jsonl(workdir / "train.jsonl")
+    assert record["messages"][-1]["content"] == "second try" and len(teacher.requests) == 2
+    assert "1 retried" in result.err
+
+
+def test_through_nginx_with_tls_gzip_and_short_keepalive_every_prompt_is_written(real, workdir):
+    """The reported failure: 0 of 40 written behind `gzip on`. The CA comes from SSL_CERT_FILE in .env."""
+    prompts = [f"real path question {i}" for i in range(40)]
+    write_prompts(workdir, prompts)
+    (workdir / ".env").write_text(f"SSL_CERT_FILE={real.front.certificates.bundle}\nOPENROUTER_API_KEY=sk-or-v1-test\n")
+    args = ["prompts.jsonl", "--tools", "none", "-c", "8"]
+    if not real.front.is_default_url:
+        args += ["--base-url", real.front.base_url]
+    env = {k: v for k, v in subprocess_env().items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+    result = real.run(workdir, *args, env=env)
+    assert result.code == 0, result.err
+    assert sorted(r["messages"][-1]["content"] for r in result.records()) == sorted(f"Answer to: {p}" for p in prompts)
+    assert "gzip" in real.teacher.headers[-1].get("accept-encoding", "")  # as nginx passed it on
+
+
+def test_without_the_proxy_ca_the_run_stops_at_once_saying_what_to_do(real, workdir):
+    write_prompts(workdir, [f"untrusted {i}" for i in range(30)])
+    before = len(real.teacher.requests)
+    env = subprocess_env(OPENROUTER_API_KEY="sk-or-v1-test")
+    env.pop("SSL_CERT_FILE", None)
+    result = real.run(workdir, "prompts.jsonl", "--tools", "none", "--base-url", real.front.base_url, env=env)
+    assert result.code == 1
+    assert "could not be verified" in result.err and "SSL_CERT_FILE" in result.err
+    assert result.err.count("Stopped:") == 1 and "0 retried" in result.err
+    assert len(real.teacher.requests) == before  # nothing reached the teacher
+    assert not (workdir / "train.failed.jsonl").exists()  # nothing was paid: every prompt is simply pending
+
+
+def test_https_to_a_plain_http_port_stops_the_run_naming_the_fix(run, teacher, workdir):
+    write_prompts(workdir, ["q1", "q2"])
+    result = run("--base-url", f"https://127.0.0.1:{teacher.port}/api/v1", tools="none")
+    assert result.code == 1 and "does not speak TLS" in result.err and "http://" in result.err
+    assert "0 retried" in result.err
+
+
+def test_plain_http_to_an_https_port_stops_the_run_naming_the_fix(run, real, workdir):
+    write_prompts(workdir, ["q1"])
+    result = run("--base-url", f"http://127.0.0.1:{real.front.port}/api/v1", tools="none")
+    assert result.code == 1 and "https://" in result.err and "served over https" in result.err
+
+
+def test_a_reset_during_the_tls_handshake_stays_retryable(run, workdir):
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def reset_every_connection():
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                continue
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            connection.close()
+
+    thread = threading.Thread(target=reset_every_connection, daemon=True)
+    thread.start()
+    try:
+        write_prompts(workdir, ["q1"])
+        result = run("--base-url", f"https://127.0.0.1:{server.getsockname()[1]}/api/v1", "--retries", "2",
+                     tools="none")
+    finally:
+        stop.set()
+        thread.join()
+        server.close()
+    assert result.code == 1 and "2 retried" in result.err
+    [failed] = result.failed()
+    assert failed["kind"] == "retries used up (connection)"
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "deflate-raw"])
+def test_compressed_answers_are_decoded(run, teacher, workdir, encoding):
+    write_prompts(workdir, ["Compress me"])
+    teacher.script("Compress me", lambda body: Reply(body=completion({"content": "decoded " * 100}),
+                                                      encoding=encoding))
+    result = run(tools="none")
+    assert result.code == 0, result.err
+    assert result.records()[0]["messages"][-1]["content"] == "decoded " * 100
+
+
+def test_an_encoding_that_was_not_asked_for_is_a_malformed_answer(run, teacher, workdir):
+    write_prompts(workdir, ["Brotli"])
+    teacher.script("Brotli", *[lambda body: Reply(body=b"\x1b\x03\x00", encoding="br")] * 2)
+    result = run("--retries", "1", tools="none")
+    [failed] = result.failed()
+    assert failed["kind"] == "retries used up (malformed answer)" and "br" in failed["reason"]
+    assert "gzip, deflate" == teacher.headers[-1]["accept-encoding"]
+
+
+def test_an_answer_over_the_size_cap_fails_its_prompt_without_a_retry(run, teacher, workdir):
+    write_prompts(workdir, ["Huge", "Small"])
+    teacher.script("Huge", lambda body: Reply(body=completion({"content": "x" * (3 << 20)})))
+    result = run("--max-answer-mb", "1", tools="none")
+    assert result.code == 1
+    [failed] = result.failed()
+    assert failed["kind"] == "answer too large" and "--max-answer-mb" in failed["reason"]
+    assert len(teacher.requests_for("Huge")) == 1 and len(result.records()) == 1
+
+
+def test_a_compression_bomb_costs_the_cap_not_the_machines_memory(workdir, teacher):
+    """512 MB of zeros in half a megabyte of gzip: the default cap (64 MB) stops it, in bounded memory."""
+    bomb = gzip_bomb(512 << 20)
+    write_prompts(workdir, ["Bomb", "Fine"])
+    teacher.script("Bomb", lambda body: Reply(body=bomb, encoding="identity",
+                                               headers={"Content-Encoding": "gzip"}))
+    with open(workdir / "err.log", "w") as err:
+        process = subprocess.Popen([sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none", "--base-url",
+                                    teacher.base_url], cwd=workdir, env=subprocess_env(), stdout=subprocess.DEVNULL,
+                                   stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own peak memory
+        process.returncode = os.waitstatus_to_exitcode(status)
+    assert process.returncode == 1, (workdir / "err.log").read_text()
+    [failed] = Result(1, "", "", workdir).failed()
+    assert failed["kind"] == "answer too large" and len(teacher.requests_for("Bomb")) == 1
+    assert usage.ru_maxrss / 1024 < 400, f"{usage.ru_maxrss / 1024:.0f} MB"
+
+
+def test_a_request_lost_on_a_stale_kept_alive_connection_is_resent_without_a_retry(run, teacher, workdir):
+    write_prompts(workdir, ["first", "second"])
+    teacher.script("second", drop(), answer("resent"))  # the server closes the kept-alive connection
+    result = run("-c", "1", "--retries", "0", tools="none")
+    assert result.code == 0, result.err
+    assert [r["messages"][-1]["content"] for r in result.records()] == ["Answer to: first", "resent"]
+    assert "0 retried" in result.err
+
+
+def test_a_drop_on_a_new_connection_still_spends_a_retry(run, teacher, workdir):
+    write_prompts(workdir, ["only"])
+    teacher.script("only", drop(), answer("never"))
+    result = run("-c", "1", "--retries", "0", tools="none")
+    assert result.code == 1 and result.failed()[0]["kind"] == "retries used up (connection)"
+
+
+def test_an_unreadable_certificate_file_is_a_clear_error_for_an_https_teacher_only(run, teacher, workdir):
+    write_prompts(workdir, ["q"])
+    (workdir / "not-a-cert.pem").write_text("this is not a certificate\n")
+    env = subprocess_env(SSL_CERT_FILE=str(workdir / "not-a-cert.pem"))
+    refused = launch(workdir, ["prompts.jsonl", "--tools", "none", "--base-url", "https://127.0.0.1:9/api/v1"], env=env)
+    assert refused.code == 2 and "SSL_CERT_FILE" in refused.err and "cannot load certificates" in refused.err
+    assert "Traceback" not in refused.err and not (workdir / "train.jsonl").exists()
+    plain = run(tools="none", subprocess=True, env=env)  # plain http never uses it
+    assert plain.code == 0, plain.err
+
+
+def tool_then_reasoned_answer(body: dict) -> Reply:
+    """A rollout that exercises every streamed piece: reasoning, a tool call with a missing id and
+    arguments in pieces, reasoning_details, then an answer with reasoning_content."""
+    if not any(m["role"] == "tool" for m in body["messages"]):
+        message = {"content": None, "reasoning": "I should add.",
+                   "reasoning_details": [{"type": "reasoning.text", "text": "I should add."}],
+                   "tool_calls": [{"type": "function", "function": {"name": "add", "arguments": '{"a": 20, "b": 22}'}},
+                                  {"id": "given", "type": "function",
+                                   "function": {"name": "shout", "arguments": '{"text": "done"}'}}]}
+        return Reply(body=completion(message, "tool_calls"))
+    return Reply(body=completion({"content": "It is 42.", "reasoning_content": "20 + 22 = 42."}))
+
+
+def test_streamed_and_unstreamed_runs_write_the_same_dataset_and_send_the_same_requests(workdir):
+    prompts = [f"stream or not {i}" for i in range(3)]
+    write_prompts(workdir, prompts)
+    datasets, follow_ups = {}, {}
+    for mode in ("streamed", "unstreamed"):
+        teacher = FakeTeacher(default_step=tool_then_reasoned_answer).start()
+        try:
+            extra = [] if mode == "streamed" else ["--no-stream"]
+
+            result = launch(workdir, ["prompts.jsonl", "--tools", "tools_small.py", "--base-url", teacher.base_url,
+                                      "-c", "1", "-o", f"{mode}.jsonl", *extra])
+            assert result.code == 0, result.err
+            datasets[mode] = (workdir / f"{mode}.jsonl").read_bytes()
+            follow_ups[mode] = [json.dumps({k: v for k, v in body.items() if k not in ("stream", "stream_options")},
+                                           sort_keys=False) for body in teacher.requests]
+            assert all(body.get("stream") is (mode == "streamed") or mode == "unstreamed" for body in teacher.requests)
+        finally:
+            teacher.stop()
+    assert datasets["streamed"] == datasets["unstreamed"]
+    assert follow_ups["streamed"] == follow_ups["unstreamed"]  # every message sent back, byte for byte
+    record = read_jsonl(workdir / "streamed.jsonl")[0]
+    assert record["messages"][-1]["reasoning_content"] == "20 + 22 = 42."
+    assert [c["id"] for c in record["messages"][1]["tool_calls"]] == ["call_1_0", "given"]
+
+
+@pytest.mark.parametrize("fault, label", [
+    ({"sse_error": {"code": 502, "message": "upstream died"}}, "HTTP 502"),
+    ({"sse_error": {"code": 429, "message": "rate limited mid-stream"}}, "HTTP 429"),
+    ({"sse_cut": True}, "connection"),
+])
+def test_a_stream_that_fails_midway_is_retried(run, teacher, workdir, fault, label):
+    write_prompts(workdir, ["Faulty stream"])
+    teacher.script("Faulty stream", adjusted(answer("first try"), **fault), answer("second try"))
+    result = run(tools="none")
+    assert result.code == 0, result.err
+    assert result.records()[0]["messages"][-1]["content"] == "second try" and "1 retried" in result.err
+    if label == "HTTP 429":
+        assert "1 answered 429" in result.err  # a 429 that comes late still counts as one
+    if "sse_cut" in fault:
+        assert "ended before its usage came" in result.err
+
+
+def test_comments_keep_the_connection_but_a_stream_without_data_stalls(run, teacher, workdir):
+    write_prompts(workdir, ["Thinks long", "Stalls"])
+    teacher.script("Thinks long", adjusted(answer("worth the wait"), delay=2, keepalive=0.5))
+    teacher.script("Stalls", adjusted(answer("never"), sse_stall=6, keepalive=0.3), answer("after a stall"))
+    result = run("--stall-timeout", "3", tools="none")
+    assert result.code == 0, result.err
+    # thinking silently for less than the stall timeout is fine; 6 s of nothing but comments is a stall
+    assert sorted(r["messages"][-1]["content"] for r in result.records()) == ["after a stall", "worth the wait"]
+    assert "1 retried" in result.err and "1 streamed answer ended before its usage came" in result.err
+
+
+def test_an_answer_whose_usage_event_is_lost_is_kept_and_its_cost_said_unknown(run, teacher, workdir):
+    write_prompts(workdir, ["No usage"])
+    teacher.script("No usage", adjusted(answer("whole answer"), sse_no_usage=True))
+    result = run(tools="none")
+    assert result.code == 0 and result.records()[0]["messages"][-1]["content"] == "whole answer"
+    assert "0 retried" in result.err and result.err.count("ended before its usage came") == 1
+
+
+def test_a_server_that_refuses_streams_is_asked_for_whole_answers(workdir):
+    teacher = FakeTeacher(streaming=False).start()
+    try:
+        write_prompts(workdir, [f"q{i}" for i in range(5)])
+
+        result = launch(workdir, ["prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url])
+        assert result.code == 0 and len(result.records()) == 5
+        assert result.err.count("refused streamed answers") == 1
+        assert sum(1 for body in teacher.requests if body.get("stream")) <= 20  # the first wave, then none
+    finally:
+        teacher.stop()
+
+
+def test_behind_nginx_with_a_5_s_read_timeout_an_8_s_teacher_writes_every_prompt(workdir, tmp_path):
+    """nginx's proxy_read_timeout closes silent requests: streamed answers are never silent."""
+    if real_path.nginx_binary() is None:
+        pytest.skip("needs nginx, as .ci/run installs it")
+    teacher = FakeTeacher(latency=8.0).start()
+    front = real_path.NginxFront(teacher.port, tmp_path / "nginx", port=real_path.free_port(),
+                                 read_timeout="5s").start()
+    try:
+        write_prompts(workdir, [f"slow question {i}" for i in range(3)])
+
+        plain = f"http://127.0.0.1:{front.plain_port}/api/v1"
+        result = launch(workdir, ["prompts.jsonl", "--tools", "none", "--base-url", plain], timeout=120,
+                        env=subprocess_env())
+        assert result.code == 0, result.err
+        assert len(result.records()) == 3 and "0 retried" in result.err
+        unstreamed = launch(workdir, ["prompts.jsonl", "--tools", "none", "--base-url", plain, "--no-stream",
+                                      "--retries", "0", "-o", "unstreamed.jsonl", "-n", "1"], timeout=120)
+        assert unstreamed.code == 1 and "HTTP 504" in unstreamed.err  # what happened before streaming
+    finally:
+        front.stop()
+        teacher.stop()
+
+
+def raw_stream(*events: bytes) -> Reply:
+    body = b"".join(b"data: " + event + b"\n\n" for event in events) + b"data: [DONE]\n\n"
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: " + str(len(body)).encode()
+            + b"\r\nConnection: close\r\n\r\n")
+    return Reply(raw_response=head + body)
+
+
+@pytest.mark.parametrize("event", [
+    b"not json at all",
+    b"[1, 2, 3]",
+    b'{"choices": [{"index": 0, "delta": {"tool_calls": ["not an object"]}}]}',
+    b'{"choices": [{"index": 0, "delta": {"reasoning_details": [7]}}]}',
+    b'{"choices": [{"index": 0, "delta": {"content": "bad \\ud800 text"}, "finish_reason": "stop"}]}',
+])
+def test_a_hostile_stream_event_is_a_malformed_answer_and_is_retried(run, teacher, workdir, event):
+    write_prompts(workdir, ["Hostile stream"])
+    teacher.script("Hostile stream", lambda body: raw_stream(event), answer("clean second try"))
+    result = run(tools="none")
+    assert result.code == 0, result.err
+    assert result.records()[0]["messages"][-1]["content"] == "clean second try" and "1 retried" in result.err
+
+
+@pytest.mark.parametrize("kind", list(FAILURES))
+def test_each_failure_is_retried_on_the_same_connection_pool(run, teacher, workdir, kind):
+    write_prompts(workdir, ["flaky", "fine"])
+    teacher.script("flaky", FAILURES[kind], answer("second try"))
+    result = run("--timeout", "1", tools="none")
+    assert "Traceback" not in result.err
+    assert result.code == 0, result.err
+    assert sorted(r["messages"][-1]["content"] for r in result.records()) == ["Answer to: fine", "second try"]
+    assert len(teacher.requests_for("flaky")) == 2 and "1 retried" in result.err
+
+
+def test_more_connections_than_the_process_may_open_is_a_clear_error(workdir, teacher):
+    import resource
+    import subprocess
+    import sys
+
+    from conftest import SCRIPT
+
+    write_prompts(workdir, ["q"])
+    low = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))  # noqa: E731
+    result = subprocess.run([sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none", "--base-url",
+                             teacher.base_url, "-c", "1000"], cwd=workdir, env=subprocess_env(), capture_output=True,
+                            text=True, timeout=60, preexec_fn=low)
+    assert result.returncode == 2 and "-c 1000 needs about 1272 open files" in result.stderr
+    assert "ulimit -n 1272" in result.stderr and not teacher.requests
+    raised = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, 4096))  # noqa: E731  (soft < hard: raised)
+    result = subprocess.run([sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none", "--base-url",
+                             teacher.base_url, "-c", "1000"], cwd=workdir, env=subprocess_env(), capture_output=True,
+                            text=True, timeout=60, preexec_fn=raised)
+    assert result.returncode == 0, result.stderr

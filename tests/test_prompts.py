@@ -1,0 +1,250 @@
+"""Prompts: reading and checking the prompts file (.txt, .jsonl, messages, BOMs, strict JSON, nesting), prompt ids and
+repeats, --num, shards from the command line and from schedulers (SLURM, Kubernetes), a file changed under the run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import assert_no_traceback, prompt_counts, read_jsonl, subprocess_env, write_prompts
+from fake_teacher import answer, call_tools, status
+
+
+def test_tools_none_sends_no_tools_and_txt_prompts_work(run, teacher, workdir):
+    (workdir / "prompts.txt").write_text("first question\n\nsecond question\n")
+    result = run(prompts="prompts.txt", tools="none")
+    assert result.code == 0, result.err
+    records = result.records()
+    assert sorted(r["messages"][0]["content"] for r in records) == ["first question", "second question"]
+    assert all("tools" not in r for r in records) and all("tools" not in b for b in teacher.requests)
+
+
+def test_messages_prompt_keeps_its_own_system_message_and_id(run, teacher, workdir):
+    conversation = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi there"}]
+    write_prompts(workdir, [{"id": "conv-1", "messages": conversation, "metadata": {"source": "chat"}}])
+    result = run("-s", "ignored because the conversation has its own", tools="none")
+    [record] = result.records()
+    assert record["messages"][:2] == conversation
+    assert record["metadata"]["prompt_id"] == "conv-1" and record["metadata"]["source"] == "chat"
+
+
+def test_duplicate_prompts_are_kept_apart(run, workdir):
+    write_prompts(workdir, ["same", "same", "other", "same"])
+    result = run(tools="none")
+    ids = [r["metadata"]["prompt_id"] for r in result.records()]
+    assert len(ids) == 4 and len(set(ids)) == 4
+    base = min(ids, key=len)  # lines are in finishing order; the first "same" has the shortest id
+    assert sorted(i for i in ids if i.startswith(base)) == [base, f"{base}-2", f"{base}-3"]
+
+
+def test_prompt_id_is_stable_and_depends_on_system_prompt(run, workdir):
+    write_prompts(workdir, ["q"])
+    first = run(tools="none").records()[0]["metadata"]["prompt_id"]
+    (workdir / "train.jsonl").unlink()
+    assert run(tools="none").records()[0]["metadata"]["prompt_id"] == first
+    assert run("-o", "other.jsonl", "-s", "sys", tools="none").records()[0]["metadata"]["prompt_id"] != first
+
+
+def test_num_limits_prompts(run, workdir):
+    write_prompts(workdir, ["a", "b", "c"])
+    assert len(run("-n", "2", tools="none").records()) == 2
+
+
+def test_shards_split_prompts_without_overlap(run, workdir):
+    write_prompts(workdir, [f"prompt {i}" for i in range(40)])
+    shards = [run("--shard", f"{i}/3", "-o", f"shard{i}.jsonl", tools="none").records() for i in range(3)]
+    ids = [r["metadata"]["prompt_id"] for shard in shards for r in shard]
+    assert len(ids) == 40 and len(set(ids)) == 40 and all(shards)
+
+
+BAD_LINES = {
+    "invalid JSON": ('{"prompt": "ok"}\n{"prompt": oops}\n', "prompts.jsonl:2: invalid JSON"),
+    "neither prompt nor messages": ('{"text": "hi"}\n', "prompts.jsonl:1: needs a \"prompt\""),
+    "empty prompt": ('{"prompt": "   "}\n', "prompts.jsonl:1: \"prompt\" is empty"),
+    "prompt not a string": ('{"prompt": 42}\n', "prompts.jsonl:1: \"prompt\" must be a string"),
+    "metadata not an object": ('{"prompt": "a", "metadata": [1]}\n', "prompts.jsonl:1: \"metadata\" must be an object"),
+    "not an object": ('["a"]\n', "prompts.jsonl:1: expected an object"),
+    "bad role": ('{"messages": [{"role": "bot", "content": "x"}]}\n', "prompts.jsonl:1: messages[0].role"),
+    "duplicate id": ('{"id": "x", "prompt": "a"}\n{"id": "x", "prompt": "b"}\n', "prompts.jsonl:2: id 'x'"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_LINES))
+def test_bad_prompt_file_stops_before_anything_is_sent(run, teacher, workdir, kind):
+    content, message = BAD_LINES[kind]
+    (workdir / "prompts.jsonl").write_text('{"prompt": "fine"}\n' * 3 + content if kind != "invalid JSON" else content)
+    result = run(tools="none")
+    assert result.code == 2
+    assert (message if kind == "invalid JSON" else message.replace(":1:", ":4:").replace(":2:", ":5:")) in result.err
+    assert not teacher.requests and not (workdir / "train.jsonl").exists()
+    assert "Traceback" not in result.err
+
+
+def test_resume_of_repeated_prompts_keeps_their_numbering(run, teacher, workdir):
+    write_prompts(workdir, ["same", "other", "same", "same"])
+    teacher.script("same", answer("one"), status(400), answer("three"))  # the second "same" fails
+    first = run("-c", "1", tools="none")  # one request at a time, in file order: the script meets them in order
+    assert first.code == 1 and len(first.records()) == 3
+    result = run(tools="none")
+    assert result.code == 0
+    ids = [r["metadata"]["prompt_id"] for r in result.records()]
+    assert len(ids) == 4 and len(set(ids)) == 4
+    base = min((i for i in ids if "-" not in i and i != ids_of(first, "other")), key=len)
+    assert ids[-1] == base + "-2"  # the one retried is the second occurrence, as the first run named it
+
+
+def ids_of(result, prompt: str) -> str:
+    return next(r["metadata"]["prompt_id"] for r in result.records() if r["messages"][0]["content"] == prompt)
+
+
+def test_non_utf8_prompt_file(run, teacher, workdir):
+    (workdir / "prompts.txt").write_bytes(b"fine\n\xff\xfe broken\n")
+    result = run(prompts="prompts.txt", tools="none")
+    assert result.code == 2 and "prompts.txt:2: not UTF-8" in result.err and not teacher.requests
+
+
+@pytest.mark.parametrize("line, what", [
+    ('{"prompt": "p", "metadata": {"score": NaN}}', "NaN is not valid JSON"),
+    ('{"prompt": "p", "metadata": {"score": -Infinity}}', "-Infinity is not valid JSON"),
+    ('{"prompt": "p", "metadata": {"score": 1e999}}', "too large for a JSON number"),
+    ('{"prompt": "bad \\ud800 text"}', "lone surrogate"),
+    ('{"prompt": "p", "metadata": {"note": "\\udc00"}}', "lone surrogate"),
+])
+def test_prompt_lines_that_are_not_strict_json_are_refused(run, teacher, workdir, line, what):
+    (workdir / "prompts.jsonl").write_text('{"prompt": "fine"}\n' + line + "\n")
+    result = run(tools="none")
+    assert result.code == 2 and "prompts.jsonl:2: " in result.err and what in result.err, result.err
+    assert_no_traceback(result.err)
+    assert not teacher.requests and not (workdir / "train.jsonl").exists()
+
+
+def test_a_txt_file_with_a_bom_keeps_no_bom_in_its_first_prompt(run, teacher, workdir):
+    (workdir / "prompts.txt").write_bytes(b"\xef\xbb\xbffirst\nsecond\n")
+    assert run(tools="none", prompts="prompts.txt").code == 0
+    assert sorted(prompt_counts(workdir)) == ["first", "second"]
+
+
+def test_a_jsonl_file_with_a_bom_reads(run, teacher, workdir):
+    (workdir / "prompts.jsonl").write_bytes(b'\xef\xbb\xbf{"prompt": "first"}\n')
+    assert run(tools="none").code == 0 and prompt_counts(workdir) == {"first": 1}
+
+
+def test_a_given_id_equal_to_a_computed_id_is_refused_naming_both_lines(run, teacher, workdir):
+    write_prompts(workdir, ["plain"])
+    assert run(tools="none").code == 0
+    computed = read_jsonl(workdir / "train.jsonl")[0]["metadata"]["prompt_id"]
+    write_prompts(workdir, ["plain", "other", {"id": computed, "prompt": "different"}])
+    result = run(tools="none")
+    assert result.code == 2
+    assert f"prompts.jsonl:3: id '{computed}' is also the id of line 1" in result.err
+    write_prompts(workdir, [{"id": computed, "prompt": "different"}, "other", "plain"])  # given one first
+    result = run(tools="none")
+    assert result.code == 2 and f"prompts.jsonl:3: id '{computed}' is also the id of line 1" in result.err
+
+
+def test_a_given_id_equal_to_a_repeat_number_is_refused(run, teacher, workdir):
+    write_prompts(workdir, ["same"])
+    run(tools="none")
+    computed = read_jsonl(workdir / "train.jsonl")[0]["metadata"]["prompt_id"]
+    write_prompts(workdir, [{"id": f"{computed}-2", "prompt": "x"}, "same", "same"])
+    result = run(tools="none")
+    assert result.code == 2 and f"prompts.jsonl:3: id '{computed}-2' is also the id of line 1" in result.err
+
+
+def test_the_failed_file_given_as_the_prompts_file_is_refused_and_left_as_it_is(run, teacher, workdir):
+    failed = workdir / "train.failed.jsonl"
+    failed.write_text('{"prompt_id": "p1", "sample": 0, "prompt": "retry me", "metadata": {}, "kind": "HTTP 500"}\n')
+    before = failed.read_bytes()
+    result = run(prompts="train.failed.jsonl", tools="none", subprocess=True)
+    assert result.code == 2 and "train.failed.jsonl" in result.err and "cp " in result.err
+    assert "Traceback" not in result.err and teacher.requests == []
+    assert failed.read_bytes() == before and not (workdir / "train.jsonl").exists()
+
+
+def test_a_prompt_line_nested_2000_deep_is_exit_2_naming_its_line(run, teacher, workdir):
+    (workdir / "prompts.jsonl").write_text('{"prompt": "fine"}\n{"prompt": "deep", "metadata": '
+                                           + "[" * 2000 + "]" * 2000 + "}\n")
+    result = run(tools="none", subprocess=True)
+    assert result.code == 2 and "prompts.jsonl:2" in result.err and "nested" in result.err
+    assert "Traceback" not in result.err and teacher.requests == []
+
+
+def test_a_prompt_line_nested_150_deep_is_refused_too(run, teacher, workdir):
+    (workdir / "prompts.jsonl").write_text('{"prompt": "deep", "metadata": {"x": ' + "[" * 150 + "]" * 150 + "}}\n")
+    result = run(tools="none", subprocess=True)
+    assert result.code == 2 and "nested more than 100 levels" in result.err
+
+
+def test_a_prompts_file_rewritten_during_the_run_stops_it_naming_the_line(run, teacher, workdir):
+    (workdir / "rewriting_tools.py").write_text('''
+from pathlib import Path
+from rnow.core.tool import tool
+
+@tool
+def rewrite(text: str) -> str:
+    """Rewrite the prompts file as `cat new > prompts.jsonl` does."""
+    Path("prompts.jsonl").write_text("".join('{"prompt": "other prompt number %d"}\\n' % i for i in range(40)))
+    return "rewritten"
+''')
+    write_prompts(workdir, [f"original {i}" for i in range(12)])
+    teacher.script("original 0", call_tools(("rewrite", {"text": "x"})), answer("done"))
+    result = run("-c", "1", tools="rewriting_tools.py")
+    assert result.code == 1 and "prompts.jsonl:" in result.err and "was changed during the run" in result.err
+    assert not any("other prompt" in json.dumps(r) for r in teacher.requests + result.failed() + result.records())
+
+
+PROMPTS = [f"question {i}" for i in range(30)]
+
+
+def run_task(run, env: dict, *args: str):
+    """A task of a job array: the scheduler's variables in its environment, run as the scheduler would."""
+    return run(*args, tools="none", subprocess=True, env=subprocess_env(**env))
+
+
+def prompt_ids(path) -> list[str]:
+    return [record["metadata"]["prompt_id"] for record in read_jsonl(path)]
+
+
+@pytest.mark.parametrize("array", [(0, 1, 4), (1, 1, 4), (0, 2, 3)], ids=["0-3", "1-4", "0-4:2"])
+def test_slurm_job_array_tasks_split_the_prompts(run, workdir, teacher, array):
+    first, step, tasks = array
+    write_prompts(workdir, PROMPTS)
+    for k in range(tasks):
+        env = {"SLURM_ARRAY_TASK_ID": str(first + k * step), "SLURM_ARRAY_TASK_MIN": str(first),
+               "SLURM_ARRAY_TASK_STEP": str(step), "SLURM_ARRAY_TASK_COUNT": str(tasks)}
+        result = run_task(run, env, "--shard", "auto")
+        assert result.code == 0, result.err
+    outputs = sorted(workdir.glob(f"train.shard-*-of-{tasks}.jsonl"))
+    assert [p.name for p in outputs] == [f"train.shard-{k}-of-{tasks}.jsonl" for k in range(tasks)]
+    ids = [i for path in outputs for i in prompt_ids(path)]
+    assert len(ids) == len(PROMPTS) == len(set(ids)) and all(prompt_ids(p) for p in outputs)
+    # the same split as --shard I/N: a task re-run by hand resumes its own file
+    rerun = run_task(run, {}, "--shard", f"1/{tasks}", "-o", "train.shard-{shard}.jsonl")
+    assert rerun.code == 0 and "Nothing to do" in rerun.err
+
+
+def test_kubernetes_indexed_job_takes_its_index_and_the_completions_given_once(run, workdir, teacher):
+    write_prompts(workdir, PROMPTS)
+    for index in range(3):
+        result = run_task(run, {"JOB_COMPLETION_INDEX": str(index)}, "--shard", "auto/3",
+                          "-o", "out/train.{shard}.jsonl")
+        assert result.code == 0, result.err
+    ids = [i for k in range(3) for i in prompt_ids(workdir / "out" / f"train.{k}-of-3.jsonl")]
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == len(PROMPTS)
+
+
+@pytest.mark.parametrize("env, shard, message", [
+    ({}, "auto", "neither SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX is set"),
+    ({"JOB_COMPLETION_INDEX": "2"}, "auto", "pass the Job's completions as --shard auto/N"),
+    ({"JOB_COMPLETION_INDEX": "5"}, "auto/3", "JOB_COMPLETION_INDEX=5 is not in 0..2"),
+    ({"JOB_COMPLETION_INDEX": "x"}, "auto/3", "JOB_COMPLETION_INDEX='x' is not a number"),
+    ({"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "3"}, "auto",
+     "task 7 is not one of 3 evenly spaced tasks"),
+    ({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "4"}, "auto/3", "the SLURM array has 4 tasks"),
+])
+def test_shard_auto_outside_a_scheduler_or_with_a_bad_environment(run, workdir, teacher, env, shard, message):
+    write_prompts(workdir, PROMPTS)
+    result = run_task(run, env, "--shard", shard)
+    assert result.code == 2 and message in result.err and "Traceback" not in result.err, result.err
+    assert not teacher.requests and not list(workdir.glob("train*.jsonl"))

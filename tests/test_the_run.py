@@ -1,0 +1,204 @@
+"""The run: signals (Ctrl-C, a second Ctrl-C, SIGTERM, a dropped terminal), closed standard streams, a full disk or
+a failing write, and a hostile mix of everything: every prompt ends in exactly one place."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import resource
+import select
+import signal
+import subprocess
+import sys
+import termios
+import time
+
+import pytest
+
+from conftest import (Result, SCRIPT, assert_no_traceback, count_lines, prompt_counts, read_jsonl, run_script,
+    start_script, subprocess_env, wait_for, write_prompts)
+from fake_teacher import FakeTeacher, MALFORMED_ANSWERS, Reply, answer, call_tools, completion, raw, slow, status
+
+
+def test_ctrl_c_finishes_rollouts_in_flight_then_stops(run, workdir, teacher):
+    write_prompts(workdir, [f"q{i}" for i in range(20)])
+    teacher.script("q0", slow(1.0, answer("finished after Ctrl-C")))
+    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "-c", "1")
+    wait_for(lambda: teacher.requests, what="the first request")
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert "Stopping" in err and "Re-run the same command" in err and "Traceback" not in err
+    records = read_jsonl(workdir / "train.jsonl")
+    assert [r["messages"][-1]["content"] for r in records] == ["finished after Ctrl-C"]
+    result = run(tools="none", subprocess=True)
+    assert result.code == 0 and len(result.records()) == 20
+
+
+def test_second_ctrl_c_quits_at_once(workdir, teacher):
+    write_prompts(workdir, ["stuck"])
+    teacher.script("stuck", slow(60, answer("never")))
+    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url)
+    wait_for(lambda: teacher.requests, what="the request")
+    process.send_signal(signal.SIGINT)
+    while "Stopping" not in (line := process.stderr.readline()):  # the first Ctrl-C has landed
+        assert line, "the script exited before printing its stopping message"
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=15)
+    assert process.returncode == 130 and "Traceback" not in err
+
+
+def test_sigterm_behaves_like_ctrl_c(workdir, teacher):
+    write_prompts(workdir, ["q0", "q1"])
+    teacher.script("q0", slow(0.5, answer("done")))
+    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "-c", "1")
+    wait_for(lambda: teacher.requests, what="the request")
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130 and count_lines(workdir / "train.jsonl") == 1
+
+
+def limit_file_size(limit: int):
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_a_write_error_stops_the_run_leaves_the_file_valid_and_the_rerun_completes(workdir):
+    server = FakeTeacher(default_step=lambda body: Reply(body=completion({"content": "x" * 3000}))).start()
+    try:
+        prompts = [f"prompt {i}" for i in range(40)]
+        write_prompts(workdir, prompts)
+        args = [sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none", "--base-url", server.base_url,
+                "-c", "2"]
+        first = subprocess.run(args, cwd=workdir, env=subprocess_env(), capture_output=True, text=True, timeout=60,
+                               preexec_fn=limit_file_size(20_000))  # room for about six lines
+        assert_no_traceback(first.stderr)
+        assert first.returncode == 1
+        assert "cannot write train.jsonl: File too large" in first.stderr and "re-run the same command" in first.stderr
+        written = read_jsonl(workdir / "train.jsonl")  # every line whole, none torn
+        assert 0 < len(written) < 40
+        # It stopped at once: no more requests than the lines written plus the two in flight.
+        assert len(server.requests) <= len(written) + 2 + 2
+        second = subprocess.run(args, cwd=workdir, env=subprocess_env(), capture_output=True, text=True, timeout=60)
+        assert second.returncode == 0, second.stderr
+        assert prompt_counts(workdir) == {p: 1 for p in prompts}
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 64 kB filesystem (tmpfs), when this process may mount one (root, as in CI)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
+def test_a_full_disk_stops_the_run_and_the_rerun_after_freeing_space_has_every_prompt_once(workdir, small_disk):
+    server = FakeTeacher(default_step=lambda body: Reply(body=completion({"content": "y" * 5000}))).start()
+    try:
+        prompts = [f"prompt {i}" for i in range(30)]
+        write_prompts(workdir, prompts)
+        (small_disk / "filler").write_bytes(b"\0" * 8192)
+        args = ["prompts.jsonl", "--tools", "none", "--base-url", server.base_url, "-c", "2",
+                "-o", str(small_disk / "train.jsonl")]
+        first = run_script(workdir, *args)
+        assert_no_traceback(first.err)
+        assert first.code == 1 and "No space left on device" in first.err
+        assert 0 < len(read_jsonl(small_disk / "train.jsonl")) < 30
+        subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)  # space freed
+        second = run_script(workdir, *args)
+        assert second.code == 0, second.err
+        assert prompt_counts(small_disk) == {p: 1 for p in prompts}
+    finally:
+        server.stop()
+
+
+def test_under_a_hostile_mix_every_prompt_is_in_exactly_one_place(workdir):
+    import random
+
+    rng = random.Random(8)
+    kinds = list(MALFORMED_ANSWERS)
+    server = FakeTeacher().start()
+    try:
+        prompts = [f"p{i}" for i in range(60)]
+        write_prompts(workdir, prompts)
+        for prompt in prompts:
+            steps = []
+            for _ in range(rng.randint(0, 4)):
+                steps.append(rng.choice([
+                    raw(MALFORMED_ANSWERS[rng.choice(kinds)]), status(rng.choice([400, 422, 500, 503, 429])),
+                    call_tools(("add", {"a": 1, "b": 2})), lambda body: Reply(drop=True),
+                    answer(""), answer("cut", finish_reason="length")]))
+            server.script(prompt, *steps)
+        result = run_script(workdir, "prompts.jsonl", "--tools", "tools_small.py", "--base-url", server.base_url,
+                            "--retries", "2", "--backoff", "0.01", "-c", "8")
+        assert_no_traceback(result.err)
+        assert result.code == 1
+        written = prompt_counts(workdir)
+        failed = [f["prompt"] for f in read_jsonl(workdir / "train.failed.jsonl")]
+        assert set(written.values()) == {1} and len(failed) == len(set(failed))
+        assert set(written) | set(failed) == set(prompts) and not set(written) & set(failed)
+        assert f"Failed: {len(failed)} (" in result.err and f"Total: {len(written)}/60" in result.err
+    finally:
+        server.stop()
+
+
+def test_a_dropped_terminal_finishes_what_was_paid_for_and_exits(workdir, teacher):
+    """SIGHUP from a real pseudo-terminal whose master is closed (the SSH session dropped): every answer in
+    flight is kept, and the run finishes although every write to its terminal now fails (EIO)."""
+    prompts = [f"hangup {i}" for i in range(6)]
+    write_prompts(workdir, prompts)
+    for p in prompts:
+        teacher.script(p, slow(1.0, answer(f"kept {p}")))
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url],
+        cwd=workdir, env=subprocess_env(), stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+    os.close(slave)
+    deadline = time.monotonic() + 30
+    while len([r for r in teacher.requests if "hangup" in json.dumps(r)]) < 6:
+        assert time.monotonic() < deadline, "the requests never arrived"
+        if select.select([master], [], [], 0.05)[0]:
+            os.read(master, 65536)  # keep the terminal drained while it is alive
+    os.close(master)  # the terminal is gone: SIGHUP, then EIO on every write
+    assert process.wait(timeout=60) == 130
+    assert sorted(r["messages"][-1]["content"] for r in Result(0, "", "", workdir).records()) == \
+        sorted(f"kept {p}" for p in prompts)
+
+
+def test_closed_standard_streams_leave_the_output_clean(workdir, teacher):
+    """Started with fds 0-2 closed: the output must not become fd 2, where a tool (or Chromium) logs."""
+    (workdir / "noisy_tools.py").write_text('''
+import os, subprocess
+from rnow.core.tool import tool
+
+@tool
+def noisy(text: str) -> str:
+    """Logs to stderr as a browser does, then echoes."""
+    os.write(2, b"LOG LINE FROM A TOOL\\n")
+    subprocess.run(["sh", "-c", "echo CHILD LOG >&2"])
+    return text
+''')
+    write_prompts(workdir, ["Be noisy"])
+    teacher.script("Be noisy", call_tools(("noisy", {"text": "hi"})), answer("quiet now"))
+    process = subprocess.run(["bash", "-c", 'exec "$@" <&- >&- 2>&-', "bash", sys.executable, str(SCRIPT),
+                              "prompts.jsonl", "--tools", "noisy_tools.py", "--base-url", teacher.base_url],
+                             cwd=workdir, env=subprocess_env(), timeout=60)
+    assert process.returncode == 0
+    assert "LOG" not in (workdir / "train.jsonl").read_text()
+    assert [record["messages"][-1]["content"] for record in read_jsonl(workdir / "train.jsonl")] == ["quiet now"]
+
+
+def test_stderr_closed_alone_still_runs(workdir, teacher):
+    write_prompts(workdir, ["q1", "q2"])
+    process = subprocess.run(["bash", "-c", 'exec "$@" 2>&-', "bash", sys.executable, str(SCRIPT), "prompts.jsonl",
+                              "--tools", "none", "--base-url", teacher.base_url], cwd=workdir, env=subprocess_env(),
+                             timeout=60, capture_output=False, stdout=subprocess.DEVNULL)
+    assert process.returncode == 0 and count_lines(workdir / "train.jsonl") == 2
