@@ -54,6 +54,7 @@ import time
 import traceback
 import types
 import typing
+import uuid
 import weakref
 import urllib.request
 import zlib
@@ -213,6 +214,8 @@ class RequestSettings:
     # by default for models of 8k context or less): the teacher would answer a conversation other than the
     # one the dataset holds. Asked off, so such a rollout fails with that reason instead.
     no_compression: bool = False
+    # OpenRouter's provider.enforce_distillable_text: only models whose authors allow training on their outputs
+    distillable: bool = False
 
 
 @dataclass(frozen=True)
@@ -265,6 +268,11 @@ class OutputPaths:
         return self.beside(".paused.jsonl")
 
     @property
+    def runs(self) -> Path:
+        """A record of each run as it started: what the dataset card says of the settings."""
+        return self.beside(".runs.jsonl")
+
+    @property
     def mcp_tools(self) -> Path:
         """The MCP tools' schemas the run used: --export --no-run needs them without the servers."""
         return self.beside(".mcp-tools.json")
@@ -292,6 +300,7 @@ class Config:
     dry_run: bool = False
     rescore: bool = False  # re-apply rewards.py and --min-reward to the output and rejected files
     sources: dict[str, str] = field(default_factory=dict)  # setting -> where it came from (flag, config.yml, default)
+    project: RnowProject | None = None  # config.yml, for `rnow run` after the run
 
 
 _MIN_SECRET_LENGTH = 20  # real API keys are longer (OpenRouter's: 73 characters); placeholders are shorter
@@ -494,6 +503,10 @@ def _build_arg_parser() -> argparse.ArgumentParser:
     api.add_argument("--extra-body", default=None, metavar="JSON",
                      help="JSON object (or @file.json) merged into every request: provider routing, "
                      "models fallbacks, seed, ...")
+    api.add_argument("--distillable", action="store_true",
+                     help="let OpenRouter route only to models whose authors allow training on their outputs "
+                     "(provider.enforce_distillable_text); a teacher not on its list stops the run before anything "
+                     "is sent")
 
     data = parser.add_argument_group("dataset")
     data.add_argument("--no-reasoning", action="store_true",
@@ -583,7 +596,7 @@ def parse_config(argv: list[str] | None) -> Config:
     if api_key is None and is_openrouter(base_url) and not (args.no_run or args.rescore):
         raise UsageError("OPENROUTER_API_KEY is not set. Put it in a .env file here (see .env.example) "
                          "or export it; a key is optional only for a local --base-url.")
-    rollout = read_rollout_config(args.config)
+    rollout, project = read_rollout_config(args.config)
     settings = SettingSources(rollout)
     max_turns = settings.pick("max_turns", args.max_turns, "--max-turns", default(RequestSettings, "max_turns"),
                               _positive_int)
@@ -630,7 +643,7 @@ def parse_config(argv: list[str] | None) -> Config:
                                  temperature=args.temperature, reasoning=reasoning,
                                  extra_body=parse_extra_body(args.extra_body), cache=args.cache,
                                  cache_ttl=args.cache_ttl, stream=not args.no_stream,
-                                 no_compression=is_openrouter(base_url)),
+                                 no_compression=is_openrouter(base_url), distillable=args.distillable),
         tools=ToolSettings(file=tools_path, timeout=tool_timeout, concurrency=args.tool_concurrency,
                            max_chars=max_tool_chars, mcp=tuple(McpSpec(str(u)) for u in mcp_urls)),
         gate=GateSettings(rewards=args.rewards, reward_timeout=reward_timeout, min_reward=args.min_reward,
@@ -638,7 +651,7 @@ def parse_config(argv: list[str] | None) -> Config:
         line=LineFormat(teacher=args.model, keep_reasoning=not args.no_reasoning,
                         numbered_attempts=args.attempts > 1, redact=secret.scrub),
         files=files, export=args.export, report=args.report, no_run=args.no_run, dry_run=args.dry_run,
-        rescore=args.rescore, sources=settings.sources,
+        rescore=args.rescore, sources=settings.sources, project=project,
     )
 
 
@@ -660,14 +673,24 @@ CHARS_PER_TOKEN = 4
 _MAX_CONFIG_BYTES = 1 << 20
 
 
-def read_rollout_config(path: Path | None) -> dict:
-    """The `rollout` block of config.yml (--config, else ./config.yml if present): {} when there is none."""
+@dataclass(frozen=True)
+class RnowProject:
+    """config.yml as `rnow run` reads it: the file, and whether it already names the project (rnow refuses to
+    run without a project_id, and `rnow init`, which makes one, overwrites the folder's files)."""
+
+    config: Path
+    needs_id: bool  # an rnow project config (it has dataset_type) without a project_id
+
+
+def read_rollout_config(path: Path | None) -> tuple[dict, RnowProject | None]:
+    """The `rollout` block of config.yml (--config, else ./config.yml if present): {} when there is none;
+    and the rnow project the file describes (None without a config.yml)."""
     explicit = path is not None
     path = path or Path("config.yml")
     if not path.is_file():
         if explicit:
             raise UsageError(f"--config {path}: no such file")
-        return {}
+        return {}, None
     import yaml  # rnow's own format; pyyaml comes with rnow, and is in requirements.txt
 
     try:
@@ -693,12 +716,13 @@ def read_rollout_config(path: Path | None) -> dict:
     except RecursionError:
         raise UsageError(f"{path}: nested too deeply (more than {MAX_NESTING} levels); no config needs that. "
                          "Fix it, or pass --config another file.") from None
+    project = RnowProject(path, isinstance(data, dict) and "dataset_type" in data and not data.get("project_id"))
     rollout = data.get("rollout") if isinstance(data, dict) else None
     if rollout is None:
-        return {}
+        return {}, project
     if not isinstance(rollout, dict):
         raise UsageError(f"{path}: `rollout` must be a mapping of settings")
-    return {key: (rollout[key], path) for key in _ROLLOUT_KEYS if key in rollout and rollout[key] is not None}
+    return {key: (rollout[key], path) for key in _ROLLOUT_KEYS if key in rollout and rollout[key] is not None}, project
 
 
 class SettingSources:
@@ -3279,9 +3303,9 @@ def parse_completion(data: dict) -> Completion:
             raise MalformedAnswer(f"message.{name} is not a string")
     if message.get("reasoning_details") is not None and not isinstance(message["reasoning_details"], list):
         raise MalformedAnswer("message.reasoning_details is not a list")
-    model = data.get("model")
+    model, provider = data.get("model"), data.get("provider")
     return Completion(_assistant_message(message), finish_reason, model if isinstance(model, str) else None,
-                      choice.get("error"))
+                      choice.get("error"), provider if isinstance(provider, str) else None)
 
 
 def _assistant_message(message: dict) -> dict:
@@ -3414,6 +3438,27 @@ class Completion:
     finish_reason: str | None
     model: str | None
     error: Any = None  # the choice's error object, when finish_reason is "error"
+    provider: str | None = None  # who served it, where a router says (OpenRouter: "provider")
+
+
+def teacher_licence(settings: TeacherSettings, model: str) -> bool | None:
+    """Whether the model's author allows training on its outputs, as OpenRouter's models list says (GET
+    /models?distillable=true lists those models; an entry may say is_trainable_text itself); None when the
+    list cannot tell: another server, no answer, an answer of another shape."""
+    headers = {"Authorization": f"Bearer {settings.secret.key}"} if settings.secret.key else {}
+    try:
+        with httpx.Client(timeout=15, trust_env=True) as client:  # SSL_CERT_FILE and proxies, as for requests
+            response = client.get(f"{settings.base_url}/models", params={"distillable": "true"}, headers=headers)
+        listed = response.json().get("data") if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    if not isinstance(listed, list):
+        return None
+    wanted = {model, model.split(":")[0]}  # a variant (":free", ":online") is its model's
+    for entry in listed:
+        if isinstance(entry, dict) and ({entry.get("id"), entry.get("canonical_slug")} & wanted):
+            return entry.get("is_trainable_text") is not False
+    return False
 
 
 class TeacherClient:
@@ -3731,6 +3776,13 @@ class TeacherClient:
         if status == 403 and not is_moderation_error(error) and not says_when:
             raise RunStopped("access denied", f"access denied (403: {detail}). Check the key's permissions and "
                              "limits, then re-run the same command to continue.")
+        if 400 <= status < 500 and "distill" in detail.lower() and not says_when:
+            # OpenRouter does not document this refusal; any 4xx that names distillation is it
+            raise RunStopped("not distillable", f"the teacher refused the request for its licence ({status}: "
+                             f"{detail}). --distillable routes only to models whose authors allow training on their "
+                             "outputs: choose one (https://openrouter.ai/models?distillable=true) with --model, or "
+                             "leave out --distillable if you have checked the licence yourself; then re-run the "
+                             "same command. Finished samples are kept.")
         if status in _RETRYABLE_STATUS or status >= 500 or says_when:
             self._raise_retryable(status, wait, detail, answer.headers)
         raise PromptFailed(f"HTTP {status}", f"HTTP {status}: {detail}", status=status)
@@ -3819,7 +3871,8 @@ class Outcome:
     usage: Usage  # every answered request of this rollout, also when it failed later
     turns: int = 0
     finish_reason: str | None = None
-    model: str | None = None
+    model: str | None = None  # the model that answered last (a router may answer with another)
+    provider: str | None = None  # and who served it, where the answer says
     ending: Ending = Ending.FINISHED
     label: str = ""  # a short reason the summary counts, e.g. "HTTP 400", "incomplete: length"
     detail: str = ""  # the reason in full, for the failed file
@@ -3893,6 +3946,7 @@ class RolloutRunner:
         if saved is not None:  # continue from its last saved turn: no answer is paid twice
             outcome.messages, outcome.carried, outcome.turns = saved.messages, saved.usage, saved.turns
             outcome.finish_reason, outcome.model, outcome.in_paused_file = saved.finish_reason, saved.model, True
+            outcome.provider = saved.provider
         try:
             if saved is not None and is_final_answer(saved.messages[-1]):
                 return self._ended(outcome, outcome.messages[-1], outcome.turns)
@@ -3942,6 +3996,7 @@ class RolloutRunner:
             message = with_unique_call_ids(completion.message, turn, o.messages)
             o.messages.append(message)
             o.turns, o.finish_reason, o.model = turn, completion.finish_reason, completion.model
+            o.provider = completion.provider
             if completion.finish_reason in ("length", "content_filter"):
                 return o.end(Ending.INCOMPLETE, f"incomplete: {completion.finish_reason}",
                              f"incomplete: finish_reason {completion.finish_reason} on turn {turn}")
@@ -3997,6 +4052,9 @@ def request_body_template(requests: RequestSettings, toolbox: ToolBox | None) ->
     if requests.no_compression:
         body["plugins"] = [_NO_CONTEXT_COMPRESSION]
     body.update(requests.extra_body)
+    if requests.distillable:  # with the user's own provider preferences, if any
+        provider = body.get("provider") if isinstance(body.get("provider"), dict) else {}
+        body["provider"] = {**provider, "enforce_distillable_text": True}
     plugins = requests.extra_body.get("plugins")
     if requests.no_compression and isinstance(plugins, list) and not any(
             isinstance(p, dict) and p.get("id") == "context-compression" for p in plugins):
@@ -4044,6 +4102,8 @@ def build_line(outcome: Outcome, fmt: LineFormat, tool_names: list[str]) -> dict
     metadata["prompt_id"], metadata["sample"] = job.prompt.prompt_id, job.sample  # the user's keys never win
     if outcome.model and outcome.model != fmt.teacher:
         metadata["model"] = fmt.redact(outcome.model)  # the teacher's words, like finish_reason
+    if outcome.provider:
+        metadata["provider"] = fmt.redact(outcome.provider)  # for the dataset card: who served the answers
     if isinstance(outcome.finish_reason, str):
         metadata["finish_reason"] = fmt.redact(outcome.finish_reason)
     if outcome.ending is Ending.INCOMPLETE:
@@ -4145,7 +4205,7 @@ def encode_line(record: dict) -> bytes:
 def _metadata_keys_the_builder_adds() -> frozenset[str]:
     """Every metadata key build_line can add, found by building a line that has them all."""
     score = Score({"r": 0.0}, 0.0, {"r": "failed"})
-    outcome = Outcome(RolloutJob(Prompt("p", [], {}, ""), 0, 0), [], Usage(), model="another",
+    outcome = Outcome(RolloutJob(Prompt("p", [], {}, ""), 0, 0), [], Usage(), model="another", provider="p",
                       ending=Ending.INCOMPLETE, detail="incomplete: x", score=score)
     return frozenset(build_line(outcome, LineFormat("teacher", True, True, str), [])["metadata"])
 
@@ -4627,6 +4687,7 @@ class _SavedTurns:
     finish_reason: str | None
     fingerprint: str
     model: str | None  # the model that answered last (a line names it when it is not the one asked for)
+    provider: str | None
 
 
 class _Chain:
@@ -4697,7 +4758,8 @@ class PausedFile(LineFile):
             return False
         record = {"prompt_id": key[0], "sample": key[1], "attempt": key[2], "from": chain.said if chain else 0,
                   "turns": outcome.turns, "finish_reason": self.scrub(outcome.finish_reason),
-                  "model": self.scrub(outcome.model), "usage": outcome.total_usage.to_json(), "messages": scrubbed}
+                  "model": self.scrub(outcome.model), "provider": self.scrub(outcome.provider),
+                  "usage": outcome.total_usage.to_json(), "messages": scrubbed}
         if chain is None:
             record["fingerprint"] = fingerprint
         start = self.append(record)
@@ -4919,9 +4981,27 @@ def _saved_turns(records: list[Any], prompt: list[dict]) -> _SavedTurns | None:
                 or (value < 0 and name != "cache_savings")):  # savings are negative when writes cost more
             return None
         setattr(carried, name, type(getattr(carried, name))(value))
-    finish_reason, model = last.get("finish_reason"), last.get("model")
+    finish_reason, model, provider = last.get("finish_reason"), last.get("model"), last.get("provider")
     return _SavedTurns(messages, carried, turns, finish_reason if isinstance(finish_reason, str) else None,
-                      fingerprint, model if isinstance(model, str) else None)
+                       fingerprint, model if isinstance(model, str) else None,
+                       provider if isinstance(provider, str) else None)
+
+
+class RunsFile(LineFile):
+    """<output>.runs.jsonl: one record a run, appended as it starts: when, by which generator, on which prompts
+    file, with the settings that shape the data (teacher, sampling, tools, the gate). The dataset card is made
+    from it and the data files alone, so it is right after any number of resumes."""
+
+    def record_start(self, record: dict) -> None:
+        try:
+            self.append(record)
+        finally:
+            self.close()
+
+    def records(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        return [record for _, record in LineReader(self.path).records() if isinstance(record, dict)]
 
 
 class FailedFile(LineFile):
@@ -5089,11 +5169,16 @@ class _ExportResult:
     unknown_tools: set[str] = field(default_factory=set)
 
 
-def export_output(output: Path, fmt: str, toolbox: ToolBox | None, saved: Path | None = None) -> _ExportResult:
-    """Rebuild <stem>.<fmt>.jsonl from the output, streaming; replaced whole only when complete. `saved`: the
-    MCP tools' schemas the run kept (their servers need not be running for an export)."""
+def export_schemas(toolbox: ToolBox | None, saved: Path | None = None) -> dict[str, dict]:
+    """Every tool's schema by name: tools.py's, and the MCP tools' the run kept in `saved` (their servers need
+    not be running for an export)."""
     schemas = load_mcp_schemas(saved) if saved is not None else {}
     schemas.update({tool.name: tool.api_schema() for tool in toolbox.tools.values()} if toolbox else {})
+    return schemas
+
+
+def export_output(output: Path, fmt: str, schemas: dict[str, dict]) -> _ExportResult:
+    """Rebuild <stem>.<fmt>.jsonl from the output, streaming; replaced whole only when complete."""
     result = _ExportResult(_export_path(output, fmt))
     convert = _EXPORTERS[fmt]
     if not output.exists():
@@ -5127,6 +5212,188 @@ def report_export(result: _ExportResult) -> str:
         text += (f"; tools not in the tools file, left out of `tools`: {', '.join(sorted(result.unknown_tools))} "
                  "(pass the --tools file the run used)")
     return text + "."
+
+
+def card_path(export: Path) -> Path:
+    """The dataset card beside the hf export. Not README.md: the project folder has its own README (this
+    repository's, or an rnow template's), which the card must not overwrite; upload it as README.md."""
+    return export.with_name(export.stem + ".README.md")
+
+
+@dataclass
+class _CardFigures:
+    """What the card says of the data, counted from the files as they are."""
+
+    lines: int = 0
+    rejected: int = 0
+    failed: int = 0
+    turns: int = 0
+    tool_calls: int = 0
+    scored: int = 0
+    cost: float = 0.0  # of the lines in the dataset
+    cost_elsewhere: float = 0.0  # of rejected lines and failed rollouts: paid for, not in the dataset
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    models: collections.Counter = field(default_factory=collections.Counter)  # that answered, by line
+    providers: collections.Counter = field(default_factory=collections.Counter)
+    tools_used: collections.Counter = field(default_factory=collections.Counter)
+    systems: collections.Counter = field(default_factory=collections.Counter)  # system prompts, by line
+
+    def count_line(self, record: dict) -> None:
+        metadata = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
+        self.lines += 1
+        self.models[str(metadata.get("model") or metadata.get("teacher") or "unknown")] += 1
+        if metadata.get("provider"):
+            self.providers[str(metadata["provider"])] += 1
+        self.turns += metadata.get("turns", 0) if isinstance(metadata.get("turns"), int) else 0
+        self.scored += isinstance(metadata.get("reward"), (int, float))
+        usage = metadata.get("usage") if isinstance(metadata.get("usage"), dict) else {}
+        self.cost += _finite(usage.get("cost"))
+        self.prompt_tokens += int(_finite(usage.get("prompt_tokens")))
+        self.completion_tokens += int(_finite(usage.get("completion_tokens")))
+        messages = record.get("messages") if isinstance(record.get("messages"), list) else []
+        for message in messages:
+            if not isinstance(message, dict):
+                continue
+            if message.get("role") == "system" and isinstance(message.get("content"), str):
+                self.systems[message["content"]] += 1
+            for call in message.get("tool_calls") or ():
+                self.tool_calls += 1
+                function = call.get("function") if isinstance(call, dict) else None
+                self.tools_used[str(function.get("name") if isinstance(function, dict) else "?")] += 1
+
+    def count_elsewhere(self, record: dict | None, rejected: bool) -> None:
+        if not isinstance(record, dict):
+            return
+        fields = record.get("metadata") if rejected and isinstance(record.get("metadata"), dict) else record
+        usage = fields.get("usage") if isinstance(fields.get("usage"), dict) else {}
+        self.cost_elsewhere += _finite(usage.get("cost"))
+        self.rejected += rejected
+        self.failed += not rejected
+
+
+def _finite(value: Any) -> float:
+    """A number from a file as a float; 0 for anything else (a string, a bool, NaN)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else 0.0
+
+
+def _size_category(n: int) -> str:
+    """The Hugging Face Hub's size_categories value for n rows."""
+    for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                        (10_000_000, "1M<n<10M")):
+        if n < bound:
+            return name
+    return "10M<n<100M"
+
+
+def _fenced(text: str) -> str:
+    """A code block that no text can close early (its fence is longer than any run of backticks in it)."""
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    return f"{fence}\n{text}\n{fence}"
+
+
+def _plain(value: Any) -> str:
+    """A value from a file, as text for one table cell: no line breaks, no pipes, nothing past 200 characters."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], runs: list[dict]) -> str:
+    """The dataset card of the hf export (the Hub's conventions: a YAML header naming the data file, its task
+    and size, then what the data is): what was asked of which teacher, with which tools and settings, what it
+    cost and when. Made from the run's files alone: the output, the rejected and failed files, and the runs
+    file; every value from them is written as data, never as markup."""
+    import yaml
+
+    figures = _CardFigures()
+    for _, record in LineReader(files.output).records() if files.output.is_file() else ():
+        if isinstance(record, dict):
+            figures.count_line(record)
+    for path, rejected in ((files.rejected, True), (files.failed, False)):
+        for _, record in LineReader(path).records() if path.is_file() else ():
+            figures.count_elsewhere(record, rejected)
+    header = {"configs": [{"config_name": "default", "data_files": [{"split": "train", "path": export.name}]}],
+              "task_categories": ["text-generation"], "size_categories": [_size_category(figures.lines)],
+              "tags": ["synthetic", "distillation"] + (["tool-use"] if figures.tool_calls else [])}
+    last = runs[-1] if runs else {}
+    teacher = last.get("teacher") if isinstance(last.get("teacher"), dict) else {}
+    prompts = last.get("prompts") if isinstance(last.get("prompts"), dict) else {}
+    out = ["---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", "",
+           f"# {_plain(export.stem)}", "",
+           f"{plural(figures.lines, 'conversation')} of a teacher model solving prompts"
+           + (f" with tools ({figures.tool_calls} tool calls in {figures.turns} turns)" if figures.tool_calls else "")
+           + f", made by `generate_distillation_data.py` for supervised fine-tuning of a student. Chat format in "
+           f"`{export.name}` (`messages`, and `tools` with their JSON schemas), as TRL's `SFTTrainer` reads it.", ""]
+    out += ["## What was asked", ""]
+    if prompts:
+        out += [f"- Prompts file: `{_plain(prompts.get('file'))}` (sha256 `{_plain(prompts.get('sha256'))}`), "
+                f"{_plain(prompts.get('rollouts'))} rollouts asked for "
+                f"({_plain(prompts.get('samples'))} a prompt)"]
+    else:
+        out += ["- Prompts file: not recorded (these files were made before runs were recorded)"]
+    for text, count in figures.systems.most_common(3):
+        out += [f"- System prompt, in {plural(count, 'line')}:", "", _fenced(text[:2000]), ""]
+    out += ["", "## Of whom", ""]
+    out += ["| model that answered | lines |", "|---|---|"] + \
+        [f"| {_plain(model)} | {count} |" for model, count in figures.models.most_common(20)]
+    if figures.providers:
+        out += ["", "| provider that served it (the last answer of a line) | lines |", "|---|---|"] + \
+            [f"| {_plain(name)} | {count} |" for name, count in figures.providers.most_common(20)]
+    licence = teacher.get("licence")
+    out += ["", "Teacher's licence: " + (
+        "the model is on OpenRouter's list of models whose authors allow training on their outputs "
+        "(best effort: check the licence for your use)." if licence is True else
+        "the model is **not** on OpenRouter's list of models whose authors allow training on their outputs: "
+        "check its terms before training on this data." if licence is False else
+        "not known (the models list could not tell, or was not asked)."),
+        "" if not teacher.get("distillable") else
+        "Requests were sent with `provider.enforce_distillable_text` (routed only to such models).", ""]
+    out += ["## Tools", ""]
+    used = sorted(set(figures.tools_used) | set(schemas))
+    if used:
+        out += ["| tool | calls |", "|---|---|"] + [f"| `{_plain(name)}` | {figures.tools_used[name]} |" for name in used]
+        if schemas:
+            out += ["", "Their schemas, as the teacher was given them:", "",
+                    _fenced(json.dumps([schemas[name] for name in sorted(schemas)], indent=1, ensure_ascii=False))]
+    else:
+        out += ["None: plain completions."]
+    out += ["", "## Settings that shape the data", ""]
+    if runs:
+        out += ["| setting | value |", "|---|---|"]
+        for label, path in (("teacher model", ("teacher", "model")), ("temperature", ("teacher", "temperature")),
+                            ("max tokens an answer", ("teacher", "max_tokens")), ("reasoning", ("teacher", "reasoning")),
+                            ("extra request body", ("teacher", "extra_body")), ("max turns", ("rollout", "max_turns")),
+                            ("system prompt (--system)", ("rollout", "system")), ("rewards", ("gate", "rewards")),
+                            ("min reward", ("gate", "min_reward")), ("attempts", ("gate", "attempts"))):
+            values = []
+            for run in runs:
+                part = run.get(path[0]) if isinstance(run.get(path[0]), dict) else {}
+                value = _plain(part.get(path[1]))
+                if value not in values:
+                    values.append(value)
+            out += [f"| {label} | {' / '.join(values)} |"]
+        if len(runs) > 1:
+            out += ["", "Values separated by / changed between runs."]
+    else:
+        out += ["Not recorded (these files were made before runs were recorded)."]
+    if figures.scored or figures.rejected:
+        tries = figures.lines + figures.rejected
+        out += ["", f"Quality gate: {figures.lines} of {tries} finished tries kept "
+                f"({figures.lines / tries:.0%}); {figures.rejected} rejected lines are in "
+                f"`{files.rejected.name}`." if tries else ""]
+    out += ["", "## Cost and when", "",
+            f"- The conversations here cost ${figures.cost:.4f} ({human_count(figures.prompt_tokens)} prompt and "
+            f"{human_count(figures.completion_tokens)} completion tokens, as the teacher reported them); rejected "
+            f"tries and failed rollouts on record ({figures.rejected + figures.failed}) cost ${figures.cost_elsewhere:.4f} more.",
+            ]
+    if runs:
+        started = [_plain(run.get("started")) for run in runs]
+        generator = last.get("generator") if isinstance(last.get("generator"), dict) else {}
+        out += [f"- Made by {plural(len(runs), 'run')}, started {started[0]}" + (f" to {started[-1]}" if len(runs) > 1 else "")
+                + f", by `generate_distillation_data.py` (sha256 `{_plain(generator.get('sha256'))}`)."]
+    return "\n".join(out) + "\n"
 
 
 # ==================================================================================================
@@ -5754,9 +6021,13 @@ def _run_command(argv: list[str] | None) -> int:
         for note in output.repair(scan):
             print(note, file=sys.stderr)
         remove_stale_temporaries(cfg.files.output)
+        if cfg.project is not None and cfg.project.needs_id:
+            print(_give_project_id(cfg.project.config), file=sys.stderr)
         if plan.finished_before == plan.total:
             print(f"Nothing to do: all {plan.total} rollouts are already in {cfg.files.output}.", file=sys.stderr)
             return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending)
+        licence = _check_licence(cfg) if cfg.requests.distillable or is_openrouter(cfg.teacher.base_url) else None
+        RunsFile(cfg.files.runs).record_start(_run_record(cfg, plan, toolbox, licence))
         code = _run_event_loop(Run(cfg, toolbox, plan, output, scorer).execute())
         ran = True
         return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, code, plan.pending)
@@ -5777,6 +6048,85 @@ def _run_command(argv: list[str] | None) -> int:
     finally:
         if output is not None:
             output.release()
+
+
+def _check_licence(cfg: Config) -> bool | None:
+    """Say once, at the start, whether the teacher's author allows distillation, where the models list can
+    tell; with --distillable, a teacher the list says does not allow it stops here, before anything is sent."""
+    model = cfg.requests.model
+    licence = teacher_licence(cfg.teacher, model)
+    if licence is False and cfg.requests.distillable:
+        raise UsageError(f"{model} is not on OpenRouter's list of models whose authors allow training on their "
+                         "outputs, so with --distillable every request would be refused. Choose one of "
+                         "https://openrouter.ai/models?distillable=true with --model, or leave out --distillable if "
+                         "you have checked its licence yourself.")
+    if licence is True:
+        print(f"Teacher's licence: {model} is on OpenRouter's list of models whose authors allow training on "
+              "their outputs (best effort: check its licence for your use).", file=sys.stderr)
+    elif licence is False:
+        print(f"Teacher's licence: {model} is not on OpenRouter's list of models whose authors allow training on "
+              "their outputs: check its terms before training on this data (--distillable routes only to models "
+              "that are).", file=sys.stderr)
+    elif cfg.requests.distillable:
+        print("Teacher's licence: the models list could not tell; every request asks OpenRouter to route only to "
+              "models that allow distillation (--distillable).", file=sys.stderr)
+    return licence
+
+
+def _run_record(cfg: Config, plan: Plan, toolbox: ToolBox | None, licence: bool | None) -> dict:
+    """What the runs file keeps of this run for the dataset card: the settings that shape the data."""
+    requests, gate = cfg.requests, cfg.gate
+    return cfg.line.redact({
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "generator": {"sha256": _file_sha256(Path(__file__))[:16]},
+        "prompts": {"file": cfg.prompts.input.name, "sha256": _file_sha256(cfg.prompts.input),
+                    "rollouts": plan.total, "samples": cfg.prompts.samples},
+        "teacher": {"model": requests.model, "base_url": display_url(cfg.teacher.base_url),
+                    "temperature": requests.temperature, "max_tokens": requests.max_tokens,
+                    "reasoning": requests.reasoning, "extra_body": requests.extra_body or None,
+                    "distillable": requests.distillable, "licence": licence},
+        "rollout": {"max_turns": requests.max_turns, "system": cfg.prompts.system,
+                    "tools": sorted(toolbox.tools) if toolbox is not None else [],
+                    "mcp": [spec.shown for spec in cfg.tools.mcp]},
+        "gate": {"rewards": cfg.gate.rewards.name if gate.rewards else None, "min_reward": gate.min_reward,
+                 "attempts": gate.attempts},
+    })
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_PROJECT_ID_NOTE = ("# rnow run needs a project id. `rnow init` makes one, but it also copies its template over this\n"
+                    "# folder (train.jsonl and config.yml included): never run it here. Added by generate_distillation_data.py.\n")
+
+
+def _give_project_id(config: Path) -> str:
+    """Give config.yml the project_id `rnow run` needs, as `rnow init` would make it (a random UUID), so the
+    folder trains with nothing but `rnow login`. The line is appended, the rest of the file kept byte for
+    byte; the result is checked to read as the same settings plus the id before it replaces the file."""
+    import yaml
+
+    project_id = str(uuid.uuid4())
+    try:
+        text = config.read_bytes().decode("utf-8")
+        new_text = text + ("\n" if text and not text.endswith("\n") else "") + _PROJECT_ID_NOTE + \
+            f'project_id: "{project_id}"\n'
+        before, after = yaml.safe_load(text.lstrip("\ufeff")), yaml.safe_load(new_text.lstrip("\ufeff"))
+        if not (isinstance(after, dict) and after == {**before, "project_id": project_id}):
+            raise ValueError("the id cannot be appended to how this file is written")
+        with replaced_atomically(config) as out:
+            out.write(new_text.encode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
+        return (f"Note: {config} has no project_id, which `rnow run` needs, and it could not be added ({e}). Add "
+                f'a line `project_id: "{project_id}"` to it yourself; do not run `rnow init` here (it overwrites '
+                "this folder's files).")
+    return (f"{config}: added project_id {project_id}, which `rnow run` needs to train on this folder (`rnow init` "
+            "would make one too, but it overwrites train.jsonl and config.yml: never run it here).")
 
 
 @contextlib.contextmanager
@@ -5847,8 +6197,19 @@ def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], repor
     page, made anew from the files."""
     if code not in (EXIT_OK, EXIT_FAILED):
         return code
+    schemas = export_schemas(toolbox, files.mcp_tools) if export else {}
     for fmt in export:
-        print(report_export(export_output(files.output, fmt, toolbox, files.mcp_tools)), file=sys.stderr)
+        result = export_output(files.output, fmt, schemas)
+        print(report_export(result), file=sys.stderr)
+        if fmt == "hf":
+            card = card_path(result.path)
+            try:
+                with replaced_atomically(card) as f:
+                    f.write(dataset_card(files, result.path, schemas, RunsFile(files.runs).records()).encode("utf-8"))
+            except OSError as e:
+                raise OutputError(card, e) from None
+            print(f"Dataset card: {card} (the README.md of a dataset repository on the Hugging Face Hub)",
+                  file=sys.stderr)
     if report:
         import distillation_report  # only here: the page is reached through this flag alone
 

@@ -171,7 +171,9 @@ def run_generator(work: Path, server: FakeTeacher, n: int, concurrency: int, too
             raise SystemExit(f"generator failed ({os.waitstatus_to_exitcode(status)}): {stderr[-2000:]}")
     peak.stop()
     wall = time.monotonic() - started
-    lines = [line for out in work.glob(f"{tag}.out*.jsonl") for line in out.read_text().splitlines()]
+    ours = (".runs.jsonl", ".failed.jsonl", ".rejected.jsonl", ".paused.jsonl", ".quarantine.jsonl")  # beside it
+    lines = [line for out in work.glob(f"{tag}.out*.jsonl") if not out.name.endswith(ours)
+             for line in out.read_text().splitlines()]
     ids = Counter(json.loads(line)["metadata"]["prompt_id"] for line in lines)
     span = server.answered_at[-1] - server.answered_at[0]
     requests = len(server.requests)

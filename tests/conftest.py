@@ -180,6 +180,15 @@ class RealPath:
         """The script's command line, run where openrouter.ai resolves to 127.0.0.1."""
         return real_path.resolving([sys.executable, str(SCRIPT), *args], self.folder)
 
+    def run_as_users_do(self, workdir: Path, *args: str) -> Result:
+        """The script at the default URL (or the front's own, where openrouter.ai cannot be made to resolve
+        here), with the test CA given as users give a proxy's: SSL_CERT_FILE in .env, none in the environment."""
+        (workdir / ".env").write_text(f"SSL_CERT_FILE={self.front.certificates.bundle}\nOPENROUTER_API_KEY=sk-or-v1-test\n")
+        if not self.front.is_default_url:
+            args = (*args, "--base-url", self.front.base_url)
+        env = {k: v for k, v in subprocess_env().items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+        return self.run(workdir, *args, env=env)
+
     def run(self, workdir: Path, *args: str, env: dict | None = None, timeout: float = 120) -> Result:
         """The subprocess mode, where openrouter.ai is the loopback nginx."""
         process = subprocess.run(self.command(*args), cwd=workdir, env=env or subprocess_env(), capture_output=True,

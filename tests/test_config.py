@@ -3,11 +3,18 @@ start, never shown), the base URL, --extra-body, --dry-run."""
 
 from __future__ import annotations
 
+import http.server
 import json
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import fixed_calls, run_script, subprocess_env, write_prompts
+from conftest import ROOT, fixed_calls, run_script, subprocess_env, write_prompts
 from fake_teacher import Reply, completion
 from real_path import free_port
 
@@ -160,3 +167,98 @@ def test_a_password_in_the_base_url_is_never_printed(workdir, teacher):
     stopped = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", dead, "-c", "1",
                          "--retries", "0", "--backoff", "0.01")
     assert stopped.code == 1 and "cannot reach" in stopped.err and "HUNTER2SECRET" not in stopped.err
+
+
+# --------------------------------------------------------------------------------------------------
+# config.yml for `rnow run`: the folder trains with nothing but `rnow login`
+# --------------------------------------------------------------------------------------------------
+
+class RnowApi:
+    """A loopback stand-in for ReinforceNow's API that records what rnow's CLI asks of it and refuses it all
+    (403), so `rnow run` stops right after its first request: the upload session for the project."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict, bytes]] = []
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                api.requests.append((self.path, dict(self.headers), body))
+                self.send_response(403)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"error": "recorded by the test"}')
+
+            do_GET = do_POST
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api"
+
+
+def logged_in_home(folder: Path) -> Path:
+    """What `rnow login` and `rnow orgs` leave in a home folder."""
+    (folder / ".rnow").mkdir(parents=True)
+    (folder / ".rnow" / "credentials.json").write_text(json.dumps({"api_key": "rnow-key-of-the-test"}))
+    (folder / ".rnow" / "config.json").write_text(json.dumps({"active_organization_id": "org-of-the-test"}))
+    return folder
+
+
+def test_after_a_run_rnows_own_cli_takes_the_folder_with_nothing_but_a_login(workdir, teacher, tmp_path_factory):
+    bundled = (ROOT / "config.yml").read_text()
+    (workdir / "config.yml").write_text(bundled)
+    (workdir / "tools.py").write_text((workdir / "tools_small.py").read_text())
+    write_prompts(workdir, [f"question {i}" for i in range(6)])
+    first = run_script(workdir, "prompts.jsonl", "--base-url", teacher.base_url)
+    assert first.code == 0, first.err
+    config = (workdir / "config.yml").read_text()
+    assert config.startswith(bundled)  # the user's file kept byte for byte; one line added
+    project_id = yaml.safe_load(config)["project_id"]
+    assert str(uuid.UUID(project_id)) == project_id and f"added project_id {project_id}" in first.err
+    assert "never run it here" in first.err and first.err.count("project_id") == 1
+    again = run_script(workdir, "prompts.jsonl", "--base-url", teacher.base_url)
+    assert again.code == 0 and (workdir / "config.yml").read_text() == config and "project_id" not in again.err
+
+    api = RnowApi()
+    rnow = Path(sys.executable).with_name("rnow")
+    env = subprocess_env(HOME=str(logged_in_home(tmp_path_factory.mktemp("home"))))
+    done = subprocess.run([str(rnow), "--api-url", api.url, "run"], cwd=workdir, env=env, capture_output=True,
+                          text=True, timeout=120)
+    api.server.shutdown()
+    said = done.stdout + done.stderr
+    assert "Missing project_id" not in said and "Invalid train.jsonl" not in said and "Invalid tools.py" not in said
+    assert [path for path, _, _ in api.requests] == ["/api/uploads/session"], said  # its local checks all passed
+    path, headers, body = api.requests[0]
+    assert json.loads(body)["projectId"] == project_id
+    assert headers["Authorization"] == "Bearer rnow-key-of-the-test"
+
+
+def test_a_config_yml_the_id_cannot_be_appended_to_is_left_as_it_is_and_the_run_goes_on(run, workdir, teacher):
+    flow = '{dataset_type: sft, data: {train_file: train.jsonl, batch_size: 1}, trainer: {num_epochs: 1}}\n'
+    (workdir / "config.yml").write_text(flow)
+    write_prompts(workdir, ["q"])
+    result = run(tools="none", subprocess=True)
+    assert result.code == 0 and len(result.records()) == 1
+    assert (workdir / "config.yml").read_text() == flow
+    assert "could not be added" in result.err and "project_id:" in result.err and "rnow init" in result.err
+
+
+def test_a_config_yml_that_names_its_project_or_is_not_rnows_is_not_touched(run, workdir, teacher):
+    named = 'project_id: "mine"\ndataset_type: sft\n'
+    (workdir / "config.yml").write_text(named)
+    write_prompts(workdir, ["q"])
+    assert run(tools="none").code == 0 and (workdir / "config.yml").read_text() == named
+    (workdir / "config.yml").write_text("rollout:\n  max_turns: 3\n")  # only our settings: not an rnow project
+    assert run("-o", "other.jsonl", tools="none").code == 0
+    assert (workdir / "config.yml").read_text() == "rollout:\n  max_turns: 3\n"
+
+
+def test_dry_run_adds_no_project_id(run, workdir, teacher):
+    (workdir / "config.yml").write_text("dataset_type: sft\n")
+    write_prompts(workdir, ["q"])
+    assert run("--dry-run", tools="none").code == 0
+    assert (workdir / "config.yml").read_text() == "dataset_type: sft\n" and not teacher.requests

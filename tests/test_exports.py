@@ -4,6 +4,7 @@ documented contract where it does not (OpenAI's fine-tuning chat format)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import datasets
@@ -209,3 +210,102 @@ def test_hf_export_ids_render_with_the_upstream_mistral_template(run, workdir, t
         assert f'"id": "{calls[0]}"' in rendered[0] and f'"call_id": "{calls[1]}"' in rendered[0]
     assert export(run, "--export", "hf", "--no-run").code == 0
     assert read_jsonl(workdir / "train.hf.jsonl") == rows  # deterministic: the same line exports the same ids
+
+
+# --------------------------------------------------------------------------------------------------
+# The dataset card: written with every hf export, from the files alone
+# --------------------------------------------------------------------------------------------------
+
+GATE_REWARDS = '''
+from rnow.core import RewardArgs, get_response, reward
+
+@reward
+def says_sum(args: RewardArgs, messages: list) -> float:
+    """1 when the answer gives a sum."""
+    return 1.0 if "sum" in get_response(messages) else 0.0
+'''
+
+
+def served_by(provider: str, then):
+    """An answer as OpenRouter gives it: naming the provider that served it."""
+    def step(body):
+        reply = then(body)
+        reply.body["provider"] = provider
+        return reply
+    return step
+
+
+def card_of(workdir):
+    from huggingface_hub import DatasetCard  # reads the card as the Hub does; validate() would need the network
+
+    path = workdir / "train.hf.README.md"
+    return DatasetCard.load(path), path.read_text()
+
+
+def test_the_hf_export_writes_a_dataset_card_whose_numbers_are_the_files(run, workdir, teacher):
+    (workdir / "rewards.py").write_text(GATE_REWARDS)
+    prompts = ["q0", "q1", "q2", "rejected twice", "fails"]
+    write_prompts(workdir, prompts)
+    for i, prompt in enumerate(prompts[:3]):
+        teacher.script(prompt, call_tools(("add", {"a": i, "b": 2})), served_by("Prov A" if i else "Prov B",
+                                                                             answer(f"sum {i + 2}")))
+    teacher.script("rejected twice", answer("no idea"), answer("still no idea"))
+    teacher.script("fails", lambda body: Reply(400, {"error": {"code": 400, "message": "bad"}}))
+    first = run("--rewards", "rewards.py", "--min-reward", "1", "--attempts", "2", "--system", "Be | `brief`",
+                "--export", "hf", subprocess=True)
+    assert first.code == 1, first.err  # one prompt failed
+    assert "Dataset card: train.hf.README.md" in first.err
+    card, text = card_of(workdir)
+    header = card.data.to_dict()
+    assert header["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "train.hf.jsonl"}]}]
+    assert header["task_categories"] == ["text-generation"] and header["size_categories"] == ["n<1K"]
+    assert "tool-use" in header["tags"]
+
+    lines = read_jsonl(workdir / "train.jsonl")
+    rejected, failed = read_jsonl(workdir / "train.rejected.jsonl"), read_jsonl(workdir / "train.failed.jsonl")
+    assert len(lines) == 3 and len(rejected) == 2 and len(failed) == 1
+    assert "3 conversations of a teacher model solving prompts with tools (3 tool calls in 6 turns)" in text
+    cost = sum(line["metadata"]["usage"]["cost"] for line in lines)
+    elsewhere = sum(r["metadata"]["usage"]["cost"] for r in rejected) + sum(f["usage"]["cost"] for f in failed)
+    assert f"cost ${cost:.4f}" in text and f"({len(rejected) + len(failed)}) cost ${elsewhere:.4f} more" in text
+    assert "| test/teacher | 3 |" in text and "| Prov A | 2 |" in text and "| Prov B | 1 |" in text
+    assert [line["metadata"]["provider"] for line in lines] == ["Prov B", "Prov A", "Prov A"]
+    sha = hashlib.sha256((workdir / "prompts.jsonl").read_bytes()).hexdigest()
+    assert f"`prompts.jsonl` (sha256 `{sha}`), 5 rollouts asked for" in text
+    assert "| `add` | 3 |" in text and '"name": "shout"' in text  # every tool, with its schema
+    assert "Quality gate: 3 of 5 finished tries kept (60%)" in text
+    assert "| system prompt (--system) | Be \\| `brief` |" in text  # a value from a file is data, not markup
+    assert "Made by 1 run, started " in text and "| min reward | 1.0 |" in text and "| attempts | 2 |" in text
+
+
+def test_the_card_after_a_resume_counts_every_run_and_every_line(run, workdir, teacher):
+    write_prompts(workdir, ["a", "b", "c"])
+    teacher.script("b", lambda body: Reply(402, {"error": {"code": 402, "message": "out of credits"}}),
+                   answer("b answered"))
+    first = run("-c", "1", "--start-concurrency", "1", "--export", "hf", tools="none", subprocess=True)
+    assert first.code == 1, first.err
+    second = run("--temperature", "0.2", "--export", "hf", tools="none", subprocess=True)
+    assert second.code == 0, second.err
+    _, text = card_of(workdir)
+    assert "3 conversations" in text and "Made by 2 runs, started " in text and " to " in text
+    assert "| temperature | 0.7 / 0.2 |" in text and "changed between runs" in text
+    assert "None: plain completions." in text
+
+
+def test_a_card_is_made_from_hostile_files_and_from_files_without_runs(run, workdir, teacher):
+    write_prompts(workdir, ["a"])
+    assert run(tools="none").code == 0
+    (workdir / "train.runs.jsonl").unlink()
+    with open(workdir / "train.jsonl", "a") as f:  # torn and edited lines beside the good one
+        f.write('{"metadata": {"prompt_id": "x", "sample": 0, "usage": {"cost": "NaN"}, "model": [1]}, "messages": 3}\n')
+    (workdir / "train.rejected.jsonl").write_text('not json\n{"metadata": {"usage": {"cost": 1e400}}}\n')
+    result = run("--no-run", "--export", "hf", tools="none", subprocess=True)
+    assert result.code == 0, result.err
+    card, text = card_of(workdir)
+    assert card.data.to_dict()["size_categories"] == ["n<1K"]
+    assert "Prompts file: not recorded" in text and "Settings that shape the data" in text
+    (workdir / "train.runs.jsonl").write_text('[1]\n{"started": "```\\n# injected", "teacher": "not a dict", '
+                                               '"generator": {"sha256": "|x|"}}\n')
+    assert run("--no-run", "--export", "hf", tools="none", subprocess=True).code == 0
+    card, text = card_of(workdir)
+    assert "\n# injected" not in text and "sha256 `\\|x\\|`" in text

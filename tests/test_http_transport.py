@@ -32,12 +32,7 @@ def test_through_nginx_with_tls_gzip_and_short_keepalive_every_prompt_is_written
     """The reported failure: 0 of 40 written behind `gzip on`. The CA comes from SSL_CERT_FILE in .env."""
     prompts = [f"real path question {i}" for i in range(40)]
     write_prompts(workdir, prompts)
-    (workdir / ".env").write_text(f"SSL_CERT_FILE={real.front.certificates.bundle}\nOPENROUTER_API_KEY=sk-or-v1-test\n")
-    args = ["prompts.jsonl", "--tools", "none", "-c", "8"]
-    if not real.front.is_default_url:
-        args += ["--base-url", real.front.base_url]
-    env = {k: v for k, v in subprocess_env().items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
-    result = real.run(workdir, *args, env=env)
+    result = real.run_as_users_do(workdir, "prompts.jsonl", "--tools", "none", "-c", "8")
     assert result.code == 0, result.err
     assert sorted(r["messages"][-1]["content"] for r in result.records()) == sorted(f"Answer to: {p}" for p in prompts)
     assert "gzip" in real.teacher.headers[-1].get("accept-encoding", "")  # as nginx passed it on

@@ -238,3 +238,72 @@ def test_a_server_clock_11_minutes_ahead_does_not_turn_a_short_window_into_a_sto
     result = run()
     assert result.code == 0, result.err
     assert result.records()[0]["messages"][-1]["content"] == "after the window"
+
+
+# --------------------------------------------------------------------------------------------------
+# The teacher's licence: --distillable (OpenRouter's provider.enforce_distillable_text)
+# --------------------------------------------------------------------------------------------------
+
+MODELS = [{"id": "open/allowed", "is_trainable_text": True}, {"id": "closed/forbidden", "is_trainable_text": False}]
+
+
+def test_distillable_routes_every_request_to_models_that_allow_training_and_says_so(run, teacher, workdir):
+    teacher.models = MODELS
+    write_prompts(workdir, ["q0", "q1"])
+    teacher.script("q0", call_tools(("add", {"a": 1, "b": 2})), answer("3"))
+    result = run("-m", "open/allowed", "--distillable", "--extra-body", '{"provider": {"sort": "price"}}',
+                 "--export", "hf", subprocess=True)
+    assert result.code == 0, result.err
+    assert teacher.models_asked == ["/api/v1/models?distillable=true"]
+    assert all(body["provider"] == {"sort": "price", "enforce_distillable_text": True} for body in teacher.requests)
+    assert len(teacher.requests) == 3
+    assert result.err.count("Teacher's licence: open/allowed is on OpenRouter's list") == 1
+    run_record = read_jsonl(workdir / "train.runs.jsonl")[0]["teacher"]
+    assert run_record["licence"] is True and run_record["distillable"] is True
+    card = (workdir / "train.hf.README.md").read_text()
+    assert "the model is on OpenRouter's list" in card and "enforce_distillable_text" in card
+
+
+def test_distillable_with_a_teacher_not_on_the_list_stops_before_anything_is_sent(run, teacher, workdir):
+    teacher.models = MODELS
+    write_prompts(workdir, ["q"])
+    result = run("-m", "closed/forbidden", "--distillable", tools="none", subprocess=True)
+    assert result.code == 2 and not teacher.requests
+    assert "closed/forbidden is not on OpenRouter's list" in result.err
+    assert "https://openrouter.ai/models?distillable=true" in result.err and "Traceback" not in result.err
+    assert not (workdir / "train.jsonl").exists() and not (workdir / "train.runs.jsonl").exists()
+
+
+def test_at_openrouter_the_licence_is_said_without_distillable_too_and_the_card_warns(real, workdir):
+    """Through nginx with TLS for openrouter.ai (the models list is asked with the same CA and proxy settings as
+    the requests); another server's list cannot tell, so it is asked only with --distillable."""
+    real.teacher.models = [*MODELS, {"id": "openai/gpt-4o-mini", "is_trainable_text": False}]
+    try:
+        write_prompts(workdir, ["licence question"])
+        result = real.run_as_users_do(workdir, "prompts.jsonl", "--tools", "none", "--export", "hf")
+        assert result.code == 0, result.err
+        assert real.teacher.models_asked[-1] == "/api/v1/models?distillable=true"
+        assert "provider" not in real.teacher.requests_for("licence question")[0]  # nothing asked of the routing
+        assert "openai/gpt-4o-mini is not on OpenRouter's list" in result.err
+        assert "**not** on OpenRouter's list" in (workdir / "train.hf.README.md").read_text()
+    finally:
+        real.teacher.models = None
+
+
+def test_another_server_is_not_asked_for_a_models_list_without_distillable(run, teacher, workdir):
+    teacher.models = MODELS
+    write_prompts(workdir, ["q"])
+    result = run("-m", "closed/forbidden", tools="none")
+    assert result.code == 0 and not teacher.models_asked and "licence" not in result.err
+
+
+def test_a_refusal_for_the_licence_mid_run_stops_the_run_saying_what_to_do(run, teacher, workdir):
+    # The models list cannot tell here (no such endpoint); the teacher refuses, in words of its own
+    write_prompts(workdir, [f"q{i}" for i in range(6)])
+    for i in range(6):
+        teacher.script(f"q{i}", status(404, "No endpoints found for this model that allow distillation"))
+    result = run("--distillable", "-c", "1", "--start-concurrency", "1", tools="none", subprocess=True)
+    assert result.code == 1 and len(teacher.requests) == 1, result.err
+    assert "Teacher's licence: the models list could not tell" in result.err
+    assert "refused the request for its licence" in result.err and "--model" in result.err
+    assert result.err.count("refused the request for its licence") == 1

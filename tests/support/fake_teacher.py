@@ -296,6 +296,11 @@ class FakeTeacher:
         self.caching = CachingProvider() if caching else None
         self.meter = meter  # a requests-per-time limit, besides (or instead of) max_in_flight
         self.pages: dict[str, str] = {}  # GET path -> HTML
+        # OpenRouter's models list (GET /models, ?distillable=true keeps the entries with is_trainable_text),
+        # and its routing rule: a request with provider.enforce_distillable_text for a model not on it is
+        # refused. None: no models endpoint (404), no rule.
+        self.models: list[dict] | None = None
+        self.models_asked: list[str] = []  # the path and query of each GET /models
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server = None
         self._thread: threading.Thread | None = None
@@ -306,6 +311,9 @@ class FakeTeacher:
     def script(self, prompt: str, *steps: Step) -> None:
         with self._lock:
             self.scripts[prompt] = list(steps)
+
+    def distillable(self) -> list[dict]:
+        return [m for m in self.models or () if m.get("is_trainable_text")]
 
     @property
     def base_url(self) -> str:
@@ -359,6 +367,12 @@ class FakeTeacher:
             return Reply(400, {"error": {"code": 400, "message": problem}})
         if body.get("stream") and not self.streaming:
             return Reply(400, {"error": {"code": 400, "message": "stream is not supported by this server"}})
+        provider = body.get("provider") if isinstance(body.get("provider"), dict) else {}
+        if provider.get("enforce_distillable_text") and self.models is not None \
+                and body.get("model") not in {m["id"] for m in self.distillable()}:
+            # OpenRouter does not document this refusal's words; a 404 like its other routing refusals
+            return Reply(404, {"error": {"code": 404, "message": f"No endpoints found for {body.get('model')} "
+                                         "that allow distillation (provider.enforce_distillable_text)"}})
         step = self._next_step(body)
         reply = step(body) if step else self._default_reply(body)
         if self.caching and isinstance(reply.body, dict) and "choices" in reply.body:
@@ -418,6 +432,10 @@ class FakeTeacher:
     async def _dispatch(self, method: str, path: str, raw: bytes) -> Reply:
         if method == "GET" and path in self.pages:  # a web page for the browse tool to read
             return Reply(200, self.pages[path].encode(), {"Content-Type": "text/html; charset=utf-8"})
+        if method == "GET" and path.split("?")[0].endswith("/models") and self.models is not None:
+            self.models_asked.append(path)
+            listed = self.distillable() if "distillable=true" in path else self.models
+            return Reply(200, {"data": listed})
         if method != "POST" or not path.endswith("/chat/completions"):
             return Reply(404, {"error": {"code": 404, "message": f"no route {method} {path}"}})
         body = json.loads(raw)
