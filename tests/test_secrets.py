@@ -84,7 +84,7 @@ def leaky_turn(signed: bool = False):
                                    "function": {"name": "echo", "arguments": json.dumps({"text": f"arg {KEY}"})}},
                                   {"id": "call_2", "type": "function",
                                    "function": {"name": f"tool_{KEY}", "arguments": "{}"}}]}
-        return Reply(body=completion(message, "tool_calls", model=f"provider/{KEY}"))
+        return Reply(body={**completion(message, "tool_calls", model=f"provider/{KEY}"), "provider": f"Prov {KEY}"})
 
     return step
 
