@@ -12,9 +12,9 @@ The file reads top-down, in the order the data flows; each section owns one conc
 banner's first line, and uses only the sections above it:
 
     Settings -> config.yml and the environment -> Prompts -> Tools -> MCP servers -> Rewards -> Spend
-    -> Rate control -> Prompt caching -> HTTP transport -> Judging answers -> Teacher client -> Rollout
-    -> The dataset line -> Output and resume -> Paused and failed files -> Exports -> Progress and the summary
-    -> The run -> Main
+    -> Rate control -> Prompt caching -> HTTP transport -> Judging answers -> Teacher client -> Batch API
+    -> Rollout -> The dataset line -> Output and resume -> Paused and failed files -> Exports
+    -> Progress and the summary -> The run -> Main
 """
 
 from __future__ import annotations
@@ -175,6 +175,7 @@ class PromptSettings:
     num: int | None = None  # only the first N prompts
     shard: tuple[int, int] | None = None  # (I, N): only shard I of N
     samples: int = 1  # rollouts per prompt
+    text_only: bool = False  # --batch: the Batch API takes text only; a prompt with an image or file part is refused
 
 
 @dataclass(frozen=True)
@@ -190,11 +191,17 @@ class TeacherSettings:
     backoff: float = 1.0  # seconds before the first retry; doubles, with jitter, up to 60
     max_answer_bytes: int = 64 << 20  # an answer larger than this, decoded, fails its prompt (no retry)
     stall_timeout: float = 300.0  # a streamed answer with no data event for this long is retried
+    batch: bool = False  # every request through OpenRouter's Batch API: about half the price, hours a turn
+    batch_poll: float = 30.0  # seconds between looks at a batch in progress
 
     @property
     def rollout_pool_size(self) -> int:
-        # Twice the request limit, so rollouts busy running tools never leave a request slot idle.
-        return self.concurrency * 2
+        # Twice the request limit, so rollouts busy running tools never leave a request slot idle. In batch
+        # mode a batch gathers the next turn of every rollout in progress: as many as a batch may carry.
+        return max(self.concurrency * 2, BATCH_MOST_REQUESTS) if self.batch else self.concurrency * 2
+
+
+BATCH_MOST_REQUESTS = 1000  # requests a batch carries at most (fewer when long answers could pass the size cap)
 
 
 @dataclass(frozen=True)
@@ -266,6 +273,11 @@ class OutputPaths:
     def paused(self) -> Path:
         """The turns so far of rollouts in progress: a stopped run continues them, paying no answer twice."""
         return self.beside(".paused.jsonl")
+
+    @property
+    def batches(self) -> Path:
+        """--batch: the batches sent and not yet done with, so a run that stops finds them again."""
+        return self.beside(".batches.jsonl")
 
     @property
     def runs(self) -> Path:
@@ -503,6 +515,13 @@ def _build_arg_parser() -> argparse.ArgumentParser:
     api.add_argument("--extra-body", default=None, metavar="JSON",
                      help="JSON object (or @file.json) merged into every request: provider routing, "
                      "models fallbacks, seed, ...")
+    api.add_argument("--batch", action="store_true",
+                     help="send every request through OpenRouter's Batch API, billed at about half the price: the "
+                     "next turn of every rollout goes into one batch, so each turn takes as long as a batch (minutes "
+                     "to hours, up to 24 h); re-running the same command picks up the batches in flight")
+    api.add_argument("--batch-poll", type=_positive_float, default=default(TeacherSettings, "batch_poll"),
+                     metavar="SECONDS", help="with --batch, seconds between looks at a batch in progress "
+                     "(default: %(default)s)")
     api.add_argument("--distillable", action="store_true",
                      help="let OpenRouter route only to models whose authors allow training on their outputs "
                      "(provider.enforce_distillable_text); a teacher not on its list stops the run before anything "
@@ -591,6 +610,9 @@ def parse_config(argv: list[str] | None) -> Config:
     if args.no_run and not (args.export or args.report):
         raise UsageError("--no-run only makes the --export and --report files; add --export hf (or openai) "
                          "or --report")
+    extra_body = parse_extra_body(args.extra_body)
+    if args.batch:
+        _check_batchable(base_url, extra_body)
     if args.no_run and args.dry_run:
         raise UsageError("use either --no-run or --dry-run, not both")
     if api_key is None and is_openrouter(base_url) and not (args.no_run or args.rescore):
@@ -634,15 +656,16 @@ def parse_config(argv: list[str] | None) -> Config:
         check_regular_file(path, "a file beside the output")
     secret = _Secret(api_key)
     return Config(
-        prompts=PromptSettings(input=args.input, system=args.system, num=args.num, shard=shard, samples=args.samples),
+        prompts=PromptSettings(input=args.input, system=args.system, num=args.num, shard=shard, samples=args.samples,
+                               text_only=args.batch),
         teacher=TeacherSettings(base_url=base_url, secret=secret, concurrency=args.concurrency,
                                 start_concurrency=args.start_concurrency, timeout=args.timeout, retries=args.retries,
                                 backoff=args.backoff, max_answer_bytes=int(args.max_answer_mb * MB),
-                                stall_timeout=args.stall_timeout),
+                                stall_timeout=args.stall_timeout, batch=args.batch, batch_poll=args.batch_poll),
         requests=RequestSettings(model=args.model, max_tokens=args.max_tokens, max_turns=max_turns,
                                  temperature=args.temperature, reasoning=reasoning,
-                                 extra_body=parse_extra_body(args.extra_body), cache=args.cache,
-                                 cache_ttl=args.cache_ttl, stream=not args.no_stream,
+                                 extra_body=extra_body, cache=args.cache,
+                                 cache_ttl=args.cache_ttl, stream=not (args.no_stream or args.batch),
                                  no_compression=is_openrouter(base_url), distillable=args.distillable),
         tools=ToolSettings(file=tools_path, timeout=tool_timeout, concurrency=args.tool_concurrency,
                            max_chars=max_tool_chars, mcp=tuple(McpSpec(str(u)) for u in mcp_urls)),
@@ -823,6 +846,24 @@ def parse_extra_body(text: str | None) -> dict:
                              f"--samples {body[name] if type(body[name]) is int and body[name] > 1 else 'N'} "
                              f"instead (each is its own rollout, resumed and scored on its own).")
     return body
+
+
+def batch_endpoint(base_url: str) -> str | None:
+    """The Batch API beside the base URL's /v1 (https://openrouter.ai/api/v1 -> .../api/beta/batches); None
+    for a base URL that has none."""
+    return base_url[:-len("/v1")] + "/beta/batches" if base_url.endswith("/v1") else None
+
+
+def _check_batchable(base_url: str, extra_body: dict) -> None:
+    """--batch: refuse at the start what a batch cannot carry."""
+    if batch_endpoint(base_url) is None:
+        raise UsageError(f"--batch needs a Batch API beside the base URL's /v1 (OpenRouter's: "
+                         f"{OPENROUTER_BASE_URL} -> https://openrouter.ai/api/beta/batches); {display_url(base_url)} "
+                         "has none. Run without --batch, or use a base URL that ends in /v1.")
+    for key, why in (("models", "every request in a batch must name the batch's one model, so there are no "
+                      "`models` fallbacks"), ("stream", "batch answers come whole")):
+        if key in extra_body:
+            raise UsageError(f"--extra-body's `{key}` cannot go in a batch: {why}. Leave it out, or run without --batch.")
 
 
 # ==================================================================================================
@@ -1204,8 +1245,21 @@ def iter_jobs(prompts: PromptSettings) -> Iterator[RolloutJob]:
             return
         if prompts.shard and _shard_of(prompt.prompt_id, prompts.shard[1]) != prompts.shard[0]:
             continue
+        if prompts.text_only and (kind := _non_text_part(prompt.messages)):
+            raise UsageError(f"{prompts.input}:{prompt.line_no}: has a part of type {kind}, and --batch sends text only "
+                             "(OpenRouter's Batch API refuses image, audio and file parts). Run this prompt without "
+                             "--batch, or leave the part out.")
         for sample in range(prompts.samples):
             yield RolloutJob(prompt, sample, next(seq))
+
+
+def _non_text_part(messages: list[dict]) -> str | None:
+    for message in messages:
+        for part in message.get("content") if isinstance(message.get("content"), list) else ():
+            kind = part.get("type", "text") if isinstance(part, dict) else "?"
+            if kind != "text":
+                return str(kind)[:40]
+    return None
 
 
 def _shard_of(prompt_id: str, shards: int) -> int:
@@ -2595,9 +2649,12 @@ class CachePlan:
         return marked
 
 
-def cache_plan(requests: RequestSettings, base_url: str) -> CachePlan:
+def cache_plan(requests: RequestSettings, base_url: str, batch: bool = False) -> CachePlan:
     if requests.cache == "off":
         return CachePlan(False, "off (--cache off)")
+    if batch and requests.cache_ttl != "1h":  # turns are minutes to hours apart: a 5-minute write is wasted
+        return CachePlan(False, "not asked for in batch mode: a 5-minute cache is gone before the next turn "
+                         "(--cache-ttl 1h asks for one that lasts)")
     if requests.cache == "on":
         return CachePlan(True, "on (--cache on)", requests.cache_ttl)
     if is_openrouter(base_url) and requests.model.startswith(_ASKS_FOR_CACHING):
@@ -3462,8 +3519,10 @@ def teacher_licence(settings: TeacherSettings, model: str) -> bool | None:
 
 
 class TeacherClient:
-    def __init__(self, settings: TeacherSettings, limiter: AdaptiveLimiter, stats: Stats):
+    def __init__(self, settings: TeacherSettings, limiter: AdaptiveLimiter, stats: Stats,
+                 batches: BatchQueue | None = None):
         self.settings, self.limiter, self.stats = settings, limiter, stats
+        self.batches = batches  # --batch: every request goes through it instead of the live API
         self.url = f"{settings.base_url}/chat/completions"
         self.display_url = display_url(self.url)  # what messages show: no password from the URL
         self.answered_once = False  # until then, unreachable_limit() failures in a row stop the run
@@ -3492,8 +3551,8 @@ class TeacherClient:
         self.headers = httpx.Headers({**headers, "Host": self.target.netloc.decode("ascii")})
         self.timeouts = {"connect": min(settings.timeout, 15.0), "read": settings.timeout, "pool": None}
 
-    async def complete(self, body: dict, priority: int, spend: Usage, stopping: asyncio.Event | None = None
-                       ) -> Completion:
+    async def complete(self, body: dict, priority: int, spend: Usage, stopping: asyncio.Event | None = None,
+                       rollout: str = "") -> Completion:
         """One chat completion, retried with backoff on anything transient.
 
         Every answered request's usage is added to `spend` as it arrives, so a rollout that fails later
@@ -3501,7 +3560,7 @@ class TeacherClient:
         send nothing (NotStarted).
         """
         try:
-            return await self._complete(body, priority, spend, stopping)
+            return await self._complete(body, priority, spend, stopping, rollout)
         except PromptFailed as e:
             if e.status in (400, 422) and body.get("stream") and "stream" in e.detail.lower():
                 # A server that cannot stream: ask for whole answers from now on, said once.
@@ -3509,7 +3568,7 @@ class TeacherClient:
                     self.stream = False
                     self.notes.append("The teacher refused streamed answers, so whole answers were asked for "
                                       "(a proxy in front of a slow teacher may close those; see --stall-timeout).")
-                return await self._complete(body, priority, spend, None)
+                return await self._complete(body, priority, spend, None, rollout)
             # Assistant messages go back as the API gave them, `reasoning_content` included; a server that
             # refuses that field in requests (400 naming it) gets messages without it from now on.
             if not (e.status in (400, 422) and "reasoning_content" in e.detail and _carries_reasoning_content(body)):
@@ -3518,9 +3577,10 @@ class TeacherClient:
                 self.drop_reasoning_content = True
                 self.notes.append("The teacher refused `reasoning_content` in the messages sent back to it, so it "
                                   "was left out of them (the dataset keeps it).")
-            return await self._complete(body, priority, spend, None)
+            return await self._complete(body, priority, spend, None, rollout)
 
-    async def _complete(self, body: dict, priority: int, spend: Usage, stopping: asyncio.Event | None) -> Completion:
+    async def _complete(self, body: dict, priority: int, spend: Usage, stopping: asyncio.Event | None,
+                        rollout: str) -> Completion:
         if self.drop_reasoning_content:
             body = {**body, "messages": [_without_reasoning_content(m) for m in body["messages"]]}
         if not self.stream and "stream" in body:
@@ -3528,6 +3588,8 @@ class TeacherClient:
         payload = orjson.dumps(body)  # ~10x json.dumps; refuses what is not strict JSON, like allow_nan=False
         for attempt in range(1, self.settings.retries + 2):
             try:
+                if self.batches is not None:  # no request slot: the batch is the unit, and the limit is its size
+                    return await self._attempt_in_batch(payload, spend, stopping, rollout)
                 return await self._attempt(payload, priority, spend, stopping if attempt == 1 else None)
             except RetryableError as e:
                 if attempt > self.settings.retries:
@@ -3565,6 +3627,16 @@ class TeacherClient:
         finally:
             admission.cancel()
             self.limiter.release(slot, answered)
+
+    async def _attempt_in_batch(self, payload: bytes, spend: Usage, stopping: asyncio.Event | None,
+                                rollout: str) -> Completion:
+        if stopping is not None and stopping.is_set():
+            raise NotStarted()
+        self.stats.requests += 1
+        status, body = await self.batches.answer(rollout, payload)
+        completion = self._read(_Answer(status, httpx.Headers(), body), spend)  # judged as a live answer
+        self.answered_once = True
+        return completion
 
     def _learn_refusal_time(self, seconds: float) -> None:
         """The admission window: three times the slowest 429 seen so far, at least 0.25 s (OpenRouter's 429s
@@ -3847,6 +3919,327 @@ def _without_reasoning_content(message: dict) -> dict:
 
 
 # ==================================================================================================
+# Batch API
+# ==================================================================================================
+# Requests gathered into OpenRouter batches and their answers handed back one by one (BatchQueue, --batch).
+
+
+@dataclass
+class _Batch:
+    id: str
+    custom_ids: list[str]
+    status: str = "validating"
+    counts: dict = field(default_factory=dict)  # the batch's request_counts, as last seen
+    estimate: float = 0.0  # USD it will likely cost, until it is billed
+
+
+class BatchQueue:
+    """In batch mode the teacher client asks this queue instead of the live API. A request waits here, with
+    the others that come within a moment of it (the next turn of every rollout in progress), until they go
+    out as one batch; its answer comes back when the batch completes, as (status, body): what the live API
+    would have answered, judged by the same code. A new batch goes out whenever requests are waiting, while
+    earlier ones are still in progress, so a slow batch holds only its own rollouts.
+
+    A request is known by its custom_id: a hash of the rollout (prompt id, sample, attempt) and of the exact
+    bytes of its body. Each batch's id and custom_ids are written to <stem>.batches.jsonl before the run
+    waits on it; the next run (after Ctrl-C, kill -9 or a crash) polls those batches again, and a rollout that
+    resumes from its saved turns rebuilds the same request, so it gets that batch's answer: nothing is sent
+    twice. What can be paid twice: a batch whose submission was cut before its id came back, and the requests
+    of a batch that expired or failed (its results are null, so there is no telling which were done), which
+    go out again in a new batch."""
+
+    def __init__(self, settings: TeacherSettings, model: str, most_requests: int, record: Path,
+                 stopping: asyncio.Event | None, may_send: Callable[[int], bool] | None = None):
+        self.url = batch_endpoint(settings.base_url) or ""
+        self.model, self.record = model, record
+        self.headers = {"Content-Type": "application/json", "HTTP-Referer": APP_URL, "X-OpenRouter-Title": APP_TITLE,
+                        "X-Title": APP_TITLE}
+        if settings.secret.key:
+            self.headers["Authorization"] = f"Bearer {settings.secret.key}"
+        self.poll, self.retries, self.backoff = settings.batch_poll, settings.retries, settings.backoff
+        self.gather = min(2.0, max(0.02, settings.batch_poll / 10))  # how long a batch waits for more requests
+        self.most_requests, self.stopping, self.may_send = most_requests, stopping, may_send
+        self.waiting: dict[str, asyncio.Future] = {}  # custom_id -> the answer a rollout waits for
+        self.queued: dict[str, bytes] = {}  # custom_id -> body, not yet in a batch
+        self.payloads: dict[str, bytes] = {}  # custom_id -> body, of every request asked in this run
+        self.in_batch: dict[str, _Batch] = {}  # custom_id -> the batch in progress that carries it
+        self.results: dict[str, tuple[int, bytes]] = {}  # answers no rollout asked for yet (earlier runs' batches)
+        self.batches: dict[str, _Batch] = {}  # every batch this run watched, by id
+        self.sent = self.resent = 0  # requests put in batches by this run, and of those, sent again
+        self.billed = 0.0  # what the batches' answers cost
+        self.wake = asyncio.Event()
+        self.tasks: set[asyncio.Task] = set()
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=15.0), trust_env=True)
+        self.started = False
+
+    # -- asked by the teacher client ---------------------------------------------------------------
+    async def answer(self, rollout: str, payload: bytes) -> tuple[int, bytes]:
+        if not self.started:
+            self.started = True
+            self._spawn(self._send_forever())
+            if self.stopping is not None:
+                self._spawn(self._pause_when_stopping(self.stopping))
+            self._resume_recorded()
+        custom_id = hashlib.sha256(rollout.encode("utf-8", "surrogatepass") + b"\x00" + payload).hexdigest()[:32]
+        if (done := self.results.pop(custom_id, None)) is not None:
+            return done  # answered in a batch an earlier run sent
+        future = self.waiting.get(custom_id)
+        if future is None or future.done():
+            future = asyncio.get_running_loop().create_future()
+            self.waiting[custom_id] = future
+            self.payloads[custom_id] = payload
+            if custom_id not in self.in_batch:
+                self.queued[custom_id] = payload
+                self.wake.set()
+        return await asyncio.shield(future)
+
+    @property
+    def pending_requests(self) -> int:
+        return len(self.queued) + sum(len(b.custom_ids) for b in self.batches.values() if not _batch_ended(b.status))
+
+    def status(self) -> str:
+        going = [b for b in self.batches.values() if not _batch_ended(b.status)]
+        if not going and not self.queued:
+            return ""
+        counts = ", ".join(f"{b.status} {b.counts.get('completed', 0)}/{b.counts.get('total', len(b.custom_ids))}"
+                           for b in going[:3])
+        return f"batches: {len(going)} in progress{f' ({counts})' if counts else ''}, {len(self.queued)} queued"
+
+    def summary(self) -> list[str]:
+        if not self.batches:
+            return []
+        live = 2 * self.billed  # OpenRouter bills batches at about half the per-token price
+        lines = [f"Batches: {len(self.batches)} ({self.sent} requests sent by this run, {self.resent} of them again "
+                 f"after a batch expired or failed); billed ${self.billed:.4f}, where the same tokens live would "
+                 f"have cost about ${live:.4f} (batches are billed at about half the price)."]
+        going = [b for b in self.batches.values() if not _batch_ended(b.status)]
+        if going:
+            lines.append(f"Batches in progress: {len(going)} ({sum(len(b.custom_ids) for b in going)} requests), "
+                         f"kept in {self.record.name}: the next run picks them up and sends none of them again.")
+        return lines
+
+    async def aclose(self, all_done: bool) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.http.aclose()
+        if all_done:  # nothing left that could ask for an earlier batch's answers
+            with contextlib.suppress(OSError):
+                self.record.unlink()
+
+    async def _pause_when_stopping(self, stopping: asyncio.Event) -> None:
+        """A stopping run does not wait hours for its batches: every rollout waiting on one pauses now (its
+        turns so far are saved), and the next run picks the batch up where it is, sending nothing again."""
+        await stopping.wait()
+        self._fail(list(self.waiting), NotStarted())
+        self.queued.clear()
+
+    # -- sending -----------------------------------------------------------------------------------
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _send_forever(self) -> None:
+        while True:
+            taken: dict[str, bytes] = {}
+            try:
+                await self._send_next(taken)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a bug of ours: its requests fail (retried), the queue goes on
+                self._fail(taken, RetryableError("batch", f"internal error: {type(e).__name__}: {e}"))
+
+    async def _send_next(self, taken: dict[str, bytes]) -> None:
+        await self.wake.wait()
+        size = -1
+        while size != len(self.queued) and len(self.queued) < self.most_requests:
+            size = len(self.queued)
+            await asyncio.sleep(self.gather)  # the rest of this wave: requests that come within a moment
+        self.wake.clear()
+        taken.update(itertools.islice(self.queued.items(), self.most_requests))
+        for custom_id in taken:
+            del self.queued[custom_id]
+        if self.queued:
+            self.wake.set()
+        if (self.stopping is not None and self.stopping.is_set()) or \
+                (self.may_send is not None and not self.may_send(len(taken))):
+            self._fail(taken, NotStarted())  # nothing was sent: they pause, to go on next run
+            return
+        await self._send(taken)
+
+    async def _send(self, taken: dict[str, bytes]) -> None:
+        """One batch out: `endpoint` and `model` before `requests` (OpenRouter reads the JSON as a stream)."""
+        payload = (b'{"endpoint":"/v1/chat/completions","model":' + orjson.dumps(self.model) + b',"requests":['
+                   + b",".join(b'{"custom_id":"' + custom_id.encode() + b'","body":' + body + b"}"
+                               for custom_id, body in taken.items()) + b"]}")
+        for attempt in range(1, self.retries + 2):
+            try:
+                response = await self.http.post(self.url, content=payload, headers=self.headers)
+            except httpx.HTTPError as e:
+                if attempt > self.retries:
+                    self._fail(taken, RetryableError("connection", f"the batch could not be sent: {type(e).__name__}"))
+                    return
+                await asyncio.sleep(min(60.0, self.backoff * 2 ** (attempt - 1)))
+                continue
+            if response.status_code in (200, 201, 202):
+                break
+            if response.status_code in _RETRYABLE_STATUS and attempt <= self.retries:
+                await asyncio.sleep(retry_after_seconds(response.headers) or min(60.0, self.backoff * 2 ** (attempt - 1)))
+                continue
+            for custom_id in taken:  # refused whole: each request gets the refusal, judged as a live one would be
+                self._deliver(custom_id, (response.status_code, response.content))
+            return
+        batch_id = _batch_field(response.content, "id")
+        if not isinstance(batch_id, str) or not batch_id:
+            self._fail(taken, RetryableError("malformed answer", "the batch was accepted without an id"))
+            return
+        batch = _Batch(batch_id, list(taken), estimate=0.0)
+        self.batches[batch_id] = batch
+        self.sent += len(taken)
+        # Written before the run waits on it: a run that dies now finds this batch again, and pays nothing twice.
+        try:
+            with open(self.record, "ab") as f:
+                f.write(orjson.dumps({"batch": batch_id, "custom_ids": batch.custom_ids, "sent": time.time()}) + b"\n")
+        except OSError:  # a full disk: this run still gets the answers; only a crash before then would lose them
+            pass
+        for custom_id in taken:
+            self.in_batch[custom_id] = batch
+        self._spawn(self._watch(batch, first_look=self.poll))
+
+    def _resume_recorded(self) -> None:
+        """The batches earlier runs sent and recorded: looked at again, their answers kept for the rollouts
+        that ask for them."""
+        if not self.record.is_file():
+            return
+        for _, entry in LineReader(self.record).records():
+            if not isinstance(entry, dict) or not isinstance(entry.get("batch"), str) or entry["batch"] in self.batches:
+                continue
+            ids = [c for c in entry.get("custom_ids") or () if isinstance(c, str)]
+            batch = _Batch(entry["batch"], ids)
+            self.batches[batch.id] = batch
+            for custom_id in ids:
+                self.in_batch[custom_id] = batch
+            self._spawn(self._watch(batch, first_look=0.0))
+
+    # -- waiting -----------------------------------------------------------------------------------
+    async def _watch(self, batch: _Batch, first_look: float) -> None:
+        try:
+            await self._watch_until_done(batch, first_look)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug of ours, or an answer of a shape never seen: its requests go out again
+            batch.status = "failed"
+            self._resend(batch)
+
+    async def _watch_until_done(self, batch: _Batch, first_look: float) -> None:
+        await asyncio.sleep(first_look)
+        while True:
+            try:
+                response = await self.http.get(f"{self.url}/{batch.id}", headers=self.headers)
+                data = orjson.loads(response.content) if response.status_code == 200 else None
+                if response.status_code == 404:
+                    data = {"status": "expired"}  # the service no longer knows it: its requests go out again
+            except (httpx.HTTPError, orjson.JSONDecodeError):
+                data = None  # a look that failed: look again later
+            if isinstance(data, dict) and isinstance(data.get("status"), str):
+                batch.status = data["status"]
+                if isinstance(data.get("request_counts"), dict):
+                    batch.counts = data["request_counts"]
+                if batch.status == "completed" and isinstance(data.get("results"), list):
+                    self._completed(batch, data)
+                    return
+                if _batch_ended(batch.status):
+                    self._resend(batch)
+                    return
+            await asyncio.sleep(self.poll)
+
+    def _completed(self, batch: _Batch, data: dict) -> None:
+        results = [r for r in data["results"] if isinstance(r, dict) and isinstance(r.get("custom_id"), str)]
+        batch_cost = finite((data.get("usage") or {}).get("cost") if isinstance(data.get("usage"), dict) else None)
+        bodies: dict[str, tuple[int, bytes]] = {}
+        missing_cost: list[tuple[str, dict, float]] = []  # answers without a cost: their share of the batch's
+        known = 0.0
+        for result in results:
+            response = result.get("response")
+            if isinstance(response, dict) and isinstance(response.get("status_code"), int):
+                body = response.get("body")
+                if isinstance(body, dict) and isinstance(body.get("usage"), dict):
+                    usage = body["usage"]
+                    if finite(usage.get("cost")) or usage.get("cost") == 0:
+                        known += finite(usage.get("cost"))
+                    else:
+                        tokens = finite(usage.get("prompt_tokens")) + finite(usage.get("completion_tokens"))
+                        missing_cost.append((result["custom_id"], body, tokens))
+                bodies[result["custom_id"]] = (response["status_code"], body)  # encoded below, once costed
+            else:  # an error object instead of a response: judged as the same error from the live API
+                error = result.get("error") if isinstance(result.get("error"), dict) else {"message": "no answer"}
+                code = error.get("code") if isinstance(error.get("code"), int) else 500
+                bodies[result["custom_id"]] = (code, {"error": error})
+        tokens_missing = sum(tokens for _, _, tokens in missing_cost)
+        for _, body, tokens in missing_cost:
+            if batch_cost > known and tokens_missing:
+                body["usage"] = {**body["usage"], "cost": (batch_cost - known) * tokens / tokens_missing}
+        self.billed += max(batch_cost, known + sum(finite(b["usage"].get("cost")) for _, b, _ in missing_cost))
+        for custom_id in batch.custom_ids:
+            self.in_batch.pop(custom_id, None)
+            if custom_id in bodies:
+                status, body = bodies[custom_id]
+                self._deliver(custom_id, (status, _encoded(body)))
+            elif custom_id in self.waiting:  # a completed batch without this request's result: send it again
+                self._requeue(custom_id)
+
+    def _resend(self, batch: _Batch) -> None:
+        for custom_id in batch.custom_ids:
+            self.in_batch.pop(custom_id, None)
+            if custom_id in self.waiting:
+                self._requeue(custom_id)
+
+    def _requeue(self, custom_id: str) -> None:
+        self.queued[custom_id] = self.payloads[custom_id]
+        self.resent += 1
+        self.wake.set()
+
+    def _deliver(self, custom_id: str, answer: tuple[int, bytes]) -> None:
+        future = self.waiting.pop(custom_id, None)
+        if future is not None and not future.done():
+            future.set_result(answer)
+        elif answer[0] == 200 or custom_id not in self.results:  # kept for the rollout that asks (resumed)
+            self.results[custom_id] = answer
+
+    def _fail(self, taken: Iterable[str], error: Exception) -> None:
+        for custom_id in taken:
+            future = self.waiting.pop(custom_id, None)
+            if future is not None and not future.done():
+                future.set_exception(error)
+
+
+def _encoded(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:  # integers past 64 bits, which json writes exactly
+        return json.dumps(value).encode()
+
+
+def _batch_ended(status: str) -> bool:
+    return status in ("completed", "failed", "expired", "cancelled")
+
+
+def _batch_field(content: bytes, name: str) -> Any:
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+    return data.get(name) if isinstance(data, dict) else None
+
+
+def finite(value: Any) -> float:
+    """A number from an answer or a file as a float; 0 for anything else (a string, a bool, NaN)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else 0.0
+
+
+# ==================================================================================================
 # Rollout
 # ==================================================================================================
 # One prompt to a final answer: teacher turn, tools, turn...; how it ended (Outcome, Ending).
@@ -3992,7 +4385,8 @@ class RolloutRunner:
         for turn in range(o.turns + 1, self.max_turns + 1):
             # No request starts once the run is stopping: a rollout pauses between its turns.
             body = {**base, "messages": self.cache.mark(o.messages)}
-            completion = await self.client.complete(body, o.job.seq, o.usage, self.stopping)
+            completion = await self.client.complete(body, o.job.seq, o.usage, self.stopping,
+                                                    rollout=f"{o.job.prompt.prompt_id}\x1f{o.job.sample}\x1f{o.attempt}")
             message = with_unique_call_ids(completion.message, turn, o.messages)
             o.messages.append(message)
             o.turns, o.finish_reason, o.model = turn, completion.finish_reason, completion.model
@@ -5248,9 +5642,9 @@ class _CardFigures:
         self.turns += metadata.get("turns", 0) if isinstance(metadata.get("turns"), int) else 0
         self.scored += isinstance(metadata.get("reward"), (int, float))
         usage = metadata.get("usage") if isinstance(metadata.get("usage"), dict) else {}
-        self.cost += _finite(usage.get("cost"))
-        self.prompt_tokens += int(_finite(usage.get("prompt_tokens")))
-        self.completion_tokens += int(_finite(usage.get("completion_tokens")))
+        self.cost += finite(usage.get("cost"))
+        self.prompt_tokens += int(finite(usage.get("prompt_tokens")))
+        self.completion_tokens += int(finite(usage.get("completion_tokens")))
         messages = record.get("messages") if isinstance(record.get("messages"), list) else []
         for message in messages:
             if not isinstance(message, dict):
@@ -5267,15 +5661,9 @@ class _CardFigures:
             return
         fields = record.get("metadata") if rejected and isinstance(record.get("metadata"), dict) else record
         usage = fields.get("usage") if isinstance(fields.get("usage"), dict) else {}
-        self.cost_elsewhere += _finite(usage.get("cost"))
+        self.cost_elsewhere += finite(usage.get("cost"))
         self.rejected += rejected
         self.failed += not rejected
-
-
-def _finite(value: Any) -> float:
-    """A number from a file as a float; 0 for anything else (a string, a bool, NaN)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else 0.0
 
 
 def _size_category(n: int) -> str:
@@ -5364,7 +5752,8 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
         out += ["| setting | value |", "|---|---|"]
         for label, path in (("teacher model", ("teacher", "model")), ("temperature", ("teacher", "temperature")),
                             ("max tokens an answer", ("teacher", "max_tokens")), ("reasoning", ("teacher", "reasoning")),
-                            ("extra request body", ("teacher", "extra_body")), ("max turns", ("rollout", "max_turns")),
+                            ("extra request body", ("teacher", "extra_body")), ("Batch API", ("teacher", "batch")),
+                            ("max turns", ("rollout", "max_turns")),
                             ("system prompt (--system)", ("rollout", "system")), ("rewards", ("gate", "rewards")),
                             ("min reward", ("gate", "min_reward")), ("attempts", ("gate", "attempts"))):
             values = []
@@ -5405,8 +5794,9 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
 class Progress:
     """A tqdm bar on stderr when it is a terminal; a plain status line every 30 s when it is a log."""
 
-    def __init__(self, total: int, finished: int, stats: Stats, limiter: AdaptiveLimiter):
-        self.stats, self.limiter = stats, limiter
+    def __init__(self, total: int, finished: int, stats: Stats, limiter: AdaptiveLimiter,
+                 batches: Callable[[], str] = lambda: ""):
+        self.stats, self.limiter, self.batches = stats, limiter, batches
         self.interactive = sys.stderr.isatty()
         self.total, self.finished = total, finished
         self.started, self.finished_at_start = time.monotonic(), finished
@@ -5439,6 +5829,8 @@ class Progress:
         if s.scored:
             gate = f", reward {s.reward_sum / s.scored:.2f}" + (f", rejected {s.rejected}" if s.rejected else "")
         pace = f", pace {self.limiter.pace:.3g}/s" if self.limiter.pace is not None else ""  # a metered key
+        if batches := self.batches():  # --batch: no request limit to show, the batches instead
+            return f"{batches}, retries {s.retries}, failed {s.failed}{gate}, {human_count(tokens)} tok{cache}{spend}"
         return (f"limit {int(self.limiter.limit)}{pace}, 429s {s.rate_limited}, retries {s.retries}, "
                 f"failed {s.failed}{gate}, {human_count(tokens)} tok{cache}{spend}")
 
@@ -5651,13 +6043,19 @@ class _SpendCap:
     flight will likely cost, reaches the cap, the run starts nothing new; rollouts in progress pause between
     turns and go on next run. The cap stays on whatever some answers say: it counts every cost reported."""
 
-    def __init__(self, cap: float, stats: Stats, limiter: AdaptiveLimiter, log: Callable[[str], None],
-                 stop: Callable[[str], None]):
-        self.cap, self.stats, self.limiter, self.log, self.stop = cap, stats, limiter, log, stop
+    def __init__(self, cap: float, stats: Stats, log: Callable[[str], None], stop: Callable[[str], None],
+                 in_flight: Callable[[], int]):
+        self.cap, self.stats, self.log, self.stop, self.in_flight = cap, stats, log, stop, in_flight
         self.told_uncosted = False  # said once that some answers carried no cost
         self.reached = False
 
-    def check(self) -> None:
+    def room_for(self, more: int) -> bool:
+        """--batch: whether a batch of `more` requests may go out, at the price answers have had so far,
+        counting the batches sent and not yet billed."""
+        self.check(more)
+        return not self.reached
+
+    def check(self, more: int = 0) -> None:
         s = self.stats
         if s.uncosted and not self.told_uncosted and (s.billed or s.answers >= 3):
             self.told_uncosted = True
@@ -5667,12 +6065,19 @@ class _SpendCap:
                      "the cap counts the costs that are reported.")
         if s.billed == 0 or self.reached:
             return
-        in_flight = self.limiter.in_flight * s.billed / max(1, s.answers - s.uncosted)
+        in_flight = (self.in_flight() + more) * s.billed / max(1, s.answers - s.uncosted)
         if s.billed + in_flight >= self.cap:
             self.reached = True
             self.stop(f"the spend cap was reached: ${s.billed:.4f} spent, ${in_flight:.4f} more likely in flight "
                       f"(--max-cost {self.cap:g}). Nothing new was started; re-run the same command to continue "
                       "(each run has its own cap).")
+
+
+def _batch_size(cfg: Config) -> int:
+    """Requests a batch carries at most: BATCH_MOST_REQUESTS, or fewer when that many answers of --max-tokens
+    (about 8 bytes a token in JSON, and some framing) could come to half the answer-size cap."""
+    per_answer = cfg.requests.max_tokens * 8 + 4096
+    return max(1, min(BATCH_MOST_REQUESTS, cfg.teacher.max_answer_bytes // (2 * per_answer)))
 
 
 class Run:
@@ -5687,18 +6092,25 @@ class Run:
         self.toolbox, self.plan, self.output, self.scorer = toolbox, plan, output, scorer
         self.stats = Stats(skipped=plan.finished_before)
         self.limiter = AdaptiveLimiter(cfg.teacher.concurrency, slow_start=cfg.teacher.start_concurrency)
-        self.progress = Progress(plan.total, plan.finished_before, self.stats, self.limiter)
+        self.stopping = asyncio.Event()  # the one stop signal, under this name all the way down
+        self.batches: BatchQueue | None = None
+        self.progress = Progress(plan.total, plan.finished_before, self.stats, self.limiter,
+                                 lambda: self.batches.status() if self.batches else "")
+        cap = _SpendCap(cfg.gate.max_cost, self.stats, self.progress.log, lambda reason: self.stop(reason, now=False),
+                        lambda: self.limiter.in_flight + (self.batches.pending_requests if self.batches else 0)
+                        ) if cfg.gate.max_cost is not None else None
+        if cfg.teacher.batch:
+            self.batches = BatchQueue(cfg.teacher, cfg.requests.model, _batch_size(cfg), cfg.files.batches,
+                                      self.stopping, cap.room_for if cap else None)
         self.failed = FailedFile(cfg.files.failed)
         self.rejected = RejectedFile(cfg.files.rejected)
-        self.client = TeacherClient(cfg.teacher, self.limiter, self.stats)
-        self.stopping = asyncio.Event()  # the one stop signal, under this name all the way down
+        self.client = TeacherClient(cfg.teacher, self.limiter, self.stats, self.batches)
         self.pool_has_room = asyncio.Event()  # set when a rollout ends (or the run stops): the feeder may start one
-        self.cache = cache_plan(cfg.requests, cfg.teacher.base_url)
+        self.cache = cache_plan(cfg.requests, cfg.teacher.base_url, cfg.teacher.batch)
         self.paused = PausedFile(cfg.files.paused, cfg.line.redact)
         self.runner = RolloutRunner(cfg.requests, self.cache, self.client, toolbox, self.stopping, self.paused)
-        if cfg.gate.max_cost is not None:
-            self.client.on_answer = _SpendCap(cfg.gate.max_cost, self.stats, self.limiter, self.progress.log,
-                                             lambda reason: self.stop(reason, now=False)).check
+        if cap is not None:
+            self.client.on_answer = cap.check
         self.tasks: set[asyncio.Task] = set()
         self.interrupted = False
         self.stop_reason: str | None = None  # why the run stopped early (not a Ctrl-C): the summary says
@@ -5729,6 +6141,8 @@ class Run:
             refresher.cancel()
             self.progress.close()
             await self.client.aclose()
+            if self.batches is not None:  # its record is kept while any rollout could still ask for its answers
+                await self.batches.aclose(all_done=self.plan.pending == 0 and not self.stats.paused)
             if self.toolbox:
                 await self.toolbox.aclose()
             self.rejected.close()
@@ -5934,7 +6348,8 @@ class Run:
             self.stats, self.files, self.gate, self.cache, total=plan.total, finished_before=plan.finished_before,
             rejected_before=plan.rejected_before, pending=plan.pending, remaining_failed=remaining_failed,
             started_over=runner.started_over, kept_from_signed=runner.kept_from_signed,
-            tool_lines=runner.toolbox.summary() if runner.toolbox is not None else [], notes=self.client.notes,
+            tool_lines=runner.toolbox.summary() if runner.toolbox is not None else [],
+            notes=self.client.notes + (self.batches.summary() if self.batches else []),
             stop_reason=self.stop_reason, seconds=time.monotonic() - self.started)
         print(self.line.redact(summary.text()), file=sys.stderr, flush=True)
         if self.interrupted:
@@ -5953,7 +6368,7 @@ def _print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Outpu
     run would send first, and the work to do."""
     first = next(plan.pending_jobs(cfg.prompts), None)
     body = request_body_template(cfg.requests, toolbox)
-    cache = cache_plan(cfg.requests, cfg.teacher.base_url)
+    cache = cache_plan(cfg.requests, cfg.teacher.base_url, cfg.teacher.batch)
     if first is not None:
         body["messages"] = cache.mark(first.prompt.messages)
     key = cfg.teacher.secret.key or ""
@@ -5964,6 +6379,11 @@ def _print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Outpu
     how = (f": a cache_control {json.dumps(cache.marker)} breakpoint on the system prompt and on the newest "
            "message of each request" if cache.enabled else "")
     print(f"Prompt caching: {cache.why}{how}.", file=sys.stderr)
+    if cfg.teacher.batch:
+        print(f"Batch: every request goes to {display_url(batch_endpoint(cfg.teacher.base_url) or '')} in batches of up "
+              f"to {_batch_size(cfg)}, looked at every {cfg.teacher.batch_poll:g} s; a rollout advances one turn a "
+              "batch, so the run takes its turns times a batch's time (minutes to hours, up to 24 h a turn).",
+              file=sys.stderr)
     shown = {"max_turns": cfg.requests.max_turns, "tool_timeout": cfg.tools.timeout,
              "reward_timeout": cfg.gate.reward_timeout, "max_tool_response": f"{cfg.tools.max_chars} characters",
              "reasoning_mode": json.dumps(cfg.requests.reasoning) if cfg.requests.reasoning else "(not asked)",
@@ -6084,7 +6504,7 @@ def _run_record(cfg: Config, plan: Plan, toolbox: ToolBox | None, licence: bool 
         "teacher": {"model": requests.model, "base_url": display_url(cfg.teacher.base_url),
                     "temperature": requests.temperature, "max_tokens": requests.max_tokens,
                     "reasoning": requests.reasoning, "extra_body": requests.extra_body or None,
-                    "distillable": requests.distillable, "licence": licence},
+                    "distillable": requests.distillable, "licence": licence, "batch": cfg.teacher.batch},
         "rollout": {"max_turns": requests.max_turns, "system": cfg.prompts.system,
                     "tools": sorted(toolbox.tools) if toolbox is not None else [],
                     "mcp": [spec.shown for spec in cfg.tools.mcp]},

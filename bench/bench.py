@@ -354,6 +354,24 @@ def bench_caching(work: Path, n: int) -> tuple[float, float]:
     return costs[0], costs[1]
 
 
+def bench_batch(work: Path, n: int, poll: float) -> tuple[float, int, float]:
+    """The same six-turn browse rollouts live and through the Batch API (--batch, its default poll unless
+    --tiny), on a teacher that bills batches at half the price, as OpenRouter does: (batch cost / live cost
+    by the teacher's own usage.cost, batches used, answers paid in batch mode / live)."""
+    (work / "page_tools.py").write_text(PAGE_TOOLS)
+    costs, answers, batches = [], [], 0
+    for mode in ("live", "batch"):
+        server = FakeTeacher(default_step=five_pages_then_answer).start()
+        try:
+            extra = ("--batch",) + (("--batch-poll", str(poll)) if poll else ()) if mode == "batch" else ()
+            costs.append(run_generator(work, server, n, 20, "page_tools.py", tag=f"batch-{mode}", extra=extra).cost)
+            answers.append(len(server.requests))
+            batches = len(server.batches)
+        finally:
+            server.stop()
+    return costs[1] / costs[0], batches, answers[1] / answers[0]
+
+
 def bench_overhead(work: Path, n: int, concurrency: int, tools: str = "none") -> tuple[float, float]:
     server = FakeTeacher(default_step=tool_then_answer if tools != "none" else None).start()
     try:
@@ -621,7 +639,7 @@ def main() -> int:
     parser.add_argument("--tiny", action="store_true", help="a few seconds, for the smoke test")
     parser.add_argument("--previous", default="d22ebe5", help="figure 15's previous release (a git revision; "
                         "default: the last before the paused file's record per answer)")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,12,13,14,15", help="comma list of figures to run (default: all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,12,13,14,15,16", help="comma list of figures to run (default: all)")
     args = parser.parse_args()
     only = {int(x) for x in args.only.split(",")}
     scale = 0.02 if args.tiny else 1.0  # tiny: seconds a figure, for the smoke test
@@ -744,6 +762,14 @@ def main() -> int:
                                    now_peak / dataset <= 1.5, f"was {then_peak / dataset:.1f}"),
                             Figure(f"15. {n} x {calls} calls: wall vs previous release", now_wall / then_wall,
                                    "<= 1.05", now_wall / then_wall <= 1.05, f"x {then_wall:.1f}s")]
+
+        if 16 in only:
+            n = 200 if not args.tiny else 10
+            ratio, batches, paid = bench_batch(work, n, 0.05 if args.tiny else 0.0)
+            figures += [Figure(f"16. --batch/live cost, {n} 6-turn browse rollouts", ratio, "<= 0.55",
+                               ratio <= 0.55),
+                        Figure("16. --batch: batches used (one a turn)", batches, "6", batches == 6),
+                        Figure("16. --batch: answers paid / live", paid, "1.00", paid == 1.0)]
 
         if 14 in only and not args.tiny:  # a real gateway counts real minutes: no tiny version
             run, ideal, sent, refused = bench_gateway(work, 100, 80)

@@ -301,6 +301,14 @@ class FakeTeacher:
         # refused. None: no models endpoint (404), no rule.
         self.models: list[dict] | None = None
         self.models_asked: list[str] = []  # the path and query of each GET /models
+        # OpenRouter's Batch API (POST /api/beta/batches, GET /api/beta/batches/:id): validating, then in
+        # progress, then done `batch_latency` seconds after it came; each request answered as a live one would
+        # be (scripts included), billed at half the price. `batch_fates` decides batches in turn: "expired" or
+        # "failed" (results null, nothing billed); after the list, "completed".
+        self.batches: dict[str, dict] = {}
+        self.batch_latency = 0.1
+        self.batch_fates: list[str] = []
+        self.batch_looks = 0  # GETs of batches
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server = None
         self._thread: threading.Thread | None = None
@@ -436,6 +444,8 @@ class FakeTeacher:
             self.models_asked.append(path)
             listed = self.distillable() if "distillable=true" in path else self.models
             return Reply(200, {"data": listed})
+        if path.split("?")[0].startswith("/api/beta/batches"):
+            return await self._batch(method, path.split("?")[0], raw)
         if method != "POST" or not path.endswith("/chat/completions"):
             return Reply(404, {"error": {"code": 404, "message": f"no route {method} {path}"}})
         body = json.loads(raw)
@@ -461,6 +471,58 @@ class FakeTeacher:
             self.in_flight -= 1
         # else: a streamed answer is in flight until its last event is sent (_send_events)
         return reply
+
+    async def _batch(self, method: str, path: str, raw: bytes) -> Reply:
+        if method == "POST" and path == "/api/beta/batches":
+            # OpenRouter reads the JSON as a stream: endpoint and model must come before requests
+            head = raw[:raw.find(b'"requests"')] if b'"requests"' in raw else raw
+            if b'"endpoint"' not in head or b'"model"' not in head:
+                return Reply(400, {"error": {"code": 400, "message": "endpoint and model must come before requests"}})
+            batch = json.loads(raw)
+            bodies = [r.get("body", {}) for r in batch["requests"]]
+            if any(body.get("model", batch["model"]) != batch["model"] for body in bodies):
+                return Reply(400, {"error": {"code": 400, "message": "every request's model must be the batch's"}})
+            batch_id = f"batch_{len(self.batches) + 1}"
+            self.batches[batch_id] = {"id": batch_id, "requests": batch["requests"], "came": time.monotonic(),
+                                      "fate": self.batch_fates.pop(0) if self.batch_fates else "completed",
+                                      "results": None, "cost": 0.0}
+            return Reply(202, self._batch_view(self.batches[batch_id], "validating"))
+        batch = self.batches.get(path.rsplit("/", 1)[-1]) if method == "GET" else None
+        if batch is None:
+            return Reply(404, {"error": {"code": 404, "message": "no such batch"}})
+        self.batch_looks += 1
+        age = time.monotonic() - batch["came"]
+        if age < self.batch_latency:
+            return Reply(200, self._batch_view(batch, "validating" if age < self.batch_latency / 2 else "in_progress"))
+        if batch["fate"] == "garbage":  # completed, with results of every wrong shape and none of its requests'
+            return Reply(200, {**self._batch_view(batch, "completed"), "usage": {"cost": "NaN"}, "results": [
+                1, None, {"custom_id": None}, {"custom_id": "zz", "response": {"status_code": "200"}},
+                {"custom_id": 7, "error": "bad"}]})
+        if batch["fate"] != "completed":
+            return Reply(200, self._batch_view(batch, batch["fate"]))
+        if batch["results"] is None:
+            batch["results"] = []
+            for request in batch["requests"]:
+                reply = await self._respond(request["body"])
+                if reply.status == 200 and isinstance(reply.body, dict) and "choices" in reply.body:
+                    body = json.loads(json.dumps(reply.body))
+                    body.setdefault("usage", {})["cost"] = body["usage"].get("cost", 0.0) / 2  # half the price
+                    batch["cost"] += body["usage"]["cost"]
+                    result = {"response": {"status_code": 200, "request_id": f"req-{len(batch['results'])}",
+                                           "body": body}, "error": None}
+                else:
+                    error = reply.body.get("error") if isinstance(reply.body, dict) else None
+                    result = {"response": None, "error": error or {"code": reply.status, "message": "failed"}}
+                batch["results"].append({"id": f"r{len(batch['results'])}", "custom_id": request["custom_id"], **result})
+        return Reply(200, self._batch_view(batch, "completed"))
+
+    @staticmethod
+    def _batch_view(batch: dict, status: str) -> dict:
+        done = status == "completed"
+        total = len(batch["requests"])
+        return {"id": batch["id"], "status": status, "completion_window": "24h",
+                "request_counts": {"total": total, "completed": total if done else 0, "failed": 0},
+                "usage": {"cost": batch["cost"]} if done else None, "results": batch["results"] if done else None}
 
     async def _send_events(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
         """The answer as OpenRouter streams it: comments while it thinks, then the message in pieces, the
