@@ -2599,9 +2599,10 @@ class AdaptiveLimiter:
         if self._waiters and self._wake_timer is None and self.in_flight < int(self.limit):
             wake_at = max(self.paused_until, self.next_send if self.pace is not None else 0.0,
                           self.budget_ends if self.budget_left is not None and self.budget_left <= 0 else 0.0)
-            if wake_at > self.clock():
-                loop = asyncio.get_running_loop()
-                self._wake_timer = loop.call_at(loop.time() + wake_at - self.clock(), self._on_timer)
+            # Always a timer, at once if that moment has passed since _has_room looked: a paced request due
+            # in a millisecond could fall between the two clock reads, and no one else would wake its waiter.
+            loop = asyncio.get_running_loop()
+            self._wake_timer = loop.call_at(loop.time() + max(0.0, wake_at - self.clock()), self._on_timer)
 
     def _on_timer(self) -> None:
         self._wake_timer = None

@@ -260,6 +260,28 @@ def test_the_pace_grows_only_while_it_holds_requests_back():
     assert asyncio.run(go()) == 1000.0
 
 
+def test_a_paced_waiter_is_woken_when_its_moment_passes_between_two_looks_at_the_clock():
+    """The race that hung a worker of this suite under load: the limiter looked at the clock (no room yet: the
+    pace's next moment was a millisecond away), then again to set its timer, and by then the moment had
+    passed, so it set none, and the waiting request waited for ever. Here the clock reads 0.9 s twice (before
+    the moment, 1.0 s), then 1.1 s when the timer is set."""
+    async def go():
+        readings = [0.5]  # each look takes the next reading; the last one stays
+
+        def clock() -> float:
+            return readings.pop(0) if len(readings) > 1 else readings[0]
+
+        limiter = gdd.AdaptiveLimiter(64, slow_start=8, clock=clock)
+        limiter.pace = limiter.pace_ceiling = 1000.0
+        limiter.next_send = 1.0
+        readings[:] = [0.9, 0.9, 1.1]
+        slot = await asyncio.wait_for(limiter.acquire(0), 2)
+        limiter.release(slot, gdd.Answered.OK)
+        return True
+
+    assert asyncio.run(go())
+
+
 def test_a_whole_second_retry_after_holds_only_the_refused_request(run, teacher, workdir):
     """A token bucket's 50 ms wait reads "Retry-After: 1": the other prompts go on meanwhile."""
     write_prompts(workdir, ["refused", "b", "c", "d", "e"])
