@@ -1785,7 +1785,9 @@ class McpServer:
         # answered with errors, and a tool that needs them ends as a clear tool error.
         self.as_proxy = as_proxy
         self._client: Any = None
-        self._holder: asyncio.Task | None = None
+        # Each connection's task; a dropped one (a call that hung or failed) is still shutting its server down
+        # (the SDK closes stdin, waits, then ends the process tree), so aclose waits for all of them.
+        self._holders: set[asyncio.Task] = set()
         self._closing = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -1827,7 +1829,9 @@ class McpServer:
             if self._client is None:
                 self._closing = asyncio.Event()
                 ready = asyncio.get_running_loop().create_future()
-                self._holder = asyncio.create_task(self._hold(ready))
+                holder = asyncio.create_task(self._hold(ready, self._closing))
+                self._holders.add(holder)
+                holder.add_done_callback(self._holders.discard)
                 try:
                     await asyncio.wait_for(asyncio.shield(ready), self.connect_timeout)
                 except BaseException:
@@ -1835,7 +1839,7 @@ class McpServer:
                     raise
             return self._client
 
-    async def _hold(self, ready: asyncio.Future) -> None:
+    async def _hold(self, ready: asyncio.Future, closing: asyncio.Event) -> None:
         import mcp
 
         try:
@@ -1845,7 +1849,7 @@ class McpServer:
                 async with mcp.Client(self._transport(errlog), **callbacks) as client:
                     self._client = client
                     ready.set_result(None)
-                    await self._closing.wait()
+                    await closing.wait()
         except BaseException as e:  # noqa: BLE001  (an ExceptionGroup from the SDK's task group, too)
             if not ready.done():
                 ready.set_exception(McpConnectError(_mcp_error_text(e)))
@@ -1870,12 +1874,13 @@ class McpServer:
         self._client = None
 
     async def aclose(self, timeout: float = 10.0) -> None:
-        """Close the connection; a stdio server's process tree is ended by the SDK."""
+        """Close the connection, and wait for every connection dropped before it to finish closing: a stdio
+        server's process tree is ended by the SDK, which takes a few seconds for a server hung in a call."""
         self._closing.set()
-        if self._holder is not None and not self._holder.done():
-            done, _ = await asyncio.wait({self._holder}, timeout=timeout)
-            if not done:
-                self._holder.cancel()
+        if self._holders:
+            _, pending = await asyncio.wait(set(self._holders), timeout=timeout)
+            for holder in pending:
+                holder.cancel()
 
 
 class McpConnectError(Exception):

@@ -141,6 +141,20 @@ def test_a_hanging_call_is_a_tool_error_after_the_tool_timeout(workdir, teacher)
     result = generate(workdir, teacher, "--mcp", STDIO)
     assert result.code == 0, result.err
     assert tool_results(result)["hang"] == ["Error: tool 'hang' timed out after 4 s.", "3"]  # and reconnected
+    assert not servers_left_in(workdir)  # the server hung in its call was ended, not left behind
+
+
+def servers_left_in(folder) -> list[int]:
+    """Processes of an MCP server still running in this folder."""
+    left = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(proc / "cwd").resolve() == folder.resolve() \
+                    and b"mcp_server.py" in (proc / "cmdline").read_bytes():
+                left.append(int(proc.name))
+        except OSError:
+            continue
+    return left
 
 
 def test_a_server_that_dies_under_a_call_fails_that_rollout_and_is_started_again(workdir, teacher):
