@@ -191,3 +191,32 @@ def test_a_batch_completed_with_results_of_every_wrong_shape_sends_its_requests_
     assert result.code == 0, result.err
     assert len(result.records()) == 2 and len(batch_teacher.batches) == 2 and answers_billed(batch_teacher) == 2
     assert "Traceback" not in result.err
+
+
+YES_REWARDS = '''
+from rnow.core import RewardArgs, get_response, reward
+
+@reward
+def says_yes(args: RewardArgs, messages: list) -> float:
+    """1 when the answer says yes."""
+    return 1.0 if "yes" in get_response(messages) else 0.0
+'''
+
+
+def test_samples_are_independent_requests_and_attempts_go_in_the_next_batch(workdir, batch_teacher):
+    (workdir / "rewards.py").write_text(YES_REWARDS)
+    write_prompts(workdir, ["sampled", "gated"])
+    batch_teacher.script("sampled", *[lambda body: Reply(body=completion({"content": "yes, sampled"}))] * 2)
+    batch_teacher.script("gated", lambda body: Reply(body=completion({"content": "no"})),
+                         lambda body: Reply(body=completion({"content": "yes, on the second try"})))
+    result = batch_run(workdir, batch_teacher, "--rewards", "rewards.py", "--min-reward", "1", "--attempts", "2",
+                       tools="none")
+    assert result.code == 0, result.err
+    assert sorted(r["messages"][-1]["content"] for r in result.records()) == ["yes, on the second try", "yes, sampled"]
+    assert len(read_jsonl(workdir / "train.rejected.jsonl")) == 1
+    samples = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url, "--batch",
+                         "--batch-poll", "0.05", "--samples", "2", "-o", "samples.jsonl")
+    assert samples.code == 0, samples.err
+    assert sorted(r["metadata"]["sample"] for r in read_jsonl(workdir / "samples.jsonl")) == [0, 0, 1, 1]
+    last = list(batch_teacher.batches.values())[-1]
+    assert len({r["custom_id"] for r in last["requests"]}) == 4  # the same body twice is two requests
