@@ -215,10 +215,16 @@ BROWSER_TESTS = {"test_browse.py", "test_browse_remote.py"}
 BROWSER_TEST_NAMES = {"test_report_page_in_real_chromium", "test_readme_quick_start_journey_against_the_ci_teacher"}
 
 
+# The longest tests go first, so they run beside the rest instead of after it (a minute of the suite's wall
+# time): LiteLLM's gateway waits for a calendar minute, the benchmark runs every figure at a tiny size.
+LONGEST_FIRST = ("test_rate_control_gateway.py", "test_bench_smoke.py")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in BROWSER_TESTS or item.originalname in BROWSER_TEST_NAMES:
             item.add_marker(pytest.mark.xdist_group("chromium"))
+    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)  # stable: the rest keep their order
 
 
 # ==================================================================================================

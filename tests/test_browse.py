@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -223,6 +224,26 @@ def test_concurrent_calls_share_one_browser(browse, site, tools_module):
     assert browse(f"{site}/page") and tools_module._browser._crawler is first
 
 
+def browsers_started_by(pid: int) -> set[int]:
+    """Chromium processes descended from `pid`."""
+    parents = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit():
+                parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+
+    def descends(child: int) -> bool:
+        while child > 1:
+            child = parents.get(child, 0)
+            if child == pid:
+                return True
+        return False
+
+    return {found for found in chromium_processes() if descends(found)}
+
+
 def chromium_processes() -> set[int]:
     out = subprocess.run(["pgrep", "-f", "chrom"], capture_output=True, text=True).stdout
     return {int(pid) for pid in out.split()}
@@ -256,20 +277,20 @@ def _alive(pid: int) -> bool:
 
 
 def test_ctrl_c_during_a_browse_leaves_no_browser_behind(workdir, teacher, site):
-    before = chromium_processes()
     write_prompts(workdir, ["Open the slow page"])
     teacher.script("Open the slow page", call_tools(("browse", {"url": f"{site}/slow"})), answer("never"))
     process = start_script(workdir, "prompts.jsonl", "--tools", str(ROOT / "tools.py"), "--base-url",
                            teacher.base_url, env=subprocess_env(BROWSE_ALLOW_PRIVATE="127.0.0.1", BROWSE_TIMEOUT="30"))
-    wait_for(lambda: len(chromium_processes() - before) > 0, timeout=60, what="the browser to start")
+    # its own browser: another worker's Chromium (or anything whose command line says "chrom") must not count
+    wait_for(lambda: browsers_started_by(process.pid), timeout=60, what="the browser to start")
+    ours = browsers_started_by(process.pid)
     process.send_signal(signal.SIGINT)
     while "Stopping" not in (line := process.stderr.readline()):
         assert line, "exited before its stopping message"
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=60)
     assert process.returncode == 130
-    wait_for(lambda: not {pid for pid in chromium_processes() - before if _alive(pid)}, timeout=10,
-             what="Chromium to exit")
+    wait_for(lambda: not {pid for pid in ours if _alive(pid)}, timeout=10, what="Chromium to exit")
 
 
 def test_browser_discovery_order_and_install_hint(tools_module, monkeypatch, tmp_path):
