@@ -18,6 +18,8 @@ from conftest import ROOT, fixed_calls, run_script, subprocess_env, write_prompt
 from fake_teacher import Reply, completion
 from real_path import free_port
 
+import generate_distillation_data as gdd
+
 
 def test_extra_body_reaches_the_server_inline_and_from_a_file(run, teacher, workdir):
     write_prompts(workdir, ["q"])
@@ -209,7 +211,8 @@ def logged_in_home(folder: Path) -> Path:
 
 
 def test_after_a_run_rnows_own_cli_takes_the_folder_with_nothing_but_a_login(workdir, teacher, tmp_path_factory):
-    bundled = (ROOT / "config.yml").read_text()
+    bundled = (ROOT / "config.yml").read_text().split(gdd._PROJECT_ID_NOTE)[0]  # as shipped (the quick start
+    #                                                                          may have run in this checkout)
     (workdir / "config.yml").write_text(bundled)
     (workdir / "tools.py").write_text((workdir / "tools_small.py").read_text())
     write_prompts(workdir, [f"question {i}" for i in range(6)])
