@@ -5,6 +5,7 @@ expired and failed batches; per-request errors; billing at half the price); the 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -220,3 +221,16 @@ def test_samples_are_independent_requests_and_attempts_go_in_the_next_batch(work
     assert sorted(r["metadata"]["sample"] for r in read_jsonl(workdir / "samples.jsonl")) == [0, 0, 1, 1]
     last = list(batch_teacher.batches.values())[-1]
     assert len({r["custom_id"] for r in last["requests"]}) == 4  # the same body twice is two requests
+
+
+def test_progress_shows_the_batches_in_progress_instead_of_a_request_limit():
+    import generate_distillation_data as gdd
+
+    queue = gdd.BatchQueue(gdd.TeacherSettings(secret=gdd._Secret(None), base_url="http://127.0.0.1:9/api/v1"),
+                           "m", 10, Path("unused.batches.jsonl"), None)
+    queue.batches["b1"] = gdd._Batch("b1", ["x", "y", "z"], status="in_progress", counts={"total": 3, "completed": 1})
+    queue.queued["w"] = b"{}"
+    progress = gdd.Progress(3, 0, gdd.Stats(), gdd.AdaptiveLimiter(4), queue.status)
+    assert progress.status().startswith("batches: 1 in progress (in_progress 1/3), 1 queued, retries 0")
+    assert queue.pending_requests == 4
+    assert gdd.Progress(3, 0, gdd.Stats(), gdd.AdaptiveLimiter(4)).status().startswith("limit 4")
