@@ -916,7 +916,7 @@ class RolloutKey(NamedTuple):
 
     @property
     def rollout(self) -> int:
-        return hash((self.prompt_id, self.sample))  # RolloutKey.hashed, written out
+        return RolloutKey.hashed(self.prompt_id, self.sample)
 
     @classmethod
     def of_job(cls, job: RolloutJob, attempt: int) -> RolloutKey:
@@ -3504,14 +3504,32 @@ class Completion:
     provider: str | None = None  # who served it, where a router says (OpenRouter: "provider")
 
 
+def teacher_headers(settings: TeacherSettings) -> dict[str, str]:
+    """What every request to the teacher's API carries: JSON, the app's name (OpenRouter's attribution) and
+    the key, where there is one."""
+    headers = {"Content-Type": "application/json", "HTTP-Referer": APP_URL, "X-OpenRouter-Title": APP_TITLE,
+               "X-Title": APP_TITLE}
+    if settings.secret.key:
+        headers["Authorization"] = f"Bearer {settings.secret.key}"
+    return headers
+
+
+def backoff_delay(backoff: float, attempt: int, retry_after: float | None = None) -> float:
+    """Seconds before retry `attempt`: `backoff` doubling up to 60, with jitter (retries of one burst spread
+    out), and never sooner than the server said."""
+    delay = min(60.0, backoff * 2 ** (attempt - 1))
+    delay = delay / 2 + random.uniform(0, delay / 2)
+    return max(delay, retry_after or 0.0)
+
+
 def teacher_licence(settings: TeacherSettings, model: str) -> bool | None:
     """Whether the model's author allows training on its outputs, as OpenRouter's models list says (GET
     /models?distillable=true lists those models; an entry may say is_trainable_text itself); None when the
     list cannot tell: another server, no answer, an answer of another shape."""
-    headers = {"Authorization": f"Bearer {settings.secret.key}"} if settings.secret.key else {}
     try:
         with httpx.Client(timeout=15, trust_env=True) as client:  # SSL_CERT_FILE and proxies, as for requests
-            response = client.get(f"{settings.base_url}/models", params={"distillable": "true"}, headers=headers)
+            response = client.get(f"{settings.base_url}/models", params={"distillable": "true"},
+                                  headers=teacher_headers(settings))
         listed = response.json().get("data") if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError, AttributeError):
         return None
@@ -3540,10 +3558,7 @@ class TeacherClient:
         self.notes: list[str] = []  # things the summary tells once (what was adapted to this server)
         # Accept-Encoding is ours to say: aiohttp's default names whatever decoders happen to be installed,
         # and the transport hands us the body undecoded. We name what zlib decodes, and decode it ourselves.
-        headers = {"Content-Type": "application/json", "HTTP-Referer": APP_URL, "X-OpenRouter-Title": APP_TITLE,
-                   "X-Title": APP_TITLE, "Accept-Encoding": ACCEPTED_ENCODINGS}
-        if settings.secret.key:
-            headers["Authorization"] = f"Bearer {settings.secret.key}"
+        headers = {**teacher_headers(settings), "Accept-Encoding": ACCEPTED_ENCODINGS}
         # httpx is the API; aiohttp moves the bytes. httpx's own pool (httpcore) does work proportional
         # to its size on every request (encode/httpx#3215): at 1,000 connections it spent a whole core
         # there, where aiohttp's pool costs ~15% (OpenAI's SDK ships the same transport). Requests go to
@@ -3602,7 +3617,7 @@ class TeacherClient:
                     raise PromptFailed(f"retries used up ({e.kind})",
                                        f"gave up after {attempt} attempts; last error: {e.detail}", attempt) from None
                 self.stats.retries += 1
-                await asyncio.sleep(self._backoff(attempt, e.retry_after))
+                await asyncio.sleep(backoff_delay(self.settings.backoff, attempt, e.retry_after))
         raise AssertionError("unreachable")
 
     async def _attempt(self, payload: bytes, priority: int, spend: Usage, stopping: asyncio.Event | None
@@ -3904,11 +3919,6 @@ class TeacherClient:
         text = self.settings.secret.redact(text)
         return text if limit is None or len(text) <= limit else text[:limit] + "..."
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        delay = min(60.0, self.settings.backoff * 2 ** (attempt - 1))
-        delay = delay / 2 + random.uniform(0, delay / 2)  # jitter: retries of one burst spread out
-        return max(delay, retry_after or 0.0)
-
     async def aclose(self) -> None:
         await self.transport.aclose()
 
@@ -3958,10 +3968,7 @@ class BatchQueue:
                  stopping: asyncio.Event | None, may_send: Callable[[int], bool] | None = None):
         self.url = batch_endpoint(settings.base_url) or ""
         self.model, self.record = model, record
-        self.headers = {"Content-Type": "application/json", "HTTP-Referer": APP_URL, "X-OpenRouter-Title": APP_TITLE,
-                        "X-Title": APP_TITLE}
-        if settings.secret.key:
-            self.headers["Authorization"] = f"Bearer {settings.secret.key}"
+        self.headers = teacher_headers(settings)
         self.poll, self.retries, self.backoff = settings.batch_poll, settings.retries, settings.backoff
         self.gather = min(2.0, max(0.02, settings.batch_poll / 10))  # how long a batch waits for more requests
         self.most_requests, self.stopping, self.may_send = most_requests, stopping, may_send
@@ -4086,12 +4093,12 @@ class BatchQueue:
                 if attempt > self.retries:
                     self._fail(taken, RetryableError("connection", f"the batch could not be sent: {type(e).__name__}"))
                     return
-                await asyncio.sleep(min(60.0, self.backoff * 2 ** (attempt - 1)))
+                await asyncio.sleep(backoff_delay(self.backoff, attempt))
                 continue
             if response.status_code in (200, 201, 202):
                 break
             if response.status_code in _RETRYABLE_STATUS and attempt <= self.retries:
-                await asyncio.sleep(retry_after_seconds(response.headers) or min(60.0, self.backoff * 2 ** (attempt - 1)))
+                await asyncio.sleep(backoff_delay(self.backoff, attempt, retry_after_seconds(response.headers)))
                 continue
             for custom_id in taken:  # refused whole: each request gets the refusal, judged as a live one would be
                 self._deliver(custom_id, (response.status_code, response.content))
@@ -4162,9 +4169,9 @@ class BatchQueue:
 
     def _completed(self, batch: _Batch, data: dict) -> None:
         results = [r for r in data["results"] if isinstance(r, dict) and isinstance(r.get("custom_id"), str)]
-        batch_cost = finite((data.get("usage") or {}).get("cost") if isinstance(data.get("usage"), dict) else None)
-        bodies: dict[str, tuple[int, bytes]] = {}
-        missing_cost: list[tuple[str, dict, float]] = []  # answers without a cost: their share of the batch's
+        batch_cost = amount(field_of(data.get("usage"), "cost"))
+        bodies: dict[str, tuple[int, Any]] = {}
+        missing_cost: list[tuple[dict, float]] = []  # answers without a cost, and their tokens (for their share)
         known = 0.0
         for result in results:
             response = result.get("response")
@@ -4172,21 +4179,23 @@ class BatchQueue:
                 body = response.get("body")
                 if isinstance(body, dict) and isinstance(body.get("usage"), dict):
                     usage = body["usage"]
-                    if finite(usage.get("cost")) or usage.get("cost") == 0:
-                        known += finite(usage.get("cost"))
+                    if has_cost(usage):
+                        known += amount(usage["cost"])
                     else:
-                        tokens = finite(usage.get("prompt_tokens")) + finite(usage.get("completion_tokens"))
-                        missing_cost.append((result["custom_id"], body, tokens))
+                        tokens = amount(usage.get("prompt_tokens")) + amount(usage.get("completion_tokens"))
+                        missing_cost.append((body, tokens))
                 bodies[result["custom_id"]] = (response["status_code"], body)  # encoded below, once costed
             else:  # an error object instead of a response: judged as the same error from the live API
                 error = result.get("error") if isinstance(result.get("error"), dict) else {"message": "no answer"}
                 code = error.get("code") if isinstance(error.get("code"), int) else 500
                 bodies[result["custom_id"]] = (code, {"error": error})
-        tokens_missing = sum(tokens for _, _, tokens in missing_cost)
-        for _, body, tokens in missing_cost:
-            if batch_cost > known and tokens_missing:
+        tokens_missing = sum(tokens for _, tokens in missing_cost)
+        shared = 0.0  # the batch's cost that no answer said, shared out by tokens
+        if batch_cost > known and tokens_missing:
+            for body, tokens in missing_cost:
                 body["usage"] = {**body["usage"], "cost": (batch_cost - known) * tokens / tokens_missing}
-        self.billed += max(batch_cost, known + sum(finite(b["usage"].get("cost")) for _, b, _ in missing_cost))
+            shared = batch_cost - known
+        self.billed += max(batch_cost, known + shared)
         for custom_id in batch.custom_ids:
             self.in_batch.pop(custom_id, None)
             if custom_id in bodies:
@@ -4237,12 +4246,6 @@ def _batch_field(content: bytes, name: str) -> Any:
     except orjson.JSONDecodeError:
         return None
     return data.get(name) if isinstance(data, dict) else None
-
-
-def finite(value: Any) -> float:
-    """A number from an answer or a file as a float; 0 for anything else (a string, a bool, NaN)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else 0.0
 
 
 # ==================================================================================================
@@ -5648,9 +5651,9 @@ class _CardFigures:
         self.turns += metadata.get("turns", 0) if isinstance(metadata.get("turns"), int) else 0
         self.scored += isinstance(metadata.get("reward"), (int, float))
         usage = metadata.get("usage") if isinstance(metadata.get("usage"), dict) else {}
-        self.cost += finite(usage.get("cost"))
-        self.prompt_tokens += int(finite(usage.get("prompt_tokens")))
-        self.completion_tokens += int(finite(usage.get("completion_tokens")))
+        self.cost += amount(usage.get("cost"))
+        self.prompt_tokens += int(amount(usage.get("prompt_tokens")))
+        self.completion_tokens += int(amount(usage.get("completion_tokens")))
         messages = record.get("messages") if isinstance(record.get("messages"), list) else []
         for message in messages:
             if not isinstance(message, dict):
@@ -5667,7 +5670,7 @@ class _CardFigures:
             return
         fields = record.get("metadata") if rejected and isinstance(record.get("metadata"), dict) else record
         usage = fields.get("usage") if isinstance(fields.get("usage"), dict) else {}
-        self.cost_elsewhere += finite(usage.get("cost"))
+        self.cost_elsewhere += amount(usage.get("cost"))
         self.rejected += rejected
         self.failed += not rejected
 
@@ -5835,10 +5838,9 @@ class Progress:
         if s.scored:
             gate = f", reward {s.reward_sum / s.scored:.2f}" + (f", rejected {s.rejected}" if s.rejected else "")
         pace = f", pace {self.limiter.pace:.3g}/s" if self.limiter.pace is not None else ""  # a metered key
-        if batches := self.batches():  # --batch: no request limit to show, the batches instead
-            return f"{batches}, retries {s.retries}, failed {s.failed}{gate}, {human_count(tokens)} tok{cache}{spend}"
-        return (f"limit {int(self.limiter.limit)}{pace}, 429s {s.rate_limited}, retries {s.retries}, "
-                f"failed {s.failed}{gate}, {human_count(tokens)} tok{cache}{spend}")
+        # --batch: no request limit to show, the batches instead
+        sending = self.batches() or f"limit {int(self.limiter.limit)}{pace}, 429s {s.rate_limited}"
+        return f"{sending}, retries {s.retries}, failed {s.failed}{gate}, {human_count(tokens)} tok{cache}{spend}"
 
     async def refresh_forever(self) -> None:
         while True:

@@ -234,3 +234,12 @@ def test_progress_shows_the_batches_in_progress_instead_of_a_request_limit():
     assert progress.status().startswith("batches: 1 in progress (in_progress 1/3), 1 queued, retries 0")
     assert queue.pending_requests == 4
     assert gdd.Progress(3, 0, gdd.Stats(), gdd.AdaptiveLimiter(4)).status().startswith("limit 4")
+
+
+def test_answers_without_a_cost_get_their_share_of_the_batchs_by_tokens(workdir, batch_teacher):
+    write_prompts(workdir, ["q0", "q1", "q2"])
+    batch_teacher.batch_costs_per_answer = False  # only the batch's usage.cost: $0.0015 for three equal answers
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 0, result.err
+    assert [r["metadata"]["usage"]["cost"] for r in result.records()] == [pytest.approx(0.0005)] * 3
+    assert "billed $0.0015" in result.err

@@ -309,6 +309,7 @@ class FakeTeacher:
         self.batch_latency = 0.1
         self.batch_fates: list[str] = []
         self.batch_looks = 0  # GETs of batches
+        self.batch_costs_per_answer = True  # False: only the batch's usage says what it cost
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server = None
         self._thread: threading.Thread | None = None
@@ -508,6 +509,8 @@ class FakeTeacher:
                     body = json.loads(json.dumps(reply.body))
                     body.setdefault("usage", {})["cost"] = body["usage"].get("cost", 0.0) / 2  # half the price
                     batch["cost"] += body["usage"]["cost"]
+                    if not self.batch_costs_per_answer:
+                        del body["usage"]["cost"]
                     result = {"response": {"status_code": 200, "request_id": f"req-{len(batch['results'])}",
                                            "body": body}, "error": None}
                 else:
