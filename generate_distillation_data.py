@@ -12,8 +12,8 @@ The file reads top-down, in the order the data flows; each section owns one conc
 banner's first line, and uses only the sections above it:
 
     Settings -> config.yml and the environment -> Prompts -> Tools -> MCP servers -> Rewards -> Spend
-    -> Rate control -> Prompt caching -> HTTP transport -> Judging answers -> Teacher client -> Batch API
-    -> Rollout -> The dataset line -> Output and resume -> Paused and failed files -> Exports
+    -> Rate control -> Prompt caching -> HTTP transport -> Judging answers -> Teacher client -> Batches
+    -> Batch API -> Rollout -> The dataset line -> Output and resume -> Paused and failed files -> Exports
     -> Progress and the summary -> The run -> Main
 """
 
@@ -61,7 +61,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping, NamedTuple
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import aiohttp
 
@@ -612,7 +612,7 @@ def parse_config(argv: list[str] | None) -> Config:
                          "or --report")
     extra_body = parse_extra_body(args.extra_body)
     if args.batch:
-        _check_batchable(base_url, extra_body)
+        _check_batchable(extra_body)
     if args.no_run and args.dry_run:
         raise UsageError("use either --no-run or --dry-run, not both")
     if api_key is None and is_openrouter(base_url) and not (args.no_run or args.rescore):
@@ -848,18 +848,8 @@ def parse_extra_body(text: str | None) -> dict:
     return body
 
 
-def batch_endpoint(base_url: str) -> str | None:
-    """The Batch API beside the base URL's /v1 (https://openrouter.ai/api/v1 -> .../api/beta/batches); None
-    for a base URL that has none."""
-    return base_url[:-len("/v1")] + "/beta/batches" if base_url.endswith("/v1") else None
-
-
-def _check_batchable(base_url: str, extra_body: dict) -> None:
+def _check_batchable(extra_body: dict) -> None:
     """--batch: refuse at the start what a batch cannot carry."""
-    if batch_endpoint(base_url) is None:
-        raise UsageError(f"--batch needs a Batch API beside the base URL's /v1 (OpenRouter's: "
-                         f"{OPENROUTER_BASE_URL} -> https://openrouter.ai/api/beta/batches); {display_url(base_url)} "
-                         "has none. Run without --batch, or use a base URL that ends in /v1.")
     for key, why in (("models", "every request in a batch must name the batch's one model, so there are no "
                       "`models` fallbacks"), ("stream", "batch answers come whole")):
         if key in extra_body:
@@ -2341,6 +2331,54 @@ class Stats:
     first_tries: int = 0  # first tries judged
 
 
+class SpendCap:
+    """--max-cost. Live, checked after each billed answer: once what this run spent, plus what the requests in
+    flight will likely cost, reaches the cap, the run starts nothing new; rollouts in progress pause between
+    turns and go on next run. In batch mode, asked before each batch how many requests may go (room_in_batch)
+    and told when batches are billed. The cap stays on whatever some answers say: it counts every cost reported."""
+
+    def __init__(self, cap: float, stats: Stats, log: Callable[[str], None], stop: Callable[[str], None],
+                 in_flight: Callable[[], int]):
+        self.cap, self.stats, self.log, self.stop, self.in_flight = cap, stats, log, stop, in_flight
+        self.told_uncosted = False  # said once that some answers carried no cost
+        self.reached = False
+
+    def room_in_batch(self, likely: list[float], pending: float, in_flight: bool) -> int:
+        """--batch: how many of these requests (what each will likely cost, in order) may go out now, with
+        `pending` USD likely in batches sent and not yet billed. None, with no batch in flight whose billing
+        could change that: the cap is reached."""
+        left = self.cap - self.stats.billed - pending
+        room, total = 0, 0.0
+        for cost in likely:
+            if total + cost > left:
+                break
+            total += cost
+            room += 1
+        if not room and not in_flight and likely and not self.reached:
+            self.reached = True
+            self.stop(f"the spend cap was reached: ${self.stats.billed:.4f} billed, and the next batch's first "
+                      f"request would likely cost ${likely[0]:.4f} more (--max-cost {self.cap:g}). Nothing more was "
+                      "sent; re-run the same command to continue (each run has its own cap).")
+        return room
+
+    def check(self) -> None:
+        s = self.stats
+        if s.uncosted and not self.told_uncosted and (s.billed or s.answers >= 3):
+            self.told_uncosted = True
+            self.log("--max-cost cannot apply: the teacher reports no cost (usage.cost), so spend is shown in tokens "
+                     "only; the cap counts any cost that is reported later." if not s.billed else
+                     "--max-cost: an answer carried no usable cost (usage.cost missing, negative or not a number); "
+                     "the cap counts the costs that are reported.")
+        if s.billed == 0 or self.reached:
+            return
+        in_flight = self.in_flight() * s.billed / max(1, s.answers - s.uncosted)
+        if s.billed + in_flight >= self.cap:
+            self.reached = True
+            self.stop(f"the spend cap was reached: ${s.billed:.4f} spent, ${in_flight:.4f} more likely in flight "
+                      f"(--max-cost {self.cap:g}). Nothing new was started; re-run the same command to continue "
+                      "(each run has its own cap).")
+
+
 # ==================================================================================================
 # Rate control
 # ==================================================================================================
@@ -3489,6 +3527,7 @@ class _Answer:
     headers: httpx.Headers
     body: bytes
     usage_lost: bool = False  # streamed, and its usage event never came: its cost is unknown, not missing
+    billed_by_batch: bool = False  # a batch's answer: the batch queue counts what it billed, when it reads it
 
     @property
     def reason(self) -> str:
@@ -3573,15 +3612,17 @@ class TeacherClient:
         self.timeouts = {"connect": min(settings.timeout, 15.0), "read": settings.timeout, "pool": None}
 
     async def complete(self, body: dict, priority: int, spend: Usage, stopping: asyncio.Event | None = None,
-                       rollout: str = "") -> Completion:
+                       rollout: RolloutKey | None = None, paid_before: Usage | None = None) -> Completion:
         """One chat completion, retried with backoff on anything transient.
 
         Every answered request's usage is added to `spend` as it arrives, so a rollout that fails later
         still reports what it cost. `stopping`: if the run is stopping by the time a request slot frees up,
-        send nothing (NotStarted).
+        send nothing (NotStarted). `rollout` and `paid_before`, in batch mode: the request's rollout try, and
+        where the usage of an answer an earlier run was billed for goes (not this run's spend).
         """
+        paid_before = paid_before if paid_before is not None else Usage()
         try:
-            return await self._complete(body, priority, spend, stopping, rollout)
+            return await self._complete(body, priority, spend, stopping, rollout, paid_before)
         except PromptFailed as e:
             if e.status in (400, 422) and body.get("stream") and "stream" in e.detail.lower():
                 # A server that cannot stream: ask for whole answers from now on, said once.
@@ -3589,7 +3630,7 @@ class TeacherClient:
                     self.stream = False
                     self.notes.append("The teacher refused streamed answers, so whole answers were asked for "
                                       "(a proxy in front of a slow teacher may close those; see --stall-timeout).")
-                return await self._complete(body, priority, spend, None, rollout)
+                return await self._complete(body, priority, spend, None, rollout, paid_before)
             # Assistant messages go back as the API gave them, `reasoning_content` included; a server that
             # refuses that field in requests (400 naming it) gets messages without it from now on.
             if not (e.status in (400, 422) and "reasoning_content" in e.detail and _carries_reasoning_content(body)):
@@ -3598,10 +3639,10 @@ class TeacherClient:
                 self.drop_reasoning_content = True
                 self.notes.append("The teacher refused `reasoning_content` in the messages sent back to it, so it "
                                   "was left out of them (the dataset keeps it).")
-            return await self._complete(body, priority, spend, None, rollout)
+            return await self._complete(body, priority, spend, None, rollout, paid_before)
 
     async def _complete(self, body: dict, priority: int, spend: Usage, stopping: asyncio.Event | None,
-                        rollout: str) -> Completion:
+                        rollout: RolloutKey | None, paid_before: Usage) -> Completion:
         if self.drop_reasoning_content:
             body = {**body, "messages": [_without_reasoning_content(m) for m in body["messages"]]}
         if not self.stream and "stream" in body:
@@ -3610,7 +3651,7 @@ class TeacherClient:
         for attempt in range(1, self.settings.retries + 2):
             try:
                 if self.batches is not None:  # no request slot: the batch is the unit, and the limit is its size
-                    return await self._attempt_in_batch(payload, spend, stopping, rollout)
+                    return await self._attempt_in_batch(payload, spend, stopping, rollout, paid_before)
                 return await self._attempt(payload, priority, spend, stopping if attempt == 1 else None)
             except RetryableError as e:
                 if attempt > self.settings.retries:
@@ -3650,12 +3691,13 @@ class TeacherClient:
             self.limiter.release(slot, answered)
 
     async def _attempt_in_batch(self, payload: bytes, spend: Usage, stopping: asyncio.Event | None,
-                                rollout: str) -> Completion:
+                                rollout: RolloutKey | None, paid_before: Usage) -> Completion:
         if stopping is not None and stopping.is_set():
             raise NotStarted()
         self.stats.requests += 1
-        status, body = await self.batches.answer(rollout, payload)
-        completion = self._read(_Answer(status, httpx.Headers(), body), spend)  # judged as a live answer
+        got = await self.batches.answer(rollout or RolloutKey("", 0), payload)
+        completion = self._read(_Answer(got.status, httpx.Headers(), got.body, billed_by_batch=True),
+                                paid_before if got.paid_before else spend)  # judged as a live answer
         self.answered_once = True
         return completion
 
@@ -3818,11 +3860,12 @@ class TeacherClient:
                 usage = {**usage, "cache_discount": data["cache_discount"]}  # OpenRouter puts it in the body
             billed_before = spend.cost
             spend.add(usage)  # billed even when the rest of the answer turns out unusable
-            self.stats.billed += spend.cost - billed_before
             self.stats.answers += 1
             self.stats.uncosted += not has_cost(usage) and not answer.usage_lost
-            if self.on_answer is not None:
-                self.on_answer()
+            if not answer.billed_by_batch:
+                self.stats.billed += spend.cost - billed_before
+                if self.on_answer is not None:
+                    self.on_answer()
         if status != 200:
             self._raise_for_error(status, data.get("error") if isinstance(data, dict) else None, answer)
         if not isinstance(data, dict):
@@ -3935,72 +3978,318 @@ def _without_reasoning_content(message: dict) -> dict:
 
 
 # ==================================================================================================
-# Batch API
+# Batches
 # ==================================================================================================
-# Requests gathered into OpenRouter batches and their answers handed back one by one (BatchQueue, --batch).
+# What OpenRouter's Batch API takes and gives: where batches go, a request's name and size in one, a
+# batch's price, window and record, its results turned into answers (Batch, BatchPricing, batch_answers).
+
+
+BATCH_MOST_BYTES = 180_000_000  # OpenRouter takes 200 MB a batch: a tenth kept back for its own framing
+BATCH_ENDED = ("completed", "failed", "expired", "cancelled")
+_WINDOW = 24 * 3600.0  # a batch's completion window when the service says none
+_REQUEST_FRAMING = 64  # bytes a request adds to the batch besides its body: {"custom_id":"...","body":},
+
+
+def batch_endpoints(base_url: str) -> list[str]:
+    """Where batches go, in order: the guide's and the API reference's /batches beside chat/completions, then,
+    once, the quickstart's /api/beta/batches (for a base URL ending in /v1), where the first answers 404/405."""
+    endpoints = [f"{base_url}/batches"]
+    if base_url.endswith("/v1"):
+        endpoints.append(base_url[:-len("/v1")] + "/beta/batches")
+    return endpoints
+
+
+def batch_custom_id(key: RolloutKey, payload: bytes) -> str:
+    """A request's name in a batch: its rollout's try and the exact bytes of its body, hashed. A resumed
+    rollout rebuilds the same request, so it finds the same name, and the answer a batch holds for it;
+    anything else in the body (the prompt's text, the system prompt, the tools) is another request."""
+    rollout = f"{key.prompt_id}\x1f{key.sample}\x1f{key.attempt}"
+    return hashlib.sha256(rollout.encode("utf-8", "surrogatepass") + b"\x00" + payload).hexdigest()[:32]
+
+
+def batch_cut(sizes: Iterable[int], most_requests: int, most_bytes: int = BATCH_MOST_BYTES) -> int:
+    """How many of the queued requests (their sizes in bytes, in order) the next batch carries: as many as
+    fit under both of the service's limits, a count and a size, and at least one."""
+    count, total = 0, 0
+    for size in itertools.islice(sizes, most_requests):
+        total += size + _REQUEST_FRAMING
+        if total > most_bytes and count:
+            break
+        count += 1
+    return count
+
+
+def fits_a_batch(size: int) -> bool:
+    """Whether a request of this many bytes fits in a batch at all, alone."""
+    return size + _REQUEST_FRAMING <= BATCH_MOST_BYTES
+
+
+def most_answer_tokens(requests: RequestSettings) -> int:
+    """The longest answer one request may buy: its max_tokens (--max-tokens, or --extra-body's) and the
+    reasoning budget it asks for, if any."""
+    extra = requests.extra_body
+    asked = [v for v in (requests.max_tokens, extra.get("max_tokens"), extra.get("max_completion_tokens"))
+             if type(v) is int and v > 0]
+    reasoning = extra.get("reasoning") if isinstance(extra.get("reasoning"), dict) else requests.reasoning
+    budget = field_of(reasoning, "max_tokens")
+    return max(asked, default=0) + (budget if type(budget) is int and budget > 0 else 0)
 
 
 @dataclass
-class _Batch:
+class BatchPricing:
+    """What a request will likely cost in a batch, before it goes (--max-cost). At first, from the model's
+    listed price (its `:batch` entry's, else the live price, about twice the batch one), by the request's
+    prompt (its bytes / CHARS_PER_TOKEN) and the longest answer it may buy; once batches were billed, that
+    estimate scaled by what their answers really cost against their own estimates. With no price listed,
+    the estimate is in tokens, and only billed answers turn it into dollars."""
+
+    prompt_price: float | None = None  # USD a prompt token, as listed
+    completion_price: float | None = None
+    most_answer_tokens: int = 0  # max_tokens plus the reasoning budget
+    billed: float = 0.0  # USD the answers read so far were billed
+    billed_basis: float = 0.0  # what `basis` said of those same answers
+
+    @property
+    def listed(self) -> bool:
+        return self.prompt_price is not None and self.completion_price is not None
+
+    def basis(self, size: int) -> float:
+        prompt_tokens = size / CHARS_PER_TOKEN
+        if self.listed:
+            return prompt_tokens * self.prompt_price + self.most_answer_tokens * self.completion_price
+        return prompt_tokens + self.most_answer_tokens
+
+    def likely(self, size: int) -> float | None:
+        """USD; None while no price is known."""
+        if self.billed_basis > 0:
+            return self.basis(size) * self.billed / self.billed_basis
+        return self.basis(size) if self.listed else None
+
+    def learn(self, cost: float, sizes: list[int]) -> None:
+        self.billed += cost
+        self.billed_basis += sum(self.basis(size) for size in sizes)
+
+    def learn_listed(self, models: Any, model: str) -> None:
+        """The model's price from a models list's `data` (GET /models): its `:batch` entry's if listed, else
+        its own; none there (another server, another shape), and it stays unknown."""
+        listed = {e["id"]: e for e in models if isinstance(e, dict) and isinstance(e.get("id"), str)} \
+            if isinstance(models, list) else {}
+        for name in (f"{model}:batch", model):
+            pricing = field_of(listed.get(name), "pricing")
+            prompt, completion = _listed_price(field_of(pricing, "prompt")), _listed_price(field_of(pricing, "completion"))
+            if prompt is not None and completion is not None:
+                self.prompt_price, self.completion_price = prompt, completion
+                return
+
+
+def _listed_price(value: Any) -> float | None:
+    """A models-list price (USD a token, a string in OpenRouter's list); None when it is not one (OpenRouter
+    lists -1 for routers whose price varies)."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
+
+
+@dataclass
+class Batch:
     id: str
+    url: str  # the batch endpoint it went to, where it is looked at
     custom_ids: list[str]
+    keys: list[RolloutKey | None]  # each request's rollout try (None: recorded by an earlier release)
+    sent: float  # when it was submitted (Unix time; an earlier run's, from its record)
+    window_end: float = 0.0  # after this, an answer it has not given will not come
     status: str = "validating"
     counts: dict = field(default_factory=dict)  # the batch's request_counts, as last seen
-    estimate: float = 0.0  # USD it will likely cost, until it is billed
+    likely: float = 0.0  # USD it will likely cost, until billed (--max-cost)
+    answered: set[str] = field(default_factory=set)  # custom_ids whose result was read
+    cost: float = 0.0  # what the results read so far cost
+    counted: float = 0.0  # of that, what this run counted as billed
+    paid_before: float = 0.0  # what earlier runs counted for it, as its record says
+    over: bool = False  # watched to its end: each request answered, sent again, or failed
+
+    def __post_init__(self) -> None:
+        self.window_end = self.window_end or self.sent + _WINDOW
+
+    def unanswered(self) -> list[str]:
+        return [custom_id for custom_id in self.custom_ids if custom_id not in self.answered]
+
+    def record(self) -> dict:
+        return {"batch": self.id, "url": self.url, "custom_ids": self.custom_ids, "sent": self.sent,
+                "rollouts": [None if key is None else list(key) for key in self.keys]}
+
+
+class BatchAnswer(NamedTuple):
+    status: int
+    body: bytes
+    paid_before: bool  # its batch was billed by an earlier run, which counted it
+
+
+def batch_results(batch: Batch, results: Any, found: dict[str, dict]) -> None:
+    """Add to `found` the results (a list, inline or a page) that answer a request of this batch not yet
+    answered, by custom_id; anything else in the list is not ours, whatever its shape."""
+    if not isinstance(results, list):
+        return
+    mine = set(batch.custom_ids)
+    for result in results:
+        custom_id = field_of(result, "custom_id")
+        if isinstance(custom_id, str) and custom_id in mine and custom_id not in batch.answered:
+            found.setdefault(custom_id, result)
+
+
+def batch_answers(batch: Batch, found: dict[str, dict], data: dict) -> tuple[dict[str, tuple[int, bytes]], float]:
+    """The results found, each as the live API would have answered it (an error object becomes that error's
+    status and body), and what the batch has cost once they are counted. An answer without a cost gets its
+    share of what the batch's own usage says, by tokens, once every result of the batch is in."""
+    answers: dict[str, tuple[int, Any]] = {}
+    without_cost: list[tuple[dict, float]] = []  # answers without a cost, and their tokens (for their share)
+    known = 0.0
+    for custom_id, result in found.items():
+        response = result.get("response")
+        status = field_of(response, "status_code")
+        if type(status) is int and 100 <= status < 600:
+            body = response.get("body")
+            usage = field_of(body, "usage")
+            if isinstance(usage, dict) and has_cost(usage):
+                known += amount(usage["cost"])
+            elif isinstance(usage, dict):
+                without_cost.append((body, amount(usage.get("prompt_tokens")) + amount(usage.get("completion_tokens"))))
+            answers[custom_id] = (status, body)
+        else:
+            error = result.get("error") if isinstance(result.get("error"), dict) else {"message": "no answer"}
+            code = error.get("code")
+            answers[custom_id] = (code if type(code) is int and 400 <= code < 600 else 500, {"error": error})
+    complete = len(batch.answered) + len(answers) == len(batch.custom_ids)
+    batch_cost = amount(field_of(data.get("usage"), "cost"))
+    tokens_without = sum(tokens for _, tokens in without_cost)
+    cost = batch.cost + known
+    if complete and tokens_without and batch_cost > cost:
+        for body, tokens in without_cost:
+            body["usage"] = {**body["usage"], "cost": (batch_cost - cost) * tokens / tokens_without}
+        cost = batch_cost
+    return {c: (status, _encoded(body)) for c, (status, body) in answers.items()}, max(cost, batch_cost if complete else 0.0)
+
+
+def batch_window_end(data: dict, batch: Batch) -> float:
+    """When the batch's completion window ends (Unix time): its expires_at, else its created_at (or its
+    submission) plus its completion_window ("24h"; "96h" where the provider takes that long)."""
+    expires = _unix_time(data.get("expires_at"))
+    if expires is not None:
+        return expires
+    window = data.get("completion_window")
+    match = re.fullmatch(r"\s*(\d{1,4})\s*([hd])\s*", window) if isinstance(window, str) else None
+    if match is None:
+        return batch.window_end
+    hours = int(match.group(1)) * (24 if match.group(2) == "d" else 1)
+    return (_unix_time(data.get("created_at")) or batch.sent) + hours * 3600.0
+
+
+def _unix_time(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        return None
+    return float(value) / 1000 if value > 1e11 else float(value)  # milliseconds, where a service sends those
+
+
+def _encoded(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:  # integers past 64 bits, which json writes exactly
+        return json.dumps(value).encode()
+
+
+# ==================================================================================================
+# Batch API
+# ==================================================================================================
+# Requests gathered into batches, each batch watched to its end and its answers handed back one by one;
+# how many may go under --max-cost; the record of batches a later run picks up (BatchQueue, --batch).
+
+
+_SUBMISSIONS = 3  # batches one request goes out in, in a run, before its rollout fails with the last reason
+_LAGGING_STORE = 600.0  # seconds after a submission in which a 404 is the store lagging its own 202
+_OVERDUE = 3600.0  # a batch still not ended this long past its window is taken as expired
+_FIRST_UNPRICED = 4  # requests in the first batch under --max-cost when no price is known at all
+_LOOKS_BACK_OFF = 10  # after looks that told nothing, the wait grows up to this many --batch-poll
 
 
 class BatchQueue:
     """In batch mode the teacher client asks this queue instead of the live API. A request waits here, with
     the others that come within a moment of it (the next turn of every rollout in progress), until they go
-    out as one batch; its answer comes back when the batch completes, as (status, body): what the live API
+    out as one batch; its answer comes back when the batch has ended, as (status, body): what the live API
     would have answered, judged by the same code. A new batch goes out whenever requests are waiting, while
     earlier ones are still in progress, so a slow batch holds only its own rollouts.
 
-    A request is known by its custom_id: a hash of the rollout (prompt id, sample, attempt) and of the exact
-    bytes of its body. Each batch's id and custom_ids are written to <stem>.batches.jsonl before the run
-    waits on it; the next run (after Ctrl-C, kill -9 or a crash) polls those batches again, and a rollout that
-    resumes from its saved turns rebuilds the same request, so it gets that batch's answer: nothing is sent
-    twice. What can be paid twice: a batch whose submission was cut before its id came back, and the requests
-    of a batch that expired or failed (its results are null, so there is no telling which were done), which
-    go out again in a new batch."""
+    A batch that exists is watched until its completion window ends, and only what it says for good sends a
+    request again: a `failed`, `expired` or `cancelled` batch (the requests it did not answer), a batch the
+    service no longer knows ten minutes after its submission, one that completed and still lacks a result at
+    the window's end. Its results are read whole (inline, then every page), matched by custom_id; a request
+    goes out in at most _SUBMISSIONS batches a run, and then its rollout fails with the last reason.
 
-    def __init__(self, settings: TeacherSettings, model: str, most_requests: int, record: Path,
-                 stopping: asyncio.Event | None, may_send: Callable[[int], bool] | None = None):
-        self.url = batch_endpoint(settings.base_url) or ""
-        self.model, self.record = model, record
+    Each batch's id, endpoint and requests are written to <stem>.batches.jsonl before the run waits on it,
+    and what its results cost once read: the next run (after Ctrl-C, kill -9 or a crash) looks at those
+    batches again, a rollout that resumes rebuilds the same request and gets that batch's answer, and the
+    cost counts in the run that first read it. The record keeps a batch while a rollout of this output may
+    still ask for one of its answers."""
+
+    def __init__(self, settings: TeacherSettings, model: str, most_requests: int, record: Path, stats: Stats,
+                 stopping: asyncio.Event | None, log: Callable[[str], None] = lambda line: None,
+                 cap: SpendCap | None = None, most_answer_tokens: int = 0):
+        self.endpoints = batch_endpoints(settings.base_url)
+        self.url = self.endpoints[0]  # the endpoint batches go to (the beta one once the first has none)
+        self.models_url = f"{settings.base_url}/models"
+        self.model, self.record, self.stats, self.secret = model, record, stats, settings.secret
         self.headers = teacher_headers(settings)
         self.poll, self.retries, self.backoff = settings.batch_poll, settings.retries, settings.backoff
         self.gather = min(2.0, max(0.02, settings.batch_poll / 10))  # how long a batch waits for more requests
-        self.most_requests, self.stopping, self.may_send = most_requests, stopping, may_send
+        self.body_cap = 4 * settings.max_answer_bytes  # a look or a page of results: answers of a whole batch
+        self.most_requests, self.stopping, self.log, self.cap = most_requests, stopping, log, cap
+        self.pricing = BatchPricing(most_answer_tokens=most_answer_tokens)
         self.waiting: dict[str, asyncio.Future] = {}  # custom_id -> the answer a rollout waits for
         self.queued: dict[str, bytes] = {}  # custom_id -> body, not yet in a batch
         self.payloads: dict[str, bytes] = {}  # custom_id -> body, of every request asked in this run
-        self.in_batch: dict[str, _Batch] = {}  # custom_id -> the batch in progress that carries it
-        self.results: dict[str, tuple[int, bytes]] = {}  # answers no rollout asked for yet (earlier runs' batches)
-        self.batches: dict[str, _Batch] = {}  # every batch this run watched, by id
+        self.keys: dict[str, RolloutKey] = {}  # custom_id -> its rollout's try
+        self.in_batch: dict[str, Batch] = {}  # custom_id -> the batch in progress that carries it
+        self.results: dict[str, BatchAnswer] = {}  # answers no rollout asked for yet (earlier runs' batches)
+        self.batches: dict[str, Batch] = {}  # every batch this run watched, by id
+        self.submissions: collections.Counter = collections.Counter()  # custom_id -> batches it went out in
+        self.last_reason: dict[str, str] = {}  # custom_id -> why its last batch gave no usable answer
+        self.submitted = 0  # batches this run submitted
         self.sent = self.resent = 0  # requests put in batches by this run, and of those, sent again
-        self.billed = 0.0  # what the batches' answers cost
-        self.wake = asyncio.Event()
+        self.resent_why: collections.Counter = collections.Counter()
+        self.billed = 0.0  # what this run counted as billed
+        self.halted: RunStopped | None = None  # the key or the budget failed on a batch endpoint: no more
+        self.said: set[str] = set()  # what was told once
+        self.wake = asyncio.Event()  # requests are queued
+        self.billing = asyncio.Event()  # a batch was billed or ended: requests held for --max-cost may go
         self.tasks: set[asyncio.Task] = set()
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=15.0), trust_env=True)
         self.started = False
 
     # -- asked by the teacher client ---------------------------------------------------------------
-    async def answer(self, rollout: str, payload: bytes) -> tuple[int, bytes]:
+    async def answer(self, key: RolloutKey, payload: bytes) -> BatchAnswer:
         if not self.started:
             self.started = True
+            self._resume_recorded()
+            if self.cap is not None:
+                await self._learn_listed_price()
             self._spawn(self._send_forever())
             if self.stopping is not None:
                 self._spawn(self._pause_when_stopping(self.stopping))
-            self._resume_recorded()
-        custom_id = hashlib.sha256(rollout.encode("utf-8", "surrogatepass") + b"\x00" + payload).hexdigest()[:32]
+        if self.halted is not None:
+            raise self.halted
+        custom_id = batch_custom_id(key, payload)
         if (done := self.results.pop(custom_id, None)) is not None:
             return done  # answered in a batch an earlier run sent
         future = self.waiting.get(custom_id)
         if future is None or future.done():
+            if custom_id not in self.in_batch and self.submissions[custom_id] >= _SUBMISSIONS:
+                raise self._sent_too_often(custom_id)  # the teacher client's own retries count too
             future = asyncio.get_running_loop().create_future()
             self.waiting[custom_id] = future
-            self.payloads[custom_id] = payload
+            self.payloads[custom_id], self.keys[custom_id] = payload, key
             if custom_id not in self.in_batch:
                 self.queued[custom_id] = payload
                 self.wake.set()
@@ -4008,10 +4297,10 @@ class BatchQueue:
 
     @property
     def pending_requests(self) -> int:
-        return len(self.queued) + sum(len(b.custom_ids) for b in self.batches.values() if not _batch_ended(b.status))
+        return len(self.queued) + sum(len(b.unanswered()) for b in self.batches.values() if not b.over)
 
     def status(self) -> str:
-        going = [b for b in self.batches.values() if not _batch_ended(b.status)]
+        going = [b for b in self.batches.values() if not b.over]
         if not going and not self.queued:
             return ""
         counts = ", ".join(f"{b.status} {b.counts.get('completed', 0)}/{b.counts.get('total', len(b.custom_ids))}"
@@ -4021,24 +4310,49 @@ class BatchQueue:
     def summary(self) -> list[str]:
         if not self.batches:
             return []
-        live = 2 * self.billed  # OpenRouter bills batches at about half the per-token price
-        lines = [f"Batches: {len(self.batches)} ({self.sent} requests sent by this run, {self.resent} of them again "
-                 f"after a batch expired or failed); billed ${self.billed:.4f}, where the same tokens live would "
-                 f"have cost about ${live:.4f} (batches are billed at about half the price)."]
-        going = [b for b in self.batches.values() if not _batch_ended(b.status)]
+        why = ", ".join(f"{n} {reason}" for reason, n in self.resent_why.most_common())
+        picked_up = len(self.batches) - self.submitted
+        earlier = sum(min(b.cost, b.paid_before) for b in self.batches.values())
+        lines = [f"Batches: {self.submitted} submitted by this run ({plural(self.sent, 'request')}"
+                 + (f", {self.resent} of them sent again: {why}" if self.resent else "") + ")"
+                 + (f", {picked_up} picked up from earlier runs" if picked_up else "")
+                 + f". Billed ${self.billed:.4f} by this run, where the same tokens live would have cost about "
+                 f"${2 * self.billed:.4f} (batches are billed at about half the price)"
+                 + (f"; answers read here that earlier runs paid for: ${earlier:.4f}" if earlier else "") + "."]
+        going = [b for b in self.batches.values() if not b.over]
         if going:
-            lines.append(f"Batches in progress: {len(going)} ({sum(len(b.custom_ids) for b in going)} requests), "
+            lines.append(f"Batches in progress: {len(going)} ({sum(len(b.unanswered()) for b in going)} requests), "
                          f"kept in {self.record.name}: the next run picks them up and sends none of them again.")
         return lines
 
-    async def aclose(self, all_done: bool) -> None:
+    async def aclose(self, still_needed: Callable[[RolloutKey], bool]) -> None:
+        """Stop watching; keep in the record each batch that holds an answer a rollout of this output may
+        still ask for (`still_needed`: the rollout's try is neither in the output nor failed nor rejected),
+        and every batch not yet watched to its end. No such batch left: the record goes."""
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.http.aclose()
-        if all_done:  # nothing left that could ask for an earlier batch's answers
-            with contextlib.suppress(OSError):
-                self.record.unlink()
+        if not self.started:
+            return  # the record was not read: it stays as it is
+        kept = [b for b in self.batches.values() if self._holds_needed(b, still_needed)]
+        try:
+            if not kept:
+                self.record.unlink(missing_ok=True)
+                return
+            with replaced_atomically(self.record) as f:
+                for batch in kept:
+                    f.write(orjson.dumps(batch.record()) + b"\n")
+                    if batch.cost or batch.paid_before:
+                        f.write(orjson.dumps({"batch": batch.id, "billed": max(batch.cost, batch.paid_before)}) + b"\n")
+        except OSError:
+            pass  # the record as it was still holds every batch: the next run looks at a few ended ones again
+
+    def _holds_needed(self, batch: Batch, still_needed: Callable[[RolloutKey], bool]) -> bool:
+        if not batch.over:
+            return True
+        return any(custom_id in self.results if key is None else still_needed(key)
+                   for custom_id, key in zip(batch.custom_ids, batch.keys) if custom_id in batch.answered)
 
     async def _pause_when_stopping(self, stopping: asyncio.Event) -> None:
         """A stopping run does not wait hours for its batches: every rollout waiting on one pauses now (its
@@ -4046,6 +4360,7 @@ class BatchQueue:
         await stopping.wait()
         self._fail(list(self.waiting), NotStarted())
         self.queued.clear()
+        self.billing.set()
 
     # -- sending -----------------------------------------------------------------------------------
     def _spawn(self, coroutine: Any) -> None:
@@ -4070,19 +4385,104 @@ class BatchQueue:
             size = len(self.queued)
             await asyncio.sleep(self.gather)  # the rest of this wave: requests that come within a moment
         self.wake.clear()
-        taken.update(itertools.islice(self.queued.items(), self.most_requests))
+        if not self.queued:
+            return
+        if self.stopping is not None and self.stopping.is_set():
+            self._fail(list(self.queued), NotStarted())  # nothing was sent: they pause, to go on next run
+            self.queued.clear()
+            return
+        count = batch_cut((len(body) for body in self.queued.values()), self.most_requests)
+        likely = 0.0
+        if self.cap is not None:
+            count, likely = self._room_under_cap(count)
+            if not count:
+                await self._wait_for_billing()
+                return
+        taken.update(itertools.islice(self.queued.items(), count))
         for custom_id in taken:
             del self.queued[custom_id]
         if self.queued:
             self.wake.set()
-        if (self.stopping is not None and self.stopping.is_set()) or \
-                (self.may_send is not None and not self.may_send(len(taken))):
-            self._fail(taken, NotStarted())  # nothing was sent: they pause, to go on next run
-            return
-        await self._send(taken)
+        too_large = [c for c, body in taken.items() if not fits_a_batch(len(body))]
+        for custom_id in too_large:
+            del taken[custom_id]
+            self._fail([custom_id], PromptFailed("too large for a batch", (
+                f"its request is {len(self.payloads[custom_id]) / 1e6:.0f} MB, over what a batch may carry "
+                f"({BATCH_MOST_BYTES / 1e6:.0f} MB; OpenRouter takes 200 MB a batch). Run it without --batch.")))
+        if taken:
+            await self._submit(taken, likely)
 
-    async def _send(self, taken: dict[str, bytes]) -> None:
-        """One batch out: `endpoint` and `model` before `requests` (OpenRouter reads the JSON as a stream)."""
+    def _room_under_cap(self, count: int) -> tuple[int, float]:
+        """--max-cost: how many of the next `count` queued requests may go now, and what they will likely
+        cost, so that at the price known (listed, then billed) the batches sent and not yet billed cannot
+        pass the cap. None priced and none billed yet: a small first batch, said once."""
+        in_flight = [b for b in self.batches.values() if not b.over]
+        likely = [self.pricing.likely(len(body)) for body in itertools.islice(self.queued.values(), count)]
+        if any(cost is None for cost in likely):
+            if in_flight:
+                return 0, 0.0  # wait for it to be billed: its price sizes the next
+            self._say_once("unpriced", f"--max-cost with --batch: no price for {self.model} is listed at "
+                           f"{display_url(self.models_url)}, so the first batch carries at most {_FIRST_UNPRICED} "
+                           "requests; the next grow with the price their answers are billed at.")
+            return min(count, _FIRST_UNPRICED), 0.0
+        pending = sum(max(0.0, b.likely - b.counted) for b in in_flight)
+        room = self.cap.room_in_batch(likely, pending, bool(in_flight))
+        return room, sum(likely[:room])
+
+    async def _wait_for_billing(self) -> None:
+        """Nothing may go now for --max-cost: wait until a batch in flight is billed or ends (the cap, once
+        reached, stops the run, and the stop wakes this too), then look at the queue again."""
+        if not any(not b.over for b in self.batches.values()):
+            self._fail(list(self.queued), NotStarted())  # the cap is reached: they pause, to go on next run
+            self.queued.clear()
+            return
+        self.billing.clear()
+        await self.billing.wait()
+        self.wake.set()
+
+    async def _submit(self, taken: dict[str, bytes], likely: float) -> None:
+        """One batch out (`endpoint` and `model` before `requests`: OpenRouter reads the JSON as a stream),
+        recorded before the run waits on it."""
+        response = await self._post(taken)
+        if response is None:
+            return
+        code = response.status_code
+        if code in (404, 405):
+            if self.url != self.endpoints[-1]:
+                self.url = self.endpoints[self.endpoints.index(self.url) + 1]
+                return await self._submit(taken, likely)
+            return self._halt(RunStopped("no batch API", (
+                f"the teacher has no Batch API ({code} at {' and at '.join(display_url(u) for u in self.endpoints)}). "
+                "Run without --batch, or point --base-url at a server that has one.")))
+        if code == 413:
+            if len(taken) > 1:  # too large after all: each half on its own (nothing was stored)
+                half = list(taken.items())
+                await self._submit(dict(half[:len(half) // 2]), likely / 2)
+                return await self._submit(dict(half[len(half) // 2:]), likely / 2)
+            return self._fail(taken, PromptFailed("HTTP 413", (
+                f"the batch service refused this request as too large even alone (413: "
+                f"{self._said(error_text(field_of(decode_answer(response.content), 'error')) or 'too large')}). "
+                "Run it without --batch.")))
+        if code not in (200, 201, 202):
+            for custom_id in taken:  # refused whole: each request gets the refusal, judged as a live one would be
+                self._deliver(custom_id, BatchAnswer(code, response.content, False))
+            return
+        batch_id = field_of(decode_answer(response.content), "id")
+        if not isinstance(batch_id, str) or not batch_id.strip() or len(batch_id) > 200:
+            return self._fail(taken, RetryableError("malformed answer", "the batch was accepted without an id"))
+        batch = Batch(batch_id, self.url, list(taken), [self.keys.get(c) for c in taken], sent=time.time(),
+                       likely=likely)
+        self.batches[batch_id] = batch
+        self.submitted += 1
+        self.sent += len(taken)
+        for custom_id in taken:
+            self.submissions[custom_id] += 1
+            self.in_batch[custom_id] = batch
+        # Written before the run waits on it: a run that dies now finds this batch again, and pays nothing twice.
+        self._append_record(batch.record())
+        self._spawn(self._watch(batch, first_look=self.poll))
+
+    async def _post(self, taken: dict[str, bytes]) -> httpx.Response | None:
         payload = (b'{"endpoint":"/v1/chat/completions","model":' + orjson.dumps(self.model) + b',"requests":['
                    + b",".join(b'{"custom_id":"' + custom_id.encode() + b'","body":' + body + b"}"
                                for custom_id, body in taken.items()) + b"]}")
@@ -4092,160 +4492,310 @@ class BatchQueue:
             except httpx.HTTPError as e:
                 if attempt > self.retries:
                     self._fail(taken, RetryableError("connection", f"the batch could not be sent: {type(e).__name__}"))
-                    return
+                    return None
                 await asyncio.sleep(backoff_delay(self.backoff, attempt))
                 continue
-            if response.status_code in (200, 201, 202):
-                break
             if response.status_code in _RETRYABLE_STATUS and attempt <= self.retries:
                 await asyncio.sleep(backoff_delay(self.backoff, attempt, retry_after_seconds(response.headers)))
                 continue
-            for custom_id in taken:  # refused whole: each request gets the refusal, judged as a live one would be
-                self._deliver(custom_id, (response.status_code, response.content))
-            return
-        batch_id = _batch_field(response.content, "id")
-        if not isinstance(batch_id, str) or not batch_id:
-            self._fail(taken, RetryableError("malformed answer", "the batch was accepted without an id"))
-            return
-        batch = _Batch(batch_id, list(taken), estimate=0.0)
-        self.batches[batch_id] = batch
-        self.sent += len(taken)
-        # Written before the run waits on it: a run that dies now finds this batch again, and pays nothing twice.
+            return response
+        return None
+
+    def _append_record(self, entry: dict) -> None:
         try:
             with open(self.record, "ab") as f:
-                f.write(orjson.dumps({"batch": batch_id, "custom_ids": batch.custom_ids, "sent": time.time()}) + b"\n")
+                f.write(orjson.dumps(entry) + b"\n")
         except OSError:  # a full disk: this run still gets the answers; only a crash before then would lose them
             pass
-        for custom_id in taken:
-            self.in_batch[custom_id] = batch
-        self._spawn(self._watch(batch, first_look=self.poll))
 
     def _resume_recorded(self) -> None:
         """The batches earlier runs sent and recorded: looked at again, their answers kept for the rollouts
-        that ask for them."""
+        that ask for them; what they were billed, counted by the run that read it."""
         if not self.record.is_file():
             return
+        billed: dict[str, float] = {}
         for _, entry in LineReader(self.record).records():
-            if not isinstance(entry, dict) or not isinstance(entry.get("batch"), str) or entry["batch"] in self.batches:
+            batch_id = field_of(entry, "batch")
+            if not isinstance(batch_id, str) or not batch_id:
                 continue
-            ids = [c for c in entry.get("custom_ids") or () if isinstance(c, str)]
-            batch = _Batch(entry["batch"], ids)
-            self.batches[batch.id] = batch
-            for custom_id in ids:
-                self.in_batch[custom_id] = batch
-            self._spawn(self._watch(batch, first_look=0.0))
+            if "billed" in entry:
+                billed[batch_id] = max(billed.get(batch_id, 0.0), amount(entry["billed"]))
+            elif batch_id not in self.batches and isinstance(entry.get("custom_ids"), list):
+                self._resume_one(batch_id, entry)
+        for batch_id, cost in billed.items():
+            if batch_id in self.batches:
+                self.batches[batch_id].paid_before = cost
 
-    # -- waiting -----------------------------------------------------------------------------------
-    async def _watch(self, batch: _Batch, first_look: float) -> None:
+    def _resume_one(self, batch_id: str, entry: dict) -> None:
+        ids = [c for c in entry["custom_ids"] if isinstance(c, str)]
+        rollouts = entry.get("rollouts") if isinstance(entry.get("rollouts"), list) else []
+        keys = [RolloutKey.of_paused(dict(zip(("prompt_id", "sample", "attempt"), r))) if isinstance(r, list)
+                else None for r in rollouts] if len(rollouts) == len(ids) else [None] * len(ids)
+        url = entry.get("url") if entry.get("url") in self.endpoints else self.endpoints[-1]  # older: the beta one
+        sent = entry.get("sent") if isinstance(entry.get("sent"), (int, float)) and math.isfinite(entry["sent"]) else 0.0
+        batch = Batch(batch_id, url, ids, keys, sent=float(sent))
+        self.batches[batch_id] = batch
+        for custom_id in ids:
+            self.in_batch[custom_id] = batch
+            self.submissions[custom_id] += 1
+        self._spawn(self._watch(batch, first_look=0.0))
+
+    async def _learn_listed_price(self) -> None:
+        """--max-cost: the model's listed price (GET /models), before any answer is billed."""
+        answer = await self._get(self.models_url)
+        if answer is not None and answer[0] == 200:
+            self.pricing.learn_listed(field_of(answer[1], "data"), self.model)
+
+    # -- watching ----------------------------------------------------------------------------------
+    async def _watch(self, batch: Batch, first_look: float) -> None:
         try:
-            await self._watch_until_done(batch, first_look)
+            await self._watch_to_end(batch, first_look)
         except asyncio.CancelledError:
             raise
-        except Exception:  # a bug of ours, or an answer of a shape never seen: its requests go out again
-            batch.status = "failed"
-            self._resend(batch)
+        except Exception as e:  # a bug of ours, or an answer of a shape never seen: sent again, within the bound
+            self._send_again(batch, batch.unanswered(), "internal error",
+                             f"internal error while reading batch {self._said(batch.id, 80)}: {type(e).__name__}")
 
-    async def _watch_until_done(self, batch: _Batch, first_look: float) -> None:
+    async def _watch_to_end(self, batch: Batch, first_look: float) -> None:
+        """Look at the batch until it is over. Looks that tell nothing (an error, a 404 the store may still
+        lag, results not attached yet) wait longer each time, up to _LOOKS_BACK_OFF polls: looking is free."""
         await asyncio.sleep(first_look)
+        quiet = 0
         while True:
-            try:
-                response = await self.http.get(f"{self.url}/{batch.id}", headers=self.headers)
-                data = orjson.loads(response.content) if response.status_code == 200 else None
-                if response.status_code == 404:
-                    data = {"status": "expired"}  # the service no longer knows it: its requests go out again
-            except (httpx.HTTPError, orjson.JSONDecodeError):
-                data = None  # a look that failed: look again later
-            if isinstance(data, dict) and isinstance(data.get("status"), str):
-                batch.status = data["status"]
-                if isinstance(data.get("request_counts"), dict):
-                    batch.counts = data["request_counts"]
-                if batch.status == "completed" and isinstance(data.get("results"), list):
-                    self._completed(batch, data)
-                    return
-                if _batch_ended(batch.status):
-                    self._resend(batch)
-                    return
-            await asyncio.sleep(self.poll)
+            told_nothing = await self._look(batch)
+            if batch.over or self.halted is not None:
+                return
+            quiet = quiet + 1 if told_nothing else 0
+            await asyncio.sleep(min(self.poll * 2 ** quiet, self.poll * _LOOKS_BACK_OFF) if quiet else self.poll)
 
-    def _completed(self, batch: _Batch, data: dict) -> None:
-        results = [r for r in data["results"] if isinstance(r, dict) and isinstance(r.get("custom_id"), str)]
-        batch_cost = amount(field_of(data.get("usage"), "cost"))
-        bodies: dict[str, tuple[int, Any]] = {}
-        missing_cost: list[tuple[dict, float]] = []  # answers without a cost, and their tokens (for their share)
-        known = 0.0
-        for result in results:
-            response = result.get("response")
-            if isinstance(response, dict) and isinstance(response.get("status_code"), int):
-                body = response.get("body")
-                if isinstance(body, dict) and isinstance(body.get("usage"), dict):
-                    usage = body["usage"]
-                    if has_cost(usage):
-                        known += amount(usage["cost"])
-                    else:
-                        tokens = amount(usage.get("prompt_tokens")) + amount(usage.get("completion_tokens"))
-                        missing_cost.append((body, tokens))
-                bodies[result["custom_id"]] = (response["status_code"], body)  # encoded below, once costed
-            else:  # an error object instead of a response: judged as the same error from the live API
-                error = result.get("error") if isinstance(result.get("error"), dict) else {"message": "no answer"}
-                code = error.get("code") if isinstance(error.get("code"), int) else 500
-                bodies[result["custom_id"]] = (code, {"error": error})
-        tokens_missing = sum(tokens for _, tokens in missing_cost)
-        shared = 0.0  # the batch's cost that no answer said, shared out by tokens
-        if batch_cost > known and tokens_missing:
-            for body, tokens in missing_cost:
-                body["usage"] = {**body["usage"], "cost": (batch_cost - known) * tokens / tokens_missing}
-            shared = batch_cost - known
-        self.billed += max(batch_cost, known + shared)
-        for custom_id in batch.custom_ids:
+    async def _look(self, batch: Batch) -> bool:
+        """One look at the batch; True when it told nothing new."""
+        answer = await self._ask(batch, f"{batch.url}/{quote(batch.id, safe='')}")
+        if answer is None:
+            return self.halted is None
+        code, data = answer
+        if code == 404:
+            if time.time() - batch.sent < _LAGGING_STORE:
+                return True  # a store that lags its own 202: the batch is there, look again
+            self._send_again(batch, batch.unanswered(), "gone", "the service no longer knows the batch (404)")
+            return False
+        status = field_of(data, "status")
+        if code != 200 or not isinstance(status, str):
+            return True
+        batch.status = printable(status)[:40]
+        if isinstance(data.get("request_counts"), dict):
+            batch.counts = {k: v for k, v in data["request_counts"].items() if type(v) is int}
+        batch.window_end = batch_window_end(data, batch)
+        if batch.status not in BATCH_ENDED:
+            if time.time() > batch.window_end + _OVERDUE:
+                self._send_again(batch, batch.unanswered(), "overdue", f"the batch was still {batch.status} an hour "
+                                 "past its completion window")
+            return False
+        read_whole = await self._read_results(batch, data)
+        missing = batch.unanswered()
+        if not missing or self.halted is not None:
+            batch.over = not missing
+            self.billing.set()
+            return False
+        if batch.status == "completed":
+            if not read_whole or time.time() < batch.window_end:
+                return True  # its results come a moment late: look again, until its window ends
+            self._send_again(batch, missing, "completed without their results", "the batch completed without a "
+                             "result for this request, and its completion window has ended")
+            return False
+        if not read_whole:
+            return True
+        reason = self._said(error_text(field_of(data, "error")))
+        if batch.status == "failed":
+            self._failed_validation(batch, missing, reason)
+        else:
+            self._send_again(batch, missing, batch.status, f"the batch {batch.status}" + (f": {reason}" if reason else ""))
+        return False
+
+    def _failed_validation(self, batch: Batch, missing: list[str], reason: str) -> None:
+        """A `failed` batch: its requests failed validation (a 202 meant stored, not valid). The requests its
+        reason names fail as a live 400 would; the rest go again, and fail with the reason once the bound
+        is reached."""
+        self.log(f"Batch {self._said(batch.id, 80)} failed: {reason or 'the service gave no reason'}.")
+        named = [c for c in missing if c in reason]
+        for match in re.finditer(r"requests?\s*\[\s*(\d+)\s*\]", reason):  # requests[3]: by place in the batch
+            index = int(match.group(1))
+            if index < len(batch.custom_ids) and batch.custom_ids[index] in missing:
+                named.append(batch.custom_ids[index])
+        refusal = orjson.dumps({"error": {"code": 400, "message": reason}})
+        for custom_id in dict.fromkeys(named):
+            batch.answered.add(custom_id)
             self.in_batch.pop(custom_id, None)
-            if custom_id in bodies:
-                status, body = bodies[custom_id]
-                self._deliver(custom_id, (status, _encoded(body)))
-            elif custom_id in self.waiting:  # a completed batch without this request's result: send it again
-                self._requeue(custom_id)
+            self._deliver(custom_id, BatchAnswer(400, refusal, False))
+        self._send_again(batch, [c for c in missing if c not in named], "failed",
+                         "the batch failed" + (f": {reason}" if reason else ""))
 
-    def _resend(self, batch: _Batch) -> None:
-        for custom_id in batch.custom_ids:
+    async def _read_results(self, batch: Batch, data: dict) -> bool:
+        """The results of an ended batch, inline and then page by page (GET /batches/{id}/results, cursor
+        after cursor), matched by custom_id; what was found is handed out even when a page failed. False:
+        some pages could not be read, look again."""
+        found: dict[str, dict] = {}
+        batch_results(batch, data.get("results"), found)
+        whole = True
+        if len(batch.answered) + len(found) < len(batch.custom_ids):
+            whole = await self._read_pages(batch, found)
+        self._hand_out(batch, found, data)
+        return whole
+
+    async def _read_pages(self, batch: Batch, found: dict[str, dict]) -> bool:
+        url, cursor, cursors = f"{batch.url}/{quote(batch.id, safe='')}/results", None, set()
+        for _ in range(len(batch.custom_ids) + 3):  # a service whose pages never end is not followed for ever
+            answer = await self._ask(batch, url, {"limit": 1000, **({"cursor": cursor} if cursor else {})})
+            if answer is None:
+                return False
+            code, page = answer
+            if code in (404, 405) and cursor is None:
+                return True  # no results endpoint here, or no results for this batch: the inline list was all
+            if code != 200 or not isinstance(field_of(page, "data"), list):
+                return False
+            batch_results(batch, page["data"], found)
+            cursor = page.get("next_cursor")
+            if page.get("has_more") is not True:
+                return True
+            if not isinstance(cursor, str) or not cursor or cursor in cursors:
+                return False  # more, says the page, but no new way to it
+            cursors.add(cursor)
+        return False
+
+    def _hand_out(self, batch: Batch, found: dict[str, dict], data: dict) -> None:
+        """Each result found to the rollout that waits for it (or kept for the one that will ask); the batch
+        billed for them."""
+        answers, cost = batch_answers(batch, found, data)
+        added, batch.cost = cost - batch.cost, cost
+        sizes = [len(self.payloads[c]) for c in answers if c in self.payloads]
+        self._bill(batch, added, sizes if len(sizes) == len(answers) else [])
+        for custom_id, (status, body) in answers.items():
+            batch.answered.add(custom_id)
             self.in_batch.pop(custom_id, None)
-            if custom_id in self.waiting:
-                self._requeue(custom_id)
+            if status != 200:
+                self.last_reason[custom_id] = f"HTTP {status}: {self._said(error_text(field_of(decode_answer(body), 'error')))}"
+            self._deliver(custom_id, BatchAnswer(status, body, batch.paid_before > 0))
 
-    def _requeue(self, custom_id: str) -> None:
-        self.queued[custom_id] = self.payloads[custom_id]
-        self.resent += 1
-        self.wake.set()
+    def _bill(self, batch: Batch, cost: float, sizes: list[int]) -> None:
+        """Count what the batch's results cost, once: in the run that first read them (its record says what
+        earlier runs counted). --max-cost hears of it, and learns the price."""
+        this_run = max(0.0, batch.cost - batch.paid_before) - batch.counted
+        if sizes and cost:
+            self.pricing.learn(cost, sizes)
+        if this_run <= 0:
+            return
+        batch.counted += this_run
+        self.billed += this_run
+        self.stats.billed += this_run
+        self._append_record({"batch": batch.id, "billed": batch.cost})
+        self.billing.set()
+        if self.cap is not None:
+            self.cap.check()
 
-    def _deliver(self, custom_id: str, answer: tuple[int, bytes]) -> None:
+    async def _ask(self, batch: Batch, url: str, params: dict | None = None) -> tuple[int, Any] | None:
+        """A GET about this batch; None when it did not come, or said the key or budget failed (the run
+        then halts)."""
+        answer = await self._get(url, params)
+        if answer is not None and answer[0] in (401, 402, 403):
+            self._halt_on(answer[0], answer[1], batch)
+            return None
+        return answer
+
+    async def _get(self, url: str, params: dict | None = None) -> tuple[int, Any] | None:
+        """A GET of the batch API: its status and JSON (None for a body that is not JSON); None for an
+        answer that never came whole, or one larger than a whole batch's answers could be."""
+        try:
+            async with self.http.stream("GET", url, params=params, headers=self.headers) as response:
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > self.body_cap:
+                        self._say_once("too large", f"An answer of the batch API at {display_url(url)} passed "
+                                       f"{self.body_cap / MB:.0f} MB, more than a whole batch's answers; it was "
+                                       "not read (--max-answer-mb raises the limit).")
+                        return None
+                return response.status_code, decode_answer(bytes(body))
+        except httpx.HTTPError:
+            return None
+
+    # -- ends ----------------------------------------------------------------------------------------
+    def _send_again(self, batch: Batch, custom_ids: list[str], why: str, reason: str) -> None:
+        """The batch is over and these requests got no answer from it: each goes out in a new batch, unless
+        it went out in _SUBMISSIONS already (its rollout fails with the reason). A request no rollout asks
+        for (an earlier run's) goes when one asks."""
+        batch.over = True
+        for custom_id in custom_ids:
+            self.in_batch.pop(custom_id, None)
+            self.last_reason[custom_id] = reason
+            if custom_id not in self.waiting:
+                continue
+            if self.submissions[custom_id] >= _SUBMISSIONS:
+                self._fail([custom_id], self._sent_too_often(custom_id, f"batch {why}"))
+                continue
+            self.queued[custom_id] = self.payloads[custom_id]
+            self.resent += 1
+            self.resent_why[why] += 1
+            self.wake.set()
+        self.billing.set()
+
+    def _sent_too_often(self, custom_id: str, kind: str = "batch: no usable answer") -> PromptFailed:
+        return PromptFailed(kind, f"sent in {self.submissions[custom_id]} batch{'es' if self.submissions[custom_id] != 1 else ''} without an answer "
+                            f"(at most {_SUBMISSIONS} a run); last: {self.last_reason.get(custom_id, 'no answer')}")
+
+    def _halt_on(self, code: int, data: Any, batch: Batch) -> None:
+        """A 401, 402 or 403 on a batch endpoint holds for every batch: the run stops, as live requests do,
+        saying the batch's answers can still be read."""
+        detail = self._said(error_text(field_of(data, "error")) or httpx.codes.get_reason_phrase(code))
+        where = f"batch {self._said(batch.id, 80)}"
+        kept = (f"The batches in progress are kept in {self.record.name} and by the service: re-run the same "
+                "command once that is fixed, and their answers are read, not bought again.")
+        if code == 401:
+            stop = RunStopped("key rejected", f"the API key was rejected while looking at {where} (401: {detail}). "
+                              f"Check OPENROUTER_API_KEY in your environment or .env. {kept}")
+        elif code == 402 or _says_budget(detail):
+            spent = "out of credits" if code == 402 else "a key or workspace budget is spent"
+            stop = RunStopped("out of credits", f"{spent} ({code}: {detail}), found while looking at {where}. Add "
+                              f"credits or raise the budget (https://openrouter.ai/settings/credits). {kept}")
+        else:
+            stop = RunStopped("access denied", f"access denied while looking at {where} (403: {detail}). Check the "
+                              f"key's permissions. {kept}")
+        self._halt(stop)
+
+    def _halt(self, stop: RunStopped) -> None:
+        if self.halted is None:
+            self.halted = stop
+        self._fail(list(self.waiting), self.halted)
+        self._fail(list(self.queued), self.halted)
+        self.queued.clear()
+        self.billing.set()
+
+    def _deliver(self, custom_id: str, answer: BatchAnswer) -> None:
         future = self.waiting.pop(custom_id, None)
         if future is not None and not future.done():
             future.set_result(answer)
-        elif answer[0] == 200 or custom_id not in self.results:  # kept for the rollout that asks (resumed)
+        elif answer.status == 200 or custom_id not in self.results:  # kept for the rollout that asks (resumed)
             self.results[custom_id] = answer
 
     def _fail(self, taken: Iterable[str], error: Exception) -> None:
-        for custom_id in taken:
+        for custom_id in list(taken):
             future = self.waiting.pop(custom_id, None)
             if future is not None and not future.done():
                 future.set_exception(error)
 
+    def _said(self, text: str, limit: int = 300) -> str:
+        """The service's text fit to print or store: printable, the key out, then cut."""
+        text = self.secret.redact(printable(text))
+        return text if len(text) <= limit else text[:limit] + "..."
 
-def _encoded(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError:  # integers past 64 bits, which json writes exactly
-        return json.dumps(value).encode()
+    def _say_once(self, what: str, line: str) -> None:
+        if what not in self.said:
+            self.said.add(what)
+            self.log(line)
 
 
-def _batch_ended(status: str) -> bool:
-    return status in ("completed", "failed", "expired", "cancelled")
-
-
-def _batch_field(content: bytes, name: str) -> Any:
-    try:
-        data = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return None
-    return data.get(name) if isinstance(data, dict) else None
+def _says_budget(text: str) -> bool:
+    """A 403 that says a key or workspace budget is spent (OpenRouter's workspace budgets answer 403)."""
+    return bool(re.search(r"budget|limit (exceeded|reached)|credit|spend|quota", text, re.IGNORECASE))
 
 
 # ==================================================================================================
@@ -4394,8 +4944,10 @@ class RolloutRunner:
         for turn in range(o.turns + 1, self.max_turns + 1):
             # No request starts once the run is stopping: a rollout pauses between its turns.
             body = {**base, "messages": self.cache.mark(o.messages)}
+            if o.carried is None:
+                o.carried = Usage()  # batch mode: answers an earlier run was billed for go here
             completion = await self.client.complete(body, o.job.seq, o.usage, self.stopping,
-                                                    rollout=f"{o.job.prompt.prompt_id}\x1f{o.job.sample}\x1f{o.attempt}")
+                                                    RolloutKey.of_job(o.job, o.attempt), o.carried)
             message = with_unique_call_ids(completion.message, turn, o.messages)
             o.messages.append(message)
             o.turns, o.finish_reason, o.model = turn, completion.finish_reason, completion.model
@@ -6046,41 +6598,6 @@ class _Destination(enum.Enum):
     PENDING = "pending"
 
 
-class _SpendCap:
-    """--max-cost, checked after each billed answer: once what this run spent, plus what the requests in
-    flight will likely cost, reaches the cap, the run starts nothing new; rollouts in progress pause between
-    turns and go on next run. The cap stays on whatever some answers say: it counts every cost reported."""
-
-    def __init__(self, cap: float, stats: Stats, log: Callable[[str], None], stop: Callable[[str], None],
-                 in_flight: Callable[[], int]):
-        self.cap, self.stats, self.log, self.stop, self.in_flight = cap, stats, log, stop, in_flight
-        self.told_uncosted = False  # said once that some answers carried no cost
-        self.reached = False
-
-    def room_for(self, more: int) -> bool:
-        """--batch: whether a batch of `more` requests may go out, at the price answers have had so far,
-        counting the batches sent and not yet billed."""
-        self.check(more)
-        return not self.reached
-
-    def check(self, more: int = 0) -> None:
-        s = self.stats
-        if s.uncosted and not self.told_uncosted and (s.billed or s.answers >= 3):
-            self.told_uncosted = True
-            self.log("--max-cost cannot apply: the teacher reports no cost (usage.cost), so spend is shown in tokens "
-                     "only; the cap counts any cost that is reported later." if not s.billed else
-                     "--max-cost: an answer carried no usable cost (usage.cost missing, negative or not a number); "
-                     "the cap counts the costs that are reported.")
-        if s.billed == 0 or self.reached:
-            return
-        in_flight = (self.in_flight() + more) * s.billed / max(1, s.answers - s.uncosted)
-        if s.billed + in_flight >= self.cap:
-            self.reached = True
-            self.stop(f"the spend cap was reached: ${s.billed:.4f} spent, ${in_flight:.4f} more likely in flight "
-                      f"(--max-cost {self.cap:g}). Nothing new was started; re-run the same command to continue "
-                      "(each run has its own cap).")
-
-
 def _batch_size(cfg: Config) -> int:
     """Requests a batch carries at most: BATCH_MOST_REQUESTS, or fewer when that many answers of --max-tokens
     (about 8 bytes a token in JSON, and some framing) could come to half the answer-size cap."""
@@ -6104,13 +6621,14 @@ class Run:
         self.batches: BatchQueue | None = None
         self.progress = Progress(plan.total, plan.finished_before, self.stats, self.limiter,
                                  lambda: self.batches.status() if self.batches else "")
-        cap = _SpendCap(cfg.gate.max_cost, self.stats, self.progress.log, lambda reason: self.stop(reason, now=False),
-                        lambda: self.limiter.in_flight + (self.batches.pending_requests if self.batches else 0)
-                        ) if cfg.gate.max_cost is not None else None
+        # In batch mode the cap sizes each batch before it goes (BatchQueue asks it), and hears of billing there.
+        cap = SpendCap(cfg.gate.max_cost, self.stats, self.progress.log, lambda reason: self.stop(reason, now=False),
+                       lambda: self.limiter.in_flight) if cfg.gate.max_cost is not None else None
         if cfg.teacher.batch:
             self.batches = BatchQueue(cfg.teacher, cfg.requests.model, _batch_size(cfg), cfg.files.batches,
-                                      self.stopping, cap.room_for if cap else None)
+                                      self.stats, self.stopping, self.progress.log, cap, most_answer_tokens(cfg.requests))
         self.failed = FailedFile(cfg.files.failed)
+        self.failed_now: set[RolloutKey] = set()  # tries that failed in this run: they begin again from scratch
         self.rejected = RejectedFile(cfg.files.rejected)
         self.client = TeacherClient(cfg.teacher, self.limiter, self.stats, self.batches)
         self.pool_has_room = asyncio.Event()  # set when a rollout ends (or the run stops): the feeder may start one
@@ -6150,7 +6668,7 @@ class Run:
             self.progress.close()
             await self.client.aclose()
             if self.batches is not None:  # its record is kept while any rollout could still ask for its answers
-                await self.batches.aclose(all_done=self.plan.pending == 0 and not self.stats.paused)
+                await self.batches.aclose(self._may_ask_again)
             if self.toolbox:
                 await self.toolbox.aclose()
             self.rejected.close()
@@ -6297,6 +6815,7 @@ class Run:
         return _Destination.WRITTEN
 
     def _fail(self, outcome: Outcome) -> None:
+        self.failed_now.add(RolloutKey.of_job(outcome.job, outcome.attempt))
         self.stats.failed += 1
         self.stats.failure_reasons[outcome.label] += 1
         try:
@@ -6311,6 +6830,13 @@ class Run:
                 and not self.client.answered_once):
             self.stop(f"the first {self.stats.failed} prompts all failed and the teacher has not answered once "
                       f"(last: {outcome.detail}). Check --model, --base-url and the options, then re-run.")
+
+    def _may_ask_again(self, key: RolloutKey) -> bool:
+        """Whether a rollout's try may still send one of its requests again (so a batch holding its answer is
+        kept on record): it is neither in the output, nor rejected, nor failed in this run (a failed try
+        begins again from scratch, and is not handed the answer it failed with)."""
+        return (key.rollout not in self.plan.finished and key.attempt > self.plan.rejected_tries[key.rollout]
+                and key not in self.failed_now)
 
     def stop(self, reason: str | None, now: bool = True) -> None:
         """The one way the run stops early: no new rollout starts; with `now`, those in progress are
@@ -6388,10 +6914,15 @@ def _print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Outpu
            "message of each request" if cache.enabled else "")
     print(f"Prompt caching: {cache.why}{how}.", file=sys.stderr)
     if cfg.teacher.batch:
-        print(f"Batch: every request goes to {display_url(batch_endpoint(cfg.teacher.base_url) or '')} in batches of up "
-              f"to {_batch_size(cfg)}, looked at every {cfg.teacher.batch_poll:g} s; a rollout advances one turn a "
-              "batch, so the run takes its turns times a batch's time (minutes to hours, up to 24 h a turn).",
-              file=sys.stderr)
+        first, *fallback = batch_endpoints(cfg.teacher.base_url)
+        print(f"Batch: every request goes to {display_url(first)}"
+              + (f" (or, if it has none, {display_url(fallback[0])})" if fallback else "")
+              + f" in batches of up to {_batch_size(cfg)} requests and {BATCH_MOST_BYTES / 1e6:.0f} MB, looked at "
+              f"every {cfg.teacher.batch_poll:g} s; a rollout advances one turn a batch, so the run takes its turns "
+              "times a batch's time (minutes to hours, up to 24 h a turn)."
+              + (" Under --max-cost, each batch is sized so that, at the model's listed price (or, with none listed, "
+                 "a first batch of a few requests) and then at the price answers were billed, it cannot pass the "
+                 "cap." if cfg.gate.max_cost is not None else ""), file=sys.stderr)
     shown = {"max_turns": cfg.requests.max_turns, "tool_timeout": cfg.tools.timeout,
              "reward_timeout": cfg.gate.reward_timeout, "max_tool_response": f"{cfg.tools.max_chars} characters",
              "reasoning_mode": json.dumps(cfg.requests.reasoning) if cfg.requests.reasoning else "(not asked)",

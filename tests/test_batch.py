@@ -32,6 +32,8 @@ def batch_teacher():
     server = FakeTeacher(default_step=deterministic_turns).start()
     yield server
     server.stop()
+    # whatever a test made the service answer, no request went out in more batches than the bound
+    assert max(server.batch_submissions.values(), default=0) <= 3, server.batch_submissions
 
 
 def batch_run(workdir, teacher, *extra: str, tools: str = "tools_small.py"):
@@ -71,7 +73,7 @@ def test_rollouts_through_batches_write_the_dataset_a_live_run_writes_at_half_th
     live_cost = sum(r["metadata"]["usage"]["cost"] for r in read_jsonl(live_dir / "train.jsonl"))
     batch_cost = sum(r["metadata"]["usage"]["cost"] for r in read_jsonl(workdir / "train.jsonl"))
     assert batch_cost == pytest.approx(live_cost / 2)
-    assert f"Batches: {turns} ({len(prompts) * turns} requests sent by this run, 0 of them again" in batched.err
+    assert f"Batches: {turns} submitted by this run ({len(prompts) * turns} requests)." in batched.err
     assert not (workdir / "train.batches.jsonl").exists()  # all done: nothing left to pick up
     assert all("stream" not in body for body in batch_teacher.requests[live_requests:])
 
@@ -93,7 +95,8 @@ def test_kill_9_while_waiting_on_a_batch_then_the_rerun_pays_nothing_twice(workd
     assert len(result.records()) == len(prompts)
     assert answers_billed(batch_teacher) == len(prompts) * TURNS  # every answer paid once
     assert len(batch_teacher.batches) == TURNS  # the first wave was the killed run's batch, picked up
-    assert "Batches: 6 (25 requests sent by this run" in result.err  # the picked-up one is counted, not sent
+    # the picked-up one is counted, not sent, and its answers billed once: by this run, which first read them
+    assert "Batches: 5 submitted by this run (25 requests), 1 picked up from earlier runs" in result.err
 
 
 def test_ctrl_c_does_not_wait_for_a_batch_and_the_next_run_picks_it_up(workdir, batch_teacher):
@@ -113,12 +116,12 @@ def test_ctrl_c_does_not_wait_for_a_batch_and_the_next_run_picks_it_up(workdir, 
 
 def test_an_expired_batch_sends_its_requests_again_in_a_new_one(workdir, batch_teacher):
     write_prompts(workdir, [f"question {i}" for i in range(3)])
-    batch_teacher.batch_fates = ["completed", "expired", "failed"]  # the second and third waves' first tries
+    batch_teacher.batch_fates = ["completed", "expired", "cancelled"]  # the second and third waves' first tries
     result = batch_run(workdir, batch_teacher)
     assert result.code == 0, result.err
     assert len(result.records()) == 3 and answers_billed(batch_teacher) == 3 * TURNS
     assert len(batch_teacher.batches) == TURNS + 2
-    assert "6 of them again after a batch expired or failed" in result.err
+    assert "6 of them sent again: 3 expired, 3 cancelled" in result.err
 
 
 def test_each_requests_error_in_a_batch_is_judged_as_the_live_api_would(workdir, batch_teacher):
@@ -140,22 +143,41 @@ def test_out_of_credits_in_a_batch_stops_the_run_as_live(workdir, batch_teacher)
     assert result.code == 1 and "out of credits" in result.err
 
 
-def test_max_cost_counts_the_batches_sent_and_stops_before_the_next_wave(workdir, batch_teacher):
+def test_max_cost_with_no_price_listed_starts_small_and_never_passes_the_cap(workdir, batch_teacher):
     prompts = [f"question {i}" for i in range(10)]
     write_prompts(workdir, prompts)
-    # an answer costs $0.0005 in a batch: a wave of 10 is $0.005; after two, the third would pass $0.012
+    # an answer costs $0.0005 in a batch: 60 answers are $0.03, so a cap of $0.012 stops the run midway
     result = batch_run(workdir, batch_teacher, "--max-cost", "0.012")
     assert result.code == 1, result.err
-    assert "spend cap was reached" in result.err and len(batch_teacher.batches) == 2
-    assert answers_billed(batch_teacher) == 20
+    assert "no price for openai/gpt-4o-mini is listed" in result.err and "at most 4 requests" in result.err
+    first = next(iter(batch_teacher.batches.values()))
+    assert len(first["requests"]) == 4  # the small first batch; the next grow with the billed price
+    billed = sum(b["cost"] for b in batch_teacher.batches.values())
+    assert billed <= 0.012 and "spend cap was reached" in result.err
+    assert f"Billed ${billed:.4f} by this run" in result.err and f"${billed:.4f} billed" in result.err
     again = batch_run(workdir, batch_teacher)
     assert again.code == 0, again.err
     assert answers_billed(batch_teacher) == len(prompts) * TURNS  # the paid turns were saved and not sent again
 
 
+def test_max_cost_sizes_the_first_batch_by_the_listed_batch_price(workdir, batch_teacher):
+    """Before any answer is billed, the model's `:batch` entry in the models list prices the requests (their
+    prompt bytes / 4, and --max-tokens for the answer): the first batch is as large as the cap allows."""
+    batch_teacher.models = [{"id": "openai/gpt-4o-mini", "pricing": {"prompt": "0.000002", "completion": "0.000002"}},
+                            {"id": "openai/gpt-4o-mini:batch", "pricing": {"prompt": "0.000001", "completion": "0.000001"}}]
+    write_prompts(workdir, [f"question {i}" for i in range(10)])
+    result = batch_run(workdir, batch_teacher, "--max-cost", "0.012", "--max-tokens", "1000")
+    assert result.code == 1, result.err
+    first = next(iter(batch_teacher.batches.values()))
+    size = len(json.dumps(first["requests"][0]["body"])) / 4
+    assert len(first["requests"]) == int(0.012 // ((size + 1000) * 0.000001))  # what fits at the listed price
+    assert sum(b["cost"] for b in batch_teacher.batches.values()) <= 0.012
+    assert any("models" in asked for asked in batch_teacher.models_asked)
+
+
 @pytest.mark.parametrize("extra, said", [
-    (["--base-url", "http://127.0.0.1:9/api"], "--batch needs a Batch API beside the base URL's /v1"),
     (["--extra-body", '{"models": ["a/b", "c/d"]}'], "`models` cannot go in a batch"),
+    (["--extra-body", '{"stream": true}'], "`stream` cannot go in a batch"),
 ])
 def test_what_a_batch_cannot_carry_is_refused_at_the_start(workdir, batch_teacher, extra, said):
     write_prompts(workdir, ["q"])
@@ -178,7 +200,8 @@ def test_dry_run_says_how_batches_go_and_that_caching_needs_an_hour(workdir, bat
     result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url, "--batch",
                         "--cache", "on", "--dry-run")
     assert result.code == 0, result.err
-    assert "/api/beta/batches in batches of up to 1000" in result.err and "up to 24 h a turn" in result.err
+    assert "/api/v1/batches (or, if it has none, " in result.err and "/api/beta/batches) in batches of up to 1000 " \
+        "requests and 180 MB" in result.err and "up to 24 h a turn" in result.err
     assert "not asked for in batch mode" in result.err and '"stream"' not in result.out
     hour = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url, "--batch",
                       "--cache", "on", "--cache-ttl", "1h", "--dry-run")
@@ -188,6 +211,7 @@ def test_dry_run_says_how_batches_go_and_that_caching_needs_an_hour(workdir, bat
 def test_a_batch_completed_with_results_of_every_wrong_shape_sends_its_requests_again(workdir, batch_teacher):
     write_prompts(workdir, ["q0", "q1"])
     batch_teacher.batch_fates = ["garbage"]
+    batch_teacher.batch_window = 1.0  # its results may still come until its window ends: then they go again
     result = batch_run(workdir, batch_teacher, tools="none")
     assert result.code == 0, result.err
     assert len(result.records()) == 2 and len(batch_teacher.batches) == 2 and answers_billed(batch_teacher) == 2
@@ -227,8 +251,9 @@ def test_progress_shows_the_batches_in_progress_instead_of_a_request_limit():
     import generate_distillation_data as gdd
 
     queue = gdd.BatchQueue(gdd.TeacherSettings(secret=gdd._Secret(None), base_url="http://127.0.0.1:9/api/v1"),
-                           "m", 10, Path("unused.batches.jsonl"), None)
-    queue.batches["b1"] = gdd._Batch("b1", ["x", "y", "z"], status="in_progress", counts={"total": 3, "completed": 1})
+                           "m", 10, Path("unused.batches.jsonl"), gdd.Stats(), None)
+    queue.batches["b1"] = gdd.Batch("b1", "http://127.0.0.1:9/api/v1/batches", ["x", "y", "z"], [None] * 3, sent=0.0,
+                                     status="in_progress", counts={"total": 3, "completed": 1})
     queue.queued["w"] = b"{}"
     progress = gdd.Progress(3, 0, gdd.Stats(), gdd.AdaptiveLimiter(4), queue.status)
     assert progress.status().startswith("batches: 1 in progress (in_progress 1/3), 1 queued, retries 0")
@@ -242,4 +267,239 @@ def test_answers_without_a_cost_get_their_share_of_the_batchs_by_tokens(workdir,
     result = batch_run(workdir, batch_teacher, tools="none")
     assert result.code == 0, result.err
     assert [r["metadata"]["usage"]["cost"] for r in result.records()] == [pytest.approx(0.0005)] * 3
-    assert "billed $0.0015" in result.err
+    assert "Billed $0.0015 by this run" in result.err
+
+
+# -- the whole lifecycle: what a batch service may do (OpenRouter's docs) and what a busy one does ------------
+# The bound: no request goes out in more than 3 batches a run, whatever the service answers.
+MOST_SUBMISSIONS = 3
+
+
+def submitted_within_the_bound(teacher: FakeTeacher) -> bool:
+    return max(teacher.batch_submissions.values(), default=0) <= MOST_SUBMISSIONS
+
+
+def test_batches_go_to_the_v1_path_and_fall_back_to_the_beta_one_once(workdir, batch_teacher):
+    """The guide and the API reference say /api/v1/batches, the quickstart /api/beta/batches: the first is
+    tried, and where it has none (404 or 405), the second, once; the run then stays there."""
+    write_prompts(workdir, ["q0", "q1"])
+    batch_teacher.batch_paths, batch_teacher.batch_path_refusal = {"beta"}, 405
+    result = batch_run(workdir, batch_teacher)
+    assert result.code == 0, result.err
+    assert batch_teacher.batch_posts == ["/api/v1/batches"] + ["/api/beta/batches"] * TURNS
+    assert answers_billed(batch_teacher) == 2 * TURNS
+
+
+def test_a_teacher_without_a_batch_api_stops_the_run_saying_so(workdir, batch_teacher):
+    write_prompts(workdir, ["q0", "q1"])
+    batch_teacher.batch_paths = set()
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 1 and "the teacher has no Batch API (404 at" in result.err, result.err
+    assert "Run without --batch" in result.err and "Traceback" not in result.err
+    assert batch_teacher.batch_posts == ["/api/v1/batches", "/api/beta/batches"] and not batch_teacher.requests
+    assert not read_jsonl(workdir / "train.failed.jsonl")  # nothing failed: it runs as soon as it can
+
+
+def test_results_attached_a_moment_late_are_looked_for_again_not_bought_again(workdir, batch_teacher):
+    write_prompts(workdir, [f"q{i}" for i in range(5)])
+    batch_teacher.batch_results_late = 3  # "completed", with no results inline or in pages, three looks running
+    result = batch_run(workdir, batch_teacher)
+    assert result.code == 0, result.err
+    assert len(batch_teacher.batches) == TURNS and set(batch_teacher.batch_submissions.values()) == {1}
+    assert answers_billed(batch_teacher) == 5 * TURNS
+
+
+def test_results_past_the_first_page_are_read_every_page(workdir, batch_teacher):
+    write_prompts(workdir, [f"q{i}" for i in range(6)])
+    batch_teacher.batch_inline, batch_teacher.batch_page_size = 1, 2  # one result inline, pages of two
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 0, result.err
+    assert len(result.records()) == 6 and len(batch_teacher.batches) == 1
+    assert set(batch_teacher.batch_submissions.values()) == {1}  # none bought again
+
+
+def test_a_completed_batch_that_never_attaches_a_result_sends_it_again_once_its_window_ends(workdir, batch_teacher):
+    write_prompts(workdir, ["q0", "q1"])
+    batch_teacher.batch_results_late, batch_teacher.batch_window = 10**6, 1.0
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 1, result.err
+    assert submitted_within_the_bound(batch_teacher) and len(batch_teacher.batches) == MOST_SUBMISSIONS
+    failed = read_jsonl(workdir / "train.failed.jsonl")
+    assert len(failed) == 2 and all("completed without a result" in f["reason"] for f in failed)
+    assert "2 of them sent again: 2 completed without their results" not in result.err  # 4 went again, not 2
+    assert "4 of them sent again: 4 completed without their results" in result.err
+
+
+def test_a_failed_validation_fails_the_request_it_names_and_sends_the_rest_again(workdir, batch_teacher):
+    write_prompts(workdir, ["q0", "q1", "q2"])
+    batch_teacher.batch_fates = ["failed"]  # "request <the first one's custom_id> is invalid: unknown parameter"
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 1, result.err
+    assert "Batch batch_1 failed: request " in result.err and "is invalid: unknown parameter." in result.err
+    [failed] = read_jsonl(workdir / "train.failed.jsonl")
+    assert failed["kind"] == "HTTP 400" and "is invalid: unknown parameter" in failed["reason"]
+    assert len(result.records()) == 2 and len(batch_teacher.batches) == 2
+    assert "2 of them sent again: 2 failed" in result.err
+
+
+def test_a_failed_validation_naming_no_request_goes_again_within_the_bound_then_fails_with_its_reason(
+        workdir, batch_teacher):
+    write_prompts(workdir, ["q0", "q1"])
+    batch_teacher.batch_fates = ["failed"] * 10
+    batch_teacher.batch_failure_reason = "Model openai/gpt-4o-mini has no batch endpoint"
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 1, result.err
+    assert len(batch_teacher.batches) == MOST_SUBMISSIONS and submitted_within_the_bound(batch_teacher)
+    failed = read_jsonl(workdir / "train.failed.jsonl")
+    assert [f["kind"] for f in failed] == ["batch failed"] * 2
+    assert all("sent in 3 batches without an answer" in f["reason"] and "has no batch endpoint" in f["reason"] for f in failed)
+    assert result.err.count("has no batch endpoint.") >= 1 and "Traceback" not in result.err
+
+
+@pytest.mark.parametrize("fate", ["expired", "cancelled"])
+def test_batches_that_end_unanswered_again_and_again_are_bounded(workdir, batch_teacher, fate):
+    write_prompts(workdir, ["q0", "q1"])
+    batch_teacher.batch_fates = [fate] * 20
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 1 and len(batch_teacher.batches) == MOST_SUBMISSIONS, result.err
+    assert all(f["kind"] == f"batch {fate}" for f in read_jsonl(workdir / "train.failed.jsonl"))
+    assert f"4 of them sent again: 4 {fate}" in result.err
+
+
+def test_an_expired_batch_keeps_the_answers_it_gave_and_sends_only_the_rest_again(workdir, batch_teacher):
+    write_prompts(workdir, [f"q{i}" for i in range(4)])
+    batch_teacher.batch_fates = ["expired-partial"]  # the first two requests answered before it expired
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 0, result.err
+    assert [len(b["requests"]) for b in batch_teacher.batches.values()] == [4, 2]
+    assert answers_billed(batch_teacher) == 4
+
+
+def test_a_404_just_after_the_submission_is_the_store_lagging_not_a_lost_batch(workdir, batch_teacher):
+    write_prompts(workdir, ["q0", "q1"])
+    batch_teacher.batch_404_looks = 3
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 0, result.err
+    assert len(batch_teacher.batches) == 1 and set(batch_teacher.batch_submissions.values()) == {1}
+
+
+def test_a_batch_the_service_no_longer_knows_ten_minutes_on_goes_again(workdir, batch_teacher):
+    write_prompts(workdir, ["q0", "q1"])
+    batch_teacher.batch_latency = 3600.0
+    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url,
+                           "--batch", "--batch-poll", "0.05")
+    wait_for(lambda: batch_teacher.batch_looks >= 1, what="the run waiting on its batch")
+    process.kill()
+    process.wait()
+    [entry] = read_jsonl(workdir / "train.batches.jsonl")
+    entry["sent"] -= 3600  # submitted an hour ago, by its record
+    (workdir / "train.batches.jsonl").write_text(json.dumps(entry) + "\n")
+    batch_teacher.batches.clear()  # and the service has no such batch
+    batch_teacher.batch_latency = 0.1
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 0, result.err
+    assert "2 of them sent again: 2 gone" in result.err and set(batch_teacher.batch_submissions.values()) == {2}
+
+
+@pytest.mark.parametrize("refusal, said", [
+    ((401, "User not found."), "the API key was rejected while looking at batch batch_"),
+    ((403, "Key budget exceeded"), "a key or workspace budget is spent (403: Key budget exceeded)"),
+    ((402, "Insufficient credits"), "out of credits (402: Insufficient credits)"),
+])
+def test_a_key_that_fails_while_a_batch_runs_stops_the_run_and_its_answers_are_read_next_run(
+        workdir, batch_teacher, refusal, said):
+    write_prompts(workdir, ["q0", "q1"])
+    batch_teacher.batch_get_refusal = refusal  # the submission went through; every look is refused
+    process = start_script(workdir, "prompts.jsonl", "--tools", "tools_small.py", "--base-url",
+                           batch_teacher.base_url, "--batch", "--batch-poll", "0.05")
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 1 and said in err, err
+    assert "their answers are read, not bought again" in err and "Traceback" not in err
+    assert len(batch_teacher.batches) == 1 and read_jsonl(workdir / "train.batches.jsonl")
+    batch_teacher.batch_get_refusal = None  # a working key
+    result = batch_run(workdir, batch_teacher)
+    assert result.code == 0, result.err
+    assert answers_billed(batch_teacher) == 2 * TURNS and set(batch_teacher.batch_submissions.values()) == {1}
+
+
+def test_a_moderation_403_inside_one_result_fails_only_that_request(workdir, batch_teacher):
+    write_prompts(workdir, ["flagged", "fine"])
+    batch_teacher.script("flagged", status(403, "Input was flagged by moderation", metadata={"reasons": ["x"]}))
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 1, result.err
+    assert [r["messages"][0]["content"] for r in result.records()] == ["fine"]
+    [failed] = read_jsonl(workdir / "train.failed.jsonl")
+    assert failed["kind"] == "HTTP 403" and "stopped" not in result.err.lower().split("summary")[0]
+
+
+def test_a_batch_refused_as_too_large_is_split_until_it_fits(workdir, batch_teacher):
+    write_prompts(workdir, [f"q{i}" for i in range(5)])
+    batch_teacher.batch_413_over = 2
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 0, result.err
+    assert sorted(len(b["requests"]) for b in batch_teacher.batches.values()) == [1, 2, 2]
+    assert set(batch_teacher.batch_submissions.values()) == {1}
+
+
+def test_a_request_refused_as_too_large_alone_fails_saying_so(workdir, batch_teacher):
+    write_prompts(workdir, ["q0"])
+    batch_teacher.batch_413_over = 0
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 1, result.err
+    [failed] = read_jsonl(workdir / "train.failed.jsonl")
+    assert failed["kind"] == "HTTP 413" and "too large even alone" in failed["reason"]
+    assert "without --batch" in failed["reason"] and not batch_teacher.batches
+
+
+def test_a_batch_is_cut_under_both_of_the_services_limits():
+    import generate_distillation_data as gdd
+
+    assert gdd.batch_cut([10] * 5000, 1000) == 1000  # the count
+    assert gdd.batch_cut([100_000_000, 70_000_000, 20_000_000], 1000) == 2  # 180 MB, with the framing: two fit
+    assert gdd.batch_cut([190_000_000, 1], 1000) == 1  # a lone request over the limit goes alone (and fails)
+    assert gdd.batch_cut([60, 60, 60], 1000, most_bytes=300) == 2  # 2 x (60 + framing) fit in 300 bytes
+    assert gdd.batch_cut([], 1000) == 0
+
+
+def test_a_requests_name_in_a_batch_is_its_rollout_and_the_exact_bytes_of_its_body():
+    import generate_distillation_data as gdd
+
+    key = gdd.RolloutKey("p1", 0, 1)
+    body = b'{"messages":[{"role":"user","content":"What is 2+2?"}]}'
+    assert gdd.batch_custom_id(key, body) == gdd.batch_custom_id(gdd.RolloutKey("p1", 0, 1), bytes(body))
+    others = {gdd.batch_custom_id(key, body.replace(b"2+2", b"2+3")),  # the prompt's text changed, same id
+              gdd.batch_custom_id(key, body.replace(b"user", b"system")),
+              gdd.batch_custom_id(gdd.RolloutKey("p1", 1, 1), body), gdd.batch_custom_id(gdd.RolloutKey("p1", 0, 2), body)}
+    assert gdd.batch_custom_id(key, body) not in others and len(others) == 4
+
+
+def test_the_record_outlives_a_trial_run_and_a_batch_is_billed_once_in_the_run_that_read_it(workdir, batch_teacher):
+    prompts = [f"question {i}" for i in range(5)]
+    write_prompts(workdir, prompts)
+    batch_teacher.batch_latency = 3600.0
+    process = start_script(workdir, "prompts.jsonl", "--tools", "tools_small.py", "--base-url",
+                           batch_teacher.base_url, "--batch", "--batch-poll", "0.05")
+    wait_for(lambda: batch_teacher.batch_looks >= 1, what="the run waiting on its batch")
+    process.kill()
+    process.wait()
+    batch_teacher.batch_latency = 0.1
+    trial = batch_run(workdir, batch_teacher, "-n", "2")  # the first two prompts only, then all done
+    assert trial.code == 0, trial.err
+    assert (workdir / "train.batches.jsonl").exists()  # the killed run's batch holds three more prompts' answers
+    result = batch_run(workdir, batch_teacher)
+    assert result.code == 0, result.err
+    assert answers_billed(batch_teacher) == 5 * TURNS  # none bought twice
+    assert "answers read here that earlier runs paid for" in result.err  # the trial run read and paid batch_1
+    billed = [float(r.err.split("Billed $")[1].split(" ")[0]) for r in (trial, result)]
+    assert sum(billed) == pytest.approx(sum(b["cost"] for b in batch_teacher.batches.values()), abs=1e-4)
+    assert not (workdir / "train.batches.jsonl").exists()  # every rollout is in the output now
+
+
+def test_a_rollout_whose_batch_answer_failed_it_is_not_handed_that_answer_again(workdir, batch_teacher):
+    write_prompts(workdir, ["cut"])
+    batch_teacher.script("cut", lambda body: Reply(body=completion({"content": "half an ans"}, "length")),
+                         lambda body: Reply(body=completion({"content": "a whole answer"})))
+    first = batch_run(workdir, batch_teacher, tools="none")
+    assert first.code == 1 and not (workdir / "train.batches.jsonl").exists(), first.err
+    again = batch_run(workdir, batch_teacher, tools="none")
+    assert again.code == 0 and again.records()[0]["messages"][-1]["content"] == "a whole answer", again.err

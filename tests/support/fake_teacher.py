@@ -301,15 +301,33 @@ class FakeTeacher:
         # refused. None: no models endpoint (404), no rule.
         self.models: list[dict] | None = None
         self.models_asked: list[str] = []  # the path and query of each GET /models
-        # OpenRouter's Batch API (POST /api/beta/batches, GET /api/beta/batches/:id): validating, then in
-        # progress, then done `batch_latency` seconds after it came; each request answered as a live one would
-        # be (scripts included), billed at half the price. `batch_fates` decides batches in turn: "expired" or
-        # "failed" (results null, nothing billed); after the list, "completed".
+        # OpenRouter's Batch API, as its guide, quickstart and API reference describe it (docs/batch.md cites
+        # them): POST /api/v1/batches (and the quickstart's /api/beta/batches), GET .../batches/{id}, and GET
+        # .../batches/{id}/results, cursor-paginated (limit, has_more, next_cursor). A batch is validating,
+        # then in progress, then ended `batch_latency` seconds after it came; each request answered as a live
+        # one would be (scripts included), billed at half the price. `batch_fates` decides batches in turn:
+        # "completed", "expired" / "cancelled" (nothing answered), "expired-partial" (the first half answered),
+        # "failed" (validation: `batch_failure_reason` in error.message, "{0}" there naming the first
+        # request's custom_id), "overdue" (in progress for ever), "garbage" (results of every wrong shape);
+        # after the list, "completed". What a busy service does, below, is off until a test turns it on.
         self.batches: dict[str, dict] = {}
         self.batch_latency = 0.1
         self.batch_fates: list[str] = []
         self.batch_looks = 0  # GETs of batches
         self.batch_costs_per_answer = True  # False: only the batch's usage says what it cost
+        self.batch_paths = {"v1", "beta"}  # where batches are taken; elsewhere a POST gets batch_path_refusal
+        self.batch_path_refusal = 404
+        self.batch_posts: list[str] = []  # the path of every batch submission, in order
+        self.batch_submissions: dict[str, int] = {}  # custom_id -> batches it came in
+        self.batch_inline: int | None = None  # results inline in an ended batch's view (None: all)
+        self.batch_page_size = 1000  # results a page of GET .../results carries at most
+        self.batch_results_late = 0  # looks at an ended batch that still show no results (inline or paged)
+        self.batch_404_looks = 0  # looks at a new batch answered 404 (a store that lags its own 202)
+        self.batch_get_refusal: tuple[int, str] | None = None  # every GET of a batch refused: (status, message)
+        self.batch_413_over: int | None = None  # a submission of more requests than this is refused with 413
+        self.batch_window = 24 * 3600.0  # expires_at: this long after the submission
+        self.batch_failure_reason = "request {0} is invalid: unknown parameter"
+        self._batch_ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server = None
         self._thread: threading.Thread | None = None
@@ -445,8 +463,8 @@ class FakeTeacher:
             self.models_asked.append(path)
             listed = self.distillable() if "distillable=true" in path else self.models
             return Reply(200, {"data": listed})
-        if path.split("?")[0].startswith("/api/beta/batches"):
-            return await self._batch(method, path.split("?")[0], raw)
+        if path.split("?")[0].startswith(("/api/beta/batches", "/api/v1/batches")):
+            return await self._batch(method, path, raw)
         if method != "POST" or not path.endswith("/chat/completions"):
             return Reply(404, {"error": {"code": 404, "message": f"no route {method} {path}"}})
         body = json.loads(raw)
@@ -473,59 +491,106 @@ class FakeTeacher:
         # else: a streamed answer is in flight until its last event is sent (_send_events)
         return reply
 
-    async def _batch(self, method: str, path: str, raw: bytes) -> Reply:
-        if method == "POST" and path == "/api/beta/batches":
-            # OpenRouter reads the JSON as a stream: endpoint and model must come before requests
-            head = raw[:raw.find(b'"requests"')] if b'"requests"' in raw else raw
-            if b'"endpoint"' not in head or b'"model"' not in head:
-                return Reply(400, {"error": {"code": 400, "message": "endpoint and model must come before requests"}})
-            batch = json.loads(raw)
-            bodies = [r.get("body", {}) for r in batch["requests"]]
-            if any(body.get("model", batch["model"]) != batch["model"] for body in bodies):
-                return Reply(400, {"error": {"code": 400, "message": "every request's model must be the batch's"}})
-            batch_id = f"batch_{len(self.batches) + 1}"
-            self.batches[batch_id] = {"id": batch_id, "requests": batch["requests"], "came": time.monotonic(),
-                                      "fate": self.batch_fates.pop(0) if self.batch_fates else "completed",
-                                      "results": None, "cost": 0.0}
-            return Reply(202, self._batch_view(self.batches[batch_id], "validating"))
-        batch = self.batches.get(path.rsplit("/", 1)[-1]) if method == "GET" else None
+    async def _batch(self, method: str, target: str, raw: bytes) -> Reply:
+        path, _, query = target.partition("?")
+        parts = path.strip("/").split("/")  # api, v1|beta, batches[, id[, results]]
+        if method == "POST" and len(parts) == 3:
+            return self._submit_batch(parts[1], raw)
+        batch = self.batches.get(parts[3]) if method == "GET" and len(parts) >= 4 else None
         if batch is None:
             return Reply(404, {"error": {"code": 404, "message": "no such batch"}})
+        if self.batch_get_refusal is not None:
+            code, message = self.batch_get_refusal
+            return Reply(code, {"error": {"code": code, "message": message}})
+        if len(parts) == 5 and parts[4] == "results":
+            return self._results_page(batch, dict(p.partition("=")[::2] for p in query.split("&") if p))
         self.batch_looks += 1
+        batch["looks"] += 1
+        if batch["looks"] <= self.batch_404_looks:
+            return Reply(404, {"error": {"code": 404, "message": "no such batch"}})
         age = time.monotonic() - batch["came"]
-        if age < self.batch_latency:
+        if age < self.batch_latency or batch["fate"] == "overdue":
             return Reply(200, self._batch_view(batch, "validating" if age < self.batch_latency / 2 else "in_progress"))
         if batch["fate"] == "garbage":  # completed, with results of every wrong shape and none of its requests'
             return Reply(200, {**self._batch_view(batch, "completed"), "usage": {"cost": "NaN"}, "results": [
                 1, None, {"custom_id": None}, {"custom_id": "zz", "response": {"status_code": "200"}},
                 {"custom_id": 7, "error": "bad"}]})
-        if batch["fate"] != "completed":
-            return Reply(200, self._batch_view(batch, batch["fate"]))
         if batch["results"] is None:
-            batch["results"] = []
-            for request in batch["requests"]:
-                reply = await self._respond(request["body"])
-                if reply.status == 200 and isinstance(reply.body, dict) and "choices" in reply.body:
-                    body = json.loads(json.dumps(reply.body))
-                    body.setdefault("usage", {})["cost"] = body["usage"].get("cost", 0.0) / 2  # half the price
-                    batch["cost"] += body["usage"]["cost"]
-                    if not self.batch_costs_per_answer:
-                        del body["usage"]["cost"]
-                    result = {"response": {"status_code": 200, "request_id": f"req-{len(batch['results'])}",
-                                           "body": body}, "error": None}
-                else:
-                    error = reply.body.get("error") if isinstance(reply.body, dict) else None
-                    result = {"response": None, "error": error or {"code": reply.status, "message": "failed"}}
-                batch["results"].append({"id": f"r{len(batch['results'])}", "custom_id": request["custom_id"], **result})
-        return Reply(200, self._batch_view(batch, "completed"))
+            await self._answer_batch(batch)
+        batch["ended_looks"] += 1
+        status = {"expired-partial": "expired"}.get(batch["fate"], batch["fate"])
+        return Reply(200, self._batch_view(batch, status))
 
-    @staticmethod
-    def _batch_view(batch: dict, status: str) -> dict:
-        done = status == "completed"
+    def _submit_batch(self, version: str, raw: bytes) -> Reply:
+        self.batch_posts.append(f"/api/{version}/batches")
+        if version not in self.batch_paths:
+            return Reply(self.batch_path_refusal, {"error": {"code": self.batch_path_refusal, "message": "not found"}})
+        # OpenRouter reads the JSON as a stream: endpoint and model must come before requests
+        head = raw[:raw.find(b'"requests"')] if b'"requests"' in raw else raw
+        if b'"endpoint"' not in head or b'"model"' not in head:
+            return Reply(400, {"error": {"code": 400, "message": "endpoint and model must come before requests"}})
+        batch = json.loads(raw)
+        if self.batch_413_over is not None and len(batch["requests"]) > self.batch_413_over:
+            return Reply(413, {"error": {"code": 413, "message": "Request body too large"}})
+        bodies = [r.get("body", {}) for r in batch["requests"]]
+        if any(body.get("model", batch["model"]) != batch["model"] for body in bodies):
+            return Reply(400, {"error": {"code": 400, "message": "every request's model must be the batch's"}})
+        for request in batch["requests"]:
+            self.batch_submissions[request["custom_id"]] = self.batch_submissions.get(request["custom_id"], 0) + 1
+        batch_id = f"batch_{next(self._batch_ids)}"
+        self.batches[batch_id] = {"id": batch_id, "requests": batch["requests"], "came": time.monotonic(),
+                                  "created": time.time(), "fate": self.batch_fates.pop(0) if self.batch_fates
+                                  else "completed", "results": None, "cost": 0.0, "looks": 0, "ended_looks": 0}
+        return Reply(202, self._batch_view(self.batches[batch_id], "validating"))
+
+    async def _answer_batch(self, batch: dict) -> None:
+        batch["results"] = []
+        fate = batch["fate"]
+        answered = {"completed": batch["requests"], "expired-partial": batch["requests"][:len(batch["requests"]) // 2]
+                    }.get(fate, [])
+        for request in answered:
+            reply = await self._respond(request["body"])
+            if reply.status == 200 and isinstance(reply.body, dict) and "choices" in reply.body:
+                body = json.loads(json.dumps(reply.body))
+                body.setdefault("usage", {})["cost"] = body["usage"].get("cost", 0.0) / 2  # half the price
+                batch["cost"] += body["usage"]["cost"]
+                if not self.batch_costs_per_answer:
+                    del body["usage"]["cost"]
+                result = {"response": {"status_code": 200, "request_id": f"req-{len(batch['results'])}",
+                                       "body": body}, "error": None}
+            else:
+                error = reply.body.get("error") if isinstance(reply.body, dict) else None
+                result = {"response": None, "error": error or {"code": reply.status, "message": "failed"}}
+            batch["results"].append({"id": f"r{len(batch['results'])}", "custom_id": request["custom_id"], **result})
+
+    def _results_page(self, batch: dict, params: dict) -> Reply:
+        ended = batch["results"] is not None
+        shown = batch["results"] if ended and batch["ended_looks"] > self.batch_results_late else []
+        start = int(params.get("cursor") or 0)
+        size = min(int(params.get("limit") or 1000), self.batch_page_size)
+        page = shown[start:start + size]
+        more = start + size < len(shown)
+        return Reply(200, {"object": "list", "data": page, "has_more": more,
+                           "next_cursor": str(start + size) if more else None})
+
+    def _batch_view(self, batch: dict, status: str) -> dict:
+        ended = status in ("completed", "failed", "expired", "cancelled")
         total = len(batch["requests"])
-        return {"id": batch["id"], "status": status, "completion_window": "24h",
-                "request_counts": {"total": total, "completed": total if done else 0, "failed": 0},
-                "usage": {"cost": batch["cost"]} if done else None, "results": batch["results"] if done else None}
+        results = batch["results"] if ended and batch["results"] is not None else None
+        if results is not None and batch["ended_looks"] <= self.batch_results_late:
+            results = None  # not attached yet
+        elif results is not None and self.batch_inline is not None:
+            results = results[:self.batch_inline]
+        view = {"id": batch["id"], "object": "batch", "endpoint": "/v1/chat/completions", "status": status,
+                "completion_window": "24h", "created_at": int(batch["created"]),
+                "expires_at": int(batch["created"] + self.batch_window), "error": None,
+                "request_counts": {"total": total, "completed": len(batch["results"] or ()) if ended else 0,
+                                   "failed": 0},
+                "usage": {"cost": batch["cost"]} if ended else None, "results": results}
+        if status == "failed":
+            first = batch["requests"][0]["custom_id"] if batch["requests"] else ""
+            view["error"] = {"message": self.batch_failure_reason.replace("{0}", first)}
+        return view
 
     async def _send_events(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
         """The answer as OpenRouter streams it: comments while it thinks, then the message in pieces, the
