@@ -367,6 +367,8 @@ def bench_batch(work: Path, n: int, poll: float) -> tuple[float, int, float]:
             costs.append(run_generator(work, server, n, 20, "page_tools.py", tag=f"batch-{mode}", extra=extra).cost)
             answers.append(len(server.requests))
             batches = len(server.batches)
+            # the bound holds here too: no request went out in more than three batches
+            assert max(server.batch_submissions.values(), default=0) <= 3, "a request went out in 4 batches or more"
         finally:
             server.stop()
     return costs[1] / costs[0], batches, answers[1] / answers[0]
