@@ -2045,12 +2045,12 @@ def _mcp_call(server: McpServer, name: str) -> Callable[..., Any]:
     return call
 
 
-def save_mcp_schemas(tools: list[Tool], path: Path) -> None:
-    """Kept beside the output, merged with what earlier runs kept (a tool may have left a server since)."""
+def save_mcp_schemas(tools: list[Tool], path: Path, like: Path | None = None) -> None:
+    """Kept beside the output (`like`), merged with what earlier runs kept (a tool may have left a server since)."""
     schemas = load_mcp_schemas(path)
     schemas.update({tool.name: tool.api_schema() for tool in tools})
     try:
-        with replaced_atomically(path) as target:
+        with replaced_atomically(path, like) as target:
             target.write(orjson.dumps(schemas, option=orjson.OPT_INDENT_2))
     except OSError as e:
         raise OutputError(path, e) from None
@@ -4672,16 +4672,19 @@ def dataset_records(path: Path) -> Iterator[dict | None]:
 
 
 @contextlib.contextmanager
-def replaced_atomically(path: Path) -> Iterator[Any]:
+def replaced_atomically(path: Path, like: Path | None = None) -> Iterator[Any]:
     """Write a new version of `path`: the with-block writes a temporary file beside the real file (through
     any symlink, so a link stays a link and its target is what changes), which is flushed to disk and then
-    renamed over it. A crash or an error midway leaves the old file whole and no temporary behind."""
+    renamed over it. A crash or an error midway leaves the old file whole and no temporary behind. The new
+    version keeps the old one's mode (a 0600 output stays 0600); a new file is no more readable than `like`,
+    the output it belongs to. While it is written, only its owner can read it."""
     target = Path(os.path.realpath(path))
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary = temporary_beside(target)
     try:
-        with open(temporary, "wb") as f:
+        with open_private(temporary) as f:
             yield f
             f.flush()
+            os.fchmod(f.fileno(), file_mode_for(target, like))
             os.fsync(f.fileno())
         os.replace(temporary, target)
     except BaseException:
@@ -4690,7 +4693,51 @@ def replaced_atomically(path: Path) -> Iterator[Any]:
         raise
 
 
-_TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.tmp")
+def temporary_beside(target: Path) -> Path:
+    """A name for a rewrite's temporary beside `target`, unique to this process and this rewrite: the PID (so a
+    later run knows whose it was) and a random part (in a container every run may be PID 1)."""
+    return target.with_name(f".{target.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+
+
+def open_private(path: Path) -> Any:
+    """A new file, for writing, that only its owner may read until file_mode_for's mode is given to it."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb")
+
+
+def file_mode_for(target: Path, like: Path | None = None) -> int:
+    """The permissions a new version of `target` gets: the old version's; for a new file, what the umask
+    gives, and no more than `like` (the output) has, so the side files of a private output are private."""
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        pass
+    return 0o666 & ~_umask() & _mode_or_all(like)
+
+
+def create_like(path: Path, like: Path | None) -> None:
+    """Create `path`, if it does not exist, as private as `like` (for a file a library appends to)."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644 & _mode_or_all(like)))
+
+
+def _mode_or_all(path: Path | None) -> int:
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode) if path is not None else 0o777
+    except OSError:
+        return 0o777
+
+
+def _umask() -> int:
+    try:  # Linux says it without changing it (os.umask would, for a moment, under every thread)
+        with open("/proc/self/status", encoding="ascii") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+_TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)(?:-[0-9a-f]+)?\.tmp")
 
 
 def remove_stale_temporaries(output: Path) -> None:
@@ -4750,10 +4797,11 @@ class OutputError(Exception):
 
 
 class LineFile:
-    """Appends JSON lines with one write() each; a failed write is undone, so no torn line is left."""
+    """Appends JSON lines with one write() each; a failed write is undone, so no torn line is left. A side
+    file of the output (`like`) is created no more readable than the output."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, like: Path | None = None):
+        self.path, self.like = path, like
         self._fd: int | None = None
         self._size = 0  # where the last whole line ends: a failed write is cut back to it
 
@@ -4762,7 +4810,7 @@ class LineFile:
         data = encode_line(record)
         try:
             if self._fd is None:
-                self._use(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
+                self._use(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644 & _mode_or_all(self.like)))
             view = memoryview(data)
             while view:
                 written = os.write(self._fd, view)
@@ -4944,7 +4992,7 @@ class OutputFile(LineFile):
         """Copy the good lines to a new file that replaces this one (a crash midway leaves the old one
         whole); the bad ones go to the quarantine file as JSON records with their text."""
         drop = {b.line_no: b for b in bad}
-        quarantine = LineFile(self.quarantine_path)
+        quarantine = LineFile(self.quarantine_path, like=self.path)
         try:
             with replaced_atomically(self.path) as target:
                 for line_no, line in enumerate(LineReader(self.path).lines(), 1):
@@ -5005,7 +5053,7 @@ async def rescore(files: OutputPaths, min_reward: float | None, scorer: RewardSc
     try:
         # The output is replaced last (the with-blocks close inner first): a crash in between leaves a
         # moved line in both files, which the next scan or rescore collapses (the output wins).
-        with replaced_atomically(files.output) as out, replaced_atomically(rejected_path) as rej:
+        with replaced_atomically(files.output) as out, replaced_atomically(rejected_path, files.output) as rej:
             async for record, line in _rescored_lines(files.output, scorer, counts):
                 if record is not None and RolloutKey.of_line(record) in kept:
                     continue  # a second copy (a crash of an earlier --rescore): one is enough
@@ -5131,8 +5179,8 @@ class PausedFile(LineFile):
 
     COMPACT_FROM = 1 << 20  # bytes: below this, dead records are not worth a copy
 
-    def __init__(self, path: Path, scrub: Callable[[Any], Any]):
-        super().__init__(path)
+    def __init__(self, path: Path, scrub: Callable[[Any], Any], like: Path | None = None):
+        super().__init__(path, like)
         self.scrub = scrub  # Secret.scrub: the key never reaches this file either
         self.chains: dict[tuple[str, int, int], _Chain] = {}
         self.live_bytes = 0
@@ -5276,7 +5324,7 @@ class PausedFile(LineFile):
                 return
             if size <= self.live_bytes:
                 return
-            with open(self.path, "rb") as source, replaced_atomically(self.path) as target:
+            with open(self.path, "rb") as source, replaced_atomically(self.path, self.like) as target:
                 moved = _copy_records(source, target, self._places())
             self._remap(moved, size, 0)
         except OSError:
@@ -5294,14 +5342,16 @@ class PausedFile(LineFile):
         one; then, in one step of the event loop, copy what was appended meanwhile and rename."""
         snapshot, places = self._size, self._places()
         real = Path(os.path.realpath(self.path))
-        temporary = real.with_name(f".{real.name}.{os.getpid()}.tmp")
+        temporary = temporary_beside(real)
         try:
+            open_private(temporary).close()  # the copy is readable by its owner only until it is whole
             moved, copied = await asyncio.to_thread(_copy_to_new_file, real, temporary, places)
             with open(real, "rb") as source, open(temporary, "ab") as target:
                 source.seek(snapshot)
                 tail = source.read(self._size - snapshot)
                 target.write(tail)
                 target.flush()
+                os.fchmod(target.fileno(), file_mode_for(real))
                 os.fsync(target.fileno())
             os.replace(temporary, real)
         except (OSError, asyncio.CancelledError):
@@ -5587,7 +5637,7 @@ def export_output(output: Path, fmt: str, schemas: dict[str, dict]) -> _ExportRe
     if not output.exists():
         return result
     try:
-        with replaced_atomically(result.path) as target:
+        with replaced_atomically(result.path, output) as target:
             for _, record in LineReader(output).records():
                 try:
                     if record is None:
@@ -6110,12 +6160,12 @@ class Run:
         if cfg.teacher.batch:
             self.batches = BatchQueue(cfg.teacher, cfg.requests.model, _batch_size(cfg), cfg.files.batches,
                                       self.stopping, cap.room_for if cap else None)
-        self.failed = FailedFile(cfg.files.failed)
-        self.rejected = RejectedFile(cfg.files.rejected)
+        self.failed = FailedFile(cfg.files.failed, like=cfg.files.output)
+        self.rejected = RejectedFile(cfg.files.rejected, like=cfg.files.output)
         self.client = TeacherClient(cfg.teacher, self.limiter, self.stats, self.batches)
         self.pool_has_room = asyncio.Event()  # set when a rollout ends (or the run stops): the feeder may start one
         self.cache = cache_plan(cfg.requests, cfg.teacher.base_url, cfg.teacher.batch)
-        self.paused = PausedFile(cfg.files.paused, cfg.line.redact)
+        self.paused = PausedFile(cfg.files.paused, cfg.line.redact, like=cfg.files.output)
         self.runner = RolloutRunner(cfg.requests, self.cache, self.client, toolbox, self.stopping, self.paused)
         if cap is not None:
             self.client.on_answer = cap.check
@@ -6128,7 +6178,8 @@ class Run:
     async def execute(self) -> int:
         try:
             if self.toolbox is not None and self.toolbox.mcp_specs:
-                save_mcp_schemas(await self.toolbox.open_mcp(self.files.mcp_log), self.files.mcp_tools)
+                create_like(self.files.mcp_log, self.files.output)
+                save_mcp_schemas(await self.toolbox.open_mcp(self.files.mcp_log), self.files.mcp_tools, self.files.output)
                 self.runner.mcp_tools_joined()
             self.plan.check_tools(self.prompts.input, self.toolbox)  # MCP tools are known only now
         except BaseException:  # nothing was sent: close what was opened, and say why (exit 2)
@@ -6455,7 +6506,7 @@ def _run_command(argv: list[str] | None) -> int:
             print(f"Nothing to do: all {plan.total} rollouts are already in {cfg.files.output}.", file=sys.stderr)
             return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending)
         licence = _check_licence(cfg) if cfg.requests.distillable or is_openrouter(cfg.teacher.base_url) else None
-        RunsFile(cfg.files.runs).record_start(_run_record(cfg, plan, toolbox, licence))
+        RunsFile(cfg.files.runs, like=cfg.files.output).record_start(_run_record(cfg, plan, toolbox, licence))
         code = _run_event_loop(Run(cfg, toolbox, plan, output, scorer).execute())
         ran = True
         return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, code, plan.pending)
@@ -6614,6 +6665,7 @@ class _SurvivingStream:
 async def _list_mcp_tools(toolbox: ToolBox, files: OutputPaths) -> None:
     """--dry-run: the MCP servers' tools, listed and closed again."""
     try:
+        create_like(files.mcp_log, files.output)
         await toolbox.open_mcp(files.mcp_log)
     finally:
         await toolbox.aclose()
@@ -6632,7 +6684,7 @@ def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], repor
         if fmt == "hf":
             card = card_path(result.path)
             try:
-                with replaced_atomically(card) as f:
+                with replaced_atomically(card, files.output) as f:
                     f.write(dataset_card(files, result.path, schemas, RunsFile(files.runs).records()).encode("utf-8"))
             except OSError as e:
                 raise OutputError(card, e) from None
@@ -6645,7 +6697,7 @@ def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], repor
         try:
             page, _ = distillation_report.render_report(files.output, files.failed, files.rejected, pending=pending,
                                                         reader=dataset_records)
-            with replaced_atomically(path) as f:
+            with replaced_atomically(path, files.output) as f:
                 f.write(page.encode("utf-8"))
         except OSError as e:
             raise OutputError(path, e) from None

@@ -209,7 +209,7 @@ def test_a_second_run_is_refused_before_it_reads_anything(workdir):
 def test_temporaries_left_by_a_killed_process_are_removed_and_others_kept(run, teacher, workdir):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a pid no process has now
-    stale = workdir / f".train.paused.jsonl.{gone.pid}.tmp"
+    stale = workdir / f".train.paused.jsonl.{gone.pid}-1f2e3d4c.tmp"  # as this release names them
     stale.write_text('{"messages": "a conversation"}\n')
     stale_output = workdir / f".train.jsonl.{gone.pid}.tmp"
     stale_output.write_text("half a rewrite\n")
@@ -222,6 +222,33 @@ def test_temporaries_left_by_a_killed_process_are_removed_and_others_kept(run, t
     assert result.code == 0, result.err
     assert not stale.exists() and not stale_output.exists()
     assert alive.exists() and foreign.exists()
+
+
+def test_a_private_output_stays_private_through_repairs_and_so_are_the_files_beside_it(workdir):
+    """A 0600 train.jsonl: the repair that rewrites it, and every file the runs add beside it (quarantine,
+    failed, paused, runs, exports, card, report), are readable by its owner only."""
+    teacher = FakeTeacher(latency=0.02, default_step=six_turns).start()
+    try:
+        write_prompts(workdir, ["q0", "q1", "q2"])
+        teacher.script("q1", status(400, "refused"), status(400, "refused again"))
+        output = workdir / "train.jsonl"
+        output.write_text('{"metadata": {"prompt_id": "gone", "sample": 0}, "messages": []}\n'
+                          '{"metadata": {"prompt_id": "torn", "sa\n')
+        output.chmod(0o600)
+        process = start_script(workdir, *args(teacher))
+        wait_for(lambda: (workdir / "train.paused.jsonl").exists(), what="a saved turn")
+        assert (workdir / "train.paused.jsonl").stat().st_mode & 0o077 == 0
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+        result = run_script(workdir, *args(teacher, "--export", "hf,openai", "--report"))
+        assert result.code == 1, result.err  # q1 failed
+    finally:
+        teacher.stop()
+    made = [p for p in workdir.iterdir() if p.name.startswith("train.")]
+    assert {"train.quarantine.jsonl", "train.failed.jsonl", "train.runs.jsonl", "train.hf.jsonl",
+            "train.hf.README.md", "train.report.html"} <= {p.name for p in made}
+    assert oct(output.stat().st_mode & 0o777) == "0o600"
+    assert not [p.name for p in made if p.stat().st_mode & 0o077], "readable by others"
 
 
 BIG_TOOLS = '''
