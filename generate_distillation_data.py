@@ -130,40 +130,59 @@ def human_duration(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class _Secret:
-    """The API key: sent in one header, taken out of what we store or print, never shown."""
+    """The API key (sent in one header) and every other secret the program was handed (handed_secrets: the
+    values of key-like names in .env and the environment, key-like fields of --extra-body, a URL's user
+    information, MCP URLs' query values): taken out of what we store or print, never shown."""
 
     key: str | None
+    others: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def _patterns(self) -> tuple[tuple[str, ...], re.Pattern | None, tuple[bytes, ...], re.Pattern | None]:
+        """(what to look for, the pattern that cuts it out) in plain text, and the same in JSON text, where
+        a secret holding a quote or a backslash reads escaped. Only real secrets: a placeholder a local
+        server accepts (EMPTY, ollama, sk-1234) is shorter than MIN_SECRET_LENGTH, and taking it out of
+        text would corrupt it. A secret longer than 24 characters is also cut where a text quotes its
+        first 16 and goes on in letters, digits, '-' or '_' (a teacher that cut it short)."""
+        secrets = sorted({s for s in (self.key, *self.others) if s and len(s) >= _MIN_SECRET_LENGTH}, key=len, reverse=True)
+        if not secrets:
+            return (), None, (), None
+
+        def forms(encode: Callable[[str], str]) -> tuple[list[str], str]:
+            wholes = [encode(secret) for secret in secrets]
+            prefixes = [encode(secret[:16]) for secret in secrets if len(secret) > 24]
+            pattern = "|".join([*map(re.escape, wholes), *(re.escape(p) + r"[\w-]*" for p in prefixes)])
+            return [*prefixes, *(w for w, s in zip(wholes, secrets) if len(s) <= 24)], pattern
+
+        plain, plain_pattern = forms(lambda text: text)
+        in_json, json_pattern = forms(lambda text: orjson.dumps(text).decode()[1:-1])
+        return (tuple(plain), re.compile(plain_pattern), tuple(n.encode() for n in in_json),
+                re.compile(json_pattern.encode()))
 
     def redact(self, text: str) -> str:
-        """The API key never leaves the process: it is taken out of the texts that came from the teacher or
-        a tool before they are stored or printed, before any cut (so no prefix survives), and so is a quoted
-        prefix of it that a teacher cut. Only real keys: a placeholder a local server accepts (EMPTY,
-        ollama, sk-1234) is shorter than MIN_SECRET_LENGTH, and taking it out of text would corrupt it."""
-        key = self.key
-        if not key or not text or len(key) < _MIN_SECRET_LENGTH:
+        """Every secret out of a text that came from outside (the teacher, a tool, a reward, an MCP server,
+        a URL), before any cut, so no piece of it survives."""
+        needles, pattern, _, _ = self._patterns
+        if pattern is None or not text or not any(needle in text for needle in needles):
             return text
-        text = text.replace(key, "***")
-        if len(key) > 24 and key[:16] in text:
-            text = re.sub(re.escape(key[:16]) + r"[\w-]*", "***", text)
-        return text
+        return pattern.sub("***", text)
 
     def scrub(self, value: Any) -> Any:
         """`redact` applied to every string of a JSON value, however deep (a message, its tool calls' ids
-        and names, reasoning details, a model name): the one way what a teacher or a tool wrote reaches a
-        file or the terminal. A key is letters, digits, '-' and '_', so it reads the same in JSON text: the
-        value is encoded once, and only one that holds the key is rewritten."""
-        key = self.key
-        if isinstance(value, str) or not key or len(key) < _MIN_SECRET_LENGTH:
-            return self.redact(value) if isinstance(value, str) else value
+        and names, reasoning details, a model name): the one way what came from outside reaches a file or
+        the terminal. The value is encoded once, and only one that holds a secret is rewritten."""
+        if isinstance(value, str):
+            return self.redact(value)
+        _, _, needles, pattern = self._patterns
+        if pattern is None:
+            return value
         try:
             text = orjson.dumps(value)
         except (orjson.JSONEncodeError, TypeError):  # not JSON (a lone surrogate): string by string
             return with_each_string(value, self.redact)
-        needle = key[:16] if len(key) > 24 else key
-        if needle.encode() not in text:
+        if not any(needle in text for needle in needles):
             return value
-        return orjson.loads(self.redact(text.decode()))
-
+        return orjson.loads(pattern.sub(b"***", text))
 
 
 @dataclass(frozen=True)
@@ -590,7 +609,7 @@ def parse_config(argv: list[str] | None) -> Config:
     load_dotenv_file()
     base_url = (args.base_url or os.environ.get("OPENROUTER_BASE_URL") or default(TeacherSettings, "base_url")).rstrip("/")
     if urlparse(base_url).scheme not in ("http", "https"):
-        raise UsageError(f"--base-url must start with http:// or https://, got {base_url!r}")
+        raise UsageError(f"--base-url must start with http:// or https://, got {display_url(base_url)!r}")
     api_key = os.environ.get("OPENROUTER_API_KEY") or None
     if api_key is not None and (problem := _key_problem(api_key)):
         raise UsageError(f"OPENROUTER_API_KEY {problem}. Check it where it is set (the environment or .env); "
@@ -654,7 +673,7 @@ def parse_config(argv: list[str] | None) -> Config:
     check_regular_file(output, "the output file")
     for path in (files.failed, files.rejected, files.quarantine):
         check_regular_file(path, "a file beside the output")
-    secret = _Secret(api_key)
+    secret = _Secret(api_key, handed_secrets(extra_body, [base_url], [u for u in map(str, mcp_urls) if "://" in u]))
     return Config(
         prompts=PromptSettings(input=args.input, system=args.system, num=args.num, shard=shard, samples=args.samples,
                                text_only=args.batch),
@@ -808,12 +827,69 @@ def load_dotenv_file() -> None:
 
 
 def display_url(url: str) -> str:
-    """The URL as messages show it: a password in it (http://user:KEY@host/v1) is replaced by ***."""
+    """The URL as messages show it: a password in it (http://user:KEY@host/v1) is replaced by ***, and so is a
+    user name given alone (http://TOKEN@host/v1: a token, as some gateways take it)."""
     parsed = urlparse(url)
-    if parsed.password is None:
+    if "@" not in parsed.netloc:
         return url
-    netloc = f"{parsed.username or ''}:***@{parsed.netloc.rpartition('@')[2]}"
+    host = parsed.netloc.rpartition("@")[2]
+    netloc = f"{parsed.username or ''}:***@{host}" if parsed.password is not None else f"***@{host}"
     return parsed._replace(netloc=netloc).geturl()
+
+
+_KEY_LIKE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|AUTH", re.IGNORECASE)
+
+
+def handed_secrets(extra_body: dict, urls: Iterable[str], query_urls: Iterable[str] = ()) -> tuple[str, ...]:
+    """Every secret the program was handed besides OPENROUTER_API_KEY, to be taken out of whatever it writes or
+    prints (_Secret): the values of key-like names (KEY, TOKEN, SECRET, PASSWORD, AUTH) in .env and the
+    environment, but not a URL's (a base URL is no secret: only its user information is) nor a path's (a
+    socket, a file); the strings under key-like fields of --extra-body ("Bearer X" gives X too); the user
+    information of each URL; and every query value of `query_urls` (MCP servers: Tavily's key travels there).
+    What is too short to be a real secret is left to _Secret's minimum length."""
+    from dotenv import dotenv_values
+
+    named = dict(os.environ)
+    if Path(".env").is_file():
+        named.update({k: v for k, v in dotenv_values(".env").items() if v is not None})
+    found: list[str] = []
+    for name, value in named.items():
+        if not _KEY_LIKE.search(name) or not value:
+            continue
+        if urlparse(value).scheme in ("http", "https"):
+            urls = [*urls, value]
+        elif not (value.startswith("/") and os.path.exists(value)):
+            found.append(value)
+    found += _key_like_fields(extra_body)
+    for url in [*urls, *query_urls]:
+        parsed = urlparse(url)
+        found += [part for part in (parsed.username, parsed.password) if part]
+    for url in query_urls:
+        found += [value for pair in urlparse(url).query.split("&") if (value := pair.partition("=")[2])]
+    found += [part.rpartition(" ")[2] for part in found if part.lower().startswith(("bearer ", "basic ", "token "))]
+    return tuple(dict.fromkeys(found))
+
+
+def _key_like_fields(value: Any, under_key: bool = False) -> list[str]:
+    """The strings of a JSON value that sit under a key-like name, however deep."""
+    if isinstance(value, str):
+        return [value] if under_key else []
+    if isinstance(value, dict):
+        return [s for name, item in value.items() for s in _key_like_fields(item, under_key or bool(_KEY_LIKE.search(str(name))))]
+    if isinstance(value, list):
+        return [s for item in value for s in _key_like_fields(item, under_key)]
+    return []
+
+
+def masked_key_like(value: Any, under_key: bool = False) -> Any:
+    """A JSON value to show (--dry-run, the runs file): what sits under a key-like name is ***, however short."""
+    if isinstance(value, str):
+        return "***" if under_key else value
+    if isinstance(value, dict):
+        return {name: masked_key_like(item, under_key or bool(_KEY_LIKE.search(str(name)))) for name, item in value.items()}
+    if isinstance(value, list):
+        return [masked_key_like(item, under_key) for item in value]
+    return value
 
 
 def is_openrouter(base_url: str) -> bool:
@@ -1454,8 +1530,10 @@ def _user_code_location(error: BaseException, path: Path) -> str:
 class ToolBox:
     """Runs the tool calls of assistant messages. Whatever goes wrong becomes text the teacher can read."""
 
-    def __init__(self, tools: list[Tool], settings: ToolSettings, closer: Callable | None = None):
+    def __init__(self, tools: list[Tool], settings: ToolSettings, closer: Callable | None = None,
+                 redact: Callable[[str], str] | None = None):
         self.tools = {tool.name: tool for tool in tools}
+        self.redact = redact  # Secret.redact, for what a tool says of its own failure (the failed file, the terminal)
         self.default_timeout = settings.timeout
         self.max_chars = settings.max_chars
         self.closer = closer
@@ -1483,7 +1561,7 @@ class ToolBox:
         """Connect to the MCP servers; their tools join the box. UsageError if one cannot be used."""
         if not self.mcp_specs:
             return []
-        log_mcp_sdk_to(errlog)
+        log_mcp_sdk_to(errlog, self.redact)
         self.mcp_servers, tools = await open_mcp_servers(list(self.mcp_specs), errlog, set(self.tools))
         self.tools.update({tool.name: tool for tool in tools})
         return tools
@@ -1546,7 +1624,7 @@ class ToolBox:
                 return f"Error: tool {name!r} was cancelled."
             except Exception as e:
                 if _is_tool_unavailable(e):
-                    raise ToolUnavailable(f"tool {name!r} is unavailable: {_error_summary(e, 500)}") from None
+                    raise ToolUnavailable(f"tool {name!r} is unavailable: {_error_summary(e, 500, self.redact)}") from None
                 return f"Error: tool {name!r} failed: {_error_summary(e, self.max_chars)}"
         return self._as_text(name, result)
 
@@ -1645,8 +1723,10 @@ def _in_own_thread(function: Callable, arguments: dict) -> asyncio.Future:
     return future
 
 
-def _error_summary(error: BaseException, limit: int) -> str:
-    return printable(f"{type(error).__name__}: {error}"[:limit])
+def _error_summary(error: BaseException, limit: int, redact: Callable[[str], str] | None = None) -> str:
+    """An error of the user's code in one text: the secrets out first (redact), then cut."""
+    text = printable(f"{type(error).__name__}: {error}")
+    return (redact(text) if redact is not None else text)[:limit]
 
 
 def printable(text: str) -> str:
@@ -1907,17 +1987,26 @@ async def _refuse_roots(context: Any) -> Any:
     return types.ErrorData(code=types.INVALID_REQUEST, message="this client (a distillation run) shares no roots")
 
 
-def log_mcp_sdk_to(path: Path) -> None:
+def log_mcp_sdk_to(path: Path, redact: Callable[[str], str] | None = None) -> None:
     """The MCP SDK's own log lines go to <stem>.mcp.log, beside what stdio servers write to their stderr,
     never to the run's terminal: a server that prints a banner on stdout makes the SDK log a parse error
-    with a traceback for every line of it."""
+    with a traceback for every line of it. The secrets are out of each line (it may quote a URL whole)."""
     logger = logging.getLogger("mcp")
     if any(isinstance(h, logging.FileHandler) for h in logger.handlers):
         return
     handler = logging.FileHandler(path, encoding="utf-8", errors="replace", delay=True)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    handler.setFormatter(_RedactingFormatter("%(asctime)s %(name)s %(levelname)s: %(message)s", redact=redact))
     logger.addHandler(handler)
     logger.propagate = False
+
+
+class _RedactingFormatter(logging.Formatter):
+    def __init__(self, fmt: str, redact: Callable[[str], str] | None):
+        super().__init__(fmt)
+        self.redact = redact or (lambda text: text)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redact(super().format(record))
 
 
 def _connection_failed(error: BaseException) -> bool:
@@ -2186,8 +2275,11 @@ class RewardScorer:
     it never loses the rollout and never stops the run. Sync rewards run off the event loop, async ones
     on it (rnow's own examples are async because libraries like math-verify are not thread-safe)."""
 
-    def __init__(self, rewards: list[_Reward], timeout: float):
+    def __init__(self, rewards: list[_Reward], timeout: float, redact: Callable[[str], str] | None = None):
         self.rewards, self.default_timeout = rewards, timeout
+        # Secret.redact: a reward's error texts go into the line (metadata.reward_errors), which rnow uploads;
+        # rewards get .env's values, and a judge that fails may quote its key
+        self.redact = redact or (lambda text: text)
         from dotenv import dotenv_values
 
         self.secrets = {k: v for k, v in dotenv_values(".env").items() if v is not None} if Path(".env").is_file() else {}
@@ -2196,7 +2288,10 @@ class RewardScorer:
         results = await asyncio.gather(*(self._one(r, metadata, messages) for r in self.rewards))
         values = {r.name: value for r, (value, _) in zip(self.rewards, results)}
         errors = {r.name: error for r, (_, error) in zip(self.rewards, results) if error}
-        return Score(values, self.total(values), errors)
+        total = self.total(values)
+        if not math.isfinite(total):  # finite rewards whose sum is not (1e308 + 1e308): named, and scored 0
+            total, errors["(total)"] = 0.0, "the sum of the rewards is too large for a float; scored 0"
+        return Score(values, total, errors)
 
     def total(self, values: dict[str, float]) -> float:
         """rnow's compute_total_reward: a precondition at 0 makes it 0, else the sum."""
@@ -2220,19 +2315,31 @@ class RewardScorer:
                 raise
             return 0.0, "cancelled"
         except Exception as e:
-            return 0.0, f"failed: {_error_summary(e, 300)}"
-        # Any real number (numpy's float32 included), as rnow sums them; not a bool, a string, NaN or inf.
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            return 0.0, f"returned {_error_summary_value(value)}, not a float"
-        return float(value), None
+            return 0.0, f"failed: {_error_summary(e, 300, self.redact)}"
+        number = _finite_real(value)
+        if number is None:
+            return 0.0, f"returned {_error_summary_value(value, self.redact)}, not a float"
+        return number, None
 
 
-def _error_summary_value(value: Any) -> str:
+def _finite_real(value: Any) -> float | None:
+    """A reward's value as a float: any real number (numpy's float32 included), as rnow sums them; not a bool, a
+    string, NaN, inf, nor an integer too large for a float (10**400), nor anything whose float() fails."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        number = float(value)
+    except Exception:  # OverflowError for 10**400; the user's own number type may raise anything
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _error_summary_value(value: Any, redact: Callable[[str], str]) -> str:
     try:
         text = repr(value)
     except Exception:
         text = f"a {type(value).__name__}"
-    return printable(text[:100])
+    return redact(printable(text))[:100]
 
 
 # ==================================================================================================
@@ -2790,6 +2897,10 @@ class StreamStalled(Exception):
     """A streamed answer sent no data event within --stall-timeout."""
 
 
+class FirstByteStalled(Exception):
+    """A streamed request whose answer did not even begin (no status line) within --stall-timeout."""
+
+
 class StreamCut(Exception):
     """A streamed answer ended before it was whole (no finish_reason): never written, retried."""
 
@@ -3243,6 +3354,24 @@ def is_moderation_error(error: Any) -> bool:
                 or "moderation" in text or "flagged" in text)
 
 
+DOES_NOT_FIT = "does not fit the context"  # a failure a re-run cannot mend: the summary advises none
+
+
+# How servers say a conversation is longer than the model's context: llama.cpp's server (type
+# exceed_context_size_error, "request (4476 tokens) exceeds the available context size (4096 tokens)"; before
+# that "the request exceeds the available context size"), OpenAI and vLLM ("This model's maximum context length
+# is 4096 tokens", code context_length_exceeded), Anthropic behind a router ("prompt is too long: ... maximum").
+_CONTEXT_OVERFLOW = re.compile(r"context[ _](size|length|window)|maximum context|prompt is too long|too many tokens",
+                               re.IGNORECASE)
+
+
+def is_context_overflow(error: Any) -> bool:
+    if not isinstance(error, dict):
+        return bool(_CONTEXT_OVERFLOW.search(error_text(error)))
+    named = " ".join(str(error.get(key) or "") for key in ("type", "code", "message"))
+    return bool(_CONTEXT_OVERFLOW.search(named))
+
+
 def retry_after_seconds(headers: httpx.Headers) -> float | None:
     """Seconds until the teacher takes requests again, from Retry-After (seconds, or an HTTP date read
     against the answer's own Date header: the server's clock, not ours), else X-RateLimit-Reset."""
@@ -3607,11 +3736,12 @@ class TeacherClient:
         if not self.stream and "stream" in body:
             body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         payload = orjson.dumps(body)  # ~10x json.dumps; refuses what is not strict JSON, like allow_nan=False
+        streamed = bool(body.get("stream"))
         for attempt in range(1, self.settings.retries + 2):
             try:
                 if self.batches is not None:  # no request slot: the batch is the unit, and the limit is its size
                     return await self._attempt_in_batch(payload, spend, stopping, rollout)
-                return await self._attempt(payload, priority, spend, stopping if attempt == 1 else None)
+                return await self._attempt(payload, priority, spend, stopping if attempt == 1 else None, streamed)
             except RetryableError as e:
                 if attempt > self.settings.retries:
                     raise PromptFailed(f"retries used up ({e.kind})",
@@ -3620,8 +3750,8 @@ class TeacherClient:
                 await asyncio.sleep(backoff_delay(self.settings.backoff, attempt, e.retry_after))
         raise AssertionError("unreachable")
 
-    async def _attempt(self, payload: bytes, priority: int, spend: Usage, stopping: asyncio.Event | None
-                       ) -> Completion:
+    async def _attempt(self, payload: bytes, priority: int, spend: Usage, stopping: asyncio.Event | None,
+                       streamed: bool = False) -> Completion:
         slot = await self.limiter.acquire(priority)
         answered, sent = Answered.FAILED, time.monotonic()
         # Admitted once it goes unrefused for the window (or at its first streamed data, _read_events)
@@ -3631,7 +3761,7 @@ class TeacherClient:
                 answered = Answered.CANCELLED
                 raise NotStarted()
             self.stats.requests += 1
-            answer = await self._post(payload, slot)
+            answer = await self._post(payload, slot, streamed)
             self.unreachable_in_a_row = 0
             completion = self._read(answer, spend)
             self.answered_once = True
@@ -3665,16 +3795,20 @@ class TeacherClient:
         window still counts as one: it only came after the limit had grown."""
         self.admission_window = min(30.0, max(self.admission_window, 3 * seconds))
 
-    async def _post(self, payload: bytes, slot: Slot) -> _Answer:
+    async def _post(self, payload: bytes, slot: Slot, streamed: bool = False) -> _Answer:
         """Send once, except that a request lost on a kept-alive connection the server had already closed
         (a race every keep-alive timeout allows: nginx's is 75 s, some proxies' 1 s) is sent again at
-        once on a new connection, without spending a retry: the server never saw it."""
-        try:
-            return await self._post_once(payload, slot)
-        except StaleConnection:
-            return await self._post_once(payload, slot)
+        once, without spending a retry: the server never saw it. However many kept-alive connections
+        turn out dead in a row (each is closed as it fails, so the pool runs out of them), the last try
+        goes on a new connection."""
+        for _ in range(self.settings.concurrency + 1):  # the pool holds at most -c connections
+            try:
+                return await self._post_once(payload, slot, streamed)
+            except StaleConnection:
+                continue
+        raise RetryableError("connection", "connection problem: every kept-alive connection had been closed by the server")
 
-    async def _post_once(self, payload: bytes, slot: Slot) -> _Answer:
+    async def _post_once(self, payload: bytes, slot: Slot, streamed: bool) -> _Answer:
         # httpx's read timeout restarts with every chunk, so a teacher dripping a few bytes a second
         # would hold a request for ever; this deadline covers the whole request, first byte to last.
         progress = RequestState()
@@ -3683,7 +3817,7 @@ class TeacherClient:
             async with asyncio.timeout(self.settings.timeout):
                 request = httpx.Request("POST", self.target, headers=self.headers, content=payload,
                                         extensions={"timeout": self.timeouts})
-                response = await self.transport.handle_async_request(request)
+                response = await self._answer_head(request, streamed)
                 progress.answered = True
                 if (budget := request_budget(response.headers)) is not None:  # before the body: slow start
                     self.limiter.tell_budget(slot, *budget)                    # grows as it comes
@@ -3696,6 +3830,9 @@ class TeacherClient:
                 finally:
                     await response.aclose()  # back to the pool, or closed if the body was cut
                 return _Answer(response.status_code, response.headers, body, progress.usage_lost)
+        except FirstByteStalled:
+            raise RetryableError("stalled", f"the server sent nothing, not even the answer's head, for "
+                                 f"{self.settings.stall_timeout:g} s (--stall-timeout)") from None
         except StreamStalled:
             raise RetryableError("stalled", f"the streamed answer sent no data for {self.settings.stall_timeout:g} s "
                                  "(--stall-timeout)") from None
@@ -3720,6 +3857,21 @@ class TeacherClient:
                 f"connection problem: {type(original).__name__}: {original}")) from None
         finally:
             REQUEST_STATE.reset(token)
+
+    async def _answer_head(self, request: httpx.Request, streamed: bool) -> httpx.Response:
+        """The answer's status and headers. A streaming server sends them at once (then comments while the
+        model thinks), so for a streamed request --stall-timeout covers this wait too: a server that takes
+        the connection and says nothing (llama-server after SIGTERM keeps them open) is left after it, not
+        after the whole --timeout. An unstreamed answer may rightly send nothing until it is whole."""
+        if not streamed:
+            return await self.transport.handle_async_request(request)
+        try:
+            async with asyncio.timeout(self.settings.stall_timeout) as waiting:
+                return await self.transport.handle_async_request(request)
+        except TimeoutError:
+            if waiting.expired():
+                raise FirstByteStalled() from None
+            raise
 
     async def _read_events(self, response: httpx.Response, encoding: str, slot: Slot) -> bytes:
         """A streamed answer (server-sent events), assembled into the body an unstreamed answer would have
@@ -3866,9 +4018,6 @@ class TeacherClient:
             raise RunStopped("out of credits", f"out of credits (402: {detail}). Add credits "
                              "(https://openrouter.ai/settings/credits), then re-run the same command; "
                              "finished samples are kept.")
-        if status == 403 and not is_moderation_error(error) and not says_when:
-            raise RunStopped("access denied", f"access denied (403: {detail}). Check the key's permissions and "
-                             "limits, then re-run the same command to continue.")
         if 400 <= status < 500 and "distill" in detail.lower() and not says_when:
             # OpenRouter does not document this refusal; any 4xx that names distillation is it
             raise RunStopped("not distillable", f"the teacher refused the request for its licence ({status}: "
@@ -3876,6 +4025,12 @@ class TeacherClient:
                              "outputs: choose one (https://openrouter.ai/models?distillable=true) with --model, or "
                              "leave out --distillable if you have checked the licence yourself; then re-run the "
                              "same command. Finished samples are kept.")
+        if status == 403 and not is_moderation_error(error) and not says_when:
+            raise RunStopped("access denied", f"access denied (403: {detail}). Check the key's permissions and "
+                             "limits, then re-run the same command to continue.")
+        if status in (400, 413, 422) and is_context_overflow(error):
+            raise PromptFailed(DOES_NOT_FIT, f"the conversation does not fit the model's context (HTTP {status}: "
+                               f"{detail}); a re-run would fail the same way", status=status)
         if status in _RETRYABLE_STATUS or status >= 500 or says_when:
             self._raise_retryable(status, wait, detail, answer.headers)
         raise PromptFailed(f"HTTP {status}", f"HTTP {status}: {detail}", status=status)
@@ -3905,8 +4060,8 @@ class TeacherClient:
                                   answer.headers, kind=f"HTTP {status} {code}")
         constraint = availability.get("constraint")
         if code == "constraint_filtered" and "context" in str(constraint).lower():
-            raise PromptFailed("does not fit the context", f"the conversation does not fit the model's context "
-                               f"(HTTP {status}: {detail})", status=status)
+            raise PromptFailed(DOES_NOT_FIT, f"the conversation does not fit the model's context "
+                               f"(HTTP {status}: {detail}); a re-run would fail the same way", status=status)
         models = availability.get("fallback_models")
         names = [self._detail(str(m), 80) for m in models[:5]] if isinstance(models, list) else []
         instead = (f" OpenRouter suggests instead: {', '.join(names)}; pass one with --model." if names else
@@ -5966,9 +6121,16 @@ class RunSummary:
                          "teacher wrote the API key into signed reasoning (which must go back to it unchanged, and "
                          "is never stored with the key): if stopped, they resume from their last clean turn or "
                          "begin again.")
-        if pending:
+        cannot = min(pending, s.failure_reasons[DOES_NOT_FIT])  # a re-run would pay the same turns, and fail again
+        if pending > cannot:
             lines.append(f"Not done: {pending}. Re-run the same command to "
-                         + ("retry the failed ones and " if self.remaining_failed else "") + "finish.")
+                         + ("retry the failed ones and " if self.remaining_failed else "") + "finish"
+                         + (f" (all but the {cannot} below)." if cannot else "."))
+        if cannot:
+            lines.append(f"Cannot finish as they are: {plural(cannot, 'rollout')} whose conversation does not fit the "
+                         f"teacher's context (in {files.failed}); a re-run would pay for the same turns and fail the same "
+                         "way. Use a model with a longer context, or shorter rollouts (--max-turns, --max-tool-chars, "
+                         "--max-tokens), or take those prompts out.")
         lines.append(f"Time: {human_duration(self.seconds)}; {s.requests} requests, "
                      f"{s.rate_limited} answered 429, {s.retries} retried")
         u = s.usage
@@ -6254,6 +6416,10 @@ class Run:
             outcome.score = await self.scorer.score(outcome.job.prompt.metadata, messages)
         except asyncio.CancelledError:  # the run stops at once: the paid rollout still gets settled
             outcome.end(Ending.STOPPED, "interrupted", "the run stopped while this rollout was being scored")
+        except Exception as e:  # a bug of ours in scoring: the paid answer is never lost for a score
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            outcome.score = Score({}, 0.0, {"(scoring)": self.line.redact(
+                f"internal error: {type(e).__name__}: {e} ({Path(where.filename).name}:{where.lineno}); please report it")[:300]})
 
     def settle(self, outcome: Outcome) -> _Destination:
         """The one place a rollout's fate is decided: a line in the output, a line in the rejected file,
@@ -6426,10 +6592,14 @@ def _print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Outpu
     """--dry-run, where the run would be assembled (so it takes the whole Config, as main does): what the
     run would send first, and the work to do."""
     first = next(plan.pending_jobs(cfg.prompts), None)
-    body = request_body_template(cfg.requests, toolbox)
+    # As it would be sent, but for secrets: key-like fields of --extra-body as ***, however short, and every
+    # secret the program was handed out of the rest (a key given in the provider's own field, say)
+    body = request_body_template(dataclasses.replace(cfg.requests, extra_body=masked_key_like(cfg.requests.extra_body)),
+                                 toolbox)
     cache = cache_plan(cfg.requests, cfg.teacher.base_url, cfg.teacher.batch)
     if first is not None:
         body["messages"] = cache.mark(first.prompt.messages)
+    body = cfg.line.redact(body)
     key = cfg.teacher.secret.key or ""
     masked = f"{key[:8]}...{key[-4:]}" if len(key) > 16 else "***" if key else "(none)"
     print(f"POST {display_url(cfg.teacher.base_url)}/chat/completions")
@@ -6469,18 +6639,21 @@ def main(argv: list[str] | None = None) -> int:
 def _run_command(argv: list[str] | None) -> int:
     output: OutputFile | None = None
     ran = False  # the run is over: a Ctrl-C now interrupts the --export/--report files, not the run
+    redact: Callable[[str], str] = str  # once the settings are read: every secret out of what is printed
     try:
         cfg = parse_config(argv)
+        redact = cfg.teacher.secret.redact
         check_tls_settings(cfg.teacher.base_url)
         ensure_open_files(cfg.teacher.concurrency, cfg.tools.concurrency)
         toolbox = None
         if cfg.tools.file is not None or cfg.tools.mcp:
             tools, closer = load_tools(cfg.tools.file) if cfg.tools.file is not None else ([], None)
-            toolbox = ToolBox(tools, cfg.tools, closer)
+            toolbox = ToolBox(tools, cfg.tools, closer, cfg.teacher.secret.redact)
         if cfg.no_run and not cfg.files.output.is_file():
             raise UsageError(f"{cfg.files.output} does not exist: nothing to export or report. Run without --no-run "
                              "first (or point -o at the output).")
-        scorer = RewardScorer(load_rewards(cfg.gate.rewards), cfg.gate.reward_timeout) if cfg.gate.rewards else None
+        scorer = (RewardScorer(load_rewards(cfg.gate.rewards), cfg.gate.reward_timeout, cfg.teacher.secret.redact)
+                  if cfg.gate.rewards else None)
         output = OutputFile(cfg.files.output)
         if not cfg.dry_run:
             output.lock()  # before reading it: a second run must never plan from a file the first is writing
@@ -6511,10 +6684,10 @@ def _run_command(argv: list[str] | None) -> int:
         ran = True
         return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, code, plan.pending)
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     except OutputError as e:
-        print(f"error: {e}. Nothing was lost: free space (or fix the cause), then re-run the same command.",
+        print(f"error: {redact(str(e))}. Nothing was lost: free space (or fix the cause), then re-run the same command.",
               file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
@@ -6562,7 +6735,7 @@ def _run_record(cfg: Config, plan: Plan, toolbox: ToolBox | None, licence: bool 
                     "rollouts": plan.total, "samples": cfg.prompts.samples},
         "teacher": {"model": requests.model, "base_url": display_url(cfg.teacher.base_url),
                     "temperature": requests.temperature, "max_tokens": requests.max_tokens,
-                    "reasoning": requests.reasoning, "extra_body": requests.extra_body or None,
+                    "reasoning": requests.reasoning, "extra_body": masked_key_like(requests.extra_body) or None,
                     "distillable": requests.distillable, "licence": licence, "batch": cfg.teacher.batch},
         "rollout": {"max_turns": requests.max_turns, "system": cfg.prompts.system,
                     "tools": sorted(toolbox.tools) if toolbox is not None else [],
