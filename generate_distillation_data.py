@@ -962,6 +962,12 @@ class Prompt:
     id_given: bool = False  # the id is the record's own "id", not a hash
     tools: tuple[str, ...] | None = None  # the record's own "tools": the only ones it may use; None: all
 
+    @property
+    def content(self) -> str:
+        """What its rollouts begin from, as a hash of its messages (system prompt included): saved turns go on
+        only from this very conversation, whatever the id says (a prompt with its own id may be edited)."""
+        return conversation_hash(self.messages)
+
 
 @dataclass
 class RolloutJob:
@@ -1142,7 +1148,7 @@ def _parse_prompt_line(line: str, where: str, jsonl: bool, system: str | None) -
     if not jsonl:
         text = line.rstrip("\r\n")
         messages = _with_system(system, [{"role": "user", "content": text}])
-        return Prompt(_conversation_hash(messages), messages, {}, text)
+        return Prompt(conversation_hash(messages), messages, {}, text)
     record = _parse_strict_json(line, where)
     if not isinstance(record, dict):
         raise UsageError(f"{where}: expected an object like {{\"prompt\": \"...\"}}, got {type(record).__name__}")
@@ -1171,7 +1177,7 @@ def _parse_prompt_line(line: str, where: str, jsonl: bool, system: str | None) -
     tools = _prompt_tools(record, where)
     if record_id is not None:
         return Prompt(str(record_id), messages, metadata, source, id_given=True, tools=tools)
-    return Prompt(_conversation_hash(messages), messages, metadata, source, tools=tools)
+    return Prompt(conversation_hash(messages), messages, metadata, source, tools=tools)
 
 
 def _prompt_tools(record: dict, where: str) -> tuple[str, ...] | None:
@@ -1261,7 +1267,7 @@ def _with_system(system: str | None, messages: list[dict]) -> list[dict]:
     return ([{"role": "system", "content": system}] if system else []) + messages
 
 
-def _conversation_hash(messages: list[dict]) -> str:
+def conversation_hash(messages: list[dict]) -> str:
     """16 hex digits identifying the conversation a rollout starts from."""
     if all(m.keys() == {"role", "content"} and isinstance(m["content"], str) for m in messages):
         canonical = "\x1e".join(f"{m['role']}\x1f{m['content']}" for m in messages)  # fast path, most prompts
@@ -4478,7 +4484,7 @@ class RolloutRunner:
         self.requests = requests
         self.base_body = request_body_template(requests, toolbox)
         self.paused = paused  # saves each rollout's turns as they come; None: nothing is saved (tests)
-        self.started_over = 0  # saved rollouts whose settings changed since: begun again
+        self.started_over: collections.Counter = collections.Counter()  # saved rollouts begun again, by why
         self.kept_from_signed = 0  # rollouts whose newer turns were not saved: the key is in signed reasoning
         # A rollout's body (but its messages) and fingerprint, by its prompt's own tools list (None: all):
         # made once per list, not serialized and hashed again for every rollout
@@ -4495,8 +4501,8 @@ class RolloutRunner:
         saved = self.paused.take(key, job.prompt.messages) if self.paused is not None else None
         if self.paused is not None:
             outcome.fingerprint = self.body_for(job)[1]
-        if saved is not None and saved.fingerprint != outcome.fingerprint:
-            self.started_over += 1  # what its turns were made with changed: they cannot go on
+        if saved is not None and (why := _why_saved_turns_cannot_go_on(saved, job.prompt, outcome.fingerprint)):
+            self.started_over[why] += 1  # its turns answered another request: they cannot go on
             saved = None
         if saved is None and self.paused is not None:
             self.paused.begin(key)  # from nothing: whatever it had saved is dead
@@ -4528,9 +4534,9 @@ class RolloutRunner:
                                f"({Path(where.filename).name}:{where.lineno}); please report it")
 
     def body_for(self, job: RolloutJob) -> tuple[dict, str]:
-        """What every request of this rollout carries besides its messages, and its fingerprint: what makes
-        saved turns valid to continue (model, tools, MCP and per-prompt ones included, reasoning, extra
-        body; the system prompt is in the prompt id). Whether it is streamed does not count."""
+        """What every request of this rollout carries besides its messages, and its fingerprint: with the
+        prompt's own messages (Prompt.content), what makes saved turns valid to continue (model, tools, MCP
+        and per-prompt ones included, reasoning, extra body). Whether it is streamed does not count."""
         if (made := self._bodies.get(job.prompt.tools)) is not None:
             return made
         body = dict(self.base_body)
@@ -4596,6 +4602,21 @@ class RolloutRunner:
             return [{"role": "tool", "tool_call_id": call["id"], "content": "Error: no tools are available."}
                     for call in calls]
         return await self.toolbox.run_calls(calls, metadata, allowed)
+
+
+# Why saved turns could not go on (RunSummary says how many of each): a rollout is its content, not its id.
+PROMPT_CHANGED = "their prompt changed (its text, messages or the system prompt)"
+PROMPT_UNCHECKED = "their prompt has its own id and their turns were saved by an earlier release, which kept no record of its text"
+SETTINGS_CHANGED = "the model, tools, reasoning or --extra-body changed"
+
+
+def _why_saved_turns_cannot_go_on(saved: _SavedTurns, prompt: Prompt, fingerprint: str) -> str | None:
+    """Saved turns belong to exactly the messages and request settings that began them: None when these are
+    those, else why not. Turns saved before the prompt's hash was kept go on when the id is the hash of the
+    conversation (a prompt without an id of its own), since then the id says what the content was."""
+    if saved.prompt is None and prompt.id_given or saved.prompt not in (None, prompt.content):
+        return PROMPT_UNCHECKED if saved.prompt is None else PROMPT_CHANGED
+    return SETTINGS_CHANGED if saved.fingerprint != fingerprint else None
 
 
 def request_body_template(requests: RequestSettings, toolbox: ToolBox | None) -> dict:
@@ -5294,6 +5315,7 @@ class _SavedTurns:
     fingerprint: str
     model: str | None  # the model that answered last (a line names it when it is not the one asked for)
     provider: str | None
+    prompt: str | None  # Prompt.content of the conversation they began from; None: saved before it was kept
 
 
 class _Chain:
@@ -5367,7 +5389,7 @@ class PausedFile(LineFile):
                   "model": self.scrub(outcome.model), "provider": self.scrub(outcome.provider),
                   "usage": outcome.total_usage.to_json(), "messages": scrubbed}
         if chain is None:
-            record["fingerprint"] = fingerprint
+            record["fingerprint"], record["prompt"] = fingerprint, outcome.job.prompt.content
         start = self.append(record)
         chain = self.chains.setdefault(key, _Chain())
         chain.places.append((start, self._size - start - 1))
@@ -5578,6 +5600,9 @@ def _saved_turns(records: list[Any], prompt: list[dict]) -> _SavedTurns | None:
         else:
             messages += record["messages"]
     usage, turns, fingerprint = last.get("usage"), last.get("turns"), records[0].get("fingerprint")
+    began = records[0].get("prompt") if isinstance(records[0].get("prompt"), str) else None
+    if _saved_said(records[0]) == _LEGACY:  # the whole conversation: the prompt's messages are there to compare
+        began = conversation_hash(messages[:len(prompt)])
     if not (isinstance(usage, dict) and isinstance(turns, int) and turns > 0 and isinstance(fingerprint, str)):
         return None
     if not (is_final_answer(messages[-1]) or messages[-1].get("role") == "tool"):
@@ -5592,7 +5617,7 @@ def _saved_turns(records: list[Any], prompt: list[dict]) -> _SavedTurns | None:
     finish_reason, model, provider = last.get("finish_reason"), last.get("model"), last.get("provider")
     return _SavedTurns(messages, carried, turns, finish_reason if isinstance(finish_reason, str) else None,
                        fingerprint, model if isinstance(model, str) else None,
-                       provider if isinstance(provider, str) else None)
+                       provider if isinstance(provider, str) else None, began)
 
 
 class RunsFile(LineFile):
@@ -6084,7 +6109,7 @@ class RunSummary:
     rejected_before: int
     pending: int  # still to do after this run
     remaining_failed: int  # entries left in the failed file
-    started_over: int  # paused rollouts whose saved turns could not go on
+    started_over: collections.Counter  # paused rollouts whose saved turns could not go on, by why
     kept_from_signed: int  # rollouts whose later turns were not saved (the key in signed reasoning)
     tool_lines: list[str]  # the tools' own counts and warnings
     notes: list[str]  # the teacher client's (a model that was routed elsewhere, ...)
@@ -6113,8 +6138,9 @@ class RunSummary:
                          f"saved in {files.paused.name}, and the next run goes on from there (no answer is paid "
                          "twice).")
         if self.started_over:
-            lines.append(f"Started over: {plural(self.started_over, 'paused rollout')}, since the model, "
-                         "tools, reasoning or --extra-body changed since their turns were saved.")
+            why = "; ".join(f"{count} because {reason}" for reason, count in self.started_over.most_common())
+            lines.append(f"Started over: {plural(sum(self.started_over.values()), 'paused rollout')} began again from "
+                         f"their prompt, since their saved turns answered another request than this run's: {why}.")
         lines += self.tool_lines
         if self.kept_from_signed:
             lines.append(f"Not saved: the later turns of {plural(self.kept_from_signed, 'rollout')}, whose "

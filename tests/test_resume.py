@@ -390,7 +390,7 @@ def test_kill_9_while_big_turns_are_saved_and_compacted_never_pays_a_saved_turn_
             process.kill()
             process.wait()
             kills += 1
-            ids_by_prompt = {gdd._conversation_hash([{"role": "user", "content": p}]): p for p in prompts}
+            ids_by_prompt = {gdd.conversation_hash([{"role": "user", "content": p}]): p for p in prompts}
             saved = {ids_by_prompt.get(k, k): n for k, n in saved_turns_by_prompt(workdir / "train.paused.jsonl").items()}
             after_kill.append((len(teacher.requests), saved))
         result = run_script(workdir, *args, timeout=120)
@@ -617,6 +617,51 @@ def test_a_changed_model_begins_saved_rollouts_again_and_says_so(workdir, turns_
     assert result.records()[0]["metadata"]["usage"]["requests"] == TURNS
 
 
+def credits_run_out_at(request: int):
+    """six_turns, but the `request`-th request is a 402: the run stops, its rollouts paused between turns."""
+    calls = {"n": 0}
+
+    def step(body: dict) -> Reply:
+        calls["n"] += 1
+        return status(402, "Insufficient credits")(body) if calls["n"] == request else six_turns(body)
+
+    return step
+
+
+@pytest.mark.parametrize("edit", ["text", "system prompt", "attempt 2's text"])
+def test_saved_turns_go_on_only_from_the_very_prompt_that_began_them(workdir, edit):
+    """A prompt with its own id, paused mid-rollout, then fixed (its text, or --system): the next run begins it
+    again from the new prompt, never writes the new question with the old one's tool calls and answer, and says
+    why. With --attempts, the same for a later try."""
+    teacher = FakeTeacher(latency=0.01, default_step=credits_run_out_at(9 if edit.startswith("attempt") else 3)).start()
+    (workdir / "rewards.py").write_text("from rnow.core import RewardArgs, reward\n\n@reward\n"
+                                        "def never(args: RewardArgs, messages: list) -> float:\n    return 0.0\n")
+    gate = ("--rewards", "rewards.py", "--min-reward", "1", "--attempts", "2") if edit.startswith("attempt") else ()
+    system = ("-s", "Be brief.") if edit == "system prompt" else ()
+    try:
+        write_prompts(workdir, [{"id": "q0", "prompt": "question 0"}])
+        stopped = run_script(workdir, *args(teacher, *gate, *system))
+        assert stopped.code == 1 and "Paused: 1 rollout" in stopped.err, stopped.err
+        paid = answers(teacher)
+        if edit == "system prompt":
+            system = ("-s", "Be thorough.")
+        else:
+            write_prompts(workdir, [{"id": "q0", "prompt": "question 0, fixed"}])
+        result = run_script(workdir, *args(teacher, *gate, *system))
+    finally:
+        teacher.stop()
+    assert result.code == 0, result.err
+    assert answers(teacher) - paid == TURNS  # the whole rollout again, from the new prompt
+    assert "Started over: 1 paused rollout began again from their prompt" in result.err
+    assert f"1 because {gdd.PROMPT_CHANGED}" in result.err
+    [line] = result.records("train.rejected.jsonl")[-1:] if gate else result.records()
+    first = line["messages"][0]["content"]
+    assert first == ("Be thorough." if edit == "system prompt" else "question 0, fixed")
+    calls = [json.loads(c["function"]["arguments"]) for m in line["messages"] for c in m.get("tool_calls", [])]
+    assert [c["b"] for c in calls] == [len(first)] * (TURNS - 1)  # every tool call made for the new prompt
+    assert line["messages"][-1]["content"] == f"{first}: done after 5 tools"
+
+
 @pytest.mark.parametrize("line", ['{"prompt_id": "x", "sample": 0, "attempt": 1, "turns": "many"}', "not json",
                                   '{"prompt_id": 7}', '{"messages": [1, 2]}'])
 def test_a_hand_broken_paused_file_is_read_around(workdir, turns_teacher, line):
@@ -667,12 +712,14 @@ def routed(reply: Reply) -> Reply:
     return reply
 
 
-def test_a_final_answer_stopped_while_it_was_scored_settles_next_run_without_a_request(workdir, turns_teacher):
+@pytest.mark.parametrize("edited", [False, True], ids=["as it was", "prompt edited"])
+def test_a_final_answer_stopped_while_it_was_scored_settles_next_run_without_a_request(workdir, turns_teacher, edited):
+    """...unless its prompt (one with its own id) was edited meanwhile: then it begins again from the new text."""
     teacher = turns_teacher
     teacher.default_step = lambda body: routed(six_turns(body))
     (workdir / "rewards.py").write_text(SLOW_REWARDS)
     (workdir / "slow").write_text("")
-    write_prompts(workdir, ["question 0"])
+    write_prompts(workdir, [{"id": "q0", "prompt": "question 0"}])
     process = start_script(workdir, *args(teacher, "--rewards", "rewards.py"))
     wait_for(lambda: (workdir / "scoring").exists(), what="the final answer being scored")
     process.send_signal(signal.SIGINT)  # the first stops new requests; the reward still runs...
@@ -687,8 +734,15 @@ def test_a_final_answer_stopped_while_it_was_scored_settles_next_run_without_a_r
     assert saved[-1]["messages"][-1]["role"] == "assistant", (len(saved), [r.get("turns") for r in saved], err)
     (workdir / "slow").unlink()
     before = answers(teacher)
+    if edited:
+        write_prompts(workdir, [{"id": "q0", "prompt": "question 0, fixed"}])
     result = run_script(workdir, *args(teacher, "--rewards", "rewards.py"))
     assert result.code == 0, result.err
+    if edited:
+        assert answers(teacher) == before + TURNS and f"1 because {gdd.PROMPT_CHANGED}" in result.err
+        [line] = result.records()
+        assert line["messages"][-1]["content"] == "question 0, fixed: done after 5 tools"
+        return
     assert answers(teacher) == before == TURNS  # settled from its saved final answer, no request
     assert result.records()[0]["metadata"]["reward"] == 1.0
     assert result.records()[0]["metadata"]["model"] == "routed/model"  # kept with the saved turns
