@@ -2366,11 +2366,13 @@ class Usage:
     cost: float = 0.0
     cache_savings: float = 0.0  # what caching saved, where the teacher reports it (OpenRouter's cache_discount)
     requests: int = 0
+    uncosted: int = 0  # of those, answers whose cost the teacher did not report: unknown, not $0
 
     def add(self, usage: Any) -> None:
         """One answered request. The teacher's numbers are untrusted: a field that is missing, of the
-        wrong type, negative or not finite counts as 0, never as an error."""
+        wrong type, negative or not finite counts as 0, never as an error (and a cost so, as not reported)."""
         self.requests += 1
+        self.uncosted += not has_cost(usage)
         if not isinstance(usage, dict):
             return
         self.prompt_tokens += int(amount(usage.get("prompt_tokens")))
@@ -2386,11 +2388,15 @@ class Usage:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def to_json(self) -> dict:
-        # Spelled out rather than dataclasses.asdict: this runs once per line, ~10x cheaper.
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "reasoning_tokens": self.reasoning_tokens, "cached_tokens": self.cached_tokens,
-                "cache_write_tokens": self.cache_write_tokens, "cost": round(self.cost, 8),
-                "cache_savings": round(self.cache_savings, 8), "requests": self.requests}
+        # Spelled out rather than dataclasses.asdict: this runs once per line, ~10x cheaper. `uncosted` only
+        # when some answer's cost was not reported: then `cost` counts the others, and is not the whole bill.
+        usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                 "reasoning_tokens": self.reasoning_tokens, "cached_tokens": self.cached_tokens,
+                 "cache_write_tokens": self.cache_write_tokens, "cost": round(self.cost, 8),
+                 "cache_savings": round(self.cache_savings, 8), "requests": self.requests}
+        if self.uncosted:
+            usage["uncosted"] = self.uncosted
+        return usage
 
     @property
     def cached_share(self) -> float:
@@ -5771,6 +5777,8 @@ def _checked_arguments_text(arguments: Any) -> str:
 
 
 def _openai_record(record: dict, schemas: dict[str, dict]) -> dict:
+    """OpenAI's format has no metadata: a line cut short (--keep-incomplete) is marked the one way it can be, its
+    last answer at weight 0 (not trained on), so a cut answer is never learnt as a whole one."""
     messages = []
     for message in record["messages"]:
         kept = {key: message[key] for key in OPENAI_MESSAGE_KEYS.get(message["role"], ()) if key in message}
@@ -5781,7 +5789,16 @@ def _openai_record(record: dict, schemas: dict[str, dict]) -> dict:
             if kept.get("content") == "":
                 del kept["content"]  # a turn that only calls tools: OpenAI's examples leave content out
         messages.append(kept)
+    if _is_incomplete(record):
+        last = next((m for m in reversed(messages) if m["role"] == "assistant"), None)
+        if last is not None:
+            last["weight"] = 0
     return {"messages": messages, **_tool_schemas(record, schemas)}
+
+
+def _is_incomplete(record: dict) -> bool:
+    metadata = record.get("metadata")
+    return isinstance(metadata, dict) and "incomplete" in metadata
 
 
 def _tool_schemas(record: dict, schemas: dict[str, dict]) -> dict:
@@ -5800,6 +5817,7 @@ class _ExportResult:
     written: int = 0
     left_out: collections.Counter = field(default_factory=collections.Counter)  # reason -> lines
     unknown_tools: set[str] = field(default_factory=set)
+    incomplete: int = 0  # lines cut short (--keep-incomplete) that were written
 
 
 def export_schemas(toolbox: ToolBox | None, saved: Path | None = None) -> dict[str, dict]:
@@ -5832,6 +5850,7 @@ def export_output(output: Path, fmt: str, schemas: dict[str, dict]) -> _ExportRe
                 result.unknown_tools.update(name for name in record.get("tools", ()) if name not in schemas)
                 target.write(orjson.dumps(exported) + b"\n")
                 result.written += 1
+                result.incomplete += _is_incomplete(record)
     except OSError as e:
         raise OutputError(result.path, e) from None
     return result
@@ -5839,6 +5858,10 @@ def export_output(output: Path, fmt: str, schemas: dict[str, dict]) -> _ExportRe
 
 def report_export(result: _ExportResult) -> str:
     text = f"Exported {plural(result.written, 'line')} to {result.path}"
+    if result.incomplete:
+        text += (f" ({result.incomplete} cut short, kept with --keep-incomplete: " + (
+            "marked in their metadata)" if result.path.name.endswith(".hf.jsonl") else
+            "their last answer at weight 0, since this format has no metadata to mark them)"))
     for reason, count in result.left_out.items():
         text += f"; {plural(count, 'line')} left out ({reason})"
     if result.unknown_tools:
@@ -5855,7 +5878,8 @@ def card_path(export: Path) -> Path:
 
 @dataclass
 class _CardFigures:
-    """What the card says of the data, counted from the files as they are."""
+    """What the card says of the data, counted from the files as they are. A value that is not what the line
+    format says (an edited or foreign file) is counted as far as it can be, and named (`odd`)."""
 
     lines: int = 0
     rejected: int = 0
@@ -5863,37 +5887,64 @@ class _CardFigures:
     turns: int = 0
     tool_calls: int = 0
     scored: int = 0
-    cost: float = 0.0  # of the lines in the dataset
+    incomplete: int = 0  # lines cut short, kept with --keep-incomplete (metadata.incomplete)
+    cost: float = 0.0  # of the lines in the dataset, as the teacher reported it
+    answers: int = 0  # answers the lines' usage counts
+    uncosted: int = 0  # of those, answers whose cost the teacher did not report: unknown, not $0
     cost_elsewhere: float = 0.0  # of rejected lines and failed rollouts: paid for, not in the dataset
+    uncosted_elsewhere: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     models: collections.Counter = field(default_factory=collections.Counter)  # that answered, by line
     providers: collections.Counter = field(default_factory=collections.Counter)
     tools_used: collections.Counter = field(default_factory=collections.Counter)
     systems: collections.Counter = field(default_factory=collections.Counter)  # system prompts, by line
+    odd: list[str] = field(default_factory=list)  # "file:line: what is wrong", the first few
+    odd_lines: int = 0
 
-    def count_line(self, record: dict) -> None:
-        metadata = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
+    def count_line(self, record: dict, where: str) -> None:
+        problems: list[str] = []
+        metadata = _field_of_kind(record, "metadata", dict, problems)
         self.lines += 1
-        self.models[str(metadata.get("model") or metadata.get("teacher") or "unknown")] += 1
+        model = metadata.get("model") or metadata.get("teacher") or "unknown"
+        self.models[model if isinstance(model, str) else _note(problems, "metadata.model is not a text", "?")] += 1
         if metadata.get("provider"):
             self.providers[str(metadata["provider"])] += 1
-        self.turns += metadata.get("turns", 0) if isinstance(metadata.get("turns"), int) else 0
+        turns = metadata.get("turns", 0)
+        self.turns += turns if type(turns) is int and 0 <= turns <= 2**53 else \
+            _note(problems, "metadata.turns is not a count of turns", 0)
         self.scored += isinstance(metadata.get("reward"), (int, float))
-        usage = metadata.get("usage") if isinstance(metadata.get("usage"), dict) else {}
-        self.cost += amount(usage.get("cost"))
-        self.prompt_tokens += int(amount(usage.get("prompt_tokens")))
-        self.completion_tokens += int(amount(usage.get("completion_tokens")))
-        messages = record.get("messages") if isinstance(record.get("messages"), list) else []
-        for message in messages:
+        self.incomplete += "incomplete" in metadata
+        self._count_usage(_field_of_kind(metadata, "usage", dict, problems), problems)
+        for i, message in enumerate(_field_of_kind(record, "messages", list, problems)):
             if not isinstance(message, dict):
+                problems.append(f"messages[{i}] is not an object")
                 continue
             if message.get("role") == "system" and isinstance(message.get("content"), str):
                 self.systems[message["content"]] += 1
-            for call in message.get("tool_calls") or ():
+            calls = message.get("tool_calls") or []
+            if not isinstance(calls, list):
+                problems.append(f"messages[{i}].tool_calls is {_plain_value(calls)}, not a list: counted as no call")
+                continue
+            for call in calls:
                 self.tool_calls += 1
                 function = call.get("function") if isinstance(call, dict) else None
-                self.tools_used[str(function.get("name") if isinstance(function, dict) else "?")] += 1
+                name = function.get("name") if isinstance(function, dict) else None
+                self.tools_used[name if isinstance(name, str) else _note(problems, f"messages[{i}] has a tool call "
+                                                                          "without a function name", "?")] += 1
+        if problems:
+            self.odd_lines += 1
+            if len(self.odd) < 5:
+                self.odd.append(f"{where}: {'; '.join(problems[:3])}")
+
+    def _count_usage(self, usage: dict, problems: list[str]) -> None:
+        if "cost" in usage and not has_cost(usage):
+            problems.append("metadata.usage.cost is not a usable number: counted as not reported")
+        self.cost += amount(usage.get("cost"))
+        self.answers += int(amount(usage.get("requests")))
+        self.uncosted += int(amount(usage.get("uncosted"))) if has_cost(usage) else int(amount(usage.get("requests")))
+        self.prompt_tokens += int(amount(usage.get("prompt_tokens")))
+        self.completion_tokens += int(amount(usage.get("completion_tokens")))
 
     def count_elsewhere(self, record: dict | None, rejected: bool) -> None:
         if not isinstance(record, dict):
@@ -5901,8 +5952,29 @@ class _CardFigures:
         fields = record.get("metadata") if rejected and isinstance(record.get("metadata"), dict) else record
         usage = fields.get("usage") if isinstance(fields.get("usage"), dict) else {}
         self.cost_elsewhere += amount(usage.get("cost"))
+        self.uncosted_elsewhere += int(amount(usage.get("uncosted"))) if has_cost(usage) else int(amount(usage.get("requests")))
         self.rejected += rejected
         self.failed += not rejected
+
+
+def _field_of_kind(record: dict, name: str, kind: type, problems: list[str]) -> Any:
+    """record[name] when it is of `kind`; else an empty one, the problem noted (a missing one is no problem)."""
+    value = record.get(name)
+    if isinstance(value, kind):
+        return value
+    if value is not None:
+        problems.append(f"{name} is {_plain_value(value)}, not {'an object' if kind is dict else 'a list'}")
+    return kind()
+
+
+def _note(problems: list[str], problem: str, instead: Any) -> Any:
+    problems.append(problem)
+    return instead
+
+
+def _plain_value(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _size_category(n: int) -> str:
@@ -5920,67 +5992,107 @@ def _fenced(text: str) -> str:
     return f"{fence}\n{text}\n{fence}"
 
 
-def _plain(value: Any) -> str:
-    """A value from a file, as text for one table cell: no line breaks, no pipes, nothing past 200 characters."""
+def _quoted(value: Any) -> str:
+    """A value from a file (a model name, a provider, --extra-body, a date), quoted as data for one line of the
+    card, a table cell too: a code span, in which nothing is markup (no link, image, HTML or emphasis: the Hub
+    renders HTML), on one line, pipes escaped for tables, nothing past 200 characters."""
+    if value is None or isinstance(value, (bool, int, float)):  # a JSON number or constant holds no markup
+        return json.dumps(value)
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    text = " ".join(text.split()).replace("|", "\\|")
-    return text if len(text) <= 200 else text[:199] + "…"
+    text = " ".join(text.split())
+    if not text:
+        return "(empty)"
+    text = text if len(text) <= 200 else text[:199] + "…"
+    ticks = "`" * (1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    pad = " " if text[0] == "`" or text[-1] == "`" else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}".replace("|", "\\|")
 
 
-def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], runs: list[dict]) -> str:
-    """The dataset card of the hf export (the Hub's conventions: a YAML header naming the data file, its task
-    and size, then what the data is): what was asked of which teacher, with which tools and settings, what it
-    cost and when. Made from the run's files alone: the output, the rejected and failed files, and the runs
-    file; every value from them is written as data, never as markup."""
+def _escaped(text: str) -> str:
+    """Text as Markdown shows it as it is: every ASCII punctuation mark backslash-escaped (a file name as a title)."""
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", " ".join(text.split()))
+
+
+_SETTINGS_SHOWN = (("teacher model", ("teacher", "model")), ("temperature", ("teacher", "temperature")),
+                   ("max tokens an answer", ("teacher", "max_tokens")), ("reasoning", ("teacher", "reasoning")),
+                   ("extra request body", ("teacher", "extra_body")), ("Batch API", ("teacher", "batch")),
+                   ("max turns", ("rollout", "max_turns")), ("system prompt (--system)", ("rollout", "system")),
+                   ("rewards", ("gate", "rewards")), ("min reward", ("gate", "min_reward")),
+                   ("attempts", ("gate", "attempts")), ("cut-short rollouts kept (--keep-incomplete)",
+                                                        ("gate", "keep_incomplete")))
+
+
+def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], runs: list[dict]) -> tuple[str, list[str]]:
+    """The dataset card of the hf export (the Hub's conventions: a YAML header naming the data file, its task,
+    size and licence, then what the data is): what was asked of which teacher, with which tools and settings,
+    what it cost and when. Made from the run's files alone: the output, the rejected and failed files, and the
+    runs file; every value from them is quoted as data, never markup, and says only what the files show.
+    Also the lines whose values are not what the line format says, for the terminal."""
     import yaml
 
     figures = _CardFigures()
-    for _, record in LineReader(files.output).records() if files.output.is_file() else ():
+    for line_no, (_, record) in enumerate(LineReader(files.output).records() if files.output.is_file() else (), 1):
         if isinstance(record, dict):
-            figures.count_line(record)
+            figures.count_line(record, f"{files.output}:{line_no}")
     for path, rejected in ((files.rejected, True), (files.failed, False)):
         for _, record in LineReader(path).records() if path.is_file() else ():
             figures.count_elsewhere(record, rejected)
-    header = {"configs": [{"config_name": "default", "data_files": [{"split": "train", "path": export.name}]}],
-              "task_categories": ["text-generation"], "size_categories": [_size_category(figures.lines)],
-              "tags": ["synthetic", "distillation"] + (["tool-use"] if figures.tool_calls else [])}
     last = runs[-1] if runs else {}
     teacher = last.get("teacher") if isinstance(last.get("teacher"), dict) else {}
     prompts = last.get("prompts") if isinstance(last.get("prompts"), dict) else {}
+    licence = teacher.get("licence")
+    # No licence name is inferred: the teacher's terms decide. "other" where OpenRouter's list showed the model as
+    # one whose author allows training on its outputs (terms of its own), "unknown" otherwise; no language,
+    # which nothing here knows.
+    header = {"configs": [{"config_name": "default", "data_files": [{"split": "train", "path": export.name}]}],
+              "license": "other" if licence is True else "unknown",
+              "task_categories": ["text-generation"], "size_categories": [_size_category(figures.lines)],
+              "tags": ["synthetic", "distillation"] + (["tool-use"] if figures.tool_calls else [])}
     out = ["---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", "",
-           f"# {_plain(export.stem)}", "",
+           f"# {_escaped(export.stem)}", "",
            f"{plural(figures.lines, 'conversation')} of a teacher model solving prompts"
            + (f" with tools ({figures.tool_calls} tool calls in {figures.turns} turns)" if figures.tool_calls else "")
            + f", made by `generate_distillation_data.py` for supervised fine-tuning of a student. Chat format in "
-           f"`{export.name}` (`messages`, and `tools` with their JSON schemas), as TRL's `SFTTrainer` reads it.", ""]
+           f"`{_escaped(export.name)}` (`messages`, and `tools` with their JSON schemas), as TRL's `SFTTrainer` reads it.", ""]
+    if figures.incomplete:
+        out += [f"**{plural(figures.incomplete, 'conversation')} {'was' if figures.incomplete == 1 else 'were'} cut "
+                "short** (kept with `--keep-incomplete`: cut by `--max-turns`, the answer-length limit or a content "
+                "filter), each marked in its `metadata.incomplete`; in an OpenAI export (`--export openai`, which "
+                "has no metadata) their last answer has `weight` 0, so it is not trained on.", ""]
+    if figures.odd_lines:
+        out += [f"{plural(figures.odd_lines, 'line')} of `{_escaped(files.output.name)}` {'holds' if figures.odd_lines == 1 else 'hold'} values "
+                "that are not what this tool writes (edited, or from another tool); they are counted here as far as "
+                "they can be. The first: " + "; ".join(_quoted(text) for text in figures.odd[:3]) + ".", ""]
     out += ["## What was asked", ""]
     if prompts:
-        out += [f"- Prompts file: `{_plain(prompts.get('file'))}` (sha256 `{_plain(prompts.get('sha256'))}`), "
-                f"{_plain(prompts.get('rollouts'))} rollouts asked for "
-                f"({_plain(prompts.get('samples'))} a prompt)"]
+        out += [f"- Prompts file: {_quoted(prompts.get('file'))} (sha256 {_quoted(prompts.get('sha256'))}), "
+                f"{_quoted(prompts.get('rollouts'))} rollouts asked for ({_quoted(prompts.get('samples'))} a prompt)"]
     else:
         out += ["- Prompts file: not recorded (these files were made before runs were recorded)"]
     for text, count in figures.systems.most_common(3):
         out += [f"- System prompt, in {plural(count, 'line')}:", "", _fenced(text[:2000]), ""]
     out += ["", "## Of whom", ""]
     out += ["| model that answered | lines |", "|---|---|"] + \
-        [f"| {_plain(model)} | {count} |" for model, count in figures.models.most_common(20)]
+        [f"| {_quoted(model)} | {count} |" for model, count in figures.models.most_common(20)]
     if figures.providers:
         out += ["", "| provider that served it (the last answer of a line) | lines |", "|---|---|"] + \
-            [f"| {_plain(name)} | {count} |" for name, count in figures.providers.most_common(20)]
-    licence = teacher.get("licence")
-    out += ["", "Teacher's licence: " + (
-        "the model is on OpenRouter's list of models whose authors allow training on their outputs "
-        "(best effort: check the licence for your use)." if licence is True else
-        "the model is **not** on OpenRouter's list of models whose authors allow training on their outputs: "
-        "check its terms before training on this data." if licence is False else
-        "not known (the models list could not tell, or was not asked)."),
-        "" if not teacher.get("distillable") else
-        "Requests were sent with `provider.enforce_distillable_text` (routed only to such models).", ""]
+            [f"| {_quoted(name)} | {count} |" for name, count in figures.providers.most_common(20)]
+    out += ["", "## Licence", "",
+            "The teacher's terms (its author's, and its provider's) decide what may be done with these outputs; "
+            "this card names no licence of its own (`license: " + header["license"] + "`).", "",
+            "Teacher's licence: " + (
+                "the model is on OpenRouter's list of models whose authors allow training on their outputs "
+                "(`is_trainable_text`; best effort: check the licence for your use)." if licence is True else
+                "the model is **not** on OpenRouter's list of models whose authors allow training on their outputs: "
+                "check its terms before training on this data." if licence is False else
+                "not known (the models list could not tell, or was not asked)."),
+            "" if not teacher.get("distillable") else
+            "Requests were sent with `provider.enforce_distillable_text` (`--distillable`: routed only to such "
+            "models).", ""]
     out += ["## Tools", ""]
     used = sorted(set(figures.tools_used) | set(schemas))
     if used:
-        out += ["| tool | calls |", "|---|---|"] + [f"| `{_plain(name)}` | {figures.tools_used[name]} |" for name in used]
+        out += ["| tool | calls |", "|---|---|"] + [f"| {_quoted(name)} | {figures.tools_used[name]} |" for name in used]
         if schemas:
             out += ["", "Their schemas, as the teacher was given them:", "",
                     _fenced(json.dumps([schemas[name] for name in sorted(schemas)], indent=1, ensure_ascii=False))]
@@ -5989,16 +6101,11 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
     out += ["", "## Settings that shape the data", ""]
     if runs:
         out += ["| setting | value |", "|---|---|"]
-        for label, path in (("teacher model", ("teacher", "model")), ("temperature", ("teacher", "temperature")),
-                            ("max tokens an answer", ("teacher", "max_tokens")), ("reasoning", ("teacher", "reasoning")),
-                            ("extra request body", ("teacher", "extra_body")), ("Batch API", ("teacher", "batch")),
-                            ("max turns", ("rollout", "max_turns")),
-                            ("system prompt (--system)", ("rollout", "system")), ("rewards", ("gate", "rewards")),
-                            ("min reward", ("gate", "min_reward")), ("attempts", ("gate", "attempts"))):
+        for label, path in _SETTINGS_SHOWN:
             values = []
             for run in runs:
                 part = run.get(path[0]) if isinstance(run.get(path[0]), dict) else {}
-                value = _plain(part.get(path[1]))
+                value = _quoted(part.get(path[1]))
                 if value not in values:
                     values.append(value)
             out += [f"| {label} | {' / '.join(values)} |"]
@@ -6010,18 +6117,25 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
         tries = figures.lines + figures.rejected
         out += ["", f"Quality gate: {figures.lines} of {tries} finished tries kept "
                 f"({figures.lines / tries:.0%}); {figures.rejected} rejected lines are in "
-                f"`{files.rejected.name}`." if tries else ""]
+                f"`{_escaped(files.rejected.name)}`." if tries else ""]
+    unknown = (f"; the teacher reported no cost for {figures.uncosted} of their {figures.answers} answers, whose "
+               "cost is unknown and not counted" if figures.uncosted else "")
+    unknown_elsewhere = (f", besides {plural(figures.uncosted_elsewhere, 'answer')} whose cost was not reported"
+                         if figures.uncosted_elsewhere else "")
     out += ["", "## Cost and when", "",
             f"- The conversations here cost ${figures.cost:.4f} ({human_count(figures.prompt_tokens)} prompt and "
-            f"{human_count(figures.completion_tokens)} completion tokens, as the teacher reported them); rejected "
-            f"tries and failed rollouts on record ({figures.rejected + figures.failed}) cost ${figures.cost_elsewhere:.4f} more.",
-            ]
+            f"{human_count(figures.completion_tokens)} completion tokens, as the teacher reported them{unknown}); "
+            f"rejected tries and failed rollouts on record ({figures.rejected + figures.failed}) cost "
+            f"${figures.cost_elsewhere:.4f} more{unknown_elsewhere}."]
     if runs:
-        started = [_plain(run.get("started")) for run in runs]
+        started = [_quoted(run.get("started")) for run in runs]
         generator = last.get("generator") if isinstance(last.get("generator"), dict) else {}
         out += [f"- Made by {plural(len(runs), 'run')}, started {started[0]}" + (f" to {started[-1]}" if len(runs) > 1 else "")
-                + f", by `generate_distillation_data.py` (sha256 `{_plain(generator.get('sha256'))}`)."]
-    return "\n".join(out) + "\n"
+                + f", by `generate_distillation_data.py` (sha256 {_quoted(generator.get('sha256'))})."]
+    notes = [f"{text}." for text in figures.odd]
+    if figures.odd_lines > len(figures.odd):
+        notes.append(f"... and {figures.odd_lines - len(figures.odd)} more lines of {files.output} like them.")
+    return "\n".join(out) + "\n", notes
 
 
 # ==================================================================================================
@@ -6767,7 +6881,7 @@ def _run_record(cfg: Config, plan: Plan, toolbox: ToolBox | None, licence: bool 
                     "tools": sorted(toolbox.tools) if toolbox is not None else [],
                     "mcp": [spec.shown for spec in cfg.tools.mcp]},
         "gate": {"rewards": cfg.gate.rewards.name if gate.rewards else None, "min_reward": gate.min_reward,
-                 "attempts": gate.attempts},
+                 "attempts": gate.attempts, "keep_incomplete": gate.keep_incomplete},
     })
 
 
@@ -6883,12 +6997,15 @@ def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], repor
         if fmt == "hf":
             card = card_path(result.path)
             try:
+                text, odd = dataset_card(files, result.path, schemas, RunsFile(files.runs).records())
                 with replaced_atomically(card, files.output) as f:
-                    f.write(dataset_card(files, result.path, schemas, RunsFile(files.runs).records()).encode("utf-8"))
+                    f.write(text.encode("utf-8"))
             except OSError as e:
                 raise OutputError(card, e) from None
             print(f"Dataset card: {card} (the README.md of a dataset repository on the Hugging Face Hub)",
                   file=sys.stderr)
+            for note in odd:
+                print(f"Dataset card: {note}", file=sys.stderr)
     if report:
         import distillation_report  # only here: the page is reached through this flag alone
 
