@@ -3665,22 +3665,54 @@ def backoff_delay(backoff: float, attempt: int, retry_after: float | None = None
 
 def teacher_licence(settings: TeacherSettings, model: str) -> bool | None:
     """Whether the model's author allows training on its outputs, as OpenRouter's models list says (GET
-    /models?distillable=true lists those models; an entry may say is_trainable_text itself); None when the
-    list cannot tell: another server, no answer, an answer of another shape."""
-    try:
-        with httpx.Client(timeout=15, trust_env=True) as client:  # SSL_CERT_FILE and proxies, as for requests
-            response = client.get(f"{settings.base_url}/models", params={"distillable": "true"},
-                                  headers=teacher_headers(settings))
-        listed = response.json().get("data") if response.status_code == 200 else None
-    except (httpx.HTTPError, ValueError, AttributeError):
-        return None
-    if not isinstance(listed, list):
+    /models?distillable=true lists those models, each marked is_trainable_text): only what the list showed.
+    True: the model's entry says is_trainable_text true; False: it says false, or the list, read whole, holds
+    only entries marked true (it was filtered as asked) and not the model. None, the list cannot tell: another
+    server's (no marks: the filter was ignored), one not read whole, a mark that is not a JSON boolean."""
+    entries = _models_list(settings)
+    if not entries:
         return None
     wanted = {model, model.split(":")[0]}  # a variant (":free", ":online") is its model's
-    for entry in listed:
-        if isinstance(entry, dict) and ({entry.get("id"), entry.get("canonical_slug")} & wanted):
-            return entry.get("is_trainable_text") is not False
-    return False
+    filtered = True
+    for entry in entries:
+        mark = entry.get("is_trainable_text") if isinstance(entry, dict) else None
+        if isinstance(entry, dict) and {entry.get("id"), entry.get("canonical_slug")} & wanted:
+            return mark if isinstance(mark, bool) else None
+        filtered = filtered and mark is True
+    return False if filtered else None
+
+
+_MODELS_PAGES = 100  # a models list longer than this many pages is not read whole: it cannot tell
+
+
+def _models_list(settings: TeacherSettings) -> list | None:
+    """Every entry of the models list, its pages followed (OpenAI's `has_more` with `after` the last id, or a
+    `next` link); None when it cannot be read whole (no answer, another shape, a page that does not follow)."""
+    url, params, entries = f"{settings.base_url}/models", {"distillable": "true"}, []
+    try:
+        with httpx.Client(timeout=15, trust_env=True) as client:  # SSL_CERT_FILE and proxies, as for requests
+            for _ in range(_MODELS_PAGES):
+                response = client.get(url, params=params, headers=teacher_headers(settings))
+                page = response.json() if response.status_code == 200 else None
+                listed = page.get("data") if isinstance(page, dict) else None
+                if not isinstance(listed, list):
+                    return None
+                entries += listed
+                following = page.get("next")
+                if isinstance(following, str) and following:
+                    url, params = str(response.url.join(following)), {}
+                elif page.get("has_more") is True:
+                    after = page.get("last_id") or (listed[-1].get("id") if listed and isinstance(listed[-1], dict) else None)
+                    if not isinstance(after, str) or params.get("after") == after:
+                        return None
+                    params = {"distillable": "true", "after": after}
+                elif page.get("has_more") not in (None, False) or following not in (None, ""):
+                    return None  # says there is more, in a way not known here
+                else:
+                    return entries
+    except (httpx.HTTPError, ValueError):
+        return None
+    return None
 
 
 class TeacherClient:
