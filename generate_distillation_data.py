@@ -2482,6 +2482,7 @@ class Slot:
     sent: float  # time.monotonic() when it started
     number: int = 0  # the limiter's count of requests started, this one included
     admitted: bool = False  # the teacher took it: its first data came, or no refusal within the window
+    probe: bool = False  # sent while the teacher's own budget said none were left: is it refused?
 
 
 class AdaptiveLimiter:
@@ -2508,6 +2509,9 @@ class AdaptiveLimiter:
     PROBE_DOUBLING = 1.5  # seconds without a 429 after which the pace probes twice as fast
     # the same for requests in flight, slower: a server's capacity changes less often than a key's share
     LIMIT_PROBE_DOUBLING = 8.0
+    # A spent request budget whose window ends further off than this (past a minute's window) is tried with one
+    # request at a time: answered, the headers are shown wrong; refused, the 429 says how long to wait.
+    BUDGET_PROBE_AFTER = 61.0
 
     def __init__(self, start: int, probe_patience: float = 16.0,
                  slow_start: int = default(TeacherSettings, "start_concurrency"),
@@ -2537,6 +2541,10 @@ class AdaptiveLimiter:
         self.budget_ends = 0.0  # self.clock() when the window that budget counts in ends
         self.budget_limit: int | None = None  # requests a window (x-ratelimit-limit-requests)
         self.budget_span = 1.0  # the longest window seen: a new one is taken to last as long
+        # Why the budget headers are not believed any more (they contradict themselves or the answers the
+        # teacher gives); then the limits are learned from 429s alone. Said once, in the summary.
+        self.budget_distrusted: str | None = None
+        self._probing: Slot | None = None
         self.sent = 0  # requests started, ever (a slot's number)
         self._waiters: list[tuple[int, int, asyncio.Future]] = []
         self._order = itertools.count()
@@ -2567,6 +2575,10 @@ class AdaptiveLimiter:
     def release(self, slot: Slot, answered: Answered) -> None:
         """A late 429 (after the request was admitted) counts as one too."""
         self.in_flight -= 1
+        if slot.probe:
+            self._probing = None
+            if answered is Answered.OK and self.budget_left is not None and self.budget_left <= 0:
+                self._distrust_budget("said no request was left in its window, yet answered the next one")
         if answered is Answered.OK and not slot.admitted:
             self._taken_request(slot, still_in_flight=False)
         elif answered is Answered.RATE_LIMITED:
@@ -2581,10 +2593,23 @@ class AdaptiveLimiter:
         """The answer to `slot`'s request said how many requests the teacher's window has left, and
         (ends_in) when that window ends: once that many have been sent, requests wait for the window's end
         rather than be refused. Gateways count a request as it comes (LiteLLM's usage-based routing,
-        OpenAI), so what was sent after this request was not counted in `left`: it is taken off."""
+        OpenAI), so what was sent after this request was not counted in `left`: it is taken off. Headers
+        that make no sense (fewer than none left, a window of no requests, more left than the window holds)
+        are not believed, from then on."""
+        if self.budget_distrusted is not None:
+            return
+        if left < 0 or limit is not None and (limit <= 0 or left > limit):
+            self._distrust_budget(f"said {left} requests were left of {limit if limit is not None else 'its window'}")
+            return
         self.budget_left, self.budget_limit = left - (self.sent - slot.number), limit
         self.budget_ends = self.clock() + ends_in
         self.budget_span = max(self.budget_span, ends_in)
+        self._wake()
+
+    def _distrust_budget(self, why: str) -> None:
+        self.budget_distrusted = (f"Rate limits: the teacher's x-ratelimit-*-requests headers {why}, so they were "
+                                  "not believed; the limits were learned from its 429s instead.")
+        self.budget_left = self.budget_limit = None
         self._wake()
 
     # -- learning -----------------------------------------------------------------------------------
@@ -2696,7 +2721,8 @@ class AdaptiveLimiter:
             return False
         if self.budget_left is not None and self.budget_left <= 0:
             if now < self.budget_ends:
-                return False
+                # a long wait is not taken on the headers' word alone: one request at a time asks the teacher
+                return self.budget_ends - now > self.BUDGET_PROBE_AFTER and self._probing is None
             # a new window: as many as a window allows, until an answer says how many are left
             self.budget_left, self.budget_ends = self.budget_limit, now + self.budget_span
             if self.budget_left is not None and self.budget_left <= 0:
@@ -2705,6 +2731,7 @@ class AdaptiveLimiter:
 
     def _start(self) -> Slot:
         now = self.clock()
+        probe = self.budget_left is not None and self.budget_left <= 0 and now < self.budget_ends
         if self.pace is not None:
             # At most one interval of slack carried over, so a late timer does not lower the rate,
             # and an idle spell does not save up a burst.
@@ -2713,7 +2740,10 @@ class AdaptiveLimiter:
         self.sent += 1
         if self.budget_left is not None:
             self.budget_left -= 1
-        return Slot(self.wave, self.in_flight, now, self.sent)
+        slot = Slot(self.wave, self.in_flight, now, self.sent, probe=probe)
+        if probe:
+            self._probing = slot
+        return slot
 
     def _wake(self) -> None:
         while self._waiters and self._has_room():
@@ -3423,12 +3453,12 @@ def request_budget(headers: httpx.Headers) -> tuple[int, int | None, float] | No
     left = _whole_number(headers.get("x-ratelimit-remaining-requests"))
     if left is None:
         return None
-    limit = _whole_number(headers.get("x-ratelimit-limit-requests"))
+    limit = _whole_number(headers.get("x-ratelimit-limit-requests"))  # as sent: the limiter judges a 0
     ends_in = _duration_seconds(headers.get("x-ratelimit-reset-requests"))
     if ends_in is None:
         now = _server_time(headers)
         ends_in = 60.0 - now % 60.0 + 0.25  # and a little: Date is whole seconds, clocks drift
-    return left, limit if limit and limit > 0 else None, min(ends_in, LONG_WAIT)
+    return left, limit, min(ends_in, LONG_WAIT)
 
 
 def _whole_number(value: str | None) -> int | None:
@@ -6746,7 +6776,8 @@ class Run:
             rejected_before=plan.rejected_before, pending=plan.pending, remaining_failed=remaining_failed,
             started_over=runner.started_over, kept_from_signed=runner.kept_from_signed,
             tool_lines=runner.toolbox.summary() if runner.toolbox is not None else [],
-            notes=self.client.notes + (self.batches.summary() if self.batches else []),
+            notes=self.client.notes + [note for note in [self.limiter.budget_distrusted] if note]
+            + (self.batches.summary() if self.batches else []),
             stop_reason=self.stop_reason, seconds=time.monotonic() - self.started)
         print(self.line.redact(summary.text()), file=sys.stderr, flush=True)
         if self.interrupted:
