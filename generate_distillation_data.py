@@ -2109,9 +2109,8 @@ async def open_mcp_servers(specs: list[McpSpec], errlog: Path, taken_names: set[
                 listed = await server.list_tools()
             except (McpConnectError, TimeoutError, OSError) as e:
                 text = str(e) or type(e).__name__
-                if spec.is_url and await _asks_for_sign_in(spec.target):
-                    raise UsageError(f"MCP server {spec.shown} asks for OAuth sign-in, which this tool does not do. "
-                                     "Give it a key in the URL or the environment instead.") from None
+                if spec.is_url and (refusal := await _refusal(spec)):
+                    raise UsageError(refusal) from None
                 raise UsageError(f"MCP server {spec.shown} cannot be reached: {_secret_free_text(text, spec)}. "
                                  "Start it (or check the URL or command), then re-run.") from None
             where = f"MCP server {spec.shown}"
@@ -2159,15 +2158,32 @@ def load_mcp_schemas(path: Path) -> dict[str, dict]:
     return {name: schema for name, schema in data.items() if isinstance(schema, dict)} if isinstance(data, dict) else {}
 
 
-async def _asks_for_sign_in(url: str) -> bool:
-    """Does the server answer 401 (OAuth's "sign in first")? The SDK's own error does not say."""
+async def _refusal(spec: McpSpec) -> str | None:
+    """What it means when the server refuses us (401 or 403), which the SDK's own error does not say; None when
+    it does not. A key given in the URL that is refused is a wrong key, whatever else the server offers. OAuth
+    sign-in is what the server asks for only when it says so: the MCP spec's WWW-Authenticate with
+    resource_metadata (2025-06), or authorization server metadata at /.well-known/ (2025-03)."""
+    parts = urlparse(spec.target)
     try:
         async with httpx.AsyncClient(timeout=10) as client:
-            response = await client.post(url, json={"jsonrpc": "2.0", "id": 0, "method": "ping"},
+            response = await client.post(spec.target, json={"jsonrpc": "2.0", "id": 0, "method": "ping"},
                                          headers={"Accept": "application/json, text/event-stream"})
+            if response.status_code not in (401, 403):
+                return None
+            oauth = "resource_metadata" in response.headers.get("www-authenticate", "").lower() or (await client.get(
+                f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/.well-known/oauth-authorization-server")).status_code == 200
     except httpx.HTTPError:
-        return False
-    return response.status_code == 401
+        return None
+    refused = f"MCP server {spec.shown} refused the connection ({response.status_code} {response.reason_phrase})"
+    if parts.query or parts.username or parts.password:
+        return (f"{refused}: the key given in its URL was not accepted. Check it (and that it is in the parameter "
+                "the server's documentation names), then re-run" + (
+                    "; the server also offers OAuth sign-in, which this tool does not do." if oauth else "."))
+    if oauth:
+        return (f"MCP server {spec.shown} asks for OAuth sign-in, which this tool does not do. Give it a key in the "
+                "URL or the environment instead.")
+    return (f"{refused}, and asks for no OAuth sign-in: it wants a key. Give it one as its documentation says "
+            "(in the URL, or in the environment for a stdio server), then re-run.")
 
 
 def _secret_free_text(text: str, spec: McpSpec) -> str:
@@ -3343,15 +3359,31 @@ def proxy_for(url: str) -> httpx.Proxy | None:
 def ensure_open_files(concurrency: int, tool_concurrency: int) -> None:
     """Every connection is a file descriptor: raise the soft limit when -c needs it, or say what to do
     (instead of a wall of "Too many open files" mid-run)."""
-    needed = concurrency + tool_concurrency + 256  # + the output files, the browser, the loop
+    needed = concurrency + tool_concurrency + _FILES_BESIDES
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return
     if hard != resource.RLIM_INFINITY and hard < needed:
-        raise UsageError(f"-c {concurrency} needs about {needed} open files, but this process may open at most "
-                         f"{hard} (ulimit -Hn). Lower -c to {max(1, hard - tool_concurrency - 256)}, or raise "
-                         f"the limit (ulimit -n {needed}), then re-run.")
+        raise UsageError(f"-c {concurrency} needs about {needed} open files (with --tool-concurrency {tool_concurrency}), "
+                         f"but this process may open at most {hard} (ulimit -Hn). {_what_the_limit_allows(hard, tool_concurrency, needed)}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+_FILES_BESIDES = 256  # open files a run needs besides its connections and tool calls: its files, the browser, the loop
+
+
+def _what_the_limit_allows(hard: int, tool_concurrency: int, needed: int) -> str:
+    """What to do under a hard limit on open files: settings it allows, or, when none would do, raising it."""
+    room = hard - _FILES_BESIDES  # for connections and tool calls together
+    if room - tool_concurrency >= 1:
+        return f"Lower -c to {room - tool_concurrency}, or raise the limit (ulimit -n {needed}), then re-run."
+    if room >= 2:
+        tools = max(1, min(tool_concurrency, room // 4))
+        return (f"It leaves room for {room} connections and tool calls together: run with -c {room - tools} "
+                f"--tool-concurrency {tools}, or raise the limit (ulimit -n {needed}), then re-run.")
+    return (f"That is too few for any run (the least, -c 1 --tool-concurrency 1, needs about {_FILES_BESIDES + 2}): "
+            f"raise the hard limit (ulimit -Hn {_FILES_BESIDES + 2} or more, as root or in "
+            "/etc/security/limits.conf), then re-run.")
 
 
 def decode_answer(raw: bytes) -> Any:

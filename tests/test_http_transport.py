@@ -377,3 +377,22 @@ def test_more_connections_than_the_process_may_open_is_a_clear_error(workdir, te
                              teacher.base_url, "-c", "1000"], cwd=workdir, env=subprocess_env(), capture_output=True,
                             text=True, timeout=60, preexec_fn=raised)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("hard, said", [
+    (256, "too few for any run (the least, -c 1 --tool-concurrency 1, needs about 258)"),
+    (270, "room for 14 connections and tool calls together: run with -c 11 --tool-concurrency 3")])
+def test_under_a_hard_limit_too_low_for_c_1_the_message_says_what_the_limit_allows(workdir, teacher, hard, said):
+    import resource
+    import subprocess
+    import sys
+
+    from conftest import SCRIPT
+
+    write_prompts(workdir, ["q"])
+    low = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # noqa: E731
+    result = subprocess.run([sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none", "--base-url",
+                             teacher.base_url, "-c", "20"], cwd=workdir, env=subprocess_env(), capture_output=True,
+                            text=True, timeout=60, preexec_fn=low)
+    assert result.returncode == 2 and said in result.stderr and "Lower -c to 1" not in result.stderr, result.stderr
+    assert not teacher.requests and "Traceback" not in result.stderr
