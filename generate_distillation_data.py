@@ -511,8 +511,8 @@ def _build_arg_parser() -> argparse.ArgumentParser:
                      "slow teachers from closing silent connections; a server that refuses it is asked without it)")
     api.add_argument("--stall-timeout", type=_positive_float, default=default(TeacherSettings, "stall_timeout"),
                      metavar="SECONDS",
-                     help="a streamed answer that sends no data for this long is retried (comments that only keep "
-                     "the connection open do not count); long enough for models that think silently "
+                     help="a streamed answer that sends no data for this long, or does not even begin, is retried "
+                     "(comments that only keep the connection open do not count); long enough for models that think silently "
                      "(default: %(default)g)")
     api.add_argument("--max-answer-mb", type=_positive_float, default=default(TeacherSettings, "max_answer_bytes") / MB,
                      metavar="MB",
