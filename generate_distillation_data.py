@@ -5686,6 +5686,19 @@ def _saved_said(record: dict, thorough: bool = True) -> int | None:
     return len(messages)
 
 
+def _said_as_we_save_it(message: dict) -> bool:
+    """A saved message is what a teacher's checked answer (parse_completion) or a tool result is."""
+    if message.get("role") == "tool":
+        return isinstance(message.get("content"), str) and isinstance(message.get("tool_call_id"), (str, type(None)))
+    if message.get("role") != "assistant" or not isinstance(message.get("content"), (str, type(None))):
+        return False
+    try:
+        _assistant_message(message)
+    except MalformedAnswer:
+        return False
+    return True
+
+
 def _saved_turns(records: list[Any], prompt: list[dict]) -> _SavedTurns | None:
     """A chain's turns, if every field is what this tool writes (the file may have been edited)."""
     if not records or not all(isinstance(r, dict) for r in records):
@@ -5707,6 +5720,8 @@ def _saved_turns(records: list[Any], prompt: list[dict]) -> _SavedTurns | None:
         return None
     if not (is_final_answer(messages[-1]) or messages[-1].get("role") == "tool"):
         return None  # not a point a rollout can go on from
+    if not all(_said_as_we_save_it(m) for m in messages[len(prompt):]):
+        return None  # edited: a message the line could not be built from ("tool_calls": 5)
     carried = Usage()
     for name in USAGE_FIELDS:
         value = usage.get(name, 0)

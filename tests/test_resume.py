@@ -662,6 +662,24 @@ def test_saved_turns_go_on_only_from_the_very_prompt_that_began_them(workdir, ed
     assert line["messages"][-1]["content"] == f"{first}: done after 5 tools"
 
 
+def test_a_paused_record_edited_to_hold_tool_calls_5_begins_again_and_loses_nothing(workdir):
+    teacher = FakeTeacher(latency=0.01, default_step=credits_run_out_at(3)).start()
+    try:
+        write_prompts(workdir, ["question 0"])
+        stopped = run_script(workdir, *args(teacher))
+        assert stopped.code == 1 and "Paused: 1 rollout" in stopped.err
+        path = workdir / "train.paused.jsonl"
+        records = read_jsonl(path)
+        records[0]["messages"][0]["tool_calls"] = 5  # an edit: not what a teacher's checked answer holds
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        result = run_script(workdir, *args(teacher))
+    finally:
+        teacher.stop()
+    assert result.code == 0 and "Traceback" not in result.err and "internal error" not in result.err, result.err
+    [line] = result.records()
+    assert line["metadata"]["turns"] == TURNS and line["messages"][-1]["content"] == "question 0: done after 5 tools"
+
+
 @pytest.mark.parametrize("line", ['{"prompt_id": "x", "sample": 0, "attempt": 1, "turns": "many"}', "not json",
                                   '{"prompt_id": 7}', '{"messages": [1, 2]}'])
 def test_a_hand_broken_paused_file_is_read_around(workdir, turns_teacher, line):
