@@ -4813,15 +4813,15 @@ def set_score(metadata: dict, score: Score) -> None:
         metadata.pop("reward_errors", None)
 
 
-def failed_entry(outcome: Outcome, fmt: LineFormat) -> dict:
+def failed_entry(outcome: Outcome, fmt: LineFormat, conversation: bool = True) -> dict:
     """The failed file's entry for a rollout that did not finish: why, what it cost, and (when anything
-    was paid for) the conversation so far."""
+    was paid for, and `conversation`) the conversation so far."""
     job = outcome.job
     entry = {"prompt_id": job.prompt.prompt_id, "sample": job.sample, "prompt": job.prompt.source,
              "metadata": job.prompt.metadata, "kind": fmt.redact(outcome.label), "reason": fmt.redact(outcome.detail),
              "attempts": outcome.tries or outcome.turns, "status": outcome.status,
              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "usage": outcome.total_usage.to_json()}
-    if outcome.paid:
+    if outcome.paid and conversation:
         entry["messages"] = _dataset_messages(outcome, fmt.keep_reasoning, fmt.redact)
     return entry
 
@@ -5760,12 +5760,12 @@ class FailedFile(LineFile):
     """
 
     def record(self, outcome: Outcome, fmt: LineFormat) -> None:
-        entry = failed_entry(outcome, fmt)
         try:
-            self.append(entry)
-        except ValueError:  # cannot happen with checked answers and tool results; never lose the entry
-            del entry["messages"]
-            self.append(entry)
+            self.append(failed_entry(outcome, fmt))
+        except OutputError:
+            raise
+        except Exception:  # cannot happen with checked answers and tool results; never lose the entry
+            self.append(failed_entry(outcome, fmt, conversation=False))
 
     def compact(self, done: set[int]) -> int:
         """Rewrite the file without rollouts now done; return how many rollouts it still lists.
@@ -6746,15 +6746,15 @@ class Run:
     def _write(self, outcome: Outcome) -> _Destination:
         try:
             self.output.append(self._record(outcome))
-        except ValueError as e:  # checked answers and tool results make this a bug of ours; keep the work
-            self._fail(outcome.end(Ending.FAILED, "internal error", f"internal error: the line cannot be "
-                                   f"written as JSON ({e}); please report it"))
-            return _Destination.FAILED
         except OutputError as e:
             self.stats.unsaved += 1
             self.stop(f"{e}. The output is left valid and this run stopped; free space (or fix the cause), "
                       "then re-run the same command to continue.")
             return _Destination.PENDING
+        except Exception as e:  # checked answers and tool results make this a bug of ours; keep the work
+            self._fail(outcome.end(Ending.FAILED, "internal error", f"internal error: the line cannot be "
+                                   f"written ({type(e).__name__}: {e}); please report it"))
+            return _Destination.FAILED
         self.plan.finished.add(outcome.job.key)
         self.plan.finished_now += 1
         self.stats.written += 1
