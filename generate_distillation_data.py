@@ -1600,7 +1600,7 @@ class ToolBox:
         tally.calls += 1
         if result.startswith("Error"):
             tally.errors += 1
-            tally.first_error = tally.first_error or printable(result)[:300]
+            tally.first_error = tally.first_error or (self.redact or str)(printable(result))[:300]  # secrets out, then cut
         return result
 
     async def _run_call(self, call: dict, metadata: dict, allowed: tuple[str, ...] | None) -> str:
