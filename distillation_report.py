@@ -56,6 +56,7 @@ class Stats:
     unreadable: int = 0  # lines that are not ours (torn, edited)
     failure_reasons: collections.Counter = field(default_factory=collections.Counter)
     cost: dict = field(default_factory=lambda: {"written": 0.0, "failed": 0.0, "rejected": 0.0})
+    uncosted: int = 0  # answers whose cost the teacher did not report (usage.uncosted): the cost shown leaves them out
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
@@ -100,8 +101,14 @@ class Sample:
 
 
 def number(value: Any) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else 0.0
+    """A usable number from a file, or 0 (an integer too large for a float, 10**400, too)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0.0
+    try:
+        value = float(value)
+    except OverflowError:
+        return 0.0
+    return value if math.isfinite(value) else 0.0
 
 
 def clip(text: Any) -> str:
@@ -157,6 +164,7 @@ def add_rollout(stats: Stats, state: str, record: dict) -> None:
     usage = usage if isinstance(usage, dict) else {}
     cost = number(usage.get("cost"))
     stats.cost[state] += cost
+    stats.uncosted += int(number(usage.get("uncosted")))
     prompt, completion = number(usage.get("prompt_tokens")), number(usage.get("completion_tokens"))
     stats.prompt_tokens += int(prompt)
     stats.completion_tokens += int(completion)
@@ -218,7 +226,8 @@ def page_data(stats: Stats, sample: Sample, output: Path, pending: int | None) -
                    "pending": None if pending is None else max(0, pending - stats.failed),
                    "unreadable": stats.unreadable},
         "failure_reasons": stats.failure_reasons.most_common(20),
-        "cost": {"total": total_cost, **stats.cost, "per_accepted": total_cost / accepted if accepted else None},
+        "cost": {"total": total_cost, **stats.cost, "per_accepted": total_cost / accepted if accepted else None,
+                 "uncosted": stats.uncosted},
         "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens, "cached": stats.cached_tokens},
         "charts": [
             {"id": "turns", "title": "Turns per rollout", "bars": sorted(stats.turns.items())},
@@ -353,7 +362,8 @@ const cards = [
   ["written", D.counts.written, "written (in the output)"], ["failed", D.counts.failed, "failed"],
   ["rejected", D.counts.rejected, "rejected (below --min-reward)"],
   ["pending", D.counts.pending === null ? "n/a" : D.counts.pending, "pending (not run yet)"],
-  ["cost", usd(D.cost.total), "total cost"], ["cost-per-accepted", usd(D.cost.per_accepted), "per accepted sample"],
+  ["cost", usd(D.cost.total), D.cost.uncosted ? "total cost reported (" + fmt(D.cost.uncosted) + " answers without a cost: unknown, not counted)" : "total cost"],
+  ["cost-per-accepted", usd(D.cost.per_accepted), "per accepted sample"],
   ["prompt-tokens", fmt(D.tokens.prompt), "prompt tokens (" + fmt(D.tokens.cached) + " cached)"],
   ["completion-tokens", fmt(D.tokens.completion), "completion tokens"]];
 if (D.rewards.scored) {

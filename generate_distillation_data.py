@@ -130,40 +130,59 @@ def human_duration(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class _Secret:
-    """The API key: sent in one header, taken out of what we store or print, never shown."""
+    """The API key (sent in one header) and every other secret the program was handed (handed_secrets: the
+    values of key-like names in .env and the environment, key-like fields of --extra-body, a URL's user
+    information, MCP URLs' query values): taken out of what we store or print, never shown."""
 
     key: str | None
+    others: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def _patterns(self) -> tuple[tuple[str, ...], re.Pattern | None, tuple[bytes, ...], re.Pattern | None]:
+        """(what to look for, the pattern that cuts it out) in plain text, and the same in JSON text, where
+        a secret holding a quote or a backslash reads escaped. Only real secrets: a placeholder a local
+        server accepts (EMPTY, ollama, sk-1234) is shorter than MIN_SECRET_LENGTH, and taking it out of
+        text would corrupt it. A secret longer than 24 characters is also cut where a text quotes its
+        first 16 and goes on in letters, digits, '-' or '_' (a teacher that cut it short)."""
+        secrets = sorted({s for s in (self.key, *self.others) if s and len(s) >= _MIN_SECRET_LENGTH}, key=len, reverse=True)
+        if not secrets:
+            return (), None, (), None
+
+        def forms(encode: Callable[[str], str]) -> tuple[list[str], str]:
+            wholes = [encode(secret) for secret in secrets]
+            prefixes = [encode(secret[:16]) for secret in secrets if len(secret) > 24]
+            pattern = "|".join([*map(re.escape, wholes), *(re.escape(p) + r"[\w-]*" for p in prefixes)])
+            return [*prefixes, *(w for w, s in zip(wholes, secrets) if len(s) <= 24)], pattern
+
+        plain, plain_pattern = forms(lambda text: text)
+        in_json, json_pattern = forms(lambda text: orjson.dumps(text).decode()[1:-1])
+        return (tuple(plain), re.compile(plain_pattern), tuple(n.encode() for n in in_json),
+                re.compile(json_pattern.encode()))
 
     def redact(self, text: str) -> str:
-        """The API key never leaves the process: it is taken out of the texts that came from the teacher or
-        a tool before they are stored or printed, before any cut (so no prefix survives), and so is a quoted
-        prefix of it that a teacher cut. Only real keys: a placeholder a local server accepts (EMPTY,
-        ollama, sk-1234) is shorter than MIN_SECRET_LENGTH, and taking it out of text would corrupt it."""
-        key = self.key
-        if not key or not text or len(key) < _MIN_SECRET_LENGTH:
+        """Every secret out of a text that came from outside (the teacher, a tool, a reward, an MCP server,
+        a URL), before any cut, so no piece of it survives."""
+        needles, pattern, _, _ = self._patterns
+        if pattern is None or not text or not any(needle in text for needle in needles):
             return text
-        text = text.replace(key, "***")
-        if len(key) > 24 and key[:16] in text:
-            text = re.sub(re.escape(key[:16]) + r"[\w-]*", "***", text)
-        return text
+        return pattern.sub("***", text)
 
     def scrub(self, value: Any) -> Any:
         """`redact` applied to every string of a JSON value, however deep (a message, its tool calls' ids
-        and names, reasoning details, a model name): the one way what a teacher or a tool wrote reaches a
-        file or the terminal. A key is letters, digits, '-' and '_', so it reads the same in JSON text: the
-        value is encoded once, and only one that holds the key is rewritten."""
-        key = self.key
-        if isinstance(value, str) or not key or len(key) < _MIN_SECRET_LENGTH:
-            return self.redact(value) if isinstance(value, str) else value
+        and names, reasoning details, a model name): the one way what came from outside reaches a file or
+        the terminal. The value is encoded once, and only one that holds a secret is rewritten."""
+        if isinstance(value, str):
+            return self.redact(value)
+        _, _, needles, pattern = self._patterns
+        if pattern is None:
+            return value
         try:
             text = orjson.dumps(value)
         except (orjson.JSONEncodeError, TypeError):  # not JSON (a lone surrogate): string by string
             return with_each_string(value, self.redact)
-        needle = key[:16] if len(key) > 24 else key
-        if needle.encode() not in text:
+        if not any(needle in text for needle in needles):
             return value
-        return orjson.loads(self.redact(text.decode()))
-
+        return orjson.loads(pattern.sub(b"***", text))
 
 
 @dataclass(frozen=True)
@@ -492,8 +511,8 @@ def _build_arg_parser() -> argparse.ArgumentParser:
                      "slow teachers from closing silent connections; a server that refuses it is asked without it)")
     api.add_argument("--stall-timeout", type=_positive_float, default=default(TeacherSettings, "stall_timeout"),
                      metavar="SECONDS",
-                     help="a streamed answer that sends no data for this long is retried (comments that only keep "
-                     "the connection open do not count); long enough for models that think silently "
+                     help="a streamed answer that sends no data for this long, or does not even begin, is retried "
+                     "(comments that only keep the connection open do not count); long enough for models that think silently "
                      "(default: %(default)g)")
     api.add_argument("--max-answer-mb", type=_positive_float, default=default(TeacherSettings, "max_answer_bytes") / MB,
                      metavar="MB",
@@ -590,7 +609,7 @@ def parse_config(argv: list[str] | None) -> Config:
     load_dotenv_file()
     base_url = (args.base_url or os.environ.get("OPENROUTER_BASE_URL") or default(TeacherSettings, "base_url")).rstrip("/")
     if urlparse(base_url).scheme not in ("http", "https"):
-        raise UsageError(f"--base-url must start with http:// or https://, got {base_url!r}")
+        raise UsageError(f"--base-url must start with http:// or https://, got {display_url(base_url)!r}")
     api_key = os.environ.get("OPENROUTER_API_KEY") or None
     if api_key is not None and (problem := _key_problem(api_key)):
         raise UsageError(f"OPENROUTER_API_KEY {problem}. Check it where it is set (the environment or .env); "
@@ -654,7 +673,7 @@ def parse_config(argv: list[str] | None) -> Config:
     check_regular_file(output, "the output file")
     for path in (files.failed, files.rejected, files.quarantine):
         check_regular_file(path, "a file beside the output")
-    secret = _Secret(api_key)
+    secret = _Secret(api_key, handed_secrets(extra_body, [base_url], [u for u in map(str, mcp_urls) if "://" in u]))
     return Config(
         prompts=PromptSettings(input=args.input, system=args.system, num=args.num, shard=shard, samples=args.samples,
                                text_only=args.batch),
@@ -808,12 +827,69 @@ def load_dotenv_file() -> None:
 
 
 def display_url(url: str) -> str:
-    """The URL as messages show it: a password in it (http://user:KEY@host/v1) is replaced by ***."""
+    """The URL as messages show it: a password in it (http://user:KEY@host/v1) is replaced by ***, and so is a
+    user name given alone (http://TOKEN@host/v1: a token, as some gateways take it)."""
     parsed = urlparse(url)
-    if parsed.password is None:
+    if "@" not in parsed.netloc:
         return url
-    netloc = f"{parsed.username or ''}:***@{parsed.netloc.rpartition('@')[2]}"
+    host = parsed.netloc.rpartition("@")[2]
+    netloc = f"{parsed.username or ''}:***@{host}" if parsed.password is not None else f"***@{host}"
     return parsed._replace(netloc=netloc).geturl()
+
+
+_KEY_LIKE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|AUTH", re.IGNORECASE)
+
+
+def handed_secrets(extra_body: dict, urls: Iterable[str], query_urls: Iterable[str] = ()) -> tuple[str, ...]:
+    """Every secret the program was handed besides OPENROUTER_API_KEY, to be taken out of whatever it writes or
+    prints (_Secret): the values of key-like names (KEY, TOKEN, SECRET, PASSWORD, AUTH) in .env and the
+    environment, but not a URL's (a base URL is no secret: only its user information is) nor a path's (a
+    socket, a file); the strings under key-like fields of --extra-body ("Bearer X" gives X too); the user
+    information of each URL; and every query value of `query_urls` (MCP servers: Tavily's key travels there).
+    What is too short to be a real secret is left to _Secret's minimum length."""
+    from dotenv import dotenv_values
+
+    named = dict(os.environ)
+    if Path(".env").is_file():
+        named.update({k: v for k, v in dotenv_values(".env").items() if v is not None})
+    found: list[str] = []
+    for name, value in named.items():
+        if not _KEY_LIKE.search(name) or not value:
+            continue
+        if urlparse(value).scheme in ("http", "https"):
+            urls = [*urls, value]
+        elif not (value.startswith("/") and os.path.exists(value)):
+            found.append(value)
+    found += _key_like_fields(extra_body)
+    for url in [*urls, *query_urls]:
+        parsed = urlparse(url)
+        found += [part for part in (parsed.username, parsed.password) if part]
+    for url in query_urls:
+        found += [value for pair in urlparse(url).query.split("&") if (value := pair.partition("=")[2])]
+    found += [part.rpartition(" ")[2] for part in found if part.lower().startswith(("bearer ", "basic ", "token "))]
+    return tuple(dict.fromkeys(found))
+
+
+def _key_like_fields(value: Any, under_key: bool = False) -> list[str]:
+    """The strings of a JSON value that sit under a key-like name, however deep."""
+    if isinstance(value, str):
+        return [value] if under_key else []
+    if isinstance(value, dict):
+        return [s for name, item in value.items() for s in _key_like_fields(item, under_key or bool(_KEY_LIKE.search(str(name))))]
+    if isinstance(value, list):
+        return [s for item in value for s in _key_like_fields(item, under_key)]
+    return []
+
+
+def masked_key_like(value: Any, under_key: bool = False) -> Any:
+    """A JSON value to show (--dry-run, the runs file): what sits under a key-like name is ***, however short."""
+    if isinstance(value, str):
+        return "***" if under_key else value
+    if isinstance(value, dict):
+        return {name: masked_key_like(item, under_key or bool(_KEY_LIKE.search(str(name)))) for name, item in value.items()}
+    if isinstance(value, list):
+        return [masked_key_like(item, under_key) for item in value]
+    return value
 
 
 def is_openrouter(base_url: str) -> bool:
@@ -875,6 +951,12 @@ class Prompt:
     repeat: int = 1  # its occurrence number among identical prompts of the file
     id_given: bool = False  # the id is the record's own "id", not a hash
     tools: tuple[str, ...] | None = None  # the record's own "tools": the only ones it may use; None: all
+
+    @property
+    def content(self) -> str:
+        """What its rollouts begin from, as a hash of its messages (system prompt included): saved turns go on
+        only from this very conversation, whatever the id says (a prompt with its own id may be edited)."""
+        return conversation_hash(self.messages)
 
 
 @dataclass
@@ -1056,7 +1138,7 @@ def _parse_prompt_line(line: str, where: str, jsonl: bool, system: str | None) -
     if not jsonl:
         text = line.rstrip("\r\n")
         messages = _with_system(system, [{"role": "user", "content": text}])
-        return Prompt(_conversation_hash(messages), messages, {}, text)
+        return Prompt(conversation_hash(messages), messages, {}, text)
     record = _parse_strict_json(line, where)
     if not isinstance(record, dict):
         raise UsageError(f"{where}: expected an object like {{\"prompt\": \"...\"}}, got {type(record).__name__}")
@@ -1085,7 +1167,7 @@ def _parse_prompt_line(line: str, where: str, jsonl: bool, system: str | None) -
     tools = _prompt_tools(record, where)
     if record_id is not None:
         return Prompt(str(record_id), messages, metadata, source, id_given=True, tools=tools)
-    return Prompt(_conversation_hash(messages), messages, metadata, source, tools=tools)
+    return Prompt(conversation_hash(messages), messages, metadata, source, tools=tools)
 
 
 def _prompt_tools(record: dict, where: str) -> tuple[str, ...] | None:
@@ -1175,7 +1257,7 @@ def _with_system(system: str | None, messages: list[dict]) -> list[dict]:
     return ([{"role": "system", "content": system}] if system else []) + messages
 
 
-def _conversation_hash(messages: list[dict]) -> str:
+def conversation_hash(messages: list[dict]) -> str:
     """16 hex digits identifying the conversation a rollout starts from."""
     if all(m.keys() == {"role", "content"} and isinstance(m["content"], str) for m in messages):
         canonical = "\x1e".join(f"{m['role']}\x1f{m['content']}" for m in messages)  # fast path, most prompts
@@ -1444,8 +1526,10 @@ def _user_code_location(error: BaseException, path: Path) -> str:
 class ToolBox:
     """Runs the tool calls of assistant messages. Whatever goes wrong becomes text the teacher can read."""
 
-    def __init__(self, tools: list[Tool], settings: ToolSettings, closer: Callable | None = None):
+    def __init__(self, tools: list[Tool], settings: ToolSettings, closer: Callable | None = None,
+                 redact: Callable[[str], str] | None = None):
         self.tools = {tool.name: tool for tool in tools}
+        self.redact = redact  # Secret.redact, for what a tool says of its own failure (the failed file, the terminal)
         self.default_timeout = settings.timeout
         self.max_chars = settings.max_chars
         self.closer = closer
@@ -1473,7 +1557,7 @@ class ToolBox:
         """Connect to the MCP servers; their tools join the box. UsageError if one cannot be used."""
         if not self.mcp_specs:
             return []
-        log_mcp_sdk_to(errlog)
+        log_mcp_sdk_to(errlog, self.redact)
         self.mcp_servers, tools = await open_mcp_servers(list(self.mcp_specs), errlog, set(self.tools))
         self.tools.update({tool.name: tool for tool in tools})
         return tools
@@ -1506,7 +1590,7 @@ class ToolBox:
         tally.calls += 1
         if result.startswith("Error"):
             tally.errors += 1
-            tally.first_error = tally.first_error or printable(result)[:300]
+            tally.first_error = tally.first_error or (self.redact or str)(printable(result))[:300]  # secrets out, then cut
         return result
 
     async def _run_call(self, call: dict, metadata: dict, allowed: tuple[str, ...] | None) -> str:
@@ -1536,7 +1620,7 @@ class ToolBox:
                 return f"Error: tool {name!r} was cancelled."
             except Exception as e:
                 if _is_tool_unavailable(e):
-                    raise ToolUnavailable(f"tool {name!r} is unavailable: {_error_summary(e, 500)}") from None
+                    raise ToolUnavailable(f"tool {name!r} is unavailable: {_error_summary(e, 500, self.redact)}") from None
                 return f"Error: tool {name!r} failed: {_error_summary(e, self.max_chars)}"
         return self._as_text(name, result)
 
@@ -1635,8 +1719,10 @@ def _in_own_thread(function: Callable, arguments: dict) -> asyncio.Future:
     return future
 
 
-def _error_summary(error: BaseException, limit: int) -> str:
-    return printable(f"{type(error).__name__}: {error}"[:limit])
+def _error_summary(error: BaseException, limit: int, redact: Callable[[str], str] | None = None) -> str:
+    """An error of the user's code in one text: the secrets out first (redact), then cut."""
+    text = printable(f"{type(error).__name__}: {error}")
+    return (redact(text) if redact is not None else text)[:limit]
 
 
 def printable(text: str) -> str:
@@ -1897,17 +1983,26 @@ async def _refuse_roots(context: Any) -> Any:
     return types.ErrorData(code=types.INVALID_REQUEST, message="this client (a distillation run) shares no roots")
 
 
-def log_mcp_sdk_to(path: Path) -> None:
+def log_mcp_sdk_to(path: Path, redact: Callable[[str], str] | None = None) -> None:
     """The MCP SDK's own log lines go to <stem>.mcp.log, beside what stdio servers write to their stderr,
     never to the run's terminal: a server that prints a banner on stdout makes the SDK log a parse error
-    with a traceback for every line of it."""
+    with a traceback for every line of it. The secrets are out of each line (it may quote a URL whole)."""
     logger = logging.getLogger("mcp")
     if any(isinstance(h, logging.FileHandler) for h in logger.handlers):
         return
     handler = logging.FileHandler(path, encoding="utf-8", errors="replace", delay=True)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    handler.setFormatter(_RedactingFormatter("%(asctime)s %(name)s %(levelname)s: %(message)s", redact=redact))
     logger.addHandler(handler)
     logger.propagate = False
+
+
+class _RedactingFormatter(logging.Formatter):
+    def __init__(self, fmt: str, redact: Callable[[str], str] | None):
+        super().__init__(fmt)
+        self.redact = redact or (lambda text: text)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redact(super().format(record))
 
 
 def _connection_failed(error: BaseException) -> bool:
@@ -2004,9 +2099,8 @@ async def open_mcp_servers(specs: list[McpSpec], errlog: Path, taken_names: set[
                 listed = await server.list_tools()
             except (McpConnectError, TimeoutError, OSError) as e:
                 text = str(e) or type(e).__name__
-                if spec.is_url and await _asks_for_sign_in(spec.target):
-                    raise UsageError(f"MCP server {spec.shown} asks for OAuth sign-in, which this tool does not do. "
-                                     "Give it a key in the URL or the environment instead.") from None
+                if spec.is_url and (refusal := await _refusal(spec)):
+                    raise UsageError(refusal) from None
                 raise UsageError(f"MCP server {spec.shown} cannot be reached: {_secret_free_text(text, spec)}. "
                                  "Start it (or check the URL or command), then re-run.") from None
             where = f"MCP server {spec.shown}"
@@ -2035,12 +2129,12 @@ def _mcp_call(server: McpServer, name: str) -> Callable[..., Any]:
     return call
 
 
-def save_mcp_schemas(tools: list[Tool], path: Path) -> None:
-    """Kept beside the output, merged with what earlier runs kept (a tool may have left a server since)."""
+def save_mcp_schemas(tools: list[Tool], path: Path, like: Path | None = None) -> None:
+    """Kept beside the output (`like`), merged with what earlier runs kept (a tool may have left a server since)."""
     schemas = load_mcp_schemas(path)
     schemas.update({tool.name: tool.api_schema() for tool in tools})
     try:
-        with replaced_atomically(path) as target:
+        with replaced_atomically(path, like) as target:
             target.write(orjson.dumps(schemas, option=orjson.OPT_INDENT_2))
     except OSError as e:
         raise OutputError(path, e) from None
@@ -2054,15 +2148,32 @@ def load_mcp_schemas(path: Path) -> dict[str, dict]:
     return {name: schema for name, schema in data.items() if isinstance(schema, dict)} if isinstance(data, dict) else {}
 
 
-async def _asks_for_sign_in(url: str) -> bool:
-    """Does the server answer 401 (OAuth's "sign in first")? The SDK's own error does not say."""
+async def _refusal(spec: McpSpec) -> str | None:
+    """What it means when the server refuses us (401 or 403), which the SDK's own error does not say; None when
+    it does not. A key given in the URL that is refused is a wrong key, whatever else the server offers. OAuth
+    sign-in is what the server asks for only when it says so: the MCP spec's WWW-Authenticate with
+    resource_metadata (2025-06), or authorization server metadata at /.well-known/ (2025-03)."""
+    parts = urlparse(spec.target)
     try:
         async with httpx.AsyncClient(timeout=10) as client:
-            response = await client.post(url, json={"jsonrpc": "2.0", "id": 0, "method": "ping"},
+            response = await client.post(spec.target, json={"jsonrpc": "2.0", "id": 0, "method": "ping"},
                                          headers={"Accept": "application/json, text/event-stream"})
+            if response.status_code not in (401, 403):
+                return None
+            oauth = "resource_metadata" in response.headers.get("www-authenticate", "").lower() or (await client.get(
+                f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/.well-known/oauth-authorization-server")).status_code == 200
     except httpx.HTTPError:
-        return False
-    return response.status_code == 401
+        return None
+    refused = f"MCP server {spec.shown} refused the connection ({response.status_code} {response.reason_phrase})"
+    if parts.query or parts.username or parts.password:
+        return (f"{refused}: the key given in its URL was not accepted. Check it (and that it is in the parameter "
+                "the server's documentation names), then re-run" + (
+                    "; the server also offers OAuth sign-in, which this tool does not do." if oauth else "."))
+    if oauth:
+        return (f"MCP server {spec.shown} asks for OAuth sign-in, which this tool does not do. Give it a key in the "
+                "URL or the environment instead.")
+    return (f"{refused}, and asks for no OAuth sign-in: it wants a key. Give it one as its documentation says "
+            "(in the URL, or in the environment for a stdio server), then re-run.")
 
 
 def _secret_free_text(text: str, spec: McpSpec) -> str:
@@ -2176,8 +2287,11 @@ class RewardScorer:
     it never loses the rollout and never stops the run. Sync rewards run off the event loop, async ones
     on it (rnow's own examples are async because libraries like math-verify are not thread-safe)."""
 
-    def __init__(self, rewards: list[_Reward], timeout: float):
+    def __init__(self, rewards: list[_Reward], timeout: float, redact: Callable[[str], str] | None = None):
         self.rewards, self.default_timeout = rewards, timeout
+        # Secret.redact: a reward's error texts go into the line (metadata.reward_errors), which rnow uploads;
+        # rewards get .env's values, and a judge that fails may quote its key
+        self.redact = redact or (lambda text: text)
         from dotenv import dotenv_values
 
         self.secrets = {k: v for k, v in dotenv_values(".env").items() if v is not None} if Path(".env").is_file() else {}
@@ -2186,7 +2300,10 @@ class RewardScorer:
         results = await asyncio.gather(*(self._one(r, metadata, messages) for r in self.rewards))
         values = {r.name: value for r, (value, _) in zip(self.rewards, results)}
         errors = {r.name: error for r, (_, error) in zip(self.rewards, results) if error}
-        return Score(values, self.total(values), errors)
+        total = self.total(values)
+        if not math.isfinite(total):  # finite rewards whose sum is not (1e308 + 1e308): named, and scored 0
+            total, errors["(total)"] = 0.0, "the sum of the rewards is too large for a float; scored 0"
+        return Score(values, total, errors)
 
     def total(self, values: dict[str, float]) -> float:
         """rnow's compute_total_reward: a precondition at 0 makes it 0, else the sum."""
@@ -2210,19 +2327,31 @@ class RewardScorer:
                 raise
             return 0.0, "cancelled"
         except Exception as e:
-            return 0.0, f"failed: {_error_summary(e, 300)}"
-        # Any real number (numpy's float32 included), as rnow sums them; not a bool, a string, NaN or inf.
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            return 0.0, f"returned {_error_summary_value(value)}, not a float"
-        return float(value), None
+            return 0.0, f"failed: {_error_summary(e, 300, self.redact)}"
+        number = _finite_real(value)
+        if number is None:
+            return 0.0, f"returned {_error_summary_value(value, self.redact)}, not a float"
+        return number, None
 
 
-def _error_summary_value(value: Any) -> str:
+def _finite_real(value: Any) -> float | None:
+    """A reward's value as a float: any real number (numpy's float32 included), as rnow sums them; not a bool, a
+    string, NaN, inf, nor an integer too large for a float (10**400), nor anything whose float() fails."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        number = float(value)
+    except Exception:  # OverflowError for 10**400; the user's own number type may raise anything
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _error_summary_value(value: Any, redact: Callable[[str], str]) -> str:
     try:
         text = repr(value)
     except Exception:
         text = f"a {type(value).__name__}"
-    return printable(text[:100])
+    return redact(printable(text))[:100]
 
 
 # ==================================================================================================
@@ -2243,11 +2372,13 @@ class Usage:
     cost: float = 0.0
     cache_savings: float = 0.0  # what caching saved, where the teacher reports it (OpenRouter's cache_discount)
     requests: int = 0
+    uncosted: int = 0  # of those, answers whose cost the teacher did not report: unknown, not $0
 
     def add(self, usage: Any) -> None:
         """One answered request. The teacher's numbers are untrusted: a field that is missing, of the
-        wrong type, negative or not finite counts as 0, never as an error."""
+        wrong type, negative or not finite counts as 0, never as an error (and a cost so, as not reported)."""
         self.requests += 1
+        self.uncosted += not has_cost(usage)
         if not isinstance(usage, dict):
             return
         self.prompt_tokens += int(amount(usage.get("prompt_tokens")))
@@ -2263,11 +2394,15 @@ class Usage:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def to_json(self) -> dict:
-        # Spelled out rather than dataclasses.asdict: this runs once per line, ~10x cheaper.
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "reasoning_tokens": self.reasoning_tokens, "cached_tokens": self.cached_tokens,
-                "cache_write_tokens": self.cache_write_tokens, "cost": round(self.cost, 8),
-                "cache_savings": round(self.cache_savings, 8), "requests": self.requests}
+        # Spelled out rather than dataclasses.asdict: this runs once per line, ~10x cheaper. `uncosted` only
+        # when some answer's cost was not reported: then `cost` counts the others, and is not the whole bill.
+        usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                 "reasoning_tokens": self.reasoning_tokens, "cached_tokens": self.cached_tokens,
+                 "cache_write_tokens": self.cache_write_tokens, "cost": round(self.cost, 8),
+                 "cache_savings": round(self.cache_savings, 8), "requests": self.requests}
+        if self.uncosted:
+            usage["uncosted"] = self.uncosted
+        return usage
 
     @property
     def cached_share(self) -> float:
@@ -2401,6 +2536,7 @@ class Slot:
     sent: float  # time.monotonic() when it started
     number: int = 0  # the limiter's count of requests started, this one included
     admitted: bool = False  # the teacher took it: its first data came, or no refusal within the window
+    probe: bool = False  # sent while the teacher's own budget said none were left: is it refused?
 
 
 class AdaptiveLimiter:
@@ -2427,6 +2563,9 @@ class AdaptiveLimiter:
     PROBE_DOUBLING = 1.5  # seconds without a 429 after which the pace probes twice as fast
     # the same for requests in flight, slower: a server's capacity changes less often than a key's share
     LIMIT_PROBE_DOUBLING = 8.0
+    # A spent request budget whose window ends further off than this (past a minute's window) is tried with one
+    # request at a time: answered, the headers are shown wrong; refused, the 429 says how long to wait.
+    BUDGET_PROBE_AFTER = 61.0
 
     def __init__(self, start: int, probe_patience: float = 16.0,
                  slow_start: int = default(TeacherSettings, "start_concurrency"),
@@ -2456,6 +2595,10 @@ class AdaptiveLimiter:
         self.budget_ends = 0.0  # self.clock() when the window that budget counts in ends
         self.budget_limit: int | None = None  # requests a window (x-ratelimit-limit-requests)
         self.budget_span = 1.0  # the longest window seen: a new one is taken to last as long
+        # Why the budget headers are not believed any more (they contradict themselves or the answers the
+        # teacher gives); then the limits are learned from 429s alone. Said once, in the summary.
+        self.budget_distrusted: str | None = None
+        self._probing: Slot | None = None
         self.sent = 0  # requests started, ever (a slot's number)
         self._waiters: list[tuple[int, int, asyncio.Future]] = []
         self._order = itertools.count()
@@ -2486,6 +2629,10 @@ class AdaptiveLimiter:
     def release(self, slot: Slot, answered: Answered) -> None:
         """A late 429 (after the request was admitted) counts as one too."""
         self.in_flight -= 1
+        if slot.probe:
+            self._probing = None
+            if answered is Answered.OK and self.budget_left is not None and self.budget_left <= 0:
+                self._distrust_budget("said no request was left in its window, yet answered the next one")
         if answered is Answered.OK and not slot.admitted:
             self._taken_request(slot, still_in_flight=False)
         elif answered is Answered.RATE_LIMITED:
@@ -2500,10 +2647,23 @@ class AdaptiveLimiter:
         """The answer to `slot`'s request said how many requests the teacher's window has left, and
         (ends_in) when that window ends: once that many have been sent, requests wait for the window's end
         rather than be refused. Gateways count a request as it comes (LiteLLM's usage-based routing,
-        OpenAI), so what was sent after this request was not counted in `left`: it is taken off."""
+        OpenAI), so what was sent after this request was not counted in `left`: it is taken off. Headers
+        that make no sense (fewer than none left, a window of no requests, more left than the window holds)
+        are not believed, from then on."""
+        if self.budget_distrusted is not None:
+            return
+        if left < 0 or limit is not None and (limit <= 0 or left > limit):
+            self._distrust_budget(f"said {left} requests were left of {limit if limit is not None else 'its window'}")
+            return
         self.budget_left, self.budget_limit = left - (self.sent - slot.number), limit
         self.budget_ends = self.clock() + ends_in
         self.budget_span = max(self.budget_span, ends_in)
+        self._wake()
+
+    def _distrust_budget(self, why: str) -> None:
+        self.budget_distrusted = (f"Rate limits: the teacher's x-ratelimit-*-requests headers {why}, so they were "
+                                  "not believed; the limits were learned from its 429s instead.")
+        self.budget_left = self.budget_limit = None
         self._wake()
 
     # -- learning -----------------------------------------------------------------------------------
@@ -2615,7 +2775,8 @@ class AdaptiveLimiter:
             return False
         if self.budget_left is not None and self.budget_left <= 0:
             if now < self.budget_ends:
-                return False
+                # a long wait is not taken on the headers' word alone: one request at a time asks the teacher
+                return self.budget_ends - now > self.BUDGET_PROBE_AFTER and self._probing is None
             # a new window: as many as a window allows, until an answer says how many are left
             self.budget_left, self.budget_ends = self.budget_limit, now + self.budget_span
             if self.budget_left is not None and self.budget_left <= 0:
@@ -2624,6 +2785,7 @@ class AdaptiveLimiter:
 
     def _start(self) -> Slot:
         now = self.clock()
+        probe = self.budget_left is not None and self.budget_left <= 0 and now < self.budget_ends
         if self.pace is not None:
             # At most one interval of slack carried over, so a late timer does not lower the rate,
             # and an idle spell does not save up a burst.
@@ -2632,7 +2794,10 @@ class AdaptiveLimiter:
         self.sent += 1
         if self.budget_left is not None:
             self.budget_left -= 1
-        return Slot(self.wave, self.in_flight, now, self.sent)
+        slot = Slot(self.wave, self.in_flight, now, self.sent, probe=probe)
+        if probe:
+            self._probing = slot
+        return slot
 
     def _wake(self) -> None:
         while self._waiters and self._has_room():
@@ -2826,6 +2991,10 @@ def body_headers(response: httpx.Response) -> tuple[bytes, str, bytes]:
 
 class StreamStalled(Exception):
     """A streamed answer sent no data event within --stall-timeout."""
+
+
+class FirstByteStalled(Exception):
+    """A streamed request whose answer did not even begin (no status line) within --stall-timeout."""
 
 
 class StreamCut(Exception):
@@ -3228,15 +3397,31 @@ def proxy_for(url: str) -> httpx.Proxy | None:
 def ensure_open_files(concurrency: int, tool_concurrency: int) -> None:
     """Every connection is a file descriptor: raise the soft limit when -c needs it, or say what to do
     (instead of a wall of "Too many open files" mid-run)."""
-    needed = concurrency + tool_concurrency + 256  # + the output files, the browser, the loop
+    needed = concurrency + tool_concurrency + _FILES_BESIDES
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return
     if hard != resource.RLIM_INFINITY and hard < needed:
-        raise UsageError(f"-c {concurrency} needs about {needed} open files, but this process may open at most "
-                         f"{hard} (ulimit -Hn). Lower -c to {max(1, hard - tool_concurrency - 256)}, or raise "
-                         f"the limit (ulimit -n {needed}), then re-run.")
+        raise UsageError(f"-c {concurrency} needs about {needed} open files (with --tool-concurrency {tool_concurrency}), "
+                         f"but this process may open at most {hard} (ulimit -Hn). {_what_the_limit_allows(hard, tool_concurrency, needed)}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+_FILES_BESIDES = 256  # open files a run needs besides its connections and tool calls: its files, the browser, the loop
+
+
+def _what_the_limit_allows(hard: int, tool_concurrency: int, needed: int) -> str:
+    """What to do under a hard limit on open files: settings it allows, or, when none would do, raising it."""
+    room = hard - _FILES_BESIDES  # for connections and tool calls together
+    if room - tool_concurrency >= 1:
+        return f"Lower -c to {room - tool_concurrency}, or raise the limit (ulimit -n {needed}), then re-run."
+    if room >= 2:
+        tools = max(1, min(tool_concurrency, room // 4))
+        return (f"It leaves room for {room} connections and tool calls together: run with -c {room - tools} "
+                f"--tool-concurrency {tools}, or raise the limit (ulimit -n {needed}), then re-run.")
+    return (f"That is too few for any run (the least, -c 1 --tool-concurrency 1, needs about {_FILES_BESIDES + 2}): "
+            f"raise the hard limit (ulimit -Hn {_FILES_BESIDES + 2} or more, as root or in "
+            "/etc/security/limits.conf), then re-run.")
 
 
 def decode_answer(raw: bytes) -> Any:
@@ -3281,6 +3466,24 @@ def is_moderation_error(error: Any) -> bool:
                 or "moderation" in text or "flagged" in text)
 
 
+DOES_NOT_FIT = "does not fit the context"  # a failure a re-run cannot mend: the summary advises none
+
+
+# How servers say a conversation is longer than the model's context: llama.cpp's server (type
+# exceed_context_size_error, "request (4476 tokens) exceeds the available context size (4096 tokens)"; before
+# that "the request exceeds the available context size"), OpenAI and vLLM ("This model's maximum context length
+# is 4096 tokens", code context_length_exceeded), Anthropic behind a router ("prompt is too long: ... maximum").
+_CONTEXT_OVERFLOW = re.compile(r"context[ _](size|length|window)|maximum context|prompt is too long|too many tokens",
+                               re.IGNORECASE)
+
+
+def is_context_overflow(error: Any) -> bool:
+    if not isinstance(error, dict):
+        return bool(_CONTEXT_OVERFLOW.search(error_text(error)))
+    named = " ".join(str(error.get(key) or "") for key in ("type", "code", "message"))
+    return bool(_CONTEXT_OVERFLOW.search(named))
+
+
 def retry_after_seconds(headers: httpx.Headers) -> float | None:
     """Seconds until the teacher takes requests again, from Retry-After (seconds, or an HTTP date read
     against the answer's own Date header: the server's clock, not ours), else X-RateLimit-Reset."""
@@ -3320,12 +3523,12 @@ def request_budget(headers: httpx.Headers) -> tuple[int, int | None, float] | No
     left = _whole_number(headers.get("x-ratelimit-remaining-requests"))
     if left is None:
         return None
-    limit = _whole_number(headers.get("x-ratelimit-limit-requests"))
+    limit = _whole_number(headers.get("x-ratelimit-limit-requests"))  # as sent: the limiter judges a 0
     ends_in = _duration_seconds(headers.get("x-ratelimit-reset-requests"))
     if ends_in is None:
         now = _server_time(headers)
         ends_in = 60.0 - now % 60.0 + 0.25  # and a little: Date is whole seconds, clocks drift
-    return left, limit if limit and limit > 0 else None, min(ends_in, LONG_WAIT)
+    return left, limit, min(ends_in, LONG_WAIT)
 
 
 def _whole_number(value: str | None) -> int | None:
@@ -3563,22 +3766,54 @@ def backoff_delay(backoff: float, attempt: int, retry_after: float | None = None
 
 def teacher_licence(settings: TeacherSettings, model: str) -> bool | None:
     """Whether the model's author allows training on its outputs, as OpenRouter's models list says (GET
-    /models?distillable=true lists those models; an entry may say is_trainable_text itself); None when the
-    list cannot tell: another server, no answer, an answer of another shape."""
-    try:
-        with httpx.Client(timeout=15, trust_env=True) as client:  # SSL_CERT_FILE and proxies, as for requests
-            response = client.get(f"{settings.base_url}/models", params={"distillable": "true"},
-                                  headers=teacher_headers(settings))
-        listed = response.json().get("data") if response.status_code == 200 else None
-    except (httpx.HTTPError, ValueError, AttributeError):
-        return None
-    if not isinstance(listed, list):
+    /models?distillable=true lists those models, each marked is_trainable_text): only what the list showed.
+    True: the model's entry says is_trainable_text true; False: it says false, or the list, read whole, holds
+    only entries marked true (it was filtered as asked) and not the model. None, the list cannot tell: another
+    server's (no marks: the filter was ignored), one not read whole, a mark that is not a JSON boolean."""
+    entries = _models_list(settings)
+    if not entries:
         return None
     wanted = {model, model.split(":")[0]}  # a variant (":free", ":online") is its model's
-    for entry in listed:
-        if isinstance(entry, dict) and ({entry.get("id"), entry.get("canonical_slug")} & wanted):
-            return entry.get("is_trainable_text") is not False
-    return False
+    filtered = True
+    for entry in entries:
+        mark = entry.get("is_trainable_text") if isinstance(entry, dict) else None
+        if isinstance(entry, dict) and {entry.get("id"), entry.get("canonical_slug")} & wanted:
+            return mark if isinstance(mark, bool) else None
+        filtered = filtered and mark is True
+    return False if filtered else None
+
+
+_MODELS_PAGES = 100  # a models list longer than this many pages is not read whole: it cannot tell
+
+
+def _models_list(settings: TeacherSettings) -> list | None:
+    """Every entry of the models list, its pages followed (OpenAI's `has_more` with `after` the last id, or a
+    `next` link); None when it cannot be read whole (no answer, another shape, a page that does not follow)."""
+    url, params, entries = f"{settings.base_url}/models", {"distillable": "true"}, []
+    try:
+        with httpx.Client(timeout=15, trust_env=True) as client:  # SSL_CERT_FILE and proxies, as for requests
+            for _ in range(_MODELS_PAGES):
+                response = client.get(url, params=params, headers=teacher_headers(settings))
+                page = response.json() if response.status_code == 200 else None
+                listed = page.get("data") if isinstance(page, dict) else None
+                if not isinstance(listed, list):
+                    return None
+                entries += listed
+                following = page.get("next")
+                if isinstance(following, str) and following:
+                    url, params = str(response.url.join(following)), {}
+                elif page.get("has_more") is True:
+                    after = page.get("last_id") or (listed[-1].get("id") if listed and isinstance(listed[-1], dict) else None)
+                    if not isinstance(after, str) or params.get("after") == after:
+                        return None
+                    params = {"distillable": "true", "after": after}
+                elif page.get("has_more") not in (None, False) or following not in (None, ""):
+                    return None  # says there is more, in a way not known here
+                else:
+                    return entries
+    except (httpx.HTTPError, ValueError):
+        return None
+    return None
 
 
 class TeacherClient:
@@ -3648,11 +3883,12 @@ class TeacherClient:
         if not self.stream and "stream" in body:
             body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         payload = orjson.dumps(body)  # ~10x json.dumps; refuses what is not strict JSON, like allow_nan=False
+        streamed = bool(body.get("stream"))
         for attempt in range(1, self.settings.retries + 2):
             try:
                 if self.batches is not None:  # no request slot: the batch is the unit, and the limit is its size
                     return await self._attempt_in_batch(payload, spend, stopping, rollout, paid_before)
-                return await self._attempt(payload, priority, spend, stopping if attempt == 1 else None)
+                return await self._attempt(payload, priority, spend, stopping if attempt == 1 else None, streamed)
             except RetryableError as e:
                 if attempt > self.settings.retries:
                     raise PromptFailed(f"retries used up ({e.kind})",
@@ -3661,8 +3897,8 @@ class TeacherClient:
                 await asyncio.sleep(backoff_delay(self.settings.backoff, attempt, e.retry_after))
         raise AssertionError("unreachable")
 
-    async def _attempt(self, payload: bytes, priority: int, spend: Usage, stopping: asyncio.Event | None
-                       ) -> Completion:
+    async def _attempt(self, payload: bytes, priority: int, spend: Usage, stopping: asyncio.Event | None,
+                       streamed: bool = False) -> Completion:
         slot = await self.limiter.acquire(priority)
         answered, sent = Answered.FAILED, time.monotonic()
         # Admitted once it goes unrefused for the window (or at its first streamed data, _read_events)
@@ -3672,7 +3908,7 @@ class TeacherClient:
                 answered = Answered.CANCELLED
                 raise NotStarted()
             self.stats.requests += 1
-            answer = await self._post(payload, slot)
+            answer = await self._post(payload, slot, streamed)
             self.unreachable_in_a_row = 0
             completion = self._read(answer, spend)
             self.answered_once = True
@@ -3707,16 +3943,20 @@ class TeacherClient:
         window still counts as one: it only came after the limit had grown."""
         self.admission_window = min(30.0, max(self.admission_window, 3 * seconds))
 
-    async def _post(self, payload: bytes, slot: Slot) -> _Answer:
+    async def _post(self, payload: bytes, slot: Slot, streamed: bool = False) -> _Answer:
         """Send once, except that a request lost on a kept-alive connection the server had already closed
         (a race every keep-alive timeout allows: nginx's is 75 s, some proxies' 1 s) is sent again at
-        once on a new connection, without spending a retry: the server never saw it."""
-        try:
-            return await self._post_once(payload, slot)
-        except StaleConnection:
-            return await self._post_once(payload, slot)
+        once, without spending a retry: the server never saw it. However many kept-alive connections
+        turn out dead in a row (each is closed as it fails, so the pool runs out of them), the last try
+        goes on a new connection."""
+        for _ in range(self.settings.concurrency + 1):  # the pool holds at most -c connections
+            try:
+                return await self._post_once(payload, slot, streamed)
+            except StaleConnection:
+                continue
+        raise RetryableError("connection", "connection problem: every kept-alive connection had been closed by the server")
 
-    async def _post_once(self, payload: bytes, slot: Slot) -> _Answer:
+    async def _post_once(self, payload: bytes, slot: Slot, streamed: bool) -> _Answer:
         # httpx's read timeout restarts with every chunk, so a teacher dripping a few bytes a second
         # would hold a request for ever; this deadline covers the whole request, first byte to last.
         progress = RequestState()
@@ -3725,7 +3965,7 @@ class TeacherClient:
             async with asyncio.timeout(self.settings.timeout):
                 request = httpx.Request("POST", self.target, headers=self.headers, content=payload,
                                         extensions={"timeout": self.timeouts})
-                response = await self.transport.handle_async_request(request)
+                response = await self._answer_head(request, streamed)
                 progress.answered = True
                 if (budget := request_budget(response.headers)) is not None:  # before the body: slow start
                     self.limiter.tell_budget(slot, *budget)                    # grows as it comes
@@ -3738,6 +3978,9 @@ class TeacherClient:
                 finally:
                     await response.aclose()  # back to the pool, or closed if the body was cut
                 return _Answer(response.status_code, response.headers, body, progress.usage_lost)
+        except FirstByteStalled:
+            raise RetryableError("stalled", f"the server sent nothing, not even the answer's head, for "
+                                 f"{self.settings.stall_timeout:g} s (--stall-timeout)") from None
         except StreamStalled:
             raise RetryableError("stalled", f"the streamed answer sent no data for {self.settings.stall_timeout:g} s "
                                  "(--stall-timeout)") from None
@@ -3762,6 +4005,21 @@ class TeacherClient:
                 f"connection problem: {type(original).__name__}: {original}")) from None
         finally:
             REQUEST_STATE.reset(token)
+
+    async def _answer_head(self, request: httpx.Request, streamed: bool) -> httpx.Response:
+        """The answer's status and headers. A streaming server sends them at once (then comments while the
+        model thinks), so for a streamed request --stall-timeout covers this wait too: a server that takes
+        the connection and says nothing (llama-server after SIGTERM keeps them open) is left after it, not
+        after the whole --timeout. An unstreamed answer may rightly send nothing until it is whole."""
+        if not streamed:
+            return await self.transport.handle_async_request(request)
+        try:
+            async with asyncio.timeout(self.settings.stall_timeout) as waiting:
+                return await self.transport.handle_async_request(request)
+        except TimeoutError:
+            if waiting.expired():
+                raise FirstByteStalled() from None
+            raise
 
     async def _read_events(self, response: httpx.Response, encoding: str, slot: Slot) -> bytes:
         """A streamed answer (server-sent events), assembled into the body an unstreamed answer would have
@@ -3909,9 +4167,6 @@ class TeacherClient:
             raise RunStopped("out of credits", f"out of credits (402: {detail}). Add credits "
                              "(https://openrouter.ai/settings/credits), then re-run the same command; "
                              "finished samples are kept.")
-        if status == 403 and not is_moderation_error(error) and not says_when:
-            raise RunStopped("access denied", f"access denied (403: {detail}). Check the key's permissions and "
-                             "limits, then re-run the same command to continue.")
         if 400 <= status < 500 and "distill" in detail.lower() and not says_when:
             # OpenRouter does not document this refusal; any 4xx that names distillation is it
             raise RunStopped("not distillable", f"the teacher refused the request for its licence ({status}: "
@@ -3919,6 +4174,12 @@ class TeacherClient:
                              "outputs: choose one (https://openrouter.ai/models?distillable=true) with --model, or "
                              "leave out --distillable if you have checked the licence yourself; then re-run the "
                              "same command. Finished samples are kept.")
+        if status == 403 and not is_moderation_error(error) and not says_when:
+            raise RunStopped("access denied", f"access denied (403: {detail}). Check the key's permissions and "
+                             "limits, then re-run the same command to continue.")
+        if status in (400, 413, 422) and is_context_overflow(error):
+            raise PromptFailed(DOES_NOT_FIT, f"the conversation does not fit the model's context (HTTP {status}: "
+                               f"{detail}); a re-run would fail the same way", status=status)
         if status in _RETRYABLE_STATUS or status >= 500 or says_when:
             self._raise_retryable(status, wait, detail, answer.headers)
         raise PromptFailed(f"HTTP {status}", f"HTTP {status}: {detail}", status=status)
@@ -3948,8 +4209,8 @@ class TeacherClient:
                                   answer.headers, kind=f"HTTP {status} {code}")
         constraint = availability.get("constraint")
         if code == "constraint_filtered" and "context" in str(constraint).lower():
-            raise PromptFailed("does not fit the context", f"the conversation does not fit the model's context "
-                               f"(HTTP {status}: {detail})", status=status)
+            raise PromptFailed(DOES_NOT_FIT, f"the conversation does not fit the model's context "
+                               f"(HTTP {status}: {detail}); a re-run would fail the same way", status=status)
         models = availability.get("fallback_models")
         names = [self._detail(str(m), 80) for m in models[:5]] if isinstance(models, list) else []
         instead = (f" OpenRouter suggests instead: {', '.join(names)}; pass one with --model." if names else
@@ -4236,11 +4497,12 @@ class BatchQueue:
 
     def __init__(self, settings: TeacherSettings, model: str, most_requests: int, record: Path, stats: Stats,
                  stopping: asyncio.Event | None, log: Callable[[str], None] = lambda line: None,
-                 cap: SpendCap | None = None, most_answer_tokens: int = 0):
+                 cap: SpendCap | None = None, most_answer_tokens: int = 0, like: Path | None = None):
         self.endpoints = batch_endpoints(settings.base_url)
         self.url = self.endpoints[0]  # the endpoint batches go to (the beta one once the first has none)
         self.models_url = f"{settings.base_url}/models"
         self.model, self.record, self.stats, self.secret = model, record, stats, settings.secret
+        self.like = like  # the output: the record is no more readable than it
         self.headers = teacher_headers(settings)
         self.poll, self.retries, self.backoff = settings.batch_poll, settings.retries, settings.backoff
         self.gather = min(2.0, max(0.02, settings.batch_poll / 10))  # how long a batch waits for more requests
@@ -4340,7 +4602,7 @@ class BatchQueue:
             if not kept:
                 self.record.unlink(missing_ok=True)
                 return
-            with replaced_atomically(self.record) as f:
+            with replaced_atomically(self.record, like=self.like) as f:
                 for batch in kept:
                     f.write(orjson.dumps(batch.record()) + b"\n")
                     if batch.cost or batch.paid_before:
@@ -4503,6 +4765,7 @@ class BatchQueue:
 
     def _append_record(self, entry: dict) -> None:
         try:
+            create_like(self.record, self.like)
             with open(self.record, "ab") as f:
                 f.write(orjson.dumps(entry) + b"\n")
         except OSError:  # a full disk: this run still gets the answers; only a crash before then would lose them
@@ -4873,7 +5136,7 @@ class RolloutRunner:
         self.requests = requests
         self.base_body = request_body_template(requests, toolbox)
         self.paused = paused  # saves each rollout's turns as they come; None: nothing is saved (tests)
-        self.started_over = 0  # saved rollouts whose settings changed since: begun again
+        self.started_over: collections.Counter = collections.Counter()  # saved rollouts begun again, by why
         self.kept_from_signed = 0  # rollouts whose newer turns were not saved: the key is in signed reasoning
         # A rollout's body (but its messages) and fingerprint, by its prompt's own tools list (None: all):
         # made once per list, not serialized and hashed again for every rollout
@@ -4890,8 +5153,8 @@ class RolloutRunner:
         saved = self.paused.take(key, job.prompt.messages) if self.paused is not None else None
         if self.paused is not None:
             outcome.fingerprint = self.body_for(job)[1]
-        if saved is not None and saved.fingerprint != outcome.fingerprint:
-            self.started_over += 1  # what its turns were made with changed: they cannot go on
+        if saved is not None and (why := _why_saved_turns_cannot_go_on(saved, job.prompt, outcome.fingerprint)):
+            self.started_over[why] += 1  # its turns answered another request: they cannot go on
             saved = None
         if saved is None and self.paused is not None:
             self.paused.begin(key)  # from nothing: whatever it had saved is dead
@@ -4923,9 +5186,9 @@ class RolloutRunner:
                                f"({Path(where.filename).name}:{where.lineno}); please report it")
 
     def body_for(self, job: RolloutJob) -> tuple[dict, str]:
-        """What every request of this rollout carries besides its messages, and its fingerprint: what makes
-        saved turns valid to continue (model, tools, MCP and per-prompt ones included, reasoning, extra
-        body; the system prompt is in the prompt id). Whether it is streamed does not count."""
+        """What every request of this rollout carries besides its messages, and its fingerprint: with the
+        prompt's own messages (Prompt.content), what makes saved turns valid to continue (model, tools, MCP
+        and per-prompt ones included, reasoning, extra body). Whether it is streamed does not count."""
         if (made := self._bodies.get(job.prompt.tools)) is not None:
             return made
         body = dict(self.base_body)
@@ -4993,6 +5256,21 @@ class RolloutRunner:
             return [{"role": "tool", "tool_call_id": call["id"], "content": "Error: no tools are available."}
                     for call in calls]
         return await self.toolbox.run_calls(calls, metadata, allowed)
+
+
+# Why saved turns could not go on (RunSummary says how many of each): a rollout is its content, not its id.
+PROMPT_CHANGED = "their prompt changed (its text, messages or the system prompt)"
+PROMPT_UNCHECKED = "their prompt has its own id and their turns were saved by an earlier release, which kept no record of its text"
+SETTINGS_CHANGED = "the model, tools, reasoning or --extra-body changed"
+
+
+def _why_saved_turns_cannot_go_on(saved: _SavedTurns, prompt: Prompt, fingerprint: str) -> str | None:
+    """Saved turns belong to exactly the messages and request settings that began them: None when these are
+    those, else why not. Turns saved before the prompt's hash was kept go on when the id is the hash of the
+    conversation (a prompt without an id of its own), since then the id says what the content was."""
+    if saved.prompt is None and prompt.id_given or saved.prompt not in (None, prompt.content):
+        return PROMPT_UNCHECKED if saved.prompt is None else PROMPT_CHANGED
+    return SETTINGS_CHANGED if saved.fingerprint != fingerprint else None
 
 
 def request_body_template(requests: RequestSettings, toolbox: ToolBox | None) -> dict:
@@ -5089,15 +5367,15 @@ def set_score(metadata: dict, score: Score) -> None:
         metadata.pop("reward_errors", None)
 
 
-def failed_entry(outcome: Outcome, fmt: LineFormat) -> dict:
+def failed_entry(outcome: Outcome, fmt: LineFormat, conversation: bool = True) -> dict:
     """The failed file's entry for a rollout that did not finish: why, what it cost, and (when anything
-    was paid for) the conversation so far."""
+    was paid for, and `conversation`) the conversation so far."""
     job = outcome.job
     entry = {"prompt_id": job.prompt.prompt_id, "sample": job.sample, "prompt": job.prompt.source,
              "metadata": job.prompt.metadata, "kind": fmt.redact(outcome.label), "reason": fmt.redact(outcome.detail),
              "attempts": outcome.tries or outcome.turns, "status": outcome.status,
              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "usage": outcome.total_usage.to_json()}
-    if outcome.paid:
+    if outcome.paid and conversation:
         entry["messages"] = _dataset_messages(outcome, fmt.keep_reasoning, fmt.redact)
     return entry
 
@@ -5224,16 +5502,19 @@ def dataset_records(path: Path) -> Iterator[dict | None]:
 
 
 @contextlib.contextmanager
-def replaced_atomically(path: Path) -> Iterator[Any]:
+def replaced_atomically(path: Path, like: Path | None = None) -> Iterator[Any]:
     """Write a new version of `path`: the with-block writes a temporary file beside the real file (through
     any symlink, so a link stays a link and its target is what changes), which is flushed to disk and then
-    renamed over it. A crash or an error midway leaves the old file whole and no temporary behind."""
+    renamed over it. A crash or an error midway leaves the old file whole and no temporary behind. The new
+    version keeps the old one's mode (a 0600 output stays 0600); a new file is no more readable than `like`,
+    the output it belongs to. While it is written, only its owner can read it."""
     target = Path(os.path.realpath(path))
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary = temporary_beside(target)
     try:
-        with open(temporary, "wb") as f:
+        with open_private(temporary) as f:
             yield f
             f.flush()
+            os.fchmod(f.fileno(), file_mode_for(target, like))
             os.fsync(f.fileno())
         os.replace(temporary, target)
     except BaseException:
@@ -5242,7 +5523,51 @@ def replaced_atomically(path: Path) -> Iterator[Any]:
         raise
 
 
-_TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.tmp")
+def temporary_beside(target: Path) -> Path:
+    """A name for a rewrite's temporary beside `target`, unique to this process and this rewrite: the PID (so a
+    later run knows whose it was) and a random part (in a container every run may be PID 1)."""
+    return target.with_name(f".{target.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+
+
+def open_private(path: Path) -> Any:
+    """A new file, for writing, that only its owner may read until file_mode_for's mode is given to it."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb")
+
+
+def file_mode_for(target: Path, like: Path | None = None) -> int:
+    """The permissions a new version of `target` gets: the old version's; for a new file, what the umask
+    gives, and no more than `like` (the output) has, so the side files of a private output are private."""
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        pass
+    return 0o666 & ~_umask() & _mode_or_all(like)
+
+
+def create_like(path: Path, like: Path | None) -> None:
+    """Create `path`, if it does not exist, as private as `like` (for a file a library appends to)."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644 & _mode_or_all(like)))
+
+
+def _mode_or_all(path: Path | None) -> int:
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode) if path is not None else 0o777
+    except OSError:
+        return 0o777
+
+
+def _umask() -> int:
+    try:  # Linux says it without changing it (os.umask would, for a moment, under every thread)
+        with open("/proc/self/status", encoding="ascii") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+_TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)(?:-[0-9a-f]+)?\.tmp")
 
 
 def remove_stale_temporaries(output: Path) -> None:
@@ -5302,10 +5627,11 @@ class OutputError(Exception):
 
 
 class LineFile:
-    """Appends JSON lines with one write() each; a failed write is undone, so no torn line is left."""
+    """Appends JSON lines with one write() each; a failed write is undone, so no torn line is left. A side
+    file of the output (`like`) is created no more readable than the output."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, like: Path | None = None):
+        self.path, self.like = path, like
         self._fd: int | None = None
         self._size = 0  # where the last whole line ends: a failed write is cut back to it
 
@@ -5314,7 +5640,7 @@ class LineFile:
         data = encode_line(record)
         try:
             if self._fd is None:
-                self._use(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644))
+                self._use(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644 & _mode_or_all(self.like)))
             view = memoryview(data)
             while view:
                 written = os.write(self._fd, view)
@@ -5496,7 +5822,7 @@ class OutputFile(LineFile):
         """Copy the good lines to a new file that replaces this one (a crash midway leaves the old one
         whole); the bad ones go to the quarantine file as JSON records with their text."""
         drop = {b.line_no: b for b in bad}
-        quarantine = LineFile(self.quarantine_path)
+        quarantine = LineFile(self.quarantine_path, like=self.path)
         try:
             with replaced_atomically(self.path) as target:
                 for line_no, line in enumerate(LineReader(self.path).lines(), 1):
@@ -5557,7 +5883,7 @@ async def rescore(files: OutputPaths, min_reward: float | None, scorer: RewardSc
     try:
         # The output is replaced last (the with-blocks close inner first): a crash in between leaves a
         # moved line in both files, which the next scan or rescore collapses (the output wins).
-        with replaced_atomically(files.output) as out, replaced_atomically(rejected_path) as rej:
+        with replaced_atomically(files.output) as out, replaced_atomically(rejected_path, files.output) as rej:
             async for record, line in _rescored_lines(files.output, scorer, counts):
                 if record is not None and RolloutKey.of_line(record) in kept:
                     continue  # a second copy (a crash of an earlier --rescore): one is enough
@@ -5643,6 +5969,7 @@ class _SavedTurns:
     fingerprint: str
     model: str | None  # the model that answered last (a line names it when it is not the one asked for)
     provider: str | None
+    prompt: str | None  # Prompt.content of the conversation they began from; None: saved before it was kept
 
 
 class _Chain:
@@ -5683,8 +6010,8 @@ class PausedFile(LineFile):
 
     COMPACT_FROM = 1 << 20  # bytes: below this, dead records are not worth a copy
 
-    def __init__(self, path: Path, scrub: Callable[[Any], Any]):
-        super().__init__(path)
+    def __init__(self, path: Path, scrub: Callable[[Any], Any], like: Path | None = None):
+        super().__init__(path, like)
         self.scrub = scrub  # Secret.scrub: the key never reaches this file either
         self.chains: dict[tuple[str, int, int], _Chain] = {}
         self.live_bytes = 0
@@ -5716,7 +6043,7 @@ class PausedFile(LineFile):
                   "model": self.scrub(outcome.model), "provider": self.scrub(outcome.provider),
                   "usage": outcome.total_usage.to_json(), "messages": scrubbed}
         if chain is None:
-            record["fingerprint"] = fingerprint
+            record["fingerprint"], record["prompt"] = fingerprint, outcome.job.prompt.content
         start = self.append(record)
         chain = self.chains.setdefault(key, _Chain())
         chain.places.append((start, self._size - start - 1))
@@ -5828,7 +6155,7 @@ class PausedFile(LineFile):
                 return
             if size <= self.live_bytes:
                 return
-            with open(self.path, "rb") as source, replaced_atomically(self.path) as target:
+            with open(self.path, "rb") as source, replaced_atomically(self.path, self.like) as target:
                 moved = _copy_records(source, target, self._places())
             self._remap(moved, size, 0)
         except OSError:
@@ -5846,14 +6173,16 @@ class PausedFile(LineFile):
         one; then, in one step of the event loop, copy what was appended meanwhile and rename."""
         snapshot, places = self._size, self._places()
         real = Path(os.path.realpath(self.path))
-        temporary = real.with_name(f".{real.name}.{os.getpid()}.tmp")
+        temporary = temporary_beside(real)
         try:
+            open_private(temporary).close()  # the copy is readable by its owner only until it is whole
             moved, copied = await asyncio.to_thread(_copy_to_new_file, real, temporary, places)
             with open(real, "rb") as source, open(temporary, "ab") as target:
                 source.seek(snapshot)
                 tail = source.read(self._size - snapshot)
                 target.write(tail)
                 target.flush()
+                os.fchmod(target.fileno(), file_mode_for(real))
                 os.fsync(target.fileno())
             os.replace(temporary, real)
         except (OSError, asyncio.CancelledError):
@@ -5911,6 +6240,19 @@ def _saved_said(record: dict, thorough: bool = True) -> int | None:
     return len(messages)
 
 
+def _said_as_we_save_it(message: dict) -> bool:
+    """A saved message is what a teacher's checked answer (parse_completion) or a tool result is."""
+    if message.get("role") == "tool":
+        return isinstance(message.get("content"), str) and isinstance(message.get("tool_call_id"), (str, type(None)))
+    if message.get("role") != "assistant" or not isinstance(message.get("content"), (str, type(None))):
+        return False
+    try:
+        _assistant_message(message)
+    except MalformedAnswer:
+        return False
+    return True
+
+
 def _saved_turns(records: list[Any], prompt: list[dict]) -> _SavedTurns | None:
     """A chain's turns, if every field is what this tool writes (the file may have been edited)."""
     if not records or not all(isinstance(r, dict) for r in records):
@@ -5925,10 +6267,15 @@ def _saved_turns(records: list[Any], prompt: list[dict]) -> _SavedTurns | None:
         else:
             messages += record["messages"]
     usage, turns, fingerprint = last.get("usage"), last.get("turns"), records[0].get("fingerprint")
+    began = records[0].get("prompt") if isinstance(records[0].get("prompt"), str) else None
+    if _saved_said(records[0]) == _LEGACY:  # the whole conversation: the prompt's messages are there to compare
+        began = conversation_hash(messages[:len(prompt)])
     if not (isinstance(usage, dict) and isinstance(turns, int) and turns > 0 and isinstance(fingerprint, str)):
         return None
     if not (is_final_answer(messages[-1]) or messages[-1].get("role") == "tool"):
         return None  # not a point a rollout can go on from
+    if not all(_said_as_we_save_it(m) for m in messages[len(prompt):]):
+        return None  # edited: a message the line could not be built from ("tool_calls": 5)
     carried = Usage()
     for name in USAGE_FIELDS:
         value = usage.get(name, 0)
@@ -5939,7 +6286,7 @@ def _saved_turns(records: list[Any], prompt: list[dict]) -> _SavedTurns | None:
     finish_reason, model, provider = last.get("finish_reason"), last.get("model"), last.get("provider")
     return _SavedTurns(messages, carried, turns, finish_reason if isinstance(finish_reason, str) else None,
                        fingerprint, model if isinstance(model, str) else None,
-                       provider if isinstance(provider, str) else None)
+                       provider if isinstance(provider, str) else None, began)
 
 
 class RunsFile(LineFile):
@@ -5967,12 +6314,12 @@ class FailedFile(LineFile):
     """
 
     def record(self, outcome: Outcome, fmt: LineFormat) -> None:
-        entry = failed_entry(outcome, fmt)
         try:
-            self.append(entry)
-        except ValueError:  # cannot happen with checked answers and tool results; never lose the entry
-            del entry["messages"]
-            self.append(entry)
+            self.append(failed_entry(outcome, fmt))
+        except OutputError:
+            raise
+        except Exception:  # cannot happen with checked answers and tool results; never lose the entry
+            self.append(failed_entry(outcome, fmt, conversation=False))
 
     def compact(self, done: set[int]) -> int:
         """Rewrite the file without rollouts now done; return how many rollouts it still lists.
@@ -6093,6 +6440,8 @@ def _checked_arguments_text(arguments: Any) -> str:
 
 
 def _openai_record(record: dict, schemas: dict[str, dict]) -> dict:
+    """OpenAI's format has no metadata: a line cut short (--keep-incomplete) is marked the one way it can be, its
+    last answer at weight 0 (not trained on), so a cut answer is never learnt as a whole one."""
     messages = []
     for message in record["messages"]:
         kept = {key: message[key] for key in OPENAI_MESSAGE_KEYS.get(message["role"], ()) if key in message}
@@ -6103,7 +6452,16 @@ def _openai_record(record: dict, schemas: dict[str, dict]) -> dict:
             if kept.get("content") == "":
                 del kept["content"]  # a turn that only calls tools: OpenAI's examples leave content out
         messages.append(kept)
+    if _is_incomplete(record):
+        last = next((m for m in reversed(messages) if m["role"] == "assistant"), None)
+        if last is not None:
+            last["weight"] = 0
     return {"messages": messages, **_tool_schemas(record, schemas)}
+
+
+def _is_incomplete(record: dict) -> bool:
+    metadata = record.get("metadata")
+    return isinstance(metadata, dict) and "incomplete" in metadata
 
 
 def _tool_schemas(record: dict, schemas: dict[str, dict]) -> dict:
@@ -6122,6 +6480,7 @@ class _ExportResult:
     written: int = 0
     left_out: collections.Counter = field(default_factory=collections.Counter)  # reason -> lines
     unknown_tools: set[str] = field(default_factory=set)
+    incomplete: int = 0  # lines cut short (--keep-incomplete) that were written
 
 
 def export_schemas(toolbox: ToolBox | None, saved: Path | None = None) -> dict[str, dict]:
@@ -6139,7 +6498,7 @@ def export_output(output: Path, fmt: str, schemas: dict[str, dict]) -> _ExportRe
     if not output.exists():
         return result
     try:
-        with replaced_atomically(result.path) as target:
+        with replaced_atomically(result.path, output) as target:
             for _, record in LineReader(output).records():
                 try:
                     if record is None:
@@ -6154,6 +6513,7 @@ def export_output(output: Path, fmt: str, schemas: dict[str, dict]) -> _ExportRe
                 result.unknown_tools.update(name for name in record.get("tools", ()) if name not in schemas)
                 target.write(orjson.dumps(exported) + b"\n")
                 result.written += 1
+                result.incomplete += _is_incomplete(record)
     except OSError as e:
         raise OutputError(result.path, e) from None
     return result
@@ -6161,6 +6521,10 @@ def export_output(output: Path, fmt: str, schemas: dict[str, dict]) -> _ExportRe
 
 def report_export(result: _ExportResult) -> str:
     text = f"Exported {plural(result.written, 'line')} to {result.path}"
+    if result.incomplete:
+        text += (f" ({result.incomplete} cut short, kept with --keep-incomplete: " + (
+            "marked in their metadata)" if result.path.name.endswith(".hf.jsonl") else
+            "their last answer at weight 0, since this format has no metadata to mark them)"))
     for reason, count in result.left_out.items():
         text += f"; {plural(count, 'line')} left out ({reason})"
     if result.unknown_tools:
@@ -6177,7 +6541,8 @@ def card_path(export: Path) -> Path:
 
 @dataclass
 class _CardFigures:
-    """What the card says of the data, counted from the files as they are."""
+    """What the card says of the data, counted from the files as they are. A value that is not what the line
+    format says (an edited or foreign file) is counted as far as it can be, and named (`odd`)."""
 
     lines: int = 0
     rejected: int = 0
@@ -6185,37 +6550,64 @@ class _CardFigures:
     turns: int = 0
     tool_calls: int = 0
     scored: int = 0
-    cost: float = 0.0  # of the lines in the dataset
+    incomplete: int = 0  # lines cut short, kept with --keep-incomplete (metadata.incomplete)
+    cost: float = 0.0  # of the lines in the dataset, as the teacher reported it
+    answers: int = 0  # answers the lines' usage counts
+    uncosted: int = 0  # of those, answers whose cost the teacher did not report: unknown, not $0
     cost_elsewhere: float = 0.0  # of rejected lines and failed rollouts: paid for, not in the dataset
+    uncosted_elsewhere: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     models: collections.Counter = field(default_factory=collections.Counter)  # that answered, by line
     providers: collections.Counter = field(default_factory=collections.Counter)
     tools_used: collections.Counter = field(default_factory=collections.Counter)
     systems: collections.Counter = field(default_factory=collections.Counter)  # system prompts, by line
+    odd: list[str] = field(default_factory=list)  # "file:line: what is wrong", the first few
+    odd_lines: int = 0
 
-    def count_line(self, record: dict) -> None:
-        metadata = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
+    def count_line(self, record: dict, where: str) -> None:
+        problems: list[str] = []
+        metadata = _field_of_kind(record, "metadata", dict, problems)
         self.lines += 1
-        self.models[str(metadata.get("model") or metadata.get("teacher") or "unknown")] += 1
+        model = metadata.get("model") or metadata.get("teacher") or "unknown"
+        self.models[model if isinstance(model, str) else _note(problems, "metadata.model is not a text", "?")] += 1
         if metadata.get("provider"):
             self.providers[str(metadata["provider"])] += 1
-        self.turns += metadata.get("turns", 0) if isinstance(metadata.get("turns"), int) else 0
+        turns = metadata.get("turns", 0)
+        self.turns += turns if type(turns) is int and 0 <= turns <= 2**53 else \
+            _note(problems, "metadata.turns is not a count of turns", 0)
         self.scored += isinstance(metadata.get("reward"), (int, float))
-        usage = metadata.get("usage") if isinstance(metadata.get("usage"), dict) else {}
-        self.cost += amount(usage.get("cost"))
-        self.prompt_tokens += int(amount(usage.get("prompt_tokens")))
-        self.completion_tokens += int(amount(usage.get("completion_tokens")))
-        messages = record.get("messages") if isinstance(record.get("messages"), list) else []
-        for message in messages:
+        self.incomplete += "incomplete" in metadata
+        self._count_usage(_field_of_kind(metadata, "usage", dict, problems), problems)
+        for i, message in enumerate(_field_of_kind(record, "messages", list, problems)):
             if not isinstance(message, dict):
+                problems.append(f"messages[{i}] is not an object")
                 continue
             if message.get("role") == "system" and isinstance(message.get("content"), str):
                 self.systems[message["content"]] += 1
-            for call in message.get("tool_calls") or ():
+            calls = message.get("tool_calls") or []
+            if not isinstance(calls, list):
+                problems.append(f"messages[{i}].tool_calls is {_plain_value(calls)}, not a list: counted as no call")
+                continue
+            for call in calls:
                 self.tool_calls += 1
                 function = call.get("function") if isinstance(call, dict) else None
-                self.tools_used[str(function.get("name") if isinstance(function, dict) else "?")] += 1
+                name = function.get("name") if isinstance(function, dict) else None
+                self.tools_used[name if isinstance(name, str) else _note(problems, f"messages[{i}] has a tool call "
+                                                                          "without a function name", "?")] += 1
+        if problems:
+            self.odd_lines += 1
+            if len(self.odd) < 5:
+                self.odd.append(f"{where}: {'; '.join(problems[:3])}")
+
+    def _count_usage(self, usage: dict, problems: list[str]) -> None:
+        if "cost" in usage and not has_cost(usage):
+            problems.append("metadata.usage.cost is not a usable number: counted as not reported")
+        self.cost += amount(usage.get("cost"))
+        self.answers += int(amount(usage.get("requests")))
+        self.uncosted += int(amount(usage.get("uncosted"))) if has_cost(usage) else int(amount(usage.get("requests")))
+        self.prompt_tokens += int(amount(usage.get("prompt_tokens")))
+        self.completion_tokens += int(amount(usage.get("completion_tokens")))
 
     def count_elsewhere(self, record: dict | None, rejected: bool) -> None:
         if not isinstance(record, dict):
@@ -6223,8 +6615,29 @@ class _CardFigures:
         fields = record.get("metadata") if rejected and isinstance(record.get("metadata"), dict) else record
         usage = fields.get("usage") if isinstance(fields.get("usage"), dict) else {}
         self.cost_elsewhere += amount(usage.get("cost"))
+        self.uncosted_elsewhere += int(amount(usage.get("uncosted"))) if has_cost(usage) else int(amount(usage.get("requests")))
         self.rejected += rejected
         self.failed += not rejected
+
+
+def _field_of_kind(record: dict, name: str, kind: type, problems: list[str]) -> Any:
+    """record[name] when it is of `kind`; else an empty one, the problem noted (a missing one is no problem)."""
+    value = record.get(name)
+    if isinstance(value, kind):
+        return value
+    if value is not None:
+        problems.append(f"{name} is {_plain_value(value)}, not {'an object' if kind is dict else 'a list'}")
+    return kind()
+
+
+def _note(problems: list[str], problem: str, instead: Any) -> Any:
+    problems.append(problem)
+    return instead
+
+
+def _plain_value(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _size_category(n: int) -> str:
@@ -6242,67 +6655,107 @@ def _fenced(text: str) -> str:
     return f"{fence}\n{text}\n{fence}"
 
 
-def _plain(value: Any) -> str:
-    """A value from a file, as text for one table cell: no line breaks, no pipes, nothing past 200 characters."""
+def _quoted(value: Any) -> str:
+    """A value from a file (a model name, a provider, --extra-body, a date), quoted as data for one line of the
+    card, a table cell too: a code span, in which nothing is markup (no link, image, HTML or emphasis: the Hub
+    renders HTML), on one line, pipes escaped for tables, nothing past 200 characters."""
+    if value is None or isinstance(value, (bool, int, float)):  # a JSON number or constant holds no markup
+        return json.dumps(value)
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    text = " ".join(text.split()).replace("|", "\\|")
-    return text if len(text) <= 200 else text[:199] + "…"
+    text = " ".join(text.split())
+    if not text:
+        return "(empty)"
+    text = text if len(text) <= 200 else text[:199] + "…"
+    ticks = "`" * (1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    pad = " " if text[0] == "`" or text[-1] == "`" else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}".replace("|", "\\|")
 
 
-def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], runs: list[dict]) -> str:
-    """The dataset card of the hf export (the Hub's conventions: a YAML header naming the data file, its task
-    and size, then what the data is): what was asked of which teacher, with which tools and settings, what it
-    cost and when. Made from the run's files alone: the output, the rejected and failed files, and the runs
-    file; every value from them is written as data, never as markup."""
+def _escaped(text: str) -> str:
+    """Text as Markdown shows it as it is: every ASCII punctuation mark backslash-escaped (a file name as a title)."""
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", " ".join(text.split()))
+
+
+_SETTINGS_SHOWN = (("teacher model", ("teacher", "model")), ("temperature", ("teacher", "temperature")),
+                   ("max tokens an answer", ("teacher", "max_tokens")), ("reasoning", ("teacher", "reasoning")),
+                   ("extra request body", ("teacher", "extra_body")), ("Batch API", ("teacher", "batch")),
+                   ("max turns", ("rollout", "max_turns")), ("system prompt (--system)", ("rollout", "system")),
+                   ("rewards", ("gate", "rewards")), ("min reward", ("gate", "min_reward")),
+                   ("attempts", ("gate", "attempts")), ("cut-short rollouts kept (--keep-incomplete)",
+                                                        ("gate", "keep_incomplete")))
+
+
+def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], runs: list[dict]) -> tuple[str, list[str]]:
+    """The dataset card of the hf export (the Hub's conventions: a YAML header naming the data file, its task,
+    size and licence, then what the data is): what was asked of which teacher, with which tools and settings,
+    what it cost and when. Made from the run's files alone: the output, the rejected and failed files, and the
+    runs file; every value from them is quoted as data, never markup, and says only what the files show.
+    Also the lines whose values are not what the line format says, for the terminal."""
     import yaml
 
     figures = _CardFigures()
-    for _, record in LineReader(files.output).records() if files.output.is_file() else ():
+    for line_no, (_, record) in enumerate(LineReader(files.output).records() if files.output.is_file() else (), 1):
         if isinstance(record, dict):
-            figures.count_line(record)
+            figures.count_line(record, f"{files.output}:{line_no}")
     for path, rejected in ((files.rejected, True), (files.failed, False)):
         for _, record in LineReader(path).records() if path.is_file() else ():
             figures.count_elsewhere(record, rejected)
-    header = {"configs": [{"config_name": "default", "data_files": [{"split": "train", "path": export.name}]}],
-              "task_categories": ["text-generation"], "size_categories": [_size_category(figures.lines)],
-              "tags": ["synthetic", "distillation"] + (["tool-use"] if figures.tool_calls else [])}
     last = runs[-1] if runs else {}
     teacher = last.get("teacher") if isinstance(last.get("teacher"), dict) else {}
     prompts = last.get("prompts") if isinstance(last.get("prompts"), dict) else {}
+    licence = teacher.get("licence")
+    # No licence name is inferred: the teacher's terms decide. "other" where OpenRouter's list showed the model as
+    # one whose author allows training on its outputs (terms of its own), "unknown" otherwise; no language,
+    # which nothing here knows.
+    header = {"configs": [{"config_name": "default", "data_files": [{"split": "train", "path": export.name}]}],
+              "license": "other" if licence is True else "unknown",
+              "task_categories": ["text-generation"], "size_categories": [_size_category(figures.lines)],
+              "tags": ["synthetic", "distillation"] + (["tool-use"] if figures.tool_calls else [])}
     out = ["---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", "",
-           f"# {_plain(export.stem)}", "",
+           f"# {_escaped(export.stem)}", "",
            f"{plural(figures.lines, 'conversation')} of a teacher model solving prompts"
            + (f" with tools ({figures.tool_calls} tool calls in {figures.turns} turns)" if figures.tool_calls else "")
            + f", made by `generate_distillation_data.py` for supervised fine-tuning of a student. Chat format in "
-           f"`{export.name}` (`messages`, and `tools` with their JSON schemas), as TRL's `SFTTrainer` reads it.", ""]
+           f"`{_escaped(export.name)}` (`messages`, and `tools` with their JSON schemas), as TRL's `SFTTrainer` reads it.", ""]
+    if figures.incomplete:
+        out += [f"**{plural(figures.incomplete, 'conversation')} {'was' if figures.incomplete == 1 else 'were'} cut "
+                "short** (kept with `--keep-incomplete`: cut by `--max-turns`, the answer-length limit or a content "
+                "filter), each marked in its `metadata.incomplete`; in an OpenAI export (`--export openai`, which "
+                "has no metadata) their last answer has `weight` 0, so it is not trained on.", ""]
+    if figures.odd_lines:
+        out += [f"{plural(figures.odd_lines, 'line')} of `{_escaped(files.output.name)}` {'holds' if figures.odd_lines == 1 else 'hold'} values "
+                "that are not what this tool writes (edited, or from another tool); they are counted here as far as "
+                "they can be. The first: " + "; ".join(_quoted(text) for text in figures.odd[:3]) + ".", ""]
     out += ["## What was asked", ""]
     if prompts:
-        out += [f"- Prompts file: `{_plain(prompts.get('file'))}` (sha256 `{_plain(prompts.get('sha256'))}`), "
-                f"{_plain(prompts.get('rollouts'))} rollouts asked for "
-                f"({_plain(prompts.get('samples'))} a prompt)"]
+        out += [f"- Prompts file: {_quoted(prompts.get('file'))} (sha256 {_quoted(prompts.get('sha256'))}), "
+                f"{_quoted(prompts.get('rollouts'))} rollouts asked for ({_quoted(prompts.get('samples'))} a prompt)"]
     else:
         out += ["- Prompts file: not recorded (these files were made before runs were recorded)"]
     for text, count in figures.systems.most_common(3):
         out += [f"- System prompt, in {plural(count, 'line')}:", "", _fenced(text[:2000]), ""]
     out += ["", "## Of whom", ""]
     out += ["| model that answered | lines |", "|---|---|"] + \
-        [f"| {_plain(model)} | {count} |" for model, count in figures.models.most_common(20)]
+        [f"| {_quoted(model)} | {count} |" for model, count in figures.models.most_common(20)]
     if figures.providers:
         out += ["", "| provider that served it (the last answer of a line) | lines |", "|---|---|"] + \
-            [f"| {_plain(name)} | {count} |" for name, count in figures.providers.most_common(20)]
-    licence = teacher.get("licence")
-    out += ["", "Teacher's licence: " + (
-        "the model is on OpenRouter's list of models whose authors allow training on their outputs "
-        "(best effort: check the licence for your use)." if licence is True else
-        "the model is **not** on OpenRouter's list of models whose authors allow training on their outputs: "
-        "check its terms before training on this data." if licence is False else
-        "not known (the models list could not tell, or was not asked)."),
-        "" if not teacher.get("distillable") else
-        "Requests were sent with `provider.enforce_distillable_text` (routed only to such models).", ""]
+            [f"| {_quoted(name)} | {count} |" for name, count in figures.providers.most_common(20)]
+    out += ["", "## Licence", "",
+            "The teacher's terms (its author's, and its provider's) decide what may be done with these outputs; "
+            "this card names no licence of its own (`license: " + header["license"] + "`).", "",
+            "Teacher's licence: " + (
+                "the model is on OpenRouter's list of models whose authors allow training on their outputs "
+                "(`is_trainable_text`; best effort: check the licence for your use)." if licence is True else
+                "the model is **not** on OpenRouter's list of models whose authors allow training on their outputs: "
+                "check its terms before training on this data." if licence is False else
+                "not known (the models list could not tell, or was not asked)."),
+            "" if not teacher.get("distillable") else
+            "Requests were sent with `provider.enforce_distillable_text` (`--distillable`: routed only to such "
+            "models).", ""]
     out += ["## Tools", ""]
     used = sorted(set(figures.tools_used) | set(schemas))
     if used:
-        out += ["| tool | calls |", "|---|---|"] + [f"| `{_plain(name)}` | {figures.tools_used[name]} |" for name in used]
+        out += ["| tool | calls |", "|---|---|"] + [f"| {_quoted(name)} | {figures.tools_used[name]} |" for name in used]
         if schemas:
             out += ["", "Their schemas, as the teacher was given them:", "",
                     _fenced(json.dumps([schemas[name] for name in sorted(schemas)], indent=1, ensure_ascii=False))]
@@ -6311,16 +6764,11 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
     out += ["", "## Settings that shape the data", ""]
     if runs:
         out += ["| setting | value |", "|---|---|"]
-        for label, path in (("teacher model", ("teacher", "model")), ("temperature", ("teacher", "temperature")),
-                            ("max tokens an answer", ("teacher", "max_tokens")), ("reasoning", ("teacher", "reasoning")),
-                            ("extra request body", ("teacher", "extra_body")), ("Batch API", ("teacher", "batch")),
-                            ("max turns", ("rollout", "max_turns")),
-                            ("system prompt (--system)", ("rollout", "system")), ("rewards", ("gate", "rewards")),
-                            ("min reward", ("gate", "min_reward")), ("attempts", ("gate", "attempts"))):
+        for label, path in _SETTINGS_SHOWN:
             values = []
             for run in runs:
                 part = run.get(path[0]) if isinstance(run.get(path[0]), dict) else {}
-                value = _plain(part.get(path[1]))
+                value = _quoted(part.get(path[1]))
                 if value not in values:
                     values.append(value)
             out += [f"| {label} | {' / '.join(values)} |"]
@@ -6332,18 +6780,25 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
         tries = figures.lines + figures.rejected
         out += ["", f"Quality gate: {figures.lines} of {tries} finished tries kept "
                 f"({figures.lines / tries:.0%}); {figures.rejected} rejected lines are in "
-                f"`{files.rejected.name}`." if tries else ""]
+                f"`{_escaped(files.rejected.name)}`." if tries else ""]
+    unknown = (f"; the teacher reported no cost for {figures.uncosted} of their {figures.answers} answers, whose "
+               "cost is unknown and not counted" if figures.uncosted else "")
+    unknown_elsewhere = (f", besides {plural(figures.uncosted_elsewhere, 'answer')} whose cost was not reported"
+                         if figures.uncosted_elsewhere else "")
     out += ["", "## Cost and when", "",
             f"- The conversations here cost ${figures.cost:.4f} ({human_count(figures.prompt_tokens)} prompt and "
-            f"{human_count(figures.completion_tokens)} completion tokens, as the teacher reported them); rejected "
-            f"tries and failed rollouts on record ({figures.rejected + figures.failed}) cost ${figures.cost_elsewhere:.4f} more.",
-            ]
+            f"{human_count(figures.completion_tokens)} completion tokens, as the teacher reported them{unknown}); "
+            f"rejected tries and failed rollouts on record ({figures.rejected + figures.failed}) cost "
+            f"${figures.cost_elsewhere:.4f} more{unknown_elsewhere}."]
     if runs:
-        started = [_plain(run.get("started")) for run in runs]
+        started = [_quoted(run.get("started")) for run in runs]
         generator = last.get("generator") if isinstance(last.get("generator"), dict) else {}
         out += [f"- Made by {plural(len(runs), 'run')}, started {started[0]}" + (f" to {started[-1]}" if len(runs) > 1 else "")
-                + f", by `generate_distillation_data.py` (sha256 `{_plain(generator.get('sha256'))}`)."]
-    return "\n".join(out) + "\n"
+                + f", by `generate_distillation_data.py` (sha256 {_quoted(generator.get('sha256'))})."]
+    notes = [f"{text}." for text in figures.odd]
+    if figures.odd_lines > len(figures.odd):
+        notes.append(f"... and {figures.odd_lines - len(figures.odd)} more lines of {files.output} like them.")
+    return "\n".join(out) + "\n", notes
 
 
 # ==================================================================================================
@@ -6431,7 +6886,7 @@ class RunSummary:
     rejected_before: int
     pending: int  # still to do after this run
     remaining_failed: int  # entries left in the failed file
-    started_over: int  # paused rollouts whose saved turns could not go on
+    started_over: collections.Counter  # paused rollouts whose saved turns could not go on, by why
     kept_from_signed: int  # rollouts whose later turns were not saved (the key in signed reasoning)
     tool_lines: list[str]  # the tools' own counts and warnings
     notes: list[str]  # the teacher client's (a model that was routed elsewhere, ...)
@@ -6460,17 +6915,25 @@ class RunSummary:
                          f"saved in {files.paused.name}, and the next run goes on from there (no answer is paid "
                          "twice).")
         if self.started_over:
-            lines.append(f"Started over: {plural(self.started_over, 'paused rollout')}, since the model, "
-                         "tools, reasoning or --extra-body changed since their turns were saved.")
+            why = "; ".join(f"{count} because {reason}" for reason, count in self.started_over.most_common())
+            lines.append(f"Started over: {plural(sum(self.started_over.values()), 'paused rollout')} began again from "
+                         f"their prompt, since their saved turns answered another request than this run's: {why}.")
         lines += self.tool_lines
         if self.kept_from_signed:
             lines.append(f"Not saved: the later turns of {plural(self.kept_from_signed, 'rollout')}, whose "
                          "teacher wrote the API key into signed reasoning (which must go back to it unchanged, and "
                          "is never stored with the key): if stopped, they resume from their last clean turn or "
                          "begin again.")
-        if pending:
+        cannot = min(pending, s.failure_reasons[DOES_NOT_FIT])  # a re-run would pay the same turns, and fail again
+        if pending > cannot:
             lines.append(f"Not done: {pending}. Re-run the same command to "
-                         + ("retry the failed ones and " if self.remaining_failed else "") + "finish.")
+                         + ("retry the failed ones and " if self.remaining_failed else "") + "finish"
+                         + (f" (all but the {cannot} below)." if cannot else "."))
+        if cannot:
+            lines.append(f"Cannot finish as they are: {plural(cannot, 'rollout')} whose conversation does not fit the "
+                         f"teacher's context (in {files.failed}); a re-run would pay for the same turns and fail the same "
+                         "way. Use a model with a longer context, or shorter rollouts (--max-turns, --max-tool-chars, "
+                         "--max-tokens), or take those prompts out.")
         lines.append(f"Time: {human_duration(self.seconds)}; {s.requests} requests, "
                      f"{s.rate_limited} answered 429, {s.retries} retried")
         u = s.usage
@@ -6626,14 +7089,15 @@ class Run:
                        lambda: self.limiter.in_flight) if cfg.gate.max_cost is not None else None
         if cfg.teacher.batch:
             self.batches = BatchQueue(cfg.teacher, cfg.requests.model, _batch_size(cfg), cfg.files.batches,
-                                      self.stats, self.stopping, self.progress.log, cap, most_answer_tokens(cfg.requests))
-        self.failed = FailedFile(cfg.files.failed)
+                                      self.stats, self.stopping, self.progress.log, cap, most_answer_tokens(cfg.requests),
+                                      like=cfg.files.output)
+        self.failed = FailedFile(cfg.files.failed, like=cfg.files.output)
         self.failed_now: set[RolloutKey] = set()  # tries that failed in this run: they begin again from scratch
-        self.rejected = RejectedFile(cfg.files.rejected)
+        self.rejected = RejectedFile(cfg.files.rejected, like=cfg.files.output)
         self.client = TeacherClient(cfg.teacher, self.limiter, self.stats, self.batches)
         self.pool_has_room = asyncio.Event()  # set when a rollout ends (or the run stops): the feeder may start one
         self.cache = cache_plan(cfg.requests, cfg.teacher.base_url, cfg.teacher.batch)
-        self.paused = PausedFile(cfg.files.paused, cfg.line.redact)
+        self.paused = PausedFile(cfg.files.paused, cfg.line.redact, like=cfg.files.output)
         self.runner = RolloutRunner(cfg.requests, self.cache, self.client, toolbox, self.stopping, self.paused)
         if cap is not None:
             self.client.on_answer = cap.check
@@ -6646,7 +7110,8 @@ class Run:
     async def execute(self) -> int:
         try:
             if self.toolbox is not None and self.toolbox.mcp_specs:
-                save_mcp_schemas(await self.toolbox.open_mcp(self.files.mcp_log), self.files.mcp_tools)
+                create_like(self.files.mcp_log, self.files.output)
+                save_mcp_schemas(await self.toolbox.open_mcp(self.files.mcp_log), self.files.mcp_tools, self.files.output)
                 self.runner.mcp_tools_joined()
             self.plan.check_tools(self.prompts.input, self.toolbox)  # MCP tools are known only now
         except BaseException:  # nothing was sent: close what was opened, and say why (exit 2)
@@ -6721,6 +7186,10 @@ class Run:
             outcome.score = await self.scorer.score(outcome.job.prompt.metadata, messages)
         except asyncio.CancelledError:  # the run stops at once: the paid rollout still gets settled
             outcome.end(Ending.STOPPED, "interrupted", "the run stopped while this rollout was being scored")
+        except Exception as e:  # a bug of ours in scoring: the paid answer is never lost for a score
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            outcome.score = Score({}, 0.0, {"(scoring)": self.line.redact(
+                f"internal error: {type(e).__name__}: {e} ({Path(where.filename).name}:{where.lineno}); please report it")[:300]})
 
     def settle(self, outcome: Outcome) -> _Destination:
         """The one place a rollout's fate is decided: a line in the output, a line in the rejected file,
@@ -6798,15 +7267,15 @@ class Run:
     def _write(self, outcome: Outcome) -> _Destination:
         try:
             self.output.append(self._record(outcome))
-        except ValueError as e:  # checked answers and tool results make this a bug of ours; keep the work
-            self._fail(outcome.end(Ending.FAILED, "internal error", f"internal error: the line cannot be "
-                                   f"written as JSON ({e}); please report it"))
-            return _Destination.FAILED
         except OutputError as e:
             self.stats.unsaved += 1
             self.stop(f"{e}. The output is left valid and this run stopped; free space (or fix the cause), "
                       "then re-run the same command to continue.")
             return _Destination.PENDING
+        except Exception as e:  # checked answers and tool results make this a bug of ours; keep the work
+            self._fail(outcome.end(Ending.FAILED, "internal error", f"internal error: the line cannot be "
+                                   f"written ({type(e).__name__}: {e}); please report it"))
+            return _Destination.FAILED
         self.plan.finished.add(outcome.job.key)
         self.plan.finished_now += 1
         self.stats.written += 1
@@ -6883,7 +7352,8 @@ class Run:
             rejected_before=plan.rejected_before, pending=plan.pending, remaining_failed=remaining_failed,
             started_over=runner.started_over, kept_from_signed=runner.kept_from_signed,
             tool_lines=runner.toolbox.summary() if runner.toolbox is not None else [],
-            notes=self.client.notes + (self.batches.summary() if self.batches else []),
+            notes=self.client.notes + [note for note in [self.limiter.budget_distrusted] if note]
+            + (self.batches.summary() if self.batches else []),
             stop_reason=self.stop_reason, seconds=time.monotonic() - self.started)
         print(self.line.redact(summary.text()), file=sys.stderr, flush=True)
         if self.interrupted:
@@ -6901,10 +7371,14 @@ def _print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Outpu
     """--dry-run, where the run would be assembled (so it takes the whole Config, as main does): what the
     run would send first, and the work to do."""
     first = next(plan.pending_jobs(cfg.prompts), None)
-    body = request_body_template(cfg.requests, toolbox)
+    # As it would be sent, but for secrets: key-like fields of --extra-body as ***, however short, and every
+    # secret the program was handed out of the rest (a key given in the provider's own field, say)
+    body = request_body_template(dataclasses.replace(cfg.requests, extra_body=masked_key_like(cfg.requests.extra_body)),
+                                 toolbox)
     cache = cache_plan(cfg.requests, cfg.teacher.base_url, cfg.teacher.batch)
     if first is not None:
         body["messages"] = cache.mark(first.prompt.messages)
+    body = cfg.line.redact(body)
     key = cfg.teacher.secret.key or ""
     masked = f"{key[:8]}...{key[-4:]}" if len(key) > 16 else "***" if key else "(none)"
     print(f"POST {display_url(cfg.teacher.base_url)}/chat/completions")
@@ -6949,18 +7423,21 @@ def main(argv: list[str] | None = None) -> int:
 def _run_command(argv: list[str] | None) -> int:
     output: OutputFile | None = None
     ran = False  # the run is over: a Ctrl-C now interrupts the --export/--report files, not the run
+    redact: Callable[[str], str] = str  # once the settings are read: every secret out of what is printed
     try:
         cfg = parse_config(argv)
+        redact = cfg.teacher.secret.redact
         check_tls_settings(cfg.teacher.base_url)
         ensure_open_files(cfg.teacher.concurrency, cfg.tools.concurrency)
         toolbox = None
         if cfg.tools.file is not None or cfg.tools.mcp:
             tools, closer = load_tools(cfg.tools.file) if cfg.tools.file is not None else ([], None)
-            toolbox = ToolBox(tools, cfg.tools, closer)
+            toolbox = ToolBox(tools, cfg.tools, closer, cfg.teacher.secret.redact)
         if cfg.no_run and not cfg.files.output.is_file():
             raise UsageError(f"{cfg.files.output} does not exist: nothing to export or report. Run without --no-run "
                              "first (or point -o at the output).")
-        scorer = RewardScorer(load_rewards(cfg.gate.rewards), cfg.gate.reward_timeout) if cfg.gate.rewards else None
+        scorer = (RewardScorer(load_rewards(cfg.gate.rewards), cfg.gate.reward_timeout, cfg.teacher.secret.redact)
+                  if cfg.gate.rewards else None)
         output = OutputFile(cfg.files.output)
         if not cfg.dry_run:
             output.lock()  # before reading it: a second run must never plan from a file the first is writing
@@ -6986,15 +7463,15 @@ def _run_command(argv: list[str] | None) -> int:
             print(f"Nothing to do: all {plan.total} rollouts are already in {cfg.files.output}.", file=sys.stderr)
             return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending)
         licence = _check_licence(cfg) if cfg.requests.distillable or is_openrouter(cfg.teacher.base_url) else None
-        RunsFile(cfg.files.runs).record_start(_run_record(cfg, plan, toolbox, licence))
+        RunsFile(cfg.files.runs, like=cfg.files.output).record_start(_run_record(cfg, plan, toolbox, licence))
         code = _run_event_loop(Run(cfg, toolbox, plan, output, scorer).execute())
         ran = True
         return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, code, plan.pending)
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     except OutputError as e:
-        print(f"error: {e}. Nothing was lost: free space (or fix the cause), then re-run the same command.",
+        print(f"error: {redact(str(e))}. Nothing was lost: free space (or fix the cause), then re-run the same command.",
               file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
@@ -7042,13 +7519,13 @@ def _run_record(cfg: Config, plan: Plan, toolbox: ToolBox | None, licence: bool 
                     "rollouts": plan.total, "samples": cfg.prompts.samples},
         "teacher": {"model": requests.model, "base_url": display_url(cfg.teacher.base_url),
                     "temperature": requests.temperature, "max_tokens": requests.max_tokens,
-                    "reasoning": requests.reasoning, "extra_body": requests.extra_body or None,
+                    "reasoning": requests.reasoning, "extra_body": masked_key_like(requests.extra_body) or None,
                     "distillable": requests.distillable, "licence": licence, "batch": cfg.teacher.batch},
         "rollout": {"max_turns": requests.max_turns, "system": cfg.prompts.system,
                     "tools": sorted(toolbox.tools) if toolbox is not None else [],
                     "mcp": [spec.shown for spec in cfg.tools.mcp]},
         "gate": {"rewards": cfg.gate.rewards.name if gate.rewards else None, "min_reward": gate.min_reward,
-                 "attempts": gate.attempts},
+                 "attempts": gate.attempts, "keep_incomplete": gate.keep_incomplete},
     })
 
 
@@ -7145,6 +7622,7 @@ class _SurvivingStream:
 async def _list_mcp_tools(toolbox: ToolBox, files: OutputPaths) -> None:
     """--dry-run: the MCP servers' tools, listed and closed again."""
     try:
+        create_like(files.mcp_log, files.output)
         await toolbox.open_mcp(files.mcp_log)
     finally:
         await toolbox.aclose()
@@ -7163,12 +7641,15 @@ def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], repor
         if fmt == "hf":
             card = card_path(result.path)
             try:
-                with replaced_atomically(card) as f:
-                    f.write(dataset_card(files, result.path, schemas, RunsFile(files.runs).records()).encode("utf-8"))
+                text, odd = dataset_card(files, result.path, schemas, RunsFile(files.runs).records())
+                with replaced_atomically(card, files.output) as f:
+                    f.write(text.encode("utf-8"))
             except OSError as e:
                 raise OutputError(card, e) from None
             print(f"Dataset card: {card} (the README.md of a dataset repository on the Hugging Face Hub)",
                   file=sys.stderr)
+            for note in odd:
+                print(f"Dataset card: {note}", file=sys.stderr)
     if report:
         import distillation_report  # only here: the page is reached through this flag alone
 
@@ -7176,7 +7657,7 @@ def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], repor
         try:
             page, _ = distillation_report.render_report(files.output, files.failed, files.rejected, pending=pending,
                                                         reader=dataset_records)
-            with replaced_atomically(path) as f:
+            with replaced_atomically(path, files.output) as f:
                 f.write(page.encode("utf-8"))
         except OSError as e:
             raise OutputError(path, e) from None

@@ -31,6 +31,7 @@ import secrets
 import shutil
 import socket
 import tempfile
+import threading
 import weakref
 from pathlib import Path
 from types import SimpleNamespace
@@ -63,6 +64,12 @@ _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.m
               ast.USub: operator.neg, ast.UAdd: operator.pos}
 
 
+# CPython's ast.parse keeps its recursion count in state every thread shares (3.11), and tool calls run on
+# threads of their own: two parses at once could fail with "AST constructor recursion depth mismatch". One at
+# a time, then (a parse takes microseconds); bench/calculate_threads.py is the stress check.
+_PARSING = threading.Lock()
+
+
 @tool
 def calculate(expression: str) -> str:
     """Evaluate an arithmetic expression exactly, e.g. "(1250 * 0.07) / 12". Supports + - * / // % ** and parentheses."""
@@ -80,7 +87,9 @@ def calculate(expression: str) -> str:
         raise ValueError(f"unsupported syntax: {ast.unparse(node)!r}")
 
     try:
-        return str(evaluate(ast.parse(expression, mode="eval").body))
+        with _PARSING:
+            tree = ast.parse(expression, mode="eval")
+        return str(evaluate(tree.body))
     except (SyntaxError, ValueError, ZeroDivisionError, OverflowError) as e:
         return f"Error: {e}"
 

@@ -114,14 +114,19 @@ def run(workdir, teacher, capsys):
 def subprocess_env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OPENROUTER_API_KEY", "OPENROUTER_BASE_URL")}
     env.update(extra)
-    if len(extra.get("OPENROUTER_API_KEY", "")) >= gdd._MIN_SECRET_LENGTH:
-        KEYS_USED.add(extra["OPENROUTER_API_KEY"])
+    secrets_used(*(value for name, value in extra.items() if gdd._KEY_LIKE.search(name) and "://" not in value))
     return env
 
 
-# Every real-length key a test gave the program: when the tests end, no file they left holds one
-# (pytest_sessionfinish below), but the .env files the tests wrote themselves, as users do.
+# Every real-length secret a test gave the program (a key in the environment or .env, a key-like field of
+# --extra-body, a token in a URL): when the tests end, no file they left holds one (pytest_sessionfinish
+# below), but the .env files the tests wrote themselves, as users do.
 KEYS_USED: set[str] = set()
+
+
+def secrets_used(*values: str) -> None:
+    """Secrets a test hands the program some other way than subprocess_env: the session's last grep looks for them."""
+    KEYS_USED.update(value for value in values if len(value) >= gdd._MIN_SECRET_LENGTH)
 
 
 def pytest_sessionfinish(session, exitstatus):

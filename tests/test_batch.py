@@ -503,3 +503,18 @@ def test_a_rollout_whose_batch_answer_failed_it_is_not_handed_that_answer_again(
     assert first.code == 1 and not (workdir / "train.batches.jsonl").exists(), first.err
     again = batch_run(workdir, batch_teacher, tools="none")
     assert again.code == 0 and again.records()[0]["messages"][-1]["content"] == "a whole answer", again.err
+
+
+def test_the_record_of_batches_of_a_private_output_is_private(workdir, batch_teacher):
+    write_prompts(workdir, ["q0", "q1"])
+    output = workdir / "train.jsonl"
+    output.touch()
+    output.chmod(0o600)
+    batch_teacher.batch_latency = 3600.0
+    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url,
+                           "--batch", "--batch-poll", "0.05")
+    wait_for(lambda: batch_teacher.batch_looks >= 1, what="the run waiting on its batch")
+    assert (workdir / "train.batches.jsonl").stat().st_mode & 0o077 == 0  # as it was created
+    process.send_signal(2)
+    process.communicate(timeout=30)
+    assert (workdir / "train.batches.jsonl").stat().st_mode & 0o077 == 0  # and as the stop rewrote it

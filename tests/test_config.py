@@ -260,6 +260,16 @@ def test_a_config_yml_that_names_its_project_or_is_not_rnows_is_not_touched(run,
     assert (workdir / "config.yml").read_text() == "rollout:\n  max_turns: 3\n"
 
 
+def test_the_project_id_step_keeps_a_read_only_config_yml_read_only(run, workdir, teacher):
+    (workdir / "config.yml").write_text("dataset_type: sft\n")
+    (workdir / "config.yml").chmod(0o400)
+    write_prompts(workdir, ["q"])
+    result = run(tools="none", subprocess=True)
+    assert result.code == 0 and "added project_id" in result.err, result.err
+    assert oct((workdir / "config.yml").stat().st_mode & 0o777) == "0o400"
+    assert "project_id" in (workdir / "config.yml").read_text()
+
+
 def test_dry_run_adds_no_project_id(run, workdir, teacher):
     (workdir / "config.yml").write_text("dataset_type: sft\n")
     write_prompts(workdir, ["q"])

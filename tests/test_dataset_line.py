@@ -85,6 +85,36 @@ def test_a_rewrite_goes_through_a_symlink_and_leaves_nothing_behind_on_error(tmp
     assert target.read_text() == "new\n" and sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl", "link.jsonl"]
 
 
+def test_a_rewrite_keeps_the_mode_of_the_file_it_replaces_and_is_private_while_written(tmp_path):
+    target = tmp_path / "train.jsonl"
+    target.write_text("old\n")
+    target.chmod(0o600)
+    with gdd.replaced_atomically(target) as f:
+        [temporary] = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+        assert oct(temporary.stat().st_mode & 0o777) == "0o600"  # nobody else reads it as it is written
+        f.write(b"new\n")
+    assert oct(target.stat().st_mode & 0o777) == "0o600" and target.read_text() == "new\n"
+    target.chmod(0o400)  # read-only, as some keep config.yml: it stays so
+    with gdd.replaced_atomically(target) as f:
+        f.write(b"newer\n")
+    assert oct(target.stat().st_mode & 0o777) == "0o400" and target.read_text() == "newer\n"
+    side = tmp_path / "train.hf.jsonl"  # a new file beside a private output is as private as it
+    with gdd.replaced_atomically(side, like=target) as f:
+        f.write(b"{}\n")
+    assert side.stat().st_mode & 0o077 == 0
+    appended = gdd.LineFile(tmp_path / "train.failed.jsonl", like=target)
+    appended.append({"a": 1})
+    appended.close()
+    assert (tmp_path / "train.failed.jsonl").stat().st_mode & 0o077 == 0
+
+
+def test_each_rewrite_has_a_temporary_name_of_its_own_that_the_cleanup_still_knows(tmp_path):
+    names = {gdd.temporary_beside(tmp_path / "train.jsonl").name for _ in range(50)}
+    assert len(names) == 50  # PID 1 in every container: the random part keeps two rewrites apart
+    name = next(iter(names))
+    assert name.startswith(f".train.jsonl.{os.getpid()}-") and gdd._TEMPORARY_NAME.fullmatch(name)
+
+
 DETAILS = [{"type": "reasoning.text", "text": "I should add the numbers.", "format": "anthropic-claude-v1",
             "signature": "sig-abc", "index": 0},
            {"type": "reasoning.encrypted", "data": "ENCRYPTED-BLOB", "format": "anthropic-claude-v1", "index": 1}]

@@ -268,13 +268,14 @@ def test_the_hf_export_writes_a_dataset_card_whose_numbers_are_the_files(run, wo
     cost = sum(line["metadata"]["usage"]["cost"] for line in lines)
     elsewhere = sum(r["metadata"]["usage"]["cost"] for r in rejected) + sum(f["usage"]["cost"] for f in failed)
     assert f"cost ${cost:.4f}" in text and f"({len(rejected) + len(failed)}) cost ${elsewhere:.4f} more" in text
-    assert "| test/teacher | 3 |" in text and "| Prov A | 2 |" in text and "| Prov B | 1 |" in text
+    assert "| `test/teacher` | 3 |" in text and "| `Prov A` | 2 |" in text and "| `Prov B` | 1 |" in text
     assert [line["metadata"]["provider"] for line in lines] == ["Prov B", "Prov A", "Prov A"]
     sha = hashlib.sha256((workdir / "prompts.jsonl").read_bytes()).hexdigest()
     assert f"`prompts.jsonl` (sha256 `{sha}`), 5 rollouts asked for" in text
+    assert card.data.to_dict()["license"] == "unknown" and "language" not in card.data.to_dict()
     assert "| `add` | 3 |" in text and '"name": "shout"' in text  # every tool, with its schema
     assert "Quality gate: 3 of 5 finished tries kept (60%)" in text
-    assert "| system prompt (--system) | Be \\| `brief` |" in text  # a value from a file is data, not markup
+    assert "| system prompt (--system) | `` Be \\| `brief` `` |" in text  # a value from a file is data, not markup
     assert "Made by 1 run, started " in text and "| min reward | 1.0 |" in text and "| attempts | 2 |" in text
 
 
@@ -290,6 +291,88 @@ def test_the_card_after_a_resume_counts_every_run_and_every_line(run, workdir, t
     assert "3 conversations" in text and "Made by 2 runs, started " in text and " to " in text
     assert "| temperature | 0.7 / 0.2 |" in text and "changed between runs" in text
     assert "None: plain completions." in text
+
+
+def rendered(markdown: str) -> str:
+    """The card as a CommonMark renderer with GFM tables and raw HTML allowed (as the Hub's) makes it."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown)
+
+
+def test_values_from_outside_are_quoted_in_the_card_never_live_markup(run, workdir, teacher):
+    """A model name, a provider and --extra-body values (a router's, a teacher's, the user's) written as links,
+    images or a script: the card shows them as text."""
+    write_prompts(workdir, ["q"])
+    hostile = lambda body: Reply(body={**completion({"content": "ok"}, model="[click](http://evil.example/m)"),  # noqa: E731
+                                       "provider": "<script>alert(1)</script>"})
+    teacher.script("q", hostile)
+    extra = {"metadata": {"note": "![tracker](http://evil.example/pixel.png) <img src=x onerror=alert(2)>"}}
+    result = run("--extra-body", json.dumps(extra), "--export", "hf", tools="none", subprocess=True)
+    assert result.code == 0, result.err
+    _, text = card_of(workdir)
+    html = rendered(text)
+    for live in ("<a ", "<img", "<script"):
+        assert live not in html, live
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "[click](http://evil.example/m)" in html
+
+
+def test_a_foreign_line_with_tool_calls_5_is_named_and_the_card_still_made(run, workdir, teacher):
+    write_prompts(workdir, ["a"])
+    assert run(tools="none").code == 0
+    with open(workdir / "train.jsonl", "a") as f:  # an edited or foreign line, exported with --no-run
+        f.write(json.dumps({"metadata": {"prompt_id": "x", "sample": 0, "usage": {"cost": 0.002, "requests": 1}},
+                            "messages": [{"role": "user", "content": "hi"},
+                                         {"role": "assistant", "content": "", "tool_calls": 5}]}) + "\n")
+    result = run("--no-run", "--export", "hf,openai", tools="none", subprocess=True)
+    assert result.code == 0 and "Traceback" not in result.err, result.err
+    assert "train.jsonl:2: messages[1].tool_calls is 5, not a list: counted as no call" in result.err
+    _, text = card_of(workdir)
+    assert "2 conversations" in text and "1 line of `train\\.jsonl` holds values that are not what this tool writes" in text
+    assert "1 line left out (not a line of ours (torn or edited))" in result.err  # the exports leave it out, and say so
+
+
+def test_cut_short_lines_are_marked_in_every_export_and_the_card(run, workdir, teacher):
+    write_prompts(workdir, ["cut", "whole"])
+    teacher.script("cut", call_tools(("add", {"a": 1, "b": 2})), answer("and then the answer was cu", finish_reason="length"))
+    result = run("--keep-incomplete", "--export", "hf,openai", subprocess=True)
+    assert result.code == 0, result.err
+    assert "Exported 2 lines to train.openai.jsonl (1 cut short, kept with --keep-incomplete: their last answer at " \
+           "weight 0" in result.err
+    by_prompt = {line["messages"][0]["content"]: line for line in read_jsonl(workdir / "train.openai.jsonl")}
+    assert by_prompt["cut"]["messages"][-1]["weight"] == 0 and by_prompt["cut"]["messages"][1].get("weight") is None
+    assert "weight" not in json.dumps(by_prompt["whole"])
+    for line in by_prompt.values():
+        check_openai_fine_tuning_line(line)
+    hf = {line["messages"][0]["content"]: json.loads(line["metadata"]) for line in read_jsonl(workdir / "train.hf.jsonl")}
+    assert hf["cut"]["incomplete"].startswith("finish_reason length")
+    _, text = card_of(workdir)
+    assert "**1 conversation was cut short**" in text and "| cut-short rollouts kept (--keep-incomplete) | true |" in text
+
+
+def test_a_teacher_that_reports_no_cost_is_said_unknown_in_the_lines_and_the_card(run, workdir, teacher):
+    write_prompts(workdir, ["local"])
+    no_cost = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}  # a local vLLM's usage
+    teacher.script("local", call_tools(("add", {"a": 1, "b": 2}), usage=no_cost), answer("3", usage=no_cost))
+    result = run("--export", "hf", subprocess=True)
+    assert result.code == 0, result.err
+    [line] = result.records()
+    assert line["metadata"]["usage"]["uncosted"] == 2 and line["metadata"]["usage"]["requests"] == 2
+    _, text = card_of(workdir)
+    assert "the teacher reported no cost for 2 of their 2 answers, whose cost is unknown" in text
+    assert "2 of 2 answers carried no usable cost" in result.err  # as the summary says
+
+
+def test_the_card_names_no_licence_and_says_what_the_models_list_showed(run, workdir, teacher):
+    teacher.models = [{"id": "open/allowed", "is_trainable_text": True}]
+    write_prompts(workdir, ["q"])
+    result = run("-m", "open/allowed", "--distillable", "--export", "hf", tools="none", subprocess=True)
+    assert result.code == 0, result.err
+    card, text = card_of(workdir)
+    header = card.data.to_dict()
+    assert header["license"] == "other" and "language" not in header
+    assert "The teacher's terms (its author's, and its provider's) decide" in text
+    assert "the model is on OpenRouter's list" in text and "`--distillable`" in text
 
 
 def test_a_card_is_made_from_hostile_files_and_from_files_without_runs(run, workdir, teacher):

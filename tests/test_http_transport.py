@@ -15,7 +15,7 @@ import pytest
 
 import real_path
 from conftest import FAILURES, Result, SCRIPT, launch, read_jsonl, subprocess_env, write_prompts
-from fake_teacher import FakeTeacher, Reply, adjusted, answer, completion, drip, drop, gzip_bomb
+from fake_teacher import FakeTeacher, Reply, adjusted, answer, call_tools, completion, drip, drop, gzip_bomb
 
 
 def test_a_teacher_that_drips_bytes_is_cut_at_the_deadline_and_retried(run, teacher, workdir):
@@ -147,6 +147,54 @@ def test_a_request_lost_on_a_stale_kept_alive_connection_is_resent_without_a_ret
     assert result.code == 0, result.err
     assert [r["messages"][-1]["content"] for r in result.records()] == ["Answer to: first", "resent"]
     assert "0 retried" in result.err
+
+
+def test_two_dead_kept_alive_connections_in_a_row_are_both_resent_without_a_retry(run, teacher, workdir):
+    """Two connections kept alive from two answers at once, both dead when the next turn goes out (as a real
+    llama-server at -c 8 did, about 1 request in 800): the turn goes on a third, new connection."""
+    write_prompts(workdir, ["two turns", "quick"])
+    teacher.script("two turns", adjusted(call_tools(("add", {"a": 1, "b": 2})), delay=0.3),
+                   drop(), drop(), answer("on a new connection"))
+    teacher.script("quick", adjusted(answer("first"), delay=0.1))
+    result = run("-c", "2", "--start-concurrency", "2", "--retries", "0", "--no-stream")
+    assert result.code == 0, result.err
+    assert "internal error" not in result.err and "0 retried" in result.err
+    assert {r["messages"][-1]["content"] for r in result.records()} == {"first", "on a new connection"}
+    assert len(teacher.requests_for("two turns")) == 4
+
+
+def test_a_server_that_takes_the_request_and_says_nothing_is_left_after_the_stall_timeout(run, teacher, workdir):
+    """llama-server after SIGTERM keeps connections open and sends nothing: a streamed request is retried after
+    --stall-timeout, not after the whole --timeout (the test's own timeout would end first); an unstreamed one
+    may rightly send nothing until its answer is whole, so it has the whole --timeout."""
+    write_prompts(workdir, ["silent"])
+    silent = adjusted(answer("too late"), delay=120, cut_after=10**6)  # no status line for two minutes
+    teacher.script("silent", silent, answer("on the retry"))
+    result = run("--stall-timeout", "1", "--retries", "1", subprocess=True, timeout=60)
+    assert result.code == 0, result.err
+    assert result.records()[0]["messages"][-1]["content"] == "on the retry" and "1 retried" in result.err
+    write_prompts(workdir, ["quiet"])
+    teacher.script("quiet", adjusted(answer("whole, after 2 s"), delay=2))
+    unstreamed = run("--no-stream", "--stall-timeout", "1", "-o", "whole.jsonl", subprocess=True)
+    assert unstreamed.code == 0 and "0 retried" in unstreamed.err, unstreamed.err
+
+
+LLAMA_CPP_CONTEXT = {"error": {"code": 400, "message": "request (4476 tokens) exceeds the available context size "
+                               "(4096 tokens)", "type": "exceed_context_size_error", "n_prompt_tokens": 4476, "n_ctx": 4096}}
+
+
+def test_a_context_overflow_mid_rollout_is_named_and_no_rerun_is_advised(run, teacher, workdir):
+    """llama.cpp's server answers 400 naming the context when a rollout's turns outgrow it: the rollout fails
+    as "does not fit the context", once, and the summary does not send the user round again."""
+    write_prompts(workdir, ["grows", "fits"])
+    teacher.script("grows", call_tools(("add", {"a": 1, "b": 2})), lambda body: Reply(400, LLAMA_CPP_CONTEXT))
+    result = run(subprocess=True)
+    assert result.code == 1
+    [failed] = result.failed()
+    assert failed["kind"] == "does not fit the context" and "4096 tokens" in failed["reason"]
+    assert len(teacher.requests_for("grows")) == 2  # not retried: it cannot fit on another try
+    assert "Cannot finish as they are: 1 rollout whose conversation does not fit" in result.err
+    assert "Re-run the same command" not in result.err and "Traceback" not in result.err
 
 
 def test_a_drop_on_a_new_connection_still_spends_a_retry(run, teacher, workdir):
@@ -329,3 +377,22 @@ def test_more_connections_than_the_process_may_open_is_a_clear_error(workdir, te
                              teacher.base_url, "-c", "1000"], cwd=workdir, env=subprocess_env(), capture_output=True,
                             text=True, timeout=60, preexec_fn=raised)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("hard, said", [
+    (256, "too few for any run (the least, -c 1 --tool-concurrency 1, needs about 258)"),
+    (270, "room for 14 connections and tool calls together: run with -c 11 --tool-concurrency 3")])
+def test_under_a_hard_limit_too_low_for_c_1_the_message_says_what_the_limit_allows(workdir, teacher, hard, said):
+    import resource
+    import subprocess
+    import sys
+
+    from conftest import SCRIPT
+
+    write_prompts(workdir, ["q"])
+    low = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # noqa: E731
+    result = subprocess.run([sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none", "--base-url",
+                             teacher.base_url, "-c", "20"], cwd=workdir, env=subprocess_env(), capture_output=True,
+                            text=True, timeout=60, preexec_fn=low)
+    assert result.returncode == 2 and said in result.stderr and "Lower -c to 1" not in result.stderr, result.stderr
+    assert not teacher.requests and "Traceback" not in result.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, read_jsonl, run_script, start_script, subprocess_env, wait_for, write_prompts
+from conftest import ROOT, read_jsonl, run_script, secrets_used, start_script, subprocess_env, wait_for, write_prompts
 from fake_teacher import FakeTeacher, answer, call_tools
 from real_path import free_port, listening
 
@@ -214,6 +214,19 @@ def test_rnows_own_mcp_tavily_config_yml_is_read_as_is(workdir, teacher, http_se
     assert result.records()[0]["metadata"]["turns"] == 2  # the template's max_turns: 3 allowed the second turn
 
 
+def test_a_key_in_an_mcp_urls_query_is_taken_out_of_everything_written(workdir, teacher, http_server):
+    key = "tvly-" + "9f8e7d6c" * 4
+    secrets_used(key)
+    teacher.script("q", call_tools(("add", {"a": 1, "b": 2}), content=f"using {key}"), answer(f"3, said {key}"))
+    write_prompts(workdir, ["q"])
+    result = generate(workdir, teacher, "--mcp", f"{http_server.url}?tavilyApiKey={key}", "--export", "hf")
+    assert result.code == 0, result.err
+    [line] = result.records()
+    assert line["messages"][-1]["content"] == "3, said ***" and line["messages"][1]["content"] == "using ***"
+    written = "".join(p.read_text(errors="replace") for p in workdir.rglob("*") if p.is_file())
+    assert key not in written + result.out + result.err
+
+
 def rnow_line(question: str, tools: list[str] | None) -> str:
     record = {"messages": [{"role": "system", "content": "Answer."}, {"role": "user", "content": question}],
               "rewards": ["accuracy"], "metadata": {"expected_answer": "3"}}
@@ -247,9 +260,10 @@ def test_a_prompt_naming_an_unknown_tool_is_refused_with_its_line_before_anythin
 
 class SignInFirst:
     """An HTTP server that answers every request 401 with an OAuth challenge, as an MCP server behind
-    OAuth does before sign-in."""
+    OAuth does before sign-in; or (challenge=None) a plain 401, as a server that takes a key does for a wrong one."""
 
-    def __init__(self) -> None:
+    def __init__(self, challenge: str | None = 'Bearer resource_metadata="http://127.0.0.1/.well-known/'
+                 'oauth-protected-resource"', query: str = "?token=SECRET123") -> None:
         import http.server
         import socketserver
         import threading
@@ -257,8 +271,8 @@ class SignInFirst:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):
                 self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Bearer resource_metadata="http://127.0.0.1/.well-known/'
-                                 'oauth-protected-resource"')
+                if challenge:
+                    self.send_header("WWW-Authenticate", challenge)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -272,7 +286,7 @@ class SignInFirst:
                 pass  # a client that hangs up early is no news here
 
         self.server = Quiet(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/mcp?token=SECRET123"
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/mcp{query}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
@@ -284,6 +298,24 @@ def test_a_server_that_asks_for_oauth_is_exit_2_saying_so(workdir, teacher):
     finally:
         server.server.shutdown()
     assert result.code == 2 and "OAuth" in result.err and "SECRET123" not in result.err and not teacher.requests
+
+
+WRONG_KEY = "tvly-wrong" + "0a1b2c3d" * 3
+
+
+@pytest.mark.parametrize("challenge, query, said", [
+    (None, f"?tavilyApiKey={WRONG_KEY}", "the key given in its URL was not accepted"),
+    ('Bearer error="invalid_token"', f"?tavilyApiKey={WRONG_KEY}", "the key given in its URL was not accepted"),
+    (None, "", "asks for no OAuth sign-in: it wants a key")], ids=["wrong key", "wrong key, bearer challenge", "no key"])
+def test_a_401_for_a_key_is_said_to_be_about_the_key_not_oauth(workdir, teacher, challenge, query, said):
+    server = SignInFirst(challenge, query)
+    try:
+        write_prompts(workdir, ["q"])
+        result = generate(workdir, teacher, "--mcp", server.url)
+    finally:
+        server.server.shutdown()
+    assert result.code == 2 and said in result.err and "401" in result.err, result.err
+    assert "asks for OAuth sign-in" not in result.err and WRONG_KEY[10:] not in result.err and not teacher.requests
 
 
 def test_a_stdio_server_that_answers_garbage_is_a_tool_error_and_the_run_goes_on(workdir, teacher):

@@ -170,6 +170,57 @@ def test_remaining_requests_headers_hold_requests_for_the_window_instead_of_429s
         server.stop()
 
 
+NONSENSE_BUDGETS = {
+    "-1 left": {"x-ratelimit-remaining-requests": "-1", "x-ratelimit-reset-requests": "1h"},
+    "a window of 0": {"x-ratelimit-limit-requests": "0", "x-ratelimit-remaining-requests": "0",
+                      "x-ratelimit-reset-requests": "1h"},
+    "0 left for 10 years": {"x-ratelimit-limit-requests": "100", "x-ratelimit-remaining-requests": "0",
+                            "x-ratelimit-reset-requests": "87600h"},
+}
+
+
+@pytest.mark.parametrize("headers", list(NONSENSE_BUDGETS.values()), ids=list(NONSENSE_BUDGETS))
+def test_rate_headers_that_contradict_the_answers_never_stall_the_run_and_are_said_once(run, teacher, workdir,
+                                                                                       headers):
+    """Each would hold the run for the window's end (an hour, or 10 years cut to 600 s; the test's own timeout
+    ends first): headers that make no sense, or that say nothing is left while the teacher goes on answering,
+    are not believed, said once in the summary, and the limits are learned from 429s instead."""
+    write_prompts(workdir, [f"q{i}" for i in range(12)])
+    teacher.default_step = lambda body: Reply(body=completion({"content": "ok"}), headers=headers)
+    result = run("-c", "4", tools="none", subprocess=True, timeout=60)
+    assert result.code == 0, result.err
+    assert len(result.records()) == 12
+    assert result.err.count("Rate limits: the teacher's x-ratelimit-*-requests headers") == 1
+
+
+def test_a_spent_budget_with_a_long_window_is_asked_with_one_request_and_a_429_keeps_it():
+    async def go():
+        clock = Clock()
+        limiter = gdd.AdaptiveLimiter(8, slow_start=8, clock=clock)
+        first = await limiter.acquire(0)
+        limiter.tell_budget(first, 0, 100, 600.0)  # none left for 10 minutes
+        limiter.release(first, gdd.Answered.OK)
+        probe = await asyncio.wait_for(limiter.acquire(0), 1)  # one goes, to ask
+        assert probe.probe and not limiter._has_room()  # and only one
+        limiter.release(probe, gdd.Answered.RATE_LIMITED)  # refused: the headers were right
+        assert limiter.budget_distrusted is None and limiter.budget_left is not None
+        clock.now += 1
+        again = await asyncio.wait_for(limiter.acquire(0), 1)
+        limiter.tell_budget(again, 0, 100, 600.0)
+        limiter.release(again, gdd.Answered.OK)  # answered while none was left: not believed any more
+        assert limiter.budget_distrusted and limiter.budget_left is None
+        later = await limiter.acquire(0)
+        limiter.tell_budget(later, 0, 100, 600.0)  # said again: no longer heard
+        assert limiter.budget_left is None
+        short = gdd.AdaptiveLimiter(8, slow_start=8, clock=clock)  # a minute's window is waited out, as LiteLLM's
+        slot = await short.acquire(0)
+        short.tell_budget(slot, 0, 10, 30.0)
+        short.release(slot, gdd.Answered.OK)
+        assert not short._has_room()
+
+    asyncio.run(go())
+
+
 class Clock:
     """A clock the test moves: the limiter's judgement depends on how long it has watched."""
 

@@ -24,11 +24,14 @@ def test_the_report_survives_hostile_lines_and_shows_failed_prompts(run, teacher
               "messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": None,
                                                                "tool_calls": [{"id": "c", "function": "add"}]}]}
              for i in range(3)]
+    lines.append({"metadata": {"prompt_id": "big", "sample": 0, "turns": 10**400, "reward": 10**400,
+                               "usage": {"cost": 10**400, "prompt_tokens": 10**400, "uncosted": 10**400}},
+                  "messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "", "tool_calls": 5}]})
     (workdir / "train.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     (workdir / "train.failed.jsonl").write_text(json.dumps(
         {"prompt_id": "f", "sample": 0, "prompt": "What failed here?", "kind": "HTTP 400", "usage": {}}) + "\n")
-    result = run("--report", "--no-run", tools="none")
-    assert result.code == 0, result.err
+    result = run("--report", "--export", "hf", "--no-run", tools="none", subprocess=True)
+    assert result.code == 0 and "Traceback" not in result.err, result.err
     import re
 
     page = (workdir / "train.report.html").read_text()

@@ -209,7 +209,7 @@ def test_a_second_run_is_refused_before_it_reads_anything(workdir):
 def test_temporaries_left_by_a_killed_process_are_removed_and_others_kept(run, teacher, workdir):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a pid no process has now
-    stale = workdir / f".train.paused.jsonl.{gone.pid}.tmp"
+    stale = workdir / f".train.paused.jsonl.{gone.pid}-1f2e3d4c.tmp"  # as this release names them
     stale.write_text('{"messages": "a conversation"}\n')
     stale_output = workdir / f".train.jsonl.{gone.pid}.tmp"
     stale_output.write_text("half a rewrite\n")
@@ -222,6 +222,33 @@ def test_temporaries_left_by_a_killed_process_are_removed_and_others_kept(run, t
     assert result.code == 0, result.err
     assert not stale.exists() and not stale_output.exists()
     assert alive.exists() and foreign.exists()
+
+
+def test_a_private_output_stays_private_through_repairs_and_so_are_the_files_beside_it(workdir):
+    """A 0600 train.jsonl: the repair that rewrites it, and every file the runs add beside it (quarantine,
+    failed, paused, runs, exports, card, report), are readable by its owner only."""
+    teacher = FakeTeacher(latency=0.02, default_step=six_turns).start()
+    try:
+        write_prompts(workdir, ["q0", "q1", "q2"])
+        teacher.script("q1", status(400, "refused"), status(400, "refused again"))
+        output = workdir / "train.jsonl"
+        output.write_text('{"metadata": {"prompt_id": "gone", "sample": 0}, "messages": []}\n'
+                          '{"metadata": {"prompt_id": "torn", "sa\n')
+        output.chmod(0o600)
+        process = start_script(workdir, *args(teacher))
+        wait_for(lambda: (workdir / "train.paused.jsonl").exists(), what="a saved turn")
+        assert (workdir / "train.paused.jsonl").stat().st_mode & 0o077 == 0
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+        result = run_script(workdir, *args(teacher, "--export", "hf,openai", "--report"))
+        assert result.code == 1, result.err  # q1 failed
+    finally:
+        teacher.stop()
+    made = [p for p in workdir.iterdir() if p.name.startswith("train.")]
+    assert {"train.quarantine.jsonl", "train.failed.jsonl", "train.runs.jsonl", "train.hf.jsonl",
+            "train.hf.README.md", "train.report.html"} <= {p.name for p in made}
+    assert oct(output.stat().st_mode & 0o777) == "0o600"
+    assert not [p.name for p in made if p.stat().st_mode & 0o077], "readable by others"
 
 
 BIG_TOOLS = '''
@@ -363,7 +390,7 @@ def test_kill_9_while_big_turns_are_saved_and_compacted_never_pays_a_saved_turn_
             process.kill()
             process.wait()
             kills += 1
-            ids_by_prompt = {gdd._conversation_hash([{"role": "user", "content": p}]): p for p in prompts}
+            ids_by_prompt = {gdd.conversation_hash([{"role": "user", "content": p}]): p for p in prompts}
             saved = {ids_by_prompt.get(k, k): n for k, n in saved_turns_by_prompt(workdir / "train.paused.jsonl").items()}
             after_kill.append((len(teacher.requests), saved))
         result = run_script(workdir, *args, timeout=120)
@@ -590,6 +617,69 @@ def test_a_changed_model_begins_saved_rollouts_again_and_says_so(workdir, turns_
     assert result.records()[0]["metadata"]["usage"]["requests"] == TURNS
 
 
+def credits_run_out_at(request: int):
+    """six_turns, but the `request`-th request is a 402: the run stops, its rollouts paused between turns."""
+    calls = {"n": 0}
+
+    def step(body: dict) -> Reply:
+        calls["n"] += 1
+        return status(402, "Insufficient credits")(body) if calls["n"] == request else six_turns(body)
+
+    return step
+
+
+@pytest.mark.parametrize("edit", ["text", "system prompt", "attempt 2's text"])
+def test_saved_turns_go_on_only_from_the_very_prompt_that_began_them(workdir, edit):
+    """A prompt with its own id, paused mid-rollout, then fixed (its text, or --system): the next run begins it
+    again from the new prompt, never writes the new question with the old one's tool calls and answer, and says
+    why. With --attempts, the same for a later try."""
+    teacher = FakeTeacher(latency=0.01, default_step=credits_run_out_at(9 if edit.startswith("attempt") else 3)).start()
+    (workdir / "rewards.py").write_text("from rnow.core import RewardArgs, reward\n\n@reward\n"
+                                        "def never(args: RewardArgs, messages: list) -> float:\n    return 0.0\n")
+    gate = ("--rewards", "rewards.py", "--min-reward", "1", "--attempts", "2") if edit.startswith("attempt") else ()
+    system = ("-s", "Be brief.") if edit == "system prompt" else ()
+    try:
+        write_prompts(workdir, [{"id": "q0", "prompt": "question 0"}])
+        stopped = run_script(workdir, *args(teacher, *gate, *system))
+        assert stopped.code == 1 and "Paused: 1 rollout" in stopped.err, stopped.err
+        paid = answers(teacher)
+        if edit == "system prompt":
+            system = ("-s", "Be thorough.")
+        else:
+            write_prompts(workdir, [{"id": "q0", "prompt": "question 0, fixed"}])
+        result = run_script(workdir, *args(teacher, *gate, *system))
+    finally:
+        teacher.stop()
+    assert result.code == 0, result.err
+    assert answers(teacher) - paid == TURNS  # the whole rollout again, from the new prompt
+    assert "Started over: 1 paused rollout began again from their prompt" in result.err
+    assert f"1 because {gdd.PROMPT_CHANGED}" in result.err
+    [line] = result.records("train.rejected.jsonl")[-1:] if gate else result.records()
+    first = line["messages"][0]["content"]
+    assert first == ("Be thorough." if edit == "system prompt" else "question 0, fixed")
+    calls = [json.loads(c["function"]["arguments"]) for m in line["messages"] for c in m.get("tool_calls", [])]
+    assert [c["b"] for c in calls] == [len(first)] * (TURNS - 1)  # every tool call made for the new prompt
+    assert line["messages"][-1]["content"] == f"{first}: done after 5 tools"
+
+
+def test_a_paused_record_edited_to_hold_tool_calls_5_begins_again_and_loses_nothing(workdir):
+    teacher = FakeTeacher(latency=0.01, default_step=credits_run_out_at(3)).start()
+    try:
+        write_prompts(workdir, ["question 0"])
+        stopped = run_script(workdir, *args(teacher))
+        assert stopped.code == 1 and "Paused: 1 rollout" in stopped.err
+        path = workdir / "train.paused.jsonl"
+        records = read_jsonl(path)
+        records[0]["messages"][0]["tool_calls"] = 5  # an edit: not what a teacher's checked answer holds
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        result = run_script(workdir, *args(teacher))
+    finally:
+        teacher.stop()
+    assert result.code == 0 and "Traceback" not in result.err and "internal error" not in result.err, result.err
+    [line] = result.records()
+    assert line["metadata"]["turns"] == TURNS and line["messages"][-1]["content"] == "question 0: done after 5 tools"
+
+
 @pytest.mark.parametrize("line", ['{"prompt_id": "x", "sample": 0, "attempt": 1, "turns": "many"}', "not json",
                                   '{"prompt_id": 7}', '{"messages": [1, 2]}'])
 def test_a_hand_broken_paused_file_is_read_around(workdir, turns_teacher, line):
@@ -640,12 +730,14 @@ def routed(reply: Reply) -> Reply:
     return reply
 
 
-def test_a_final_answer_stopped_while_it_was_scored_settles_next_run_without_a_request(workdir, turns_teacher):
+@pytest.mark.parametrize("edited", [False, True], ids=["as it was", "prompt edited"])
+def test_a_final_answer_stopped_while_it_was_scored_settles_next_run_without_a_request(workdir, turns_teacher, edited):
+    """...unless its prompt (one with its own id) was edited meanwhile: then it begins again from the new text."""
     teacher = turns_teacher
     teacher.default_step = lambda body: routed(six_turns(body))
     (workdir / "rewards.py").write_text(SLOW_REWARDS)
     (workdir / "slow").write_text("")
-    write_prompts(workdir, ["question 0"])
+    write_prompts(workdir, [{"id": "q0", "prompt": "question 0"}])
     process = start_script(workdir, *args(teacher, "--rewards", "rewards.py"))
     wait_for(lambda: (workdir / "scoring").exists(), what="the final answer being scored")
     process.send_signal(signal.SIGINT)  # the first stops new requests; the reward still runs...
@@ -660,8 +752,15 @@ def test_a_final_answer_stopped_while_it_was_scored_settles_next_run_without_a_r
     assert saved[-1]["messages"][-1]["role"] == "assistant", (len(saved), [r.get("turns") for r in saved], err)
     (workdir / "slow").unlink()
     before = answers(teacher)
+    if edited:
+        write_prompts(workdir, [{"id": "q0", "prompt": "question 0, fixed"}])
     result = run_script(workdir, *args(teacher, "--rewards", "rewards.py"))
     assert result.code == 0, result.err
+    if edited:
+        assert answers(teacher) == before + TURNS and f"1 because {gdd.PROMPT_CHANGED}" in result.err
+        [line] = result.records()
+        assert line["messages"][-1]["content"] == "question 0, fixed: done after 5 tools"
+        return
     assert answers(teacher) == before == TURNS  # settled from its saved final answer, no request
     assert result.records()[0]["metadata"]["reward"] == 1.0
     assert result.records()[0]["metadata"]["model"] == "routed/model"  # kept with the saved turns

@@ -192,6 +192,43 @@ def test_hostile_rewards_never_lose_a_rollout_or_stop_the_run(run, workdir, teac
     assert records[0]["metadata"].get("k", 1) == 1
 
 
+HUGE_REWARDS = '''
+from rnow.core import RewardArgs, reward
+
+@reward
+def huge(args: RewardArgs, messages: list) -> float:
+    """An integer too large for a float."""
+    return 10**400
+
+@reward
+def big(args: RewardArgs, messages: list) -> float:
+    """Finite alone; the sum of two is not."""
+    return 1e308
+
+@reward
+def bigger(args: RewardArgs, messages: list) -> float:
+    return 1e308
+'''
+
+
+def test_a_reward_of_10_to_the_400_is_named_and_its_paid_answers_are_never_lost(run, workdir, teacher):
+    (workdir / "rewards.py").write_text(HUGE_REWARDS)
+    write_prompts(workdir, ["two paid answers"])
+    teacher.script("two paid answers", call_tools(("add", {"a": 1, "b": 2})), answer("3"))
+    result = gate(run, "--min-reward", "0.5", tools="tools_small.py")
+    assert result.code == 0, result.err
+    assert "Traceback" not in result.err and len(teacher.requests) == 2
+    [line] = read_jsonl(workdir / "train.rejected.jsonl")  # scored 0: below the gate, but kept, not lost
+    m = line["metadata"]
+    assert m["rewards"] == {"huge": 0.0, "big": 1e308, "bigger": 1e308} and m["reward"] == 0.0
+    assert m["reward_errors"]["huge"].startswith("returned 1000") and m["reward_errors"]["huge"].endswith("not a float")
+    assert "too large for a float" in m["reward_errors"]["(total)"]
+    again = gate(run, "--min-reward", "0.5", tools="tools_small.py")
+    assert again.code == 0 and len(teacher.requests) == 2  # finished: nothing is bought again
+    rescored = gate(run, "--min-reward", "0.5", "--rescore", tools="tools_small.py")
+    assert rescored.code == 0 and "Traceback" not in rescored.err, rescored.err
+
+
 def test_precondition_at_zero_makes_the_total_zero(run, workdir, teacher):
     (workdir / "rewards.py").write_text(textwrap.dedent('''
         from rnow.core import RewardArgs, reward

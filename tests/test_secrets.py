@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import FAILURES, run_script, subprocess_env, write_prompts
+from conftest import FAILURES, read_jsonl, run_script, secrets_used, subprocess_env, write_prompts
 from fake_teacher import FakeTeacher, Reply, answer, completion, status
 
 
@@ -161,3 +161,77 @@ def test_connection_errors_never_carry_the_key(workdir):
         assert key[12:40] not in everything
     finally:
         server.stop()
+
+
+# --------------------------------------------------------------------------------------------------
+# Every secret the program was handed, not only OPENROUTER_API_KEY (issue 34)
+# --------------------------------------------------------------------------------------------------
+
+JUDGE_KEY = "judge-" + "7a9b" * 8  # in .env, as rewards get it
+HF_TOKEN = "hf_" + "Q3w" * 10  # in the environment
+PROVIDER_KEY = "prov-" + "c0ffee" * 5  # a provider's own key, given in --extra-body
+HEADER_TOKEN = "hdr" + "5eed" * 6  # a header-like field of --extra-body: "Bearer ..."
+URL_TOKEN = "tok" + "beef" * 6  # the base URL's user name: http://TOKEN@host/v1
+HANDED = (JUDGE_KEY, HF_TOKEN, PROVIDER_KEY, HEADER_TOKEN, URL_TOKEN)
+SHORT = "tiny-tok"  # a key-like field shorter than a real key: masked where shown as a field, never cut from text
+NOT_SECRET = "http://auth.example.com/login"  # a key-like name holding a URL: no secret
+
+JUDGE_REWARDS = '''
+from rnow.core import RewardArgs, reward
+
+@reward
+def judge(args: RewardArgs, messages: list) -> float:
+    """A judge whose client fails quoting its key, as some do."""
+    raise RuntimeError("401 from the judge, key " + args.secrets["JUDGE_API_KEY"] + " rejected")
+'''
+
+
+def echo_every_secret(body: dict) -> Reply:
+    said = " ".join([*HANDED, SHORT, NOT_SECRET])
+    if not any(m["role"] == "tool" for m in body["messages"]):
+        return Reply(body=completion({"content": f"calling with {said}", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "echo", "arguments": json.dumps({"text": said})}}]},
+            "tool_calls"))
+    return Reply(body=completion({"content": f"done: {said}"}, model=f"m/{HF_TOKEN}"))
+
+
+def assert_none_of(secrets, text: str) -> None:
+    for secret in secrets:
+        assert secret not in text, secret
+        for start in range(max(0, len(secret) - 24)):
+            assert secret[start:start + 24] not in text
+
+
+def test_every_secret_the_program_was_handed_reaches_no_file_and_no_terminal(workdir):
+    (workdir / "echo_tools.py").write_text(ECHO_TOOLS)
+    (workdir / "rewards.py").write_text(JUDGE_REWARDS)
+    (workdir / ".env").write_text(f"JUDGE_API_KEY={JUDGE_KEY}\nAUTH_SERVER_URL={NOT_SECRET}\n")
+    teacher = FakeTeacher(default_step=echo_every_secret).start()
+    try:
+        write_prompts(workdir, ["tell me everything"])
+        base_url = teacher.base_url.replace("http://", f"http://{URL_TOKEN}@")
+        extra = {"provider": {"api_key": PROVIDER_KEY, "sort": "price"}, "x_token": SHORT,
+                 "headers": {"Authorization": f"Bearer {HEADER_TOKEN}"}}
+        env = subprocess_env(HF_TOKEN=HF_TOKEN)
+        secrets_used(*HANDED)
+        args = ["prompts.jsonl", "--tools", "echo_tools.py", "--base-url", base_url, "--backoff", "0.01",
+                "--extra-body", json.dumps(extra), "--rewards", "rewards.py", "--export", "hf,openai", "--report"]
+        dry = run_script(workdir, *args, "--dry-run", env=env)
+        assert dry.code == 0, dry.err
+        shown = json.loads(dry.out[dry.out.index("{"):])
+        assert shown["provider"] == {"api_key": "***", "sort": "price"} and shown["x_token"] == "***"
+        assert shown["headers"] == {"Authorization": "***"} and f"http://***@127.0.0.1:{teacher.port}" in dry.out
+        result = run_script(workdir, *args, env=env)
+        assert result.code == 0, result.err
+        assert teacher.requests[0]["provider"]["api_key"] == PROVIDER_KEY  # sent as given, and only sent
+    finally:
+        teacher.stop()
+    [line] = result.records()
+    assert line["metadata"]["reward_errors"]["judge"] == "failed: RuntimeError: 401 from the judge, key *** rejected"
+    final = line["messages"][-1]["content"]
+    assert final == f"done: *** *** *** *** *** {SHORT} {NOT_SECRET}"  # short values and URLs are left as they are
+    assert line["messages"][2]["content"] == f"you said: *** *** *** *** *** {SHORT} {NOT_SECRET}"
+    runs = read_jsonl(workdir / "train.runs.jsonl")[0]["teacher"]
+    assert runs["extra_body"]["provider"]["api_key"] == "***" and runs["base_url"].startswith("http://***@")
+    written = "".join(p.read_text(errors="replace") for p in workdir.rglob("*") if p.is_file() and p.name != ".env")
+    assert_none_of(HANDED, written + result.out + result.err + dry.out + dry.err)

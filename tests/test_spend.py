@@ -18,8 +18,9 @@ def test_malformed_usage_is_ignored_not_fatal(run, teacher, workdir):
     usages = {r["messages"][0]["content"]: r["metadata"]["usage"] for r in read_jsonl(workdir / "train.jsonl")}
     assert usages["odd usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "reasoning_tokens": 0,
                                    "cached_tokens": 0, "cache_write_tokens": 0, "cost": 0.0,
-                                   "cache_savings": 0.0, "requests": 1}
+                                   "cache_savings": 0.0, "requests": 1, "uncosted": 1}  # its cost: unknown, not $0
     assert usages["nan cost"]["prompt_tokens"] == 7 and usages["nan cost"]["cost"] == 0.0
+    assert usages["nan cost"]["uncosted"] == 1
     assert b"NaN" not in (workdir / "train.jsonl").read_bytes()
 
 

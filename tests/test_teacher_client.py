@@ -274,6 +274,48 @@ def test_distillable_with_a_teacher_not_on_the_list_stops_before_anything_is_sen
     assert not (workdir / "train.jsonl").exists() and not (workdir / "train.runs.jsonl").exists()
 
 
+def vllm_models(path: str) -> dict:
+    """vLLM's /v1/models: every model it serves, no `distillable` filter, no licence marks."""
+    return {"object": "list", "data": [{"id": "open/allowed", "object": "model", "owned_by": "vllm"}]}
+
+
+def two_pages(path: str) -> dict:
+    """A list in pages (OpenAI's has_more and after): the model is on the second."""
+    if "after=" not in path:
+        return {"data": [{"id": "a/first", "is_trainable_text": True}], "has_more": True, "last_id": "a/first"}
+    return {"data": [{"id": "open/allowed", "is_trainable_text": True}], "has_more": False}
+
+
+def string_mark(path: str) -> dict:
+    return {"data": [{"id": "open/allowed", "is_trainable_text": "false"}]}
+
+
+@pytest.mark.parametrize("models, said, licence", [
+    (vllm_models, "the models list could not tell", None),
+    (two_pages, "open/allowed is on OpenRouter's list", True),
+    (string_mark, "the models list could not tell", None)], ids=["filter ignored", "in pages", "a string mark"])
+def test_distillable_says_only_what_the_models_list_showed(run, teacher, workdir, models, said, licence):
+    teacher.models_answer = models
+    write_prompts(workdir, ["q"])
+    result = run("-m", "open/allowed", "--distillable", "--export", "hf", tools="none", subprocess=True)
+    assert result.code == 0, result.err
+    assert said in result.err and "Traceback" not in result.err
+    assert read_jsonl(workdir / "train.runs.jsonl")[0]["teacher"]["licence"] is licence
+    card = (workdir / "train.hf.README.md").read_text()
+    assert ("the model is on OpenRouter's list" in card) is (licence is True)
+    if models is two_pages:
+        assert teacher.models_asked == ["/api/v1/models?distillable=true",
+                                        "/api/v1/models?distillable=true&after=a%2Ffirst"]
+
+
+def test_a_403_naming_distillation_is_a_licence_refusal_not_a_key_problem(run, teacher, workdir):
+    write_prompts(workdir, ["q"])
+    teacher.script("q", status(403, "This model's outputs may not be used for distillation"))
+    result = run("--distillable", tools="none", subprocess=True)
+    assert result.code == 1 and "refused the request for its licence (403" in result.err
+    assert "access denied" not in result.err and "key's permissions" not in result.err
+
+
 def test_at_openrouter_the_licence_is_said_without_distillable_too_and_the_card_warns(real, workdir):
     """Through nginx with TLS for openrouter.ai (the models list is asked with the same CA and proxy settings as
     the requests); another server's list cannot tell, so it is asked only with --distillable."""

@@ -301,6 +301,8 @@ class FakeTeacher:
         # refused. None: no models endpoint (404), no rule.
         self.models: list[dict] | None = None
         self.models_asked: list[str] = []  # the path and query of each GET /models
+        # or another server's list: a function of the path and query giving the body (pages, other shapes)
+        self.models_answer: Callable[[str], object] | None = None
         # OpenRouter's Batch API, as its guide, quickstart and API reference describe it (docs/batch.md cites
         # them): POST /api/v1/batches (and the quickstart's /api/beta/batches), GET .../batches/{id}, and GET
         # .../batches/{id}/results, cursor-paginated (limit, has_more, next_cursor). A batch is validating,
@@ -459,6 +461,9 @@ class FakeTeacher:
     async def _dispatch(self, method: str, path: str, raw: bytes) -> Reply:
         if method == "GET" and path in self.pages:  # a web page for the browse tool to read
             return Reply(200, self.pages[path].encode(), {"Content-Type": "text/html; charset=utf-8"})
+        if method == "GET" and path.split("?")[0].endswith("/models") and self.models_answer is not None:
+            self.models_asked.append(path)
+            return Reply(200, self.models_answer(path))
         if method == "GET" and path.split("?")[0].endswith("/models") and self.models is not None:
             self.models_asked.append(path)
             listed = self.distillable() if "distillable=true" in path else self.models
