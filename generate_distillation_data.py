@@ -370,6 +370,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _poll_seconds(text: str) -> float:
+    value = _positive_float(text)
+    if not value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be at most 3600 (an hour between looks), got {text}")
+    return value
+
+
 def temperature(text: str) -> float:
     value = _number(text, float)
     if not 0 <= value <= 2:
@@ -538,7 +545,7 @@ def _build_arg_parser() -> argparse.ArgumentParser:
                      help="send every request through OpenRouter's Batch API, billed at about half the price: the "
                      "next turn of every rollout goes into one batch, so each turn takes as long as a batch (minutes "
                      "to hours, up to 24 h); re-running the same command picks up the batches in flight")
-    api.add_argument("--batch-poll", type=_positive_float, default=default(TeacherSettings, "batch_poll"),
+    api.add_argument("--batch-poll", type=_poll_seconds, default=default(TeacherSettings, "batch_poll"),
                      metavar="SECONDS", help="with --batch, seconds between looks at a batch in progress "
                      "(default: %(default)s)")
     api.add_argument("--distillable", action="store_true",
@@ -3930,9 +3937,8 @@ class TeacherClient:
                                 rollout: RolloutKey | None, paid_before: Usage) -> Completion:
         if stopping is not None and stopping.is_set():
             raise NotStarted()
-        self.stats.requests += 1
-        got = await self.batches.answer(rollout or RolloutKey("", 0), payload)
-        completion = self._read(_Answer(got.status, httpx.Headers(), got.body, billed_by_batch=True),
+        got = await self.batches.answer(rollout or RolloutKey("", 0), payload)  # counts the requests it sends
+        completion = self._read(_Answer(got.status, httpx.Headers(got.headers), got.body, billed_by_batch=True),
                                 paid_before if got.paid_before else spend)  # judged as a live answer
         self.answered_once = True
         return completion
@@ -4298,37 +4304,41 @@ def most_answer_tokens(requests: RequestSettings) -> int:
 
 @dataclass
 class BatchPricing:
-    """What a request will likely cost in a batch, before it goes (--max-cost). At first, from the model's
-    listed price (its `:batch` entry's, else the live price, about twice the batch one), by the request's
-    prompt (its bytes / CHARS_PER_TOKEN) and the longest answer it may buy; once batches were billed, that
-    estimate scaled by what their answers really cost against their own estimates. With no price listed,
-    the estimate is in tokens, and only billed answers turn it into dollars."""
+    """What a request will likely cost in a batch, before it goes (--max-cost): its prompt (its bytes /
+    CHARS_PER_TOKEN) and the longest answer it may buy, at a price a token. With the model's price listed
+    (its `:batch` entry's, else the live one, about twice the batch price), at that price, scaled once
+    answers were billed by what they cost against the listed cost of their own tokens (the discount; more
+    than 1 where the list priced too low). With none listed, at the highest price a token any billed answer
+    had; before that, unknown. A price, never an answer's length: short first answers do not make the
+    later long ones look cheap."""
 
     prompt_price: float | None = None  # USD a prompt token, as listed
     completion_price: float | None = None
     most_answer_tokens: int = 0  # max_tokens plus the reasoning budget
-    billed: float = 0.0  # USD the answers read so far were billed
-    billed_basis: float = 0.0  # what `basis` said of those same answers
+    billed: float = 0.0  # USD the costed answers read so far were billed
+    listed_cost: float = 0.0  # what their tokens cost at the listed price
+    per_token: float | None = None  # with no price listed: the highest USD a token an answer was billed
 
     @property
     def listed(self) -> bool:
         return self.prompt_price is not None and self.completion_price is not None
 
-    def basis(self, size: int) -> float:
-        prompt_tokens = size / CHARS_PER_TOKEN
-        if self.listed:
-            return prompt_tokens * self.prompt_price + self.most_answer_tokens * self.completion_price
-        return prompt_tokens + self.most_answer_tokens
-
     def likely(self, size: int) -> float | None:
         """USD; None while no price is known."""
-        if self.billed_basis > 0:
-            return self.basis(size) * self.billed / self.billed_basis
-        return self.basis(size) if self.listed else None
+        prompt_tokens = size / CHARS_PER_TOKEN
+        if self.listed:
+            worst = prompt_tokens * self.prompt_price + self.most_answer_tokens * self.completion_price
+            return worst * (self.billed / self.listed_cost if self.listed_cost > 0 else 1.0)
+        return None if self.per_token is None else (prompt_tokens + self.most_answer_tokens) * self.per_token
 
-    def learn(self, cost: float, sizes: list[int]) -> None:
-        self.billed += cost
-        self.billed_basis += sum(self.basis(size) for size in sizes)
+    def learn(self, billed: list[tuple[float, float, float]]) -> None:
+        """Answers billed: (cost, prompt tokens, completion tokens) of each that said its cost."""
+        for cost, prompt_tokens, completion_tokens in billed:
+            if self.listed:
+                self.billed += cost
+                self.listed_cost += prompt_tokens * self.prompt_price + completion_tokens * self.completion_price
+            elif prompt_tokens + completion_tokens > 0:
+                self.per_token = max(self.per_token or 0.0, cost / (prompt_tokens + completion_tokens))
 
     def learn_listed(self, models: Any, model: str) -> None:
         """The model's price from a models list's `data` (GET /models): its `:batch` entry's if listed, else
@@ -4371,23 +4381,31 @@ class Batch:
     cost: float = 0.0  # what the results read so far cost
     counted: float = 0.0  # of that, what this run counted as billed
     paid_before: float = 0.0  # what earlier runs counted for it, as its record says
+    recorded_sent: Any = None  # `sent` as its record wrote it, which its billing lines name it by
     over: bool = False  # watched to its end: each request answered, sent again, or failed
 
     def __post_init__(self) -> None:
         self.window_end = self.window_end or self.sent + _WINDOW
 
+    @property
+    def key(self) -> tuple[str, Any]:
+        """What tells batches apart (a service may give two batches one id; it should not), as its record
+        names it."""
+        return self.id, self.sent if self.recorded_sent is None else self.recorded_sent
+
     def unanswered(self) -> list[str]:
         return [custom_id for custom_id in self.custom_ids if custom_id not in self.answered]
 
     def record(self) -> dict:
-        return {"batch": self.id, "url": self.url, "custom_ids": self.custom_ids, "sent": self.sent,
+        return {"batch": self.id, "url": self.url, "custom_ids": self.custom_ids, "sent": self.key[1],
                 "rollouts": [None if key is None else list(key) for key in self.keys]}
 
 
 class BatchAnswer(NamedTuple):
     status: int
     body: bytes
-    paid_before: bool  # its batch was billed by an earlier run, which counted it
+    paid_before: bool = False  # its batch was billed by an earlier run, which counted it
+    headers: Mapping[str, str] = {}  # a refusal's headers (Retry-After), judged as the live API's would be
 
 
 def batch_results(batch: Batch, results: Any, found: dict[str, dict]) -> None:
@@ -4402,23 +4420,35 @@ def batch_results(batch: Batch, results: Any, found: dict[str, dict]) -> None:
             found.setdefault(custom_id, result)
 
 
-def batch_answers(batch: Batch, found: dict[str, dict], data: dict) -> tuple[dict[str, tuple[int, bytes]], float]:
-    """The results found, each as the live API would have answered it (an error object becomes that error's
-    status and body), and what the batch has cost once they are counted. An answer without a cost gets its
-    share of what the batch's own usage says, by tokens, once every result of the batch is in."""
+@dataclass
+class BatchReading:
+    """Results of a batch turned into answers: each as the live API would have answered it, by custom_id;
+    what the batch has cost once they are counted; and the costed answers' (cost, prompt tokens, completion
+    tokens), the price the service billed."""
+
+    answers: dict[str, tuple[int, bytes]]
+    cost: float
+    billed: list[tuple[float, float, float]]
+
+
+def batch_answers(batch: Batch, found: dict[str, dict], data: dict) -> BatchReading:
+    """The results found (an error object becomes that error's status and body). An answer without a cost
+    gets its share of what the batch's own usage says, by tokens, once every result of the batch is in."""
     answers: dict[str, tuple[int, Any]] = {}
-    without_cost: list[tuple[dict, float]] = []  # answers without a cost, and their tokens (for their share)
-    known = 0.0
+    without_cost: list[tuple[dict, float, float]] = []  # answers without a cost, and their tokens (their share)
+    billed: list[tuple[float, float, float]] = []
     for custom_id, result in found.items():
         response = result.get("response")
         status = field_of(response, "status_code")
         if type(status) is int and 100 <= status < 600:
             body = response.get("body")
             usage = field_of(body, "usage")
-            if isinstance(usage, dict) and has_cost(usage):
-                known += amount(usage["cost"])
-            elif isinstance(usage, dict):
-                without_cost.append((body, amount(usage.get("prompt_tokens")) + amount(usage.get("completion_tokens"))))
+            if isinstance(usage, dict):
+                tokens = amount(usage.get("prompt_tokens")), amount(usage.get("completion_tokens"))
+                if has_cost(usage):
+                    billed.append((amount(usage["cost"]), *tokens))
+                else:
+                    without_cost.append((body, *tokens))
             answers[custom_id] = (status, body)
         else:
             error = result.get("error") if isinstance(result.get("error"), dict) else {"message": "no answer"}
@@ -4426,33 +4456,44 @@ def batch_answers(batch: Batch, found: dict[str, dict], data: dict) -> tuple[dic
             answers[custom_id] = (code if type(code) is int and 400 <= code < 600 else 500, {"error": error})
     complete = len(batch.answered) + len(answers) == len(batch.custom_ids)
     batch_cost = amount(field_of(data.get("usage"), "cost"))
-    tokens_without = sum(tokens for _, tokens in without_cost)
-    cost = batch.cost + known
+    cost = batch.cost + sum(c for c, _, _ in billed)
+    tokens_without = sum(p + c for _, p, c in without_cost)
     if complete and tokens_without and batch_cost > cost:
-        for body, tokens in without_cost:
-            body["usage"] = {**body["usage"], "cost": (batch_cost - cost) * tokens / tokens_without}
+        for body, prompt_tokens, completion_tokens in without_cost:
+            share = (batch_cost - cost) * (prompt_tokens + completion_tokens) / tokens_without
+            body["usage"] = {**body["usage"], "cost": share}
+            billed.append((share, prompt_tokens, completion_tokens))
         cost = batch_cost
-    return {c: (status, _encoded(body)) for c, (status, body) in answers.items()}, max(cost, batch_cost if complete else 0.0)
+    return BatchReading({c: (status, _encoded(body)) for c, (status, body) in answers.items()},
+                        max(cost, batch_cost if complete else 0.0), billed)
 
 
 def batch_window_end(data: dict, batch: Batch) -> float:
     """When the batch's completion window ends (Unix time): its expires_at, else its created_at (or its
     submission) plus its completion_window ("24h"; "96h" where the provider takes that long)."""
-    expires = _unix_time(data.get("expires_at"))
+    expires = _unix_time(data.get("expires_at"), batch.sent)
     if expires is not None:
         return expires
     window = data.get("completion_window")
-    match = re.fullmatch(r"\s*(\d{1,4})\s*([hd])\s*", window) if isinstance(window, str) else None
+    match = re.fullmatch(r"\s*(\d{1,3})\s*([hd])\s*", window) if isinstance(window, str) else None
     if match is None:
         return batch.window_end
-    hours = int(match.group(1)) * (24 if match.group(2) == "d" else 1)
-    return (_unix_time(data.get("created_at")) or batch.sent) + hours * 3600.0
+    hours = min(_LONGEST_WINDOW_HOURS, int(match.group(1)) * (24 if match.group(2) == "d" else 1))
+    return (_unix_time(data.get("created_at"), batch.sent) or batch.sent) + hours * 3600.0
 
 
-def _unix_time(value: Any) -> float | None:
+_LONGEST_WINDOW_HOURS = 30 * 24  # a window the service says is longer is not believed (results live 30 days)
+
+
+def _unix_time(value: Any, sent: float) -> float | None:
+    """A time the service gave, in seconds (or milliseconds, or microseconds, as some send them); None when
+    it is not one, or not within a day before the submission and the longest window after it."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         return None
-    return float(value) / 1000 if value > 1e11 else float(value)  # milliseconds, where a service sends those
+    for scale in (1, 1e3, 1e6):
+        if sent - 86400 <= value / scale <= sent + _LONGEST_WINDOW_HOURS * 3600:
+            return value / scale
+    return None
 
 
 def _encoded(value: Any) -> bytes:
@@ -4474,6 +4515,7 @@ _LAGGING_STORE = 600.0  # seconds after a submission in which a 404 is the store
 _OVERDUE = 3600.0  # a batch still not ended this long past its window is taken as expired
 _FIRST_UNPRICED = 4  # requests in the first batch under --max-cost when no price is known at all
 _LOOKS_BACK_OFF = 10  # after looks that told nothing, the wait grows up to this many --batch-poll
+_TOO_LARGE = -1  # the status of an answer of the batch API too large to read (BatchQueue._get)
 
 
 class BatchQueue:
@@ -4505,6 +4547,7 @@ class BatchQueue:
         self.like = like  # the output: the record is no more readable than it
         self.headers = teacher_headers(settings)
         self.poll, self.retries, self.backoff = settings.batch_poll, settings.retries, settings.backoff
+        self.timeout = settings.timeout  # one submission, one look, one page: first byte to last
         self.gather = min(2.0, max(0.02, settings.batch_poll / 10))  # how long a batch waits for more requests
         self.body_cap = 4 * settings.max_answer_bytes  # a look or a page of results: answers of a whole batch
         self.most_requests, self.stopping, self.log, self.cap = most_requests, stopping, log, cap
@@ -4515,14 +4558,17 @@ class BatchQueue:
         self.keys: dict[str, RolloutKey] = {}  # custom_id -> its rollout's try
         self.in_batch: dict[str, Batch] = {}  # custom_id -> the batch in progress that carries it
         self.results: dict[str, BatchAnswer] = {}  # answers no rollout asked for yet (earlier runs' batches)
-        self.batches: dict[str, Batch] = {}  # every batch this run watched, by id
-        self.submissions: collections.Counter = collections.Counter()  # custom_id -> batches it went out in
+        self.batches: dict[tuple[str, float], Batch] = {}  # every batch this run watched, by Batch.key
+        # custom_id -> submissions that may have stored it (a 2xx, a 5xx, a cut answer; not a 4xx refusal)
+        self.submissions: collections.Counter = collections.Counter()
         self.last_reason: dict[str, str] = {}  # custom_id -> why its last batch gave no usable answer
+        self.last_kind: dict[str, str] = {}  # and in a word, as the summary counts it
         self.submitted = 0  # batches this run submitted
         self.sent = self.resent = 0  # requests put in batches by this run, and of those, sent again
         self.resent_why: collections.Counter = collections.Counter()
         self.billed = 0.0  # what this run counted as billed
         self.halted: RunStopped | None = None  # the key or the budget failed on a batch endpoint: no more
+        self.record_broken: str | None = None  # why the record could not be written: no new batch goes
         self.said: set[str] = set()  # what was told once
         self.wake = asyncio.Event()  # requests are queued
         self.billing = asyncio.Event()  # a batch was billed or ended: requests held for --max-cost may go
@@ -4555,6 +4601,9 @@ class BatchQueue:
             if custom_id not in self.in_batch:
                 self.queued[custom_id] = payload
                 self.wake.set()
+                if self.submissions[custom_id]:  # asked again: a retried answer, or an earlier run's batch
+                    self.resent += 1
+                    self.resent_why[self.last_kind.get(custom_id, "asked again")] += 1
         return await asyncio.shield(future)
 
     @property
@@ -4597,7 +4646,7 @@ class BatchQueue:
         await self.http.aclose()
         if not self.started:
             return  # the record was not read: it stays as it is
-        kept = [b for b in self.batches.values() if self._holds_needed(b, still_needed)]
+        kept = [b for b in self.batches.values() if self._holds_needed(b, still_needed) and self._recordable(b)]
         try:
             if not kept:
                 self.record.unlink(missing_ok=True)
@@ -4606,7 +4655,8 @@ class BatchQueue:
                 for batch in kept:
                     f.write(orjson.dumps(batch.record()) + b"\n")
                     if batch.cost or batch.paid_before:
-                        f.write(orjson.dumps({"batch": batch.id, "billed": max(batch.cost, batch.paid_before)}) + b"\n")
+                        f.write(orjson.dumps({"batch": batch.id, "sent": batch.key[1],
+                                              "billed": max(batch.cost, batch.paid_before)}) + b"\n")
         except OSError:
             pass  # the record as it was still holds every batch: the next run looks at a few ended ones again
 
@@ -4653,6 +4703,13 @@ class BatchQueue:
             self._fail(list(self.queued), NotStarted())  # nothing was sent: they pause, to go on next run
             self.queued.clear()
             return
+        if self.record_broken is not None:  # no new batch while one could be lost: those in flight end first
+            if not any(not b.over for b in self.batches.values()):
+                self._halt(RunStopped("disk", f"{self.record_broken}. No new batch was sent, since a batch not on "
+                                      "record would be bought again after a crash; free space (or fix the cause), "
+                                      "then re-run the same command."))
+                return
+            return await self._wait_for_billing()
         count = batch_cut((len(body) for body in self.queued.values()), self.most_requests)
         likely = 0.0
         if self.cap is not None:
@@ -4671,6 +4728,10 @@ class BatchQueue:
             self._fail([custom_id], PromptFailed("too large for a batch", (
                 f"its request is {len(self.payloads[custom_id]) / 1e6:.0f} MB, over what a batch may carry "
                 f"({BATCH_MOST_BYTES / 1e6:.0f} MB; OpenRouter takes 200 MB a batch). Run it without --batch.")))
+        if taken and not self._append_record({"submitting": len(taken), "at": time.time()}):
+            self.queued = {**taken, **self.queued}  # the disk is full: nothing is bought that could not be recorded
+            self.wake.set()
+            return
         if taken:
             await self._submit(taken, likely)
 
@@ -4727,67 +4788,99 @@ class BatchQueue:
                 "Run it without --batch.")))
         if code not in (200, 201, 202):
             for custom_id in taken:  # refused whole: each request gets the refusal, judged as a live one would be
-                self._deliver(custom_id, BatchAnswer(code, response.content, False))
+                self._deliver(custom_id, BatchAnswer(code, response.content, headers=dict(response.headers)))
             return
         batch_id = field_of(decode_answer(response.content), "id")
         if not isinstance(batch_id, str) or not batch_id.strip() or len(batch_id) > 200:
+            for custom_id in taken:
+                self.last_reason[custom_id] = "the batch service accepted the batch without an id"
             return self._fail(taken, RetryableError("malformed answer", "the batch was accepted without an id"))
         batch = Batch(batch_id, self.url, list(taken), [self.keys.get(c) for c in taken], sent=time.time(),
-                       likely=likely)
-        self.batches[batch_id] = batch
+                      likely=likely)
+        self.batches[batch.key] = batch
         self.submitted += 1
         self.sent += len(taken)
+        self.stats.requests += len(taken)
         for custom_id in taken:
-            self.submissions[custom_id] += 1
             self.in_batch[custom_id] = batch
         # Written before the run waits on it: a run that dies now finds this batch again, and pays nothing twice.
-        self._append_record(batch.record())
+        if self._recordable(batch):
+            self._append_record(batch.record())
         self._spawn(self._watch(batch, first_look=self.poll))
 
+    def _recordable(self, batch: Batch) -> bool:
+        """A batch whose id holds a secret the program was handed is watched, but not written down."""
+        if self.secret.redact(batch.id) == batch.id:
+            return True
+        self._say_once("secret id", f"The batch service named a batch with text that holds a secret you gave the "
+                       f"program: the batch is watched, but not written to {self.record.name} (if this run stops "
+                       "before it ends, its requests are sent again).")
+        return False
+
     async def _post(self, taken: dict[str, bytes]) -> httpx.Response | None:
+        """The batch sent, retried on what is transient. A try the service may have stored (a 2xx, a 5xx, an
+        answer cut after the request went) counts against each request's bound; a refusal (4xx) and a
+        connection never made do not. None: the requests were failed here."""
         payload = (b'{"endpoint":"/v1/chat/completions","model":' + orjson.dumps(self.model) + b',"requests":['
                    + b",".join(b'{"custom_id":"' + custom_id.encode() + b'","body":' + body + b"}"
                                for custom_id, body in taken.items()) + b"]}")
         for attempt in range(1, self.retries + 2):
+            response, why = None, ""
             try:
-                response = await self.http.post(self.url, content=payload, headers=self.headers)
-            except httpx.HTTPError as e:
-                if attempt > self.retries:
-                    self._fail(taken, RetryableError("connection", f"the batch could not be sent: {type(e).__name__}"))
-                    return None
-                await asyncio.sleep(backoff_delay(self.backoff, attempt))
-                continue
-            if response.status_code in _RETRYABLE_STATUS and attempt <= self.retries:
-                await asyncio.sleep(backoff_delay(self.backoff, attempt, retry_after_seconds(response.headers)))
-                continue
-            return response
+                async with asyncio.timeout(self.timeout):
+                    response = await self.http.post(self.url, content=payload, headers=self.headers)
+                stored_maybe = response.status_code < 400 or response.status_code >= 500
+                why = f"the batch service answered {response.status_code} to the batch"
+            except (httpx.HTTPError, TimeoutError) as e:
+                stored_maybe = not isinstance(e, httpx.ConnectError)  # refused before a byte went: nothing stored
+                why = f"the batch could not be sent: {type(e).__name__}"
+            for custom_id in taken if stored_maybe else ():
+                self.submissions[custom_id] += 1
+                self.last_reason[custom_id] = why
+            if response is not None and (response.status_code not in _RETRYABLE_STATUS or attempt > self.retries
+                                         or (retry_after_seconds(response.headers) or 0) > LONG_WAIT):
+                return response  # judged as the live API's answer would be (a wait of hours stops the run)
+            if any(self.submissions[c] >= _SUBMISSIONS for c in taken):
+                self._fail(taken, self._sent_too_often(next(iter(taken))))
+                return None
+            if attempt > self.retries:
+                self._fail(taken, RetryableError("connection", why))
+                return None
+            await asyncio.sleep(backoff_delay(self.backoff, attempt, response and retry_after_seconds(response.headers)))
         return None
 
-    def _append_record(self, entry: dict) -> None:
+    def _append_record(self, entry: dict) -> bool:
+        """One line more in the record, flushed; False when it could not be written (a full disk): this run
+        still gets the answers of the batches in flight, but sends no more. Before each submission a line
+        that names none is written, so a disk that is full is found before a batch is bought."""
         try:
             create_like(self.record, self.like)
             with open(self.record, "ab") as f:
                 f.write(orjson.dumps(entry) + b"\n")
-        except OSError:  # a full disk: this run still gets the answers; only a crash before then would lose them
-            pass
+            return True
+        except OSError as e:
+            if self.record_broken is None:
+                self.record_broken = f"{self.record} could not be written ({e.strerror or e})"
+                self.log(f"{self.record_broken}: no new batch goes until the batches in flight end.")
+            return False
 
     def _resume_recorded(self) -> None:
         """The batches earlier runs sent and recorded: looked at again, their answers kept for the rollouts
         that ask for them; what they were billed, counted by the run that read it."""
         if not self.record.is_file():
             return
-        billed: dict[str, float] = {}
+        billed: dict[tuple[str, Any], float] = {}
         for _, entry in LineReader(self.record).records():
             batch_id = field_of(entry, "batch")
             if not isinstance(batch_id, str) or not batch_id:
                 continue
             if "billed" in entry:
-                billed[batch_id] = max(billed.get(batch_id, 0.0), amount(entry["billed"]))
-            elif batch_id not in self.batches and isinstance(entry.get("custom_ids"), list):
+                key = (batch_id, entry.get("sent"))
+                billed[key] = max(billed.get(key, 0.0), amount(entry["billed"]))
+            elif isinstance(entry.get("custom_ids"), list):
                 self._resume_one(batch_id, entry)
-        for batch_id, cost in billed.items():
-            if batch_id in self.batches:
-                self.batches[batch_id].paid_before = cost
+        for batch in self.batches.values():
+            batch.paid_before = billed.get(batch.key, billed.get((batch.id, None), 0.0))
 
     def _resume_one(self, batch_id: str, entry: dict) -> None:
         ids = [c for c in entry["custom_ids"] if isinstance(c, str)]
@@ -4795,9 +4888,13 @@ class BatchQueue:
         keys = [RolloutKey.of_paused(dict(zip(("prompt_id", "sample", "attempt"), r))) if isinstance(r, list)
                 else None for r in rollouts] if len(rollouts) == len(ids) else [None] * len(ids)
         url = entry.get("url") if entry.get("url") in self.endpoints else self.endpoints[-1]  # older: the beta one
-        sent = entry.get("sent") if isinstance(entry.get("sent"), (int, float)) and math.isfinite(entry["sent"]) else 0.0
-        batch = Batch(batch_id, url, ids, keys, sent=float(sent))
-        self.batches[batch_id] = batch
+        sent = entry.get("sent")
+        recorded = sent if isinstance(sent, (int, float)) and not isinstance(sent, bool) and math.isfinite(sent) else 0.0
+        batch = Batch(batch_id, url, ids, keys, sent=min(float(recorded), time.time()),  # not in the future
+                      recorded_sent=sent)
+        if batch.key in self.batches:
+            return
+        self.batches[batch.key] = batch
         for custom_id in ids:
             self.in_batch[custom_id] = batch
             self.submissions[custom_id] += 1
@@ -4834,18 +4931,28 @@ class BatchQueue:
     async def _look(self, batch: Batch) -> bool:
         """One look at the batch; True when it told nothing new."""
         answer = await self._ask(batch, f"{batch.url}/{quote(batch.id, safe='')}")
+        if self.halted is not None:
+            return False
         if answer is None:
-            return self.halted is None
+            return self._no_news(batch, "the service did not answer in time")
         code, data = answer
-        if code == 404:
-            if time.time() - batch.sent < _LAGGING_STORE:
+        if code == _TOO_LARGE:  # its results inline make it too large to read: its pages may not be
+            return await self._ended(batch, {}) if await self._read_results(batch, {}) else \
+                self._no_news(batch, "its answer was too large to read")
+        if code in (404, 410):
+            if code == 404 and time.time() - batch.sent < _LAGGING_STORE:
                 return True  # a store that lags its own 202: the batch is there, look again
-            self._send_again(batch, batch.unanswered(), "gone", "the service no longer knows the batch (404)")
+            self._send_again(batch, batch.unanswered(), "gone", f"the service no longer knows the batch ({code})")
             return False
         status = field_of(data, "status")
         if code != 200 or not isinstance(status, str):
-            return True
-        batch.status = printable(status)[:40]
+            if 400 <= code < 500:
+                self._say_once(f"look {batch.key}", f"Batch {self._said(batch.id, 80)}: the service answers {code} "
+                               f"({self._said(error_text(field_of(data, 'error')) or 'no reason')}) when asked about it; "
+                               "the run asks again until an hour past its completion window, then sends its "
+                               "requests again.")
+            return self._no_news(batch, f"HTTP {code}")
+        batch.status = self._said(status, 40)
         if isinstance(data.get("request_counts"), dict):
             batch.counts = {k: v for k, v in data["request_counts"].items() if type(v) is int}
         batch.window_end = batch_window_end(data, batch)
@@ -4854,25 +4961,41 @@ class BatchQueue:
                 self._send_again(batch, batch.unanswered(), "overdue", f"the batch was still {batch.status} an hour "
                                  "past its completion window")
             return False
-        read_whole = await self._read_results(batch, data)
+        if not await self._read_results(batch, data):
+            return self.halted is None and self._no_news(batch, "its results could not be read whole")
+        return await self._ended(batch, data)
+
+    async def _ended(self, batch: Batch, data: dict) -> bool:
+        """An ended batch whose results were read whole: over, or its unanswered requests go again."""
         missing = batch.unanswered()
-        if not missing or self.halted is not None:
-            batch.over = not missing
+        if not missing:
+            batch.over = True
             self.billing.set()
             return False
-        if batch.status == "completed":
-            if not read_whole or time.time() < batch.window_end:
+        if batch.status == "completed" or not data:
+            if time.time() < batch.window_end:
                 return True  # its results come a moment late: look again, until its window ends
             self._send_again(batch, missing, "completed without their results", "the batch completed without a "
                              "result for this request, and its completion window has ended")
             return False
-        if not read_whole:
-            return True
         reason = self._said(error_text(field_of(data, "error")))
         if batch.status == "failed":
             self._failed_validation(batch, missing, reason)
         else:
             self._send_again(batch, missing, batch.status, f"the batch {batch.status}" + (f": {reason}" if reason else ""))
+        return False
+
+    def _no_news(self, batch: Batch, why: str) -> bool:
+        """A look that told nothing. An hour past the batch's window, nothing more will come: its unanswered
+        requests go again."""
+        if time.time() <= batch.window_end:
+            return True
+        if time.time() <= batch.window_end + _OVERDUE:
+            self._say_once(f"no news {batch.key}", f"Batch {self._said(batch.id, 80)}: its window has ended and "
+                           f"{why}; the run looks again for an hour, then sends its unanswered requests again.")
+            return True
+        self._send_again(batch, batch.unanswered(), "unreadable", "the batch could still not be read an hour past "
+                         f"its completion window ({why})")
         return False
 
     def _failed_validation(self, batch: Batch, missing: list[str], reason: str) -> None:
@@ -4926,31 +5049,34 @@ class BatchQueue:
         return False
 
     def _hand_out(self, batch: Batch, found: dict[str, dict], data: dict) -> None:
-        """Each result found to the rollout that waits for it (or kept for the one that will ask); the batch
-        billed for them."""
-        answers, cost = batch_answers(batch, found, data)
-        added, batch.cost = cost - batch.cost, cost
-        sizes = [len(self.payloads[c]) for c in answers if c in self.payloads]
-        self._bill(batch, added, sizes if len(sizes) == len(answers) else [])
-        for custom_id, (status, body) in answers.items():
+        """Each result found to the rollout that waits for it, or kept for one that will ask (an answer, not
+        an error: a 402 or a 503 an earlier run met is no answer to hand a later one); the batch billed."""
+        reading = batch_answers(batch, found, data)
+        added, batch.cost = reading.cost - batch.cost, reading.cost
+        self.pricing.learn(reading.billed)
+        self._bill(batch, added)
+        for custom_id, (status, body) in reading.answers.items():
             batch.answered.add(custom_id)
             self.in_batch.pop(custom_id, None)
             if status != 200:
+                self.last_kind[custom_id] = f"HTTP {status}"
                 self.last_reason[custom_id] = f"HTTP {status}: {self._said(error_text(field_of(decode_answer(body), 'error')))}"
+                if batch.recorded_sent is not None:  # an earlier run's error (a 402 since paid, a 503): ask again
+                    self._ask_again(custom_id)
+                    continue
             self._deliver(custom_id, BatchAnswer(status, body, batch.paid_before > 0))
 
-    def _bill(self, batch: Batch, cost: float, sizes: list[int]) -> None:
+    def _bill(self, batch: Batch, added: float) -> None:
         """Count what the batch's results cost, once: in the run that first read them (its record says what
-        earlier runs counted). --max-cost hears of it, and learns the price."""
+        earlier runs counted). --max-cost hears of it."""
         this_run = max(0.0, batch.cost - batch.paid_before) - batch.counted
-        if sizes and cost:
-            self.pricing.learn(cost, sizes)
-        if this_run <= 0:
+        if this_run <= 0 or not added:
             return
         batch.counted += this_run
         self.billed += this_run
         self.stats.billed += this_run
-        self._append_record({"batch": batch.id, "billed": batch.cost})
+        if self._recordable(batch):
+            self._append_record({"batch": batch.id, "sent": batch.key[1], "billed": batch.cost})
         self.billing.set()
         if self.cap is not None:
             self.cap.check()
@@ -4968,17 +5094,18 @@ class BatchQueue:
         """A GET of the batch API: its status and JSON (None for a body that is not JSON); None for an
         answer that never came whole, or one larger than a whole batch's answers could be."""
         try:
-            async with self.http.stream("GET", url, params=params, headers=self.headers) as response:
+            async with asyncio.timeout(self.timeout), \
+                    self.http.stream("GET", url, params=params, headers=self.headers) as response:
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
                     body += chunk
                     if len(body) > self.body_cap:
                         self._say_once("too large", f"An answer of the batch API at {display_url(url)} passed "
-                                       f"{self.body_cap / MB:.0f} MB, more than a whole batch's answers; it was "
-                                       "not read (--max-answer-mb raises the limit).")
-                        return None
+                                       f"{self.body_cap / MB:.0f} MB, more than a whole batch's answers; its results "
+                                       "are read page by page instead (--max-answer-mb raises the limit).")
+                        return _TOO_LARGE, None
                 return response.status_code, decode_answer(bytes(body))
-        except httpx.HTTPError:
+        except (httpx.HTTPError, TimeoutError):
             return None
 
     # -- ends ----------------------------------------------------------------------------------------
@@ -4989,17 +5116,22 @@ class BatchQueue:
         batch.over = True
         for custom_id in custom_ids:
             self.in_batch.pop(custom_id, None)
-            self.last_reason[custom_id] = reason
-            if custom_id not in self.waiting:
-                continue
-            if self.submissions[custom_id] >= _SUBMISSIONS:
-                self._fail([custom_id], self._sent_too_often(custom_id, f"batch {why}"))
-                continue
-            self.queued[custom_id] = self.payloads[custom_id]
-            self.resent += 1
-            self.resent_why[why] += 1
-            self.wake.set()
+            self.last_reason[custom_id], self.last_kind[custom_id] = reason, why
+            self._ask_again(custom_id, f"batch {why}")
         self.billing.set()
+
+    def _ask_again(self, custom_id: str, kind: str = "batch: no usable answer") -> None:
+        """A request its batch gave no usable answer: into the next batch if a rollout waits for it, unless it
+        went out in _SUBMISSIONS already (the rollout fails with its last reason); else when one asks."""
+        if custom_id not in self.waiting:
+            return
+        if self.submissions[custom_id] >= _SUBMISSIONS:
+            self._fail([custom_id], self._sent_too_often(custom_id, kind))
+            return
+        self.queued[custom_id] = self.payloads[custom_id]
+        self.resent += 1
+        self.resent_why[self.last_kind.get(custom_id, "asked again")] += 1
+        self.wake.set()
 
     def _sent_too_often(self, custom_id: str, kind: str = "batch: no usable answer") -> PromptFailed:
         return PromptFailed(kind, f"sent in {self.submissions[custom_id]} batch{'es' if self.submissions[custom_id] != 1 else ''} without an answer "
@@ -5036,7 +5168,7 @@ class BatchQueue:
         future = self.waiting.pop(custom_id, None)
         if future is not None and not future.done():
             future.set_result(answer)
-        elif answer.status == 200 or custom_id not in self.results:  # kept for the rollout that asks (resumed)
+        elif answer.status == 200:  # kept for the rollout that asks (resumed)
             self.results[custom_id] = answer
 
     def _fail(self, taken: Iterable[str], error: Exception) -> None:
@@ -7324,6 +7456,10 @@ class Run:
         """The first line of a run: a log file shows what the run will do before its first result."""
         plan = self.plan
         done = f" ({plan.finished_before} of {plan.total} already done)" if plan.finished_before else ""
+        if self.batches is not None:
+            return (f"Running {plural(plan.pending, 'rollout')}{done} with {self.model} through the Batch API at "
+                    f"{display_url(self.batches.url)}, a turn of every rollout in progress a batch (up to "
+                    f"{self.batches.most_requests} requests); writing {self.files.output}.")
         return (f"Running {plural(plan.pending, 'rollout')}{done} with {self.model} at {self.client.display_url}, up to "
                 f"{self.concurrency} requests in flight; writing {self.files.output}.")
 
@@ -7354,11 +7490,12 @@ class Run:
             tool_lines=runner.toolbox.summary() if runner.toolbox is not None else [],
             notes=self.client.notes + [note for note in [self.limiter.budget_distrusted] if note]
             + (self.batches.summary() if self.batches else []),
-            stop_reason=self.stop_reason, seconds=time.monotonic() - self.started)
+            # a stop that came with nothing left to run stopped nothing (the cap reached by the last answers)
+            stop_reason=self.stop_reason if plan.pending else None, seconds=time.monotonic() - self.started)
         print(self.line.redact(summary.text()), file=sys.stderr, flush=True)
         if self.interrupted:
             return EXIT_INTERRUPTED
-        return EXIT_OK if plan.pending == 0 and not self.stop_reason else EXIT_FAILED
+        return EXIT_OK if plan.pending == 0 else EXIT_FAILED
 
 
 # ==================================================================================================

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_jsonl, run_script, start_script, wait_for, write_prompts
+from conftest import SCRIPT, read_jsonl, run_script, start_script, subprocess_env, wait_for, write_prompts
 from fake_teacher import FakeTeacher, Reply, completion, status
 
 TURNS = 6
@@ -52,6 +52,16 @@ def answers_billed(teacher: FakeTeacher) -> int:
     return sum(len(b["results"] or ()) for b in teacher.batches.values())
 
 
+def killed_while_waiting(workdir, teacher: FakeTeacher, *extra: str) -> None:
+    """A --batch run killed (kill -9) while it waits on its first batch, which takes an hour."""
+    teacher.batch_latency = 3600.0
+    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
+                           "--batch", "--batch-poll", "0.05", *extra)
+    wait_for(lambda: teacher.batch_looks >= 1, what="the run waiting on its batch")
+    process.kill()
+    process.wait()
+
+
 @pytest.mark.parametrize("tools", ["tools_small.py", "none"])
 def test_rollouts_through_batches_write_the_dataset_a_live_run_writes_at_half_the_cost(workdir, tmp_path_factory,
                                                                                        batch_teacher, tools):
@@ -87,7 +97,7 @@ def test_kill_9_while_waiting_on_a_batch_then_the_rerun_pays_nothing_twice(workd
     wait_for(lambda: batch_teacher.batch_looks >= 2, what="the run waiting on its batch")
     process.kill()
     process.wait()
-    recorded = read_jsonl(workdir / "train.batches.jsonl")
+    recorded = [r for r in read_jsonl(workdir / "train.batches.jsonl") if "batch" in r]  # and the lines before each
     assert [r["batch"] for r in recorded] == ["batch_1"] and len(recorded[0]["custom_ids"]) == len(prompts)
     batch_teacher.batch_latency = 0.1  # it completes while no run is there
     result = batch_run(workdir, batch_teacher)
@@ -385,13 +395,8 @@ def test_a_404_just_after_the_submission_is_the_store_lagging_not_a_lost_batch(w
 
 def test_a_batch_the_service_no_longer_knows_ten_minutes_on_goes_again(workdir, batch_teacher):
     write_prompts(workdir, ["q0", "q1"])
-    batch_teacher.batch_latency = 3600.0
-    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url,
-                           "--batch", "--batch-poll", "0.05")
-    wait_for(lambda: batch_teacher.batch_looks >= 1, what="the run waiting on its batch")
-    process.kill()
-    process.wait()
-    [entry] = read_jsonl(workdir / "train.batches.jsonl")
+    killed_while_waiting(workdir, batch_teacher)
+    [entry] = [r for r in read_jsonl(workdir / "train.batches.jsonl") if "batch" in r]
     entry["sent"] -= 3600  # submitted an hour ago, by its record
     (workdir / "train.batches.jsonl").write_text(json.dumps(entry) + "\n")
     batch_teacher.batches.clear()  # and the service has no such batch
@@ -518,3 +523,154 @@ def test_the_record_of_batches_of_a_private_output_is_private(workdir, batch_tea
     process.send_signal(2)
     process.communicate(timeout=30)
     assert (workdir / "train.batches.jsonl").stat().st_mode & 0o077 == 0  # and as the stop rewrote it
+
+
+# -- what a hostile or broken batch service did in a tester's hands (24 of 40 attacks broke the first version) --
+def test_results_that_cannot_be_read_past_the_window_are_bought_again_an_hour_on(workdir, batch_teacher):
+    """Results endpoint 500 for ever, cursors going round, on a batch whose window ended over an hour ago:
+    the run looks a while, says so once, then sends its requests again (within the bound) and ends."""
+    write_prompts(workdir, ["q0", "q1"])
+    batch_teacher.batch_window = -2 * 3600  # expires_at two hours before the submission (believed: within a day)
+    batch_teacher.batch_inline, batch_teacher.batch_results_refusal = 0, 500
+    batch_teacher.batch_latency = 0.0  # completed at the first look (in progress, it would be overdue)
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 1, result.err
+    assert "4 of them sent again: 4 unreadable" in result.err and len(batch_teacher.batches) == MOST_SUBMISSIONS
+    batch_teacher.batch_results_refusal, batch_teacher.batch_cursor_cycle = None, True
+    batch_teacher.batch_submissions.clear()  # the bound is a run's
+    cycling = batch_run(workdir, batch_teacher, tools="none")
+    assert cycling.code == 1 and "could still not be read" in read_jsonl(workdir / "train.failed.jsonl")[0]["reason"]
+
+
+def test_looks_answered_410_take_the_batch_as_gone(workdir, batch_teacher):
+    write_prompts(workdir, ["q0"])
+    batch_teacher.batch_get_refusal = (410, "Gone")
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 1 and len(batch_teacher.batches) == MOST_SUBMISSIONS, result.err
+    assert read_jsonl(workdir / "train.failed.jsonl")[0]["kind"] == "batch gone"
+
+
+@pytest.mark.parametrize("answer", [(202, {"status": "validating"}, {}), (524, {"error": {"message": "timeout"}}, {})])
+def test_a_submission_stored_but_answered_without_an_id_counts_against_the_bound(workdir, batch_teacher, answer):
+    write_prompts(workdir, ["q0"])
+    batch_teacher.batch_submit_answer = answer
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 1, result.err
+    assert len(batch_teacher.batches) == MOST_SUBMISSIONS  # the fixture checks it per request, too
+    assert "sent in 3 batches without an answer" in read_jsonl(workdir / "train.failed.jsonl")[0]["reason"]
+
+
+def test_a_submission_told_to_wait_hours_stops_the_run_as_live(workdir, batch_teacher):
+    write_prompts(workdir, ["q0"])
+    batch_teacher.batch_submit_answer = (429, {"error": {"message": "daily cap"}}, {"Retry-After": "7200"})
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 1 and "rate limit resets in 2h00m00s" in result.err, result.err
+
+
+def test_a_batch_id_or_status_holding_the_key_is_neither_stored_nor_shown(workdir, batch_teacher):
+    key = "sk-or-v1-" + "0123456789abcdef" * 4
+    write_prompts(workdir, ["q0"])
+    batch_teacher.batch_id, batch_teacher.batch_status = f"batch-{key}", key
+    batch_teacher.batch_latency = 0.5
+    env = {**subprocess_env(), "OPENROUTER_API_KEY": key}
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url,
+                        "--backoff", "0.01", "--batch", "--batch-poll", "0.05", env=env)
+    assert result.code == 0, result.err
+    assert "not written to train.batches.jsonl" in result.err and key not in result.err + result.out
+    assert not any(key in p.read_text(errors="replace") for p in workdir.iterdir() if p.is_file())
+
+
+def test_an_earlier_runs_402_result_is_not_handed_to_the_next_run(workdir, batch_teacher):
+    write_prompts(workdir, ["q0", "q1"])
+    for prompt in ("q0", "q1"):
+        batch_teacher.script(prompt, status(402, "Insufficient credits"))
+    first = batch_run(workdir, batch_teacher, tools="none")
+    assert first.code == 1 and "out of credits" in first.err, first.err
+    again = batch_run(workdir, batch_teacher, tools="none")  # credits added: the same requests are answered now
+    assert again.code == 0 and len(again.records()) == 2, again.err
+    assert "2 of them sent again: 2 HTTP 402" in again.err
+
+
+def test_one_id_for_two_batches_keeps_both_on_record(workdir, batch_teacher):
+    write_prompts(workdir, ["q0", "q1"])
+    batch_teacher.batch_id, batch_teacher.batch_latency = "same", 3600.0
+    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url,
+                           "--batch", "--batch-poll", "0.05", "-n", "1")
+    wait_for(lambda: batch_teacher.batch_looks >= 1, what="the first batch")
+    process.kill()
+    process.wait()
+    second = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url,
+                          "--batch", "--batch-poll", "0.05")
+    on_record = lambda: [r["batch"] for r in read_jsonl(workdir / "train.batches.jsonl") if "batch" in r]
+    wait_for(lambda: len(on_record()) >= 2, what="the second batch on record")
+    second.kill()
+    second.wait()
+    assert on_record() == ["same", "same"]
+    batch_teacher.batch_latency = 0.1
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 0 and set(batch_teacher.batch_submissions.values()) == {1}, result.err
+
+
+def test_short_first_answers_do_not_make_the_long_ones_look_cheap(workdir, batch_teacher):
+    """The cap learns a price a token, never an answer's length: six short answers, then long ones, at the
+    listed price, never pass the cap."""
+    batch_teacher.models = [{"id": "openai/gpt-4o-mini:batch", "pricing": {"prompt": "0.000001", "completion": "0.000002"}}]
+    short = lambda body: Reply(body=completion({"content": "ok"}, usage={"prompt_tokens": 50, "completion_tokens": 5,
+                                                                         "cost": 0.000120}))
+    long = lambda body: Reply(body=completion({"content": "long " * 400}, usage={
+        "prompt_tokens": 50, "completion_tokens": 1000, "cost": 0.004100}))
+    prompts = [f"q{i}" for i in range(30)]
+    write_prompts(workdir, prompts)
+    for i, prompt in enumerate(prompts):
+        batch_teacher.script(prompt, short if i < 6 else long)
+    result = batch_run(workdir, batch_teacher, "--max-cost", "0.03", "--max-tokens", "1000", tools="none")
+    assert result.code == 1 and "spend cap was reached" in result.err, result.err
+    assert sum(b["cost"] for b in batch_teacher.batches.values()) <= 0.03
+
+
+def test_the_cap_reached_by_the_last_answers_is_not_a_stop(workdir, batch_teacher):
+    write_prompts(workdir, ["q0", "q1", "q2"])
+    result = batch_run(workdir, batch_teacher, "--max-cost", "0.0015", tools="none")  # 3 answers of $0.0005
+    assert result.code == 0 and len(result.records()) == 3, result.err
+    assert "Stopped" not in result.err and "re-run" not in result.err.lower()
+
+
+@pytest.mark.parametrize("poll", ["inf", "nan", "0", "7200"])
+def test_a_batch_poll_that_is_not_a_sane_number_of_seconds_is_refused(workdir, batch_teacher, poll):
+    write_prompts(workdir, ["q0"])
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url, "--batch",
+                        "--batch-poll", poll)
+    assert result.code == 2 and "--batch-poll" in result.err and not batch_teacher.batches
+
+
+def test_a_record_whose_sent_is_in_the_future_is_taken_as_sent_now(workdir, batch_teacher):
+    write_prompts(workdir, ["q0"])
+    killed_while_waiting(workdir, batch_teacher)
+    entries = read_jsonl(workdir / "train.batches.jsonl")
+    for entry in entries:
+        entry["sent"] = entry.get("sent", 0) + 86400 * 365  # a year ahead of the clock
+    (workdir / "train.batches.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    batch_teacher.batch_latency = 0.1
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 0 and set(batch_teacher.batch_submissions.values()) == {1}, result.err
+
+
+def test_a_record_that_cannot_be_written_buys_no_batch(workdir, batch_teacher):
+    """A full disk, as a file-size limit makes one: the line written before each submission fails, so no
+    batch is bought that could not be recorded; the run stops saying so, and the next one pays once."""
+    import resource
+    import subprocess
+    import sys
+
+    write_prompts(workdir, ["q0", "q1"])
+    record = workdir / "train.batches.jsonl"
+    record.write_text("\n" * 8192)  # blank lines, at the size limit below: nothing more fits
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+    first = subprocess.run([sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none", "--base-url",
+                            batch_teacher.base_url, "--batch", "--batch-poll", "0.05"], cwd=workdir,
+                           env=subprocess_env(), capture_output=True, text=True, timeout=60, preexec_fn=limit)
+    assert first.returncode == 1 and "train.batches.jsonl could not be written" in first.stderr, first.stderr
+    assert "No new batch was sent" in first.stderr and not batch_teacher.batches
+    record.write_text("")
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 0 and set(batch_teacher.batch_submissions.values()) == {1}, result.err

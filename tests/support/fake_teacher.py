@@ -329,6 +329,11 @@ class FakeTeacher:
         self.batch_413_over: int | None = None  # a submission of more requests than this is refused with 413
         self.batch_window = 24 * 3600.0  # expires_at: this long after the submission
         self.batch_failure_reason = "request {0} is invalid: unknown parameter"
+        self.batch_results_refusal: int | None = None  # GET .../results answered with this status
+        self.batch_cursor_cycle = False  # pages say has_more for ever, their cursors going round
+        self.batch_submit_answer: tuple[int, dict, dict] | None = None  # a submission stored, then answered so
+        self.batch_id: str | None = None  # the id every batch gets (a key in it; one id for all)
+        self.batch_status: str | None = None  # the status every look says while a batch is in progress
         self._batch_ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server = None
@@ -508,6 +513,8 @@ class FakeTeacher:
             code, message = self.batch_get_refusal
             return Reply(code, {"error": {"code": code, "message": message}})
         if len(parts) == 5 and parts[4] == "results":
+            if self.batch_results_refusal is not None:
+                return Reply(self.batch_results_refusal, {"error": {"code": self.batch_results_refusal, "message": "x"}})
             return self._results_page(batch, dict(p.partition("=")[::2] for p in query.split("&") if p))
         self.batch_looks += 1
         batch["looks"] += 1
@@ -515,7 +522,8 @@ class FakeTeacher:
             return Reply(404, {"error": {"code": 404, "message": "no such batch"}})
         age = time.monotonic() - batch["came"]
         if age < self.batch_latency or batch["fate"] == "overdue":
-            return Reply(200, self._batch_view(batch, "validating" if age < self.batch_latency / 2 else "in_progress"))
+            going = self.batch_status or ("validating" if age < self.batch_latency / 2 else "in_progress")
+            return Reply(200, self._batch_view(batch, going))
         if batch["fate"] == "garbage":  # completed, with results of every wrong shape and none of its requests'
             return Reply(200, {**self._batch_view(batch, "completed"), "usage": {"cost": "NaN"}, "results": [
                 1, None, {"custom_id": None}, {"custom_id": "zz", "response": {"status_code": "200"}},
@@ -542,10 +550,16 @@ class FakeTeacher:
             return Reply(400, {"error": {"code": 400, "message": "every request's model must be the batch's"}})
         for request in batch["requests"]:
             self.batch_submissions[request["custom_id"]] = self.batch_submissions.get(request["custom_id"], 0) + 1
-        batch_id = f"batch_{next(self._batch_ids)}"
+        batch_id = self.batch_id or f"batch_{next(self._batch_ids)}"
+        if batch_id in self.batches and self.batches[batch_id]["results"] is None:  # one id for two batches
+            self.batches[batch_id]["requests"] += batch["requests"]
+            return Reply(202, self._batch_view(self.batches[batch_id], "validating"))
         self.batches[batch_id] = {"id": batch_id, "requests": batch["requests"], "came": time.monotonic(),
                                   "created": time.time(), "fate": self.batch_fates.pop(0) if self.batch_fates
                                   else "completed", "results": None, "cost": 0.0, "looks": 0, "ended_looks": 0}
+        if self.batch_submit_answer is not None:  # stored, but answered otherwise (524, a 202 without an id)
+            code, body, headers = self.batch_submit_answer
+            return Reply(code, body, headers)
         return Reply(202, self._batch_view(self.batches[batch_id], "validating"))
 
     async def _answer_batch(self, batch: dict) -> None:
@@ -575,6 +589,8 @@ class FakeTeacher:
         size = min(int(params.get("limit") or 1000), self.batch_page_size)
         page = shown[start:start + size]
         more = start + size < len(shown)
+        if self.batch_cursor_cycle:
+            return Reply(200, {"object": "list", "data": [], "has_more": True, "next_cursor": str(1 - min(start, 1))})
         return Reply(200, {"object": "list", "data": page, "has_more": more,
                            "next_cursor": str(start + size) if more else None})
 
