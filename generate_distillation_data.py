@@ -4396,6 +4396,15 @@ class Batch:
     def unanswered(self) -> list[str]:
         return [custom_id for custom_id in self.custom_ids if custom_id not in self.answered]
 
+    def named_in(self, reason: str, among: list[str]) -> list[str]:
+        """The requests (of `among`) a failed batch's reason names: by custom_id, or as requests[N]."""
+        named = [c for c in among if c in reason]
+        for match in re.finditer(r"requests?\s*\[\s*(\d+)\s*\]", reason):
+            index = int(match.group(1))
+            if index < len(self.custom_ids) and self.custom_ids[index] in among:
+                named.append(self.custom_ids[index])
+        return list(dict.fromkeys(named))
+
     def record(self) -> dict:
         return {"batch": self.id, "url": self.url, "custom_ids": self.custom_ids, "sent": self.key[1],
                 "rollouts": [None if key is None else list(key) for key in self.keys]}
@@ -4503,6 +4512,94 @@ def _encoded(value: Any) -> bytes:
         return json.dumps(value).encode()
 
 
+class BatchRecord:
+    """<stem>.batches.jsonl: each batch sent, written before the run waits on it (and, before each
+    submission, a line naming none: a full disk is found before a batch is bought); what its results cost
+    once read. The next run reads the batches back; the run's end rewrites it with those still needed."""
+
+    def __init__(self, path: Path, like: Path | None, log: Callable[[str], None]):
+        self.path, self.like, self.log = path, like, log  # like: the output, which it is no more readable than
+        self.broken: str | None = None  # why a line could not be written: no new batch goes
+
+    def append(self, entry: dict) -> bool:
+        """One line more, flushed; False when it could not be written (said once)."""
+        try:
+            create_like(self.path, self.like)
+            with open(self.path, "ab") as f:
+                f.write(orjson.dumps(entry) + b"\n")
+            return True
+        except OSError as e:
+            if self.broken is None:
+                self.broken = f"{self.path} could not be written ({e.strerror or e})"
+                self.log(f"{self.broken}: no new batch goes until the batches in flight end.")
+            return False
+
+    def batches(self, endpoints: list[str]) -> list[Batch]:
+        """The batches earlier runs recorded, each with what earlier runs counted as billed for it. A line
+        of another shape is not ours; a time ahead of the clock counts as now; an endpoint not among this
+        base URL's is the older beta one."""
+        if not self.path.is_file():
+            return []
+        found: dict[tuple[str, Any], Batch] = {}
+        billed: dict[tuple[str, Any], float] = {}
+        for _, entry in LineReader(self.path).records():
+            batch_id = field_of(entry, "batch")
+            if not isinstance(batch_id, str) or not batch_id:
+                continue
+            if "billed" in entry:
+                key = (batch_id, entry.get("sent"))
+                billed[key] = max(billed.get(key, 0.0), amount(entry["billed"]))
+            elif isinstance(entry.get("custom_ids"), list):
+                batch = self._batch(batch_id, entry, endpoints)
+                found.setdefault(batch.key, batch)
+        for batch in found.values():
+            batch.paid_before = billed.get(batch.key, billed.get((batch.id, None), 0.0))
+        return list(found.values())
+
+    @staticmethod
+    def _batch(batch_id: str, entry: dict, endpoints: list[str]) -> Batch:
+        ids = [c for c in entry["custom_ids"] if isinstance(c, str)]
+        rollouts = entry.get("rollouts") if isinstance(entry.get("rollouts"), list) else []
+        keys = [RolloutKey.of_paused(dict(zip(("prompt_id", "sample", "attempt"), r))) if isinstance(r, list)
+                else None for r in rollouts] if len(rollouts) == len(ids) else [None] * len(ids)
+        url = entry.get("url") if entry.get("url") in endpoints else endpoints[-1]
+        sent = entry.get("sent")
+        recorded = sent if isinstance(sent, (int, float)) and not isinstance(sent, bool) and math.isfinite(sent) else 0.0
+        return Batch(batch_id, url, ids, keys, sent=min(float(recorded), time.time()), recorded_sent=sent)
+
+    def rewrite(self, kept: list[Batch]) -> None:
+        """Only these batches stay on record (none: the file goes). A rewrite that fails leaves the file as
+        it was, which still holds every batch."""
+        try:
+            if not kept:
+                self.path.unlink(missing_ok=True)
+                return
+            with replaced_atomically(self.path, like=self.like) as f:
+                for batch in kept:
+                    f.write(orjson.dumps(batch.record()) + b"\n")
+                    if batch.cost or batch.paid_before:
+                        f.write(orjson.dumps({"batch": batch.id, "sent": batch.key[1],
+                                              "billed": max(batch.cost, batch.paid_before)}) + b"\n")
+        except OSError:
+            pass
+
+
+def batch_stop(code: int, detail: str, where: str, record: str) -> RunStopped:
+    """What a 401, 402 or 403 on a batch endpoint means: it holds for every batch, so the run stops, as live
+    requests do, saying the batches' answers can still be read."""
+    kept = (f"The batches in progress are kept in {record} and by the service: re-run the same command once "
+            "that is fixed, and their answers are read, not bought again.")
+    if code == 401:
+        return RunStopped("key rejected", f"the API key was rejected while looking at {where} (401: {detail}). "
+                          f"Check OPENROUTER_API_KEY in your environment or .env. {kept}")
+    if code == 402 or re.search(r"budget|limit (exceeded|reached)|credit|spend|quota", detail, re.IGNORECASE):
+        spent = "out of credits" if code == 402 else "a key or workspace budget is spent"
+        return RunStopped("out of credits", f"{spent} ({code}: {detail}), found while looking at {where}. Add "
+                          f"credits or raise the budget (https://openrouter.ai/settings/credits). {kept}")
+    return RunStopped("access denied", f"access denied while looking at {where} (403: {detail}). Check the "
+                      f"key's permissions. {kept}")
+
+
 # ==================================================================================================
 # Batch API
 # ==================================================================================================
@@ -4519,32 +4616,21 @@ _TOO_LARGE = -1  # the status of an answer of the batch API too large to read (B
 
 
 class BatchQueue:
-    """In batch mode the teacher client asks this queue instead of the live API. A request waits here, with
-    the others that come within a moment of it (the next turn of every rollout in progress), until they go
-    out as one batch; its answer comes back when the batch has ended, as (status, body): what the live API
-    would have answered, judged by the same code. A new batch goes out whenever requests are waiting, while
-    earlier ones are still in progress, so a slow batch holds only its own rollouts.
+    """In batch mode the teacher client asks this queue instead of the live API. A request waits here with
+    those that come within a moment of it (the next turn of every rollout in progress) and goes out in one
+    batch; its answer comes back as what the live API would have said, judged by the same code. A new batch
+    goes whenever requests wait, so a slow batch holds only its own rollouts. A batch that exists is watched
+    to the end of its window, its results read whole, and only what it says for good (failed, expired,
+    cancelled, gone, or no result by the window's end) sends a request again: in at most _SUBMISSIONS batches
+    a run. The record (BatchRecord) lets the next run pick batches up and pay nothing twice."""
 
-    A batch that exists is watched until its completion window ends, and only what it says for good sends a
-    request again: a `failed`, `expired` or `cancelled` batch (the requests it did not answer), a batch the
-    service no longer knows ten minutes after its submission, one that completed and still lacks a result at
-    the window's end. Its results are read whole (inline, then every page), matched by custom_id; a request
-    goes out in at most _SUBMISSIONS batches a run, and then its rollout fails with the last reason.
-
-    Each batch's id, endpoint and requests are written to <stem>.batches.jsonl before the run waits on it,
-    and what its results cost once read: the next run (after Ctrl-C, kill -9 or a crash) looks at those
-    batches again, a rollout that resumes rebuilds the same request and gets that batch's answer, and the
-    cost counts in the run that first read it. The record keeps a batch while a rollout of this output may
-    still ask for one of its answers."""
-
-    def __init__(self, settings: TeacherSettings, model: str, most_requests: int, record: Path, stats: Stats,
+    def __init__(self, settings: TeacherSettings, model: str, most_requests: int, record: BatchRecord, stats: Stats,
                  stopping: asyncio.Event | None, log: Callable[[str], None] = lambda line: None,
-                 cap: SpendCap | None = None, most_answer_tokens: int = 0, like: Path | None = None):
+                 cap: SpendCap | None = None, most_answer_tokens: int = 0):
         self.endpoints = batch_endpoints(settings.base_url)
         self.url = self.endpoints[0]  # the endpoint batches go to (the beta one once the first has none)
         self.models_url = f"{settings.base_url}/models"
-        self.model, self.record, self.stats, self.secret = model, record, stats, settings.secret
-        self.like = like  # the output: the record is no more readable than it
+        self.model, self.stats, self.secret, self.record = model, stats, settings.secret, record
         self.headers = teacher_headers(settings)
         self.poll, self.retries, self.backoff = settings.batch_poll, settings.retries, settings.backoff
         self.timeout = settings.timeout  # one submission, one look, one page: first byte to last
@@ -4559,16 +4645,13 @@ class BatchQueue:
         self.in_batch: dict[str, Batch] = {}  # custom_id -> the batch in progress that carries it
         self.results: dict[str, BatchAnswer] = {}  # answers no rollout asked for yet (earlier runs' batches)
         self.batches: dict[tuple[str, float], Batch] = {}  # every batch this run watched, by Batch.key
-        # custom_id -> submissions that may have stored it (a 2xx, a 5xx, a cut answer; not a 4xx refusal)
-        self.submissions: collections.Counter = collections.Counter()
+        self.submissions: collections.Counter = collections.Counter()  # custom_id -> tries that may have stored it
         self.last_reason: dict[str, str] = {}  # custom_id -> why its last batch gave no usable answer
         self.last_kind: dict[str, str] = {}  # and in a word, as the summary counts it
-        self.submitted = 0  # batches this run submitted
-        self.sent = self.resent = 0  # requests put in batches by this run, and of those, sent again
+        self.submitted = self.sent = self.resent = 0  # batches this run submitted, their requests, those again
         self.resent_why: collections.Counter = collections.Counter()
         self.billed = 0.0  # what this run counted as billed
         self.halted: RunStopped | None = None  # the key or the budget failed on a batch endpoint: no more
-        self.record_broken: str | None = None  # why the record could not be written: no new batch goes
         self.said: set[str] = set()  # what was told once
         self.wake = asyncio.Event()  # requests are queued
         self.billing = asyncio.Event()  # a batch was billed or ended: requests held for --max-cost may go
@@ -4580,7 +4663,8 @@ class BatchQueue:
     async def answer(self, key: RolloutKey, payload: bytes) -> BatchAnswer:
         if not self.started:
             self.started = True
-            self._resume_recorded()
+            for batch in self.record.batches(self.endpoints):
+                self._watch_recorded(batch)
             if self.cap is not None:
                 await self._learn_listed_price()
             self._spawn(self._send_forever())
@@ -4633,7 +4717,7 @@ class BatchQueue:
         going = [b for b in self.batches.values() if not b.over]
         if going:
             lines.append(f"Batches in progress: {len(going)} ({sum(len(b.unanswered()) for b in going)} requests), "
-                         f"kept in {self.record.name}: the next run picks them up and sends none of them again.")
+                         f"kept in {self.record.path.name}: the next run picks them up and sends none of them again.")
         return lines
 
     async def aclose(self, still_needed: Callable[[RolloutKey], bool]) -> None:
@@ -4646,19 +4730,8 @@ class BatchQueue:
         await self.http.aclose()
         if not self.started:
             return  # the record was not read: it stays as it is
-        kept = [b for b in self.batches.values() if self._holds_needed(b, still_needed) and self._recordable(b)]
-        try:
-            if not kept:
-                self.record.unlink(missing_ok=True)
-                return
-            with replaced_atomically(self.record, like=self.like) as f:
-                for batch in kept:
-                    f.write(orjson.dumps(batch.record()) + b"\n")
-                    if batch.cost or batch.paid_before:
-                        f.write(orjson.dumps({"batch": batch.id, "sent": batch.key[1],
-                                              "billed": max(batch.cost, batch.paid_before)}) + b"\n")
-        except OSError:
-            pass  # the record as it was still holds every batch: the next run looks at a few ended ones again
+        self.record.rewrite([b for b in self.batches.values() if self._holds_needed(b, still_needed)
+                             and self._recordable(b)])
 
     def _holds_needed(self, batch: Batch, still_needed: Callable[[RolloutKey], bool]) -> bool:
         if not batch.over:
@@ -4703,9 +4776,9 @@ class BatchQueue:
             self._fail(list(self.queued), NotStarted())  # nothing was sent: they pause, to go on next run
             self.queued.clear()
             return
-        if self.record_broken is not None:  # no new batch while one could be lost: those in flight end first
+        if self.record.broken is not None:  # no new batch while one could be lost: those in flight end first
             if not any(not b.over for b in self.batches.values()):
-                self._halt(RunStopped("disk", f"{self.record_broken}. No new batch was sent, since a batch not on "
+                self._halt(RunStopped("disk", f"{self.record.broken}. No new batch was sent, since a batch not on "
                                       "record would be bought again after a crash; free space (or fix the cause), "
                                       "then re-run the same command."))
                 return
@@ -4728,7 +4801,7 @@ class BatchQueue:
             self._fail([custom_id], PromptFailed("too large for a batch", (
                 f"its request is {len(self.payloads[custom_id]) / 1e6:.0f} MB, over what a batch may carry "
                 f"({BATCH_MOST_BYTES / 1e6:.0f} MB; OpenRouter takes 200 MB a batch). Run it without --batch.")))
-        if taken and not self._append_record({"submitting": len(taken), "at": time.time()}):
+        if taken and not self.record.append({"submitting": len(taken), "at": time.time()}):
             self.queued = {**taken, **self.queued}  # the disk is full: nothing is bought that could not be recorded
             self.wake.set()
             return
@@ -4805,7 +4878,7 @@ class BatchQueue:
             self.in_batch[custom_id] = batch
         # Written before the run waits on it: a run that dies now finds this batch again, and pays nothing twice.
         if self._recordable(batch):
-            self._append_record(batch.record())
+            self.record.append(batch.record())
         self._spawn(self._watch(batch, first_look=self.poll))
 
     def _recordable(self, batch: Batch) -> bool:
@@ -4813,7 +4886,7 @@ class BatchQueue:
         if self.secret.redact(batch.id) == batch.id:
             return True
         self._say_once("secret id", f"The batch service named a batch with text that holds a secret you gave the "
-                       f"program: the batch is watched, but not written to {self.record.name} (if this run stops "
+                       f"program: the batch is watched, but not written to {self.record.path.name} (if this run stops "
                        "before it ends, its requests are sent again).")
         return False
 
@@ -4849,53 +4922,12 @@ class BatchQueue:
             await asyncio.sleep(backoff_delay(self.backoff, attempt, response and retry_after_seconds(response.headers)))
         return None
 
-    def _append_record(self, entry: dict) -> bool:
-        """One line more in the record, flushed; False when it could not be written (a full disk): this run
-        still gets the answers of the batches in flight, but sends no more. Before each submission a line
-        that names none is written, so a disk that is full is found before a batch is bought."""
-        try:
-            create_like(self.record, self.like)
-            with open(self.record, "ab") as f:
-                f.write(orjson.dumps(entry) + b"\n")
-            return True
-        except OSError as e:
-            if self.record_broken is None:
-                self.record_broken = f"{self.record} could not be written ({e.strerror or e})"
-                self.log(f"{self.record_broken}: no new batch goes until the batches in flight end.")
-            return False
-
-    def _resume_recorded(self) -> None:
-        """The batches earlier runs sent and recorded: looked at again, their answers kept for the rollouts
-        that ask for them; what they were billed, counted by the run that read it."""
-        if not self.record.is_file():
-            return
-        billed: dict[tuple[str, Any], float] = {}
-        for _, entry in LineReader(self.record).records():
-            batch_id = field_of(entry, "batch")
-            if not isinstance(batch_id, str) or not batch_id:
-                continue
-            if "billed" in entry:
-                key = (batch_id, entry.get("sent"))
-                billed[key] = max(billed.get(key, 0.0), amount(entry["billed"]))
-            elif isinstance(entry.get("custom_ids"), list):
-                self._resume_one(batch_id, entry)
-        for batch in self.batches.values():
-            batch.paid_before = billed.get(batch.key, billed.get((batch.id, None), 0.0))
-
-    def _resume_one(self, batch_id: str, entry: dict) -> None:
-        ids = [c for c in entry["custom_ids"] if isinstance(c, str)]
-        rollouts = entry.get("rollouts") if isinstance(entry.get("rollouts"), list) else []
-        keys = [RolloutKey.of_paused(dict(zip(("prompt_id", "sample", "attempt"), r))) if isinstance(r, list)
-                else None for r in rollouts] if len(rollouts) == len(ids) else [None] * len(ids)
-        url = entry.get("url") if entry.get("url") in self.endpoints else self.endpoints[-1]  # older: the beta one
-        sent = entry.get("sent")
-        recorded = sent if isinstance(sent, (int, float)) and not isinstance(sent, bool) and math.isfinite(sent) else 0.0
-        batch = Batch(batch_id, url, ids, keys, sent=min(float(recorded), time.time()),  # not in the future
-                      recorded_sent=sent)
+    def _watch_recorded(self, batch: Batch) -> None:
+        """A batch an earlier run sent: looked at again, its answers kept for the rollouts that ask."""
         if batch.key in self.batches:
             return
         self.batches[batch.key] = batch
-        for custom_id in ids:
+        for custom_id in batch.custom_ids:
             self.in_batch[custom_id] = batch
             self.submissions[custom_id] += 1
         self._spawn(self._watch(batch, first_look=0.0))
@@ -5003,13 +5035,9 @@ class BatchQueue:
         reason names fail as a live 400 would; the rest go again, and fail with the reason once the bound
         is reached."""
         self.log(f"Batch {self._said(batch.id, 80)} failed: {reason or 'the service gave no reason'}.")
-        named = [c for c in missing if c in reason]
-        for match in re.finditer(r"requests?\s*\[\s*(\d+)\s*\]", reason):  # requests[3]: by place in the batch
-            index = int(match.group(1))
-            if index < len(batch.custom_ids) and batch.custom_ids[index] in missing:
-                named.append(batch.custom_ids[index])
+        named = batch.named_in(reason, missing)
         refusal = orjson.dumps({"error": {"code": 400, "message": reason}})
-        for custom_id in dict.fromkeys(named):
+        for custom_id in named:
             batch.answered.add(custom_id)
             self.in_batch.pop(custom_id, None)
             self._deliver(custom_id, BatchAnswer(400, refusal, False))
@@ -5076,7 +5104,7 @@ class BatchQueue:
         self.billed += this_run
         self.stats.billed += this_run
         if self._recordable(batch):
-            self._append_record({"batch": batch.id, "sent": batch.key[1], "billed": batch.cost})
+            self.record.append({"batch": batch.id, "sent": batch.key[1], "billed": batch.cost})
         self.billing.set()
         if self.cap is not None:
             self.cap.check()
@@ -5086,7 +5114,8 @@ class BatchQueue:
         then halts)."""
         answer = await self._get(url, params)
         if answer is not None and answer[0] in (401, 402, 403):
-            self._halt_on(answer[0], answer[1], batch)
+            detail = self._said(error_text(field_of(answer[1], "error")) or httpx.codes.get_reason_phrase(answer[0]))
+            self._halt(batch_stop(answer[0], detail, f"batch {self._said(batch.id, 80)}", self.record.path.name))
             return None
         return answer
 
@@ -5134,27 +5163,9 @@ class BatchQueue:
         self.wake.set()
 
     def _sent_too_often(self, custom_id: str, kind: str = "batch: no usable answer") -> PromptFailed:
-        return PromptFailed(kind, f"sent in {self.submissions[custom_id]} batch{'es' if self.submissions[custom_id] != 1 else ''} without an answer "
-                            f"(at most {_SUBMISSIONS} a run); last: {self.last_reason.get(custom_id, 'no answer')}")
-
-    def _halt_on(self, code: int, data: Any, batch: Batch) -> None:
-        """A 401, 402 or 403 on a batch endpoint holds for every batch: the run stops, as live requests do,
-        saying the batch's answers can still be read."""
-        detail = self._said(error_text(field_of(data, "error")) or httpx.codes.get_reason_phrase(code))
-        where = f"batch {self._said(batch.id, 80)}"
-        kept = (f"The batches in progress are kept in {self.record.name} and by the service: re-run the same "
-                "command once that is fixed, and their answers are read, not bought again.")
-        if code == 401:
-            stop = RunStopped("key rejected", f"the API key was rejected while looking at {where} (401: {detail}). "
-                              f"Check OPENROUTER_API_KEY in your environment or .env. {kept}")
-        elif code == 402 or _says_budget(detail):
-            spent = "out of credits" if code == 402 else "a key or workspace budget is spent"
-            stop = RunStopped("out of credits", f"{spent} ({code}: {detail}), found while looking at {where}. Add "
-                              f"credits or raise the budget (https://openrouter.ai/settings/credits). {kept}")
-        else:
-            stop = RunStopped("access denied", f"access denied while looking at {where} (403: {detail}). Check the "
-                              f"key's permissions. {kept}")
-        self._halt(stop)
+        sent, last = self.submissions[custom_id], self.last_reason.get(custom_id, "no answer")
+        return PromptFailed(kind, f"sent in {sent} batch{'es' * (sent != 1)} without an answer (at most "
+                            f"{_SUBMISSIONS} a run); last: {last}")
 
     def _halt(self, stop: RunStopped) -> None:
         if self.halted is None:
@@ -5186,11 +5197,6 @@ class BatchQueue:
         if what not in self.said:
             self.said.add(what)
             self.log(line)
-
-
-def _says_budget(text: str) -> bool:
-    """A 403 that says a key or workspace budget is spent (OpenRouter's workspace budgets answer 403)."""
-    return bool(re.search(r"budget|limit (exceeded|reached)|credit|spend|quota", text, re.IGNORECASE))
 
 
 # ==================================================================================================
@@ -7220,9 +7226,9 @@ class Run:
         cap = SpendCap(cfg.gate.max_cost, self.stats, self.progress.log, lambda reason: self.stop(reason, now=False),
                        lambda: self.limiter.in_flight) if cfg.gate.max_cost is not None else None
         if cfg.teacher.batch:
-            self.batches = BatchQueue(cfg.teacher, cfg.requests.model, _batch_size(cfg), cfg.files.batches,
-                                      self.stats, self.stopping, self.progress.log, cap, most_answer_tokens(cfg.requests),
-                                      like=cfg.files.output)
+            record = BatchRecord(cfg.files.batches, cfg.files.output, self.progress.log)
+            self.batches = BatchQueue(cfg.teacher, cfg.requests.model, _batch_size(cfg), record, self.stats,
+                                      self.stopping, self.progress.log, cap, most_answer_tokens(cfg.requests))
         self.failed = FailedFile(cfg.files.failed, like=cfg.files.output)
         self.failed_now: set[RolloutKey] = set()  # tries that failed in this run: they begin again from scratch
         self.rejected = RejectedFile(cfg.files.rejected, like=cfg.files.output)

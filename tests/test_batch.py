@@ -261,7 +261,7 @@ def test_progress_shows_the_batches_in_progress_instead_of_a_request_limit():
     import generate_distillation_data as gdd
 
     queue = gdd.BatchQueue(gdd.TeacherSettings(secret=gdd._Secret(None), base_url="http://127.0.0.1:9/api/v1"),
-                           "m", 10, Path("unused.batches.jsonl"), gdd.Stats(), None)
+                           "m", 10, gdd.BatchRecord(Path("unused.batches.jsonl"), None, print), gdd.Stats(), None)
     queue.batches["b1"] = gdd.Batch("b1", "http://127.0.0.1:9/api/v1/batches", ["x", "y", "z"], [None] * 3, sent=0.0,
                                      status="in_progress", counts={"total": 3, "completed": 1})
     queue.queued["w"] = b"{}"
