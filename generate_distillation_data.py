@@ -3448,6 +3448,21 @@ def _float_or_none(text: str) -> float | None:
 # What an answer's status, headers and body say: errors, waits, rate budgets, a checked Completion.
 
 
+def answer_error(data: Any) -> Any:
+    """The error object of an answer's body, in whichever shape the server says it: OpenAI's and OpenRouter's
+    {"error": {...}}, or the top-level one of SGLang (protocol.py's ErrorResponse), vLLM before its move to
+    OpenAI's shape, and Mistral's API: {"object": "error", "message": ..., "type": ..., "code": ...} (FastAPI's
+    {"detail": ...} too). None when the body holds no error."""
+    if not isinstance(data, dict):
+        return None
+    if data.get("error") is not None:
+        return data["error"]
+    if "choices" in data or not (data.get("object") == "error" or "message" in data or "detail" in data):
+        return None
+    return {"message": data.get("message") or data.get("detail"),
+            **{key: data[key] for key in ("type", "code", "param") if data.get(key) is not None}}
+
+
 def error_text(error: Any) -> str:
     """The readable part of an error object, whatever its shape; whole (callers redact, then cut)."""
     if isinstance(error, dict):
@@ -4125,7 +4140,7 @@ class TeacherClient:
                 if self.on_answer is not None:
                     self.on_answer()
         if status != 200:
-            self._raise_for_error(status, data.get("error") if isinstance(data, dict) else None, answer)
+            self._raise_for_error(status, answer_error(data), answer)
         if not isinstance(data, dict):
             raise RetryableError("malformed answer", "malformed answer: not a JSON object")
         if data.get("error") and not data.get("choices"):
