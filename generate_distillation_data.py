@@ -3799,24 +3799,34 @@ def teacher_licence(settings: TeacherSettings, model: str) -> bool | None:
 
 
 _MODELS_PAGES = 100  # a models list longer than this many pages is not read whole: it cannot tell
+_MODELS_DEADLINE = 30.0  # seconds the whole lookup may take, every page: a best-effort check never holds the start
 
 
 def _models_list(settings: TeacherSettings) -> list | None:
     """Every entry of the models list, its pages followed (OpenAI's `has_more` with `after` the last id, or a
-    `next` link); None when it cannot be read whole (no answer, another shape, a page that does not follow)."""
+    `next` link on the same origin: the key goes nowhere else); None when it cannot be read whole (no answer
+    within the deadline, another shape, a page that does not follow, one larger than --max-answer-mb)."""
     url, params, entries = f"{settings.base_url}/models", {"distillable": "true"}, []
+    origin = _origin(httpx.URL(url))
+    deadline = time.monotonic() + min(settings.timeout, _MODELS_DEADLINE)
     try:
-        with httpx.Client(timeout=15, trust_env=True) as client:  # SSL_CERT_FILE and proxies, as for requests
+        with httpx.Client(trust_env=True) as client:  # SSL_CERT_FILE and proxies, as for requests
             for _ in range(_MODELS_PAGES):
-                response = client.get(url, params=params, headers=teacher_headers(settings))
-                page = response.json() if response.status_code == 200 else None
-                listed = page.get("data") if isinstance(page, dict) else None
+                answer = _whole_get(client, url, params, teacher_headers(settings), deadline,
+                                    settings.max_answer_bytes)
+                if answer is None:
+                    return None
+                page_url, status, page = answer
+                listed = page.get("data") if status == 200 and isinstance(page, dict) else None
                 if not isinstance(listed, list):
                     return None
                 entries += listed
                 following = page.get("next")
                 if isinstance(following, str) and following:
-                    url, params = str(response.url.join(following)), {}
+                    next_url = page_url.join(following)
+                    if _origin(next_url) != origin:
+                        return None  # a page elsewhere is not asked with the key, nor without it: cannot tell
+                    url, params = str(next_url), {}
                 elif page.get("has_more") is True:
                     after = page.get("last_id") or (listed[-1].get("id") if listed and isinstance(listed[-1], dict) else None)
                     if not isinstance(after, str) or params.get("after") == after:
@@ -3826,9 +3836,29 @@ def _models_list(settings: TeacherSettings) -> list | None:
                     return None  # says there is more, in a way not known here
                 else:
                     return entries
-    except (httpx.HTTPError, ValueError):
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError):
         return None
     return None
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port or {"http": 80, "https": 443}.get(url.scheme)
+
+
+def _whole_get(client: httpx.Client, url: str, params: dict, headers: dict, deadline: float, cap: int
+               ) -> tuple[httpx.URL, int, Any] | None:
+    """A GET read whole before the deadline, no larger than `cap`: (its URL, status, JSON or None); None when
+    it is not (a server that sends a byte every few seconds never holds the start for longer)."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return None
+    with client.stream("GET", url, params=params, headers=headers, timeout=min(remaining, 10.0)) as response:
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > cap or time.monotonic() > deadline:
+                return None
+        return response.url, response.status_code, decode_answer(bytes(body))
 
 
 class TeacherClient:
