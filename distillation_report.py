@@ -281,10 +281,6 @@ def script_json(data: dict) -> str:
     return text.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
-def report_path(output: Path) -> Path:
-    return output.with_name(f"{output.stem}.report.html")
-
-
 def render_report(output: Path, failed: Path, rejected: Path, *, reader: Reader, pending: int | None = None,
                   sample_size: int = SAMPLE_SIZE) -> tuple[str, Stats]:
     """The page's HTML and its statistics. The generator reads its files for it (`reader`) and writes the

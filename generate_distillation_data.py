@@ -61,7 +61,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping, NamedTuple
-from urllib.parse import quote, urlparse
+from urllib.parse import quote, unquote, unquote_plus, urlparse
 
 import aiohttp
 
@@ -129,63 +129,6 @@ def human_duration(seconds: float) -> str:
 
 
 @dataclass(frozen=True)
-class _Secret:
-    """The API key (sent in one header) and every other secret the program was handed (handed_secrets: the
-    values of key-like names in .env and the environment, key-like fields of --extra-body, a URL's user
-    information, MCP URLs' query values): taken out of what we store or print, never shown."""
-
-    key: str | None
-    others: tuple[str, ...] = ()
-
-    @functools.cached_property
-    def _patterns(self) -> tuple[tuple[str, ...], re.Pattern | None, tuple[bytes, ...], re.Pattern | None]:
-        """(what to look for, the pattern that cuts it out) in plain text, and the same in JSON text, where
-        a secret holding a quote or a backslash reads escaped. Only real secrets: a placeholder a local
-        server accepts (EMPTY, ollama, sk-1234) is shorter than MIN_SECRET_LENGTH, and taking it out of
-        text would corrupt it. A secret longer than 24 characters is also cut where a text quotes its
-        first 16 and goes on in letters, digits, '-' or '_' (a teacher that cut it short)."""
-        secrets = sorted({s for s in (self.key, *self.others) if s and len(s) >= _MIN_SECRET_LENGTH}, key=len, reverse=True)
-        if not secrets:
-            return (), None, (), None
-
-        def forms(encode: Callable[[str], str]) -> tuple[list[str], str]:
-            wholes = [encode(secret) for secret in secrets]
-            prefixes = [encode(secret[:16]) for secret in secrets if len(secret) > 24]
-            pattern = "|".join([*map(re.escape, wholes), *(re.escape(p) + r"[\w-]*" for p in prefixes)])
-            return [*prefixes, *(w for w, s in zip(wholes, secrets) if len(s) <= 24)], pattern
-
-        plain, plain_pattern = forms(lambda text: text)
-        in_json, json_pattern = forms(lambda text: orjson.dumps(text).decode()[1:-1])
-        return (tuple(plain), re.compile(plain_pattern), tuple(n.encode() for n in in_json),
-                re.compile(json_pattern.encode()))
-
-    def redact(self, text: str) -> str:
-        """Every secret out of a text that came from outside (the teacher, a tool, a reward, an MCP server,
-        a URL), before any cut, so no piece of it survives."""
-        needles, pattern, _, _ = self._patterns
-        if pattern is None or not text or not any(needle in text for needle in needles):
-            return text
-        return pattern.sub("***", text)
-
-    def scrub(self, value: Any) -> Any:
-        """`redact` applied to every string of a JSON value, however deep (a message, its tool calls' ids
-        and names, reasoning details, a model name): the one way what came from outside reaches a file or
-        the terminal. The value is encoded once, and only one that holds a secret is rewritten."""
-        if isinstance(value, str):
-            return self.redact(value)
-        _, _, needles, pattern = self._patterns
-        if pattern is None:
-            return value
-        try:
-            text = orjson.dumps(value)
-        except (orjson.JSONEncodeError, TypeError):  # not JSON (a lone surrogate): string by string
-            return with_each_string(value, self.redact)
-        if not any(needle in text for needle in needles):
-            return value
-        return orjson.loads(pattern.sub(b"***", text))
-
-
-@dataclass(frozen=True)
 class PromptSettings:
     """Which rollouts the command asks for (iter_jobs, Plan)."""
 
@@ -212,6 +155,13 @@ class TeacherSettings:
     stall_timeout: float = 300.0  # a streamed answer with no data event for this long is retried
     batch: bool = False  # every request through OpenRouter's Batch API: about half the price, hours a turn
     batch_poll: float = 30.0  # seconds between looks at a batch in progress
+
+    @property
+    def sends_key(self) -> bool:
+        """Whether requests carry the key (Authorization: Bearer). A base URL with user information
+        (http://user:PASSWORD@host/v1, http://TOKEN@host/v1) authenticates with that instead (HTTP Basic, as
+        every HTTP client sends it), and the key is not sent to it: a request carries one Authorization."""
+        return bool(self.secret.key) and "@" not in urlparse(self.base_url).netloc
 
     @property
     def rollout_pool_size(self) -> int:
@@ -312,6 +262,30 @@ class OutputPaths:
     def mcp_log(self) -> Path:
         """What stdio MCP servers write to their stderr."""
         return self.beside(".mcp.log")
+
+    def export(self, fmt: str) -> Path:
+        """--export: the output in another trainer's format (hf, openai)."""
+        return self.beside(f".{fmt}.jsonl")
+
+    @property
+    def card(self) -> Path:
+        """The dataset card beside the hf export. Not README.md: the project folder has its own README (this
+        repository's, or an rnow template's), which the card must not overwrite; upload it as README.md."""
+        return self.beside(".hf.README.md")
+
+    @property
+    def report(self) -> Path:
+        """--report: one self-contained page."""
+        return self.beside(".report.html")
+
+    @property
+    def side_files(self) -> dict[Path, str]:
+        """Every file of ours beside the output, with what it is: each must be a regular file."""
+        return {self.failed: "the failed file", self.rejected: "the rejected file",
+                self.quarantine: "the quarantine file", self.paused: "the paused file", self.runs: "the runs file",
+                self.batches: "the batches file", self.mcp_tools: "the MCP tools file", self.mcp_log: "the MCP log",
+                **{self.export(fmt): f"the {fmt} export" for fmt in ("hf", "openai")},
+                self.card: "the dataset card", self.report: "the report"}
 
 
 @dataclass(frozen=True)
@@ -671,8 +645,8 @@ def parse_config(argv: list[str] | None) -> Config:
                          "rollouts settle. To retry failed prompts, re-run the command with the original prompts "
                          f"file (failed ones are retried); or copy it (cp {same} retry.jsonl) and pass the copy.")
     check_regular_file(output, "the output file")
-    for path in (files.failed, files.rejected, files.quarantine):
-        check_regular_file(path, "a file beside the output")
+    for path, what in files.side_files.items():  # before anything is read or sent: a FIFO would hang the run
+        check_regular_file(path, what)
     secret = _Secret(api_key, handed_secrets(extra_body, [base_url], [u for u in map(str, mcp_urls) if "://" in u]))
     return Config(
         prompts=PromptSettings(input=args.input, system=args.system, num=args.num, shard=shard, samples=args.samples,
@@ -815,8 +789,10 @@ def check_regular_file(path: Path, what: str) -> None:
         kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
                 else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
                 else "not a regular file")
-        raise UsageError(f"{path}: cannot open {what}: it is {kind}, and {what} must be a regular file (it is "
-                         "appended to, read back on resume and rewritten). Pass another --output.")
+        raise UsageError(f"{path}: cannot open {what}: it is {kind}, and {what} must be a regular file, which "
+                         "this tool writes and reads back. "
+                         + ("Pass another --output." if what == "the output file" else
+                            "Move it away (it is not one of this tool's files), or pass another --output."))
 
 
 def load_dotenv_file() -> None:
@@ -837,6 +813,119 @@ def display_url(url: str) -> str:
     return parsed._replace(netloc=netloc).geturl()
 
 
+@dataclass(frozen=True)
+class _Secret:
+    """The API key (sent in one header) and every other secret the program was handed (handed_secrets: the
+    values of key-like names in .env and the environment, key-like fields of --extra-body, a URL's user
+    information, MCP URLs' query values and key-like path parts): taken out of what we store or print, never
+    shown."""
+
+    key: str | None
+    others: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def _patterns(self) -> tuple[tuple[str, ...], re.Pattern | None, re.Pattern | None,
+                                 tuple[bytes, ...], re.Pattern | None, re.Pattern | None]:
+        """What to look for and the pattern that cuts it out, in plain text and in JSON text (where a secret
+        holding a quote or a backslash reads escaped); and for each, a pattern for the secret written with
+        JSON escapes (\\u0073...), which a JSON decoder (a trainer reading tool-call arguments, an export)
+        would turn back into the secret. Only real secrets: a placeholder a local server accepts (EMPTY,
+        ollama, sk-1234) is shorter than MIN_SECRET_LENGTH, and taking it out of text would corrupt it. A
+        key's part after a public prefix (sk-or-v1-...) is a secret on its own. A secret longer than 24
+        characters is also cut where a text quotes its first 16 and goes on in letters, digits, '-' or '_' (a
+        teacher that cut it short)."""
+        forms = {part for s in (self.key, *self.others) if s for part in _secret_parts(s)}
+        secrets = sorted((s for s in forms if len(s) >= _MIN_SECRET_LENGTH), key=len, reverse=True)
+        if not secrets:
+            return (), None, None, (), None, None
+
+        def pattern(encode: Callable[[str], str]) -> tuple[list[str], str]:
+            wholes = [encode(secret) for secret in secrets]
+            prefixes = [encode(secret[:16]) for secret in secrets if len(secret) > 24]
+            pattern = "|".join([*map(re.escape, wholes), *(re.escape(p) + r"[\w-]*" for p in prefixes)])
+            return [*prefixes, *(w for w, s in zip(wholes, secrets) if len(s) <= 24)], pattern
+
+        def escaped(in_json: bool) -> str:
+            return "|".join([*(_escaped_pattern(secret, in_json) for secret in secrets),
+                             *(_escaped_pattern(secret[:16], in_json) + _ESCAPED_GOES_ON[in_json]
+                               for secret in secrets if len(secret) > 24)])
+
+        plain, plain_pattern = pattern(lambda text: text)
+        in_json, json_pattern = pattern(lambda text: orjson.dumps(text).decode()[1:-1])
+        return (tuple(plain), re.compile(plain_pattern), re.compile(escaped(False)),
+                tuple(n.encode() for n in in_json), re.compile(json_pattern.encode()),
+                re.compile(escaped(True).encode()))
+
+    def redact(self, text: str) -> str:
+        """Every secret out of a text that came from outside (the teacher, a tool, a reward, an MCP server,
+        a URL), before any cut, so no piece of it survives; written with JSON escapes too."""
+        needles, pattern, escaped, _, _, _ = self._patterns
+        if pattern is None or not text:
+            return text
+        if any(needle in text for needle in needles):
+            text = pattern.sub("***", text)
+        if "\\u" in text or "\\/" in text:
+            text = escaped.sub("***", text)
+        return text
+
+    def scrub(self, value: Any) -> Any:
+        """`redact` applied to every string of a JSON value, however deep (a message, its tool calls' ids
+        and names, reasoning details, a model name): the one way what came from outside reaches a file or
+        the terminal. The value is encoded once, and only one that holds a secret is rewritten."""
+        if isinstance(value, str):
+            return self.redact(value)
+        _, _, _, needles, pattern, escaped = self._patterns
+        if pattern is None:
+            return value
+        try:
+            text = orjson.dumps(value)
+        except (orjson.JSONEncodeError, TypeError):  # not JSON (a lone surrogate): string by string
+            return with_each_string(value, self.redact)
+        found = any(needle in text for needle in needles)
+        written_escaped = b"\\\\u" in text or b"\\\\/" in text  # a backslash in a string reads doubled
+        if not (found or written_escaped):
+            return value
+        scrubbed = pattern.sub(b"***", text) if found else text
+        scrubbed = escaped.sub(b"***", scrubbed) if written_escaped else scrubbed
+        if scrubbed == text:
+            return value
+        try:
+            return orjson.loads(scrubbed)
+        except orjson.JSONDecodeError:  # cannot happen with whole escapes cut; never let one through if it does
+            return with_each_string(value, self.redact)
+
+
+# The public beginnings of API keys (OpenRouter's, OpenAI's, Anthropic's, Groq's, xAI's, Hugging Face's, GitHub's,
+# GitLab's, Perplexity's, Tavily's, NVIDIA's, Replicate's, Cerebras's, Fireworks', Google's): what follows is the
+# secret, and a text that quotes it without its prefix still holds the key.
+_PUBLIC_KEY_PREFIXES = sorted(("sk-or-v1-", "sk-or-", "sk-ant-api03-", "sk-ant-admin01-", "sk-ant-", "sk-proj-",
+                               "sk-svcacct-", "sk-admin-", "sk-", "gsk_", "xai-", "hf_", "ghp_", "gho_", "ghs_",
+                               "github_pat_", "glpat-", "pplx-", "tvly-", "nvapi-", "r8_", "csk-", "fw_", "AIza"),
+                              key=len, reverse=True)
+
+
+def _secret_parts(secret: str) -> tuple[str, ...]:
+    """The secret, and its part after a known public prefix (which the minimum length then judges alone)."""
+    prefix = next((p for p in _PUBLIC_KEY_PREFIXES if secret.startswith(p)), "")
+    return (secret, secret[len(prefix):]) if prefix else (secret,)
+
+
+def _escaped_pattern(secret: str, in_json: bool) -> str:
+    """A pattern for the secret with any of its characters written as a JSON escape (\\uXXXX in either case,
+    \\/ for a slash); `in_json`: as it reads inside a JSON string, where each backslash is doubled."""
+    backslash = r"\\\\" if in_json else r"\\"
+    parts = []
+    for char in secret:
+        plain = orjson.dumps(char).decode()[1:-1] if in_json else char
+        code = "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{ord(char):04x}")
+        alternatives = [re.escape(plain), backslash + "u" + code] + ([backslash + "/"] if char == "/" else [])
+        parts.append("(?:" + "|".join(alternatives) + ")")
+    return "".join(parts)
+
+
+_ESCAPED_GOES_ON = {False: r"(?:[\w-]|\\u[0-9a-fA-F]{4})*", True: r"(?:[\w-]|\\\\u[0-9a-fA-F]{4})*"}
+
+
 _KEY_LIKE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|AUTH", re.IGNORECASE)
 
 
@@ -845,8 +934,10 @@ def handed_secrets(extra_body: dict, urls: Iterable[str], query_urls: Iterable[s
     prints (_Secret): the values of key-like names (KEY, TOKEN, SECRET, PASSWORD, AUTH) in .env and the
     environment, but not a URL's (a base URL is no secret: only its user information is) nor a path's (a
     socket, a file); the strings under key-like fields of --extra-body ("Bearer X" gives X too); the user
-    information of each URL; and every query value of `query_urls` (MCP servers: Tavily's key travels there).
-    What is too short to be a real secret is left to _Secret's minimum length."""
+    information of each URL; and, of `query_urls` (MCP servers: Tavily's key travels in the query, Zapier's
+    in the path), every query value, the fragment and each key-like part of the path. A URL's parts as
+    written and percent-decoded (what is sent: a password's "%2F" is "/" in the Basic header). What is too
+    short to be a real secret is left to _Secret's minimum length."""
     from dotenv import dotenv_values
 
     named = dict(os.environ)
@@ -862,12 +953,31 @@ def handed_secrets(extra_body: dict, urls: Iterable[str], query_urls: Iterable[s
             found.append(value)
     found += _key_like_fields(extra_body)
     for url in [*urls, *query_urls]:
-        parsed = urlparse(url)
-        found += [part for part in (parsed.username, parsed.password) if part]
+        found += _user_information(url)
     for url in query_urls:
-        found += [value for pair in urlparse(url).query.split("&") if (value := pair.partition("=")[2])]
+        found += _secrets_beyond_the_host(url)
     found += [part.rpartition(" ")[2] for part in found if part.lower().startswith(("bearer ", "basic ", "token "))]
+    found += [decoded for part in found for decode in (unquote, unquote_plus) if (decoded := decode(part)) != part]
     return tuple(dict.fromkeys(found))
+
+
+def _user_information(url: str) -> list[str]:
+    parsed = urlparse(url)
+    return [part for part in (parsed.username, parsed.password) if part]
+
+
+def _secrets_beyond_the_host(url: str) -> list[str]:
+    """An MCP URL's query values, its fragment (and the values in it) and the parts of its path that look like
+    keys: where servers take a key."""
+    parsed = urlparse(url)
+    pairs = [*parsed.query.split("&"), *parsed.fragment.split("&")]
+    return ([value for pair in pairs if (value := pair.partition("=")[2])] + ([parsed.fragment] if parsed.fragment else [])
+            + [part for part in parsed.path.split("/") if looks_like_key(part)])
+
+
+def looks_like_key(text: str) -> bool:
+    """A URL's path part that is a key rather than a name: as long as a real secret, letters and digits mixed."""
+    return (len(text) >= _MIN_SECRET_LENGTH and any(c.isdigit() for c in text) and any(c.isalpha() for c in text))
 
 
 def _key_like_fields(value: Any, under_key: bool = False) -> list[str]:
@@ -1836,10 +1946,13 @@ class McpSpec:
 
 
 def _secret_free_url(url: str) -> str:
-    """display_url's (no password), with the query's values as *** too."""
+    """display_url's (no password), with the query's values, the fragment and the key-like parts of the path
+    as *** too (handed_secrets' secrets of an MCP URL)."""
     parts = urlparse(display_url(url))
     query = "&".join(f"{pair.split('=', 1)[0]}=***" if "=" in pair else pair for pair in parts.query.split("&"))
-    return parts._replace(query=query).geturl() if parts.query else parts.geturl()
+    path = "/".join("***" if looks_like_key(part) else part for part in parts.path.split("/"))
+    return parts._replace(query=query if parts.query else "", path=path,
+                          fragment="***" if parts.fragment else "").geturl()
 
 
 def _mcp_tool_name(server_index: int, servers: int, name: str) -> str:
@@ -3766,7 +3879,7 @@ def teacher_headers(settings: TeacherSettings) -> dict[str, str]:
     the key, where there is one."""
     headers = {"Content-Type": "application/json", "HTTP-Referer": APP_URL, "X-OpenRouter-Title": APP_TITLE,
                "X-Title": APP_TITLE}
-    if settings.secret.key:
+    if settings.sends_key:
         headers["Authorization"] = f"Bearer {settings.secret.key}"
     return headers
 
@@ -3847,10 +3960,9 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
 
 def _whole_get(client: httpx.Client, url: str, params: dict, headers: dict, deadline: float, cap: int
                ) -> tuple[httpx.URL, int, Any] | None:
-    """A GET read whole before the deadline, no larger than `cap`: (its URL, status, JSON or None); None when
-    it is not (a server that sends a byte every few seconds never holds the start for longer)."""
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
+    """A GET read whole before the deadline (a byte every few seconds does not hold it), no larger than `cap`:
+    (its URL, status, JSON or None); None when it is not."""
+    if (remaining := deadline - time.monotonic()) <= 0:
         return None
     with client.stream("GET", url, params=params, headers=headers, timeout=min(remaining, 10.0)) as response:
         body = bytearray()
@@ -6422,10 +6534,6 @@ def export_formats(text: str) -> tuple[str, ...]:
     return formats
 
 
-def _export_path(output: Path, fmt: str) -> Path:
-    return output.with_name(f"{output.stem}.{fmt}.jsonl")
-
-
 def _hf_record(record: dict, schemas: dict[str, dict]) -> dict:
     messages = []
     ids = _NineCharacterIds()
@@ -6511,9 +6619,19 @@ def _is_incomplete(record: dict) -> bool:
 
 def _tool_schemas(record: dict, schemas: dict[str, dict]) -> dict:
     """{"tools": the schemas of the tools the line names}, or nothing for a line without tools."""
-    if not record.get("tools"):
-        return {}
-    return {"tools": [schemas[name] for name in record["tools"] if name in schemas]}
+    names = _line_tool_names(record)
+    return {"tools": [schemas[name] for name in names if name in schemas]} if names else {}
+
+
+def _line_tool_names(record: dict) -> list[str]:
+    """The names a line's `tools` gives (none when it has no `tools`, or null); NotExportable when it is not a
+    list of names (an edited or foreign line)."""
+    names = record.get("tools")
+    if names is None:
+        return []
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise NotExportable(f"`tools` is {_plain_value(names)}, not a list of tool names")
+    return names
 
 
 _EXPORTERS: dict[str, Callable[[dict, dict[str, dict]], dict]] = {"hf": _hf_record, "openai": _openai_record}
@@ -6524,6 +6642,7 @@ class _ExportResult:
     path: Path
     written: int = 0
     left_out: collections.Counter = field(default_factory=collections.Counter)  # reason -> lines
+    first_left_out: dict[str, str] = field(default_factory=dict)  # reason -> "file:line" of the first such line
     unknown_tools: set[str] = field(default_factory=set)
     incomplete: int = 0  # lines cut short (--keep-incomplete) that were written
 
@@ -6536,32 +6655,50 @@ def export_schemas(toolbox: ToolBox | None, saved: Path | None = None) -> dict[s
     return schemas
 
 
-def export_output(output: Path, fmt: str, schemas: dict[str, dict]) -> _ExportResult:
-    """Rebuild <stem>.<fmt>.jsonl from the output, streaming; replaced whole only when complete."""
-    result = _ExportResult(_export_path(output, fmt))
+def export_output(files: OutputPaths, fmt: str, schemas: dict[str, dict], scrub: Callable[[Any], Any]
+                  ) -> _ExportResult:
+    """Rebuild <stem>.<fmt>.jsonl from the output, streaming; replaced whole only when complete. What the teacher
+    and the tools wrote goes through the one scrub (Secret.scrub) as it is written: what the format decodes (hf:
+    tool-call arguments as objects) may hold a secret the line held escaped, and a line of another release or
+    tool was never scrubbed. The prompt's messages and the metadata are the user's data: never touched."""
+    output = files.output
+    result = _ExportResult(files.export(fmt))
     convert = _EXPORTERS[fmt]
     if not output.exists():
         return result
     try:
         with replaced_atomically(result.path, output) as target:
-            for _, record in LineReader(output).records():
+            for line_no, (_, record) in enumerate(LineReader(output).records(), 1):
                 try:
                     if record is None:
                         raise ValueError("not a JSON object")
-                    exported = convert(record, schemas)
+                    exported = _answers_scrubbed(convert(record, schemas), scrub)
+                    names = _line_tool_names(record)
                 except NotExportable as e:
                     result.left_out[str(e)] += 1
+                    result.first_left_out.setdefault(str(e), f"{output}:{line_no}")
                     continue
                 except (ValueError, KeyError, TypeError, AttributeError):
                     result.left_out["not a line of ours (torn or edited)"] += 1
+                    result.first_left_out.setdefault("not a line of ours (torn or edited)", f"{output}:{line_no}")
                     continue
-                result.unknown_tools.update(name for name in record.get("tools", ()) if name not in schemas)
+                result.unknown_tools.update(name for name in names if name not in schemas)
                 target.write(orjson.dumps(exported) + b"\n")
                 result.written += 1
                 result.incomplete += _is_incomplete(record)
     except OSError as e:
         raise OutputError(result.path, e) from None
     return result
+
+
+def _answers_scrubbed(exported: dict, scrub: Callable[[Any], Any]) -> dict:
+    """An exported line with its messages from the first answer on through the scrub (a copy only if it cut)."""
+    messages = exported["messages"]
+    first = next((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant"),
+                 len(messages))
+    said = messages[first:]
+    scrubbed = scrub(said)
+    return exported if scrubbed is said else {**exported, "messages": messages[:first] + scrubbed}
 
 
 def report_export(result: _ExportResult) -> str:
@@ -6571,17 +6708,11 @@ def report_export(result: _ExportResult) -> str:
             "marked in their metadata)" if result.path.name.endswith(".hf.jsonl") else
             "their last answer at weight 0, since this format has no metadata to mark them)"))
     for reason, count in result.left_out.items():
-        text += f"; {plural(count, 'line')} left out ({reason})"
+        text += f"; {plural(count, 'line')} left out ({reason}; the first: {result.first_left_out[reason]})"
     if result.unknown_tools:
         text += (f"; tools not in the tools file, left out of `tools`: {', '.join(sorted(result.unknown_tools))} "
                  "(pass the --tools file the run used)")
     return text + "."
-
-
-def card_path(export: Path) -> Path:
-    """The dataset card beside the hf export. Not README.md: the project folder has its own README (this
-    repository's, or an rnow template's), which the card must not overwrite; upload it as README.md."""
-    return export.with_name(export.stem + ".README.md")
 
 
 @dataclass
@@ -7427,7 +7558,11 @@ def _print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Outpu
     key = cfg.teacher.secret.key or ""
     masked = f"{key[:8]}...{key[-4:]}" if len(key) > 16 else "***" if key else "(none)"
     print(f"POST {display_url(cfg.teacher.base_url)}/chat/completions")
-    print(f"Authorization: Bearer {masked}")
+    if "@" in urlparse(cfg.teacher.base_url).netloc:
+        print("Authorization: Basic *** (the user information of --base-url"
+              + ("; OPENROUTER_API_KEY is not sent)" if key else ")"))
+    else:
+        print(f"Authorization: Bearer {masked}")
     print(json.dumps(body, indent=2, ensure_ascii=False))
     how = (f": a cache_control {json.dumps(cache.marker)} breakpoint on the system prompt and on the newest "
            "message of each request" if cache.enabled else "")
@@ -7492,7 +7627,8 @@ def _run_command(argv: list[str] | None) -> int:
         repair = not (cfg.dry_run or cfg.no_run)
         plan = make_plan(cfg.prompts, cfg.gate.attempts, scan.done, RejectedFile(cfg.files.rejected).tries(repair=repair))
         if cfg.no_run:  # the files as they are: nothing repaired, run or sent
-            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending)
+            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending,
+                                             cfg.line.redact)
         if cfg.dry_run:
             if toolbox is not None and toolbox.mcp_specs:
                 _run_event_loop(_list_mcp_tools(toolbox, cfg.files))
@@ -7506,12 +7642,17 @@ def _run_command(argv: list[str] | None) -> int:
             print(_give_project_id(cfg.project.config), file=sys.stderr)
         if plan.finished_before == plan.total:
             print(f"Nothing to do: all {plan.total} rollouts are already in {cfg.files.output}.", file=sys.stderr)
-            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending)
+            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending,
+                                             cfg.line.redact)
+        if cfg.teacher.secret.key and not cfg.teacher.sends_key:
+            print(f"Note: {display_url(cfg.teacher.base_url)} carries a user name or password: requests authenticate "
+                  "with it, and OPENROUTER_API_KEY is not sent to it.", file=sys.stderr)
         licence = _check_licence(cfg) if cfg.requests.distillable or is_openrouter(cfg.teacher.base_url) else None
         RunsFile(cfg.files.runs, like=cfg.files.output).record_start(_run_record(cfg, plan, toolbox, licence))
         code = _run_event_loop(Run(cfg, toolbox, plan, output, scorer).execute())
         ran = True
-        return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, code, plan.pending)
+        return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, code, plan.pending,
+                                         cfg.line.redact)
     except UsageError as e:
         print(f"error: {redact(str(e))}", file=sys.stderr)
         return EXIT_USAGE
@@ -7674,36 +7815,36 @@ async def _list_mcp_tools(toolbox: ToolBox, files: OutputPaths) -> None:
 
 
 def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], report: bool, toolbox: ToolBox | None, code: int,
-                   pending: int) -> int:
+                   pending: int, scrub: Callable[[Any], Any]) -> int:
     """After a run that ended normally (all done, or some failed): the --export files and the --report
-    page, made anew from the files."""
+    page, made anew from the files. They are writers too: what they write goes through the one scrub."""
     if code not in (EXIT_OK, EXIT_FAILED):
         return code
     schemas = export_schemas(toolbox, files.mcp_tools) if export else {}
     for fmt in export:
-        result = export_output(files.output, fmt, schemas)
-        print(report_export(result), file=sys.stderr)
+        result = export_output(files, fmt, schemas, scrub)
+        print(scrub(report_export(result)), file=sys.stderr)
         if fmt == "hf":
-            card = card_path(result.path)
+            card = files.card
             try:
                 text, odd = dataset_card(files, result.path, schemas, RunsFile(files.runs).records())
                 with replaced_atomically(card, files.output) as f:
-                    f.write(text.encode("utf-8"))
+                    f.write(scrub(text).encode("utf-8"))
             except OSError as e:
                 raise OutputError(card, e) from None
             print(f"Dataset card: {card} (the README.md of a dataset repository on the Hugging Face Hub)",
                   file=sys.stderr)
             for note in odd:
-                print(f"Dataset card: {note}", file=sys.stderr)
+                print(scrub(f"Dataset card: {note}"), file=sys.stderr)
     if report:
         import distillation_report  # only here: the page is reached through this flag alone
 
-        path = distillation_report.report_path(files.output)
+        path = files.report
         try:
             page, _ = distillation_report.render_report(files.output, files.failed, files.rejected, pending=pending,
-                                                        reader=dataset_records)
+                                                        reader=lambda file: map(scrub, dataset_records(file)))
             with replaced_atomically(path, files.output) as f:
-                f.write(page.encode("utf-8"))
+                f.write(scrub(page).encode("utf-8"))
         except OSError as e:
             raise OutputError(path, e) from None
         print(f"Report: {path} (open it in a browser; it needs no network)", file=sys.stderr)

@@ -167,12 +167,37 @@ def test_export_streams_past_lines_it_cannot_hold_and_says_so(run, workdir, teac
     result = run_script(workdir, "prompts.jsonl", "--tools", "fewer_tools.py", "--export", "hf,openai",
                         "--no-run", env=subprocess_env())
     assert result.code == 0, result.err
+    broken = 1 + [json.loads(line)["messages"][0]["content"] for line in
+                  (workdir / "train.jsonl").read_text().splitlines()[:3]].index("broken args")
     for fmt in ("hf", "openai"):
         assert (f"Exported 2 lines to train.{fmt}.jsonl; 1 line left out (a tool call whose arguments are not a "
-                "JSON object); 1 line left out (not a line of ours (torn or edited)); tools not in the tools "
-                "file, left out of `tools`: shout") in result.err
+                f"JSON object; the first: train.jsonl:{broken}); 1 line left out (not a line of ours (torn or "
+                "edited); the first: train.jsonl:4); tools not in the tools file, left out of `tools`: shout") in result.err
     for line in read_jsonl(workdir / "train.openai.jsonl"):
         check_openai_fine_tuning_line(line)
+
+
+@pytest.mark.parametrize("tools, exported", [(["add"], True), (None, True), ([None, "x"], False), ("echo", False)],
+                         ids=["a list of names", "null", "a null among names", "a string"])
+def test_a_line_whose_tools_are_not_a_list_of_names_is_left_out_naming_it(workdir, tools, exported):
+    """An edited or foreign line: "tools": null is a line without tools; anything else that is not a list of
+    names is left out of the exports, its line named, never a traceback nor its letters taken for tools."""
+    line = {"metadata": {"prompt_id": "p0", "sample": 0},
+            "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "tools": tools}
+    (workdir / "train.jsonl").write_text(json.dumps(line) + "\n")
+    write_prompts(workdir, ["q"])
+    result = run_script(workdir, "prompts.jsonl", "--tools", "tools_small.py", "--no-run", "--export", "hf,openai",
+                        env=subprocess_env())
+    assert result.code == 0 and "Traceback" not in result.err, result.err
+    for fmt in ("hf", "openai"):
+        lines = read_jsonl(workdir / f"train.{fmt}.jsonl")
+        assert len(lines) == exported
+        if exported:
+            assert [t["function"]["name"] for t in lines[0].get("tools", [])] == (tools or [])
+        else:
+            assert (f"Exported 0 lines to train.{fmt}.jsonl; 1 line left out (`tools` is {json.dumps(tools)}, not a "
+                    "list of tool names; the first: train.jsonl:1)") in result.err
+    assert "left out of `tools`" not in result.err
 
 
 def test_export_usage_errors(workdir, teacher):
@@ -329,7 +354,7 @@ def test_a_foreign_line_with_tool_calls_5_is_named_and_the_card_still_made(run, 
     assert "train.jsonl:2: messages[1].tool_calls is 5, not a list: counted as no call" in result.err
     _, text = card_of(workdir)
     assert "2 conversations" in text and "1 line of `train\\.jsonl` holds values that are not what this tool writes" in text
-    assert "1 line left out (not a line of ours (torn or edited))" in result.err  # the exports leave it out, and say so
+    assert "1 line left out (not a line of ours (torn or edited); the first: train.jsonl:2)" in result.err  # and say so
 
 
 def test_cut_short_lines_are_marked_in_every_export_and_the_card(run, workdir, teacher):

@@ -27,16 +27,17 @@ STDIO = f"{sys.executable} {SERVER} stdio"
 class HttpServer:
     """tests/support/mcp_server.py over streamable HTTP, in its own process."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, path: str = "/mcp") -> None:
+        self.port, self.path = free_port(), path
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/mcp"
+        return f"http://127.0.0.1:{self.port}{self.path}"
 
     def start(self) -> "HttpServer":
         self.process = subprocess.Popen([sys.executable, str(SERVER), "http", str(self.port)],
+                                        env={**subprocess_env(), "MCP_PATH": self.path},
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: listening(self.port), what="the MCP server to listen")
         return self
@@ -227,6 +228,29 @@ def test_a_key_in_an_mcp_urls_query_is_taken_out_of_everything_written(workdir, 
     assert key not in written + result.out + result.err
 
 
+def test_a_key_in_an_mcp_urls_path_or_fragment_is_taken_out_of_everything_written(workdir, teacher):
+    """Zapier's MCP URLs carry the key in the path; a fragment is never sent, yet may hold one: both are
+    secrets, shown as *** in the runs file and on the terminal, cut out of what the teacher and tools said."""
+    path_key, fragment_key = "sk-ak-" + "a1b2c3d4" * 4, "frag" + "9z8y" * 6
+    secrets_used(path_key, fragment_key)
+    server = HttpServer(path=f"/mcp/{path_key}/").start()
+    try:
+        teacher.script("q", call_tools(("add", {"a": 1, "b": 2}), content=f"using {path_key}"),
+                       answer(f"3, said {fragment_key}"))
+        write_prompts(workdir, ["q"])
+        result = generate(workdir, teacher, "--mcp", f"{server.url}#token={fragment_key}", "--export", "hf")
+    finally:
+        server.stop()
+    assert result.code == 0, result.err
+    [line] = result.records()
+    assert line["messages"][-1]["content"] == "3, said ***" and line["messages"][1]["content"] == "using ***"
+    assert tool_results(result)["q"] == ["3"]  # the server at that path was reached
+    assert read_jsonl(workdir / "train.runs.jsonl")[0]["rollout"]["mcp"] == [f"http://127.0.0.1:{server.port}/mcp/***/#***"]
+    written = "".join(p.read_text(errors="replace") for p in workdir.rglob("*") if p.is_file())
+    for key in (path_key, fragment_key):
+        assert key not in written + result.out + result.err
+
+
 def rnow_line(question: str, tools: list[str] | None) -> str:
     record = {"messages": [{"role": "system", "content": "Answer."}, {"role": "user", "content": question}],
               "rewards": ["accuracy"], "metadata": {"expected_answer": "3"}}
@@ -405,6 +429,9 @@ def test_a_url_shown_has_no_password_and_no_query_values():
 
     shown = gdd.McpSpec("https://user:pw-SECRET@mcp.example.com/mcp/?tavilyApiKey=tvly-SECRET&flag").shown
     assert "SECRET" not in shown and shown == "https://user:***@mcp.example.com/mcp/?tavilyApiKey=***&flag"
+    zapier = gdd.McpSpec("https://actions.zapier.com/mcp/sk-ak-0123456789abcdefghij/sse#k=v").shown
+    assert zapier == "https://actions.zapier.com/mcp/***/sse#***"
+    assert gdd.McpSpec("https://mcp.example.com/servers/calculator/mcp").shown == "https://mcp.example.com/servers/calculator/mcp"
 
 
 def test_a_stdio_server_that_dies_for_good_fails_its_rollouts_instead_of_writing_them(workdir, teacher):

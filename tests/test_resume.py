@@ -438,6 +438,33 @@ def test_an_output_that_is_not_a_regular_file_is_refused(run, workdir, teacher, 
     assert result.code == 2 and "must be a regular file" in result.err and not teacher.requests
 
 
+SIDE_FILES = ["train.failed.jsonl", "train.rejected.jsonl", "train.quarantine.jsonl", "train.paused.jsonl",
+              "train.runs.jsonl", "train.batches.jsonl", "train.mcp-tools.json", "train.mcp.log", "train.hf.jsonl",
+              "train.openai.jsonl", "train.hf.README.md", "train.report.html"]
+
+
+@pytest.mark.parametrize("name", SIDE_FILES)
+def test_a_file_of_ours_beside_the_output_that_is_a_fifo_is_refused_before_anything_is_sent(run, workdir, teacher,
+                                                                                           name):
+    """Read back at the start (paused, runs, failed, ...) or written at the end (exports, card, report), a FIFO
+    would hang the run, a directory crash it: each is refused at once, named, exit 2."""
+    write_prompts(workdir, ["q"])
+    os.mkfifo(workdir / name)
+    result = run("--export", "hf,openai", "--report", tools="none", timeout=30, subprocess=True)
+    assert result.code == 2 and f"{name}: cannot open" in result.err and "a FIFO" in result.err, result.err
+    assert "Traceback" not in result.err and not teacher.requests and not (workdir / "train.jsonl").exists()
+
+
+def test_a_paused_file_that_is_a_directory_is_refused_and_a_regular_one_goes_on(run, workdir, teacher):
+    write_prompts(workdir, ["q"])
+    (workdir / "train.paused.jsonl").mkdir()
+    refused = run(tools="none", subprocess=True)
+    assert refused.code == 2 and "train.paused.jsonl: cannot open the paused file: it is a directory" in refused.err
+    assert "Traceback" not in refused.err and not teacher.requests
+    (workdir / "train.paused.jsonl").rmdir()
+    assert run(tools="none").code == 0 and len(teacher.requests) == 1
+
+
 def test_rewrites_go_through_a_symlinked_output_to_its_target(run, teacher, workdir):
     (workdir / "data").mkdir()
     target = workdir / "data" / "real.jsonl"

@@ -7,7 +7,8 @@ Tools: add (a sum), shout (text), fail (answers with isError), hang (never answe
 lookup (a parameter that is a pydantic model: its schema has $defs and $ref), die (ends the process; with
 for_good, it never starts again in that folder), media (image, resource, link and audio parts), structured
 (structured content only). BANNER=1 makes it print on stdout before it serves.
-NAME (default "calc") changes only the server's name; `PREFIX=x_` in the environment prefixes tool names.
+NAME (default "calc") changes only the server's name; `PREFIX=x_` in the environment prefixes tool names;
+`MCP_PATH=/mcp/KEY` serves HTTP there instead (a server that takes its key in the path, as Zapier's does).
 """
 
 from __future__ import annotations
@@ -95,4 +96,5 @@ if __name__ == "__main__":
     if sys.argv[1] == "stdio":
         server.run("stdio")
     else:
-        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]),
+                   streamable_http_path=os.environ.get("MCP_PATH", "/mcp"))
