@@ -6003,8 +6003,10 @@ class RejectedFile(LineFile):
     """<output>.rejected.jsonl: finished rollouts that scored below --min-reward, whole lines with their
     rewards. Finished work: a re-run counts them (as tries spent, with --attempts) and does not pay again."""
 
-    def tries(self, repair: bool = True) -> collections.Counter:
-        """Rejected lines per rollout key. A torn last line (a crash mid-write) is cut: its rollout runs again."""
+    torn_end = 0  # bytes of a torn last line (a crash mid-write) that tries() found: cut_torn_end() cuts them
+
+    def tries(self) -> collections.Counter:
+        """Rejected lines per rollout key. A torn last line is not a try: its rollout runs again."""
         counts: collections.Counter = collections.Counter()
         seen: set[int] = set()  # hashes of (prompt id, sample, attempt): a copy left by a crash counts once
         reader = LineReader(self.path)
@@ -6014,11 +6016,19 @@ class RejectedFile(LineFile):
                 if key is not None and hash(key) not in seen:
                     seen.add(hash(key))
                     counts[key.rollout] += 1
-            if repair and reader.unterminated is not None:
-                os.truncate(self.path, self.path.stat().st_size - len(reader.unterminated))
         except OSError as e:
             raise OutputError(self.path, e) from None
+        self.torn_end = len(reader.unterminated or b"")
         return counts
+
+    def cut_torn_end(self) -> None:
+        """A run that goes ahead cuts the torn last line tries() found, before it appends."""
+        if self.torn_end:
+            try:
+                os.truncate(self.path, self.path.stat().st_size - self.torn_end)
+            except OSError as e:
+                raise OutputError(self.path, e) from None
+            self.torn_end = 0
 
 
 @dataclass
@@ -7244,6 +7254,39 @@ def _batch_size(cfg: Config) -> int:
     return max(1, min(BATCH_MOST_REQUESTS, cfg.teacher.max_answer_bytes // (2 * per_answer)))
 
 
+@contextlib.contextmanager
+def opening_mcp_servers(files: OutputPaths, redact: Callable[[str], str], keep: bool = True) -> Iterator[None]:
+    """The MCP log (what stdio servers write to their stderr, the SDK's own lines), made for the servers'
+    opening, as private as the output. An opening that is refused (exit 2: nothing written) leaves no log it
+    made: what the servers wrote there is said in the error instead. `keep` False (--dry-run): it goes anyway."""
+    log = files.mcp_log
+    made = not log.exists()
+    create_like(log, files.output)
+    try:
+        yield
+    except UsageError as e:
+        said = _last_words(log) if made else ""
+        if made:
+            with contextlib.suppress(OSError):
+                log.unlink()
+        if said:
+            raise UsageError(f"{e} What it wrote on its stderr: {redact(said)}") from None
+        raise
+    if made and not keep:
+        with contextlib.suppress(OSError):
+            log.unlink()
+
+
+def _last_words(path: Path, most: int = 600) -> str:
+    """The end of a log, on one line."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - most))
+            return " ".join(printable(f.read().decode("utf-8", "replace")).split())[-most:]
+    except OSError:
+        return ""
+
+
 class Run:
     """One invocation: feeds rollouts into a pool, settles each outcome, owns stopping."""
 
@@ -7283,13 +7326,20 @@ class Run:
         self.tools_down_in_a_row = 0  # rollouts failed in a row by a tool that said it is unavailable
         self.started = time.monotonic()
 
-    async def execute(self) -> int:
+    async def execute(self, started: Callable[[], None] = lambda: None) -> int:
+        """The run, once every check that can refuse it (exit 2, nothing sent or written) has passed; then
+        `started` writes what a run that goes ahead writes first (repairs, the runs file's record)."""
         try:
             if self.toolbox is not None and self.toolbox.mcp_specs:
-                create_like(self.files.mcp_log, self.files.output)
-                save_mcp_schemas(await self.toolbox.open_mcp(self.files.mcp_log), self.files.mcp_tools, self.files.output)
+                with opening_mcp_servers(self.files, self.line.redact):
+                    mcp_tools = await self.toolbox.open_mcp(self.files.mcp_log)
+                    self.plan.check_tools(self.prompts.input, self.toolbox)  # MCP tools are known only now
+                started()
+                save_mcp_schemas(mcp_tools, self.files.mcp_tools, self.files.output)
                 self.runner.mcp_tools_joined()
-            self.plan.check_tools(self.prompts.input, self.toolbox)  # MCP tools are known only now
+            else:
+                self.plan.check_tools(self.prompts.input, self.toolbox)
+                started()
         except BaseException:  # nothing was sent: close what was opened, and say why (exit 2)
             await self.client.aclose()
             if self.toolbox is not None:
@@ -7623,24 +7673,28 @@ def _run_command(argv: list[str] | None) -> int:
             output.lock()  # before reading it: a second run must never plan from a file the first is writing
         if cfg.rescore:
             return _run_event_loop(rescore(cfg.files, cfg.gate.min_reward, scorer, output))
-        scan = output.scan()
-        repair = not (cfg.dry_run or cfg.no_run)
-        plan = make_plan(cfg.prompts, cfg.gate.attempts, scan.done, RejectedFile(cfg.files.rejected).tries(repair=repair))
+        scan, rejected = output.scan(), RejectedFile(cfg.files.rejected)
+        plan = make_plan(cfg.prompts, cfg.gate.attempts, scan.done, rejected.tries())
         if cfg.no_run:  # the files as they are: nothing repaired, run or sent
             return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending,
                                              cfg.line.redact)
         if cfg.dry_run:
             if toolbox is not None and toolbox.mcp_specs:
-                _run_event_loop(_list_mcp_tools(toolbox, cfg.files))
+                _run_event_loop(_list_mcp_tools(toolbox, cfg.files, redact))
             plan.check_tools(cfg.prompts.input, toolbox)
             _print_dry_run(cfg, toolbox, plan, scan)
             return EXIT_OK
-        for note in output.repair(scan):
-            print(note, file=sys.stderr)
-        remove_stale_temporaries(cfg.files.output)
-        if cfg.project is not None and cfg.project.needs_id:
-            print(_give_project_id(cfg.project.config), file=sys.stderr)
+
+        def repaired() -> None:  # what a run writes first, once nothing can refuse it any more
+            for note in output.repair(scan):
+                print(note, file=sys.stderr)
+            rejected.cut_torn_end()
+            remove_stale_temporaries(cfg.files.output)
+            if cfg.project is not None and cfg.project.needs_id:
+                print(_give_project_id(cfg.project.config), file=sys.stderr)
+
         if plan.finished_before == plan.total:
+            repaired()
             print(f"Nothing to do: all {plan.total} rollouts are already in {cfg.files.output}.", file=sys.stderr)
             return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending,
                                              cfg.line.redact)
@@ -7648,8 +7702,12 @@ def _run_command(argv: list[str] | None) -> int:
             print(f"Note: {display_url(cfg.teacher.base_url)} carries a user name or password: requests authenticate "
                   "with it, and OPENROUTER_API_KEY is not sent to it.", file=sys.stderr)
         licence = _check_licence(cfg) if cfg.requests.distillable or is_openrouter(cfg.teacher.base_url) else None
-        RunsFile(cfg.files.runs, like=cfg.files.output).record_start(_run_record(cfg, plan, toolbox, licence))
-        code = _run_event_loop(Run(cfg, toolbox, plan, output, scorer).execute())
+
+        def started() -> None:  # the MCP servers are open and every tool is known: the run goes ahead
+            repaired()
+            RunsFile(cfg.files.runs, like=cfg.files.output).record_start(_run_record(cfg, plan, toolbox, licence))
+
+        code = _run_event_loop(Run(cfg, toolbox, plan, output, scorer).execute(started))
         ran = True
         return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, code, plan.pending,
                                          cfg.line.redact)
@@ -7805,11 +7863,11 @@ class _SurvivingStream:
         return getattr(self.stream, name)
 
 
-async def _list_mcp_tools(toolbox: ToolBox, files: OutputPaths) -> None:
-    """--dry-run: the MCP servers' tools, listed and closed again."""
+async def _list_mcp_tools(toolbox: ToolBox, files: OutputPaths, redact: Callable[[str], str]) -> None:
+    """--dry-run: the MCP servers' tools, listed and closed again; no log is left."""
     try:
-        create_like(files.mcp_log, files.output)
-        await toolbox.open_mcp(files.mcp_log)
+        with opening_mcp_servers(files, redact, keep=False):
+            await toolbox.open_mcp(files.mcp_log)
     finally:
         await toolbox.aclose()
 

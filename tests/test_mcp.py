@@ -133,6 +133,24 @@ def test_a_server_down_at_start_is_exit_2_with_its_url_and_no_secret(workdir, te
     result = generate(workdir, teacher, "--mcp", url)
     assert result.code == 2 and "cannot be reached" in result.err and "tavilyApiKey=***" in result.err
     assert "SECRET123" not in result.err and "Traceback" not in result.err and not teacher.requests
+    assert sorted(p.name for p in workdir.iterdir()) == ["prompts.jsonl", "tools_small.py"]  # exit 2 wrote nothing
+
+
+def test_a_stdio_server_that_dies_at_start_is_exit_2_saying_what_it_wrote_and_leaving_no_file(workdir, teacher):
+    """Its stderr would go to the MCP log; a refused start leaves no file, so its words are in the error. The
+    same start with the server up writes the run's record and the log, and the runs file counts that run only."""
+    write_prompts(workdir, ["q"])
+    dying = f"{sys.executable} -c \"import sys; sys.stderr.write('calc: cannot open its database'); sys.exit(3)\""
+    result = generate(workdir, teacher, "--mcp", dying)
+    assert result.code == 2 and "cannot be reached" in result.err and "Traceback" not in result.err, result.err
+    assert "calc: cannot open its database" in result.err and not teacher.requests
+    assert sorted(p.name for p in workdir.iterdir()) == ["prompts.jsonl", "tools_small.py"]
+    teacher.script("q", call_tools(("add", {"a": 1, "b": 2})), answer("3"))
+    ran = generate(workdir, teacher, "--mcp", STDIO, "--export", "hf")
+    assert ran.code == 0, ran.err
+    assert len(read_jsonl(workdir / "train.runs.jsonl")) == 1 and (workdir / "train.mcp.log").exists()
+    assert "add" in read_jsonl(workdir / "train.runs.jsonl")[0]["rollout"]["tools"]  # the MCP tools, known by then
+    assert "Made by 1 run" in (workdir / "train.hf.README.md").read_text()
 
 
 def test_a_hanging_call_is_a_tool_error_after_the_tool_timeout(workdir, teacher):
@@ -280,6 +298,7 @@ def test_a_prompt_naming_an_unknown_tool_is_refused_with_its_line_before_anythin
     result = generate(workdir, teacher, "--mcp", STDIO)
     assert result.code == 2 and "prompts.jsonl:2: " in result.err and message in result.err
     assert not teacher.requests and "Traceback" not in result.err
+    assert sorted(p.name for p in workdir.iterdir()) == ["prompts.jsonl", "tools_small.py"]  # exit 2 wrote nothing
 
 
 class SignInFirst:

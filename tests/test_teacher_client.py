@@ -272,6 +272,17 @@ def test_distillable_with_a_teacher_not_on_the_list_stops_before_anything_is_sen
     assert "closed/forbidden is not on OpenRouter's list" in result.err
     assert "https://openrouter.ai/models?distillable=true" in result.err and "Traceback" not in result.err
     assert not (workdir / "train.jsonl").exists() and not (workdir / "train.runs.jsonl").exists()
+    # nor is anything repaired or added on the way to that exit 2: a torn output, a torn rejected file, a
+    # config.yml without the project id rnow needs are all as they were
+    write_prompts(workdir, ["q", "r"])
+    assert run("-m", "open/allowed", "-n", "1", tools="none").code == 0
+    for name in ("train.jsonl", "train.rejected.jsonl"):
+        with open(workdir / name, "a") as f:
+            f.write('{"metadata": {"prompt_id": "torn"')
+    (workdir / "config.yml").write_text("dataset_type: sft\n")
+    before = {p.name: p.read_bytes() for p in workdir.iterdir()}
+    again = run("-m", "closed/forbidden", "--distillable", tools="none", subprocess=True)
+    assert again.code == 2 and {p.name: p.read_bytes() for p in workdir.iterdir()} == before
 
 
 def vllm_models(path: str) -> dict:
