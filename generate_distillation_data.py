@@ -6740,11 +6740,14 @@ class _CardFigures:
     cost: float = 0.0  # of the lines in the dataset, as the teacher reported it
     answers: int = 0  # answers the lines' usage counts
     uncosted: int = 0  # of those, answers whose cost the teacher did not report: unknown, not $0
+    without_cost: int = 0  # lines that carry no cost at all (no usage, or none usable): unknown, not $0
     cost_elsewhere: float = 0.0  # of rejected lines and failed rollouts: paid for, not in the dataset
     uncosted_elsewhere: int = 0
+    without_cost_elsewhere: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     models: collections.Counter = field(default_factory=collections.Counter)  # that answered, by line
+    teachers: collections.Counter = field(default_factory=collections.Counter)  # asked for (--model), by line
     providers: collections.Counter = field(default_factory=collections.Counter)
     tools_used: collections.Counter = field(default_factory=collections.Counter)
     systems: collections.Counter = field(default_factory=collections.Counter)  # system prompts, by line
@@ -6757,6 +6760,7 @@ class _CardFigures:
         self.lines += 1
         model = metadata.get("model") or metadata.get("teacher") or "unknown"
         self.models[model if isinstance(model, str) else _note(problems, "metadata.model is not a text", "?")] += 1
+        self.teachers[metadata["teacher"] if isinstance(metadata.get("teacher"), str) else None] += 1
         if metadata.get("provider"):
             self.providers[str(metadata["provider"])] += 1
         turns = metadata.get("turns", 0)
@@ -6791,7 +6795,8 @@ class _CardFigures:
             problems.append("metadata.usage.cost is not a usable number: counted as not reported")
         self.cost += amount(usage.get("cost"))
         self.answers += int(amount(usage.get("requests")))
-        self.uncosted += int(amount(usage.get("uncosted"))) if has_cost(usage) else int(amount(usage.get("requests")))
+        self.uncosted += int(amount(usage.get("uncosted")))
+        self.without_cost += not has_cost(usage)
         self.prompt_tokens += int(amount(usage.get("prompt_tokens")))
         self.completion_tokens += int(amount(usage.get("completion_tokens")))
 
@@ -6801,7 +6806,8 @@ class _CardFigures:
         fields = record.get("metadata") if rejected and isinstance(record.get("metadata"), dict) else record
         usage = fields.get("usage") if isinstance(fields.get("usage"), dict) else {}
         self.cost_elsewhere += amount(usage.get("cost"))
-        self.uncosted_elsewhere += int(amount(usage.get("uncosted"))) if has_cost(usage) else int(amount(usage.get("requests")))
+        self.uncosted_elsewhere += int(amount(usage.get("uncosted")))
+        self.without_cost_elsewhere += not has_cost(usage)
         self.rejected += rejected
         self.failed += not rejected
 
@@ -6871,6 +6877,57 @@ _SETTINGS_SHOWN = (("teacher model", ("teacher", "model")), ("temperature", ("te
                                                         ("gate", "keep_incomplete")))
 
 
+def _spent(cost: float, without_cost: int, lines: int, uncosted: int) -> str:
+    """What some lines cost, as far as they say, with what that leaves out: never $0 for lines that carry no
+    cost, nor an amount past any real one (an edited 1e308)."""
+    if not math.isfinite(cost) or cost > _MOST_REAL_COST:
+        return "an unknown amount (their usage.cost values add up past any real cost: edited or foreign lines)"
+    if without_cost and without_cost == lines:
+        return "an unknown amount (none of them carries a cost the teacher reported)"
+    left_out = [f"{plural(without_cost, 'line')} that {'carries' if without_cost == 1 else 'carry'} no cost" if without_cost else "",
+                f"{plural(uncosted, 'answer')} whose cost the teacher did not report" if uncosted else ""]
+    left_out = [text for text in left_out if text]
+    return f"${cost:.4f}" + (f" (not counting {' and '.join(left_out)}: unknown)" if left_out else "")
+
+
+_MOST_REAL_COST = 1e12  # USD: more than any run of this tool could spend; a sum past it comes from edited lines
+
+
+class _TeacherLicences:
+    """What the runs file says of each teacher model asked: what OpenRouter's models list showed when a run
+    that asked it began, and whether that run sent --distillable. A line is known by the model it asked
+    (metadata.teacher); a claim is made of a model only as far as every run that asked it supports it."""
+
+    def __init__(self, runs: list[dict]):
+        self.runs: dict[str | None, list[tuple[Any, bool]]] = collections.defaultdict(list)
+        for run in runs:
+            teacher = run.get("teacher") if isinstance(run.get("teacher"), dict) else {}
+            if isinstance(teacher.get("model"), str):
+                self.runs[teacher["model"]].append((teacher.get("licence"), teacher.get("distillable") is True))
+
+    def verdict(self, model: str | None) -> bool | None:
+        """True or False when every run that asked the model found the same mark; None: not known."""
+        marks = {licence for licence, _ in self.runs.get(model, ())}
+        return marks.pop() if len(marks) == 1 and next(iter(marks)) in (True, False) else None
+
+    def said(self, model: str | None) -> str:
+        asked = self.runs.get(model, [])
+        verdict = self.verdict(model)
+        text = ("the model is on OpenRouter's list of models whose authors allow training on their outputs "
+                "(`is_trainable_text`; best effort: check the licence for your use)." if verdict is True else
+                "the model is **not** on OpenRouter's list of models whose authors allow training on their "
+                "outputs: check its terms before training on this data." if verdict is False else
+                "not known (no run that asked it is on record)." if not asked else
+                "not known (the models list could not tell, was not asked, or said different things in different "
+                "runs).")
+        routed = sum(distillable for _, distillable in asked)
+        if routed:
+            text += (" Its requests were sent with `provider.enforce_distillable_text` (`--distillable`: routed only "
+                     "to such models)" + (" in every run that asked it." if routed == len(asked) else
+                                          f" in {routed} of the {len(asked)} runs that asked it, not in the others."))
+        return text
+
+
 def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], runs: list[dict]) -> tuple[str, list[str]]:
     """The dataset card of the hf export (the Hub's conventions: a YAML header naming the data file, its task,
     size and licence, then what the data is): what was asked of which teacher, with which tools and settings,
@@ -6887,14 +6944,14 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
         for _, record in LineReader(path).records() if path.is_file() else ():
             figures.count_elsewhere(record, rejected)
     last = runs[-1] if runs else {}
-    teacher = last.get("teacher") if isinstance(last.get("teacher"), dict) else {}
     prompts = last.get("prompts") if isinstance(last.get("prompts"), dict) else {}
-    licence = teacher.get("licence")
-    # No licence name is inferred: the teacher's terms decide. "other" where OpenRouter's list showed the model as
-    # one whose author allows training on its outputs (terms of its own), "unknown" otherwise; no language,
-    # which nothing here knows.
+    licences = _TeacherLicences(runs)
+    # No licence name is inferred: the teacher's terms decide. "other" where OpenRouter's list showed the model of
+    # every line as one whose author allows training on its outputs (terms of its own), "unknown" otherwise; no
+    # language, which nothing here knows.
+    allowed = figures.lines > 0 and all(licences.verdict(model) is True for model in figures.teachers)
     header = {"configs": [{"config_name": "default", "data_files": [{"split": "train", "path": export.name}]}],
-              "license": "other" if licence is True else "unknown",
+              "license": "other" if allowed else "unknown",
               "task_categories": ["text-generation"], "size_categories": [_size_category(figures.lines)],
               "tags": ["synthetic", "distillation"] + (["tool-use"] if figures.tool_calls else [])}
     out = ["---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", "",
@@ -6929,15 +6986,10 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
     out += ["", "## Licence", "",
             "The teacher's terms (its author's, and its provider's) decide what may be done with these outputs; "
             "this card names no licence of its own (`license: " + header["license"] + "`).", "",
-            "Teacher's licence: " + (
-                "the model is on OpenRouter's list of models whose authors allow training on their outputs "
-                "(`is_trainable_text`; best effort: check the licence for your use)." if licence is True else
-                "the model is **not** on OpenRouter's list of models whose authors allow training on their outputs: "
-                "check its terms before training on this data." if licence is False else
-                "not known (the models list could not tell, or was not asked)."),
-            "" if not teacher.get("distillable") else
-            "Requests were sent with `provider.enforce_distillable_text` (`--distillable`: routed only to such "
-            "models).", ""]
+            "Teacher's licence, for each model asked (`--model`), as OpenRouter's models list showed it when the "
+            "runs that asked it began:", ""]
+    out += [f"- {_quoted(model or 'not recorded')} ({plural(count, 'line')}): {licences.said(model)}"
+            for model, count in figures.teachers.most_common(20)] + [""]
     out += ["## Tools", ""]
     used = sorted(set(figures.tools_used) | set(schemas))
     if used:
@@ -6969,13 +7021,14 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
                 f"`{_escaped(files.rejected.name)}`." if tries else ""]
     unknown = (f"; the teacher reported no cost for {figures.uncosted} of their {figures.answers} answers, whose "
                "cost is unknown and not counted" if figures.uncosted else "")
-    unknown_elsewhere = (f", besides {plural(figures.uncosted_elsewhere, 'answer')} whose cost was not reported"
-                         if figures.uncosted_elsewhere else "")
+    elsewhere = figures.rejected + figures.failed
     out += ["", "## Cost and when", "",
-            f"- The conversations here cost ${figures.cost:.4f} ({human_count(figures.prompt_tokens)} prompt and "
-            f"{human_count(figures.completion_tokens)} completion tokens, as the teacher reported them{unknown}); "
-            f"rejected tries and failed rollouts on record ({figures.rejected + figures.failed}) cost "
-            f"${figures.cost_elsewhere:.4f} more{unknown_elsewhere}."]
+            f"- The conversations here ({human_count(figures.prompt_tokens)} prompt and "
+            f"{human_count(figures.completion_tokens)} completion tokens, as the teacher reported them{unknown}) cost "
+            f"{_spent(figures.cost, figures.without_cost, figures.lines, 0)}; "
+            + (f"besides them, rejected tries and failed rollouts on record ({elsewhere}) cost "
+               f"{_spent(figures.cost_elsewhere, figures.without_cost_elsewhere, elsewhere, figures.uncosted_elsewhere)}."
+               if elsewhere else "no rejected tries or failed rollouts are on record.")]
     if runs:
         started = [_quoted(run.get("started")) for run in runs]
         generator = last.get("generator") if isinstance(last.get("generator"), dict) else {}

@@ -292,7 +292,7 @@ def test_the_hf_export_writes_a_dataset_card_whose_numbers_are_the_files(run, wo
     assert "3 conversations of a teacher model solving prompts with tools (3 tool calls in 6 turns)" in text
     cost = sum(line["metadata"]["usage"]["cost"] for line in lines)
     elsewhere = sum(r["metadata"]["usage"]["cost"] for r in rejected) + sum(f["usage"]["cost"] for f in failed)
-    assert f"cost ${cost:.4f}" in text and f"({len(rejected) + len(failed)}) cost ${elsewhere:.4f} more" in text
+    assert f"cost ${cost:.4f};" in text and f"({len(rejected) + len(failed)}) cost ${elsewhere:.4f}." in text
     assert "| `test/teacher` | 3 |" in text and "| `Prov A` | 2 |" in text and "| `Prov B` | 1 |" in text
     assert [line["metadata"]["provider"] for line in lines] == ["Prov B", "Prov A", "Prov A"]
     sha = hashlib.sha256((workdir / "prompts.jsonl").read_bytes()).hexdigest()
@@ -398,6 +398,50 @@ def test_the_card_names_no_licence_and_says_what_the_models_list_showed(run, wor
     assert header["license"] == "other" and "language" not in header
     assert "The teacher's terms (its author's, and its provider's) decide" in text
     assert "the model is on OpenRouter's list" in text and "`--distillable`" in text
+
+
+def foreign_line(i: int, usage: dict | None, teacher: str = "some/model") -> str:
+    metadata = {"prompt_id": f"p{i}", "sample": 0, "teacher": teacher, **({"usage": usage} if usage is not None else {})}
+    return json.dumps({"metadata": metadata, "messages": [{"role": "user", "content": "q"},
+                                                          {"role": "assistant", "content": "a"}]})
+
+
+@pytest.mark.parametrize("usages, said", [
+    ([{"cost": 0.25, "requests": 1}, {"cost": 0.5, "requests": 1}], "cost $0.7500; no rejected tries"),
+    ([{"cost": 0.25, "requests": 1}, None], "cost $0.2500 (not counting 1 line that carries no cost: unknown)"),
+    ([None, {"requests": 2}], "cost an unknown amount (none of them carries a cost the teacher reported)"),
+    ([{"cost": 1e308, "requests": 1}] * 2, "cost an unknown amount (their usage.cost values add up past any real cost")],
+    ids=["reported", "one line without", "none reported", "1e308 twice"])
+def test_the_card_states_no_cost_that_no_line_reported_nor_one_past_any_real_cost(workdir, usages, said):
+    """Lines from another tool that carry no usage are no $0 "as the teacher reported them", and edited costs
+    that add up to infinity are no "$inf": the cost is said unknown, saying why."""
+    (workdir / "train.jsonl").write_text("".join(foreign_line(i, usage) + "\n" for i, usage in enumerate(usages)))
+    write_prompts(workdir, ["q"])
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--no-run", "--export", "hf", env=subprocess_env())
+    assert result.code == 0 and "Traceback" not in result.err, result.err
+    _, text = card_of(workdir)
+    assert said in text and "$inf" not in text and ("$0.0000" in text) is False
+
+
+def test_the_licence_is_claimed_only_for_the_lines_of_the_models_the_list_showed(run, workdir, teacher):
+    """Three lines of a model no list was asked about, then one of a model OpenRouter's list showed, asked with
+    --distillable: the card claims the list and the routing for that model's line only, and names no licence."""
+    teacher.models = [{"id": "good/model", "is_trainable_text": True}]
+    write_prompts(workdir, [f"q{i}" for i in range(4)])
+    assert run("-m", "bad/model", "-n", "3", tools="none").code == 0
+    result = run("-m", "good/model", "--distillable", "--export", "hf", tools="none", subprocess=True)
+    assert result.code == 0, result.err
+    card, text = card_of(workdir)
+    assert card.data.to_dict()["license"] == "unknown"
+    assert "- `good/model` (1 line): the model is on OpenRouter's list of models whose authors allow training on " \
+           "their outputs" in text and "`provider.enforce_distillable_text`" in text and "in every run that asked it" in text
+    bad = next(line for line in text.splitlines() if line.startswith("- `bad/model` (3 lines): "))
+    assert "not known" in bad and "enforce_distillable_text" not in bad
+    # once every line is of a model the list showed, and only then, the card says `other`
+    (workdir / "train.jsonl").write_text("".join(line + "\n" for line in (workdir / "train.jsonl").read_text().splitlines()
+                                                 if '"teacher":"good/model"' in line.replace(" ", "")))
+    assert run("--no-run", "--export", "hf", tools="none").code == 0
+    assert card_of(workdir)[0].data.to_dict()["license"] == "other"
 
 
 def test_a_card_is_made_from_hostile_files_and_from_files_without_runs(run, workdir, teacher):
