@@ -2556,7 +2556,6 @@ class Stats:
     """Counters shown by the progress bar and the summary, kept from rollout outcomes."""
 
     written: int = 0
-    skipped: int = 0
     failed: int = 0  # rollouts that went to the failed file this run
     unsaved: int = 0  # finished, but the output could not be written (disk): they run again next time
     paused: int = 0  # stopped between turns with their turns saved: they go on next run, nothing paid twice
@@ -7136,8 +7135,10 @@ class RunSummary:
         s, files = self.stats, self.files
         in_output = self.finished_before - self.rejected_before + s.written
         pending = self.pending
+        skipped = [f"{in_output - s.written} already there" if in_output - s.written else "",
+                   f"{self.rejected_before} finished as rejected before" if self.rejected_before else ""]
         lines = [f"Done: {plural(s.written, 'new rollout')} written to {files.output}"
-                 + (f" ({s.skipped} already there, skipped)" if s.skipped else ""),
+                 + (f" ({', '.join(text for text in skipped if text)}, skipped)" if any(skipped) else ""),
                  f"Total: {in_output}/{self.total} rollouts in {files.output}"
                  + (f", {self.rejected_before + s.exhausted} finished as rejected (in {files.rejected})"
                     if self.rejected_before + s.exhausted else "")]
@@ -7253,6 +7254,10 @@ class Plan:
     def pending(self) -> int:
         return self.total - self.finished_before - self.finished_now
 
+    @property
+    def in_output_before(self) -> int:
+        return self.finished_before - self.rejected_before
+
     def pending_jobs(self, prompts: PromptSettings) -> Iterator[RolloutJob]:
         seq = itertools.count()
         places = zip(self.pending_offsets, self.pending_repeats, self.pending_lines, self.pending_ids)
@@ -7350,7 +7355,7 @@ class Run:
         self.model, self.concurrency, self.pool_size = \
             cfg.requests.model, cfg.teacher.concurrency, cfg.teacher.rollout_pool_size
         self.toolbox, self.plan, self.output, self.scorer = toolbox, plan, output, scorer
-        self.stats = Stats(skipped=plan.finished_before)
+        self.stats = Stats()
         self.limiter = AdaptiveLimiter(cfg.teacher.concurrency, slow_start=cfg.teacher.start_concurrency)
         self.stopping = asyncio.Event()  # the one stop signal, under this name all the way down
         self.batches: BatchQueue | None = None
@@ -7694,8 +7699,9 @@ def _print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Outpu
     if set_aside:
         print(f"{cfg.files.output}:{set_aside[0].line_no}: {set_aside[0].reason}; a real run moves "
               f"{plural(len(set_aside), 'such line')} to {cfg.files.quarantine.name}.", file=sys.stderr)
-    print(f"Dry run: {plan.total - plan.finished_before} rollouts to run, {plan.finished_before} already in "
-          f"{cfg.files.output}; nothing was sent or written.", file=sys.stderr)
+    print(f"Dry run: {plan.total - plan.finished_before} rollouts to run, {plan.in_output_before} already in "
+          f"{cfg.files.output}" + (f", {plan.rejected_before} finished as rejected" if plan.rejected_before else "")
+          + "; nothing was sent or written.", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -7748,7 +7754,9 @@ def _run_command(argv: list[str] | None) -> int:
 
         if plan.finished_before == plan.total:
             repaired()
-            print(f"Nothing to do: all {plan.total} rollouts are already in {cfg.files.output}.", file=sys.stderr)
+            print(f"Nothing to do: all {plan.total} rollouts are finished: {plan.in_output_before} in "
+                  f"{cfg.files.output}" + (f", {plan.rejected_before} finished as rejected (in {cfg.files.rejected}; "
+                  "a higher --attempts tries them again)" if plan.rejected_before else "") + ".", file=sys.stderr)
             return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending,
                                              cfg.line.redact)
         if cfg.teacher.secret.key and not cfg.teacher.sends_key:
