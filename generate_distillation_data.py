@@ -1066,7 +1066,7 @@ class Prompt:
     def content(self) -> str:
         """What its rollouts begin from, as a hash of its messages (system prompt included): saved turns go on
         only from this very conversation, whatever the id says (a prompt with its own id may be edited)."""
-        return conversation_hash(self.messages)
+        return content_hash(self.messages)
 
 
 @dataclass
@@ -1367,8 +1367,18 @@ def _with_system(system: str | None, messages: list[dict]) -> list[dict]:
     return ([{"role": "system", "content": system}] if system else []) + messages
 
 
+def content_hash(messages: list[dict]) -> str:
+    """32 hex digits of exactly these messages, in canonical JSON: no two conversations share an encoding,
+    whatever their texts hold (Prompt.content, what saved turns began from)."""
+    canonical = json.dumps(messages, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
 def conversation_hash(messages: list[dict]) -> str:
-    """16 hex digits identifying the conversation a rollout starts from."""
+    """16 hex digits naming the conversation a rollout starts from: a prompt's id when it has none of its own
+    (and what releases before this one kept of the prompt's content). Its fast path joins texts with the
+    ASCII control characters RS and US, so a text holding them can read as other messages: ids stay as they
+    were (a change would run every such prompt again), and content_hash is what says what a rollout is."""
     if all(m.keys() == {"role", "content"} and isinstance(m["content"], str) for m in messages):
         canonical = "\x1e".join(f"{m['role']}\x1f{m['content']}" for m in messages)  # fast path, most prompts
     else:  # starts with "[", so it never equals a fast-path form
@@ -5255,7 +5265,7 @@ class Outcome:
     carried: Usage | None = None  # what its turns saved by earlier runs cost (counted there, not in this run)
     in_paused_file: bool = False  # its turns are in the paused file (this run or an earlier one)
     key_in_signed_reasoning: bool = False  # its newer turns could not be saved (PausedFile.save)
-    fingerprint: str = ""  # of what its turns are valid with (RolloutRunner.fingerprint)
+    identity: RequestIdentity | None = None  # what its turns are valid with (RolloutRunner.body_for)
 
     @property
     def total_usage(self) -> Usage:
@@ -5293,10 +5303,11 @@ class RolloutRunner:
         self.base_body = request_body_template(requests, toolbox)
         self.paused = paused  # saves each rollout's turns as they come; None: nothing is saved (tests)
         self.started_over: collections.Counter = collections.Counter()  # saved rollouts begun again, by why
+        self.started_over_cost = Usage()  # what their discarded turns had cost (carried into their lines)
         self.kept_from_signed = 0  # rollouts whose newer turns were not saved: the key is in signed reasoning
-        # A rollout's body (but its messages) and fingerprint, by its prompt's own tools list (None: all):
+        # A rollout's body (but its messages) and identity, by its prompt's own tools list (None: all):
         # made once per list, not serialized and hashed again for every rollout
-        self._bodies: dict[tuple[str, ...] | None, tuple[dict, str]] = {}
+        self._bodies: dict[tuple[str, ...] | None, tuple[dict, RequestIdentity]] = {}
 
     def mcp_tools_joined(self) -> None:
         """The MCP servers' tools joined the box (at the run's start): requests carry them from now on."""
@@ -5308,9 +5319,11 @@ class RolloutRunner:
         key = RolloutKey.of_job(job, attempt)
         saved = self.paused.take(key, job.prompt.messages) if self.paused is not None else None
         if self.paused is not None:
-            outcome.fingerprint = self.body_for(job)[1]
-        if saved is not None and (why := _why_saved_turns_cannot_go_on(saved, job.prompt, outcome.fingerprint)):
+            outcome.identity = self.body_for(job)[1]
+        if saved is not None and (why := _why_saved_turns_cannot_go_on(saved, job.prompt, outcome.identity)):
             self.started_over[why] += 1  # its turns answered another request: they cannot go on
+            self.started_over_cost.merge(saved.usage)
+            outcome.carried = saved.usage  # paid for this rollout all the same: its line counts them
             saved = None
         if saved is None and self.paused is not None:
             self.paused.begin(key)  # from nothing: whatever it had saved is dead
@@ -5341,10 +5354,10 @@ class RolloutRunner:
             return outcome.end(Ending.FAILED, "internal error", f"internal error: {type(e).__name__}: {e} "
                                f"({Path(where.filename).name}:{where.lineno}); please report it")
 
-    def body_for(self, job: RolloutJob) -> tuple[dict, str]:
-        """What every request of this rollout carries besides its messages, and its fingerprint: with the
+    def body_for(self, job: RolloutJob) -> tuple[dict, RequestIdentity]:
+        """What every request of this rollout carries besides its messages, and its identity: with the
         prompt's own messages (Prompt.content), what makes saved turns valid to continue (model, tools, MCP
-        and per-prompt ones included, reasoning, extra body). Whether it is streamed does not count."""
+        and per-prompt ones included, reasoning, extra body)."""
         if (made := self._bodies.get(job.prompt.tools)) is not None:
             return made
         body = dict(self.base_body)
@@ -5352,11 +5365,8 @@ class RolloutRunner:
             body["tools"] = [t for t in body.get("tools", ()) if t["function"]["name"] in job.prompt.tools]
             if not body["tools"]:
                 del body["tools"]  # an empty list is refused by the API; no tools at all
-        kept = {k: v for k, v in body.items() if k not in ("stream", "stream_options")
-                and not (k == "plugins" and v == [_NO_CONTEXT_COMPRESSION])}  # as before it was sent: the same
-        fingerprint = hashlib.sha256(orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
-        self._bodies[job.prompt.tools] = body, fingerprint
-        return body, fingerprint
+        self._bodies[job.prompt.tools] = body, RequestIdentity.of(body)
+        return self._bodies[job.prompt.tools]
 
     async def _converse(self, o: Outcome) -> Outcome:
         base = self.body_for(o.job)[0]
@@ -5391,7 +5401,8 @@ class RolloutRunner:
         """Make the rollout's turns so far durable (after an answer and its tool results, or a final answer
         the run stopped before it could settle). A single-turn rollout is never saved: nothing to pay twice."""
         if self.paused is not None:
-            if self.paused.save(RolloutKey.of_job(o.job, o.attempt), o.fingerprint or self.body_for(o.job)[1], o):
+            identity = o.identity or self.body_for(o.job)[1]
+            if self.paused.save(RolloutKey.of_job(o.job, o.attempt), identity.fingerprint, o, identity.parts):
                 o.in_paused_file = True
             elif o.key_in_signed_reasoning is False:
                 o.key_in_signed_reasoning = True
@@ -5414,19 +5425,76 @@ class RolloutRunner:
         return await self.toolbox.run_calls(calls, metadata, allowed)
 
 
+# Sampling settings: how the next answer is drawn, not what the conversation is. Turns answered under another
+# temperature or answer length are still answers to exactly this conversation: they go on (the runs file and
+# the card say which values each run used).
+_SAMPLING_ONLY = frozenset({"temperature", "max_tokens", "max_completion_tokens", "top_p", "top_k", "min_p", "top_a",
+                            "seed", "frequency_penalty", "presence_penalty", "repetition_penalty"})
+# What each part of a request is, for the summary's reason when it changed; --extra-body's own keys by name.
+_SETTING_NAMES = {"model": "the model (--model)", "tools": "the tools (tools.py, the MCP servers, the prompt's list)",
+                  "reasoning": "the reasoning settings", "provider": "the provider routing (--extra-body, --distillable)"}
+
+
+@dataclass(frozen=True)
+class RequestIdentity:
+    """What a rollout's requests carry besides their messages, as far as it decides what the conversation is:
+    a hash of each part (the model, tools, reasoning, each --extra-body key), so the reason a change begins
+    saved turns again can name the part; not how answers are sampled (_SAMPLING_ONLY), nor whether they
+    stream, nor the context-compression plugin turned off. `legacy`: the hash releases before this one kept."""
+
+    parts: dict[str, str]
+    legacy: str
+
+    @classmethod
+    def of(cls, body: dict) -> RequestIdentity:
+        kept = {k: v for k, v in body.items() if k not in ("stream", "stream_options")
+                and not (k == "plugins" and v == [_NO_CONTEXT_COMPRESSION])}  # as before it was sent: the same
+        parts = {k: _digest(v) for k, v in kept.items() if k not in _SAMPLING_ONLY}
+        return cls(parts, _digest(kept))
+
+    @property
+    def fingerprint(self) -> str:
+        return _digest(self.parts)
+
+    def changed(self, saved: dict) -> list[str]:
+        """The parts that differ from these saved ones, by name."""
+        return [_SETTING_NAMES.get(name, f"--extra-body's {name!r}") for name in sorted(set(saved) | set(self.parts))
+                if saved.get(name) != self.parts.get(name)]
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
 # Why saved turns could not go on (RunSummary says how many of each): a rollout is its content, not its id.
 PROMPT_CHANGED = "their prompt changed (its text, messages or the system prompt)"
 PROMPT_UNCHECKED = "their prompt has its own id and their turns were saved by an earlier release, which kept no record of its text"
-SETTINGS_CHANGED = "the model, tools, reasoning or --extra-body changed"
+PROMPT_AMBIGUOUS = ("their prompt holds the ASCII control characters RS or US, and their turns were saved by an earlier "
+                    "release, whose record of a prompt could not tell such a text from other messages")
+SETTINGS_UNNAMED = ("the model, tools, reasoning, --extra-body, --temperature or --max-tokens changed (their turns were "
+                    "saved by an earlier release, which kept no record of which)")
 
 
-def _why_saved_turns_cannot_go_on(saved: _SavedTurns, prompt: Prompt, fingerprint: str) -> str | None:
+def _why_saved_turns_cannot_go_on(saved: _SavedTurns, prompt: Prompt, identity: RequestIdentity) -> str | None:
     """Saved turns belong to exactly the messages and request settings that began them: None when these are
     those, else why not. Turns saved before the prompt's hash was kept go on when the id is the hash of the
-    conversation (a prompt without an id of its own), since then the id says what the content was."""
-    if saved.prompt is None and prompt.id_given or saved.prompt not in (None, prompt.content):
-        return PROMPT_UNCHECKED if saved.prompt is None else PROMPT_CHANGED
-    return SETTINGS_CHANGED if saved.fingerprint != fingerprint else None
+    conversation (a prompt without an id of its own), since then the id says what the content was; turns saved
+    with the earlier, 16-digit hash go on where it matches and could not have confused the text."""
+    if saved.prompt is None:
+        if prompt.id_given:
+            return PROMPT_UNCHECKED
+    elif len(saved.prompt) == len(conversation_hash([])):  # an earlier release's record of the prompt
+        if saved.prompt != conversation_hash(prompt.messages):
+            return PROMPT_CHANGED
+        if any(isinstance(m.get("content"), str) and ("\x1e" in m["content"] or "\x1f" in m["content"])
+               for m in prompt.messages):
+            return PROMPT_AMBIGUOUS
+    elif saved.prompt != prompt.content:
+        return PROMPT_CHANGED
+    if saved.settings is None:  # saved by an earlier release: one hash of every setting, sampling included
+        return SETTINGS_UNNAMED if saved.fingerprint != identity.legacy else None
+    changed = identity.changed(saved.settings)
+    return f"{' and '.join(changed)} changed" if changed else None
 
 
 def request_body_template(requests: RequestSettings, toolbox: ToolBox | None) -> dict:
@@ -6136,6 +6204,7 @@ class _SavedTurns:
     model: str | None  # the model that answered last (a line names it when it is not the one asked for)
     provider: str | None
     prompt: str | None  # Prompt.content of the conversation they began from; None: saved before it was kept
+    settings: dict | None = None  # RequestIdentity.parts they began with; None: saved by an earlier release
 
 
 class _Chain:
@@ -6193,7 +6262,7 @@ class PausedFile(LineFile):
         if chain is not None:
             self.live_bytes -= chain.size
 
-    def save(self, key: tuple[str, int, int], fingerprint: str, outcome: Outcome) -> bool:
+    def save(self, key: tuple[str, int, int], fingerprint: str, outcome: Outcome, settings: dict | None = None) -> bool:
         """Append what the rollout said since its last record; False when that cannot be saved as the
         teacher must get it back: the API key is in a signed reasoning block, which may not be changed
         (and may not be stored as it is). Its earlier records, if any, stay the ones it resumes from."""
@@ -6210,6 +6279,8 @@ class PausedFile(LineFile):
                   "usage": outcome.total_usage.to_json(), "messages": scrubbed}
         if chain is None:
             record["fingerprint"], record["prompt"] = fingerprint, outcome.job.prompt.content
+            if settings is not None:
+                record["settings"] = settings
         start = self.append(record)
         chain = self.chains.setdefault(key, _Chain())
         chain.places.append((start, self._size - start - 1))
@@ -6435,7 +6506,10 @@ def _saved_turns(records: list[Any], prompt: list[dict]) -> _SavedTurns | None:
     usage, turns, fingerprint = last.get("usage"), last.get("turns"), records[0].get("fingerprint")
     began = records[0].get("prompt") if isinstance(records[0].get("prompt"), str) else None
     if _saved_said(records[0]) == _LEGACY:  # the whole conversation: the prompt's messages are there to compare
-        began = conversation_hash(messages[:len(prompt)])
+        began = content_hash(messages[:len(prompt)])
+    settings = records[0].get("settings")
+    if settings is not None and not (isinstance(settings, dict) and all(isinstance(v, str) for v in settings.values())):
+        return None
     if not (isinstance(usage, dict) and isinstance(turns, int) and turns > 0 and isinstance(fingerprint, str)):
         return None
     if not (is_final_answer(messages[-1]) or messages[-1].get("role") == "tool"):
@@ -6452,7 +6526,7 @@ def _saved_turns(records: list[Any], prompt: list[dict]) -> _SavedTurns | None:
     finish_reason, model, provider = last.get("finish_reason"), last.get("model"), last.get("provider")
     return _SavedTurns(messages, carried, turns, finish_reason if isinstance(finish_reason, str) else None,
                        fingerprint, model if isinstance(model, str) else None,
-                       provider if isinstance(provider, str) else None, began)
+                       provider if isinstance(provider, str) else None, began, settings)
 
 
 class RunsFile(LineFile):
@@ -7125,7 +7199,9 @@ class RunSummary:
     pending: int  # still to do after this run
     remaining_failed: int  # entries left in the failed file
     started_over: collections.Counter  # paused rollouts whose saved turns could not go on, by why
-    kept_from_signed: int  # rollouts whose later turns were not saved (the key in signed reasoning)
+    started_over_cost: Usage  # what those turns had cost (in earlier runs; their lines count it)
+    kept_from_signed: int  # rollouts whose later turns were not saved (a secret in signed reasoning)
+    kept_beyond_attempts: int  # paused tries beyond this run's --attempts, kept for a run with a higher one
     tool_lines: list[str]  # the tools' own counts and warnings
     notes: list[str]  # the teacher client's (a model that was routed elsewhere, ...)
     stop_reason: str | None
@@ -7156,14 +7232,22 @@ class RunSummary:
                          "twice).")
         if self.started_over:
             why = "; ".join(f"{count} because {reason}" for reason, count in self.started_over.most_common())
+            cost = self.started_over_cost
+            paid = (f" Their discarded turns had cost ${cost.cost:.4f} ({plural(cost.requests, 'answer')}, paid by "
+                    "earlier runs), counted in their lines' usage." if cost.requests else "")
             lines.append(f"Started over: {plural(sum(self.started_over.values()), 'paused rollout')} began again from "
-                         f"their prompt, since their saved turns answered another request than this run's: {why}.")
+                         f"their prompt, since their saved turns answered another request than this run's: {why}.{paid}")
+        if self.kept_beyond_attempts:
+            tries = "a later try" if self.kept_beyond_attempts == 1 else f"{self.kept_beyond_attempts} later tries"
+            lines.append(f"Kept: the saved turns of {tries} beyond --attempts {self.gate.attempts} (in "
+                         f"{files.paused.name}): not run now, and not lost; a run with a higher --attempts goes on "
+                         "from them.")
         lines += self.tool_lines
         if self.kept_from_signed:
             lines.append(f"Not saved: the later turns of {plural(self.kept_from_signed, 'rollout')}, whose "
-                         "teacher wrote the API key into signed reasoning (which must go back to it unchanged, and "
-                         "is never stored with the key): if stopped, they resume from their last clean turn or "
-                         "begin again.")
+                         "teacher wrote a secret the run was handed (the API key or another) into signed reasoning "
+                         "(which must go back to it unchanged, and is never stored with the secret): if stopped, they "
+                         "resume from their last clean turn or begin again.")
         cannot = min(pending, s.failure_reasons[DOES_NOT_FIT])  # a re-run would pay the same turns, and fail again
         if pending > cannot:
             lines.append(f"Not done: {pending}. Re-run the same command to "
@@ -7230,6 +7314,9 @@ class Plan:
     finished: set[int]  # keys of the rollouts finished: in the output, or rejected --attempts times; grows
     rejected_tries: collections.Counter = field(default_factory=collections.Counter)  # per rollout key
     rejected_before: int = 0  # of finished_before, those finished by rejection (not in the output)
+    # those rollouts: rejected as many times as this run's --attempts allows. A higher --attempts tries them
+    # again, so a later try's saved turns are kept for it, not dropped
+    rejected_out: set[int] = field(default_factory=set)
     finished_now: int = 0  # rollouts this run finished (written, or rejected with no try left)
     # Where the prompts with rollouts still to run are in the file (with their repeat numbers, line numbers
     # and the hashes of their ids, to check the line still holds them), so the run re-reads only those
@@ -7277,6 +7364,7 @@ def make_plan(prompts: PromptSettings, attempts: int, finished: set[int],
         plan.total += 1
         if job.key not in plan.finished and plan.rejected_tries[job.key] >= attempts:
             plan.finished.add(job.key)  # rejected as many times as it may be tried: finished
+            plan.rejected_out.add(job.key)
             plan.rejected_before += 1
         for name in job.prompt.tools or ():
             plan.tool_lines.setdefault(name, job.prompt.line_no)
@@ -7382,6 +7470,7 @@ class Run:
         self.interrupted = False
         self.stop_reason: str | None = None  # why the run stopped early (not a Ctrl-C): the summary says
         self.tools_down_in_a_row = 0  # rollouts failed in a row by a tool that said it is unavailable
+        self.kept_beyond_attempts = 0  # paused tries this run's --attempts does not reach (kept, _load_paused)
         self.started = time.monotonic()
 
     async def execute(self, started: Callable[[], None] = lambda: None) -> int:
@@ -7449,9 +7538,13 @@ class Run:
         self.pool_has_room.set()
 
     def _load_paused(self) -> None:
-        """The paused file's rollouts that still have to run (the rest settled since), compacted to them."""
-        self.paused.load(lambda key: key.rollout not in self.plan.finished
-                         and key[2] > self.plan.rejected_tries[key.rollout])
+        """The paused file's rollouts that still have to run (the rest settled since), compacted to them. A
+        later try of a rollout this run's --attempts counts as finished by rejection is kept, not run: paid
+        for, it goes on when a run with a higher --attempts comes to it."""
+        plan = self.plan
+        self.paused.load(lambda key: key[2] > plan.rejected_tries[key.rollout]
+                         and (key.rollout not in plan.finished or key.rollout in plan.rejected_out))
+        self.kept_beyond_attempts = sum(1 for key in self.paused.chains if key.rollout in plan.rejected_out)
         self.paused.compact()
 
     async def _roll_out(self, job: RolloutJob) -> None:
@@ -7588,8 +7681,9 @@ class Run:
         """Whether a rollout's try may still send one of its requests again (so a batch holding its answer is
         kept on record): it is neither in the output, nor rejected, nor failed in this run (a failed try
         begins again from scratch, and is not handed the answer it failed with)."""
-        return (key.rollout not in self.plan.finished and key.attempt > self.plan.rejected_tries[key.rollout]
-                and key not in self.failed_now)
+        plan = self.plan
+        return ((key.rollout not in plan.finished or key.rollout in plan.rejected_out)
+                and key.attempt > plan.rejected_tries[key.rollout] and key not in self.failed_now)
 
     def stop(self, reason: str | None, now: bool = True) -> None:
         """The one way the run stops early: no new rollout starts; with `now`, those in progress are
@@ -7634,7 +7728,8 @@ class Run:
         summary = RunSummary(
             self.stats, self.files, self.gate, self.cache, total=plan.total, finished_before=plan.finished_before,
             rejected_before=plan.rejected_before, pending=plan.pending, remaining_failed=remaining_failed,
-            started_over=runner.started_over, kept_from_signed=runner.kept_from_signed,
+            started_over=runner.started_over, started_over_cost=runner.started_over_cost,
+            kept_from_signed=runner.kept_from_signed, kept_beyond_attempts=self.kept_beyond_attempts,
             tool_lines=runner.toolbox.summary() if runner.toolbox is not None else [],
             notes=self.client.notes + [note for note in [self.limiter.budget_distrusted] if note]
             + (self.batches.summary() if self.batches else []),
