@@ -1669,7 +1669,7 @@ class ToolBox:
         for name, t in sorted(self.tally.items()):
             if t.errors * 2 > t.calls:
                 lines.append(f"WARNING: tool {name!r} failed in {t.errors} of its {plural(t.calls, 'call')}; the "
-                             f"first error: {t.first_error}. Those rollouts were written with the errors as the "
+                             f"first error: {t.first_error.rstrip('.')}. Those rollouts were written with the errors as the "
                              "tool's results: check the tool, then --rescore or delete them as you see fit.")
         return lines
 
