@@ -2686,7 +2686,9 @@ class AdaptiveLimiter:
     # the same for requests in flight, slower: a server's capacity changes less often than a key's share
     LIMIT_PROBE_DOUBLING = 8.0
     # A spent request budget whose window ends further off than this (past a minute's window) is tried with one
-    # request at a time: answered, the headers are shown wrong; refused, the 429 says how long to wait.
+    # request at a time: answered, the headers are shown wrong; refused, the 429 says how long to wait. So is a
+    # budget spent again in the window after one waited out ("0 left, resets in 60 s" on every answer), until a
+    # 429 shows the headers true: a lie costs one window, the truth one refused request.
     BUDGET_PROBE_AFTER = 61.0
 
     def __init__(self, start: int, probe_patience: float = 16.0,
@@ -2721,6 +2723,8 @@ class AdaptiveLimiter:
         # teacher gives); then the limits are learned from 429s alone. Said once, in the summary.
         self.budget_distrusted: str | None = None
         self._probing: Slot | None = None
+        self.windows_waited_out = 0  # spent windows whose end requests waited for
+        self.budget_proven = False  # a request sent while none were left was refused: the headers are true
         self.sent = 0  # requests started, ever (a slot's number)
         self._waiters: list[tuple[int, int, asyncio.Future]] = []
         self._order = itertools.count()
@@ -2755,6 +2759,7 @@ class AdaptiveLimiter:
             self._probing = None
             if answered is Answered.OK and self.budget_left is not None and self.budget_left <= 0:
                 self._distrust_budget("said no request was left in its window, yet answered the next one")
+            self.budget_proven = self.budget_proven or answered is Answered.RATE_LIMITED
         if answered is Answered.OK and not slot.admitted:
             self._taken_request(slot, still_in_flight=False)
         elif answered is Answered.RATE_LIMITED:
@@ -2897,10 +2902,14 @@ class AdaptiveLimiter:
             return False
         if self.budget_left is not None and self.budget_left <= 0:
             if now < self.budget_ends:
-                # a long wait is not taken on the headers' word alone: one request at a time asks the teacher
-                return self.budget_ends - now > self.BUDGET_PROBE_AFTER and self._probing is None
+                # a long wait, or one more after a window waited out, is not taken on the headers' word alone:
+                # one request at a time asks the teacher
+                doubtful = self.budget_ends - now > self.BUDGET_PROBE_AFTER or (
+                    self.windows_waited_out > 0 and not self.budget_proven)
+                return doubtful and self._probing is None
             # a new window: as many as a window allows, until an answer says how many are left
             self.budget_left, self.budget_ends = self.budget_limit, now + self.budget_span
+            self.windows_waited_out += 1
             if self.budget_left is not None and self.budget_left <= 0:
                 return False
         return True
