@@ -644,7 +644,9 @@ def parse_config(argv: list[str] | None) -> Config:
         raise UsageError(f"{args.input}: the prompts file is this run's own {same.name}, which the run rewrites as "
                          "rollouts settle. To retry failed prompts, re-run the command with the original prompts "
                          f"file (failed ones are retried); or copy it (cp {same} retry.jsonl) and pass the copy.")
-    check_regular_file(output, "the output file")
+    check_regular_file(args.input, "the prompts file", "read once to plan the run and again as its rollouts start",
+                       "Save it to a file first, and pass that.")
+    check_regular_file(output, "the output file", instead="Pass another --output.")
     for path, what in files.side_files.items():  # before anything is read or sent: a FIFO would hang the run
         check_regular_file(path, what)
     secret = _Secret(api_key, handed_secrets(extra_body, [base_url], [u for u in map(str, mcp_urls) if "://" in u]))
@@ -776,7 +778,9 @@ def reasoning_request(mode: str) -> dict:
     return {"enabled": False} if mode == "disabled" else {"effort": mode}
 
 
-def check_regular_file(path: Path, what: str) -> None:
+def check_regular_file(path: Path, what: str, why: str = "which this tool writes and reads back",
+                       instead: str = "Move it away (it is not one of this tool's files), or pass another --output."
+                       ) -> None:
     """Our files are appended to, scanned and replaced: a FIFO would block, /dev/zero never ends, /dev/full
     refuses every write. Refuse anything that exists and is not a regular file (after symlinks)."""
     try:
@@ -789,10 +793,8 @@ def check_regular_file(path: Path, what: str) -> None:
         kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
                 else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
                 else "not a regular file")
-        raise UsageError(f"{path}: cannot open {what}: it is {kind}, and {what} must be a regular file, which "
-                         "this tool writes and reads back. "
-                         + ("Pass another --output." if what == "the output file" else
-                            "Move it away (it is not one of this tool's files), or pass another --output."))
+        raise UsageError(f"{path}: cannot open {what}: it is {kind}, and {what} must be a regular file, {why}. "
+                         f"{instead}")
 
 
 def load_dotenv_file() -> None:
