@@ -2254,10 +2254,12 @@ def _mcp_call(server: McpServer, name: str) -> Callable[..., Any]:
     return call
 
 
-def save_mcp_schemas(tools: list[Tool], path: Path, like: Path | None = None) -> None:
-    """Kept beside the output (`like`), merged with what earlier runs kept (a tool may have left a server since)."""
+def save_mcp_schemas(tools: list[Tool], path: Path, like: Path | None = None,
+                     scrub: Callable[[Any], Any] = lambda value: value) -> None:
+    """Kept beside the output (`like`), merged with what earlier runs kept (a tool may have left a server since);
+    a server's words (descriptions) through the one scrub, as every file of ours."""
     schemas = load_mcp_schemas(path)
-    schemas.update({tool.name: tool.api_schema() for tool in tools})
+    schemas.update({tool.name: scrub(tool.api_schema()) for tool in tools})
     try:
         with replaced_atomically(path, like) as target:
             target.write(orjson.dumps(schemas, option=orjson.OPT_INDENT_2))
@@ -7493,7 +7495,7 @@ class Run:
                     mcp_tools = await self.toolbox.open_mcp(self.files.mcp_log)
                     self.plan.check_tools(self.prompts.input, self.toolbox)  # MCP tools are known only now
                 started()
-                save_mcp_schemas(mcp_tools, self.files.mcp_tools, self.files.output)
+                save_mcp_schemas(mcp_tools, self.files.mcp_tools, self.files.output, self.line.redact)
                 self.runner.mcp_tools_joined()
             else:
                 self.plan.check_tools(self.prompts.input, self.toolbox)
@@ -8045,7 +8047,7 @@ def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], repor
     page, made anew from the files. They are writers too: what they write goes through the one scrub."""
     if code not in (EXIT_OK, EXIT_FAILED):
         return code
-    schemas = export_schemas(toolbox, files.mcp_tools) if export else {}
+    schemas = scrub(export_schemas(toolbox, files.mcp_tools)) if export else {}
     for fmt in export:
         result = export_output(files, fmt, schemas, scrub)
         print(scrub(report_export(result)), file=sys.stderr)

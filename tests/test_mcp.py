@@ -84,6 +84,26 @@ def test_a_stdio_server_end_to_end_results_errors_and_ref_schemas(workdir, teach
     assert read_jsonl(workdir / "train.hf.jsonl")[0]["tools"][0]["function"]["name"] == "add"
 
 
+def test_a_secret_in_a_servers_tool_description_reaches_no_file(workdir, teacher):
+    """A stdio server gets the environment (its own keys live there) and may quote one describing a tool: the
+    kept schemas, the hf export's tools and the card are writers too. The teacher was sent it as it came."""
+    token = "hf_" + "D3sc" * 8
+    secrets_used(token)
+    teacher.script("sum", call_tools(("add", {"a": 2, "b": 3})), answer("5"))
+    write_prompts(workdir, ["sum"])
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--backoff", "0.01",
+                        "--mcp", STDIO, "--export", "hf", env=subprocess_env(HF_TOKEN=token, ADD_NOTE=f" Uses {token}."),
+                        timeout=120)
+    assert result.code == 0, result.err
+    described = {t["function"]["name"]: t["function"]["description"] for t in teacher.requests[0]["tools"]}
+    assert described["add"] == f"Add two integers. Uses {token}."
+    exported = {t["function"]["name"]: t["function"]["description"]
+                for t in read_jsonl(workdir / "train.hf.jsonl")[0]["tools"]}
+    assert exported["add"] == "Add two integers. Uses ***."
+    written = "".join(p.read_text(errors="replace") for p in workdir.rglob("*") if p.is_file())
+    assert token not in written + result.out + result.err
+
+
 def test_config_yml_of_rnows_mcp_template_two_servers_named_as_rnow_names_them(workdir, teacher, http_server):
     other = HttpServer().start()
     try:
