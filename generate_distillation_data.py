@@ -3587,7 +3587,10 @@ def answer_error(data: Any) -> Any:
     """The error object of an answer's body, in whichever shape the server says it: OpenAI's and OpenRouter's
     {"error": {...}}, or the top-level one of SGLang (protocol.py's ErrorResponse), vLLM before its move to
     OpenAI's shape, and Mistral's API: {"object": "error", "message": ..., "type": ..., "code": ...} (FastAPI's
-    {"detail": ...} too). None when the body holds no error."""
+    {"detail": ...} too); Gemini's OpenAI-compatible endpoint sends a list of one [{"error": {...}}]. None when
+    the body holds no error."""
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        return answer_error(data[0])
     if not isinstance(data, dict):
         return None
     if data.get("error") is not None:
@@ -3622,9 +3625,14 @@ DOES_NOT_FIT = "does not fit the context"  # a failure a re-run cannot mend: the
 # How servers say a conversation is longer than the model's context: llama.cpp's server (type
 # exceed_context_size_error, "request (4476 tokens) exceeds the available context size (4096 tokens)"; before
 # that "the request exceeds the available context size"), OpenAI and vLLM ("This model's maximum context length
-# is 4096 tokens", code context_length_exceeded), Anthropic behind a router ("prompt is too long: ... maximum").
-_CONTEXT_OVERFLOW = re.compile(r"context[ _](size|length|window)|maximum context|prompt is too long|too many tokens",
-                               re.IGNORECASE)
+# is 4096 tokens", code context_length_exceeded; "Input tokens exceed the configured limit of N tokens"), SGLang
+# ("longer than the model's context length"), Anthropic behind a router ("prompt is too long: ... maximum"), TGI
+# and Together (router/src/validation.rs, MaxTotalTokens: "`inputs` tokens + `max_new_tokens` must be <= N"; not
+# MaxNewTokens, a --max-tokens above the model's), Gemini ("The input token count (N) exceeds the maximum number
+# of tokens allowed (M)"; Vertex: "the input token count is N but model only supports up to M").
+_CONTEXT_OVERFLOW = re.compile(r"context[ _](size|length|window)|maximum context|prompt is too long|too many tokens"
+                               r"|`inputs` tokens \+ `max_new_tokens`|input token count\b.*\b(exceeds the maximum|only "
+                               r"supports up to)|input tokens exceed the configured limit", re.IGNORECASE)
 
 
 def is_context_overflow(error: Any) -> bool:

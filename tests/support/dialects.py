@@ -27,7 +27,9 @@ Sources (read through the search tool; paths are the projects' own):
 - Error bodies (ERRORS below): OpenAI's and OpenRouter's shape is {"error": {...}}; SGLang's is top-level,
   python/sglang/srt/entrypoints/openai/protocol.py's ErrorResponse (object "error", message, type, param,
   code), as vLLM's was before it took OpenAI's; Mistral's API answers the same top-level shape, code null
-  (seen in user reports: solbrowse/extension#16, NEKOparapa/AiNiee#641, mistralai/platform-docs-public#7).
+  (seen in user reports: solbrowse/extension#16, NEKOparapa/AiNiee#641, mistralai/platform-docs-public#7); TGI's
+  (huggingface/text-generation-inference, router/src/validation.rs) is {"error": "<text>", "error_type": ...};
+  Gemini's OpenAI-compatible endpoint answers a list of one {"error": {...}}.
 - DeepSeek's API (api-docs.deepseek.com, "Reasoning Model", "Create Chat Completion"):
   `reasoning_content` deltas, `: keep-alive` comments while the request waits, a usage chunk with
   `choices: []` with include_usage, `data: [DONE]`.
@@ -309,4 +311,10 @@ CONTEXT_OVERFLOW: dict[str, dict] = {
                 "with 32768 maximum context length", "type": "invalid_request_error", "param": None, "code": None},
     "vllm (OpenAI's shape)": {"error": {"message": "This model's maximum context length is 4096 tokens. However, you "
                               "requested 5000 tokens.", "type": "BadRequestError", "param": None, "code": 400}},
+    # TGI and Together: router/src/validation.rs's MaxTotalTokens, answered 422 with the error as a string
+    "tgi": {"error": "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. Given: 4031 `inputs` "
+            "tokens and 200 `max_new_tokens`", "error_type": "validation"},
+    # Gemini's OpenAI-compatible endpoint: a list of one error (ComfyUI-NewBie-LLM-Formatter#3, ai-manus#101)
+    "gemini": [{"error": {"code": 400, "message": "The input token count (1500000) exceeds the maximum number of tokens "
+                "allowed (1048576).", "status": "INVALID_ARGUMENT"}}],
 }
