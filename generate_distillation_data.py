@@ -7492,6 +7492,7 @@ class Run:
         self.stop_reason: str | None = None  # why the run stopped early (not a Ctrl-C): the summary says
         self.tools_down_in_a_row = 0  # rollouts failed in a row by a tool that said it is unavailable
         self.kept_beyond_attempts = 0  # paused tries this run's --attempts does not reach (kept, _load_paused)
+        self._closed_unstarted = False
         self.started = time.monotonic()
 
     async def execute(self, started: Callable[[], None] = lambda: None) -> int:
@@ -7500,8 +7501,12 @@ class Run:
         try:
             if self.toolbox is not None and self.toolbox.mcp_specs:
                 with opening_mcp_servers(self.files, self.line.redact):
-                    mcp_tools = await self.toolbox.open_mcp(self.files.mcp_log)
-                    self.plan.check_tools(self.prompts.input, self.toolbox)  # MCP tools are known only now
+                    try:
+                        mcp_tools = await self.toolbox.open_mcp(self.files.mcp_log)
+                        self.plan.check_tools(self.prompts.input, self.toolbox)  # MCP tools are known only now
+                    except BaseException:
+                        await self._close_unstarted()  # before the log goes: closing may still write to it
+                        raise
                 started()
                 save_mcp_schemas(mcp_tools, self.files.mcp_tools, self.files.output, self.line.redact)
                 self.runner.mcp_tools_joined()
@@ -7509,9 +7514,7 @@ class Run:
                 self.plan.check_tools(self.prompts.input, self.toolbox)
                 started()
         except BaseException:  # nothing was sent: close what was opened, and say why (exit 2)
-            await self.client.aclose()
-            if self.toolbox is not None:
-                await self.toolbox.aclose()
+            await self._close_unstarted()
             raise
         self._load_paused()
         self.failed.compact(self.plan.finished)
@@ -7534,6 +7537,14 @@ class Run:
             remaining_failed = self.failed.compact(self.plan.finished)
             await self.paused.finish()
         return self._summarize(remaining_failed)
+
+    async def _close_unstarted(self) -> None:
+        """A run refused before it started closes what it opened, once."""
+        if not self._closed_unstarted:
+            self._closed_unstarted = True
+            await self.client.aclose()
+            if self.toolbox is not None:
+                await self.toolbox.aclose()
 
     async def _feed_pool(self) -> None:
         try:
@@ -8042,11 +8053,11 @@ class _SurvivingStream:
 
 async def _list_mcp_tools(toolbox: ToolBox, files: OutputPaths, redact: Callable[[str], str]) -> None:
     """--dry-run: the MCP servers' tools, listed and closed again; no log is left."""
-    try:
-        with opening_mcp_servers(files, redact, keep=False):
+    with opening_mcp_servers(files, redact, keep=False):
+        try:
             await toolbox.open_mcp(files.mcp_log)
-    finally:
-        await toolbox.aclose()
+        finally:
+            await toolbox.aclose()
 
 
 def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], report: bool, toolbox: ToolBox | None, code: int,
