@@ -7037,8 +7037,9 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
     for path, rejected in ((files.rejected, True), (files.failed, False)):
         for _, record in LineReader(path).records() if path.is_file() else ():
             figures.count_elsewhere(record, rejected)
-    last = runs[-1] if runs else {}
-    prompts = last.get("prompts") if isinstance(last.get("prompts"), dict) else {}
+    prompts_files = list(dict.fromkeys(  # each prompts file the runs read, in order: a resume may read another
+        (_quoted(part.get("file")), _quoted(part.get("sha256")), _quoted(part.get("rollouts")), _quoted(part.get("samples")))
+        for part in (run.get("prompts") for run in runs) if isinstance(part, dict)))
     licences = _TeacherLicences(runs)
     # No licence name is inferred: the teacher's terms decide. "other" where OpenRouter's list showed the model of
     # every line as one whose author allows training on its outputs (terms of its own), "unknown" otherwise; no
@@ -7064,9 +7065,10 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
                 "that are not what this tool writes (edited, or from another tool); they are counted here as far as "
                 "they can be. The first: " + "; ".join(_quoted(text) for text in figures.odd[:3]) + ".", ""]
     out += ["## What was asked", ""]
-    if prompts:
-        out += [f"- Prompts file: {_quoted(prompts.get('file'))} (sha256 {_quoted(prompts.get('sha256'))}), "
-                f"{_quoted(prompts.get('rollouts'))} rollouts asked for ({_quoted(prompts.get('samples'))} a prompt)"]
+    if prompts_files:
+        out += [f"- Prompts file{'s, one run after another' if len(prompts_files) > 1 else ''}: " + "; ".join(
+            f"{name} (sha256 {sha}), {rollouts} rollouts asked for ({samples} a prompt)"
+            for name, sha, rollouts, samples in prompts_files)]
     else:
         out += ["- Prompts file: not recorded (these files were made before runs were recorded)"]
     for text, count in figures.systems.most_common(3):
@@ -7125,9 +7127,10 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
                if elsewhere else "no rejected tries or failed rollouts are on record.")]
     if runs:
         started = [_quoted(run.get("started")) for run in runs]
-        generator = last.get("generator") if isinstance(last.get("generator"), dict) else {}
+        generators = list(dict.fromkeys(_quoted(run["generator"].get("sha256")) for run in runs
+                                        if isinstance(run.get("generator"), dict)))
         out += [f"- Made by {plural(len(runs), 'run')}, started {started[0]}" + (f" to {started[-1]}" if len(runs) > 1 else "")
-                + f", by `generate_distillation_data.py` (sha256 {_quoted(generator.get('sha256'))})."]
+                + f", by `generate_distillation_data.py` (sha256 {' then '.join(generators) or _quoted(None)})."]
     notes = [f"{text}." for text in figures.odd]
     if figures.odd_lines > len(figures.odd):
         notes.append(f"... and {figures.odd_lines - len(figures.odd)} more lines of {files.output} like them.")

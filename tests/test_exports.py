@@ -316,6 +316,13 @@ def test_the_card_after_a_resume_counts_every_run_and_every_line(run, workdir, t
     assert "3 conversations" in text and "Made by 2 runs, started " in text and " to " in text
     assert "| temperature | 0.7 / 0.2 |" in text and "changed between runs" in text
     assert "None: plain completions." in text
+    # a resume that reads another prompts file: the card names both, not the last alone
+    write_prompts(workdir, ["a", "b", "c", "d"], name="more.jsonl")
+    third = run("--export", "hf", prompts="more.jsonl", tools="none", subprocess=True)
+    assert third.code == 0, third.err
+    _, text = card_of(workdir)
+    assert "- Prompts files, one run after another: `prompts.jsonl` (sha256 " in text
+    assert "`more.jsonl` (sha256 " in text and "), 4 rollouts asked for" in text
 
 
 def rendered(markdown: str) -> str:
