@@ -6734,7 +6734,7 @@ def _line_tool_names(record: dict) -> list[str]:
     if names is None:
         return []
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        raise NotExportable(f"`tools` is {_plain_value(names)}, not a list of tool names")
+        raise NotExportable("`tools` is not a list of tool names")
     return names
 
 

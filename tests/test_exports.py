@@ -195,8 +195,8 @@ def test_a_line_whose_tools_are_not_a_list_of_names_is_left_out_naming_it(workdi
         if exported:
             assert [t["function"]["name"] for t in lines[0].get("tools", [])] == (tools or [])
         else:
-            assert (f"Exported 0 lines to train.{fmt}.jsonl; 1 line left out (`tools` is {json.dumps(tools)}, not a "
-                    "list of tool names; the first: train.jsonl:1)") in result.err
+            assert (f"Exported 0 lines to train.{fmt}.jsonl; 1 line left out (`tools` is not a list of tool names; "
+                    "the first: train.jsonl:1)") in result.err
     assert "left out of `tools`" not in result.err
 
 
