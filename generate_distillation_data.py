@@ -7001,8 +7001,8 @@ class _TeacherLicences:
 
     def verdict(self, model: str | None) -> bool | None:
         """True or False when every run that asked the model found the same mark; None: not known."""
-        marks = {licence for licence, _ in self.runs.get(model, ())}
-        return marks.pop() if len(marks) == 1 and next(iter(marks)) in (True, False) else None
+        marks = {licence if isinstance(licence, bool) else None for licence, _ in self.runs.get(model, ())}
+        return marks.pop() if len(marks) == 1 else None
 
     def said(self, model: str | None) -> str:
         asked = self.runs.get(model, [])
