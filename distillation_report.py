@@ -57,6 +57,8 @@ class Stats:
     failure_reasons: collections.Counter = field(default_factory=collections.Counter)
     cost: dict = field(default_factory=lambda: {"written": 0.0, "failed": 0.0, "rejected": 0.0})
     uncosted: int = 0  # answers whose cost the teacher did not report (usage.uncosted): the cost shown leaves them out
+    without_cost: int = 0  # rollouts whose line carries no cost at all (no usage, or none usable): unknown, not $0
+    written_without_cost: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
@@ -165,6 +167,10 @@ def add_rollout(stats: Stats, state: str, record: dict) -> None:
     cost = number(usage.get("cost"))
     stats.cost[state] += cost
     stats.uncosted += int(number(usage.get("uncosted")))
+    costed = not isinstance(usage.get("cost"), bool) and isinstance(usage.get("cost"), (int, float)) \
+        and number(usage["cost"]) >= 0 and number(usage["cost"]) == usage["cost"]
+    stats.without_cost += not costed
+    stats.written_without_cost += not costed and state == "written"
     prompt, completion = number(usage.get("prompt_tokens")), number(usage.get("completion_tokens"))
     stats.prompt_tokens += int(prompt)
     stats.completion_tokens += int(completion)
@@ -215,7 +221,7 @@ def collect(output: Path, failed: Path, rejected: Path, reader: Reader, sample_s
 
 def page_data(stats: Stats, sample: Sample, output: Path, pending: int | None) -> dict:
     shown = sample.conversations()
-    accepted = stats.written
+    accepted, rollouts = stats.written, stats.written + stats.failed + stats.rejected
     total_cost = sum(stats.cost.values())
     return {
         "title": f"Dataset report: {output.name}",
@@ -226,8 +232,11 @@ def page_data(stats: Stats, sample: Sample, output: Path, pending: int | None) -
                    "pending": None if pending is None else max(0, pending - stats.failed),
                    "unreadable": stats.unreadable},
         "failure_reasons": stats.failure_reasons.most_common(20),
-        "cost": {"total": total_cost, **stats.cost, "per_accepted": total_cost / accepted if accepted else None,
-                 "uncosted": stats.uncosted},
+        # a cost no line carries is unknown, never $0: no total when no rollout has one, no cost per accepted
+        # sample when an accepted one has none
+        "cost": {"total": total_cost if stats.without_cost < rollouts else None, **stats.cost,
+                 "per_accepted": total_cost / accepted if accepted and not stats.written_without_cost else None,
+                 "uncosted": stats.uncosted, "without_cost": stats.without_cost},
         "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens, "cached": stats.cached_tokens},
         "charts": [
             {"id": "turns", "title": "Turns per rollout", "bars": sorted(stats.turns.items())},
@@ -279,10 +288,6 @@ def script_json(data: dict) -> str:
     separators JavaScript once treated as line ends."""
     text = json.dumps(finite(data), ensure_ascii=False, allow_nan=False)
     return text.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-
-
-def report_path(output: Path) -> Path:
-    return output.with_name(f"{output.stem}.report.html")
 
 
 def render_report(output: Path, failed: Path, rejected: Path, *, reader: Reader, pending: int | None = None,
@@ -362,7 +367,9 @@ const cards = [
   ["written", D.counts.written, "written (in the output)"], ["failed", D.counts.failed, "failed"],
   ["rejected", D.counts.rejected, "rejected (below --min-reward)"],
   ["pending", D.counts.pending === null ? "n/a" : D.counts.pending, "pending (not run yet)"],
-  ["cost", usd(D.cost.total), D.cost.uncosted ? "total cost reported (" + fmt(D.cost.uncosted) + " answers without a cost: unknown, not counted)" : "total cost"],
+  ["cost", D.cost.total === null ? "unknown" : usd(D.cost.total), D.cost.total === null ? "total cost (no line carries one)" :
+   D.cost.uncosted || D.cost.without_cost ? "total cost reported (" + [D.cost.uncosted ? fmt(D.cost.uncosted) + " answers" : "",
+   D.cost.without_cost ? fmt(D.cost.without_cost) + " rollouts" : ""].filter(Boolean).join(" and ") + " without a cost: unknown, not counted)" : "total cost"],
   ["cost-per-accepted", usd(D.cost.per_accepted), "per accepted sample"],
   ["prompt-tokens", fmt(D.tokens.prompt), "prompt tokens (" + fmt(D.tokens.cached) + " cached)"],
   ["completion-tokens", fmt(D.tokens.completion), "completion tokens"]];

@@ -61,7 +61,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping, NamedTuple
-from urllib.parse import quote, urlparse
+from urllib.parse import quote, unquote, unquote_plus, urlparse
 
 import aiohttp
 
@@ -129,63 +129,6 @@ def human_duration(seconds: float) -> str:
 
 
 @dataclass(frozen=True)
-class _Secret:
-    """The API key (sent in one header) and every other secret the program was handed (handed_secrets: the
-    values of key-like names in .env and the environment, key-like fields of --extra-body, a URL's user
-    information, MCP URLs' query values): taken out of what we store or print, never shown."""
-
-    key: str | None
-    others: tuple[str, ...] = ()
-
-    @functools.cached_property
-    def _patterns(self) -> tuple[tuple[str, ...], re.Pattern | None, tuple[bytes, ...], re.Pattern | None]:
-        """(what to look for, the pattern that cuts it out) in plain text, and the same in JSON text, where
-        a secret holding a quote or a backslash reads escaped. Only real secrets: a placeholder a local
-        server accepts (EMPTY, ollama, sk-1234) is shorter than MIN_SECRET_LENGTH, and taking it out of
-        text would corrupt it. A secret longer than 24 characters is also cut where a text quotes its
-        first 16 and goes on in letters, digits, '-' or '_' (a teacher that cut it short)."""
-        secrets = sorted({s for s in (self.key, *self.others) if s and len(s) >= _MIN_SECRET_LENGTH}, key=len, reverse=True)
-        if not secrets:
-            return (), None, (), None
-
-        def forms(encode: Callable[[str], str]) -> tuple[list[str], str]:
-            wholes = [encode(secret) for secret in secrets]
-            prefixes = [encode(secret[:16]) for secret in secrets if len(secret) > 24]
-            pattern = "|".join([*map(re.escape, wholes), *(re.escape(p) + r"[\w-]*" for p in prefixes)])
-            return [*prefixes, *(w for w, s in zip(wholes, secrets) if len(s) <= 24)], pattern
-
-        plain, plain_pattern = forms(lambda text: text)
-        in_json, json_pattern = forms(lambda text: orjson.dumps(text).decode()[1:-1])
-        return (tuple(plain), re.compile(plain_pattern), tuple(n.encode() for n in in_json),
-                re.compile(json_pattern.encode()))
-
-    def redact(self, text: str) -> str:
-        """Every secret out of a text that came from outside (the teacher, a tool, a reward, an MCP server,
-        a URL), before any cut, so no piece of it survives."""
-        needles, pattern, _, _ = self._patterns
-        if pattern is None or not text or not any(needle in text for needle in needles):
-            return text
-        return pattern.sub("***", text)
-
-    def scrub(self, value: Any) -> Any:
-        """`redact` applied to every string of a JSON value, however deep (a message, its tool calls' ids
-        and names, reasoning details, a model name): the one way what came from outside reaches a file or
-        the terminal. The value is encoded once, and only one that holds a secret is rewritten."""
-        if isinstance(value, str):
-            return self.redact(value)
-        _, _, needles, pattern = self._patterns
-        if pattern is None:
-            return value
-        try:
-            text = orjson.dumps(value)
-        except (orjson.JSONEncodeError, TypeError):  # not JSON (a lone surrogate): string by string
-            return with_each_string(value, self.redact)
-        if not any(needle in text for needle in needles):
-            return value
-        return orjson.loads(pattern.sub(b"***", text))
-
-
-@dataclass(frozen=True)
 class PromptSettings:
     """Which rollouts the command asks for (iter_jobs, Plan)."""
 
@@ -212,6 +155,13 @@ class TeacherSettings:
     stall_timeout: float = 300.0  # a streamed answer with no data event for this long is retried
     batch: bool = False  # every request through OpenRouter's Batch API: about half the price, hours a turn
     batch_poll: float = 30.0  # seconds between looks at a batch in progress
+
+    @property
+    def sends_key(self) -> bool:
+        """Whether requests carry the key (Authorization: Bearer). A base URL with user information
+        (http://user:PASSWORD@host/v1, http://TOKEN@host/v1) authenticates with that instead (HTTP Basic, as
+        every HTTP client sends it), and the key is not sent to it: a request carries one Authorization."""
+        return bool(self.secret.key) and "@" not in urlparse(self.base_url).netloc
 
     @property
     def rollout_pool_size(self) -> int:
@@ -312,6 +262,30 @@ class OutputPaths:
     def mcp_log(self) -> Path:
         """What stdio MCP servers write to their stderr."""
         return self.beside(".mcp.log")
+
+    def export(self, fmt: str) -> Path:
+        """--export: the output in another trainer's format (hf, openai)."""
+        return self.beside(f".{fmt}.jsonl")
+
+    @property
+    def card(self) -> Path:
+        """The dataset card beside the hf export. Not README.md: the project folder has its own README (this
+        repository's, or an rnow template's), which the card must not overwrite; upload it as README.md."""
+        return self.beside(".hf.README.md")
+
+    @property
+    def report(self) -> Path:
+        """--report: one self-contained page."""
+        return self.beside(".report.html")
+
+    @property
+    def side_files(self) -> dict[Path, str]:
+        """Every file of ours beside the output, with what it is: each must be a regular file."""
+        return {self.failed: "the failed file", self.rejected: "the rejected file",
+                self.quarantine: "the quarantine file", self.paused: "the paused file", self.runs: "the runs file",
+                self.batches: "the batches file", self.mcp_tools: "the MCP tools file", self.mcp_log: "the MCP log",
+                **{self.export(fmt): f"the {fmt} export" for fmt in ("hf", "openai")},
+                self.card: "the dataset card", self.report: "the report"}
 
 
 @dataclass(frozen=True)
@@ -677,9 +651,11 @@ def parse_config(argv: list[str] | None) -> Config:
         raise UsageError(f"{args.input}: the prompts file is this run's own {same.name}, which the run rewrites as "
                          "rollouts settle. To retry failed prompts, re-run the command with the original prompts "
                          f"file (failed ones are retried); or copy it (cp {same} retry.jsonl) and pass the copy.")
-    check_regular_file(output, "the output file")
-    for path in (files.failed, files.rejected, files.quarantine):
-        check_regular_file(path, "a file beside the output")
+    check_regular_file(args.input, "the prompts file", "read once to plan the run and again as its rollouts start",
+                       "Save it to a file first, and pass that.")
+    check_regular_file(output, "the output file", instead="Pass another --output.")
+    for path, what in files.side_files.items():  # before anything is read or sent: a FIFO would hang the run
+        check_regular_file(path, what)
     secret = _Secret(api_key, handed_secrets(extra_body, [base_url], [u for u in map(str, mcp_urls) if "://" in u]))
     return Config(
         prompts=PromptSettings(input=args.input, system=args.system, num=args.num, shard=shard, samples=args.samples,
@@ -809,7 +785,9 @@ def reasoning_request(mode: str) -> dict:
     return {"enabled": False} if mode == "disabled" else {"effort": mode}
 
 
-def check_regular_file(path: Path, what: str) -> None:
+def check_regular_file(path: Path, what: str, why: str = "which this tool writes and reads back",
+                       instead: str = "Move it away (it is not one of this tool's files), or pass another --output."
+                       ) -> None:
     """Our files are appended to, scanned and replaced: a FIFO would block, /dev/zero never ends, /dev/full
     refuses every write. Refuse anything that exists and is not a regular file (after symlinks)."""
     try:
@@ -822,8 +800,8 @@ def check_regular_file(path: Path, what: str) -> None:
         kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
                 else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
                 else "not a regular file")
-        raise UsageError(f"{path}: cannot open {what}: it is {kind}, and {what} must be a regular file (it is "
-                         "appended to, read back on resume and rewritten). Pass another --output.")
+        raise UsageError(f"{path}: cannot open {what}: it is {kind}, and {what} must be a regular file, {why}. "
+                         f"{instead}")
 
 
 def load_dotenv_file() -> None:
@@ -844,6 +822,119 @@ def display_url(url: str) -> str:
     return parsed._replace(netloc=netloc).geturl()
 
 
+@dataclass(frozen=True)
+class _Secret:
+    """The API key (sent in one header) and every other secret the program was handed (handed_secrets: the
+    values of key-like names in .env and the environment, key-like fields of --extra-body, a URL's user
+    information, MCP URLs' query values and key-like path parts): taken out of what we store or print, never
+    shown."""
+
+    key: str | None
+    others: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def _patterns(self) -> tuple[tuple[str, ...], re.Pattern | None, re.Pattern | None,
+                                 tuple[bytes, ...], re.Pattern | None, re.Pattern | None]:
+        """What to look for and the pattern that cuts it out, in plain text and in JSON text (where a secret
+        holding a quote or a backslash reads escaped); and for each, a pattern for the secret written with
+        JSON escapes (\\u0073...), which a JSON decoder (a trainer reading tool-call arguments, an export)
+        would turn back into the secret. Only real secrets: a placeholder a local server accepts (EMPTY,
+        ollama, sk-1234) is shorter than MIN_SECRET_LENGTH, and taking it out of text would corrupt it. A
+        key's part after a public prefix (sk-or-v1-...) is a secret on its own. A secret longer than 24
+        characters is also cut where a text quotes its first 16 and goes on in letters, digits, '-' or '_' (a
+        teacher that cut it short)."""
+        forms = {part for s in (self.key, *self.others) if s for part in _secret_parts(s)}
+        secrets = sorted((s for s in forms if len(s) >= _MIN_SECRET_LENGTH), key=len, reverse=True)
+        if not secrets:
+            return (), None, None, (), None, None
+
+        def pattern(encode: Callable[[str], str]) -> tuple[list[str], str]:
+            wholes = [encode(secret) for secret in secrets]
+            prefixes = [encode(secret[:16]) for secret in secrets if len(secret) > 24]
+            pattern = "|".join([*map(re.escape, wholes), *(re.escape(p) + r"[\w-]*" for p in prefixes)])
+            return [*prefixes, *(w for w, s in zip(wholes, secrets) if len(s) <= 24)], pattern
+
+        def escaped(in_json: bool) -> str:
+            return "|".join([*(_escaped_pattern(secret, in_json) for secret in secrets),
+                             *(_escaped_pattern(secret[:16], in_json) + _ESCAPED_GOES_ON[in_json]
+                               for secret in secrets if len(secret) > 24)])
+
+        plain, plain_pattern = pattern(lambda text: text)
+        in_json, json_pattern = pattern(lambda text: orjson.dumps(text).decode()[1:-1])
+        return (tuple(plain), re.compile(plain_pattern), re.compile(escaped(False)),
+                tuple(n.encode() for n in in_json), re.compile(json_pattern.encode()),
+                re.compile(escaped(True).encode()))
+
+    def redact(self, text: str) -> str:
+        """Every secret out of a text that came from outside (the teacher, a tool, a reward, an MCP server,
+        a URL), before any cut, so no piece of it survives; written with JSON escapes too."""
+        needles, pattern, escaped, _, _, _ = self._patterns
+        if pattern is None or not text:
+            return text
+        if any(needle in text for needle in needles):
+            text = pattern.sub("***", text)
+        if "\\u" in text or "\\/" in text:
+            text = escaped.sub("***", text)
+        return text
+
+    def scrub(self, value: Any) -> Any:
+        """`redact` applied to every string of a JSON value, however deep (a message, its tool calls' ids
+        and names, reasoning details, a model name): the one way what came from outside reaches a file or
+        the terminal. The value is encoded once, and only one that holds a secret is rewritten."""
+        if isinstance(value, str):
+            return self.redact(value)
+        _, _, _, needles, pattern, escaped = self._patterns
+        if pattern is None:
+            return value
+        try:
+            text = orjson.dumps(value)
+        except (orjson.JSONEncodeError, TypeError):  # not JSON (a lone surrogate): string by string
+            return with_each_string(value, self.redact)
+        found = any(needle in text for needle in needles)
+        written_escaped = b"\\\\u" in text or b"\\\\/" in text  # a backslash in a string reads doubled
+        if not (found or written_escaped):
+            return value
+        scrubbed = pattern.sub(b"***", text) if found else text
+        scrubbed = escaped.sub(b"***", scrubbed) if written_escaped else scrubbed
+        if scrubbed == text:
+            return value
+        try:
+            return orjson.loads(scrubbed)
+        except orjson.JSONDecodeError:  # cannot happen with whole escapes cut; never let one through if it does
+            return with_each_string(value, self.redact)
+
+
+# The public beginnings of API keys (OpenRouter's, OpenAI's, Anthropic's, Groq's, xAI's, Hugging Face's, GitHub's,
+# GitLab's, Perplexity's, Tavily's, NVIDIA's, Replicate's, Cerebras's, Fireworks', Google's): what follows is the
+# secret, and a text that quotes it without its prefix still holds the key.
+_PUBLIC_KEY_PREFIXES = sorted(("sk-or-v1-", "sk-or-", "sk-ant-api03-", "sk-ant-admin01-", "sk-ant-", "sk-proj-",
+                               "sk-svcacct-", "sk-admin-", "sk-", "gsk_", "xai-", "hf_", "ghp_", "gho_", "ghs_",
+                               "github_pat_", "glpat-", "pplx-", "tvly-", "nvapi-", "r8_", "csk-", "fw_", "AIza"),
+                              key=len, reverse=True)
+
+
+def _secret_parts(secret: str) -> tuple[str, ...]:
+    """The secret, and its part after a known public prefix (which the minimum length then judges alone)."""
+    prefix = next((p for p in _PUBLIC_KEY_PREFIXES if secret.startswith(p)), "")
+    return (secret, secret[len(prefix):]) if prefix else (secret,)
+
+
+def _escaped_pattern(secret: str, in_json: bool) -> str:
+    """A pattern for the secret with any of its characters written as a JSON escape (\\uXXXX in either case,
+    \\/ for a slash); `in_json`: as it reads inside a JSON string, where each backslash is doubled."""
+    backslash = r"\\\\" if in_json else r"\\"
+    parts = []
+    for char in secret:
+        plain = orjson.dumps(char).decode()[1:-1] if in_json else char
+        code = "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{ord(char):04x}")
+        alternatives = [re.escape(plain), backslash + "u" + code] + ([backslash + "/"] if char == "/" else [])
+        parts.append("(?:" + "|".join(alternatives) + ")")
+    return "".join(parts)
+
+
+_ESCAPED_GOES_ON = {False: r"(?:[\w-]|\\u[0-9a-fA-F]{4})*", True: r"(?:[\w-]|\\\\u[0-9a-fA-F]{4})*"}
+
+
 _KEY_LIKE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|AUTH", re.IGNORECASE)
 
 
@@ -852,8 +943,10 @@ def handed_secrets(extra_body: dict, urls: Iterable[str], query_urls: Iterable[s
     prints (_Secret): the values of key-like names (KEY, TOKEN, SECRET, PASSWORD, AUTH) in .env and the
     environment, but not a URL's (a base URL is no secret: only its user information is) nor a path's (a
     socket, a file); the strings under key-like fields of --extra-body ("Bearer X" gives X too); the user
-    information of each URL; and every query value of `query_urls` (MCP servers: Tavily's key travels there).
-    What is too short to be a real secret is left to _Secret's minimum length."""
+    information of each URL; and, of `query_urls` (MCP servers: Tavily's key travels in the query, Zapier's
+    in the path), every query value, the fragment and each key-like part of the path. A URL's parts as
+    written and percent-decoded (what is sent: a password's "%2F" is "/" in the Basic header). What is too
+    short to be a real secret is left to _Secret's minimum length."""
     from dotenv import dotenv_values
 
     named = dict(os.environ)
@@ -869,12 +962,31 @@ def handed_secrets(extra_body: dict, urls: Iterable[str], query_urls: Iterable[s
             found.append(value)
     found += _key_like_fields(extra_body)
     for url in [*urls, *query_urls]:
-        parsed = urlparse(url)
-        found += [part for part in (parsed.username, parsed.password) if part]
+        found += _user_information(url)
     for url in query_urls:
-        found += [value for pair in urlparse(url).query.split("&") if (value := pair.partition("=")[2])]
+        found += _secrets_beyond_the_host(url)
     found += [part.rpartition(" ")[2] for part in found if part.lower().startswith(("bearer ", "basic ", "token "))]
+    found += [decoded for part in found for decode in (unquote, unquote_plus) if (decoded := decode(part)) != part]
     return tuple(dict.fromkeys(found))
+
+
+def _user_information(url: str) -> list[str]:
+    parsed = urlparse(url)
+    return [part for part in (parsed.username, parsed.password) if part]
+
+
+def _secrets_beyond_the_host(url: str) -> list[str]:
+    """An MCP URL's query values, its fragment (and the values in it) and the parts of its path that look like
+    keys: where servers take a key."""
+    parsed = urlparse(url)
+    pairs = [*parsed.query.split("&"), *parsed.fragment.split("&")]
+    return ([value for pair in pairs if (value := pair.partition("=")[2])] + ([parsed.fragment] if parsed.fragment else [])
+            + [part for part in parsed.path.split("/") if looks_like_key(part)])
+
+
+def looks_like_key(text: str) -> bool:
+    """A URL's path part that is a key rather than a name: as long as a real secret, letters and digits mixed."""
+    return (len(text) >= _MIN_SECRET_LENGTH and any(c.isdigit() for c in text) and any(c.isalpha() for c in text))
 
 
 def _key_like_fields(value: Any, under_key: bool = False) -> list[str]:
@@ -963,7 +1075,7 @@ class Prompt:
     def content(self) -> str:
         """What its rollouts begin from, as a hash of its messages (system prompt included): saved turns go on
         only from this very conversation, whatever the id says (a prompt with its own id may be edited)."""
-        return conversation_hash(self.messages)
+        return content_hash(self.messages)
 
 
 @dataclass
@@ -1264,8 +1376,18 @@ def _with_system(system: str | None, messages: list[dict]) -> list[dict]:
     return ([{"role": "system", "content": system}] if system else []) + messages
 
 
+def content_hash(messages: list[dict]) -> str:
+    """32 hex digits of exactly these messages, in canonical JSON: no two conversations share an encoding,
+    whatever their texts hold (Prompt.content, what saved turns began from)."""
+    canonical = json.dumps(messages, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
 def conversation_hash(messages: list[dict]) -> str:
-    """16 hex digits identifying the conversation a rollout starts from."""
+    """16 hex digits naming the conversation a rollout starts from: a prompt's id when it has none of its own
+    (and what releases before this one kept of the prompt's content). Its fast path joins texts with the
+    ASCII control characters RS and US, so a text holding them can read as other messages: ids stay as they
+    were (a change would run every such prompt again), and content_hash is what says what a rollout is."""
     if all(m.keys() == {"role", "content"} and isinstance(m["content"], str) for m in messages):
         canonical = "\x1e".join(f"{m['role']}\x1f{m['content']}" for m in messages)  # fast path, most prompts
     else:  # starts with "[", so it never equals a fast-path form
@@ -1556,7 +1678,7 @@ class ToolBox:
         for name, t in sorted(self.tally.items()):
             if t.errors * 2 > t.calls:
                 lines.append(f"WARNING: tool {name!r} failed in {t.errors} of its {plural(t.calls, 'call')}; the "
-                             f"first error: {t.first_error}. Those rollouts were written with the errors as the "
+                             f"first error: {t.first_error.rstrip('.')}. Those rollouts were written with the errors as the "
                              "tool's results: check the tool, then --rescore or delete them as you see fit.")
         return lines
 
@@ -1843,10 +1965,13 @@ class McpSpec:
 
 
 def _secret_free_url(url: str) -> str:
-    """display_url's (no password), with the query's values as *** too."""
+    """display_url's (no password), with the query's values, the fragment and the key-like parts of the path
+    as *** too (handed_secrets' secrets of an MCP URL)."""
     parts = urlparse(display_url(url))
     query = "&".join(f"{pair.split('=', 1)[0]}=***" if "=" in pair else pair for pair in parts.query.split("&"))
-    return parts._replace(query=query).geturl() if parts.query else parts.geturl()
+    path = "/".join("***" if looks_like_key(part) else part for part in parts.path.split("/"))
+    return parts._replace(query=query if parts.query else "", path=path,
+                          fragment="***" if parts.fragment else "").geturl()
 
 
 def _mcp_tool_name(server_index: int, servers: int, name: str) -> str:
@@ -2136,10 +2261,12 @@ def _mcp_call(server: McpServer, name: str) -> Callable[..., Any]:
     return call
 
 
-def save_mcp_schemas(tools: list[Tool], path: Path, like: Path | None = None) -> None:
-    """Kept beside the output (`like`), merged with what earlier runs kept (a tool may have left a server since)."""
+def save_mcp_schemas(tools: list[Tool], path: Path, like: Path | None = None,
+                     scrub: Callable[[Any], Any] = lambda value: value) -> None:
+    """Kept beside the output (`like`), merged with what earlier runs kept (a tool may have left a server since);
+    a server's words (descriptions) through the one scrub, as every file of ours."""
     schemas = load_mcp_schemas(path)
-    schemas.update({tool.name: tool.api_schema() for tool in tools})
+    schemas.update({tool.name: scrub(tool.api_schema()) for tool in tools})
     try:
         with replaced_atomically(path, like) as target:
             target.write(orjson.dumps(schemas, option=orjson.OPT_INDENT_2))
@@ -2450,7 +2577,6 @@ class Stats:
     """Counters shown by the progress bar and the summary, kept from rollout outcomes."""
 
     written: int = 0
-    skipped: int = 0
     failed: int = 0  # rollouts that went to the failed file this run
     unsaved: int = 0  # finished, but the output could not be written (disk): they run again next time
     paused: int = 0  # stopped between turns with their turns saved: they go on next run, nothing paid twice
@@ -2571,7 +2697,9 @@ class AdaptiveLimiter:
     # the same for requests in flight, slower: a server's capacity changes less often than a key's share
     LIMIT_PROBE_DOUBLING = 8.0
     # A spent request budget whose window ends further off than this (past a minute's window) is tried with one
-    # request at a time: answered, the headers are shown wrong; refused, the 429 says how long to wait.
+    # request at a time: answered, the headers are shown wrong; refused, the 429 says how long to wait. So is a
+    # budget spent again in the window after one waited out ("0 left, resets in 60 s" on every answer), until a
+    # 429 shows the headers true: a lie costs one window, the truth one refused request.
     BUDGET_PROBE_AFTER = 61.0
 
     def __init__(self, start: int, probe_patience: float = 16.0,
@@ -2606,6 +2734,8 @@ class AdaptiveLimiter:
         # teacher gives); then the limits are learned from 429s alone. Said once, in the summary.
         self.budget_distrusted: str | None = None
         self._probing: Slot | None = None
+        self.windows_waited_out = 0  # spent windows whose end requests waited for
+        self.budget_proven = False  # a request sent while none were left was refused: the headers are true
         self.sent = 0  # requests started, ever (a slot's number)
         self._waiters: list[tuple[int, int, asyncio.Future]] = []
         self._order = itertools.count()
@@ -2640,6 +2770,7 @@ class AdaptiveLimiter:
             self._probing = None
             if answered is Answered.OK and self.budget_left is not None and self.budget_left <= 0:
                 self._distrust_budget("said no request was left in its window, yet answered the next one")
+            self.budget_proven = self.budget_proven or answered is Answered.RATE_LIMITED
         if answered is Answered.OK and not slot.admitted:
             self._taken_request(slot, still_in_flight=False)
         elif answered is Answered.RATE_LIMITED:
@@ -2782,10 +2913,14 @@ class AdaptiveLimiter:
             return False
         if self.budget_left is not None and self.budget_left <= 0:
             if now < self.budget_ends:
-                # a long wait is not taken on the headers' word alone: one request at a time asks the teacher
-                return self.budget_ends - now > self.BUDGET_PROBE_AFTER and self._probing is None
+                # a long wait, or one more after a window waited out, is not taken on the headers' word alone:
+                # one request at a time asks the teacher
+                doubtful = self.budget_ends - now > self.BUDGET_PROBE_AFTER or (
+                    self.windows_waited_out > 0 and not self.budget_proven)
+                return doubtful and self._probing is None
             # a new window: as many as a window allows, until an answer says how many are left
             self.budget_left, self.budget_ends = self.budget_limit, now + self.budget_span
+            self.windows_waited_out += 1
             if self.budget_left is not None and self.budget_left <= 0:
                 return False
         return True
@@ -3455,6 +3590,24 @@ def _float_or_none(text: str) -> float | None:
 # What an answer's status, headers and body say: errors, waits, rate budgets, a checked Completion.
 
 
+def answer_error(data: Any) -> Any:
+    """The error object of an answer's body, in whichever shape the server says it: OpenAI's and OpenRouter's
+    {"error": {...}}, or the top-level one of SGLang (protocol.py's ErrorResponse), vLLM before its move to
+    OpenAI's shape, and Mistral's API: {"object": "error", "message": ..., "type": ..., "code": ...} (FastAPI's
+    {"detail": ...} too); Gemini's OpenAI-compatible endpoint sends a list of one [{"error": {...}}]. None when
+    the body holds no error."""
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        return answer_error(data[0])
+    if not isinstance(data, dict):
+        return None
+    if data.get("error") is not None:
+        return data["error"]
+    if "choices" in data or not (data.get("object") == "error" or "message" in data or "detail" in data):
+        return None
+    return {"message": data.get("message") or data.get("detail"),
+            **{key: data[key] for key in ("type", "code", "param") if data.get(key) is not None}}
+
+
 def error_text(error: Any) -> str:
     """The readable part of an error object, whatever its shape; whole (callers redact, then cut)."""
     if isinstance(error, dict):
@@ -3479,9 +3632,14 @@ DOES_NOT_FIT = "does not fit the context"  # a failure a re-run cannot mend: the
 # How servers say a conversation is longer than the model's context: llama.cpp's server (type
 # exceed_context_size_error, "request (4476 tokens) exceeds the available context size (4096 tokens)"; before
 # that "the request exceeds the available context size"), OpenAI and vLLM ("This model's maximum context length
-# is 4096 tokens", code context_length_exceeded), Anthropic behind a router ("prompt is too long: ... maximum").
-_CONTEXT_OVERFLOW = re.compile(r"context[ _](size|length|window)|maximum context|prompt is too long|too many tokens",
-                               re.IGNORECASE)
+# is 4096 tokens", code context_length_exceeded; "Input tokens exceed the configured limit of N tokens"), SGLang
+# ("longer than the model's context length"), Anthropic behind a router ("prompt is too long: ... maximum"), TGI
+# and Together (router/src/validation.rs, MaxTotalTokens: "`inputs` tokens + `max_new_tokens` must be <= N"; not
+# MaxNewTokens, a --max-tokens above the model's), Gemini ("The input token count (N) exceeds the maximum number
+# of tokens allowed (M)"; Vertex: "the input token count is N but model only supports up to M").
+_CONTEXT_OVERFLOW = re.compile(r"context[ _](size|length|window)|maximum context|prompt is too long|too many tokens"
+                               r"|`inputs` tokens \+ `max_new_tokens`|input token count\b.*\b(exceeds the maximum|only "
+                               r"supports up to)|input tokens exceed the configured limit", re.IGNORECASE)
 
 
 def is_context_overflow(error: Any) -> bool:
@@ -3758,7 +3916,7 @@ def teacher_headers(settings: TeacherSettings) -> dict[str, str]:
     the key, where there is one."""
     headers = {"Content-Type": "application/json", "HTTP-Referer": APP_URL, "X-OpenRouter-Title": APP_TITLE,
                "X-Title": APP_TITLE}
-    if settings.secret.key:
+    if settings.sends_key:
         headers["Authorization"] = f"Bearer {settings.secret.key}"
     return headers
 
@@ -3791,24 +3949,34 @@ def teacher_licence(settings: TeacherSettings, model: str) -> bool | None:
 
 
 _MODELS_PAGES = 100  # a models list longer than this many pages is not read whole: it cannot tell
+_MODELS_DEADLINE = 30.0  # seconds the whole lookup may take, every page: a best-effort check never holds the start
 
 
 def _models_list(settings: TeacherSettings) -> list | None:
     """Every entry of the models list, its pages followed (OpenAI's `has_more` with `after` the last id, or a
-    `next` link); None when it cannot be read whole (no answer, another shape, a page that does not follow)."""
+    `next` link on the same origin: the key goes nowhere else); None when it cannot be read whole (no answer
+    within the deadline, another shape, a page that does not follow, one larger than --max-answer-mb)."""
     url, params, entries = f"{settings.base_url}/models", {"distillable": "true"}, []
+    origin = _origin(httpx.URL(url))
+    deadline = time.monotonic() + min(settings.timeout, _MODELS_DEADLINE)
     try:
-        with httpx.Client(timeout=15, trust_env=True) as client:  # SSL_CERT_FILE and proxies, as for requests
+        with httpx.Client(trust_env=True) as client:  # SSL_CERT_FILE and proxies, as for requests
             for _ in range(_MODELS_PAGES):
-                response = client.get(url, params=params, headers=teacher_headers(settings))
-                page = response.json() if response.status_code == 200 else None
-                listed = page.get("data") if isinstance(page, dict) else None
+                answer = _whole_get(client, url, params, teacher_headers(settings), deadline,
+                                    settings.max_answer_bytes)
+                if answer is None:
+                    return None
+                page_url, status, page = answer
+                listed = page.get("data") if status == 200 and isinstance(page, dict) else None
                 if not isinstance(listed, list):
                     return None
                 entries += listed
                 following = page.get("next")
                 if isinstance(following, str) and following:
-                    url, params = str(response.url.join(following)), {}
+                    next_url = page_url.join(following)
+                    if _origin(next_url) != origin:
+                        return None  # a page elsewhere is not asked with the key, nor without it: cannot tell
+                    url, params = str(next_url), {}
                 elif page.get("has_more") is True:
                     after = page.get("last_id") or (listed[-1].get("id") if listed and isinstance(listed[-1], dict) else None)
                     if not isinstance(after, str) or params.get("after") == after:
@@ -3818,9 +3986,28 @@ def _models_list(settings: TeacherSettings) -> list | None:
                     return None  # says there is more, in a way not known here
                 else:
                     return entries
-    except (httpx.HTTPError, ValueError):
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError):
         return None
     return None
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port or {"http": 80, "https": 443}.get(url.scheme)
+
+
+def _whole_get(client: httpx.Client, url: str, params: dict, headers: dict, deadline: float, cap: int
+               ) -> tuple[httpx.URL, int, Any] | None:
+    """A GET read whole before the deadline (a byte every few seconds does not hold it), no larger than `cap`:
+    (its URL, status, JSON or None); None when it is not."""
+    if (remaining := deadline - time.monotonic()) <= 0:
+        return None
+    with client.stream("GET", url, params=params, headers=headers, timeout=min(remaining, 10.0)) as response:
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > cap or time.monotonic() > deadline:
+                return None
+        return response.url, response.status_code, decode_answer(bytes(body))
 
 
 class TeacherClient:
@@ -4131,7 +4318,7 @@ class TeacherClient:
                 if self.on_answer is not None:
                     self.on_answer()
         if status != 200:
-            self._raise_for_error(status, data.get("error") if isinstance(data, dict) else None, answer)
+            self._raise_for_error(status, answer_error(data), answer)
         if not isinstance(data, dict):
             raise RetryableError("malformed answer", "malformed answer: not a JSON object")
         if data.get("error") and not data.get("choices"):
@@ -5237,7 +5424,7 @@ class Outcome:
     carried: Usage | None = None  # what its turns saved by earlier runs cost (counted there, not in this run)
     in_paused_file: bool = False  # its turns are in the paused file (this run or an earlier one)
     key_in_signed_reasoning: bool = False  # its newer turns could not be saved (PausedFile.save)
-    fingerprint: str = ""  # of what its turns are valid with (RolloutRunner.fingerprint)
+    identity: RequestIdentity | None = None  # what its turns are valid with (RolloutRunner.body_for)
 
     @property
     def total_usage(self) -> Usage:
@@ -5275,10 +5462,11 @@ class RolloutRunner:
         self.base_body = request_body_template(requests, toolbox)
         self.paused = paused  # saves each rollout's turns as they come; None: nothing is saved (tests)
         self.started_over: collections.Counter = collections.Counter()  # saved rollouts begun again, by why
+        self.started_over_cost = Usage()  # what their discarded turns had cost (carried into their lines)
         self.kept_from_signed = 0  # rollouts whose newer turns were not saved: the key is in signed reasoning
-        # A rollout's body (but its messages) and fingerprint, by its prompt's own tools list (None: all):
+        # A rollout's body (but its messages) and identity, by its prompt's own tools list (None: all):
         # made once per list, not serialized and hashed again for every rollout
-        self._bodies: dict[tuple[str, ...] | None, tuple[dict, str]] = {}
+        self._bodies: dict[tuple[str, ...] | None, tuple[dict, RequestIdentity]] = {}
 
     def mcp_tools_joined(self) -> None:
         """The MCP servers' tools joined the box (at the run's start): requests carry them from now on."""
@@ -5290,9 +5478,11 @@ class RolloutRunner:
         key = RolloutKey.of_job(job, attempt)
         saved = self.paused.take(key, job.prompt.messages) if self.paused is not None else None
         if self.paused is not None:
-            outcome.fingerprint = self.body_for(job)[1]
-        if saved is not None and (why := _why_saved_turns_cannot_go_on(saved, job.prompt, outcome.fingerprint)):
+            outcome.identity = self.body_for(job)[1]
+        if saved is not None and (why := _why_saved_turns_cannot_go_on(saved, job.prompt, outcome.identity)):
             self.started_over[why] += 1  # its turns answered another request: they cannot go on
+            self.started_over_cost.merge(saved.usage)
+            outcome.carried = saved.usage  # paid for this rollout all the same: its line counts them
             saved = None
         if saved is None and self.paused is not None:
             self.paused.begin(key)  # from nothing: whatever it had saved is dead
@@ -5323,10 +5513,10 @@ class RolloutRunner:
             return outcome.end(Ending.FAILED, "internal error", f"internal error: {type(e).__name__}: {e} "
                                f"({Path(where.filename).name}:{where.lineno}); please report it")
 
-    def body_for(self, job: RolloutJob) -> tuple[dict, str]:
-        """What every request of this rollout carries besides its messages, and its fingerprint: with the
+    def body_for(self, job: RolloutJob) -> tuple[dict, RequestIdentity]:
+        """What every request of this rollout carries besides its messages, and its identity: with the
         prompt's own messages (Prompt.content), what makes saved turns valid to continue (model, tools, MCP
-        and per-prompt ones included, reasoning, extra body). Whether it is streamed does not count."""
+        and per-prompt ones included, reasoning, extra body)."""
         if (made := self._bodies.get(job.prompt.tools)) is not None:
             return made
         body = dict(self.base_body)
@@ -5334,11 +5524,8 @@ class RolloutRunner:
             body["tools"] = [t for t in body.get("tools", ()) if t["function"]["name"] in job.prompt.tools]
             if not body["tools"]:
                 del body["tools"]  # an empty list is refused by the API; no tools at all
-        kept = {k: v for k, v in body.items() if k not in ("stream", "stream_options")
-                and not (k == "plugins" and v == [_NO_CONTEXT_COMPRESSION])}  # as before it was sent: the same
-        fingerprint = hashlib.sha256(orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
-        self._bodies[job.prompt.tools] = body, fingerprint
-        return body, fingerprint
+        self._bodies[job.prompt.tools] = body, RequestIdentity.of(body)
+        return self._bodies[job.prompt.tools]
 
     async def _converse(self, o: Outcome) -> Outcome:
         base = self.body_for(o.job)[0]
@@ -5373,7 +5560,8 @@ class RolloutRunner:
         """Make the rollout's turns so far durable (after an answer and its tool results, or a final answer
         the run stopped before it could settle). A single-turn rollout is never saved: nothing to pay twice."""
         if self.paused is not None:
-            if self.paused.save(RolloutKey.of_job(o.job, o.attempt), o.fingerprint or self.body_for(o.job)[1], o):
+            identity = o.identity or self.body_for(o.job)[1]
+            if self.paused.save(RolloutKey.of_job(o.job, o.attempt), identity.fingerprint, o, identity.parts):
                 o.in_paused_file = True
             elif o.key_in_signed_reasoning is False:
                 o.key_in_signed_reasoning = True
@@ -5396,19 +5584,76 @@ class RolloutRunner:
         return await self.toolbox.run_calls(calls, metadata, allowed)
 
 
+# Sampling settings: how the next answer is drawn, not what the conversation is. Turns answered under another
+# temperature or answer length are still answers to exactly this conversation: they go on (the runs file and
+# the card say which values each run used).
+_SAMPLING_ONLY = frozenset({"temperature", "max_tokens", "max_completion_tokens", "top_p", "top_k", "min_p", "top_a",
+                            "seed", "frequency_penalty", "presence_penalty", "repetition_penalty"})
+# What each part of a request is, for the summary's reason when it changed; --extra-body's own keys by name.
+_SETTING_NAMES = {"model": "the model (--model)", "tools": "the tools (tools.py, the MCP servers, the prompt's list)",
+                  "reasoning": "the reasoning settings", "provider": "the provider routing (--extra-body, --distillable)"}
+
+
+@dataclass(frozen=True)
+class RequestIdentity:
+    """What a rollout's requests carry besides their messages, as far as it decides what the conversation is:
+    a hash of each part (the model, tools, reasoning, each --extra-body key), so the reason a change begins
+    saved turns again can name the part; not how answers are sampled (_SAMPLING_ONLY), nor whether they
+    stream, nor the context-compression plugin turned off. `legacy`: the hash releases before this one kept."""
+
+    parts: dict[str, str]
+    legacy: str
+
+    @classmethod
+    def of(cls, body: dict) -> RequestIdentity:
+        kept = {k: v for k, v in body.items() if k not in ("stream", "stream_options")
+                and not (k == "plugins" and v == [_NO_CONTEXT_COMPRESSION])}  # as before it was sent: the same
+        parts = {k: _digest(v) for k, v in kept.items() if k not in _SAMPLING_ONLY}
+        return cls(parts, _digest(kept))
+
+    @property
+    def fingerprint(self) -> str:
+        return _digest(self.parts)
+
+    def changed(self, saved: dict) -> list[str]:
+        """The parts that differ from these saved ones, by name."""
+        return [_SETTING_NAMES.get(name, f"--extra-body's {name!r}") for name in sorted(set(saved) | set(self.parts))
+                if saved.get(name) != self.parts.get(name)]
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
 # Why saved turns could not go on (RunSummary says how many of each): a rollout is its content, not its id.
 PROMPT_CHANGED = "their prompt changed (its text, messages or the system prompt)"
 PROMPT_UNCHECKED = "their prompt has its own id and their turns were saved by an earlier release, which kept no record of its text"
-SETTINGS_CHANGED = "the model, tools, reasoning or --extra-body changed"
+PROMPT_AMBIGUOUS = ("their prompt holds the ASCII control characters RS or US, and their turns were saved by an earlier "
+                    "release, whose record of a prompt could not tell such a text from other messages")
+SETTINGS_UNNAMED = ("the model, tools, reasoning, --extra-body, --temperature or --max-tokens changed (their turns were "
+                    "saved by an earlier release, which kept no record of which)")
 
 
-def _why_saved_turns_cannot_go_on(saved: _SavedTurns, prompt: Prompt, fingerprint: str) -> str | None:
+def _why_saved_turns_cannot_go_on(saved: _SavedTurns, prompt: Prompt, identity: RequestIdentity) -> str | None:
     """Saved turns belong to exactly the messages and request settings that began them: None when these are
     those, else why not. Turns saved before the prompt's hash was kept go on when the id is the hash of the
-    conversation (a prompt without an id of its own), since then the id says what the content was."""
-    if saved.prompt is None and prompt.id_given or saved.prompt not in (None, prompt.content):
-        return PROMPT_UNCHECKED if saved.prompt is None else PROMPT_CHANGED
-    return SETTINGS_CHANGED if saved.fingerprint != fingerprint else None
+    conversation (a prompt without an id of its own), since then the id says what the content was; turns saved
+    with the earlier, 16-digit hash go on where it matches and could not have confused the text."""
+    if saved.prompt is None:
+        if prompt.id_given:
+            return PROMPT_UNCHECKED
+    elif len(saved.prompt) == len(conversation_hash([])):  # an earlier release's record of the prompt
+        if saved.prompt != conversation_hash(prompt.messages):
+            return PROMPT_CHANGED
+        if any(isinstance(m.get("content"), str) and ("\x1e" in m["content"] or "\x1f" in m["content"])
+               for m in prompt.messages):
+            return PROMPT_AMBIGUOUS
+    elif saved.prompt != prompt.content:
+        return PROMPT_CHANGED
+    if saved.settings is None:  # saved by an earlier release: one hash of every setting, sampling included
+        return SETTINGS_UNNAMED if saved.fingerprint != identity.legacy else None
+    changed = identity.changed(saved.settings)
+    return f"{' and '.join(changed)} changed" if changed else None
 
 
 def request_body_template(requests: RequestSettings, toolbox: ToolBox | None) -> dict:
@@ -5984,8 +6229,10 @@ class RejectedFile(LineFile):
     """<output>.rejected.jsonl: finished rollouts that scored below --min-reward, whole lines with their
     rewards. Finished work: a re-run counts them (as tries spent, with --attempts) and does not pay again."""
 
-    def tries(self, repair: bool = True) -> collections.Counter:
-        """Rejected lines per rollout key. A torn last line (a crash mid-write) is cut: its rollout runs again."""
+    torn_end = 0  # bytes of a torn last line (a crash mid-write) that tries() found: cut_torn_end() cuts them
+
+    def tries(self) -> collections.Counter:
+        """Rejected lines per rollout key. A torn last line is not a try: its rollout runs again."""
         counts: collections.Counter = collections.Counter()
         seen: set[int] = set()  # hashes of (prompt id, sample, attempt): a copy left by a crash counts once
         reader = LineReader(self.path)
@@ -5995,11 +6242,19 @@ class RejectedFile(LineFile):
                 if key is not None and hash(key) not in seen:
                     seen.add(hash(key))
                     counts[key.rollout] += 1
-            if repair and reader.unterminated is not None:
-                os.truncate(self.path, self.path.stat().st_size - len(reader.unterminated))
         except OSError as e:
             raise OutputError(self.path, e) from None
+        self.torn_end = len(reader.unterminated or b"")
         return counts
+
+    def cut_torn_end(self) -> None:
+        """A run that goes ahead cuts the torn last line tries() found, before it appends."""
+        if self.torn_end:
+            try:
+                os.truncate(self.path, self.path.stat().st_size - self.torn_end)
+            except OSError as e:
+                raise OutputError(self.path, e) from None
+            self.torn_end = 0
 
 
 @dataclass
@@ -6108,6 +6363,7 @@ class _SavedTurns:
     model: str | None  # the model that answered last (a line names it when it is not the one asked for)
     provider: str | None
     prompt: str | None  # Prompt.content of the conversation they began from; None: saved before it was kept
+    settings: dict | None = None  # RequestIdentity.parts they began with; None: saved by an earlier release
 
 
 class _Chain:
@@ -6165,7 +6421,7 @@ class PausedFile(LineFile):
         if chain is not None:
             self.live_bytes -= chain.size
 
-    def save(self, key: tuple[str, int, int], fingerprint: str, outcome: Outcome) -> bool:
+    def save(self, key: tuple[str, int, int], fingerprint: str, outcome: Outcome, settings: dict | None = None) -> bool:
         """Append what the rollout said since its last record; False when that cannot be saved as the
         teacher must get it back: the API key is in a signed reasoning block, which may not be changed
         (and may not be stored as it is). Its earlier records, if any, stay the ones it resumes from."""
@@ -6182,6 +6438,8 @@ class PausedFile(LineFile):
                   "usage": outcome.total_usage.to_json(), "messages": scrubbed}
         if chain is None:
             record["fingerprint"], record["prompt"] = fingerprint, outcome.job.prompt.content
+            if settings is not None:
+                record["settings"] = settings
         start = self.append(record)
         chain = self.chains.setdefault(key, _Chain())
         chain.places.append((start, self._size - start - 1))
@@ -6407,7 +6665,10 @@ def _saved_turns(records: list[Any], prompt: list[dict]) -> _SavedTurns | None:
     usage, turns, fingerprint = last.get("usage"), last.get("turns"), records[0].get("fingerprint")
     began = records[0].get("prompt") if isinstance(records[0].get("prompt"), str) else None
     if _saved_said(records[0]) == _LEGACY:  # the whole conversation: the prompt's messages are there to compare
-        began = conversation_hash(messages[:len(prompt)])
+        began = content_hash(messages[:len(prompt)])
+    settings = records[0].get("settings")
+    if settings is not None and not (isinstance(settings, dict) and all(isinstance(v, str) for v in settings.values())):
+        return None
     if not (isinstance(usage, dict) and isinstance(turns, int) and turns > 0 and isinstance(fingerprint, str)):
         return None
     if not (is_final_answer(messages[-1]) or messages[-1].get("role") == "tool"):
@@ -6424,7 +6685,7 @@ def _saved_turns(records: list[Any], prompt: list[dict]) -> _SavedTurns | None:
     finish_reason, model, provider = last.get("finish_reason"), last.get("model"), last.get("provider")
     return _SavedTurns(messages, carried, turns, finish_reason if isinstance(finish_reason, str) else None,
                        fingerprint, model if isinstance(model, str) else None,
-                       provider if isinstance(provider, str) else None, began)
+                       provider if isinstance(provider, str) else None, began, settings)
 
 
 class RunsFile(LineFile):
@@ -6515,10 +6776,6 @@ def export_formats(text: str) -> tuple[str, ...]:
     return formats
 
 
-def _export_path(output: Path, fmt: str) -> Path:
-    return output.with_name(f"{output.stem}.{fmt}.jsonl")
-
-
 def _hf_record(record: dict, schemas: dict[str, dict]) -> dict:
     messages = []
     ids = _NineCharacterIds()
@@ -6604,9 +6861,19 @@ def _is_incomplete(record: dict) -> bool:
 
 def _tool_schemas(record: dict, schemas: dict[str, dict]) -> dict:
     """{"tools": the schemas of the tools the line names}, or nothing for a line without tools."""
-    if not record.get("tools"):
-        return {}
-    return {"tools": [schemas[name] for name in record["tools"] if name in schemas]}
+    names = _line_tool_names(record)
+    return {"tools": [schemas[name] for name in names if name in schemas]} if names else {}
+
+
+def _line_tool_names(record: dict) -> list[str]:
+    """The names a line's `tools` gives (none when it has no `tools`, or null); NotExportable when it is not a
+    list of names (an edited or foreign line)."""
+    names = record.get("tools")
+    if names is None:
+        return []
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise NotExportable("`tools` is not a list of tool names")
+    return names
 
 
 _EXPORTERS: dict[str, Callable[[dict, dict[str, dict]], dict]] = {"hf": _hf_record, "openai": _openai_record}
@@ -6617,6 +6884,7 @@ class _ExportResult:
     path: Path
     written: int = 0
     left_out: collections.Counter = field(default_factory=collections.Counter)  # reason -> lines
+    first_left_out: dict[str, str] = field(default_factory=dict)  # reason -> "file:line" of the first such line
     unknown_tools: set[str] = field(default_factory=set)
     incomplete: int = 0  # lines cut short (--keep-incomplete) that were written
 
@@ -6629,32 +6897,50 @@ def export_schemas(toolbox: ToolBox | None, saved: Path | None = None) -> dict[s
     return schemas
 
 
-def export_output(output: Path, fmt: str, schemas: dict[str, dict]) -> _ExportResult:
-    """Rebuild <stem>.<fmt>.jsonl from the output, streaming; replaced whole only when complete."""
-    result = _ExportResult(_export_path(output, fmt))
+def export_output(files: OutputPaths, fmt: str, schemas: dict[str, dict], scrub: Callable[[Any], Any]
+                  ) -> _ExportResult:
+    """Rebuild <stem>.<fmt>.jsonl from the output, streaming; replaced whole only when complete. What the teacher
+    and the tools wrote goes through the one scrub (Secret.scrub) as it is written: what the format decodes (hf:
+    tool-call arguments as objects) may hold a secret the line held escaped, and a line of another release or
+    tool was never scrubbed. The prompt's messages and the metadata are the user's data: never touched."""
+    output = files.output
+    result = _ExportResult(files.export(fmt))
     convert = _EXPORTERS[fmt]
     if not output.exists():
         return result
     try:
         with replaced_atomically(result.path, output) as target:
-            for _, record in LineReader(output).records():
+            for line_no, (_, record) in enumerate(LineReader(output).records(), 1):
                 try:
                     if record is None:
                         raise ValueError("not a JSON object")
-                    exported = convert(record, schemas)
+                    exported = _answers_scrubbed(convert(record, schemas), scrub)
+                    names = _line_tool_names(record)
                 except NotExportable as e:
                     result.left_out[str(e)] += 1
+                    result.first_left_out.setdefault(str(e), f"{output}:{line_no}")
                     continue
                 except (ValueError, KeyError, TypeError, AttributeError):
                     result.left_out["not a line of ours (torn or edited)"] += 1
+                    result.first_left_out.setdefault("not a line of ours (torn or edited)", f"{output}:{line_no}")
                     continue
-                result.unknown_tools.update(name for name in record.get("tools", ()) if name not in schemas)
+                result.unknown_tools.update(name for name in names if name not in schemas)
                 target.write(orjson.dumps(exported) + b"\n")
                 result.written += 1
                 result.incomplete += _is_incomplete(record)
     except OSError as e:
         raise OutputError(result.path, e) from None
     return result
+
+
+def _answers_scrubbed(exported: dict, scrub: Callable[[Any], Any]) -> dict:
+    """An exported line with its messages from the first answer on through the scrub (a copy only if it cut)."""
+    messages = exported["messages"]
+    first = next((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant"),
+                 len(messages))
+    said = messages[first:]
+    scrubbed = scrub(said)
+    return exported if scrubbed is said else {**exported, "messages": messages[:first] + scrubbed}
 
 
 def report_export(result: _ExportResult) -> str:
@@ -6664,17 +6950,11 @@ def report_export(result: _ExportResult) -> str:
             "marked in their metadata)" if result.path.name.endswith(".hf.jsonl") else
             "their last answer at weight 0, since this format has no metadata to mark them)"))
     for reason, count in result.left_out.items():
-        text += f"; {plural(count, 'line')} left out ({reason})"
+        text += f"; {plural(count, 'line')} left out ({reason}; the first: {result.first_left_out[reason]})"
     if result.unknown_tools:
         text += (f"; tools not in the tools file, left out of `tools`: {', '.join(sorted(result.unknown_tools))} "
                  "(pass the --tools file the run used)")
     return text + "."
-
-
-def card_path(export: Path) -> Path:
-    """The dataset card beside the hf export. Not README.md: the project folder has its own README (this
-    repository's, or an rnow template's), which the card must not overwrite; upload it as README.md."""
-    return export.with_name(export.stem + ".README.md")
 
 
 @dataclass
@@ -6692,11 +6972,14 @@ class _CardFigures:
     cost: float = 0.0  # of the lines in the dataset, as the teacher reported it
     answers: int = 0  # answers the lines' usage counts
     uncosted: int = 0  # of those, answers whose cost the teacher did not report: unknown, not $0
+    without_cost: int = 0  # lines that carry no cost at all (no usage, or none usable): unknown, not $0
     cost_elsewhere: float = 0.0  # of rejected lines and failed rollouts: paid for, not in the dataset
     uncosted_elsewhere: int = 0
+    without_cost_elsewhere: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     models: collections.Counter = field(default_factory=collections.Counter)  # that answered, by line
+    teachers: collections.Counter = field(default_factory=collections.Counter)  # asked for (--model), by line
     providers: collections.Counter = field(default_factory=collections.Counter)
     tools_used: collections.Counter = field(default_factory=collections.Counter)
     systems: collections.Counter = field(default_factory=collections.Counter)  # system prompts, by line
@@ -6709,6 +6992,7 @@ class _CardFigures:
         self.lines += 1
         model = metadata.get("model") or metadata.get("teacher") or "unknown"
         self.models[model if isinstance(model, str) else _note(problems, "metadata.model is not a text", "?")] += 1
+        self.teachers[metadata["teacher"] if isinstance(metadata.get("teacher"), str) else None] += 1
         if metadata.get("provider"):
             self.providers[str(metadata["provider"])] += 1
         turns = metadata.get("turns", 0)
@@ -6743,7 +7027,8 @@ class _CardFigures:
             problems.append("metadata.usage.cost is not a usable number: counted as not reported")
         self.cost += amount(usage.get("cost"))
         self.answers += int(amount(usage.get("requests")))
-        self.uncosted += int(amount(usage.get("uncosted"))) if has_cost(usage) else int(amount(usage.get("requests")))
+        self.uncosted += int(amount(usage.get("uncosted")))
+        self.without_cost += not has_cost(usage)
         self.prompt_tokens += int(amount(usage.get("prompt_tokens")))
         self.completion_tokens += int(amount(usage.get("completion_tokens")))
 
@@ -6753,7 +7038,8 @@ class _CardFigures:
         fields = record.get("metadata") if rejected and isinstance(record.get("metadata"), dict) else record
         usage = fields.get("usage") if isinstance(fields.get("usage"), dict) else {}
         self.cost_elsewhere += amount(usage.get("cost"))
-        self.uncosted_elsewhere += int(amount(usage.get("uncosted"))) if has_cost(usage) else int(amount(usage.get("requests")))
+        self.uncosted_elsewhere += int(amount(usage.get("uncosted")))
+        self.without_cost_elsewhere += not has_cost(usage)
         self.rejected += rejected
         self.failed += not rejected
 
@@ -6823,6 +7109,57 @@ _SETTINGS_SHOWN = (("teacher model", ("teacher", "model")), ("temperature", ("te
                                                         ("gate", "keep_incomplete")))
 
 
+def _spent(cost: float, without_cost: int, lines: int, uncosted: int) -> str:
+    """What some lines cost, as far as they say, with what that leaves out: never $0 for lines that carry no
+    cost, nor an amount past any real one (an edited 1e308)."""
+    if not math.isfinite(cost) or cost > _MOST_REAL_COST:
+        return "an unknown amount (their usage.cost values add up past any real cost: edited or foreign lines)"
+    if without_cost and without_cost == lines:
+        return "an unknown amount (none of them carries a cost the teacher reported)"
+    left_out = [f"{plural(without_cost, 'line')} that {'carries' if without_cost == 1 else 'carry'} no cost" if without_cost else "",
+                f"{plural(uncosted, 'answer')} whose cost the teacher did not report" if uncosted else ""]
+    left_out = [text for text in left_out if text]
+    return f"${cost:.4f}" + (f" (not counting {' and '.join(left_out)}: unknown)" if left_out else "")
+
+
+_MOST_REAL_COST = 1e12  # USD: more than any run of this tool could spend; a sum past it comes from edited lines
+
+
+class _TeacherLicences:
+    """What the runs file says of each teacher model asked: what OpenRouter's models list showed when a run
+    that asked it began, and whether that run sent --distillable. A line is known by the model it asked
+    (metadata.teacher); a claim is made of a model only as far as every run that asked it supports it."""
+
+    def __init__(self, runs: list[dict]):
+        self.runs: dict[str | None, list[tuple[Any, bool]]] = collections.defaultdict(list)
+        for run in runs:
+            teacher = run.get("teacher") if isinstance(run.get("teacher"), dict) else {}
+            if isinstance(teacher.get("model"), str):
+                self.runs[teacher["model"]].append((teacher.get("licence"), teacher.get("distillable") is True))
+
+    def verdict(self, model: str | None) -> bool | None:
+        """True or False when every run that asked the model found the same mark; None: not known."""
+        marks = {licence if isinstance(licence, bool) else None for licence, _ in self.runs.get(model, ())}
+        return marks.pop() if len(marks) == 1 else None
+
+    def said(self, model: str | None) -> str:
+        asked = self.runs.get(model, [])
+        verdict = self.verdict(model)
+        text = ("the model is on OpenRouter's list of models whose authors allow training on their outputs "
+                "(`is_trainable_text`; best effort: check the licence for your use)." if verdict is True else
+                "the model is **not** on OpenRouter's list of models whose authors allow training on their "
+                "outputs: check its terms before training on this data." if verdict is False else
+                "not known (no run that asked it is on record)." if not asked else
+                "not known (the models list could not tell, was not asked, or said different things in different "
+                "runs).")
+        routed = sum(distillable for _, distillable in asked)
+        if routed:
+            text += (" Its requests were sent with `provider.enforce_distillable_text` (`--distillable`: routed only "
+                     "to such models)" + (" in every run that asked it." if routed == len(asked) else
+                                          f" in {routed} of the {len(asked)} runs that asked it, not in the others."))
+        return text
+
+
 def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], runs: list[dict]) -> tuple[str, list[str]]:
     """The dataset card of the hf export (the Hub's conventions: a YAML header naming the data file, its task,
     size and licence, then what the data is): what was asked of which teacher, with which tools and settings,
@@ -6838,15 +7175,16 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
     for path, rejected in ((files.rejected, True), (files.failed, False)):
         for _, record in LineReader(path).records() if path.is_file() else ():
             figures.count_elsewhere(record, rejected)
-    last = runs[-1] if runs else {}
-    teacher = last.get("teacher") if isinstance(last.get("teacher"), dict) else {}
-    prompts = last.get("prompts") if isinstance(last.get("prompts"), dict) else {}
-    licence = teacher.get("licence")
-    # No licence name is inferred: the teacher's terms decide. "other" where OpenRouter's list showed the model as
-    # one whose author allows training on its outputs (terms of its own), "unknown" otherwise; no language,
-    # which nothing here knows.
+    prompts_files = list(dict.fromkeys(  # each prompts file the runs read, in order: a resume may read another
+        (_quoted(part.get("file")), _quoted(part.get("sha256")), _quoted(part.get("rollouts")), _quoted(part.get("samples")))
+        for part in (run.get("prompts") for run in runs) if isinstance(part, dict)))
+    licences = _TeacherLicences(runs)
+    # No licence name is inferred: the teacher's terms decide. "other" where OpenRouter's list showed the model of
+    # every line as one whose author allows training on its outputs (terms of its own), "unknown" otherwise; no
+    # language, which nothing here knows.
+    allowed = figures.lines > 0 and all(licences.verdict(model) is True for model in figures.teachers)
     header = {"configs": [{"config_name": "default", "data_files": [{"split": "train", "path": export.name}]}],
-              "license": "other" if licence is True else "unknown",
+              "license": "other" if allowed else "unknown",
               "task_categories": ["text-generation"], "size_categories": [_size_category(figures.lines)],
               "tags": ["synthetic", "distillation"] + (["tool-use"] if figures.tool_calls else [])}
     out = ["---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", "",
@@ -6865,9 +7203,10 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
                 "that are not what this tool writes (edited, or from another tool); they are counted here as far as "
                 "they can be. The first: " + "; ".join(_quoted(text) for text in figures.odd[:3]) + ".", ""]
     out += ["## What was asked", ""]
-    if prompts:
-        out += [f"- Prompts file: {_quoted(prompts.get('file'))} (sha256 {_quoted(prompts.get('sha256'))}), "
-                f"{_quoted(prompts.get('rollouts'))} rollouts asked for ({_quoted(prompts.get('samples'))} a prompt)"]
+    if prompts_files:
+        out += [f"- Prompts file{'s, one run after another' if len(prompts_files) > 1 else ''}: " + "; ".join(
+            f"{name} (sha256 {sha}), {rollouts} rollouts asked for ({samples} a prompt)"
+            for name, sha, rollouts, samples in prompts_files)]
     else:
         out += ["- Prompts file: not recorded (these files were made before runs were recorded)"]
     for text, count in figures.systems.most_common(3):
@@ -6881,15 +7220,10 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
     out += ["", "## Licence", "",
             "The teacher's terms (its author's, and its provider's) decide what may be done with these outputs; "
             "this card names no licence of its own (`license: " + header["license"] + "`).", "",
-            "Teacher's licence: " + (
-                "the model is on OpenRouter's list of models whose authors allow training on their outputs "
-                "(`is_trainable_text`; best effort: check the licence for your use)." if licence is True else
-                "the model is **not** on OpenRouter's list of models whose authors allow training on their outputs: "
-                "check its terms before training on this data." if licence is False else
-                "not known (the models list could not tell, or was not asked)."),
-            "" if not teacher.get("distillable") else
-            "Requests were sent with `provider.enforce_distillable_text` (`--distillable`: routed only to such "
-            "models).", ""]
+            "Teacher's licence, for each model asked (`--model`), as OpenRouter's models list showed it when the "
+            "runs that asked it began:", ""]
+    out += [f"- {_quoted(model or 'not recorded')} ({plural(count, 'line')}): {licences.said(model)}"
+            for model, count in figures.teachers.most_common(20)] + [""]
     out += ["## Tools", ""]
     used = sorted(set(figures.tools_used) | set(schemas))
     if used:
@@ -6921,18 +7255,20 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
                 f"`{_escaped(files.rejected.name)}`." if tries else ""]
     unknown = (f"; the teacher reported no cost for {figures.uncosted} of their {figures.answers} answers, whose "
                "cost is unknown and not counted" if figures.uncosted else "")
-    unknown_elsewhere = (f", besides {plural(figures.uncosted_elsewhere, 'answer')} whose cost was not reported"
-                         if figures.uncosted_elsewhere else "")
+    elsewhere = figures.rejected + figures.failed
     out += ["", "## Cost and when", "",
-            f"- The conversations here cost ${figures.cost:.4f} ({human_count(figures.prompt_tokens)} prompt and "
-            f"{human_count(figures.completion_tokens)} completion tokens, as the teacher reported them{unknown}); "
-            f"rejected tries and failed rollouts on record ({figures.rejected + figures.failed}) cost "
-            f"${figures.cost_elsewhere:.4f} more{unknown_elsewhere}."]
+            f"- The conversations here ({human_count(figures.prompt_tokens)} prompt and "
+            f"{human_count(figures.completion_tokens)} completion tokens, as the teacher reported them{unknown}) cost "
+            f"{_spent(figures.cost, figures.without_cost, figures.lines, 0)}; "
+            + (f"besides them, rejected tries and failed rollouts on record ({elsewhere}) cost "
+               f"{_spent(figures.cost_elsewhere, figures.without_cost_elsewhere, elsewhere, figures.uncosted_elsewhere)}."
+               if elsewhere else "no rejected tries or failed rollouts are on record.")]
     if runs:
         started = [_quoted(run.get("started")) for run in runs]
-        generator = last.get("generator") if isinstance(last.get("generator"), dict) else {}
+        generators = list(dict.fromkeys(_quoted(run["generator"].get("sha256")) for run in runs
+                                        if isinstance(run.get("generator"), dict)))
         out += [f"- Made by {plural(len(runs), 'run')}, started {started[0]}" + (f" to {started[-1]}" if len(runs) > 1 else "")
-                + f", by `generate_distillation_data.py` (sha256 {_quoted(generator.get('sha256'))})."]
+                + f", by `generate_distillation_data.py` (sha256 {' then '.join(generators) or _quoted(None)})."]
     notes = [f"{text}." for text in figures.odd]
     if figures.odd_lines > len(figures.odd):
         notes.append(f"... and {figures.odd_lines - len(figures.odd)} more lines of {files.output} like them.")
@@ -7025,7 +7361,9 @@ class RunSummary:
     pending: int  # still to do after this run
     remaining_failed: int  # entries left in the failed file
     started_over: collections.Counter  # paused rollouts whose saved turns could not go on, by why
-    kept_from_signed: int  # rollouts whose later turns were not saved (the key in signed reasoning)
+    started_over_cost: Usage  # what those turns had cost (in earlier runs; their lines count it)
+    kept_from_signed: int  # rollouts whose later turns were not saved (a secret in signed reasoning)
+    kept_beyond_attempts: int  # paused tries beyond this run's --attempts, kept for a run with a higher one
     tool_lines: list[str]  # the tools' own counts and warnings
     notes: list[str]  # the teacher client's (a model that was routed elsewhere, ...)
     stop_reason: str | None
@@ -7035,8 +7373,10 @@ class RunSummary:
         s, files = self.stats, self.files
         in_output = self.finished_before - self.rejected_before + s.written
         pending = self.pending
+        skipped = [f"{in_output - s.written} already there" if in_output - s.written else "",
+                   f"{self.rejected_before} finished as rejected before" if self.rejected_before else ""]
         lines = [f"Done: {plural(s.written, 'new rollout')} written to {files.output}"
-                 + (f" ({s.skipped} already there, skipped)" if s.skipped else ""),
+                 + (f" ({', '.join(text for text in skipped if text)}, skipped)" if any(skipped) else ""),
                  f"Total: {in_output}/{self.total} rollouts in {files.output}"
                  + (f", {self.rejected_before + s.exhausted} finished as rejected (in {files.rejected})"
                     if self.rejected_before + s.exhausted else "")]
@@ -7054,14 +7394,22 @@ class RunSummary:
                          "twice).")
         if self.started_over:
             why = "; ".join(f"{count} because {reason}" for reason, count in self.started_over.most_common())
+            cost = self.started_over_cost
+            paid = (f" Their discarded turns had cost ${cost.cost:.4f} ({plural(cost.requests, 'answer')}, paid by "
+                    "earlier runs), counted in their lines' usage." if cost.requests else "")
             lines.append(f"Started over: {plural(sum(self.started_over.values()), 'paused rollout')} began again from "
-                         f"their prompt, since their saved turns answered another request than this run's: {why}.")
+                         f"their prompt, since their saved turns answered another request than this run's: {why}.{paid}")
+        if self.kept_beyond_attempts:
+            tries = "a later try" if self.kept_beyond_attempts == 1 else f"{self.kept_beyond_attempts} later tries"
+            lines.append(f"Kept: the saved turns of {tries} beyond --attempts {self.gate.attempts} (in "
+                         f"{files.paused.name}): not run now, and not lost; a run with a higher --attempts goes on "
+                         "from them.")
         lines += self.tool_lines
         if self.kept_from_signed:
             lines.append(f"Not saved: the later turns of {plural(self.kept_from_signed, 'rollout')}, whose "
-                         "teacher wrote the API key into signed reasoning (which must go back to it unchanged, and "
-                         "is never stored with the key): if stopped, they resume from their last clean turn or "
-                         "begin again.")
+                         "teacher wrote a secret the run was handed (the API key or another) into signed reasoning "
+                         "(which must go back to it unchanged, and is never stored with the secret): if stopped, they "
+                         "resume from their last clean turn or begin again.")
         cannot = min(pending, s.failure_reasons[DOES_NOT_FIT])  # a re-run would pay the same turns, and fail again
         if pending > cannot:
             lines.append(f"Not done: {pending}. Re-run the same command to "
@@ -7128,6 +7476,9 @@ class Plan:
     finished: set[int]  # keys of the rollouts finished: in the output, or rejected --attempts times; grows
     rejected_tries: collections.Counter = field(default_factory=collections.Counter)  # per rollout key
     rejected_before: int = 0  # of finished_before, those finished by rejection (not in the output)
+    # those rollouts: rejected as many times as this run's --attempts allows. A higher --attempts tries them
+    # again, so a later try's saved turns are kept for it, not dropped
+    rejected_out: set[int] = field(default_factory=set)
     finished_now: int = 0  # rollouts this run finished (written, or rejected with no try left)
     # Where the prompts with rollouts still to run are in the file (with their repeat numbers, line numbers
     # and the hashes of their ids, to check the line still holds them), so the run re-reads only those
@@ -7152,6 +7503,10 @@ class Plan:
     def pending(self) -> int:
         return self.total - self.finished_before - self.finished_now
 
+    @property
+    def in_output_before(self) -> int:
+        return self.finished_before - self.rejected_before
+
     def pending_jobs(self, prompts: PromptSettings) -> Iterator[RolloutJob]:
         seq = itertools.count()
         places = zip(self.pending_offsets, self.pending_repeats, self.pending_lines, self.pending_ids)
@@ -7171,6 +7526,7 @@ def make_plan(prompts: PromptSettings, attempts: int, finished: set[int],
         plan.total += 1
         if job.key not in plan.finished and plan.rejected_tries[job.key] >= attempts:
             plan.finished.add(job.key)  # rejected as many times as it may be tried: finished
+            plan.rejected_out.add(job.key)
             plan.rejected_before += 1
         for name in job.prompt.tools or ():
             plan.tool_lines.setdefault(name, job.prompt.line_no)
@@ -7206,6 +7562,39 @@ def _batch_size(cfg: Config) -> int:
     return max(1, min(BATCH_MOST_REQUESTS, cfg.teacher.max_answer_bytes // (2 * per_answer)))
 
 
+@contextlib.contextmanager
+def opening_mcp_servers(files: OutputPaths, redact: Callable[[str], str], keep: bool = True) -> Iterator[None]:
+    """The MCP log (what stdio servers write to their stderr, the SDK's own lines), made for the servers'
+    opening, as private as the output. An opening that is refused (exit 2: nothing written) leaves no log it
+    made: what the servers wrote there is said in the error instead. `keep` False (--dry-run): it goes anyway."""
+    log = files.mcp_log
+    made = not log.exists()
+    create_like(log, files.output)
+    try:
+        yield
+    except UsageError as e:
+        said = _last_words(log) if made else ""
+        if made:
+            with contextlib.suppress(OSError):
+                log.unlink()
+        if said:
+            raise UsageError(f"{e} What it wrote on its stderr: {redact(said)}") from None
+        raise
+    if made and not keep:
+        with contextlib.suppress(OSError):
+            log.unlink()
+
+
+def _last_words(path: Path, most: int = 600) -> str:
+    """The end of a log, on one line."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - most))
+            return " ".join(printable(f.read().decode("utf-8", "replace")).split())[-most:]
+    except OSError:
+        return ""
+
+
 class Run:
     """One invocation: feeds rollouts into a pool, settles each outcome, owns stopping."""
 
@@ -7216,7 +7605,7 @@ class Run:
         self.model, self.concurrency, self.pool_size = \
             cfg.requests.model, cfg.teacher.concurrency, cfg.teacher.rollout_pool_size
         self.toolbox, self.plan, self.output, self.scorer = toolbox, plan, output, scorer
-        self.stats = Stats(skipped=plan.finished_before)
+        self.stats = Stats()
         self.limiter = AdaptiveLimiter(cfg.teacher.concurrency, slow_start=cfg.teacher.start_concurrency)
         self.stopping = asyncio.Event()  # the one stop signal, under this name all the way down
         self.batches: BatchQueue | None = None
@@ -7243,19 +7632,30 @@ class Run:
         self.interrupted = False
         self.stop_reason: str | None = None  # why the run stopped early (not a Ctrl-C): the summary says
         self.tools_down_in_a_row = 0  # rollouts failed in a row by a tool that said it is unavailable
+        self.kept_beyond_attempts = 0  # paused tries this run's --attempts does not reach (kept, _load_paused)
+        self._closed_unstarted = False
         self.started = time.monotonic()
 
-    async def execute(self) -> int:
+    async def execute(self, started: Callable[[], None] = lambda: None) -> int:
+        """The run, once every check that can refuse it (exit 2, nothing sent or written) has passed; then
+        `started` writes what a run that goes ahead writes first (repairs, the runs file's record)."""
         try:
             if self.toolbox is not None and self.toolbox.mcp_specs:
-                create_like(self.files.mcp_log, self.files.output)
-                save_mcp_schemas(await self.toolbox.open_mcp(self.files.mcp_log), self.files.mcp_tools, self.files.output)
+                with opening_mcp_servers(self.files, self.line.redact):
+                    try:
+                        mcp_tools = await self.toolbox.open_mcp(self.files.mcp_log)
+                        self.plan.check_tools(self.prompts.input, self.toolbox)  # MCP tools are known only now
+                    except BaseException:
+                        await self._close_unstarted()  # before the log goes: closing may still write to it
+                        raise
+                started()
+                save_mcp_schemas(mcp_tools, self.files.mcp_tools, self.files.output, self.line.redact)
                 self.runner.mcp_tools_joined()
-            self.plan.check_tools(self.prompts.input, self.toolbox)  # MCP tools are known only now
+            else:
+                self.plan.check_tools(self.prompts.input, self.toolbox)
+                started()
         except BaseException:  # nothing was sent: close what was opened, and say why (exit 2)
-            await self.client.aclose()
-            if self.toolbox is not None:
-                await self.toolbox.aclose()
+            await self._close_unstarted()
             raise
         self._load_paused()
         self.failed.compact(self.plan.finished)
@@ -7278,6 +7678,14 @@ class Run:
             remaining_failed = self.failed.compact(self.plan.finished)
             await self.paused.finish()
         return self._summarize(remaining_failed)
+
+    async def _close_unstarted(self) -> None:
+        """A run refused before it started closes what it opened, once."""
+        if not self._closed_unstarted:
+            self._closed_unstarted = True
+            await self.client.aclose()
+            if self.toolbox is not None:
+                await self.toolbox.aclose()
 
     async def _feed_pool(self) -> None:
         try:
@@ -7303,9 +7711,13 @@ class Run:
         self.pool_has_room.set()
 
     def _load_paused(self) -> None:
-        """The paused file's rollouts that still have to run (the rest settled since), compacted to them."""
-        self.paused.load(lambda key: key.rollout not in self.plan.finished
-                         and key[2] > self.plan.rejected_tries[key.rollout])
+        """The paused file's rollouts that still have to run (the rest settled since), compacted to them. A
+        later try of a rollout this run's --attempts counts as finished by rejection is kept, not run: paid
+        for, it goes on when a run with a higher --attempts comes to it."""
+        plan = self.plan
+        self.paused.load(lambda key: key[2] > plan.rejected_tries[key.rollout]
+                         and (key.rollout not in plan.finished or key.rollout in plan.rejected_out))
+        self.kept_beyond_attempts = sum(1 for key in self.paused.chains if key.rollout in plan.rejected_out)
         self.paused.compact()
 
     async def _roll_out(self, job: RolloutJob) -> None:
@@ -7442,8 +7854,9 @@ class Run:
         """Whether a rollout's try may still send one of its requests again (so a batch holding its answer is
         kept on record): it is neither in the output, nor rejected, nor failed in this run (a failed try
         begins again from scratch, and is not handed the answer it failed with)."""
-        return (key.rollout not in self.plan.finished and key.attempt > self.plan.rejected_tries[key.rollout]
-                and key not in self.failed_now)
+        plan = self.plan
+        return ((key.rollout not in plan.finished or key.rollout in plan.rejected_out)
+                and key.attempt > plan.rejected_tries[key.rollout] and key not in self.failed_now)
 
     def stop(self, reason: str | None, now: bool = True) -> None:
         """The one way the run stops early: no new rollout starts; with `now`, those in progress are
@@ -7492,7 +7905,8 @@ class Run:
         summary = RunSummary(
             self.stats, self.files, self.gate, self.cache, total=plan.total, finished_before=plan.finished_before,
             rejected_before=plan.rejected_before, pending=plan.pending, remaining_failed=remaining_failed,
-            started_over=runner.started_over, kept_from_signed=runner.kept_from_signed,
+            started_over=runner.started_over, started_over_cost=runner.started_over_cost,
+            kept_from_signed=runner.kept_from_signed, kept_beyond_attempts=self.kept_beyond_attempts,
             tool_lines=runner.toolbox.summary() if runner.toolbox is not None else [],
             notes=self.client.notes + [note for note in [self.limiter.budget_distrusted] if note]
             + (self.batches.summary() if self.batches else []),
@@ -7525,7 +7939,11 @@ def _print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Outpu
     key = cfg.teacher.secret.key or ""
     masked = f"{key[:8]}...{key[-4:]}" if len(key) > 16 else "***" if key else "(none)"
     print(f"POST {display_url(cfg.teacher.base_url)}/chat/completions")
-    print(f"Authorization: Bearer {masked}")
+    if "@" in urlparse(cfg.teacher.base_url).netloc:
+        print("Authorization: Basic *** (the user information of --base-url"
+              + ("; OPENROUTER_API_KEY is not sent)" if key else ")"))
+    else:
+        print(f"Authorization: Bearer {masked}")
     print(json.dumps(body, indent=2, ensure_ascii=False))
     how = (f": a cache_control {json.dumps(cache.marker)} breakpoint on the system prompt and on the newest "
            "message of each request" if cache.enabled else "")
@@ -7554,8 +7972,9 @@ def _print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Outpu
     if set_aside:
         print(f"{cfg.files.output}:{set_aside[0].line_no}: {set_aside[0].reason}; a real run moves "
               f"{plural(len(set_aside), 'such line')} to {cfg.files.quarantine.name}.", file=sys.stderr)
-    print(f"Dry run: {plan.total - plan.finished_before} rollouts to run, {plan.finished_before} already in "
-          f"{cfg.files.output}; nothing was sent or written.", file=sys.stderr)
+    print(f"Dry run: {plan.total - plan.finished_before} rollouts to run, {plan.in_output_before} already in "
+          f"{cfg.files.output}" + (f", {plan.rejected_before} finished as rejected" if plan.rejected_before else "")
+          + "; nothing was sent or written.", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -7586,30 +8005,46 @@ def _run_command(argv: list[str] | None) -> int:
             output.lock()  # before reading it: a second run must never plan from a file the first is writing
         if cfg.rescore:
             return _run_event_loop(rescore(cfg.files, cfg.gate.min_reward, scorer, output))
-        scan = output.scan()
-        repair = not (cfg.dry_run or cfg.no_run)
-        plan = make_plan(cfg.prompts, cfg.gate.attempts, scan.done, RejectedFile(cfg.files.rejected).tries(repair=repair))
+        scan, rejected = output.scan(), RejectedFile(cfg.files.rejected)
+        plan = make_plan(cfg.prompts, cfg.gate.attempts, scan.done, rejected.tries())
         if cfg.no_run:  # the files as they are: nothing repaired, run or sent
-            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending)
+            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending,
+                                             cfg.line.redact)
         if cfg.dry_run:
             if toolbox is not None and toolbox.mcp_specs:
-                _run_event_loop(_list_mcp_tools(toolbox, cfg.files))
+                _run_event_loop(_list_mcp_tools(toolbox, cfg.files, redact))
             plan.check_tools(cfg.prompts.input, toolbox)
             _print_dry_run(cfg, toolbox, plan, scan)
             return EXIT_OK
-        for note in output.repair(scan):
-            print(note, file=sys.stderr)
-        remove_stale_temporaries(cfg.files.output)
-        if cfg.project is not None and cfg.project.needs_id:
-            print(_give_project_id(cfg.project.config), file=sys.stderr)
+
+        def repaired() -> None:  # what a run writes first, once nothing can refuse it any more
+            for note in output.repair(scan):
+                print(note, file=sys.stderr)
+            rejected.cut_torn_end()
+            remove_stale_temporaries(cfg.files.output)
+            if cfg.project is not None and cfg.project.needs_id:
+                print(_give_project_id(cfg.project.config), file=sys.stderr)
+
         if plan.finished_before == plan.total:
-            print(f"Nothing to do: all {plan.total} rollouts are already in {cfg.files.output}.", file=sys.stderr)
-            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending)
+            repaired()
+            print(f"Nothing to do: all {plan.total} rollouts are finished: {plan.in_output_before} in "
+                  f"{cfg.files.output}" + (f", {plan.rejected_before} finished as rejected (in {cfg.files.rejected}; "
+                  "a higher --attempts tries them again)" if plan.rejected_before else "") + ".", file=sys.stderr)
+            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending,
+                                             cfg.line.redact)
+        if cfg.teacher.secret.key and not cfg.teacher.sends_key:
+            print(f"Note: {display_url(cfg.teacher.base_url)} carries a user name or password: requests authenticate "
+                  "with it, and OPENROUTER_API_KEY is not sent to it.", file=sys.stderr)
         licence = _check_licence(cfg) if cfg.requests.distillable or is_openrouter(cfg.teacher.base_url) else None
-        RunsFile(cfg.files.runs, like=cfg.files.output).record_start(_run_record(cfg, plan, toolbox, licence))
-        code = _run_event_loop(Run(cfg, toolbox, plan, output, scorer).execute())
+
+        def started() -> None:  # the MCP servers are open and every tool is known: the run goes ahead
+            repaired()
+            RunsFile(cfg.files.runs, like=cfg.files.output).record_start(_run_record(cfg, plan, toolbox, licence))
+
+        code = _run_event_loop(Run(cfg, toolbox, plan, output, scorer).execute(started))
         ran = True
-        return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, code, plan.pending)
+        return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, code, plan.pending,
+                                         cfg.line.redact)
     except UsageError as e:
         print(f"error: {redact(str(e))}", file=sys.stderr)
         return EXIT_USAGE
@@ -7762,46 +8197,46 @@ class _SurvivingStream:
         return getattr(self.stream, name)
 
 
-async def _list_mcp_tools(toolbox: ToolBox, files: OutputPaths) -> None:
-    """--dry-run: the MCP servers' tools, listed and closed again."""
-    try:
-        create_like(files.mcp_log, files.output)
-        await toolbox.open_mcp(files.mcp_log)
-    finally:
-        await toolbox.aclose()
+async def _list_mcp_tools(toolbox: ToolBox, files: OutputPaths, redact: Callable[[str], str]) -> None:
+    """--dry-run: the MCP servers' tools, listed and closed again; no log is left."""
+    with opening_mcp_servers(files, redact, keep=False):
+        try:
+            await toolbox.open_mcp(files.mcp_log)
+        finally:
+            await toolbox.aclose()
 
 
 def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], report: bool, toolbox: ToolBox | None, code: int,
-                   pending: int) -> int:
+                   pending: int, scrub: Callable[[Any], Any]) -> int:
     """After a run that ended normally (all done, or some failed): the --export files and the --report
-    page, made anew from the files."""
+    page, made anew from the files. They are writers too: what they write goes through the one scrub."""
     if code not in (EXIT_OK, EXIT_FAILED):
         return code
-    schemas = export_schemas(toolbox, files.mcp_tools) if export else {}
+    schemas = scrub(export_schemas(toolbox, files.mcp_tools)) if export else {}
     for fmt in export:
-        result = export_output(files.output, fmt, schemas)
-        print(report_export(result), file=sys.stderr)
+        result = export_output(files, fmt, schemas, scrub)
+        print(scrub(report_export(result)), file=sys.stderr)
         if fmt == "hf":
-            card = card_path(result.path)
+            card = files.card
             try:
                 text, odd = dataset_card(files, result.path, schemas, RunsFile(files.runs).records())
                 with replaced_atomically(card, files.output) as f:
-                    f.write(text.encode("utf-8"))
+                    f.write(scrub(text).encode("utf-8"))
             except OSError as e:
                 raise OutputError(card, e) from None
             print(f"Dataset card: {card} (the README.md of a dataset repository on the Hugging Face Hub)",
                   file=sys.stderr)
             for note in odd:
-                print(f"Dataset card: {note}", file=sys.stderr)
+                print(scrub(f"Dataset card: {note}"), file=sys.stderr)
     if report:
         import distillation_report  # only here: the page is reached through this flag alone
 
-        path = distillation_report.report_path(files.output)
+        path = files.report
         try:
             page, _ = distillation_report.render_report(files.output, files.failed, files.rejected, pending=pending,
-                                                        reader=dataset_records)
+                                                        reader=lambda file: map(scrub, dataset_records(file)))
             with replaced_atomically(path, files.output) as f:
-                f.write(page.encode("utf-8"))
+                f.write(scrub(page).encode("utf-8"))
         except OSError as e:
             raise OutputError(path, e) from None
         print(f"Report: {path} (open it in a browser; it needs no network)", file=sys.stderr)

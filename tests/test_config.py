@@ -3,6 +3,7 @@ start, never shown), the base URL, --extra-body, --dry-run."""
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import subprocess
@@ -169,6 +170,29 @@ def test_a_password_in_the_base_url_is_never_printed(workdir, teacher):
     stopped = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", dead, "-c", "1",
                          "--retries", "0", "--backoff", "0.01")
     assert stopped.code == 1 and "cannot reach" in stopped.err and "HUNTER2SECRET" not in stopped.err
+
+
+def test_a_base_url_with_a_password_authenticates_with_it_and_the_key_is_not_sent(workdir, teacher):
+    """http://user:PASSWORD@host/v1 beside OPENROUTER_API_KEY (as .env usually holds it): the URL's user
+    information is the authentication (HTTP Basic), the key goes nowhere, and the run says so once; alone,
+    the URL's credentials are sent as they always were."""
+    write_prompts(workdir, ["q0", "q1"])
+    key = "sk-or-v1-" + "ab12" * 16
+    base_url = teacher.base_url.replace("http://", "http://gwuser:gateway-password-0123456789@")
+    args = ["prompts.jsonl", "--tools", "none", "--base-url", base_url, "--backoff", "0.01"]
+    dry = run_script(workdir, *args, "--dry-run", env=subprocess_env(OPENROUTER_API_KEY=key))
+    assert dry.code == 0 and "Authorization: Basic *** (the user information of --base-url; OPENROUTER_API_KEY " \
+        "is not sent)" in dry.out
+    result = run_script(workdir, *args, env=subprocess_env(OPENROUTER_API_KEY=key))
+    assert result.code == 0, result.err
+    assert len(result.records()) == 2 and not (workdir / "train.failed.jsonl").exists()
+    expected = "Basic " + base64.b64encode(b"gwuser:gateway-password-0123456789").decode()
+    assert [h["authorization"] for h in teacher.headers] == [expected, expected]  # never the key
+    assert result.err.count("OPENROUTER_API_KEY is not sent to it") == 1
+    assert "gateway-password" not in result.err + dry.out + dry.err
+    write_prompts(workdir, ["q2"])
+    alone = run_script(workdir, *args)
+    assert alone.code == 0 and teacher.headers[-1]["authorization"] == expected and "not sent" not in alone.err
 
 
 # --------------------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from conftest import write_prompts
-from dialects import CASES, SERVERS
-from fake_teacher import Reply, answer, completion
+from dialects import CASES, CONTEXT_OVERFLOW, SERVERS
+from fake_teacher import Reply, answer, call_tools, completion
 
 
 PROMPT = "What is 20 + 22?"
@@ -140,3 +140,33 @@ def test_max_answer_mb_caps_what_a_stream_holds_not_its_framing(run, teacher, wo
     [failed] = result.failed()
     assert "answer too large" in json.dumps(failed)
     assert len(teacher.requests) == 2
+
+
+@pytest.mark.parametrize("server", list(CONTEXT_OVERFLOW))
+def test_a_context_overflow_in_each_servers_error_shape_is_named_and_no_rerun_advised(run, teacher, workdir, server):
+    """SGLang and Mistral's API put the error at the top of the body, not under "error", TGI makes it a string,
+    Gemini a list of one: its message is read all the same, so the rollout is named as not fitting, and the
+    summary does not advise a re-run that would pay the same turns and fail the same way. (A --max-tokens above
+    what TGI allows is not one: test_a_max_tokens_above_the_models_is_not_a_context_overflow.)"""
+    write_prompts(workdir, [PROMPT])
+    body = CONTEXT_OVERFLOW[server]
+    teacher.script(PROMPT, call_tools(("add", {"a": 20, "b": 22})),
+                   lambda request: Reply(422 if server == "tgi" else 400, json.dumps(body).encode()))
+    result = run(subprocess=True)
+    assert result.code == 1 and "Traceback" not in result.err
+    [failed] = result.failed()
+    error = (body[0] if isinstance(body, list) else body)
+    error = error.get("error", error)
+    message = error if isinstance(error, str) else error["message"]
+    assert failed["kind"] == "does not fit the context" and message[:40] in failed["reason"]
+    assert "Cannot finish as they are: 1 rollout" in result.err and "Re-run the same command" not in result.err
+
+
+def test_a_max_tokens_above_the_models_is_not_a_context_overflow(run, teacher, workdir):
+    """TGI's MaxNewTokens ("`max_new_tokens` must be <= N") is fixed by --max-tokens alone: a plain HTTP 422."""
+    write_prompts(workdir, [PROMPT])
+    teacher.script(PROMPT, lambda request: Reply(422, {"error": "Input validation error: `max_new_tokens` must be "
+                                                       "<= 4096. Given: 8192", "error_type": "validation"}))
+    result = run(tools="none")
+    [failed] = result.failed()
+    assert failed["kind"] == "HTTP 422" and "max_new_tokens" in failed["reason"]

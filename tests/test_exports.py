@@ -167,12 +167,37 @@ def test_export_streams_past_lines_it_cannot_hold_and_says_so(run, workdir, teac
     result = run_script(workdir, "prompts.jsonl", "--tools", "fewer_tools.py", "--export", "hf,openai",
                         "--no-run", env=subprocess_env())
     assert result.code == 0, result.err
+    broken = 1 + [json.loads(line)["messages"][0]["content"] for line in
+                  (workdir / "train.jsonl").read_text().splitlines()[:3]].index("broken args")
     for fmt in ("hf", "openai"):
         assert (f"Exported 2 lines to train.{fmt}.jsonl; 1 line left out (a tool call whose arguments are not a "
-                "JSON object); 1 line left out (not a line of ours (torn or edited)); tools not in the tools "
-                "file, left out of `tools`: shout") in result.err
+                f"JSON object; the first: train.jsonl:{broken}); 1 line left out (not a line of ours (torn or "
+                "edited); the first: train.jsonl:4); tools not in the tools file, left out of `tools`: shout") in result.err
     for line in read_jsonl(workdir / "train.openai.jsonl"):
         check_openai_fine_tuning_line(line)
+
+
+@pytest.mark.parametrize("tools, exported", [(["add"], True), (None, True), ([None, "x"], False), ("echo", False)],
+                         ids=["a list of names", "null", "a null among names", "a string"])
+def test_a_line_whose_tools_are_not_a_list_of_names_is_left_out_naming_it(workdir, tools, exported):
+    """An edited or foreign line: "tools": null is a line without tools; anything else that is not a list of
+    names is left out of the exports, its line named, never a traceback nor its letters taken for tools."""
+    line = {"metadata": {"prompt_id": "p0", "sample": 0},
+            "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "tools": tools}
+    (workdir / "train.jsonl").write_text(json.dumps(line) + "\n")
+    write_prompts(workdir, ["q"])
+    result = run_script(workdir, "prompts.jsonl", "--tools", "tools_small.py", "--no-run", "--export", "hf,openai",
+                        env=subprocess_env())
+    assert result.code == 0 and "Traceback" not in result.err, result.err
+    for fmt in ("hf", "openai"):
+        lines = read_jsonl(workdir / f"train.{fmt}.jsonl")
+        assert len(lines) == exported
+        if exported:
+            assert [t["function"]["name"] for t in lines[0].get("tools", [])] == (tools or [])
+        else:
+            assert (f"Exported 0 lines to train.{fmt}.jsonl; 1 line left out (`tools` is not a list of tool names; "
+                    "the first: train.jsonl:1)") in result.err
+    assert "left out of `tools`" not in result.err
 
 
 def test_export_usage_errors(workdir, teacher):
@@ -267,7 +292,7 @@ def test_the_hf_export_writes_a_dataset_card_whose_numbers_are_the_files(run, wo
     assert "3 conversations of a teacher model solving prompts with tools (3 tool calls in 6 turns)" in text
     cost = sum(line["metadata"]["usage"]["cost"] for line in lines)
     elsewhere = sum(r["metadata"]["usage"]["cost"] for r in rejected) + sum(f["usage"]["cost"] for f in failed)
-    assert f"cost ${cost:.4f}" in text and f"({len(rejected) + len(failed)}) cost ${elsewhere:.4f} more" in text
+    assert f"cost ${cost:.4f};" in text and f"({len(rejected) + len(failed)}) cost ${elsewhere:.4f}." in text
     assert "| `test/teacher` | 3 |" in text and "| `Prov A` | 2 |" in text and "| `Prov B` | 1 |" in text
     assert [line["metadata"]["provider"] for line in lines] == ["Prov B", "Prov A", "Prov A"]
     sha = hashlib.sha256((workdir / "prompts.jsonl").read_bytes()).hexdigest()
@@ -291,6 +316,13 @@ def test_the_card_after_a_resume_counts_every_run_and_every_line(run, workdir, t
     assert "3 conversations" in text and "Made by 2 runs, started " in text and " to " in text
     assert "| temperature | 0.7 / 0.2 |" in text and "changed between runs" in text
     assert "None: plain completions." in text
+    # a resume that reads another prompts file: the card names both, not the last alone
+    write_prompts(workdir, ["a", "b", "c", "d"], name="more.jsonl")
+    third = run("--export", "hf", prompts="more.jsonl", tools="none", subprocess=True)
+    assert third.code == 0, third.err
+    _, text = card_of(workdir)
+    assert "- Prompts files, one run after another: `prompts.jsonl` (sha256 " in text
+    assert "`more.jsonl` (sha256 " in text and "), 4 rollouts asked for" in text
 
 
 def rendered(markdown: str) -> str:
@@ -329,7 +361,7 @@ def test_a_foreign_line_with_tool_calls_5_is_named_and_the_card_still_made(run, 
     assert "train.jsonl:2: messages[1].tool_calls is 5, not a list: counted as no call" in result.err
     _, text = card_of(workdir)
     assert "2 conversations" in text and "1 line of `train\\.jsonl` holds values that are not what this tool writes" in text
-    assert "1 line left out (not a line of ours (torn or edited))" in result.err  # the exports leave it out, and say so
+    assert "1 line left out (not a line of ours (torn or edited); the first: train.jsonl:2)" in result.err  # and say so
 
 
 def test_cut_short_lines_are_marked_in_every_export_and_the_card(run, workdir, teacher):
@@ -373,6 +405,50 @@ def test_the_card_names_no_licence_and_says_what_the_models_list_showed(run, wor
     assert header["license"] == "other" and "language" not in header
     assert "The teacher's terms (its author's, and its provider's) decide" in text
     assert "the model is on OpenRouter's list" in text and "`--distillable`" in text
+
+
+def foreign_line(i: int, usage: dict | None, teacher: str = "some/model") -> str:
+    metadata = {"prompt_id": f"p{i}", "sample": 0, "teacher": teacher, **({"usage": usage} if usage is not None else {})}
+    return json.dumps({"metadata": metadata, "messages": [{"role": "user", "content": "q"},
+                                                          {"role": "assistant", "content": "a"}]})
+
+
+@pytest.mark.parametrize("usages, said", [
+    ([{"cost": 0.25, "requests": 1}, {"cost": 0.5, "requests": 1}], "cost $0.7500; no rejected tries"),
+    ([{"cost": 0.25, "requests": 1}, None], "cost $0.2500 (not counting 1 line that carries no cost: unknown)"),
+    ([None, {"requests": 2}], "cost an unknown amount (none of them carries a cost the teacher reported)"),
+    ([{"cost": 1e308, "requests": 1}] * 2, "cost an unknown amount (their usage.cost values add up past any real cost")],
+    ids=["reported", "one line without", "none reported", "1e308 twice"])
+def test_the_card_states_no_cost_that_no_line_reported_nor_one_past_any_real_cost(workdir, usages, said):
+    """Lines from another tool that carry no usage are no $0 "as the teacher reported them", and edited costs
+    that add up to infinity are no "$inf": the cost is said unknown, saying why."""
+    (workdir / "train.jsonl").write_text("".join(foreign_line(i, usage) + "\n" for i, usage in enumerate(usages)))
+    write_prompts(workdir, ["q"])
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--no-run", "--export", "hf", env=subprocess_env())
+    assert result.code == 0 and "Traceback" not in result.err, result.err
+    _, text = card_of(workdir)
+    assert said in text and "$inf" not in text and ("$0.0000" in text) is False
+
+
+def test_the_licence_is_claimed_only_for_the_lines_of_the_models_the_list_showed(run, workdir, teacher):
+    """Three lines of a model no list was asked about, then one of a model OpenRouter's list showed, asked with
+    --distillable: the card claims the list and the routing for that model's line only, and names no licence."""
+    teacher.models = [{"id": "good/model", "is_trainable_text": True}]
+    write_prompts(workdir, [f"q{i}" for i in range(4)])
+    assert run("-m", "bad/model", "-n", "3", tools="none").code == 0
+    result = run("-m", "good/model", "--distillable", "--export", "hf", tools="none", subprocess=True)
+    assert result.code == 0, result.err
+    card, text = card_of(workdir)
+    assert card.data.to_dict()["license"] == "unknown"
+    assert "- `good/model` (1 line): the model is on OpenRouter's list of models whose authors allow training on " \
+           "their outputs" in text and "`provider.enforce_distillable_text`" in text and "in every run that asked it" in text
+    bad = next(line for line in text.splitlines() if line.startswith("- `bad/model` (3 lines): "))
+    assert "not known" in bad and "enforce_distillable_text" not in bad
+    # once every line is of a model the list showed, and only then, the card says `other`
+    (workdir / "train.jsonl").write_text("".join(line + "\n" for line in (workdir / "train.jsonl").read_text().splitlines()
+                                                 if '"teacher":"good/model"' in line.replace(" ", "")))
+    assert run("--no-run", "--export", "hf", tools="none").code == 0
+    assert card_of(workdir)[0].data.to_dict()["license"] == "other"
 
 
 def test_a_card_is_made_from_hostile_files_and_from_files_without_runs(run, workdir, teacher):

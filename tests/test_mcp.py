@@ -27,16 +27,17 @@ STDIO = f"{sys.executable} {SERVER} stdio"
 class HttpServer:
     """tests/support/mcp_server.py over streamable HTTP, in its own process."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, path: str = "/mcp") -> None:
+        self.port, self.path = free_port(), path
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/mcp"
+        return f"http://127.0.0.1:{self.port}{self.path}"
 
     def start(self) -> "HttpServer":
         self.process = subprocess.Popen([sys.executable, str(SERVER), "http", str(self.port)],
+                                        env={**subprocess_env(), "MCP_PATH": self.path},
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: listening(self.port), what="the MCP server to listen")
         return self
@@ -81,6 +82,26 @@ def test_a_stdio_server_end_to_end_results_errors_and_ref_schemas(workdir, teach
     again = run_script(workdir, "prompts.jsonl", "--tools", "none", "--export", "hf", "--no-run")
     assert again.code == 0, again.err
     assert read_jsonl(workdir / "train.hf.jsonl")[0]["tools"][0]["function"]["name"] == "add"
+
+
+def test_a_secret_in_a_servers_tool_description_reaches_no_file(workdir, teacher):
+    """A stdio server gets the environment (its own keys live there) and may quote one describing a tool: the
+    kept schemas, the hf export's tools and the card are writers too. The teacher was sent it as it came."""
+    token = "hf_" + "D3sc" * 8
+    secrets_used(token)
+    teacher.script("sum", call_tools(("add", {"a": 2, "b": 3})), answer("5"))
+    write_prompts(workdir, ["sum"])
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--backoff", "0.01",
+                        "--mcp", STDIO, "--export", "hf", env=subprocess_env(HF_TOKEN=token, ADD_NOTE=f" Uses {token}."),
+                        timeout=120)
+    assert result.code == 0, result.err
+    described = {t["function"]["name"]: t["function"]["description"] for t in teacher.requests[0]["tools"]}
+    assert described["add"] == f"Add two integers. Uses {token}."
+    exported = {t["function"]["name"]: t["function"]["description"]
+                for t in read_jsonl(workdir / "train.hf.jsonl")[0]["tools"]}
+    assert exported["add"] == "Add two integers. Uses ***."
+    written = "".join(p.read_text(errors="replace") for p in workdir.rglob("*") if p.is_file())
+    assert token not in written + result.out + result.err
 
 
 def test_config_yml_of_rnows_mcp_template_two_servers_named_as_rnow_names_them(workdir, teacher, http_server):
@@ -132,6 +153,24 @@ def test_a_server_down_at_start_is_exit_2_with_its_url_and_no_secret(workdir, te
     result = generate(workdir, teacher, "--mcp", url)
     assert result.code == 2 and "cannot be reached" in result.err and "tavilyApiKey=***" in result.err
     assert "SECRET123" not in result.err and "Traceback" not in result.err and not teacher.requests
+    assert sorted(p.name for p in workdir.iterdir()) == ["prompts.jsonl", "tools_small.py"]  # exit 2 wrote nothing
+
+
+def test_a_stdio_server_that_dies_at_start_is_exit_2_saying_what_it_wrote_and_leaving_no_file(workdir, teacher):
+    """Its stderr would go to the MCP log; a refused start leaves no file, so its words are in the error. The
+    same start with the server up writes the run's record and the log, and the runs file counts that run only."""
+    write_prompts(workdir, ["q"])
+    dying = f"{sys.executable} -c \"import sys; sys.stderr.write('calc: cannot open its database'); sys.exit(3)\""
+    result = generate(workdir, teacher, "--mcp", dying)
+    assert result.code == 2 and "cannot be reached" in result.err and "Traceback" not in result.err, result.err
+    assert "calc: cannot open its database" in result.err and not teacher.requests
+    assert sorted(p.name for p in workdir.iterdir()) == ["prompts.jsonl", "tools_small.py"]
+    teacher.script("q", call_tools(("add", {"a": 1, "b": 2})), answer("3"))
+    ran = generate(workdir, teacher, "--mcp", STDIO, "--export", "hf")
+    assert ran.code == 0, ran.err
+    assert len(read_jsonl(workdir / "train.runs.jsonl")) == 1 and (workdir / "train.mcp.log").exists()
+    assert "add" in read_jsonl(workdir / "train.runs.jsonl")[0]["rollout"]["tools"]  # the MCP tools, known by then
+    assert "Made by 1 run" in (workdir / "train.hf.README.md").read_text()
 
 
 def test_a_hanging_call_is_a_tool_error_after_the_tool_timeout(workdir, teacher):
@@ -227,6 +266,29 @@ def test_a_key_in_an_mcp_urls_query_is_taken_out_of_everything_written(workdir, 
     assert key not in written + result.out + result.err
 
 
+def test_a_key_in_an_mcp_urls_path_or_fragment_is_taken_out_of_everything_written(workdir, teacher):
+    """Zapier's MCP URLs carry the key in the path; a fragment is never sent, yet may hold one: both are
+    secrets, shown as *** in the runs file and on the terminal, cut out of what the teacher and tools said."""
+    path_key, fragment_key = "sk-ak-" + "a1b2c3d4" * 4, "frag" + "9z8y" * 6
+    secrets_used(path_key, fragment_key)
+    server = HttpServer(path=f"/mcp/{path_key}/").start()
+    try:
+        teacher.script("q", call_tools(("add", {"a": 1, "b": 2}), content=f"using {path_key}"),
+                       answer(f"3, said {fragment_key}"))
+        write_prompts(workdir, ["q"])
+        result = generate(workdir, teacher, "--mcp", f"{server.url}#token={fragment_key}", "--export", "hf")
+    finally:
+        server.stop()
+    assert result.code == 0, result.err
+    [line] = result.records()
+    assert line["messages"][-1]["content"] == "3, said ***" and line["messages"][1]["content"] == "using ***"
+    assert tool_results(result)["q"] == ["3"]  # the server at that path was reached
+    assert read_jsonl(workdir / "train.runs.jsonl")[0]["rollout"]["mcp"] == [f"http://127.0.0.1:{server.port}/mcp/***/#***"]
+    written = "".join(p.read_text(errors="replace") for p in workdir.rglob("*") if p.is_file())
+    for key in (path_key, fragment_key):
+        assert key not in written + result.out + result.err
+
+
 def rnow_line(question: str, tools: list[str] | None) -> str:
     record = {"messages": [{"role": "system", "content": "Answer."}, {"role": "user", "content": question}],
               "rewards": ["accuracy"], "metadata": {"expected_answer": "3"}}
@@ -256,6 +318,7 @@ def test_a_prompt_naming_an_unknown_tool_is_refused_with_its_line_before_anythin
     result = generate(workdir, teacher, "--mcp", STDIO)
     assert result.code == 2 and "prompts.jsonl:2: " in result.err and message in result.err
     assert not teacher.requests and "Traceback" not in result.err
+    assert sorted(p.name for p in workdir.iterdir()) == ["prompts.jsonl", "tools_small.py"]  # exit 2 wrote nothing
 
 
 class SignInFirst:
@@ -405,6 +468,9 @@ def test_a_url_shown_has_no_password_and_no_query_values():
 
     shown = gdd.McpSpec("https://user:pw-SECRET@mcp.example.com/mcp/?tavilyApiKey=tvly-SECRET&flag").shown
     assert "SECRET" not in shown and shown == "https://user:***@mcp.example.com/mcp/?tavilyApiKey=***&flag"
+    zapier = gdd.McpSpec("https://actions.zapier.com/mcp/sk-ak-0123456789abcdefghij/sse#k=v").shown
+    assert zapier == "https://actions.zapier.com/mcp/***/sse#***"
+    assert gdd.McpSpec("https://mcp.example.com/servers/calculator/mcp").shown == "https://mcp.example.com/servers/calculator/mcp"
 
 
 def test_a_stdio_server_that_dies_for_good_fails_its_rollouts_instead_of_writing_them(workdir, teacher):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import run_script, write_prompts
-from fake_teacher import FakeTeacher, status
+from fake_teacher import FakeTeacher, answer, status
 
 import generate_distillation_data as gdd
 
@@ -58,3 +58,35 @@ def test_a_log_file_gets_the_plan_first_and_progress_with_rate_and_eta(run, work
     progress.started -= 60
     progress.finished = 40
     assert progress.pace() == " (30.0/min, about 2m00s left)"
+
+
+ZERO_REWARDS = '''
+from rnow.core import RewardArgs, get_response, reward
+
+@reward
+def score(args: RewardArgs, messages: list) -> float:
+    return 1.0 if "good" in get_response(messages) else 0.0
+'''
+
+
+def test_the_summary_tells_rollouts_in_the_output_from_those_finished_as_rejected(run, workdir, teacher):
+    """A rollout finished as rejected (no try left) is not "already there" in the output: each run's summary,
+    "Nothing to do" and --dry-run say where the finished ones are."""
+    (workdir / "rewards.py").write_text(ZERO_REWARDS)
+    write_prompts(workdir, ["A", "B", "C"])
+    teacher.script("C", answer("good"))
+    gate = ("--rewards", "rewards.py", "--min-reward", "1")
+    assert run(*gate, "-n", "1", tools="none").code == 0  # A: rejected, its one try spent
+    second = run(*gate, "-n", "2", tools="none", subprocess=True)
+    assert "Done: 0 new rollouts written to train.jsonl (1 finished as rejected before, skipped)" in second.err
+    assert "Total: 0/2 rollouts in train.jsonl, 2 finished as rejected" in second.err
+    third = run(*gate, tools="none", subprocess=True)  # C passes; A and B were rejected before
+    assert "Done: 1 new rollout written to train.jsonl (2 finished as rejected before, skipped)" in third.err
+    fourth = run(*gate, tools="none", subprocess=True)
+    assert ("Nothing to do: all 3 rollouts are finished: 1 in train.jsonl, 2 finished as rejected (in "
+            "train.rejected.jsonl; a higher --attempts tries them again).") in fourth.err
+    dry = run(*gate, "--dry-run", tools="none", subprocess=True)
+    assert "Dry run: 0 rollouts to run, 1 already in train.jsonl, 2 finished as rejected" in dry.err
+    write_prompts(workdir, ["A", "B", "C", "D"])
+    fifth = run(*gate, tools="none", subprocess=True)
+    assert "(1 already there, 2 finished as rejected before, skipped)" in fifth.err

@@ -4,10 +4,11 @@ repeats, --num, shards from the command line and from schedulers (SLURM, Kuberne
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from conftest import assert_no_traceback, prompt_counts, read_jsonl, subprocess_env, write_prompts
+from conftest import assert_no_traceback, prompt_counts, read_jsonl, run_script, subprocess_env, write_prompts
 from fake_teacher import answer, call_tools, status
 
 
@@ -248,3 +249,17 @@ def test_shard_auto_outside_a_scheduler_or_with_a_bad_environment(run, workdir, 
     result = run_task(run, env, "--shard", shard)
     assert result.code == 2 and message in result.err and "Traceback" not in result.err, result.err
     assert not teacher.requests and not list(workdir.glob("train*.jsonl"))
+
+
+def test_a_prompts_file_that_is_a_pipe_is_refused_before_anything_is_written(workdir, teacher):
+    """Process substitution (`<(zcat prompts.jsonl.gz)`) gives a pipe, which the plan's first pass would empty:
+    refused at once, without opening it, exit 2, nothing sent or written; the same prompts saved to a file run."""
+    os.mkfifo(workdir / "piped.txt")
+    args = ("piped.txt", "--tools", "none", "--base-url", teacher.base_url)
+    result = run_script(workdir, *args, timeout=30)
+    assert result.code == 2 and "piped.txt: cannot open the prompts file: it is a FIFO" in result.err, result.err
+    assert "Save it to a file first" in result.err and not teacher.requests
+    assert sorted(p.name for p in workdir.iterdir()) == ["piped.txt", "tools_small.py"]
+    (workdir / "piped.txt").unlink()
+    (workdir / "piped.txt").write_text("question\n")
+    assert run_script(workdir, *args, timeout=30).code == 0 and len(read_jsonl(workdir / "train.jsonl")) == 1

@@ -432,3 +432,30 @@ def test_slow_start_grows_when_a_request_is_taken_not_when_its_answer_ends():
         assert limiter.limit <= 6.5  # taken already: their ends do not grow it
 
     asyncio.run(go())
+
+
+def test_a_budget_spent_again_in_every_window_is_asked_with_one_request_after_the_first_wait():
+    """"0 left, resets in 60 s" on every answer would make one request a minute: the first window is waited out;
+    when the next is spent at once too, one request asks the teacher. Answered: the headers are not believed. A
+    teacher whose headers are true refuses that one request, and from then on its windows are waited out."""
+    async def go(refuses: bool) -> gdd.AdaptiveLimiter:
+        clock = Clock()
+        limiter = gdd.AdaptiveLimiter(8, slow_start=8, clock=clock)
+        first = await limiter.acquire(0)
+        limiter.tell_budget(first, 0, 100, 60.0)
+        limiter.release(first, gdd.Answered.OK)
+        assert not limiter._has_room()  # the first window is waited out, as LiteLLM's minutes are
+        clock.now += 60.5
+        second = await asyncio.wait_for(limiter.acquire(0), 1)
+        assert not second.probe
+        limiter.tell_budget(second, 0, 100, 60.0)  # spent again, at once
+        limiter.release(second, gdd.Answered.OK)
+        probe = await asyncio.wait_for(limiter.acquire(0), 1)  # not another minute: one request asks
+        assert probe.probe and not limiter._has_room()
+        limiter.release(probe, gdd.Answered.RATE_LIMITED if refuses else gdd.Answered.OK)
+        return limiter
+
+    lying = asyncio.run(go(refuses=False))
+    assert lying.budget_distrusted and lying.budget_left is None and lying._has_room()
+    honest = asyncio.run(go(refuses=True))
+    assert honest.budget_distrusted is None and honest.budget_proven and not honest._has_room()

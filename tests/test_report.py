@@ -186,6 +186,22 @@ def page_data(path: Path) -> dict:
     return json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>', html, re.S).group(1))
 
 
+def test_lines_that_carry_no_cost_make_the_cost_unknown_not_zero(run, workdir, teacher):
+    write_prompts(workdir, ["q"])
+    bare = {"metadata": {"prompt_id": "p", "sample": 0, "teacher": "some/model"},
+            "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    (workdir / "train.jsonl").write_text(json.dumps(bare) + "\n")
+    assert run("--report", "--no-run", tools="none").code == 0
+    cost = page_data(workdir / "train.report.html")["cost"]
+    assert cost["total"] is None and cost["per_accepted"] is None and cost["without_cost"] == 1
+    costed = {**bare, "metadata": {**bare["metadata"], "prompt_id": "p2", "usage": {"cost": 0.25, "requests": 1}}}
+    with open(workdir / "train.jsonl", "a") as f:
+        f.write(json.dumps(costed) + "\n")
+    assert run("--report", "--no-run", tools="none").code == 0
+    cost = page_data(workdir / "train.report.html")["cost"]
+    assert cost["total"] == 0.25 and cost["per_accepted"] is None and cost["without_cost"] == 1
+
+
 def test_large_outputs_embed_a_bounded_sample_failed_first(tmp_path):
     output, failed = tmp_path / "train.jsonl", tmp_path / "train.failed.jsonl"
     line = {"metadata": {"prompt_id": "p", "sample": 0, "turns": 1, "usage": {"cost": 0.001, "prompt_tokens": 150,

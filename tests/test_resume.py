@@ -5,6 +5,7 @@ compacted as the run goes; a stopped rollout goes on from its last saved turn), 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -309,7 +310,7 @@ def test_a_paused_record_of_the_previous_release_is_resumed(workdir, teacher, ru
     runner = gdd.RolloutRunner(cfg.requests, gdd.cache_plan(cfg.requests, cfg.teacher.base_url), None, toolbox,
                                asyncio.Event())
     job = next(gdd.iter_jobs(cfg.prompts))
-    fingerprint, prompt_id = runner.body_for(job)[1], job.prompt.prompt_id
+    fingerprint, prompt_id = runner.body_for(job)[1].legacy, job.prompt.prompt_id  # as that release hashed it
     (workdir / "train.paused.jsonl").write_bytes(gdd.encode_line({
         "prompt_id": prompt_id, "sample": 0, "attempt": 1, "fingerprint": fingerprint, "turns": 1,
         "finish_reason": "tool_calls", "usage": gdd.Usage(cost=0.5, requests=1).to_json(), "messages": messages + said}))
@@ -436,6 +437,33 @@ def test_an_output_that_is_not_a_regular_file_is_refused(run, workdir, teacher, 
         os.mkfifo(workdir / "fifo")
     result = run("-o", output, tools="none", timeout=30, subprocess=True)
     assert result.code == 2 and "must be a regular file" in result.err and not teacher.requests
+
+
+SIDE_FILES = ["train.failed.jsonl", "train.rejected.jsonl", "train.quarantine.jsonl", "train.paused.jsonl",
+              "train.runs.jsonl", "train.batches.jsonl", "train.mcp-tools.json", "train.mcp.log", "train.hf.jsonl",
+              "train.openai.jsonl", "train.hf.README.md", "train.report.html"]
+
+
+@pytest.mark.parametrize("name", SIDE_FILES)
+def test_a_file_of_ours_beside_the_output_that_is_a_fifo_is_refused_before_anything_is_sent(run, workdir, teacher,
+                                                                                           name):
+    """Read back at the start (paused, runs, failed, ...) or written at the end (exports, card, report), a FIFO
+    would hang the run, a directory crash it: each is refused at once, named, exit 2."""
+    write_prompts(workdir, ["q"])
+    os.mkfifo(workdir / name)
+    result = run("--export", "hf,openai", "--report", tools="none", timeout=30, subprocess=True)
+    assert result.code == 2 and f"{name}: cannot open" in result.err and "a FIFO" in result.err, result.err
+    assert "Traceback" not in result.err and not teacher.requests and not (workdir / "train.jsonl").exists()
+
+
+def test_a_paused_file_that_is_a_directory_is_refused_and_a_regular_one_goes_on(run, workdir, teacher):
+    write_prompts(workdir, ["q"])
+    (workdir / "train.paused.jsonl").mkdir()
+    refused = run(tools="none", subprocess=True)
+    assert refused.code == 2 and "train.paused.jsonl: cannot open the paused file: it is a directory" in refused.err
+    assert "Traceback" not in refused.err and not teacher.requests
+    (workdir / "train.paused.jsonl").rmdir()
+    assert run(tools="none").code == 0 and len(teacher.requests) == 1
 
 
 def test_rewrites_go_through_a_symlinked_output_to_its_target(run, teacher, workdir):
@@ -603,18 +631,117 @@ def test_the_spend_cap_stops_between_turns_and_a_rerun_finishes_without_paying_t
     assert len(result.records()) == 10 and answers(teacher) == 10 * TURNS
 
 
-def test_a_changed_model_begins_saved_rollouts_again_and_says_so(workdir, turns_teacher):
-    teacher = turns_teacher
-    write_prompts(workdir, ["question 0"])
-    process = start_script(workdir, *args(teacher))
-    wait_for(lambda: len(teacher.requests) >= 3, what="some turns")
-    process.send_signal(signal.SIGINT)
-    process.communicate(timeout=60)
-    assert read_jsonl(workdir / "train.paused.jsonl")
-    result = run_script(workdir, *args(teacher, "-m", "another/model"))
+@pytest.mark.parametrize("change, said", [
+    (("--temperature", "0.3"), None), (("--max-tokens", "512"), None), (("--extra-body", '{"seed": 7}'), None),
+    (("-m", "another/model"), "the model (--model) changed"),
+    (("--extra-body", '{"top_logprobs": 2}'), "--extra-body's 'top_logprobs' changed")],
+    ids=["temperature", "max tokens", "a seed", "the model", "an extra-body key"])
+def test_only_what_makes_the_conversation_decides_whether_saved_turns_go_on(workdir, change, said):
+    """How the next answer is sampled (temperature, answer length, a seed) does not change what the conversation
+    is: its paid turns go on. What does (the model, a key of --extra-body, ...) begins it again, and the summary
+    names the very setting that changed, and what the discarded turns had cost (which the line counts)."""
+    teacher = FakeTeacher(latency=0.01, default_step=credits_run_out_at(3)).start()
+    try:
+        write_prompts(workdir, [{"id": "q0", "prompt": "question 0"}])
+        stopped = run_script(workdir, *args(teacher, "--temperature", "0.2"))
+        assert stopped.code == 1 and "Paused: 1 rollout" in stopped.err, stopped.err
+        paid = answers(teacher)
+        result = run_script(workdir, *args(teacher, *change))
+    finally:
+        teacher.stop()
     assert result.code == 0, result.err
-    assert "Started over: 1 paused rollout" in result.err
-    assert result.records()[0]["metadata"]["usage"]["requests"] == TURNS
+    [line] = result.records()
+    if said is None:
+        assert answers(teacher) - paid == TURNS - 2 and "Started over" not in result.err  # turns 1 and 2 kept
+        assert line["metadata"]["usage"]["requests"] == TURNS
+        return
+    assert answers(teacher) - paid == TURNS
+    assert f"Started over: 1 paused rollout began again from their prompt, since their saved turns answered another " \
+           f"request than this run's: 1 because {said}." in result.err
+    assert "Their discarded turns had cost $0.0020 (2 answers, paid by earlier runs)" in result.err
+    assert line["metadata"]["usage"]["requests"] == TURNS + 2  # the discarded turns are in some file: this line
+
+
+def test_a_record_of_an_earlier_release_goes_on_only_where_its_hashes_still_tell(workdir):
+    """Records written before the settings were kept part by part (one hash, sampling included), or with the
+    earlier 16-digit prompt hash (whose encoding could read a text holding RS/US as other messages)."""
+    prompt = gdd.Prompt("q0", [{"role": "user", "content": "question 0"}], {}, "question 0", id_given=True)
+    tricky = gdd.Prompt("q1", [{"role": "user", "content": "a\x1euser\x1fb"}], {}, "a", id_given=True)
+    identity = gdd.RequestIdentity.of({"model": "m", "temperature": 0.2, "max_tokens": 10})
+    saved = gdd._SavedTurns([], gdd.Usage(), 1, None, identity.legacy, None, None,
+                            gdd.conversation_hash(prompt.messages))
+    assert gdd._why_saved_turns_cannot_go_on(saved, prompt, identity) is None
+    hotter = gdd.RequestIdentity.of({"model": "m", "temperature": 0.3, "max_tokens": 10})
+    assert gdd._why_saved_turns_cannot_go_on(saved, prompt, hotter) == gdd.SETTINGS_UNNAMED  # cannot say which
+    assert gdd._why_saved_turns_cannot_go_on(dataclasses.replace(saved, settings=identity.parts), prompt, hotter) is None
+    ambiguous = dataclasses.replace(saved, prompt=gdd.conversation_hash(tricky.messages))
+    assert gdd._why_saved_turns_cannot_go_on(ambiguous, tricky, identity) == gdd.PROMPT_AMBIGUOUS
+    assert gdd.conversation_hash(tricky.messages) == gdd.conversation_hash(
+        [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])  # why: the old encoding collides
+    assert gdd.content_hash(tricky.messages) != gdd.content_hash(
+        [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])  # the new one does not
+
+
+@pytest.mark.parametrize("edited", [False, True], ids=["as it was", "split into two messages"])
+def test_a_prompt_edited_into_messages_its_old_text_spelled_never_goes_on_from_its_turns(workdir, edited):
+    """A text holding the ASCII control characters RS and US, then edited into the two messages it seems to spell
+    (same id): they are another conversation, begun again; the prompt left as it was goes on."""
+    old = {"id": "q0", "messages": [{"role": "user", "content": "Is 7 prime?\x1euser\x1fAnswer yes or no."}]}
+    new = {"id": "q0", "messages": [{"role": "user", "content": "Is 7 prime?"},
+                                    {"role": "user", "content": "Answer yes or no."}]}
+    teacher = FakeTeacher(latency=0.01, default_step=credits_run_out_at(3)).start()
+    try:
+        write_prompts(workdir, [old])
+        stopped = run_script(workdir, *args(teacher))
+        assert stopped.code == 1 and "Paused: 1 rollout" in stopped.err, stopped.err
+        paid = answers(teacher)
+        write_prompts(workdir, [new if edited else old])
+        result = run_script(workdir, *args(teacher))
+    finally:
+        teacher.stop()
+    assert result.code == 0, result.err
+    assert answers(teacher) - paid == (TURNS if edited else TURNS - 2)
+    assert (f"1 because {gdd.PROMPT_CHANGED}" in result.err) is edited
+    [line] = result.records()
+    assert [m["content"] for m in line["messages"] if m["role"] == "user"] == [
+        m["content"] for m in (new if edited else old)["messages"]]
+
+
+ZERO_REWARDS = "from rnow.core import RewardArgs, reward\n\n@reward\ndef never(args: RewardArgs, messages: list) -> float:\n    return 0.0\n"
+
+
+def test_a_lower_attempts_keeps_a_paused_later_try_for_a_run_with_a_higher_one(workdir):
+    """Try 2 of --attempts 3 paused (out of credits); a run with --attempts 1 counts the prompt as finished by
+    rejection, so it does not run that try, and says so: its paid turn is kept, and --attempts 3 goes on from it."""
+    calls = {"A": 0}
+
+    def step(body: dict) -> Reply:
+        if body["messages"][0]["content"] == "A" and len(body["messages"]) > 1:
+            calls["A"] += 1
+            if calls["A"] == 6:  # try 2's second turn
+                return status(402, "Insufficient credits")(body)
+        return six_turns(body)
+
+    teacher = FakeTeacher(latency=0.01, default_step=step).start()
+    (workdir / "rewards.py").write_text(ZERO_REWARDS)
+    gate = ("--rewards", "rewards.py", "--min-reward", "1")
+    try:
+        write_prompts(workdir, [{"id": "a", "prompt": "A"}, {"id": "b", "prompt": "B"}])
+        stopped = run_script(workdir, *args(teacher, *gate, "--attempts", "3", "-n", "1"))
+        assert stopped.code == 1 and "Paused: 1 rollout" in stopped.err, stopped.err
+        assert {r["attempt"] for r in read_jsonl(workdir / "train.paused.jsonl")} == {2}
+        lower = run_script(workdir, *args(teacher, *gate, "--attempts", "1"))
+        assert "Kept: the saved turns of a later try beyond --attempts 1 (in train.paused.jsonl)" in lower.err
+        assert {r["attempt"] for r in read_jsonl(workdir / "train.paused.jsonl") if "messages" in r} == {2}
+        before = len(teacher.requests_for("A"))
+        higher = run_script(workdir, *args(teacher, *gate, "--attempts", "3"))
+    finally:
+        teacher.stop()
+    assert higher.code == 0, higher.err
+    asked = [len(body["messages"]) for body in teacher.requests_for("A")[before:]]
+    assert asked[0] == 3  # try 2 went on from its saved turn: the prompt, the answer, its tool result
+    assert asked.count(1) == 1  # and only try 3 began from the prompt
+    assert "Kept:" not in higher.err and not (workdir / "train.paused.jsonl").exists()
 
 
 def credits_run_out_at(request: int):

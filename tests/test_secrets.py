@@ -235,3 +235,73 @@ def test_every_secret_the_program_was_handed_reaches_no_file_and_no_terminal(wor
     assert runs["extra_body"]["provider"]["api_key"] == "***" and runs["base_url"].startswith("http://***@")
     written = "".join(p.read_text(errors="replace") for p in workdir.rglob("*") if p.is_file() and p.name != ".env")
     assert_none_of(HANDED, written + result.out + result.err + dry.out + dry.err)
+
+
+# --------------------------------------------------------------------------------------------------
+# A secret written some other way: its part after a public prefix, JSON-escaped, percent-decoded (issue 34's
+# second round)
+# --------------------------------------------------------------------------------------------------
+
+RAW_PASSWORD = "s3cr3t/pass+word=" + "k" * 24  # what is sent (HTTP Basic)
+URL_PASSWORD = "s3cr3t%2Fpass%2Bword%3D" + "k" * 24  # how the base URL must write it
+
+
+def escaped(text: str) -> str:
+    return "".join("\\u%04x" % ord(char) for char in text)
+
+
+def echo_every_form(body: dict) -> Reply:
+    """The key's 64 hex digits alone, the key and the password JSON-escaped inside tool-call arguments (which
+    an hf export, or a trainer, decodes), and the password as it was sent."""
+    said = f"{KEY[len('sk-or-v1-'):]} {RAW_PASSWORD}"
+    if not any(m["role"] == "tool" for m in body["messages"]):
+        arguments = '{"text": "' + escaped(KEY) + " " + escaped(RAW_PASSWORD) + '"}'
+        return Reply(body=completion({"content": f"calling with {said}", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "echo", "arguments": arguments}}]}, "tool_calls"))
+    return Reply(body=completion({"content": f"done: {said}"}))
+
+
+def test_a_secret_without_its_prefix_json_escaped_or_percent_decoded_reaches_no_file(workdir):
+    (workdir / "echo_tools.py").write_text(ECHO_TOOLS)
+    teacher = FakeTeacher(default_step=echo_every_form).start()
+    secrets_used(RAW_PASSWORD, KEY[len("sk-or-v1-"):])
+    try:
+        write_prompts(workdir, ["tell me everything"])
+        base_url = teacher.base_url.replace("http://", f"http://gwuser:{URL_PASSWORD}@")
+        result = run_script(workdir, "prompts.jsonl", "--tools", "echo_tools.py", "--base-url", base_url,
+                            "--backoff", "0.01", "--export", "hf,openai", "--report",
+                            env=subprocess_env(OPENROUTER_API_KEY=KEY))
+        assert result.code == 0, result.err
+    finally:
+        teacher.stop()
+    [line] = result.records()
+    assert line["messages"][-1]["content"] == "done: *** ***"
+    call = read_jsonl(workdir / "train.hf.jsonl")[0]["messages"][1]["tool_calls"][0]
+    assert call["function"]["arguments"] == {"text": "*** ***"}  # decoded by the export, and nothing in it
+    assert_none_of([KEY, KEY[len("sk-or-v1-"):], RAW_PASSWORD, escaped(KEY), escaped(RAW_PASSWORD)],
+                   every_file(workdir) + result.out + result.err)
+
+
+def test_exports_the_card_and_the_report_scrub_lines_written_before_they_were(workdir):
+    """A line another release (or tool) wrote with the key JSON-escaped in its arguments and in clear in an
+    answer: --no-run's exports, card and report are writers, and go through the one scrub; the prompt's own
+    messages are the user's data, exported as they are."""
+    line = {"metadata": {"prompt_id": "p0", "sample": 0, "teacher": "m/teacher"},
+            "messages": [{"role": "user", "content": "q " + escaped(KEY)},
+                         {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "type": "function", "function": {
+                             "name": "echo", "arguments": '{"text": "' + escaped(KEY) + '"}'}}]},
+                         {"role": "tool", "tool_call_id": "c1", "content": "ok"},
+                         {"role": "assistant", "content": f"done {KEY}"}]}
+    (workdir / "train.jsonl").write_text(json.dumps(line) + "\n")
+    (workdir / "echo_tools.py").write_text(ECHO_TOOLS)
+    write_prompts(workdir, ["q"])
+    result = run_script(workdir, "prompts.jsonl", "--tools", "echo_tools.py", "--no-run", "--export", "hf,openai",
+                        "--report", env=subprocess_env(OPENROUTER_API_KEY=KEY))
+    assert result.code == 0, result.err
+    hf = read_jsonl(workdir / "train.hf.jsonl")[0]["messages"]
+    assert hf[1]["tool_calls"][0]["function"]["arguments"] == {"text": "***"} and hf[-1]["content"] == "done ***"
+    assert hf[0]["content"] == "q " + escaped(KEY)  # the prompt, as the user wrote it
+    exported = "".join((workdir / name).read_text() for name in ("train.hf.jsonl", "train.openai.jsonl",
+                                                                  "train.hf.README.md", "train.report.html"))
+    assert_none_of([KEY], exported + result.err)
+    (workdir / "train.jsonl").unlink()  # the test's own hostile input: the session's last grep is for what we wrote

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from conftest import assert_no_traceback, prompt_counts, read_jsonl, run_script, write_prompts
-from fake_teacher import MALFORMED_ANSWERS, Reply, answer, call_tools, completion, drop, error_body, raw, slow, status
+from conftest import assert_no_traceback, prompt_counts, read_jsonl, run_script, subprocess_env, write_prompts
+from fake_teacher import MALFORMED_ANSWERS, FakeTeacher, Reply, answer, call_tools, completion, drop, error_body, raw, slow, status
 
 
 def test_fatal_error_in_a_200_body_stops_the_run(run, teacher, workdir):
@@ -272,6 +272,17 @@ def test_distillable_with_a_teacher_not_on_the_list_stops_before_anything_is_sen
     assert "closed/forbidden is not on OpenRouter's list" in result.err
     assert "https://openrouter.ai/models?distillable=true" in result.err and "Traceback" not in result.err
     assert not (workdir / "train.jsonl").exists() and not (workdir / "train.runs.jsonl").exists()
+    # nor is anything repaired or added on the way to that exit 2: a torn output, a torn rejected file, a
+    # config.yml without the project id rnow needs are all as they were
+    write_prompts(workdir, ["q", "r"])
+    assert run("-m", "open/allowed", "-n", "1", tools="none").code == 0
+    for name in ("train.jsonl", "train.rejected.jsonl"):
+        with open(workdir / name, "a") as f:
+            f.write('{"metadata": {"prompt_id": "torn"')
+    (workdir / "config.yml").write_text("dataset_type: sft\n")
+    before = {p.name: p.read_bytes() for p in workdir.iterdir()}
+    again = run("-m", "closed/forbidden", "--distillable", tools="none", subprocess=True)
+    assert again.code == 2 and {p.name: p.read_bytes() for p in workdir.iterdir()} == before
 
 
 def vllm_models(path: str) -> dict:
@@ -306,6 +317,38 @@ def test_distillable_says_only_what_the_models_list_showed(run, teacher, workdir
     if models is two_pages:
         assert teacher.models_asked == ["/api/v1/models?distillable=true",
                                         "/api/v1/models?distillable=true&after=a%2Ffirst"]
+
+
+def deep_list(path: str) -> bytes:
+    return b'{"data": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+
+
+def one_byte_at_a_time(path: str) -> Reply:
+    """Its head, then a few bytes every 0.2 s: each read comes well within any read timeout."""
+    return Reply(200, json.dumps({"data": [{"id": "open/allowed", "is_trainable_text": True}] * 50}).encode(), drip=0.2)
+
+
+@pytest.mark.parametrize("hostile", ["200,000 levels deep", "next page on another origin", "one byte at a time"])
+def test_a_hostile_models_list_never_crashes_holds_or_gets_the_key_elsewhere(run, teacher, workdir, hostile):
+    """The list cannot tell, said so; the run goes on (every request still asks for distillable routing)."""
+    elsewhere = FakeTeacher().start()
+    elsewhere.models = MODELS
+    teacher.models_answer = {
+        "200,000 levels deep": deep_list, "one byte at a time": one_byte_at_a_time,
+        "next page on another origin": lambda path: {"data": [{"id": "a/first", "is_trainable_text": True}],
+                                                     "next": elsewhere.base_url + "/models?page=2"}}[hostile]
+    write_prompts(workdir, ["q"])
+    key = "sk-or-v1-" + "5e" * 32
+    try:
+        result = run("-m", "open/allowed", "--distillable", "--timeout", "2", tools="none", subprocess=True,
+                     env=subprocess_env(OPENROUTER_API_KEY=key))
+    finally:
+        elsewhere.stop()
+    assert result.code == 0, result.err
+    assert_no_traceback(result.err)
+    assert "Teacher's licence: the models list could not tell" in result.err
+    assert not elsewhere.headers  # the key (or anything) never went to the other origin
+    assert teacher.requests[0]["provider"] == {"enforce_distillable_text": True}
 
 
 def test_a_403_naming_distillation_is_a_licence_refusal_not_a_key_problem(run, teacher, workdir):

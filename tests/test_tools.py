@@ -366,6 +366,7 @@ def test_tool_problems_become_messages_and_the_rollout_goes_on(run, teacher, wor
     [message] = tool_messages(record)
     assert expected in message and record["messages"][-1]["content"] == "recovered"
     assert teacher.requests[1]["messages"][-1]["content"] == message  # the teacher read it
+    assert ". Those rollouts were written" in result.err and ".. Those" not in result.err  # warned, one full stop
 
 
 def test_results_are_encoded_coerced_and_truncated(run, teacher, workdir):

@@ -24,6 +24,12 @@ Sources (read through the search tool; paths are the projects' own):
   `{"type": "thinking", "thinking": [{"type": "text", "text": ...}]}` and `{"type": "text", ...}`
   (docs.mistral.ai, "Reasoning"; spring-ai PR #5020 and braintrust-sdk-javascript issue #1857 show the
   shape); usage comes in the chunk that carries finish_reason; tool calls whole, 9-character ids.
+- Error bodies (ERRORS below): OpenAI's and OpenRouter's shape is {"error": {...}}; SGLang's is top-level,
+  python/sglang/srt/entrypoints/openai/protocol.py's ErrorResponse (object "error", message, type, param,
+  code), as vLLM's was before it took OpenAI's; Mistral's API answers the same top-level shape, code null
+  (seen in user reports: solbrowse/extension#16, NEKOparapa/AiNiee#641, mistralai/platform-docs-public#7); TGI's
+  (huggingface/text-generation-inference, router/src/validation.rs) is {"error": "<text>", "error_type": ...};
+  Gemini's OpenAI-compatible endpoint answers a list of one {"error": {...}}.
 - DeepSeek's API (api-docs.deepseek.com, "Reasoning Model", "Create Chat Completion"):
   `reasoning_content` deltas, `: keep-alive` comments while the request waits, a usage chunk with
   `choices: []` with include_usage, `data: [DONE]`.
@@ -295,3 +301,20 @@ def one_character_deltas(body: dict) -> list[bytes]:
     events = [chunk(body, {"role": "assistant"})] + [chunk(body, {"content": c}) for c in message["content"]]
     events += [chunk(body, {}, choice["finish_reason"]), {**chunk(body), "choices": [], "usage": body["usage"]}]
     return [b"".join(sse(events + ["[DONE]"]))]
+
+
+# A conversation longer than the model's context, as each server words and shapes the error (status 400).
+CONTEXT_OVERFLOW: dict[str, dict] = {
+    "sglang": {"object": "error", "message": "The input (5000 tokens) is longer than the model's context length "
+               "(4096 tokens).", "type": "BadRequestError", "param": None, "code": 400},
+    "mistral": {"object": "error", "message": "Prompt contains 40000 tokens and 0 draft tokens, too large for model "
+                "with 32768 maximum context length", "type": "invalid_request_error", "param": None, "code": None},
+    "vllm (OpenAI's shape)": {"error": {"message": "This model's maximum context length is 4096 tokens. However, you "
+                              "requested 5000 tokens.", "type": "BadRequestError", "param": None, "code": 400}},
+    # TGI and Together: router/src/validation.rs's MaxTotalTokens, answered 422 with the error as a string
+    "tgi": {"error": "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. Given: 4031 `inputs` "
+            "tokens and 200 `max_new_tokens`", "error_type": "validation"},
+    # Gemini's OpenAI-compatible endpoint: a list of one error (ComfyUI-NewBie-LLM-Formatter#3, ai-manus#101)
+    "gemini": [{"error": {"code": 400, "message": "The input token count (1500000) exceeds the maximum number of tokens "
+                "allowed (1048576).", "status": "INVALID_ARGUMENT"}}],
+}

@@ -301,7 +301,8 @@ class FakeTeacher:
         # refused. None: no models endpoint (404), no rule.
         self.models: list[dict] | None = None
         self.models_asked: list[str] = []  # the path and query of each GET /models
-        # or another server's list: a function of the path and query giving the body (pages, other shapes)
+        # or another server's list: a function of the path and query giving the body (pages, other shapes), or
+        # the whole Reply (one that drips)
         self.models_answer: Callable[[str], object] | None = None
         # OpenRouter's Batch API, as its guide, quickstart and API reference describe it (docs/batch.md cites
         # them): POST /api/v1/batches (and the quickstart's /api/beta/batches), GET .../batches/{id}, and GET
@@ -468,7 +469,8 @@ class FakeTeacher:
             return Reply(200, self.pages[path].encode(), {"Content-Type": "text/html; charset=utf-8"})
         if method == "GET" and path.split("?")[0].endswith("/models") and self.models_answer is not None:
             self.models_asked.append(path)
-            return Reply(200, self.models_answer(path))
+            listed = self.models_answer(path)
+            return listed if isinstance(listed, Reply) else Reply(200, listed)
         if method == "GET" and path.split("?")[0].endswith("/models") and self.models is not None:
             self.models_asked.append(path)
             listed = self.distillable() if "distillable=true" in path else self.models

@@ -7,7 +7,9 @@ Tools: add (a sum), shout (text), fail (answers with isError), hang (never answe
 lookup (a parameter that is a pydantic model: its schema has $defs and $ref), die (ends the process; with
 for_good, it never starts again in that folder), media (image, resource, link and audio parts), structured
 (structured content only). BANNER=1 makes it print on stdout before it serves.
-NAME (default "calc") changes only the server's name; `PREFIX=x_` in the environment prefixes tool names.
+NAME (default "calc") changes only the server's name; `PREFIX=x_` in the environment prefixes tool names;
+`MCP_PATH=/mcp/KEY` serves HTTP there instead (a server that takes its key in the path, as Zapier's does);
+`ADD_NOTE` is appended to add's description (a server that describes a tool with its own words, a key even).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class Place(BaseModel):
     country: str = "FR"
 
 
-@server.tool(name=f"{prefix}add", description="Add two integers.")
+@server.tool(name=f"{prefix}add", description="Add two integers." + os.environ.get("ADD_NOTE", ""))
 def add(a: int, b: int) -> str:
     return str(a + b)
 
@@ -95,4 +97,5 @@ if __name__ == "__main__":
     if sys.argv[1] == "stdio":
         server.run("stdio")
     else:
-        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]),
+                   streamable_http_path=os.environ.get("MCP_PATH", "/mcp"))
