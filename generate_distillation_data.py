@@ -5044,7 +5044,7 @@ class BatchQueue:
                 return await self._submit(dict(half[len(half) // 2:]), likely / 2)
             return self._fail(taken, PromptFailed("HTTP 413", (
                 f"the batch service refused this request as too large even alone (413: "
-                f"{self._said(error_text(field_of(decode_answer(response.content), 'error')) or 'too large')}). "
+                f"{self._said(error_text(answer_error(decode_answer(response.content))) or 'too large')}). "
                 "Run it without --batch.")))
         if code not in (200, 201, 202):
             for custom_id in taken:  # refused whole: each request gets the refusal, judged as a live one would be
@@ -5167,7 +5167,7 @@ class BatchQueue:
         if code != 200 or not isinstance(status, str):
             if 400 <= code < 500:
                 self._say_once(f"look {batch.key}", f"Batch {self._said(batch.id, 80)}: the service answers {code} "
-                               f"({self._said(error_text(field_of(data, 'error')) or 'no reason')}) when asked about it; "
+                               f"({self._said(error_text(answer_error(data)) or 'no reason')}) when asked about it; "
                                "the run asks again until an hour past its completion window, then sends its "
                                "requests again.")
             return self._no_news(batch, f"HTTP {code}")
@@ -5197,7 +5197,7 @@ class BatchQueue:
             self._send_again(batch, missing, "completed without their results", "the batch completed without a "
                              "result for this request, and its completion window has ended")
             return False
-        reason = self._said(error_text(field_of(data, "error")))
+        reason = self._said(error_text(answer_error(data)))
         if batch.status == "failed":
             self._failed_validation(batch, missing, reason)
         else:
@@ -5275,7 +5275,7 @@ class BatchQueue:
             self.in_batch.pop(custom_id, None)
             if status != 200:
                 self.last_kind[custom_id] = f"HTTP {status}"
-                self.last_reason[custom_id] = f"HTTP {status}: {self._said(error_text(field_of(decode_answer(body), 'error')))}"
+                self.last_reason[custom_id] = f"HTTP {status}: {self._said(error_text(answer_error(decode_answer(body))))}"
                 if batch.recorded_sent is not None:  # an earlier run's error (a 402 since paid, a 503): ask again
                     self._ask_again(custom_id)
                     continue
@@ -5301,7 +5301,7 @@ class BatchQueue:
         then halts)."""
         answer = await self._get(url, params)
         if answer is not None and answer[0] in (401, 402, 403):
-            detail = self._said(error_text(field_of(answer[1], "error")) or httpx.codes.get_reason_phrase(answer[0]))
+            detail = self._said(error_text(answer_error(answer[1])) or httpx.codes.get_reason_phrase(answer[0]))
             self._halt(batch_stop(answer[0], detail, f"batch {self._said(batch.id, 80)}", self.record.path.name))
             return None
         return answer
