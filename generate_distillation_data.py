@@ -1687,7 +1687,7 @@ class ToolBox:
         if not self.mcp_specs:
             return []
         log_mcp_sdk_to(errlog, self.redact)
-        self.mcp_servers, tools = await open_mcp_servers(list(self.mcp_specs), errlog, set(self.tools))
+        self.mcp_servers, tools = await open_mcp_servers(list(self.mcp_specs), errlog, set(self.tools), self.redact)
         self.tools.update({tool.name: tool for tool in tools})
         return tools
 
@@ -1978,14 +1978,40 @@ def _mcp_tool_name(server_index: int, servers: int, name: str) -> str:
     return name if servers == 1 else f"mcp_{server_index}_{name}"
 
 
+class _ScrubbedLog:
+    """Where a stdio MCP server's stderr goes: a pipe whose lines a thread copies to the log, each through the
+    one scrub. The server has our environment, its own keys and the .env's with it, and may print them."""
+
+    def __init__(self, path: Path, redact: Callable[[str], str]):
+        self.path, self.redact = path, redact
+
+    def __enter__(self) -> Any:
+        read_end, write_end = os.pipe()
+        self.writer = os.fdopen(write_end, "w")  # a file with a descriptor: what the SDK hands the process
+        self.copier = threading.Thread(target=self._copy, args=(read_end,), daemon=True)
+        self.copier.start()
+        return self.writer
+
+    def __exit__(self, *exc: Any) -> None:
+        self.writer.close()  # the copy ends when the server's end is closed too
+        self.copier.join(timeout=5)
+
+    def _copy(self, read_end: int) -> None:
+        with os.fdopen(read_end, "rb") as source, open(self.path, "a", encoding="utf-8", errors="replace") as log:
+            while line := source.readline(1 << 16):
+                log.write(self.redact(line.decode("utf-8", "replace")))
+                log.flush()
+
+
 class McpServer:
     """A connection to one MCP server, opened at start and re-opened after any failure: a call that
     fails, hangs past its timeout or meets a dead server is that call's error, and the next call
     connects again. The SDK's connections are anyio context managers that must close in the task that
     opened them, so one task (_hold) holds each connection open until it is closed or broken."""
 
-    def __init__(self, spec: McpSpec, errlog: Path, connect_timeout: float = 30.0, as_proxy: bool = False):
-        self.spec, self.errlog, self.connect_timeout = spec, errlog, connect_timeout
+    def __init__(self, spec: McpSpec, errlog: Path, connect_timeout: float = 30.0, as_proxy: bool = False,
+                 redact: Callable[[str], str] = lambda text: text):
+        self.spec, self.errlog, self.connect_timeout, self.redact = spec, errlog, connect_timeout, redact
         # With two servers or more, rnow's client (fastmcp) reaches each through a proxy client that declares
         # the roots, sampling and elicitation capabilities, and servers list the tools gated on them only
         # to such clients (server-everything does; fastmcp: client/transports/config.py). The same is
@@ -2051,7 +2077,7 @@ class McpServer:
         import mcp
 
         try:
-            with open(self.errlog, "a", encoding="utf-8", errors="replace") as errlog:
+            with _ScrubbedLog(self.errlog, self.redact) as errlog:
                 callbacks = ({"sampling_callback": _refuse_sampling, "elicitation_callback": _refuse_elicitation,
                               "list_roots_callback": _refuse_roots} if self.as_proxy else {})
                 async with mcp.Client(self._transport(errlog), **callbacks) as client:
@@ -2218,14 +2244,14 @@ def _check_tool_schema(name: str, where: str, schema: Any) -> None:
         raise UsageError(f"{where}: tool {name!r}: `properties` must be an object and `required` a list of names")
 
 
-async def open_mcp_servers(specs: list[McpSpec], errlog: Path, taken_names: set[str]
-                           ) -> tuple[list[McpServer], list[Tool]]:
+async def open_mcp_servers(specs: list[McpSpec], errlog: Path, taken_names: set[str],
+                           redact: Callable[[str], str] = lambda text: text) -> tuple[list[McpServer], list[Tool]]:
     """Connect to every server and list its tools, named as rnow names them. A server down (or asking for
     OAuth), a schema the API would refuse or a name that clashes is a UsageError, before anything is sent."""
     servers, tools = [], []
     try:
         for index, spec in enumerate(specs):
-            server = McpServer(spec, errlog, as_proxy=len(specs) > 1)
+            server = McpServer(spec, errlog, as_proxy=len(specs) > 1, redact=redact)
             servers.append(server)
             try:
                 listed = await server.list_tools()

@@ -507,6 +507,21 @@ def test_non_text_results_reach_the_teacher_and_errors_say_error_once(workdir, t
     assert results["error"][0].startswith("Error executing tool fail") and "Error: Error" not in results["error"][0]
 
 
+def test_a_stdio_servers_stderr_reaches_its_log_through_the_one_scrub(workdir, teacher):
+    """The server has our environment, the .env's keys with it, and logs one on stderr: the log keeps the line,
+    not the key."""
+    token = "ghp_" + "Zq9Xw8Yv7Ut6" * 3
+    secrets_used(token)
+    (workdir / ".env").write_text(f"GITHUB_TOKEN={token}\n")
+    teacher.script("sum", call_tools(("add", {"a": 2, "b": 3})), answer("5"))
+    write_prompts(workdir, ["sum"])
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--mcp", STDIO,
+                        env=subprocess_env(STDERR_SAYS=token), timeout=120)
+    assert result.code == 0, result.err
+    log = (workdir / "train.mcp.log").read_text()
+    assert "calc: starting with token ***" in log and token not in log + result.err + result.out
+
+
 def test_a_stdio_server_that_prints_on_stdout_keeps_the_terminal_clean(workdir, teacher):
     teacher.script("sum", call_tools(("add", {"a": 2, "b": 3})), answer("5"))
     write_prompts(workdir, ["sum"])

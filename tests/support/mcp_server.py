@@ -9,7 +9,8 @@ for_good, it never starts again in that folder), media (image, resource, link an
 (structured content only). BANNER=1 makes it print on stdout before it serves.
 NAME (default "calc") changes only the server's name; `PREFIX=x_` in the environment prefixes tool names;
 `MCP_PATH=/mcp/KEY` serves HTTP there instead (a server that takes its key in the path, as Zapier's does);
-`ADD_NOTE` is appended to add's description (a server that describes a tool with its own words, a key even).
+`ADD_NOTE` is appended to add's description (a server that describes a tool with its own words, a key even);
+`STDERR_SAYS` is printed on stderr at the start (a server that logs its own key).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ if os.path.exists("mcp-dead"):  # `die` was called with for_good: this server ne
 if os.environ.get("BANNER"):  # a server that prints on stdout, where only JSON-RPC belongs
     print("Welcome to the calc server v1.0!", flush=True)
     print("Listening on stdio...", flush=True)
+if os.environ.get("STDERR_SAYS"):  # a server that logs what it was given, its keys included, on stderr
+    print(f"calc: starting with token {os.environ['STDERR_SAYS']}", file=sys.stderr, flush=True)
 server = MCPServer(sys.argv[3] if len(sys.argv) > 3 else "calc")
 
 
