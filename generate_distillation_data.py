@@ -1046,7 +1046,8 @@ def parse_extra_body(text: str | None) -> dict:
 def _check_batchable(extra_body: dict) -> None:
     """--batch: refuse at the start what a batch cannot carry."""
     for key, why in (("models", "every request in a batch must name the batch's one model, so there are no "
-                      "`models` fallbacks"), ("stream", "batch answers come whole")):
+                      "`models` fallbacks"), ("model", "the batch's one model is --model's: pass it there"),
+                     ("stream", "batch answers come whole")):
         if key in extra_body:
             raise UsageError(f"--extra-body's `{key}` cannot go in a batch: {why}. Leave it out, or run without --batch.")
 
@@ -2655,14 +2656,19 @@ class SpendCap:
                       "sent; re-run the same command to continue (each run has its own cap).")
         return room
 
-    def check(self) -> None:
-        s = self.stats
-        if s.uncosted and not self.told_uncosted and (s.billed or s.answers >= 3):
+    def cannot_apply(self) -> None:
+        """Said once: answers come without a cost, so the cap cannot hold them (a local vLLM, say)."""
+        if not self.told_uncosted:
             self.told_uncosted = True
             self.log("--max-cost cannot apply: the teacher reports no cost (usage.cost), so spend is shown in tokens "
-                     "only; the cap counts any cost that is reported later." if not s.billed else
+                     "only; the cap counts any cost that is reported later." if not self.stats.billed else
                      "--max-cost: an answer carried no usable cost (usage.cost missing, negative or not a number); "
                      "the cap counts the costs that are reported.")
+
+    def check(self) -> None:
+        s = self.stats
+        if s.uncosted and (s.billed or s.answers >= 3):
+            self.cannot_apply()
         if s.billed == 0 or self.reached:
             return
         in_flight = self.in_flight() * s.billed / max(1, s.answers - s.uncosted)
@@ -3058,6 +3064,10 @@ def _with_breakpoint(message: dict, marker: dict) -> dict | None:
 # HTTP transport
 # ==================================================================================================
 # TLS, the connector, proxies, decoding and the size cap, server-sent events assembled into whole answers.
+
+
+class MalformedAnswer(Exception):
+    """A 200 answer whose fields are not what the protocol says: a provider error, retried."""
 
 
 def aiohttp_session(connections: int, https: bool) -> aiohttp.ClientSession:
@@ -3616,6 +3626,37 @@ def _float_or_none(text: str) -> float | None:
 # What an answer's status, headers and body say: errors, waits, rate budgets, a checked Completion.
 
 
+class RetryableError(Exception):
+    """This request failed in a way another try may not (rate limit, 5xx, drop, timeout, bad answer)."""
+
+    def __init__(self, kind: str, detail: str, retry_after: float | None = None, rate_limited: bool = False,
+                 holds_everyone: bool = True):
+        super().__init__(detail)
+        self.kind, self.detail = kind, detail  # kind: a short label the summary counts, e.g. "HTTP 503"
+        self.retry_after, self.rate_limited = retry_after, rate_limited
+        self.holds_everyone = holds_everyone  # retry_after pauses every request, not only this one's retry
+
+
+class PromptFailed(Exception):
+    """This rollout cannot finish (bad request, retries used up); the run goes on."""
+
+    def __init__(self, kind: str, detail: str, tries: int = 1, status: int | None = None):
+        super().__init__(detail)
+        self.kind, self.detail, self.tries, self.status = kind, detail, tries, status
+
+
+class NotStarted(Exception):
+    """The run was stopping before this rollout sent its first request: it stays pending, nothing spent."""
+
+
+class RunStopped(Exception):
+    """No request can succeed (bad key, no credits, teacher unreachable): stop the whole run, lose nothing."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind, self.message = kind, message
+
+
 def answer_error(data: Any) -> Any:
     """The error object of an answer's body, in whichever shape the server says it: OpenAI's and OpenRouter's
     {"error": {...}}, or the top-level one of SGLang (protocol.py's ErrorResponse), vLLM before its move to
@@ -3878,41 +3919,6 @@ def _unreachable_limit(concurrency: int) -> int:
     return max(20, 3 * concurrency)
 
 
-class RetryableError(Exception):
-    """This request failed in a way another try may not (rate limit, 5xx, drop, timeout, bad answer)."""
-
-    def __init__(self, kind: str, detail: str, retry_after: float | None = None, rate_limited: bool = False,
-                 holds_everyone: bool = True):
-        super().__init__(detail)
-        self.kind, self.detail = kind, detail  # kind: a short label the summary counts, e.g. "HTTP 503"
-        self.retry_after, self.rate_limited = retry_after, rate_limited
-        self.holds_everyone = holds_everyone  # retry_after pauses every request, not only this one's retry
-
-
-class PromptFailed(Exception):
-    """This rollout cannot finish (bad request, retries used up); the run goes on."""
-
-    def __init__(self, kind: str, detail: str, tries: int = 1, status: int | None = None):
-        super().__init__(detail)
-        self.kind, self.detail, self.tries, self.status = kind, detail, tries, status
-
-
-class NotStarted(Exception):
-    """The run was stopping before this rollout sent its first request: it stays pending, nothing spent."""
-
-
-class RunStopped(Exception):
-    """No request can succeed (bad key, no credits, teacher unreachable): stop the whole run, lose nothing."""
-
-    def __init__(self, kind: str, message: str):
-        super().__init__(message)
-        self.kind, self.message = kind, message
-
-
-class MalformedAnswer(Exception):
-    """A 200 answer whose fields are not what the protocol says: a provider error, retried."""
-
-
 @dataclass
 class _Answer:
     """An HTTP answer, read whole: what _read judges."""
@@ -4151,8 +4157,14 @@ class TeacherClient:
         if stopping is not None and stopping.is_set():
             raise NotStarted()
         got = await self.batches.answer(rollout or RolloutKey("", 0), payload)  # counts the requests it sends
-        completion = self._read(_Answer(got.status, httpx.Headers(got.headers), got.body, billed_by_batch=True),
-                                paid_before if got.paid_before else spend)  # judged as a live answer
+        if len(got.body) > self.settings.max_answer_bytes:  # as a live answer would be: its prompt fails
+            raise PromptFailed("answer too large", str(AnswerTooLarge(len(got.body), self.settings.max_answer_bytes)))
+        try:
+            completion = self._read(_Answer(got.status, httpx.Headers(got.headers), got.body, billed_by_batch=True),
+                                    paid_before if got.paid_before else spend)  # judged as a live answer
+        except RetryableError as e:
+            self.batches.judged(got.custom_id, e.kind, e.detail)  # the reason, should the bound be reached
+            raise
         self.answered_once = True
         return completion
 
@@ -4520,38 +4532,45 @@ class BatchPricing:
     """What a request will likely cost in a batch, before it goes (--max-cost): its prompt (its bytes /
     CHARS_PER_TOKEN) and the longest answer it may buy, at a price a token. With the model's price listed
     (its `:batch` entry's, else the live one, about twice the batch price), at that price, scaled once
-    answers were billed by what they cost against the listed cost of their own tokens (the discount; more
-    than 1 where the list priced too low). With none listed, at the highest price a token any billed answer
-    had; before that, unknown. A price, never an answer's length: short first answers do not make the
-    later long ones look cheap."""
+    answers were billed by what they cost against the listed cost of their own tokens (more than 1 where
+    the list priced too low). Where the list says nothing usable (none, a price of 0 that answers were
+    billed above), at the highest price a token any billed answer had, or, for answers billed without
+    their tokens, the highest an answer cost. A price, never an answer's length: short first answers do
+    not make the later long ones look cheap. Before any of that, unknown (None)."""
 
     prompt_price: float | None = None  # USD a prompt token, as listed
     completion_price: float | None = None
     most_answer_tokens: int = 0  # max_tokens plus the reasoning budget
-    billed: float = 0.0  # USD the costed answers read so far were billed
+    billed: float = 0.0  # USD the costed answers with tokens were billed
     listed_cost: float = 0.0  # what their tokens cost at the listed price
-    per_token: float | None = None  # with no price listed: the highest USD a token an answer was billed
+    per_token: float | None = None  # the highest USD a token a billed answer had
+    per_answer: float | None = None  # the highest USD an answer billed without its tokens had
 
     @property
     def listed(self) -> bool:
-        return self.prompt_price is not None and self.completion_price is not None
+        """A listed price to go by: none, or one of 0 for both (a price nobody can size a cap by), is not."""
+        return self.prompt_price is not None and self.completion_price is not None and \
+            self.prompt_price + self.completion_price > 0
 
     def likely(self, size: int) -> float | None:
         """USD; None while no price is known."""
         prompt_tokens = size / CHARS_PER_TOKEN
-        if self.listed:
+        per_token = (prompt_tokens + self.most_answer_tokens) * self.per_token if self.per_token is not None else None
+        if self.listed and (self.listed_cost > 0 or (per_token is None and self.per_answer is None)):
             worst = prompt_tokens * self.prompt_price + self.most_answer_tokens * self.completion_price
-            return worst * (self.billed / self.listed_cost if self.listed_cost > 0 else 1.0)
-        return None if self.per_token is None else (prompt_tokens + self.most_answer_tokens) * self.per_token
+            per_token = worst * (self.billed / self.listed_cost if self.listed_cost > 0 else 1.0)
+        return max((cost for cost in (per_token, self.per_answer) if cost is not None), default=None)
 
     def learn(self, billed: list[tuple[float, float, float]]) -> None:
         """Answers billed: (cost, prompt tokens, completion tokens) of each that said its cost."""
         for cost, prompt_tokens, completion_tokens in billed:
+            if prompt_tokens + completion_tokens <= 0:
+                self.per_answer = max(self.per_answer or 0.0, cost)
+                continue
+            self.per_token = max(self.per_token or 0.0, cost / (prompt_tokens + completion_tokens))
             if self.listed:
                 self.billed += cost
                 self.listed_cost += prompt_tokens * self.prompt_price + completion_tokens * self.completion_price
-            elif prompt_tokens + completion_tokens > 0:
-                self.per_token = max(self.per_token or 0.0, cost / (prompt_tokens + completion_tokens))
 
     def learn_listed(self, models: Any, model: str) -> None:
         """The model's price from a models list's `data` (GET /models): its `:batch` entry's if listed, else
@@ -4561,7 +4580,7 @@ class BatchPricing:
         for name in (f"{model}:batch", model):
             pricing = field_of(listed.get(name), "pricing")
             prompt, completion = _listed_price(field_of(pricing, "prompt")), _listed_price(field_of(pricing, "completion"))
-            if prompt is not None and completion is not None:
+            if prompt is not None and completion is not None and prompt + completion > 0:  # 0: sizes nothing
                 self.prompt_price, self.completion_price = prompt, completion
                 return
 
@@ -4609,25 +4628,30 @@ class Batch:
     def unanswered(self) -> list[str]:
         return [custom_id for custom_id in self.custom_ids if custom_id not in self.answered]
 
-    def named_in(self, reason: str, among: list[str]) -> list[str]:
-        """The requests (of `among`) a failed batch's reason names: by custom_id, or as requests[N]."""
-        named = [c for c in among if c in reason]
-        for match in re.finditer(r"requests?\s*\[\s*(\d+)\s*\]", reason):
-            index = int(match.group(1))
-            if index < len(self.custom_ids) and self.custom_ids[index] in among:
-                named.append(self.custom_ids[index])
-        return list(dict.fromkeys(named))
-
-    def record(self) -> dict:
-        return {"batch": self.id, "url": self.url, "custom_ids": self.custom_ids, "sent": self.key[1],
+    def record(self, endpoints: list[str]) -> dict:
+        """Its line in the record: the endpoint by its place among the base URL's (a URL may hold a password)."""
+        return {"batch": self.id, "endpoint": endpoints.index(self.url) if self.url in endpoints else len(endpoints) - 1,
+                "custom_ids": self.custom_ids, "sent": self.key[1],
                 "rollouts": [None if key is None else list(key) for key in self.keys]}
 
 
 class BatchAnswer(NamedTuple):
     status: int
     body: bytes
+    custom_id: str = ""
     paid_before: bool = False  # its batch was billed by an earlier run, which counted it
     headers: Mapping[str, str] = {}  # a refusal's headers (Retry-After), judged as the live API's would be
+
+
+def named_requests(reason: str, custom_ids: list[str], among: list[str]) -> list[str]:
+    """The requests (of `among`) a batch's refusal or failure names: by custom_id, or as requests[N], N its
+    place in the batch."""
+    named = [c for c in among if c in reason]
+    for match in re.finditer(r"requests?\s*\[\s*(\d+)\s*\]", reason):
+        index = int(match.group(1))
+        if index < len(custom_ids) and custom_ids[index] in among:
+            named.append(custom_ids[index])
+    return list(dict.fromkeys(named))
 
 
 def batch_results(batch: Batch, results: Any, found: dict[str, dict]) -> None:
@@ -4665,6 +4689,8 @@ def batch_answers(batch: Batch, found: dict[str, dict], data: dict) -> BatchRead
         if type(status) is int and 100 <= status < 600:
             body = response.get("body")
             usage = field_of(body, "usage")
+            if isinstance(body, dict) and not isinstance(usage, dict):  # no usage at all: a share, by count
+                usage = body["usage"] = {}
             if isinstance(usage, dict):
                 tokens = amount(usage.get("prompt_tokens")), amount(usage.get("completion_tokens"))
                 if has_cost(usage):
@@ -4680,11 +4706,11 @@ def batch_answers(batch: Batch, found: dict[str, dict], data: dict) -> BatchRead
     batch_cost = amount(field_of(data.get("usage"), "cost"))
     cost = batch.cost + sum(c for c, _, _ in billed)
     tokens_without = sum(p + c for _, p, c in without_cost)
-    if complete and tokens_without and batch_cost > cost:
+    if complete and without_cost and batch_cost > cost:  # by tokens; without any, in equal parts
         for body, prompt_tokens, completion_tokens in without_cost:
-            share = (batch_cost - cost) * (prompt_tokens + completion_tokens) / tokens_without
-            body["usage"] = {**body["usage"], "cost": share}
-            billed.append((share, prompt_tokens, completion_tokens))
+            part = (prompt_tokens + completion_tokens) / tokens_without if tokens_without else 1 / len(without_cost)
+            body["usage"] = {**body["usage"], "cost": (batch_cost - cost) * part}
+            billed.append((body["usage"]["cost"], prompt_tokens, completion_tokens))
         cost = batch_cost
     return BatchReading({c: (status, _encoded(body)) for c, (status, body) in answers.items()},
                         max(cost, batch_cost if complete else 0.0), billed)
@@ -4693,15 +4719,17 @@ def batch_answers(batch: Batch, found: dict[str, dict], data: dict) -> BatchRead
 def batch_window_end(data: dict, batch: Batch) -> float:
     """When the batch's completion window ends (Unix time): its expires_at, else its created_at (or its
     submission) plus its completion_window ("24h"; "96h" where the provider takes that long)."""
+    created = _unix_time(data.get("created_at"), batch.sent) or batch.sent
     expires = _unix_time(data.get("expires_at"), batch.sent)
-    if expires is not None:
-        return expires
+    if expires is not None and expires > max(created, batch.sent - _CLOCK_SKEW):  # a window that ended before
+        return expires                                                            # it began is not one
     window = data.get("completion_window")
     match = re.fullmatch(r"\s*(\d{1,3})\s*([hd])\s*", window) if isinstance(window, str) else None
-    if match is None:
-        return batch.window_end
-    hours = min(_LONGEST_WINDOW_HOURS, int(match.group(1)) * (24 if match.group(2) == "d" else 1))
-    return (_unix_time(data.get("created_at"), batch.sent) or batch.sent) + hours * 3600.0
+    hours = min(_LONGEST_WINDOW_HOURS, int(match.group(1)) * (24 if match.group(2) == "d" else 1)) if match else 0
+    return created + hours * 3600.0 if hours else batch.window_end
+
+
+_CLOCK_SKEW = 300.0  # seconds the service's clock may be behind ours
 
 
 _LONGEST_WINDOW_HOURS = 30 * 24  # a window the service says is longer is not believed (results live 30 days)
@@ -4760,7 +4788,7 @@ class BatchRecord:
             if not isinstance(batch_id, str) or not batch_id:
                 continue
             if "billed" in entry:
-                key = (batch_id, entry.get("sent"))
+                key = (batch_id, _recorded_time(entry.get("sent")))
                 billed[key] = max(billed.get(key, 0.0), amount(entry["billed"]))
             elif isinstance(entry.get("custom_ids"), list):
                 batch = self._batch(batch_id, entry, endpoints)
@@ -4775,12 +4803,12 @@ class BatchRecord:
         rollouts = entry.get("rollouts") if isinstance(entry.get("rollouts"), list) else []
         keys = [RolloutKey.of_paused(dict(zip(("prompt_id", "sample", "attempt"), r))) if isinstance(r, list)
                 else None for r in rollouts] if len(rollouts) == len(ids) else [None] * len(ids)
-        url = entry.get("url") if entry.get("url") in endpoints else endpoints[-1]
-        sent = entry.get("sent")
-        recorded = sent if isinstance(sent, (int, float)) and not isinstance(sent, bool) and math.isfinite(sent) else 0.0
-        return Batch(batch_id, url, ids, keys, sent=min(float(recorded), time.time()), recorded_sent=sent)
+        place = entry.get("endpoint")
+        url = endpoints[place] if type(place) is int and 0 <= place < len(endpoints) else endpoints[-1]
+        sent = _recorded_time(entry.get("sent"))
+        return Batch(batch_id, url, ids, keys, sent=min(sent or 0.0, time.time()), recorded_sent=sent)
 
-    def rewrite(self, kept: list[Batch]) -> None:
+    def rewrite(self, kept: list[Batch], endpoints: list[str]) -> None:
         """Only these batches stay on record (none: the file goes). A rewrite that fails leaves the file as
         it was, which still holds every batch."""
         try:
@@ -4789,12 +4817,105 @@ class BatchRecord:
                 return
             with replaced_atomically(self.path, like=self.like) as f:
                 for batch in kept:
-                    f.write(orjson.dumps(batch.record()) + b"\n")
+                    f.write(orjson.dumps(batch.record(endpoints)) + b"\n")
                     if batch.cost or batch.paid_before:
                         f.write(orjson.dumps({"batch": batch.id, "sent": batch.key[1],
                                               "billed": max(batch.cost, batch.paid_before)}) + b"\n")
         except OSError:
             pass
+
+
+def _recorded_time(value: Any) -> float | None:
+    """A time of the record's, as written (its billing lines name a batch by it); None: not one."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value) else None
+
+
+class BatchBudget:
+    """--max-cost in batch mode: before each batch, how many of the queued requests may go and what they will
+    likely cost, so that at the price known (BatchPricing) the batches in flight and this one cannot pass the
+    cap (SpendCap). A price nobody knows yet: a small first batch, said once, and nothing more until it is
+    billed. Answers that come without any cost: the cap cannot apply (said once)."""
+
+    def __init__(self, cap: SpendCap, pricing: BatchPricing, unpriced: str):
+        self.cap, self.pricing, self.unpriced = cap, pricing, unpriced  # unpriced: what is said when no price is
+        self.said_unpriced = False                                       # listed
+        self.costless_answers = 0  # answers read that carried no cost
+
+    def room(self, sizes: list[int], in_flight: list[Batch], billed: float, payloads: Mapping[str, bytes]
+             ) -> tuple[int, float]:
+        """How many of these queued requests (their sizes, in order) may go, and what they will likely cost;
+        `billed`: what this run's batches were billed so far."""
+        if self.costless_answers and not billed:
+            self.cap.cannot_apply()
+            return len(sizes), 0.0
+        likely = [self.pricing.likely(size) for size in sizes]
+        unbilled = [self._unbilled(b, max(sizes), payloads) for b in in_flight]
+        if any(cost is None for cost in likely + unbilled):
+            if in_flight:
+                return 0, 0.0  # wait for it to be billed: its price sizes the next
+            if not self.said_unpriced:
+                self.said_unpriced = True
+                self.cap.log(self.unpriced)
+            return min(len(sizes), _FIRST_UNPRICED), 0.0
+        room = self.cap.room_in_batch(likely, sum(unbilled), bool(in_flight))
+        return room, sum(likely[:room])
+
+    def _unbilled(self, batch: Batch, typical: int, payloads: Mapping[str, bytes]) -> float | None:
+        """What a batch in flight will likely still cost this run: its estimate, less what was billed; for an
+        earlier run's batch (this run pays it if no earlier run read it), its unanswered requests at the price
+        known, each of its own size where this run asked it, else as large as the largest queued."""
+        if batch.recorded_sent is None:
+            return max(0.0, batch.likely - batch.counted)
+        if batch.paid_before:
+            return 0.0
+        costs = [self.pricing.likely(len(payloads.get(c, b"")) or typical) for c in batch.unanswered()]
+        return None if None in costs else sum(costs)
+
+
+_FIRST_UNPRICED = 4  # requests in the first batch under --max-cost when no price is known at all
+
+
+@dataclass
+class BatchTally:
+    """What a run's batches came to: the progress line's and the summary's words on them."""
+
+    submitted: int = 0  # submissions the service may have stored
+    sent: int = 0  # their requests
+    resent: int = 0  # of those, requests sent again
+    resent_why: collections.Counter = field(default_factory=collections.Counter)  # in a word each
+    billed: float = 0.0  # what this run counted as billed
+
+    def sent_again(self, why: str) -> None:
+        self.resent += 1
+        self.resent_why[why] += 1
+
+    @staticmethod
+    def status(batches: Iterable[Batch], queued: int) -> str:
+        going = [b for b in batches if not b.over]
+        if not going and not queued:
+            return ""
+        counts = ", ".join(f"{b.status} {b.counts.get('completed', 0)}/{b.counts.get('total', len(b.custom_ids))}"
+                           for b in going[:3])
+        return f"batches: {len(going)} in progress{f' ({counts})' if counts else ''}, {queued} queued"
+
+    def lines(self, batches: list[Batch], record: str) -> list[str]:
+        if not batches and not self.submitted:
+            return []
+        why = ", ".join(f"{n} {reason}" for reason, n in self.resent_why.most_common())
+        picked_up = sum(b.recorded_sent is not None for b in batches)
+        earlier = sum(min(b.cost, b.paid_before) for b in batches)
+        lines = [f"Batches: {self.submitted} submitted by this run ({plural(self.sent, 'request')}"
+                 + (f", {self.resent} of them sent again: {why}" if self.resent else "") + ")"
+                 + (f", {picked_up} picked up from earlier runs" if picked_up else "")
+                 + f". Billed ${self.billed:.4f} by this run, where the same tokens live would have cost about "
+                 f"${2 * self.billed:.4f} (batches are billed at about half the price)"
+                 + (f"; answers read here that earlier runs paid for: ${earlier:.4f}" if earlier else "") + "."]
+        going = [b for b in batches if not b.over]
+        if going:
+            lines.append(f"Batches in progress: {len(going)} ({plural(sum(len(b.unanswered()) for b in going), 'request')}), "
+                         f"kept in {record}: the next run picks them up and sends none of them again.")
+        return lines
 
 
 def batch_stop(code: int, detail: str, where: str, record: str) -> RunStopped:
@@ -4823,9 +4944,9 @@ def batch_stop(code: int, detail: str, where: str, record: str) -> RunStopped:
 _SUBMISSIONS = 3  # batches one request goes out in, in a run, before its rollout fails with the last reason
 _LAGGING_STORE = 600.0  # seconds after a submission in which a 404 is the store lagging its own 202
 _OVERDUE = 3600.0  # a batch still not ended this long past its window is taken as expired
-_FIRST_UNPRICED = 4  # requests in the first batch under --max-cost when no price is known at all
 _LOOKS_BACK_OFF = 10  # after looks that told nothing, the wait grows up to this many --batch-poll
 _TOO_LARGE = -1  # the status of an answer of the batch API too large to read (BatchQueue._get)
+_SUBMISSION_WAIT = 20.0  # seconds a stopping run waits for a submission in flight to say its batch's id
 
 
 class BatchQueue:
@@ -4851,6 +4972,10 @@ class BatchQueue:
         self.body_cap = 4 * settings.max_answer_bytes  # a look or a page of results: answers of a whole batch
         self.most_requests, self.stopping, self.log, self.cap = most_requests, stopping, log, cap
         self.pricing = BatchPricing(most_answer_tokens=most_answer_tokens)
+        self.budget = BatchBudget(cap, self.pricing, (
+            f"--max-cost with --batch: no price for {model} is listed at {display_url(self.models_url)}, so the "
+            f"first batch carries at most {_FIRST_UNPRICED} requests; the next grow with the price their answers "
+            "are billed at.")) if cap is not None else None
         self.waiting: dict[str, asyncio.Future] = {}  # custom_id -> the answer a rollout waits for
         self.queued: dict[str, bytes] = {}  # custom_id -> body, not yet in a batch
         self.payloads: dict[str, bytes] = {}  # custom_id -> body, of every request asked in this run
@@ -4861,10 +4986,11 @@ class BatchQueue:
         self.submissions: collections.Counter = collections.Counter()  # custom_id -> tries that may have stored it
         self.last_reason: dict[str, str] = {}  # custom_id -> why its last batch gave no usable answer
         self.last_kind: dict[str, str] = {}  # and in a word, as the summary counts it
-        self.submitted = self.sent = self.resent = 0  # batches this run submitted, their requests, those again
-        self.resent_why: collections.Counter = collections.Counter()
-        self.billed = 0.0  # what this run counted as billed
+        self.tally = BatchTally()
         self.halted: RunStopped | None = None  # the key or the budget failed on a batch endpoint: no more
+        self.posted = asyncio.Event()  # no submission in flight (a stop waits for one: it may be stored)
+        self.posted.set()
+        self.listed_price: asyncio.Future | None = None  # --max-cost: the models list, being read
         self.said: set[str] = set()  # what was told once
         self.wake = asyncio.Event()  # requests are queued
         self.billing = asyncio.Event()  # a batch was billed or ended: requests held for --max-cost may go
@@ -4876,13 +5002,17 @@ class BatchQueue:
     async def answer(self, key: RolloutKey, payload: bytes) -> BatchAnswer:
         if not self.started:
             self.started = True
-            for batch in self.record.batches(self.endpoints):
-                self._watch_recorded(batch)
-            if self.cap is not None:
-                await self._learn_listed_price()
             self._spawn(self._send_forever())
             if self.stopping is not None:
                 self._spawn(self._pause_when_stopping(self.stopping))
+            try:
+                for batch in self.record.batches(self.endpoints):
+                    self._watch_recorded(batch)
+            except Exception as e:  # a record of a shape never seen: its batches are not picked up, said once
+                self.log(f"{self.record.path} could not be read ({type(e).__name__}: {e}); the batches on it are "
+                         "not picked up, and their requests may be sent again.")
+            if self.cap is not None:
+                self.listed_price = asyncio.ensure_future(self._learn_listed_price())
         if self.halted is not None:
             raise self.halted
         custom_id = batch_custom_id(key, payload)
@@ -4899,8 +5029,7 @@ class BatchQueue:
                 self.queued[custom_id] = payload
                 self.wake.set()
                 if self.submissions[custom_id]:  # asked again: a retried answer, or an earlier run's batch
-                    self.resent += 1
-                    self.resent_why[self.last_kind.get(custom_id, "asked again")] += 1
+                    self.tally.sent_again(self.last_kind.get(custom_id, "asked again"))
         return await asyncio.shield(future)
 
     @property
@@ -4908,35 +5037,18 @@ class BatchQueue:
         return len(self.queued) + sum(len(b.unanswered()) for b in self.batches.values() if not b.over)
 
     def status(self) -> str:
-        going = [b for b in self.batches.values() if not b.over]
-        if not going and not self.queued:
-            return ""
-        counts = ", ".join(f"{b.status} {b.counts.get('completed', 0)}/{b.counts.get('total', len(b.custom_ids))}"
-                           for b in going[:3])
-        return f"batches: {len(going)} in progress{f' ({counts})' if counts else ''}, {len(self.queued)} queued"
+        return self.tally.status(self.batches.values(), len(self.queued))
 
     def summary(self) -> list[str]:
-        if not self.batches:
-            return []
-        why = ", ".join(f"{n} {reason}" for reason, n in self.resent_why.most_common())
-        picked_up = len(self.batches) - self.submitted
-        earlier = sum(min(b.cost, b.paid_before) for b in self.batches.values())
-        lines = [f"Batches: {self.submitted} submitted by this run ({plural(self.sent, 'request')}"
-                 + (f", {self.resent} of them sent again: {why}" if self.resent else "") + ")"
-                 + (f", {picked_up} picked up from earlier runs" if picked_up else "")
-                 + f". Billed ${self.billed:.4f} by this run, where the same tokens live would have cost about "
-                 f"${2 * self.billed:.4f} (batches are billed at about half the price)"
-                 + (f"; answers read here that earlier runs paid for: ${earlier:.4f}" if earlier else "") + "."]
-        going = [b for b in self.batches.values() if not b.over]
-        if going:
-            lines.append(f"Batches in progress: {len(going)} ({sum(len(b.unanswered()) for b in going)} requests), "
-                         f"kept in {self.record.path.name}: the next run picks them up and sends none of them again.")
-        return lines
+        return self.tally.lines(list(self.batches.values()), self.record.path.name)
 
     async def aclose(self, still_needed: Callable[[RolloutKey], bool]) -> None:
         """Stop watching; keep in the record each batch that holds an answer a rollout of this output may
         still ask for (`still_needed`: the rollout's try is neither in the output nor failed nor rejected),
         and every batch not yet watched to its end. No such batch left: the record goes."""
+        with contextlib.suppress(TimeoutError):  # a submission in flight may be stored: its id is worth a wait
+            async with asyncio.timeout(min(self.timeout, _SUBMISSION_WAIT)):
+                await self.posted.wait()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -4944,7 +5056,7 @@ class BatchQueue:
         if not self.started:
             return  # the record was not read: it stays as it is
         self.record.rewrite([b for b in self.batches.values() if self._holds_needed(b, still_needed)
-                             and self._recordable(b)])
+                             and self._recordable(b)], self.endpoints)
 
     def _holds_needed(self, batch: Batch, still_needed: Callable[[RolloutKey], bool]) -> bool:
         if not batch.over:
@@ -4956,6 +5068,8 @@ class BatchQueue:
         """A stopping run does not wait hours for its batches: every rollout waiting on one pauses now (its
         turns so far are saved), and the next run picks the batch up where it is, sending nothing again."""
         await stopping.wait()
+        if self.listed_price is not None:
+            self.listed_price.cancel()
         self._fail(list(self.waiting), NotStarted())
         self.queued.clear()
         self.billing.set()
@@ -4998,8 +5112,14 @@ class BatchQueue:
             return await self._wait_for_billing()
         count = batch_cut((len(body) for body in self.queued.values()), self.most_requests)
         likely = 0.0
-        if self.cap is not None:
-            count, likely = self._room_under_cap(count)
+        if self.listed_price is not None and not self.listed_price.done():
+            await asyncio.wait([self.listed_price])  # a stop cancels it
+            self.wake.set()
+            return
+        if self.budget is not None:
+            sizes = [len(body) for body in itertools.islice(self.queued.values(), count)]
+            count, likely = self.budget.room(sizes, [b for b in self.batches.values() if not b.over], self.tally.billed,
+                                             self.payloads)
             if not count:
                 await self._wait_for_billing()
                 return
@@ -5020,23 +5140,6 @@ class BatchQueue:
             return
         if taken:
             await self._submit(taken, likely)
-
-    def _room_under_cap(self, count: int) -> tuple[int, float]:
-        """--max-cost: how many of the next `count` queued requests may go now, and what they will likely
-        cost, so that at the price known (listed, then billed) the batches sent and not yet billed cannot
-        pass the cap. None priced and none billed yet: a small first batch, said once."""
-        in_flight = [b for b in self.batches.values() if not b.over]
-        likely = [self.pricing.likely(len(body)) for body in itertools.islice(self.queued.values(), count)]
-        if any(cost is None for cost in likely):
-            if in_flight:
-                return 0, 0.0  # wait for it to be billed: its price sizes the next
-            self._say_once("unpriced", f"--max-cost with --batch: no price for {self.model} is listed at "
-                           f"{display_url(self.models_url)}, so the first batch carries at most {_FIRST_UNPRICED} "
-                           "requests; the next grow with the price their answers are billed at.")
-            return min(count, _FIRST_UNPRICED), 0.0
-        pending = sum(max(0.0, b.likely - b.counted) for b in in_flight)
-        room = self.cap.room_in_batch(likely, pending, bool(in_flight))
-        return room, sum(likely[:room])
 
     async def _wait_for_billing(self) -> None:
         """Nothing may go now for --max-cost: wait until a batch in flight is billed or ends (the cap, once
@@ -5073,7 +5176,12 @@ class BatchQueue:
                 f"{self._said(error_text(answer_error(decode_answer(response.content))) or 'too large')}). "
                 "Run it without --batch.")))
         if code not in (200, 201, 202):
-            for custom_id in taken:  # refused whole: each request gets the refusal, judged as a live one would be
+            named = named_requests(error_text(answer_error(decode_answer(response.content))), list(taken), list(taken))
+            if code == 400 and 0 < len(named) < len(taken):  # a refusal that names its requests: only those
+                self.queued = {**{c: b for c, b in taken.items() if c not in named}, **self.queued}
+                self.wake.set()
+            for custom_id in named if code == 400 and 0 < len(named) < len(taken) else taken:
+                # refused whole: each request gets the refusal, judged as a live one would be
                 self._deliver(custom_id, BatchAnswer(code, response.content, headers=dict(response.headers)))
             return
         batch_id = field_of(decode_answer(response.content), "id")
@@ -5084,14 +5192,12 @@ class BatchQueue:
         batch = Batch(batch_id, self.url, list(taken), [self.keys.get(c) for c in taken], sent=time.time(),
                       likely=likely)
         self.batches[batch.key] = batch
-        self.submitted += 1
-        self.sent += len(taken)
-        self.stats.requests += len(taken)
         for custom_id in taken:
             self.in_batch[custom_id] = batch
+            self.last_reason.pop(custom_id, None)  # in a batch that exists: what it says is the reason now
         # Written before the run waits on it: a run that dies now finds this batch again, and pays nothing twice.
         if self._recordable(batch):
-            self.record.append(batch.record())
+            self.record.append(batch.record(self.endpoints))
         self._spawn(self._watch(batch, first_look=self.poll))
 
     def _recordable(self, batch: Batch) -> bool:
@@ -5112,6 +5218,7 @@ class BatchQueue:
                                for custom_id, body in taken.items()) + b"]}")
         for attempt in range(1, self.retries + 2):
             response, why = None, ""
+            self.posted.clear()
             try:
                 async with asyncio.timeout(self.timeout):
                     response = await self.http.post(self.url, content=payload, headers=self.headers)
@@ -5120,6 +5227,12 @@ class BatchQueue:
             except (httpx.HTTPError, TimeoutError) as e:
                 stored_maybe = not isinstance(e, httpx.ConnectError)  # refused before a byte went: nothing stored
                 why = f"the batch could not be sent: {type(e).__name__}"
+            finally:
+                self.posted.set()
+            if stored_maybe:  # counted as submitted (the summary's, and the bound's), whatever came back
+                self.tally.submitted += 1
+                self.tally.sent += len(taken)
+                self.stats.requests += len(taken)
             for custom_id in taken if stored_maybe else ():
                 self.submissions[custom_id] += 1
                 self.last_reason[custom_id] = why
@@ -5146,10 +5259,13 @@ class BatchQueue:
         self._spawn(self._watch(batch, first_look=0.0))
 
     async def _learn_listed_price(self) -> None:
-        """--max-cost: the model's listed price (GET /models), before any answer is billed."""
-        answer = await self._get(self.models_url)
-        if answer is not None and answer[0] == 200:
-            self.pricing.learn_listed(field_of(answer[1], "data"), self.model)
+        """--max-cost: the model's listed price (GET /models), before any answer is billed; at most 30 s, and
+        not past a stop."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(30.0, self.timeout)):
+                answer = await self._get(self.models_url)
+                if answer is not None and answer[0] == 200:
+                    self.pricing.learn_listed(field_of(answer[1], "data"), self.model)
 
     # -- watching ----------------------------------------------------------------------------------
     async def _watch(self, batch: Batch, first_look: float) -> None:
@@ -5231,8 +5347,7 @@ class BatchQueue:
         return False
 
     def _no_news(self, batch: Batch, why: str) -> bool:
-        """A look that told nothing. An hour past the batch's window, nothing more will come: its unanswered
-        requests go again."""
+        """A look that told nothing; an hour past the window, its unanswered requests go again."""
         if time.time() <= batch.window_end:
             return True
         if time.time() <= batch.window_end + _OVERDUE:
@@ -5248,7 +5363,7 @@ class BatchQueue:
         reason names fail as a live 400 would; the rest go again, and fail with the reason once the bound
         is reached."""
         self.log(f"Batch {self._said(batch.id, 80)} failed: {reason or 'the service gave no reason'}.")
-        named = batch.named_in(reason, missing)
+        named = named_requests(reason, batch.custom_ids, missing)
         refusal = orjson.dumps({"error": {"code": 400, "message": reason}})
         for custom_id in named:
             batch.answered.add(custom_id)
@@ -5295,6 +5410,8 @@ class BatchQueue:
         reading = batch_answers(batch, found, data)
         added, batch.cost = reading.cost - batch.cost, reading.cost
         self.pricing.learn(reading.billed)
+        if self.budget is not None:
+            self.budget.costless_answers += sum(status == 200 for status, _ in reading.answers.values()) - len(reading.billed)
         self._bill(batch, added)
         for custom_id, (status, body) in reading.answers.items():
             batch.answered.add(custom_id)
@@ -5305,7 +5422,7 @@ class BatchQueue:
                 if batch.recorded_sent is not None:  # an earlier run's error (a 402 since paid, a 503): ask again
                     self._ask_again(custom_id)
                     continue
-            self._deliver(custom_id, BatchAnswer(status, body, batch.paid_before > 0))
+            self._deliver(custom_id, BatchAnswer(status, body, custom_id, batch.paid_before > 0))
 
     def _bill(self, batch: Batch, added: float) -> None:
         """Count what the batch's results cost, once: in the run that first read them (its record says what
@@ -5314,7 +5431,7 @@ class BatchQueue:
         if this_run <= 0 or not added:
             return
         batch.counted += this_run
-        self.billed += this_run
+        self.tally.billed += this_run
         self.stats.billed += this_run
         if self._recordable(batch):
             self.record.append({"batch": batch.id, "sent": batch.key[1], "billed": batch.cost})
@@ -5357,10 +5474,16 @@ class BatchQueue:
         for (an earlier run's) goes when one asks."""
         batch.over = True
         for custom_id in custom_ids:
+            if self.in_batch.get(custom_id, batch) is not batch:
+                continue  # another batch in flight carries it too (an earlier run sent it twice): it answers
             self.in_batch.pop(custom_id, None)
             self.last_reason[custom_id], self.last_kind[custom_id] = reason, why
             self._ask_again(custom_id, f"batch {why}")
         self.billing.set()
+
+    def judged(self, custom_id: str, kind: str, reason: str) -> None:
+        """The teacher client found a batch's answer unusable (a malformed answer): its reason is the last."""
+        self.last_kind[custom_id], self.last_reason[custom_id] = kind, reason
 
     def _ask_again(self, custom_id: str, kind: str = "batch: no usable answer") -> None:
         """A request its batch gave no usable answer: into the next batch if a rollout waits for it, unless it
@@ -5371,8 +5494,7 @@ class BatchQueue:
             self._fail([custom_id], self._sent_too_often(custom_id, kind))
             return
         self.queued[custom_id] = self.payloads[custom_id]
-        self.resent += 1
-        self.resent_why[self.last_kind.get(custom_id, "asked again")] += 1
+        self.tally.sent_again(self.last_kind.get(custom_id, "asked again"))
         self.wake.set()
 
     def _sent_too_often(self, custom_id: str, kind: str = "batch: no usable answer") -> PromptFailed:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCRIPT, read_jsonl, run_script, start_script, subprocess_env, wait_for, write_prompts
+from conftest import SCRIPT, read_jsonl, run_script, secrets_used, start_script, subprocess_env, wait_for, write_prompts
 from fake_teacher import FakeTeacher, Reply, completion, status
 
 TURNS = 6
@@ -54,10 +54,10 @@ def answers_billed(teacher: FakeTeacher) -> int:
 
 def killed_while_waiting(workdir, teacher: FakeTeacher, *extra: str) -> None:
     """A --batch run killed (kill -9) while it waits on its first batch, which takes an hour."""
-    teacher.batch_latency = 3600.0
+    teacher.batch_latency, looks = 3600.0, teacher.batch_looks
     process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
                            "--batch", "--batch-poll", "0.05", *extra)
-    wait_for(lambda: teacher.batch_looks >= 1, what="the run waiting on its batch")
+    wait_for(lambda: teacher.batch_looks > looks, what="the run waiting on its batch")
     process.kill()
     process.wait()
 
@@ -188,6 +188,7 @@ def test_max_cost_sizes_the_first_batch_by_the_listed_batch_price(workdir, batch
 @pytest.mark.parametrize("extra, said", [
     (["--extra-body", '{"models": ["a/b", "c/d"]}'], "`models` cannot go in a batch"),
     (["--extra-body", '{"stream": true}'], "`stream` cannot go in a batch"),
+    (["--extra-body", '{"model": "other/model"}'], "`model` cannot go in a batch"),
 ])
 def test_what_a_batch_cannot_carry_is_refused_at_the_start(workdir, batch_teacher, extra, said):
     write_prompts(workdir, ["q"])
@@ -527,19 +528,28 @@ def test_the_record_of_batches_of_a_private_output_is_private(workdir, batch_tea
 
 # -- what a hostile or broken batch service did in a tester's hands (24 of 40 attacks broke the first version) --
 def test_results_that_cannot_be_read_past_the_window_are_bought_again_an_hour_on(workdir, batch_teacher):
-    """Results endpoint 500 for ever, cursors going round, on a batch whose window ended over an hour ago:
-    the run looks a while, says so once, then sends its requests again (within the bound) and ends."""
+    """A batch sent yesterday (by its record, and by the service), completed, whose results endpoint answers
+    500 for ever, or whose pages go round: the run says so once, then sends its requests again (within the
+    bound) and ends."""
     write_prompts(workdir, ["q0", "q1"])
-    batch_teacher.batch_window = -2 * 3600  # expires_at two hours before the submission (believed: within a day)
-    batch_teacher.batch_inline, batch_teacher.batch_results_refusal = 0, 500
-    batch_teacher.batch_latency = 0.0  # completed at the first look (in progress, it would be overdue)
-    result = batch_run(workdir, batch_teacher, tools="none")
-    assert result.code == 1, result.err
-    assert "4 of them sent again: 4 unreadable" in result.err and len(batch_teacher.batches) == MOST_SUBMISSIONS
-    batch_teacher.batch_results_refusal, batch_teacher.batch_cursor_cycle = None, True
-    batch_teacher.batch_submissions.clear()  # the bound is a run's
-    cycling = batch_run(workdir, batch_teacher, tools="none")
-    assert cycling.code == 1 and "could still not be read" in read_jsonl(workdir / "train.failed.jsonl")[0]["reason"]
+    for unreadable in ("500", "cycling"):
+        batch_teacher.batch_age = 26 * 3600.0  # created 26 h ago: its 24-h window ended two hours ago
+        killed_while_waiting(workdir, batch_teacher)
+        entries = read_jsonl(workdir / "train.batches.jsonl")
+        for entry in entries:
+            entry["sent"] = entry.get("sent", 0) - 26 * 3600  # and submitted then, by its record
+        (workdir / "train.batches.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+        old = [e["batch"] for e in entries if "batch" in e][-1]
+        batch_teacher.batch_latency, batch_teacher.batch_age, batch_teacher.batch_inline = 0.0, 0.0, 0
+        if unreadable == "500":
+            batch_teacher.batch_results_refusal[old] = 500
+        else:
+            batch_teacher.batch_cursor_cycle.add(old)
+        batch_teacher.batch_submissions.clear()  # the bound is a run's
+        result = batch_run(workdir, batch_teacher, tools="none")
+        assert result.code == 0, result.err
+        assert "2 of them sent again: 2 unreadable" in result.err  # an hour past its window: given up on
+        (workdir / "train.jsonl").unlink()
 
 
 def test_looks_answered_410_take_the_batch_as_gone(workdir, batch_teacher):
@@ -674,3 +684,158 @@ def test_a_record_that_cannot_be_written_buys_no_batch(workdir, batch_teacher):
     record.write_text("")
     result = batch_run(workdir, batch_teacher, tools="none")
     assert result.code == 0 and set(batch_teacher.batch_submissions.values()) == {1}, result.err
+
+
+# -- a second tester's 38 attacks, other cases of the same classes and new ones (15 broke) -------------------
+def test_a_stop_while_a_submission_is_answered_waits_for_its_id_and_records_it(workdir, batch_teacher):
+    write_prompts(workdir, ["q0", "q1"])
+    batch_teacher.batch_submit_delay, batch_teacher.batch_latency = 2.0, 3600.0  # stored, its 202 slow to come
+    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url,
+                           "--batch", "--batch-poll", "0.05")
+    wait_for(lambda: batch_teacher.batches, what="the batch stored")
+    process.send_signal(2)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert [r["batch"] for r in read_jsonl(workdir / "train.batches.jsonl") if "batch" in r] == ["batch_1"]
+    batch_teacher.batch_submit_delay, batch_teacher.batch_latency = 0.0, 0.1
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 0 and set(batch_teacher.batch_submissions.values()) == {1}, result.err
+
+
+def test_a_request_two_recorded_batches_carry_is_not_sent_again_when_one_of_them_ends_unanswered(
+        workdir, batch_teacher):
+    write_prompts(workdir, ["q0"])
+    batch_teacher.batch_fates, batch_teacher.batch_latency = ["expired", "overdue"], 0.0
+    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url,
+                           "--batch", "--batch-poll", "0.05")
+    wait_for(lambda: len(batch_teacher.batches) == 2, what="the second batch")
+    process.kill()
+    process.wait()
+    first = {**batch_teacher.batches["batch_1"]}  # the killed run had no time to drop batch_1 from its record
+    assert [r["batch"] for r in read_jsonl(workdir / "train.batches.jsonl") if "batch" in r][:1] == ["batch_1"]
+    batch_teacher.batches["batch_2"]["fate"] = "completed"
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 0 and len(batch_teacher.batches) == 2 and first["fate"] == "expired", result.err
+
+
+@pytest.mark.parametrize("only_the_batch_says", [False, True])
+def test_the_cap_learns_a_price_from_costs_that_come_without_their_tokens(workdir, batch_teacher, only_the_batch_says):
+    """Answers saying their cost but not their tokens, or only the batch's usage.cost saying anything: the cap
+    learns the most an answer cost, and holds."""
+    prompts = [f"q{i}" for i in range(12)]
+    write_prompts(workdir, prompts)
+    for prompt in prompts:  # $0.003 an answer in a batch
+        batch_teacher.script(prompt, lambda body: Reply(body={**completion({"content": "ok"}), "usage": {"cost": 0.006}}))
+    batch_teacher.batch_costs_per_answer = not only_the_batch_says
+    result = batch_run(workdir, batch_teacher, "--max-cost", "0.02", tools="none")
+    assert result.code == 1 and "spend cap was reached" in result.err, result.err
+    assert sum(b["cost"] for b in batch_teacher.batches.values()) <= 0.02
+
+
+def test_a_batch_price_of_0_beside_a_live_price_sizes_by_the_live_one(workdir, batch_teacher):
+    batch_teacher.models = [{"id": "openai/gpt-4o-mini", "pricing": {"prompt": "0.000001", "completion": "0.000001"}},
+                            {"id": "openai/gpt-4o-mini:batch", "pricing": {"prompt": "0", "completion": "0"}}]
+    write_prompts(workdir, [f"q{i}" for i in range(10)])
+    result = batch_run(workdir, batch_teacher, "--max-cost", "0.004", "--max-tokens", "500", tools="none")
+    assert sum(b["cost"] for b in batch_teacher.batches.values()) <= 0.004, result.err
+    assert "no price" not in result.err  # the live price was listed, and used
+
+
+def test_an_answer_over_max_answer_mb_in_a_batch_fails_its_prompt_as_live(workdir, batch_teacher):
+    write_prompts(workdir, ["big", "small"])
+    batch_teacher.script("big", lambda body: Reply(body=completion({"content": "x" * (2 << 20)})))
+    result = batch_run(workdir, batch_teacher, "--max-answer-mb", "1", tools="none")
+    assert result.code == 1, result.err
+    [failed] = read_jsonl(workdir / "train.failed.jsonl")
+    assert failed["kind"] == "answer too large" and [r["messages"][0]["content"] for r in result.records()] == ["small"]
+
+
+def test_a_window_that_ends_before_it_begins_is_not_believed(workdir, batch_teacher):
+    write_prompts(workdir, ["q0"])
+    batch_teacher.batch_window, batch_teacher.batch_results_late = -2 * 3600, 3  # results a moment late
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 0 and set(batch_teacher.batch_submissions.values()) == {1}, result.err
+
+
+def test_a_base_urls_password_is_not_written_to_the_record(workdir, batch_teacher):
+    password = "pw-" + "Q7r8S9t0" * 3
+    secrets_used(password)
+    write_prompts(workdir, ["q0"])
+    url = batch_teacher.base_url.replace("http://", f"http://user:{password}@")
+    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", url, "--batch",
+                           "--batch-poll", "0.05")
+    batch_teacher.batch_latency = 3600.0
+    wait_for(lambda: batch_teacher.batch_looks >= 1, what="the run waiting on its batch")
+    process.send_signal(2)
+    _, err = process.communicate(timeout=30)
+    written = (workdir / "train.batches.jsonl").read_text()
+    assert '"endpoint":0' in written and password not in written + err
+
+
+def test_a_malformed_answer_in_a_batch_is_the_reason_its_rollout_gives(workdir, batch_teacher):
+    write_prompts(workdir, ["q0"])
+    batch_teacher.batch_results_as_text = True  # every body a JSON string holding the completion
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 1, result.err
+    [failed] = read_jsonl(workdir / "train.failed.jsonl")
+    assert "malformed answer" in failed["reason"] and "answered 202" not in failed["reason"]
+
+
+def test_submissions_stored_but_answered_with_a_page_are_counted_in_the_summary(workdir, batch_teacher):
+    write_prompts(workdir, ["q0"])
+    batch_teacher.batch_submit_answer = (200, b"<html><body>Gateway</body></html>", {"Content-Type": "text/html"})
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 1 and "Batches: 3 submitted by this run (3 requests" in result.err, result.err
+    assert "; 3 requests," in result.err
+
+
+def test_an_earlier_runs_batch_in_flight_counts_against_this_runs_cap(workdir, batch_teacher):
+    write_prompts(workdir, [f"q{i}" for i in range(10)])
+    killed_while_waiting(workdir, batch_teacher, "--max-cost", "1")  # a first batch of 4: no price is listed
+    batch_teacher.batch_latency = 0.1
+    result = batch_run(workdir, batch_teacher, "--max-cost", "0.002", tools="none")  # what 4 answers cost
+    assert result.code == 1 and "spend cap was reached" in result.err, result.err
+    assert float(result.err.split("Billed $")[1].split(" ")[0]) <= 0.002
+    assert len(batch_teacher.batches) == 1  # nothing went beside the picked-up batch, which took the cap
+
+
+def test_a_damaged_record_line_neither_hangs_nor_stops_the_run(workdir, batch_teacher):
+    write_prompts(workdir, ["q0", "q1"])
+    (workdir / "train.batches.jsonl").write_text(
+        '{"batch": "b", "custom_ids": ["x"], "sent": [1], "rollouts": 5, "endpoint": "v1"}\n'
+        '{"batch": "b", "sent": {"a": 1}, "billed": "lots"}\n{"batch": 7}\n\xef\xbb\xbf{"batch"\n')
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 0 and len(result.records()) == 2, result.err
+
+
+def test_a_teacher_that_reports_no_cost_cannot_be_capped_and_its_batches_grow(workdir, batch_teacher):
+    prompts = [f"q{i}" for i in range(12)]
+    write_prompts(workdir, prompts)
+    for prompt in prompts:
+        batch_teacher.script(prompt, lambda body: Reply(body=completion({"content": "ok"}, usage={
+            "prompt_tokens": 10, "completion_tokens": 5})))
+    result = batch_run(workdir, batch_teacher, "--max-cost", "0.01", tools="none")
+    assert result.code == 0, result.err
+    assert result.err.count("--max-cost cannot apply") == 1
+    assert [len(b["requests"]) for b in batch_teacher.batches.values()] == [4, 8]
+
+
+def test_a_submission_refused_for_one_request_it_names_fails_only_that_one(workdir, batch_teacher):
+    write_prompts(workdir, ["good0", "bad", "good1"])
+    batch_teacher.batch_refused_prompt = "bad"
+    result = batch_run(workdir, batch_teacher, tools="none")
+    assert result.code == 1, result.err
+    assert sorted(r["messages"][0]["content"] for r in result.records()) == ["good0", "good1"]
+    [failed] = read_jsonl(workdir / "train.failed.jsonl")
+    assert failed["kind"] == "HTTP 400" and "invalid content" in failed["reason"]
+
+
+def test_ctrl_c_while_the_models_list_is_slow_stops_at_once(workdir, batch_teacher):
+    batch_teacher.models, batch_teacher.models_delay = [], 3600.0
+    write_prompts(workdir, ["q0"])
+    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url,
+                           "--batch", "--batch-poll", "0.05", "--max-cost", "1")
+    wait_for(lambda: batch_teacher.models_asked, what="the models list asked for")
+    process.send_signal(2)
+    _, err = process.communicate(timeout=30)  # the list's own bound is 30 s: a stop does not wait for it
+    assert process.returncode == 130 and not batch_teacher.batches, err

@@ -329,12 +329,17 @@ class FakeTeacher:
         self.batch_get_refusal: tuple[int, str] | None = None  # every GET of a batch refused: (status, message)
         self.batch_413_over: int | None = None  # a submission of more requests than this is refused with 413
         self.batch_window = 24 * 3600.0  # expires_at: this long after the submission
+        self.batch_age = 0.0  # seconds the service says a batch was created before it came (a batch of yesterday)
         self.batch_failure_reason = "request {0} is invalid: unknown parameter"
-        self.batch_results_refusal: int | None = None  # GET .../results answered with this status
-        self.batch_cursor_cycle = False  # pages say has_more for ever, their cursors going round
+        self.batch_results_refusal: dict[str, int] = {}  # batch id -> the status GET .../results answers
+        self.batch_cursor_cycle: set[str] = set()  # ids whose pages say has_more for ever, cursors going round
         self.batch_submit_answer: tuple[int, dict, dict] | None = None  # a submission stored, then answered so
         self.batch_id: str | None = None  # the id every batch gets (a key in it; one id for all)
         self.batch_status: str | None = None  # the status every look says while a batch is in progress
+        self.batch_submit_delay = 0.0  # seconds a submission's answer takes once the batch is stored
+        self.batch_results_as_text = False  # each result's body the completion JSON-encoded again, as a string
+        self.batch_refused_prompt: str | None = None  # a submission holding it is refused, 400 naming it
+        self.models_delay = 0.0  # seconds GET /models takes
         self._batch_ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server = None
@@ -473,6 +478,7 @@ class FakeTeacher:
             return listed if isinstance(listed, Reply) else Reply(200, listed)
         if method == "GET" and path.split("?")[0].endswith("/models") and self.models is not None:
             self.models_asked.append(path)
+            await asyncio.sleep(self.models_delay)
             listed = self.distillable() if "distillable=true" in path else self.models
             return Reply(200, {"data": listed})
         if path.split("?")[0].startswith(("/api/beta/batches", "/api/v1/batches")):
@@ -507,7 +513,7 @@ class FakeTeacher:
         path, _, query = target.partition("?")
         parts = path.strip("/").split("/")  # api, v1|beta, batches[, id[, results]]
         if method == "POST" and len(parts) == 3:
-            return self._submit_batch(parts[1], raw)
+            return await self._submit_batch(parts[1], raw)
         batch = self.batches.get(parts[3]) if method == "GET" and len(parts) >= 4 else None
         if batch is None:
             return Reply(404, {"error": {"code": 404, "message": "no such batch"}})
@@ -515,8 +521,8 @@ class FakeTeacher:
             code, message = self.batch_get_refusal
             return Reply(code, {"error": {"code": code, "message": message}})
         if len(parts) == 5 and parts[4] == "results":
-            if self.batch_results_refusal is not None:
-                return Reply(self.batch_results_refusal, {"error": {"code": self.batch_results_refusal, "message": "x"}})
+            if (refusal := self.batch_results_refusal.get(batch["id"])) is not None:
+                return Reply(refusal, {"error": {"code": refusal, "message": "x"}})
             return self._results_page(batch, dict(p.partition("=")[::2] for p in query.split("&") if p))
         self.batch_looks += 1
         batch["looks"] += 1
@@ -536,7 +542,7 @@ class FakeTeacher:
         status = {"expired-partial": "expired"}.get(batch["fate"], batch["fate"])
         return Reply(200, self._batch_view(batch, status))
 
-    def _submit_batch(self, version: str, raw: bytes) -> Reply:
+    async def _submit_batch(self, version: str, raw: bytes) -> Reply:
         self.batch_posts.append(f"/api/{version}/batches")
         if version not in self.batch_paths:
             return Reply(self.batch_path_refusal, {"error": {"code": self.batch_path_refusal, "message": "not found"}})
@@ -548,6 +554,9 @@ class FakeTeacher:
         if self.batch_413_over is not None and len(batch["requests"]) > self.batch_413_over:
             return Reply(413, {"error": {"code": 413, "message": "Request body too large"}})
         bodies = [r.get("body", {}) for r in batch["requests"]]
+        refused = [i for i, body in enumerate(bodies) if first_user_text(body) == self.batch_refused_prompt]
+        if refused:
+            return Reply(400, {"error": {"code": 400, "message": f"requests[{refused[0]}]: invalid content"}})
         if any(body.get("model", batch["model"]) != batch["model"] for body in bodies):
             return Reply(400, {"error": {"code": 400, "message": "every request's model must be the batch's"}})
         for request in batch["requests"]:
@@ -557,8 +566,10 @@ class FakeTeacher:
             self.batches[batch_id]["requests"] += batch["requests"]
             return Reply(202, self._batch_view(self.batches[batch_id], "validating"))
         self.batches[batch_id] = {"id": batch_id, "requests": batch["requests"], "came": time.monotonic(),
-                                  "created": time.time(), "fate": self.batch_fates.pop(0) if self.batch_fates
+                                  "created": time.time() - self.batch_age,
+                                  "fate": self.batch_fates.pop(0) if self.batch_fates
                                   else "completed", "results": None, "cost": 0.0, "looks": 0, "ended_looks": 0}
+        await asyncio.sleep(self.batch_submit_delay)
         if self.batch_submit_answer is not None:  # stored, but answered otherwise (524, a 202 without an id)
             code, body, headers = self.batch_submit_answer
             return Reply(code, body, headers)
@@ -573,12 +584,15 @@ class FakeTeacher:
             reply = await self._respond(request["body"])
             if reply.status == 200 and isinstance(reply.body, dict) and "choices" in reply.body:
                 body = json.loads(json.dumps(reply.body))
-                body.setdefault("usage", {})["cost"] = body["usage"].get("cost", 0.0) / 2  # half the price
-                batch["cost"] += body["usage"]["cost"]
+                usage = body.setdefault("usage", {})
+                if "cost" in usage:  # half the price (a teacher that says no cost says none here either)
+                    usage["cost"] = usage["cost"] / 2
+                    batch["cost"] += usage["cost"]
                 if not self.batch_costs_per_answer:
-                    del body["usage"]["cost"]
+                    usage.pop("cost", None)
                 result = {"response": {"status_code": 200, "request_id": f"req-{len(batch['results'])}",
-                                       "body": body}, "error": None}
+                                       "body": json.dumps(body) if self.batch_results_as_text else body},
+                          "error": None}
             else:
                 error = reply.body.get("error") if isinstance(reply.body, dict) else None
                 result = {"response": None, "error": error or {"code": reply.status, "message": "failed"}}
@@ -591,7 +605,7 @@ class FakeTeacher:
         size = min(int(params.get("limit") or 1000), self.batch_page_size)
         page = shown[start:start + size]
         more = start + size < len(shown)
-        if self.batch_cursor_cycle:
+        if batch["id"] in self.batch_cursor_cycle:
             return Reply(200, {"object": "list", "data": [], "has_more": True, "next_cursor": str(1 - min(start, 1))})
         return Reply(200, {"object": "list", "data": page, "has_more": more,
                            "next_cursor": str(start + size) if more else None})
