@@ -191,6 +191,10 @@ class TeacherSettings:
     backoff: float = 1.0  # seconds before the first retry; doubles, with jitter, up to 60
     max_answer_bytes: int = 64 << 20  # an answer larger than this, decoded, fails its prompt (no retry)
     stall_timeout: float = 300.0  # a streamed answer with no data event for this long is retried
+    # At a stop by a signal, seconds the answers in flight are waited for; then they are given up (and paid
+    # again next run). Inside the 30 s a cluster gives between SIGTERM and SIGKILL (SLURM's KillWait, a
+    # pod's grace period), so the summary and the paused file are written before the kill.
+    stop_timeout: float = 20.0
     batch: bool = False  # every request through OpenRouter's Batch API: about half the price, hours a turn
     batch_poll: float = 30.0  # seconds between looks at a batch in progress
 
@@ -495,6 +499,11 @@ def _build_arg_parser() -> argparse.ArgumentParser:
                      help="a streamed answer that sends no data for this long is retried (comments that only keep "
                      "the connection open do not count); long enough for models that think silently "
                      "(default: %(default)g)")
+    api.add_argument("--stop-timeout", type=_positive_float, default=default(TeacherSettings, "stop_timeout"),
+                     metavar="SECONDS",
+                     help="at Ctrl-C or SIGTERM, seconds the answers in flight are waited for; past it they are "
+                     "given up (the summary names them: they are paid again next run). Inside the 30 s SLURM and "
+                     "Kubernetes give before they kill (default: %(default)g)")
     api.add_argument("--max-answer-mb", type=_positive_float, default=default(TeacherSettings, "max_answer_bytes") / MB,
                      metavar="MB",
                      help="an answer larger than this (after decompression) fails its prompt, not retried: "
@@ -661,7 +670,8 @@ def parse_config(argv: list[str] | None) -> Config:
         teacher=TeacherSettings(base_url=base_url, secret=secret, concurrency=args.concurrency,
                                 start_concurrency=args.start_concurrency, timeout=args.timeout, retries=args.retries,
                                 backoff=args.backoff, max_answer_bytes=int(args.max_answer_mb * MB),
-                                stall_timeout=args.stall_timeout, batch=args.batch, batch_poll=args.batch_poll),
+                                stall_timeout=args.stall_timeout, stop_timeout=args.stop_timeout, batch=args.batch,
+                                batch_poll=args.batch_poll),
         requests=RequestSettings(model=args.model, max_tokens=args.max_tokens, max_turns=max_turns,
                                  temperature=args.temperature, reasoning=reasoning,
                                  extra_body=extra_body, cache=args.cache,
@@ -2334,6 +2344,7 @@ class Stats:
     uncosted: int = 0  # of those, answers whose usage carried no usable cost (counted as 0)
     cost_unknown: int = 0  # streamed answers cut before their usage came: paid, at a cost nobody told us
     rejected: int = 0  # rollouts below --min-reward this run
+    given_up: list[str] = field(default_factory=list)  # prompt ids whose answer in flight a stop gave up
     exhausted: int = 0  # of those, the last try of their prompt: finished without a line in the output
     scored: int = 0
     reward_sum: float = 0.0
@@ -2354,6 +2365,10 @@ class Answered(enum.Enum):
     RATE_LIMITED = "rate_limited"  # a 429, before or after it was admitted
     FAILED = "failed"  # anything else: a 5xx, a drop, a timeout (tells nothing about the limits)
     CANCELLED = "cancelled"  # never sent, or abandoned by the run
+
+
+class LimiterClosed(Exception):
+    """The run is stopping: no request starts any more (AdaptiveLimiter.close)."""
 
 
 @dataclass
@@ -2411,6 +2426,7 @@ class AdaptiveLimiter:
         self.pace_cut_at = -math.inf
         self.limit_cut_at = self.clock()
         self.pace_bound_at = -math.inf  # when the pace last held a request back
+        self.holding_blind = False  # refused with nothing taken lately: one at a time until one is taken
         self._taken: collections.deque[tuple[float, int]] = collections.deque()  # (when, level) taken lately
         # The teacher's own count of requests left in its window (x-ratelimit-remaining-requests), when it
         # sends one: requests wait for the window's end instead of being refused (tell_budget).
@@ -2422,8 +2438,11 @@ class AdaptiveLimiter:
         self._waiters: list[tuple[int, int, asyncio.Future]] = []
         self._order = itertools.count()
         self._wake_timer: asyncio.TimerHandle | None = None
+        self.closed = False
 
     async def acquire(self, priority: int) -> Slot:
+        if self.closed:
+            raise LimiterClosed()
         if not self._waiters and self._has_room():
             return self._start()
         future = asyncio.get_running_loop().create_future()
@@ -2435,6 +2454,19 @@ class AdaptiveLimiter:
             if future.done() and not future.cancelled():
                 self.release(future.result(), Answered.CANCELLED)
             raise
+
+    def close(self) -> None:
+        """No request starts from now on: every request waiting for a slot, the pace or a Retry-After
+        hears it at once (LimiterClosed), not when its turn comes (one a second at a slow pace: a stop
+        that outlived a cluster's 30 s grace period)."""
+        self.closed = True
+        waiters, self._waiters = self._waiters, []
+        for _, _, future in waiters:
+            if not future.done():
+                future.set_exception(LimiterClosed())
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+            self._wake_timer = None
 
     def admit(self, slot: Slot) -> None:
         """The teacher took this request (its first streamed data came, or it went unrefused for the
@@ -2472,6 +2504,8 @@ class AdaptiveLimiter:
 
     def _taken_request(self, slot: Slot, still_in_flight: bool) -> None:
         now = self.clock()
+        if self.holding_blind:  # the teacher takes requests again: slow start from one, no pace
+            self.holding_blind, self.pace, self.pace_ceiling = False, None, math.inf
         # The level it was taken at: no more than were in flight when it started, nor than are now (at
         # its start, requests the teacher was about to refuse counted too, and so overstated what it takes)
         self._taken.append((now, min(slot.level, self.in_flight + (0 if still_in_flight else 1))))
@@ -2496,8 +2530,7 @@ class AdaptiveLimiter:
         answered in a millisecond, would free its slot for the next doomed request."""
         taken = self._level_taken_lately()
         if taken == 0:
-            self._cut_limit(slot)
-            self._cut_pace(slot)
+            self._hold_blind(slot)
             return
         if slot.level != taken:
             self.rate_bound = slot.level < taken
@@ -2507,6 +2540,22 @@ class AdaptiveLimiter:
             self.ceiling = max(self.ceiling, taken)
         else:
             self._cut_limit(slot)
+
+    def _hold_blind(self, slot: Slot) -> None:
+        """Refused before the teacher took anything lately (a first request; a teacher or a key that other
+        processes, such as the other shards, hold just now): no telling which limit, so one request at a
+        time, one a second, until one is taken; then the hold ends and slow start goes on from there
+        (_taken_request). Nothing it learned before is cut: the refusal says only that the teacher was
+        busy. (Cut as if it had told, a shard whose first request met its neighbours' load stayed at one
+        in flight and one request a second long after the teacher was idle: the pace regrows only while it
+        holds a request back beside another in flight, which one in flight never does.)"""
+        now = self.clock()
+        self.holding_blind = True
+        self.limit = 1.0
+        if slot.wave == self.wave:
+            self.wave += 1  # requests already in flight that come back refused do not hold it again
+        self.pace, self.pace_cut_at = 1.0, now
+        self.next_send = max(self.next_send, now + 1.0)
 
     def _level_taken_lately(self) -> int:
         horizon = self.clock() - self.TAKEN_MEMORY
@@ -2800,6 +2849,7 @@ class StreamCut(Exception):
 # The answer is kept whatever comes next; these bound how long we wait for the rest.
 USAGE_WAIT = 5.0  # seconds after the finish_reason for the usage event (then its cost counts as unknown)
 END_WAIT = 1.0  # seconds after [DONE] (or usage) for the body's end, so the connection can be reused
+_LOOK_AGAIN = 1.0  # seconds a stream whose wait ran out is read once more before it counts as stalled
 
 
 # A stream is read as it comes, so its size is not what it costs: 800,000 one-character deltas are 100 MB
@@ -3611,18 +3661,21 @@ class TeacherClient:
             try:
                 if self.batches is not None:  # no request slot: the batch is the unit, and the limit is its size
                     return await self._attempt_in_batch(payload, spend, stopping, rollout)
-                return await self._attempt(payload, priority, spend, stopping if attempt == 1 else None)
+                return await self._attempt(payload, priority, spend, stopping)
             except RetryableError as e:
                 if attempt > self.settings.retries:
                     raise PromptFailed(f"retries used up ({e.kind})",
                                        f"gave up after {attempt} attempts; last error: {e.detail}", attempt) from None
                 self.stats.retries += 1
-                await asyncio.sleep(backoff_delay(self.settings.backoff, attempt, e.retry_after))
+                await _wait_unless_stopping(backoff_delay(self.settings.backoff, attempt, e.retry_after), stopping)
         raise AssertionError("unreachable")
 
     async def _attempt(self, payload: bytes, priority: int, spend: Usage, stopping: asyncio.Event | None
                        ) -> Completion:
-        slot = await self.limiter.acquire(priority)
+        try:
+            slot = await self.limiter.acquire(priority)
+        except LimiterClosed:  # the run is stopping: this request never starts
+            raise NotStarted() from None
         answered, sent = Answered.FAILED, time.monotonic()
         # Admitted once it goes unrefused for the window (or at its first streamed data, _read_events)
         admission = asyncio.get_running_loop().call_later(self.admission_window, self.limiter.admit, slot)
@@ -3730,33 +3783,45 @@ class TeacherClient:
         after it, costs seconds, and the answer is kept."""
         stream, events = AnswerStream(), SseParser()
         loop, cap = asyncio.get_running_loop(), self.settings.max_answer_bytes
+        decoder, wait, looked_again = BodyDecoder(encoding, STREAM_BYTES), self.settings.stall_timeout, False
         try:
-            try:
-                async with asyncio.timeout(self.settings.stall_timeout) as deadline:
-                    async for chunk in self._decoded_chunks(response, encoding, STREAM_BYTES):
-                        added = False
-                        for data in events.feed(chunk):
-                            stream.add(data)
-                            added = True
-                        if events.pending > cap or stream.size > cap:  # what is held, not what went by
-                            raise AnswerTooLarge(max(events.pending, stream.size), cap)
-                        if not added:
-                            continue
-                        if not slot.admitted and not stream.failed:
-                            self.limiter.admit(slot)  # the teacher is answering: it took the request
-                        if stream.failed or stream.done and not stream.whole:
-                            break  # nothing after an error event or a [DONE] can make the answer whole
-                        wait = (self.settings.stall_timeout if not stream.whole else
-                                END_WAIT if stream.done or stream.usage_seen else USAGE_WAIT)
-                        deadline.reschedule(loop.time() + wait)
-            except TimeoutError:
-                if not deadline.expired():
-                    raise
-                if not stream.whole:
-                    raise StreamStalled() from None
-            except (httpx.TransportError, aiohttp.ClientError, OSError, MalformedAnswer):
-                if not stream.whole:
-                    raise  # else the connection broke, or sent garbage, after the answer was whole: kept
+            while True:  # once more after a wait that ran out (see below); else once
+                try:
+                    async with asyncio.timeout(wait) as deadline:
+                        async for chunk in self._decoded_chunks(response, decoder):
+                            added = False
+                            for data in events.feed(chunk):
+                                stream.add(data)
+                                added = True
+                            if events.pending > cap or stream.size > cap:  # what is held, not what went by
+                                raise AnswerTooLarge(max(events.pending, stream.size), cap)
+                            if not added:
+                                continue
+                            if not slot.admitted and not stream.failed:
+                                self.limiter.admit(slot)  # the teacher is answering: it took the request
+                            if stream.failed or stream.done and not stream.whole:
+                                break  # nothing after an error event or a [DONE] can make the answer whole
+                            wait = (self.settings.stall_timeout if not stream.whole else
+                                    END_WAIT if stream.done or stream.usage_seen else USAGE_WAIT)
+                            deadline.reschedule(loop.time() + wait)
+                            looked_again = False
+                    break
+                except TimeoutError:
+                    if not deadline.expired():
+                        raise
+                    if stream.whole:
+                        break
+                    if looked_again:
+                        raise StreamStalled() from None
+                    # A process suspended (SIGSTOP, scontrol suspend, a laptop asleep) past the wait wakes to a
+                    # timer that is due and, beside it, the data that came meanwhile, still unread: the timer
+                    # runs first. So before the stream counts as stalled, what has already arrived is read
+                    # (the answer may be whole in it: kept, never paid again).
+                    wait, looked_again = _LOOK_AGAIN, True
+                except (httpx.TransportError, aiohttp.ClientError, OSError, MalformedAnswer):
+                    if not stream.whole:
+                        raise  # else the connection broke, or sent garbage, after the answer was whole: kept
+                    break
             if not (stream.whole or stream.failed):
                 raise StreamCut("[DONE] came before the answer's finish_reason" if stream.done else
                                 "it ended before the answer was complete")
@@ -3768,9 +3833,10 @@ class TeacherClient:
             REQUEST_STATE.get().usage_lost = True
         return stream.body()
 
-    async def _decoded_chunks(self, response: httpx.Response, encoding: str, limit: int) -> AsyncIterator[bytes]:
-        """The body's bytes as they come, decoded, never more than `limit` in all."""
-        decoder = BodyDecoder(encoding, limit)
+    async def _decoded_chunks(self, response: httpx.Response, decoder: BodyDecoder) -> AsyncIterator[bytes]:
+        """The body's bytes as they come, decoded, never more than the decoder's limit in all. Iterated again
+        after a wait that ran out, it goes on where the last one stopped (the decoder and the connection's
+        buffer hold what was read)."""
         async for chunk in response.stream:
             yield decoder.feed(chunk)
         yield decoder.finish()
@@ -3779,7 +3845,7 @@ class TeacherClient:
         """The whole body, decoded as its Content-Encoding says, never more than the cap."""
         limit = self.settings.max_answer_bytes
         if encoding.strip().lower() not in ("", "identity"):
-            return b"".join([chunk async for chunk in self._decoded_chunks(response, encoding, limit)])
+            return b"".join([chunk async for chunk in self._decoded_chunks(response, BodyDecoder(encoding, limit))])
         # Most answers: no decoder at all, and a declared length over the cap is refused before reading.
         if declared.isdigit() and int(declared) > limit:
             raise AnswerTooLarge(int(declared), limit)
@@ -3924,6 +3990,19 @@ class TeacherClient:
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # cheap pre-check; `encodable` decides
+
+
+async def _wait_unless_stopping(seconds: float, stopping: asyncio.Event | None) -> None:
+    """A retry's backoff (up to a minute, or a Retry-After): cut short by a stop, which this request then
+    does not outlive (NotStarted: the rollout pauses, or stays pending)."""
+    if stopping is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stopping.wait()
+    if stopping.is_set():
+        raise NotStarted()
 
 
 def _carries_reasoning_content(body: dict) -> bool:
@@ -4287,6 +4366,7 @@ class Outcome:
     in_paused_file: bool = False  # its turns are in the paused file (this run or an earlier one)
     key_in_signed_reasoning: bool = False  # its newer turns could not be saved (PausedFile.save)
     fingerprint: str = ""  # of what its turns are valid with (RolloutRunner.fingerprint)
+    given_up: bool = False  # stopped at once with an answer still coming (or its tools running): paid again
 
     @property
     def total_usage(self) -> Usage:
@@ -4366,7 +4446,10 @@ class RolloutRunner:
                        "continue.")
             return outcome.end(Ending.STOPPED, "stopped: cannot save", message, stop=RunStopped("disk", message))
         except asyncio.CancelledError:  # the run is stopping at once; the outcome still gets settled
-            return outcome.end(Ending.STOPPED, "interrupted", "the run stopped while this rollout was in progress")
+            # It was waiting for an answer, or running the tools an answer asked for (a request waiting for a
+            # slot or a retry has ended NotStarted by now): that answer is not saved, and is paid again.
+            return outcome.end(Ending.STOPPED, "interrupted", "the run stopped while this rollout was in progress",
+                               given_up=True)
         except Exception as e:  # a bug of ours: this rollout fails with the place, the run goes on
             where = traceback.extract_tb(e.__traceback__)[-1]
             return outcome.end(Ending.FAILED, "internal error", f"internal error: {type(e).__name__}: {e} "
@@ -5907,6 +5990,11 @@ class RunSummary:
             lines.append(f"Paused: {plural(s.paused, 'rollout')} stopped between turns; their turns so far are "
                          f"saved in {files.paused.name}, and the next run goes on from there (no answer is paid "
                          "twice).")
+        if s.given_up:
+            named = ", ".join(s.given_up[:5]) + (f" and {len(s.given_up) - 5} more" if len(s.given_up) > 5 else "")
+            lines.append(f"Given up: {plural(len(s.given_up), 'answer')} still coming (or its tools running) when the "
+                         f"run stopped at once (--stop-timeout, or a second Ctrl-C): prompt {named}. They go on from "
+                         "their last saved turn next run, and those answers are paid again.")
         if self.started_over:
             lines.append(f"Started over: {plural(self.started_over, 'paused rollout')}, since the model, "
                          "tools, reasoning or --extra-body changed since their turns were saved.")
@@ -6121,6 +6209,8 @@ class Run:
             self.client.on_answer = cap.check
         self.tasks: set[asyncio.Task] = set()
         self.interrupted = False
+        self.stop_timeout = cfg.teacher.stop_timeout
+        self._give_up_timer: asyncio.TimerHandle | None = None  # at a signal: the answers in flight are waited for until then
         self.stop_reason: str | None = None  # why the run stopped early (not a Ctrl-C): the summary says
         self.tools_down_in_a_row = 0  # rollouts failed in a row by a tool that said it is unavailable
         self.started = time.monotonic()
@@ -6147,6 +6237,8 @@ class Run:
                 await asyncio.wait(self.tasks)
         finally:
             refresher.cancel()
+            if self._give_up_timer is not None:
+                self._give_up_timer.cancel()
             self.progress.close()
             await self.client.aclose()
             if self.batches is not None:  # its record is kept while any rollout could still ask for its answers
@@ -6208,6 +6300,8 @@ class Run:
         """The one place a rollout's fate is decided: a line in the output, a line in the rejected file,
         an entry in the failed file, or pending (nothing was paid for). Its spend counts whatever the fate."""
         self.stats.usage.merge(outcome.usage)
+        if outcome.given_up:
+            self.stats.given_up.append(outcome.job.prompt.prompt_id)
         if outcome.stop is not None:
             self.stop(outcome.stop.message)
         ending = outcome.ending
@@ -6318,6 +6412,7 @@ class Run:
         if reason is not None and self.stop_reason is None:
             self.stop_reason = reason
         self.stopping.set()
+        self.limiter.close()  # every request waiting for a slot, the pace or a Retry-After hears it now
         self.pool_has_room.set()
         if now:
             current = asyncio.current_task()
@@ -6345,10 +6440,20 @@ class Run:
             self.stop(None, now=True)
             return
         self.interrupted = True
-        self.progress.log(f"Stopping: no new requests; the answers in flight are kept, and the "
-                          f"{plural(len(self.tasks), 'rollout')} in progress pause, to go on next run (press Ctrl-C "
-                          "again to quit now).")
+        self.progress.log(f"Stopping: no new requests; the answers in flight are kept (waited for up to "
+                          f"{self.stop_timeout:g} s, --stop-timeout), and the {plural(len(self.tasks), 'rollout')} in "
+                          "progress pause, to go on next run (press Ctrl-C again to quit now).")
         self.stop(None, now=False)
+        self._give_up_timer = asyncio.get_running_loop().call_later(self.stop_timeout, self._give_up)
+
+    def _give_up(self) -> None:
+        """The bound on a stop: a cluster kills the process 30 s after SIGTERM (SLURM's KillWait, a pod's grace
+        period), and a kill loses the summary and whatever was still to be saved. What is still coming is given
+        up: those rollouts pause at their last saved turn, and the summary names them."""
+        if self.tasks:
+            self.progress.log(f"Gave up waiting after {self.stop_timeout:g} s (--stop-timeout): what is still "
+                              "coming will be paid again next run.")
+            self.stop(None, now=True)
 
     def _summarize(self, remaining_failed: int) -> int:
         plan, runner = self.plan, self.runner
