@@ -317,6 +317,7 @@ class Config:
     rescore: bool = False  # re-apply rewards.py and --min-reward to the output and rejected files
     sources: dict[str, str] = field(default_factory=dict)  # setting -> where it came from (flag, config.yml, default)
     project: RnowProject | None = None  # config.yml, for `rnow run` after the run
+    scheduler: SchedulerShard | None = None  # --shard auto: how the shard was found, what to note for the array
 
 
 _MIN_SECRET_LENGTH = 20  # real API keys are longer (OpenRouter's: 73 characters); placeholders are shorter
@@ -373,53 +374,6 @@ def _shard_spec(text: str) -> tuple[int, int] | tuple[str, int | None]:
     if n is not None and (n < 1 or (i != "auto" and not 0 <= i < n)):
         raise argparse.ArgumentTypeError(f"I must be in 0..N-1 and N at least 1, got {text!r}")
     return i, n
-
-
-def _scheduler_shard(count: int | None, env: Mapping[str, str]) -> tuple[int, int]:
-    """--shard auto: this task's shard from a SLURM job array (--array=0-7, or 1-16, or 0-30:2) or a
-    Kubernetes Indexed Job (JOB_COMPLETION_INDEX; the Job's completions given as --shard auto/N)."""
-    def number(name: str, default: int | None = None) -> int:
-        try:
-            return int(env[name]) if name in env else default
-        except ValueError:
-            raise UsageError(f"--shard auto: {name}={env[name]!r} is not a number") from None
-
-    if "SLURM_ARRAY_TASK_ID" in env:
-        task, first, step = number("SLURM_ARRAY_TASK_ID"), number("SLURM_ARRAY_TASK_MIN", 0), \
-            number("SLURM_ARRAY_TASK_STEP", 1) or 1
-        tasks = number("SLURM_ARRAY_TASK_COUNT", count)
-        if tasks is None:
-            raise UsageError("--shard auto: SLURM_ARRAY_TASK_COUNT is not set; pass the array size as --shard auto/N")
-        if count is not None and count != tasks:
-            raise UsageError(f"--shard auto/{count}: the SLURM array has {tasks} tasks")
-        index, off_step = divmod(task - first, step)
-        if off_step or not 0 <= index < tasks:
-            raise UsageError(f"--shard auto: task {task} is not one of {tasks} evenly spaced tasks from {first} "
-                             f"(step {step}); use a range such as --array=0-{tasks - 1}, or --shard I/N")
-        return index, tasks
-    if "JOB_COMPLETION_INDEX" in env:
-        if count is None:
-            raise UsageError("--shard auto: a Kubernetes Indexed Job gives the index only; pass the Job's "
-                             "completions as --shard auto/N")
-        index = number("JOB_COMPLETION_INDEX")
-        if not 0 <= index < count:
-            raise UsageError(f"--shard auto/{count}: JOB_COMPLETION_INDEX={index} is not in 0..{count - 1}")
-        return index, count
-    raise UsageError("--shard auto: neither SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX is set. Run it in a "
-                     "SLURM job array or a Kubernetes Indexed Job, or give the shard as --shard I/N.")
-
-
-def _shard_output(output: Path, shard: tuple[int, int] | None, spec: Any, default: bool) -> Path:
-    """`{shard}` in --output becomes I-of-N; with --shard auto the default output is per shard, since
-    the tasks of an array usually share one file system."""
-    if shard is None:
-        return output
-    tag = f"{shard[0]}-of-{shard[1]}"
-    if "{shard}" in output.name:
-        return output.with_name(output.name.replace("{shard}", tag))
-    if default and spec[0] == "auto":
-        return output.with_name(f"{output.stem}.shard-{tag}{output.suffix}")
-    return output
 
 
 def _finite_float_arg(text: str) -> float:
@@ -650,8 +604,10 @@ def parse_config(argv: list[str] | None) -> Config:
         tools_path = None  # tools only from MCP servers: no tools.py needed
     if tools_path is not None and not tools_path.is_file():
         raise UsageError(f"tools file {tools_path} not found. Pass --tools PATH, or --tools none to run without tools.")
-    shard = _scheduler_shard(args.shard[1], os.environ) if args.shard and args.shard[0] == "auto" else args.shard
-    output = _shard_output(args.output or Path("train.jsonl"), shard, args.shard, default=args.output is None)
+    scheduler = scheduler_shard(args.shard[1], os.environ, shard_pattern(args.output, args.shard)) \
+        if args.shard and args.shard[0] == "auto" else None
+    shard = scheduler.shard if scheduler is not None else args.shard
+    output = shard_output(args.output, shard, args.shard)
     if output.resolve() == args.input.resolve():
         raise UsageError("--output must not be the input file")
     files = OutputPaths(output)
@@ -684,14 +640,14 @@ def parse_config(argv: list[str] | None) -> Config:
         line=LineFormat(teacher=args.model, keep_reasoning=not args.no_reasoning,
                         numbered_attempts=args.attempts > 1, redact=secret.scrub),
         files=files, export=args.export, report=args.report, no_run=args.no_run, dry_run=args.dry_run,
-        rescore=args.rescore, sources=settings.sources, project=project,
+        rescore=args.rescore, sources=settings.sources, project=project, scheduler=scheduler,
     )
 
 
 # ==================================================================================================
 # config.yml and the environment
 # ==================================================================================================
-# rnow's config.yml rollout block, .env, the base URL and --extra-body: what the settings read from outside the command line.
+# rnow's config.yml rollout block, .env, the base URL, --extra-body and the scheduler's shard: what the settings read from outside the command line.
 
 
 # rnow's config.yml: its `rollout` block gives defaults here, so one config serves distillation and RL.
@@ -808,6 +764,183 @@ def check_regular_file(path: Path, what: str) -> None:
                 else "not a regular file")
         raise UsageError(f"{path}: cannot open {what}: it is {kind}, and {what} must be a regular file (it is "
                          "appended to, read back on resume and rewritten). Pass another --output.")
+
+
+# --shard auto: the shard from the scheduler's environment. A SLURM job array's task runs shard k of N where
+# k is its place in the array; a task submitted again alone (`sbatch --array=2 job.sbatch`, the usual way to
+# re-run one that failed) is an array of one to SLURM, so the array's shape is noted beside the shards'
+# files by the first run of the array, and such a task takes its shard from that note.
+
+
+@dataclass(frozen=True)
+class SlurmArray:
+    """A SLURM job array's task ids, first, first + step, ...: `tasks` of them; the k-th runs shard k."""
+
+    first: int
+    step: int
+    tasks: int
+
+    def shard(self, task: int) -> int | None:
+        index, off_step = divmod(task - self.first, self.step)
+        return index if not off_step and 0 <= index < self.tasks else None
+
+    @property
+    def spec(self) -> str:
+        """As --array writes it."""
+        last = self.first + (self.tasks - 1) * self.step
+        return f"{self.first}-{last}" + (f":{self.step}" if self.step != 1 else "")
+
+
+@dataclass(frozen=True)
+class SchedulerShard:
+    """What --shard auto found: the shard, how it was found when that needs saying, and the array's shape
+    to note for its tasks run again alone (None: already noted, or nothing to note)."""
+
+    shard: tuple[int, int]
+    note: str | None = None
+    record: Path | None = None
+    array: SlurmArray | None = None
+
+
+def shard_pattern(output: Path | None, spec: Any) -> Path | None:
+    """The name every shard's output follows, `{shard}` standing for I-of-N; None when --output names one
+    file for all. With --shard auto the default output is per shard, since the tasks of an array usually
+    share one file system."""
+    if output is not None:
+        return output if "{shard}" in output.name else None
+    default = Path("train.jsonl")
+    return default.with_name(f"{default.stem}.shard-{{shard}}{default.suffix}") if spec[0] == "auto" else None
+
+
+def shard_output(output: Path | None, shard: tuple[int, int] | None, spec: Any) -> Path:
+    """The output: `{shard}` in --output becomes I-of-N."""
+    pattern = shard_pattern(output, spec) if shard is not None else None
+    if pattern is None:
+        return output or Path("train.jsonl")
+    return pattern.with_name(pattern.name.replace("{shard}", f"{shard[0]}-of-{shard[1]}"))
+
+
+def _array_note_path(pattern: Path) -> Path:
+    """Where the array's shape is noted: beside the shards' files (train.slurm-array.json by default)."""
+    base = pattern.name.replace(".shard-{shard}", "").replace("{shard}", "")
+    return pattern.with_name(f"{Path(base).stem.rstrip('.-_') or 'shards'}.slurm-array.json")
+
+
+def _read_array_note(path: Path) -> SlurmArray | None:
+    try:
+        note = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: cannot read the note of the SLURM array that writes these shards ({e}). Delete "
+                         "it and submit the whole array again (finished shards end at once).") from None
+    fields = [note.get(name) if isinstance(note, dict) else None for name in ("first", "step", "tasks")]
+    if not all(type(value) is int for value in fields) or fields[1] < 1 or fields[2] < 1 or fields[0] < 0:
+        raise UsageError(f"{path}: not a note of a SLURM array as this program writes it. Delete it and submit the "
+                         "whole array again (finished shards end at once).")
+    return SlurmArray(*fields)
+
+
+def note_array(record: Path, array: SlurmArray, job: str | None) -> str | None:
+    """Note the array's shape for its tasks run again alone, once, whatever starts at once: the note is
+    written whole under a name of its own, then linked into place, which fails if another task did first.
+    A message when it cannot be written (a task run again alone is then refused, saying what works)."""
+    temporary = record.with_name(f".{record.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        temporary.write_text(json.dumps({"first": array.first, "step": array.step, "tasks": array.tasks,
+                                         "job": job}) + "\n")
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, record)
+    except OSError as e:
+        return (f"Note: {record} could not be written ({e.strerror}); a task of this array submitted again alone "
+                "will need --shard I/N in place of --shard auto.")
+    finally:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+    return None
+
+
+def scheduler_shard(count: int | None, env: Mapping[str, str], pattern: Path | None) -> SchedulerShard:
+    """--shard auto: this task's shard from a SLURM job array (--array=0-7, or 1-16, or 0-30:2; a task of it
+    submitted again alone) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX; the Job's completions given
+    as --shard auto/N). `pattern`: the shards' output name (shard_pattern), beside which the array is noted."""
+    def number(name: str, default: int | None = None) -> int | None:
+        try:
+            return int(env[name]) if name in env else default
+        except ValueError:
+            raise UsageError(f"--shard auto: {name}={env[name]!r} is not a number") from None
+
+    if "SLURM_ARRAY_TASK_ID" in env:
+        return _slurm_shard(count, number, pattern, env.get("SLURM_ARRAY_JOB_ID"))
+    if "JOB_COMPLETION_INDEX" in env:
+        if count is None:
+            raise UsageError("--shard auto: a Kubernetes Indexed Job gives the index only; pass the Job's "
+                             "completions as --shard auto/N")
+        index = number("JOB_COMPLETION_INDEX")
+        if not 0 <= index < count:
+            raise UsageError(f"--shard auto/{count}: JOB_COMPLETION_INDEX={index} is not in 0..{count - 1}")
+        return SchedulerShard((index, count))
+    raise UsageError("--shard auto: neither SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX is set. Run it in a "
+                     "SLURM job array or a Kubernetes Indexed Job, or give the shard as --shard I/N.")
+
+
+def _slurm_shard(count: int | None, number: Callable[..., int | None], pattern: Path | None,
+                 job: str | None) -> SchedulerShard:
+    task, first, step = number("SLURM_ARRAY_TASK_ID"), number("SLURM_ARRAY_TASK_MIN", 0), \
+        number("SLURM_ARRAY_TASK_STEP", 1) or 1
+    tasks, last = number("SLURM_ARRAY_TASK_COUNT", count), number("SLURM_ARRAY_TASK_MAX")
+    if tasks is None:
+        raise UsageError("--shard auto: SLURM_ARRAY_TASK_COUNT is not set; pass the array size as --shard auto/N")
+    record = _array_note_path(pattern) if pattern is not None else None
+    noted = _read_array_note(record) if record is not None else None
+    array = SlurmArray(first, step, tasks)
+    spaced = last is None or last == first + (tasks - 1) * step  # a range, not a list such as --array=2,5
+    if (tasks == 1 or not spaced) and noted is not None and count in (None, noted.tasks):
+        # a task (or a list of tasks) of the noted array, submitted again: its shard there
+        index = noted.shard(task)
+        if index is None:
+            raise UsageError(f"--shard auto: task {task} is not a task of the array whose shards are here "
+                             f"(--array={noted.spec}, noted in {record}). Submit one of its tasks, or delete "
+                             f"{record} to split the prompts anew.")
+        return SchedulerShard((index, noted.tasks), note=(
+            f"--shard auto: task {task} runs apart from its array (SLURM gives it an array of its own), so it "
+            f"runs its shard of the array noted in {record} (--array={noted.spec}): shard {index} of {noted.tasks}."))
+    if count is not None and count != tasks:
+        raise UsageError(f"--shard auto/{count}: the SLURM array has {tasks} tasks")
+    index = array.shard(task)
+    if index is None or not spaced:
+        raise UsageError(f"--shard auto: task {task} is not one of {tasks} evenly spaced tasks from {first} "
+                         f"(step {step}); use a range such as --array=0-{tasks - 1}, or --shard I/N")
+    if tasks == 1:
+        return _lone_task(task, pattern)
+    if noted is not None and noted != array:
+        raise UsageError(
+            f"--shard auto: this array (--array={array.spec}) is not the one whose shards are here "
+            f"(--array={noted.spec}, noted in {record}); its shards would overlap theirs, and every prompt done "
+            f"there would be paid again. To run tasks of that array again, submit each alone (sbatch --array=N "
+            f"...: SLURM runs it as an array of one, which takes its shard from the note). To split the prompts "
+            f"into {tasks} shards anew, delete {record} first (the shards' files are left as they are).")
+    return SchedulerShard((index, tasks), record=record if noted is None else None, array=array)
+
+
+def _lone_task(task: int, pattern: Path | None) -> SchedulerShard:
+    """An array of one task, and no note of an earlier array: shard 0 of 1, unless shards of another array
+    are here (this is then one of its tasks, submitted again before notes were kept): refused, saying what
+    works, rather than every prompt run again."""
+    if pattern is not None:
+        found = pattern.parent.glob(pattern.name.replace("{shard}", "*-of-*"))
+        counts = sorted({int(m[1]) for path in found if (m := re.search(r"-of-(\d+)", path.name)) and int(m[1]) > 1})
+        if counts:
+            shards = counts[-1]
+            mine = pattern.with_name(pattern.name.replace("{shard}", f"{task}-of-{shards}"))
+            raise UsageError(
+                f"--shard auto: this task runs alone (an array of one task, as SLURM runs `sbatch --array={task}`), "
+                f"and no note here says which array it belongs to, while the shards of a {shards}-task array are "
+                f"here ({pattern.with_name(pattern.name.replace('{shard}', f'*-of-{shards}'))}). Run as shard 0 of 1 it "
+                f"would pay for every prompt again. If it is task {task} of --array=0-{shards - 1}, run its shard "
+                f"with --shard {task}/{shards} -o {mine} in place of --shard auto (or submit the whole array "
+                "again: finished shards end at once).")
+    return SchedulerShard((0, 1))
 
 
 def load_dotenv_file() -> None:
@@ -6116,9 +6249,9 @@ def make_plan(prompts: PromptSettings, attempts: int, finished: set[int],
             plan.pending_repeats.append(job.prompt.repeat)
             plan.pending_lines.append(job.prompt.line_no)
             plan.pending_ids.append(hash(job.prompt.prompt_id))
-    if plan.total == 0:
-        raise UsageError(f"{prompts.input}: no prompts found" + (" in this shard" if prompts.shard else ""))
-    return plan
+    if plan.total == 0 and (not prompts.shard or next(_iter_prompts(prompts.input, prompts.system), None) is None):
+        raise UsageError(f"{prompts.input}: no prompts found")
+    return plan  # a shard may hold none (more shards than prompts): it is done
 
 
 _TOOLS_DOWN_AFTER = 10  # rollouts in a row failed by an unavailable tool that stop the run (each one is paid)
@@ -6554,8 +6687,15 @@ def _run_command(argv: list[str] | None) -> int:
         for note in output.repair(scan):
             print(note, file=sys.stderr)
         remove_stale_temporaries(cfg.files.output)
-        if cfg.project is not None and cfg.project.needs_id:
-            print(_give_project_id(cfg.project.config), file=sys.stderr)
+        for note in _scheduler_notes(cfg.scheduler):
+            print(note, file=sys.stderr)
+        if cfg.project is not None and cfg.project.needs_id and (said := _give_project_id(cfg.project.config)):
+            print(said, file=sys.stderr)
+        if plan.total == 0:  # a shard that holds no prompt: done, as the scheduler should count it
+            index, shards = cfg.prompts.shard
+            print(f"Nothing to do: shard {index} of {shards} holds none of the prompts of {cfg.prompts.input} (more "
+                  "shards than prompts).", file=sys.stderr)
+            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending)
         if plan.finished_before == plan.total:
             print(f"Nothing to do: all {plan.total} rollouts are already in {cfg.files.output}.", file=sys.stderr)
             return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending)
@@ -6581,6 +6721,18 @@ def _run_command(argv: list[str] | None) -> int:
     finally:
         if output is not None:
             output.release()
+
+
+def _scheduler_notes(scheduler: SchedulerShard | None) -> list[str]:
+    """--shard auto: how the shard was found, when that needs saying, and the array's shape noted for its
+    tasks submitted again alone (the first task to start writes it)."""
+    if scheduler is None:
+        return []
+    notes = [scheduler.note] if scheduler.note else []
+    if scheduler.record is not None and scheduler.array is not None:
+        failed = note_array(scheduler.record, scheduler.array, os.environ.get("SLURM_ARRAY_JOB_ID"))
+        notes += [failed] if failed else []
+    return notes
 
 
 def _check_licence(cfg: Config) -> bool | None:
@@ -6638,28 +6790,66 @@ _PROJECT_ID_NOTE = ("# rnow run needs a project id. `rnow init` makes one, but i
                     "# folder (train.jsonl and config.yml included): never run it here. Added by generate_distillation_data.py.\n")
 
 
-def _give_project_id(config: Path) -> str:
+def _give_project_id(config: Path) -> str | None:
     """Give config.yml the project_id `rnow run` needs, as `rnow init` would make it (a random UUID), so the
-    folder trains with nothing but `rnow login`. The line is appended, the rest of the file kept byte for
-    byte; the result is checked to read as the same settings plus the id before it replaces the file."""
+    folder trains with nothing but `rnow login`. One id, whatever starts at once (the tasks of a job array in
+    one folder): under a lock on the file, it is read again, and only a run that still finds no id writes
+    one (the others say nothing). An empty `project_id:` is filled in; else the line is appended. The rest is
+    kept byte for byte, and the result is checked to read as the same settings plus the id before it
+    replaces the file. None: another run gave it one meanwhile."""
     import yaml
 
     project_id = str(uuid.uuid4())
     try:
-        text = config.read_bytes().decode("utf-8")
-        new_text = text + ("\n" if text and not text.endswith("\n") else "") + _PROJECT_ID_NOTE + \
-            f'project_id: "{project_id}"\n'
-        before, after = yaml.safe_load(text.lstrip("\ufeff")), yaml.safe_load(new_text.lstrip("\ufeff"))
-        if not (isinstance(after, dict) and after == {**before, "project_id": project_id}):
-            raise ValueError("the id cannot be appended to how this file is written")
-        with replaced_atomically(config) as out:
-            out.write(new_text.encode("utf-8"))
+        with _locked(config):
+            text = config.read_bytes().decode("utf-8")
+            before = yaml.safe_load(text.lstrip("\ufeff"))
+            if isinstance(before, dict) and before.get("project_id"):
+                return None
+            new_text = _with_project_id(text, project_id)
+            after = yaml.safe_load(new_text.lstrip("\ufeff"))
+            if not (isinstance(before, dict) and after == {**before, "project_id": project_id}):
+                raise ValueError("the id cannot be added to how this file is written")
+            with replaced_atomically(config) as out:
+                out.write(new_text.encode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
         return (f"Note: {config} has no project_id, which `rnow run` needs, and it could not be added ({e}). Add "
                 f'a line `project_id: "{project_id}"` to it yourself; do not run `rnow init` here (it overwrites '
                 "this folder's files).")
     return (f"{config}: added project_id {project_id}, which `rnow run` needs to train on this folder (`rnow init` "
             "would make one too, but it overwrites train.jsonl and config.yml: never run it here).")
+
+
+# A top-level `project_id:` with no value (empty, "", '', null or ~), perhaps with a comment
+_EMPTY_PROJECT_ID = re.compile(r"""^project_id:[ \t]*(?:""|''|null|Null|NULL|~)?[ \t]*(?:#[^\n]*)?$""", re.M)
+
+
+def _with_project_id(text: str, project_id: str) -> str:
+    line = f'project_id: "{project_id}"'
+    if len(_EMPTY_PROJECT_ID.findall(text)) == 1:
+        return _EMPTY_PROJECT_ID.sub(line, text)
+    return text + ("\n" if text and not text.endswith("\n") else "") + _PROJECT_ID_NOTE + line + "\n"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on the file at `path` (a file we replace by renaming a new one over it, so the lock
+    is taken again until the file locked is still the one there: a run that waited reads what the run
+    before it wrote). A lock on the file itself, not on a lock file beside it: nothing left in the folder."""
+    while True:
+        fd = os.open(path, os.O_RDWR)  # open for writing: NFS takes an exclusive lock only then
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 @contextlib.contextmanager
