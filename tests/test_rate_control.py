@@ -381,3 +381,90 @@ def test_slow_start_grows_when_a_request_is_taken_not_when_its_answer_ends():
         assert limiter.limit <= 6.5  # taken already: their ends do not grow it
 
     asyncio.run(go())
+
+
+def simulate_shared_teacher(limiter: gdd.AdaptiveLimiter, clock: Clock, neighbour_leaves: float, until: float,
+                            cap: int = 8, latency: float = 0.2) -> list[tuple[float, int, int]]:
+    """A teacher that answers 429 above `cap` requests in flight, shared with a neighbour (another shard on
+    the same key) that holds all `cap` until `neighbour_leaves`; the limiter has more requests to send than
+    it will ever let go. Steps of 10 ms on the test's clock: a refusal comes back at once, a request taken
+    streams its first data after 50 ms (admitted) and ends after `latency`. Returns (time, requests of ours
+    in flight, requests refused so far) at each step."""
+    events: list[tuple[float, int, str, gdd.Slot]] = []  # (when, order, what, slot)
+    order, ours_taken, refused, trace = 0, 0, 0, []
+    while clock.now < until:
+        clock.now = round(clock.now + 0.01, 6)
+        due = sorted(e for e in events if e[0] <= clock.now)
+        events = [e for e in events if e[0] > clock.now]
+        for _, _, what, slot in due:
+            if what == "refused":
+                limiter.release(slot, gdd.Answered.RATE_LIMITED)
+                refused += 1
+            elif what == "first data":
+                limiter.admit(slot)
+            else:
+                ours_taken -= 1
+                limiter.release(slot, gdd.Answered.OK)
+        while limiter._has_room():
+            slot = limiter._start()
+            order += 1
+            held = cap if clock.now < neighbour_leaves else 0
+            if ours_taken + held >= cap:
+                events.append((clock.now + 0.001, order, "refused", slot))
+            else:
+                ours_taken += 1
+                events += [(clock.now + 0.05, order, "first data", slot), (clock.now + latency, order, "done", slot)]
+        trace.append((clock.now, ours_taken, refused))
+    for when, _, what, slot in sorted(events):  # what is still in flight ends, as the teacher answers it
+        clock.now = max(clock.now, when)
+        if what == "first data":
+            limiter.admit(slot)
+        else:
+            limiter.release(slot, gdd.Answered.RATE_LIMITED if what == "refused" else gdd.Answered.OK)
+    return trace
+
+
+def test_a_limiter_whose_first_requests_are_refused_takes_the_teachers_free_capacity_within_seconds():
+    """A shard whose first requests met its neighbours' load (the teacher's 8 slots all theirs) held one request
+    at a time, at one a second, and stayed there long after the teacher was idle: the pace regrew only when it
+    held a request back beside another in flight. While the teacher is busy it still sends little; once the
+    neighbour leaves, it takes the teacher's whole capacity within seconds."""
+    clock = Clock()
+    start = clock.now
+    limiter = gdd.AdaptiveLimiter(20, slow_start=4, clock=clock)
+    trace = simulate_shared_teacher(limiter, clock, neighbour_leaves=start + 5.0, until=start + 10.0)
+    busy = [refused for when, _, refused in trace if when < start + 5.0]
+    assert busy[-1] <= 4 + 6  # the first burst of 4, then about one a second while the teacher is busy
+    full = next(when for when, ours, _ in trace if ours == 8)
+    assert full - (start + 5.0) <= 2.0, f"8 in flight only {full - start - 5.0:.2f} s after the teacher was free"
+    assert limiter.pace is None and limiter.limit >= 8  # no pace left over from a refusal that told nothing
+
+
+def test_a_limiter_that_had_learned_the_cap_keeps_it_after_a_blind_refusal():
+    """A refusal with nothing taken lately says only that the teacher was busy: the cap learned earlier (7, from
+    a 429 at 8) stays, and slow start climbs back to it, not above."""
+    clock = Clock()
+    limiter = gdd.AdaptiveLimiter(20, slow_start=20, clock=clock)
+    trace = simulate_shared_teacher(limiter, clock, neighbour_leaves=clock.now, until=clock.now + 3.0, cap=7)
+    assert max(ours for _, ours, _ in trace[-50:]) == 7 and limiter.ceiling == 7
+    clock.now += 30  # a long quiet spell: nothing taken lately
+    trace = simulate_shared_teacher(limiter, clock, neighbour_leaves=clock.now + 2.0, until=clock.now + 5.0, cap=7)
+    assert limiter.ceiling == 7 and max(ours for _, ours, _ in trace[-50:]) == 7
+
+
+def test_closing_the_limiter_ends_every_wait_at_once():
+    """A stop: requests waiting for a slot, the pace or a Retry-After hear it now, not one by one as their turn
+    comes (at one a second, a queue of 40 outlived a cluster's 30 s before SIGKILL)."""
+    async def go():
+        limiter = gdd.AdaptiveLimiter(64, slow_start=1)
+        limiter.pace, limiter.next_send = 1.0, limiter.clock() + 1.0  # one a second, the next in a second
+        limiter.pause_until(limiter.clock() + 120)  # and a window spent for two minutes
+        waiting = [asyncio.ensure_future(limiter.acquire(i)) for i in range(40)]
+        await asyncio.sleep(0)
+        limiter.close()
+        done, pending = await asyncio.wait(waiting, timeout=5)
+        assert not pending and all(isinstance(task.exception(), gdd.LimiterClosed) for task in done)
+        with pytest.raises(gdd.LimiterClosed):
+            await limiter.acquire(0)  # and nothing starts after
+
+    asyncio.run(go())
