@@ -2477,12 +2477,12 @@ class Stats:
     uncosted: int = 0  # of those, answers whose usage carried no usable cost (counted as 0)
     cost_unknown: int = 0  # streamed answers cut before their usage came: paid, at a cost nobody told us
     rejected: int = 0  # rollouts below --min-reward this run
-    given_up: list[str] = field(default_factory=list)  # prompt ids whose answer in flight a stop gave up
     exhausted: int = 0  # of those, the last try of their prompt: finished without a line in the output
     scored: int = 0
     reward_sum: float = 0.0
     passed_first: int = 0  # accepted on a prompt's first try
     first_tries: int = 0  # first tries judged
+    given_up: list[str] = field(default_factory=list)  # prompt ids whose answer in flight a stop gave up
 
 
 # ==================================================================================================
@@ -2535,8 +2535,12 @@ class AdaptiveLimiter:
     RATE_WINDOW = 2.0  # seconds over which the rate the teacher takes is measured, at a rate 429
     PACE_MARGIN = 0.95  # the pace regrows fast to this share of the rate that was refused, then probes
     PROBE_DOUBLING = 1.5  # seconds without a 429 after which the pace probes twice as fast
-    # the same for requests in flight, slower: a server's capacity changes less often than a key's share
+    # the same for requests in flight, slower: a server's capacity changes less often than a key's share,
+    # unless others are seen sharing it (a refusal with nothing taken lately, within CONTENDED_MEMORY s):
+    # then as fast as the pace, since the share grows back when they finish
     LIMIT_PROBE_DOUBLING = 8.0
+    CONTENDED_MEMORY = 30.0
+    STALE_RATE = 1.25  # the teacher takes this times the rate it refused, for RATE_WINDOW s: the pace is stale
 
     def __init__(self, start: int, probe_patience: float = 16.0,
                  slow_start: int = default(TeacherSettings, "start_concurrency"),
@@ -2560,6 +2564,9 @@ class AdaptiveLimiter:
         self.limit_cut_at = self.clock()
         self.pace_bound_at = -math.inf  # when the pace last held a request back
         self.holding_blind = False  # refused with nothing taken lately: one at a time until one is taken
+        self.contended_at = -math.inf  # when it last was (others share the teacher)
+        self.refused_level = math.inf  # the level the last cut of the in-flight limit put the teacher's cap below
+        self.refused_rate = math.inf  # the rate the teacher was taking when the pace was last cut
         self._taken: collections.deque[tuple[float, int]] = collections.deque()  # (when, level) taken lately
         # The teacher's own count of requests left in its window (x-ratelimit-remaining-requests), when it
         # sends one: requests wait for the window's end instead of being refused (tell_budget).
@@ -2641,7 +2648,13 @@ class AdaptiveLimiter:
             self.holding_blind, self.pace, self.pace_ceiling = False, None, math.inf
         # The level it was taken at: no more than were in flight when it started, nor than are now (at
         # its start, requests the teacher was about to refuse counted too, and so overstated what it takes)
-        self._taken.append((now, min(slot.level, self.in_flight + (0 if still_in_flight else 1))))
+        level = min(slot.level, self.in_flight + (0 if still_in_flight else 1))
+        self._taken.append((now, level))
+        if level >= self.refused_level:
+            # The teacher now takes the level it refused: the cap was a share that grew (the other shards on
+            # the key finished, a server scaled up). Slow start goes on, up to -c or the next 429, instead of
+            # creeping up one at a time (from a share of 2 of 8, ten seconds of an idle teacher).
+            self.ceiling, self.refused_level = self.most_in_flight, math.inf
         while self._taken[0][0] < now - self.TAKEN_MEMORY:
             self._taken.popleft()
         # Slow start doubles the requests in flight per round of requests taken: a request that ended
@@ -2649,7 +2662,19 @@ class AdaptiveLimiter:
         # round would add only as many as the first (4, 8, 12, ...: 40 s to reach 1,000).
         self._grow(2 if still_in_flight else 1)
         if self.pace is not None and self.pace_bound_at >= slot.sent:
+            if self.pace >= self.STALE_RATE * self.refused_rate and now - self.pace_cut_at >= self.RATE_WINDOW \
+                    and self._rate_taken(self.RATE_WINDOW) >= self.STALE_RATE * self.refused_rate:
+                # The teacher takes well above the rate it refused, for a while: that rate was a share that
+                # grew, or a refusal put down to the rate that was not (shards filling a cap of requests in
+                # flight, each refused below what it took). Back up at +1 a request, until the next 429:
+                # probing would take tens of seconds from a pace a few shards' load had cut to one a second.
+                self.pace_ceiling, self.refused_rate = math.inf, math.inf
             self._grow_pace()
+
+    def _rate_taken(self, window: float) -> float:
+        """Requests a second the teacher took over the last `window` seconds."""
+        since = self.clock() - window
+        return sum(1 for when, _ in self._taken if when >= since) / window
 
     def _taken_for(self) -> float:
         """Seconds of history in the record of requests taken."""
@@ -2683,7 +2708,7 @@ class AdaptiveLimiter:
         in flight and one request a second long after the teacher was idle: the pace regrows only while it
         holds a request back beside another in flight, which one in flight never does.)"""
         now = self.clock()
-        self.holding_blind = True
+        self.holding_blind, self.contended_at = True, now
         self.limit = 1.0
         if slot.wave == self.wave:
             self.wave += 1  # requests already in flight that come back refused do not hold it again
@@ -2696,6 +2721,7 @@ class AdaptiveLimiter:
 
     def _cut_limit(self, slot: Slot) -> None:
         self.ceiling = max(1, min(self.ceiling, slot.level - 1))
+        self.refused_level = self.ceiling + 1
         if slot.wave == self.wave:
             # Just below the level that was refused: a 429 is answered at once and costs the teacher
             # nothing, so the refused level tells where its cap is, and halving (as TCP does for queues a
@@ -2712,14 +2738,13 @@ class AdaptiveLimiter:
         now = self.clock()
         if slot.sent < self.pace_cut_at:
             return
-        window = min(self.RATE_WINDOW, max(self.RATE_WINDOW / 2, self._taken_for()))
-        rate = sum(1 for when, _ in self._taken if when >= now - window) / window
+        rate = self._rate_taken(min(self.RATE_WINDOW, max(self.RATE_WINDOW / 2, self._taken_for())))
         if rate == 0:  # nothing taken: from one a second, doubling each second requests are taken
             self.pace_ceiling, self.pace = math.inf, 1.0
         else:
             self.pace_ceiling = self.PACE_MARGIN * rate
             self.pace = max(0.1, min(self.pace or math.inf, self.pace_ceiling) * 0.9)
-        self.pace_cut_at = now
+        self.pace_cut_at, self.refused_rate = now, rate or math.inf
         self.next_send = max(self.next_send, now + 1 / self.pace)  # the teacher has nothing to spare just now
 
     def _grow(self, fast_step: int = 1) -> None:
@@ -2727,7 +2752,10 @@ class AdaptiveLimiter:
             self.limit = min(float(self.ceiling), self.limit + fast_step)
         elif self.limit < self.most_in_flight:
             # +1/probe_patience a round trip, twice that every LIMIT_PROBE_DOUBLING s without a 429
-            speedup = 2 ** ((self.clock() - self.limit_cut_at) / self.LIMIT_PROBE_DOUBLING)
+            now = self.clock()
+            doubling = self.PROBE_DOUBLING if now - self.contended_at < self.CONTENDED_MEMORY else \
+                self.LIMIT_PROBE_DOUBLING
+            speedup = 2 ** ((now - self.limit_cut_at) / doubling)
             step = min(1.0, speedup / (self.limit * self.probe_patience))
             self.limit = min(float(self.most_in_flight), self.limit + step)
             self.ceiling = max(self.ceiling, int(self.limit))
@@ -6126,8 +6154,9 @@ class RunSummary:
         if s.given_up:
             named = ", ".join(s.given_up[:5]) + (f" and {len(s.given_up) - 5} more" if len(s.given_up) > 5 else "")
             lines.append(f"Given up: {plural(len(s.given_up), 'answer')} still coming (or its tools running) when the "
-                         f"run stopped at once (--stop-timeout, or a second Ctrl-C): prompt {named}. They go on from "
-                         "their last saved turn next run, and those answers are paid again.")
+                         f"run stopped at once (--stop-timeout, or a second Ctrl-C): "
+                         f"{'prompt' if len(s.given_up) == 1 else 'prompts'} {named}. Their rollouts go on from their "
+                         "last saved turn next run, and those answers are paid again.")
         if self.started_over:
             lines.append(f"Started over: {plural(self.started_over, 'paused rollout')}, since the model, "
                          "tools, reasoning or --extra-body changed since their turns were saved.")
@@ -6573,9 +6602,10 @@ class Run:
             self.stop(None, now=True)
             return
         self.interrupted = True
+        going = len(self.tasks)
         self.progress.log(f"Stopping: no new requests; the answers in flight are kept (waited for up to "
-                          f"{self.stop_timeout:g} s, --stop-timeout), and the {plural(len(self.tasks), 'rollout')} in "
-                          "progress pause, to go on next run (press Ctrl-C again to quit now).")
+                          f"{self.stop_timeout:g} s, --stop-timeout), and {plural(going, 'rollout')} in progress "
+                          f"{'pauses' if going == 1 else 'pause'}, to go on next run (press Ctrl-C again to quit now).")
         self.stop(None, now=False)
         self._give_up_timer = asyncio.get_running_loop().call_later(self.stop_timeout, self._give_up)
 

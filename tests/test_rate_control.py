@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from typing import Callable
 
 import pytest
 
@@ -383,15 +384,14 @@ def test_slow_start_grows_when_a_request_is_taken_not_when_its_answer_ends():
     asyncio.run(go())
 
 
-def simulate_shared_teacher(limiter: gdd.AdaptiveLimiter, clock: Clock, neighbour_leaves: float, until: float,
-                            cap: int = 8, latency: float = 0.2) -> list[tuple[float, int, int]]:
-    """A teacher that answers 429 above `cap` requests in flight, shared with a neighbour (another shard on
-    the same key) that holds all `cap` until `neighbour_leaves`; the limiter has more requests to send than
-    it will ever let go. Steps of 10 ms on the test's clock: a refusal comes back at once, a request taken
-    streams its first data after 50 ms (admitted) and ends after `latency`. Returns (time, requests of ours
-    in flight, requests refused so far) at each step."""
+def simulate(limiter: gdd.AdaptiveLimiter, clock: Clock, refused: Callable[[float, int], bool], until: float,
+             latency: float = 0.2) -> list[tuple[float, int, int]]:
+    """A teacher on the test's clock, in steps of 10 ms, for a limiter with more requests to send than it will
+    ever let go: `refused(now, ours)` says whether a request sent now, with `ours` of ours in flight, is refused
+    (answered 429 at once); a request taken streams its first data after 50 ms (admitted) and ends after
+    `latency`. Returns (time, requests of ours in flight, requests refused so far) at each step."""
     events: list[tuple[float, int, str, gdd.Slot]] = []  # (when, order, what, slot)
-    order, ours_taken, refused, trace = 0, 0, 0, []
+    order, ours_taken, refusals, trace = 0, 0, 0, []
     while clock.now < until:
         clock.now = round(clock.now + 0.01, 6)
         due = sorted(e for e in events if e[0] <= clock.now)
@@ -399,7 +399,7 @@ def simulate_shared_teacher(limiter: gdd.AdaptiveLimiter, clock: Clock, neighbou
         for _, _, what, slot in due:
             if what == "refused":
                 limiter.release(slot, gdd.Answered.RATE_LIMITED)
-                refused += 1
+                refusals += 1
             elif what == "first data":
                 limiter.admit(slot)
             else:
@@ -408,13 +408,12 @@ def simulate_shared_teacher(limiter: gdd.AdaptiveLimiter, clock: Clock, neighbou
         while limiter._has_room():
             slot = limiter._start()
             order += 1
-            held = cap if clock.now < neighbour_leaves else 0
-            if ours_taken + held >= cap:
+            if refused(clock.now, ours_taken):
                 events.append((clock.now + 0.001, order, "refused", slot))
             else:
                 ours_taken += 1
                 events += [(clock.now + 0.05, order, "first data", slot), (clock.now + latency, order, "done", slot)]
-        trace.append((clock.now, ours_taken, refused))
+        trace.append((clock.now, ours_taken, refusals))
     for when, _, what, slot in sorted(events):  # what is still in flight ends, as the teacher answers it
         clock.now = max(clock.now, when)
         if what == "first data":
@@ -422,6 +421,14 @@ def simulate_shared_teacher(limiter: gdd.AdaptiveLimiter, clock: Clock, neighbou
         else:
             limiter.release(slot, gdd.Answered.RATE_LIMITED if what == "refused" else gdd.Answered.OK)
     return trace
+
+
+def simulate_shared_teacher(limiter: gdd.AdaptiveLimiter, clock: Clock, neighbour_leaves: float, until: float,
+                            cap: int = 8, held: int | None = None) -> list[tuple[float, int, int]]:
+    """A teacher that answers 429 above `cap` requests in flight, shared with a neighbour (another shard on the
+    same key) that holds `held` of them (all, by default) until `neighbour_leaves`."""
+    held = cap if held is None else held
+    return simulate(limiter, clock, lambda now, ours: ours + (held if now < neighbour_leaves else 0) >= cap, until)
 
 
 def test_a_limiter_whose_first_requests_are_refused_takes_the_teachers_free_capacity_within_seconds():
@@ -468,3 +475,41 @@ def test_closing_the_limiter_ends_every_wait_at_once():
             await limiter.acquire(0)  # and nothing starts after
 
     asyncio.run(go())
+
+
+def test_a_share_of_the_cap_learned_beside_a_neighbour_grows_back_when_it_leaves():
+    """Beside a neighbour holding 6 of the teacher's 8 slots, the limiter learns a cap of 2; once the neighbour
+    finished, it crept back one request at a time, every few seconds (9 s to 8 in flight, the teacher idle
+    meanwhile). A request taken at the level that was refused says the cap moved: slow start goes on."""
+    clock = Clock()
+    start = clock.now
+    limiter = gdd.AdaptiveLimiter(20, slow_start=4, clock=clock)
+    trace = simulate_shared_teacher(limiter, clock, neighbour_leaves=start + 10.0, until=start + 16.0, held=6)
+    assert max(ours for when, ours, _ in trace if start + 5 < when < start + 10) == 2  # its share, meanwhile
+    full = next(when for when, ours, _ in trace if when > start + 10 and ours == 8)
+    assert full - (start + 10.0) <= 3.0, f"8 in flight {full - start - 10.0:.2f} s after the neighbour left"
+
+
+def test_a_pace_the_teacher_now_takes_well_above_is_left_behind():
+    """A pace learned from a rate limit that then lifted (a key's other users finished; or refusals that were
+    not about the rate, as shards filling one cap of requests in flight get): once the teacher takes well above
+    the rate it refused, the pace grows back at +1 a request (doubling each second), not by the probe's few
+    percent a second (from 4 a second to 40, twenty seconds)."""
+    clock = Clock()
+    start = clock.now
+    limiter = gdd.AdaptiveLimiter(64, slow_start=4, clock=clock)
+    tokens = {"left": 4.0, "at": start}
+
+    def metered(now: float, ours: int) -> bool:  # 5 requests a second, a burst of 4, until it lifts at +10 s
+        if now >= start + 10.0:
+            return False
+        tokens["left"], tokens["at"] = min(4.0, tokens["left"] + (now - tokens["at"]) * 5), now
+        if tokens["left"] >= 1:
+            tokens["left"] -= 1
+            return False
+        return True
+
+    simulate(limiter, clock, metered, until=start + 10.0)
+    assert limiter.pace is not None and limiter.pace < 6  # it found the rate
+    simulate(limiter, clock, metered, until=start + 18.0)
+    assert limiter.pace is None or limiter.pace >= 30, limiter.pace
