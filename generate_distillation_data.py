@@ -2529,6 +2529,11 @@ class AdaptiveLimiter:
     the teacher stays >90% busy with few 429s. A wave: 429s of requests already in flight when the limit
     was cut do not cut it again. The pace does the same per second: back fast to just under the rate that
     was refused, then probing, and only while it is what holds requests back.
+
+    Limits shared with others (shards on one key): a 429 with nothing taken lately tells neither limit, so
+    it cuts nothing it learned and holds one request a second until one is taken (_hold_blind), after which
+    the limit probes as fast as the pace for a while; and once the teacher takes the level it refused, that
+    cap is dropped for slow start, since a share grows back when the others finish.
     """
 
     TAKEN_MEMORY = 10.0  # seconds a level the teacher took counts as proof it takes that many
@@ -2540,7 +2545,6 @@ class AdaptiveLimiter:
     # then as fast as the pace, since the share grows back when they finish
     LIMIT_PROBE_DOUBLING = 8.0
     CONTENDED_MEMORY = 30.0
-    STALE_RATE = 1.25  # the teacher takes this times the rate it refused, for RATE_WINDOW s: the pace is stale
 
     def __init__(self, start: int, probe_patience: float = 16.0,
                  slow_start: int = default(TeacherSettings, "start_concurrency"),
@@ -2566,7 +2570,6 @@ class AdaptiveLimiter:
         self.holding_blind = False  # refused with nothing taken lately: one at a time until one is taken
         self.contended_at = -math.inf  # when it last was (others share the teacher)
         self.refused_level = math.inf  # the level the last cut of the in-flight limit put the teacher's cap below
-        self.refused_rate = math.inf  # the rate the teacher was taking when the pace was last cut
         self._taken: collections.deque[tuple[float, int]] = collections.deque()  # (when, level) taken lately
         # The teacher's own count of requests left in its window (x-ratelimit-remaining-requests), when it
         # sends one: requests wait for the window's end instead of being refused (tell_budget).
@@ -2662,19 +2665,7 @@ class AdaptiveLimiter:
         # round would add only as many as the first (4, 8, 12, ...: 40 s to reach 1,000).
         self._grow(2 if still_in_flight else 1)
         if self.pace is not None and self.pace_bound_at >= slot.sent:
-            if self.pace >= self.STALE_RATE * self.refused_rate and now - self.pace_cut_at >= self.RATE_WINDOW \
-                    and self._rate_taken(self.RATE_WINDOW) >= self.STALE_RATE * self.refused_rate:
-                # The teacher takes well above the rate it refused, for a while: that rate was a share that
-                # grew, or a refusal put down to the rate that was not (shards filling a cap of requests in
-                # flight, each refused below what it took). Back up at +1 a request, until the next 429:
-                # probing would take tens of seconds from a pace a few shards' load had cut to one a second.
-                self.pace_ceiling, self.refused_rate = math.inf, math.inf
             self._grow_pace()
-
-    def _rate_taken(self, window: float) -> float:
-        """Requests a second the teacher took over the last `window` seconds."""
-        since = self.clock() - window
-        return sum(1 for when, _ in self._taken if when >= since) / window
 
     def _taken_for(self) -> float:
         """Seconds of history in the record of requests taken."""
@@ -2738,13 +2729,14 @@ class AdaptiveLimiter:
         now = self.clock()
         if slot.sent < self.pace_cut_at:
             return
-        rate = self._rate_taken(min(self.RATE_WINDOW, max(self.RATE_WINDOW / 2, self._taken_for())))
+        window = min(self.RATE_WINDOW, max(self.RATE_WINDOW / 2, self._taken_for()))
+        rate = sum(1 for when, _ in self._taken if when >= now - window) / window
         if rate == 0:  # nothing taken: from one a second, doubling each second requests are taken
             self.pace_ceiling, self.pace = math.inf, 1.0
         else:
             self.pace_ceiling = self.PACE_MARGIN * rate
             self.pace = max(0.1, min(self.pace or math.inf, self.pace_ceiling) * 0.9)
-        self.pace_cut_at, self.refused_rate = now, rate or math.inf
+        self.pace_cut_at = now
         self.next_send = max(self.next_send, now + 1 / self.pace)  # the teacher has nothing to spare just now
 
     def _grow(self, fast_step: int = 1) -> None:

@@ -488,28 +488,3 @@ def test_a_share_of_the_cap_learned_beside_a_neighbour_grows_back_when_it_leaves
     assert max(ours for when, ours, _ in trace if start + 5 < when < start + 10) == 2  # its share, meanwhile
     full = next(when for when, ours, _ in trace if when > start + 10 and ours == 8)
     assert full - (start + 10.0) <= 3.0, f"8 in flight {full - start - 10.0:.2f} s after the neighbour left"
-
-
-def test_a_pace_the_teacher_now_takes_well_above_is_left_behind():
-    """A pace learned from a rate limit that then lifted (a key's other users finished; or refusals that were
-    not about the rate, as shards filling one cap of requests in flight get): once the teacher takes well above
-    the rate it refused, the pace grows back at +1 a request (doubling each second), not by the probe's few
-    percent a second (from 4 a second to 40, twenty seconds)."""
-    clock = Clock()
-    start = clock.now
-    limiter = gdd.AdaptiveLimiter(64, slow_start=4, clock=clock)
-    tokens = {"left": 4.0, "at": start}
-
-    def metered(now: float, ours: int) -> bool:  # 5 requests a second, a burst of 4, until it lifts at +10 s
-        if now >= start + 10.0:
-            return False
-        tokens["left"], tokens["at"] = min(4.0, tokens["left"] + (now - tokens["at"]) * 5), now
-        if tokens["left"] >= 1:
-            tokens["left"] -= 1
-            return False
-        return True
-
-    simulate(limiter, clock, metered, until=start + 10.0)
-    assert limiter.pace is not None and limiter.pace < 6  # it found the rate
-    simulate(limiter, clock, metered, until=start + 18.0)
-    assert limiter.pace is None or limiter.pace >= 30, limiter.pace
