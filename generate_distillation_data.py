@@ -153,6 +153,10 @@ class TeacherSettings:
     backoff: float = 1.0  # seconds before the first retry; doubles, with jitter, up to 60
     max_answer_bytes: int = 64 << 20  # an answer larger than this, decoded, fails its prompt (no retry)
     stall_timeout: float = 300.0  # a streamed answer with no data event for this long is retried
+    # At a stop by a signal, seconds the answers in flight are waited for; then they are given up (and paid
+    # again next run). Inside the 30 s a cluster gives between SIGTERM and SIGKILL (SLURM's KillWait, a
+    # pod's grace period), so the summary and the paused file are written before the kill.
+    stop_timeout: float = 20.0
     batch: bool = False  # every request through OpenRouter's Batch API: about half the price, hours a turn
     batch_poll: float = 30.0  # seconds between looks at a batch in progress
 
@@ -306,6 +310,7 @@ class Config:
     rescore: bool = False  # re-apply rewards.py and --min-reward to the output and rejected files
     sources: dict[str, str] = field(default_factory=dict)  # setting -> where it came from (flag, config.yml, default)
     project: RnowProject | None = None  # config.yml, for `rnow run` after the run
+    scheduler: SchedulerShard | None = None  # --shard auto: how the shard was found, what to note for the array
 
 
 _MIN_SECRET_LENGTH = 20  # real API keys are longer (OpenRouter's: 73 characters); placeholders are shorter
@@ -369,53 +374,6 @@ def _shard_spec(text: str) -> tuple[int, int] | tuple[str, int | None]:
     if n is not None and (n < 1 or (i != "auto" and not 0 <= i < n)):
         raise argparse.ArgumentTypeError(f"I must be in 0..N-1 and N at least 1, got {text!r}")
     return i, n
-
-
-def _scheduler_shard(count: int | None, env: Mapping[str, str]) -> tuple[int, int]:
-    """--shard auto: this task's shard from a SLURM job array (--array=0-7, or 1-16, or 0-30:2) or a
-    Kubernetes Indexed Job (JOB_COMPLETION_INDEX; the Job's completions given as --shard auto/N)."""
-    def number(name: str, default: int | None = None) -> int:
-        try:
-            return int(env[name]) if name in env else default
-        except ValueError:
-            raise UsageError(f"--shard auto: {name}={env[name]!r} is not a number") from None
-
-    if "SLURM_ARRAY_TASK_ID" in env:
-        task, first, step = number("SLURM_ARRAY_TASK_ID"), number("SLURM_ARRAY_TASK_MIN", 0), \
-            number("SLURM_ARRAY_TASK_STEP", 1) or 1
-        tasks = number("SLURM_ARRAY_TASK_COUNT", count)
-        if tasks is None:
-            raise UsageError("--shard auto: SLURM_ARRAY_TASK_COUNT is not set; pass the array size as --shard auto/N")
-        if count is not None and count != tasks:
-            raise UsageError(f"--shard auto/{count}: the SLURM array has {tasks} tasks")
-        index, off_step = divmod(task - first, step)
-        if off_step or not 0 <= index < tasks:
-            raise UsageError(f"--shard auto: task {task} is not one of {tasks} evenly spaced tasks from {first} "
-                             f"(step {step}); use a range such as --array=0-{tasks - 1}, or --shard I/N")
-        return index, tasks
-    if "JOB_COMPLETION_INDEX" in env:
-        if count is None:
-            raise UsageError("--shard auto: a Kubernetes Indexed Job gives the index only; pass the Job's "
-                             "completions as --shard auto/N")
-        index = number("JOB_COMPLETION_INDEX")
-        if not 0 <= index < count:
-            raise UsageError(f"--shard auto/{count}: JOB_COMPLETION_INDEX={index} is not in 0..{count - 1}")
-        return index, count
-    raise UsageError("--shard auto: neither SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX is set. Run it in a "
-                     "SLURM job array or a Kubernetes Indexed Job, or give the shard as --shard I/N.")
-
-
-def _shard_output(output: Path, shard: tuple[int, int] | None, spec: Any, default: bool) -> Path:
-    """`{shard}` in --output becomes I-of-N; with --shard auto the default output is per shard, since
-    the tasks of an array usually share one file system."""
-    if shard is None:
-        return output
-    tag = f"{shard[0]}-of-{shard[1]}"
-    if "{shard}" in output.name:
-        return output.with_name(output.name.replace("{shard}", tag))
-    if default and spec[0] == "auto":
-        return output.with_name(f"{output.stem}.shard-{tag}{output.suffix}")
-    return output
 
 
 def _finite_float_arg(text: str) -> float:
@@ -495,6 +453,11 @@ def _build_arg_parser() -> argparse.ArgumentParser:
                      help="a streamed answer that sends no data for this long, or does not even begin, is retried "
                      "(comments that only keep the connection open do not count); long enough for models that think silently "
                      "(default: %(default)g)")
+    api.add_argument("--stop-timeout", type=_positive_float, default=default(TeacherSettings, "stop_timeout"),
+                     metavar="SECONDS",
+                     help="at Ctrl-C or SIGTERM, seconds the answers in flight are waited for; past it they are "
+                     "given up (the summary names them: they are paid again next run). Inside the 30 s SLURM and "
+                     "Kubernetes give before they kill (default: %(default)g)")
     api.add_argument("--max-answer-mb", type=_positive_float, default=default(TeacherSettings, "max_answer_bytes") / MB,
                      metavar="MB",
                      help="an answer larger than this (after decompression) fails its prompt, not retried: "
@@ -641,8 +604,10 @@ def parse_config(argv: list[str] | None) -> Config:
         tools_path = None  # tools only from MCP servers: no tools.py needed
     if tools_path is not None and not tools_path.is_file():
         raise UsageError(f"tools file {tools_path} not found. Pass --tools PATH, or --tools none to run without tools.")
-    shard = _scheduler_shard(args.shard[1], os.environ) if args.shard and args.shard[0] == "auto" else args.shard
-    output = _shard_output(args.output or Path("train.jsonl"), shard, args.shard, default=args.output is None)
+    scheduler = scheduler_shard(args.shard[1], os.environ, shard_pattern(args.output, args.shard)) \
+        if args.shard and args.shard[0] == "auto" else None
+    shard = scheduler.shard if scheduler is not None else args.shard
+    output = shard_output(args.output, shard, args.shard)
     if output.resolve() == args.input.resolve():
         raise UsageError("--output must not be the input file")
     files = OutputPaths(output)
@@ -663,7 +628,8 @@ def parse_config(argv: list[str] | None) -> Config:
         teacher=TeacherSettings(base_url=base_url, secret=secret, concurrency=args.concurrency,
                                 start_concurrency=args.start_concurrency, timeout=args.timeout, retries=args.retries,
                                 backoff=args.backoff, max_answer_bytes=int(args.max_answer_mb * MB),
-                                stall_timeout=args.stall_timeout, batch=args.batch, batch_poll=args.batch_poll),
+                                stall_timeout=args.stall_timeout, stop_timeout=args.stop_timeout, batch=args.batch,
+                                batch_poll=args.batch_poll),
         requests=RequestSettings(model=args.model, max_tokens=args.max_tokens, max_turns=max_turns,
                                  temperature=args.temperature, reasoning=reasoning,
                                  extra_body=extra_body, cache=args.cache,
@@ -676,14 +642,14 @@ def parse_config(argv: list[str] | None) -> Config:
         line=LineFormat(teacher=args.model, keep_reasoning=not args.no_reasoning,
                         numbered_attempts=args.attempts > 1, redact=secret.scrub),
         files=files, export=args.export, report=args.report, no_run=args.no_run, dry_run=args.dry_run,
-        rescore=args.rescore, sources=settings.sources, project=project,
+        rescore=args.rescore, sources=settings.sources, project=project, scheduler=scheduler,
     )
 
 
 # ==================================================================================================
 # config.yml and the environment
 # ==================================================================================================
-# rnow's config.yml rollout block, .env, the base URL and --extra-body: what the settings read from outside the command line.
+# rnow's config.yml rollout block, .env, the base URL, --extra-body and the scheduler's shard: what the settings read from outside the command line.
 
 
 # rnow's config.yml: its `rollout` block gives defaults here, so one config serves distillation and RL.
@@ -802,6 +768,183 @@ def check_regular_file(path: Path, what: str, why: str = "which this tool writes
                 else "not a regular file")
         raise UsageError(f"{path}: cannot open {what}: it is {kind}, and {what} must be a regular file, {why}. "
                          f"{instead}")
+
+
+# --shard auto: the shard from the scheduler's environment. A SLURM job array's task runs shard k of N where
+# k is its place in the array; a task submitted again alone (`sbatch --array=2 job.sbatch`, the usual way to
+# re-run one that failed) is an array of one to SLURM, so the array's shape is noted beside the shards'
+# files by the first run of the array, and such a task takes its shard from that note.
+
+
+@dataclass(frozen=True)
+class SlurmArray:
+    """A SLURM job array's task ids, first, first + step, ...: `tasks` of them; the k-th runs shard k."""
+
+    first: int
+    step: int
+    tasks: int
+
+    def shard(self, task: int) -> int | None:
+        index, off_step = divmod(task - self.first, self.step)
+        return index if not off_step and 0 <= index < self.tasks else None
+
+    @property
+    def spec(self) -> str:
+        """As --array writes it."""
+        last = self.first + (self.tasks - 1) * self.step
+        return f"{self.first}-{last}" + (f":{self.step}" if self.step != 1 else "")
+
+
+@dataclass(frozen=True)
+class SchedulerShard:
+    """What --shard auto found: the shard, how it was found when that needs saying, and the array's shape
+    to note for its tasks run again alone (None: already noted, or nothing to note)."""
+
+    shard: tuple[int, int]
+    note: str | None = None
+    record: Path | None = None
+    array: SlurmArray | None = None
+
+
+def shard_pattern(output: Path | None, spec: Any) -> Path | None:
+    """The name every shard's output follows, `{shard}` standing for I-of-N; None when --output names one
+    file for all. With --shard auto the default output is per shard, since the tasks of an array usually
+    share one file system."""
+    if output is not None:
+        return output if "{shard}" in output.name else None
+    default = Path("train.jsonl")
+    return default.with_name(f"{default.stem}.shard-{{shard}}{default.suffix}") if spec[0] == "auto" else None
+
+
+def shard_output(output: Path | None, shard: tuple[int, int] | None, spec: Any) -> Path:
+    """The output: `{shard}` in --output becomes I-of-N."""
+    pattern = shard_pattern(output, spec) if shard is not None else None
+    if pattern is None:
+        return output or Path("train.jsonl")
+    return pattern.with_name(pattern.name.replace("{shard}", f"{shard[0]}-of-{shard[1]}"))
+
+
+def _array_note_path(pattern: Path) -> Path:
+    """Where the array's shape is noted: beside the shards' files (train.slurm-array.json by default)."""
+    base = pattern.name.replace(".shard-{shard}", "").replace("{shard}", "")
+    return pattern.with_name(f"{Path(base).stem.rstrip('.-_') or 'shards'}.slurm-array.json")
+
+
+def _read_array_note(path: Path) -> SlurmArray | None:
+    try:
+        note = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: cannot read the note of the SLURM array that writes these shards ({e}). Delete "
+                         "it and submit the whole array again (finished shards end at once).") from None
+    fields = [note.get(name) if isinstance(note, dict) else None for name in ("first", "step", "tasks")]
+    if not all(type(value) is int for value in fields) or fields[1] < 1 or fields[2] < 1 or fields[0] < 0:
+        raise UsageError(f"{path}: not a note of a SLURM array as this program writes it. Delete it and submit the "
+                         "whole array again (finished shards end at once).")
+    return SlurmArray(*fields)
+
+
+def note_array(record: Path, array: SlurmArray, job: str | None) -> str | None:
+    """Note the array's shape for its tasks run again alone, once, whatever starts at once: the note is
+    written whole under a name of its own, then linked into place, which fails if another task did first.
+    A message when it cannot be written (a task run again alone is then refused, saying what works)."""
+    temporary = record.with_name(f".{record.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        temporary.write_text(json.dumps({"first": array.first, "step": array.step, "tasks": array.tasks,
+                                         "job": job}) + "\n")
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, record)
+    except OSError as e:
+        return (f"Note: {record} could not be written ({e.strerror}); a task of this array submitted again alone "
+                "will need --shard I/N in place of --shard auto.")
+    finally:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+    return None
+
+
+def scheduler_shard(count: int | None, env: Mapping[str, str], pattern: Path | None) -> SchedulerShard:
+    """--shard auto: this task's shard from a SLURM job array (--array=0-7, or 1-16, or 0-30:2; a task of it
+    submitted again alone) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX; the Job's completions given
+    as --shard auto/N). `pattern`: the shards' output name (shard_pattern), beside which the array is noted."""
+    def number(name: str, default: int | None = None) -> int | None:
+        try:
+            return int(env[name]) if name in env else default
+        except ValueError:
+            raise UsageError(f"--shard auto: {name}={env[name]!r} is not a number") from None
+
+    if "SLURM_ARRAY_TASK_ID" in env:
+        return _slurm_shard(count, number, pattern, env.get("SLURM_ARRAY_JOB_ID"))
+    if "JOB_COMPLETION_INDEX" in env:
+        if count is None:
+            raise UsageError("--shard auto: a Kubernetes Indexed Job gives the index only; pass the Job's "
+                             "completions as --shard auto/N")
+        index = number("JOB_COMPLETION_INDEX")
+        if not 0 <= index < count:
+            raise UsageError(f"--shard auto/{count}: JOB_COMPLETION_INDEX={index} is not in 0..{count - 1}")
+        return SchedulerShard((index, count))
+    raise UsageError("--shard auto: neither SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX is set. Run it in a "
+                     "SLURM job array or a Kubernetes Indexed Job, or give the shard as --shard I/N.")
+
+
+def _slurm_shard(count: int | None, number: Callable[..., int | None], pattern: Path | None,
+                 job: str | None) -> SchedulerShard:
+    task, first, step = number("SLURM_ARRAY_TASK_ID"), number("SLURM_ARRAY_TASK_MIN", 0), \
+        number("SLURM_ARRAY_TASK_STEP", 1) or 1
+    tasks, last = number("SLURM_ARRAY_TASK_COUNT", count), number("SLURM_ARRAY_TASK_MAX")
+    if tasks is None:
+        raise UsageError("--shard auto: SLURM_ARRAY_TASK_COUNT is not set; pass the array size as --shard auto/N")
+    record = _array_note_path(pattern) if pattern is not None else None
+    noted = _read_array_note(record) if record is not None else None
+    array = SlurmArray(first, step, tasks)
+    spaced = last is None or last == first + (tasks - 1) * step  # a range, not a list such as --array=2,5
+    if (tasks == 1 or not spaced) and noted is not None and count in (None, noted.tasks):
+        # a task (or a list of tasks) of the noted array, submitted again: its shard there
+        index = noted.shard(task)
+        if index is None:
+            raise UsageError(f"--shard auto: task {task} is not a task of the array whose shards are here "
+                             f"(--array={noted.spec}, noted in {record}). Submit one of its tasks, or delete "
+                             f"{record} to split the prompts anew.")
+        return SchedulerShard((index, noted.tasks), note=(
+            f"--shard auto: task {task} runs apart from its array (SLURM gives it an array of its own), so it "
+            f"runs its shard of the array noted in {record} (--array={noted.spec}): shard {index} of {noted.tasks}."))
+    if count is not None and count != tasks:
+        raise UsageError(f"--shard auto/{count}: the SLURM array has {tasks} tasks")
+    index = array.shard(task)
+    if index is None or not spaced:
+        raise UsageError(f"--shard auto: task {task} is not one of {tasks} evenly spaced tasks from {first} "
+                         f"(step {step}); use a range such as --array=0-{tasks - 1}, or --shard I/N")
+    if tasks == 1:
+        return _lone_task(task, pattern)
+    if noted is not None and noted != array:
+        raise UsageError(
+            f"--shard auto: this array (--array={array.spec}) is not the one whose shards are here "
+            f"(--array={noted.spec}, noted in {record}); its shards would overlap theirs, and every prompt done "
+            f"there would be paid again. To run tasks of that array again, submit each alone (sbatch --array=N "
+            f"...: SLURM runs it as an array of one, which takes its shard from the note). To split the prompts "
+            f"into {tasks} shards anew, delete {record} first (the shards' files are left as they are).")
+    return SchedulerShard((index, tasks), record=record if noted is None else None, array=array)
+
+
+def _lone_task(task: int, pattern: Path | None) -> SchedulerShard:
+    """An array of one task, and no note of an earlier array: shard 0 of 1, unless shards of another array
+    are here (this is then one of its tasks, submitted again before notes were kept): refused, saying what
+    works, rather than every prompt run again."""
+    if pattern is not None:
+        found = pattern.parent.glob(pattern.name.replace("{shard}", "*-of-*"))
+        counts = sorted({int(m[1]) for path in found if (m := re.search(r"-of-(\d+)", path.name)) and int(m[1]) > 1})
+        if counts:
+            shards = counts[-1]
+            mine = pattern.with_name(pattern.name.replace("{shard}", f"{task}-of-{shards}"))
+            raise UsageError(
+                f"--shard auto: this task runs alone (an array of one task, as SLURM runs `sbatch --array={task}`), "
+                f"and no note here says which array it belongs to, while the shards of a {shards}-task array are "
+                f"here ({pattern.with_name(pattern.name.replace('{shard}', f'*-of-{shards}'))}). Run as shard 0 of 1 it "
+                f"would pay for every prompt again. If it is task {task} of --array=0-{shards - 1}, run its shard "
+                f"with --shard {task}/{shards} -o {mine} in place of --shard auto (or submit the whole array "
+                "again: finished shards end at once).")
+    return SchedulerShard((0, 1))
 
 
 def load_dotenv_file() -> None:
@@ -2624,6 +2767,7 @@ class Stats:
     reward_sum: float = 0.0
     passed_first: int = 0  # accepted on a prompt's first try
     first_tries: int = 0  # first tries judged
+    given_up: list[str] = field(default_factory=list)  # prompt ids whose answer in flight a stop gave up
 
 
 class SpendCap:
@@ -2694,6 +2838,10 @@ class Answered(enum.Enum):
     CANCELLED = "cancelled"  # never sent, or abandoned by the run
 
 
+class LimiterClosed(Exception):
+    """The run is stopping: no request starts any more (AdaptiveLimiter.close)."""
+
+
 @dataclass
 class Slot:
     wave: int  # the limiter's wave when the request started
@@ -2720,19 +2868,27 @@ class AdaptiveLimiter:
     the teacher stays >90% busy with few 429s. A wave: 429s of requests already in flight when the limit
     was cut do not cut it again. The pace does the same per second: back fast to just under the rate that
     was refused, then probing, and only while it is what holds requests back.
+
+    Limits shared with others (shards on one key): a 429 with nothing taken lately tells neither limit, so
+    it cuts nothing it learned and holds one request a second until one is taken (_hold_blind), after which
+    the limit probes as fast as the pace for a while; and once the teacher takes the level it refused, that
+    cap is dropped for slow start, since a share grows back when the others finish.
     """
 
     TAKEN_MEMORY = 10.0  # seconds a level the teacher took counts as proof it takes that many
     RATE_WINDOW = 2.0  # seconds over which the rate the teacher takes is measured, at a rate 429
     PACE_MARGIN = 0.95  # the pace regrows fast to this share of the rate that was refused, then probes
     PROBE_DOUBLING = 1.5  # seconds without a 429 after which the pace probes twice as fast
-    # the same for requests in flight, slower: a server's capacity changes less often than a key's share
+    # the same for requests in flight, slower: a server's capacity changes less often than a key's share,
+    # unless others are seen sharing it (a refusal with nothing taken lately, within CONTENDED_MEMORY s):
+    # then as fast as the pace, since the share grows back when they finish
     LIMIT_PROBE_DOUBLING = 8.0
     # A spent request budget whose window ends further off than this (past a minute's window) is tried with one
     # request at a time: answered, the headers are shown wrong; refused, the 429 says how long to wait. So is a
     # budget spent again in the window after one waited out ("0 left, resets in 60 s" on every answer), until a
     # 429 shows the headers true: a lie costs one window, the truth one refused request.
     BUDGET_PROBE_AFTER = 61.0
+    CONTENDED_MEMORY = 30.0
 
     def __init__(self, start: int, probe_patience: float = 16.0,
                  slow_start: int = default(TeacherSettings, "start_concurrency"),
@@ -2755,6 +2911,9 @@ class AdaptiveLimiter:
         self.pace_cut_at = -math.inf
         self.limit_cut_at = self.clock()
         self.pace_bound_at = -math.inf  # when the pace last held a request back
+        self.holding_blind = False  # refused with nothing taken lately: one at a time until one is taken
+        self.contended_at = -math.inf  # when it last was (others share the teacher)
+        self.refused_level = math.inf  # the level the last cut of the in-flight limit put the teacher's cap below
         self._taken: collections.deque[tuple[float, int]] = collections.deque()  # (when, level) taken lately
         # The teacher's own count of requests left in its window (x-ratelimit-remaining-requests), when it
         # sends one: requests wait for the window's end instead of being refused (tell_budget).
@@ -2772,8 +2931,11 @@ class AdaptiveLimiter:
         self._waiters: list[tuple[int, int, asyncio.Future]] = []
         self._order = itertools.count()
         self._wake_timer: asyncio.TimerHandle | None = None
+        self.closed = False
 
     async def acquire(self, priority: int) -> Slot:
+        if self.closed:
+            raise LimiterClosed()
         if not self._waiters and self._has_room():
             return self._start()
         future = asyncio.get_running_loop().create_future()
@@ -2785,6 +2947,19 @@ class AdaptiveLimiter:
             if future.done() and not future.cancelled():
                 self.release(future.result(), Answered.CANCELLED)
             raise
+
+    def close(self) -> None:
+        """No request starts from now on: every request waiting for a slot, the pace or a Retry-After
+        hears it at once (LimiterClosed), not when its turn comes (one a second at a slow pace: a stop
+        that outlived a cluster's 30 s grace period)."""
+        self.closed = True
+        waiters, self._waiters = self._waiters, []
+        for _, _, future in waiters:
+            if not future.done():
+                future.set_exception(LimiterClosed())
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+            self._wake_timer = None
 
     def admit(self, slot: Slot) -> None:
         """The teacher took this request (its first streamed data came, or it went unrefused for the
@@ -2840,9 +3015,17 @@ class AdaptiveLimiter:
 
     def _taken_request(self, slot: Slot, still_in_flight: bool) -> None:
         now = self.clock()
+        if self.holding_blind:  # the teacher takes requests again: slow start from one, no pace
+            self.holding_blind, self.pace, self.pace_ceiling = False, None, math.inf
         # The level it was taken at: no more than were in flight when it started, nor than are now (at
         # its start, requests the teacher was about to refuse counted too, and so overstated what it takes)
-        self._taken.append((now, min(slot.level, self.in_flight + (0 if still_in_flight else 1))))
+        level = min(slot.level, self.in_flight + (0 if still_in_flight else 1))
+        self._taken.append((now, level))
+        if level >= self.refused_level:
+            # The teacher now takes the level it refused: the cap was a share that grew (the other shards on
+            # the key finished, a server scaled up). Slow start goes on, up to -c or the next 429, instead of
+            # creeping up one at a time (from a share of 2 of 8, ten seconds of an idle teacher).
+            self.ceiling, self.refused_level = self.most_in_flight, math.inf
         while self._taken[0][0] < now - self.TAKEN_MEMORY:
             self._taken.popleft()
         # Slow start doubles the requests in flight per round of requests taken: a request that ended
@@ -2864,8 +3047,7 @@ class AdaptiveLimiter:
         answered in a millisecond, would free its slot for the next doomed request."""
         taken = self._level_taken_lately()
         if taken == 0:
-            self._cut_limit(slot)
-            self._cut_pace(slot)
+            self._hold_blind(slot)
             return
         if slot.level != taken:
             self.rate_bound = slot.level < taken
@@ -2876,12 +3058,29 @@ class AdaptiveLimiter:
         else:
             self._cut_limit(slot)
 
+    def _hold_blind(self, slot: Slot) -> None:
+        """Refused before the teacher took anything lately (a first request; a teacher or a key that other
+        processes, such as the other shards, hold just now): no telling which limit, so one request at a
+        time, one a second, until one is taken; then the hold ends and slow start goes on from there
+        (_taken_request). Nothing it learned before is cut: the refusal says only that the teacher was
+        busy. (Cut as if it had told, a shard whose first request met its neighbours' load stayed at one
+        in flight and one request a second long after the teacher was idle: the pace regrows only while it
+        holds a request back beside another in flight, which one in flight never does.)"""
+        now = self.clock()
+        self.holding_blind, self.contended_at = True, now
+        self.limit = 1.0
+        if slot.wave == self.wave:
+            self.wave += 1  # requests already in flight that come back refused do not hold it again
+        self.pace, self.pace_cut_at = 1.0, now
+        self.next_send = max(self.next_send, now + 1.0)
+
     def _level_taken_lately(self) -> int:
         horizon = self.clock() - self.TAKEN_MEMORY
         return max((level for when, level in self._taken if when >= horizon), default=0)
 
     def _cut_limit(self, slot: Slot) -> None:
         self.ceiling = max(1, min(self.ceiling, slot.level - 1))
+        self.refused_level = self.ceiling + 1
         if slot.wave == self.wave:
             # Just below the level that was refused: a 429 is answered at once and costs the teacher
             # nothing, so the refused level tells where its cap is, and halving (as TCP does for queues a
@@ -2913,7 +3112,10 @@ class AdaptiveLimiter:
             self.limit = min(float(self.ceiling), self.limit + fast_step)
         elif self.limit < self.most_in_flight:
             # +1/probe_patience a round trip, twice that every LIMIT_PROBE_DOUBLING s without a 429
-            speedup = 2 ** ((self.clock() - self.limit_cut_at) / self.LIMIT_PROBE_DOUBLING)
+            now = self.clock()
+            doubling = self.PROBE_DOUBLING if now - self.contended_at < self.CONTENDED_MEMORY else \
+                self.LIMIT_PROBE_DOUBLING
+            speedup = 2 ** ((now - self.limit_cut_at) / doubling)
             step = min(1.0, speedup / (self.limit * self.probe_patience))
             self.limit = min(float(self.most_in_flight), self.limit + step)
             self.ceiling = max(self.ceiling, int(self.limit))
@@ -3185,6 +3387,7 @@ class StreamCut(Exception):
 # The answer is kept whatever comes next; these bound how long we wait for the rest.
 USAGE_WAIT = 5.0  # seconds after the finish_reason for the usage event (then its cost counts as unknown)
 END_WAIT = 1.0  # seconds after [DONE] (or usage) for the body's end, so the connection can be reused
+_LOOK_AGAIN = 1.0  # seconds a stream whose wait ran out is read once more before it counts as stalled
 
 
 # A stream is read as it comes, so its size is not what it costs: 800,000 one-character deltas are 100 MB
@@ -4114,18 +4317,21 @@ class TeacherClient:
             try:
                 if self.batches is not None:  # no request slot: the batch is the unit, and the limit is its size
                     return await self._attempt_in_batch(payload, spend, stopping, rollout, paid_before)
-                return await self._attempt(payload, priority, spend, stopping if attempt == 1 else None, streamed)
+                return await self._attempt(payload, priority, spend, stopping, streamed)
             except RetryableError as e:
                 if attempt > self.settings.retries:
                     raise PromptFailed(f"retries used up ({e.kind})",
                                        f"gave up after {attempt} attempts; last error: {e.detail}", attempt) from None
                 self.stats.retries += 1
-                await asyncio.sleep(backoff_delay(self.settings.backoff, attempt, e.retry_after))
+                await _wait_unless_stopping(backoff_delay(self.settings.backoff, attempt, e.retry_after), stopping)
         raise AssertionError("unreachable")
 
     async def _attempt(self, payload: bytes, priority: int, spend: Usage, stopping: asyncio.Event | None,
                        streamed: bool = False) -> Completion:
-        slot = await self.limiter.acquire(priority)
+        try:
+            slot = await self.limiter.acquire(priority)
+        except LimiterClosed:  # the run is stopping: this request never starts
+            raise NotStarted() from None
         answered, sent = Answered.FAILED, time.monotonic()
         # Admitted once it goes unrefused for the window (or at its first streamed data, _read_events)
         admission = asyncio.get_running_loop().call_later(self.admission_window, self.limiter.admit, slot)
@@ -4261,33 +4467,45 @@ class TeacherClient:
         after it, costs seconds, and the answer is kept."""
         stream, events = AnswerStream(), SseParser()
         loop, cap = asyncio.get_running_loop(), self.settings.max_answer_bytes
+        decoder, wait, looked_again = BodyDecoder(encoding, STREAM_BYTES), self.settings.stall_timeout, False
         try:
-            try:
-                async with asyncio.timeout(self.settings.stall_timeout) as deadline:
-                    async for chunk in self._decoded_chunks(response, encoding, STREAM_BYTES):
-                        added = False
-                        for data in events.feed(chunk):
-                            stream.add(data)
-                            added = True
-                        if events.pending > cap or stream.size > cap:  # what is held, not what went by
-                            raise AnswerTooLarge(max(events.pending, stream.size), cap)
-                        if not added:
-                            continue
-                        if not slot.admitted and not stream.failed:
-                            self.limiter.admit(slot)  # the teacher is answering: it took the request
-                        if stream.failed or stream.done and not stream.whole:
-                            break  # nothing after an error event or a [DONE] can make the answer whole
-                        wait = (self.settings.stall_timeout if not stream.whole else
-                                END_WAIT if stream.done or stream.usage_seen else USAGE_WAIT)
-                        deadline.reschedule(loop.time() + wait)
-            except TimeoutError:
-                if not deadline.expired():
-                    raise
-                if not stream.whole:
-                    raise StreamStalled() from None
-            except (httpx.TransportError, aiohttp.ClientError, OSError, MalformedAnswer):
-                if not stream.whole:
-                    raise  # else the connection broke, or sent garbage, after the answer was whole: kept
+            while True:  # once more after a wait that ran out (see below); else once
+                try:
+                    async with asyncio.timeout(wait) as deadline:
+                        async for chunk in self._decoded_chunks(response, decoder):
+                            added = False
+                            for data in events.feed(chunk):
+                                stream.add(data)
+                                added = True
+                            if events.pending > cap or stream.size > cap:  # what is held, not what went by
+                                raise AnswerTooLarge(max(events.pending, stream.size), cap)
+                            if not added:
+                                continue
+                            if not slot.admitted and not stream.failed:
+                                self.limiter.admit(slot)  # the teacher is answering: it took the request
+                            if stream.failed or stream.done and not stream.whole:
+                                break  # nothing after an error event or a [DONE] can make the answer whole
+                            wait = (self.settings.stall_timeout if not stream.whole else
+                                    END_WAIT if stream.done or stream.usage_seen else USAGE_WAIT)
+                            deadline.reschedule(loop.time() + wait)
+                            looked_again = False
+                    break
+                except TimeoutError:
+                    if not deadline.expired():
+                        raise
+                    if stream.whole:
+                        break
+                    if looked_again:
+                        raise StreamStalled() from None
+                    # A process suspended (SIGSTOP, scontrol suspend, a laptop asleep) past the wait wakes to a
+                    # timer that is due and, beside it, the data that came meanwhile, still unread: the timer
+                    # runs first. So before the stream counts as stalled, what has already arrived is read
+                    # (the answer may be whole in it: kept, never paid again).
+                    wait, looked_again = _LOOK_AGAIN, True
+                except (httpx.TransportError, aiohttp.ClientError, OSError, MalformedAnswer):
+                    if not stream.whole:
+                        raise  # else the connection broke, or sent garbage, after the answer was whole: kept
+                    break
             if not (stream.whole or stream.failed):
                 raise StreamCut("[DONE] came before the answer's finish_reason" if stream.done else
                                 "it ended before the answer was complete")
@@ -4299,9 +4517,10 @@ class TeacherClient:
             REQUEST_STATE.get().usage_lost = True
         return stream.body()
 
-    async def _decoded_chunks(self, response: httpx.Response, encoding: str, limit: int) -> AsyncIterator[bytes]:
-        """The body's bytes as they come, decoded, never more than `limit` in all."""
-        decoder = BodyDecoder(encoding, limit)
+    async def _decoded_chunks(self, response: httpx.Response, decoder: BodyDecoder) -> AsyncIterator[bytes]:
+        """The body's bytes as they come, decoded, never more than the decoder's limit in all. Iterated again
+        after a wait that ran out, it goes on where the last one stopped (the decoder and the connection's
+        buffer hold what was read)."""
         async for chunk in response.stream:
             yield decoder.feed(chunk)
         yield decoder.finish()
@@ -4310,7 +4529,7 @@ class TeacherClient:
         """The whole body, decoded as its Content-Encoding says, never more than the cap."""
         limit = self.settings.max_answer_bytes
         if encoding.strip().lower() not in ("", "identity"):
-            return b"".join([chunk async for chunk in self._decoded_chunks(response, encoding, limit)])
+            return b"".join([chunk async for chunk in self._decoded_chunks(response, BodyDecoder(encoding, limit))])
         # Most answers: no decoder at all, and a declared length over the cap is refused before reading.
         if declared.isdigit() and int(declared) > limit:
             raise AnswerTooLarge(int(declared), limit)
@@ -4459,6 +4678,19 @@ class TeacherClient:
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # cheap pre-check; `encodable` decides
+
+
+async def _wait_unless_stopping(seconds: float, stopping: asyncio.Event | None) -> None:
+    """A retry's backoff (up to a minute, or a Retry-After): cut short by a stop, which this request then
+    does not outlive (NotStarted: the rollout pauses, or stays pending)."""
+    if stopping is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stopping.wait()
+    if stopping.is_set():
+        raise NotStarted()
 
 
 def _carries_reasoning_content(body: dict) -> bool:
@@ -4946,7 +5178,6 @@ _LAGGING_STORE = 600.0  # seconds after a submission in which a 404 is the store
 _OVERDUE = 3600.0  # a batch still not ended this long past its window is taken as expired
 _LOOKS_BACK_OFF = 10  # after looks that told nothing, the wait grows up to this many --batch-poll
 _TOO_LARGE = -1  # the status of an answer of the batch API too large to read (BatchQueue._get)
-_SUBMISSION_WAIT = 20.0  # seconds a stopping run waits for a submission in flight to say its batch's id
 
 
 class BatchQueue:
@@ -4968,6 +5199,7 @@ class BatchQueue:
         self.headers = teacher_headers(settings)
         self.poll, self.retries, self.backoff = settings.batch_poll, settings.retries, settings.backoff
         self.timeout = settings.timeout  # one submission, one look, one page: first byte to last
+        self.stop_wait = settings.stop_timeout  # a stop waits this long for a submission in flight (--stop-timeout)
         self.gather = min(2.0, max(0.02, settings.batch_poll / 10))  # how long a batch waits for more requests
         self.body_cap = 4 * settings.max_answer_bytes  # a look or a page of results: answers of a whole batch
         self.most_requests, self.stopping, self.log, self.cap = most_requests, stopping, log, cap
@@ -5047,7 +5279,7 @@ class BatchQueue:
         still ask for (`still_needed`: the rollout's try is neither in the output nor failed nor rejected),
         and every batch not yet watched to its end. No such batch left: the record goes."""
         with contextlib.suppress(TimeoutError):  # a submission in flight may be stored: its id is worth a wait
-            async with asyncio.timeout(min(self.timeout, _SUBMISSION_WAIT)):
+            async with asyncio.timeout(min(self.timeout, self.stop_wait)):
                 await self.posted.wait()
         for task in self.tasks:
             task.cancel()
@@ -5573,6 +5805,7 @@ class Outcome:
     in_paused_file: bool = False  # its turns are in the paused file (this run or an earlier one)
     key_in_signed_reasoning: bool = False  # its newer turns could not be saved (PausedFile.save)
     identity: RequestIdentity | None = None  # what its turns are valid with (RolloutRunner.body_for)
+    given_up: bool = False  # stopped at once with an answer still coming (or its tools running): paid again
 
     @property
     def total_usage(self) -> Usage:
@@ -5655,7 +5888,10 @@ class RolloutRunner:
                        "continue.")
             return outcome.end(Ending.STOPPED, "stopped: cannot save", message, stop=RunStopped("disk", message))
         except asyncio.CancelledError:  # the run is stopping at once; the outcome still gets settled
-            return outcome.end(Ending.STOPPED, "interrupted", "the run stopped while this rollout was in progress")
+            # It was waiting for an answer, or running the tools an answer asked for (a request waiting for a
+            # slot or a retry has ended NotStarted by now): that answer is not saved, and is paid again.
+            return outcome.end(Ending.STOPPED, "interrupted", "the run stopped while this rollout was in progress",
+                               given_up=True)
         except Exception as e:  # a bug of ours: this rollout fails with the place, the run goes on
             where = traceback.extract_tb(e.__traceback__)[-1]
             return outcome.end(Ending.FAILED, "internal error", f"internal error: {type(e).__name__}: {e} "
@@ -7540,6 +7776,12 @@ class RunSummary:
             lines.append(f"Paused: {plural(s.paused, 'rollout')} stopped between turns; their turns so far are "
                          f"saved in {files.paused.name}, and the next run goes on from there (no answer is paid "
                          "twice).")
+        if s.given_up:
+            named = ", ".join(s.given_up[:5]) + (f" and {len(s.given_up) - 5} more" if len(s.given_up) > 5 else "")
+            lines.append(f"Given up: {plural(len(s.given_up), 'answer')} still coming (or its tools running) when the "
+                         f"run stopped at once (--stop-timeout, or a second Ctrl-C): "
+                         f"{'prompt' if len(s.given_up) == 1 else 'prompts'} {named}. Their rollouts go on from their "
+                         "last saved turn next run, and those answers are paid again.")
         if self.started_over:
             why = "; ".join(f"{count} because {reason}" for reason, count in self.started_over.most_common())
             cost = self.started_over_cost
@@ -7685,9 +7927,9 @@ def make_plan(prompts: PromptSettings, attempts: int, finished: set[int],
             plan.pending_repeats.append(job.prompt.repeat)
             plan.pending_lines.append(job.prompt.line_no)
             plan.pending_ids.append(hash(job.prompt.prompt_id))
-    if plan.total == 0:
-        raise UsageError(f"{prompts.input}: no prompts found" + (" in this shard" if prompts.shard else ""))
-    return plan
+    if plan.total == 0 and (not prompts.shard or next(_iter_prompts(prompts.input, prompts.system), None) is None):
+        raise UsageError(f"{prompts.input}: no prompts found")
+    return plan  # a shard may hold none (more shards than prompts): it is done
 
 
 _TOOLS_DOWN_AFTER = 10  # rollouts in a row failed by an unavailable tool that stop the run (each one is paid)
@@ -7778,6 +8020,8 @@ class Run:
             self.client.on_answer = cap.check
         self.tasks: set[asyncio.Task] = set()
         self.interrupted = False
+        self.stop_timeout = cfg.teacher.stop_timeout
+        self._give_up_timer: asyncio.TimerHandle | None = None  # at a signal: the answers in flight are waited for until then
         self.stop_reason: str | None = None  # why the run stopped early (not a Ctrl-C): the summary says
         self.tools_down_in_a_row = 0  # rollouts failed in a row by a tool that said it is unavailable
         self.kept_beyond_attempts = 0  # paused tries this run's --attempts does not reach (kept, _load_paused)
@@ -7816,6 +8060,8 @@ class Run:
                 await asyncio.wait(self.tasks)
         finally:
             refresher.cancel()
+            if self._give_up_timer is not None:
+                self._give_up_timer.cancel()
             self.progress.close()
             await self.client.aclose()
             if self.batches is not None:  # its record is kept while any rollout could still ask for its answers
@@ -7893,6 +8139,8 @@ class Run:
         """The one place a rollout's fate is decided: a line in the output, a line in the rejected file,
         an entry in the failed file, or pending (nothing was paid for). Its spend counts whatever the fate."""
         self.stats.usage.merge(outcome.usage)
+        if outcome.given_up:
+            self.stats.given_up.append(outcome.job.prompt.prompt_id)
         if outcome.stop is not None:
             self.stop(outcome.stop.message)
         ending = outcome.ending
@@ -8012,6 +8260,7 @@ class Run:
         if reason is not None and self.stop_reason is None:
             self.stop_reason = reason
         self.stopping.set()
+        self.limiter.close()  # every request waiting for a slot, the pace or a Retry-After hears it now
         self.pool_has_room.set()
         if now:
             current = asyncio.current_task()
@@ -8043,10 +8292,21 @@ class Run:
             self.stop(None, now=True)
             return
         self.interrupted = True
-        self.progress.log(f"Stopping: no new requests; the answers in flight are kept, and the "
-                          f"{plural(len(self.tasks), 'rollout')} in progress pause, to go on next run (press Ctrl-C "
-                          "again to quit now).")
+        going = len(self.tasks)
+        self.progress.log(f"Stopping: no new requests; the answers in flight are kept (waited for up to "
+                          f"{self.stop_timeout:g} s, --stop-timeout), and {plural(going, 'rollout')} in progress "
+                          f"{'pauses' if going == 1 else 'pause'}, to go on next run (press Ctrl-C again to quit now).")
         self.stop(None, now=False)
+        self._give_up_timer = asyncio.get_running_loop().call_later(self.stop_timeout, self._give_up)
+
+    def _give_up(self) -> None:
+        """The bound on a stop: a cluster kills the process 30 s after SIGTERM (SLURM's KillWait, a pod's grace
+        period), and a kill loses the summary and whatever was still to be saved. What is still coming is given
+        up: those rollouts pause at their last saved turn, and the summary names them."""
+        if self.tasks:
+            self.progress.log(f"Gave up waiting after {self.stop_timeout:g} s (--stop-timeout): what is still "
+                              "coming will be paid again next run.")
+            self.stop(None, now=True)
 
     def _summarize(self, remaining_failed: int) -> int:
         plan, runner = self.plan, self.runner
@@ -8170,9 +8430,18 @@ def _run_command(argv: list[str] | None) -> int:
                 print(note, file=sys.stderr)
             rejected.cut_torn_end()
             remove_stale_temporaries(cfg.files.output)
-            if cfg.project is not None and cfg.project.needs_id:
-                print(_give_project_id(cfg.project.config), file=sys.stderr)
+            for note in _scheduler_notes(cfg.scheduler):
+                print(note, file=sys.stderr)
+            if cfg.project is not None and cfg.project.needs_id and (said := _give_project_id(cfg.project.config)):
+                print(said, file=sys.stderr)
 
+        if plan.total == 0:  # a shard that holds no prompt: done, as the scheduler should count it
+            repaired()
+            index, shards = cfg.prompts.shard
+            print(f"Nothing to do: shard {index} of {shards} holds none of the prompts of {cfg.prompts.input} (more "
+                  "shards than prompts).", file=sys.stderr)
+            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending,
+                                             cfg.line.redact)
         if plan.finished_before == plan.total:
             repaired()
             print(f"Nothing to do: all {plan.total} rollouts are finished: {plan.in_output_before} in "
@@ -8210,6 +8479,18 @@ def _run_command(argv: list[str] | None) -> int:
     finally:
         if output is not None:
             output.release()
+
+
+def _scheduler_notes(scheduler: SchedulerShard | None) -> list[str]:
+    """--shard auto: how the shard was found, when that needs saying, and the array's shape noted for its
+    tasks submitted again alone (the first task to start writes it)."""
+    if scheduler is None:
+        return []
+    notes = [scheduler.note] if scheduler.note else []
+    if scheduler.record is not None and scheduler.array is not None:
+        failed = note_array(scheduler.record, scheduler.array, os.environ.get("SLURM_ARRAY_JOB_ID"))
+        notes += [failed] if failed else []
+    return notes
 
 
 def _check_licence(cfg: Config) -> bool | None:
@@ -8267,28 +8548,66 @@ _PROJECT_ID_NOTE = ("# rnow run needs a project id. `rnow init` makes one, but i
                     "# folder (train.jsonl and config.yml included): never run it here. Added by generate_distillation_data.py.\n")
 
 
-def _give_project_id(config: Path) -> str:
+def _give_project_id(config: Path) -> str | None:
     """Give config.yml the project_id `rnow run` needs, as `rnow init` would make it (a random UUID), so the
-    folder trains with nothing but `rnow login`. The line is appended, the rest of the file kept byte for
-    byte; the result is checked to read as the same settings plus the id before it replaces the file."""
+    folder trains with nothing but `rnow login`. One id, whatever starts at once (the tasks of a job array in
+    one folder): under a lock on the file, it is read again, and only a run that still finds no id writes
+    one (the others say nothing). An empty `project_id:` is filled in; else the line is appended. The rest is
+    kept byte for byte, and the result is checked to read as the same settings plus the id before it
+    replaces the file. None: another run gave it one meanwhile."""
     import yaml
 
     project_id = str(uuid.uuid4())
     try:
-        text = config.read_bytes().decode("utf-8")
-        new_text = text + ("\n" if text and not text.endswith("\n") else "") + _PROJECT_ID_NOTE + \
-            f'project_id: "{project_id}"\n'
-        before, after = yaml.safe_load(text.lstrip("\ufeff")), yaml.safe_load(new_text.lstrip("\ufeff"))
-        if not (isinstance(after, dict) and after == {**before, "project_id": project_id}):
-            raise ValueError("the id cannot be appended to how this file is written")
-        with replaced_atomically(config) as out:
-            out.write(new_text.encode("utf-8"))
+        with _locked(config):
+            text = config.read_bytes().decode("utf-8")
+            before = yaml.safe_load(text.lstrip("\ufeff"))
+            if isinstance(before, dict) and before.get("project_id"):
+                return None
+            new_text = _with_project_id(text, project_id)
+            after = yaml.safe_load(new_text.lstrip("\ufeff"))
+            if not (isinstance(before, dict) and after == {**before, "project_id": project_id}):
+                raise ValueError("the id cannot be added to how this file is written")
+            with replaced_atomically(config) as out:
+                out.write(new_text.encode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
         return (f"Note: {config} has no project_id, which `rnow run` needs, and it could not be added ({e}). Add "
                 f'a line `project_id: "{project_id}"` to it yourself; do not run `rnow init` here (it overwrites '
                 "this folder's files).")
     return (f"{config}: added project_id {project_id}, which `rnow run` needs to train on this folder (`rnow init` "
             "would make one too, but it overwrites train.jsonl and config.yml: never run it here).")
+
+
+# A top-level `project_id:` with no value (empty, "", '', null or ~), perhaps with a comment
+_EMPTY_PROJECT_ID = re.compile(r"""^project_id:[ \t]*(?:""|''|null|Null|NULL|~)?[ \t]*(?:#[^\n]*)?$""", re.M)
+
+
+def _with_project_id(text: str, project_id: str) -> str:
+    line = f'project_id: "{project_id}"'
+    if len(_EMPTY_PROJECT_ID.findall(text)) == 1:
+        return _EMPTY_PROJECT_ID.sub(line, text)
+    return text + ("\n" if text and not text.endswith("\n") else "") + _PROJECT_ID_NOTE + line + "\n"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on the file at `path` (a file we replace by renaming a new one over it, so the lock
+    is taken again until the file locked is still the one there: a run that waited reads what the run
+    before it wrote). A lock on the file itself, not on a lock file beside it: nothing left in the folder."""
+    while True:
+        fd = os.open(path, os.O_RDWR)  # open for writing: NFS takes an exclusive lock only then
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 @contextlib.contextmanager

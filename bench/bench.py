@@ -141,9 +141,13 @@ class RunResult:
 
 
 def run_generator(work: Path, server: FakeTeacher, n: int, concurrency: int, tools: str = "none",
-                  tag: str = "run", extra: tuple[str, ...] = (), shards: int = 1) -> RunResult:
+                  tag: str = "run", extra: tuple[str, ...] = (), shards: int = 1,
+                  program: tuple[str, ...] = (str(ROOT / "generate_distillation_data.py"),),
+                  on_start=None) -> RunResult:
     """The generator as users run it, with default settings but for the options given; `shards`: that
-    many processes at once, each with --shard I/N, sharing the teacher (and its key's limits)."""
+    many processes at once, each with --shard I/N, sharing the teacher (and its key's limits). `program`:
+    the script and its first arguments (another limiter's, figure 17); `on_start`: called with the
+    processes once they are started (figure 17 stops one of them)."""
     prompts = work / f"{tag}.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"{tag} question {i}"}) + "\n" for i in range(n)))
     output = work / f"{tag}.out.jsonl"
@@ -157,14 +161,18 @@ def run_generator(work: Path, server: FakeTeacher, n: int, concurrency: int, too
     processes = []
     for shard in range(shards):
         split = ("--shard", f"{shard}/{shards}", "-o", str(work / f"{tag}.out-{shard}.jsonl")) if shards > 1 else ()
-        command = [sys.executable, str(ROOT / "generate_distillation_data.py"), str(prompts), "-o", str(output),
+        command = [sys.executable, *program, str(prompts), "-o", str(output),
                    "--tools", tools, "--base-url", server.base_url, "-c", str(concurrency), *extra, *split]
         processes.append(subprocess.Popen(command, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                           text=True))
     peak = PeakMemory(processes[0].pid)
+    if on_start is not None:
+        on_start(processes)
     cpu = 0.0
     for process in processes:
         stderr = process.stderr.read()
+        if getattr(process, "stopped", False):
+            continue  # stopped on purpose and waited for (figure 17): its shard is not counted
         _, status, usage = os.wait4(process.pid, 0)
         cpu += usage.ru_utime + usage.ru_stime
         if os.waitstatus_to_exitcode(status) != 0:
@@ -626,6 +634,83 @@ def bench_paused_file(work: Path, n: int, calls: int, generator: Path) -> tuple[
         server.stop()
 
 
+# Figure 17's yardstick: "an adaptive limit that halves on 429s", written plainly: a semaphore of -c that halves
+# on a 429 and grows by one per answer. Only the rule differs: the sending machinery (Retry-After pauses, the
+# stop) is the generator's own, whose AdaptiveLimiter it replaces.
+HALVING_GENERATOR = '''
+import sys
+sys.path.insert(0, sys.argv.pop(1))
+import generate_distillation_data as g
+
+class HalvingSemaphore(g.AdaptiveLimiter):
+    def __init__(self, start, *args, **kwargs):
+        super().__init__(start, *args, **kwargs)
+        self.limit = float(start)
+
+    def admit(self, slot):
+        slot.admitted = True
+
+    def release(self, slot, answered):
+        self.in_flight -= 1
+        if answered is g.Answered.OK:
+            self.limit = min(float(self.most_in_flight), self.limit + 1)
+        elif answered is g.Answered.RATE_LIMITED:
+            self.limit = max(1.0, self.limit // 2)
+        self._wake()
+
+g.AdaptiveLimiter = HalvingSemaphore
+g._exit_for_good(g.main())
+'''
+
+
+def bench_halving(work: Path, n: int, teacher: str) -> tuple[RunResult, RunResult, float]:
+    """(the default limiter, the halving semaphore, the teacher's capacity in rollouts/s), the same
+    prompts against the same teacher: figure 1's (429 above 8 in flight, 150-250 ms) or figure 8's (a
+    token bucket of 20/s, burst 10), from -c 64."""
+    halving = work / "halving_generator.py"
+    halving.write_text(HALVING_GENERATOR)
+    results = []
+    for name, program in (("default", (str(ROOT / "generate_distillation_data.py"),)),
+                          ("halving", (str(halving), str(ROOT)))):
+        server = (FakeTeacher(max_in_flight=8, latency_fn=jittered(0.2, 0.25)) if teacher == "cap" else
+                  FakeTeacher(latency_fn=jittered(0.25, 0.2), meter=TokenBucket(20, 10)))
+        server.start()
+        try:
+            results.append(run_generator(work, server, n, 64, tag=f"halving-{teacher}-{name}", program=program))
+        finally:
+            server.stop()
+    return results[0], results[1], (8 / 0.2 if teacher == "cap" else 20.0)
+
+
+def bench_shared_teacher(work: Path, n: int, shards: int) -> tuple[RunResult, RunResult, float]:
+    """Shards sharing one teacher that answers 429 above 8 in flight (150-250 ms), default settings: (one
+    process doing all n prompts, `shards` processes at once doing a shard each, the seconds from SIGTERM to
+    exit of a shard stopped mid-run, beside the others, in a third run)."""
+    server = FakeTeacher(max_in_flight=8, latency_fn=jittered(0.2, 0.25)).start()
+    stopped: list[float] = []
+
+    def stop_one(processes: list) -> None:
+        while len(server.answered_at) < n // 3:  # mid-run: a third of the answers in
+            time.sleep(0.01)
+        # the shard furthest behind: the one whose queue was longest (it crawled at one request a second)
+        lines = [sum(1 for _ in open(path)) if (path := work / f"shared-stop.out-{k}.jsonl").exists() else 0
+                 for k in range(shards)]
+        process = processes[lines.index(min(lines))]
+        process.stopped = True
+        started = time.monotonic()
+        process.send_signal(15)
+        process.wait()  # its stderr is read after this: a summary fits in the pipe
+        stopped.append(time.monotonic() - started)
+
+    try:
+        one = run_generator(work, server, n, 20, tag="shared-one")
+        many = run_generator(work, server, n, 20, tag="shared-many", shards=shards)
+        run_generator(work, server, n, 20, tag="shared-stop", shards=shards, on_start=stop_one)
+    finally:
+        server.stop()
+    return one, many, stopped[0]
+
+
 def previous_release(work: Path, rev: str) -> Path:
     """The generator as it was at `rev` (the yardstick of figure 15: the release before its change)."""
     path = work / "previous" / "generate_distillation_data.py"
@@ -641,7 +726,7 @@ def main() -> int:
     parser.add_argument("--tiny", action="store_true", help="a few seconds, for the smoke test")
     parser.add_argument("--previous", default="d22ebe5", help="figure 15's previous release (a git revision; "
                         "default: the last before the paused file's record per answer)")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,12,13,14,15,16", help="comma list of figures to run (default: all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,12,13,14,15,16,17", help="comma list of figures to run (default: all)")
     args = parser.parse_args()
     only = {int(x) for x in args.only.split(",")}
     scale = 0.02 if args.tiny else 1.0  # tiny: seconds a figure, for the smoke test
@@ -772,6 +857,27 @@ def main() -> int:
                                ratio <= 0.55),
                         Figure("16. --batch: batches used (one a turn)", batches, "6", batches == 6),
                         Figure("16. --batch: answers paid / live", paid, "1.00", paid == 1.0)]
+
+        if 17 in only:
+            n = 300 if not args.tiny else 40
+            one, many, to_exit = bench_shared_teacher(work, n, 4)
+            figures += [Figure(f"17. 4 shards, one cap of 8, {n}: wall vs 1 process", many.wall / one.wall,
+                               "<= 1.5", many.wall / one.wall <= 1.5 if not args.tiny else None,
+                               f"x {one.wall:.1f}s"),
+                        Figure("17. 4 shards: share of requests answered 429", many.rejected_share, "",
+                               None, f"one: {one.rejected_share:.3f}"),
+                        Figure("17. 4 shards: duplicates or missing", many.duplicates + one.duplicates, "== 0",
+                               many.duplicates + one.duplicates == 0),
+                        Figure("17. a shard stopped mid-run: SIGTERM to exit", to_exit, "< 30", to_exit < 30, "s")]
+            for teacher, n in (("cap", 400), ("bucket", 400)):
+                n = n if not args.tiny else 20
+                default_run, halving_run, capacity = bench_halving(work, n, teacher)
+                what = "cap 8" if teacher == "cap" else "20/s bucket"
+                figures += [Figure(f"17. {what}: default, share of its capacity",
+                                   default_run.rollouts_per_s / capacity, "", None,
+                                   f"429 {default_run.rejected_share:.3f}"),
+                            Figure(f"17. {what}: halving semaphore, the same", halving_run.rollouts_per_s / capacity,
+                                   "", None, f"429 {halving_run.rejected_share:.3f}")]
 
         if 14 in only and not args.tiny:  # a real gateway counts real minutes: no tiny version
             run, ideal, sent, refused = bench_gateway(work, 100, 80)

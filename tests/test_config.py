@@ -299,3 +299,36 @@ def test_dry_run_adds_no_project_id(run, workdir, teacher):
     write_prompts(workdir, ["q"])
     assert run("--dry-run", tools="none").code == 0
     assert (workdir / "config.yml").read_text() == "dataset_type: sft\n" and not teacher.requests
+
+
+def test_eight_runs_starting_at_once_give_config_yml_one_project_id(workdir, teacher):
+    """The tasks of a job array start together in one folder, each with the docs' command (--tools tools.py,
+    whose import widens the window): they left 3-5 project_id lines, each task announcing its own id."""
+    bundled = (ROOT / "config.yml").read_text().split(gdd._PROJECT_ID_NOTE)[0]
+    (workdir / "config.yml").write_text(bundled)
+    (workdir / "tools.py").write_text((workdir / "tools_small.py").read_text())
+    write_prompts(workdir, [f"question {i}" for i in range(8)])
+    from conftest import start_script
+
+    runs = [start_script(workdir, "prompts.jsonl", "--base-url", teacher.base_url, "--shard", f"{k}/8",
+                         "-o", "train.{shard}.jsonl") for k in range(8)]
+    said = [run.communicate(timeout=120)[1] for run in runs]
+    assert all(run.returncode == 0 for run in runs), said
+    config = (workdir / "config.yml").read_text()
+    assert config.startswith(bundled) and config.count("project_id:") == 1
+    project_id = yaml.safe_load(config)["project_id"]
+    assert [err.count("project_id") for err in said].count(1) == 1 and sum(err.count("project_id") for err in said) == 1
+    assert any(f"added project_id {project_id}" in err for err in said)
+
+
+@pytest.mark.parametrize("empty", ['project_id: ""', "project_id:", "project_id: null  # fill me", "project_id: ''"])
+def test_an_empty_project_id_is_filled_in_not_given_a_second_key(run, workdir, teacher, empty):
+    text = f"project_name: x\n{empty}\ndataset_type: sft\n"
+    (workdir / "config.yml").write_text(text)
+    write_prompts(workdir, ["q"])
+    result = run(tools="none")
+    assert result.code == 0, result.err
+    config = (workdir / "config.yml").read_text()
+    project_id = yaml.safe_load(config)["project_id"]
+    assert config == text.replace(empty, f'project_id: "{project_id}"') and config.count("project_id") == 1
+    assert f"added project_id {project_id}" in result.err

@@ -396,3 +396,45 @@ def test_under_a_hard_limit_too_low_for_c_1_the_message_says_what_the_limit_allo
                             text=True, timeout=60, preexec_fn=low)
     assert result.returncode == 2 and said in result.stderr and "Lower -c to 1" not in result.stderr, result.stderr
     assert not teacher.requests and "Traceback" not in result.stderr
+
+
+def read_all_that_came(client_port: int, server_port: int) -> bool:
+    """Whether the client's end of a loopback connection has read everything that reached it: its receive
+    queue in /proc/net/tcp is empty."""
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        fields = line.split()
+        local, remote, queues = fields[1], fields[2], fields[4]
+        if int(local.split(":")[1], 16) == client_port and int(remote.split(":")[1], 16) == server_port:
+            return int(queues.split(":")[1], 16) == 0
+    return False
+
+
+def test_an_answer_that_came_whole_while_the_process_was_suspended_is_kept(workdir, teacher):
+    """SIGSTOP (scontrol suspend, a laptop asleep), then SIGCONT after --stall-timeout: the answer came whole
+    meanwhile and waits, unread, beside a stall timer that is due. The timer runs first; the answer was thrown
+    away and paid again (6 requests for 3). Whole is whole (AnswerStream.whole): kept."""
+    import signal
+    import time
+
+    from conftest import start_script, wait_for
+
+    write_prompts(workdir, ["asleep"])
+    hold = threading.Event()
+    teacher.script("asleep", adjusted(answer("it came while the process slept"), sse_hold=hold))
+    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
+                           "--stall-timeout", "1")
+    try:
+        wait_for(lambda: teacher.held, what="the answer's first piece")
+        wait_for(lambda: read_all_that_came(teacher.held[0], teacher.port), what="the client to read it")
+        process.send_signal(signal.SIGSTOP)
+        hold.set()
+        wait_for(lambda: teacher.answered_at, what="the rest of the answer, sent to the suspended process")
+        time.sleep(1.5)  # suspended past --stall-timeout: the condition under test, not a synchronisation
+        process.send_signal(signal.SIGCONT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert len(teacher.requests) == 1 and "0 retried" in err
+    assert [r["messages"][-1]["content"] for r in read_jsonl(workdir / "train.jsonl")] == \
+        ["it came while the process slept"]

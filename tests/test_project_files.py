@@ -75,6 +75,12 @@ def test_readme_quick_start_journey_against_the_ci_teacher(workdir):
         assert "42" in results[0] and "forty-two" in results[1]
 
 
+def test_ci_runs_the_slurm_test_as_a_step_of_its_own_and_the_suite_does_not():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "slurm-wlm munge" in ci and "SLURM_TEST_REQUIRED=1" in ci and "-m slurm tests/test_slurm.py" in ci
+    assert '-m "not slurm"' in (ROOT / "pytest.ini").read_text()
+
+
 def test_ci_runs_both_quick_start_commands():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "grep -m1 -E '^python3 -m venv .*generate_distillation_data.py' README.md" in ci
@@ -146,3 +152,40 @@ def test_the_docstrings_map_lists_exactly_the_sections_in_order():
     for (start, title), end in zip(banners, ends):
         assert end - start <= 600, f"section {title!r} is {end - start} lines"
         assert lines[start + 3].startswith("# "), f"section {title!r} does not say what it owns"
+
+
+def test_the_kubernetes_manifest_runs_as_written_with_app_and_data_mapped(tmp_path, teacher):
+    """docs/scale.md's Indexed Job: its container's command, run in its workingDir, with /app (the image: this
+    folder and its .venv) and /data (the shared volume) mapped to folders here. `.venv/bin/python` with
+    `workingDir: /data` resolved in /data, where no venv is: every pod failed."""
+    scale = (ROOT / "docs" / "scale.md").read_text()
+    manifest = yaml.safe_load(re.search(r"```yaml\n(apiVersion: batch/v1\n.*?)```", scale, re.S)[1])
+    container = manifest["spec"]["template"]["spec"]["containers"][0]
+    completions = manifest["spec"]["completions"]
+    app, data = tmp_path / "app", tmp_path / "data"
+    app.mkdir()
+    data.mkdir()
+    for name in (".venv", "generate_distillation_data.py", "tools.py"):  # the image: this folder at /app
+        (app / name).symlink_to(ROOT / name)
+
+    def mapped(text: str) -> str:
+        for inside, here in (("/app", app), ("/data", data)):
+            if text == inside or text.startswith(inside + "/"):
+                return str(here) + text[len(inside):]
+        return text
+
+    command, cwd = [mapped(part) for part in container["command"]], mapped(container["workingDir"])
+    prompts = [f"question {i}" for i in range(5)]
+    (data / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    shard_of = {gdd._shard_of(gdd._conversation_hash([{"role": "user", "content": p}]), completions) for p in prompts}
+    empty = next(index for index in range(completions) if index not in shard_of)
+    pods = [subprocess.Popen(command, cwd=cwd, env=subprocess_env(JOB_COMPLETION_INDEX=str(index),
+                                                                  OPENROUTER_BASE_URL=teacher.base_url),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for index in sorted(shard_of) + [empty]]
+    said = [pod.communicate(timeout=120)[1] for pod in pods]
+    assert [pod.returncode for pod in pods] == [0] * len(pods), said
+    assert f"shard {empty} of {completions} holds none of the prompts" in said[-1]
+    merged = [json.loads(line)["metadata"]["prompt_id"]
+              for path in sorted(data.glob(f"train.shard-*-of-{completions}.jsonl")) for line in path.open()]
+    assert len(merged) == len(set(merged)) == len(prompts)

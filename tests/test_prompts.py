@@ -11,6 +11,8 @@ import pytest
 from conftest import assert_no_traceback, prompt_counts, read_jsonl, run_script, subprocess_env, write_prompts
 from fake_teacher import answer, call_tools, status
 
+import generate_distillation_data as gdd
+
 
 def test_tools_none_sends_no_tools_and_txt_prompts_work(run, teacher, workdir):
     (workdir / "prompts.txt").write_text("first question\n\nsecond question\n")
@@ -263,3 +265,108 @@ def test_a_prompts_file_that_is_a_pipe_is_refused_before_anything_is_written(wor
     (workdir / "piped.txt").unlink()
     (workdir / "piped.txt").write_text("question\n")
     assert run_script(workdir, *args, timeout=30).code == 0 and len(read_jsonl(workdir / "train.jsonl")) == 1
+
+
+def shard_of(prompt: str, shards: int) -> int:
+    """The shard a plain prompt of PROMPTS lands in (its id is its conversation's hash)."""
+    return gdd._shard_of(gdd.conversation_hash([{"role": "user", "content": prompt}]), shards)
+
+
+def slurm_task(task: int, first: int, last: int, count: int, job: int, step: int = 1) -> dict:
+    """The variables SLURM gives a task of `sbatch --array=...` (as 22.05 sets them: `--array=2` is an array of
+    one, MIN=MAX=2; `--array=0,2` is MIN=0, MAX=2, COUNT=2, STEP=1)."""
+    return {"SLURM_ARRAY_JOB_ID": str(job), "SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_MIN": str(first),
+            "SLURM_ARRAY_TASK_MAX": str(last), "SLURM_ARRAY_TASK_COUNT": str(count),
+            "SLURM_ARRAY_TASK_STEP": str(step)}
+
+
+def run_in_task(run, monkeypatch, env: dict, *args: str):
+    for name in [n for n in __import__("os").environ if n.startswith(("SLURM_", "JOB_COMPLETION"))]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return run(*args, tools="none")
+
+
+def test_a_task_submitted_again_alone_resumes_its_own_shard_of_the_array(run, workdir, teacher, monkeypatch):
+    """`sbatch --array=2 job.sbatch` after `--array=0-3`: SLURM runs it as an array of one task (MIN=MAX=2,
+    COUNT=1). It runs shard 2 of 4 again, from the note the array's first run left, paying for nothing twice;
+    it was read as shard 0 of 1: every prompt paid again into a file the merge never reads."""
+    write_prompts(workdir, PROMPTS)
+    mine = [p for p in PROMPTS if shard_of(p, 4) == 2]
+    teacher.script(mine[0], status(400, "refused this time"))
+    for task in range(4):
+        result = run_in_task(run, monkeypatch, slurm_task(task, 0, 3, 4, job=41), "--shard", "auto")
+        assert result.code == (1 if task == 2 else 0), result.err
+    assert json.loads((workdir / "train.slurm-array.json").read_text()) == \
+        {"first": 0, "step": 1, "tasks": 4, "job": "41"}
+    again = run_in_task(run, monkeypatch, slurm_task(2, 2, 2, 1, job=57), "--shard", "auto")
+    assert again.code == 0, again.err
+    assert again.err.count("shard 2 of 4") == 1 and "--array=0-3" in again.err
+    assert len(teacher.requests_for(mine[0])) == 2 and all(len(teacher.requests_for(p)) == 1 for p in mine[1:])
+    assert not (workdir / "train.shard-0-of-1.jsonl").exists()
+    merged = [i for k in range(4) for i in prompt_ids(workdir / f"train.shard-{k}-of-4.jsonl")]
+    assert len(merged) == len(set(merged)) == len(PROMPTS)
+    # a list of its tasks (--array=0,2: not evenly spaced) runs each one's own shard too
+    listed = run_in_task(run, monkeypatch, slurm_task(0, 0, 2, 2, job=58), "--shard", "auto")
+    assert listed.code == 0 and "Nothing to do" in listed.err and "shard 0 of 4" in listed.err
+    # an array of another shape would overlap the shards here: refused, saying what works, nothing sent
+    sent = len(teacher.requests)
+    other = run_in_task(run, monkeypatch, slurm_task(1, 0, 1, 2, job=59), "--shard", "auto")
+    assert other.code == 2 and "is not the one whose shards are here" in other.err and "sbatch --array=N" in other.err
+    assert len(teacher.requests) == sent and not list(workdir.glob("train.shard-*-of-2.jsonl"))
+
+
+def test_a_task_alone_with_no_note_beside_another_arrays_shards_is_refused_naming_the_command(run, workdir, teacher,
+                                                                                              monkeypatch):
+    write_prompts(workdir, PROMPTS)
+    for k in range(3):  # shards run by hand: no note of an array
+        assert run("--shard", f"{k}/3", "-o", "train.shard-{shard}.jsonl", tools="none").code == 0
+    sent = len(teacher.requests)
+    alone = run_in_task(run, monkeypatch, slurm_task(1, 1, 1, 1, job=60), "--shard", "auto")
+    assert alone.code == 2 and "--shard 1/3 -o train.shard-1-of-3.jsonl" in alone.err, alone.err
+    assert len(teacher.requests) == sent and not (workdir / "train.shard-0-of-1.jsonl").exists()
+
+
+def test_an_array_of_one_task_in_a_fresh_folder_runs_every_prompt(run, workdir, teacher, monkeypatch):
+    write_prompts(workdir, PROMPTS[:4])
+    result = run_in_task(run, monkeypatch, slurm_task(0, 0, 0, 1, job=61), "--shard", "auto")
+    assert result.code == 0 and len(prompt_ids(workdir / "train.shard-0-of-1.jsonl")) == 4
+    assert not (workdir / "train.slurm-array.json").exists()  # nothing to note of an array of one
+
+
+@pytest.mark.parametrize("note", ["{not json", '{"first": "0", "step": 1, "tasks": 4}', '[0, 1, 4]',
+                                  '{"first": 0, "step": 0, "tasks": 4}'])
+def test_a_hostile_array_note_is_refused_naming_it(run, workdir, teacher, monkeypatch, note):
+    write_prompts(workdir, PROMPTS)
+    (workdir / "train.slurm-array.json").write_text(note)
+    result = run_in_task(run, monkeypatch, slurm_task(2, 2, 2, 1, job=62), "--shard", "auto")
+    assert result.code == 2 and "train.slurm-array.json" in result.err and "Delete it" in result.err
+    assert_no_traceback(result.err)
+    assert not teacher.requests
+
+
+def test_the_array_is_noted_once_whatever_starts_at_once(workdir):
+    note = workdir / "train.slurm-array.json"
+    assert gdd.note_array(note, gdd.SlurmArray(0, 1, 16), "7") is None
+    assert gdd.note_array(note, gdd.SlurmArray(0, 1, 16), "7") is None  # a second task: the first note stays
+    assert json.loads(note.read_text()) == {"first": 0, "step": 1, "tasks": 16, "job": "7"}
+    assert [p.name for p in workdir.iterdir() if "slurm-array" in p.name] == [note.name]  # no temporary left
+
+
+def test_a_shard_that_holds_no_prompt_is_done(run, workdir, teacher, monkeypatch):
+    """16 pods of an Indexed Job over 5 prompts: the pods whose shard holds none exit 0 (exit 2 made the Job
+    restart them until it failed), saying so once."""
+    prompts = PROMPTS[:5]
+    write_prompts(workdir, prompts)
+    empty = 0
+    for index in range(16):
+        result = run_in_task(run, monkeypatch, {"JOB_COMPLETION_INDEX": str(index)}, "--shard", "auto/16")
+        assert result.code == 0, result.err
+        if not any(shard_of(p, 16) == index for p in prompts):
+            empty += 1
+            assert result.err.count(f"shard {index} of 16 holds none of the prompts") == 1
+            assert not (workdir / f"train.shard-{index}-of-16.jsonl").exists()
+    assert empty >= 11
+    merged = [i for k in range(16) for i in prompt_ids(workdir / f"train.shard-{k}-of-16.jsonl")]
+    assert len(merged) == len(set(merged)) == 5

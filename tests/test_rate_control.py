@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from typing import Callable
 
 import pytest
 
@@ -459,3 +460,109 @@ def test_a_budget_spent_again_in_every_window_is_asked_with_one_request_after_th
     assert lying.budget_distrusted and lying.budget_left is None and lying._has_room()
     honest = asyncio.run(go(refuses=True))
     assert honest.budget_distrusted is None and honest.budget_proven and not honest._has_room()
+
+
+def simulate(limiter: gdd.AdaptiveLimiter, clock: Clock, refused: Callable[[float, int], bool], until: float,
+             latency: float = 0.2) -> list[tuple[float, int, int]]:
+    """A teacher on the test's clock, in steps of 10 ms, for a limiter with more requests to send than it will
+    ever let go: `refused(now, ours)` says whether a request sent now, with `ours` of ours in flight, is refused
+    (answered 429 at once); a request taken streams its first data after 50 ms (admitted) and ends after
+    `latency`. Returns (time, requests of ours in flight, requests refused so far) at each step."""
+    events: list[tuple[float, int, str, gdd.Slot]] = []  # (when, order, what, slot)
+    order, ours_taken, refusals, trace = 0, 0, 0, []
+    while clock.now < until:
+        clock.now = round(clock.now + 0.01, 6)
+        due = sorted(e for e in events if e[0] <= clock.now)
+        events = [e for e in events if e[0] > clock.now]
+        for _, _, what, slot in due:
+            if what == "refused":
+                limiter.release(slot, gdd.Answered.RATE_LIMITED)
+                refusals += 1
+            elif what == "first data":
+                limiter.admit(slot)
+            else:
+                ours_taken -= 1
+                limiter.release(slot, gdd.Answered.OK)
+        while limiter._has_room():
+            slot = limiter._start()
+            order += 1
+            if refused(clock.now, ours_taken):
+                events.append((clock.now + 0.001, order, "refused", slot))
+            else:
+                ours_taken += 1
+                events += [(clock.now + 0.05, order, "first data", slot), (clock.now + latency, order, "done", slot)]
+        trace.append((clock.now, ours_taken, refusals))
+    for when, _, what, slot in sorted(events):  # what is still in flight ends, as the teacher answers it
+        clock.now = max(clock.now, when)
+        if what == "first data":
+            limiter.admit(slot)
+        else:
+            limiter.release(slot, gdd.Answered.RATE_LIMITED if what == "refused" else gdd.Answered.OK)
+    return trace
+
+
+def simulate_shared_teacher(limiter: gdd.AdaptiveLimiter, clock: Clock, neighbour_leaves: float, until: float,
+                            cap: int = 8, held: int | None = None) -> list[tuple[float, int, int]]:
+    """A teacher that answers 429 above `cap` requests in flight, shared with a neighbour (another shard on the
+    same key) that holds `held` of them (all, by default) until `neighbour_leaves`."""
+    held = cap if held is None else held
+    return simulate(limiter, clock, lambda now, ours: ours + (held if now < neighbour_leaves else 0) >= cap, until)
+
+
+def test_a_limiter_whose_first_requests_are_refused_takes_the_teachers_free_capacity_within_seconds():
+    """A shard whose first requests met its neighbours' load (the teacher's 8 slots all theirs) held one request
+    at a time, at one a second, and stayed there long after the teacher was idle: the pace regrew only when it
+    held a request back beside another in flight. While the teacher is busy it still sends little; once the
+    neighbour leaves, it takes the teacher's whole capacity within seconds."""
+    clock = Clock()
+    start = clock.now
+    limiter = gdd.AdaptiveLimiter(20, slow_start=4, clock=clock)
+    trace = simulate_shared_teacher(limiter, clock, neighbour_leaves=start + 5.0, until=start + 10.0)
+    busy = [refused for when, _, refused in trace if when < start + 5.0]
+    assert busy[-1] <= 4 + 6  # the first burst of 4, then about one a second while the teacher is busy
+    full = next(when for when, ours, _ in trace if ours == 8)
+    assert full - (start + 5.0) <= 2.0, f"8 in flight only {full - start - 5.0:.2f} s after the teacher was free"
+    assert limiter.pace is None and limiter.limit >= 8  # no pace left over from a refusal that told nothing
+
+
+def test_a_limiter_that_had_learned_the_cap_keeps_it_after_a_blind_refusal():
+    """A refusal with nothing taken lately says only that the teacher was busy: the cap learned earlier (7, from
+    a 429 at 8) stays, and slow start climbs back to it, not above."""
+    clock = Clock()
+    limiter = gdd.AdaptiveLimiter(20, slow_start=20, clock=clock)
+    trace = simulate_shared_teacher(limiter, clock, neighbour_leaves=clock.now, until=clock.now + 3.0, cap=7)
+    assert max(ours for _, ours, _ in trace[-50:]) == 7 and limiter.ceiling == 7
+    clock.now += 30  # a long quiet spell: nothing taken lately
+    trace = simulate_shared_teacher(limiter, clock, neighbour_leaves=clock.now + 2.0, until=clock.now + 5.0, cap=7)
+    assert limiter.ceiling == 7 and max(ours for _, ours, _ in trace[-50:]) == 7
+
+
+def test_closing_the_limiter_ends_every_wait_at_once():
+    """A stop: requests waiting for a slot, the pace or a Retry-After hear it now, not one by one as their turn
+    comes (at one a second, a queue of 40 outlived a cluster's 30 s before SIGKILL)."""
+    async def go():
+        limiter = gdd.AdaptiveLimiter(64, slow_start=1)
+        limiter.pace, limiter.next_send = 1.0, limiter.clock() + 1.0  # one a second, the next in a second
+        limiter.pause_until(limiter.clock() + 120)  # and a window spent for two minutes
+        waiting = [asyncio.ensure_future(limiter.acquire(i)) for i in range(40)]
+        await asyncio.sleep(0)
+        limiter.close()
+        done, pending = await asyncio.wait(waiting, timeout=5)
+        assert not pending and all(isinstance(task.exception(), gdd.LimiterClosed) for task in done)
+        with pytest.raises(gdd.LimiterClosed):
+            await limiter.acquire(0)  # and nothing starts after
+
+    asyncio.run(go())
+
+
+def test_a_share_of_the_cap_learned_beside_a_neighbour_grows_back_when_it_leaves():
+    """Beside a neighbour holding 6 of the teacher's 8 slots, the limiter learns a cap of 2; once the neighbour
+    finished, it crept back one request at a time, every few seconds (9 s to 8 in flight, the teacher idle
+    meanwhile). A request taken at the level that was refused says the cap moved: slow start goes on."""
+    clock = Clock()
+    start = clock.now
+    limiter = gdd.AdaptiveLimiter(20, slow_start=4, clock=clock)
+    trace = simulate_shared_teacher(limiter, clock, neighbour_leaves=start + 10.0, until=start + 16.0, held=6)
+    assert max(ours for when, ours, _ in trace if start + 5 < when < start + 10) == 2  # its share, meanwhile
+    full = next(when for when, ours, _ in trace if when > start + 10 and ours == 8)
+    assert full - (start + 10.0) <= 3.0, f"8 in flight {full - start - 10.0:.2f} s after the neighbour left"

@@ -21,6 +21,8 @@ from conftest import (Result, SCRIPT, assert_no_traceback, count_lines, prompt_c
     start_script, subprocess_env, wait_for, write_prompts)
 from fake_teacher import FakeTeacher, MALFORMED_ANSWERS, Reply, answer, call_tools, completion, raw, slow, status
 
+import generate_distillation_data as gdd
+
 
 def test_ctrl_c_finishes_rollouts_in_flight_then_stops(run, workdir, teacher):
     write_prompts(workdir, [f"q{i}" for i in range(20)])
@@ -202,3 +204,44 @@ def test_stderr_closed_alone_still_runs(workdir, teacher):
                               "--tools", "none", "--base-url", teacher.base_url], cwd=workdir, env=subprocess_env(),
                              timeout=60, capture_output=False, stdout=subprocess.DEVNULL)
     assert process.returncode == 0 and count_lines(workdir / "train.jsonl") == 2
+
+
+def test_sigterm_reaches_every_waiting_rollout_at_once(workdir, teacher):
+    """Requests held by the teacher's spent window (two minutes away) and a retry's wait: SIGTERM ends every
+    wait at once. Each queued rollout had to win a slot (here: wait out the window) before it saw the stop,
+    and SLURM's KillWait or a pod's grace period (30 s) killed it first: no summary."""
+    from fake_teacher import reset_header
+
+    prompts = [f"held {i}" for i in range(12)]
+    write_prompts(workdir, prompts)
+    teacher.default_step = lambda body: status(429, "window spent", reset_header(120))(body)
+    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url)
+    wait_for(lambda: teacher.requests, what="the first refusal")
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)  # a wait that saw the stop only when its turn came: 120 s
+    assert process.returncode == 130, err
+    assert_no_traceback(err)
+    assert "Not done: 12" in err and not (workdir / "train.failed.jsonl").exists()
+    assert len(teacher.requests) <= 4  # the first round, refused; none after the stop
+
+
+def test_an_answer_still_coming_after_stop_timeout_is_given_up_and_named(workdir, teacher):
+    """The stop's bound: answers in flight are waited for --stop-timeout seconds after SIGTERM (20 by default,
+    inside the 30 s before a cluster's SIGKILL); past it an answer still streaming is given up, its rollout
+    pauses, and the summary names it as one that will be paid again."""
+    write_prompts(workdir, ["quick", "endless"])
+    teacher.script("endless", slow(120, answer("too late")))
+    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
+                           "--stop-timeout", "1")
+    wait_for(lambda: count_lines(workdir / "train.jsonl") == 1 and len(teacher.requests) == 2,
+             what="the quick answer written and the endless one asked for")
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)  # waiting for the answer: 120 s
+    assert process.returncode == 130, err
+    assert_no_traceback(err)
+    endless = gdd._conversation_hash([{"role": "user", "content": "endless"}])
+    assert "--stop-timeout" in err and err.count("Given up: 1 answer still coming") == 1
+    assert f"prompt {endless}" in err and "paid again" in err
+    teacher.script("endless", answer("in time"))
+    again = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url)
+    assert again.code == 0 and prompt_counts(workdir) == {"quick": 1, "endless": 1}

@@ -44,6 +44,7 @@ class Reply:
     sse_stall: float = 0.0  # after the first piece, only comments for this long
     sse_cut: bool = False  # after the first piece, hang up (no usage, no [DONE])
     sse_no_usage: bool = False  # the whole answer and [DONE], but no usage event
+    sse_hold: threading.Event | None = None  # after the first piece, nothing until it is set (FakeTeacher.held)
     dialect: object = None  # a dialects.Dialect: the answer streamed as that server writes it
     encoding: str | None = None  # Content-Encoding: "gzip", "deflate", "deflate-raw" (sent as deflate), or
     #                               any other name with the body sent as it is (an encoding not asked for)
@@ -296,6 +297,7 @@ class FakeTeacher:
         self.caching = CachingProvider() if caching else None
         self.meter = meter  # a requests-per-time limit, besides (or instead of) max_in_flight
         self.pages: dict[str, str] = {}  # GET path -> HTML
+        self.held: list[int] = []  # the client's port of each stream held after its first piece (Reply.sse_hold)
         # OpenRouter's models list (GET /models, ?distillable=true keeps the entries with is_trainable_text),
         # and its routing rule: a request with provider.enforce_distillable_text for a model not on it is
         # refused. None: no models endpoint (404), no rule.
@@ -687,6 +689,10 @@ class FakeTeacher:
                 return
             if i == 0 and reply.sse_stall:
                 await think(reply.sse_stall)
+            if i == 0 and reply.sse_hold is not None:
+                self.held.append(writer.get_extra_info("peername")[1])
+                while not reply.sse_hold.is_set():
+                    await asyncio.sleep(0.01)
         else:
             if usage is not None and not reply.sse_no_usage:
                 send(f"data: {json.dumps(usage)}\n\n")
