@@ -708,11 +708,11 @@ def test_a_request_two_recorded_batches_carry_is_not_sent_again_when_one_of_them
     batch_teacher.batch_fates, batch_teacher.batch_latency = ["expired", "overdue"], 0.0
     process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url,
                            "--batch", "--batch-poll", "0.05")
-    wait_for(lambda: len(batch_teacher.batches) == 2, what="the second batch")
-    process.kill()
+    on_record = lambda: [r["batch"] for r in read_jsonl(workdir / "train.batches.jsonl") if "batch" in r]
+    wait_for(lambda: on_record() == ["batch_1", "batch_2"], what="the second batch on record")
+    process.kill()  # it had no time to drop batch_1 from its record
     process.wait()
-    first = {**batch_teacher.batches["batch_1"]}  # the killed run had no time to drop batch_1 from its record
-    assert [r["batch"] for r in read_jsonl(workdir / "train.batches.jsonl") if "batch" in r][:1] == ["batch_1"]
+    first = {**batch_teacher.batches["batch_1"]}
     batch_teacher.batches["batch_2"]["fate"] = "completed"
     result = batch_run(workdir, batch_teacher, tools="none")
     assert result.code == 0 and len(batch_teacher.batches) == 2 and first["fate"] == "expired", result.err

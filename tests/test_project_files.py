@@ -177,7 +177,7 @@ def test_the_kubernetes_manifest_runs_as_written_with_app_and_data_mapped(tmp_pa
     command, cwd = [mapped(part) for part in container["command"]], mapped(container["workingDir"])
     prompts = [f"question {i}" for i in range(5)]
     (data / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
-    shard_of = {gdd._shard_of(gdd._conversation_hash([{"role": "user", "content": p}]), completions) for p in prompts}
+    shard_of = {gdd._shard_of(gdd.conversation_hash([{"role": "user", "content": p}]), completions) for p in prompts}
     empty = next(index for index in range(completions) if index not in shard_of)
     pods = [subprocess.Popen(command, cwd=cwd, env=subprocess_env(JOB_COMPLETION_INDEX=str(index),
                                                                   OPENROUTER_BASE_URL=teacher.base_url),

@@ -181,7 +181,7 @@ def two_turns(slow_prompt: str):
 
 
 def shard_of(prompt: str) -> int:
-    return gdd._shard_of(gdd._conversation_hash([{"role": "user", "content": prompt}]), ARRAY)
+    return gdd._shard_of(gdd.conversation_hash([{"role": "user", "content": prompt}]), ARRAY)
 
 
 def test_the_docs_sbatch_script_on_a_real_slurm(slurm, tmp_path):

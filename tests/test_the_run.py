@@ -239,7 +239,7 @@ def test_an_answer_still_coming_after_stop_timeout_is_given_up_and_named(workdir
     out, err = process.communicate(timeout=60)  # waiting for the answer: 120 s
     assert process.returncode == 130, err
     assert_no_traceback(err)
-    endless = gdd._conversation_hash([{"role": "user", "content": "endless"}])
+    endless = gdd.conversation_hash([{"role": "user", "content": "endless"}])
     assert "--stop-timeout" in err and err.count("Given up: 1 answer still coming") == 1
     assert f"prompt {endless}" in err and "paid again" in err
     teacher.script("endless", answer("in time"))
