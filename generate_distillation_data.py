@@ -449,7 +449,8 @@ def _build_arg_parser() -> argparse.ArgumentParser:
         "--max-cost 20\n"
         "  python generate_distillation_data.py prompts.jsonl --export hf,openai --report --no-run\n"
         "  python generate_distillation_data.py prompts.jsonl --base-url http://localhost:8000/v1 -m Qwen/Qwen3-8B\n"
-        "\nexit codes: 0 every prompt is in the output, 1 some failed or were not run "
+        "\nexit codes: 0 every prompt is in the output (but those --dedup or --decontaminate dropped), 1 some "
+        "failed or were not run "
         "(see the .failed.jsonl file; re-run to retry them), 2 usage or input error, 130 interrupted.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -2126,46 +2127,25 @@ def prompt_hygiene(prompts: PromptSettings, settings: HygieneSettings, paid: Cal
 def _found(hygiene: Hygiene, prompts: PromptSettings, every: PromptSettings, paid: Callable[[str], bool],
            log: Callable[[str], None]) -> Hygiene:
     settings, started = hygiene.settings, time.monotonic()
-    offsets, repeats, lines, ids = (array.array("q") for _ in range(4))
-    for job in iter_jobs(every):
-        offsets.append(job.prompt.offset)
-        repeats.append(job.prompt.repeat)
-        lines.append(job.prompt.line_no)
-        ids.append(hash(job.prompt.prompt_id))
-    hygiene.prompts = len(offsets)
-
-    def read(places: list[int]) -> Iterator[Prompt]:
-        return read_prompts_at(prompts.input, prompts.system,
-                               ((offsets[i], repeats[i], lines[i], ids[i]) for i in places))
-
-    contaminated: set[int] = set()
-    if settings.benchmarks:
-        paths = _benchmark_files(settings.benchmarks)
-        log(f"Prompt hygiene: indexing {plural(len(paths), 'benchmark file')} ({settings.ngram}-word n-grams)...")
-        index = _Benchmarks(settings).build(paths)
-        log(f"Prompt hygiene: {plural(len(index.items), 'benchmark item')} indexed; checking {hygiene.prompts:,} prompts...")
+    duplicates = _Duplicates(settings.threshold) if settings.dedup else None  # rensa missing: said at once
+    contaminated = _decontaminate(hygiene, every, paid, log) if settings.benchmarks else set()
+    if duplicates is not None:
+        log(f"Prompt hygiene: looking for duplicates among the prompts of {prompts.input}...")
+        offsets, repeats, lines, ids = (array.array("q") for _ in range(4))
         for place, job in enumerate(iter_jobs(every)):
-            for text in _texts_of(job.prompt)[1]:
-                words = words_of(text)
-                if (hit := index.quoted(words)) is not None:
-                    item, first, size = hit
-                    benchmark, name = index.named(item)
-                    drop = Drop(job.prompt.prompt_id, job.prompt.line_no, "benchmark", _shown(text), benchmark=benchmark,
-                                item=name, quoted=" ".join(words[first: first + size]), kept=paid(job.prompt.prompt_id))
-                    if drop.kept:
-                        hygiene.flagged_paid.append(drop)
-                    else:
-                        hygiene.dropped[drop.prompt_id] = drop
-                        contaminated.add(place)
-                    break
-        hygiene.benchmarks = index.settings()
-        del index  # before dedup builds its own: both at once would be ~2 GB at a million prompts
-    if settings.dedup:
-        log(f"Prompt hygiene: looking for duplicates among {hygiene.prompts:,} prompts...")
-        duplicates = _Duplicates(settings.threshold)
-        for place, job in enumerate(iter_jobs(every)):
+            prompt = job.prompt
+            offsets.append(prompt.offset)
+            repeats.append(prompt.repeat)
+            lines.append(prompt.line_no)
+            ids.append(hash(prompt.prompt_id))
             if place not in contaminated:
-                duplicates.add(place, job.prompt, paid(job.prompt.prompt_id))
+                duplicates.add(place, prompt, paid(prompt.prompt_id))
+        hygiene.prompts = len(offsets)
+
+        def read(places: list[int]) -> Iterator[Prompt]:
+            return read_prompts_at(prompts.input, prompts.system,
+                                   ((offsets[i], repeats[i], lines[i], ids[i]) for i in places))
+
         duplicates.decide(read, paid)
         del duplicates.lsh
         places = sorted(set(duplicates.copies) | {first for first, _, _ in duplicates.copies.values()})
@@ -2178,6 +2158,33 @@ def _found(hygiene: Hygiene, prompts: PromptSettings, every: PromptSettings, pai
                                               similarity=similarity)
     hygiene.seconds = time.monotonic() - started
     return hygiene
+
+
+def _decontaminate(hygiene: Hygiene, every: PromptSettings, paid: Callable[[str], bool],
+                   log: Callable[[str], None]) -> set[int]:
+    """The prompts holding a benchmark item (their places in the file); the index is gone when it returns."""
+    paths = _benchmark_files(hygiene.settings.benchmarks)
+    log(f"Prompt hygiene: indexing {plural(len(paths), 'benchmark file')} ({hygiene.settings.ngram}-word n-grams)...")
+    index = _Benchmarks(hygiene.settings).build(paths)
+    log(f"Prompt hygiene: {plural(len(index.items), 'benchmark item')} indexed; checking the prompts...")
+    contaminated, hygiene.prompts = set(), 0
+    for place, job in enumerate(iter_jobs(every)):
+        hygiene.prompts += 1
+        for text in _texts_of(job.prompt)[1]:
+            words = words_of(text)
+            if (hit := index.quoted(words)) is not None:
+                item, first, size = hit
+                benchmark, name = index.named(item)
+                drop = Drop(job.prompt.prompt_id, job.prompt.line_no, "benchmark", _shown(text), benchmark=benchmark,
+                            item=name, quoted=" ".join(words[first: first + size]), kept=paid(job.prompt.prompt_id))
+                if drop.kept:
+                    hygiene.flagged_paid.append(drop)
+                else:
+                    hygiene.dropped[drop.prompt_id] = drop
+                    contaminated.add(place)
+                break
+    hygiene.benchmarks = index.settings()
+    return contaminated  # and the index goes before dedup builds its own: both would be ~2 GB at 1M prompts
 
 
 def dropped_ids(records: Iterable[dict | None]) -> set[str]:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
 import sys
 
 import pytest
 
-from conftest import assert_no_traceback, read_jsonl, run_script, subprocess_env, write_prompts
+from conftest import SCRIPT, assert_no_traceback, read_jsonl, run_script, subprocess_env, write_prompts
 from fake_teacher import answer
 
 import generate_distillation_data as gdd
@@ -357,11 +358,15 @@ def test_prompts_already_in_the_output_holding_an_item_are_kept_and_named(run, t
 
 
 def test_without_the_flags_nothing_is_imported_or_read_for_them(run, teacher, workdir):
-    sys.modules.pop("rensa", None)
     write_prompts(workdir, [PHOTOSYNTHESIS, NEAR_COPY])
-    result = run(tools="none")
-    assert result.code == 0 and len(result.records()) == 2 and "rensa" not in sys.modules
-    assert not (workdir / "train.dropped.jsonl").exists() and "Prompt hygiene" not in result.err
+    watch = ("import runpy, sys\nsys.argv = sys.argv[1:]\ntry:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+             "except SystemExit as e:\n    print(e.code, sorted({'rensa', 'xxhash'} & set(sys.modules)))\n")
+    watched = subprocess.run([sys.executable, "-c", watch, str(SCRIPT), "prompts.jsonl", "--tools", "none",
+                              "--base-url", teacher.base_url], cwd=workdir, env=subprocess_env(), capture_output=True,
+                             text=True, timeout=60)
+    assert watched.stdout.split("\n")[-2] == "0 []", watched.stderr  # neither library imported
+    assert len(read_jsonl(workdir / "train.jsonl")) == 2
+    assert not (workdir / "train.dropped.jsonl").exists() and "Prompt hygiene" not in watched.stderr
     assert run("--dedup", "--rescore", "--rewards", "tools_small.py", tools="none").code == 2
     bad = run("--decontaminate", "x.jsonl", "--decontaminate-ngram", "5", tools="none", subprocess=True)
     assert bad.code == 2 and "--decontaminate-ngram" in bad.err
@@ -372,3 +377,24 @@ def test_a_terminal_escape_in_a_prompt_is_not_printed(run, teacher, workdir):
     write_prompts(workdir, [hostile, hostile.upper()])
     result = run("--dedup", tools="none", subprocess=True, env=subprocess_env())
     assert result.code == 0 and "\x1b" not in result.err and "dropped line 2 (the same words)" in result.err
+
+
+def test_the_report_made_later_counts_dropped_prompts_as_dropped_not_pending(run, teacher, workdir):
+    write_prompts(workdir, [PHOTOSYNTHESIS, NEAR_COPY])
+    assert run("--dedup", tools="none").code == 0
+    later = run("--report", "--no-run", tools="none")  # from the files as they are: the dropped-prompts file
+    assert later.code == 0
+    data = report_data(workdir)
+    assert data["counts"]["pending"] == 0 and data["hygiene"]["duplicates"] == 1
+
+
+def test_dedup_without_its_library_is_exit_2_saying_what_to_install(teacher, workdir):
+    blocker = workdir / "blocked"
+    blocker.mkdir()
+    (blocker / "rensa.py").write_text("raise ImportError('not installed here')\n")
+    write_prompts(workdir, [PHOTOSYNTHESIS])
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--dedup",
+                        env=subprocess_env(PYTHONPATH=str(blocker)))
+    assert result.code == 2 and "--dedup needs the rensa package, which requirements.txt pins" in result.err
+    assert not teacher.requests and not (workdir / "train.jsonl").exists()
+    assert_no_traceback(result.err)
