@@ -570,18 +570,14 @@ def _build_arg_parser() -> argparse.ArgumentParser:
                       "pause between turns) and stop; re-running continues them")
 
     hygiene = parser.add_argument_group("prompt hygiene (before anything is sent; docs/data.md)")
-    hygiene.add_argument("--dedup", action="store_true",
-                         help="drop prompts that repeat an earlier one: the same words (case, whitespace and "
-                         "punctuation aside), or, from 20 words, nearly (small edits, moved or added words; not "
-                         "paraphrases); the first stays, and so does one already in the output. Listed in "
-                         "<stem>.dropped.jsonl")
+    hygiene.add_argument("--dedup", action="store_true", help="drop prompts that repeat an earlier one, word for "
+                         "word or (from 20 words) nearly; the first stays, as does one in the output already")
     hygiene.add_argument("--dedup-threshold", type=_share, default=default(HygieneSettings, "threshold"),
                          metavar="J", help="with --dedup, near duplicates share at least this share of their "
                          "distinct words (default: %(default)s)")
     hygiene.add_argument("--decontaminate", type=Path, nargs="+", action="extend", default=None, metavar="FILE",
-                         help="drop prompts that quote an item of these benchmark files (JSONL or plain text, one "
-                         "item a line; folders of them): a run of --decontaminate-ngram words in common. Also "
-                         "flags answers that quote one, at --export and --report. Put it after the prompts file")
+                         help="drop prompts quoting an item of these benchmark files (JSONL or text, one item a "
+                         "line, or folders); flag answers quoting one at --export and --report")
     hygiene.add_argument("--decontaminate-field", default=default(HygieneSettings, "text_field"), metavar="NAME",
                          help="the field holding an item's text in a JSONL benchmark file (default: %(default)s)")
     hygiene.add_argument("--decontaminate-ngram", type=_ngram_words, default=default(HygieneSettings, "ngram"),
@@ -2094,7 +2090,8 @@ class Hygiene:
                                for d in kept[:4]) + (f" and {len(kept) - 4} more" if len(kept) > 4 else "")
             lines.append(f"  kept line {kept[0].of_line} \"{kept[0].of_text}\"; dropped {copies}")
         quoting = [drop for drop in drops if drop.benchmark is not None]
-        lines += [f"  line {d.line} \"{d.text}\" holds {d.benchmark} item {d.item}: \"{_shown(d.quoted or '', 80)}\""
+        lines += [f"  line {d.line} \"{d.text}\" holds {d.benchmark} item {_shown(d.item or '', 40)}: "
+                  f"\"{_shown(d.quoted or '', 80)}\""
                   for d in quoting[:_GROUPS_SHOWN]]
         if self.flagged_paid:
             lines.append(f"Kept, though they hold a benchmark item: {plural(len(self.flagged_paid), 'prompt')} already in "
@@ -8595,7 +8592,7 @@ def make_plan(prompts: PromptSettings, attempts: int, finished: set[int],
     plan = Plan(total=0, finished_before=0, finished=finished, rejected_tries=rejected_tries or collections.Counter(),
                 hygiene=hygiene)
     for job in iter_jobs(prompts):
-        if job.prompt.prompt_id in dropped and job.key not in plan.finished:
+        if dropped and job.prompt.prompt_id in dropped and job.key not in plan.finished:  # () without the flags
             plan.dropped += 1
             if not plan.dropped_ids or plan.dropped_ids[-1] != job.prompt.prompt_id:
                 plan.dropped_ids.append(job.prompt.prompt_id)
@@ -9437,6 +9434,8 @@ def _write_dropped(files: OutputPaths, plan: Plan) -> None:
 def _check_answers(files: OutputPaths, hygiene: HygieneSettings, scrub: Callable[[Any], Any]) -> AnswerQuotes:
     """--decontaminate at --export and --report: the output's answers quoting a benchmark item, listed beside
     it (flagged, not removed: the lines are paid for, and whether they go is the user's call)."""
+    print(f"Benchmark check of the answers: indexing {', '.join(map(str, hygiene.benchmarks))} and reading "
+          f"{files.output}...", file=sys.stderr, flush=True)
     quotes = answers_quoting(dataset_records(files.output), hygiene)
     try:
         with replaced_atomically(files.quoting, files.output) as f:

@@ -372,11 +372,14 @@ def test_without_the_flags_nothing_is_imported_or_read_for_them(run, teacher, wo
     assert bad.code == 2 and "--decontaminate-ngram" in bad.err
 
 
-def test_a_terminal_escape_in_a_prompt_is_not_printed(run, teacher, workdir):
+def test_a_terminal_escape_in_a_prompt_or_an_item_id_is_not_printed(run, teacher, workdir):
     hostile = "\x1b]0;pwned\x07" + PHOTOSYNTHESIS
-    write_prompts(workdir, [hostile, hostile.upper()])
-    result = run("--dedup", tools="none", subprocess=True, env=subprocess_env())
+    write_prompts(workdir, [hostile, hostile.upper(), CONTAMINATED[0]])
+    write_benchmark(workdir, [{**BENCHMARK[0], "id": "\x1b[2J\x1b]0;item\x07"}])
+    result = run("--dedup", "--decontaminate", "bench.jsonl", tools="none", subprocess=True, env=subprocess_env())
     assert result.code == 0 and "\x1b" not in result.err and "dropped line 2 (the same words)" in result.err
+    assert "holds bench.jsonl item [2J ]0;item: " in result.err
+    assert side_file(workdir)[1][-1]["item"] == "\x1b[2J\x1b]0;item\x07"  # the file keeps it, as JSON
 
 
 def test_the_report_made_later_counts_dropped_prompts_as_dropped_not_pending(run, teacher, workdir):
