@@ -22,6 +22,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -116,16 +117,15 @@ def main() -> int:
     data = corpus(args.data or ROOT / "bench" / "results" / f"hygiene-{args.n}", args.n, args.items)
     truth = json.loads((data / "truth.json").read_text())
     full = args.n >= 1_000_000  # the targets are for a million prompts
-    work = ROOT / "bench" / "results" / "hygiene-runs"
-    work.mkdir(parents=True, exist_ok=True)
-    base, base_mb, _ = run_until_first_request(data, work, "plain")
-    dedup_s, dedup_mb, drops = run_until_first_request(data, work, "dedup", "--dedup")
-    q = dedup_quality(truth, drops)
-    decon_s, decon_mb, flagged = run_until_first_request(data, work, "decon", "--decontaminate",
-                                                         str(data / "bench.jsonl"))
-    d = decontamination_quality(truth, flagged)
-    both_s, both_mb, both = run_until_first_request(data, work, "both", "--dedup", "--decontaminate",
-                                                    str(data / "bench.jsonl"))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        base, base_mb, _ = run_until_first_request(data, work, "plain")
+        dedup_s, dedup_mb, drops = run_until_first_request(data, work, "dedup", "--dedup")
+        decon_s, decon_mb, flagged = run_until_first_request(data, work, "decon", "--decontaminate",
+                                                             str(data / "bench.jsonl"))
+        both_s, both_mb, both = run_until_first_request(data, work, "both", "--dedup", "--decontaminate",
+                                                        str(data / "bench.jsonl"))
+    q, d = dedup_quality(truth, drops), decontamination_quality(truth, flagged)
     n = f"{args.n:,}"
     figures = [
         Figure(f"18. neither flag, {n}: start to first request", base, "", None, "s"),
