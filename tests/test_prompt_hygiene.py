@@ -401,3 +401,28 @@ def test_dedup_without_its_library_is_exit_2_saying_what_to_install(teacher, wor
     assert result.code == 2 and "--dedup needs the rensa package, which requirements.txt pins" in result.err
     assert not teacher.requests and not (workdir / "train.jsonl").exists()
     assert_no_traceback(result.err)
+
+
+def test_the_report_page_shows_the_hygiene_counts_in_real_chromium(run, teacher, workdir):
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    write_prompts(workdir, [PHOTOSYNTHESIS, NEAR_COPY, CONTAMINATED[0], "Tell me a riddle about sheep"])
+    write_benchmark(workdir)
+    teacher.script("Tell me a riddle about sheep", answer("A farmer has seventeen sheep and all but nine of them run "
+                                                          "away into the hills one stormy night."))
+    assert run("--dedup", "--decontaminate", "bench.jsonl", "--report", tools="none").code == 0
+    browser_path = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path)
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((workdir / "train.report.html").as_uri())
+        page.wait_for_selector("#count-answers-quoting")
+        shown = {card: page.inner_text(f"#count-{card}")
+                 for card in ("dropped-duplicates", "dropped-benchmark", "answers-quoting", "written", "pending")}
+        browser.close()
+    assert errors == [] and shown == {"dropped-duplicates": "1", "dropped-benchmark": "1", "answers-quoting": "1",
+                                      "written": "2", "pending": "0"}
