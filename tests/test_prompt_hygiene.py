@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -219,11 +220,14 @@ def test_both_checks_together_and_a_contaminated_prompt_is_no_one_s_original(run
     ("bench.json", b'[{"question": "q"}]', "a .json file is not read; write one JSON object a line"),
     ("missing.jsonl", None, "missing.jsonl: no such benchmark file"),
     ("empty-folder", "folder", "empty-folder: the folder holds no .jsonl or .txt file"),
+    ("pipe.jsonl", "fifo", "pipe.jsonl: cannot open a benchmark file: it is a FIFO (named pipe)"),
 ])
 def test_a_bad_benchmark_file_is_exit_2_before_anything_is_sent(run, teacher, workdir, name, content, said):
     write_prompts(workdir, ["a question"])
     if content == "folder":
         (workdir / name).mkdir()
+    elif content == "fifo":
+        os.mkfifo(workdir / name)  # a read would wait for a writer for ever
     elif content is not None:
         (workdir / name).write_bytes(content)
     before = sorted(p.name for p in workdir.iterdir())
