@@ -219,7 +219,7 @@ def collect(output: Path, failed: Path, rejected: Path, reader: Reader, sample_s
     return stats, sample
 
 
-def page_data(stats: Stats, sample: Sample, output: Path, pending: int | None) -> dict:
+def page_data(stats: Stats, sample: Sample, output: Path, pending: int | None, hygiene: dict | None = None) -> dict:
     shown = sample.conversations()
     accepted, rollouts = stats.written, stats.written + stats.failed + stats.rejected
     total_cost = sum(stats.cost.values())
@@ -251,6 +251,8 @@ def page_data(stats: Stats, sample: Sample, output: Path, pending: int | None) -
         "rewards": {"scored": stats.scored, "mean": stats.reward_sum / stats.scored if stats.scored else None,
                     "pass_rate": stats.min_reward_passed / stats.scored if stats.scored else None},
         "sample": {"shown": len(shown), "of": stats.written + stats.failed + stats.rejected},
+        # --dedup, --decontaminate: prompts dropped before sending, answers quoting a benchmark (None: not checked)
+        "hygiene": hygiene if hygiene and (hygiene.get("checked") or hygiene.get("answers_quoting") is not None) else None,
         "conversations": shown,
     }
 
@@ -291,11 +293,11 @@ def script_json(data: dict) -> str:
 
 
 def render_report(output: Path, failed: Path, rejected: Path, *, reader: Reader, pending: int | None = None,
-                  sample_size: int = SAMPLE_SIZE) -> tuple[str, Stats]:
+                  sample_size: int = SAMPLE_SIZE, hygiene: dict | None = None) -> tuple[str, Stats]:
     """The page's HTML and its statistics. The generator reads its files for it (`reader`) and writes the
     page (with its one atomic-replace helper): the line format has one owner."""
     stats, sample = collect(output, failed, rejected, reader, sample_size)
-    return PAGE.replace("/*DATA*/", script_json(page_data(stats, sample, output, pending))), stats
+    return PAGE.replace("/*DATA*/", script_json(page_data(stats, sample, output, pending, hygiene))), stats
 
 
 PAGE = """<!doctype html>
@@ -373,6 +375,14 @@ const cards = [
   ["cost-per-accepted", usd(D.cost.per_accepted), "per accepted sample"],
   ["prompt-tokens", fmt(D.tokens.prompt), "prompt tokens (" + fmt(D.tokens.cached) + " cached)"],
   ["completion-tokens", fmt(D.tokens.completion), "completion tokens"]];
+if (D.hygiene && D.hygiene.checked) {
+  cards.push(["dropped-duplicates", fmt(D.hygiene.duplicates), "prompts dropped as repeats (--dedup)"]);
+  cards.push(["dropped-benchmark", fmt(D.hygiene.benchmark), "prompts dropped: a benchmark item (--decontaminate)"]);
+  if (D.hygiene.kept_in_output)
+    cards.push(["kept-benchmark", fmt(D.hygiene.kept_in_output), "in the output, holding a benchmark item"]);
+}
+if (D.hygiene && D.hygiene.answers_quoting !== null)
+  cards.push(["answers-quoting", fmt(D.hygiene.answers_quoting), "lines whose answers quote a benchmark item"]);
 if (D.rewards.scored) {
   cards.push(["mean-reward", D.rewards.mean.toFixed(3), "mean reward (" + fmt(D.rewards.scored) + " scored)"]);
   cards.push(["pass-rate", (100 * D.rewards.pass_rate).toFixed(1) + "%", "of scored rollouts kept (not rejected)"]);

@@ -11,8 +11,8 @@ Re-running the same command resumes: prompts already in the output are skipped, 
 The file reads top-down, in the order the data flows; each section owns one concern, says which in its
 banner's first line, and uses only the sections above it:
 
-    Settings -> config.yml and the environment -> Prompts -> Tools -> MCP servers -> Rewards -> Spend
-    -> Rate control -> Prompt caching -> HTTP transport -> Judging answers -> Teacher client -> Batches
+    Settings -> config.yml and the environment -> Prompts -> Prompt hygiene -> Tools -> MCP servers -> Rewards
+    -> Spend -> Rate control -> Prompt caching -> HTTP transport -> Judging answers -> Teacher client -> Batches
     -> Batch API -> Rollout -> The dataset line -> Output and resume -> Paused and failed files -> Exports
     -> Progress and the summary -> The run -> Main
 """
@@ -60,7 +60,7 @@ import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping, NamedTuple
+from typing import Any, AsyncIterator, Callable, Container, Iterable, Iterator, Mapping, NamedTuple
 from urllib.parse import quote, unquote, unquote_plus, urlparse
 
 import aiohttp
@@ -138,6 +138,21 @@ class PromptSettings:
     shard: tuple[int, int] | None = None  # (I, N): only shard I of N
     samples: int = 1  # rollouts per prompt
     text_only: bool = False  # --batch: the Batch API takes text only; a prompt with an image or file part is refused
+
+
+@dataclass(frozen=True)
+class HygieneSettings:
+    """Which prompts are dropped before anything is sent (Prompt hygiene: --dedup, --decontaminate)."""
+
+    dedup: bool = False  # drop exact and near duplicates of earlier prompts
+    threshold: float = 0.9  # near duplicates share at least this share of their distinct words (Jaccard)
+    benchmarks: tuple[Path, ...] = ()  # --decontaminate: benchmark files (or folders of them)
+    text_field: str = "question"  # the text of a JSONL benchmark's item
+    ngram: int = 13  # words in a row a prompt must share with an item (lm-evaluation-harness's default)
+
+    @property
+    def active(self) -> bool:
+        return self.dedup or bool(self.benchmarks)
 
 
 @dataclass(frozen=True)
@@ -258,6 +273,16 @@ class OutputPaths:
         return self.beside(".runs.jsonl")
 
     @property
+    def dropped(self) -> Path:
+        """--dedup, --decontaminate: the prompts dropped before anything was sent, and why."""
+        return self.beside(".dropped.jsonl")
+
+    @property
+    def quoting(self) -> Path:
+        """--decontaminate at --export and --report: the lines whose answers quote a benchmark item."""
+        return self.beside(".benchmark-answers.jsonl")
+
+    @property
     def mcp_tools(self) -> Path:
         """The MCP tools' schemas the run used: --export --no-run needs them without the servers."""
         return self.beside(".mcp-tools.json")
@@ -288,6 +313,7 @@ class OutputPaths:
         return {self.failed: "the failed file", self.rejected: "the rejected file",
                 self.quarantine: "the quarantine file", self.paused: "the paused file", self.runs: "the runs file",
                 self.batches: "the batches file", self.mcp_tools: "the MCP tools file", self.mcp_log: "the MCP log",
+                self.dropped: "the dropped-prompts file", self.quoting: "the benchmark-answers file",
                 **{self.export(fmt): f"the {fmt} export" for fmt in ("hf", "openai")},
                 self.card: "the dataset card", self.report: "the report"}
 
@@ -303,6 +329,7 @@ class Config:
     gate: GateSettings
     line: LineFormat
     files: OutputPaths
+    hygiene: HygieneSettings = HygieneSettings()  # --dedup, --decontaminate
     export: tuple[str, ...] = ()  # formats written beside the output after the run: hf, openai
     report: bool = False  # write <stem>.report.html after the run
     no_run: bool = False  # only make the --export/--report files from the existing files; send nothing
@@ -353,6 +380,20 @@ def _poll_seconds(text: str) -> float:
     value = _positive_float(text)
     if not value <= 3600:
         raise argparse.ArgumentTypeError(f"must be at most 3600 (an hour between looks), got {text}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = _number(text, float)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 1, got {text}")
+    return value
+
+
+def _ngram_words(text: str) -> int:
+    value = _number(text, int)
+    if not 8 <= value <= 50:
+        raise argparse.ArgumentTypeError(f"must be between 8 (GPT-3's shortest) and 50 words, got {text}")
     return value
 
 
@@ -408,7 +449,8 @@ def _build_arg_parser() -> argparse.ArgumentParser:
         "--max-cost 20\n"
         "  python generate_distillation_data.py prompts.jsonl --export hf,openai --report --no-run\n"
         "  python generate_distillation_data.py prompts.jsonl --base-url http://localhost:8000/v1 -m Qwen/Qwen3-8B\n"
-        "\nexit codes: 0 every prompt is in the output, 1 some failed or were not run "
+        "\nexit codes: 0 every prompt is in the output (but those --dedup or --decontaminate dropped), 1 some "
+        "failed or were not run "
         "(see the .failed.jsonl file; re-run to retry them), 2 usage or input error, 130 interrupted.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -527,6 +569,20 @@ def _build_arg_parser() -> argparse.ArgumentParser:
                       help="once this run's spend (plus what is in flight) reaches it, send no new request (rollouts "
                       "pause between turns) and stop; re-running continues them")
 
+    hygiene = parser.add_argument_group("prompt hygiene (before anything is sent; docs/data.md)")
+    hygiene.add_argument("--dedup", action="store_true", help="drop prompts that repeat an earlier one, word for "
+                         "word or (from 20 words) nearly; the first stays, as does one in the output already")
+    hygiene.add_argument("--dedup-threshold", type=_share, default=default(HygieneSettings, "threshold"),
+                         metavar="J", help="with --dedup, near duplicates share at least this share of their "
+                         "distinct words (default: %(default)s)")
+    hygiene.add_argument("--decontaminate", type=Path, nargs="+", action="extend", default=None, metavar="FILE",
+                         help="drop prompts quoting an item of these benchmark files (JSONL or text, one item a "
+                         "line, or folders); flag answers quoting one at --export and --report")
+    hygiene.add_argument("--decontaminate-field", default=default(HygieneSettings, "text_field"), metavar="NAME",
+                         help="the field holding an item's text in a JSONL benchmark file (default: %(default)s)")
+    hygiene.add_argument("--decontaminate-ngram", type=_ngram_words, default=default(HygieneSettings, "ngram"),
+                         metavar="N", help="words in a row a prompt must share with an item (default: %(default)s)")
+
     tools = parser.add_argument_group("tools")
     tools.add_argument("--tool-timeout", type=_positive_float, default=None,
                        help=f"seconds a tool call may take, unless its @tool(timeout=...) says (default: config.yml's "
@@ -578,6 +634,9 @@ def parse_config(argv: list[str] | None) -> Config:
         _check_batchable(extra_body)
     if args.no_run and args.dry_run:
         raise UsageError("use either --no-run or --dry-run, not both")
+    if args.rescore and (args.dedup or args.decontaminate):
+        raise UsageError("--dedup and --decontaminate choose the prompts to send, and --rescore sends nothing; "
+                         "use them without --rescore")
     if api_key is None and is_openrouter(base_url) and not (args.no_run or args.rescore):
         raise UsageError("OPENROUTER_API_KEY is not set. Put it in a .env file here (see .env.example) "
                          "or export it; a key is optional only for a local --base-url.")
@@ -641,7 +700,10 @@ def parse_config(argv: list[str] | None) -> Config:
                           attempts=args.attempts, keep_incomplete=args.keep_incomplete, max_cost=args.max_cost),
         line=LineFormat(teacher=args.model, keep_reasoning=not args.no_reasoning,
                         numbered_attempts=args.attempts > 1, redact=secret.scrub),
-        files=files, export=args.export, report=args.report, no_run=args.no_run, dry_run=args.dry_run,
+        files=files, hygiene=HygieneSettings(dedup=args.dedup, threshold=args.dedup_threshold,
+                                             benchmarks=tuple(args.decontaminate or ()),
+                                             text_field=args.decontaminate_field, ngram=args.decontaminate_ngram),
+        export=args.export, report=args.report, no_run=args.no_run, dry_run=args.dry_run,
         rescore=args.rescore, sources=settings.sources, project=project, scheduler=scheduler,
     )
 
@@ -1610,6 +1672,568 @@ def _non_text_part(messages: list[dict]) -> str | None:
 def _shard_of(prompt_id: str, shards: int) -> int:
     # A stable hash (not Python's salted hash()): every machine must agree on the split.
     return int.from_bytes(hashlib.blake2b(prompt_id.encode(), digest_size=8).digest(), "big") % shards
+
+
+# ==================================================================================================
+# Prompt hygiene
+# ==================================================================================================
+# --dedup and --decontaminate: the prompts dropped before anything is sent, alike in every shard; answers quoting a benchmark.
+
+# Both read the whole prompts file (-n counts, --shard does not: every shard decides from the same file with
+# fixed seeds, so they all drop the same prompts), after the output is scanned and before the plan. A prompt
+# with a line in the output or the rejected file is never dropped (it is paid for); the rest follow file order:
+# the first of a group stays. Decontamination runs first and its index is freed before dedup builds its own.
+# The settings below were measured on a planted corpus (bench/hygiene.py, docs/benchmarks.md figure 18).
+#
+# Words: case folded; sentence punctuation, quotes and brackets made spaces; the symbols that carry meaning kept,
+# each a word of its own ("12+4" and "12-4" are different questions); split on whitespace.
+# Duplicates: exact ones by a 64-bit hash of those words (and of the prompt's own system message); near ones,
+# among prompts of 20 words or more, by MinHash over their sets of words (rensa: 128 permutations, seed 42):
+# dropped when an earlier prompt that stays shares at least --dedup-threshold of their distinct words (by the
+# estimate, and with the same system message). Under 20 words, one word makes another question ("the capital
+# of France" / "of Peru"): those get the exact check only. The LSH index has the fewest bands that make a pair
+# at the threshold a candidate 4 times in 5 (8 bands of 16 rows at 0.9, 16 of 8 at 0.8): each band costs
+# ~150 MB a million prompts.
+# Benchmarks: each item's n-grams of --decontaminate-ngram words, hashed (xxh3: the same in every process); an
+# item of 8 to n-1 words is matched whole, and one under 8 only by a prompt that is exactly the item (as a
+# phrase it would match everyday text); an n-gram held by more than 50 items is a benchmark's boilerplate (a
+# shared instruction), masked with every n-gram touching it in each item holding it.
+
+_SPACED = "\"'`.,;:!?()[]{}_\u00ab\u00bb\u2018\u2019\u201a\u201c\u201d\u201e\u2026\u2013\u2014\u00bf\u00a1\u00b7\u2022"
+_SYMBOLS = "+-*/=<>^%$#&|~@\\"
+_WORDS = str.maketrans({**{c: " " for c in _SPACED}, **{c: f" {c} " for c in _SYMBOLS}})
+_NEAR_MIN_WORDS = 20
+_NUM_PERM, _SEED = 128, 42
+_CHUNK = 20_000  # prompts signed and indexed at a time
+_WHOLE_ITEM_WORDS = 8  # shorter items are matched only as the whole prompt (GPT-3's shortest n-gram)
+_BOILERPLATE_ITEMS = 50  # an n-gram in more items than this is a benchmark's shared instruction, not an item's
+MAX_BENCHMARK_BYTES = 1 << 30  # a benchmark file larger than this is refused (100,000 items are ~40 MB)
+_GROUPS_SHOWN = 3
+
+
+def lsh_bands(threshold: float) -> int:
+    """The fewest LSH bands (of _NUM_PERM rows in all) that make a pair at the threshold a candidate 4 times in 5."""
+    return next((b for b in (1, 2, 4, 8, 16, 32, 64) if 1 - (1 - threshold ** (_NUM_PERM // b)) ** b >= 0.8), 128)
+
+
+def words_of(text: str) -> list[str]:
+    """The words the checks compare: case folded, punctuation out, meaningful symbols kept as words."""
+    return text.lower().translate(_WORDS).split()
+
+
+def _texts_of(prompt: Prompt) -> tuple[str, list[str]]:
+    """The prompt's own system message, and the texts of its other messages, as the user wrote them
+    (--system is left out: the same before every prompt, it would make them all look alike)."""
+    if isinstance(prompt.source, str):
+        return "", [prompt.source]
+    system, texts = [], []
+    for message in prompt.source:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(part["text"] for part in content
+                               if isinstance(part, dict) and isinstance(part.get("text"), str))
+        (system if message.get("role") == "system" else texts).append(content if isinstance(content, str) else "")
+    return "\n".join(system), texts
+
+
+def _hash64(text: str) -> int:
+    import xxhash
+
+    return xxhash.xxh3_64_intdigest(text)
+
+
+def _shown(text: str, most: int = 60) -> str:
+    """A prompt's beginning on one line, safe on a terminal (no control characters)."""
+    text = " ".join("".join(c if c.isprintable() else " " for c in text[: most * 4]).split())
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
+@dataclass(slots=True)
+class Drop:
+    """A prompt dropped (or, in the output already, flagged) and why: a line of the dropped-prompts file."""
+
+    prompt_id: str
+    line: int
+    why: str  # "duplicate", "near duplicate" or "benchmark"
+    text: str = ""  # its beginning, for messages (not written)
+    of: str | None = None  # the prompt it repeats, which stays
+    of_line: int | None = None
+    of_text: str = ""
+    similarity: float | None = None  # estimated share of distinct words in common (1: the same words)
+    benchmark: str | None = None  # the benchmark file, the item and the words in common
+    item: str | None = None
+    quoted: str | None = None
+    kept: bool = False  # in the output already: it stays (paid for), flagged
+
+    def record(self) -> dict:
+        record = {"prompt_id": self.prompt_id, "line": self.line}
+        record.update({"kept": "in the output already"} if self.kept else {"dropped": self.why})
+        if self.of is not None:
+            record.update(duplicate_of=self.of, duplicate_of_line=self.of_line, similarity=round(self.similarity, 3))
+        if self.benchmark is not None:
+            record.update(benchmark=self.benchmark, item=self.item, quoted=self.quoted)
+        return record
+
+
+def _benchmark_files(paths: tuple[Path, ...]) -> list[Path]:
+    """The files named, folders expanded (their .jsonl, .ndjson and .txt files, sorted), each checked."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".jsonl", ".ndjson", ".txt") and p.is_file())
+            if not found:
+                raise UsageError(f"{path}: the folder holds no .jsonl or .txt file. --decontaminate takes benchmark "
+                                 "files (JSONL with a text field, or plain text, one item a line) or folders of them.")
+            files += found
+        elif not path.exists():
+            raise UsageError(f"{path}: no such benchmark file (--decontaminate)")
+        else:
+            check_regular_file(path, "a benchmark file", "read to index its items", "Save it to a file, and pass that.")
+            files.append(path)
+    for path in files:
+        size = path.stat().st_size
+        if size > MAX_BENCHMARK_BYTES:
+            raise UsageError(f"{path}: {size / MB:,.0f} MB, over the {MAX_BENCHMARK_BYTES / MB:,.0f} MB a benchmark "
+                             "file may be (100,000 items are ~40 MB): pass the test split's questions only, or split it.")
+        if path.suffix.lower() == ".json":
+            raise UsageError(f"{path}: a .json file is not read; write one JSON object a line to a .jsonl file")
+    return list(dict.fromkeys(files))
+
+
+def _benchmark_items(path: Path, field: str, digest: Any = None) -> Iterator[tuple[str, str]]:
+    """(item name, text) of each item: a JSONL file's `field` (named by its "id", else its line), or each
+    non-blank line of a text file. UsageError naming file and line for anything else."""
+    jsonl, items = path.suffix.lower() in (".jsonl", ".ndjson"), 0
+    what = ("A benchmark file is JSONL (one object a line, its text in --decontaminate-field) or plain text, one "
+            "item a line")
+    try:
+        with open(path, "rb") as f:
+            if b"\0" in f.read(8192):
+                raise UsageError(f"{path}: binary, not text. {what}: convert it (a .parquet or .arrow file: "
+                                 "datasets' to_json), and pass that.")
+            f.seek(0)
+            for line_no, raw in enumerate(f, 1):
+                if digest is not None:
+                    digest.update(raw)
+                try:
+                    text = raw.removeprefix(UTF8_BOM if line_no == 1 else b"").decode("utf-8")
+                except UnicodeDecodeError:
+                    raise UsageError(f"{path}:{line_no}: not UTF-8 text. {what}.") from None
+                if not text.strip():
+                    continue
+                items += 1
+                if not jsonl:
+                    yield f"line {line_no}", text.strip()
+                    continue
+                try:
+                    record = orjson.loads(text)
+                except orjson.JSONDecodeError as e:
+                    raise UsageError(f"{path}:{line_no}: invalid JSON ({e}). {what}.") from None
+                value = record.get(field) if isinstance(record, dict) else None
+                if not isinstance(value, str):
+                    fields = ", ".join(k for k, v in record.items() if isinstance(v, str))[:200] \
+                        if isinstance(record, dict) else ""
+                    raise UsageError(f"{path}:{line_no}: no text field {field!r}" + (
+                        f" (its text fields: {fields}); name the one to use with --decontaminate-field" if fields
+                        else f"; {what}") + ".")
+                name = record.get("id")
+                yield (str(name) if isinstance(name, (str, int)) and not isinstance(name, bool) else f"line {line_no}"), value
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read the benchmark file: {e.strerror}") from None
+    if not items:
+        raise UsageError(f"{path}: empty: no benchmark item in it. {what}.")
+
+
+@dataclass
+class BenchmarkFile:
+    name: str
+    sha256: str = ""
+    items: int = 0
+
+
+class _Benchmarks:
+    """Every benchmark item's n-grams, hashed: which item a text quotes, if any."""
+
+    def __init__(self, settings: HygieneSettings):
+        self.n, self.field = settings.ngram, settings.text_field
+        self.whole_from = min(_WHOLE_ITEM_WORDS, self.n)
+        self.grams: dict[int, int] = {}  # n-gram -> the first item holding it
+        self.shared: dict[int, int] = {}  # n-grams in two items or more -> how many
+        self.sharing: set[int] = set()  # the items holding one
+        self.short: dict[int, list[tuple[int, int, int]]] = {}  # first words -> (length, hash of the whole, item)
+        self.whole: dict[int, int] = {}  # items under whole_from words, by the hash of the whole
+        self.items: list[tuple[int, str]] = []  # (file, item name)
+        self.files: list[BenchmarkFile] = []
+        self.masked = 0  # n-grams left out as boilerplate
+
+    def build(self, paths: list[Path]) -> _Benchmarks:
+        for number, path in enumerate(paths):
+            digest, figures = hashlib.sha256(), BenchmarkFile(str(path))
+            self.files.append(figures)
+            for name, text in _benchmark_items(path, self.field, digest):
+                self._add(len(self.items), words_of(text))
+                self.items.append((number, name))
+                figures.items += 1
+            figures.sha256 = digest.hexdigest()
+        self._mask_boilerplate(paths)
+        self.shared, self.sharing = {}, set()
+        return self
+
+    def _add(self, item: int, words: list[str]) -> None:
+        if len(words) >= self.n:
+            grams, shared = self.grams, self.shared
+            for gram in set(_grams(words, self.n)):
+                first = grams.setdefault(gram, item)
+                if first != item:
+                    shared[gram] = shared.get(gram, 1) + 1
+                    self.sharing.update((first, item))
+        elif len(words) >= self.whole_from:
+            self.short.setdefault(_hash64(" ".join(words[: self.whole_from])), []).append(
+                (len(words), _hash64(" ".join(words)), item))
+        elif words:
+            self.whole.setdefault(_hash64(" ".join(words)), item)
+
+    def _mask_boilerplate(self, paths: list[Path]) -> None:
+        frequent = {gram for gram, items in self.shared.items() if items > _BOILERPLATE_ITEMS}
+        if not frequent:
+            return
+        item = 0
+        for path in paths:
+            for _, text in _benchmark_items(path, self.field):
+                if item in self.sharing:
+                    words = words_of(text)
+                    grams = _grams(words, self.n)
+                    masked = bytearray(len(words))
+                    for i, gram in enumerate(grams):
+                        if gram in frequent:
+                            masked[i: i + self.n] = b"\1" * self.n
+                    if any(masked):
+                        for i, gram in enumerate(grams):
+                            if any(masked[i: i + self.n]) and self.grams.pop(gram, None) is not None:
+                                self.masked += 1
+                item += 1
+
+    def quoted(self, words: list[str]) -> tuple[int, int, int] | None:
+        """(item, first word, words) of the first item the words quote, or None."""
+        length = len(words)
+        if length >= self.n:
+            for i, gram in enumerate(_grams(words, self.n)):
+                if (item := self.grams.get(gram)) is not None:
+                    return item, i, self.n
+        if self.short and length >= self.whole_from:
+            for i, gram in enumerate(_grams(words, self.whole_from)):
+                for size, whole, item in self.short.get(gram, ()):
+                    if i + size <= length and _hash64(" ".join(words[i: i + size])) == whole:
+                        return item, i, size
+        if self.whole and length < self.whole_from and (item := self.whole.get(_hash64(" ".join(words)))) is not None:
+            return item, 0, length
+        return None
+
+    def named(self, item: int) -> tuple[str, str]:
+        number, name = self.items[item]
+        return self.files[number].name, name
+
+    def settings(self) -> dict:
+        return {"ngram": self.n, "whole_items_from": self.whole_from, "boilerplate_items": _BOILERPLATE_ITEMS,
+                "field": self.field, "boilerplate_ngrams_masked": self.masked,
+                "files": [dataclasses.asdict(f) for f in self.files]}
+
+
+def _grams(words: list[str], n: int) -> list[int]:
+    """The hashes of the n-grams of `words`, sliced out of one joined string (no join per n-gram)."""
+    import xxhash
+
+    h, text, starts, at = xxhash.xxh3_64_intdigest, " ".join(words), [], 0
+    for word in words:
+        starts.append(at)
+        at += len(word) + 1
+    return [h(text[starts[i]: starts[i + n - 1] + len(words[i + n - 1])]) for i in range(len(words) - n + 1)]
+
+
+class _Duplicates:
+    """Keep-first over the prompts in file order. Exact copies: a dict of their words' hashes. Near copies: each
+    chunk's signatures go into rensa's LSH index, which flags the prompts that share a band with an earlier
+    one (or one of their chunk); a prompt not flagged has no candidate and stays. Only the index is held.
+    Then the few flagged are read again, in order, and dropped when an earlier prompt that stays is near."""
+
+    def __init__(self, threshold: float):
+        try:
+            import rensa
+        except ImportError:
+            raise UsageError("--dedup needs the rensa package, which requirements.txt pins: run "
+                             ".venv/bin/pip install -r requirements.txt") from None
+        self.minhash, self.threshold = rensa.RMinHash, threshold
+        self.lsh = rensa.RMinHashLSH(threshold, _NUM_PERM, lsh_bands(threshold))
+        self.first: dict[int, int] = {}  # hash of a prompt's words -> the first prompt with them
+        self.rows = array.array("q")  # index row -> prompt (its place in the pass)
+        self.flagged = array.array("q")  # rows that share a band with another
+        self.copies: dict[int, tuple[int, float, bool]] = {}  # prompt -> (the prompt it repeats, similarity, exact)
+        self._words: list[list[str]] = []
+        self._places: list[int] = []
+
+    def add(self, place: int, prompt: Prompt, paid: bool) -> None:
+        system, texts = _texts_of(prompt)
+        words = words_of(" ".join(texts))
+        if not words:
+            return
+        first = self.first.setdefault(_hash64(" ".join(words_of(system)) + "\x1f" + " ".join(words)), place)
+        if first != place and not paid:
+            self.copies[place] = (first, 1.0, True)
+        elif len(words) >= _NEAR_MIN_WORDS:
+            self._words.append(words)
+            self._places.append(place)
+            if len(self._places) >= _CHUNK:
+                self._index()
+
+    def _index(self) -> None:
+        if self._places:
+            start = len(self.rows)
+            matrix = self.minhash.digest_matrix_from_token_sets(self._words, _NUM_PERM, _SEED)
+            flags = self.lsh.insert_matrix_and_query_duplicate_flags(matrix, start_key=start)
+            self.rows.extend(self._places)
+            self.flagged.extend(start + i for i, flag in enumerate(flags) if flag)
+            self._words, self._places = [], []
+
+    def decide(self, read: Callable[[list[int]], Iterator[Prompt]], paid: Callable[[str], bool]) -> None:
+        self._index()
+        self.first = {}  # the exact copies are known: their index goes
+        signed = self._signed(list(self.flagged), read)
+        candidates = {row: sorted(c for c in self.lsh.query(signed[row][2]) if c < row) for row in self.flagged}
+        signed.update(self._signed(sorted({c for cs in candidates.values() for c in cs} - signed.keys()), read))
+        dropped: set[int] = set()
+        for row in self.flagged:  # in file order: a prompt dropped is no one's original
+            prompt_id, system, signature = signed[row]
+            if paid(prompt_id):
+                continue
+            for earlier in candidates[row]:
+                if earlier not in dropped and signed[earlier][1] == system:
+                    similarity = signature.jaccard(signed[earlier][2])
+                    if similarity >= self.threshold:
+                        dropped.add(row)
+                        self.copies[self.rows[row]] = (self.rows[earlier], similarity, False)
+                        break
+        for place, (first, _, exact) in list(self.copies.items()):  # a copy of a near copy repeats its original
+            if exact and first in self.copies:
+                self.copies[place] = self.copies[first]
+
+    def _signed(self, rows: list[int], read: Callable[[list[int]], Iterator[Prompt]]) -> dict[int, tuple]:
+        """row -> (prompt id, hash of its system message, its signature), re-read from the file."""
+        signed = {}
+        for start in range(0, len(rows), _CHUNK):
+            part = rows[start: start + _CHUNK]
+            prompts = list(read([self.rows[row] for row in part]))
+            texts = [_texts_of(prompt) for prompt in prompts]
+            signatures = self.minhash.from_token_sets([words_of(" ".join(t)) for _, t in texts], _NUM_PERM, _SEED)
+            signed.update((row, (p.prompt_id, _hash64(" ".join(words_of(s))), signature))
+                          for row, p, (s, _), signature in zip(part, prompts, texts, signatures))
+        return signed
+
+
+@dataclass
+class Hygiene:
+    """What --dedup and --decontaminate found in the whole prompts file (every shard's plan takes its own)."""
+
+    settings: HygieneSettings
+    prompts_file: str
+    dropped: dict[str, Drop] = field(default_factory=dict)  # prompt id -> why
+    flagged_paid: list[Drop] = field(default_factory=list)  # in the output already, holding a benchmark item
+    prompts: int = 0  # prompts read
+    benchmarks: dict | None = None  # what was indexed, with which settings
+    seconds: float = 0.0
+
+    def header(self, here: list[str]) -> dict:
+        """The dropped-prompts file's first line: settings, files and counts, what the dataset card says."""
+        whys = collections.Counter(self.dropped[prompt_id].why for prompt_id in here)
+        dedup = None
+        if self.settings.dedup:
+            from importlib.metadata import version
+
+            import rensa
+
+            dedup = {"threshold": self.settings.threshold, "near_from_words": _NEAR_MIN_WORDS, "shingles": "words",
+                     "num_perm": _NUM_PERM, "bands": lsh_bands(self.settings.threshold),
+                     "rows": _NUM_PERM // lsh_bands(self.settings.threshold), "seed": _SEED,
+                     "library": f"rensa {version('rensa')}", "algorithm": rensa.RMinHash.ALGORITHM_VERSION}
+        return {"hygiene": {"prompts_file": self.prompts_file, "prompts": self.prompts, "dropped": dict(whys),
+                            "kept_in_output": len(self.flagged_paid), "dedup": dedup,
+                            "decontaminate": self.benchmarks}}
+
+    def records(self, here: list[str]) -> Iterator[dict]:
+        yield self.header(here)
+        for prompt_id in here:
+            yield self.dropped[prompt_id].record()
+        for drop in self.flagged_paid:
+            yield drop.record()
+
+    def describe(self, here: list[str], listed: str) -> list[str]:
+        """The summary's (and --dry-run's) words: how many were dropped, and a few groups."""
+        drops = [self.dropped[prompt_id] for prompt_id in here]
+        checks = " and ".join(flag for flag, on in (("--dedup", self.settings.dedup),
+                                                    ("--decontaminate", self.settings.benchmarks)) if on)
+        lines = []
+        if not drops:
+            lines.append(f"Prompt hygiene ({checks}, {self.seconds:.1f} s): none of {plural(self.prompts, 'prompt')} "
+                         "dropped.")
+        else:
+            whys = collections.Counter(drop.why for drop in drops)
+            same, near, quoting = whys["duplicate"], whys["near duplicate"], whys["benchmark"]
+            kinds = ([f"{same + near} repeating an earlier prompt ({same} word for word, {near} nearly)"]
+                     if same + near else []) + ([f"{quoting} holding a benchmark item"] if quoting else [])
+            lines.append(f"Dropped before sending ({checks}, {self.seconds:.1f} s): {plural(len(drops), 'prompt')} of "
+                         f"{self.prompts:,}: {'; '.join(kinds)}; {listed}.")
+        groups: dict[str, list[Drop]] = {}
+        for drop in drops:
+            if drop.of is not None:
+                groups.setdefault(drop.of, []).append(drop)
+        for kept in sorted(groups.values(), key=len, reverse=True)[:_GROUPS_SHOWN]:
+            copies = ", ".join(f"line {d.line} ({'the same words' if d.why == 'duplicate' else f'{d.similarity:.0%} alike'})"
+                               for d in kept[:4]) + (f" and {len(kept) - 4} more" if len(kept) > 4 else "")
+            lines.append(f"  kept line {kept[0].of_line} \"{kept[0].of_text}\"; dropped {copies}")
+        quoting = [drop for drop in drops if drop.benchmark is not None]
+        lines += [f"  line {d.line} \"{d.text}\" holds {d.benchmark} item {_shown(d.item or '', 40)}: "
+                  f"\"{_shown(d.quoted or '', 80)}\""
+                  for d in quoting[:_GROUPS_SHOWN]]
+        if self.flagged_paid:
+            lines.append(f"Kept, though they hold a benchmark item: {plural(len(self.flagged_paid), 'prompt')} already in "
+                         f"the output (paid for; the first: line {self.flagged_paid[0].line}); {listed}. Take their "
+                         "lines out before training if that benchmark matters.")
+        return lines
+
+
+def paid_for(finished: Container[int], tried: Mapping[int, int], samples: int) -> Callable[[str], bool]:
+    """Whether a prompt has a rollout in the output or the rejected file: such a prompt is never dropped."""
+    return lambda prompt_id: any(RolloutKey.hashed(prompt_id, sample) in finished
+                                 or tried.get(RolloutKey.hashed(prompt_id, sample)) for sample in range(samples))
+
+
+def prompt_hygiene(prompts: PromptSettings, settings: HygieneSettings, paid: Callable[[str], bool],
+                   log: Callable[[str], None]) -> Hygiene | None:
+    """The prompts --dedup and --decontaminate drop, from the whole file; UsageError for a bad benchmark file."""
+    if not settings.active:
+        return None
+    hygiene = Hygiene(settings, prompts.input.name)
+    every = dataclasses.replace(prompts, shard=None, samples=1)  # each shard decides from the whole file alike
+    try:
+        return _found(hygiene, prompts, every, paid, log)
+    except PromptsChanged as e:
+        raise UsageError(f"{prompts.input}: the prompts file changed while --dedup read it ({e}); nothing was "
+                         "sent. Leave it as it is while a run reads it (write changes to a new file), then "
+                         "re-run.") from None
+
+
+def _found(hygiene: Hygiene, prompts: PromptSettings, every: PromptSettings, paid: Callable[[str], bool],
+           log: Callable[[str], None]) -> Hygiene:
+    settings, started = hygiene.settings, time.monotonic()
+    duplicates = _Duplicates(settings.threshold) if settings.dedup else None  # rensa missing: said at once
+    contaminated = _decontaminate(hygiene, every, paid, log) if settings.benchmarks else set()
+    if duplicates is not None:
+        log(f"Prompt hygiene: looking for duplicates among the prompts of {prompts.input}...")
+        offsets, repeats, lines, ids = (array.array("q") for _ in range(4))
+        for place, job in enumerate(iter_jobs(every)):
+            prompt = job.prompt
+            offsets.append(prompt.offset)
+            repeats.append(prompt.repeat)
+            lines.append(prompt.line_no)
+            ids.append(hash(prompt.prompt_id))
+            if place not in contaminated:
+                duplicates.add(place, prompt, paid(prompt.prompt_id))
+        hygiene.prompts = len(offsets)
+
+        def read(places: list[int]) -> Iterator[Prompt]:
+            return read_prompts_at(prompts.input, prompts.system,
+                                   ((offsets[i], repeats[i], lines[i], ids[i]) for i in places))
+
+        duplicates.decide(read, paid)
+        del duplicates.lsh
+        places = sorted(set(duplicates.copies) | {first for first, _, _ in duplicates.copies.values()})
+        named = {place: (prompt.prompt_id, prompt.line_no, _shown(" ".join(_texts_of(prompt)[1])))
+                 for place, prompt in zip(places, read(places))}
+        for place, (first, similarity, exact) in sorted(duplicates.copies.items()):
+            (prompt_id, line, text), (original, original_line, original_text) = named[place], named[first]
+            hygiene.dropped[prompt_id] = Drop(prompt_id, line, "duplicate" if exact else "near duplicate", text,
+                                              of=original, of_line=original_line, of_text=original_text,
+                                              similarity=similarity)
+    hygiene.seconds = time.monotonic() - started
+    return hygiene
+
+
+def _decontaminate(hygiene: Hygiene, every: PromptSettings, paid: Callable[[str], bool],
+                   log: Callable[[str], None]) -> set[int]:
+    """The prompts holding a benchmark item (their places in the file); the index is gone when it returns."""
+    paths = _benchmark_files(hygiene.settings.benchmarks)
+    log(f"Prompt hygiene: indexing {plural(len(paths), 'benchmark file')} ({hygiene.settings.ngram}-word n-grams)...")
+    index = _Benchmarks(hygiene.settings).build(paths)
+    log(f"Prompt hygiene: {plural(len(index.items), 'benchmark item')} indexed; checking the prompts...")
+    contaminated, hygiene.prompts = set(), 0
+    for place, job in enumerate(iter_jobs(every)):
+        hygiene.prompts += 1
+        for text in _texts_of(job.prompt)[1]:
+            words = words_of(text)
+            if (hit := index.quoted(words)) is not None:
+                item, first, size = hit
+                benchmark, name = index.named(item)
+                drop = Drop(job.prompt.prompt_id, job.prompt.line_no, "benchmark", _shown(text), benchmark=benchmark,
+                            item=name, quoted=" ".join(words[first: first + size]), kept=paid(job.prompt.prompt_id))
+                if drop.kept:
+                    hygiene.flagged_paid.append(drop)
+                else:
+                    hygiene.dropped[drop.prompt_id] = drop
+                    contaminated.add(place)
+                break
+    hygiene.benchmarks = index.settings()
+    return contaminated  # and the index goes before dedup builds its own: both would be ~2 GB at 1M prompts
+
+
+def dropped_ids(records: Iterable[dict | None]) -> set[str]:
+    """The prompt ids a dropped-prompts file lists as dropped (--no-run plans from it)."""
+    return {r["prompt_id"] for r in records if isinstance(r, dict) and isinstance(r.get("prompt_id"), str)
+            and r.get("dropped")}
+
+
+@dataclass
+class AnswerQuotes:
+    """--decontaminate at --export and --report: the lines whose answers quote a benchmark item (not dropped)."""
+
+    benchmarks: dict
+    lines: int = 0  # lines checked
+    flagged: list[dict] = field(default_factory=list)
+
+
+def answers_quoting(records: Iterable[dict | None], settings: HygieneSettings) -> AnswerQuotes:
+    """The same n-gram check over the teacher's answers (content and reasoning) of each output line."""
+    index = _Benchmarks(settings).build(_benchmark_files(settings.benchmarks))
+    quotes = AnswerQuotes(index.settings())
+    for line_no, record in enumerate(records, 1):
+        messages = record.get("messages") if isinstance(record, dict) else None
+        if not isinstance(messages, list):
+            continue
+        quotes.lines += 1
+        key = RolloutKey.of_line(record)
+        for text in (m.get(part) for m in messages if isinstance(m, dict) and m.get("role") == "assistant"
+                     for part in ("content", "reasoning_content")):
+            if isinstance(text, str) and (hit := index.quoted(words := words_of(text))) is not None:
+                item, first, size = hit
+                benchmark, name = index.named(item)
+                quotes.flagged.append({"line": line_no, "prompt_id": key and key.prompt_id,
+                                       "sample": key and key.sample, "benchmark": benchmark, "item": name,
+                                       "quoted": " ".join(words[first: first + size])})
+                break
+    return quotes
+
+
+def hygiene_figures(records: Iterable[dict | None], quotes: AnswerQuotes | None) -> dict:
+    """The counts the report shows: from the dropped-prompts file, and this export's check of the answers."""
+    figures = {"duplicates": 0, "benchmark": 0, "kept_in_output": 0, "checked": False,
+               "answers_quoting": None if quotes is None else len(quotes.flagged)}
+    for record in records:
+        if isinstance(record, dict) and isinstance(record.get("hygiene"), dict):
+            figures["checked"] = True
+        elif isinstance(record, dict):
+            key = {"duplicate": "duplicates", "near duplicate": "duplicates", "benchmark": "benchmark"}.get(
+                record.get("dropped"), "kept_in_output" if record.get("kept") else None)
+            if key:
+                figures[key] += 1
+    return figures
 
 
 # ==================================================================================================
@@ -7544,7 +8168,53 @@ class _TeacherLicences:
         return text
 
 
-def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], runs: list[dict]) -> tuple[str, list[str]]:
+def _hygiene_card(files: OutputPaths, quotes: AnswerQuotes | None) -> list[str]:
+    """What --dedup and --decontaminate dropped (the dropped-prompts file of the last run that went ahead), with
+    which settings, against which files; and, checked at this export, the answers quoting a benchmark item."""
+    header, drops = None, collections.Counter()
+    for record in dataset_records(files.dropped) if files.dropped.is_file() else ():
+        if isinstance(record, dict) and isinstance(record.get("hygiene"), dict):
+            header = record["hygiene"]
+        elif isinstance(record, dict):
+            drops[record.get("dropped") or ("kept" if record.get("kept") else None)] += 1
+    out = ["", "## Prompts removed before sending", ""]
+    if header is None:
+        out += ["None: the last run that sent prompts used neither `--dedup` nor `--decontaminate`."]
+    else:
+        dedup, bench = (part if isinstance(part, dict) else None for part in (header.get("dedup"), header.get("decontaminate")))
+        out += [f"Of the {_quoted(header.get('prompts'))} prompts of {_quoted(header.get('prompts_file'))}, these were "
+                f"dropped before anything was sent, each listed in {_quoted(files.dropped.name)} with why:", ""]
+        if dedup:
+            q = {key: _quoted(dedup.get(key)) for key in ("near_from_words", "threshold", "num_perm", "bands", "rows",
+                                                           "seed", "library", "algorithm")}
+            out += [f"- `--dedup`: {drops['duplicate']} repeating an earlier prompt word for word (case, whitespace and "
+                    f"punctuation aside), {drops['near duplicate']} nearly: MinHash over the sets of words of prompts of "
+                    f"{q['near_from_words']} words or more, Jaccard at least {q['threshold']}, {q['num_perm']} permutations, "
+                    f"LSH of {q['bands']} bands x {q['rows']} rows, seed {q['seed']}, {q['library']} (algorithm "
+                    f"{q['algorithm']}). The first of each group stays, and so does a prompt already in the output."]
+        if bench:
+            q = {key: _quoted(bench.get(key)) for key in ("ngram", "whole_items_from", "boilerplate_items", "field",
+                                                           "boilerplate_ngrams_masked")}
+            out += [f"- `--decontaminate`: {drops['benchmark']} holding a benchmark item: {q['ngram']} words in a row in "
+                    f"common with one (items of {q['whole_items_from']} words or more but fewer than {q['ngram']} matched "
+                    f"whole, shorter ones only as the whole prompt; an n-gram of more than {q['boilerplate_items']} items "
+                    f"is boilerplate: {q['boilerplate_ngrams_masked']} left out), the items' text in field {q['field']}, "
+                    "against:", "", "| benchmark file | sha256 | items |", "|---|---|---|"]
+            out += [f"| {_quoted(f.get('name'))} | {_quoted(f.get('sha256'))} | {_quoted(f.get('items'))} |"
+                    for f in bench.get("files") or () if isinstance(f, dict)]
+            if drops["kept"]:
+                out += ["", f"{plural(drops['kept'], 'prompt')} already in the output {'holds' if drops['kept'] == 1 else 'hold'} "
+                        "a benchmark item: kept (paid for), listed in the same file."]
+    out += ["", "Answers quoting a benchmark item: " + (
+        "not checked (`--export` with `--decontaminate FILE` checks them)." if quotes is None else
+        f"{len(quotes.flagged)} of {plural(quotes.lines, 'line')}, checked at this export with the same n-grams against "
+        + ", ".join(_quoted(f["name"]) for f in quotes.benchmarks["files"])
+        + f"; listed in {_quoted(files.quoting.name)} (flagged, not removed).")]
+    return out
+
+
+def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], runs: list[dict],
+                 quotes: AnswerQuotes | None = None) -> tuple[str, list[str]]:
     """The dataset card of the hf export (the Hub's conventions: a YAML header naming the data file, its task,
     size and licence, then what the data is): what was asked of which teacher, with which tools and settings,
     what it cost and when. Made from the run's files alone: the output, the rejected and failed files, and the
@@ -7637,6 +8307,7 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
         out += ["", f"Quality gate: {figures.lines} of {tries} finished tries kept "
                 f"({figures.lines / tries:.0%}); {figures.rejected} rejected lines are in "
                 f"`{_escaped(files.rejected.name)}`." if tries else ""]
+    out += _hygiene_card(files, quotes)
     unknown = (f"; the teacher reported no cost for {figures.uncosted} of their {figures.answers} answers, whose "
                "cost is unknown and not counted" if figures.uncosted else "")
     elsewhere = figures.rejected + figures.failed
@@ -7752,6 +8423,7 @@ class RunSummary:
     notes: list[str]  # the teacher client's (a model that was routed elsewhere, ...)
     stop_reason: str | None
     seconds: float
+    hygiene: list[str] = field(default_factory=list)  # what --dedup and --decontaminate dropped
 
     def text(self) -> str:
         s, files = self.stats, self.files
@@ -7763,7 +8435,7 @@ class RunSummary:
                  + (f" ({', '.join(text for text in skipped if text)}, skipped)" if any(skipped) else ""),
                  f"Total: {in_output}/{self.total} rollouts in {files.output}"
                  + (f", {self.rejected_before + s.exhausted} finished as rejected (in {files.rejected})"
-                    if self.rejected_before + s.exhausted else "")]
+                    if self.rejected_before + s.exhausted else "")] + self.hygiene
         if s.scored:
             lines.append(self._gate())
         if s.failed:
@@ -7878,6 +8550,11 @@ class Plan:
     pending_lines: array.array = field(default_factory=lambda: array.array("q"))
     pending_ids: array.array = field(default_factory=lambda: array.array("q"))
     tool_lines: dict[str, int] = field(default_factory=dict)  # each name in a prompt's "tools": its first line
+    # --dedup, --decontaminate: rollouts dropped before anything is sent (a fifth ending: not counted in total),
+    # the ids of their prompts in this shard, and what the whole file's check found
+    dropped: int = 0
+    dropped_ids: list[str] = field(default_factory=list)
+    hygiene: Hygiene | None = None
 
     def check_tools(self, prompts_file: Path, toolbox: ToolBox | None) -> None:
         """Every tool a prompt line names exists (tools.py's, or an MCP server's): checked before anything
@@ -7908,11 +8585,18 @@ class Plan:
 
 
 def make_plan(prompts: PromptSettings, attempts: int, finished: set[int],
-              rejected_tries: collections.Counter | None = None
-              ) -> Plan:
-    """Read and validate the whole prompts file before anything is sent or written."""
-    plan = Plan(total=0, finished_before=0, finished=finished, rejected_tries=rejected_tries or collections.Counter())
+              rejected_tries: collections.Counter | None = None, dropped: Container[str] = (),
+              hygiene: Hygiene | None = None) -> Plan:
+    """Read and validate the whole prompts file before anything is sent or written. `dropped`: the prompt ids
+    --dedup and --decontaminate drop (their rollouts not yet finished are the plan's `dropped`)."""
+    plan = Plan(total=0, finished_before=0, finished=finished, rejected_tries=rejected_tries or collections.Counter(),
+                hygiene=hygiene)
     for job in iter_jobs(prompts):
+        if dropped and job.prompt.prompt_id in dropped and job.key not in plan.finished:  # () without the flags
+            plan.dropped += 1
+            if not plan.dropped_ids or plan.dropped_ids[-1] != job.prompt.prompt_id:
+                plan.dropped_ids.append(job.prompt.prompt_id)
+            continue
         plan.total += 1
         if job.key not in plan.finished and plan.rejected_tries[job.key] >= attempts:
             plan.finished.add(job.key)  # rejected as many times as it may be tried: finished
@@ -7927,7 +8611,7 @@ def make_plan(prompts: PromptSettings, attempts: int, finished: set[int],
             plan.pending_repeats.append(job.prompt.repeat)
             plan.pending_lines.append(job.prompt.line_no)
             plan.pending_ids.append(hash(job.prompt.prompt_id))
-    if plan.total == 0 and (not prompts.shard or next(_iter_prompts(prompts.input, prompts.system), None) is None):
+    if plan.total == plan.dropped == 0 and (not prompts.shard or next(_iter_prompts(prompts.input, prompts.system), None) is None):
         raise UsageError(f"{prompts.input}: no prompts found")
     return plan  # a shard may hold none (more shards than prompts): it is done
 
@@ -8319,7 +9003,8 @@ class Run:
             notes=self.client.notes + [note for note in [self.limiter.budget_distrusted] if note]
             + (self.batches.summary() if self.batches else []),
             # a stop that came with nothing left to run stopped nothing (the cap reached by the last answers)
-            stop_reason=self.stop_reason if plan.pending else None, seconds=time.monotonic() - self.started)
+            stop_reason=self.stop_reason if plan.pending else None, seconds=time.monotonic() - self.started,
+            hygiene=plan.hygiene.describe(plan.dropped_ids, f"listed in {self.files.dropped}") if plan.hygiene else [])
         print(self.line.redact(summary.text()), file=sys.stderr, flush=True)
         if self.interrupted:
             return EXIT_INTERRUPTED
@@ -8380,8 +9065,11 @@ def _print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Outpu
     if set_aside:
         print(f"{cfg.files.output}:{set_aside[0].line_no}: {set_aside[0].reason}; a real run moves "
               f"{plural(len(set_aside), 'such line')} to {cfg.files.quarantine.name}.", file=sys.stderr)
+    for line in plan.hygiene.describe(plan.dropped_ids, f"a run lists them in {cfg.files.dropped}") if plan.hygiene else ():
+        print(cfg.line.redact(line), file=sys.stderr)
     print(f"Dry run: {plan.total - plan.finished_before} rollouts to run, {plan.in_output_before} already in "
           f"{cfg.files.output}" + (f", {plan.rejected_before} finished as rejected" if plan.rejected_before else "")
+          + (f", {plan.dropped} dropped before sending" if plan.dropped else "")
           + "; nothing was sent or written.", file=sys.stderr)
 
 
@@ -8414,10 +9102,15 @@ def _run_command(argv: list[str] | None) -> int:
         if cfg.rescore:
             return _run_event_loop(rescore(cfg.files, cfg.gate.min_reward, scorer, output))
         scan, rejected = output.scan(), RejectedFile(cfg.files.rejected)
-        plan = make_plan(cfg.prompts, cfg.gate.attempts, scan.done, rejected.tries())
+        tries = rejected.tries()
+        hygiene = None if cfg.no_run else prompt_hygiene(  # --dedup, --decontaminate; --no-run: as the last run left them
+            cfg.prompts, cfg.hygiene, paid_for(scan.done, tries, cfg.prompts.samples), _said)
+        plan = make_plan(cfg.prompts, cfg.gate.attempts, scan.done, tries,
+                         hygiene.dropped if hygiene else dropped_ids(dataset_records(cfg.files.dropped)) if cfg.no_run
+                         else (), hygiene)
         if cfg.no_run:  # the files as they are: nothing repaired, run or sent
             return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending,
-                                             cfg.line.redact)
+                                             cfg.line.redact, cfg.hygiene)
         if cfg.dry_run:
             if toolbox is not None and toolbox.mcp_specs:
                 _run_event_loop(_list_mcp_tools(toolbox, cfg.files, redact))
@@ -8430,25 +9123,30 @@ def _run_command(argv: list[str] | None) -> int:
                 print(note, file=sys.stderr)
             rejected.cut_torn_end()
             remove_stale_temporaries(cfg.files.output)
+            _write_dropped(cfg.files, plan)
             for note in _scheduler_notes(cfg.scheduler):
                 print(note, file=sys.stderr)
             if cfg.project is not None and cfg.project.needs_id and (said := _give_project_id(cfg.project.config)):
                 print(said, file=sys.stderr)
 
-        if plan.total == 0:  # a shard that holds no prompt: done, as the scheduler should count it
+        if plan.total == plan.dropped == 0:  # a shard that holds no prompt: done, as the scheduler should count it
             repaired()
             index, shards = cfg.prompts.shard
             print(f"Nothing to do: shard {index} of {shards} holds none of the prompts of {cfg.prompts.input} (more "
                   "shards than prompts).", file=sys.stderr)
             return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending,
-                                             cfg.line.redact)
-        if plan.finished_before == plan.total:
+                                             cfg.line.redact, cfg.hygiene)
+        if plan.finished_before == plan.total:  # every rollout is done, or dropped (--dedup, --decontaminate)
             repaired()
-            print(f"Nothing to do: all {plan.total} rollouts are finished: {plan.in_output_before} in "
-                  f"{cfg.files.output}" + (f", {plan.rejected_before} finished as rejected (in {cfg.files.rejected}; "
+            for line in plan.hygiene.describe(plan.dropped_ids, f"listed in {cfg.files.dropped}") if plan.hygiene else ():
+                print(redact(line), file=sys.stderr)
+            print(f"Nothing to do: all {plan.total + plan.dropped} rollouts are finished"
+                  + (" or dropped" if plan.dropped else "") + f": {plan.in_output_before} in {cfg.files.output}"
+                  + (f", {plan.dropped} dropped before sending" if plan.dropped else "")
+                  + (f", {plan.rejected_before} finished as rejected (in {cfg.files.rejected}; "
                   "a higher --attempts tries them again)" if plan.rejected_before else "") + ".", file=sys.stderr)
             return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending,
-                                             cfg.line.redact)
+                                             cfg.line.redact, cfg.hygiene)
         if cfg.teacher.secret.key and not cfg.teacher.sends_key:
             print(f"Note: {display_url(cfg.teacher.base_url)} carries a user name or password: requests authenticate "
                   "with it, and OPENROUTER_API_KEY is not sent to it.", file=sys.stderr)
@@ -8461,7 +9159,7 @@ def _run_command(argv: list[str] | None) -> int:
         code = _run_event_loop(Run(cfg, toolbox, plan, output, scorer).execute(started))
         ran = True
         return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, code, plan.pending,
-                                         cfg.line.redact)
+                                         cfg.line.redact, cfg.hygiene)
     except UsageError as e:
         print(f"error: {redact(str(e))}", file=sys.stderr)
         return EXIT_USAGE
@@ -8674,11 +9372,13 @@ async def _list_mcp_tools(toolbox: ToolBox, files: OutputPaths, redact: Callable
 
 
 def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], report: bool, toolbox: ToolBox | None, code: int,
-                   pending: int, scrub: Callable[[Any], Any]) -> int:
+                   pending: int, scrub: Callable[[Any], Any], hygiene: HygieneSettings = HygieneSettings()) -> int:
     """After a run that ended normally (all done, or some failed): the --export files and the --report
-    page, made anew from the files. They are writers too: what they write goes through the one scrub."""
+    page, made anew from the files. They are writers too: what they write goes through the one scrub.
+    With --decontaminate, the answers are checked for benchmark items first, for the card and the report."""
     if code not in (EXIT_OK, EXIT_FAILED):
         return code
+    quotes = _check_answers(files, hygiene, scrub) if hygiene.benchmarks and (export or report) else None
     schemas = scrub(export_schemas(toolbox, files.mcp_tools)) if export else {}
     for fmt in export:
         result = export_output(files, fmt, schemas, scrub)
@@ -8686,7 +9386,7 @@ def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], repor
         if fmt == "hf":
             card = files.card
             try:
-                text, odd = dataset_card(files, result.path, schemas, RunsFile(files.runs).records())
+                text, odd = dataset_card(files, result.path, schemas, RunsFile(files.runs).records(), quotes)
                 with replaced_atomically(card, files.output) as f:
                     f.write(scrub(text).encode("utf-8"))
             except OSError as e:
@@ -8701,13 +9401,52 @@ def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], repor
         path = files.report
         try:
             page, _ = distillation_report.render_report(files.output, files.failed, files.rejected, pending=pending,
-                                                        reader=lambda file: map(scrub, dataset_records(file)))
+                                                        reader=lambda file: map(scrub, dataset_records(file)),
+                                                        hygiene=hygiene_figures(dataset_records(files.dropped), quotes))
             with replaced_atomically(path, files.output) as f:
                 f.write(scrub(page).encode("utf-8"))
         except OSError as e:
             raise OutputError(path, e) from None
         print(f"Report: {path} (open it in a browser; it needs no network)", file=sys.stderr)
     return code
+
+
+def _said(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _write_dropped(files: OutputPaths, plan: Plan) -> None:
+    """--dedup, --decontaminate: the dropped-prompts file, written whole by each run that goes ahead. A run with
+    neither removes an earlier one: the prompts it listed are run now, and the card must not say otherwise."""
+    try:
+        if plan.hygiene is not None:
+            with replaced_atomically(files.dropped, files.output) as f:
+                for record in plan.hygiene.records(plan.dropped_ids):
+                    f.write(encode_line(record))
+        elif files.dropped.is_file():
+            files.dropped.unlink()
+            print(f"{files.dropped}: removed: this run has neither --dedup nor --decontaminate, so the prompts it "
+                  "listed are run too.", file=sys.stderr)
+    except OSError as e:
+        raise OutputError(files.dropped, e) from None
+
+
+def _check_answers(files: OutputPaths, hygiene: HygieneSettings, scrub: Callable[[Any], Any]) -> AnswerQuotes:
+    """--decontaminate at --export and --report: the output's answers quoting a benchmark item, listed beside
+    it (flagged, not removed: the lines are paid for, and whether they go is the user's call)."""
+    print(f"Benchmark check of the answers: indexing {', '.join(map(str, hygiene.benchmarks))} and reading "
+          f"{files.output}...", file=sys.stderr, flush=True)
+    quotes = answers_quoting(dataset_records(files.output), hygiene)
+    try:
+        with replaced_atomically(files.quoting, files.output) as f:
+            for record in quotes.flagged:
+                f.write(encode_line(scrub(record)))
+    except OSError as e:
+        raise OutputError(files.quoting, e) from None
+    first = f" (the first: line {quotes.flagged[0]['line']})" if quotes.flagged else ""
+    print(f"Benchmark check of the answers: {len(quotes.flagged)} of {plural(quotes.lines, 'line')} of {files.output} "
+          f"quote a benchmark item{first}; listed in {files.quoting} (flagged, not removed).", file=sys.stderr)
+    return quotes
 
 
 def _run_event_loop(main_coroutine: Any) -> Any:

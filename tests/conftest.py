@@ -217,7 +217,8 @@ def real(tmp_path_factory):
 # Chromium share one worker: some of them check that no browser process is left behind, and another
 # worker's browser would look like one.
 BROWSER_TESTS = {"test_browse.py", "test_browse_remote.py"}
-BROWSER_TEST_NAMES = {"test_report_page_in_real_chromium", "test_readme_quick_start_journey_against_the_ci_teacher"}
+BROWSER_TEST_NAMES = {"test_report_page_in_real_chromium", "test_readme_quick_start_journey_against_the_ci_teacher",
+                      "test_the_report_page_shows_the_hygiene_counts_in_real_chromium"}
 
 
 # The longest tests go first, so they run beside the rest instead of after it (a minute of the suite's wall

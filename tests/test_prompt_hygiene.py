@@ -1,0 +1,432 @@
+"""Prompt hygiene: --dedup (exact and near duplicates, keep-first, shard-stable, a prompt in the output stays) and
+--decontaminate (benchmark n-grams, whole short items, boilerplate, bad benchmark files), the dropped-prompts file,
+answers quoting a benchmark flagged at --export and --report, the card and the report's figures."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import SCRIPT, assert_no_traceback, read_jsonl, run_script, subprocess_env, write_prompts
+from fake_teacher import answer
+
+import generate_distillation_data as gdd
+
+# 20 words and more: the near check applies
+PHOTOSYNTHESIS = ("Explain in detail how photosynthesis converts light energy into chemical energy inside the "
+                  "chloroplasts of green plants, and why it matters for life on Earth.")
+NEAR_COPY = ("Explain in detail how photosynthesis converts light energy into chemical energy inside the "
+             "chloroplasts of green plants and why it matters so much for life on Earth")  # 2 words added, commas
+REORDERED = ("Explain how photosynthesis in detail converts light energy into chemical energy inside the "
+             "chloroplasts of green plants, and why it matters for life on Earth.")  # a word moved
+PARAPHRASE = ("Describe the way green plants turn sunlight into stored chemical energy in their chloroplasts, "
+              "and explain why this process is important for living things on our planet.")
+SAME_TEMPLATE = ("Explain in detail how photosynthesis converts light energy into chemical energy inside the "
+                 "chloroplasts of green algae, and why it matters for life in the oceans today.")  # another question
+
+
+def hygiene_prompts() -> list[str]:
+    return ["What is the capital of France?", "  what is the CAPITAL of france!! ", "What is the capital of Peru?",
+            "What is 12+4?", "What is 12-4?", PHOTOSYNTHESIS, NEAR_COPY, REORDERED, PARAPHRASE, SAME_TEMPLATE]
+
+
+def side_file(workdir, name: str = "train.dropped.jsonl") -> tuple[dict, list[dict]]:
+    records = read_jsonl(workdir / name)
+    return records[0]["hygiene"], records[1:]
+
+
+def sent(teacher) -> list[str]:
+    return sorted({body["messages"][-1]["content"] for body in teacher.requests})
+
+
+def test_words_keep_meaningful_symbols_and_drop_case_and_punctuation():
+    assert gdd.words_of("  What is the CAPITAL of France?! ") == ["what", "is", "the", "capital", "of", "france"]
+    assert gdd.words_of("What is 12+4?") != gdd.words_of("What is 12-4?")
+    assert gdd.words_of("«Quoted» — text… “here”") == ["quoted", "text", "here"]
+
+
+def test_exact_and_near_duplicates_are_dropped_before_anything_is_sent(run, teacher, workdir):
+    prompts = hygiene_prompts()
+    write_prompts(workdir, prompts)
+    result = run("--dedup", tools="none", subprocess=True)
+    assert result.code == 0, result.err  # every prompt not dropped is in the output
+    kept = [p for p in prompts if p not in (prompts[1], NEAR_COPY, REORDERED)]
+    assert sent(teacher) == sorted(kept) and len(teacher.requests) == len(kept)
+    assert sorted(r["messages"][0]["content"] for r in result.records()) == sorted(kept)
+    header, drops = side_file(workdir)
+    ids = {r["messages"][0]["content"]: r["metadata"]["prompt_id"] for r in result.records()}
+    by_line = {d["line"]: d for d in drops}
+    assert sorted(by_line) == [2, 7, 8]
+    assert by_line[2]["dropped"] == "duplicate" and by_line[2]["duplicate_of"] == ids[prompts[0]]
+    assert by_line[2]["duplicate_of_line"] == 1 and by_line[2]["similarity"] == 1.0
+    for line in (7, 8):
+        assert by_line[line]["dropped"] == "near duplicate" and by_line[line]["duplicate_of_line"] == 6
+        assert by_line[line]["duplicate_of"] == ids[PHOTOSYNTHESIS] and by_line[line]["similarity"] >= 0.9
+    assert header["prompts"] == 10 and header["dropped"] == {"duplicate": 1, "near duplicate": 2}
+    assert header["dedup"]["threshold"] == 0.9 and header["dedup"]["library"] == "rensa 0.5.0"
+    assert header["dedup"]["algorithm"] == 2 and header["dedup"]["bands"] == 8 and header["decontaminate"] is None
+    err = " ".join(result.err.split())
+    assert "Dropped before sending (--dedup, " in err and "3 prompts of 10: 3 repeating an earlier prompt (1 word " \
+        "for word, 2 nearly); listed in train.dropped.jsonl." in err
+    assert 'kept line 6 "Explain in detail how photosynthesis' in err and "dropped line 7 (" in err
+    assert 'kept line 1 "What is the capital of France?"; dropped line 2 (the same words)' in err
+    assert "Total: 7/7 rollouts in train.jsonl" in err
+    assert_no_traceback(result.err)
+    # a re-run decides alike, sends nothing more and says so
+    again = run("--dedup", tools="none", subprocess=True)
+    assert again.code == 0 and len(teacher.requests) == len(kept) and "Nothing to do: all 10 rollouts are finished " \
+        "or dropped: 7 in train.jsonl, 3 dropped before sending" in " ".join(again.err.split())
+    assert side_file(workdir)[1] == drops
+
+
+def test_the_threshold_is_a_flag_and_a_lower_one_drops_the_other_question_too(run, teacher, workdir):
+    write_prompts(workdir, [PHOTOSYNTHESIS, SAME_TEMPLATE])
+    result = run("--dedup", "--dedup-threshold", "0.6", tools="none")
+    assert result.code == 0 and sent(teacher) == [PHOTOSYNTHESIS]
+    bad = run("--dedup", "--dedup-threshold", "1.5", tools="none", subprocess=True)
+    assert bad.code == 2 and "--dedup-threshold" in bad.err and "at most 1" in bad.err
+
+
+def test_a_prompt_already_in_the_output_stays_and_counts_as_kept(run, teacher, workdir):
+    """The second prompt was paid for before --dedup: it stays, though it copies the first; the third copies
+    both and goes. A samples' worth: --samples is left alone."""
+    write_prompts(workdir, [NEAR_COPY])
+    assert run("--samples", "2", tools="none").code == 0
+    write_prompts(workdir, [PHOTOSYNTHESIS, NEAR_COPY, REORDERED])
+    teacher.requests.clear()
+    result = run("--dedup", "--samples", "2", tools="none")
+    assert result.code == 0, result.err
+    assert [b["messages"][-1]["content"] for b in teacher.requests] == [PHOTOSYNTHESIS] * 2
+    _, drops = side_file(workdir)
+    assert [(d["line"], d["duplicate_of_line"]) for d in drops] == [(3, 1)]
+    assert len(result.records()) == 4
+
+
+def test_shards_drop_the_same_prompts_each_listing_its_own(teacher, workdir):
+    prompts = hygiene_prompts() + [f"An unrelated question number {i} about rivers?" for i in range(6)]
+    write_prompts(workdir, prompts)
+    args = ["prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--dedup"]
+    results = [run_script(workdir, *args, "--shard", f"{i}/3", "-o", f"out-{i}.jsonl") for i in range(3)]
+    assert [r.code for r in results] == [0, 0, 0], [r.err for r in results]
+    written = [r["messages"][0]["content"] for i in range(3) for r in read_jsonl(workdir / f"out-{i}.jsonl")]
+    dropped = [d for i in range(3) for d in side_file(workdir, f"out-{i}.dropped.jsonl")[1]]
+    assert sorted(written) == sorted(p for p in prompts if p not in (prompts[1], NEAR_COPY, REORDERED))
+    assert sorted(d["line"] for d in dropped) == [2, 7, 8]  # each once, in the side file of its own shard
+    one = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--dedup",
+                     "-o", "one.jsonl")  # the same choice as one process over the whole file
+    assert sorted(d["duplicate_of"] for d in side_file(workdir, "one.dropped.jsonl")[1]) == \
+        sorted(d["duplicate_of"] for d in dropped)
+
+
+def test_system_messages_are_told_apart_and_shared_ones_do_not_make_prompts_alike(run, teacher, workdir):
+    long_system = "You are a careful assistant. " * 30
+    questions = [f"Which river flows through city number {i}?" for i in range(3)]
+    write_prompts(workdir, [{"messages": [{"role": "system", "content": long_system}, {"role": "user", "content": q}]}
+                            for q in questions]
+                  + [{"messages": [{"role": "system", "content": "Answer in French."},
+                                   {"role": "user", "content": questions[0]}]},
+                     {"prompt": PHOTOSYNTHESIS}, {"prompt": NEAR_COPY, "id": "own-id"}])
+    result = run("--dedup", "-s", long_system, tools="none")
+    assert result.code == 0, result.err
+    _, drops = side_file(workdir)
+    assert [(d["prompt_id"], d["line"]) for d in drops] == [("own-id", 6)]  # --system makes nothing alike
+
+
+BENCHMARK = [
+    {"id": "long-1", "question": "A farmer has seventeen sheep and all but nine of them run away into the hills one "
+                                 "stormy night; how many sheep does the farmer have left at dawn?"},
+    {"id": "short-1", "question": "Name the largest moon of the planet Saturn please now."},  # 9 words
+    {"id": "tiny-1", "question": "Who wrote Hamlet?"},
+] + [{"id": f"boiler-{i}", "question": "Read the following passage carefully and answer the question that follows "
+                                       f"it with one word. Passage number {i} is about topic {i * 7}."}
+     for i in range(60)]
+CONTAMINATED = [
+    "Here is a puzzle for you: a farmer has seventeen sheep and all but nine of them run away into the hills. Solve it.",
+    "Quick quiz. NAME the largest moon of the planet Saturn, please; now! Thanks.",
+    "who wrote hamlet",
+]
+CLEAN = [
+    "Tell me: a farmer has seventeen sheep and all but nine of them, then what?",  # 12 words of the item only
+    "Read the following passage carefully and answer the question that follows it with one word. Passage: cats.",
+    "left dawn sheep nine farmer seventeen the hills of night stormy one into run them away all but has a",
+    "I wonder who wrote Hamlet and why it is still performed today.",  # a tiny item inside a longer prompt
+]
+
+
+def write_benchmark(workdir, items=BENCHMARK, name="bench.jsonl"):
+    (workdir / name).write_text("".join(json.dumps(item) + "\n" for item in items))
+
+
+def test_contaminated_prompts_are_dropped_and_the_clean_control_sent(run, teacher, workdir):
+    write_prompts(workdir, CONTAMINATED + CLEAN)
+    write_benchmark(workdir)
+    result = run("--decontaminate", "bench.jsonl", tools="none", subprocess=True)
+    assert result.code == 0, result.err
+    assert sent(teacher) == sorted(CLEAN)
+    header, drops = side_file(workdir)
+    assert [(d["line"], d["dropped"], d["benchmark"], d["item"]) for d in drops] == [
+        (1, "benchmark", "bench.jsonl", "long-1"), (2, "benchmark", "bench.jsonl", "short-1"),
+        (3, "benchmark", "bench.jsonl", "tiny-1")]
+    assert drops[0]["quoted"] == "a farmer has seventeen sheep and all but nine of them run away"
+    bench = header["decontaminate"]
+    assert bench["ngram"] == 13 and bench["whole_items_from"] == 8 and bench["boilerplate_items"] == 50
+    assert bench["boilerplate_ngrams_masked"] > 0 and bench["field"] == "question"
+    sha = hashlib.sha256((workdir / "bench.jsonl").read_bytes()).hexdigest()
+    assert bench["files"] == [{"name": "bench.jsonl", "sha256": sha, "items": len(BENCHMARK)}]
+    err = " ".join(result.err.split())
+    assert "3 prompts of 7: 3 holding a benchmark item" in err
+    assert 'line 1 "Here is a puzzle for you: a farmer has seventeen sheep an..." holds bench.jsonl item long-1: ' \
+        '"a farmer has seventeen sheep and all but nine of them run away"' in err
+
+
+def test_plain_text_benchmarks_and_folders_of_them(run, teacher, workdir):
+    folder = workdir / "benchmarks"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "items.txt").write_text("\n".join(item["question"] for item in BENCHMARK[:2]) + "\n")
+    (folder / "notes.md").write_text("not a benchmark: left alone")
+    write_prompts(workdir, CONTAMINATED[:2] + CLEAN[:1])
+    result = run("--decontaminate", str(folder), tools="none")
+    assert result.code == 0 and sent(teacher) == [CLEAN[0]]
+    _, drops = side_file(workdir)
+    assert [(d["benchmark"].endswith("items.txt"), d["item"]) for d in drops] == [(True, "line 1"), (True, "line 2")]
+
+
+def test_both_checks_together_and_a_contaminated_prompt_is_no_one_s_original(run, teacher, workdir):
+    contaminated = CONTAMINATED[0] + " " + " ".join(["more words here"] * 3)
+    copy = contaminated.replace("Solve it.", "Solve it now.")
+    write_prompts(workdir, [contaminated, copy, PHOTOSYNTHESIS, NEAR_COPY])
+    write_benchmark(workdir)
+    result = run("--dedup", "--decontaminate", "bench.jsonl", tools="none")
+    assert result.code == 0 and sent(teacher) == [PHOTOSYNTHESIS]
+    _, drops = side_file(workdir)
+    assert [(d["line"], d["dropped"]) for d in drops] == [(1, "benchmark"), (2, "benchmark"), (4, "near duplicate")]
+
+
+@pytest.mark.parametrize("name, content, said", [
+    ("bench.parquet", b"PAR1\x00\x01\x02binary", "bench.parquet: binary, not text"),
+    ("bench.jsonl", b'{"id": 1, "prompt": "What is two plus two?", "answer": "4"}\n',
+     "bench.jsonl:1: no text field 'question' (its text fields: prompt, answer); name the one to use with "
+     "--decontaminate-field"),
+    ("bench.jsonl", b"", "bench.jsonl: empty: no benchmark item in it"),
+    ("bench.jsonl", b"\n\n  \n", "bench.jsonl: empty: no benchmark item in it"),
+    ("bench.jsonl", b'{"question": "ok"}\n{"question": \n', "bench.jsonl:2: invalid JSON"),
+    ("bench.txt", b"caf\xe9 au lait\n", "bench.txt:1: not UTF-8 text"),
+    ("bench.json", b'[{"question": "q"}]', "a .json file is not read; write one JSON object a line"),
+    ("missing.jsonl", None, "missing.jsonl: no such benchmark file"),
+    ("empty-folder", "folder", "empty-folder: the folder holds no .jsonl or .txt file"),
+    ("pipe.jsonl", "fifo", "pipe.jsonl: cannot open a benchmark file: it is a FIFO (named pipe)"),
+])
+def test_a_bad_benchmark_file_is_exit_2_before_anything_is_sent(run, teacher, workdir, name, content, said):
+    write_prompts(workdir, ["a question"])
+    if content == "folder":
+        (workdir / name).mkdir()
+    elif content == "fifo":
+        os.mkfifo(workdir / name)  # a read would wait for a writer for ever
+    elif content is not None:
+        (workdir / name).write_bytes(content)
+    before = sorted(p.name for p in workdir.iterdir())
+    result = run("--decontaminate", name, tools="none")
+    assert result.code == 2 and said in result.err, result.err
+    assert not teacher.requests and sorted(p.name for p in workdir.iterdir()) == before
+    assert_no_traceback(result.err)
+
+
+def test_a_benchmark_file_over_the_size_limit_is_refused_unread(teacher, workdir):
+    write_prompts(workdir, ["a question"])
+    with open(workdir / "huge.jsonl", "wb") as f:  # sparse: a size, no disk
+        f.truncate(gdd.MAX_BENCHMARK_BYTES + 1)
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
+                        "--decontaminate", "huge.jsonl")
+    assert result.code == 2 and "huge.jsonl: 1,024 MB, over the 1,024 MB a benchmark file may be" in result.err
+    assert not teacher.requests and not (workdir / "train.jsonl").exists()
+    assert_no_traceback(result.err)
+
+
+def test_every_prompt_dropped_or_done_sends_nothing_and_exits_0(run, teacher, workdir):
+    write_prompts(workdir, [PHOTOSYNTHESIS])
+    assert run(tools="none").code == 0
+    teacher.requests.clear()
+    write_prompts(workdir, [PHOTOSYNTHESIS, NEAR_COPY, REORDERED, CONTAMINATED[2]])
+    write_benchmark(workdir)
+    result = run("--dedup", "--decontaminate", "bench.jsonl", tools="none", subprocess=True)
+    assert result.code == 0 and not teacher.requests, result.err
+    err = " ".join(result.err.split())
+    assert "Nothing to do: all 4 rollouts are finished or dropped: 1 in train.jsonl, 3 dropped before sending." in err
+    assert "3 prompts of 4: 2 repeating an earlier prompt (0 word for word, 2 nearly); 1 holding a benchmark item" in err
+    # a file whose every prompt is dropped, on an empty output, and a shard of it
+    write_prompts(workdir, [CONTAMINATED[0], CONTAMINATED[2]], name="all-bad.jsonl")
+    every = run("--decontaminate", "bench.jsonl", "-o", "bad.jsonl", prompts="all-bad.jsonl", tools="none")
+    assert every.code == 0 and not teacher.requests and "are finished or dropped: 0 in bad.jsonl" in every.err
+    for shard in range(2):  # a shard holds some of them, or none
+        part = run("--decontaminate", "bench.jsonl", "--shard", f"{shard}/2", "-o", f"bad-{shard}.jsonl",
+                   prompts="all-bad.jsonl", tools="none")
+        assert part.code == 0 and not teacher.requests and ("finished or dropped" in part.err or "holds none" in part.err)
+
+
+def test_dry_run_says_what_would_be_dropped_and_writes_nothing(run, teacher, workdir):
+    write_prompts(workdir, hygiene_prompts())
+    write_benchmark(workdir)
+    result = run("--dedup", "--decontaminate", "bench.jsonl", "--dry-run", tools="none", subprocess=True)
+    assert result.code == 0 and not teacher.requests
+    err = " ".join(result.err.split())
+    assert "3 prompts of 10: 3 repeating an earlier prompt (1 word for word, 2 nearly); a run lists them in " \
+        "train.dropped.jsonl." in err
+    assert "Dry run: 7 rollouts to run, 0 already in train.jsonl, 3 dropped before sending; nothing was sent" in err
+    assert not (workdir / "train.dropped.jsonl").exists() and not (workdir / "train.jsonl").exists()
+
+
+def test_answers_quoting_a_benchmark_item_are_flagged_at_export_and_in_the_report(run, teacher, workdir):
+    write_prompts(workdir, ["What is the capital of France?", "Tell me a riddle about sheep", "plain"])
+    write_benchmark(workdir)
+    teacher.script("Tell me a riddle about sheep", answer(
+        "Sure! A farmer has seventeen sheep and all but nine of them run away into the hills one stormy night."))
+    teacher.script("plain", answer("ok"), answer("ok"))
+    assert run(tools="none").code == 0  # the prompts are clean; one answer quotes an item
+    result = run("--decontaminate", "bench.jsonl", "--export", "hf", "--report", "--no-run", tools="none",
+                 subprocess=True)
+    assert result.code == 0, result.err
+    [flag] = read_jsonl(workdir / "train.benchmark-answers.jsonl")
+    assert flag["benchmark"] == "bench.jsonl" and flag["item"] == "long-1" and flag["sample"] == 0
+    assert read_jsonl(workdir / "train.jsonl")[flag["line"] - 1]["metadata"]["prompt_id"] == flag["prompt_id"]
+    assert len(read_jsonl(workdir / "train.jsonl")) == 3  # flagged, not removed
+    assert "Benchmark check of the answers: 1 of 3 lines of train.jsonl quote a benchmark item (the first: line " \
+        in " ".join(result.err.split())
+    text = (workdir / "train.hf.README.md").read_text()
+    assert "Answers quoting a benchmark item: 1 of 3 lines, checked at this export with the same n-grams " \
+        "against `bench.jsonl`; listed in `train.benchmark-answers.jsonl`" in " ".join(text.split())
+    data = report_data(workdir)
+    assert data["hygiene"]["answers_quoting"] == 1 and data["hygiene"]["checked"] is False
+
+
+def report_data(workdir) -> dict:
+    html = (workdir / "train.report.html").read_text()
+    return json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>', html, re.S).group(1))
+
+
+def test_the_card_and_the_report_show_what_was_removed_with_which_settings(run, teacher, workdir):
+    write_prompts(workdir, hygiene_prompts() + CONTAMINATED[:1])
+    write_benchmark(workdir)
+    result = run("--dedup", "--decontaminate", "bench.jsonl", "--export", "hf", "--report", tools="none",
+                 subprocess=True)
+    assert result.code == 0, result.err
+    from huggingface_hub import DatasetCard
+
+    DatasetCard.load(workdir / "train.hf.README.md")  # reads as the Hub reads it
+    text = " ".join((workdir / "train.hf.README.md").read_text().split())
+    sha = hashlib.sha256((workdir / "bench.jsonl").read_bytes()).hexdigest()
+    assert "## Prompts removed before sending" in text
+    assert "Of the 11 prompts of `prompts.jsonl`, these were dropped before anything was sent, each listed in " \
+        "`train.dropped.jsonl` with why:" in text
+    assert "- `--dedup`: 1 repeating an earlier prompt word for word (case, whitespace and punctuation aside), 2 " \
+        "nearly: MinHash over the sets of words of prompts of 20 words or more, Jaccard at least 0.9, 128 " \
+        "permutations, LSH of 8 bands x 16 rows, seed 42, `rensa 0.5.0` (algorithm 2)." in text
+    assert "- `--decontaminate`: 1 holding a benchmark item: 13 words in a row in common" in text
+    assert f"| `bench.jsonl` | `{sha}` | {len(BENCHMARK)} |" in text
+    assert "Answers quoting a benchmark item: 0 of 7 lines" in text
+    hygiene = report_data(workdir)["hygiene"]
+    assert hygiene == {"duplicates": 3, "benchmark": 1, "kept_in_output": 0, "checked": True, "answers_quoting": 0}
+    # a later run with neither flag runs what was dropped, removes the list, and the card says none
+    plain = run("--export", "hf", tools="none")
+    assert plain.code == 0 and "train.dropped.jsonl: removed" in plain.err
+    assert len(read_jsonl(workdir / "train.jsonl")) == 11
+    assert "None: the last run that sent prompts used neither `--dedup` nor `--decontaminate`." in \
+        (workdir / "train.hf.README.md").read_text()
+
+
+def test_a_benchmark_file_name_is_data_in_the_card_not_markup(run, teacher, workdir):
+    name = "[x](http:evil) `b` <img src=x>.jsonl"
+    write_benchmark(workdir, BENCHMARK[:1], name=name)
+    write_prompts(workdir, ["clean"])
+    assert run("--decontaminate", name, "--export", "hf", tools="none").code == 0
+    from markdown_it import MarkdownIt
+
+    html = MarkdownIt("commonmark", {"html": True}).enable("table").render(
+        (workdir / "train.hf.README.md").read_text())
+    assert "<a " not in html and "<img" not in html
+
+
+def test_prompts_already_in_the_output_holding_an_item_are_kept_and_named(run, teacher, workdir):
+    write_prompts(workdir, CONTAMINATED[:1])
+    assert run(tools="none").code == 0
+    write_benchmark(workdir)
+    result = run("--decontaminate", "bench.jsonl", tools="none")
+    assert result.code == 0 and "Kept, though they hold a benchmark item: 1 prompt already in the output" in result.err
+    [flag] = side_file(workdir)[1]
+    assert flag["kept"] == "in the output already" and "dropped" not in flag and flag["item"] == "long-1"
+
+
+def test_without_the_flags_nothing_is_imported_or_read_for_them(run, teacher, workdir):
+    write_prompts(workdir, [PHOTOSYNTHESIS, NEAR_COPY])
+    watch = ("import runpy, sys\nsys.argv = sys.argv[1:]\ntry:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+             "except SystemExit as e:\n    print(e.code, sorted({'rensa', 'xxhash'} & set(sys.modules)))\n")
+    watched = subprocess.run([sys.executable, "-c", watch, str(SCRIPT), "prompts.jsonl", "--tools", "none",
+                              "--base-url", teacher.base_url], cwd=workdir, env=subprocess_env(), capture_output=True,
+                             text=True, timeout=60)
+    assert watched.stdout.split("\n")[-2] == "0 []", watched.stderr  # neither library imported
+    assert len(read_jsonl(workdir / "train.jsonl")) == 2
+    assert not (workdir / "train.dropped.jsonl").exists() and "Prompt hygiene" not in watched.stderr
+    assert run("--dedup", "--rescore", "--rewards", "tools_small.py", tools="none").code == 2
+    bad = run("--decontaminate", "x.jsonl", "--decontaminate-ngram", "5", tools="none", subprocess=True)
+    assert bad.code == 2 and "--decontaminate-ngram" in bad.err
+
+
+def test_a_terminal_escape_in_a_prompt_or_an_item_id_is_not_printed(run, teacher, workdir):
+    hostile = "\x1b]0;pwned\x07" + PHOTOSYNTHESIS
+    write_prompts(workdir, [hostile, hostile.upper(), CONTAMINATED[0]])
+    write_benchmark(workdir, [{**BENCHMARK[0], "id": "\x1b[2J\x1b]0;item\x07"}])
+    result = run("--dedup", "--decontaminate", "bench.jsonl", tools="none", subprocess=True, env=subprocess_env())
+    assert result.code == 0 and "\x1b" not in result.err and "dropped line 2 (the same words)" in result.err
+    assert "holds bench.jsonl item [2J ]0;item: " in result.err
+    assert side_file(workdir)[1][-1]["item"] == "\x1b[2J\x1b]0;item\x07"  # the file keeps it, as JSON
+
+
+def test_the_report_made_later_counts_dropped_prompts_as_dropped_not_pending(run, teacher, workdir):
+    write_prompts(workdir, [PHOTOSYNTHESIS, NEAR_COPY])
+    assert run("--dedup", tools="none").code == 0
+    later = run("--report", "--no-run", tools="none")  # from the files as they are: the dropped-prompts file
+    assert later.code == 0
+    data = report_data(workdir)
+    assert data["counts"]["pending"] == 0 and data["hygiene"]["duplicates"] == 1
+
+
+def test_dedup_without_its_library_is_exit_2_saying_what_to_install(teacher, workdir):
+    blocker = workdir / "blocked"
+    blocker.mkdir()
+    (blocker / "rensa.py").write_text("raise ImportError('not installed here')\n")
+    write_prompts(workdir, [PHOTOSYNTHESIS])
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--dedup",
+                        env=subprocess_env(PYTHONPATH=str(blocker)))
+    assert result.code == 2 and "--dedup needs the rensa package, which requirements.txt pins" in result.err
+    assert not teacher.requests and not (workdir / "train.jsonl").exists()
+    assert_no_traceback(result.err)
+
+
+def test_the_report_page_shows_the_hygiene_counts_in_real_chromium(run, teacher, workdir):
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    write_prompts(workdir, [PHOTOSYNTHESIS, NEAR_COPY, CONTAMINATED[0], "Tell me a riddle about sheep"])
+    write_benchmark(workdir)
+    teacher.script("Tell me a riddle about sheep", answer("A farmer has seventeen sheep and all but nine of them run "
+                                                          "away into the hills one stormy night."))
+    assert run("--dedup", "--decontaminate", "bench.jsonl", "--report", tools="none").code == 0
+    browser_path = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path)
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((workdir / "train.report.html").as_uri())
+        page.wait_for_selector("#count-answers-quoting")
+        shown = {card: page.inner_text(f"#count-{card}")
+                 for card in ("dropped-duplicates", "dropped-benchmark", "answers-quoting", "written", "pending")}
+        browser.close()
+    assert errors == [] and shown == {"dropped-duplicates": "1", "dropped-benchmark": "1", "answers-quoting": "1",
+                                      "written": "2", "pending": "0"}
