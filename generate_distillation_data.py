@@ -31,6 +31,7 @@ import enum
 import errno
 import fcntl
 import functools
+import glob
 import hashlib
 import heapq
 import importlib.util
@@ -314,6 +315,47 @@ class Config:
 
 
 _MIN_SECRET_LENGTH = 20  # real API keys are longer (OpenRouter's: 73 characters); placeholders are shorter
+
+
+def shard_pattern(output: Path | None, spec: Any) -> Path | None:
+    """The name every shard's output follows, `{shard}` standing for I-of-N (in the file's name or a folder's:
+    out/{shard}/train.jsonl); None when --output names one file for all. With --shard auto the default
+    output is per shard, since the tasks of an array usually share one file system."""
+    if output is not None:
+        return output if "{shard}" in str(output) else None
+    default = Path("train.jsonl")
+    return default.with_name(f"{default.stem}.shard-{{shard}}{default.suffix}") if spec[0] == "auto" else None
+
+
+def shard_output(output: Path | None, shard: tuple[int, int] | None, spec: Any) -> Path:
+    """The output: `{shard}` in --output becomes I-of-N (a folder named so is made when the run opens it)."""
+    pattern = shard_pattern(output, spec) if shard is not None else None
+    if pattern is None:
+        return output or Path("train.jsonl")
+    return shard_path(pattern, f"{shard[0]}-of-{shard[1]}")
+
+
+def shard_path(pattern: Path, shard: str) -> Path:
+    return Path(str(pattern).replace("{shard}", shard))
+
+
+def check_regular_file(path: Path, what: str, why: str = "which this tool writes and reads back",
+                       instead: str = "Move it away (it is not one of this tool's files), or pass another --output."
+                       ) -> None:
+    """Our files are appended to, scanned and replaced: a FIFO would block, /dev/zero never ends, /dev/full
+    refuses every write. Refuse anything that exists and is not a regular file (after symlinks)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise UsageError(f"{path}: cannot use it as {what}: {e.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "not a regular file")
+        raise UsageError(f"{path}: cannot open {what}: it is {kind}, and {what} must be a regular file, {why}. "
+                         f"{instead}")
 
 
 def _key_problem(key: str) -> str | None:
@@ -751,29 +793,15 @@ def reasoning_request(mode: str) -> dict:
     return {"enabled": False} if mode == "disabled" else {"effort": mode}
 
 
-def check_regular_file(path: Path, what: str, why: str = "which this tool writes and reads back",
-                       instead: str = "Move it away (it is not one of this tool's files), or pass another --output."
-                       ) -> None:
-    """Our files are appended to, scanned and replaced: a FIFO would block, /dev/zero never ends, /dev/full
-    refuses every write. Refuse anything that exists and is not a regular file (after symlinks)."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise UsageError(f"{path}: cannot use it as {what}: {e.strerror}") from None
-    if not stat.S_ISREG(mode):
-        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
-                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
-                else "not a regular file")
-        raise UsageError(f"{path}: cannot open {what}: it is {kind}, and {what} must be a regular file, {why}. "
-                         f"{instead}")
-
-
 # --shard auto: the shard from the scheduler's environment. A SLURM job array's task runs shard k of N where
 # k is its place in the array; a task submitted again alone (`sbatch --array=2 job.sbatch`, the usual way to
 # re-run one that failed) is an array of one to SLURM, so the array's shape is noted beside the shards'
-# files by the first run of the array, and such a task takes its shard from that note.
+# files by the first run of the array, and such a task takes its shard from that note. SLURM's variables and
+# the note come from outside: each is checked, and what cannot be true is refused, naming it.
+
+# SLURM numbers an array's tasks 0 to MaxArraySize - 1, and MaxArraySize is at most 4,000,001 (slurm.conf(5))
+_SLURM_MOST_TASK_ID = 4_000_000
+_NOTE_MOST_BYTES = 4096  # a note is a few dozen bytes of JSON
 
 
 @dataclass(frozen=True)
@@ -791,70 +819,96 @@ class SlurmArray:
     @property
     def spec(self) -> str:
         """As --array writes it."""
+        if self.tasks == 1:
+            return str(self.first)
         last = self.first + (self.tasks - 1) * self.step
         return f"{self.first}-{last}" + (f":{self.step}" if self.step != 1 else "")
+
+    @property
+    def counted(self) -> str:
+        return f"--array={self.spec}, {self.tasks} task{'s' if self.tasks != 1 else ''}"
 
 
 @dataclass(frozen=True)
 class SchedulerShard:
     """What --shard auto found: the shard, how it was found when that needs saying, and the array's shape
-    to note for its tasks run again alone (None: already noted, or nothing to note)."""
+    to note for its tasks run again alone (None: already noted, or nothing to note); `renote`: the note
+    there is replaced (the same shards, numbered otherwise)."""
 
     shard: tuple[int, int]
     note: str | None = None
     record: Path | None = None
     array: SlurmArray | None = None
-
-
-def shard_pattern(output: Path | None, spec: Any) -> Path | None:
-    """The name every shard's output follows, `{shard}` standing for I-of-N; None when --output names one
-    file for all. With --shard auto the default output is per shard, since the tasks of an array usually
-    share one file system."""
-    if output is not None:
-        return output if "{shard}" in output.name else None
-    default = Path("train.jsonl")
-    return default.with_name(f"{default.stem}.shard-{{shard}}{default.suffix}") if spec[0] == "auto" else None
-
-
-def shard_output(output: Path | None, shard: tuple[int, int] | None, spec: Any) -> Path:
-    """The output: `{shard}` in --output becomes I-of-N."""
-    pattern = shard_pattern(output, spec) if shard is not None else None
-    if pattern is None:
-        return output or Path("train.jsonl")
-    return pattern.with_name(pattern.name.replace("{shard}", f"{shard[0]}-of-{shard[1]}"))
+    renote: bool = False
 
 
 def _array_note_path(pattern: Path) -> Path:
-    """Where the array's shape is noted: beside the shards' files (train.slurm-array.json by default)."""
-    base = pattern.name.replace(".shard-{shard}", "").replace("{shard}", "")
-    return pattern.with_name(f"{Path(base).stem.rstrip('.-_') or 'shards'}.slurm-array.json")
+    """Where the array's shape is noted: beside the shards' files (train.slurm-array.json by default), in the
+    last folder all of them share (out/train.slurm-array.json for out/{shard}/train.jsonl)."""
+    parts = pattern.parts
+    shared = next(i for i, part in enumerate(parts) if "{shard}" in part)
+    base = parts[-1].replace(".shard-{shard}", "").replace("{shard}", "")
+    return Path(*parts[:shared], f"{Path(base).stem.rstrip('.-_') or 'shards'}.slurm-array.json")
+
+
+def _shard_files(pattern: Path) -> dict[Path, int]:
+    """The files shards of any array wrote by this pattern here, with the count of shards each names."""
+    found = glob.glob(glob.escape(str(pattern)).replace("{shard}", "*-of-*"))
+    named = re.compile(re.escape(str(pattern)).replace(re.escape("{shard}"), r"[0-9]+-of-([0-9]+)"))
+    return {Path(path): int(match[1]) for path in found if (match := named.fullmatch(path))}
+
+
+def _by_hand(pattern: Path | None) -> str:
+    """The command-line part that runs a shard without the scheduler."""
+    return "--shard I/N" + (f" -o {shard_path(pattern, 'I-of-N')}" if pattern is not None else "")
 
 
 def _read_array_note(path: Path) -> SlurmArray | None:
+    """The note as note_array writes it, checked: a regular file of a few dozen bytes of JSON, three numbers
+    an array can have. Anything else is refused, naming it (it never hangs on a FIFO, nor recurses)."""
+    again = "Delete it and submit the whole array again (finished shards end at once)."
+    what = "the note of the SLURM array that writes these shards"
+    check_regular_file(path, what, "which this program writes beside the shards and reads back", again)
     try:
-        note = json.loads(path.read_bytes())
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO put there since: no wait
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{path}: cannot read the note of the SLURM array that writes these shards ({e}). Delete "
-                         "it and submit the whole array again (finished shards end at once).") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read {what} ({e.strerror}). {again}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"{path}: cannot open {what}: it is not a regular file. {again}")
+        data = os.read(fd, _NOTE_MOST_BYTES + 1)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read {what} ({e.strerror}). {again}") from None
+    finally:
+        os.close(fd)
+    try:
+        note = json.loads(data) if len(data) <= _NOTE_MOST_BYTES else None
+    except (ValueError, RecursionError):
+        note = None
     fields = [note.get(name) if isinstance(note, dict) else None for name in ("first", "step", "tasks")]
-    if not all(type(value) is int for value in fields) or fields[1] < 1 or fields[2] < 1 or fields[0] < 0:
-        raise UsageError(f"{path}: not a note of a SLURM array as this program writes it. Delete it and submit the "
-                         "whole array again (finished shards end at once).")
+    if not all(type(value) is int for value in fields) or not (
+            0 <= fields[0] <= _SLURM_MOST_TASK_ID and 1 <= fields[1] <= _SLURM_MOST_TASK_ID
+            and 1 <= fields[2] <= _SLURM_MOST_TASK_ID + 1):
+        raise UsageError(f"{path}: not a note of a SLURM array as this program writes it. {again}")
     return SlurmArray(*fields)
 
 
-def note_array(record: Path, array: SlurmArray, job: str | None) -> str | None:
+def note_array(record: Path, array: SlurmArray, job: str | None, replace: bool = False) -> str | None:
     """Note the array's shape for its tasks run again alone, once, whatever starts at once: the note is
-    written whole under a name of its own, then linked into place, which fails if another task did first.
-    A message when it cannot be written (a task run again alone is then refused, saying what works)."""
+    written whole under a name of its own, then linked into place, which fails if another task did first
+    (`replace`: renamed over the note there, which names the same shards otherwise). A message when it
+    cannot be written (a task run again alone is then refused, saying what works)."""
     temporary = record.with_name(f".{record.name}.{uuid.uuid4().hex}.tmp")
     try:
         temporary.write_text(json.dumps({"first": array.first, "step": array.step, "tasks": array.tasks,
                                          "job": job}) + "\n")
-        with contextlib.suppress(FileExistsError):
-            os.link(temporary, record)
+        if replace:
+            os.replace(temporary, record)
+        else:
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, record)
     except OSError as e:
         return (f"Note: {record} could not be written ({e.strerror}); a task of this array submitted again alone "
                 "will need --shard I/N in place of --shard auto.")
@@ -869,10 +923,11 @@ def scheduler_shard(count: int | None, env: Mapping[str, str], pattern: Path | N
     submitted again alone) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX; the Job's completions given
     as --shard auto/N). `pattern`: the shards' output name (shard_pattern), beside which the array is noted."""
     def number(name: str, default: int | None = None) -> int | None:
-        try:
-            return int(env[name]) if name in env else default
-        except ValueError:
-            raise UsageError(f"--shard auto: {name}={env[name]!r} is not a number") from None
+        if name not in env:
+            return default
+        if not re.fullmatch(r"[ \t]*-?[0-9]{1,18}[ \t]*", env[name]):  # int() would take "٣" and "1_0"
+            raise UsageError(f"--shard auto: {name}={env[name][:40]!r} is not a number")
+        return int(env[name])
 
     if "SLURM_ARRAY_TASK_ID" in env:
         return _slurm_shard(count, number, pattern, env.get("SLURM_ARRAY_JOB_ID"))
@@ -888,18 +943,43 @@ def scheduler_shard(count: int | None, env: Mapping[str, str], pattern: Path | N
                      "SLURM job array or a Kubernetes Indexed Job, or give the shard as --shard I/N.")
 
 
+def _slurm_variables(number: Callable[..., int | None], pattern: Path | None) -> tuple[int, int, int, int, int | None]:
+    """SLURM's array variables (task, first, step, tasks, last), each checked against what SLURM can set:
+    what cannot be true is refused, naming it and the command that runs the shard without them."""
+    task, first, step = number("SLURM_ARRAY_TASK_ID"), number("SLURM_ARRAY_TASK_MIN", 0), \
+        number("SLURM_ARRAY_TASK_STEP", 1)
+    tasks, last = number("SLURM_ARRAY_TASK_COUNT"), number("SLURM_ARRAY_TASK_MAX")
+    ids = f"0 to {_SLURM_MOST_TASK_ID:,}"
+    problem = (
+        f"SLURM_ARRAY_TASK_ID={task} is not a task id (SLURM's are {ids})" if not 0 <= task <= _SLURM_MOST_TASK_ID
+        else f"SLURM_ARRAY_TASK_MIN={first} is not the first task id of an array holding task {task}"
+        if not 0 <= first <= task
+        else f"SLURM_ARRAY_TASK_MAX={last} is not the last task id of an array holding task {task}"
+        if last is not None and not task <= last <= _SLURM_MOST_TASK_ID
+        else f"SLURM_ARRAY_TASK_STEP={step} is not a step (SLURM's is 1 or more)"
+        if not 1 <= step <= _SLURM_MOST_TASK_ID
+        else f"SLURM_ARRAY_TASK_COUNT={tasks} is not a number of tasks (an array has 1 or more)"
+        if tasks is not None and not 1 <= tasks <= _SLURM_MOST_TASK_ID + 1
+        else f"SLURM_ARRAY_TASK_COUNT={tasks} is more tasks than ids from {first} to {last}"
+        if tasks is not None and last is not None and tasks > last - first + 1 else None)
+    if problem is not None:
+        raise UsageError(f"--shard auto: {problem}, which SLURM never sets: something else in this job's environment "
+                         f"did. Unset it (SLURM sets it in every task of an array), or give the shard by hand: "
+                         f"{_by_hand(pattern)} in place of --shard auto.")
+    return task, first, step, tasks, last
+
+
 def _slurm_shard(count: int | None, number: Callable[..., int | None], pattern: Path | None,
                  job: str | None) -> SchedulerShard:
-    task, first, step = number("SLURM_ARRAY_TASK_ID"), number("SLURM_ARRAY_TASK_MIN", 0), \
-        number("SLURM_ARRAY_TASK_STEP", 1) or 1
-    tasks, last = number("SLURM_ARRAY_TASK_COUNT", count), number("SLURM_ARRAY_TASK_MAX")
+    task, first, step, tasks, last = _slurm_variables(number, pattern)
+    tasks = tasks if tasks is not None else count
     if tasks is None:
         raise UsageError("--shard auto: SLURM_ARRAY_TASK_COUNT is not set; pass the array size as --shard auto/N")
     record = _array_note_path(pattern) if pattern is not None else None
     noted = _read_array_note(record) if record is not None else None
     array = SlurmArray(first, step, tasks)
     spaced = last is None or last == first + (tasks - 1) * step  # a range, not a list such as --array=2,5
-    if (tasks == 1 or not spaced) and noted is not None and count in (None, noted.tasks):
+    if (tasks == 1 or not spaced) and noted is not None and noted != array and count in (None, noted.tasks):
         # a task (or a list of tasks) of the noted array, submitted again: its shard there
         index = noted.shard(task)
         if index is None:
@@ -914,37 +994,43 @@ def _slurm_shard(count: int | None, number: Callable[..., int | None], pattern: 
     index = array.shard(task)
     if index is None or not spaced:
         raise UsageError(f"--shard auto: task {task} is not one of {tasks} evenly spaced tasks from {first} "
-                         f"(step {step}); use a range such as --array=0-{tasks - 1}, or --shard I/N")
-    if tasks == 1:
-        return _lone_task(task, pattern)
-    if noted is not None and noted != array:
+                         f"(step {step}); use a range such as --array=0-{tasks - 1}, or {_by_hand(pattern)}")
+    if tasks == 1 and noted is None:
+        return _lone_task(task, pattern, record, array)
+    if noted is not None and noted.tasks != tasks:
         raise UsageError(
-            f"--shard auto: this array (--array={array.spec}) is not the one whose shards are here "
-            f"(--array={noted.spec}, noted in {record}); its shards would overlap theirs, and every prompt done "
-            f"there would be paid again. To run tasks of that array again, submit each alone (sbatch --array=N "
-            f"...: SLURM runs it as an array of one, which takes its shard from the note). To split the prompts "
-            f"into {tasks} shards anew, delete {record} first (the shards' files are left as they are).")
+            f"--shard auto: this array ({array.counted}) is not the one whose shards are here ({noted.counted}, "
+            f"noted in {record}): {tasks} shards split the prompts otherwise than {noted.tasks}, so the prompts done "
+            f"in its shards ({shard_path(pattern, f'*-of-{noted.tasks}')}) would be paid again in these. To go on "
+            f"with its shards, submit that array again (sbatch --array={noted.spec} ...: finished shards end at "
+            f"once), or one task of it alone. To split the prompts into {tasks} shards anew, paying again for what "
+            f"its shards hold, delete {record} first (its shards' files are left as they are).")
+    if noted is not None and noted != array:  # the same shards, numbered otherwise (--array=1-4 for 0-3)
+        return SchedulerShard((index, tasks), record=record, array=array, renote=True, note=(
+            f"--shard auto: this array (--array={array.spec}) numbers the tasks of the one noted in {record} "
+            f"(--array={noted.spec}) otherwise; its {tasks} shards are the same (the k-th task of either runs shard "
+            f"k), so task {task} goes on with shard {index} of {tasks}, and the array is noted as --array="
+            f"{array.spec} for its tasks submitted again alone."))
     return SchedulerShard((index, tasks), record=record if noted is None else None, array=array)
 
 
-def _lone_task(task: int, pattern: Path | None) -> SchedulerShard:
-    """An array of one task, and no note of an earlier array: shard 0 of 1, unless shards of another array
-    are here (this is then one of its tasks, submitted again before notes were kept): refused, saying what
-    works, rather than every prompt run again."""
+def _lone_task(task: int, pattern: Path | None, record: Path | None, array: SlurmArray) -> SchedulerShard:
+    """An array of one task, and no note of an earlier array: shard 0 of 1, noted as an array of one (so a
+    later array of more tasks is refused rather than run every prompt again), unless shards of another
+    array are here (this is then one of its tasks, submitted again before notes were kept): refused, saying
+    what works, rather than every prompt run again."""
     if pattern is not None:
-        found = pattern.parent.glob(pattern.name.replace("{shard}", "*-of-*"))
-        counts = sorted({int(m[1]) for path in found if (m := re.search(r"-of-(\d+)", path.name)) and int(m[1]) > 1})
+        counts = sorted(shards for shards in _shard_files(pattern).values() if shards > 1)
         if counts:
             shards = counts[-1]
-            mine = pattern.with_name(pattern.name.replace("{shard}", f"{task}-of-{shards}"))
+            mine = shard_path(pattern, f"{task}-of-{shards}")
             raise UsageError(
                 f"--shard auto: this task runs alone (an array of one task, as SLURM runs `sbatch --array={task}`), "
                 f"and no note here says which array it belongs to, while the shards of a {shards}-task array are "
-                f"here ({pattern.with_name(pattern.name.replace('{shard}', f'*-of-{shards}'))}). Run as shard 0 of 1 it "
-                f"would pay for every prompt again. If it is task {task} of --array=0-{shards - 1}, run its shard "
-                f"with --shard {task}/{shards} -o {mine} in place of --shard auto (or submit the whole array "
-                "again: finished shards end at once).")
-    return SchedulerShard((0, 1))
+                f"here ({shard_path(pattern, f'*-of-{shards}')}). Run as shard 0 of 1 it would pay for every prompt "
+                f"again. If it is task {task} of --array=0-{shards - 1}, run its shard with --shard {task}/{shards} "
+                f"-o {mine} in place of --shard auto (or submit the whole array again: finished shards end at once).")
+    return SchedulerShard((0, 1), record=record, array=array)
 
 
 def load_dotenv_file() -> None:
@@ -1605,6 +1691,11 @@ def _non_text_part(messages: list[dict]) -> str | None:
             if kind != "text":
                 return str(kind)[:40]
     return None
+
+
+def count_prompts(prompts: PromptSettings) -> int:
+    """The prompts the command reads (-n of them at most), every shard's."""
+    return sum(1 for _ in itertools.islice(_iter_prompts(prompts.input, prompts.system), prompts.num))
 
 
 def _shard_of(prompt_id: str, shards: int) -> int:
@@ -7878,6 +7969,7 @@ class Plan:
     pending_lines: array.array = field(default_factory=lambda: array.array("q"))
     pending_ids: array.array = field(default_factory=lambda: array.array("q"))
     tool_lines: dict[str, int] = field(default_factory=dict)  # each name in a prompt's "tools": its first line
+    prompts_in_file: int = 0  # counted only for a shard that holds none: every shard's prompts
 
     def check_tools(self, prompts_file: Path, toolbox: ToolBox | None) -> None:
         """Every tool a prompt line names exists (tools.py's, or an MCP server's): checked before anything
@@ -7927,9 +8019,11 @@ def make_plan(prompts: PromptSettings, attempts: int, finished: set[int],
             plan.pending_repeats.append(job.prompt.repeat)
             plan.pending_lines.append(job.prompt.line_no)
             plan.pending_ids.append(hash(job.prompt.prompt_id))
-    if plan.total == 0 and (not prompts.shard or next(_iter_prompts(prompts.input, prompts.system), None) is None):
-        raise UsageError(f"{prompts.input}: no prompts found")
-    return plan  # a shard may hold none (more shards than prompts): it is done
+    if plan.total == 0:  # a shard may hold none: it is done, and says why (its share of how many)
+        plan.prompts_in_file = count_prompts(prompts) if prompts.shard else 0
+        if not plan.prompts_in_file:
+            raise UsageError(f"{prompts.input}: no prompts found")
+    return plan
 
 
 _TOOLS_DOWN_AFTER = 10  # rollouts in a row failed by an unavailable tool that stop the run (each one is paid)
@@ -8386,13 +8480,33 @@ def _print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Outpu
 
 
 def main(argv: list[str] | None = None) -> int:
-    with _surviving_standard_streams():
+    with _surviving_standard_streams(), _stop_signals_interrupting():
         return _run_command(argv)
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupting() -> Iterator[None]:
+    """SIGTERM (scancel, a pod deleted) and SIGHUP (the terminal gone) interrupt as Ctrl-C does in every
+    phase: planning a big prompts file, writing the --export files (KeyboardInterrupt: exit 130, said once,
+    a temporary removed). Python's default for them kills at once, silently, leaving a half-written
+    temporary behind. The run itself answers all three its own way (Run._install_signal_handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    for sig in before:
+        signal.signal(sig, signal.default_int_handler)  # raises KeyboardInterrupt, whichever signal came
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 def _run_command(argv: list[str] | None) -> int:
     output: OutputFile | None = None
-    ran = False  # the run is over: a Ctrl-C now interrupts the --export/--report files, not the run
+    ran = False  # nothing more is sent: a Ctrl-C now interrupts the --export/--report files, not the run
     redact: Callable[[str], str] = str  # once the settings are read: every secret out of what is printed
     try:
         cfg = parse_config(argv)
@@ -8416,6 +8530,8 @@ def _run_command(argv: list[str] | None) -> int:
         scan, rejected = output.scan(), RejectedFile(cfg.files.rejected)
         plan = make_plan(cfg.prompts, cfg.gate.attempts, scan.done, rejected.tries())
         if cfg.no_run:  # the files as they are: nothing repaired, run or sent
+            ran = True
+            remove_stale_temporaries(cfg.files.output)  # an export's, a kill -9 left (its process gone)
             return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending,
                                              cfg.line.redact)
         if cfg.dry_run:
@@ -8437,13 +8553,19 @@ def _run_command(argv: list[str] | None) -> int:
 
         if plan.total == 0:  # a shard that holds no prompt: done, as the scheduler should count it
             repaired()
+            ran = True
             index, shards = cfg.prompts.shard
-            print(f"Nothing to do: shard {index} of {shards} holds none of the prompts of {cfg.prompts.input} (more "
-                  "shards than prompts).", file=sys.stderr)
+            among = plural(plan.prompts_in_file, "prompt")
+            why = (f"more shards than prompts: {among} among {shards} shards" if shards > plan.prompts_in_file else
+                   f"prompts go to shards by a hash of their ids, not in turn, so {among} among {shards} shards "
+                   "leave some with none")
+            print(f"Nothing to do: shard {index} of {shards} holds none of the prompts of {cfg.prompts.input} "
+                  f"({why}).", file=sys.stderr)
             return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending,
                                              cfg.line.redact)
         if plan.finished_before == plan.total:
             repaired()
+            ran = True
             print(f"Nothing to do: all {plan.total} rollouts are finished: {plan.in_output_before} in "
                   f"{cfg.files.output}" + (f", {plan.rejected_before} finished as rejected (in {cfg.files.rejected}; "
                   "a higher --attempts tries them again)" if plan.rejected_before else "") + ".", file=sys.stderr)
@@ -8488,7 +8610,8 @@ def _scheduler_notes(scheduler: SchedulerShard | None) -> list[str]:
         return []
     notes = [scheduler.note] if scheduler.note else []
     if scheduler.record is not None and scheduler.array is not None:
-        failed = note_array(scheduler.record, scheduler.array, os.environ.get("SLURM_ARRAY_JOB_ID"))
+        failed = note_array(scheduler.record, scheduler.array, os.environ.get("SLURM_ARRAY_JOB_ID"),
+                            replace=scheduler.renote)
         notes += [failed] if failed else []
     return notes
 
@@ -8552,41 +8675,80 @@ def _give_project_id(config: Path) -> str | None:
     """Give config.yml the project_id `rnow run` needs, as `rnow init` would make it (a random UUID), so the
     folder trains with nothing but `rnow login`. One id, whatever starts at once (the tasks of a job array in
     one folder): under a lock on the file, it is read again, and only a run that still finds no id writes
-    one (the others say nothing). An empty `project_id:` is filled in; else the line is appended. The rest is
-    kept byte for byte, and the result is checked to read as the same settings plus the id before it
-    replaces the file. None: another run gave it one meanwhile."""
+    one (the others say nothing). An empty `project_id:` is filled in; else the key is added (_with_project_id).
+    The rest is kept byte for byte (line ends and a BOM included), and the result is checked to read as the
+    same settings plus the id before it replaces the file: a file it cannot be added to safely is left as it
+    is, and the note says how to add it by hand. None: another run gave it one meanwhile."""
     import yaml
 
     project_id = str(uuid.uuid4())
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    advice = f'Give its top-level mapping the key `project_id: "{project_id}"`'
     try:
         with _locked(config):
             text = config.read_bytes().decode("utf-8")
-            before = yaml.safe_load(text.lstrip("\ufeff"))
+            bom, text = ("\ufeff", text[1:]) if text.startswith("\ufeff") else ("", text)
+            before = yaml.load(text, Loader=loader)
             if isinstance(before, dict) and before.get("project_id"):
                 return None
-            new_text = _with_project_id(text, project_id)
-            after = yaml.safe_load(new_text.lstrip("\ufeff"))
+            new_text, advice = _with_project_id(text, project_id, loader)
+            try:
+                after = yaml.load(new_text, Loader=loader) if new_text is not None else None
+            except yaml.YAMLError:
+                after = None
             if not (isinstance(before, dict) and after == {**before, "project_id": project_id}):
-                raise ValueError("the id cannot be added to how this file is written")
+                return (f"Note: {config} has no project_id, which `rnow run` needs, and this program cannot add one "
+                        f"safely to how the file is written, so it is left as it is. {advice} yourself; do not run "
+                        "`rnow init` here (it overwrites this folder's files).")
             with replaced_atomically(config) as out:
-                out.write(new_text.encode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
-        return (f"Note: {config} has no project_id, which `rnow run` needs, and it could not be added ({e}). Add "
-                f'a line `project_id: "{project_id}"` to it yourself; do not run `rnow init` here (it overwrites '
-                "this folder's files).")
+                out.write((bom + new_text).encode("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        return (f"Note: {config} has no project_id, which `rnow run` needs, and it could not be added ({why}). "
+                f"{advice} yourself; do not run `rnow init` here (it overwrites this folder's files).")
     return (f"{config}: added project_id {project_id}, which `rnow run` needs to train on this folder (`rnow init` "
             "would make one too, but it overwrites train.jsonl and config.yml: never run it here).")
 
 
-# A top-level `project_id:` with no value (empty, "", '', null or ~), perhaps with a comment
-_EMPTY_PROJECT_ID = re.compile(r"""^project_id:[ \t]*(?:""|''|null|Null|NULL|~)?[ \t]*(?:#[^\n]*)?$""", re.M)
+_EMPTY_VALUES = ("", "~", "null", "Null", "NULL")
 
 
-def _with_project_id(text: str, project_id: str) -> str:
+def _with_project_id(text: str, project_id: str, loader: Any) -> tuple[str | None, str]:
+    """config.yml's text (its BOM taken off) with the project id given, nothing else changed, found where the
+    YAML parser puts the keys: an empty `project_id:` (or `project_id :`, `"project_id": ~`, ...) filled in on
+    its own line, whatever its line ends; else the key added to the top-level mapping: a line at the end of a
+    block mapping (with the file's line ends and indentation), or a pair inside the braces of a flow one. None
+    where that cannot be done safely; and, either way, how to do it by hand."""
+    import yaml
+
     line = f'project_id: "{project_id}"'
-    if len(_EMPTY_PROJECT_ID.findall(text)) == 1:
-        return _EMPTY_PROJECT_ID.sub(line, text)
-    return text + ("\n" if text and not text.endswith("\n") else "") + _PROJECT_ID_NOTE + line + "\n"
+    root = yaml.compose(text, Loader=loader)
+    if not isinstance(root, yaml.MappingNode):
+        return None, f"Give it a top-level mapping with the key `{line}`"
+    found = [(key, value) for key, value in root.value if isinstance(key, yaml.ScalarNode) and key.value == "project_id"]
+    if found:
+        key, value = found[0]
+        colon = re.compile(r"[ \t]*:").match(text, key.end_mark.index)
+        empty = isinstance(value, yaml.ScalarNode) and (value.tag.endswith(":null") or value.style in ("'", '"')) \
+            and value.value in _EMPTY_VALUES
+        advice = f"Set its project_id to `{line}`"
+        if len(found) > 1 or colon is None or not empty or value.end_mark.line != key.start_mark.line:
+            return None, advice
+        end = max(colon.end(), value.end_mark.index)
+        return text[:key.start_mark.index] + line + text[end:], advice
+    if root.flow_style:
+        close = root.end_mark.index - 1
+        if text[close:close + 1] != "}":
+            return None, f"Add `{line}` inside its outer braces, after a comma"
+        before = text[:close].rstrip()[-1:]
+        pair = ("" if before == "{" else " " if before == "," else ", ") + line
+        return text[:close] + pair + text[close:], f"Add `{pair.strip()}` inside its outer braces, before the closing one"
+    newline = "\r\n" if "\r\n" in text else "\n"
+    indent = " " * root.value[0][0].start_mark.column if root.value else ""
+    at = root.end_mark.index  # the mapping's end: before a document end (...) or another document
+    head = text[:at] if not text[:at] or text[:at].endswith(("\n", "\r")) else text[:at] + newline
+    note = "".join(indent + comment + newline for comment in _PROJECT_ID_NOTE.splitlines())
+    return head + note + indent + line + newline + text[at:], f"Add the line `{indent}{line}` after its last setting"
 
 
 @contextlib.contextmanager
@@ -8713,6 +8875,8 @@ def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], repor
 def _run_event_loop(main_coroutine: Any) -> Any:
     """asyncio.run, except that tasks still running at the end get one second, not for ever: a tool that
     swallows its cancellation would otherwise keep the process alive after the run is over."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)} \
+        if threading.current_thread() is threading.main_thread() else {}
     loop = asyncio.new_event_loop()
     try:
         return loop.run_until_complete(main_coroutine)
@@ -8725,6 +8889,9 @@ def _run_event_loop(main_coroutine: Any) -> Any:
             loop.set_exception_handler(lambda loop, context: None)  # no "Task was destroyed" noise for them
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+        for sig, handler in handlers.items():  # as before the loop: closing it set the run's back to the defaults
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 def _exit_for_good(code: int) -> None:

@@ -15,6 +15,7 @@ import sys
 import termios
 import time
 
+import orjson
 import pytest
 
 from conftest import (Result, SCRIPT, assert_no_traceback, count_lines, prompt_counts, read_jsonl, run_script,
@@ -60,6 +61,89 @@ def test_sigterm_behaves_like_ctrl_c(workdir, teacher):
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130 and count_lines(workdir / "train.jsonl") == 1
+
+
+IMPORT_WAITS = """
+import time
+from pathlib import Path
+from rnow.core.tool import tool
+
+Path("importing").touch()
+while not Path("go").exists():  # the run is still starting: reading tools.py, as it plans a big prompts file
+    time.sleep(0.01)
+
+
+@tool
+def add(a: int, b: int) -> int:
+    \"\"\"Add two integers.\"\"\"
+    return a + b
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda sig: sig.name)
+def test_every_stop_signal_before_the_run_is_said_and_exits_130(workdir, teacher, sig):
+    """SIGTERM (scancel, a pod deleted) or SIGHUP while the run was still starting (planning a big prompts file,
+    reading tools.py) killed it silently (-15, -1), where Ctrl-C said so and exited 130. All three now do the same."""
+    write_prompts(workdir, ["q0", "q1"])
+    (workdir / "slow_tools.py").write_text(IMPORT_WAITS)
+    process = start_script(workdir, "prompts.jsonl", "--tools", "slow_tools.py", "--base-url", teacher.base_url)
+    try:
+        wait_for(lambda: (workdir / "importing").exists(), what="tools.py to be read")
+        process.send_signal(sig)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert err.count("Interrupted before any request was sent.") == 1 and err.strip().count("\n") == 0, err
+    assert not teacher.requests and not list(workdir.glob("train*"))
+
+
+def stopped(process: subprocess.Popen) -> bool:
+    """Whether SIGSTOP has stopped the process (its state in /proc), not only been sent."""
+    try:
+        return open(f"/proc/{process.pid}/stat").read().rpartition(")")[2].split()[0] in ("T", "t", "Z")
+    except OSError:
+        return True
+
+
+def test_sigterm_while_the_exports_are_written_is_said_and_leaves_no_temporary(workdir, teacher):
+    """After a run, the --export files: SIGTERM there killed the process silently (-15) and left a private
+    temporary of the export's size in the folder (a --no-run run did not remove it either). As Ctrl-C there: said,
+    exit 130, no temporary; the run's own files are whole, and the exports made again with --no-run."""
+    line = orjson.loads(orjson.dumps({
+        "metadata": {"prompt_id": "p", "sample": 0, "teacher": "test/teacher", "turns": 1, "finish_reason": "stop",
+                     "usage": {"prompt_tokens": 10, "completion_tokens": 5, "cost": 0.001, "requests": 1}},
+        "messages": [{"role": "user", "content": "question"}, {"role": "assistant", "content": "answer " * 40}]}))
+    with open(workdir / "train.jsonl", "wb") as f:
+        for i in range(60_000):
+            line["metadata"]["prompt_id"] = f"earlier {i}"
+            f.write(orjson.dumps(line) + b"\n")
+    write_prompts(workdir, ["one more"])
+    for _ in range(3):  # until the process is caught, stopped, with an export's temporary in the folder
+        for path in workdir.glob("train.*.jsonl"):
+            path.unlink()
+        process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
+                               "--export", "hf,openai")
+        try:
+            wait_for(lambda: list(workdir.glob(".train.*.tmp")) or process.poll() is not None, timeout=60,
+                     what="an export's temporary")
+            process.send_signal(signal.SIGSTOP)
+            wait_for(lambda: stopped(process), what="the process to stop")
+            caught = bool(list(workdir.glob(".train.*.tmp")))
+            process.send_signal(signal.SIGTERM)  # delivered as it goes on: in the middle of the export
+            process.send_signal(signal.SIGCONT)
+            out, err = process.communicate(timeout=60)
+        finally:
+            process.kill()
+        if caught:
+            break
+    assert caught, "the export never took long enough to be caught"
+    assert process.returncode == 130, err
+    assert err.count("Interrupted while writing the --export/--report files") == 1 and "Traceback" not in err
+    assert not list(workdir.glob(".*.tmp")) and count_lines(workdir / "train.jsonl") == 60_001
+    again = run_script(workdir, "prompts.jsonl", "--tools", "none", "--no-run", "--export", "hf,openai")
+    assert again.code == 0 and count_lines(workdir / "train.hf.jsonl") == count_lines(workdir / "train.openai.jsonl") \
+        == 60_001
 
 
 def limit_file_size(limit: int):
