@@ -12,9 +12,9 @@ The file reads top-down, in the order the data flows; each section owns one conc
 banner's first line, and uses only the sections above it:
 
     Settings -> config.yml and the environment -> Prompts -> Tools -> MCP servers -> Rewards -> Spend
-    -> Rate control -> Prompt caching -> HTTP transport -> Judging answers -> Teacher client -> Batches
-    -> Batch API -> Rollout -> The dataset line -> Output and resume -> Paused and failed files -> Exports
-    -> Progress and the summary -> The run -> Main
+    -> Rate control -> Prompt caching -> HTTP transport -> Judging answers -> Teacher client -> The models list
+    -> Batches -> Batch API -> Rollout -> The dataset line -> Output and resume -> Paused and failed files
+    -> Exports -> Progress and the summary -> The run -> Main
 """
 
 from __future__ import annotations
@@ -3443,6 +3443,9 @@ class RequestState:
     reused: bool = False
     answered: bool = False
     usage_lost: bool = False  # a whole streamed answer whose usage event never came (counted as cost unknown)
+    # The run stopped at once (Run.stop cancelled it) once the answer was whole: the answer is kept, the
+    # cancellation held back, and its rollout stops right after it (Completion.stop_now)
+    stop_now: bool = False
 
 
 def body_headers(response: httpx.Response) -> tuple[bytes, str, bytes]:
@@ -3478,7 +3481,55 @@ class StreamCut(Exception):
 # The answer is kept whatever comes next; these bound how long we wait for the rest.
 USAGE_WAIT = 5.0  # seconds after the finish_reason for the usage event (then its cost counts as unknown)
 END_WAIT = 1.0  # seconds after [DONE] (or usage) for the body's end, so the connection can be reused
-_LOOK_AGAIN = 1.0  # seconds a stream whose wait ran out is read once more before it counts as stalled
+LOOK_AGAIN = 1.0  # seconds a wait that ran out (Deadline, the stop's bound) reads what already came, first
+
+
+class Deadline:
+    """asyncio.timeout_at for the waits of an answer (--timeout, --stall-timeout, a whole answer's rest), but
+    a deadline that comes due lets what already arrived be read first: the wait ends LOOK_AGAIN after the
+    deadline's timer ran, not at the deadline. A process suspended (SIGSTOP, scontrol suspend, a laptop
+    asleep) past a deadline wakes to its timer and, beside it, the data that came meanwhile, still unread; the
+    timer runs first, and an answer that came whole was thrown away and paid again (AnswerStream.whole).
+    Moving the deadline (data came) ends the look, unless it is moved to a moment already past: the
+    request's own --timeout, which data does not extend."""
+
+    __slots__ = ("_when", "_loop", "_timeout", "_timer", "_looking")
+
+    def __init__(self, when: float | None):
+        self._when = when
+
+    async def __aenter__(self) -> Deadline:
+        self._loop = asyncio.get_running_loop()
+        self._timeout = asyncio.timeout(None)
+        await self._timeout.__aenter__()
+        self._timer: asyncio.TimerHandle | None = None
+        self._looking = False
+        self._arm(self._when)
+        return self
+
+    async def __aexit__(self, kind: Any, error: Any, trace: Any) -> bool | None:
+        if self._timer is not None:
+            self._timer.cancel()
+        return await self._timeout.__aexit__(kind, error, trace)
+
+    def reschedule(self, when: float | None) -> None:
+        if self._looking and when is not None and when <= self._loop.time():
+            return  # due already: the look goes on as it is
+        if self._timer is not None:
+            self._timer.cancel()
+        self._looking = False
+        self._timeout.reschedule(None)
+        self._arm(when)
+
+    def expired(self) -> bool:
+        return self._timeout.expired()
+
+    def _arm(self, when: float | None) -> None:
+        self._timer = self._loop.call_at(when, self._look) if when is not None else None
+
+    def _look(self) -> None:
+        self._timer, self._looking = None, True
+        self._timeout.reschedule(self._loop.time() + LOOK_AGAIN)
 
 
 # A stream is read as it comes, so its size is not what it costs: 800,000 one-character deltas are 100 MB
@@ -3866,36 +3917,6 @@ def proxy_for(url: str) -> httpx.Proxy | None:
     return httpx.Proxy(proxy) if proxy else None
 
 
-def ensure_open_files(concurrency: int, tool_concurrency: int) -> None:
-    """Every connection is a file descriptor: raise the soft limit when -c needs it, or say what to do
-    (instead of a wall of "Too many open files" mid-run)."""
-    needed = concurrency + tool_concurrency + _FILES_BESIDES
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= needed:
-        return
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        raise UsageError(f"-c {concurrency} needs about {needed} open files (with --tool-concurrency {tool_concurrency}), "
-                         f"but this process may open at most {hard} (ulimit -Hn). {_what_the_limit_allows(hard, tool_concurrency, needed)}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-
-
-_FILES_BESIDES = 256  # open files a run needs besides its connections and tool calls: its files, the browser, the loop
-
-
-def _what_the_limit_allows(hard: int, tool_concurrency: int, needed: int) -> str:
-    """What to do under a hard limit on open files: settings it allows, or, when none would do, raising it."""
-    room = hard - _FILES_BESIDES  # for connections and tool calls together
-    if room - tool_concurrency >= 1:
-        return f"Lower -c to {room - tool_concurrency}, or raise the limit (ulimit -n {needed}), then re-run."
-    if room >= 2:
-        tools = max(1, min(tool_concurrency, room // 4))
-        return (f"It leaves room for {room} connections and tool calls together: run with -c {room - tools} "
-                f"--tool-concurrency {tools}, or raise the limit (ulimit -n {needed}), then re-run.")
-    return (f"That is too few for any run (the least, -c 1 --tool-concurrency 1, needs about {_FILES_BESIDES + 2}): "
-            f"raise the hard limit (ulimit -Hn {_FILES_BESIDES + 2} or more, as root or in "
-            "/etc/security/limits.conf), then re-run.")
-
-
 def decode_answer(raw: bytes) -> Any:
     """The body as JSON, or None when it is not JSON. NaN, Infinity and overflowing numbers become
     null: the teacher's non-finite numbers count as missing, and nothing we write can hold one."""
@@ -4222,6 +4243,7 @@ class _Answer:
     body: bytes
     usage_lost: bool = False  # streamed, and its usage event never came: its cost is unknown, not missing
     billed_by_batch: bool = False  # a batch's answer: the batch queue counts what it billed, when it reads it
+    stop_now: bool = False  # read whole as the run stopped at once (RequestState.stop_now)
 
     @property
     def reason(self) -> str:
@@ -4235,6 +4257,7 @@ class Completion:
     model: str | None
     error: Any = None  # the choice's error object, when finish_reason is "error"
     provider: str | None = None  # who served it, where a router says (OpenRouter: "provider")
+    stop_now: bool = False  # it came whole as the run stopped at once: kept, and its rollout stops after it
 
 
 def teacher_headers(settings: TeacherSettings) -> dict[str, str]:
@@ -4253,87 +4276,6 @@ def backoff_delay(backoff: float, attempt: int, retry_after: float | None = None
     delay = min(60.0, backoff * 2 ** (attempt - 1))
     delay = delay / 2 + random.uniform(0, delay / 2)
     return max(delay, retry_after or 0.0)
-
-
-def teacher_licence(settings: TeacherSettings, model: str) -> bool | None:
-    """Whether the model's author allows training on its outputs, as OpenRouter's models list says (GET
-    /models?distillable=true lists those models, each marked is_trainable_text): only what the list showed.
-    True: the model's entry says is_trainable_text true; False: it says false, or the list, read whole, holds
-    only entries marked true (it was filtered as asked) and not the model. None, the list cannot tell: another
-    server's (no marks: the filter was ignored), one not read whole, a mark that is not a JSON boolean."""
-    entries = _models_list(settings)
-    if not entries:
-        return None
-    wanted = {model, model.split(":")[0]}  # a variant (":free", ":online") is its model's
-    filtered = True
-    for entry in entries:
-        mark = entry.get("is_trainable_text") if isinstance(entry, dict) else None
-        if isinstance(entry, dict) and {entry.get("id"), entry.get("canonical_slug")} & wanted:
-            return mark if isinstance(mark, bool) else None
-        filtered = filtered and mark is True
-    return False if filtered else None
-
-
-_MODELS_PAGES = 100  # a models list longer than this many pages is not read whole: it cannot tell
-_MODELS_DEADLINE = 30.0  # seconds the whole lookup may take, every page: a best-effort check never holds the start
-
-
-def _models_list(settings: TeacherSettings) -> list | None:
-    """Every entry of the models list, its pages followed (OpenAI's `has_more` with `after` the last id, or a
-    `next` link on the same origin: the key goes nowhere else); None when it cannot be read whole (no answer
-    within the deadline, another shape, a page that does not follow, one larger than --max-answer-mb)."""
-    url, params, entries = f"{settings.base_url}/models", {"distillable": "true"}, []
-    origin = _origin(httpx.URL(url))
-    deadline = time.monotonic() + min(settings.timeout, _MODELS_DEADLINE)
-    try:
-        with httpx.Client(trust_env=True) as client:  # SSL_CERT_FILE and proxies, as for requests
-            for _ in range(_MODELS_PAGES):
-                answer = _whole_get(client, url, params, teacher_headers(settings), deadline,
-                                    settings.max_answer_bytes)
-                if answer is None:
-                    return None
-                page_url, status, page = answer
-                listed = page.get("data") if status == 200 and isinstance(page, dict) else None
-                if not isinstance(listed, list):
-                    return None
-                entries += listed
-                following = page.get("next")
-                if isinstance(following, str) and following:
-                    next_url = page_url.join(following)
-                    if _origin(next_url) != origin:
-                        return None  # a page elsewhere is not asked with the key, nor without it: cannot tell
-                    url, params = str(next_url), {}
-                elif page.get("has_more") is True:
-                    after = page.get("last_id") or (listed[-1].get("id") if listed and isinstance(listed[-1], dict) else None)
-                    if not isinstance(after, str) or params.get("after") == after:
-                        return None
-                    params = {"distillable": "true", "after": after}
-                elif page.get("has_more") not in (None, False) or following not in (None, ""):
-                    return None  # says there is more, in a way not known here
-                else:
-                    return entries
-    except (httpx.HTTPError, httpx.InvalidURL, ValueError):
-        return None
-    return None
-
-
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    return url.scheme, url.host, url.port or {"http": 80, "https": 443}.get(url.scheme)
-
-
-def _whole_get(client: httpx.Client, url: str, params: dict, headers: dict, deadline: float, cap: int
-               ) -> tuple[httpx.URL, int, Any] | None:
-    """A GET read whole before the deadline (a byte every few seconds does not hold it), no larger than `cap`:
-    (its URL, status, JSON or None); None when it is not."""
-    if (remaining := deadline - time.monotonic()) <= 0:
-        return None
-    with client.stream("GET", url, params=params, headers=headers, timeout=min(remaining, 10.0)) as response:
-        body = bytearray()
-        for chunk in response.iter_bytes():
-            body += chunk
-            if len(body) > cap or time.monotonic() > deadline:
-                return None
-        return response.url, response.status_code, decode_answer(bytes(body))
 
 
 class TeacherClient:
@@ -4364,7 +4306,10 @@ class TeacherClient:
                                           proxy=proxy_for(self.url), verify=UNUSED_TLS_CONTEXT)
         self.target = httpx.URL(self.url)
         self.headers = httpx.Headers({**headers, "Host": self.target.netloc.decode("ascii")})
-        self.timeouts = {"connect": min(settings.timeout, 15.0), "read": settings.timeout, "pool": None}
+        # No read timeout of aiohttp's own: a process suspended past it woke to that timer before the data that
+        # came meanwhile, and it failed the read with the answer whole in the buffer. The request's Deadlines
+        # (--timeout, --stall-timeout) bound every read, and read what already came first.
+        self.timeouts = {"connect": min(settings.timeout, 15.0), "read": None, "pool": None}
 
     async def complete(self, body: dict, priority: int, spend: Usage, stopping: asyncio.Event | None = None,
                        rollout: RolloutKey | None = None, paid_before: Usage | None = None) -> Completion:
@@ -4434,6 +4379,7 @@ class TeacherClient:
             answer = await self._post(payload, slot, streamed)
             self.unreachable_in_a_row = 0
             completion = self._read(answer, spend)
+            completion.stop_now = answer.stop_now
             self.answered_once = True
             answered = Answered.OK
             return completion
@@ -4486,26 +4432,29 @@ class TeacherClient:
 
     async def _post_once(self, payload: bytes, slot: Slot, streamed: bool) -> _Answer:
         # httpx's read timeout restarts with every chunk, so a teacher dripping a few bytes a second
-        # would hold a request for ever; this deadline covers the whole request, first byte to last.
+        # would hold a request for ever; this deadline covers the whole request, first byte to last. Each
+        # wait is a Deadline: one that comes due reads what already arrived first.
         progress = RequestState()
         token = REQUEST_STATE.set(progress)
+        ends_at = asyncio.get_running_loop().time() + self.settings.timeout
         try:
-            async with asyncio.timeout(self.settings.timeout):
-                request = httpx.Request("POST", self.target, headers=self.headers, content=payload,
-                                        extensions={"timeout": self.timeouts})
-                response = await self._answer_head(request, streamed)
-                progress.answered = True
-                if (budget := request_budget(response.headers)) is not None:  # before the body: slow start
-                    self.limiter.tell_budget(slot, *budget)                    # grows as it comes
-                try:
-                    content_type, encoding, declared = body_headers(response)
-                    if response.status_code == 200 and content_type.startswith(b"text/event-stream"):
-                        body = await self._read_events(response, encoding, slot)
-                    else:
-                        body = await self._read_body(response, encoding, declared)
-                finally:
-                    await response.aclose()  # back to the pool, or closed if the body was cut
-                return _Answer(response.status_code, response.headers, body, progress.usage_lost)
+            request = httpx.Request("POST", self.target, headers=self.headers, content=payload,
+                                    extensions={"timeout": self.timeouts})
+            response = await self._answer_head(request, streamed, ends_at)
+            progress.answered = True
+            if (budget := request_budget(response.headers)) is not None:  # before the body: slow start
+                self.limiter.tell_budget(slot, *budget)                    # grows as it comes
+            body = None
+            try:
+                content_type, encoding, declared = body_headers(response)
+                if response.status_code == 200 and content_type.startswith(b"text/event-stream"):
+                    body = await self._read_events(response, encoding, slot, ends_at)
+                else:
+                    body = await self._read_body(response, encoding, declared, ends_at)
+            finally:
+                await self._close(response, progress, whole=body is not None)
+            return _Answer(response.status_code, response.headers, body, progress.usage_lost,
+                           stop_now=progress.stop_now)
         except FirstByteStalled:
             raise RetryableError("stalled", f"the server sent nothing, not even the answer's head, for "
                                  f"{self.settings.stall_timeout:g} s (--stall-timeout)") from None
@@ -4534,69 +4483,77 @@ class TeacherClient:
         finally:
             REQUEST_STATE.reset(token)
 
-    async def _answer_head(self, request: httpx.Request, streamed: bool) -> httpx.Response:
-        """The answer's status and headers. A streaming server sends them at once (then comments while the
-        model thinks), so for a streamed request --stall-timeout covers this wait too: a server that takes
-        the connection and says nothing (llama-server after SIGTERM keeps them open) is left after it, not
-        after the whole --timeout. An unstreamed answer may rightly send nothing until it is whole."""
-        if not streamed:
-            return await self.transport.handle_async_request(request)
+    @staticmethod
+    async def _close(response: httpx.Response, progress: RequestState, whole: bool) -> None:
+        """Give the connection back (or close it, if the body was cut). The run stopping at once meanwhile
+        does not lose an answer read whole: the cancellation is held back for its rollout (stop_now)."""
         try:
-            async with asyncio.timeout(self.settings.stall_timeout) as waiting:
+            await response.aclose()
+        except asyncio.CancelledError:
+            if not whole:
+                raise
+            asyncio.current_task().uncancel()
+            progress.stop_now = True
+
+    async def _answer_head(self, request: httpx.Request, streamed: bool, ends_at: float) -> httpx.Response:
+        """The answer's status and headers, within the request's --timeout (ends_at, loop time). A streaming
+        server sends them at once (then comments while the model thinks), so for a streamed request
+        --stall-timeout covers this wait too: a server that takes the connection and says nothing
+        (llama-server after SIGTERM keeps them open) is left after it, not after the whole --timeout. An
+        unstreamed answer may rightly send nothing until it is whole."""
+        loop = asyncio.get_running_loop()
+        due = min(loop.time() + self.settings.stall_timeout, ends_at) if streamed else ends_at
+        try:
+            async with Deadline(due) as waiting:
                 return await self.transport.handle_async_request(request)
         except TimeoutError:
-            if waiting.expired():
+            if waiting.expired() and loop.time() < ends_at:
                 raise FirstByteStalled() from None
             raise
 
-    async def _read_events(self, response: httpx.Response, encoding: str, slot: Slot) -> bytes:
+    async def _read_events(self, response: httpx.Response, encoding: str, slot: Slot, ends_at: float) -> bytes:
         """A streamed answer (server-sent events), assembled into the body an unstreamed answer would have
         had, so everything after this reads one shape. A stall timer restarts with every data event (not
-        with comments, which keep only the connection alive); the total deadline still holds. Once the
-        answer is whole (AnswerStream.whole), the wait shrinks to USAGE_WAIT for its usage event, then to
-        END_WAIT for the stream's end: a server that never sends [DONE], or holds the connection open
-        after it, costs seconds, and the answer is kept."""
+        with comments, which keep only the connection alive); the request's deadline (ends_at) still
+        holds. Once the answer is whole (AnswerStream.whole), the wait shrinks to USAGE_WAIT for its usage
+        event, then to END_WAIT for the stream's end: a server that never sends [DONE], or holds the
+        connection open after it, costs seconds, and the answer is kept. Whole is whole: a wait that ran
+        out, or the run stopping at once, keeps it (each wait a Deadline: what already came is read first)."""
         stream, events = AnswerStream(), SseParser()
-        loop, cap = asyncio.get_running_loop(), self.settings.max_answer_bytes
-        decoder, wait, looked_again = BodyDecoder(encoding, STREAM_BYTES), self.settings.stall_timeout, False
+        loop, cap, stall = asyncio.get_running_loop(), self.settings.max_answer_bytes, self.settings.stall_timeout
+        decoder = BodyDecoder(encoding, STREAM_BYTES)
         try:
-            while True:  # once more after a wait that ran out (see below); else once
-                try:
-                    async with asyncio.timeout(wait) as deadline:
-                        async for chunk in self._decoded_chunks(response, decoder):
-                            added = False
-                            for data in events.feed(chunk):
-                                stream.add(data)
-                                added = True
-                            if events.pending > cap or stream.size > cap:  # what is held, not what went by
-                                raise AnswerTooLarge(max(events.pending, stream.size), cap)
-                            if not added:
-                                continue
-                            if not slot.admitted and not stream.failed:
-                                self.limiter.admit(slot)  # the teacher is answering: it took the request
-                            if stream.failed or stream.done and not stream.whole:
-                                break  # nothing after an error event or a [DONE] can make the answer whole
-                            wait = (self.settings.stall_timeout if not stream.whole else
-                                    END_WAIT if stream.done or stream.usage_seen else USAGE_WAIT)
-                            deadline.reschedule(loop.time() + wait)
-                            looked_again = False
-                    break
-                except TimeoutError:
-                    if not deadline.expired():
-                        raise
-                    if stream.whole:
-                        break
-                    if looked_again:
-                        raise StreamStalled() from None
-                    # A process suspended (SIGSTOP, scontrol suspend, a laptop asleep) past the wait wakes to a
-                    # timer that is due and, beside it, the data that came meanwhile, still unread: the timer
-                    # runs first. So before the stream counts as stalled, what has already arrived is read
-                    # (the answer may be whole in it: kept, never paid again).
-                    wait, looked_again = _LOOK_AGAIN, True
-                except (httpx.TransportError, aiohttp.ClientError, OSError, MalformedAnswer):
-                    if not stream.whole:
-                        raise  # else the connection broke, or sent garbage, after the answer was whole: kept
-                    break
+            try:
+                async with Deadline(min(loop.time() + stall, ends_at)) as deadline:
+                    async for chunk in self._decoded_chunks(response, decoder):
+                        added = False
+                        for data in events.feed(chunk):
+                            stream.add(data)
+                            added = True
+                        if events.pending > cap or stream.size > cap:  # what is held, not what went by
+                            raise AnswerTooLarge(max(events.pending, stream.size), cap)
+                        if not added:
+                            continue
+                        if not slot.admitted and not stream.failed:
+                            self.limiter.admit(slot)  # the teacher is answering: it took the request
+                        if stream.failed or stream.done and not stream.whole:
+                            break  # nothing after an error event or a [DONE] can make the answer whole
+                        wait = (stall if not stream.whole else
+                                END_WAIT if stream.done or stream.usage_seen else USAGE_WAIT)
+                        deadline.reschedule(min(loop.time() + wait, ends_at))
+            except TimeoutError:
+                if not stream.whole:
+                    if not deadline.expired() or loop.time() >= ends_at:
+                        raise  # the request's --timeout (or a timeout not ours)
+                    raise StreamStalled() from None
+            except (httpx.TransportError, aiohttp.ClientError, OSError, MalformedAnswer):
+                if not stream.whole:
+                    raise  # else the connection broke, or sent garbage, after the answer was whole: kept
+            except asyncio.CancelledError:  # the run stops at once (Run.stop)
+                if not stream.whole:
+                    raise  # still coming: given up
+                asyncio.current_task().uncancel()  # whole: kept, and its rollout stops right after it
+                REQUEST_STATE.get().stop_now = True
             if not (stream.whole or stream.failed):
                 raise StreamCut("[DONE] came before the answer's finish_reason" if stream.done else
                                 "it ended before the answer was complete")
@@ -4609,28 +4566,28 @@ class TeacherClient:
         return stream.body()
 
     async def _decoded_chunks(self, response: httpx.Response, decoder: BodyDecoder) -> AsyncIterator[bytes]:
-        """The body's bytes as they come, decoded, never more than the decoder's limit in all. Iterated again
-        after a wait that ran out, it goes on where the last one stopped (the decoder and the connection's
-        buffer hold what was read)."""
+        """The body's bytes as they come, decoded, never more than the decoder's limit in all."""
         async for chunk in response.stream:
             yield decoder.feed(chunk)
         yield decoder.finish()
 
-    async def _read_body(self, response: httpx.Response, encoding: str, declared: bytes) -> bytes:
-        """The whole body, decoded as its Content-Encoding says, never more than the cap."""
+    async def _read_body(self, response: httpx.Response, encoding: str, declared: bytes, ends_at: float) -> bytes:
+        """The whole body, decoded as its Content-Encoding says, never more than the cap, within the request's
+        --timeout (what already arrived is read first: Deadline)."""
         limit = self.settings.max_answer_bytes
-        if encoding.strip().lower() not in ("", "identity"):
-            return b"".join([chunk async for chunk in self._decoded_chunks(response, BodyDecoder(encoding, limit))])
-        # Most answers: no decoder at all, and a declared length over the cap is refused before reading.
-        if declared.isdigit() and int(declared) > limit:
-            raise AnswerTooLarge(int(declared), limit)
-        parts, size = [], 0
-        async for chunk in response.stream:
-            size += len(chunk)
-            if size > limit:
-                raise AnswerTooLarge(size, limit)
-            parts.append(chunk)
-        return b"".join(parts)
+        async with Deadline(ends_at):
+            if encoding.strip().lower() not in ("", "identity"):
+                return b"".join([chunk async for chunk in self._decoded_chunks(response, BodyDecoder(encoding, limit))])
+            # Most answers: no decoder at all, and a declared length over the cap is refused before reading.
+            if declared.isdigit() and int(declared) > limit:
+                raise AnswerTooLarge(int(declared), limit)
+            parts, size = [], 0
+            async for chunk in response.stream:
+                size += len(chunk)
+                if size > limit:
+                    raise AnswerTooLarge(size, limit)
+                parts.append(chunk)
+            return b"".join(parts)
 
     def _check_tls(self, error: BaseException) -> None:
         """Certificate failures, and https:// sent to a plain-http port, fail every request alike: stop
@@ -4790,6 +4747,93 @@ def _carries_reasoning_content(body: dict) -> bool:
 
 def _without_reasoning_content(message: dict) -> dict:
     return {k: v for k, v in message.items() if k != "reasoning_content"} if "reasoning_content" in message else message
+
+
+# ==================================================================================================
+# The models list
+# ==================================================================================================
+# OpenRouter's models list, read whole: whether the teacher's author allows training on its outputs.
+
+
+def teacher_licence(settings: TeacherSettings, model: str) -> bool | None:
+    """Whether the model's author allows training on its outputs, as OpenRouter's models list says (GET
+    /models?distillable=true lists those models, each marked is_trainable_text): only what the list showed.
+    True: the model's entry says is_trainable_text true; False: it says false, or the list, read whole, holds
+    only entries marked true (it was filtered as asked) and not the model. None, the list cannot tell: another
+    server's (no marks: the filter was ignored), one not read whole, a mark that is not a JSON boolean."""
+    entries = _models_list(settings)
+    if not entries:
+        return None
+    wanted = {model, model.split(":")[0]}  # a variant (":free", ":online") is its model's
+    filtered = True
+    for entry in entries:
+        mark = entry.get("is_trainable_text") if isinstance(entry, dict) else None
+        if isinstance(entry, dict) and {entry.get("id"), entry.get("canonical_slug")} & wanted:
+            return mark if isinstance(mark, bool) else None
+        filtered = filtered and mark is True
+    return False if filtered else None
+
+
+_MODELS_PAGES = 100  # a models list longer than this many pages is not read whole: it cannot tell
+_MODELS_DEADLINE = 30.0  # seconds the whole lookup may take, every page: a best-effort check never holds the start
+
+
+def _models_list(settings: TeacherSettings) -> list | None:
+    """Every entry of the models list, its pages followed (OpenAI's `has_more` with `after` the last id, or a
+    `next` link on the same origin: the key goes nowhere else); None when it cannot be read whole (no answer
+    within the deadline, another shape, a page that does not follow, one larger than --max-answer-mb)."""
+    url, params, entries = f"{settings.base_url}/models", {"distillable": "true"}, []
+    origin = _origin(httpx.URL(url))
+    deadline = time.monotonic() + min(settings.timeout, _MODELS_DEADLINE)
+    try:
+        with httpx.Client(trust_env=True) as client:  # SSL_CERT_FILE and proxies, as for requests
+            for _ in range(_MODELS_PAGES):
+                answer = _whole_get(client, url, params, teacher_headers(settings), deadline,
+                                    settings.max_answer_bytes)
+                if answer is None:
+                    return None
+                page_url, status, page = answer
+                listed = page.get("data") if status == 200 and isinstance(page, dict) else None
+                if not isinstance(listed, list):
+                    return None
+                entries += listed
+                following = page.get("next")
+                if isinstance(following, str) and following:
+                    next_url = page_url.join(following)
+                    if _origin(next_url) != origin:
+                        return None  # a page elsewhere is not asked with the key, nor without it: cannot tell
+                    url, params = str(next_url), {}
+                elif page.get("has_more") is True:
+                    after = page.get("last_id") or (listed[-1].get("id") if listed and isinstance(listed[-1], dict) else None)
+                    if not isinstance(after, str) or params.get("after") == after:
+                        return None
+                    params = {"distillable": "true", "after": after}
+                elif page.get("has_more") not in (None, False) or following not in (None, ""):
+                    return None  # says there is more, in a way not known here
+                else:
+                    return entries
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError):
+        return None
+    return None
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port or {"http": 80, "https": 443}.get(url.scheme)
+
+
+def _whole_get(client: httpx.Client, url: str, params: dict, headers: dict, deadline: float, cap: int
+               ) -> tuple[httpx.URL, int, Any] | None:
+    """A GET read whole before the deadline (a byte every few seconds does not hold it), no larger than `cap`:
+    (its URL, status, JSON or None); None when it is not."""
+    if (remaining := deadline - time.monotonic()) <= 0:
+        return None
+    with client.stream("GET", url, params=params, headers=headers, timeout=min(remaining, 10.0)) as response:
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > cap or time.monotonic() > deadline:
+                return None
+        return response.url, response.status_code, decode_answer(bytes(body))
 
 
 # ==================================================================================================
@@ -5896,7 +5940,7 @@ class Outcome:
     in_paused_file: bool = False  # its turns are in the paused file (this run or an earlier one)
     key_in_signed_reasoning: bool = False  # its newer turns could not be saved (PausedFile.save)
     identity: RequestIdentity | None = None  # what its turns are valid with (RolloutRunner.body_for)
-    given_up: bool = False  # stopped at once with an answer still coming (or its tools running): paid again
+    given_up: bool = False  # stopped at once with an answer still coming (not whole): paid again
 
     @property
     def total_usage(self) -> Usage:
@@ -5979,8 +6023,12 @@ class RolloutRunner:
                        "continue.")
             return outcome.end(Ending.STOPPED, "stopped: cannot save", message, stop=RunStopped("disk", message))
         except asyncio.CancelledError:  # the run is stopping at once; the outcome still gets settled
-            # It was waiting for an answer, or running the tools an answer asked for (a request waiting for a
-            # slot or a retry has ended NotStarted by now): that answer is not saved, and is paid again.
+            # It was running the tools its last answer asked for: the answer is kept (Run.settle saves it with
+            # its calls, which run next run). Or it was waiting for an answer (a request waiting for a slot or a
+            # retry has ended NotStarted by now): that answer is given up, and paid again.
+            if outcome.messages[-1].get("role") == "assistant":
+                return outcome.end(Ending.STOPPED, "interrupted", "the run stopped at once while this rollout's "
+                                   "tools ran: its answer is kept, and its tools run next run")
             return outcome.end(Ending.STOPPED, "interrupted", "the run stopped while this rollout was in progress",
                                given_up=True)
         except Exception as e:  # a bug of ours: this rollout fails with the place, the run goes on
@@ -6004,6 +6052,10 @@ class RolloutRunner:
 
     async def _converse(self, o: Outcome) -> Outcome:
         base = self.body_for(o.job)[0]
+        if calls_pending(o.messages[-1]):  # saved as a stop came while its tools ran: they run first
+            if o.turns >= self.max_turns:
+                return self._too_many_turns(o, o.turns)
+            await self._answer_calls(o, o.messages[-1]["tool_calls"])
         for turn in range(o.turns + 1, self.max_turns + 1):
             # No request starts once the run is stopping: a rollout pauses between its turns.
             body = {**base, "messages": self.cache.mark(o.messages)}
@@ -6019,17 +6071,27 @@ class RolloutRunner:
                 return o.end(Ending.INCOMPLETE, f"incomplete: {completion.finish_reason}",
                              f"incomplete: finish_reason {completion.finish_reason} on turn {turn}")
             calls = message.get("tool_calls")
+            if calls and turn >= self.max_turns:
+                return self._too_many_turns(o, turn)
+            if completion.stop_now:  # it came whole as the run stopped at once: kept (Run.settle saves it)
+                return o.end(Ending.STOPPED, "interrupted", "the run stopped at once as this rollout's answer "
+                             "came: the answer is kept, and the rollout goes on from it next run")
             if calls:
-                if turn == self.max_turns:
-                    return o.end(Ending.INCOMPLETE, "incomplete: max turns",
-                                 f"incomplete: reached --max-turns {turn} while the teacher was still calling tools")
-                o.messages.extend(await self._tool_results(calls, o.job.prompt.metadata, o.job.prompt.tools))
-                self.save(o)  # the answer and all its tool results, together
+                await self._answer_calls(o, calls)
                 continue
             return self._ended(o, message, turn)
         # Only a resumed rollout gets here: saved with as many turns as --max-turns now allows
         return o.end(Ending.INCOMPLETE, "incomplete: max turns",
                      f"incomplete: its {o.turns} saved turns reach --max-turns {self.max_turns}")
+
+    async def _answer_calls(self, o: Outcome, calls: list[dict]) -> None:
+        o.messages.extend(await self._tool_results(calls, o.job.prompt.metadata, o.job.prompt.tools))
+        self.save(o)  # the answer and all its tool results, together
+
+    @staticmethod
+    def _too_many_turns(o: Outcome, turn: int) -> Outcome:
+        return o.end(Ending.INCOMPLETE, "incomplete: max turns",
+                     f"incomplete: reached --max-turns {turn} while the teacher was still calling tools")
 
     def save(self, o: Outcome) -> None:
         """Make the rollout's turns so far durable (after an answer and its tool results, or a final answer
@@ -6828,6 +6890,12 @@ def is_final_answer(message: Any) -> bool:
     return isinstance(message, dict) and message.get("role") == "assistant" and not message.get("tool_calls")
 
 
+def calls_pending(message: Any) -> bool:
+    """An answer whose tool calls have not run: the last saved message of a rollout the run stopped at once
+    while its tools ran (the next run runs them first)."""
+    return isinstance(message, dict) and message.get("role") == "assistant" and bool(message.get("tool_calls"))
+
+
 @dataclass
 class _SavedTurns:
     messages: list[dict]
@@ -6903,6 +6971,8 @@ class PausedFile(LineFile):
         given = len(outcome.job.prompt.messages)
         chain = self.chains.get(key)
         said = outcome.messages[given + (chain.said if chain else 0):]
+        if not said and chain is not None:
+            return True  # saved already
         scrubbed = self.scrub(said)
         if scrubbed is not said and any(a.get("reasoning_details") != b.get("reasoning_details")
                                         for a, b in zip(said, scrubbed)):
@@ -7146,7 +7216,7 @@ def _saved_turns(records: list[Any], prompt: list[dict]) -> _SavedTurns | None:
         return None
     if not (isinstance(usage, dict) and isinstance(turns, int) and turns > 0 and isinstance(fingerprint, str)):
         return None
-    if not (is_final_answer(messages[-1]) or messages[-1].get("role") == "tool"):
+    if not (is_final_answer(messages[-1]) or messages[-1].get("role") == "tool" or calls_pending(messages[-1])):
         return None  # not a point a rollout can go on from
     if not all(_said_as_we_save_it(m) for m in messages[len(prompt):]):
         return None  # edited: a message the line could not be built from ("tool_calls": 5)
@@ -7869,7 +7939,7 @@ class RunSummary:
                          "twice).")
         if s.given_up:
             named = ", ".join(s.given_up[:5]) + (f" and {len(s.given_up) - 5} more" if len(s.given_up) > 5 else "")
-            lines.append(f"Given up: {plural(len(s.given_up), 'answer')} still coming (or its tools running) when the "
+            lines.append(f"Given up: {plural(len(s.given_up), 'answer')} still coming when the "
                          f"run stopped at once (--stop-timeout, or a second Ctrl-C): "
                          f"{'prompt' if len(s.given_up) == 1 else 'prompts'} {named}. Their rollouts go on from their "
                          "last saved turn next run, and those answers are paid again.")
@@ -8255,9 +8325,10 @@ class Run:
         return destination
 
     def _pause(self, outcome: Outcome) -> _Destination:
-        """Stopped by the run (a signal, the cap, a 402, a full disk): its saved turns go on next run. A final
-        answer the run stopped before settling (while it was scored) is saved as it is, to be settled then."""
-        if outcome.turns and is_final_answer(outcome.messages[-1]) and outcome.ending is Ending.STOPPED:
+        """Stopped by the run (a signal, the cap, a 402, a full disk): its saved turns go on next run. An answer
+        the run stopped at before it was settled (a final one while it was scored, or as it came whole; one
+        whose tools were running) is saved as it is, to be settled (its tools run) then."""
+        if outcome.turns and outcome.messages[-1].get("role") == "assistant" and outcome.ending is Ending.STOPPED:
             try:
                 self.runner.save(outcome)
             except OutputError:
@@ -8387,19 +8458,28 @@ class Run:
             return
         self.interrupted = True
         going = len(self.tasks)
-        self.progress.log(f"Stopping: no new requests; the answers in flight are kept (waited for up to "
-                          f"{self.stop_timeout:g} s, --stop-timeout), and {plural(going, 'rollout')} in progress "
-                          f"{'pauses' if going == 1 else 'pause'}, to go on next run (press Ctrl-C again to quit now).")
+        self.progress.log(f"Stopping: no new requests; the answers in flight are waited for (up to "
+                          f"{self.stop_timeout:g} s, --stop-timeout) and kept, and a rollout they do not finish "
+                          f"pauses, to go on next run ({plural(going, 'rollout')} in progress; press Ctrl-C again to "
+                          "quit now).")
         self.stop(None, now=False)
-        self._give_up_timer = asyncio.get_running_loop().call_later(self.stop_timeout, self._give_up)
+        self._give_up_timer = asyncio.get_running_loop().call_later(self.stop_timeout, self._look_then_give_up)
+
+    def _look_then_give_up(self) -> None:
+        """The stop's bound is a timer like an answer's (Deadline): due, it first lets what already arrived be
+        read (a process suspended past it wakes with answers whole in its buffers, unread)."""
+        self._give_up_timer = asyncio.get_running_loop().call_later(LOOK_AGAIN, self._give_up)
 
     def _give_up(self) -> None:
         """The bound on a stop: a cluster kills the process 30 s after SIGTERM (SLURM's KillWait, a pod's grace
-        period), and a kill loses the summary and whatever was still to be saved. What is still coming is given
-        up: those rollouts pause at their last saved turn, and the summary names them."""
+        period), and a kill loses the summary and whatever was still to be saved. The rollouts still going stop
+        now: an answer whole by then is kept, one still coming is given up (its rollout pauses at its last saved
+        turn, and the summary names it: paid again next run)."""
         if self.tasks:
-            self.progress.log(f"Gave up waiting after {self.stop_timeout:g} s (--stop-timeout): what is still "
-                              "coming will be paid again next run.")
+            self.progress.log(f"Gave up waiting after {self.stop_timeout:g} s (--stop-timeout): "
+                              f"{plural(len(self.tasks), 'rollout')} still in progress "
+                              f"{'stops' if len(self.tasks) == 1 else 'stop'} now (the summary names any answer "
+                              "given up, which is paid again next run).")
             self.stop(None, now=True)
 
     def _summarize(self, remaining_failed: int) -> int:
@@ -8502,6 +8582,36 @@ def _stop_signals_interrupting() -> Iterator[None]:
         for sig, handler in before.items():
             if handler is not None:
                 signal.signal(sig, handler)
+
+
+def ensure_open_files(concurrency: int, tool_concurrency: int) -> None:
+    """Every connection is a file descriptor: raise the soft limit when -c needs it, or say what to do
+    (instead of a wall of "Too many open files" mid-run)."""
+    needed = concurrency + tool_concurrency + _FILES_BESIDES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise UsageError(f"-c {concurrency} needs about {needed} open files (with --tool-concurrency {tool_concurrency}), "
+                         f"but this process may open at most {hard} (ulimit -Hn). {_what_the_limit_allows(hard, tool_concurrency, needed)}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+_FILES_BESIDES = 256  # open files a run needs besides its connections and tool calls: its files, the browser, the loop
+
+
+def _what_the_limit_allows(hard: int, tool_concurrency: int, needed: int) -> str:
+    """What to do under a hard limit on open files: settings it allows, or, when none would do, raising it."""
+    room = hard - _FILES_BESIDES  # for connections and tool calls together
+    if room - tool_concurrency >= 1:
+        return f"Lower -c to {room - tool_concurrency}, or raise the limit (ulimit -n {needed}), then re-run."
+    if room >= 2:
+        tools = max(1, min(tool_concurrency, room // 4))
+        return (f"It leaves room for {room} connections and tool calls together: run with -c {room - tools} "
+                f"--tool-concurrency {tools}, or raise the limit (ulimit -n {needed}), then re-run.")
+    return (f"That is too few for any run (the least, -c 1 --tool-concurrency 1, needs about {_FILES_BESIDES + 2}): "
+            f"raise the hard limit (ulimit -Hn {_FILES_BESIDES + 2} or more, as root or in "
+            "/etc/security/limits.conf), then re-run.")
 
 
 def _run_command(argv: list[str] | None) -> int:
