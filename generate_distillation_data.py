@@ -4270,6 +4270,11 @@ def teacher_headers(settings: TeacherSettings) -> dict[str, str]:
     return headers
 
 
+def backoff_patience(backoff: float, retries: int) -> float:
+    """The longest `retries` retries' backoff waits in all (backoff_delay without its jitter)."""
+    return sum(min(60.0, backoff * 2 ** k) for k in range(retries))
+
+
 def backoff_delay(backoff: float, attempt: int, retry_after: float | None = None) -> float:
     """Seconds before retry `attempt`: `backoff` doubling up to 60, with jitter (retries of one burst spread
     out), and never sooner than the server said."""
@@ -4349,17 +4354,32 @@ class TeacherClient:
             body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         payload = orjson.dumps(body)  # ~10x json.dumps; refuses what is not strict JSON, like allow_nan=False
         streamed = bool(body.get("stream"))
-        for attempt in range(1, self.settings.retries + 2):
+        spent, busy_until = 0, None  # retries spent; while refused as the teacher serves only others, till when
+        for attempt in itertools.count(1):
             try:
                 if self.batches is not None:  # no request slot: the batch is the unit, and the limit is its size
                     return await self._attempt_in_batch(payload, spend, stopping, rollout, paid_before)
                 return await self._attempt(payload, priority, spend, stopping, streamed)
             except RetryableError as e:
-                if attempt > self.settings.retries:
+                if e.rate_limited and self.limiter.holding_blind and self.batches is None:
+                    # Refused while the teacher has taken nothing of ours lately: others hold it (the other
+                    # shards). The limiter then sends one request a second until the teacher takes one, and grows
+                    # from there (AdaptiveLimiter._hold_blind); a backoff of the request's own on top (1, 2, 4 ...
+                    # 60 s) left the teacher idle for tens of seconds after the others finished. So the request
+                    # goes back to the limiter at once, for as long as its backoff would have waited in all.
+                    busy_until = busy_until or time.monotonic() + backoff_patience(self.settings.backoff,
+                                                                                   self.settings.retries - spent)
+                    if time.monotonic() < busy_until:
+                        self.stats.retries += 1
+                        await _wait_unless_stopping(e.retry_after or 0.0, stopping)
+                        continue
+                    spent = self.settings.retries  # its patience is spent: it fails now, as below
+                spent += 1
+                if spent > self.settings.retries:
                     raise PromptFailed(f"retries used up ({e.kind})",
                                        f"gave up after {attempt} attempts; last error: {e.detail}", attempt) from None
                 self.stats.retries += 1
-                await _wait_unless_stopping(backoff_delay(self.settings.backoff, attempt, e.retry_after), stopping)
+                await _wait_unless_stopping(backoff_delay(self.settings.backoff, spent, e.retry_after), stopping)
         raise AssertionError("unreachable")
 
     async def _attempt(self, payload: bytes, priority: int, spend: Usage, stopping: asyncio.Event | None,
