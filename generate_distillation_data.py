@@ -77,6 +77,9 @@ from tqdm import tqdm
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 MB = 1 << 20
+# Seconds a timer that comes due (an answer's Deadline, a tool's or reward's timeout, the stop's bound) first
+# lets what already arrived be read: a process suspended past it wakes to the timer before the data beside it
+LOOK_AGAIN = 1.0
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 APP_TITLE = "generate_distillation_data"
 APP_URL = "https://github.com/reinforcenow/off-policy-distillation"
@@ -646,6 +649,9 @@ def parse_config(argv: list[str] | None) -> Config:
         tools_path = None  # tools only from MCP servers: no tools.py needed
     if tools_path is not None and not tools_path.is_file():
         raise UsageError(f"tools file {tools_path} not found. Pass --tools PATH, or --tools none to run without tools.")
+    if args.output is not None and "{shard}" in str(args.output) and not args.shard:
+        raise UsageError(f"--output {args.output}: {{shard}} stands for a shard (I-of-N), and this run has none. Add "
+                         "--shard I/N (or auto), or name the output without it.")
     scheduler = scheduler_shard(args.shard[1], os.environ, shard_pattern(args.output, args.shard)) \
         if args.shard and args.shard[0] == "auto" else None
     shard = scheduler.shard if scheduler is not None else args.shard
@@ -2049,6 +2055,8 @@ async def call_user_function(function: Callable, arguments: dict, timeout: float
     # swallows the cancellation; here a call past its time is abandoned.
     try:
         await asyncio.wait({call}, timeout=timeout)
+        if not call.done():  # due: a result that already came is taken first (LOOK_AGAIN)
+            await asyncio.wait({call}, timeout=LOOK_AGAIN)
     except asyncio.CancelledError:
         call.cancel()
         raise
@@ -3481,7 +3489,6 @@ class StreamCut(Exception):
 # The answer is kept whatever comes next; these bound how long we wait for the rest.
 USAGE_WAIT = 5.0  # seconds after the finish_reason for the usage event (then its cost counts as unknown)
 END_WAIT = 1.0  # seconds after [DONE] (or usage) for the body's end, so the connection can be reused
-LOOK_AGAIN = 1.0  # seconds a wait that ran out (Deadline, the stop's bound) reads what already came, first
 
 
 class Deadline:
@@ -8593,9 +8600,17 @@ def _stop_signals_interrupting() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    interrupted = False
+
+    def interrupt(signum: int, frame: Any) -> None:
+        nonlocal interrupted
+        if not interrupted:  # a second signal while the first is answered (a temporary removed, the message
+            interrupted = True  # printed) would cut that short, with a traceback
+            raise KeyboardInterrupt
+
     for sig in before:
-        signal.signal(sig, signal.default_int_handler)  # raises KeyboardInterrupt, whichever signal came
+        signal.signal(sig, interrupt)
     try:
         yield
     finally:

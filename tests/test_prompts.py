@@ -483,6 +483,13 @@ def test_a_shard_that_holds_no_prompt_is_done(run, workdir, teacher, monkeypatch
     assert "(more shards than prompts: 5 prompts among 16 shards)" in result.err or not empty
 
 
+def test_shard_in_the_output_without_a_shard_is_refused(run, workdir, teacher):
+    write_prompts(workdir, PROMPTS[:2])
+    result = run("-o", "out/{shard}/train.jsonl", tools="none")
+    assert result.code == 2 and "{shard} stands for a shard (I-of-N), and this run has none" in result.err
+    assert not teacher.requests and not (workdir / "out").exists()
+
+
 def test_a_shard_left_empty_by_the_hash_says_so_not_that_shards_outnumber_prompts(run, workdir, teacher):
     """6 prompts in 6 shards: the hash leaves some shards none, which said "(more shards than prompts)": false."""
     prompts = PROMPTS[:6]

@@ -102,7 +102,8 @@ def test_every_stop_signal_before_the_run_is_said_and_exits_130(workdir, teacher
 def test_sigterm_while_the_exports_are_written_is_said_and_leaves_no_temporary(workdir, teacher):
     """After a run, the --export files: SIGTERM there killed the process silently (-15) and left a private
     temporary of the export's size in the folder (a --no-run run did not remove it either). As Ctrl-C there: said,
-    exit 130, no temporary; the run's own files are whole, and the exports made again with --no-run."""
+    exit 130, no temporary; the run's own files are whole, and the exports made again with --no-run. A second
+    signal while the first is answered (SIGHUP right behind it) does not cut that short with a traceback."""
     line = orjson.loads(orjson.dumps({
         "metadata": {"prompt_id": "p", "sample": 0, "teacher": "test/teacher", "turns": 1, "finish_reason": "stop",
                      "usage": {"prompt_tokens": 10, "completion_tokens": 5, "cost": 0.001, "requests": 1}},
@@ -124,6 +125,7 @@ def test_sigterm_while_the_exports_are_written_is_said_and_leaves_no_temporary(w
             wait_for(lambda: stopped(process), what="the process to stop")
             caught = bool(list(workdir.glob(".train.*.tmp")))
             process.send_signal(signal.SIGTERM)  # delivered as it goes on: in the middle of the export
+            process.send_signal(signal.SIGHUP)  # and another, handled as the first is answered
             process.send_signal(signal.SIGCONT)
             out, err = process.communicate(timeout=60)
         finally:
