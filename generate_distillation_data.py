@@ -955,22 +955,22 @@ def _slurm_variables(number: Callable[..., int | None], pattern: Path | None) ->
     task, first, step = number("SLURM_ARRAY_TASK_ID"), number("SLURM_ARRAY_TASK_MIN", 0), \
         number("SLURM_ARRAY_TASK_STEP", 1)
     tasks, last = number("SLURM_ARRAY_TASK_COUNT"), number("SLURM_ARRAY_TASK_MAX")
-    ids = f"0 to {_SLURM_MOST_TASK_ID:,}"
-    problem = (
-        f"SLURM_ARRAY_TASK_ID={task} is not a task id (SLURM's are {ids})" if not 0 <= task <= _SLURM_MOST_TASK_ID
-        else f"SLURM_ARRAY_TASK_MIN={first} is not the first task id of an array holding task {task}"
-        if not 0 <= first <= task
-        else f"SLURM_ARRAY_TASK_MAX={last} is not the last task id of an array holding task {task}"
-        if last is not None and not task <= last <= _SLURM_MOST_TASK_ID
-        else f"SLURM_ARRAY_TASK_STEP={step} is not a step (SLURM's is 1 or more)"
-        if not 1 <= step <= _SLURM_MOST_TASK_ID
-        else f"SLURM_ARRAY_TASK_COUNT={tasks} is not a number of tasks (an array has 1 or more)"
-        if tasks is not None and not 1 <= tasks <= _SLURM_MOST_TASK_ID + 1
-        else f"SLURM_ARRAY_TASK_COUNT={tasks} is more tasks than ids from {first} to {last}"
-        if tasks is not None and last is not None and tasks > last - first + 1 else None)
+    most = _SLURM_MOST_TASK_ID
+    checks = [  # in order: each message may name what the ones before it found true
+        (not 0 <= task <= most, f"SLURM_ARRAY_TASK_ID={task} is not a task id (SLURM's are 0 to {most:,})"),
+        (not 0 <= first <= task, f"SLURM_ARRAY_TASK_MIN={first} is not the first task id of an array holding task {task}"),
+        (last is not None and not task <= last <= most,
+         f"SLURM_ARRAY_TASK_MAX={last} is not the last task id of an array holding task {task}"),
+        (not 1 <= step <= most, f"SLURM_ARRAY_TASK_STEP={step} is not a step (SLURM's is 1 or more)"),
+        (tasks is not None and not 1 <= tasks <= most + 1,
+         f"SLURM_ARRAY_TASK_COUNT={tasks} is not a number of tasks (an array has 1 or more)"),
+        (tasks is not None and last is not None and tasks > last - first + 1,
+         f"SLURM_ARRAY_TASK_COUNT={tasks} is more tasks than ids from {first} to {last}"),
+    ]
+    problem = next((why for wrong, why in checks if wrong), None)
     if problem is not None:
         raise UsageError(f"--shard auto: {problem}, which SLURM never sets: something else in this job's environment "
-                         f"did. Unset it (SLURM sets it in every task of an array), or give the shard by hand: "
+                         f"did. Leave it to SLURM (it sets it in every task of an array), or give the shard by hand: "
                          f"{_by_hand(pattern)} in place of --shard auto.")
     return task, first, step, tasks, last
 
@@ -5979,6 +5979,12 @@ class Outcome:
         total.merge(self.usage)
         return total
 
+    @property
+    def answered_last(self) -> bool:
+        """Its last message is an answer the teacher gave it (not the prompt's own last message)."""
+        return (self.turns > 0 and len(self.messages) > len(self.job.prompt.messages)
+                and self.messages[-1].get("role") == "assistant")
+
     def end(self, ending: Ending, label: str = "", detail: str = "", **fields: Any) -> Outcome:
         self.ending, self.label, self.detail = ending, label, detail or label
         for name, value in fields.items():
@@ -6053,7 +6059,7 @@ class RolloutRunner:
             # It was running the tools its last answer asked for: the answer is kept (Run.settle saves it with
             # its calls, which run next run). Or it was waiting for an answer (a request waiting for a slot or a
             # retry has ended NotStarted by now): that answer is given up, and paid again.
-            if outcome.messages[-1].get("role") == "assistant":
+            if outcome.answered_last:
                 return outcome.end(Ending.STOPPED, "interrupted", "the run stopped at once while this rollout's "
                                    "tools ran: its answer is kept, and its tools run next run")
             return outcome.end(Ending.STOPPED, "interrupted", "the run stopped while this rollout was in progress",
@@ -6079,7 +6085,7 @@ class RolloutRunner:
 
     async def _converse(self, o: Outcome) -> Outcome:
         base = self.body_for(o.job)[0]
-        if calls_pending(o.messages[-1]):  # saved as a stop came while its tools ran: they run first
+        if o.answered_last and calls_pending(o.messages[-1]):  # saved as a stop came while its tools ran: they run first
             if o.turns >= self.max_turns:
                 return self._too_many_turns(o, o.turns)
             await self._answer_calls(o, o.messages[-1]["tool_calls"])
@@ -8355,7 +8361,7 @@ class Run:
         """Stopped by the run (a signal, the cap, a 402, a full disk): its saved turns go on next run. An answer
         the run stopped at before it was settled (a final one while it was scored, or as it came whole; one
         whose tools were running) is saved as it is, to be settled (its tools run) then."""
-        if outcome.turns and outcome.messages[-1].get("role") == "assistant" and outcome.ending is Ending.STOPPED:
+        if outcome.answered_last and outcome.ending is Ending.STOPPED:
             try:
                 self.runner.save(outcome)
             except OutputError:
