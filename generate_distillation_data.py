@@ -4368,20 +4368,20 @@ class TeacherClient:
                     return await self._attempt_in_batch(payload, spend, stopping, rollout, paid_before)
                 return await self._attempt(payload, priority, spend, stopping, streamed)
             except RetryableError as e:
-                if e.rate_limited and self.limiter.holding_blind and self.batches is None:
-                    # Refused while the teacher has taken nothing of ours lately: others hold it (the other
-                    # shards). The limiter then sends one request a second until the teacher takes one, and grows
-                    # from there (AdaptiveLimiter._hold_blind); a backoff of the request's own on top (1, 2, 4 ...
-                    # 60 s) left the teacher idle for tens of seconds after the others finished. So the request
-                    # goes back to the limiter at once, for as long as its backoff would have waited in all.
+                # Refused while the teacher has taken nothing of ours lately: others hold it (the other shards).
+                # The limiter then sends one request a second until the teacher takes one, and grows from there
+                # (AdaptiveLimiter._hold_blind); a backoff of the request's own on top (1, 2, 4 ... 60 s) left the
+                # teacher idle for tens of seconds after the others finished. So the request goes back to the
+                # limiter at once, for as long as its backoff would have waited in all; then it fails.
+                busy = e.rate_limited and self.limiter.holding_blind and self.batches is None
+                if busy:
                     busy_until = busy_until or time.monotonic() + backoff_patience(self.settings.backoff,
                                                                                    self.settings.retries - spent)
                     if time.monotonic() < busy_until:
                         self.stats.retries += 1
                         await _wait_unless_stopping(e.retry_after or 0.0, stopping)
                         continue
-                    spent = self.settings.retries  # its patience is spent: it fails now, as below
-                spent += 1
+                spent = self.settings.retries + 1 if busy else spent + 1
                 if spent > self.settings.retries:
                     raise PromptFailed(f"retries used up ({e.kind})",
                                        f"gave up after {attempt} attempts; last error: {e.detail}", attempt) from None
