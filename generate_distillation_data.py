@@ -12,9 +12,9 @@ The file reads top-down, in the order the data flows; each section owns one conc
 banner's first line, and uses only the sections above it:
 
     Settings -> config.yml and the environment -> Prompts -> Prompt hygiene -> Tools -> MCP servers -> Rewards
-    -> Spend -> Rate control -> Prompt caching -> HTTP transport -> Judging answers -> Teacher client -> Batches
-    -> Batch API -> Rollout -> The dataset line -> Output and resume -> Paused and failed files -> Exports
-    -> Progress and the summary -> The run -> Main
+    -> Spend -> Rate control -> Prompt caching -> HTTP transport -> Judging answers -> Teacher client
+    -> The models list -> Batches -> Batch API -> Rollout -> The dataset line -> Output and resume
+    -> Paused and failed files -> Exports -> Progress and the summary -> The run -> Main
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import enum
 import errno
 import fcntl
 import functools
+import glob
 import hashlib
 import heapq
 import importlib.util
@@ -76,6 +77,9 @@ from tqdm import tqdm
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 MB = 1 << 20
+# Seconds a timer that comes due (an answer's Deadline, a tool's or reward's timeout, the stop's bound) first
+# lets what already arrived be read: a process suspended past it wakes to the timer before the data beside it
+LOOK_AGAIN = 1.0
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 APP_TITLE = "generate_distillation_data"
 APP_URL = "https://github.com/reinforcenow/off-policy-distillation"
@@ -341,6 +345,47 @@ class Config:
 
 
 _MIN_SECRET_LENGTH = 20  # real API keys are longer (OpenRouter's: 73 characters); placeholders are shorter
+
+
+def shard_pattern(output: Path | None, spec: Any) -> Path | None:
+    """The name every shard's output follows, `{shard}` standing for I-of-N (in the file's name or a folder's:
+    out/{shard}/train.jsonl); None when --output names one file for all. With --shard auto the default
+    output is per shard, since the tasks of an array usually share one file system."""
+    if output is not None:
+        return output if "{shard}" in str(output) else None
+    default = Path("train.jsonl")
+    return default.with_name(f"{default.stem}.shard-{{shard}}{default.suffix}") if spec[0] == "auto" else None
+
+
+def shard_output(output: Path | None, shard: tuple[int, int] | None, spec: Any) -> Path:
+    """The output: `{shard}` in --output becomes I-of-N (a folder named so is made when the run opens it)."""
+    pattern = shard_pattern(output, spec) if shard is not None else None
+    if pattern is None:
+        return output or Path("train.jsonl")
+    return shard_path(pattern, f"{shard[0]}-of-{shard[1]}")
+
+
+def shard_path(pattern: Path, shard: str) -> Path:
+    return Path(str(pattern).replace("{shard}", shard))
+
+
+def check_regular_file(path: Path, what: str, why: str = "which this tool writes and reads back",
+                       instead: str = "Move it away (it is not one of this tool's files), or pass another --output."
+                       ) -> None:
+    """Our files are appended to, scanned and replaced: a FIFO would block, /dev/zero never ends, /dev/full
+    refuses every write. Refuse anything that exists and is not a regular file (after symlinks)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise UsageError(f"{path}: cannot use it as {what}: {e.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "not a regular file")
+        raise UsageError(f"{path}: cannot open {what}: it is {kind}, and {what} must be a regular file, {why}. "
+                         f"{instead}")
 
 
 def _key_problem(key: str) -> str | None:
@@ -663,6 +708,9 @@ def parse_config(argv: list[str] | None) -> Config:
         tools_path = None  # tools only from MCP servers: no tools.py needed
     if tools_path is not None and not tools_path.is_file():
         raise UsageError(f"tools file {tools_path} not found. Pass --tools PATH, or --tools none to run without tools.")
+    if args.output is not None and "{shard}" in str(args.output) and not args.shard:
+        raise UsageError(f"--output {args.output}: {{shard}} stands for a shard (I-of-N), and this run has none. Add "
+                         "--shard I/N (or auto), or name the output without it.")
     scheduler = scheduler_shard(args.shard[1], os.environ, shard_pattern(args.output, args.shard)) \
         if args.shard and args.shard[0] == "auto" else None
     shard = scheduler.shard if scheduler is not None else args.shard
@@ -813,29 +861,15 @@ def reasoning_request(mode: str) -> dict:
     return {"enabled": False} if mode == "disabled" else {"effort": mode}
 
 
-def check_regular_file(path: Path, what: str, why: str = "which this tool writes and reads back",
-                       instead: str = "Move it away (it is not one of this tool's files), or pass another --output."
-                       ) -> None:
-    """Our files are appended to, scanned and replaced: a FIFO would block, /dev/zero never ends, /dev/full
-    refuses every write. Refuse anything that exists and is not a regular file (after symlinks)."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise UsageError(f"{path}: cannot use it as {what}: {e.strerror}") from None
-    if not stat.S_ISREG(mode):
-        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
-                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
-                else "not a regular file")
-        raise UsageError(f"{path}: cannot open {what}: it is {kind}, and {what} must be a regular file, {why}. "
-                         f"{instead}")
-
-
 # --shard auto: the shard from the scheduler's environment. A SLURM job array's task runs shard k of N where
 # k is its place in the array; a task submitted again alone (`sbatch --array=2 job.sbatch`, the usual way to
 # re-run one that failed) is an array of one to SLURM, so the array's shape is noted beside the shards'
-# files by the first run of the array, and such a task takes its shard from that note.
+# files by the first run of the array, and such a task takes its shard from that note. SLURM's variables and
+# the note come from outside: each is checked, and what cannot be true is refused, naming it.
+
+# SLURM numbers an array's tasks 0 to MaxArraySize - 1, and MaxArraySize is at most 4,000,001 (slurm.conf(5))
+_SLURM_MOST_TASK_ID = 4_000_000
+_NOTE_MOST_BYTES = 4096  # a note is a few dozen bytes of JSON
 
 
 @dataclass(frozen=True)
@@ -853,70 +887,96 @@ class SlurmArray:
     @property
     def spec(self) -> str:
         """As --array writes it."""
+        if self.tasks == 1:
+            return str(self.first)
         last = self.first + (self.tasks - 1) * self.step
         return f"{self.first}-{last}" + (f":{self.step}" if self.step != 1 else "")
+
+    @property
+    def counted(self) -> str:
+        return f"--array={self.spec}, {self.tasks} task{'s' if self.tasks != 1 else ''}"
 
 
 @dataclass(frozen=True)
 class SchedulerShard:
     """What --shard auto found: the shard, how it was found when that needs saying, and the array's shape
-    to note for its tasks run again alone (None: already noted, or nothing to note)."""
+    to note for its tasks run again alone (None: already noted, or nothing to note); `renote`: the note
+    there is replaced (the same shards, numbered otherwise)."""
 
     shard: tuple[int, int]
     note: str | None = None
     record: Path | None = None
     array: SlurmArray | None = None
-
-
-def shard_pattern(output: Path | None, spec: Any) -> Path | None:
-    """The name every shard's output follows, `{shard}` standing for I-of-N; None when --output names one
-    file for all. With --shard auto the default output is per shard, since the tasks of an array usually
-    share one file system."""
-    if output is not None:
-        return output if "{shard}" in output.name else None
-    default = Path("train.jsonl")
-    return default.with_name(f"{default.stem}.shard-{{shard}}{default.suffix}") if spec[0] == "auto" else None
-
-
-def shard_output(output: Path | None, shard: tuple[int, int] | None, spec: Any) -> Path:
-    """The output: `{shard}` in --output becomes I-of-N."""
-    pattern = shard_pattern(output, spec) if shard is not None else None
-    if pattern is None:
-        return output or Path("train.jsonl")
-    return pattern.with_name(pattern.name.replace("{shard}", f"{shard[0]}-of-{shard[1]}"))
+    renote: bool = False
 
 
 def _array_note_path(pattern: Path) -> Path:
-    """Where the array's shape is noted: beside the shards' files (train.slurm-array.json by default)."""
-    base = pattern.name.replace(".shard-{shard}", "").replace("{shard}", "")
-    return pattern.with_name(f"{Path(base).stem.rstrip('.-_') or 'shards'}.slurm-array.json")
+    """Where the array's shape is noted: beside the shards' files (train.slurm-array.json by default), in the
+    last folder all of them share (out/train.slurm-array.json for out/{shard}/train.jsonl)."""
+    parts = pattern.parts
+    shared = next(i for i, part in enumerate(parts) if "{shard}" in part)
+    base = parts[-1].replace(".shard-{shard}", "").replace("{shard}", "")
+    return Path(*parts[:shared], f"{Path(base).stem.rstrip('.-_') or 'shards'}.slurm-array.json")
+
+
+def _shard_files(pattern: Path) -> dict[Path, int]:
+    """The files shards of any array wrote by this pattern here, with the count of shards each names."""
+    found = glob.glob(glob.escape(str(pattern)).replace("{shard}", "*-of-*"))
+    named = re.compile(re.escape(str(pattern)).replace(re.escape("{shard}"), r"[0-9]+-of-([0-9]+)"))
+    return {Path(path): int(match[1]) for path in found if (match := named.fullmatch(path))}
+
+
+def _by_hand(pattern: Path | None) -> str:
+    """The command-line part that runs a shard without the scheduler."""
+    return "--shard I/N" + (f" -o {shard_path(pattern, 'I-of-N')}" if pattern is not None else "")
 
 
 def _read_array_note(path: Path) -> SlurmArray | None:
+    """The note as note_array writes it, checked: a regular file of a few dozen bytes of JSON, three numbers
+    an array can have. Anything else is refused, naming it (it never hangs on a FIFO, nor recurses)."""
+    again = "Delete it and submit the whole array again (finished shards end at once)."
+    what = "the note of the SLURM array that writes these shards"
+    check_regular_file(path, what, "which this program writes beside the shards and reads back", again)
     try:
-        note = json.loads(path.read_bytes())
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO put there since: no wait
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{path}: cannot read the note of the SLURM array that writes these shards ({e}). Delete "
-                         "it and submit the whole array again (finished shards end at once).") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read {what} ({e.strerror}). {again}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"{path}: cannot open {what}: it is not a regular file. {again}")
+        data = os.read(fd, _NOTE_MOST_BYTES + 1)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read {what} ({e.strerror}). {again}") from None
+    finally:
+        os.close(fd)
+    try:
+        note = json.loads(data) if len(data) <= _NOTE_MOST_BYTES else None
+    except (ValueError, RecursionError):
+        note = None
     fields = [note.get(name) if isinstance(note, dict) else None for name in ("first", "step", "tasks")]
-    if not all(type(value) is int for value in fields) or fields[1] < 1 or fields[2] < 1 or fields[0] < 0:
-        raise UsageError(f"{path}: not a note of a SLURM array as this program writes it. Delete it and submit the "
-                         "whole array again (finished shards end at once).")
+    if not all(type(value) is int for value in fields) or not (
+            0 <= fields[0] <= _SLURM_MOST_TASK_ID and 1 <= fields[1] <= _SLURM_MOST_TASK_ID
+            and 1 <= fields[2] <= _SLURM_MOST_TASK_ID + 1):
+        raise UsageError(f"{path}: not a note of a SLURM array as this program writes it. {again}")
     return SlurmArray(*fields)
 
 
-def note_array(record: Path, array: SlurmArray, job: str | None) -> str | None:
+def note_array(record: Path, array: SlurmArray, job: str | None, replace: bool = False) -> str | None:
     """Note the array's shape for its tasks run again alone, once, whatever starts at once: the note is
-    written whole under a name of its own, then linked into place, which fails if another task did first.
-    A message when it cannot be written (a task run again alone is then refused, saying what works)."""
+    written whole under a name of its own, then linked into place, which fails if another task did first
+    (`replace`: renamed over the note there, which names the same shards otherwise). A message when it
+    cannot be written (a task run again alone is then refused, saying what works)."""
     temporary = record.with_name(f".{record.name}.{uuid.uuid4().hex}.tmp")
     try:
         temporary.write_text(json.dumps({"first": array.first, "step": array.step, "tasks": array.tasks,
                                          "job": job}) + "\n")
-        with contextlib.suppress(FileExistsError):
-            os.link(temporary, record)
+        if replace:
+            os.replace(temporary, record)
+        else:
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, record)
     except OSError as e:
         return (f"Note: {record} could not be written ({e.strerror}); a task of this array submitted again alone "
                 "will need --shard I/N in place of --shard auto.")
@@ -931,10 +991,11 @@ def scheduler_shard(count: int | None, env: Mapping[str, str], pattern: Path | N
     submitted again alone) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX; the Job's completions given
     as --shard auto/N). `pattern`: the shards' output name (shard_pattern), beside which the array is noted."""
     def number(name: str, default: int | None = None) -> int | None:
-        try:
-            return int(env[name]) if name in env else default
-        except ValueError:
-            raise UsageError(f"--shard auto: {name}={env[name]!r} is not a number") from None
+        if name not in env:
+            return default
+        if not re.fullmatch(r"[ \t]*-?[0-9]{1,18}[ \t]*", env[name]):  # int() would take "٣" and "1_0"
+            raise UsageError(f"--shard auto: {name}={env[name][:40]!r} is not a number")
+        return int(env[name])
 
     if "SLURM_ARRAY_TASK_ID" in env:
         return _slurm_shard(count, number, pattern, env.get("SLURM_ARRAY_JOB_ID"))
@@ -950,18 +1011,43 @@ def scheduler_shard(count: int | None, env: Mapping[str, str], pattern: Path | N
                      "SLURM job array or a Kubernetes Indexed Job, or give the shard as --shard I/N.")
 
 
+def _slurm_variables(number: Callable[..., int | None], pattern: Path | None) -> tuple[int, int, int, int, int | None]:
+    """SLURM's array variables (task, first, step, tasks, last), each checked against what SLURM can set:
+    what cannot be true is refused, naming it and the command that runs the shard without them."""
+    task, first, step = number("SLURM_ARRAY_TASK_ID"), number("SLURM_ARRAY_TASK_MIN", 0), \
+        number("SLURM_ARRAY_TASK_STEP", 1)
+    tasks, last = number("SLURM_ARRAY_TASK_COUNT"), number("SLURM_ARRAY_TASK_MAX")
+    most = _SLURM_MOST_TASK_ID
+    checks = [  # in order: each message may name what the ones before it found true
+        (not 0 <= task <= most, f"SLURM_ARRAY_TASK_ID={task} is not a task id (SLURM's are 0 to {most:,})"),
+        (not 0 <= first <= task, f"SLURM_ARRAY_TASK_MIN={first} is not the first task id of an array holding task {task}"),
+        (last is not None and not task <= last <= most,
+         f"SLURM_ARRAY_TASK_MAX={last} is not the last task id of an array holding task {task}"),
+        (not 1 <= step <= most, f"SLURM_ARRAY_TASK_STEP={step} is not a step (SLURM's is 1 or more)"),
+        (tasks is not None and not 1 <= tasks <= most + 1,
+         f"SLURM_ARRAY_TASK_COUNT={tasks} is not a number of tasks (an array has 1 or more)"),
+        (tasks is not None and last is not None and tasks > last - first + 1,
+         f"SLURM_ARRAY_TASK_COUNT={tasks} is more tasks than ids from {first} to {last}"),
+    ]
+    problem = next((why for wrong, why in checks if wrong), None)
+    if problem is not None:
+        raise UsageError(f"--shard auto: {problem}, which SLURM never sets: something else in this job's environment "
+                         f"did. Leave it to SLURM (it sets it in every task of an array), or give the shard by hand: "
+                         f"{_by_hand(pattern)} in place of --shard auto.")
+    return task, first, step, tasks, last
+
+
 def _slurm_shard(count: int | None, number: Callable[..., int | None], pattern: Path | None,
                  job: str | None) -> SchedulerShard:
-    task, first, step = number("SLURM_ARRAY_TASK_ID"), number("SLURM_ARRAY_TASK_MIN", 0), \
-        number("SLURM_ARRAY_TASK_STEP", 1) or 1
-    tasks, last = number("SLURM_ARRAY_TASK_COUNT", count), number("SLURM_ARRAY_TASK_MAX")
+    task, first, step, tasks, last = _slurm_variables(number, pattern)
+    tasks = tasks if tasks is not None else count
     if tasks is None:
         raise UsageError("--shard auto: SLURM_ARRAY_TASK_COUNT is not set; pass the array size as --shard auto/N")
     record = _array_note_path(pattern) if pattern is not None else None
     noted = _read_array_note(record) if record is not None else None
     array = SlurmArray(first, step, tasks)
     spaced = last is None or last == first + (tasks - 1) * step  # a range, not a list such as --array=2,5
-    if (tasks == 1 or not spaced) and noted is not None and count in (None, noted.tasks):
+    if (tasks == 1 or not spaced) and noted is not None and noted != array and count in (None, noted.tasks):
         # a task (or a list of tasks) of the noted array, submitted again: its shard there
         index = noted.shard(task)
         if index is None:
@@ -976,37 +1062,43 @@ def _slurm_shard(count: int | None, number: Callable[..., int | None], pattern: 
     index = array.shard(task)
     if index is None or not spaced:
         raise UsageError(f"--shard auto: task {task} is not one of {tasks} evenly spaced tasks from {first} "
-                         f"(step {step}); use a range such as --array=0-{tasks - 1}, or --shard I/N")
-    if tasks == 1:
-        return _lone_task(task, pattern)
-    if noted is not None and noted != array:
+                         f"(step {step}); use a range such as --array=0-{tasks - 1}, or {_by_hand(pattern)}")
+    if tasks == 1 and noted is None:
+        return _lone_task(task, pattern, record, array)
+    if noted is not None and noted.tasks != tasks:
         raise UsageError(
-            f"--shard auto: this array (--array={array.spec}) is not the one whose shards are here "
-            f"(--array={noted.spec}, noted in {record}); its shards would overlap theirs, and every prompt done "
-            f"there would be paid again. To run tasks of that array again, submit each alone (sbatch --array=N "
-            f"...: SLURM runs it as an array of one, which takes its shard from the note). To split the prompts "
-            f"into {tasks} shards anew, delete {record} first (the shards' files are left as they are).")
+            f"--shard auto: this array ({array.counted}) is not the one whose shards are here ({noted.counted}, "
+            f"noted in {record}): {tasks} shards split the prompts otherwise than {noted.tasks}, so the prompts done "
+            f"in its shards ({shard_path(pattern, f'*-of-{noted.tasks}')}) would be paid again in these. To go on "
+            f"with its shards, submit that array again (sbatch --array={noted.spec} ...: finished shards end at "
+            f"once), or one task of it alone. To split the prompts into {tasks} shards anew, paying again for what "
+            f"its shards hold, delete {record} first (its shards' files are left as they are).")
+    if noted is not None and noted != array:  # the same shards, numbered otherwise (--array=1-4 for 0-3)
+        return SchedulerShard((index, tasks), record=record, array=array, renote=True, note=(
+            f"--shard auto: this array (--array={array.spec}) numbers the tasks of the one noted in {record} "
+            f"(--array={noted.spec}) otherwise; its {tasks} shards are the same (the k-th task of either runs shard "
+            f"k), so task {task} goes on with shard {index} of {tasks}, and the array is noted as --array="
+            f"{array.spec} for its tasks submitted again alone."))
     return SchedulerShard((index, tasks), record=record if noted is None else None, array=array)
 
 
-def _lone_task(task: int, pattern: Path | None) -> SchedulerShard:
-    """An array of one task, and no note of an earlier array: shard 0 of 1, unless shards of another array
-    are here (this is then one of its tasks, submitted again before notes were kept): refused, saying what
-    works, rather than every prompt run again."""
+def _lone_task(task: int, pattern: Path | None, record: Path | None, array: SlurmArray) -> SchedulerShard:
+    """An array of one task, and no note of an earlier array: shard 0 of 1, noted as an array of one (so a
+    later array of more tasks is refused rather than run every prompt again), unless shards of another
+    array are here (this is then one of its tasks, submitted again before notes were kept): refused, saying
+    what works, rather than every prompt run again."""
     if pattern is not None:
-        found = pattern.parent.glob(pattern.name.replace("{shard}", "*-of-*"))
-        counts = sorted({int(m[1]) for path in found if (m := re.search(r"-of-(\d+)", path.name)) and int(m[1]) > 1})
+        counts = sorted(shards for shards in _shard_files(pattern).values() if shards > 1)
         if counts:
             shards = counts[-1]
-            mine = pattern.with_name(pattern.name.replace("{shard}", f"{task}-of-{shards}"))
+            mine = shard_path(pattern, f"{task}-of-{shards}")
             raise UsageError(
                 f"--shard auto: this task runs alone (an array of one task, as SLURM runs `sbatch --array={task}`), "
                 f"and no note here says which array it belongs to, while the shards of a {shards}-task array are "
-                f"here ({pattern.with_name(pattern.name.replace('{shard}', f'*-of-{shards}'))}). Run as shard 0 of 1 it "
-                f"would pay for every prompt again. If it is task {task} of --array=0-{shards - 1}, run its shard "
-                f"with --shard {task}/{shards} -o {mine} in place of --shard auto (or submit the whole array "
-                "again: finished shards end at once).")
-    return SchedulerShard((0, 1))
+                f"here ({shard_path(pattern, f'*-of-{shards}')}). Run as shard 0 of 1 it would pay for every prompt "
+                f"again. If it is task {task} of --array=0-{shards - 1}, run its shard with --shard {task}/{shards} "
+                f"-o {mine} in place of --shard auto (or submit the whole array again: finished shards end at once).")
+    return SchedulerShard((0, 1), record=record, array=array)
 
 
 def load_dotenv_file() -> None:
@@ -1667,6 +1759,11 @@ def _non_text_part(messages: list[dict]) -> str | None:
             if kind != "text":
                 return str(kind)[:40]
     return None
+
+
+def count_prompts(prompts: PromptSettings) -> int:
+    """The prompts the command reads (-n of them at most), every shard's."""
+    return sum(1 for _ in itertools.islice(_iter_prompts(prompts.input, prompts.system), prompts.num))
 
 
 def _shard_of(prompt_id: str, shards: int) -> int:
@@ -2582,6 +2679,8 @@ async def call_user_function(function: Callable, arguments: dict, timeout: float
     # swallows the cancellation; here a call past its time is abandoned.
     try:
         await asyncio.wait({call}, timeout=timeout)
+        if not call.done():  # due: a result that already came is taken first (LOOK_AGAIN)
+            await asyncio.wait({call}, timeout=LOOK_AGAIN)
     except asyncio.CancelledError:
         call.cancel()
         raise
@@ -3976,6 +4075,9 @@ class RequestState:
     reused: bool = False
     answered: bool = False
     usage_lost: bool = False  # a whole streamed answer whose usage event never came (counted as cost unknown)
+    # The run stopped at once (Run.stop cancelled it) once the answer was whole: the answer is kept, the
+    # cancellation held back, and its rollout stops right after it (Completion.stop_now)
+    stop_now: bool = False
 
 
 def body_headers(response: httpx.Response) -> tuple[bytes, str, bytes]:
@@ -4011,7 +4113,54 @@ class StreamCut(Exception):
 # The answer is kept whatever comes next; these bound how long we wait for the rest.
 USAGE_WAIT = 5.0  # seconds after the finish_reason for the usage event (then its cost counts as unknown)
 END_WAIT = 1.0  # seconds after [DONE] (or usage) for the body's end, so the connection can be reused
-_LOOK_AGAIN = 1.0  # seconds a stream whose wait ran out is read once more before it counts as stalled
+
+
+class Deadline:
+    """asyncio.timeout_at for the waits of an answer (--timeout, --stall-timeout, a whole answer's rest), but
+    a deadline that comes due lets what already arrived be read first: the wait ends LOOK_AGAIN after the
+    deadline's timer ran, not at the deadline. A process suspended (SIGSTOP, scontrol suspend, a laptop
+    asleep) past a deadline wakes to its timer and, beside it, the data that came meanwhile, still unread; the
+    timer runs first, and an answer that came whole was thrown away and paid again (AnswerStream.whole).
+    Moving the deadline (data came) ends the look, unless it is moved to a moment already past: the
+    request's own --timeout, which data does not extend."""
+
+    __slots__ = ("_when", "_loop", "_timeout", "_timer", "_looking")
+
+    def __init__(self, when: float | None):
+        self._when = when
+
+    async def __aenter__(self) -> Deadline:
+        self._loop = asyncio.get_running_loop()
+        self._timeout = asyncio.timeout(None)
+        await self._timeout.__aenter__()
+        self._timer: asyncio.TimerHandle | None = None
+        self._looking = False
+        self._arm(self._when)
+        return self
+
+    async def __aexit__(self, kind: Any, error: Any, trace: Any) -> bool | None:
+        if self._timer is not None:
+            self._timer.cancel()
+        return await self._timeout.__aexit__(kind, error, trace)
+
+    def reschedule(self, when: float | None) -> None:
+        if self._looking and when is not None and when <= self._loop.time():
+            return  # due already: the look goes on as it is
+        if self._timer is not None:
+            self._timer.cancel()
+        self._looking = False
+        self._timeout.reschedule(None)
+        self._arm(when)
+
+    def expired(self) -> bool:
+        return self._timeout.expired()
+
+    def _arm(self, when: float | None) -> None:
+        self._timer = self._loop.call_at(when, self._look) if when is not None else None
+
+    def _look(self) -> None:
+        self._timer, self._looking = None, True
+        self._timeout.reschedule(self._loop.time() + LOOK_AGAIN)
 
 
 # A stream is read as it comes, so its size is not what it costs: 800,000 one-character deltas are 100 MB
@@ -4399,36 +4548,6 @@ def proxy_for(url: str) -> httpx.Proxy | None:
     return httpx.Proxy(proxy) if proxy else None
 
 
-def ensure_open_files(concurrency: int, tool_concurrency: int) -> None:
-    """Every connection is a file descriptor: raise the soft limit when -c needs it, or say what to do
-    (instead of a wall of "Too many open files" mid-run)."""
-    needed = concurrency + tool_concurrency + _FILES_BESIDES
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= needed:
-        return
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        raise UsageError(f"-c {concurrency} needs about {needed} open files (with --tool-concurrency {tool_concurrency}), "
-                         f"but this process may open at most {hard} (ulimit -Hn). {_what_the_limit_allows(hard, tool_concurrency, needed)}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-
-
-_FILES_BESIDES = 256  # open files a run needs besides its connections and tool calls: its files, the browser, the loop
-
-
-def _what_the_limit_allows(hard: int, tool_concurrency: int, needed: int) -> str:
-    """What to do under a hard limit on open files: settings it allows, or, when none would do, raising it."""
-    room = hard - _FILES_BESIDES  # for connections and tool calls together
-    if room - tool_concurrency >= 1:
-        return f"Lower -c to {room - tool_concurrency}, or raise the limit (ulimit -n {needed}), then re-run."
-    if room >= 2:
-        tools = max(1, min(tool_concurrency, room // 4))
-        return (f"It leaves room for {room} connections and tool calls together: run with -c {room - tools} "
-                f"--tool-concurrency {tools}, or raise the limit (ulimit -n {needed}), then re-run.")
-    return (f"That is too few for any run (the least, -c 1 --tool-concurrency 1, needs about {_FILES_BESIDES + 2}): "
-            f"raise the hard limit (ulimit -Hn {_FILES_BESIDES + 2} or more, as root or in "
-            "/etc/security/limits.conf), then re-run.")
-
-
 def decode_answer(raw: bytes) -> Any:
     """The body as JSON, or None when it is not JSON. NaN, Infinity and overflowing numbers become
     null: the teacher's non-finite numbers count as missing, and nothing we write can hold one."""
@@ -4755,6 +4874,7 @@ class _Answer:
     body: bytes
     usage_lost: bool = False  # streamed, and its usage event never came: its cost is unknown, not missing
     billed_by_batch: bool = False  # a batch's answer: the batch queue counts what it billed, when it reads it
+    stop_now: bool = False  # read whole as the run stopped at once (RequestState.stop_now)
 
     @property
     def reason(self) -> str:
@@ -4768,6 +4888,7 @@ class Completion:
     model: str | None
     error: Any = None  # the choice's error object, when finish_reason is "error"
     provider: str | None = None  # who served it, where a router says (OpenRouter: "provider")
+    stop_now: bool = False  # it came whole as the run stopped at once: kept, and its rollout stops after it
 
 
 def teacher_headers(settings: TeacherSettings) -> dict[str, str]:
@@ -4780,93 +4901,17 @@ def teacher_headers(settings: TeacherSettings) -> dict[str, str]:
     return headers
 
 
+def backoff_patience(backoff: float, retries: int) -> float:
+    """The longest `retries` retries' backoff waits in all (backoff_delay without its jitter)."""
+    return sum(min(60.0, backoff * 2 ** k) for k in range(retries))
+
+
 def backoff_delay(backoff: float, attempt: int, retry_after: float | None = None) -> float:
     """Seconds before retry `attempt`: `backoff` doubling up to 60, with jitter (retries of one burst spread
     out), and never sooner than the server said."""
     delay = min(60.0, backoff * 2 ** (attempt - 1))
     delay = delay / 2 + random.uniform(0, delay / 2)
     return max(delay, retry_after or 0.0)
-
-
-def teacher_licence(settings: TeacherSettings, model: str) -> bool | None:
-    """Whether the model's author allows training on its outputs, as OpenRouter's models list says (GET
-    /models?distillable=true lists those models, each marked is_trainable_text): only what the list showed.
-    True: the model's entry says is_trainable_text true; False: it says false, or the list, read whole, holds
-    only entries marked true (it was filtered as asked) and not the model. None, the list cannot tell: another
-    server's (no marks: the filter was ignored), one not read whole, a mark that is not a JSON boolean."""
-    entries = _models_list(settings)
-    if not entries:
-        return None
-    wanted = {model, model.split(":")[0]}  # a variant (":free", ":online") is its model's
-    filtered = True
-    for entry in entries:
-        mark = entry.get("is_trainable_text") if isinstance(entry, dict) else None
-        if isinstance(entry, dict) and {entry.get("id"), entry.get("canonical_slug")} & wanted:
-            return mark if isinstance(mark, bool) else None
-        filtered = filtered and mark is True
-    return False if filtered else None
-
-
-_MODELS_PAGES = 100  # a models list longer than this many pages is not read whole: it cannot tell
-_MODELS_DEADLINE = 30.0  # seconds the whole lookup may take, every page: a best-effort check never holds the start
-
-
-def _models_list(settings: TeacherSettings) -> list | None:
-    """Every entry of the models list, its pages followed (OpenAI's `has_more` with `after` the last id, or a
-    `next` link on the same origin: the key goes nowhere else); None when it cannot be read whole (no answer
-    within the deadline, another shape, a page that does not follow, one larger than --max-answer-mb)."""
-    url, params, entries = f"{settings.base_url}/models", {"distillable": "true"}, []
-    origin = _origin(httpx.URL(url))
-    deadline = time.monotonic() + min(settings.timeout, _MODELS_DEADLINE)
-    try:
-        with httpx.Client(trust_env=True) as client:  # SSL_CERT_FILE and proxies, as for requests
-            for _ in range(_MODELS_PAGES):
-                answer = _whole_get(client, url, params, teacher_headers(settings), deadline,
-                                    settings.max_answer_bytes)
-                if answer is None:
-                    return None
-                page_url, status, page = answer
-                listed = page.get("data") if status == 200 and isinstance(page, dict) else None
-                if not isinstance(listed, list):
-                    return None
-                entries += listed
-                following = page.get("next")
-                if isinstance(following, str) and following:
-                    next_url = page_url.join(following)
-                    if _origin(next_url) != origin:
-                        return None  # a page elsewhere is not asked with the key, nor without it: cannot tell
-                    url, params = str(next_url), {}
-                elif page.get("has_more") is True:
-                    after = page.get("last_id") or (listed[-1].get("id") if listed and isinstance(listed[-1], dict) else None)
-                    if not isinstance(after, str) or params.get("after") == after:
-                        return None
-                    params = {"distillable": "true", "after": after}
-                elif page.get("has_more") not in (None, False) or following not in (None, ""):
-                    return None  # says there is more, in a way not known here
-                else:
-                    return entries
-    except (httpx.HTTPError, httpx.InvalidURL, ValueError):
-        return None
-    return None
-
-
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    return url.scheme, url.host, url.port or {"http": 80, "https": 443}.get(url.scheme)
-
-
-def _whole_get(client: httpx.Client, url: str, params: dict, headers: dict, deadline: float, cap: int
-               ) -> tuple[httpx.URL, int, Any] | None:
-    """A GET read whole before the deadline (a byte every few seconds does not hold it), no larger than `cap`:
-    (its URL, status, JSON or None); None when it is not."""
-    if (remaining := deadline - time.monotonic()) <= 0:
-        return None
-    with client.stream("GET", url, params=params, headers=headers, timeout=min(remaining, 10.0)) as response:
-        body = bytearray()
-        for chunk in response.iter_bytes():
-            body += chunk
-            if len(body) > cap or time.monotonic() > deadline:
-                return None
-        return response.url, response.status_code, decode_answer(bytes(body))
 
 
 class TeacherClient:
@@ -4897,7 +4942,10 @@ class TeacherClient:
                                           proxy=proxy_for(self.url), verify=UNUSED_TLS_CONTEXT)
         self.target = httpx.URL(self.url)
         self.headers = httpx.Headers({**headers, "Host": self.target.netloc.decode("ascii")})
-        self.timeouts = {"connect": min(settings.timeout, 15.0), "read": settings.timeout, "pool": None}
+        # No read timeout of aiohttp's own: a process suspended past it woke to that timer before the data that
+        # came meanwhile, and it failed the read with the answer whole in the buffer. The request's Deadlines
+        # (--timeout, --stall-timeout) bound every read, and read what already came first.
+        self.timeouts = {"connect": min(settings.timeout, 15.0), "read": None, "pool": None}
 
     async def complete(self, body: dict, priority: int, spend: Usage, stopping: asyncio.Event | None = None,
                        rollout: RolloutKey | None = None, paid_before: Usage | None = None) -> Completion:
@@ -4937,17 +4985,32 @@ class TeacherClient:
             body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         payload = orjson.dumps(body)  # ~10x json.dumps; refuses what is not strict JSON, like allow_nan=False
         streamed = bool(body.get("stream"))
-        for attempt in range(1, self.settings.retries + 2):
+        spent, busy_until = 0, None  # retries spent; while refused as the teacher serves only others, till when
+        for attempt in itertools.count(1):
             try:
                 if self.batches is not None:  # no request slot: the batch is the unit, and the limit is its size
                     return await self._attempt_in_batch(payload, spend, stopping, rollout, paid_before)
                 return await self._attempt(payload, priority, spend, stopping, streamed)
             except RetryableError as e:
-                if attempt > self.settings.retries:
+                # Refused while the teacher has taken nothing of ours lately: others hold it (the other shards).
+                # The limiter then sends one request a second until the teacher takes one, and grows from there
+                # (AdaptiveLimiter._hold_blind); a backoff of the request's own on top (1, 2, 4 ... 60 s) left the
+                # teacher idle for tens of seconds after the others finished. So the request goes back to the
+                # limiter at once, for as long as its backoff would have waited in all; then it fails.
+                busy = e.rate_limited and self.limiter.holding_blind and self.batches is None
+                if busy:
+                    busy_until = busy_until or time.monotonic() + backoff_patience(self.settings.backoff,
+                                                                                   self.settings.retries - spent)
+                    if time.monotonic() < busy_until:
+                        self.stats.retries += 1
+                        await _wait_unless_stopping(e.retry_after or 0.0, stopping)
+                        continue
+                spent = self.settings.retries + 1 if busy else spent + 1
+                if spent > self.settings.retries:
                     raise PromptFailed(f"retries used up ({e.kind})",
                                        f"gave up after {attempt} attempts; last error: {e.detail}", attempt) from None
                 self.stats.retries += 1
-                await _wait_unless_stopping(backoff_delay(self.settings.backoff, attempt, e.retry_after), stopping)
+                await _wait_unless_stopping(backoff_delay(self.settings.backoff, spent, e.retry_after), stopping)
         raise AssertionError("unreachable")
 
     async def _attempt(self, payload: bytes, priority: int, spend: Usage, stopping: asyncio.Event | None,
@@ -4967,6 +5030,7 @@ class TeacherClient:
             answer = await self._post(payload, slot, streamed)
             self.unreachable_in_a_row = 0
             completion = self._read(answer, spend)
+            completion.stop_now = answer.stop_now
             self.answered_once = True
             answered = Answered.OK
             return completion
@@ -5019,26 +5083,29 @@ class TeacherClient:
 
     async def _post_once(self, payload: bytes, slot: Slot, streamed: bool) -> _Answer:
         # httpx's read timeout restarts with every chunk, so a teacher dripping a few bytes a second
-        # would hold a request for ever; this deadline covers the whole request, first byte to last.
+        # would hold a request for ever; this deadline covers the whole request, first byte to last. Each
+        # wait is a Deadline: one that comes due reads what already arrived first.
         progress = RequestState()
         token = REQUEST_STATE.set(progress)
+        ends_at = asyncio.get_running_loop().time() + self.settings.timeout
         try:
-            async with asyncio.timeout(self.settings.timeout):
-                request = httpx.Request("POST", self.target, headers=self.headers, content=payload,
-                                        extensions={"timeout": self.timeouts})
-                response = await self._answer_head(request, streamed)
-                progress.answered = True
-                if (budget := request_budget(response.headers)) is not None:  # before the body: slow start
-                    self.limiter.tell_budget(slot, *budget)                    # grows as it comes
-                try:
-                    content_type, encoding, declared = body_headers(response)
-                    if response.status_code == 200 and content_type.startswith(b"text/event-stream"):
-                        body = await self._read_events(response, encoding, slot)
-                    else:
-                        body = await self._read_body(response, encoding, declared)
-                finally:
-                    await response.aclose()  # back to the pool, or closed if the body was cut
-                return _Answer(response.status_code, response.headers, body, progress.usage_lost)
+            request = httpx.Request("POST", self.target, headers=self.headers, content=payload,
+                                    extensions={"timeout": self.timeouts})
+            response = await self._answer_head(request, streamed, ends_at)
+            progress.answered = True
+            if (budget := request_budget(response.headers)) is not None:  # before the body: slow start
+                self.limiter.tell_budget(slot, *budget)                    # grows as it comes
+            body = None
+            try:
+                content_type, encoding, declared = body_headers(response)
+                if response.status_code == 200 and content_type.startswith(b"text/event-stream"):
+                    body = await self._read_events(response, encoding, slot, ends_at)
+                else:
+                    body = await self._read_body(response, encoding, declared, ends_at)
+            finally:
+                await self._close(response, progress, whole=body is not None)
+            return _Answer(response.status_code, response.headers, body, progress.usage_lost,
+                           stop_now=progress.stop_now)
         except FirstByteStalled:
             raise RetryableError("stalled", f"the server sent nothing, not even the answer's head, for "
                                  f"{self.settings.stall_timeout:g} s (--stall-timeout)") from None
@@ -5067,69 +5134,77 @@ class TeacherClient:
         finally:
             REQUEST_STATE.reset(token)
 
-    async def _answer_head(self, request: httpx.Request, streamed: bool) -> httpx.Response:
-        """The answer's status and headers. A streaming server sends them at once (then comments while the
-        model thinks), so for a streamed request --stall-timeout covers this wait too: a server that takes
-        the connection and says nothing (llama-server after SIGTERM keeps them open) is left after it, not
-        after the whole --timeout. An unstreamed answer may rightly send nothing until it is whole."""
-        if not streamed:
-            return await self.transport.handle_async_request(request)
+    @staticmethod
+    async def _close(response: httpx.Response, progress: RequestState, whole: bool) -> None:
+        """Give the connection back (or close it, if the body was cut). The run stopping at once meanwhile
+        does not lose an answer read whole: the cancellation is held back for its rollout (stop_now)."""
         try:
-            async with asyncio.timeout(self.settings.stall_timeout) as waiting:
+            await response.aclose()
+        except asyncio.CancelledError:
+            if not whole:
+                raise
+            asyncio.current_task().uncancel()
+            progress.stop_now = True
+
+    async def _answer_head(self, request: httpx.Request, streamed: bool, ends_at: float) -> httpx.Response:
+        """The answer's status and headers, within the request's --timeout (ends_at, loop time). A streaming
+        server sends them at once (then comments while the model thinks), so for a streamed request
+        --stall-timeout covers this wait too: a server that takes the connection and says nothing
+        (llama-server after SIGTERM keeps them open) is left after it, not after the whole --timeout. An
+        unstreamed answer may rightly send nothing until it is whole."""
+        loop = asyncio.get_running_loop()
+        due = min(loop.time() + self.settings.stall_timeout, ends_at) if streamed else ends_at
+        try:
+            async with Deadline(due) as waiting:
                 return await self.transport.handle_async_request(request)
         except TimeoutError:
-            if waiting.expired():
+            if waiting.expired() and loop.time() < ends_at:
                 raise FirstByteStalled() from None
             raise
 
-    async def _read_events(self, response: httpx.Response, encoding: str, slot: Slot) -> bytes:
+    async def _read_events(self, response: httpx.Response, encoding: str, slot: Slot, ends_at: float) -> bytes:
         """A streamed answer (server-sent events), assembled into the body an unstreamed answer would have
         had, so everything after this reads one shape. A stall timer restarts with every data event (not
-        with comments, which keep only the connection alive); the total deadline still holds. Once the
-        answer is whole (AnswerStream.whole), the wait shrinks to USAGE_WAIT for its usage event, then to
-        END_WAIT for the stream's end: a server that never sends [DONE], or holds the connection open
-        after it, costs seconds, and the answer is kept."""
+        with comments, which keep only the connection alive); the request's deadline (ends_at) still
+        holds. Once the answer is whole (AnswerStream.whole), the wait shrinks to USAGE_WAIT for its usage
+        event, then to END_WAIT for the stream's end: a server that never sends [DONE], or holds the
+        connection open after it, costs seconds, and the answer is kept. Whole is whole: a wait that ran
+        out, or the run stopping at once, keeps it (each wait a Deadline: what already came is read first)."""
         stream, events = AnswerStream(), SseParser()
-        loop, cap = asyncio.get_running_loop(), self.settings.max_answer_bytes
-        decoder, wait, looked_again = BodyDecoder(encoding, STREAM_BYTES), self.settings.stall_timeout, False
+        loop, cap, stall = asyncio.get_running_loop(), self.settings.max_answer_bytes, self.settings.stall_timeout
+        decoder = BodyDecoder(encoding, STREAM_BYTES)
         try:
-            while True:  # once more after a wait that ran out (see below); else once
-                try:
-                    async with asyncio.timeout(wait) as deadline:
-                        async for chunk in self._decoded_chunks(response, decoder):
-                            added = False
-                            for data in events.feed(chunk):
-                                stream.add(data)
-                                added = True
-                            if events.pending > cap or stream.size > cap:  # what is held, not what went by
-                                raise AnswerTooLarge(max(events.pending, stream.size), cap)
-                            if not added:
-                                continue
-                            if not slot.admitted and not stream.failed:
-                                self.limiter.admit(slot)  # the teacher is answering: it took the request
-                            if stream.failed or stream.done and not stream.whole:
-                                break  # nothing after an error event or a [DONE] can make the answer whole
-                            wait = (self.settings.stall_timeout if not stream.whole else
-                                    END_WAIT if stream.done or stream.usage_seen else USAGE_WAIT)
-                            deadline.reschedule(loop.time() + wait)
-                            looked_again = False
-                    break
-                except TimeoutError:
-                    if not deadline.expired():
-                        raise
-                    if stream.whole:
-                        break
-                    if looked_again:
-                        raise StreamStalled() from None
-                    # A process suspended (SIGSTOP, scontrol suspend, a laptop asleep) past the wait wakes to a
-                    # timer that is due and, beside it, the data that came meanwhile, still unread: the timer
-                    # runs first. So before the stream counts as stalled, what has already arrived is read
-                    # (the answer may be whole in it: kept, never paid again).
-                    wait, looked_again = _LOOK_AGAIN, True
-                except (httpx.TransportError, aiohttp.ClientError, OSError, MalformedAnswer):
-                    if not stream.whole:
-                        raise  # else the connection broke, or sent garbage, after the answer was whole: kept
-                    break
+            try:
+                async with Deadline(min(loop.time() + stall, ends_at)) as deadline:
+                    async for chunk in self._decoded_chunks(response, decoder):
+                        added = False
+                        for data in events.feed(chunk):
+                            stream.add(data)
+                            added = True
+                        if events.pending > cap or stream.size > cap:  # what is held, not what went by
+                            raise AnswerTooLarge(max(events.pending, stream.size), cap)
+                        if not added:
+                            continue
+                        if not slot.admitted and not stream.failed:
+                            self.limiter.admit(slot)  # the teacher is answering: it took the request
+                        if stream.failed or stream.done and not stream.whole:
+                            break  # nothing after an error event or a [DONE] can make the answer whole
+                        wait = (stall if not stream.whole else
+                                END_WAIT if stream.done or stream.usage_seen else USAGE_WAIT)
+                        deadline.reschedule(min(loop.time() + wait, ends_at))
+            except TimeoutError:
+                if not stream.whole:
+                    if not deadline.expired() or loop.time() >= ends_at:
+                        raise  # the request's --timeout (or a timeout not ours)
+                    raise StreamStalled() from None
+            except (httpx.TransportError, aiohttp.ClientError, OSError, MalformedAnswer):
+                if not stream.whole:
+                    raise  # else the connection broke, or sent garbage, after the answer was whole: kept
+            except asyncio.CancelledError:  # the run stops at once (Run.stop)
+                if not stream.whole:
+                    raise  # still coming: given up
+                asyncio.current_task().uncancel()  # whole: kept, and its rollout stops right after it
+                REQUEST_STATE.get().stop_now = True
             if not (stream.whole or stream.failed):
                 raise StreamCut("[DONE] came before the answer's finish_reason" if stream.done else
                                 "it ended before the answer was complete")
@@ -5142,28 +5217,28 @@ class TeacherClient:
         return stream.body()
 
     async def _decoded_chunks(self, response: httpx.Response, decoder: BodyDecoder) -> AsyncIterator[bytes]:
-        """The body's bytes as they come, decoded, never more than the decoder's limit in all. Iterated again
-        after a wait that ran out, it goes on where the last one stopped (the decoder and the connection's
-        buffer hold what was read)."""
+        """The body's bytes as they come, decoded, never more than the decoder's limit in all."""
         async for chunk in response.stream:
             yield decoder.feed(chunk)
         yield decoder.finish()
 
-    async def _read_body(self, response: httpx.Response, encoding: str, declared: bytes) -> bytes:
-        """The whole body, decoded as its Content-Encoding says, never more than the cap."""
+    async def _read_body(self, response: httpx.Response, encoding: str, declared: bytes, ends_at: float) -> bytes:
+        """The whole body, decoded as its Content-Encoding says, never more than the cap, within the request's
+        --timeout (what already arrived is read first: Deadline)."""
         limit = self.settings.max_answer_bytes
-        if encoding.strip().lower() not in ("", "identity"):
-            return b"".join([chunk async for chunk in self._decoded_chunks(response, BodyDecoder(encoding, limit))])
-        # Most answers: no decoder at all, and a declared length over the cap is refused before reading.
-        if declared.isdigit() and int(declared) > limit:
-            raise AnswerTooLarge(int(declared), limit)
-        parts, size = [], 0
-        async for chunk in response.stream:
-            size += len(chunk)
-            if size > limit:
-                raise AnswerTooLarge(size, limit)
-            parts.append(chunk)
-        return b"".join(parts)
+        async with Deadline(ends_at):
+            if encoding.strip().lower() not in ("", "identity"):
+                return b"".join([chunk async for chunk in self._decoded_chunks(response, BodyDecoder(encoding, limit))])
+            # Most answers: no decoder at all, and a declared length over the cap is refused before reading.
+            if declared.isdigit() and int(declared) > limit:
+                raise AnswerTooLarge(int(declared), limit)
+            parts, size = [], 0
+            async for chunk in response.stream:
+                size += len(chunk)
+                if size > limit:
+                    raise AnswerTooLarge(size, limit)
+                parts.append(chunk)
+            return b"".join(parts)
 
     def _check_tls(self, error: BaseException) -> None:
         """Certificate failures, and https:// sent to a plain-http port, fail every request alike: stop
@@ -5323,6 +5398,93 @@ def _carries_reasoning_content(body: dict) -> bool:
 
 def _without_reasoning_content(message: dict) -> dict:
     return {k: v for k, v in message.items() if k != "reasoning_content"} if "reasoning_content" in message else message
+
+
+# ==================================================================================================
+# The models list
+# ==================================================================================================
+# OpenRouter's models list, read whole: whether the teacher's author allows training on its outputs.
+
+
+def teacher_licence(settings: TeacherSettings, model: str) -> bool | None:
+    """Whether the model's author allows training on its outputs, as OpenRouter's models list says (GET
+    /models?distillable=true lists those models, each marked is_trainable_text): only what the list showed.
+    True: the model's entry says is_trainable_text true; False: it says false, or the list, read whole, holds
+    only entries marked true (it was filtered as asked) and not the model. None, the list cannot tell: another
+    server's (no marks: the filter was ignored), one not read whole, a mark that is not a JSON boolean."""
+    entries = _models_list(settings)
+    if not entries:
+        return None
+    wanted = {model, model.split(":")[0]}  # a variant (":free", ":online") is its model's
+    filtered = True
+    for entry in entries:
+        mark = entry.get("is_trainable_text") if isinstance(entry, dict) else None
+        if isinstance(entry, dict) and {entry.get("id"), entry.get("canonical_slug")} & wanted:
+            return mark if isinstance(mark, bool) else None
+        filtered = filtered and mark is True
+    return False if filtered else None
+
+
+_MODELS_PAGES = 100  # a models list longer than this many pages is not read whole: it cannot tell
+_MODELS_DEADLINE = 30.0  # seconds the whole lookup may take, every page: a best-effort check never holds the start
+
+
+def _models_list(settings: TeacherSettings) -> list | None:
+    """Every entry of the models list, its pages followed (OpenAI's `has_more` with `after` the last id, or a
+    `next` link on the same origin: the key goes nowhere else); None when it cannot be read whole (no answer
+    within the deadline, another shape, a page that does not follow, one larger than --max-answer-mb)."""
+    url, params, entries = f"{settings.base_url}/models", {"distillable": "true"}, []
+    origin = _origin(httpx.URL(url))
+    deadline = time.monotonic() + min(settings.timeout, _MODELS_DEADLINE)
+    try:
+        with httpx.Client(trust_env=True) as client:  # SSL_CERT_FILE and proxies, as for requests
+            for _ in range(_MODELS_PAGES):
+                answer = _whole_get(client, url, params, teacher_headers(settings), deadline,
+                                    settings.max_answer_bytes)
+                if answer is None:
+                    return None
+                page_url, status, page = answer
+                listed = page.get("data") if status == 200 and isinstance(page, dict) else None
+                if not isinstance(listed, list):
+                    return None
+                entries += listed
+                following = page.get("next")
+                if isinstance(following, str) and following:
+                    next_url = page_url.join(following)
+                    if _origin(next_url) != origin:
+                        return None  # a page elsewhere is not asked with the key, nor without it: cannot tell
+                    url, params = str(next_url), {}
+                elif page.get("has_more") is True:
+                    after = page.get("last_id") or (listed[-1].get("id") if listed and isinstance(listed[-1], dict) else None)
+                    if not isinstance(after, str) or params.get("after") == after:
+                        return None
+                    params = {"distillable": "true", "after": after}
+                elif page.get("has_more") not in (None, False) or following not in (None, ""):
+                    return None  # says there is more, in a way not known here
+                else:
+                    return entries
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError):
+        return None
+    return None
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port or {"http": 80, "https": 443}.get(url.scheme)
+
+
+def _whole_get(client: httpx.Client, url: str, params: dict, headers: dict, deadline: float, cap: int
+               ) -> tuple[httpx.URL, int, Any] | None:
+    """A GET read whole before the deadline (a byte every few seconds does not hold it), no larger than `cap`:
+    (its URL, status, JSON or None); None when it is not."""
+    if (remaining := deadline - time.monotonic()) <= 0:
+        return None
+    with client.stream("GET", url, params=params, headers=headers, timeout=min(remaining, 10.0)) as response:
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > cap or time.monotonic() > deadline:
+                return None
+        return response.url, response.status_code, decode_answer(bytes(body))
 
 
 # ==================================================================================================
@@ -6429,7 +6591,7 @@ class Outcome:
     in_paused_file: bool = False  # its turns are in the paused file (this run or an earlier one)
     key_in_signed_reasoning: bool = False  # its newer turns could not be saved (PausedFile.save)
     identity: RequestIdentity | None = None  # what its turns are valid with (RolloutRunner.body_for)
-    given_up: bool = False  # stopped at once with an answer still coming (or its tools running): paid again
+    given_up: bool = False  # stopped at once with an answer still coming (not whole): paid again
 
     @property
     def total_usage(self) -> Usage:
@@ -6440,6 +6602,12 @@ class Outcome:
         total.merge(self.carried)
         total.merge(self.usage)
         return total
+
+    @property
+    def answered_last(self) -> bool:
+        """Its last message is an answer the teacher gave it (not the prompt's own last message)."""
+        return (self.turns > 0 and len(self.messages) > len(self.job.prompt.messages)
+                and self.messages[-1].get("role") == "assistant")
 
     def end(self, ending: Ending, label: str = "", detail: str = "", **fields: Any) -> Outcome:
         self.ending, self.label, self.detail = ending, label, detail or label
@@ -6512,8 +6680,12 @@ class RolloutRunner:
                        "continue.")
             return outcome.end(Ending.STOPPED, "stopped: cannot save", message, stop=RunStopped("disk", message))
         except asyncio.CancelledError:  # the run is stopping at once; the outcome still gets settled
-            # It was waiting for an answer, or running the tools an answer asked for (a request waiting for a
-            # slot or a retry has ended NotStarted by now): that answer is not saved, and is paid again.
+            # It was running the tools its last answer asked for: the answer is kept (Run.settle saves it with
+            # its calls, which run next run). Or it was waiting for an answer (a request waiting for a slot or a
+            # retry has ended NotStarted by now): that answer is given up, and paid again.
+            if outcome.answered_last:
+                return outcome.end(Ending.STOPPED, "interrupted", "the run stopped at once while this rollout's "
+                                   "tools ran: its answer is kept, and its tools run next run")
             return outcome.end(Ending.STOPPED, "interrupted", "the run stopped while this rollout was in progress",
                                given_up=True)
         except Exception as e:  # a bug of ours: this rollout fails with the place, the run goes on
@@ -6537,6 +6709,10 @@ class RolloutRunner:
 
     async def _converse(self, o: Outcome) -> Outcome:
         base = self.body_for(o.job)[0]
+        if o.answered_last and calls_pending(o.messages[-1]):  # saved as a stop came while its tools ran: they run first
+            if o.turns >= self.max_turns:
+                return self._too_many_turns(o, o.turns)
+            await self._answer_calls(o, o.messages[-1]["tool_calls"])
         for turn in range(o.turns + 1, self.max_turns + 1):
             # No request starts once the run is stopping: a rollout pauses between its turns.
             body = {**base, "messages": self.cache.mark(o.messages)}
@@ -6552,17 +6728,27 @@ class RolloutRunner:
                 return o.end(Ending.INCOMPLETE, f"incomplete: {completion.finish_reason}",
                              f"incomplete: finish_reason {completion.finish_reason} on turn {turn}")
             calls = message.get("tool_calls")
+            if calls and turn >= self.max_turns:
+                return self._too_many_turns(o, turn)
+            if completion.stop_now:  # it came whole as the run stopped at once: kept (Run.settle saves it)
+                return o.end(Ending.STOPPED, "interrupted", "the run stopped at once as this rollout's answer "
+                             "came: the answer is kept, and the rollout goes on from it next run")
             if calls:
-                if turn == self.max_turns:
-                    return o.end(Ending.INCOMPLETE, "incomplete: max turns",
-                                 f"incomplete: reached --max-turns {turn} while the teacher was still calling tools")
-                o.messages.extend(await self._tool_results(calls, o.job.prompt.metadata, o.job.prompt.tools))
-                self.save(o)  # the answer and all its tool results, together
+                await self._answer_calls(o, calls)
                 continue
             return self._ended(o, message, turn)
         # Only a resumed rollout gets here: saved with as many turns as --max-turns now allows
         return o.end(Ending.INCOMPLETE, "incomplete: max turns",
                      f"incomplete: its {o.turns} saved turns reach --max-turns {self.max_turns}")
+
+    async def _answer_calls(self, o: Outcome, calls: list[dict]) -> None:
+        o.messages.extend(await self._tool_results(calls, o.job.prompt.metadata, o.job.prompt.tools))
+        self.save(o)  # the answer and all its tool results, together
+
+    @staticmethod
+    def _too_many_turns(o: Outcome, turn: int) -> Outcome:
+        return o.end(Ending.INCOMPLETE, "incomplete: max turns",
+                     f"incomplete: reached --max-turns {turn} while the teacher was still calling tools")
 
     def save(self, o: Outcome) -> None:
         """Make the rollout's turns so far durable (after an answer and its tool results, or a final answer
@@ -7361,6 +7547,12 @@ def is_final_answer(message: Any) -> bool:
     return isinstance(message, dict) and message.get("role") == "assistant" and not message.get("tool_calls")
 
 
+def calls_pending(message: Any) -> bool:
+    """An answer whose tool calls have not run: the last saved message of a rollout the run stopped at once
+    while its tools ran (the next run runs them first)."""
+    return isinstance(message, dict) and message.get("role") == "assistant" and bool(message.get("tool_calls"))
+
+
 @dataclass
 class _SavedTurns:
     messages: list[dict]
@@ -7436,6 +7628,8 @@ class PausedFile(LineFile):
         given = len(outcome.job.prompt.messages)
         chain = self.chains.get(key)
         said = outcome.messages[given + (chain.said if chain else 0):]
+        if not said and chain is not None:
+            return True  # saved already
         scrubbed = self.scrub(said)
         if scrubbed is not said and any(a.get("reasoning_details") != b.get("reasoning_details")
                                         for a, b in zip(said, scrubbed)):
@@ -7679,7 +7873,7 @@ def _saved_turns(records: list[Any], prompt: list[dict]) -> _SavedTurns | None:
         return None
     if not (isinstance(usage, dict) and isinstance(turns, int) and turns > 0 and isinstance(fingerprint, str)):
         return None
-    if not (is_final_answer(messages[-1]) or messages[-1].get("role") == "tool"):
+    if not (is_final_answer(messages[-1]) or messages[-1].get("role") == "tool" or calls_pending(messages[-1])):
         return None  # not a point a rollout can go on from
     if not all(_said_as_we_save_it(m) for m in messages[len(prompt):]):
         return None  # edited: a message the line could not be built from ("tool_calls": 5)
@@ -8450,7 +8644,7 @@ class RunSummary:
                          "twice).")
         if s.given_up:
             named = ", ".join(s.given_up[:5]) + (f" and {len(s.given_up) - 5} more" if len(s.given_up) > 5 else "")
-            lines.append(f"Given up: {plural(len(s.given_up), 'answer')} still coming (or its tools running) when the "
+            lines.append(f"Given up: {plural(len(s.given_up), 'answer')} still coming when the "
                          f"run stopped at once (--stop-timeout, or a second Ctrl-C): "
                          f"{'prompt' if len(s.given_up) == 1 else 'prompts'} {named}. Their rollouts go on from their "
                          "last saved turn next run, and those answers are paid again.")
@@ -8555,6 +8749,7 @@ class Plan:
     dropped: int = 0
     dropped_ids: list[str] = field(default_factory=list)
     hygiene: Hygiene | None = None
+    prompts_in_file: int = 0  # counted only for a shard that holds none: every shard's prompts
 
     def check_tools(self, prompts_file: Path, toolbox: ToolBox | None) -> None:
         """Every tool a prompt line names exists (tools.py's, or an MCP server's): checked before anything
@@ -8611,9 +8806,11 @@ def make_plan(prompts: PromptSettings, attempts: int, finished: set[int],
             plan.pending_repeats.append(job.prompt.repeat)
             plan.pending_lines.append(job.prompt.line_no)
             plan.pending_ids.append(hash(job.prompt.prompt_id))
-    if plan.total == plan.dropped == 0 and (not prompts.shard or next(_iter_prompts(prompts.input, prompts.system), None) is None):
-        raise UsageError(f"{prompts.input}: no prompts found")
-    return plan  # a shard may hold none (more shards than prompts): it is done
+    if plan.total == plan.dropped == 0:  # a shard may hold none: it is done, and says why (its share of how many)
+        plan.prompts_in_file = count_prompts(prompts) if prompts.shard else 0
+        if not plan.prompts_in_file:
+            raise UsageError(f"{prompts.input}: no prompts found")
+    return plan
 
 
 _TOOLS_DOWN_AFTER = 10  # rollouts in a row failed by an unavailable tool that stop the run (each one is paid)
@@ -8845,9 +9042,10 @@ class Run:
         return destination
 
     def _pause(self, outcome: Outcome) -> _Destination:
-        """Stopped by the run (a signal, the cap, a 402, a full disk): its saved turns go on next run. A final
-        answer the run stopped before settling (while it was scored) is saved as it is, to be settled then."""
-        if outcome.turns and is_final_answer(outcome.messages[-1]) and outcome.ending is Ending.STOPPED:
+        """Stopped by the run (a signal, the cap, a 402, a full disk): its saved turns go on next run. An answer
+        the run stopped at before it was settled (a final one while it was scored, or as it came whole; one
+        whose tools were running) is saved as it is, to be settled (its tools run) then."""
+        if outcome.answered_last and outcome.ending is Ending.STOPPED:
             try:
                 self.runner.save(outcome)
             except OutputError:
@@ -8977,19 +9175,28 @@ class Run:
             return
         self.interrupted = True
         going = len(self.tasks)
-        self.progress.log(f"Stopping: no new requests; the answers in flight are kept (waited for up to "
-                          f"{self.stop_timeout:g} s, --stop-timeout), and {plural(going, 'rollout')} in progress "
-                          f"{'pauses' if going == 1 else 'pause'}, to go on next run (press Ctrl-C again to quit now).")
+        self.progress.log(f"Stopping: no new requests; the answers in flight are waited for (up to "
+                          f"{self.stop_timeout:g} s, --stop-timeout) and kept, and a rollout they do not finish "
+                          f"pauses, to go on next run ({plural(going, 'rollout')} in progress; press Ctrl-C again to "
+                          "quit now).")
         self.stop(None, now=False)
-        self._give_up_timer = asyncio.get_running_loop().call_later(self.stop_timeout, self._give_up)
+        self._give_up_timer = asyncio.get_running_loop().call_later(self.stop_timeout, self._look_then_give_up)
+
+    def _look_then_give_up(self) -> None:
+        """The stop's bound is a timer like an answer's (Deadline): due, it first lets what already arrived be
+        read (a process suspended past it wakes with answers whole in its buffers, unread)."""
+        self._give_up_timer = asyncio.get_running_loop().call_later(LOOK_AGAIN, self._give_up)
 
     def _give_up(self) -> None:
         """The bound on a stop: a cluster kills the process 30 s after SIGTERM (SLURM's KillWait, a pod's grace
-        period), and a kill loses the summary and whatever was still to be saved. What is still coming is given
-        up: those rollouts pause at their last saved turn, and the summary names them."""
+        period), and a kill loses the summary and whatever was still to be saved. The rollouts still going stop
+        now: an answer whole by then is kept, one still coming is given up (its rollout pauses at its last saved
+        turn, and the summary names it: paid again next run)."""
         if self.tasks:
-            self.progress.log(f"Gave up waiting after {self.stop_timeout:g} s (--stop-timeout): what is still "
-                              "coming will be paid again next run.")
+            self.progress.log(f"Gave up waiting after {self.stop_timeout:g} s (--stop-timeout): "
+                              f"{plural(len(self.tasks), 'rollout')} still in progress "
+                              f"{'stops' if len(self.tasks) == 1 else 'stop'} now (the summary names any answer "
+                              "given up, which is paid again next run).")
             self.stop(None, now=True)
 
     def _summarize(self, remaining_failed: int) -> int:
@@ -9074,13 +9281,71 @@ def _print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Outpu
 
 
 def main(argv: list[str] | None = None) -> int:
-    with _surviving_standard_streams():
+    with _surviving_standard_streams(), _stop_signals_interrupting():
         return _run_command(argv)
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupting() -> Iterator[None]:
+    """SIGTERM (scancel, a pod deleted) and SIGHUP (the terminal gone) interrupt as Ctrl-C does in every
+    phase: planning a big prompts file, writing the --export files (KeyboardInterrupt: exit 130, said once,
+    a temporary removed). Python's default for them kills at once, silently, leaving a half-written
+    temporary behind. The run itself answers all three its own way (Run._install_signal_handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    interrupted = False
+
+    def interrupt(signum: int, frame: Any) -> None:
+        nonlocal interrupted
+        if not interrupted:  # a second signal while the first is answered (a temporary removed, the message
+            interrupted = True  # printed) would cut that short, with a traceback
+            raise KeyboardInterrupt
+
+    for sig in before:
+        signal.signal(sig, interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
+def ensure_open_files(concurrency: int, tool_concurrency: int) -> None:
+    """Every connection is a file descriptor: raise the soft limit when -c needs it, or say what to do
+    (instead of a wall of "Too many open files" mid-run)."""
+    needed = concurrency + tool_concurrency + _FILES_BESIDES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise UsageError(f"-c {concurrency} needs about {needed} open files (with --tool-concurrency {tool_concurrency}), "
+                         f"but this process may open at most {hard} (ulimit -Hn). {_what_the_limit_allows(hard, tool_concurrency, needed)}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+_FILES_BESIDES = 256  # open files a run needs besides its connections and tool calls: its files, the browser, the loop
+
+
+def _what_the_limit_allows(hard: int, tool_concurrency: int, needed: int) -> str:
+    """What to do under a hard limit on open files: settings it allows, or, when none would do, raising it."""
+    room = hard - _FILES_BESIDES  # for connections and tool calls together
+    if room - tool_concurrency >= 1:
+        return f"Lower -c to {room - tool_concurrency}, or raise the limit (ulimit -n {needed}), then re-run."
+    if room >= 2:
+        tools = max(1, min(tool_concurrency, room // 4))
+        return (f"It leaves room for {room} connections and tool calls together: run with -c {room - tools} "
+                f"--tool-concurrency {tools}, or raise the limit (ulimit -n {needed}), then re-run.")
+    return (f"That is too few for any run (the least, -c 1 --tool-concurrency 1, needs about {_FILES_BESIDES + 2}): "
+            f"raise the hard limit (ulimit -Hn {_FILES_BESIDES + 2} or more, as root or in "
+            "/etc/security/limits.conf), then re-run.")
 
 
 def _run_command(argv: list[str] | None) -> int:
     output: OutputFile | None = None
-    ran = False  # the run is over: a Ctrl-C now interrupts the --export/--report files, not the run
+    ran = False  # nothing more is sent: a Ctrl-C now interrupts the --export/--report files, not the run
     redact: Callable[[str], str] = str  # once the settings are read: every secret out of what is printed
     try:
         cfg = parse_config(argv)
@@ -9109,6 +9374,8 @@ def _run_command(argv: list[str] | None) -> int:
                          hygiene.dropped if hygiene else dropped_ids(dataset_records(cfg.files.dropped)) if cfg.no_run
                          else (), hygiene)
         if cfg.no_run:  # the files as they are: nothing repaired, run or sent
+            ran = True
+            remove_stale_temporaries(cfg.files.output)  # an export's, a kill -9 left (its process gone)
             return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending,
                                              cfg.line.redact, cfg.hygiene)
         if cfg.dry_run:
@@ -9131,13 +9398,19 @@ def _run_command(argv: list[str] | None) -> int:
 
         if plan.total == plan.dropped == 0:  # a shard that holds no prompt: done, as the scheduler should count it
             repaired()
+            ran = True
             index, shards = cfg.prompts.shard
-            print(f"Nothing to do: shard {index} of {shards} holds none of the prompts of {cfg.prompts.input} (more "
-                  "shards than prompts).", file=sys.stderr)
+            among = plural(plan.prompts_in_file, "prompt")
+            why = (f"more shards than prompts: {among} among {shards} shards" if shards > plan.prompts_in_file else
+                   f"prompts go to shards by a hash of their ids, not in turn, so {among} among {shards} shards "
+                   "leave some with none")
+            print(f"Nothing to do: shard {index} of {shards} holds none of the prompts of {cfg.prompts.input} "
+                  f"({why}).", file=sys.stderr)
             return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending,
                                              cfg.line.redact, cfg.hygiene)
         if plan.finished_before == plan.total:  # every rollout is done, or dropped (--dedup, --decontaminate)
             repaired()
+            ran = True
             for line in plan.hygiene.describe(plan.dropped_ids, f"listed in {cfg.files.dropped}") if plan.hygiene else ():
                 print(redact(line), file=sys.stderr)
             print(f"Nothing to do: all {plan.total + plan.dropped} rollouts are finished"
@@ -9186,7 +9459,8 @@ def _scheduler_notes(scheduler: SchedulerShard | None) -> list[str]:
         return []
     notes = [scheduler.note] if scheduler.note else []
     if scheduler.record is not None and scheduler.array is not None:
-        failed = note_array(scheduler.record, scheduler.array, os.environ.get("SLURM_ARRAY_JOB_ID"))
+        failed = note_array(scheduler.record, scheduler.array, os.environ.get("SLURM_ARRAY_JOB_ID"),
+                            replace=scheduler.renote)
         notes += [failed] if failed else []
     return notes
 
@@ -9250,41 +9524,80 @@ def _give_project_id(config: Path) -> str | None:
     """Give config.yml the project_id `rnow run` needs, as `rnow init` would make it (a random UUID), so the
     folder trains with nothing but `rnow login`. One id, whatever starts at once (the tasks of a job array in
     one folder): under a lock on the file, it is read again, and only a run that still finds no id writes
-    one (the others say nothing). An empty `project_id:` is filled in; else the line is appended. The rest is
-    kept byte for byte, and the result is checked to read as the same settings plus the id before it
-    replaces the file. None: another run gave it one meanwhile."""
+    one (the others say nothing). An empty `project_id:` is filled in; else the key is added (_with_project_id).
+    The rest is kept byte for byte (line ends and a BOM included), and the result is checked to read as the
+    same settings plus the id before it replaces the file: a file it cannot be added to safely is left as it
+    is, and the note says how to add it by hand. None: another run gave it one meanwhile."""
     import yaml
 
     project_id = str(uuid.uuid4())
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    advice = f'Give its top-level mapping the key `project_id: "{project_id}"`'
     try:
         with _locked(config):
             text = config.read_bytes().decode("utf-8")
-            before = yaml.safe_load(text.lstrip("\ufeff"))
+            bom, text = ("\ufeff", text[1:]) if text.startswith("\ufeff") else ("", text)
+            before = yaml.load(text, Loader=loader)
             if isinstance(before, dict) and before.get("project_id"):
                 return None
-            new_text = _with_project_id(text, project_id)
-            after = yaml.safe_load(new_text.lstrip("\ufeff"))
+            new_text, advice = _with_project_id(text, project_id, loader)
+            try:
+                after = yaml.load(new_text, Loader=loader) if new_text is not None else None
+            except yaml.YAMLError:
+                after = None
             if not (isinstance(before, dict) and after == {**before, "project_id": project_id}):
-                raise ValueError("the id cannot be added to how this file is written")
+                return (f"Note: {config} has no project_id, which `rnow run` needs, and this program cannot add one "
+                        f"safely to how the file is written, so it is left as it is. {advice} yourself; do not run "
+                        "`rnow init` here (it overwrites this folder's files).")
             with replaced_atomically(config) as out:
-                out.write(new_text.encode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
-        return (f"Note: {config} has no project_id, which `rnow run` needs, and it could not be added ({e}). Add "
-                f'a line `project_id: "{project_id}"` to it yourself; do not run `rnow init` here (it overwrites '
-                "this folder's files).")
+                out.write((bom + new_text).encode("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        return (f"Note: {config} has no project_id, which `rnow run` needs, and it could not be added ({why}). "
+                f"{advice} yourself; do not run `rnow init` here (it overwrites this folder's files).")
     return (f"{config}: added project_id {project_id}, which `rnow run` needs to train on this folder (`rnow init` "
             "would make one too, but it overwrites train.jsonl and config.yml: never run it here).")
 
 
-# A top-level `project_id:` with no value (empty, "", '', null or ~), perhaps with a comment
-_EMPTY_PROJECT_ID = re.compile(r"""^project_id:[ \t]*(?:""|''|null|Null|NULL|~)?[ \t]*(?:#[^\n]*)?$""", re.M)
+_EMPTY_VALUES = ("", "~", "null", "Null", "NULL")
 
 
-def _with_project_id(text: str, project_id: str) -> str:
+def _with_project_id(text: str, project_id: str, loader: Any) -> tuple[str | None, str]:
+    """config.yml's text (its BOM taken off) with the project id given, nothing else changed, found where the
+    YAML parser puts the keys: an empty `project_id:` (or `project_id :`, `"project_id": ~`, ...) filled in on
+    its own line, whatever its line ends; else the key added to the top-level mapping: a line at the end of a
+    block mapping (with the file's line ends and indentation), or a pair inside the braces of a flow one. None
+    where that cannot be done safely; and, either way, how to do it by hand."""
+    import yaml
+
     line = f'project_id: "{project_id}"'
-    if len(_EMPTY_PROJECT_ID.findall(text)) == 1:
-        return _EMPTY_PROJECT_ID.sub(line, text)
-    return text + ("\n" if text and not text.endswith("\n") else "") + _PROJECT_ID_NOTE + line + "\n"
+    root = yaml.compose(text, Loader=loader)
+    if not isinstance(root, yaml.MappingNode):
+        return None, f"Give it a top-level mapping with the key `{line}`"
+    found = [(key, value) for key, value in root.value if isinstance(key, yaml.ScalarNode) and key.value == "project_id"]
+    if found:
+        key, value = found[0]
+        colon = re.compile(r"[ \t]*:").match(text, key.end_mark.index)
+        empty = isinstance(value, yaml.ScalarNode) and (value.tag.endswith(":null") or value.style in ("'", '"')) \
+            and value.value in _EMPTY_VALUES
+        advice = f"Set its project_id to `{line}`"
+        if len(found) > 1 or colon is None or not empty or value.end_mark.line != key.start_mark.line:
+            return None, advice
+        end = max(colon.end(), value.end_mark.index)
+        return text[:key.start_mark.index] + line + text[end:], advice
+    if root.flow_style:
+        close = root.end_mark.index - 1
+        if text[close:close + 1] != "}":
+            return None, f"Add `{line}` inside its outer braces, after a comma"
+        before = text[:close].rstrip()[-1:]
+        pair = ("" if before == "{" else " " if before == "," else ", ") + line
+        return text[:close] + pair + text[close:], f"Add `{pair.strip()}` inside its outer braces, before the closing one"
+    newline = "\r\n" if "\r\n" in text else "\n"
+    indent = " " * root.value[0][0].start_mark.column if root.value else ""
+    at = root.end_mark.index  # the mapping's end: before a document end (...) or another document
+    head = text[:at] if not text[:at] or text[:at].endswith(("\n", "\r")) else text[:at] + newline
+    note = "".join(indent + comment + newline for comment in _PROJECT_ID_NOTE.splitlines())
+    return head + note + indent + line + newline + text[at:], f"Add the line `{indent}{line}` after its last setting"
 
 
 @contextlib.contextmanager
@@ -9452,6 +9765,8 @@ def _check_answers(files: OutputPaths, hygiene: HygieneSettings, scrub: Callable
 def _run_event_loop(main_coroutine: Any) -> Any:
     """asyncio.run, except that tasks still running at the end get one second, not for ever: a tool that
     swallows its cancellation would otherwise keep the process alive after the run is over."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)} \
+        if threading.current_thread() is threading.main_thread() else {}
     loop = asyncio.new_event_loop()
     try:
         return loop.run_until_complete(main_coroutine)
@@ -9464,6 +9779,9 @@ def _run_event_loop(main_coroutine: Any) -> Any:
             loop.set_exception_handler(lambda loop, context: None)  # no "Task was destroyed" noise for them
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+        for sig, handler in handlers.items():  # as before the loop: closing it set the run's back to the defaults
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 def _exit_for_good(code: int) -> None:

@@ -169,6 +169,25 @@ def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
         time.sleep(0.02)
 
 
+def read_all_that_came(client_port: int, server_port: int) -> bool:
+    """Whether the client's end of a loopback connection has read everything that reached it: its receive
+    queue in /proc/net/tcp is empty."""
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        fields = line.split()
+        local, remote, queues = fields[1], fields[2], fields[4]
+        if int(local.split(":")[1], 16) == client_port and int(remote.split(":")[1], 16) == server_port:
+            return int(queues.split(":")[1], 16) == 0
+    return False
+
+
+def stopped(process: subprocess.Popen) -> bool:
+    """Whether SIGSTOP has stopped the process (its state in /proc), not only been sent to it."""
+    try:
+        return open(f"/proc/{process.pid}/stat").read().rpartition(")")[2].split()[0] in ("T", "t", "Z")
+    except OSError:
+        return True
+
+
 def count_lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 

@@ -264,14 +264,33 @@ def test_after_a_run_rnows_own_cli_takes_the_folder_with_nothing_but_a_login(wor
     assert headers["Authorization"] == "Bearer rnow-key-of-the-test"
 
 
-def test_a_config_yml_the_id_cannot_be_appended_to_is_left_as_it_is_and_the_run_goes_on(run, workdir, teacher):
+def test_a_flow_mapping_config_yml_gets_its_id_inside_its_braces(run, workdir, teacher):
+    """A config.yml written as one flow mapping: the note said to append a `project_id:` line, which makes the file
+    invalid YAML (rnow run would then fail to read it). The pair goes inside the braces, the rest as it was."""
     flow = '{dataset_type: sft, data: {train_file: train.jsonl, batch_size: 1}, trainer: {num_epochs: 1}}\n'
     (workdir / "config.yml").write_text(flow)
     write_prompts(workdir, ["q"])
     result = run(tools="none", subprocess=True)
     assert result.code == 0 and len(result.records()) == 1
-    assert (workdir / "config.yml").read_text() == flow
-    assert "could not be added" in result.err and "project_id:" in result.err and "rnow init" in result.err
+    config = (workdir / "config.yml").read_text()
+    project_id = yaml.safe_load(config)["project_id"]
+    assert config == flow.replace("}}\n", f'}}, project_id: "{project_id}"}}\n')
+    assert yaml.safe_load(config) == {**yaml.safe_load(flow), "project_id": project_id}
+    assert result.err.count(f"added project_id {project_id}") == 1
+
+
+@pytest.mark.parametrize("text", [b"? project_id\n: \ndataset_type: sft\n", b"dataset_type: sft\nproject_id: 0\n",
+                                  b"project_id:\ndataset_type: sft\nproject_id:\n"],
+                         ids=["a complex key", "a number", "twice"])
+def test_a_config_yml_the_id_cannot_be_added_to_safely_is_left_as_it_is_saying_so_truly(run, workdir, teacher, text):
+    (workdir / "config.yml").write_bytes(text)
+    write_prompts(workdir, ["q"])
+    result = run(tools="none", subprocess=True)
+    assert result.code == 0 and len(result.records()) == 1
+    assert (workdir / "config.yml").read_bytes() == text
+    assert "cannot add one safely to how the file is written, so it is left as it is" in result.err, result.err
+    assert 'project_id: "' in result.err and "rnow init" in result.err and result.err.count("project_id") <= 4
+    assert "\n  " not in result.err.split("cannot add one safely")[1].split("\n")[0]  # one line, no parser dump
 
 
 def test_a_config_yml_that_names_its_project_or_is_not_rnows_is_not_touched(run, workdir, teacher):
@@ -321,14 +340,25 @@ def test_eight_runs_starting_at_once_give_config_yml_one_project_id(workdir, tea
     assert any(f"added project_id {project_id}" in err for err in said)
 
 
-@pytest.mark.parametrize("empty", ['project_id: ""', "project_id:", "project_id: null  # fill me", "project_id: ''"])
-def test_an_empty_project_id_is_filled_in_not_given_a_second_key(run, workdir, teacher, empty):
-    text = f"project_name: x\n{empty}\ndataset_type: sft\n"
-    (workdir / "config.yml").write_text(text)
+@pytest.mark.parametrize("empty", ['project_id: ""', "project_id:", "project_id: null", "project_id: ''",
+                                   "project_id :", '"project_id": ~', "{project_id: }"])
+@pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["LF", "CRLF"])
+@pytest.mark.parametrize("bom", ["", "\ufeff"], ids=["", "BOM"])
+def test_an_empty_project_id_is_filled_in_not_given_a_second_key(run, workdir, teacher, empty, newline, bom):
+    """Under CRLF line ends (a Windows editor), after a BOM, or as `project_id :`, the empty key was left and a second
+    one appended (a duplicate key: invalid YAML 1.2, and LF lines mixed into a CRLF file). It is filled in where the
+    YAML parser finds it, its comment and every other byte kept."""
+    if empty.startswith("{"):
+        lines = [bom + "{project_name: x,", "  project_id: , dataset_type: sft}  # fill me"]
+    else:
+        lines = [bom + "project_name: x", f"{empty}  # fill me", "dataset_type: sft"]
+    text = newline.join(lines) + newline
+    (workdir / "config.yml").write_bytes(text.encode())
     write_prompts(workdir, ["q"])
     result = run(tools="none")
     assert result.code == 0, result.err
-    config = (workdir / "config.yml").read_text()
-    project_id = yaml.safe_load(config)["project_id"]
-    assert config == text.replace(empty, f'project_id: "{project_id}"') and config.count("project_id") == 1
-    assert f"added project_id {project_id}" in result.err
+    config = (workdir / "config.yml").read_bytes().decode()
+    project_id = yaml.safe_load(config.removeprefix("\ufeff"))["project_id"]
+    filled = f'project_id: "{project_id}"'
+    assert config == text.replace(empty if not empty.startswith("{") else "project_id: ", filled)
+    assert config.count("project_id") == 1 and f"added project_id {project_id}" in result.err

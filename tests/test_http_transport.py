@@ -14,7 +14,8 @@ import threading
 import pytest
 
 import real_path
-from conftest import FAILURES, Result, SCRIPT, launch, read_jsonl, subprocess_env, write_prompts
+from conftest import (FAILURES, Result, SCRIPT, launch, read_all_that_came, read_jsonl, stopped, subprocess_env,
+    write_prompts)
 from fake_teacher import FakeTeacher, Reply, adjusted, answer, call_tools, completion, drip, drop, gzip_bomb
 
 
@@ -398,17 +399,6 @@ def test_under_a_hard_limit_too_low_for_c_1_the_message_says_what_the_limit_allo
     assert not teacher.requests and "Traceback" not in result.stderr
 
 
-def read_all_that_came(client_port: int, server_port: int) -> bool:
-    """Whether the client's end of a loopback connection has read everything that reached it: its receive
-    queue in /proc/net/tcp is empty."""
-    for line in open("/proc/net/tcp").read().splitlines()[1:]:
-        fields = line.split()
-        local, remote, queues = fields[1], fields[2], fields[4]
-        if int(local.split(":")[1], 16) == client_port and int(remote.split(":")[1], 16) == server_port:
-            return int(queues.split(":")[1], 16) == 0
-    return False
-
-
 def test_an_answer_that_came_whole_while_the_process_was_suspended_is_kept(workdir, teacher):
     """SIGSTOP (scontrol suspend, a laptop asleep), then SIGCONT after --stall-timeout: the answer came whole
     meanwhile and waits, unread, beside a stall timer that is due. The timer runs first; the answer was thrown
@@ -438,3 +428,54 @@ def test_an_answer_that_came_whole_while_the_process_was_suspended_is_kept(workd
     assert len(teacher.requests) == 1 and "0 retried" in err
     assert [r["messages"][-1]["content"] for r in read_jsonl(workdir / "train.jsonl")] == \
         ["it came while the process slept"]
+
+
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "--no-stream"])
+def test_answers_that_came_whole_while_the_process_slept_past_its_timeout_are_kept(workdir, teacher, streamed):
+    """Suspended past --timeout (a task preempted, `scontrol suspend`) while its answers came, whole: on waking, the
+    --timeout timer (and aiohttp's own read timer, at --timeout too) ran before the data beside it was read, and
+    every answer was thrown away and paid again (6 requests for 3, the summary's cost leaving the first answers
+    out). Every deadline reads what already came first (Deadline): each answer is kept, once, and counted."""
+    import signal
+    import time
+
+    from conftest import start_script, wait_for
+
+    prompts = ["asleep 0", "asleep 1", "asleep 2"]
+    write_prompts(workdir, prompts)
+    hold = threading.Event()
+    for prompt in prompts:
+        teacher.script(prompt, adjusted(answer(f"{prompt}: it came while the process slept"),
+                                        **({"sse_hold": hold} if streamed else {"hold": hold})))
+    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
+                           "--timeout", "1", *(() if streamed else ("--no-stream",)))
+    try:
+        wait_for(lambda: len(teacher.held) == 3, what="every answer begun (or, unstreamed, asked for)")
+        if streamed:
+            wait_for(lambda: all(read_all_that_came(port, teacher.port) for port in teacher.held),
+                     what="the client to read what came")
+        process.send_signal(signal.SIGSTOP)
+        wait_for(lambda: stopped(process), what="the process to stop")
+        hold.set()
+        wait_for(lambda: len(teacher.released) == 3, what="the answers, sent whole to the suspended process")
+        time.sleep(1.5)  # suspended past --timeout: the condition under test, not a synchronisation
+        process.send_signal(signal.SIGCONT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert len(teacher.requests) == 3 and "0 retried" in err, err
+    assert sorted(r["messages"][-1]["content"] for r in read_jsonl(workdir / "train.jsonl")) == \
+        [f"{p}: it came while the process slept" for p in prompts]
+    assert "cost $0.0030" in err and "unknown" not in err  # each answer's usage came with it, and counts
+
+
+def test_an_answer_that_does_not_come_is_still_left_at_the_timeout(run, teacher, workdir):
+    """The other side of reading first: a deadline that comes due with nothing more arrived still ends the wait,
+    one look later (--timeout 1: retried, then failed with its reason)."""
+    write_prompts(workdir, ["never"])
+    teacher.script("never", *[adjusted(answer("too late"), hold=threading.Event())] * 2)
+    result = run("--timeout", "1", "--retries", "1", "--no-stream", tools="none", subprocess=True)
+    assert result.code == 1 and len(teacher.requests) == 2
+    assert result.failed()[0]["kind"] == "retries used up (timeout)" and "within 1 s (--timeout)" in \
+        result.failed()[0]["reason"]

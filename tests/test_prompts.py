@@ -253,6 +253,34 @@ def test_shard_auto_outside_a_scheduler_or_with_a_bad_environment(run, workdir, 
     assert not teacher.requests and not list(workdir.glob("train*.jsonl"))
 
 
+@pytest.mark.parametrize("env, named", [
+    ({"SLURM_ARRAY_TASK_STEP": "-1"}, "SLURM_ARRAY_TASK_STEP=-1 is not a step"),
+    ({"SLURM_ARRAY_TASK_STEP": "0"}, "SLURM_ARRAY_TASK_STEP=0 is not a step"),
+    ({"SLURM_ARRAY_TASK_COUNT": "0"}, "SLURM_ARRAY_TASK_COUNT=0 is not a number of tasks"),
+    ({"SLURM_ARRAY_TASK_COUNT": "-3"}, "SLURM_ARRAY_TASK_COUNT=-3 is not a number of tasks"),
+    ({"SLURM_ARRAY_TASK_COUNT": "9"}, "SLURM_ARRAY_TASK_COUNT=9 is more tasks than ids from 0 to 3"),
+    ({"SLURM_ARRAY_TASK_ID": "-1", "SLURM_ARRAY_TASK_MIN": "-1"}, "SLURM_ARRAY_TASK_ID=-1 is not a task id"),
+    ({"SLURM_ARRAY_TASK_MIN": "-2"}, "SLURM_ARRAY_TASK_MIN=-2 is not the first task id"),
+    ({"SLURM_ARRAY_TASK_MIN": "2"}, "SLURM_ARRAY_TASK_MIN=2 is not the first task id of an array holding task 1"),
+    ({"SLURM_ARRAY_TASK_MAX": "0"}, "SLURM_ARRAY_TASK_MAX=0 is not the last task id of an array holding task 1"),
+    ({"SLURM_ARRAY_TASK_ID": "\u0661"}, "SLURM_ARRAY_TASK_ID='\u0661' is not a number"),
+], ids=["step -1", "step 0", "count 0", "count -3", "count above the span", "task -1", "min -2", "min above the task",
+        "max below the task", "an Arabic-Indic digit"])
+def test_slurm_variables_that_cannot_be_true_are_refused_naming_them_and_what_works(run, workdir, teacher, env, named):
+    """SLURM's variables are checked, never trusted (something else in a job's environment may set them): a step of
+    -1 ran, noted an array the program then refused as not its own note; a count of 0 blamed task 0 and advised
+    --array=0--1. Each is exit 2 naming the variable and the command that runs the shard by hand, nothing written."""
+    write_prompts(workdir, PROMPTS)
+    task = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "3",
+            "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_STEP": "1"}
+    result = run_task(run, {**task, **env}, "--shard", "auto")
+    assert result.code == 2 and named in result.err, result.err
+    assert "is not a number" in named or "--shard I/N -o train.shard-I-of-N.jsonl in place of --shard auto" in result.err
+    assert "--array=0--" not in result.err and "Traceback" not in result.err
+    assert not teacher.requests and sorted(p.name for p in workdir.iterdir()) == ["prompts.jsonl", "tools_small.py"]
+    assert run_task(run, task, "--shard", "auto").code == 0  # the same task, as SLURM sets it: runs
+
+
 def test_a_prompts_file_that_is_a_pipe_is_refused_before_anything_is_written(workdir, teacher):
     """Process substitution (`<(zcat prompts.jsonl.gz)`) gives a pipe, which the plan's first pass would empty:
     refused at once, without opening it, exit 2, nothing sent or written; the same prompts saved to a file run."""
@@ -313,8 +341,54 @@ def test_a_task_submitted_again_alone_resumes_its_own_shard_of_the_array(run, wo
     # an array of another shape would overlap the shards here: refused, saying what works, nothing sent
     sent = len(teacher.requests)
     other = run_in_task(run, monkeypatch, slurm_task(1, 0, 1, 2, job=59), "--shard", "auto")
-    assert other.code == 2 and "is not the one whose shards are here" in other.err and "sbatch --array=N" in other.err
+    assert other.code == 2 and "is not the one whose shards are here (--array=0-3, 4 tasks" in other.err, other.err
+    assert "train.shard-*-of-4.jsonl) would be paid again" in other.err and "sbatch --array=0-3" in other.err
     assert len(teacher.requests) == sent and not list(workdir.glob("train.shard-*-of-2.jsonl"))
+
+
+def test_the_whole_array_submitted_again_numbered_otherwise_goes_on_with_the_same_shards(run, workdir, teacher,
+                                                                                          monkeypatch):
+    """--array=0-3 noted, then the whole array submitted as --array=1-4: the k-th task of either runs shard k, so the
+    shards are the same. It was refused, saying its shards would overlap and every prompt be paid again, both
+    untrue. It goes on with them (paying for nothing twice), and is noted anew, so a task of it submitted again
+    alone in its own numbering finds its shard."""
+    write_prompts(workdir, PROMPTS)
+    mine = [p for p in PROMPTS if shard_of(p, 4) == 1]
+    teacher.script(mine[0], status(400, "refused this time"))
+    for task in range(4):
+        assert run_in_task(run, monkeypatch, slurm_task(task, 0, 3, 4, job=70), "--shard", "auto").code in (0, 1)
+    said = []
+    for task in range(1, 5):
+        again = run_in_task(run, monkeypatch, slurm_task(task, 1, 4, 4, job=71), "--shard", "auto")
+        assert again.code == 0 and "paid again" not in again.err, again.err
+        said.append(again.err)
+    assert "numbers the tasks of the one noted in train.slurm-array.json (--array=0-3) otherwise" in said[0]
+    assert "task 1 goes on with shard 0 of 4" in said[0] and not any("noted" in err for err in said[1:])
+    assert json.loads((workdir / "train.slurm-array.json").read_text())["first"] == 1
+    assert len(teacher.requests_for(mine[0])) == 2 and all(len(teacher.requests_for(p)) == 1 for p in PROMPTS[1:]
+                                                            if p != mine[0])
+    alone = run_in_task(run, monkeypatch, slurm_task(2, 2, 2, 1, job=72), "--shard", "auto")  # --array=2, as 1-4 counts
+    assert alone.code == 0 and "shard 1 of 4" in alone.err and "Nothing to do" in alone.err, alone.err
+
+
+def test_a_one_task_array_then_a_whole_array_is_refused_rather_than_paying_every_prompt_again(run, workdir, teacher,
+                                                                                                monkeypatch):
+    """`sbatch --array=0` (a smoke test) runs shard 0 of 1, every prompt; `--array=0-3` then paid every prompt again,
+    silently. The array of one is noted, so the later array is refused, truly: what the shards here hold would be
+    paid again, and what to submit instead. The array of one, submitted again, goes on as it is."""
+    write_prompts(workdir, PROMPTS[:6])
+    first = run_in_task(run, monkeypatch, slurm_task(0, 0, 0, 1, job=73), "--shard", "auto")
+    assert first.code == 0 and len(prompt_ids(workdir / "train.shard-0-of-1.jsonl")) == 6
+    assert json.loads((workdir / "train.slurm-array.json").read_text()) == {"first": 0, "step": 1, "tasks": 1, "job": "73"}
+    sent = len(teacher.requests)
+    for task in range(4):
+        whole = run_in_task(run, monkeypatch, slurm_task(task, 0, 3, 4, job=74), "--shard", "auto")
+        assert whole.code == 2 and "(--array=0, 1 task, noted in train.slurm-array.json)" in whole.err, whole.err
+        assert "the prompts done in its shards (train.shard-*-of-1.jsonl) would be paid again" in whole.err
+        assert "submit that array again (sbatch --array=0 ...)" in whole.err.replace(": finished shards end at once", "")
+    assert len(teacher.requests) == sent and not list(workdir.glob("train.shard-*-of-4.jsonl"))
+    again = run_in_task(run, monkeypatch, slurm_task(0, 0, 0, 1, job=75), "--shard", "auto")
+    assert again.code == 0 and "Nothing to do" in again.err and "runs apart" not in again.err, again.err
 
 
 def test_a_task_alone_with_no_note_beside_another_arrays_shards_is_refused_naming_the_command(run, workdir, teacher,
@@ -330,13 +404,18 @@ def test_a_task_alone_with_no_note_beside_another_arrays_shards_is_refused_namin
 
 def test_an_array_of_one_task_in_a_fresh_folder_runs_every_prompt(run, workdir, teacher, monkeypatch):
     write_prompts(workdir, PROMPTS[:4])
-    result = run_in_task(run, monkeypatch, slurm_task(0, 0, 0, 1, job=61), "--shard", "auto")
+    result = run_in_task(run, monkeypatch, slurm_task(5, 5, 5, 1, job=61), "--shard", "auto")
     assert result.code == 0 and len(prompt_ids(workdir / "train.shard-0-of-1.jsonl")) == 4
-    assert not (workdir / "train.slurm-array.json").exists()  # nothing to note of an array of one
+    assert json.loads((workdir / "train.slurm-array.json").read_text())["tasks"] == 1  # noted: see the test above
 
 
 @pytest.mark.parametrize("note", ["{not json", '{"first": "0", "step": 1, "tasks": 4}', '[0, 1, 4]',
-                                  '{"first": 0, "step": 0, "tasks": 4}'])
+                                  '{"first": 0, "step": 0, "tasks": 4}', '{"first": 0, "step": -1, "tasks": 2}',
+                                  '{"first": -2, "step": 1, "tasks": 4}', '{"first": 0, "step": 1, "tasks": 0}',
+                                  "[" * 100_000 + "]" * 100_000, '{"first": 0, "step": 1, "tasks": 4, "x": "%s"}'
+                                  % ("y" * 5000)],
+                         ids=["not JSON", "a string", "a list", "step 0", "step -1", "first -2", "no tasks",
+                              "nested 100,000 deep", "5 kB"])
 def test_a_hostile_array_note_is_refused_naming_it(run, workdir, teacher, monkeypatch, note):
     write_prompts(workdir, PROMPTS)
     (workdir / "train.slurm-array.json").write_text(note)
@@ -344,6 +423,37 @@ def test_a_hostile_array_note_is_refused_naming_it(run, workdir, teacher, monkey
     assert result.code == 2 and "train.slurm-array.json" in result.err and "Delete it" in result.err
     assert_no_traceback(result.err)
     assert not teacher.requests
+
+
+def test_a_fifo_where_the_array_note_goes_is_refused_at_once(workdir, teacher):
+    """A FIFO at train.slurm-array.json hung the task for ever, before it printed anything."""
+    write_prompts(workdir, PROMPTS)
+    os.mkfifo(workdir / "train.slurm-array.json")
+    env = subprocess_env(**slurm_task(0, 0, 1, 2, job=63))
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--shard", "auto",
+                        env=env, timeout=30)
+    assert result.code == 2 and "train.slurm-array.json: cannot open the note" in result.err, result.err
+    assert "it is a FIFO" in result.err and "Delete it" in result.err and not teacher.requests
+
+
+def test_shard_in_a_folder_of_the_output_makes_a_folder_per_shard(run, workdir, teacher, monkeypatch):
+    """`-o out/{shard}/train.jsonl`, a folder per shard: {shard} was replaced only in the file's name, so every task
+    wrote out/{shard}/train.jsonl and the second was refused as another run on it. Each shard gets its folder,
+    the array's note sits in out/, where all of them find it, and a task submitted again alone finds its shard."""
+    write_prompts(workdir, PROMPTS)
+    for task in range(3):
+        result = run_in_task(run, monkeypatch, slurm_task(task, 0, 2, 3, job=64), "--shard", "auto",
+                             "-o", "out/{shard}/train.jsonl")
+        assert result.code == 0, result.err
+    assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("train.jsonl")) == \
+        [f"out/{k}-of-3/train.jsonl" for k in range(3)]
+    assert json.loads((workdir / "out" / "train.slurm-array.json").read_text())["tasks"] == 3
+    merged = [i for k in range(3) for i in prompt_ids(workdir / "out" / f"{k}-of-3" / "train.jsonl")]
+    assert sorted(merged) == sorted(set(merged)) and len(merged) == len(PROMPTS)
+    alone = run_in_task(run, monkeypatch, slurm_task(1, 1, 1, 1, job=65), "--shard", "auto", "-o", "out/{shard}/train.jsonl")
+    assert alone.code == 0 and "shard 1 of 3" in alone.err and "Nothing to do" in alone.err, alone.err
+    by_hand = run("--shard", "2/3", "-o", "out/{shard}/train.jsonl", tools="none")
+    assert by_hand.code == 0 and "Nothing to do" in by_hand.err and not list(workdir.rglob("*{shard}*"))
 
 
 def test_the_array_is_noted_once_whatever_starts_at_once(workdir):
@@ -370,3 +480,23 @@ def test_a_shard_that_holds_no_prompt_is_done(run, workdir, teacher, monkeypatch
     assert empty >= 11
     merged = [i for k in range(16) for i in prompt_ids(workdir / f"train.shard-{k}-of-16.jsonl")]
     assert len(merged) == len(set(merged)) == 5
+    assert "(more shards than prompts: 5 prompts among 16 shards)" in result.err or not empty
+
+
+def test_shard_in_the_output_without_a_shard_is_refused(run, workdir, teacher):
+    write_prompts(workdir, PROMPTS[:2])
+    result = run("-o", "out/{shard}/train.jsonl", tools="none")
+    assert result.code == 2 and "{shard} stands for a shard (I-of-N), and this run has none" in result.err
+    assert not teacher.requests and not (workdir / "out").exists()
+
+
+def test_a_shard_left_empty_by_the_hash_says_so_not_that_shards_outnumber_prompts(run, workdir, teacher):
+    """6 prompts in 6 shards: the hash leaves some shards none, which said "(more shards than prompts)": false."""
+    prompts = PROMPTS[:6]
+    write_prompts(workdir, prompts)
+    empty = next(k for k in range(6) if not any(shard_of(p, 6) == k for p in prompts))
+    result = run("--shard", f"{empty}/6", tools="none")
+    assert result.code == 0 and not teacher.requests
+    assert result.err.count(f"shard {empty} of 6 holds none of the prompts") == 1
+    assert "more shards than prompts" not in result.err
+    assert "by a hash of their ids, not in turn, so 6 prompts among 6 shards leave some with none" in result.err

@@ -5,14 +5,15 @@ Speed itself is measured in bench/bench.py (figure 12), not here."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import Counter
 from typing import Callable
 
 import pytest
 
-from conftest import run_script, write_prompts
-from fake_teacher import FakeTeacher, Reply, TokenBucket, answer, completion, status
+from conftest import read_jsonl, run_script, start_script, wait_for, write_prompts
+from fake_teacher import FakeTeacher, Reply, TokenBucket, adjusted, answer, completion, status
 
 import generate_distillation_data as gdd
 
@@ -523,6 +524,51 @@ def test_a_limiter_whose_first_requests_are_refused_takes_the_teachers_free_capa
     full = next(when for when, ours, _ in trace if ours == 8)
     assert full - (start + 5.0) <= 2.0, f"8 in flight only {full - start - 5.0:.2f} s after the teacher was free"
     assert limiter.pace is None and limiter.limit >= 8  # no pace left over from a refusal that told nothing
+
+
+def test_a_shard_refused_while_another_holds_the_teacher_is_taken_once_it_is_free_not_after_its_backoff(workdir):
+    """Two shards on a teacher with one slot (a llama.cpp server with one): while shard A holds it, shard B's
+    request is refused, and went into its own exponential backoff (1, 2, 4, 8 s ...), so the teacher sat idle 8-12 s
+    after A finished. Refused while the teacher takes nothing of B's, the request goes back to B's limiter at once,
+    which sends one a second (the docs' promise) and is taken as soon as A lets go. With --backoff 600, B's backoff
+    would outlast the test: B ends within it only because nothing waits on a backoff of its own."""
+    teacher = FakeTeacher(max_in_flight=1).start()
+    try:
+        (workdir / "a").mkdir()
+        (workdir / "b").mkdir()
+        write_prompts(workdir / "a", ["shard A's long answer"])
+        write_prompts(workdir / "b", ["shard B's question"])
+        release = threading.Event()
+        teacher.script("shard A's long answer", adjusted(answer("A is done"), sse_hold=release))
+        a = start_script(workdir / "a", "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url)
+        wait_for(lambda: teacher.held, what="A to hold the teacher's one slot")
+        b = start_script(workdir / "b", "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
+                         "--backoff", "600")
+        wait_for(lambda: teacher.rejected >= 2, what="B refused, and asking again")
+        release.set()
+        a_err, b_err = a.communicate(timeout=30)[1], b.communicate(timeout=30)[1]
+    finally:
+        release.set()
+        teacher.stop()
+    assert a.returncode == 0 and b.returncode == 0, b_err
+    assert read_jsonl(workdir / "b" / "train.jsonl")[0]["messages"][-1]["content"] == "Answer to: shard B's question"
+    refused = sum(1 for body in teacher.requests if body.get("_rejected"))
+    assert f"{refused} answered 429, {refused} retried" in b_err and not (workdir / "b" / "train.failed.jsonl").exists()
+
+
+def test_a_request_refused_while_the_teacher_serves_only_others_fails_after_its_backoffs_worth(workdir):
+    """The bound of that: a teacher that never takes one (a key others spend for good) is asked one request a second
+    for as long as the request's backoff would have waited in all (--backoff 0.1, 2 retries: 0.3 s), then the
+    prompt fails as before, "retries used up (HTTP 429)", and the run does not go on for ever."""
+    teacher = FakeTeacher(default_step=status(429, "busy with others")).start()
+    try:
+        write_prompts(workdir, ["never taken"])
+        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
+                            "--backoff", "0.1", "--retries", "2")
+    finally:
+        teacher.stop()
+    assert result.code == 1 and read_jsonl(workdir / "train.failed.jsonl")[0]["kind"] == "retries used up (HTTP 429)"
+    assert 2 <= len(teacher.requests) <= 4
 
 
 def test_a_limiter_that_had_learned_the_cap_keeps_it_after_a_blind_refusal():

@@ -188,7 +188,9 @@ def test_the_docs_sbatch_script_on_a_real_slurm(slurm, tmp_path):
     """The docs' script and submit command as written, 16 tasks: every prompt once after the merge; config.yml
     given one project_id by 16 tasks starting at once; a task cancelled mid-rollout (scancel: SIGTERM, then
     SIGKILL after KillWait) ends its log with its summary, and submitted again the usual way (`sbatch
-    --array=N`) runs its own shard on from where it stopped, paying for nothing twice; empty shards are done."""
+    --array=N`) runs its own shard on from where it stopped, paying for nothing twice; empty shards are done;
+    the whole array submitted again as --array=1-16 goes on with the same shards, and one of another size is
+    refused, task by task, as SLURM's own variables say."""
     script, submit = docs_sbatch()
     assert "--array=0-15" in script and "exec " in script and "--open-mode=append" in script
     project = tmp_path / "project"
@@ -242,6 +244,20 @@ def test_the_docs_sbatch_script_on_a_real_slurm(slurm, tmp_path):
 
         # nothing paid twice: two answers a rollout (the tool call, the answer), the slow one's included
         assert {p: len(teacher.requests_for(p)) for p in prompts} == {p: 2 for p in prompts}
+
+        # the whole array submitted again, numbered otherwise (SLURM sets MIN=1, MAX=16): the same shards, each
+        # ends at once; an array of another size would overlap them: each of its tasks is refused, exit 2
+        sent = len(teacher.requests)
+        renumbered = slurm.submit(f"sbatch --array=1-{ARRAY} distill.sbatch", project, env)
+        wait_for(lambda: not slurm.queued(renumbered), timeout=180, what="the renumbered array to end")
+        assert {t["ExitCode"] for t in slurm.tasks(renumbered).values()} == {"0:0"}
+        assert json.loads((project / "train.slurm-array.json").read_text())["first"] == 1
+        other = slurm.submit("sbatch --array=0-7 distill.sbatch", project, env)
+        wait_for(lambda: not slurm.queued(other), timeout=180, what="the array of another size to end")
+        assert {t["ExitCode"] for t in slurm.tasks(other).values()} == {"2:0"}
+        assert "is not the one whose shards are here (--array=1-16, 16 tasks" in \
+            (project / "logs" / "distill-3.log").read_text()
+        assert len(teacher.requests) == sent and not list(project.glob("train.shard-*-of-8.jsonl"))
         slurm.run("bash", "-c", f"cat train.shard-*-of-{ARRAY}.jsonl > train.jsonl", cwd=project)  # the docs' merge
         assert prompt_counts(project) == {f"question {i}": 1 for i in range(40)}
     finally:

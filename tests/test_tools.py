@@ -109,6 +109,57 @@ def test_a_misbehaving_tool_is_an_error_for_that_call_and_the_run_ends_by_itself
         server.stop()
 
 
+READS_A_SOCKET = """
+import asyncio
+from rnow.core.tool import tool
+
+
+@tool(timeout=1)
+async def ask_the_service(port: int) -> str:
+    \"\"\"Read a line from a local service.\"\"\"
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    line = await reader.readline()
+    writer.close()
+    return line.decode().strip()
+"""
+
+
+def test_a_tool_result_that_came_while_the_process_slept_past_its_timeout_is_kept(workdir):
+    """A tool's timeout is a timer like an answer's: a process suspended past it wakes to the timer before the
+    result that came meanwhile, and the result was dropped for "timed out". Due, it takes what came first."""
+    import signal
+    import socket
+    import threading
+    import time
+
+    from conftest import start_script, stopped, wait_for
+
+    service = socket.create_server(("127.0.0.1", 0))
+    port = service.getsockname()[1]
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(service.accept()[0]), daemon=True).start()
+    (workdir / "socket_tools.py").write_text(READS_A_SOCKET)
+    server = FakeTeacher().start()
+    try:
+        write_prompts(workdir, ["ask"])
+        server.script("ask", call_tools(("ask_the_service", {"port": port})), answer("it said so"))
+        process = start_script(workdir, "prompts.jsonl", "--tools", "socket_tools.py", "--base-url", server.base_url)
+        wait_for(lambda: accepted, what="the tool to connect")
+        process.send_signal(signal.SIGSTOP)
+        wait_for(lambda: stopped(process), what="the process to stop")
+        accepted[0].sendall(b"the answer came while it slept\n")
+        time.sleep(1.5)  # suspended past the tool's timeout: the condition under test, not a synchronisation
+        process.send_signal(signal.SIGCONT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        server.stop()
+        service.close()
+    assert process.returncode == 0, err
+    tool_message = read_jsonl(workdir / "train.jsonl")[0]["messages"][2]
+    assert tool_message["content"] == "the answer came while it slept", tool_message
+
+
 def test_sys_exit_while_tools_py_is_imported_is_exit_2_naming_the_file(run, teacher, workdir):
     (workdir / "exits.py").write_text("import sys\nfrom rnow.core.tool import tool\n\nsys.exit(0)\n")
     write_prompts(workdir, ["q"])

@@ -45,6 +45,10 @@ class Reply:
     sse_cut: bool = False  # after the first piece, hang up (no usage, no [DONE])
     sse_no_usage: bool = False  # the whole answer and [DONE], but no usage event
     sse_hold: threading.Event | None = None  # after the first piece, nothing until it is set (FakeTeacher.held)
+    # the whole answer (its finish_reason), then nothing, the connection held open, until it is set (a proxy,
+    # slow usage accounting); then the usage event and [DONE]. FakeTeacher.held_whole has each one held
+    sse_hold_whole: threading.Event | None = None
+    hold: threading.Event | None = None  # unstreamed: nothing until it is set (FakeTeacher.held), then the answer
     dialect: object = None  # a dialects.Dialect: the answer streamed as that server writes it
     encoding: str | None = None  # Content-Encoding: "gzip", "deflate", "deflate-raw" (sent as deflate), or
     #                               any other name with the body sent as it is (an encoding not asked for)
@@ -297,7 +301,9 @@ class FakeTeacher:
         self.caching = CachingProvider() if caching else None
         self.meter = meter  # a requests-per-time limit, besides (or instead of) max_in_flight
         self.pages: dict[str, str] = {}  # GET path -> HTML
-        self.held: list[int] = []  # the client's port of each stream held after its first piece (Reply.sse_hold)
+        self.held: list[int] = []  # the client's port of each answer held (Reply.sse_hold, Reply.hold)
+        self.held_whole: list[int] = []  # and of each stream held once whole (Reply.sse_hold_whole)
+        self.released: list[float] = []  # when each held answer had been written to its end
         # OpenRouter's models list (GET /models, ?distillable=true keeps the entries with is_trainable_text),
         # and its routing rule: a request with provider.enforce_distillable_text for a model not on it is
         # refused. None: no models endpoint (404), no rule.
@@ -690,16 +696,25 @@ class FakeTeacher:
             if i == 0 and reply.sse_stall:
                 await think(reply.sse_stall)
             if i == 0 and reply.sse_hold is not None:
-                self.held.append(writer.get_extra_info("peername")[1])
-                while not reply.sse_hold.is_set():
-                    await asyncio.sleep(0.01)
+                await self._held(writer, reply.sse_hold, self.held)
         else:
+            if reply.sse_hold_whole is not None:
+                await writer.drain()
+                await self._held(writer, reply.sse_hold_whole, self.held_whole)
             if usage is not None and not reply.sse_no_usage:
                 send(f"data: {json.dumps(usage)}\n\n")
             send("data: [DONE]\n\n")
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         self.answered_at.append(time.monotonic())
+        if reply.sse_hold is not None or reply.sse_hold_whole is not None:
+            self.released.append(time.monotonic())
+
+    @staticmethod
+    async def _held(writer: asyncio.StreamWriter, hold: threading.Event, held: list[int]) -> None:
+        held.append(writer.get_extra_info("peername")[1])
+        while not hold.is_set():
+            await asyncio.sleep(0.01)
 
     async def _send(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
         if reply.stream:
@@ -713,6 +728,8 @@ class FakeTeacher:
                    404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
                    503: "Service Unavailable"}
         headers = {"Content-Type": "application/json", **encoded, **reply.headers, "Content-Length": len(payload)}
+        if reply.hold is not None:
+            await self._held(writer, reply.hold, self.held)
         head = [f"HTTP/1.1 {reply.status} {reasons.get(reply.status, 'Status')}"]
         head += [f"{k}: {v}" for k, v in headers.items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
@@ -729,6 +746,8 @@ class FakeTeacher:
         else:
             writer.write(payload)
         await writer.drain()
+        if reply.hold is not None:
+            self.released.append(time.monotonic())
 
 
 TEXTS = ("content", "reasoning", "reasoning_content", "refusal")
