@@ -584,3 +584,183 @@ def test_the_report_page_shows_the_hygiene_counts_in_real_chromium(run, teacher,
         browser.close()
     assert errors == [] and shown == {"dropped-duplicates": "1", "dropped-benchmark": "1", "answers-quoting": "1",
                                       "written": "2", "pending": "0"}
+
+
+def test_a_prompt_with_turns_paused_is_never_dropped_and_its_new_copy_is(run, teacher, workdir):
+    """A tool rollout pays for its first turn and pauses (a 402); the same question is then added at the top under a
+    new id. With --dedup the paused prompt stays and goes on from its saved turn; the new copy is dropped: no turn
+    is bought twice."""
+    question = "Add 2 and 3 with the tool, then tell me the sum."
+    teacher.script(question, call_tools(("add", {"a": 2, "b": 3})), status(402, "Insufficient credits"), answer("5"))
+    write_prompts(workdir, [{"id": "q-sum", "prompt": question}])
+    assert run("--dedup", subprocess=True).code != 0
+    assert any(r.get("prompt_id") == "q-sum" for r in read_jsonl(workdir / "train.paused.jsonl"))
+    write_prompts(workdir, [{"id": "q-sum-v2", "prompt": question}, {"id": "q-sum", "prompt": question}])
+    teacher.requests.clear()
+    result = run("--dedup", subprocess=True)
+    assert result.code == 0, result.err
+    assert [body["messages"][-1]["role"] for body in teacher.requests] == ["tool"]  # the saved turn goes on
+    assert [r["metadata"]["prompt_id"] for r in result.records()] == ["q-sum"]
+    _, drops = side_file(workdir)
+    assert [(d["prompt_id"], d["dropped"], d["duplicate_of"]) for d in drops] == [("q-sum-v2", "duplicate", "q-sum")]
+    assert 'kept line 2 (paid for already) "Add 2 and 3' in result.err
+
+
+def test_a_prompt_with_a_line_of_any_sample_is_never_listed_dropped(run, teacher, workdir):
+    """The copy's only line is sample 1 (its sample 0 failed); a later run asks one sample with --dedup: the copy is
+    paid for, so it stays (its sample 0 runs); nothing listed as dropped has a line in the output."""
+    write_prompts(workdir, [{"id": "first", "prompt": "What is 2+2?"}, {"id": "copy", "prompt": "what is 2 + 2"}])
+    teacher.script("what is 2 + 2", status(400, "bad request"))
+    assert run("--samples", "2", "-c", "1", "--start-concurrency", "1", tools="none").code == 1
+    assert sorted((r["metadata"]["prompt_id"], r["metadata"]["sample"]) for r in read_jsonl(workdir / "train.jsonl")) \
+        == [("copy", 1), ("first", 0), ("first", 1)]
+    result = run("--dedup", "--export", "hf", tools="none", subprocess=True)
+    assert result.code == 0, result.err
+    lines = [(r["metadata"]["prompt_id"], r["metadata"]["sample"]) for r in read_jsonl(workdir / "train.jsonl")]
+    assert lines[-1] == ("copy", 0)
+    assert side_file(workdir)[1] == []  # both paid for: neither dropped
+
+
+def card_text(workdir) -> str:
+    return " ".join((workdir / "train.hf.README.md").read_text().split())
+
+
+def test_a_run_without_the_flags_keeps_the_list_of_what_it_does_not_run(run, teacher, workdir):
+    """A --dedup run drops two copies; a later run with neither flag and -n 1 has nothing to do: the list stays
+    whole, nothing says it was removed, and the card says what was dropped. A run with -n 3 runs one of them: that
+    one is taken off the list, and the card counts the other."""
+    write_prompts(workdir, ["What is 2+2?", "what is 2 + 2", "What is 3+3?", "WHAT IS 3+3"])
+    assert run("--dedup", tools="none").code == 0
+    before = (workdir / "train.dropped.jsonl").read_bytes()
+    teacher.requests.clear()
+    idle = run("-n", "1", "--export", "hf", tools="none", subprocess=True)
+    assert idle.code == 0 and not teacher.requests and "removed" not in idle.err and "Nothing to do" in idle.err
+    assert (workdir / "train.dropped.jsonl").read_bytes() == before
+    assert "- `--dedup`: 2 repeating another prompt word for word" in card_text(workdir)
+    some = run("-n", "3", "--export", "hf", tools="none", subprocess=True)
+    assert some.code == 0 and sent(teacher) == ["what is 2 + 2"]
+    assert "train.dropped.jsonl: 1 prompt it listed as dropped are in this run (it has neither --dedup nor " \
+        "--decontaminate): taken off the list; 1 stay on it." in " ".join(some.err.split())
+    assert [d["line"] for d in side_file(workdir)[1]] == [4]
+    assert "- `--dedup`: 1 repeating another prompt word for word" in card_text(workdir)
+    assert read_jsonl(workdir / "train.runs.jsonl")[-1]["hygiene"] == {"ran_listed": 1}
+
+
+def test_merged_shards_keep_their_account_of_what_was_dropped(teacher, workdir):
+    """Shards run --dedup; their outputs and runs files are merged as docs/scale.md says. Without their dropped-prompts
+    files the card says what each shard's run recorded (and that the list is not here); with them merged too, it
+    counts the merged list."""
+    write_prompts(workdir, [f"Question number {i}?" for i in range(6)] + ["question number 1", "QUESTION NUMBER 2"])
+    for shard in range(2):
+        done = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--dedup",
+                          "--shard", f"{shard}/2", "-o", f"train.shard-{shard}-of-2.jsonl")
+        assert done.code == 0, done.err
+    for suffix in ("", ".runs"):
+        (workdir / f"train{suffix}.jsonl").write_bytes(b"".join(
+            (workdir / f"train.shard-{shard}-of-2{suffix}.jsonl").read_bytes() for shard in range(2)))
+    merged = run_script(workdir, "prompts.jsonl", "--tools", "none", "--export", "hf", "--no-run")
+    assert merged.code == 0, merged.err
+    text = card_text(workdir)
+    assert "None: no run" not in text and "No list of dropped prompts is here (`train.dropped.jsonl`)" in text
+    assert re.findall(r"\(shard `(\d)/2`\) used `--dedup` and dropped (\d) as `duplicate` of 8 prompts", text) == \
+        [("0", "1"), ("1", "1")]
+    (workdir / "train.dropped.jsonl").write_bytes(b"".join(
+        (workdir / f"train.shard-{shard}-of-2.dropped.jsonl").read_bytes() for shard in range(2)))
+    listed = run_script(workdir, "prompts.jsonl", "--tools", "none", "--export", "hf", "--report", "--no-run")
+    assert listed.code == 0, listed.err
+    assert "Of the 8 prompts of `prompts.jsonl`, these were dropped before anything was sent, each listed in " \
+        "`train.dropped.jsonl` (2 shards' lists merged) with why:" in card_text(workdir)
+    assert "- `--dedup`: 2 repeating another prompt word for word" in card_text(workdir)
+    assert report_data(workdir)["hygiene"]["duplicates"] == 2
+
+
+def test_a_hand_edited_dropped_file_is_read_by_one_rule_and_its_odd_lines_named(run, teacher, workdir):
+    write_prompts(workdir, ["What is 2+2?", "what is 2 + 2", "What is 3+3?"])
+    assert run("--dedup", tools="none").code == 0
+    with open(workdir / "train.dropped.jsonl", "a") as f:
+        for odd in ({"prompt_id": "x", "dropped": {"a": 1}}, {"prompt_id": 7, "dropped": "duplicate"},
+                    {"hygiene": "no"}, ["a list"], {"prompt_id": "y", "dropped": "duplicate", "kept": "both"}):
+            f.write(json.dumps(odd) + "\n")
+        f.write("{torn\n\n")
+    for extra in (["--export", "hf"], ["--report"]):
+        result = run(*extra, "--no-run", tools="none", subprocess=True)
+        assert result.code == 0, result.err
+        assert_no_traceback(result.err)
+        assert "train.dropped.jsonl:3: neither \"dropped\" (duplicate, near duplicate, benchmark) nor \"kept\" (a " \
+            "reason): left out of the card and the report" in result.err
+        assert "train.dropped.jsonl:4: no string \"prompt_id\"" in result.err
+        assert "train.dropped.jsonl:8" not in result.err  # five named at most, and the blank line is no line
+    assert "- `--dedup`: 1 repeating another prompt word for word" in card_text(workdir)
+    assert report_data(workdir)["hygiene"]["duplicates"] == 1 and report_data(workdir)["counts"]["pending"] == 0
+
+
+def test_benchmark_names_reach_the_terminal_escaped_and_secrets_nowhere(run, teacher, workdir):
+    """A benchmark file in a folder is named with terminal escapes and a newline that would forge a summary line,
+    and an API key is in another's path and an item's id: the terminal shows the escapes written out, and neither
+    the terminal nor any file the run writes holds the key."""
+    key = "sk-or-v1-" + "b3nch" * 12 + "abcd"
+    item = BENCHMARK[0]["question"]
+    folder = workdir / "bd"
+    folder.mkdir()
+    (folder / "e\x1b]0;PWNED\x07\x1b[2J\nDone: 0 new rollouts.jsonl").write_text(json.dumps({"question": item}) + "\n")
+    keyed = f"bench-{key}.jsonl"
+    write_benchmark(workdir, [{"id": "item-" + key, "question": "Name the largest moon of the planet Saturn please now."}],
+                    name=keyed)
+    write_prompts(workdir, [item, "Quick quiz. NAME the largest moon of the planet Saturn, please; now!", "hello"])
+    teacher.script("hello", answer("The largest moon of the planet Saturn please now is Titan; " + item))
+    result = run("--decontaminate", "bd", keyed, "--export", "hf", "--report", tools="none", subprocess=True,
+                 env=subprocess_env(OPENROUTER_API_KEY=key))
+    assert result.code == 0, result.err
+    assert "\x1b" not in result.err and "\x07" not in result.err
+    assert not any(line.startswith("Done: 0 new rollouts.jsonl") for line in result.err.splitlines())
+    assert "holds bd/e\\x1b]0;PWNED\\x07\\x1b[2J\\nDone: 0 new rollouts.jsonl item line 1" in result.err
+    tail = key[len("sk-or-v1-"):]
+    assert tail not in result.err
+    written = [path.name for path in workdir.iterdir() if path.is_file() and path.name not in (keyed, "prompts.jsonl")
+               and tail.encode() in path.read_bytes()]
+    assert written == [] and len(side_file(workdir)[1]) == 2
+    refused = run("--decontaminate", f"missing-{key}/\x1b[2J.jsonl", tools="none", subprocess=True,
+                  env=subprocess_env(OPENROUTER_API_KEY=key))
+    assert refused.code == 2 and tail not in refused.err and "\x1b" not in refused.err
+    assert "missing-***/\\x1b[2J.jsonl: no such benchmark file" in refused.err
+
+
+def test_a_benchmark_file_changed_during_a_run_is_a_note_at_export_not_exit_2(run, teacher, workdir):
+    """The prompts are checked against a benchmark file, which is emptied while the run goes on: the run ends as it
+    would (exit 0), its export and card are written, and both say the answers were not checked. Changed into another
+    usable file, the answers are checked against it as it is, which the terminal and the card say (its sha256).
+    Only --no-run, which writes nothing before its check, stops (exit 2) on a file it cannot use."""
+    write_benchmark(workdir)
+    write_prompts(workdir, [CONTAMINATED[0], "hello", "world"])
+
+    def empties_the_benchmark(body):
+        (workdir / "bench.jsonl").write_text("")
+        return answer("ok")(body)
+
+    teacher.script("hello", empties_the_benchmark)
+    result = run("--decontaminate", "bench.jsonl", "--export", "hf", tools="none", subprocess=True)
+    assert result.code == 0, result.err
+    assert len(read_jsonl(workdir / "train.jsonl")) == 2 and (workdir / "train.hf.jsonl").is_file()
+    assert "Benchmark check of the answers: not made: bench.jsonl: empty: no benchmark item in it." in result.err
+    assert "Answers quoting a benchmark item: not checked at this export: `bench.jsonl: empty" in card_text(workdir)
+    write_benchmark(workdir, BENCHMARK[:2])
+    again = run("--decontaminate", "bench.jsonl", "--export", "hf", "--no-run", tools="none", subprocess=True)
+    sha = hashlib.sha256((workdir / "bench.jsonl").read_bytes()).hexdigest()
+    assert again.code == 0 and f"bench.jsonl changed since the prompts were checked (sha256 " in again.err
+    assert f"{sha} now): the answers were checked against it as it is now." in again.err
+    assert f"against `bench.jsonl` (sha256 `{sha}`)" in card_text(workdir)
+    (workdir / "bench.jsonl").write_text("")
+    before = {path.name: path.stat().st_mtime_ns for path in workdir.iterdir()}
+    refused = run("--decontaminate", "bench.jsonl", "--export", "hf", "--no-run", tools="none", subprocess=True)
+    assert refused.code == 2 and "bench.jsonl: empty" in refused.err
+    assert {path.name: path.stat().st_mtime_ns for path in workdir.iterdir()} == before
+
+
+def test_a_utf16_benchmark_file_is_named_as_such(run, teacher, workdir):
+    write_prompts(workdir, ["a question"])
+    for name, data in (("bom.jsonl", '{"question": "q"}\n'.encode("utf-16")),
+                       ("le.txt", "What is two plus two, asked plainly?\n".encode("utf-16-le"))):
+        (workdir / name).write_bytes(data)
+        result = run("--decontaminate", name, tools="none", subprocess=True)
+        assert result.code == 2 and f"{name}: UTF-16 text, not UTF-8" in result.err and "parquet" not in result.err
+        assert "iconv -f UTF-16 -t UTF-8" in result.err and not teacher.requests
