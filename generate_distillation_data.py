@@ -11,10 +11,10 @@ Re-running the same command resumes: prompts already in the output are skipped, 
 The file reads top-down, in the order the data flows; each section owns one concern, says which in its
 banner's first line, and uses only the sections above it:
 
-    Settings -> config.yml and the environment -> Prompts -> Prompt hygiene -> Tools -> MCP servers -> Rewards
-    -> Spend -> Rate control -> Prompt caching -> HTTP transport -> Judging answers -> Teacher client -> Batches
-    -> Batch API -> Rollout -> The dataset line -> Output and resume -> Paused and failed files -> Exports
-    -> Progress and the summary -> The run -> Main
+    Settings -> config.yml and the environment -> Prompts -> Comparing prompts -> Prompt hygiene -> Tools
+    -> MCP servers -> Rewards -> Spend -> Rate control -> Prompt caching -> HTTP transport -> Judging answers
+    -> Teacher client -> Batches -> Batch API -> Rollout -> The dataset line -> Output and resume
+    -> Paused and failed files -> Exports -> Progress and the summary -> The run -> Main
 """
 
 from __future__ import annotations
@@ -1677,29 +1677,27 @@ def _shard_of(prompt_id: str, shards: int) -> int:
 
 
 # ==================================================================================================
-# Prompt hygiene
+# Comparing prompts
 # ==================================================================================================
-# --dedup and --decontaminate: the prompts dropped before anything is sent, alike in every shard; answers quoting a benchmark.
+# The words --dedup and --decontaminate compare, and their two indexes: benchmark items' n-grams, near copies.
 
-# Both read the whole prompts file (-n counts, --shard does not: every shard decides from the same file with
-# fixed seeds, so they all drop the same prompts), after the output is scanned and before the plan. A prompt
-# with a line in the output or the rejected file is never dropped (it is paid for); the rest follow file order:
-# the first of a group stays. Decontamination runs first and its index is freed before dedup builds its own.
-# The settings below were measured on a planted corpus (bench/hygiene.py, docs/benchmarks.md figure 18).
-#
-# Words: case folded; sentence punctuation, quotes and brackets made spaces; the symbols that carry meaning kept,
-# each a word of its own ("12+4" and "12-4" are different questions); split on whitespace.
-# Duplicates: exact ones by a 64-bit hash of those words (and of the prompt's own system message); near ones,
-# among prompts of 20 words or more, by MinHash over their sets of words (rensa: 128 permutations, seed 42):
-# dropped when an earlier prompt that stays shares at least --dedup-threshold of their distinct words (by the
-# estimate, and with the same system message). Under 20 words, one word makes another question ("the capital
-# of France" / "of Peru"): those get the exact check only. The LSH index has the fewest bands that make a pair
-# at the threshold a candidate 4 times in 5 (8 bands of 16 rows at 0.9, 16 of 8 at 0.8): each band costs
-# ~150 MB a million prompts.
-# Benchmarks: each item's n-grams of --decontaminate-ngram words, hashed (xxh3: the same in every process); an
-# item of 8 to n-1 words is matched whole, and one under 8 only by a prompt that is exactly the item (as a
-# phrase it would match everyday text); an n-gram held by more than 50 items is a benchmark's boilerplate (a
-# shared instruction), masked with every n-gram touching it in each item holding it.
+# Words (words_of, one rule for both checks): the text in NFKC (superscripts, subscripts and fractions kept apart
+# from digits), format characters out, case folded; split at whitespace, sentence punctuation set aside at the
+# edges of each piece only (1.5, a[1:2], 5! stay whole); the symbols that carry meaning, brackets included, each a
+# word of its own ("(2+3)*4" and "2+(3*4)", "12+4" and "12-4" are different questions).
+# Duplicates: exact ones by a 64-bit hash of those words and of what else must match (the prompt's own system
+# message, its roles, image and file parts, tool calls and tools); near ones, among prompts of 20 words or more,
+# by MinHash over their sets of words (rensa: 128 permutations, seed 42): dropped when a prompt that stays shares
+# at least --dedup-threshold of their distinct words (by the estimate, and with the same rest). Under 20 words,
+# one word makes another question ("the capital of France" / "of Peru"): those get the exact check only. The LSH
+# index has the fewest bands that make a pair at the threshold a candidate 4 times in 5 (8 bands of 16 rows at
+# 0.9, 16 of 8 at 0.8): each band costs ~150 MB a million prompts.
+# Benchmarks: each item's n-grams of --decontaminate-ngram words, hashed (xxh3: the same in every process), and
+# each item whole; an item of 8 to n-1 words is matched whole inside a text, and one under 8 only by a text that
+# is exactly the item (as a phrase it would match everyday text); an n-gram held by more than 50 items is a
+# benchmark's boilerplate (a shared instruction), masked with every n-gram touching it in each item holding it,
+# and that item is then matched by its own words (BenchmarkIndex). Every text a prompt sends is checked.
+
 
 WORDS_RULE = 2  # the rule words_of follows (docs/data.md), recorded with each choice: 1 split inside 1.5 and a[1:2]
 # Symbols that carry meaning are words of their own, with or without spaces around them: "(2+3)*4" and "2+(3*4)",
@@ -1710,26 +1708,26 @@ _SPACED = str.maketrans({symbol: f" {symbol} " for symbol in _SYMBOLS})
 # a[1:2], f'(x), don't, e.g stay whole)
 _EDGES = ".,;:!?'\"`\u00ab\u00bb\u2039\u203a\u00bf\u00a1\u2022"
 _POINT_DIGIT = re.compile(r"\.\d")
-_NEAR_MIN_WORDS = 20
-_NUM_PERM, _SEED = 128, 42
+NEAR_MIN_WORDS = 20
+NUM_PERM, MINHASH_SEED = 128, 42
 _CHUNK = 20_000  # prompts signed and indexed at a time
 _WHOLE_ITEM_WORDS = 8  # shorter items are matched only as the whole prompt (GPT-3's shortest n-gram)
 _BOILERPLATE_ITEMS = 50  # an n-gram in more items than this is a benchmark's shared instruction, not an item's
 MAX_BENCHMARK_BYTES = 1 << 30  # a benchmark file larger than this is refused (100,000 items are ~40 MB)
-_GROUPS_SHOWN = 3
+
 
 
 def lsh_bands(threshold: float) -> int:
-    """The fewest LSH bands (of _NUM_PERM rows in all) that make a pair at the threshold a candidate 4 times in 5."""
-    return next((b for b in (1, 2, 4, 8, 16, 32, 64) if 1 - (1 - threshold ** (_NUM_PERM // b)) ** b >= 0.8), 128)
+    """The fewest LSH bands (of NUM_PERM rows in all) that make a pair at the threshold a candidate 4 times in 5."""
+    return next((b for b in (1, 2, 4, 8, 16, 32, 64) if 1 - (1 - threshold ** (NUM_PERM // b)) ** b >= 0.8), 128)
 
 
 def words_of(text: str) -> list[str]:
     """The words both checks compare (docs/data.md, "Prompt hygiene", says the rule): the text normalised
-    (`normalised`) and split at whitespace; sentence punctuation and quotes at the edges of each piece set aside
+    (`_normalised`) and split at whitespace; sentence punctuation and quotes at the edges of each piece set aside
     (but a decimal point before a digit, ".5", and a factorial's "!" after a digit or a bracket, "5!"); then each
     piece split around the symbols that carry meaning, each symbol a word."""
-    text = normalised(text)
+    text = _normalised(text)
     if "!" in text or _POINT_DIGIT.search(text):
         pieces = [_edges_off(piece) for piece in text.split()]
     else:
@@ -1750,7 +1748,7 @@ def _edges_off(piece: str) -> str:
     return piece[start:end]
 
 
-def normalised(text: str) -> str:
+def _normalised(text: str) -> str:
     """One spelling of a text for comparing: Unicode NFKC (full-width forms, ligatures and composed accents
     folded: NFD and NFC text read the same) with superscripts, subscripts and vulgar fractions kept apart from
     plain digits ("5²" is 5^2, not 52; "1½" is 1 1/2, not 11/2), format characters (Unicode category Cf:
@@ -1767,7 +1765,7 @@ def normalised(text: str) -> str:
 
 @functools.cache
 def _unicode_folds() -> tuple[dict[int, str | None], re.Pattern, re.Pattern]:
-    """normalised()'s table (built once, from Python's Unicode database: ~70 ms) and its two patterns."""
+    """_normalised()'s table (built once, from Python's Unicode database: ~70 ms) and its two patterns."""
     folds: dict[int, str | None] = {**dict.fromkeys(map(ord, "\u2018\u2019\u201a\u201b\u02bc"), "'"),
                                     **dict.fromkeys(map(ord, "\u201c\u201d\u201e\u201f"), '"'),
                                     **dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2212\ufe63\uff0d"), "-"),
@@ -1792,7 +1790,7 @@ def _unicode_folds() -> tuple[dict[int, str | None], re.Pattern, re.Pattern]:
 
 
 @dataclass(slots=True)
-class _Compared:
+class PromptTexts:
     """What the checks read of a prompt: the texts of its own messages, as the user wrote them (--system is left
     out: the same before every prompt, it would make them all look alike), and what else it carries."""
 
@@ -1812,9 +1810,9 @@ class _Compared:
         return _hash64(" ".join(words_of(" ".join(self.system))) + "\x1f" + self.carries)
 
 
-def _compared(prompt: Prompt) -> _Compared:
+def prompt_texts(prompt: Prompt) -> PromptTexts:
     if isinstance(prompt.source, str):
-        return _Compared([], [prompt.source], "" if prompt.tools is None else _carried(["user"], [], prompt.tools))
+        return PromptTexts([], [prompt.source], "" if prompt.tools is None else _carried(["user"], [], prompt.tools))
     system, texts, roles, rest = [], [], [], []
     for message in prompt.source:
         roles.append(message.get("role"))
@@ -1831,7 +1829,7 @@ def _compared(prompt: Prompt) -> _Compared:
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict) and isinstance(function.get("arguments"), str):
                 texts.append(function["arguments"])
-    return _Compared(system, texts, "" if roles == ["user"] and not rest and prompt.tools is None
+    return PromptTexts(system, texts, "" if roles == ["user"] and not rest and prompt.tools is None
                      else _carried(roles, rest, prompt.tools))
 
 
@@ -1845,13 +1843,7 @@ def _hash64(text: str) -> int:
     return xxhash.xxh3_64_intdigest(text)
 
 
-def _shown(text: str, most: int = 60) -> str:
-    """A prompt's beginning on one line, safe on a terminal (no control characters)."""
-    text = " ".join("".join(c if c.isprintable() else " " for c in text[: most * 4]).split())
-    return text if len(text) <= most else text[: most - 3] + "..."
-
-
-def _safe(text: str, most: int = 200) -> str:
+def safe_text(text: str, most: int = 200) -> str:
     """A name from outside (a benchmark file's, an item's id) as the terminal shows it: whole, on one line, each
     character that is not printable written as its escape (a newline as \\n, ESC as \\x1b, a lone surrogate as
     \\ud800), cut at `most`."""
@@ -1859,62 +1851,35 @@ def _safe(text: str, most: int = 200) -> str:
     return text if len(text) <= most else text[: most - 3] + "..."
 
 
-@dataclass(slots=True)
-class Drop:
-    """A prompt dropped (or, in the output already, flagged) and why: a line of the dropped-prompts file."""
-
-    prompt_id: str
-    line: int
-    why: str  # "duplicate", "near duplicate" or "benchmark"
-    text: str = ""  # its beginning, for messages (not written)
-    of: str | None = None  # the prompt it repeats, which stays
-    of_line: int | None = None
-    of_text: str = ""
-    similarity: float | None = None  # estimated share of distinct words in common (1: the same words)
-    benchmark: str | None = None  # the benchmark file, the item and the words in common
-    item: str | None = None
-    quoted: str | None = None
-    kept: str | None = None  # paid for already ("in the output already", ...): it stays, flagged
-
-    def record(self) -> dict:
-        record = {"prompt_id": self.prompt_id, "line": self.line}
-        record.update({"kept": self.kept} if self.kept else {"dropped": self.why})
-        if self.of is not None:
-            record.update(duplicate_of=self.of, duplicate_of_line=self.of_line, similarity=round(self.similarity, 3))
-        if self.benchmark is not None:
-            record.update(benchmark=self.benchmark, item=self.item, quoted=self.quoted)
-        return record
-
-
-def _benchmark_files(paths: tuple[Path, ...]) -> list[Path]:
+def benchmark_files(paths: tuple[Path, ...]) -> list[Path]:
     """The files named, folders expanded (their .jsonl, .ndjson and .txt files, sorted), each checked."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".jsonl", ".ndjson", ".txt") and p.is_file())
             if not found:
-                raise UsageError(f"{_safe(str(path))}: the folder holds no .jsonl or .txt file. --decontaminate takes benchmark "
+                raise UsageError(f"{safe_text(str(path))}: the folder holds no .jsonl or .txt file. --decontaminate takes benchmark "
                                  "files (JSONL with a text field, or plain text, one item a line) or folders of them.")
             files += found
         elif not path.exists():
-            raise UsageError(f"{_safe(str(path))}: no such benchmark file (--decontaminate)")
+            raise UsageError(f"{safe_text(str(path))}: no such benchmark file (--decontaminate)")
         else:
             check_regular_file(path, "a benchmark file", "read to index its items", "Save it to a file, and pass that.")
             files.append(path)
     for path in files:
         size = path.stat().st_size
         if size > MAX_BENCHMARK_BYTES:
-            raise UsageError(f"{_safe(str(path))}: {size:,} bytes, over the {MAX_BENCHMARK_BYTES:,} (1 GB) a benchmark "
+            raise UsageError(f"{safe_text(str(path))}: {size:,} bytes, over the {MAX_BENCHMARK_BYTES:,} (1 GB) a benchmark "
                              "file may be (100,000 items are ~40 MB): pass the test split's questions only, or split it.")
         if path.suffix.lower() == ".json":
-            raise UsageError(f"{_safe(str(path))}: a .json file is not read; write one JSON object a line to a .jsonl file")
+            raise UsageError(f"{safe_text(str(path))}: a .json file is not read; write one JSON object a line to a .jsonl file")
     return list(dict.fromkeys(files))
 
 
 def _benchmark_items(path: Path, field: str, digest: Any = None) -> Iterator[tuple[str, str]]:
     """(item name, text) of each item: a JSONL file's `field` (named by its "id", else its line), or each
     non-blank line of a text file. UsageError naming file and line for anything else."""
-    jsonl, items, name = path.suffix.lower() in (".jsonl", ".ndjson"), 0, _safe(str(path))
+    jsonl, items, name = path.suffix.lower() in (".jsonl", ".ndjson"), 0, safe_text(str(path))
     what = ("A benchmark file is JSONL (one object a line, its text in --decontaminate-field) or plain text, one "
             "item a line")
     try:
@@ -1946,9 +1911,9 @@ def _benchmark_items(path: Path, field: str, digest: Any = None) -> Iterator[tup
                     raise UsageError(f"{name}:{line_no}: invalid JSON ({e}). {what}.") from None
                 value = record.get(field) if isinstance(record, dict) else None
                 if not isinstance(value, str):
-                    fields = _safe(", ".join(k for k, v in record.items() if isinstance(v, str))) \
+                    fields = safe_text(", ".join(k for k, v in record.items() if isinstance(v, str))) \
                         if isinstance(record, dict) else ""
-                    raise UsageError(f"{name}:{line_no}: no text field {_safe(repr(field))}" + (
+                    raise UsageError(f"{name}:{line_no}: no text field {safe_text(repr(field))}" + (
                         f" (its text fields: {fields}); name the one to use with --decontaminate-field" if fields
                         else f"; {what}") + ".")
                 item = record.get("id")
@@ -1975,7 +1940,7 @@ class BenchmarkFile:
     items: int = 0
 
 
-class _Benchmarks:
+class BenchmarkIndex:
     """Every benchmark item's n-grams, hashed: which item a text quotes, if any. Besides: every item whole (a text
     that is an item, whatever its length, is caught), items too short for an n-gram matched whole inside a text,
     and, for an item whose n-grams touch a benchmark's boilerplate (masked), its own part: each run of its words
@@ -1997,7 +1962,7 @@ class _Benchmarks:
         self.masked = 0  # n-grams left out as boilerplate
         self.masked_items = 0  # items with some: matched by their own part instead
 
-    def build(self, paths: list[Path]) -> _Benchmarks:
+    def build(self, paths: list[Path]) -> BenchmarkIndex:
         for number, path in enumerate(paths):
             digest, figures = hashlib.sha256(), BenchmarkFile(str(path))
             self.files.append(figures)
@@ -2058,7 +2023,7 @@ class _Benchmarks:
                                 self._span(words[start: max(end, start + w)], 0, item)
                 item += 1
             if digest.hexdigest() != figures.sha256:
-                raise UsageError(f"{_safe(str(path))}: the benchmark file changed while it was indexed; nothing was "
+                raise UsageError(f"{safe_text(str(path))}: the benchmark file changed while it was indexed; nothing was "
                                  "sent. Leave it as it is while a run reads it, then re-run.")
 
     def quoted(self, words: list[str]) -> tuple[int, int, int] | None:
@@ -2106,7 +2071,7 @@ def _grams(words: list[str], n: int) -> list[int]:
     return [h(text[starts[i]: starts[i + n - 1] + len(words[i + n - 1])]) for i in range(len(words) - n + 1)]
 
 
-class _Duplicates:
+class Duplicates:
     """Keep-first over the prompts in file order, a prompt paid for (in the output, the rejected or the paused
     file) before any: it is never dropped, and an earlier copy of it goes instead. Exact copies: a dict of their
     words' hashes. Near copies: each chunk's signatures go into rensa's LSH index, which flags the prompts that
@@ -2121,7 +2086,7 @@ class _Duplicates:
             raise UsageError("--dedup needs the rensa package, which requirements.txt pins: run "
                              ".venv/bin/pip install -r requirements.txt") from None
         self.minhash, self.threshold = rensa.RMinHash, threshold
-        self.lsh = rensa.RMinHashLSH(threshold, _NUM_PERM, lsh_bands(threshold))
+        self.lsh = rensa.RMinHashLSH(threshold, NUM_PERM, lsh_bands(threshold))
         self.first: dict[int, int] = {}  # hash of a prompt's words -> the prompt that stays (~place: paid for)
         self.rows = array.array("q")  # index row -> prompt (its place in the pass)
         self.paid = bytearray()  # index row -> paid for
@@ -2132,7 +2097,7 @@ class _Duplicates:
         self._paid = bytearray()
 
     def add(self, place: int, prompt: Prompt, paid: bool) -> None:
-        compared = _compared(prompt)
+        compared = prompt_texts(prompt)
         words = words_of(" ".join(compared.texts))
         if not words and not compared.carries:
             return
@@ -2147,7 +2112,7 @@ class _Duplicates:
                 return
             self.copies[first] = (place, 1.0, True)  # the new copy goes, not the one paid for
             self.first[key] = ~place
-        if len(words) >= _NEAR_MIN_WORDS:
+        if len(words) >= NEAR_MIN_WORDS:
             self._words.append(words)
             self._places.append(place)
             self._paid.append(paid)
@@ -2157,7 +2122,7 @@ class _Duplicates:
     def _index(self) -> None:
         if self._places:
             start = len(self.rows)
-            matrix = self.minhash.digest_matrix_from_token_sets(self._words, _NUM_PERM, _SEED)
+            matrix = self.minhash.digest_matrix_from_token_sets(self._words, NUM_PERM, MINHASH_SEED)
             flags = self.lsh.insert_matrix_and_query_duplicate_flags(matrix, start_key=start)
             self.rows.extend(self._places)
             self.paid += self._paid
@@ -2199,11 +2164,59 @@ class _Duplicates:
         for start in range(0, len(rows), _CHUNK):
             part = rows[start: start + _CHUNK]
             prompts = list(read([self.rows[row] for row in part]))
-            compared = [_compared(prompt) for prompt in prompts]
-            signatures = self.minhash.from_token_sets([words_of(" ".join(c.texts)) for c in compared], _NUM_PERM, _SEED)
+            compared = [prompt_texts(prompt) for prompt in prompts]
+            signatures = self.minhash.from_token_sets([words_of(" ".join(c.texts)) for c in compared], NUM_PERM, MINHASH_SEED)
             signed.update((row, (p.prompt_id, c.context, signature))
                           for row, p, c, signature in zip(part, prompts, compared, signatures))
         return signed
+
+
+# ==================================================================================================
+# Prompt hygiene
+# ==================================================================================================
+# --dedup and --decontaminate: the prompts dropped before anything is sent, alike in every shard; answers quoting a benchmark.
+
+# Both read the whole prompts file (-n counts, --shard does not: every shard decides from the same file with
+# fixed seeds, so they all drop the same prompts), after the output is scanned and before the plan. A prompt paid
+# for (a line of any sample in the output or the rejected file, or turns in the paused file) is never dropped, and
+# stands first in its group; the rest follow file order: the first of a group stays. Decontamination runs first
+# and its index is freed before dedup builds its own. The settings below were measured on a planted corpus
+# (bench/hygiene.py, docs/benchmarks.md figure 18).
+
+_GROUPS_SHOWN = 3
+
+
+def _shown(text: str, most: int = 60) -> str:
+    """A prompt's beginning on one line, safe on a terminal (no control characters)."""
+    text = " ".join("".join(c if c.isprintable() else " " for c in text[: most * 4]).split())
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
+@dataclass(slots=True)
+class Drop:
+    """A prompt dropped (or, in the output already, flagged) and why: a line of the dropped-prompts file."""
+
+    prompt_id: str
+    line: int
+    why: str  # "duplicate", "near duplicate" or "benchmark"
+    text: str = ""  # its beginning, for messages (not written)
+    of: str | None = None  # the prompt it repeats, which stays
+    of_line: int | None = None
+    of_text: str = ""
+    similarity: float | None = None  # estimated share of distinct words in common (1: the same words)
+    benchmark: str | None = None  # the benchmark file, the item and the words in common
+    item: str | None = None
+    quoted: str | None = None
+    kept: str | None = None  # paid for already ("in the output already", ...): it stays, flagged
+
+    def record(self) -> dict:
+        record = {"prompt_id": self.prompt_id, "line": self.line}
+        record.update({"kept": self.kept} if self.kept else {"dropped": self.why})
+        if self.of is not None:
+            record.update(duplicate_of=self.of, duplicate_of_line=self.of_line, similarity=round(self.similarity, 3))
+        if self.benchmark is not None:
+            record.update(benchmark=self.benchmark, item=self.item, quoted=self.quoted)
+        return record
 
 
 @dataclass
@@ -2228,9 +2241,9 @@ class Hygiene:
 
             import rensa
 
-            dedup = {"threshold": self.settings.threshold, "near_from_words": _NEAR_MIN_WORDS, "shingles": "words",
-                     "num_perm": _NUM_PERM, "bands": lsh_bands(self.settings.threshold),
-                     "rows": _NUM_PERM // lsh_bands(self.settings.threshold), "seed": _SEED,
+            dedup = {"threshold": self.settings.threshold, "near_from_words": NEAR_MIN_WORDS, "shingles": "words",
+                     "num_perm": NUM_PERM, "bands": lsh_bands(self.settings.threshold),
+                     "rows": NUM_PERM // lsh_bands(self.settings.threshold), "seed": MINHASH_SEED,
                      "library": f"rensa {version('rensa')}", "algorithm": rensa.RMinHash.ALGORITHM_VERSION}
         return {"hygiene": {"prompts_file": self.prompts_file, "prompts": self.prompts, "dropped": dict(whys),
                             "kept_in_output": len(self.flagged_paid),
@@ -2271,7 +2284,7 @@ class Hygiene:
             paid = " (paid for already)" if any(d.line < (d.of_line or 0) for d in kept) else ""
             lines.append(f"  kept line {kept[0].of_line}{paid} \"{kept[0].of_text}\"; dropped {copies}")
         quoting = [drop for drop in drops if drop.benchmark is not None]
-        lines += [f"  line {d.line} \"{d.text}\" holds {_safe(d.benchmark or '')} item {_safe(d.item or '', 40)}: "
+        lines += [f"  line {d.line} \"{d.text}\" holds {safe_text(d.benchmark or '')} item {safe_text(d.item or '', 40)}: "
                   f"\"{_shown(d.quoted or '', 80)}\""
                   for d in quoting[:_GROUPS_SHOWN]]
         if self.flagged_paid:
@@ -2316,10 +2329,10 @@ def prompt_hygiene(prompts: PromptSettings, settings: HygieneSettings, paid: Pai
 def _found(hygiene: Hygiene, prompts: PromptSettings, every: PromptSettings, paid: PaidFor,
            log: Callable[[str], None]) -> Hygiene:
     settings, started = hygiene.settings, time.monotonic()
-    duplicates = _Duplicates(settings.threshold) if settings.dedup else None  # rensa missing: said at once
+    duplicates = Duplicates(settings.threshold) if settings.dedup else None  # rensa missing: said at once
     contaminated = _decontaminate(hygiene, every, paid, log) if settings.benchmarks else set()
     if duplicates is not None:
-        log(f"Prompt hygiene: looking for duplicates among the prompts of {_safe(str(prompts.input))}...")
+        log(f"Prompt hygiene: looking for duplicates among the prompts of {safe_text(str(prompts.input))}...")
         offsets, repeats, lines, ids = (array.array("q") for _ in range(4))
         for place, job in enumerate(iter_jobs(every)):
             prompt = job.prompt
@@ -2338,7 +2351,7 @@ def _found(hygiene: Hygiene, prompts: PromptSettings, every: PromptSettings, pai
         duplicates.decide(read)
         del duplicates.lsh
         places = sorted(set(duplicates.copies) | {first for first, _, _ in duplicates.copies.values()})
-        named = {place: (prompt.prompt_id, prompt.line_no, _shown(" ".join(_compared(prompt).texts)))
+        named = {place: (prompt.prompt_id, prompt.line_no, _shown(" ".join(prompt_texts(prompt).texts)))
                  for place, prompt in zip(places, read(places))}
         for place, (first, similarity, exact) in sorted(duplicates.copies.items()):
             (prompt_id, line, text), (original, original_line, original_text) = named[place], named[first]
@@ -2353,20 +2366,20 @@ def _decontaminate(hygiene: Hygiene, every: PromptSettings, paid: PaidFor, log: 
     """The prompts holding a benchmark item (their places in the file); the index is gone when it returns. Every
     text a prompt sends is read, whatever its role, each alone and all together (an item split between two
     messages). --system, sent before every prompt, is checked once: holding an item, it stops the run."""
-    paths = _benchmark_files(hygiene.settings.benchmarks)
+    paths = benchmark_files(hygiene.settings.benchmarks)
     log(f"Prompt hygiene: indexing {plural(len(paths), 'benchmark file')} ({hygiene.settings.ngram}-word n-grams)...")
-    index = _Benchmarks(hygiene.settings).build(paths)
+    index = BenchmarkIndex(hygiene.settings).build(paths)
     log(f"Prompt hygiene: {plural(len(index.items), 'benchmark item')} indexed; checking the prompts...")
     if every.system and (hit := index.quoted(words := words_of(every.system))) is not None:
         item, first, size = hit
         benchmark, name = index.named(item)
-        raise UsageError(f"--system holds item {_safe(name)} of the benchmark file {_safe(benchmark)} "
+        raise UsageError(f"--system holds item {safe_text(name)} of the benchmark file {safe_text(benchmark)} "
                          f"(\"{_shown(' '.join(words[first: first + size]), 80)}\"), and it is sent before every "
                          "prompt: nothing was sent. Take the item out of the system prompt.")
     contaminated, hygiene.prompts = set(), 0
     for place, job in enumerate(iter_jobs(every)):
         hygiene.prompts += 1
-        texts = _compared(job.prompt).every_text
+        texts = prompt_texts(job.prompt).every_text
         for text in texts + (["\n".join(texts)] if len(texts) > 1 else []):
             words = words_of(text)
             if (hit := index.quoted(words)) is not None:
@@ -2405,7 +2418,7 @@ def read_dropped(records: Iterable[tuple[int, dict | None]], name: str) -> Dropp
     """(line number, its JSON object or None) of each line -> what the file lists."""
     listed = DroppedList()
     for line_no, record in records:
-        where = f"{_safe(name)}:{line_no}"
+        where = f"{safe_text(name)}:{line_no}"
         if not isinstance(record, dict):
             listed.odd.append(f"{where}: not a JSON object (torn, or edited by hand)")
         elif "hygiene" in record:
@@ -2440,14 +2453,14 @@ class AnswerQuotes:
         sha256 of each): the answers were checked against them as they are now."""
         then = {f.get("name"): f.get("sha256") for header in headers if isinstance(header.get("decontaminate"), dict)
                 for f in header["decontaminate"].get("files") or () if isinstance(f, dict)}
-        return [f"{_safe(f['name'])} changed since the prompts were checked (sha256 {then[f['name']]} then, "
+        return [f"{safe_text(f['name'])} changed since the prompts were checked (sha256 {then[f['name']]} then, "
                 f"{f['sha256']} now): the answers were checked against it as it is now."
                 for f in self.benchmarks.get("files", ()) if then.get(f["name"]) not in (None, f["sha256"])]
 
 
 def answers_quoting(records: Iterable[dict | None], settings: HygieneSettings) -> AnswerQuotes:
     """The same n-gram check over the teacher's answers (content and reasoning) of each output line."""
-    index = _Benchmarks(settings).build(_benchmark_files(settings.benchmarks))
+    index = BenchmarkIndex(settings).build(benchmark_files(settings.benchmarks))
     quotes = AnswerQuotes(index.settings())
     for line_no, record in enumerate(records, 1):
         messages = record.get("messages") if isinstance(record, dict) else None
@@ -8434,23 +8447,19 @@ class _TeacherLicences:
 
 def _hygiene_card(files: OutputPaths, runs: list[dict], quotes: AnswerQuotes | None,
                   listed: DroppedList) -> list[str]:
-    """What --dedup and --decontaminate dropped, with which settings, against which files: the dropped-prompts
-    file (one first line for each shard's file merged into it), else what the runs file recorded of each run
-    that used them (an output merged without its dropped-prompts files); and, checked at this export, the
-    answers quoting a benchmark item. Each sentence says only what those files show."""
+    """What --dedup and --decontaminate dropped, how, against which files: from the dropped-prompts file (shards'
+    merged too), else the runs file; and, checked at this export, the answers quoting a benchmark item."""
     out = ["", "## Prompts removed before sending", ""]
     drops = collections.Counter(listed.dropped.values())
     headers = listed.headers
     if headers:
-        header = headers[-1]
+        header, merged = headers[-1], f" ({len(headers)} shards' lists merged)" if len(headers) > 1 else ""
         dedup, bench = (part if isinstance(part, dict) else None for part in (header.get("dedup"), header.get("decontaminate")))
         prompts = max((h.get("prompts") for h in headers if type(h.get("prompts")) is int), default=None)
-        merged = f" ({len(headers)} shards' lists merged)" if len(headers) > 1 else ""
         out += [f"Of the {_quoted(prompts)} prompts of {_quoted(header.get('prompts_file'))}, these were dropped before "
                 f"anything was sent, each listed in {_quoted(files.dropped.name)}{merged} with why:", ""]
         if dedup:
-            q = {key: _quoted(dedup.get(key)) for key in ("near_from_words", "threshold", "num_perm", "bands", "rows",
-                                                           "seed", "library", "algorithm")}
+            q = collections.defaultdict(lambda: "null", {key: _quoted(value) for key, value in dedup.items()})
             out += [f"- `--dedup`: {drops['duplicate']} repeating another prompt word for word (case, whitespace and "
                     f"punctuation aside), {drops['near duplicate']} nearly: MinHash over the sets of words of prompts of "
                     f"{q['near_from_words']} words or more, Jaccard at least {q['threshold']}, {q['num_perm']} permutations, "
@@ -8469,9 +8478,8 @@ def _hygiene_card(files: OutputPaths, runs: list[dict], quotes: AnswerQuotes | N
                 f"| {_quoted(f.get('name'))} | {_quoted(f.get('sha256'))} | {_quoted(f.get('items'))} |"
                 for h in headers if isinstance(h.get("decontaminate"), dict)
                 for f in h["decontaminate"].get("files") or () if isinstance(f, dict)))
-        if listed.kept:
-            out += ["", f"{plural(len(listed.kept), 'prompt')} paid for already {'holds' if len(listed.kept) == 1 else 'hold'} "
-                    "a benchmark item: kept, listed in the same file."]
+        out += ["", f"{plural(len(listed.kept), 'prompt')} paid for already holding a benchmark item: kept, listed in "
+                "the same file."] if listed.kept else []
     else:
         out += _hygiene_of_runs(files, runs)
     out += ["", "Answers quoting a benchmark item: " + (
@@ -8487,27 +8495,21 @@ def _hygiene_card(files: OutputPaths, runs: list[dict], quotes: AnswerQuotes | N
 def _hygiene_of_runs(files: OutputPaths, runs: list[dict]) -> list[str]:
     """No dropped-prompts file: what the runs file recorded of the runs that used --dedup or --decontaminate, or
     ran prompts an earlier one had dropped."""
-    told = [run for run in runs if isinstance(run.get("hygiene"), dict)]
+    told = [(run["hygiene"], _quoted(run.get("started"))) for run in runs if isinstance(run.get("hygiene"), dict)]
     if not told:
         return ["None: no run on record (" + _quoted(files.runs.name) + ") used `--dedup` or `--decontaminate`."
                 if runs else "Not recorded: no dropped-prompts file, and no runs file (made before runs were recorded)."]
-    out = [f"No list of dropped prompts is here ({_quoted(files.dropped.name)}), but the runs file ("
-           f"{_quoted(files.runs.name)}) records:", ""]
-    for run in told:
-        hygiene, when = run["hygiene"], _quoted(run.get("started"))
-        if "ran_listed" in hygiene:
-            out += [f"- the run of {when}, with neither flag, ran {_quoted(hygiene['ran_listed'])} prompts an earlier "
-                    "run had dropped (they are in the data now)"]
-            continue
-        dropped = hygiene.get("dropped") if isinstance(hygiene.get("dropped"), dict) else {}
-        flags = " and ".join(flag for flag, part in (("`--dedup`", "dedup"), ("`--decontaminate`", "decontaminate"))
-                             if hygiene.get(part))
-        shard = f" (shard {_quoted(hygiene['shard'])})" if hygiene.get("shard") else ""
-        out += [f"- the run of {when}{shard} used {flags or 'the checks'} and dropped "
-                + (", ".join(f"{_quoted(count)} as {_quoted(why)}" for why, count in dropped.items()) or "none")
-                + f" of {_quoted(hygiene.get('prompts'))} prompts of {_quoted(hygiene.get('prompts_file'))}"]
-    return out + ["", "Where shards' outputs were merged into this one, merge their dropped-prompts files too "
-                  "(`cat train.shard-*-of-N.dropped.jsonl > train.dropped.jsonl`) for the list and its settings."]
+    return [f"No list of dropped prompts is here ({_quoted(files.dropped.name)}), but the runs file ("
+            f"{_quoted(files.runs.name)}) records:", ""] + [
+        f"- the run of {when}, with neither flag, ran {_quoted(h['ran_listed'])} prompts an earlier run had dropped "
+        "(they are in the data now)" if "ran_listed" in h else
+        f"- the run of {when}" + (f" (shard {_quoted(h['shard'])})" if h.get("shard") else "") + " used "
+        + " and ".join(flag for flag in ("`--dedup`", "`--decontaminate`") if h.get(flag.strip("`-"))) + " and dropped "
+        + (", ".join(f"{_quoted(n)} as {_quoted(why)}" for why, n in h["dropped"].items())
+           if isinstance(h.get("dropped"), dict) and h["dropped"] else "none")
+        + f" of {_quoted(h.get('prompts'))} prompts of {_quoted(h.get('prompts_file'))}" for h, when in told] + [
+        "", "Where shards' outputs were merged into this one, merge their dropped-prompts files too "
+        "(`cat train.shard-*-of-N.dropped.jsonl > train.dropped.jsonl`) for the list and its settings."]
 
 
 def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], runs: list[dict],
@@ -9368,6 +9370,9 @@ def _print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Outpu
               f"{plural(len(set_aside), 'such line')} to {cfg.files.quarantine.name}.", file=sys.stderr)
     for line in plan.hygiene.describe(plan.dropped_ids, f"a run lists them in {cfg.files.dropped}") if plan.hygiene else ():
         print(cfg.line.redact(line), file=sys.stderr)
+    if plan.ran_listed:
+        print(f"{cfg.files.dropped} lists {plural(len(plan.ran_listed), 'prompt')} of this run as dropped: without "
+              "--dedup or --decontaminate, a run runs them and takes them off that list.", file=sys.stderr)
     print(f"Dry run: {plan.total - plan.finished_before} rollouts to run, {plan.in_output_before} already in "
           f"{cfg.files.output}" + (f", {plan.rejected_before} finished as rejected" if plan.rejected_before else "")
           + (f", {plan.dropped} dropped before sending" if plan.dropped else "")
@@ -9776,7 +9781,7 @@ def _check_answers(files: OutputPaths, hygiene: HygieneSettings, scrub: Callable
     it (flagged, not removed: the lines are paid for, and whether they go is the user's call). The benchmark
     files are read as they are now: one that changed since the prompts were checked is said; one that can no
     longer be used, after a run, skips the check with a note (before a --no-run writes anything: exit 2)."""
-    print(scrub(f"Benchmark check of the answers: indexing {', '.join(_safe(str(p)) for p in hygiene.benchmarks)} "
+    print(scrub(f"Benchmark check of the answers: indexing {', '.join(safe_text(str(p)) for p in hygiene.benchmarks)} "
                 f"and reading {files.output}..."), file=sys.stderr, flush=True)
     try:
         quotes = answers_quoting(dataset_records(files.output), hygiene)
