@@ -11,10 +11,10 @@ Re-running the same command resumes: prompts already in the output are skipped, 
 The file reads top-down, in the order the data flows; each section owns one concern, says which in its
 banner's first line, and uses only the sections above it:
 
-    Settings -> config.yml and the environment -> Prompts -> Prompt hygiene -> Tools -> MCP servers -> Rewards
-    -> Spend -> Rate control -> Prompt caching -> HTTP transport -> Judging answers -> Teacher client
-    -> The models list -> Batches -> Batch API -> Rollout -> The dataset line -> Output and resume
-    -> Paused and failed files -> Exports -> Progress and the summary -> The run -> Main
+    Settings -> config.yml and the environment -> Prompts -> Comparing prompts -> Prompt hygiene -> Tools
+    -> MCP servers -> Rewards -> Spend -> Rate control -> Prompt caching -> HTTP transport -> Judging answers
+    -> Teacher client -> The models list -> Batches -> Batch API -> Rollout -> The dataset line
+    -> Output and resume -> Paused and failed files -> Exports -> Progress and the summary -> The run -> Main
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
+import bisect
 import collections
 import contextlib
 import contextvars
@@ -55,6 +56,7 @@ import time
 import traceback
 import types
 import typing
+import unicodedata
 import uuid
 import weakref
 import urllib.request
@@ -1772,71 +1774,513 @@ def _shard_of(prompt_id: str, shards: int) -> int:
 
 
 # ==================================================================================================
-# Prompt hygiene
+# Comparing prompts
 # ==================================================================================================
-# --dedup and --decontaminate: the prompts dropped before anything is sent, alike in every shard; answers quoting a benchmark.
+# The words --dedup and --decontaminate compare, and their two indexes: benchmark items' n-grams, near copies.
 
-# Both read the whole prompts file (-n counts, --shard does not: every shard decides from the same file with
-# fixed seeds, so they all drop the same prompts), after the output is scanned and before the plan. A prompt
-# with a line in the output or the rejected file is never dropped (it is paid for); the rest follow file order:
-# the first of a group stays. Decontamination runs first and its index is freed before dedup builds its own.
-# The settings below were measured on a planted corpus (bench/hygiene.py, docs/benchmarks.md figure 18).
-#
-# Words: case folded; sentence punctuation, quotes and brackets made spaces; the symbols that carry meaning kept,
-# each a word of its own ("12+4" and "12-4" are different questions); split on whitespace.
-# Duplicates: exact ones by a 64-bit hash of those words (and of the prompt's own system message); near ones,
-# among prompts of 20 words or more, by MinHash over their sets of words (rensa: 128 permutations, seed 42):
-# dropped when an earlier prompt that stays shares at least --dedup-threshold of their distinct words (by the
-# estimate, and with the same system message). Under 20 words, one word makes another question ("the capital
-# of France" / "of Peru"): those get the exact check only. The LSH index has the fewest bands that make a pair
-# at the threshold a candidate 4 times in 5 (8 bands of 16 rows at 0.9, 16 of 8 at 0.8): each band costs
-# ~150 MB a million prompts.
-# Benchmarks: each item's n-grams of --decontaminate-ngram words, hashed (xxh3: the same in every process); an
-# item of 8 to n-1 words is matched whole, and one under 8 only by a prompt that is exactly the item (as a
-# phrase it would match everyday text); an n-gram held by more than 50 items is a benchmark's boilerplate (a
-# shared instruction), masked with every n-gram touching it in each item holding it.
+# Words (words_of, one rule for both checks): the text in NFKC (superscripts, subscripts and fractions kept apart
+# from digits), format characters out, case folded; split at whitespace, sentence punctuation set aside at the
+# edges of each piece only (1.5, a[1:2], 5! stay whole); the symbols that carry meaning, brackets included, each a
+# word of its own ("(2+3)*4" and "2+(3*4)", "12+4" and "12-4" are different questions).
+# Duplicates: exact ones by a 64-bit hash of those words and of what else must match (the prompt's own system
+# message, its roles, image and file parts, tool calls and tools); near ones, among prompts of 20 words or more,
+# by MinHash over their sets of words (rensa: 128 permutations, seed 42): dropped when a prompt that stays shares
+# at least --dedup-threshold of their distinct words (by the estimate, and with the same rest). Under 20 words,
+# one word makes another question ("the capital of France" / "of Peru"): those get the exact check only. The LSH
+# index has the fewest bands that make a pair at the threshold a candidate 4 times in 5 (8 bands of 16 rows at
+# 0.9, 16 of 8 at 0.8): each band costs ~150 MB a million prompts.
+# Benchmarks: each item's n-grams of --decontaminate-ngram words, hashed (xxh3: the same in every process), and
+# each item whole; an item of 8 to n-1 words is matched whole inside a text, and one under 8 only by a text that
+# is exactly the item (as a phrase it would match everyday text); an n-gram held by more than 50 items is a
+# benchmark's boilerplate (a shared instruction), masked with every n-gram touching it in each item holding it,
+# and that item is then matched by its own words (BenchmarkIndex). Every text a prompt sends is checked.
 
-_SPACED = "\"'`.,;:!?()[]{}_\u00ab\u00bb\u2018\u2019\u201a\u201c\u201d\u201e\u2026\u2013\u2014\u00bf\u00a1\u00b7\u2022"
-_SYMBOLS = "+-*/=<>^%$#&|~@\\"
-_WORDS = str.maketrans({**{c: " " for c in _SPACED}, **{c: f" {c} " for c in _SYMBOLS}})
-_NEAR_MIN_WORDS = 20
-_NUM_PERM, _SEED = 128, 42
+
+WORDS_RULE = 2  # the rule words_of follows (docs/data.md), recorded with each choice: 1 split inside 1.5 and a[1:2]
+# Symbols that carry meaning are words of their own, with or without spaces around them: "(2+3)*4" and "2+(3*4)",
+# "12+4" and "12-4" stay apart, "12+4" and "12 + 4" are one question.
+_SYMBOLS = "+-*/=<>^%$#&|~@\\()[]{}\u2264\u2265\u2260\u2248\u00b1"
+_SPACED = str.maketrans({symbol: f" {symbol} " for symbol in _SYMBOLS})
+# Sentence punctuation and quotes: set aside at the edges of what whitespace separates, never inside it (1.5,
+# a[1:2], f'(x), don't, e.g stay whole)
+_EDGES = ".,;:!?'\"`\u00ab\u00bb\u2039\u203a\u00bf\u00a1\u2022"
+_POINT_DIGIT = re.compile(r"\.\d")
+NEAR_MIN_WORDS = 20
+NUM_PERM, MINHASH_SEED = 128, 42
 _CHUNK = 20_000  # prompts signed and indexed at a time
 _WHOLE_ITEM_WORDS = 8  # shorter items are matched only as the whole prompt (GPT-3's shortest n-gram)
 _BOILERPLATE_ITEMS = 50  # an n-gram in more items than this is a benchmark's shared instruction, not an item's
 MAX_BENCHMARK_BYTES = 1 << 30  # a benchmark file larger than this is refused (100,000 items are ~40 MB)
-_GROUPS_SHOWN = 3
+
 
 
 def lsh_bands(threshold: float) -> int:
-    """The fewest LSH bands (of _NUM_PERM rows in all) that make a pair at the threshold a candidate 4 times in 5."""
-    return next((b for b in (1, 2, 4, 8, 16, 32, 64) if 1 - (1 - threshold ** (_NUM_PERM // b)) ** b >= 0.8), 128)
+    """The fewest LSH bands (of NUM_PERM rows in all) that make a pair at the threshold a candidate 4 times in 5."""
+    return next((b for b in (1, 2, 4, 8, 16, 32, 64) if 1 - (1 - threshold ** (NUM_PERM // b)) ** b >= 0.8), 128)
 
 
 def words_of(text: str) -> list[str]:
-    """The words the checks compare: case folded, punctuation out, meaningful symbols kept as words."""
-    return text.lower().translate(_WORDS).split()
+    """The words both checks compare (docs/data.md, "Prompt hygiene", says the rule): the text normalised
+    (`_normalised`) and split at whitespace; sentence punctuation and quotes at the edges of each piece set aside
+    (but a decimal point before a digit, ".5", and a factorial's "!" after a digit or a bracket, "5!"); then each
+    piece split around the symbols that carry meaning, each symbol a word."""
+    text = _normalised(text)
+    if "!" in text or _POINT_DIGIT.search(text):
+        pieces = [_edges_off(piece) for piece in text.split()]
+    else:
+        pieces = [piece.strip(_EDGES) for piece in text.split()]
+    return " ".join(pieces).translate(_SPACED).split()
 
 
-def _texts_of(prompt: Prompt) -> tuple[str, list[str]]:
-    """The prompt's own system message, and the texts of its other messages, as the user wrote them
-    (--system is left out: the same before every prompt, it would make them all look alike)."""
+def _edges_off(piece: str) -> str:
+    """A piece without the sentence punctuation at its edges, but a decimal point before a digit and a
+    factorial's "!" after a digit or a closing bracket."""
+    start, end = len(piece) - len(piece.lstrip(_EDGES)), len(piece.rstrip(_EDGES))
+    if start >= end:
+        return ""
+    if start and piece[start - 1] == "." and piece[start].isdigit():
+        start -= 1
+    if end < len(piece) and piece[end] == "!" and (piece[end - 1].isdigit() or piece[end - 1] in ")]"):
+        end += len(piece[end:]) - len(piece[end:].lstrip("!"))
+    return piece[start:end]
+
+
+def _normalised(text: str) -> str:
+    """One spelling of a text for comparing: Unicode NFKC (full-width forms, ligatures and composed accents
+    folded: NFD and NFC text read the same) with superscripts, subscripts and vulgar fractions kept apart from
+    plain digits ("5²" is 5^2, not 52; "1½" is 1 1/2, not 11/2), format characters (Unicode category Cf:
+    zero-width spaces and joiners, direction marks, soft hyphens) removed, typographic quotes, dashes and minus
+    signs, x and the division sign folded to their ASCII forms, the ideographic full stop and comma made spaces,
+    then case folded. ASCII text is only lower-cased."""
+    if text.isascii():
+        return text.lower()
+    folds, superscripts, subscripts = _unicode_folds()
+    text = superscripts.sub(lambda m: "^" + unicodedata.normalize("NFKC", m.group()), text.translate(folds))
+    text = subscripts.sub(lambda m: "_" + unicodedata.normalize("NFKC", m.group()), text)
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+
+
+@functools.cache
+def _unicode_folds() -> tuple[dict[int, str | None], re.Pattern, re.Pattern]:
+    """_normalised()'s table (built once, from Python's Unicode database: ~70 ms) and its two patterns."""
+    folds: dict[int, str | None] = {**dict.fromkeys(map(ord, "\u2018\u2019\u201a\u201b\u02bc"), "'"),
+                                    **dict.fromkeys(map(ord, "\u201c\u201d\u201e\u201f"), '"'),
+                                    **dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2212\ufe63\uff0d"), "-"),
+                                    **dict.fromkeys(map(ord, "\u2014\u2015\u3001\u3002\uff61\uff64"), " "),
+                                    **{ord(wide): f"{chr(ord(wide) - 0xfee0)} " for wide in "\uff01\uff0c\uff1a\uff1b\uff1f"},
+                                    ord("\u00d7"): "*", ord("\u00f7"): "/", ord("\u2044"): "/"}
+    superscripts, subscripts = [], []
+    for code in itertools.chain(range(0x30000), range(0xE0000, 0xE0080)):
+        char = chr(code)
+        if unicodedata.category(char) == "Cf":
+            folds[code] = None
+            continue
+        decomposition = unicodedata.decomposition(char)
+        if decomposition.startswith("<super>"):
+            superscripts.append(char)
+        elif decomposition.startswith("<sub>"):
+            subscripts.append(char)
+        elif decomposition.startswith("<fraction>"):
+            folds[code] = " " + unicodedata.normalize("NFKC", char).replace("\u2044", "/") + " "
+    return (folds, re.compile("[" + re.escape("".join(superscripts)) + "]+"),
+            re.compile("[" + re.escape("".join(subscripts)) + "]+"))
+
+
+@dataclass(slots=True)
+class PromptTexts:
+    """What the checks read of a prompt: the texts of its own messages, as the user wrote them (--system is left
+    out: the same before every prompt, it would make them all look alike), and what else it carries."""
+
+    system: list[str]  # its own system messages' texts
+    texts: list[str]  # its other messages' texts (text parts of multimodal ones)
+    carries: str  # a hash of the rest: roles, image, audio and file parts, tool calls, its own "tools"
+
+    @property
+    def every_text(self) -> list[str]:
+        """What --decontaminate reads: every text the prompt sends, whatever the role (tool-call arguments too)."""
+        return self.system + self.texts
+
+    @property
+    def context(self) -> int:
+        """What must be the same for two prompts to be copies, besides their words: their own system message and
+        all they carry but text (the same question about another image is another question)."""
+        return _hash64(" ".join(words_of(" ".join(self.system))) + "\x1f" + self.carries)
+
+
+def prompt_texts(prompt: Prompt) -> PromptTexts:
     if isinstance(prompt.source, str):
-        return "", [prompt.source]
-    system, texts = [], []
+        return PromptTexts([], [prompt.source], "" if prompt.tools is None else _carried(["user"], [], prompt.tools))
+    system, texts, roles, rest = [], [], [], []
     for message in prompt.source:
+        roles.append(message.get("role"))
         content = message.get("content")
         if isinstance(content, list):
+            rest += [part for part in content if not (isinstance(part, dict) and isinstance(part.get("text"), str)
+                                                      and part.get("type", "text") == "text")]
             content = " ".join(part["text"] for part in content
                                if isinstance(part, dict) and isinstance(part.get("text"), str))
         (system if message.get("role") == "system" else texts).append(content if isinstance(content, str) else "")
-    return "\n".join(system), texts
+        calls = message.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            rest.append(call)
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                texts.append(function["arguments"])
+    return PromptTexts(system, texts, "" if roles == ["user"] and not rest and prompt.tools is None
+                     else _carried(roles, rest, prompt.tools))
+
+
+def _carried(roles: list, rest: list, tools: tuple[str, ...] | None) -> str:
+    return hashlib.sha256(orjson.dumps([roles, rest, tools], option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def _hash64(text: str) -> int:
     import xxhash
 
     return xxhash.xxh3_64_intdigest(text)
+
+
+def safe_text(text: str, most: int = 200) -> str:
+    """A name from outside (a benchmark file's, an item's id) as the terminal shows it: whole, on one line, each
+    character that is not printable written as its escape (a newline as \\n, ESC as \\x1b, a lone surrogate as
+    \\ud800), cut at `most`."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: most * 2])
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
+def benchmark_files(paths: tuple[Path, ...]) -> list[Path]:
+    """The files named, folders expanded (their .jsonl, .ndjson and .txt files, sorted), each checked."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".jsonl", ".ndjson", ".txt") and p.is_file())
+            if not found:
+                raise UsageError(f"{safe_text(str(path))}: the folder holds no .jsonl or .txt file. --decontaminate takes benchmark "
+                                 "files (JSONL with a text field, or plain text, one item a line) or folders of them.")
+            files += found
+        elif not path.exists():
+            raise UsageError(f"{safe_text(str(path))}: no such benchmark file (--decontaminate)")
+        else:
+            check_regular_file(path, "a benchmark file", "read to index its items", "Save it to a file, and pass that.")
+            files.append(path)
+    for path in files:
+        size = path.stat().st_size
+        if size > MAX_BENCHMARK_BYTES:
+            raise UsageError(f"{safe_text(str(path))}: {size:,} bytes, over the {MAX_BENCHMARK_BYTES:,} (1 GB) a benchmark "
+                             "file may be (100,000 items are ~40 MB): pass the test split's questions only, or split it.")
+        if path.suffix.lower() == ".json":
+            raise UsageError(f"{safe_text(str(path))}: a .json file is not read; write one JSON object a line to a .jsonl file")
+    return list(dict.fromkeys(files))
+
+
+def _benchmark_items(path: Path, field: str, digest: Any = None) -> Iterator[tuple[str, str]]:
+    """(item name, text) of each item: a JSONL file's `field` (named by its "id", else its line), or each
+    non-blank line of a text file. UsageError naming file and line for anything else."""
+    jsonl, items, name = path.suffix.lower() in (".jsonl", ".ndjson"), 0, safe_text(str(path))
+    what = ("A benchmark file is JSONL (one object a line, its text in --decontaminate-field) or plain text, one "
+            "item a line")
+    try:
+        with open(path, "rb") as f:
+            start = f.read(8192)
+            if _utf16(start):
+                raise UsageError(f"{name}: UTF-16 text, not UTF-8. {what}: convert it (iconv -f UTF-16 -t UTF-8 FILE > "
+                                 "NEW_FILE), and pass that.")
+            if b"\0" in start:
+                raise UsageError(f"{name}: binary, not text. {what}: convert it (a .parquet or .arrow file: "
+                                 "datasets' to_json), and pass that.")
+            f.seek(0)
+            for line_no, raw in enumerate(f, 1):
+                if digest is not None:
+                    digest.update(raw)
+                try:
+                    text = raw.removeprefix(UTF8_BOM if line_no == 1 else b"").decode("utf-8")
+                except UnicodeDecodeError:
+                    raise UsageError(f"{name}:{line_no}: not UTF-8 text. {what}.") from None
+                if not text.strip():
+                    continue
+                items += 1
+                if not jsonl:
+                    yield f"line {line_no}", text.strip()
+                    continue
+                try:
+                    record = orjson.loads(text)
+                except orjson.JSONDecodeError as e:
+                    raise UsageError(f"{name}:{line_no}: invalid JSON ({e}). {what}.") from None
+                value = record.get(field) if isinstance(record, dict) else None
+                if not isinstance(value, str):
+                    fields = safe_text(", ".join(k for k, v in record.items() if isinstance(v, str))) \
+                        if isinstance(record, dict) else ""
+                    raise UsageError(f"{name}:{line_no}: no text field {safe_text(repr(field))}" + (
+                        f" (its text fields: {fields}); name the one to use with --decontaminate-field" if fields
+                        else f"; {what}") + ".")
+                item = record.get("id")
+                yield (str(item) if isinstance(item, (str, int)) and not isinstance(item, bool) else f"line {line_no}"), value
+    except OSError as e:
+        raise UsageError(f"{name}: cannot read the benchmark file: {e.strerror}") from None
+    if not items:
+        raise UsageError(f"{name}: empty: no benchmark item in it. {what}.")
+
+
+def _utf16(start: bytes) -> bool:
+    """A file beginning so is UTF-16 (Windows' "Unicode"): a byte-order mark, or every other byte zero."""
+    if start.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return True
+    even, odd = start[0:1024:2], start[1:1024:2]
+    zeros = sorted(part.count(0) / len(part) for part in (even, odd) if part)
+    return len(zeros) == 2 and zeros[0] < 0.1 and zeros[1] > 0.9
+
+
+@dataclass
+class BenchmarkFile:
+    name: str
+    sha256: str = ""
+    items: int = 0
+
+
+class BenchmarkIndex:
+    """Every benchmark item's n-grams, hashed: which item a text quotes, if any. Besides: every item whole (a text
+    that is an item, whatever its length, is caught), items too short for an n-gram matched whole inside a text,
+    and, for an item whose n-grams touch a benchmark's boilerplate (masked), its own part: each run of its words
+    clear of the boilerplate that is shorter than an n-gram, matched whole (under whole_from words, with the
+    boilerplate words just before it to make whole_from), and the whole item, found by its first word of its own.
+    So masking never hides the part of an item that is its own."""
+
+    def __init__(self, settings: HygieneSettings):
+        self.n, self.field = settings.ngram, settings.text_field
+        self.whole_from = min(_WHOLE_ITEM_WORDS, self.n)
+        self.grams: dict[int, int] = {}  # n-gram -> the first item holding it
+        self.shared: dict[int, int] = {}  # n-grams in two items or more -> how many
+        self.sharing: set[int] = set()  # the items holding one
+        # whole_from words -> (where they begin in what is matched, its length, hash of it, item)
+        self.spans: dict[int, list[tuple[int, int, int, int]]] = {}
+        self.whole: dict[int, int] = {}  # every item, by the hash of its words
+        self.items: list[tuple[int, str]] = []  # (file, item name)
+        self.files: list[BenchmarkFile] = []
+        self.masked = 0  # n-grams left out as boilerplate
+        self.masked_items = 0  # items with some: matched by their own part instead
+
+    def build(self, paths: list[Path]) -> BenchmarkIndex:
+        for number, path in enumerate(paths):
+            digest, figures = hashlib.sha256(), BenchmarkFile(str(path))
+            self.files.append(figures)
+            for name, text in _benchmark_items(path, self.field, digest):
+                self._add(len(self.items), words_of(text))
+                self.items.append((number, name))
+                figures.items += 1
+            figures.sha256 = digest.hexdigest()
+        self._mask_boilerplate(paths)
+        self.shared, self.sharing = {}, set()
+        return self
+
+    def _add(self, item: int, words: list[str]) -> None:
+        if not words:
+            return
+        self.whole.setdefault(_hash64(" ".join(words)), item)
+        if len(words) >= self.n:
+            grams, shared = self.grams, self.shared
+            for gram in set(_grams(words, self.n)):
+                first = grams.setdefault(gram, item)
+                if first != item:
+                    shared[gram] = shared.get(gram, 1) + 1
+                    self.sharing.update((first, item))
+        elif len(words) >= self.whole_from:
+            self._span(words, 0, item)
+
+    def _span(self, words: list[str], at: int, item: int) -> None:
+        """Match `words` whole inside a text, found by their whole_from words beginning at `at`."""
+        self.spans.setdefault(_hash64(" ".join(words[at: at + self.whole_from])), []).append(
+            (at, len(words), _hash64(" ".join(words)), item))
+
+    def _mask_boilerplate(self, paths: list[Path]) -> None:
+        frequent = {gram for gram, items in self.shared.items() if items > _BOILERPLATE_ITEMS}
+        if not frequent:
+            return
+        item, w = 0, self.whole_from
+        for path, figures in zip(paths, self.files):
+            digest = hashlib.sha256()
+            for _, text in _benchmark_items(path, self.field, digest):
+                if item in self.sharing:
+                    words = words_of(text)
+                    grams = _grams(words, self.n)
+                    masked = bytearray(len(words))
+                    for i, gram in enumerate(grams):
+                        if gram in frequent:
+                            masked[i: i + self.n] = b"\1" * self.n
+                    if any(masked):
+                        self.masked_items += 1
+                        for i, gram in enumerate(grams):
+                            if any(masked[i: i + self.n]) and self.grams.pop(gram, None) is not None:
+                                self.masked += 1
+                        own = [i for i, boilerplate in enumerate(masked) if not boilerplate]
+                        if own:  # the whole item, found by its first word of its own
+                            self._span(words, min(own[0], len(words) - w), item)
+                        for start, end in _runs(own):  # each part of its own too short for an n-gram
+                            if end - start < self.n:  # under whole_from words: with the words before it (or after)
+                                start = max(0, min(start, end - w))
+                                self._span(words[start: max(end, start + w)], 0, item)
+                item += 1
+            if digest.hexdigest() != figures.sha256:
+                raise UsageError(f"{safe_text(str(path))}: the benchmark file changed while it was indexed; nothing was "
+                                 "sent. Leave it as it is while a run reads it, then re-run.")
+
+    def quoted(self, words: list[str]) -> tuple[int, int, int] | None:
+        """(item, first word, words) of the first item the words quote, or None."""
+        length = len(words)
+        if length and (item := self.whole.get(_hash64(" ".join(words)))) is not None:
+            return item, 0, length
+        if length >= self.n:
+            for i, gram in enumerate(_grams(words, self.n)):
+                if (item := self.grams.get(gram)) is not None:
+                    return item, i, self.n
+        if self.spans and length >= self.whole_from:
+            for i, gram in enumerate(_grams(words, self.whole_from)):
+                for at, size, whole, item in self.spans.get(gram, ()):
+                    start = i - at
+                    if start >= 0 and start + size <= length and _hash64(" ".join(words[start: start + size])) == whole:
+                        return item, start, size
+        return None
+
+    def named(self, item: int) -> tuple[str, str]:
+        number, name = self.items[item]
+        return self.files[number].name, name
+
+    def settings(self) -> dict:
+        return {"ngram": self.n, "whole_items_from": self.whole_from, "boilerplate_items": _BOILERPLATE_ITEMS,
+                "field": self.field, "boilerplate_ngrams_masked": self.masked, "items_with_boilerplate": self.masked_items,
+                "files": [dataclasses.asdict(f) for f in self.files]}
+
+
+def _runs(places: list[int]) -> Iterator[tuple[int, int]]:
+    """(start, end) of each run of consecutive numbers in a sorted list."""
+    for _, run in itertools.groupby(enumerate(places), lambda pair: pair[1] - pair[0]):
+        numbers = [place for _, place in run]
+        yield numbers[0], numbers[-1] + 1
+
+
+def _grams(words: list[str], n: int) -> list[int]:
+    """The hashes of the n-grams of `words`, sliced out of one joined string (no join per n-gram)."""
+    import xxhash
+
+    h, text, starts, at = xxhash.xxh3_64_intdigest, " ".join(words), [], 0
+    for word in words:
+        starts.append(at)
+        at += len(word) + 1
+    return [h(text[starts[i]: starts[i + n - 1] + len(words[i + n - 1])]) for i in range(len(words) - n + 1)]
+
+
+class Duplicates:
+    """Keep-first over the prompts in file order, a prompt paid for (in the output, the rejected or the paused
+    file) before any: it is never dropped, and an earlier copy of it goes instead. Exact copies: a dict of their
+    words' hashes. Near copies: each chunk's signatures go into rensa's LSH index, which flags the prompts that
+    share a band with an earlier one (or one of their chunk); a prompt not flagged has no earlier candidate and
+    stays, unless a later prompt paid for is flagged with it. Only the index is held. Then those few are read
+    again, in order, and dropped when a prompt that stays (an earlier one, or one paid for) is near."""
+
+    def __init__(self, threshold: float):
+        try:
+            import rensa
+        except ImportError:
+            raise UsageError("--dedup needs the rensa package, which requirements.txt pins: run "
+                             ".venv/bin/pip install -r requirements.txt") from None
+        self.minhash, self.threshold = rensa.RMinHash, threshold
+        self.lsh = rensa.RMinHashLSH(threshold, NUM_PERM, lsh_bands(threshold))
+        self.first: dict[int, int] = {}  # hash of a prompt's words -> the prompt that stays (~place: paid for)
+        self.rows = array.array("q")  # index row -> prompt (its place in the pass)
+        self.paid = bytearray()  # index row -> paid for
+        self.flagged = array.array("q")  # rows that share a band with an earlier one
+        self.copies: dict[int, tuple[int, float, bool]] = {}  # prompt -> (the prompt it repeats, similarity, exact)
+        self._words: list[list[str]] = []
+        self._places: list[int] = []
+        self._paid = bytearray()
+
+    def add(self, place: int, prompt: Prompt, paid: bool) -> None:
+        compared = prompt_texts(prompt)
+        words = words_of(" ".join(compared.texts))
+        if not words and not compared.carries:
+            return
+        key = _hash64(f"{compared.context}\x1f{' '.join(words)}")
+        first = self.first.setdefault(key, ~place if paid else place)
+        if first < 0 and first != ~place and not paid:  # a copy of a prompt paid for
+            self.copies[place] = (~first, 1.0, True)
+            return
+        if first >= 0 and first != place:
+            if not paid:
+                self.copies[place] = (first, 1.0, True)
+                return
+            self.copies[first] = (place, 1.0, True)  # the new copy goes, not the one paid for
+            self.first[key] = ~place
+        if len(words) >= NEAR_MIN_WORDS:
+            self._words.append(words)
+            self._places.append(place)
+            self._paid.append(paid)
+            if len(self._places) >= _CHUNK:
+                self._index()
+
+    def _index(self) -> None:
+        if self._places:
+            start = len(self.rows)
+            matrix = self.minhash.digest_matrix_from_token_sets(self._words, NUM_PERM, MINHASH_SEED)
+            flags = self.lsh.insert_matrix_and_query_duplicate_flags(matrix, start_key=start)
+            self.rows.extend(self._places)
+            self.paid += self._paid
+            self.flagged.extend(start + i for i, flag in enumerate(flags) if flag)
+            self._words, self._places, self._paid = [], [], bytearray()
+
+    def decide(self, read: Callable[[list[int]], Iterator[Prompt]]) -> None:
+        self._index()
+        self.first = {}  # the exact copies are known: their index goes
+        rows, paid = self.rows, self.paid
+        gone = {row for place in self.copies if (row := bisect.bisect_left(rows, place)) < len(rows)
+                and rows[row] == place}  # exact copies that were indexed (an original a later paid copy replaced)
+        signed = self._signed(list(self.flagged), read)
+        candidates = {row: sorted(c for c in self.lsh.query(signed[row][2]) if c != row) for row in self.flagged}
+        # a flagged prompt paid for may be the original of earlier ones, flagged or not
+        earlier = {c for row in self.flagged if paid[row] for c in candidates[row] if c < row and not paid[c]}
+        signed.update(self._signed(sorted(earlier - signed.keys()), read))
+        candidates.update((row, sorted(c for c in self.lsh.query(signed[row][2]) if c != row))
+                          for row in earlier - candidates.keys())
+        signed.update(self._signed(sorted({c for cs in candidates.values() for c in cs} - signed.keys()), read))
+        for row in sorted(candidates):  # in file order: a prompt dropped is no one's original
+            if paid[row] or row in gone:
+                continue
+            _, context, signature = signed[row]
+            for other in candidates[row]:
+                if (other < row or paid[other]) and other not in gone and signed[other][1] == context:
+                    similarity = signature.jaccard(signed[other][2])
+                    if similarity >= self.threshold:
+                        gone.add(row)
+                        self.copies[rows[row]] = (rows[other], similarity, False)
+                        break
+        for place, (first, _, exact) in list(self.copies.items()):  # a copy of a near copy repeats its original
+            if exact and first in self.copies:
+                self.copies[place] = self.copies[first]
+
+    def _signed(self, rows: list[int], read: Callable[[list[int]], Iterator[Prompt]]) -> dict[int, tuple]:
+        """row -> (prompt id, what else must match: its system message and parts, its signature), re-read."""
+        signed = {}
+        for start in range(0, len(rows), _CHUNK):
+            part = rows[start: start + _CHUNK]
+            prompts = list(read([self.rows[row] for row in part]))
+            compared = [prompt_texts(prompt) for prompt in prompts]
+            signatures = self.minhash.from_token_sets([words_of(" ".join(c.texts)) for c in compared], NUM_PERM, MINHASH_SEED)
+            signed.update((row, (p.prompt_id, c.context, signature))
+                          for row, p, c, signature in zip(part, prompts, compared, signatures))
+        return signed
+
+
+# ==================================================================================================
+# Prompt hygiene
+# ==================================================================================================
+# --dedup and --decontaminate: the prompts dropped before anything is sent, alike in every shard; answers quoting a benchmark.
+
+# Both read the whole prompts file (-n counts, --shard does not: every shard decides from the same file with
+# fixed seeds, so they all drop the same prompts), after the output is scanned and before the plan. A prompt paid
+# for (a line of any sample in the output or the rejected file, or turns in the paused file) is never dropped, and
+# stands first in its group; the rest follow file order: the first of a group stays. Decontamination runs first
+# and its index is freed before dedup builds its own. The settings below were measured on a planted corpus
+# (bench/hygiene.py, docs/benchmarks.md figure 18).
+
+_GROUPS_SHOWN = 3
 
 
 def _shown(text: str, most: int = 60) -> str:
@@ -1860,270 +2304,16 @@ class Drop:
     benchmark: str | None = None  # the benchmark file, the item and the words in common
     item: str | None = None
     quoted: str | None = None
-    kept: bool = False  # in the output already: it stays (paid for), flagged
+    kept: str | None = None  # paid for already ("in the output already", ...): it stays, flagged
 
     def record(self) -> dict:
         record = {"prompt_id": self.prompt_id, "line": self.line}
-        record.update({"kept": "in the output already"} if self.kept else {"dropped": self.why})
+        record.update({"kept": self.kept} if self.kept else {"dropped": self.why})
         if self.of is not None:
             record.update(duplicate_of=self.of, duplicate_of_line=self.of_line, similarity=round(self.similarity, 3))
         if self.benchmark is not None:
             record.update(benchmark=self.benchmark, item=self.item, quoted=self.quoted)
         return record
-
-
-def _benchmark_files(paths: tuple[Path, ...]) -> list[Path]:
-    """The files named, folders expanded (their .jsonl, .ndjson and .txt files, sorted), each checked."""
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".jsonl", ".ndjson", ".txt") and p.is_file())
-            if not found:
-                raise UsageError(f"{path}: the folder holds no .jsonl or .txt file. --decontaminate takes benchmark "
-                                 "files (JSONL with a text field, or plain text, one item a line) or folders of them.")
-            files += found
-        elif not path.exists():
-            raise UsageError(f"{path}: no such benchmark file (--decontaminate)")
-        else:
-            check_regular_file(path, "a benchmark file", "read to index its items", "Save it to a file, and pass that.")
-            files.append(path)
-    for path in files:
-        size = path.stat().st_size
-        if size > MAX_BENCHMARK_BYTES:
-            raise UsageError(f"{path}: {size / MB:,.0f} MB, over the {MAX_BENCHMARK_BYTES / MB:,.0f} MB a benchmark "
-                             "file may be (100,000 items are ~40 MB): pass the test split's questions only, or split it.")
-        if path.suffix.lower() == ".json":
-            raise UsageError(f"{path}: a .json file is not read; write one JSON object a line to a .jsonl file")
-    return list(dict.fromkeys(files))
-
-
-def _benchmark_items(path: Path, field: str, digest: Any = None) -> Iterator[tuple[str, str]]:
-    """(item name, text) of each item: a JSONL file's `field` (named by its "id", else its line), or each
-    non-blank line of a text file. UsageError naming file and line for anything else."""
-    jsonl, items = path.suffix.lower() in (".jsonl", ".ndjson"), 0
-    what = ("A benchmark file is JSONL (one object a line, its text in --decontaminate-field) or plain text, one "
-            "item a line")
-    try:
-        with open(path, "rb") as f:
-            if b"\0" in f.read(8192):
-                raise UsageError(f"{path}: binary, not text. {what}: convert it (a .parquet or .arrow file: "
-                                 "datasets' to_json), and pass that.")
-            f.seek(0)
-            for line_no, raw in enumerate(f, 1):
-                if digest is not None:
-                    digest.update(raw)
-                try:
-                    text = raw.removeprefix(UTF8_BOM if line_no == 1 else b"").decode("utf-8")
-                except UnicodeDecodeError:
-                    raise UsageError(f"{path}:{line_no}: not UTF-8 text. {what}.") from None
-                if not text.strip():
-                    continue
-                items += 1
-                if not jsonl:
-                    yield f"line {line_no}", text.strip()
-                    continue
-                try:
-                    record = orjson.loads(text)
-                except orjson.JSONDecodeError as e:
-                    raise UsageError(f"{path}:{line_no}: invalid JSON ({e}). {what}.") from None
-                value = record.get(field) if isinstance(record, dict) else None
-                if not isinstance(value, str):
-                    fields = ", ".join(k for k, v in record.items() if isinstance(v, str))[:200] \
-                        if isinstance(record, dict) else ""
-                    raise UsageError(f"{path}:{line_no}: no text field {field!r}" + (
-                        f" (its text fields: {fields}); name the one to use with --decontaminate-field" if fields
-                        else f"; {what}") + ".")
-                name = record.get("id")
-                yield (str(name) if isinstance(name, (str, int)) and not isinstance(name, bool) else f"line {line_no}"), value
-    except OSError as e:
-        raise UsageError(f"{path}: cannot read the benchmark file: {e.strerror}") from None
-    if not items:
-        raise UsageError(f"{path}: empty: no benchmark item in it. {what}.")
-
-
-@dataclass
-class BenchmarkFile:
-    name: str
-    sha256: str = ""
-    items: int = 0
-
-
-class _Benchmarks:
-    """Every benchmark item's n-grams, hashed: which item a text quotes, if any."""
-
-    def __init__(self, settings: HygieneSettings):
-        self.n, self.field = settings.ngram, settings.text_field
-        self.whole_from = min(_WHOLE_ITEM_WORDS, self.n)
-        self.grams: dict[int, int] = {}  # n-gram -> the first item holding it
-        self.shared: dict[int, int] = {}  # n-grams in two items or more -> how many
-        self.sharing: set[int] = set()  # the items holding one
-        self.short: dict[int, list[tuple[int, int, int]]] = {}  # first words -> (length, hash of the whole, item)
-        self.whole: dict[int, int] = {}  # items under whole_from words, by the hash of the whole
-        self.items: list[tuple[int, str]] = []  # (file, item name)
-        self.files: list[BenchmarkFile] = []
-        self.masked = 0  # n-grams left out as boilerplate
-
-    def build(self, paths: list[Path]) -> _Benchmarks:
-        for number, path in enumerate(paths):
-            digest, figures = hashlib.sha256(), BenchmarkFile(str(path))
-            self.files.append(figures)
-            for name, text in _benchmark_items(path, self.field, digest):
-                self._add(len(self.items), words_of(text))
-                self.items.append((number, name))
-                figures.items += 1
-            figures.sha256 = digest.hexdigest()
-        self._mask_boilerplate(paths)
-        self.shared, self.sharing = {}, set()
-        return self
-
-    def _add(self, item: int, words: list[str]) -> None:
-        if len(words) >= self.n:
-            grams, shared = self.grams, self.shared
-            for gram in set(_grams(words, self.n)):
-                first = grams.setdefault(gram, item)
-                if first != item:
-                    shared[gram] = shared.get(gram, 1) + 1
-                    self.sharing.update((first, item))
-        elif len(words) >= self.whole_from:
-            self.short.setdefault(_hash64(" ".join(words[: self.whole_from])), []).append(
-                (len(words), _hash64(" ".join(words)), item))
-        elif words:
-            self.whole.setdefault(_hash64(" ".join(words)), item)
-
-    def _mask_boilerplate(self, paths: list[Path]) -> None:
-        frequent = {gram for gram, items in self.shared.items() if items > _BOILERPLATE_ITEMS}
-        if not frequent:
-            return
-        item = 0
-        for path in paths:
-            for _, text in _benchmark_items(path, self.field):
-                if item in self.sharing:
-                    words = words_of(text)
-                    grams = _grams(words, self.n)
-                    masked = bytearray(len(words))
-                    for i, gram in enumerate(grams):
-                        if gram in frequent:
-                            masked[i: i + self.n] = b"\1" * self.n
-                    if any(masked):
-                        for i, gram in enumerate(grams):
-                            if any(masked[i: i + self.n]) and self.grams.pop(gram, None) is not None:
-                                self.masked += 1
-                item += 1
-
-    def quoted(self, words: list[str]) -> tuple[int, int, int] | None:
-        """(item, first word, words) of the first item the words quote, or None."""
-        length = len(words)
-        if length >= self.n:
-            for i, gram in enumerate(_grams(words, self.n)):
-                if (item := self.grams.get(gram)) is not None:
-                    return item, i, self.n
-        if self.short and length >= self.whole_from:
-            for i, gram in enumerate(_grams(words, self.whole_from)):
-                for size, whole, item in self.short.get(gram, ()):
-                    if i + size <= length and _hash64(" ".join(words[i: i + size])) == whole:
-                        return item, i, size
-        if self.whole and length < self.whole_from and (item := self.whole.get(_hash64(" ".join(words)))) is not None:
-            return item, 0, length
-        return None
-
-    def named(self, item: int) -> tuple[str, str]:
-        number, name = self.items[item]
-        return self.files[number].name, name
-
-    def settings(self) -> dict:
-        return {"ngram": self.n, "whole_items_from": self.whole_from, "boilerplate_items": _BOILERPLATE_ITEMS,
-                "field": self.field, "boilerplate_ngrams_masked": self.masked,
-                "files": [dataclasses.asdict(f) for f in self.files]}
-
-
-def _grams(words: list[str], n: int) -> list[int]:
-    """The hashes of the n-grams of `words`, sliced out of one joined string (no join per n-gram)."""
-    import xxhash
-
-    h, text, starts, at = xxhash.xxh3_64_intdigest, " ".join(words), [], 0
-    for word in words:
-        starts.append(at)
-        at += len(word) + 1
-    return [h(text[starts[i]: starts[i + n - 1] + len(words[i + n - 1])]) for i in range(len(words) - n + 1)]
-
-
-class _Duplicates:
-    """Keep-first over the prompts in file order. Exact copies: a dict of their words' hashes. Near copies: each
-    chunk's signatures go into rensa's LSH index, which flags the prompts that share a band with an earlier
-    one (or one of their chunk); a prompt not flagged has no candidate and stays. Only the index is held.
-    Then the few flagged are read again, in order, and dropped when an earlier prompt that stays is near."""
-
-    def __init__(self, threshold: float):
-        try:
-            import rensa
-        except ImportError:
-            raise UsageError("--dedup needs the rensa package, which requirements.txt pins: run "
-                             ".venv/bin/pip install -r requirements.txt") from None
-        self.minhash, self.threshold = rensa.RMinHash, threshold
-        self.lsh = rensa.RMinHashLSH(threshold, _NUM_PERM, lsh_bands(threshold))
-        self.first: dict[int, int] = {}  # hash of a prompt's words -> the first prompt with them
-        self.rows = array.array("q")  # index row -> prompt (its place in the pass)
-        self.flagged = array.array("q")  # rows that share a band with another
-        self.copies: dict[int, tuple[int, float, bool]] = {}  # prompt -> (the prompt it repeats, similarity, exact)
-        self._words: list[list[str]] = []
-        self._places: list[int] = []
-
-    def add(self, place: int, prompt: Prompt, paid: bool) -> None:
-        system, texts = _texts_of(prompt)
-        words = words_of(" ".join(texts))
-        if not words:
-            return
-        first = self.first.setdefault(_hash64(" ".join(words_of(system)) + "\x1f" + " ".join(words)), place)
-        if first != place and not paid:
-            self.copies[place] = (first, 1.0, True)
-        elif len(words) >= _NEAR_MIN_WORDS:
-            self._words.append(words)
-            self._places.append(place)
-            if len(self._places) >= _CHUNK:
-                self._index()
-
-    def _index(self) -> None:
-        if self._places:
-            start = len(self.rows)
-            matrix = self.minhash.digest_matrix_from_token_sets(self._words, _NUM_PERM, _SEED)
-            flags = self.lsh.insert_matrix_and_query_duplicate_flags(matrix, start_key=start)
-            self.rows.extend(self._places)
-            self.flagged.extend(start + i for i, flag in enumerate(flags) if flag)
-            self._words, self._places = [], []
-
-    def decide(self, read: Callable[[list[int]], Iterator[Prompt]], paid: Callable[[str], bool]) -> None:
-        self._index()
-        self.first = {}  # the exact copies are known: their index goes
-        signed = self._signed(list(self.flagged), read)
-        candidates = {row: sorted(c for c in self.lsh.query(signed[row][2]) if c < row) for row in self.flagged}
-        signed.update(self._signed(sorted({c for cs in candidates.values() for c in cs} - signed.keys()), read))
-        dropped: set[int] = set()
-        for row in self.flagged:  # in file order: a prompt dropped is no one's original
-            prompt_id, system, signature = signed[row]
-            if paid(prompt_id):
-                continue
-            for earlier in candidates[row]:
-                if earlier not in dropped and signed[earlier][1] == system:
-                    similarity = signature.jaccard(signed[earlier][2])
-                    if similarity >= self.threshold:
-                        dropped.add(row)
-                        self.copies[self.rows[row]] = (self.rows[earlier], similarity, False)
-                        break
-        for place, (first, _, exact) in list(self.copies.items()):  # a copy of a near copy repeats its original
-            if exact and first in self.copies:
-                self.copies[place] = self.copies[first]
-
-    def _signed(self, rows: list[int], read: Callable[[list[int]], Iterator[Prompt]]) -> dict[int, tuple]:
-        """row -> (prompt id, hash of its system message, its signature), re-read from the file."""
-        signed = {}
-        for start in range(0, len(rows), _CHUNK):
-            part = rows[start: start + _CHUNK]
-            prompts = list(read([self.rows[row] for row in part]))
-            texts = [_texts_of(prompt) for prompt in prompts]
-            signatures = self.minhash.from_token_sets([words_of(" ".join(t)) for _, t in texts], _NUM_PERM, _SEED)
-            signed.update((row, (p.prompt_id, _hash64(" ".join(words_of(s))), signature))
-                          for row, p, (s, _), signature in zip(part, prompts, texts, signatures))
-        return signed
 
 
 @dataclass
@@ -2137,6 +2327,7 @@ class Hygiene:
     prompts: int = 0  # prompts read
     benchmarks: dict | None = None  # what was indexed, with which settings
     seconds: float = 0.0
+    shard: tuple[int, int] | None = None  # the shard whose dropped prompts this run lists (each decides alike)
 
     def header(self, here: list[str]) -> dict:
         """The dropped-prompts file's first line: settings, files and counts, what the dataset card says."""
@@ -2147,13 +2338,15 @@ class Hygiene:
 
             import rensa
 
-            dedup = {"threshold": self.settings.threshold, "near_from_words": _NEAR_MIN_WORDS, "shingles": "words",
-                     "num_perm": _NUM_PERM, "bands": lsh_bands(self.settings.threshold),
-                     "rows": _NUM_PERM // lsh_bands(self.settings.threshold), "seed": _SEED,
+            dedup = {"threshold": self.settings.threshold, "near_from_words": NEAR_MIN_WORDS, "shingles": "words",
+                     "num_perm": NUM_PERM, "bands": lsh_bands(self.settings.threshold),
+                     "rows": NUM_PERM // lsh_bands(self.settings.threshold), "seed": MINHASH_SEED,
                      "library": f"rensa {version('rensa')}", "algorithm": rensa.RMinHash.ALGORITHM_VERSION}
         return {"hygiene": {"prompts_file": self.prompts_file, "prompts": self.prompts, "dropped": dict(whys),
-                            "kept_in_output": len(self.flagged_paid), "dedup": dedup,
-                            "decontaminate": self.benchmarks}}
+                            "kept_in_output": len(self.flagged_paid),
+                            "shard": f"{self.shard[0]}/{self.shard[1]}" if self.shard else None,
+                            "words": {"rule": WORDS_RULE, "unicode": unicodedata.unidata_version},
+                            "dedup": dedup, "decontaminate": self.benchmarks}}
 
     def records(self, here: list[str]) -> Iterator[dict]:
         yield self.header(here)
@@ -2174,7 +2367,7 @@ class Hygiene:
         else:
             whys = collections.Counter(drop.why for drop in drops)
             same, near, quoting = whys["duplicate"], whys["near duplicate"], whys["benchmark"]
-            kinds = ([f"{same + near} repeating an earlier prompt ({same} word for word, {near} nearly)"]
+            kinds = ([f"{same + near} repeating another prompt ({same} word for word, {near} nearly)"]
                      if same + near else []) + ([f"{quoting} holding a benchmark item"] if quoting else [])
             lines.append(f"Dropped before sending ({checks}, {self.seconds:.1f} s): {plural(len(drops), 'prompt')} of "
                          f"{self.prompts:,}: {'; '.join(kinds)}; {listed}.")
@@ -2185,30 +2378,42 @@ class Hygiene:
         for kept in sorted(groups.values(), key=len, reverse=True)[:_GROUPS_SHOWN]:
             copies = ", ".join(f"line {d.line} ({'the same words' if d.why == 'duplicate' else f'{d.similarity:.0%} alike'})"
                                for d in kept[:4]) + (f" and {len(kept) - 4} more" if len(kept) > 4 else "")
-            lines.append(f"  kept line {kept[0].of_line} \"{kept[0].of_text}\"; dropped {copies}")
+            paid = " (paid for already)" if any(d.line < (d.of_line or 0) for d in kept) else ""
+            lines.append(f"  kept line {kept[0].of_line}{paid} \"{kept[0].of_text}\"; dropped {copies}")
         quoting = [drop for drop in drops if drop.benchmark is not None]
-        lines += [f"  line {d.line} \"{d.text}\" holds {d.benchmark} item {_shown(d.item or '', 40)}: "
+        lines += [f"  line {d.line} \"{d.text}\" holds {safe_text(d.benchmark or '')} item {safe_text(d.item or '', 40)}: "
                   f"\"{_shown(d.quoted or '', 80)}\""
                   for d in quoting[:_GROUPS_SHOWN]]
         if self.flagged_paid:
-            lines.append(f"Kept, though they hold a benchmark item: {plural(len(self.flagged_paid), 'prompt')} already in "
-                         f"the output (paid for; the first: line {self.flagged_paid[0].line}); {listed}. Take their "
-                         "lines out before training if that benchmark matters.")
+            where = collections.Counter(drop.kept for drop in self.flagged_paid)
+            lines.append(f"Kept, though they hold a benchmark item: {plural(len(self.flagged_paid), 'prompt')} paid for "
+                         f"already ({', '.join(f'{n} {why}' for why, n in where.items())}; the first: line "
+                         f"{self.flagged_paid[0].line}); {listed}. Take their lines out before training if that "
+                         "benchmark matters.")
         return lines
 
 
-def paid_for(finished: Container[int], tried: Mapping[int, int], samples: int) -> Callable[[str], bool]:
-    """Whether a prompt has a rollout in the output or the rejected file: such a prompt is never dropped."""
-    return lambda prompt_id: any(RolloutKey.hashed(prompt_id, sample) in finished
-                                 or tried.get(RolloutKey.hashed(prompt_id, sample)) for sample in range(samples))
+@dataclass(frozen=True)
+class PaidFor:
+    """The prompts with work paid for, by the hashes of their ids: a line in the output or the rejected file
+    (whatever its sample), or turns saved in the paused file. Such a prompt is never dropped (Main reads them)."""
+
+    in_output: Container[int] = frozenset()
+    rejected: Container[int] = frozenset()
+    paused: Container[int] = frozenset()
+
+    def why(self, prompt_id: str) -> str | None:
+        key = hash(prompt_id)
+        return ("in the output already" if key in self.in_output else "in the rejected file already"
+                if key in self.rejected else "paused, its turns paid for" if key in self.paused else None)
 
 
-def prompt_hygiene(prompts: PromptSettings, settings: HygieneSettings, paid: Callable[[str], bool],
+def prompt_hygiene(prompts: PromptSettings, settings: HygieneSettings, paid: PaidFor,
                    log: Callable[[str], None]) -> Hygiene | None:
     """The prompts --dedup and --decontaminate drop, from the whole file; UsageError for a bad benchmark file."""
     if not settings.active:
         return None
-    hygiene = Hygiene(settings, prompts.input.name)
+    hygiene = Hygiene(settings, prompts.input.name, shard=prompts.shard)
     every = dataclasses.replace(prompts, shard=None, samples=1)  # each shard decides from the whole file alike
     try:
         return _found(hygiene, prompts, every, paid, log)
@@ -2218,13 +2423,13 @@ def prompt_hygiene(prompts: PromptSettings, settings: HygieneSettings, paid: Cal
                          "re-run.") from None
 
 
-def _found(hygiene: Hygiene, prompts: PromptSettings, every: PromptSettings, paid: Callable[[str], bool],
+def _found(hygiene: Hygiene, prompts: PromptSettings, every: PromptSettings, paid: PaidFor,
            log: Callable[[str], None]) -> Hygiene:
     settings, started = hygiene.settings, time.monotonic()
-    duplicates = _Duplicates(settings.threshold) if settings.dedup else None  # rensa missing: said at once
+    duplicates = Duplicates(settings.threshold) if settings.dedup else None  # rensa missing: said at once
     contaminated = _decontaminate(hygiene, every, paid, log) if settings.benchmarks else set()
     if duplicates is not None:
-        log(f"Prompt hygiene: looking for duplicates among the prompts of {prompts.input}...")
+        log(f"Prompt hygiene: looking for duplicates among the prompts of {safe_text(str(prompts.input))}...")
         offsets, repeats, lines, ids = (array.array("q") for _ in range(4))
         for place, job in enumerate(iter_jobs(every)):
             prompt = job.prompt
@@ -2233,17 +2438,17 @@ def _found(hygiene: Hygiene, prompts: PromptSettings, every: PromptSettings, pai
             lines.append(prompt.line_no)
             ids.append(hash(prompt.prompt_id))
             if place not in contaminated:
-                duplicates.add(place, prompt, paid(prompt.prompt_id))
+                duplicates.add(place, prompt, paid.why(prompt.prompt_id) is not None)
         hygiene.prompts = len(offsets)
 
         def read(places: list[int]) -> Iterator[Prompt]:
             return read_prompts_at(prompts.input, prompts.system,
                                    ((offsets[i], repeats[i], lines[i], ids[i]) for i in places))
 
-        duplicates.decide(read, paid)
+        duplicates.decide(read)
         del duplicates.lsh
         places = sorted(set(duplicates.copies) | {first for first, _, _ in duplicates.copies.values()})
-        named = {place: (prompt.prompt_id, prompt.line_no, _shown(" ".join(_texts_of(prompt)[1])))
+        named = {place: (prompt.prompt_id, prompt.line_no, _shown(" ".join(prompt_texts(prompt).texts)))
                  for place, prompt in zip(places, read(places))}
         for place, (first, similarity, exact) in sorted(duplicates.copies.items()):
             (prompt_id, line, text), (original, original_line, original_text) = named[place], named[first]
@@ -2254,23 +2459,32 @@ def _found(hygiene: Hygiene, prompts: PromptSettings, every: PromptSettings, pai
     return hygiene
 
 
-def _decontaminate(hygiene: Hygiene, every: PromptSettings, paid: Callable[[str], bool],
-                   log: Callable[[str], None]) -> set[int]:
-    """The prompts holding a benchmark item (their places in the file); the index is gone when it returns."""
-    paths = _benchmark_files(hygiene.settings.benchmarks)
+def _decontaminate(hygiene: Hygiene, every: PromptSettings, paid: PaidFor, log: Callable[[str], None]) -> set[int]:
+    """The prompts holding a benchmark item (their places in the file); the index is gone when it returns. Every
+    text a prompt sends is read, whatever its role, each alone and all together (an item split between two
+    messages). --system, sent before every prompt, is checked once: holding an item, it stops the run."""
+    paths = benchmark_files(hygiene.settings.benchmarks)
     log(f"Prompt hygiene: indexing {plural(len(paths), 'benchmark file')} ({hygiene.settings.ngram}-word n-grams)...")
-    index = _Benchmarks(hygiene.settings).build(paths)
+    index = BenchmarkIndex(hygiene.settings).build(paths)
     log(f"Prompt hygiene: {plural(len(index.items), 'benchmark item')} indexed; checking the prompts...")
+    if every.system and (hit := index.quoted(words := words_of(every.system))) is not None:
+        item, first, size = hit
+        benchmark, name = index.named(item)
+        raise UsageError(f"--system holds item {safe_text(name)} of the benchmark file {safe_text(benchmark)} "
+                         f"(\"{_shown(' '.join(words[first: first + size]), 80)}\"), and it is sent before every "
+                         "prompt: nothing was sent. Take the item out of the system prompt.")
     contaminated, hygiene.prompts = set(), 0
     for place, job in enumerate(iter_jobs(every)):
         hygiene.prompts += 1
-        for text in _texts_of(job.prompt)[1]:
+        texts = prompt_texts(job.prompt).every_text
+        for text in texts + (["\n".join(texts)] if len(texts) > 1 else []):
             words = words_of(text)
             if (hit := index.quoted(words)) is not None:
                 item, first, size = hit
                 benchmark, name = index.named(item)
                 drop = Drop(job.prompt.prompt_id, job.prompt.line_no, "benchmark", _shown(text), benchmark=benchmark,
-                            item=name, quoted=" ".join(words[first: first + size]), kept=paid(job.prompt.prompt_id))
+                            item=name, quoted=" ".join(words[first: first + size]),
+                            kept=paid.why(job.prompt.prompt_id))
                 if drop.kept:
                     hygiene.flagged_paid.append(drop)
                 else:
@@ -2281,10 +2495,45 @@ def _decontaminate(hygiene: Hygiene, every: PromptSettings, paid: Callable[[str]
     return contaminated  # and the index goes before dedup builds its own: both would be ~2 GB at 1M prompts
 
 
-def dropped_ids(records: Iterable[dict | None]) -> set[str]:
-    """The prompt ids a dropped-prompts file lists as dropped (--no-run plans from it)."""
-    return {r["prompt_id"] for r in records if isinstance(r, dict) and isinstance(r.get("prompt_id"), str)
-            and r.get("dropped")}
+_WHYS = ("duplicate", "near duplicate", "benchmark")
+
+
+@dataclass
+class DroppedList:
+    """A dropped-prompts file as read back, by one strict rule: its first lines (one for each shard's file merged
+    into it), the prompts it lists as dropped (id -> why) and as kept (paid for, holding a benchmark item), and its
+    lines that are not what this tool writes ("file:LINE: what is wrong"), which count for nothing."""
+
+    headers: list[dict] = field(default_factory=list)
+    dropped: dict[str, str] = field(default_factory=dict)
+    kept: dict[str, str] = field(default_factory=dict)
+    odd: list[str] = field(default_factory=list)
+    lines: list[dict] = field(default_factory=list)  # the entries as written, in order (a rewrite keeps them)
+
+
+def read_dropped(records: Iterable[tuple[int, dict | None]], name: str) -> DroppedList:
+    """(line number, its JSON object or None) of each line -> what the file lists."""
+    listed = DroppedList()
+    for line_no, record in records:
+        where = f"{safe_text(name)}:{line_no}"
+        if not isinstance(record, dict):
+            listed.odd.append(f"{where}: not a JSON object (torn, or edited by hand)")
+        elif "hygiene" in record:
+            if isinstance(record["hygiene"], dict):
+                listed.headers.append(record["hygiene"])
+            else:
+                listed.odd.append(f"{where}: \"hygiene\" is not an object")
+        elif not isinstance(record.get("prompt_id"), str):
+            listed.odd.append(f"{where}: no string \"prompt_id\"")
+        elif record.get("dropped") in _WHYS and "kept" not in record:
+            listed.dropped[record["prompt_id"]] = record["dropped"]
+            listed.lines.append(record)
+        elif isinstance(record.get("kept"), str) and record["kept"] and "dropped" not in record:
+            listed.kept[record["prompt_id"]] = record["kept"]
+            listed.lines.append(record)
+        else:
+            listed.odd.append(f"{where}: neither \"dropped\" ({', '.join(_WHYS)}) nor \"kept\" (a reason)")
+    return listed
 
 
 @dataclass
@@ -2294,11 +2543,21 @@ class AnswerQuotes:
     benchmarks: dict
     lines: int = 0  # lines checked
     flagged: list[dict] = field(default_factory=list)
+    skipped: str | None = None  # why the answers were not checked (a benchmark file changed into one unusable)
+
+    def changed_since(self, headers: list[dict]) -> list[str]:
+        """The benchmark files that are not what the prompts were checked against (the dropped-prompts file's
+        sha256 of each): the answers were checked against them as they are now."""
+        then = {f.get("name"): f.get("sha256") for header in headers if isinstance(header.get("decontaminate"), dict)
+                for f in header["decontaminate"].get("files") or () if isinstance(f, dict)}
+        return [f"{safe_text(f['name'])} changed since the prompts were checked (sha256 {then[f['name']]} then, "
+                f"{f['sha256']} now): the answers were checked against it as it is now."
+                for f in self.benchmarks.get("files", ()) if then.get(f["name"]) not in (None, f["sha256"])]
 
 
 def answers_quoting(records: Iterable[dict | None], settings: HygieneSettings) -> AnswerQuotes:
     """The same n-gram check over the teacher's answers (content and reasoning) of each output line."""
-    index = _Benchmarks(settings).build(_benchmark_files(settings.benchmarks))
+    index = BenchmarkIndex(settings).build(benchmark_files(settings.benchmarks))
     quotes = AnswerQuotes(index.settings())
     for line_no, record in enumerate(records, 1):
         messages = record.get("messages") if isinstance(record, dict) else None
@@ -2318,19 +2577,12 @@ def answers_quoting(records: Iterable[dict | None], settings: HygieneSettings) -
     return quotes
 
 
-def hygiene_figures(records: Iterable[dict | None], quotes: AnswerQuotes | None) -> dict:
+def hygiene_figures(listed: DroppedList, quotes: AnswerQuotes | None) -> dict:
     """The counts the report shows: from the dropped-prompts file, and this export's check of the answers."""
-    figures = {"duplicates": 0, "benchmark": 0, "kept_in_output": 0, "checked": False,
-               "answers_quoting": None if quotes is None else len(quotes.flagged)}
-    for record in records:
-        if isinstance(record, dict) and isinstance(record.get("hygiene"), dict):
-            figures["checked"] = True
-        elif isinstance(record, dict):
-            key = {"duplicate": "duplicates", "near duplicate": "duplicates", "benchmark": "benchmark"}.get(
-                record.get("dropped"), "kept_in_output" if record.get("kept") else None)
-            if key:
-                figures[key] += 1
-    return figures
+    whys = collections.Counter(listed.dropped.values())
+    return {"duplicates": whys["duplicate"] + whys["near duplicate"], "benchmark": whys["benchmark"],
+            "kept_in_output": len(listed.kept), "checked": bool(listed.headers),
+            "answers_quoting": None if quotes is None else len(quotes.flagged)}
 
 
 # ==================================================================================================
@@ -7254,6 +7506,7 @@ class OutputScan:
     tail: str | None = None  # a last line without its newline: "cut" (torn) or "complete" (whole)
     bom: bool = False
     ours: int = 0  # lines written by this tool
+    prompt_ids: set[int] | None = None  # hashes of the prompt ids with a line, whatever the sample (if asked)
 
 
 class OutputFile(LineFile):
@@ -7292,10 +7545,11 @@ class OutputFile(LineFile):
         self.close()
 
     # -- reading ---------------------------------------------------------------------------------
-    def scan(self, chunk_size: int = 1 << 22) -> OutputScan:
+    def scan(self, chunk_size: int = 1 << 22, prompt_ids: bool = False) -> OutputScan:
         """Read every line in full, strictly (orjson: ~400 MB/s, where json.loads manages ~115).
-        Raise UsageError when the file is not ours: something else must not be rewritten."""
-        scan, reader, line_no = OutputScan(), LineReader(self.path, chunk_size), 0
+        Raise UsageError when the file is not ours: something else must not be rewritten. `prompt_ids`: also
+        note which prompts have a line (--dedup and --decontaminate never drop them)."""
+        scan, reader, line_no = OutputScan(prompt_ids=set() if prompt_ids else None), LineReader(self.path, chunk_size), 0
         try:
             for lines in reader.batches():
                 before = len(scan.bad)
@@ -7320,7 +7574,7 @@ class OutputFile(LineFile):
         # The hot loop of a resume over millions of lines: locals only, one parse per line, and RolloutKey.of_line's
         # rule written out for an output line (calling it costs a quarter of the scan's speed); a test
         # holds the two to the same answers on every shape of line.
-        loads, done, bad = orjson.loads, scan.done, scan.bad
+        loads, done, bad, prompt_ids = orjson.loads, scan.done, scan.bad, scan.prompt_ids
         ours = 0
         for line_no, line in enumerate(lines, line_no + 1):
             try:
@@ -7334,6 +7588,8 @@ class OutputFile(LineFile):
                 continue
             key = hash((prompt_id, sample))  # RolloutKey.hashed, written out
             ours += 1
+            if prompt_ids is not None:
+                prompt_ids.add(hash(prompt_id))
             if key in done:
                 bad.append(_BadLine(line_no, f"a second copy of prompt_id {prompt_id!r} sample {sample}"))
             else:
@@ -7424,10 +7680,12 @@ class RejectedFile(LineFile):
     rewards. Finished work: a re-run counts them (as tries spent, with --attempts) and does not pay again."""
 
     torn_end = 0  # bytes of a torn last line (a crash mid-write) that tries() found: cut_torn_end() cuts them
+    prompt_ids: frozenset[int] = frozenset()  # hashes of the prompt ids with a rejected line, found by tries()
 
     def tries(self) -> collections.Counter:
         """Rejected lines per rollout key. A torn last line is not a try: its rollout runs again."""
         counts: collections.Counter = collections.Counter()
+        prompt_ids: set[int] = set()
         seen: set[int] = set()  # hashes of (prompt id, sample, attempt): a copy left by a crash counts once
         reader = LineReader(self.path)
         try:
@@ -7436,9 +7694,10 @@ class RejectedFile(LineFile):
                 if key is not None and hash(key) not in seen:
                     seen.add(hash(key))
                     counts[key.rollout] += 1
+                    prompt_ids.add(hash(key.prompt_id))
         except OSError as e:
             raise OutputError(self.path, e) from None
-        self.torn_end = len(reader.unterminated or b"")
+        self.torn_end, self.prompt_ids = len(reader.unterminated or b""), frozenset(prompt_ids)
         return counts
 
     def cut_torn_end(self) -> None:
@@ -7675,6 +7934,24 @@ class PausedFile(LineFile):
             self._compacting = asyncio.get_running_loop().create_task(self._compact_while_running())
 
     # -- reading back --------------------------------------------------------------------------------
+
+    @staticmethod
+    def prompts_with_turns(path: Path) -> frozenset[int]:
+        """The hashes of the ids of the prompts whose rollouts have turns saved here, not settled: paid for, so
+        --dedup and --decontaminate never drop them. A record that is not ours, or torn, counts for nothing."""
+        live: set[RolloutKey] = set()
+        try:
+            for _, record in LineReader(path).records():
+                key = RolloutKey.of_paused(record)
+                if key is None:
+                    continue
+                if record.get("settled") is True:
+                    live.discard(key)
+                elif _saved_said(record, thorough=False) is not None:
+                    live.add(key)
+        except OSError as e:
+            raise OutputError(path, e) from None
+        return frozenset(hash(key.prompt_id) for key in live)
 
     def load(self, keep: Callable[[tuple[str, int, int]], bool] = lambda key: True) -> int:
         """Index the file's live records (the chains of rollouts not settled, that `keep` wants); the
@@ -8362,53 +8639,75 @@ class _TeacherLicences:
         return text
 
 
-def _hygiene_card(files: OutputPaths, quotes: AnswerQuotes | None) -> list[str]:
-    """What --dedup and --decontaminate dropped (the dropped-prompts file of the last run that went ahead), with
-    which settings, against which files; and, checked at this export, the answers quoting a benchmark item."""
-    header, drops = None, collections.Counter()
-    for record in dataset_records(files.dropped) if files.dropped.is_file() else ():
-        if isinstance(record, dict) and isinstance(record.get("hygiene"), dict):
-            header = record["hygiene"]
-        elif isinstance(record, dict):
-            drops[record.get("dropped") or ("kept" if record.get("kept") else None)] += 1
+def _hygiene_card(files: OutputPaths, runs: list[dict], quotes: AnswerQuotes | None,
+                  listed: DroppedList) -> list[str]:
+    """What --dedup and --decontaminate dropped, how, against which files: from the dropped-prompts file (shards'
+    merged too), else the runs file; and, checked at this export, the answers quoting a benchmark item."""
     out = ["", "## Prompts removed before sending", ""]
-    if header is None:
-        out += ["None: the last run that sent prompts used neither `--dedup` nor `--decontaminate`."]
-    else:
+    drops = collections.Counter(listed.dropped.values())
+    headers = listed.headers
+    if headers:
+        header, merged = headers[-1], f" ({len(headers)} shards' lists merged)" if len(headers) > 1 else ""
         dedup, bench = (part if isinstance(part, dict) else None for part in (header.get("dedup"), header.get("decontaminate")))
-        out += [f"Of the {_quoted(header.get('prompts'))} prompts of {_quoted(header.get('prompts_file'))}, these were "
-                f"dropped before anything was sent, each listed in {_quoted(files.dropped.name)} with why:", ""]
+        prompts = max((h.get("prompts") for h in headers if type(h.get("prompts")) is int), default=None)
+        out += [f"Of the {_quoted(prompts)} prompts of {_quoted(header.get('prompts_file'))}, these were dropped before "
+                f"anything was sent, each listed in {_quoted(files.dropped.name)}{merged} with why:", ""]
         if dedup:
-            q = {key: _quoted(dedup.get(key)) for key in ("near_from_words", "threshold", "num_perm", "bands", "rows",
-                                                           "seed", "library", "algorithm")}
-            out += [f"- `--dedup`: {drops['duplicate']} repeating an earlier prompt word for word (case, whitespace and "
+            q = collections.defaultdict(lambda: "null", {key: _quoted(value) for key, value in dedup.items()})
+            out += [f"- `--dedup`: {drops['duplicate']} repeating another prompt word for word (case, whitespace and "
                     f"punctuation aside), {drops['near duplicate']} nearly: MinHash over the sets of words of prompts of "
                     f"{q['near_from_words']} words or more, Jaccard at least {q['threshold']}, {q['num_perm']} permutations, "
                     f"LSH of {q['bands']} bands x {q['rows']} rows, seed {q['seed']}, {q['library']} (algorithm "
-                    f"{q['algorithm']}). The first of each group stays, and so does a prompt already in the output."]
+                    f"{q['algorithm']}). The first of each group stays, and so does a prompt paid for already."]
         if bench:
             q = {key: _quoted(bench.get(key)) for key in ("ngram", "whole_items_from", "boilerplate_items", "field",
                                                            "boilerplate_ngrams_masked")}
             out += [f"- `--decontaminate`: {drops['benchmark']} holding a benchmark item: {q['ngram']} words in a row in "
                     f"common with one (items of {q['whole_items_from']} words or more but fewer than {q['ngram']} matched "
                     f"whole, shorter ones only as the whole prompt; an n-gram of more than {q['boilerplate_items']} items "
-                    f"is boilerplate: {q['boilerplate_ngrams_masked']} left out), the items' text in field {q['field']}, "
-                    "against:", "", "| benchmark file | sha256 | items |", "|---|---|---|"]
-            out += [f"| {_quoted(f.get('name'))} | {_quoted(f.get('sha256'))} | {_quoted(f.get('items'))} |"
-                    for f in bench.get("files") or () if isinstance(f, dict)]
-            if drops["kept"]:
-                out += ["", f"{plural(drops['kept'], 'prompt')} already in the output {'holds' if drops['kept'] == 1 else 'hold'} "
-                        "a benchmark item: kept (paid for), listed in the same file."]
+                    f"is boilerplate: {q['boilerplate_ngrams_masked']} left out, each item still matched by its own "
+                    f"words), the items' text in field {q['field']}, against:", "",
+                    "| benchmark file | sha256 | items |", "|---|---|---|"]
+            out += list(dict.fromkeys(
+                f"| {_quoted(f.get('name'))} | {_quoted(f.get('sha256'))} | {_quoted(f.get('items'))} |"
+                for h in headers if isinstance(h.get("decontaminate"), dict)
+                for f in h["decontaminate"].get("files") or () if isinstance(f, dict)))
+        out += ["", f"{plural(len(listed.kept), 'prompt')} paid for already holding a benchmark item: kept, listed in "
+                "the same file."] if listed.kept else []
+    else:
+        out += _hygiene_of_runs(files, runs)
     out += ["", "Answers quoting a benchmark item: " + (
         "not checked (`--export` with `--decontaminate FILE` checks them)." if quotes is None else
+        f"not checked at this export: {_quoted(quotes.skipped)}." if quotes.skipped is not None else
         f"{len(quotes.flagged)} of {plural(quotes.lines, 'line')}, checked at this export with the same n-grams against "
-        + ", ".join(_quoted(f["name"]) for f in quotes.benchmarks["files"])
+        + ", ".join(_quoted(f["name"]) + ("" if not quotes.changed_since(headers) else f" (sha256 {_quoted(f['sha256'])})")
+                    for f in quotes.benchmarks["files"])
         + f"; listed in {_quoted(files.quoting.name)} (flagged, not removed).")]
     return out
 
 
+def _hygiene_of_runs(files: OutputPaths, runs: list[dict]) -> list[str]:
+    """No dropped-prompts file: what the runs file recorded of the runs that used --dedup or --decontaminate, or
+    ran prompts an earlier one had dropped."""
+    told = [(run["hygiene"], _quoted(run.get("started"))) for run in runs if isinstance(run.get("hygiene"), dict)]
+    if not told:
+        return ["None: no run on record (" + _quoted(files.runs.name) + ") used `--dedup` or `--decontaminate`."
+                if runs else "Not recorded: no dropped-prompts file, and no runs file (made before runs were recorded)."]
+    return [f"No list of dropped prompts is here ({_quoted(files.dropped.name)}), but the runs file ("
+            f"{_quoted(files.runs.name)}) records:", ""] + [
+        f"- the run of {when}, with neither flag, ran {_quoted(h['ran_listed'])} prompts an earlier run had dropped "
+        "(they are in the data now)" if "ran_listed" in h else
+        f"- the run of {when}" + (f" (shard {_quoted(h['shard'])})" if h.get("shard") else "") + " used "
+        + " and ".join(flag for flag in ("`--dedup`", "`--decontaminate`") if h.get(flag.strip("`-"))) + " and dropped "
+        + (", ".join(f"{_quoted(n)} as {_quoted(why)}" for why, n in h["dropped"].items())
+           if isinstance(h.get("dropped"), dict) and h["dropped"] else "none")
+        + f" of {_quoted(h.get('prompts'))} prompts of {_quoted(h.get('prompts_file'))}" for h, when in told] + [
+        "", "Where shards' outputs were merged into this one, merge their dropped-prompts files too "
+        "(`cat train.shard-*-of-N.dropped.jsonl > train.dropped.jsonl`) for the list and its settings."]
+
+
 def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], runs: list[dict],
-                 quotes: AnswerQuotes | None = None) -> tuple[str, list[str]]:
+                 quotes: AnswerQuotes | None = None, listed: DroppedList | None = None) -> tuple[str, list[str]]:
     """The dataset card of the hf export (the Hub's conventions: a YAML header naming the data file, its task,
     size and licence, then what the data is): what was asked of which teacher, with which tools and settings,
     what it cost and when. Made from the run's files alone: the output, the rejected and failed files, and the
@@ -8501,7 +8800,7 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
         out += ["", f"Quality gate: {figures.lines} of {tries} finished tries kept "
                 f"({figures.lines / tries:.0%}); {figures.rejected} rejected lines are in "
                 f"`{_escaped(files.rejected.name)}`." if tries else ""]
-    out += _hygiene_card(files, quotes)
+    out += _hygiene_card(files, runs, quotes, listed if listed is not None else DroppedList())
     unknown = (f"; the teacher reported no cost for {figures.uncosted} of their {figures.answers} answers, whose "
                "cost is unknown and not counted" if figures.uncosted else "")
     elsewhere = figures.rejected + figures.failed
@@ -8750,6 +9049,7 @@ class Plan:
     dropped_ids: list[str] = field(default_factory=list)
     hygiene: Hygiene | None = None
     prompts_in_file: int = 0  # counted only for a shard that holds none: every shard's prompts
+    ran_listed: set[str] = field(default_factory=set)  # without the flags: prompts an earlier run listed as dropped
 
     def check_tools(self, prompts_file: Path, toolbox: ToolBox | None) -> None:
         """Every tool a prompt line names exists (tools.py's, or an MCP server's): checked before anything
@@ -8781,9 +9081,10 @@ class Plan:
 
 def make_plan(prompts: PromptSettings, attempts: int, finished: set[int],
               rejected_tries: collections.Counter | None = None, dropped: Container[str] = (),
-              hygiene: Hygiene | None = None) -> Plan:
+              hygiene: Hygiene | None = None, listed: Container[str] = ()) -> Plan:
     """Read and validate the whole prompts file before anything is sent or written. `dropped`: the prompt ids
-    --dedup and --decontaminate drop (their rollouts not yet finished are the plan's `dropped`)."""
+    --dedup and --decontaminate drop (their rollouts not yet finished are the plan's `dropped`); `listed`: the
+    ones an earlier run's dropped-prompts file lists, which a run without the flags runs (`ran_listed`)."""
     plan = Plan(total=0, finished_before=0, finished=finished, rejected_tries=rejected_tries or collections.Counter(),
                 hygiene=hygiene)
     for job in iter_jobs(prompts):
@@ -8792,6 +9093,8 @@ def make_plan(prompts: PromptSettings, attempts: int, finished: set[int],
             if not plan.dropped_ids or plan.dropped_ids[-1] != job.prompt.prompt_id:
                 plan.dropped_ids.append(job.prompt.prompt_id)
             continue
+        if listed and job.prompt.prompt_id in listed:
+            plan.ran_listed.add(job.prompt.prompt_id)
         plan.total += 1
         if job.key not in plan.finished and plan.rejected_tries[job.key] >= attempts:
             plan.finished.add(job.key)  # rejected as many times as it may be tried: finished
@@ -9274,6 +9577,9 @@ def _print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Outpu
               f"{plural(len(set_aside), 'such line')} to {cfg.files.quarantine.name}.", file=sys.stderr)
     for line in plan.hygiene.describe(plan.dropped_ids, f"a run lists them in {cfg.files.dropped}") if plan.hygiene else ():
         print(cfg.line.redact(line), file=sys.stderr)
+    if plan.ran_listed:
+        print(f"{cfg.files.dropped} lists {plural(len(plan.ran_listed), 'prompt')} of this run as dropped: without "
+              "--dedup or --decontaminate, a run runs them and takes them off that list.", file=sys.stderr)
     print(f"Dry run: {plan.total - plan.finished_before} rollouts to run, {plan.in_output_before} already in "
           f"{cfg.files.output}" + (f", {plan.rejected_before} finished as rejected" if plan.rejected_before else "")
           + (f", {plan.dropped} dropped before sending" if plan.dropped else "")
@@ -9366,18 +9672,22 @@ def _run_command(argv: list[str] | None) -> int:
             output.lock()  # before reading it: a second run must never plan from a file the first is writing
         if cfg.rescore:
             return _run_event_loop(rescore(cfg.files, cfg.gate.min_reward, scorer, output))
-        scan, rejected = output.scan(), RejectedFile(cfg.files.rejected)
+        hygienic = cfg.hygiene.active and not cfg.no_run  # --no-run: the dropped prompts as the last run left them
+        scan, rejected = output.scan(prompt_ids=hygienic), RejectedFile(cfg.files.rejected)
         tries = rejected.tries()
-        hygiene = None if cfg.no_run else prompt_hygiene(  # --dedup, --decontaminate; --no-run: as the last run left them
-            cfg.prompts, cfg.hygiene, paid_for(scan.done, tries, cfg.prompts.samples), _said)
+        listed = DroppedList() if hygienic else _read_dropped(cfg.files)
+        hygiene = prompt_hygiene(  # --dedup, --decontaminate: never a prompt paid for
+            cfg.prompts, cfg.hygiene, PaidFor(scan.prompt_ids or frozenset(), rejected.prompt_ids,
+                                              PausedFile.prompts_with_turns(cfg.files.paused)),
+            lambda message: _said(redact(message))) if hygienic else None
         plan = make_plan(cfg.prompts, cfg.gate.attempts, scan.done, tries,
-                         hygiene.dropped if hygiene else dropped_ids(dataset_records(cfg.files.dropped)) if cfg.no_run
-                         else (), hygiene)
+                         hygiene.dropped if hygiene else listed.dropped if cfg.no_run else (), hygiene,
+                         listed=() if hygienic or cfg.no_run else listed.dropped)
         if cfg.no_run:  # the files as they are: nothing repaired, run or sent
             ran = True
             remove_stale_temporaries(cfg.files.output)  # an export's, a kill -9 left (its process gone)
             return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending,
-                                             cfg.line.redact, cfg.hygiene)
+                                             cfg.line.redact, cfg.hygiene, listed)
         if cfg.dry_run:
             if toolbox is not None and toolbox.mcp_specs:
                 _run_event_loop(_list_mcp_tools(toolbox, cfg.files, redact))
@@ -9390,7 +9700,7 @@ def _run_command(argv: list[str] | None) -> int:
                 print(note, file=sys.stderr)
             rejected.cut_torn_end()
             remove_stale_temporaries(cfg.files.output)
-            _write_dropped(cfg.files, plan)
+            _write_dropped(cfg.files, plan, listed, cfg.line.redact)
             for note in _scheduler_notes(cfg.scheduler):
                 print(note, file=sys.stderr)
             if cfg.project is not None and cfg.project.needs_id and (said := _give_project_id(cfg.project.config)):
@@ -9505,6 +9815,10 @@ def _run_record(cfg: Config, plan: Plan, toolbox: ToolBox | None, licence: bool 
                     "mcp": [spec.shown for spec in cfg.tools.mcp]},
         "gate": {"rewards": cfg.gate.rewards.name if gate.rewards else None, "min_reward": gate.min_reward,
                  "attempts": gate.attempts, "keep_incomplete": gate.keep_incomplete},
+        # --dedup, --decontaminate: the settings and this run's counts (the card's account when the dropped-prompts
+        # files were not merged with the outputs); without them, how many prompts an earlier run dropped it runs
+        "hygiene": plan.hygiene.header(plan.dropped_ids)["hygiene"] if plan.hygiene is not None
+        else {"ran_listed": len(plan.ran_listed)} if plan.ran_listed else None,
     })
 
 
@@ -9685,13 +9999,21 @@ async def _list_mcp_tools(toolbox: ToolBox, files: OutputPaths, redact: Callable
 
 
 def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], report: bool, toolbox: ToolBox | None, code: int,
-                   pending: int, scrub: Callable[[Any], Any], hygiene: HygieneSettings = HygieneSettings()) -> int:
+                   pending: int, scrub: Callable[[Any], Any], hygiene: HygieneSettings = HygieneSettings(),
+                   listed: DroppedList | None = None) -> int:
     """After a run that ended normally (all done, or some failed): the --export files and the --report
     page, made anew from the files. They are writers too: what they write goes through the one scrub.
-    With --decontaminate, the answers are checked for benchmark items first, for the card and the report."""
+    With --decontaminate, the answers are checked for benchmark items first, for the card and the report.
+    `listed`: the dropped-prompts file as read (--no-run, where a benchmark file that cannot be used is exit 2,
+    before anything is written); after a run, it is read again, and such a file is a note (the run's work is
+    done and written: its exports are made all the same)."""
     if code not in (EXIT_OK, EXIT_FAILED):
         return code
-    quotes = _check_answers(files, hygiene, scrub) if hygiene.benchmarks and (export or report) else None
+    after_a_run, listed = listed is None, listed if listed is not None else _read_dropped(files)
+    for note in listed.odd[:5]:
+        print(scrub(f"{note}: left out of the card and the report"), file=sys.stderr)
+    quotes = _check_answers(files, hygiene, scrub, listed, after_a_run) if hygiene.benchmarks and (export or report) \
+        else None
     schemas = scrub(export_schemas(toolbox, files.mcp_tools)) if export else {}
     for fmt in export:
         result = export_output(files, fmt, schemas, scrub)
@@ -9699,7 +10021,7 @@ def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], repor
         if fmt == "hf":
             card = files.card
             try:
-                text, odd = dataset_card(files, result.path, schemas, RunsFile(files.runs).records(), quotes)
+                text, odd = dataset_card(files, result.path, schemas, RunsFile(files.runs).records(), quotes, listed)
                 with replaced_atomically(card, files.output) as f:
                     f.write(scrub(text).encode("utf-8"))
             except OSError as e:
@@ -9715,7 +10037,7 @@ def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], repor
         try:
             page, _ = distillation_report.render_report(files.output, files.failed, files.rejected, pending=pending,
                                                         reader=lambda file: map(scrub, dataset_records(file)),
-                                                        hygiene=hygiene_figures(dataset_records(files.dropped), quotes))
+                                                        hygiene=hygiene_figures(listed, quotes))
             with replaced_atomically(path, files.output) as f:
                 f.write(scrub(page).encode("utf-8"))
         except OSError as e:
@@ -9728,28 +10050,63 @@ def _said(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _write_dropped(files: OutputPaths, plan: Plan) -> None:
+def _read_dropped(files: OutputPaths) -> DroppedList:
+    """The dropped-prompts file as it is (an empty list where there is none)."""
+    try:
+        return read_dropped(((line_no, record) for line_no, (line, record) in
+                             enumerate(LineReader(files.dropped).records(), 1) if line.strip()), str(files.dropped))
+    except OSError as e:
+        raise UsageError(f"{files.dropped}: cannot read the dropped-prompts file: {e.strerror}") from None
+
+
+def _write_dropped(files: OutputPaths, plan: Plan, listed: DroppedList, scrub: Callable[[Any], Any]) -> None:
     """--dedup, --decontaminate: the dropped-prompts file, written whole by each run that goes ahead. A run with
-    neither removes an earlier one: the prompts it listed are run now, and the card must not say otherwise."""
+    neither takes off the list the prompts it runs (the card must not call them dropped), and leaves the rest:
+    a run of the first prompts (-n) runs none of them, and the list stays true."""
     try:
         if plan.hygiene is not None:
             with replaced_atomically(files.dropped, files.output) as f:
                 for record in plan.hygiene.records(plan.dropped_ids):
-                    f.write(encode_line(record))
-        elif files.dropped.is_file():
+                    f.write(encode_line(scrub(record)))
+            return
+        if not plan.ran_listed:
+            return
+        left = [record for record in listed.lines if record["prompt_id"] not in plan.ran_listed]
+        ran = plural(len(plan.ran_listed), "prompt")
+        if any(record.get("dropped") for record in left):
+            with replaced_atomically(files.dropped, files.output) as f:
+                for record in [{"hygiene": header} for header in listed.headers] + left:
+                    f.write(encode_line(scrub(record)))
+            print(f"{files.dropped}: {ran} it listed as dropped are in this run (it has neither --dedup nor "
+                  f"--decontaminate): taken off the list; {sum(1 for r in left if r.get('dropped'))} stay on it.",
+                  file=sys.stderr)
+        else:
             files.dropped.unlink()
-            print(f"{files.dropped}: removed: this run has neither --dedup nor --decontaminate, so the prompts it "
-                  "listed are run too.", file=sys.stderr)
+            print(f"{files.dropped}: removed: the {ran} it listed as dropped are in this run (it has neither --dedup "
+                  "nor --decontaminate).", file=sys.stderr)
     except OSError as e:
         raise OutputError(files.dropped, e) from None
 
 
-def _check_answers(files: OutputPaths, hygiene: HygieneSettings, scrub: Callable[[Any], Any]) -> AnswerQuotes:
+def _check_answers(files: OutputPaths, hygiene: HygieneSettings, scrub: Callable[[Any], Any], listed: DroppedList,
+                   after_a_run: bool) -> AnswerQuotes:
     """--decontaminate at --export and --report: the output's answers quoting a benchmark item, listed beside
-    it (flagged, not removed: the lines are paid for, and whether they go is the user's call)."""
-    print(f"Benchmark check of the answers: indexing {', '.join(map(str, hygiene.benchmarks))} and reading "
-          f"{files.output}...", file=sys.stderr, flush=True)
-    quotes = answers_quoting(dataset_records(files.output), hygiene)
+    it (flagged, not removed: the lines are paid for, and whether they go is the user's call). The benchmark
+    files are read as they are now: one that changed since the prompts were checked is said; one that can no
+    longer be used, after a run, skips the check with a note (before a --no-run writes anything: exit 2)."""
+    print(scrub(f"Benchmark check of the answers: indexing {', '.join(safe_text(str(p)) for p in hygiene.benchmarks)} "
+                f"and reading {files.output}..."), file=sys.stderr, flush=True)
+    try:
+        quotes = answers_quoting(dataset_records(files.output), hygiene)
+    except UsageError as e:
+        if not after_a_run:
+            raise
+        print(scrub(f"Benchmark check of the answers: not made: {e} The run's files are complete; the exports "
+                    "and the report are made without it (make them again with --no-run once the file is fixed)."),
+              file=sys.stderr)
+        return AnswerQuotes({}, skipped=str(e))
+    for changed in quotes.changed_since(listed.headers):
+        print(scrub(f"Benchmark check of the answers: {changed}"), file=sys.stderr)
     try:
         with replaced_atomically(files.quoting, files.output) as f:
             for record in quotes.flagged:
