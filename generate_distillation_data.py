@@ -1435,7 +1435,8 @@ class RolloutKey(NamedTuple):
 
     @classmethod
     def of_paused(cls, record: Any) -> RolloutKey | None:
-        """A paused record's key: every field written out, none negative; None: not a record of ours."""
+        """A paused record's key: every field written out (PausedFile writes them as `_asdict` names them), none
+        negative; None: not a record of ours."""
         if not isinstance(record, dict):
             return None
         prompt_id, sample, attempt = record.get("prompt_id"), record.get("sample"), record.get("attempt")
@@ -6071,7 +6072,7 @@ class BatchRecord:
     def _batch(batch_id: str, entry: dict, endpoints: list[str]) -> Batch:
         ids = [c for c in entry["custom_ids"] if isinstance(c, str)]
         rollouts = entry.get("rollouts") if isinstance(entry.get("rollouts"), list) else []
-        keys = [RolloutKey.of_paused(dict(zip(("prompt_id", "sample", "attempt"), r))) if isinstance(r, list)
+        keys = [RolloutKey.of_paused(dict(zip(RolloutKey._fields, r))) if isinstance(r, list)
                 else None for r in rollouts] if len(rollouts) == len(ids) else [None] * len(ids)
         place = entry.get("endpoint")
         url = endpoints[place] if type(place) is int and 0 <= place < len(endpoints) else endpoints[-1]
@@ -7866,7 +7867,7 @@ class PausedFile(LineFile):
     def __init__(self, path: Path, scrub: Callable[[Any], Any], like: Path | None = None):
         super().__init__(path, like)
         self.scrub = scrub  # Secret.scrub: the key never reaches this file either
-        self.chains: dict[tuple[str, int, int], _Chain] = {}
+        self.chains: dict[RolloutKey, _Chain] = {}
         self.live_bytes = 0
         self.peak_bytes = 0  # the file's largest size this run (the summary's and the bench's)
         self.compactions = 0
@@ -7874,13 +7875,13 @@ class PausedFile(LineFile):
 
     # -- the run's records -------------------------------------------------------------------------
 
-    def begin(self, key: tuple[str, int, int]) -> None:
+    def begin(self, key: RolloutKey) -> None:
         """The rollout begins from nothing (never saved, or its turns cannot go on): any chain it had is dead."""
         chain = self.chains.pop(key, None)
         if chain is not None:
             self.live_bytes -= chain.size
 
-    def save(self, key: tuple[str, int, int], fingerprint: str, outcome: Outcome, settings: dict | None = None) -> bool:
+    def save(self, key: RolloutKey, fingerprint: str, outcome: Outcome, settings: dict | None = None) -> bool:
         """Append what the rollout said since its last record; False when that cannot be saved as the
         teacher must get it back: the API key is in a signed reasoning block, which may not be changed
         (and may not be stored as it is). Its earlier records, if any, stay the ones it resumes from."""
@@ -7893,7 +7894,7 @@ class PausedFile(LineFile):
         if scrubbed is not said and any(a.get("reasoning_details") != b.get("reasoning_details")
                                         for a, b in zip(said, scrubbed)):
             return False
-        record = {"prompt_id": key[0], "sample": key[1], "attempt": key[2], "from": chain.said if chain else 0,
+        record = {**key._asdict(), "from": chain.said if chain else 0,
                   "turns": outcome.turns, "finish_reason": self.scrub(outcome.finish_reason),
                   "model": self.scrub(outcome.model), "provider": self.scrub(outcome.provider),
                   "usage": outcome.total_usage.to_json(), "messages": scrubbed}
@@ -7909,9 +7910,9 @@ class PausedFile(LineFile):
         self._grew()
         return True
 
-    def settled(self, key: tuple[str, int, int]) -> None:
+    def settled(self, key: RolloutKey) -> None:
         self.begin(key)  # its records are dead
-        self.append({"prompt_id": key[0], "sample": key[1], "attempt": key[2], "settled": True})
+        self.append({**key._asdict(), "settled": True})
         self._grew()
 
     def append(self, record: dict) -> int:
@@ -7953,13 +7954,13 @@ class PausedFile(LineFile):
             raise OutputError(path, e) from None
         return frozenset(hash(key.prompt_id) for key in live)
 
-    def load(self, keep: Callable[[tuple[str, int, int]], bool] = lambda key: True) -> int:
+    def load(self, keep: Callable[[RolloutKey], bool] = lambda key: True) -> int:
         """Index the file's live records (the chains of rollouts not settled, that `keep` wants); the
         number of rollouts found. A torn, hand-broken or out-of-place record is skipped: that rollout goes
         on from the records before it, or begins again."""
         self.close()
         self.chains, self.live_bytes = {}, 0
-        wanted: dict[tuple[str, int, int], bool] = {}  # keep's answer, asked once a rollout
+        wanted: dict[RolloutKey, bool] = {}  # keep's answer, asked once a rollout
         reader, position = LineReader(self.path), None
         for line in reader.lines():
             if position is None:
@@ -7997,7 +7998,7 @@ class PausedFile(LineFile):
         self.peak_bytes = max(self.peak_bytes, position or 0)
         return len(self.chains)
 
-    def take(self, key: tuple[str, int, int], prompt: list[dict]) -> _SavedTurns | None:
+    def take(self, key: RolloutKey, prompt: list[dict]) -> _SavedTurns | None:
         """A rollout's saved turns, the prompt's messages first, to go on from (its records stay live
         until it settles); None when it has none, or they cannot be read back whole."""
         chain = self.chains.get(key)
@@ -9293,7 +9294,7 @@ class Run:
         later try of a rollout this run's --attempts counts as finished by rejection is kept, not run: paid
         for, it goes on when a run with a higher --attempts comes to it."""
         plan = self.plan
-        self.paused.load(lambda key: key[2] > plan.rejected_tries[key.rollout]
+        self.paused.load(lambda key: key.attempt > plan.rejected_tries[key.rollout]
                          and (key.rollout not in plan.finished or key.rollout in plan.rejected_out))
         self.kept_beyond_attempts = sum(1 for key in self.paused.chains if key.rollout in plan.rejected_out)
         self.paused.compact()
