@@ -4265,9 +4265,9 @@ class _ReuseNotingConnector(aiohttp.TCPConnector):
 
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
         connection = await super().connect(req, traces, timeout)
-        progress, protocol = REQUEST_STATE.get(), connection.protocol
-        if progress is not None and protocol is not None:
-            progress.reused = protocol in self._used
+        state, protocol = REQUEST_STATE.get(), connection.protocol
+        if state is not None and protocol is not None:
+            state.reused = protocol in self._used
             self._used.add(protocol)
         return connection
 
@@ -4702,7 +4702,10 @@ def content_parts_text(parts: list) -> tuple[str, str]:
     return "".join(text), "".join(thinking)
 
 
-REQUEST_STATE: contextvars.ContextVar[RequestState | None] = contextvars.ContextVar("progress", default=None)
+# The RequestState of the request this task is sending (None: none): the connector and the stream's reader,
+# deep below the request, note on it what happened.
+REQUEST_STATE: contextvars.ContextVar[RequestState | None] = \
+    contextvars.ContextVar("request_state", default=None)
 # What a request sent on a connection the server had closed fails with, before any byte comes back.
 STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError,
                            BrokenPipeError)
@@ -5338,14 +5341,14 @@ class TeacherClient:
         # httpx's read timeout restarts with every chunk, so a teacher dripping a few bytes a second
         # would hold a request for ever; this deadline covers the whole request, first byte to last. Each
         # wait is a Deadline: one that comes due reads what already arrived first.
-        progress = RequestState()
-        token = REQUEST_STATE.set(progress)
+        state = RequestState()
+        token = REQUEST_STATE.set(state)
         ends_at = asyncio.get_running_loop().time() + self.settings.timeout
         try:
             request = httpx.Request("POST", self.target, headers=self.headers, content=payload,
                                     extensions={"timeout": self.timeouts})
             response = await self._answer_head(request, streamed, ends_at)
-            progress.answered = True
+            state.answered = True
             if (budget := request_budget(response.headers)) is not None:  # before the body: slow start
                 self.limiter.tell_budget(slot, *budget)                    # grows as it comes
             body = None
@@ -5356,9 +5359,9 @@ class TeacherClient:
                 else:
                     body = await self._read_body(response, encoding, declared, ends_at)
             finally:
-                await self._close(response, progress, whole=body is not None)
-            return _Answer(response.status_code, response.headers, body, progress.usage_lost,
-                           stop_now=progress.stop_now)
+                await self._close(response, state, whole=body is not None)
+            return _Answer(response.status_code, response.headers, body, state.usage_lost,
+                           stop_now=state.stop_now)
         except FirstByteStalled:
             raise RetryableError("stalled", f"the server sent nothing, not even the answer's head, for "
                                  f"{self.settings.stall_timeout:g} s (--stall-timeout)") from None
@@ -5376,7 +5379,7 @@ class TeacherClient:
         except (httpx.TransportError, aiohttp.ClientError, OSError) as e:
             # Judge by aiohttp's own error: httpx-aiohttp maps a refused connection to ConnectTimeout.
             original = e.__cause__ if isinstance(e, httpx.TransportError) and e.__cause__ else e
-            if progress.reused and not progress.answered and isinstance(original, STALE_CONNECTION_ERRORS):
+            if state.reused and not state.answered and isinstance(original, STALE_CONNECTION_ERRORS):
                 raise StaleConnection() from None
             if isinstance(original, (TimeoutError, httpx.TimeoutException)):
                 raise RetryableError("timeout", f"no answer in time ({type(original).__name__})") from None
@@ -5388,7 +5391,7 @@ class TeacherClient:
             REQUEST_STATE.reset(token)
 
     @staticmethod
-    async def _close(response: httpx.Response, progress: RequestState, whole: bool) -> None:
+    async def _close(response: httpx.Response, state: RequestState, whole: bool) -> None:
         """Give the connection back (or close it, if the body was cut). The run stopping at once meanwhile
         does not lose an answer read whole: the cancellation is held back for its rollout (stop_now)."""
         try:
@@ -5397,7 +5400,7 @@ class TeacherClient:
             if not whole:
                 raise
             asyncio.current_task().uncancel()
-            progress.stop_now = True
+            state.stop_now = True
 
     async def _answer_head(self, request: httpx.Request, streamed: bool, ends_at: float) -> httpx.Response:
         """The answer's status and headers, within the request's --timeout (ends_at, loop time). A streaming
