@@ -1125,8 +1125,9 @@ def display_url(url: str) -> str:
 class _Secret:
     """The API key (sent in one header) and every other secret the program was handed (handed_secrets: the
     values of key-like names in .env and the environment, key-like fields of --extra-body, a URL's user
-    information, MCP URLs' query values and key-like path parts): taken out of what we store or print, never
-    shown."""
+    information, MCP URLs' query values and key-like path parts): taken out of what we store or print. None is
+    shown whole: --dry-run shows the key's first 8 and last 4 characters (of a key over 16), to tell which
+    key it is."""
 
     key: str | None
     others: tuple[str, ...] = ()
@@ -6815,9 +6816,9 @@ class BatchQueue:
 
 
 class Ending(enum.Enum):
-    """How a rollout ended, as the rollout saw it. Run.settle maps each to exactly one Destination: a line
+    """How a rollout ended, as the rollout saw it. Run.settle maps each to exactly one _Destination: a line
     in the output, a line in the rejected file (finished, but below --min-reward), an entry in the failed
-    file, or pending (nothing was paid for; it simply runs next time)."""
+    file, paused (its turns saved, to go on next run), or pending (nothing saved: it starts anew)."""
 
     FINISHED = "finished"  # a final answer: the output, or the rejected file when it scores below --min-reward
     INCOMPLETE = "incomplete"  # the teacher stopped without a usable answer: failed file (or output with --keep-incomplete)
@@ -6879,8 +6880,8 @@ class Outcome:
 class RolloutRunner:
     """Runs one prompt to a final answer: teacher turn, tool calls, teacher turn, ...
 
-    `run` never raises: whatever happens (an answer, a tool, a stop, a bug of ours) comes back as an
-    Outcome carrying the conversation so far and what it cost.
+    `roll_out` raises nothing from the conversation: whatever happens in it (an answer, a tool, a stop, a full
+    disk, a bug of ours) comes back as an Outcome carrying the conversation so far and what it cost.
     """
 
     def __init__(self, requests: RequestSettings, cache: CachePlan, client: TeacherClient, toolbox: ToolBox | None,
@@ -7008,7 +7009,8 @@ class RolloutRunner:
 
     def save(self, o: Outcome) -> None:
         """Make the rollout's turns so far durable (after an answer and its tool results, or a final answer
-        the run stopped before it could settle). A single-turn rollout is never saved: nothing to pay twice."""
+        the run stopped before it could settle). A rollout settled as its first answer came is never saved:
+        nothing to pay twice."""
         if self.paused is not None:
             identity = o.identity or self.body_for(o.job)[1]
             if self.paused.save(RolloutKey.of_job(o.job, o.attempt), identity.fingerprint, o, identity.parts):
@@ -7862,8 +7864,8 @@ class PausedFile(LineFile):
     old one; then what was appended meanwhile is copied too, and the new file is renamed over the old,
     in one step of the event loop. A kill -9 at any instant leaves the old file whole, or the new one.
 
-    Records carry no `kind` today; a record of another kind (a Batch API's ids) will name one, and is
-    kept by compaction only when this class knows it."""
+    Every record is a rollout's (the Batch API's batches have a file of their own, BatchRecord): a line of
+    another shape is not ours, skipped when the file is read and dropped when it is compacted."""
 
     COMPACT_FROM = 1 << 20  # bytes: below this, dead records are not worth a copy
 
@@ -9325,7 +9327,8 @@ class Run:
 
     def settle(self, outcome: Outcome) -> _Destination:
         """The one place a rollout's fate is decided: a line in the output, a line in the rejected file,
-        an entry in the failed file, or pending (nothing was paid for). Its spend counts whatever the fate."""
+        an entry in the failed file, paused (its turns saved), or pending (nothing saved). Its spend counts
+        whatever the fate."""
         self.stats.usage.merge(outcome.usage)
         if outcome.given_up:
             self.stats.given_up.append(outcome.job.prompt.prompt_id)
@@ -9445,7 +9448,8 @@ class Run:
 
     def stop(self, reason: str | None, now: bool = True) -> None:
         """The one way the run stops early: no new rollout starts; with `now`, those in progress are
-        cancelled too (their paid work goes to the failed file). The first reason is the one reported."""
+        cancelled too (their saved turns, and an answer already whole, go on next run; an answer still coming
+        is given up). The first reason is the one reported."""
         if reason is not None and self.stop_reason is None:
             self.stop_reason = reason
         self.stopping.set()
