@@ -6381,8 +6381,8 @@ class BatchQueue:
         if self.record.broken is not None:  # no new batch while one could be lost: those in flight end first
             if not any(not b.over for b in self.batches.values()):
                 self._halt(RunStopped("disk", f"{self.record.broken}. No new batch was sent, since a batch not on "
-                                      "record would be bought again after a crash; free space (or fix the cause), "
-                                      "then re-run the same command."))
+                                      "record would be bought again after a crash; "
+                                      f"{OutputError.WHAT_TO_DO}."))
                 return
             return await self._wait_for_billing()
         count = batch_cut((len(body) for body in self.queued.values()), self.most_requests)
@@ -6933,8 +6933,7 @@ class RolloutRunner:
         except ToolUnavailable as e:
             return outcome.end(Ending.FAILED, "tool unavailable", str(e))
         except OutputError as e:  # its turns could not be saved (a full disk): the run stops; it pauses
-            message = (f"{e}. This run stopped; free space (or fix the cause), then re-run the same command to "
-                       "continue.")
+            message = f"{e}. This run stopped; {OutputError.WHAT_TO_DO} to continue."
             return outcome.end(Ending.STOPPED, "stopped: cannot save", message, stop=RunStopped("disk", message))
         except asyncio.CancelledError:  # the run is stopping at once; the outcome still gets settled
             # It was running the tools its last answer asked for: the answer is kept (Run.settle saves it with
@@ -7455,6 +7454,9 @@ def remove_file(path: Path) -> None:
 
 class OutputError(Exception):
     """A file of ours cannot be written (full disk, quota, file size limit, permissions)."""
+
+    # What the user does about it: every message saying a file of ours could not be written ends so.
+    WHAT_TO_DO = "free space (or fix the cause), then re-run the same command"
 
     def __init__(self, path: Path, error: OSError):
         super().__init__(f"cannot write {path}: {error.strerror or error}")
@@ -9389,7 +9391,7 @@ class Run:
         try:
             self.rejected.append(self._record(outcome))
         except (ValueError, OutputError) as e:
-            self.stop(f"{e}. This run stopped; free space (or fix the cause), then re-run the same command.")
+            self.stop(f"{e}. This run stopped; {OutputError.WHAT_TO_DO}.")
             self._fail(outcome.end(Ending.FAILED, "not saved", f"rejected, but the line could not be written: {e}"))
             return _Destination.FAILED
         key = outcome.job.key
@@ -9407,8 +9409,8 @@ class Run:
             self.output.append(self._record(outcome))
         except OutputError as e:
             self.stats.unsaved += 1
-            self.stop(f"{e}. The output is left valid and this run stopped; free space (or fix the cause), "
-                      "then re-run the same command to continue.")
+            self.stop(f"{e}. The output is left valid and this run stopped; {OutputError.WHAT_TO_DO} to "
+                      "continue.")
             return _Destination.PENDING
         except Exception as e:  # checked answers and tool results make this a bug of ours; keep the work
             self._fail(outcome.end(Ending.FAILED, "internal error", f"internal error: the line cannot be "
@@ -9428,7 +9430,7 @@ class Run:
         try:
             self.failed.record(outcome, self.line)
         except OutputError as e:
-            self.stop(f"{e}. This run stopped; free space (or fix the cause), then re-run the same command.")
+            self.stop(f"{e}. This run stopped; {OutputError.WHAT_TO_DO}.")
         self.tools_down_in_a_row = self.tools_down_in_a_row + 1 if outcome.label == "tool unavailable" else 0
         if self.tools_down_in_a_row >= _TOOLS_DOWN_AFTER:
             self.stop(f"{plural(self.tools_down_in_a_row, 'rollout')} in a row failed because a tool was "
@@ -9755,8 +9757,7 @@ def _run_command(argv: list[str] | None) -> int:
         print(f"error: {redact(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     except OutputError as e:
-        print(f"error: {redact(str(e))}. Nothing was lost: free space (or fix the cause), then re-run the same command.",
-              file=sys.stderr)
+        print(f"error: {redact(str(e))}. Nothing was lost: {OutputError.WHAT_TO_DO}.", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         if ran:
