@@ -223,7 +223,7 @@ class RequestSettings:
 class ToolSettings:
     """tools.py and how its calls run (ToolBox)."""
 
-    file: Path | None = None  # None: no tools.py
+    file: Path | None = Path("tools.py")  # None: no tools file (--tools none, or MCP servers' tools alone)
     timeout: float = 60.0  # also config.yml's rollout.tool_timeout
     concurrency: int = 16
     max_chars: int = 20000  # longer results are cut, with a visible marker; config.yml's max_tool_response
@@ -246,7 +246,7 @@ class GateSettings:
 class OutputPaths:
     """The output and the files beside it."""
 
-    output: Path
+    output: Path = Path("train.jsonl")
 
     def beside(self, suffix: str) -> Path:
         return self.output.with_name(self.output.stem + suffix)
@@ -355,15 +355,15 @@ def shard_pattern(output: Path | None, spec: Any) -> Path | None:
     output is per shard, since the tasks of an array usually share one file system."""
     if output is not None:
         return output if "{shard}" in str(output) else None
-    default = Path("train.jsonl")
-    return default.with_name(f"{default.stem}.shard-{{shard}}{default.suffix}") if spec[0] == "auto" else None
+    base = default(OutputPaths, "output")
+    return base.with_name(f"{base.stem}.shard-{{shard}}{base.suffix}") if spec[0] == "auto" else None
 
 
 def shard_output(output: Path | None, shard: tuple[int, int] | None, spec: Any) -> Path:
     """The output: `{shard}` in --output becomes I-of-N (a folder named so is made when the run opens it)."""
     pattern = shard_pattern(output, spec) if shard is not None else None
     if pattern is None:
-        return output or Path("train.jsonl")
+        return output or default(OutputPaths, "output")
     return shard_path(pattern, f"{shard[0]}-of-{shard[1]}")
 
 
@@ -504,8 +504,10 @@ def _build_arg_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("input", type=Path, help="prompts file: .txt (one prompt a line) or .jsonl ({\"prompt\": ...} a line)")
     add("-o", "--output", type=Path, default=None,
-        help="output JSONL; {shard} in the name becomes I-of-N (default: train.jsonl)")
-    add("-t", "--tools", default="tools.py", help="tools file, or 'none' for plain completions (default: %(default)s)")
+        help="output JSONL; {shard} in the name becomes I-of-N "
+        f"(default: {default(OutputPaths, 'output')})")
+    add("-t", "--tools", default=str(default(ToolSettings, "file")),
+        help="tools file, or 'none' for plain completions (default: %(default)s)")
     add("-m", "--model", default=default(RequestSettings, "model"), help="teacher model (default: %(default)s)")
     add("-s", "--system", default=None, help="system prompt put before every prompt")
     add("-n", "--num", type=_positive_int, default=None, help="use only the first N prompts of the file")
@@ -706,7 +708,8 @@ def parse_config(argv: list[str] | None) -> Config:
     reasoning = (reasoning_request(reasoning_mode) if reasoning_mode
                  else {"max_tokens": args.reasoning_max_tokens} if args.reasoning_max_tokens else None)
     tools_path = None if args.tools.lower() == "none" else Path(args.tools)
-    if tools_path is not None and not tools_path.is_file() and mcp_urls and args.tools == "tools.py":
+    tools_by_default = args.tools == str(default(ToolSettings, "file"))
+    if tools_path is not None and not tools_path.is_file() and mcp_urls and tools_by_default:
         tools_path = None  # tools only from MCP servers: no tools.py needed
     if tools_path is not None and not tools_path.is_file():
         raise UsageError(f"tools file {tools_path} not found. Pass --tools PATH, or --tools none to run without tools.")
