@@ -5773,6 +5773,8 @@ def batch_custom_id(key: RolloutKey, payload: bytes) -> str:
     """A request's name in a batch: its rollout's try and the exact bytes of its body, hashed. A resumed
     rollout rebuilds the same request, so it finds the same name, and the answer a batch holds for it;
     anything else in the body (the prompt's text, the system prompt, the tools) is another request."""
+    # The key hashed as these exact bytes, whatever else changes: a batch recorded by an earlier run names its
+    # requests by them
     rollout = f"{key.prompt_id}\x1f{key.sample}\x1f{key.attempt}"
     return hashlib.sha256(rollout.encode("utf-8", "surrogatepass") + b"\x00" + payload).hexdigest()[:32]
 
