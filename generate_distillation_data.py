@@ -223,7 +223,7 @@ class RequestSettings:
 class ToolSettings:
     """tools.py and how its calls run (ToolBox)."""
 
-    file: Path | None = None  # None: no tools.py
+    file: Path | None = Path("tools.py")  # None: no tools file (--tools none, or MCP servers' tools alone)
     timeout: float = 60.0  # also config.yml's rollout.tool_timeout
     concurrency: int = 16
     max_chars: int = 20000  # longer results are cut, with a visible marker; config.yml's max_tool_response
@@ -246,7 +246,7 @@ class GateSettings:
 class OutputPaths:
     """The output and the files beside it."""
 
-    output: Path
+    output: Path = Path("train.jsonl")
 
     def beside(self, suffix: str) -> Path:
         return self.output.with_name(self.output.stem + suffix)
@@ -355,15 +355,15 @@ def shard_pattern(output: Path | None, spec: Any) -> Path | None:
     output is per shard, since the tasks of an array usually share one file system."""
     if output is not None:
         return output if "{shard}" in str(output) else None
-    default = Path("train.jsonl")
-    return default.with_name(f"{default.stem}.shard-{{shard}}{default.suffix}") if spec[0] == "auto" else None
+    base = default(OutputPaths, "output")
+    return base.with_name(f"{base.stem}.shard-{{shard}}{base.suffix}") if spec[0] == "auto" else None
 
 
 def shard_output(output: Path | None, shard: tuple[int, int] | None, spec: Any) -> Path:
     """The output: `{shard}` in --output becomes I-of-N (a folder named so is made when the run opens it)."""
     pattern = shard_pattern(output, spec) if shard is not None else None
     if pattern is None:
-        return output or Path("train.jsonl")
+        return output or default(OutputPaths, "output")
     return shard_path(pattern, f"{shard[0]}-of-{shard[1]}")
 
 
@@ -504,8 +504,10 @@ def _build_arg_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("input", type=Path, help="prompts file: .txt (one prompt a line) or .jsonl ({\"prompt\": ...} a line)")
     add("-o", "--output", type=Path, default=None,
-        help="output JSONL; {shard} in the name becomes I-of-N (default: train.jsonl)")
-    add("-t", "--tools", default="tools.py", help="tools file, or 'none' for plain completions (default: %(default)s)")
+        help="output JSONL; {shard} in the name becomes I-of-N "
+        f"(default: {default(OutputPaths, 'output')})")
+    add("-t", "--tools", default=str(default(ToolSettings, "file")),
+        help="tools file, or 'none' for plain completions (default: %(default)s)")
     add("-m", "--model", default=default(RequestSettings, "model"), help="teacher model (default: %(default)s)")
     add("-s", "--system", default=None, help="system prompt put before every prompt")
     add("-n", "--num", type=_positive_int, default=None, help="use only the first N prompts of the file")
@@ -706,7 +708,8 @@ def parse_config(argv: list[str] | None) -> Config:
     reasoning = (reasoning_request(reasoning_mode) if reasoning_mode
                  else {"max_tokens": args.reasoning_max_tokens} if args.reasoning_max_tokens else None)
     tools_path = None if args.tools.lower() == "none" else Path(args.tools)
-    if tools_path is not None and not tools_path.is_file() and mcp_urls and args.tools == "tools.py":
+    tools_by_default = args.tools == str(default(ToolSettings, "file"))
+    if tools_path is not None and not tools_path.is_file() and mcp_urls and tools_by_default:
         tools_path = None  # tools only from MCP servers: no tools.py needed
     if tools_path is not None and not tools_path.is_file():
         raise UsageError(f"tools file {tools_path} not found. Pass --tools PATH, or --tools none to run without tools.")
@@ -1125,8 +1128,9 @@ def display_url(url: str) -> str:
 class _Secret:
     """The API key (sent in one header) and every other secret the program was handed (handed_secrets: the
     values of key-like names in .env and the environment, key-like fields of --extra-body, a URL's user
-    information, MCP URLs' query values and key-like path parts): taken out of what we store or print, never
-    shown."""
+    information, MCP URLs' query values and key-like path parts): taken out of what we store or print. None is
+    shown whole: --dry-run shows the key's first 8 and last 4 characters (of a key over 16), to tell which
+    key it is."""
 
     key: str | None
     others: tuple[str, ...] = ()
@@ -1435,7 +1439,8 @@ class RolloutKey(NamedTuple):
 
     @classmethod
     def of_paused(cls, record: Any) -> RolloutKey | None:
-        """A paused record's key: every field written out, none negative; None: not a record of ours."""
+        """A paused record's key: every field written out (PausedFile writes them as `_asdict` names them), none
+        negative; None: not a record of ours."""
         if not isinstance(record, dict):
             return None
         prompt_id, sample, attempt = record.get("prompt_id"), record.get("sample"), record.get("attempt")
@@ -4264,9 +4269,9 @@ class _ReuseNotingConnector(aiohttp.TCPConnector):
 
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
         connection = await super().connect(req, traces, timeout)
-        progress, protocol = REQUEST_STATE.get(), connection.protocol
-        if progress is not None and protocol is not None:
-            progress.reused = protocol in self._used
+        state, protocol = REQUEST_STATE.get(), connection.protocol
+        if state is not None and protocol is not None:
+            state.reused = protocol in self._used
             self._used.add(protocol)
         return connection
 
@@ -4701,7 +4706,10 @@ def content_parts_text(parts: list) -> tuple[str, str]:
     return "".join(text), "".join(thinking)
 
 
-REQUEST_STATE: contextvars.ContextVar[RequestState | None] = contextvars.ContextVar("progress", default=None)
+# The RequestState of the request this task is sending (None: none): the connector and the stream's reader,
+# deep below the request, note on it what happened.
+REQUEST_STATE: contextvars.ContextVar[RequestState | None] = \
+    contextvars.ContextVar("request_state", default=None)
 # What a request sent on a connection the server had closed fails with, before any byte comes back.
 STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError,
                            BrokenPipeError)
@@ -5337,14 +5345,14 @@ class TeacherClient:
         # httpx's read timeout restarts with every chunk, so a teacher dripping a few bytes a second
         # would hold a request for ever; this deadline covers the whole request, first byte to last. Each
         # wait is a Deadline: one that comes due reads what already arrived first.
-        progress = RequestState()
-        token = REQUEST_STATE.set(progress)
+        state = RequestState()
+        token = REQUEST_STATE.set(state)
         ends_at = asyncio.get_running_loop().time() + self.settings.timeout
         try:
             request = httpx.Request("POST", self.target, headers=self.headers, content=payload,
                                     extensions={"timeout": self.timeouts})
             response = await self._answer_head(request, streamed, ends_at)
-            progress.answered = True
+            state.answered = True
             if (budget := request_budget(response.headers)) is not None:  # before the body: slow start
                 self.limiter.tell_budget(slot, *budget)                    # grows as it comes
             body = None
@@ -5355,9 +5363,9 @@ class TeacherClient:
                 else:
                     body = await self._read_body(response, encoding, declared, ends_at)
             finally:
-                await self._close(response, progress, whole=body is not None)
-            return _Answer(response.status_code, response.headers, body, progress.usage_lost,
-                           stop_now=progress.stop_now)
+                await self._close(response, state, whole=body is not None)
+            return _Answer(response.status_code, response.headers, body, state.usage_lost,
+                           stop_now=state.stop_now)
         except FirstByteStalled:
             raise RetryableError("stalled", f"the server sent nothing, not even the answer's head, for "
                                  f"{self.settings.stall_timeout:g} s (--stall-timeout)") from None
@@ -5375,7 +5383,7 @@ class TeacherClient:
         except (httpx.TransportError, aiohttp.ClientError, OSError) as e:
             # Judge by aiohttp's own error: httpx-aiohttp maps a refused connection to ConnectTimeout.
             original = e.__cause__ if isinstance(e, httpx.TransportError) and e.__cause__ else e
-            if progress.reused and not progress.answered and isinstance(original, STALE_CONNECTION_ERRORS):
+            if state.reused and not state.answered and isinstance(original, STALE_CONNECTION_ERRORS):
                 raise StaleConnection() from None
             if isinstance(original, (TimeoutError, httpx.TimeoutException)):
                 raise RetryableError("timeout", f"no answer in time ({type(original).__name__})") from None
@@ -5387,7 +5395,7 @@ class TeacherClient:
             REQUEST_STATE.reset(token)
 
     @staticmethod
-    async def _close(response: httpx.Response, progress: RequestState, whole: bool) -> None:
+    async def _close(response: httpx.Response, state: RequestState, whole: bool) -> None:
         """Give the connection back (or close it, if the body was cut). The run stopping at once meanwhile
         does not lose an answer read whole: the cancellation is held back for its rollout (stop_now)."""
         try:
@@ -5396,7 +5404,7 @@ class TeacherClient:
             if not whole:
                 raise
             asyncio.current_task().uncancel()
-            progress.stop_now = True
+            state.stop_now = True
 
     async def _answer_head(self, request: httpx.Request, streamed: bool, ends_at: float) -> httpx.Response:
         """The answer's status and headers, within the request's --timeout (ends_at, loop time). A streaming
@@ -5765,6 +5773,8 @@ def batch_custom_id(key: RolloutKey, payload: bytes) -> str:
     """A request's name in a batch: its rollout's try and the exact bytes of its body, hashed. A resumed
     rollout rebuilds the same request, so it finds the same name, and the answer a batch holds for it;
     anything else in the body (the prompt's text, the system prompt, the tools) is another request."""
+    # The key hashed as these exact bytes, whatever else changes: a batch recorded by an earlier run names its
+    # requests by them
     rollout = f"{key.prompt_id}\x1f{key.sample}\x1f{key.attempt}"
     return hashlib.sha256(rollout.encode("utf-8", "surrogatepass") + b"\x00" + payload).hexdigest()[:32]
 
@@ -6071,7 +6081,7 @@ class BatchRecord:
     def _batch(batch_id: str, entry: dict, endpoints: list[str]) -> Batch:
         ids = [c for c in entry["custom_ids"] if isinstance(c, str)]
         rollouts = entry.get("rollouts") if isinstance(entry.get("rollouts"), list) else []
-        keys = [RolloutKey.of_paused(dict(zip(("prompt_id", "sample", "attempt"), r))) if isinstance(r, list)
+        keys = [RolloutKey.of_paused(dict(zip(RolloutKey._fields, r))) if isinstance(r, list)
                 else None for r in rollouts] if len(rollouts) == len(ids) else [None] * len(ids)
         place = entry.get("endpoint")
         url = endpoints[place] if type(place) is int and 0 <= place < len(endpoints) else endpoints[-1]
@@ -6376,8 +6386,8 @@ class BatchQueue:
         if self.record.broken is not None:  # no new batch while one could be lost: those in flight end first
             if not any(not b.over for b in self.batches.values()):
                 self._halt(RunStopped("disk", f"{self.record.broken}. No new batch was sent, since a batch not on "
-                                      "record would be bought again after a crash; free space (or fix the cause), "
-                                      "then re-run the same command."))
+                                      "record would be bought again after a crash; "
+                                      f"{OutputError.WHAT_TO_DO}."))
                 return
             return await self._wait_for_billing()
         count = batch_cut((len(body) for body in self.queued.values()), self.most_requests)
@@ -6811,9 +6821,9 @@ class BatchQueue:
 
 
 class Ending(enum.Enum):
-    """How a rollout ended, as the rollout saw it. Run.settle maps each to exactly one Destination: a line
+    """How a rollout ended, as the rollout saw it. Run.settle maps each to exactly one _Destination: a line
     in the output, a line in the rejected file (finished, but below --min-reward), an entry in the failed
-    file, or pending (nothing was paid for; it simply runs next time)."""
+    file, paused (its turns saved, to go on next run), or pending (nothing saved: it starts anew)."""
 
     FINISHED = "finished"  # a final answer: the output, or the rejected file when it scores below --min-reward
     INCOMPLETE = "incomplete"  # the teacher stopped without a usable answer: failed file (or output with --keep-incomplete)
@@ -6875,8 +6885,8 @@ class Outcome:
 class RolloutRunner:
     """Runs one prompt to a final answer: teacher turn, tool calls, teacher turn, ...
 
-    `run` never raises: whatever happens (an answer, a tool, a stop, a bug of ours) comes back as an
-    Outcome carrying the conversation so far and what it cost.
+    `roll_out` raises nothing from the conversation: whatever happens in it (an answer, a tool, a stop, a full
+    disk, a bug of ours) comes back as an Outcome carrying the conversation so far and what it cost.
     """
 
     def __init__(self, requests: RequestSettings, cache: CachePlan, client: TeacherClient, toolbox: ToolBox | None,
@@ -6928,8 +6938,7 @@ class RolloutRunner:
         except ToolUnavailable as e:
             return outcome.end(Ending.FAILED, "tool unavailable", str(e))
         except OutputError as e:  # its turns could not be saved (a full disk): the run stops; it pauses
-            message = (f"{e}. This run stopped; free space (or fix the cause), then re-run the same command to "
-                       "continue.")
+            message = f"{e}. This run stopped; {OutputError.WHAT_TO_DO} to continue."
             return outcome.end(Ending.STOPPED, "stopped: cannot save", message, stop=RunStopped("disk", message))
         except asyncio.CancelledError:  # the run is stopping at once; the outcome still gets settled
             # It was running the tools its last answer asked for: the answer is kept (Run.settle saves it with
@@ -7004,7 +7013,8 @@ class RolloutRunner:
 
     def save(self, o: Outcome) -> None:
         """Make the rollout's turns so far durable (after an answer and its tool results, or a final answer
-        the run stopped before it could settle). A single-turn rollout is never saved: nothing to pay twice."""
+        the run stopped before it could settle). A rollout settled as its first answer came is never saved:
+        nothing to pay twice."""
         if self.paused is not None:
             identity = o.identity or self.body_for(o.job)[1]
             if self.paused.save(RolloutKey.of_job(o.job, o.attempt), identity.fingerprint, o, identity.parts):
@@ -7450,6 +7460,9 @@ def remove_file(path: Path) -> None:
 class OutputError(Exception):
     """A file of ours cannot be written (full disk, quota, file size limit, permissions)."""
 
+    # What the user does about it: every message saying a file of ours could not be written ends so.
+    WHAT_TO_DO = "free space (or fix the cause), then re-run the same command"
+
     def __init__(self, path: Path, error: OSError):
         super().__init__(f"cannot write {path}: {error.strerror or error}")
         self.path, self.error = path, error
@@ -7858,15 +7871,15 @@ class PausedFile(LineFile):
     old one; then what was appended meanwhile is copied too, and the new file is renamed over the old,
     in one step of the event loop. A kill -9 at any instant leaves the old file whole, or the new one.
 
-    Records carry no `kind` today; a record of another kind (a Batch API's ids) will name one, and is
-    kept by compaction only when this class knows it."""
+    Every record is a rollout's (the Batch API's batches have a file of their own, BatchRecord): a line of
+    another shape is not ours, skipped when the file is read and dropped when it is compacted."""
 
     COMPACT_FROM = 1 << 20  # bytes: below this, dead records are not worth a copy
 
     def __init__(self, path: Path, scrub: Callable[[Any], Any], like: Path | None = None):
         super().__init__(path, like)
         self.scrub = scrub  # Secret.scrub: the key never reaches this file either
-        self.chains: dict[tuple[str, int, int], _Chain] = {}
+        self.chains: dict[RolloutKey, _Chain] = {}
         self.live_bytes = 0
         self.peak_bytes = 0  # the file's largest size this run (the summary's and the bench's)
         self.compactions = 0
@@ -7874,13 +7887,13 @@ class PausedFile(LineFile):
 
     # -- the run's records -------------------------------------------------------------------------
 
-    def begin(self, key: tuple[str, int, int]) -> None:
+    def begin(self, key: RolloutKey) -> None:
         """The rollout begins from nothing (never saved, or its turns cannot go on): any chain it had is dead."""
         chain = self.chains.pop(key, None)
         if chain is not None:
             self.live_bytes -= chain.size
 
-    def save(self, key: tuple[str, int, int], fingerprint: str, outcome: Outcome, settings: dict | None = None) -> bool:
+    def save(self, key: RolloutKey, fingerprint: str, outcome: Outcome, settings: dict | None = None) -> bool:
         """Append what the rollout said since its last record; False when that cannot be saved as the
         teacher must get it back: the API key is in a signed reasoning block, which may not be changed
         (and may not be stored as it is). Its earlier records, if any, stay the ones it resumes from."""
@@ -7893,7 +7906,7 @@ class PausedFile(LineFile):
         if scrubbed is not said and any(a.get("reasoning_details") != b.get("reasoning_details")
                                         for a, b in zip(said, scrubbed)):
             return False
-        record = {"prompt_id": key[0], "sample": key[1], "attempt": key[2], "from": chain.said if chain else 0,
+        record = {**key._asdict(), "from": chain.said if chain else 0,
                   "turns": outcome.turns, "finish_reason": self.scrub(outcome.finish_reason),
                   "model": self.scrub(outcome.model), "provider": self.scrub(outcome.provider),
                   "usage": outcome.total_usage.to_json(), "messages": scrubbed}
@@ -7909,9 +7922,9 @@ class PausedFile(LineFile):
         self._grew()
         return True
 
-    def settled(self, key: tuple[str, int, int]) -> None:
+    def settled(self, key: RolloutKey) -> None:
         self.begin(key)  # its records are dead
-        self.append({"prompt_id": key[0], "sample": key[1], "attempt": key[2], "settled": True})
+        self.append({**key._asdict(), "settled": True})
         self._grew()
 
     def append(self, record: dict) -> int:
@@ -7953,13 +7966,13 @@ class PausedFile(LineFile):
             raise OutputError(path, e) from None
         return frozenset(hash(key.prompt_id) for key in live)
 
-    def load(self, keep: Callable[[tuple[str, int, int]], bool] = lambda key: True) -> int:
+    def load(self, keep: Callable[[RolloutKey], bool] = lambda key: True) -> int:
         """Index the file's live records (the chains of rollouts not settled, that `keep` wants); the
         number of rollouts found. A torn, hand-broken or out-of-place record is skipped: that rollout goes
         on from the records before it, or begins again."""
         self.close()
         self.chains, self.live_bytes = {}, 0
-        wanted: dict[tuple[str, int, int], bool] = {}  # keep's answer, asked once a rollout
+        wanted: dict[RolloutKey, bool] = {}  # keep's answer, asked once a rollout
         reader, position = LineReader(self.path), None
         for line in reader.lines():
             if position is None:
@@ -7997,7 +8010,7 @@ class PausedFile(LineFile):
         self.peak_bytes = max(self.peak_bytes, position or 0)
         return len(self.chains)
 
-    def take(self, key: tuple[str, int, int], prompt: list[dict]) -> _SavedTurns | None:
+    def take(self, key: RolloutKey, prompt: list[dict]) -> _SavedTurns | None:
         """A rollout's saved turns, the prompt's messages first, to go on from (its records stay live
         until it settles); None when it has none, or they cannot be read back whole."""
         chain = self.chains.get(key)
@@ -9293,7 +9306,7 @@ class Run:
         later try of a rollout this run's --attempts counts as finished by rejection is kept, not run: paid
         for, it goes on when a run with a higher --attempts comes to it."""
         plan = self.plan
-        self.paused.load(lambda key: key[2] > plan.rejected_tries[key.rollout]
+        self.paused.load(lambda key: key.attempt > plan.rejected_tries[key.rollout]
                          and (key.rollout not in plan.finished or key.rollout in plan.rejected_out))
         self.kept_beyond_attempts = sum(1 for key in self.paused.chains if key.rollout in plan.rejected_out)
         self.paused.compact()
@@ -9321,7 +9334,8 @@ class Run:
 
     def settle(self, outcome: Outcome) -> _Destination:
         """The one place a rollout's fate is decided: a line in the output, a line in the rejected file,
-        an entry in the failed file, or pending (nothing was paid for). Its spend counts whatever the fate."""
+        an entry in the failed file, paused (its turns saved), or pending (nothing saved). Its spend counts
+        whatever the fate."""
         self.stats.usage.merge(outcome.usage)
         if outcome.given_up:
             self.stats.given_up.append(outcome.job.prompt.prompt_id)
@@ -9382,7 +9396,7 @@ class Run:
         try:
             self.rejected.append(self._record(outcome))
         except (ValueError, OutputError) as e:
-            self.stop(f"{e}. This run stopped; free space (or fix the cause), then re-run the same command.")
+            self.stop(f"{e}. This run stopped; {OutputError.WHAT_TO_DO}.")
             self._fail(outcome.end(Ending.FAILED, "not saved", f"rejected, but the line could not be written: {e}"))
             return _Destination.FAILED
         key = outcome.job.key
@@ -9400,8 +9414,8 @@ class Run:
             self.output.append(self._record(outcome))
         except OutputError as e:
             self.stats.unsaved += 1
-            self.stop(f"{e}. The output is left valid and this run stopped; free space (or fix the cause), "
-                      "then re-run the same command to continue.")
+            self.stop(f"{e}. The output is left valid and this run stopped; {OutputError.WHAT_TO_DO} to "
+                      "continue.")
             return _Destination.PENDING
         except Exception as e:  # checked answers and tool results make this a bug of ours; keep the work
             self._fail(outcome.end(Ending.FAILED, "internal error", f"internal error: the line cannot be "
@@ -9421,7 +9435,7 @@ class Run:
         try:
             self.failed.record(outcome, self.line)
         except OutputError as e:
-            self.stop(f"{e}. This run stopped; free space (or fix the cause), then re-run the same command.")
+            self.stop(f"{e}. This run stopped; {OutputError.WHAT_TO_DO}.")
         self.tools_down_in_a_row = self.tools_down_in_a_row + 1 if outcome.label == "tool unavailable" else 0
         if self.tools_down_in_a_row >= _TOOLS_DOWN_AFTER:
             self.stop(f"{plural(self.tools_down_in_a_row, 'rollout')} in a row failed because a tool was "
@@ -9441,7 +9455,8 @@ class Run:
 
     def stop(self, reason: str | None, now: bool = True) -> None:
         """The one way the run stops early: no new rollout starts; with `now`, those in progress are
-        cancelled too (their paid work goes to the failed file). The first reason is the one reported."""
+        cancelled too (their saved turns, and an answer already whole, go on next run; an answer still coming
+        is given up). The first reason is the one reported."""
         if reason is not None and self.stop_reason is None:
             self.stop_reason = reason
         self.stopping.set()
@@ -9747,8 +9762,7 @@ def _run_command(argv: list[str] | None) -> int:
         print(f"error: {redact(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     except OutputError as e:
-        print(f"error: {redact(str(e))}. Nothing was lost: free space (or fix the cause), then re-run the same command.",
-              file=sys.stderr)
+        print(f"error: {redact(str(e))}. Nothing was lost: {OutputError.WHAT_TO_DO}.", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         if ran:

@@ -479,6 +479,16 @@ def test_a_requests_name_in_a_batch_is_its_rollout_and_the_exact_bytes_of_its_bo
     assert gdd.batch_custom_id(key, body) not in others and len(others) == 4
 
 
+def test_a_requests_name_is_the_one_earlier_runs_recorded():
+    """A batch on record names its requests by these exact names (issue 36 kept the bytes they hash): a
+    different spelling of the rollout's key would send every recorded request again, and pay for it twice."""
+    import generate_distillation_data as gdd
+
+    assert gdd.batch_custom_id(gdd.RolloutKey("p1", 0, 1), b'{"model":"m","messages":[]}') == \
+        "017707d3138c1a9054129f7493a597c1"
+    assert gdd.batch_custom_id(gdd.RolloutKey("caf\u00e9", 2, 3), b"{}") == "056f67b6637452a252537a9bc7452244"
+
+
 def test_the_record_outlives_a_trial_run_and_a_batch_is_billed_once_in_the_run_that_read_it(workdir, batch_teacher):
     prompts = [f"question {i}" for i in range(5)]
     write_prompts(workdir, prompts)
