@@ -4892,6 +4892,8 @@ def is_moderation_error(error: Any) -> bool:
 
 
 DOES_NOT_FIT = "does not fit the context"  # a failure a re-run cannot mend: the summary advises none
+_RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504, 524, 529}
+LONG_WAIT = 600.0  # seconds: a 429 that asks to wait longer (a daily cap) stops the run instead
 
 
 # How servers say a conversation is longer than the model's context: llama.cpp's server (type
@@ -5011,6 +5013,104 @@ def _rate_limit_reset_seconds(value: str | None, headers: httpx.Headers) -> floa
     return max(seconds, 0.0)
 
 
+def judge_answer(status: int, data: Any, headers: httpx.Headers, raw: bytes, redact: Callable[[str], str],
+                 url: str) -> RetryableError | PromptFailed | RunStopped | None:
+    """What an answer's status, body and headers mean: the exception its request ends with, or None for a 200
+    whose body is an answer to check (checked_completion). The one judge of every answer of the teacher's, live
+    or from a batch. `data` is the body decoded (decode_answer), `raw` the body as it came; `redact` takes the
+    secrets out of the teacher's words; `url` is the endpoint as messages show it. A 200 whose body is an error
+    and no choices (a provider's failure, relayed) is judged by the error's code, as 502 when it gives none."""
+    if status != 200:
+        return _error_failure(status, answer_error(data), status, headers, raw, redact, url)
+    if not isinstance(data, dict):
+        return RetryableError("malformed answer", "malformed answer: not a JSON object")
+    if not data.get("error") or data.get("choices"):
+        return None
+    code = field_of(data["error"], "code")
+    valid_code = isinstance(code, int) and not isinstance(code, bool) and 400 <= code < 600
+    return _error_failure(code if valid_code else 502, data["error"], status, headers, raw, redact, url)
+
+
+def fit_to_show(text: str, redact: Callable[[str], str], limit: int | None = 300) -> str:
+    """Teacher text fit to store or print: the key removed first, then cut (a cut key would survive)."""
+    text = redact(text)
+    return text if limit is None or len(text) <= limit else text[:limit] + "..."
+
+
+def _error_failure(status: int, error: Any, answered: int, headers: httpx.Headers, raw: bytes,
+                   redact: Callable[[str], str], url: str) -> RetryableError | PromptFailed | RunStopped:
+    """An error judged by `status` (the answer's own, or the code of an error a 200 carried: `answered`)."""
+    detail = fit_to_show(error_text(error) or httpx.codes.get_reason_phrase(answered), redact)
+    if status == 400 and b"plain HTTP request was sent to HTTPS port" in raw:  # nginx's words
+        return RunStopped("not TLS", f"{url} is served over https, but the request was plain "
+                          "http. Use an https:// --base-url (or OPENROUTER_BASE_URL), then re-run the same command.")
+    availability = field_of(error, "availability")
+    if isinstance(availability, dict):
+        return _unavailable(status, availability, detail, headers, redact)
+    wait = retry_after_seconds(headers)
+    says_when = "retry-after" in headers and wait is not None  # transient, whatever the status
+    if status == 401:
+        return RunStopped("key rejected", f"the API key was rejected (401: {detail}). Check OPENROUTER_API_KEY "
+                          "in your environment or .env, then re-run the same command to continue.")
+    if status == 402 and not says_when:
+        return RunStopped("out of credits", f"out of credits (402: {detail}). Add credits "
+                          "(https://openrouter.ai/settings/credits), then re-run the same command; "
+                          "finished samples are kept.")
+    if 400 <= status < 500 and "distill" in detail.lower() and not says_when:
+        # OpenRouter does not document this refusal; any 4xx that names distillation is it
+        return RunStopped("not distillable", f"the teacher refused the request for its licence ({status}: "
+                          f"{detail}). --distillable routes only to models whose authors allow training on their "
+                          "outputs: choose one (https://openrouter.ai/models?distillable=true) with --model, or "
+                          "leave out --distillable if you have checked the licence yourself; then re-run the "
+                          "same command. Finished samples are kept.")
+    if status == 403 and not is_moderation_error(error) and not says_when:
+        return RunStopped("access denied", f"access denied (403: {detail}). Check the key's permissions and "
+                          "limits, then re-run the same command to continue.")
+    if status in (400, 413, 422) and is_context_overflow(error):
+        return PromptFailed(DOES_NOT_FIT, f"the conversation does not fit the model's context (HTTP {status}: "
+                            f"{detail}); a re-run would fail the same way", status=status)
+    if status in _RETRYABLE_STATUS or status >= 500 or says_when:
+        return _retryable(status, wait, detail, headers)
+    return PromptFailed(f"HTTP {status}", f"HTTP {status}: {detail}", status=status)
+
+
+def _retryable(status: int, wait: float | None, detail: str, headers: httpx.Headers,
+               kind: str | None = None) -> RetryableError | RunStopped:
+    kind = kind or f"HTTP {status}"
+    if wait is not None and wait > LONG_WAIT:
+        return RunStopped("rate limit for hours" if status == 429 else "teacher away for hours",
+                          f"the teacher's {'rate limit resets' if status == 429 else 'answer asks to wait'} in "
+                          f"{human_duration(wait)} ({status}: {detail}), a daily or monthly cap such as a free "
+                          "model's. Re-run the same command after that, or with a model "
+                          "or key without that cap (--model); finished samples are kept.")
+    return RetryableError(kind, f"HTTP {status}: {detail}", wait, status == 429,
+                          wait_holds_everyone(status, wait, headers))
+
+
+def _unavailable(status: int, availability: dict, detail: str, headers: httpx.Headers,
+                 redact: Callable[[str], str]) -> RetryableError | PromptFailed | RunStopped:
+    """OpenRouter's availability errors, judged as its docs say: by `retryable`, not by the code.
+    Retryable ones wait `retry_after`. One that filtered this conversation out (it does not fit the
+    context) fails this rollout; any other holds for every request (the model is unknown, deprecated,
+    gone, not served in this region or under this privacy setting): the run stops at once, naming the
+    models OpenRouter suggests instead."""
+    code = fit_to_show(printable(str(availability.get("code") or "unavailable")), redact, 60)
+    if availability.get("retryable") is True:
+        wait = amount(availability.get("retry_after")) if "retry_after" in availability else None
+        return _retryable(status, wait or retry_after_seconds(headers), f"{code}: {detail}", headers,
+                          kind=f"HTTP {status} {code}")
+    constraint = availability.get("constraint")
+    if code == "constraint_filtered" and "context" in str(constraint).lower():
+        return PromptFailed(DOES_NOT_FIT, f"the conversation does not fit the model's context "
+                            f"(HTTP {status}: {detail}); a re-run would fail the same way", status=status)
+    models = availability.get("fallback_models")
+    names = [fit_to_show(str(m), redact, 80) for m in models[:5]] if isinstance(models, list) else []
+    instead = (f" OpenRouter suggests instead: {', '.join(names)}; pass one with --model." if names else
+               " Choose another with --model (https://openrouter.ai/models).")
+    return RunStopped("model unavailable", f"the teacher model cannot be used now ({code}, HTTP {status}: "
+                      f"{detail}).{instead} Then re-run the same command; finished samples are kept.")
+
+
 def parse_completion(data: dict) -> Completion:
     """Check every field the rollout uses; raise MalformedAnswer naming the first one that is wrong.
     The message is otherwise kept as the API gave it: it is sent back as is on the next turn."""
@@ -5040,6 +5140,24 @@ def parse_completion(data: dict) -> Completion:
     model, provider = data.get("model"), data.get("provider")
     return Completion(_assistant_message(message), finish_reason, model if isinstance(model, str) else None,
                       choice.get("error"), provider if isinstance(provider, str) else None)
+
+
+def checked_completion(data: dict, raw: bytes, redact: Callable[[str], str]) -> Completion:
+    """A 200's answer that judge_answer let through, every field the rollout uses checked (parse_completion):
+    a lone surrogate, a malformed field or a provider that failed mid-answer is a RetryableError."""
+    if _SURROGATE_ESCAPE.search(raw) and not encodable(data):
+        raise RetryableError("malformed answer", "malformed answer: a lone surrogate (text that is not valid Unicode)")
+    try:
+        completion = parse_completion(data)
+    except MalformedAnswer as e:
+        raise RetryableError("malformed answer", f"malformed answer: {e}") from None
+    if completion.finish_reason == "error":
+        raise RetryableError("provider error",
+                             fit_to_show(f"the provider failed mid-answer: {error_text(completion.error)}", redact))
+    return completion
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # cheap pre-check; `encodable` decides
 
 
 def _assistant_message(message: dict) -> dict:
@@ -5103,9 +5221,6 @@ def with_unique_call_ids(message: dict, turn: int, conversation: list[dict]) -> 
 # One chat completion: the request, its retries and backoff, what stops the run (TeacherClient).
 
 
-_RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504, 524, 529}
-LONG_WAIT = 600.0  # seconds: a 429 that asks to wait longer (a daily cap) stops the run instead
-
 # Until the teacher has answered once, a wall of identical failures means a wrong URL, model, key or
 # network, not bad luck: the run stops instead of sending every prompt into it. Two signs, two limits:
 FAILED_BEFORE_ANY_ANSWER = 20  # rollouts failed for good (the Run counts them)
@@ -5127,10 +5242,6 @@ class _Answer:
     usage_lost: bool = False  # streamed, and its usage event never came: its cost is unknown, not missing
     billed_by_batch: bool = False  # a batch's answer: the batch queue counts what it billed, when it reads it
     stop_now: bool = False  # read whole as the run stopped at once (RequestState.stop_now)
-
-    @property
-    def reason(self) -> str:
-        return httpx.codes.get_reason_phrase(self.status)
 
 
 @dataclass
@@ -5510,10 +5621,9 @@ class TeacherClient:
                 "the same command.", limit=None))
 
     def _read(self, answer: _Answer, spend: Usage) -> Completion:
-        """Turn an answer into a Completion, or raise. Every field of it is checked."""
-        status = answer.status
+        """Turn an answer into a Completion, or raise (judge_answer). Every field of it is checked."""
         data = decode_answer(answer.body)
-        if status == 200 and isinstance(data, dict):
+        if answer.status == 200 and isinstance(data, dict):
             usage = data.get("usage")
             if isinstance(usage, dict) and "cache_discount" in data and "cache_discount" not in usage:
                 usage = {**usage, "cache_discount": data["cache_discount"]}  # OpenRouter puts it in the body
@@ -5525,24 +5635,11 @@ class TeacherClient:
                 self.stats.billed += spend.cost - billed_before
                 if self.on_answer is not None:
                     self.on_answer()
-        if status != 200:
-            self._raise_for_error(status, answer_error(data), answer)
-        if not isinstance(data, dict):
-            raise RetryableError("malformed answer", "malformed answer: not a JSON object")
-        if data.get("error") and not data.get("choices"):
-            code = field_of(data["error"], "code")
-            valid_code = isinstance(code, int) and not isinstance(code, bool) and 400 <= code < 600
-            self._raise_for_error(code if valid_code else 502, data["error"], answer)
-        if _SURROGATE_ESCAPE.search(answer.body) and not encodable(data):
-            raise RetryableError("malformed answer", "malformed answer: a lone surrogate (text that is not valid Unicode)")
-        try:
-            completion = parse_completion(data)
-        except MalformedAnswer as e:
-            raise RetryableError("malformed answer", f"malformed answer: {e}") from None
-        if completion.finish_reason == "error":
-            raise RetryableError("provider error",
-                                 self._detail(f"the provider failed mid-answer: {error_text(completion.error)}"))
-        return completion
+        failure = judge_answer(answer.status, data, answer.headers, answer.body, self.settings.secret.redact,
+                               self.display_url)
+        if failure is not None:
+            raise failure
+        return checked_completion(data, answer.body, self.settings.secret.redact)
 
     def _check_reachable(self, error: Exception) -> None:
         self.unreachable_in_a_row += 1
@@ -5551,84 +5648,11 @@ class TeacherClient:
                 f"cannot reach {self.display_url} ({type(error).__name__}: {error}). Check the network and --base-url, "
                 "then re-run the same command.", limit=None))
 
-    def _raise_for_error(self, status: int, error: Any, answer: _Answer) -> None:
-        detail = self._detail(error_text(error) or answer.reason)
-        if status == 400 and b"plain HTTP request was sent to HTTPS port" in answer.body:  # nginx's words
-            raise RunStopped("not TLS", f"{self.display_url} is served over https, but the request was plain "
-                             "http. Use an https:// --base-url (or OPENROUTER_BASE_URL), then re-run the same command.")
-        availability = field_of(error, "availability")
-        if isinstance(availability, dict):
-            self._raise_for_availability(status, availability, detail, answer)
-        wait = retry_after_seconds(answer.headers)
-        says_when = "retry-after" in answer.headers and wait is not None  # transient, whatever the status
-        if status == 401:
-            raise RunStopped("key rejected", f"the API key was rejected (401: {detail}). Check OPENROUTER_API_KEY "
-                             "in your environment or .env, then re-run the same command to continue.")
-        if status == 402 and not says_when:
-            raise RunStopped("out of credits", f"out of credits (402: {detail}). Add credits "
-                             "(https://openrouter.ai/settings/credits), then re-run the same command; "
-                             "finished samples are kept.")
-        if 400 <= status < 500 and "distill" in detail.lower() and not says_when:
-            # OpenRouter does not document this refusal; any 4xx that names distillation is it
-            raise RunStopped("not distillable", f"the teacher refused the request for its licence ({status}: "
-                             f"{detail}). --distillable routes only to models whose authors allow training on their "
-                             "outputs: choose one (https://openrouter.ai/models?distillable=true) with --model, or "
-                             "leave out --distillable if you have checked the licence yourself; then re-run the "
-                             "same command. Finished samples are kept.")
-        if status == 403 and not is_moderation_error(error) and not says_when:
-            raise RunStopped("access denied", f"access denied (403: {detail}). Check the key's permissions and "
-                             "limits, then re-run the same command to continue.")
-        if status in (400, 413, 422) and is_context_overflow(error):
-            raise PromptFailed(DOES_NOT_FIT, f"the conversation does not fit the model's context (HTTP {status}: "
-                               f"{detail}); a re-run would fail the same way", status=status)
-        if status in _RETRYABLE_STATUS or status >= 500 or says_when:
-            self._raise_retryable(status, wait, detail, answer.headers)
-        raise PromptFailed(f"HTTP {status}", f"HTTP {status}: {detail}", status=status)
-
-    def _raise_retryable(self, status: int, wait: float | None, detail: str, headers: httpx.Headers,
-                         kind: str | None = None) -> None:
-        kind = kind or f"HTTP {status}"
-        if wait is not None and wait > LONG_WAIT:
-            raise RunStopped("rate limit for hours" if status == 429 else "teacher away for hours",
-                             f"the teacher's {'rate limit resets' if status == 429 else 'answer asks to wait'} in "
-                             f"{human_duration(wait)} ({status}: {detail}), a daily or monthly cap such as a free "
-                             "model's. Re-run the same command after that, or with a model "
-                             "or key without that cap (--model); finished samples are kept.")
-        raise RetryableError(kind, f"HTTP {status}: {detail}", wait, status == 429,
-                             wait_holds_everyone(status, wait, headers))
-
-    def _raise_for_availability(self, status: int, availability: dict, detail: str, answer: _Answer) -> None:
-        """OpenRouter's availability errors, judged as its docs say: by `retryable`, not by the code.
-        Retryable ones wait `retry_after`. One that filtered this conversation out (it does not fit the
-        context) fails this rollout; any other holds for every request (the model is unknown, deprecated,
-        gone, not served in this region or under this privacy setting): the run stops at once, naming the
-        models OpenRouter suggests instead."""
-        code = self._detail(printable(str(availability.get("code") or "unavailable")), 60)
-        if availability.get("retryable") is True:
-            wait = amount(availability.get("retry_after")) if "retry_after" in availability else None
-            self._raise_retryable(status, wait or retry_after_seconds(answer.headers), f"{code}: {detail}",
-                                  answer.headers, kind=f"HTTP {status} {code}")
-        constraint = availability.get("constraint")
-        if code == "constraint_filtered" and "context" in str(constraint).lower():
-            raise PromptFailed(DOES_NOT_FIT, f"the conversation does not fit the model's context "
-                               f"(HTTP {status}: {detail}); a re-run would fail the same way", status=status)
-        models = availability.get("fallback_models")
-        names = [self._detail(str(m), 80) for m in models[:5]] if isinstance(models, list) else []
-        instead = (f" OpenRouter suggests instead: {', '.join(names)}; pass one with --model." if names else
-                   " Choose another with --model (https://openrouter.ai/models).")
-        raise RunStopped("model unavailable", f"the teacher model cannot be used now ({code}, HTTP {status}: "
-                         f"{detail}).{instead} Then re-run the same command; finished samples are kept.")
-
     def _detail(self, text: str, limit: int | None = 300) -> str:
-        """Teacher text fit to store or print: the key removed first, then cut (a cut key would survive)."""
-        text = self.settings.secret.redact(text)
-        return text if limit is None or len(text) <= limit else text[:limit] + "..."
+        return fit_to_show(text, self.settings.secret.redact, limit)
 
     async def aclose(self) -> None:
         await self.transport.aclose()
-
-
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # cheap pre-check; `encodable` decides
 
 
 async def _wait_unless_stopping(seconds: float, stopping: asyncio.Event | None) -> None:
