@@ -12,8 +12,8 @@ The file reads top-down, in the order the data flows; each section owns one conc
 banner's first line, and uses only the sections above it:
 
     Settings -> config.yml and the environment -> Prompts -> Comparing prompts -> Prompt hygiene -> Tools
-    -> MCP servers -> Rewards -> Spend -> Rate control -> Prompt caching -> HTTP transport -> Judging answers
-    -> Teacher client -> The models list -> Batches -> Batch API -> Rollout -> The dataset line
+    -> MCP servers -> Rewards -> Spend -> Rate control -> Prompt caching -> HTTP transport -> Reading answers
+    -> Judging answers -> Teacher client -> The models list -> Batches -> Batch API -> Rollout -> The dataset line
     -> Output and resume -> Paused and failed files -> Exports -> Progress and the summary -> The run -> Main
 """
 
@@ -4326,7 +4326,7 @@ class RequestState:
 
     reused: bool = False
     answered: bool = False
-    usage_lost: bool = False  # a whole streamed answer whose usage event never came (counted as cost unknown)
+    usage_lost: bool = False  # a streamed answer begun whose usage event never came (cut, or whole without it)
     # The run stopped at once (Run.stop cancelled it) once the answer was whole: the answer is kept, the
     # cancellation held back, and its rollout stops right after it (Completion.stop_now)
     stop_now: bool = False
@@ -4816,6 +4816,125 @@ def decode_answer(raw: bytes) -> Any:
 def _float_or_none(text: str) -> float | None:
     value = float(text)
     return value if math.isfinite(value) else None
+
+
+# ==================================================================================================
+# Reading answers
+# ==================================================================================================
+# An answer read whole within its deadlines: its head, then its body, or its events assembled (read_events).
+
+
+async def answer_head(transport: httpx.AsyncBaseTransport, request: httpx.Request, streamed: bool, stall: float,
+                      ends_at: float) -> httpx.Response:
+    """The answer's status and headers, within the request's --timeout (ends_at, loop time). A streaming
+    server sends them at once (then comments while the model thinks), so for a streamed request
+    --stall-timeout (`stall`) covers this wait too: a server that takes the connection and says nothing
+    (llama-server after SIGTERM keeps them open) is left after it, not after the whole --timeout. An
+    unstreamed answer may rightly send nothing until it is whole."""
+    loop = asyncio.get_running_loop()
+    due = min(loop.time() + stall, ends_at) if streamed else ends_at
+    try:
+        async with Deadline(due) as waiting:
+            return await transport.handle_async_request(request)
+    except TimeoutError:
+        if waiting.expired() and loop.time() < ends_at:
+            raise FirstByteStalled() from None
+        raise
+
+
+async def read_body(response: httpx.Response, encoding: str, declared: bytes, limit: int, ends_at: float) -> bytes:
+    """The whole body, decoded as its Content-Encoding says, never more than the cap, within the request's
+    --timeout (what already arrived is read first: Deadline); `limit` is --max-answer-mb, in bytes."""
+    async with Deadline(ends_at):
+        if encoding.strip().lower() not in ("", "identity"):
+            return b"".join([chunk async for chunk in _decoded_chunks(response, BodyDecoder(encoding, limit))])
+        # Most answers: no decoder at all, and a declared length over the cap is refused before reading.
+        if declared.isdigit() and int(declared) > limit:
+            raise AnswerTooLarge(int(declared), limit)
+        parts, size = [], 0
+        async for chunk in response.stream:
+            size += len(chunk)
+            if size > limit:
+                raise AnswerTooLarge(size, limit)
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+async def read_events(response: httpx.Response, encoding: str, stall: float, cap: int, ends_at: float,
+                      taken: Callable[[], None]) -> bytes:
+    """A streamed answer (server-sent events), assembled into the body an unstreamed answer would have
+    had, so everything after this reads one shape. A stall timer restarts with every data event (not
+    with comments, which keep only the connection alive); the request's deadline (ends_at) still
+    holds. Once the answer is whole (AnswerStream.whole), the wait shrinks to USAGE_WAIT for its usage
+    event, then to END_WAIT for the stream's end: a server that never sends [DONE], or holds the
+    connection open after it, costs seconds, and the answer is kept. Whole is whole: a wait that ran
+    out, or the run stopping at once, keeps it (each wait a Deadline: what already came is read first).
+    `stall` is --stall-timeout, `cap` what may be held (--max-answer-mb), `taken` is told the teacher took the
+    request (its first data came). An answer begun whose usage event never came is noted (RequestState.usage_lost)."""
+    stream, events, loop = AnswerStream(), SseParser(), asyncio.get_running_loop()
+    decoder = BodyDecoder(encoding, STREAM_BYTES)
+    told_taken = False
+    try:
+        try:
+            async with Deadline(min(loop.time() + stall, ends_at)) as deadline:
+                async for chunk in _decoded_chunks(response, decoder):
+                    added = False
+                    for data in events.feed(chunk):
+                        stream.add(data)
+                        added = True
+                    if events.pending > cap or stream.size > cap:  # what is held, not what went by
+                        raise AnswerTooLarge(max(events.pending, stream.size), cap)
+                    if not added:
+                        continue
+                    if not told_taken and not stream.failed:
+                        told_taken = True
+                        taken()  # the teacher is answering: it took the request
+                    if stream.failed or stream.done and not stream.whole:
+                        break  # nothing after an error event or a [DONE] can make the answer whole
+                    wait = (stall if not stream.whole else
+                            END_WAIT if stream.done or stream.usage_seen else USAGE_WAIT)
+                    deadline.reschedule(min(loop.time() + wait, ends_at))
+        except TimeoutError:
+            if not stream.whole:
+                if not deadline.expired() or loop.time() >= ends_at:
+                    raise  # the request's --timeout (or a timeout not ours)
+                raise StreamStalled() from None
+        except (httpx.TransportError, aiohttp.ClientError, OSError, MalformedAnswer):
+            if not stream.whole:
+                raise  # else the connection broke, or sent garbage, after the answer was whole: kept
+        except asyncio.CancelledError:  # the run stops at once (Run.stop)
+            if not stream.whole:
+                raise  # still coming: given up
+            asyncio.current_task().uncancel()  # whole: kept, and its rollout stops right after it
+            REQUEST_STATE.get().stop_now = True
+        if not (stream.whole or stream.failed):
+            raise StreamCut("[DONE] came before the answer's finish_reason" if stream.done else
+                            "it ended before the answer was complete")
+    except (StreamStalled, StreamCut, httpx.TransportError, aiohttp.ClientError, OSError):
+        REQUEST_STATE.get().usage_lost = True  # the answer began, and was paid for; its usage never came
+        raise
+    if stream.whole and not stream.usage_seen:
+        REQUEST_STATE.get().usage_lost = True  # the answer is whole; only its usage event was lost
+    return stream.body()
+
+
+async def _decoded_chunks(response: httpx.Response, decoder: BodyDecoder) -> AsyncIterator[bytes]:
+    """The body's bytes as they come, decoded, never more than the decoder's limit in all."""
+    async for chunk in response.stream:
+        yield decoder.feed(chunk)
+    yield decoder.finish()
+
+
+async def close_answer(response: httpx.Response, progress: RequestState, whole: bool) -> None:
+    """Give the connection back (or close it, if the body was cut). The run stopping at once meanwhile
+    does not lose an answer read whole: the cancellation is held back for its rollout (stop_now)."""
+    try:
+        await response.aclose()
+    except asyncio.CancelledError:
+        if not whole:
+            raise
+        asyncio.current_task().uncancel()
+        progress.stop_now = True
 
 
 # ==================================================================================================
@@ -5454,19 +5573,23 @@ class TeacherClient:
         try:
             request = httpx.Request("POST", self.target, headers=self.headers, content=payload,
                                     extensions={"timeout": self.timeouts})
-            response = await self._answer_head(request, streamed, ends_at)
+            response = await answer_head(self.transport, request, streamed, self.settings.stall_timeout, ends_at)
             progress.answered = True
             if (budget := request_budget(response.headers)) is not None:  # before the body: slow start
                 self.limiter.tell_budget(slot, *budget)                    # grows as it comes
             body = None
             try:
                 content_type, encoding, declared = body_headers(response)
+                cap = self.settings.max_answer_bytes
                 if response.status_code == 200 and content_type.startswith(b"text/event-stream"):
-                    body = await self._read_events(response, encoding, slot, ends_at)
+                    body = await read_events(response, encoding, self.settings.stall_timeout, cap, ends_at,
+                                             functools.partial(self.limiter.admit, slot))
                 else:
-                    body = await self._read_body(response, encoding, declared, ends_at)
+                    body = await read_body(response, encoding, declared, cap, ends_at)
             finally:
-                await self._close(response, progress, whole=body is not None)
+                if progress.usage_lost:
+                    self.stats.cost_unknown += 1  # the answer began, and was paid for, at a cost nobody told us
+                await close_answer(response, progress, whole=body is not None)
             return _Answer(response.status_code, response.headers, body, progress.usage_lost,
                            stop_now=progress.stop_now)
         except FirstByteStalled:
@@ -5496,112 +5619,6 @@ class TeacherClient:
                 f"connection problem: {type(original).__name__}: {original}")) from None
         finally:
             REQUEST_STATE.reset(token)
-
-    @staticmethod
-    async def _close(response: httpx.Response, progress: RequestState, whole: bool) -> None:
-        """Give the connection back (or close it, if the body was cut). The run stopping at once meanwhile
-        does not lose an answer read whole: the cancellation is held back for its rollout (stop_now)."""
-        try:
-            await response.aclose()
-        except asyncio.CancelledError:
-            if not whole:
-                raise
-            asyncio.current_task().uncancel()
-            progress.stop_now = True
-
-    async def _answer_head(self, request: httpx.Request, streamed: bool, ends_at: float) -> httpx.Response:
-        """The answer's status and headers, within the request's --timeout (ends_at, loop time). A streaming
-        server sends them at once (then comments while the model thinks), so for a streamed request
-        --stall-timeout covers this wait too: a server that takes the connection and says nothing
-        (llama-server after SIGTERM keeps them open) is left after it, not after the whole --timeout. An
-        unstreamed answer may rightly send nothing until it is whole."""
-        loop = asyncio.get_running_loop()
-        due = min(loop.time() + self.settings.stall_timeout, ends_at) if streamed else ends_at
-        try:
-            async with Deadline(due) as waiting:
-                return await self.transport.handle_async_request(request)
-        except TimeoutError:
-            if waiting.expired() and loop.time() < ends_at:
-                raise FirstByteStalled() from None
-            raise
-
-    async def _read_events(self, response: httpx.Response, encoding: str, slot: Slot, ends_at: float) -> bytes:
-        """A streamed answer (server-sent events), assembled into the body an unstreamed answer would have
-        had, so everything after this reads one shape. A stall timer restarts with every data event (not
-        with comments, which keep only the connection alive); the request's deadline (ends_at) still
-        holds. Once the answer is whole (AnswerStream.whole), the wait shrinks to USAGE_WAIT for its usage
-        event, then to END_WAIT for the stream's end: a server that never sends [DONE], or holds the
-        connection open after it, costs seconds, and the answer is kept. Whole is whole: a wait that ran
-        out, or the run stopping at once, keeps it (each wait a Deadline: what already came is read first)."""
-        stream, events = AnswerStream(), SseParser()
-        loop, cap, stall = asyncio.get_running_loop(), self.settings.max_answer_bytes, self.settings.stall_timeout
-        decoder = BodyDecoder(encoding, STREAM_BYTES)
-        try:
-            try:
-                async with Deadline(min(loop.time() + stall, ends_at)) as deadline:
-                    async for chunk in self._decoded_chunks(response, decoder):
-                        added = False
-                        for data in events.feed(chunk):
-                            stream.add(data)
-                            added = True
-                        if events.pending > cap or stream.size > cap:  # what is held, not what went by
-                            raise AnswerTooLarge(max(events.pending, stream.size), cap)
-                        if not added:
-                            continue
-                        if not slot.admitted and not stream.failed:
-                            self.limiter.admit(slot)  # the teacher is answering: it took the request
-                        if stream.failed or stream.done and not stream.whole:
-                            break  # nothing after an error event or a [DONE] can make the answer whole
-                        wait = (stall if not stream.whole else
-                                END_WAIT if stream.done or stream.usage_seen else USAGE_WAIT)
-                        deadline.reschedule(min(loop.time() + wait, ends_at))
-            except TimeoutError:
-                if not stream.whole:
-                    if not deadline.expired() or loop.time() >= ends_at:
-                        raise  # the request's --timeout (or a timeout not ours)
-                    raise StreamStalled() from None
-            except (httpx.TransportError, aiohttp.ClientError, OSError, MalformedAnswer):
-                if not stream.whole:
-                    raise  # else the connection broke, or sent garbage, after the answer was whole: kept
-            except asyncio.CancelledError:  # the run stops at once (Run.stop)
-                if not stream.whole:
-                    raise  # still coming: given up
-                asyncio.current_task().uncancel()  # whole: kept, and its rollout stops right after it
-                REQUEST_STATE.get().stop_now = True
-            if not (stream.whole or stream.failed):
-                raise StreamCut("[DONE] came before the answer's finish_reason" if stream.done else
-                                "it ended before the answer was complete")
-        except (StreamStalled, StreamCut, httpx.TransportError, aiohttp.ClientError, OSError):
-            self.stats.cost_unknown += 1  # the answer began, and was paid for; its usage never came
-            raise
-        if stream.whole and not stream.usage_seen:
-            self.stats.cost_unknown += 1  # the answer is whole; only its usage event was lost
-            REQUEST_STATE.get().usage_lost = True
-        return stream.body()
-
-    async def _decoded_chunks(self, response: httpx.Response, decoder: BodyDecoder) -> AsyncIterator[bytes]:
-        """The body's bytes as they come, decoded, never more than the decoder's limit in all."""
-        async for chunk in response.stream:
-            yield decoder.feed(chunk)
-        yield decoder.finish()
-
-    async def _read_body(self, response: httpx.Response, encoding: str, declared: bytes, ends_at: float) -> bytes:
-        """The whole body, decoded as its Content-Encoding says, never more than the cap, within the request's
-        --timeout (what already arrived is read first: Deadline)."""
-        limit = self.settings.max_answer_bytes
-        async with Deadline(ends_at):
-            if encoding.strip().lower() not in ("", "identity"):
-                return b"".join([chunk async for chunk in self._decoded_chunks(response, BodyDecoder(encoding, limit))])
-            # Most answers: no decoder at all, and a declared length over the cap is refused before reading.
-            if declared.isdigit() and int(declared) > limit:
-                raise AnswerTooLarge(int(declared), limit)
-            parts, size = [], 0
-            async for chunk in response.stream:
-                size += len(chunk)
-                if size > limit:
-                    raise AnswerTooLarge(size, limit)
-                parts.append(chunk)
-            return b"".join(parts)
 
     def _check_tls(self, error: BaseException) -> None:
         """Certificate failures, and https:// sent to a plain-http port, fail every request alike: stop
