@@ -5396,6 +5396,39 @@ def backoff_delay(backoff: float, attempt: int, retry_after: float | None = None
     return max(delay, retry_after or 0.0)
 
 
+class Retries:
+    """Retry with backoff until patience is spent: the one rule of both retry loops, a request's to the teacher
+    (TeacherClient) and a batch submission's (BatchQueue). After the first try come at most `retries` more,
+    retry n after backoff_delay(backoff, n); the loop says when it gives up (next_wait is None)."""
+
+    def __init__(self, backoff: float, retries: int):
+        self.backoff, self.retries = backoff, retries
+        self.spent = 0  # retries spent so far
+        self._patient_until: float | None = None  # once a retry waited within patience: till when it may
+
+    @property
+    def left(self) -> bool:
+        """Whether a retry may still come."""
+        return self.spent < self.retries
+
+    def next_wait(self, retry_after: float | None = None) -> float | None:
+        """One retry spent: the seconds to wait before it (never fewer than the server said), or None when
+        there was none left."""
+        self.spent += 1
+        return backoff_delay(self.backoff, self.spent, retry_after) if self.spent <= self.retries else None
+
+    def wait_within_patience(self, retry_after: float | None) -> float | None:
+        """A retry that spends none: after what the server said (or at once), for as long as the backoff of
+        the retries left would have waited in all, counted from the first such retry; then None, and no
+        retry is left."""
+        self._patient_until = self._patient_until or time.monotonic() + backoff_patience(self.backoff,
+                                                                                         self.retries - self.spent)
+        if time.monotonic() < self._patient_until:
+            return retry_after or 0.0
+        self.spent = self.retries + 1
+        return None
+
+
 class TeacherClient:
     def __init__(self, settings: TeacherSettings, limiter: AdaptiveLimiter, stats: Stats,
                  batches: BatchQueue | None = None):
@@ -5467,7 +5500,7 @@ class TeacherClient:
             body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         payload = orjson.dumps(body)  # ~10x json.dumps; refuses what is not strict JSON, like allow_nan=False
         streamed = bool(body.get("stream"))
-        spent, busy_until = 0, None  # retries spent; while refused as the teacher serves only others, till when
+        retries = Retries(self.settings.backoff, self.settings.retries)
         for attempt in itertools.count(1):
             try:
                 if self.batches is not None:  # no request slot: the batch is the unit, and the limit is its size
@@ -5480,19 +5513,12 @@ class TeacherClient:
                 # teacher idle for tens of seconds after the others finished. So the request goes back to the
                 # limiter at once, for as long as its backoff would have waited in all; then it fails.
                 busy = e.rate_limited and self.limiter.holding_blind and self.batches is None
-                if busy:
-                    busy_until = busy_until or time.monotonic() + backoff_patience(self.settings.backoff,
-                                                                                   self.settings.retries - spent)
-                    if time.monotonic() < busy_until:
-                        self.stats.retries += 1
-                        await _wait_unless_stopping(e.retry_after or 0.0, stopping)
-                        continue
-                spent = self.settings.retries + 1 if busy else spent + 1
-                if spent > self.settings.retries:
+                wait = retries.wait_within_patience(e.retry_after) if busy else retries.next_wait(e.retry_after)
+                if wait is None:
                     raise PromptFailed(f"retries used up ({e.kind})",
                                        f"gave up after {attempt} attempts; last error: {e.detail}", attempt) from None
                 self.stats.retries += 1
-                await _wait_unless_stopping(backoff_delay(self.settings.backoff, spent, e.retry_after), stopping)
+                await _wait_unless_stopping(wait, stopping)
         raise AssertionError("unreachable")
 
     async def _attempt(self, payload: bytes, priority: int, spend: Usage, stopping: asyncio.Event | None,
@@ -6527,7 +6553,8 @@ class BatchQueue:
         payload = (b'{"endpoint":"/v1/chat/completions","model":' + orjson.dumps(self.model) + b',"requests":['
                    + b",".join(b'{"custom_id":"' + custom_id.encode() + b'","body":' + body + b"}"
                                for custom_id, body in taken.items()) + b"]}")
-        for attempt in range(1, self.retries + 2):
+        retries = Retries(self.backoff, self.retries)
+        while True:
             response, why = None, ""
             self.posted.clear()
             try:
@@ -6547,17 +6574,16 @@ class BatchQueue:
             for custom_id in taken if stored_maybe else ():
                 self.submissions[custom_id] += 1
                 self.last_reason[custom_id] = why
-            if response is not None and (response.status_code not in _RETRYABLE_STATUS or attempt > self.retries
+            if response is not None and (response.status_code not in _RETRYABLE_STATUS or not retries.left
                                          or (retry_after_seconds(response.headers) or 0) > LONG_WAIT):
                 return response  # judged as the live API's answer would be (a wait of hours stops the run)
             if any(self.submissions[c] >= _SUBMISSIONS for c in taken):
                 self._fail(taken, self._sent_too_often(next(iter(taken))))
                 return None
-            if attempt > self.retries:
+            if (wait := retries.next_wait(response and retry_after_seconds(response.headers))) is None:
                 self._fail(taken, RetryableError("connection", why))
                 return None
-            await asyncio.sleep(backoff_delay(self.backoff, attempt, response and retry_after_seconds(response.headers)))
-        return None
+            await asyncio.sleep(wait)
 
     def _watch_recorded(self, batch: Batch) -> None:
         """A batch an earlier run sent: looked at again, its answers kept for the rollouts that ask."""
