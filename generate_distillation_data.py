@@ -3744,6 +3744,63 @@ class Stats:
     first_tries: int = 0  # first tries judged
     given_up: list[str] = field(default_factory=list)  # prompt ids whose answer in flight a stop gave up
 
+    # What happened, told by the parts that saw it (the teacher client, the batch queue, the run); only these
+    # write the counters, and everyone reads them.
+
+    def sent(self, requests: int = 1) -> None:
+        self.requests += requests
+
+    def retried(self) -> None:
+        self.retries += 1
+
+    def rate_limited_once(self) -> None:
+        self.rate_limited += 1
+
+    def answered(self, usage: Any, usage_lost: bool) -> None:
+        """A 200 came; its usage as the teacher gave it (usage_lost: streamed, and its usage event never came,
+        so its cost is unknown, not missing)."""
+        self.answers += 1
+        self.uncosted += not has_cost(usage) and not usage_lost
+
+    def charged(self, cost: float) -> None:
+        """Billed as it came (an answer, or a batch's results): the spend cap and the bar read it."""
+        self.billed += cost
+
+    def usage_never_came(self) -> None:
+        """A streamed answer begun, and paid for, whose usage event never came (cut, or whole without it)."""
+        self.cost_unknown += 1
+
+    def settled(self, usage: Usage, given_up: str | None) -> None:
+        """A rollout's fate decided (Run.settle): its spend counts whatever the fate; `given_up`, the id of a
+        prompt whose answer in flight a stop gave up."""
+        self.usage.merge(usage)
+        if given_up is not None:
+            self.given_up.append(given_up)
+
+    def rollout_scored(self, total: float, first_try: bool, passed: bool) -> None:
+        self.scored += 1
+        self.reward_sum += total
+        if first_try:
+            self.first_tries += 1
+            self.passed_first += passed
+
+    def rollout_written(self) -> None:
+        self.written += 1
+
+    def rollout_unsaved(self) -> None:
+        self.unsaved += 1
+
+    def rollout_rejected(self, last_try: bool) -> None:
+        self.rejected += 1
+        self.exhausted += last_try
+
+    def rollout_failed(self, label: str) -> None:
+        self.failed += 1
+        self.failure_reasons[label] += 1
+
+    def rollout_paused(self) -> None:
+        self.paused += 1
+
 
 class SpendCap:
     """--max-cost. Live, checked after each billed answer: once what this run spent, plus what the requests in
@@ -5517,7 +5574,7 @@ class TeacherClient:
                 if wait is None:
                     raise PromptFailed(f"retries used up ({e.kind})",
                                        f"gave up after {attempt} attempts; last error: {e.detail}", attempt) from None
-                self.stats.retries += 1
+                self.stats.retried()
                 await _wait_unless_stopping(wait, stopping)
         raise AssertionError("unreachable")
 
@@ -5534,7 +5591,7 @@ class TeacherClient:
             if stopping is not None and stopping.is_set():
                 answered = Answered.CANCELLED
                 raise NotStarted()
-            self.stats.requests += 1
+            self.stats.sent()
             answer = await self._post(payload, slot, streamed)
             self.unreachable_in_a_row = 0
             completion = self._read(answer, spend)
@@ -5545,7 +5602,7 @@ class TeacherClient:
         except RetryableError as e:
             if e.rate_limited:
                 answered = Answered.RATE_LIMITED
-                self.stats.rate_limited += 1
+                self.stats.rate_limited_once()
                 self._learn_refusal_time(time.monotonic() - sent)
             if e.retry_after and e.holds_everyone:
                 self.limiter.pause_until(time.monotonic() + e.retry_after)
@@ -5614,7 +5671,7 @@ class TeacherClient:
                     body = await read_body(response, encoding, declared, cap, ends_at)
             finally:
                 if progress.usage_lost:
-                    self.stats.cost_unknown += 1  # the answer began, and was paid for, at a cost nobody told us
+                    self.stats.usage_never_came()
                 await close_answer(response, progress, whole=body is not None)
             return _Answer(response.status_code, response.headers, body, progress.usage_lost,
                            stop_now=progress.stop_now)
@@ -5672,10 +5729,9 @@ class TeacherClient:
                 usage = {**usage, "cache_discount": data["cache_discount"]}  # OpenRouter puts it in the body
             billed_before = spend.cost
             spend.add(usage)  # billed even when the rest of the answer turns out unusable
-            self.stats.answers += 1
-            self.stats.uncosted += not has_cost(usage) and not answer.usage_lost
+            self.stats.answered(usage, answer.usage_lost)
             if not answer.billed_by_batch:
-                self.stats.billed += spend.cost - billed_before
+                self.stats.charged(spend.cost - billed_before)
                 if self.on_answer is not None:
                     self.on_answer()
         failure = judge_answer(answer.status, data, answer.headers, answer.body, self.settings.secret.redact,
@@ -6570,7 +6626,7 @@ class BatchQueue:
             if stored_maybe:  # counted as submitted (the summary's, and the bound's), whatever came back
                 self.tally.submitted += 1
                 self.tally.sent += len(taken)
-                self.stats.requests += len(taken)
+                self.stats.sent(len(taken))
             for custom_id in taken if stored_maybe else ():
                 self.submissions[custom_id] += 1
                 self.last_reason[custom_id] = why
@@ -6769,7 +6825,7 @@ class BatchQueue:
             return
         batch.counted += this_run
         self.tally.billed += this_run
-        self.stats.billed += this_run
+        self.stats.charged(this_run)
         if self._recordable(batch):
             self.record.append({"batch": batch.id, "sent": batch.key[1], "billed": batch.cost})
         self.billing.set()
@@ -9389,9 +9445,7 @@ class Run:
     def settle(self, outcome: Outcome) -> _Destination:
         """The one place a rollout's fate is decided: a line in the output, a line in the rejected file,
         an entry in the failed file, or pending (nothing was paid for). Its spend counts whatever the fate."""
-        self.stats.usage.merge(outcome.usage)
-        if outcome.given_up:
-            self.stats.given_up.append(outcome.job.prompt.prompt_id)
+        self.stats.settled(outcome.usage, outcome.job.prompt.prompt_id if outcome.given_up else None)
         if outcome.stop is not None:
             self.stop(outcome.stop.message)
         ending = outcome.ending
@@ -9399,7 +9453,8 @@ class Run:
             return self._pause(outcome)
         if ending is Ending.FINISHED or (ending is Ending.INCOMPLETE and self.gate.keep_incomplete):
             if outcome.score is not None:
-                self._count_score(outcome)
+                self.stats.rollout_scored(outcome.score.total, first_try=outcome.attempt == 1,
+                                          passed=not self.below_gate(outcome.score))
             destination = self._reject(outcome) if self.below_gate(outcome.score) else self._write(outcome)
         else:
             self._fail(outcome)  # INCOMPLETE or FAILED: begins again from scratch next run
@@ -9422,7 +9477,7 @@ class Run:
                 pass  # its earlier turns (if any) are still saved
         if not outcome.in_paused_file:
             return _Destination.PENDING  # nothing saved: it begins again (what a request in flight cost is lost)
-        self.stats.paused += 1
+        self.stats.rollout_paused()
         return _Destination.PAUSED
 
     def _end_saved(self, outcome: Outcome) -> None:
@@ -9433,14 +9488,6 @@ class Run:
 
     def below_gate(self, score: Score | None) -> bool:
         return score is not None and self.gate.min_reward is not None and score.total < self.gate.min_reward
-
-    def _count_score(self, outcome: Outcome) -> None:
-        s = self.stats
-        s.scored += 1
-        s.reward_sum += outcome.score.total
-        if outcome.attempt == 1:
-            s.first_tries += 1
-            s.passed_first += not self.below_gate(outcome.score)
 
     def _record(self, outcome: Outcome) -> dict:
         return build_line(outcome, self.line, line_tools(outcome.job.prompt, self.toolbox))
@@ -9454,11 +9501,11 @@ class Run:
             return _Destination.FAILED
         key = outcome.job.key
         self.plan.rejected_tries[key] += 1
-        self.stats.rejected += 1
-        if self.plan.rejected_tries[key] >= self.gate.attempts:
+        last_try = self.plan.rejected_tries[key] >= self.gate.attempts
+        self.stats.rollout_rejected(last_try)
+        if last_try:
             self.plan.finished.add(key)  # finished: no try left
             self.plan.finished_now += 1
-            self.stats.exhausted += 1
             self.progress.advance()
         return _Destination.REJECTED
 
@@ -9466,7 +9513,7 @@ class Run:
         try:
             self.output.append(self._record(outcome))
         except OutputError as e:
-            self.stats.unsaved += 1
+            self.stats.rollout_unsaved()
             self.stop(f"{e}. The output is left valid and this run stopped; free space (or fix the cause), "
                       "then re-run the same command to continue.")
             return _Destination.PENDING
@@ -9476,15 +9523,14 @@ class Run:
             return _Destination.FAILED
         self.plan.finished.add(outcome.job.key)
         self.plan.finished_now += 1
-        self.stats.written += 1
+        self.stats.rollout_written()
         self.tools_down_in_a_row = 0
         self.progress.advance()
         return _Destination.WRITTEN
 
     def _fail(self, outcome: Outcome) -> None:
         self.failed_now.add(RolloutKey.of_job(outcome.job, outcome.attempt))
-        self.stats.failed += 1
-        self.stats.failure_reasons[outcome.label] += 1
+        self.stats.rollout_failed(outcome.label)
         try:
             self.failed.record(outcome, self.line)
         except OutputError as e:
