@@ -9174,6 +9174,54 @@ class Plan:
     prompts_in_file: int = 0  # counted only for a shard that holds none: every shard's prompts
     ran_listed: set[str] = field(default_factory=set)  # without the flags: prompts an earlier run listed as dropped
 
+    # Made by make_plan, one rollout at a time (add, leave_out, holds_none), then told by the run what it
+    # finished (finish, reject): only these write the plan's fields, and everyone reads them.
+
+    def add(self, job: RolloutJob, attempts: int, listed: Container[str]) -> None:
+        """A rollout the command asks for: finished before (in the output, or rejected as many times as
+        `attempts` allows), or pending, its prompt's place in the file kept to be read again. `listed`: the
+        prompts an earlier run's dropped-prompts file lists."""
+        if listed and job.prompt.prompt_id in listed:
+            self.ran_listed.add(job.prompt.prompt_id)
+        self.total += 1
+        if job.key not in self.finished and self.rejected_tries[job.key] >= attempts:
+            self.finished.add(job.key)  # rejected as many times as it may be tried: finished
+            self.rejected_out.add(job.key)
+            self.rejected_before += 1
+        for name in job.prompt.tools or ():
+            self.tool_lines.setdefault(name, job.prompt.line_no)
+        if job.key in self.finished:
+            self.finished_before += 1
+        elif not self.pending_offsets or self.pending_offsets[-1] != job.prompt.offset:
+            self.pending_offsets.append(job.prompt.offset)
+            self.pending_repeats.append(job.prompt.repeat)
+            self.pending_lines.append(job.prompt.line_no)
+            self.pending_ids.append(hash(job.prompt.prompt_id))
+
+    def leave_out(self, job: RolloutJob) -> None:
+        """A rollout --dedup or --decontaminate drops: not counted in total; its prompt's id kept once."""
+        self.dropped += 1
+        if not self.dropped_ids or self.dropped_ids[-1] != job.prompt.prompt_id:
+            self.dropped_ids.append(job.prompt.prompt_id)
+
+    def holds_none(self, prompts_in_file: int) -> None:
+        """This shard holds none of the file's prompts (how many there are, to say why)."""
+        self.prompts_in_file = prompts_in_file
+
+    def finish(self, key: int) -> None:
+        """This run finished the rollout: written, or rejected with no try left."""
+        self.finished.add(key)
+        self.finished_now += 1
+
+    def reject(self, key: int, attempts: int) -> bool:
+        """A try of the rollout rejected (below --min-reward): whether it was the last `attempts` allows,
+        which finishes the rollout."""
+        self.rejected_tries[key] += 1
+        if self.rejected_tries[key] < attempts:
+            return False
+        self.finish(key)
+        return True
+
     def check_tools(self, prompts_file: Path, toolbox: ToolBox | None) -> None:
         """Every tool a prompt line names exists (tools.py's, or an MCP server's): checked before anything
         is sent."""
@@ -9212,30 +9260,14 @@ def make_plan(prompts: PromptSettings, attempts: int, finished: set[int],
                 hygiene=hygiene)
     for job in iter_jobs(prompts):
         if dropped and job.prompt.prompt_id in dropped and job.key not in plan.finished:  # () without the flags
-            plan.dropped += 1
-            if not plan.dropped_ids or plan.dropped_ids[-1] != job.prompt.prompt_id:
-                plan.dropped_ids.append(job.prompt.prompt_id)
-            continue
-        if listed and job.prompt.prompt_id in listed:
-            plan.ran_listed.add(job.prompt.prompt_id)
-        plan.total += 1
-        if job.key not in plan.finished and plan.rejected_tries[job.key] >= attempts:
-            plan.finished.add(job.key)  # rejected as many times as it may be tried: finished
-            plan.rejected_out.add(job.key)
-            plan.rejected_before += 1
-        for name in job.prompt.tools or ():
-            plan.tool_lines.setdefault(name, job.prompt.line_no)
-        if job.key in plan.finished:
-            plan.finished_before += 1
-        elif not plan.pending_offsets or plan.pending_offsets[-1] != job.prompt.offset:
-            plan.pending_offsets.append(job.prompt.offset)
-            plan.pending_repeats.append(job.prompt.repeat)
-            plan.pending_lines.append(job.prompt.line_no)
-            plan.pending_ids.append(hash(job.prompt.prompt_id))
+            plan.leave_out(job)
+        else:
+            plan.add(job, attempts, listed)
     if plan.total == plan.dropped == 0:  # a shard may hold none: it is done, and says why (its share of how many)
-        plan.prompts_in_file = count_prompts(prompts) if prompts.shard else 0
-        if not plan.prompts_in_file:
+        in_file = count_prompts(prompts) if prompts.shard else 0
+        if not in_file:
             raise UsageError(f"{prompts.input}: no prompts found")
+        plan.holds_none(in_file)
     return plan
 
 
@@ -9499,13 +9531,9 @@ class Run:
             self.stop(f"{e}. This run stopped; free space (or fix the cause), then re-run the same command.")
             self._fail(outcome.end(Ending.FAILED, "not saved", f"rejected, but the line could not be written: {e}"))
             return _Destination.FAILED
-        key = outcome.job.key
-        self.plan.rejected_tries[key] += 1
-        last_try = self.plan.rejected_tries[key] >= self.gate.attempts
+        last_try = self.plan.reject(outcome.job.key, self.gate.attempts)  # then finished: no try left
         self.stats.rollout_rejected(last_try)
         if last_try:
-            self.plan.finished.add(key)  # finished: no try left
-            self.plan.finished_now += 1
             self.progress.advance()
         return _Destination.REJECTED
 
@@ -9521,8 +9549,7 @@ class Run:
             self._fail(outcome.end(Ending.FAILED, "internal error", f"internal error: the line cannot be "
                                    f"written ({type(e).__name__}: {e}); please report it"))
             return _Destination.FAILED
-        self.plan.finished.add(outcome.job.key)
-        self.plan.finished_now += 1
+        self.plan.finish(outcome.job.key)
         self.stats.rollout_written()
         self.tools_down_in_a_row = 0
         self.progress.advance()
