@@ -5287,6 +5287,46 @@ def _unavailable(status: int, availability: dict, detail: str, headers: httpx.He
                       f"{detail}).{instead} Then re-run the same command; finished samples are kept.")
 
 
+# How an answer that was not read whole fails (read_failure says what each means); a connection that failed is
+# judged by the client (a stale one is sent again; tls_failure stops the run; many in a row, too).
+READ_FAILURES = (FirstByteStalled, StreamStalled, TimeoutError, StreamCut, AnswerTooLarge, MalformedAnswer)
+
+
+def read_failure(error: Exception, stall_timeout: float, timeout: float) -> RetryableError | PromptFailed:
+    """What a failure to read an answer whole (one of READ_FAILURES) means: retried, except an answer over
+    the size cap, which would come as large again. The timeouts are --stall-timeout's and --timeout's."""
+    if isinstance(error, FirstByteStalled):
+        return RetryableError("stalled", f"the server sent nothing, not even the answer's head, for "
+                              f"{stall_timeout:g} s (--stall-timeout)")
+    if isinstance(error, StreamStalled):
+        return RetryableError("stalled", f"the streamed answer sent no data for {stall_timeout:g} s (--stall-timeout)")
+    if isinstance(error, TimeoutError):
+        return RetryableError("timeout", f"no complete answer within {timeout:g} s (--timeout)")
+    if isinstance(error, StreamCut):
+        return RetryableError("stream cut", f"the streamed answer was cut ({error})")
+    if isinstance(error, AnswerTooLarge):
+        return PromptFailed("answer too large", str(error))
+    return RetryableError("malformed answer", f"malformed answer: {error}")
+
+
+def tls_failure(error: BaseException, host: str, port: int | None, redact: Callable[[str], str]) -> RunStopped | None:
+    """Certificate failures, and https:// sent to a plain-http port, fail every request alike: the run stops
+    at once, saying what to do. A handshake cut by the network (None) stays retryable."""
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        why = getattr(error.certificate_error, "verify_message", None) or error.certificate_error
+        return RunStopped("certificate", redact(
+            f"the TLS certificate of {host} could not be verified ({why}). Behind a TLS-inspecting proxy "
+            "(a company network, an antivirus), set SSL_CERT_FILE to a file holding its CA certificate, in "
+            "the environment or .env; otherwise check --base-url. Then re-run the same command."))
+    reason = getattr(getattr(error, "os_error", None), "reason", None) or getattr(error, "reason", None)
+    if isinstance(error, (aiohttp.ClientSSLError, ssl.SSLError)) and reason in NOT_TLS_REASONS:
+        return RunStopped("not TLS", redact(
+            f"{host}:{port or 443} does not speak TLS, so https:// cannot work there ({reason}). "
+            "If the server is plain HTTP, use an http:// --base-url (or OPENROUTER_BASE_URL), then re-run "
+            "the same command."))
+    return None
+
+
 def parse_completion(data: dict) -> Completion:
     """Check every field the rollout uses; raise MalformedAnswer naming the first one that is wrong.
     The message is otherwise kept as the API gave it: it is sent back as is on the next turn."""
@@ -5675,20 +5715,8 @@ class TeacherClient:
                 await close_answer(response, progress, whole=body is not None)
             return _Answer(response.status_code, response.headers, body, progress.usage_lost,
                            stop_now=progress.stop_now)
-        except FirstByteStalled:
-            raise RetryableError("stalled", f"the server sent nothing, not even the answer's head, for "
-                                 f"{self.settings.stall_timeout:g} s (--stall-timeout)") from None
-        except StreamStalled:
-            raise RetryableError("stalled", f"the streamed answer sent no data for {self.settings.stall_timeout:g} s "
-                                 "(--stall-timeout)") from None
-        except TimeoutError:
-            raise RetryableError("timeout", f"no complete answer within {self.settings.timeout:g} s (--timeout)") from None
-        except StreamCut as e:
-            raise RetryableError("stream cut", f"the streamed answer was cut ({e})") from None
-        except AnswerTooLarge as e:
-            raise PromptFailed("answer too large", str(e)) from None
-        except MalformedAnswer as e:
-            raise RetryableError("malformed answer", f"malformed answer: {e}") from None
+        except READ_FAILURES as e:
+            raise read_failure(e, self.settings.stall_timeout, self.settings.timeout) from None
         except (httpx.TransportError, aiohttp.ClientError, OSError) as e:
             # Judge by aiohttp's own error: httpx-aiohttp maps a refused connection to ConnectTimeout.
             original = e.__cause__ if isinstance(e, httpx.TransportError) and e.__cause__ else e
@@ -5696,29 +5724,14 @@ class TeacherClient:
                 raise StaleConnection() from None
             if isinstance(original, (TimeoutError, httpx.TimeoutException)):
                 raise RetryableError("timeout", f"no answer in time ({type(original).__name__})") from None
-            self._check_tls(original)
+            stop = tls_failure(original, self.target.host, self.target.port, self.settings.secret.redact)
+            if stop is not None:
+                raise stop
             self._check_reachable(original)
             raise RetryableError("connection", self._detail(
                 f"connection problem: {type(original).__name__}: {original}")) from None
         finally:
             REQUEST_STATE.reset(token)
-
-    def _check_tls(self, error: BaseException) -> None:
-        """Certificate failures, and https:// sent to a plain-http port, fail every request alike: stop
-        the run at once with what to do. A handshake cut by the network stays retryable."""
-        host = self.target.host
-        if isinstance(error, aiohttp.ClientConnectorCertificateError):
-            why = getattr(error.certificate_error, "verify_message", None) or error.certificate_error
-            raise RunStopped("certificate", self._detail(
-                f"the TLS certificate of {host} could not be verified ({why}). Behind a TLS-inspecting proxy "
-                "(a company network, an antivirus), set SSL_CERT_FILE to a file holding its CA certificate, in "
-                "the environment or .env; otherwise check --base-url. Then re-run the same command.", limit=None))
-        reason = getattr(getattr(error, "os_error", None), "reason", None) or getattr(error, "reason", None)
-        if isinstance(error, (aiohttp.ClientSSLError, ssl.SSLError)) and reason in NOT_TLS_REASONS:
-            raise RunStopped("not TLS", self._detail(
-                f"{host}:{self.target.port or 443} does not speak TLS, so https:// cannot work there ({reason}). "
-                "If the server is plain HTTP, use an http:// --base-url (or OPENROUTER_BASE_URL), then re-run "
-                "the same command.", limit=None))
 
     def _read(self, answer: _Answer, spend: Usage) -> Completion:
         """Turn an answer into a Completion, or raise (judge_answer). Every field of it is checked."""

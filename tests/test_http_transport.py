@@ -591,3 +591,38 @@ def test_what_an_answers_status_error_and_headers_mean(status, body, headers, ra
         assert getattr(judged, name) == value, name
     if isinstance(judged, gdd.RunStopped):
         assert "re-run the same command" in judged.message.lower()  # every stop says what to do next
+
+
+def not_tls(reason: str) -> Exception:
+    error = __import__("ssl").SSLError(1, f"[SSL: {reason}] {reason.lower()}")
+    error.reason = reason  # as OpenSSL's errors carry it
+    return error
+
+
+READ_FAILED = [  # an answer not read whole -> what it means
+    (gdd.FirstByteStalled(), gdd.RetryableError, "stalled", "not even the answer's head, for 30 s (--stall-timeout)"),
+    (gdd.StreamStalled(), gdd.RetryableError, "stalled", "sent no data for 30 s (--stall-timeout)"),
+    (TimeoutError(), gdd.RetryableError, "timeout", "no complete answer within 600 s (--timeout)"),
+    (gdd.StreamCut("no finish_reason"), gdd.RetryableError, "stream cut", "was cut (no finish_reason)"),
+    (gdd.AnswerTooLarge(3 << 20, 1 << 20), gdd.PromptFailed, "answer too large", "larger than 1 MB"),
+    (gdd.MalformedAnswer("no choices"), gdd.RetryableError, "malformed answer", "malformed answer: no choices"),
+]
+
+
+@pytest.mark.parametrize("error, raised, kind, says", READ_FAILED, ids=[type(row[0]).__name__ for row in READ_FAILED])
+def test_what_an_answer_not_read_whole_means(error, raised, kind, says):
+    assert isinstance(error, gdd.READ_FAILURES)
+    judged = gdd.read_failure(error, stall_timeout=30, timeout=600)
+    assert type(judged) is raised and judged.kind == kind and says in judged.detail
+
+
+@pytest.mark.parametrize("error, stops", [
+    (not_tls("WRONG_VERSION_NUMBER"), "not TLS"),  # https:// to a plain-http port
+    (not_tls("SSLV3_ALERT_HANDSHAKE_FAILURE"), None),  # a handshake that failed otherwise: retried
+    (ConnectionResetError("reset during the handshake"), None),  # the network: retried
+])
+def test_which_tls_failures_stop_the_run(error, stops):
+    judged = gdd.tls_failure(error, "teacher.example", 8443, lambda text: text)
+    assert (judged.kind if judged is not None else None) == stops
+    if judged is not None:
+        assert "teacher.example:8443" in judged.message and "re-run the same command" in judged.message
