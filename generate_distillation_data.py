@@ -5625,7 +5625,7 @@ class TeacherClient:
         except LimiterClosed:  # the run is stopping: this request never starts
             raise NotStarted() from None
         answered, sent = Answered.FAILED, time.monotonic()
-        # Admitted once it goes unrefused for the window (or at its first streamed data, _read_events)
+        # Admitted once it goes unrefused for the window (or at its first streamed data, read_events)
         admission = asyncio.get_running_loop().call_later(self.admission_window, self.limiter.admit, slot)
         try:
             if stopping is not None and stopping.is_set():
