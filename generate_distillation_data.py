@@ -12,8 +12,8 @@ The file reads top-down, in the order the data flows; each section owns one conc
 banner's first line, and uses only the sections above it:
 
     Settings -> config.yml and the environment -> Prompts -> Comparing prompts -> Prompt hygiene -> Tools
-    -> MCP servers -> Rewards -> Spend -> Rate control -> Prompt caching -> HTTP transport -> Judging answers
-    -> Teacher client -> The models list -> Batches -> Batch API -> Rollout -> The dataset line
+    -> MCP servers -> Rewards -> Spend -> Rate control -> Prompt caching -> HTTP transport -> Reading answers
+    -> Judging answers -> Teacher client -> The models list -> Batches -> Batch API -> Rollout -> The dataset line
     -> Output and resume -> Paused and failed files -> Exports -> Progress and the summary -> The run -> Main
 """
 
@@ -3749,6 +3749,63 @@ class Stats:
     first_tries: int = 0  # first tries judged
     given_up: list[str] = field(default_factory=list)  # prompt ids whose answer in flight a stop gave up
 
+    # What happened, told by the parts that saw it (the teacher client, the batch queue, the run); only these
+    # write the counters, and everyone reads them.
+
+    def sent(self, requests: int = 1) -> None:
+        self.requests += requests
+
+    def retried(self) -> None:
+        self.retries += 1
+
+    def rate_limited_once(self) -> None:
+        self.rate_limited += 1
+
+    def answered(self, usage: Any, usage_lost: bool) -> None:
+        """A 200 came; its usage as the teacher gave it (usage_lost: streamed, and its usage event never came,
+        so its cost is unknown, not missing)."""
+        self.answers += 1
+        self.uncosted += not has_cost(usage) and not usage_lost
+
+    def charged(self, cost: float) -> None:
+        """Billed as it came (an answer, or a batch's results): the spend cap and the bar read it."""
+        self.billed += cost
+
+    def usage_never_came(self) -> None:
+        """A streamed answer begun, and paid for, whose usage event never came (cut, or whole without it)."""
+        self.cost_unknown += 1
+
+    def settled(self, usage: Usage, given_up: str | None) -> None:
+        """A rollout's fate decided (Run.settle): its spend counts whatever the fate; `given_up`, the id of a
+        prompt whose answer in flight a stop gave up."""
+        self.usage.merge(usage)
+        if given_up is not None:
+            self.given_up.append(given_up)
+
+    def rollout_scored(self, total: float, first_try: bool, passed: bool) -> None:
+        self.scored += 1
+        self.reward_sum += total
+        if first_try:
+            self.first_tries += 1
+            self.passed_first += passed
+
+    def rollout_written(self) -> None:
+        self.written += 1
+
+    def rollout_unsaved(self) -> None:
+        self.unsaved += 1
+
+    def rollout_rejected(self, last_try: bool) -> None:
+        self.rejected += 1
+        self.exhausted += last_try
+
+    def rollout_failed(self, label: str) -> None:
+        self.failed += 1
+        self.failure_reasons[label] += 1
+
+    def rollout_paused(self) -> None:
+        self.paused += 1
+
 
 class SpendCap:
     """--max-cost. Live, checked after each billed answer: once what this run spent, plus what the requests in
@@ -4331,7 +4388,7 @@ class RequestState:
 
     reused: bool = False
     answered: bool = False
-    usage_lost: bool = False  # a whole streamed answer whose usage event never came (counted as cost unknown)
+    usage_lost: bool = False  # a streamed answer begun whose usage event never came (cut, or whole without it)
     # The run stopped at once (Run.stop cancelled it) once the answer was whole: the answer is kept, the
     # cancellation held back, and its rollout stops right after it (Completion.stop_now)
     stop_now: bool = False
@@ -4827,6 +4884,125 @@ def _float_or_none(text: str) -> float | None:
 
 
 # ==================================================================================================
+# Reading answers
+# ==================================================================================================
+# An answer read whole within its deadlines: its head, then its body, or its events assembled (read_events).
+
+
+async def answer_head(transport: httpx.AsyncBaseTransport, request: httpx.Request, streamed: bool, stall: float,
+                      ends_at: float) -> httpx.Response:
+    """The answer's status and headers, within the request's --timeout (ends_at, loop time). A streaming
+    server sends them at once (then comments while the model thinks), so for a streamed request
+    --stall-timeout (`stall`) covers this wait too: a server that takes the connection and says nothing
+    (llama-server after SIGTERM keeps them open) is left after it, not after the whole --timeout. An
+    unstreamed answer may rightly send nothing until it is whole."""
+    loop = asyncio.get_running_loop()
+    due = min(loop.time() + stall, ends_at) if streamed else ends_at
+    try:
+        async with Deadline(due) as waiting:
+            return await transport.handle_async_request(request)
+    except TimeoutError:
+        if waiting.expired() and loop.time() < ends_at:
+            raise FirstByteStalled() from None
+        raise
+
+
+async def read_body(response: httpx.Response, encoding: str, declared: bytes, limit: int, ends_at: float) -> bytes:
+    """The whole body, decoded as its Content-Encoding says, never more than the cap, within the request's
+    --timeout (what already arrived is read first: Deadline); `limit` is --max-answer-mb, in bytes."""
+    async with Deadline(ends_at):
+        if encoding.strip().lower() not in ("", "identity"):
+            return b"".join([chunk async for chunk in _decoded_chunks(response, BodyDecoder(encoding, limit))])
+        # Most answers: no decoder at all, and a declared length over the cap is refused before reading.
+        if declared.isdigit() and int(declared) > limit:
+            raise AnswerTooLarge(int(declared), limit)
+        parts, size = [], 0
+        async for chunk in response.stream:
+            size += len(chunk)
+            if size > limit:
+                raise AnswerTooLarge(size, limit)
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+async def read_events(response: httpx.Response, encoding: str, stall: float, cap: int, ends_at: float,
+                      taken: Callable[[], None]) -> bytes:
+    """A streamed answer (server-sent events), assembled into the body an unstreamed answer would have
+    had, so everything after this reads one shape. A stall timer restarts with every data event (not
+    with comments, which keep only the connection alive); the request's deadline (ends_at) still
+    holds. Once the answer is whole (AnswerStream.whole), the wait shrinks to USAGE_WAIT for its usage
+    event, then to END_WAIT for the stream's end: a server that never sends [DONE], or holds the
+    connection open after it, costs seconds, and the answer is kept. Whole is whole: a wait that ran
+    out, or the run stopping at once, keeps it (each wait a Deadline: what already came is read first).
+    `stall` is --stall-timeout, `cap` what may be held (--max-answer-mb), `taken` is told the teacher took the
+    request (its first data came). An answer begun whose usage event never came is noted (RequestState.usage_lost)."""
+    stream, events, loop = AnswerStream(), SseParser(), asyncio.get_running_loop()
+    decoder = BodyDecoder(encoding, STREAM_BYTES)
+    told_taken = False
+    try:
+        try:
+            async with Deadline(min(loop.time() + stall, ends_at)) as deadline:
+                async for chunk in _decoded_chunks(response, decoder):
+                    added = False
+                    for data in events.feed(chunk):
+                        stream.add(data)
+                        added = True
+                    if events.pending > cap or stream.size > cap:  # what is held, not what went by
+                        raise AnswerTooLarge(max(events.pending, stream.size), cap)
+                    if not added:
+                        continue
+                    if not told_taken and not stream.failed:
+                        told_taken = True
+                        taken()  # the teacher is answering: it took the request
+                    if stream.failed or stream.done and not stream.whole:
+                        break  # nothing after an error event or a [DONE] can make the answer whole
+                    wait = (stall if not stream.whole else
+                            END_WAIT if stream.done or stream.usage_seen else USAGE_WAIT)
+                    deadline.reschedule(min(loop.time() + wait, ends_at))
+        except TimeoutError:
+            if not stream.whole:
+                if not deadline.expired() or loop.time() >= ends_at:
+                    raise  # the request's --timeout (or a timeout not ours)
+                raise StreamStalled() from None
+        except (httpx.TransportError, aiohttp.ClientError, OSError, MalformedAnswer):
+            if not stream.whole:
+                raise  # else the connection broke, or sent garbage, after the answer was whole: kept
+        except asyncio.CancelledError:  # the run stops at once (Run.stop)
+            if not stream.whole:
+                raise  # still coming: given up
+            asyncio.current_task().uncancel()  # whole: kept, and its rollout stops right after it
+            REQUEST_STATE.get().stop_now = True
+        if not (stream.whole or stream.failed):
+            raise StreamCut("[DONE] came before the answer's finish_reason" if stream.done else
+                            "it ended before the answer was complete")
+    except (StreamStalled, StreamCut, httpx.TransportError, aiohttp.ClientError, OSError):
+        REQUEST_STATE.get().usage_lost = True  # the answer began, and was paid for; its usage never came
+        raise
+    if stream.whole and not stream.usage_seen:
+        REQUEST_STATE.get().usage_lost = True  # the answer is whole; only its usage event was lost
+    return stream.body()
+
+
+async def _decoded_chunks(response: httpx.Response, decoder: BodyDecoder) -> AsyncIterator[bytes]:
+    """The body's bytes as they come, decoded, never more than the decoder's limit in all."""
+    async for chunk in response.stream:
+        yield decoder.feed(chunk)
+    yield decoder.finish()
+
+
+async def close_answer(response: httpx.Response, state: RequestState, whole: bool) -> None:
+    """Give the connection back (or close it, if the body was cut). The run stopping at once meanwhile
+    does not lose an answer read whole: the cancellation is held back for its rollout (stop_now)."""
+    try:
+        await response.aclose()
+    except asyncio.CancelledError:
+        if not whole:
+            raise
+        asyncio.current_task().uncancel()
+        state.stop_now = True
+
+
+# ==================================================================================================
 # Judging answers
 # ==================================================================================================
 # What an answer's status, headers and body say: errors, waits, rate budgets, a checked Completion.
@@ -4900,6 +5076,8 @@ def is_moderation_error(error: Any) -> bool:
 
 
 DOES_NOT_FIT = "does not fit the context"  # a failure a re-run cannot mend: the summary advises none
+_RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504, 524, 529}
+LONG_WAIT = 600.0  # seconds: a 429 that asks to wait longer (a daily cap) stops the run instead
 
 
 # How servers say a conversation is longer than the model's context: llama.cpp's server (type
@@ -5019,6 +5197,144 @@ def _rate_limit_reset_seconds(value: str | None, headers: httpx.Headers) -> floa
     return max(seconds, 0.0)
 
 
+def judge_answer(status: int, data: Any, headers: httpx.Headers, raw: bytes, redact: Callable[[str], str],
+                 url: str) -> RetryableError | PromptFailed | RunStopped | None:
+    """What an answer's status, body and headers mean: the exception its request ends with, or None for a 200
+    whose body is an answer to check (checked_completion). The one judge of every answer of the teacher's, live
+    or from a batch. `data` is the body decoded (decode_answer), `raw` the body as it came; `redact` takes the
+    secrets out of the teacher's words; `url` is the endpoint as messages show it. A 200 whose body is an error
+    and no choices (a provider's failure, relayed) is judged by the error's code, as 502 when it gives none."""
+    if status != 200:
+        return _error_failure(status, answer_error(data), status, headers, raw, redact, url)
+    if not isinstance(data, dict):
+        return RetryableError("malformed answer", "malformed answer: not a JSON object")
+    if not data.get("error") or data.get("choices"):
+        return None
+    code = field_of(data["error"], "code")
+    valid_code = isinstance(code, int) and not isinstance(code, bool) and 400 <= code < 600
+    return _error_failure(code if valid_code else 502, data["error"], status, headers, raw, redact, url)
+
+
+def fit_to_show(text: str, redact: Callable[[str], str], limit: int | None = 300) -> str:
+    """Teacher text fit to store or print: the key removed first, then cut (a cut key would survive)."""
+    text = redact(text)
+    return text if limit is None or len(text) <= limit else text[:limit] + "..."
+
+
+def _error_failure(status: int, error: Any, answered: int, headers: httpx.Headers, raw: bytes,
+                   redact: Callable[[str], str], url: str) -> RetryableError | PromptFailed | RunStopped:
+    """An error judged by `status` (the answer's own, or the code of an error a 200 carried: `answered`)."""
+    detail = fit_to_show(error_text(error) or httpx.codes.get_reason_phrase(answered), redact)
+    if status == 400 and b"plain HTTP request was sent to HTTPS port" in raw:  # nginx's words
+        return RunStopped("not TLS", f"{url} is served over https, but the request was plain "
+                          "http. Use an https:// --base-url (or OPENROUTER_BASE_URL), then re-run the same command.")
+    availability = field_of(error, "availability")
+    if isinstance(availability, dict):
+        return _unavailable(status, availability, detail, headers, redact)
+    wait = retry_after_seconds(headers)
+    says_when = "retry-after" in headers and wait is not None  # transient, whatever the status
+    if status == 401:
+        return RunStopped("key rejected", f"the API key was rejected (401: {detail}). Check OPENROUTER_API_KEY "
+                          "in your environment or .env, then re-run the same command to continue.")
+    if status == 402 and not says_when:
+        return RunStopped("out of credits", f"out of credits (402: {detail}). Add credits "
+                          "(https://openrouter.ai/settings/credits), then re-run the same command; "
+                          "finished samples are kept.")
+    if 400 <= status < 500 and "distill" in detail.lower() and not says_when:
+        # OpenRouter does not document this refusal; any 4xx that names distillation is it
+        return RunStopped("not distillable", f"the teacher refused the request for its licence ({status}: "
+                          f"{detail}). --distillable routes only to models whose authors allow training on their "
+                          "outputs: choose one (https://openrouter.ai/models?distillable=true) with --model, or "
+                          "leave out --distillable if you have checked the licence yourself; then re-run the "
+                          "same command. Finished samples are kept.")
+    if status == 403 and not is_moderation_error(error) and not says_when:
+        return RunStopped("access denied", f"access denied (403: {detail}). Check the key's permissions and "
+                          "limits, then re-run the same command to continue.")
+    if status in (400, 413, 422) and is_context_overflow(error):
+        return PromptFailed(DOES_NOT_FIT, f"the conversation does not fit the model's context (HTTP {status}: "
+                            f"{detail}); a re-run would fail the same way", status=status)
+    if status in _RETRYABLE_STATUS or status >= 500 or says_when:
+        return _retryable(status, wait, detail, headers)
+    return PromptFailed(f"HTTP {status}", f"HTTP {status}: {detail}", status=status)
+
+
+def _retryable(status: int, wait: float | None, detail: str, headers: httpx.Headers,
+               kind: str | None = None) -> RetryableError | RunStopped:
+    kind = kind or f"HTTP {status}"
+    if wait is not None and wait > LONG_WAIT:
+        return RunStopped("rate limit for hours" if status == 429 else "teacher away for hours",
+                          f"the teacher's {'rate limit resets' if status == 429 else 'answer asks to wait'} in "
+                          f"{human_duration(wait)} ({status}: {detail}), a daily or monthly cap such as a free "
+                          "model's. Re-run the same command after that, or with a model "
+                          "or key without that cap (--model); finished samples are kept.")
+    return RetryableError(kind, f"HTTP {status}: {detail}", wait, status == 429,
+                          wait_holds_everyone(status, wait, headers))
+
+
+def _unavailable(status: int, availability: dict, detail: str, headers: httpx.Headers,
+                 redact: Callable[[str], str]) -> RetryableError | PromptFailed | RunStopped:
+    """OpenRouter's availability errors, judged as its docs say: by `retryable`, not by the code.
+    Retryable ones wait `retry_after`. One that filtered this conversation out (it does not fit the
+    context) fails this rollout; any other holds for every request (the model is unknown, deprecated,
+    gone, not served in this region or under this privacy setting): the run stops at once, naming the
+    models OpenRouter suggests instead."""
+    code = fit_to_show(printable(str(availability.get("code") or "unavailable")), redact, 60)
+    if availability.get("retryable") is True:
+        wait = amount(availability.get("retry_after")) if "retry_after" in availability else None
+        return _retryable(status, wait or retry_after_seconds(headers), f"{code}: {detail}", headers,
+                          kind=f"HTTP {status} {code}")
+    constraint = availability.get("constraint")
+    if code == "constraint_filtered" and "context" in str(constraint).lower():
+        return PromptFailed(DOES_NOT_FIT, f"the conversation does not fit the model's context "
+                            f"(HTTP {status}: {detail}); a re-run would fail the same way", status=status)
+    models = availability.get("fallback_models")
+    names = [fit_to_show(str(m), redact, 80) for m in models[:5]] if isinstance(models, list) else []
+    instead = (f" OpenRouter suggests instead: {', '.join(names)}; pass one with --model." if names else
+               " Choose another with --model (https://openrouter.ai/models).")
+    return RunStopped("model unavailable", f"the teacher model cannot be used now ({code}, HTTP {status}: "
+                      f"{detail}).{instead} Then re-run the same command; finished samples are kept.")
+
+
+# How an answer that was not read whole fails (read_failure says what each means); a connection that failed is
+# judged by the client (a stale one is sent again; tls_failure stops the run; many in a row, too).
+READ_FAILURES = (FirstByteStalled, StreamStalled, TimeoutError, StreamCut, AnswerTooLarge, MalformedAnswer)
+
+
+def read_failure(error: Exception, stall_timeout: float, timeout: float) -> RetryableError | PromptFailed:
+    """What a failure to read an answer whole (one of READ_FAILURES) means: retried, except an answer over
+    the size cap, which would come as large again. The timeouts are --stall-timeout's and --timeout's."""
+    if isinstance(error, FirstByteStalled):
+        return RetryableError("stalled", f"the server sent nothing, not even the answer's head, for "
+                              f"{stall_timeout:g} s (--stall-timeout)")
+    if isinstance(error, StreamStalled):
+        return RetryableError("stalled", f"the streamed answer sent no data for {stall_timeout:g} s (--stall-timeout)")
+    if isinstance(error, TimeoutError):
+        return RetryableError("timeout", f"no complete answer within {timeout:g} s (--timeout)")
+    if isinstance(error, StreamCut):
+        return RetryableError("stream cut", f"the streamed answer was cut ({error})")
+    if isinstance(error, AnswerTooLarge):
+        return PromptFailed("answer too large", str(error))
+    return RetryableError("malformed answer", f"malformed answer: {error}")
+
+
+def tls_failure(error: BaseException, host: str, port: int | None, redact: Callable[[str], str]) -> RunStopped | None:
+    """Certificate failures, and https:// sent to a plain-http port, fail every request alike: the run stops
+    at once, saying what to do. A handshake cut by the network (None) stays retryable."""
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        why = getattr(error.certificate_error, "verify_message", None) or error.certificate_error
+        return RunStopped("certificate", redact(
+            f"the TLS certificate of {host} could not be verified ({why}). Behind a TLS-inspecting proxy "
+            "(a company network, an antivirus), set SSL_CERT_FILE to a file holding its CA certificate, in "
+            "the environment or .env; otherwise check --base-url. Then re-run the same command."))
+    reason = getattr(getattr(error, "os_error", None), "reason", None) or getattr(error, "reason", None)
+    if isinstance(error, (aiohttp.ClientSSLError, ssl.SSLError)) and reason in NOT_TLS_REASONS:
+        return RunStopped("not TLS", redact(
+            f"{host}:{port or 443} does not speak TLS, so https:// cannot work there ({reason}). "
+            "If the server is plain HTTP, use an http:// --base-url (or OPENROUTER_BASE_URL), then re-run "
+            "the same command."))
+    return None
+
+
 def parse_completion(data: dict) -> Completion:
     """Check every field the rollout uses; raise MalformedAnswer naming the first one that is wrong.
     The message is otherwise kept as the API gave it: it is sent back as is on the next turn."""
@@ -5048,6 +5364,24 @@ def parse_completion(data: dict) -> Completion:
     model, provider = data.get("model"), data.get("provider")
     return Completion(_assistant_message(message), finish_reason, model if isinstance(model, str) else None,
                       choice.get("error"), provider if isinstance(provider, str) else None)
+
+
+def checked_completion(data: dict, raw: bytes, redact: Callable[[str], str]) -> Completion:
+    """A 200's answer that judge_answer let through, every field the rollout uses checked (parse_completion):
+    a lone surrogate, a malformed field or a provider that failed mid-answer is a RetryableError."""
+    if _SURROGATE_ESCAPE.search(raw) and not encodable(data):
+        raise RetryableError("malformed answer", "malformed answer: a lone surrogate (text that is not valid Unicode)")
+    try:
+        completion = parse_completion(data)
+    except MalformedAnswer as e:
+        raise RetryableError("malformed answer", f"malformed answer: {e}") from None
+    if completion.finish_reason == "error":
+        raise RetryableError("provider error",
+                             fit_to_show(f"the provider failed mid-answer: {error_text(completion.error)}", redact))
+    return completion
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # cheap pre-check; `encodable` decides
 
 
 def _assistant_message(message: dict) -> dict:
@@ -5111,9 +5445,6 @@ def with_unique_call_ids(message: dict, turn: int, conversation: list[dict]) -> 
 # One chat completion: the request, its retries and backoff, what stops the run (TeacherClient).
 
 
-_RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504, 524, 529}
-LONG_WAIT = 600.0  # seconds: a 429 that asks to wait longer (a daily cap) stops the run instead
-
 # Until the teacher has answered once, a wall of identical failures means a wrong URL, model, key or
 # network, not bad luck: the run stops instead of sending every prompt into it. Two signs, two limits:
 FAILED_BEFORE_ANY_ANSWER = 20  # rollouts failed for good (the Run counts them)
@@ -5135,10 +5466,6 @@ class _Answer:
     usage_lost: bool = False  # streamed, and its usage event never came: its cost is unknown, not missing
     billed_by_batch: bool = False  # a batch's answer: the batch queue counts what it billed, when it reads it
     stop_now: bool = False  # read whole as the run stopped at once (RequestState.stop_now)
-
-    @property
-    def reason(self) -> str:
-        return httpx.codes.get_reason_phrase(self.status)
 
 
 @dataclass
@@ -5172,6 +5499,39 @@ def backoff_delay(backoff: float, attempt: int, retry_after: float | None = None
     delay = min(60.0, backoff * 2 ** (attempt - 1))
     delay = delay / 2 + random.uniform(0, delay / 2)
     return max(delay, retry_after or 0.0)
+
+
+class Retries:
+    """Retry with backoff until patience is spent: the one rule of both retry loops, a request's to the teacher
+    (TeacherClient) and a batch submission's (BatchQueue). After the first try come at most `retries` more,
+    retry n after backoff_delay(backoff, n); the loop says when it gives up (next_wait is None)."""
+
+    def __init__(self, backoff: float, retries: int):
+        self.backoff, self.retries = backoff, retries
+        self.spent = 0  # retries spent so far
+        self._patient_until: float | None = None  # once a retry waited within patience: till when it may
+
+    @property
+    def left(self) -> bool:
+        """Whether a retry may still come."""
+        return self.spent < self.retries
+
+    def next_wait(self, retry_after: float | None = None) -> float | None:
+        """One retry spent: the seconds to wait before it (never fewer than the server said), or None when
+        there was none left."""
+        self.spent += 1
+        return backoff_delay(self.backoff, self.spent, retry_after) if self.spent <= self.retries else None
+
+    def wait_within_patience(self, retry_after: float | None) -> float | None:
+        """A retry that spends none: after what the server said (or at once), for as long as the backoff of
+        the retries left would have waited in all, counted from the first such retry; then None, and no
+        retry is left."""
+        self._patient_until = self._patient_until or time.monotonic() + backoff_patience(self.backoff,
+                                                                                         self.retries - self.spent)
+        if time.monotonic() < self._patient_until:
+            return retry_after or 0.0
+        self.spent = self.retries + 1
+        return None
 
 
 class TeacherClient:
@@ -5245,7 +5605,7 @@ class TeacherClient:
             body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
         payload = orjson.dumps(body)  # ~10x json.dumps; refuses what is not strict JSON, like allow_nan=False
         streamed = bool(body.get("stream"))
-        spent, busy_until = 0, None  # retries spent; while refused as the teacher serves only others, till when
+        retries = Retries(self.settings.backoff, self.settings.retries)
         for attempt in itertools.count(1):
             try:
                 if self.batches is not None:  # no request slot: the batch is the unit, and the limit is its size
@@ -5258,19 +5618,12 @@ class TeacherClient:
                 # teacher idle for tens of seconds after the others finished. So the request goes back to the
                 # limiter at once, for as long as its backoff would have waited in all; then it fails.
                 busy = e.rate_limited and self.limiter.holding_blind and self.batches is None
-                if busy:
-                    busy_until = busy_until or time.monotonic() + backoff_patience(self.settings.backoff,
-                                                                                   self.settings.retries - spent)
-                    if time.monotonic() < busy_until:
-                        self.stats.retries += 1
-                        await _wait_unless_stopping(e.retry_after or 0.0, stopping)
-                        continue
-                spent = self.settings.retries + 1 if busy else spent + 1
-                if spent > self.settings.retries:
+                wait = retries.wait_within_patience(e.retry_after) if busy else retries.next_wait(e.retry_after)
+                if wait is None:
                     raise PromptFailed(f"retries used up ({e.kind})",
                                        f"gave up after {attempt} attempts; last error: {e.detail}", attempt) from None
-                self.stats.retries += 1
-                await _wait_unless_stopping(backoff_delay(self.settings.backoff, spent, e.retry_after), stopping)
+                self.stats.retried()
+                await _wait_unless_stopping(wait, stopping)
         raise AssertionError("unreachable")
 
     async def _attempt(self, payload: bytes, priority: int, spend: Usage, stopping: asyncio.Event | None,
@@ -5280,13 +5633,13 @@ class TeacherClient:
         except LimiterClosed:  # the run is stopping: this request never starts
             raise NotStarted() from None
         answered, sent = Answered.FAILED, time.monotonic()
-        # Admitted once it goes unrefused for the window (or at its first streamed data, _read_events)
+        # Admitted once it goes unrefused for the window (or at its first streamed data, read_events)
         admission = asyncio.get_running_loop().call_later(self.admission_window, self.limiter.admit, slot)
         try:
             if stopping is not None and stopping.is_set():
                 answered = Answered.CANCELLED
                 raise NotStarted()
-            self.stats.requests += 1
+            self.stats.sent()
             answer = await self._post(payload, slot, streamed)
             self.unreachable_in_a_row = 0
             completion = self._read(answer, spend)
@@ -5297,7 +5650,7 @@ class TeacherClient:
         except RetryableError as e:
             if e.rate_limited:
                 answered = Answered.RATE_LIMITED
-                self.stats.rate_limited += 1
+                self.stats.rate_limited_once()
                 self._learn_refusal_time(time.monotonic() - sent)
             if e.retry_after and e.holds_everyone:
                 self.limiter.pause_until(time.monotonic() + e.retry_after)
@@ -5351,35 +5704,27 @@ class TeacherClient:
         try:
             request = httpx.Request("POST", self.target, headers=self.headers, content=payload,
                                     extensions={"timeout": self.timeouts})
-            response = await self._answer_head(request, streamed, ends_at)
+            response = await answer_head(self.transport, request, streamed, self.settings.stall_timeout, ends_at)
             state.answered = True
             if (budget := request_budget(response.headers)) is not None:  # before the body: slow start
                 self.limiter.tell_budget(slot, *budget)                    # grows as it comes
             body = None
             try:
                 content_type, encoding, declared = body_headers(response)
+                cap = self.settings.max_answer_bytes
                 if response.status_code == 200 and content_type.startswith(b"text/event-stream"):
-                    body = await self._read_events(response, encoding, slot, ends_at)
+                    body = await read_events(response, encoding, self.settings.stall_timeout, cap, ends_at,
+                                             functools.partial(self.limiter.admit, slot))
                 else:
-                    body = await self._read_body(response, encoding, declared, ends_at)
+                    body = await read_body(response, encoding, declared, cap, ends_at)
             finally:
-                await self._close(response, state, whole=body is not None)
+                if state.usage_lost:
+                    self.stats.usage_never_came()
+                await close_answer(response, state, whole=body is not None)
             return _Answer(response.status_code, response.headers, body, state.usage_lost,
                            stop_now=state.stop_now)
-        except FirstByteStalled:
-            raise RetryableError("stalled", f"the server sent nothing, not even the answer's head, for "
-                                 f"{self.settings.stall_timeout:g} s (--stall-timeout)") from None
-        except StreamStalled:
-            raise RetryableError("stalled", f"the streamed answer sent no data for {self.settings.stall_timeout:g} s "
-                                 "(--stall-timeout)") from None
-        except TimeoutError:
-            raise RetryableError("timeout", f"no complete answer within {self.settings.timeout:g} s (--timeout)") from None
-        except StreamCut as e:
-            raise RetryableError("stream cut", f"the streamed answer was cut ({e})") from None
-        except AnswerTooLarge as e:
-            raise PromptFailed("answer too large", str(e)) from None
-        except MalformedAnswer as e:
-            raise RetryableError("malformed answer", f"malformed answer: {e}") from None
+        except READ_FAILURES as e:
+            raise read_failure(e, self.settings.stall_timeout, self.settings.timeout) from None
         except (httpx.TransportError, aiohttp.ClientError, OSError) as e:
             # Judge by aiohttp's own error: httpx-aiohttp maps a refused connection to ConnectTimeout.
             original = e.__cause__ if isinstance(e, httpx.TransportError) and e.__cause__ else e
@@ -5387,170 +5732,34 @@ class TeacherClient:
                 raise StaleConnection() from None
             if isinstance(original, (TimeoutError, httpx.TimeoutException)):
                 raise RetryableError("timeout", f"no answer in time ({type(original).__name__})") from None
-            self._check_tls(original)
+            stop = tls_failure(original, self.target.host, self.target.port, self.settings.secret.redact)
+            if stop is not None:
+                raise stop
             self._check_reachable(original)
             raise RetryableError("connection", self._detail(
                 f"connection problem: {type(original).__name__}: {original}")) from None
         finally:
             REQUEST_STATE.reset(token)
 
-    @staticmethod
-    async def _close(response: httpx.Response, state: RequestState, whole: bool) -> None:
-        """Give the connection back (or close it, if the body was cut). The run stopping at once meanwhile
-        does not lose an answer read whole: the cancellation is held back for its rollout (stop_now)."""
-        try:
-            await response.aclose()
-        except asyncio.CancelledError:
-            if not whole:
-                raise
-            asyncio.current_task().uncancel()
-            state.stop_now = True
-
-    async def _answer_head(self, request: httpx.Request, streamed: bool, ends_at: float) -> httpx.Response:
-        """The answer's status and headers, within the request's --timeout (ends_at, loop time). A streaming
-        server sends them at once (then comments while the model thinks), so for a streamed request
-        --stall-timeout covers this wait too: a server that takes the connection and says nothing
-        (llama-server after SIGTERM keeps them open) is left after it, not after the whole --timeout. An
-        unstreamed answer may rightly send nothing until it is whole."""
-        loop = asyncio.get_running_loop()
-        due = min(loop.time() + self.settings.stall_timeout, ends_at) if streamed else ends_at
-        try:
-            async with Deadline(due) as waiting:
-                return await self.transport.handle_async_request(request)
-        except TimeoutError:
-            if waiting.expired() and loop.time() < ends_at:
-                raise FirstByteStalled() from None
-            raise
-
-    async def _read_events(self, response: httpx.Response, encoding: str, slot: Slot, ends_at: float) -> bytes:
-        """A streamed answer (server-sent events), assembled into the body an unstreamed answer would have
-        had, so everything after this reads one shape. A stall timer restarts with every data event (not
-        with comments, which keep only the connection alive); the request's deadline (ends_at) still
-        holds. Once the answer is whole (AnswerStream.whole), the wait shrinks to USAGE_WAIT for its usage
-        event, then to END_WAIT for the stream's end: a server that never sends [DONE], or holds the
-        connection open after it, costs seconds, and the answer is kept. Whole is whole: a wait that ran
-        out, or the run stopping at once, keeps it (each wait a Deadline: what already came is read first)."""
-        stream, events = AnswerStream(), SseParser()
-        loop, cap, stall = asyncio.get_running_loop(), self.settings.max_answer_bytes, self.settings.stall_timeout
-        decoder = BodyDecoder(encoding, STREAM_BYTES)
-        try:
-            try:
-                async with Deadline(min(loop.time() + stall, ends_at)) as deadline:
-                    async for chunk in self._decoded_chunks(response, decoder):
-                        added = False
-                        for data in events.feed(chunk):
-                            stream.add(data)
-                            added = True
-                        if events.pending > cap or stream.size > cap:  # what is held, not what went by
-                            raise AnswerTooLarge(max(events.pending, stream.size), cap)
-                        if not added:
-                            continue
-                        if not slot.admitted and not stream.failed:
-                            self.limiter.admit(slot)  # the teacher is answering: it took the request
-                        if stream.failed or stream.done and not stream.whole:
-                            break  # nothing after an error event or a [DONE] can make the answer whole
-                        wait = (stall if not stream.whole else
-                                END_WAIT if stream.done or stream.usage_seen else USAGE_WAIT)
-                        deadline.reschedule(min(loop.time() + wait, ends_at))
-            except TimeoutError:
-                if not stream.whole:
-                    if not deadline.expired() or loop.time() >= ends_at:
-                        raise  # the request's --timeout (or a timeout not ours)
-                    raise StreamStalled() from None
-            except (httpx.TransportError, aiohttp.ClientError, OSError, MalformedAnswer):
-                if not stream.whole:
-                    raise  # else the connection broke, or sent garbage, after the answer was whole: kept
-            except asyncio.CancelledError:  # the run stops at once (Run.stop)
-                if not stream.whole:
-                    raise  # still coming: given up
-                asyncio.current_task().uncancel()  # whole: kept, and its rollout stops right after it
-                REQUEST_STATE.get().stop_now = True
-            if not (stream.whole or stream.failed):
-                raise StreamCut("[DONE] came before the answer's finish_reason" if stream.done else
-                                "it ended before the answer was complete")
-        except (StreamStalled, StreamCut, httpx.TransportError, aiohttp.ClientError, OSError):
-            self.stats.cost_unknown += 1  # the answer began, and was paid for; its usage never came
-            raise
-        if stream.whole and not stream.usage_seen:
-            self.stats.cost_unknown += 1  # the answer is whole; only its usage event was lost
-            REQUEST_STATE.get().usage_lost = True
-        return stream.body()
-
-    async def _decoded_chunks(self, response: httpx.Response, decoder: BodyDecoder) -> AsyncIterator[bytes]:
-        """The body's bytes as they come, decoded, never more than the decoder's limit in all."""
-        async for chunk in response.stream:
-            yield decoder.feed(chunk)
-        yield decoder.finish()
-
-    async def _read_body(self, response: httpx.Response, encoding: str, declared: bytes, ends_at: float) -> bytes:
-        """The whole body, decoded as its Content-Encoding says, never more than the cap, within the request's
-        --timeout (what already arrived is read first: Deadline)."""
-        limit = self.settings.max_answer_bytes
-        async with Deadline(ends_at):
-            if encoding.strip().lower() not in ("", "identity"):
-                return b"".join([chunk async for chunk in self._decoded_chunks(response, BodyDecoder(encoding, limit))])
-            # Most answers: no decoder at all, and a declared length over the cap is refused before reading.
-            if declared.isdigit() and int(declared) > limit:
-                raise AnswerTooLarge(int(declared), limit)
-            parts, size = [], 0
-            async for chunk in response.stream:
-                size += len(chunk)
-                if size > limit:
-                    raise AnswerTooLarge(size, limit)
-                parts.append(chunk)
-            return b"".join(parts)
-
-    def _check_tls(self, error: BaseException) -> None:
-        """Certificate failures, and https:// sent to a plain-http port, fail every request alike: stop
-        the run at once with what to do. A handshake cut by the network stays retryable."""
-        host = self.target.host
-        if isinstance(error, aiohttp.ClientConnectorCertificateError):
-            why = getattr(error.certificate_error, "verify_message", None) or error.certificate_error
-            raise RunStopped("certificate", self._detail(
-                f"the TLS certificate of {host} could not be verified ({why}). Behind a TLS-inspecting proxy "
-                "(a company network, an antivirus), set SSL_CERT_FILE to a file holding its CA certificate, in "
-                "the environment or .env; otherwise check --base-url. Then re-run the same command.", limit=None))
-        reason = getattr(getattr(error, "os_error", None), "reason", None) or getattr(error, "reason", None)
-        if isinstance(error, (aiohttp.ClientSSLError, ssl.SSLError)) and reason in NOT_TLS_REASONS:
-            raise RunStopped("not TLS", self._detail(
-                f"{host}:{self.target.port or 443} does not speak TLS, so https:// cannot work there ({reason}). "
-                "If the server is plain HTTP, use an http:// --base-url (or OPENROUTER_BASE_URL), then re-run "
-                "the same command.", limit=None))
-
     def _read(self, answer: _Answer, spend: Usage) -> Completion:
-        """Turn an answer into a Completion, or raise. Every field of it is checked."""
-        status = answer.status
+        """Turn an answer into a Completion, or raise (judge_answer). Every field of it is checked."""
         data = decode_answer(answer.body)
-        if status == 200 and isinstance(data, dict):
+        if answer.status == 200 and isinstance(data, dict):
             usage = data.get("usage")
             if isinstance(usage, dict) and "cache_discount" in data and "cache_discount" not in usage:
                 usage = {**usage, "cache_discount": data["cache_discount"]}  # OpenRouter puts it in the body
             billed_before = spend.cost
             spend.add(usage)  # billed even when the rest of the answer turns out unusable
-            self.stats.answers += 1
-            self.stats.uncosted += not has_cost(usage) and not answer.usage_lost
+            self.stats.answered(usage, answer.usage_lost)
             if not answer.billed_by_batch:
-                self.stats.billed += spend.cost - billed_before
+                self.stats.charged(spend.cost - billed_before)
                 if self.on_answer is not None:
                     self.on_answer()
-        if status != 200:
-            self._raise_for_error(status, answer_error(data), answer)
-        if not isinstance(data, dict):
-            raise RetryableError("malformed answer", "malformed answer: not a JSON object")
-        if data.get("error") and not data.get("choices"):
-            code = field_of(data["error"], "code")
-            valid_code = isinstance(code, int) and not isinstance(code, bool) and 400 <= code < 600
-            self._raise_for_error(code if valid_code else 502, data["error"], answer)
-        if _SURROGATE_ESCAPE.search(answer.body) and not encodable(data):
-            raise RetryableError("malformed answer", "malformed answer: a lone surrogate (text that is not valid Unicode)")
-        try:
-            completion = parse_completion(data)
-        except MalformedAnswer as e:
-            raise RetryableError("malformed answer", f"malformed answer: {e}") from None
-        if completion.finish_reason == "error":
-            raise RetryableError("provider error",
-                                 self._detail(f"the provider failed mid-answer: {error_text(completion.error)}"))
-        return completion
+        failure = judge_answer(answer.status, data, answer.headers, answer.body, self.settings.secret.redact,
+                               self.display_url)
+        if failure is not None:
+            raise failure
+        return checked_completion(data, answer.body, self.settings.secret.redact)
 
     def _check_reachable(self, error: Exception) -> None:
         self.unreachable_in_a_row += 1
@@ -5559,84 +5768,11 @@ class TeacherClient:
                 f"cannot reach {self.display_url} ({type(error).__name__}: {error}). Check the network and --base-url, "
                 "then re-run the same command.", limit=None))
 
-    def _raise_for_error(self, status: int, error: Any, answer: _Answer) -> None:
-        detail = self._detail(error_text(error) or answer.reason)
-        if status == 400 and b"plain HTTP request was sent to HTTPS port" in answer.body:  # nginx's words
-            raise RunStopped("not TLS", f"{self.display_url} is served over https, but the request was plain "
-                             "http. Use an https:// --base-url (or OPENROUTER_BASE_URL), then re-run the same command.")
-        availability = field_of(error, "availability")
-        if isinstance(availability, dict):
-            self._raise_for_availability(status, availability, detail, answer)
-        wait = retry_after_seconds(answer.headers)
-        says_when = "retry-after" in answer.headers and wait is not None  # transient, whatever the status
-        if status == 401:
-            raise RunStopped("key rejected", f"the API key was rejected (401: {detail}). Check OPENROUTER_API_KEY "
-                             "in your environment or .env, then re-run the same command to continue.")
-        if status == 402 and not says_when:
-            raise RunStopped("out of credits", f"out of credits (402: {detail}). Add credits "
-                             "(https://openrouter.ai/settings/credits), then re-run the same command; "
-                             "finished samples are kept.")
-        if 400 <= status < 500 and "distill" in detail.lower() and not says_when:
-            # OpenRouter does not document this refusal; any 4xx that names distillation is it
-            raise RunStopped("not distillable", f"the teacher refused the request for its licence ({status}: "
-                             f"{detail}). --distillable routes only to models whose authors allow training on their "
-                             "outputs: choose one (https://openrouter.ai/models?distillable=true) with --model, or "
-                             "leave out --distillable if you have checked the licence yourself; then re-run the "
-                             "same command. Finished samples are kept.")
-        if status == 403 and not is_moderation_error(error) and not says_when:
-            raise RunStopped("access denied", f"access denied (403: {detail}). Check the key's permissions and "
-                             "limits, then re-run the same command to continue.")
-        if status in (400, 413, 422) and is_context_overflow(error):
-            raise PromptFailed(DOES_NOT_FIT, f"the conversation does not fit the model's context (HTTP {status}: "
-                               f"{detail}); a re-run would fail the same way", status=status)
-        if status in _RETRYABLE_STATUS or status >= 500 or says_when:
-            self._raise_retryable(status, wait, detail, answer.headers)
-        raise PromptFailed(f"HTTP {status}", f"HTTP {status}: {detail}", status=status)
-
-    def _raise_retryable(self, status: int, wait: float | None, detail: str, headers: httpx.Headers,
-                         kind: str | None = None) -> None:
-        kind = kind or f"HTTP {status}"
-        if wait is not None and wait > LONG_WAIT:
-            raise RunStopped("rate limit for hours" if status == 429 else "teacher away for hours",
-                             f"the teacher's {'rate limit resets' if status == 429 else 'answer asks to wait'} in "
-                             f"{human_duration(wait)} ({status}: {detail}), a daily or monthly cap such as a free "
-                             "model's. Re-run the same command after that, or with a model "
-                             "or key without that cap (--model); finished samples are kept.")
-        raise RetryableError(kind, f"HTTP {status}: {detail}", wait, status == 429,
-                             wait_holds_everyone(status, wait, headers))
-
-    def _raise_for_availability(self, status: int, availability: dict, detail: str, answer: _Answer) -> None:
-        """OpenRouter's availability errors, judged as its docs say: by `retryable`, not by the code.
-        Retryable ones wait `retry_after`. One that filtered this conversation out (it does not fit the
-        context) fails this rollout; any other holds for every request (the model is unknown, deprecated,
-        gone, not served in this region or under this privacy setting): the run stops at once, naming the
-        models OpenRouter suggests instead."""
-        code = self._detail(printable(str(availability.get("code") or "unavailable")), 60)
-        if availability.get("retryable") is True:
-            wait = amount(availability.get("retry_after")) if "retry_after" in availability else None
-            self._raise_retryable(status, wait or retry_after_seconds(answer.headers), f"{code}: {detail}",
-                                  answer.headers, kind=f"HTTP {status} {code}")
-        constraint = availability.get("constraint")
-        if code == "constraint_filtered" and "context" in str(constraint).lower():
-            raise PromptFailed(DOES_NOT_FIT, f"the conversation does not fit the model's context "
-                               f"(HTTP {status}: {detail}); a re-run would fail the same way", status=status)
-        models = availability.get("fallback_models")
-        names = [self._detail(str(m), 80) for m in models[:5]] if isinstance(models, list) else []
-        instead = (f" OpenRouter suggests instead: {', '.join(names)}; pass one with --model." if names else
-                   " Choose another with --model (https://openrouter.ai/models).")
-        raise RunStopped("model unavailable", f"the teacher model cannot be used now ({code}, HTTP {status}: "
-                         f"{detail}).{instead} Then re-run the same command; finished samples are kept.")
-
     def _detail(self, text: str, limit: int | None = 300) -> str:
-        """Teacher text fit to store or print: the key removed first, then cut (a cut key would survive)."""
-        text = self.settings.secret.redact(text)
-        return text if limit is None or len(text) <= limit else text[:limit] + "..."
+        return fit_to_show(text, self.settings.secret.redact, limit)
 
     async def aclose(self) -> None:
         await self.transport.aclose()
-
-
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # cheap pre-check; `encodable` decides
 
 
 async def _wait_unless_stopping(seconds: float, stopping: asyncio.Event | None) -> None:
@@ -6496,7 +6632,8 @@ class BatchQueue:
         payload = (b'{"endpoint":"/v1/chat/completions","model":' + orjson.dumps(self.model) + b',"requests":['
                    + b",".join(b'{"custom_id":"' + custom_id.encode() + b'","body":' + body + b"}"
                                for custom_id, body in taken.items()) + b"]}")
-        for attempt in range(1, self.retries + 2):
+        retries = Retries(self.backoff, self.retries)
+        while True:
             response, why = None, ""
             self.posted.clear()
             try:
@@ -6512,21 +6649,20 @@ class BatchQueue:
             if stored_maybe:  # counted as submitted (the summary's, and the bound's), whatever came back
                 self.tally.submitted += 1
                 self.tally.sent += len(taken)
-                self.stats.requests += len(taken)
+                self.stats.sent(len(taken))
             for custom_id in taken if stored_maybe else ():
                 self.submissions[custom_id] += 1
                 self.last_reason[custom_id] = why
-            if response is not None and (response.status_code not in _RETRYABLE_STATUS or attempt > self.retries
+            if response is not None and (response.status_code not in _RETRYABLE_STATUS or not retries.left
                                          or (retry_after_seconds(response.headers) or 0) > LONG_WAIT):
                 return response  # judged as the live API's answer would be (a wait of hours stops the run)
             if any(self.submissions[c] >= _SUBMISSIONS for c in taken):
                 self._fail(taken, self._sent_too_often(next(iter(taken))))
                 return None
-            if attempt > self.retries:
+            if (wait := retries.next_wait(response and retry_after_seconds(response.headers))) is None:
                 self._fail(taken, RetryableError("connection", why))
                 return None
-            await asyncio.sleep(backoff_delay(self.backoff, attempt, response and retry_after_seconds(response.headers)))
-        return None
+            await asyncio.sleep(wait)
 
     def _watch_recorded(self, batch: Batch) -> None:
         """A batch an earlier run sent: looked at again, its answers kept for the rollouts that ask."""
@@ -6712,7 +6848,7 @@ class BatchQueue:
             return
         batch.counted += this_run
         self.tally.billed += this_run
-        self.stats.billed += this_run
+        self.stats.charged(this_run)
         if self._recordable(batch):
             self.record.append({"batch": batch.id, "sent": batch.key[1], "billed": batch.cost})
         self.billing.set()
@@ -9064,6 +9200,54 @@ class Plan:
     prompts_in_file: int = 0  # counted only for a shard that holds none: every shard's prompts
     ran_listed: set[str] = field(default_factory=set)  # without the flags: prompts an earlier run listed as dropped
 
+    # Made by make_plan, one rollout at a time (add, leave_out, holds_none), then told by the run what it
+    # finished (finish, reject): only these write the plan's fields, and everyone reads them.
+
+    def add(self, job: RolloutJob, attempts: int, listed: Container[str]) -> None:
+        """A rollout the command asks for: finished before (in the output, or rejected as many times as
+        `attempts` allows), or pending, its prompt's place in the file kept to be read again. `listed`: the
+        prompts an earlier run's dropped-prompts file lists."""
+        if listed and job.prompt.prompt_id in listed:
+            self.ran_listed.add(job.prompt.prompt_id)
+        self.total += 1
+        if job.key not in self.finished and self.rejected_tries[job.key] >= attempts:
+            self.finished.add(job.key)  # rejected as many times as it may be tried: finished
+            self.rejected_out.add(job.key)
+            self.rejected_before += 1
+        for name in job.prompt.tools or ():
+            self.tool_lines.setdefault(name, job.prompt.line_no)
+        if job.key in self.finished:
+            self.finished_before += 1
+        elif not self.pending_offsets or self.pending_offsets[-1] != job.prompt.offset:
+            self.pending_offsets.append(job.prompt.offset)
+            self.pending_repeats.append(job.prompt.repeat)
+            self.pending_lines.append(job.prompt.line_no)
+            self.pending_ids.append(hash(job.prompt.prompt_id))
+
+    def leave_out(self, job: RolloutJob) -> None:
+        """A rollout --dedup or --decontaminate drops: not counted in total; its prompt's id kept once."""
+        self.dropped += 1
+        if not self.dropped_ids or self.dropped_ids[-1] != job.prompt.prompt_id:
+            self.dropped_ids.append(job.prompt.prompt_id)
+
+    def holds_none(self, prompts_in_file: int) -> None:
+        """This shard holds none of the file's prompts (how many there are, to say why)."""
+        self.prompts_in_file = prompts_in_file
+
+    def finish(self, key: int) -> None:
+        """This run finished the rollout: written, or rejected with no try left."""
+        self.finished.add(key)
+        self.finished_now += 1
+
+    def reject(self, key: int, attempts: int) -> bool:
+        """A try of the rollout rejected (below --min-reward): whether it was the last `attempts` allows,
+        which finishes the rollout."""
+        self.rejected_tries[key] += 1
+        if self.rejected_tries[key] < attempts:
+            return False
+        self.finish(key)
+        return True
+
     def check_tools(self, prompts_file: Path, toolbox: ToolBox | None) -> None:
         """Every tool a prompt line names exists (tools.py's, or an MCP server's): checked before anything
         is sent."""
@@ -9102,30 +9286,14 @@ def make_plan(prompts: PromptSettings, attempts: int, finished: set[int],
                 hygiene=hygiene)
     for job in iter_jobs(prompts):
         if dropped and job.prompt.prompt_id in dropped and job.key not in plan.finished:  # () without the flags
-            plan.dropped += 1
-            if not plan.dropped_ids or plan.dropped_ids[-1] != job.prompt.prompt_id:
-                plan.dropped_ids.append(job.prompt.prompt_id)
-            continue
-        if listed and job.prompt.prompt_id in listed:
-            plan.ran_listed.add(job.prompt.prompt_id)
-        plan.total += 1
-        if job.key not in plan.finished and plan.rejected_tries[job.key] >= attempts:
-            plan.finished.add(job.key)  # rejected as many times as it may be tried: finished
-            plan.rejected_out.add(job.key)
-            plan.rejected_before += 1
-        for name in job.prompt.tools or ():
-            plan.tool_lines.setdefault(name, job.prompt.line_no)
-        if job.key in plan.finished:
-            plan.finished_before += 1
-        elif not plan.pending_offsets or plan.pending_offsets[-1] != job.prompt.offset:
-            plan.pending_offsets.append(job.prompt.offset)
-            plan.pending_repeats.append(job.prompt.repeat)
-            plan.pending_lines.append(job.prompt.line_no)
-            plan.pending_ids.append(hash(job.prompt.prompt_id))
+            plan.leave_out(job)
+        else:
+            plan.add(job, attempts, listed)
     if plan.total == plan.dropped == 0:  # a shard may hold none: it is done, and says why (its share of how many)
-        plan.prompts_in_file = count_prompts(prompts) if prompts.shard else 0
-        if not plan.prompts_in_file:
+        in_file = count_prompts(prompts) if prompts.shard else 0
+        if not in_file:
             raise UsageError(f"{prompts.input}: no prompts found")
+        plan.holds_none(in_file)
     return plan
 
 
@@ -9336,9 +9504,7 @@ class Run:
         """The one place a rollout's fate is decided: a line in the output, a line in the rejected file,
         an entry in the failed file, paused (its turns saved), or pending (nothing saved). Its spend counts
         whatever the fate."""
-        self.stats.usage.merge(outcome.usage)
-        if outcome.given_up:
-            self.stats.given_up.append(outcome.job.prompt.prompt_id)
+        self.stats.settled(outcome.usage, outcome.job.prompt.prompt_id if outcome.given_up else None)
         if outcome.stop is not None:
             self.stop(outcome.stop.message)
         ending = outcome.ending
@@ -9346,7 +9512,8 @@ class Run:
             return self._pause(outcome)
         if ending is Ending.FINISHED or (ending is Ending.INCOMPLETE and self.gate.keep_incomplete):
             if outcome.score is not None:
-                self._count_score(outcome)
+                self.stats.rollout_scored(outcome.score.total, first_try=outcome.attempt == 1,
+                                          passed=not self.below_gate(outcome.score))
             destination = self._reject(outcome) if self.below_gate(outcome.score) else self._write(outcome)
         else:
             self._fail(outcome)  # INCOMPLETE or FAILED: begins again from scratch next run
@@ -9369,7 +9536,7 @@ class Run:
                 pass  # its earlier turns (if any) are still saved
         if not outcome.in_paused_file:
             return _Destination.PENDING  # nothing saved: it begins again (what a request in flight cost is lost)
-        self.stats.paused += 1
+        self.stats.rollout_paused()
         return _Destination.PAUSED
 
     def _end_saved(self, outcome: Outcome) -> None:
@@ -9381,14 +9548,6 @@ class Run:
     def below_gate(self, score: Score | None) -> bool:
         return score is not None and self.gate.min_reward is not None and score.total < self.gate.min_reward
 
-    def _count_score(self, outcome: Outcome) -> None:
-        s = self.stats
-        s.scored += 1
-        s.reward_sum += outcome.score.total
-        if outcome.attempt == 1:
-            s.first_tries += 1
-            s.passed_first += not self.below_gate(outcome.score)
-
     def _record(self, outcome: Outcome) -> dict:
         return build_line(outcome, self.line, line_tools(outcome.job.prompt, self.toolbox))
 
@@ -9399,13 +9558,9 @@ class Run:
             self.stop(f"{e}. This run stopped; {OutputError.WHAT_TO_DO}.")
             self._fail(outcome.end(Ending.FAILED, "not saved", f"rejected, but the line could not be written: {e}"))
             return _Destination.FAILED
-        key = outcome.job.key
-        self.plan.rejected_tries[key] += 1
-        self.stats.rejected += 1
-        if self.plan.rejected_tries[key] >= self.gate.attempts:
-            self.plan.finished.add(key)  # finished: no try left
-            self.plan.finished_now += 1
-            self.stats.exhausted += 1
+        last_try = self.plan.reject(outcome.job.key, self.gate.attempts)  # then finished: no try left
+        self.stats.rollout_rejected(last_try)
+        if last_try:
             self.progress.advance()
         return _Destination.REJECTED
 
@@ -9413,7 +9568,7 @@ class Run:
         try:
             self.output.append(self._record(outcome))
         except OutputError as e:
-            self.stats.unsaved += 1
+            self.stats.rollout_unsaved()
             self.stop(f"{e}. The output is left valid and this run stopped; {OutputError.WHAT_TO_DO} to "
                       "continue.")
             return _Destination.PENDING
@@ -9421,17 +9576,15 @@ class Run:
             self._fail(outcome.end(Ending.FAILED, "internal error", f"internal error: the line cannot be "
                                    f"written ({type(e).__name__}: {e}); please report it"))
             return _Destination.FAILED
-        self.plan.finished.add(outcome.job.key)
-        self.plan.finished_now += 1
-        self.stats.written += 1
+        self.plan.finish(outcome.job.key)
+        self.stats.rollout_written()
         self.tools_down_in_a_row = 0
         self.progress.advance()
         return _Destination.WRITTEN
 
     def _fail(self, outcome: Outcome) -> None:
         self.failed_now.add(RolloutKey.of_job(outcome.job, outcome.attempt))
-        self.stats.failed += 1
-        self.stats.failure_reasons[outcome.label] += 1
+        self.stats.rollout_failed(outcome.label)
         try:
             self.failed.record(outcome, self.line)
         except OutputError as e:

@@ -1,5 +1,6 @@
 """HTTP transport: TLS and proxies (nginx in the path), connections kept alive and lost, decoding and the size cap,
-streams (server-sent events) cut, stalled or hostile, slow and dripping teachers."""
+streams (server-sent events) cut, stalled or hostile, slow and dripping teachers. Judging answers: what a status,
+an error body and its headers mean (judge_answer's table)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import subprocess
 import sys
 import threading
 
+import httpx
 import pytest
 
+import generate_distillation_data as gdd
 import real_path
 from conftest import (FAILURES, Result, SCRIPT, launch, read_all_that_came, read_jsonl, stopped, subprocess_env,
     write_prompts)
@@ -479,3 +482,147 @@ def test_an_answer_that_does_not_come_is_still_left_at_the_timeout(run, teacher,
     assert result.code == 1 and len(teacher.requests) == 2
     assert result.failed()[0]["kind"] == "retries used up (timeout)" and "within 1 s (--timeout)" in \
         result.failed()[0]["reason"]
+
+
+# Judging answers: judge_answer's table. Each row: an answer's status, body and headers -> the exception its
+# request ends with (None: a 200 to check field by field) and that exception's fields.
+KEY = "sk-or-v1-" + "5" * 64
+URL = "https://teacher.example/api/v1/chat/completions"
+
+
+def error(message: str, **fields) -> dict:
+    return {"error": {"message": message, **fields}}
+
+
+def availability(code: str, retryable: bool, **extra) -> dict:
+    return {"availability": {"code": code, "retryable": retryable, **extra}}
+
+
+JUDGED = [
+    # 200s: an answer, or an error relayed in one (judged by its code, as 502 without one)
+    ("answer", 200, {"choices": [{"message": {"content": "hi"}}]}, {}, None, {}),
+    ("answer beside an error", 200, {"choices": [{"message": {}}], "error": {"code": 500}}, {}, None, {}),
+    ("200 not JSON", 200, b"<html>oops</html>", {}, gdd.RetryableError,
+     {"kind": "malformed answer", "detail": "malformed answer: not a JSON object"}),
+    ("200 a JSON list", 200, [1, 2], {}, gdd.RetryableError, {"kind": "malformed answer"}),
+    ("200 relaying a 429", 200, {"error": {"code": 429, "message": "slow down"}}, {}, gdd.RetryableError,
+     {"kind": "HTTP 429", "detail": "HTTP 429: slow down", "rate_limited": True, "retry_after": None}),
+    ("200 relaying a 401", 200, {"error": {"code": 401, "message": "no"}}, {}, gdd.RunStopped, {"kind": "key rejected"}),
+    ("200 error without a code", 200, error("provider died"), {}, gdd.RetryableError,
+     {"kind": "HTTP 502", "detail": "HTTP 502: provider died"}),
+    ("200 error with a code not HTTP's", 200, error("odd", code="E42"), {}, gdd.RetryableError, {"kind": "HTTP 502"}),
+    ("200 error with a bool code", 200, error("odd", code=True), {}, gdd.RetryableError, {"kind": "HTTP 502"}),
+    ("200 error that says nothing", 200, {"error": {"where": "upstream"}}, {}, gdd.RetryableError,
+     {"kind": "HTTP 502", "detail": "HTTP 502: OK"}),  # the answer's own reason phrase stands in
+    # 4xx
+    ("400", 400, error("bad request for this prompt"), {}, gdd.PromptFailed,
+     {"kind": "HTTP 400", "detail": "HTTP 400: bad request for this prompt", "status": 400}),
+    ("400 SGLang's shape", 400, {"object": "error", "message": "bad", "type": "BadRequestError", "code": 400}, {},
+     gdd.PromptFailed, {"kind": "HTTP 400", "detail": "HTTP 400: bad"}),
+    ("400 without a body", 400, b"", {}, gdd.PromptFailed, {"detail": "HTTP 400: Bad Request"}),
+    ("400 from nginx: plain http to https", 400, b"<html>The plain HTTP request was sent to HTTPS port</html>", {},
+     gdd.RunStopped, {"kind": "not TLS"}),
+    ("400 context overflow", 400, error("This model's maximum context length is 4096 tokens",
+                                        code="context_length_exceeded"), {}, gdd.PromptFailed,
+     {"kind": gdd.DOES_NOT_FIT, "status": 400}),
+    ("401", 401, error("User not found."), {}, gdd.RunStopped, {"kind": "key rejected"}),
+    ("402", 402, error("Insufficient credits"), {}, gdd.RunStopped, {"kind": "out of credits"}),
+    ("402 with Retry-After", 402, error("Insufficient credits"), {"Retry-After": "30"}, gdd.RetryableError,
+     {"kind": "HTTP 402", "retry_after": 30.0, "rate_limited": False}),
+    ("403 moderation", 403, error("Input was flagged", metadata={"reasons": ["x"], "flagged_input": "..."}), {},
+     gdd.PromptFailed, {"kind": "HTTP 403", "status": 403}),
+    ("403 moderation said in words", 403, error("rejected by moderation"), {}, gdd.PromptFailed, {"kind": "HTTP 403"}),
+    ("403 a key's budget", 403, error("Key limit exceeded"), {}, gdd.RunStopped, {"kind": "access denied"}),
+    ("403 with Retry-After", 403, error("Key limit exceeded"), {"Retry-After": "3"}, gdd.RetryableError,
+     {"kind": "HTTP 403", "retry_after": 3.0}),
+    ("403 distillation", 403, error("the author does not allow distillation"), {}, gdd.RunStopped,
+     {"kind": "not distillable"}),
+    ("404", 404, error("No endpoints found"), {}, gdd.PromptFailed, {"kind": "HTTP 404", "status": 404}),
+    ("408", 408, error("timeout"), {}, gdd.RetryableError,
+     {"kind": "HTTP 408", "rate_limited": False, "retry_after": None, "holds_everyone": True}),
+    ("413 too long for the context", 413, error("prompt is too long: 300000 tokens > 200000 maximum"), {},
+     gdd.PromptFailed, {"kind": gdd.DOES_NOT_FIT, "status": 413}),
+    ("413 too large otherwise", 413, error("payload too large"), {}, gdd.PromptFailed, {"kind": "HTTP 413"}),
+    ("418 with Retry-After", 418, error("teapot"), {"Retry-After": "2"}, gdd.RetryableError,
+     {"kind": "HTTP 418", "retry_after": 2.0}),
+    ("422", 422, error("reasoning_content is not allowed"), {}, gdd.PromptFailed, {"kind": "HTTP 422", "status": 422}),
+    # 429: who waits, and for how long
+    ("429", 429, error("rate limited"), {}, gdd.RetryableError,
+     {"kind": "HTTP 429", "rate_limited": True, "retry_after": None, "holds_everyone": True}),
+    ("429 Retry-After 1 (rounded)", 429, error("rate limited"), {"Retry-After": "1"}, gdd.RetryableError,
+     {"rate_limited": True, "retry_after": 1.0, "holds_everyone": False}),
+    ("429 Retry-After 0.5 (exact)", 429, error("rate limited"), {"Retry-After": "0.5"}, gdd.RetryableError,
+     {"retry_after": 0.5, "holds_everyone": True}),
+    ("429 Retry-After 30", 429, error("rate limited"), {"Retry-After": "30"}, gdd.RetryableError,
+     {"retry_after": 30.0, "holds_everyone": True}),
+    ("429 Retry-After of hours", 429, error("daily cap"), {"Retry-After": "7200"}, gdd.RunStopped,
+     {"kind": "rate limit for hours"}),
+    # 5xx
+    ("500", 500, error("boom"), {}, gdd.RetryableError, {"kind": "HTTP 500", "rate_limited": False}),
+    ("502", 502, b"<html>Bad Gateway</html>", {}, gdd.RetryableError, {"detail": "HTTP 502: Bad Gateway"}),
+    ("503", 503, error("overloaded"), {}, gdd.RetryableError, {"kind": "HTTP 503"}),
+    ("529", 529, error("overloaded"), {}, gdd.RetryableError, {"kind": "HTTP 529"}),
+    ("599", 599, error("odd"), {}, gdd.RetryableError, {"kind": "HTTP 599"}),
+    ("503 asking to wait hours", 503, error("maintenance"), {"Retry-After": "7200"}, gdd.RunStopped,
+     {"kind": "teacher away for hours"}),
+    ("the key in the detail", 500, error(f"upstream said {KEY}"), {}, gdd.RetryableError,
+     {"detail": "HTTP 500: upstream said ***"}),
+    ("a detail cut at 300", 500, error("x" * 400), {}, gdd.RetryableError, {"detail": "HTTP 500: " + "x" * 300 + "..."}),
+    # OpenRouter's availability errors: judged by `retryable`, not by the status
+    ("availability retryable", 503, error("capacity", **availability("temporarily_unavailable", True, retry_after=3)),
+     {}, gdd.RetryableError, {"kind": "HTTP 503 temporarily_unavailable", "retry_after": 3.0}),
+    ("availability retryable, Retry-After", 503, error("capacity", **availability("busy", True)), {"Retry-After": "4"},
+     gdd.RetryableError, {"kind": "HTTP 503 busy", "retry_after": 4.0}),
+    ("availability: does not fit", 404, error("no endpoint fits", **availability(
+        "constraint_filtered", False, constraint="context_length")), {}, gdd.PromptFailed, {"kind": gdd.DOES_NOT_FIT}),
+    ("availability: the model is gone", 400, error("not a valid model ID", **availability(
+        "model_not_found", False, fallback_models=["a/b", "c/d"])), {}, gdd.RunStopped, {"kind": "model unavailable"}),
+]
+
+
+@pytest.mark.parametrize("status, body, headers, raised, fields", [row[1:] for row in JUDGED],
+                         ids=[row[0] for row in JUDGED])
+def test_what_an_answers_status_error_and_headers_mean(status, body, headers, raised, fields):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    judged = gdd.judge_answer(status, gdd.decode_answer(raw), httpx.Headers(headers), raw,
+                              lambda text: text.replace(KEY, "***"), URL)
+    assert type(judged) is raised if raised is not None else judged is None
+    for name, value in fields.items():
+        assert getattr(judged, name) == value, name
+    if isinstance(judged, gdd.RunStopped):
+        assert "re-run the same command" in judged.message.lower()  # every stop says what to do next
+
+
+def not_tls(reason: str) -> Exception:
+    error = __import__("ssl").SSLError(1, f"[SSL: {reason}] {reason.lower()}")
+    error.reason = reason  # as OpenSSL's errors carry it
+    return error
+
+
+READ_FAILED = [  # an answer not read whole -> what it means
+    (gdd.FirstByteStalled(), gdd.RetryableError, "stalled", "not even the answer's head, for 30 s (--stall-timeout)"),
+    (gdd.StreamStalled(), gdd.RetryableError, "stalled", "sent no data for 30 s (--stall-timeout)"),
+    (TimeoutError(), gdd.RetryableError, "timeout", "no complete answer within 600 s (--timeout)"),
+    (gdd.StreamCut("no finish_reason"), gdd.RetryableError, "stream cut", "was cut (no finish_reason)"),
+    (gdd.AnswerTooLarge(3 << 20, 1 << 20), gdd.PromptFailed, "answer too large", "larger than 1 MB"),
+    (gdd.MalformedAnswer("no choices"), gdd.RetryableError, "malformed answer", "malformed answer: no choices"),
+]
+
+
+@pytest.mark.parametrize("error, raised, kind, says", READ_FAILED, ids=[type(row[0]).__name__ for row in READ_FAILED])
+def test_what_an_answer_not_read_whole_means(error, raised, kind, says):
+    assert isinstance(error, gdd.READ_FAILURES)
+    judged = gdd.read_failure(error, stall_timeout=30, timeout=600)
+    assert type(judged) is raised and judged.kind == kind and says in judged.detail
+
+
+@pytest.mark.parametrize("error, stops", [
+    (not_tls("WRONG_VERSION_NUMBER"), "not TLS"),  # https:// to a plain-http port
+    (not_tls("SSLV3_ALERT_HANDSHAKE_FAILURE"), None),  # a handshake that failed otherwise: retried
+    (ConnectionResetError("reset during the handshake"), None),  # the network: retried
+])
+def test_which_tls_failures_stop_the_run(error, stops):
+    judged = gdd.tls_failure(error, "teacher.example", 8443, lambda text: text)
+    assert (judged.kind if judged is not None else None) == stops
+    if judged is not None:
+        assert "teacher.example:8443" in judged.message and "re-run the same command" in judged.message

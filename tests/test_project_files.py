@@ -154,6 +154,90 @@ def test_the_docstrings_map_lists_exactly_the_sections_in_order():
         assert lines[start + 3].startswith("# "), f"section {title!r} does not say what it owns"
 
 
+# What the owner test counts as a write: an assignment (=, +=, ..., del) to a field of the object, or to an item
+# of one, and a call that changes a field's value in place; reading stays open to all.
+_CHANGES_IN_PLACE = {"append", "add", "extend", "update", "setdefault", "insert", "pop", "popitem", "remove",
+                     "discard", "clear", "merge", "sort", "reverse"}
+
+
+def writes_outside_the_owner(source: str, owners: dict[str, set[str]]) -> list[str]:
+    """Each write to a field of an owned object found outside its own class: `owners` maps a class to the names
+    its objects go by (a variable, an attribute such as self.stats, or a local alias made from either, or
+    from a call of the class)."""
+    import ast
+
+    def owner_of(node: ast.AST, aliases: dict[str, str]) -> str | None:
+        name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+        if isinstance(node, ast.Name) and name in aliases:
+            return aliases[name]
+        if isinstance(node, ast.Call):
+            called = node.func.id if isinstance(node.func, ast.Name) else None
+            return next((cls for cls, names in owners.items() if called in names | {cls}), None)
+        return next((cls for cls, names in owners.items() if name in names), None)
+
+    def field_owner(target: ast.AST, aliases: dict[str, str]) -> str | None:
+        if isinstance(target, ast.Subscript):  # stats.failure_reasons[label] += 1
+            target = target.value
+        return owner_of(target.value, aliases) if isinstance(target, ast.Attribute) else None
+
+    found: list[tuple[int, str]] = []
+
+    def scan(body: list[ast.stmt], inside: str | None) -> None:
+        for top in body:
+            if isinstance(top, ast.ClassDef):
+                scan(top.body, top.name)
+                continue
+            aliases: dict[str, str] = {}
+            for node in ast.walk(top):
+                targets: list[ast.AST] = []
+                if isinstance(node, ast.Assign):
+                    targets = [t for target in node.targets for t in
+                               (target.elts if isinstance(target, ast.Tuple) else [target])]
+                    for target in targets:
+                        if isinstance(target, ast.Name) and (cls := owner_of(node.value, aliases)):
+                            aliases[target.id] = cls  # s = self.stats
+                elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+                    targets = [node.target]
+                elif isinstance(node, ast.Delete):
+                    targets = node.targets
+                elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                        node.func.attr in _CHANGES_IN_PLACE:
+                    targets = [node.func.value]  # plan.finished.add(key): the field changed in place
+                elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr":
+                    targets = [ast.Attribute(value=node.args[0], attr="?")] if node.args else []
+                for target in targets:
+                    cls = field_owner(target, aliases)
+                    if cls is not None and cls != inside:
+                        found.append((node.lineno, f"line {node.lineno}: {ast.unparse(node).splitlines()[0]} "
+                                                   f"(a field of {cls}, outside it)"))
+
+    scan(ast.parse(source).body, None)
+    return [said for _, said in sorted(found)]
+
+
+def test_stats_and_plan_are_written_only_by_their_own_methods():
+    """Classes own their state (issue 36): the run's counters (Stats) and the plan (Plan) change only through
+    their methods that say what happened (stats.answered(...), plan.finish(key), ...); everyone else reads."""
+    owners = {"Stats": {"stats"}, "Plan": {"plan", "make_plan"}}
+    source = (ROOT / "generate_distillation_data.py").read_text()
+    assert writes_outside_the_owner(source, owners) == []
+    # The rule finds what it is for: each kind of write, by each name the objects go by.
+    planted = """
+def elsewhere(self, run):
+    self.stats.retries += 1
+    run.stats.failure_reasons["x"] += 1
+    s = self.stats
+    s.scored = 2
+    self.plan.finished.add(3)
+    plan = make_plan()
+    plan.dropped_ids.append("y")
+    setattr(self.stats, "billed", 1.0)
+    return self.plan.finished, s.retries
+"""
+    assert len(writes_outside_the_owner(planted, owners)) == 6
+    assert writes_outside_the_owner("class Stats:\n    def retried(self):\n        self.retries += 1\n", owners) == []
+
+
 def test_the_kubernetes_manifest_runs_as_written_with_app_and_data_mapped(tmp_path, teacher):
     """docs/scale.md's Indexed Job: its container's command, run in its workingDir, with /app (the image: this
     folder and its .venv) and /data (the shared volume) mapped to folders here. `.venv/bin/python` with

@@ -392,3 +392,21 @@ def test_a_refusal_for_the_licence_mid_run_stops_the_run_saying_what_to_do(run, 
     assert "Teacher's licence: the models list could not tell" in result.err
     assert "refused the request for its licence" in result.err and "--model" in result.err
     assert result.err.count("refused the request for its licence") == 1
+
+
+def test_retries_are_spent_with_backoff_until_patience_is_spent():
+    """The one owner of both retry loops (a request's, a batch submission's): `retries` retries after the
+    first try, each after its backoff (never sooner than the server said); waiting on a busy teacher spends
+    none, for as long as the backoff left would have waited in all, then gives up."""
+    import generate_distillation_data as gdd
+
+    retries = gdd.Retries(backoff=1.0, retries=2)
+    assert retries.left and 0.5 <= retries.next_wait() <= 1.0  # 1 s, with jitter down to half
+    assert retries.left and retries.next_wait(retry_after=7.0) == 7.0  # the server's word wins over 2 s
+    assert not retries.left and retries.next_wait() is None
+    patient = gdd.Retries(backoff=30.0, retries=3)
+    assert patient.next_wait() is not None  # one spent: patience is two retries' backoff, 30 + 60 s
+    assert patient.wait_within_patience(None) == 0.0 and patient.wait_within_patience(2.5) == 2.5
+    assert patient.spent == 1 and patient.left
+    impatient = gdd.Retries(backoff=1.0, retries=0)  # no backoff left at all: no patience either
+    assert impatient.wait_within_patience(1.0) is None and not impatient.left
