@@ -227,7 +227,6 @@ class RequestSettings:
     max_tokens: int = _recorded(2048, part="teacher", label="max tokens an answer")
     max_turns: int = _recorded(10, part="rollout", label="max turns")  # also config.yml's rollout.max_turns
     temperature: float = _recorded(0.7, part="teacher", label="temperature")
-    top_p: float | None = _recorded(None, part="teacher", label="top-p")  # THROWAWAY
     reasoning: dict | None = _recorded(None, part="teacher", label="reasoning")
     extra_body: dict = _recorded(default_factory=dict, part="teacher", label="extra request body", view="masked")
     cache: str = "auto"  # prompt caching: auto, on, off
@@ -566,7 +565,6 @@ def _build_arg_parser() -> argparse.ArgumentParser:
         f"{default(RequestSettings, 'max_turns')})")
     add("--temperature", type=temperature, default=default(RequestSettings, "temperature"),
         help="sampling temperature, 0-2 (default: %(default)s)")
-    add("--top-p", type=_share, default=default(RequestSettings, "top_p"), help="THROWAWAY nucleus sampling")
     add("--samples", type=_positive_int, default=default(PromptSettings, "samples"),
         help="independent rollouts per prompt (default: %(default)s)")
 
@@ -785,7 +783,7 @@ def parse_config(argv: list[str] | None) -> Config:
                                 stall_timeout=args.stall_timeout, stop_timeout=args.stop_timeout, batch=args.batch,
                                 batch_poll=args.batch_poll),
         requests=RequestSettings(model=args.model, max_tokens=args.max_tokens, max_turns=max_turns,
-                                 temperature=args.temperature, reasoning=reasoning, top_p=args.top_p,
+                                 temperature=args.temperature, reasoning=reasoning,
                                  extra_body=extra_body, cache=args.cache,
                                  cache_ttl=args.cache_ttl, stream=not (args.no_stream or args.batch),
                                  no_compression=is_openrouter(base_url), distillable=args.distillable),
@@ -7149,8 +7147,6 @@ def _why_saved_turns_cannot_go_on(saved: _SavedTurns, prompt: Prompt, identity: 
 
 def request_body_template(requests: RequestSettings, toolbox: ToolBox | None) -> dict:
     body: dict = {"model": requests.model, "max_tokens": requests.max_tokens, "temperature": requests.temperature}
-    if requests.top_p is not None:  # THROWAWAY
-        body["top_p"] = requests.top_p
     if toolbox is not None:
         # Tools go on every request of a rollout, also those carrying tool results (OpenRouter needs it).
         body["tools"] = toolbox.api_schemas()
