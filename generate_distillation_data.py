@@ -135,14 +135,34 @@ def human_duration(seconds: float) -> str:
 
 
 @dataclass(frozen=True)
+class _Recorded:
+    """A setting that shapes the data: the runs file keeps it in `part` of each run's record (RECORD_PARTS), and
+    the dataset card shows it under `label` (None: kept, not shown). `view`: one that may hold a secret or a
+    folder is kept as messages show it (_RECORDED_VIEWS, beside RunsFile: url, masked, servers, name)."""
+
+    part: str
+    label: str | None = None
+    view: str | None = None
+
+
+def _recorded(default: Any = dataclasses.MISSING, *, part: str, label: str | None = None, view: str | None = None,
+              default_factory: Any = dataclasses.MISSING) -> Any:
+    """A settings field with its _Recorded mark: the run record and the card read the marks (recorded_fields),
+    so a setting that shapes the data is named for them here and nowhere else."""
+    mark = _Recorded(part, label, view)
+    return field(default=default, default_factory=default_factory, metadata={"recorded": mark})
+
+
+@dataclass(frozen=True)
 class PromptSettings:
     """Which rollouts the command asks for (iter_jobs, Plan)."""
 
     input: Path
-    system: str | None = None  # put before every prompt that has no system message of its own
+    # put before every prompt that has no system message of its own
+    system: str | None = _recorded(None, part="rollout", label="system prompt (--system)")
     num: int | None = None  # only the first N prompts
     shard: tuple[int, int] | None = None  # (I, N): only shard I of N
-    samples: int = 1  # rollouts per prompt
+    samples: int = _recorded(1, part="prompts")  # rollouts per prompt
     text_only: bool = False  # --batch: the Batch API takes text only; a prompt with an image or file part is refused
 
 
@@ -166,7 +186,7 @@ class TeacherSettings:
     """How requests reach the teacher (TeacherClient, AdaptiveLimiter)."""
 
     secret: _Secret
-    base_url: str = OPENROUTER_BASE_URL
+    base_url: str = _recorded(OPENROUTER_BASE_URL, part="teacher", view="url")
     concurrency: int = 20  # most requests in flight
     start_concurrency: int = 4  # slow start: requests in flight at first, growing as the teacher takes them
     timeout: float = 600.0  # seconds one request may take, first byte to last
@@ -178,7 +198,8 @@ class TeacherSettings:
     # again next run). Inside the 30 s a cluster gives between SIGTERM and SIGKILL (SLURM's KillWait, a
     # pod's grace period), so the summary and the paused file are written before the kill.
     stop_timeout: float = 20.0
-    batch: bool = False  # every request through OpenRouter's Batch API: about half the price, hours a turn
+    # every request through OpenRouter's Batch API: about half the price, hours a turn
+    batch: bool = _recorded(False, part="teacher", label="Batch API")
     batch_poll: float = 30.0  # seconds between looks at a batch in progress
 
     @property
@@ -202,12 +223,12 @@ BATCH_MOST_REQUESTS = 1000  # requests a batch carries at most (fewer when long 
 class RequestSettings:
     """What each request asks for, and how long a rollout may go on (RolloutRunner)."""
 
-    model: str = "openai/gpt-4o-mini"
-    max_tokens: int = 2048
-    max_turns: int = 10  # also config.yml's rollout.max_turns
-    temperature: float = 0.7
-    reasoning: dict | None = None
-    extra_body: dict = field(default_factory=dict)
+    model: str = _recorded("openai/gpt-4o-mini", part="teacher", label="teacher model")
+    max_tokens: int = _recorded(2048, part="teacher", label="max tokens an answer")
+    max_turns: int = _recorded(10, part="rollout", label="max turns")  # also config.yml's rollout.max_turns
+    temperature: float = _recorded(0.7, part="teacher", label="temperature")
+    reasoning: dict | None = _recorded(None, part="teacher", label="reasoning")
+    extra_body: dict = _recorded(default_factory=dict, part="teacher", label="extra request body", view="masked")
     cache: str = "auto"  # prompt caching: auto, on, off
     cache_ttl: str | None = None  # "5m" or "1h"; None: the provider's default (5 minutes)
     stream: bool = True  # ask for server-sent events: a long answer is never a silent connection
@@ -216,7 +237,7 @@ class RequestSettings:
     # one the dataset holds. Asked off, so such a rollout fails with that reason instead.
     no_compression: bool = False
     # OpenRouter's provider.enforce_distillable_text: only models whose authors allow training on their outputs
-    distillable: bool = False
+    distillable: bool = _recorded(False, part="teacher")  # the card says it with the teacher's licence
 
 
 @dataclass(frozen=True)
@@ -227,18 +248,23 @@ class ToolSettings:
     timeout: float = 60.0  # also config.yml's rollout.tool_timeout
     concurrency: int = 16
     max_chars: int = 20000  # longer results are cut, with a visible marker; config.yml's max_tool_response
-    mcp: tuple[McpSpec, ...] = ()  # MCP servers whose tools join tools.py's
+    # MCP servers whose tools join tools.py's
+    mcp: tuple[McpSpec, ...] = _recorded((), part="rollout", view="servers")
 
 
 @dataclass(frozen=True)
 class GateSettings:
     """Which finished rollouts the output takes, and what the run may spend (Run, RewardScorer, rescore)."""
 
-    rewards: Path | None = None  # rewards.py: every finished rollout is scored
+    # rewards.py: every finished rollout is scored
+    rewards: Path | None = _recorded(None, part="gate", label="rewards", view="name")
     reward_timeout: float = 60.0
-    min_reward: float | None = None  # below it, a rollout goes to the rejected file
-    attempts: int = 1  # rollouts tried per prompt (and sample) until one reaches --min-reward
-    keep_incomplete: bool = False  # also write rollouts cut by --max-turns, length or content filter
+    # below it, a rollout goes to the rejected file
+    min_reward: float | None = _recorded(None, part="gate", label="min reward")
+    # rollouts tried per prompt (and sample) until one reaches --min-reward
+    attempts: int = _recorded(1, part="gate", label="attempts")
+    # also write rollouts cut by --max-turns, length or content filter
+    keep_incomplete: bool = _recorded(False, part="gate", label="cut-short rollouts kept (--keep-incomplete)")
     max_cost: float | None = None  # USD: start nothing new once this run's spend reaches it
 
 
@@ -344,6 +370,23 @@ class Config:
     sources: dict[str, str] = field(default_factory=dict)  # setting -> where it came from (flag, config.yml, default)
     project: RnowProject | None = None  # config.yml, for `rnow run` after the run
     scheduler: SchedulerShard | None = None  # --shard auto: how the shard was found, what to note for the array
+
+    def settings_of(self, kind: type) -> Any:
+        """The settings object of this kind (RequestSettings: self.requests)."""
+        return next(value for value in vars(self).values() if type(value) is kind)
+
+
+# The parts of a run's record that hold settings (the card shows theirs in this order); and the settings objects
+# with fields marked _recorded, in the order each part lists them.
+RECORD_PARTS = ("prompts", "teacher", "rollout", "gate")
+_RECORDED_SETTINGS = (RequestSettings, TeacherSettings, PromptSettings, ToolSettings, GateSettings)
+
+
+def recorded_fields() -> list[tuple[type, str, _Recorded]]:
+    """Every setting the runs file records: its settings object, its name, and how (_Recorded), part by part."""
+    marked = [(kind, f.name, f.metadata["recorded"]) for kind in _RECORDED_SETTINGS for f in dataclasses.fields(kind)
+              if "recorded" in f.metadata]
+    return sorted(marked, key=lambda item: RECORD_PARTS.index(item[2].part))
 
 
 _MIN_SECRET_LENGTH = 20  # real API keys are longer (OpenRouter's: 73 characters); placeholders are shorter
@@ -8333,6 +8376,24 @@ class RunsFile(LineFile):
         return [record for _, record in LineReader(self.path).records() if isinstance(record, dict)]
 
 
+# How a recorded setting that may hold a secret or a folder is kept (_Recorded.view): as messages show it.
+_RECORDED_VIEWS: dict[str, Callable[[Any], Any]] = {
+    "url": display_url,  # without its password or token
+    "masked": lambda body: masked_key_like(body) or None,  # --extra-body: key-like fields as ***; none as null
+    "servers": lambda specs: [spec.shown for spec in specs],  # MCP servers
+    "name": lambda path: path.name if path is not None else None,  # a file by its name alone
+}
+
+
+def recorded_settings(cfg: Config) -> dict[str, dict]:
+    """The settings marked `recorded`, by the part of a run's record that keeps them (_run_record adds the rest)."""
+    parts: dict[str, dict] = {part: {} for part in RECORD_PARTS}
+    for kind, name, how in recorded_fields():
+        value = getattr(cfg.settings_of(kind), name)
+        parts[how.part][name] = _RECORDED_VIEWS[how.view](value) if how.view is not None else value
+    return parts
+
+
 class FailedFile(LineFile):
     """<output>.failed.jsonl: the rollouts that did not finish, one line each, with the reason.
 
@@ -8728,15 +8789,6 @@ def _escaped(text: str) -> str:
     return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", " ".join(text.split()))
 
 
-_SETTINGS_SHOWN = (("teacher model", ("teacher", "model")), ("temperature", ("teacher", "temperature")),
-                   ("max tokens an answer", ("teacher", "max_tokens")), ("reasoning", ("teacher", "reasoning")),
-                   ("extra request body", ("teacher", "extra_body")), ("Batch API", ("teacher", "batch")),
-                   ("max turns", ("rollout", "max_turns")), ("system prompt (--system)", ("rollout", "system")),
-                   ("rewards", ("gate", "rewards")), ("min reward", ("gate", "min_reward")),
-                   ("attempts", ("gate", "attempts")), ("cut-short rollouts kept (--keep-incomplete)",
-                                                        ("gate", "keep_incomplete")))
-
-
 def _spent(cost: float, without_cost: int, lines: int, uncosted: int) -> str:
     """What some lines cost, as far as they say, with what that leaves out: never $0 for lines that carry no
     cost, nor an amount past any real one (an edited 1e308)."""
@@ -8932,14 +8984,16 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
     out += ["", "## Settings that shape the data", ""]
     if runs:
         out += ["| setting | value |", "|---|---|"]
-        for label, path in _SETTINGS_SHOWN:
+        for _, name, how in recorded_fields():  # the settings' own labels, read from each run's record
+            if how.label is None:
+                continue
             values = []
             for run in runs:
-                part = run.get(path[0]) if isinstance(run.get(path[0]), dict) else {}
-                value = _quoted(part.get(path[1]))
+                part = run.get(how.part) if isinstance(run.get(how.part), dict) else {}
+                value = _quoted(part.get(name))
                 if value not in values:
                     values.append(value)
-            out += [f"| {label} | {' / '.join(values)} |"]
+            out += [f"| {how.label} | {' / '.join(values)} |"]
         if len(runs) > 1:
             out += ["", "Values separated by / changed between runs."]
     else:
@@ -9966,22 +10020,17 @@ def _check_licence(cfg: Config) -> bool | None:
 
 
 def _run_record(cfg: Config, plan: Plan, toolbox: ToolBox | None, licence: bool | None) -> dict:
-    """What the runs file keeps of this run for the dataset card: the settings that shape the data."""
-    requests, gate = cfg.requests, cfg.gate
+    """What the runs file keeps of this run for the dataset card: the settings that shape the data (those
+    marked `recorded`), and what else the card says: the prompts file, the tools, the teacher's licence."""
+    settings = recorded_settings(cfg)
     return cfg.line.redact({
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "generator": {"sha256": _file_sha256(Path(__file__))[:16]},
         "prompts": {"file": cfg.prompts.input.name, "sha256": _file_sha256(cfg.prompts.input),
-                    "rollouts": plan.total, "samples": cfg.prompts.samples},
-        "teacher": {"model": requests.model, "base_url": display_url(cfg.teacher.base_url),
-                    "temperature": requests.temperature, "max_tokens": requests.max_tokens,
-                    "reasoning": requests.reasoning, "extra_body": masked_key_like(requests.extra_body) or None,
-                    "distillable": requests.distillable, "licence": licence, "batch": cfg.teacher.batch},
-        "rollout": {"max_turns": requests.max_turns, "system": cfg.prompts.system,
-                    "tools": sorted(toolbox.tools) if toolbox is not None else [],
-                    "mcp": [spec.shown for spec in cfg.tools.mcp]},
-        "gate": {"rewards": cfg.gate.rewards.name if gate.rewards else None, "min_reward": gate.min_reward,
-                 "attempts": gate.attempts, "keep_incomplete": gate.keep_incomplete},
+                    "rollouts": plan.total, **settings["prompts"]},
+        "teacher": {**settings["teacher"], "licence": licence},
+        "rollout": {**settings["rollout"], "tools": sorted(toolbox.tools) if toolbox is not None else []},
+        "gate": settings["gate"],
         # --dedup, --decontaminate: the settings and this run's counts (the card's account when the dropped-prompts
         # files were not merged with the outputs); without them, how many prompts an earlier run dropped it runs
         "hygiene": plan.hygiene.header(plan.dropped_ids)["hygiene"] if plan.hygiene is not None

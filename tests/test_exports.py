@@ -11,6 +11,7 @@ import datasets
 import pytest
 from transformers.utils.chat_template_utils import render_jinja_template
 
+import generate_distillation_data as gdd
 from conftest import read_jsonl, run_script, subprocess_env, write_prompts
 from fake_teacher import Reply, answer, call_tools, completion
 
@@ -323,6 +324,23 @@ def test_the_card_after_a_resume_counts_every_run_and_every_line(run, workdir, t
     _, text = card_of(workdir)
     assert "- Prompts files, one run after another: `prompts.jsonl` (sha256 " in text
     assert "`more.jsonl` (sha256 " in text and "), 4 rollouts asked for" in text
+
+
+def test_the_run_record_and_the_card_read_the_settings_marks(run, workdir, teacher):
+    """Every setting marked _recorded is in its part of the run's record, and those with a label are the card's
+    settings table, row for row in the marks' order (issue 36): a new setting that shapes the data is marked on
+    its field, and neither the record nor the card lists it by hand."""
+    write_prompts(workdir, ["q"])
+    result = run("--export", "hf", tools="none", subprocess=True)
+    assert result.code == 0, result.err
+    [record] = read_jsonl(workdir / "train.runs.jsonl")
+    marked = gdd.recorded_fields()
+    besides = {"prompts": {"file", "sha256", "rollouts"}, "teacher": {"licence"}, "rollout": {"tools"}, "gate": set()}
+    assert {part: set(record[part]) for part in gdd.RECORD_PARTS} == {
+        part: besides[part] | {name for _, name, how in marked if how.part == part} for part in gdd.RECORD_PARTS}
+    _, text = card_of(workdir)
+    table = text.split("## Settings that shape the data\n\n")[1].split("\n\n")[0].splitlines()[2:]
+    assert [row.split(" | ")[0].removeprefix("| ") for row in table] == [how.label for _, _, how in marked if how.label]
 
 
 def rendered(markdown: str) -> str:

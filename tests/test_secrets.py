@@ -7,9 +7,10 @@ that holds the key is sent back unchanged but never stored: that rollout resumes
 from __future__ import annotations
 
 import json
+import threading
 
 from conftest import FAILURES, read_jsonl, run_script, secrets_used, subprocess_env, write_prompts
-from fake_teacher import FakeTeacher, Reply, answer, completion, status
+from fake_teacher import FakeTeacher, Reply, adjusted, answer, completion, status
 
 
 KEY = "sk-or-v1-" + "0123456789abcdef" * 4
@@ -93,6 +94,26 @@ def final(text: str):
     return lambda body: Reply(body=completion({"content": text, "reasoning": f"so {KEY}"}, model=f"m/{KEY}"))
 
 
+def held_until_all_came(prompts: list[str], then) -> dict:
+    """A step per prompt whose replies are all held until each prompt has asked for its own. Scripted on the
+    402 that stops the run: a rollout whose request had not gone out by the first 402 would stop without it
+    and meet that 402 again when the run resumes. Whether it had gone out was a race (each rollout runs its
+    tools first, on a thread of its own, which a loaded CPU can hold back), so the test waits on the requests
+    themselves instead."""
+    asked, all_came = set(), threading.Event()
+
+    def step_of(prompt: str):
+        def step(body: dict) -> Reply:
+            asked.add(prompt)
+            if asked == set(prompts):
+                all_came.set()
+            return adjusted(then, hold=all_came)(body)
+
+        return step
+
+    return {prompt: step_of(prompt) for prompt in prompts}
+
+
 def every_file(folder) -> str:
     return "".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file())
 
@@ -110,11 +131,12 @@ def test_the_key_in_every_field_on_every_path_reaches_no_file(workdir):
     try:
         prompts = ["finishes", "signed", "rejected", "fails"]
         write_prompts(workdir, prompts)
-        teacher.script("finishes", leaky_turn(), status(402, "out of credits"), final(f"done {KEY}"))
-        teacher.script("signed", leaky_turn(signed=True), status(402, "out of credits"), leaky_turn(signed=True),
+        out_of_credits = held_until_all_came(prompts, status(402, "out of credits"))
+        teacher.script("finishes", leaky_turn(), out_of_credits["finishes"], final(f"done {KEY}"))
+        teacher.script("signed", leaky_turn(signed=True), out_of_credits["signed"], leaky_turn(signed=True),
                        final("signed done"))
-        teacher.script("rejected", leaky_turn(), status(402, "out of credits"), final(f"reject me {KEY}"))
-        teacher.script("fails", leaky_turn(), status(402, "out of credits"), status(400, f"bad request {KEY}"))
+        teacher.script("rejected", leaky_turn(), out_of_credits["rejected"], final(f"reject me {KEY}"))
+        teacher.script("fails", leaky_turn(), out_of_credits["fails"], status(400, f"bad request {KEY}"))
         env = subprocess_env(OPENROUTER_API_KEY=KEY)
         args = ["prompts.jsonl", "--tools", "echo_tools.py", "--base-url", teacher.base_url, "--backoff", "0.01",
                 "-c", "4", "--rewards", "rewards.py", "--min-reward", "0.5", "--export", "hf,openai", "--report"]
