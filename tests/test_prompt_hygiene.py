@@ -723,6 +723,7 @@ def test_benchmark_names_reach_the_terminal_escaped_and_secrets_nowhere(run, tea
                   env=subprocess_env(OPENROUTER_API_KEY=key))
     assert refused.code == 2 and tail not in refused.err and "\x1b" not in refused.err
     assert "missing-***/\\x1b[2J.jsonl: no such benchmark file" in refused.err
+    (workdir / keyed).unlink()  # the test's own input holds the key, as no file the run wrote may (conftest's grep)
 
 
 def test_a_benchmark_file_changed_during_a_run_is_a_note_at_export_not_exit_2(run, teacher, workdir):
