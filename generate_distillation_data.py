@@ -11,10 +11,11 @@ Re-running the same command resumes: prompts already in the output are skipped, 
 The file reads top-down, in the order the data flows; each section owns one concern, says which in its
 banner's first line, and uses only the sections above it:
 
-    Settings -> config.yml and the environment -> Prompts -> Comparing prompts -> Prompt hygiene -> Tools
-    -> MCP servers -> Rewards -> Spend -> Rate control -> Prompt caching -> HTTP transport -> Reading answers
-    -> Judging answers -> Teacher client -> The models list -> Batches -> Batch API -> Rollout -> The dataset line
-    -> Output and resume -> Paused and failed files -> Exports -> Progress and the summary -> The run -> Main
+    Secrets -> Settings -> Files -> config.yml and the environment -> Prompts -> Comparing prompts
+    -> Prompt hygiene -> The rnow stand-in -> Tools -> MCP servers -> The toolbox -> Rewards -> Spend
+    -> Rate control -> Prompt caching -> HTTP transport -> Reading answers -> Judging answers -> Batches
+    -> Batch API -> Teacher client -> The models list -> Rollout -> The dataset line -> Output and resume
+    -> Paused and failed files -> Exports -> Progress and the summary -> Command line -> The run -> Main
 """
 
 from __future__ import annotations
@@ -102,6 +103,22 @@ def with_each_string(value: Any, change: Callable[[str], str]) -> Any:
     return value
 
 
+MAX_NESTING = 100  # levels of lists and objects in an input value: orjson writes at most 1,024
+
+
+def nesting_depth(value: Any) -> int:
+    """How many levels of lists and objects deep a parsed value goes (without recursion)."""
+    deepest, level = 0, [(value, 0)]
+    while level:
+        item, depth = level.pop()
+        if isinstance(item, (dict, list)):
+            depth += 1
+            deepest = max(deepest, depth)
+            if depth <= MAX_NESTING:  # deep enough to refuse: no need to walk further
+                level.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 # Words for messages, used by every part.
 
 
@@ -120,6 +137,226 @@ def human_duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
+
+
+# ==================================================================================================
+# Secrets
+# ==================================================================================================
+# What must never be shown: the key and every secret the program is handed, found in any text and cut out (_Secret).
+
+
+_MIN_SECRET_LENGTH = 20  # real API keys are longer (OpenRouter's: 73 characters); placeholders are shorter
+
+
+def display_url(url: str) -> str:
+    """The URL as messages show it: a password in it (http://user:KEY@host/v1) is replaced by ***, and so is a
+    user name given alone (http://TOKEN@host/v1: a token, as some gateways take it)."""
+    parsed = urlparse(url)
+    if "@" not in parsed.netloc:
+        return url
+    host = parsed.netloc.rpartition("@")[2]
+    netloc = f"{parsed.username or ''}:***@{host}" if parsed.password is not None else f"***@{host}"
+    return parsed._replace(netloc=netloc).geturl()
+
+
+@dataclass(frozen=True)
+class _Secret:
+    """The API key (sent in one header) and every other secret the program was handed (handed_secrets: the
+    values of key-like names in .env and the environment, key-like fields of --extra-body, a URL's user
+    information, MCP URLs' query values and key-like path parts): taken out of what we store or print. None is
+    shown whole: --dry-run shows the key's first 8 and last 4 characters (of a key over 16), to tell which
+    key it is."""
+
+    key: str | None
+    others: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def _patterns(self) -> tuple[tuple[str, ...], re.Pattern | None, re.Pattern | None,
+                                 tuple[bytes, ...], re.Pattern | None, re.Pattern | None]:
+        """What to look for and the pattern that cuts it out, in plain text and in JSON text (where a secret
+        holding a quote or a backslash reads escaped); and for each, a pattern for the secret written with
+        JSON escapes (\\u0073...), which a JSON decoder (a trainer reading tool-call arguments, an export)
+        would turn back into the secret. Only real secrets: a placeholder a local server accepts (EMPTY,
+        ollama, sk-1234) is shorter than MIN_SECRET_LENGTH, and taking it out of text would corrupt it. A
+        key's part after a public prefix (sk-or-v1-...) is a secret on its own. A secret longer than 24
+        characters is also cut where a text quotes its first 16 and goes on in letters, digits, '-' or '_' (a
+        teacher that cut it short)."""
+        forms = {part for s in (self.key, *self.others) if s for part in _secret_parts(s)}
+        secrets = sorted((s for s in forms if len(s) >= _MIN_SECRET_LENGTH), key=len, reverse=True)
+        if not secrets:
+            return (), None, None, (), None, None
+
+        def pattern(encode: Callable[[str], str]) -> tuple[list[str], str]:
+            wholes = [encode(secret) for secret in secrets]
+            prefixes = [encode(secret[:16]) for secret in secrets if len(secret) > 24]
+            pattern = "|".join([*map(re.escape, wholes), *(re.escape(p) + r"[\w-]*" for p in prefixes)])
+            return [*prefixes, *(w for w, s in zip(wholes, secrets) if len(s) <= 24)], pattern
+
+        def escaped(in_json: bool) -> str:
+            return "|".join([*(_escaped_pattern(secret, in_json) for secret in secrets),
+                             *(_escaped_pattern(secret[:16], in_json) + _ESCAPED_GOES_ON[in_json]
+                               for secret in secrets if len(secret) > 24)])
+
+        plain, plain_pattern = pattern(lambda text: text)
+        in_json, json_pattern = pattern(lambda text: orjson.dumps(text).decode()[1:-1])
+        return (tuple(plain), re.compile(plain_pattern), re.compile(escaped(False)),
+                tuple(n.encode() for n in in_json), re.compile(json_pattern.encode()),
+                re.compile(escaped(True).encode()))
+
+    def redact(self, text: str) -> str:
+        """Every secret out of a text that came from outside (the teacher, a tool, a reward, an MCP server,
+        a URL), before any cut, so no piece of it survives; written with JSON escapes too."""
+        needles, pattern, escaped, _, _, _ = self._patterns
+        if pattern is None or not text:
+            return text
+        if any(needle in text for needle in needles):
+            text = pattern.sub("***", text)
+        if "\\u" in text or "\\/" in text:
+            text = escaped.sub("***", text)
+        return text
+
+    def scrub(self, value: Any) -> Any:
+        """`redact` applied to every string of a JSON value, however deep (a message, its tool calls' ids
+        and names, reasoning details, a model name): the one way what came from outside reaches a file or
+        the terminal. The value is encoded once, and only one that holds a secret is rewritten."""
+        if isinstance(value, str):
+            return self.redact(value)
+        _, _, _, needles, pattern, escaped = self._patterns
+        if pattern is None:
+            return value
+        try:
+            text = orjson.dumps(value)
+        except (orjson.JSONEncodeError, TypeError):  # not JSON (a lone surrogate): string by string
+            return with_each_string(value, self.redact)
+        found = any(needle in text for needle in needles)
+        written_escaped = b"\\\\u" in text or b"\\\\/" in text  # a backslash in a string reads doubled
+        if not (found or written_escaped):
+            return value
+        scrubbed = pattern.sub(b"***", text) if found else text
+        scrubbed = escaped.sub(b"***", scrubbed) if written_escaped else scrubbed
+        if scrubbed == text:
+            return value
+        try:
+            return orjson.loads(scrubbed)
+        except orjson.JSONDecodeError:  # cannot happen with whole escapes cut; never let one through if it does
+            return with_each_string(value, self.redact)
+
+
+# The public beginnings of API keys (OpenRouter's, OpenAI's, Anthropic's, Groq's, xAI's, Hugging Face's, GitHub's,
+# GitLab's, Perplexity's, Tavily's, NVIDIA's, Replicate's, Cerebras's, Fireworks', Google's): what follows is the
+# secret, and a text that quotes it without its prefix still holds the key.
+_PUBLIC_KEY_PREFIXES = sorted(("sk-or-v1-", "sk-or-", "sk-ant-api03-", "sk-ant-admin01-", "sk-ant-", "sk-proj-",
+                               "sk-svcacct-", "sk-admin-", "sk-", "gsk_", "xai-", "hf_", "ghp_", "gho_", "ghs_",
+                               "github_pat_", "glpat-", "pplx-", "tvly-", "nvapi-", "r8_", "csk-", "fw_", "AIza"),
+                              key=len, reverse=True)
+
+
+def _secret_parts(secret: str) -> tuple[str, ...]:
+    """The secret, and its part after a known public prefix (which the minimum length then judges alone)."""
+    prefix = next((p for p in _PUBLIC_KEY_PREFIXES if secret.startswith(p)), "")
+    return (secret, secret[len(prefix):]) if prefix else (secret,)
+
+
+def _escaped_pattern(secret: str, in_json: bool) -> str:
+    """A pattern for the secret with any of its characters written as a JSON escape (\\uXXXX in either case,
+    \\/ for a slash); `in_json`: as it reads inside a JSON string, where each backslash is doubled."""
+    backslash = r"\\\\" if in_json else r"\\"
+    parts = []
+    for char in secret:
+        plain = orjson.dumps(char).decode()[1:-1] if in_json else char
+        code = "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{ord(char):04x}")
+        alternatives = [re.escape(plain), backslash + "u" + code] + ([backslash + "/"] if char == "/" else [])
+        parts.append("(?:" + "|".join(alternatives) + ")")
+    return "".join(parts)
+
+
+_ESCAPED_GOES_ON = {False: r"(?:[\w-]|\\u[0-9a-fA-F]{4})*", True: r"(?:[\w-]|\\\\u[0-9a-fA-F]{4})*"}
+
+
+_KEY_LIKE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|AUTH", re.IGNORECASE)
+
+
+def handed_secrets(extra_body: dict, urls: Iterable[str], query_urls: Iterable[str] = ()) -> tuple[str, ...]:
+    """Every secret the program was handed besides OPENROUTER_API_KEY, to be taken out of whatever it writes or
+    prints (_Secret): the values of key-like names (KEY, TOKEN, SECRET, PASSWORD, AUTH) in .env and the
+    environment, but not a URL's (a base URL is no secret: only its user information is) nor a path's (a
+    socket, a file); the strings under key-like fields of --extra-body ("Bearer X" gives X too); the user
+    information of each URL; and, of `query_urls` (MCP servers: Tavily's key travels in the query, Zapier's
+    in the path), every query value, the fragment and each key-like part of the path. A URL's parts as
+    written and percent-decoded (what is sent: a password's "%2F" is "/" in the Basic header). What is too
+    short to be a real secret is left to _Secret's minimum length."""
+    from dotenv import dotenv_values
+
+    named = dict(os.environ)
+    if Path(".env").is_file():
+        named.update({k: v for k, v in dotenv_values(".env").items() if v is not None})
+    found: list[str] = []
+    for name, value in named.items():
+        if not _KEY_LIKE.search(name) or not value:
+            continue
+        if urlparse(value).scheme in ("http", "https"):
+            urls = [*urls, value]
+        elif not (value.startswith("/") and os.path.exists(value)):
+            found.append(value)
+    found += _key_like_fields(extra_body)
+    for url in [*urls, *query_urls]:
+        found += _user_information(url)
+    for url in query_urls:
+        found += _secrets_beyond_the_host(url)
+    found += [part.rpartition(" ")[2] for part in found if part.lower().startswith(("bearer ", "basic ", "token "))]
+    found += [decoded for part in found for decode in (unquote, unquote_plus) if (decoded := decode(part)) != part]
+    return tuple(dict.fromkeys(found))
+
+
+def _user_information(url: str) -> list[str]:
+    parsed = urlparse(url)
+    return [part for part in (parsed.username, parsed.password) if part]
+
+
+def _secrets_beyond_the_host(url: str) -> list[str]:
+    """An MCP URL's query values, its fragment (and the values in it) and the parts of its path that look like
+    keys: where servers take a key."""
+    parsed = urlparse(url)
+    pairs = [*parsed.query.split("&"), *parsed.fragment.split("&")]
+    return ([value for pair in pairs if (value := pair.partition("=")[2])] + ([parsed.fragment] if parsed.fragment else [])
+            + [part for part in parsed.path.split("/") if looks_like_key(part)])
+
+
+def looks_like_key(text: str) -> bool:
+    """A URL's path part that is a key rather than a name: as long as a real secret, letters and digits mixed."""
+    return (len(text) >= _MIN_SECRET_LENGTH and any(c.isdigit() for c in text) and any(c.isalpha() for c in text))
+
+
+def _key_like_fields(value: Any, under_key: bool = False) -> list[str]:
+    """The strings of a JSON value that sit under a key-like name, however deep."""
+    if isinstance(value, str):
+        return [value] if under_key else []
+    if isinstance(value, dict):
+        return [s for name, item in value.items() for s in _key_like_fields(item, under_key or bool(_KEY_LIKE.search(str(name))))]
+    if isinstance(value, list):
+        return [s for item in value for s in _key_like_fields(item, under_key)]
+    return []
+
+
+def masked_key_like(value: Any, under_key: bool = False) -> Any:
+    """A JSON value to show (--dry-run, the runs file): what sits under a key-like name is ***, however short."""
+    if isinstance(value, str):
+        return "***" if under_key else value
+    if isinstance(value, dict):
+        return {name: masked_key_like(item, under_key or bool(_KEY_LIKE.search(str(name)))) for name, item in value.items()}
+    if isinstance(value, list):
+        return [masked_key_like(item, under_key) for item in value]
+    return value
+
+
+def _secret_free_url(url: str) -> str:
+    """display_url's (no password), with the query's values, the fragment and the key-like parts of the path
+    as *** too (handed_secrets' secrets of an MCP URL)."""
+    parts = urlparse(display_url(url))
+    query = "&".join(f"{pair.split('=', 1)[0]}=***" if "=" in pair else pair for pair in parts.query.split("&"))
+    path = "/".join("***" if looks_like_key(part) else part for part in parts.path.split("/"))
+    return parts._replace(query=query if parts.query else "", path=path,
+                          fragment="***" if parts.fragment else "").geturl()
 
 
 # ==================================================================================================
@@ -350,32 +587,6 @@ class OutputPaths:
                 self.card: "the dataset card", self.report: "the report"}
 
 
-@dataclass(frozen=True)
-class Config:
-    """The command line, parsed and checked: one settings object per part, and what main does with them."""
-
-    prompts: PromptSettings
-    teacher: TeacherSettings
-    requests: RequestSettings
-    tools: ToolSettings
-    gate: GateSettings
-    line: LineFormat
-    files: OutputPaths
-    hygiene: HygieneSettings = HygieneSettings()  # --dedup, --decontaminate
-    export: tuple[str, ...] = ()  # formats written beside the output after the run: hf, openai
-    report: bool = False  # write <stem>.report.html after the run
-    no_run: bool = False  # only make the --export/--report files from the existing files; send nothing
-    dry_run: bool = False
-    rescore: bool = False  # re-apply rewards.py and --min-reward to the output and rejected files
-    sources: dict[str, str] = field(default_factory=dict)  # setting -> where it came from (flag, config.yml, default)
-    project: RnowProject | None = None  # config.yml, for `rnow run` after the run
-    scheduler: SchedulerShard | None = None  # --shard auto: how the shard was found, what to note for the array
-
-    def settings_of(self, kind: type) -> Any:
-        """The settings object of this kind (RequestSettings: self.requests)."""
-        return next(value for value in vars(self).values() if type(value) is kind)
-
-
 # The parts of a run's record that hold settings (the card shows theirs in this order); and the settings objects
 # with fields marked _recorded, in the order each part lists them.
 RECORD_PARTS = ("prompts", "teacher", "rollout", "gate")
@@ -387,9 +598,6 @@ def recorded_fields() -> list[tuple[type, str, _Recorded]]:
     marked = [(kind, f.name, f.metadata["recorded"]) for kind in _RECORDED_SETTINGS for f in dataclasses.fields(kind)
               if "recorded" in f.metadata]
     return sorted(marked, key=lambda item: RECORD_PARTS.index(item[2].part))
-
-
-_MIN_SECRET_LENGTH = 20  # real API keys are longer (OpenRouter's: 73 characters); placeholders are shorter
 
 
 def shard_pattern(output: Path | None, spec: Any) -> Path | None:
@@ -433,375 +641,197 @@ def check_regular_file(path: Path, what: str, why: str = "which this tool writes
                          f"{instead}")
 
 
-def _key_problem(key: str) -> str | None:
-    """What makes this API key unusable in an Authorization header, without showing it."""
-    for position, char in enumerate(key, 1):
-        if char in "\r\n":
-            return f"holds a line break (character {position})"
-        if char in " \t":
-            return f"holds a space or tab (character {position})"
-        if not "!" <= char <= "~":
-            return f"holds a character that cannot be sent in an HTTP header (character {position})"
-    return None
-
-
-def _positive_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _number(text, float)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
-
-
-def _poll_seconds(text: str) -> float:
-    value = _positive_float(text)
-    if not value <= 3600:
-        raise argparse.ArgumentTypeError(f"must be at most 3600 (an hour between looks), got {text}")
-    return value
-
-
-def _share(text: str) -> float:
-    value = _number(text, float)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 1, got {text}")
-    return value
-
-
-def _ngram_words(text: str) -> int:
-    value = _number(text, int)
-    if not 8 <= value <= 50:
-        raise argparse.ArgumentTypeError(f"must be between 8 (GPT-3's shortest) and 50 words, got {text}")
-    return value
-
-
-def temperature(text: str) -> float:
-    value = _number(text, float)
-    if not 0 <= value <= 2:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 2, got {text}")
-    return value
-
-
-def _shard_spec(text: str) -> tuple[int, int] | tuple[str, int | None]:
-    """I/N; or auto (auto/N), resolved from the scheduler's environment once the arguments are parsed."""
-    index, _, count = text.partition("/")
-    try:
-        n = int(count) if count or index != "auto" else None
-        i = index if index == "auto" else int(index)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected I/N such as 0/4, or auto, got {text!r}") from None
-    if n is not None and (n < 1 or (i != "auto" and not 0 <= i < n)):
-        raise argparse.ArgumentTypeError(f"I must be in 0..N-1 and N at least 1, got {text!r}")
-    return i, n
-
-
-def _finite_float_arg(text: str) -> float:
-    value = _number(text, float)
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def _number(text: str, kind: type) -> Any:
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
 def default(settings: type, name: str) -> Any:
     """A setting's default: the field of its settings object, the one place it lives. Flags read it (their
     help shows it as %(default)s), and so does config.yml's rollout block when the flag is not given."""
     return next(f.default for f in dataclasses.fields(settings) if f.name == name)
 
 
-def _build_arg_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="generate_distillation_data.py",
-        description="Run a teacher model with tools on every prompt and save the full conversations "
-        "as an SFT dataset (chat JSONL, one conversation a line). Re-run the same command to resume.",
-        epilog="examples:\n"
-        "  python generate_distillation_data.py prompts.jsonl --tools tools.py\n"
-        "  python generate_distillation_data.py questions.txt --tools none -m openai/gpt-4o -c 50\n"
-        "  python generate_distillation_data.py prompts.jsonl --rewards rewards.py --min-reward 1 --attempts 3 "
-        "--max-cost 20\n"
-        "  python generate_distillation_data.py prompts.jsonl --export hf,openai --report --no-run\n"
-        "  python generate_distillation_data.py prompts.jsonl --base-url http://localhost:8000/v1 -m Qwen/Qwen3-8B\n"
-        "\nexit codes: 0 every prompt is in the output (but those --dedup or --decontaminate dropped), 1 some "
-        "failed or were not run "
-        "(see the .failed.jsonl file; re-run to retry them), 2 usage or input error, 130 interrupted.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add = parser.add_argument
-    add("input", type=Path, help="prompts file: .txt (one prompt a line) or .jsonl ({\"prompt\": ...} a line)")
-    add("-o", "--output", type=Path, default=None,
-        help="output JSONL; {shard} in the name becomes I-of-N "
-        f"(default: {default(OutputPaths, 'output')})")
-    add("-t", "--tools", default=str(default(ToolSettings, "file")),
-        help="tools file, or 'none' for plain completions (default: %(default)s)")
-    add("-m", "--model", default=default(RequestSettings, "model"), help="teacher model (default: %(default)s)")
-    add("-s", "--system", default=None, help="system prompt put before every prompt")
-    add("-n", "--num", type=_positive_int, default=None, help="use only the first N prompts of the file")
-    add("-c", "--concurrency", type=_positive_int, default=default(TeacherSettings, "concurrency"),
-        help="most requests in flight; the teacher's own cap and rate are learned from its 429s under it "
-        "(default: %(default)s)")
-    add("--start-concurrency", type=_positive_int, default=default(TeacherSettings, "start_concurrency"), metavar="N",
-        help="requests in flight at the start, doubling with each round the teacher takes, up to -c "
-        "(slow start; default: %(default)s; set it to -c to start at full speed)")
-    add("--max-tokens", type=_positive_int, default=default(RequestSettings, "max_tokens"),
-        help="max tokens per teacher response (default: %(default)s)")
-    add("--max-turns", type=_positive_int, default=None,
-        help=f"max teacher responses per rollout (default: config.yml's rollout.max_turns, else "
-        f"{default(RequestSettings, 'max_turns')})")
-    add("--temperature", type=temperature, default=default(RequestSettings, "temperature"),
-        help="sampling temperature, 0-2 (default: %(default)s)")
-    add("--samples", type=_positive_int, default=default(PromptSettings, "samples"),
-        help="independent rollouts per prompt (default: %(default)s)")
+@dataclass(frozen=True)
+class McpSpec:
+    """One MCP server: a streamable-HTTP URL, or a command line run over stdio."""
 
-    api = parser.add_argument_group("teacher API")
-    api.add_argument("--base-url", default=None,
-                     help=f"OpenAI-compatible API base; env OPENROUTER_BASE_URL (default: "
-                     f"{default(TeacherSettings, 'base_url')})")
-    api.add_argument("--timeout", type=_positive_float, default=default(TeacherSettings, "timeout"),
-                     help="seconds one request may take, first byte to last, before it is retried; generous, "
-                     "since a cut answer is paid for twice (default: %(default)g)")
-    api.add_argument("--retries", type=_non_negative_int, default=default(TeacherSettings, "retries"),
-                     help="retries of one failed request before its prompt is marked failed (default: %(default)s)")
-    api.add_argument("--no-stream", action="store_true",
-                     help="ask for whole answers instead of streamed ones (streaming keeps proxies in front of "
-                     "slow teachers from closing silent connections; a server that refuses it is asked without it)")
-    api.add_argument("--stall-timeout", type=_positive_float, default=default(TeacherSettings, "stall_timeout"),
-                     metavar="SECONDS",
-                     help="a streamed answer that sends no data for this long, or does not even begin, is retried "
-                     "(comments that only keep the connection open do not count); long enough for models that think silently "
-                     "(default: %(default)g)")
-    api.add_argument("--stop-timeout", type=_positive_float, default=default(TeacherSettings, "stop_timeout"),
-                     metavar="SECONDS",
-                     help="at Ctrl-C or SIGTERM, seconds the answers in flight are waited for; past it they are "
-                     "given up (the summary names them: they are paid again next run). Inside the 30 s SLURM and "
-                     "Kubernetes give before they kill (default: %(default)g)")
-    api.add_argument("--max-answer-mb", type=_positive_float, default=default(TeacherSettings, "max_answer_bytes") / MB,
-                     metavar="MB",
-                     help="an answer larger than this (after decompression) fails its prompt, not retried: "
-                     "a broken or hostile server cannot take the machine's memory (default: %(default)g)")
-    api.add_argument("--backoff", type=_positive_float, default=default(TeacherSettings, "backoff"),
-                     help="seconds before the first retry; doubles each time, with jitter, up to 60 "
-                     "(default: %(default)g)")
-    api.add_argument("--reasoning-effort", choices=REASONING_MODES, default=None,
-                     help="ask reasoning models for this much reasoning (rnow's reasoning_mode values; disabled "
-                     "turns reasoning off)")
-    api.add_argument("--reasoning-max-tokens", type=_positive_int, default=None,
-                     help="or cap reasoning at this many tokens")
-    api.add_argument("--cache", choices=["auto", "on", "off"], default=default(RequestSettings, "cache"),
-                     help="ask for prompt caching (cache_control breakpoints): auto asks Anthropic and Gemini "
-                     "models on OpenRouter, which cache only when asked (default: %(default)s)")
-    api.add_argument("--cache-ttl", choices=["5m", "1h"], default=None,
-                     help="how long a cached prefix lives, when caching is asked for (default: the provider's, 5m)")
-    api.add_argument("--extra-body", default=None, metavar="JSON",
-                     help="JSON object (or @file.json) merged into every request: provider routing, "
-                     "models fallbacks, seed, ...")
-    api.add_argument("--batch", action="store_true",
-                     help="send every request through OpenRouter's Batch API, billed at about half the price: the "
-                     "next turn of every rollout goes into one batch, so each turn takes as long as a batch (minutes "
-                     "to hours, up to 24 h); re-running the same command picks up the batches in flight")
-    api.add_argument("--batch-poll", type=_poll_seconds, default=default(TeacherSettings, "batch_poll"),
-                     metavar="SECONDS", help="with --batch, seconds between looks at a batch in progress "
-                     "(default: %(default)s)")
-    api.add_argument("--distillable", action="store_true",
-                     help="let OpenRouter route only to models whose authors allow training on their outputs "
-                     "(provider.enforce_distillable_text); a teacher not on its list stops the run before anything "
-                     "is sent")
+    target: str
 
-    data = parser.add_argument_group("dataset")
-    data.add_argument("--no-reasoning", action="store_true",
-                      help="do not write the teacher's reasoning text (reasoning_content) to the output")
-    data.add_argument("--keep-incomplete", action="store_true",
-                      help="also write rollouts cut by --max-turns, length or content filter (marked in metadata)")
-    data.add_argument("--export", type=export_formats, default=(), metavar="FORMAT",
-                      help="after the run, also write the output as <stem>.hf.jsonl (TRL, transformers, axolotl: "
-                      "tool schemas, arguments as objects) and/or <stem>.openai.jsonl (OpenAI fine-tuning); "
-                      "comma-separated")
-    data.add_argument("--report", action="store_true",
-                      help="after the run, write <stem>.report.html: one self-contained page with statistics, "
-                      "charts and a conversation browser")
-    data.add_argument("--no-run", action="store_true",
-                      help="run nothing, send nothing: only make the --export and --report files from the "
-                      "existing files")
-    data.add_argument("--shard", type=_shard_spec, default=None, metavar="I/N",
-                      help="take only shard I of N (0-based) of the prompts, for running on N machines; "
-                      "auto: from a SLURM job array, or auto/N in a Kubernetes Indexed Job")
+    @property
+    def is_url(self) -> bool:
+        return self.target.startswith(("http://", "https://"))
 
-    gate = parser.add_argument_group("quality gate and spend")
-    gate.add_argument("--rewards", type=Path, default=None, metavar="REWARDS_PY",
-                      help="score every finished rollout with this rnow rewards file (metadata.reward)")
-    gate.add_argument("--min-reward", type=_finite_float_arg, default=None, metavar="X",
-                      help="rollouts scoring below X go to <stem>.rejected.jsonl, not the output")
-    gate.add_argument("--attempts", type=_positive_int, default=default(GateSettings, "attempts"), metavar="K",
-                      help="with --min-reward: per prompt (and sample), try rollouts one after another until "
-                      "one passes or K were tried (default: %(default)s)")
-    gate.add_argument("--reward-timeout", type=_positive_float, default=None, metavar="SECONDS",
-                      help=f"seconds a reward may take, unless its @reward(timeout=...) says (default: config.yml's "
-                      f"rollout.reward_timeout, else {default(GateSettings, 'reward_timeout'):g})")
-    gate.add_argument("--rescore", action="store_true",
-                      help="send nothing: re-score the output and rejected files with --rewards and "
-                      "--min-reward, moving lines between them")
-    gate.add_argument("--max-cost", type=_positive_float, default=None, metavar="USD",
-                      help="once this run's spend (plus what is in flight) reaches it, send no new request (rollouts "
-                      "pause between turns) and stop; re-running continues them")
-
-    hygiene = parser.add_argument_group("prompt hygiene (before anything is sent; docs/data.md)")
-    hygiene.add_argument("--dedup", action="store_true", help="drop prompts that repeat an earlier one, word for "
-                         "word or (from 20 words) nearly; the first stays, as does one in the output already")
-    hygiene.add_argument("--dedup-threshold", type=_share, default=default(HygieneSettings, "threshold"),
-                         metavar="J", help="with --dedup, near duplicates share at least this share of their "
-                         "distinct words (default: %(default)s)")
-    hygiene.add_argument("--decontaminate", type=Path, nargs="+", action="extend", default=None, metavar="FILE",
-                         help="drop prompts quoting an item of these benchmark files (JSONL or text, one item a "
-                         "line, or folders); flag answers quoting one at --export and --report")
-    hygiene.add_argument("--decontaminate-field", default=default(HygieneSettings, "text_field"), metavar="NAME",
-                         help="the field holding an item's text in a JSONL benchmark file (default: %(default)s)")
-    hygiene.add_argument("--decontaminate-ngram", type=_ngram_words, default=default(HygieneSettings, "ngram"),
-                         metavar="N", help="words in a row a prompt must share with an item (default: %(default)s)")
-
-    tools = parser.add_argument_group("tools")
-    tools.add_argument("--tool-timeout", type=_positive_float, default=None,
-                       help=f"seconds a tool call may take, unless its @tool(timeout=...) says (default: config.yml's "
-                       f"rollout.tool_timeout, else {default(ToolSettings, 'timeout'):g})")
-    tools.add_argument("--mcp", action="append", default=None, metavar="URL_OR_COMMAND",
-                       help="an MCP server whose tools join tools.py's: a streamable-HTTP URL, or a command run over "
-                       "stdio (\"npx -y some-server\"); repeatable; replaces config.yml's rollout.mcp_url")
-    tools.add_argument("--config", type=Path, default=None, metavar="FILE",
-                       help="rnow's config.yml, whose rollout block gives defaults (max_turns, tool_timeout, "
-                       "reward_timeout, max_tool_response, reasoning_mode, mcp_url) (default: ./config.yml if any)")
-    tools.add_argument("--tool-concurrency", type=_positive_int, default=default(ToolSettings, "concurrency"),
-                       help="tool calls running at once across all rollouts (default: %(default)s)")
-    tools.add_argument("--max-tool-chars", type=_positive_int, default=None,
-                       help=f"longer tool results are cut, with a visible marker (default: config.yml's "
-                       f"rollout.max_tool_response x {CHARS_PER_TOKEN}, else {default(ToolSettings, 'max_chars')})")
-
-    parser.add_argument("--dry-run", action="store_true",
-                        help="validate everything, print the first request and the work to do; send nothing")
-    return parser
+    @property
+    def shown(self) -> str:
+        """What messages show: a URL's password and query values (Tavily's key travels there) as ***."""
+        return _secret_free_url(self.target) if self.is_url else self.target
 
 
-def parse_config(argv: list[str] | None) -> Config:
-    args = _build_arg_parser().parse_args(argv)
-    load_dotenv_file()
-    base_url = (args.base_url or os.environ.get("OPENROUTER_BASE_URL") or default(TeacherSettings, "base_url")).rstrip("/")
-    if urlparse(base_url).scheme not in ("http", "https"):
-        raise UsageError(f"--base-url must start with http:// or https://, got {display_url(base_url)!r}")
-    api_key = os.environ.get("OPENROUTER_API_KEY") or None
-    if api_key is not None and (problem := _key_problem(api_key)):
-        raise UsageError(f"OPENROUTER_API_KEY {problem}. Check it where it is set (the environment or .env); "
-                         "it is not shown here.")
-    if (password := urlparse(base_url).password) and (problem := _key_problem(password)):
-        raise UsageError(f"the password in --base-url {problem}.")
-    if args.attempts > 1 and args.min_reward is None:
-        raise UsageError("--attempts needs --min-reward: it tries again only rollouts that score below it")
-    if args.min_reward is not None and args.rewards is None:
-        raise UsageError("--min-reward needs --rewards rewards.py to score the rollouts")
-    if args.rescore and args.rewards is None:
-        raise UsageError("--rescore needs --rewards rewards.py")
-    if args.rescore and (args.dry_run or args.no_run):
-        raise UsageError("--rescore already sends nothing; use it without --dry-run and --no-run")
-    if args.rewards is not None and not args.rewards.is_file():
-        raise UsageError(f"rewards file {args.rewards} not found")
-    if args.no_run and not (args.export or args.report):
-        raise UsageError("--no-run only makes the --export and --report files; add --export hf (or openai) "
-                         "or --report")
-    extra_body = parse_extra_body(args.extra_body)
-    if args.batch:
-        _check_batchable(extra_body)
-    if args.no_run and args.dry_run:
-        raise UsageError("use either --no-run or --dry-run, not both")
-    if args.rescore and (args.dedup or args.decontaminate):
-        raise UsageError("--dedup and --decontaminate choose the prompts to send, and --rescore sends nothing; "
-                         "use them without --rescore")
-    if api_key is None and is_openrouter(base_url) and not (args.no_run or args.rescore):
-        raise UsageError("OPENROUTER_API_KEY is not set. Put it in a .env file here (see .env.example) "
-                         "or export it; a key is optional only for a local --base-url.")
-    rollout, project = read_rollout_config(args.config)
-    settings = SettingSources(rollout)
-    max_turns = settings.pick("max_turns", args.max_turns, "--max-turns", default(RequestSettings, "max_turns"),
-                              _positive_int)
-    tool_timeout = settings.pick("tool_timeout", args.tool_timeout, "--tool-timeout", default(ToolSettings, "timeout"),
-                                 _positive_float)
-    reward_timeout = settings.pick("reward_timeout", args.reward_timeout, "--reward-timeout",
-                                   default(GateSettings, "reward_timeout"), _positive_float)
-    max_tool_chars = settings.pick("max_tool_response", args.max_tool_chars, "--max-tool-chars",
-                                   default(ToolSettings, "max_chars"), lambda tokens: _positive_int(tokens) * CHARS_PER_TOKEN)
-    reasoning_mode = settings.pick("reasoning_mode", args.reasoning_effort, "--reasoning-effort", None,
-                                   reasoning_mode_value)
-    mcp_urls = settings.pick("mcp_url", args.mcp, "--mcp", [], lambda v: [v] if isinstance(v, str) else list(v))
-    if reasoning_mode and args.reasoning_max_tokens:
-        raise UsageError("use either --reasoning-effort (or config.yml's reasoning_mode) or --reasoning-max-tokens, "
-                         "not both")
-    reasoning = (reasoning_request(reasoning_mode) if reasoning_mode
-                 else {"max_tokens": args.reasoning_max_tokens} if args.reasoning_max_tokens else None)
-    tools_path = None if args.tools.lower() == "none" else Path(args.tools)
-    tools_by_default = args.tools == str(default(ToolSettings, "file"))
-    if tools_path is not None and not tools_path.is_file() and mcp_urls and tools_by_default:
-        tools_path = None  # tools only from MCP servers: no tools.py needed
-    if tools_path is not None and not tools_path.is_file():
-        raise UsageError(f"tools file {tools_path} not found. Pass --tools PATH, or --tools none to run without tools.")
-    if args.output is not None and "{shard}" in str(args.output) and not args.shard:
-        raise UsageError(f"--output {args.output}: {{shard}} stands for a shard (I-of-N), and this run has none. Add "
-                         "--shard I/N (or auto), or name the output without it.")
-    scheduler = scheduler_shard(args.shard[1], os.environ, shard_pattern(args.output, args.shard)) \
-        if args.shard and args.shard[0] == "auto" else None
-    shard = scheduler.shard if scheduler is not None else args.shard
-    output = shard_output(args.output, shard, args.shard)
-    if output.resolve() == args.input.resolve():
-        raise UsageError("--output must not be the input file")
-    files = OutputPaths(output)
-    ours = {path.resolve(): path for path in (files.failed, files.rejected, files.quarantine, files.paused)}
-    if (same := ours.get(args.input.resolve())) is not None:  # this run rewrites and deletes that file
-        raise UsageError(f"{args.input}: the prompts file is this run's own {same.name}, which the run rewrites as "
-                         "rollouts settle. To retry failed prompts, re-run the command with the original prompts "
-                         f"file (failed ones are retried); or copy it (cp {same} retry.jsonl) and pass the copy.")
-    check_regular_file(args.input, "the prompts file", "read once to plan the run and again as its rollouts start",
-                       "Save it to a file first, and pass that.")
-    check_regular_file(output, "the output file", instead="Pass another --output.")
-    for path, what in files.side_files.items():  # before anything is read or sent: a FIFO would hang the run
-        check_regular_file(path, what)
-    secret = _Secret(api_key, handed_secrets(extra_body, [base_url], [u for u in map(str, mcp_urls) if "://" in u]))
-    return Config(
-        prompts=PromptSettings(input=args.input, system=args.system, num=args.num, shard=shard, samples=args.samples,
-                               text_only=args.batch),
-        teacher=TeacherSettings(base_url=base_url, secret=secret, concurrency=args.concurrency,
-                                start_concurrency=args.start_concurrency, timeout=args.timeout, retries=args.retries,
-                                backoff=args.backoff, max_answer_bytes=int(args.max_answer_mb * MB),
-                                stall_timeout=args.stall_timeout, stop_timeout=args.stop_timeout, batch=args.batch,
-                                batch_poll=args.batch_poll),
-        requests=RequestSettings(model=args.model, max_tokens=args.max_tokens, max_turns=max_turns,
-                                 temperature=args.temperature, reasoning=reasoning,
-                                 extra_body=extra_body, cache=args.cache,
-                                 cache_ttl=args.cache_ttl, stream=not (args.no_stream or args.batch),
-                                 no_compression=is_openrouter(base_url), distillable=args.distillable),
-        tools=ToolSettings(file=tools_path, timeout=tool_timeout, concurrency=args.tool_concurrency,
-                           max_chars=max_tool_chars, mcp=tuple(McpSpec(str(u)) for u in mcp_urls)),
-        gate=GateSettings(rewards=args.rewards, reward_timeout=reward_timeout, min_reward=args.min_reward,
-                          attempts=args.attempts, keep_incomplete=args.keep_incomplete, max_cost=args.max_cost),
-        line=LineFormat(teacher=args.model, keep_reasoning=not args.no_reasoning,
-                        numbered_attempts=args.attempts > 1, redact=secret.scrub),
-        files=files, hygiene=HygieneSettings(dedup=args.dedup, threshold=args.dedup_threshold,
-                                             benchmarks=tuple(args.decontaminate or ()),
-                                             text_field=args.decontaminate_field, ngram=args.decontaminate_ngram),
-        export=args.export, report=args.report, no_run=args.no_run, dry_run=args.dry_run,
-        rescore=args.rescore, sources=settings.sources, project=project, scheduler=scheduler,
-    )
+# ==================================================================================================
+# Files
+# ==================================================================================================
+# Files of ours on disk: written private, replaced atomically, read line by line; what a failed write raises.
+
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+class LineReader:
+    """Reads a file of ours: lines (without their newline) in batches of a 4 MB read each, ~3x faster than
+    line by line at a million lines. A UTF-8 BOM at the start is dropped (`bom` says there was one); a last
+    line without its newline comes last, alone, once `unterminated` is set."""
+
+    def __init__(self, path: Path, chunk_size: int = 1 << 22):
+        self.path, self.chunk_size = path, chunk_size
+        self.bom = False
+        self.unterminated: bytes | None = None  # the last line, when the file does not end with a newline
+
+    def batches(self) -> Iterator[list[bytes]]:
+        """Raises FileNotFoundError (or another OSError) as open() does."""
+        with open(self.path, "rb") as f:
+            carry = f.read(len(UTF8_BOM))
+            if carry == UTF8_BOM:
+                carry, self.bom = b"", True
+            while chunk := f.read(self.chunk_size):
+                lines = (carry + chunk).split(b"\n")
+                carry = lines.pop()
+                yield lines
+            if carry:
+                self.unterminated = carry
+                yield [carry]
+
+    def lines(self) -> Iterator[bytes]:
+        """Each line, unparsed (for a rewrite that copies lines); nothing for a missing file."""
+        try:
+            for lines in self.batches():
+                yield from lines
+        except FileNotFoundError:
+            return
+
+    def records(self) -> Iterator[tuple[bytes, dict | None]]:
+        """(line, its JSON object or None when it is not one) for each line; nothing for a missing file."""
+        for line in self.lines():
+            yield line, parse_line(line)
+
+
+def parse_line(line: bytes) -> dict | None:
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+@contextlib.contextmanager
+def replaced_atomically(path: Path, like: Path | None = None) -> Iterator[Any]:
+    """Write a new version of `path`: the with-block writes a temporary file beside the real file (through
+    any symlink, so a link stays a link and its target is what changes), which is flushed to disk and then
+    renamed over it. A crash or an error midway leaves the old file whole and no temporary behind. The new
+    version keeps the old one's mode (a 0600 output stays 0600); a new file is no more readable than `like`,
+    the output it belongs to. While it is written, only its owner can read it."""
+    target = Path(os.path.realpath(path))
+    temporary = temporary_beside(target)
+    try:
+        with open_private(temporary) as f:
+            yield f
+            f.flush()
+            os.fchmod(f.fileno(), file_mode_for(target, like))
+            os.fsync(f.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+
+
+def temporary_beside(target: Path) -> Path:
+    """A name for a rewrite's temporary beside `target`, unique to this process and this rewrite: the PID (so a
+    later run knows whose it was) and a random part (in a container every run may be PID 1)."""
+    return target.with_name(f".{target.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+
+
+def open_private(path: Path) -> Any:
+    """A new file, for writing, that only its owner may read until file_mode_for's mode is given to it."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb")
+
+
+def file_mode_for(target: Path, like: Path | None = None) -> int:
+    """The permissions a new version of `target` gets: the old version's; for a new file, what the umask
+    gives, and no more than `like` (the output) has, so the side files of a private output are private."""
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        pass
+    return 0o666 & ~_umask() & _mode_or_all(like)
+
+
+def create_like(path: Path, like: Path | None) -> None:
+    """Create `path`, if it does not exist, as private as `like` (for a file a library appends to)."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644 & _mode_or_all(like)))
+
+
+def _mode_or_all(path: Path | None) -> int:
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode) if path is not None else 0o777
+    except OSError:
+        return 0o777
+
+
+def _umask() -> int:
+    try:  # Linux says it without changing it (os.umask would, for a moment, under every thread)
+        with open("/proc/self/status", encoding="ascii") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+_TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)(?:-[0-9a-f]+)?\.tmp")
+
+
+def remove_stale_temporaries(output: Path) -> None:
+    """Remove the temporaries replaced_atomically left beside the output's files when a kill -9 came
+    midway (a compaction's copy of the paused conversations, a rewrite of the output): those whose
+    process is gone. Only files named as ours, for files of this output (<stem>, <stem>.*)."""
+    folder = Path(os.path.realpath(output)).parent
+    stem = output.stem
+    try:
+        names = [entry.name for entry in os.scandir(folder) if entry.name.endswith(".tmp")]
+    except OSError:
+        return
+    for name in names:
+        match = _TEMPORARY_NAME.fullmatch(name)
+        if match is None or not (match["name"] == output.name or match["name"].startswith(stem + ".")):
+            continue
+        pid = int(match["pid"])
+        if pid == os.getpid() or _process_alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            (folder / name).unlink()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's, or not a pid at all: not ours to judge
+    return True
+
+
+def remove_file(path: Path) -> None:
+    """Remove a file of ours that is left empty; through a symlink, the file, not the link."""
+    Path(os.path.realpath(path)).unlink()
+
+
+class OutputError(Exception):
+    """A file of ours cannot be written (full disk, quota, file size limit, permissions)."""
+
+    # What the user does about it: every message saying a file of ours could not be written ends so.
+    WHAT_TO_DO = "free space (or fix the cause), then re-run the same command"
+
+    def __init__(self, path: Path, error: OSError):
+        super().__init__(f"cannot write {path}: {error.strerror or error}")
+        self.path, self.error = path, error
 
 
 # ==================================================================================================
@@ -872,6 +902,111 @@ def read_rollout_config(path: Path | None) -> tuple[dict, RnowProject | None]:
     if not isinstance(rollout, dict):
         raise UsageError(f"{path}: `rollout` must be a mapping of settings")
     return {key: (rollout[key], path) for key in _ROLLOUT_KEYS if key in rollout and rollout[key] is not None}, project
+
+
+_PROJECT_ID_NOTE = ("# rnow run needs a project id. `rnow init` makes one, but it also copies its template over this\n"
+                    "# folder (train.jsonl and config.yml included): never run it here. Added by generate_distillation_data.py.\n")
+
+
+def _give_project_id(config: Path) -> str | None:
+    """Give config.yml the project_id `rnow run` needs, as `rnow init` would make it (a random UUID), so the
+    folder trains with nothing but `rnow login`. One id, whatever starts at once (the tasks of a job array in
+    one folder): under a lock on the file, it is read again, and only a run that still finds no id writes
+    one (the others say nothing). An empty `project_id:` is filled in; else the key is added (_with_project_id).
+    The rest is kept byte for byte (line ends and a BOM included), and the result is checked to read as the
+    same settings plus the id before it replaces the file: a file it cannot be added to safely is left as it
+    is, and the note says how to add it by hand. None: another run gave it one meanwhile."""
+    import yaml
+
+    project_id = str(uuid.uuid4())
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    advice = f'Give its top-level mapping the key `project_id: "{project_id}"`'
+    try:
+        with _locked(config):
+            text = config.read_bytes().decode("utf-8")
+            bom, text = ("\ufeff", text[1:]) if text.startswith("\ufeff") else ("", text)
+            before = yaml.load(text, Loader=loader)
+            if isinstance(before, dict) and before.get("project_id"):
+                return None
+            new_text, advice = _with_project_id(text, project_id, loader)
+            try:
+                after = yaml.load(new_text, Loader=loader) if new_text is not None else None
+            except yaml.YAMLError:
+                after = None
+            if not (isinstance(before, dict) and after == {**before, "project_id": project_id}):
+                return (f"Note: {config} has no project_id, which `rnow run` needs, and this program cannot add one "
+                        f"safely to how the file is written, so it is left as it is. {advice} yourself; do not run "
+                        "`rnow init` here (it overwrites this folder's files).")
+            with replaced_atomically(config) as out:
+                out.write((bom + new_text).encode("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
+        return (f"Note: {config} has no project_id, which `rnow run` needs, and it could not be added ({why}). "
+                f"{advice} yourself; do not run `rnow init` here (it overwrites this folder's files).")
+    return (f"{config}: added project_id {project_id}, which `rnow run` needs to train on this folder (`rnow init` "
+            "would make one too, but it overwrites train.jsonl and config.yml: never run it here).")
+
+
+_EMPTY_VALUES = ("", "~", "null", "Null", "NULL")
+
+
+def _with_project_id(text: str, project_id: str, loader: Any) -> tuple[str | None, str]:
+    """config.yml's text (its BOM taken off) with the project id given, nothing else changed, found where the
+    YAML parser puts the keys: an empty `project_id:` (or `project_id :`, `"project_id": ~`, ...) filled in on
+    its own line, whatever its line ends; else the key added to the top-level mapping: a line at the end of a
+    block mapping (with the file's line ends and indentation), or a pair inside the braces of a flow one. None
+    where that cannot be done safely; and, either way, how to do it by hand."""
+    import yaml
+
+    line = f'project_id: "{project_id}"'
+    root = yaml.compose(text, Loader=loader)
+    if not isinstance(root, yaml.MappingNode):
+        return None, f"Give it a top-level mapping with the key `{line}`"
+    found = [(key, value) for key, value in root.value if isinstance(key, yaml.ScalarNode) and key.value == "project_id"]
+    if found:
+        key, value = found[0]
+        colon = re.compile(r"[ \t]*:").match(text, key.end_mark.index)
+        empty = isinstance(value, yaml.ScalarNode) and (value.tag.endswith(":null") or value.style in ("'", '"')) \
+            and value.value in _EMPTY_VALUES
+        advice = f"Set its project_id to `{line}`"
+        if len(found) > 1 or colon is None or not empty or value.end_mark.line != key.start_mark.line:
+            return None, advice
+        end = max(colon.end(), value.end_mark.index)
+        return text[:key.start_mark.index] + line + text[end:], advice
+    if root.flow_style:
+        close = root.end_mark.index - 1
+        if text[close:close + 1] != "}":
+            return None, f"Add `{line}` inside its outer braces, after a comma"
+        before = text[:close].rstrip()[-1:]
+        pair = ("" if before == "{" else " " if before == "," else ", ") + line
+        return text[:close] + pair + text[close:], f"Add `{pair.strip()}` inside its outer braces, before the closing one"
+    newline = "\r\n" if "\r\n" in text else "\n"
+    indent = " " * root.value[0][0].start_mark.column if root.value else ""
+    at = root.end_mark.index  # the mapping's end: before a document end (...) or another document
+    head = text[:at] if not text[:at] or text[:at].endswith(("\n", "\r")) else text[:at] + newline
+    note = "".join(indent + comment + newline for comment in _PROJECT_ID_NOTE.splitlines())
+    return head + note + indent + line + newline + text[at:], f"Add the line `{indent}{line}` after its last setting"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on the file at `path` (a file we replace by renaming a new one over it, so the lock
+    is taken again until the file locked is still the one there: a run that waited reads what the run
+    before it wrote). A lock on the file itself, not on a lock file beside it: nothing left in the folder."""
+    while True:
+        fd = os.open(path, os.O_RDWR)  # open for writing: NFS takes an exclusive lock only then
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 class SettingSources:
@@ -1156,207 +1291,6 @@ def load_dotenv_file() -> None:
     load_dotenv(Path.cwd() / ".env", override=False)
 
 
-def display_url(url: str) -> str:
-    """The URL as messages show it: a password in it (http://user:KEY@host/v1) is replaced by ***, and so is a
-    user name given alone (http://TOKEN@host/v1: a token, as some gateways take it)."""
-    parsed = urlparse(url)
-    if "@" not in parsed.netloc:
-        return url
-    host = parsed.netloc.rpartition("@")[2]
-    netloc = f"{parsed.username or ''}:***@{host}" if parsed.password is not None else f"***@{host}"
-    return parsed._replace(netloc=netloc).geturl()
-
-
-@dataclass(frozen=True)
-class _Secret:
-    """The API key (sent in one header) and every other secret the program was handed (handed_secrets: the
-    values of key-like names in .env and the environment, key-like fields of --extra-body, a URL's user
-    information, MCP URLs' query values and key-like path parts): taken out of what we store or print. None is
-    shown whole: --dry-run shows the key's first 8 and last 4 characters (of a key over 16), to tell which
-    key it is."""
-
-    key: str | None
-    others: tuple[str, ...] = ()
-
-    @functools.cached_property
-    def _patterns(self) -> tuple[tuple[str, ...], re.Pattern | None, re.Pattern | None,
-                                 tuple[bytes, ...], re.Pattern | None, re.Pattern | None]:
-        """What to look for and the pattern that cuts it out, in plain text and in JSON text (where a secret
-        holding a quote or a backslash reads escaped); and for each, a pattern for the secret written with
-        JSON escapes (\\u0073...), which a JSON decoder (a trainer reading tool-call arguments, an export)
-        would turn back into the secret. Only real secrets: a placeholder a local server accepts (EMPTY,
-        ollama, sk-1234) is shorter than MIN_SECRET_LENGTH, and taking it out of text would corrupt it. A
-        key's part after a public prefix (sk-or-v1-...) is a secret on its own. A secret longer than 24
-        characters is also cut where a text quotes its first 16 and goes on in letters, digits, '-' or '_' (a
-        teacher that cut it short)."""
-        forms = {part for s in (self.key, *self.others) if s for part in _secret_parts(s)}
-        secrets = sorted((s for s in forms if len(s) >= _MIN_SECRET_LENGTH), key=len, reverse=True)
-        if not secrets:
-            return (), None, None, (), None, None
-
-        def pattern(encode: Callable[[str], str]) -> tuple[list[str], str]:
-            wholes = [encode(secret) for secret in secrets]
-            prefixes = [encode(secret[:16]) for secret in secrets if len(secret) > 24]
-            pattern = "|".join([*map(re.escape, wholes), *(re.escape(p) + r"[\w-]*" for p in prefixes)])
-            return [*prefixes, *(w for w, s in zip(wholes, secrets) if len(s) <= 24)], pattern
-
-        def escaped(in_json: bool) -> str:
-            return "|".join([*(_escaped_pattern(secret, in_json) for secret in secrets),
-                             *(_escaped_pattern(secret[:16], in_json) + _ESCAPED_GOES_ON[in_json]
-                               for secret in secrets if len(secret) > 24)])
-
-        plain, plain_pattern = pattern(lambda text: text)
-        in_json, json_pattern = pattern(lambda text: orjson.dumps(text).decode()[1:-1])
-        return (tuple(plain), re.compile(plain_pattern), re.compile(escaped(False)),
-                tuple(n.encode() for n in in_json), re.compile(json_pattern.encode()),
-                re.compile(escaped(True).encode()))
-
-    def redact(self, text: str) -> str:
-        """Every secret out of a text that came from outside (the teacher, a tool, a reward, an MCP server,
-        a URL), before any cut, so no piece of it survives; written with JSON escapes too."""
-        needles, pattern, escaped, _, _, _ = self._patterns
-        if pattern is None or not text:
-            return text
-        if any(needle in text for needle in needles):
-            text = pattern.sub("***", text)
-        if "\\u" in text or "\\/" in text:
-            text = escaped.sub("***", text)
-        return text
-
-    def scrub(self, value: Any) -> Any:
-        """`redact` applied to every string of a JSON value, however deep (a message, its tool calls' ids
-        and names, reasoning details, a model name): the one way what came from outside reaches a file or
-        the terminal. The value is encoded once, and only one that holds a secret is rewritten."""
-        if isinstance(value, str):
-            return self.redact(value)
-        _, _, _, needles, pattern, escaped = self._patterns
-        if pattern is None:
-            return value
-        try:
-            text = orjson.dumps(value)
-        except (orjson.JSONEncodeError, TypeError):  # not JSON (a lone surrogate): string by string
-            return with_each_string(value, self.redact)
-        found = any(needle in text for needle in needles)
-        written_escaped = b"\\\\u" in text or b"\\\\/" in text  # a backslash in a string reads doubled
-        if not (found or written_escaped):
-            return value
-        scrubbed = pattern.sub(b"***", text) if found else text
-        scrubbed = escaped.sub(b"***", scrubbed) if written_escaped else scrubbed
-        if scrubbed == text:
-            return value
-        try:
-            return orjson.loads(scrubbed)
-        except orjson.JSONDecodeError:  # cannot happen with whole escapes cut; never let one through if it does
-            return with_each_string(value, self.redact)
-
-
-# The public beginnings of API keys (OpenRouter's, OpenAI's, Anthropic's, Groq's, xAI's, Hugging Face's, GitHub's,
-# GitLab's, Perplexity's, Tavily's, NVIDIA's, Replicate's, Cerebras's, Fireworks', Google's): what follows is the
-# secret, and a text that quotes it without its prefix still holds the key.
-_PUBLIC_KEY_PREFIXES = sorted(("sk-or-v1-", "sk-or-", "sk-ant-api03-", "sk-ant-admin01-", "sk-ant-", "sk-proj-",
-                               "sk-svcacct-", "sk-admin-", "sk-", "gsk_", "xai-", "hf_", "ghp_", "gho_", "ghs_",
-                               "github_pat_", "glpat-", "pplx-", "tvly-", "nvapi-", "r8_", "csk-", "fw_", "AIza"),
-                              key=len, reverse=True)
-
-
-def _secret_parts(secret: str) -> tuple[str, ...]:
-    """The secret, and its part after a known public prefix (which the minimum length then judges alone)."""
-    prefix = next((p for p in _PUBLIC_KEY_PREFIXES if secret.startswith(p)), "")
-    return (secret, secret[len(prefix):]) if prefix else (secret,)
-
-
-def _escaped_pattern(secret: str, in_json: bool) -> str:
-    """A pattern for the secret with any of its characters written as a JSON escape (\\uXXXX in either case,
-    \\/ for a slash); `in_json`: as it reads inside a JSON string, where each backslash is doubled."""
-    backslash = r"\\\\" if in_json else r"\\"
-    parts = []
-    for char in secret:
-        plain = orjson.dumps(char).decode()[1:-1] if in_json else char
-        code = "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{ord(char):04x}")
-        alternatives = [re.escape(plain), backslash + "u" + code] + ([backslash + "/"] if char == "/" else [])
-        parts.append("(?:" + "|".join(alternatives) + ")")
-    return "".join(parts)
-
-
-_ESCAPED_GOES_ON = {False: r"(?:[\w-]|\\u[0-9a-fA-F]{4})*", True: r"(?:[\w-]|\\\\u[0-9a-fA-F]{4})*"}
-
-
-_KEY_LIKE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|AUTH", re.IGNORECASE)
-
-
-def handed_secrets(extra_body: dict, urls: Iterable[str], query_urls: Iterable[str] = ()) -> tuple[str, ...]:
-    """Every secret the program was handed besides OPENROUTER_API_KEY, to be taken out of whatever it writes or
-    prints (_Secret): the values of key-like names (KEY, TOKEN, SECRET, PASSWORD, AUTH) in .env and the
-    environment, but not a URL's (a base URL is no secret: only its user information is) nor a path's (a
-    socket, a file); the strings under key-like fields of --extra-body ("Bearer X" gives X too); the user
-    information of each URL; and, of `query_urls` (MCP servers: Tavily's key travels in the query, Zapier's
-    in the path), every query value, the fragment and each key-like part of the path. A URL's parts as
-    written and percent-decoded (what is sent: a password's "%2F" is "/" in the Basic header). What is too
-    short to be a real secret is left to _Secret's minimum length."""
-    from dotenv import dotenv_values
-
-    named = dict(os.environ)
-    if Path(".env").is_file():
-        named.update({k: v for k, v in dotenv_values(".env").items() if v is not None})
-    found: list[str] = []
-    for name, value in named.items():
-        if not _KEY_LIKE.search(name) or not value:
-            continue
-        if urlparse(value).scheme in ("http", "https"):
-            urls = [*urls, value]
-        elif not (value.startswith("/") and os.path.exists(value)):
-            found.append(value)
-    found += _key_like_fields(extra_body)
-    for url in [*urls, *query_urls]:
-        found += _user_information(url)
-    for url in query_urls:
-        found += _secrets_beyond_the_host(url)
-    found += [part.rpartition(" ")[2] for part in found if part.lower().startswith(("bearer ", "basic ", "token "))]
-    found += [decoded for part in found for decode in (unquote, unquote_plus) if (decoded := decode(part)) != part]
-    return tuple(dict.fromkeys(found))
-
-
-def _user_information(url: str) -> list[str]:
-    parsed = urlparse(url)
-    return [part for part in (parsed.username, parsed.password) if part]
-
-
-def _secrets_beyond_the_host(url: str) -> list[str]:
-    """An MCP URL's query values, its fragment (and the values in it) and the parts of its path that look like
-    keys: where servers take a key."""
-    parsed = urlparse(url)
-    pairs = [*parsed.query.split("&"), *parsed.fragment.split("&")]
-    return ([value for pair in pairs if (value := pair.partition("=")[2])] + ([parsed.fragment] if parsed.fragment else [])
-            + [part for part in parsed.path.split("/") if looks_like_key(part)])
-
-
-def looks_like_key(text: str) -> bool:
-    """A URL's path part that is a key rather than a name: as long as a real secret, letters and digits mixed."""
-    return (len(text) >= _MIN_SECRET_LENGTH and any(c.isdigit() for c in text) and any(c.isalpha() for c in text))
-
-
-def _key_like_fields(value: Any, under_key: bool = False) -> list[str]:
-    """The strings of a JSON value that sit under a key-like name, however deep."""
-    if isinstance(value, str):
-        return [value] if under_key else []
-    if isinstance(value, dict):
-        return [s for name, item in value.items() for s in _key_like_fields(item, under_key or bool(_KEY_LIKE.search(str(name))))]
-    if isinstance(value, list):
-        return [s for item in value for s in _key_like_fields(item, under_key)]
-    return []
-
-
-def masked_key_like(value: Any, under_key: bool = False) -> Any:
-    """A JSON value to show (--dry-run, the runs file): what sits under a key-like name is ***, however short."""
-    if isinstance(value, str):
-        return "***" if under_key else value
-    if isinstance(value, dict):
-        return {name: masked_key_like(item, under_key or bool(_KEY_LIKE.search(str(name)))) for name, item in value.items()}
-    if isinstance(value, list):
-        return [masked_key_like(item, under_key) for item in value]
-    return value
-
-
 def is_openrouter(base_url: str) -> bool:
     host = urlparse(base_url).hostname or ""
     return host == "openrouter.ai" or host.endswith(".openrouter.ai")
@@ -1543,9 +1477,6 @@ def _iter_lines(path: Path) -> Iterator[tuple[int, str, str]]:
         raise UsageError(f"{path}: cannot read the prompts file: {e.strerror}") from None
 
 
-UTF8_BOM = b"\xef\xbb\xbf"
-
-
 def _decode_line(raw: bytes, where: str, offset: int) -> str:
     if offset == 0:
         raw = raw.removeprefix(UTF8_BOM)  # editors on Windows start files with one; it is not part of the prompt
@@ -1669,20 +1600,6 @@ def _parse_strict_json(line: str, where: str) -> Any:
 
 
 _LONE_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]")  # cheap pre-check before the exact one
-MAX_NESTING = 100  # levels of lists and objects in an input value: orjson writes at most 1,024
-
-
-def nesting_depth(value: Any) -> int:
-    """How many levels of lists and objects deep a parsed value goes (without recursion)."""
-    deepest, level = 0, [(value, 0)]
-    while level:
-        item, depth = level.pop()
-        if isinstance(item, (dict, list)):
-            depth += 1
-            deepest = max(deepest, depth)
-            if depth <= MAX_NESTING:  # deep enough to refuse: no need to walk further
-                level.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
-    return deepest
 
 
 def _refuse_constant(name: str) -> Any:
@@ -1859,7 +1776,6 @@ _CHUNK = 20_000  # prompts signed and indexed at a time
 _WHOLE_ITEM_WORDS = 8  # shorter items are matched only as the whole prompt (GPT-3's shortest n-gram)
 _BOILERPLATE_ITEMS = 50  # an n-gram in more items than this is a benchmark's shared instruction, not an item's
 MAX_BENCHMARK_BYTES = 1 << 30  # a benchmark file larger than this is refused (100,000 items are ~40 MB)
-
 
 
 def lsh_bands(threshold: float) -> int:
@@ -2634,13 +2550,9 @@ def hygiene_figures(listed: DroppedList, quotes: AnswerQuotes | None) -> dict:
 
 
 # ==================================================================================================
-# Tools
+# The rnow stand-in
 # ==================================================================================================
-# tools.py under rnow's @tool; the ToolBox that runs calls and counts them; ToolUnavailable.
-# tools.py is written for rnow: `from rnow.core.tool import tool`, then @tool on sync or async
-# functions. When rnow is installed its decorator is used as it is; otherwise a stand-in module with
-# the same decorator is installed first, building the very schema rnow would, so the student sees at
-# training time exactly the tool definitions it will see at RL time.
+# What tools.py and rewards.py import from rnow (tool, reward, their arguments), when rnow is not installed.
 
 
 @dataclass
@@ -2755,6 +2667,78 @@ def _install_rnow_stand_in() -> None:
 
 
 @dataclass
+class RewardArgs:
+    """Stand-in for rnow.models.RewardArgs: what a reward's `args` receives."""
+
+    metadata: dict = field(default_factory=dict)
+    variables: dict = field(default_factory=dict)
+    secrets: dict = field(default_factory=dict)
+
+
+def get_response(messages: list) -> str:
+    """Stand-in for rnow.models.get_response: the text of the last assistant message."""
+    content = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "assistant"), "")
+    if isinstance(content, list):
+        texts = [part.get("text", "") for part in content if part.get("type") == "text"]
+        return "".join(texts) if texts else "".join(p.get("text", "") or p.get("thinking", "") for p in content)
+    return content or ""
+
+
+async def llm_judge(*args: Any, **kwargs: Any) -> float:
+    """Stand-in for rnow.core.llm_judge, which needs rnow (and an OpenAI key): install rnow to use it."""
+    raise RuntimeError("llm_judge needs the rnow package: pip install rnow")
+
+
+def _rnow_reward_signature_problem(func: Callable) -> str | None:
+    """rnow 0.4's signature check for rewards, word for word (its missing f-string included)."""
+    name, params = func.__name__, list(inspect.signature(func).parameters.values())
+    if len(params) != 2:
+        return (f"Reward '{name}' must have exactly 2 parameters: (args: RewardArgs, messages: list). "
+                "Got {len(params)} parameters.")
+    hints = typing.get_type_hints(func)
+    args_param, messages_param = params
+    if args_param.name not in hints:
+        return f"Reward '{name}': parameter '{args_param.name}' must have type hint 'RewardArgs'."
+    if hints[args_param.name] is not sys.modules["rnow.models"].RewardArgs:
+        return f"Reward '{name}': first parameter must be typed as 'RewardArgs', got '{hints[args_param.name]}'."
+    if messages_param.name not in hints:
+        return f"Reward '{name}': parameter '{messages_param.name}' must have type hint 'list'."
+    messages_type = hints[messages_param.name]
+    if (typing.get_origin(messages_type) or messages_type) is not list:
+        return f"Reward '{name}': second parameter must be typed as 'list', got '{messages_type}'."
+    if "return" not in hints:
+        return f"Reward '{name}' must declare return type '-> float'."
+    if hints["return"] is not float:
+        return f"Reward '{name}' must return 'float', got '{hints['return']}'."
+    return None
+
+
+def rnow_reward_decorator(fn: Callable | None = None, *, precondition: bool = False, sandbox: bool = False,
+                          timeout: int | None = None):
+    """Stand-in for rnow.core.reward: @reward or @reward(precondition=..., timeout=...)."""
+
+    def decorate(func: Callable) -> Callable:
+        problem = _rnow_reward_signature_problem(func)
+        if problem:
+            raise TypeError(f"Reward registration failed: {problem}")
+        func._is_reward, func._reward_name, func._is_precondition = True, func.__name__, precondition
+        func._is_sandbox, func._timeout = sandbox, timeout
+        return func
+
+    return decorate(fn) if fn else decorate
+
+
+# ==================================================================================================
+# Tools
+# ==================================================================================================
+# tools.py under rnow's @tool; the ToolBox that runs calls and counts them; ToolUnavailable.
+# tools.py is written for rnow: `from rnow.core.tool import tool`, then @tool on sync or async
+# functions. When rnow is installed its decorator is used as it is; otherwise a stand-in module with
+# the same decorator is installed first, building the very schema rnow would, so the student sees at
+# training time exactly the tool definitions it will see at RL time.
+
+
+@dataclass
 class Tool:
     name: str
     function: Callable
@@ -2815,141 +2799,6 @@ def _user_code_location(error: BaseException, path: Path) -> str:
         return f"{path}:{error.lineno}"
     frames = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).resolve() == path.resolve()]
     return f"{path}:{frames[-1].lineno}" if frames else str(path)
-
-
-class ToolBox:
-    """Runs the tool calls of assistant messages. Whatever goes wrong becomes text the teacher can read."""
-
-    def __init__(self, tools: list[Tool], settings: ToolSettings, closer: Callable | None = None,
-                 redact: Callable[[str], str] | None = None):
-        self.tools = {tool.name: tool for tool in tools}
-        self.redact = redact  # Secret.redact, for what a tool says of its own failure (the failed file, the terminal)
-        self.default_timeout = settings.timeout
-        self.max_chars = settings.max_chars
-        self.closer = closer
-        self.mcp_specs = settings.mcp
-        self.mcp_servers: list[McpServer] = []
-        self._slots = asyncio.Semaphore(settings.concurrency)
-        self.tally: dict[str, _ToolTally] = {}  # calls and errors by tool, for the summary
-
-    def summary(self) -> list[str]:
-        """The summary's lines on tools: calls and errors of each, and a warning for a tool that failed in
-        most of its calls (a server refusing every page, a key missing): its error results reached the teacher."""
-        if not self.tally:
-            return []
-        counts = [f"{name} {plural(t.calls, 'call')}" + (f" ({t.errors} errors)" if t.errors else "")
-                  for name, t in sorted(self.tally.items())]
-        lines = ["Tools: " + ", ".join(counts)]
-        for name, t in sorted(self.tally.items()):
-            if t.errors * 2 > t.calls:
-                lines.append(f"WARNING: tool {name!r} failed in {t.errors} of its {plural(t.calls, 'call')}; the "
-                             f"first error: {t.first_error.rstrip('.')}. Those rollouts were written with the errors as the "
-                             "tool's results: check the tool, then --rescore or delete them as you see fit.")
-        return lines
-
-    async def open_mcp(self, errlog: Path) -> list[Tool]:
-        """Connect to the MCP servers; their tools join the box. UsageError if one cannot be used."""
-        if not self.mcp_specs:
-            return []
-        log_mcp_sdk_to(errlog, self.redact)
-        self.mcp_servers, tools = await open_mcp_servers(list(self.mcp_specs), errlog, set(self.tools), self.redact)
-        self.tools.update({tool.name: tool for tool in tools})
-        return tools
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.tools)
-
-    def api_schemas(self) -> list[dict]:
-        return [tool.api_schema() for tool in self.tools.values()]
-
-    async def run_calls(self, tool_calls: list[dict], metadata: dict, allowed: tuple[str, ...] | None = None
-                        ) -> list[dict]:
-        """Run one assistant message's tool calls concurrently; results come back in call order. `allowed`:
-        the prompt's own list of tools, when it has one. ToolUnavailable when a tool said its own machinery
-        failed (once all the calls are over)."""
-        results = await asyncio.gather(*(self.run_call(call, metadata, allowed) for call in tool_calls),
-                                       return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return [{"role": "tool", "tool_call_id": call["id"], "content": result, "name": call["function"]["name"]}
-                for call, result in zip(tool_calls, results)]
-
-    async def run_call(self, call: dict, metadata: dict, allowed: tuple[str, ...] | None = None) -> str:
-        """The call's result as text, counted in the tally (an error is a result that says "Error")."""
-        result = await self._run_call(call, metadata, allowed)
-        name = call["function"]["name"]
-        tally = self.tally.setdefault(name if name in self.tools else "(unknown tools)", _ToolTally())
-        tally.calls += 1
-        if result.startswith("Error"):
-            tally.errors += 1
-            tally.first_error = tally.first_error or (self.redact or str)(printable(result))[:300]  # secrets out, then cut
-        return result
-
-    async def _run_call(self, call: dict, metadata: dict, allowed: tuple[str, ...] | None) -> str:
-        """The call's result as text. A tool is the user's code: whatever it does (raise, sys.exit, hang,
-        ignore cancellation, return what cannot be encoded) ends as an error message for this call."""
-        name = call["function"]["name"]
-        available = list(self.tools) if allowed is None else [n for n in allowed if n in self.tools]
-        tool = self.tools.get(name) if name in available else None
-        if tool is None:
-            return f"Error: unknown tool {name!r}. Available tools: {', '.join(available) or 'none'}."
-        try:
-            arguments = (_parse_tool_arguments(call["function"].get("arguments"), tool) if tool.checks_arguments
-                         else _decode_tool_arguments(call["function"].get("arguments"), tool.name))
-        except ValueError as e:
-            return f"Error: {e}"
-        if tool.wants_args:
-            arguments["args"] = self._tool_args(metadata)
-        timeout = tool.timeout or self.default_timeout
-        async with self._slots:
-            try:
-                result = await call_user_function(tool.function, arguments, timeout)
-            except TimeoutError:
-                return f"Error: tool {name!r} timed out after {timeout:g} s."
-            except asyncio.CancelledError:
-                if asyncio.current_task().cancelling():
-                    raise
-                return f"Error: tool {name!r} was cancelled."
-            except Exception as e:
-                if _is_tool_unavailable(e):
-                    raise ToolUnavailable(f"tool {name!r} is unavailable: {_error_summary(e, 500, self.redact)}") from None
-                return f"Error: tool {name!r} failed: {_error_summary(e, self.max_chars)}"
-        return self._as_text(name, result)
-
-    def _as_text(self, name: str, result: Any) -> str:
-        try:
-            text = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
-            text.encode("utf-8")  # a lone surrogate would break the request and the dataset line
-        except Exception as e:  # circular, a __str__ that raises, lone surrogates, ...
-            return f"Error: tool {name!r} returned a result that cannot be encoded as text: {type(e).__name__}: {e}"[:500]
-        if len(text) <= self.max_chars:
-            return text
-        return text[: self.max_chars] + f"\n\n[... truncated {len(text) - self.max_chars} of {len(text)} characters]"
-
-    @staticmethod
-    def _tool_args(metadata: dict) -> Any:
-        tool_args = sys.modules["rnow.models"].ToolArgs if "rnow.models" in sys.modules else ToolArgs
-        return tool_args(metadata=metadata)
-
-    async def aclose(self, timeout: float = 30.0) -> None:
-        """Call tools.py's `aclose` hook (closes the browser); a hook that fails is ignored, one that
-        hangs is abandoned after `timeout`."""
-        for server in self.mcp_servers:
-            await server.aclose()
-        if self.closer is not None:
-            with contextlib.suppress(Exception):
-                result = _call_guarded(self.closer, {})
-                if inspect.isawaitable(result):
-                    await asyncio.wait({asyncio.ensure_future(_guarded(result))}, timeout=timeout)
-
-
-@dataclass
-class _ToolTally:
-    calls: int = 0
-    errors: int = 0
-    first_error: str = ""
 
 
 class ToolUnavailable(Exception):
@@ -3113,32 +2962,6 @@ def _coerce_argument(tool_name: str, key: str, value: Any, kinds: list[str]) -> 
 # packages, against fastmcp's 30+.
 
 _OPENAI_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-@dataclass(frozen=True)
-class McpSpec:
-    """One MCP server: a streamable-HTTP URL, or a command line run over stdio."""
-
-    target: str
-
-    @property
-    def is_url(self) -> bool:
-        return self.target.startswith(("http://", "https://"))
-
-    @property
-    def shown(self) -> str:
-        """What messages show: a URL's password and query values (Tavily's key travels there) as ***."""
-        return _secret_free_url(self.target) if self.is_url else self.target
-
-
-def _secret_free_url(url: str) -> str:
-    """display_url's (no password), with the query's values, the fragment and the key-like parts of the path
-    as *** too (handed_secrets' secrets of an MCP URL)."""
-    parts = urlparse(display_url(url))
-    query = "&".join(f"{pair.split('=', 1)[0]}=***" if "=" in pair else pair for pair in parts.query.split("&"))
-    path = "/".join("***" if looks_like_key(part) else part for part in parts.path.split("/"))
-    return parts._replace(query=query if parts.query else "", path=path,
-                          fragment="***" if parts.fragment else "").geturl()
 
 
 def _mcp_tool_name(server_index: int, servers: int, name: str) -> str:
@@ -3509,6 +3332,147 @@ def _secret_free_text(text: str, spec: McpSpec) -> str:
 
 
 # ==================================================================================================
+# The toolbox
+# ==================================================================================================
+# The tools of a run, tools.py's and the MCP servers' together: each call checked, timed and its result made text (ToolBox).
+
+
+class ToolBox:
+    """Runs the tool calls of assistant messages. Whatever goes wrong becomes text the teacher can read."""
+
+    def __init__(self, tools: list[Tool], settings: ToolSettings, closer: Callable | None = None,
+                 redact: Callable[[str], str] | None = None):
+        self.tools = {tool.name: tool for tool in tools}
+        self.redact = redact  # Secret.redact, for what a tool says of its own failure (the failed file, the terminal)
+        self.default_timeout = settings.timeout
+        self.max_chars = settings.max_chars
+        self.closer = closer
+        self.mcp_specs = settings.mcp
+        self.mcp_servers: list[McpServer] = []
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self.tally: dict[str, _ToolTally] = {}  # calls and errors by tool, for the summary
+
+    def summary(self) -> list[str]:
+        """The summary's lines on tools: calls and errors of each, and a warning for a tool that failed in
+        most of its calls (a server refusing every page, a key missing): its error results reached the teacher."""
+        if not self.tally:
+            return []
+        counts = [f"{name} {plural(t.calls, 'call')}" + (f" ({t.errors} errors)" if t.errors else "")
+                  for name, t in sorted(self.tally.items())]
+        lines = ["Tools: " + ", ".join(counts)]
+        for name, t in sorted(self.tally.items()):
+            if t.errors * 2 > t.calls:
+                lines.append(f"WARNING: tool {name!r} failed in {t.errors} of its {plural(t.calls, 'call')}; the "
+                             f"first error: {t.first_error.rstrip('.')}. Those rollouts were written with the errors as the "
+                             "tool's results: check the tool, then --rescore or delete them as you see fit.")
+        return lines
+
+    async def open_mcp(self, errlog: Path) -> list[Tool]:
+        """Connect to the MCP servers; their tools join the box. UsageError if one cannot be used."""
+        if not self.mcp_specs:
+            return []
+        log_mcp_sdk_to(errlog, self.redact)
+        self.mcp_servers, tools = await open_mcp_servers(list(self.mcp_specs), errlog, set(self.tools), self.redact)
+        self.tools.update({tool.name: tool for tool in tools})
+        return tools
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.tools)
+
+    def api_schemas(self) -> list[dict]:
+        return [tool.api_schema() for tool in self.tools.values()]
+
+    async def run_calls(self, tool_calls: list[dict], metadata: dict, allowed: tuple[str, ...] | None = None
+                        ) -> list[dict]:
+        """Run one assistant message's tool calls concurrently; results come back in call order. `allowed`:
+        the prompt's own list of tools, when it has one. ToolUnavailable when a tool said its own machinery
+        failed (once all the calls are over)."""
+        results = await asyncio.gather(*(self.run_call(call, metadata, allowed) for call in tool_calls),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [{"role": "tool", "tool_call_id": call["id"], "content": result, "name": call["function"]["name"]}
+                for call, result in zip(tool_calls, results)]
+
+    async def run_call(self, call: dict, metadata: dict, allowed: tuple[str, ...] | None = None) -> str:
+        """The call's result as text, counted in the tally (an error is a result that says "Error")."""
+        result = await self._run_call(call, metadata, allowed)
+        name = call["function"]["name"]
+        tally = self.tally.setdefault(name if name in self.tools else "(unknown tools)", _ToolTally())
+        tally.calls += 1
+        if result.startswith("Error"):
+            tally.errors += 1
+            tally.first_error = tally.first_error or (self.redact or str)(printable(result))[:300]  # secrets out, then cut
+        return result
+
+    async def _run_call(self, call: dict, metadata: dict, allowed: tuple[str, ...] | None) -> str:
+        """The call's result as text. A tool is the user's code: whatever it does (raise, sys.exit, hang,
+        ignore cancellation, return what cannot be encoded) ends as an error message for this call."""
+        name = call["function"]["name"]
+        available = list(self.tools) if allowed is None else [n for n in allowed if n in self.tools]
+        tool = self.tools.get(name) if name in available else None
+        if tool is None:
+            return f"Error: unknown tool {name!r}. Available tools: {', '.join(available) or 'none'}."
+        try:
+            arguments = (_parse_tool_arguments(call["function"].get("arguments"), tool) if tool.checks_arguments
+                         else _decode_tool_arguments(call["function"].get("arguments"), tool.name))
+        except ValueError as e:
+            return f"Error: {e}"
+        if tool.wants_args:
+            arguments["args"] = self._tool_args(metadata)
+        timeout = tool.timeout or self.default_timeout
+        async with self._slots:
+            try:
+                result = await call_user_function(tool.function, arguments, timeout)
+            except TimeoutError:
+                return f"Error: tool {name!r} timed out after {timeout:g} s."
+            except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():
+                    raise
+                return f"Error: tool {name!r} was cancelled."
+            except Exception as e:
+                if _is_tool_unavailable(e):
+                    raise ToolUnavailable(f"tool {name!r} is unavailable: {_error_summary(e, 500, self.redact)}") from None
+                return f"Error: tool {name!r} failed: {_error_summary(e, self.max_chars)}"
+        return self._as_text(name, result)
+
+    def _as_text(self, name: str, result: Any) -> str:
+        try:
+            text = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
+            text.encode("utf-8")  # a lone surrogate would break the request and the dataset line
+        except Exception as e:  # circular, a __str__ that raises, lone surrogates, ...
+            return f"Error: tool {name!r} returned a result that cannot be encoded as text: {type(e).__name__}: {e}"[:500]
+        if len(text) <= self.max_chars:
+            return text
+        return text[: self.max_chars] + f"\n\n[... truncated {len(text) - self.max_chars} of {len(text)} characters]"
+
+    @staticmethod
+    def _tool_args(metadata: dict) -> Any:
+        tool_args = sys.modules["rnow.models"].ToolArgs if "rnow.models" in sys.modules else ToolArgs
+        return tool_args(metadata=metadata)
+
+    async def aclose(self, timeout: float = 30.0) -> None:
+        """Call tools.py's `aclose` hook (closes the browser); a hook that fails is ignored, one that
+        hangs is abandoned after `timeout`."""
+        for server in self.mcp_servers:
+            await server.aclose()
+        if self.closer is not None:
+            with contextlib.suppress(Exception):
+                result = _call_guarded(self.closer, {})
+                if inspect.isawaitable(result):
+                    await asyncio.wait({asyncio.ensure_future(_guarded(result))}, timeout=timeout)
+
+
+@dataclass
+class _ToolTally:
+    calls: int = 0
+    errors: int = 0
+    first_error: str = ""
+
+
+# ==================================================================================================
 # Rewards
 # ==================================================================================================
 # rewards.py under rnow's @reward: the quality gate's scores.
@@ -3516,68 +3480,6 @@ def _secret_free_text(text: str, spec: McpSpec) -> str:
 # the user will use for RL. Every finished rollout is scored with it, as rnow would score it: the total
 # is 0 when a precondition reward is 0, else the sum. As with tools, rnow's own decorator is used when
 # rnow is installed, and a stand-in with its checks and its words when not.
-
-
-@dataclass
-class RewardArgs:
-    """Stand-in for rnow.models.RewardArgs: what a reward's `args` receives."""
-
-    metadata: dict = field(default_factory=dict)
-    variables: dict = field(default_factory=dict)
-    secrets: dict = field(default_factory=dict)
-
-
-def get_response(messages: list) -> str:
-    """Stand-in for rnow.models.get_response: the text of the last assistant message."""
-    content = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "assistant"), "")
-    if isinstance(content, list):
-        texts = [part.get("text", "") for part in content if part.get("type") == "text"]
-        return "".join(texts) if texts else "".join(p.get("text", "") or p.get("thinking", "") for p in content)
-    return content or ""
-
-
-async def llm_judge(*args: Any, **kwargs: Any) -> float:
-    """Stand-in for rnow.core.llm_judge, which needs rnow (and an OpenAI key): install rnow to use it."""
-    raise RuntimeError("llm_judge needs the rnow package: pip install rnow")
-
-
-def _rnow_reward_signature_problem(func: Callable) -> str | None:
-    """rnow 0.4's signature check for rewards, word for word (its missing f-string included)."""
-    name, params = func.__name__, list(inspect.signature(func).parameters.values())
-    if len(params) != 2:
-        return (f"Reward '{name}' must have exactly 2 parameters: (args: RewardArgs, messages: list). "
-                "Got {len(params)} parameters.")
-    hints = typing.get_type_hints(func)
-    args_param, messages_param = params
-    if args_param.name not in hints:
-        return f"Reward '{name}': parameter '{args_param.name}' must have type hint 'RewardArgs'."
-    if hints[args_param.name] is not sys.modules["rnow.models"].RewardArgs:
-        return f"Reward '{name}': first parameter must be typed as 'RewardArgs', got '{hints[args_param.name]}'."
-    if messages_param.name not in hints:
-        return f"Reward '{name}': parameter '{messages_param.name}' must have type hint 'list'."
-    messages_type = hints[messages_param.name]
-    if (typing.get_origin(messages_type) or messages_type) is not list:
-        return f"Reward '{name}': second parameter must be typed as 'list', got '{messages_type}'."
-    if "return" not in hints:
-        return f"Reward '{name}' must declare return type '-> float'."
-    if hints["return"] is not float:
-        return f"Reward '{name}' must return 'float', got '{hints['return']}'."
-    return None
-
-
-def rnow_reward_decorator(fn: Callable | None = None, *, precondition: bool = False, sandbox: bool = False,
-                          timeout: int | None = None):
-    """Stand-in for rnow.core.reward: @reward or @reward(precondition=..., timeout=...)."""
-
-    def decorate(func: Callable) -> Callable:
-        problem = _rnow_reward_signature_problem(func)
-        if problem:
-            raise TypeError(f"Reward registration failed: {problem}")
-        func._is_reward, func._reward_name, func._is_precondition = True, func.__name__, precondition
-        func._is_sandbox, func._timeout = sandbox, timeout
-        return func
-
-    return decorate(fn) if fn else decorate
 
 
 @dataclass
@@ -4926,6 +4828,16 @@ def _float_or_none(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def teacher_headers(settings: TeacherSettings) -> dict[str, str]:
+    """What every request to the teacher's API carries: JSON, the app's name (OpenRouter's attribution) and
+    the key, where there is one."""
+    headers = {"Content-Type": "application/json", "HTTP-Referer": APP_URL, "X-OpenRouter-Title": APP_TITLE,
+               "X-Title": APP_TITLE}
+    if settings.sends_key:
+        headers["Authorization"] = f"Bearer {settings.secret.key}"
+    return headers
+
+
 # ==================================================================================================
 # Reading answers
 # ==================================================================================================
@@ -5409,6 +5321,16 @@ def parse_completion(data: dict) -> Completion:
                       choice.get("error"), provider if isinstance(provider, str) else None)
 
 
+@dataclass
+class Completion:
+    message: dict
+    finish_reason: str | None
+    model: str | None
+    error: Any = None  # the choice's error object, when finish_reason is "error"
+    provider: str | None = None  # who served it, where a router says (OpenRouter: "provider")
+    stop_now: bool = False  # it came whole as the run stopped at once: kept, and its rollout stops after it
+
+
 def checked_completion(data: dict, raw: bytes, redact: Callable[[str], str]) -> Completion:
     """A 200's answer that judge_answer let through, every field the rollout uses checked (parse_completion):
     a lone surrogate, a malformed field or a provider that failed mid-answer is a RetryableError."""
@@ -5482,55 +5404,6 @@ def with_unique_call_ids(message: dict, turn: int, conversation: list[dict]) -> 
     return {**message, "tool_calls": [{**call, "id": new_id} for call, new_id in zip(calls, ids)]}
 
 
-# ==================================================================================================
-# Teacher client
-# ==================================================================================================
-# One chat completion: the request, its retries and backoff, what stops the run (TeacherClient).
-
-
-# Until the teacher has answered once, a wall of identical failures means a wrong URL, model, key or
-# network, not bad luck: the run stops instead of sending every prompt into it. Two signs, two limits:
-FAILED_BEFORE_ANY_ANSWER = 20  # rollouts failed for good (the Run counts them)
-
-
-def _unreachable_limit(concurrency: int) -> int:
-    """Requests in a row that could not reach the teacher at all (the client counts them): at least
-    one full wave of -c requests, three times over, as a wave may all fail from one network blip."""
-    return max(20, 3 * concurrency)
-
-
-@dataclass
-class _Answer:
-    """An HTTP answer, read whole: what _read judges."""
-
-    status: int
-    headers: httpx.Headers
-    body: bytes
-    usage_lost: bool = False  # streamed, and its usage event never came: its cost is unknown, not missing
-    billed_by_batch: bool = False  # a batch's answer: the batch queue counts what it billed, when it reads it
-    stop_now: bool = False  # read whole as the run stopped at once (RequestState.stop_now)
-
-
-@dataclass
-class Completion:
-    message: dict
-    finish_reason: str | None
-    model: str | None
-    error: Any = None  # the choice's error object, when finish_reason is "error"
-    provider: str | None = None  # who served it, where a router says (OpenRouter: "provider")
-    stop_now: bool = False  # it came whole as the run stopped at once: kept, and its rollout stops after it
-
-
-def teacher_headers(settings: TeacherSettings) -> dict[str, str]:
-    """What every request to the teacher's API carries: JSON, the app's name (OpenRouter's attribution) and
-    the key, where there is one."""
-    headers = {"Content-Type": "application/json", "HTTP-Referer": APP_URL, "X-OpenRouter-Title": APP_TITLE,
-               "X-Title": APP_TITLE}
-    if settings.sends_key:
-        headers["Authorization"] = f"Bearer {settings.secret.key}"
-    return headers
-
-
 def backoff_patience(backoff: float, retries: int) -> float:
     """The longest `retries` retries' backoff waits in all (backoff_delay without its jitter)."""
     return sum(min(60.0, backoff * 2 ** k) for k in range(retries))
@@ -5575,355 +5448,6 @@ class Retries:
             return retry_after or 0.0
         self.spent = self.retries + 1
         return None
-
-
-class TeacherClient:
-    def __init__(self, settings: TeacherSettings, limiter: AdaptiveLimiter, stats: Stats,
-                 batches: BatchQueue | None = None):
-        self.settings, self.limiter, self.stats = settings, limiter, stats
-        self.batches = batches  # --batch: every request goes through it instead of the live API
-        self.url = f"{settings.base_url}/chat/completions"
-        self.display_url = display_url(self.url)  # what messages show: no password from the URL
-        self.answered_once = False  # until then, unreachable_limit() failures in a row stop the run
-        self.unreachable_in_a_row = 0
-        self.on_answer: Callable[[], None] | None = None  # called after each billed answer (the spend cap)
-        self.drop_reasoning_content = False  # the server refused it in requests: send messages without it
-        self.stream = True  # False once the server refused streamed answers
-        self.admission_window = 0.25  # seconds unrefused after which a request counts as taken (grows on 429s)
-        self.notes: list[str] = []  # things the summary tells once (what was adapted to this server)
-        # Accept-Encoding is ours to say: aiohttp's default names whatever decoders happen to be installed,
-        # and the transport hands us the body undecoded. We name what zlib decodes, and decode it ourselves.
-        headers = {**teacher_headers(settings), "Accept-Encoding": ACCEPTED_ENCODINGS}
-        # httpx is the API; aiohttp moves the bytes. httpx's own pool (httpcore) does work proportional
-        # to its size on every request (encode/httpx#3215): at 1,000 connections it spent a whole core
-        # there, where aiohttp's pool costs ~15% (OpenAI's SDK ships the same transport). Requests go to
-        # the transport directly (httpx's public transport API): the client's cookie, auth, redirect and
-        # URL-merging layers, of no use for one fixed endpoint, cost as much as the transport itself.
-        # The limiter never lets more than -c requests be in flight, so -c connections suffice.
-        self.transport = AiohttpTransport(client=functools.partial(aiohttp_session, settings.concurrency,
-                                                                   settings.base_url.startswith("https:")),
-                                          proxy=proxy_for(self.url), verify=UNUSED_TLS_CONTEXT)
-        self.target = httpx.URL(self.url)
-        self.headers = httpx.Headers({**headers, "Host": self.target.netloc.decode("ascii")})
-        # No read timeout of aiohttp's own: a process suspended past it woke to that timer before the data that
-        # came meanwhile, and it failed the read with the answer whole in the buffer. The request's Deadlines
-        # (--timeout, --stall-timeout) bound every read, and read what already came first.
-        self.timeouts = {"connect": min(settings.timeout, 15.0), "read": None, "pool": None}
-
-    async def complete(self, body: dict, priority: int, spend: Usage, stopping: asyncio.Event | None = None,
-                       rollout: RolloutKey | None = None, paid_before: Usage | None = None) -> Completion:
-        """One chat completion, retried with backoff on anything transient.
-
-        Every answered request's usage is added to `spend` as it arrives, so a rollout that fails later
-        still reports what it cost. `stopping`: if the run is stopping by the time a request slot frees up,
-        send nothing (NotStarted). `rollout` and `paid_before`, in batch mode: the request's rollout try, and
-        where the usage of an answer an earlier run was billed for goes (not this run's spend).
-        """
-        paid_before = paid_before if paid_before is not None else Usage()
-        try:
-            return await self._complete(body, priority, spend, stopping, rollout, paid_before)
-        except PromptFailed as e:
-            if e.status in (400, 422) and body.get("stream") and "stream" in e.detail.lower():
-                # A server that cannot stream: ask for whole answers from now on, said once.
-                if self.stream:
-                    self.stream = False
-                    self.notes.append("The teacher refused streamed answers, so whole answers were asked for "
-                                      "(a proxy in front of a slow teacher may close those; see --stall-timeout).")
-                return await self._complete(body, priority, spend, None, rollout, paid_before)
-            # Assistant messages go back as the API gave them, `reasoning_content` included; a server that
-            # refuses that field in requests (400 naming it) gets messages without it from now on.
-            if not (e.status in (400, 422) and "reasoning_content" in e.detail and _carries_reasoning_content(body)):
-                raise
-            if not self.drop_reasoning_content:
-                self.drop_reasoning_content = True
-                self.notes.append("The teacher refused `reasoning_content` in the messages sent back to it, so it "
-                                  "was left out of them (the dataset keeps it).")
-            return await self._complete(body, priority, spend, None, rollout, paid_before)
-
-    async def _complete(self, body: dict, priority: int, spend: Usage, stopping: asyncio.Event | None,
-                        rollout: RolloutKey | None, paid_before: Usage) -> Completion:
-        if self.drop_reasoning_content:
-            body = {**body, "messages": [_without_reasoning_content(m) for m in body["messages"]]}
-        if not self.stream and "stream" in body:
-            body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
-        payload = orjson.dumps(body)  # ~10x json.dumps; refuses what is not strict JSON, like allow_nan=False
-        streamed = bool(body.get("stream"))
-        retries = Retries(self.settings.backoff, self.settings.retries)
-        for attempt in itertools.count(1):
-            try:
-                if self.batches is not None:  # no request slot: the batch is the unit, and the limit is its size
-                    return await self._attempt_in_batch(payload, spend, stopping, rollout, paid_before)
-                return await self._attempt(payload, priority, spend, stopping, streamed)
-            except RetryableError as e:
-                # Refused while the teacher has taken nothing of ours lately: others hold it (the other shards).
-                # The limiter then sends one request a second until the teacher takes one, and grows from there
-                # (AdaptiveLimiter._hold_blind); a backoff of the request's own on top (1, 2, 4 ... 60 s) left the
-                # teacher idle for tens of seconds after the others finished. So the request goes back to the
-                # limiter at once, for as long as its backoff would have waited in all; then it fails.
-                busy = e.rate_limited and self.limiter.holding_blind and self.batches is None
-                wait = retries.wait_within_patience(e.retry_after) if busy else retries.next_wait(e.retry_after)
-                if wait is None:
-                    raise PromptFailed(f"retries used up ({e.kind})",
-                                       f"gave up after {attempt} attempts; last error: {e.detail}", attempt) from None
-                self.stats.retried()
-                await _wait_unless_stopping(wait, stopping)
-        raise AssertionError("unreachable")
-
-    async def _attempt(self, payload: bytes, priority: int, spend: Usage, stopping: asyncio.Event | None,
-                       streamed: bool = False) -> Completion:
-        try:
-            slot = await self.limiter.acquire(priority)
-        except LimiterClosed:  # the run is stopping: this request never starts
-            raise NotStarted() from None
-        answered, sent = Answered.FAILED, time.monotonic()
-        # Admitted once it goes unrefused for the window (or at its first streamed data, read_events)
-        admission = asyncio.get_running_loop().call_later(self.admission_window, self.limiter.admit, slot)
-        try:
-            if stopping is not None and stopping.is_set():
-                answered = Answered.CANCELLED
-                raise NotStarted()
-            self.stats.sent()
-            answer = await self._post(payload, slot, streamed)
-            self.unreachable_in_a_row = 0
-            completion = self._read(answer, spend)
-            completion.stop_now = answer.stop_now
-            self.answered_once = True
-            answered = Answered.OK
-            return completion
-        except RetryableError as e:
-            if e.rate_limited:
-                answered = Answered.RATE_LIMITED
-                self.stats.rate_limited_once()
-                self._learn_refusal_time(time.monotonic() - sent)
-            if e.retry_after and e.holds_everyone:
-                self.limiter.pause_until(time.monotonic() + e.retry_after)
-            raise
-        finally:
-            admission.cancel()
-            self.limiter.release(slot, answered)
-
-    async def _attempt_in_batch(self, payload: bytes, spend: Usage, stopping: asyncio.Event | None,
-                                rollout: RolloutKey | None, paid_before: Usage) -> Completion:
-        if stopping is not None and stopping.is_set():
-            raise NotStarted()
-        got = await self.batches.answer(rollout or RolloutKey("", 0), payload)  # counts the requests it sends
-        if len(got.body) > self.settings.max_answer_bytes:  # as a live answer would be: its prompt fails
-            raise PromptFailed("answer too large", str(AnswerTooLarge(len(got.body), self.settings.max_answer_bytes)))
-        try:
-            completion = self._read(_Answer(got.status, httpx.Headers(got.headers), got.body, billed_by_batch=True),
-                                    paid_before if got.paid_before else spend)  # judged as a live answer
-        except RetryableError as e:
-            self.batches.judged(got.custom_id, e.kind, e.detail)  # the reason, should the bound be reached
-            raise
-        self.answered_once = True
-        return completion
-
-    def _learn_refusal_time(self, seconds: float) -> None:
-        """The admission window: three times the slowest 429 seen so far, at least 0.25 s (OpenRouter's 429s
-        come back in tens of milliseconds; a proxy in front may add some), at most 30 s. A 429 later than the
-        window still counts as one: it only came after the limit had grown."""
-        self.admission_window = min(30.0, max(self.admission_window, 3 * seconds))
-
-    async def _post(self, payload: bytes, slot: Slot, streamed: bool = False) -> _Answer:
-        """Send once, except that a request lost on a kept-alive connection the server had already closed
-        (a race every keep-alive timeout allows: nginx's is 75 s, some proxies' 1 s) is sent again at
-        once, without spending a retry: the server never saw it. However many kept-alive connections
-        turn out dead in a row (each is closed as it fails, so the pool runs out of them), the last try
-        goes on a new connection."""
-        for _ in range(self.settings.concurrency + 1):  # the pool holds at most -c connections
-            try:
-                return await self._post_once(payload, slot, streamed)
-            except StaleConnection:
-                continue
-        raise RetryableError("connection", "connection problem: every kept-alive connection had been closed by the server")
-
-    async def _post_once(self, payload: bytes, slot: Slot, streamed: bool) -> _Answer:
-        # httpx's read timeout restarts with every chunk, so a teacher dripping a few bytes a second
-        # would hold a request for ever; this deadline covers the whole request, first byte to last. Each
-        # wait is a Deadline: one that comes due reads what already arrived first.
-        state = RequestState()
-        token = REQUEST_STATE.set(state)
-        ends_at = asyncio.get_running_loop().time() + self.settings.timeout
-        try:
-            request = httpx.Request("POST", self.target, headers=self.headers, content=payload,
-                                    extensions={"timeout": self.timeouts})
-            response = await answer_head(self.transport, request, streamed, self.settings.stall_timeout, ends_at)
-            state.answered = True
-            if (budget := request_budget(response.headers)) is not None:  # before the body: slow start
-                self.limiter.tell_budget(slot, *budget)                    # grows as it comes
-            body = None
-            try:
-                content_type, encoding, declared = body_headers(response)
-                cap = self.settings.max_answer_bytes
-                if response.status_code == 200 and content_type.startswith(b"text/event-stream"):
-                    body = await read_events(response, encoding, self.settings.stall_timeout, cap, ends_at,
-                                             functools.partial(self.limiter.admit, slot))
-                else:
-                    body = await read_body(response, encoding, declared, cap, ends_at)
-            finally:
-                if state.usage_lost:
-                    self.stats.usage_never_came()
-                await close_answer(response, state, whole=body is not None)
-            return _Answer(response.status_code, response.headers, body, state.usage_lost,
-                           stop_now=state.stop_now)
-        except READ_FAILURES as e:
-            raise read_failure(e, self.settings.stall_timeout, self.settings.timeout) from None
-        except (httpx.TransportError, aiohttp.ClientError, OSError) as e:
-            # Judge by aiohttp's own error: httpx-aiohttp maps a refused connection to ConnectTimeout.
-            original = e.__cause__ if isinstance(e, httpx.TransportError) and e.__cause__ else e
-            if state.reused and not state.answered and isinstance(original, STALE_CONNECTION_ERRORS):
-                raise StaleConnection() from None
-            if isinstance(original, (TimeoutError, httpx.TimeoutException)):
-                raise RetryableError("timeout", f"no answer in time ({type(original).__name__})") from None
-            stop = tls_failure(original, self.target.host, self.target.port, self.settings.secret.redact)
-            if stop is not None:
-                raise stop
-            self._check_reachable(original)
-            raise RetryableError("connection", self._detail(
-                f"connection problem: {type(original).__name__}: {original}")) from None
-        finally:
-            REQUEST_STATE.reset(token)
-
-    def _read(self, answer: _Answer, spend: Usage) -> Completion:
-        """Turn an answer into a Completion, or raise (judge_answer). Every field of it is checked."""
-        data = decode_answer(answer.body)
-        if answer.status == 200 and isinstance(data, dict):
-            usage = data.get("usage")
-            if isinstance(usage, dict) and "cache_discount" in data and "cache_discount" not in usage:
-                usage = {**usage, "cache_discount": data["cache_discount"]}  # OpenRouter puts it in the body
-            billed_before = spend.cost
-            spend.add(usage)  # billed even when the rest of the answer turns out unusable
-            self.stats.answered(usage, answer.usage_lost)
-            if not answer.billed_by_batch:
-                self.stats.charged(spend.cost - billed_before)
-                if self.on_answer is not None:
-                    self.on_answer()
-        failure = judge_answer(answer.status, data, answer.headers, answer.body, self.settings.secret.redact,
-                               self.display_url)
-        if failure is not None:
-            raise failure
-        return checked_completion(data, answer.body, self.settings.secret.redact)
-
-    def _check_reachable(self, error: Exception) -> None:
-        self.unreachable_in_a_row += 1
-        if not self.answered_once and self.unreachable_in_a_row >= _unreachable_limit(self.settings.concurrency):
-            raise RunStopped("unreachable", self._detail(
-                f"cannot reach {self.display_url} ({type(error).__name__}: {error}). Check the network and --base-url, "
-                "then re-run the same command.", limit=None))
-
-    def _detail(self, text: str, limit: int | None = 300) -> str:
-        return fit_to_show(text, self.settings.secret.redact, limit)
-
-    async def aclose(self) -> None:
-        await self.transport.aclose()
-
-
-async def _wait_unless_stopping(seconds: float, stopping: asyncio.Event | None) -> None:
-    """A retry's backoff (up to a minute, or a Retry-After): cut short by a stop, which this request then
-    does not outlive (NotStarted: the rollout pauses, or stays pending)."""
-    if stopping is None:
-        await asyncio.sleep(seconds)
-        return
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await stopping.wait()
-    if stopping.is_set():
-        raise NotStarted()
-
-
-def _carries_reasoning_content(body: dict) -> bool:
-    return any(isinstance(m, dict) and "reasoning_content" in m for m in body.get("messages", ()))
-
-
-def _without_reasoning_content(message: dict) -> dict:
-    return {k: v for k, v in message.items() if k != "reasoning_content"} if "reasoning_content" in message else message
-
-
-# ==================================================================================================
-# The models list
-# ==================================================================================================
-# OpenRouter's models list, read whole: whether the teacher's author allows training on its outputs.
-
-
-def teacher_licence(settings: TeacherSettings, model: str) -> bool | None:
-    """Whether the model's author allows training on its outputs, as OpenRouter's models list says (GET
-    /models?distillable=true lists those models, each marked is_trainable_text): only what the list showed.
-    True: the model's entry says is_trainable_text true; False: it says false, or the list, read whole, holds
-    only entries marked true (it was filtered as asked) and not the model. None, the list cannot tell: another
-    server's (no marks: the filter was ignored), one not read whole, a mark that is not a JSON boolean."""
-    entries = _models_list(settings)
-    if not entries:
-        return None
-    wanted = {model, model.split(":")[0]}  # a variant (":free", ":online") is its model's
-    filtered = True
-    for entry in entries:
-        mark = entry.get("is_trainable_text") if isinstance(entry, dict) else None
-        if isinstance(entry, dict) and {entry.get("id"), entry.get("canonical_slug")} & wanted:
-            return mark if isinstance(mark, bool) else None
-        filtered = filtered and mark is True
-    return False if filtered else None
-
-
-_MODELS_PAGES = 100  # a models list longer than this many pages is not read whole: it cannot tell
-_MODELS_DEADLINE = 30.0  # seconds the whole lookup may take, every page: a best-effort check never holds the start
-
-
-def _models_list(settings: TeacherSettings) -> list | None:
-    """Every entry of the models list, its pages followed (OpenAI's `has_more` with `after` the last id, or a
-    `next` link on the same origin: the key goes nowhere else); None when it cannot be read whole (no answer
-    within the deadline, another shape, a page that does not follow, one larger than --max-answer-mb)."""
-    url, params, entries = f"{settings.base_url}/models", {"distillable": "true"}, []
-    origin = _origin(httpx.URL(url))
-    deadline = time.monotonic() + min(settings.timeout, _MODELS_DEADLINE)
-    try:
-        with httpx.Client(trust_env=True) as client:  # SSL_CERT_FILE and proxies, as for requests
-            for _ in range(_MODELS_PAGES):
-                answer = _whole_get(client, url, params, teacher_headers(settings), deadline,
-                                    settings.max_answer_bytes)
-                if answer is None:
-                    return None
-                page_url, status, page = answer
-                listed = page.get("data") if status == 200 and isinstance(page, dict) else None
-                if not isinstance(listed, list):
-                    return None
-                entries += listed
-                following = page.get("next")
-                if isinstance(following, str) and following:
-                    next_url = page_url.join(following)
-                    if _origin(next_url) != origin:
-                        return None  # a page elsewhere is not asked with the key, nor without it: cannot tell
-                    url, params = str(next_url), {}
-                elif page.get("has_more") is True:
-                    after = page.get("last_id") or (listed[-1].get("id") if listed and isinstance(listed[-1], dict) else None)
-                    if not isinstance(after, str) or params.get("after") == after:
-                        return None
-                    params = {"distillable": "true", "after": after}
-                elif page.get("has_more") not in (None, False) or following not in (None, ""):
-                    return None  # says there is more, in a way not known here
-                else:
-                    return entries
-    except (httpx.HTTPError, httpx.InvalidURL, ValueError):
-        return None
-    return None
-
-
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    return url.scheme, url.host, url.port or {"http": 80, "https": 443}.get(url.scheme)
-
-
-def _whole_get(client: httpx.Client, url: str, params: dict, headers: dict, deadline: float, cap: int
-               ) -> tuple[httpx.URL, int, Any] | None:
-    """A GET read whole before the deadline (a byte every few seconds does not hold it), no larger than `cap`:
-    (its URL, status, JSON or None); None when it is not."""
-    if (remaining := deadline - time.monotonic()) <= 0:
-        return None
-    with client.stream("GET", url, params=params, headers=headers, timeout=min(remaining, 10.0)) as response:
-        body = bytearray()
-        for chunk in response.iter_bytes():
-            body += chunk
-            if len(body) > cap or time.monotonic() > deadline:
-                return None
-        return response.url, response.status_code, decode_answer(bytes(body))
 
 
 # ==================================================================================================
@@ -6994,9 +6518,410 @@ class BatchQueue:
 
 
 # ==================================================================================================
+# Teacher client
+# ==================================================================================================
+# One chat completion: the request, its retries and backoff, what stops the run (TeacherClient).
+
+
+# Until the teacher has answered once, a wall of identical failures means a wrong URL, model, key or
+# network, not bad luck: the run stops instead of sending every prompt into it. Two signs, two limits:
+FAILED_BEFORE_ANY_ANSWER = 20  # rollouts failed for good (the Run counts them)
+
+
+def _unreachable_limit(concurrency: int) -> int:
+    """Requests in a row that could not reach the teacher at all (the client counts them): at least
+    one full wave of -c requests, three times over, as a wave may all fail from one network blip."""
+    return max(20, 3 * concurrency)
+
+
+@dataclass
+class _Answer:
+    """An HTTP answer, read whole: what _read judges."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    usage_lost: bool = False  # streamed, and its usage event never came: its cost is unknown, not missing
+    billed_by_batch: bool = False  # a batch's answer: the batch queue counts what it billed, when it reads it
+    stop_now: bool = False  # read whole as the run stopped at once (RequestState.stop_now)
+
+
+class TeacherClient:
+    def __init__(self, settings: TeacherSettings, limiter: AdaptiveLimiter, stats: Stats,
+                 batches: BatchQueue | None = None):
+        self.settings, self.limiter, self.stats = settings, limiter, stats
+        self.batches = batches  # --batch: every request goes through it instead of the live API
+        self.url = f"{settings.base_url}/chat/completions"
+        self.display_url = display_url(self.url)  # what messages show: no password from the URL
+        self.answered_once = False  # until then, unreachable_limit() failures in a row stop the run
+        self.unreachable_in_a_row = 0
+        self.on_answer: Callable[[], None] | None = None  # called after each billed answer (the spend cap)
+        self.drop_reasoning_content = False  # the server refused it in requests: send messages without it
+        self.stream = True  # False once the server refused streamed answers
+        self.admission_window = 0.25  # seconds unrefused after which a request counts as taken (grows on 429s)
+        self.notes: list[str] = []  # things the summary tells once (what was adapted to this server)
+        # Accept-Encoding is ours to say: aiohttp's default names whatever decoders happen to be installed,
+        # and the transport hands us the body undecoded. We name what zlib decodes, and decode it ourselves.
+        headers = {**teacher_headers(settings), "Accept-Encoding": ACCEPTED_ENCODINGS}
+        # httpx is the API; aiohttp moves the bytes. httpx's own pool (httpcore) does work proportional
+        # to its size on every request (encode/httpx#3215): at 1,000 connections it spent a whole core
+        # there, where aiohttp's pool costs ~15% (OpenAI's SDK ships the same transport). Requests go to
+        # the transport directly (httpx's public transport API): the client's cookie, auth, redirect and
+        # URL-merging layers, of no use for one fixed endpoint, cost as much as the transport itself.
+        # The limiter never lets more than -c requests be in flight, so -c connections suffice.
+        self.transport = AiohttpTransport(client=functools.partial(aiohttp_session, settings.concurrency,
+                                                                   settings.base_url.startswith("https:")),
+                                          proxy=proxy_for(self.url), verify=UNUSED_TLS_CONTEXT)
+        self.target = httpx.URL(self.url)
+        self.headers = httpx.Headers({**headers, "Host": self.target.netloc.decode("ascii")})
+        # No read timeout of aiohttp's own: a process suspended past it woke to that timer before the data that
+        # came meanwhile, and it failed the read with the answer whole in the buffer. The request's Deadlines
+        # (--timeout, --stall-timeout) bound every read, and read what already came first.
+        self.timeouts = {"connect": min(settings.timeout, 15.0), "read": None, "pool": None}
+
+    async def complete(self, body: dict, priority: int, spend: Usage, stopping: asyncio.Event | None = None,
+                       rollout: RolloutKey | None = None, paid_before: Usage | None = None) -> Completion:
+        """One chat completion, retried with backoff on anything transient.
+
+        Every answered request's usage is added to `spend` as it arrives, so a rollout that fails later
+        still reports what it cost. `stopping`: if the run is stopping by the time a request slot frees up,
+        send nothing (NotStarted). `rollout` and `paid_before`, in batch mode: the request's rollout try, and
+        where the usage of an answer an earlier run was billed for goes (not this run's spend).
+        """
+        paid_before = paid_before if paid_before is not None else Usage()
+        try:
+            return await self._complete(body, priority, spend, stopping, rollout, paid_before)
+        except PromptFailed as e:
+            if e.status in (400, 422) and body.get("stream") and "stream" in e.detail.lower():
+                # A server that cannot stream: ask for whole answers from now on, said once.
+                if self.stream:
+                    self.stream = False
+                    self.notes.append("The teacher refused streamed answers, so whole answers were asked for "
+                                      "(a proxy in front of a slow teacher may close those; see --stall-timeout).")
+                return await self._complete(body, priority, spend, None, rollout, paid_before)
+            # Assistant messages go back as the API gave them, `reasoning_content` included; a server that
+            # refuses that field in requests (400 naming it) gets messages without it from now on.
+            if not (e.status in (400, 422) and "reasoning_content" in e.detail and _carries_reasoning_content(body)):
+                raise
+            if not self.drop_reasoning_content:
+                self.drop_reasoning_content = True
+                self.notes.append("The teacher refused `reasoning_content` in the messages sent back to it, so it "
+                                  "was left out of them (the dataset keeps it).")
+            return await self._complete(body, priority, spend, None, rollout, paid_before)
+
+    async def _complete(self, body: dict, priority: int, spend: Usage, stopping: asyncio.Event | None,
+                        rollout: RolloutKey | None, paid_before: Usage) -> Completion:
+        if self.drop_reasoning_content:
+            body = {**body, "messages": [_without_reasoning_content(m) for m in body["messages"]]}
+        if not self.stream and "stream" in body:
+            body = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        payload = orjson.dumps(body)  # ~10x json.dumps; refuses what is not strict JSON, like allow_nan=False
+        streamed = bool(body.get("stream"))
+        retries = Retries(self.settings.backoff, self.settings.retries)
+        for attempt in itertools.count(1):
+            try:
+                if self.batches is not None:  # no request slot: the batch is the unit, and the limit is its size
+                    return await self._attempt_in_batch(payload, spend, stopping, rollout, paid_before)
+                return await self._attempt(payload, priority, spend, stopping, streamed)
+            except RetryableError as e:
+                # Refused while the teacher has taken nothing of ours lately: others hold it (the other shards).
+                # The limiter then sends one request a second until the teacher takes one, and grows from there
+                # (AdaptiveLimiter._hold_blind); a backoff of the request's own on top (1, 2, 4 ... 60 s) left the
+                # teacher idle for tens of seconds after the others finished. So the request goes back to the
+                # limiter at once, for as long as its backoff would have waited in all; then it fails.
+                busy = e.rate_limited and self.limiter.holding_blind and self.batches is None
+                wait = retries.wait_within_patience(e.retry_after) if busy else retries.next_wait(e.retry_after)
+                if wait is None:
+                    raise PromptFailed(f"retries used up ({e.kind})",
+                                       f"gave up after {attempt} attempts; last error: {e.detail}", attempt) from None
+                self.stats.retried()
+                await _wait_unless_stopping(wait, stopping)
+        raise AssertionError("unreachable")
+
+    async def _attempt(self, payload: bytes, priority: int, spend: Usage, stopping: asyncio.Event | None,
+                       streamed: bool = False) -> Completion:
+        try:
+            slot = await self.limiter.acquire(priority)
+        except LimiterClosed:  # the run is stopping: this request never starts
+            raise NotStarted() from None
+        answered, sent = Answered.FAILED, time.monotonic()
+        # Admitted once it goes unrefused for the window (or at its first streamed data, read_events)
+        admission = asyncio.get_running_loop().call_later(self.admission_window, self.limiter.admit, slot)
+        try:
+            if stopping is not None and stopping.is_set():
+                answered = Answered.CANCELLED
+                raise NotStarted()
+            self.stats.sent()
+            answer = await self._post(payload, slot, streamed)
+            self.unreachable_in_a_row = 0
+            completion = self._read(answer, spend)
+            completion.stop_now = answer.stop_now
+            self.answered_once = True
+            answered = Answered.OK
+            return completion
+        except RetryableError as e:
+            if e.rate_limited:
+                answered = Answered.RATE_LIMITED
+                self.stats.rate_limited_once()
+                self._learn_refusal_time(time.monotonic() - sent)
+            if e.retry_after and e.holds_everyone:
+                self.limiter.pause_until(time.monotonic() + e.retry_after)
+            raise
+        finally:
+            admission.cancel()
+            self.limiter.release(slot, answered)
+
+    async def _attempt_in_batch(self, payload: bytes, spend: Usage, stopping: asyncio.Event | None,
+                                rollout: RolloutKey | None, paid_before: Usage) -> Completion:
+        if stopping is not None and stopping.is_set():
+            raise NotStarted()
+        got = await self.batches.answer(rollout or RolloutKey("", 0), payload)  # counts the requests it sends
+        if len(got.body) > self.settings.max_answer_bytes:  # as a live answer would be: its prompt fails
+            raise PromptFailed("answer too large", str(AnswerTooLarge(len(got.body), self.settings.max_answer_bytes)))
+        try:
+            completion = self._read(_Answer(got.status, httpx.Headers(got.headers), got.body, billed_by_batch=True),
+                                    paid_before if got.paid_before else spend)  # judged as a live answer
+        except RetryableError as e:
+            self.batches.judged(got.custom_id, e.kind, e.detail)  # the reason, should the bound be reached
+            raise
+        self.answered_once = True
+        return completion
+
+    def _learn_refusal_time(self, seconds: float) -> None:
+        """The admission window: three times the slowest 429 seen so far, at least 0.25 s (OpenRouter's 429s
+        come back in tens of milliseconds; a proxy in front may add some), at most 30 s. A 429 later than the
+        window still counts as one: it only came after the limit had grown."""
+        self.admission_window = min(30.0, max(self.admission_window, 3 * seconds))
+
+    async def _post(self, payload: bytes, slot: Slot, streamed: bool = False) -> _Answer:
+        """Send once, except that a request lost on a kept-alive connection the server had already closed
+        (a race every keep-alive timeout allows: nginx's is 75 s, some proxies' 1 s) is sent again at
+        once, without spending a retry: the server never saw it. However many kept-alive connections
+        turn out dead in a row (each is closed as it fails, so the pool runs out of them), the last try
+        goes on a new connection."""
+        for _ in range(self.settings.concurrency + 1):  # the pool holds at most -c connections
+            try:
+                return await self._post_once(payload, slot, streamed)
+            except StaleConnection:
+                continue
+        raise RetryableError("connection", "connection problem: every kept-alive connection had been closed by the server")
+
+    async def _post_once(self, payload: bytes, slot: Slot, streamed: bool) -> _Answer:
+        # httpx's read timeout restarts with every chunk, so a teacher dripping a few bytes a second
+        # would hold a request for ever; this deadline covers the whole request, first byte to last. Each
+        # wait is a Deadline: one that comes due reads what already arrived first.
+        state = RequestState()
+        token = REQUEST_STATE.set(state)
+        ends_at = asyncio.get_running_loop().time() + self.settings.timeout
+        try:
+            request = httpx.Request("POST", self.target, headers=self.headers, content=payload,
+                                    extensions={"timeout": self.timeouts})
+            response = await answer_head(self.transport, request, streamed, self.settings.stall_timeout, ends_at)
+            state.answered = True
+            if (budget := request_budget(response.headers)) is not None:  # before the body: slow start
+                self.limiter.tell_budget(slot, *budget)                    # grows as it comes
+            body = None
+            try:
+                content_type, encoding, declared = body_headers(response)
+                cap = self.settings.max_answer_bytes
+                if response.status_code == 200 and content_type.startswith(b"text/event-stream"):
+                    body = await read_events(response, encoding, self.settings.stall_timeout, cap, ends_at,
+                                             functools.partial(self.limiter.admit, slot))
+                else:
+                    body = await read_body(response, encoding, declared, cap, ends_at)
+            finally:
+                if state.usage_lost:
+                    self.stats.usage_never_came()
+                await close_answer(response, state, whole=body is not None)
+            return _Answer(response.status_code, response.headers, body, state.usage_lost,
+                           stop_now=state.stop_now)
+        except READ_FAILURES as e:
+            raise read_failure(e, self.settings.stall_timeout, self.settings.timeout) from None
+        except (httpx.TransportError, aiohttp.ClientError, OSError) as e:
+            # Judge by aiohttp's own error: httpx-aiohttp maps a refused connection to ConnectTimeout.
+            original = e.__cause__ if isinstance(e, httpx.TransportError) and e.__cause__ else e
+            if state.reused and not state.answered and isinstance(original, STALE_CONNECTION_ERRORS):
+                raise StaleConnection() from None
+            if isinstance(original, (TimeoutError, httpx.TimeoutException)):
+                raise RetryableError("timeout", f"no answer in time ({type(original).__name__})") from None
+            stop = tls_failure(original, self.target.host, self.target.port, self.settings.secret.redact)
+            if stop is not None:
+                raise stop
+            self._check_reachable(original)
+            raise RetryableError("connection", self._detail(
+                f"connection problem: {type(original).__name__}: {original}")) from None
+        finally:
+            REQUEST_STATE.reset(token)
+
+    def _read(self, answer: _Answer, spend: Usage) -> Completion:
+        """Turn an answer into a Completion, or raise (judge_answer). Every field of it is checked."""
+        data = decode_answer(answer.body)
+        if answer.status == 200 and isinstance(data, dict):
+            usage = data.get("usage")
+            if isinstance(usage, dict) and "cache_discount" in data and "cache_discount" not in usage:
+                usage = {**usage, "cache_discount": data["cache_discount"]}  # OpenRouter puts it in the body
+            billed_before = spend.cost
+            spend.add(usage)  # billed even when the rest of the answer turns out unusable
+            self.stats.answered(usage, answer.usage_lost)
+            if not answer.billed_by_batch:
+                self.stats.charged(spend.cost - billed_before)
+                if self.on_answer is not None:
+                    self.on_answer()
+        failure = judge_answer(answer.status, data, answer.headers, answer.body, self.settings.secret.redact,
+                               self.display_url)
+        if failure is not None:
+            raise failure
+        return checked_completion(data, answer.body, self.settings.secret.redact)
+
+    def _check_reachable(self, error: Exception) -> None:
+        self.unreachable_in_a_row += 1
+        if not self.answered_once and self.unreachable_in_a_row >= _unreachable_limit(self.settings.concurrency):
+            raise RunStopped("unreachable", self._detail(
+                f"cannot reach {self.display_url} ({type(error).__name__}: {error}). Check the network and --base-url, "
+                "then re-run the same command.", limit=None))
+
+    def _detail(self, text: str, limit: int | None = 300) -> str:
+        return fit_to_show(text, self.settings.secret.redact, limit)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
+async def _wait_unless_stopping(seconds: float, stopping: asyncio.Event | None) -> None:
+    """A retry's backoff (up to a minute, or a Retry-After): cut short by a stop, which this request then
+    does not outlive (NotStarted: the rollout pauses, or stays pending)."""
+    if stopping is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stopping.wait()
+    if stopping.is_set():
+        raise NotStarted()
+
+
+def _carries_reasoning_content(body: dict) -> bool:
+    return any(isinstance(m, dict) and "reasoning_content" in m for m in body.get("messages", ()))
+
+
+def _without_reasoning_content(message: dict) -> dict:
+    return {k: v for k, v in message.items() if k != "reasoning_content"} if "reasoning_content" in message else message
+
+
+# ==================================================================================================
+# The models list
+# ==================================================================================================
+# OpenRouter's models list, read whole: whether the teacher's author allows training on its outputs.
+
+
+def teacher_licence(settings: TeacherSettings, model: str) -> bool | None:
+    """Whether the model's author allows training on its outputs, as OpenRouter's models list says (GET
+    /models?distillable=true lists those models, each marked is_trainable_text): only what the list showed.
+    True: the model's entry says is_trainable_text true; False: it says false, or the list, read whole, holds
+    only entries marked true (it was filtered as asked) and not the model. None, the list cannot tell: another
+    server's (no marks: the filter was ignored), one not read whole, a mark that is not a JSON boolean."""
+    entries = _models_list(settings)
+    if not entries:
+        return None
+    wanted = {model, model.split(":")[0]}  # a variant (":free", ":online") is its model's
+    filtered = True
+    for entry in entries:
+        mark = entry.get("is_trainable_text") if isinstance(entry, dict) else None
+        if isinstance(entry, dict) and {entry.get("id"), entry.get("canonical_slug")} & wanted:
+            return mark if isinstance(mark, bool) else None
+        filtered = filtered and mark is True
+    return False if filtered else None
+
+
+_MODELS_PAGES = 100  # a models list longer than this many pages is not read whole: it cannot tell
+_MODELS_DEADLINE = 30.0  # seconds the whole lookup may take, every page: a best-effort check never holds the start
+
+
+def _models_list(settings: TeacherSettings) -> list | None:
+    """Every entry of the models list, its pages followed (OpenAI's `has_more` with `after` the last id, or a
+    `next` link on the same origin: the key goes nowhere else); None when it cannot be read whole (no answer
+    within the deadline, another shape, a page that does not follow, one larger than --max-answer-mb)."""
+    url, params, entries = f"{settings.base_url}/models", {"distillable": "true"}, []
+    origin = _origin(httpx.URL(url))
+    deadline = time.monotonic() + min(settings.timeout, _MODELS_DEADLINE)
+    try:
+        with httpx.Client(trust_env=True) as client:  # SSL_CERT_FILE and proxies, as for requests
+            for _ in range(_MODELS_PAGES):
+                answer = _whole_get(client, url, params, teacher_headers(settings), deadline,
+                                    settings.max_answer_bytes)
+                if answer is None:
+                    return None
+                page_url, status, page = answer
+                listed = page.get("data") if status == 200 and isinstance(page, dict) else None
+                if not isinstance(listed, list):
+                    return None
+                entries += listed
+                following = page.get("next")
+                if isinstance(following, str) and following:
+                    next_url = page_url.join(following)
+                    if _origin(next_url) != origin:
+                        return None  # a page elsewhere is not asked with the key, nor without it: cannot tell
+                    url, params = str(next_url), {}
+                elif page.get("has_more") is True:
+                    after = page.get("last_id") or (listed[-1].get("id") if listed and isinstance(listed[-1], dict) else None)
+                    if not isinstance(after, str) or params.get("after") == after:
+                        return None
+                    params = {"distillable": "true", "after": after}
+                elif page.get("has_more") not in (None, False) or following not in (None, ""):
+                    return None  # says there is more, in a way not known here
+                else:
+                    return entries
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError):
+        return None
+    return None
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port or {"http": 80, "https": 443}.get(url.scheme)
+
+
+def _whole_get(client: httpx.Client, url: str, params: dict, headers: dict, deadline: float, cap: int
+               ) -> tuple[httpx.URL, int, Any] | None:
+    """A GET read whole before the deadline (a byte every few seconds does not hold it), no larger than `cap`:
+    (its URL, status, JSON or None); None when it is not."""
+    if (remaining := deadline - time.monotonic()) <= 0:
+        return None
+    with client.stream("GET", url, params=params, headers=headers, timeout=min(remaining, 10.0)) as response:
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > cap or time.monotonic() > deadline:
+                return None
+        return response.url, response.status_code, decode_answer(bytes(body))
+
+
+# ==================================================================================================
 # Rollout
 # ==================================================================================================
 # One prompt to a final answer: teacher turn, tools, turn...; how it ended (Outcome, Ending).
+
+
+def is_final_answer(message: Any) -> bool:
+    return isinstance(message, dict) and message.get("role") == "assistant" and not message.get("tool_calls")
+
+
+def calls_pending(message: Any) -> bool:
+    """An answer whose tool calls have not run: the last saved message of a rollout the run stopped at once
+    while its tools ran (the next run runs them first)."""
+    return isinstance(message, dict) and message.get("role") == "assistant" and bool(message.get("tool_calls"))
+
+
+@dataclass
+class _SavedTurns:
+    messages: list[dict]
+    usage: Usage
+    turns: int
+    finish_reason: str | None
+    fingerprint: str
+    model: str | None  # the model that answered last (a line names it when it is not the one asked for)
+    provider: str | None
+    prompt: str | None  # Prompt.content of the conversation they began from; None: saved before it was kept
+    settings: dict | None = None  # RequestIdentity.parts they began with; None: saved by an earlier release
 
 
 class Ending(enum.Enum):
@@ -7468,160 +7393,9 @@ OUR_METADATA_KEYS = _metadata_keys_the_builder_adds()
 OUR_PREFIXES = (encode_line({"metadata": {"prompt_id": ""}})[: -len(b'""}}\n')], b'{"metadata": {"prompt_id": ')
 
 
-class LineReader:
-    """Reads a file of ours: lines (without their newline) in batches of a 4 MB read each, ~3x faster than
-    line by line at a million lines. A UTF-8 BOM at the start is dropped (`bom` says there was one); a last
-    line without its newline comes last, alone, once `unterminated` is set."""
-
-    def __init__(self, path: Path, chunk_size: int = 1 << 22):
-        self.path, self.chunk_size = path, chunk_size
-        self.bom = False
-        self.unterminated: bytes | None = None  # the last line, when the file does not end with a newline
-
-    def batches(self) -> Iterator[list[bytes]]:
-        """Raises FileNotFoundError (or another OSError) as open() does."""
-        with open(self.path, "rb") as f:
-            carry = f.read(len(UTF8_BOM))
-            if carry == UTF8_BOM:
-                carry, self.bom = b"", True
-            while chunk := f.read(self.chunk_size):
-                lines = (carry + chunk).split(b"\n")
-                carry = lines.pop()
-                yield lines
-            if carry:
-                self.unterminated = carry
-                yield [carry]
-
-    def lines(self) -> Iterator[bytes]:
-        """Each line, unparsed (for a rewrite that copies lines); nothing for a missing file."""
-        try:
-            for lines in self.batches():
-                yield from lines
-        except FileNotFoundError:
-            return
-
-    def records(self) -> Iterator[tuple[bytes, dict | None]]:
-        """(line, its JSON object or None when it is not one) for each line; nothing for a missing file."""
-        for line in self.lines():
-            yield line, parse_line(line)
-
-
-def parse_line(line: bytes) -> dict | None:
-    try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    return record if isinstance(record, dict) else None
-
-
 def dataset_records(path: Path) -> Iterator[dict | None]:
     """Each line's JSON object, or None for one that is not (torn, edited): what the report reads."""
     return (record for _, record in LineReader(path).records())
-
-
-@contextlib.contextmanager
-def replaced_atomically(path: Path, like: Path | None = None) -> Iterator[Any]:
-    """Write a new version of `path`: the with-block writes a temporary file beside the real file (through
-    any symlink, so a link stays a link and its target is what changes), which is flushed to disk and then
-    renamed over it. A crash or an error midway leaves the old file whole and no temporary behind. The new
-    version keeps the old one's mode (a 0600 output stays 0600); a new file is no more readable than `like`,
-    the output it belongs to. While it is written, only its owner can read it."""
-    target = Path(os.path.realpath(path))
-    temporary = temporary_beside(target)
-    try:
-        with open_private(temporary) as f:
-            yield f
-            f.flush()
-            os.fchmod(f.fileno(), file_mode_for(target, like))
-            os.fsync(f.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise
-
-
-def temporary_beside(target: Path) -> Path:
-    """A name for a rewrite's temporary beside `target`, unique to this process and this rewrite: the PID (so a
-    later run knows whose it was) and a random part (in a container every run may be PID 1)."""
-    return target.with_name(f".{target.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
-
-
-def open_private(path: Path) -> Any:
-    """A new file, for writing, that only its owner may read until file_mode_for's mode is given to it."""
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb")
-
-
-def file_mode_for(target: Path, like: Path | None = None) -> int:
-    """The permissions a new version of `target` gets: the old version's; for a new file, what the umask
-    gives, and no more than `like` (the output) has, so the side files of a private output are private."""
-    try:
-        return stat.S_IMODE(os.stat(target).st_mode)
-    except OSError:
-        pass
-    return 0o666 & ~_umask() & _mode_or_all(like)
-
-
-def create_like(path: Path, like: Path | None) -> None:
-    """Create `path`, if it does not exist, as private as `like` (for a file a library appends to)."""
-    with contextlib.suppress(OSError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644 & _mode_or_all(like)))
-
-
-def _mode_or_all(path: Path | None) -> int:
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode) if path is not None else 0o777
-    except OSError:
-        return 0o777
-
-
-def _umask() -> int:
-    try:  # Linux says it without changing it (os.umask would, for a moment, under every thread)
-        with open("/proc/self/status", encoding="ascii") as status:
-            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
-    except (OSError, StopIteration, ValueError, IndexError):
-        mask = os.umask(0o022)
-        os.umask(mask)
-        return mask
-
-
-_TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)(?:-[0-9a-f]+)?\.tmp")
-
-
-def remove_stale_temporaries(output: Path) -> None:
-    """Remove the temporaries replaced_atomically left beside the output's files when a kill -9 came
-    midway (a compaction's copy of the paused conversations, a rewrite of the output): those whose
-    process is gone. Only files named as ours, for files of this output (<stem>, <stem>.*)."""
-    folder = Path(os.path.realpath(output)).parent
-    stem = output.stem
-    try:
-        names = [entry.name for entry in os.scandir(folder) if entry.name.endswith(".tmp")]
-    except OSError:
-        return
-    for name in names:
-        match = _TEMPORARY_NAME.fullmatch(name)
-        if match is None or not (match["name"] == output.name or match["name"].startswith(stem + ".")):
-            continue
-        pid = int(match["pid"])
-        if pid == os.getpid() or _process_alive(pid):
-            continue
-        with contextlib.suppress(OSError):
-            (folder / name).unlink()
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True  # someone else's, or not a pid at all: not ours to judge
-    return True
-
-
-def remove_file(path: Path) -> None:
-    """Remove a file of ours that is left empty; through a symlink, the file, not the link."""
-    Path(os.path.realpath(path)).unlink()
 
 
 # ==================================================================================================
@@ -7634,17 +7408,6 @@ def remove_file(path: Path) -> None:
 # line in full (strict JSON): a line torn or edited by hand is set aside in <stem>.quarantine.jsonl and
 # its rollout runs again, a second copy of a rollout is set aside too, and the file it appends to is
 # always valid JSONL. The file is locked before it is read, so two runs never plan from one output.
-
-
-class OutputError(Exception):
-    """A file of ours cannot be written (full disk, quota, file size limit, permissions)."""
-
-    # What the user does about it: every message saying a file of ours could not be written ends so.
-    WHAT_TO_DO = "free space (or fix the cause), then re-run the same command"
-
-    def __init__(self, path: Path, error: OSError):
-        super().__init__(f"cannot write {path}: {error.strerror or error}")
-        self.path, self.error = path, error
 
 
 class LineFile:
@@ -7992,29 +7755,6 @@ def _iter_scores(records: list, scores: list) -> Iterator[Score | None]:
 # Paused and failed files
 # ==================================================================================================
 # Rollouts in progress (the paused file, a record per answer) and those that did not finish (the failed file).
-
-
-def is_final_answer(message: Any) -> bool:
-    return isinstance(message, dict) and message.get("role") == "assistant" and not message.get("tool_calls")
-
-
-def calls_pending(message: Any) -> bool:
-    """An answer whose tool calls have not run: the last saved message of a rollout the run stopped at once
-    while its tools ran (the next run runs them first)."""
-    return isinstance(message, dict) and message.get("role") == "assistant" and bool(message.get("tool_calls"))
-
-
-@dataclass
-class _SavedTurns:
-    messages: list[dict]
-    usage: Usage
-    turns: int
-    finish_reason: str | None
-    fingerprint: str
-    model: str | None  # the model that answered last (a line names it when it is not the one asked for)
-    provider: str | None
-    prompt: str | None  # Prompt.content of the conversation they began from; None: saved before it was kept
-    settings: dict | None = None  # RequestIdentity.parts they began with; None: saved by an earlier release
 
 
 class _Chain:
@@ -8374,24 +8114,6 @@ class RunsFile(LineFile):
         if not self.path.is_file():
             return []
         return [record for _, record in LineReader(self.path).records() if isinstance(record, dict)]
-
-
-# How a recorded setting that may hold a secret or a folder is kept (_Recorded.view): as messages show it.
-_RECORDED_VIEWS: dict[str, Callable[[Any], Any]] = {
-    "url": display_url,  # without its password or token
-    "masked": lambda body: masked_key_like(body) or None,  # --extra-body: key-like fields as ***; none as null
-    "servers": lambda specs: [spec.shown for spec in specs],  # MCP servers
-    "name": lambda path: path.name if path is not None else None,  # a file by its name alone
-}
-
-
-def recorded_settings(cfg: Config) -> dict[str, dict]:
-    """The settings marked `recorded`, by the part of a run's record that keeps them (_run_record adds the rest)."""
-    parts: dict[str, dict] = {part: {} for part in RECORD_PARTS}
-    for kind, name, how in recorded_fields():
-        value = getattr(cfg.settings_of(kind), name)
-        parts[how.part][name] = _RECORDED_VIEWS[how.view](value) if how.view is not None else value
-    return parts
 
 
 class FailedFile(LineFile):
@@ -9220,6 +8942,421 @@ class RunSummary:
 
 
 # ==================================================================================================
+# Command line
+# ==================================================================================================
+# The argument parser and parse_config: flags, config.yml and the environment read into one Config.
+
+
+@dataclass(frozen=True)
+class Config:
+    """The command line, parsed and checked: one settings object per part, and what main does with them."""
+
+    prompts: PromptSettings
+    teacher: TeacherSettings
+    requests: RequestSettings
+    tools: ToolSettings
+    gate: GateSettings
+    line: LineFormat
+    files: OutputPaths
+    hygiene: HygieneSettings = HygieneSettings()  # --dedup, --decontaminate
+    export: tuple[str, ...] = ()  # formats written beside the output after the run: hf, openai
+    report: bool = False  # write <stem>.report.html after the run
+    no_run: bool = False  # only make the --export/--report files from the existing files; send nothing
+    dry_run: bool = False
+    rescore: bool = False  # re-apply rewards.py and --min-reward to the output and rejected files
+    sources: dict[str, str] = field(default_factory=dict)  # setting -> where it came from (flag, config.yml, default)
+    project: RnowProject | None = None  # config.yml, for `rnow run` after the run
+    scheduler: SchedulerShard | None = None  # --shard auto: how the shard was found, what to note for the array
+
+    def settings_of(self, kind: type) -> Any:
+        """The settings object of this kind (RequestSettings: self.requests)."""
+        return next(value for value in vars(self).values() if type(value) is kind)
+
+
+# How a recorded setting that may hold a secret or a folder is kept (_Recorded.view): as messages show it.
+_RECORDED_VIEWS: dict[str, Callable[[Any], Any]] = {
+    "url": display_url,  # without its password or token
+    "masked": lambda body: masked_key_like(body) or None,  # --extra-body: key-like fields as ***; none as null
+    "servers": lambda specs: [spec.shown for spec in specs],  # MCP servers
+    "name": lambda path: path.name if path is not None else None,  # a file by its name alone
+}
+
+
+def recorded_settings(cfg: Config) -> dict[str, dict]:
+    """The settings marked `recorded`, by the part of a run's record that keeps them (_run_record adds the rest)."""
+    parts: dict[str, dict] = {part: {} for part in RECORD_PARTS}
+    for kind, name, how in recorded_fields():
+        value = getattr(cfg.settings_of(kind), name)
+        parts[how.part][name] = _RECORDED_VIEWS[how.view](value) if how.view is not None else value
+    return parts
+
+
+def _key_problem(key: str) -> str | None:
+    """What makes this API key unusable in an Authorization header, without showing it."""
+    for position, char in enumerate(key, 1):
+        if char in "\r\n":
+            return f"holds a line break (character {position})"
+        if char in " \t":
+            return f"holds a space or tab (character {position})"
+        if not "!" <= char <= "~":
+            return f"holds a character that cannot be sent in an HTTP header (character {position})"
+    return None
+
+
+def _positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text, float)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _poll_seconds(text: str) -> float:
+    value = _positive_float(text)
+    if not value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be at most 3600 (an hour between looks), got {text}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = _number(text, float)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 1, got {text}")
+    return value
+
+
+def _ngram_words(text: str) -> int:
+    value = _number(text, int)
+    if not 8 <= value <= 50:
+        raise argparse.ArgumentTypeError(f"must be between 8 (GPT-3's shortest) and 50 words, got {text}")
+    return value
+
+
+def temperature(text: str) -> float:
+    value = _number(text, float)
+    if not 0 <= value <= 2:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2, got {text}")
+    return value
+
+
+def _shard_spec(text: str) -> tuple[int, int] | tuple[str, int | None]:
+    """I/N; or auto (auto/N), resolved from the scheduler's environment once the arguments are parsed."""
+    index, _, count = text.partition("/")
+    try:
+        n = int(count) if count or index != "auto" else None
+        i = index if index == "auto" else int(index)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N such as 0/4, or auto, got {text!r}") from None
+    if n is not None and (n < 1 or (i != "auto" and not 0 <= i < n)):
+        raise argparse.ArgumentTypeError(f"I must be in 0..N-1 and N at least 1, got {text!r}")
+    return i, n
+
+
+def _finite_float_arg(text: str) -> float:
+    value = _number(text, float)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _number(text: str, kind: type) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _build_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="generate_distillation_data.py",
+        description="Run a teacher model with tools on every prompt and save the full conversations "
+        "as an SFT dataset (chat JSONL, one conversation a line). Re-run the same command to resume.",
+        epilog="examples:\n"
+        "  python generate_distillation_data.py prompts.jsonl --tools tools.py\n"
+        "  python generate_distillation_data.py questions.txt --tools none -m openai/gpt-4o -c 50\n"
+        "  python generate_distillation_data.py prompts.jsonl --rewards rewards.py --min-reward 1 --attempts 3 "
+        "--max-cost 20\n"
+        "  python generate_distillation_data.py prompts.jsonl --export hf,openai --report --no-run\n"
+        "  python generate_distillation_data.py prompts.jsonl --base-url http://localhost:8000/v1 -m Qwen/Qwen3-8B\n"
+        "\nexit codes: 0 every prompt is in the output (but those --dedup or --decontaminate dropped), 1 some "
+        "failed or were not run "
+        "(see the .failed.jsonl file; re-run to retry them), 2 usage or input error, 130 interrupted.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("input", type=Path, help="prompts file: .txt (one prompt a line) or .jsonl ({\"prompt\": ...} a line)")
+    add("-o", "--output", type=Path, default=None,
+        help="output JSONL; {shard} in the name becomes I-of-N "
+        f"(default: {default(OutputPaths, 'output')})")
+    add("-t", "--tools", default=str(default(ToolSettings, "file")),
+        help="tools file, or 'none' for plain completions (default: %(default)s)")
+    add("-m", "--model", default=default(RequestSettings, "model"), help="teacher model (default: %(default)s)")
+    add("-s", "--system", default=None, help="system prompt put before every prompt")
+    add("-n", "--num", type=_positive_int, default=None, help="use only the first N prompts of the file")
+    add("-c", "--concurrency", type=_positive_int, default=default(TeacherSettings, "concurrency"),
+        help="most requests in flight; the teacher's own cap and rate are learned from its 429s under it "
+        "(default: %(default)s)")
+    add("--start-concurrency", type=_positive_int, default=default(TeacherSettings, "start_concurrency"), metavar="N",
+        help="requests in flight at the start, doubling with each round the teacher takes, up to -c "
+        "(slow start; default: %(default)s; set it to -c to start at full speed)")
+    add("--max-tokens", type=_positive_int, default=default(RequestSettings, "max_tokens"),
+        help="max tokens per teacher response (default: %(default)s)")
+    add("--max-turns", type=_positive_int, default=None,
+        help=f"max teacher responses per rollout (default: config.yml's rollout.max_turns, else "
+        f"{default(RequestSettings, 'max_turns')})")
+    add("--temperature", type=temperature, default=default(RequestSettings, "temperature"),
+        help="sampling temperature, 0-2 (default: %(default)s)")
+    add("--samples", type=_positive_int, default=default(PromptSettings, "samples"),
+        help="independent rollouts per prompt (default: %(default)s)")
+
+    api = parser.add_argument_group("teacher API")
+    api.add_argument("--base-url", default=None,
+                     help=f"OpenAI-compatible API base; env OPENROUTER_BASE_URL (default: "
+                     f"{default(TeacherSettings, 'base_url')})")
+    api.add_argument("--timeout", type=_positive_float, default=default(TeacherSettings, "timeout"),
+                     help="seconds one request may take, first byte to last, before it is retried; generous, "
+                     "since a cut answer is paid for twice (default: %(default)g)")
+    api.add_argument("--retries", type=_non_negative_int, default=default(TeacherSettings, "retries"),
+                     help="retries of one failed request before its prompt is marked failed (default: %(default)s)")
+    api.add_argument("--no-stream", action="store_true",
+                     help="ask for whole answers instead of streamed ones (streaming keeps proxies in front of "
+                     "slow teachers from closing silent connections; a server that refuses it is asked without it)")
+    api.add_argument("--stall-timeout", type=_positive_float, default=default(TeacherSettings, "stall_timeout"),
+                     metavar="SECONDS",
+                     help="a streamed answer that sends no data for this long, or does not even begin, is retried "
+                     "(comments that only keep the connection open do not count); long enough for models that think silently "
+                     "(default: %(default)g)")
+    api.add_argument("--stop-timeout", type=_positive_float, default=default(TeacherSettings, "stop_timeout"),
+                     metavar="SECONDS",
+                     help="at Ctrl-C or SIGTERM, seconds the answers in flight are waited for; past it they are "
+                     "given up (the summary names them: they are paid again next run). Inside the 30 s SLURM and "
+                     "Kubernetes give before they kill (default: %(default)g)")
+    api.add_argument("--max-answer-mb", type=_positive_float, default=default(TeacherSettings, "max_answer_bytes") / MB,
+                     metavar="MB",
+                     help="an answer larger than this (after decompression) fails its prompt, not retried: "
+                     "a broken or hostile server cannot take the machine's memory (default: %(default)g)")
+    api.add_argument("--backoff", type=_positive_float, default=default(TeacherSettings, "backoff"),
+                     help="seconds before the first retry; doubles each time, with jitter, up to 60 "
+                     "(default: %(default)g)")
+    api.add_argument("--reasoning-effort", choices=REASONING_MODES, default=None,
+                     help="ask reasoning models for this much reasoning (rnow's reasoning_mode values; disabled "
+                     "turns reasoning off)")
+    api.add_argument("--reasoning-max-tokens", type=_positive_int, default=None,
+                     help="or cap reasoning at this many tokens")
+    api.add_argument("--cache", choices=["auto", "on", "off"], default=default(RequestSettings, "cache"),
+                     help="ask for prompt caching (cache_control breakpoints): auto asks Anthropic and Gemini "
+                     "models on OpenRouter, which cache only when asked (default: %(default)s)")
+    api.add_argument("--cache-ttl", choices=["5m", "1h"], default=None,
+                     help="how long a cached prefix lives, when caching is asked for (default: the provider's, 5m)")
+    api.add_argument("--extra-body", default=None, metavar="JSON",
+                     help="JSON object (or @file.json) merged into every request: provider routing, "
+                     "models fallbacks, seed, ...")
+    api.add_argument("--batch", action="store_true",
+                     help="send every request through OpenRouter's Batch API, billed at about half the price: the "
+                     "next turn of every rollout goes into one batch, so each turn takes as long as a batch (minutes "
+                     "to hours, up to 24 h); re-running the same command picks up the batches in flight")
+    api.add_argument("--batch-poll", type=_poll_seconds, default=default(TeacherSettings, "batch_poll"),
+                     metavar="SECONDS", help="with --batch, seconds between looks at a batch in progress "
+                     "(default: %(default)s)")
+    api.add_argument("--distillable", action="store_true",
+                     help="let OpenRouter route only to models whose authors allow training on their outputs "
+                     "(provider.enforce_distillable_text); a teacher not on its list stops the run before anything "
+                     "is sent")
+
+    data = parser.add_argument_group("dataset")
+    data.add_argument("--no-reasoning", action="store_true",
+                      help="do not write the teacher's reasoning text (reasoning_content) to the output")
+    data.add_argument("--keep-incomplete", action="store_true",
+                      help="also write rollouts cut by --max-turns, length or content filter (marked in metadata)")
+    data.add_argument("--export", type=export_formats, default=(), metavar="FORMAT",
+                      help="after the run, also write the output as <stem>.hf.jsonl (TRL, transformers, axolotl: "
+                      "tool schemas, arguments as objects) and/or <stem>.openai.jsonl (OpenAI fine-tuning); "
+                      "comma-separated")
+    data.add_argument("--report", action="store_true",
+                      help="after the run, write <stem>.report.html: one self-contained page with statistics, "
+                      "charts and a conversation browser")
+    data.add_argument("--no-run", action="store_true",
+                      help="run nothing, send nothing: only make the --export and --report files from the "
+                      "existing files")
+    data.add_argument("--shard", type=_shard_spec, default=None, metavar="I/N",
+                      help="take only shard I of N (0-based) of the prompts, for running on N machines; "
+                      "auto: from a SLURM job array, or auto/N in a Kubernetes Indexed Job")
+
+    gate = parser.add_argument_group("quality gate and spend")
+    gate.add_argument("--rewards", type=Path, default=None, metavar="REWARDS_PY",
+                      help="score every finished rollout with this rnow rewards file (metadata.reward)")
+    gate.add_argument("--min-reward", type=_finite_float_arg, default=None, metavar="X",
+                      help="rollouts scoring below X go to <stem>.rejected.jsonl, not the output")
+    gate.add_argument("--attempts", type=_positive_int, default=default(GateSettings, "attempts"), metavar="K",
+                      help="with --min-reward: per prompt (and sample), try rollouts one after another until "
+                      "one passes or K were tried (default: %(default)s)")
+    gate.add_argument("--reward-timeout", type=_positive_float, default=None, metavar="SECONDS",
+                      help=f"seconds a reward may take, unless its @reward(timeout=...) says (default: config.yml's "
+                      f"rollout.reward_timeout, else {default(GateSettings, 'reward_timeout'):g})")
+    gate.add_argument("--rescore", action="store_true",
+                      help="send nothing: re-score the output and rejected files with --rewards and "
+                      "--min-reward, moving lines between them")
+    gate.add_argument("--max-cost", type=_positive_float, default=None, metavar="USD",
+                      help="once this run's spend (plus what is in flight) reaches it, send no new request (rollouts "
+                      "pause between turns) and stop; re-running continues them")
+
+    hygiene = parser.add_argument_group("prompt hygiene (before anything is sent; docs/data.md)")
+    hygiene.add_argument("--dedup", action="store_true", help="drop prompts that repeat an earlier one, word for "
+                         "word or (from 20 words) nearly; the first stays, as does one in the output already")
+    hygiene.add_argument("--dedup-threshold", type=_share, default=default(HygieneSettings, "threshold"),
+                         metavar="J", help="with --dedup, near duplicates share at least this share of their "
+                         "distinct words (default: %(default)s)")
+    hygiene.add_argument("--decontaminate", type=Path, nargs="+", action="extend", default=None, metavar="FILE",
+                         help="drop prompts quoting an item of these benchmark files (JSONL or text, one item a "
+                         "line, or folders); flag answers quoting one at --export and --report")
+    hygiene.add_argument("--decontaminate-field", default=default(HygieneSettings, "text_field"), metavar="NAME",
+                         help="the field holding an item's text in a JSONL benchmark file (default: %(default)s)")
+    hygiene.add_argument("--decontaminate-ngram", type=_ngram_words, default=default(HygieneSettings, "ngram"),
+                         metavar="N", help="words in a row a prompt must share with an item (default: %(default)s)")
+
+    tools = parser.add_argument_group("tools")
+    tools.add_argument("--tool-timeout", type=_positive_float, default=None,
+                       help=f"seconds a tool call may take, unless its @tool(timeout=...) says (default: config.yml's "
+                       f"rollout.tool_timeout, else {default(ToolSettings, 'timeout'):g})")
+    tools.add_argument("--mcp", action="append", default=None, metavar="URL_OR_COMMAND",
+                       help="an MCP server whose tools join tools.py's: a streamable-HTTP URL, or a command run over "
+                       "stdio (\"npx -y some-server\"); repeatable; replaces config.yml's rollout.mcp_url")
+    tools.add_argument("--config", type=Path, default=None, metavar="FILE",
+                       help="rnow's config.yml, whose rollout block gives defaults (max_turns, tool_timeout, "
+                       "reward_timeout, max_tool_response, reasoning_mode, mcp_url) (default: ./config.yml if any)")
+    tools.add_argument("--tool-concurrency", type=_positive_int, default=default(ToolSettings, "concurrency"),
+                       help="tool calls running at once across all rollouts (default: %(default)s)")
+    tools.add_argument("--max-tool-chars", type=_positive_int, default=None,
+                       help=f"longer tool results are cut, with a visible marker (default: config.yml's "
+                       f"rollout.max_tool_response x {CHARS_PER_TOKEN}, else {default(ToolSettings, 'max_chars')})")
+
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate everything, print the first request and the work to do; send nothing")
+    return parser
+
+
+def parse_config(argv: list[str] | None) -> Config:
+    args = _build_arg_parser().parse_args(argv)
+    load_dotenv_file()
+    base_url = (args.base_url or os.environ.get("OPENROUTER_BASE_URL") or default(TeacherSettings, "base_url")).rstrip("/")
+    if urlparse(base_url).scheme not in ("http", "https"):
+        raise UsageError(f"--base-url must start with http:// or https://, got {display_url(base_url)!r}")
+    api_key = os.environ.get("OPENROUTER_API_KEY") or None
+    if api_key is not None and (problem := _key_problem(api_key)):
+        raise UsageError(f"OPENROUTER_API_KEY {problem}. Check it where it is set (the environment or .env); "
+                         "it is not shown here.")
+    if (password := urlparse(base_url).password) and (problem := _key_problem(password)):
+        raise UsageError(f"the password in --base-url {problem}.")
+    if args.attempts > 1 and args.min_reward is None:
+        raise UsageError("--attempts needs --min-reward: it tries again only rollouts that score below it")
+    if args.min_reward is not None and args.rewards is None:
+        raise UsageError("--min-reward needs --rewards rewards.py to score the rollouts")
+    if args.rescore and args.rewards is None:
+        raise UsageError("--rescore needs --rewards rewards.py")
+    if args.rescore and (args.dry_run or args.no_run):
+        raise UsageError("--rescore already sends nothing; use it without --dry-run and --no-run")
+    if args.rewards is not None and not args.rewards.is_file():
+        raise UsageError(f"rewards file {args.rewards} not found")
+    if args.no_run and not (args.export or args.report):
+        raise UsageError("--no-run only makes the --export and --report files; add --export hf (or openai) "
+                         "or --report")
+    extra_body = parse_extra_body(args.extra_body)
+    if args.batch:
+        _check_batchable(extra_body)
+    if args.no_run and args.dry_run:
+        raise UsageError("use either --no-run or --dry-run, not both")
+    if args.rescore and (args.dedup or args.decontaminate):
+        raise UsageError("--dedup and --decontaminate choose the prompts to send, and --rescore sends nothing; "
+                         "use them without --rescore")
+    if api_key is None and is_openrouter(base_url) and not (args.no_run or args.rescore):
+        raise UsageError("OPENROUTER_API_KEY is not set. Put it in a .env file here (see .env.example) "
+                         "or export it; a key is optional only for a local --base-url.")
+    rollout, project = read_rollout_config(args.config)
+    settings = SettingSources(rollout)
+    max_turns = settings.pick("max_turns", args.max_turns, "--max-turns", default(RequestSettings, "max_turns"),
+                              _positive_int)
+    tool_timeout = settings.pick("tool_timeout", args.tool_timeout, "--tool-timeout", default(ToolSettings, "timeout"),
+                                 _positive_float)
+    reward_timeout = settings.pick("reward_timeout", args.reward_timeout, "--reward-timeout",
+                                   default(GateSettings, "reward_timeout"), _positive_float)
+    max_tool_chars = settings.pick("max_tool_response", args.max_tool_chars, "--max-tool-chars",
+                                   default(ToolSettings, "max_chars"), lambda tokens: _positive_int(tokens) * CHARS_PER_TOKEN)
+    reasoning_mode = settings.pick("reasoning_mode", args.reasoning_effort, "--reasoning-effort", None,
+                                   reasoning_mode_value)
+    mcp_urls = settings.pick("mcp_url", args.mcp, "--mcp", [], lambda v: [v] if isinstance(v, str) else list(v))
+    if reasoning_mode and args.reasoning_max_tokens:
+        raise UsageError("use either --reasoning-effort (or config.yml's reasoning_mode) or --reasoning-max-tokens, "
+                         "not both")
+    reasoning = (reasoning_request(reasoning_mode) if reasoning_mode
+                 else {"max_tokens": args.reasoning_max_tokens} if args.reasoning_max_tokens else None)
+    tools_path = None if args.tools.lower() == "none" else Path(args.tools)
+    tools_by_default = args.tools == str(default(ToolSettings, "file"))
+    if tools_path is not None and not tools_path.is_file() and mcp_urls and tools_by_default:
+        tools_path = None  # tools only from MCP servers: no tools.py needed
+    if tools_path is not None and not tools_path.is_file():
+        raise UsageError(f"tools file {tools_path} not found. Pass --tools PATH, or --tools none to run without tools.")
+    if args.output is not None and "{shard}" in str(args.output) and not args.shard:
+        raise UsageError(f"--output {args.output}: {{shard}} stands for a shard (I-of-N), and this run has none. Add "
+                         "--shard I/N (or auto), or name the output without it.")
+    scheduler = scheduler_shard(args.shard[1], os.environ, shard_pattern(args.output, args.shard)) \
+        if args.shard and args.shard[0] == "auto" else None
+    shard = scheduler.shard if scheduler is not None else args.shard
+    output = shard_output(args.output, shard, args.shard)
+    if output.resolve() == args.input.resolve():
+        raise UsageError("--output must not be the input file")
+    files = OutputPaths(output)
+    ours = {path.resolve(): path for path in (files.failed, files.rejected, files.quarantine, files.paused)}
+    if (same := ours.get(args.input.resolve())) is not None:  # this run rewrites and deletes that file
+        raise UsageError(f"{args.input}: the prompts file is this run's own {same.name}, which the run rewrites as "
+                         "rollouts settle. To retry failed prompts, re-run the command with the original prompts "
+                         f"file (failed ones are retried); or copy it (cp {same} retry.jsonl) and pass the copy.")
+    check_regular_file(args.input, "the prompts file", "read once to plan the run and again as its rollouts start",
+                       "Save it to a file first, and pass that.")
+    check_regular_file(output, "the output file", instead="Pass another --output.")
+    for path, what in files.side_files.items():  # before anything is read or sent: a FIFO would hang the run
+        check_regular_file(path, what)
+    secret = _Secret(api_key, handed_secrets(extra_body, [base_url], [u for u in map(str, mcp_urls) if "://" in u]))
+    return Config(
+        prompts=PromptSettings(input=args.input, system=args.system, num=args.num, shard=shard, samples=args.samples,
+                               text_only=args.batch),
+        teacher=TeacherSettings(base_url=base_url, secret=secret, concurrency=args.concurrency,
+                                start_concurrency=args.start_concurrency, timeout=args.timeout, retries=args.retries,
+                                backoff=args.backoff, max_answer_bytes=int(args.max_answer_mb * MB),
+                                stall_timeout=args.stall_timeout, stop_timeout=args.stop_timeout, batch=args.batch,
+                                batch_poll=args.batch_poll),
+        requests=RequestSettings(model=args.model, max_tokens=args.max_tokens, max_turns=max_turns,
+                                 temperature=args.temperature, reasoning=reasoning,
+                                 extra_body=extra_body, cache=args.cache,
+                                 cache_ttl=args.cache_ttl, stream=not (args.no_stream or args.batch),
+                                 no_compression=is_openrouter(base_url), distillable=args.distillable),
+        tools=ToolSettings(file=tools_path, timeout=tool_timeout, concurrency=args.tool_concurrency,
+                           max_chars=max_tool_chars, mcp=tuple(McpSpec(str(u)) for u in mcp_urls)),
+        gate=GateSettings(rewards=args.rewards, reward_timeout=reward_timeout, min_reward=args.min_reward,
+                          attempts=args.attempts, keep_incomplete=args.keep_incomplete, max_cost=args.max_cost),
+        line=LineFormat(teacher=args.model, keep_reasoning=not args.no_reasoning,
+                        numbered_attempts=args.attempts > 1, redact=secret.scrub),
+        files=files, hygiene=HygieneSettings(dedup=args.dedup, threshold=args.dedup_threshold,
+                                             benchmarks=tuple(args.decontaminate or ()),
+                                             text_field=args.decontaminate_field, ngram=args.decontaminate_ngram),
+        export=args.export, report=args.report, no_run=args.no_run, dry_run=args.dry_run,
+        rescore=args.rescore, sources=settings.sources, project=project, scheduler=scheduler,
+    )
+
+
+# ==================================================================================================
 # The run
 # ==================================================================================================
 # The plan, the rollout pool, settling each rollout's fate, stopping.
@@ -10044,111 +10181,6 @@ def _file_sha256(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-_PROJECT_ID_NOTE = ("# rnow run needs a project id. `rnow init` makes one, but it also copies its template over this\n"
-                    "# folder (train.jsonl and config.yml included): never run it here. Added by generate_distillation_data.py.\n")
-
-
-def _give_project_id(config: Path) -> str | None:
-    """Give config.yml the project_id `rnow run` needs, as `rnow init` would make it (a random UUID), so the
-    folder trains with nothing but `rnow login`. One id, whatever starts at once (the tasks of a job array in
-    one folder): under a lock on the file, it is read again, and only a run that still finds no id writes
-    one (the others say nothing). An empty `project_id:` is filled in; else the key is added (_with_project_id).
-    The rest is kept byte for byte (line ends and a BOM included), and the result is checked to read as the
-    same settings plus the id before it replaces the file: a file it cannot be added to safely is left as it
-    is, and the note says how to add it by hand. None: another run gave it one meanwhile."""
-    import yaml
-
-    project_id = str(uuid.uuid4())
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    advice = f'Give its top-level mapping the key `project_id: "{project_id}"`'
-    try:
-        with _locked(config):
-            text = config.read_bytes().decode("utf-8")
-            bom, text = ("\ufeff", text[1:]) if text.startswith("\ufeff") else ("", text)
-            before = yaml.load(text, Loader=loader)
-            if isinstance(before, dict) and before.get("project_id"):
-                return None
-            new_text, advice = _with_project_id(text, project_id, loader)
-            try:
-                after = yaml.load(new_text, Loader=loader) if new_text is not None else None
-            except yaml.YAMLError:
-                after = None
-            if not (isinstance(before, dict) and after == {**before, "project_id": project_id}):
-                return (f"Note: {config} has no project_id, which `rnow run` needs, and this program cannot add one "
-                        f"safely to how the file is written, so it is left as it is. {advice} yourself; do not run "
-                        "`rnow init` here (it overwrites this folder's files).")
-            with replaced_atomically(config) as out:
-                out.write((bom + new_text).encode("utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        why = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
-        return (f"Note: {config} has no project_id, which `rnow run` needs, and it could not be added ({why}). "
-                f"{advice} yourself; do not run `rnow init` here (it overwrites this folder's files).")
-    return (f"{config}: added project_id {project_id}, which `rnow run` needs to train on this folder (`rnow init` "
-            "would make one too, but it overwrites train.jsonl and config.yml: never run it here).")
-
-
-_EMPTY_VALUES = ("", "~", "null", "Null", "NULL")
-
-
-def _with_project_id(text: str, project_id: str, loader: Any) -> tuple[str | None, str]:
-    """config.yml's text (its BOM taken off) with the project id given, nothing else changed, found where the
-    YAML parser puts the keys: an empty `project_id:` (or `project_id :`, `"project_id": ~`, ...) filled in on
-    its own line, whatever its line ends; else the key added to the top-level mapping: a line at the end of a
-    block mapping (with the file's line ends and indentation), or a pair inside the braces of a flow one. None
-    where that cannot be done safely; and, either way, how to do it by hand."""
-    import yaml
-
-    line = f'project_id: "{project_id}"'
-    root = yaml.compose(text, Loader=loader)
-    if not isinstance(root, yaml.MappingNode):
-        return None, f"Give it a top-level mapping with the key `{line}`"
-    found = [(key, value) for key, value in root.value if isinstance(key, yaml.ScalarNode) and key.value == "project_id"]
-    if found:
-        key, value = found[0]
-        colon = re.compile(r"[ \t]*:").match(text, key.end_mark.index)
-        empty = isinstance(value, yaml.ScalarNode) and (value.tag.endswith(":null") or value.style in ("'", '"')) \
-            and value.value in _EMPTY_VALUES
-        advice = f"Set its project_id to `{line}`"
-        if len(found) > 1 or colon is None or not empty or value.end_mark.line != key.start_mark.line:
-            return None, advice
-        end = max(colon.end(), value.end_mark.index)
-        return text[:key.start_mark.index] + line + text[end:], advice
-    if root.flow_style:
-        close = root.end_mark.index - 1
-        if text[close:close + 1] != "}":
-            return None, f"Add `{line}` inside its outer braces, after a comma"
-        before = text[:close].rstrip()[-1:]
-        pair = ("" if before == "{" else " " if before == "," else ", ") + line
-        return text[:close] + pair + text[close:], f"Add `{pair.strip()}` inside its outer braces, before the closing one"
-    newline = "\r\n" if "\r\n" in text else "\n"
-    indent = " " * root.value[0][0].start_mark.column if root.value else ""
-    at = root.end_mark.index  # the mapping's end: before a document end (...) or another document
-    head = text[:at] if not text[:at] or text[:at].endswith(("\n", "\r")) else text[:at] + newline
-    note = "".join(indent + comment + newline for comment in _PROJECT_ID_NOTE.splitlines())
-    return head + note + indent + line + newline + text[at:], f"Add the line `{indent}{line}` after its last setting"
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on the file at `path` (a file we replace by renaming a new one over it, so the lock
-    is taken again until the file locked is still the one there: a run that waited reads what the run
-    before it wrote). A lock on the file itself, not on a lock file beside it: nothing left in the folder."""
-    while True:
-        fd = os.open(path, os.O_RDWR)  # open for writing: NFS takes an exclusive lock only then
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if os.fstat(fd).st_ino == os.stat(path).st_ino:
-                break
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
-    try:
-        yield
-    finally:
-        os.close(fd)  # and with it the lock
 
 
 @contextlib.contextmanager

@@ -3,10 +3,13 @@ the bundled prompts.jsonl is valid, and the README's quick start is what CI runs
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
+import symtable
 import sys
+from typing import Any
 
 import yaml
 
@@ -273,3 +276,142 @@ def test_the_kubernetes_manifest_runs_as_written_with_app_and_data_mapped(tmp_pa
     merged = [json.loads(line)["metadata"]["prompt_id"]
               for path in sorted(data.glob(f"train.shard-*-of-{completions}.jsonl")) for line in path.open()]
     assert len(merged) == len(set(merged)) == len(prompts)
+
+
+# The file reads downhill (issue 36): a section uses only the sections above it. The rule, as counted here:
+# every use of a module-level name (a def, a class or an assignment at the top level), in code or in an
+# annotation, wherever it sits (a function body included), whose definition lies in a later section, is a
+# forward reference. A local, a parameter or an attribute of the same spelling is not a use of the global
+# (symtable says which a name is). The preamble above the first banner (imports, constants, words for
+# messages) counts as above every section. The allowlist is the exceptions, each with its reason.
+_FORWARD_ALLOWED: dict[tuple[str, str], str] = {
+    ("Rollout", "PausedFile"): "the runner is handed the paused file it takes saved turns from and saves them to; "
+    "the file keeps them as dataset lines, so it sits below the line's section, which sits below the rollout's",
+}
+
+
+class _GlobalUses(ast.NodeVisitor):
+    """(line, name) of every load of a module-level name, each scope's own names told apart by symtable."""
+
+    def __init__(self, source: str, names: set[str]):
+        self.names, self.uses, self.scopes = names, [], []
+        self.tables = {}
+        stack = [symtable.symtable(source, "generator", "exec")]
+        while stack:
+            table = stack.pop()
+            for child in table.get_children():
+                self.tables[(child.get_type(), child.get_lineno(), child.get_name())] = child
+                stack.append(child)
+
+    def _shadowed(self, name: str) -> bool:
+        for depth, table in enumerate(reversed(self.scopes)):
+            if table.get_type() == "class" and depth:
+                continue  # a class's names are not seen from the functions inside it
+            try:
+                symbol = table.lookup(name)
+            except KeyError:
+                continue
+            if symbol.is_global() or symbol.is_declared_global():
+                return False
+            if symbol.is_local() or symbol.is_parameter():
+                return True
+        return False
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if isinstance(node.ctx, ast.Load) and node.id in self.names and not self._shadowed(node.id):
+            self.uses.append((node.lineno, node.id))
+
+    def _enter(self, kind: str, node: ast.AST, name: str, inside: list) -> None:
+        table = self.tables.get((kind, node.lineno, name))
+        self.scopes.append(table) if table is not None else None
+        for part in inside:
+            self.visit(part)
+        self.scopes.pop() if table is not None else None
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        args = node.args
+        outside = node.decorator_list + args.defaults + [d for d in args.kw_defaults if d] + [
+            a.annotation for a in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg]
+            if a is not None and a.annotation is not None] + ([node.returns] if node.returns else [])
+        for part in outside:  # evaluated (or, for annotations, read) where the def is
+            self.visit(part)
+        self._enter("function", node, node.name, node.body)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        for part in node.decorator_list + node.bases + node.keywords:
+            self.visit(part)
+        self._enter("class", node, node.name, node.body)
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        for part in node.args.defaults:
+            self.visit(part)
+        self._enter("function", node, "lambda", [node.body])
+
+    def _comprehension(self, node: Any, name: str, parts: list) -> None:
+        self.visit(node.generators[0].iter)  # the first iterable is evaluated outside
+        inner = [g.target for g in node.generators] + [g.iter for g in node.generators[1:]]
+        self._enter("function", node, name, inner + [c for g in node.generators for c in g.ifs] + parts)
+
+    def visit_ListComp(self, node: ast.ListComp) -> None:
+        self._comprehension(node, "listcomp", [node.elt])
+
+    def visit_SetComp(self, node: ast.SetComp) -> None:
+        self._comprehension(node, "setcomp", [node.elt])
+
+    def visit_GeneratorExp(self, node: ast.GeneratorExp) -> None:
+        self._comprehension(node, "genexpr", [node.elt])
+
+    def visit_DictComp(self, node: ast.DictComp) -> None:
+        self._comprehension(node, "dictcomp", [node.key, node.value])
+
+
+def _forward_references(source: str) -> set[tuple[str, str, str]]:
+    """(section using, name, section defining it below) for every forward use."""
+    tree = ast.parse(source)
+    lines = source.splitlines()
+    bar = "# " + "=" * 98
+    banners = [(i + 1, lines[i + 1][2:]) for i, line in enumerate(lines) if line == bar and i + 2 < len(lines)
+               and lines[i + 2] == bar]
+
+    def section(line: int) -> tuple[int, str]:
+        return max(((k, title) for k, (start, title) in enumerate(banners) if start <= line),
+                   default=(-1, "the preamble"))
+    defined: dict[str, int] = {}
+    for node in tree.body:
+        targets = ([node.name] if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else
+                   [t.id for t in node.targets if isinstance(t, ast.Name)] if isinstance(node, ast.Assign) else
+                   [node.target.id] if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                   else [])
+        for name in targets:
+            defined.setdefault(name, node.lineno)
+    uses = _GlobalUses(source, set(defined))
+    uses.visit(tree)
+    found = set()
+    for line, name in uses.uses:
+        (use_k, use), (def_k, where) = section(line), section(defined[name])
+        if use_k < def_k:
+            found.add((use, name, where))
+    return found
+
+
+def test_the_file_reads_downhill():
+    """Each section uses only the sections above it, as the module docstring says (issue 36: 57 forward
+    references across 14 section pairs before)."""
+    found = _forward_references((ROOT / "generate_distillation_data.py").read_text())
+    unexplained = sorted((use, name, where) for use, name, where in found if (use, name) not in _FORWARD_ALLOWED)
+    assert not unexplained, "\n".join(f"{use} uses {name}, defined below in {where}" for use, name, where
+                                      in unexplained)
+    assert {(use, name) for use, name, _ in found} == set(_FORWARD_ALLOWED), "an allowance no longer needed"
+
+
+def test_the_downhill_count_sees_what_it_should():
+    """The counting rule on a small file: a use below its definition is fine, one above is counted wherever it
+    sits (a function body, an annotation, a comprehension), and a local of the same spelling is not."""
+    bar = "# " + "=" * 98
+    source = "\n".join([
+        bar, "# Upper", bar, "def early(x: Later) -> None:", "    return [later() for _ in x]",
+        "def shadowed(later):", "    return later", "class Fields:", "    later: int = 0",
+        bar, "# Lower", bar, "class Later: ...", "def later(): return early([])", ""])
+    assert _forward_references(source) == {("Upper", "Later", "Lower"), ("Upper", "later", "Lower")}
