@@ -9096,7 +9096,19 @@ def _build_arg_parser() -> argparse.ArgumentParser:
         "(see the .failed.jsonl file; re-run to retry them), 2 usage or input error, 130 interrupted.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add = parser.add_argument
+    _add_run_flags(parser.add_argument)
+    _add_teacher_api_flags(parser.add_argument_group("teacher API").add_argument)
+    _add_dataset_flags(parser.add_argument_group("dataset").add_argument)
+    _add_gate_flags(parser.add_argument_group("quality gate and spend").add_argument)
+    _add_hygiene_flags(parser.add_argument_group("prompt hygiene (before anything is sent; docs/data.md)").add_argument)
+    _add_tool_flags(parser.add_argument_group("tools").add_argument)
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate everything, print the first request and the work to do; send nothing")
+    return parser
+
+
+def _add_run_flags(add: Callable[..., argparse.Action]) -> None:
+    """The prompts, the output, the tools file, the teacher model and how much of it at once."""
     add("input", type=Path, help="prompts file: .txt (one prompt a line) or .jsonl ({\"prompt\": ...} a line)")
     add("-o", "--output", type=Path, default=None,
         help="output JSONL; {shard} in the name becomes I-of-N "
@@ -9122,130 +9134,136 @@ def _build_arg_parser() -> argparse.ArgumentParser:
     add("--samples", type=_positive_int, default=default(PromptSettings, "samples"),
         help="independent rollouts per prompt (default: %(default)s)")
 
-    api = parser.add_argument_group("teacher API")
-    api.add_argument("--base-url", default=None,
-                     help=f"OpenAI-compatible API base; env OPENROUTER_BASE_URL (default: "
-                     f"{default(TeacherSettings, 'base_url')})")
-    api.add_argument("--timeout", type=_positive_float, default=default(TeacherSettings, "timeout"),
-                     help="seconds one request may take, first byte to last, before it is retried; generous, "
-                     "since a cut answer is paid for twice (default: %(default)g)")
-    api.add_argument("--retries", type=_non_negative_int, default=default(TeacherSettings, "retries"),
-                     help="retries of one failed request before its prompt is marked failed (default: %(default)s)")
-    api.add_argument("--no-stream", action="store_true",
-                     help="ask for whole answers instead of streamed ones (streaming keeps proxies in front of "
-                     "slow teachers from closing silent connections; a server that refuses it is asked without it)")
-    api.add_argument("--stall-timeout", type=_positive_float, default=default(TeacherSettings, "stall_timeout"),
-                     metavar="SECONDS",
-                     help="a streamed answer that sends no data for this long, or does not even begin, is retried "
-                     "(comments that only keep the connection open do not count); long enough for models that think silently "
-                     "(default: %(default)g)")
-    api.add_argument("--stop-timeout", type=_positive_float, default=default(TeacherSettings, "stop_timeout"),
-                     metavar="SECONDS",
-                     help="at Ctrl-C or SIGTERM, seconds the answers in flight are waited for; past it they are "
-                     "given up (the summary names them: they are paid again next run). Inside the 30 s SLURM and "
-                     "Kubernetes give before they kill (default: %(default)g)")
-    api.add_argument("--max-answer-mb", type=_positive_float, default=default(TeacherSettings, "max_answer_bytes") / MB,
-                     metavar="MB",
-                     help="an answer larger than this (after decompression) fails its prompt, not retried: "
-                     "a broken or hostile server cannot take the machine's memory (default: %(default)g)")
-    api.add_argument("--backoff", type=_positive_float, default=default(TeacherSettings, "backoff"),
-                     help="seconds before the first retry; doubles each time, with jitter, up to 60 "
-                     "(default: %(default)g)")
-    api.add_argument("--reasoning-effort", choices=REASONING_MODES, default=None,
-                     help="ask reasoning models for this much reasoning (rnow's reasoning_mode values; disabled "
-                     "turns reasoning off)")
-    api.add_argument("--reasoning-max-tokens", type=_positive_int, default=None,
-                     help="or cap reasoning at this many tokens")
-    api.add_argument("--cache", choices=["auto", "on", "off"], default=default(RequestSettings, "cache"),
-                     help="ask for prompt caching (cache_control breakpoints): auto asks Anthropic and Gemini "
-                     "models on OpenRouter, which cache only when asked (default: %(default)s)")
-    api.add_argument("--cache-ttl", choices=["5m", "1h"], default=None,
-                     help="how long a cached prefix lives, when caching is asked for (default: the provider's, 5m)")
-    api.add_argument("--extra-body", default=None, metavar="JSON",
-                     help="JSON object (or @file.json) merged into every request: provider routing, "
-                     "models fallbacks, seed, ...")
-    api.add_argument("--batch", action="store_true",
-                     help="send every request through OpenRouter's Batch API, billed at about half the price: the "
-                     "next turn of every rollout goes into one batch, so each turn takes as long as a batch (minutes "
-                     "to hours, up to 24 h); re-running the same command picks up the batches in flight")
-    api.add_argument("--batch-poll", type=_poll_seconds, default=default(TeacherSettings, "batch_poll"),
-                     metavar="SECONDS", help="with --batch, seconds between looks at a batch in progress "
-                     "(default: %(default)s)")
-    api.add_argument("--distillable", action="store_true",
-                     help="let OpenRouter route only to models whose authors allow training on their outputs "
-                     "(provider.enforce_distillable_text); a teacher not on its list stops the run before anything "
-                     "is sent")
 
-    data = parser.add_argument_group("dataset")
-    data.add_argument("--no-reasoning", action="store_true",
-                      help="do not write the teacher's reasoning text (reasoning_content) to the output")
-    data.add_argument("--keep-incomplete", action="store_true",
-                      help="also write rollouts cut by --max-turns, length or content filter (marked in metadata)")
-    data.add_argument("--export", type=export_formats, default=(), metavar="FORMAT",
-                      help="after the run, also write the output as <stem>.hf.jsonl (TRL, transformers, axolotl: "
-                      "tool schemas, arguments as objects) and/or <stem>.openai.jsonl (OpenAI fine-tuning); "
-                      "comma-separated")
-    data.add_argument("--report", action="store_true",
-                      help="after the run, write <stem>.report.html: one self-contained page with statistics, "
-                      "charts and a conversation browser")
-    data.add_argument("--no-run", action="store_true",
-                      help="run nothing, send nothing: only make the --export and --report files from the "
-                      "existing files")
-    data.add_argument("--shard", type=_shard_spec, default=None, metavar="I/N",
-                      help="take only shard I of N (0-based) of the prompts, for running on N machines; "
-                      "auto: from a SLURM job array, or auto/N in a Kubernetes Indexed Job")
+def _add_teacher_api_flags(add: Callable[..., argparse.Action]) -> None:
+    """The teacher's API: where requests go, how long they may take, how often they are retried; reasoning, caching, --batch."""
+    add("--base-url", default=None,
+        help=f"OpenAI-compatible API base; env OPENROUTER_BASE_URL (default: "
+        f"{default(TeacherSettings, 'base_url')})")
+    add("--timeout", type=_positive_float, default=default(TeacherSettings, "timeout"),
+        help="seconds one request may take, first byte to last, before it is retried; generous, "
+        "since a cut answer is paid for twice (default: %(default)g)")
+    add("--retries", type=_non_negative_int, default=default(TeacherSettings, "retries"),
+        help="retries of one failed request before its prompt is marked failed (default: %(default)s)")
+    add("--no-stream", action="store_true",
+        help="ask for whole answers instead of streamed ones (streaming keeps proxies in front of "
+        "slow teachers from closing silent connections; a server that refuses it is asked without it)")
+    add("--stall-timeout", type=_positive_float, default=default(TeacherSettings, "stall_timeout"),
+        metavar="SECONDS",
+        help="a streamed answer that sends no data for this long, or does not even begin, is retried "
+        "(comments that only keep the connection open do not count); long enough for models that think silently "
+        "(default: %(default)g)")
+    add("--stop-timeout", type=_positive_float, default=default(TeacherSettings, "stop_timeout"),
+        metavar="SECONDS",
+        help="at Ctrl-C or SIGTERM, seconds the answers in flight are waited for; past it they are "
+        "given up (the summary names them: they are paid again next run). Inside the 30 s SLURM and "
+        "Kubernetes give before they kill (default: %(default)g)")
+    add("--max-answer-mb", type=_positive_float, default=default(TeacherSettings, "max_answer_bytes") / MB,
+        metavar="MB",
+        help="an answer larger than this (after decompression) fails its prompt, not retried: "
+        "a broken or hostile server cannot take the machine's memory (default: %(default)g)")
+    add("--backoff", type=_positive_float, default=default(TeacherSettings, "backoff"),
+        help="seconds before the first retry; doubles each time, with jitter, up to 60 "
+        "(default: %(default)g)")
+    add("--reasoning-effort", choices=REASONING_MODES, default=None,
+        help="ask reasoning models for this much reasoning (rnow's reasoning_mode values; disabled "
+        "turns reasoning off)")
+    add("--reasoning-max-tokens", type=_positive_int, default=None,
+        help="or cap reasoning at this many tokens")
+    add("--cache", choices=["auto", "on", "off"], default=default(RequestSettings, "cache"),
+        help="ask for prompt caching (cache_control breakpoints): auto asks Anthropic and Gemini "
+        "models on OpenRouter, which cache only when asked (default: %(default)s)")
+    add("--cache-ttl", choices=["5m", "1h"], default=None,
+        help="how long a cached prefix lives, when caching is asked for (default: the provider's, 5m)")
+    add("--extra-body", default=None, metavar="JSON",
+        help="JSON object (or @file.json) merged into every request: provider routing, "
+        "models fallbacks, seed, ...")
+    add("--batch", action="store_true",
+        help="send every request through OpenRouter's Batch API, billed at about half the price: the "
+        "next turn of every rollout goes into one batch, so each turn takes as long as a batch (minutes "
+        "to hours, up to 24 h); re-running the same command picks up the batches in flight")
+    add("--batch-poll", type=_poll_seconds, default=default(TeacherSettings, "batch_poll"),
+        metavar="SECONDS", help="with --batch, seconds between looks at a batch in progress "
+        "(default: %(default)s)")
+    add("--distillable", action="store_true",
+        help="let OpenRouter route only to models whose authors allow training on their outputs "
+        "(provider.enforce_distillable_text); a teacher not on its list stops the run before anything "
+        "is sent")
 
-    gate = parser.add_argument_group("quality gate and spend")
-    gate.add_argument("--rewards", type=Path, default=None, metavar="REWARDS_PY",
-                      help="score every finished rollout with this rnow rewards file (metadata.reward)")
-    gate.add_argument("--min-reward", type=_finite_float_arg, default=None, metavar="X",
-                      help="rollouts scoring below X go to <stem>.rejected.jsonl, not the output")
-    gate.add_argument("--attempts", type=_positive_int, default=default(GateSettings, "attempts"), metavar="K",
-                      help="with --min-reward: per prompt (and sample), try rollouts one after another until "
-                      "one passes or K were tried (default: %(default)s)")
-    gate.add_argument("--reward-timeout", type=_positive_float, default=None, metavar="SECONDS",
-                      help=f"seconds a reward may take, unless its @reward(timeout=...) says (default: config.yml's "
-                      f"rollout.reward_timeout, else {default(GateSettings, 'reward_timeout'):g})")
-    gate.add_argument("--rescore", action="store_true",
-                      help="send nothing: re-score the output and rejected files with --rewards and "
-                      "--min-reward, moving lines between them")
-    gate.add_argument("--max-cost", type=_positive_float, default=None, metavar="USD",
-                      help="once this run's spend (plus what is in flight) reaches it, send no new request (rollouts "
-                      "pause between turns) and stop; re-running continues them")
 
-    hygiene = parser.add_argument_group("prompt hygiene (before anything is sent; docs/data.md)")
-    hygiene.add_argument("--dedup", action="store_true", help="drop prompts that repeat an earlier one, word for "
-                         "word or (from 20 words) nearly; the first stays, as does one in the output already")
-    hygiene.add_argument("--dedup-threshold", type=_share, default=default(HygieneSettings, "threshold"),
-                         metavar="J", help="with --dedup, near duplicates share at least this share of their "
-                         "distinct words (default: %(default)s)")
-    hygiene.add_argument("--decontaminate", type=Path, nargs="+", action="extend", default=None, metavar="FILE",
-                         help="drop prompts quoting an item of these benchmark files (JSONL or text, one item a "
-                         "line, or folders); flag answers quoting one at --export and --report")
-    hygiene.add_argument("--decontaminate-field", default=default(HygieneSettings, "text_field"), metavar="NAME",
-                         help="the field holding an item's text in a JSONL benchmark file (default: %(default)s)")
-    hygiene.add_argument("--decontaminate-ngram", type=_ngram_words, default=default(HygieneSettings, "ngram"),
-                         metavar="N", help="words in a row a prompt must share with an item (default: %(default)s)")
+def _add_dataset_flags(add: Callable[..., argparse.Action]) -> None:
+    """What is written: reasoning kept or not, incomplete rollouts, the exports and the report, the shard."""
+    add("--no-reasoning", action="store_true",
+        help="do not write the teacher's reasoning text (reasoning_content) to the output")
+    add("--keep-incomplete", action="store_true",
+        help="also write rollouts cut by --max-turns, length or content filter (marked in metadata)")
+    add("--export", type=export_formats, default=(), metavar="FORMAT",
+        help="after the run, also write the output as <stem>.hf.jsonl (TRL, transformers, axolotl: "
+        "tool schemas, arguments as objects) and/or <stem>.openai.jsonl (OpenAI fine-tuning); "
+        "comma-separated")
+    add("--report", action="store_true",
+        help="after the run, write <stem>.report.html: one self-contained page with statistics, "
+        "charts and a conversation browser")
+    add("--no-run", action="store_true",
+        help="run nothing, send nothing: only make the --export and --report files from the "
+        "existing files")
+    add("--shard", type=_shard_spec, default=None, metavar="I/N",
+        help="take only shard I of N (0-based) of the prompts, for running on N machines; "
+        "auto: from a SLURM job array, or auto/N in a Kubernetes Indexed Job")
 
-    tools = parser.add_argument_group("tools")
-    tools.add_argument("--tool-timeout", type=_positive_float, default=None,
-                       help=f"seconds a tool call may take, unless its @tool(timeout=...) says (default: config.yml's "
-                       f"rollout.tool_timeout, else {default(ToolSettings, 'timeout'):g})")
-    tools.add_argument("--mcp", action="append", default=None, metavar="URL_OR_COMMAND",
-                       help="an MCP server whose tools join tools.py's: a streamable-HTTP URL, or a command run over "
-                       "stdio (\"npx -y some-server\"); repeatable; replaces config.yml's rollout.mcp_url")
-    tools.add_argument("--config", type=Path, default=None, metavar="FILE",
-                       help="rnow's config.yml, whose rollout block gives defaults (max_turns, tool_timeout, "
-                       "reward_timeout, max_tool_response, reasoning_mode, mcp_url) (default: ./config.yml if any)")
-    tools.add_argument("--tool-concurrency", type=_positive_int, default=default(ToolSettings, "concurrency"),
-                       help="tool calls running at once across all rollouts (default: %(default)s)")
-    tools.add_argument("--max-tool-chars", type=_positive_int, default=None,
-                       help=f"longer tool results are cut, with a visible marker (default: config.yml's "
-                       f"rollout.max_tool_response x {CHARS_PER_TOKEN}, else {default(ToolSettings, 'max_chars')})")
 
-    parser.add_argument("--dry-run", action="store_true",
-                        help="validate everything, print the first request and the work to do; send nothing")
-    return parser
+def _add_gate_flags(add: Callable[..., argparse.Action]) -> None:
+    """Rewards, the bar a rollout must pass and how often it may try; --max-cost."""
+    add("--rewards", type=Path, default=None, metavar="REWARDS_PY",
+        help="score every finished rollout with this rnow rewards file (metadata.reward)")
+    add("--min-reward", type=_finite_float_arg, default=None, metavar="X",
+        help="rollouts scoring below X go to <stem>.rejected.jsonl, not the output")
+    add("--attempts", type=_positive_int, default=default(GateSettings, "attempts"), metavar="K",
+        help="with --min-reward: per prompt (and sample), try rollouts one after another until "
+        "one passes or K were tried (default: %(default)s)")
+    add("--reward-timeout", type=_positive_float, default=None, metavar="SECONDS",
+        help=f"seconds a reward may take, unless its @reward(timeout=...) says (default: config.yml's "
+        f"rollout.reward_timeout, else {default(GateSettings, 'reward_timeout'):g})")
+    add("--rescore", action="store_true",
+        help="send nothing: re-score the output and rejected files with --rewards and "
+        "--min-reward, moving lines between them")
+    add("--max-cost", type=_positive_float, default=None, metavar="USD",
+        help="once this run's spend (plus what is in flight) reaches it, send no new request (rollouts "
+        "pause between turns) and stop; re-running continues them")
+
+
+def _add_hygiene_flags(add: Callable[..., argparse.Action]) -> None:
+    """--dedup and --decontaminate."""
+    add("--dedup", action="store_true", help="drop prompts that repeat an earlier one, word for "
+        "word or (from 20 words) nearly; the first stays, as does one in the output already")
+    add("--dedup-threshold", type=_share, default=default(HygieneSettings, "threshold"),
+        metavar="J", help="with --dedup, near duplicates share at least this share of their "
+        "distinct words (default: %(default)s)")
+    add("--decontaminate", type=Path, nargs="+", action="extend", default=None, metavar="FILE",
+        help="drop prompts quoting an item of these benchmark files (JSONL or text, one item a "
+        "line, or folders); flag answers quoting one at --export and --report")
+    add("--decontaminate-field", default=default(HygieneSettings, "text_field"), metavar="NAME",
+        help="the field holding an item's text in a JSONL benchmark file (default: %(default)s)")
+    add("--decontaminate-ngram", type=_ngram_words, default=default(HygieneSettings, "ngram"),
+        metavar="N", help="words in a row a prompt must share with an item (default: %(default)s)")
+
+
+def _add_tool_flags(add: Callable[..., argparse.Action]) -> None:
+    """Tool calls' time, MCP servers, config.yml, how many tool calls at once, how long a result may be."""
+    add("--tool-timeout", type=_positive_float, default=None,
+        help=f"seconds a tool call may take, unless its @tool(timeout=...) says (default: config.yml's "
+        f"rollout.tool_timeout, else {default(ToolSettings, 'timeout'):g})")
+    add("--mcp", action="append", default=None, metavar="URL_OR_COMMAND",
+        help="an MCP server whose tools join tools.py's: a streamable-HTTP URL, or a command run over "
+        "stdio (\"npx -y some-server\"); repeatable; replaces config.yml's rollout.mcp_url")
+    add("--config", type=Path, default=None, metavar="FILE",
+        help="rnow's config.yml, whose rollout block gives defaults (max_turns, tool_timeout, "
+        "reward_timeout, max_tool_response, reasoning_mode, mcp_url) (default: ./config.yml if any)")
+    add("--tool-concurrency", type=_positive_int, default=default(ToolSettings, "concurrency"),
+        help="tool calls running at once across all rollouts (default: %(default)s)")
+    add("--max-tool-chars", type=_positive_int, default=None,
+        help=f"longer tool results are cut, with a visible marker (default: config.yml's "
+        f"rollout.max_tool_response x {CHARS_PER_TOKEN}, else {default(ToolSettings, 'max_chars')})")
 
 
 def parse_config(argv: list[str] | None) -> Config:
