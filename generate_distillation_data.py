@@ -82,31 +82,31 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 MB = 1 << 20
 # Seconds a timer that comes due (an answer's Deadline, a tool's or reward's timeout, the stop's bound) first
 # lets what already arrived be read: a process suspended past it wakes to the timer before the data beside it
-LOOK_AGAIN = 1.0
-OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
-APP_TITLE = "generate_distillation_data"
-APP_URL = "https://github.com/reinforcenow/off-policy-distillation"
+_LOOK_AGAIN = 1.0
+_OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
+_APP_TITLE = "generate_distillation_data"
+_APP_URL = "https://github.com/reinforcenow/off-policy-distillation"
 
 
 class UsageError(Exception):
     """A mistake in the command line or an input file: reported in one line, exit code 2, nothing sent."""
 
 
-def with_each_string(value: Any, change: Callable[[str], str]) -> Any:
+def _with_each_string(value: Any, change: Callable[[str], str]) -> Any:
     """A JSON value with `change` applied to every string in it (dict values, list items; keys kept)."""
     if isinstance(value, str):
         return change(value)
     if isinstance(value, dict):
-        return {key: with_each_string(item, change) for key, item in value.items()}
+        return {key: _with_each_string(item, change) for key, item in value.items()}
     if isinstance(value, list):
-        return [with_each_string(item, change) for item in value]
+        return [_with_each_string(item, change) for item in value]
     return value
 
 
-MAX_NESTING = 100  # levels of lists and objects in an input value: orjson writes at most 1,024
+_MAX_NESTING = 100  # levels of lists and objects in an input value: orjson writes at most 1,024
 
 
-def nesting_depth(value: Any) -> int:
+def _nesting_depth(value: Any) -> int:
     """How many levels of lists and objects deep a parsed value goes (without recursion)."""
     deepest, level = 0, [(value, 0)]
     while level:
@@ -114,7 +114,7 @@ def nesting_depth(value: Any) -> int:
         if isinstance(item, (dict, list)):
             depth += 1
             deepest = max(deepest, depth)
-            if depth <= MAX_NESTING:  # deep enough to refuse: no need to walk further
+            if depth <= _MAX_NESTING:  # deep enough to refuse: no need to walk further
                 level.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
     return deepest
 
@@ -122,18 +122,18 @@ def nesting_depth(value: Any) -> int:
 # Words for messages, used by every part.
 
 
-def plural(n: int, noun: str) -> str:
+def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def human_count(n: float) -> str:
+def _human_count(n: float) -> str:
     for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if n >= size:
             return f"{n / size:.1f}{unit}"
     return str(int(n))
 
 
-def human_duration(seconds: float) -> str:
+def _human_duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
@@ -148,7 +148,7 @@ def human_duration(seconds: float) -> str:
 _MIN_SECRET_LENGTH = 20  # real API keys are longer (OpenRouter's: 73 characters); placeholders are shorter
 
 
-def display_url(url: str) -> str:
+def _display_url(url: str) -> str:
     """The URL as messages show it: a password in it (http://user:KEY@host/v1) is replaced by ***, and so is a
     user name given alone (http://TOKEN@host/v1: a token, as some gateways take it)."""
     parsed = urlparse(url)
@@ -161,7 +161,7 @@ def display_url(url: str) -> str:
 
 @dataclass(frozen=True)
 class _Secret:
-    """The API key (sent in one header) and every other secret the program was handed (handed_secrets: the
+    """The API key (sent in one header) and every other secret the program was handed (_handed_secrets: the
     values of key-like names in .env and the environment, key-like fields of --extra-body, a URL's user
     information, MCP URLs' query values and key-like path parts): taken out of what we store or print. None is
     shown whole: --dry-run shows the key's first 8 and last 4 characters (of a key over 16), to tell which
@@ -227,7 +227,7 @@ class _Secret:
         try:
             text = orjson.dumps(value)
         except (orjson.JSONEncodeError, TypeError):  # not JSON (a lone surrogate): string by string
-            return with_each_string(value, self.redact)
+            return _with_each_string(value, self.redact)
         found = any(needle in text for needle in needles)
         written_escaped = b"\\\\u" in text or b"\\\\/" in text  # a backslash in a string reads doubled
         if not (found or written_escaped):
@@ -239,7 +239,7 @@ class _Secret:
         try:
             return orjson.loads(scrubbed)
         except orjson.JSONDecodeError:  # cannot happen with whole escapes cut; never let one through if it does
-            return with_each_string(value, self.redact)
+            return _with_each_string(value, self.redact)
 
 
 # The public beginnings of API keys (OpenRouter's, OpenAI's, Anthropic's, Groq's, xAI's, Hugging Face's, GitHub's,
@@ -276,7 +276,7 @@ _ESCAPED_GOES_ON = {False: r"(?:[\w-]|\\u[0-9a-fA-F]{4})*", True: r"(?:[\w-]|\\\
 _KEY_LIKE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|AUTH", re.IGNORECASE)
 
 
-def handed_secrets(extra_body: dict, urls: Iterable[str], query_urls: Iterable[str] = ()) -> tuple[str, ...]:
+def _handed_secrets(extra_body: dict, urls: Iterable[str], query_urls: Iterable[str] = ()) -> tuple[str, ...]:
     """Every secret the program was handed besides OPENROUTER_API_KEY, to be taken out of whatever it writes or
     prints (_Secret): the values of key-like names (KEY, TOKEN, SECRET, PASSWORD, AUTH) in .env and the
     environment, but not a URL's (a base URL is no secret: only its user information is) nor a path's (a
@@ -319,10 +319,10 @@ def _secrets_beyond_the_host(url: str) -> list[str]:
     parsed = urlparse(url)
     pairs = [*parsed.query.split("&"), *parsed.fragment.split("&")]
     return ([value for pair in pairs if (value := pair.partition("=")[2])] + ([parsed.fragment] if parsed.fragment else [])
-            + [part for part in parsed.path.split("/") if looks_like_key(part)])
+            + [part for part in parsed.path.split("/") if _looks_like_key(part)])
 
 
-def looks_like_key(text: str) -> bool:
+def _looks_like_key(text: str) -> bool:
     """A URL's path part that is a key rather than a name: as long as a real secret, letters and digits mixed."""
     return (len(text) >= _MIN_SECRET_LENGTH and any(c.isdigit() for c in text) and any(c.isalpha() for c in text))
 
@@ -338,23 +338,23 @@ def _key_like_fields(value: Any, under_key: bool = False) -> list[str]:
     return []
 
 
-def masked_key_like(value: Any, under_key: bool = False) -> Any:
+def _masked_key_like(value: Any, under_key: bool = False) -> Any:
     """A JSON value to show (--dry-run, the runs file): what sits under a key-like name is ***, however short."""
     if isinstance(value, str):
         return "***" if under_key else value
     if isinstance(value, dict):
-        return {name: masked_key_like(item, under_key or bool(_KEY_LIKE.search(str(name)))) for name, item in value.items()}
+        return {name: _masked_key_like(item, under_key or bool(_KEY_LIKE.search(str(name)))) for name, item in value.items()}
     if isinstance(value, list):
-        return [masked_key_like(item, under_key) for item in value]
+        return [_masked_key_like(item, under_key) for item in value]
     return value
 
 
 def _secret_free_url(url: str) -> str:
     """display_url's (no password), with the query's values, the fragment and the key-like parts of the path
     as *** too (handed_secrets' secrets of an MCP URL)."""
-    parts = urlparse(display_url(url))
+    parts = urlparse(_display_url(url))
     query = "&".join(f"{pair.split('=', 1)[0]}=***" if "=" in pair else pair for pair in parts.query.split("&"))
-    path = "/".join("***" if looks_like_key(part) else part for part in parts.path.split("/"))
+    path = "/".join("***" if _looks_like_key(part) else part for part in parts.path.split("/"))
     return parts._replace(query=query if parts.query else "", path=path,
                           fragment="***" if parts.fragment else "").geturl()
 
@@ -404,7 +404,7 @@ class PromptSettings:
 
 
 @dataclass(frozen=True)
-class HygieneSettings:
+class _HygieneSettings:
     """Which prompts are dropped before anything is sent (Prompt hygiene: --dedup, --decontaminate)."""
 
     dedup: bool = False  # drop exact and near duplicates of earlier prompts
@@ -423,7 +423,7 @@ class TeacherSettings:
     """How requests reach the teacher (TeacherClient, AdaptiveLimiter)."""
 
     secret: _Secret
-    base_url: str = _recorded(OPENROUTER_BASE_URL, part="teacher", view="url")
+    base_url: str = _recorded(_OPENROUTER_BASE_URL, part="teacher", view="url")
     concurrency: int = 20  # most requests in flight
     start_concurrency: int = 4  # slow start: requests in flight at first, growing as the teacher takes them
     timeout: float = 600.0  # seconds one request may take, first byte to last
@@ -450,10 +450,10 @@ class TeacherSettings:
     def rollout_pool_size(self) -> int:
         # Twice the request limit, so rollouts busy running tools never leave a request slot idle. In batch
         # mode a batch gathers the next turn of every rollout in progress: as many as a batch may carry.
-        return max(self.concurrency * 2, BATCH_MOST_REQUESTS) if self.batch else self.concurrency * 2
+        return max(self.concurrency * 2, _BATCH_MOST_REQUESTS) if self.batch else self.concurrency * 2
 
 
-BATCH_MOST_REQUESTS = 1000  # requests a batch carries at most (fewer when long answers could pass the size cap)
+_BATCH_MOST_REQUESTS = 1000  # requests a batch carries at most (fewer when long answers could pass the size cap)
 
 
 @dataclass(frozen=True)
@@ -600,7 +600,7 @@ def recorded_fields() -> list[tuple[type, str, _Recorded]]:
     return sorted(marked, key=lambda item: RECORD_PARTS.index(item[2].part))
 
 
-def shard_pattern(output: Path | None, spec: Any) -> Path | None:
+def _shard_pattern(output: Path | None, spec: Any) -> Path | None:
     """The name every shard's output follows, `{shard}` standing for I-of-N (in the file's name or a folder's:
     out/{shard}/train.jsonl); None when --output names one file for all. With --shard auto the default
     output is per shard, since the tasks of an array usually share one file system."""
@@ -610,19 +610,19 @@ def shard_pattern(output: Path | None, spec: Any) -> Path | None:
     return base.with_name(f"{base.stem}.shard-{{shard}}{base.suffix}") if spec[0] == "auto" else None
 
 
-def shard_output(output: Path | None, shard: tuple[int, int] | None, spec: Any) -> Path:
+def _shard_output(output: Path | None, shard: tuple[int, int] | None, spec: Any) -> Path:
     """The output: `{shard}` in --output becomes I-of-N (a folder named so is made when the run opens it)."""
-    pattern = shard_pattern(output, spec) if shard is not None else None
+    pattern = _shard_pattern(output, spec) if shard is not None else None
     if pattern is None:
         return output or default(OutputPaths, "output")
-    return shard_path(pattern, f"{shard[0]}-of-{shard[1]}")
+    return _shard_path(pattern, f"{shard[0]}-of-{shard[1]}")
 
 
-def shard_path(pattern: Path, shard: str) -> Path:
+def _shard_path(pattern: Path, shard: str) -> Path:
     return Path(str(pattern).replace("{shard}", shard))
 
 
-def check_regular_file(path: Path, what: str, why: str = "which this tool writes and reads back",
+def _check_regular_file(path: Path, what: str, why: str = "which this tool writes and reads back",
                        instead: str = "Move it away (it is not one of this tool's files), or pass another --output."
                        ) -> None:
     """Our files are appended to, scanned and replaced: a FIFO would block, /dev/zero never ends, /dev/full
@@ -669,7 +669,7 @@ class McpSpec:
 # Files of ours on disk: written private, replaced atomically, read line by line; what a failed write raises.
 
 
-UTF8_BOM = b"\xef\xbb\xbf"
+_UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class LineReader:
@@ -685,8 +685,8 @@ class LineReader:
     def batches(self) -> Iterator[list[bytes]]:
         """Raises FileNotFoundError (or another OSError) as open() does."""
         with open(self.path, "rb") as f:
-            carry = f.read(len(UTF8_BOM))
-            if carry == UTF8_BOM:
+            carry = f.read(len(_UTF8_BOM))
+            if carry == _UTF8_BOM:
                 carry, self.bom = b"", True
             while chunk := f.read(self.chunk_size):
                 lines = (carry + chunk).split(b"\n")
@@ -726,12 +726,12 @@ def replaced_atomically(path: Path, like: Path | None = None) -> Iterator[Any]:
     version keeps the old one's mode (a 0600 output stays 0600); a new file is no more readable than `like`,
     the output it belongs to. While it is written, only its owner can read it."""
     target = Path(os.path.realpath(path))
-    temporary = temporary_beside(target)
+    temporary = _temporary_beside(target)
     try:
-        with open_private(temporary) as f:
+        with _open_private(temporary) as f:
             yield f
             f.flush()
-            os.fchmod(f.fileno(), file_mode_for(target, like))
+            os.fchmod(f.fileno(), _file_mode_for(target, like))
             os.fsync(f.fileno())
         os.replace(temporary, target)
     except BaseException:
@@ -740,18 +740,18 @@ def replaced_atomically(path: Path, like: Path | None = None) -> Iterator[Any]:
         raise
 
 
-def temporary_beside(target: Path) -> Path:
+def _temporary_beside(target: Path) -> Path:
     """A name for a rewrite's temporary beside `target`, unique to this process and this rewrite: the PID (so a
     later run knows whose it was) and a random part (in a container every run may be PID 1)."""
     return target.with_name(f".{target.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
 
 
-def open_private(path: Path) -> Any:
+def _open_private(path: Path) -> Any:
     """A new file, for writing, that only its owner may read until file_mode_for's mode is given to it."""
     return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb")
 
 
-def file_mode_for(target: Path, like: Path | None = None) -> int:
+def _file_mode_for(target: Path, like: Path | None = None) -> int:
     """The permissions a new version of `target` gets: the old version's; for a new file, what the umask
     gives, and no more than `like` (the output) has, so the side files of a private output are private."""
     try:
@@ -761,7 +761,7 @@ def file_mode_for(target: Path, like: Path | None = None) -> int:
     return 0o666 & ~_umask() & _mode_or_all(like)
 
 
-def create_like(path: Path, like: Path | None) -> None:
+def _create_like(path: Path, like: Path | None) -> None:
     """Create `path`, if it does not exist, as private as `like` (for a file a library appends to)."""
     with contextlib.suppress(OSError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644 & _mode_or_all(like)))
@@ -787,7 +787,7 @@ def _umask() -> int:
 _TEMPORARY_NAME = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)(?:-[0-9a-f]+)?\.tmp")
 
 
-def remove_stale_temporaries(output: Path) -> None:
+def _remove_stale_temporaries(output: Path) -> None:
     """Remove the temporaries replaced_atomically left beside the output's files when a kill -9 came
     midway (a compaction's copy of the paused conversations, a rewrite of the output): those whose
     process is gone. Only files named as ours, for files of this output (<stem>, <stem>.*)."""
@@ -818,7 +818,7 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def remove_file(path: Path) -> None:
+def _remove_file(path: Path) -> None:
     """Remove a file of ours that is left empty; through a symlink, the file, not the link."""
     Path(os.path.realpath(path)).unlink()
 
@@ -843,17 +843,17 @@ class OutputError(Exception):
 # rnow's config.yml: its `rollout` block gives defaults here, so one config serves distillation and RL.
 # Only keys present count (rnow's own default max_turns of 1 would cut every tool rollout); flags win.
 _ROLLOUT_KEYS = ("max_turns", "tool_timeout", "reward_timeout", "max_tool_response", "reasoning_mode", "mcp_url")
-REASONING_MODES = ["disabled", "none", "minimal", "low", "medium", "high", "xhigh"]
+_REASONING_MODES = ["disabled", "none", "minimal", "low", "medium", "high", "xhigh"]
 # rnow's max_tool_response counts tokens (and cuts without a marker); here results are cut by characters,
 # with a marker: 4 characters a token, the usual average for English text and code.
-CHARS_PER_TOKEN = 4
+_CHARS_PER_TOKEN = 4
 
 
 _MAX_CONFIG_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
-class RnowProject:
+class _RnowProject:
     """config.yml as `rnow run` reads it: the file, and whether it already names the project (rnow refuses to
     run without a project_id, and `rnow init`, which makes one, overwrites the folder's files)."""
 
@@ -861,7 +861,7 @@ class RnowProject:
     needs_id: bool  # an rnow project config (it has dataset_type) without a project_id
 
 
-def read_rollout_config(path: Path | None) -> tuple[dict, RnowProject | None]:
+def _read_rollout_config(path: Path | None) -> tuple[dict, _RnowProject | None]:
     """The `rollout` block of config.yml (--config, else ./config.yml if present): {} when there is none;
     and the rnow project the file describes (None without a config.yml)."""
     explicit = path is not None
@@ -885,7 +885,7 @@ def read_rollout_config(path: Path | None) -> tuple[dict, RnowProject | None]:
                 raise UsageError(f"{path}:{event.start_mark.line + 1}: uses a YAML alias (*{str(event.anchor)[:40]}); "
                                  "aliases can expand without bound, and no config needs one: write the value out.")
         data = yaml.load(text, Loader=loader)
-        if nesting_depth(data) > MAX_NESTING:
+        if _nesting_depth(data) > _MAX_NESTING:
             raise RecursionError
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         where = getattr(getattr(e, "problem_mark", None), "line", None)
@@ -893,9 +893,9 @@ def read_rollout_config(path: Path | None) -> tuple[dict, RnowProject | None]:
         raise UsageError(f"{path}{f':{where + 1}' if where is not None else ''}: cannot read it as YAML "
                          f"({problem}). Fix it, or pass --config another file.") from None
     except RecursionError:
-        raise UsageError(f"{path}: nested too deeply (more than {MAX_NESTING} levels); no config needs that. "
+        raise UsageError(f"{path}: nested too deeply (more than {_MAX_NESTING} levels); no config needs that. "
                          "Fix it, or pass --config another file.") from None
-    project = RnowProject(path, isinstance(data, dict) and "dataset_type" in data and not data.get("project_id"))
+    project = _RnowProject(path, isinstance(data, dict) and "dataset_type" in data and not data.get("project_id"))
     rollout = data.get("rollout") if isinstance(data, dict) else None
     if rollout is None:
         return {}, project
@@ -1009,7 +1009,7 @@ def _locked(path: Path) -> Iterator[None]:
         os.close(fd)  # and with it the lock
 
 
-class SettingSources:
+class _SettingSources:
     """Each setting from its flag, else config.yml's rollout block, else the default; where it came from
     is kept for --dry-run."""
 
@@ -1033,13 +1033,13 @@ class SettingSources:
         return default
 
 
-def reasoning_mode_value(value: Any) -> str:
-    if value not in REASONING_MODES:
-        raise ValueError(f"{value!r} is not one of {', '.join(REASONING_MODES)}")
+def _reasoning_mode_value(value: Any) -> str:
+    if value not in _REASONING_MODES:
+        raise ValueError(f"{value!r} is not one of {', '.join(_REASONING_MODES)}")
     return value
 
 
-def reasoning_request(mode: str) -> dict:
+def _reasoning_request(mode: str) -> dict:
     """rnow's reasoning_mode as OpenRouter's `reasoning` field: disabled turns it off; the rest are efforts."""
     return {"enabled": False} if mode == "disabled" else {"effort": mode}
 
@@ -1081,7 +1081,7 @@ class SlurmArray:
 
 
 @dataclass(frozen=True)
-class SchedulerShard:
+class _SchedulerShard:
     """What --shard auto found: the shard, how it was found when that needs saying, and the array's shape
     to note for its tasks run again alone (None: already noted, or nothing to note); `renote`: the note
     there is replaced (the same shards, numbered otherwise)."""
@@ -1111,7 +1111,7 @@ def _shard_files(pattern: Path) -> dict[Path, int]:
 
 def _by_hand(pattern: Path | None) -> str:
     """The command-line part that runs a shard without the scheduler."""
-    return "--shard I/N" + (f" -o {shard_path(pattern, 'I-of-N')}" if pattern is not None else "")
+    return "--shard I/N" + (f" -o {_shard_path(pattern, 'I-of-N')}" if pattern is not None else "")
 
 
 def _read_array_note(path: Path) -> SlurmArray | None:
@@ -1119,7 +1119,7 @@ def _read_array_note(path: Path) -> SlurmArray | None:
     an array can have. Anything else is refused, naming it (it never hangs on a FIFO, nor recurses)."""
     again = "Delete it and submit the whole array again (finished shards end at once)."
     what = "the note of the SLURM array that writes these shards"
-    check_regular_file(path, what, "which this program writes beside the shards and reads back", again)
+    _check_regular_file(path, what, "which this program writes beside the shards and reads back", again)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO put there since: no wait
     except FileNotFoundError:
@@ -1169,10 +1169,10 @@ def note_array(record: Path, array: SlurmArray, job: str | None, replace: bool =
     return None
 
 
-def scheduler_shard(count: int | None, env: Mapping[str, str], pattern: Path | None) -> SchedulerShard:
+def _scheduler_shard(count: int | None, env: Mapping[str, str], pattern: Path | None) -> _SchedulerShard:
     """--shard auto: this task's shard from a SLURM job array (--array=0-7, or 1-16, or 0-30:2; a task of it
     submitted again alone) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX; the Job's completions given
-    as --shard auto/N). `pattern`: the shards' output name (shard_pattern), beside which the array is noted."""
+    as --shard auto/N). `pattern`: the shards' output name (_shard_pattern), beside which the array is noted."""
     def number(name: str, default: int | None = None) -> int | None:
         if name not in env:
             return default
@@ -1189,7 +1189,7 @@ def scheduler_shard(count: int | None, env: Mapping[str, str], pattern: Path | N
         index = number("JOB_COMPLETION_INDEX")
         if not 0 <= index < count:
             raise UsageError(f"--shard auto/{count}: JOB_COMPLETION_INDEX={index} is not in 0..{count - 1}")
-        return SchedulerShard((index, count))
+        return _SchedulerShard((index, count))
     raise UsageError("--shard auto: neither SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX is set. Run it in a "
                      "SLURM job array or a Kubernetes Indexed Job, or give the shard as --shard I/N.")
 
@@ -1221,7 +1221,7 @@ def _slurm_variables(number: Callable[..., int | None], pattern: Path | None) ->
 
 
 def _slurm_shard(count: int | None, number: Callable[..., int | None], pattern: Path | None,
-                 job: str | None) -> SchedulerShard:
+                 job: str | None) -> _SchedulerShard:
     task, first, step, tasks, last = _slurm_variables(number, pattern)
     tasks = tasks if tasks is not None else count
     if tasks is None:
@@ -1237,7 +1237,7 @@ def _slurm_shard(count: int | None, number: Callable[..., int | None], pattern: 
             raise UsageError(f"--shard auto: task {task} is not a task of the array whose shards are here "
                              f"(--array={noted.spec}, noted in {record}). Submit one of its tasks, or delete "
                              f"{record} to split the prompts anew.")
-        return SchedulerShard((index, noted.tasks), note=(
+        return _SchedulerShard((index, noted.tasks), note=(
             f"--shard auto: task {task} runs apart from its array (SLURM gives it an array of its own), so it "
             f"runs its shard of the array noted in {record} (--array={noted.spec}): shard {index} of {noted.tasks}."))
     if count is not None and count != tasks:
@@ -1252,20 +1252,20 @@ def _slurm_shard(count: int | None, number: Callable[..., int | None], pattern: 
         raise UsageError(
             f"--shard auto: this array ({array.counted}) is not the one whose shards are here ({noted.counted}, "
             f"noted in {record}): {tasks} shards split the prompts otherwise than {noted.tasks}, so the prompts done "
-            f"in its shards ({shard_path(pattern, f'*-of-{noted.tasks}')}) would be paid again in these. To go on "
+            f"in its shards ({_shard_path(pattern, f'*-of-{noted.tasks}')}) would be paid again in these. To go on "
             f"with its shards, submit that array again (sbatch --array={noted.spec} ...: finished shards end at "
             f"once), or one task of it alone. To split the prompts into {tasks} shards anew, paying again for what "
             f"its shards hold, delete {record} first (its shards' files are left as they are).")
     if noted is not None and noted != array:  # the same shards, numbered otherwise (--array=1-4 for 0-3)
-        return SchedulerShard((index, tasks), record=record, array=array, renote=True, note=(
+        return _SchedulerShard((index, tasks), record=record, array=array, renote=True, note=(
             f"--shard auto: this array (--array={array.spec}) numbers the tasks of the one noted in {record} "
             f"(--array={noted.spec}) otherwise; its {tasks} shards are the same (the k-th task of either runs shard "
             f"k), so task {task} goes on with shard {index} of {tasks}, and the array is noted as --array="
             f"{array.spec} for its tasks submitted again alone."))
-    return SchedulerShard((index, tasks), record=record if noted is None else None, array=array)
+    return _SchedulerShard((index, tasks), record=record if noted is None else None, array=array)
 
 
-def _lone_task(task: int, pattern: Path | None, record: Path | None, array: SlurmArray) -> SchedulerShard:
+def _lone_task(task: int, pattern: Path | None, record: Path | None, array: SlurmArray) -> _SchedulerShard:
     """An array of one task, and no note of an earlier array: shard 0 of 1, noted as an array of one (so a
     later array of more tasks is refused rather than run every prompt again), unless shards of another
     array are here (this is then one of its tasks, submitted again before notes were kept): refused, saying
@@ -1274,29 +1274,29 @@ def _lone_task(task: int, pattern: Path | None, record: Path | None, array: Slur
         counts = sorted(shards for shards in _shard_files(pattern).values() if shards > 1)
         if counts:
             shards = counts[-1]
-            mine = shard_path(pattern, f"{task}-of-{shards}")
+            mine = _shard_path(pattern, f"{task}-of-{shards}")
             raise UsageError(
                 f"--shard auto: this task runs alone (an array of one task, as SLURM runs `sbatch --array={task}`), "
                 f"and no note here says which array it belongs to, while the shards of a {shards}-task array are "
-                f"here ({shard_path(pattern, f'*-of-{shards}')}). Run as shard 0 of 1 it would pay for every prompt "
+                f"here ({_shard_path(pattern, f'*-of-{shards}')}). Run as shard 0 of 1 it would pay for every prompt "
                 f"again. If it is task {task} of --array=0-{shards - 1}, run its shard with --shard {task}/{shards} "
                 f"-o {mine} in place of --shard auto (or submit the whole array again: finished shards end at once).")
-    return SchedulerShard((0, 1), record=record, array=array)
+    return _SchedulerShard((0, 1), record=record, array=array)
 
 
-def load_dotenv_file() -> None:
+def _load_dotenv_file() -> None:
     """Read .env from the working directory; variables already in the environment win."""
     from dotenv import load_dotenv
 
     load_dotenv(Path.cwd() / ".env", override=False)
 
 
-def is_openrouter(base_url: str) -> bool:
+def _is_openrouter(base_url: str) -> bool:
     host = urlparse(base_url).hostname or ""
     return host == "openrouter.ai" or host.endswith(".openrouter.ai")
 
 
-def parse_extra_body(text: str | None) -> dict:
+def _parse_extra_body(text: str | None) -> dict:
     if text is None:
         return {}
     where = "--extra-body"
@@ -1434,7 +1434,7 @@ def _iter_prompts(path: Path, system: str | None) -> Iterator[Prompt]:
         prompt = _parse_prompt_line(line, where, jsonl, system)
         try:
             prompt.prompt_id, prompt.repeat = ids.number(prompt.prompt_id, where, prompt.id_given)
-        except DuplicateId as e:
+        except _DuplicateId as e:
             earlier = _first_line_with_id(path, system, e.prompt_id)
             raise UsageError(f"{e.where}: id {e.prompt_id!r} is also the id of {earlier}; ids must be unique "
                              "(a given \"id\" may not equal another prompt's computed id)") from None
@@ -1479,7 +1479,7 @@ def _iter_lines(path: Path) -> Iterator[tuple[int, str, str]]:
 
 def _decode_line(raw: bytes, where: str, offset: int) -> str:
     if offset == 0:
-        raw = raw.removeprefix(UTF8_BOM)  # editors on Windows start files with one; it is not part of the prompt
+        raw = raw.removeprefix(_UTF8_BOM)  # editors on Windows start files with one; it is not part of the prompt
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -1500,7 +1500,7 @@ def _line_at(fd: int, offset: int, first_read: int = 4096) -> bytes:
     return b"".join(parts)
 
 
-class PromptsChanged(Exception):
+class _PromptsChanged(Exception):
     """A line read again during the run no longer holds the prompt the plan read there: the file changed."""
 
     def __init__(self, path: Path, line_no: int):
@@ -1509,9 +1509,9 @@ class PromptsChanged(Exception):
                          "is while a run reads it (write changes to a new file), then re-run; finished rollouts are kept.")
 
 
-def read_prompts_at(path: Path, system: str | None, places: Iterable[tuple[int, int, int, int]]) -> Iterator[Prompt]:
+def _read_prompts_at(path: Path, system: str | None, places: Iterable[tuple[int, int, int, int]]) -> Iterator[Prompt]:
     """The prompts at these (offset, repeat number, line number, hash of the prompt id) places, as the full
-    pass read them; PromptsChanged when a line no longer gives the id the full pass found there."""
+    pass read them; _PromptsChanged when a line no longer gives the id the full pass found there."""
     jsonl = _is_jsonl_file(path)
     try:
         with open(path, "rb", buffering=0) as f:
@@ -1521,11 +1521,11 @@ def read_prompts_at(path: Path, system: str | None, places: Iterable[tuple[int, 
                     line = _decode_line(_line_at(f.fileno(), offset), where, offset)
                     prompt = _parse_prompt_line(line, where, jsonl, system)
                 except UsageError:
-                    raise PromptsChanged(path, line_no) from None
+                    raise _PromptsChanged(path, line_no) from None
                 prompt.prompt_id, prompt.repeat = _repeated_id(prompt.prompt_id, repeat), repeat
                 prompt.offset, prompt.line_no = offset, line_no
                 if hash(prompt.prompt_id) != id_hash:
-                    raise PromptsChanged(path, line_no)
+                    raise _PromptsChanged(path, line_no)
                 yield prompt
     except OSError as e:
         raise UsageError(f"{path}: cannot read the prompts file: {e.strerror}") from None
@@ -1590,10 +1590,10 @@ def _parse_strict_json(line: str, where: str) -> Any:
     except RecursionError:
         raise UsageError(f"{where}: nested too deeply (hundreds of levels of lists or objects); no prompt "
                          "needs that: fix the line") from None
-    if nesting_depth(record) > MAX_NESTING:
-        raise UsageError(f"{where}: nested more than {MAX_NESTING} levels deep; no prompt needs that, and what "
+    if _nesting_depth(record) > _MAX_NESTING:
+        raise UsageError(f"{where}: nested more than {_MAX_NESTING} levels deep; no prompt needs that, and what "
                          "is written must stay readable by strict parsers: fix the line")
-    if _LONE_SURROGATE_HINT.search(line) and not encodable(record):
+    if _LONE_SURROGATE_HINT.search(line) and not _encodable(record):
         raise UsageError(f"{where}: holds a lone surrogate escape (\\udXXX without its pair), which is not "
                          "valid Unicode; fix the text that produced it")
     return record
@@ -1613,7 +1613,7 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def encodable(value: Any) -> bool:
+def _encodable(value: Any) -> bool:
     """True when the value can be written as UTF-8 JSON (no lone surrogates, no NaN)."""
     try:
         json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
@@ -1679,12 +1679,12 @@ class _PromptIds:
         prompt_id, repeat = base_id, 1
         if not given and hash(base_id) in self._seen:
             if hash(base_id) in self._given_like_computed:  # not a repeat: a given id took this hash
-                raise DuplicateId(base_id, where)
+                raise _DuplicateId(base_id, where)
             repeat = self._repeats.get(hash(base_id), 1) + 1
             self._repeats[hash(base_id)] = repeat
             prompt_id = _repeated_id(base_id, repeat)
         if hash(prompt_id) in self._seen:
-            raise DuplicateId(prompt_id, where)
+            raise _DuplicateId(prompt_id, where)
         self._seen.add(hash(prompt_id))
         if given and _COMPUTED_ID.fullmatch(prompt_id):
             self._given_like_computed.add(hash(prompt_id))
@@ -1694,7 +1694,7 @@ class _PromptIds:
 _COMPUTED_ID = re.compile(r"[0-9a-f]{16}")
 
 
-class DuplicateId(Exception):
+class _DuplicateId(Exception):
     """Two lines share a final id; iter_prompts names both (the earlier one found by a second pass,
     on this error only, so a million ids cost a set of hashes rather than a map to line numbers)."""
 
@@ -1728,7 +1728,7 @@ def _non_text_part(messages: list[dict]) -> str | None:
     return None
 
 
-def count_prompts(prompts: PromptSettings) -> int:
+def _count_prompts(prompts: PromptSettings) -> int:
     """The prompts the command reads (-n of them at most), every shard's."""
     return sum(1 for _ in itertools.islice(_iter_prompts(prompts.input, prompts.system), prompts.num))
 
@@ -1758,10 +1758,10 @@ def _shard_of(prompt_id: str, shards: int) -> int:
 # each item whole; an item of 8 to n-1 words is matched whole inside a text, and one under 8 only by a text that
 # is exactly the item (as a phrase it would match everyday text); an n-gram held by more than 50 items is a
 # benchmark's boilerplate (a shared instruction), masked with every n-gram touching it in each item holding it,
-# and that item is then matched by its own words (BenchmarkIndex). Every text a prompt sends is checked.
+# and that item is then matched by its own words (_BenchmarkIndex). Every text a prompt sends is checked.
 
 
-WORDS_RULE = 2  # the rule words_of follows (docs/data.md), recorded with each choice: 1 split inside 1.5 and a[1:2]
+_WORDS_RULE = 2  # the rule words_of follows (docs/data.md), recorded with each choice: 1 split inside 1.5 and a[1:2]
 # Symbols that carry meaning are words of their own, with or without spaces around them: "(2+3)*4" and "2+(3*4)",
 # "12+4" and "12-4" stay apart, "12+4" and "12 + 4" are one question.
 _SYMBOLS = "+-*/=<>^%$#&|~@\\()[]{}\u2264\u2265\u2260\u2248\u00b1"
@@ -1770,15 +1770,15 @@ _SPACED = str.maketrans({symbol: f" {symbol} " for symbol in _SYMBOLS})
 # a[1:2], f'(x), don't, e.g stay whole)
 _EDGES = ".,;:!?'\"`\u00ab\u00bb\u2039\u203a\u00bf\u00a1\u2022"
 _POINT_DIGIT = re.compile(r"\.\d")
-NEAR_MIN_WORDS = 20
+_NEAR_MIN_WORDS = 20
 NUM_PERM, MINHASH_SEED = 128, 42
 _CHUNK = 20_000  # prompts signed and indexed at a time
 _WHOLE_ITEM_WORDS = 8  # shorter items are matched only as the whole prompt (GPT-3's shortest n-gram)
 _BOILERPLATE_ITEMS = 50  # an n-gram in more items than this is a benchmark's shared instruction, not an item's
-MAX_BENCHMARK_BYTES = 1 << 30  # a benchmark file larger than this is refused (100,000 items are ~40 MB)
+_MAX_BENCHMARK_BYTES = 1 << 30  # a benchmark file larger than this is refused (100,000 items are ~40 MB)
 
 
-def lsh_bands(threshold: float) -> int:
+def _lsh_bands(threshold: float) -> int:
     """The fewest LSH bands (of NUM_PERM rows in all) that make a pair at the threshold a candidate 4 times in 5."""
     return next((b for b in (1, 2, 4, 8, 16, 32, 64) if 1 - (1 - threshold ** (NUM_PERM // b)) ** b >= 0.8), 128)
 
@@ -1851,7 +1851,7 @@ def _unicode_folds() -> tuple[dict[int, str | None], re.Pattern, re.Pattern]:
 
 
 @dataclass(slots=True)
-class PromptTexts:
+class _PromptTexts:
     """What the checks read of a prompt: the texts of its own messages, as the user wrote them (--system is left
     out: the same before every prompt, it would make them all look alike), and what else it carries."""
 
@@ -1871,9 +1871,9 @@ class PromptTexts:
         return _hash64(" ".join(words_of(" ".join(self.system))) + "\x1f" + self.carries)
 
 
-def prompt_texts(prompt: Prompt) -> PromptTexts:
+def _prompt_texts(prompt: Prompt) -> _PromptTexts:
     if isinstance(prompt.source, str):
-        return PromptTexts([], [prompt.source], "" if prompt.tools is None else _carried(["user"], [], prompt.tools))
+        return _PromptTexts([], [prompt.source], "" if prompt.tools is None else _carried(["user"], [], prompt.tools))
     system, texts, roles, rest = [], [], [], []
     for message in prompt.source:
         roles.append(message.get("role"))
@@ -1890,7 +1890,7 @@ def prompt_texts(prompt: Prompt) -> PromptTexts:
             function = call.get("function") if isinstance(call, dict) else None
             if isinstance(function, dict) and isinstance(function.get("arguments"), str):
                 texts.append(function["arguments"])
-    return PromptTexts(system, texts, "" if roles == ["user"] and not rest and prompt.tools is None
+    return _PromptTexts(system, texts, "" if roles == ["user"] and not rest and prompt.tools is None
                      else _carried(roles, rest, prompt.tools))
 
 
@@ -1904,7 +1904,7 @@ def _hash64(text: str) -> int:
     return xxhash.xxh3_64_intdigest(text)
 
 
-def safe_text(text: str, most: int = 200) -> str:
+def _safe_text(text: str, most: int = 200) -> str:
     """A name from outside (a benchmark file's, an item's id) as the terminal shows it: whole, on one line, each
     character that is not printable written as its escape (a newline as \\n, ESC as \\x1b, a lone surrogate as
     \\ud800), cut at `most`."""
@@ -1912,35 +1912,35 @@ def safe_text(text: str, most: int = 200) -> str:
     return text if len(text) <= most else text[: most - 3] + "..."
 
 
-def benchmark_files(paths: tuple[Path, ...]) -> list[Path]:
+def _benchmark_files(paths: tuple[Path, ...]) -> list[Path]:
     """The files named, folders expanded (their .jsonl, .ndjson and .txt files, sorted), each checked."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".jsonl", ".ndjson", ".txt") and p.is_file())
             if not found:
-                raise UsageError(f"{safe_text(str(path))}: the folder holds no .jsonl or .txt file. --decontaminate takes benchmark "
+                raise UsageError(f"{_safe_text(str(path))}: the folder holds no .jsonl or .txt file. --decontaminate takes benchmark "
                                  "files (JSONL with a text field, or plain text, one item a line) or folders of them.")
             files += found
         elif not path.exists():
-            raise UsageError(f"{safe_text(str(path))}: no such benchmark file (--decontaminate)")
+            raise UsageError(f"{_safe_text(str(path))}: no such benchmark file (--decontaminate)")
         else:
-            check_regular_file(path, "a benchmark file", "read to index its items", "Save it to a file, and pass that.")
+            _check_regular_file(path, "a benchmark file", "read to index its items", "Save it to a file, and pass that.")
             files.append(path)
     for path in files:
         size = path.stat().st_size
-        if size > MAX_BENCHMARK_BYTES:
-            raise UsageError(f"{safe_text(str(path))}: {size:,} bytes, over the {MAX_BENCHMARK_BYTES:,} (1 GB) a benchmark "
+        if size > _MAX_BENCHMARK_BYTES:
+            raise UsageError(f"{_safe_text(str(path))}: {size:,} bytes, over the {_MAX_BENCHMARK_BYTES:,} (1 GB) a benchmark "
                              "file may be (100,000 items are ~40 MB): pass the test split's questions only, or split it.")
         if path.suffix.lower() == ".json":
-            raise UsageError(f"{safe_text(str(path))}: a .json file is not read; write one JSON object a line to a .jsonl file")
+            raise UsageError(f"{_safe_text(str(path))}: a .json file is not read; write one JSON object a line to a .jsonl file")
     return list(dict.fromkeys(files))
 
 
 def _benchmark_items(path: Path, field: str, digest: Any = None) -> Iterator[tuple[str, str]]:
     """(item name, text) of each item: a JSONL file's `field` (named by its "id", else its line), or each
     non-blank line of a text file. UsageError naming file and line for anything else."""
-    jsonl, items, name = path.suffix.lower() in (".jsonl", ".ndjson"), 0, safe_text(str(path))
+    jsonl, items, name = path.suffix.lower() in (".jsonl", ".ndjson"), 0, _safe_text(str(path))
     what = ("A benchmark file is JSONL (one object a line, its text in --decontaminate-field) or plain text, one "
             "item a line")
     try:
@@ -1957,7 +1957,7 @@ def _benchmark_items(path: Path, field: str, digest: Any = None) -> Iterator[tup
                 if digest is not None:
                     digest.update(raw)
                 try:
-                    text = raw.removeprefix(UTF8_BOM if line_no == 1 else b"").decode("utf-8")
+                    text = raw.removeprefix(_UTF8_BOM if line_no == 1 else b"").decode("utf-8")
                 except UnicodeDecodeError:
                     raise UsageError(f"{name}:{line_no}: not UTF-8 text. {what}.") from None
                 if not text.strip():
@@ -1972,9 +1972,9 @@ def _benchmark_items(path: Path, field: str, digest: Any = None) -> Iterator[tup
                     raise UsageError(f"{name}:{line_no}: invalid JSON ({e}). {what}.") from None
                 value = record.get(field) if isinstance(record, dict) else None
                 if not isinstance(value, str):
-                    fields = safe_text(", ".join(k for k, v in record.items() if isinstance(v, str))) \
+                    fields = _safe_text(", ".join(k for k, v in record.items() if isinstance(v, str))) \
                         if isinstance(record, dict) else ""
-                    raise UsageError(f"{name}:{line_no}: no text field {safe_text(repr(field))}" + (
+                    raise UsageError(f"{name}:{line_no}: no text field {_safe_text(repr(field))}" + (
                         f" (its text fields: {fields}); name the one to use with --decontaminate-field" if fields
                         else f"; {what}") + ".")
                 item = record.get("id")
@@ -1995,13 +1995,13 @@ def _utf16(start: bytes) -> bool:
 
 
 @dataclass
-class BenchmarkFile:
+class _BenchmarkFile:
     name: str
     sha256: str = ""
     items: int = 0
 
 
-class BenchmarkIndex:
+class _BenchmarkIndex:
     """Every benchmark item's n-grams, hashed: which item a text quotes, if any. Besides: every item whole (a text
     that is an item, whatever its length, is caught), items too short for an n-gram matched whole inside a text,
     and, for an item whose n-grams touch a benchmark's boilerplate (masked), its own part: each run of its words
@@ -2009,7 +2009,7 @@ class BenchmarkIndex:
     boilerplate words just before it to make whole_from), and the whole item, found by its first word of its own.
     So masking never hides the part of an item that is its own."""
 
-    def __init__(self, settings: HygieneSettings):
+    def __init__(self, settings: _HygieneSettings):
         self.n, self.field = settings.ngram, settings.text_field
         self.whole_from = min(_WHOLE_ITEM_WORDS, self.n)
         self.grams: dict[int, int] = {}  # n-gram -> the first item holding it
@@ -2019,13 +2019,13 @@ class BenchmarkIndex:
         self.spans: dict[int, list[tuple[int, int, int, int]]] = {}
         self.whole: dict[int, int] = {}  # every item, by the hash of its words
         self.items: list[tuple[int, str]] = []  # (file, item name)
-        self.files: list[BenchmarkFile] = []
+        self.files: list[_BenchmarkFile] = []
         self.masked = 0  # n-grams left out as boilerplate
         self.masked_items = 0  # items with some: matched by their own part instead
 
-    def build(self, paths: list[Path]) -> BenchmarkIndex:
+    def build(self, paths: list[Path]) -> _BenchmarkIndex:
         for number, path in enumerate(paths):
-            digest, figures = hashlib.sha256(), BenchmarkFile(str(path))
+            digest, figures = hashlib.sha256(), _BenchmarkFile(str(path))
             self.files.append(figures)
             for name, text in _benchmark_items(path, self.field, digest):
                 self._add(len(self.items), words_of(text))
@@ -2084,7 +2084,7 @@ class BenchmarkIndex:
                                 self._span(words[start: max(end, start + w)], 0, item)
                 item += 1
             if digest.hexdigest() != figures.sha256:
-                raise UsageError(f"{safe_text(str(path))}: the benchmark file changed while it was indexed; nothing was "
+                raise UsageError(f"{_safe_text(str(path))}: the benchmark file changed while it was indexed; nothing was "
                                  "sent. Leave it as it is while a run reads it, then re-run.")
 
     def quoted(self, words: list[str]) -> tuple[int, int, int] | None:
@@ -2132,7 +2132,7 @@ def _grams(words: list[str], n: int) -> list[int]:
     return [h(text[starts[i]: starts[i + n - 1] + len(words[i + n - 1])]) for i in range(len(words) - n + 1)]
 
 
-class Duplicates:
+class _Duplicates:
     """Keep-first over the prompts in file order, a prompt paid for (in the output, the rejected or the paused
     file) before any: it is never dropped, and an earlier copy of it goes instead. Exact copies: a dict of their
     words' hashes. Near copies: each chunk's signatures go into rensa's LSH index, which flags the prompts that
@@ -2147,7 +2147,7 @@ class Duplicates:
             raise UsageError("--dedup needs the rensa package, which requirements.txt pins: run "
                              ".venv/bin/pip install -r requirements.txt") from None
         self.minhash, self.threshold = rensa.RMinHash, threshold
-        self.lsh = rensa.RMinHashLSH(threshold, NUM_PERM, lsh_bands(threshold))
+        self.lsh = rensa.RMinHashLSH(threshold, NUM_PERM, _lsh_bands(threshold))
         self.first: dict[int, int] = {}  # hash of a prompt's words -> the prompt that stays (~place: paid for)
         self.rows = array.array("q")  # index row -> prompt (its place in the pass)
         self.paid = bytearray()  # index row -> paid for
@@ -2158,7 +2158,7 @@ class Duplicates:
         self._paid = bytearray()
 
     def add(self, place: int, prompt: Prompt, paid: bool) -> None:
-        compared = prompt_texts(prompt)
+        compared = _prompt_texts(prompt)
         words = words_of(" ".join(compared.texts))
         if not words and not compared.carries:
             return
@@ -2173,7 +2173,7 @@ class Duplicates:
                 return
             self.copies[first] = (place, 1.0, True)  # the new copy goes, not the one paid for
             self.first[key] = ~place
-        if len(words) >= NEAR_MIN_WORDS:
+        if len(words) >= _NEAR_MIN_WORDS:
             self._words.append(words)
             self._places.append(place)
             self._paid.append(paid)
@@ -2225,7 +2225,7 @@ class Duplicates:
         for start in range(0, len(rows), _CHUNK):
             part = rows[start: start + _CHUNK]
             prompts = list(read([self.rows[row] for row in part]))
-            compared = [prompt_texts(prompt) for prompt in prompts]
+            compared = [_prompt_texts(prompt) for prompt in prompts]
             signatures = self.minhash.from_token_sets([words_of(" ".join(c.texts)) for c in compared], NUM_PERM, MINHASH_SEED)
             signed.update((row, (p.prompt_id, c.context, signature))
                           for row, p, c, signature in zip(part, prompts, compared, signatures))
@@ -2254,7 +2254,7 @@ def _shown(text: str, most: int = 60) -> str:
 
 
 @dataclass(slots=True)
-class Drop:
+class _Drop:
     """A prompt dropped (or, in the output already, flagged) and why: a line of the dropped-prompts file."""
 
     prompt_id: str
@@ -2284,10 +2284,10 @@ class Drop:
 class Hygiene:
     """What --dedup and --decontaminate found in the whole prompts file (every shard's plan takes its own)."""
 
-    settings: HygieneSettings
+    settings: _HygieneSettings
     prompts_file: str
-    dropped: dict[str, Drop] = field(default_factory=dict)  # prompt id -> why
-    flagged_paid: list[Drop] = field(default_factory=list)  # in the output already, holding a benchmark item
+    dropped: dict[str, _Drop] = field(default_factory=dict)  # prompt id -> why
+    flagged_paid: list[_Drop] = field(default_factory=list)  # in the output already, holding a benchmark item
     prompts: int = 0  # prompts read
     benchmarks: dict | None = None  # what was indexed, with which settings
     seconds: float = 0.0
@@ -2302,14 +2302,14 @@ class Hygiene:
 
             import rensa
 
-            dedup = {"threshold": self.settings.threshold, "near_from_words": NEAR_MIN_WORDS, "shingles": "words",
-                     "num_perm": NUM_PERM, "bands": lsh_bands(self.settings.threshold),
-                     "rows": NUM_PERM // lsh_bands(self.settings.threshold), "seed": MINHASH_SEED,
+            dedup = {"threshold": self.settings.threshold, "near_from_words": _NEAR_MIN_WORDS, "shingles": "words",
+                     "num_perm": NUM_PERM, "bands": _lsh_bands(self.settings.threshold),
+                     "rows": NUM_PERM // _lsh_bands(self.settings.threshold), "seed": MINHASH_SEED,
                      "library": f"rensa {version('rensa')}", "algorithm": rensa.RMinHash.ALGORITHM_VERSION}
         return {"hygiene": {"prompts_file": self.prompts_file, "prompts": self.prompts, "dropped": dict(whys),
                             "kept_in_output": len(self.flagged_paid),
                             "shard": f"{self.shard[0]}/{self.shard[1]}" if self.shard else None,
-                            "words": {"rule": WORDS_RULE, "unicode": unicodedata.unidata_version},
+                            "words": {"rule": _WORDS_RULE, "unicode": unicodedata.unidata_version},
                             "dedup": dedup, "decontaminate": self.benchmarks}}
 
     def records(self, here: list[str]) -> Iterator[dict]:
@@ -2326,16 +2326,16 @@ class Hygiene:
                                                     ("--decontaminate", self.settings.benchmarks)) if on)
         lines = []
         if not drops:
-            lines.append(f"Prompt hygiene ({checks}, {self.seconds:.1f} s): none of {plural(self.prompts, 'prompt')} "
+            lines.append(f"Prompt hygiene ({checks}, {self.seconds:.1f} s): none of {_plural(self.prompts, 'prompt')} "
                          "dropped.")
         else:
             whys = collections.Counter(drop.why for drop in drops)
             same, near, quoting = whys["duplicate"], whys["near duplicate"], whys["benchmark"]
             kinds = ([f"{same + near} repeating another prompt ({same} word for word, {near} nearly)"]
                      if same + near else []) + ([f"{quoting} holding a benchmark item"] if quoting else [])
-            lines.append(f"Dropped before sending ({checks}, {self.seconds:.1f} s): {plural(len(drops), 'prompt')} of "
+            lines.append(f"Dropped before sending ({checks}, {self.seconds:.1f} s): {_plural(len(drops), 'prompt')} of "
                          f"{self.prompts:,}: {'; '.join(kinds)}; {listed}.")
-        groups: dict[str, list[Drop]] = {}
+        groups: dict[str, list[_Drop]] = {}
         for drop in drops:
             if drop.of is not None:
                 groups.setdefault(drop.of, []).append(drop)
@@ -2345,12 +2345,12 @@ class Hygiene:
             paid = " (paid for already)" if any(d.line < (d.of_line or 0) for d in kept) else ""
             lines.append(f"  kept line {kept[0].of_line}{paid} \"{kept[0].of_text}\"; dropped {copies}")
         quoting = [drop for drop in drops if drop.benchmark is not None]
-        lines += [f"  line {d.line} \"{d.text}\" holds {safe_text(d.benchmark or '')} item {safe_text(d.item or '', 40)}: "
+        lines += [f"  line {d.line} \"{d.text}\" holds {_safe_text(d.benchmark or '')} item {_safe_text(d.item or '', 40)}: "
                   f"\"{_shown(d.quoted or '', 80)}\""
                   for d in quoting[:_GROUPS_SHOWN]]
         if self.flagged_paid:
             where = collections.Counter(drop.kept for drop in self.flagged_paid)
-            lines.append(f"Kept, though they hold a benchmark item: {plural(len(self.flagged_paid), 'prompt')} paid for "
+            lines.append(f"Kept, though they hold a benchmark item: {_plural(len(self.flagged_paid), 'prompt')} paid for "
                          f"already ({', '.join(f'{n} {why}' for why, n in where.items())}; the first: line "
                          f"{self.flagged_paid[0].line}); {listed}. Take their lines out before training if that "
                          "benchmark matters.")
@@ -2358,7 +2358,7 @@ class Hygiene:
 
 
 @dataclass(frozen=True)
-class PaidFor:
+class _PaidFor:
     """The prompts with work paid for, by the hashes of their ids: a line in the output or the rejected file
     (whatever its sample), or turns saved in the paused file. Such a prompt is never dropped (Main reads them)."""
 
@@ -2372,7 +2372,7 @@ class PaidFor:
                 if key in self.rejected else "paused, its turns paid for" if key in self.paused else None)
 
 
-def prompt_hygiene(prompts: PromptSettings, settings: HygieneSettings, paid: PaidFor,
+def _prompt_hygiene(prompts: PromptSettings, settings: _HygieneSettings, paid: _PaidFor,
                    log: Callable[[str], None]) -> Hygiene | None:
     """The prompts --dedup and --decontaminate drop, from the whole file; UsageError for a bad benchmark file."""
     if not settings.active:
@@ -2381,19 +2381,19 @@ def prompt_hygiene(prompts: PromptSettings, settings: HygieneSettings, paid: Pai
     every = dataclasses.replace(prompts, shard=None, samples=1)  # each shard decides from the whole file alike
     try:
         return _found(hygiene, prompts, every, paid, log)
-    except PromptsChanged as e:
+    except _PromptsChanged as e:
         raise UsageError(f"{prompts.input}: the prompts file changed while --dedup read it ({e}); nothing was "
                          "sent. Leave it as it is while a run reads it (write changes to a new file), then "
                          "re-run.") from None
 
 
-def _found(hygiene: Hygiene, prompts: PromptSettings, every: PromptSettings, paid: PaidFor,
+def _found(hygiene: Hygiene, prompts: PromptSettings, every: PromptSettings, paid: _PaidFor,
            log: Callable[[str], None]) -> Hygiene:
     settings, started = hygiene.settings, time.monotonic()
-    duplicates = Duplicates(settings.threshold) if settings.dedup else None  # rensa missing: said at once
+    duplicates = _Duplicates(settings.threshold) if settings.dedup else None  # rensa missing: said at once
     contaminated = _decontaminate(hygiene, every, paid, log) if settings.benchmarks else set()
     if duplicates is not None:
-        log(f"Prompt hygiene: looking for duplicates among the prompts of {safe_text(str(prompts.input))}...")
+        log(f"Prompt hygiene: looking for duplicates among the prompts of {_safe_text(str(prompts.input))}...")
         offsets, repeats, lines, ids = (array.array("q") for _ in range(4))
         for place, job in enumerate(iter_jobs(every)):
             prompt = job.prompt
@@ -2406,47 +2406,47 @@ def _found(hygiene: Hygiene, prompts: PromptSettings, every: PromptSettings, pai
         hygiene.prompts = len(offsets)
 
         def read(places: list[int]) -> Iterator[Prompt]:
-            return read_prompts_at(prompts.input, prompts.system,
+            return _read_prompts_at(prompts.input, prompts.system,
                                    ((offsets[i], repeats[i], lines[i], ids[i]) for i in places))
 
         duplicates.decide(read)
         del duplicates.lsh
         places = sorted(set(duplicates.copies) | {first for first, _, _ in duplicates.copies.values()})
-        named = {place: (prompt.prompt_id, prompt.line_no, _shown(" ".join(prompt_texts(prompt).texts)))
+        named = {place: (prompt.prompt_id, prompt.line_no, _shown(" ".join(_prompt_texts(prompt).texts)))
                  for place, prompt in zip(places, read(places))}
         for place, (first, similarity, exact) in sorted(duplicates.copies.items()):
             (prompt_id, line, text), (original, original_line, original_text) = named[place], named[first]
-            hygiene.dropped[prompt_id] = Drop(prompt_id, line, "duplicate" if exact else "near duplicate", text,
+            hygiene.dropped[prompt_id] = _Drop(prompt_id, line, "duplicate" if exact else "near duplicate", text,
                                               of=original, of_line=original_line, of_text=original_text,
                                               similarity=similarity)
     hygiene.seconds = time.monotonic() - started
     return hygiene
 
 
-def _decontaminate(hygiene: Hygiene, every: PromptSettings, paid: PaidFor, log: Callable[[str], None]) -> set[int]:
+def _decontaminate(hygiene: Hygiene, every: PromptSettings, paid: _PaidFor, log: Callable[[str], None]) -> set[int]:
     """The prompts holding a benchmark item (their places in the file); the index is gone when it returns. Every
     text a prompt sends is read, whatever its role, each alone and all together (an item split between two
     messages). --system, sent before every prompt, is checked once: holding an item, it stops the run."""
-    paths = benchmark_files(hygiene.settings.benchmarks)
-    log(f"Prompt hygiene: indexing {plural(len(paths), 'benchmark file')} ({hygiene.settings.ngram}-word n-grams)...")
-    index = BenchmarkIndex(hygiene.settings).build(paths)
-    log(f"Prompt hygiene: {plural(len(index.items), 'benchmark item')} indexed; checking the prompts...")
+    paths = _benchmark_files(hygiene.settings.benchmarks)
+    log(f"Prompt hygiene: indexing {_plural(len(paths), 'benchmark file')} ({hygiene.settings.ngram}-word n-grams)...")
+    index = _BenchmarkIndex(hygiene.settings).build(paths)
+    log(f"Prompt hygiene: {_plural(len(index.items), 'benchmark item')} indexed; checking the prompts...")
     if every.system and (hit := index.quoted(words := words_of(every.system))) is not None:
         item, first, size = hit
         benchmark, name = index.named(item)
-        raise UsageError(f"--system holds item {safe_text(name)} of the benchmark file {safe_text(benchmark)} "
+        raise UsageError(f"--system holds item {_safe_text(name)} of the benchmark file {_safe_text(benchmark)} "
                          f"(\"{_shown(' '.join(words[first: first + size]), 80)}\"), and it is sent before every "
                          "prompt: nothing was sent. Take the item out of the system prompt.")
     contaminated, hygiene.prompts = set(), 0
     for place, job in enumerate(iter_jobs(every)):
         hygiene.prompts += 1
-        texts = prompt_texts(job.prompt).every_text
+        texts = _prompt_texts(job.prompt).every_text
         for text in texts + (["\n".join(texts)] if len(texts) > 1 else []):
             words = words_of(text)
             if (hit := index.quoted(words)) is not None:
                 item, first, size = hit
                 benchmark, name = index.named(item)
-                drop = Drop(job.prompt.prompt_id, job.prompt.line_no, "benchmark", _shown(text), benchmark=benchmark,
+                drop = _Drop(job.prompt.prompt_id, job.prompt.line_no, "benchmark", _shown(text), benchmark=benchmark,
                             item=name, quoted=" ".join(words[first: first + size]),
                             kept=paid.why(job.prompt.prompt_id))
                 if drop.kept:
@@ -2463,7 +2463,7 @@ _WHYS = ("duplicate", "near duplicate", "benchmark")
 
 
 @dataclass
-class DroppedList:
+class _DroppedList:
     """A dropped-prompts file as read back, by one strict rule: its first lines (one for each shard's file merged
     into it), the prompts it lists as dropped (id -> why) and as kept (paid for, holding a benchmark item), and its
     lines that are not what this tool writes ("file:LINE: what is wrong"), which count for nothing."""
@@ -2475,11 +2475,11 @@ class DroppedList:
     lines: list[dict] = field(default_factory=list)  # the entries as written, in order (a rewrite keeps them)
 
 
-def read_dropped(records: Iterable[tuple[int, dict | None]], name: str) -> DroppedList:
+def _read_dropped(records: Iterable[tuple[int, dict | None]], name: str) -> _DroppedList:
     """(line number, its JSON object or None) of each line -> what the file lists."""
-    listed = DroppedList()
+    listed = _DroppedList()
     for line_no, record in records:
-        where = f"{safe_text(name)}:{line_no}"
+        where = f"{_safe_text(name)}:{line_no}"
         if not isinstance(record, dict):
             listed.odd.append(f"{where}: not a JSON object (torn, or edited by hand)")
         elif "hygiene" in record:
@@ -2501,7 +2501,7 @@ def read_dropped(records: Iterable[tuple[int, dict | None]], name: str) -> Dropp
 
 
 @dataclass
-class AnswerQuotes:
+class _AnswerQuotes:
     """--decontaminate at --export and --report: the lines whose answers quote a benchmark item (not dropped)."""
 
     benchmarks: dict
@@ -2514,15 +2514,15 @@ class AnswerQuotes:
         sha256 of each): the answers were checked against them as they are now."""
         then = {f.get("name"): f.get("sha256") for header in headers if isinstance(header.get("decontaminate"), dict)
                 for f in header["decontaminate"].get("files") or () if isinstance(f, dict)}
-        return [f"{safe_text(f['name'])} changed since the prompts were checked (sha256 {then[f['name']]} then, "
+        return [f"{_safe_text(f['name'])} changed since the prompts were checked (sha256 {then[f['name']]} then, "
                 f"{f['sha256']} now): the answers were checked against it as it is now."
                 for f in self.benchmarks.get("files", ()) if then.get(f["name"]) not in (None, f["sha256"])]
 
 
-def answers_quoting(records: Iterable[dict | None], settings: HygieneSettings) -> AnswerQuotes:
+def _answers_quoting(records: Iterable[dict | None], settings: _HygieneSettings) -> _AnswerQuotes:
     """The same n-gram check over the teacher's answers (content and reasoning) of each output line."""
-    index = BenchmarkIndex(settings).build(benchmark_files(settings.benchmarks))
-    quotes = AnswerQuotes(index.settings())
+    index = _BenchmarkIndex(settings).build(_benchmark_files(settings.benchmarks))
+    quotes = _AnswerQuotes(index.settings())
     for line_no, record in enumerate(records, 1):
         messages = record.get("messages") if isinstance(record, dict) else None
         if not isinstance(messages, list):
@@ -2541,7 +2541,7 @@ def answers_quoting(records: Iterable[dict | None], settings: HygieneSettings) -
     return quotes
 
 
-def hygiene_figures(listed: DroppedList, quotes: AnswerQuotes | None) -> dict:
+def _hygiene_figures(listed: _DroppedList, quotes: _AnswerQuotes | None) -> dict:
     """The counts the report shows: from the dropped-prompts file, and this export's check of the answers."""
     whys = collections.Counter(listed.dropped.values())
     return {"duplicates": whys["duplicate"] + whys["near duplicate"], "benchmark": whys["benchmark"],
@@ -2661,7 +2661,7 @@ def _install_rnow_stand_in() -> None:
     models.ToolArgs = core.ToolArgs = ToolArgs
     models.RewardArgs = core.RewardArgs = RewardArgs
     models.get_response = core.get_response = get_response
-    core.llm_judge = llm_judge
+    core.llm_judge = _llm_judge
     modules["rnow"].core, modules["rnow"].models = core, models
     sys.modules.update(modules)
 
@@ -2684,7 +2684,7 @@ def get_response(messages: list) -> str:
     return content or ""
 
 
-async def llm_judge(*args: Any, **kwargs: Any) -> float:
+async def _llm_judge(*args: Any, **kwargs: Any) -> float:
     """Stand-in for rnow.core.llm_judge, which needs rnow (and an OpenAI key): install rnow to use it."""
     raise RuntimeError("llm_judge needs the rnow package: pip install rnow")
 
@@ -2731,7 +2731,7 @@ def rnow_reward_decorator(fn: Callable | None = None, *, precondition: bool = Fa
 # ==================================================================================================
 # Tools
 # ==================================================================================================
-# tools.py under rnow's @tool; the ToolBox that runs calls and counts them; ToolUnavailable.
+# tools.py under rnow's @tool; the ToolBox that runs calls and counts them; _ToolUnavailable.
 # tools.py is written for rnow: `from rnow.core.tool import tool`, then @tool on sync or async
 # functions. When rnow is installed its decorator is used as it is; otherwise a stand-in module with
 # the same decorator is installed first, building the very schema rnow would, so the student sees at
@@ -2739,7 +2739,7 @@ def rnow_reward_decorator(fn: Callable | None = None, *, precondition: bool = Fa
 
 
 @dataclass
-class Tool:
+class _Tool:
     name: str
     function: Callable
     description: str
@@ -2776,7 +2776,7 @@ def import_user_file(path: Path, kind: str) -> types.ModuleType:
     return module
 
 
-def load_tools(path: Path) -> tuple[list[Tool], Callable | None]:
+def load_tools(path: Path) -> tuple[list[_Tool], Callable | None]:
     """Import tools.py; return its @tool functions in file order and its optional `aclose` hook."""
     module = import_user_file(path, "tools")
     tools = [_tool_from_function(obj) for obj in vars(module).values()
@@ -2787,9 +2787,9 @@ def load_tools(path: Path) -> tuple[list[Tool], Callable | None]:
     return tools, closer if callable(closer) else None
 
 
-def _tool_from_function(func: Callable) -> Tool:
+def _tool_from_function(func: Callable) -> _Tool:
     timeout = getattr(func, "_timeout", None)
-    return Tool(name=func._tool_name, function=func, description=func._description, parameters=func._schema,
+    return _Tool(name=func._tool_name, function=func, description=func._description, parameters=func._schema,
                 timeout=float(timeout) if timeout else None,
                 wants_args="args" in inspect.signature(func).parameters)
 
@@ -2801,8 +2801,8 @@ def _user_code_location(error: BaseException, path: Path) -> str:
     return f"{path}:{frames[-1].lineno}" if frames else str(path)
 
 
-class ToolUnavailable(Exception):
-    """A tool raised an exception named ToolUnavailable: its own machinery failed (a crashed browser, a
+class _ToolUnavailable(Exception):
+    """A tool raised an exception named _ToolUnavailable: its own machinery failed (a crashed browser, a
     service down), not the call. The rollout is not written, since the teacher would go on without the
     tool: it fails, and runs again on the next run."""
 
@@ -2812,14 +2812,14 @@ def _is_tool_unavailable(error: BaseException) -> bool:
     return any(cls.__name__ == "ToolUnavailable" for cls in type(error).__mro__)
 
 
-class ToolExit(Exception):
+class _ToolExit(Exception):
     """A tool raised SystemExit or KeyboardInterrupt: an error for that call, not the end of the run."""
 
 
-async def call_user_function(function: Callable, arguments: dict, timeout: float) -> Any:
+async def _call_user_function(function: Callable, arguments: dict, timeout: float) -> Any:
     """Call a function of tools.py or rewards.py: async ones on the loop, sync ones on a thread of their
     own (so a blocking one stalls nothing else). TimeoutError after `timeout`; whatever it raised
-    otherwise, with SystemExit and KeyboardInterrupt turned into ToolExit."""
+    otherwise, with SystemExit and KeyboardInterrupt turned into _ToolExit."""
     if inspect.iscoroutinefunction(function):
         call = asyncio.ensure_future(_guarded(function(**arguments)))
     else:
@@ -2828,8 +2828,8 @@ async def call_user_function(function: Callable, arguments: dict, timeout: float
     # swallows the cancellation; here a call past its time is abandoned.
     try:
         await asyncio.wait({call}, timeout=timeout)
-        if not call.done():  # due: a result that already came is taken first (LOOK_AGAIN)
-            await asyncio.wait({call}, timeout=LOOK_AGAIN)
+        if not call.done():  # due: a result that already came is taken first (_LOOK_AGAIN)
+            await asyncio.wait({call}, timeout=_LOOK_AGAIN)
     except asyncio.CancelledError:
         call.cancel()
         raise
@@ -2866,11 +2866,11 @@ def _in_own_thread(function: Callable, arguments: dict) -> asyncio.Future:
 
 def _error_summary(error: BaseException, limit: int, redact: Callable[[str], str] | None = None) -> str:
     """An error of the user's code in one text: the secrets out first (redact), then cut."""
-    text = printable(f"{type(error).__name__}: {error}")
+    text = _printable(f"{type(error).__name__}: {error}")
     return (redact(text) if redact is not None else text)[:limit]
 
 
-def printable(text: str) -> str:
+def _printable(text: str) -> str:
     """Text from user code may hold anything, lone surrogates included: made safe to write and print."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
@@ -2879,7 +2879,7 @@ def _call_guarded(function: Callable, arguments: dict) -> Any:
     try:
         return function(**arguments)
     except (SystemExit, KeyboardInterrupt) as e:
-        raise ToolExit(f"{type(e).__name__}({e})") from None
+        raise _ToolExit(f"{type(e).__name__}({e})") from None
 
 
 async def _guarded(awaitable: Any) -> Any:
@@ -2887,7 +2887,7 @@ async def _guarded(awaitable: Any) -> Any:
     try:
         return await awaitable
     except (SystemExit, KeyboardInterrupt) as e:
-        raise ToolExit(f"{type(e).__name__}({e})") from None
+        raise _ToolExit(f"{type(e).__name__}({e})") from None
 
 
 _JSON_TYPE_CHECKS = {
@@ -2917,7 +2917,7 @@ def _decode_tool_arguments(raw: Any, name: str) -> dict:
     return arguments
 
 
-def _parse_tool_arguments(raw: Any, tool: Tool) -> dict:
+def _parse_tool_arguments(raw: Any, tool: _Tool) -> dict:
     """Decode and check a call's arguments the way rnow does at RL time (with its type coercions)."""
     arguments = _decode_tool_arguments(raw, tool.name)
     properties = tool.parameters.get("properties", {})
@@ -2993,7 +2993,7 @@ class _ScrubbedLog:
                 log.flush()
 
 
-class McpServer:
+class _McpServer:
     """A connection to one MCP server, opened at start and re-opened after any failure: a call that
     fails, hangs past its timeout or meets a dead server is that call's error, and the next call
     connects again. The SDK's connections are anyio context managers that must close in the task that
@@ -3027,19 +3027,19 @@ class McpServer:
 
     async def call(self, name: str, arguments: dict) -> str:
         """The call's result as the teacher reads it (mcp_result_text); `isError` as an error. A server
-        that cannot be reached, or whose connection fails under the call, is ToolUnavailable: the teacher
+        that cannot be reached, or whose connection fails under the call, is _ToolUnavailable: the teacher
         would go on without the tool, so the rollout fails and runs again next time (tools.py's rule)."""
         try:
             client = await self._connected()
-        except (McpConnectError, TimeoutError, OSError) as e:
-            raise ToolUnavailable(f"MCP server {self.spec.shown} cannot be reached: "
+        except (_McpConnectError, TimeoutError, OSError) as e:
+            raise _ToolUnavailable(f"MCP server {self.spec.shown} cannot be reached: "
                                   f"{_secret_free_text(str(e) or type(e).__name__, self.spec)}") from None
         try:
             result = await client.call_tool(name, arguments)
         except BaseException as e:  # dead, hung (cancelled by the tool timeout) or garbled: connect anew next time
             self._drop()
             if _connection_failed(e):
-                raise ToolUnavailable(f"the connection to MCP server {self.spec.shown} failed: "
+                raise _ToolUnavailable(f"the connection to MCP server {self.spec.shown} failed: "
                                       f"{_secret_free_text(_mcp_error_text(e), self.spec)}") from None
             raise
         text = _mcp_result_text(result)
@@ -3076,7 +3076,7 @@ class McpServer:
                     await closing.wait()
         except BaseException as e:  # noqa: BLE001  (an ExceptionGroup from the SDK's task group, too)
             if not ready.done():
-                ready.set_exception(McpConnectError(_mcp_error_text(e)))
+                ready.set_exception(_McpConnectError(_mcp_error_text(e)))
             if isinstance(e, asyncio.CancelledError):
                 raise
         finally:
@@ -3107,7 +3107,7 @@ class McpServer:
                 holder.cancel()
 
 
-class McpConnectError(Exception):
+class _McpConnectError(Exception):
     pass
 
 
@@ -3131,7 +3131,7 @@ async def _refuse_roots(context: Any) -> Any:
     return types.ErrorData(code=types.INVALID_REQUEST, message="this client (a distillation run) shares no roots")
 
 
-def log_mcp_sdk_to(path: Path, redact: Callable[[str], str] | None = None) -> None:
+def _log_mcp_sdk_to(path: Path, redact: Callable[[str], str] | None = None) -> None:
     """The MCP SDK's own log lines go to <stem>.mcp.log, beside what stdio servers write to their stderr,
     never to the run's terminal: a server that prints a banner on stdout makes the SDK log a parse error
     with a traceback for every line of it. The secrets are out of each line (it may quote a URL whole)."""
@@ -3234,18 +3234,18 @@ def _check_tool_schema(name: str, where: str, schema: Any) -> None:
         raise UsageError(f"{where}: tool {name!r}: `properties` must be an object and `required` a list of names")
 
 
-async def open_mcp_servers(specs: list[McpSpec], errlog: Path, taken_names: set[str],
-                           redact: Callable[[str], str] = lambda text: text) -> tuple[list[McpServer], list[Tool]]:
+async def _open_mcp_servers(specs: list[McpSpec], errlog: Path, taken_names: set[str],
+                           redact: Callable[[str], str] = lambda text: text) -> tuple[list[_McpServer], list[_Tool]]:
     """Connect to every server and list its tools, named as rnow names them. A server down (or asking for
     OAuth), a schema the API would refuse or a name that clashes is a UsageError, before anything is sent."""
     servers, tools = [], []
     try:
         for index, spec in enumerate(specs):
-            server = McpServer(spec, errlog, as_proxy=len(specs) > 1, redact=redact)
+            server = _McpServer(spec, errlog, as_proxy=len(specs) > 1, redact=redact)
             servers.append(server)
             try:
                 listed = await server.list_tools()
-            except (McpConnectError, TimeoutError, OSError) as e:
+            except (_McpConnectError, TimeoutError, OSError) as e:
                 text = str(e) or type(e).__name__
                 if spec.is_url and (refusal := await _refusal(spec)):
                     raise UsageError(refusal) from None
@@ -3260,7 +3260,7 @@ async def open_mcp_servers(specs: list[McpSpec], errlog: Path, taken_names: set[
                 schema = listed_tool.input_schema
                 _check_tool_schema(name, where, schema)
                 taken_names.add(name)
-                tools.append(Tool(name=name, function=_mcp_call(server, listed_tool.name),
+                tools.append(_Tool(name=name, function=_mcp_call(server, listed_tool.name),
                                   description=listed_tool.description or "", parameters=schema, timeout=None,
                                   wants_args=False, checks_arguments=False))
     except BaseException:
@@ -3270,18 +3270,18 @@ async def open_mcp_servers(specs: list[McpSpec], errlog: Path, taken_names: set[
     return servers, tools
 
 
-def _mcp_call(server: McpServer, name: str) -> Callable[..., Any]:
+def _mcp_call(server: _McpServer, name: str) -> Callable[..., Any]:
     """The tool as a function of its arguments, as the ToolBox calls every tool."""
     async def call(**arguments: Any) -> str:
         return await server.call(name, arguments)
     return call
 
 
-def save_mcp_schemas(tools: list[Tool], path: Path, like: Path | None = None,
+def _save_mcp_schemas(tools: list[_Tool], path: Path, like: Path | None = None,
                      scrub: Callable[[Any], Any] = lambda value: value) -> None:
     """Kept beside the output (`like`), merged with what earlier runs kept (a tool may have left a server since);
     a server's words (descriptions) through the one scrub, as every file of ours."""
-    schemas = load_mcp_schemas(path)
+    schemas = _load_mcp_schemas(path)
     schemas.update({tool.name: scrub(tool.api_schema()) for tool in tools})
     try:
         with replaced_atomically(path, like) as target:
@@ -3290,7 +3290,7 @@ def save_mcp_schemas(tools: list[Tool], path: Path, like: Path | None = None,
         raise OutputError(path, e) from None
 
 
-def load_mcp_schemas(path: Path) -> dict[str, dict]:
+def _load_mcp_schemas(path: Path) -> dict[str, dict]:
     try:
         data = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError):
@@ -3340,7 +3340,7 @@ def _secret_free_text(text: str, spec: McpSpec) -> str:
 class ToolBox:
     """Runs the tool calls of assistant messages. Whatever goes wrong becomes text the teacher can read."""
 
-    def __init__(self, tools: list[Tool], settings: ToolSettings, closer: Callable | None = None,
+    def __init__(self, tools: list[_Tool], settings: ToolSettings, closer: Callable | None = None,
                  redact: Callable[[str], str] | None = None):
         self.tools = {tool.name: tool for tool in tools}
         self.redact = redact  # Secret.redact, for what a tool says of its own failure (the failed file, the terminal)
@@ -3348,7 +3348,7 @@ class ToolBox:
         self.max_chars = settings.max_chars
         self.closer = closer
         self.mcp_specs = settings.mcp
-        self.mcp_servers: list[McpServer] = []
+        self.mcp_servers: list[_McpServer] = []
         self._slots = asyncio.Semaphore(settings.concurrency)
         self.tally: dict[str, _ToolTally] = {}  # calls and errors by tool, for the summary
 
@@ -3357,22 +3357,22 @@ class ToolBox:
         most of its calls (a server refusing every page, a key missing): its error results reached the teacher."""
         if not self.tally:
             return []
-        counts = [f"{name} {plural(t.calls, 'call')}" + (f" ({t.errors} errors)" if t.errors else "")
+        counts = [f"{name} {_plural(t.calls, 'call')}" + (f" ({t.errors} errors)" if t.errors else "")
                   for name, t in sorted(self.tally.items())]
         lines = ["Tools: " + ", ".join(counts)]
         for name, t in sorted(self.tally.items()):
             if t.errors * 2 > t.calls:
-                lines.append(f"WARNING: tool {name!r} failed in {t.errors} of its {plural(t.calls, 'call')}; the "
+                lines.append(f"WARNING: tool {name!r} failed in {t.errors} of its {_plural(t.calls, 'call')}; the "
                              f"first error: {t.first_error.rstrip('.')}. Those rollouts were written with the errors as the "
                              "tool's results: check the tool, then --rescore or delete them as you see fit.")
         return lines
 
-    async def open_mcp(self, errlog: Path) -> list[Tool]:
+    async def open_mcp(self, errlog: Path) -> list[_Tool]:
         """Connect to the MCP servers; their tools join the box. UsageError if one cannot be used."""
         if not self.mcp_specs:
             return []
-        log_mcp_sdk_to(errlog, self.redact)
-        self.mcp_servers, tools = await open_mcp_servers(list(self.mcp_specs), errlog, set(self.tools), self.redact)
+        _log_mcp_sdk_to(errlog, self.redact)
+        self.mcp_servers, tools = await _open_mcp_servers(list(self.mcp_specs), errlog, set(self.tools), self.redact)
         self.tools.update({tool.name: tool for tool in tools})
         return tools
 
@@ -3386,7 +3386,7 @@ class ToolBox:
     async def run_calls(self, tool_calls: list[dict], metadata: dict, allowed: tuple[str, ...] | None = None
                         ) -> list[dict]:
         """Run one assistant message's tool calls concurrently; results come back in call order. `allowed`:
-        the prompt's own list of tools, when it has one. ToolUnavailable when a tool said its own machinery
+        the prompt's own list of tools, when it has one. _ToolUnavailable when a tool said its own machinery
         failed (once all the calls are over)."""
         results = await asyncio.gather(*(self.run_call(call, metadata, allowed) for call in tool_calls),
                                        return_exceptions=True)
@@ -3404,7 +3404,7 @@ class ToolBox:
         tally.calls += 1
         if result.startswith("Error"):
             tally.errors += 1
-            tally.first_error = tally.first_error or (self.redact or str)(printable(result))[:300]  # secrets out, then cut
+            tally.first_error = tally.first_error or (self.redact or str)(_printable(result))[:300]  # secrets out, then cut
         return result
 
     async def _run_call(self, call: dict, metadata: dict, allowed: tuple[str, ...] | None) -> str:
@@ -3425,7 +3425,7 @@ class ToolBox:
         timeout = tool.timeout or self.default_timeout
         async with self._slots:
             try:
-                result = await call_user_function(tool.function, arguments, timeout)
+                result = await _call_user_function(tool.function, arguments, timeout)
             except TimeoutError:
                 return f"Error: tool {name!r} timed out after {timeout:g} s."
             except asyncio.CancelledError:
@@ -3434,7 +3434,7 @@ class ToolBox:
                 return f"Error: tool {name!r} was cancelled."
             except Exception as e:
                 if _is_tool_unavailable(e):
-                    raise ToolUnavailable(f"tool {name!r} is unavailable: {_error_summary(e, 500, self.redact)}") from None
+                    raise _ToolUnavailable(f"tool {name!r} is unavailable: {_error_summary(e, 500, self.redact)}") from None
                 return f"Error: tool {name!r} failed: {_error_summary(e, self.max_chars)}"
         return self._as_text(name, result)
 
@@ -3492,13 +3492,13 @@ class _Reward:
 
 
 @dataclass
-class Score:
+class _Score:
     values: dict[str, float]  # per reward; 0.0 for one that failed
     total: float
     errors: dict[str, str]  # reward -> what went wrong (raised, timed out, not a number)
 
 
-def load_rewards(path: Path) -> list[_Reward]:
+def _load_rewards(path: Path) -> list[_Reward]:
     module = import_user_file(path, "rewards")
     rewards = [_Reward(obj._reward_name, obj, bool(getattr(obj, "_is_precondition", False)),
                       float(obj._timeout) if getattr(obj, "_timeout", None) else None,
@@ -3525,14 +3525,14 @@ class RewardScorer:
 
         self.secrets = {k: v for k, v in dotenv_values(".env").items() if v is not None} if Path(".env").is_file() else {}
 
-    async def score(self, metadata: dict, messages: list[dict]) -> Score:
+    async def score(self, metadata: dict, messages: list[dict]) -> _Score:
         results = await asyncio.gather(*(self._one(r, metadata, messages) for r in self.rewards))
         values = {r.name: value for r, (value, _) in zip(self.rewards, results)}
         errors = {r.name: error for r, (_, error) in zip(self.rewards, results) if error}
         total = self.total(values)
         if not math.isfinite(total):  # finite rewards whose sum is not (1e308 + 1e308): named, and scored 0
             total, errors["(total)"] = 0.0, "the sum of the rewards is too large for a float; scored 0"
-        return Score(values, total, errors)
+        return _Score(values, total, errors)
 
     def total(self, values: dict[str, float]) -> float:
         """rnow's compute_total_reward: a precondition at 0 makes it 0, else the sum."""
@@ -3548,7 +3548,7 @@ class RewardScorer:
         arguments = dict(zip(reward.parameters, (args, orjson.loads(orjson.dumps(messages)))))
         timeout = reward.timeout or self.default_timeout
         try:
-            value = await call_user_function(reward.function, arguments, timeout)
+            value = await _call_user_function(reward.function, arguments, timeout)
         except TimeoutError:
             return 0.0, f"timed out after {timeout:g} s"
         except asyncio.CancelledError:
@@ -3580,7 +3580,7 @@ def _error_summary_value(value: Any, redact: Callable[[str], str]) -> str:
         text = repr(value)
     except Exception:
         text = f"a {type(value).__name__}"
-    return redact(printable(text))[:100]
+    return redact(_printable(text))[:100]
 
 
 # ==================================================================================================
@@ -3607,19 +3607,19 @@ class Usage:
         """One answered request. The teacher's numbers are untrusted: a field that is missing, of the
         wrong type, negative or not finite counts as 0, never as an error (and a cost so, as not reported)."""
         self.requests += 1
-        self.uncosted += not has_cost(usage)
+        self.uncosted += not _has_cost(usage)
         if not isinstance(usage, dict):
             return
-        self.prompt_tokens += int(amount(usage.get("prompt_tokens")))
-        self.completion_tokens += int(amount(usage.get("completion_tokens")))
-        self.reasoning_tokens += int(amount(field_of(usage.get("completion_tokens_details"), "reasoning_tokens")))
-        self.cached_tokens += int(amount(field_of(usage.get("prompt_tokens_details"), "cached_tokens")))
-        self.cache_write_tokens += int(amount(field_of(usage.get("prompt_tokens_details"), "cache_write_tokens")))
-        self.cost += amount(usage.get("cost"))
+        self.prompt_tokens += int(_amount(usage.get("prompt_tokens")))
+        self.completion_tokens += int(_amount(usage.get("completion_tokens")))
+        self.reasoning_tokens += int(_amount(_field_of(usage.get("completion_tokens_details"), "reasoning_tokens")))
+        self.cached_tokens += int(_amount(_field_of(usage.get("prompt_tokens_details"), "cached_tokens")))
+        self.cache_write_tokens += int(_amount(_field_of(usage.get("prompt_tokens_details"), "cache_write_tokens")))
+        self.cost += _amount(usage.get("cost"))
         self.cache_savings += _signed_amount(usage.get("cache_discount"))  # negative when writes cost more
 
     def merge(self, other: Usage) -> None:
-        for name in USAGE_FIELDS:
+        for name in _USAGE_FIELDS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def to_json(self) -> dict:
@@ -3638,16 +3638,16 @@ class Usage:
         return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
 
-USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Usage))
+_USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Usage))
 
 
-def has_cost(usage: Any) -> bool:
+def _has_cost(usage: Any) -> bool:
     """Whether an answer's usage reports a cost we can count (missing, negative, a string: no)."""
     cost = usage.get("cost") if isinstance(usage, dict) else None
-    return isinstance(cost, (int, float)) and not isinstance(cost, bool) and amount(cost) == cost
+    return isinstance(cost, (int, float)) and not isinstance(cost, bool) and _amount(cost) == cost
 
 
-def amount(value: Any) -> float:
+def _amount(value: Any) -> float:
     """A usable non-negative number, or 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return 0.0
@@ -3659,11 +3659,11 @@ def amount(value: Any) -> float:
 def _signed_amount(value: Any) -> float:
     """A usable finite number of either sign, or 0."""
     if isinstance(value, (int, float)) and value < 0:
-        return -amount(-value)
-    return amount(value)
+        return -_amount(-value)
+    return _amount(value)
 
 
-def field_of(value: Any, name: str) -> Any:
+def _field_of(value: Any, name: str) -> Any:
     return value.get(name) if isinstance(value, dict) else None
 
 
@@ -3710,7 +3710,7 @@ class Stats:
         """A 200 came; its usage as the teacher gave it (usage_lost: streamed, and its usage event never came,
         so its cost is unknown, not missing)."""
         self.answers += 1
-        self.uncosted += not has_cost(usage) and not usage_lost
+        self.uncosted += not _has_cost(usage) and not usage_lost
 
     def charged(self, cost: float) -> None:
         """Billed as it came (an answer, or a batch's results): the spend cap and the bar read it."""
@@ -4178,7 +4178,7 @@ class AdaptiveLimiter:
 # ==================================================================================================
 # Prompt caching
 # ==================================================================================================
-# Where cache_control breakpoints go, and when they are asked for (CachePlan).
+# Where cache_control breakpoints go, and when they are asked for (_CachePlan).
 
 
 # Prompt caching. Each turn of a rollout resends the whole conversation. OpenAI, DeepSeek, Grok and recent
@@ -4192,7 +4192,7 @@ _ASKS_FOR_CACHING = ("anthropic/", "google/gemini")
 
 
 @dataclass(frozen=True)
-class CachePlan:
+class _CachePlan:
     enabled: bool
     why: str
     ttl: str | None = None
@@ -4216,17 +4216,17 @@ class CachePlan:
         return marked
 
 
-def cache_plan(requests: RequestSettings, base_url: str, batch: bool = False) -> CachePlan:
+def cache_plan(requests: RequestSettings, base_url: str, batch: bool = False) -> _CachePlan:
     if requests.cache == "off":
-        return CachePlan(False, "off (--cache off)")
+        return _CachePlan(False, "off (--cache off)")
     if batch and requests.cache_ttl != "1h":  # turns are minutes to hours apart: a 5-minute write is wasted
-        return CachePlan(False, "not asked for in batch mode: a 5-minute cache is gone before the next turn "
+        return _CachePlan(False, "not asked for in batch mode: a 5-minute cache is gone before the next turn "
                          "(--cache-ttl 1h asks for one that lasts)")
     if requests.cache == "on":
-        return CachePlan(True, "on (--cache on)", requests.cache_ttl)
-    if is_openrouter(base_url) and requests.model.startswith(_ASKS_FOR_CACHING):
-        return CachePlan(True, f"on: {requests.model} caches only when asked", requests.cache_ttl)
-    return CachePlan(False, f"not asked for: {requests.model} caches by itself, or its caching is unknown here "
+        return _CachePlan(True, "on (--cache on)", requests.cache_ttl)
+    if _is_openrouter(base_url) and requests.model.startswith(_ASKS_FOR_CACHING):
+        return _CachePlan(True, f"on: {requests.model} caches only when asked", requests.cache_ttl)
+    return _CachePlan(False, f"not asked for: {requests.model} caches by itself, or its caching is unknown here "
                      "(--cache on asks anyway)")
 
 
@@ -4254,14 +4254,14 @@ class MalformedAnswer(Exception):
     """A 200 answer whose fields are not what the protocol says: a provider error, retried."""
 
 
-def aiohttp_session(connections: int, https: bool) -> aiohttp.ClientSession:
+def _aiohttp_session(connections: int, https: bool) -> aiohttp.ClientSession:
     # The TLS context is made here, at the first request, so SSL_CERT_FILE from .env counts (aiohttp's
     # own default context is made when aiohttp is imported, before .env is read).
     return aiohttp.ClientSession(connector=_ReuseNotingConnector(limit=connections, ssl=_tls_context() if https else True))
 
 
 class _ReuseNotingConnector(aiohttp.TCPConnector):
-    """aiohttp's connector, noting for the request in progress (REQUEST_STATE) whether its connection
+    """aiohttp's connector, noting for the request in progress (_REQUEST_STATE) whether its connection
     was kept alive from an earlier request. (aiohttp's tracing can tell too, but its signals cost ~8% of
     the client's throughput at a thousand requests a second.)"""
 
@@ -4271,16 +4271,16 @@ class _ReuseNotingConnector(aiohttp.TCPConnector):
 
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
         connection = await super().connect(req, traces, timeout)
-        state, protocol = REQUEST_STATE.get(), connection.protocol
+        state, protocol = _REQUEST_STATE.get(), connection.protocol
         if state is not None and protocol is not None:
             state.reused = protocol in self._used
             self._used.add(protocol)
         return connection
 
 
-# The transport wants a TLS context of its own, unused since the session (aiohttp_session) brings its
+# The transport wants a TLS context of its own, unused since the session (_aiohttp_session) brings its
 # connector and context; its default would load the certificate store once more (~50 ms of every start).
-UNUSED_TLS_CONTEXT = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+_UNUSED_TLS_CONTEXT = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 def _tls_context() -> ssl.SSLContext:
@@ -4308,7 +4308,7 @@ def _directory_has_files(path: str | None) -> bool:
         return False
 
 
-def check_tls_settings(base_url: str) -> None:
+def _check_tls_settings(base_url: str) -> None:
     """A certificate file named in the environment or .env must be readable before anything is sent (to an
     https:// teacher: a plain-http one never uses it, and loading it costs ~30 ms of the start)."""
     if not base_url.startswith("https:") or not (os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR")):
@@ -4323,11 +4323,11 @@ def check_tls_settings(base_url: str) -> None:
 
 
 # https:// to a port that speaks plain HTTP: OpenSSL reads the server's "HTTP/1.1 400" as a TLS record.
-NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST", "PACKET_LENGTH_TOO_LONG"}
+_NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST", "PACKET_LENGTH_TOO_LONG"}
 
 
 @dataclass
-class RequestState:
+class _RequestState:
     """What has happened so far to the request being sent: whether it went out on a kept-alive connection,
     got an answer head, and (streamed) lost its usage event."""
 
@@ -4339,7 +4339,7 @@ class RequestState:
     stop_now: bool = False
 
 
-def body_headers(response: httpx.Response) -> tuple[bytes, str, bytes]:
+def _body_headers(response: httpx.Response) -> tuple[bytes, str, bytes]:
     """(Content-Type lower-cased, Content-Encoding, Content-Length) in one pass over the raw headers
     (httpx's Headers.get costs ~2 us a call, on every answer)."""
     content_type, encoding, length = b"", "", b""
@@ -4370,16 +4370,16 @@ class StreamCut(Exception):
 # the end of the stream. Servers differ (docs/dialects.md): OpenRouter and vLLM send usage, then [DONE];
 # llama.cpp's server before PR #9459 sent no [DONE]; a proxy may hold the connection open after either.
 # The answer is kept whatever comes next; these bound how long we wait for the rest.
-USAGE_WAIT = 5.0  # seconds after the finish_reason for the usage event (then its cost counts as unknown)
-END_WAIT = 1.0  # seconds after [DONE] (or usage) for the body's end, so the connection can be reused
+_USAGE_WAIT = 5.0  # seconds after the finish_reason for the usage event (then its cost counts as unknown)
+_END_WAIT = 1.0  # seconds after [DONE] (or usage) for the body's end, so the connection can be reused
 
 
-class Deadline:
+class _Deadline:
     """asyncio.timeout_at for the waits of an answer (--timeout, --stall-timeout, a whole answer's rest), but
-    a deadline that comes due lets what already arrived be read first: the wait ends LOOK_AGAIN after the
+    a deadline that comes due lets what already arrived be read first: the wait ends _LOOK_AGAIN after the
     deadline's timer ran, not at the deadline. A process suspended (SIGSTOP, scontrol suspend, a laptop
     asleep) past a deadline wakes to its timer and, beside it, the data that came meanwhile, still unread; the
-    timer runs first, and an answer that came whole was thrown away and paid again (AnswerStream.whole).
+    timer runs first, and an answer that came whole was thrown away and paid again (_AnswerStream.whole).
     Moving the deadline (data came) ends the look, unless it is moved to a moment already past: the
     request's own --timeout, which data does not extend."""
 
@@ -4388,7 +4388,7 @@ class Deadline:
     def __init__(self, when: float | None):
         self._when = when
 
-    async def __aenter__(self) -> Deadline:
+    async def __aenter__(self) -> _Deadline:
         self._loop = asyncio.get_running_loop()
         self._timeout = asyncio.timeout(None)
         await self._timeout.__aenter__()
@@ -4419,16 +4419,16 @@ class Deadline:
 
     def _look(self) -> None:
         self._timer, self._looking = None, True
-        self._timeout.reschedule(self._loop.time() + LOOK_AGAIN)
+        self._timeout.reschedule(self._loop.time() + _LOOK_AGAIN)
 
 
 # A stream is read as it comes, so its size is not what it costs: 800,000 one-character deltas are 100 MB
 # of events and a 1 MB answer. --max-answer-mb caps what is held (the answer's texts, the line being
 # read); the stream's bytes are bounded only by --timeout.
-STREAM_BYTES = 1 << 62
+_STREAM_BYTES = 1 << 62
 
 
-class SseParser:
+class _SseParser:
     """Server-sent events, fed bytes as they come: yields each event's data (comments, such as OpenRouter's
     `: OPENROUTER PROCESSING`, are skipped; `[DONE]` comes through as it is). Lines end as the SSE spec
     allows: CRLF, LF or a bare CR, a CRLF split across two chunks included. Linear in the stream's size: a
@@ -4545,7 +4545,7 @@ class _StreamedCall:
         return call
 
 
-class AnswerStream:
+class _AnswerStream:
     """The events of a streamed chat completion, assembled into the body an unstreamed answer has: the
     message's texts joined, tool calls and reasoning details assembled from their pieces by index, a
     content list (Mistral's chunks) read as its text, its thinking parts as reasoning, usage from the last
@@ -4617,7 +4617,7 @@ class AnswerStream:
                 for piece in value:
                     self._add_detail(piece)
             elif key == "content" and isinstance(value, list):
-                text, thinking = content_parts_text(value)
+                text, thinking = _content_parts_text(value)
                 self.size += self.message.append("content", text)
                 if thinking:
                     self.size += self.message.append("reasoning_content", thinking)
@@ -4665,7 +4665,7 @@ class AnswerStream:
         # Surrogate halves sent in two deltas ("\ud83d" then "\ude00", as JavaScript slices text) are
         # one character once joined; a half with no partner is not text at all.
         try:
-            return orjson.dumps(with_each_string(body, _paired_surrogates))
+            return orjson.dumps(_with_each_string(body, _paired_surrogates))
         except (UnicodeError, orjson.JSONEncodeError):
             raise MalformedAnswer("a streamed text is not valid Unicode (a lone surrogate)") from None
 
@@ -4683,7 +4683,7 @@ def _paired_surrogates(text: str) -> str:
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
 
 
-def content_parts_text(parts: list) -> tuple[str, str]:
+def _content_parts_text(parts: list) -> tuple[str, str]:
     """(text, thinking) of a content list: its text parts joined, and the text of its thinking parts
     (Mistral's reasoning models: {"type": "thinking", "thinking": [{"type": "text", "text": ...}]}).
     Other parts (images, references) carry no text for the dataset. MalformedAnswer for a part that is
@@ -4698,7 +4698,7 @@ def content_parts_text(parts: list) -> tuple[str, str]:
             if isinstance(inner, str):
                 thinking.append(inner)
             elif isinstance(inner, list):
-                thinking.append(content_parts_text(inner)[0])
+                thinking.append(_content_parts_text(inner)[0])
             else:
                 raise MalformedAnswer("a thinking part of message.content holds no text")
         elif kind == "text":
@@ -4708,20 +4708,20 @@ def content_parts_text(parts: list) -> tuple[str, str]:
     return "".join(text), "".join(thinking)
 
 
-# The RequestState of the request this task is sending (None: none): the connector and the stream's reader,
+# The _RequestState of the request this task is sending (None: none): the connector and the stream's reader,
 # deep below the request, note on it what happened.
-REQUEST_STATE: contextvars.ContextVar[RequestState | None] = \
+_REQUEST_STATE: contextvars.ContextVar[_RequestState | None] = \
     contextvars.ContextVar("request_state", default=None)
 # What a request sent on a connection the server had closed fails with, before any byte comes back.
-STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError,
+_STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError,
                            BrokenPipeError)
 
 
-class StaleConnection(Exception):
+class _StaleConnection(Exception):
     """The request died on a kept-alive connection before any answer: send it again, no retry spent."""
 
 
-ACCEPTED_ENCODINGS = "gzip, deflate"  # what zlib decodes; BodyDecoder handles each
+_ACCEPTED_ENCODINGS = "gzip, deflate"  # what zlib decodes; _BodyDecoder handles each
 
 
 class AnswerTooLarge(Exception):
@@ -4730,7 +4730,7 @@ class AnswerTooLarge(Exception):
                          "--max-answer-mb); not retried")
 
 
-class BodyDecoder:
+class _BodyDecoder:
     """Decodes a body as its Content-Encoding names, chunk by chunk, and never yields more than `limit`
     bytes in all: a compression bomb costs at most the cap, not the machine's memory. Every encoding we
     accept is decoded; any other is a malformed answer."""
@@ -4740,7 +4740,7 @@ class BodyDecoder:
         unknown = [c for c in codings if c not in ("gzip", "x-gzip", "deflate", "identity")]
         if unknown:
             raise MalformedAnswer(f"the answer is encoded as {', '.join(unknown)}, which was not asked for "
-                                  f"(Accept-Encoding: {ACCEPTED_ENCODINGS})")
+                                  f"(Accept-Encoding: {_ACCEPTED_ENCODINGS})")
         # Applied in the order listed, so undone in reverse; each stage is capped (gzip inside gzip).
         self.stages = [_Inflater(c, limit) for c in reversed(codings) if c != "identity"]
         self.limit, self.size = limit, 0
@@ -4800,7 +4800,7 @@ class _Inflater:
         return b""
 
 
-def proxy_for(url: str) -> httpx.Proxy | None:
+def _proxy_for(url: str) -> httpx.Proxy | None:
     """HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment, read once, as httpx's own transport did.
     (aiohttp's trust_env reads them, and ~/.netrc, on every request: 40% of the client's CPU at 1,000 req/s.)"""
     host = urlparse(url).hostname or ""
@@ -4828,11 +4828,11 @@ def _float_or_none(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def teacher_headers(settings: TeacherSettings) -> dict[str, str]:
+def _teacher_headers(settings: TeacherSettings) -> dict[str, str]:
     """What every request to the teacher's API carries: JSON, the app's name (OpenRouter's attribution) and
     the key, where there is one."""
-    headers = {"Content-Type": "application/json", "HTTP-Referer": APP_URL, "X-OpenRouter-Title": APP_TITLE,
-               "X-Title": APP_TITLE}
+    headers = {"Content-Type": "application/json", "HTTP-Referer": _APP_URL, "X-OpenRouter-Title": _APP_TITLE,
+               "X-Title": _APP_TITLE}
     if settings.sends_key:
         headers["Authorization"] = f"Bearer {settings.secret.key}"
     return headers
@@ -4841,10 +4841,10 @@ def teacher_headers(settings: TeacherSettings) -> dict[str, str]:
 # ==================================================================================================
 # Reading answers
 # ==================================================================================================
-# An answer read whole within its deadlines: its head, then its body, or its events assembled (read_events).
+# An answer read whole within its deadlines: its head, then its body, or its events assembled (_read_events).
 
 
-async def answer_head(transport: httpx.AsyncBaseTransport, request: httpx.Request, streamed: bool, stall: float,
+async def _answer_head(transport: httpx.AsyncBaseTransport, request: httpx.Request, streamed: bool, stall: float,
                       ends_at: float) -> httpx.Response:
     """The answer's status and headers, within the request's --timeout (ends_at, loop time). A streaming
     server sends them at once (then comments while the model thinks), so for a streamed request
@@ -4854,7 +4854,7 @@ async def answer_head(transport: httpx.AsyncBaseTransport, request: httpx.Reques
     loop = asyncio.get_running_loop()
     due = min(loop.time() + stall, ends_at) if streamed else ends_at
     try:
-        async with Deadline(due) as waiting:
+        async with _Deadline(due) as waiting:
             return await transport.handle_async_request(request)
     except TimeoutError:
         if waiting.expired() and loop.time() < ends_at:
@@ -4862,12 +4862,12 @@ async def answer_head(transport: httpx.AsyncBaseTransport, request: httpx.Reques
         raise
 
 
-async def read_body(response: httpx.Response, encoding: str, declared: bytes, limit: int, ends_at: float) -> bytes:
+async def _read_body(response: httpx.Response, encoding: str, declared: bytes, limit: int, ends_at: float) -> bytes:
     """The whole body, decoded as its Content-Encoding says, never more than the cap, within the request's
     --timeout (what already arrived is read first: Deadline); `limit` is --max-answer-mb, in bytes."""
-    async with Deadline(ends_at):
+    async with _Deadline(ends_at):
         if encoding.strip().lower() not in ("", "identity"):
-            return b"".join([chunk async for chunk in _decoded_chunks(response, BodyDecoder(encoding, limit))])
+            return b"".join([chunk async for chunk in _decoded_chunks(response, _BodyDecoder(encoding, limit))])
         # Most answers: no decoder at all, and a declared length over the cap is refused before reading.
         if declared.isdigit() and int(declared) > limit:
             raise AnswerTooLarge(int(declared), limit)
@@ -4880,23 +4880,23 @@ async def read_body(response: httpx.Response, encoding: str, declared: bytes, li
         return b"".join(parts)
 
 
-async def read_events(response: httpx.Response, encoding: str, stall: float, cap: int, ends_at: float,
+async def _read_events(response: httpx.Response, encoding: str, stall: float, cap: int, ends_at: float,
                       taken: Callable[[], None]) -> bytes:
     """A streamed answer (server-sent events), assembled into the body an unstreamed answer would have
     had, so everything after this reads one shape. A stall timer restarts with every data event (not
     with comments, which keep only the connection alive); the request's deadline (ends_at) still
-    holds. Once the answer is whole (AnswerStream.whole), the wait shrinks to USAGE_WAIT for its usage
-    event, then to END_WAIT for the stream's end: a server that never sends [DONE], or holds the
+    holds. Once the answer is whole (_AnswerStream.whole), the wait shrinks to _USAGE_WAIT for its usage
+    event, then to _END_WAIT for the stream's end: a server that never sends [DONE], or holds the
     connection open after it, costs seconds, and the answer is kept. Whole is whole: a wait that ran
     out, or the run stopping at once, keeps it (each wait a Deadline: what already came is read first).
     `stall` is --stall-timeout, `cap` what may be held (--max-answer-mb), `taken` is told the teacher took the
-    request (its first data came). An answer begun whose usage event never came is noted (RequestState.usage_lost)."""
-    stream, events, loop = AnswerStream(), SseParser(), asyncio.get_running_loop()
-    decoder = BodyDecoder(encoding, STREAM_BYTES)
+    request (its first data came). An answer begun whose usage event never came is noted (_RequestState.usage_lost)."""
+    stream, events, loop = _AnswerStream(), _SseParser(), asyncio.get_running_loop()
+    decoder = _BodyDecoder(encoding, _STREAM_BYTES)
     told_taken = False
     try:
         try:
-            async with Deadline(min(loop.time() + stall, ends_at)) as deadline:
+            async with _Deadline(min(loop.time() + stall, ends_at)) as deadline:
                 async for chunk in _decoded_chunks(response, decoder):
                     added = False
                     for data in events.feed(chunk):
@@ -4912,7 +4912,7 @@ async def read_events(response: httpx.Response, encoding: str, stall: float, cap
                     if stream.failed or stream.done and not stream.whole:
                         break  # nothing after an error event or a [DONE] can make the answer whole
                     wait = (stall if not stream.whole else
-                            END_WAIT if stream.done or stream.usage_seen else USAGE_WAIT)
+                            _END_WAIT if stream.done or stream.usage_seen else _USAGE_WAIT)
                     deadline.reschedule(min(loop.time() + wait, ends_at))
         except TimeoutError:
             if not stream.whole:
@@ -4926,26 +4926,26 @@ async def read_events(response: httpx.Response, encoding: str, stall: float, cap
             if not stream.whole:
                 raise  # still coming: given up
             asyncio.current_task().uncancel()  # whole: kept, and its rollout stops right after it
-            REQUEST_STATE.get().stop_now = True
+            _REQUEST_STATE.get().stop_now = True
         if not (stream.whole or stream.failed):
             raise StreamCut("[DONE] came before the answer's finish_reason" if stream.done else
                             "it ended before the answer was complete")
     except (StreamStalled, StreamCut, httpx.TransportError, aiohttp.ClientError, OSError):
-        REQUEST_STATE.get().usage_lost = True  # the answer began, and was paid for; its usage never came
+        _REQUEST_STATE.get().usage_lost = True  # the answer began, and was paid for; its usage never came
         raise
     if stream.whole and not stream.usage_seen:
-        REQUEST_STATE.get().usage_lost = True  # the answer is whole; only its usage event was lost
+        _REQUEST_STATE.get().usage_lost = True  # the answer is whole; only its usage event was lost
     return stream.body()
 
 
-async def _decoded_chunks(response: httpx.Response, decoder: BodyDecoder) -> AsyncIterator[bytes]:
+async def _decoded_chunks(response: httpx.Response, decoder: _BodyDecoder) -> AsyncIterator[bytes]:
     """The body's bytes as they come, decoded, never more than the decoder's limit in all."""
     async for chunk in response.stream:
         yield decoder.feed(chunk)
     yield decoder.finish()
 
 
-async def close_answer(response: httpx.Response, state: RequestState, whole: bool) -> None:
+async def _close_answer(response: httpx.Response, state: _RequestState, whole: bool) -> None:
     """Give the connection back (or close it, if the body was cut). The run stopping at once meanwhile
     does not lose an answer read whole: the cancellation is held back for its rollout (stop_now)."""
     try:
@@ -4982,7 +4982,7 @@ class PromptFailed(Exception):
         self.kind, self.detail, self.tries, self.status = kind, detail, tries, status
 
 
-class NotStarted(Exception):
+class _NotStarted(Exception):
     """The run was stopping before this rollout sent its first request: it stays pending, nothing spent."""
 
 
@@ -4994,14 +4994,14 @@ class RunStopped(Exception):
         self.kind, self.message = kind, message
 
 
-def answer_error(data: Any) -> Any:
+def _answer_error(data: Any) -> Any:
     """The error object of an answer's body, in whichever shape the server says it: OpenAI's and OpenRouter's
     {"error": {...}}, or the top-level one of SGLang (protocol.py's ErrorResponse), vLLM before its move to
     OpenAI's shape, and Mistral's API: {"object": "error", "message": ..., "type": ..., "code": ...} (FastAPI's
     {"detail": ...} too); Gemini's OpenAI-compatible endpoint sends a list of one [{"error": {...}}]. None when
     the body holds no error."""
     if isinstance(data, list) and data and isinstance(data[0], dict):
-        return answer_error(data[0])
+        return _answer_error(data[0])
     if not isinstance(data, dict):
         return None
     if data.get("error") is not None:
@@ -5012,14 +5012,14 @@ def answer_error(data: Any) -> Any:
             **{key: data[key] for key in ("type", "code", "param") if data.get(key) is not None}}
 
 
-def error_text(error: Any) -> str:
+def _error_text(error: Any) -> str:
     """The readable part of an error object, whatever its shape; whole (callers redact, then cut)."""
     if isinstance(error, dict):
         return str(error.get("message") or error.get("code") or "")
     return "" if error is None else str(error)
 
 
-def is_moderation_error(error: Any) -> bool:
+def _is_moderation_error(error: Any) -> bool:
     # OpenRouter answers 403 when a prompt is flagged by moderation: that is one prompt's problem,
     # not the key's, so that prompt fails and the run goes on.
     if not isinstance(error, dict):
@@ -5030,9 +5030,9 @@ def is_moderation_error(error: Any) -> bool:
                 or "moderation" in text or "flagged" in text)
 
 
-DOES_NOT_FIT = "does not fit the context"  # a failure a re-run cannot mend: the summary advises none
+_DOES_NOT_FIT = "does not fit the context"  # a failure a re-run cannot mend: the summary advises none
 _RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504, 524, 529}
-LONG_WAIT = 600.0  # seconds: a 429 that asks to wait longer (a daily cap) stops the run instead
+_LONG_WAIT = 600.0  # seconds: a 429 that asks to wait longer (a daily cap) stops the run instead
 
 
 # How servers say a conversation is longer than the model's context: llama.cpp's server (type
@@ -5048,9 +5048,9 @@ _CONTEXT_OVERFLOW = re.compile(r"context[ _](size|length|window)|maximum context
                                r"supports up to)|input tokens exceed the configured limit", re.IGNORECASE)
 
 
-def is_context_overflow(error: Any) -> bool:
+def _is_context_overflow(error: Any) -> bool:
     if not isinstance(error, dict):
-        return bool(_CONTEXT_OVERFLOW.search(error_text(error)))
+        return bool(_CONTEXT_OVERFLOW.search(_error_text(error)))
     named = " ".join(str(error.get(key) or "") for key in ("type", "code", "message"))
     return bool(_CONTEXT_OVERFLOW.search(named))
 
@@ -5080,13 +5080,13 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
 _ROUNDED_WAIT = 5.0
 
 
-def wait_holds_everyone(status: int, wait: float | None, headers: httpx.Headers) -> bool:
+def _wait_holds_everyone(status: int, wait: float | None, headers: httpx.Headers) -> bool:
     value = headers.get("retry-after", "").strip()
     rounded = bool(value) and (value.isdigit() or not value[:1].isdigit())  # whole seconds, or an HTTP date
     return not (status == 429 and wait is not None and wait < _ROUNDED_WAIT and rounded)
 
 
-def request_budget(headers: httpx.Headers) -> tuple[int, int | None, float] | None:
+def _request_budget(headers: httpx.Headers) -> tuple[int, int | None, float] | None:
     """(requests left, requests a window, seconds until the window ends) from the x-ratelimit-*-requests
     headers that OpenAI, Groq, Together and LiteLLM's proxy send on every answer; None without them.
     Without x-ratelimit-reset-requests, the window is taken to end with the minute on the answer's Date
@@ -5099,7 +5099,7 @@ def request_budget(headers: httpx.Headers) -> tuple[int, int | None, float] | No
     if ends_in is None:
         now = _server_time(headers)
         ends_in = 60.0 - now % 60.0 + 0.25  # and a little: Date is whole seconds, clocks drift
-    return left, limit, min(ends_in, LONG_WAIT)
+    return left, limit, min(ends_in, _LONG_WAIT)
 
 
 def _whole_number(value: str | None) -> int | None:
@@ -5155,22 +5155,22 @@ def _rate_limit_reset_seconds(value: str | None, headers: httpx.Headers) -> floa
 def judge_answer(status: int, data: Any, headers: httpx.Headers, raw: bytes, redact: Callable[[str], str],
                  url: str) -> RetryableError | PromptFailed | RunStopped | None:
     """What an answer's status, body and headers mean: the exception its request ends with, or None for a 200
-    whose body is an answer to check (checked_completion). The one judge of every answer of the teacher's, live
+    whose body is an answer to check (_checked_completion). The one judge of every answer of the teacher's, live
     or from a batch. `data` is the body decoded (decode_answer), `raw` the body as it came; `redact` takes the
     secrets out of the teacher's words; `url` is the endpoint as messages show it. A 200 whose body is an error
     and no choices (a provider's failure, relayed) is judged by the error's code, as 502 when it gives none."""
     if status != 200:
-        return _error_failure(status, answer_error(data), status, headers, raw, redact, url)
+        return _error_failure(status, _answer_error(data), status, headers, raw, redact, url)
     if not isinstance(data, dict):
         return RetryableError("malformed answer", "malformed answer: not a JSON object")
     if not data.get("error") or data.get("choices"):
         return None
-    code = field_of(data["error"], "code")
+    code = _field_of(data["error"], "code")
     valid_code = isinstance(code, int) and not isinstance(code, bool) and 400 <= code < 600
     return _error_failure(code if valid_code else 502, data["error"], status, headers, raw, redact, url)
 
 
-def fit_to_show(text: str, redact: Callable[[str], str], limit: int | None = 300) -> str:
+def _fit_to_show(text: str, redact: Callable[[str], str], limit: int | None = 300) -> str:
     """Teacher text fit to store or print: the key removed first, then cut (a cut key would survive)."""
     text = redact(text)
     return text if limit is None or len(text) <= limit else text[:limit] + "..."
@@ -5179,11 +5179,11 @@ def fit_to_show(text: str, redact: Callable[[str], str], limit: int | None = 300
 def _error_failure(status: int, error: Any, answered: int, headers: httpx.Headers, raw: bytes,
                    redact: Callable[[str], str], url: str) -> RetryableError | PromptFailed | RunStopped:
     """An error judged by `status` (the answer's own, or the code of an error a 200 carried: `answered`)."""
-    detail = fit_to_show(error_text(error) or httpx.codes.get_reason_phrase(answered), redact)
+    detail = _fit_to_show(_error_text(error) or httpx.codes.get_reason_phrase(answered), redact)
     if status == 400 and b"plain HTTP request was sent to HTTPS port" in raw:  # nginx's words
         return RunStopped("not TLS", f"{url} is served over https, but the request was plain "
                           "http. Use an https:// --base-url (or OPENROUTER_BASE_URL), then re-run the same command.")
-    availability = field_of(error, "availability")
+    availability = _field_of(error, "availability")
     if isinstance(availability, dict):
         return _unavailable(status, availability, detail, headers, redact)
     wait = retry_after_seconds(headers)
@@ -5202,11 +5202,11 @@ def _error_failure(status: int, error: Any, answered: int, headers: httpx.Header
                           "outputs: choose one (https://openrouter.ai/models?distillable=true) with --model, or "
                           "leave out --distillable if you have checked the licence yourself; then re-run the "
                           "same command. Finished samples are kept.")
-    if status == 403 and not is_moderation_error(error) and not says_when:
+    if status == 403 and not _is_moderation_error(error) and not says_when:
         return RunStopped("access denied", f"access denied (403: {detail}). Check the key's permissions and "
                           "limits, then re-run the same command to continue.")
-    if status in (400, 413, 422) and is_context_overflow(error):
-        return PromptFailed(DOES_NOT_FIT, f"the conversation does not fit the model's context (HTTP {status}: "
+    if status in (400, 413, 422) and _is_context_overflow(error):
+        return PromptFailed(_DOES_NOT_FIT, f"the conversation does not fit the model's context (HTTP {status}: "
                             f"{detail}); a re-run would fail the same way", status=status)
     if status in _RETRYABLE_STATUS or status >= 500 or says_when:
         return _retryable(status, wait, detail, headers)
@@ -5216,14 +5216,14 @@ def _error_failure(status: int, error: Any, answered: int, headers: httpx.Header
 def _retryable(status: int, wait: float | None, detail: str, headers: httpx.Headers,
                kind: str | None = None) -> RetryableError | RunStopped:
     kind = kind or f"HTTP {status}"
-    if wait is not None and wait > LONG_WAIT:
+    if wait is not None and wait > _LONG_WAIT:
         return RunStopped("rate limit for hours" if status == 429 else "teacher away for hours",
                           f"the teacher's {'rate limit resets' if status == 429 else 'answer asks to wait'} in "
-                          f"{human_duration(wait)} ({status}: {detail}), a daily or monthly cap such as a free "
+                          f"{_human_duration(wait)} ({status}: {detail}), a daily or monthly cap such as a free "
                           "model's. Re-run the same command after that, or with a model "
                           "or key without that cap (--model); finished samples are kept.")
     return RetryableError(kind, f"HTTP {status}: {detail}", wait, status == 429,
-                          wait_holds_everyone(status, wait, headers))
+                          _wait_holds_everyone(status, wait, headers))
 
 
 def _unavailable(status: int, availability: dict, detail: str, headers: httpx.Headers,
@@ -5233,17 +5233,17 @@ def _unavailable(status: int, availability: dict, detail: str, headers: httpx.He
     context) fails this rollout; any other holds for every request (the model is unknown, deprecated,
     gone, not served in this region or under this privacy setting): the run stops at once, naming the
     models OpenRouter suggests instead."""
-    code = fit_to_show(printable(str(availability.get("code") or "unavailable")), redact, 60)
+    code = _fit_to_show(_printable(str(availability.get("code") or "unavailable")), redact, 60)
     if availability.get("retryable") is True:
-        wait = amount(availability.get("retry_after")) if "retry_after" in availability else None
+        wait = _amount(availability.get("retry_after")) if "retry_after" in availability else None
         return _retryable(status, wait or retry_after_seconds(headers), f"{code}: {detail}", headers,
                           kind=f"HTTP {status} {code}")
     constraint = availability.get("constraint")
     if code == "constraint_filtered" and "context" in str(constraint).lower():
-        return PromptFailed(DOES_NOT_FIT, f"the conversation does not fit the model's context "
+        return PromptFailed(_DOES_NOT_FIT, f"the conversation does not fit the model's context "
                             f"(HTTP {status}: {detail}); a re-run would fail the same way", status=status)
     models = availability.get("fallback_models")
-    names = [fit_to_show(str(m), redact, 80) for m in models[:5]] if isinstance(models, list) else []
+    names = [_fit_to_show(str(m), redact, 80) for m in models[:5]] if isinstance(models, list) else []
     instead = (f" OpenRouter suggests instead: {', '.join(names)}; pass one with --model." if names else
                " Choose another with --model (https://openrouter.ai/models).")
     return RunStopped("model unavailable", f"the teacher model cannot be used now ({code}, HTTP {status}: "
@@ -5252,11 +5252,11 @@ def _unavailable(status: int, availability: dict, detail: str, headers: httpx.He
 
 # How an answer that was not read whole fails (read_failure says what each means); a connection that failed is
 # judged by the client (a stale one is sent again; tls_failure stops the run; many in a row, too).
-READ_FAILURES = (FirstByteStalled, StreamStalled, TimeoutError, StreamCut, AnswerTooLarge, MalformedAnswer)
+_READ_FAILURES = (FirstByteStalled, StreamStalled, TimeoutError, StreamCut, AnswerTooLarge, MalformedAnswer)
 
 
 def read_failure(error: Exception, stall_timeout: float, timeout: float) -> RetryableError | PromptFailed:
-    """What a failure to read an answer whole (one of READ_FAILURES) means: retried, except an answer over
+    """What a failure to read an answer whole (one of _READ_FAILURES) means: retried, except an answer over
     the size cap, which would come as large again. The timeouts are --stall-timeout's and --timeout's."""
     if isinstance(error, FirstByteStalled):
         return RetryableError("stalled", f"the server sent nothing, not even the answer's head, for "
@@ -5282,7 +5282,7 @@ def tls_failure(error: BaseException, host: str, port: int | None, redact: Calla
             "(a company network, an antivirus), set SSL_CERT_FILE to a file holding its CA certificate, in "
             "the environment or .env; otherwise check --base-url. Then re-run the same command."))
     reason = getattr(getattr(error, "os_error", None), "reason", None) or getattr(error, "reason", None)
-    if isinstance(error, (aiohttp.ClientSSLError, ssl.SSLError)) and reason in NOT_TLS_REASONS:
+    if isinstance(error, (aiohttp.ClientSSLError, ssl.SSLError)) and reason in _NOT_TLS_REASONS:
         return RunStopped("not TLS", redact(
             f"{host}:{port or 443} does not speak TLS, so https:// cannot work there ({reason}). "
             "If the server is plain HTTP, use an http:// --base-url (or OPENROUTER_BASE_URL), then re-run "
@@ -5290,7 +5290,7 @@ def tls_failure(error: BaseException, host: str, port: int | None, redact: Calla
     return None
 
 
-def parse_completion(data: dict) -> Completion:
+def _parse_completion(data: dict) -> Completion:
     """Check every field the rollout uses; raise MalformedAnswer naming the first one that is wrong.
     The message is otherwise kept as the API gave it: it is sent back as is on the next turn."""
     choices = data.get("choices")
@@ -5305,7 +5305,7 @@ def parse_completion(data: dict) -> Completion:
         raise MalformedAnswer("finish_reason is not a string")
     content = message.get("content")
     if isinstance(content, list):  # parts (Mistral's chunks): the dataset's content is always a string
-        text, thinking = content_parts_text(content)
+        text, thinking = _content_parts_text(content)
         message = {**message, "content": text}
         if thinking and not (message.get("reasoning") or message.get("reasoning_content")):
             message["reasoning_content"] = thinking
@@ -5331,22 +5331,22 @@ class Completion:
     stop_now: bool = False  # it came whole as the run stopped at once: kept, and its rollout stops after it
 
 
-def checked_completion(data: dict, raw: bytes, redact: Callable[[str], str]) -> Completion:
-    """A 200's answer that judge_answer let through, every field the rollout uses checked (parse_completion):
+def _checked_completion(data: dict, raw: bytes, redact: Callable[[str], str]) -> Completion:
+    """A 200's answer that judge_answer let through, every field the rollout uses checked (_parse_completion):
     a lone surrogate, a malformed field or a provider that failed mid-answer is a RetryableError."""
-    if _SURROGATE_ESCAPE.search(raw) and not encodable(data):
+    if _SURROGATE_ESCAPE.search(raw) and not _encodable(data):
         raise RetryableError("malformed answer", "malformed answer: a lone surrogate (text that is not valid Unicode)")
     try:
-        completion = parse_completion(data)
+        completion = _parse_completion(data)
     except MalformedAnswer as e:
         raise RetryableError("malformed answer", f"malformed answer: {e}") from None
     if completion.finish_reason == "error":
         raise RetryableError("provider error",
-                             fit_to_show(f"the provider failed mid-answer: {error_text(completion.error)}", redact))
+                             _fit_to_show(f"the provider failed mid-answer: {_error_text(completion.error)}", redact))
     return completion
 
 
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # cheap pre-check; `encodable` decides
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # cheap pre-check; `_encodable` decides
 
 
 def _assistant_message(message: dict) -> dict:
@@ -5378,7 +5378,7 @@ def _tool_call(call: Any, i: int) -> dict:
     return {**call, "id": call.get("id") or None, "type": call.get("type") or "function", "function": function}
 
 
-def with_unique_call_ids(message: dict, turn: int, conversation: list[dict]) -> dict:
+def _with_unique_call_ids(message: dict, turn: int, conversation: list[dict]) -> dict:
     """The message with every tool call id unique in the conversation, so each tool result maps back to
     one call (templates and trainers pair them by id). The teacher's id is kept where it is unique;
     a missing, repeated or reused one becomes call_{turn}_{i}: the same on every run, unlike a random one.
@@ -5404,12 +5404,12 @@ def with_unique_call_ids(message: dict, turn: int, conversation: list[dict]) -> 
     return {**message, "tool_calls": [{**call, "id": new_id} for call, new_id in zip(calls, ids)]}
 
 
-def backoff_patience(backoff: float, retries: int) -> float:
-    """The longest `retries` retries' backoff waits in all (backoff_delay without its jitter)."""
+def _backoff_patience(backoff: float, retries: int) -> float:
+    """The longest `retries` retries' backoff waits in all (_backoff_delay without its jitter)."""
     return sum(min(60.0, backoff * 2 ** k) for k in range(retries))
 
 
-def backoff_delay(backoff: float, attempt: int, retry_after: float | None = None) -> float:
+def _backoff_delay(backoff: float, attempt: int, retry_after: float | None = None) -> float:
     """Seconds before retry `attempt`: `backoff` doubling up to 60, with jitter (retries of one burst spread
     out), and never sooner than the server said."""
     delay = min(60.0, backoff * 2 ** (attempt - 1))
@@ -5420,7 +5420,7 @@ def backoff_delay(backoff: float, attempt: int, retry_after: float | None = None
 class Retries:
     """Retry with backoff until patience is spent: the one rule of both retry loops, a request's to the teacher
     (TeacherClient) and a batch submission's (BatchQueue). After the first try come at most `retries` more,
-    retry n after backoff_delay(backoff, n); the loop says when it gives up (next_wait is None)."""
+    retry n after _backoff_delay(backoff, n); the loop says when it gives up (next_wait is None)."""
 
     def __init__(self, backoff: float, retries: int):
         self.backoff, self.retries = backoff, retries
@@ -5436,13 +5436,13 @@ class Retries:
         """One retry spent: the seconds to wait before it (never fewer than the server said), or None when
         there was none left."""
         self.spent += 1
-        return backoff_delay(self.backoff, self.spent, retry_after) if self.spent <= self.retries else None
+        return _backoff_delay(self.backoff, self.spent, retry_after) if self.spent <= self.retries else None
 
     def wait_within_patience(self, retry_after: float | None) -> float | None:
         """A retry that spends none: after what the server said (or at once), for as long as the backoff of
         the retries left would have waited in all, counted from the first such retry; then None, and no
         retry is left."""
-        self._patient_until = self._patient_until or time.monotonic() + backoff_patience(self.backoff,
+        self._patient_until = self._patient_until or time.monotonic() + _backoff_patience(self.backoff,
                                                                                          self.retries - self.spent)
         if time.monotonic() < self._patient_until:
             return retry_after or 0.0
@@ -5454,16 +5454,16 @@ class Retries:
 # Batches
 # ==================================================================================================
 # What OpenRouter's Batch API takes and gives: where batches go, a request's name and size in one, a
-# batch's price, window and record, its results turned into answers (Batch, BatchPricing, batch_answers).
+# batch's price, window and record, its results turned into answers (Batch, _BatchPricing, _batch_answers).
 
 
-BATCH_MOST_BYTES = 180_000_000  # OpenRouter takes 200 MB a batch: a tenth kept back for its own framing
-BATCH_ENDED = ("completed", "failed", "expired", "cancelled")
+_BATCH_MOST_BYTES = 180_000_000  # OpenRouter takes 200 MB a batch: a tenth kept back for its own framing
+_BATCH_ENDED = ("completed", "failed", "expired", "cancelled")
 _WINDOW = 24 * 3600.0  # a batch's completion window when the service says none
 _REQUEST_FRAMING = 64  # bytes a request adds to the batch besides its body: {"custom_id":"...","body":},
 
 
-def batch_endpoints(base_url: str) -> list[str]:
+def _batch_endpoints(base_url: str) -> list[str]:
     """Where batches go, in order: the guide's and the API reference's /batches beside chat/completions, then,
     once, the quickstart's /api/beta/batches (for a base URL ending in /v1), where the first answers 404/405."""
     endpoints = [f"{base_url}/batches"]
@@ -5482,7 +5482,7 @@ def batch_custom_id(key: RolloutKey, payload: bytes) -> str:
     return hashlib.sha256(rollout.encode("utf-8", "surrogatepass") + b"\x00" + payload).hexdigest()[:32]
 
 
-def batch_cut(sizes: Iterable[int], most_requests: int, most_bytes: int = BATCH_MOST_BYTES) -> int:
+def batch_cut(sizes: Iterable[int], most_requests: int, most_bytes: int = _BATCH_MOST_BYTES) -> int:
     """How many of the queued requests (their sizes in bytes, in order) the next batch carries: as many as
     fit under both of the service's limits, a count and a size, and at least one."""
     count, total = 0, 0
@@ -5494,26 +5494,26 @@ def batch_cut(sizes: Iterable[int], most_requests: int, most_bytes: int = BATCH_
     return count
 
 
-def fits_a_batch(size: int) -> bool:
+def _fits_a_batch(size: int) -> bool:
     """Whether a request of this many bytes fits in a batch at all, alone."""
-    return size + _REQUEST_FRAMING <= BATCH_MOST_BYTES
+    return size + _REQUEST_FRAMING <= _BATCH_MOST_BYTES
 
 
-def most_answer_tokens(requests: RequestSettings) -> int:
+def _most_answer_tokens(requests: RequestSettings) -> int:
     """The longest answer one request may buy: its max_tokens (--max-tokens, or --extra-body's) and the
     reasoning budget it asks for, if any."""
     extra = requests.extra_body
     asked = [v for v in (requests.max_tokens, extra.get("max_tokens"), extra.get("max_completion_tokens"))
              if type(v) is int and v > 0]
     reasoning = extra.get("reasoning") if isinstance(extra.get("reasoning"), dict) else requests.reasoning
-    budget = field_of(reasoning, "max_tokens")
+    budget = _field_of(reasoning, "max_tokens")
     return max(asked, default=0) + (budget if type(budget) is int and budget > 0 else 0)
 
 
 @dataclass
-class BatchPricing:
+class _BatchPricing:
     """What a request will likely cost in a batch, before it goes (--max-cost): its prompt (its bytes /
-    CHARS_PER_TOKEN) and the longest answer it may buy, at a price a token. With the model's price listed
+    _CHARS_PER_TOKEN) and the longest answer it may buy, at a price a token. With the model's price listed
     (its `:batch` entry's, else the live one, about twice the batch price), at that price, scaled once
     answers were billed by what they cost against the listed cost of their own tokens (more than 1 where
     the list priced too low). Where the list says nothing usable (none, a price of 0 that answers were
@@ -5537,7 +5537,7 @@ class BatchPricing:
 
     def likely(self, size: int) -> float | None:
         """USD; None while no price is known."""
-        prompt_tokens = size / CHARS_PER_TOKEN
+        prompt_tokens = size / _CHARS_PER_TOKEN
         per_token = (prompt_tokens + self.most_answer_tokens) * self.per_token if self.per_token is not None else None
         if self.listed and (self.listed_cost > 0 or (per_token is None and self.per_answer is None)):
             worst = prompt_tokens * self.prompt_price + self.most_answer_tokens * self.completion_price
@@ -5561,8 +5561,8 @@ class BatchPricing:
         listed = {e["id"]: e for e in models if isinstance(e, dict) and isinstance(e.get("id"), str)} \
             if isinstance(models, list) else {}
         for name in (f"{model}:batch", model):
-            pricing = field_of(listed.get(name), "pricing")
-            prompt, completion = _listed_price(field_of(pricing, "prompt")), _listed_price(field_of(pricing, "completion"))
+            pricing = _field_of(listed.get(name), "pricing")
+            prompt, completion = _listed_price(_field_of(pricing, "prompt")), _listed_price(_field_of(pricing, "completion"))
             if prompt is not None and completion is not None and prompt + completion > 0:  # 0: sizes nothing
                 self.prompt_price, self.completion_price = prompt, completion
                 return
@@ -5618,7 +5618,7 @@ class Batch:
                 "rollouts": [None if key is None else list(key) for key in self.keys]}
 
 
-class BatchAnswer(NamedTuple):
+class _BatchAnswer(NamedTuple):
     status: int
     body: bytes
     custom_id: str = ""
@@ -5626,7 +5626,7 @@ class BatchAnswer(NamedTuple):
     headers: Mapping[str, str] = {}  # a refusal's headers (Retry-After), judged as the live API's would be
 
 
-def named_requests(reason: str, custom_ids: list[str], among: list[str]) -> list[str]:
+def _named_requests(reason: str, custom_ids: list[str], among: list[str]) -> list[str]:
     """The requests (of `among`) a batch's refusal or failure names: by custom_id, or as requests[N], N its
     place in the batch."""
     named = [c for c in among if c in reason]
@@ -5637,20 +5637,20 @@ def named_requests(reason: str, custom_ids: list[str], among: list[str]) -> list
     return list(dict.fromkeys(named))
 
 
-def batch_results(batch: Batch, results: Any, found: dict[str, dict]) -> None:
+def _batch_results(batch: Batch, results: Any, found: dict[str, dict]) -> None:
     """Add to `found` the results (a list, inline or a page) that answer a request of this batch not yet
     answered, by custom_id; anything else in the list is not ours, whatever its shape."""
     if not isinstance(results, list):
         return
     mine = set(batch.custom_ids)
     for result in results:
-        custom_id = field_of(result, "custom_id")
+        custom_id = _field_of(result, "custom_id")
         if isinstance(custom_id, str) and custom_id in mine and custom_id not in batch.answered:
             found.setdefault(custom_id, result)
 
 
 @dataclass
-class BatchReading:
+class _BatchReading:
     """Results of a batch turned into answers: each as the live API would have answered it, by custom_id;
     what the batch has cost once they are counted; and the costed answers' (cost, prompt tokens, completion
     tokens), the price the service billed."""
@@ -5660,7 +5660,7 @@ class BatchReading:
     billed: list[tuple[float, float, float]]
 
 
-def batch_answers(batch: Batch, found: dict[str, dict], data: dict) -> BatchReading:
+def _batch_answers(batch: Batch, found: dict[str, dict], data: dict) -> _BatchReading:
     """The results found (an error object becomes that error's status and body). An answer without a cost
     gets its share of what the batch's own usage says, by tokens, once every result of the batch is in."""
     answers: dict[str, tuple[int, Any]] = {}
@@ -5668,16 +5668,16 @@ def batch_answers(batch: Batch, found: dict[str, dict], data: dict) -> BatchRead
     billed: list[tuple[float, float, float]] = []
     for custom_id, result in found.items():
         response = result.get("response")
-        status = field_of(response, "status_code")
+        status = _field_of(response, "status_code")
         if type(status) is int and 100 <= status < 600:
             body = response.get("body")
-            usage = field_of(body, "usage")
+            usage = _field_of(body, "usage")
             if isinstance(body, dict) and not isinstance(usage, dict):  # no usage at all: a share, by count
                 usage = body["usage"] = {}
             if isinstance(usage, dict):
-                tokens = amount(usage.get("prompt_tokens")), amount(usage.get("completion_tokens"))
-                if has_cost(usage):
-                    billed.append((amount(usage["cost"]), *tokens))
+                tokens = _amount(usage.get("prompt_tokens")), _amount(usage.get("completion_tokens"))
+                if _has_cost(usage):
+                    billed.append((_amount(usage["cost"]), *tokens))
                 else:
                     without_cost.append((body, *tokens))
             answers[custom_id] = (status, body)
@@ -5686,7 +5686,7 @@ def batch_answers(batch: Batch, found: dict[str, dict], data: dict) -> BatchRead
             code = error.get("code")
             answers[custom_id] = (code if type(code) is int and 400 <= code < 600 else 500, {"error": error})
     complete = len(batch.answered) + len(answers) == len(batch.custom_ids)
-    batch_cost = amount(field_of(data.get("usage"), "cost"))
+    batch_cost = _amount(_field_of(data.get("usage"), "cost"))
     cost = batch.cost + sum(c for c, _, _ in billed)
     tokens_without = sum(p + c for _, p, c in without_cost)
     if complete and without_cost and batch_cost > cost:  # by tokens; without any, in equal parts
@@ -5695,11 +5695,11 @@ def batch_answers(batch: Batch, found: dict[str, dict], data: dict) -> BatchRead
             body["usage"] = {**body["usage"], "cost": (batch_cost - cost) * part}
             billed.append((body["usage"]["cost"], prompt_tokens, completion_tokens))
         cost = batch_cost
-    return BatchReading({c: (status, _encoded(body)) for c, (status, body) in answers.items()},
+    return _BatchReading({c: (status, _encoded(body)) for c, (status, body) in answers.items()},
                         max(cost, batch_cost if complete else 0.0), billed)
 
 
-def batch_window_end(data: dict, batch: Batch) -> float:
+def _batch_window_end(data: dict, batch: Batch) -> float:
     """When the batch's completion window ends (Unix time): its expires_at, else its created_at (or its
     submission) plus its completion_window ("24h"; "96h" where the provider takes that long)."""
     created = _unix_time(data.get("created_at"), batch.sent) or batch.sent
@@ -5748,7 +5748,7 @@ class BatchRecord:
     def append(self, entry: dict) -> bool:
         """One line more, flushed; False when it could not be written (said once)."""
         try:
-            create_like(self.path, self.like)
+            _create_like(self.path, self.like)
             with open(self.path, "ab") as f:
                 f.write(orjson.dumps(entry) + b"\n")
             return True
@@ -5767,12 +5767,12 @@ class BatchRecord:
         found: dict[tuple[str, Any], Batch] = {}
         billed: dict[tuple[str, Any], float] = {}
         for _, entry in LineReader(self.path).records():
-            batch_id = field_of(entry, "batch")
+            batch_id = _field_of(entry, "batch")
             if not isinstance(batch_id, str) or not batch_id:
                 continue
             if "billed" in entry:
                 key = (batch_id, _recorded_time(entry.get("sent")))
-                billed[key] = max(billed.get(key, 0.0), amount(entry["billed"]))
+                billed[key] = max(billed.get(key, 0.0), _amount(entry["billed"]))
             elif isinstance(entry.get("custom_ids"), list):
                 batch = self._batch(batch_id, entry, endpoints)
                 found.setdefault(batch.key, batch)
@@ -5814,13 +5814,13 @@ def _recorded_time(value: Any) -> float | None:
         math.isfinite(value) else None
 
 
-class BatchBudget:
+class _BatchBudget:
     """--max-cost in batch mode: before each batch, how many of the queued requests may go and what they will
-    likely cost, so that at the price known (BatchPricing) the batches in flight and this one cannot pass the
+    likely cost, so that at the price known (_BatchPricing) the batches in flight and this one cannot pass the
     cap (SpendCap). A price nobody knows yet: a small first batch, said once, and nothing more until it is
     billed. Answers that come without any cost: the cap cannot apply (said once)."""
 
-    def __init__(self, cap: SpendCap, pricing: BatchPricing, unpriced: str):
+    def __init__(self, cap: SpendCap, pricing: _BatchPricing, unpriced: str):
         self.cap, self.pricing, self.unpriced = cap, pricing, unpriced  # unpriced: what is said when no price is
         self.said_unpriced = False                                       # listed
         self.costless_answers = 0  # answers read that carried no cost
@@ -5860,7 +5860,7 @@ _FIRST_UNPRICED = 4  # requests in the first batch under --max-cost when no pric
 
 
 @dataclass
-class BatchTally:
+class _BatchTally:
     """What a run's batches came to: the progress line's and the summary's words on them."""
 
     submitted: int = 0  # submissions the service may have stored
@@ -5888,7 +5888,7 @@ class BatchTally:
         why = ", ".join(f"{n} {reason}" for reason, n in self.resent_why.most_common())
         picked_up = sum(b.recorded_sent is not None for b in batches)
         earlier = sum(min(b.cost, b.paid_before) for b in batches)
-        lines = [f"Batches: {self.submitted} submitted by this run ({plural(self.sent, 'request')}"
+        lines = [f"Batches: {self.submitted} submitted by this run ({_plural(self.sent, 'request')}"
                  + (f", {self.resent} of them sent again: {why}" if self.resent else "") + ")"
                  + (f", {picked_up} picked up from earlier runs" if picked_up else "")
                  + f". Billed ${self.billed:.4f} by this run, where the same tokens live would have cost about "
@@ -5896,12 +5896,12 @@ class BatchTally:
                  + (f"; answers read here that earlier runs paid for: ${earlier:.4f}" if earlier else "") + "."]
         going = [b for b in batches if not b.over]
         if going:
-            lines.append(f"Batches in progress: {len(going)} ({plural(sum(len(b.unanswered()) for b in going), 'request')}), "
+            lines.append(f"Batches in progress: {len(going)} ({_plural(sum(len(b.unanswered()) for b in going), 'request')}), "
                          f"kept in {record}: the next run picks them up and sends none of them again.")
         return lines
 
 
-def batch_stop(code: int, detail: str, where: str, record: str) -> RunStopped:
+def _batch_stop(code: int, detail: str, where: str, record: str) -> RunStopped:
     """What a 401, 402 or 403 on a batch endpoint means: it holds for every batch, so the run stops, as live
     requests do, saying the batches' answers can still be read."""
     kept = (f"The batches in progress are kept in {record} and by the service: re-run the same command once "
@@ -5943,20 +5943,20 @@ class BatchQueue:
     def __init__(self, settings: TeacherSettings, model: str, most_requests: int, record: BatchRecord, stats: Stats,
                  stopping: asyncio.Event | None, log: Callable[[str], None] = lambda line: None,
                  cap: SpendCap | None = None, most_answer_tokens: int = 0):
-        self.endpoints = batch_endpoints(settings.base_url)
+        self.endpoints = _batch_endpoints(settings.base_url)
         self.url = self.endpoints[0]  # the endpoint batches go to (the beta one once the first has none)
         self.models_url = f"{settings.base_url}/models"
         self.model, self.stats, self.secret, self.record = model, stats, settings.secret, record
-        self.headers = teacher_headers(settings)
+        self.headers = _teacher_headers(settings)
         self.poll, self.retries, self.backoff = settings.batch_poll, settings.retries, settings.backoff
         self.timeout = settings.timeout  # one submission, one look, one page: first byte to last
         self.stop_wait = settings.stop_timeout  # a stop waits this long for a submission in flight (--stop-timeout)
         self.gather = min(2.0, max(0.02, settings.batch_poll / 10))  # how long a batch waits for more requests
         self.body_cap = 4 * settings.max_answer_bytes  # a look or a page of results: answers of a whole batch
         self.most_requests, self.stopping, self.log, self.cap = most_requests, stopping, log, cap
-        self.pricing = BatchPricing(most_answer_tokens=most_answer_tokens)
-        self.budget = BatchBudget(cap, self.pricing, (
-            f"--max-cost with --batch: no price for {model} is listed at {display_url(self.models_url)}, so the "
+        self.pricing = _BatchPricing(most_answer_tokens=_most_answer_tokens)
+        self.budget = _BatchBudget(cap, self.pricing, (
+            f"--max-cost with --batch: no price for {model} is listed at {_display_url(self.models_url)}, so the "
             f"first batch carries at most {_FIRST_UNPRICED} requests; the next grow with the price their answers "
             "are billed at.")) if cap is not None else None
         self.waiting: dict[str, asyncio.Future] = {}  # custom_id -> the answer a rollout waits for
@@ -5964,12 +5964,12 @@ class BatchQueue:
         self.payloads: dict[str, bytes] = {}  # custom_id -> body, of every request asked in this run
         self.keys: dict[str, RolloutKey] = {}  # custom_id -> its rollout's try
         self.in_batch: dict[str, Batch] = {}  # custom_id -> the batch in progress that carries it
-        self.results: dict[str, BatchAnswer] = {}  # answers no rollout asked for yet (earlier runs' batches)
+        self.results: dict[str, _BatchAnswer] = {}  # answers no rollout asked for yet (earlier runs' batches)
         self.batches: dict[tuple[str, float], Batch] = {}  # every batch this run watched, by Batch.key
         self.submissions: collections.Counter = collections.Counter()  # custom_id -> tries that may have stored it
         self.last_reason: dict[str, str] = {}  # custom_id -> why its last batch gave no usable answer
         self.last_kind: dict[str, str] = {}  # and in a word, as the summary counts it
-        self.tally = BatchTally()
+        self.tally = _BatchTally()
         self.halted: RunStopped | None = None  # the key or the budget failed on a batch endpoint: no more
         self.posted = asyncio.Event()  # no submission in flight (a stop waits for one: it may be stored)
         self.posted.set()
@@ -5982,7 +5982,7 @@ class BatchQueue:
         self.started = False
 
     # -- asked by the teacher client ---------------------------------------------------------------
-    async def answer(self, key: RolloutKey, payload: bytes) -> BatchAnswer:
+    async def answer(self, key: RolloutKey, payload: bytes) -> _BatchAnswer:
         if not self.started:
             self.started = True
             self._spawn(self._send_forever())
@@ -6053,7 +6053,7 @@ class BatchQueue:
         await stopping.wait()
         if self.listed_price is not None:
             self.listed_price.cancel()
-        self._fail(list(self.waiting), NotStarted())
+        self._fail(list(self.waiting), _NotStarted())
         self.queued.clear()
         self.billing.set()
 
@@ -6083,7 +6083,7 @@ class BatchQueue:
         if not self.queued:
             return
         if self.stopping is not None and self.stopping.is_set():
-            self._fail(list(self.queued), NotStarted())  # nothing was sent: they pause, to go on next run
+            self._fail(list(self.queued), _NotStarted())  # nothing was sent: they pause, to go on next run
             self.queued.clear()
             return
         if self.record.broken is not None:  # no new batch while one could be lost: those in flight end first
@@ -6111,12 +6111,12 @@ class BatchQueue:
             del self.queued[custom_id]
         if self.queued:
             self.wake.set()
-        too_large = [c for c, body in taken.items() if not fits_a_batch(len(body))]
+        too_large = [c for c, body in taken.items() if not _fits_a_batch(len(body))]
         for custom_id in too_large:
             del taken[custom_id]
             self._fail([custom_id], PromptFailed("too large for a batch", (
                 f"its request is {len(self.payloads[custom_id]) / 1e6:.0f} MB, over what a batch may carry "
-                f"({BATCH_MOST_BYTES / 1e6:.0f} MB; OpenRouter takes 200 MB a batch). Run it without --batch.")))
+                f"({_BATCH_MOST_BYTES / 1e6:.0f} MB; OpenRouter takes 200 MB a batch). Run it without --batch.")))
         if taken and not self.record.append({"submitting": len(taken), "at": time.time()}):
             self.queued = {**taken, **self.queued}  # the disk is full: nothing is bought that could not be recorded
             self.wake.set()
@@ -6128,7 +6128,7 @@ class BatchQueue:
         """Nothing may go now for --max-cost: wait until a batch in flight is billed or ends (the cap, once
         reached, stops the run, and the stop wakes this too), then look at the queue again."""
         if not any(not b.over for b in self.batches.values()):
-            self._fail(list(self.queued), NotStarted())  # the cap is reached: they pause, to go on next run
+            self._fail(list(self.queued), _NotStarted())  # the cap is reached: they pause, to go on next run
             self.queued.clear()
             return
         self.billing.clear()
@@ -6147,7 +6147,7 @@ class BatchQueue:
                 self.url = self.endpoints[self.endpoints.index(self.url) + 1]
                 return await self._submit(taken, likely)
             return self._halt(RunStopped("no batch API", (
-                f"the teacher has no Batch API ({code} at {' and at '.join(display_url(u) for u in self.endpoints)}). "
+                f"the teacher has no Batch API ({code} at {' and at '.join(_display_url(u) for u in self.endpoints)}). "
                 "Run without --batch, or point --base-url at a server that has one.")))
         if code == 413:
             if len(taken) > 1:  # too large after all: each half on its own (nothing was stored)
@@ -6156,18 +6156,18 @@ class BatchQueue:
                 return await self._submit(dict(half[len(half) // 2:]), likely / 2)
             return self._fail(taken, PromptFailed("HTTP 413", (
                 f"the batch service refused this request as too large even alone (413: "
-                f"{self._said(error_text(answer_error(decode_answer(response.content))) or 'too large')}). "
+                f"{self._said(_error_text(_answer_error(decode_answer(response.content))) or 'too large')}). "
                 "Run it without --batch.")))
         if code not in (200, 201, 202):
-            named = named_requests(error_text(answer_error(decode_answer(response.content))), list(taken), list(taken))
+            named = _named_requests(_error_text(_answer_error(decode_answer(response.content))), list(taken), list(taken))
             if code == 400 and 0 < len(named) < len(taken):  # a refusal that names its requests: only those
                 self.queued = {**{c: b for c, b in taken.items() if c not in named}, **self.queued}
                 self.wake.set()
             for custom_id in named if code == 400 and 0 < len(named) < len(taken) else taken:
                 # refused whole: each request gets the refusal, judged as a live one would be
-                self._deliver(custom_id, BatchAnswer(code, response.content, headers=dict(response.headers)))
+                self._deliver(custom_id, _BatchAnswer(code, response.content, headers=dict(response.headers)))
             return
-        batch_id = field_of(decode_answer(response.content), "id")
+        batch_id = _field_of(decode_answer(response.content), "id")
         if not isinstance(batch_id, str) or not batch_id.strip() or len(batch_id) > 200:
             for custom_id in taken:
                 self.last_reason[custom_id] = "the batch service accepted the batch without an id"
@@ -6221,7 +6221,7 @@ class BatchQueue:
                 self.submissions[custom_id] += 1
                 self.last_reason[custom_id] = why
             if response is not None and (response.status_code not in _RETRYABLE_STATUS or not retries.left
-                                         or (retry_after_seconds(response.headers) or 0) > LONG_WAIT):
+                                         or (retry_after_seconds(response.headers) or 0) > _LONG_WAIT):
                 return response  # judged as the live API's answer would be (a wait of hours stops the run)
             if any(self.submissions[c] >= _SUBMISSIONS for c in taken):
                 self._fail(taken, self._sent_too_often(next(iter(taken))))
@@ -6248,7 +6248,7 @@ class BatchQueue:
             async with asyncio.timeout(min(30.0, self.timeout)):
                 answer = await self._get(self.models_url)
                 if answer is not None and answer[0] == 200:
-                    self.pricing.learn_listed(field_of(answer[1], "data"), self.model)
+                    self.pricing.learn_listed(_field_of(answer[1], "data"), self.model)
 
     # -- watching ----------------------------------------------------------------------------------
     async def _watch(self, batch: Batch, first_look: float) -> None:
@@ -6288,19 +6288,19 @@ class BatchQueue:
                 return True  # a store that lags its own 202: the batch is there, look again
             self._send_again(batch, batch.unanswered(), "gone", f"the service no longer knows the batch ({code})")
             return False
-        status = field_of(data, "status")
+        status = _field_of(data, "status")
         if code != 200 or not isinstance(status, str):
             if 400 <= code < 500:
                 self._say_once(f"look {batch.key}", f"Batch {self._said(batch.id, 80)}: the service answers {code} "
-                               f"({self._said(error_text(answer_error(data)) or 'no reason')}) when asked about it; "
+                               f"({self._said(_error_text(_answer_error(data)) or 'no reason')}) when asked about it; "
                                "the run asks again until an hour past its completion window, then sends its "
                                "requests again.")
             return self._no_news(batch, f"HTTP {code}")
         batch.status = self._said(status, 40)
         if isinstance(data.get("request_counts"), dict):
             batch.counts = {k: v for k, v in data["request_counts"].items() if type(v) is int}
-        batch.window_end = batch_window_end(data, batch)
-        if batch.status not in BATCH_ENDED:
+        batch.window_end = _batch_window_end(data, batch)
+        if batch.status not in _BATCH_ENDED:
             if time.time() > batch.window_end + _OVERDUE:
                 self._send_again(batch, batch.unanswered(), "overdue", f"the batch was still {batch.status} an hour "
                                  "past its completion window")
@@ -6322,7 +6322,7 @@ class BatchQueue:
             self._send_again(batch, missing, "completed without their results", "the batch completed without a "
                              "result for this request, and its completion window has ended")
             return False
-        reason = self._said(error_text(answer_error(data)))
+        reason = self._said(_error_text(_answer_error(data)))
         if batch.status == "failed":
             self._failed_validation(batch, missing, reason)
         else:
@@ -6346,12 +6346,12 @@ class BatchQueue:
         reason names fail as a live 400 would; the rest go again, and fail with the reason once the bound
         is reached."""
         self.log(f"Batch {self._said(batch.id, 80)} failed: {reason or 'the service gave no reason'}.")
-        named = named_requests(reason, batch.custom_ids, missing)
+        named = _named_requests(reason, batch.custom_ids, missing)
         refusal = orjson.dumps({"error": {"code": 400, "message": reason}})
         for custom_id in named:
             batch.answered.add(custom_id)
             self.in_batch.pop(custom_id, None)
-            self._deliver(custom_id, BatchAnswer(400, refusal, False))
+            self._deliver(custom_id, _BatchAnswer(400, refusal, False))
         self._send_again(batch, [c for c in missing if c not in named], "failed",
                          "the batch failed" + (f": {reason}" if reason else ""))
 
@@ -6360,7 +6360,7 @@ class BatchQueue:
         after cursor), matched by custom_id; what was found is handed out even when a page failed. False:
         some pages could not be read, look again."""
         found: dict[str, dict] = {}
-        batch_results(batch, data.get("results"), found)
+        _batch_results(batch, data.get("results"), found)
         whole = True
         if len(batch.answered) + len(found) < len(batch.custom_ids):
             whole = await self._read_pages(batch, found)
@@ -6376,9 +6376,9 @@ class BatchQueue:
             code, page = answer
             if code in (404, 405) and cursor is None:
                 return True  # no results endpoint here, or no results for this batch: the inline list was all
-            if code != 200 or not isinstance(field_of(page, "data"), list):
+            if code != 200 or not isinstance(_field_of(page, "data"), list):
                 return False
-            batch_results(batch, page["data"], found)
+            _batch_results(batch, page["data"], found)
             cursor = page.get("next_cursor")
             if page.get("has_more") is not True:
                 return True
@@ -6390,7 +6390,7 @@ class BatchQueue:
     def _hand_out(self, batch: Batch, found: dict[str, dict], data: dict) -> None:
         """Each result found to the rollout that waits for it, or kept for one that will ask (an answer, not
         an error: a 402 or a 503 an earlier run met is no answer to hand a later one); the batch billed."""
-        reading = batch_answers(batch, found, data)
+        reading = _batch_answers(batch, found, data)
         added, batch.cost = reading.cost - batch.cost, reading.cost
         self.pricing.learn(reading.billed)
         if self.budget is not None:
@@ -6401,11 +6401,11 @@ class BatchQueue:
             self.in_batch.pop(custom_id, None)
             if status != 200:
                 self.last_kind[custom_id] = f"HTTP {status}"
-                self.last_reason[custom_id] = f"HTTP {status}: {self._said(error_text(answer_error(decode_answer(body))))}"
+                self.last_reason[custom_id] = f"HTTP {status}: {self._said(_error_text(_answer_error(decode_answer(body))))}"
                 if batch.recorded_sent is not None:  # an earlier run's error (a 402 since paid, a 503): ask again
                     self._ask_again(custom_id)
                     continue
-            self._deliver(custom_id, BatchAnswer(status, body, custom_id, batch.paid_before > 0))
+            self._deliver(custom_id, _BatchAnswer(status, body, custom_id, batch.paid_before > 0))
 
     def _bill(self, batch: Batch, added: float) -> None:
         """Count what the batch's results cost, once: in the run that first read them (its record says what
@@ -6427,8 +6427,8 @@ class BatchQueue:
         then halts)."""
         answer = await self._get(url, params)
         if answer is not None and answer[0] in (401, 402, 403):
-            detail = self._said(error_text(answer_error(answer[1])) or httpx.codes.get_reason_phrase(answer[0]))
-            self._halt(batch_stop(answer[0], detail, f"batch {self._said(batch.id, 80)}", self.record.path.name))
+            detail = self._said(_error_text(_answer_error(answer[1])) or httpx.codes.get_reason_phrase(answer[0]))
+            self._halt(_batch_stop(answer[0], detail, f"batch {self._said(batch.id, 80)}", self.record.path.name))
             return None
         return answer
 
@@ -6442,7 +6442,7 @@ class BatchQueue:
                 async for chunk in response.aiter_bytes():
                     body += chunk
                     if len(body) > self.body_cap:
-                        self._say_once("too large", f"An answer of the batch API at {display_url(url)} passed "
+                        self._say_once("too large", f"An answer of the batch API at {_display_url(url)} passed "
                                        f"{self.body_cap / MB:.0f} MB, more than a whole batch's answers; its results "
                                        "are read page by page instead (--max-answer-mb raises the limit).")
                         return _TOO_LARGE, None
@@ -6493,7 +6493,7 @@ class BatchQueue:
         self.queued.clear()
         self.billing.set()
 
-    def _deliver(self, custom_id: str, answer: BatchAnswer) -> None:
+    def _deliver(self, custom_id: str, answer: _BatchAnswer) -> None:
         future = self.waiting.pop(custom_id, None)
         if future is not None and not future.done():
             future.set_result(answer)
@@ -6508,7 +6508,7 @@ class BatchQueue:
 
     def _said(self, text: str, limit: int = 300) -> str:
         """The service's text fit to print or store: printable, the key out, then cut."""
-        text = self.secret.redact(printable(text))
+        text = self.secret.redact(_printable(text))
         return text if len(text) <= limit else text[:limit] + "..."
 
     def _say_once(self, what: str, line: str) -> None:
@@ -6525,7 +6525,7 @@ class BatchQueue:
 
 # Until the teacher has answered once, a wall of identical failures means a wrong URL, model, key or
 # network, not bad luck: the run stops instead of sending every prompt into it. Two signs, two limits:
-FAILED_BEFORE_ANY_ANSWER = 20  # rollouts failed for good (the Run counts them)
+_FAILED_BEFORE_ANY_ANSWER = 20  # rollouts failed for good (the Run counts them)
 
 
 def _unreachable_limit(concurrency: int) -> int:
@@ -6543,7 +6543,7 @@ class _Answer:
     body: bytes
     usage_lost: bool = False  # streamed, and its usage event never came: its cost is unknown, not missing
     billed_by_batch: bool = False  # a batch's answer: the batch queue counts what it billed, when it reads it
-    stop_now: bool = False  # read whole as the run stopped at once (RequestState.stop_now)
+    stop_now: bool = False  # read whole as the run stopped at once (_RequestState.stop_now)
 
 
 class TeacherClient:
@@ -6552,7 +6552,7 @@ class TeacherClient:
         self.settings, self.limiter, self.stats = settings, limiter, stats
         self.batches = batches  # --batch: every request goes through it instead of the live API
         self.url = f"{settings.base_url}/chat/completions"
-        self.display_url = display_url(self.url)  # what messages show: no password from the URL
+        self.display_url = _display_url(self.url)  # what messages show: no password from the URL
         self.answered_once = False  # until then, unreachable_limit() failures in a row stop the run
         self.unreachable_in_a_row = 0
         self.on_answer: Callable[[], None] | None = None  # called after each billed answer (the spend cap)
@@ -6562,16 +6562,16 @@ class TeacherClient:
         self.notes: list[str] = []  # things the summary tells once (what was adapted to this server)
         # Accept-Encoding is ours to say: aiohttp's default names whatever decoders happen to be installed,
         # and the transport hands us the body undecoded. We name what zlib decodes, and decode it ourselves.
-        headers = {**teacher_headers(settings), "Accept-Encoding": ACCEPTED_ENCODINGS}
+        headers = {**_teacher_headers(settings), "Accept-Encoding": _ACCEPTED_ENCODINGS}
         # httpx is the API; aiohttp moves the bytes. httpx's own pool (httpcore) does work proportional
         # to its size on every request (encode/httpx#3215): at 1,000 connections it spent a whole core
         # there, where aiohttp's pool costs ~15% (OpenAI's SDK ships the same transport). Requests go to
         # the transport directly (httpx's public transport API): the client's cookie, auth, redirect and
         # URL-merging layers, of no use for one fixed endpoint, cost as much as the transport itself.
         # The limiter never lets more than -c requests be in flight, so -c connections suffice.
-        self.transport = AiohttpTransport(client=functools.partial(aiohttp_session, settings.concurrency,
+        self.transport = AiohttpTransport(client=functools.partial(_aiohttp_session, settings.concurrency,
                                                                    settings.base_url.startswith("https:")),
-                                          proxy=proxy_for(self.url), verify=UNUSED_TLS_CONTEXT)
+                                          proxy=_proxy_for(self.url), verify=_UNUSED_TLS_CONTEXT)
         self.target = httpx.URL(self.url)
         self.headers = httpx.Headers({**headers, "Host": self.target.netloc.decode("ascii")})
         # No read timeout of aiohttp's own: a process suspended past it woke to that timer before the data that
@@ -6585,7 +6585,7 @@ class TeacherClient:
 
         Every answered request's usage is added to `spend` as it arrives, so a rollout that fails later
         still reports what it cost. `stopping`: if the run is stopping by the time a request slot frees up,
-        send nothing (NotStarted). `rollout` and `paid_before`, in batch mode: the request's rollout try, and
+        send nothing (_NotStarted). `rollout` and `paid_before`, in batch mode: the request's rollout try, and
         where the usage of an answer an earlier run was billed for goes (not this run's spend).
         """
         paid_before = paid_before if paid_before is not None else Usage()
@@ -6643,14 +6643,14 @@ class TeacherClient:
         try:
             slot = await self.limiter.acquire(priority)
         except LimiterClosed:  # the run is stopping: this request never starts
-            raise NotStarted() from None
+            raise _NotStarted() from None
         answered, sent = Answered.FAILED, time.monotonic()
-        # Admitted once it goes unrefused for the window (or at its first streamed data, read_events)
+        # Admitted once it goes unrefused for the window (or at its first streamed data, _read_events)
         admission = asyncio.get_running_loop().call_later(self.admission_window, self.limiter.admit, slot)
         try:
             if stopping is not None and stopping.is_set():
                 answered = Answered.CANCELLED
-                raise NotStarted()
+                raise _NotStarted()
             self.stats.sent()
             answer = await self._post(payload, slot, streamed)
             self.unreachable_in_a_row = 0
@@ -6674,7 +6674,7 @@ class TeacherClient:
     async def _attempt_in_batch(self, payload: bytes, spend: Usage, stopping: asyncio.Event | None,
                                 rollout: RolloutKey | None, paid_before: Usage) -> Completion:
         if stopping is not None and stopping.is_set():
-            raise NotStarted()
+            raise _NotStarted()
         got = await self.batches.answer(rollout or RolloutKey("", 0), payload)  # counts the requests it sends
         if len(got.body) > self.settings.max_answer_bytes:  # as a live answer would be: its prompt fails
             raise PromptFailed("answer too large", str(AnswerTooLarge(len(got.body), self.settings.max_answer_bytes)))
@@ -6702,7 +6702,7 @@ class TeacherClient:
         for _ in range(self.settings.concurrency + 1):  # the pool holds at most -c connections
             try:
                 return await self._post_once(payload, slot, streamed)
-            except StaleConnection:
+            except _StaleConnection:
                 continue
         raise RetryableError("connection", "connection problem: every kept-alive connection had been closed by the server")
 
@@ -6710,38 +6710,38 @@ class TeacherClient:
         # httpx's read timeout restarts with every chunk, so a teacher dripping a few bytes a second
         # would hold a request for ever; this deadline covers the whole request, first byte to last. Each
         # wait is a Deadline: one that comes due reads what already arrived first.
-        state = RequestState()
-        token = REQUEST_STATE.set(state)
+        state = _RequestState()
+        token = _REQUEST_STATE.set(state)
         ends_at = asyncio.get_running_loop().time() + self.settings.timeout
         try:
             request = httpx.Request("POST", self.target, headers=self.headers, content=payload,
                                     extensions={"timeout": self.timeouts})
-            response = await answer_head(self.transport, request, streamed, self.settings.stall_timeout, ends_at)
+            response = await _answer_head(self.transport, request, streamed, self.settings.stall_timeout, ends_at)
             state.answered = True
-            if (budget := request_budget(response.headers)) is not None:  # before the body: slow start
+            if (budget := _request_budget(response.headers)) is not None:  # before the body: slow start
                 self.limiter.tell_budget(slot, *budget)                    # grows as it comes
             body = None
             try:
-                content_type, encoding, declared = body_headers(response)
+                content_type, encoding, declared = _body_headers(response)
                 cap = self.settings.max_answer_bytes
                 if response.status_code == 200 and content_type.startswith(b"text/event-stream"):
-                    body = await read_events(response, encoding, self.settings.stall_timeout, cap, ends_at,
+                    body = await _read_events(response, encoding, self.settings.stall_timeout, cap, ends_at,
                                              functools.partial(self.limiter.admit, slot))
                 else:
-                    body = await read_body(response, encoding, declared, cap, ends_at)
+                    body = await _read_body(response, encoding, declared, cap, ends_at)
             finally:
                 if state.usage_lost:
                     self.stats.usage_never_came()
-                await close_answer(response, state, whole=body is not None)
+                await _close_answer(response, state, whole=body is not None)
             return _Answer(response.status_code, response.headers, body, state.usage_lost,
                            stop_now=state.stop_now)
-        except READ_FAILURES as e:
+        except _READ_FAILURES as e:
             raise read_failure(e, self.settings.stall_timeout, self.settings.timeout) from None
         except (httpx.TransportError, aiohttp.ClientError, OSError) as e:
             # Judge by aiohttp's own error: httpx-aiohttp maps a refused connection to ConnectTimeout.
             original = e.__cause__ if isinstance(e, httpx.TransportError) and e.__cause__ else e
-            if state.reused and not state.answered and isinstance(original, STALE_CONNECTION_ERRORS):
-                raise StaleConnection() from None
+            if state.reused and not state.answered and isinstance(original, _STALE_CONNECTION_ERRORS):
+                raise _StaleConnection() from None
             if isinstance(original, (TimeoutError, httpx.TimeoutException)):
                 raise RetryableError("timeout", f"no answer in time ({type(original).__name__})") from None
             stop = tls_failure(original, self.target.host, self.target.port, self.settings.secret.redact)
@@ -6751,7 +6751,7 @@ class TeacherClient:
             raise RetryableError("connection", self._detail(
                 f"connection problem: {type(original).__name__}: {original}")) from None
         finally:
-            REQUEST_STATE.reset(token)
+            _REQUEST_STATE.reset(token)
 
     def _read(self, answer: _Answer, spend: Usage) -> Completion:
         """Turn an answer into a Completion, or raise (judge_answer). Every field of it is checked."""
@@ -6771,7 +6771,7 @@ class TeacherClient:
                                self.display_url)
         if failure is not None:
             raise failure
-        return checked_completion(data, answer.body, self.settings.secret.redact)
+        return _checked_completion(data, answer.body, self.settings.secret.redact)
 
     def _check_reachable(self, error: Exception) -> None:
         self.unreachable_in_a_row += 1
@@ -6781,7 +6781,7 @@ class TeacherClient:
                 "then re-run the same command.", limit=None))
 
     def _detail(self, text: str, limit: int | None = 300) -> str:
-        return fit_to_show(text, self.settings.secret.redact, limit)
+        return _fit_to_show(text, self.settings.secret.redact, limit)
 
     async def aclose(self) -> None:
         await self.transport.aclose()
@@ -6789,7 +6789,7 @@ class TeacherClient:
 
 async def _wait_unless_stopping(seconds: float, stopping: asyncio.Event | None) -> None:
     """A retry's backoff (up to a minute, or a Retry-After): cut short by a stop, which this request then
-    does not outlive (NotStarted: the rollout pauses, or stays pending)."""
+    does not outlive (_NotStarted: the rollout pauses, or stays pending)."""
     if stopping is None:
         await asyncio.sleep(seconds)
         return
@@ -6797,7 +6797,7 @@ async def _wait_unless_stopping(seconds: float, stopping: asyncio.Event | None) 
         async with asyncio.timeout(seconds):
             await stopping.wait()
     if stopping.is_set():
-        raise NotStarted()
+        raise _NotStarted()
 
 
 def _carries_reasoning_content(body: dict) -> bool:
@@ -6814,7 +6814,7 @@ def _without_reasoning_content(message: dict) -> dict:
 # OpenRouter's models list, read whole: whether the teacher's author allows training on its outputs.
 
 
-def teacher_licence(settings: TeacherSettings, model: str) -> bool | None:
+def _teacher_licence(settings: TeacherSettings, model: str) -> bool | None:
     """Whether the model's author allows training on its outputs, as OpenRouter's models list says (GET
     /models?distillable=true lists those models, each marked is_trainable_text): only what the list showed.
     True: the model's entry says is_trainable_text true; False: it says false, or the list, read whole, holds
@@ -6847,7 +6847,7 @@ def _models_list(settings: TeacherSettings) -> list | None:
     try:
         with httpx.Client(trust_env=True) as client:  # SSL_CERT_FILE and proxies, as for requests
             for _ in range(_MODELS_PAGES):
-                answer = _whole_get(client, url, params, teacher_headers(settings), deadline,
+                answer = _whole_get(client, url, params, _teacher_headers(settings), deadline,
                                     settings.max_answer_bytes)
                 if answer is None:
                     return None
@@ -6901,11 +6901,11 @@ def _whole_get(client: httpx.Client, url: str, params: dict, headers: dict, dead
 # One prompt to a final answer: teacher turn, tools, turn...; how it ended (Outcome, Ending).
 
 
-def is_final_answer(message: Any) -> bool:
+def _is_final_answer(message: Any) -> bool:
     return isinstance(message, dict) and message.get("role") == "assistant" and not message.get("tool_calls")
 
 
-def calls_pending(message: Any) -> bool:
+def _calls_pending(message: Any) -> bool:
     """An answer whose tool calls have not run: the last saved message of a rollout the run stopped at once
     while its tools ran (the next run runs them first)."""
     return isinstance(message, dict) and message.get("role") == "assistant" and bool(message.get("tool_calls"))
@@ -6951,7 +6951,7 @@ class Outcome:
     status: int | None = None
     tries: int = 0  # HTTP tries of the request that failed it (0: no request failed)
     stop: RunStopped | None = None  # this rollout found that no request can succeed: stop the run
-    score: Score | None = None  # rewards.py's verdict on a finished rollout
+    score: _Score | None = None  # rewards.py's verdict on a finished rollout
     attempt: int = 1  # with --attempts: which try of its prompt (and sample) this is
     carried: Usage | None = None  # what its turns saved by earlier runs cost (counted there, not in this run)
     in_paused_file: bool = False  # its turns are in the paused file (this run or an earlier one)
@@ -6993,12 +6993,12 @@ class RolloutRunner:
     disk, a bug of ours) comes back as an Outcome carrying the conversation so far and what it cost.
     """
 
-    def __init__(self, requests: RequestSettings, cache: CachePlan, client: TeacherClient, toolbox: ToolBox | None,
+    def __init__(self, requests: RequestSettings, cache: _CachePlan, client: TeacherClient, toolbox: ToolBox | None,
                  stopping: asyncio.Event, paused: PausedFile | None = None):
         self.max_turns, self.cache, self.client, self.toolbox, self.stopping = \
             requests.max_turns, cache, client, toolbox, stopping
         self.requests = requests
-        self.base_body = request_body_template(requests, toolbox)
+        self.base_body = _request_body_template(requests, toolbox)
         self.paused = paused  # saves each rollout's turns as they come; None: nothing is saved (tests)
         self.started_over: collections.Counter = collections.Counter()  # saved rollouts begun again, by why
         self.started_over_cost = Usage()  # what their discarded turns had cost (carried into their lines)
@@ -7009,7 +7009,7 @@ class RolloutRunner:
 
     def mcp_tools_joined(self) -> None:
         """The MCP servers' tools joined the box (at the run's start): requests carry them from now on."""
-        self.base_body = request_body_template(self.requests, self.toolbox)
+        self.base_body = _request_body_template(self.requests, self.toolbox)
         self._bodies.clear()
 
     async def roll_out(self, job: RolloutJob, attempt: int = 1) -> Outcome:
@@ -7030,16 +7030,16 @@ class RolloutRunner:
             outcome.finish_reason, outcome.model, outcome.in_paused_file = saved.finish_reason, saved.model, True
             outcome.provider = saved.provider
         try:
-            if saved is not None and is_final_answer(saved.messages[-1]):
+            if saved is not None and _is_final_answer(saved.messages[-1]):
                 return self._ended(outcome, outcome.messages[-1], outcome.turns)
             return await self._converse(outcome)
         except PromptFailed as e:
             return outcome.end(Ending.FAILED, e.kind, e.detail, status=e.status, tries=e.tries)
         except RunStopped as e:
             return outcome.end(Ending.STOPPED, f"stopped: {e.kind}", e.message, stop=e)
-        except NotStarted:  # the run is stopping: no next request (its turns so far are saved)
+        except _NotStarted:  # the run is stopping: no next request (its turns so far are saved)
             return outcome.end(Ending.NOT_STARTED, "not started")
-        except ToolUnavailable as e:
+        except _ToolUnavailable as e:
             return outcome.end(Ending.FAILED, "tool unavailable", str(e))
         except OutputError as e:  # its turns could not be saved (a full disk): the run stops; it pauses
             message = f"{e}. This run stopped; {OutputError.WHAT_TO_DO} to continue."
@@ -7047,7 +7047,7 @@ class RolloutRunner:
         except asyncio.CancelledError:  # the run is stopping at once; the outcome still gets settled
             # It was running the tools its last answer asked for: the answer is kept (Run.settle saves it with
             # its calls, which run next run). Or it was waiting for an answer (a request waiting for a slot or a
-            # retry has ended NotStarted by now): that answer is given up, and paid again.
+            # retry has ended _NotStarted by now): that answer is given up, and paid again.
             if outcome.answered_last:
                 return outcome.end(Ending.STOPPED, "interrupted", "the run stopped at once while this rollout's "
                                    "tools ran: its answer is kept, and its tools run next run")
@@ -7074,7 +7074,7 @@ class RolloutRunner:
 
     async def _converse(self, o: Outcome) -> Outcome:
         base = self.body_for(o.job)[0]
-        if o.answered_last and calls_pending(o.messages[-1]):  # saved as a stop came while its tools ran: they run first
+        if o.answered_last and _calls_pending(o.messages[-1]):  # saved as a stop came while its tools ran: they run first
             if o.turns >= self.max_turns:
                 return self._too_many_turns(o, o.turns)
             await self._answer_calls(o, o.messages[-1]["tool_calls"])
@@ -7085,7 +7085,7 @@ class RolloutRunner:
                 o.carried = Usage()  # batch mode: answers an earlier run was billed for go here
             completion = await self.client.complete(body, o.job.seq, o.usage, self.stopping,
                                                     RolloutKey.of_job(o.job, o.attempt), o.carried)
-            message = with_unique_call_ids(completion.message, turn, o.messages)
+            message = _with_unique_call_ids(completion.message, turn, o.messages)
             o.messages.append(message)
             o.turns, o.finish_reason, o.model = turn, completion.finish_reason, completion.model
             o.provider = completion.provider
@@ -7186,11 +7186,11 @@ def _digest(value: Any) -> str:
 
 
 # Why saved turns could not go on (RunSummary says how many of each): a rollout is its content, not its id.
-PROMPT_CHANGED = "their prompt changed (its text, messages or the system prompt)"
-PROMPT_UNCHECKED = "their prompt has its own id and their turns were saved by an earlier release, which kept no record of its text"
-PROMPT_AMBIGUOUS = ("their prompt holds the ASCII control characters RS or US, and their turns were saved by an earlier "
+_PROMPT_CHANGED = "their prompt changed (its text, messages or the system prompt)"
+_PROMPT_UNCHECKED = "their prompt has its own id and their turns were saved by an earlier release, which kept no record of its text"
+_PROMPT_AMBIGUOUS = ("their prompt holds the ASCII control characters RS or US, and their turns were saved by an earlier "
                     "release, whose record of a prompt could not tell such a text from other messages")
-SETTINGS_UNNAMED = ("the model, tools, reasoning, --extra-body, --temperature or --max-tokens changed (their turns were "
+_SETTINGS_UNNAMED = ("the model, tools, reasoning, --extra-body, --temperature or --max-tokens changed (their turns were "
                     "saved by an earlier release, which kept no record of which)")
 
 
@@ -7201,22 +7201,22 @@ def _why_saved_turns_cannot_go_on(saved: _SavedTurns, prompt: Prompt, identity: 
     with the earlier, 16-digit hash go on where it matches and could not have confused the text."""
     if saved.prompt is None:
         if prompt.id_given:
-            return PROMPT_UNCHECKED
+            return _PROMPT_UNCHECKED
     elif len(saved.prompt) == len(conversation_hash([])):  # an earlier release's record of the prompt
         if saved.prompt != conversation_hash(prompt.messages):
-            return PROMPT_CHANGED
+            return _PROMPT_CHANGED
         if any(isinstance(m.get("content"), str) and ("\x1e" in m["content"] or "\x1f" in m["content"])
                for m in prompt.messages):
-            return PROMPT_AMBIGUOUS
+            return _PROMPT_AMBIGUOUS
     elif saved.prompt != prompt.content:
-        return PROMPT_CHANGED
+        return _PROMPT_CHANGED
     if saved.settings is None:  # saved by an earlier release: one hash of every setting, sampling included
-        return SETTINGS_UNNAMED if saved.fingerprint != identity.legacy else None
+        return _SETTINGS_UNNAMED if saved.fingerprint != identity.legacy else None
     changed = identity.changed(saved.settings)
     return f"{' and '.join(changed)} changed" if changed else None
 
 
-def request_body_template(requests: RequestSettings, toolbox: ToolBox | None) -> dict:
+def _request_body_template(requests: RequestSettings, toolbox: ToolBox | None) -> dict:
     body: dict = {"model": requests.model, "max_tokens": requests.max_tokens, "temperature": requests.temperature}
     if toolbox is not None:
         # Tools go on every request of a rollout, also those carrying tool results (OpenRouter needs it).
@@ -7287,21 +7287,21 @@ def build_line(outcome: Outcome, fmt: LineFormat, tool_names: list[str]) -> dict
     if fmt.numbered_attempts:
         metadata["attempt"] = outcome.attempt
     if outcome.score is not None:
-        set_score(metadata, outcome.score)
+        _set_score(metadata, outcome.score)
     record = {"metadata": metadata, "messages": _dataset_messages(outcome, fmt.keep_reasoning, fmt.redact)}
     if tool_names:
         record["tools"] = tool_names
     return record
 
 
-def line_tools(prompt: Prompt, toolbox: ToolBox | None) -> list[str]:
+def _line_tools(prompt: Prompt, toolbox: ToolBox | None) -> list[str]:
     """The tools a line names: its prompt's own list when it has one (rnow's per-prompt `tools`), else all."""
     if prompt.tools is not None:
         return list(prompt.tools)
     return toolbox.names if toolbox is not None else []
 
 
-def set_score(metadata: dict, score: Score) -> None:
+def _set_score(metadata: dict, score: _Score) -> None:
     """Put rewards.py's verdict in a line's metadata (a new line, or one --rescore scores again)."""
     metadata["rewards"], metadata["reward"] = score.values, score.total
     if score.errors:
@@ -7310,7 +7310,7 @@ def set_score(metadata: dict, score: Score) -> None:
         metadata.pop("reward_errors", None)
 
 
-def failed_entry(outcome: Outcome, fmt: LineFormat, conversation: bool = True) -> dict:
+def _failed_entry(outcome: Outcome, fmt: LineFormat, conversation: bool = True) -> dict:
     """The failed file's entry for a rollout that did not finish: why, what it cost, and (when anything
     was paid for, and `conversation`) the conversation so far."""
     job = outcome.job
@@ -7327,11 +7327,11 @@ def _dataset_messages(outcome: Outcome, keep_reasoning: bool, redact: Callable[[
     """The conversation as a dataset line holds it: the prompt's own messages exactly as given, then what
     the teacher and the tools wrote, with the key taken out of their texts (never out of keys or ids)."""
     given = len(outcome.job.prompt.messages)
-    return [training_message(m, keep_reasoning) if i < given else redact(training_message(m, keep_reasoning))
+    return [_training_message(m, keep_reasoning) if i < given else redact(_training_message(m, keep_reasoning))
             for i, m in enumerate(outcome.messages)]
 
 
-def training_message(message: dict, keep_reasoning: bool) -> dict:
+def _training_message(message: dict, keep_reasoning: bool) -> dict:
     """A message as trainers want it: content always a string (or parts list), no API-only fields."""
     content = message.get("content")
     out: dict = {"role": message["role"], "content": content if isinstance(content, (str, list)) else ""}
@@ -7344,7 +7344,7 @@ def training_message(message: dict, keep_reasoning: bool) -> dict:
         if message.get("tool_calls"):
             out["tool_calls"] = [{"id": c["id"], "type": "function",
                                   "function": {"name": c["function"]["name"],
-                                               "arguments": arguments_text(c["function"]["arguments"])}}
+                                               "arguments": _arguments_text(c["function"]["arguments"])}}
                                  for c in message["tool_calls"]]
     if message["role"] == "tool":
         out["tool_call_id"] = message.get("tool_call_id", "")
@@ -7365,7 +7365,7 @@ def _reasoning_text(message: dict) -> str:
     return "\n".join(p for p in parts if isinstance(p, str) and p)
 
 
-def arguments_text(arguments: str | dict) -> str:
+def _arguments_text(arguments: str | dict) -> str:
     # Some providers send arguments as an object; the OpenAI shape trainers read is a JSON string.
     return arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
 
@@ -7380,7 +7380,7 @@ def encode_line(record: dict) -> bytes:
 
 def _metadata_keys_the_builder_adds() -> frozenset[str]:
     """Every metadata key build_line can add, found by building a line that has them all."""
-    score = Score({"r": 0.0}, 0.0, {"r": "failed"})
+    score = _Score({"r": 0.0}, 0.0, {"r": "failed"})
     outcome = Outcome(RolloutJob(Prompt("p", [], {}, ""), 0, 0), [], Usage(), model="another", provider="p",
                       ending=Ending.INCOMPLETE, detail="incomplete: x", score=score)
     return frozenset(build_line(outcome, LineFormat("teacher", True, True, str), [])["metadata"])
@@ -7390,7 +7390,7 @@ def _metadata_keys_the_builder_adds() -> frozenset[str]:
 OUR_METADATA_KEYS = _metadata_keys_the_builder_adds()
 # How every line of ours starts (now, and as json.dumps wrote it before orjson): a torn or hand-edited
 # line that still starts so is one of ours, not a foreign file's.
-OUR_PREFIXES = (encode_line({"metadata": {"prompt_id": ""}})[: -len(b'""}}\n')], b'{"metadata": {"prompt_id": ')
+_OUR_PREFIXES = (encode_line({"metadata": {"prompt_id": ""}})[: -len(b'""}}\n')], b'{"metadata": {"prompt_id": ')
 
 
 def dataset_records(path: Path) -> Iterator[dict | None]:
@@ -7455,7 +7455,7 @@ class _BadLine:
 
 
 @dataclass
-class OutputScan:
+class _OutputScan:
     done: set[int] = field(default_factory=set)  # rollout keys of the good lines
     bad: list[_BadLine] = field(default_factory=list)
     tail: str | None = None  # a last line without its newline: "cut" (torn) or "complete" (whole)
@@ -7496,15 +7496,15 @@ class OutputFile(LineFile):
         """Unlock; a file this run created and never wrote to is removed (no 0-byte leftovers)."""
         if self._fd is not None and self.created and os.fstat(self._fd).st_size == 0:
             with contextlib.suppress(OSError):
-                remove_file(self.path)
+                _remove_file(self.path)
         self.close()
 
     # -- reading ---------------------------------------------------------------------------------
-    def scan(self, chunk_size: int = 1 << 22, prompt_ids: bool = False) -> OutputScan:
+    def scan(self, chunk_size: int = 1 << 22, prompt_ids: bool = False) -> _OutputScan:
         """Read every line in full, strictly (orjson: ~400 MB/s, where json.loads manages ~115).
         Raise UsageError when the file is not ours: something else must not be rewritten. `prompt_ids`: also
         note which prompts have a line (--dedup and --decontaminate never drop them)."""
-        scan, reader, line_no = OutputScan(prompt_ids=set() if prompt_ids else None), LineReader(self.path, chunk_size), 0
+        scan, reader, line_no = _OutputScan(prompt_ids=set() if prompt_ids else None), LineReader(self.path, chunk_size), 0
         try:
             for lines in reader.batches():
                 before = len(scan.bad)
@@ -7525,7 +7525,7 @@ class OutputFile(LineFile):
                              "by this tool. Use another --output, or fix or remove that line.")
         return scan
 
-    def _check_lines(self, lines: list[bytes], line_no: int, scan: OutputScan) -> None:
+    def _check_lines(self, lines: list[bytes], line_no: int, scan: _OutputScan) -> None:
         # The hot loop of a resume over millions of lines: locals only, one parse per line, and RolloutKey.of_line's
         # rule written out for an output line (calling it costs a quarter of the scan's speed); a test
         # holds the two to the same answers on every shape of line.
@@ -7551,14 +7551,14 @@ class OutputFile(LineFile):
                 done.add(key)
         scan.ours += ours
 
-    def _classify_bad(self, line: bytes, line_no: int, scan: OutputScan) -> None:
+    def _classify_bad(self, line: bytes, line_no: int, scan: _OutputScan) -> None:
         if not line.strip():
             scan.bad.append(_BadLine(line_no, "blank line", quarantine=False))
             return
         try:
             orjson.loads(line)
         except orjson.JSONDecodeError:
-            scan.ours += line.startswith(OUR_PREFIXES)  # a torn or edited line of ours still shows our prefix
+            scan.ours += line.startswith(_OUR_PREFIXES)  # a torn or edited line of ours still shows our prefix
             scan.bad.append(_BadLine(line_no, "not valid JSON (torn, or edited by hand)"))
             return
         where = f"{self.path}:{line_no}"
@@ -7566,7 +7566,7 @@ class OutputFile(LineFile):
                          "Use another --output, or remove the line.")
 
     # -- repairing -------------------------------------------------------------------------------
-    def repair(self, scan: OutputScan) -> list[str]:
+    def repair(self, scan: _OutputScan) -> list[str]:
         """Make the file valid JSONL before appending; return one note per thing done, for the user."""
         notes = []
         if scan.tail == "cut":
@@ -7673,7 +7673,7 @@ class _Rescored:
     reward_sum: float = 0.0
 
 
-async def rescore(files: OutputPaths, min_reward: float | None, scorer: RewardScorer, output: OutputFile) -> int:
+async def _rescore(files: OutputPaths, min_reward: float | None, scorer: RewardScorer, output: OutputFile) -> int:
     """--rescore: score every line of the output and rejected files again with rewards.py and apply
     --min-reward, moving lines between the two files; nothing is sent. The files are replaced in an
     order that never loses a line: a crash in between leaves a moved line in both (the output wins)."""
@@ -7713,9 +7713,9 @@ async def rescore(files: OutputPaths, min_reward: float | None, scorer: RewardSc
         raise OutputError(e.filename and Path(e.filename) or files.output, e) from None
     counts.to_output = len(moved_in)
     if rejected_path.exists() and rejected_path.stat().st_size == 0:
-        remove_file(rejected_path)
+        _remove_file(rejected_path)
     mean = f", mean reward {counts.reward_sum / counts.lines:.3f}" if counts.lines else ""
-    print(f"Rescored {plural(counts.lines, 'line')} of {files.output} and {rejected_path.name}{mean}; "
+    print(f"Rescored {_plural(counts.lines, 'line')} of {files.output} and {rejected_path.name}{mean}; "
           f"moved {counts.to_rejected} to {rejected_path.name} and {counts.to_output} to {files.output}. "
           "Nothing was sent.", file=sys.stderr)
     return EXIT_OK
@@ -7739,13 +7739,13 @@ async def _rescored_lines(path: Path, scorer: RewardScorer, counts: _Rescored, b
             if record is None:
                 yield None, line + b"\n"
                 continue
-            set_score(record["metadata"], score)
+            _set_score(record["metadata"], score)
             counts.lines += 1
             counts.reward_sum += score.total
             yield record, encode_line(record)
 
 
-def _iter_scores(records: list, scores: list) -> Iterator[Score | None]:
+def _iter_scores(records: list, scores: list) -> Iterator[_Score | None]:
     given = iter(scores)
     for record in records:
         yield next(given) if record is not None else None
@@ -7895,7 +7895,7 @@ class PausedFile(LineFile):
         reader, position = LineReader(self.path), None
         for line in reader.lines():
             if position is None:
-                position = len(UTF8_BOM) if reader.bom else 0
+                position = len(_UTF8_BOM) if reader.bom else 0
             start, position = position, position + len(line) + 1
             record = parse_line(line)
             key = RolloutKey.of_paused(record)
@@ -7958,7 +7958,7 @@ class PausedFile(LineFile):
             size = self.path.stat().st_size if self.path.exists() else 0
             if not self.chains:
                 if self.path.exists():
-                    remove_file(self.path)
+                    _remove_file(self.path)
                 return
             if size <= self.live_bytes:
                 return
@@ -7980,16 +7980,16 @@ class PausedFile(LineFile):
         one; then, in one step of the event loop, copy what was appended meanwhile and rename."""
         snapshot, places = self._size, self._places()
         real = Path(os.path.realpath(self.path))
-        temporary = temporary_beside(real)
+        temporary = _temporary_beside(real)
         try:
-            open_private(temporary).close()  # the copy is readable by its owner only until it is whole
+            _open_private(temporary).close()  # the copy is readable by its owner only until it is whole
             moved, copied = await asyncio.to_thread(_copy_to_new_file, real, temporary, places)
             with open(real, "rb") as source, open(temporary, "ab") as target:
                 source.seek(snapshot)
                 tail = source.read(self._size - snapshot)
                 target.write(tail)
                 target.flush()
-                os.fchmod(target.fileno(), file_mode_for(real))
+                os.fchmod(target.fileno(), _file_mode_for(real))
                 os.fsync(target.fileno())
             os.replace(temporary, real)
         except (OSError, asyncio.CancelledError):
@@ -8048,7 +8048,7 @@ def _saved_said(record: dict, thorough: bool = True) -> int | None:
 
 
 def _said_as_we_save_it(message: dict) -> bool:
-    """A saved message is what a teacher's checked answer (parse_completion) or a tool result is."""
+    """A saved message is what a teacher's checked answer (_parse_completion) or a tool result is."""
     if message.get("role") == "tool":
         return isinstance(message.get("content"), str) and isinstance(message.get("tool_call_id"), (str, type(None)))
     if message.get("role") != "assistant" or not isinstance(message.get("content"), (str, type(None))):
@@ -8082,12 +8082,12 @@ def _saved_turns(records: list[Any], prompt: list[dict]) -> _SavedTurns | None:
         return None
     if not (isinstance(usage, dict) and isinstance(turns, int) and turns > 0 and isinstance(fingerprint, str)):
         return None
-    if not (is_final_answer(messages[-1]) or messages[-1].get("role") == "tool" or calls_pending(messages[-1])):
+    if not (_is_final_answer(messages[-1]) or messages[-1].get("role") == "tool" or _calls_pending(messages[-1])):
         return None  # not a point a rollout can go on from
     if not all(_said_as_we_save_it(m) for m in messages[len(prompt):]):
         return None  # edited: a message the line could not be built from ("tool_calls": 5)
     carried = Usage()
-    for name in USAGE_FIELDS:
+    for name in _USAGE_FIELDS:
         value = usage.get(name, 0)
         if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
                 or (value < 0 and name != "cache_savings")):  # savings are negative when writes cost more
@@ -8125,11 +8125,11 @@ class FailedFile(LineFile):
 
     def record(self, outcome: Outcome, fmt: LineFormat) -> None:
         try:
-            self.append(failed_entry(outcome, fmt))
+            self.append(_failed_entry(outcome, fmt))
         except OutputError:
             raise
         except Exception:  # cannot happen with checked answers and tool results; never lose the entry
-            self.append(failed_entry(outcome, fmt, conversation=False))
+            self.append(_failed_entry(outcome, fmt, conversation=False))
 
     def compact(self, done: set[int]) -> int:
         """Rewrite the file without rollouts now done; return how many rollouts it still lists.
@@ -8147,7 +8147,7 @@ class FailedFile(LineFile):
                 latest[key] = line + b"\n"
         try:
             if not latest:
-                remove_file(self.path)
+                _remove_file(self.path)
                 return 0
             with replaced_atomically(self.path) as f:
                 f.writelines(latest.values())
@@ -8169,16 +8169,16 @@ class FailedFile(LineFile):
 #           no keys its validator does not know (reasoning, tool names on tool messages, metadata).
 
 _EXPORT_FORMATS = ("hf", "openai")
-OPENAI_MESSAGE_KEYS = {"system": ("role", "content", "name"), "user": ("role", "content", "name"),
+_OPENAI_MESSAGE_KEYS = {"system": ("role", "content", "name"), "user": ("role", "content", "name"),
                        "assistant": ("role", "content", "name", "tool_calls", "weight"),
                        "tool": ("role", "content", "tool_call_id")}
 
 
-class NotExportable(ValueError):
+class _NotExportable(ValueError):
     """A line the format cannot hold (e.g. tool call arguments that are not a JSON object): left out."""
 
 
-def export_formats(text: str) -> tuple[str, ...]:
+def _export_formats(text: str) -> tuple[str, ...]:
     formats = tuple(dict.fromkeys(f.strip().lower() for f in text.split(",") if f.strip()))
     unknown = [f for f in formats if f not in _EXPORT_FORMATS]
     if unknown or not formats:
@@ -8236,13 +8236,13 @@ def _arguments_object(arguments: Any) -> dict:
     except ValueError:
         value = None
     if not isinstance(value, dict):  # the teacher sent broken arguments; the tool said so, but no trainer takes it
-        raise NotExportable("a tool call whose arguments are not a JSON object")
+        raise _NotExportable("a tool call whose arguments are not a JSON object")
     return value
 
 
 def _checked_arguments_text(arguments: Any) -> str:
     _arguments_object(arguments)
-    return arguments_text(arguments)
+    return _arguments_text(arguments)
 
 
 def _openai_record(record: dict, schemas: dict[str, dict]) -> dict:
@@ -8250,7 +8250,7 @@ def _openai_record(record: dict, schemas: dict[str, dict]) -> dict:
     last answer at weight 0 (not trained on), so a cut answer is never learnt as a whole one."""
     messages = []
     for message in record["messages"]:
-        kept = {key: message[key] for key in OPENAI_MESSAGE_KEYS.get(message["role"], ()) if key in message}
+        kept = {key: message[key] for key in _OPENAI_MESSAGE_KEYS.get(message["role"], ()) if key in message}
         if kept.get("tool_calls"):
             kept["tool_calls"] = [{"id": call["id"], "type": "function", "function": {
                 "name": call["function"]["name"], "arguments": _checked_arguments_text(call["function"]["arguments"])}}
@@ -8277,13 +8277,13 @@ def _tool_schemas(record: dict, schemas: dict[str, dict]) -> dict:
 
 
 def _line_tool_names(record: dict) -> list[str]:
-    """The names a line's `tools` gives (none when it has no `tools`, or null); NotExportable when it is not a
+    """The names a line's `tools` gives (none when it has no `tools`, or null); _NotExportable when it is not a
     list of names (an edited or foreign line)."""
     names = record.get("tools")
     if names is None:
         return []
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        raise NotExportable("`tools` is not a list of tool names")
+        raise _NotExportable("`tools` is not a list of tool names")
     return names
 
 
@@ -8300,15 +8300,15 @@ class _ExportResult:
     incomplete: int = 0  # lines cut short (--keep-incomplete) that were written
 
 
-def export_schemas(toolbox: ToolBox | None, saved: Path | None = None) -> dict[str, dict]:
+def _export_schemas(toolbox: ToolBox | None, saved: Path | None = None) -> dict[str, dict]:
     """Every tool's schema by name: tools.py's, and the MCP tools' the run kept in `saved` (their servers need
     not be running for an export)."""
-    schemas = load_mcp_schemas(saved) if saved is not None else {}
+    schemas = _load_mcp_schemas(saved) if saved is not None else {}
     schemas.update({tool.name: tool.api_schema() for tool in toolbox.tools.values()} if toolbox else {})
     return schemas
 
 
-def export_output(files: OutputPaths, fmt: str, schemas: dict[str, dict], scrub: Callable[[Any], Any]
+def _export_output(files: OutputPaths, fmt: str, schemas: dict[str, dict], scrub: Callable[[Any], Any]
                   ) -> _ExportResult:
     """Rebuild <stem>.<fmt>.jsonl from the output, streaming; replaced whole only when complete. What the teacher
     and the tools wrote goes through the one scrub (Secret.scrub) as it is written: what the format decodes (hf:
@@ -8327,7 +8327,7 @@ def export_output(files: OutputPaths, fmt: str, schemas: dict[str, dict], scrub:
                         raise ValueError("not a JSON object")
                     exported = _answers_scrubbed(convert(record, schemas), scrub)
                     names = _line_tool_names(record)
-                except NotExportable as e:
+                except _NotExportable as e:
                     result.left_out[str(e)] += 1
                     result.first_left_out.setdefault(str(e), f"{output}:{line_no}")
                     continue
@@ -8354,14 +8354,14 @@ def _answers_scrubbed(exported: dict, scrub: Callable[[Any], Any]) -> dict:
     return exported if scrubbed is said else {**exported, "messages": messages[:first] + scrubbed}
 
 
-def report_export(result: _ExportResult) -> str:
-    text = f"Exported {plural(result.written, 'line')} to {result.path}"
+def _report_export(result: _ExportResult) -> str:
+    text = f"Exported {_plural(result.written, 'line')} to {result.path}"
     if result.incomplete:
         text += (f" ({result.incomplete} cut short, kept with --keep-incomplete: " + (
             "marked in their metadata)" if result.path.name.endswith(".hf.jsonl") else
             "their last answer at weight 0, since this format has no metadata to mark them)"))
     for reason, count in result.left_out.items():
-        text += f"; {plural(count, 'line')} left out ({reason}; the first: {result.first_left_out[reason]})"
+        text += f"; {_plural(count, 'line')} left out ({reason}; the first: {result.first_left_out[reason]})"
     if result.unknown_tools:
         text += (f"; tools not in the tools file, left out of `tools`: {', '.join(sorted(result.unknown_tools))} "
                  "(pass the --tools file the run used)")
@@ -8434,23 +8434,23 @@ class _CardFigures:
                 self.odd.append(f"{where}: {'; '.join(problems[:3])}")
 
     def _count_usage(self, usage: dict, problems: list[str]) -> None:
-        if "cost" in usage and not has_cost(usage):
+        if "cost" in usage and not _has_cost(usage):
             problems.append("metadata.usage.cost is not a usable number: counted as not reported")
-        self.cost += amount(usage.get("cost"))
-        self.answers += int(amount(usage.get("requests")))
-        self.uncosted += int(amount(usage.get("uncosted")))
-        self.without_cost += not has_cost(usage)
-        self.prompt_tokens += int(amount(usage.get("prompt_tokens")))
-        self.completion_tokens += int(amount(usage.get("completion_tokens")))
+        self.cost += _amount(usage.get("cost"))
+        self.answers += int(_amount(usage.get("requests")))
+        self.uncosted += int(_amount(usage.get("uncosted")))
+        self.without_cost += not _has_cost(usage)
+        self.prompt_tokens += int(_amount(usage.get("prompt_tokens")))
+        self.completion_tokens += int(_amount(usage.get("completion_tokens")))
 
     def count_elsewhere(self, record: dict | None, rejected: bool) -> None:
         if not isinstance(record, dict):
             return
         fields = record.get("metadata") if rejected and isinstance(record.get("metadata"), dict) else record
         usage = fields.get("usage") if isinstance(fields.get("usage"), dict) else {}
-        self.cost_elsewhere += amount(usage.get("cost"))
-        self.uncosted_elsewhere += int(amount(usage.get("uncosted")))
-        self.without_cost_elsewhere += not has_cost(usage)
+        self.cost_elsewhere += _amount(usage.get("cost"))
+        self.uncosted_elsewhere += int(_amount(usage.get("uncosted")))
+        self.without_cost_elsewhere += not _has_cost(usage)
         self.rejected += rejected
         self.failed += not rejected
 
@@ -8518,8 +8518,8 @@ def _spent(cost: float, without_cost: int, lines: int, uncosted: int) -> str:
         return "an unknown amount (their usage.cost values add up past any real cost: edited or foreign lines)"
     if without_cost and without_cost == lines:
         return "an unknown amount (none of them carries a cost the teacher reported)"
-    left_out = [f"{plural(without_cost, 'line')} that {'carries' if without_cost == 1 else 'carry'} no cost" if without_cost else "",
-                f"{plural(uncosted, 'answer')} whose cost the teacher did not report" if uncosted else ""]
+    left_out = [f"{_plural(without_cost, 'line')} that {'carries' if without_cost == 1 else 'carry'} no cost" if without_cost else "",
+                f"{_plural(uncosted, 'answer')} whose cost the teacher did not report" if uncosted else ""]
     left_out = [text for text in left_out if text]
     return f"${cost:.4f}" + (f" (not counting {' and '.join(left_out)}: unknown)" if left_out else "")
 
@@ -8562,8 +8562,8 @@ class _TeacherLicences:
         return text
 
 
-def _hygiene_card(files: OutputPaths, runs: list[dict], quotes: AnswerQuotes | None,
-                  listed: DroppedList) -> list[str]:
+def _hygiene_card(files: OutputPaths, runs: list[dict], quotes: _AnswerQuotes | None,
+                  listed: _DroppedList) -> list[str]:
     """What --dedup and --decontaminate dropped, how, against which files: from the dropped-prompts file (shards'
     merged too), else the runs file; and, checked at this export, the answers quoting a benchmark item."""
     out = ["", "## Prompts removed before sending", ""]
@@ -8595,14 +8595,14 @@ def _hygiene_card(files: OutputPaths, runs: list[dict], quotes: AnswerQuotes | N
                 f"| {_quoted(f.get('name'))} | {_quoted(f.get('sha256'))} | {_quoted(f.get('items'))} |"
                 for h in headers if isinstance(h.get("decontaminate"), dict)
                 for f in h["decontaminate"].get("files") or () if isinstance(f, dict)))
-        out += ["", f"{plural(len(listed.kept), 'prompt')} paid for already holding a benchmark item: kept, listed in "
+        out += ["", f"{_plural(len(listed.kept), 'prompt')} paid for already holding a benchmark item: kept, listed in "
                 "the same file."] if listed.kept else []
     else:
         out += _hygiene_of_runs(files, runs)
     out += ["", "Answers quoting a benchmark item: " + (
         "not checked (`--export` with `--decontaminate FILE` checks them)." if quotes is None else
         f"not checked at this export: {_quoted(quotes.skipped)}." if quotes.skipped is not None else
-        f"{len(quotes.flagged)} of {plural(quotes.lines, 'line')}, checked at this export with the same n-grams against "
+        f"{len(quotes.flagged)} of {_plural(quotes.lines, 'line')}, checked at this export with the same n-grams against "
         + ", ".join(_quoted(f["name"]) + ("" if not quotes.changed_since(headers) else f" (sha256 {_quoted(f['sha256'])})")
                     for f in quotes.benchmarks["files"])
         + f"; listed in {_quoted(files.quoting.name)} (flagged, not removed).")]
@@ -8629,8 +8629,8 @@ def _hygiene_of_runs(files: OutputPaths, runs: list[dict]) -> list[str]:
         "(`cat train.shard-*-of-N.dropped.jsonl > train.dropped.jsonl`) for the list and its settings."]
 
 
-def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], runs: list[dict],
-                 quotes: AnswerQuotes | None = None, listed: DroppedList | None = None) -> tuple[str, list[str]]:
+def _dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], runs: list[dict],
+                 quotes: _AnswerQuotes | None = None, listed: _DroppedList | None = None) -> tuple[str, list[str]]:
     """The dataset card of the hf export (the Hub's conventions: a YAML header naming the data file, its task,
     size and licence, then what the data is): what was asked of which teacher, with which tools and settings,
     what it cost and when. Made from the run's files alone: the output, the rejected and failed files, and the
@@ -8659,17 +8659,17 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
               "tags": ["synthetic", "distillation"] + (["tool-use"] if figures.tool_calls else [])}
     out = ["---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", "",
            f"# {_escaped(export.stem)}", "",
-           f"{plural(figures.lines, 'conversation')} of a teacher model solving prompts"
+           f"{_plural(figures.lines, 'conversation')} of a teacher model solving prompts"
            + (f" with tools ({figures.tool_calls} tool calls in {figures.turns} turns)" if figures.tool_calls else "")
            + f", made by `generate_distillation_data.py` for supervised fine-tuning of a student. Chat format in "
            f"`{_escaped(export.name)}` (`messages`, and `tools` with their JSON schemas), as TRL's `SFTTrainer` reads it.", ""]
     if figures.incomplete:
-        out += [f"**{plural(figures.incomplete, 'conversation')} {'was' if figures.incomplete == 1 else 'were'} cut "
+        out += [f"**{_plural(figures.incomplete, 'conversation')} {'was' if figures.incomplete == 1 else 'were'} cut "
                 "short** (kept with `--keep-incomplete`: cut by `--max-turns`, the answer-length limit or a content "
                 "filter), each marked in its `metadata.incomplete`; in an OpenAI export (`--export openai`, which "
                 "has no metadata) their last answer has `weight` 0, so it is not trained on.", ""]
     if figures.odd_lines:
-        out += [f"{plural(figures.odd_lines, 'line')} of `{_escaped(files.output.name)}` {'holds' if figures.odd_lines == 1 else 'hold'} values "
+        out += [f"{_plural(figures.odd_lines, 'line')} of `{_escaped(files.output.name)}` {'holds' if figures.odd_lines == 1 else 'hold'} values "
                 "that are not what this tool writes (edited, or from another tool); they are counted here as far as "
                 "they can be. The first: " + "; ".join(_quoted(text) for text in figures.odd[:3]) + ".", ""]
     out += ["## What was asked", ""]
@@ -8680,7 +8680,7 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
     else:
         out += ["- Prompts file: not recorded (these files were made before runs were recorded)"]
     for text, count in figures.systems.most_common(3):
-        out += [f"- System prompt, in {plural(count, 'line')}:", "", _fenced(text[:2000]), ""]
+        out += [f"- System prompt, in {_plural(count, 'line')}:", "", _fenced(text[:2000]), ""]
     out += ["", "## Of whom", ""]
     out += ["| model that answered | lines |", "|---|---|"] + \
         [f"| {_quoted(model)} | {count} |" for model, count in figures.models.most_common(20)]
@@ -8692,7 +8692,7 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
             "this card names no licence of its own (`license: " + header["license"] + "`).", "",
             "Teacher's licence, for each model asked (`--model`), as OpenRouter's models list showed it when the "
             "runs that asked it began:", ""]
-    out += [f"- {_quoted(model or 'not recorded')} ({plural(count, 'line')}): {licences.said(model)}"
+    out += [f"- {_quoted(model or 'not recorded')} ({_plural(count, 'line')}): {licences.said(model)}"
             for model, count in figures.teachers.most_common(20)] + [""]
     out += ["## Tools", ""]
     used = sorted(set(figures.tools_used) | set(schemas))
@@ -8725,13 +8725,13 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
         out += ["", f"Quality gate: {figures.lines} of {tries} finished tries kept "
                 f"({figures.lines / tries:.0%}); {figures.rejected} rejected lines are in "
                 f"`{_escaped(files.rejected.name)}`." if tries else ""]
-    out += _hygiene_card(files, runs, quotes, listed if listed is not None else DroppedList())
+    out += _hygiene_card(files, runs, quotes, listed if listed is not None else _DroppedList())
     unknown = (f"; the teacher reported no cost for {figures.uncosted} of their {figures.answers} answers, whose "
                "cost is unknown and not counted" if figures.uncosted else "")
     elsewhere = figures.rejected + figures.failed
     out += ["", "## Cost and when", "",
-            f"- The conversations here ({human_count(figures.prompt_tokens)} prompt and "
-            f"{human_count(figures.completion_tokens)} completion tokens, as the teacher reported them{unknown}) cost "
+            f"- The conversations here ({_human_count(figures.prompt_tokens)} prompt and "
+            f"{_human_count(figures.completion_tokens)} completion tokens, as the teacher reported them{unknown}) cost "
             f"{_spent(figures.cost, figures.without_cost, figures.lines, 0)}; "
             + (f"besides them, rejected tries and failed rollouts on record ({elsewhere}) cost "
                f"{_spent(figures.cost_elsewhere, figures.without_cost_elsewhere, elsewhere, figures.uncosted_elsewhere)}."
@@ -8740,7 +8740,7 @@ def dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], run
         started = [_quoted(run.get("started")) for run in runs]
         generators = list(dict.fromkeys(_quoted(run["generator"].get("sha256")) for run in runs
                                         if isinstance(run.get("generator"), dict)))
-        out += [f"- Made by {plural(len(runs), 'run')}, started {started[0]}" + (f" to {started[-1]}" if len(runs) > 1 else "")
+        out += [f"- Made by {_plural(len(runs), 'run')}, started {started[0]}" + (f" to {started[-1]}" if len(runs) > 1 else "")
                 + f", by `generate_distillation_data.py` (sha256 {' then '.join(generators) or _quoted(None)})."]
     notes = [f"{text}." for text in figures.odd]
     if figures.odd_lines > len(figures.odd):
@@ -8794,7 +8794,7 @@ class Progress:
         pace = f", pace {self.limiter.pace:.3g}/s" if self.limiter.pace is not None else ""  # a metered key
         # --batch: no request limit to show, the batches instead
         sending = self.batches() or f"limit {int(self.limiter.limit)}{pace}, 429s {s.rate_limited}"
-        return f"{sending}, retries {s.retries}, failed {s.failed}{gate}, {human_count(tokens)} tok{cache}{spend}"
+        return f"{sending}, retries {s.retries}, failed {s.failed}{gate}, {_human_count(tokens)} tok{cache}{spend}"
 
     async def refresh_forever(self) -> None:
         while True:
@@ -8811,7 +8811,7 @@ class Progress:
         if not finished or elapsed <= 0:
             return ""
         rate = finished / elapsed
-        return f" ({rate * 60:.1f}/min, about {human_duration((self.total - self.finished) / rate)} left)"
+        return f" ({rate * 60:.1f}/min, about {_human_duration((self.total - self.finished) / rate)} left)"
 
     def close(self) -> None:
         if self.interactive:
@@ -8827,7 +8827,7 @@ class RunSummary:
     stats: Stats
     files: OutputPaths
     gate: GateSettings
-    cache: CachePlan
+    cache: _CachePlan
     total: int  # rollouts the command asks for
     finished_before: int  # in the output or the rejected file when the run began
     rejected_before: int
@@ -8849,7 +8849,7 @@ class RunSummary:
         pending = self.pending
         skipped = [f"{in_output - s.written} already there" if in_output - s.written else "",
                    f"{self.rejected_before} finished as rejected before" if self.rejected_before else ""]
-        lines = [f"Done: {plural(s.written, 'new rollout')} written to {files.output}"
+        lines = [f"Done: {_plural(s.written, 'new rollout')} written to {files.output}"
                  + (f" ({', '.join(text for text in skipped if text)}, skipped)" if any(skipped) else ""),
                  f"Total: {in_output}/{self.total} rollouts in {files.output}"
                  + (f", {self.rejected_before + s.exhausted} finished as rejected (in {files.rejected})"
@@ -8860,24 +8860,24 @@ class RunSummary:
             reasons = ", ".join(f"{reason} x{count}" for reason, count in s.failure_reasons.most_common(5))
             lines.append(f"Failed: {s.failed} ({reasons}); details in {files.failed}")
         if s.unsaved:
-            lines.append(f"Not saved: {plural(s.unsaved, 'finished rollout')} could not be written; "
+            lines.append(f"Not saved: {_plural(s.unsaved, 'finished rollout')} could not be written; "
                          "they run again next time.")
         if s.paused:
-            lines.append(f"Paused: {plural(s.paused, 'rollout')} stopped between turns; their turns so far are "
+            lines.append(f"Paused: {_plural(s.paused, 'rollout')} stopped between turns; their turns so far are "
                          f"saved in {files.paused.name}, and the next run goes on from there (no answer is paid "
                          "twice).")
         if s.given_up:
             named = ", ".join(s.given_up[:5]) + (f" and {len(s.given_up) - 5} more" if len(s.given_up) > 5 else "")
-            lines.append(f"Given up: {plural(len(s.given_up), 'answer')} still coming when the "
+            lines.append(f"Given up: {_plural(len(s.given_up), 'answer')} still coming when the "
                          f"run stopped at once (--stop-timeout, or a second Ctrl-C): "
                          f"{'prompt' if len(s.given_up) == 1 else 'prompts'} {named}. Their rollouts go on from their "
                          "last saved turn next run, and those answers are paid again.")
         if self.started_over:
             why = "; ".join(f"{count} because {reason}" for reason, count in self.started_over.most_common())
             cost = self.started_over_cost
-            paid = (f" Their discarded turns had cost ${cost.cost:.4f} ({plural(cost.requests, 'answer')}, paid by "
+            paid = (f" Their discarded turns had cost ${cost.cost:.4f} ({_plural(cost.requests, 'answer')}, paid by "
                     "earlier runs), counted in their lines' usage." if cost.requests else "")
-            lines.append(f"Started over: {plural(sum(self.started_over.values()), 'paused rollout')} began again from "
+            lines.append(f"Started over: {_plural(sum(self.started_over.values()), 'paused rollout')} began again from "
                          f"their prompt, since their saved turns answered another request than this run's: {why}.{paid}")
         if self.kept_beyond_attempts:
             tries = "a later try" if self.kept_beyond_attempts == 1 else f"{self.kept_beyond_attempts} later tries"
@@ -8886,28 +8886,28 @@ class RunSummary:
                          "from them.")
         lines += self.tool_lines
         if self.kept_from_signed:
-            lines.append(f"Not saved: the later turns of {plural(self.kept_from_signed, 'rollout')}, whose "
+            lines.append(f"Not saved: the later turns of {_plural(self.kept_from_signed, 'rollout')}, whose "
                          "teacher wrote a secret the run was handed (the API key or another) into signed reasoning "
                          "(which must go back to it unchanged, and is never stored with the secret): if stopped, they "
                          "resume from their last clean turn or begin again.")
-        cannot = min(pending, s.failure_reasons[DOES_NOT_FIT])  # a re-run would pay the same turns, and fail again
+        cannot = min(pending, s.failure_reasons[_DOES_NOT_FIT])  # a re-run would pay the same turns, and fail again
         if pending > cannot:
             lines.append(f"Not done: {pending}. Re-run the same command to "
                          + ("retry the failed ones and " if self.remaining_failed else "") + "finish"
                          + (f" (all but the {cannot} below)." if cannot else "."))
         if cannot:
-            lines.append(f"Cannot finish as they are: {plural(cannot, 'rollout')} whose conversation does not fit the "
+            lines.append(f"Cannot finish as they are: {_plural(cannot, 'rollout')} whose conversation does not fit the "
                          f"teacher's context (in {files.failed}); a re-run would pay for the same turns and fail the same "
                          "way. Use a model with a longer context, or shorter rollouts (--max-turns, --max-tool-chars, "
                          "--max-tokens), or take those prompts out.")
-        lines.append(f"Time: {human_duration(self.seconds)}; {s.requests} requests, "
+        lines.append(f"Time: {_human_duration(self.seconds)}; {s.requests} requests, "
                      f"{s.rate_limited} answered 429, {s.retries} retried")
         u = s.usage
         if u.prompt_tokens or u.completion_tokens or u.cost:
             per_sample = f" (${u.cost / s.written:.5f} per sample)" if s.written else ""
-            lines.append(f"Tokens: {human_count(u.prompt_tokens)} prompt ({human_count(u.cached_tokens)} cached, "
-                         f"{u.cached_share:.0%}), {human_count(u.completion_tokens)} completion "
-                         f"({human_count(u.reasoning_tokens)} reasoning); cost ${u.cost:.4f}{per_sample}, "
+            lines.append(f"Tokens: {_human_count(u.prompt_tokens)} prompt ({_human_count(u.cached_tokens)} cached, "
+                         f"{u.cached_share:.0%}), {_human_count(u.completion_tokens)} completion "
+                         f"({_human_count(u.reasoning_tokens)} reasoning); cost ${u.cost:.4f}{per_sample}, "
                          "failed rollouts included")
         if u.cache_savings:
             effect = (f"saved ${u.cache_savings:.4f}" if u.cache_savings > 0 else
@@ -8918,7 +8918,7 @@ class RunSummary:
             lines.append(f"Prompt caching: {self.cache.why}; {u.cached_share:.0%} of prompt tokens "
                          "read from cache")
         if s.cost_unknown:
-            lines.append(f"Cost: {plural(s.cost_unknown, 'streamed answer')} ended before its usage came (cut or "
+            lines.append(f"Cost: {_plural(s.cost_unknown, 'streamed answer')} ended before its usage came (cut or "
                          "stalled), so what it cost is unknown and not counted above.")
         if s.uncosted:
             lines.append(f"Cost: {s.uncosted} of {s.answers} answers carried no usable cost; the spend shown "
@@ -8934,7 +8934,7 @@ class RunSummary:
         if gate.min_reward is not None:
             text += (f"; passed --min-reward {gate.min_reward:g}: {s.passed_first}/{s.first_tries} on the first try"
                      + (f", {s.written}/{s.written + s.exhausted} overall" if gate.attempts > 1 else "")
-                     + f"; {plural(s.rejected, 'line')} to {self.files.rejected}")
+                     + f"; {_plural(s.rejected, 'line')} to {self.files.rejected}")
             if s.written:
                 text += (f"; {s.scored / s.written:.2f} tries and ${s.usage.cost / s.written:.5f} per accepted "
                          "sample")
@@ -8958,15 +8958,15 @@ class Config:
     gate: GateSettings
     line: LineFormat
     files: OutputPaths
-    hygiene: HygieneSettings = HygieneSettings()  # --dedup, --decontaminate
+    hygiene: _HygieneSettings = _HygieneSettings()  # --dedup, --decontaminate
     export: tuple[str, ...] = ()  # formats written beside the output after the run: hf, openai
     report: bool = False  # write <stem>.report.html after the run
     no_run: bool = False  # only make the --export/--report files from the existing files; send nothing
     dry_run: bool = False
     rescore: bool = False  # re-apply rewards.py and --min-reward to the output and rejected files
     sources: dict[str, str] = field(default_factory=dict)  # setting -> where it came from (flag, config.yml, default)
-    project: RnowProject | None = None  # config.yml, for `rnow run` after the run
-    scheduler: SchedulerShard | None = None  # --shard auto: how the shard was found, what to note for the array
+    project: _RnowProject | None = None  # config.yml, for `rnow run` after the run
+    scheduler: _SchedulerShard | None = None  # --shard auto: how the shard was found, what to note for the array
 
     def settings_of(self, kind: type) -> Any:
         """The settings object of this kind (RequestSettings: self.requests)."""
@@ -8975,14 +8975,14 @@ class Config:
 
 # How a recorded setting that may hold a secret or a folder is kept (_Recorded.view): as messages show it.
 _RECORDED_VIEWS: dict[str, Callable[[Any], Any]] = {
-    "url": display_url,  # without its password or token
-    "masked": lambda body: masked_key_like(body) or None,  # --extra-body: key-like fields as ***; none as null
+    "url": _display_url,  # without its password or token
+    "masked": lambda body: _masked_key_like(body) or None,  # --extra-body: key-like fields as ***; none as null
     "servers": lambda specs: [spec.shown for spec in specs],  # MCP servers
     "name": lambda path: path.name if path is not None else None,  # a file by its name alone
 }
 
 
-def recorded_settings(cfg: Config) -> dict[str, dict]:
+def _recorded_settings(cfg: Config) -> dict[str, dict]:
     """The settings marked `recorded`, by the part of a run's record that keeps them (_run_record adds the rest)."""
     parts: dict[str, dict] = {part: {} for part in RECORD_PARTS}
     for kind, name, how in recorded_fields():
@@ -9045,7 +9045,7 @@ def _ngram_words(text: str) -> int:
     return value
 
 
-def temperature(text: str) -> float:
+def _temperature(text: str) -> float:
     value = _number(text, float)
     if not 0 <= value <= 2:
         raise argparse.ArgumentTypeError(f"must be between 0 and 2, got {text}")
@@ -9129,7 +9129,7 @@ def _add_run_flags(add: Callable[..., argparse.Action]) -> None:
     add("--max-turns", type=_positive_int, default=None,
         help=f"max teacher responses per rollout (default: config.yml's rollout.max_turns, else "
         f"{default(RequestSettings, 'max_turns')})")
-    add("--temperature", type=temperature, default=default(RequestSettings, "temperature"),
+    add("--temperature", type=_temperature, default=default(RequestSettings, "temperature"),
         help="sampling temperature, 0-2 (default: %(default)s)")
     add("--samples", type=_positive_int, default=default(PromptSettings, "samples"),
         help="independent rollouts per prompt (default: %(default)s)")
@@ -9165,7 +9165,7 @@ def _add_teacher_api_flags(add: Callable[..., argparse.Action]) -> None:
     add("--backoff", type=_positive_float, default=default(TeacherSettings, "backoff"),
         help="seconds before the first retry; doubles each time, with jitter, up to 60 "
         "(default: %(default)g)")
-    add("--reasoning-effort", choices=REASONING_MODES, default=None,
+    add("--reasoning-effort", choices=_REASONING_MODES, default=None,
         help="ask reasoning models for this much reasoning (rnow's reasoning_mode values; disabled "
         "turns reasoning off)")
     add("--reasoning-max-tokens", type=_positive_int, default=None,
@@ -9197,7 +9197,7 @@ def _add_dataset_flags(add: Callable[..., argparse.Action]) -> None:
         help="do not write the teacher's reasoning text (reasoning_content) to the output")
     add("--keep-incomplete", action="store_true",
         help="also write rollouts cut by --max-turns, length or content filter (marked in metadata)")
-    add("--export", type=export_formats, default=(), metavar="FORMAT",
+    add("--export", type=_export_formats, default=(), metavar="FORMAT",
         help="after the run, also write the output as <stem>.hf.jsonl (TRL, transformers, axolotl: "
         "tool schemas, arguments as objects) and/or <stem>.openai.jsonl (OpenAI fine-tuning); "
         "comma-separated")
@@ -9236,15 +9236,15 @@ def _add_hygiene_flags(add: Callable[..., argparse.Action]) -> None:
     """--dedup and --decontaminate."""
     add("--dedup", action="store_true", help="drop prompts that repeat an earlier one, word for "
         "word or (from 20 words) nearly; the first stays, as does one in the output already")
-    add("--dedup-threshold", type=_share, default=default(HygieneSettings, "threshold"),
+    add("--dedup-threshold", type=_share, default=default(_HygieneSettings, "threshold"),
         metavar="J", help="with --dedup, near duplicates share at least this share of their "
         "distinct words (default: %(default)s)")
     add("--decontaminate", type=Path, nargs="+", action="extend", default=None, metavar="FILE",
         help="drop prompts quoting an item of these benchmark files (JSONL or text, one item a "
         "line, or folders); flag answers quoting one at --export and --report")
-    add("--decontaminate-field", default=default(HygieneSettings, "text_field"), metavar="NAME",
+    add("--decontaminate-field", default=default(_HygieneSettings, "text_field"), metavar="NAME",
         help="the field holding an item's text in a JSONL benchmark file (default: %(default)s)")
-    add("--decontaminate-ngram", type=_ngram_words, default=default(HygieneSettings, "ngram"),
+    add("--decontaminate-ngram", type=_ngram_words, default=default(_HygieneSettings, "ngram"),
         metavar="N", help="words in a row a prompt must share with an item (default: %(default)s)")
 
 
@@ -9263,15 +9263,15 @@ def _add_tool_flags(add: Callable[..., argparse.Action]) -> None:
         help="tool calls running at once across all rollouts (default: %(default)s)")
     add("--max-tool-chars", type=_positive_int, default=None,
         help=f"longer tool results are cut, with a visible marker (default: config.yml's "
-        f"rollout.max_tool_response x {CHARS_PER_TOKEN}, else {default(ToolSettings, 'max_chars')})")
+        f"rollout.max_tool_response x {_CHARS_PER_TOKEN}, else {default(ToolSettings, 'max_chars')})")
 
 
 def parse_config(argv: list[str] | None) -> Config:
     args = _build_arg_parser().parse_args(argv)
-    load_dotenv_file()
+    _load_dotenv_file()
     base_url = (args.base_url or os.environ.get("OPENROUTER_BASE_URL") or default(TeacherSettings, "base_url")).rstrip("/")
     if urlparse(base_url).scheme not in ("http", "https"):
-        raise UsageError(f"--base-url must start with http:// or https://, got {display_url(base_url)!r}")
+        raise UsageError(f"--base-url must start with http:// or https://, got {_display_url(base_url)!r}")
     api_key = os.environ.get("OPENROUTER_API_KEY") or None
     if api_key is not None and (problem := _key_problem(api_key)):
         raise UsageError(f"OPENROUTER_API_KEY {problem}. Check it where it is set (the environment or .env); "
@@ -9291,7 +9291,7 @@ def parse_config(argv: list[str] | None) -> Config:
     if args.no_run and not (args.export or args.report):
         raise UsageError("--no-run only makes the --export and --report files; add --export hf (or openai) "
                          "or --report")
-    extra_body = parse_extra_body(args.extra_body)
+    extra_body = _parse_extra_body(args.extra_body)
     if args.batch:
         _check_batchable(extra_body)
     if args.no_run and args.dry_run:
@@ -9299,11 +9299,11 @@ def parse_config(argv: list[str] | None) -> Config:
     if args.rescore and (args.dedup or args.decontaminate):
         raise UsageError("--dedup and --decontaminate choose the prompts to send, and --rescore sends nothing; "
                          "use them without --rescore")
-    if api_key is None and is_openrouter(base_url) and not (args.no_run or args.rescore):
+    if api_key is None and _is_openrouter(base_url) and not (args.no_run or args.rescore):
         raise UsageError("OPENROUTER_API_KEY is not set. Put it in a .env file here (see .env.example) "
                          "or export it; a key is optional only for a local --base-url.")
-    rollout, project = read_rollout_config(args.config)
-    settings = SettingSources(rollout)
+    rollout, project = _read_rollout_config(args.config)
+    settings = _SettingSources(rollout)
     max_turns = settings.pick("max_turns", args.max_turns, "--max-turns", default(RequestSettings, "max_turns"),
                               _positive_int)
     tool_timeout = settings.pick("tool_timeout", args.tool_timeout, "--tool-timeout", default(ToolSettings, "timeout"),
@@ -9311,14 +9311,14 @@ def parse_config(argv: list[str] | None) -> Config:
     reward_timeout = settings.pick("reward_timeout", args.reward_timeout, "--reward-timeout",
                                    default(GateSettings, "reward_timeout"), _positive_float)
     max_tool_chars = settings.pick("max_tool_response", args.max_tool_chars, "--max-tool-chars",
-                                   default(ToolSettings, "max_chars"), lambda tokens: _positive_int(tokens) * CHARS_PER_TOKEN)
+                                   default(ToolSettings, "max_chars"), lambda tokens: _positive_int(tokens) * _CHARS_PER_TOKEN)
     reasoning_mode = settings.pick("reasoning_mode", args.reasoning_effort, "--reasoning-effort", None,
-                                   reasoning_mode_value)
+                                   _reasoning_mode_value)
     mcp_urls = settings.pick("mcp_url", args.mcp, "--mcp", [], lambda v: [v] if isinstance(v, str) else list(v))
     if reasoning_mode and args.reasoning_max_tokens:
         raise UsageError("use either --reasoning-effort (or config.yml's reasoning_mode) or --reasoning-max-tokens, "
                          "not both")
-    reasoning = (reasoning_request(reasoning_mode) if reasoning_mode
+    reasoning = (_reasoning_request(reasoning_mode) if reasoning_mode
                  else {"max_tokens": args.reasoning_max_tokens} if args.reasoning_max_tokens else None)
     tools_path = None if args.tools.lower() == "none" else Path(args.tools)
     tools_by_default = args.tools == str(default(ToolSettings, "file"))
@@ -9329,10 +9329,10 @@ def parse_config(argv: list[str] | None) -> Config:
     if args.output is not None and "{shard}" in str(args.output) and not args.shard:
         raise UsageError(f"--output {args.output}: {{shard}} stands for a shard (I-of-N), and this run has none. Add "
                          "--shard I/N (or auto), or name the output without it.")
-    scheduler = scheduler_shard(args.shard[1], os.environ, shard_pattern(args.output, args.shard)) \
+    scheduler = _scheduler_shard(args.shard[1], os.environ, _shard_pattern(args.output, args.shard)) \
         if args.shard and args.shard[0] == "auto" else None
     shard = scheduler.shard if scheduler is not None else args.shard
-    output = shard_output(args.output, shard, args.shard)
+    output = _shard_output(args.output, shard, args.shard)
     if output.resolve() == args.input.resolve():
         raise UsageError("--output must not be the input file")
     files = OutputPaths(output)
@@ -9341,12 +9341,12 @@ def parse_config(argv: list[str] | None) -> Config:
         raise UsageError(f"{args.input}: the prompts file is this run's own {same.name}, which the run rewrites as "
                          "rollouts settle. To retry failed prompts, re-run the command with the original prompts "
                          f"file (failed ones are retried); or copy it (cp {same} retry.jsonl) and pass the copy.")
-    check_regular_file(args.input, "the prompts file", "read once to plan the run and again as its rollouts start",
+    _check_regular_file(args.input, "the prompts file", "read once to plan the run and again as its rollouts start",
                        "Save it to a file first, and pass that.")
-    check_regular_file(output, "the output file", instead="Pass another --output.")
+    _check_regular_file(output, "the output file", instead="Pass another --output.")
     for path, what in files.side_files.items():  # before anything is read or sent: a FIFO would hang the run
-        check_regular_file(path, what)
-    secret = _Secret(api_key, handed_secrets(extra_body, [base_url], [u for u in map(str, mcp_urls) if "://" in u]))
+        _check_regular_file(path, what)
+    secret = _Secret(api_key, _handed_secrets(extra_body, [base_url], [u for u in map(str, mcp_urls) if "://" in u]))
     return Config(
         prompts=PromptSettings(input=args.input, system=args.system, num=args.num, shard=shard, samples=args.samples,
                                text_only=args.batch),
@@ -9359,14 +9359,14 @@ def parse_config(argv: list[str] | None) -> Config:
                                  temperature=args.temperature, reasoning=reasoning,
                                  extra_body=extra_body, cache=args.cache,
                                  cache_ttl=args.cache_ttl, stream=not (args.no_stream or args.batch),
-                                 no_compression=is_openrouter(base_url), distillable=args.distillable),
+                                 no_compression=_is_openrouter(base_url), distillable=args.distillable),
         tools=ToolSettings(file=tools_path, timeout=tool_timeout, concurrency=args.tool_concurrency,
                            max_chars=max_tool_chars, mcp=tuple(McpSpec(str(u)) for u in mcp_urls)),
         gate=GateSettings(rewards=args.rewards, reward_timeout=reward_timeout, min_reward=args.min_reward,
                           attempts=args.attempts, keep_incomplete=args.keep_incomplete, max_cost=args.max_cost),
         line=LineFormat(teacher=args.model, keep_reasoning=not args.no_reasoning,
                         numbered_attempts=args.attempts > 1, redact=secret.scrub),
-        files=files, hygiene=HygieneSettings(dedup=args.dedup, threshold=args.dedup_threshold,
+        files=files, hygiene=_HygieneSettings(dedup=args.dedup, threshold=args.dedup_threshold,
                                              benchmarks=tuple(args.decontaminate or ()),
                                              text_field=args.decontaminate_field, ngram=args.decontaminate_ngram),
         export=args.export, report=args.report, no_run=args.no_run, dry_run=args.dry_run,
@@ -9409,7 +9409,7 @@ class Plan:
     prompts_in_file: int = 0  # counted only for a shard that holds none: every shard's prompts
     ran_listed: set[str] = field(default_factory=set)  # without the flags: prompts an earlier run listed as dropped
 
-    # Made by make_plan, one rollout at a time (add, leave_out, holds_none), then told by the run what it
+    # Made by _make_plan, one rollout at a time (add, leave_out, holds_none), then told by the run what it
     # finished (finish, reject): only these write the plan's fields, and everyone reads them.
 
     def add(self, job: RolloutJob, attempts: int, listed: Container[str]) -> None:
@@ -9478,14 +9478,14 @@ class Plan:
     def pending_jobs(self, prompts: PromptSettings) -> Iterator[RolloutJob]:
         seq = itertools.count()
         places = zip(self.pending_offsets, self.pending_repeats, self.pending_lines, self.pending_ids)
-        for prompt in read_prompts_at(prompts.input, prompts.system, places):
+        for prompt in _read_prompts_at(prompts.input, prompts.system, places):
             for sample in range(prompts.samples):
                 job = RolloutJob(prompt, sample, next(seq))
                 if job.key not in self.finished:
                     yield job
 
 
-def make_plan(prompts: PromptSettings, attempts: int, finished: set[int],
+def _make_plan(prompts: PromptSettings, attempts: int, finished: set[int],
               rejected_tries: collections.Counter | None = None, dropped: Container[str] = (),
               hygiene: Hygiene | None = None, listed: Container[str] = ()) -> Plan:
     """Read and validate the whole prompts file before anything is sent or written. `dropped`: the prompt ids
@@ -9499,7 +9499,7 @@ def make_plan(prompts: PromptSettings, attempts: int, finished: set[int],
         else:
             plan.add(job, attempts, listed)
     if plan.total == plan.dropped == 0:  # a shard may hold none: it is done, and says why (its share of how many)
-        in_file = count_prompts(prompts) if prompts.shard else 0
+        in_file = _count_prompts(prompts) if prompts.shard else 0
         if not in_file:
             raise UsageError(f"{prompts.input}: no prompts found")
         plan.holds_none(in_file)
@@ -9520,20 +9520,20 @@ class _Destination(enum.Enum):
 
 
 def _batch_size(cfg: Config) -> int:
-    """Requests a batch carries at most: BATCH_MOST_REQUESTS, or fewer when that many answers of --max-tokens
+    """Requests a batch carries at most: _BATCH_MOST_REQUESTS, or fewer when that many answers of --max-tokens
     (about 8 bytes a token in JSON, and some framing) could come to half the answer-size cap."""
     per_answer = cfg.requests.max_tokens * 8 + 4096
-    return max(1, min(BATCH_MOST_REQUESTS, cfg.teacher.max_answer_bytes // (2 * per_answer)))
+    return max(1, min(_BATCH_MOST_REQUESTS, cfg.teacher.max_answer_bytes // (2 * per_answer)))
 
 
 @contextlib.contextmanager
-def opening_mcp_servers(files: OutputPaths, redact: Callable[[str], str], keep: bool = True) -> Iterator[None]:
+def _opening_mcp_servers(files: OutputPaths, redact: Callable[[str], str], keep: bool = True) -> Iterator[None]:
     """The MCP log (what stdio servers write to their stderr, the SDK's own lines), made for the servers'
     opening, as private as the output. An opening that is refused (exit 2: nothing written) leaves no log it
     made: what the servers wrote there is said in the error instead. `keep` False (--dry-run): it goes anyway."""
     log = files.mcp_log
     made = not log.exists()
-    create_like(log, files.output)
+    _create_like(log, files.output)
     try:
         yield
     except UsageError as e:
@@ -9554,7 +9554,7 @@ def _last_words(path: Path, most: int = 600) -> str:
     try:
         with open(path, "rb") as f:
             f.seek(max(0, os.fstat(f.fileno()).st_size - most))
-            return " ".join(printable(f.read().decode("utf-8", "replace")).split())[-most:]
+            return " ".join(_printable(f.read().decode("utf-8", "replace")).split())[-most:]
     except OSError:
         return ""
 
@@ -9581,7 +9581,7 @@ class Run:
         if cfg.teacher.batch:
             record = BatchRecord(cfg.files.batches, cfg.files.output, self.progress.log)
             self.batches = BatchQueue(cfg.teacher, cfg.requests.model, _batch_size(cfg), record, self.stats,
-                                      self.stopping, self.progress.log, cap, most_answer_tokens(cfg.requests))
+                                      self.stopping, self.progress.log, cap, _most_answer_tokens(cfg.requests))
         self.failed = FailedFile(cfg.files.failed, like=cfg.files.output)
         self.failed_now: set[RolloutKey] = set()  # tries that failed in this run: they begin again from scratch
         self.rejected = RejectedFile(cfg.files.rejected, like=cfg.files.output)
@@ -9607,7 +9607,7 @@ class Run:
         `started` writes what a run that goes ahead writes first (repairs, the runs file's record)."""
         try:
             if self.toolbox is not None and self.toolbox.mcp_specs:
-                with opening_mcp_servers(self.files, self.line.redact):
+                with _opening_mcp_servers(self.files, self.line.redact):
                     try:
                         mcp_tools = await self.toolbox.open_mcp(self.files.mcp_log)
                         self.plan.check_tools(self.prompts.input, self.toolbox)  # MCP tools are known only now
@@ -9615,7 +9615,7 @@ class Run:
                         await self._close_unstarted()  # before the log goes: closing may still write to it
                         raise
                 started()
-                save_mcp_schemas(mcp_tools, self.files.mcp_tools, self.files.output, self.line.redact)
+                _save_mcp_schemas(mcp_tools, self.files.mcp_tools, self.files.output, self.line.redact)
                 self.runner.mcp_tools_joined()
             else:
                 self.plan.check_tools(self.prompts.input, self.toolbox)
@@ -9658,7 +9658,7 @@ class Run:
     async def _feed_pool(self) -> None:
         try:
             await self._start_rollouts()
-        except PromptsChanged as e:
+        except _PromptsChanged as e:
             self.stop(str(e), now=False)  # what runs finishes and is kept; nothing more is read from the file
 
     async def _start_rollouts(self) -> None:
@@ -9699,14 +9699,14 @@ class Run:
                 return
 
     async def _score(self, outcome: Outcome) -> None:
-        messages = [training_message(m, self.line.keep_reasoning) for m in outcome.messages]
+        messages = [_training_message(m, self.line.keep_reasoning) for m in outcome.messages]
         try:
             outcome.score = await self.scorer.score(outcome.job.prompt.metadata, messages)
         except asyncio.CancelledError:  # the run stops at once: the paid rollout still gets settled
             outcome.end(Ending.STOPPED, "interrupted", "the run stopped while this rollout was being scored")
         except Exception as e:  # a bug of ours in scoring: the paid answer is never lost for a score
             where = traceback.extract_tb(e.__traceback__)[-1]
-            outcome.score = Score({}, 0.0, {"(scoring)": self.line.redact(
+            outcome.score = _Score({}, 0.0, {"(scoring)": self.line.redact(
                 f"internal error: {type(e).__name__}: {e} ({Path(where.filename).name}:{where.lineno}); please report it")[:300]})
 
     def settle(self, outcome: Outcome) -> _Destination:
@@ -9754,11 +9754,11 @@ class Run:
         except OutputError:
             pass  # the start of the next run drops it anyway: the rollout is settled in another file
 
-    def below_gate(self, score: Score | None) -> bool:
+    def below_gate(self, score: _Score | None) -> bool:
         return score is not None and self.gate.min_reward is not None and score.total < self.gate.min_reward
 
     def _record(self, outcome: Outcome) -> dict:
-        return build_line(outcome, self.line, line_tools(outcome.job.prompt, self.toolbox))
+        return build_line(outcome, self.line, _line_tools(outcome.job.prompt, self.toolbox))
 
     def _reject(self, outcome: Outcome) -> _Destination:
         try:
@@ -9800,9 +9800,9 @@ class Run:
             self.stop(f"{e}. This run stopped; {OutputError.WHAT_TO_DO}.")
         self.tools_down_in_a_row = self.tools_down_in_a_row + 1 if outcome.label == "tool unavailable" else 0
         if self.tools_down_in_a_row >= _TOOLS_DOWN_AFTER:
-            self.stop(f"{plural(self.tools_down_in_a_row, 'rollout')} in a row failed because a tool was "
+            self.stop(f"{_plural(self.tools_down_in_a_row, 'rollout')} in a row failed because a tool was "
                       f"unavailable ({outcome.detail}). Fix what the tool needs, then re-run the same command.")
-        if (outcome.ending is Ending.FAILED and self.stats.failed >= FAILED_BEFORE_ANY_ANSWER
+        if (outcome.ending is Ending.FAILED and self.stats.failed >= _FAILED_BEFORE_ANY_ANSWER
                 and not self.client.answered_once):
             self.stop(f"the first {self.stats.failed} prompts all failed and the teacher has not answered once "
                       f"(last: {outcome.detail}). Check --model, --base-url and the options, then re-run.")
@@ -9835,10 +9835,10 @@ class Run:
         plan = self.plan
         done = f" ({plan.finished_before} of {plan.total} already done)" if plan.finished_before else ""
         if self.batches is not None:
-            return (f"Running {plural(plan.pending, 'rollout')}{done} with {self.model} through the Batch API at "
-                    f"{display_url(self.batches.url)}, a turn of every rollout in progress a batch (up to "
+            return (f"Running {_plural(plan.pending, 'rollout')}{done} with {self.model} through the Batch API at "
+                    f"{_display_url(self.batches.url)}, a turn of every rollout in progress a batch (up to "
                     f"{self.batches.most_requests} requests); writing {self.files.output}.")
-        return (f"Running {plural(plan.pending, 'rollout')}{done} with {self.model} at {self.client.display_url}, up to "
+        return (f"Running {_plural(plan.pending, 'rollout')}{done} with {self.model} at {self.client.display_url}, up to "
                 f"{self.concurrency} requests in flight; writing {self.files.output}.")
 
     def _install_signal_handlers(self) -> None:
@@ -9857,7 +9857,7 @@ class Run:
         going = len(self.tasks)
         self.progress.log(f"Stopping: no new requests; the answers in flight are waited for (up to "
                           f"{self.stop_timeout:g} s, --stop-timeout) and kept, and a rollout they do not finish "
-                          f"pauses, to go on next run ({plural(going, 'rollout')} in progress; press Ctrl-C again to "
+                          f"pauses, to go on next run ({_plural(going, 'rollout')} in progress; press Ctrl-C again to "
                           "quit now).")
         self.stop(None, now=False)
         self._give_up_timer = asyncio.get_running_loop().call_later(self.stop_timeout, self._look_then_give_up)
@@ -9865,7 +9865,7 @@ class Run:
     def _look_then_give_up(self) -> None:
         """The stop's bound is a timer like an answer's (Deadline): due, it first lets what already arrived be
         read (a process suspended past it wakes with answers whole in its buffers, unread)."""
-        self._give_up_timer = asyncio.get_running_loop().call_later(LOOK_AGAIN, self._give_up)
+        self._give_up_timer = asyncio.get_running_loop().call_later(_LOOK_AGAIN, self._give_up)
 
     def _give_up(self) -> None:
         """The bound on a stop: a cluster kills the process 30 s after SIGTERM (SLURM's KillWait, a pod's grace
@@ -9874,7 +9874,7 @@ class Run:
         turn, and the summary names it: paid again next run)."""
         if self.tasks:
             self.progress.log(f"Gave up waiting after {self.stop_timeout:g} s (--stop-timeout): "
-                              f"{plural(len(self.tasks), 'rollout')} still in progress "
+                              f"{_plural(len(self.tasks), 'rollout')} still in progress "
                               f"{'stops' if len(self.tasks) == 1 else 'stop'} now (the summary names any answer "
                               "given up, which is paid again next run).")
             self.stop(None, now=True)
@@ -9904,13 +9904,13 @@ class Run:
 # The command: --dry-run, the run's assembly, its products, signals and exit codes.
 
 
-def _print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: OutputScan) -> None:
+def _print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: _OutputScan) -> None:
     """--dry-run, where the run would be assembled (so it takes the whole Config, as main does): what the
     run would send first, and the work to do."""
     first = next(plan.pending_jobs(cfg.prompts), None)
     # As it would be sent, but for secrets: key-like fields of --extra-body as ***, however short, and every
     # secret the program was handed out of the rest (a key given in the provider's own field, say)
-    body = request_body_template(dataclasses.replace(cfg.requests, extra_body=masked_key_like(cfg.requests.extra_body)),
+    body = _request_body_template(dataclasses.replace(cfg.requests, extra_body=_masked_key_like(cfg.requests.extra_body)),
                                  toolbox)
     cache = cache_plan(cfg.requests, cfg.teacher.base_url, cfg.teacher.batch)
     if first is not None:
@@ -9918,7 +9918,7 @@ def _print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Outpu
     body = cfg.line.redact(body)
     key = cfg.teacher.secret.key or ""
     masked = f"{key[:8]}...{key[-4:]}" if len(key) > 16 else "***" if key else "(none)"
-    print(f"POST {display_url(cfg.teacher.base_url)}/chat/completions")
+    print(f"POST {_display_url(cfg.teacher.base_url)}/chat/completions")
     if "@" in urlparse(cfg.teacher.base_url).netloc:
         print("Authorization: Basic *** (the user information of --base-url"
               + ("; OPENROUTER_API_KEY is not sent)" if key else ")"))
@@ -9929,10 +9929,10 @@ def _print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Outpu
            "message of each request" if cache.enabled else "")
     print(f"Prompt caching: {cache.why}{how}.", file=sys.stderr)
     if cfg.teacher.batch:
-        first, *fallback = batch_endpoints(cfg.teacher.base_url)
-        print(f"Batch: every request goes to {display_url(first)}"
-              + (f" (or, if it has none, {display_url(fallback[0])})" if fallback else "")
-              + f" in batches of up to {_batch_size(cfg)} requests and {BATCH_MOST_BYTES / 1e6:.0f} MB, looked at "
+        first, *fallback = _batch_endpoints(cfg.teacher.base_url)
+        print(f"Batch: every request goes to {_display_url(first)}"
+              + (f" (or, if it has none, {_display_url(fallback[0])})" if fallback else "")
+              + f" in batches of up to {_batch_size(cfg)} requests and {_BATCH_MOST_BYTES / 1e6:.0f} MB, looked at "
               f"every {cfg.teacher.batch_poll:g} s; a rollout advances one turn a batch, so the run takes its turns "
               "times a batch's time (minutes to hours, up to 24 h a turn)."
               + (" Under --max-cost, each batch is sized so that, at the model's listed price (or, with none listed, "
@@ -9951,11 +9951,11 @@ def _print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: Outpu
     set_aside = [b for b in scan.bad if b.quarantine]
     if set_aside:
         print(f"{cfg.files.output}:{set_aside[0].line_no}: {set_aside[0].reason}; a real run moves "
-              f"{plural(len(set_aside), 'such line')} to {cfg.files.quarantine.name}.", file=sys.stderr)
+              f"{_plural(len(set_aside), 'such line')} to {cfg.files.quarantine.name}.", file=sys.stderr)
     for line in plan.hygiene.describe(plan.dropped_ids, f"a run lists them in {cfg.files.dropped}") if plan.hygiene else ():
         print(cfg.line.redact(line), file=sys.stderr)
     if plan.ran_listed:
-        print(f"{cfg.files.dropped} lists {plural(len(plan.ran_listed), 'prompt')} of this run as dropped: without "
+        print(f"{cfg.files.dropped} lists {_plural(len(plan.ran_listed), 'prompt')} of this run as dropped: without "
               "--dedup or --decontaminate, a run runs them and takes them off that list.", file=sys.stderr)
     print(f"Dry run: {plan.total - plan.finished_before} rollouts to run, {plan.in_output_before} already in "
           f"{cfg.files.output}" + (f", {plan.rejected_before} finished as rejected" if plan.rejected_before else "")
@@ -9996,7 +9996,7 @@ def _stop_signals_interrupting() -> Iterator[None]:
                 signal.signal(sig, handler)
 
 
-def ensure_open_files(concurrency: int, tool_concurrency: int) -> None:
+def _ensure_open_files(concurrency: int, tool_concurrency: int) -> None:
     """Every connection is a file descriptor: raise the soft limit when -c needs it, or say what to do
     (instead of a wall of "Too many open files" mid-run)."""
     needed = concurrency + tool_concurrency + _FILES_BESIDES
@@ -10033,8 +10033,8 @@ def _run_command(argv: list[str] | None) -> int:
     try:
         cfg = parse_config(argv)
         redact = cfg.teacher.secret.redact
-        check_tls_settings(cfg.teacher.base_url)
-        ensure_open_files(cfg.teacher.concurrency, cfg.tools.concurrency)
+        _check_tls_settings(cfg.teacher.base_url)
+        _ensure_open_files(cfg.teacher.concurrency, cfg.tools.concurrency)
         toolbox = None
         if cfg.tools.file is not None or cfg.tools.mcp:
             tools, closer = load_tools(cfg.tools.file) if cfg.tools.file is not None else ([], None)
@@ -10042,27 +10042,27 @@ def _run_command(argv: list[str] | None) -> int:
         if cfg.no_run and not cfg.files.output.is_file():
             raise UsageError(f"{cfg.files.output} does not exist: nothing to export or report. Run without --no-run "
                              "first (or point -o at the output).")
-        scorer = (RewardScorer(load_rewards(cfg.gate.rewards), cfg.gate.reward_timeout, cfg.teacher.secret.redact)
+        scorer = (RewardScorer(_load_rewards(cfg.gate.rewards), cfg.gate.reward_timeout, cfg.teacher.secret.redact)
                   if cfg.gate.rewards else None)
         output = OutputFile(cfg.files.output)
         if not cfg.dry_run:
             output.lock()  # before reading it: a second run must never plan from a file the first is writing
         if cfg.rescore:
-            return _run_event_loop(rescore(cfg.files, cfg.gate.min_reward, scorer, output))
+            return _run_event_loop(_rescore(cfg.files, cfg.gate.min_reward, scorer, output))
         hygienic = cfg.hygiene.active and not cfg.no_run  # --no-run: the dropped prompts as the last run left them
         scan, rejected = output.scan(prompt_ids=hygienic), RejectedFile(cfg.files.rejected)
         tries = rejected.tries()
-        listed = DroppedList() if hygienic else _read_dropped(cfg.files)
-        hygiene = prompt_hygiene(  # --dedup, --decontaminate: never a prompt paid for
-            cfg.prompts, cfg.hygiene, PaidFor(scan.prompt_ids or frozenset(), rejected.prompt_ids,
+        listed = _DroppedList() if hygienic else _dropped_list_of(cfg.files)
+        hygiene = _prompt_hygiene(  # --dedup, --decontaminate: never a prompt paid for
+            cfg.prompts, cfg.hygiene, _PaidFor(scan.prompt_ids or frozenset(), rejected.prompt_ids,
                                               PausedFile.prompts_with_turns(cfg.files.paused)),
             lambda message: _said(redact(message))) if hygienic else None
-        plan = make_plan(cfg.prompts, cfg.gate.attempts, scan.done, tries,
+        plan = _make_plan(cfg.prompts, cfg.gate.attempts, scan.done, tries,
                          hygiene.dropped if hygiene else listed.dropped if cfg.no_run else (), hygiene,
                          listed=() if hygienic or cfg.no_run else listed.dropped)
         if cfg.no_run:  # the files as they are: nothing repaired, run or sent
             ran = True
-            remove_stale_temporaries(cfg.files.output)  # an export's, a kill -9 left (its process gone)
+            _remove_stale_temporaries(cfg.files.output)  # an export's, a kill -9 left (its process gone)
             return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending,
                                              cfg.line.redact, cfg.hygiene, listed)
         if cfg.dry_run:
@@ -10076,7 +10076,7 @@ def _run_command(argv: list[str] | None) -> int:
             for note in output.repair(scan):
                 print(note, file=sys.stderr)
             rejected.cut_torn_end()
-            remove_stale_temporaries(cfg.files.output)
+            _remove_stale_temporaries(cfg.files.output)
             _write_dropped(cfg.files, plan, listed, cfg.line.redact)
             for note in _scheduler_notes(cfg.scheduler):
                 print(note, file=sys.stderr)
@@ -10087,7 +10087,7 @@ def _run_command(argv: list[str] | None) -> int:
             repaired()
             ran = True
             index, shards = cfg.prompts.shard
-            among = plural(plan.prompts_in_file, "prompt")
+            among = _plural(plan.prompts_in_file, "prompt")
             why = (f"more shards than prompts: {among} among {shards} shards" if shards > plan.prompts_in_file else
                    f"prompts go to shards by a hash of their ids, not in turn, so {among} among {shards} shards "
                    "leave some with none")
@@ -10108,9 +10108,9 @@ def _run_command(argv: list[str] | None) -> int:
             return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending,
                                              cfg.line.redact, cfg.hygiene)
         if cfg.teacher.secret.key and not cfg.teacher.sends_key:
-            print(f"Note: {display_url(cfg.teacher.base_url)} carries a user name or password: requests authenticate "
+            print(f"Note: {_display_url(cfg.teacher.base_url)} carries a user name or password: requests authenticate "
                   "with it, and OPENROUTER_API_KEY is not sent to it.", file=sys.stderr)
-        licence = _check_licence(cfg) if cfg.requests.distillable or is_openrouter(cfg.teacher.base_url) else None
+        licence = _check_licence(cfg) if cfg.requests.distillable or _is_openrouter(cfg.teacher.base_url) else None
 
         def started() -> None:  # the MCP servers are open and every tool is known: the run goes ahead
             repaired()
@@ -10138,7 +10138,7 @@ def _run_command(argv: list[str] | None) -> int:
             output.release()
 
 
-def _scheduler_notes(scheduler: SchedulerShard | None) -> list[str]:
+def _scheduler_notes(scheduler: _SchedulerShard | None) -> list[str]:
     """--shard auto: how the shard was found, when that needs saying, and the array's shape noted for its
     tasks submitted again alone (the first task to start writes it)."""
     if scheduler is None:
@@ -10155,7 +10155,7 @@ def _check_licence(cfg: Config) -> bool | None:
     """Say once, at the start, whether the teacher's author allows distillation, where the models list can
     tell; with --distillable, a teacher the list says does not allow it stops here, before anything is sent."""
     model = cfg.requests.model
-    licence = teacher_licence(cfg.teacher, model)
+    licence = _teacher_licence(cfg.teacher, model)
     if licence is False and cfg.requests.distillable:
         raise UsageError(f"{model} is not on OpenRouter's list of models whose authors allow training on their "
                          "outputs, so with --distillable every request would be refused. Choose one of "
@@ -10177,7 +10177,7 @@ def _check_licence(cfg: Config) -> bool | None:
 def _run_record(cfg: Config, plan: Plan, toolbox: ToolBox | None, licence: bool | None) -> dict:
     """What the runs file keeps of this run for the dataset card: the settings that shape the data (those
     marked `recorded`), and what else the card says: the prompts file, the tools, the teacher's licence."""
-    settings = recorded_settings(cfg)
+    settings = _recorded_settings(cfg)
     return cfg.line.redact({
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "generator": {"sha256": _file_sha256(Path(__file__))[:16]},
@@ -10257,7 +10257,7 @@ class _SurvivingStream:
 
 async def _list_mcp_tools(toolbox: ToolBox, files: OutputPaths, redact: Callable[[str], str]) -> None:
     """--dry-run: the MCP servers' tools, listed and closed again; no log is left."""
-    with opening_mcp_servers(files, redact, keep=False):
+    with _opening_mcp_servers(files, redact, keep=False):
         try:
             await toolbox.open_mcp(files.mcp_log)
         finally:
@@ -10265,8 +10265,8 @@ async def _list_mcp_tools(toolbox: ToolBox, files: OutputPaths, redact: Callable
 
 
 def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], report: bool, toolbox: ToolBox | None, code: int,
-                   pending: int, scrub: Callable[[Any], Any], hygiene: HygieneSettings = HygieneSettings(),
-                   listed: DroppedList | None = None) -> int:
+                   pending: int, scrub: Callable[[Any], Any], hygiene: _HygieneSettings = _HygieneSettings(),
+                   listed: _DroppedList | None = None) -> int:
     """After a run that ended normally (all done, or some failed): the --export files and the --report
     page, made anew from the files. They are writers too: what they write goes through the one scrub.
     With --decontaminate, the answers are checked for benchmark items first, for the card and the report.
@@ -10275,19 +10275,19 @@ def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], repor
     done and written: its exports are made all the same)."""
     if code not in (EXIT_OK, EXIT_FAILED):
         return code
-    after_a_run, listed = listed is None, listed if listed is not None else _read_dropped(files)
+    after_a_run, listed = listed is None, listed if listed is not None else _dropped_list_of(files)
     for note in listed.odd[:5]:
         print(scrub(f"{note}: left out of the card and the report"), file=sys.stderr)
     quotes = _check_answers(files, hygiene, scrub, listed, after_a_run) if hygiene.benchmarks and (export or report) \
         else None
-    schemas = scrub(export_schemas(toolbox, files.mcp_tools)) if export else {}
+    schemas = scrub(_export_schemas(toolbox, files.mcp_tools)) if export else {}
     for fmt in export:
-        result = export_output(files, fmt, schemas, scrub)
-        print(scrub(report_export(result)), file=sys.stderr)
+        result = _export_output(files, fmt, schemas, scrub)
+        print(scrub(_report_export(result)), file=sys.stderr)
         if fmt == "hf":
             card = files.card
             try:
-                text, odd = dataset_card(files, result.path, schemas, RunsFile(files.runs).records(), quotes, listed)
+                text, odd = _dataset_card(files, result.path, schemas, RunsFile(files.runs).records(), quotes, listed)
                 with replaced_atomically(card, files.output) as f:
                     f.write(scrub(text).encode("utf-8"))
             except OSError as e:
@@ -10303,7 +10303,7 @@ def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], repor
         try:
             page, _ = distillation_report.render_report(files.output, files.failed, files.rejected, pending=pending,
                                                         reader=lambda file: map(scrub, dataset_records(file)),
-                                                        hygiene=hygiene_figures(listed, quotes))
+                                                        hygiene=_hygiene_figures(listed, quotes))
             with replaced_atomically(path, files.output) as f:
                 f.write(scrub(page).encode("utf-8"))
         except OSError as e:
@@ -10316,16 +10316,16 @@ def _said(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _read_dropped(files: OutputPaths) -> DroppedList:
+def _dropped_list_of(files: OutputPaths) -> _DroppedList:
     """The dropped-prompts file as it is (an empty list where there is none)."""
     try:
-        return read_dropped(((line_no, record) for line_no, (line, record) in
+        return _read_dropped(((line_no, record) for line_no, (line, record) in
                              enumerate(LineReader(files.dropped).records(), 1) if line.strip()), str(files.dropped))
     except OSError as e:
         raise UsageError(f"{files.dropped}: cannot read the dropped-prompts file: {e.strerror}") from None
 
 
-def _write_dropped(files: OutputPaths, plan: Plan, listed: DroppedList, scrub: Callable[[Any], Any]) -> None:
+def _write_dropped(files: OutputPaths, plan: Plan, listed: _DroppedList, scrub: Callable[[Any], Any]) -> None:
     """--dedup, --decontaminate: the dropped-prompts file, written whole by each run that goes ahead. A run with
     neither takes off the list the prompts it runs (the card must not call them dropped), and leaves the rest:
     a run of the first prompts (-n) runs none of them, and the list stays true."""
@@ -10338,7 +10338,7 @@ def _write_dropped(files: OutputPaths, plan: Plan, listed: DroppedList, scrub: C
         if not plan.ran_listed:
             return
         left = [record for record in listed.lines if record["prompt_id"] not in plan.ran_listed]
-        ran = plural(len(plan.ran_listed), "prompt")
+        ran = _plural(len(plan.ran_listed), "prompt")
         if any(record.get("dropped") for record in left):
             with replaced_atomically(files.dropped, files.output) as f:
                 for record in [{"hygiene": header} for header in listed.headers] + left:
@@ -10354,23 +10354,23 @@ def _write_dropped(files: OutputPaths, plan: Plan, listed: DroppedList, scrub: C
         raise OutputError(files.dropped, e) from None
 
 
-def _check_answers(files: OutputPaths, hygiene: HygieneSettings, scrub: Callable[[Any], Any], listed: DroppedList,
-                   after_a_run: bool) -> AnswerQuotes:
+def _check_answers(files: OutputPaths, hygiene: _HygieneSettings, scrub: Callable[[Any], Any], listed: _DroppedList,
+                   after_a_run: bool) -> _AnswerQuotes:
     """--decontaminate at --export and --report: the output's answers quoting a benchmark item, listed beside
     it (flagged, not removed: the lines are paid for, and whether they go is the user's call). The benchmark
     files are read as they are now: one that changed since the prompts were checked is said; one that can no
     longer be used, after a run, skips the check with a note (before a --no-run writes anything: exit 2)."""
-    print(scrub(f"Benchmark check of the answers: indexing {', '.join(safe_text(str(p)) for p in hygiene.benchmarks)} "
+    print(scrub(f"Benchmark check of the answers: indexing {', '.join(_safe_text(str(p)) for p in hygiene.benchmarks)} "
                 f"and reading {files.output}..."), file=sys.stderr, flush=True)
     try:
-        quotes = answers_quoting(dataset_records(files.output), hygiene)
+        quotes = _answers_quoting(dataset_records(files.output), hygiene)
     except UsageError as e:
         if not after_a_run:
             raise
         print(scrub(f"Benchmark check of the answers: not made: {e} The run's files are complete; the exports "
                     "and the report are made without it (make them again with --no-run once the file is fixed)."),
               file=sys.stderr)
-        return AnswerQuotes({}, skipped=str(e))
+        return _AnswerQuotes({}, skipped=str(e))
     for changed in quotes.changed_since(listed.headers):
         print(scrub(f"Benchmark check of the answers: {changed}"), file=sys.stderr)
     try:
@@ -10380,7 +10380,7 @@ def _check_answers(files: OutputPaths, hygiene: HygieneSettings, scrub: Callable
     except OSError as e:
         raise OutputError(files.quoting, e) from None
     first = f" (the first: line {quotes.flagged[0]['line']})" if quotes.flagged else ""
-    print(f"Benchmark check of the answers: {len(quotes.flagged)} of {plural(quotes.lines, 'line')} of {files.output} "
+    print(f"Benchmark check of the answers: {len(quotes.flagged)} of {_plural(quotes.lines, 'line')} of {files.output} "
           f"quote a benchmark item{first}; listed in {files.quoting} (flagged, not removed).", file=sys.stderr)
     return quotes
 

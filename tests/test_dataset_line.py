@@ -51,7 +51,7 @@ def test_a_built_line_starts_as_every_line_of_ours_and_names_only_known_keys():
                           gdd.Usage(), 1, "stop")
     record = gdd.build_line(outcome, gdd.LineFormat("teacher/m", True, False, str), [])
     encoded = gdd.encode_line(record)
-    assert encoded.startswith(gdd.OUR_PREFIXES[0]) and gdd.RolloutKey.of_line(gdd.parse_line(encoded)) == ("p1", 0, 1)
+    assert encoded.startswith(gdd._OUR_PREFIXES[0]) and gdd.RolloutKey.of_line(gdd.parse_line(encoded)) == ("p1", 0, 1)
     assert set(record["metadata"]) - {"domain"} <= gdd.OUR_METADATA_KEYS
     assert {"prompt_id", "sample", "teacher", "turns", "usage", "attempt", "reward", "incomplete"} <= \
         gdd.OUR_METADATA_KEYS
@@ -64,7 +64,7 @@ def test_a_failed_entry_keys_by_its_own_fields():
 
 def test_the_reader_drops_a_bom_and_keeps_an_unterminated_last_line_apart(tmp_path):
     path = tmp_path / "f.jsonl"
-    path.write_bytes(gdd.UTF8_BOM + b'{"a": 1}\n{"b": 2}\n{"c": 3')
+    path.write_bytes(gdd._UTF8_BOM + b'{"a": 1}\n{"b": 2}\n{"c": 3')
     reader = gdd.LineReader(path, chunk_size=5)
     records = [record for _, record in reader.records()]
     assert records == [{"a": 1}, {"b": 2}, None] and reader.bom and reader.unterminated == b'{"c": 3'
@@ -109,7 +109,7 @@ def test_a_rewrite_keeps_the_mode_of_the_file_it_replaces_and_is_private_while_w
 
 
 def test_each_rewrite_has_a_temporary_name_of_its_own_that_the_cleanup_still_knows(tmp_path):
-    names = {gdd.temporary_beside(tmp_path / "train.jsonl").name for _ in range(50)}
+    names = {gdd._temporary_beside(tmp_path / "train.jsonl").name for _ in range(50)}
     assert len(names) == 50  # PID 1 in every container: the random part keeps two rewrites apart
     name = next(iter(names))
     assert name.startswith(f".train.jsonl.{os.getpid()}-") and gdd._TEMPORARY_NAME.fullmatch(name)

@@ -524,7 +524,7 @@ JUDGED = [
      gdd.RunStopped, {"kind": "not TLS"}),
     ("400 context overflow", 400, error("This model's maximum context length is 4096 tokens",
                                         code="context_length_exceeded"), {}, gdd.PromptFailed,
-     {"kind": gdd.DOES_NOT_FIT, "status": 400}),
+     {"kind": gdd._DOES_NOT_FIT, "status": 400}),
     ("401", 401, error("User not found."), {}, gdd.RunStopped, {"kind": "key rejected"}),
     ("402", 402, error("Insufficient credits"), {}, gdd.RunStopped, {"kind": "out of credits"}),
     ("402 with Retry-After", 402, error("Insufficient credits"), {"Retry-After": "30"}, gdd.RetryableError,
@@ -541,7 +541,7 @@ JUDGED = [
     ("408", 408, error("timeout"), {}, gdd.RetryableError,
      {"kind": "HTTP 408", "rate_limited": False, "retry_after": None, "holds_everyone": True}),
     ("413 too long for the context", 413, error("prompt is too long: 300000 tokens > 200000 maximum"), {},
-     gdd.PromptFailed, {"kind": gdd.DOES_NOT_FIT, "status": 413}),
+     gdd.PromptFailed, {"kind": gdd._DOES_NOT_FIT, "status": 413}),
     ("413 too large otherwise", 413, error("payload too large"), {}, gdd.PromptFailed, {"kind": "HTTP 413"}),
     ("418 with Retry-After", 418, error("teapot"), {"Retry-After": "2"}, gdd.RetryableError,
      {"kind": "HTTP 418", "retry_after": 2.0}),
@@ -574,7 +574,7 @@ JUDGED = [
     ("availability retryable, Retry-After", 503, error("capacity", **availability("busy", True)), {"Retry-After": "4"},
      gdd.RetryableError, {"kind": "HTTP 503 busy", "retry_after": 4.0}),
     ("availability: does not fit", 404, error("no endpoint fits", **availability(
-        "constraint_filtered", False, constraint="context_length")), {}, gdd.PromptFailed, {"kind": gdd.DOES_NOT_FIT}),
+        "constraint_filtered", False, constraint="context_length")), {}, gdd.PromptFailed, {"kind": gdd._DOES_NOT_FIT}),
     ("availability: the model is gone", 400, error("not a valid model ID", **availability(
         "model_not_found", False, fallback_models=["a/b", "c/d"])), {}, gdd.RunStopped, {"kind": "model unavailable"}),
 ]
@@ -611,7 +611,7 @@ READ_FAILED = [  # an answer not read whole -> what it means
 
 @pytest.mark.parametrize("error, raised, kind, says", READ_FAILED, ids=[type(row[0]).__name__ for row in READ_FAILED])
 def test_what_an_answer_not_read_whole_means(error, raised, kind, says):
-    assert isinstance(error, gdd.READ_FAILURES)
+    assert isinstance(error, gdd._READ_FAILURES)
     judged = gdd.read_failure(error, stall_timeout=30, timeout=600)
     assert type(judged) is raised and judged.kind == kind and says in judged.detail
 

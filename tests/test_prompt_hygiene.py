@@ -387,7 +387,7 @@ def test_a_bad_benchmark_file_is_exit_2_before_anything_is_sent(run, teacher, wo
 def test_a_benchmark_file_over_the_size_limit_is_refused_unread(teacher, workdir):
     write_prompts(workdir, ["a question"])
     with open(workdir / "huge.jsonl", "wb") as f:  # sparse: a size, no disk
-        f.truncate(gdd.MAX_BENCHMARK_BYTES + 1)
+        f.truncate(gdd._MAX_BENCHMARK_BYTES + 1)
     result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
                         "--decontaminate", "huge.jsonl")
     assert result.code == 2 and "huge.jsonl: 1,073,741,825 bytes, over the 1,073,741,824 (1 GB) a benchmark file " \

@@ -359,7 +359,7 @@ def test_a_whole_second_retry_after_holds_only_the_refused_request(run, teacher,
 def test_which_waits_hold_every_request(status_code, headers, wait, holds):
     import httpx
 
-    assert gdd.wait_holds_everyone(status_code, wait, httpx.Headers(headers)) is holds
+    assert gdd._wait_holds_everyone(status_code, wait, httpx.Headers(headers)) is holds
 
 
 def test_an_exact_reset_time_holds_every_request(workdir):

@@ -672,10 +672,10 @@ def test_a_record_of_an_earlier_release_goes_on_only_where_its_hashes_still_tell
                             gdd.conversation_hash(prompt.messages))
     assert gdd._why_saved_turns_cannot_go_on(saved, prompt, identity) is None
     hotter = gdd.RequestIdentity.of({"model": "m", "temperature": 0.3, "max_tokens": 10})
-    assert gdd._why_saved_turns_cannot_go_on(saved, prompt, hotter) == gdd.SETTINGS_UNNAMED  # cannot say which
+    assert gdd._why_saved_turns_cannot_go_on(saved, prompt, hotter) == gdd._SETTINGS_UNNAMED  # cannot say which
     assert gdd._why_saved_turns_cannot_go_on(dataclasses.replace(saved, settings=identity.parts), prompt, hotter) is None
     ambiguous = dataclasses.replace(saved, prompt=gdd.conversation_hash(tricky.messages))
-    assert gdd._why_saved_turns_cannot_go_on(ambiguous, tricky, identity) == gdd.PROMPT_AMBIGUOUS
+    assert gdd._why_saved_turns_cannot_go_on(ambiguous, tricky, identity) == gdd._PROMPT_AMBIGUOUS
     assert gdd.conversation_hash(tricky.messages) == gdd.conversation_hash(
         [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])  # why: the old encoding collides
     assert gdd.content_hash(tricky.messages) != gdd.content_hash(
@@ -701,7 +701,7 @@ def test_a_prompt_edited_into_messages_its_old_text_spelled_never_goes_on_from_i
         teacher.stop()
     assert result.code == 0, result.err
     assert answers(teacher) - paid == (TURNS if edited else TURNS - 2)
-    assert (f"1 because {gdd.PROMPT_CHANGED}" in result.err) is edited
+    assert (f"1 because {gdd._PROMPT_CHANGED}" in result.err) is edited
     [line] = result.records()
     assert [m["content"] for m in line["messages"] if m["role"] == "user"] == [
         m["content"] for m in (new if edited else old)["messages"]]
@@ -780,7 +780,7 @@ def test_saved_turns_go_on_only_from_the_very_prompt_that_began_them(workdir, ed
     assert result.code == 0, result.err
     assert answers(teacher) - paid == TURNS  # the whole rollout again, from the new prompt
     assert "Started over: 1 paused rollout began again from their prompt" in result.err
-    assert f"1 because {gdd.PROMPT_CHANGED}" in result.err
+    assert f"1 because {gdd._PROMPT_CHANGED}" in result.err
     [line] = result.records("train.rejected.jsonl")[-1:] if gate else result.records()
     first = line["messages"][0]["content"]
     assert first == ("Be thorough." if edit == "system prompt" else "question 0, fixed")
@@ -884,7 +884,7 @@ def test_a_final_answer_stopped_while_it_was_scored_settles_next_run_without_a_r
     result = run_script(workdir, *args(teacher, "--rewards", "rewards.py"))
     assert result.code == 0, result.err
     if edited:
-        assert answers(teacher) == before + TURNS and f"1 because {gdd.PROMPT_CHANGED}" in result.err
+        assert answers(teacher) == before + TURNS and f"1 because {gdd._PROMPT_CHANGED}" in result.err
         [line] = result.records()
         assert line["messages"][-1]["content"] == "question 0, fixed: done after 5 tools"
         return
