@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-
 SAMPLE_SIZE = 2000  # conversations embedded in the page
 MAX_TEXT = 20000  # characters of one message kept in the page (the rest is cut, and says so)
 TOKEN_BINS = [0, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 200000, 500000]

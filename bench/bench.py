@@ -18,8 +18,8 @@ import os
 import random
 import subprocess
 import sys
-import threading
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
-import generate_distillation_data as gdd  # noqa: E402
 from fake_teacher import FakeTeacher, FixedWindow, Reply, TokenBucket, completion, jittered  # noqa: E402
+
+import generate_distillation_data as gdd  # noqa: E402
 
 TRIVIAL_TOOLS = '''
 from rnow.core.tool import tool

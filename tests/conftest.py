@@ -18,9 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))  # the loopback teacher and other servers
 
-import generate_distillation_data as gdd  # noqa: E402
-from fake_teacher import FakeTeacher  # noqa: E402
 import real_path  # noqa: E402
+from fake_teacher import FakeTeacher  # noqa: E402
+
+import generate_distillation_data as gdd  # noqa: E402
 
 SCRIPT = ROOT / "generate_distillation_data.py"
 

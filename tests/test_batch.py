@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCRIPT, read_jsonl, run_script, secrets_used, start_script, subprocess_env, wait_for, write_prompts
+from conftest import (
+    SCRIPT,
+    read_jsonl,
+    run_script,
+    secrets_used,
+    start_script,
+    subprocess_env,
+    wait_for,
+    write_prompts,
+)
 from fake_teacher import FakeTeacher, Reply, completion, status
 
 TURNS = 6

@@ -18,7 +18,6 @@ from fake_teacher import answer, call_tools
 
 import generate_distillation_data as gdd
 
-
 PAGE = (b"<html><head><title>Trial</title></head><body><h1>Study NCT01234567</h1>"
         b"<p>Intervention: pembrolizumab 200 mg every three weeks, in adults with melanoma.</p>"
         b"<div id='late'></div><script>document.getElementById('late').innerText = "

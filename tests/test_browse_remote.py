@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from conftest import wait_for
-from test_browse import Internal, site, tools_module
+from test_browse import Internal, site, tools_module  # noqa: F401  (fixtures, used by name as parameters)
 
 
 @pytest.fixture(scope="module")

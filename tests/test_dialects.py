@@ -12,7 +12,6 @@ from conftest import write_prompts
 from dialects import CASES, CONTEXT_OVERFLOW, SERVERS
 from fake_teacher import Reply, answer, call_tools, completion
 
-
 PROMPT = "What is 20 + 22?"
 
 

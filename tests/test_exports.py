@@ -14,7 +14,6 @@ from transformers.utils.chat_template_utils import render_jinja_template
 from conftest import read_jsonl, run_script, subprocess_env, write_prompts
 from fake_teacher import Reply, answer, call_tools, completion
 
-
 # Llama 3.1's way of writing a tool call and the tool definitions (the part of its template that matters):
 # arguments go through `tojson`, so JSON-string arguments come out double-encoded.
 LLAMA_LIKE_TEMPLATE = """
@@ -261,7 +260,8 @@ def served_by(provider: str, then):
 
 
 def card_of(workdir):
-    from huggingface_hub import DatasetCard  # reads the card as the Hub does; validate() would need the network
+    # reads the card as the Hub does; validate() would need the network
+    from huggingface_hub import DatasetCard
 
     path = workdir / "train.hf.README.md"
     return DatasetCard.load(path), path.read_text()

@@ -14,8 +14,17 @@ import threading
 import pytest
 
 import real_path
-from conftest import (FAILURES, Result, SCRIPT, launch, read_all_that_came, read_jsonl, stopped, subprocess_env,
-    write_prompts)
+from conftest import (
+    FAILURES,
+    SCRIPT,
+    Result,
+    launch,
+    read_all_that_came,
+    read_jsonl,
+    stopped,
+    subprocess_env,
+    write_prompts,
+)
 from fake_teacher import FakeTeacher, Reply, adjusted, answer, call_tools, completion, drip, drop, gzip_bomb
 
 

@@ -10,10 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, read_jsonl, run_script, secrets_used, start_script, subprocess_env, wait_for, write_prompts
+from conftest import (
+    ROOT,
+    read_jsonl,
+    run_script,
+    secrets_used,
+    start_script,
+    subprocess_env,
+    wait_for,
+    write_prompts,
+)
 from fake_teacher import FakeTeacher, answer, call_tools
 from real_path import free_port, listening
-
 
 pytestmark = pytest.mark.xdist_group("mcp")
 

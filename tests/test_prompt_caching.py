@@ -12,7 +12,6 @@ from fake_teacher import FakeTeacher, Reply, answer, call_tools, completion
 
 import generate_distillation_data as gdd
 
-
 PAGE_TOOLS = '''
 from rnow.core.tool import tool
 

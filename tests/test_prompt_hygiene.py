@@ -746,7 +746,7 @@ def test_a_benchmark_file_changed_during_a_run_is_a_note_at_export_not_exit_2(ru
     write_benchmark(workdir, BENCHMARK[:2])
     again = run("--decontaminate", "bench.jsonl", "--export", "hf", "--no-run", tools="none", subprocess=True)
     sha = hashlib.sha256((workdir / "bench.jsonl").read_bytes()).hexdigest()
-    assert again.code == 0 and f"bench.jsonl changed since the prompts were checked (sha256 " in again.err
+    assert again.code == 0 and "bench.jsonl changed since the prompts were checked (sha256 " in again.err
     assert f"{sha} now): the answers were checked against it as it is now." in again.err
     assert f"against `bench.jsonl` (sha256 `{sha}`)" in card_text(workdir)
     (workdir / "bench.jsonl").write_text("")

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import SMALL_TOOLS, run_script, subprocess_env, write_prompts
 from fake_teacher import FakeTeacher, Reply, call_tools, completion
-from gateway import LiteLLMGateway, MASTER_KEY, MODEL, litellm_binary
+from gateway import MASTER_KEY, MODEL, LiteLLMGateway, litellm_binary
 
 
 def one_tool_call(body: dict) -> Reply:

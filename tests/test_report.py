@@ -9,12 +9,12 @@ import re
 import shutil
 from pathlib import Path
 
-import distillation_report
 import pytest
 
 from conftest import ROOT, count_lines, read_jsonl, run_script, subprocess_env, write_prompts
 from fake_teacher import answer, call_tools, status
 
+import distillation_report
 import generate_distillation_data as gdd
 
 

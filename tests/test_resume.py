@@ -16,8 +16,17 @@ from collections import Counter
 
 import pytest
 
-from conftest import (SCRIPT, assert_no_traceback, count_lines, prompt_counts, read_jsonl, run_script,
-    start_script, wait_for, write_prompts)
+from conftest import (
+    SCRIPT,
+    assert_no_traceback,
+    count_lines,
+    prompt_counts,
+    read_jsonl,
+    run_script,
+    start_script,
+    wait_for,
+    write_prompts,
+)
 from fake_teacher import FakeTeacher, Reply, answer, call_tools, slow, status
 
 import generate_distillation_data as gdd

@@ -13,12 +13,19 @@ from typing import Any, Callable
 import pytest
 import rnow.core.reward  # noqa: F401  (imported for its side effect: the module is registered)
 
-from conftest import count_lines, read_jsonl, run_script, start_script, subprocess_env, wait_for, write_prompts
+from conftest import (
+    count_lines,
+    read_jsonl,
+    run_script,
+    start_script,
+    subprocess_env,
+    wait_for,
+    write_prompts,
+)
 from fake_teacher import answer, call_tools, slow
 from test_tools import without_rnow
 
 import generate_distillation_data as gdd
-
 
 rnow_reward = sys.modules["rnow.core.reward"]
 

@@ -11,7 +11,6 @@ import json
 from conftest import FAILURES, read_jsonl, run_script, secrets_used, subprocess_env, write_prompts
 from fake_teacher import FakeTeacher, Reply, answer, completion, status
 
-
 KEY = "sk-or-v1-" + "0123456789abcdef" * 4
 
 

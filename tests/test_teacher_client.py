@@ -10,7 +10,19 @@ import time
 import pytest
 
 from conftest import assert_no_traceback, prompt_counts, read_jsonl, run_script, subprocess_env, write_prompts
-from fake_teacher import MALFORMED_ANSWERS, FakeTeacher, Reply, answer, call_tools, completion, drop, error_body, raw, slow, status
+from fake_teacher import (
+    MALFORMED_ANSWERS,
+    FakeTeacher,
+    Reply,
+    answer,
+    call_tools,
+    completion,
+    drop,
+    error_body,
+    raw,
+    slow,
+    status,
+)
 
 
 def test_fatal_error_in_a_200_body_stops_the_run(run, teacher, workdir):

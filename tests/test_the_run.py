@@ -19,9 +19,33 @@ import time
 import orjson
 import pytest
 
-from conftest import (Result, SCRIPT, assert_no_traceback, count_lines, prompt_counts, read_all_that_came, read_jsonl,
-    run_script, start_script, stopped, subprocess_env, wait_for, write_prompts)
-from fake_teacher import FakeTeacher, MALFORMED_ANSWERS, Reply, adjusted, answer, call_tools, completion, raw, slow, status
+from conftest import (
+    SCRIPT,
+    Result,
+    assert_no_traceback,
+    count_lines,
+    prompt_counts,
+    read_all_that_came,
+    read_jsonl,
+    run_script,
+    start_script,
+    stopped,
+    subprocess_env,
+    wait_for,
+    write_prompts,
+)
+from fake_teacher import (
+    MALFORMED_ANSWERS,
+    FakeTeacher,
+    Reply,
+    adjusted,
+    answer,
+    call_tools,
+    completion,
+    raw,
+    slow,
+    status,
+)
 
 import generate_distillation_data as gdd
 

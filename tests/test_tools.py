@@ -11,11 +11,19 @@ from typing import Any, Callable, Literal, Optional, Union
 import pytest
 import rnow.core.tool  # noqa: F401  (imported for its side effect: the module is registered)
 
-from conftest import ROOT, Result, SCRIPT, assert_no_traceback, read_jsonl, run_script, subprocess_env, write_prompts
+from conftest import (
+    ROOT,
+    SCRIPT,
+    Result,
+    assert_no_traceback,
+    read_jsonl,
+    run_script,
+    subprocess_env,
+    write_prompts,
+)
 from fake_teacher import FakeTeacher, answer, call_tools
 
 import generate_distillation_data as gdd
-
 
 HOSTILE_TOOLS = '''
 import asyncio, sys, threading

@@ -20,11 +20,16 @@ import os
 import sys
 import time
 
-from pydantic import BaseModel
-
 from mcp.server.mcpserver import MCPServer
-from mcp.types import (AudioContent, CallToolResult, EmbeddedResource, ImageContent, ResourceLink,
-                       TextResourceContents)
+from mcp.types import (
+    AudioContent,
+    CallToolResult,
+    EmbeddedResource,
+    ImageContent,
+    ResourceLink,
+    TextResourceContents,
+)
+from pydantic import BaseModel
 
 prefix = os.environ.get("PREFIX", "")
 if os.path.exists("mcp-dead"):  # `die` was called with for_good: this server never starts again
