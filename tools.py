@@ -41,7 +41,8 @@ from rnow.core.tool import tool
 
 # Crawl4AI reads these when it is imported: keep its files out of the user's home (and out of the
 # project folder that `rnow run` uploads), and keep its banner off the progress bar.
-os.environ.setdefault("CRAWL4_AI_BASE_DIRECTORY", str(Path(tempfile.gettempdir()) / f"crawl4ai-{os.getuid()}"))
+os.environ.setdefault("CRAWL4_AI_BASE_DIRECTORY",
+                      str(Path(tempfile.gettempdir()) / f"crawl4ai-{os.getuid()}"))
 os.environ.setdefault("CRAWL4AI_NO_CLOUD_NOTICE", "1")
 
 
@@ -357,9 +358,9 @@ def find_browser(system_browsers: tuple[str, ...] = SYSTEM_BROWSERS) -> str | No
     for path in candidates:
         if path and os.path.isfile(path) and os.access(path, os.X_OK):
             return path
-    raise BrowserUnavailable("browse needs Chromium and none was found. Install one: "
-                             "`sudo apt-get install -y chromium` (Debian/Ubuntu) or `playwright install chromium`, "
-                             "or set CHROME_PATH to a Chrome/Chromium binary.")
+    raise BrowserUnavailable("browse needs Chromium and none was found. Install one: `sudo apt-get install "
+                             "-y chromium` (Debian/Ubuntu) or `playwright install chromium`, or set "
+                             "CHROME_PATH to a Chrome/Chromium binary.")
 
 
 def playwright_chromium_installed() -> bool:
@@ -415,8 +416,8 @@ async def checked_address(host: str, port: int) -> tuple[ipaddress._BaseAddress 
         return None, f"could not resolve host {host!r}"
     for address in addresses:
         if not is_public(address) and not is_allowed(host, address):
-            return None, (f"{host} resolves to {address}, a private/internal address; browse only opens public "
-                          "sites (set BROWSE_ALLOW_PRIVATE to allow it)")
+            return None, (f"{host} resolves to {address}, a private/internal address; browse only opens "
+                          "public sites (set BROWSE_ALLOW_PRIVATE to allow it)")
     return addresses[0], None
 
 
@@ -504,8 +505,8 @@ class GuardProxy:
         request_line, *header_lines = head.decode("latin-1").split("\r\n")
         method, target, version = request_line.split(" ", 2)
         if self._authorization and not self._authorized(header_lines):
-            writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"browse\""
-                         b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic "
+                         b"realm=\"browse\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             return await writer.drain()
         if method == "CONNECT":
             host, _, port = target.rpartition(":")
@@ -519,7 +520,8 @@ class GuardProxy:
             headers = [line for line in header_lines if line and line.split(":", 1)[0].strip().lower()
                        not in ("connection", "proxy-connection", "keep-alive", "proxy-authorization")]
             # One request per connection: the next request may be for another host, checked anew.
-            first_bytes = "\r\n".join([f"{method} {path} {version}", *headers, "Connection: close", "", ""]).encode(
+            first_bytes = "\r\n".join([f"{method} {path} {version}", *headers, "Connection: close", "",
+                                       ""]).encode(
                 "latin-1")
         address, problem = await checked_address(host, port)
         if problem:
@@ -548,8 +550,8 @@ class GuardProxy:
     async def _refuse(writer: asyncio.StreamWriter, status: int, why: str, refused: bool = True) -> None:
         body = f"<html><body><p>{REFUSED}: {html.escape(why)}</p></body></html>".encode()
         marker = f"{GUARD_HEADER}: {why}\r\n".encode("latin-1", "replace") if refused else b""
-        writer.write(f"HTTP/1.1 {status} Refused\r\nContent-Type: text/html\r\nContent-Length: {len(body)}\r\n"
-                     f"Connection: close\r\n".encode() + marker + b"\r\n" + body)
+        writer.write(f"HTTP/1.1 {status} Refused\r\nContent-Type: text/html\r\nContent-Length: "
+                     f"{len(body)}\r\nConnection: close\r\n".encode() + marker + b"\r\n" + body)
         await writer.drain()
 
 

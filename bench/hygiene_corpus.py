@@ -17,14 +17,16 @@ Lengths: lognormal around 50 words (5..200). Sentences of 5-15 words, capitalise
 
 Planted in the prompts (every planted group's original comes first in file order):
   near      near-copy groups: an original (20-120 words) and 1-4 copies, each with 1-3 word edits
-            (substitute, insert 1-2 words, delete, swap/move a word locally) plus case/punctuation/space noise.
+            (substitute, insert 1-2 words, delete, swap/move a word locally) plus case/punctuation/space
+noise.
             Truth: every copy must be dropped (it is near the kept original).
   exact     exact-after-normalising copies: only case, punctuation and whitespace changed.
   siblings  topic siblings (NOT duplicates): 3 prompts sharing a 12-20-word instruction and a topic, each
             with its own 25-45-word body from the topic vocabulary.
   slots     short one-slot variants (NOT duplicates, the hard case): 3 prompts of 10-18 words from one
             template differing in 1 slot word ("What is the capital of France?" / "... of Peru?").
-  templated long-template variants (NOT duplicates, the hardest case for any shingle size): 3 prompts sharing a
+  templated long-template variants (NOT duplicates, the hardest case for any shingle size): 3 prompts sharing
+a
             30-60-word template, each ending in its own 5-15-word question.
   contaminated  prompts containing a benchmark item's text: a 13-40-word span of a long item (70%), a whole
             8-12-word item (20%), or being exactly a 3-7-word item (10%); case/punctuation changed.
@@ -48,7 +50,8 @@ against go came right used take three part place put thing think help every""".s
 assert len(FUNCTION_WORDS) >= 150, len(FUNCTION_WORDS)
 FUNCTION_WORDS = FUNCTION_WORDS[:150]
 
-ONSETS = ["", "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z", "br", "cl",
+ONSETS = ["", "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z", "br",
+          "cl",
           "dr", "fl", "gr", "pl", "pr", "sh", "st", "th", "tr", "ch", "sp", "sl", "qu", "cr", "bl"]
 VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "ou", "io", "y", "ee", "oa"]
 CODAS = ["", "", "", "n", "r", "s", "t", "l", "m", "nd", "st", "ng", "ck", "x", "rd", "th"]
@@ -56,11 +59,16 @@ CODAS = ["", "", "", "n", "r", "s", "t", "l", "m", "nd", "st", "ng", "ck", "x", 
 N_TOPICS = 500
 TOPIC_VOCAB = 300
 BOILERPLATES = [
-    "The following is a multiple choice question about {}. Choose the single best answer from the options given below.",
-    "Read the passage carefully and answer the question that follows it, using only the information in the passage about {}.",
-    "You are given a question from an exam on {}. Think step by step and then write the final answer on the last line.",
-    "Below is a grade school math word problem about {}. Solve it and give the final numeric answer after the words The answer is.",
-    "Answer the following trivia question about {} with a short phrase, without any explanation or additional commentary at all.",
+    "The following is a multiple choice question about {}. Choose the single best answer from the options "
+    "given below.",
+    "Read the passage carefully and answer the question that follows it, using only the information in the "
+    "passage about {}.",
+    "You are given a question from an exam on {}. Think step by step and then write the final answer on the "
+    "last line.",
+    "Below is a grade school math word problem about {}. Solve it and give the final numeric answer after "
+    "the words The answer is.",
+    "Answer the following trivia question about {} with a short phrase, without any explanation or "
+    "additional commentary at all.",
 ]
 
 
@@ -69,7 +77,8 @@ def make_vocab(rng, size=30000):
     words = list(FUNCTION_WORDS)
     while len(words) < size + len(FUNCTION_WORDS):
         nsyl = int(rng.choice([1, 2, 2, 3, 3, 3, 4]))
-        w = "".join(ONSETS[rng.integers(len(ONSETS))] + VOWELS[rng.integers(len(VOWELS))] for _ in range(nsyl))
+        w = "".join(ONSETS[rng.integers(len(ONSETS))]
+                    + VOWELS[rng.integers(len(VOWELS))] for _ in range(nsyl))
         w += CODAS[rng.integers(len(CODAS))]
         if len(w) >= 2 and w not in seen:
             seen.add(w)
@@ -88,7 +97,8 @@ class Text:
         p = 1.0 / np.arange(1, v + 1) ** 1.05
         self.cdf = np.cumsum(p / p.sum())
         # topic vocabularies: content words (not function words), each topic 300 words, Zipf inside
-        self.topics = np.stack([rng.choice(np.arange(150, v), TOPIC_VOCAB, replace=False) for _ in range(N_TOPICS)])
+        self.topics = np.stack([rng.choice(np.arange(150, v), TOPIC_VOCAB,
+                                           replace=False) for _ in range(N_TOPICS)])
         tp = 1.0 / np.arange(1, TOPIC_VOCAB + 1) ** 0.8
         self.tcdf = np.cumsum(tp / tp.sum())
         self.prefixes = [self.words(int(rng.integers(6, 17))) for _ in range(300)]
@@ -101,7 +111,8 @@ class Text:
             m = self.rng.random(n) < 0.3
             k = int(m.sum())
             if k:
-                ids[m] = self.topics[topic][np.minimum(np.searchsorted(self.tcdf, self.rng.random(k)), TOPIC_VOCAB - 1)]
+                ids[m] = self.topics[topic][np.minimum(np.searchsorted(self.tcdf, self.rng.random(k)),
+                                                       TOPIC_VOCAB - 1)]
         return ids
 
     def words(self, n, topic=None):
@@ -356,7 +367,8 @@ def main():
     line_of = np.empty(n, dtype=np.int64)
     line_of[order] = np.arange(n)
     # planted slots start at n_bg in the concatenation
-    truth = {"n": n, "seed": a.seed, "near": [], "exact": [], "siblings": [], "slots": [], "templated": [], "contaminated": [],
+    truth = {"n": n, "seed": a.seed, "near": [], "exact": [], "siblings": [], "slots": [], "templated": [],
+             "contaminated": [],
              "clean": []}
     planted_texts = {}
     pos = n_bg
@@ -395,7 +407,8 @@ def main():
     truth["counts"] = {k: len(v) for k, v in truth.items() if isinstance(v, list)}
     truth["counts"]["near_copies"] = sum(len(g["lines"]) - 1 for g in truth["near"])
     truth["counts"]["items"] = len(items)
-    truth["counts"]["item_kinds"] = {k: int((kinds_arr == k).sum()) for k in ("long", "boiler", "short", "tiny")}
+    truth["counts"]["item_kinds"] = {k: int((kinds_arr == k).sum()) for k in ("long", "boiler", "short",
+                                                                              "tiny")}
     with open(os.path.join(a.out, "truth.json"), "w") as f:
         json.dump(truth, f)
     print(json.dumps(truth["counts"]), f"{time.time() - t0:.1f}s")

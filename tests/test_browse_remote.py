@@ -49,7 +49,8 @@ def remote_browse(tools_module, browser_service):  # noqa: F811
     mp.undo()
 
 
-def test_remote_browser_reads_pages_and_no_local_browser_starts(remote_browse, site, tools_module):  # noqa: F811
+# noqa: F811
+def test_remote_browser_reads_pages_and_no_local_browser_starts(remote_browse, site, tools_module):
     text = remote_browse(f"{site}/page")
     assert text.startswith(f"URL: {site}/page\nStatus: 200")
     assert "pembrolizumab 200 mg" in text and "Rendered by JavaScript: enrolment complete" in text
@@ -61,14 +62,17 @@ def test_remote_browser_slow_page_times_out(remote_browse, site):  # noqa: F811
     assert remote_browse(f"{site}/slow") == f"Error: {site}/slow did not load within 3 s."
 
 
-@pytest.mark.parametrize("path", ["/redirect-internal-service", "/iframe", "/fetch", "/popup", "/script-navigation"])
-def test_guard_applies_to_every_request_of_the_remote_browser(remote_browse, site, tools_module, path):  # noqa: F811
+@pytest.mark.parametrize("path", ["/redirect-internal-service", "/iframe", "/fetch", "/popup",
+                                  "/script-navigation"])
+# noqa: F811
+def test_guard_applies_to_every_request_of_the_remote_browser(remote_browse, site, tools_module, path):
     Internal.hits.clear()
     text = remote_browse(f"{site}{path}")
     assert "SECRET" not in text
     if path in ("/redirect-internal-service", "/script-navigation"):
         assert text.startswith(f"Error: {site}{path} led to an address browse does not open"), text
-    wait_for(lambda: "127.0.0.2" in tools_module._remote._proxy.refused, timeout=10, what="the guard to refuse")
+    wait_for(lambda: "127.0.0.2" in tools_module._remote._proxy.refused, timeout=10,
+             what="the guard to refuse")
     assert Internal.hits == []
 
 
@@ -114,7 +118,8 @@ def start_service(port: int, profile) -> subprocess.Popen:
     raise AssertionError("Chromium did not open its DevTools port")
 
 
-def test_a_browser_service_that_restarts_is_reconnected_to(tools_module, site, tmp_path, monkeypatch):  # noqa: F811
+# noqa: F811
+def test_a_browser_service_that_restarts_is_reconnected_to(tools_module, site, tmp_path, monkeypatch):
     """The service's Chromium dies (a crash, a restart of the service): the next call connects again."""
     import socket
 

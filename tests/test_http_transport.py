@@ -1,5 +1,5 @@
-"""HTTP transport: TLS and proxies (nginx in the path), connections kept alive and lost, decoding and the size cap,
-streams (server-sent events) cut, stalled or hostile, slow and dripping teachers."""
+"""HTTP transport: TLS and proxies (nginx in the path), connections kept alive and lost, decoding and the size
+cap, streams (server-sent events) cut, stalled or hostile, slow and dripping teachers."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ def test_through_nginx_with_tls_gzip_and_short_keepalive_every_prompt_is_written
     write_prompts(workdir, prompts)
     result = real.run_as_users_do(workdir, "prompts.jsonl", "--tools", "none", "-c", "8")
     assert result.code == 0, result.err
-    assert sorted(r["messages"][-1]["content"] for r in result.records()) == sorted(f"Answer to: {p}" for p in prompts)
+    assert sorted(r["messages"][-1]["content"] for r in result.records()) == sorted(f"Answer to: {p}"
+                                                                                    for p in prompts)
     assert "gzip" in real.teacher.headers[-1].get("accept-encoding", "")  # as nginx passed it on
 
 
@@ -139,8 +140,10 @@ def test_a_compression_bomb_costs_the_cap_not_the_machines_memory(workdir, teach
     teacher.script("Bomb", lambda body: Reply(body=bomb, encoding="identity",
                                                headers={"Content-Encoding": "gzip"}))
     with open(workdir / "err.log", "w") as err:
-        process = subprocess.Popen([sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none", "--base-url",
-                                    teacher.base_url], cwd=workdir, env=subprocess_env(), stdout=subprocess.DEVNULL,
+        process = subprocess.Popen([sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none",
+                                    "--base-url",
+                                    teacher.base_url], cwd=workdir, env=subprocess_env(),
+                                   stdout=subprocess.DEVNULL,
                                    stderr=err)
         _, status, usage = os.wait4(process.pid, 0)  # this child's own peak memory
         process.returncode = os.waitstatus_to_exitcode(status)
@@ -173,8 +176,10 @@ def test_two_dead_kept_alive_connections_in_a_row_are_both_resent_without_a_retr
     assert len(teacher.requests_for("two turns")) == 4
 
 
-def test_a_server_that_takes_the_request_and_says_nothing_is_left_after_the_stall_timeout(run, teacher, workdir):
-    """llama-server after SIGTERM keeps connections open and sends nothing: a streamed request is retried after
+def test_a_server_that_takes_the_request_and_says_nothing_is_left_after_the_stall_timeout(run, teacher,
+                                                                                          workdir):
+    """llama-server after SIGTERM keeps connections open and sends nothing: a streamed request is retried
+    after
     --stall-timeout, not after the whole --timeout (the test's own timeout would end first); an unstreamed one
     may rightly send nothing until its answer is whole, so it has the whole --timeout."""
     write_prompts(workdir, ["silent"])
@@ -189,8 +194,10 @@ def test_a_server_that_takes_the_request_and_says_nothing_is_left_after_the_stal
     assert unstreamed.code == 0 and "0 retried" in unstreamed.err, unstreamed.err
 
 
-LLAMA_CPP_CONTEXT = {"error": {"code": 400, "message": "request (4476 tokens) exceeds the available context size "
-                               "(4096 tokens)", "type": "exceed_context_size_error", "n_prompt_tokens": 4476, "n_ctx": 4096}}
+LLAMA_CPP_CONTEXT = {"error": {"code": 400,
+                               "message": "request (4476 tokens) exceeds the available context size "
+                               "(4096 tokens)", "type": "exceed_context_size_error", "n_prompt_tokens": 4476,
+                               "n_ctx": 4096}}
 
 
 def test_a_context_overflow_mid_rollout_is_named_and_no_rerun_is_advised(run, teacher, workdir):
@@ -218,7 +225,8 @@ def test_an_unreadable_certificate_file_is_a_clear_error_for_an_https_teacher_on
     write_prompts(workdir, ["q"])
     (workdir / "not-a-cert.pem").write_text("this is not a certificate\n")
     env = subprocess_env(SSL_CERT_FILE=str(workdir / "not-a-cert.pem"))
-    refused = launch(workdir, ["prompts.jsonl", "--tools", "none", "--base-url", "https://127.0.0.1:9/api/v1"], env=env)
+    refused = launch(workdir, ["prompts.jsonl", "--tools", "none", "--base-url",
+                               "https://127.0.0.1:9/api/v1"], env=env)
     assert refused.code == 2 and "SSL_CERT_FILE" in refused.err and "cannot load certificates" in refused.err
     assert "Traceback" not in refused.err and not (workdir / "train.jsonl").exists()
     plain = run(tools="none", subprocess=True, env=env)  # plain http never uses it
@@ -231,7 +239,8 @@ def tool_then_reasoned_answer(body: dict) -> Reply:
     if not any(m["role"] == "tool" for m in body["messages"]):
         message = {"content": None, "reasoning": "I should add.",
                    "reasoning_details": [{"type": "reasoning.text", "text": "I should add."}],
-                   "tool_calls": [{"type": "function", "function": {"name": "add", "arguments": '{"a": 20, "b": 22}'}},
+                   "tool_calls": [{"type": "function",
+                                   "function": {"name": "add", "arguments": '{"a": 20, "b": 22}'}},
                                   {"id": "given", "type": "function",
                                    "function": {"name": "shout", "arguments": '{"text": "done"}'}}]}
         return Reply(body=completion(message, "tool_calls"))
@@ -247,13 +256,16 @@ def test_streamed_and_unstreamed_runs_write_the_same_dataset_and_send_the_same_r
         try:
             extra = [] if mode == "streamed" else ["--no-stream"]
 
-            result = launch(workdir, ["prompts.jsonl", "--tools", "tools_small.py", "--base-url", teacher.base_url,
+            result = launch(workdir, ["prompts.jsonl", "--tools", "tools_small.py", "--base-url",
+                                      teacher.base_url,
                                       "-c", "1", "-o", f"{mode}.jsonl", *extra])
             assert result.code == 0, result.err
             datasets[mode] = (workdir / f"{mode}.jsonl").read_bytes()
-            follow_ups[mode] = [json.dumps({k: v for k, v in body.items() if k not in ("stream", "stream_options")},
+            follow_ups[mode] = [json.dumps({k: v for k, v in body.items() if k not in ("stream",
+                                                                                       "stream_options")},
                                            sort_keys=False) for body in teacher.requests]
-            assert all(body.get("stream") is (mode == "streamed") or mode == "unstreamed" for body in teacher.requests)
+            assert all(body.get("stream") is (mode == "streamed")
+                       or mode == "unstreamed" for body in teacher.requests)
         finally:
             teacher.stop()
     assert datasets["streamed"] == datasets["unstreamed"]
@@ -287,7 +299,8 @@ def test_comments_keep_the_connection_but_a_stream_without_data_stalls(run, teac
     result = run("--stall-timeout", "3", tools="none")
     assert result.code == 0, result.err
     # thinking silently for less than the stall timeout is fine; 6 s of nothing but comments is a stall
-    assert sorted(r["messages"][-1]["content"] for r in result.records()) == ["after a stall", "worth the wait"]
+    assert sorted(r["messages"][-1]["content"] for r in result.records()) == ["after a stall",
+                                                                              "worth the wait"]
     assert "1 retried" in result.err and "1 streamed answer ended before its usage came" in result.err
 
 
@@ -337,7 +350,8 @@ def test_behind_nginx_with_a_5_s_read_timeout_an_8_s_teacher_writes_every_prompt
 
 def raw_stream(*events: bytes) -> Reply:
     body = b"".join(b"data: " + event + b"\n\n" for event in events) + b"data: [DONE]\n\n"
-    head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: " + str(len(body)).encode()
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: "
+            + str(len(body)).encode()
             + b"\r\nConnection: close\r\n\r\n")
     return Reply(raw_response=head + body)
 
@@ -378,13 +392,16 @@ def test_more_connections_than_the_process_may_open_is_a_clear_error(workdir, te
     write_prompts(workdir, ["q"])
     low = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))  # noqa: E731
     result = subprocess.run([sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none", "--base-url",
-                             teacher.base_url, "-c", "1000"], cwd=workdir, env=subprocess_env(), capture_output=True,
+                             teacher.base_url, "-c", "1000"], cwd=workdir, env=subprocess_env(),
+                            capture_output=True,
                             text=True, timeout=60, preexec_fn=low)
     assert result.returncode == 2 and "-c 1000 needs about 1272 open files" in result.stderr
     assert "ulimit -n 1272" in result.stderr and not teacher.requests
-    raised = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, 4096))  # noqa: E731  (soft < hard: raised)
+    # noqa: E731  (soft < hard: raised)
+    raised = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, 4096))
     result = subprocess.run([sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none", "--base-url",
-                             teacher.base_url, "-c", "1000"], cwd=workdir, env=subprocess_env(), capture_output=True,
+                             teacher.base_url, "-c", "1000"], cwd=workdir, env=subprocess_env(),
+                            capture_output=True,
                             text=True, timeout=60, preexec_fn=raised)
     assert result.returncode == 0, result.stderr
 
@@ -392,7 +409,8 @@ def test_more_connections_than_the_process_may_open_is_a_clear_error(workdir, te
 @pytest.mark.parametrize("hard, said", [
     (256, "too few for any run (the least, -c 1 --tool-concurrency 1, needs about 258)"),
     (270, "room for 14 connections and tool calls together: run with -c 11 --tool-concurrency 3")])
-def test_under_a_hard_limit_too_low_for_c_1_the_message_says_what_the_limit_allows(workdir, teacher, hard, said):
+def test_under_a_hard_limit_too_low_for_c_1_the_message_says_what_the_limit_allows(workdir, teacher, hard,
+                                                                                   said):
     import resource
     import subprocess
     import sys
@@ -402,7 +420,8 @@ def test_under_a_hard_limit_too_low_for_c_1_the_message_says_what_the_limit_allo
     write_prompts(workdir, ["q"])
     low = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # noqa: E731
     result = subprocess.run([sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none", "--base-url",
-                             teacher.base_url, "-c", "20"], cwd=workdir, env=subprocess_env(), capture_output=True,
+                             teacher.base_url, "-c", "20"], cwd=workdir, env=subprocess_env(),
+                            capture_output=True,
                             text=True, timeout=60, preexec_fn=low)
     assert result.returncode == 2 and said in result.stderr and "Lower -c to 1" not in result.stderr, result.stderr
     assert not teacher.requests and "Traceback" not in result.stderr
@@ -440,11 +459,14 @@ def test_an_answer_that_came_whole_while_the_process_was_suspended_is_kept(workd
 
 
 @pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "--no-stream"])
-def test_answers_that_came_whole_while_the_process_slept_past_its_timeout_are_kept(workdir, teacher, streamed):
-    """Suspended past --timeout (a task preempted, `scontrol suspend`) while its answers came, whole: on waking, the
-    --timeout timer (and aiohttp's own read timer, at --timeout too) ran before the data beside it was read, and
-    every answer was thrown away and paid again (6 requests for 3, the summary's cost leaving the first answers
-    out). Every deadline reads what already came first (Deadline): each answer is kept, once, and counted."""
+def test_answers_that_came_whole_while_the_process_slept_past_its_timeout_are_kept(workdir, teacher,
+                                                                                   streamed):
+    """Suspended past --timeout (a task preempted, `scontrol suspend`) while its answers came, whole: on
+    waking, the
+    --timeout timer (and aiohttp's own read timer, at --timeout too) ran before the data beside it was read,
+    and every answer was thrown away and paid again (6 requests for 3, the summary's cost leaving the first
+    answers out). Every deadline reads what already came first (Deadline): each answer is kept, once, and
+    counted."""
     import signal
     import time
 
@@ -480,8 +502,8 @@ def test_answers_that_came_whole_while_the_process_slept_past_its_timeout_are_ke
 
 
 def test_an_answer_that_does_not_come_is_still_left_at_the_timeout(run, teacher, workdir):
-    """The other side of reading first: a deadline that comes due with nothing more arrived still ends the wait,
-    one look later (--timeout 1: retried, then failed with its reason)."""
+    """The other side of reading first: a deadline that comes due with nothing more arrived still ends the
+    wait, one look later (--timeout 1: retried, then failed with its reason)."""
     write_prompts(workdir, ["never"])
     teacher.script("never", *[adjusted(answer("too late"), hold=threading.Event())] * 2)
     result = run("--timeout", "1", "--retries", "1", "--no-stream", tools="none", subprocess=True)

@@ -65,7 +65,8 @@ def run_rollout(run, workdir, teacher, *args: str, output: str) -> dict:
     return record
 
 
-def test_caching_makes_a_six_turn_browse_rollout_cheaper_by_the_teachers_own_cost(run, workdir, caching_teacher):
+def test_caching_makes_a_six_turn_browse_rollout_cheaper_by_the_teachers_own_cost(run, workdir,
+                                                                                  caching_teacher):
     (workdir / "page_tools.py").write_text(PAGE_TOOLS)
     write_prompts(workdir, ["What is the dose?"])
     cached = run_rollout(run, workdir, caching_teacher, "--cache", "on", output="cached.jsonl")
@@ -76,7 +77,8 @@ def test_caching_makes_a_six_turn_browse_rollout_cheaper_by_the_teachers_own_cos
     assert with_cache["cached_tokens"] > 0.5 * with_cache["prompt_tokens"] and without["cached_tokens"] == 0
     assert with_cache["cost"] < 0.6 * without["cost"]  # by the teacher's own usage.cost
     assert with_cache["cache_savings"] == pytest.approx(without["cost"] - with_cache["cost"], rel=1e-6)
-    assert without_ids(cached["messages"]) == without_ids(plain["messages"])  # the same dataset, and no marker
+    # the same dataset, and no marker
+    assert without_ids(cached["messages"]) == without_ids(plain["messages"])
     assert "cache_control" not in (workdir / "cached.jsonl").read_text()
 
 
@@ -116,9 +118,12 @@ def test_the_loopback_teacher_is_as_strict_as_a_real_provider(caching_teacher):
     url = f"{caching_teacher.base_url}/chat/completions"
     bad_bodies = [
         {"messages": [{"role": "user", "content": "x", "cache_control": {"type": "ephemeral"}}]},
-        {"messages": [{"role": "user", "content": [{"type": "text", "text": "x", "cache_control": {"type": "x"}}]}]},
-        {"messages": [{"role": "user", "content": [{"type": "text", "text": "", "cache_control": {"type": "ephemeral"}}]}]},
-        {"messages": [{"role": "user", "content": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}]
+        {"messages": [{"role": "user",
+                       "content": [{"type": "text", "text": "x", "cache_control": {"type": "x"}}]}]},
+        {"messages": [{"role": "user",
+                       "content": [{"type": "text", "text": "", "cache_control": {"type": "ephemeral"}}]}]},
+        {"messages": [{"role": "user",
+                       "content": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}]
                        * 5}]},
     ]
     for body in bad_bodies:
@@ -135,9 +140,11 @@ def test_the_loopback_teacher_is_as_strict_as_a_real_provider(caching_teacher):
     ("anthropic/claude-sonnet-4.5", None, "off", False),
     ("Qwen/Qwen3-8B", "http://127.0.0.1:8000/v1", "on", True),
 ])
-def test_caching_is_asked_for_where_the_teacher_needs_asking(monkeypatch, workdir, model, base_url, flag, asked):
+def test_caching_is_asked_for_where_the_teacher_needs_asking(monkeypatch, workdir, model, base_url, flag,
+                                                             asked):
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-test")
-    args = ["prompts.jsonl", "--tools", "none", "-m", model, "--cache", flag] + (["--base-url", base_url] if base_url else [])
+    args = ["prompts.jsonl", "--tools", "none", "-m", model, "--cache",
+            flag] + (["--base-url", base_url] if base_url else [])
     cfg = gdd.parse_config(args)
     assert gdd.cache_plan(cfg.requests, cfg.teacher.base_url).enabled is asked
 
@@ -145,7 +152,8 @@ def test_caching_is_asked_for_where_the_teacher_needs_asking(monkeypatch, workdi
 def test_dry_run_says_whether_and_how_caching_is_asked_for(workdir, capsys, monkeypatch):
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-test")
     write_prompts(workdir, ["q"])
-    assert gdd.main(["prompts.jsonl", "--tools", "none", "-m", "anthropic/claude-sonnet-4.5", "--dry-run"]) == 0
+    assert gdd.main(["prompts.jsonl", "--tools", "none", "-m", "anthropic/claude-sonnet-4.5",
+                     "--dry-run"]) == 0
     out, err = capsys.readouterr()
     assert "Prompt caching: on: anthropic/claude-sonnet-4.5 caches only when asked" in err
     assert json.loads(out[out.index("{"):])["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}

@@ -75,8 +75,10 @@ def test_attempts_until_one_passes_exactly_three_paid(run, workdir, teacher):
     assert result.code == 0, result.err
     assert len(teacher.requests_for("hard")) == 3 and len(teacher.requests_for("easy")) == 1
     output, rejected = read_jsonl(workdir / "train.jsonl"), read_jsonl(workdir / "train.rejected.jsonl")
-    assert sorted((r["messages"][0]["content"], r["metadata"]["attempt"]) for r in output) == [("easy", 1), ("hard", 3)]
-    assert [(r["messages"][-1]["content"], r["metadata"]["attempt"]) for r in rejected] == [("40", 1), ("41", 2)]
+    assert sorted((r["messages"][0]["content"], r["metadata"]["attempt"]) for r in output) == [("easy", 1),
+                                                                                               ("hard", 3)]
+    assert [(r["messages"][-1]["content"], r["metadata"]["attempt"]) for r in rejected] == [("40", 1),
+                                                                                            ("41", 2)]
     assert "2/2 overall" in result.err and "1/2 on the first try" in result.err
 
 
@@ -254,7 +256,8 @@ def test_precondition_at_zero_makes_the_total_zero(run, workdir, teacher):
     teacher.script("tool", call_tools(("add", {"a": 1, "b": 2})), answer("3"))
     result = gate(run, tools="tools_small.py")
     assert result.code == 0, result.err
-    totals = {r["messages"][0]["content"]: r["metadata"]["reward"] for r in read_jsonl(workdir / "train.jsonl")}
+    totals = {r["messages"][0]["content"]: r["metadata"]["reward"]
+              for r in read_jsonl(workdir / "train.jsonl")}
     assert totals == {"tool": 1.25, "plain": 0.0}
 
 
@@ -353,11 +356,13 @@ def test_rescore_moves_lines_both_ways_and_sends_nothing(run, workdir, teacher):
     assert sorted(r["messages"][0]["content"] for r in read_jsonl(workdir / "train.jsonl")) == ["a", "b"]
     sent = len(teacher.requests)
     (workdir / "rewards.py").write_text(SAYS_42.replace('"42"', '"7"').replace("args.metadata.get", "{}.get"))
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--rewards", "rewards.py", "--min-reward", "1", "--rescore",
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--rewards", "rewards.py",
+                        "--min-reward", "1", "--rescore",
                         env=subprocess_env())  # no key, no base URL: nothing is sent
     assert result.code == 0, result.err
     assert len(teacher.requests) == sent and "Nothing was sent" in result.err
-    output = {r["messages"][0]["content"]: r["messages"][-1]["content"] for r in read_jsonl(workdir / "train.jsonl")}
+    output = {r["messages"][0]["content"]: r["messages"][-1]["content"]
+              for r in read_jsonl(workdir / "train.jsonl")}
     rejected = sorted((r["messages"][0]["content"], r["messages"][-1]["content"])
                       for r in read_jsonl(workdir / "train.rejected.jsonl"))
     assert output == {"a": "42 and 7", "b": "7", "c": "7"}
@@ -371,8 +376,10 @@ def test_rescore_moves_lines_both_ways_and_sends_nothing(run, workdir, teacher):
 
 
 def test_max_cost_stops_within_one_wave_of_the_cap_and_resumes(workdir, teacher):
-    write_prompts(workdir, [f"q{i}" for i in range(60)])  # each answer costs $0.001 (the teacher's usage.cost)
-    args = ("prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "-c", "4", "--max-cost", "0.01")
+    # each answer costs $0.001 (the teacher's usage.cost)
+    write_prompts(workdir, [f"q{i}" for i in range(60)])
+    args = ("prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "-c", "4", "--max-cost",
+            "0.01")
     result = run_script(workdir, *args)
     assert result.code == 1, result.err
     paid = len(teacher.requests)
@@ -449,7 +456,8 @@ def test_rewards_that_never_return_do_not_starve_the_others(run, workdir, teache
     result = gate(run, "-c", "12", "--reward-timeout", "30")
     assert result.code == 0, result.err
     records = read_jsonl(workdir / "train.jsonl")
-    assert len(records) == 12 and all(r["metadata"]["rewards"] == {"stuck": 0.0, "quick": 1.0} for r in records)
+    assert len(records) == 12 and all(r["metadata"]["rewards"] == {"stuck": 0.0,
+                                                                   "quick": 1.0} for r in records)
 
 
 def test_torn_last_line_of_the_rejected_file_is_cut_and_its_try_runs_again(run, workdir, teacher):
@@ -477,11 +485,14 @@ def test_rescore_keeps_lines_it_cannot_read_and_survives_a_reward_that_raises(ru
     assert gate(run, "--min-reward", "1").code == 0
     with (workdir / "train.jsonl").open("a") as f:
         f.write('{"metadata": {"prompt_id": "edited by hand"\n')
-    (workdir / "rewards.py").write_text(SAYS_42.replace('return 1.0 if', 'raise RuntimeError("broken")\n    return 1.0 if'))
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--rewards", "rewards.py", "--min-reward", "1",
+    (workdir / "rewards.py").write_text(SAYS_42.replace('return 1.0 if',
+                                                        'raise RuntimeError("broken")\n    return 1.0 if'))
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--rewards", "rewards.py",
+                        "--min-reward", "1",
                         "--rescore", env=subprocess_env())
     assert result.code == 0 and "Traceback" not in result.err, result.err
     rejected = read_jsonl(workdir / "train.rejected.jsonl")
-    assert len(rejected) == 2 and all(r["metadata"]["reward_errors"]["says_42"].startswith("failed: RuntimeError")
+    assert len(rejected) == 2 and all(r["metadata"]["reward_errors"]["says_42"].startswith("failed: "
+                                                                                           "RuntimeError")
                                       for r in rejected)
     assert (workdir / "train.jsonl").read_text() == '{"metadata": {"prompt_id": "edited by hand"\n'

@@ -104,7 +104,8 @@ def test_a_misbehaving_tool_is_an_error_for_that_call_and_the_run_ends_by_itself
     try:
         write_prompts(workdir, ["use the tool", "other"])
         server.script("use the tool", call_tools((tool, arguments)), answer("done anyway"))
-        result = run_script(workdir, "prompts.jsonl", "--tools", "hostile_tools.py", "--base-url", server.base_url,
+        result = run_script(workdir, "prompts.jsonl", "--tools", "hostile_tools.py", "--base-url",
+                            server.base_url,
                             timeout=30)
         assert_no_traceback(result.err)
         assert result.code == 0, result.err
@@ -151,7 +152,8 @@ def test_a_tool_result_that_came_while_the_process_slept_past_its_timeout_is_kep
     try:
         write_prompts(workdir, ["ask"])
         server.script("ask", call_tools(("ask_the_service", {"port": port})), answer("it said so"))
-        process = start_script(workdir, "prompts.jsonl", "--tools", "socket_tools.py", "--base-url", server.base_url)
+        process = start_script(workdir, "prompts.jsonl", "--tools", "socket_tools.py", "--base-url",
+                               server.base_url)
         wait_for(lambda: accepted, what="the tool to connect")
         process.send_signal(signal.SIGSTOP)
         wait_for(lambda: stopped(process), what="the process to stop")
@@ -280,7 +282,8 @@ def without_rnow(workdir, *args: str) -> Result:
 def test_tools_file_loads_without_rnow_and_sends_rnow_schemas(workdir, teacher):
     (workdir / "every_type.py").write_text(EVERY_TYPE_TOOLS)
     write_prompts(workdir, ["q"])
-    result = without_rnow(workdir, "prompts.jsonl", "--tools", "every_type.py", "--base-url", teacher.base_url,
+    result = without_rnow(workdir, "prompts.jsonl", "--tools", "every_type.py", "--base-url",
+                          teacher.base_url,
                           "--dry-run")
     assert result.code == 0, result.err
     sent = json.loads(result.out[result.out.index("{"):])["tools"]
@@ -381,7 +384,8 @@ def tool_messages(record: dict) -> list[str]:
 def test_calls_of_one_message_run_concurrently_and_results_keep_call_order(run, teacher, workdir):
     (workdir / "rt.py").write_text(RUNTIME_TOOLS)
     write_prompts(workdir, ["meet"])
-    teacher.script("meet", call_tools(("meet", {"name": "a"}), ("meet", {"name": "b"}), ("meet", {"name": "c"})),
+    teacher.script("meet", call_tools(("meet", {"name": "a"}), ("meet", {"name": "b"}),
+                                      ("meet", {"name": "c"})),
                    answer("done"))
     result = run(tools="rt.py")
     assert result.code == 0, result.err
@@ -425,13 +429,15 @@ def test_tool_problems_become_messages_and_the_rollout_goes_on(run, teacher, wor
     [message] = tool_messages(record)
     assert expected in message and record["messages"][-1]["content"] == "recovered"
     assert teacher.requests[1]["messages"][-1]["content"] == message  # the teacher read it
-    assert ". Those rollouts were written" in result.err and ".. Those" not in result.err  # warned, one full stop
+    # warned, one full stop
+    assert ". Those rollouts were written" in result.err and ".. Those" not in result.err
 
 
 def test_results_are_encoded_coerced_and_truncated(run, teacher, workdir):
     (workdir / "rt.py").write_text(RUNTIME_TOOLS)
     write_prompts(workdir, ["q"])
-    teacher.script("q", call_tools(("structured", {"n": "7"}), ("huge", {}), ("noargs", ""), ("noargs", "  ")),
+    teacher.script("q", call_tools(("structured", {"n": "7"}), ("huge", {}), ("noargs", ""),
+                                   ("noargs", "  ")),
                    answer("ok"))
     result = run("--max-tool-chars", "1000", tools="rt.py")
     structured, huge, noargs, noargs_again = tool_messages(result.records()[0])
@@ -535,11 +541,13 @@ def verdict(decorate: Callable, signature: str) -> str:
 @pytest.mark.parametrize("case", list(RNOW_VERDICTS))
 def test_stand_in_accepts_and_refuses_what_rnow_does_with_its_words(case):
     rnow_tool.clear_tool_registry()
-    assert verdict(gdd._rnow_tool_decorator, RNOW_VERDICTS[case]) == verdict(rnow_tool.tool, RNOW_VERDICTS[case])
+    assert verdict(gdd._rnow_tool_decorator, RNOW_VERDICTS[case]) == verdict(rnow_tool.tool,
+                                                                             RNOW_VERDICTS[case])
 
 
 def test_return_type_rnow_refuses_fails_at_start_without_rnow(workdir, teacher):
-    (workdir / "maybe.py").write_text("from rnow.core.tool import tool\n\n@tool\ndef f(x: int) -> str | None:\n"
+    (workdir / "maybe.py").write_text("from rnow.core.tool import tool\n\n@tool\ndef f(x: int) -> str | "
+                                      "None:\n"
                                       '    """Doc."""\n    return None\n')
     write_prompts(workdir, ["q"])
     result = without_rnow(workdir, "prompts.jsonl", "--tools", "maybe.py", "--base-url", teacher.base_url)
