@@ -228,6 +228,13 @@ def page_data(stats: Stats, sample: Sample, output: Path, pending: int | None,
     shown = sample.conversations()
     accepted, rollouts = stats.written, stats.written + stats.failed + stats.rejected
     total_cost = sum(stats.cost.values())
+    # a cost no line carries is unknown, never $0: no total when no rollout has one, no cost per accepted
+    # sample when an accepted one has none
+    total = total_cost if stats.without_cost < rollouts else None
+    per_accepted = total_cost / accepted if accepted and not stats.written_without_cost else None
+    # --dedup, --decontaminate: prompts dropped before sending, answers quoting a benchmark (None: not
+    # checked)
+    hygiene_checked = hygiene and (hygiene.get("checked") or hygiene.get("answers_quoting") is not None)
     return {
         "title": f"Dataset report: {output.name}",
         "made": time.strftime("%Y-%m-%d %H:%M"),
@@ -237,12 +244,8 @@ def page_data(stats: Stats, sample: Sample, output: Path, pending: int | None,
                    "pending": None if pending is None else max(0, pending - stats.failed),
                    "unreadable": stats.unreadable},
         "failure_reasons": stats.failure_reasons.most_common(20),
-        # a cost no line carries is unknown, never $0: no total when no rollout has one, no cost per accepted
-        # sample when an accepted one has none
-        "cost": {"total": total_cost if stats.without_cost < rollouts else None, **stats.cost,
-                 "per_accepted": total_cost / accepted if accepted and not stats.written_without_cost
-                 else None,
-                 "uncosted": stats.uncosted, "without_cost": stats.without_cost},
+        "cost": {"total": total, **stats.cost, "per_accepted": per_accepted, "uncosted": stats.uncosted,
+                 "without_cost": stats.without_cost},
         "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens,
                    "cached": stats.cached_tokens},
         "charts": [
@@ -259,10 +262,7 @@ def page_data(stats: Stats, sample: Sample, output: Path, pending: int | None,
         "rewards": {"scored": stats.scored, "mean": stats.reward_sum / stats.scored if stats.scored else None,
                     "pass_rate": stats.min_reward_passed / stats.scored if stats.scored else None},
         "sample": {"shown": len(shown), "of": stats.written + stats.failed + stats.rejected},
-        # --dedup, --decontaminate: prompts dropped before sending, answers quoting a benchmark (None: not
-        # checked)
-        "hygiene": hygiene if hygiene
-            and (hygiene.get("checked") or hygiene.get("answers_quoting") is not None) else None,
+        "hygiene": hygiene if hygiene_checked else None,
         "conversations": shown,
     }
 
@@ -470,4 +470,4 @@ function filter() {
 for (const id of ["f-state", "f-tool", "f-text"]) document.getElementById(id).addEventListener("input", filter);
 filter();
 </script></body></html>
-"""
+"""  # noqa: E501  (the page as it is served: its lines are the HTML's and the script's, not Python's)

@@ -47,11 +47,13 @@ BARE_LOOP = '''
 import asyncio, json, sys, aiohttp
 url, n, concurrency, with_tools = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "tools"
 TOOLS = [{"type": "function", "function": {"name": "echo", "description": "Return the text.", "parameters": {
-    "type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"], "additionalProperties": False}}}]
+    "type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"],
+    "additionalProperties": False}}}]
 async def main():
     slots = asyncio.Semaphore(concurrency)
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector, headers={"Content-Type": "application/json"}) as client:
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as client:
         async def ask(messages):
             # The same requests the generator sends by default: streamed, usage in the last event.
             async with slots:
@@ -60,11 +62,14 @@ async def main():
                 async with client.post(url, data=json.dumps(body).encode()) as r:
                     raw = await r.read()
             calls = [json.loads(line[6:]) for line in raw.split(b"\\n") if line.startswith(b"data: {")]
-            pieces = [c for event in calls for choice in event.get("choices", []) for c in choice["delta"].get("tool_calls", [])]
+            pieces = [c for event in calls for choice in event.get("choices", [])
+                      for c in choice["delta"].get("tool_calls", [])]
             if not pieces:
                 return {"role": "assistant", "content": "done"}
-            call = pieces[0] | {"function": {"name": "echo", "arguments": "".join(p["function"]["arguments"] for p in pieces)}}
-            return {"role": "assistant", "content": None, "tool_calls": [{k: v for k, v in call.items() if k != "index"}]}
+            arguments = "".join(p["function"]["arguments"] for p in pieces)
+            call = pieces[0] | {"function": {"name": "echo", "arguments": arguments}}
+            return {"role": "assistant", "content": None,
+                    "tool_calls": [{k: v for k, v in call.items() if k != "index"}]}
         async def rollout(i):
             messages = [{"role": "user", "content": f"question {i}"}]
             answer = await ask(messages)
@@ -161,13 +166,12 @@ def run_generator(work: Path, server: FakeTeacher, n: int, concurrency: int, too
     started = time.monotonic()
     processes = []
     for shard in range(shards):
-        split = ("--shard", f"{shard}/{shards}", "-o",
-                 str(work / f"{tag}.out-{shard}.jsonl")) if shards > 1 else ()
+        split = (("--shard", f"{shard}/{shards}", "-o", str(work / f"{tag}.out-{shard}.jsonl"))
+                 if shards > 1 else ())
         command = [sys.executable, *program, str(prompts), "-o", str(output),
                    "--tools", tools, "--base-url", server.base_url, "-c", str(concurrency), *extra, *split]
         processes.append(subprocess.Popen(command, cwd=work, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.PIPE,
-                                          text=True))
+                                          stderr=subprocess.PIPE, text=True))
     peak = PeakMemory(processes[0].pid)
     if on_start is not None:
         on_start(processes)
@@ -182,7 +186,7 @@ def run_generator(work: Path, server: FakeTeacher, n: int, concurrency: int, too
             raise SystemExit(f"generator failed ({os.waitstatus_to_exitcode(status)}): {stderr[-2000:]}")
     peak.stop()
     wall = time.monotonic() - started
-    # beside it
+    # the generator's own files beside the output
     ours = (".runs.jsonl", ".failed.jsonl", ".rejected.jsonl", ".paused.jsonl", ".quarantine.jsonl")
     lines = [line for out in work.glob(f"{tag}.out*.jsonl") if not out.name.endswith(ours)
              for line in out.read_text().splitlines()]
@@ -207,7 +211,7 @@ class PeakMemory:
     def _watch(self) -> None:
         while not self._done.wait(0.1):
             try:
-                line = next(l for l in self.path.read_text().splitlines() if l.startswith("VmHWM:"))
+                line = next(row for row in self.path.read_text().splitlines() if row.startswith("VmHWM:"))
             except (OSError, StopIteration):  # exited (a zombie has no VmHWM)
                 continue
             self.mb = max(self.mb, int(line.split()[1]) / 1024)
@@ -231,8 +235,7 @@ def bench_adaptive(work: Path, n: int, cap: int, mean: float, tools: str = "none
                          default_step=tool_then_answer if tools != "none" else None).start()
     try:
         return run_generator(work, server, n, 64, tools,
-                             tag=f"adaptive-{tools != 'none'}-{tail}-{n}-{len(extra)}",
-                             extra=extra)
+                             tag=f"adaptive-{tools != 'none'}-{tail}-{n}-{len(extra)}", extra=extra)
     finally:
         server.stop()
 
@@ -268,7 +271,10 @@ class RateRow:
         finally:
             self.server.stop()
         share = self.ideal / run.wall
-        judge = (lambda value, ok: None if tiny or ok is None else ok)  # --tiny: too short to mean anything
+
+        def judge(value, ok):  # --tiny: too short to mean anything
+            return None if tiny or ok is None else ok
+
         return [Figure(f"{self.name}: vs its limit", share,
                        f">= {self.share_target:.2f}" if self.share_target else "",
                        judge(share, None if self.share_target is None else share >= self.share_target),
@@ -302,8 +308,7 @@ def rate_control_rows(scale: float) -> list[RateRow]:
                 FakeTeacher(latency_fn=jittered(0.25, 0.2), meter=TokenBucket(rate, burst)),
                 n(600), (n(600) - burst) / rate + 0.3, share_target=0.93),
         RateRow("12d. reasoning 4-6 s, no cap, default start", slow, n(3000),
-                n(3000) / (wide / mean) + 1.2 * mean,
-                concurrency=wide, rejected_target=None),
+                n(3000) / (wide / mean) + 1.2 * mean, concurrency=wide, rejected_target=None),
         RateRow("12e. same, --start-concurrency (reference)",
                 FakeTeacher(latency_fn=lambda: reasoning.uniform(4.0, 6.0) * (1 if scale == 1 else 0.1)),
                 n(3000), n(3000) / (wide / mean) + 1.2 * mean, concurrency=wide,
@@ -385,8 +390,8 @@ def bench_batch(work: Path, n: int, poll: float) -> tuple[float, int, float]:
             answers.append(len(server.requests))
             batches = len(server.batches)
             # the bound holds here too: no request went out in more than three batches
-            assert max(server.batch_submissions.values(),
-                       default=0) <= 3, "a request went out in 4 batches or more"
+            most = max(server.batch_submissions.values(), default=0)
+            assert most <= 3, "a request went out in 4 batches or more"
         finally:
             server.stop()
     return costs[1] / costs[0], batches, answers[1] / answers[0]
@@ -416,16 +421,16 @@ def bench_size(work: Path, n: int) -> tuple[float, float, float]:
         for job in gdd.iter_jobs(cfg.prompts):
             if job.seq >= n - 100:
                 break
-            outcome = gdd.Outcome(job, job.prompt.messages + [{"role": "assistant",
-                                                               "content": "The capital is "
-                                  + "a city with a long and storied history. " * 4}], gdd.Usage(), 1, "stop")
+            reply = {"role": "assistant",
+                     "content": "The capital is " + "a city with a long and storied history. " * 4}
+            outcome = gdd.Outcome(job, job.prompt.messages + [reply], gdd.Usage(), 1, "stop")
             f.write(json.dumps(gdd.build_line(outcome, cfg.line, []), ensure_ascii=False) + "\n")
-    # and 100,000 paused rollouts (a tenth of n) beside it, 5 turns each: what a resume reads besides the
-    # output
+    # and 100,000 paused rollouts (a tenth of n) beside it, 5 turns each: what a resume reads besides
+    # the output
     paused = gdd.OutputPaths(output).paused
-    turn = [{"role": "assistant", "content": None,
-             "tool_calls": [{"id": "call_1", "type": "function", "function": {
-        "name": "browse", "arguments": "{\"url\": \"https://example.org/page\"}"}}]},
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "browse", "arguments": "{\"url\": \"https://example.org/page\"}"}}
+    turn = [{"role": "assistant", "content": None, "tool_calls": [call]},
             {"role": "tool", "tool_call_id": "call_1", "name": "browse", "content": "A page of text. " * 12}]
     with open(paused, "wb") as f:  # as the generator writes them: a record per answer (issue 26)
         for i in range(n // 10):
@@ -503,8 +508,8 @@ def stream_of(body: dict, event_chars: int) -> list[bytes]:
 
     content = body["choices"][0]["message"]["content"]
     events = [chunk(body, {"role": "assistant"})]
-    events += [chunk(body, {"content": content[i:i + event_chars]}) for i in range(0, len(content),
-                                                                                   event_chars)]
+    events += [chunk(body, {"content": content[i:i + event_chars]})
+               for i in range(0, len(content), event_chars)]
     events += [chunk(body, {}, "stop"), {**chunk(body), "choices": [], "usage": body["usage"]}]
     joined = b"".join(sse(events + ["[DONE]"]))
     return [joined[i:i + 65536] for i in range(0, len(joined), 65536)]
@@ -571,10 +576,9 @@ def bench_gateway(work: Path, n: int, rpm: int) -> tuple[RunResult, float, int, 
         prompts.write_text("".join(json.dumps({"prompt": f"gateway question {i}"}) + "\n" for i in range(n)))
         started, phase = time.monotonic(), time.time() % 60
         process = subprocess.run([sys.executable, str(ROOT / "generate_distillation_data.py"), str(prompts),
-                                  "-o",
-                                  "gateway.out.jsonl", "--tools", "trivial_tools.py", "--base-url",
-                                  proxy.base_url,
-                                  "--model", MODEL], cwd=work, capture_output=True, text=True, timeout=1800,
+                                  "-o", "gateway.out.jsonl", "--tools", "trivial_tools.py",
+                                  "--base-url", proxy.base_url, "--model", MODEL],
+                                 cwd=work, capture_output=True, text=True, timeout=1800,
                                  env={**os.environ, "OPENROUTER_API_KEY": MASTER_KEY})
         wall = time.monotonic() - started
         if process.returncode != 0:
@@ -630,26 +634,24 @@ def bench_paused_file(work: Path, n: int, calls: int, generator: Path) -> tuple[
     def reader(body: dict) -> Reply:
         done = sum(1 for m in body["messages"] if m.get("role") == "tool")
         if done < calls:
-            return Reply(body=completion({"content": None,
-                                          "tool_calls": [{"id": f"call_{done}", "type": "function",
-                         "function": {"name": "read_page", "arguments": json.dumps({"n": done})}}]},
-                                         "tool_calls"))
+            call = {"id": f"call_{done}", "type": "function",
+                    "function": {"name": "read_page", "arguments": json.dumps({"n": done})}}
+            return Reply(body=completion({"content": None, "tool_calls": [call]}, "tool_calls"))
         return Reply(body=completion({"content": f"Read {done} pages."}))
 
     (work / "page_tools.py").write_text(PAGE_TOOLS)
     server = FakeTeacher(default_step=reader, latency=0.02).start()
     try:
         prompts = work / "pages.jsonl"
-        prompts.write_text("".join(json.dumps({"prompt": f"read {calls} pages, {i}"})
-                                   + "\n" for i in range(n)))
+        prompts.write_text("".join(json.dumps({"prompt": f"read {calls} pages, {i}"}) + "\n"
+                                   for i in range(n)))
         for old in work.glob("pages.out*"):
             old.unlink()
         peak = PeakSize(work / "pages.out.paused.jsonl")
         started = time.monotonic()
         subprocess.run([sys.executable, str(generator), str(prompts), "-o", "pages.out.jsonl", "--tools",
                         "page_tools.py", "--base-url", server.base_url, "--max-turns", str(calls + 2)],
-                       cwd=work,
-                       check=True, capture_output=True, timeout=1800)
+                       cwd=work, check=True, capture_output=True, timeout=1800)
         wall = time.monotonic() - started
         return wall, peak.stop(), (work / "pages.out.jsonl").stat().st_size
     finally:
@@ -770,17 +772,14 @@ def main() -> int:
                                short.rollouts_per_s / limit,
                                ">= 0.90", short.rollouts_per_s / limit >= 0.90, f"x {limit:.0f}/s"),
                         Figure("1. adaptive, 400: share of requests answered 429", short.rejected_share,
-                               "<= 0.03",
-                               short.rejected_share <= 0.03),
+                               "<= 0.03", short.rejected_share <= 0.03),
                         Figure("1. adaptive, 2000: rollouts/s vs limit C/latency",
                                base.rollouts_per_s / limit,
                                ">= 0.95", base.rollouts_per_s / limit >= 0.95, f"x {limit:.0f}/s"),
                         Figure("1. adaptive, 2000: share of requests answered 429", base.rejected_share,
-                               "<= 0.01",
-                               base.rejected_share <= 0.01),
+                               "<= 0.01", base.rejected_share <= 0.01),
                         Figure("1. adaptive: duplicates or missing", base.duplicates + short.duplicates,
-                               "== 0",
-                               base.duplicates + short.duplicates == 0)]
+                               "== 0", base.duplicates + short.duplicates == 0)]
 
         if only & {2, 3}:
             ours, bare = bench_overhead(work, int(10000 * scale), 64)
@@ -800,13 +799,11 @@ def main() -> int:
             n = int(1_000_000 * (0.01 if args.tiny else 1))
             peak_mb, scan_mb_s, first_request, report_s, report_mb = bench_size(work, n)
             figures += [Figure(f"4. size: peak memory, {n:,} prompts and lines", peak_mb, "< 300",
-                               peak_mb < 300,
-                               "MB"),
+                               peak_mb < 300, "MB"),
                         Figure("4. size: resume scan, output + paused file", scan_mb_s, ">= 200",
-                               scan_mb_s >= 200,
-                               "MB/s"),
-                        Figure("4. size: start to first request (all but 100 done)", first_request, "", None,
-                               "s"),
+                               scan_mb_s >= 200, "MB/s"),
+                        Figure("4. size: start to first request (all but 100 done)", first_request,
+                               "", None, "s"),
                         Figure(f"11. report over {n:,} lines: time", report_s, "< 60", report_s < 60, "s"),
                         Figure("11. report: peak memory", report_mb, "< 300", report_mb < 300, "MB")]
 
@@ -836,15 +833,13 @@ def main() -> int:
             widest = bench_reasoning_scale(work, *((8000, 2000) if not args.tiny else (400, 100, 0.5)),
                                            strict=not args.tiny)
             figures.append(Figure(f"7. client peak memory at -c {2000 if not args.tiny else 100}",
-                                  widest.run.peak_mb,
-                                  "< 400", widest.run.peak_mb < 400, "MB"))
+                                  widest.run.peak_mb, "< 400", widest.run.peak_mb < 400, "MB"))
 
         if 8 in only:
             rate = 20.0
             bucket = bench_metered(work, int(400 * scale), TokenBucket(rate, 10), 0.25, "bucket")
             figures += [Figure("8. token bucket 20/s: rollouts/s vs its rate", bucket.rollouts_per_s / rate,
-                               ">= 0.90",
-                               bucket.rollouts_per_s / rate >= 0.90, f"x {rate:.0f}/s"),
+                               ">= 0.90", bucket.rollouts_per_s / rate >= 0.90, f"x {rate:.0f}/s"),
                         Figure("8. token bucket: share answered 429", bucket.rejected_share, "<= 0.05",
                                bucket.rejected_share <= 0.05)]
             per, window = 10, 5.0 if not args.tiny else 1.0
@@ -852,8 +847,7 @@ def main() -> int:
             fixed = bench_metered(work, n, FixedWindow(per, window), 0.25, "window")
             ideal_span = ((n - 1) // per) * window + 0.25  # from the first window to the last, plus a latency
             figures += [Figure(f"9. fixed window {per}/{window:g}s: vs its rate", ideal_span / fixed.span,
-                               ">= 0.90",
-                               ideal_span / fixed.span >= 0.90, f"x {per / window:g}/s"),
+                               ">= 0.90", ideal_span / fixed.span >= 0.90, f"x {per / window:g}/s"),
                         Figure("9. fixed window: prompts failed or missing", fixed.duplicates, "== 0",
                                fixed.duplicates == 0)]
 
@@ -863,8 +857,8 @@ def main() -> int:
             judged = bench_adaptive(work, int(2000 * scale), cap, mean,
                                     extra=("--rewards", "trivial_rewards.py"))
             ratio = judged.rollouts_per_s / plain.rollouts_per_s
-            figures.append(Figure("10. rewards: rollouts/s scored vs not, as (1)", ratio, ">= 0.95",
-                                  ratio >= 0.95))
+            figures.append(Figure("10. rewards: rollouts/s scored vs not, as (1)", ratio,
+                                  ">= 0.95", ratio >= 0.95))
 
         if 13 in only:
             for what, chars, event_chars in (("20 MB in one event", 20 << 20, 20 << 20),
@@ -881,13 +875,11 @@ def main() -> int:
                                                                 ROOT / "generate_distillation_data.py")
                 if previous is None:
                     figures.append(Figure(f"15. {n} x {calls} calls: paused peak / dataset",
-                                          now_peak / dataset,
-                                          "<= 1.5", now_peak / dataset <= 1.5))
+                                          now_peak / dataset, "<= 1.5", now_peak / dataset <= 1.5))
                     continue
                 then_wall, then_peak, _ = bench_paused_file(work, n, calls, previous)
                 figures += [Figure(f"15. {n} x {calls} calls: paused peak / dataset", now_peak / dataset,
-                                   "<= 1.5",
-                                   now_peak / dataset <= 1.5, f"was {then_peak / dataset:.1f}"),
+                                   "<= 1.5", now_peak / dataset <= 1.5, f"was {then_peak / dataset:.1f}"),
                             Figure(f"15. {n} x {calls} calls: wall vs previous release", now_wall / then_wall,
                                    "<= 1.05", now_wall / then_wall <= 1.05, f"x {then_wall:.1f}s")]
 
@@ -908,10 +900,9 @@ def main() -> int:
                         Figure("17. 4 shards: share of requests answered 429", many.rejected_share, "",
                                None, f"one: {one.rejected_share:.3f}"),
                         Figure("17. 4 shards: duplicates or missing", many.duplicates + one.duplicates,
-                               "== 0",
-                               many.duplicates + one.duplicates == 0),
-                        Figure("17. a shard stopped mid-run: SIGTERM to exit", to_exit, "< 30", to_exit < 30,
-                               "s")]
+                               "== 0", many.duplicates + one.duplicates == 0),
+                        Figure("17. a shard stopped mid-run: SIGTERM to exit", to_exit,
+                               "< 30", to_exit < 30, "s")]
             for teacher, n in (("cap", 400), ("bucket", 400)):
                 n = n if not args.tiny else 20
                 default_run, halving_run, capacity = bench_halving(work, n, teacher)
@@ -926,8 +917,7 @@ def main() -> int:
         if 14 in only and not args.tiny:  # a real gateway counts real minutes: no tiny version
             run, ideal, sent, refused = bench_gateway(work, 100, 80)
             figures += [Figure("14. LiteLLM rpm 80, 100 tool rollouts: refused", run.rejected_share,
-                               "<= 0.10",
-                               run.rejected_share <= 0.10, f"{refused}/{sent}"),
+                               "<= 0.10", run.rejected_share <= 0.10, f"{refused}/{sent}"),
                         Figure("14. LiteLLM: duplicates or missing", run.duplicates, "== 0",
                                run.duplicates == 0),
                         Figure("14. LiteLLM: wall time vs its minute windows", ideal / run.wall, "", None,

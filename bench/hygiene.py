@@ -133,8 +133,8 @@ def main() -> int:
     figures = [
         Figure(f"18. neither flag, {n}: start to first request", base, "", None, "s"),
         Figure("18. neither flag: peak memory", base_mb, "", None, "MB"),
-        Figure(f"18. --dedup, {n}: start to first request", dedup_s, "< 180", dedup_s < 180 if full else None,
-               "s"),
+        Figure(f"18. --dedup, {n}: start to first request", dedup_s,
+               "< 180", dedup_s < 180 if full else None, "s"),
         Figure("18. --dedup: peak memory", dedup_mb, "< 2000", dedup_mb < 2000 if full else None, "MB"),
         Figure("18. --dedup: planted near copies dropped (recall)", q["near"], "", None),
         Figure("18. --dedup: exact copies dropped", q["exact"], "== 1", q["exact"] == 1),
@@ -157,8 +157,7 @@ def main() -> int:
         Figure("18. both flags: start to first request", both_s, "", None, "s"),
         Figure("18. both flags: peak memory", both_mb, "< 2000", both_mb < 2000 if full else None, "MB"),
         Figure("18. both flags: prompts dropped vs each alone", len(both) / max(1, len(drops) + len(flagged)),
-               "",
-               None, f"of {len(drops) + len(flagged)}")]
+               "", None, f"of {len(drops) + len(flagged)}")]
     print(f"| {'figure':<52} | {'value':>21} | {'target':<14} | ok   |")
     print(f"|{'-' * 54}|{'-' * 23}|{'-' * 16}|------|")
     for figure in figures:

@@ -84,11 +84,10 @@ def script(teacher: FakeTeacher) -> None:
 def run(generator: Path, workdir: Path, teacher: FakeTeacher, *more: str) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENROUTER", "BROWSE"))}
     env.update(OPENROUTER_API_KEY="sk-or-v1-reference", PYTHONHASHSEED="0", NO_COLOR="1")
-    command = [sys.executable, str(generator), "prompts.jsonl", "--tools", "tools.py", "--rewards",
-               "rewards.py",
-               "--min-reward", "1", "--attempts", "2", "-c", "1", "--start-concurrency", "1", "--retries",
-               "0",
-               "--backoff", "0.01", "--base-url", teacher.base_url, "--export", "hf,openai", *more]
+    command = [sys.executable, str(generator), "prompts.jsonl", "--tools", "tools.py",
+               "--rewards", "rewards.py", "--min-reward", "1", "--attempts", "2", "-c", "1",
+               "--start-concurrency", "1", "--retries", "0", "--backoff", "0.01",
+               "--base-url", teacher.base_url, "--export", "hf,openai", *more]
     done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
     return done.returncode, PORT.sub("127.0.0.1:PORT", done.stderr)
 
@@ -99,8 +98,7 @@ def digest(workdir: Path) -> list[str]:
         if path.name in ("prompts.jsonl", "tools.py", "rewards.py", "__pycache__") or path.is_dir():
             continue
         text = PORT.sub("127.0.0.1:PORT", VOLATILE.sub("TIME", path.read_text(errors="replace")))
-        rows.append(f"{path.name} {hashlib.sha256(text.encode()).hexdigest()[:16]} {len(text.splitlines())} "
-                    "lines")
+        rows.append(f"{path.name} {hashlib.sha256(text.encode()).hexdigest()[:16]} {len(text.splitlines())} lines")
     return rows
 
 

@@ -105,8 +105,7 @@ def run(workdir, teacher, capsys):
     run it. The common arguments are written once, here."""
 
     def run_main(*args: str, prompts: str = "prompts.jsonl", tools: str = "tools_small.py",
-                 subprocess: bool = False,
-                 env: dict | None = None, timeout: float = 60) -> Result:
+                 subprocess: bool = False, env: dict | None = None, timeout: float = 60) -> Result:
         argv = [prompts, "--tools", tools, "--base-url", teacher.base_url, "--backoff", "0.01", *args]
         return launch(workdir, argv, in_process=not subprocess, capsys=capsys, env=env, timeout=timeout)
 
@@ -116,8 +115,8 @@ def run(workdir, teacher, capsys):
 def subprocess_env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OPENROUTER_API_KEY", "OPENROUTER_BASE_URL")}
     env.update(extra)
-    secrets_used(*(value for name, value in extra.items() if gdd._KEY_LIKE.search(name)
-                   and "://" not in value))
+    secrets_used(*(value for name, value in extra.items()
+                   if gdd._KEY_LIKE.search(name) and "://" not in value))
     return env
 
 
@@ -212,7 +211,8 @@ class RealPath:
         """The script at the default URL (or the front's own, where openrouter.ai cannot be made to resolve
         here), with the test CA given as users give a proxy's: SSL_CERT_FILE in .env, none in the
         environment."""
-        (workdir / ".env").write_text(f"SSL_CERT_FILE={self.front.certificates.bundle}\nOPENROUTER_API_KEY=sk-or-v1-test\n")
+        (workdir / ".env").write_text(f"SSL_CERT_FILE={self.front.certificates.bundle}\n"
+                                      "OPENROUTER_API_KEY=sk-or-v1-test\n")
         if not self.front.is_default_url:
             args = (*args, "--base-url", self.front.base_url)
         env = {k: v for k, v in subprocess_env().items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
@@ -221,8 +221,7 @@ class RealPath:
     def run(self, workdir: Path, *args: str, env: dict | None = None, timeout: float = 120) -> Result:
         """The subprocess mode, where openrouter.ai is the loopback nginx."""
         process = subprocess.run(self.command(*args), cwd=workdir, env=env or subprocess_env(),
-                                 capture_output=True,
-                                 text=True, timeout=timeout)
+                                 capture_output=True, text=True, timeout=timeout)
         return Result(process.returncode, process.stdout, process.stderr, workdir)
 
 

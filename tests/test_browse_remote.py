@@ -10,8 +10,12 @@ import subprocess
 
 import pytest
 
+import test_browse
 from conftest import wait_for
-from test_browse import Internal, site, tools_module  # noqa: F401  (fixtures, used by name as parameters)
+from test_browse import Internal
+
+# test_browse's fixtures, used here by name as the tests' parameters
+site, tools_module = test_browse.site, test_browse.tools_module
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +37,7 @@ def browser_service(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def remote_browse(tools_module, browser_service):  # noqa: F811
+def remote_browse(tools_module, browser_service):
     loop = asyncio.new_event_loop()
     mp = pytest.MonkeyPatch()
     mp.setenv("BROWSE_CDP_URL", browser_service)
@@ -49,7 +53,6 @@ def remote_browse(tools_module, browser_service):  # noqa: F811
     mp.undo()
 
 
-# noqa: F811
 def test_remote_browser_reads_pages_and_no_local_browser_starts(remote_browse, site, tools_module):
     text = remote_browse(f"{site}/page")
     assert text.startswith(f"URL: {site}/page\nStatus: 200")
@@ -58,13 +61,12 @@ def test_remote_browser_reads_pages_and_no_local_browser_starts(remote_browse, s
     assert tools_module._browser._crawler is None  # the local Chromium never started
 
 
-def test_remote_browser_slow_page_times_out(remote_browse, site):  # noqa: F811
+def test_remote_browser_slow_page_times_out(remote_browse, site):
     assert remote_browse(f"{site}/slow") == f"Error: {site}/slow did not load within 3 s."
 
 
 @pytest.mark.parametrize("path", ["/redirect-internal-service", "/iframe", "/fetch", "/popup",
                                   "/script-navigation"])
-# noqa: F811
 def test_guard_applies_to_every_request_of_the_remote_browser(remote_browse, site, tools_module, path):
     Internal.hits.clear()
     text = remote_browse(f"{site}{path}")
@@ -76,7 +78,7 @@ def test_guard_applies_to_every_request_of_the_remote_browser(remote_browse, sit
     assert Internal.hits == []
 
 
-def test_guard_proxy_for_a_remote_browser_wants_its_password(remote_browse, site, tools_module):  # noqa: F811
+def test_guard_proxy_for_a_remote_browser_wants_its_password(remote_browse, site, tools_module):
     remote_browse(f"{site}/page")
     proxy = tools_module._remote._proxy
     port = proxy._server.sockets[0].getsockname()[1]
@@ -93,7 +95,7 @@ def test_guard_proxy_for_a_remote_browser_wants_its_password(remote_browse, site
     assert remote_browse.loop.run_until_complete(ask(wrong)).startswith(b"HTTP/1.1 407")
 
 
-def test_unreachable_browser_service_is_a_tool_error(tools_module, monkeypatch):  # noqa: F811
+def test_unreachable_browser_service_is_a_tool_error(tools_module, monkeypatch):
     monkeypatch.setenv("BROWSE_CDP_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("BROWSE_ALLOW_PRIVATE", "127.0.0.1")
     remote = tools_module.RemoteBrowser()
@@ -118,7 +120,6 @@ def start_service(port: int, profile) -> subprocess.Popen:
     raise AssertionError("Chromium did not open its DevTools port")
 
 
-# noqa: F811
 def test_a_browser_service_that_restarts_is_reconnected_to(tools_module, site, tmp_path, monkeypatch):
     """The service's Chromium dies (a crash, a restart of the service): the next call connects again."""
     import socket

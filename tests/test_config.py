@@ -24,8 +24,8 @@ import generate_distillation_data as gdd
 
 def test_extra_body_reaches_the_server_inline_and_from_a_file(run, teacher, workdir):
     write_prompts(workdir, ["q"])
-    routing = {"provider": {"sort": "throughput", "data_collection": "deny"}, "models": ["a/b", "c/d"],
-               "seed": 7}
+    routing = {"provider": {"sort": "throughput", "data_collection": "deny"},
+               "models": ["a/b", "c/d"], "seed": 7}
     run("--extra-body", json.dumps(routing), tools="none")
     assert {k: teacher.requests[-1][k] for k in routing} == routing
     (workdir / "body.json").write_text(json.dumps({"max_tokens": 99}))
@@ -55,8 +55,8 @@ def test_dry_run_sends_nothing_and_shows_the_request(run, workdir, teacher):
 def test_request_carries_options_and_key(run, workdir, teacher):
     write_prompts(workdir, ["q"])
     env = subprocess_env(OPENROUTER_API_KEY="sk-or-v1-secret-test-key")
-    result = run("-m", "x/model", "--max-tokens", "77", "--temperature", "0.1", tools="none", env=env,
-                 subprocess=True)
+    result = run("-m", "x/model", "--max-tokens", "77", "--temperature", "0.1",
+                 tools="none", env=env, subprocess=True)
     assert result.code == 0, result.err
     body = teacher.requests[0]
     assert (body["model"], body["max_tokens"], body["temperature"]) == ("x/model", 77, 0.1)
@@ -101,7 +101,7 @@ def test_config_yml_nested_5000_deep_aliases_and_size_are_refused_at_once(run, t
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
         f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
-                                                           for i in range(8))
+        for i in range(8))
     cases = {"deep": "rollout:\n  max_turns: " + "[" * 5000 + "]" * 5000 + "\n",
              "aliases": bomb + "rollout:\n  max_turns: 3\n",
              "large": "rollout:\n  max_turns: 3\n# " + "x" * (2 << 20) + "\n",
@@ -188,8 +188,8 @@ def test_a_base_url_with_a_password_authenticates_with_it_and_the_key_is_not_sen
     base_url = teacher.base_url.replace("http://", "http://gwuser:gateway-password-0123456789@")
     args = ["prompts.jsonl", "--tools", "none", "--base-url", base_url, "--backoff", "0.01"]
     dry = run_script(workdir, *args, "--dry-run", env=subprocess_env(OPENROUTER_API_KEY=key))
-    assert dry.code == 0 and "Authorization: Basic *** (the user information of --base-url; OPENROUTER_API_KEY " \
-        "is not sent)" in dry.out
+    assert dry.code == 0 and "Authorization: Basic *** (the user information of --base-url; " \
+        "OPENROUTER_API_KEY is not sent)" in dry.out
     result = run_script(workdir, *args, env=subprocess_env(OPENROUTER_API_KEY=key))
     assert result.code == 0, result.err
     assert len(result.records()) == 2 and not (workdir / "train.failed.jsonl").exists()
@@ -199,7 +199,8 @@ def test_a_base_url_with_a_password_authenticates_with_it_and_the_key_is_not_sen
     assert "gateway-password" not in result.err + dry.out + dry.err
     write_prompts(workdir, ["q2"])
     alone = run_script(workdir, *args)
-    assert alone.code == 0 and teacher.headers[-1]["authorization"] == expected and "not sent" not in alone.err
+    assert (alone.code == 0 and teacher.headers[-1]["authorization"] == expected
+            and "not sent" not in alone.err)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -256,7 +257,8 @@ def test_after_a_run_rnows_own_cli_takes_the_folder_with_nothing_but_a_login(wor
     assert str(uuid.UUID(project_id)) == project_id and f"added project_id {project_id}" in first.err
     assert "never run it here" in first.err and first.err.count("project_id") == 1
     again = run_script(workdir, "prompts.jsonl", "--base-url", teacher.base_url)
-    assert again.code == 0 and (workdir / "config.yml").read_text() == config and "project_id" not in again.err
+    assert (again.code == 0 and (workdir / "config.yml").read_text() == config
+            and "project_id" not in again.err)
 
     api = RnowApi()
     rnow = Path(sys.executable).with_name("rnow")
@@ -265,7 +267,8 @@ def test_after_a_run_rnows_own_cli_takes_the_folder_with_nothing_but_a_login(wor
                           text=True, timeout=120)
     api.server.shutdown()
     said = done.stdout + done.stderr
-    assert "Missing project_id" not in said and "Invalid train.jsonl" not in said and "Invalid tools.py" not in said
+    assert ("Missing project_id" not in said and "Invalid train.jsonl" not in said
+            and "Invalid tools.py" not in said)
     # its local checks all passed
     assert [path for path, _, _ in api.requests] == ["/api/uploads/session"], said
     path, headers, body = api.requests[0]
@@ -300,7 +303,8 @@ def test_a_config_yml_the_id_cannot_be_added_to_safely_is_left_as_it_is_saying_s
     result = run(tools="none", subprocess=True)
     assert result.code == 0 and len(result.records()) == 1
     assert (workdir / "config.yml").read_bytes() == text
-    assert "cannot add one safely to how the file is written, so it is left as it is" in result.err, result.err
+    assert ("cannot add one safely to how the file is written, so it is left as it is"
+            in result.err), result.err
     assert 'project_id: "' in result.err and "rnow init" in result.err and result.err.count("project_id") <= 4
     # one line, no parser dump
     assert "\n  " not in result.err.split("cannot add one safely")[1].split("\n")[0]
@@ -350,8 +354,8 @@ def test_eight_runs_starting_at_once_give_config_yml_one_project_id(workdir, tea
     config = (workdir / "config.yml").read_text()
     assert config.startswith(bundled) and config.count("project_id:") == 1
     project_id = yaml.safe_load(config)["project_id"]
-    assert [err.count("project_id") for err in said].count(1) == 1 and sum(err.count("project_id")
-                                                                           for err in said) == 1
+    assert ([err.count("project_id") for err in said].count(1) == 1
+            and sum(err.count("project_id") for err in said) == 1)
     assert any(f"added project_id {project_id}" in err for err in said)
 
 

@@ -46,13 +46,14 @@ def test_the_resume_scan_and_key_of_agree_on_every_shape_of_line(tmp_path, shape
 
 
 def test_a_built_line_starts_as_every_line_of_ours_and_names_only_known_keys():
-    job = gdd.RolloutJob(gdd.Prompt("p1", [{"role": "user", "content": "q"}], {"domain": "x", "sample": 9},
-                                    "q"), 0, 0)
+    prompt = gdd.Prompt("p1", [{"role": "user", "content": "q"}], {"domain": "x", "sample": 9}, "q")
+    job = gdd.RolloutJob(prompt, 0, 0)
     outcome = gdd.Outcome(job, [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
                           gdd.Usage(), 1, "stop")
     record = gdd.build_line(outcome, gdd.LineFormat("teacher/m", True, False, str), [])
     encoded = gdd.encode_line(record)
-    assert encoded.startswith(gdd.OUR_PREFIXES[0]) and gdd.RolloutKey.of_line(gdd.parse_line(encoded)) == ("p1", 0, 1)
+    assert (encoded.startswith(gdd.OUR_PREFIXES[0])
+            and gdd.RolloutKey.of_line(gdd.parse_line(encoded)) == ("p1", 0, 1))
     assert set(record["metadata"]) - {"domain"} <= gdd.OUR_METADATA_KEYS
     assert {"prompt_id", "sample", "teacher", "turns", "usage", "attempt", "reward", "incomplete"} <= \
         gdd.OUR_METADATA_KEYS
@@ -83,8 +84,8 @@ def test_a_rewrite_goes_through_a_symlink_and_leaves_nothing_behind_on_error(tmp
         with gdd.replaced_atomically(tmp_path / "link.jsonl") as f:
             f.write(b"half")
             raise RuntimeError("crash midway")
-    assert target.read_text() == "new\n" and sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl",
-                                                                                            "link.jsonl"]
+    assert (target.read_text() == "new\n"
+            and sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl", "link.jsonl"])
 
 
 def test_a_rewrite_keeps_the_mode_of_the_file_it_replaces_and_is_private_while_written(tmp_path):
@@ -148,8 +149,8 @@ def test_reasoning_details_are_echoed_unchanged_and_reasoning_is_kept(run, teach
     assert result.code == 0, result.err
     [record] = result.records()
     assistant_turns = [m for m in record["messages"] if m["role"] == "assistant"]
-    assert [m.get("reasoning_content") for m in assistant_turns] == ["I should add the numbers.",
-                                                                     "Done adding."]
+    assert ([m.get("reasoning_content") for m in assistant_turns]
+            == ["I should add the numbers.", "Done adding."])
     assert "ENCRYPTED-BLOB" not in json.dumps(record) and "reasoning_details" not in json.dumps(record)
     assert teacher.requests[0]["reasoning"] == {"effort": "high"}
     usage = record["metadata"]["usage"]
@@ -188,9 +189,10 @@ def test_incomplete_rollouts_go_to_the_failed_file_not_train(run, teacher, workd
     assert result.code == 1
     assert [r["messages"][0]["content"] for r in result.records()] == ["whole"]
     [failed] = result.failed()
-    assert failed["prompt"] == "cut" and reason in failed["reason"] and failed["reason"].startswith("incomplete")
-    assert failed["messages"][0] == {"role": "user",
-                                     "content": "cut"} and failed["messages"][1]["role"] == "assistant"
+    assert (failed["prompt"] == "cut" and reason in failed["reason"]
+            and failed["reason"].startswith("incomplete"))
+    assert (failed["messages"][0] == {"role": "user", "content": "cut"}
+            and failed["messages"][1]["role"] == "assistant")
     assert failed["usage"]["requests"] == len(steps)
     # the next run tries it again
     teacher.script("cut", answer("complete now"))
@@ -249,8 +251,8 @@ def test_reasoning_content_is_kept_in_the_dataset_and_sent_back_as_received(run,
     result = run()
     assert result.code == 0, result.err
     messages = result.records()[0]["messages"]
-    assert [m.get("reasoning_content") for m in messages if m["role"] == "assistant"] == ["I should add.",
-                                                                                          "It is 3."]
+    assert ([m.get("reasoning_content") for m in messages if m["role"] == "assistant"]
+            == ["I should add.", "It is 3."])
     sent_back = teacher.requests_for("Think")[1]["messages"][1]
     assert sent_back["reasoning_content"] == "I should add."
 
@@ -265,7 +267,8 @@ def test_a_server_that_refuses_reasoning_content_gets_messages_without_it(run, t
     result = run()
     assert result.code == 0, result.err
     requests = teacher.requests_for("Strict server")
-    assert "reasoning_content" in requests[1]["messages"][1] and "reasoning_content" not in requests[2]["messages"][1]
+    assert ("reasoning_content" in requests[1]["messages"][1]
+            and "reasoning_content" not in requests[2]["messages"][1])
     assert result.records()[0]["messages"][1]["reasoning_content"] == "plan"  # the dataset keeps it
     assert result.err.count("refused `reasoning_content`") == 1
 
@@ -292,8 +295,8 @@ def test_tool_call_ids_are_unique_in_the_conversation_and_the_same_on_every_run(
     call_ids = [c["id"] for m in messages if m.get("tool_calls") for c in m["tool_calls"]]
     assert call_ids == ["call_1_0", "call_1_1", "call_1_2", "dup", "call_2_1", "call_3_0", "call_3_1"]
     assert [m["tool_call_id"] for m in messages if m["role"] == "tool"] == call_ids
-    assert [m["tool_call_id"] for m in teacher.requests_for("Ids")[-1]["messages"]
-            if m["role"] == "tool"] == call_ids
+    assert ([m["tool_call_id"] for m in teacher.requests_for("Ids")[-1]["messages"] if m["role"] == "tool"]
+            == call_ids)
     (workdir / "train.jsonl").unlink()
     teacher.script("Ids", *steps)
     assert run().records()[0]["messages"] == messages  # no random fill-ins: a re-run writes the same line

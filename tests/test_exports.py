@@ -35,7 +35,7 @@ QWEN_LIKE_TEMPLATE = """
 {%- for call in message.tool_calls or [] %}<tool_call>{"name": "{{ call.function.name }}", "arguments": 
 {%- if call.function.arguments is string %}{{ call.function.arguments }}{% else %}{{ call.function.arguments | tojson }}{% endif %}}</tool_call>
 {%- endfor %}
-{% endfor %}"""
+{% endfor %}"""  # noqa: E501, W291  (the template as written: its spaces are what it renders)
 
 
 def script_tool_rollouts(teacher, prompts: list[str]) -> None:
@@ -140,8 +140,8 @@ def test_openai_export_meets_the_fine_tuning_format(run, workdir, teacher):
     for line in exported:
         check_openai_fine_tuning_line(line)
         assert line["messages"][0] == {"role": "system", "content": "Be brief."}
-        assert [m["role"] for m in line["messages"]] == ["system", "user", "assistant", "tool", "tool",
-                                                         "assistant"]
+        assert ([m["role"] for m in line["messages"]]
+                == ["system", "user", "assistant", "tool", "tool", "assistant"])
 
 
 def test_no_run_exports_existing_output_and_sends_nothing(run, workdir, teacher):
@@ -152,8 +152,7 @@ def test_no_run_exports_existing_output_and_sends_nothing(run, workdir, teacher)
     write_prompts(workdir, ["q0", "q1", "q2"])  # a pending prompt: --no-run must not run it
     env = subprocess_env()  # no key, default base URL: --no-run needs neither
     result = run_script(workdir, "prompts.jsonl", "--tools", "tools_small.py", "--export", "hf,openai",
-                        "--no-run",
-                        env=env)
+                        "--no-run", env=env)
     assert result.code == 0, result.err
     assert len(teacher.requests) == sent
     assert len(read_jsonl(workdir / "train.hf.jsonl")) == len(read_jsonl(workdir / "train.openai.jsonl")) == 2
@@ -169,8 +168,8 @@ def test_export_streams_past_lines_it_cannot_hold_and_says_so(run, workdir, teac
     with (workdir / "train.jsonl").open("a") as f:
         f.write('{"metadata": {"prompt_id": "torn"}, "messa\n')  # hand-edited, after the run
     (workdir / "fewer_tools.py").write_text(
-        "from rnow.core.tool import tool\n\n@tool\ndef add(a: int, b: int) -> int:\n    '''Add.'''\n    "
-        "return a + b\n")
+        "from rnow.core.tool import tool\n\n@tool\ndef add(a: int, b: int) -> int:\n"
+        "    '''Add.'''\n    return a + b\n")
     result = run_script(workdir, "prompts.jsonl", "--tools", "fewer_tools.py", "--export", "hf,openai",
                         "--no-run", env=subprocess_env())
     assert result.code == 0, result.err
@@ -196,9 +195,8 @@ def test_a_line_whose_tools_are_not_a_list_of_names_is_left_out_naming_it(workdi
             "tools": tools}
     (workdir / "train.jsonl").write_text(json.dumps(line) + "\n")
     write_prompts(workdir, ["q"])
-    result = run_script(workdir, "prompts.jsonl", "--tools", "tools_small.py", "--no-run", "--export",
-                        "hf,openai",
-                        env=subprocess_env())
+    result = run_script(workdir, "prompts.jsonl", "--tools", "tools_small.py", "--no-run",
+                        "--export", "hf,openai", env=subprocess_env())
     assert result.code == 0 and "Traceback" not in result.err, result.err
     for fmt in ("hf", "openai"):
         lines = read_jsonl(workdir / f"train.{fmt}.jsonl")
@@ -228,7 +226,8 @@ def test_hf_export_ids_render_with_the_upstream_mistral_template(run, workdir, t
     came in the output) become such ids in the hf export, the same for a call and its result."""
     from pathlib import Path
 
-    template = (Path(__file__).parent / "templates" / "mistralai-Mistral-Nemo-Instruct-2407.jinja").read_text()
+    template = (Path(__file__).parent / "templates" / "mistralai-Mistral-Nemo-Instruct-2407.jinja"
+                ).read_text()
     write_prompts(workdir, ["q0", "q1"])
     script_tool_rollouts(teacher, ["q0", "q1"])
     assert export(run, "--export", "hf").code == 0
@@ -302,12 +301,13 @@ def test_the_hf_export_writes_a_dataset_card_whose_numbers_are_the_files(run, wo
     assert "tool-use" in header["tags"]
 
     lines = read_jsonl(workdir / "train.jsonl")
-    rejected, failed = read_jsonl(workdir / "train.rejected.jsonl"), read_jsonl(workdir / "train.failed.jsonl")
+    rejected = read_jsonl(workdir / "train.rejected.jsonl")
+    failed = read_jsonl(workdir / "train.failed.jsonl")
     assert len(lines) == 3 and len(rejected) == 2 and len(failed) == 1
     assert "3 conversations of a teacher model solving prompts with tools (3 tool calls in 6 turns)" in text
     cost = sum(line["metadata"]["usage"]["cost"] for line in lines)
-    elsewhere = sum(r["metadata"]["usage"]["cost"] for r in rejected) + sum(f["usage"]["cost"]
-                                                                            for f in failed)
+    elsewhere = (sum(r["metadata"]["usage"]["cost"] for r in rejected)
+                 + sum(f["usage"]["cost"] for f in failed))
     assert f"cost ${cost:.4f};" in text and f"({len(rejected) + len(failed)}) cost ${elsewhere:.4f}." in text
     assert "| `test/teacher` | 3 |" in text and "| `Prov A` | 2 |" in text and "| `Prov B` | 1 |" in text
     assert [line["metadata"]["provider"] for line in lines] == ["Prov B", "Prov A", "Prov A"]
@@ -353,9 +353,11 @@ def test_values_from_outside_are_quoted_in_the_card_never_live_markup(run, workd
     """A model name, a provider and --extra-body values (a router's, a teacher's, the user's) written as
     links, images or a script: the card shows them as text."""
     write_prompts(workdir, ["q"])
-    hostile = lambda body: Reply(body={**completion({"content": "ok"},
-                                                    model="[click](http://evil.example/m)"),  # noqa: E731
-                                       "provider": "<script>alert(1)</script>"})
+
+    def hostile(body):
+        return Reply(body={**completion({"content": "ok"}, model="[click](http://evil.example/m)"),
+                           "provider": "<script>alert(1)</script>"})
+
     teacher.script("q", hostile)
     extra = {"metadata": {"note": "![tracker](http://evil.example/pixel.png) <img src=x onerror=alert(2)>"}}
     result = run("--extra-body", json.dumps(extra), "--export", "hf", tools="none", subprocess=True)
@@ -379,7 +381,8 @@ def test_a_foreign_line_with_tool_calls_5_is_named_and_the_card_still_made(run, 
     assert result.code == 0 and "Traceback" not in result.err, result.err
     assert "train.jsonl:2: messages[1].tool_calls is 5, not a list: counted as no call" in result.err
     _, text = card_of(workdir)
-    assert "2 conversations" in text and "1 line of `train\\.jsonl` holds values that are not what this tool writes" in text
+    assert ("2 conversations" in text
+            and "1 line of `train\\.jsonl` holds values that are not what this tool writes" in text)
     # and say so
     assert "1 line left out (not a line of ours (torn or edited); the first: train.jsonl:2)" in result.err
 
@@ -390,10 +393,11 @@ def test_cut_short_lines_are_marked_in_every_export_and_the_card(run, workdir, t
                    answer("and then the answer was cu", finish_reason="length"))
     result = run("--keep-incomplete", "--export", "hf,openai", subprocess=True)
     assert result.code == 0, result.err
-    assert "Exported 2 lines to train.openai.jsonl (1 cut short, kept with --keep-incomplete: their last answer at " \
-           "weight 0" in result.err
+    assert "Exported 2 lines to train.openai.jsonl (1 cut short, kept with --keep-incomplete: their last " \
+           "answer at weight 0" in result.err
     by_prompt = {line["messages"][0]["content"]: line for line in read_jsonl(workdir / "train.openai.jsonl")}
-    assert by_prompt["cut"]["messages"][-1]["weight"] == 0 and by_prompt["cut"]["messages"][1].get("weight") is None
+    assert (by_prompt["cut"]["messages"][-1]["weight"] == 0
+            and by_prompt["cut"]["messages"][1].get("weight") is None)
     assert "weight" not in json.dumps(by_prompt["whole"])
     for line in by_prompt.values():
         check_openai_fine_tuning_line(line)
@@ -401,7 +405,8 @@ def test_cut_short_lines_are_marked_in_every_export_and_the_card(run, workdir, t
           for line in read_jsonl(workdir / "train.hf.jsonl")}
     assert hf["cut"]["incomplete"].startswith("finish_reason length")
     _, text = card_of(workdir)
-    assert "**1 conversation was cut short**" in text and "| cut-short rollouts kept (--keep-incomplete) | true |" in text
+    assert ("**1 conversation was cut short**" in text
+            and "| cut-short rollouts kept (--keep-incomplete) | true |" in text)
 
 
 def test_a_teacher_that_reports_no_cost_is_said_unknown_in_the_lines_and_the_card(run, workdir, teacher):
@@ -447,8 +452,8 @@ def foreign_line(i: int, usage: dict | None, teacher: str = "some/model") -> str
 def test_the_card_states_no_cost_that_no_line_reported_nor_one_past_any_real_cost(workdir, usages, said):
     """Lines from another tool that carry no usage are no $0 "as the teacher reported them", and edited costs
     that add up to infinity are no "$inf": the cost is said unknown, saying why."""
-    (workdir / "train.jsonl").write_text("".join(foreign_line(i, usage)
-                                                 + "\n" for i, usage in enumerate(usages)))
+    (workdir / "train.jsonl").write_text("".join(foreign_line(i, usage) + "\n"
+                                                 for i, usage in enumerate(usages)))
     write_prompts(workdir, ["q"])
     result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--no-run", "--export", "hf",
                         env=subprocess_env())
@@ -459,8 +464,7 @@ def test_the_card_states_no_cost_that_no_line_reported_nor_one_past_any_real_cos
 
 def test_the_licence_is_claimed_only_for_the_lines_of_the_models_the_list_showed(run, workdir, teacher):
     """Three lines of a model no list was asked about, then one of a model OpenRouter's list showed, asked
-    with
-    --distillable: the card claims the list and the routing for that model's line only, and names no
+    with --distillable: the card claims the list and the routing for that model's line only, and names no
     licence."""
     teacher.models = [{"id": "good/model", "is_trainable_text": True}]
     write_prompts(workdir, [f"q{i}" for i in range(4)])
@@ -469,14 +473,15 @@ def test_the_licence_is_claimed_only_for_the_lines_of_the_models_the_list_showed
     assert result.code == 0, result.err
     card, text = card_of(workdir)
     assert card.data.to_dict()["license"] == "unknown"
-    assert "- `good/model` (1 line): the model is on OpenRouter's list of models whose authors allow training on " \
-           "their outputs" in text and "`provider.enforce_distillable_text`" in text and "in every run that asked it" in text
+    assert "- `good/model` (1 line): the model is on OpenRouter's list of models whose authors allow " \
+           "training on their outputs" in text and "`provider.enforce_distillable_text`" in text \
+           and "in every run that asked it" in text
     bad = next(line for line in text.splitlines() if line.startswith("- `bad/model` (3 lines): "))
     assert "not known" in bad and "enforce_distillable_text" not in bad
     # once every line is of a model the list showed, and only then, the card says `other`
-    (workdir / "train.jsonl").write_text("".join(line + "\n"
-                                                 for line in (workdir / "train.jsonl").read_text().splitlines()
-                                                 if '"teacher":"good/model"' in line.replace(" ", "")))
+    kept = [line for line in (workdir / "train.jsonl").read_text().splitlines()
+            if '"teacher":"good/model"' in line.replace(" ", "")]
+    (workdir / "train.jsonl").write_text("".join(line + "\n" for line in kept))
     assert run("--no-run", "--export", "hf", tools="none").code == 0
     assert card_of(workdir)[0].data.to_dict()["license"] == "other"
 

@@ -44,8 +44,8 @@ def test_through_nginx_with_tls_gzip_and_short_keepalive_every_prompt_is_written
     write_prompts(workdir, prompts)
     result = real.run_as_users_do(workdir, "prompts.jsonl", "--tools", "none", "-c", "8")
     assert result.code == 0, result.err
-    assert sorted(r["messages"][-1]["content"] for r in result.records()) == sorted(f"Answer to: {p}"
-                                                                                    for p in prompts)
+    assert (sorted(r["messages"][-1]["content"] for r in result.records())
+            == sorted(f"Answer to: {p}" for p in prompts))
     assert "gzip" in real.teacher.headers[-1].get("accept-encoding", "")  # as nginx passed it on
 
 
@@ -141,10 +141,8 @@ def test_a_compression_bomb_costs_the_cap_not_the_machines_memory(workdir, teach
                                                headers={"Content-Encoding": "gzip"}))
     with open(workdir / "err.log", "w") as err:
         process = subprocess.Popen([sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none",
-                                    "--base-url",
-                                    teacher.base_url], cwd=workdir, env=subprocess_env(),
-                                   stdout=subprocess.DEVNULL,
-                                   stderr=err)
+                                    "--base-url", teacher.base_url], cwd=workdir, env=subprocess_env(),
+                                   stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(process.pid, 0)  # this child's own peak memory
         process.returncode = os.waitstatus_to_exitcode(status)
     assert process.returncode == 1, (workdir / "err.log").read_text()
@@ -179,9 +177,8 @@ def test_two_dead_kept_alive_connections_in_a_row_are_both_resent_without_a_retr
 def test_a_server_that_takes_the_request_and_says_nothing_is_left_after_the_stall_timeout(run, teacher,
                                                                                           workdir):
     """llama-server after SIGTERM keeps connections open and sends nothing: a streamed request is retried
-    after
-    --stall-timeout, not after the whole --timeout (the test's own timeout would end first); an unstreamed one
-    may rightly send nothing until its answer is whole, so it has the whole --timeout."""
+    after --stall-timeout, not after the whole --timeout (the test's own timeout would end first); an
+    unstreamed one may rightly send nothing until its answer is whole, so it has the whole --timeout."""
     write_prompts(workdir, ["silent"])
     silent = adjusted(answer("too late"), delay=120, cut_after=10**6)  # no status line for two minutes
     teacher.script("silent", silent, answer("on the retry"))
@@ -194,10 +191,9 @@ def test_a_server_that_takes_the_request_and_says_nothing_is_left_after_the_stal
     assert unstreamed.code == 0 and "0 retried" in unstreamed.err, unstreamed.err
 
 
-LLAMA_CPP_CONTEXT = {"error": {"code": 400,
-                               "message": "request (4476 tokens) exceeds the available context size "
-                               "(4096 tokens)", "type": "exceed_context_size_error", "n_prompt_tokens": 4476,
-                               "n_ctx": 4096}}
+LLAMA_CPP_CONTEXT = {"error": {"code": 400, "message": "request (4476 tokens) exceeds the available context "
+                               "size (4096 tokens)", "type": "exceed_context_size_error",
+                               "n_prompt_tokens": 4476, "n_ctx": 4096}}
 
 
 def test_a_context_overflow_mid_rollout_is_named_and_no_rerun_is_advised(run, teacher, workdir):
@@ -225,8 +221,8 @@ def test_an_unreadable_certificate_file_is_a_clear_error_for_an_https_teacher_on
     write_prompts(workdir, ["q"])
     (workdir / "not-a-cert.pem").write_text("this is not a certificate\n")
     env = subprocess_env(SSL_CERT_FILE=str(workdir / "not-a-cert.pem"))
-    refused = launch(workdir, ["prompts.jsonl", "--tools", "none", "--base-url",
-                               "https://127.0.0.1:9/api/v1"], env=env)
+    refused = launch(workdir, ["prompts.jsonl", "--tools", "none", "--base-url", "https://127.0.0.1:9/api/v1"],
+                     env=env)
     assert refused.code == 2 and "SSL_CERT_FILE" in refused.err and "cannot load certificates" in refused.err
     assert "Traceback" not in refused.err and not (workdir / "train.jsonl").exists()
     plain = run(tools="none", subprocess=True, env=env)  # plain http never uses it
@@ -257,15 +253,14 @@ def test_streamed_and_unstreamed_runs_write_the_same_dataset_and_send_the_same_r
             extra = [] if mode == "streamed" else ["--no-stream"]
 
             result = launch(workdir, ["prompts.jsonl", "--tools", "tools_small.py", "--base-url",
-                                      teacher.base_url,
-                                      "-c", "1", "-o", f"{mode}.jsonl", *extra])
+                                      teacher.base_url, "-c", "1", "-o", f"{mode}.jsonl", *extra])
             assert result.code == 0, result.err
             datasets[mode] = (workdir / f"{mode}.jsonl").read_bytes()
-            follow_ups[mode] = [json.dumps({k: v for k, v in body.items() if k not in ("stream",
-                                                                                       "stream_options")},
-                                           sort_keys=False) for body in teacher.requests]
-            assert all(body.get("stream") is (mode == "streamed")
-                       or mode == "unstreamed" for body in teacher.requests)
+            follow_ups[mode] = [json.dumps({k: v for k, v in body.items()
+                                            if k not in ("stream", "stream_options")}, sort_keys=False)
+                                for body in teacher.requests]
+            assert all(body.get("stream") is (mode == "streamed") or mode == "unstreamed"
+                       for body in teacher.requests)
         finally:
             teacher.stop()
     assert datasets["streamed"] == datasets["unstreamed"]
@@ -299,8 +294,8 @@ def test_comments_keep_the_connection_but_a_stream_without_data_stalls(run, teac
     result = run("--stall-timeout", "3", tools="none")
     assert result.code == 0, result.err
     # thinking silently for less than the stall timeout is fine; 6 s of nothing but comments is a stall
-    assert sorted(r["messages"][-1]["content"] for r in result.records()) == ["after a stall",
-                                                                              "worth the wait"]
+    assert (sorted(r["messages"][-1]["content"] for r in result.records())
+            == ["after a stall", "worth the wait"])
     assert "1 retried" in result.err and "1 streamed answer ended before its usage came" in result.err
 
 
@@ -350,9 +345,8 @@ def test_behind_nginx_with_a_5_s_read_timeout_an_8_s_teacher_writes_every_prompt
 
 def raw_stream(*events: bytes) -> Reply:
     body = b"".join(b"data: " + event + b"\n\n" for event in events) + b"data: [DONE]\n\n"
-    head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: "
-            + str(len(body)).encode()
-            + b"\r\nConnection: close\r\n\r\n")
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n")
     return Reply(raw_response=head + body)
 
 
@@ -390,19 +384,22 @@ def test_more_connections_than_the_process_may_open_is_a_clear_error(workdir, te
     from conftest import SCRIPT
 
     write_prompts(workdir, ["q"])
-    low = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))  # noqa: E731
+
+    def low():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))
+
     result = subprocess.run([sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none", "--base-url",
                              teacher.base_url, "-c", "1000"], cwd=workdir, env=subprocess_env(),
-                            capture_output=True,
-                            text=True, timeout=60, preexec_fn=low)
+                            capture_output=True, text=True, timeout=60, preexec_fn=low)
     assert result.returncode == 2 and "-c 1000 needs about 1272 open files" in result.stderr
     assert "ulimit -n 1272" in result.stderr and not teacher.requests
-    # noqa: E731  (soft < hard: raised)
-    raised = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, 4096))
+
+    def raised():  # soft < hard: raised
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, 4096))
+
     result = subprocess.run([sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none", "--base-url",
                              teacher.base_url, "-c", "1000"], cwd=workdir, env=subprocess_env(),
-                            capture_output=True,
-                            text=True, timeout=60, preexec_fn=raised)
+                            capture_output=True, text=True, timeout=60, preexec_fn=raised)
     assert result.returncode == 0, result.stderr
 
 
@@ -418,12 +415,15 @@ def test_under_a_hard_limit_too_low_for_c_1_the_message_says_what_the_limit_allo
     from conftest import SCRIPT
 
     write_prompts(workdir, ["q"])
-    low = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # noqa: E731
+
+    def low():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
     result = subprocess.run([sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none", "--base-url",
                              teacher.base_url, "-c", "20"], cwd=workdir, env=subprocess_env(),
-                            capture_output=True,
-                            text=True, timeout=60, preexec_fn=low)
-    assert result.returncode == 2 and said in result.stderr and "Lower -c to 1" not in result.stderr, result.stderr
+                            capture_output=True, text=True, timeout=60, preexec_fn=low)
+    assert (result.returncode == 2 and said in result.stderr
+            and "Lower -c to 1" not in result.stderr), result.stderr
     assert not teacher.requests and "Traceback" not in result.stderr
 
 
@@ -462,11 +462,10 @@ def test_an_answer_that_came_whole_while_the_process_was_suspended_is_kept(workd
 def test_answers_that_came_whole_while_the_process_slept_past_its_timeout_are_kept(workdir, teacher,
                                                                                    streamed):
     """Suspended past --timeout (a task preempted, `scontrol suspend`) while its answers came, whole: on
-    waking, the
-    --timeout timer (and aiohttp's own read timer, at --timeout too) ran before the data beside it was read,
-    and every answer was thrown away and paid again (6 requests for 3, the summary's cost leaving the first
-    answers out). Every deadline reads what already came first (Deadline): each answer is kept, once, and
-    counted."""
+    waking, the --timeout timer (and aiohttp's own read timer, at --timeout too) ran before the data beside
+    it was read, and every answer was thrown away and paid again (6 requests for 3, the summary's cost
+    leaving the first answers out). Every deadline reads what already came first (Deadline): each answer is
+    kept, once, and counted."""
     import signal
     import time
 

@@ -15,8 +15,7 @@ def test_help_reads_well(workdir):
     result = run_script(workdir, "--help")
     assert result.code == 0
     for option in ("--output", "--tools", "--model", "--concurrency", "--max-turns", "--base-url",
-                   "--retries",
-                   "--timeout", "--samples", "--shard", "--dry-run", "exit codes"):
+                   "--retries", "--timeout", "--samples", "--shard", "--dry-run", "exit codes"):
         assert option in result.out
 
 
@@ -80,7 +79,8 @@ def test_the_summary_tells_rollouts_in_the_output_from_those_finished_as_rejecte
     gate = ("--rewards", "rewards.py", "--min-reward", "1")
     assert run(*gate, "-n", "1", tools="none").code == 0  # A: rejected, its one try spent
     second = run(*gate, "-n", "2", tools="none", subprocess=True)
-    assert "Done: 0 new rollouts written to train.jsonl (1 finished as rejected before, skipped)" in second.err
+    assert ("Done: 0 new rollouts written to train.jsonl (1 finished as rejected before, skipped)"
+            in second.err)
     assert "Total: 0/2 rollouts in train.jsonl, 2 finished as rejected" in second.err
     third = run(*gate, tools="none", subprocess=True)  # C passes; A and B were rejected before
     assert "Done: 1 new rollout written to train.jsonl (2 finished as rejected before, skipped)" in third.err

@@ -58,8 +58,7 @@ def test_readme_quick_start_journey_against_the_ci_teacher(workdir):
     run as users run it, against the teacher CI starts (tests/support/fake_teacher.py's main), browser
     included."""
     process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "fake_teacher.py")],
-                               stdout=subprocess.PIPE,
-                               text=True)
+                               stdout=subprocess.PIPE, text=True)
     try:
         base_url = process.stdout.readline().strip()
         env = subprocess_env(OPENROUTER_BASE_URL=base_url, OPENROUTER_API_KEY="sk-or-v1-...",
@@ -122,13 +121,12 @@ def test_each_default_lives_in_its_settings_object_and_the_help_shows_it():
     parser = gdd._build_arg_parser()
     defaults = {action.dest: action.default for action in parser._actions}
     owners = {"concurrency": (gdd.TeacherSettings, "concurrency"),
-              "timeout": (gdd.TeacherSettings, "timeout"),
-              "retries": (gdd.TeacherSettings, "retries"), "backoff": (gdd.TeacherSettings, "backoff"),
+              "timeout": (gdd.TeacherSettings, "timeout"), "retries": (gdd.TeacherSettings, "retries"),
+              "backoff": (gdd.TeacherSettings, "backoff"),
               "stall_timeout": (gdd.TeacherSettings, "stall_timeout"),
-              "model": (gdd.RequestSettings, "model"),
-              "max_tokens": (gdd.RequestSettings, "max_tokens"),
-              "temperature": (gdd.RequestSettings, "temperature"),
-              "samples": (gdd.PromptSettings, "samples"), "attempts": (gdd.GateSettings, "attempts"),
+              "model": (gdd.RequestSettings, "model"), "max_tokens": (gdd.RequestSettings, "max_tokens"),
+              "temperature": (gdd.RequestSettings, "temperature"), "samples": (gdd.PromptSettings, "samples"),
+              "attempts": (gdd.GateSettings, "attempts"),
               "tool_concurrency": (gdd.ToolSettings, "concurrency"), "cache": (gdd.RequestSettings, "cache")}
     for dest, (settings, name) in owners.items():
         assert defaults[dest] == gdd.default(settings, name), dest
@@ -182,8 +180,8 @@ def test_the_kubernetes_manifest_runs_as_written_with_app_and_data_mapped(tmp_pa
     command, cwd = [mapped(part) for part in container["command"]], mapped(container["workingDir"])
     prompts = [f"question {i}" for i in range(5)]
     (data / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
-    shard_of = {gdd._shard_of(gdd.conversation_hash([{"role": "user", "content": p}]),
-                              completions) for p in prompts}
+    shard_of = {gdd._shard_of(gdd.conversation_hash([{"role": "user", "content": p}]), completions)
+                for p in prompts}
     empty = next(index for index in range(completions) if index not in shard_of)
     pods = [subprocess.Popen(command, cwd=cwd, env=subprocess_env(JOB_COMPLETION_INDEX=str(index),
                                                                   OPENROUTER_BASE_URL=teacher.base_url),

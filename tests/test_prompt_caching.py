@@ -110,7 +110,8 @@ def test_a_messages_prompt_with_text_parts_is_marked_on_its_last_text_part(run, 
     assert result.code == 0, result.err
     [body] = caching_teacher.requests
     sent = body["messages"][0]["content"]
-    assert "cache_control" not in sent[0] and sent[1]["cache_control"] == {"type": "ephemeral"} and sent[2] == parts[2]
+    assert ("cache_control" not in sent[0] and sent[1]["cache_control"] == {"type": "ephemeral"}
+            and sent[2] == parts[2])
     assert result.records()[0]["messages"][0]["content"] == parts
 
 
@@ -122,9 +123,8 @@ def test_the_loopback_teacher_is_as_strict_as_a_real_provider(caching_teacher):
                        "content": [{"type": "text", "text": "x", "cache_control": {"type": "x"}}]}]},
         {"messages": [{"role": "user",
                        "content": [{"type": "text", "text": "", "cache_control": {"type": "ephemeral"}}]}]},
-        {"messages": [{"role": "user",
-                       "content": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}]
-                       * 5}]},
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "x",
+                                                    "cache_control": {"type": "ephemeral"}}] * 5}]},
     ]
     for body in bad_bodies:
         assert httpx.post(url, json=body).status_code == 400, body
@@ -143,8 +143,8 @@ def test_the_loopback_teacher_is_as_strict_as_a_real_provider(caching_teacher):
 def test_caching_is_asked_for_where_the_teacher_needs_asking(monkeypatch, workdir, model, base_url, flag,
                                                              asked):
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-test")
-    args = ["prompts.jsonl", "--tools", "none", "-m", model, "--cache",
-            flag] + (["--base-url", base_url] if base_url else [])
+    args = (["prompts.jsonl", "--tools", "none", "-m", model, "--cache", flag]
+            + (["--base-url", base_url] if base_url else []))
     cfg = gdd.parse_config(args)
     assert gdd.cache_plan(cfg.requests, cfg.teacher.base_url).enabled is asked
 
@@ -156,10 +156,12 @@ def test_dry_run_says_whether_and_how_caching_is_asked_for(workdir, capsys, monk
                      "--dry-run"]) == 0
     out, err = capsys.readouterr()
     assert "Prompt caching: on: anthropic/claude-sonnet-4.5 caches only when asked" in err
-    assert json.loads(out[out.index("{"):])["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
+    sent = json.loads(out[out.index("{"):])
+    assert sent["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
     assert gdd.main(["prompts.jsonl", "--tools", "none", "-m", "openai/gpt-4o", "--dry-run"]) == 0
     out, err = capsys.readouterr()
-    assert "Prompt caching: not asked for: openai/gpt-4o caches by itself" in err and "cache_control" not in out
+    assert ("Prompt caching: not asked for: openai/gpt-4o caches by itself" in err
+            and "cache_control" not in out)
 
 
 def test_the_summary_reports_cached_share_and_savings(run, workdir, caching_teacher):

@@ -55,7 +55,7 @@ def test_limiter_halves_once_per_wave_and_regrows_to_last_safe_level():
             limiter.release(slot, gdd.Answered.OK)
         assert limiter.pace is None  # above every level taken: the number in flight, not the rate
         assert limiter.limit == 8  # already taken, they do not grow it again
-        for i in range(8 * 16):  # probing above it is slow
+        for _ in range(8 * 16):  # probing above it is slow
             limiter.release(await limiter.acquire(0), gdd.Answered.OK)
         assert 8 < limiter.limit < 10
 
@@ -102,8 +102,10 @@ def test_rate_limit_reset_header_holds_the_retry(workdir, teacher, run):
     import time as clock
 
     write_prompts(workdir, ["q"])
-    reset = lambda body: status(429, headers={"X-RateLimit-Reset": str(int((clock.time()
-                                                                            + 0.4) * 1000))})(body)  # noqa: E731
+
+    def reset(body):
+        return status(429, headers={"X-RateLimit-Reset": str(int((clock.time() + 0.4) * 1000))})(body)
+
     teacher.script("q", reset, answer("ok"))
     result = run()
     assert result.code == 0
@@ -119,8 +121,8 @@ def test_metered_teachers_lose_nothing(workdir, meter):
     server = FakeTeacher(latency=0.02, meter=limit).start()
     try:
         write_prompts(workdir, [f"q{i}" for i in range(30)])
-        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url, "-c",
-                            "16")
+        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url,
+                            "-c", "16")
     finally:
         server.stop()
     assert result.code == 0, result.err
@@ -166,8 +168,8 @@ def test_remaining_requests_headers_hold_requests_for_the_window_instead_of_429s
     server = FakeTeacher(default_step=with_budget, meter=meter, latency=0.02).start()
     try:
         write_prompts(workdir, [f"q{i}" for i in range(40)])
-        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url, "-c",
-                            "16")
+        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url,
+                            "-c", "16")
         assert result.code == 0, result.err
         assert len(result.records()) == 40
         assert server.rejected <= 4, f"{server.rejected} refused: the headers said what was left"
@@ -354,8 +356,8 @@ def test_a_whole_second_retry_after_holds_only_the_refused_request(run, teacher,
     (429, {"Retry-After": "1"}, 1.0, False),  # a rounded-up token wait
     (429, {"Retry-After": "4"}, 4.0, False),
     (429, {"Retry-After": "5"}, 5.0, True),  # a spent window
-    (429, {"Retry-After": "Wed, 21 Oct 2015 07:28:01 GMT", "Date": "Wed, 21 Oct 2015 07:28:00 GMT"}, 1.0,
-     False),
+    (429, {"Retry-After": "Wed, 21 Oct 2015 07:28:01 GMT", "Date": "Wed, 21 Oct 2015 07:28:00 GMT"},
+     1.0, False),
     (429, {"Retry-After": "0.5"}, 0.5, True),  # exact: whoever sends it means it
     (429, {"X-RateLimit-Reset": "1767225600000"}, 0.4, True),  # OpenRouter's reset time, in ms
     (503, {"Retry-After": "1"}, 1.0, True),  # an overloaded server, not a meter
@@ -373,12 +375,14 @@ def test_an_exact_reset_time_holds_every_request(workdir):
 
     server = FakeTeacher().start()
     try:
-        reset = lambda body: status(429, "window spent", {  # noqa: E731
-            "X-RateLimit-Reset": str(int((time.time() + 0.5) * 1000))})(body)
+        def reset(body):
+            return status(429, "window spent", {
+                "X-RateLimit-Reset": str(int((time.time() + 0.5) * 1000))})(body)
+
         server.script("refused", reset, answer("ok"))
         write_prompts(workdir, ["refused", "next"])
-        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url, "-c",
-                            "1")
+        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url,
+                            "-c", "1")
     finally:
         server.stop()
     assert result.code == 0, result.err
@@ -390,9 +394,8 @@ def test_a_teacher_metered_with_whole_second_retry_afters_loses_nothing(workdir)
     server = FakeTeacher(latency=0.02, meter=TokenBucket(40, 4, retry_after=True)).start()
     try:
         write_prompts(workdir, [f"q{i}" for i in range(30)])
-        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url, "-c",
-                            "16",
-                            "--backoff", "0.01")
+        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url,
+                            "-c", "16", "--backoff", "0.01")
     finally:
         server.stop()
     assert result.code == 0, result.err
@@ -517,8 +520,11 @@ def simulate_shared_teacher(limiter: gdd.AdaptiveLimiter, clock: Clock, neighbou
     """A teacher that answers 429 above `cap` requests in flight, shared with a neighbour (another shard on
     the same key) that holds `held` of them (all, by default) until `neighbour_leaves`."""
     held = cap if held is None else held
-    return simulate(limiter, clock, lambda now, ours: ours + (held if now < neighbour_leaves else 0) >= cap,
-                    until)
+
+    def refused(now: float, ours: int) -> bool:
+        return ours + (held if now < neighbour_leaves else 0) >= cap
+
+    return simulate(limiter, clock, refused, until)
 
 
 def test_a_limiter_whose_first_requests_are_refused_takes_the_teachers_free_capacity_within_seconds():
@@ -533,11 +539,13 @@ def test_a_limiter_whose_first_requests_are_refused_takes_the_teachers_free_capa
     busy = [refused for when, _, refused in trace if when < start + 5.0]
     assert busy[-1] <= 4 + 6  # the first burst of 4, then about one a second while the teacher is busy
     full = next(when for when, ours, _ in trace if ours == 8)
-    assert full - (start + 5.0) <= 2.0, f"8 in flight only {full - start - 5.0:.2f} s after the teacher was free"
+    assert full - (start + 5.0) <= 2.0, (f"8 in flight only {full - start - 5.0:.2f} s after the teacher "
+                                         "was free")
     assert limiter.pace is None and limiter.limit >= 8  # no pace left over from a refusal that told nothing
 
 
-def test_a_shard_refused_while_another_holds_the_teacher_is_taken_once_it_is_free_not_after_its_backoff(workdir):
+def test_a_shard_refused_while_another_holds_the_teacher_is_taken_once_it_is_free_not_after_its_backoff(
+        workdir):
     """Two shards on a teacher with one slot (a llama.cpp server with one): while shard A holds it, shard B's
     request is refused, and went into its own exponential backoff (1, 2, 4, 8 s ...), so the teacher sat idle
     8-12 s after A finished. Refused while the teacher takes nothing of B's, the request goes back to B's
@@ -558,14 +566,16 @@ def test_a_shard_refused_while_another_holds_the_teacher_is_taken_once_it_is_fre
                          "--backoff", "600")
         wait_for(lambda: teacher.rejected >= 2, what="B refused, and asking again")
         release.set()
-        a_err, b_err = a.communicate(timeout=30)[1], b.communicate(timeout=30)[1]
+        _, b_err = a.communicate(timeout=30)[1], b.communicate(timeout=30)[1]
     finally:
         release.set()
         teacher.stop()
     assert a.returncode == 0 and b.returncode == 0, b_err
-    assert read_jsonl(workdir / "b" / "train.jsonl")[0]["messages"][-1]["content"] == "Answer to: shard B's question"
+    assert (read_jsonl(workdir / "b" / "train.jsonl")[0]["messages"][-1]["content"]
+            == "Answer to: shard B's question")
     refused = sum(1 for body in teacher.requests if body.get("_rejected"))
-    assert f"{refused} answered 429, {refused} retried" in b_err and not (workdir / "b" / "train.failed.jsonl").exists()
+    assert (f"{refused} answered 429, {refused} retried" in b_err
+            and not (workdir / "b" / "train.failed.jsonl").exists())
 
 
 def test_a_request_refused_while_the_teacher_serves_only_others_fails_after_its_backoffs_worth(workdir):
@@ -579,7 +589,8 @@ def test_a_request_refused_while_the_teacher_serves_only_others_fails_after_its_
                             "--backoff", "0.1", "--retries", "2")
     finally:
         teacher.stop()
-    assert result.code == 1 and read_jsonl(workdir / "train.failed.jsonl")[0]["kind"] == "retries used up (HTTP 429)"
+    assert (result.code == 1
+            and read_jsonl(workdir / "train.failed.jsonl")[0]["kind"] == "retries used up (HTTP 429)")
     assert 2 <= len(teacher.requests) <= 4
 
 
@@ -591,8 +602,8 @@ def test_a_limiter_that_had_learned_the_cap_keeps_it_after_a_blind_refusal():
     trace = simulate_shared_teacher(limiter, clock, neighbour_leaves=clock.now, until=clock.now + 3.0, cap=7)
     assert max(ours for _, ours, _ in trace[-50:]) == 7 and limiter.ceiling == 7
     clock.now += 30  # a long quiet spell: nothing taken lately
-    trace = simulate_shared_teacher(limiter, clock, neighbour_leaves=clock.now + 2.0, until=clock.now + 5.0,
-                                    cap=7)
+    trace = simulate_shared_teacher(limiter, clock, neighbour_leaves=clock.now + 2.0,
+                                    until=clock.now + 5.0, cap=7)
     assert limiter.ceiling == 7 and max(ours for _, ours, _ in trace[-50:]) == 7
 
 

@@ -42,8 +42,8 @@ def test_tool_rollouts_through_litellm_with_an_rpm_limit_are_written_once_with_f
                         "--model", MODEL, env=subprocess_env(OPENROUTER_API_KEY=MASTER_KEY), timeout=150)
     assert result.code == 0, result.err
     records = result.records()
-    assert sorted(r["metadata"]["prompt_id"]
-                  for r in records) == sorted({r["metadata"]["prompt_id"] for r in records})
+    assert (sorted(r["metadata"]["prompt_id"] for r in records)
+            == sorted({r["metadata"]["prompt_id"] for r in records}))
     assert len(records) == 9 and all(r["messages"][-1]["content"] == "It is 42." for r in records)
     requests, refused = map(int, re.search(r"(\d+) requests, (\d+) answered 429", result.err).groups())
     assert refused <= 0.10 * requests, result.err

@@ -113,16 +113,14 @@ def test_the_key_in_every_field_on_every_path_reaches_no_file(workdir):
         write_prompts(workdir, prompts)
         teacher.script("finishes", leaky_turn(), status(402, "out of credits"), final(f"done {KEY}"))
         teacher.script("signed", leaky_turn(signed=True), status(402, "out of credits"),
-                       leaky_turn(signed=True),
-                       final("signed done"))
+                       leaky_turn(signed=True), final("signed done"))
         teacher.script("rejected", leaky_turn(), status(402, "out of credits"), final(f"reject me {KEY}"))
         teacher.script("fails", leaky_turn(), status(402, "out of credits"),
                        status(400, f"bad request {KEY}"))
         env = subprocess_env(OPENROUTER_API_KEY=KEY)
-        args = ["prompts.jsonl", "--tools", "echo_tools.py", "--base-url", teacher.base_url, "--backoff",
-                "0.01",
-                "-c", "4", "--rewards", "rewards.py", "--min-reward", "0.5", "--export", "hf,openai",
-                "--report"]
+        args = ["prompts.jsonl", "--tools", "echo_tools.py", "--base-url", teacher.base_url,
+                "--backoff", "0.01", "-c", "4", "--rewards", "rewards.py", "--min-reward", "0.5",
+                "--export", "hf,openai", "--report"]
         stopped = run_script(workdir, *args, env=env)
         assert stopped.code == 1 and "out of credits" in stopped.err
         paused = (workdir / "train.paused.jsonl").read_text()
@@ -146,8 +144,8 @@ def test_the_key_in_every_field_on_every_path_reaches_no_file(workdir):
         # the one that finished after the 402 was not asked again for the turn it had saved
         assert len(teacher.requests_for("finishes")) == 3
         assert [r["messages"][0]["content"] for r in resumed.records("train.rejected.jsonl")] == ["rejected"]
-        assert [f["prompt_id"]
-                for f in resumed.failed()] and "bad request ***" in json.dumps(resumed.failed())
+        assert ([f["prompt_id"] for f in resumed.failed()]
+                and "bad request ***" in json.dumps(resumed.failed()))
         for name in ("train.hf.jsonl", "train.openai.jsonl", "train.report.html"):
             assert (workdir / name).exists(), name
         assert_no_key(every_file(workdir) + resumed.out + resumed.err)
@@ -161,8 +159,7 @@ def test_connection_errors_never_carry_the_key(workdir):
     try:
         write_prompts(workdir, ["q"])
         result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url,
-                            "--retries",
-                            "1", "--backoff", "0.01", env=subprocess_env(OPENROUTER_API_KEY=key))
+                            "--retries", "1", "--backoff", "0.01", env=subprocess_env(OPENROUTER_API_KEY=key))
         assert result.code == 1 and "connection problem" in (workdir / "train.failed.jsonl").read_text()
         everything = result.err + result.out + (workdir / "train.failed.jsonl").read_text()
         assert key[12:40] not in everything
@@ -224,28 +221,30 @@ def test_every_secret_the_program_was_handed_reaches_no_file_and_no_terminal(wor
         env = subprocess_env(HF_TOKEN=HF_TOKEN)
         secrets_used(*HANDED)
         args = ["prompts.jsonl", "--tools", "echo_tools.py", "--base-url", base_url, "--backoff", "0.01",
-                "--extra-body", json.dumps(extra), "--rewards", "rewards.py", "--export", "hf,openai",
-                "--report"]
+                "--extra-body", json.dumps(extra), "--rewards", "rewards.py",
+                "--export", "hf,openai", "--report"]
         dry = run_script(workdir, *args, "--dry-run", env=env)
         assert dry.code == 0, dry.err
         shown = json.loads(dry.out[dry.out.index("{"):])
         assert shown["provider"] == {"api_key": "***", "sort": "price"} and shown["x_token"] == "***"
-        assert shown["headers"] == {"Authorization": "***"} and f"http://***@127.0.0.1:{teacher.port}" in dry.out
+        assert (shown["headers"] == {"Authorization": "***"}
+                and f"http://***@127.0.0.1:{teacher.port}" in dry.out)
         result = run_script(workdir, *args, env=env)
         assert result.code == 0, result.err
         assert teacher.requests[0]["provider"]["api_key"] == PROVIDER_KEY  # sent as given, and only sent
     finally:
         teacher.stop()
     [line] = result.records()
-    assert line["metadata"]["reward_errors"]["judge"] == "failed: RuntimeError: 401 from the judge, key *** rejected"
+    assert (line["metadata"]["reward_errors"]["judge"]
+            == "failed: RuntimeError: 401 from the judge, key *** rejected")
     final = line["messages"][-1]["content"]
     # short values and URLs are left as they are
     assert final == f"done: *** *** *** *** *** {SHORT} {NOT_SECRET}"
     assert line["messages"][2]["content"] == f"you said: *** *** *** *** *** {SHORT} {NOT_SECRET}"
     runs = read_jsonl(workdir / "train.runs.jsonl")[0]["teacher"]
     assert runs["extra_body"]["provider"]["api_key"] == "***" and runs["base_url"].startswith("http://***@")
-    written = "".join(p.read_text(errors="replace") for p in workdir.rglob("*") if p.is_file()
-                      and p.name != ".env")
+    written = "".join(p.read_text(errors="replace") for p in workdir.rglob("*")
+                      if p.is_file() and p.name != ".env")
     assert_none_of(HANDED, written + result.out + result.err + dry.out + dry.err)
 
 
@@ -270,7 +269,7 @@ def echo_every_form(body: dict) -> Reply:
         arguments = '{"text": "' + escaped(KEY) + " " + escaped(RAW_PASSWORD) + '"}'
         return Reply(body=completion({"content": f"calling with {said}", "tool_calls": [
             {"id": "call_1", "type": "function", "function": {"name": "echo", "arguments": arguments}}]},
-                                     "tool_calls"))
+            "tool_calls"))
     return Reply(body=completion({"content": f"done: {said}"}))
 
 
@@ -309,12 +308,12 @@ def test_exports_the_card_and_the_report_scrub_lines_written_before_they_were(wo
     (workdir / "train.jsonl").write_text(json.dumps(line) + "\n")
     (workdir / "echo_tools.py").write_text(ECHO_TOOLS)
     write_prompts(workdir, ["q"])
-    result = run_script(workdir, "prompts.jsonl", "--tools", "echo_tools.py", "--no-run", "--export",
-                        "hf,openai",
-                        "--report", env=subprocess_env(OPENROUTER_API_KEY=KEY))
+    result = run_script(workdir, "prompts.jsonl", "--tools", "echo_tools.py", "--no-run",
+                        "--export", "hf,openai", "--report", env=subprocess_env(OPENROUTER_API_KEY=KEY))
     assert result.code == 0, result.err
     hf = read_jsonl(workdir / "train.hf.jsonl")[0]["messages"]
-    assert hf[1]["tool_calls"][0]["function"]["arguments"] == {"text": "***"} and hf[-1]["content"] == "done ***"
+    assert (hf[1]["tool_calls"][0]["function"]["arguments"] == {"text": "***"}
+            and hf[-1]["content"] == "done ***")
     assert hf[0]["content"] == "q " + escaped(KEY)  # the prompt, as the user wrote it
     exported = "".join((workdir / name).read_text() for name in ("train.hf.jsonl", "train.openai.jsonl",
                                                                   "train.hf.README.md", "train.report.html"))

@@ -43,8 +43,8 @@ def docs_sbatch() -> tuple[str, str]:
 def _slurm_missing() -> str | None:
     if os.geteuid() != 0:
         return "needs root: SLURM's daemons (slurmctld, slurmd) start jobs as their users"
-    missing = [name for name in COMMANDS if shutil.which(name, path=os.environ.get("PATH", "")
-                                                         + ":/usr/sbin") is None]
+    path = os.environ.get("PATH", "") + ":/usr/sbin"
+    missing = [name for name in COMMANDS if shutil.which(name, path=path) is None]
     if missing:
         return (f"needs Debian's slurm-wlm and munge ({', '.join(missing)} not found): apt-get install "
                 "slurm-wlm munge, as .ci/run does")
@@ -72,8 +72,9 @@ class Cluster:
         key.chmod(0o400)
         for name in ("state", "spool", "log"):
             (self.folder / name).mkdir()
+        # NodeName=... CPUs=... as this machine has them
         node = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, env=self.env,
-                              check=True).stdout.splitlines()[0]  # NodeName=... CPUs=... as this machine has them
+                              check=True).stdout.splitlines()[0]
         host = node.split()[0].removeprefix("NodeName=")
         self.conf.write_text("\n".join([
             "ClusterName=test", f"SlurmctldHost={host}", "SlurmUser=root", "SlurmdUser=root",
@@ -81,7 +82,7 @@ class Cluster:
             "AuthType=auth/munge", f"AuthInfo=socket={munge / 'socket'}", "CredType=cred/munge",
             f"StateSaveLocation={self.folder / 'state'}", f"SlurmdSpoolDir={self.folder / 'spool'}",
             f"SlurmctldPidFile={self.folder / 'slurmctld.pid'}",
-                                        f"SlurmdPidFile={self.folder / 'slurmd.pid'}",
+            f"SlurmdPidFile={self.folder / 'slurmd.pid'}",
             f"SlurmctldLogFile={self.folder / 'log' / 'slurmctld.log'}",
             f"SlurmdLogFile={self.folder / 'log' / 'slurmd.log'}",
             "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
@@ -176,14 +177,15 @@ ARRAY = 16  # --array=0-15, as the docs' script writes it
 def two_turns(slow_prompt: str):
     """Each rollout: a tool call (the slow prompt's waits for the test), then the answer."""
     def step(body: dict) -> Reply:
-        prompt = body["messages"][0]["content"] if body["messages"][0]["role"] == "user" else body["messages"][1]["content"]
+        first = body["messages"][0]
+        prompt = first["content"] if first["role"] == "user" else body["messages"][1]["content"]
         if any(message["role"] == "tool" for message in body["messages"]):
             return Reply(body=completion({"content": f"answer to {prompt}"}))
-        name, arguments = ("wait_for_release",
-                           {"name": "x"}) if prompt == slow_prompt else ("add", {"a": 1, "b": 2})
-        return Reply(body=completion({"content": None,
-                                      "tool_calls": [{"id": "call_1", "type": "function", "function": {
-            "name": name, "arguments": json.dumps(arguments)}}]}, "tool_calls"))
+        name, arguments = (("wait_for_release", {"name": "x"}) if prompt == slow_prompt
+                           else ("add", {"a": 1, "b": 2}))
+        call = {"id": "call_1", "type": "function",
+                "function": {"name": name, "arguments": json.dumps(arguments)}}
+        return Reply(body=completion({"content": None, "tool_calls": [call]}, "tool_calls"))
     return step
 
 
@@ -230,11 +232,11 @@ def test_the_docs_sbatch_script_on_a_real_slurm(slurm, tmp_path):
         tasks = slurm.tasks(job)
         assert tasks[cancelled]["JobState"] == "CANCELLED"
         assert {k: (t["JobState"], t["ExitCode"]) for k, t in tasks.items() if k != cancelled} == \
-            {k: ("COMPLETED",
-                 "0:0") for k in range(ARRAY) if k != cancelled}, {k: t["JobState"] for k, t in tasks.items()}
+            {k: ("COMPLETED", "0:0") for k in range(ARRAY) if k != cancelled}, \
+            {k: t["JobState"] for k, t in tasks.items()}
         text = log.read_text()
-        # after SLURM's own line about the cancel, the run's summary, and nothing after it: it ended before
-        # SIGKILL
+        # after SLURM's own line about the cancel, the run's summary, and nothing after it: it ended
+        # before SIGKILL
         assert text.rindex("CANCELLED AT") < text.rindex("\nDone: ") < text.rindex("\nTime: ")
         assert "Paused: 1 rollout" in text and "Not done:" in text
         assert not any(line.startswith("slurmstepd") for line in text[text.rindex("\nDone: "):].splitlines())

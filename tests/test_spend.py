@@ -13,15 +13,16 @@ def test_malformed_usage_is_ignored_not_fatal(run, teacher, workdir):
         "prompt_tokens": "ten", "completion_tokens": None, "cost": "0.5", "prompt_tokens_details": [1],
         "completion_tokens_details": {"reasoning_tokens": {"x": 1}}, "total_tokens": -4})))
     teacher.script("nan cost", raw(b'{"choices": [{"finish_reason": "stop", "message": {"content": "ok"}}], '
-                                   b'"usage": {"prompt_tokens": 7, "completion_tokens": 1e999, "cost": NaN}}'))
+                                   b'"usage": {"prompt_tokens": 7, "completion_tokens": 1e999, '
+                                   b'"cost": NaN}}'))
     result = run(tools="none")
     assert result.code == 0, result.err
     usages = {r["messages"][0]["content"]: r["metadata"]["usage"]
               for r in read_jsonl(workdir / "train.jsonl")}
+    # its cost: unknown, not $0
     assert usages["odd usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "reasoning_tokens": 0,
                                    "cached_tokens": 0, "cache_write_tokens": 0, "cost": 0.0,
-                                   "cache_savings": 0.0, "requests": 1,
-                                   "uncosted": 1}  # its cost: unknown, not $0
+                                   "cache_savings": 0.0, "requests": 1, "uncosted": 1}
     assert usages["nan cost"]["prompt_tokens"] == 7 and usages["nan cost"]["cost"] == 0.0
     assert usages["nan cost"]["uncosted"] == 1
     assert b"NaN" not in (workdir / "train.jsonl").read_bytes()

@@ -152,8 +152,7 @@ def test_a_malformed_answer_is_retried_then_the_rollout_goes_on(run, teacher, wo
 
 
 @pytest.mark.parametrize("kind", ["tool_calls holds null", "lone surrogate in content",
-                                  "choices is an object",
-                                  "not UTF-8"])
+                                  "choices is an object", "not UTF-8"])
 def test_a_teacher_that_only_answers_garbage_fails_the_prompt_with_a_reason(run, teacher, workdir, kind):
     write_prompts(workdir, ["hostile", "fine"])
     teacher.script("hostile", *[raw(MALFORMED_ANSWERS[kind])] * 3)
@@ -176,9 +175,8 @@ def test_an_unreachable_teacher_leaves_no_empty_output(workdir):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     write_prompts(workdir, [f"q{i}" for i in range(300)])
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url",
-                        f"http://127.0.0.1:{port}/v1",
-                        "--retries", "0")
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none",
+                        "--base-url", f"http://127.0.0.1:{port}/v1", "--retries", "0")
     assert result.code == 1 and result.err.count("Stopped:") == 1 and result.err.count("Check --") == 1
     assert not (workdir / "train.jsonl").exists()
 
@@ -274,8 +272,8 @@ def test_distillable_routes_every_request_to_models_that_allow_training_and_says
                  "--export", "hf", subprocess=True)
     assert result.code == 0, result.err
     assert teacher.models_asked == ["/api/v1/models?distillable=true"]
-    assert all(body["provider"] == {"sort": "price",
-                                    "enforce_distillable_text": True} for body in teacher.requests)
+    assert all(body["provider"] == {"sort": "price", "enforce_distillable_text": True}
+               for body in teacher.requests)
     assert len(teacher.requests) == 3
     assert result.err.count("Teacher's licence: open/allowed is on OpenRouter's list") == 1
     run_record = read_jsonl(workdir / "train.runs.jsonl")[0]["teacher"]
@@ -325,8 +323,8 @@ def string_mark(path: str) -> dict:
 @pytest.mark.parametrize("models, said, licence", [
     (vllm_models, "the models list could not tell", None),
     (two_pages, "open/allowed is on OpenRouter's list", True),
-    (string_mark, "the models list could not tell", None)],
-                         ids=["filter ignored", "in pages", "a string mark"])
+    (string_mark, "the models list could not tell", None),
+], ids=["filter ignored", "in pages", "a string mark"])
 def test_distillable_says_only_what_the_models_list_showed(run, teacher, workdir, models, said, licence):
     teacher.models_answer = models
     write_prompts(workdir, ["q"])
@@ -347,8 +345,8 @@ def deep_list(path: str) -> bytes:
 
 def one_byte_at_a_time(path: str) -> Reply:
     """Its head, then a few bytes every 0.2 s: each read comes well within any read timeout."""
-    return Reply(200, json.dumps({"data": [{"id": "open/allowed", "is_trainable_text": True}] * 50}).encode(),
-                 drip=0.2)
+    models = {"data": [{"id": "open/allowed", "is_trainable_text": True}] * 50}
+    return Reply(200, json.dumps(models).encode(), drip=0.2)
 
 
 @pytest.mark.parametrize("hostile",

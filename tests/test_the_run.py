@@ -53,8 +53,8 @@ import generate_distillation_data as gdd
 def test_ctrl_c_finishes_rollouts_in_flight_then_stops(run, workdir, teacher):
     write_prompts(workdir, [f"q{i}" for i in range(20)])
     teacher.script("q0", slow(1.0, answer("finished after Ctrl-C")))
-    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "-c",
-                           "1")
+    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
+                           "-c", "1")
     wait_for(lambda: teacher.requests, what="the first request")
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
@@ -82,8 +82,8 @@ def test_second_ctrl_c_quits_at_once(workdir, teacher):
 def test_sigterm_behaves_like_ctrl_c(workdir, teacher):
     write_prompts(workdir, ["q0", "q1"])
     teacher.script("q0", slow(0.5, answer("done")))
-    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "-c",
-                           "1")
+    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
+                           "-c", "1")
     wait_for(lambda: teacher.requests, what="the request")
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=30)
@@ -114,8 +114,8 @@ def test_every_stop_signal_before_the_run_is_said_and_exits_130(workdir, teacher
     do the same."""
     write_prompts(workdir, ["q0", "q1"])
     (workdir / "slow_tools.py").write_text(IMPORT_WAITS)
-    process = start_script(workdir, "prompts.jsonl", "--tools", "slow_tools.py", "--base-url",
-                           teacher.base_url)
+    process = start_script(workdir, "prompts.jsonl", "--tools", "slow_tools.py",
+                           "--base-url", teacher.base_url)
     try:
         wait_for(lambda: (workdir / "importing").exists(), what="tools.py to be read")
         process.send_signal(sig)
@@ -150,10 +150,10 @@ def test_sigterm_while_the_exports_are_written_is_said_and_leaves_no_temporary(w
         process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
                                "--export", "hf,openai")
         try:
-            wait_for(lambda: list(workdir.glob(".train.*.tmp")) or process.poll() is not None, timeout=60,
-                     what="an export's temporary")
+            wait_for(lambda process=process: list(workdir.glob(".train.*.tmp")) or process.poll() is not None,
+                     timeout=60, what="an export's temporary")
             process.send_signal(signal.SIGSTOP)
-            wait_for(lambda: stopped(process), what="the process to stop")
+            wait_for(lambda process=process: stopped(process), what="the process to stop")
             caught = bool(list(workdir.glob(".train.*.tmp")))
             process.send_signal(signal.SIGTERM)  # delivered as it goes on: in the middle of the export
             process.send_signal(signal.SIGHUP)  # and another, handled as the first is answered
@@ -168,8 +168,8 @@ def test_sigterm_while_the_exports_are_written_is_said_and_leaves_no_temporary(w
     assert err.count("Interrupted while writing the --export/--report files") == 1 and "Traceback" not in err
     assert not list(workdir.glob(".*.tmp")) and count_lines(workdir / "train.jsonl") == 60_001
     again = run_script(workdir, "prompts.jsonl", "--tools", "none", "--no-run", "--export", "hf,openai")
-    assert again.code == 0 and count_lines(workdir / "train.hf.jsonl") == count_lines(workdir / "train.openai.jsonl") \
-        == 60_001
+    assert again.code == 0 \
+        and count_lines(workdir / "train.hf.jsonl") == count_lines(workdir / "train.openai.jsonl") == 60_001
 
 
 def limit_file_size(limit: int):
@@ -181,15 +181,14 @@ def test_a_write_error_stops_the_run_leaves_the_file_valid_and_the_rerun_complet
     try:
         prompts = [f"prompt {i}" for i in range(40)]
         write_prompts(workdir, prompts)
-        args = [sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none", "--base-url",
-                server.base_url,
-                "-c", "2"]
+        args = [sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none",
+                "--base-url", server.base_url, "-c", "2"]
         first = subprocess.run(args, cwd=workdir, env=subprocess_env(), capture_output=True, text=True,
-                               timeout=60,
-                               preexec_fn=limit_file_size(20_000))  # room for about six lines
+                               timeout=60, preexec_fn=limit_file_size(20_000))  # room for about six lines
         assert_no_traceback(first.stderr)
         assert first.returncode == 1
-        assert "cannot write train.jsonl: File too large" in first.stderr and "re-run the same command" in first.stderr
+        assert ("cannot write train.jsonl: File too large" in first.stderr
+                and "re-run the same command" in first.stderr)
         written = read_jsonl(workdir / "train.jsonl")  # every line whole, none torn
         assert 0 < len(written) < 40
         # It stopped at once: no more requests than the lines written plus the two in flight.
@@ -214,7 +213,8 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
 
 
-def test_a_full_disk_stops_the_run_and_the_rerun_after_freeing_space_has_every_prompt_once(workdir, small_disk):
+def test_a_full_disk_stops_the_run_and_the_rerun_after_freeing_space_has_every_prompt_once(workdir,
+                                                                                          small_disk):
     server = FakeTeacher(default_step=lambda body: Reply(body=completion({"content": "y" * 5000}))).start()
     try:
         prompts = [f"prompt {i}" for i in range(30)]
@@ -251,9 +251,8 @@ def test_under_a_hostile_mix_every_prompt_is_in_exactly_one_place(workdir):
                     call_tools(("add", {"a": 1, "b": 2})), lambda body: Reply(drop=True),
                     answer(""), answer("cut", finish_reason="length")]))
             server.script(prompt, *steps)
-        result = run_script(workdir, "prompts.jsonl", "--tools", "tools_small.py", "--base-url",
-                            server.base_url,
-                            "--retries", "2", "--backoff", "0.01", "-c", "8")
+        result = run_script(workdir, "prompts.jsonl", "--tools", "tools_small.py",
+                            "--base-url", server.base_url, "--retries", "2", "--backoff", "0.01", "-c", "8")
         assert_no_traceback(result.err)
         assert result.code == 1
         written = prompt_counts(workdir)
@@ -309,17 +308,16 @@ def noisy(text: str) -> str:
                              cwd=workdir, env=subprocess_env(), timeout=60)
     assert process.returncode == 0
     assert "LOG" not in (workdir / "train.jsonl").read_text()
-    assert [record["messages"][-1]["content"]
-            for record in read_jsonl(workdir / "train.jsonl")] == ["quiet now"]
+    assert ([record["messages"][-1]["content"] for record in read_jsonl(workdir / "train.jsonl")]
+            == ["quiet now"])
 
 
 def test_stderr_closed_alone_still_runs(workdir, teacher):
     write_prompts(workdir, ["q1", "q2"])
     process = subprocess.run(["bash", "-c", 'exec "$@" 2>&-', "bash", sys.executable, str(SCRIPT),
-                              "prompts.jsonl",
-                              "--tools", "none", "--base-url", teacher.base_url], cwd=workdir,
-                             env=subprocess_env(),
-                             timeout=60, capture_output=False, stdout=subprocess.DEVNULL)
+                              "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url],
+                             cwd=workdir, env=subprocess_env(), timeout=60, capture_output=False,
+                             stdout=subprocess.DEVNULL)
     assert process.returncode == 0 and count_lines(workdir / "train.jsonl") == 2
 
 
@@ -389,8 +387,7 @@ def test_an_answer_whole_before_a_stop_gives_up_is_kept_though_its_connection_st
     teacher.script("calls tools", adjusted(call_tools(("add", {"a": 2, "b": 3})), sse_hold_whole=held),
                    answer("2 + 3 is 5"))
     process = start_script(workdir, "prompts.jsonl", "--tools", "tools_small.py", "--base-url",
-                           teacher.base_url,
-                           *(("--stop-timeout", "1") if not second_signal else ()))
+                           teacher.base_url, *(("--stop-timeout", "1") if not second_signal else ()))
     try:
         wait_for(lambda: len(teacher.held_whole) == 3,
                  what="three whole answers, their connections held open")
@@ -432,8 +429,8 @@ def test_answers_that_came_whole_while_a_stopping_process_slept_are_kept(workdir
     process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
                            "--stop-timeout", "1")
     try:
-        wait_for(lambda: len(teacher.held) == 3
-                 and all(read_all_that_came(p, teacher.port) for p in teacher.held),
+        wait_for(lambda: len(teacher.held) == 3 and all(read_all_that_came(p, teacher.port)
+                                                        for p in teacher.held),
                  what="every answer begun, and what came read")
         process.send_signal(signal.SIGTERM)
         read_until(process, "Stopping")
@@ -493,7 +490,8 @@ def test_a_stop_that_gives_up_on_rollouts_being_scored_says_only_what_is_true(wo
     assert "will be paid again" not in err and "Given up" not in err and "Paused: 2 rollouts" in err, err
     again = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
                        "--rewards", "rewards.py")
-    assert again.code == 0 and len(teacher.requests) == 2 and prompt_counts(workdir) == {p: 1 for p in prompts}
+    assert (again.code == 0 and len(teacher.requests) == 2
+            and prompt_counts(workdir) == {p: 1 for p in prompts})
 
 
 def test_a_rollout_whose_tools_run_when_a_stop_gives_up_keeps_its_answer(workdir, teacher):
@@ -504,9 +502,8 @@ def test_a_rollout_whose_tools_run_when_a_stop_gives_up_keeps_its_answer(workdir
     (workdir / "waiting_tools.py").write_text(WAITING_TOOLS)
     teacher.script("waits on a tool", call_tools(("wait_here", {})), answer("the tool came back"))
     (workdir / "hold").touch()
-    process = start_script(workdir, "prompts.jsonl", "--tools", "waiting_tools.py", "--base-url",
-                           teacher.base_url,
-                           "--stop-timeout", "1")
+    process = start_script(workdir, "prompts.jsonl", "--tools", "waiting_tools.py",
+                           "--base-url", teacher.base_url, "--stop-timeout", "1")
     try:
         wait_for(lambda: (workdir / "waiting").exists(), what="the tool to start")
         process.send_signal(signal.SIGTERM)
@@ -515,8 +512,8 @@ def test_a_rollout_whose_tools_run_when_a_stop_gives_up_keeps_its_answer(workdir
         process.kill()
         (workdir / "hold").unlink()
     assert process.returncode == 130 and "Given up" not in err and "Paused: 1 rollout" in err, err
-    again = run_script(workdir, "prompts.jsonl", "--tools", "waiting_tools.py", "--base-url",
-                       teacher.base_url)
+    again = run_script(workdir, "prompts.jsonl", "--tools", "waiting_tools.py",
+                       "--base-url", teacher.base_url)
     assert again.code == 0, again.err
     assert len(teacher.requests) == 2  # the first answer once, then the next turn
     line = read_jsonl(workdir / "train.jsonl")[0]

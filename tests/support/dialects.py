@@ -28,8 +28,8 @@ Sources (read through the search tool; paths are the projects' own):
   python/sglang/srt/entrypoints/openai/protocol.py's ErrorResponse (object "error", message, type, param,
   code), as vLLM's was before it took OpenAI's; Mistral's API answers the same top-level shape, code null
   (seen in user reports: solbrowse/extension#16, NEKOparapa/AiNiee#641, mistralai/platform-docs-public#7);
-TGI's
-  (huggingface/text-generation-inference, router/src/validation.rs) is {"error": "<text>", "error_type": ...};
+  TGI's (huggingface/text-generation-inference, router/src/validation.rs) is {"error": "<text>",
+  "error_type": ...};
   Gemini's OpenAI-compatible endpoint answers a list of one {"error": {...}}.
 - DeepSeek's API (api-docs.deepseek.com, "Reasoning Model", "Create Chat Completion"):
   `reasoning_content` deltas, `: keep-alive` comments while the request waits, a usage chunk with
@@ -49,8 +49,7 @@ def chunk(body: dict, delta: dict | None = None, finish_reason=None, index: int 
     """One chat.completion.chunk event of this completion."""
     choice = {"index": index, "delta": delta or {}, "finish_reason": finish_reason}
     return {"id": body["id"], "object": "chat.completion.chunk", "created": 1796238132,
-            "model": body["model"],
-            **top, "choices": [choice]}
+            "model": body["model"], **top, "choices": [choice]}
 
 
 def pieces(text: str, size: int = 3) -> list[str]:
@@ -156,8 +155,7 @@ def mistral(body: dict) -> list[bytes]:
         events.append(chunk(body, {"content": [{"type": "text", "text": piece}]}))
     for i, call in enumerate(message.get("tool_calls") or []):
         events.append(chunk(body, {"tool_calls": [{"id": call["id"][-9:].rjust(9, "0"),
-                                                   "function": call["function"],
-                                                   "index": i}]}))
+                                                   "function": call["function"], "index": i}]}))
     events.append(chunk(body, {"content": ""}, choice["finish_reason"], usage=body["usage"]))
     return sse(events + ["[DONE]"])
 
@@ -316,11 +314,11 @@ CONTEXT_OVERFLOW: dict[str, dict] = {
     "sglang": {"object": "error", "message": "The input (5000 tokens) is longer than the model's context "
                "length (4096 tokens).", "type": "BadRequestError", "param": None, "code": 400},
     "mistral": {"object": "error", "message": "Prompt contains 40000 tokens and 0 draft tokens, too large "
-                "for model with 32768 maximum context "
-                "length", "type": "invalid_request_error", "param": None, "code": None},
+                "for model with 32768 maximum context length", "type": "invalid_request_error", "param": None,
+                "code": None},
     "vllm (OpenAI's shape)": {"error": {"message": "This model's maximum context length is 4096 tokens. "
-                              "However, you requested 5000 "
-                              "tokens.", "type": "BadRequestError", "param": None, "code": 400}},
+                                        "However, you requested 5000 tokens.", "type": "BadRequestError",
+                                        "param": None, "code": 400}},
     # TGI and Together: router/src/validation.rs's MaxTotalTokens, answered 422 with the error as a string
     "tgi": {"error": "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. Given: "
             "4031 `inputs` tokens and 200 `max_new_tokens`", "error_type": "validation"},

@@ -190,7 +190,8 @@ class CachingProvider:
             for part in content if isinstance(content, list) else []:
                 if isinstance(part, dict) and "cache_control" in part:
                     markers += 1
-                    if part.get("type") != "text" or not part.get("text") or not self._valid(part["cache_control"]):
+                    if (part.get("type") != "text" or not part.get("text")
+                            or not self._valid(part["cache_control"])):
                         return f"messages[{i}]: invalid cache_control block {part!r}"[:300]
         return "at most 4 cache_control breakpoints" if markers > 4 else None
 
@@ -216,8 +217,8 @@ class CachingProvider:
         cached = written = 0
         with self.lock:
             if breakpoints:
-                cached = next((tokens[i + 1] for i in range(len(keys) - 1, -1,
-                                                            -1) if keys[i] in self.prefixes), 0)
+                cached = next((tokens[i + 1] for i in range(len(keys) - 1, -1, -1)
+                               if keys[i] in self.prefixes), 0)
                 last = max(breakpoints)
                 if keys[last] not in self.prefixes:
                     written = tokens[last + 1] - cached
@@ -233,15 +234,15 @@ class CachingProvider:
     @staticmethod
     def _marked(message: dict) -> bool:
         content = message.get("content")
-        return isinstance(content, list) and any(isinstance(p, dict)
-                                                 and "cache_control" in p for p in content)
+        return isinstance(content, list) and any(isinstance(p, dict) and "cache_control" in p
+                                                 for p in content)
 
     @staticmethod
     def _canonical(message: dict) -> str:
         """The message without markers, text parts joined: marked and plain forms of it are one prefix."""
         content = message.get("content")
-        if isinstance(content, list) and all(isinstance(p, dict)
-                                             and p.get("type", "text") == "text" for p in content):
+        if isinstance(content, list) and all(isinstance(p, dict) and p.get("type", "text") == "text"
+                                             for p in content):
             content = "".join(p.get("text", "") for p in content)
         return json.dumps({**message, "content": content}, sort_keys=True)
 
@@ -250,8 +251,8 @@ def first_user_text(body: dict) -> str:
     for message in body.get("messages", []):
         if message.get("role") == "user":
             content = message.get("content")
-            if isinstance(content, list) and all(isinstance(p, dict)
-                                                 and p.get("type") == "text" for p in content):
+            if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
+                                                 for p in content):
                 # a text block marked for caching reads as its text
                 return "".join(p["text"] for p in content)
             return content if isinstance(content, str) else json.dumps(content)
@@ -306,8 +307,7 @@ class FixedWindow:
 class FakeTeacher:
     def __init__(self, latency: float = 0.0, max_in_flight: int | None = None, latency_fn=None,
                  default_step: Step | None = None, caching: bool = False,
-                 meter: TokenBucket | FixedWindow | None = None,
-                 streaming: bool = True):
+                 meter: TokenBucket | FixedWindow | None = None, streaming: bool = True):
         self.streaming = streaming  # False: a server that refuses "stream": true with a 400
         self.scripts: dict[str, list[Step]] = {}
         self.default_step = default_step
@@ -445,9 +445,9 @@ class FakeTeacher:
         if provider.get("enforce_distillable_text") and self.models is not None \
                 and body.get("model") not in {m["id"] for m in self.distillable()}:
             # OpenRouter does not document this refusal's words; a 404 like its other routing refusals
-            return Reply(404, {"error": {"code": 404, "message": "No endpoints found for "
-                                         f"{body.get('model')} that allow distillation "
-                                         "(provider.enforce_distillable_text)"}})
+            message = (f"No endpoints found for {body.get('model')} that allow distillation "
+                       "(provider.enforce_distillable_text)")
+            return Reply(404, {"error": {"code": 404, "message": message}})
         step = self._next_step(body)
         reply = step(body) if step else self._default_reply(body)
         if self.caching and isinstance(reply.body, dict) and "choices" in reply.body:
@@ -471,7 +471,8 @@ class FakeTeacher:
                 try:
                     method, path, _ = request_line.decode().split(" ", 2)
                 except (UnicodeDecodeError, ValueError):  # not HTTP (a TLS handshake): as servers do, 400
-                    writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    writer.write(b"HTTP/1.1 400 Bad Request\r\n"
+                                 b"Content-Length: 0\r\nConnection: close\r\n\r\n")
                     await writer.drain()
                     return
                 if path.startswith(("http://", "https://")):  # absolute form, which servers must accept
@@ -599,17 +600,16 @@ class FakeTeacher:
             return Reply(400, {"error": {"code": 400,
                                          "message": "every request's model must be the batch's"}})
         for request in batch["requests"]:
-            self.batch_submissions[request["custom_id"]] = self.batch_submissions.get(request["custom_id"],
-                                                                                      0) + 1
+            custom_id = request["custom_id"]
+            self.batch_submissions[custom_id] = self.batch_submissions.get(custom_id, 0) + 1
         batch_id = self.batch_id or f"batch_{next(self._batch_ids)}"
         if batch_id in self.batches and self.batches[batch_id]["results"] is None:  # one id for two batches
             self.batches[batch_id]["requests"] += batch["requests"]
             return Reply(202, self._batch_view(self.batches[batch_id], "validating"))
+        fate = self.batch_fates.pop(0) if self.batch_fates else "completed"
         self.batches[batch_id] = {"id": batch_id, "requests": batch["requests"], "came": time.monotonic(),
-                                  "created": time.time() - self.batch_age,
-                                  "fate": self.batch_fates.pop(0) if self.batch_fates
-                                  else "completed", "results": None, "cost": 0.0, "looks": 0,
-                                  "ended_looks": 0}
+                                  "created": time.time() - self.batch_age, "fate": fate, "results": None,
+                                  "cost": 0.0, "looks": 0, "ended_looks": 0}
         await asyncio.sleep(self.batch_submit_delay)
         if self.batch_submit_answer is not None:  # stored, but answered otherwise (524, a 202 without an id)
             code, body, headers = self.batch_submit_answer
@@ -723,7 +723,9 @@ class FakeTeacher:
             send(f"data: {json.dumps(event)}\n\n")
             await writer.drain()
             if i == 0 and reply.sse_error is not None:
-                send(f"data: {json.dumps({'error': reply.sse_error, 'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'error'}]})}\n\n")
+                error = {"error": reply.sse_error,
+                         "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}]}
+                send(f"data: {json.dumps(error)}\n\n")
                 break
             if i == 0 and reply.sse_cut:
                 await writer.drain()
@@ -761,10 +763,8 @@ class FakeTeacher:
             payload = encode_body(payload, reply.encoding)
             encoded = {"Content-Encoding": "deflate" if reply.encoding == "deflate-raw" else reply.encoding}
         reasons = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required",
-                   403: "Forbidden",
-                   404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
-                   502: "Bad Gateway",
-                   503: "Service Unavailable"}
+                   403: "Forbidden", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
+                   502: "Bad Gateway", 503: "Service Unavailable"}
         headers = {"Content-Type": "application/json", **encoded, **reply.headers,
                    "Content-Length": len(payload)}
         if reply.hold is not None:
@@ -794,7 +794,8 @@ TEXTS = ("content", "reasoning", "reasoning_content", "refusal")
 
 def stream_head(reply: Reply) -> bytes:
     extra = "".join(f"{name}: {value}\r\n" for name, value in reply.headers.items())
-    return f"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n{extra}\r\n".encode()
+    return (f"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+            f"{extra}\r\n").encode()
 
 
 def sse_events(body: dict) -> tuple[list[dict], dict | None]:
@@ -814,8 +815,8 @@ def sse_events(body: dict) -> tuple[list[dict], dict | None]:
             continue
         if key in TEXTS and isinstance(value, str) and value:
             cut = max(1, len(value) // 2)
-            events += [event({key: value[:cut]}),
-                       event({key: value[cut:]})] if len(value) > 1 else [event({key: value})]
+            events += ([event({key: value[:cut]}), event({key: value[cut:]})] if len(value) > 1
+                       else [event({key: value})])
         elif key == "tool_calls" and isinstance(value, list):
             for i, call in enumerate(value):
                 function = call.get("function") if isinstance(call, dict) else None
@@ -823,11 +824,11 @@ def sse_events(body: dict) -> tuple[list[dict], dict | None]:
                     events.append(event({"tool_calls": [call]}))
                     continue
                 arguments = function["arguments"]
+                half = len(arguments) // 2
                 first = {"index": i, **{k: v for k, v in call.items() if k != "function"},
-                         "function": {**function, "arguments": arguments[: len(arguments) // 2]}}
+                         "function": {**function, "arguments": arguments[:half]}}
                 events += [event({"tool_calls": [first]}),
-                           event({"tool_calls": [{"index": i,
-                                                  "function": {"arguments": arguments[len(arguments) // 2:]}}]})]
+                           event({"tool_calls": [{"index": i, "function": {"arguments": arguments[half:]}}]})]
         else:
             events.append(event({key: value}))
     events.append(event({}, choice.get("finish_reason")))

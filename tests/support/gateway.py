@@ -61,9 +61,8 @@ class LiteLLMGateway:
                "NO_PROXY": "127.0.0.1,localhost"}
         self.log = open(self.folder / "litellm.log", "wb")
         self.process = subprocess.Popen([str(binary), "--config", str(config), "--host", "127.0.0.1",
-                                         "--port",
-                                         str(self.port), "--num_workers", "1"], env=env, stdout=self.log,
-                                        stderr=subprocess.STDOUT, cwd=self.folder)
+                                         "--port", str(self.port), "--num_workers", "1"], env=env,
+                                        stdout=self.log, stderr=subprocess.STDOUT, cwd=self.folder)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

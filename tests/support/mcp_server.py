@@ -91,8 +91,8 @@ def media() -> CallToolResult:
     return CallToolResult(content=[
         ImageContent(type="image", data=base64.b64encode(b"\x89PNG" + bytes(96)).decode(),
                      mime_type="image/png"),
-        EmbeddedResource(type="resource",
-                         resource=TextResourceContents(uri="file:///notes.txt", mime_type="text/plain",
+        EmbeddedResource(type="resource", resource=TextResourceContents(uri="file:///notes.txt",
+                                                                        mime_type="text/plain",
                                                                         text="the notes say 42")),
         ResourceLink(type="resource_link", name="report.pdf", uri="https://example.com/report.pdf"),
         AudioContent(type="audio", data=base64.b64encode(bytes(300)).decode(), mime_type="audio/wav")])
