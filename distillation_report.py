@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-
 SAMPLE_SIZE = 2000  # conversations embedded in the page
 MAX_TEXT = 20000  # characters of one message kept in the page (the rest is cut, and says so)
 TOKEN_BINS = [0, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000, 200000, 500000]
@@ -56,14 +55,17 @@ class Stats:
     unreadable: int = 0  # lines that are not ours (torn, edited)
     failure_reasons: collections.Counter = field(default_factory=collections.Counter)
     cost: dict = field(default_factory=lambda: {"written": 0.0, "failed": 0.0, "rejected": 0.0})
-    uncosted: int = 0  # answers whose cost the teacher did not report (usage.uncosted): the cost shown leaves them out
-    without_cost: int = 0  # rollouts whose line carries no cost at all (no usage, or none usable): unknown, not $0
+    # answers whose cost the teacher did not report (usage.uncosted): the cost shown leaves them out
+    uncosted: int = 0
+    # rollouts whose line carries no cost at all (no usage, or none usable): unknown, not $0
+    without_cost: int = 0
     written_without_cost: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
     turns: collections.Counter = field(default_factory=collections.Counter)
-    tool_calls: collections.Counter = field(default_factory=collections.Counter)  # calls per rollout -> rollouts
+    # calls per rollout -> rollouts
+    tool_calls: collections.Counter = field(default_factory=collections.Counter)
     calls_per_tool: collections.Counter = field(default_factory=collections.Counter)
     prompt_hist: Histogram = field(default_factory=lambda: Histogram(TOKEN_BINS))
     completion_hist: Histogram = field(default_factory=lambda: Histogram(TOKEN_BINS))
@@ -150,13 +152,15 @@ def conversation(state: str, record: dict) -> dict:
         if m.get("name"):
             item["name"] = str(m["name"])
         calls = m.get("tool_calls") if isinstance(m.get("tool_calls"), list) else []
-        item["calls"] = [{"name": str(function_of(c).get("name", "")), "arguments": clip(function_of(c).get("arguments", ""))}
+        item["calls"] = [{"name": str(function_of(c).get("name", "")),
+                          "arguments": clip(function_of(c).get("arguments", ""))}
                          for c in calls if isinstance(c, dict)]
         shown.append(item)
     metadata = record.get("metadata") if isinstance(record.get("metadata"), dict) else {}
     if state == "failed":  # the failed file's entries carry their fields at the top level
         metadata = {k: v for k, v in record.items() if k not in ("messages",)}
-    return {"state": state, "messages": shown, "metadata": clip(json.dumps(metadata, ensure_ascii=False, indent=1)),
+    return {"state": state, "messages": shown,
+            "metadata": clip(json.dumps(metadata, ensure_ascii=False, indent=1)),
             "tools": sorted({c["name"] for m in shown for c in m["calls"]})}
 
 
@@ -219,10 +223,18 @@ def collect(output: Path, failed: Path, rejected: Path, reader: Reader, sample_s
     return stats, sample
 
 
-def page_data(stats: Stats, sample: Sample, output: Path, pending: int | None, hygiene: dict | None = None) -> dict:
+def page_data(stats: Stats, sample: Sample, output: Path, pending: int | None,
+              hygiene: dict | None = None) -> dict:
     shown = sample.conversations()
     accepted, rollouts = stats.written, stats.written + stats.failed + stats.rejected
     total_cost = sum(stats.cost.values())
+    # a cost no line carries is unknown, never $0: no total when no rollout has one, no cost per accepted
+    # sample when an accepted one has none
+    total = total_cost if stats.without_cost < rollouts else None
+    per_accepted = total_cost / accepted if accepted and not stats.written_without_cost else None
+    # --dedup, --decontaminate: prompts dropped before sending, answers quoting a benchmark (None: not
+    # checked)
+    hygiene_checked = hygiene and (hygiene.get("checked") or hygiene.get("answers_quoting") is not None)
     return {
         "title": f"Dataset report: {output.name}",
         "made": time.strftime("%Y-%m-%d %H:%M"),
@@ -232,17 +244,16 @@ def page_data(stats: Stats, sample: Sample, output: Path, pending: int | None, h
                    "pending": None if pending is None else max(0, pending - stats.failed),
                    "unreadable": stats.unreadable},
         "failure_reasons": stats.failure_reasons.most_common(20),
-        # a cost no line carries is unknown, never $0: no total when no rollout has one, no cost per accepted
-        # sample when an accepted one has none
-        "cost": {"total": total_cost if stats.without_cost < rollouts else None, **stats.cost,
-                 "per_accepted": total_cost / accepted if accepted and not stats.written_without_cost else None,
-                 "uncosted": stats.uncosted, "without_cost": stats.without_cost},
-        "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens, "cached": stats.cached_tokens},
+        "cost": {"total": total, **stats.cost, "per_accepted": per_accepted, "uncosted": stats.uncosted,
+                 "without_cost": stats.without_cost},
+        "tokens": {"prompt": stats.prompt_tokens, "completion": stats.completion_tokens,
+                   "cached": stats.cached_tokens},
         "charts": [
             {"id": "turns", "title": "Turns per rollout", "bars": sorted(stats.turns.items())},
             {"id": "tool-calls", "title": "Tool calls per rollout", "bars": sorted(stats.tool_calls.items())},
             {"id": "per-tool", "title": "Tool calls per tool", "bars": stats.calls_per_tool.most_common(20)},
-            {"id": "prompt-tokens", "title": "Prompt tokens per rollout", "bars": labelled(stats.prompt_hist)},
+            {"id": "prompt-tokens", "title": "Prompt tokens per rollout",
+             "bars": labelled(stats.prompt_hist)},
             {"id": "completion-tokens", "title": "Completion tokens per rollout",
              "bars": labelled(stats.completion_hist)},
             {"id": "cost", "title": "Cost per rollout (USD)", "bars": labelled(stats.cost_hist)},
@@ -251,8 +262,7 @@ def page_data(stats: Stats, sample: Sample, output: Path, pending: int | None, h
         "rewards": {"scored": stats.scored, "mean": stats.reward_sum / stats.scored if stats.scored else None,
                     "pass_rate": stats.min_reward_passed / stats.scored if stats.scored else None},
         "sample": {"shown": len(shown), "of": stats.written + stats.failed + stats.rejected},
-        # --dedup, --decontaminate: prompts dropped before sending, answers quoting a benchmark (None: not checked)
-        "hygiene": hygiene if hygiene and (hygiene.get("checked") or hygiene.get("answers_quoting") is not None) else None,
+        "hygiene": hygiene if hygiene_checked else None,
         "conversations": shown,
     }
 
@@ -460,4 +470,4 @@ function filter() {
 for (const id of ["f-state", "f-tool", "f-text"]) document.getElementById(id).addEventListener("input", filter);
 filter();
 </script></body></html>
-"""
+"""  # noqa: E501  (the page as it is served: its lines are the HTML's and the script's, not Python's)

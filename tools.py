@@ -41,7 +41,8 @@ from rnow.core.tool import tool
 
 # Crawl4AI reads these when it is imported: keep its files out of the user's home (and out of the
 # project folder that `rnow run` uploads), and keep its banner off the progress bar.
-os.environ.setdefault("CRAWL4_AI_BASE_DIRECTORY", str(Path(tempfile.gettempdir()) / f"crawl4ai-{os.getuid()}"))
+os.environ.setdefault("CRAWL4_AI_BASE_DIRECTORY",
+                      str(Path(tempfile.gettempdir()) / f"crawl4ai-{os.getuid()}"))
 os.environ.setdefault("CRAWL4AI_NO_CLOUD_NOTICE", "1")
 
 
@@ -72,7 +73,7 @@ _PARSING = threading.Lock()
 
 @tool
 def calculate(expression: str) -> str:
-    """Evaluate an arithmetic expression exactly, e.g. "(1250 * 0.07) / 12". Supports + - * / // % ** and parentheses."""
+    """Evaluate an arithmetic expression exactly, e.g. "(1250 * 0.07) / 12". Supports + - * / // % ** and parentheses."""  # noqa: E501  (a tool's description, sent as written)
 
     def evaluate(node: ast.AST) -> float:
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
@@ -100,7 +101,7 @@ def calculate(expression: str) -> str:
 
 @tool(timeout=90)
 async def browse(url: str) -> str:
-    """Open a web page in a browser and return its content as markdown (JavaScript-rendered text included), with the final URL and HTTP status. Use full http(s) URLs."""
+    """Open a web page in a browser and return its content as markdown (JavaScript-rendered text included), with the final URL and HTTP status. Use full http(s) URLs."""  # noqa: E501  (a tool's description, sent as written)
     problem = await url_problem(url)
     if problem:
         return f"Error: {problem}"
@@ -137,7 +138,8 @@ def describe_result(url: str, result) -> str:
         if "timeout" in error.lower() or "ERR_TIMED_OUT" in error:
             return f"Error: {url} did not load within {browse_timeout():g} s."
         if "ERR_TUNNEL_CONNECTION_FAILED" in error:
-            return f"Error: could not open {url}: the connection was refused (an internal address, or the host is down)."
+            return (f"Error: could not open {url}: the connection was refused (an internal address, or the "
+                    "host is down).")
         return f"Error: could not open {url}: {first_line(error or 'unknown error')}"
     if status and status >= 400:
         return f"Error: HTTP {status} for {final_url}"
@@ -319,7 +321,8 @@ class RemoteBrowser:
             await self._context.add_init_script(BLOCK_SERVICE_WORKERS)
         except Exception as e:
             await self.close()
-            raise BrowserUnavailable(f"cannot use the browser at BROWSE_CDP_URL: {first_line(str(e))}") from None
+            why = first_line(str(e))
+            raise BrowserUnavailable(f"cannot use the browser at BROWSE_CDP_URL: {why}") from None
 
     async def close(self) -> None:
         if self._context is not None:
@@ -358,8 +361,8 @@ def find_browser(system_browsers: tuple[str, ...] = SYSTEM_BROWSERS) -> str | No
         if path and os.path.isfile(path) and os.access(path, os.X_OK):
             return path
     raise BrowserUnavailable("browse needs Chromium and none was found. Install one: "
-                             "`sudo apt-get install -y chromium` (Debian/Ubuntu) or `playwright install chromium`, "
-                             "or set CHROME_PATH to a Chrome/Chromium binary.")
+                             "`sudo apt-get install -y chromium` (Debian/Ubuntu) or "
+                             "`playwright install chromium`, or set CHROME_PATH to a Chrome/Chromium binary.")
 
 
 def playwright_chromium_installed() -> bool:
@@ -415,8 +418,8 @@ async def checked_address(host: str, port: int) -> tuple[ipaddress._BaseAddress 
         return None, f"could not resolve host {host!r}"
     for address in addresses:
         if not is_public(address) and not is_allowed(host, address):
-            return None, (f"{host} resolves to {address}, a private/internal address; browse only opens public "
-                          "sites (set BROWSE_ALLOW_PRIVATE to allow it)")
+            return None, (f"{host} resolves to {address}, a private/internal address; browse only opens "
+                          "public sites (set BROWSE_ALLOW_PRIVATE to allow it)")
     return addresses[0], None
 
 
@@ -504,8 +507,9 @@ class GuardProxy:
         request_line, *header_lines = head.decode("latin-1").split("\r\n")
         method, target, version = request_line.split(" ", 2)
         if self._authorization and not self._authorized(header_lines):
-            writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"browse\""
-                         b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                         b"Proxy-Authenticate: Basic realm=\"browse\"\r\n"
+                         b"Content-Length: 0\r\nConnection: close\r\n\r\n")
             return await writer.drain()
         if method == "CONNECT":
             host, _, port = target.rpartition(":")
@@ -519,8 +523,8 @@ class GuardProxy:
             headers = [line for line in header_lines if line and line.split(":", 1)[0].strip().lower()
                        not in ("connection", "proxy-connection", "keep-alive", "proxy-authorization")]
             # One request per connection: the next request may be for another host, checked anew.
-            first_bytes = "\r\n".join([f"{method} {path} {version}", *headers, "Connection: close", "", ""]).encode(
-                "latin-1")
+            request_head = [f"{method} {path} {version}", *headers, "Connection: close", "", ""]
+            first_bytes = "\r\n".join(request_head).encode("latin-1")
         address, problem = await checked_address(host, port)
         if problem:
             self.refused.append(host)
@@ -548,8 +552,9 @@ class GuardProxy:
     async def _refuse(writer: asyncio.StreamWriter, status: int, why: str, refused: bool = True) -> None:
         body = f"<html><body><p>{REFUSED}: {html.escape(why)}</p></body></html>".encode()
         marker = f"{GUARD_HEADER}: {why}\r\n".encode("latin-1", "replace") if refused else b""
-        writer.write(f"HTTP/1.1 {status} Refused\r\nContent-Type: text/html\r\nContent-Length: {len(body)}\r\n"
-                     f"Connection: close\r\n".encode() + marker + b"\r\n" + body)
+        writer.write(f"HTTP/1.1 {status} Refused\r\nContent-Type: text/html\r\n"
+                     f"Content-Length: {len(body)}\r\nConnection: close\r\n".encode()
+                     + marker + b"\r\n" + body)
         await writer.drain()
 
 

@@ -18,8 +18,8 @@ import os
 import random
 import subprocess
 import sys
-import threading
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 
-import generate_distillation_data as gdd  # noqa: E402
 from fake_teacher import FakeTeacher, FixedWindow, Reply, TokenBucket, completion, jittered  # noqa: E402
+
+import generate_distillation_data as gdd  # noqa: E402
 
 TRIVIAL_TOOLS = '''
 from rnow.core.tool import tool
@@ -46,11 +47,13 @@ BARE_LOOP = '''
 import asyncio, json, sys, aiohttp
 url, n, concurrency, with_tools = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "tools"
 TOOLS = [{"type": "function", "function": {"name": "echo", "description": "Return the text.", "parameters": {
-    "type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"], "additionalProperties": False}}}]
+    "type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"],
+    "additionalProperties": False}}}]
 async def main():
     slots = asyncio.Semaphore(concurrency)
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector, headers={"Content-Type": "application/json"}) as client:
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as client:
         async def ask(messages):
             # The same requests the generator sends by default: streamed, usage in the last event.
             async with slots:
@@ -59,11 +62,14 @@ async def main():
                 async with client.post(url, data=json.dumps(body).encode()) as r:
                     raw = await r.read()
             calls = [json.loads(line[6:]) for line in raw.split(b"\\n") if line.startswith(b"data: {")]
-            pieces = [c for event in calls for choice in event.get("choices", []) for c in choice["delta"].get("tool_calls", [])]
+            pieces = [c for event in calls for choice in event.get("choices", [])
+                      for c in choice["delta"].get("tool_calls", [])]
             if not pieces:
                 return {"role": "assistant", "content": "done"}
-            call = pieces[0] | {"function": {"name": "echo", "arguments": "".join(p["function"]["arguments"] for p in pieces)}}
-            return {"role": "assistant", "content": None, "tool_calls": [{k: v for k, v in call.items() if k != "index"}]}
+            arguments = "".join(p["function"]["arguments"] for p in pieces)
+            call = pieces[0] | {"function": {"name": "echo", "arguments": arguments}}
+            return {"role": "assistant", "content": None,
+                    "tool_calls": [{k: v for k, v in call.items() if k != "index"}]}
         async def rollout(i):
             messages = [{"role": "user", "content": f"question {i}"}]
             answer = await ask(messages)
@@ -160,11 +166,12 @@ def run_generator(work: Path, server: FakeTeacher, n: int, concurrency: int, too
     started = time.monotonic()
     processes = []
     for shard in range(shards):
-        split = ("--shard", f"{shard}/{shards}", "-o", str(work / f"{tag}.out-{shard}.jsonl")) if shards > 1 else ()
+        split = (("--shard", f"{shard}/{shards}", "-o", str(work / f"{tag}.out-{shard}.jsonl"))
+                 if shards > 1 else ())
         command = [sys.executable, *program, str(prompts), "-o", str(output),
                    "--tools", tools, "--base-url", server.base_url, "-c", str(concurrency), *extra, *split]
-        processes.append(subprocess.Popen(command, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                          text=True))
+        processes.append(subprocess.Popen(command, cwd=work, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE, text=True))
     peak = PeakMemory(processes[0].pid)
     if on_start is not None:
         on_start(processes)
@@ -179,7 +186,8 @@ def run_generator(work: Path, server: FakeTeacher, n: int, concurrency: int, too
             raise SystemExit(f"generator failed ({os.waitstatus_to_exitcode(status)}): {stderr[-2000:]}")
     peak.stop()
     wall = time.monotonic() - started
-    ours = (".runs.jsonl", ".failed.jsonl", ".rejected.jsonl", ".paused.jsonl", ".quarantine.jsonl")  # beside it
+    # the generator's own files beside the output
+    ours = (".runs.jsonl", ".failed.jsonl", ".rejected.jsonl", ".paused.jsonl", ".quarantine.jsonl")
     lines = [line for out in work.glob(f"{tag}.out*.jsonl") if not out.name.endswith(ours)
              for line in out.read_text().splitlines()]
     ids = Counter(json.loads(line)["metadata"]["prompt_id"] for line in lines)
@@ -203,7 +211,7 @@ class PeakMemory:
     def _watch(self) -> None:
         while not self._done.wait(0.1):
             try:
-                line = next(l for l in self.path.read_text().splitlines() if l.startswith("VmHWM:"))
+                line = next(row for row in self.path.read_text().splitlines() if row.startswith("VmHWM:"))
             except (OSError, StopIteration):  # exited (a zombie has no VmHWM)
                 continue
             self.mb = max(self.mb, int(line.split()[1]) / 1024)
@@ -226,8 +234,8 @@ def bench_adaptive(work: Path, n: int, cap: int, mean: float, tools: str = "none
     server = FakeTeacher(max_in_flight=cap, latency_fn=jittered(mean, 0.5, tail_share=tail),
                          default_step=tool_then_answer if tools != "none" else None).start()
     try:
-        return run_generator(work, server, n, 64, tools, tag=f"adaptive-{tools != 'none'}-{tail}-{n}-{len(extra)}",
-                             extra=extra)
+        return run_generator(work, server, n, 64, tools,
+                             tag=f"adaptive-{tools != 'none'}-{tail}-{n}-{len(extra)}", extra=extra)
     finally:
         server.stop()
 
@@ -263,8 +271,12 @@ class RateRow:
         finally:
             self.server.stop()
         share = self.ideal / run.wall
-        judge = (lambda value, ok: None if tiny or ok is None else ok)  # --tiny: too short to mean anything
-        return [Figure(f"{self.name}: vs its limit", share, f">= {self.share_target:.2f}" if self.share_target else "",
+
+        def judge(value, ok):  # --tiny: too short to mean anything
+            return None if tiny or ok is None else ok
+
+        return [Figure(f"{self.name}: vs its limit", share,
+                       f">= {self.share_target:.2f}" if self.share_target else "",
                        judge(share, None if self.share_target is None else share >= self.share_target),
                        f"({run.wall:.1f} s)"),
                 Figure(f"{self.name}: share 429", run.rejected_share,
@@ -286,7 +298,8 @@ def rate_control_rows(scale: float) -> list[RateRow]:
     slow = FakeTeacher(latency_fn=lambda: reasoning.uniform(4.0, 6.0) * (1 if scale == 1 else 0.1))
     wide, mean = (1000, 5.0) if scale == 1 else (50, 0.5)
     return [
-        RateRow("12a. in-flight cap 8, 150-250 ms", FakeTeacher(max_in_flight=8, latency_fn=jittered(0.2, 0.25)),
+        RateRow("12a. in-flight cap 8, 150-250 ms",
+                FakeTeacher(max_in_flight=8, latency_fn=jittered(0.2, 0.25)),
                 n(400), n(400) * 0.2 / 8 + 0.25, share_target=0.92, rejected_target=0.03),
         RateRow("12b. 20/s bucket, Retry-After: 1",
                 FakeTeacher(latency_fn=jittered(0.25, 0.2), meter=TokenBucket(rate, burst, retry_after=True)),
@@ -294,8 +307,8 @@ def rate_control_rows(scale: float) -> list[RateRow]:
         RateRow("12c. 20/s bucket, reset time only",
                 FakeTeacher(latency_fn=jittered(0.25, 0.2), meter=TokenBucket(rate, burst)),
                 n(600), (n(600) - burst) / rate + 0.3, share_target=0.93),
-        RateRow("12d. reasoning 4-6 s, no cap, default start", slow, n(3000), n(3000) / (wide / mean) + 1.2 * mean,
-                concurrency=wide, rejected_target=None),
+        RateRow("12d. reasoning 4-6 s, no cap, default start", slow, n(3000),
+                n(3000) / (wide / mean) + 1.2 * mean, concurrency=wide, rejected_target=None),
         RateRow("12e. same, --start-concurrency (reference)",
                 FakeTeacher(latency_fn=lambda: reasoning.uniform(4.0, 6.0) * (1 if scale == 1 else 0.1)),
                 n(3000), n(3000) / (wide / mean) + 1.2 * mean, concurrency=wide,
@@ -372,11 +385,13 @@ def bench_batch(work: Path, n: int, poll: float) -> tuple[float, int, float]:
         server = FakeTeacher(default_step=five_pages_then_answer).start()
         try:
             extra = ("--batch",) + (("--batch-poll", str(poll)) if poll else ()) if mode == "batch" else ()
-            costs.append(run_generator(work, server, n, 20, "page_tools.py", tag=f"batch-{mode}", extra=extra).cost)
+            costs.append(run_generator(work, server, n, 20, "page_tools.py", tag=f"batch-{mode}",
+                                       extra=extra).cost)
             answers.append(len(server.requests))
             batches = len(server.batches)
             # the bound holds here too: no request went out in more than three batches
-            assert max(server.batch_submissions.values(), default=0) <= 3, "a request went out in 4 batches or more"
+            most = max(server.batch_submissions.values(), default=0)
+            assert most <= 3, "a request went out in 4 batches or more"
         finally:
             server.stop()
     return costs[1] / costs[0], batches, answers[1] / answers[0]
@@ -400,18 +415,22 @@ def bench_size(work: Path, n: int) -> tuple[float, float, float]:
         for i in range(n):
             f.write(json.dumps({"prompt": f"Question number {i}: what is the capital of country {i % 197}?",
                                 "metadata": {"expected_answer": f"city {i % 197}"}}) + "\n")
-    cfg = gdd.parse_config([str(prompts), "-o", str(output), "--tools", "none", "--base-url", "http://127.0.0.1:9"])
+    cfg = gdd.parse_config([str(prompts), "-o", str(output), "--tools", "none", "--base-url",
+                            "http://127.0.0.1:9"])
     with open(output, "w") as f:
         for job in gdd.iter_jobs(cfg.prompts):
             if job.seq >= n - 100:
                 break
-            outcome = gdd.Outcome(job, job.prompt.messages + [{"role": "assistant", "content": "The capital is "
-                                  + "a city with a long and storied history. " * 4}], gdd.Usage(), 1, "stop")
+            reply = {"role": "assistant",
+                     "content": "The capital is " + "a city with a long and storied history. " * 4}
+            outcome = gdd.Outcome(job, job.prompt.messages + [reply], gdd.Usage(), 1, "stop")
             f.write(json.dumps(gdd.build_line(outcome, cfg.line, []), ensure_ascii=False) + "\n")
-    # and 100,000 paused rollouts (a tenth of n) beside it, 5 turns each: what a resume reads besides the output
+    # and 100,000 paused rollouts (a tenth of n) beside it, 5 turns each: what a resume reads besides
+    # the output
     paused = gdd.OutputPaths(output).paused
-    turn = [{"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
-        "name": "browse", "arguments": "{\"url\": \"https://example.org/page\"}"}}]},
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "browse", "arguments": "{\"url\": \"https://example.org/page\"}"}}
+    turn = [{"role": "assistant", "content": None, "tool_calls": [call]},
             {"role": "tool", "tool_call_id": "call_1", "name": "browse", "content": "A page of text. " * 12}]
     with open(paused, "wb") as f:  # as the generator writes them: a record per answer (issue 26)
         for i in range(n // 10):
@@ -489,7 +508,8 @@ def stream_of(body: dict, event_chars: int) -> list[bytes]:
 
     content = body["choices"][0]["message"]["content"]
     events = [chunk(body, {"role": "assistant"})]
-    events += [chunk(body, {"content": content[i:i + event_chars]}) for i in range(0, len(content), event_chars)]
+    events += [chunk(body, {"content": content[i:i + event_chars]})
+               for i in range(0, len(content), event_chars)]
     events += [chunk(body, {}, "stop"), {**chunk(body), "choices": [], "usage": body["usage"]}]
     joined = b"".join(sse(events + ["[DONE]"]))
     return [joined[i:i + 65536] for i in range(0, len(joined), 65536)]
@@ -544,7 +564,8 @@ def bench_gateway(work: Path, n: int, rpm: int) -> tuple[RunResult, float, int, 
     def one_tool_call(body: dict) -> Reply:
         if not any(m["role"] == "tool" for m in body["messages"]):
             return Reply(body=completion({"content": None, "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "echo", "arguments": '{"text": "hi"}'}}]},
+                {"id": "call_1", "type": "function",
+                 "function": {"name": "echo", "arguments": '{"text": "hi"}'}}]},
                 "tool_calls"))
         return Reply(body=completion({"content": "done"}))
 
@@ -554,9 +575,10 @@ def bench_gateway(work: Path, n: int, rpm: int) -> tuple[RunResult, float, int, 
         prompts = work / "gateway.jsonl"
         prompts.write_text("".join(json.dumps({"prompt": f"gateway question {i}"}) + "\n" for i in range(n)))
         started, phase = time.monotonic(), time.time() % 60
-        process = subprocess.run([sys.executable, str(ROOT / "generate_distillation_data.py"), str(prompts), "-o",
-                                  "gateway.out.jsonl", "--tools", "trivial_tools.py", "--base-url", proxy.base_url,
-                                  "--model", MODEL], cwd=work, capture_output=True, text=True, timeout=1800,
+        process = subprocess.run([sys.executable, str(ROOT / "generate_distillation_data.py"), str(prompts),
+                                  "-o", "gateway.out.jsonl", "--tools", "trivial_tools.py",
+                                  "--base-url", proxy.base_url, "--model", MODEL],
+                                 cwd=work, capture_output=True, text=True, timeout=1800,
                                  env={**os.environ, "OPENROUTER_API_KEY": MASTER_KEY})
         wall = time.monotonic() - started
         if process.returncode != 0:
@@ -612,31 +634,33 @@ def bench_paused_file(work: Path, n: int, calls: int, generator: Path) -> tuple[
     def reader(body: dict) -> Reply:
         done = sum(1 for m in body["messages"] if m.get("role") == "tool")
         if done < calls:
-            return Reply(body=completion({"content": None, "tool_calls": [{"id": f"call_{done}", "type": "function",
-                         "function": {"name": "read_page", "arguments": json.dumps({"n": done})}}]}, "tool_calls"))
+            call = {"id": f"call_{done}", "type": "function",
+                    "function": {"name": "read_page", "arguments": json.dumps({"n": done})}}
+            return Reply(body=completion({"content": None, "tool_calls": [call]}, "tool_calls"))
         return Reply(body=completion({"content": f"Read {done} pages."}))
 
     (work / "page_tools.py").write_text(PAGE_TOOLS)
     server = FakeTeacher(default_step=reader, latency=0.02).start()
     try:
         prompts = work / "pages.jsonl"
-        prompts.write_text("".join(json.dumps({"prompt": f"read {calls} pages, {i}"}) + "\n" for i in range(n)))
+        prompts.write_text("".join(json.dumps({"prompt": f"read {calls} pages, {i}"}) + "\n"
+                                   for i in range(n)))
         for old in work.glob("pages.out*"):
             old.unlink()
         peak = PeakSize(work / "pages.out.paused.jsonl")
         started = time.monotonic()
         subprocess.run([sys.executable, str(generator), str(prompts), "-o", "pages.out.jsonl", "--tools",
-                        "page_tools.py", "--base-url", server.base_url, "--max-turns", str(calls + 2)], cwd=work,
-                       check=True, capture_output=True, timeout=1800)
+                        "page_tools.py", "--base-url", server.base_url, "--max-turns", str(calls + 2)],
+                       cwd=work, check=True, capture_output=True, timeout=1800)
         wall = time.monotonic() - started
         return wall, peak.stop(), (work / "pages.out.jsonl").stat().st_size
     finally:
         server.stop()
 
 
-# Figure 17's yardstick: "an adaptive limit that halves on 429s", written plainly: a semaphore of -c that halves
-# on a 429 and grows by one per answer. Only the rule differs: the sending machinery (Retry-After pauses, the
-# stop) is the generator's own, whose AdaptiveLimiter it replaces.
+# Figure 17's yardstick: "an adaptive limit that halves on 429s", written plainly: a semaphore of -c that
+# halves on a 429 and grows by one per answer. Only the rule differs: the sending machinery (Retry-After
+# pauses, the stop) is the generator's own, whose AdaptiveLimiter it replaces.
 HALVING_GENERATOR = '''
 import sys
 sys.path.insert(0, sys.argv.pop(1))
@@ -676,7 +700,8 @@ def bench_halving(work: Path, n: int, teacher: str) -> tuple[RunResult, RunResul
                   FakeTeacher(latency_fn=jittered(0.25, 0.2), meter=TokenBucket(20, 10)))
         server.start()
         try:
-            results.append(run_generator(work, server, n, 64, tag=f"halving-{teacher}-{name}", program=program))
+            results.append(run_generator(work, server, n, 64, tag=f"halving-{teacher}-{name}",
+                                         program=program))
         finally:
             server.stop()
     return results[0], results[1], (8 / 0.2 if teacher == "cap" else 20.0)
@@ -721,12 +746,14 @@ def previous_release(work: Path, rev: str) -> Path:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="abcdefg", help="figure 12: which rows (default: all)")
     parser.add_argument("--tiny", action="store_true", help="a few seconds, for the smoke test")
     parser.add_argument("--previous", default="d22ebe5", help="figure 15's previous release (a git revision; "
                         "default: the last before the paused file's record per answer)")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,12,13,14,15,16,17", help="comma list of figures to run (default: all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10,12,13,14,15,16,17",
+                        help="comma list of figures to run (default: all)")
     args = parser.parse_args()
     only = {int(x) for x in args.only.split(",")}
     scale = 0.02 if args.tiny else 1.0  # tiny: seconds a figure, for the smoke test
@@ -741,16 +768,18 @@ def main() -> int:
             base = bench_adaptive(work, int(2000 * scale), cap, mean)
         if 1 in only:
             short = bench_adaptive(work, int(400 * scale), cap, mean)
-            figures += [Figure("1. adaptive, 400: rollouts/s vs limit C/latency", short.rollouts_per_s / limit,
+            figures += [Figure("1. adaptive, 400: rollouts/s vs limit C/latency",
+                               short.rollouts_per_s / limit,
                                ">= 0.90", short.rollouts_per_s / limit >= 0.90, f"x {limit:.0f}/s"),
-                        Figure("1. adaptive, 400: share of requests answered 429", short.rejected_share, "<= 0.03",
-                               short.rejected_share <= 0.03),
-                        Figure("1. adaptive, 2000: rollouts/s vs limit C/latency", base.rollouts_per_s / limit,
+                        Figure("1. adaptive, 400: share of requests answered 429", short.rejected_share,
+                               "<= 0.03", short.rejected_share <= 0.03),
+                        Figure("1. adaptive, 2000: rollouts/s vs limit C/latency",
+                               base.rollouts_per_s / limit,
                                ">= 0.95", base.rollouts_per_s / limit >= 0.95, f"x {limit:.0f}/s"),
-                        Figure("1. adaptive, 2000: share of requests answered 429", base.rejected_share, "<= 0.01",
-                               base.rejected_share <= 0.01),
-                        Figure("1. adaptive: duplicates or missing", base.duplicates + short.duplicates, "== 0",
-                               base.duplicates + short.duplicates == 0)]
+                        Figure("1. adaptive, 2000: share of requests answered 429", base.rejected_share,
+                               "<= 0.01", base.rejected_share <= 0.01),
+                        Figure("1. adaptive: duplicates or missing", base.duplicates + short.duplicates,
+                               "== 0", base.duplicates + short.duplicates == 0)]
 
         if only & {2, 3}:
             ours, bare = bench_overhead(work, int(10000 * scale), 64)
@@ -769,11 +798,12 @@ def main() -> int:
         if 4 in only:
             n = int(1_000_000 * (0.01 if args.tiny else 1))
             peak_mb, scan_mb_s, first_request, report_s, report_mb = bench_size(work, n)
-            figures += [Figure(f"4. size: peak memory, {n:,} prompts and lines", peak_mb, "< 300", peak_mb < 300,
-                               "MB"),
-                        Figure("4. size: resume scan, output + paused file", scan_mb_s, ">= 200", scan_mb_s >= 200,
-                               "MB/s"),
-                        Figure("4. size: start to first request (all but 100 done)", first_request, "", None, "s"),
+            figures += [Figure(f"4. size: peak memory, {n:,} prompts and lines", peak_mb, "< 300",
+                               peak_mb < 300, "MB"),
+                        Figure("4. size: resume scan, output + paused file", scan_mb_s, ">= 200",
+                               scan_mb_s >= 200, "MB/s"),
+                        Figure("4. size: start to first request (all but 100 done)", first_request,
+                               "", None, "s"),
                         Figure(f"11. report over {n:,} lines: time", report_s, "< 60", report_s < 60, "s"),
                         Figure("11. report: peak memory", report_mb, "< 300", report_mb < 300, "MB")]
 
@@ -802,31 +832,33 @@ def main() -> int:
                         Figure("7. client peak memory", wide.run.peak_mb, "", None, "MB")]
             widest = bench_reasoning_scale(work, *((8000, 2000) if not args.tiny else (400, 100, 0.5)),
                                            strict=not args.tiny)
-            figures.append(Figure(f"7. client peak memory at -c {2000 if not args.tiny else 100}", widest.run.peak_mb,
-                                  "< 400", widest.run.peak_mb < 400, "MB"))
+            figures.append(Figure(f"7. client peak memory at -c {2000 if not args.tiny else 100}",
+                                  widest.run.peak_mb, "< 400", widest.run.peak_mb < 400, "MB"))
 
         if 8 in only:
             rate = 20.0
             bucket = bench_metered(work, int(400 * scale), TokenBucket(rate, 10), 0.25, "bucket")
-            figures += [Figure("8. token bucket 20/s: rollouts/s vs its rate", bucket.rollouts_per_s / rate, ">= 0.90",
-                               bucket.rollouts_per_s / rate >= 0.90, f"x {rate:.0f}/s"),
+            figures += [Figure("8. token bucket 20/s: rollouts/s vs its rate", bucket.rollouts_per_s / rate,
+                               ">= 0.90", bucket.rollouts_per_s / rate >= 0.90, f"x {rate:.0f}/s"),
                         Figure("8. token bucket: share answered 429", bucket.rejected_share, "<= 0.05",
                                bucket.rejected_share <= 0.05)]
             per, window = 10, 5.0 if not args.tiny else 1.0
             n = 60 if not args.tiny else 20
             fixed = bench_metered(work, n, FixedWindow(per, window), 0.25, "window")
             ideal_span = ((n - 1) // per) * window + 0.25  # from the first window to the last, plus a latency
-            figures += [Figure(f"9. fixed window {per}/{window:g}s: vs its rate", ideal_span / fixed.span, ">= 0.90",
-                               ideal_span / fixed.span >= 0.90, f"x {per / window:g}/s"),
+            figures += [Figure(f"9. fixed window {per}/{window:g}s: vs its rate", ideal_span / fixed.span,
+                               ">= 0.90", ideal_span / fixed.span >= 0.90, f"x {per / window:g}/s"),
                         Figure("9. fixed window: prompts failed or missing", fixed.duplicates, "== 0",
                                fixed.duplicates == 0)]
 
         if 10 in only:
             (work / "trivial_rewards.py").write_text(TRIVIAL_REWARDS)
             plain = bench_adaptive(work, int(2000 * scale), cap, mean)
-            judged = bench_adaptive(work, int(2000 * scale), cap, mean, extra=("--rewards", "trivial_rewards.py"))
+            judged = bench_adaptive(work, int(2000 * scale), cap, mean,
+                                    extra=("--rewards", "trivial_rewards.py"))
             ratio = judged.rollouts_per_s / plain.rollouts_per_s
-            figures.append(Figure("10. rewards: rollouts/s scored vs not, as (1)", ratio, ">= 0.95", ratio >= 0.95))
+            figures.append(Figure("10. rewards: rollouts/s scored vs not, as (1)", ratio,
+                                  ">= 0.95", ratio >= 0.95))
 
         if 13 in only:
             for what, chars, event_chars in (("20 MB in one event", 20 << 20, 20 << 20),
@@ -839,14 +871,15 @@ def main() -> int:
         if 15 in only:
             previous = previous_release(work, args.previous) if not args.tiny else None  # tiny: ours only
             for n, calls in ((100, 10), (40, 30)) if not args.tiny else ((10, 4),):
-                now_wall, now_peak, dataset = bench_paused_file(work, n, calls, ROOT / "generate_distillation_data.py")
+                now_wall, now_peak, dataset = bench_paused_file(work, n, calls,
+                                                                ROOT / "generate_distillation_data.py")
                 if previous is None:
-                    figures.append(Figure(f"15. {n} x {calls} calls: paused peak / dataset", now_peak / dataset,
-                                          "<= 1.5", now_peak / dataset <= 1.5))
+                    figures.append(Figure(f"15. {n} x {calls} calls: paused peak / dataset",
+                                          now_peak / dataset, "<= 1.5", now_peak / dataset <= 1.5))
                     continue
                 then_wall, then_peak, _ = bench_paused_file(work, n, calls, previous)
-                figures += [Figure(f"15. {n} x {calls} calls: paused peak / dataset", now_peak / dataset, "<= 1.5",
-                                   now_peak / dataset <= 1.5, f"was {then_peak / dataset:.1f}"),
+                figures += [Figure(f"15. {n} x {calls} calls: paused peak / dataset", now_peak / dataset,
+                                   "<= 1.5", now_peak / dataset <= 1.5, f"was {then_peak / dataset:.1f}"),
                             Figure(f"15. {n} x {calls} calls: wall vs previous release", now_wall / then_wall,
                                    "<= 1.05", now_wall / then_wall <= 1.05, f"x {then_wall:.1f}s")]
 
@@ -866,9 +899,10 @@ def main() -> int:
                                f"x {one.wall:.1f}s"),
                         Figure("17. 4 shards: share of requests answered 429", many.rejected_share, "",
                                None, f"one: {one.rejected_share:.3f}"),
-                        Figure("17. 4 shards: duplicates or missing", many.duplicates + one.duplicates, "== 0",
-                               many.duplicates + one.duplicates == 0),
-                        Figure("17. a shard stopped mid-run: SIGTERM to exit", to_exit, "< 30", to_exit < 30, "s")]
+                        Figure("17. 4 shards: duplicates or missing", many.duplicates + one.duplicates,
+                               "== 0", many.duplicates + one.duplicates == 0),
+                        Figure("17. a shard stopped mid-run: SIGTERM to exit", to_exit,
+                               "< 30", to_exit < 30, "s")]
             for teacher, n in (("cap", 400), ("bucket", 400)):
                 n = n if not args.tiny else 20
                 default_run, halving_run, capacity = bench_halving(work, n, teacher)
@@ -876,14 +910,16 @@ def main() -> int:
                 figures += [Figure(f"17. {what}: default, share of its capacity",
                                    default_run.rollouts_per_s / capacity, "", None,
                                    f"429 {default_run.rejected_share:.3f}"),
-                            Figure(f"17. {what}: halving semaphore, the same", halving_run.rollouts_per_s / capacity,
+                            Figure(f"17. {what}: halving semaphore, the same",
+                                   halving_run.rollouts_per_s / capacity,
                                    "", None, f"429 {halving_run.rejected_share:.3f}")]
 
         if 14 in only and not args.tiny:  # a real gateway counts real minutes: no tiny version
             run, ideal, sent, refused = bench_gateway(work, 100, 80)
-            figures += [Figure("14. LiteLLM rpm 80, 100 tool rollouts: refused", run.rejected_share, "<= 0.10",
-                               run.rejected_share <= 0.10, f"{refused}/{sent}"),
-                        Figure("14. LiteLLM: duplicates or missing", run.duplicates, "== 0", run.duplicates == 0),
+            figures += [Figure("14. LiteLLM rpm 80, 100 tool rollouts: refused", run.rejected_share,
+                               "<= 0.10", run.rejected_share <= 0.10, f"{refused}/{sent}"),
+                        Figure("14. LiteLLM: duplicates or missing", run.duplicates, "== 0",
+                               run.duplicates == 0),
                         Figure("14. LiteLLM: wall time vs its minute windows", ideal / run.wall, "", None,
                                f"x {ideal:.0f}s")]
 

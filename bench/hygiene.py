@@ -4,14 +4,14 @@
     python bench/hygiene.py              # 1,000,000 prompts, 100,000 benchmark items: ~5 minutes on 2 cores
     python bench/hygiene.py --n 10000    # seconds (the smoke test)
 
-The corpus (bench/hygiene_corpus.py, seeded) is made once into --data (default: bench/results/hygiene-N): prompts
-of ~50 words with planted near copies, exact copies, prompts that must stay (topic siblings, one-slot variants,
-long-template variants), prompts holding a benchmark item and a clean control set. Each run is the generator as
-users run it, a subprocess with default settings but the flag, against a loopback teacher; it is stopped
-(SIGTERM) at its first request, by when the prompts are checked and the dropped-prompts file is written. Time:
-start to first request, the whole process (interpreter start, output scan, the check, the plan); memory: the
-process's own high-water mark (VmHWM). The same run without either flag is the yardstick. What was dropped is
-read from the dropped-prompts file and scored against what was planted.
+The corpus (bench/hygiene_corpus.py, seeded) is made once into --data (default: bench/results/hygiene-N):
+prompts of ~50 words with planted near copies, exact copies, prompts that must stay (topic siblings, one-slot
+variants, long-template variants), prompts holding a benchmark item and a clean control set. Each run is the
+generator as users run it, a subprocess with default settings but the flag, against a loopback teacher; it is
+stopped (SIGTERM) at its first request, by when the prompts are checked and the dropped-prompts file is
+written. Time: start to first request, the whole process (interpreter start, output scan, the check, the
+plan); memory: the process's own high-water mark (VmHWM). The same run without either flag is the yardstick.
+What was dropped is read from the dropped-prompts file and scored against what was planted.
 """
 
 from __future__ import annotations
@@ -88,12 +88,14 @@ def dedup_quality(truth: dict, drops: list[dict]) -> dict:
     templated = {line for group in truth["templated"] for line in group}
     others = [line for line in dropped if line not in copies]
     same_words = sum(1 for line in others if dropped[line]["dropped"] == "duplicate")
-    wrong = sum(1 for line in others if dropped[line]["dropped"] != "duplicate" and line not in slots | templated)
+    wrong = sum(1 for line in others if dropped[line]["dropped"] != "duplicate"
+                and line not in slots | templated)
     right = found["near"] + found["exact"] + same_words
     near = sum(1 for kind, _ in copies.values() if kind == "near")
     return {"near": found["near"] / near, "exact": found["exact"] / (len(copies) - near),
             "precision": right / max(1, right + wrong), "wrong_target": wrong_target,
-            "slots": sum(1 for line in others if line in slots), "slot_count": len(slots) - len(truth["slots"]),
+            "slots": sum(1 for line in others if line in slots),
+            "slot_count": len(slots) - len(truth["slots"]),
             "templated": sum(1 for line in others if line in templated),
             "templated_count": len(templated) - len(truth["templated"])}
 
@@ -109,7 +111,8 @@ def decontamination_quality(truth: dict, drops: list[dict]) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000, help="prompts (default: 1,000,000)")
     parser.add_argument("--items", type=int, default=100_000, help="benchmark items (default: 100,000)")
     parser.add_argument("--data", type=Path, default=None, help="the corpus folder (made if it holds none)")
@@ -130,12 +133,15 @@ def main() -> int:
     figures = [
         Figure(f"18. neither flag, {n}: start to first request", base, "", None, "s"),
         Figure("18. neither flag: peak memory", base_mb, "", None, "MB"),
-        Figure(f"18. --dedup, {n}: start to first request", dedup_s, "< 180", dedup_s < 180 if full else None, "s"),
+        Figure(f"18. --dedup, {n}: start to first request", dedup_s,
+               "< 180", dedup_s < 180 if full else None, "s"),
         Figure("18. --dedup: peak memory", dedup_mb, "< 2000", dedup_mb < 2000 if full else None, "MB"),
         Figure("18. --dedup: planted near copies dropped (recall)", q["near"], "", None),
         Figure("18. --dedup: exact copies dropped", q["exact"], "== 1", q["exact"] == 1),
-        Figure("18. --dedup: drops that are copies (precision)", q["precision"], ">= 0.99", q["precision"] >= 0.99),
-        Figure("18. --dedup: copies listed against another group", q["wrong_target"], "== 0", q["wrong_target"] == 0),
+        Figure("18. --dedup: drops that are copies (precision)", q["precision"], ">= 0.99",
+               q["precision"] >= 0.99),
+        Figure("18. --dedup: copies listed against another group", q["wrong_target"], "== 0",
+               q["wrong_target"] == 0),
         Figure("18. --dedup: one-slot variants dropped", q["slots"], "", None, f"of {q['slot_count']}"),
         Figure("18. --dedup: long-template variants dropped", q["templated"], "", None,
                f"of {q['templated_count']}"),
@@ -150,8 +156,8 @@ def main() -> int:
         Figure("18. --decontaminate: other prompts flagged", d["others"], "", None),
         Figure("18. both flags: start to first request", both_s, "", None, "s"),
         Figure("18. both flags: peak memory", both_mb, "< 2000", both_mb < 2000 if full else None, "MB"),
-        Figure("18. both flags: prompts dropped vs each alone", len(both) / max(1, len(drops) + len(flagged)), "",
-               None, f"of {len(drops) + len(flagged)}")]
+        Figure("18. both flags: prompts dropped vs each alone", len(both) / max(1, len(drops) + len(flagged)),
+               "", None, f"of {len(drops) + len(flagged)}")]
     print(f"| {'figure':<52} | {'value':>21} | {'target':<14} | ok   |")
     print(f"|{'-' * 54}|{'-' * 23}|{'-' * 16}|------|")
     for figure in figures:

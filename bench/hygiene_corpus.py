@@ -17,15 +17,16 @@ Lengths: lognormal around 50 words (5..200). Sentences of 5-15 words, capitalise
 
 Planted in the prompts (every planted group's original comes first in file order):
   near      near-copy groups: an original (20-120 words) and 1-4 copies, each with 1-3 word edits
-            (substitute, insert 1-2 words, delete, swap/move a word locally) plus case/punctuation/space noise.
+            (substitute, insert 1-2 words, delete, swap/move a word locally) plus case/punctuation/space
+            noise.
             Truth: every copy must be dropped (it is near the kept original).
   exact     exact-after-normalising copies: only case, punctuation and whitespace changed.
   siblings  topic siblings (NOT duplicates): 3 prompts sharing a 12-20-word instruction and a topic, each
             with its own 25-45-word body from the topic vocabulary.
   slots     short one-slot variants (NOT duplicates, the hard case): 3 prompts of 10-18 words from one
             template differing in 1 slot word ("What is the capital of France?" / "... of Peru?").
-  templated long-template variants (NOT duplicates, the hardest case for any shingle size): 3 prompts sharing a
-            30-60-word template, each ending in its own 5-15-word question.
+  templated long-template variants (NOT duplicates, the hardest case for any shingle size): 3 prompts
+            sharing a 30-60-word template, each ending in its own 5-15-word question.
   contaminated  prompts containing a benchmark item's text: a 13-40-word span of a long item (70%), a whole
             8-12-word item (20%), or being exactly a 3-7-word item (10%); case/punctuation changed.
   clean     controls that must NOT be flagged: an 8-12-word span of a long item (40%), a benchmark's shared
@@ -38,29 +39,34 @@ import time
 
 import numpy as np
 
-FUNCTION_WORDS = """the of and to a in is that for it as was with be by on not he i this are or his from at which
-but have an they you were her she there one all we their can has been if more when will would who so no what
-other its may into some out only about up time them these than then two do first any could my now over such our
-man me even most made after also did many before must through back years where much your way well down should
-because each just those people how too little state good very make world still own see men work long get here
-between both life being under never day same another know while last might us great old year off come since
-against go came right used take three part place put thing think help every""".split()
+FUNCTION_WORDS = """the of and to a in is that for it as was with be by on not he i this are or his from at
+which but have an they you were her she there one all we their can has been if more when will would who so no
+what other its may into some out only about up time them these than then two do first any could my now over
+such our man me even most made after also did many before must through back years where much your way well
+down should because each just those people how too little state good very make world still own see men work
+long get here between both life being under never day same another know while last might us great old year off
+come since against go came right used take three part place put thing think help every""".split()
 assert len(FUNCTION_WORDS) >= 150, len(FUNCTION_WORDS)
 FUNCTION_WORDS = FUNCTION_WORDS[:150]
 
-ONSETS = ["", "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z", "br", "cl",
-          "dr", "fl", "gr", "pl", "pr", "sh", "st", "th", "tr", "ch", "sp", "sl", "qu", "cr", "bl"]
+ONSETS = ["", "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z", "br",
+          "cl", "dr", "fl", "gr", "pl", "pr", "sh", "st", "th", "tr", "ch", "sp", "sl", "qu", "cr", "bl"]
 VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "ou", "io", "y", "ee", "oa"]
 CODAS = ["", "", "", "n", "r", "s", "t", "l", "m", "nd", "st", "ng", "ck", "x", "rd", "th"]
 
 N_TOPICS = 500
 TOPIC_VOCAB = 300
 BOILERPLATES = [
-    "The following is a multiple choice question about {}. Choose the single best answer from the options given below.",
-    "Read the passage carefully and answer the question that follows it, using only the information in the passage about {}.",
-    "You are given a question from an exam on {}. Think step by step and then write the final answer on the last line.",
-    "Below is a grade school math word problem about {}. Solve it and give the final numeric answer after the words The answer is.",
-    "Answer the following trivia question about {} with a short phrase, without any explanation or additional commentary at all.",
+    "The following is a multiple choice question about {}. "
+    "Choose the single best answer from the options given below.",
+    "Read the passage carefully and answer the question that follows it, "
+    "using only the information in the passage about {}.",
+    "You are given a question from an exam on {}. "
+    "Think step by step and then write the final answer on the last line.",
+    "Below is a grade school math word problem about {}. "
+    "Solve it and give the final numeric answer after the words The answer is.",
+    "Answer the following trivia question about {} with a short phrase, "
+    "without any explanation or additional commentary at all.",
 ]
 
 
@@ -69,7 +75,8 @@ def make_vocab(rng, size=30000):
     words = list(FUNCTION_WORDS)
     while len(words) < size + len(FUNCTION_WORDS):
         nsyl = int(rng.choice([1, 2, 2, 3, 3, 3, 4]))
-        w = "".join(ONSETS[rng.integers(len(ONSETS))] + VOWELS[rng.integers(len(VOWELS))] for _ in range(nsyl))
+        w = "".join(ONSETS[rng.integers(len(ONSETS))] + VOWELS[rng.integers(len(VOWELS))]
+                    for _ in range(nsyl))
         w += CODAS[rng.integers(len(CODAS))]
         if len(w) >= 2 and w not in seen:
             seen.add(w)
@@ -88,7 +95,8 @@ class Text:
         p = 1.0 / np.arange(1, v + 1) ** 1.05
         self.cdf = np.cumsum(p / p.sum())
         # topic vocabularies: content words (not function words), each topic 300 words, Zipf inside
-        self.topics = np.stack([rng.choice(np.arange(150, v), TOPIC_VOCAB, replace=False) for _ in range(N_TOPICS)])
+        self.topics = np.stack([rng.choice(np.arange(150, v), TOPIC_VOCAB, replace=False)
+                                for _ in range(N_TOPICS)])
         tp = 1.0 / np.arange(1, TOPIC_VOCAB + 1) ** 0.8
         self.tcdf = np.cumsum(tp / tp.sum())
         self.prefixes = [self.words(int(rng.integers(6, 17))) for _ in range(300)]
@@ -101,7 +109,8 @@ class Text:
             m = self.rng.random(n) < 0.3
             k = int(m.sum())
             if k:
-                ids[m] = self.topics[topic][np.minimum(np.searchsorted(self.tcdf, self.rng.random(k)), TOPIC_VOCAB - 1)]
+                ids[m] = self.topics[topic][np.minimum(np.searchsorted(self.tcdf, self.rng.random(k)),
+                                                       TOPIC_VOCAB - 1)]
         return ids
 
     def words(self, n, topic=None):
@@ -197,7 +206,7 @@ def make_items(T, n_items):
     items = []
     kinds = []
     boiler_words = []
-    for i in range(n_items):
+    for _ in range(n_items):
         u = rng.random()
         topic = int(rng.integers(N_TOPICS))
         if u < 0.01:
@@ -254,7 +263,7 @@ def main():
 
     # planted units: list of (texts, role). Each unit's texts are placed in file order as given.
     units = []  # (kind, [texts], extra)
-    for g in range(n_near):
+    for _ in range(n_near):
         topic = int(rng.integers(N_TOPICS))
         base = prompt_words(T, topic, int(np.clip(rng.lognormal(np.log(50), 0.4), 20, 120)))
         texts = [T.fmt(base)]
@@ -264,15 +273,15 @@ def main():
             texts.append(T.noise(T.fmt(ws)))
             ops.append(o)
         units.append(("near", texts, ops))
-    for g in range(n_exact):
+    for _ in range(n_exact):
         base = T.fmt(prompt_words(T, int(rng.integers(N_TOPICS))))
         units.append(("exact", [base, T.noise(base, 2.0)], None))
-    for g in range(n_sib):
+    for _ in range(n_sib):
         topic = int(rng.integers(N_TOPICS))
         instr = T.words(int(rng.integers(12, 21)), topic)
         texts = [T.fmt(instr + T.topic_words(int(rng.integers(25, 46)), topic)) for _ in range(3)]
         units.append(("siblings", texts, None))
-    for g in range(n_slot):
+    for _ in range(n_slot):
         m = int(rng.integers(10, 19))
         tmpl = T.words(m, int(rng.integers(N_TOPICS)))
         pos = int(rng.integers(2, m))
@@ -285,12 +294,12 @@ def main():
             ws[pos] = w
             texts.append(T.fmt(ws))
         units.append(("slots", texts, None))
-    for g in range(n_tmpl):
+    for _ in range(n_tmpl):
         # long shared template (30-60 words) + a short distinct question (5-15 words): different prompts
         tmpl = T.words(int(rng.integers(30, 61)), int(rng.integers(N_TOPICS)))
         texts = [T.fmt(tmpl + T.words(int(rng.integers(5, 16)))) for _ in range(3)]
         units.append(("templated", texts, None))
-    for g in range(n_cont):
+    for _ in range(n_cont):
         u = rng.random()
         if u < 0.7:
             it = int(rng.choice(long_ids))
@@ -301,18 +310,20 @@ def main():
             L = min(L, len(iw))
             s = int(rng.integers(0, len(iw) - L + 1))
             span = " ".join(iw[s:s + L])
-            text = T.fmt(T.words(int(rng.integers(0, 21)))) + " " + span + " " + T.fmt(T.words(int(rng.integers(0, 21))))
+            text = (T.fmt(T.words(int(rng.integers(0, 21)))) + " " + span + " "
+                    + T.fmt(T.words(int(rng.integers(0, 21)))))
             how = f"span{L}"
         elif u < 0.9:
             it = int(rng.choice(short_ids))
-            text = T.fmt(T.words(int(rng.integers(3, 21)))) + " " + items[it] + " " + T.fmt(T.words(int(rng.integers(0, 21))))
+            text = (T.fmt(T.words(int(rng.integers(3, 21)))) + " " + items[it] + " "
+                    + T.fmt(T.words(int(rng.integers(0, 21)))))
             how = "short-item"
         else:
             it = int(rng.choice(tiny_ids))
             text = items[it]
             how = "tiny-item-whole"
         units.append(("contaminated", [T.noise(text.strip())], (f"b{it:06d}", how)))
-    for g in range(n_clean):
+    for _ in range(n_clean):
         u = rng.random()
         if u < 0.4:
             it = int(rng.choice(long_ids))
@@ -321,8 +332,11 @@ def main():
             iw = iw[skip:] if len(iw) - skip >= 13 else iw
             L = int(rng.integers(8, 13))
             s = int(rng.integers(0, len(iw) - L + 1))
+
+            def norm(w):
+                return w.lower().strip(".,?!;:")
+
             # the words around the span must not continue the item (else it is a 13-word overlap after all)
-            norm = lambda w: w.lower().strip(".,?!;:")
             before = norm(iw[s - 1]) if s > 0 else None
             after = norm(iw[s + L]) if s + L < len(iw) else None
             pre = T.words(int(rng.integers(5, 30)))
@@ -356,8 +370,8 @@ def main():
     line_of = np.empty(n, dtype=np.int64)
     line_of[order] = np.arange(n)
     # planted slots start at n_bg in the concatenation
-    truth = {"n": n, "seed": a.seed, "near": [], "exact": [], "siblings": [], "slots": [], "templated": [], "contaminated": [],
-             "clean": []}
+    truth = {"n": n, "seed": a.seed, "near": [], "exact": [], "siblings": [], "slots": [], "templated": [],
+             "contaminated": [], "clean": []}
     planted_texts = {}
     pos = n_bg
     for kind, texts, extra in units:
@@ -375,7 +389,6 @@ def main():
         pos += len(texts)
 
     bg_line = line_of[:n_bg]
-    bg_text_at = {}
     # write in file order; background texts generated on the fly (in line order, seeded)
     inv = np.full(n, -1, dtype=np.int64)
     inv[bg_line] = np.arange(n_bg)
@@ -395,7 +408,8 @@ def main():
     truth["counts"] = {k: len(v) for k, v in truth.items() if isinstance(v, list)}
     truth["counts"]["near_copies"] = sum(len(g["lines"]) - 1 for g in truth["near"])
     truth["counts"]["items"] = len(items)
-    truth["counts"]["item_kinds"] = {k: int((kinds_arr == k).sum()) for k in ("long", "boiler", "short", "tiny")}
+    truth["counts"]["item_kinds"] = {k: int((kinds_arr == k).sum())
+                                     for k in ("long", "boiler", "short", "tiny")}
     with open(os.path.join(a.out, "truth.json"), "w") as f:
         json.dump(truth, f)
     print(json.dumps(truth["counts"]), f"{time.time() - t0:.1f}s")

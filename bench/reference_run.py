@@ -84,16 +84,17 @@ def script(teacher: FakeTeacher) -> None:
 def run(generator: Path, workdir: Path, teacher: FakeTeacher, *more: str) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENROUTER", "BROWSE"))}
     env.update(OPENROUTER_API_KEY="sk-or-v1-reference", PYTHONHASHSEED="0", NO_COLOR="1")
-    command = [sys.executable, str(generator), "prompts.jsonl", "--tools", "tools.py", "--rewards", "rewards.py",
-               "--min-reward", "1", "--attempts", "2", "-c", "1", "--start-concurrency", "1", "--retries", "0",
-               "--backoff", "0.01", "--base-url", teacher.base_url, "--export", "hf,openai", *more]
+    command = [sys.executable, str(generator), "prompts.jsonl", "--tools", "tools.py",
+               "--rewards", "rewards.py", "--min-reward", "1", "--attempts", "2", "-c", "1",
+               "--start-concurrency", "1", "--retries", "0", "--backoff", "0.01",
+               "--base-url", teacher.base_url, "--export", "hf,openai", *more]
     done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
     return done.returncode, PORT.sub("127.0.0.1:PORT", done.stderr)
 
 
 def digest(workdir: Path, generator: Path) -> list[str]:
-    # The run record and the card name the generator by its file's hash, which any edit changes: the same value
-    # for every generator, so only what the generator does is compared.
+    # The run record and the card name the generator by its file's hash, which any edit changes: the same
+    # value for every generator, so only what the generator does is compared.
     own_hash = hashlib.sha256(generator.read_bytes()).hexdigest()[:16]
     rows = []
     for path in sorted(workdir.iterdir()):
@@ -101,7 +102,8 @@ def digest(workdir: Path, generator: Path) -> list[str]:
             continue
         text = PORT.sub("127.0.0.1:PORT", VOLATILE.sub("TIME", path.read_text(errors="replace")))
         text = text.replace(own_hash, "GENERATOR")
-        rows.append(f"{path.name} {hashlib.sha256(text.encode()).hexdigest()[:16]} {len(text.splitlines())} lines")
+        rows.append(f"{path.name} {hashlib.sha256(text.encode()).hexdigest()[:16]} {len(text.splitlines())} "
+                    "lines")
     return rows
 
 

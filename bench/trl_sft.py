@@ -32,8 +32,8 @@ from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM,
 from trl import SFTConfig, SFTTrainer
 
 ROOT = Path(__file__).resolve().parent.parent
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<tool_call>", "</tool_call>",
-           "<tool_response>", "</tool_response>"]
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<tool_call>",
+           "</tool_call>", "<tool_response>", "</tool_response>"]
 TOOLS = '''
 from rnow.core.tool import tool
 
@@ -45,7 +45,8 @@ def add(a: int, b: int) -> int:
 
 
 def make_dataset(folder: Path, prompts: int) -> Path:
-    """The generator, run as users run it, against the loopback teacher: every prompt calls `add`, then answers."""
+    """The generator, run as users run it, against the loopback teacher: every prompt calls `add`, then
+    answers."""
     sys.path.insert(0, str(ROOT / "tests" / "support"))
     from fake_teacher import FakeTeacher, answer, call_tools
 
@@ -58,8 +59,8 @@ def make_dataset(folder: Path, prompts: int) -> Path:
         return answer(f"The sum is {results[-1]['content']}.")(body)
 
     (folder / "tools.py").write_text(TOOLS)
-    (folder / "prompts.jsonl").write_text("".join(json.dumps({"prompt": f"What is {i} plus {3 * i + 7}?"}) + "\n"
-                                                  for i in range(prompts)))
+    lines = (json.dumps({"prompt": f"What is {i} plus {3 * i + 7}?"}) + "\n" for i in range(prompts))
+    (folder / "prompts.jsonl").write_text("".join(lines))
     teacher = FakeTeacher(default_step=step).start()
     try:
         python = ROOT / ".venv" / "bin" / "python"
@@ -77,12 +78,15 @@ def make_tokenizer(dataset: datasets.Dataset, template: str) -> PreTrainedTokeni
     """A byte-level BPE trained on the conversations as the template renders them."""
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>",
+                                        pad_token="<|endoftext|>")
     tokenizer.chat_template = template
-    texts = [tokenizer.apply_chat_template(row["messages"], tools=row["tools"], tokenize=False) for row in dataset]
+    texts = [tokenizer.apply_chat_template(row["messages"], tools=row["tools"], tokenize=False)
+             for row in dataset]
     bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=2000, special_tokens=SPECIAL,
                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>",
+                                        pad_token="<|endoftext|>")
     tokenizer.chat_template = template
     return tokenizer
 
@@ -108,13 +112,14 @@ def main() -> None:
     dataset = datasets.load_dataset("json", data_files=str(data), split="train", cache_dir=str(work / "hf"))
     template = (Path(trl.__file__).parent / "chat_templates" / "qwen3_training.jinja").read_text()
     tokenizer = make_tokenizer(dataset, template)
-    rendered = tokenizer.apply_chat_template(dataset[0]["messages"], tools=dataset[0]["tools"], tokenize=False)
+    rendered = tokenizer.apply_chat_template(dataset[0]["messages"], tools=dataset[0]["tools"],
+                                             tokenize=False)
     print(f"{dataset.num_rows} conversations; the first as the student sees it:\n{rendered}")
     torch.manual_seed(0)
-    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=2048,
-                         tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
+    config = Qwen3Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                         max_position_embeddings=2048, tie_word_embeddings=True,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     losses = Losses()
     trainer = SFTTrainer(
         model=Qwen3ForCausalLM(config), processing_class=tokenizer, train_dataset=dataset, callbacks=[losses],

@@ -18,9 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))  # the loopback teacher and other servers
 
-import generate_distillation_data as gdd  # noqa: E402
-from fake_teacher import FakeTeacher  # noqa: E402
 import real_path  # noqa: E402
+from fake_teacher import FakeTeacher  # noqa: E402
+
+import generate_distillation_data as gdd  # noqa: E402
 
 SCRIPT = ROOT / "generate_distillation_data.py"
 
@@ -103,8 +104,8 @@ def run(workdir, teacher, capsys):
     """The program against the fake teacher, with fast retries: in process, or `subprocess=True` as users
     run it. The common arguments are written once, here."""
 
-    def run_main(*args: str, prompts: str = "prompts.jsonl", tools: str = "tools_small.py", subprocess: bool = False,
-                 env: dict | None = None, timeout: float = 60) -> Result:
+    def run_main(*args: str, prompts: str = "prompts.jsonl", tools: str = "tools_small.py",
+                 subprocess: bool = False, env: dict | None = None, timeout: float = 60) -> Result:
         argv = [prompts, "--tools", tools, "--base-url", teacher.base_url, "--backoff", "0.01", *args]
         return launch(workdir, argv, in_process=not subprocess, capsys=capsys, env=env, timeout=timeout)
 
@@ -114,7 +115,8 @@ def run(workdir, teacher, capsys):
 def subprocess_env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OPENROUTER_API_KEY", "OPENROUTER_BASE_URL")}
     env.update(extra)
-    secrets_used(*(value for name, value in extra.items() if gdd._KEY_LIKE.search(name) and "://" not in value))
+    secrets_used(*(value for name, value in extra.items()
+                   if gdd._KEY_LIKE.search(name) and "://" not in value))
     return env
 
 
@@ -125,7 +127,8 @@ KEYS_USED: set[str] = set()
 
 
 def secrets_used(*values: str) -> None:
-    """Secrets a test hands the program some other way than subprocess_env: the session's last grep looks for them."""
+    """Secrets a test hands the program some other way than subprocess_env: the session's last grep looks for
+    them."""
     KEYS_USED.update(value for value in values if len(value) >= gdd._MIN_SECRET_LENGTH)
 
 
@@ -206,8 +209,10 @@ class RealPath:
 
     def run_as_users_do(self, workdir: Path, *args: str) -> Result:
         """The script at the default URL (or the front's own, where openrouter.ai cannot be made to resolve
-        here), with the test CA given as users give a proxy's: SSL_CERT_FILE in .env, none in the environment."""
-        (workdir / ".env").write_text(f"SSL_CERT_FILE={self.front.certificates.bundle}\nOPENROUTER_API_KEY=sk-or-v1-test\n")
+        here), with the test CA given as users give a proxy's: SSL_CERT_FILE in .env, none in the
+        environment."""
+        (workdir / ".env").write_text(f"SSL_CERT_FILE={self.front.certificates.bundle}\n"
+                                      "OPENROUTER_API_KEY=sk-or-v1-test\n")
         if not self.front.is_default_url:
             args = (*args, "--base-url", self.front.base_url)
         env = {k: v for k, v in subprocess_env().items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
@@ -215,8 +220,8 @@ class RealPath:
 
     def run(self, workdir: Path, *args: str, env: dict | None = None, timeout: float = 120) -> Result:
         """The subprocess mode, where openrouter.ai is the loopback nginx."""
-        process = subprocess.run(self.command(*args), cwd=workdir, env=env or subprocess_env(), capture_output=True,
-                                 text=True, timeout=timeout)
+        process = subprocess.run(self.command(*args), cwd=workdir, env=env or subprocess_env(),
+                                 capture_output=True, text=True, timeout=timeout)
         return Result(process.returncode, process.stdout, process.stderr, workdir)
 
 
@@ -236,7 +241,8 @@ def real(tmp_path_factory):
 # Chromium share one worker: some of them check that no browser process is left behind, and another
 # worker's browser would look like one.
 BROWSER_TESTS = {"test_browse.py", "test_browse_remote.py"}
-BROWSER_TEST_NAMES = {"test_report_page_in_real_chromium", "test_readme_quick_start_journey_against_the_ci_teacher",
+BROWSER_TEST_NAMES = {"test_report_page_in_real_chromium",
+                      "test_readme_quick_start_journey_against_the_ci_teacher",
                       "test_the_report_page_shows_the_hygiene_counts_in_real_chromium"}
 
 

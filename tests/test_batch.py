@@ -1,6 +1,7 @@
 """The Batch API (--batch): every request of a run through OpenRouter's batches, tool rollouts advancing in
 waves. The loopback teacher speaks the batch endpoint (validating, in progress, completed after a delay;
-expired and failed batches; per-request errors; billing at half the price); the generator runs as users run it."""
+expired and failed batches; per-request errors; billing at half the price); the generator runs as users run
+it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCRIPT, read_jsonl, run_script, secrets_used, start_script, subprocess_env, wait_for, write_prompts
+from conftest import (
+    SCRIPT,
+    read_jsonl,
+    run_script,
+    secrets_used,
+    start_script,
+    subprocess_env,
+    wait_for,
+    write_prompts,
+)
 from fake_teacher import FakeTeacher, Reply, completion, status
 
 TURNS = 6
@@ -37,8 +47,8 @@ def batch_teacher():
 
 
 def batch_run(workdir, teacher, *extra: str, tools: str = "tools_small.py"):
-    return run_script(workdir, "prompts.jsonl", "--tools", tools, "--base-url", teacher.base_url, "--backoff", "0.01",
-                      "--batch", "--batch-poll", "0.05", *extra)
+    return run_script(workdir, "prompts.jsonl", "--tools", tools, "--base-url", teacher.base_url,
+                      "--backoff", "0.01", "--batch", "--batch-poll", "0.05", *extra)
 
 
 def without_costs(path) -> list[dict]:
@@ -63,7 +73,8 @@ def killed_while_waiting(workdir, teacher: FakeTeacher, *extra: str) -> None:
 
 
 @pytest.mark.parametrize("tools", ["tools_small.py", "none"])
-def test_rollouts_through_batches_write_the_dataset_a_live_run_writes_at_half_the_cost(workdir, tmp_path_factory,
+def test_rollouts_through_batches_write_the_dataset_a_live_run_writes_at_half_the_cost(workdir,
+                                                                                       tmp_path_factory,
                                                                                        batch_teacher, tools):
     prompts = [f"question {i}" for i in range(7)]
     live_dir = tmp_path_factory.mktemp("live")
@@ -77,7 +88,8 @@ def test_rollouts_through_batches_write_the_dataset_a_live_run_writes_at_half_th
     batched = batch_run(workdir, batch_teacher, tools=tools)
     assert batched.code == 0, batched.err
     turns = TURNS if tools != "none" else 1
-    assert len(batch_teacher.requests) - live_requests == len(prompts) * turns == answers_billed(batch_teacher)
+    sent_in_batches = len(batch_teacher.requests) - live_requests
+    assert sent_in_batches == len(prompts) * turns == answers_billed(batch_teacher)
     assert len(batch_teacher.batches) == turns  # one wave a turn: every rollout's next turn in one batch
     assert without_costs(workdir / "train.jsonl") == without_costs(live_dir / "train.jsonl")
     live_cost = sum(r["metadata"]["usage"]["cost"] for r in read_jsonl(live_dir / "train.jsonl"))
@@ -97,7 +109,8 @@ def test_kill_9_while_waiting_on_a_batch_then_the_rerun_pays_nothing_twice(workd
     wait_for(lambda: batch_teacher.batch_looks >= 2, what="the run waiting on its batch")
     process.kill()
     process.wait()
-    recorded = [r for r in read_jsonl(workdir / "train.batches.jsonl") if "batch" in r]  # and the lines before each
+    # the records naming their batch (the file holds a line before each too)
+    recorded = [r for r in read_jsonl(workdir / "train.batches.jsonl") if "batch" in r]
     assert [r["batch"] for r in recorded] == ["batch_1"] and len(recorded[0]["custom_ids"]) == len(prompts)
     batch_teacher.batch_latency = 0.1  # it completes while no run is there
     result = batch_run(workdir, batch_teacher)
@@ -126,7 +139,8 @@ def test_ctrl_c_does_not_wait_for_a_batch_and_the_next_run_picks_it_up(workdir, 
 
 def test_an_expired_batch_sends_its_requests_again_in_a_new_one(workdir, batch_teacher):
     write_prompts(workdir, [f"question {i}" for i in range(3)])
-    batch_teacher.batch_fates = ["completed", "expired", "cancelled"]  # the second and third waves' first tries
+    # the second and third waves' first tries
+    batch_teacher.batch_fates = ["completed", "expired", "cancelled"]
     result = batch_run(workdir, batch_teacher)
     assert result.code == 0, result.err
     assert len(result.records()) == 3 and answers_billed(batch_teacher) == 3 * TURNS
@@ -136,7 +150,8 @@ def test_an_expired_batch_sends_its_requests_again_in_a_new_one(workdir, batch_t
 
 def test_each_requests_error_in_a_batch_is_judged_as_the_live_api_would(workdir, batch_teacher):
     write_prompts(workdir, ["transient", "refused", "fine"])
-    batch_teacher.script("transient", status(503, "overloaded"), lambda body: Reply(body=completion({"content": "ok"})))
+    batch_teacher.script("transient", status(503, "overloaded"),
+                         lambda body: Reply(body=completion({"content": "ok"})))
     batch_teacher.script("refused", status(400, "this prompt is refused"))
     result = batch_run(workdir, batch_teacher, tools="none")
     assert result.code == 1, result.err
@@ -167,14 +182,17 @@ def test_max_cost_with_no_price_listed_starts_small_and_never_passes_the_cap(wor
     assert f"Billed ${billed:.4f} by this run" in result.err and f"${billed:.4f} billed" in result.err
     again = batch_run(workdir, batch_teacher)
     assert again.code == 0, again.err
-    assert answers_billed(batch_teacher) == len(prompts) * TURNS  # the paid turns were saved and not sent again
+    # the paid turns were saved and not sent again
+    assert answers_billed(batch_teacher) == len(prompts) * TURNS
 
 
 def test_max_cost_sizes_the_first_batch_by_the_listed_batch_price(workdir, batch_teacher):
     """Before any answer is billed, the model's `:batch` entry in the models list prices the requests (their
     prompt bytes / 4, and --max-tokens for the answer): the first batch is as large as the cap allows."""
-    batch_teacher.models = [{"id": "openai/gpt-4o-mini", "pricing": {"prompt": "0.000002", "completion": "0.000002"}},
-                            {"id": "openai/gpt-4o-mini:batch", "pricing": {"prompt": "0.000001", "completion": "0.000001"}}]
+    batch_teacher.models = [{"id": "openai/gpt-4o-mini",
+                             "pricing": {"prompt": "0.000002", "completion": "0.000002"}},
+                            {"id": "openai/gpt-4o-mini:batch",
+                             "pricing": {"prompt": "0.000001", "completion": "0.000001"}}]
     write_prompts(workdir, [f"question {i}" for i in range(10)])
     result = batch_run(workdir, batch_teacher, "--max-cost", "0.012", "--max-tokens", "1000")
     assert result.code == 1, result.err
@@ -200,22 +218,24 @@ def test_what_a_batch_cannot_carry_is_refused_at_the_start(workdir, batch_teache
 
 def test_a_prompt_with_an_image_is_refused_at_the_start_naming_its_line(workdir, batch_teacher):
     image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
-    write_prompts(workdir, ["fine", {"messages": [{"role": "user", "content": [{"type": "text", "text": "see"}, image]}]}])
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url, "--batch")
+    messages = [{"role": "user", "content": [{"type": "text", "text": "see"}, image]}]
+    write_prompts(workdir, ["fine", {"messages": messages}])
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url,
+                        "--batch")
     assert result.code == 2 and "prompts.jsonl:2: has a part of type image_url" in result.err, result.err
     assert not batch_teacher.batches and not (workdir / "train.jsonl").exists()
 
 
 def test_dry_run_says_how_batches_go_and_that_caching_needs_an_hour(workdir, batch_teacher):
     write_prompts(workdir, ["q"])
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url, "--batch",
-                        "--cache", "on", "--dry-run")
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url,
+                        "--batch", "--cache", "on", "--dry-run")
     assert result.code == 0, result.err
-    assert "/api/v1/batches (or, if it has none, " in result.err and "/api/beta/batches) in batches of up to 1000 " \
-        "requests and 180 MB" in result.err and "up to 24 h a turn" in result.err
+    assert "/api/v1/batches (or, if it has none, " in result.err and "/api/beta/batches) in batches of up " \
+        "to 1000 requests and 180 MB" in result.err and "up to 24 h a turn" in result.err
     assert "not asked for in batch mode" in result.err and '"stream"' not in result.out
-    hour = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url, "--batch",
-                      "--cache", "on", "--cache-ttl", "1h", "--dry-run")
+    hour = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url,
+                      "--batch", "--cache", "on", "--cache-ttl", "1h", "--dry-run")
     assert '"ttl": "1h"' in hour.out
 
 
@@ -225,7 +245,8 @@ def test_a_batch_completed_with_results_of_every_wrong_shape_sends_its_requests_
     batch_teacher.batch_window = 1.0  # its results may still come until its window ends: then they go again
     result = batch_run(workdir, batch_teacher, tools="none")
     assert result.code == 0, result.err
-    assert len(result.records()) == 2 and len(batch_teacher.batches) == 2 and answers_billed(batch_teacher) == 2
+    assert (len(result.records()) == 2 and len(batch_teacher.batches) == 2
+            and answers_billed(batch_teacher) == 2)
     assert "Traceback" not in result.err
 
 
@@ -245,13 +266,14 @@ def test_samples_are_independent_requests_and_attempts_go_in_the_next_batch(work
     batch_teacher.script("sampled", *[lambda body: Reply(body=completion({"content": "yes, sampled"}))] * 2)
     batch_teacher.script("gated", lambda body: Reply(body=completion({"content": "no"})),
                          lambda body: Reply(body=completion({"content": "yes, on the second try"})))
-    result = batch_run(workdir, batch_teacher, "--rewards", "rewards.py", "--min-reward", "1", "--attempts", "2",
-                       tools="none")
+    result = batch_run(workdir, batch_teacher, "--rewards", "rewards.py", "--min-reward", "1",
+                       "--attempts", "2", tools="none")
     assert result.code == 0, result.err
-    assert sorted(r["messages"][-1]["content"] for r in result.records()) == ["yes, on the second try", "yes, sampled"]
+    assert (sorted(r["messages"][-1]["content"] for r in result.records())
+            == ["yes, on the second try", "yes, sampled"])
     assert len(read_jsonl(workdir / "train.rejected.jsonl")) == 1
-    samples = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url, "--batch",
-                         "--batch-poll", "0.05", "--samples", "2", "-o", "samples.jsonl")
+    samples = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url,
+                         "--batch", "--batch-poll", "0.05", "--samples", "2", "-o", "samples.jsonl")
     assert samples.code == 0, samples.err
     assert sorted(r["metadata"]["sample"] for r in read_jsonl(workdir / "samples.jsonl")) == [0, 0, 1, 1]
     last = list(batch_teacher.batches.values())[-1]
@@ -261,10 +283,11 @@ def test_samples_are_independent_requests_and_attempts_go_in_the_next_batch(work
 def test_progress_shows_the_batches_in_progress_instead_of_a_request_limit():
     import generate_distillation_data as gdd
 
-    queue = gdd.BatchQueue(gdd.TeacherSettings(secret=gdd._Secret(None), base_url="http://127.0.0.1:9/api/v1"),
-                           "m", 10, gdd.BatchRecord(Path("unused.batches.jsonl"), None, print), gdd.Stats(), None)
-    queue.batches["b1"] = gdd.Batch("b1", "http://127.0.0.1:9/api/v1/batches", ["x", "y", "z"], [None] * 3, sent=0.0,
-                                     status="in_progress", counts={"total": 3, "completed": 1})
+    settings = gdd.TeacherSettings(secret=gdd._Secret(None), base_url="http://127.0.0.1:9/api/v1")
+    record = gdd.BatchRecord(Path("unused.batches.jsonl"), None, print)
+    queue = gdd.BatchQueue(settings, "m", 10, record, gdd.Stats(), None)
+    queue.batches["b1"] = gdd.Batch("b1", "http://127.0.0.1:9/api/v1/batches", ["x", "y", "z"], [None] * 3,
+                                    sent=0.0, status="in_progress", counts={"total": 3, "completed": 1})
     queue.queued["w"] = b"{}"
     progress = gdd.Progress(3, 0, gdd.Stats(), gdd.AdaptiveLimiter(4), queue.status)
     assert progress.status().startswith("batches: 1 in progress (in_progress 1/3), 1 queued, retries 0")
@@ -274,14 +297,15 @@ def test_progress_shows_the_batches_in_progress_instead_of_a_request_limit():
 
 def test_answers_without_a_cost_get_their_share_of_the_batchs_by_tokens(workdir, batch_teacher):
     write_prompts(workdir, ["q0", "q1", "q2"])
-    batch_teacher.batch_costs_per_answer = False  # only the batch's usage.cost: $0.0015 for three equal answers
+    # only the batch's usage.cost: $0.0015 for three equal answers
+    batch_teacher.batch_costs_per_answer = False
     result = batch_run(workdir, batch_teacher, tools="none")
     assert result.code == 0, result.err
     assert [r["metadata"]["usage"]["cost"] for r in result.records()] == [pytest.approx(0.0005)] * 3
     assert "Billed $0.0015 by this run" in result.err
 
 
-# -- the whole lifecycle: what a batch service may do (OpenRouter's docs) and what a busy one does ------------
+# -- the whole lifecycle: what a batch service may do (OpenRouter's docs) and what a busy one does ---------
 # The bound: no request goes out in more than 3 batches a run, whatever the service answers.
 MOST_SUBMISSIONS = 3
 
@@ -307,13 +331,15 @@ def test_a_teacher_without_a_batch_api_stops_the_run_saying_so(workdir, batch_te
     result = batch_run(workdir, batch_teacher, tools="none")
     assert result.code == 1 and "the teacher has no Batch API (404 at" in result.err, result.err
     assert "Run without --batch" in result.err and "Traceback" not in result.err
-    assert batch_teacher.batch_posts == ["/api/v1/batches", "/api/beta/batches"] and not batch_teacher.requests
+    assert (batch_teacher.batch_posts == ["/api/v1/batches", "/api/beta/batches"]
+            and not batch_teacher.requests)
     assert not read_jsonl(workdir / "train.failed.jsonl")  # nothing failed: it runs as soon as it can
 
 
 def test_results_attached_a_moment_late_are_looked_for_again_not_bought_again(workdir, batch_teacher):
     write_prompts(workdir, [f"q{i}" for i in range(5)])
-    batch_teacher.batch_results_late = 3  # "completed", with no results inline or in pages, three looks running
+    # "completed", with no results inline or in pages, three looks running
+    batch_teacher.batch_results_late = 3
     result = batch_run(workdir, batch_teacher)
     assert result.code == 0, result.err
     assert len(batch_teacher.batches) == TURNS and set(batch_teacher.batch_submissions.values()) == {1}
@@ -329,7 +355,8 @@ def test_results_past_the_first_page_are_read_every_page(workdir, batch_teacher)
     assert set(batch_teacher.batch_submissions.values()) == {1}  # none bought again
 
 
-def test_a_completed_batch_that_never_attaches_a_result_sends_it_again_once_its_window_ends(workdir, batch_teacher):
+def test_a_completed_batch_that_never_attaches_a_result_sends_it_again_once_its_window_ends(workdir,
+                                                                                            batch_teacher):
     write_prompts(workdir, ["q0", "q1"])
     batch_teacher.batch_results_late, batch_teacher.batch_window = 10**6, 1.0
     result = batch_run(workdir, batch_teacher, tools="none")
@@ -343,7 +370,8 @@ def test_a_completed_batch_that_never_attaches_a_result_sends_it_again_once_its_
 
 def test_a_failed_validation_fails_the_request_it_names_and_sends_the_rest_again(workdir, batch_teacher):
     write_prompts(workdir, ["q0", "q1", "q2"])
-    batch_teacher.batch_fates = ["failed"]  # "request <the first one's custom_id> is invalid: unknown parameter"
+    # "request <the first one's custom_id> is invalid: unknown parameter"
+    batch_teacher.batch_fates = ["failed"]
     result = batch_run(workdir, batch_teacher, tools="none")
     assert result.code == 1, result.err
     assert "Batch batch_1 failed: request " in result.err and "is invalid: unknown parameter." in result.err
@@ -363,7 +391,8 @@ def test_a_failed_validation_naming_no_request_goes_again_within_the_bound_then_
     assert len(batch_teacher.batches) == MOST_SUBMISSIONS and submitted_within_the_bound(batch_teacher)
     failed = read_jsonl(workdir / "train.failed.jsonl")
     assert [f["kind"] for f in failed] == ["batch failed"] * 2
-    assert all("sent in 3 batches without an answer" in f["reason"] and "has no batch endpoint" in f["reason"] for f in failed)
+    assert all("sent in 3 batches without an answer" in f["reason"] and "has no batch endpoint" in f["reason"]
+               for f in failed)
     assert result.err.count("has no batch endpoint.") >= 1 and "Traceback" not in result.err
 
 
@@ -404,7 +433,8 @@ def test_a_batch_the_service_no_longer_knows_ten_minutes_on_goes_again(workdir, 
     batch_teacher.batch_latency = 0.1
     result = batch_run(workdir, batch_teacher, tools="none")
     assert result.code == 0, result.err
-    assert "2 of them sent again: 2 gone" in result.err and set(batch_teacher.batch_submissions.values()) == {2}
+    assert ("2 of them sent again: 2 gone" in result.err
+            and set(batch_teacher.batch_submissions.values()) == {2})
 
 
 @pytest.mark.parametrize("refusal, said", [
@@ -430,7 +460,8 @@ def test_a_key_that_fails_while_a_batch_runs_stops_the_run_and_its_answers_are_r
 
 def test_a_moderation_403_inside_one_result_fails_only_that_request(workdir, batch_teacher):
     write_prompts(workdir, ["flagged", "fine"])
-    batch_teacher.script("flagged", status(403, "Input was flagged by moderation", metadata={"reasons": ["x"]}))
+    batch_teacher.script("flagged",
+                         status(403, "Input was flagged by moderation", metadata={"reasons": ["x"]}))
     result = batch_run(workdir, batch_teacher, tools="none")
     assert result.code == 1, result.err
     assert [r["messages"][0]["content"] for r in result.records()] == ["fine"]
@@ -461,7 +492,8 @@ def test_a_batch_is_cut_under_both_of_the_services_limits():
     import generate_distillation_data as gdd
 
     assert gdd.batch_cut([10] * 5000, 1000) == 1000  # the count
-    assert gdd.batch_cut([100_000_000, 70_000_000, 20_000_000], 1000) == 2  # 180 MB, with the framing: two fit
+    # 180 MB, with the framing: two fit
+    assert gdd.batch_cut([100_000_000, 70_000_000, 20_000_000], 1000) == 2
     assert gdd.batch_cut([190_000_000, 1], 1000) == 1  # a lone request over the limit goes alone (and fails)
     assert gdd.batch_cut([60, 60, 60], 1000, most_bytes=300) == 2  # 2 x (60 + framing) fit in 300 bytes
     assert gdd.batch_cut([], 1000) == 0
@@ -475,7 +507,8 @@ def test_a_requests_name_in_a_batch_is_its_rollout_and_the_exact_bytes_of_its_bo
     assert gdd.batch_custom_id(key, body) == gdd.batch_custom_id(gdd.RolloutKey("p1", 0, 1), bytes(body))
     others = {gdd.batch_custom_id(key, body.replace(b"2+2", b"2+3")),  # the prompt's text changed, same id
               gdd.batch_custom_id(key, body.replace(b"user", b"system")),
-              gdd.batch_custom_id(gdd.RolloutKey("p1", 1, 1), body), gdd.batch_custom_id(gdd.RolloutKey("p1", 0, 2), body)}
+              gdd.batch_custom_id(gdd.RolloutKey("p1", 1, 1), body),
+              gdd.batch_custom_id(gdd.RolloutKey("p1", 0, 2), body)}
     assert gdd.batch_custom_id(key, body) not in others and len(others) == 4
 
 
@@ -489,7 +522,8 @@ def test_a_requests_name_is_the_one_earlier_runs_recorded():
     assert gdd.batch_custom_id(gdd.RolloutKey("caf\u00e9", 2, 3), b"{}") == "056f67b6637452a252537a9bc7452244"
 
 
-def test_the_record_outlives_a_trial_run_and_a_batch_is_billed_once_in_the_run_that_read_it(workdir, batch_teacher):
+def test_the_record_outlives_a_trial_run_and_a_batch_is_billed_once_in_the_run_that_read_it(workdir,
+                                                                                             batch_teacher):
     prompts = [f"question {i}" for i in range(5)]
     write_prompts(workdir, prompts)
     batch_teacher.batch_latency = 3600.0
@@ -501,7 +535,8 @@ def test_the_record_outlives_a_trial_run_and_a_batch_is_billed_once_in_the_run_t
     batch_teacher.batch_latency = 0.1
     trial = batch_run(workdir, batch_teacher, "-n", "2")  # the first two prompts only, then all done
     assert trial.code == 0, trial.err
-    assert (workdir / "train.batches.jsonl").exists()  # the killed run's batch holds three more prompts' answers
+    # the killed run's batch holds three more prompts' answers
+    assert (workdir / "train.batches.jsonl").exists()
     result = batch_run(workdir, batch_teacher)
     assert result.code == 0, result.err
     assert answers_billed(batch_teacher) == 5 * TURNS  # none bought twice
@@ -536,7 +571,7 @@ def test_the_record_of_batches_of_a_private_output_is_private(workdir, batch_tea
     assert (workdir / "train.batches.jsonl").stat().st_mode & 0o077 == 0  # and as the stop rewrote it
 
 
-# -- what a hostile or broken batch service did in a tester's hands (24 of 40 attacks broke the first version) --
+# -- what a hostile or broken batch service did in a tester's hands (24 of 40 attacks broke the first version)
 def test_results_that_cannot_be_read_past_the_window_are_bought_again_an_hour_on(workdir, batch_teacher):
     """A batch sent yesterday (by its record, and by the service), completed, whose results endpoint answers
     500 for ever, or whose pages go round: the run says so once, then sends its requests again (within the
@@ -570,8 +605,10 @@ def test_looks_answered_410_take_the_batch_as_gone(workdir, batch_teacher):
     assert read_jsonl(workdir / "train.failed.jsonl")[0]["kind"] == "batch gone"
 
 
-@pytest.mark.parametrize("answer", [(202, {"status": "validating"}, {}), (524, {"error": {"message": "timeout"}}, {})])
-def test_a_submission_stored_but_answered_without_an_id_counts_against_the_bound(workdir, batch_teacher, answer):
+@pytest.mark.parametrize("answer",
+                         [(202, {"status": "validating"}, {}), (524, {"error": {"message": "timeout"}}, {})])
+def test_a_submission_stored_but_answered_without_an_id_counts_against_the_bound(workdir, batch_teacher,
+                                                                                 answer):
     write_prompts(workdir, ["q0"])
     batch_teacher.batch_submit_answer = answer
     result = batch_run(workdir, batch_teacher, tools="none")
@@ -606,7 +643,8 @@ def test_an_earlier_runs_402_result_is_not_handed_to_the_next_run(workdir, batch
         batch_teacher.script(prompt, status(402, "Insufficient credits"))
     first = batch_run(workdir, batch_teacher, tools="none")
     assert first.code == 1 and "out of credits" in first.err, first.err
-    again = batch_run(workdir, batch_teacher, tools="none")  # credits added: the same requests are answered now
+    # credits added: the same requests are answered now
+    again = batch_run(workdir, batch_teacher, tools="none")
     assert again.code == 0 and len(again.records()) == 2, again.err
     assert "2 of them sent again: 2 HTTP 402" in again.err
 
@@ -621,7 +659,10 @@ def test_one_id_for_two_batches_keeps_both_on_record(workdir, batch_teacher):
     process.wait()
     second = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url,
                           "--batch", "--batch-poll", "0.05")
-    on_record = lambda: [r["batch"] for r in read_jsonl(workdir / "train.batches.jsonl") if "batch" in r]
+
+    def on_record():
+        return [r["batch"] for r in read_jsonl(workdir / "train.batches.jsonl") if "batch" in r]
+
     wait_for(lambda: len(on_record()) >= 2, what="the second batch on record")
     second.kill()
     second.wait()
@@ -634,11 +675,17 @@ def test_one_id_for_two_batches_keeps_both_on_record(workdir, batch_teacher):
 def test_short_first_answers_do_not_make_the_long_ones_look_cheap(workdir, batch_teacher):
     """The cap learns a price a token, never an answer's length: six short answers, then long ones, at the
     listed price, never pass the cap."""
-    batch_teacher.models = [{"id": "openai/gpt-4o-mini:batch", "pricing": {"prompt": "0.000001", "completion": "0.000002"}}]
-    short = lambda body: Reply(body=completion({"content": "ok"}, usage={"prompt_tokens": 50, "completion_tokens": 5,
-                                                                         "cost": 0.000120}))
-    long = lambda body: Reply(body=completion({"content": "long " * 400}, usage={
-        "prompt_tokens": 50, "completion_tokens": 1000, "cost": 0.004100}))
+    batch_teacher.models = [{"id": "openai/gpt-4o-mini:batch",
+                             "pricing": {"prompt": "0.000001", "completion": "0.000002"}}]
+
+    def short(body):
+        return Reply(body=completion({"content": "ok"},
+                                     usage={"prompt_tokens": 50, "completion_tokens": 5, "cost": 0.000120}))
+
+    def long(body):
+        return Reply(body=completion({"content": "long " * 400}, usage={
+            "prompt_tokens": 50, "completion_tokens": 1000, "cost": 0.004100}))
+
     prompts = [f"q{i}" for i in range(30)]
     write_prompts(workdir, prompts)
     for i, prompt in enumerate(prompts):
@@ -658,8 +705,8 @@ def test_the_cap_reached_by_the_last_answers_is_not_a_stop(workdir, batch_teache
 @pytest.mark.parametrize("poll", ["inf", "nan", "0", "7200"])
 def test_a_batch_poll_that_is_not_a_sane_number_of_seconds_is_refused(workdir, batch_teacher, poll):
     write_prompts(workdir, ["q0"])
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url, "--batch",
-                        "--batch-poll", poll)
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url,
+                        "--batch", "--batch-poll", poll)
     assert result.code == 2 and "--batch-poll" in result.err and not batch_teacher.batches
 
 
@@ -685,7 +732,10 @@ def test_a_record_that_cannot_be_written_buys_no_batch(workdir, batch_teacher):
     write_prompts(workdir, ["q0", "q1"])
     record = workdir / "train.batches.jsonl"
     record.write_text("\n" * 8192)  # blank lines, at the size limit below: nothing more fits
-    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+
     first = subprocess.run([sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none", "--base-url",
                             batch_teacher.base_url, "--batch", "--batch-poll", "0.05"], cwd=workdir,
                            env=subprocess_env(), capture_output=True, text=True, timeout=60, preexec_fn=limit)
@@ -699,7 +749,8 @@ def test_a_record_that_cannot_be_written_buys_no_batch(workdir, batch_teacher):
 # -- a second tester's 38 attacks, other cases of the same classes and new ones (15 broke) -------------------
 def test_a_stop_while_a_submission_is_answered_waits_for_its_id_and_records_it(workdir, batch_teacher):
     write_prompts(workdir, ["q0", "q1"])
-    batch_teacher.batch_submit_delay, batch_teacher.batch_latency = 2.0, 3600.0  # stored, its 202 slow to come
+    # stored, its 202 slow to come
+    batch_teacher.batch_submit_delay, batch_teacher.batch_latency = 2.0, 3600.0
     process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url,
                            "--batch", "--batch-poll", "0.05")
     wait_for(lambda: batch_teacher.batches, what="the batch stored")
@@ -718,7 +769,10 @@ def test_a_request_two_recorded_batches_carry_is_not_sent_again_when_one_of_them
     batch_teacher.batch_fates, batch_teacher.batch_latency = ["expired", "overdue"], 0.0
     process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", batch_teacher.base_url,
                            "--batch", "--batch-poll", "0.05")
-    on_record = lambda: [r["batch"] for r in read_jsonl(workdir / "train.batches.jsonl") if "batch" in r]
+
+    def on_record():
+        return [r["batch"] for r in read_jsonl(workdir / "train.batches.jsonl") if "batch" in r]
+
     wait_for(lambda: on_record() == ["batch_1", "batch_2"], what="the second batch on record")
     process.kill()  # it had no time to drop batch_1 from its record
     process.wait()
@@ -729,13 +783,15 @@ def test_a_request_two_recorded_batches_carry_is_not_sent_again_when_one_of_them
 
 
 @pytest.mark.parametrize("only_the_batch_says", [False, True])
-def test_the_cap_learns_a_price_from_costs_that_come_without_their_tokens(workdir, batch_teacher, only_the_batch_says):
+def test_the_cap_learns_a_price_from_costs_that_come_without_their_tokens(workdir, batch_teacher,
+                                                                          only_the_batch_says):
     """Answers saying their cost but not their tokens, or only the batch's usage.cost saying anything: the cap
     learns the most an answer cost, and holds."""
     prompts = [f"q{i}" for i in range(12)]
     write_prompts(workdir, prompts)
     for prompt in prompts:  # $0.003 an answer in a batch
-        batch_teacher.script(prompt, lambda body: Reply(body={**completion({"content": "ok"}), "usage": {"cost": 0.006}}))
+        batch_teacher.script(prompt, lambda body: Reply(body={**completion({"content": "ok"}),
+                                                              "usage": {"cost": 0.006}}))
     batch_teacher.batch_costs_per_answer = not only_the_batch_says
     result = batch_run(workdir, batch_teacher, "--max-cost", "0.02", tools="none")
     assert result.code == 1 and "spend cap was reached" in result.err, result.err
@@ -743,7 +799,8 @@ def test_the_cap_learns_a_price_from_costs_that_come_without_their_tokens(workdi
 
 
 def test_a_batch_price_of_0_beside_a_live_price_sizes_by_the_live_one(workdir, batch_teacher):
-    batch_teacher.models = [{"id": "openai/gpt-4o-mini", "pricing": {"prompt": "0.000001", "completion": "0.000001"}},
+    batch_teacher.models = [{"id": "openai/gpt-4o-mini",
+                             "pricing": {"prompt": "0.000001", "completion": "0.000001"}},
                             {"id": "openai/gpt-4o-mini:batch", "pricing": {"prompt": "0", "completion": "0"}}]
     write_prompts(workdir, [f"q{i}" for i in range(10)])
     result = batch_run(workdir, batch_teacher, "--max-cost", "0.004", "--max-tokens", "500", tools="none")
@@ -757,7 +814,8 @@ def test_an_answer_over_max_answer_mb_in_a_batch_fails_its_prompt_as_live(workdi
     result = batch_run(workdir, batch_teacher, "--max-answer-mb", "1", tools="none")
     assert result.code == 1, result.err
     [failed] = read_jsonl(workdir / "train.failed.jsonl")
-    assert failed["kind"] == "answer too large" and [r["messages"][0]["content"] for r in result.records()] == ["small"]
+    assert (failed["kind"] == "answer too large"
+            and [r["messages"][0]["content"] for r in result.records()] == ["small"])
 
 
 def test_a_window_that_ends_before_it_begins_is_not_believed(workdir, batch_teacher):
@@ -793,7 +851,8 @@ def test_a_malformed_answer_in_a_batch_is_the_reason_its_rollout_gives(workdir, 
 
 def test_submissions_stored_but_answered_with_a_page_are_counted_in_the_summary(workdir, batch_teacher):
     write_prompts(workdir, ["q0"])
-    batch_teacher.batch_submit_answer = (200, b"<html><body>Gateway</body></html>", {"Content-Type": "text/html"})
+    batch_teacher.batch_submit_answer = (200, b"<html><body>Gateway</body></html>",
+                                         {"Content-Type": "text/html"})
     result = batch_run(workdir, batch_teacher, tools="none")
     assert result.code == 1 and "Batches: 3 submitted by this run (3 requests" in result.err, result.err
     assert "; 3 requests," in result.err

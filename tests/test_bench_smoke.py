@@ -17,9 +17,9 @@ def test_benchmark_runs_at_tiny_size():
 
 
 def test_the_prompt_hygiene_benchmark_runs_at_a_small_size(tmp_path):
-    """Figure 18 (bench/hygiene.py) on 10,000 prompts (its 100,000 benchmark items: fewer would leave each shared
-    instruction in fewer than the 50 items that make it boilerplate): it runs, and its planted sets come out as they
-    must (counts, not speeds)."""
+    """Figure 18 (bench/hygiene.py) on 10,000 prompts (its 100,000 benchmark items: fewer would leave each
+    shared instruction in fewer than the 50 items that make it boilerplate): it runs, and its planted sets
+    come out as they must (counts, not speeds)."""
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "hygiene.py"), "--n", "10000",
                              "--data", str(tmp_path / "corpus")], capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]

@@ -18,7 +18,6 @@ from fake_teacher import answer, call_tools
 
 import generate_distillation_data as gdd
 
-
 PAGE = (b"<html><head><title>Trial</title></head><body><h1>Study NCT01234567</h1>"
         b"<p>Intervention: pembrolizumab 200 mg every three weeks, in adults with melanoma.</p>"
         b"<div id='late'></div><script>document.getElementById('late').innerText = "
@@ -26,7 +25,8 @@ PAGE = (b"<html><head><title>Trial</title></head><body><h1>Study NCT01234567</h1
 
 
 def hostile_page(body: str, head: str = "") -> bytes:
-    return f"<html><head>{head}</head><body><p>Hostile page with enough visible text to count as a page.</p>{body}</body></html>".encode()
+    return (f"<html><head>{head}</head><body><p>Hostile page with enough visible text to count as a page.</p>"
+            f"{body}</body></html>").encode()
 
 
 HOSTILE = {  # each tries to make the browser reach {internal}, the internal service on 127.0.0.2
@@ -39,8 +39,10 @@ HOSTILE = {  # each tries to make the browser reach {internal}, the internal ser
         "<p id='sw'>waiting</p><script>navigator.serviceWorker.register('/sw.js')"
         ".then(() => document.getElementById('sw').innerText = 'sw registered')"
         ".catch(e => document.getElementById('sw').innerText = 'sw blocked: ' + e.message)</script>"),
-    "/script-navigation": hostile_page("", head="<script>location.replace('{internal}/from-navigation')</script>"),
-    "/meta-refresh": hostile_page("", head="<meta http-equiv='refresh' content='0; url={internal}/from-refresh'>"),
+    "/script-navigation": hostile_page(
+        "", head="<script>location.replace('{internal}/from-navigation')</script>"),
+    "/meta-refresh": hostile_page(
+        "", head="<meta http-equiv='refresh' content='0; url={internal}/from-refresh'>"),
 }
 
 
@@ -80,8 +82,8 @@ class Pages(BaseHTTPRequestHandler):
             page = HOSTILE[self.path].decode().format(internal=internal, ws=internal.replace("http:", "ws:"))
             self._send(200, page.encode(), "text/html")
         elif self.path == "/sw.js":
-            self._send(200, f"self.addEventListener('install', () => fetch('{self.internal}/from-sw'));".encode(),
-                       "text/javascript")
+            script = f"self.addEventListener('install', () => fetch('{self.internal}/from-sw'));"
+            self._send(200, script.encode(), "text/javascript")
         elif self.path == "/redirect-internal-service":
             self._redirect(f"{self.internal}/from-redirect")
         elif self.path == "/page":
@@ -107,8 +109,8 @@ class Pages(BaseHTTPRequestHandler):
         elif self.path == "/data.bin":
             self._send(200, b"\x00\x01" * 100, "application/octet-stream")
         else:
-            self._send(404, b"<html><body><h1>Not found</h1><p>There is nothing at this address.</p></body></html>",
-                       "text/html")
+            self._send(404, b"<html><body><h1>Not found</h1><p>There is nothing at this address.</p>"
+                            b"</body></html>", "text/html")
 
     def _send(self, code, body, content_type):
         try:
@@ -256,7 +258,8 @@ def test_full_run_with_browse_leaves_no_browser_behind(workdir, teacher, site):
                    answer("Pembrolizumab."))
     home = workdir / "home"
     home.mkdir()
-    result = run_script(workdir, "prompts.jsonl", "--tools", str(ROOT / "tools.py"), "--base-url", teacher.base_url,
+    result = run_script(workdir, "prompts.jsonl", "--tools", str(ROOT / "tools.py"),
+                        "--base-url", teacher.base_url,
                         env=subprocess_env(BROWSE_ALLOW_PRIVATE="127.0.0.1", HOME=str(home)), timeout=120)
     assert result.code == 0, result.err
     assert not (home / ".crawl4ai").exists()  # Crawl4AI's files go to a folder we choose, not the home
@@ -281,7 +284,8 @@ def test_ctrl_c_during_a_browse_leaves_no_browser_behind(workdir, teacher, site)
     write_prompts(workdir, ["Open the slow page"])
     teacher.script("Open the slow page", call_tools(("browse", {"url": f"{site}/slow"})), answer("never"))
     process = start_script(workdir, "prompts.jsonl", "--tools", str(ROOT / "tools.py"), "--base-url",
-                           teacher.base_url, env=subprocess_env(BROWSE_ALLOW_PRIVATE="127.0.0.1", BROWSE_TIMEOUT="30"))
+                           teacher.base_url,
+                           env=subprocess_env(BROWSE_ALLOW_PRIVATE="127.0.0.1", BROWSE_TIMEOUT="30"))
     # its own browser: another worker's Chromium (or anything whose command line says "chrom") must not count
     wait_for(lambda: browsers_started_by(process.pid), timeout=60, what="the browser to start")
     ours = browsers_started_by(process.pid)
@@ -353,7 +357,8 @@ def test_public_addresses_stay_public(tools_module, address):
 
 
 @pytest.mark.parametrize("url", ["http://100.64.0.1/", "http://2130706434/", "http://0x7f000002/",
-                                 "http://[::ffff:127.0.0.2]/", "http://127.1/", "http://[64:ff9b::a9fe:a9fe]/"])
+                                 "http://[::ffff:127.0.0.2]/", "http://127.1/",
+                                 "http://[64:ff9b::a9fe:a9fe]/"])
 def test_other_spellings_of_internal_addresses_are_refused(tools_module, monkeypatch, url):
     monkeypatch.delenv("BROWSE_ALLOW_PRIVATE", raising=False)
     assert "private/internal" in asyncio.run(tools_module.url_problem(url)), url
@@ -413,8 +418,8 @@ def test_calls_in_flight_when_the_browser_is_killed_are_never_a_page_error(brows
         Pages.gate.set()
 
     async def calls():
-        return await asyncio.gather(*(tools_module.browse(f"{site}{p}") for p in paths), kill_when_all_arrived(),
-                                    return_exceptions=True)
+        return await asyncio.gather(*(tools_module.browse(f"{site}{p}") for p in paths),
+                                    kill_when_all_arrived(), return_exceptions=True)
 
     results = browse.loop.run_until_complete(calls())[:4]
     for result in results:
@@ -426,9 +431,11 @@ def test_calls_in_flight_when_the_browser_is_killed_are_never_a_page_error(brows
 
 def test_the_browsers_death_in_crawl4ais_words_is_recognised(tools_module):
     said = ("Unexpected error in _crawl_web at line 58 in run_async (/venv/lib/python3.11/site-packages/"
-            "playwright/_impl/_connection.py):\nError: Page.goto: Target page, context or browser has been closed")
+            "playwright/_impl/_connection.py):\n"
+            "Error: Page.goto: Target page, context or browser has been closed")
     assert tools_module.died_under_call(said)
-    assert not tools_module.died_under_call("Failed on navigating ACS-GOTO:\nPage.goto: net::ERR_NAME_NOT_RESOLVED")
+    assert not tools_module.died_under_call("Failed on navigating ACS-GOTO:\n"
+                                            "Page.goto: net::ERR_NAME_NOT_RESOLVED")
     assert not tools_module.died_under_call("Page.goto: Timeout 30000ms exceeded.")
 
 
@@ -439,7 +446,8 @@ def test_a_death_playwright_has_not_noticed_yet_still_starts_a_new_browser(tools
 
     connected = SimpleNamespace(is_connected=lambda: True)
     died = tools_module.failed_result("Unexpected error in _crawl_web at line 58 in run_async "
-                                      "(/x/playwright/_impl/_connection.py): Target page, context or browser has been closed")
+                                      "(/x/playwright/_impl/_connection.py): "
+                                      "Target page, context or browser has been closed")
 
     class Crawler:
         crawler_strategy = SimpleNamespace(browser_manager=SimpleNamespace(browser=connected))

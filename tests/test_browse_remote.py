@@ -10,8 +10,12 @@ import subprocess
 
 import pytest
 
+import test_browse
 from conftest import wait_for
-from test_browse import Internal, site, tools_module
+from test_browse import Internal
+
+# test_browse's fixtures, used here by name as the tests' parameters
+site, tools_module = test_browse.site, test_browse.tools_module
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +37,7 @@ def browser_service(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def remote_browse(tools_module, browser_service):  # noqa: F811
+def remote_browse(tools_module, browser_service):
     loop = asyncio.new_event_loop()
     mp = pytest.MonkeyPatch()
     mp.setenv("BROWSE_CDP_URL", browser_service)
@@ -49,7 +53,7 @@ def remote_browse(tools_module, browser_service):  # noqa: F811
     mp.undo()
 
 
-def test_remote_browser_reads_pages_and_no_local_browser_starts(remote_browse, site, tools_module):  # noqa: F811
+def test_remote_browser_reads_pages_and_no_local_browser_starts(remote_browse, site, tools_module):
     text = remote_browse(f"{site}/page")
     assert text.startswith(f"URL: {site}/page\nStatus: 200")
     assert "pembrolizumab 200 mg" in text and "Rendered by JavaScript: enrolment complete" in text
@@ -57,22 +61,24 @@ def test_remote_browser_reads_pages_and_no_local_browser_starts(remote_browse, s
     assert tools_module._browser._crawler is None  # the local Chromium never started
 
 
-def test_remote_browser_slow_page_times_out(remote_browse, site):  # noqa: F811
+def test_remote_browser_slow_page_times_out(remote_browse, site):
     assert remote_browse(f"{site}/slow") == f"Error: {site}/slow did not load within 3 s."
 
 
-@pytest.mark.parametrize("path", ["/redirect-internal-service", "/iframe", "/fetch", "/popup", "/script-navigation"])
-def test_guard_applies_to_every_request_of_the_remote_browser(remote_browse, site, tools_module, path):  # noqa: F811
+@pytest.mark.parametrize("path", ["/redirect-internal-service", "/iframe", "/fetch", "/popup",
+                                  "/script-navigation"])
+def test_guard_applies_to_every_request_of_the_remote_browser(remote_browse, site, tools_module, path):
     Internal.hits.clear()
     text = remote_browse(f"{site}{path}")
     assert "SECRET" not in text
     if path in ("/redirect-internal-service", "/script-navigation"):
         assert text.startswith(f"Error: {site}{path} led to an address browse does not open"), text
-    wait_for(lambda: "127.0.0.2" in tools_module._remote._proxy.refused, timeout=10, what="the guard to refuse")
+    wait_for(lambda: "127.0.0.2" in tools_module._remote._proxy.refused, timeout=10,
+             what="the guard to refuse")
     assert Internal.hits == []
 
 
-def test_guard_proxy_for_a_remote_browser_wants_its_password(remote_browse, site, tools_module):  # noqa: F811
+def test_guard_proxy_for_a_remote_browser_wants_its_password(remote_browse, site, tools_module):
     remote_browse(f"{site}/page")
     proxy = tools_module._remote._proxy
     port = proxy._server.sockets[0].getsockname()[1]
@@ -89,7 +95,7 @@ def test_guard_proxy_for_a_remote_browser_wants_its_password(remote_browse, site
     assert remote_browse.loop.run_until_complete(ask(wrong)).startswith(b"HTTP/1.1 407")
 
 
-def test_unreachable_browser_service_is_a_tool_error(tools_module, monkeypatch):  # noqa: F811
+def test_unreachable_browser_service_is_a_tool_error(tools_module, monkeypatch):
     monkeypatch.setenv("BROWSE_CDP_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("BROWSE_ALLOW_PRIVATE", "127.0.0.1")
     remote = tools_module.RemoteBrowser()
@@ -114,7 +120,7 @@ def start_service(port: int, profile) -> subprocess.Popen:
     raise AssertionError("Chromium did not open its DevTools port")
 
 
-def test_a_browser_service_that_restarts_is_reconnected_to(tools_module, site, tmp_path, monkeypatch):  # noqa: F811
+def test_a_browser_service_that_restarts_is_reconnected_to(tools_module, site, tmp_path, monkeypatch):
     """The service's Chromium dies (a crash, a restart of the service): the next call connects again."""
     import socket
 

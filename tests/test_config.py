@@ -1,5 +1,5 @@
-"""Settings, config.yml and the environment: flags and their limits, the key (from the environment or .env, checked at
-start, never shown), the base URL, --extra-body, --dry-run."""
+"""Settings, config.yml and the environment: flags and their limits, the key (from the environment or .env,
+checked at start, never shown), the base URL, --extra-body, --dry-run."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ import generate_distillation_data as gdd
 
 def test_extra_body_reaches_the_server_inline_and_from_a_file(run, teacher, workdir):
     write_prompts(workdir, ["q"])
-    routing = {"provider": {"sort": "throughput", "data_collection": "deny"}, "models": ["a/b", "c/d"], "seed": 7}
+    routing = {"provider": {"sort": "throughput", "data_collection": "deny"},
+               "models": ["a/b", "c/d"], "seed": 7}
     run("--extra-body", json.dumps(routing), tools="none")
     assert {k: teacher.requests[-1][k] for k in routing} == routing
     (workdir / "body.json").write_text(json.dumps({"max_tokens": 99}))
@@ -54,7 +55,8 @@ def test_dry_run_sends_nothing_and_shows_the_request(run, workdir, teacher):
 def test_request_carries_options_and_key(run, workdir, teacher):
     write_prompts(workdir, ["q"])
     env = subprocess_env(OPENROUTER_API_KEY="sk-or-v1-secret-test-key")
-    result = run("-m", "x/model", "--max-tokens", "77", "--temperature", "0.1", tools="none", env=env, subprocess=True)
+    result = run("-m", "x/model", "--max-tokens", "77", "--temperature", "0.1",
+                 tools="none", env=env, subprocess=True)
     assert result.code == 0, result.err
     body = teacher.requests[0]
     assert (body["model"], body["max_tokens"], body["temperature"]) == ("x/model", 77, 0.1)
@@ -73,7 +75,8 @@ def test_request_carries_options_and_key(run, workdir, teacher):
 ])
 def test_nonsense_options_exit_2(workdir, teacher, args, message):
     write_prompts(workdir, ["q"])
-    result = run_script(workdir, "prompts.jsonl", "--base-url", teacher.base_url, *(["--tools", "none"] + args))
+    result = run_script(workdir, "prompts.jsonl", "--base-url", teacher.base_url,
+                        *(["--tools", "none"] + args))
     assert result.code == 2 and message in result.err and "Traceback" not in result.err
     assert not teacher.requests and not (workdir / "train.jsonl").exists()
 
@@ -97,14 +100,16 @@ def test_config_yml_nested_5000_deep_aliases_and_size_are_refused_at_once(run, t
     write_prompts(workdir, ["q"])
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
-        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(8))
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(8))
     cases = {"deep": "rollout:\n  max_turns: " + "[" * 5000 + "]" * 5000 + "\n",
              "aliases": bomb + "rollout:\n  max_turns: 3\n",
              "large": "rollout:\n  max_turns: 3\n# " + "x" * (2 << 20) + "\n",
              "echo": "rollout:\n  max_turns: '" + "9" * 100_000 + "x'\n"}
     for case, text in cases.items():
         (workdir / "config.yml").write_text(text)
-        result = run(tools="none", subprocess=case == "aliases", timeout=30)  # one as users run it; the rest in process
+        # one as users run it; the rest in process
+        result = run(tools="none", subprocess=case == "aliases", timeout=30)
         assert result.code == 2, (case, result.err[-500:])
         assert "config.yml" in result.err and "Traceback" not in result.err, case
         assert len(result.err) < 2000, case  # no value echoed whole
@@ -142,8 +147,10 @@ def deterministic_teacher(teacher) -> None:
 @pytest.mark.parametrize("key", ["e", "ollama", "sk-1234", "token-abc123"])
 def test_a_placeholder_key_leaves_the_dataset_byte_identical(run, teacher, workdir, monkeypatch, key):
     deterministic_teacher(teacher)
-    write_prompts(workdir, [{"id": "ab", "prompt": "How do I run ollama with key e?", "metadata": {"e": "sk-1234"}},
-                            "token-abc123 and ollama", {"prompt": "metadata everywhere", "metadata": {"ollama": "e"}}])
+    write_prompts(workdir, [{"id": "ab", "prompt": "How do I run ollama with key e?",
+                             "metadata": {"e": "sk-1234"}},
+                            "token-abc123 and ollama",
+                            {"prompt": "metadata everywhere", "metadata": {"ollama": "e"}}])
     assert run().code == 0
     without_key = (workdir / "train.jsonl").read_bytes()
     (workdir / "train.jsonl").unlink()
@@ -181,8 +188,8 @@ def test_a_base_url_with_a_password_authenticates_with_it_and_the_key_is_not_sen
     base_url = teacher.base_url.replace("http://", "http://gwuser:gateway-password-0123456789@")
     args = ["prompts.jsonl", "--tools", "none", "--base-url", base_url, "--backoff", "0.01"]
     dry = run_script(workdir, *args, "--dry-run", env=subprocess_env(OPENROUTER_API_KEY=key))
-    assert dry.code == 0 and "Authorization: Basic *** (the user information of --base-url; OPENROUTER_API_KEY " \
-        "is not sent)" in dry.out
+    assert dry.code == 0 and "Authorization: Basic *** (the user information of --base-url; " \
+        "OPENROUTER_API_KEY is not sent)" in dry.out
     result = run_script(workdir, *args, env=subprocess_env(OPENROUTER_API_KEY=key))
     assert result.code == 0, result.err
     assert len(result.records()) == 2 and not (workdir / "train.failed.jsonl").exists()
@@ -192,7 +199,8 @@ def test_a_base_url_with_a_password_authenticates_with_it_and_the_key_is_not_sen
     assert "gateway-password" not in result.err + dry.out + dry.err
     write_prompts(workdir, ["q2"])
     alone = run_script(workdir, *args)
-    assert alone.code == 0 and teacher.headers[-1]["authorization"] == expected and "not sent" not in alone.err
+    assert (alone.code == 0 and teacher.headers[-1]["authorization"] == expected
+            and "not sent" not in alone.err)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -234,7 +242,8 @@ def logged_in_home(folder: Path) -> Path:
     return folder
 
 
-def test_after_a_run_rnows_own_cli_takes_the_folder_with_nothing_but_a_login(workdir, teacher, tmp_path_factory):
+def test_after_a_run_rnows_own_cli_takes_the_folder_with_nothing_but_a_login(workdir, teacher,
+                                                                             tmp_path_factory):
     bundled = (ROOT / "config.yml").read_text().split(gdd._PROJECT_ID_NOTE)[0]  # as shipped (the quick start
     #                                                                          may have run in this checkout)
     (workdir / "config.yml").write_text(bundled)
@@ -248,7 +257,8 @@ def test_after_a_run_rnows_own_cli_takes_the_folder_with_nothing_but_a_login(wor
     assert str(uuid.UUID(project_id)) == project_id and f"added project_id {project_id}" in first.err
     assert "never run it here" in first.err and first.err.count("project_id") == 1
     again = run_script(workdir, "prompts.jsonl", "--base-url", teacher.base_url)
-    assert again.code == 0 and (workdir / "config.yml").read_text() == config and "project_id" not in again.err
+    assert (again.code == 0 and (workdir / "config.yml").read_text() == config
+            and "project_id" not in again.err)
 
     api = RnowApi()
     rnow = Path(sys.executable).with_name("rnow")
@@ -257,16 +267,19 @@ def test_after_a_run_rnows_own_cli_takes_the_folder_with_nothing_but_a_login(wor
                           text=True, timeout=120)
     api.server.shutdown()
     said = done.stdout + done.stderr
-    assert "Missing project_id" not in said and "Invalid train.jsonl" not in said and "Invalid tools.py" not in said
-    assert [path for path, _, _ in api.requests] == ["/api/uploads/session"], said  # its local checks all passed
+    assert ("Missing project_id" not in said and "Invalid train.jsonl" not in said
+            and "Invalid tools.py" not in said)
+    # its local checks all passed
+    assert [path for path, _, _ in api.requests] == ["/api/uploads/session"], said
     path, headers, body = api.requests[0]
     assert json.loads(body)["projectId"] == project_id
     assert headers["Authorization"] == "Bearer rnow-key-of-the-test"
 
 
 def test_a_flow_mapping_config_yml_gets_its_id_inside_its_braces(run, workdir, teacher):
-    """A config.yml written as one flow mapping: the note said to append a `project_id:` line, which makes the file
-    invalid YAML (rnow run would then fail to read it). The pair goes inside the braces, the rest as it was."""
+    """A config.yml written as one flow mapping: the note said to append a `project_id:` line, which makes the
+    file invalid YAML (rnow run would then fail to read it). The pair goes inside the braces, the rest as it
+    was."""
     flow = '{dataset_type: sft, data: {train_file: train.jsonl, batch_size: 1}, trainer: {num_epochs: 1}}\n'
     (workdir / "config.yml").write_text(flow)
     write_prompts(workdir, ["q"])
@@ -279,18 +292,22 @@ def test_a_flow_mapping_config_yml_gets_its_id_inside_its_braces(run, workdir, t
     assert result.err.count(f"added project_id {project_id}") == 1
 
 
-@pytest.mark.parametrize("text", [b"? project_id\n: \ndataset_type: sft\n", b"dataset_type: sft\nproject_id: 0\n",
+@pytest.mark.parametrize("text", [b"? project_id\n: \ndataset_type: sft\n",
+                                  b"dataset_type: sft\nproject_id: 0\n",
                                   b"project_id:\ndataset_type: sft\nproject_id:\n"],
                          ids=["a complex key", "a number", "twice"])
-def test_a_config_yml_the_id_cannot_be_added_to_safely_is_left_as_it_is_saying_so_truly(run, workdir, teacher, text):
+def test_a_config_yml_the_id_cannot_be_added_to_safely_is_left_as_it_is_saying_so_truly(run, workdir, teacher,
+                                                                                        text):
     (workdir / "config.yml").write_bytes(text)
     write_prompts(workdir, ["q"])
     result = run(tools="none", subprocess=True)
     assert result.code == 0 and len(result.records()) == 1
     assert (workdir / "config.yml").read_bytes() == text
-    assert "cannot add one safely to how the file is written, so it is left as it is" in result.err, result.err
+    assert ("cannot add one safely to how the file is written, so it is left as it is"
+            in result.err), result.err
     assert 'project_id: "' in result.err and "rnow init" in result.err and result.err.count("project_id") <= 4
-    assert "\n  " not in result.err.split("cannot add one safely")[1].split("\n")[0]  # one line, no parser dump
+    # one line, no parser dump
+    assert "\n  " not in result.err.split("cannot add one safely")[1].split("\n")[0]
 
 
 def test_a_config_yml_that_names_its_project_or_is_not_rnows_is_not_touched(run, workdir, teacher):
@@ -298,7 +315,8 @@ def test_a_config_yml_that_names_its_project_or_is_not_rnows_is_not_touched(run,
     (workdir / "config.yml").write_text(named)
     write_prompts(workdir, ["q"])
     assert run(tools="none").code == 0 and (workdir / "config.yml").read_text() == named
-    (workdir / "config.yml").write_text("rollout:\n  max_turns: 3\n")  # only our settings: not an rnow project
+    # only our settings: not an rnow project
+    (workdir / "config.yml").write_text("rollout:\n  max_turns: 3\n")
     assert run("-o", "other.jsonl", tools="none").code == 0
     assert (workdir / "config.yml").read_text() == "rollout:\n  max_turns: 3\n"
 
@@ -336,7 +354,8 @@ def test_eight_runs_starting_at_once_give_config_yml_one_project_id(workdir, tea
     config = (workdir / "config.yml").read_text()
     assert config.startswith(bundled) and config.count("project_id:") == 1
     project_id = yaml.safe_load(config)["project_id"]
-    assert [err.count("project_id") for err in said].count(1) == 1 and sum(err.count("project_id") for err in said) == 1
+    assert ([err.count("project_id") for err in said].count(1) == 1
+            and sum(err.count("project_id") for err in said) == 1)
     assert any(f"added project_id {project_id}" in err for err in said)
 
 
@@ -345,9 +364,9 @@ def test_eight_runs_starting_at_once_give_config_yml_one_project_id(workdir, tea
 @pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["LF", "CRLF"])
 @pytest.mark.parametrize("bom", ["", "\ufeff"], ids=["", "BOM"])
 def test_an_empty_project_id_is_filled_in_not_given_a_second_key(run, workdir, teacher, empty, newline, bom):
-    """Under CRLF line ends (a Windows editor), after a BOM, or as `project_id :`, the empty key was left and a second
-    one appended (a duplicate key: invalid YAML 1.2, and LF lines mixed into a CRLF file). It is filled in where the
-    YAML parser finds it, its comment and every other byte kept."""
+    """Under CRLF line ends (a Windows editor), after a BOM, or as `project_id :`, the empty key was left and
+    a second one appended (a duplicate key: invalid YAML 1.2, and LF lines mixed into a CRLF file). It is
+    filled in where the YAML parser finds it, its comment and every other byte kept."""
     if empty.startswith("{"):
         lines = [bom + "{project_name: x,", "  project_id: , dataset_type: sft}  # fill me"]
     else:

@@ -46,12 +46,14 @@ def test_the_resume_scan_and_key_of_agree_on_every_shape_of_line(tmp_path, shape
 
 
 def test_a_built_line_starts_as_every_line_of_ours_and_names_only_known_keys():
-    job = gdd.RolloutJob(gdd.Prompt("p1", [{"role": "user", "content": "q"}], {"domain": "x", "sample": 9}, "q"), 0, 0)
+    prompt = gdd.Prompt("p1", [{"role": "user", "content": "q"}], {"domain": "x", "sample": 9}, "q")
+    job = gdd.RolloutJob(prompt, 0, 0)
     outcome = gdd.Outcome(job, [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
                           gdd.Usage(), 1, "stop")
     record = gdd.build_line(outcome, gdd.LineFormat("teacher/m", True, False, str), [])
     encoded = gdd.encode_line(record)
-    assert encoded.startswith(gdd._OUR_PREFIXES[0]) and gdd.RolloutKey.of_line(gdd.parse_line(encoded)) == ("p1", 0, 1)
+    assert (encoded.startswith(gdd._OUR_PREFIXES[0])
+            and gdd.RolloutKey.of_line(gdd.parse_line(encoded)) == ("p1", 0, 1))
     assert set(record["metadata"]) - {"domain"} <= gdd.OUR_METADATA_KEYS
     assert {"prompt_id", "sample", "teacher", "turns", "usage", "attempt", "reward", "incomplete"} <= \
         gdd.OUR_METADATA_KEYS
@@ -82,7 +84,8 @@ def test_a_rewrite_goes_through_a_symlink_and_leaves_nothing_behind_on_error(tmp
         with gdd.replaced_atomically(tmp_path / "link.jsonl") as f:
             f.write(b"half")
             raise RuntimeError("crash midway")
-    assert target.read_text() == "new\n" and sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl", "link.jsonl"]
+    assert (target.read_text() == "new\n"
+            and sorted(p.name for p in tmp_path.iterdir()) == ["data.jsonl", "link.jsonl"])
 
 
 def test_a_rewrite_keeps_the_mode_of_the_file_it_replaces_and_is_private_while_written(tmp_path):
@@ -117,7 +120,8 @@ def test_each_rewrite_has_a_temporary_name_of_its_own_that_the_cleanup_still_kno
 
 DETAILS = [{"type": "reasoning.text", "text": "I should add the numbers.", "format": "anthropic-claude-v1",
             "signature": "sig-abc", "index": 0},
-           {"type": "reasoning.encrypted", "data": "ENCRYPTED-BLOB", "format": "anthropic-claude-v1", "index": 1}]
+           {"type": "reasoning.encrypted", "data": "ENCRYPTED-BLOB", "format": "anthropic-claude-v1",
+            "index": 1}]
 
 
 def reasoning_tool_turn(body: dict) -> Reply:
@@ -125,7 +129,8 @@ def reasoning_tool_turn(body: dict) -> Reply:
                "tool_calls": [{"id": "call_r", "type": "function",
                                "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'}}]}
     usage = {"prompt_tokens": 100, "completion_tokens": 40, "total_tokens": 140, "cost": 0.0125,
-             "prompt_tokens_details": {"cached_tokens": 60}, "completion_tokens_details": {"reasoning_tokens": 30}}
+             "prompt_tokens_details": {"cached_tokens": 60},
+             "completion_tokens_details": {"reasoning_tokens": 30}}
     return Reply(body=completion(message, "tool_calls", usage=usage))
 
 
@@ -144,11 +149,13 @@ def test_reasoning_details_are_echoed_unchanged_and_reasoning_is_kept(run, teach
     assert result.code == 0, result.err
     [record] = result.records()
     assistant_turns = [m for m in record["messages"] if m["role"] == "assistant"]
-    assert [m.get("reasoning_content") for m in assistant_turns] == ["I should add the numbers.", "Done adding."]
+    assert ([m.get("reasoning_content") for m in assistant_turns]
+            == ["I should add the numbers.", "Done adding."])
     assert "ENCRYPTED-BLOB" not in json.dumps(record) and "reasoning_details" not in json.dumps(record)
     assert teacher.requests[0]["reasoning"] == {"effort": "high"}
     usage = record["metadata"]["usage"]
-    assert usage == {"prompt_tokens": 300, "completion_tokens": 50, "reasoning_tokens": 30, "cached_tokens": 60, "cache_write_tokens": 0, "cache_savings": 0.0,
+    assert usage == {"prompt_tokens": 300, "completion_tokens": 50, "reasoning_tokens": 30,
+                     "cached_tokens": 60, "cache_write_tokens": 0, "cache_savings": 0.0,
                      "cost": 0.015, "requests": 2}
     assert record["metadata"]["finish_reason"] == "stop" and record["metadata"]["model"] == "test/teacher"
     assert "cost $0.0150 ($0.01500 per sample)" in result.err
@@ -168,7 +175,8 @@ INCOMPLETE = {
     "length": ([answer("The answer is", finish_reason="length")], "finish_reason length"),
     "content filter": ([answer("", finish_reason="content_filter")], "finish_reason content_filter"),
     "empty answer": ([answer("   ")], "empty answer"),
-    "truncated tool call": ([call_tools(("add", '{"a": 1,'), finish_reason="length")], "finish_reason length"),
+    "truncated tool call": ([call_tools(("add", '{"a": 1,'), finish_reason="length")],
+                            "finish_reason length"),
 }
 
 
@@ -181,8 +189,10 @@ def test_incomplete_rollouts_go_to_the_failed_file_not_train(run, teacher, workd
     assert result.code == 1
     assert [r["messages"][0]["content"] for r in result.records()] == ["whole"]
     [failed] = result.failed()
-    assert failed["prompt"] == "cut" and reason in failed["reason"] and failed["reason"].startswith("incomplete")
-    assert failed["messages"][0] == {"role": "user", "content": "cut"} and failed["messages"][1]["role"] == "assistant"
+    assert (failed["prompt"] == "cut" and reason in failed["reason"]
+            and failed["reason"].startswith("incomplete"))
+    assert (failed["messages"][0] == {"role": "user", "content": "cut"}
+            and failed["messages"][1]["role"] == "assistant")
     assert failed["usage"]["requests"] == len(steps)
     # the next run tries it again
     teacher.script("cut", answer("complete now"))
@@ -241,7 +251,8 @@ def test_reasoning_content_is_kept_in_the_dataset_and_sent_back_as_received(run,
     result = run()
     assert result.code == 0, result.err
     messages = result.records()[0]["messages"]
-    assert [m.get("reasoning_content") for m in messages if m["role"] == "assistant"] == ["I should add.", "It is 3."]
+    assert ([m.get("reasoning_content") for m in messages if m["role"] == "assistant"]
+            == ["I should add.", "It is 3."])
     sent_back = teacher.requests_for("Think")[1]["messages"][1]
     assert sent_back["reasoning_content"] == "I should add."
 
@@ -256,14 +267,16 @@ def test_a_server_that_refuses_reasoning_content_gets_messages_without_it(run, t
     result = run()
     assert result.code == 0, result.err
     requests = teacher.requests_for("Strict server")
-    assert "reasoning_content" in requests[1]["messages"][1] and "reasoning_content" not in requests[2]["messages"][1]
+    assert ("reasoning_content" in requests[1]["messages"][1]
+            and "reasoning_content" not in requests[2]["messages"][1])
     assert result.records()[0]["messages"][1]["reasoning_content"] == "plan"  # the dataset keeps it
     assert result.err.count("refused `reasoning_content`") == 1
 
 
 def test_a_refusal_keeps_its_text(run, teacher, workdir):
     write_prompts(workdir, ["Forbidden"])
-    teacher.script("Forbidden", lambda body: Reply(body=completion({"content": None, "refusal": "I can't help."})))
+    teacher.script("Forbidden",
+                   lambda body: Reply(body=completion({"content": None, "refusal": "I can't help."})))
     result = run(tools="none")
     [failed] = result.failed()
     assert failed["kind"] == "incomplete: refusal" and "I can't help." in failed["reason"]
@@ -273,7 +286,8 @@ def test_a_refusal_keeps_its_text(run, teacher, workdir):
 def test_tool_call_ids_are_unique_in_the_conversation_and_the_same_on_every_run(run, teacher, workdir):
     write_prompts(workdir, ["Ids"])
     # in one answer thrice; then free again (the first three were renamed), and missing; then reused
-    steps = [fixed_calls("dup", "dup", "dup"), fixed_calls("dup", None), fixed_calls("dup", "call_1_0"), answer("done")]
+    steps = [fixed_calls("dup", "dup", "dup"), fixed_calls("dup", None), fixed_calls("dup", "call_1_0"),
+             answer("done")]
     teacher.script("Ids", *steps)
     first = run()
     assert first.code == 0, first.err
@@ -281,7 +295,8 @@ def test_tool_call_ids_are_unique_in_the_conversation_and_the_same_on_every_run(
     call_ids = [c["id"] for m in messages if m.get("tool_calls") for c in m["tool_calls"]]
     assert call_ids == ["call_1_0", "call_1_1", "call_1_2", "dup", "call_2_1", "call_3_0", "call_3_1"]
     assert [m["tool_call_id"] for m in messages if m["role"] == "tool"] == call_ids
-    assert [m["tool_call_id"] for m in teacher.requests_for("Ids")[-1]["messages"] if m["role"] == "tool"] == call_ids
+    assert ([m["tool_call_id"] for m in teacher.requests_for("Ids")[-1]["messages"] if m["role"] == "tool"]
+            == call_ids)
     (workdir / "train.jsonl").unlink()
     teacher.script("Ids", *steps)
     assert run().records()[0]["messages"] == messages  # no random fill-ins: a re-run writes the same line

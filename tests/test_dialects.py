@@ -12,7 +12,6 @@ from conftest import write_prompts
 from dialects import CASES, CONTEXT_OVERFLOW, SERVERS
 from fake_teacher import Reply, answer, call_tools, completion
 
-
 PROMPT = "What is 20 + 22?"
 
 
@@ -25,7 +24,8 @@ def tool_rollout(dialect):
                        "tool_calls": [{"id": "call_abc123xyz", "type": "function",
                                        "function": {"name": "add", "arguments": '{"a": 20, "b": 22}'}}]}
             return Reply(body=completion(message, "tool_calls"), dialect=dialect)
-        return Reply(body=completion({"content": "It is 42 😀.", "reasoning": "20 + 22 = 42."}), dialect=dialect)
+        return Reply(body=completion({"content": "It is 42 😀.", "reasoning": "20 + 22 = 42."}),
+                     dialect=dialect)
 
     return step
 
@@ -54,7 +54,8 @@ def test_each_server_streams_a_tool_rollout_written_whole_and_paid_once(run, tea
 def test_streams_as_proxies_and_broken_servers_send_them(run, teacher, workdir, case):
     spec = CASES[case]
     write_prompts(workdir, [PROMPT])
-    teacher.script(PROMPT, lambda body: Reply(body=completion({"content": "It is 42."}), dialect=spec.dialect),
+    teacher.script(PROMPT, lambda body: Reply(body=completion({"content": "It is 42."}),
+                                              dialect=spec.dialect),
                    answer("second try"))
     result = run("--stall-timeout", "20", tools="none")
     assert result.code == 0, result.err
@@ -93,8 +94,12 @@ def test_argument_pieces_without_an_index_continue_their_call(run, teacher, work
     writes = calls_without_index if shape == "no index at all" else null_index_beside_integers
     calls = [{"id": "c1", "type": "function", "function": {"name": "add", "arguments": '{"a": 1, "b": 2}'}},
              {"id": "c2", "type": "function", "function": {"name": "shout", "arguments": '{"text": "hi"}'}}]
-    teacher.script(PROMPT, lambda body: Reply(body=completion({"content": None, "tool_calls": calls}, "tool_calls"),
-                                              dialect=Dialect(shape, writes)), answer("done"))
+
+    def both_calls(body):
+        return Reply(body=completion({"content": None, "tool_calls": calls}, "tool_calls"),
+                     dialect=Dialect(shape, writes))
+
+    teacher.script(PROMPT, both_calls, answer("done"))
     result = run()
     assert result.code == 0, result.err
     call = result.records()[0]["messages"][1]
@@ -143,11 +148,13 @@ def test_max_answer_mb_caps_what_a_stream_holds_not_its_framing(run, teacher, wo
 
 
 @pytest.mark.parametrize("server", list(CONTEXT_OVERFLOW))
-def test_a_context_overflow_in_each_servers_error_shape_is_named_and_no_rerun_advised(run, teacher, workdir, server):
-    """SGLang and Mistral's API put the error at the top of the body, not under "error", TGI makes it a string,
-    Gemini a list of one: its message is read all the same, so the rollout is named as not fitting, and the
-    summary does not advise a re-run that would pay the same turns and fail the same way. (A --max-tokens above
-    what TGI allows is not one: test_a_max_tokens_above_the_models_is_not_a_context_overflow.)"""
+def test_a_context_overflow_in_each_servers_error_shape_is_named_and_no_rerun_advised(run, teacher, workdir,
+                                                                                      server):
+    """SGLang and Mistral's API put the error at the top of the body, not under "error", TGI makes it a
+    string, Gemini a list of one: its message is read all the same, so the rollout is named as not fitting,
+    and the summary does not advise a re-run that would pay the same turns and fail the same way.
+    (A --max-tokens above what TGI allows is not one:
+    test_a_max_tokens_above_the_models_is_not_a_context_overflow.)"""
     write_prompts(workdir, [PROMPT])
     body = CONTEXT_OVERFLOW[server]
     teacher.script(PROMPT, call_tools(("add", {"a": 20, "b": 22})),
@@ -159,14 +166,17 @@ def test_a_context_overflow_in_each_servers_error_shape_is_named_and_no_rerun_ad
     error = error.get("error", error)
     message = error if isinstance(error, str) else error["message"]
     assert failed["kind"] == "does not fit the context" and message[:40] in failed["reason"]
-    assert "Cannot finish as they are: 1 rollout" in result.err and "Re-run the same command" not in result.err
+    assert ("Cannot finish as they are: 1 rollout" in result.err
+            and "Re-run the same command" not in result.err)
 
 
 def test_a_max_tokens_above_the_models_is_not_a_context_overflow(run, teacher, workdir):
-    """TGI's MaxNewTokens ("`max_new_tokens` must be <= N") is fixed by --max-tokens alone: a plain HTTP 422."""
+    """TGI's MaxNewTokens ("`max_new_tokens` must be <= N") is fixed by --max-tokens alone: a plain HTTP
+    422."""
     write_prompts(workdir, [PROMPT])
-    teacher.script(PROMPT, lambda request: Reply(422, {"error": "Input validation error: `max_new_tokens` must be "
-                                                       "<= 4096. Given: 8192", "error_type": "validation"}))
+    teacher.script(PROMPT, lambda request: Reply(422, {"error": "Input validation error: `max_new_tokens` "
+                                                       "must be <= 4096. Given: 8192",
+                                                       "error_type": "validation"}))
     result = run(tools="none")
     [failed] = result.failed()
     assert failed["kind"] == "HTTP 422" and "max_new_tokens" in failed["reason"]

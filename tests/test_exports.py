@@ -1,6 +1,6 @@
-"""--export: the dataset in the formats other trainers read, proven by the consumers' own code where it installs
-offline (datasets' loader, transformers' chat-template renderer with templates written here) and by the
-documented contract where it does not (OpenAI's fine-tuning chat format)."""
+"""--export: the dataset in the formats other trainers read, proven by the consumers' own code where it
+installs offline (datasets' loader, transformers' chat-template renderer with templates written here) and by
+the documented contract where it does not (OpenAI's fine-tuning chat format)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import datasets
 import pytest
 from transformers.utils.chat_template_utils import render_jinja_template
 
-import generate_distillation_data as gdd
 from conftest import read_jsonl, run_script, subprocess_env, write_prompts
 from fake_teacher import Reply, answer, call_tools, completion
 
+import generate_distillation_data as gdd
 
 # Llama 3.1's way of writing a tool call and the tool definitions (the part of its template that matters):
 # arguments go through `tojson`, so JSON-string arguments come out double-encoded.
@@ -37,7 +37,7 @@ QWEN_LIKE_TEMPLATE = """
 {%- for call in message.tool_calls or [] %}<tool_call>{"name": "{{ call.function.name }}", "arguments": 
 {%- if call.function.arguments is string %}{{ call.function.arguments }}{% else %}{{ call.function.arguments | tojson }}{% endif %}}</tool_call>
 {%- endfor %}
-{% endfor %}"""
+{% endfor %}"""  # noqa: E501, W291  (the template as written: its spaces are what it renders)
 
 
 def script_tool_rollouts(teacher, prompts: list[str]) -> None:
@@ -51,13 +51,15 @@ def export(run, *extra: str):
 
 
 def load(path) -> datasets.Dataset:
-    return datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(path.parent / "hf"))
+    return datasets.load_dataset("json", data_files=str(path), split="train",
+                                 cache_dir=str(path.parent / "hf"))
 
 
 def test_hf_export_loads_in_datasets_and_renders_with_chat_templates(run, workdir, teacher):
     # metadata whose types change from line to line: datasets < 4 refused such files; hf holds it as a string
     write_prompts(workdir, [{"prompt": "q0", "metadata": {"source": "web", "score": 1}},
-                            {"prompt": "q1", "metadata": {"source": {"url": "https://x.org"}, "score": "high"}},
+                            {"prompt": "q1",
+                             "metadata": {"source": {"url": "https://x.org"}, "score": "high"}},
                             {"prompt": "q2", "metadata": {"source": ["a", "b"]}}])
     script_tool_rollouts(teacher, ["q0", "q1", "q2"])
     result = export(run, "--export", "hf")
@@ -67,16 +69,19 @@ def test_hf_export_loads_in_datasets_and_renders_with_chat_templates(run, workdi
 
     # transformers refuses our own format's tool names, which is why hf exists
     with pytest.raises(ValueError, match="Tools should either be a JSON schema, or a callable function"):
-        render_jinja_template([ours[0]["messages"]], tools=ours[0]["tools"], chat_template=LLAMA_LIKE_TEMPLATE)
+        render_jinja_template([ours[0]["messages"]], tools=ours[0]["tools"],
+                              chat_template=LLAMA_LIKE_TEMPLATE)
 
     dataset = load(workdir / "train.hf.jsonl")
     assert dataset.num_rows == 3
     for row, source in zip(dataset, ours):
         assert json.loads(row["metadata"]) == source["metadata"]
         assert [t["function"]["name"] for t in row["tools"]] == ["add", "shout"]
-        rendered, _ = render_jinja_template([row["messages"]], tools=row["tools"], chat_template=LLAMA_LIKE_TEMPLATE)
+        rendered, _ = render_jinja_template([row["messages"]], tools=row["tools"],
+                                            chat_template=LLAMA_LIKE_TEMPLATE)
         i = int(source["messages"][0]["content"][1:])  # q<i> was scripted to call add(a=i, b=2)
-        assert f'{{"name": "add", "parameters": {{"a": {i}, "b": 2}}}}' in rendered[0]  # an object, not a string
+        # an object, not a string
+        assert f'{{"name": "add", "parameters": {{"a": {i}, "b": 2}}}}' in rendered[0]
         assert '\\"' not in rendered[0]
         assert '"properties": {"a": {"type": "integer"}' in rendered[0]  # the schema rnow builds
         qwen, _ = render_jinja_template([row["messages"]], chat_template=QWEN_LIKE_TEMPLATE)
@@ -137,7 +142,8 @@ def test_openai_export_meets_the_fine_tuning_format(run, workdir, teacher):
     for line in exported:
         check_openai_fine_tuning_line(line)
         assert line["messages"][0] == {"role": "system", "content": "Be brief."}
-        assert [m["role"] for m in line["messages"]] == ["system", "user", "assistant", "tool", "tool", "assistant"]
+        assert ([m["role"] for m in line["messages"]]
+                == ["system", "user", "assistant", "tool", "tool", "assistant"])
 
 
 def test_no_run_exports_existing_output_and_sends_nothing(run, workdir, teacher):
@@ -147,8 +153,8 @@ def test_no_run_exports_existing_output_and_sends_nothing(run, workdir, teacher)
     sent = len(teacher.requests)
     write_prompts(workdir, ["q0", "q1", "q2"])  # a pending prompt: --no-run must not run it
     env = subprocess_env()  # no key, default base URL: --no-run needs neither
-    result = run_script(workdir, "prompts.jsonl", "--tools", "tools_small.py", "--export", "hf,openai", "--no-run",
-                        env=env)
+    result = run_script(workdir, "prompts.jsonl", "--tools", "tools_small.py", "--export", "hf,openai",
+                        "--no-run", env=env)
     assert result.code == 0, result.err
     assert len(teacher.requests) == sent
     assert len(read_jsonl(workdir / "train.hf.jsonl")) == len(read_jsonl(workdir / "train.openai.jsonl")) == 2
@@ -164,31 +170,35 @@ def test_export_streams_past_lines_it_cannot_hold_and_says_so(run, workdir, teac
     with (workdir / "train.jsonl").open("a") as f:
         f.write('{"metadata": {"prompt_id": "torn"}, "messa\n')  # hand-edited, after the run
     (workdir / "fewer_tools.py").write_text(
-        "from rnow.core.tool import tool\n\n@tool\ndef add(a: int, b: int) -> int:\n    '''Add.'''\n    return a + b\n")
+        "from rnow.core.tool import tool\n\n@tool\ndef add(a: int, b: int) -> int:\n"
+        "    '''Add.'''\n    return a + b\n")
     result = run_script(workdir, "prompts.jsonl", "--tools", "fewer_tools.py", "--export", "hf,openai",
                         "--no-run", env=subprocess_env())
     assert result.code == 0, result.err
     broken = 1 + [json.loads(line)["messages"][0]["content"] for line in
                   (workdir / "train.jsonl").read_text().splitlines()[:3]].index("broken args")
     for fmt in ("hf", "openai"):
-        assert (f"Exported 2 lines to train.{fmt}.jsonl; 1 line left out (a tool call whose arguments are not a "
-                f"JSON object; the first: train.jsonl:{broken}); 1 line left out (not a line of ours (torn or "
-                "edited); the first: train.jsonl:4); tools not in the tools file, left out of `tools`: shout") in result.err
+        assert (f"Exported 2 lines to train.{fmt}.jsonl; 1 line left out (a tool call whose arguments are "
+                f"not a JSON object; the first: train.jsonl:{broken}); 1 line left out (not a line of ours "
+                "(torn or edited); the first: train.jsonl:4); tools not in the tools file, left out of "
+                "`tools`: shout") in result.err
     for line in read_jsonl(workdir / "train.openai.jsonl"):
         check_openai_fine_tuning_line(line)
 
 
-@pytest.mark.parametrize("tools, exported", [(["add"], True), (None, True), ([None, "x"], False), ("echo", False)],
+@pytest.mark.parametrize("tools, exported",
+                         [(["add"], True), (None, True), ([None, "x"], False), ("echo", False)],
                          ids=["a list of names", "null", "a null among names", "a string"])
 def test_a_line_whose_tools_are_not_a_list_of_names_is_left_out_naming_it(workdir, tools, exported):
     """An edited or foreign line: "tools": null is a line without tools; anything else that is not a list of
     names is left out of the exports, its line named, never a traceback nor its letters taken for tools."""
     line = {"metadata": {"prompt_id": "p0", "sample": 0},
-            "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "tools": tools}
+            "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+            "tools": tools}
     (workdir / "train.jsonl").write_text(json.dumps(line) + "\n")
     write_prompts(workdir, ["q"])
-    result = run_script(workdir, "prompts.jsonl", "--tools", "tools_small.py", "--no-run", "--export", "hf,openai",
-                        env=subprocess_env())
+    result = run_script(workdir, "prompts.jsonl", "--tools", "tools_small.py", "--no-run",
+                        "--export", "hf,openai", env=subprocess_env())
     assert result.code == 0 and "Traceback" not in result.err, result.err
     for fmt in ("hf", "openai"):
         lines = read_jsonl(workdir / f"train.{fmt}.jsonl")
@@ -196,8 +206,8 @@ def test_a_line_whose_tools_are_not_a_list_of_names_is_left_out_naming_it(workdi
         if exported:
             assert [t["function"]["name"] for t in lines[0].get("tools", [])] == (tools or [])
         else:
-            assert (f"Exported 0 lines to train.{fmt}.jsonl; 1 line left out (`tools` is not a list of tool names; "
-                    "the first: train.jsonl:1)") in result.err
+            assert (f"Exported 0 lines to train.{fmt}.jsonl; 1 line left out (`tools` is not a list of tool "
+                    "names; the first: train.jsonl:1)") in result.err
     assert "left out of `tools`" not in result.err
 
 
@@ -205,7 +215,8 @@ def test_export_usage_errors(workdir, teacher):
     write_prompts(workdir, ["q"])
     for args, message in [(("--no-run",), "--no-run only makes the --export and --report files"),
                           (("--export", "csv"), "unknown format 'csv'"),
-                          (("--export", "hf", "--no-run"), "train.jsonl does not exist: nothing to export or report"),
+                          (("--export", "hf", "--no-run"),
+                           "train.jsonl does not exist: nothing to export or report"),
                           (("--export", "hf", "--no-run", "--dry-run"), "either --no-run or --dry-run")]:
         result = run_script(workdir, "prompts.jsonl", "--tools", "none", *args, env=subprocess_env())
         assert result.code == 2 and message in result.err and "Traceback" not in result.err, result.err
@@ -217,13 +228,15 @@ def test_hf_export_ids_render_with_the_upstream_mistral_template(run, workdir, t
     came in the output) become such ids in the hf export, the same for a call and its result."""
     from pathlib import Path
 
-    template = (Path(__file__).parent / "templates" / "mistralai-Mistral-Nemo-Instruct-2407.jinja").read_text()
+    template = (Path(__file__).parent / "templates" / "mistralai-Mistral-Nemo-Instruct-2407.jinja"
+                ).read_text()
     write_prompts(workdir, ["q0", "q1"])
     script_tool_rollouts(teacher, ["q0", "q1"])
     assert export(run, "--export", "hf").code == 0
     rows = read_jsonl(workdir / "train.hf.jsonl")
     original = read_jsonl(workdir / "train.jsonl")
-    with pytest.raises(Exception, match="alphanumeric strings with length 9"):  # what the output's ids would do
+    # what the output's ids would do
+    with pytest.raises(Exception, match="alphanumeric strings with length 9"):
         render_jinja_template([original[0]["messages"]], tools=rows[0]["tools"], chat_template=template,
                               bos_token="<s>", eos_token="</s>")
     for row in rows:
@@ -262,7 +275,8 @@ def served_by(provider: str, then):
 
 
 def card_of(workdir):
-    from huggingface_hub import DatasetCard  # reads the card as the Hub does; validate() would need the network
+    # reads the card as the Hub does; validate() would need the network
+    from huggingface_hub import DatasetCard
 
     path = workdir / "train.hf.README.md"
     return DatasetCard.load(path), path.read_text()
@@ -283,16 +297,19 @@ def test_the_hf_export_writes_a_dataset_card_whose_numbers_are_the_files(run, wo
     assert "Dataset card: train.hf.README.md" in first.err
     card, text = card_of(workdir)
     header = card.data.to_dict()
-    assert header["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "train.hf.jsonl"}]}]
+    assert header["configs"] == [{"config_name": "default",
+                                  "data_files": [{"split": "train", "path": "train.hf.jsonl"}]}]
     assert header["task_categories"] == ["text-generation"] and header["size_categories"] == ["n<1K"]
     assert "tool-use" in header["tags"]
 
     lines = read_jsonl(workdir / "train.jsonl")
-    rejected, failed = read_jsonl(workdir / "train.rejected.jsonl"), read_jsonl(workdir / "train.failed.jsonl")
+    rejected = read_jsonl(workdir / "train.rejected.jsonl")
+    failed = read_jsonl(workdir / "train.failed.jsonl")
     assert len(lines) == 3 and len(rejected) == 2 and len(failed) == 1
     assert "3 conversations of a teacher model solving prompts with tools (3 tool calls in 6 turns)" in text
     cost = sum(line["metadata"]["usage"]["cost"] for line in lines)
-    elsewhere = sum(r["metadata"]["usage"]["cost"] for r in rejected) + sum(f["usage"]["cost"] for f in failed)
+    elsewhere = (sum(r["metadata"]["usage"]["cost"] for r in rejected)
+                 + sum(f["usage"]["cost"] for f in failed))
     assert f"cost ${cost:.4f};" in text and f"({len(rejected) + len(failed)}) cost ${elsewhere:.4f}." in text
     assert "| `test/teacher` | 3 |" in text and "| `Prov A` | 2 |" in text and "| `Prov B` | 1 |" in text
     assert [line["metadata"]["provider"] for line in lines] == ["Prov B", "Prov A", "Prov A"]
@@ -301,7 +318,8 @@ def test_the_hf_export_writes_a_dataset_card_whose_numbers_are_the_files(run, wo
     assert card.data.to_dict()["license"] == "unknown" and "language" not in card.data.to_dict()
     assert "| `add` | 3 |" in text and '"name": "shout"' in text  # every tool, with its schema
     assert "Quality gate: 3 of 5 finished tries kept (60%)" in text
-    assert "| system prompt (--system) | `` Be \\| `brief` `` |" in text  # a value from a file is data, not markup
+    # a value from a file is data, not markup
+    assert "| system prompt (--system) | `` Be \\| `brief` `` |" in text
     assert "Made by 1 run, started " in text and "| min reward | 1.0 |" in text and "| attempts | 2 |" in text
 
 
@@ -327,20 +345,23 @@ def test_the_card_after_a_resume_counts_every_run_and_every_line(run, workdir, t
 
 
 def test_the_run_record_and_the_card_read_the_settings_marks(run, workdir, teacher):
-    """Every setting marked _recorded is in its part of the run's record, and those with a label are the card's
-    settings table, row for row in the marks' order (issue 36): a new setting that shapes the data is marked on
-    its field, and neither the record nor the card lists it by hand."""
+    """Every setting marked _recorded is in its part of the run's record, and those with a label are the
+    card's settings table, row for row in the marks' order (issue 36): a new setting that shapes the data is
+    marked on its field, and neither the record nor the card lists it by hand."""
     write_prompts(workdir, ["q"])
     result = run("--export", "hf", tools="none", subprocess=True)
     assert result.code == 0, result.err
     [record] = read_jsonl(workdir / "train.runs.jsonl")
     marked = gdd.recorded_fields()
-    besides = {"prompts": {"file", "sha256", "rollouts"}, "teacher": {"licence"}, "rollout": {"tools"}, "gate": set()}
+    besides = {"prompts": {"file", "sha256", "rollouts"}, "teacher": {"licence"}, "rollout": {"tools"},
+               "gate": set()}
     assert {part: set(record[part]) for part in gdd.RECORD_PARTS} == {
-        part: besides[part] | {name for _, name, how in marked if how.part == part} for part in gdd.RECORD_PARTS}
+        part: besides[part] | {name for _, name, how in marked if how.part == part}
+                                                                      for part in gdd.RECORD_PARTS}
     _, text = card_of(workdir)
     table = text.split("## Settings that shape the data\n\n")[1].split("\n\n")[0].splitlines()[2:]
-    assert [row.split(" | ")[0].removeprefix("| ") for row in table] == [how.label for _, _, how in marked if how.label]
+    assert [row.split(" | ")[0].removeprefix("| ") for row in table] == [how.label for _, _, how in marked
+                                                                         if how.label]
 
 
 def rendered(markdown: str) -> str:
@@ -351,11 +372,14 @@ def rendered(markdown: str) -> str:
 
 
 def test_values_from_outside_are_quoted_in_the_card_never_live_markup(run, workdir, teacher):
-    """A model name, a provider and --extra-body values (a router's, a teacher's, the user's) written as links,
-    images or a script: the card shows them as text."""
+    """A model name, a provider and --extra-body values (a router's, a teacher's, the user's) written as
+    links, images or a script: the card shows them as text."""
     write_prompts(workdir, ["q"])
-    hostile = lambda body: Reply(body={**completion({"content": "ok"}, model="[click](http://evil.example/m)"),  # noqa: E731
-                                       "provider": "<script>alert(1)</script>"})
+
+    def hostile(body):
+        return Reply(body={**completion({"content": "ok"}, model="[click](http://evil.example/m)"),
+                           "provider": "<script>alert(1)</script>"})
+
     teacher.script("q", hostile)
     extra = {"metadata": {"note": "![tracker](http://evil.example/pixel.png) <img src=x onerror=alert(2)>"}}
     result = run("--extra-body", json.dumps(extra), "--export", "hf", tools="none", subprocess=True)
@@ -371,33 +395,40 @@ def test_a_foreign_line_with_tool_calls_5_is_named_and_the_card_still_made(run, 
     write_prompts(workdir, ["a"])
     assert run(tools="none").code == 0
     with open(workdir / "train.jsonl", "a") as f:  # an edited or foreign line, exported with --no-run
-        f.write(json.dumps({"metadata": {"prompt_id": "x", "sample": 0, "usage": {"cost": 0.002, "requests": 1}},
+        f.write(json.dumps({"metadata": {"prompt_id": "x", "sample": 0,
+                                         "usage": {"cost": 0.002, "requests": 1}},
                             "messages": [{"role": "user", "content": "hi"},
                                          {"role": "assistant", "content": "", "tool_calls": 5}]}) + "\n")
     result = run("--no-run", "--export", "hf,openai", tools="none", subprocess=True)
     assert result.code == 0 and "Traceback" not in result.err, result.err
     assert "train.jsonl:2: messages[1].tool_calls is 5, not a list: counted as no call" in result.err
     _, text = card_of(workdir)
-    assert "2 conversations" in text and "1 line of `train\\.jsonl` holds values that are not what this tool writes" in text
-    assert "1 line left out (not a line of ours (torn or edited); the first: train.jsonl:2)" in result.err  # and say so
+    assert ("2 conversations" in text
+            and "1 line of `train\\.jsonl` holds values that are not what this tool writes" in text)
+    # and say so
+    assert "1 line left out (not a line of ours (torn or edited); the first: train.jsonl:2)" in result.err
 
 
 def test_cut_short_lines_are_marked_in_every_export_and_the_card(run, workdir, teacher):
     write_prompts(workdir, ["cut", "whole"])
-    teacher.script("cut", call_tools(("add", {"a": 1, "b": 2})), answer("and then the answer was cu", finish_reason="length"))
+    teacher.script("cut", call_tools(("add", {"a": 1, "b": 2})),
+                   answer("and then the answer was cu", finish_reason="length"))
     result = run("--keep-incomplete", "--export", "hf,openai", subprocess=True)
     assert result.code == 0, result.err
-    assert "Exported 2 lines to train.openai.jsonl (1 cut short, kept with --keep-incomplete: their last answer at " \
-           "weight 0" in result.err
+    assert "Exported 2 lines to train.openai.jsonl (1 cut short, kept with --keep-incomplete: their last " \
+           "answer at weight 0" in result.err
     by_prompt = {line["messages"][0]["content"]: line for line in read_jsonl(workdir / "train.openai.jsonl")}
-    assert by_prompt["cut"]["messages"][-1]["weight"] == 0 and by_prompt["cut"]["messages"][1].get("weight") is None
+    assert (by_prompt["cut"]["messages"][-1]["weight"] == 0
+            and by_prompt["cut"]["messages"][1].get("weight") is None)
     assert "weight" not in json.dumps(by_prompt["whole"])
     for line in by_prompt.values():
         check_openai_fine_tuning_line(line)
-    hf = {line["messages"][0]["content"]: json.loads(line["metadata"]) for line in read_jsonl(workdir / "train.hf.jsonl")}
+    hf = {line["messages"][0]["content"]: json.loads(line["metadata"])
+          for line in read_jsonl(workdir / "train.hf.jsonl")}
     assert hf["cut"]["incomplete"].startswith("finish_reason length")
     _, text = card_of(workdir)
-    assert "**1 conversation was cut short**" in text and "| cut-short rollouts kept (--keep-incomplete) | true |" in text
+    assert ("**1 conversation was cut short**" in text
+            and "| cut-short rollouts kept (--keep-incomplete) | true |" in text)
 
 
 def test_a_teacher_that_reports_no_cost_is_said_unknown_in_the_lines_and_the_card(run, workdir, teacher):
@@ -426,31 +457,37 @@ def test_the_card_names_no_licence_and_says_what_the_models_list_showed(run, wor
 
 
 def foreign_line(i: int, usage: dict | None, teacher: str = "some/model") -> str:
-    metadata = {"prompt_id": f"p{i}", "sample": 0, "teacher": teacher, **({"usage": usage} if usage is not None else {})}
+    metadata = {"prompt_id": f"p{i}", "sample": 0, "teacher": teacher,
+                **({"usage": usage} if usage is not None else {})}
     return json.dumps({"metadata": metadata, "messages": [{"role": "user", "content": "q"},
                                                           {"role": "assistant", "content": "a"}]})
 
 
 @pytest.mark.parametrize("usages, said", [
     ([{"cost": 0.25, "requests": 1}, {"cost": 0.5, "requests": 1}], "cost $0.7500; no rejected tries"),
-    ([{"cost": 0.25, "requests": 1}, None], "cost $0.2500 (not counting 1 line that carries no cost: unknown)"),
+    ([{"cost": 0.25, "requests": 1}, None],
+     "cost $0.2500 (not counting 1 line that carries no cost: unknown)"),
     ([None, {"requests": 2}], "cost an unknown amount (none of them carries a cost the teacher reported)"),
-    ([{"cost": 1e308, "requests": 1}] * 2, "cost an unknown amount (their usage.cost values add up past any real cost")],
+    ([{"cost": 1e308, "requests": 1}] * 2,
+     "cost an unknown amount (their usage.cost values add up past any real cost")],
     ids=["reported", "one line without", "none reported", "1e308 twice"])
 def test_the_card_states_no_cost_that_no_line_reported_nor_one_past_any_real_cost(workdir, usages, said):
     """Lines from another tool that carry no usage are no $0 "as the teacher reported them", and edited costs
     that add up to infinity are no "$inf": the cost is said unknown, saying why."""
-    (workdir / "train.jsonl").write_text("".join(foreign_line(i, usage) + "\n" for i, usage in enumerate(usages)))
+    (workdir / "train.jsonl").write_text("".join(foreign_line(i, usage) + "\n"
+                                                 for i, usage in enumerate(usages)))
     write_prompts(workdir, ["q"])
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--no-run", "--export", "hf", env=subprocess_env())
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--no-run", "--export", "hf",
+                        env=subprocess_env())
     assert result.code == 0 and "Traceback" not in result.err, result.err
     _, text = card_of(workdir)
     assert said in text and "$inf" not in text and ("$0.0000" in text) is False
 
 
 def test_the_licence_is_claimed_only_for_the_lines_of_the_models_the_list_showed(run, workdir, teacher):
-    """Three lines of a model no list was asked about, then one of a model OpenRouter's list showed, asked with
-    --distillable: the card claims the list and the routing for that model's line only, and names no licence."""
+    """Three lines of a model no list was asked about, then one of a model OpenRouter's list showed, asked
+    with --distillable: the card claims the list and the routing for that model's line only, and names no
+    licence."""
     teacher.models = [{"id": "good/model", "is_trainable_text": True}]
     write_prompts(workdir, [f"q{i}" for i in range(4)])
     assert run("-m", "bad/model", "-n", "3", tools="none").code == 0
@@ -458,13 +495,15 @@ def test_the_licence_is_claimed_only_for_the_lines_of_the_models_the_list_showed
     assert result.code == 0, result.err
     card, text = card_of(workdir)
     assert card.data.to_dict()["license"] == "unknown"
-    assert "- `good/model` (1 line): the model is on OpenRouter's list of models whose authors allow training on " \
-           "their outputs" in text and "`provider.enforce_distillable_text`" in text and "in every run that asked it" in text
+    assert "- `good/model` (1 line): the model is on OpenRouter's list of models whose authors allow " \
+           "training on their outputs" in text and "`provider.enforce_distillable_text`" in text \
+           and "in every run that asked it" in text
     bad = next(line for line in text.splitlines() if line.startswith("- `bad/model` (3 lines): "))
     assert "not known" in bad and "enforce_distillable_text" not in bad
     # once every line is of a model the list showed, and only then, the card says `other`
-    (workdir / "train.jsonl").write_text("".join(line + "\n" for line in (workdir / "train.jsonl").read_text().splitlines()
-                                                 if '"teacher":"good/model"' in line.replace(" ", "")))
+    kept = [line for line in (workdir / "train.jsonl").read_text().splitlines()
+            if '"teacher":"good/model"' in line.replace(" ", "")]
+    (workdir / "train.jsonl").write_text("".join(line + "\n" for line in kept))
     assert run("--no-run", "--export", "hf", tools="none").code == 0
     assert card_of(workdir)[0].data.to_dict()["license"] == "other"
 
@@ -474,7 +513,8 @@ def test_a_card_is_made_from_hostile_files_and_from_files_without_runs(run, work
     assert run(tools="none").code == 0
     (workdir / "train.runs.jsonl").unlink()
     with open(workdir / "train.jsonl", "a") as f:  # torn and edited lines beside the good one
-        f.write('{"metadata": {"prompt_id": "x", "sample": 0, "usage": {"cost": "NaN"}, "model": [1]}, "messages": 3}\n')
+        f.write('{"metadata": {"prompt_id": "x", "sample": 0, "usage": {"cost": "NaN"}, "model": [1]}, '
+                '"messages": 3}\n')
     (workdir / "train.rejected.jsonl").write_text('not json\n{"metadata": {"usage": {"cost": 1e400}}}\n')
     result = run("--no-run", "--export", "hf", tools="none", subprocess=True)
     assert result.code == 0, result.err

@@ -1,6 +1,6 @@
-"""HTTP transport: TLS and proxies (nginx in the path), connections kept alive and lost, decoding and the size cap,
-streams (server-sent events) cut, stalled or hostile, slow and dripping teachers. Judging answers: what a status,
-an error body and its headers mean (judge_answer's table)."""
+"""HTTP transport: TLS and proxies (nginx in the path), connections kept alive and lost, decoding and the size
+cap, streams (server-sent events) cut, stalled or hostile, slow and dripping teachers. Judging answers: what a
+status, an error body and its headers mean (judge_answer's table)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,21 @@ import threading
 import httpx
 import pytest
 
-import generate_distillation_data as gdd
 import real_path
-from conftest import (FAILURES, Result, SCRIPT, launch, read_all_that_came, read_jsonl, stopped, subprocess_env,
-    write_prompts)
+from conftest import (
+    FAILURES,
+    SCRIPT,
+    Result,
+    launch,
+    read_all_that_came,
+    read_jsonl,
+    stopped,
+    subprocess_env,
+    write_prompts,
+)
 from fake_teacher import FakeTeacher, Reply, adjusted, answer, call_tools, completion, drip, drop, gzip_bomb
+
+import generate_distillation_data as gdd
 
 
 def test_a_teacher_that_drips_bytes_is_cut_at_the_deadline_and_retried(run, teacher, workdir):
@@ -38,7 +48,8 @@ def test_through_nginx_with_tls_gzip_and_short_keepalive_every_prompt_is_written
     write_prompts(workdir, prompts)
     result = real.run_as_users_do(workdir, "prompts.jsonl", "--tools", "none", "-c", "8")
     assert result.code == 0, result.err
-    assert sorted(r["messages"][-1]["content"] for r in result.records()) == sorted(f"Answer to: {p}" for p in prompts)
+    assert (sorted(r["messages"][-1]["content"] for r in result.records())
+            == sorted(f"Answer to: {p}" for p in prompts))
     assert "gzip" in real.teacher.headers[-1].get("accept-encoding", "")  # as nginx passed it on
 
 
@@ -133,9 +144,9 @@ def test_a_compression_bomb_costs_the_cap_not_the_machines_memory(workdir, teach
     teacher.script("Bomb", lambda body: Reply(body=bomb, encoding="identity",
                                                headers={"Content-Encoding": "gzip"}))
     with open(workdir / "err.log", "w") as err:
-        process = subprocess.Popen([sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none", "--base-url",
-                                    teacher.base_url], cwd=workdir, env=subprocess_env(), stdout=subprocess.DEVNULL,
-                                   stderr=err)
+        process = subprocess.Popen([sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none",
+                                    "--base-url", teacher.base_url], cwd=workdir, env=subprocess_env(),
+                                   stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(process.pid, 0)  # this child's own peak memory
         process.returncode = os.waitstatus_to_exitcode(status)
     assert process.returncode == 1, (workdir / "err.log").read_text()
@@ -167,10 +178,11 @@ def test_two_dead_kept_alive_connections_in_a_row_are_both_resent_without_a_retr
     assert len(teacher.requests_for("two turns")) == 4
 
 
-def test_a_server_that_takes_the_request_and_says_nothing_is_left_after_the_stall_timeout(run, teacher, workdir):
-    """llama-server after SIGTERM keeps connections open and sends nothing: a streamed request is retried after
-    --stall-timeout, not after the whole --timeout (the test's own timeout would end first); an unstreamed one
-    may rightly send nothing until its answer is whole, so it has the whole --timeout."""
+def test_a_server_that_takes_the_request_and_says_nothing_is_left_after_the_stall_timeout(run, teacher,
+                                                                                          workdir):
+    """llama-server after SIGTERM keeps connections open and sends nothing: a streamed request is retried
+    after --stall-timeout, not after the whole --timeout (the test's own timeout would end first); an
+    unstreamed one may rightly send nothing until its answer is whole, so it has the whole --timeout."""
     write_prompts(workdir, ["silent"])
     silent = adjusted(answer("too late"), delay=120, cut_after=10**6)  # no status line for two minutes
     teacher.script("silent", silent, answer("on the retry"))
@@ -183,8 +195,9 @@ def test_a_server_that_takes_the_request_and_says_nothing_is_left_after_the_stal
     assert unstreamed.code == 0 and "0 retried" in unstreamed.err, unstreamed.err
 
 
-LLAMA_CPP_CONTEXT = {"error": {"code": 400, "message": "request (4476 tokens) exceeds the available context size "
-                               "(4096 tokens)", "type": "exceed_context_size_error", "n_prompt_tokens": 4476, "n_ctx": 4096}}
+LLAMA_CPP_CONTEXT = {"error": {"code": 400, "message": "request (4476 tokens) exceeds the available context "
+                               "size (4096 tokens)", "type": "exceed_context_size_error",
+                               "n_prompt_tokens": 4476, "n_ctx": 4096}}
 
 
 def test_a_context_overflow_mid_rollout_is_named_and_no_rerun_is_advised(run, teacher, workdir):
@@ -212,7 +225,9 @@ def test_an_unreadable_certificate_file_is_a_clear_error_for_an_https_teacher_on
     write_prompts(workdir, ["q"])
     (workdir / "not-a-cert.pem").write_text("this is not a certificate\n")
     env = subprocess_env(SSL_CERT_FILE=str(workdir / "not-a-cert.pem"))
-    refused = launch(workdir, ["prompts.jsonl", "--tools", "none", "--base-url", "https://127.0.0.1:9/api/v1"], env=env)
+    refused = launch(workdir, ["prompts.jsonl", "--tools", "none", "--base-url",
+                               "https://127.0.0.1:9/api/v1"],
+                     env=env)
     assert refused.code == 2 and "SSL_CERT_FILE" in refused.err and "cannot load certificates" in refused.err
     assert "Traceback" not in refused.err and not (workdir / "train.jsonl").exists()
     plain = run(tools="none", subprocess=True, env=env)  # plain http never uses it
@@ -225,7 +240,8 @@ def tool_then_reasoned_answer(body: dict) -> Reply:
     if not any(m["role"] == "tool" for m in body["messages"]):
         message = {"content": None, "reasoning": "I should add.",
                    "reasoning_details": [{"type": "reasoning.text", "text": "I should add."}],
-                   "tool_calls": [{"type": "function", "function": {"name": "add", "arguments": '{"a": 20, "b": 22}'}},
+                   "tool_calls": [{"type": "function",
+                                   "function": {"name": "add", "arguments": '{"a": 20, "b": 22}'}},
                                   {"id": "given", "type": "function",
                                    "function": {"name": "shout", "arguments": '{"text": "done"}'}}]}
         return Reply(body=completion(message, "tool_calls"))
@@ -241,13 +257,15 @@ def test_streamed_and_unstreamed_runs_write_the_same_dataset_and_send_the_same_r
         try:
             extra = [] if mode == "streamed" else ["--no-stream"]
 
-            result = launch(workdir, ["prompts.jsonl", "--tools", "tools_small.py", "--base-url", teacher.base_url,
-                                      "-c", "1", "-o", f"{mode}.jsonl", *extra])
+            result = launch(workdir, ["prompts.jsonl", "--tools", "tools_small.py", "--base-url",
+                                      teacher.base_url, "-c", "1", "-o", f"{mode}.jsonl", *extra])
             assert result.code == 0, result.err
             datasets[mode] = (workdir / f"{mode}.jsonl").read_bytes()
-            follow_ups[mode] = [json.dumps({k: v for k, v in body.items() if k not in ("stream", "stream_options")},
-                                           sort_keys=False) for body in teacher.requests]
-            assert all(body.get("stream") is (mode == "streamed") or mode == "unstreamed" for body in teacher.requests)
+            follow_ups[mode] = [json.dumps({k: v for k, v in body.items()
+                                            if k not in ("stream", "stream_options")}, sort_keys=False)
+                                for body in teacher.requests]
+            assert all(body.get("stream") is (mode == "streamed") or mode == "unstreamed"
+                       for body in teacher.requests)
         finally:
             teacher.stop()
     assert datasets["streamed"] == datasets["unstreamed"]
@@ -281,7 +299,8 @@ def test_comments_keep_the_connection_but_a_stream_without_data_stalls(run, teac
     result = run("--stall-timeout", "3", tools="none")
     assert result.code == 0, result.err
     # thinking silently for less than the stall timeout is fine; 6 s of nothing but comments is a stall
-    assert sorted(r["messages"][-1]["content"] for r in result.records()) == ["after a stall", "worth the wait"]
+    assert (sorted(r["messages"][-1]["content"] for r in result.records())
+            == ["after a stall", "worth the wait"])
     assert "1 retried" in result.err and "1 streamed answer ended before its usage came" in result.err
 
 
@@ -331,8 +350,8 @@ def test_behind_nginx_with_a_5_s_read_timeout_an_8_s_teacher_writes_every_prompt
 
 def raw_stream(*events: bytes) -> Reply:
     body = b"".join(b"data: " + event + b"\n\n" for event in events) + b"data: [DONE]\n\n"
-    head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: " + str(len(body)).encode()
-            + b"\r\nConnection: close\r\n\r\n")
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n")
     return Reply(raw_response=head + body)
 
 
@@ -370,23 +389,30 @@ def test_more_connections_than_the_process_may_open_is_a_clear_error(workdir, te
     from conftest import SCRIPT
 
     write_prompts(workdir, ["q"])
-    low = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))  # noqa: E731
+
+    def low():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))
+
     result = subprocess.run([sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none", "--base-url",
-                             teacher.base_url, "-c", "1000"], cwd=workdir, env=subprocess_env(), capture_output=True,
-                            text=True, timeout=60, preexec_fn=low)
+                             teacher.base_url, "-c", "1000"], cwd=workdir, env=subprocess_env(),
+                            capture_output=True, text=True, timeout=60, preexec_fn=low)
     assert result.returncode == 2 and "-c 1000 needs about 1272 open files" in result.stderr
     assert "ulimit -n 1272" in result.stderr and not teacher.requests
-    raised = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, 4096))  # noqa: E731  (soft < hard: raised)
+
+    def raised():  # soft < hard: raised
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, 4096))
+
     result = subprocess.run([sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none", "--base-url",
-                             teacher.base_url, "-c", "1000"], cwd=workdir, env=subprocess_env(), capture_output=True,
-                            text=True, timeout=60, preexec_fn=raised)
+                             teacher.base_url, "-c", "1000"], cwd=workdir, env=subprocess_env(),
+                            capture_output=True, text=True, timeout=60, preexec_fn=raised)
     assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("hard, said", [
     (256, "too few for any run (the least, -c 1 --tool-concurrency 1, needs about 258)"),
     (270, "room for 14 connections and tool calls together: run with -c 11 --tool-concurrency 3")])
-def test_under_a_hard_limit_too_low_for_c_1_the_message_says_what_the_limit_allows(workdir, teacher, hard, said):
+def test_under_a_hard_limit_too_low_for_c_1_the_message_says_what_the_limit_allows(workdir, teacher, hard,
+                                                                                   said):
     import resource
     import subprocess
     import sys
@@ -394,11 +420,15 @@ def test_under_a_hard_limit_too_low_for_c_1_the_message_says_what_the_limit_allo
     from conftest import SCRIPT
 
     write_prompts(workdir, ["q"])
-    low = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # noqa: E731
+
+    def low():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
     result = subprocess.run([sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none", "--base-url",
-                             teacher.base_url, "-c", "20"], cwd=workdir, env=subprocess_env(), capture_output=True,
-                            text=True, timeout=60, preexec_fn=low)
-    assert result.returncode == 2 and said in result.stderr and "Lower -c to 1" not in result.stderr, result.stderr
+                             teacher.base_url, "-c", "20"], cwd=workdir, env=subprocess_env(),
+                            capture_output=True, text=True, timeout=60, preexec_fn=low)
+    assert (result.returncode == 2 and said in result.stderr
+            and "Lower -c to 1" not in result.stderr), result.stderr
     assert not teacher.requests and "Traceback" not in result.stderr
 
 
@@ -434,11 +464,13 @@ def test_an_answer_that_came_whole_while_the_process_was_suspended_is_kept(workd
 
 
 @pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "--no-stream"])
-def test_answers_that_came_whole_while_the_process_slept_past_its_timeout_are_kept(workdir, teacher, streamed):
-    """Suspended past --timeout (a task preempted, `scontrol suspend`) while its answers came, whole: on waking, the
-    --timeout timer (and aiohttp's own read timer, at --timeout too) ran before the data beside it was read, and
-    every answer was thrown away and paid again (6 requests for 3, the summary's cost leaving the first answers
-    out). Every deadline reads what already came first (Deadline): each answer is kept, once, and counted."""
+def test_answers_that_came_whole_while_the_process_slept_past_its_timeout_are_kept(workdir, teacher,
+                                                                                   streamed):
+    """Suspended past --timeout (a task preempted, `scontrol suspend`) while its answers came, whole: on
+    waking, the --timeout timer (and aiohttp's own read timer, at --timeout too) ran before the data beside
+    it was read, and every answer was thrown away and paid again (6 requests for 3, the summary's cost
+    leaving the first answers out). Every deadline reads what already came first (Deadline): each answer is
+    kept, once, and counted."""
     import signal
     import time
 
@@ -474,8 +506,8 @@ def test_answers_that_came_whole_while_the_process_slept_past_its_timeout_are_ke
 
 
 def test_an_answer_that_does_not_come_is_still_left_at_the_timeout(run, teacher, workdir):
-    """The other side of reading first: a deadline that comes due with nothing more arrived still ends the wait,
-    one look later (--timeout 1: retried, then failed with its reason)."""
+    """The other side of reading first: a deadline that comes due with nothing more arrived still ends the
+    wait, one look later (--timeout 1: retried, then failed with its reason)."""
     write_prompts(workdir, ["never"])
     teacher.script("never", *[adjusted(answer("too late"), hold=threading.Event())] * 2)
     result = run("--timeout", "1", "--retries", "1", "--no-stream", tools="none", subprocess=True)
@@ -507,20 +539,25 @@ JUDGED = [
     ("200 a JSON list", 200, [1, 2], {}, gdd.RetryableError, {"kind": "malformed answer"}),
     ("200 relaying a 429", 200, {"error": {"code": 429, "message": "slow down"}}, {}, gdd.RetryableError,
      {"kind": "HTTP 429", "detail": "HTTP 429: slow down", "rate_limited": True, "retry_after": None}),
-    ("200 relaying a 401", 200, {"error": {"code": 401, "message": "no"}}, {}, gdd.RunStopped, {"kind": "key rejected"}),
+    ("200 relaying a 401", 200, {"error": {"code": 401, "message": "no"}}, {}, gdd.RunStopped,
+     {"kind": "key rejected"}),
     ("200 error without a code", 200, error("provider died"), {}, gdd.RetryableError,
      {"kind": "HTTP 502", "detail": "HTTP 502: provider died"}),
-    ("200 error with a code not HTTP's", 200, error("odd", code="E42"), {}, gdd.RetryableError, {"kind": "HTTP 502"}),
-    ("200 error with a bool code", 200, error("odd", code=True), {}, gdd.RetryableError, {"kind": "HTTP 502"}),
+    ("200 error with a code not HTTP's", 200, error("odd", code="E42"), {}, gdd.RetryableError,
+     {"kind": "HTTP 502"}),
+    ("200 error with a bool code", 200, error("odd", code=True), {}, gdd.RetryableError,
+     {"kind": "HTTP 502"}),
     ("200 error that says nothing", 200, {"error": {"where": "upstream"}}, {}, gdd.RetryableError,
      {"kind": "HTTP 502", "detail": "HTTP 502: OK"}),  # the answer's own reason phrase stands in
     # 4xx
     ("400", 400, error("bad request for this prompt"), {}, gdd.PromptFailed,
      {"kind": "HTTP 400", "detail": "HTTP 400: bad request for this prompt", "status": 400}),
-    ("400 SGLang's shape", 400, {"object": "error", "message": "bad", "type": "BadRequestError", "code": 400}, {},
+    ("400 SGLang's shape", 400, {"object": "error", "message": "bad", "type": "BadRequestError", "code": 400},
+     {},
      gdd.PromptFailed, {"kind": "HTTP 400", "detail": "HTTP 400: bad"}),
     ("400 without a body", 400, b"", {}, gdd.PromptFailed, {"detail": "HTTP 400: Bad Request"}),
-    ("400 from nginx: plain http to https", 400, b"<html>The plain HTTP request was sent to HTTPS port</html>", {},
+    ("400 from nginx: plain http to https", 400,
+     b"<html>The plain HTTP request was sent to HTTPS port</html>", {},
      gdd.RunStopped, {"kind": "not TLS"}),
     ("400 context overflow", 400, error("This model's maximum context length is 4096 tokens",
                                         code="context_length_exceeded"), {}, gdd.PromptFailed,
@@ -529,9 +566,11 @@ JUDGED = [
     ("402", 402, error("Insufficient credits"), {}, gdd.RunStopped, {"kind": "out of credits"}),
     ("402 with Retry-After", 402, error("Insufficient credits"), {"Retry-After": "30"}, gdd.RetryableError,
      {"kind": "HTTP 402", "retry_after": 30.0, "rate_limited": False}),
-    ("403 moderation", 403, error("Input was flagged", metadata={"reasons": ["x"], "flagged_input": "..."}), {},
+    ("403 moderation", 403, error("Input was flagged", metadata={"reasons": ["x"], "flagged_input": "..."}),
+     {},
      gdd.PromptFailed, {"kind": "HTTP 403", "status": 403}),
-    ("403 moderation said in words", 403, error("rejected by moderation"), {}, gdd.PromptFailed, {"kind": "HTTP 403"}),
+    ("403 moderation said in words", 403, error("rejected by moderation"), {}, gdd.PromptFailed,
+     {"kind": "HTTP 403"}),
     ("403 a key's budget", 403, error("Key limit exceeded"), {}, gdd.RunStopped, {"kind": "access denied"}),
     ("403 with Retry-After", 403, error("Key limit exceeded"), {"Retry-After": "3"}, gdd.RetryableError,
      {"kind": "HTTP 403", "retry_after": 3.0}),
@@ -545,7 +584,8 @@ JUDGED = [
     ("413 too large otherwise", 413, error("payload too large"), {}, gdd.PromptFailed, {"kind": "HTTP 413"}),
     ("418 with Retry-After", 418, error("teapot"), {"Retry-After": "2"}, gdd.RetryableError,
      {"kind": "HTTP 418", "retry_after": 2.0}),
-    ("422", 422, error("reasoning_content is not allowed"), {}, gdd.PromptFailed, {"kind": "HTTP 422", "status": 422}),
+    ("422", 422, error("reasoning_content is not allowed"), {}, gdd.PromptFailed,
+     {"kind": "HTTP 422", "status": 422}),
     # 429: who waits, and for how long
     ("429", 429, error("rate limited"), {}, gdd.RetryableError,
      {"kind": "HTTP 429", "rate_limited": True, "retry_after": None, "holds_everyone": True}),
@@ -567,16 +607,21 @@ JUDGED = [
      {"kind": "teacher away for hours"}),
     ("the key in the detail", 500, error(f"upstream said {KEY}"), {}, gdd.RetryableError,
      {"detail": "HTTP 500: upstream said ***"}),
-    ("a detail cut at 300", 500, error("x" * 400), {}, gdd.RetryableError, {"detail": "HTTP 500: " + "x" * 300 + "..."}),
+    ("a detail cut at 300", 500, error("x" * 400), {}, gdd.RetryableError,
+     {"detail": "HTTP 500: " + "x" * 300 + "..."}),
     # OpenRouter's availability errors: judged by `retryable`, not by the status
-    ("availability retryable", 503, error("capacity", **availability("temporarily_unavailable", True, retry_after=3)),
+    ("availability retryable", 503,
+     error("capacity", **availability("temporarily_unavailable", True, retry_after=3)),
      {}, gdd.RetryableError, {"kind": "HTTP 503 temporarily_unavailable", "retry_after": 3.0}),
-    ("availability retryable, Retry-After", 503, error("capacity", **availability("busy", True)), {"Retry-After": "4"},
+    ("availability retryable, Retry-After", 503, error("capacity", **availability("busy", True)),
+     {"Retry-After": "4"},
      gdd.RetryableError, {"kind": "HTTP 503 busy", "retry_after": 4.0}),
     ("availability: does not fit", 404, error("no endpoint fits", **availability(
-        "constraint_filtered", False, constraint="context_length")), {}, gdd.PromptFailed, {"kind": gdd._DOES_NOT_FIT}),
+        "constraint_filtered", False, constraint="context_length")), {}, gdd.PromptFailed,
+     {"kind": gdd._DOES_NOT_FIT}),
     ("availability: the model is gone", 400, error("not a valid model ID", **availability(
-        "model_not_found", False, fallback_models=["a/b", "c/d"])), {}, gdd.RunStopped, {"kind": "model unavailable"}),
+        "model_not_found", False, fallback_models=["a/b", "c/d"])), {}, gdd.RunStopped,
+     {"kind": "model unavailable"}),
 ]
 
 
@@ -600,16 +645,19 @@ def not_tls(reason: str) -> Exception:
 
 
 READ_FAILED = [  # an answer not read whole -> what it means
-    (gdd.FirstByteStalled(), gdd.RetryableError, "stalled", "not even the answer's head, for 30 s (--stall-timeout)"),
+    (gdd.FirstByteStalled(), gdd.RetryableError, "stalled",
+     "not even the answer's head, for 30 s (--stall-timeout)"),
     (gdd.StreamStalled(), gdd.RetryableError, "stalled", "sent no data for 30 s (--stall-timeout)"),
     (TimeoutError(), gdd.RetryableError, "timeout", "no complete answer within 600 s (--timeout)"),
     (gdd.StreamCut("no finish_reason"), gdd.RetryableError, "stream cut", "was cut (no finish_reason)"),
     (gdd.AnswerTooLarge(3 << 20, 1 << 20), gdd.PromptFailed, "answer too large", "larger than 1 MB"),
-    (gdd.MalformedAnswer("no choices"), gdd.RetryableError, "malformed answer", "malformed answer: no choices"),
+    (gdd.MalformedAnswer("no choices"), gdd.RetryableError, "malformed answer",
+     "malformed answer: no choices"),
 ]
 
 
-@pytest.mark.parametrize("error, raised, kind, says", READ_FAILED, ids=[type(row[0]).__name__ for row in READ_FAILED])
+@pytest.mark.parametrize("error, raised, kind, says", READ_FAILED,
+                         ids=[type(row[0]).__name__ for row in READ_FAILED])
 def test_what_an_answer_not_read_whole_means(error, raised, kind, says):
     assert isinstance(error, gdd._READ_FAILURES)
     judged = gdd.read_failure(error, stall_timeout=30, timeout=600)

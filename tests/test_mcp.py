@@ -1,5 +1,5 @@
-"""Tools from MCP servers: real servers (the MCP SDK's MCPServer, tests/support/mcp_server.py) over stdio and over
-streamable HTTP on loopback; the generator run as a subprocess, as users run it."""
+"""Tools from MCP servers: real servers (the MCP SDK's MCPServer, tests/support/mcp_server.py) over stdio and
+over streamable HTTP on loopback; the generator run as a subprocess, as users run it."""
 
 from __future__ import annotations
 
@@ -10,10 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, read_jsonl, run_script, secrets_used, start_script, subprocess_env, wait_for, write_prompts
+from conftest import (
+    ROOT,
+    read_jsonl,
+    run_script,
+    secrets_used,
+    start_script,
+    subprocess_env,
+    wait_for,
+    write_prompts,
+)
 from fake_teacher import FakeTeacher, answer, call_tools
 from real_path import free_port, listening
-
 
 pytestmark = pytest.mark.xdist_group("mcp")
 
@@ -91,9 +99,9 @@ def test_a_secret_in_a_servers_tool_description_reaches_no_file(workdir, teacher
     secrets_used(token)
     teacher.script("sum", call_tools(("add", {"a": 2, "b": 3})), answer("5"))
     write_prompts(workdir, ["sum"])
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--backoff", "0.01",
-                        "--mcp", STDIO, "--export", "hf", env=subprocess_env(HF_TOKEN=token, ADD_NOTE=f" Uses {token}."),
-                        timeout=120)
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
+                        "--backoff", "0.01", "--mcp", STDIO, "--export", "hf",
+                        env=subprocess_env(HF_TOKEN=token, ADD_NOTE=f" Uses {token}."), timeout=120)
     assert result.code == 0, result.err
     described = {t["function"]["name"]: t["function"]["description"] for t in teacher.requests[0]["tools"]}
     assert described["add"] == f"Add two integers. Uses {token}."
@@ -108,18 +116,22 @@ def test_config_yml_of_rnows_mcp_template_two_servers_named_as_rnow_names_them(w
     other = HttpServer().start()
     try:
         (workdir / "config.yml").write_text(
-            "project_id: \"\"\nproject_name: \"MCP Tavily Search Agent\"\ndataset_id: \"\"\ndataset_type: rl\n"
+            "project_id: \"\"\nproject_name: \"MCP Tavily Search Agent\"\n"
+            "dataset_id: \"\"\ndataset_type: rl\n"
             "organization_id: \"\"\ndata:\n  train_file: train.jsonl\n  batch_size: 16\n  group_size: 8\n"
             "model:\n  path: Qwen/Qwen3-8B\n  qlora_rank: 32\n"
             "algorithm:\n  loss_fn: ppo\n  adv_estimator: grpo\n  kl_penalty_coef: 0.01\n"
             "rollout:\n  max_turns: 6\n  max_context_window: 32768\n  termination_policy: last_tool\n"
-            f"  mcp_url:\n    - \"{http_server.url}?tavilyApiKey=tvly-SECRET123\"\n    - \"{other.url}\"\n"
+            f"  mcp_url:\n    - \"{http_server.url}?tavilyApiKey=tvly-SECRET123\"\n"
+            f"    - \"{other.url}\"\n"
             "  max_tool_response: 2\n"
             "trainer:\n  num_epochs: 1\n  learning_rate: 0.0001\n  save_step: 20\n")
-        teacher.script("both", call_tools(("mcp_0_add", {"a": 1, "b": 1}), ("mcp_1_shout", {"text": "hello there"})),
+        teacher.script("both", call_tools(("mcp_0_add", {"a": 1, "b": 1}),
+                                          ("mcp_1_shout", {"text": "hello there"})),
                        answer("ok"))
         write_prompts(workdir, ["both"])
-        dry = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--dry-run")
+        dry = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
+                         "--dry-run")
         assert dry.code == 0, dry.err
         assert "max_turns 6 (config.yml)" in dry.err and "tavilyApiKey=***" in dry.err
         result = generate(workdir, teacher)
@@ -127,7 +139,8 @@ def test_config_yml_of_rnows_mcp_template_two_servers_named_as_rnow_names_them(w
         other.stop()
     assert result.code == 0, result.err
     assert "SECRET123" not in result.err + result.out + dry.err + dry.out
-    assert tool_results(result)["both"] == ["2", "HELLO TH\n\n[... truncated 3 of 11 characters]"]  # 2 tokens: 8 chars
+    # 2 tokens: 8 chars
+    assert tool_results(result)["both"] == ["2", "HELLO TH\n\n[... truncated 3 of 11 characters]"]
     assert {t["function"]["name"] for t in teacher.requests[0]["tools"]} >= {"mcp_0_add", "mcp_1_shout"}
 
 
@@ -139,11 +152,14 @@ def test_the_bundled_config_yml_still_validates_with_rnow():
 
 
 def test_a_name_clash_with_tools_py_is_exit_2_naming_both(workdir, teacher):
-    (workdir / "mine.py").write_text("from rnow.core.tool import tool\n\n@tool\ndef add(a: int, b: int) -> int:\n"
+    (workdir / "mine.py").write_text("from rnow.core.tool import tool\n\n@tool\n"
+                                     "def add(a: int, b: int) -> int:\n"
                                      "    \"\"\"Add.\"\"\"\n    return a + b\n")
     write_prompts(workdir, ["q"])
-    result = run_script(workdir, "prompts.jsonl", "--tools", "mine.py", "--base-url", teacher.base_url, "--mcp", STDIO)
-    assert result.code == 2 and "'add'" in result.err and "tools.py" in result.err and "Traceback" not in result.err
+    result = run_script(workdir, "prompts.jsonl", "--tools", "mine.py", "--base-url", teacher.base_url,
+                        "--mcp", STDIO)
+    assert (result.code == 2 and "'add'" in result.err and "tools.py" in result.err
+            and "Traceback" not in result.err)
     assert not teacher.requests
 
 
@@ -153,23 +169,29 @@ def test_a_server_down_at_start_is_exit_2_with_its_url_and_no_secret(workdir, te
     result = generate(workdir, teacher, "--mcp", url)
     assert result.code == 2 and "cannot be reached" in result.err and "tavilyApiKey=***" in result.err
     assert "SECRET123" not in result.err and "Traceback" not in result.err and not teacher.requests
-    assert sorted(p.name for p in workdir.iterdir()) == ["prompts.jsonl", "tools_small.py"]  # exit 2 wrote nothing
+    # exit 2 wrote nothing
+    assert sorted(p.name for p in workdir.iterdir()) == ["prompts.jsonl", "tools_small.py"]
 
 
-def test_a_stdio_server_that_dies_at_start_is_exit_2_saying_what_it_wrote_and_leaving_no_file(workdir, teacher):
+def test_a_stdio_server_that_dies_at_start_is_exit_2_saying_what_it_wrote_and_leaving_no_file(workdir,
+                                                                                              teacher):
     """Its stderr would go to the MCP log; a refused start leaves no file, so its words are in the error. The
-    same start with the server up writes the run's record and the log, and the runs file counts that run only."""
+    same start with the server up writes the run's record and the log, and the runs file counts that run
+    only."""
     write_prompts(workdir, ["q"])
-    dying = f"{sys.executable} -c \"import sys; sys.stderr.write('calc: cannot open its database'); sys.exit(3)\""
+    dying = (f"{sys.executable} -c "
+             "\"import sys; sys.stderr.write('calc: cannot open its database'); sys.exit(3)\"")
     result = generate(workdir, teacher, "--mcp", dying)
-    assert result.code == 2 and "cannot be reached" in result.err and "Traceback" not in result.err, result.err
+    assert (result.code == 2 and "cannot be reached" in result.err
+            and "Traceback" not in result.err), result.err
     assert "calc: cannot open its database" in result.err and not teacher.requests
     assert sorted(p.name for p in workdir.iterdir()) == ["prompts.jsonl", "tools_small.py"]
     teacher.script("q", call_tools(("add", {"a": 1, "b": 2})), answer("3"))
     ran = generate(workdir, teacher, "--mcp", STDIO, "--export", "hf")
     assert ran.code == 0, ran.err
     assert len(read_jsonl(workdir / "train.runs.jsonl")) == 1 and (workdir / "train.mcp.log").exists()
-    assert "add" in read_jsonl(workdir / "train.runs.jsonl")[0]["rollout"]["tools"]  # the MCP tools, known by then
+    # the MCP tools, known by then
+    assert "add" in read_jsonl(workdir / "train.runs.jsonl")[0]["rollout"]["tools"]
     assert "Made by 1 run" in (workdir / "train.hf.README.md").read_text()
 
 
@@ -231,7 +253,8 @@ def test_ctrl_c_with_a_stdio_server_running_stops_the_run_and_the_server(workdir
     (workdir / "config.yml").write_text("rollout:\n  tool_timeout: 3\n")
     teacher.script("hang", call_tools(("hang", {})), answer("never"))
     write_prompts(workdir, ["hang"])
-    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--mcp", STDIO)
+    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
+                           "--mcp", STDIO)
     wait_for(lambda: (workdir / "mcp-hang-started").exists(), what="the tool call to reach the server")
     servers = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
     process.send_signal(signal.SIGINT)  # as Ctrl-C would, to the run (the server has a session of its own)
@@ -250,13 +273,15 @@ def test_rnows_own_mcp_tavily_config_yml_is_read_as_is(workdir, teacher, http_se
     result = generate(workdir, teacher)
     assert result.code == 0, result.err
     assert tool_results(result)["q"] == ["3"] and "YOUR_TAVILY_API_KEY" not in result.err
-    assert result.records()[0]["metadata"]["turns"] == 2  # the template's max_turns: 3 allowed the second turn
+    # the template's max_turns: 3 allowed the second turn
+    assert result.records()[0]["metadata"]["turns"] == 2
 
 
 def test_a_key_in_an_mcp_urls_query_is_taken_out_of_everything_written(workdir, teacher, http_server):
     key = "tvly-" + "9f8e7d6c" * 4
     secrets_used(key)
-    teacher.script("q", call_tools(("add", {"a": 1, "b": 2}), content=f"using {key}"), answer(f"3, said {key}"))
+    teacher.script("q", call_tools(("add", {"a": 1, "b": 2}), content=f"using {key}"),
+                   answer(f"3, said {key}"))
     write_prompts(workdir, ["q"])
     result = generate(workdir, teacher, "--mcp", f"{http_server.url}?tavilyApiKey={key}", "--export", "hf")
     assert result.code == 0, result.err
@@ -303,27 +328,32 @@ def test_per_prompt_tools_limit_the_schemas_sent_the_calls_allowed_and_the_line(
                                                       rnow_line("all", None)]) + "\n")
     result = generate(workdir, teacher, "--mcp", STDIO)
     assert result.code == 0, result.err
-    sent = {r["messages"][1]["content"]: [t["function"]["name"] for t in r.get("tools", [])] for r in teacher.requests}
+    sent = {r["messages"][1]["content"]: [t["function"]["name"] for t in r.get("tools", [])] for r
+            in teacher.requests}
     assert sent["only add"] == ["add"] and sent["none"] == [] and len(sent["all"]) == 9
     lines = {r["messages"][1]["content"]: r for r in result.records()}
-    assert lines["only add"]["tools"] == ["add"] and "tools" not in lines["none"] and len(lines["all"]["tools"]) == 9
-    assert lines["only add"]["messages"][3]["content"].startswith("Error: unknown tool 'shout'. Available tools: add")
+    assert (lines["only add"]["tools"] == ["add"] and "tools" not in lines["none"]
+            and len(lines["all"]["tools"]) == 9)
+    assert lines["only add"]["messages"][3]["content"].startswith("Error: unknown tool 'shout'. Available "
+                                                                  "tools: add")
 
 
 @pytest.mark.parametrize("tools, message", [(["add", "search"], "names 'search', which is not a tool here"),
                                             ("add", "must be a list of tool names")])
-def test_a_prompt_naming_an_unknown_tool_is_refused_with_its_line_before_anything_is_sent(workdir, teacher, tools,
-                                                                                           message):
+def test_a_prompt_naming_an_unknown_tool_is_refused_with_its_line_before_anything_is_sent(workdir, teacher,
+                                                                                          tools, message):
     (workdir / "prompts.jsonl").write_text(rnow_line("fine", ["add"]) + "\n" + rnow_line("bad", tools) + "\n")
     result = generate(workdir, teacher, "--mcp", STDIO)
     assert result.code == 2 and "prompts.jsonl:2: " in result.err and message in result.err
     assert not teacher.requests and "Traceback" not in result.err
-    assert sorted(p.name for p in workdir.iterdir()) == ["prompts.jsonl", "tools_small.py"]  # exit 2 wrote nothing
+    # exit 2 wrote nothing
+    assert sorted(p.name for p in workdir.iterdir()) == ["prompts.jsonl", "tools_small.py"]
 
 
 class SignInFirst:
     """An HTTP server that answers every request 401 with an OAuth challenge, as an MCP server behind
-    OAuth does before sign-in; or (challenge=None) a plain 401, as a server that takes a key does for a wrong one."""
+    OAuth does before sign-in; or (challenge=None) a plain 401, as a server that takes a key does for a wrong
+    one."""
 
     def __init__(self, challenge: str | None = 'Bearer resource_metadata="http://127.0.0.1/.well-known/'
                  'oauth-protected-resource"', query: str = "?token=SECRET123") -> None:
@@ -360,7 +390,8 @@ def test_a_server_that_asks_for_oauth_is_exit_2_saying_so(workdir, teacher):
         result = generate(workdir, teacher, "--mcp", server.url)
     finally:
         server.server.shutdown()
-    assert result.code == 2 and "OAuth" in result.err and "SECRET123" not in result.err and not teacher.requests
+    assert (result.code == 2 and "OAuth" in result.err and "SECRET123" not in result.err
+            and not teacher.requests)
 
 
 WRONG_KEY = "tvly-wrong" + "0a1b2c3d" * 3
@@ -368,8 +399,10 @@ WRONG_KEY = "tvly-wrong" + "0a1b2c3d" * 3
 
 @pytest.mark.parametrize("challenge, query, said", [
     (None, f"?tavilyApiKey={WRONG_KEY}", "the key given in its URL was not accepted"),
-    ('Bearer error="invalid_token"', f"?tavilyApiKey={WRONG_KEY}", "the key given in its URL was not accepted"),
-    (None, "", "asks for no OAuth sign-in: it wants a key")], ids=["wrong key", "wrong key, bearer challenge", "no key"])
+    ('Bearer error="invalid_token"', f"?tavilyApiKey={WRONG_KEY}",
+     "the key given in its URL was not accepted"),
+    (None, "", "asks for no OAuth sign-in: it wants a key"),
+], ids=["wrong key", "wrong key, bearer challenge", "no key"])
 def test_a_401_for_a_key_is_said_to_be_about_the_key_not_oauth(workdir, teacher, challenge, query, said):
     server = SignInFirst(challenge, query)
     try:
@@ -378,7 +411,8 @@ def test_a_401_for_a_key_is_said_to_be_about_the_key_not_oauth(workdir, teacher,
     finally:
         server.server.shutdown()
     assert result.code == 2 and said in result.err and "401" in result.err, result.err
-    assert "asks for OAuth sign-in" not in result.err and WRONG_KEY[10:] not in result.err and not teacher.requests
+    assert ("asks for OAuth sign-in" not in result.err and WRONG_KEY[10:] not in result.err
+            and not teacher.requests)
 
 
 def test_a_stdio_server_that_answers_garbage_is_a_tool_error_and_the_run_goes_on(workdir, teacher):
@@ -391,8 +425,9 @@ def test_a_stdio_server_that_answers_garbage_is_a_tool_error_and_the_run_goes_on
         "        continue\n"
         "    if 'id' not in message:\n"
         "        continue\n"
-        "    result = {'protocolVersion': message['params'].get('protocolVersion', '2025-06-18'), 'capabilities': "
-        "{'tools': {}}, 'serverInfo': {'name': 'garbage', 'version': '1'}} if message['method'] == 'initialize' "
+        "    result = {'protocolVersion': message['params'].get('protocolVersion', '2025-06-18'), "
+        "'capabilities': {'tools': {}}, 'serverInfo': {'name': 'garbage', 'version': '1'}} "
+        "if message['method'] == 'initialize' "
         "else {'tools': [{'name': 'echo', 'inputSchema': {'type': 'object', 'properties': {}}}]}\n"
         "    print(json.dumps({'jsonrpc': '2.0', 'id': message['id'], 'result': result}), flush=True)\n")
     teacher.script("g", call_tools(("echo", {})), answer("went on"))
@@ -430,20 +465,23 @@ def test_config_yml_settings_become_defaults_flags_win_and_dry_run_says_where_ea
                      "--max-turns", "3")
     assert dry.code == 0, dry.err
     assert json.loads(dry.out[dry.out.index("{"):])["reasoning"] == sent
-    for shown in ("max_turns 3 (--max-turns)", "tool_timeout 7.0 (config.yml)", "reward_timeout 9.0 (config.yml)",
-                  "max_tool_response 400 characters (config.yml)", "mcp_url (none) (default)"):
+    for shown in ("max_turns 3 (--max-turns)", "tool_timeout 7.0 (config.yml)",
+                  "reward_timeout 9.0 (config.yml)", "max_tool_response 400 characters (config.yml)",
+                  "mcp_url (none) (default)"):
         assert shown in dry.err
 
 
-@pytest.mark.parametrize("text, message", [("rollout:\n  max_turns: many\n", "config.yml: rollout.max_turns"),
-                                           ("rollout:\n  max_turns: [1\n", "config.yml:3: cannot read it as YAML"),
-                                           ("rollout:\n  reasoning_mode: extreme\n", "rollout.reasoning_mode"),
-                                           ("rollout: 7\n", "`rollout` must be a mapping")])
+@pytest.mark.parametrize("text, message", [
+    ("rollout:\n  max_turns: many\n", "config.yml: rollout.max_turns"),
+    ("rollout:\n  max_turns: [1\n", "config.yml:3: cannot read it as YAML"),
+    ("rollout:\n  reasoning_mode: extreme\n", "rollout.reasoning_mode"),
+    ("rollout: 7\n", "`rollout` must be a mapping")])
 def test_a_config_yml_that_cannot_be_used_is_exit_2_naming_it(workdir, teacher, text, message):
     (workdir / "config.yml").write_text(text)
     write_prompts(workdir, ["q"])
     result = generate(workdir, teacher)
-    assert result.code == 2 and message in result.err and not teacher.requests and "Traceback" not in result.err
+    assert (result.code == 2 and message in result.err and not teacher.requests
+            and "Traceback" not in result.err)
 
 
 @pytest.mark.parametrize("name, schema, message", [
@@ -459,8 +497,9 @@ def test_a_tool_the_api_would_refuse_is_refused_at_start_naming_it(name, schema,
 
     with pytest.raises(gdd.UsageError, match=message):
         gdd._check_tool_schema(name, "MCP server x", schema)
-    gdd._check_tool_schema("search", "MCP server x", {"type": "object", "properties": {"q": {"$ref": "#/$defs/Q"}},
-                                                      "$defs": {"Q": {"type": "string"}}, "required": ["q"]})
+    with_defs = {"type": "object", "properties": {"q": {"$ref": "#/$defs/Q"}},
+                 "$defs": {"Q": {"type": "string"}}, "required": ["q"]}
+    gdd._check_tool_schema("search", "MCP server x", with_defs)
 
 
 def test_a_url_shown_has_no_password_and_no_query_values():
@@ -502,21 +541,23 @@ def test_non_text_results_reach_the_teacher_and_errors_say_error_once(workdir, t
     assert result.code == 0, result.err
     results = tool_results(result)
     assert results["media"] == ["[image image/png, 100 bytes]\nthe notes say 42\n"
-                                "[link: report.pdf <https://example.com/report.pdf>]\n[audio audio/wav, 300 bytes]"]
+                                "[link: report.pdf <https://example.com/report.pdf>]\n"
+                                "[audio audio/wav, 300 bytes]"]
     assert json.loads(results["structured"][0]) == {"temperature": 21.5, "unit": "C"}
-    assert results["error"][0].startswith("Error executing tool fail") and "Error: Error" not in results["error"][0]
+    assert (results["error"][0].startswith("Error executing tool fail")
+            and "Error: Error" not in results["error"][0])
 
 
 def test_a_stdio_servers_stderr_reaches_its_log_through_the_one_scrub(workdir, teacher):
-    """The server has our environment, the .env's keys with it, and logs one on stderr: the log keeps the line,
-    not the key."""
+    """The server has our environment, the .env's keys with it, and logs one on stderr: the log keeps the
+    line, not the key."""
     token = "ghp_" + "Zq9Xw8Yv7Ut6" * 3
     secrets_used(token)
     (workdir / ".env").write_text(f"GITHUB_TOKEN={token}\n")
     teacher.script("sum", call_tools(("add", {"a": 2, "b": 3})), answer("5"))
     write_prompts(workdir, ["sum"])
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--mcp", STDIO,
-                        env=subprocess_env(STDERR_SAYS=token), timeout=120)
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--mcp",
+                        STDIO, env=subprocess_env(STDERR_SAYS=token), timeout=120)
     assert result.code == 0, result.err
     log = (workdir / "train.mcp.log").read_text()
     assert "calc: starting with token ***" in log and token not in log + result.err + result.out
@@ -526,8 +567,8 @@ def test_a_stdio_server_that_prints_on_stdout_keeps_the_terminal_clean(workdir, 
     teacher.script("sum", call_tools(("add", {"a": 2, "b": 3})), answer("5"))
     write_prompts(workdir, ["sum"])
     env = subprocess_env(BANNER="1")
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--mcp", STDIO,
-                        env=env, timeout=120)
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--mcp",
+                        STDIO, env=env, timeout=120)
     assert result.code == 0, result.err
     assert tool_results(result)["sum"] == ["5"]
     assert "Traceback" not in result.err and "Welcome" not in result.err
@@ -546,7 +587,8 @@ def test_the_summary_counts_calls_and_errors_per_tool_and_warns_when_most_failed
     assert "the first error: Error executing tool fail" in result.err
 
 
-def test_capability_gated_tools_are_offered_as_rnow_lists_them_and_refused_requests_are_tool_errors(workdir, teacher):
+def test_capability_gated_tools_are_offered_as_rnow_lists_them_and_refused_requests_are_tool_errors(workdir,
+                                                                                                    teacher):
     """With one server, rnow's client (fastmcp) connects directly and declares no client capabilities; with
     two, it declares roots, sampling and elicitation, and a server then lists the tools gated on them. The
     same lists here; a tool that asks the client to sample gets an error, and ends as a tool error."""

@@ -1,5 +1,5 @@
-"""Progress and the summary: what the user sees (stderr only, a readable log, each message once, --help), and the
-summary that says where every rollout went."""
+"""Progress and the summary: what the user sees (stderr only, a readable log, each message once, --help), and
+the summary that says where every rollout went."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import generate_distillation_data as gdd
 def test_help_reads_well(workdir):
     result = run_script(workdir, "--help")
     assert result.code == 0
-    for option in ("--output", "--tools", "--model", "--concurrency", "--max-turns", "--base-url", "--retries",
-                   "--timeout", "--samples", "--shard", "--dry-run", "exit codes"):
+    for option in ("--output", "--tools", "--model", "--concurrency", "--max-turns", "--base-url",
+                   "--retries", "--timeout", "--samples", "--shard", "--dry-run", "exit codes"):
         assert option in result.out
 
 
@@ -53,7 +53,8 @@ def test_the_progress_line_shows_the_projection_with_the_spends_precision():
 def test_a_log_file_gets_the_plan_first_and_progress_with_rate_and_eta(run, workdir, teacher):
     write_prompts(workdir, ["q1", "q2"])
     result = run(tools="none", subprocess=True)
-    assert result.err.splitlines()[0].startswith("Running 2 rollouts with openai/gpt-4o-mini at http://127.0.0.1")
+    assert result.err.splitlines()[0].startswith("Running 2 rollouts with openai/gpt-4o-mini at "
+                                                 "http://127.0.0.1")
     progress = gdd.Progress(100, 10, gdd.Stats(), gdd.AdaptiveLimiter(4))
     progress.started -= 60
     progress.finished = 40
@@ -78,7 +79,8 @@ def test_the_summary_tells_rollouts_in_the_output_from_those_finished_as_rejecte
     gate = ("--rewards", "rewards.py", "--min-reward", "1")
     assert run(*gate, "-n", "1", tools="none").code == 0  # A: rejected, its one try spent
     second = run(*gate, "-n", "2", tools="none", subprocess=True)
-    assert "Done: 0 new rollouts written to train.jsonl (1 finished as rejected before, skipped)" in second.err
+    assert ("Done: 0 new rollouts written to train.jsonl (1 finished as rejected before, skipped)"
+            in second.err)
     assert "Total: 0/2 rollouts in train.jsonl, 2 finished as rejected" in second.err
     third = run(*gate, tools="none", subprocess=True)  # C passes; A and B were rejected before
     assert "Done: 1 new rollout written to train.jsonl (2 finished as rejected before, skipped)" in third.err

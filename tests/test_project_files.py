@@ -58,9 +58,10 @@ def test_readme_quick_start_has_two_commands_and_ci_runs_the_test_one():
 
 def test_readme_quick_start_journey_against_the_ci_teacher(workdir):
     """What CI does with the README's first command, minus the install: the shipped prompts and tools.py,
-    run as users run it, against the teacher CI starts (tests/support/fake_teacher.py's main), browser included."""
-    process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "fake_teacher.py")], stdout=subprocess.PIPE,
-                               text=True)
+    run as users run it, against the teacher CI starts (tests/support/fake_teacher.py's main), browser
+    included."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "fake_teacher.py")],
+                               stdout=subprocess.PIPE, text=True)
     try:
         base_url = process.stdout.readline().strip()
         env = subprocess_env(OPENROUTER_BASE_URL=base_url, OPENROUTER_API_KEY="sk-or-v1-...",
@@ -122,11 +123,13 @@ def test_each_default_lives_in_its_settings_object_and_the_help_shows_it():
 
     parser = gdd._build_arg_parser()
     defaults = {action.dest: action.default for action in parser._actions}
-    owners = {"concurrency": (gdd.TeacherSettings, "concurrency"), "timeout": (gdd.TeacherSettings, "timeout"),
-              "retries": (gdd.TeacherSettings, "retries"), "backoff": (gdd.TeacherSettings, "backoff"),
-              "stall_timeout": (gdd.TeacherSettings, "stall_timeout"), "model": (gdd.RequestSettings, "model"),
-              "max_tokens": (gdd.RequestSettings, "max_tokens"), "temperature": (gdd.RequestSettings, "temperature"),
-              "samples": (gdd.PromptSettings, "samples"), "attempts": (gdd.GateSettings, "attempts"),
+    owners = {"concurrency": (gdd.TeacherSettings, "concurrency"),
+              "timeout": (gdd.TeacherSettings, "timeout"), "retries": (gdd.TeacherSettings, "retries"),
+              "backoff": (gdd.TeacherSettings, "backoff"),
+              "stall_timeout": (gdd.TeacherSettings, "stall_timeout"),
+              "model": (gdd.RequestSettings, "model"), "max_tokens": (gdd.RequestSettings, "max_tokens"),
+              "temperature": (gdd.RequestSettings, "temperature"), "samples": (gdd.PromptSettings, "samples"),
+              "attempts": (gdd.GateSettings, "attempts"),
               "tool_concurrency": (gdd.ToolSettings, "concurrency"), "cache": (gdd.RequestSettings, "cache")}
     for dest, (settings, name) in owners.items():
         assert defaults[dest] == gdd.default(settings, name), dest
@@ -157,20 +160,21 @@ def test_the_docstrings_map_lists_exactly_the_sections_in_order():
         assert lines[start + 3].startswith("# "), f"section {title!r} does not say what it owns"
 
 
-# What the owner test counts as a write: an assignment (=, +=, ..., del) to a field of the object, or to an item
-# of one, and a call that changes a field's value in place; reading stays open to all.
+# What the owner test counts as a write: an assignment (=, +=, ..., del) to a field of the object, or to an
+# item of one, and a call that changes a field's value in place; reading stays open to all.
 _CHANGES_IN_PLACE = {"append", "add", "extend", "update", "setdefault", "insert", "pop", "popitem", "remove",
                      "discard", "clear", "merge", "sort", "reverse"}
 
 
 def writes_outside_the_owner(source: str, owners: dict[str, set[str]]) -> list[str]:
-    """Each write to a field of an owned object found outside its own class: `owners` maps a class to the names
-    its objects go by (a variable, an attribute such as self.stats, or a local alias made from either, or
-    from a call of the class)."""
+    """Each write to a field of an owned object found outside its own class: `owners` maps a class to the
+    names its objects go by (a variable, an attribute such as self.stats, or a local alias made from either,
+    or from a call of the class)."""
     import ast
 
     def owner_of(node: ast.AST, aliases: dict[str, str]) -> str | None:
-        name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
+        name = (node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute)
+                else None)
         if isinstance(node, ast.Name) and name in aliases:
             return aliases[name]
         if isinstance(node, ast.Call):
@@ -206,7 +210,8 @@ def writes_outside_the_owner(source: str, owners: dict[str, set[str]]) -> list[s
                 elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
                         node.func.attr in _CHANGES_IN_PLACE:
                     targets = [node.func.value]  # plan.finished.add(key): the field changed in place
-                elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "setattr":
+                elif isinstance(node, ast.Call) and isinstance(node.func,
+                                                               ast.Name) and node.func.id == "setattr":
                     targets = [ast.Attribute(value=node.args[0], attr="?")] if node.args else []
                 for target in targets:
                     cls = field_owner(target, aliases)
@@ -238,7 +243,8 @@ def elsewhere(self, run):
     return self.plan.finished, s.retries
 """
     assert len(writes_outside_the_owner(planted, owners)) == 6
-    assert writes_outside_the_owner("class Stats:\n    def retried(self):\n        self.retries += 1\n", owners) == []
+    assert writes_outside_the_owner("class Stats:\n    def retried(self):\n        self.retries += 1\n",
+                                    owners) == []
 
 
 def test_the_kubernetes_manifest_runs_as_written_with_app_and_data_mapped(tmp_path, teacher):
@@ -264,7 +270,8 @@ def test_the_kubernetes_manifest_runs_as_written_with_app_and_data_mapped(tmp_pa
     command, cwd = [mapped(part) for part in container["command"]], mapped(container["workingDir"])
     prompts = [f"question {i}" for i in range(5)]
     (data / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
-    shard_of = {gdd._shard_of(gdd.conversation_hash([{"role": "user", "content": p}]), completions) for p in prompts}
+    shard_of = {gdd._shard_of(gdd.conversation_hash([{"role": "user", "content": p}]), completions)
+                for p in prompts}
     empty = next(index for index in range(completions) if index not in shard_of)
     pods = [subprocess.Popen(command, cwd=cwd, env=subprocess_env(JOB_COMPLETION_INDEX=str(index),
                                                                   OPENROUTER_BASE_URL=teacher.base_url),
@@ -285,8 +292,9 @@ def test_the_kubernetes_manifest_runs_as_written_with_app_and_data_mapped(tmp_pa
 # (symtable says which a name is). The preamble above the first banner (imports, constants, words for
 # messages) counts as above every section. The allowlist is the exceptions, each with its reason.
 _FORWARD_ALLOWED: dict[tuple[str, str], str] = {
-    ("Rollout", "PausedFile"): "the runner is handed the paused file it takes saved turns from and saves them to; "
-    "the file keeps them as dataset lines, so it sits below the line's section, which sits below the rollout's",
+    ("Rollout", "PausedFile"): "the runner is handed the paused file it takes saved turns from and saves "
+    "them to; the file keeps them as dataset lines, so it sits below the line's section, which sits below "
+    "the rollout's",
 }
 
 
@@ -381,7 +389,8 @@ def _forward_references(source: str) -> set[tuple[str, str, str]]:
     defined: dict[str, int] = {}
     for node in tree.body:
         targets = ([node.name] if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else
-                   [t.id for t in node.targets if isinstance(t, ast.Name)] if isinstance(node, ast.Assign) else
+                   [t.id for t in node.targets if isinstance(t, ast.Name)] if isinstance(node, ast.Assign)
+                   else
                    [node.target.id] if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
                    else [])
         for name in targets:
@@ -400,7 +409,8 @@ def test_the_file_reads_downhill():
     """Each section uses only the sections above it, as the module docstring says (issue 36: 57 forward
     references across 14 section pairs before)."""
     found = _forward_references((ROOT / "generate_distillation_data.py").read_text())
-    unexplained = sorted((use, name, where) for use, name, where in found if (use, name) not in _FORWARD_ALLOWED)
+    unexplained = sorted((use, name,
+                          where) for use, name, where in found if (use, name) not in _FORWARD_ALLOWED)
     assert not unexplained, "\n".join(f"{use} uses {name}, defined below in {where}" for use, name, where
                                       in unexplained)
     assert {(use, name) for use, name, _ in found} == set(_FORWARD_ALLOWED), "an allowance no longer needed"

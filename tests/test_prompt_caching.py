@@ -12,7 +12,6 @@ from fake_teacher import FakeTeacher, Reply, answer, call_tools, completion
 
 import generate_distillation_data as gdd
 
-
 PAGE_TOOLS = '''
 from rnow.core.tool import tool
 
@@ -66,7 +65,8 @@ def run_rollout(run, workdir, teacher, *args: str, output: str) -> dict:
     return record
 
 
-def test_caching_makes_a_six_turn_browse_rollout_cheaper_by_the_teachers_own_cost(run, workdir, caching_teacher):
+def test_caching_makes_a_six_turn_browse_rollout_cheaper_by_the_teachers_own_cost(run, workdir,
+                                                                                  caching_teacher):
     (workdir / "page_tools.py").write_text(PAGE_TOOLS)
     write_prompts(workdir, ["What is the dose?"])
     cached = run_rollout(run, workdir, caching_teacher, "--cache", "on", output="cached.jsonl")
@@ -77,7 +77,8 @@ def test_caching_makes_a_six_turn_browse_rollout_cheaper_by_the_teachers_own_cos
     assert with_cache["cached_tokens"] > 0.5 * with_cache["prompt_tokens"] and without["cached_tokens"] == 0
     assert with_cache["cost"] < 0.6 * without["cost"]  # by the teacher's own usage.cost
     assert with_cache["cache_savings"] == pytest.approx(without["cost"] - with_cache["cost"], rel=1e-6)
-    assert without_ids(cached["messages"]) == without_ids(plain["messages"])  # the same dataset, and no marker
+    # the same dataset, and no marker
+    assert without_ids(cached["messages"]) == without_ids(plain["messages"])
     assert "cache_control" not in (workdir / "cached.jsonl").read_text()
 
 
@@ -109,7 +110,8 @@ def test_a_messages_prompt_with_text_parts_is_marked_on_its_last_text_part(run, 
     assert result.code == 0, result.err
     [body] = caching_teacher.requests
     sent = body["messages"][0]["content"]
-    assert "cache_control" not in sent[0] and sent[1]["cache_control"] == {"type": "ephemeral"} and sent[2] == parts[2]
+    assert ("cache_control" not in sent[0] and sent[1]["cache_control"] == {"type": "ephemeral"}
+            and sent[2] == parts[2])
     assert result.records()[0]["messages"][0]["content"] == parts
 
 
@@ -117,10 +119,12 @@ def test_the_loopback_teacher_is_as_strict_as_a_real_provider(caching_teacher):
     url = f"{caching_teacher.base_url}/chat/completions"
     bad_bodies = [
         {"messages": [{"role": "user", "content": "x", "cache_control": {"type": "ephemeral"}}]},
-        {"messages": [{"role": "user", "content": [{"type": "text", "text": "x", "cache_control": {"type": "x"}}]}]},
-        {"messages": [{"role": "user", "content": [{"type": "text", "text": "", "cache_control": {"type": "ephemeral"}}]}]},
-        {"messages": [{"role": "user", "content": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}]
-                       * 5}]},
+        {"messages": [{"role": "user",
+                       "content": [{"type": "text", "text": "x", "cache_control": {"type": "x"}}]}]},
+        {"messages": [{"role": "user",
+                       "content": [{"type": "text", "text": "", "cache_control": {"type": "ephemeral"}}]}]},
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "x",
+                                                    "cache_control": {"type": "ephemeral"}}] * 5}]},
     ]
     for body in bad_bodies:
         assert httpx.post(url, json=body).status_code == 400, body
@@ -136,9 +140,11 @@ def test_the_loopback_teacher_is_as_strict_as_a_real_provider(caching_teacher):
     ("anthropic/claude-sonnet-4.5", None, "off", False),
     ("Qwen/Qwen3-8B", "http://127.0.0.1:8000/v1", "on", True),
 ])
-def test_caching_is_asked_for_where_the_teacher_needs_asking(monkeypatch, workdir, model, base_url, flag, asked):
+def test_caching_is_asked_for_where_the_teacher_needs_asking(monkeypatch, workdir, model, base_url, flag,
+                                                             asked):
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-test")
-    args = ["prompts.jsonl", "--tools", "none", "-m", model, "--cache", flag] + (["--base-url", base_url] if base_url else [])
+    args = (["prompts.jsonl", "--tools", "none", "-m", model, "--cache", flag]
+            + (["--base-url", base_url] if base_url else []))
     cfg = gdd.parse_config(args)
     assert gdd.cache_plan(cfg.requests, cfg.teacher.base_url).enabled is asked
 
@@ -146,13 +152,16 @@ def test_caching_is_asked_for_where_the_teacher_needs_asking(monkeypatch, workdi
 def test_dry_run_says_whether_and_how_caching_is_asked_for(workdir, capsys, monkeypatch):
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-test")
     write_prompts(workdir, ["q"])
-    assert gdd.main(["prompts.jsonl", "--tools", "none", "-m", "anthropic/claude-sonnet-4.5", "--dry-run"]) == 0
+    assert gdd.main(["prompts.jsonl", "--tools", "none", "-m", "anthropic/claude-sonnet-4.5",
+                     "--dry-run"]) == 0
     out, err = capsys.readouterr()
     assert "Prompt caching: on: anthropic/claude-sonnet-4.5 caches only when asked" in err
-    assert json.loads(out[out.index("{"):])["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
+    sent = json.loads(out[out.index("{"):])
+    assert sent["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
     assert gdd.main(["prompts.jsonl", "--tools", "none", "-m", "openai/gpt-4o", "--dry-run"]) == 0
     out, err = capsys.readouterr()
-    assert "Prompt caching: not asked for: openai/gpt-4o caches by itself" in err and "cache_control" not in out
+    assert ("Prompt caching: not asked for: openai/gpt-4o caches by itself" in err
+            and "cache_control" not in out)
 
 
 def test_the_summary_reports_cached_share_and_savings(run, workdir, caching_teacher):

@@ -1,5 +1,6 @@
-"""Prompts: reading and checking the prompts file (.txt, .jsonl, messages, BOMs, strict JSON, nesting), prompt ids and
-repeats, --num, shards from the command line and from schedulers (SLURM, Kubernetes), a file changed under the run."""
+"""Prompts: reading and checking the prompts file (.txt, .jsonl, messages, BOMs, strict JSON, nesting), prompt
+ids and repeats, --num, shards from the command line and from schedulers (SLURM, Kubernetes), a file changed
+under the run."""
 
 from __future__ import annotations
 
@@ -66,7 +67,8 @@ BAD_LINES = {
     "neither prompt nor messages": ('{"text": "hi"}\n', "prompts.jsonl:1: needs a \"prompt\""),
     "empty prompt": ('{"prompt": "   "}\n', "prompts.jsonl:1: \"prompt\" is empty"),
     "prompt not a string": ('{"prompt": 42}\n', "prompts.jsonl:1: \"prompt\" must be a string"),
-    "metadata not an object": ('{"prompt": "a", "metadata": [1]}\n', "prompts.jsonl:1: \"metadata\" must be an object"),
+    "metadata not an object": ('{"prompt": "a", "metadata": [1]}\n',
+                               "prompts.jsonl:1: \"metadata\" must be an object"),
     "not an object": ('["a"]\n', "prompts.jsonl:1: expected an object"),
     "bad role": ('{"messages": [{"role": "bot", "content": "x"}]}\n', "prompts.jsonl:1: messages[0].role"),
     "duplicate id": ('{"id": "x", "prompt": "a"}\n{"id": "x", "prompt": "b"}\n', "prompts.jsonl:2: id 'x'"),
@@ -76,10 +78,12 @@ BAD_LINES = {
 @pytest.mark.parametrize("kind", list(BAD_LINES))
 def test_bad_prompt_file_stops_before_anything_is_sent(run, teacher, workdir, kind):
     content, message = BAD_LINES[kind]
-    (workdir / "prompts.jsonl").write_text('{"prompt": "fine"}\n' * 3 + content if kind != "invalid JSON" else content)
+    text = '{"prompt": "fine"}\n' * 3 + content if kind != "invalid JSON" else content
+    (workdir / "prompts.jsonl").write_text(text)
     result = run(tools="none")
     assert result.code == 2
-    assert (message if kind == "invalid JSON" else message.replace(":1:", ":4:").replace(":2:", ":5:")) in result.err
+    assert (message if kind == "invalid JSON"
+            else message.replace(":1:", ":4:").replace(":2:", ":5:")) in result.err
     assert not teacher.requests and not (workdir / "train.jsonl").exists()
     assert "Traceback" not in result.err
 
@@ -87,7 +91,8 @@ def test_bad_prompt_file_stops_before_anything_is_sent(run, teacher, workdir, ki
 def test_resume_of_repeated_prompts_keeps_their_numbering(run, teacher, workdir):
     write_prompts(workdir, ["same", "other", "same", "same"])
     teacher.script("same", answer("one"), status(400), answer("three"))  # the second "same" fails
-    first = run("-c", "1", tools="none")  # one request at a time, in file order: the script meets them in order
+    # one request at a time, in file order: the script meets them in order
+    first = run("-c", "1", tools="none")
     assert first.code == 1 and len(first.records()) == 3
     result = run(tools="none")
     assert result.code == 0
@@ -157,7 +162,8 @@ def test_a_given_id_equal_to_a_repeat_number_is_refused(run, teacher, workdir):
 
 def test_the_failed_file_given_as_the_prompts_file_is_refused_and_left_as_it_is(run, teacher, workdir):
     failed = workdir / "train.failed.jsonl"
-    failed.write_text('{"prompt_id": "p1", "sample": 0, "prompt": "retry me", "metadata": {}, "kind": "HTTP 500"}\n')
+    failed.write_text('{"prompt_id": "p1", "sample": 0, "prompt": "retry me", "metadata": {}, '
+                      '"kind": "HTTP 500"}\n')
     before = failed.read_bytes()
     result = run(prompts="train.failed.jsonl", tools="none", subprocess=True)
     assert result.code == 2 and "train.failed.jsonl" in result.err and "cp " in result.err
@@ -174,7 +180,8 @@ def test_a_prompt_line_nested_2000_deep_is_exit_2_naming_its_line(run, teacher, 
 
 
 def test_a_prompt_line_nested_150_deep_is_refused_too(run, teacher, workdir):
-    (workdir / "prompts.jsonl").write_text('{"prompt": "deep", "metadata": {"x": ' + "[" * 150 + "]" * 150 + "}}\n")
+    deep = '{"prompt": "deep", "metadata": {"x": ' + "[" * 150 + "]" * 150 + "}}\n"
+    (workdir / "prompts.jsonl").write_text(deep)
     result = run(tools="none", subprocess=True)
     assert result.code == 2 and "nested more than 100 levels" in result.err
 
@@ -187,14 +194,16 @@ from rnow.core.tool import tool
 @tool
 def rewrite(text: str) -> str:
     """Rewrite the prompts file as `cat new > prompts.jsonl` does."""
-    Path("prompts.jsonl").write_text("".join('{"prompt": "other prompt number %d"}\\n' % i for i in range(40)))
+    lines = ('{"prompt": "other prompt number %d"}\\n' % i for i in range(40))
+    Path("prompts.jsonl").write_text("".join(lines))
     return "rewritten"
 ''')
     write_prompts(workdir, [f"original {i}" for i in range(12)])
     teacher.script("original 0", call_tools(("rewrite", {"text": "x"})), answer("done"))
     result = run("-c", "1", tools="rewriting_tools.py")
     assert result.code == 1 and "prompts.jsonl:" in result.err and "was changed during the run" in result.err
-    assert not any("other prompt" in json.dumps(r) for r in teacher.requests + result.failed() + result.records())
+    assert not any("other prompt" in json.dumps(r)
+                   for r in teacher.requests + result.failed() + result.records())
 
 
 PROMPTS = [f"question {i}" for i in range(30)]
@@ -261,33 +270,41 @@ def test_shard_auto_outside_a_scheduler_or_with_a_bad_environment(run, workdir, 
     ({"SLURM_ARRAY_TASK_COUNT": "9"}, "SLURM_ARRAY_TASK_COUNT=9 is more tasks than ids from 0 to 3"),
     ({"SLURM_ARRAY_TASK_ID": "-1", "SLURM_ARRAY_TASK_MIN": "-1"}, "SLURM_ARRAY_TASK_ID=-1 is not a task id"),
     ({"SLURM_ARRAY_TASK_MIN": "-2"}, "SLURM_ARRAY_TASK_MIN=-2 is not the first task id"),
-    ({"SLURM_ARRAY_TASK_MIN": "2"}, "SLURM_ARRAY_TASK_MIN=2 is not the first task id of an array holding task 1"),
-    ({"SLURM_ARRAY_TASK_MAX": "0"}, "SLURM_ARRAY_TASK_MAX=0 is not the last task id of an array holding task 1"),
+    ({"SLURM_ARRAY_TASK_MIN": "2"},
+     "SLURM_ARRAY_TASK_MIN=2 is not the first task id of an array holding task 1"),
+    ({"SLURM_ARRAY_TASK_MAX": "0"},
+     "SLURM_ARRAY_TASK_MAX=0 is not the last task id of an array holding task 1"),
     ({"SLURM_ARRAY_TASK_ID": "\u0661"}, "SLURM_ARRAY_TASK_ID='\u0661' is not a number"),
-], ids=["step -1", "step 0", "count 0", "count -3", "count above the span", "task -1", "min -2", "min above the task",
-        "max below the task", "an Arabic-Indic digit"])
-def test_slurm_variables_that_cannot_be_true_are_refused_naming_them_and_what_works(run, workdir, teacher, env, named):
-    """SLURM's variables are checked, never trusted (something else in a job's environment may set them): a step of
-    -1 ran, noted an array the program then refused as not its own note; a count of 0 blamed task 0 and advised
-    --array=0--1. Each is exit 2 naming the variable and the command that runs the shard by hand, nothing written."""
+], ids=["step -1", "step 0", "count 0", "count -3", "count above the span", "task -1", "min -2",
+        "min above the task", "max below the task", "an Arabic-Indic digit"])
+def test_slurm_variables_that_cannot_be_true_are_refused_naming_them_and_what_works(run, workdir, teacher,
+                                                                                    env, named):
+    """SLURM's variables are checked, never trusted (something else in a job's environment may set them): a
+    step of -1 ran, noted an array the program then refused as not its own note; a count of 0 blamed task 0
+    and advised --array=0--1. Each is exit 2 naming the variable and the command that runs the shard by hand,
+    nothing written."""
     write_prompts(workdir, PROMPTS)
     task = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "3",
             "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_STEP": "1"}
     result = run_task(run, {**task, **env}, "--shard", "auto")
     assert result.code == 2 and named in result.err, result.err
-    assert "is not a number" in named or "--shard I/N -o train.shard-I-of-N.jsonl in place of --shard auto" in result.err
+    assert ("is not a number" in named
+            or "--shard I/N -o train.shard-I-of-N.jsonl in place of --shard auto" in result.err)
     assert "--array=0--" not in result.err and "Traceback" not in result.err
-    assert not teacher.requests and sorted(p.name for p in workdir.iterdir()) == ["prompts.jsonl", "tools_small.py"]
+    assert (not teacher.requests
+            and sorted(p.name for p in workdir.iterdir()) == ["prompts.jsonl", "tools_small.py"])
     assert run_task(run, task, "--shard", "auto").code == 0  # the same task, as SLURM sets it: runs
 
 
 def test_a_prompts_file_that_is_a_pipe_is_refused_before_anything_is_written(workdir, teacher):
-    """Process substitution (`<(zcat prompts.jsonl.gz)`) gives a pipe, which the plan's first pass would empty:
-    refused at once, without opening it, exit 2, nothing sent or written; the same prompts saved to a file run."""
+    """Process substitution (`<(zcat prompts.jsonl.gz)`) gives a pipe, which the plan's first pass would
+    empty: refused at once, without opening it, exit 2, nothing sent or written; the same prompts saved to a
+    file run."""
     os.mkfifo(workdir / "piped.txt")
     args = ("piped.txt", "--tools", "none", "--base-url", teacher.base_url)
     result = run_script(workdir, *args, timeout=30)
-    assert result.code == 2 and "piped.txt: cannot open the prompts file: it is a FIFO" in result.err, result.err
+    assert (result.code == 2
+            and "piped.txt: cannot open the prompts file: it is a FIFO" in result.err), result.err
     assert "Save it to a file first" in result.err and not teacher.requests
     assert sorted(p.name for p in workdir.iterdir()) == ["piped.txt", "tools_small.py"]
     (workdir / "piped.txt").unlink()
@@ -301,10 +318,11 @@ def shard_of(prompt: str, shards: int) -> int:
 
 
 def slurm_task(task: int, first: int, last: int, count: int, job: int, step: int = 1) -> dict:
-    """The variables SLURM gives a task of `sbatch --array=...` (as 22.05 sets them: `--array=2` is an array of
-    one, MIN=MAX=2; `--array=0,2` is MIN=0, MAX=2, COUNT=2, STEP=1)."""
-    return {"SLURM_ARRAY_JOB_ID": str(job), "SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_MIN": str(first),
-            "SLURM_ARRAY_TASK_MAX": str(last), "SLURM_ARRAY_TASK_COUNT": str(count),
+    """The variables SLURM gives a task of `sbatch --array=...` (as 22.05 sets them: `--array=2` is an array
+    of one, MIN=MAX=2; `--array=0,2` is MIN=0, MAX=2, COUNT=2, STEP=1)."""
+    return {"SLURM_ARRAY_JOB_ID": str(job), "SLURM_ARRAY_TASK_ID": str(task),
+            "SLURM_ARRAY_TASK_MIN": str(first), "SLURM_ARRAY_TASK_MAX": str(last),
+            "SLURM_ARRAY_TASK_COUNT": str(count),
             "SLURM_ARRAY_TASK_STEP": str(step)}
 
 
@@ -331,7 +349,8 @@ def test_a_task_submitted_again_alone_resumes_its_own_shard_of_the_array(run, wo
     again = run_in_task(run, monkeypatch, slurm_task(2, 2, 2, 1, job=57), "--shard", "auto")
     assert again.code == 0, again.err
     assert again.err.count("shard 2 of 4") == 1 and "--array=0-3" in again.err
-    assert len(teacher.requests_for(mine[0])) == 2 and all(len(teacher.requests_for(p)) == 1 for p in mine[1:])
+    assert (len(teacher.requests_for(mine[0])) == 2
+            and all(len(teacher.requests_for(p)) == 1 for p in mine[1:]))
     assert not (workdir / "train.shard-0-of-1.jsonl").exists()
     merged = [i for k in range(4) for i in prompt_ids(workdir / f"train.shard-{k}-of-4.jsonl")]
     assert len(merged) == len(set(merged)) == len(PROMPTS)
@@ -341,22 +360,25 @@ def test_a_task_submitted_again_alone_resumes_its_own_shard_of_the_array(run, wo
     # an array of another shape would overlap the shards here: refused, saying what works, nothing sent
     sent = len(teacher.requests)
     other = run_in_task(run, monkeypatch, slurm_task(1, 0, 1, 2, job=59), "--shard", "auto")
-    assert other.code == 2 and "is not the one whose shards are here (--array=0-3, 4 tasks" in other.err, other.err
+    assert (other.code == 2
+            and "is not the one whose shards are here (--array=0-3, 4 tasks" in other.err), other.err
     assert "train.shard-*-of-4.jsonl) would be paid again" in other.err and "sbatch --array=0-3" in other.err
     assert len(teacher.requests) == sent and not list(workdir.glob("train.shard-*-of-2.jsonl"))
 
 
-def test_the_whole_array_submitted_again_numbered_otherwise_goes_on_with_the_same_shards(run, workdir, teacher,
-                                                                                          monkeypatch):
-    """--array=0-3 noted, then the whole array submitted as --array=1-4: the k-th task of either runs shard k, so the
-    shards are the same. It was refused, saying its shards would overlap and every prompt be paid again, both
-    untrue. It goes on with them (paying for nothing twice), and is noted anew, so a task of it submitted again
-    alone in its own numbering finds its shard."""
+def test_the_whole_array_submitted_again_numbered_otherwise_goes_on_with_the_same_shards(run, workdir,
+                                                                                         teacher,
+                                                                                         monkeypatch):
+    """--array=0-3 noted, then the whole array submitted as --array=1-4: the k-th task of either runs shard k,
+    so the shards are the same. It was refused, saying its shards would overlap and every prompt be paid
+    again, both untrue. It goes on with them (paying for nothing twice), and is noted anew, so a task of it
+    submitted again alone in its own numbering finds its shard."""
     write_prompts(workdir, PROMPTS)
     mine = [p for p in PROMPTS if shard_of(p, 4) == 1]
     teacher.script(mine[0], status(400, "refused this time"))
     for task in range(4):
-        assert run_in_task(run, monkeypatch, slurm_task(task, 0, 3, 4, job=70), "--shard", "auto").code in (0, 1)
+        assert run_in_task(run, monkeypatch, slurm_task(task, 0, 3, 4, job=70),
+                           "--shard", "auto").code in (0, 1)
     said = []
     for task in range(1, 5):
         again = run_in_task(run, monkeypatch, slurm_task(task, 1, 4, 4, job=71), "--shard", "auto")
@@ -365,33 +387,40 @@ def test_the_whole_array_submitted_again_numbered_otherwise_goes_on_with_the_sam
     assert "numbers the tasks of the one noted in train.slurm-array.json (--array=0-3) otherwise" in said[0]
     assert "task 1 goes on with shard 0 of 4" in said[0] and not any("noted" in err for err in said[1:])
     assert json.loads((workdir / "train.slurm-array.json").read_text())["first"] == 1
-    assert len(teacher.requests_for(mine[0])) == 2 and all(len(teacher.requests_for(p)) == 1 for p in PROMPTS[1:]
-                                                            if p != mine[0])
-    alone = run_in_task(run, monkeypatch, slurm_task(2, 2, 2, 1, job=72), "--shard", "auto")  # --array=2, as 1-4 counts
+    assert (len(teacher.requests_for(mine[0])) == 2
+            and all(len(teacher.requests_for(p)) == 1 for p in PROMPTS[1:] if p != mine[0]))
+    # --array=2, as 1-4 counts
+    alone = run_in_task(run, monkeypatch, slurm_task(2, 2, 2, 1, job=72), "--shard", "auto")
     assert alone.code == 0 and "shard 1 of 4" in alone.err and "Nothing to do" in alone.err, alone.err
 
 
-def test_a_one_task_array_then_a_whole_array_is_refused_rather_than_paying_every_prompt_again(run, workdir, teacher,
-                                                                                                monkeypatch):
-    """`sbatch --array=0` (a smoke test) runs shard 0 of 1, every prompt; `--array=0-3` then paid every prompt again,
-    silently. The array of one is noted, so the later array is refused, truly: what the shards here hold would be
-    paid again, and what to submit instead. The array of one, submitted again, goes on as it is."""
+def test_a_one_task_array_then_a_whole_array_is_refused_rather_than_paying_every_prompt_again(run, workdir,
+                                                                                              teacher,
+                                                                                              monkeypatch):
+    """`sbatch --array=0` (a smoke test) runs shard 0 of 1, every prompt; `--array=0-3` then paid every prompt
+    again, silently. The array of one is noted, so the later array is refused, truly: what the shards here
+    hold would be paid again, and what to submit instead. The array of one, submitted again, goes on as it
+    is."""
     write_prompts(workdir, PROMPTS[:6])
     first = run_in_task(run, monkeypatch, slurm_task(0, 0, 0, 1, job=73), "--shard", "auto")
     assert first.code == 0 and len(prompt_ids(workdir / "train.shard-0-of-1.jsonl")) == 6
-    assert json.loads((workdir / "train.slurm-array.json").read_text()) == {"first": 0, "step": 1, "tasks": 1, "job": "73"}
+    assert (json.loads((workdir / "train.slurm-array.json").read_text())
+            == {"first": 0, "step": 1, "tasks": 1, "job": "73"})
     sent = len(teacher.requests)
     for task in range(4):
         whole = run_in_task(run, monkeypatch, slurm_task(task, 0, 3, 4, job=74), "--shard", "auto")
-        assert whole.code == 2 and "(--array=0, 1 task, noted in train.slurm-array.json)" in whole.err, whole.err
+        assert (whole.code == 2
+                and "(--array=0, 1 task, noted in train.slurm-array.json)" in whole.err), whole.err
         assert "the prompts done in its shards (train.shard-*-of-1.jsonl) would be paid again" in whole.err
-        assert "submit that array again (sbatch --array=0 ...)" in whole.err.replace(": finished shards end at once", "")
+        assert ("submit that array again (sbatch --array=0 ...)"
+                in whole.err.replace(": finished shards end at once", ""))
     assert len(teacher.requests) == sent and not list(workdir.glob("train.shard-*-of-4.jsonl"))
     again = run_in_task(run, monkeypatch, slurm_task(0, 0, 0, 1, job=75), "--shard", "auto")
     assert again.code == 0 and "Nothing to do" in again.err and "runs apart" not in again.err, again.err
 
 
-def test_a_task_alone_with_no_note_beside_another_arrays_shards_is_refused_naming_the_command(run, workdir, teacher,
+def test_a_task_alone_with_no_note_beside_another_arrays_shards_is_refused_naming_the_command(run, workdir,
+                                                                                              teacher,
                                                                                               monkeypatch):
     write_prompts(workdir, PROMPTS)
     for k in range(3):  # shards run by hand: no note of an array
@@ -406,14 +435,17 @@ def test_an_array_of_one_task_in_a_fresh_folder_runs_every_prompt(run, workdir, 
     write_prompts(workdir, PROMPTS[:4])
     result = run_in_task(run, monkeypatch, slurm_task(5, 5, 5, 1, job=61), "--shard", "auto")
     assert result.code == 0 and len(prompt_ids(workdir / "train.shard-0-of-1.jsonl")) == 4
-    assert json.loads((workdir / "train.slurm-array.json").read_text())["tasks"] == 1  # noted: see the test above
+    # noted: see the test above
+    assert json.loads((workdir / "train.slurm-array.json").read_text())["tasks"] == 1
 
 
 @pytest.mark.parametrize("note", ["{not json", '{"first": "0", "step": 1, "tasks": 4}', '[0, 1, 4]',
-                                  '{"first": 0, "step": 0, "tasks": 4}', '{"first": 0, "step": -1, "tasks": 2}',
-                                  '{"first": -2, "step": 1, "tasks": 4}', '{"first": 0, "step": 1, "tasks": 0}',
-                                  "[" * 100_000 + "]" * 100_000, '{"first": 0, "step": 1, "tasks": 4, "x": "%s"}'
-                                  % ("y" * 5000)],
+                                  '{"first": 0, "step": 0, "tasks": 4}',
+                                  '{"first": 0, "step": -1, "tasks": 2}',
+                                  '{"first": -2, "step": 1, "tasks": 4}',
+                                  '{"first": 0, "step": 1, "tasks": 0}',
+                                  "[" * 100_000 + "]" * 100_000,
+                                  '{"first": 0, "step": 1, "tasks": 4, "x": "%s"}' % ("y" * 5000)],
                          ids=["not JSON", "a string", "a list", "step 0", "step -1", "first -2", "no tasks",
                               "nested 100,000 deep", "5 kB"])
 def test_a_hostile_array_note_is_refused_naming_it(run, workdir, teacher, monkeypatch, note):
@@ -430,16 +462,17 @@ def test_a_fifo_where_the_array_note_goes_is_refused_at_once(workdir, teacher):
     write_prompts(workdir, PROMPTS)
     os.mkfifo(workdir / "train.slurm-array.json")
     env = subprocess_env(**slurm_task(0, 0, 1, 2, job=63))
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "--shard", "auto",
-                        env=env, timeout=30)
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
+                        "--shard", "auto", env=env, timeout=30)
     assert result.code == 2 and "train.slurm-array.json: cannot open the note" in result.err, result.err
     assert "it is a FIFO" in result.err and "Delete it" in result.err and not teacher.requests
 
 
 def test_shard_in_a_folder_of_the_output_makes_a_folder_per_shard(run, workdir, teacher, monkeypatch):
-    """`-o out/{shard}/train.jsonl`, a folder per shard: {shard} was replaced only in the file's name, so every task
-    wrote out/{shard}/train.jsonl and the second was refused as another run on it. Each shard gets its folder,
-    the array's note sits in out/, where all of them find it, and a task submitted again alone finds its shard."""
+    """`-o out/{shard}/train.jsonl`, a folder per shard: {shard} was replaced only in the file's name, so
+    every task wrote out/{shard}/train.jsonl and the second was refused as another run on it. Each shard gets
+    its folder, the array's note sits in out/, where all of them find it, and a task submitted again alone
+    finds its shard."""
     write_prompts(workdir, PROMPTS)
     for task in range(3):
         result = run_in_task(run, monkeypatch, slurm_task(task, 0, 2, 3, job=64), "--shard", "auto",
@@ -450,7 +483,8 @@ def test_shard_in_a_folder_of_the_output_makes_a_folder_per_shard(run, workdir, 
     assert json.loads((workdir / "out" / "train.slurm-array.json").read_text())["tasks"] == 3
     merged = [i for k in range(3) for i in prompt_ids(workdir / "out" / f"{k}-of-3" / "train.jsonl")]
     assert sorted(merged) == sorted(set(merged)) and len(merged) == len(PROMPTS)
-    alone = run_in_task(run, monkeypatch, slurm_task(1, 1, 1, 1, job=65), "--shard", "auto", "-o", "out/{shard}/train.jsonl")
+    alone = run_in_task(run, monkeypatch, slurm_task(1, 1, 1, 1, job=65), "--shard", "auto",
+                        "-o", "out/{shard}/train.jsonl")
     assert alone.code == 0 and "shard 1 of 3" in alone.err and "Nothing to do" in alone.err, alone.err
     by_hand = run("--shard", "2/3", "-o", "out/{shard}/train.jsonl", tools="none")
     assert by_hand.code == 0 and "Nothing to do" in by_hand.err and not list(workdir.rglob("*{shard}*"))
@@ -491,7 +525,8 @@ def test_shard_in_the_output_without_a_shard_is_refused(run, workdir, teacher):
 
 
 def test_a_shard_left_empty_by_the_hash_says_so_not_that_shards_outnumber_prompts(run, workdir, teacher):
-    """6 prompts in 6 shards: the hash leaves some shards none, which said "(more shards than prompts)": false."""
+    """6 prompts in 6 shards: the hash leaves some shards none, which said "(more shards than prompts)":
+    false."""
     prompts = PROMPTS[:6]
     write_prompts(workdir, prompts)
     empty = next(k for k in range(6) if not any(shard_of(p, 6) == k for p in prompts))
@@ -499,4 +534,5 @@ def test_a_shard_left_empty_by_the_hash_says_so_not_that_shards_outnumber_prompt
     assert result.code == 0 and not teacher.requests
     assert result.err.count(f"shard {empty} of 6 holds none of the prompts") == 1
     assert "more shards than prompts" not in result.err
-    assert "by a hash of their ids, not in turn, so 6 prompts among 6 shards leave some with none" in result.err
+    assert ("by a hash of their ids, not in turn, so 6 prompts among 6 shards leave some with none"
+            in result.err)

@@ -55,7 +55,7 @@ def test_limiter_halves_once_per_wave_and_regrows_to_last_safe_level():
             limiter.release(slot, gdd.Answered.OK)
         assert limiter.pace is None  # above every level taken: the number in flight, not the rate
         assert limiter.limit == 8  # already taken, they do not grow it again
-        for i in range(8 * 16):  # probing above it is slow
+        for _ in range(8 * 16):  # probing above it is slow
             limiter.release(await limiter.acquire(0), gdd.Answered.OK)
         assert 8 < limiter.limit < 10
 
@@ -102,7 +102,10 @@ def test_rate_limit_reset_header_holds_the_retry(workdir, teacher, run):
     import time as clock
 
     write_prompts(workdir, ["q"])
-    reset = lambda body: status(429, headers={"X-RateLimit-Reset": str(int((clock.time() + 0.4) * 1000))})(body)  # noqa: E731
+
+    def reset(body):
+        return status(429, headers={"X-RateLimit-Reset": str(int((clock.time() + 0.4) * 1000))})(body)
+
     teacher.script("q", reset, answer("ok"))
     result = run()
     assert result.code == 0
@@ -118,7 +121,8 @@ def test_metered_teachers_lose_nothing(workdir, meter):
     server = FakeTeacher(latency=0.02, meter=limit).start()
     try:
         write_prompts(workdir, [f"q{i}" for i in range(30)])
-        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url, "-c", "16")
+        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url,
+                            "-c", "16")
     finally:
         server.stop()
     assert result.code == 0, result.err
@@ -164,7 +168,8 @@ def test_remaining_requests_headers_hold_requests_for_the_window_instead_of_429s
     server = FakeTeacher(default_step=with_budget, meter=meter, latency=0.02).start()
     try:
         write_prompts(workdir, [f"q{i}" for i in range(40)])
-        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url, "-c", "16")
+        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url,
+                            "-c", "16")
         assert result.code == 0, result.err
         assert len(result.records()) == 40
         assert server.rejected <= 4, f"{server.rejected} refused: the headers said what was left"
@@ -214,7 +219,8 @@ def test_a_spent_budget_with_a_long_window_is_asked_with_one_request_and_a_429_k
         later = await limiter.acquire(0)
         limiter.tell_budget(later, 0, 100, 600.0)  # said again: no longer heard
         assert limiter.budget_left is None
-        short = gdd.AdaptiveLimiter(8, slow_start=8, clock=clock)  # a minute's window is waited out, as LiteLLM's
+        # a minute's window is waited out, as LiteLLM's
+        short = gdd.AdaptiveLimiter(8, slow_start=8, clock=clock)
         slot = await short.acquire(0)
         short.tell_budget(slot, 0, 10, 30.0)
         short.release(slot, gdd.Answered.OK)
@@ -350,7 +356,8 @@ def test_a_whole_second_retry_after_holds_only_the_refused_request(run, teacher,
     (429, {"Retry-After": "1"}, 1.0, False),  # a rounded-up token wait
     (429, {"Retry-After": "4"}, 4.0, False),
     (429, {"Retry-After": "5"}, 5.0, True),  # a spent window
-    (429, {"Retry-After": "Wed, 21 Oct 2015 07:28:01 GMT", "Date": "Wed, 21 Oct 2015 07:28:00 GMT"}, 1.0, False),
+    (429, {"Retry-After": "Wed, 21 Oct 2015 07:28:01 GMT", "Date": "Wed, 21 Oct 2015 07:28:00 GMT"},
+     1.0, False),
     (429, {"Retry-After": "0.5"}, 0.5, True),  # exact: whoever sends it means it
     (429, {"X-RateLimit-Reset": "1767225600000"}, 0.4, True),  # OpenRouter's reset time, in ms
     (503, {"Retry-After": "1"}, 1.0, True),  # an overloaded server, not a meter
@@ -368,11 +375,14 @@ def test_an_exact_reset_time_holds_every_request(workdir):
 
     server = FakeTeacher().start()
     try:
-        reset = lambda body: status(429, "window spent", {  # noqa: E731
-            "X-RateLimit-Reset": str(int((time.time() + 0.5) * 1000))})(body)
+        def reset(body):
+            return status(429, "window spent", {
+                "X-RateLimit-Reset": str(int((time.time() + 0.5) * 1000))})(body)
+
         server.script("refused", reset, answer("ok"))
         write_prompts(workdir, ["refused", "next"])
-        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url, "-c", "1")
+        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url,
+                            "-c", "1")
     finally:
         server.stop()
     assert result.code == 0, result.err
@@ -384,8 +394,8 @@ def test_a_teacher_metered_with_whole_second_retry_afters_loses_nothing(workdir)
     server = FakeTeacher(latency=0.02, meter=TokenBucket(40, 4, retry_after=True)).start()
     try:
         write_prompts(workdir, [f"q{i}" for i in range(30)])
-        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url, "-c", "16",
-                            "--backoff", "0.01")
+        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url,
+                            "-c", "16", "--backoff", "0.01")
     finally:
         server.stop()
     assert result.code == 0, result.err
@@ -407,7 +417,8 @@ def test_a_rate_limit_that_resets_in_hours_stops_the_run_saying_when(run, teache
 def test_an_http_date_retry_after_is_read_against_the_servers_clock():
     import httpx
 
-    headers = httpx.Headers({"Date": "Wed, 01 Jan 2025 00:00:00 GMT", "Retry-After": "Wed, 01 Jan 2025 00:00:02 GMT"})
+    headers = httpx.Headers({"Date": "Wed, 01 Jan 2025 00:00:00 GMT",
+                             "Retry-After": "Wed, 01 Jan 2025 00:00:02 GMT"})
     assert gdd.retry_after_seconds(headers) == 2.0  # not "long ago" by our clock
 
 
@@ -437,9 +448,10 @@ def test_slow_start_grows_when_a_request_is_taken_not_when_its_answer_ends():
 
 
 def test_a_budget_spent_again_in_every_window_is_asked_with_one_request_after_the_first_wait():
-    """"0 left, resets in 60 s" on every answer would make one request a minute: the first window is waited out;
-    when the next is spent at once too, one request asks the teacher. Answered: the headers are not believed. A
-    teacher whose headers are true refuses that one request, and from then on its windows are waited out."""
+    """"0 left, resets in 60 s" on every answer would make one request a minute: the first window is waited
+    out; when the next is spent at once too, one request asks the teacher. Answered: the headers are not
+    believed. A teacher whose headers are true refuses that one request, and from then on its windows are
+    waited out."""
     async def go(refuses: bool) -> gdd.AdaptiveLimiter:
         clock = Clock()
         limiter = gdd.AdaptiveLimiter(8, slow_start=8, clock=clock)
@@ -466,9 +478,9 @@ def test_a_budget_spent_again_in_every_window_is_asked_with_one_request_after_th
 def simulate(limiter: gdd.AdaptiveLimiter, clock: Clock, refused: Callable[[float, int], bool], until: float,
              latency: float = 0.2) -> list[tuple[float, int, int]]:
     """A teacher on the test's clock, in steps of 10 ms, for a limiter with more requests to send than it will
-    ever let go: `refused(now, ours)` says whether a request sent now, with `ours` of ours in flight, is refused
-    (answered 429 at once); a request taken streams its first data after 50 ms (admitted) and ends after
-    `latency`. Returns (time, requests of ours in flight, requests refused so far) at each step."""
+    ever let go: `refused(now, ours)` says whether a request sent now, with `ours` of ours in flight, is
+    refused (answered 429 at once); a request taken streams its first data after 50 ms (admitted) and ends
+    after `latency`. Returns (time, requests of ours in flight, requests refused so far) at each step."""
     events: list[tuple[float, int, str, gdd.Slot]] = []  # (when, order, what, slot)
     order, ours_taken, refusals, trace = 0, 0, 0, []
     while clock.now < until:
@@ -491,7 +503,8 @@ def simulate(limiter: gdd.AdaptiveLimiter, clock: Clock, refused: Callable[[floa
                 events.append((clock.now + 0.001, order, "refused", slot))
             else:
                 ours_taken += 1
-                events += [(clock.now + 0.05, order, "first data", slot), (clock.now + latency, order, "done", slot)]
+                events += [(clock.now + 0.05, order, "first data", slot),
+                           (clock.now + latency, order, "done", slot)]
         trace.append((clock.now, ours_taken, refusals))
     for when, _, what, slot in sorted(events):  # what is still in flight ends, as the teacher answers it
         clock.now = max(clock.now, when)
@@ -504,17 +517,21 @@ def simulate(limiter: gdd.AdaptiveLimiter, clock: Clock, refused: Callable[[floa
 
 def simulate_shared_teacher(limiter: gdd.AdaptiveLimiter, clock: Clock, neighbour_leaves: float, until: float,
                             cap: int = 8, held: int | None = None) -> list[tuple[float, int, int]]:
-    """A teacher that answers 429 above `cap` requests in flight, shared with a neighbour (another shard on the
-    same key) that holds `held` of them (all, by default) until `neighbour_leaves`."""
+    """A teacher that answers 429 above `cap` requests in flight, shared with a neighbour (another shard on
+    the same key) that holds `held` of them (all, by default) until `neighbour_leaves`."""
     held = cap if held is None else held
-    return simulate(limiter, clock, lambda now, ours: ours + (held if now < neighbour_leaves else 0) >= cap, until)
+
+    def refused(now: float, ours: int) -> bool:
+        return ours + (held if now < neighbour_leaves else 0) >= cap
+
+    return simulate(limiter, clock, refused, until)
 
 
 def test_a_limiter_whose_first_requests_are_refused_takes_the_teachers_free_capacity_within_seconds():
-    """A shard whose first requests met its neighbours' load (the teacher's 8 slots all theirs) held one request
-    at a time, at one a second, and stayed there long after the teacher was idle: the pace regrew only when it
-    held a request back beside another in flight. While the teacher is busy it still sends little; once the
-    neighbour leaves, it takes the teacher's whole capacity within seconds."""
+    """A shard whose first requests met its neighbours' load (the teacher's 8 slots all theirs) held one
+    request at a time, at one a second, and stayed there long after the teacher was idle: the pace regrew only
+    when it held a request back beside another in flight. While the teacher is busy it still sends little;
+    once the neighbour leaves, it takes the teacher's whole capacity within seconds."""
     clock = Clock()
     start = clock.now
     limiter = gdd.AdaptiveLimiter(20, slow_start=4, clock=clock)
@@ -522,16 +539,19 @@ def test_a_limiter_whose_first_requests_are_refused_takes_the_teachers_free_capa
     busy = [refused for when, _, refused in trace if when < start + 5.0]
     assert busy[-1] <= 4 + 6  # the first burst of 4, then about one a second while the teacher is busy
     full = next(when for when, ours, _ in trace if ours == 8)
-    assert full - (start + 5.0) <= 2.0, f"8 in flight only {full - start - 5.0:.2f} s after the teacher was free"
+    assert full - (start + 5.0) <= 2.0, (f"8 in flight only {full - start - 5.0:.2f} s after the teacher "
+                                         "was free")
     assert limiter.pace is None and limiter.limit >= 8  # no pace left over from a refusal that told nothing
 
 
-def test_a_shard_refused_while_another_holds_the_teacher_is_taken_once_it_is_free_not_after_its_backoff(workdir):
+def test_a_shard_refused_while_another_holds_the_teacher_is_taken_once_it_is_free_not_after_its_backoff(
+        workdir):
     """Two shards on a teacher with one slot (a llama.cpp server with one): while shard A holds it, shard B's
-    request is refused, and went into its own exponential backoff (1, 2, 4, 8 s ...), so the teacher sat idle 8-12 s
-    after A finished. Refused while the teacher takes nothing of B's, the request goes back to B's limiter at once,
-    which sends one a second (the docs' promise) and is taken as soon as A lets go. With --backoff 600, B's backoff
-    would outlast the test: B ends within it only because nothing waits on a backoff of its own."""
+    request is refused, and went into its own exponential backoff (1, 2, 4, 8 s ...), so the teacher sat idle
+    8-12 s after A finished. Refused while the teacher takes nothing of B's, the request goes back to B's
+    limiter at once, which sends one a second (the docs' promise) and is taken as soon as A lets go. With
+    --backoff 600, B's backoff would outlast the test: B ends within it only because nothing waits on a
+    backoff of its own."""
     teacher = FakeTeacher(max_in_flight=1).start()
     try:
         (workdir / "a").mkdir()
@@ -546,20 +566,22 @@ def test_a_shard_refused_while_another_holds_the_teacher_is_taken_once_it_is_fre
                          "--backoff", "600")
         wait_for(lambda: teacher.rejected >= 2, what="B refused, and asking again")
         release.set()
-        a_err, b_err = a.communicate(timeout=30)[1], b.communicate(timeout=30)[1]
+        _, b_err = a.communicate(timeout=30)[1], b.communicate(timeout=30)[1]
     finally:
         release.set()
         teacher.stop()
     assert a.returncode == 0 and b.returncode == 0, b_err
-    assert read_jsonl(workdir / "b" / "train.jsonl")[0]["messages"][-1]["content"] == "Answer to: shard B's question"
+    assert (read_jsonl(workdir / "b" / "train.jsonl")[0]["messages"][-1]["content"]
+            == "Answer to: shard B's question")
     refused = sum(1 for body in teacher.requests if body.get("_rejected"))
-    assert f"{refused} answered 429, {refused} retried" in b_err and not (workdir / "b" / "train.failed.jsonl").exists()
+    assert (f"{refused} answered 429, {refused} retried" in b_err
+            and not (workdir / "b" / "train.failed.jsonl").exists())
 
 
 def test_a_request_refused_while_the_teacher_serves_only_others_fails_after_its_backoffs_worth(workdir):
-    """The bound of that: a teacher that never takes one (a key others spend for good) is asked one request a second
-    for as long as the request's backoff would have waited in all (--backoff 0.1, 2 retries: 0.3 s), then the
-    prompt fails as before, "retries used up (HTTP 429)", and the run does not go on for ever."""
+    """The bound of that: a teacher that never takes one (a key others spend for good) is asked one request a
+    second for as long as the request's backoff would have waited in all (--backoff 0.1, 2 retries: 0.3 s),
+    then the prompt fails as before, "retries used up (HTTP 429)", and the run does not go on for ever."""
     teacher = FakeTeacher(default_step=status(429, "busy with others")).start()
     try:
         write_prompts(workdir, ["never taken"])
@@ -567,25 +589,27 @@ def test_a_request_refused_while_the_teacher_serves_only_others_fails_after_its_
                             "--backoff", "0.1", "--retries", "2")
     finally:
         teacher.stop()
-    assert result.code == 1 and read_jsonl(workdir / "train.failed.jsonl")[0]["kind"] == "retries used up (HTTP 429)"
+    assert (result.code == 1
+            and read_jsonl(workdir / "train.failed.jsonl")[0]["kind"] == "retries used up (HTTP 429)")
     assert 2 <= len(teacher.requests) <= 4
 
 
 def test_a_limiter_that_had_learned_the_cap_keeps_it_after_a_blind_refusal():
-    """A refusal with nothing taken lately says only that the teacher was busy: the cap learned earlier (7, from
-    a 429 at 8) stays, and slow start climbs back to it, not above."""
+    """A refusal with nothing taken lately says only that the teacher was busy: the cap learned earlier (7,
+    from a 429 at 8) stays, and slow start climbs back to it, not above."""
     clock = Clock()
     limiter = gdd.AdaptiveLimiter(20, slow_start=20, clock=clock)
     trace = simulate_shared_teacher(limiter, clock, neighbour_leaves=clock.now, until=clock.now + 3.0, cap=7)
     assert max(ours for _, ours, _ in trace[-50:]) == 7 and limiter.ceiling == 7
     clock.now += 30  # a long quiet spell: nothing taken lately
-    trace = simulate_shared_teacher(limiter, clock, neighbour_leaves=clock.now + 2.0, until=clock.now + 5.0, cap=7)
+    trace = simulate_shared_teacher(limiter, clock, neighbour_leaves=clock.now + 2.0,
+                                    until=clock.now + 5.0, cap=7)
     assert limiter.ceiling == 7 and max(ours for _, ours, _ in trace[-50:]) == 7
 
 
 def test_closing_the_limiter_ends_every_wait_at_once():
-    """A stop: requests waiting for a slot, the pace or a Retry-After hear it now, not one by one as their turn
-    comes (at one a second, a queue of 40 outlived a cluster's 30 s before SIGKILL)."""
+    """A stop: requests waiting for a slot, the pace or a Retry-After hear it now, not one by one as their
+    turn comes (at one a second, a queue of 40 outlived a cluster's 30 s before SIGKILL)."""
     async def go():
         limiter = gdd.AdaptiveLimiter(64, slow_start=1)
         limiter.pace, limiter.next_send = 1.0, limiter.clock() + 1.0  # one a second, the next in a second
@@ -602,9 +626,10 @@ def test_closing_the_limiter_ends_every_wait_at_once():
 
 
 def test_a_share_of_the_cap_learned_beside_a_neighbour_grows_back_when_it_leaves():
-    """Beside a neighbour holding 6 of the teacher's 8 slots, the limiter learns a cap of 2; once the neighbour
-    finished, it crept back one request at a time, every few seconds (9 s to 8 in flight, the teacher idle
-    meanwhile). A request taken at the level that was refused says the cap moved: slow start goes on."""
+    """Beside a neighbour holding 6 of the teacher's 8 slots, the limiter learns a cap of 2; once the
+    neighbour finished, it crept back one request at a time, every few seconds (9 s to 8 in flight, the
+    teacher idle meanwhile). A request taken at the level that was refused says the cap moved: slow start goes
+    on."""
     clock = Clock()
     start = clock.now
     limiter = gdd.AdaptiveLimiter(20, slow_start=4, clock=clock)

@@ -1,6 +1,6 @@
 """A real gateway in the path (issue 24): LiteLLM's proxy, in front of the loopback teacher, as teams run it
-to share one provider key (tests/support/gateway.py). Its 429s carry no standard Retry-After; its answers say how
-many requests the minute has left (x-ratelimit-remaining-requests), and the generator uses that before
+to share one provider key (tests/support/gateway.py). Its 429s carry no standard Retry-After; its answers say
+how many requests the minute has left (x-ratelimit-remaining-requests), and the generator uses that before
 the 429s come. Through it, every rollout is written once, and few requests are refused."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from conftest import SMALL_TOOLS, run_script, subprocess_env, write_prompts
 from fake_teacher import FakeTeacher, Reply, call_tools, completion
-from gateway import LiteLLMGateway, MASTER_KEY, MODEL, litellm_binary
+from gateway import MASTER_KEY, MODEL, LiteLLMGateway, litellm_binary
 
 
 def one_tool_call(body: dict) -> Reply:
@@ -42,7 +42,8 @@ def test_tool_rollouts_through_litellm_with_an_rpm_limit_are_written_once_with_f
                         "--model", MODEL, env=subprocess_env(OPENROUTER_API_KEY=MASTER_KEY), timeout=150)
     assert result.code == 0, result.err
     records = result.records()
-    assert sorted(r["metadata"]["prompt_id"] for r in records) == sorted({r["metadata"]["prompt_id"] for r in records})
+    assert (sorted(r["metadata"]["prompt_id"] for r in records)
+            == sorted({r["metadata"]["prompt_id"] for r in records}))
     assert len(records) == 9 and all(r["messages"][-1]["content"] == "It is 42." for r in records)
     requests, refused = map(int, re.search(r"(\d+) requests, (\d+) answered 429", result.err).groups())
     assert refused <= 0.10 * requests, result.err

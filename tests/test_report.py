@@ -9,27 +9,29 @@ import re
 import shutil
 from pathlib import Path
 
-import distillation_report
 import pytest
 
 from conftest import ROOT, count_lines, read_jsonl, run_script, subprocess_env, write_prompts
 from fake_teacher import answer, call_tools, status
 
+import distillation_report
 import generate_distillation_data as gdd
 
 
 def test_the_report_survives_hostile_lines_and_shows_failed_prompts(run, teacher, workdir):
     write_prompts(workdir, ["q"])
     lines = [{"metadata": {"prompt_id": f"p{i}", "sample": 0, "usage": {"cost": 1e308}},
-              "messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": None,
-                                                               "tool_calls": [{"id": "c", "function": "add"}]}]}
+              "messages": [{"role": "user", "content": "u"},
+                           {"role": "assistant", "content": None,
+                            "tool_calls": [{"id": "c", "function": "add"}]}]}
              for i in range(3)]
     lines.append({"metadata": {"prompt_id": "big", "sample": 0, "turns": 10**400, "reward": 10**400,
                                "usage": {"cost": 10**400, "prompt_tokens": 10**400, "uncosted": 10**400}},
-                  "messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "", "tool_calls": 5}]})
+                  "messages": [{"role": "user", "content": "u"},
+                               {"role": "assistant", "content": "", "tool_calls": 5}]})
     (workdir / "train.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    (workdir / "train.failed.jsonl").write_text(json.dumps(
-        {"prompt_id": "f", "sample": 0, "prompt": "What failed here?", "kind": "HTTP 400", "usage": {}}) + "\n")
+    entry = {"prompt_id": "f", "sample": 0, "prompt": "What failed here?", "kind": "HTTP 400", "usage": {}}
+    (workdir / "train.failed.jsonl").write_text(json.dumps(entry) + "\n")
     result = run("--report", "--export", "hf", "--no-run", tools="none", subprocess=True)
     assert result.code == 0 and "Traceback" not in result.err, result.err
     import re
@@ -94,8 +96,9 @@ def report(workdir, teacher):
     teacher.script("plain question", answer("It is 42, with melanoma in the text."))
     teacher.script("wrong one", answer("41"))
     teacher.script(FAILED_PROMPT, status(400, "bad request: <b onmouseover=alert(1)>"))
-    result = run_script(workdir, "prompts.jsonl", "--tools", "hostile_tools.py", "--base-url", teacher.base_url,
-                        "--rewards", "rewards.py", "--min-reward", "1", "--report", "--backoff", "0.01")
+    result = run_script(workdir, "prompts.jsonl", "--tools", "hostile_tools.py",
+                        "--base-url", teacher.base_url, "--rewards", "rewards.py", "--min-reward", "1",
+                        "--report", "--backoff", "0.01")
     assert result.code == 1, result.err  # one prompt failed
     assert "Report: train.report.html" in result.err
     return workdir / "train.report.html"
@@ -126,8 +129,12 @@ def test_report_page_in_real_chromium(report, workdir):
         page.wait_for_selector("#conversations .conv")
 
         assert errors == [] and requests == [report.as_uri()]  # nothing but the file itself
-        number = lambda card: page.inner_text(f"#count-{card}")  # noqa: E731
-        assert (number("written"), number("failed"), number("rejected"), number("pending")) == ("2", "1", "1", "0")
+
+        def number(card):
+            return page.inner_text(f"#count-{card}")
+
+        assert ((number("written"), number("failed"), number("rejected"), number("pending"))
+                == ("2", "1", "1", "0"))
         assert number("cost") == f"${files_total_cost(workdir):.4f}"
         assert number("mean-reward") == "0.667"  # 1, 1 and 0 over the three scored rollouts
         assert page.inner_text("#failures").startswith("HTTP 400")
@@ -174,7 +181,8 @@ def test_report_from_existing_files_sends_nothing(run, workdir, teacher):
     assert run(tools="none", subprocess=True).code == 0
     sent = len(teacher.requests)
     write_prompts(workdir, ["a", "b", "c", "d"])  # one more prompt: pending, not run
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--report", "--no-run", env=subprocess_env())
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--report", "--no-run",
+                        env=subprocess_env())
     assert result.code == 0, result.err
     assert len(teacher.requests) == sent
     data = page_data(workdir / "train.report.html")
@@ -183,7 +191,8 @@ def test_report_from_existing_files_sends_nothing(run, workdir, teacher):
 
 def page_data(path: Path) -> dict:
     html = path.read_text()
-    return json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>', html, re.S).group(1))
+    found = re.search(r'<script type="application/json" id="data">(.*?)</script>', html, re.S)
+    return json.loads(found.group(1))
 
 
 def test_lines_that_carry_no_cost_make_the_cost_unknown_not_zero(run, workdir, teacher):
@@ -194,7 +203,8 @@ def test_lines_that_carry_no_cost_make_the_cost_unknown_not_zero(run, workdir, t
     assert run("--report", "--no-run", tools="none").code == 0
     cost = page_data(workdir / "train.report.html")["cost"]
     assert cost["total"] is None and cost["per_accepted"] is None and cost["without_cost"] == 1
-    costed = {**bare, "metadata": {**bare["metadata"], "prompt_id": "p2", "usage": {"cost": 0.25, "requests": 1}}}
+    costed = {**bare, "metadata": {**bare["metadata"], "prompt_id": "p2",
+                                   "usage": {"cost": 0.25, "requests": 1}}}
     with open(workdir / "train.jsonl", "a") as f:
         f.write(json.dumps(costed) + "\n")
     assert run("--report", "--no-run", tools="none").code == 0
@@ -204,8 +214,8 @@ def test_lines_that_carry_no_cost_make_the_cost_unknown_not_zero(run, workdir, t
 
 def test_large_outputs_embed_a_bounded_sample_failed_first(tmp_path):
     output, failed = tmp_path / "train.jsonl", tmp_path / "train.failed.jsonl"
-    line = {"metadata": {"prompt_id": "p", "sample": 0, "turns": 1, "usage": {"cost": 0.001, "prompt_tokens": 150,
-                                                                                 "completion_tokens": 30}},
+    line = {"metadata": {"prompt_id": "p", "sample": 0, "turns": 1,
+                         "usage": {"cost": 0.001, "prompt_tokens": 150, "completion_tokens": 30}},
             "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
     with output.open("w") as f:
         for i in range(3000):

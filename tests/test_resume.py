@@ -1,6 +1,7 @@
-"""Output and resume: re-running the same command skips what is done and redoes the rest, every prompt exactly once
-and no answer paid twice. The output file (locked, scanned, repaired), the paused file (a record per answer,
-compacted as the run goes; a stopped rollout goes on from its last saved turn), the failed file, and kills."""
+"""Output and resume: re-running the same command skips what is done and redoes the rest, every prompt exactly
+once and no answer paid twice. The output file (locked, scanned, repaired), the paused file (a record per
+answer, compacted as the run goes; a stopped rollout goes on from its last saved turn), the failed file, and
+kills."""
 
 from __future__ import annotations
 
@@ -16,8 +17,17 @@ from collections import Counter
 
 import pytest
 
-from conftest import (SCRIPT, assert_no_traceback, count_lines, prompt_counts, read_jsonl, run_script,
-    start_script, wait_for, write_prompts)
+from conftest import (
+    SCRIPT,
+    assert_no_traceback,
+    count_lines,
+    prompt_counts,
+    read_jsonl,
+    run_script,
+    start_script,
+    wait_for,
+    write_prompts,
+)
 from fake_teacher import FakeTeacher, Reply, answer, call_tools, slow, status
 
 import generate_distillation_data as gdd
@@ -82,7 +92,8 @@ def test_kill_9_mid_run_then_resume_gives_every_prompt_exactly_once(workdir, sam
     server = FakeTeacher(latency=0.01).start()
     try:
         write_prompts(workdir, [f"question {i}" for i in range(300)])
-        args = ("prompts.jsonl", "--tools", "none", "--base-url", server.base_url, "-c", "8", "--samples", samples)
+        args = ("prompts.jsonl", "--tools", "none", "--base-url", server.base_url, "-c", "8",
+                "--samples", samples)
         process = start_script(workdir, *args)
         wait_for(lambda: count_lines(workdir / "train.jsonl") >= 40, what="some output")
         process.kill()
@@ -100,12 +111,14 @@ def test_kill_9_mid_run_then_resume_gives_every_prompt_exactly_once(workdir, sam
 def test_resume_scan_reads_fast_and_slow_lines_across_chunk_boundaries(tmp_path):
     import generate_distillation_data as gdd
 
-    lines = [{"metadata": {"prompt_id": f"id{i}", "sample": i % 3, "teacher": "t"}, "messages": []} for i in range(50)]
+    lines = [{"metadata": {"prompt_id": f"id{i}", "sample": i % 3, "teacher": "t"}, "messages": []}
+             for i in range(50)]
     lines[7]["metadata"]["prompt_id"] = 'needs "escaping"'  # the regex cannot read it: slow path
     lines[20] = {"messages": [], "metadata": {"prompt_id": "keys in another order", "sample": 1}}
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"metadata": {"prompt_id": "torn')
-    expected = {gdd.RolloutKey.hashed(line["metadata"]["prompt_id"], line["metadata"]["sample"]) for line in lines}
+    expected = {gdd.RolloutKey.hashed(line["metadata"]["prompt_id"], line["metadata"]["sample"])
+                for line in lines}
     for chunk_size in (7, 64, 1000, 1 << 20):
         scan = gdd.OutputFile(path).scan(chunk_size)
         assert scan.done == expected and scan.tail == "cut" and not scan.bad
@@ -128,7 +141,8 @@ def test_torn_edited_and_duplicated_lines_are_set_aside_and_their_rollouts_redon
     lines = (workdir / "train.jsonl").read_bytes().splitlines(keepends=True)
     torn = lines[1][: len(lines[1]) // 2] + b"\n"  # its prefix still looks right
     middle = len(lines[2]) // 2
-    edited = lines[2][:middle] + b'"oops" ' + lines[2][middle:]  # a hand edit in the middle; the prefix is intact
+    # a hand edit in the middle; the prefix is intact
+    edited = lines[2][:middle] + b'"oops" ' + lines[2][middle:]
     (workdir / "train.jsonl").write_bytes(b"\xef\xbb\xbf" + lines[0] + torn + edited + lines[3] + lines[3]
                                           + b"\n" + lines[4] + lines[5])
     before = len(teacher.requests)
@@ -158,7 +172,8 @@ def test_an_output_that_is_not_ours_is_refused_not_rewritten(run, teacher, workd
     write_prompts(workdir, ["a"])
     (workdir / "notes.jsonl").write_text('{"text": "my own data"}\n')
     result = run("-o", "notes.jsonl", tools="none")
-    assert result.code == 2 and "notes.jsonl:1: has no metadata.prompt_id" in result.err and not teacher.requests
+    assert (result.code == 2 and "notes.jsonl:1: has no metadata.prompt_id" in result.err
+            and not teacher.requests)
     assert (workdir / "notes.jsonl").read_text() == '{"text": "my own data"}\n'
 
 
@@ -279,11 +294,13 @@ def test_a_record_per_answer_holds_what_it_added_and_resume_joins_them(workdir):
         write_prompts(workdir, ["read five"])
         steps = [pages_then_answer(5)] * 5 + [status(402, "out of credits"), pages_then_answer(5)]
         teacher.script("read five", *steps)
-        args = ["prompts.jsonl", "--tools", "big_tools.py", "--base-url", teacher.base_url, "--backoff", "0.01"]
+        args = ["prompts.jsonl", "--tools", "big_tools.py", "--base-url", teacher.base_url,
+                "--backoff", "0.01"]
         stopped = run_script(workdir, *args)
         assert stopped.code == 1 and "Paused: 1 rollout" in stopped.err
         records = read_jsonl(workdir / "train.paused.jsonl")
-        assert [r["from"] for r in records] == [0, 2, 4, 6, 8] and [r["turns"] for r in records] == [1, 2, 3, 4, 5]
+        assert ([r["from"] for r in records] == [0, 2, 4, 6, 8]
+                and [r["turns"] for r in records] == [1, 2, 3, 4, 5])
         assert "fingerprint" in records[0] and not any("fingerprint" in r for r in records[1:])
         for record in records:  # the answer and its tool result: never the conversation again
             assert [m["role"] for m in record["messages"]] == ["assistant", "tool"]
@@ -307,13 +324,14 @@ def test_a_paused_record_of_the_previous_release_is_resumed(workdir, teacher, ru
     teacher.script("old", answer("it is 3"))
     cfg = gdd.parse_config(["prompts.jsonl", "--tools", "tools_small.py", "--base-url", teacher.base_url])
     toolbox = gdd.ToolBox(gdd.load_tools(cfg.tools.file)[0], cfg.tools)
-    runner = gdd.RolloutRunner(cfg.requests, gdd.cache_plan(cfg.requests, cfg.teacher.base_url), None, toolbox,
-                               asyncio.Event())
+    runner = gdd.RolloutRunner(cfg.requests, gdd.cache_plan(cfg.requests, cfg.teacher.base_url), None,
+                               toolbox, asyncio.Event())
     job = next(gdd.iter_jobs(cfg.prompts))
     fingerprint, prompt_id = runner.body_for(job)[1].legacy, job.prompt.prompt_id  # as that release hashed it
     (workdir / "train.paused.jsonl").write_bytes(gdd.encode_line({
         "prompt_id": prompt_id, "sample": 0, "attempt": 1, "fingerprint": fingerprint, "turns": 1,
-        "finish_reason": "tool_calls", "usage": gdd.Usage(cost=0.5, requests=1).to_json(), "messages": messages + said}))
+        "finish_reason": "tool_calls", "usage": gdd.Usage(cost=0.5, requests=1).to_json(),
+        "messages": messages + said}))
     result = run()
     assert result.code == 0, result.err
     [line] = result.records()
@@ -361,11 +379,13 @@ def test_compaction_during_the_run_keeps_every_live_turn_and_what_was_appended_m
         assert saved is not None and saved.turns == 4 and len(saved.messages) == 9
     reloaded = gdd.PausedFile(tmp_path / "train.paused.jsonl", gdd._Secret(None).scrub)
     assert reloaded.load() == 20
-    assert all(reloaded.take(gdd.RolloutKey.of_job(job, 1), job.prompt.messages).turns == 4 for job in jobs[60:])
+    assert all(reloaded.take(gdd.RolloutKey.of_job(job, 1), job.prompt.messages).turns == 4
+               for job in jobs[60:])
 
 
 def saved_turns_by_prompt(path) -> dict[str, int]:
-    """What a killed run left durably in the paused file: each prompt's saved turns, as the next run reads them."""
+    """What a killed run left durably in the paused file: each prompt's saved turns, as the next run reads
+    them."""
     paused = gdd.PausedFile(path, gdd._Secret(None).scrub)
     paused.load()
     return {key[0]: chain.said // 2 for key, chain in paused.chains.items()}
@@ -380,19 +400,22 @@ def test_kill_9_while_big_turns_are_saved_and_compacted_never_pays_a_saved_turn_
     try:
         prompts = [f"question {i}" for i in range(30)]
         write_prompts(workdir, prompts)
-        args = ["prompts.jsonl", "--tools", "big_tools.py", "--base-url", teacher.base_url, "--backoff", "0.01"]
+        args = ["prompts.jsonl", "--tools", "big_tools.py", "--base-url", teacher.base_url,
+                "--backoff", "0.01"]
         rng, kills, after_kill = random.Random(26), 0, []
         for _ in range(4):
             process = start_script(workdir, *args)
             target = len(teacher.requests) + rng.randint(20, 60)
-            wait_for(lambda: len(teacher.requests) >= target or process.poll() is not None, what="requests")
+            wait_for(lambda target=target, process=process: len(teacher.requests) >= target
+                     or process.poll() is not None, what="requests")
             if process.poll() is not None:
                 break
             process.kill()
             process.wait()
             kills += 1
             ids_by_prompt = {gdd.conversation_hash([{"role": "user", "content": p}]): p for p in prompts}
-            saved = {ids_by_prompt.get(k, k): n for k, n in saved_turns_by_prompt(workdir / "train.paused.jsonl").items()}
+            saved = {ids_by_prompt.get(k, k): n
+                     for k, n in saved_turns_by_prompt(workdir / "train.paused.jsonl").items()}
             after_kill.append((len(teacher.requests), saved))
         result = run_script(workdir, *args, timeout=120)
         assert result.code == 0, result.err
@@ -403,8 +426,8 @@ def test_kill_9_while_big_turns_are_saved_and_compacted_never_pays_a_saved_turn_
         for sent_before, saved in after_kill:
             for body in teacher.requests[sent_before:]:
                 prompt, turn = body["messages"][0]["content"], (len(body["messages"]) + 1) // 2
-                assert turn > saved.get(prompt, 0), (f"{prompt!r} turn {turn} was saved, and asked for again; "
-                                                     f"failed: {result.failed()}")
+                assert turn > saved.get(prompt, 0), (f"{prompt!r} turn {turn} was saved, and asked for "
+                                                     f"again; failed: {result.failed()}")
     finally:
         teacher.stop()
 
@@ -417,7 +440,8 @@ def test_paused_records_name_their_chain(workdir):
     turn = [{"role": "assistant", "content": None, "tool_calls": [
         {"id": "c", "type": "function", "function": {"name": "add", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "c", "content": "1"}]
-    base = {"prompt_id": "p", "sample": 0, "attempt": 1, "finish_reason": "tool_calls", "usage": gdd.Usage().to_json()}
+    base = {"prompt_id": "p", "sample": 0, "attempt": 1, "finish_reason": "tool_calls",
+            "usage": gdd.Usage().to_json()}
     lines = [gdd.encode_line({**base, "from": 0, "fingerprint": "f", "turns": 1, "messages": turn}),
              b'{"prompt_id": "p", "sample": 0, "attempt": 1, "from": 2, "turns": 2, "messages": [oops\n',
              gdd.encode_line({**base, "from": 4, "turns": 3, "messages": turn})]
@@ -440,15 +464,15 @@ def test_an_output_that_is_not_a_regular_file_is_refused(run, workdir, teacher, 
 
 
 SIDE_FILES = ["train.failed.jsonl", "train.rejected.jsonl", "train.quarantine.jsonl", "train.paused.jsonl",
-              "train.runs.jsonl", "train.batches.jsonl", "train.mcp-tools.json", "train.mcp.log", "train.hf.jsonl",
-              "train.openai.jsonl", "train.hf.README.md", "train.report.html"]
+              "train.runs.jsonl", "train.batches.jsonl", "train.mcp-tools.json", "train.mcp.log",
+              "train.hf.jsonl", "train.openai.jsonl", "train.hf.README.md", "train.report.html"]
 
 
 @pytest.mark.parametrize("name", SIDE_FILES)
-def test_a_file_of_ours_beside_the_output_that_is_a_fifo_is_refused_before_anything_is_sent(run, workdir, teacher,
-                                                                                           name):
-    """Read back at the start (paused, runs, failed, ...) or written at the end (exports, card, report), a FIFO
-    would hang the run, a directory crash it: each is refused at once, named, exit 2."""
+def test_a_file_of_ours_beside_the_output_that_is_a_fifo_is_refused_before_anything_is_sent(run, workdir,
+                                                                                            teacher, name):
+    """Read back at the start (paused, runs, failed, ...) or written at the end (exports, card, report), a
+    FIFO would hang the run, a directory crash it: each is refused at once, named, exit 2."""
     write_prompts(workdir, ["q"])
     os.mkfifo(workdir / name)
     result = run("--export", "hf,openai", "--report", tools="none", timeout=30, subprocess=True)
@@ -460,7 +484,8 @@ def test_a_paused_file_that_is_a_directory_is_refused_and_a_regular_one_goes_on(
     write_prompts(workdir, ["q"])
     (workdir / "train.paused.jsonl").mkdir()
     refused = run(tools="none", subprocess=True)
-    assert refused.code == 2 and "train.paused.jsonl: cannot open the paused file: it is a directory" in refused.err
+    assert (refused.code == 2
+            and "train.paused.jsonl: cannot open the paused file: it is a directory" in refused.err)
     assert "Traceback" not in refused.err and not teacher.requests
     (workdir / "train.paused.jsonl").rmdir()
     assert run(tools="none").code == 0 and len(teacher.requests) == 1
@@ -554,7 +579,8 @@ def test_kill_9_at_random_points_then_a_clean_run_pays_each_answer_about_once(wo
     for _ in range(10):
         process = start_script(workdir, *args(teacher))
         target = len(teacher.requests) + rng.randint(2, 12)
-        wait_for(lambda: len(teacher.requests) >= target or process.poll() is not None, what="requests")
+        wait_for(lambda target=target, process=process: len(teacher.requests) >= target
+                 or process.poll() is not None, what="requests")
         if process.poll() is not None:
             break
         in_flight += teacher.in_flight
@@ -574,7 +600,8 @@ def test_kill_9_at_random_points_then_a_clean_run_pays_each_answer_about_once(wo
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_a_signal_pauses_rollouts_between_turns_and_the_next_run_pays_no_answer_twice(workdir, turns_teacher, sig):
+def test_a_signal_pauses_rollouts_between_turns_and_the_next_run_pays_no_answer_twice(workdir, turns_teacher,
+                                                                                      sig):
     teacher = turns_teacher
     write_prompts(workdir, [f"question {i}" for i in range(6)])
     process = start_script(workdir, *args(teacher))
@@ -632,14 +659,16 @@ def test_the_spend_cap_stops_between_turns_and_a_rerun_finishes_without_paying_t
 
 
 @pytest.mark.parametrize("change, said", [
-    (("--temperature", "0.3"), None), (("--max-tokens", "512"), None), (("--extra-body", '{"seed": 7}'), None),
+    (("--temperature", "0.3"), None), (("--max-tokens", "512"), None),
+    (("--extra-body", '{"seed": 7}'), None),
     (("-m", "another/model"), "the model (--model) changed"),
     (("--extra-body", '{"top_logprobs": 2}'), "--extra-body's 'top_logprobs' changed")],
     ids=["temperature", "max tokens", "a seed", "the model", "an extra-body key"])
 def test_only_what_makes_the_conversation_decides_whether_saved_turns_go_on(workdir, change, said):
-    """How the next answer is sampled (temperature, answer length, a seed) does not change what the conversation
-    is: its paid turns go on. What does (the model, a key of --extra-body, ...) begins it again, and the summary
-    names the very setting that changed, and what the discarded turns had cost (which the line counts)."""
+    """How the next answer is sampled (temperature, answer length, a seed) does not change what the
+    conversation is: its paid turns go on. What does (the model, a key of --extra-body, ...) begins it again,
+    and the summary names the very setting that changed, and what the discarded turns had cost (which the line
+    counts)."""
     teacher = FakeTeacher(latency=0.01, default_step=credits_run_out_at(3)).start()
     try:
         write_prompts(workdir, [{"id": "q0", "prompt": "question 0"}])
@@ -656,10 +685,11 @@ def test_only_what_makes_the_conversation_decides_whether_saved_turns_go_on(work
         assert line["metadata"]["usage"]["requests"] == TURNS
         return
     assert answers(teacher) - paid == TURNS
-    assert f"Started over: 1 paused rollout began again from their prompt, since their saved turns answered another " \
-           f"request than this run's: 1 because {said}." in result.err
+    assert "Started over: 1 paused rollout began again from their prompt, since their saved turns answered " \
+           f"another request than this run's: 1 because {said}." in result.err
     assert "Their discarded turns had cost $0.0020 (2 answers, paid by earlier runs)" in result.err
-    assert line["metadata"]["usage"]["requests"] == TURNS + 2  # the discarded turns are in some file: this line
+    # the discarded turns are in some file: this line
+    assert line["metadata"]["usage"]["requests"] == TURNS + 2
 
 
 def test_a_record_of_an_earlier_release_goes_on_only_where_its_hashes_still_tell(workdir):
@@ -672,20 +702,22 @@ def test_a_record_of_an_earlier_release_goes_on_only_where_its_hashes_still_tell
                             gdd.conversation_hash(prompt.messages))
     assert gdd._why_saved_turns_cannot_go_on(saved, prompt, identity) is None
     hotter = gdd.RequestIdentity.of({"model": "m", "temperature": 0.3, "max_tokens": 10})
-    assert gdd._why_saved_turns_cannot_go_on(saved, prompt, hotter) == gdd._SETTINGS_UNNAMED  # cannot say which
-    assert gdd._why_saved_turns_cannot_go_on(dataclasses.replace(saved, settings=identity.parts), prompt, hotter) is None
+    # cannot say which
+    assert gdd._why_saved_turns_cannot_go_on(saved, prompt, hotter) == gdd._SETTINGS_UNNAMED
+    assert gdd._why_saved_turns_cannot_go_on(dataclasses.replace(saved, settings=identity.parts), prompt,
+                                             hotter) is None
     ambiguous = dataclasses.replace(saved, prompt=gdd.conversation_hash(tricky.messages))
     assert gdd._why_saved_turns_cannot_go_on(ambiguous, tricky, identity) == gdd._PROMPT_AMBIGUOUS
     assert gdd.conversation_hash(tricky.messages) == gdd.conversation_hash(
-        [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])  # why: the old encoding collides
+        [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])
     assert gdd.content_hash(tricky.messages) != gdd.content_hash(
         [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}])  # the new one does not
 
 
 @pytest.mark.parametrize("edited", [False, True], ids=["as it was", "split into two messages"])
 def test_a_prompt_edited_into_messages_its_old_text_spelled_never_goes_on_from_its_turns(workdir, edited):
-    """A text holding the ASCII control characters RS and US, then edited into the two messages it seems to spell
-    (same id): they are another conversation, begun again; the prompt left as it was goes on."""
+    """A text holding the ASCII control characters RS and US, then edited into the two messages it seems to
+    spell (same id): they are another conversation, begun again; the prompt left as it was goes on."""
     old = {"id": "q0", "messages": [{"role": "user", "content": "Is 7 prime?\x1euser\x1fAnswer yes or no."}]}
     new = {"id": "q0", "messages": [{"role": "user", "content": "Is 7 prime?"},
                                     {"role": "user", "content": "Answer yes or no."}]}
@@ -707,12 +739,14 @@ def test_a_prompt_edited_into_messages_its_old_text_spelled_never_goes_on_from_i
         m["content"] for m in (new if edited else old)["messages"]]
 
 
-ZERO_REWARDS = "from rnow.core import RewardArgs, reward\n\n@reward\ndef never(args: RewardArgs, messages: list) -> float:\n    return 0.0\n"
+ZERO_REWARDS = ("from rnow.core import RewardArgs, reward\n\n"
+                "@reward\ndef never(args: RewardArgs, messages: list) -> float:\n    return 0.0\n")
 
 
 def test_a_lower_attempts_keeps_a_paused_later_try_for_a_run_with_a_higher_one(workdir):
     """Try 2 of --attempts 3 paused (out of credits); a run with --attempts 1 counts the prompt as finished by
-    rejection, so it does not run that try, and says so: its paid turn is kept, and --attempts 3 goes on from it."""
+    rejection, so it does not run that try, and says so: its paid turn is kept, and --attempts 3 goes on from
+    it."""
     calls = {"A": 0}
 
     def step(body: dict) -> Reply:
@@ -757,13 +791,16 @@ def credits_run_out_at(request: int):
 
 @pytest.mark.parametrize("edit", ["text", "system prompt", "attempt 2's text"])
 def test_saved_turns_go_on_only_from_the_very_prompt_that_began_them(workdir, edit):
-    """A prompt with its own id, paused mid-rollout, then fixed (its text, or --system): the next run begins it
-    again from the new prompt, never writes the new question with the old one's tool calls and answer, and says
-    why. With --attempts, the same for a later try."""
-    teacher = FakeTeacher(latency=0.01, default_step=credits_run_out_at(9 if edit.startswith("attempt") else 3)).start()
+    """A prompt with its own id, paused mid-rollout, then fixed (its text, or --system): the next run begins
+    it again from the new prompt, never writes the new question with the old one's tool calls and answer, and
+    says why. With --attempts, the same for a later try."""
+    runs_out_at = 9 if edit.startswith("attempt") else 3
+    teacher = FakeTeacher(latency=0.01, default_step=credits_run_out_at(runs_out_at)).start()
     (workdir / "rewards.py").write_text("from rnow.core import RewardArgs, reward\n\n@reward\n"
-                                        "def never(args: RewardArgs, messages: list) -> float:\n    return 0.0\n")
-    gate = ("--rewards", "rewards.py", "--min-reward", "1", "--attempts", "2") if edit.startswith("attempt") else ()
+                                        "def never(args: RewardArgs, messages: list) -> float:\n"
+                                        "    return 0.0\n")
+    gate = (("--rewards", "rewards.py", "--min-reward", "1", "--attempts", "2") if edit.startswith("attempt")
+            else ())
     system = ("-s", "Be brief.") if edit == "system prompt" else ()
     try:
         write_prompts(workdir, [{"id": "q0", "prompt": "question 0"}])
@@ -784,7 +821,8 @@ def test_saved_turns_go_on_only_from_the_very_prompt_that_began_them(workdir, ed
     [line] = result.records("train.rejected.jsonl")[-1:] if gate else result.records()
     first = line["messages"][0]["content"]
     assert first == ("Be thorough." if edit == "system prompt" else "question 0, fixed")
-    calls = [json.loads(c["function"]["arguments"]) for m in line["messages"] for c in m.get("tool_calls", [])]
+    calls = [json.loads(c["function"]["arguments"])
+             for m in line["messages"] for c in m.get("tool_calls", [])]
     assert [c["b"] for c in calls] == [len(first)] * (TURNS - 1)  # every tool call made for the new prompt
     assert line["messages"][-1]["content"] == f"{first}: done after 5 tools"
 
@@ -802,13 +840,15 @@ def test_a_paused_record_edited_to_hold_tool_calls_5_begins_again_and_loses_noth
         result = run_script(workdir, *args(teacher))
     finally:
         teacher.stop()
-    assert result.code == 0 and "Traceback" not in result.err and "internal error" not in result.err, result.err
+    assert (result.code == 0 and "Traceback" not in result.err
+            and "internal error" not in result.err), result.err
     [line] = result.records()
-    assert line["metadata"]["turns"] == TURNS and line["messages"][-1]["content"] == "question 0: done after 5 tools"
+    assert (line["metadata"]["turns"] == TURNS
+            and line["messages"][-1]["content"] == "question 0: done after 5 tools")
 
 
-@pytest.mark.parametrize("line", ['{"prompt_id": "x", "sample": 0, "attempt": 1, "turns": "many"}', "not json",
-                                  '{"prompt_id": 7}', '{"messages": [1, 2]}'])
+@pytest.mark.parametrize("line", ['{"prompt_id": "x", "sample": 0, "attempt": 1, "turns": "many"}',
+                                  "not json", '{"prompt_id": 7}', '{"messages": [1, 2]}'])
 def test_a_hand_broken_paused_file_is_read_around(workdir, turns_teacher, line):
     teacher = turns_teacher
     write_prompts(workdir, ["question 0"])
@@ -858,8 +898,10 @@ def routed(reply: Reply) -> Reply:
 
 
 @pytest.mark.parametrize("edited", [False, True], ids=["as it was", "prompt edited"])
-def test_a_final_answer_stopped_while_it_was_scored_settles_next_run_without_a_request(workdir, turns_teacher, edited):
-    """...unless its prompt (one with its own id) was edited meanwhile: then it begins again from the new text."""
+def test_a_final_answer_stopped_while_it_was_scored_settles_next_run_without_a_request(workdir, turns_teacher,
+                                                                                       edited):
+    """...unless its prompt (one with its own id) was edited meanwhile: then it begins again from the new
+    text."""
     teacher = turns_teacher
     teacher.default_step = lambda body: routed(six_turns(body))
     (workdir / "rewards.py").write_text(SLOW_REWARDS)
@@ -876,7 +918,8 @@ def test_a_final_answer_stopped_while_it_was_scored_settles_next_run_without_a_r
     err = seen + err
     assert process.returncode == 130 and "Paused: 1 rollout" in err
     saved = read_jsonl(workdir / "train.paused.jsonl")
-    assert saved[-1]["messages"][-1]["role"] == "assistant", (len(saved), [r.get("turns") for r in saved], err)
+    assert saved[-1]["messages"][-1]["role"] == "assistant", \
+        (len(saved), [r.get("turns") for r in saved], err)
     (workdir / "slow").unlink()
     before = answers(teacher)
     if edited:

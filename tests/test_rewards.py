@@ -13,12 +13,19 @@ from typing import Any, Callable
 import pytest
 import rnow.core.reward  # noqa: F401  (imported for its side effect: the module is registered)
 
-from conftest import count_lines, read_jsonl, run_script, start_script, subprocess_env, wait_for, write_prompts
+from conftest import (
+    count_lines,
+    read_jsonl,
+    run_script,
+    start_script,
+    subprocess_env,
+    wait_for,
+    write_prompts,
+)
 from fake_teacher import answer, call_tools, slow
 from test_tools import without_rnow
 
 import generate_distillation_data as gdd
-
 
 rnow_reward = sys.modules["rnow.core.reward"]
 
@@ -68,8 +75,10 @@ def test_attempts_until_one_passes_exactly_three_paid(run, workdir, teacher):
     assert result.code == 0, result.err
     assert len(teacher.requests_for("hard")) == 3 and len(teacher.requests_for("easy")) == 1
     output, rejected = read_jsonl(workdir / "train.jsonl"), read_jsonl(workdir / "train.rejected.jsonl")
-    assert sorted((r["messages"][0]["content"], r["metadata"]["attempt"]) for r in output) == [("easy", 1), ("hard", 3)]
-    assert [(r["messages"][-1]["content"], r["metadata"]["attempt"]) for r in rejected] == [("40", 1), ("41", 2)]
+    assert (sorted((r["messages"][0]["content"], r["metadata"]["attempt"]) for r in output)
+            == [("easy", 1), ("hard", 3)])
+    assert ([(r["messages"][-1]["content"], r["metadata"]["attempt"]) for r in rejected]
+            == [("40", 1), ("41", 2)])
     assert "2/2 overall" in result.err and "1/2 on the first try" in result.err
 
 
@@ -86,7 +95,8 @@ def test_attempts_all_rejected_finish_the_prompt(run, workdir, teacher):
     # a larger budget later gives the prompt one more try, counting the two spent
     teacher.script("impossible", answer("42"))
     assert gate(run, "--min-reward", "1", "--attempts", "3").code == 0
-    assert len(teacher.requests) == sent + 1 and read_jsonl(workdir / "train.jsonl")[0]["metadata"]["attempt"] == 3
+    assert (len(teacher.requests) == sent + 1
+            and read_jsonl(workdir / "train.jsonl")[0]["metadata"]["attempt"] == 3)
 
 
 def test_kill_9_between_attempts_resumes_with_the_tries_spent(workdir, teacher):
@@ -187,7 +197,8 @@ def test_hostile_rewards_never_lose_a_rollout_or_stop_the_run(run, workdir, teac
         assert errors["raises"] == "failed: ValueError: no expected answer"
         assert errors["hangs"] == errors["hangs_async"] == "timed out after 1 s"
         assert errors["exits"].startswith("failed: ToolExit: SystemExit")
-        assert errors["text"] == "returned '1.0', not a float" and errors["nan"] == "returned nan, not a float"
+        assert (errors["text"] == "returned '1.0', not a float"
+                and errors["nan"] == "returned nan, not a float")
         assert errors["infinite"] == "returned inf, not a float" and "fraction" not in errors
     assert records[0]["metadata"].get("k", 1) == 1
 
@@ -221,7 +232,8 @@ def test_a_reward_of_10_to_the_400_is_named_and_its_paid_answers_are_never_lost(
     [line] = read_jsonl(workdir / "train.rejected.jsonl")  # scored 0: below the gate, but kept, not lost
     m = line["metadata"]
     assert m["rewards"] == {"huge": 0.0, "big": 1e308, "bigger": 1e308} and m["reward"] == 0.0
-    assert m["reward_errors"]["huge"].startswith("returned 1000") and m["reward_errors"]["huge"].endswith("not a float")
+    assert (m["reward_errors"]["huge"].startswith("returned 1000")
+            and m["reward_errors"]["huge"].endswith("not a float"))
     assert "too large for a float" in m["reward_errors"]["(total)"]
     again = gate(run, "--min-reward", "0.5", tools="tools_small.py")
     assert again.code == 0 and len(teacher.requests) == 2  # finished: nothing is bought again
@@ -247,7 +259,8 @@ def test_precondition_at_zero_makes_the_total_zero(run, workdir, teacher):
     teacher.script("tool", call_tools(("add", {"a": 1, "b": 2})), answer("3"))
     result = gate(run, tools="tools_small.py")
     assert result.code == 0, result.err
-    totals = {r["messages"][0]["content"]: r["metadata"]["reward"] for r in read_jsonl(workdir / "train.jsonl")}
+    totals = {r["messages"][0]["content"]: r["metadata"]["reward"]
+              for r in read_jsonl(workdir / "train.jsonl")}
     assert totals == {"tool": 1.25, "plain": 0.0}
 
 
@@ -346,11 +359,13 @@ def test_rescore_moves_lines_both_ways_and_sends_nothing(run, workdir, teacher):
     assert sorted(r["messages"][0]["content"] for r in read_jsonl(workdir / "train.jsonl")) == ["a", "b"]
     sent = len(teacher.requests)
     (workdir / "rewards.py").write_text(SAYS_42.replace('"42"', '"7"').replace("args.metadata.get", "{}.get"))
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--rewards", "rewards.py", "--min-reward", "1", "--rescore",
-                        env=subprocess_env())  # no key, no base URL: nothing is sent
+    # no key, no base URL: nothing is sent
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--rewards", "rewards.py",
+                        "--min-reward", "1", "--rescore", env=subprocess_env())
     assert result.code == 0, result.err
     assert len(teacher.requests) == sent and "Nothing was sent" in result.err
-    output = {r["messages"][0]["content"]: r["messages"][-1]["content"] for r in read_jsonl(workdir / "train.jsonl")}
+    output = {r["messages"][0]["content"]: r["messages"][-1]["content"]
+              for r in read_jsonl(workdir / "train.jsonl")}
     rejected = sorted((r["messages"][0]["content"], r["messages"][-1]["content"])
                       for r in read_jsonl(workdir / "train.rejected.jsonl"))
     assert output == {"a": "42 and 7", "b": "7", "c": "7"}
@@ -364,8 +379,10 @@ def test_rescore_moves_lines_both_ways_and_sends_nothing(run, workdir, teacher):
 
 
 def test_max_cost_stops_within_one_wave_of_the_cap_and_resumes(workdir, teacher):
-    write_prompts(workdir, [f"q{i}" for i in range(60)])  # each answer costs $0.001 (the teacher's usage.cost)
-    args = ("prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "-c", "4", "--max-cost", "0.01")
+    # each answer costs $0.001 (the teacher's usage.cost)
+    write_prompts(workdir, [f"q{i}" for i in range(60)])
+    args = ("prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "-c", "4",
+            "--max-cost", "0.01")
     result = run_script(workdir, *args)
     assert result.code == 1, result.err
     paid = len(teacher.requests)
@@ -442,7 +459,8 @@ def test_rewards_that_never_return_do_not_starve_the_others(run, workdir, teache
     result = gate(run, "-c", "12", "--reward-timeout", "30")
     assert result.code == 0, result.err
     records = read_jsonl(workdir / "train.jsonl")
-    assert len(records) == 12 and all(r["metadata"]["rewards"] == {"stuck": 0.0, "quick": 1.0} for r in records)
+    assert len(records) == 12 and all(r["metadata"]["rewards"] == {"stuck": 0.0, "quick": 1.0}
+                                      for r in records)
 
 
 def test_torn_last_line_of_the_rejected_file_is_cut_and_its_try_runs_again(run, workdir, teacher):
@@ -470,11 +488,13 @@ def test_rescore_keeps_lines_it_cannot_read_and_survives_a_reward_that_raises(ru
     assert gate(run, "--min-reward", "1").code == 0
     with (workdir / "train.jsonl").open("a") as f:
         f.write('{"metadata": {"prompt_id": "edited by hand"\n')
-    (workdir / "rewards.py").write_text(SAYS_42.replace('return 1.0 if', 'raise RuntimeError("broken")\n    return 1.0 if'))
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--rewards", "rewards.py", "--min-reward", "1",
-                        "--rescore", env=subprocess_env())
+    broken = SAYS_42.replace('return 1.0 if', 'raise RuntimeError("broken")\n    return 1.0 if')
+    (workdir / "rewards.py").write_text(broken)
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--rewards", "rewards.py",
+                        "--min-reward", "1", "--rescore", env=subprocess_env())
     assert result.code == 0 and "Traceback" not in result.err, result.err
     rejected = read_jsonl(workdir / "train.rejected.jsonl")
-    assert len(rejected) == 2 and all(r["metadata"]["reward_errors"]["says_42"].startswith("failed: RuntimeError")
-                                      for r in rejected)
+    assert (len(rejected) == 2
+            and all(r["metadata"]["reward_errors"]["says_42"].startswith("failed: RuntimeError")
+                    for r in rejected))
     assert (workdir / "train.jsonl").read_text() == '{"metadata": {"prompt_id": "edited by hand"\n'

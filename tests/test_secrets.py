@@ -12,7 +12,6 @@ import threading
 from conftest import FAILURES, read_jsonl, run_script, secrets_used, subprocess_env, write_prompts
 from fake_teacher import FakeTeacher, Reply, adjusted, answer, completion, status
 
-
 KEY = "sk-or-v1-" + "0123456789abcdef" * 4
 
 
@@ -82,10 +81,12 @@ def leaky_turn(signed: bool = False):
                     **({"signature": "c2lnbmVk"} if signed else {})}]
         message = {"content": f"content {KEY}", "reasoning": f"reasoning {KEY}", "reasoning_details": details,
                    "tool_calls": [{"id": f"call_{KEY}", "type": "function",
-                                   "function": {"name": "echo", "arguments": json.dumps({"text": f"arg {KEY}"})}},
+                                   "function": {"name": "echo",
+                                                "arguments": json.dumps({"text": f"arg {KEY}"})}},
                                   {"id": "call_2", "type": "function",
                                    "function": {"name": f"tool_{KEY}", "arguments": "{}"}}]}
-        return Reply(body={**completion(message, "tool_calls", model=f"provider/{KEY}"), "provider": f"Prov {KEY}"})
+        return Reply(body={**completion(message, "tool_calls", model=f"provider/{KEY}"),
+                           "provider": f"Prov {KEY}"})
 
     return step
 
@@ -138,8 +139,9 @@ def test_the_key_in_every_field_on_every_path_reaches_no_file(workdir):
         teacher.script("rejected", leaky_turn(), out_of_credits["rejected"], final(f"reject me {KEY}"))
         teacher.script("fails", leaky_turn(), out_of_credits["fails"], status(400, f"bad request {KEY}"))
         env = subprocess_env(OPENROUTER_API_KEY=KEY)
-        args = ["prompts.jsonl", "--tools", "echo_tools.py", "--base-url", teacher.base_url, "--backoff", "0.01",
-                "-c", "4", "--rewards", "rewards.py", "--min-reward", "0.5", "--export", "hf,openai", "--report"]
+        args = ["prompts.jsonl", "--tools", "echo_tools.py", "--base-url", teacher.base_url,
+                "--backoff", "0.01", "-c", "4", "--rewards", "rewards.py", "--min-reward", "0.5",
+                "--export", "hf,openai", "--report"]
         stopped = run_script(workdir, *args, env=env)
         assert stopped.code == 1 and "out of credits" in stopped.err
         paused = (workdir / "train.paused.jsonl").read_text()
@@ -163,7 +165,8 @@ def test_the_key_in_every_field_on_every_path_reaches_no_file(workdir):
         # the one that finished after the 402 was not asked again for the turn it had saved
         assert len(teacher.requests_for("finishes")) == 3
         assert [r["messages"][0]["content"] for r in resumed.records("train.rejected.jsonl")] == ["rejected"]
-        assert [f["prompt_id"] for f in resumed.failed()] and "bad request ***" in json.dumps(resumed.failed())
+        assert ([f["prompt_id"] for f in resumed.failed()]
+                and "bad request ***" in json.dumps(resumed.failed()))
         for name in ("train.hf.jsonl", "train.openai.jsonl", "train.report.html"):
             assert (workdir / name).exists(), name
         assert_no_key(every_file(workdir) + resumed.out + resumed.err)
@@ -176,8 +179,8 @@ def test_connection_errors_never_carry_the_key(workdir):
     server = FakeTeacher(default_step=FAILURES["garbage instead of HTTP"]).start()
     try:
         write_prompts(workdir, ["q"])
-        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url, "--retries",
-                            "1", "--backoff", "0.01", env=subprocess_env(OPENROUTER_API_KEY=key))
+        result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", server.base_url,
+                            "--retries", "1", "--backoff", "0.01", env=subprocess_env(OPENROUTER_API_KEY=key))
         assert result.code == 1 and "connection problem" in (workdir / "train.failed.jsonl").read_text()
         everything = result.err + result.out + (workdir / "train.failed.jsonl").read_text()
         assert key[12:40] not in everything
@@ -195,7 +198,8 @@ PROVIDER_KEY = "prov-" + "c0ffee" * 5  # a provider's own key, given in --extra-
 HEADER_TOKEN = "hdr" + "5eed" * 6  # a header-like field of --extra-body: "Bearer ..."
 URL_TOKEN = "tok" + "beef" * 6  # the base URL's user name: http://TOKEN@host/v1
 HANDED = (JUDGE_KEY, HF_TOKEN, PROVIDER_KEY, HEADER_TOKEN, URL_TOKEN)
-SHORT = "tiny-tok"  # a key-like field shorter than a real key: masked where shown as a field, never cut from text
+# a key-like field shorter than a real key: masked where shown as a field, never cut from text
+SHORT = "tiny-tok"
 NOT_SECRET = "http://auth.example.com/login"  # a key-like name holding a URL: no secret
 
 JUDGE_REWARDS = '''
@@ -212,7 +216,8 @@ def echo_every_secret(body: dict) -> Reply:
     said = " ".join([*HANDED, SHORT, NOT_SECRET])
     if not any(m["role"] == "tool" for m in body["messages"]):
         return Reply(body=completion({"content": f"calling with {said}", "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "echo", "arguments": json.dumps({"text": said})}}]},
+            {"id": "call_1", "type": "function",
+             "function": {"name": "echo", "arguments": json.dumps({"text": said})}}]},
             "tool_calls"))
     return Reply(body=completion({"content": f"done: {said}"}, model=f"m/{HF_TOKEN}"))
 
@@ -237,25 +242,30 @@ def test_every_secret_the_program_was_handed_reaches_no_file_and_no_terminal(wor
         env = subprocess_env(HF_TOKEN=HF_TOKEN)
         secrets_used(*HANDED)
         args = ["prompts.jsonl", "--tools", "echo_tools.py", "--base-url", base_url, "--backoff", "0.01",
-                "--extra-body", json.dumps(extra), "--rewards", "rewards.py", "--export", "hf,openai", "--report"]
+                "--extra-body", json.dumps(extra), "--rewards", "rewards.py",
+                "--export", "hf,openai", "--report"]
         dry = run_script(workdir, *args, "--dry-run", env=env)
         assert dry.code == 0, dry.err
         shown = json.loads(dry.out[dry.out.index("{"):])
         assert shown["provider"] == {"api_key": "***", "sort": "price"} and shown["x_token"] == "***"
-        assert shown["headers"] == {"Authorization": "***"} and f"http://***@127.0.0.1:{teacher.port}" in dry.out
+        assert (shown["headers"] == {"Authorization": "***"}
+                and f"http://***@127.0.0.1:{teacher.port}" in dry.out)
         result = run_script(workdir, *args, env=env)
         assert result.code == 0, result.err
         assert teacher.requests[0]["provider"]["api_key"] == PROVIDER_KEY  # sent as given, and only sent
     finally:
         teacher.stop()
     [line] = result.records()
-    assert line["metadata"]["reward_errors"]["judge"] == "failed: RuntimeError: 401 from the judge, key *** rejected"
+    assert (line["metadata"]["reward_errors"]["judge"]
+            == "failed: RuntimeError: 401 from the judge, key *** rejected")
     final = line["messages"][-1]["content"]
-    assert final == f"done: *** *** *** *** *** {SHORT} {NOT_SECRET}"  # short values and URLs are left as they are
+    # short values and URLs are left as they are
+    assert final == f"done: *** *** *** *** *** {SHORT} {NOT_SECRET}"
     assert line["messages"][2]["content"] == f"you said: *** *** *** *** *** {SHORT} {NOT_SECRET}"
     runs = read_jsonl(workdir / "train.runs.jsonl")[0]["teacher"]
     assert runs["extra_body"]["provider"]["api_key"] == "***" and runs["base_url"].startswith("http://***@")
-    written = "".join(p.read_text(errors="replace") for p in workdir.rglob("*") if p.is_file() and p.name != ".env")
+    written = "".join(p.read_text(errors="replace") for p in workdir.rglob("*")
+                      if p.is_file() and p.name != ".env")
     assert_none_of(HANDED, written + result.out + result.err + dry.out + dry.err)
 
 
@@ -279,7 +289,8 @@ def echo_every_form(body: dict) -> Reply:
     if not any(m["role"] == "tool" for m in body["messages"]):
         arguments = '{"text": "' + escaped(KEY) + " " + escaped(RAW_PASSWORD) + '"}'
         return Reply(body=completion({"content": f"calling with {said}", "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "echo", "arguments": arguments}}]}, "tool_calls"))
+            {"id": "call_1", "type": "function", "function": {"name": "echo", "arguments": arguments}}]},
+            "tool_calls"))
     return Reply(body=completion({"content": f"done: {said}"}))
 
 
@@ -310,20 +321,23 @@ def test_exports_the_card_and_the_report_scrub_lines_written_before_they_were(wo
     messages are the user's data, exported as they are."""
     line = {"metadata": {"prompt_id": "p0", "sample": 0, "teacher": "m/teacher"},
             "messages": [{"role": "user", "content": "q " + escaped(KEY)},
-                         {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "type": "function", "function": {
+                         {"role": "assistant", "content": "",
+                          "tool_calls": [{"id": "c1", "type": "function", "function": {
                              "name": "echo", "arguments": '{"text": "' + escaped(KEY) + '"}'}}]},
                          {"role": "tool", "tool_call_id": "c1", "content": "ok"},
                          {"role": "assistant", "content": f"done {KEY}"}]}
     (workdir / "train.jsonl").write_text(json.dumps(line) + "\n")
     (workdir / "echo_tools.py").write_text(ECHO_TOOLS)
     write_prompts(workdir, ["q"])
-    result = run_script(workdir, "prompts.jsonl", "--tools", "echo_tools.py", "--no-run", "--export", "hf,openai",
-                        "--report", env=subprocess_env(OPENROUTER_API_KEY=KEY))
+    result = run_script(workdir, "prompts.jsonl", "--tools", "echo_tools.py", "--no-run",
+                        "--export", "hf,openai", "--report", env=subprocess_env(OPENROUTER_API_KEY=KEY))
     assert result.code == 0, result.err
     hf = read_jsonl(workdir / "train.hf.jsonl")[0]["messages"]
-    assert hf[1]["tool_calls"][0]["function"]["arguments"] == {"text": "***"} and hf[-1]["content"] == "done ***"
+    assert (hf[1]["tool_calls"][0]["function"]["arguments"] == {"text": "***"}
+            and hf[-1]["content"] == "done ***")
     assert hf[0]["content"] == "q " + escaped(KEY)  # the prompt, as the user wrote it
     exported = "".join((workdir / name).read_text() for name in ("train.hf.jsonl", "train.openai.jsonl",
                                                                   "train.hf.README.md", "train.report.html"))
     assert_none_of([KEY], exported + result.err)
-    (workdir / "train.jsonl").unlink()  # the test's own hostile input: the session's last grep is for what we wrote
+    # the test's own hostile input: the session's last grep is for what we wrote
+    (workdir / "train.jsonl").unlink()

@@ -1,12 +1,12 @@
 """--shard auto on a real SLURM: Debian's slurm-wlm and munge, one node, started here with a slurm.conf of the
-test's own (select/cons_tres, proctrack/linuxproc, task/none; OverSubscribe, so 16 tasks share 2 cores; SLURM's
-default KillWait of 30 s). The sbatch script and the command that submits it are taken from docs/scale.md as
-written, so the docs and this test cannot drift apart.
+test's own (select/cons_tres, proctrack/linuxproc, task/none; OverSubscribe, so 16 tasks share 2 cores;
+SLURM's default KillWait of 30 s). The sbatch script and the command that submits it are taken from
+docs/scale.md as written, so the docs and this test cannot drift apart.
 
 It takes a minute and needs root (SLURM's daemons), so it is not part of the suite (pytest.ini deselects the
 `slurm` mark): CI runs it as a step of its own after the suite (.ci/run installs slurm-wlm and munge, as it
-installs nginx), with `pytest -q -n 0 -m slurm tests/test_slurm.py` (SLURM_TEST_REQUIRED=1: there it fails rather than skip).
-Elsewhere, without root or the packages, it skips, saying why."""
+installs nginx), with `pytest -q -n 0 -m slurm tests/test_slurm.py` (SLURM_TEST_REQUIRED=1: there it fails
+rather than skip). Elsewhere, without root or the packages, it skips, saying why."""
 
 from __future__ import annotations
 
@@ -43,10 +43,11 @@ def docs_sbatch() -> tuple[str, str]:
 def _slurm_missing() -> str | None:
     if os.geteuid() != 0:
         return "needs root: SLURM's daemons (slurmctld, slurmd) start jobs as their users"
-    missing = [name for name in COMMANDS if shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin") is None]
+    path = os.environ.get("PATH", "") + ":/usr/sbin"
+    missing = [name for name in COMMANDS if shutil.which(name, path=path) is None]
     if missing:
-        return (f"needs Debian's slurm-wlm and munge ({', '.join(missing)} not found): apt-get install slurm-wlm "
-                "munge, as .ci/run does")
+        return (f"needs Debian's slurm-wlm and munge ({', '.join(missing)} not found): apt-get install "
+                "slurm-wlm munge, as .ci/run does")
     return None
 
 
@@ -57,7 +58,8 @@ class Cluster:
     def __init__(self, folder: Path):
         self.folder = folder
         self.conf = folder / "slurm.conf"
-        self.env = {**os.environ, "SLURM_CONF": str(self.conf), "PATH": os.environ.get("PATH", "") + ":/usr/sbin"}
+        self.env = {**os.environ, "SLURM_CONF": str(self.conf),
+                    "PATH": os.environ.get("PATH", "") + ":/usr/sbin"}
         self.daemons: list[subprocess.Popen] = []
 
     def start(self) -> "Cluster":
@@ -70,15 +72,17 @@ class Cluster:
         key.chmod(0o400)
         for name in ("state", "spool", "log"):
             (self.folder / name).mkdir()
+        # NodeName=... CPUs=... as this machine has them
         node = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, env=self.env,
-                              check=True).stdout.splitlines()[0]  # NodeName=... CPUs=... as this machine has them
+                              check=True).stdout.splitlines()[0]
         host = node.split()[0].removeprefix("NodeName=")
         self.conf.write_text("\n".join([
             "ClusterName=test", f"SlurmctldHost={host}", "SlurmUser=root", "SlurmdUser=root",
             f"SlurmctldPort={free_port()}", f"SlurmdPort={free_port()}",
             "AuthType=auth/munge", f"AuthInfo=socket={munge / 'socket'}", "CredType=cred/munge",
             f"StateSaveLocation={self.folder / 'state'}", f"SlurmdSpoolDir={self.folder / 'spool'}",
-            f"SlurmctldPidFile={self.folder / 'slurmctld.pid'}", f"SlurmdPidFile={self.folder / 'slurmd.pid'}",
+            f"SlurmctldPidFile={self.folder / 'slurmctld.pid'}",
+            f"SlurmdPidFile={self.folder / 'slurmd.pid'}",
             f"SlurmctldLogFile={self.folder / 'log' / 'slurmctld.log'}",
             f"SlurmdLogFile={self.folder / 'log' / 'slurmd.log'}",
             "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
@@ -89,7 +93,8 @@ class Cluster:
             f"{re.sub(r'RealMemory=[0-9]+', 'RealMemory=1000', node)} State=UNKNOWN",
             "PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:16", ""]))
         self._daemon("munged", "-F", f"--key-file={key}", f"--socket={munge / 'socket'}",
-                     f"--pid-file={munge / 'pid'}", f"--log-file={munge / 'log'}", f"--seed-file={munge / 'seed'}")
+                     f"--pid-file={munge / 'pid'}", f"--log-file={munge / 'log'}",
+                     f"--seed-file={munge / 'seed'}")
         wait_for(lambda: (munge / "socket").exists(), what="munged's socket")
         self._daemon("slurmctld", "-D", "-i", "-f", str(self.conf))
         self._daemon("slurmd", "-D", "-f", str(self.conf))
@@ -99,7 +104,8 @@ class Cluster:
 
     def _daemon(self, *command: str) -> None:
         log = open(self.folder / "log" / f"{command[0]}.out", "w")
-        self.daemons.append(subprocess.Popen(list(command), env=self.env, stdout=log, stderr=subprocess.STDOUT))
+        self.daemons.append(subprocess.Popen(list(command), env=self.env, stdout=log,
+                                             stderr=subprocess.STDOUT))
 
     def run(self, *command: str, cwd: Path | None = None, env: dict | None = None, check: bool = True) -> str:
         done = subprocess.run(list(command), cwd=cwd, env={**self.env, **(env or {})}, capture_output=True,
@@ -171,12 +177,15 @@ ARRAY = 16  # --array=0-15, as the docs' script writes it
 def two_turns(slow_prompt: str):
     """Each rollout: a tool call (the slow prompt's waits for the test), then the answer."""
     def step(body: dict) -> Reply:
-        prompt = body["messages"][0]["content"] if body["messages"][0]["role"] == "user" else body["messages"][1]["content"]
+        first = body["messages"][0]
+        prompt = first["content"] if first["role"] == "user" else body["messages"][1]["content"]
         if any(message["role"] == "tool" for message in body["messages"]):
             return Reply(body=completion({"content": f"answer to {prompt}"}))
-        name, arguments = ("wait_for_release", {"name": "x"}) if prompt == slow_prompt else ("add", {"a": 1, "b": 2})
-        return Reply(body=completion({"content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
-            "name": name, "arguments": json.dumps(arguments)}}]}, "tool_calls"))
+        name, arguments = (("wait_for_release", {"name": "x"}) if prompt == slow_prompt
+                           else ("add", {"a": 1, "b": 2}))
+        call = {"id": "call_1", "type": "function",
+                "function": {"name": name, "arguments": json.dumps(arguments)}}
+        return Reply(body=completion({"content": None, "tool_calls": [call]}, "tool_calls"))
     return step
 
 
@@ -209,9 +218,11 @@ def test_the_docs_sbatch_script_on_a_real_slurm(slurm, tmp_path):
 
     teacher = FakeTeacher(default_step=two_turns(slow)).start()
     try:
-        env = subprocess_env(OPENROUTER_BASE_URL=teacher.base_url)  # sbatch hands its environment to the tasks
+        # sbatch hands its environment to the tasks
+        env = subprocess_env(OPENROUTER_BASE_URL=teacher.base_url)
         job = slurm.submit(submit, project, env)
-        wait_for(lambda: (project / "waiting-x").exists(), timeout=120, what="the slow rollout's tool to start")
+        wait_for(lambda: (project / "waiting-x").exists(), timeout=120,
+                 what="the slow rollout's tool to start")
         slurm.run("scancel", f"{job}_{cancelled}")
         log = project / "logs" / f"distill-{cancelled}.log"
         wait_for(lambda: "Stopping" in log.read_text(), what="the cancelled task to hear SIGTERM")
@@ -221,9 +232,11 @@ def test_the_docs_sbatch_script_on_a_real_slurm(slurm, tmp_path):
         tasks = slurm.tasks(job)
         assert tasks[cancelled]["JobState"] == "CANCELLED"
         assert {k: (t["JobState"], t["ExitCode"]) for k, t in tasks.items() if k != cancelled} == \
-            {k: ("COMPLETED", "0:0") for k in range(ARRAY) if k != cancelled}, {k: t["JobState"] for k, t in tasks.items()}
+            {k: ("COMPLETED", "0:0") for k in range(ARRAY) if k != cancelled}, \
+            {k: t["JobState"] for k, t in tasks.items()}
         text = log.read_text()
-        # after SLURM's own line about the cancel, the run's summary, and nothing after it: it ended before SIGKILL
+        # after SLURM's own line about the cancel, the run's summary, and nothing after it: it ended
+        # before SIGKILL
         assert text.rindex("CANCELLED AT") < text.rindex("\nDone: ") < text.rindex("\nTime: ")
         assert "Paused: 1 rollout" in text and "Not done:" in text
         assert not any(line.startswith("slurmstepd") for line in text[text.rindex("\nDone: "):].splitlines())
@@ -232,7 +245,8 @@ def test_the_docs_sbatch_script_on_a_real_slurm(slurm, tmp_path):
 
         config = (project / "config.yml").read_text()
         assert config.count("project_id:") == 1 and yaml.safe_load(config)["project_id"]
-        added = [k for k in range(ARRAY) if "added project_id" in (project / "logs" / f"distill-{k}.log").read_text()]
+        added = [k for k in range(ARRAY)
+                 if "added project_id" in (project / "logs" / f"distill-{k}.log").read_text()]
         assert len(added) == 1, added
         assert json.loads((project / "train.slurm-array.json").read_text())["tasks"] == ARRAY
 
@@ -245,8 +259,8 @@ def test_the_docs_sbatch_script_on_a_real_slurm(slurm, tmp_path):
         # nothing paid twice: two answers a rollout (the tool call, the answer), the slow one's included
         assert {p: len(teacher.requests_for(p)) for p in prompts} == {p: 2 for p in prompts}
 
-        # the whole array submitted again, numbered otherwise (SLURM sets MIN=1, MAX=16): the same shards, each
-        # ends at once; an array of another size would overlap them: each of its tasks is refused, exit 2
+        # the whole array submitted again, numbered otherwise (SLURM sets MIN=1, MAX=16): the same shards,
+        # each ends at once; an array of another size would overlap them: each of its tasks is refused, exit 2
         sent = len(teacher.requests)
         renumbered = slurm.submit(f"sbatch --array=1-{ARRAY} distill.sbatch", project, env)
         wait_for(lambda: not slurm.queued(renumbered), timeout=180, what="the renumbered array to end")
@@ -258,7 +272,8 @@ def test_the_docs_sbatch_script_on_a_real_slurm(slurm, tmp_path):
         assert "is not the one whose shards are here (--array=1-16, 16 tasks" in \
             (project / "logs" / "distill-3.log").read_text()
         assert len(teacher.requests) == sent and not list(project.glob("train.shard-*-of-8.jsonl"))
-        slurm.run("bash", "-c", f"cat train.shard-*-of-{ARRAY}.jsonl > train.jsonl", cwd=project)  # the docs' merge
+        # the docs' merge
+        slurm.run("bash", "-c", f"cat train.shard-*-of-{ARRAY}.jsonl > train.jsonl", cwd=project)
         assert prompt_counts(project) == {f"question {i}": 1 for i in range(40)}
     finally:
         teacher.stop()

@@ -1,5 +1,5 @@
-"""The teacher client: which errors are retried, which fail a prompt and which stop the run (OpenRouter's own among
-them), malformed answers, and a 200 whose body is an error."""
+"""The teacher client: which errors are retried, which fail a prompt and which stop the run (OpenRouter's own
+among them), malformed answers, and a 200 whose body is an error."""
 
 from __future__ import annotations
 
@@ -10,7 +10,19 @@ import time
 import pytest
 
 from conftest import assert_no_traceback, prompt_counts, read_jsonl, run_script, subprocess_env, write_prompts
-from fake_teacher import MALFORMED_ANSWERS, FakeTeacher, Reply, answer, call_tools, completion, drop, error_body, raw, slow, status
+from fake_teacher import (
+    MALFORMED_ANSWERS,
+    FakeTeacher,
+    Reply,
+    answer,
+    call_tools,
+    completion,
+    drop,
+    error_body,
+    raw,
+    slow,
+    status,
+)
 
 
 def test_fatal_error_in_a_200_body_stops_the_run(run, teacher, workdir):
@@ -29,7 +41,8 @@ def test_answer_with_bad_status_reason_is_failed_with_detail(run, teacher, workd
 
 TRANSIENT = {
     "429 with Retry-After": status(429, "rate limited", {"Retry-After": "0"}),
-    "429 with HTTP-date Retry-After": status(429, "rate limited", {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}),
+    "429 with HTTP-date Retry-After": status(429, "rate limited",
+                                             {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}),
     "500": status(500), "502": status(502), "503": status(503), "504": status(504), "524": status(524),
     "529": status(529), "408": status(408),
     "dropped connection": drop(),
@@ -83,7 +96,8 @@ def test_retries_used_up_fail_the_prompt(run, teacher, workdir):
     assert failed["attempts"] == 3 and "503" in failed["reason"]
 
 
-@pytest.mark.parametrize("code,advice", [(401, "OPENROUTER_API_KEY"), (402, "credits"), (403, "access denied")])
+@pytest.mark.parametrize("code,advice",
+                         [(401, "OPENROUTER_API_KEY"), (402, "credits"), (403, "access denied")])
 def test_key_and_credit_errors_stop_the_run(run, teacher, workdir, code, advice):
     write_prompts(workdir, [f"p{i}" for i in range(50)])
     teacher.script("p0", status(code, "nope"))
@@ -137,8 +151,8 @@ def test_a_malformed_answer_is_retried_then_the_rollout_goes_on(run, teacher, wo
     assert len(teacher.requests_for("hostile")) == 2
 
 
-@pytest.mark.parametrize("kind", ["tool_calls holds null", "lone surrogate in content", "choices is an object",
-                                  "not UTF-8"])
+@pytest.mark.parametrize("kind", ["tool_calls holds null", "lone surrogate in content",
+                                  "choices is an object", "not UTF-8"])
 def test_a_teacher_that_only_answers_garbage_fails_the_prompt_with_a_reason(run, teacher, workdir, kind):
     write_prompts(workdir, ["hostile", "fine"])
     teacher.script("hostile", *[raw(MALFORMED_ANSWERS[kind])] * 3)
@@ -161,8 +175,8 @@ def test_an_unreachable_teacher_leaves_no_empty_output(workdir):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     write_prompts(workdir, [f"q{i}" for i in range(300)])
-    result = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", f"http://127.0.0.1:{port}/v1",
-                        "--retries", "0")
+    result = run_script(workdir, "prompts.jsonl", "--tools", "none",
+                        "--base-url", f"http://127.0.0.1:{port}/v1", "--retries", "0")
     assert result.code == 1 and result.err.count("Stopped:") == 1 and result.err.count("Check --") == 1
     assert not (workdir / "train.jsonl").exists()
 
@@ -184,7 +198,8 @@ def test_an_unknown_model_stops_the_run_at_once_naming_the_suggested_models(run,
     assert "Traceback" not in result.err
 
 
-@pytest.mark.parametrize("code", ["model_deprecated", "no_endpoints", "region_restricted", "free_variant_ended"])
+@pytest.mark.parametrize("code", ["model_deprecated", "no_endpoints", "region_restricted",
+                                  "free_variant_ended"])
 def test_availability_errors_about_the_model_stop_the_run(run, teacher, workdir, code):
     write_prompts(workdir, ["a", "b"])
     teacher.default_step = status(404, "gone", availability=availability(code, False))
@@ -232,7 +247,8 @@ def test_a_server_clock_11_minutes_ahead_does_not_turn_a_short_window_into_a_sto
 
     def refused(body: dict) -> Reply:
         return Reply(429, {"error": {"code": 429, "message": "rate limited"}},
-                     {"X-RateLimit-Reset": str(int((ahead + 1) * 1000)), "Date": email.utils.formatdate(ahead, usegmt=True)})
+                     {"X-RateLimit-Reset": str(int((ahead + 1) * 1000)),
+                      "Date": email.utils.formatdate(ahead, usegmt=True)})
 
     teacher.script("skewed", refused, answer("after the window"))
     result = run()
@@ -244,7 +260,8 @@ def test_a_server_clock_11_minutes_ahead_does_not_turn_a_short_window_into_a_sto
 # The teacher's licence: --distillable (OpenRouter's provider.enforce_distillable_text)
 # --------------------------------------------------------------------------------------------------
 
-MODELS = [{"id": "open/allowed", "is_trainable_text": True}, {"id": "closed/forbidden", "is_trainable_text": False}]
+MODELS = [{"id": "open/allowed", "is_trainable_text": True},
+          {"id": "closed/forbidden", "is_trainable_text": False}]
 
 
 def test_distillable_routes_every_request_to_models_that_allow_training_and_says_so(run, teacher, workdir):
@@ -255,7 +272,8 @@ def test_distillable_routes_every_request_to_models_that_allow_training_and_says
                  "--export", "hf", subprocess=True)
     assert result.code == 0, result.err
     assert teacher.models_asked == ["/api/v1/models?distillable=true"]
-    assert all(body["provider"] == {"sort": "price", "enforce_distillable_text": True} for body in teacher.requests)
+    assert all(body["provider"] == {"sort": "price", "enforce_distillable_text": True}
+               for body in teacher.requests)
     assert len(teacher.requests) == 3
     assert result.err.count("Teacher's licence: open/allowed is on OpenRouter's list") == 1
     run_record = read_jsonl(workdir / "train.runs.jsonl")[0]["teacher"]
@@ -293,7 +311,8 @@ def vllm_models(path: str) -> dict:
 def two_pages(path: str) -> dict:
     """A list in pages (OpenAI's has_more and after): the model is on the second."""
     if "after=" not in path:
-        return {"data": [{"id": "a/first", "is_trainable_text": True}], "has_more": True, "last_id": "a/first"}
+        return {"data": [{"id": "a/first", "is_trainable_text": True}], "has_more": True,
+                "last_id": "a/first"}
     return {"data": [{"id": "open/allowed", "is_trainable_text": True}], "has_more": False}
 
 
@@ -304,7 +323,8 @@ def string_mark(path: str) -> dict:
 @pytest.mark.parametrize("models, said, licence", [
     (vllm_models, "the models list could not tell", None),
     (two_pages, "open/allowed is on OpenRouter's list", True),
-    (string_mark, "the models list could not tell", None)], ids=["filter ignored", "in pages", "a string mark"])
+    (string_mark, "the models list could not tell", None),
+], ids=["filter ignored", "in pages", "a string mark"])
 def test_distillable_says_only_what_the_models_list_showed(run, teacher, workdir, models, said, licence):
     teacher.models_answer = models
     write_prompts(workdir, ["q"])
@@ -325,10 +345,12 @@ def deep_list(path: str) -> bytes:
 
 def one_byte_at_a_time(path: str) -> Reply:
     """Its head, then a few bytes every 0.2 s: each read comes well within any read timeout."""
-    return Reply(200, json.dumps({"data": [{"id": "open/allowed", "is_trainable_text": True}] * 50}).encode(), drip=0.2)
+    models = {"data": [{"id": "open/allowed", "is_trainable_text": True}] * 50}
+    return Reply(200, json.dumps(models).encode(), drip=0.2)
 
 
-@pytest.mark.parametrize("hostile", ["200,000 levels deep", "next page on another origin", "one byte at a time"])
+@pytest.mark.parametrize("hostile",
+                         ["200,000 levels deep", "next page on another origin", "one byte at a time"])
 def test_a_hostile_models_list_never_crashes_holds_or_gets_the_key_elsewhere(run, teacher, workdir, hostile):
     """The list cannot tell, said so; the run goes on (every request still asks for distillable routing)."""
     elsewhere = FakeTeacher().start()
@@ -360,15 +382,16 @@ def test_a_403_naming_distillation_is_a_licence_refusal_not_a_key_problem(run, t
 
 
 def test_at_openrouter_the_licence_is_said_without_distillable_too_and_the_card_warns(real, workdir):
-    """Through nginx with TLS for openrouter.ai (the models list is asked with the same CA and proxy settings as
-    the requests); another server's list cannot tell, so it is asked only with --distillable."""
+    """Through nginx with TLS for openrouter.ai (the models list is asked with the same CA and proxy settings
+    as the requests); another server's list cannot tell, so it is asked only with --distillable."""
     real.teacher.models = [*MODELS, {"id": "openai/gpt-4o-mini", "is_trainable_text": False}]
     try:
         write_prompts(workdir, ["licence question"])
         result = real.run_as_users_do(workdir, "prompts.jsonl", "--tools", "none", "--export", "hf")
         assert result.code == 0, result.err
         assert real.teacher.models_asked[-1] == "/api/v1/models?distillable=true"
-        assert "provider" not in real.teacher.requests_for("licence question")[0]  # nothing asked of the routing
+        # nothing asked of the routing
+        assert "provider" not in real.teacher.requests_for("licence question")[0]
         assert "openai/gpt-4o-mini is not on OpenRouter's list" in result.err
         assert "**not** on OpenRouter's list" in (workdir / "train.hf.README.md").read_text()
     finally:

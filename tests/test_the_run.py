@@ -1,5 +1,5 @@
-"""The run: signals (Ctrl-C, a second Ctrl-C, SIGTERM, a dropped terminal), closed standard streams, a full disk or
-a failing write, and a hostile mix of everything: every prompt ends in exactly one place."""
+"""The run: signals (Ctrl-C, a second Ctrl-C, SIGTERM, a dropped terminal), closed standard streams, a full
+disk or a failing write, and a hostile mix of everything: every prompt ends in exactly one place."""
 
 from __future__ import annotations
 
@@ -19,9 +19,33 @@ import time
 import orjson
 import pytest
 
-from conftest import (Result, SCRIPT, assert_no_traceback, count_lines, prompt_counts, read_all_that_came, read_jsonl,
-    run_script, start_script, stopped, subprocess_env, wait_for, write_prompts)
-from fake_teacher import FakeTeacher, MALFORMED_ANSWERS, Reply, adjusted, answer, call_tools, completion, raw, slow, status
+from conftest import (
+    SCRIPT,
+    Result,
+    assert_no_traceback,
+    count_lines,
+    prompt_counts,
+    read_all_that_came,
+    read_jsonl,
+    run_script,
+    start_script,
+    stopped,
+    subprocess_env,
+    wait_for,
+    write_prompts,
+)
+from fake_teacher import (
+    MALFORMED_ANSWERS,
+    FakeTeacher,
+    Reply,
+    adjusted,
+    answer,
+    call_tools,
+    completion,
+    raw,
+    slow,
+    status,
+)
 
 import generate_distillation_data as gdd
 
@@ -29,7 +53,8 @@ import generate_distillation_data as gdd
 def test_ctrl_c_finishes_rollouts_in_flight_then_stops(run, workdir, teacher):
     write_prompts(workdir, [f"q{i}" for i in range(20)])
     teacher.script("q0", slow(1.0, answer("finished after Ctrl-C")))
-    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "-c", "1")
+    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
+                           "-c", "1")
     wait_for(lambda: teacher.requests, what="the first request")
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
@@ -57,7 +82,8 @@ def test_second_ctrl_c_quits_at_once(workdir, teacher):
 def test_sigterm_behaves_like_ctrl_c(workdir, teacher):
     write_prompts(workdir, ["q0", "q1"])
     teacher.script("q0", slow(0.5, answer("done")))
-    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url, "-c", "1")
+    process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
+                           "-c", "1")
     wait_for(lambda: teacher.requests, what="the request")
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=30)
@@ -83,11 +109,13 @@ def add(a: int, b: int) -> int:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda sig: sig.name)
 def test_every_stop_signal_before_the_run_is_said_and_exits_130(workdir, teacher, sig):
-    """SIGTERM (scancel, a pod deleted) or SIGHUP while the run was still starting (planning a big prompts file,
-    reading tools.py) killed it silently (-15, -1), where Ctrl-C said so and exited 130. All three now do the same."""
+    """SIGTERM (scancel, a pod deleted) or SIGHUP while the run was still starting (planning a big prompts
+    file, reading tools.py) killed it silently (-15, -1), where Ctrl-C said so and exited 130. All three now
+    do the same."""
     write_prompts(workdir, ["q0", "q1"])
     (workdir / "slow_tools.py").write_text(IMPORT_WAITS)
-    process = start_script(workdir, "prompts.jsonl", "--tools", "slow_tools.py", "--base-url", teacher.base_url)
+    process = start_script(workdir, "prompts.jsonl", "--tools", "slow_tools.py",
+                           "--base-url", teacher.base_url)
     try:
         wait_for(lambda: (workdir / "importing").exists(), what="tools.py to be read")
         process.send_signal(sig)
@@ -101,13 +129,16 @@ def test_every_stop_signal_before_the_run_is_said_and_exits_130(workdir, teacher
 
 def test_sigterm_while_the_exports_are_written_is_said_and_leaves_no_temporary(workdir, teacher):
     """After a run, the --export files: SIGTERM there killed the process silently (-15) and left a private
-    temporary of the export's size in the folder (a --no-run run did not remove it either). As Ctrl-C there: said,
-    exit 130, no temporary; the run's own files are whole, and the exports made again with --no-run. A second
-    signal while the first is answered (SIGHUP right behind it) does not cut that short with a traceback."""
+    temporary of the export's size in the folder (a --no-run run did not remove it either). As Ctrl-C there:
+    said, exit 130, no temporary; the run's own files are whole, and the exports made again with --no-run. A
+    second signal while the first is answered (SIGHUP right behind it) does not cut that short with a
+    traceback."""
     line = orjson.loads(orjson.dumps({
-        "metadata": {"prompt_id": "p", "sample": 0, "teacher": "test/teacher", "turns": 1, "finish_reason": "stop",
+        "metadata": {"prompt_id": "p", "sample": 0, "teacher": "test/teacher", "turns": 1,
+                     "finish_reason": "stop",
                      "usage": {"prompt_tokens": 10, "completion_tokens": 5, "cost": 0.001, "requests": 1}},
-        "messages": [{"role": "user", "content": "question"}, {"role": "assistant", "content": "answer " * 40}]}))
+        "messages": [{"role": "user", "content": "question"},
+                     {"role": "assistant", "content": "answer " * 40}]}))
     with open(workdir / "train.jsonl", "wb") as f:
         for i in range(60_000):
             line["metadata"]["prompt_id"] = f"earlier {i}"
@@ -119,10 +150,10 @@ def test_sigterm_while_the_exports_are_written_is_said_and_leaves_no_temporary(w
         process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
                                "--export", "hf,openai")
         try:
-            wait_for(lambda: list(workdir.glob(".train.*.tmp")) or process.poll() is not None, timeout=60,
-                     what="an export's temporary")
+            wait_for(lambda process=process: list(workdir.glob(".train.*.tmp")) or process.poll() is not None,
+                     timeout=60, what="an export's temporary")
             process.send_signal(signal.SIGSTOP)
-            wait_for(lambda: stopped(process), what="the process to stop")
+            wait_for(lambda process=process: stopped(process), what="the process to stop")
             caught = bool(list(workdir.glob(".train.*.tmp")))
             process.send_signal(signal.SIGTERM)  # delivered as it goes on: in the middle of the export
             process.send_signal(signal.SIGHUP)  # and another, handled as the first is answered
@@ -137,8 +168,8 @@ def test_sigterm_while_the_exports_are_written_is_said_and_leaves_no_temporary(w
     assert err.count("Interrupted while writing the --export/--report files") == 1 and "Traceback" not in err
     assert not list(workdir.glob(".*.tmp")) and count_lines(workdir / "train.jsonl") == 60_001
     again = run_script(workdir, "prompts.jsonl", "--tools", "none", "--no-run", "--export", "hf,openai")
-    assert again.code == 0 and count_lines(workdir / "train.hf.jsonl") == count_lines(workdir / "train.openai.jsonl") \
-        == 60_001
+    assert again.code == 0 \
+        and count_lines(workdir / "train.hf.jsonl") == count_lines(workdir / "train.openai.jsonl") == 60_001
 
 
 def limit_file_size(limit: int):
@@ -150,18 +181,20 @@ def test_a_write_error_stops_the_run_leaves_the_file_valid_and_the_rerun_complet
     try:
         prompts = [f"prompt {i}" for i in range(40)]
         write_prompts(workdir, prompts)
-        args = [sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none", "--base-url", server.base_url,
-                "-c", "2"]
-        first = subprocess.run(args, cwd=workdir, env=subprocess_env(), capture_output=True, text=True, timeout=60,
-                               preexec_fn=limit_file_size(20_000))  # room for about six lines
+        args = [sys.executable, str(SCRIPT), "prompts.jsonl", "--tools", "none",
+                "--base-url", server.base_url, "-c", "2"]
+        first = subprocess.run(args, cwd=workdir, env=subprocess_env(), capture_output=True, text=True,
+                               timeout=60, preexec_fn=limit_file_size(20_000))  # room for about six lines
         assert_no_traceback(first.stderr)
         assert first.returncode == 1
-        assert "cannot write train.jsonl: File too large" in first.stderr and "re-run the same command" in first.stderr
+        assert ("cannot write train.jsonl: File too large" in first.stderr
+                and "re-run the same command" in first.stderr)
         written = read_jsonl(workdir / "train.jsonl")  # every line whole, none torn
         assert 0 < len(written) < 40
         # It stopped at once: no more requests than the lines written plus the two in flight.
         assert len(server.requests) <= len(written) + 2 + 2
-        second = subprocess.run(args, cwd=workdir, env=subprocess_env(), capture_output=True, text=True, timeout=60)
+        second = subprocess.run(args, cwd=workdir, env=subprocess_env(), capture_output=True, text=True,
+                                timeout=60)
         assert second.returncode == 0, second.stderr
         assert prompt_counts(workdir) == {p: 1 for p in prompts}
     finally:
@@ -180,7 +213,8 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
 
 
-def test_a_full_disk_stops_the_run_and_the_rerun_after_freeing_space_has_every_prompt_once(workdir, small_disk):
+def test_a_full_disk_stops_the_run_and_the_rerun_after_freeing_space_has_every_prompt_once(workdir,
+                                                                                          small_disk):
     server = FakeTeacher(default_step=lambda body: Reply(body=completion({"content": "y" * 5000}))).start()
     try:
         prompts = [f"prompt {i}" for i in range(30)]
@@ -217,8 +251,8 @@ def test_under_a_hostile_mix_every_prompt_is_in_exactly_one_place(workdir):
                     call_tools(("add", {"a": 1, "b": 2})), lambda body: Reply(drop=True),
                     answer(""), answer("cut", finish_reason="length")]))
             server.script(prompt, *steps)
-        result = run_script(workdir, "prompts.jsonl", "--tools", "tools_small.py", "--base-url", server.base_url,
-                            "--retries", "2", "--backoff", "0.01", "-c", "8")
+        result = run_script(workdir, "prompts.jsonl", "--tools", "tools_small.py",
+                            "--base-url", server.base_url, "--retries", "2", "--backoff", "0.01", "-c", "8")
         assert_no_traceback(result.err)
         assert result.code == 1
         written = prompt_counts(workdir)
@@ -274,14 +308,16 @@ def noisy(text: str) -> str:
                              cwd=workdir, env=subprocess_env(), timeout=60)
     assert process.returncode == 0
     assert "LOG" not in (workdir / "train.jsonl").read_text()
-    assert [record["messages"][-1]["content"] for record in read_jsonl(workdir / "train.jsonl")] == ["quiet now"]
+    assert ([record["messages"][-1]["content"] for record in read_jsonl(workdir / "train.jsonl")]
+            == ["quiet now"])
 
 
 def test_stderr_closed_alone_still_runs(workdir, teacher):
     write_prompts(workdir, ["q1", "q2"])
-    process = subprocess.run(["bash", "-c", 'exec "$@" 2>&-', "bash", sys.executable, str(SCRIPT), "prompts.jsonl",
-                              "--tools", "none", "--base-url", teacher.base_url], cwd=workdir, env=subprocess_env(),
-                             timeout=60, capture_output=False, stdout=subprocess.DEVNULL)
+    process = subprocess.run(["bash", "-c", 'exec "$@" 2>&-', "bash", sys.executable, str(SCRIPT),
+                              "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url],
+                             cwd=workdir, env=subprocess_env(), timeout=60, capture_output=False,
+                             stdout=subprocess.DEVNULL)
     assert process.returncode == 0 and count_lines(workdir / "train.jsonl") == 2
 
 
@@ -338,10 +374,11 @@ def read_until(process: subprocess.Popen, text: str) -> str:
 @pytest.mark.parametrize("second_signal", [False, True], ids=["--stop-timeout 1", "a second SIGTERM"])
 def test_an_answer_whole_before_a_stop_gives_up_is_kept_though_its_connection_stays_open(workdir, teacher,
                                                                                          second_signal):
-    """The whole answer came (its finish_reason), and the teacher held the connection open before its usage (a proxy,
-    slow accounting); then SIGTERM, and the stop's bound ran out (or a second SIGTERM came): the answers were
-    "given up" and paid again. Whole is whole: kept (the rollout pauses with it; the next run settles it, sending
-    nothing), its cost unknown since its usage never came. Tool-call answers are kept too, their tools run next run."""
+    """The whole answer came (its finish_reason), and the teacher held the connection open before its usage (a
+    proxy, slow accounting); then SIGTERM, and the stop's bound ran out (or a second SIGTERM came): the
+    answers were "given up" and paid again. Whole is whole: kept (the rollout pauses with it; the next run
+    settles it, sending nothing), its cost unknown since its usage never came. Tool-call answers are kept too,
+    their tools run next run."""
     prompts = ["whole 0", "whole 1", "calls tools"]
     write_prompts(workdir, prompts)
     held = threading.Event()
@@ -349,10 +386,11 @@ def test_an_answer_whole_before_a_stop_gives_up_is_kept_though_its_connection_st
         teacher.script(prompt, adjusted(answer(f"{prompt}, kept"), sse_hold_whole=held))
     teacher.script("calls tools", adjusted(call_tools(("add", {"a": 2, "b": 3})), sse_hold_whole=held),
                    answer("2 + 3 is 5"))
-    process = start_script(workdir, "prompts.jsonl", "--tools", "tools_small.py", "--base-url", teacher.base_url,
-                           *(("--stop-timeout", "1") if not second_signal else ()))
+    process = start_script(workdir, "prompts.jsonl", "--tools", "tools_small.py", "--base-url",
+                           teacher.base_url, *(("--stop-timeout", "1") if not second_signal else ()))
     try:
-        wait_for(lambda: len(teacher.held_whole) == 3, what="three whole answers, their connections held open")
+        wait_for(lambda: len(teacher.held_whole) == 3,
+                 what="three whole answers, their connections held open")
         process.send_signal(signal.SIGTERM)
         read_until(process, "Stopping")
         if second_signal:
@@ -367,7 +405,8 @@ def test_an_answer_whole_before_a_stop_gives_up_is_kept_though_its_connection_st
     sent = len(teacher.requests)
     again = run_script(workdir, "prompts.jsonl", "--tools", "tools_small.py", "--base-url", teacher.base_url)
     assert again.code == 0, again.err
-    assert [first_user(b) for b in teacher.requests[sent:]] == ["calls tools"]  # its tools ran; its next turn asked
+    # its tools ran; its next turn asked
+    assert [first_user(b) for b in teacher.requests[sent:]] == ["calls tools"]
     assert prompt_counts(workdir) == {p: 1 for p in prompts}
     line = next(r for r in read_jsonl(workdir / "train.jsonl") if first_user(r) == "calls tools")
     assert [m["role"] for m in line["messages"]] == ["user", "assistant", "tool", "assistant"]
@@ -379,9 +418,9 @@ def first_user(record: dict) -> str:
 
 
 def test_answers_that_came_whole_while_a_stopping_process_slept_are_kept(workdir, teacher):
-    """SIGTERM, then the process suspended (SIGSTOP) past --stop-timeout while its answers came whole; SIGCONT: the
-    stop's bound, due on waking, ran before the answers beside it were read, and gave them up (paid again). The
-    bound reads what already came first, like every deadline: the answers are written."""
+    """SIGTERM, then the process suspended (SIGSTOP) past --stop-timeout while its answers came whole;
+    SIGCONT: the stop's bound, due on waking, ran before the answers beside it were read, and gave them up
+    (paid again). The bound reads what already came first, like every deadline: the answers are written."""
     prompts = ["slept 0", "slept 1", "slept 2"]
     write_prompts(workdir, prompts)
     hold = threading.Event()
@@ -390,7 +429,8 @@ def test_answers_that_came_whole_while_a_stopping_process_slept_are_kept(workdir
     process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
                            "--stop-timeout", "1")
     try:
-        wait_for(lambda: len(teacher.held) == 3 and all(read_all_that_came(p, teacher.port) for p in teacher.held),
+        wait_for(lambda: len(teacher.held) == 3 and all(read_all_that_came(p, teacher.port)
+                                                        for p in teacher.held),
                  what="every answer begun, and what came read")
         process.send_signal(signal.SIGTERM)
         read_until(process, "Stopping")
@@ -426,9 +466,10 @@ def slow(args: RewardArgs, messages: list) -> float:
 
 
 def test_a_stop_that_gives_up_on_rollouts_being_scored_says_only_what_is_true(workdir, teacher):
-    """SIGTERM while rewards score answers already whole, and the stop's bound runs out: the log said "what is still
-    coming will be paid again next run", though nothing was coming and the next run paid for nothing. The
-    messages say what is so: the rollouts stop now, none is named as given up, the next run sends nothing."""
+    """SIGTERM while rewards score answers already whole, and the stop's bound runs out: the log said "what is
+    still coming will be paid again next run", though nothing was coming and the next run paid for nothing.
+    The messages say what is so: the rollouts stop now, none is named as given up, the next run sends
+    nothing."""
     prompts = ["scored 0", "scored 1"]
     write_prompts(workdir, prompts)
     (workdir / "rewards.py").write_text(SLOW_REWARD)
@@ -436,7 +477,8 @@ def test_a_stop_that_gives_up_on_rollouts_being_scored_says_only_what_is_true(wo
     process = start_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
                            "--rewards", "rewards.py", "--stop-timeout", "1")
     try:
-        wait_for(lambda: len(teacher.requests) == 2 and (workdir / "scoring").exists(), what="the rewards to start")
+        wait_for(lambda: len(teacher.requests) == 2 and (workdir / "scoring").exists(),
+                 what="the rewards to start")
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=60)
     finally:
@@ -448,18 +490,20 @@ def test_a_stop_that_gives_up_on_rollouts_being_scored_says_only_what_is_true(wo
     assert "will be paid again" not in err and "Given up" not in err and "Paused: 2 rollouts" in err, err
     again = run_script(workdir, "prompts.jsonl", "--tools", "none", "--base-url", teacher.base_url,
                        "--rewards", "rewards.py")
-    assert again.code == 0 and len(teacher.requests) == 2 and prompt_counts(workdir) == {p: 1 for p in prompts}
+    assert (again.code == 0 and len(teacher.requests) == 2
+            and prompt_counts(workdir) == {p: 1 for p in prompts})
 
 
 def test_a_rollout_whose_tools_run_when_a_stop_gives_up_keeps_its_answer(workdir, teacher):
-    """Past the stop's bound, a rollout still running the tools its answer asked for was given up with that answer,
-    paid again next run. The answer is kept with its calls; the next run runs them, then asks for the next turn."""
+    """Past the stop's bound, a rollout still running the tools its answer asked for was given up with that
+    answer, paid again next run. The answer is kept with its calls; the next run runs them, then asks for the
+    next turn."""
     write_prompts(workdir, ["waits on a tool"])
     (workdir / "waiting_tools.py").write_text(WAITING_TOOLS)
     teacher.script("waits on a tool", call_tools(("wait_here", {})), answer("the tool came back"))
     (workdir / "hold").touch()
-    process = start_script(workdir, "prompts.jsonl", "--tools", "waiting_tools.py", "--base-url", teacher.base_url,
-                           "--stop-timeout", "1")
+    process = start_script(workdir, "prompts.jsonl", "--tools", "waiting_tools.py",
+                           "--base-url", teacher.base_url, "--stop-timeout", "1")
     try:
         wait_for(lambda: (workdir / "waiting").exists(), what="the tool to start")
         process.send_signal(signal.SIGTERM)
@@ -468,7 +512,8 @@ def test_a_rollout_whose_tools_run_when_a_stop_gives_up_keeps_its_answer(workdir
         process.kill()
         (workdir / "hold").unlink()
     assert process.returncode == 130 and "Given up" not in err and "Paused: 1 rollout" in err, err
-    again = run_script(workdir, "prompts.jsonl", "--tools", "waiting_tools.py", "--base-url", teacher.base_url)
+    again = run_script(workdir, "prompts.jsonl", "--tools", "waiting_tools.py",
+                       "--base-url", teacher.base_url)
     assert again.code == 0, again.err
     assert len(teacher.requests) == 2  # the first answer once, then the next turn
     line = read_jsonl(workdir / "train.jsonl")[0]

@@ -11,11 +11,19 @@ from typing import Any, Callable, Literal, Optional, Union
 import pytest
 import rnow.core.tool  # noqa: F401  (imported for its side effect: the module is registered)
 
-from conftest import ROOT, Result, SCRIPT, assert_no_traceback, read_jsonl, run_script, subprocess_env, write_prompts
+from conftest import (
+    ROOT,
+    SCRIPT,
+    Result,
+    assert_no_traceback,
+    read_jsonl,
+    run_script,
+    subprocess_env,
+    write_prompts,
+)
 from fake_teacher import FakeTeacher, answer, call_tools
 
 import generate_distillation_data as gdd
-
 
 HOSTILE_TOOLS = '''
 import asyncio, sys, threading
@@ -96,8 +104,8 @@ def test_a_misbehaving_tool_is_an_error_for_that_call_and_the_run_ends_by_itself
     try:
         write_prompts(workdir, ["use the tool", "other"])
         server.script("use the tool", call_tools((tool, arguments)), answer("done anyway"))
-        result = run_script(workdir, "prompts.jsonl", "--tools", "hostile_tools.py", "--base-url", server.base_url,
-                            timeout=30)
+        result = run_script(workdir, "prompts.jsonl", "--tools", "hostile_tools.py",
+                            "--base-url", server.base_url, timeout=30)
         assert_no_traceback(result.err)
         assert result.code == 0, result.err
         records = {r["messages"][0]["content"]: r for r in read_jsonl(workdir / "train.jsonl")}
@@ -143,7 +151,8 @@ def test_a_tool_result_that_came_while_the_process_slept_past_its_timeout_is_kep
     try:
         write_prompts(workdir, ["ask"])
         server.script("ask", call_tools(("ask_the_service", {"port": port})), answer("it said so"))
-        process = start_script(workdir, "prompts.jsonl", "--tools", "socket_tools.py", "--base-url", server.base_url)
+        process = start_script(workdir, "prompts.jsonl", "--tools", "socket_tools.py",
+                               "--base-url", server.base_url)
         wait_for(lambda: accepted, what="the tool to connect")
         process.send_signal(signal.SIGSTOP)
         wait_for(lambda: stopped(process), what="the process to stop")
@@ -192,7 +201,8 @@ def test_a_tool_that_says_it_is_unavailable_fails_the_rollout_and_the_rerun_writ
     teacher.script("Look it up", step, answer("never written"))
     first = run(tools="flaky_tools.py")
     assert first.code == 1 and not first.records()
-    assert first.failed()[0]["kind"] == "tool unavailable" and "service is down" in first.failed()[0]["reason"]
+    assert (first.failed()[0]["kind"] == "tool unavailable"
+            and "service is down" in first.failed()[0]["reason"])
     (workdir / "service-down").unlink()
     teacher.script("Look it up", step, answer("found it"))
     second = run(tools="flaky_tools.py")
@@ -272,8 +282,8 @@ def without_rnow(workdir, *args: str) -> Result:
 def test_tools_file_loads_without_rnow_and_sends_rnow_schemas(workdir, teacher):
     (workdir / "every_type.py").write_text(EVERY_TYPE_TOOLS)
     write_prompts(workdir, ["q"])
-    result = without_rnow(workdir, "prompts.jsonl", "--tools", "every_type.py", "--base-url", teacher.base_url,
-                          "--dry-run")
+    result = without_rnow(workdir, "prompts.jsonl", "--tools", "every_type.py",
+                          "--base-url", teacher.base_url, "--dry-run")
     assert result.code == 0, result.err
     sent = json.loads(result.out[result.out.index("{"):])["tools"]
     rnow_tool.clear_tool_registry()
@@ -373,8 +383,8 @@ def tool_messages(record: dict) -> list[str]:
 def test_calls_of_one_message_run_concurrently_and_results_keep_call_order(run, teacher, workdir):
     (workdir / "rt.py").write_text(RUNTIME_TOOLS)
     write_prompts(workdir, ["meet"])
-    teacher.script("meet", call_tools(("meet", {"name": "a"}), ("meet", {"name": "b"}), ("meet", {"name": "c"})),
-                   answer("done"))
+    three_calls = call_tools(("meet", {"name": "a"}), ("meet", {"name": "b"}), ("meet", {"name": "c"}))
+    teacher.script("meet", three_calls, answer("done"))
     result = run(tools="rt.py")
     assert result.code == 0, result.err
     [record] = result.records()
@@ -417,14 +427,15 @@ def test_tool_problems_become_messages_and_the_rollout_goes_on(run, teacher, wor
     [message] = tool_messages(record)
     assert expected in message and record["messages"][-1]["content"] == "recovered"
     assert teacher.requests[1]["messages"][-1]["content"] == message  # the teacher read it
-    assert ". Those rollouts were written" in result.err and ".. Those" not in result.err  # warned, one full stop
+    # warned, one full stop
+    assert ". Those rollouts were written" in result.err and ".. Those" not in result.err
 
 
 def test_results_are_encoded_coerced_and_truncated(run, teacher, workdir):
     (workdir / "rt.py").write_text(RUNTIME_TOOLS)
     write_prompts(workdir, ["q"])
-    teacher.script("q", call_tools(("structured", {"n": "7"}), ("huge", {}), ("noargs", ""), ("noargs", "  ")),
-                   answer("ok"))
+    four_calls = call_tools(("structured", {"n": "7"}), ("huge", {}), ("noargs", ""), ("noargs", "  "))
+    teacher.script("q", four_calls, answer("ok"))
     result = run("--max-tool-chars", "1000", tools="rt.py")
     structured, huge, noargs, noargs_again = tool_messages(result.records()[0])
     assert json.loads(structured) == {"n": 7, "label": "x", "ok": True}  # "7" coerced as rnow does
@@ -452,7 +463,8 @@ def test_schema_mapping_matches_rnow_type_by_type():
     for annotation in (str, int, float, bool, list, list[str], list[list[int]], dict, dict[str, int],
                        Literal["a", "b"], Optional[int], Union[int, str], Union[int, str, None], int | None,
                        Optional[list[str]], bytes):
-        assert gdd._rnow_schema_for_type(annotation) == rnow_tool._map_type_to_json_schema(annotation), annotation
+        assert (gdd._rnow_schema_for_type(annotation)
+                == rnow_tool._map_type_to_json_schema(annotation)), annotation
 
 
 def test_tool_concurrency_caps_calls_across_rollouts(run, teacher, workdir):
@@ -527,11 +539,13 @@ def verdict(decorate: Callable, signature: str) -> str:
 @pytest.mark.parametrize("case", list(RNOW_VERDICTS))
 def test_stand_in_accepts_and_refuses_what_rnow_does_with_its_words(case):
     rnow_tool.clear_tool_registry()
-    assert verdict(gdd._rnow_tool_decorator, RNOW_VERDICTS[case]) == verdict(rnow_tool.tool, RNOW_VERDICTS[case])
+    assert (verdict(gdd._rnow_tool_decorator, RNOW_VERDICTS[case])
+            == verdict(rnow_tool.tool, RNOW_VERDICTS[case]))
 
 
 def test_return_type_rnow_refuses_fails_at_start_without_rnow(workdir, teacher):
-    (workdir / "maybe.py").write_text("from rnow.core.tool import tool\n\n@tool\ndef f(x: int) -> str | None:\n"
+    (workdir / "maybe.py").write_text("from rnow.core.tool import tool\n\n"
+                                      "@tool\ndef f(x: int) -> str | None:\n"
                                       '    """Doc."""\n    return None\n')
     write_prompts(workdir, ["q"])
     result = without_rnow(workdir, "prompts.jsonl", "--tools", "maybe.py", "--base-url", teacher.base_url)

@@ -27,8 +27,9 @@ Sources (read through the search tool; paths are the projects' own):
 - Error bodies (ERRORS below): OpenAI's and OpenRouter's shape is {"error": {...}}; SGLang's is top-level,
   python/sglang/srt/entrypoints/openai/protocol.py's ErrorResponse (object "error", message, type, param,
   code), as vLLM's was before it took OpenAI's; Mistral's API answers the same top-level shape, code null
-  (seen in user reports: solbrowse/extension#16, NEKOparapa/AiNiee#641, mistralai/platform-docs-public#7); TGI's
-  (huggingface/text-generation-inference, router/src/validation.rs) is {"error": "<text>", "error_type": ...};
+  (seen in user reports: solbrowse/extension#16, NEKOparapa/AiNiee#641, mistralai/platform-docs-public#7);
+  TGI's (huggingface/text-generation-inference, router/src/validation.rs) is {"error": "<text>",
+  "error_type": ...};
   Gemini's OpenAI-compatible endpoint answers a list of one {"error": {...}}.
 - DeepSeek's API (api-docs.deepseek.com, "Reasoning Model", "Create Chat Completion"):
   `reasoning_content` deltas, `: keep-alive` comments while the request waits, a usage chunk with
@@ -47,8 +48,8 @@ TEXTS = ("reasoning_content", "reasoning", "content", "refusal")
 def chunk(body: dict, delta: dict | None = None, finish_reason=None, index: int = 0, **top) -> dict:
     """One chat.completion.chunk event of this completion."""
     choice = {"index": index, "delta": delta or {}, "finish_reason": finish_reason}
-    return {"id": body["id"], "object": "chat.completion.chunk", "created": 1796238132, "model": body["model"],
-            **top, "choices": [choice]}
+    return {"id": body["id"], "object": "chat.completion.chunk", "created": 1796238132,
+            "model": body["model"], **top, "choices": [choice]}
 
 
 def pieces(text: str, size: int = 3) -> list[str]:
@@ -65,7 +66,8 @@ def message_deltas(message: dict, whole_calls: bool = False) -> list[dict]:
     for i, call in enumerate(message.get("tool_calls") or []):
         function = call["function"]
         if whole_calls:
-            deltas.append({"tool_calls": [{"id": call["id"], "index": i, "type": "function", "function": function}]})
+            deltas.append({"tool_calls": [{"id": call["id"], "index": i, "type": "function",
+                                           "function": function}]})
             continue
         deltas.append({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
                                        "function": {"name": function["name"], "arguments": ""}}]})
@@ -125,7 +127,8 @@ def llamacpp(body: dict, done: bool = True) -> list[bytes]:
 
 def ollama(body: dict) -> list[bytes]:
     message, choice = body["choices"][0]["message"], body["choices"][0]
-    events = [chunk(body, d, system_fingerprint="fp_ollama") for d in message_deltas(message, whole_calls=True)]
+    events = [chunk(body, d, system_fingerprint="fp_ollama")
+              for d in message_deltas(message, whole_calls=True)]
     events.append(chunk(body, {"role": "assistant", "content": ""}, choice["finish_reason"],
                         system_fingerprint="fp_ollama"))
     events.append({**chunk(body, system_fingerprint="fp_ollama"), "choices": [], "usage": body["usage"]})
@@ -146,12 +149,13 @@ def mistral(body: dict) -> list[bytes]:
     events = [chunk(body, {"role": "assistant", "content": ""})]
     thinking = message.get("reasoning") or message.get("reasoning_content") or ""
     for piece in pieces(thinking) if thinking else []:
-        events.append(chunk(body, {"content": [{"type": "thinking", "thinking": [{"type": "text", "text": piece}]}]}))
+        events.append(chunk(body, {"content": [{"type": "thinking",
+                                                "thinking": [{"type": "text", "text": piece}]}]}))
     for piece in pieces(message.get("content") or "") if message.get("content") else []:
         events.append(chunk(body, {"content": [{"type": "text", "text": piece}]}))
     for i, call in enumerate(message.get("tool_calls") or []):
-        events.append(chunk(body, {"tool_calls": [{"id": call["id"][-9:].rjust(9, "0"), "function": call["function"],
-                                                   "index": i}]}))
+        events.append(chunk(body, {"tool_calls": [{"id": call["id"][-9:].rjust(9, "0"),
+                                                   "function": call["function"], "index": i}]}))
     events.append(chunk(body, {"content": ""}, choice["finish_reason"], usage=body["usage"]))
     return sse(events + ["[DONE]"])
 
@@ -173,7 +177,8 @@ SERVERS: dict[str, Dialect] = {
     "vllm-reasoning": Dialect("vLLM (>= 0.10, `reasoning`)", lambda b: vllm(b, "reasoning")),
     "sglang": Dialect("SGLang", vllm),
     "llamacpp": Dialect("llama.cpp server", llamacpp),
-    "llamacpp-before-9459": Dialect("llama.cpp before PR #9459 (no [DONE])", lambda b: llamacpp(b, done=False)),
+    "llamacpp-before-9459": Dialect("llama.cpp before PR #9459 (no [DONE])",
+                                    lambda b: llamacpp(b, done=False)),
     "ollama": Dialect("Ollama", ollama),
     "litellm": Dialect("LiteLLM proxy", litellm),
     "mistral": Dialect("Mistral API (thinking chunks)", mistral),
@@ -299,22 +304,25 @@ def one_character_deltas(body: dict) -> list[bytes]:
     far larger than what it adds."""
     message, choice = body["choices"][0]["message"], body["choices"][0]
     events = [chunk(body, {"role": "assistant"})] + [chunk(body, {"content": c}) for c in message["content"]]
-    events += [chunk(body, {}, choice["finish_reason"]), {**chunk(body), "choices": [], "usage": body["usage"]}]
+    events += [chunk(body, {}, choice["finish_reason"]),
+               {**chunk(body), "choices": [], "usage": body["usage"]}]
     return [b"".join(sse(events + ["[DONE]"]))]
 
 
 # A conversation longer than the model's context, as each server words and shapes the error (status 400).
 CONTEXT_OVERFLOW: dict[str, dict] = {
-    "sglang": {"object": "error", "message": "The input (5000 tokens) is longer than the model's context length "
-               "(4096 tokens).", "type": "BadRequestError", "param": None, "code": 400},
-    "mistral": {"object": "error", "message": "Prompt contains 40000 tokens and 0 draft tokens, too large for model "
-                "with 32768 maximum context length", "type": "invalid_request_error", "param": None, "code": None},
-    "vllm (OpenAI's shape)": {"error": {"message": "This model's maximum context length is 4096 tokens. However, you "
-                              "requested 5000 tokens.", "type": "BadRequestError", "param": None, "code": 400}},
+    "sglang": {"object": "error", "message": "The input (5000 tokens) is longer than the model's context "
+               "length (4096 tokens).", "type": "BadRequestError", "param": None, "code": 400},
+    "mistral": {"object": "error", "message": "Prompt contains 40000 tokens and 0 draft tokens, too large "
+                "for model with 32768 maximum context length", "type": "invalid_request_error", "param": None,
+                "code": None},
+    "vllm (OpenAI's shape)": {"error": {"message": "This model's maximum context length is 4096 tokens. "
+                                        "However, you requested 5000 tokens.", "type": "BadRequestError",
+                                        "param": None, "code": 400}},
     # TGI and Together: router/src/validation.rs's MaxTotalTokens, answered 422 with the error as a string
-    "tgi": {"error": "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. Given: 4031 `inputs` "
-            "tokens and 200 `max_new_tokens`", "error_type": "validation"},
+    "tgi": {"error": "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. Given: "
+            "4031 `inputs` tokens and 200 `max_new_tokens`", "error_type": "validation"},
     # Gemini's OpenAI-compatible endpoint: a list of one error (ComfyUI-NewBie-LLM-Formatter#3, ai-manus#101)
-    "gemini": [{"error": {"code": 400, "message": "The input token count (1500000) exceeds the maximum number of tokens "
-                "allowed (1048576).", "status": "INVALID_ARGUMENT"}}],
+    "gemini": [{"error": {"code": 400, "message": "The input token count (1500000) exceeds the maximum "
+                "number of tokens allowed (1048576).", "status": "INVALID_ARGUMENT"}}],
 }

@@ -45,11 +45,13 @@ class Reply:
     sse_stall: float = 0.0  # after the first piece, only comments for this long
     sse_cut: bool = False  # after the first piece, hang up (no usage, no [DONE])
     sse_no_usage: bool = False  # the whole answer and [DONE], but no usage event
-    sse_hold: threading.Event | None = None  # after the first piece, nothing until it is set (FakeTeacher.held)
+    # after the first piece, nothing until it is set (FakeTeacher.held)
+    sse_hold: threading.Event | None = None
     # the whole answer (its finish_reason), then nothing, the connection held open, until it is set (a proxy,
     # slow usage accounting); then the usage event and [DONE]. FakeTeacher.held_whole has each one held
     sse_hold_whole: threading.Event | None = None
-    hold: threading.Event | None = None  # unstreamed: nothing until it is set (FakeTeacher.held), then the answer
+    # unstreamed: nothing until it is set (FakeTeacher.held), then the answer
+    hold: threading.Event | None = None
     dialect: object = None  # a dialects.Dialect: the answer streamed as that server writes it
     encoding: str | None = None  # Content-Encoding: "gzip", "deflate", "deflate-raw" (sent as deflate), or
     #                               any other name with the body sent as it is (an encoding not asked for)
@@ -59,10 +61,12 @@ Step = Callable[[dict], Reply]
 _ids = itertools.count(1)
 
 
-def completion(message: dict, finish_reason: str = "stop", usage: dict | None = None, model: str | None = None) -> dict:
+def completion(message: dict, finish_reason: str = "stop", usage: dict | None = None,
+               model: str | None = None) -> dict:
     return {
         "id": f"gen-{next(_ids)}", "object": "chat.completion", "model": model or "test/teacher",
-        "choices": [{"index": 0, "finish_reason": finish_reason, "message": {"role": "assistant", **message}}],
+        "choices": [{"index": 0, "finish_reason": finish_reason,
+                     "message": {"role": "assistant", **message}}],
         "usage": usage or {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15, "cost": 0.001},
     }
 
@@ -76,7 +80,8 @@ def call_tools(*calls: tuple[str, object], content=None, finish_reason: str = "t
 
     def step(body: dict) -> Reply:
         tool_calls = [{"id": f"call_{next(_ids)}", "type": "function",
-                       "function": {"name": name, "arguments": args if isinstance(args, str) else json.dumps(args)}}
+                       "function": {"name": name,
+                                    "arguments": args if isinstance(args, str) else json.dumps(args)}}
                       for name, args in calls]
         return Reply(body=completion({"content": content, "tool_calls": tool_calls}, finish_reason, **kwargs))
 
@@ -84,7 +89,8 @@ def call_tools(*calls: tuple[str, object], content=None, finish_reason: str = "t
 
 
 def status(code: int, message: str = "error", headers: dict | None = None, **error_fields) -> Step:
-    return lambda body: Reply(code, {"error": {"code": code, "message": message, **error_fields}}, headers or {})
+    return lambda body: Reply(code, {"error": {"code": code, "message": message, **error_fields}},
+                              headers or {})
 
 
 def drop() -> Step:
@@ -128,7 +134,8 @@ def _with_message(message: object) -> bytes:
 # Answers a hostile or broken provider sends with status 200: each must be retried as a provider error
 # (and the rollout failed with a reason once retries are used up), never kill the rollout.
 MALFORMED_ANSWERS: dict[str, bytes] = {
-    "tool_calls is an object": _with_message({"role": "assistant", "content": None, "tool_calls": {"id": "c1"}}),
+    "tool_calls is an object": _with_message({"role": "assistant", "content": None,
+                                              "tool_calls": {"id": "c1"}}),
     "tool_calls holds null": _with_message({"role": "assistant", "content": None, "tool_calls": [None]}),
     "function is a string": _with_message({"role": "assistant", "content": None, "tool_calls": [
         {"id": "c1", "type": "function", "function": "add"}]}),
@@ -137,16 +144,21 @@ MALFORMED_ANSWERS: dict[str, bytes] = {
     "arguments is a number": _with_message({"role": "assistant", "content": None, "tool_calls": [
         {"id": "c1", "type": "function", "function": {"name": "add", "arguments": 12}}]}),
     "content is an object": _with_message({"role": "assistant", "content": {"text": "hi"}}),
-    "content parts hold a number": _with_message({"role": "assistant", "content": [{"type": "text", "text": 5}]}),
+    "content parts hold a number": _with_message({"role": "assistant",
+                                                  "content": [{"type": "text", "text": 5}]}),
     "message is a list": _with_message(["assistant", "hi"]),
-    "reasoning_details is a string": _with_message({"role": "assistant", "content": "hi", "reasoning_details": "x"}),
+    "reasoning_details is a string": _with_message({"role": "assistant", "content": "hi",
+                                                    "reasoning_details": "x"}),
     "choices is an object": json.dumps({"choices": {"0": {"message": {"content": "hi"}}}}).encode(),
     "choices holds a string": json.dumps({"choices": ["hi"]}).encode(),
-    "finish_reason is a number": json.dumps({"choices": [{"finish_reason": 1, "message": {"content": "x"}}]}).encode(),
+    "finish_reason is a number": json.dumps({"choices": [{"finish_reason": 1,
+                                                          "message": {"content": "x"}}]}).encode(),
     "answer is a list": b"[1, 2, 3]",
-    "lone surrogate in content": b'{"choices": [{"finish_reason": "stop", "message": {"content": "bad \\ud800 text"}}]}',
-    "lone surrogate in a tool name": (b'{"choices": [{"finish_reason": "tool_calls", "message": {"content": null, '
-                                      b'"tool_calls": [{"id": "c", "function": {"name": "\\udfff", "arguments": "{}"}}]}}]}'),
+    "lone surrogate in content": b'{"choices": [{"finish_reason": "stop", "message": {"content": "bad '
+                                 b'\\ud800 text"}}]}',
+    "lone surrogate in a tool name": (b'{"choices": [{"finish_reason": "tool_calls", "message": {"content": '
+                                      b'null, "tool_calls": [{"id": "c", "function": {"name": "\\udfff", '
+                                      b'"arguments": "{}"}}]}}]}'),
     "not JSON": b"<html><body>502 Bad Gateway</body></html>",
     "torn JSON": b'{"choices": [{"message": {"content": "cut her',
     "not UTF-8": b'{"choices": [{"message": {"content": "\xff\xfe"}}]}',
@@ -179,13 +191,15 @@ class CachingProvider:
             for part in content if isinstance(content, list) else []:
                 if isinstance(part, dict) and "cache_control" in part:
                     markers += 1
-                    if part.get("type") != "text" or not part.get("text") or not self._valid(part["cache_control"]):
+                    if (part.get("type") != "text" or not part.get("text")
+                            or not self._valid(part["cache_control"])):
                         return f"messages[{i}]: invalid cache_control block {part!r}"[:300]
         return "at most 4 cache_control breakpoints" if markers > 4 else None
 
     @staticmethod
     def _valid(marker: object) -> bool:
-        return (isinstance(marker, dict) and marker.get("type") == "ephemeral" and set(marker) <= {"type", "ttl"}
+        return (isinstance(marker, dict) and marker.get("type") == "ephemeral"
+                and set(marker) <= {"type", "ttl"}
                 and marker.get("ttl", "5m") in ("5m", "1h"))
 
     def usage(self, body: dict, completion_tokens: int = 20) -> tuple[dict, float]:
@@ -204,7 +218,8 @@ class CachingProvider:
         cached = written = 0
         with self.lock:
             if breakpoints:
-                cached = next((tokens[i + 1] for i in range(len(keys) - 1, -1, -1) if keys[i] in self.prefixes), 0)
+                cached = next((tokens[i + 1] for i in range(len(keys) - 1, -1, -1)
+                               if keys[i] in self.prefixes), 0)
                 last = max(breakpoints)
                 if keys[last] not in self.prefixes:
                     written = tokens[last + 1] - cached
@@ -212,20 +227,23 @@ class CachingProvider:
         p = self.INPUT_PRICE
         input_cost = (prompt - cached) * p + 0.25 * written * p + 0.1 * cached * p
         usage = {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
-                 "total_tokens": prompt + completion_tokens, "cost": input_cost + completion_tokens * self.OUTPUT_PRICE,
+                 "total_tokens": prompt + completion_tokens,
+                 "cost": input_cost + completion_tokens * self.OUTPUT_PRICE,
                  "prompt_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written}}
         return usage, prompt * p - input_cost
 
     @staticmethod
     def _marked(message: dict) -> bool:
         content = message.get("content")
-        return isinstance(content, list) and any(isinstance(p, dict) and "cache_control" in p for p in content)
+        return isinstance(content, list) and any(isinstance(p, dict) and "cache_control" in p
+                                                 for p in content)
 
     @staticmethod
     def _canonical(message: dict) -> str:
         """The message without markers, text parts joined: marked and plain forms of it are one prefix."""
         content = message.get("content")
-        if isinstance(content, list) and all(isinstance(p, dict) and p.get("type", "text") == "text" for p in content):
+        if isinstance(content, list) and all(isinstance(p, dict) and p.get("type", "text") == "text"
+                                             for p in content):
             content = "".join(p.get("text", "") for p in content)
         return json.dumps({**message, "content": content}, sort_keys=True)
 
@@ -234,8 +252,10 @@ def first_user_text(body: dict) -> str:
     for message in body.get("messages", []):
         if message.get("role") == "user":
             content = message.get("content")
-            if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
-                return "".join(p["text"] for p in content)  # a text block marked for caching reads as its text
+            if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
+                                                 for p in content):
+                # a text block marked for caching reads as its text
+                return "".join(p["text"] for p in content)
             return content if isinstance(content, str) else json.dumps(content)
     return ""
 
@@ -287,8 +307,8 @@ class FixedWindow:
 
 class FakeTeacher:
     def __init__(self, latency: float = 0.0, max_in_flight: int | None = None, latency_fn=None,
-                 default_step: Step | None = None, caching: bool = False, meter: TokenBucket | FixedWindow | None = None,
-                 streaming: bool = True):
+                 default_step: Step | None = None, caching: bool = False,
+                 meter: TokenBucket | FixedWindow | None = None, streaming: bool = True):
         self.streaming = streaming  # False: a server that refuses "stream": true with a 400
         self.scripts: dict[str, list[Step]] = {}
         self.default_step = default_step
@@ -318,10 +338,11 @@ class FakeTeacher:
         # .../batches/{id}/results, cursor-paginated (limit, has_more, next_cursor). A batch is validating,
         # then in progress, then ended `batch_latency` seconds after it came; each request answered as a live
         # one would be (scripts included), billed at half the price. `batch_fates` decides batches in turn:
-        # "completed", "expired" / "cancelled" (nothing answered), "expired-partial" (the first half answered),
-        # "failed" (validation: `batch_failure_reason` in error.message, "{0}" there naming the first
-        # request's custom_id), "overdue" (in progress for ever), "garbage" (results of every wrong shape);
-        # after the list, "completed". What a busy service does, below, is off until a test turns it on.
+        # "completed", "expired" / "cancelled" (nothing answered), "expired-partial" (the first half
+        # answered), "failed" (validation: `batch_failure_reason` in error.message, "{0}" there naming the
+        # first request's custom_id), "overdue" (in progress for ever), "garbage" (results of every wrong
+        # shape); after the list, "completed". What a busy service does, below, is off until a test turns it
+        # on.
         self.batches: dict[str, dict] = {}
         self.batch_latency = 0.1
         self.batch_fates: list[str] = []
@@ -335,18 +356,23 @@ class FakeTeacher:
         self.batch_page_size = 1000  # results a page of GET .../results carries at most
         self.batch_results_late = 0  # looks at an ended batch that still show no results (inline or paged)
         self.batch_404_looks = 0  # looks at a new batch answered 404 (a store that lags its own 202)
-        self.batch_get_refusal: tuple[int, str] | None = None  # every GET of a batch refused: (status, message)
+        # every GET of a batch refused: (status, message)
+        self.batch_get_refusal: tuple[int, str] | None = None
         self.batch_413_over: int | None = None  # a submission of more requests than this is refused with 413
         self.batch_window = 24 * 3600.0  # expires_at: this long after the submission
-        self.batch_age = 0.0  # seconds the service says a batch was created before it came (a batch of yesterday)
+        # seconds the service says a batch was created before it came (a batch of yesterday)
+        self.batch_age = 0.0
         self.batch_failure_reason = "request {0} is invalid: unknown parameter"
         self.batch_results_refusal: dict[str, int] = {}  # batch id -> the status GET .../results answers
-        self.batch_cursor_cycle: set[str] = set()  # ids whose pages say has_more for ever, cursors going round
-        self.batch_submit_answer: tuple[int, dict, dict] | None = None  # a submission stored, then answered so
+        # ids whose pages say has_more for ever, cursors going round
+        self.batch_cursor_cycle: set[str] = set()
+        # a submission stored, then answered so
+        self.batch_submit_answer: tuple[int, dict, dict] | None = None
         self.batch_id: str | None = None  # the id every batch gets (a key in it; one id for all)
         self.batch_status: str | None = None  # the status every look says while a batch is in progress
         self.batch_submit_delay = 0.0  # seconds a submission's answer takes once the batch is stored
-        self.batch_results_as_text = False  # each result's body the completion JSON-encoded again, as a string
+        # each result's body the completion JSON-encoded again, as a string
+        self.batch_results_as_text = False
         self.batch_refused_prompt: str | None = None  # a submission holding it is refused, 400 naming it
         self.models_delay = 0.0  # seconds GET /models takes
         self._batch_ids = itertools.count(1)
@@ -420,8 +446,9 @@ class FakeTeacher:
         if provider.get("enforce_distillable_text") and self.models is not None \
                 and body.get("model") not in {m["id"] for m in self.distillable()}:
             # OpenRouter does not document this refusal's words; a 404 like its other routing refusals
-            return Reply(404, {"error": {"code": 404, "message": f"No endpoints found for {body.get('model')} "
-                                         "that allow distillation (provider.enforce_distillable_text)"}})
+            message = (f"No endpoints found for {body.get('model')} that allow distillation "
+                       "(provider.enforce_distillable_text)")
+            return Reply(404, {"error": {"code": 404, "message": message}})
         step = self._next_step(body)
         reply = step(body) if step else self._default_reply(body)
         if self.caching and isinstance(reply.body, dict) and "choices" in reply.body:
@@ -445,7 +472,8 @@ class FakeTeacher:
                 try:
                     method, path, _ = request_line.decode().split(" ", 2)
                 except (UnicodeDecodeError, ValueError):  # not HTTP (a TLS handshake): as servers do, 400
-                    writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    writer.write(b"HTTP/1.1 400 Bad Request\r\n"
+                                 b"Content-Length: 0\r\nConnection: close\r\n\r\n")
                     await writer.drain()
                     return
                 if path.startswith(("http://", "https://")):  # absolute form, which servers must accept
@@ -477,8 +505,8 @@ class FakeTeacher:
             return
         finally:
             writer.close()
-            # A reply written after the client hung up (a run that stopped at another request's 402) leaves its
-            # error on the connection; taken here, asyncio does not print it as never retrieved at exit
+            # A reply written after the client hung up (a run that stopped at another request's 402) leaves
+            # its error on the connection; taken here, asyncio does not print it as never retrieved at exit
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
@@ -545,7 +573,8 @@ class FakeTeacher:
         if age < self.batch_latency or batch["fate"] == "overdue":
             going = self.batch_status or ("validating" if age < self.batch_latency / 2 else "in_progress")
             return Reply(200, self._batch_view(batch, going))
-        if batch["fate"] == "garbage":  # completed, with results of every wrong shape and none of its requests'
+        # completed, with results of every wrong shape and none of its requests'
+        if batch["fate"] == "garbage":
             return Reply(200, {**self._batch_view(batch, "completed"), "usage": {"cost": "NaN"}, "results": [
                 1, None, {"custom_id": None}, {"custom_id": "zz", "response": {"status_code": "200"}},
                 {"custom_id": 7, "error": "bad"}]})
@@ -558,11 +587,13 @@ class FakeTeacher:
     async def _submit_batch(self, version: str, raw: bytes) -> Reply:
         self.batch_posts.append(f"/api/{version}/batches")
         if version not in self.batch_paths:
-            return Reply(self.batch_path_refusal, {"error": {"code": self.batch_path_refusal, "message": "not found"}})
+            return Reply(self.batch_path_refusal,
+                         {"error": {"code": self.batch_path_refusal, "message": "not found"}})
         # OpenRouter reads the JSON as a stream: endpoint and model must come before requests
         head = raw[:raw.find(b'"requests"')] if b'"requests"' in raw else raw
         if b'"endpoint"' not in head or b'"model"' not in head:
-            return Reply(400, {"error": {"code": 400, "message": "endpoint and model must come before requests"}})
+            return Reply(400, {"error": {"code": 400,
+                                         "message": "endpoint and model must come before requests"}})
         batch = json.loads(raw)
         if self.batch_413_over is not None and len(batch["requests"]) > self.batch_413_over:
             return Reply(413, {"error": {"code": 413, "message": "Request body too large"}})
@@ -571,17 +602,19 @@ class FakeTeacher:
         if refused:
             return Reply(400, {"error": {"code": 400, "message": f"requests[{refused[0]}]: invalid content"}})
         if any(body.get("model", batch["model"]) != batch["model"] for body in bodies):
-            return Reply(400, {"error": {"code": 400, "message": "every request's model must be the batch's"}})
+            return Reply(400, {"error": {"code": 400,
+                                         "message": "every request's model must be the batch's"}})
         for request in batch["requests"]:
-            self.batch_submissions[request["custom_id"]] = self.batch_submissions.get(request["custom_id"], 0) + 1
+            custom_id = request["custom_id"]
+            self.batch_submissions[custom_id] = self.batch_submissions.get(custom_id, 0) + 1
         batch_id = self.batch_id or f"batch_{next(self._batch_ids)}"
         if batch_id in self.batches and self.batches[batch_id]["results"] is None:  # one id for two batches
             self.batches[batch_id]["requests"] += batch["requests"]
             return Reply(202, self._batch_view(self.batches[batch_id], "validating"))
+        fate = self.batch_fates.pop(0) if self.batch_fates else "completed"
         self.batches[batch_id] = {"id": batch_id, "requests": batch["requests"], "came": time.monotonic(),
-                                  "created": time.time() - self.batch_age,
-                                  "fate": self.batch_fates.pop(0) if self.batch_fates
-                                  else "completed", "results": None, "cost": 0.0, "looks": 0, "ended_looks": 0}
+                                  "created": time.time() - self.batch_age, "fate": fate, "results": None,
+                                  "cost": 0.0, "looks": 0, "ended_looks": 0}
         await asyncio.sleep(self.batch_submit_delay)
         if self.batch_submit_answer is not None:  # stored, but answered otherwise (524, a 202 without an id)
             code, body, headers = self.batch_submit_answer
@@ -591,7 +624,8 @@ class FakeTeacher:
     async def _answer_batch(self, batch: dict) -> None:
         batch["results"] = []
         fate = batch["fate"]
-        answered = {"completed": batch["requests"], "expired-partial": batch["requests"][:len(batch["requests"]) // 2]
+        answered = {"completed": batch["requests"],
+                    "expired-partial": batch["requests"][:len(batch["requests"]) // 2]
                     }.get(fate, [])
         for request in answered:
             reply = await self._respond(request["body"])
@@ -609,7 +643,8 @@ class FakeTeacher:
             else:
                 error = reply.body.get("error") if isinstance(reply.body, dict) else None
                 result = {"response": None, "error": error or {"code": reply.status, "message": "failed"}}
-            batch["results"].append({"id": f"r{len(batch['results'])}", "custom_id": request["custom_id"], **result})
+            batch["results"].append({"id": f"r{len(batch['results'])}", "custom_id": request["custom_id"],
+                                     **result})
 
     def _results_page(self, batch: dict, params: dict) -> Reply:
         ended = batch["results"] is not None
@@ -619,7 +654,8 @@ class FakeTeacher:
         page = shown[start:start + size]
         more = start + size < len(shown)
         if batch["id"] in self.batch_cursor_cycle:
-            return Reply(200, {"object": "list", "data": [], "has_more": True, "next_cursor": str(1 - min(start, 1))})
+            return Reply(200, {"object": "list", "data": [], "has_more": True,
+                               "next_cursor": str(1 - min(start, 1))})
         return Reply(200, {"object": "list", "data": page, "has_more": more,
                            "next_cursor": str(start + size) if more else None})
 
@@ -692,7 +728,9 @@ class FakeTeacher:
             send(f"data: {json.dumps(event)}\n\n")
             await writer.drain()
             if i == 0 and reply.sse_error is not None:
-                send(f"data: {json.dumps({'error': reply.sse_error, 'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'error'}]})}\n\n")
+                error = {"error": reply.sse_error,
+                         "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}]}
+                send(f"data: {json.dumps(error)}\n\n")
                 break
             if i == 0 and reply.sse_cut:
                 await writer.drain()
@@ -729,10 +767,11 @@ class FakeTeacher:
         if reply.encoding:
             payload = encode_body(payload, reply.encoding)
             encoded = {"Content-Encoding": "deflate" if reply.encoding == "deflate-raw" else reply.encoding}
-        reasons = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required", 403: "Forbidden",
-                   404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
-                   503: "Service Unavailable"}
-        headers = {"Content-Type": "application/json", **encoded, **reply.headers, "Content-Length": len(payload)}
+        reasons = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 402: "Payment Required",
+                   403: "Forbidden", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
+                   502: "Bad Gateway", 503: "Service Unavailable"}
+        headers = {"Content-Type": "application/json", **encoded, **reply.headers,
+                   "Content-Length": len(payload)}
         if reply.hold is not None:
             await self._held(writer, reply.hold, self.held)
         head = [f"HTTP/1.1 {reply.status} {reasons.get(reply.status, 'Status')}"]
@@ -760,7 +799,8 @@ TEXTS = ("content", "reasoning", "reasoning_content", "refusal")
 
 def stream_head(reply: Reply) -> bytes:
     extra = "".join(f"{name}: {value}\r\n" for name, value in reply.headers.items())
-    return f"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n{extra}\r\n".encode()
+    return (f"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+            f"{extra}\r\n").encode()
 
 
 def sse_events(body: dict) -> tuple[list[dict], dict | None]:
@@ -780,7 +820,8 @@ def sse_events(body: dict) -> tuple[list[dict], dict | None]:
             continue
         if key in TEXTS and isinstance(value, str) and value:
             cut = max(1, len(value) // 2)
-            events += [event({key: value[:cut]}), event({key: value[cut:]})] if len(value) > 1 else [event({key: value})]
+            events += ([event({key: value[:cut]}), event({key: value[cut:]})] if len(value) > 1
+                       else [event({key: value})])
         elif key == "tool_calls" and isinstance(value, list):
             for i, call in enumerate(value):
                 function = call.get("function") if isinstance(call, dict) else None
@@ -788,10 +829,11 @@ def sse_events(body: dict) -> tuple[list[dict], dict | None]:
                     events.append(event({"tool_calls": [call]}))
                     continue
                 arguments = function["arguments"]
+                half = len(arguments) // 2
                 first = {"index": i, **{k: v for k, v in call.items() if k != "function"},
-                         "function": {**function, "arguments": arguments[: len(arguments) // 2]}}
+                         "function": {**function, "arguments": arguments[:half]}}
                 events += [event({"tool_calls": [first]}),
-                           event({"tool_calls": [{"index": i, "function": {"arguments": arguments[len(arguments) // 2:]}}]})]
+                           event({"tool_calls": [{"index": i, "function": {"arguments": arguments[half:]}}]})]
         else:
             events.append(event({key: value}))
     events.append(event({}, choice.get("finish_reason")))

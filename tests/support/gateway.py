@@ -60,13 +60,14 @@ class LiteLLMGateway:
         env = {**os.environ, "LITELLM_MASTER_KEY": MASTER_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
                "NO_PROXY": "127.0.0.1,localhost"}
         self.log = open(self.folder / "litellm.log", "wb")
-        self.process = subprocess.Popen([str(binary), "--config", str(config), "--host", "127.0.0.1", "--port",
-                                         str(self.port), "--num_workers", "1"], env=env, stdout=self.log,
-                                        stderr=subprocess.STDOUT, cwd=self.folder)
+        self.process = subprocess.Popen([str(binary), "--config", str(config), "--host", "127.0.0.1",
+                                         "--port", str(self.port), "--num_workers", "1"], env=env,
+                                        stdout=self.log, stderr=subprocess.STDOUT, cwd=self.folder)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"LiteLLM's proxy exited: {(self.folder / 'litellm.log').read_text()[-2000:]}")
+                raise RuntimeError("LiteLLM's proxy exited: "
+                                   f"{(self.folder / 'litellm.log').read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health/liveliness", timeout=2):
                     return self

@@ -25,8 +25,9 @@ for line in sys.stdin:
         send({"id": call, "result": {"content": [{"type": "text", "text": text}], "isError": bool(error)}})
     elif method == "initialize":
         capabilities = message["params"].get("capabilities") or {}
-        send({"id": ident, "result": {"protocolVersion": message["params"].get("protocolVersion", "2025-06-18"),
-                                      "capabilities": {"tools": {}}, "serverInfo": {"name": "gated", "version": "1"}}})
+        version = message["params"].get("protocolVersion", "2025-06-18")
+        send({"id": ident, "result": {"protocolVersion": version, "capabilities": {"tools": {}},
+                                      "serverInfo": {"name": "gated", "version": "1"}}})
     elif method == "tools/list":
         tools = [{"name": "echo", "description": "Echo.", "inputSchema": TOOL}]
         if "sampling" in capabilities:
@@ -36,7 +37,8 @@ for line in sys.stdin:
         if message["params"]["name"] == "ask_model":
             pending[f"s{ident}"] = ident
             send({"id": f"s{ident}", "method": "sampling/createMessage",
-                  "params": {"messages": [{"role": "user", "content": {"type": "text", "text": "hi"}}], "maxTokens": 5}})
+                  "params": {"messages": [{"role": "user", "content": {"type": "text", "text": "hi"}}],
+                             "maxTokens": 5}})
         else:
             send({"id": ident, "result": {"content": [{"type": "text", "text": "echo"}], "isError": False}})
     elif ident is not None:

@@ -20,11 +20,16 @@ import os
 import sys
 import time
 
-from pydantic import BaseModel
-
 from mcp.server.mcpserver import MCPServer
-from mcp.types import (AudioContent, CallToolResult, EmbeddedResource, ImageContent, ResourceLink,
-                       TextResourceContents)
+from mcp.types import (
+    AudioContent,
+    CallToolResult,
+    EmbeddedResource,
+    ImageContent,
+    ResourceLink,
+    TextResourceContents,
+)
+from pydantic import BaseModel
 
 prefix = os.environ.get("PREFIX", "")
 if os.path.exists("mcp-dead"):  # `die` was called with for_good: this server never starts again
@@ -84,8 +89,10 @@ def die(for_good: bool = False) -> str:
 @server.tool(name=f"{prefix}media", description="Answers with every kind of content but text.")
 def media() -> CallToolResult:
     return CallToolResult(content=[
-        ImageContent(type="image", data=base64.b64encode(b"\x89PNG" + bytes(96)).decode(), mime_type="image/png"),
-        EmbeddedResource(type="resource", resource=TextResourceContents(uri="file:///notes.txt", mime_type="text/plain",
+        ImageContent(type="image", data=base64.b64encode(b"\x89PNG" + bytes(96)).decode(),
+                     mime_type="image/png"),
+        EmbeddedResource(type="resource", resource=TextResourceContents(uri="file:///notes.txt",
+                                                                        mime_type="text/plain",
                                                                         text="the notes say 42")),
         ResourceLink(type="resource_link", name="report.pdf", uri="https://example.com/report.pdf"),
         AudioContent(type="audio", data=base64.b64encode(bytes(300)).decode(), mime_type="audio/wav")])

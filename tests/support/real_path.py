@@ -54,16 +54,18 @@ def make_certificates(folder: Path) -> Certificates:
 
     openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
             "-keyout", "ca.key", "-out", "ca.pem", "-days", "3", "-subj", "/CN=Distillation Test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "server.key",
-            "-out", "server.csr", "-subj", f"/CN={HOST}")
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", "server.key", "-out", "server.csr", "-subj", f"/CN={HOST}")
     (folder / "server.ext").write_text(f"subjectAltName=DNS:{HOST}\nbasicConstraints=CA:FALSE\n"
                                        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
     openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
             "-out", "server.pem", "-days", "3", "-extfile", "server.ext")
     system = ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"
     bundle = folder / "bundle.pem"
-    bundle.write_bytes((Path(system).read_bytes() if os.path.exists(system) else b"") + (folder / "ca.pem").read_bytes())
+    bundle.write_bytes((Path(system).read_bytes() if os.path.exists(system) else b"")
+                       + (folder / "ca.pem").read_bytes())
     return Certificates(folder / "ca.pem", bundle, folder / "server.pem", folder / "server.key")
 
 
@@ -152,8 +154,8 @@ class NginxFront:
         if binary is None:
             raise RuntimeError("nginx is not installed (apt-get install -y nginx-light)")
         conf = self.folder / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(dir=self.folder, port=self.port, plain_port=self.plain_port, host=HOST,
-                                          cert=self.certificates.cert, key=self.certificates.key,
+        conf.write_text(NGINX_CONF.format(dir=self.folder, port=self.port, plain_port=self.plain_port,
+                                          host=HOST, cert=self.certificates.cert, key=self.certificates.key,
                                           teacher_port=self.teacher_port, read_timeout=self.read_timeout))
         self.process = subprocess.Popen([binary, "-c", str(conf), "-p", str(self.folder), "-e",
                                          str(self.folder / "error.log")],
@@ -260,13 +262,14 @@ def main() -> None:
     front = NginxFront(teacher.port, folder, port=443).start()
     namespace = private_namespace_works()
     prefix = " ".join(f"'{part}'" for part in resolving([], folder)) if namespace else ""
-    lines = {"SSL_CERT_FILE": str(front.certificates.bundle), "BASE_URL": front.base_url, "RESOLVE_PREFIX": prefix,
-             "TEACHER_URL": teacher.base_url}
+    lines = {"SSL_CERT_FILE": str(front.certificates.bundle), "BASE_URL": front.base_url,
+             "RESOLVE_PREFIX": prefix, "TEACHER_URL": teacher.base_url}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with contextlib.ExitStack() as stack:
         if not namespace:  # /etc/hosts itself, for as long as this serves, restored on every exit path
             stack.enter_context(EditedHosts())
-        (folder / "env").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in lines.items()))  # for `source`
+        # lines for `source`
+        (folder / "env").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in lines.items()))
         try:
             while front.process.poll() is None:
                 time.sleep(0.5)
