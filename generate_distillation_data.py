@@ -58,9 +58,9 @@ import traceback
 import types
 import typing
 import unicodedata
+import urllib.request
 import uuid
 import weakref
-import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,15 +68,15 @@ from typing import Any, AsyncIterator, Callable, Container, Iterable, Iterator, 
 from urllib.parse import quote, unquote, unquote_plus, urlparse
 
 import aiohttp
+import orjson
+from tqdm import tqdm
 
 # httpx imports its command-line client when rich and click are installed (crawl4ai installs them): a
 # tenth of a second of every start, for a program this one never runs. A None entry makes that import
 # fail, and httpx then goes without it, as it does where they are missing.
 sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 import httpx  # noqa: E402
-import orjson
-from httpx_aiohttp import AiohttpTransport
-from tqdm import tqdm
+from httpx_aiohttp import AiohttpTransport  # noqa: E402  (it imports httpx)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 MB = 1 << 20
@@ -142,7 +142,8 @@ def _human_duration(seconds: float) -> str:
 # ==================================================================================================
 # Secrets
 # ==================================================================================================
-# What must never be shown: the key and every secret the program is handed, found in any text and cut out (_Secret).
+# What must never be shown: the key and every secret the program is handed, found in any text and cut out
+# (_Secret).
 
 
 _MIN_SECRET_LENGTH = 20  # real API keys are longer (OpenRouter's: 73 characters); placeholders are shorter
@@ -238,16 +239,20 @@ class _Secret:
             return value
         try:
             return orjson.loads(scrubbed)
-        except orjson.JSONDecodeError:  # cannot happen with whole escapes cut; never let one through if it does
+        # cannot happen with whole escapes cut; never let one through if it does
+        except orjson.JSONDecodeError:
             return _with_each_string(value, self.redact)
 
 
-# The public beginnings of API keys (OpenRouter's, OpenAI's, Anthropic's, Groq's, xAI's, Hugging Face's, GitHub's,
-# GitLab's, Perplexity's, Tavily's, NVIDIA's, Replicate's, Cerebras's, Fireworks', Google's): what follows is the
-# secret, and a text that quotes it without its prefix still holds the key.
-_PUBLIC_KEY_PREFIXES = sorted(("sk-or-v1-", "sk-or-", "sk-ant-api03-", "sk-ant-admin01-", "sk-ant-", "sk-proj-",
-                               "sk-svcacct-", "sk-admin-", "sk-", "gsk_", "xai-", "hf_", "ghp_", "gho_", "ghs_",
-                               "github_pat_", "glpat-", "pplx-", "tvly-", "nvapi-", "r8_", "csk-", "fw_", "AIza"),
+# The public beginnings of API keys (OpenRouter's, OpenAI's, Anthropic's, Groq's, xAI's, Hugging Face's,
+# GitHub's, GitLab's, Perplexity's, Tavily's, NVIDIA's, Replicate's, Cerebras's, Fireworks', Google's): what
+# follows is the secret, and a text that quotes it without its prefix still holds the key.
+_PUBLIC_KEY_PREFIXES = sorted(("sk-or-v1-", "sk-or-", "sk-ant-api03-", "sk-ant-admin01-", "sk-ant-",
+                               "sk-proj-",
+                               "sk-svcacct-", "sk-admin-", "sk-", "gsk_", "xai-", "hf_", "ghp_", "gho_",
+                               "ghs_",
+                               "github_pat_", "glpat-", "pplx-", "tvly-", "nvapi-", "r8_", "csk-", "fw_",
+                               "AIza"),
                               key=len, reverse=True)
 
 
@@ -277,8 +282,8 @@ _KEY_LIKE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|AUTH", re.IGNORECASE)
 
 
 def _handed_secrets(extra_body: dict, urls: Iterable[str], query_urls: Iterable[str] = ()) -> tuple[str, ...]:
-    """Every secret the program was handed besides OPENROUTER_API_KEY, to be taken out of whatever it writes or
-    prints (_Secret): the values of key-like names (KEY, TOKEN, SECRET, PASSWORD, AUTH) in .env and the
+    """Every secret the program was handed besides OPENROUTER_API_KEY, to be taken out of whatever it writes
+    or prints (_Secret): the values of key-like names (KEY, TOKEN, SECRET, PASSWORD, AUTH) in .env and the
     environment, but not a URL's (a base URL is no secret: only its user information is) nor a path's (a
     socket, a file); the strings under key-like fields of --extra-body ("Bearer X" gives X too); the user
     information of each URL; and, of `query_urls` (MCP servers: Tavily's key travels in the query, Zapier's
@@ -303,8 +308,10 @@ def _handed_secrets(extra_body: dict, urls: Iterable[str], query_urls: Iterable[
         found += _user_information(url)
     for url in query_urls:
         found += _secrets_beyond_the_host(url)
-    found += [part.rpartition(" ")[2] for part in found if part.lower().startswith(("bearer ", "basic ", "token "))]
-    found += [decoded for part in found for decode in (unquote, unquote_plus) if (decoded := decode(part)) != part]
+    found += [part.rpartition(" ")[2] for part in found if part.lower().startswith(("bearer ", "basic ",
+                                                                                    "token "))]
+    found += [decoded for part in found for decode in (unquote, unquote_plus)
+              if (decoded := decode(part)) != part]
     return tuple(dict.fromkeys(found))
 
 
@@ -318,13 +325,16 @@ def _secrets_beyond_the_host(url: str) -> list[str]:
     keys: where servers take a key."""
     parsed = urlparse(url)
     pairs = [*parsed.query.split("&"), *parsed.fragment.split("&")]
-    return ([value for pair in pairs if (value := pair.partition("=")[2])] + ([parsed.fragment] if parsed.fragment else [])
+    return ([value for pair in pairs if (value := pair.partition("=")[2])]
+            + ([parsed.fragment] if parsed.fragment else [])
             + [part for part in parsed.path.split("/") if _looks_like_key(part)])
 
 
 def _looks_like_key(text: str) -> bool:
-    """A URL's path part that is a key rather than a name: as long as a real secret, letters and digits mixed."""
-    return (len(text) >= _MIN_SECRET_LENGTH and any(c.isdigit() for c in text) and any(c.isalpha() for c in text))
+    """A URL's path part that is a key rather than a name: as long as a real secret, letters and digits
+    mixed."""
+    return (len(text) >= _MIN_SECRET_LENGTH and any(c.isdigit() for c in text)
+            and any(c.isalpha() for c in text))
 
 
 def _key_like_fields(value: Any, under_key: bool = False) -> list[str]:
@@ -332,18 +342,21 @@ def _key_like_fields(value: Any, under_key: bool = False) -> list[str]:
     if isinstance(value, str):
         return [value] if under_key else []
     if isinstance(value, dict):
-        return [s for name, item in value.items() for s in _key_like_fields(item, under_key or bool(_KEY_LIKE.search(str(name))))]
+        return [s for name, item in value.items() for s in _key_like_fields(item, under_key
+                                                                            or bool(_KEY_LIKE.search(str(name))))]
     if isinstance(value, list):
         return [s for item in value for s in _key_like_fields(item, under_key)]
     return []
 
 
 def _masked_key_like(value: Any, under_key: bool = False) -> Any:
-    """A JSON value to show (--dry-run, the runs file): what sits under a key-like name is ***, however short."""
+    """A JSON value to show (--dry-run, the runs file): what sits under a key-like name is ***, however
+    short."""
     if isinstance(value, str):
         return "***" if under_key else value
     if isinstance(value, dict):
-        return {name: _masked_key_like(item, under_key or bool(_KEY_LIKE.search(str(name)))) for name, item in value.items()}
+        return {name: _masked_key_like(item, under_key or bool(_KEY_LIKE.search(str(name))))
+                for name, item in value.items()}
     if isinstance(value, list):
         return [_masked_key_like(item, under_key) for item in value]
     return value
@@ -353,7 +366,8 @@ def _secret_free_url(url: str) -> str:
     """display_url's (no password), with the query's values, the fragment and the key-like parts of the path
     as *** too (handed_secrets' secrets of an MCP URL)."""
     parts = urlparse(_display_url(url))
-    query = "&".join(f"{pair.split('=', 1)[0]}=***" if "=" in pair else pair for pair in parts.query.split("&"))
+    query = "&".join(f"{pair.split('=', 1)[0]}=***" if "=" in pair
+                     else pair for pair in parts.query.split("&"))
     path = "/".join("***" if _looks_like_key(part) else part for part in parts.path.split("/"))
     return parts._replace(query=query if parts.query else "", path=path,
                           fragment="***" if parts.fragment else "").geturl()
@@ -362,7 +376,8 @@ def _secret_free_url(url: str) -> str:
 # ==================================================================================================
 # Settings
 # ==================================================================================================
-# One small frozen settings object per part, each field the default of its flag; the command line parsed into them.
+# One small frozen settings object per part, each field the default of its flag; the command line parsed into
+# them.
 
 
 # Each part of the program gets the settings it uses, one small frozen object per part, so a flag's reach
@@ -373,16 +388,17 @@ def _secret_free_url(url: str) -> str:
 
 @dataclass(frozen=True)
 class _Recorded:
-    """A setting that shapes the data: the runs file keeps it in `part` of each run's record (RECORD_PARTS), and
-    the dataset card shows it under `label` (None: kept, not shown). `view`: one that may hold a secret or a
-    folder is kept as messages show it (_RECORDED_VIEWS, beside RunsFile: url, masked, servers, name)."""
+    """A setting that shapes the data: the runs file keeps it in `part` of each run's record (RECORD_PARTS),
+    and the dataset card shows it under `label` (None: kept, not shown). `view`: one that may hold a secret or
+    a folder is kept as messages show it (_RECORDED_VIEWS, beside RunsFile: url, masked, servers, name)."""
 
     part: str
     label: str | None = None
     view: str | None = None
 
 
-def _recorded(default: Any = dataclasses.MISSING, *, part: str, label: str | None = None, view: str | None = None,
+def _recorded(default: Any = dataclasses.MISSING, *, part: str, label: str | None = None,
+              view: str | None = None,
               default_factory: Any = dataclasses.MISSING) -> Any:
     """A settings field with its _Recorded mark: the run record and the card read the marks (recorded_fields),
     so a setting that shapes the data is named for them here and nowhere else."""
@@ -400,7 +416,8 @@ class PromptSettings:
     num: int | None = None  # only the first N prompts
     shard: tuple[int, int] | None = None  # (I, N): only shard I of N
     samples: int = _recorded(1, part="prompts")  # rollouts per prompt
-    text_only: bool = False  # --batch: the Batch API takes text only; a prompt with an image or file part is refused
+    # --batch: the Batch API takes text only; a prompt with an image or file part is refused
+    text_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -453,7 +470,8 @@ class TeacherSettings:
         return max(self.concurrency * 2, _BATCH_MOST_REQUESTS) if self.batch else self.concurrency * 2
 
 
-_BATCH_MOST_REQUESTS = 1000  # requests a batch carries at most (fewer when long answers could pass the size cap)
+# requests a batch carries at most (fewer when long answers could pass the size cap)
+_BATCH_MOST_REQUESTS = 1000
 
 
 @dataclass(frozen=True)
@@ -465,7 +483,8 @@ class RequestSettings:
     max_turns: int = _recorded(10, part="rollout", label="max turns")  # also config.yml's rollout.max_turns
     temperature: float = _recorded(0.7, part="teacher", label="temperature")
     reasoning: dict | None = _recorded(None, part="teacher", label="reasoning")
-    extra_body: dict = _recorded(default_factory=dict, part="teacher", label="extra request body", view="masked")
+    extra_body: dict = _recorded(default_factory=dict, part="teacher", label="extra request body",
+                                 view="masked")
     cache: str = "auto"  # prompt caching: auto, on, off
     cache_ttl: str | None = None  # "5m" or "1h"; None: the provider's default (5 minutes)
     stream: bool = True  # ask for server-sent events: a long answer is never a silent connection
@@ -473,7 +492,8 @@ class RequestSettings:
     # by default for models of 8k context or less): the teacher would answer a conversation other than the
     # one the dataset holds. Asked off, so such a rollout fails with that reason instead.
     no_compression: bool = False
-    # OpenRouter's provider.enforce_distillable_text: only models whose authors allow training on their outputs
+    # OpenRouter's provider.enforce_distillable_text: only models whose authors allow training on their
+    # outputs
     distillable: bool = _recorded(False, part="teacher")  # the card says it with the teacher's licence
 
 
@@ -580,22 +600,26 @@ class OutputPaths:
     def side_files(self) -> dict[Path, str]:
         """Every file of ours beside the output, with what it is: each must be a regular file."""
         return {self.failed: "the failed file", self.rejected: "the rejected file",
-                self.quarantine: "the quarantine file", self.paused: "the paused file", self.runs: "the runs file",
-                self.batches: "the batches file", self.mcp_tools: "the MCP tools file", self.mcp_log: "the MCP log",
+                self.quarantine: "the quarantine file", self.paused: "the paused file",
+                self.runs: "the runs file",
+                self.batches: "the batches file", self.mcp_tools: "the MCP tools file",
+                self.mcp_log: "the MCP log",
                 self.dropped: "the dropped-prompts file", self.quoting: "the benchmark-answers file",
                 **{self.export(fmt): f"the {fmt} export" for fmt in ("hf", "openai")},
                 self.card: "the dataset card", self.report: "the report"}
 
 
-# The parts of a run's record that hold settings (the card shows theirs in this order); and the settings objects
-# with fields marked _recorded, in the order each part lists them.
+# The parts of a run's record that hold settings (the card shows theirs in this order); and the settings
+# objects with fields marked _recorded, in the order each part lists them.
 RECORD_PARTS = ("prompts", "teacher", "rollout", "gate")
 _RECORDED_SETTINGS = (RequestSettings, TeacherSettings, PromptSettings, ToolSettings, GateSettings)
 
 
 def recorded_fields() -> list[tuple[type, str, _Recorded]]:
-    """Every setting the runs file records: its settings object, its name, and how (_Recorded), part by part."""
-    marked = [(kind, f.name, f.metadata["recorded"]) for kind in _RECORDED_SETTINGS for f in dataclasses.fields(kind)
+    """Every setting the runs file records: its settings object, its name, and how (_Recorded), part by
+    part."""
+    marked = [(kind, f.name,
+               f.metadata["recorded"]) for kind in _RECORDED_SETTINGS for f in dataclasses.fields(kind)
               if "recorded" in f.metadata]
     return sorted(marked, key=lambda item: RECORD_PARTS.index(item[2].part))
 
@@ -623,7 +647,8 @@ def _shard_path(pattern: Path, shard: str) -> Path:
 
 
 def _check_regular_file(path: Path, what: str, why: str = "which this tool writes and reads back",
-                       instead: str = "Move it away (it is not one of this tool's files), or pass another --output."
+                       instead: str = "Move it away (it is not one of this tool's files), or pass another "
+                                      "--output."
                        ) -> None:
     """Our files are appended to, scanned and replaced: a FIFO would block, /dev/zero never ends, /dev/full
     refuses every write. Refuse anything that exists and is not a regular file (after symlinks)."""
@@ -635,10 +660,11 @@ def _check_regular_file(path: Path, what: str, why: str = "which this tool write
         raise UsageError(f"{path}: cannot use it as {what}: {e.strerror}") from None
     if not stat.S_ISREG(mode):
         kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
-                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a socket" if stat.S_ISSOCK(mode)
                 else "not a regular file")
-        raise UsageError(f"{path}: cannot open {what}: it is {kind}, and {what} must be a regular file, {why}. "
-                         f"{instead}")
+        raise UsageError(f"{path}: cannot open {what}: it is {kind}, and {what} must be a regular file, "
+                         f"{why}. {instead}")
 
 
 def default(settings: type, name: str) -> Any:
@@ -741,8 +767,8 @@ def replaced_atomically(path: Path, like: Path | None = None) -> Iterator[Any]:
 
 
 def _temporary_beside(target: Path) -> Path:
-    """A name for a rewrite's temporary beside `target`, unique to this process and this rewrite: the PID (so a
-    later run knows whose it was) and a random part (in a container every run may be PID 1)."""
+    """A name for a rewrite's temporary beside `target`, unique to this process and this rewrite: the PID (so
+    a later run knows whose it was) and a random part (in a container every run may be PID 1)."""
     return target.with_name(f".{target.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
 
 
@@ -764,7 +790,8 @@ def _file_mode_for(target: Path, like: Path | None = None) -> int:
 def _create_like(path: Path, like: Path | None) -> None:
     """Create `path`, if it does not exist, as private as `like` (for a file a library appends to)."""
     with contextlib.suppress(OSError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644 & _mode_or_all(like)))
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                         0o644 & _mode_or_all(like)))
 
 
 def _mode_or_all(path: Path | None) -> int:
@@ -837,12 +864,14 @@ class OutputError(Exception):
 # ==================================================================================================
 # config.yml and the environment
 # ==================================================================================================
-# rnow's config.yml rollout block, .env, the base URL, --extra-body and the scheduler's shard: what the settings read from outside the command line.
+# rnow's config.yml rollout block, .env, the base URL, --extra-body and the scheduler's shard: what the
+# settings read from outside the command line.
 
 
 # rnow's config.yml: its `rollout` block gives defaults here, so one config serves distillation and RL.
 # Only keys present count (rnow's own default max_turns of 1 would cut every tool rollout); flags win.
-_ROLLOUT_KEYS = ("max_turns", "tool_timeout", "reward_timeout", "max_tool_response", "reasoning_mode", "mcp_url")
+_ROLLOUT_KEYS = ("max_turns", "tool_timeout", "reward_timeout", "max_tool_response", "reasoning_mode",
+                 "mcp_url")
 _REASONING_MODES = ["disabled", "none", "minimal", "low", "medium", "high", "xhigh"]
 # rnow's max_tool_response counts tokens (and cuts without a marker); here results are cut by characters,
 # with a marker: 4 characters a token, the usual average for English text and code.
@@ -874,16 +903,18 @@ def _read_rollout_config(path: Path | None) -> tuple[dict, _RnowProject | None]:
 
     try:
         if path.stat().st_size > _MAX_CONFIG_BYTES:
-            raise UsageError(f"{path}: {path.stat().st_size:,} bytes, where a config.yml is a few hundred; no "
-                             f"config needs more than {_MAX_CONFIG_BYTES:,}. Pass --config the right file.")
+            raise UsageError(f"{path}: {path.stat().st_size:,} bytes, where a config.yml is a few hundred; "
+                             f"no config needs more than {_MAX_CONFIG_BYTES:,}. Pass --config the right "
+                             "file.")
         text = path.read_text(encoding="utf-8-sig")
         # libyaml's parser where pyyaml has it: it refuses deep nesting at once, where the pure-Python one
         # takes seconds over a 5,000-deep flow list before it fails
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         for event in yaml.parse(text, Loader=loader):  # refused before anything is built from it
             if isinstance(event, yaml.AliasEvent):
-                raise UsageError(f"{path}:{event.start_mark.line + 1}: uses a YAML alias (*{str(event.anchor)[:40]}); "
-                                 "aliases can expand without bound, and no config needs one: write the value out.")
+                raise UsageError(f"{path}:{event.start_mark.line + 1}: uses a YAML alias "
+                                 f"(*{str(event.anchor)[:40]}); aliases can expand without bound, and no "
+                                 "config needs one: write the value out.")
         data = yaml.load(text, Loader=loader)
         if _nesting_depth(data) > _MAX_NESTING:
             raise RecursionError
@@ -893,29 +924,33 @@ def _read_rollout_config(path: Path | None) -> tuple[dict, _RnowProject | None]:
         raise UsageError(f"{path}{f':{where + 1}' if where is not None else ''}: cannot read it as YAML "
                          f"({problem}). Fix it, or pass --config another file.") from None
     except RecursionError:
-        raise UsageError(f"{path}: nested too deeply (more than {_MAX_NESTING} levels); no config needs that. "
-                         "Fix it, or pass --config another file.") from None
-    project = _RnowProject(path, isinstance(data, dict) and "dataset_type" in data and not data.get("project_id"))
+        raise UsageError(f"{path}: nested too deeply (more than {_MAX_NESTING} levels); no config needs "
+                         "that. Fix it, or pass --config another file.") from None
+    project = _RnowProject(path, isinstance(data, dict) and "dataset_type" in data
+                           and not data.get("project_id"))
     rollout = data.get("rollout") if isinstance(data, dict) else None
     if rollout is None:
         return {}, project
     if not isinstance(rollout, dict):
         raise UsageError(f"{path}: `rollout` must be a mapping of settings")
-    return {key: (rollout[key], path) for key in _ROLLOUT_KEYS if key in rollout and rollout[key] is not None}, project
+    return {key: (rollout[key],
+                  path) for key in _ROLLOUT_KEYS if key in rollout and rollout[key] is not None}, project
 
 
-_PROJECT_ID_NOTE = ("# rnow run needs a project id. `rnow init` makes one, but it also copies its template over this\n"
-                    "# folder (train.jsonl and config.yml included): never run it here. Added by generate_distillation_data.py.\n")
+_PROJECT_ID_NOTE = ("# rnow run needs a project id. `rnow init` makes one, but it also copies its template "
+                    "over this\n# folder (train.jsonl and config.yml included): never run it here. Added by "
+                    "generate_distillation_data.py.\n")
 
 
 def _give_project_id(config: Path) -> str | None:
     """Give config.yml the project_id `rnow run` needs, as `rnow init` would make it (a random UUID), so the
     folder trains with nothing but `rnow login`. One id, whatever starts at once (the tasks of a job array in
     one folder): under a lock on the file, it is read again, and only a run that still finds no id writes
-    one (the others say nothing). An empty `project_id:` is filled in; else the key is added (_with_project_id).
-    The rest is kept byte for byte (line ends and a BOM included), and the result is checked to read as the
-    same settings plus the id before it replaces the file: a file it cannot be added to safely is left as it
-    is, and the note says how to add it by hand. None: another run gave it one meanwhile."""
+    one (the others say nothing). An empty `project_id:` is filled in; else the key is added
+    (_with_project_id). The rest is kept byte for byte (line ends and a BOM included), and the result is
+    checked to read as the same settings plus the id before it replaces the file: a file it cannot be added to
+    safely is left as it is, and the note says how to add it by hand. None: another run gave it one
+    meanwhile."""
     import yaml
 
     project_id = str(uuid.uuid4())
@@ -934,17 +969,18 @@ def _give_project_id(config: Path) -> str | None:
             except yaml.YAMLError:
                 after = None
             if not (isinstance(before, dict) and after == {**before, "project_id": project_id}):
-                return (f"Note: {config} has no project_id, which `rnow run` needs, and this program cannot add one "
-                        f"safely to how the file is written, so it is left as it is. {advice} yourself; do not run "
-                        "`rnow init` here (it overwrites this folder's files).")
+                return (f"Note: {config} has no project_id, which `rnow run` needs, and this program cannot "
+                        f"add one safely to how the file is written, so it is left as it is. {advice} "
+                        "yourself; do not run `rnow init` here (it overwrites this folder's files).")
             with replaced_atomically(config) as out:
                 out.write((bom + new_text).encode("utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
-        return (f"Note: {config} has no project_id, which `rnow run` needs, and it could not be added ({why}). "
-                f"{advice} yourself; do not run `rnow init` here (it overwrites this folder's files).")
-    return (f"{config}: added project_id {project_id}, which `rnow run` needs to train on this folder (`rnow init` "
-            "would make one too, but it overwrites train.jsonl and config.yml: never run it here).")
+        return (f"Note: {config} has no project_id, which `rnow run` needs, and it could not be added "
+                f"({why}). {advice} yourself; do not run `rnow init` here (it overwrites this folder's "
+                "files).")
+    return (f"{config}: added project_id {project_id}, which `rnow run` needs to train on this folder (`rnow "
+            "init` would make one too, but it overwrites train.jsonl and config.yml: never run it here).")
 
 
 _EMPTY_VALUES = ("", "~", "null", "Null", "NULL")
@@ -962,11 +998,13 @@ def _with_project_id(text: str, project_id: str, loader: Any) -> tuple[str | Non
     root = yaml.compose(text, Loader=loader)
     if not isinstance(root, yaml.MappingNode):
         return None, f"Give it a top-level mapping with the key `{line}`"
-    found = [(key, value) for key, value in root.value if isinstance(key, yaml.ScalarNode) and key.value == "project_id"]
+    found = [(key, value) for key, value in root.value if isinstance(key, yaml.ScalarNode)
+             and key.value == "project_id"]
     if found:
         key, value = found[0]
         colon = re.compile(r"[ \t]*:").match(text, key.end_mark.index)
-        empty = isinstance(value, yaml.ScalarNode) and (value.tag.endswith(":null") or value.style in ("'", '"')) \
+        empty = isinstance(value, yaml.ScalarNode) and (value.tag.endswith(":null")
+                                                        or value.style in ("'", '"')) \
             and value.value in _EMPTY_VALUES
         advice = f"Set its project_id to `{line}`"
         if len(found) > 1 or colon is None or not empty or value.end_mark.line != key.start_mark.line:
@@ -1040,7 +1078,8 @@ def _reasoning_mode_value(value: Any) -> str:
 
 
 def _reasoning_request(mode: str) -> dict:
-    """rnow's reasoning_mode as OpenRouter's `reasoning` field: disabled turns it off; the rest are efforts."""
+    """rnow's reasoning_mode as OpenRouter's `reasoning` field: disabled turns it off; the rest are
+    efforts."""
     return {"enabled": False} if mode == "disabled" else {"effort": mode}
 
 
@@ -1161,8 +1200,8 @@ def note_array(record: Path, array: SlurmArray, job: str | None, replace: bool =
             with contextlib.suppress(FileExistsError):
                 os.link(temporary, record)
     except OSError as e:
-        return (f"Note: {record} could not be written ({e.strerror}); a task of this array submitted again alone "
-                "will need --shard I/N in place of --shard auto.")
+        return (f"Note: {record} could not be written ({e.strerror}); a task of this array submitted again "
+                "alone will need --shard I/N in place of --shard auto.")
     finally:
         with contextlib.suppress(OSError):
             temporary.unlink()
@@ -1172,7 +1211,8 @@ def note_array(record: Path, array: SlurmArray, job: str | None, replace: bool =
 def _scheduler_shard(count: int | None, env: Mapping[str, str], pattern: Path | None) -> _SchedulerShard:
     """--shard auto: this task's shard from a SLURM job array (--array=0-7, or 1-16, or 0-30:2; a task of it
     submitted again alone) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX; the Job's completions given
-    as --shard auto/N). `pattern`: the shards' output name (_shard_pattern), beside which the array is noted."""
+    as --shard auto/N). `pattern`: the shards' output name (_shard_pattern), beside which the array is
+    noted."""
     def number(name: str, default: int | None = None) -> int | None:
         if name not in env:
             return default
@@ -1194,7 +1234,8 @@ def _scheduler_shard(count: int | None, env: Mapping[str, str], pattern: Path | 
                      "SLURM job array or a Kubernetes Indexed Job, or give the shard as --shard I/N.")
 
 
-def _slurm_variables(number: Callable[..., int | None], pattern: Path | None) -> tuple[int, int, int, int, int | None]:
+def _slurm_variables(number: Callable[..., int | None], pattern: Path | None) -> tuple[int, int, int, int,
+                                                                                       int | None]:
     """SLURM's array variables (task, first, step, tasks, last), each checked against what SLURM can set:
     what cannot be true is refused, naming it and the command that runs the shard without them."""
     task, first, step = number("SLURM_ARRAY_TASK_ID"), number("SLURM_ARRAY_TASK_MIN", 0), \
@@ -1203,7 +1244,8 @@ def _slurm_variables(number: Callable[..., int | None], pattern: Path | None) ->
     most = _SLURM_MOST_TASK_ID
     checks = [  # in order: each message may name what the ones before it found true
         (not 0 <= task <= most, f"SLURM_ARRAY_TASK_ID={task} is not a task id (SLURM's are 0 to {most:,})"),
-        (not 0 <= first <= task, f"SLURM_ARRAY_TASK_MIN={first} is not the first task id of an array holding task {task}"),
+        (not 0 <= first <= task,
+         f"SLURM_ARRAY_TASK_MIN={first} is not the first task id of an array holding task {task}"),
         (last is not None and not task <= last <= most,
          f"SLURM_ARRAY_TASK_MAX={last} is not the last task id of an array holding task {task}"),
         (not 1 <= step <= most, f"SLURM_ARRAY_TASK_STEP={step} is not a step (SLURM's is 1 or more)"),
@@ -1214,9 +1256,9 @@ def _slurm_variables(number: Callable[..., int | None], pattern: Path | None) ->
     ]
     problem = next((why for wrong, why in checks if wrong), None)
     if problem is not None:
-        raise UsageError(f"--shard auto: {problem}, which SLURM never sets: something else in this job's environment "
-                         f"did. Leave it to SLURM (it sets it in every task of an array), or give the shard by hand: "
-                         f"{_by_hand(pattern)} in place of --shard auto.")
+        raise UsageError(f"--shard auto: {problem}, which SLURM never sets: something else in this job's "
+                         "environment did. Leave it to SLURM (it sets it in every task of an array), or "
+                         f"give the shard by hand: {_by_hand(pattern)} in place of --shard auto.")
     return task, first, step, tasks, last
 
 
@@ -1225,7 +1267,8 @@ def _slurm_shard(count: int | None, number: Callable[..., int | None], pattern: 
     task, first, step, tasks, last = _slurm_variables(number, pattern)
     tasks = tasks if tasks is not None else count
     if tasks is None:
-        raise UsageError("--shard auto: SLURM_ARRAY_TASK_COUNT is not set; pass the array size as --shard auto/N")
+        raise UsageError("--shard auto: SLURM_ARRAY_TASK_COUNT is not set; pass the array size as --shard "
+                         "auto/N")
     record = _array_note_path(pattern) if pattern is not None else None
     noted = _read_array_note(record) if record is not None else None
     array = SlurmArray(first, step, tasks)
@@ -1238,8 +1281,9 @@ def _slurm_shard(count: int | None, number: Callable[..., int | None], pattern: 
                              f"(--array={noted.spec}, noted in {record}). Submit one of its tasks, or delete "
                              f"{record} to split the prompts anew.")
         return _SchedulerShard((index, noted.tasks), note=(
-            f"--shard auto: task {task} runs apart from its array (SLURM gives it an array of its own), so it "
-            f"runs its shard of the array noted in {record} (--array={noted.spec}): shard {index} of {noted.tasks}."))
+            f"--shard auto: task {task} runs apart from its array (SLURM gives it an array of its own), so "
+            f"it runs its shard of the array noted in {record} (--array={noted.spec}): shard {index} of "
+            f"{noted.tasks}."))
     if count is not None and count != tasks:
         raise UsageError(f"--shard auto/{count}: the SLURM array has {tasks} tasks")
     index = array.shard(task)
@@ -1250,18 +1294,19 @@ def _slurm_shard(count: int | None, number: Callable[..., int | None], pattern: 
         return _lone_task(task, pattern, record, array)
     if noted is not None and noted.tasks != tasks:
         raise UsageError(
-            f"--shard auto: this array ({array.counted}) is not the one whose shards are here ({noted.counted}, "
-            f"noted in {record}): {tasks} shards split the prompts otherwise than {noted.tasks}, so the prompts done "
-            f"in its shards ({_shard_path(pattern, f'*-of-{noted.tasks}')}) would be paid again in these. To go on "
-            f"with its shards, submit that array again (sbatch --array={noted.spec} ...: finished shards end at "
-            f"once), or one task of it alone. To split the prompts into {tasks} shards anew, paying again for what "
-            f"its shards hold, delete {record} first (its shards' files are left as they are).")
+            f"--shard auto: this array ({array.counted}) is not the one whose shards are here "
+            f"({noted.counted}, noted in {record}): {tasks} shards split the prompts otherwise than "
+            f"{noted.tasks}, so the prompts done in its shards "
+            f"({_shard_path(pattern, f'*-of-{noted.tasks}')}) would be paid again in these. To go on with "
+            f"its shards, submit that array again (sbatch --array={noted.spec} ...: finished shards end at "
+            f"once), or one task of it alone. To split the prompts into {tasks} shards anew, paying again "
+            f"for what its shards hold, delete {record} first (its shards' files are left as they are).")
     if noted is not None and noted != array:  # the same shards, numbered otherwise (--array=1-4 for 0-3)
         return _SchedulerShard((index, tasks), record=record, array=array, renote=True, note=(
             f"--shard auto: this array (--array={array.spec}) numbers the tasks of the one noted in {record} "
-            f"(--array={noted.spec}) otherwise; its {tasks} shards are the same (the k-th task of either runs shard "
-            f"k), so task {task} goes on with shard {index} of {tasks}, and the array is noted as --array="
-            f"{array.spec} for its tasks submitted again alone."))
+            f"(--array={noted.spec}) otherwise; its {tasks} shards are the same (the k-th task of either "
+            f"runs shard k), so task {task} goes on with shard {index} of {tasks}, and the array is noted as "
+            f"--array={array.spec} for its tasks submitted again alone."))
     return _SchedulerShard((index, tasks), record=record if noted is None else None, array=array)
 
 
@@ -1276,11 +1321,12 @@ def _lone_task(task: int, pattern: Path | None, record: Path | None, array: Slur
             shards = counts[-1]
             mine = _shard_path(pattern, f"{task}-of-{shards}")
             raise UsageError(
-                f"--shard auto: this task runs alone (an array of one task, as SLURM runs `sbatch --array={task}`), "
-                f"and no note here says which array it belongs to, while the shards of a {shards}-task array are "
-                f"here ({_shard_path(pattern, f'*-of-{shards}')}). Run as shard 0 of 1 it would pay for every prompt "
-                f"again. If it is task {task} of --array=0-{shards - 1}, run its shard with --shard {task}/{shards} "
-                f"-o {mine} in place of --shard auto (or submit the whole array again: finished shards end at once).")
+                "--shard auto: this task runs alone (an array of one task, as SLURM runs `sbatch "
+                f"--array={task}`), and no note here says which array it belongs to, while the shards of a "
+                f"{shards}-task array are here ({_shard_path(pattern, f'*-of-{shards}')}). Run as shard 0 of "
+                f"1 it would pay for every prompt again. If it is task {task} of --array=0-{shards - 1}, run "
+                f"its shard with --shard {task}/{shards} -o {mine} in place of --shard auto (or submit the "
+                "whole array again: finished shards end at once).")
     return _SchedulerShard((0, 1), record=record, array=array)
 
 
@@ -1311,15 +1357,17 @@ def _parse_extra_body(text: str | None) -> dict:
     except json.JSONDecodeError as e:
         raise UsageError(f"{where}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     if not isinstance(body, dict):
-        raise UsageError(f"{where}: must be a JSON object such as {{\"provider\": {{\"sort\": \"throughput\"}}}}")
+        raise UsageError(f"{where}: must be a JSON object such as {{\"provider\": {{\"sort\": "
+                         "\"throughput\"}}")
     if "messages" in body:
         raise UsageError(f"{where}: must not set \"messages\"; they come from the prompts file")
     for name in ("n", "best_of"):  # several choices in one answer: a rollout follows one conversation
         if name in body and body[name] != 1:
-            raise UsageError(f"{where}: \"{name}\": {str(body[name])[:40]} asks for several answers to one request, "
-                             f"but a rollout follows one conversation. For several samples per prompt, use "
-                             f"--samples {body[name] if type(body[name]) is int and body[name] > 1 else 'N'} "
-                             f"instead (each is its own rollout, resumed and scored on its own).")
+            raise UsageError(f"{where}: \"{name}\": {str(body[name])[:40]} asks for several answers to one "
+                             "request, but a rollout follows one conversation. For several samples per "
+                             "prompt, use --samples "
+                             f"{body[name] if type(body[name]) is int and body[name] > 1 else 'N'} instead "
+                             "(each is its own rollout, resumed and scored on its own).")
     return body
 
 
@@ -1329,7 +1377,8 @@ def _check_batchable(extra_body: dict) -> None:
                       "`models` fallbacks"), ("model", "the batch's one model is --model's: pass it there"),
                      ("stream", "batch answers come whole")):
         if key in extra_body:
-            raise UsageError(f"--extra-body's `{key}` cannot go in a batch: {why}. Leave it out, or run without --batch.")
+            raise UsageError(f"--extra-body's `{key}` cannot go in a batch: {why}. Leave it out, or run "
+                             "without --batch.")
 
 
 # ==================================================================================================
@@ -1416,8 +1465,8 @@ class RolloutKey(NamedTuple):
 
     @classmethod
     def of_paused(cls, record: Any) -> RolloutKey | None:
-        """A paused record's key: every field written out (PausedFile writes them as `_asdict` names them), none
-        negative; None: not a record of ours."""
+        """A paused record's key: every field written out (PausedFile writes them as `_asdict` names them),
+        none negative; None: not a record of ours."""
         if not isinstance(record, dict):
             return None
         prompt_id, sample, attempt = record.get("prompt_id"), record.get("sample"), record.get("attempt")
@@ -1459,7 +1508,8 @@ def _first_line_with_id(path: Path, system: str | None, prompt_id: str) -> str:
 def _is_jsonl_file(path: Path) -> bool:
     suffix = path.suffix.lower()
     if suffix == ".json":
-        raise UsageError(f"{path}: a .json file is not supported; write one JSON object a line to a .jsonl file")
+        raise UsageError(f"{path}: a .json file is not supported; write one JSON object a line to a .jsonl "
+                         "file")
     return suffix in (".jsonl", ".ndjson")
 
 
@@ -1479,7 +1529,8 @@ def _iter_lines(path: Path) -> Iterator[tuple[int, str, str]]:
 
 def _decode_line(raw: bytes, where: str, offset: int) -> str:
     if offset == 0:
-        raw = raw.removeprefix(_UTF8_BOM)  # editors on Windows start files with one; it is not part of the prompt
+        # editors on Windows start files with one; it is not part of the prompt
+        raw = raw.removeprefix(_UTF8_BOM)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -1504,12 +1555,14 @@ class _PromptsChanged(Exception):
     """A line read again during the run no longer holds the prompt the plan read there: the file changed."""
 
     def __init__(self, path: Path, line_no: int):
-        super().__init__(f"{path}:{line_no} no longer holds the prompt it held when this run started: the prompts "
-                         "file was changed during the run, so no more rollouts were started. Leave the file as it "
-                         "is while a run reads it (write changes to a new file), then re-run; finished rollouts are kept.")
+        super().__init__(f"{path}:{line_no} no longer holds the prompt it held when this run started: the "
+                         "prompts file was changed during the run, so no more rollouts were started. Leave "
+                         "the file as it is while a run reads it (write changes to a new file), then "
+                         "re-run; finished rollouts are kept.")
 
 
-def _read_prompts_at(path: Path, system: str | None, places: Iterable[tuple[int, int, int, int]]) -> Iterator[Prompt]:
+def _read_prompts_at(path: Path, system: str | None,
+                     places: Iterable[tuple[int, int, int, int]]) -> Iterator[Prompt]:
     """The prompts at these (offset, repeat number, line number, hash of the prompt id) places, as the full
     pass read them; _PromptsChanged when a line no longer gives the id the full pass found there."""
     jsonl = _is_jsonl_file(path)
@@ -1539,7 +1592,8 @@ def _parse_prompt_line(line: str, where: str, jsonl: bool, system: str | None) -
         return Prompt(conversation_hash(messages), messages, {}, text)
     record = _parse_strict_json(line, where)
     if not isinstance(record, dict):
-        raise UsageError(f"{where}: expected an object like {{\"prompt\": \"...\"}}, got {type(record).__name__}")
+        raise UsageError(f"{where}: expected an object like {{\"prompt\": \"...\"}}, got "
+                         f"{type(record).__name__}")
     metadata = record.get("metadata", {})
     if not isinstance(metadata, dict):
         raise UsageError(f"{where}: \"metadata\" must be an object, got {type(metadata).__name__}")
@@ -1591,8 +1645,8 @@ def _parse_strict_json(line: str, where: str) -> Any:
         raise UsageError(f"{where}: nested too deeply (hundreds of levels of lists or objects); no prompt "
                          "needs that: fix the line") from None
     if _nesting_depth(record) > _MAX_NESTING:
-        raise UsageError(f"{where}: nested more than {_MAX_NESTING} levels deep; no prompt needs that, and what "
-                         "is written must stay readable by strict parsers: fix the line")
+        raise UsageError(f"{where}: nested more than {_MAX_NESTING} levels deep; no prompt needs that, and "
+                         "what is written must stay readable by strict parsers: fix the line")
     if _LONE_SURROGATE_HINT.search(line) and not _encodable(record):
         raise UsageError(f"{where}: holds a lone surrogate escape (\\udXXX without its pair), which is not "
                          "valid Unicode; fix the text that produced it")
@@ -1633,7 +1687,8 @@ def _validate_messages(messages: Any, where: str) -> list[dict]:
         if not isinstance(message.get("content"), (str, list)) and not message.get("tool_calls"):
             raise UsageError(f"{where}: messages[{i}].content must be a string or a list")
     if messages[-1]["role"] not in ("user", "tool"):
-        raise UsageError(f"{where}: the last message must be from the user (or a tool), for the teacher to answer")
+        raise UsageError(f"{where}: the last message must be from the user (or a tool), for the teacher to "
+                         "answer")
     return messages
 
 
@@ -1712,9 +1767,9 @@ def iter_jobs(prompts: PromptSettings) -> Iterator[RolloutJob]:
         if prompts.shard and _shard_of(prompt.prompt_id, prompts.shard[1]) != prompts.shard[0]:
             continue
         if prompts.text_only and (kind := _non_text_part(prompt.messages)):
-            raise UsageError(f"{prompts.input}:{prompt.line_no}: has a part of type {kind}, and --batch sends text only "
-                             "(OpenRouter's Batch API refuses image, audio and file parts). Run this prompt without "
-                             "--batch, or leave the part out.")
+            raise UsageError(f"{prompts.input}:{prompt.line_no}: has a part of type {kind}, and --batch "
+                             "sends text only (OpenRouter's Batch API refuses image, audio and file parts). "
+                             "Run this prompt without --batch, or leave the part out.")
         for sample in range(prompts.samples):
             yield RolloutJob(prompt, sample, next(seq))
 
@@ -1743,27 +1798,30 @@ def _shard_of(prompt_id: str, shards: int) -> int:
 # ==================================================================================================
 # The words --dedup and --decontaminate compare, and their two indexes: benchmark items' n-grams, near copies.
 
-# Words (words_of, one rule for both checks): the text in NFKC (superscripts, subscripts and fractions kept apart
-# from digits), format characters out, case folded; split at whitespace, sentence punctuation set aside at the
-# edges of each piece only (1.5, a[1:2], 5! stay whole); the symbols that carry meaning, brackets included, each a
-# word of its own ("(2+3)*4" and "2+(3*4)", "12+4" and "12-4" are different questions).
+# Words (words_of, one rule for both checks): the text in NFKC (superscripts, subscripts and fractions kept
+# apart from digits), format characters out, case folded; split at whitespace, sentence punctuation set aside
+# at the edges of each piece only (1.5, a[1:2], 5! stay whole); the symbols that carry meaning, brackets
+# included, each a word of its own ("(2+3)*4" and "2+(3*4)", "12+4" and "12-4" are different questions).
 # Duplicates: exact ones by a 64-bit hash of those words and of what else must match (the prompt's own system
-# message, its roles, image and file parts, tool calls and tools); near ones, among prompts of 20 words or more,
-# by MinHash over their sets of words (rensa: 128 permutations, seed 42): dropped when a prompt that stays shares
-# at least --dedup-threshold of their distinct words (by the estimate, and with the same rest). Under 20 words,
-# one word makes another question ("the capital of France" / "of Peru"): those get the exact check only. The LSH
-# index has the fewest bands that make a pair at the threshold a candidate 4 times in 5 (8 bands of 16 rows at
+# message, its roles, image and file parts, tool calls and tools); near ones, among prompts of 20 words or
+# more, by MinHash over their sets of words (rensa: 128 permutations, seed 42): dropped when a prompt that
+# stays shares at least --dedup-threshold of their distinct words (by the estimate, and with the same rest).
+# Under 20 words, one word makes another question ("the capital of France" / "of Peru"): those get the exact
+# check only. The LSH index has the fewest bands that make a pair at the threshold a candidate 4 times in 5 (8
+# bands of 16 rows at
 # 0.9, 16 of 8 at 0.8): each band costs ~150 MB a million prompts.
-# Benchmarks: each item's n-grams of --decontaminate-ngram words, hashed (xxh3: the same in every process), and
-# each item whole; an item of 8 to n-1 words is matched whole inside a text, and one under 8 only by a text that
-# is exactly the item (as a phrase it would match everyday text); an n-gram held by more than 50 items is a
-# benchmark's boilerplate (a shared instruction), masked with every n-gram touching it in each item holding it,
-# and that item is then matched by its own words (_BenchmarkIndex). Every text a prompt sends is checked.
+# Benchmarks: each item's n-grams of --decontaminate-ngram words, hashed (xxh3: the same in every process),
+# and each item whole; an item of 8 to n-1 words is matched whole inside a text, and one under 8 only by a
+# text that is exactly the item (as a phrase it would match everyday text); an n-gram held by more than 50
+# items is a benchmark's boilerplate (a shared instruction), masked with every n-gram touching it in each item
+# holding it, and that item is then matched by its own words (_BenchmarkIndex). Every text a prompt sends is
+# checked.
 
 
-_WORDS_RULE = 2  # the rule words_of follows (docs/data.md), recorded with each choice: 1 split inside 1.5 and a[1:2]
-# Symbols that carry meaning are words of their own, with or without spaces around them: "(2+3)*4" and "2+(3*4)",
-# "12+4" and "12-4" stay apart, "12+4" and "12 + 4" are one question.
+# the rule words_of follows (docs/data.md), recorded with each choice: 1 split inside 1.5 and a[1:2]
+_WORDS_RULE = 2
+# Symbols that carry meaning are words of their own, with or without spaces around them: "(2+3)*4" and
+# "2+(3*4)", "12+4" and "12-4" stay apart, "12+4" and "12 + 4" are one question.
 _SYMBOLS = "+-*/=<>^%$#&|~@\\()[]{}\u2264\u2265\u2260\u2248\u00b1"
 _SPACED = str.maketrans({symbol: f" {symbol} " for symbol in _SYMBOLS})
 # Sentence punctuation and quotes: set aside at the edges of what whitespace separates, never inside it (1.5,
@@ -1774,20 +1832,23 @@ _NEAR_MIN_WORDS = 20
 NUM_PERM, MINHASH_SEED = 128, 42
 _CHUNK = 20_000  # prompts signed and indexed at a time
 _WHOLE_ITEM_WORDS = 8  # shorter items are matched only as the whole prompt (GPT-3's shortest n-gram)
-_BOILERPLATE_ITEMS = 50  # an n-gram in more items than this is a benchmark's shared instruction, not an item's
+# an n-gram in more items than this is a benchmark's shared instruction, not an item's
+_BOILERPLATE_ITEMS = 50
 _MAX_BENCHMARK_BYTES = 1 << 30  # a benchmark file larger than this is refused (100,000 items are ~40 MB)
 
 
 def _lsh_bands(threshold: float) -> int:
-    """The fewest LSH bands (of NUM_PERM rows in all) that make a pair at the threshold a candidate 4 times in 5."""
-    return next((b for b in (1, 2, 4, 8, 16, 32, 64) if 1 - (1 - threshold ** (NUM_PERM // b)) ** b >= 0.8), 128)
+    """The fewest LSH bands (of NUM_PERM rows in all) that make a pair at the threshold a candidate 4 times in
+    5."""
+    return next((b for b in (1, 2, 4, 8, 16, 32, 64) if 1 - (1 - threshold ** (NUM_PERM // b)) ** b >= 0.8),
+                128)
 
 
 def words_of(text: str) -> list[str]:
     """The words both checks compare (docs/data.md, "Prompt hygiene", says the rule): the text normalised
-    (`_normalised`) and split at whitespace; sentence punctuation and quotes at the edges of each piece set aside
-    (but a decimal point before a digit, ".5", and a factorial's "!" after a digit or a bracket, "5!"); then each
-    piece split around the symbols that carry meaning, each symbol a word."""
+    (`_normalised`) and split at whitespace; sentence punctuation and quotes at the edges of each piece set
+    aside (but a decimal point before a digit, ".5", and a factorial's "!" after a digit or a bracket, "5!");
+    then each piece split around the symbols that carry meaning, each symbol a word."""
     text = _normalised(text)
     if "!" in text or _POINT_DIGIT.search(text):
         pieces = [_edges_off(piece) for piece in text.split()]
@@ -1813,9 +1874,9 @@ def _normalised(text: str) -> str:
     """One spelling of a text for comparing: Unicode NFKC (full-width forms, ligatures and composed accents
     folded: NFD and NFC text read the same) with superscripts, subscripts and vulgar fractions kept apart from
     plain digits ("5²" is 5^2, not 52; "1½" is 1 1/2, not 11/2), format characters (Unicode category Cf:
-    zero-width spaces and joiners, direction marks, soft hyphens) removed, typographic quotes, dashes and minus
-    signs, x and the division sign folded to their ASCII forms, the ideographic full stop and comma made spaces,
-    then case folded. ASCII text is only lower-cased."""
+    zero-width spaces and joiners, direction marks, soft hyphens) removed, typographic quotes, dashes and
+    minus signs, x and the division sign folded to their ASCII forms, the ideographic full stop and comma made
+    spaces, then case folded. ASCII text is only lower-cased."""
     if text.isascii():
         return text.lower()
     folds, superscripts, subscripts = _unicode_folds()
@@ -1829,9 +1890,11 @@ def _unicode_folds() -> tuple[dict[int, str | None], re.Pattern, re.Pattern]:
     """_normalised()'s table (built once, from Python's Unicode database: ~70 ms) and its two patterns."""
     folds: dict[int, str | None] = {**dict.fromkeys(map(ord, "\u2018\u2019\u201a\u201b\u02bc"), "'"),
                                     **dict.fromkeys(map(ord, "\u201c\u201d\u201e\u201f"), '"'),
-                                    **dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2212\ufe63\uff0d"), "-"),
+                                    **dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2212\ufe63\uff0d"),
+                                                    "-"),
                                     **dict.fromkeys(map(ord, "\u2014\u2015\u3001\u3002\uff61\uff64"), " "),
-                                    **{ord(wide): f"{chr(ord(wide) - 0xfee0)} " for wide in "\uff01\uff0c\uff1a\uff1b\uff1f"},
+                                    **{ord(wide): f"{chr(ord(wide) - 0xfee0)} "
+                                       for wide in "\uff01\uff0c\uff1a\uff1b\uff1f"},
                                     ord("\u00d7"): "*", ord("\u00f7"): "/", ord("\u2044"): "/"}
     superscripts, subscripts = [], []
     for code in itertools.chain(range(0x30000), range(0xE0000, 0xE0080)):
@@ -1852,8 +1915,8 @@ def _unicode_folds() -> tuple[dict[int, str | None], re.Pattern, re.Pattern]:
 
 @dataclass(slots=True)
 class _PromptTexts:
-    """What the checks read of a prompt: the texts of its own messages, as the user wrote them (--system is left
-    out: the same before every prompt, it would make them all look alike), and what else it carries."""
+    """What the checks read of a prompt: the texts of its own messages, as the user wrote them (--system is
+    left out: the same before every prompt, it would make them all look alike), and what else it carries."""
 
     system: list[str]  # its own system messages' texts
     texts: list[str]  # its other messages' texts (text parts of multimodal ones)
@@ -1861,29 +1924,33 @@ class _PromptTexts:
 
     @property
     def every_text(self) -> list[str]:
-        """What --decontaminate reads: every text the prompt sends, whatever the role (tool-call arguments too)."""
+        """What --decontaminate reads: every text the prompt sends, whatever the role (tool-call arguments
+        too)."""
         return self.system + self.texts
 
     @property
     def context(self) -> int:
-        """What must be the same for two prompts to be copies, besides their words: their own system message and
-        all they carry but text (the same question about another image is another question)."""
+        """What must be the same for two prompts to be copies, besides their words: their own system message
+        and all they carry but text (the same question about another image is another question)."""
         return _hash64(" ".join(words_of(" ".join(self.system))) + "\x1f" + self.carries)
 
 
 def _prompt_texts(prompt: Prompt) -> _PromptTexts:
     if isinstance(prompt.source, str):
-        return _PromptTexts([], [prompt.source], "" if prompt.tools is None else _carried(["user"], [], prompt.tools))
+        return _PromptTexts([], [prompt.source],
+                            "" if prompt.tools is None else _carried(["user"], [], prompt.tools))
     system, texts, roles, rest = [], [], [], []
     for message in prompt.source:
         roles.append(message.get("role"))
         content = message.get("content")
         if isinstance(content, list):
-            rest += [part for part in content if not (isinstance(part, dict) and isinstance(part.get("text"), str)
+            rest += [part for part in content if not (isinstance(part, dict) and isinstance(part.get("text"),
+                                                                                            str)
                                                       and part.get("type", "text") == "text")]
             content = " ".join(part["text"] for part in content
                                if isinstance(part, dict) and isinstance(part.get("text"), str))
-        (system if message.get("role") == "system" else texts).append(content if isinstance(content, str) else "")
+        (system if message.get("role") == "system" else texts).append(content if isinstance(content, str)
+                                                                      else "")
         calls = message.get("tool_calls")
         for call in calls if isinstance(calls, list) else ():
             rest.append(call)
@@ -1905,9 +1972,9 @@ def _hash64(text: str) -> int:
 
 
 def _safe_text(text: str, most: int = 200) -> str:
-    """A name from outside (a benchmark file's, an item's id) as the terminal shows it: whole, on one line, each
-    character that is not printable written as its escape (a newline as \\n, ESC as \\x1b, a lone surrogate as
-    \\ud800), cut at `most`."""
+    """A name from outside (a benchmark file's, an item's id) as the terminal shows it: whole, on one line,
+    each character that is not printable written as its escape (a newline as \\n, ESC as \\x1b, a lone
+    surrogate as \\ud800), cut at `most`."""
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: most * 2])
     return text if len(text) <= most else text[: most - 3] + "..."
 
@@ -1917,23 +1984,28 @@ def _benchmark_files(paths: tuple[Path, ...]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".jsonl", ".ndjson", ".txt") and p.is_file())
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in (".jsonl", ".ndjson",
+                                                                              ".txt") and p.is_file())
             if not found:
-                raise UsageError(f"{_safe_text(str(path))}: the folder holds no .jsonl or .txt file. --decontaminate takes benchmark "
-                                 "files (JSONL with a text field, or plain text, one item a line) or folders of them.")
+                raise UsageError(f"{_safe_text(str(path))}: the folder holds no .jsonl or .txt file. "
+                                 "--decontaminate takes benchmark files (JSONL with a text field, or plain "
+                                 "text, one item a line) or folders of them.")
             files += found
         elif not path.exists():
             raise UsageError(f"{_safe_text(str(path))}: no such benchmark file (--decontaminate)")
         else:
-            _check_regular_file(path, "a benchmark file", "read to index its items", "Save it to a file, and pass that.")
+            _check_regular_file(path, "a benchmark file", "read to index its items",
+                                "Save it to a file, and pass that.")
             files.append(path)
     for path in files:
         size = path.stat().st_size
         if size > _MAX_BENCHMARK_BYTES:
-            raise UsageError(f"{_safe_text(str(path))}: {size:,} bytes, over the {_MAX_BENCHMARK_BYTES:,} (1 GB) a benchmark "
-                             "file may be (100,000 items are ~40 MB): pass the test split's questions only, or split it.")
+            raise UsageError(f"{_safe_text(str(path))}: {size:,} bytes, over the {_MAX_BENCHMARK_BYTES:,} (1 "
+                             "GB) a benchmark file may be (100,000 items are ~40 MB): pass the test split's "
+                             "questions only, or split it.")
         if path.suffix.lower() == ".json":
-            raise UsageError(f"{_safe_text(str(path))}: a .json file is not read; write one JSON object a line to a .jsonl file")
+            raise UsageError(f"{_safe_text(str(path))}: a .json file is not read; write one JSON object a "
+                             "line to a .jsonl file")
     return list(dict.fromkeys(files))
 
 
@@ -1941,14 +2013,14 @@ def _benchmark_items(path: Path, field: str, digest: Any = None) -> Iterator[tup
     """(item name, text) of each item: a JSONL file's `field` (named by its "id", else its line), or each
     non-blank line of a text file. UsageError naming file and line for anything else."""
     jsonl, items, name = path.suffix.lower() in (".jsonl", ".ndjson"), 0, _safe_text(str(path))
-    what = ("A benchmark file is JSONL (one object a line, its text in --decontaminate-field) or plain text, one "
-            "item a line")
+    what = ("A benchmark file is JSONL (one object a line, its text in --decontaminate-field) or plain text, "
+            "one item a line")
     try:
         with open(path, "rb") as f:
             start = f.read(8192)
             if _utf16(start):
-                raise UsageError(f"{name}: UTF-16 text, not UTF-8. {what}: convert it (iconv -f UTF-16 -t UTF-8 FILE > "
-                                 "NEW_FILE), and pass that.")
+                raise UsageError(f"{name}: UTF-16 text, not UTF-8. {what}: convert it (iconv -f UTF-16 -t "
+                                 "UTF-8 FILE > NEW_FILE), and pass that.")
             if b"\0" in start:
                 raise UsageError(f"{name}: binary, not text. {what}: convert it (a .parquet or .arrow file: "
                                  "datasets' to_json), and pass that.")
@@ -1978,7 +2050,8 @@ def _benchmark_items(path: Path, field: str, digest: Any = None) -> Iterator[tup
                         f" (its text fields: {fields}); name the one to use with --decontaminate-field" if fields
                         else f"; {what}") + ".")
                 item = record.get("id")
-                yield (str(item) if isinstance(item, (str, int)) and not isinstance(item, bool) else f"line {line_no}"), value
+                yield (str(item) if isinstance(item, (str, int)) and not isinstance(item, bool)
+                       else f"line {line_no}"), value
     except OSError as e:
         raise UsageError(f"{name}: cannot read the benchmark file: {e.strerror}") from None
     if not items:
@@ -2002,12 +2075,12 @@ class _BenchmarkFile:
 
 
 class _BenchmarkIndex:
-    """Every benchmark item's n-grams, hashed: which item a text quotes, if any. Besides: every item whole (a text
-    that is an item, whatever its length, is caught), items too short for an n-gram matched whole inside a text,
-    and, for an item whose n-grams touch a benchmark's boilerplate (masked), its own part: each run of its words
-    clear of the boilerplate that is shorter than an n-gram, matched whole (under whole_from words, with the
-    boilerplate words just before it to make whole_from), and the whole item, found by its first word of its own.
-    So masking never hides the part of an item that is its own."""
+    """Every benchmark item's n-grams, hashed: which item a text quotes, if any. Besides: every item whole (a
+    text that is an item, whatever its length, is caught), items too short for an n-gram matched whole inside
+    a text, and, for an item whose n-grams touch a benchmark's boilerplate (masked), its own part: each run of
+    its words clear of the boilerplate that is shorter than an n-gram, matched whole (under whole_from words,
+    with the boilerplate words just before it to make whole_from), and the whole item, found by its first word
+    of its own. So masking never hides the part of an item that is its own."""
 
     def __init__(self, settings: _HygieneSettings):
         self.n, self.field = settings.ngram, settings.text_field
@@ -2079,13 +2152,14 @@ class _BenchmarkIndex:
                         if own:  # the whole item, found by its first word of its own
                             self._span(words, min(own[0], len(words) - w), item)
                         for start, end in _runs(own):  # each part of its own too short for an n-gram
-                            if end - start < self.n:  # under whole_from words: with the words before it (or after)
+                            # under whole_from words: with the words before it (or after)
+                            if end - start < self.n:
                                 start = max(0, min(start, end - w))
                                 self._span(words[start: max(end, start + w)], 0, item)
                 item += 1
             if digest.hexdigest() != figures.sha256:
-                raise UsageError(f"{_safe_text(str(path))}: the benchmark file changed while it was indexed; nothing was "
-                                 "sent. Leave it as it is while a run reads it, then re-run.")
+                raise UsageError(f"{_safe_text(str(path))}: the benchmark file changed while it was indexed; "
+                                 "nothing was sent. Leave it as it is while a run reads it, then re-run.")
 
     def quoted(self, words: list[str]) -> tuple[int, int, int] | None:
         """(item, first word, words) of the first item the words quote, or None."""
@@ -2100,7 +2174,8 @@ class _BenchmarkIndex:
             for i, gram in enumerate(_grams(words, self.whole_from)):
                 for at, size, whole, item in self.spans.get(gram, ()):
                     start = i - at
-                    if start >= 0 and start + size <= length and _hash64(" ".join(words[start: start + size])) == whole:
+                    if start >= 0 and start + size <= length and _hash64(" ".join(words[start: start
+                                                                                        + size])) == whole:
                         return item, start, size
         return None
 
@@ -2110,7 +2185,8 @@ class _BenchmarkIndex:
 
     def settings(self) -> dict:
         return {"ngram": self.n, "whole_items_from": self.whole_from, "boilerplate_items": _BOILERPLATE_ITEMS,
-                "field": self.field, "boilerplate_ngrams_masked": self.masked, "items_with_boilerplate": self.masked_items,
+                "field": self.field, "boilerplate_ngrams_masked": self.masked,
+                "items_with_boilerplate": self.masked_items,
                 "files": [dataclasses.asdict(f) for f in self.files]}
 
 
@@ -2134,11 +2210,12 @@ def _grams(words: list[str], n: int) -> list[int]:
 
 class _Duplicates:
     """Keep-first over the prompts in file order, a prompt paid for (in the output, the rejected or the paused
-    file) before any: it is never dropped, and an earlier copy of it goes instead. Exact copies: a dict of their
-    words' hashes. Near copies: each chunk's signatures go into rensa's LSH index, which flags the prompts that
-    share a band with an earlier one (or one of their chunk); a prompt not flagged has no earlier candidate and
-    stays, unless a later prompt paid for is flagged with it. Only the index is held. Then those few are read
-    again, in order, and dropped when a prompt that stays (an earlier one, or one paid for) is near."""
+    file) before any: it is never dropped, and an earlier copy of it goes instead. Exact copies: a dict of
+    their words' hashes. Near copies: each chunk's signatures go into rensa's LSH index, which flags the
+    prompts that share a band with an earlier one (or one of their chunk); a prompt not flagged has no earlier
+    candidate and stays, unless a later prompt paid for is flagged with it. Only the index is held. Then those
+    few are read again, in order, and dropped when a prompt that stays (an earlier one, or one paid for) is
+    near."""
 
     def __init__(self, threshold: float):
         try:
@@ -2148,11 +2225,13 @@ class _Duplicates:
                              ".venv/bin/pip install -r requirements.txt") from None
         self.minhash, self.threshold = rensa.RMinHash, threshold
         self.lsh = rensa.RMinHashLSH(threshold, NUM_PERM, _lsh_bands(threshold))
-        self.first: dict[int, int] = {}  # hash of a prompt's words -> the prompt that stays (~place: paid for)
+        # hash of a prompt's words -> the prompt that stays (~place: paid for)
+        self.first: dict[int, int] = {}
         self.rows = array.array("q")  # index row -> prompt (its place in the pass)
         self.paid = bytearray()  # index row -> paid for
         self.flagged = array.array("q")  # rows that share a band with an earlier one
-        self.copies: dict[int, tuple[int, float, bool]] = {}  # prompt -> (the prompt it repeats, similarity, exact)
+        # prompt -> (the prompt it repeats, similarity, exact)
+        self.copies: dict[int, tuple[int, float, bool]] = {}
         self._words: list[list[str]] = []
         self._places: list[int] = []
         self._paid = bytearray()
@@ -2197,13 +2276,15 @@ class _Duplicates:
         gone = {row for place in self.copies if (row := bisect.bisect_left(rows, place)) < len(rows)
                 and rows[row] == place}  # exact copies that were indexed (an original a later paid copy replaced)
         signed = self._signed(list(self.flagged), read)
-        candidates = {row: sorted(c for c in self.lsh.query(signed[row][2]) if c != row) for row in self.flagged}
+        candidates = {row: sorted(c for c in self.lsh.query(signed[row][2]) if c != row)
+                      for row in self.flagged}
         # a flagged prompt paid for may be the original of earlier ones, flagged or not
         earlier = {c for row in self.flagged if paid[row] for c in candidates[row] if c < row and not paid[c]}
         signed.update(self._signed(sorted(earlier - signed.keys()), read))
         candidates.update((row, sorted(c for c in self.lsh.query(signed[row][2]) if c != row))
                           for row in earlier - candidates.keys())
-        signed.update(self._signed(sorted({c for cs in candidates.values() for c in cs} - signed.keys()), read))
+        signed.update(self._signed(sorted({c for cs in candidates.values() for c in cs} - signed.keys()),
+                                   read))
         for row in sorted(candidates):  # in file order: a prompt dropped is no one's original
             if paid[row] or row in gone:
                 continue
@@ -2215,7 +2296,8 @@ class _Duplicates:
                         gone.add(row)
                         self.copies[rows[row]] = (rows[other], similarity, False)
                         break
-        for place, (first, _, exact) in list(self.copies.items()):  # a copy of a near copy repeats its original
+        # a copy of a near copy repeats its original
+        for place, (first, _, exact) in list(self.copies.items()):
             if exact and first in self.copies:
                 self.copies[place] = self.copies[first]
 
@@ -2226,7 +2308,8 @@ class _Duplicates:
             part = rows[start: start + _CHUNK]
             prompts = list(read([self.rows[row] for row in part]))
             compared = [_prompt_texts(prompt) for prompt in prompts]
-            signatures = self.minhash.from_token_sets([words_of(" ".join(c.texts)) for c in compared], NUM_PERM, MINHASH_SEED)
+            signatures = self.minhash.from_token_sets([words_of(" ".join(c.texts)) for c in compared],
+                                                      NUM_PERM, MINHASH_SEED)
             signed.update((row, (p.prompt_id, c.context, signature))
                           for row, p, c, signature in zip(part, prompts, compared, signatures))
         return signed
@@ -2235,14 +2318,15 @@ class _Duplicates:
 # ==================================================================================================
 # Prompt hygiene
 # ==================================================================================================
-# --dedup and --decontaminate: the prompts dropped before anything is sent, alike in every shard; answers quoting a benchmark.
+# --dedup and --decontaminate: the prompts dropped before anything is sent, alike in every shard; answers
+# quoting a benchmark.
 
 # Both read the whole prompts file (-n counts, --shard does not: every shard decides from the same file with
-# fixed seeds, so they all drop the same prompts), after the output is scanned and before the plan. A prompt paid
-# for (a line of any sample in the output or the rejected file, or turns in the paused file) is never dropped, and
-# stands first in its group; the rest follow file order: the first of a group stays. Decontamination runs first
-# and its index is freed before dedup builds its own. The settings below were measured on a planted corpus
-# (bench/hygiene.py, docs/benchmarks.md figure 18).
+# fixed seeds, so they all drop the same prompts), after the output is scanned and before the plan. A prompt
+# paid for (a line of any sample in the output or the rejected file, or turns in the paused file) is never
+# dropped, and stands first in its group; the rest follow file order: the first of a group stays.
+# Decontamination runs first and its index is freed before dedup builds its own. The settings below were
+# measured on a planted corpus (bench/hygiene.py, docs/benchmarks.md figure 18).
 
 _GROUPS_SHOWN = 3
 
@@ -2274,7 +2358,8 @@ class _Drop:
         record = {"prompt_id": self.prompt_id, "line": self.line}
         record.update({"kept": self.kept} if self.kept else {"dropped": self.why})
         if self.of is not None:
-            record.update(duplicate_of=self.of, duplicate_of_line=self.of_line, similarity=round(self.similarity, 3))
+            record.update(duplicate_of=self.of, duplicate_of_line=self.of_line,
+                          similarity=round(self.similarity, 3))
         if self.benchmark is not None:
             record.update(benchmark=self.benchmark, item=self.item, quoted=self.quoted)
         return record
@@ -2291,7 +2376,8 @@ class Hygiene:
     prompts: int = 0  # prompts read
     benchmarks: dict | None = None  # what was indexed, with which settings
     seconds: float = 0.0
-    shard: tuple[int, int] | None = None  # the shard whose dropped prompts this run lists (each decides alike)
+    # the shard whose dropped prompts this run lists (each decides alike)
+    shard: tuple[int, int] | None = None
 
     def header(self, here: list[str]) -> dict:
         """The dropped-prompts file's first line: settings, files and counts, what the dataset card says."""
@@ -2302,7 +2388,8 @@ class Hygiene:
 
             import rensa
 
-            dedup = {"threshold": self.settings.threshold, "near_from_words": _NEAR_MIN_WORDS, "shingles": "words",
+            dedup = {"threshold": self.settings.threshold, "near_from_words": _NEAR_MIN_WORDS,
+                     "shingles": "words",
                      "num_perm": NUM_PERM, "bands": _lsh_bands(self.settings.threshold),
                      "rows": NUM_PERM // _lsh_bands(self.settings.threshold), "seed": MINHASH_SEED,
                      "library": f"rensa {version('rensa')}", "algorithm": rensa.RMinHash.ALGORITHM_VERSION}
@@ -2326,41 +2413,45 @@ class Hygiene:
                                                     ("--decontaminate", self.settings.benchmarks)) if on)
         lines = []
         if not drops:
-            lines.append(f"Prompt hygiene ({checks}, {self.seconds:.1f} s): none of {_plural(self.prompts, 'prompt')} "
-                         "dropped.")
+            lines.append(f"Prompt hygiene ({checks}, {self.seconds:.1f} s): none of "
+                         f"{_plural(self.prompts, 'prompt')} dropped.")
         else:
             whys = collections.Counter(drop.why for drop in drops)
             same, near, quoting = whys["duplicate"], whys["near duplicate"], whys["benchmark"]
             kinds = ([f"{same + near} repeating another prompt ({same} word for word, {near} nearly)"]
                      if same + near else []) + ([f"{quoting} holding a benchmark item"] if quoting else [])
-            lines.append(f"Dropped before sending ({checks}, {self.seconds:.1f} s): {_plural(len(drops), 'prompt')} of "
-                         f"{self.prompts:,}: {'; '.join(kinds)}; {listed}.")
+            lines.append(f"Dropped before sending ({checks}, {self.seconds:.1f} s): "
+                         f"{_plural(len(drops), 'prompt')} of {self.prompts:,}: {'; '.join(kinds)}; "
+                         f"{listed}.")
         groups: dict[str, list[_Drop]] = {}
         for drop in drops:
             if drop.of is not None:
                 groups.setdefault(drop.of, []).append(drop)
         for kept in sorted(groups.values(), key=len, reverse=True)[:_GROUPS_SHOWN]:
-            copies = ", ".join(f"line {d.line} ({'the same words' if d.why == 'duplicate' else f'{d.similarity:.0%} alike'})"
+            copies = ", ".join(f"line {d.line} "
+                               f"({'the same words' if d.why == 'duplicate' else f'{d.similarity:.0%} alike'})"
                                for d in kept[:4]) + (f" and {len(kept) - 4} more" if len(kept) > 4 else "")
             paid = " (paid for already)" if any(d.line < (d.of_line or 0) for d in kept) else ""
             lines.append(f"  kept line {kept[0].of_line}{paid} \"{kept[0].of_text}\"; dropped {copies}")
         quoting = [drop for drop in drops if drop.benchmark is not None]
-        lines += [f"  line {d.line} \"{d.text}\" holds {_safe_text(d.benchmark or '')} item {_safe_text(d.item or '', 40)}: "
-                  f"\"{_shown(d.quoted or '', 80)}\""
+        lines += [f"  line {d.line} \"{d.text}\" holds {_safe_text(d.benchmark or '')} item "
+                  f"{_safe_text(d.item or '', 40)}: \"{_shown(d.quoted or '', 80)}\""
                   for d in quoting[:_GROUPS_SHOWN]]
         if self.flagged_paid:
             where = collections.Counter(drop.kept for drop in self.flagged_paid)
-            lines.append(f"Kept, though they hold a benchmark item: {_plural(len(self.flagged_paid), 'prompt')} paid for "
-                         f"already ({', '.join(f'{n} {why}' for why, n in where.items())}; the first: line "
-                         f"{self.flagged_paid[0].line}); {listed}. Take their lines out before training if that "
-                         "benchmark matters.")
+            lines.append("Kept, though they hold a benchmark item: "
+                         f"{_plural(len(self.flagged_paid), 'prompt')} paid for already "
+                         f"({', '.join(f'{n} {why}' for why, n in where.items())}; the first: line "
+                         f"{self.flagged_paid[0].line}); {listed}. Take their lines out before training if "
+                         "that benchmark matters.")
         return lines
 
 
 @dataclass(frozen=True)
 class _PaidFor:
     """The prompts with work paid for, by the hashes of their ids: a line in the output or the rejected file
-    (whatever its sample), or turns saved in the paused file. Such a prompt is never dropped (Main reads them)."""
+    (whatever its sample), or turns saved in the paused file. Such a prompt is never dropped (Main reads
+    them)."""
 
     in_output: Container[int] = frozenset()
     rejected: Container[int] = frozenset()
@@ -2374,17 +2465,19 @@ class _PaidFor:
 
 def _prompt_hygiene(prompts: PromptSettings, settings: _HygieneSettings, paid: _PaidFor,
                    log: Callable[[str], None]) -> Hygiene | None:
-    """The prompts --dedup and --decontaminate drop, from the whole file; UsageError for a bad benchmark file."""
+    """The prompts --dedup and --decontaminate drop, from the whole file; UsageError for a bad benchmark
+    file."""
     if not settings.active:
         return None
     hygiene = Hygiene(settings, prompts.input.name, shard=prompts.shard)
-    every = dataclasses.replace(prompts, shard=None, samples=1)  # each shard decides from the whole file alike
+    # each shard decides from the whole file alike
+    every = dataclasses.replace(prompts, shard=None, samples=1)
     try:
         return _found(hygiene, prompts, every, paid, log)
     except _PromptsChanged as e:
-        raise UsageError(f"{prompts.input}: the prompts file changed while --dedup read it ({e}); nothing was "
-                         "sent. Leave it as it is while a run reads it (write changes to a new file), then "
-                         "re-run.") from None
+        raise UsageError(f"{prompts.input}: the prompts file changed while --dedup read it ({e}); nothing "
+                         "was sent. Leave it as it is while a run reads it (write changes to a new file), "
+                         "then re-run.") from None
 
 
 def _found(hygiene: Hygiene, prompts: PromptSettings, every: PromptSettings, paid: _PaidFor,
@@ -2416,27 +2509,31 @@ def _found(hygiene: Hygiene, prompts: PromptSettings, every: PromptSettings, pai
                  for place, prompt in zip(places, read(places))}
         for place, (first, similarity, exact) in sorted(duplicates.copies.items()):
             (prompt_id, line, text), (original, original_line, original_text) = named[place], named[first]
-            hygiene.dropped[prompt_id] = _Drop(prompt_id, line, "duplicate" if exact else "near duplicate", text,
+            hygiene.dropped[prompt_id] = _Drop(prompt_id, line, "duplicate" if exact else "near duplicate",
+                                               text,
                                               of=original, of_line=original_line, of_text=original_text,
                                               similarity=similarity)
     hygiene.seconds = time.monotonic() - started
     return hygiene
 
 
-def _decontaminate(hygiene: Hygiene, every: PromptSettings, paid: _PaidFor, log: Callable[[str], None]) -> set[int]:
-    """The prompts holding a benchmark item (their places in the file); the index is gone when it returns. Every
-    text a prompt sends is read, whatever its role, each alone and all together (an item split between two
-    messages). --system, sent before every prompt, is checked once: holding an item, it stops the run."""
+def _decontaminate(hygiene: Hygiene, every: PromptSettings, paid: _PaidFor,
+                   log: Callable[[str], None]) -> set[int]:
+    """The prompts holding a benchmark item (their places in the file); the index is gone when it returns.
+    Every text a prompt sends is read, whatever its role, each alone and all together (an item split between
+    two messages). --system, sent before every prompt, is checked once: holding an item, it stops the run."""
     paths = _benchmark_files(hygiene.settings.benchmarks)
-    log(f"Prompt hygiene: indexing {_plural(len(paths), 'benchmark file')} ({hygiene.settings.ngram}-word n-grams)...")
+    log(f"Prompt hygiene: indexing {_plural(len(paths), 'benchmark file')} ({hygiene.settings.ngram}-word "
+        "n-grams)...")
     index = _BenchmarkIndex(hygiene.settings).build(paths)
     log(f"Prompt hygiene: {_plural(len(index.items), 'benchmark item')} indexed; checking the prompts...")
     if every.system and (hit := index.quoted(words := words_of(every.system))) is not None:
         item, first, size = hit
         benchmark, name = index.named(item)
-        raise UsageError(f"--system holds item {_safe_text(name)} of the benchmark file {_safe_text(benchmark)} "
-                         f"(\"{_shown(' '.join(words[first: first + size]), 80)}\"), and it is sent before every "
-                         "prompt: nothing was sent. Take the item out of the system prompt.")
+        raise UsageError(f"--system holds item {_safe_text(name)} of the benchmark file "
+                         f"{_safe_text(benchmark)} (\"{_shown(' '.join(words[first: first + size]), 80)}\"), "
+                         "and it is sent before every prompt: nothing was sent. Take the item out of the "
+                         "system prompt.")
     contaminated, hygiene.prompts = set(), 0
     for place, job in enumerate(iter_jobs(every)):
         hygiene.prompts += 1
@@ -2446,7 +2543,8 @@ def _decontaminate(hygiene: Hygiene, every: PromptSettings, paid: _PaidFor, log:
             if (hit := index.quoted(words)) is not None:
                 item, first, size = hit
                 benchmark, name = index.named(item)
-                drop = _Drop(job.prompt.prompt_id, job.prompt.line_no, "benchmark", _shown(text), benchmark=benchmark,
+                drop = _Drop(job.prompt.prompt_id, job.prompt.line_no, "benchmark", _shown(text),
+                             benchmark=benchmark,
                             item=name, quoted=" ".join(words[first: first + size]),
                             kept=paid.why(job.prompt.prompt_id))
                 if drop.kept:
@@ -2464,9 +2562,10 @@ _WHYS = ("duplicate", "near duplicate", "benchmark")
 
 @dataclass
 class _DroppedList:
-    """A dropped-prompts file as read back, by one strict rule: its first lines (one for each shard's file merged
-    into it), the prompts it lists as dropped (id -> why) and as kept (paid for, holding a benchmark item), and its
-    lines that are not what this tool writes ("file:LINE: what is wrong"), which count for nothing."""
+    """A dropped-prompts file as read back, by one strict rule: its first lines (one for each shard's file
+    merged into it), the prompts it lists as dropped (id -> why) and as kept (paid for, holding a benchmark
+    item), and its lines that are not what this tool writes ("file:LINE: what is wrong"), which count for
+    nothing."""
 
     headers: list[dict] = field(default_factory=list)
     dropped: dict[str, str] = field(default_factory=dict)
@@ -2502,20 +2601,23 @@ def _read_dropped(records: Iterable[tuple[int, dict | None]], name: str) -> _Dro
 
 @dataclass
 class _AnswerQuotes:
-    """--decontaminate at --export and --report: the lines whose answers quote a benchmark item (not dropped)."""
+    """--decontaminate at --export and --report: the lines whose answers quote a benchmark item (not
+    dropped)."""
 
     benchmarks: dict
     lines: int = 0  # lines checked
     flagged: list[dict] = field(default_factory=list)
-    skipped: str | None = None  # why the answers were not checked (a benchmark file changed into one unusable)
+    # why the answers were not checked (a benchmark file changed into one unusable)
+    skipped: str | None = None
 
     def changed_since(self, headers: list[dict]) -> list[str]:
         """The benchmark files that are not what the prompts were checked against (the dropped-prompts file's
         sha256 of each): the answers were checked against them as they are now."""
-        then = {f.get("name"): f.get("sha256") for header in headers if isinstance(header.get("decontaminate"), dict)
+        then = {f.get("name"): f.get("sha256") for header in headers
+                if isinstance(header.get("decontaminate"), dict)
                 for f in header["decontaminate"].get("files") or () if isinstance(f, dict)}
-        return [f"{_safe_text(f['name'])} changed since the prompts were checked (sha256 {then[f['name']]} then, "
-                f"{f['sha256']} now): the answers were checked against it as it is now."
+        return [f"{_safe_text(f['name'])} changed since the prompts were checked (sha256 {then[f['name']]} "
+                f"then, {f['sha256']} now): the answers were checked against it as it is now."
                 for f in self.benchmarks.get("files", ()) if then.get(f["name"]) not in (None, f["sha256"])]
 
 
@@ -2584,12 +2686,14 @@ def _rnow_schema_for_type(py_type: Any) -> dict:
                 kind = schema["type"]
                 schema["type"] = kind + ["null"] if isinstance(kind, list) else [kind, "null"]
             return schema
-        return {"anyOf": [_rnow_schema_for_type(a) for a in options] + ([{"type": "null"}] if nullable else [])}
+        return {"anyOf": [_rnow_schema_for_type(a) for a in options]
+                + ([{"type": "null"}] if nullable else [])}
     return {"type": "string"}
 
 
 def _rnow_returns_json(py_type: Any) -> bool:
-    """rnow 0.4's return-type check, quirks included: `Optional[str]` passes, `str | None` and `Path` do not."""
+    """rnow 0.4's return-type check, quirks included: `Optional[str]` passes, `str | None` and `Path` do
+    not."""
     origin = typing.get_origin(py_type) or py_type
     if origin in (str, int, float, bool, list, dict, type(None)):
         return True
@@ -2623,8 +2727,8 @@ def _rnow_tool_schema(func: Callable) -> dict:
         if param.name in ("self", "cls", "args"):
             continue
         if param.name not in hints:
-            raise TypeError(f"Tool registration failed: Missing type hint for parameter '{param.name}' in tool "
-                            f"'{name}'. All parameters must have type annotations.")
+            raise TypeError(f"Tool registration failed: Missing type hint for parameter '{param.name}' in "
+                            f"tool '{name}'. All parameters must have type annotations.")
         properties[param.name] = _rnow_schema_for_type(hints[param.name])
         if param.default is inspect.Parameter.empty:
             required.append(param.name)
@@ -2680,7 +2784,8 @@ def get_response(messages: list) -> str:
     content = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "assistant"), "")
     if isinstance(content, list):
         texts = [part.get("text", "") for part in content if part.get("type") == "text"]
-        return "".join(texts) if texts else "".join(p.get("text", "") or p.get("thinking", "") for p in content)
+        return "".join(texts) if texts else "".join(p.get("text", "") or p.get("thinking",
+                                                                               "") for p in content)
     return content or ""
 
 
@@ -2754,7 +2859,8 @@ class _Tool:
 
     def api_schema(self) -> dict:
         return {"type": "function",
-                "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+                "function": {"name": self.name, "description": self.description,
+                             "parameters": self.parameters}}
 
 
 def import_user_file(path: Path, kind: str) -> types.ModuleType:
@@ -2797,7 +2903,8 @@ def _tool_from_function(func: Callable) -> _Tool:
 def _user_code_location(error: BaseException, path: Path) -> str:
     if isinstance(error, SyntaxError) and error.lineno:
         return f"{path}:{error.lineno}"
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).resolve() == path.resolve()]
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if Path(f.filename).resolve() == path.resolve()]
     return f"{path}:{frames[-1].lineno}" if frames else str(path)
 
 
@@ -2943,7 +3050,8 @@ def _coerce_argument(tool_name: str, key: str, value: Any, kinds: list[str]) -> 
                 return int(value)
             if kind == "number" and isinstance(value, str):
                 return float(value)
-            if kind == "boolean" and isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            if kind == "boolean" and isinstance(value, str) and value.lower() in ("true", "1", "yes", "false",
+                                                                                  "0", "no"):
                 return value.lower() in ("true", "1", "yes")
             if kind == "string":
                 return str(value)
@@ -2987,7 +3095,8 @@ class _ScrubbedLog:
         self.copier.join(timeout=5)
 
     def _copy(self, read_end: int) -> None:
-        with os.fdopen(read_end, "rb") as source, open(self.path, "a", encoding="utf-8", errors="replace") as log:
+        with os.fdopen(read_end, "rb") as source, open(self.path, "a", encoding="utf-8",
+                                                       errors="replace") as log:
             while line := source.readline(1 << 16):
                 log.write(self.redact(line.decode("utf-8", "replace")))
                 log.flush()
@@ -3036,7 +3145,8 @@ class _McpServer:
                                   f"{_secret_free_text(str(e) or type(e).__name__, self.spec)}") from None
         try:
             result = await client.call_tool(name, arguments)
-        except BaseException as e:  # dead, hung (cancelled by the tool timeout) or garbled: connect anew next time
+        # dead, hung (cancelled by the tool timeout) or garbled: connect anew next time
+        except BaseException as e:
             self._drop()
             if _connection_failed(e):
                 raise _ToolUnavailable(f"the connection to MCP server {self.spec.shown} failed: "
@@ -3046,7 +3156,8 @@ class _McpServer:
         if not result.is_error:
             return text
         text = text or "the tool failed"
-        return text if text.startswith("Error") else f"Error: {text}"  # the SDK's own say "Error executing ..."
+        # the SDK's own say "Error executing ..."
+        return text if text.startswith("Error") else f"Error: {text}"
 
     async def _connected(self) -> Any:
         async with self._lock:
@@ -3068,7 +3179,8 @@ class _McpServer:
 
         try:
             with _ScrubbedLog(self.errlog, self.redact) as errlog:
-                callbacks = ({"sampling_callback": _refuse_sampling, "elicitation_callback": _refuse_elicitation,
+                callbacks = ({"sampling_callback": _refuse_sampling,
+                              "elicitation_callback": _refuse_elicitation,
                               "list_roots_callback": _refuse_roots} if self.as_proxy else {})
                 async with mcp.Client(self._transport(errlog), **callbacks) as client:
                     self._client = client
@@ -3091,7 +3203,8 @@ class _McpServer:
         # The server gets our environment (its own keys live there), but never the teacher's key. The SDK
         # starts it in a session of its own, so a Ctrl-C in the terminal reaches the run, not the server.
         env = {k: v for k, v in os.environ.items() if k != "OPENROUTER_API_KEY"}
-        return stdio_client(StdioServerParameters(command=command[0], args=command[1:], env=env), errlog=errlog)
+        return stdio_client(StdioServerParameters(command=command[0], args=command[1:], env=env),
+                            errlog=errlog)
 
     def _drop(self) -> None:
         self._closing.set()
@@ -3128,7 +3241,8 @@ async def _refuse_elicitation(context: Any, params: Any) -> Any:
 async def _refuse_roots(context: Any) -> Any:
     from mcp import types
 
-    return types.ErrorData(code=types.INVALID_REQUEST, message="this client (a distillation run) shares no roots")
+    return types.ErrorData(code=types.INVALID_REQUEST,
+                           message="this client (a distillation run) shares no roots")
 
 
 def _log_mcp_sdk_to(path: Path, redact: Callable[[str], str] | None = None) -> None:
@@ -3139,7 +3253,8 @@ def _log_mcp_sdk_to(path: Path, redact: Callable[[str], str] | None = None) -> N
     if any(isinstance(h, logging.FileHandler) for h in logger.handlers):
         return
     handler = logging.FileHandler(path, encoding="utf-8", errors="replace", delay=True)
-    handler.setFormatter(_RedactingFormatter("%(asctime)s %(name)s %(levelname)s: %(message)s", redact=redact))
+    handler.setFormatter(_RedactingFormatter("%(asctime)s %(name)s %(levelname)s: %(message)s",
+                                             redact=redact))
     logger.addHandler(handler)
     logger.propagate = False
 
@@ -3160,7 +3275,8 @@ def _connection_failed(error: BaseException) -> bool:
 
     broken = (OSError, EOFError, anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream,
               httpx.TransportError)
-    return any(getattr(getattr(e, "error", None), "code", None) == _MCP_CONNECTION_CLOSED or isinstance(e, broken)
+    return any(getattr(getattr(e, "error", None), "code",
+                       None) == _MCP_CONNECTION_CLOSED or isinstance(e, broken)
                for e in _innermost_errors(error))
 
 
@@ -3205,8 +3321,8 @@ def _mcp_result_text(result: Any) -> str:
             label = getattr(part, "title", None) or part.name
             parts.append(f"[link: {label} <{part.uri}>]")
         elif kind in ("image", "audio"):
-            parts.append(f"[{kind} {getattr(part, 'mime_type', '') or ''}, {_base64_size(getattr(part, 'data', ''))} "
-                         "bytes]".replace(" ,", ","))
+            parts.append(f"[{kind} {getattr(part, 'mime_type', '') or ''}, "
+                         f"{_base64_size(getattr(part, 'data', ''))} bytes]".replace(" ,", ","))
         else:
             parts.append(f"[{kind or 'part'}]")
     structured = getattr(result, "structured_content", None)
@@ -3224,18 +3340,21 @@ def _mcp_error_text(error: BaseException) -> str:
 def _check_tool_schema(name: str, where: str, schema: Any) -> None:
     """What OpenAI-compatible APIs refuse in a tool, refused here before anything is sent."""
     if not _OPENAI_TOOL_NAME.match(name):
-        raise UsageError(f"{where}: the tool name {name!r} is not allowed by the API (letters, digits, _ and -, "
-                         "at most 64)")
+        raise UsageError(f"{where}: the tool name {name!r} is not allowed by the API (letters, digits, _ and "
+                         "-, at most 64)")
     if not isinstance(schema, dict) or schema.get("type") != "object":
         raise UsageError(f"{where}: tool {name!r}: its input schema must be a JSON Schema object "
                          f"(\"type\": \"object\"); the server gave {json.dumps(schema)[:200]}")
     if not isinstance(schema.get("properties", {}), dict) or not (
-            isinstance(schema.get("required", []), list) and all(isinstance(k, str) for k in schema.get("required", []))):
-        raise UsageError(f"{where}: tool {name!r}: `properties` must be an object and `required` a list of names")
+            isinstance(schema.get("required", []),
+                       list) and all(isinstance(k, str) for k in schema.get("required", []))):
+        raise UsageError(f"{where}: tool {name!r}: `properties` must be an object and `required` a list of "
+                         "names")
 
 
 async def _open_mcp_servers(specs: list[McpSpec], errlog: Path, taken_names: set[str],
-                           redact: Callable[[str], str] = lambda text: text) -> tuple[list[_McpServer], list[_Tool]]:
+                           redact: Callable[[str], str] = lambda text: text) -> tuple[list[_McpServer],
+                                                                                      list[_Tool]]:
     """Connect to every server and list its tools, named as rnow names them. A server down (or asking for
     OAuth), a schema the API would refuse or a name that clashes is a UsageError, before anything is sent."""
     servers, tools = [], []
@@ -3249,14 +3368,15 @@ async def _open_mcp_servers(specs: list[McpSpec], errlog: Path, taken_names: set
                 text = str(e) or type(e).__name__
                 if spec.is_url and (refusal := await _refusal(spec)):
                     raise UsageError(refusal) from None
-                raise UsageError(f"MCP server {spec.shown} cannot be reached: {_secret_free_text(text, spec)}. "
-                                 "Start it (or check the URL or command), then re-run.") from None
+                raise UsageError(f"MCP server {spec.shown} cannot be reached: "
+                                 f"{_secret_free_text(text, spec)}. Start it (or check the URL or command), "
+                                 "then re-run.") from None
             where = f"MCP server {spec.shown}"
             for listed_tool in listed:
                 name = _mcp_tool_name(index, len(specs), listed_tool.name)
                 if name in taken_names:
-                    raise UsageError(f"{where}: tool {name!r} has the same name as a tool in tools.py. Rename one "
-                                     "of them; the student must call each tool by one name.")
+                    raise UsageError(f"{where}: tool {name!r} has the same name as a tool in tools.py. "
+                                     "Rename one of them; the student must call each tool by one name.")
                 schema = listed_tool.input_schema
                 _check_tool_schema(name, where, schema)
                 taken_names.add(name)
@@ -3279,8 +3399,8 @@ def _mcp_call(server: _McpServer, name: str) -> Callable[..., Any]:
 
 def _save_mcp_schemas(tools: list[_Tool], path: Path, like: Path | None = None,
                      scrub: Callable[[Any], Any] = lambda value: value) -> None:
-    """Kept beside the output (`like`), merged with what earlier runs kept (a tool may have left a server since);
-    a server's words (descriptions) through the one scrub, as every file of ours."""
+    """Kept beside the output (`like`), merged with what earlier runs kept (a tool may have left a server
+    since); a server's words (descriptions) through the one scrub, as every file of ours."""
     schemas = _load_mcp_schemas(path)
     schemas.update({tool.name: scrub(tool.api_schema()) for tool in tools})
     try:
@@ -3295,13 +3415,14 @@ def _load_mcp_schemas(path: Path) -> dict[str, dict]:
         data = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return {}
-    return {name: schema for name, schema in data.items() if isinstance(schema, dict)} if isinstance(data, dict) else {}
+    return {name: schema for name, schema in data.items()
+            if isinstance(schema, dict)} if isinstance(data, dict) else {}
 
 
 async def _refusal(spec: McpSpec) -> str | None:
-    """What it means when the server refuses us (401 or 403), which the SDK's own error does not say; None when
-    it does not. A key given in the URL that is refused is a wrong key, whatever else the server offers. OAuth
-    sign-in is what the server asks for only when it says so: the MCP spec's WWW-Authenticate with
+    """What it means when the server refuses us (401 or 403), which the SDK's own error does not say; None
+    when it does not. A key given in the URL that is refused is a wrong key, whatever else the server offers.
+    OAuth sign-in is what the server asks for only when it says so: the MCP spec's WWW-Authenticate with
     resource_metadata (2025-06), or authorization server metadata at /.well-known/ (2025-03)."""
     parts = urlparse(spec.target)
     try:
@@ -3310,20 +3431,21 @@ async def _refusal(spec: McpSpec) -> str | None:
                                          headers={"Accept": "application/json, text/event-stream"})
             if response.status_code not in (401, 403):
                 return None
-            oauth = "resource_metadata" in response.headers.get("www-authenticate", "").lower() or (await client.get(
+            oauth = "resource_metadata" in response.headers.get("www-authenticate",
+                                                                "").lower() or (await client.get(
                 f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/.well-known/oauth-authorization-server")).status_code == 200
     except httpx.HTTPError:
         return None
     refused = f"MCP server {spec.shown} refused the connection ({response.status_code} {response.reason_phrase})"
     if parts.query or parts.username or parts.password:
-        return (f"{refused}: the key given in its URL was not accepted. Check it (and that it is in the parameter "
-                "the server's documentation names), then re-run" + (
+        return (f"{refused}: the key given in its URL was not accepted. Check it (and that it is in the "
+                "parameter the server's documentation names), then re-run" + (
                     "; the server also offers OAuth sign-in, which this tool does not do." if oauth else "."))
     if oauth:
-        return (f"MCP server {spec.shown} asks for OAuth sign-in, which this tool does not do. Give it a key in the "
-                "URL or the environment instead.")
-    return (f"{refused}, and asks for no OAuth sign-in: it wants a key. Give it one as its documentation says "
-            "(in the URL, or in the environment for a stdio server), then re-run.")
+        return (f"MCP server {spec.shown} asks for OAuth sign-in, which this tool does not do. Give it a key "
+                "in the URL or the environment instead.")
+    return (f"{refused}, and asks for no OAuth sign-in: it wants a key. Give it one as its documentation "
+            "says (in the URL, or in the environment for a stdio server), then re-run.")
 
 
 def _secret_free_text(text: str, spec: McpSpec) -> str:
@@ -3334,7 +3456,8 @@ def _secret_free_text(text: str, spec: McpSpec) -> str:
 # ==================================================================================================
 # The toolbox
 # ==================================================================================================
-# The tools of a run, tools.py's and the MCP servers' together: each call checked, timed and its result made text (ToolBox).
+# The tools of a run, tools.py's and the MCP servers' together: each call checked, timed and its result made
+# text (ToolBox).
 
 
 class ToolBox:
@@ -3343,7 +3466,8 @@ class ToolBox:
     def __init__(self, tools: list[_Tool], settings: ToolSettings, closer: Callable | None = None,
                  redact: Callable[[str], str] | None = None):
         self.tools = {tool.name: tool for tool in tools}
-        self.redact = redact  # Secret.redact, for what a tool says of its own failure (the failed file, the terminal)
+        # Secret.redact, for what a tool says of its own failure (the failed file, the terminal)
+        self.redact = redact
         self.default_timeout = settings.timeout
         self.max_chars = settings.max_chars
         self.closer = closer
@@ -3354,7 +3478,8 @@ class ToolBox:
 
     def summary(self) -> list[str]:
         """The summary's lines on tools: calls and errors of each, and a warning for a tool that failed in
-        most of its calls (a server refusing every page, a key missing): its error results reached the teacher."""
+        most of its calls (a server refusing every page, a key missing): its error results reached the
+        teacher."""
         if not self.tally:
             return []
         counts = [f"{name} {_plural(t.calls, 'call')}" + (f" ({t.errors} errors)" if t.errors else "")
@@ -3362,9 +3487,10 @@ class ToolBox:
         lines = ["Tools: " + ", ".join(counts)]
         for name, t in sorted(self.tally.items()):
             if t.errors * 2 > t.calls:
-                lines.append(f"WARNING: tool {name!r} failed in {t.errors} of its {_plural(t.calls, 'call')}; the "
-                             f"first error: {t.first_error.rstrip('.')}. Those rollouts were written with the errors as the "
-                             "tool's results: check the tool, then --rescore or delete them as you see fit.")
+                lines.append(f"WARNING: tool {name!r} failed in {t.errors} of its "
+                             f"{_plural(t.calls, 'call')}; the first error: {t.first_error.rstrip('.')}. "
+                             "Those rollouts were written with the errors as the tool's results: check the "
+                             "tool, then --rescore or delete them as you see fit.")
         return lines
 
     async def open_mcp(self, errlog: Path) -> list[_Tool]:
@@ -3372,7 +3498,8 @@ class ToolBox:
         if not self.mcp_specs:
             return []
         _log_mcp_sdk_to(errlog, self.redact)
-        self.mcp_servers, tools = await _open_mcp_servers(list(self.mcp_specs), errlog, set(self.tools), self.redact)
+        self.mcp_servers, tools = await _open_mcp_servers(list(self.mcp_specs), errlog, set(self.tools),
+                                                          self.redact)
         self.tools.update({tool.name: tool for tool in tools})
         return tools
 
@@ -3393,7 +3520,8 @@ class ToolBox:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        return [{"role": "tool", "tool_call_id": call["id"], "content": result, "name": call["function"]["name"]}
+        return [{"role": "tool", "tool_call_id": call["id"], "content": result,
+                 "name": call["function"]["name"]}
                 for call, result in zip(tool_calls, results)]
 
     async def run_call(self, call: dict, metadata: dict, allowed: tuple[str, ...] | None = None) -> str:
@@ -3404,7 +3532,8 @@ class ToolBox:
         tally.calls += 1
         if result.startswith("Error"):
             tally.errors += 1
-            tally.first_error = tally.first_error or (self.redact or str)(_printable(result))[:300]  # secrets out, then cut
+            # secrets out, then cut
+            tally.first_error = tally.first_error or (self.redact or str)(_printable(result))[:300]
         return result
 
     async def _run_call(self, call: dict, metadata: dict, allowed: tuple[str, ...] | None) -> str:
@@ -3416,7 +3545,8 @@ class ToolBox:
         if tool is None:
             return f"Error: unknown tool {name!r}. Available tools: {', '.join(available) or 'none'}."
         try:
-            arguments = (_parse_tool_arguments(call["function"].get("arguments"), tool) if tool.checks_arguments
+            arguments = (_parse_tool_arguments(call["function"].get("arguments"),
+                                               tool) if tool.checks_arguments
                          else _decode_tool_arguments(call["function"].get("arguments"), tool.name))
         except ValueError as e:
             return f"Error: {e}"
@@ -3434,7 +3564,8 @@ class ToolBox:
                 return f"Error: tool {name!r} was cancelled."
             except Exception as e:
                 if _is_tool_unavailable(e):
-                    raise _ToolUnavailable(f"tool {name!r} is unavailable: {_error_summary(e, 500, self.redact)}") from None
+                    raise _ToolUnavailable(f"tool {name!r} is unavailable: "
+                                           f"{_error_summary(e, 500, self.redact)}") from None
                 return f"Error: tool {name!r} failed: {_error_summary(e, self.max_chars)}"
         return self._as_text(name, result)
 
@@ -3523,7 +3654,8 @@ class RewardScorer:
         self.redact = redact or (lambda text: text)
         from dotenv import dotenv_values
 
-        self.secrets = {k: v for k, v in dotenv_values(".env").items() if v is not None} if Path(".env").is_file() else {}
+        self.secrets = {k: v for k, v in dotenv_values(".env").items()
+                        if v is not None} if Path(".env").is_file() else {}
 
     async def score(self, metadata: dict, messages: list[dict]) -> _Score:
         results = await asyncio.gather(*(self._one(r, metadata, messages) for r in self.rewards))
@@ -3542,7 +3674,8 @@ class RewardScorer:
         return sum(values.values())
 
     async def _one(self, reward: _Reward, metadata: dict, messages: list[dict]) -> tuple[float, str | None]:
-        # Each reward gets its own copy: one that edits the conversation changes neither the line nor the others.
+        # Each reward gets its own copy: one that edits the conversation changes neither the line nor the
+        # others.
         args = sys.modules["rnow.models"].RewardArgs(metadata=orjson.loads(orjson.dumps(metadata)),
                                                      secrets=dict(self.secrets))
         arguments = dict(zip(reward.parameters, (args, orjson.loads(orjson.dumps(messages)))))
@@ -3564,8 +3697,8 @@ class RewardScorer:
 
 
 def _finite_real(value: Any) -> float | None:
-    """A reward's value as a float: any real number (numpy's float32 included), as rnow sums them; not a bool, a
-    string, NaN, inf, nor an integer too large for a float (10**400), nor anything whose float() fails."""
+    """A reward's value as a float: any real number (numpy's float32 included), as rnow sums them; not a bool,
+    a string, NaN, inf, nor an integer too large for a float (10**400), nor anything whose float() fails."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None
     try:
@@ -3599,7 +3732,8 @@ class Usage:
     cached_tokens: int = 0  # prompt tokens read from the provider's cache
     cache_write_tokens: int = 0  # prompt tokens written to it (billed above the input price by some)
     cost: float = 0.0
-    cache_savings: float = 0.0  # what caching saved, where the teacher reports it (OpenRouter's cache_discount)
+    # what caching saved, where the teacher reports it (OpenRouter's cache_discount)
+    cache_savings: float = 0.0
     requests: int = 0
     uncosted: int = 0  # of those, answers whose cost the teacher did not report: unknown, not $0
 
@@ -3612,9 +3746,11 @@ class Usage:
             return
         self.prompt_tokens += int(_amount(usage.get("prompt_tokens")))
         self.completion_tokens += int(_amount(usage.get("completion_tokens")))
-        self.reasoning_tokens += int(_amount(_field_of(usage.get("completion_tokens_details"), "reasoning_tokens")))
+        self.reasoning_tokens += int(_amount(_field_of(usage.get("completion_tokens_details"),
+                                                       "reasoning_tokens")))
         self.cached_tokens += int(_amount(_field_of(usage.get("prompt_tokens_details"), "cached_tokens")))
-        self.cache_write_tokens += int(_amount(_field_of(usage.get("prompt_tokens_details"), "cache_write_tokens")))
+        self.cache_write_tokens += int(_amount(_field_of(usage.get("prompt_tokens_details"),
+                                                         "cache_write_tokens")))
         self.cost += _amount(usage.get("cost"))
         self.cache_savings += _signed_amount(usage.get("cache_discount"))  # negative when writes cost more
 
@@ -3678,7 +3814,8 @@ class Stats:
     requests: int = 0
     rate_limited: int = 0
     retries: int = 0
-    usage: Usage = field(default_factory=Usage)  # every answered request: written, failed and stopped rollouts
+    # every answered request: written, failed and stopped rollouts
+    usage: Usage = field(default_factory=Usage)
     failure_reasons: collections.Counter = field(default_factory=collections.Counter)
     # Two cost totals: `billed` grows answer by answer, rollouts in progress included (the spend cap and the
     # bar read it); usage.cost grows as rollouts settle (the summary, and the cost per finished rollout).
@@ -3756,7 +3893,8 @@ class SpendCap:
     """--max-cost. Live, checked after each billed answer: once what this run spent, plus what the requests in
     flight will likely cost, reaches the cap, the run starts nothing new; rollouts in progress pause between
     turns and go on next run. In batch mode, asked before each batch how many requests may go (room_in_batch)
-    and told when batches are billed. The cap stays on whatever some answers say: it counts every cost reported."""
+    and told when batches are billed. The cap stays on whatever some answers say: it counts every cost
+    reported."""
 
     def __init__(self, cap: float, stats: Stats, log: Callable[[str], None], stop: Callable[[str], None],
                  in_flight: Callable[[], int]):
@@ -3777,19 +3915,21 @@ class SpendCap:
             room += 1
         if not room and not in_flight and likely and not self.reached:
             self.reached = True
-            self.stop(f"the spend cap was reached: ${self.stats.billed:.4f} billed, and the next batch's first "
-                      f"request would likely cost ${likely[0]:.4f} more (--max-cost {self.cap:g}). Nothing more was "
-                      "sent; re-run the same command to continue (each run has its own cap).")
+            self.stop(f"the spend cap was reached: ${self.stats.billed:.4f} billed, and the next batch's "
+                      f"first request would likely cost ${likely[0]:.4f} more (--max-cost {self.cap:g}). "
+                      "Nothing more was sent; re-run the same command to continue (each run has its own "
+                      "cap).")
         return room
 
     def cannot_apply(self) -> None:
         """Said once: answers come without a cost, so the cap cannot hold them (a local vLLM, say)."""
         if not self.told_uncosted:
             self.told_uncosted = True
-            self.log("--max-cost cannot apply: the teacher reports no cost (usage.cost), so spend is shown in tokens "
-                     "only; the cap counts any cost that is reported later." if not self.stats.billed else
-                     "--max-cost: an answer carried no usable cost (usage.cost missing, negative or not a number); "
-                     "the cap counts the costs that are reported.")
+            self.log("--max-cost cannot apply: the teacher reports no cost (usage.cost), so spend is shown "
+                     "in tokens only; the cap counts any cost that is reported "
+                     "later." if not self.stats.billed else
+                     "--max-cost: an answer carried no usable cost (usage.cost missing, negative or not a "
+                     "number); the cap counts the costs that are reported.")
 
     def check(self) -> None:
         s = self.stats
@@ -3800,9 +3940,9 @@ class SpendCap:
         in_flight = self.in_flight() * s.billed / max(1, s.answers - s.uncosted)
         if s.billed + in_flight >= self.cap:
             self.reached = True
-            self.stop(f"the spend cap was reached: ${s.billed:.4f} spent, ${in_flight:.4f} more likely in flight "
-                      f"(--max-cost {self.cap:g}). Nothing new was started; re-run the same command to continue "
-                      "(each run has its own cap).")
+            self.stop(f"the spend cap was reached: ${s.billed:.4f} spent, ${in_flight:.4f} more likely in "
+                      f"flight (--max-cost {self.cap:g}). Nothing new was started; re-run the same command "
+                      "to continue (each run has its own cap).")
 
 
 # ==================================================================================================
@@ -3865,9 +4005,10 @@ class AdaptiveLimiter:
     # unless others are seen sharing it (a refusal with nothing taken lately, within CONTENDED_MEMORY s):
     # then as fast as the pace, since the share grows back when they finish
     LIMIT_PROBE_DOUBLING = 8.0
-    # A spent request budget whose window ends further off than this (past a minute's window) is tried with one
-    # request at a time: answered, the headers are shown wrong; refused, the 429 says how long to wait. So is a
-    # budget spent again in the window after one waited out ("0 left, resets in 60 s" on every answer), until a
+    # A spent request budget whose window ends further off than this (past a minute's window) is tried with
+    # one request at a time: answered, the headers are shown wrong; refused, the 429 says how long to wait. So
+    # is a budget spent again in the window after one waited out ("0 left, resets in 60 s" on every answer),
+    # until a
     # 429 shows the headers true: a lie costs one window, the truth one refused request.
     BUDGET_PROBE_AFTER = 61.0
     CONTENDED_MEMORY = 30.0
@@ -3895,7 +4036,8 @@ class AdaptiveLimiter:
         self.pace_bound_at = -math.inf  # when the pace last held a request back
         self.holding_blind = False  # refused with nothing taken lately: one at a time until one is taken
         self.contended_at = -math.inf  # when it last was (others share the teacher)
-        self.refused_level = math.inf  # the level the last cut of the in-flight limit put the teacher's cap below
+        # the level the last cut of the in-flight limit put the teacher's cap below
+        self.refused_level = math.inf
         self._taken: collections.deque[tuple[float, int]] = collections.deque()  # (when, level) taken lately
         # The teacher's own count of requests left in its window (x-ratelimit-remaining-requests), when it
         # sends one: requests wait for the window's end instead of being refused (tell_budget).
@@ -3980,7 +4122,8 @@ class AdaptiveLimiter:
         if self.budget_distrusted is not None:
             return
         if left < 0 or limit is not None and (limit <= 0 or left > limit):
-            self._distrust_budget(f"said {left} requests were left of {limit if limit is not None else 'its window'}")
+            self._distrust_budget(f"said {left} requests were left of "
+                                  f"{limit if limit is not None else 'its window'}")
             return
         self.budget_left, self.budget_limit = left - (self.sent - slot.number), limit
         self.budget_ends = self.clock() + ends_in
@@ -3988,8 +4131,8 @@ class AdaptiveLimiter:
         self._wake()
 
     def _distrust_budget(self, why: str) -> None:
-        self.budget_distrusted = (f"Rate limits: the teacher's x-ratelimit-*-requests headers {why}, so they were "
-                                  "not believed; the limits were learned from its 429s instead.")
+        self.budget_distrusted = (f"Rate limits: the teacher's x-ratelimit-*-requests headers {why}, so they "
+                                  "were not believed; the limits were learned from its 429s instead.")
         self.budget_left = self.budget_limit = None
         self._wake()
 
@@ -4226,15 +4369,16 @@ def cache_plan(requests: RequestSettings, base_url: str, batch: bool = False) ->
         return _CachePlan(True, "on (--cache on)", requests.cache_ttl)
     if _is_openrouter(base_url) and requests.model.startswith(_ASKS_FOR_CACHING):
         return _CachePlan(True, f"on: {requests.model} caches only when asked", requests.cache_ttl)
-    return _CachePlan(False, f"not asked for: {requests.model} caches by itself, or its caching is unknown here "
-                     "(--cache on asks anyway)")
+    return _CachePlan(False, f"not asked for: {requests.model} caches by itself, or its caching is unknown "
+                     "here (--cache on asks anyway)")
 
 
 def _with_breakpoint(message: dict, marker: dict) -> dict | None:
     """A copy of the message whose last non-empty text block carries the marker; None if it has none."""
     content = message.get("content")
     if isinstance(content, str):
-        return {**message, "content": [{"type": "text", "text": content, "cache_control": marker}]} if content else None
+        return {**message,
+                "content": [{"type": "text", "text": content, "cache_control": marker}]} if content else None
     if not isinstance(content, list):
         return None
     for i in range(len(content) - 1, -1, -1):
@@ -4257,7 +4401,8 @@ class MalformedAnswer(Exception):
 def _aiohttp_session(connections: int, https: bool) -> aiohttp.ClientSession:
     # The TLS context is made here, at the first request, so SSL_CERT_FILE from .env counts (aiohttp's
     # own default context is made when aiohttp is imported, before .env is read).
-    return aiohttp.ClientSession(connector=_ReuseNotingConnector(limit=connections, ssl=_tls_context() if https else True))
+    return aiohttp.ClientSession(connector=_ReuseNotingConnector(limit=connections,
+                                                                 ssl=_tls_context() if https else True))
 
 
 class _ReuseNotingConnector(aiohttp.TCPConnector):
@@ -4311,15 +4456,16 @@ def _directory_has_files(path: str | None) -> bool:
 def _check_tls_settings(base_url: str) -> None:
     """A certificate file named in the environment or .env must be readable before anything is sent (to an
     https:// teacher: a plain-http one never uses it, and loading it costs ~30 ms of the start)."""
-    if not base_url.startswith("https:") or not (os.environ.get("SSL_CERT_FILE") or os.environ.get("SSL_CERT_DIR")):
+    if not base_url.startswith("https:") or not (os.environ.get("SSL_CERT_FILE")
+                                                 or os.environ.get("SSL_CERT_DIR")):
         return
     try:
         _tls_context()
     except (OSError, ssl.SSLError) as e:
         names = " or ".join(n for n in ("SSL_CERT_FILE", "SSL_CERT_DIR") if os.environ.get(n))
-        raise UsageError(f"{names} ({os.environ.get('SSL_CERT_FILE') or os.environ.get('SSL_CERT_DIR')}): cannot "
-                         f"load certificates from it ({getattr(e, 'strerror', None) or e}). Point it at a PEM file "
-                         "of CA certificates, or unset it.") from None
+        raise UsageError(f"{names} ({os.environ.get('SSL_CERT_FILE') or os.environ.get('SSL_CERT_DIR')}): "
+                         f"cannot load certificates from it ({getattr(e, 'strerror', None) or e}). Point it "
+                         "at a PEM file of CA certificates, or unset it.") from None
 
 
 # https:// to a port that speaks plain HTTP: OpenSSL reads the server's "HTTP/1.1 400" as a TLS record.
@@ -4333,7 +4479,8 @@ class _RequestState:
 
     reused: bool = False
     answered: bool = False
-    usage_lost: bool = False  # a streamed answer begun whose usage event never came (cut, or whole without it)
+    # a streamed answer begun whose usage event never came (cut, or whole without it)
+    usage_lost: bool = False
     # The run stopped at once (Run.stop cancelled it) once the answer was whole: the answer is kept, the
     # cancellation held back, and its rollout stops right after it (Completion.stop_now)
     stop_now: bool = False
@@ -4508,7 +4655,8 @@ class _Pieces:
         return len(text)
 
     def result(self) -> dict:
-        return {key: "".join(self.texts[key]) if key in self.texts else value for key, value in self.fields.items()}
+        return {key: "".join(self.texts[key]) if key in self.texts
+                else value for key, value in self.fields.items()}
 
 
 class _StreamedCall:
@@ -4521,7 +4669,8 @@ class _StreamedCall:
     def add(self, piece: dict) -> int:
         """Merge a piece; the number of characters it added."""
         function = piece.get("function")
-        added = self.call.merge({key: value for key, value in piece.items() if key not in ("index", "function")})
+        added = self.call.merge({key: value for key, value in piece.items()
+                                 if key not in ("index", "function")})
         if isinstance(function, dict):
             self.call.fields.setdefault("function", None)  # its place among the call's keys
             added += self.function.merge(function)
@@ -4536,7 +4685,8 @@ class _StreamedCall:
         given_id, function = piece.get("id"), piece.get("function")
         if given_id and given_id != self.call.fields.get("id"):
             return True
-        return isinstance(function, dict) and bool(function.get("name")) and bool(self.function.fields.get("name"))
+        return isinstance(function,
+                          dict) and bool(function.get("name")) and bool(self.function.fields.get("name"))
 
     def result(self) -> dict:
         call = self.call.result()
@@ -4609,7 +4759,8 @@ class _AnswerStream:
             return
         for key, value in delta.items():
             if key == "tool_calls" and isinstance(value, list):
-                self.message.fields.setdefault("tool_calls", None)  # its place in the message; filled in body()
+                # its place in the message; filled in body()
+                self.message.fields.setdefault("tool_calls", None)
                 for piece in value:
                     self._add_call(piece)
             elif key == "reasoning_details" and isinstance(value, list):
@@ -4726,8 +4877,8 @@ _ACCEPTED_ENCODINGS = "gzip, deflate"  # what zlib decodes; _BodyDecoder handles
 
 class AnswerTooLarge(Exception):
     def __init__(self, size: int, limit: int):
-        super().__init__(f"the answer is larger than {limit / (1 << 20):g} MB ({size:,} bytes or more, decoded; "
-                         "--max-answer-mb); not retried")
+        super().__init__(f"the answer is larger than {limit / (1 << 20):g} MB ({size:,} bytes or more, "
+                         "decoded; --max-answer-mb); not retried")
 
 
 class _BodyDecoder:
@@ -4772,7 +4923,8 @@ class _Inflater:
         self.zlib = self._new()
 
     def _new(self, raw: bool = False) -> Any:
-        return zlib.decompressobj(16 + zlib.MAX_WBITS if self.gzip else -zlib.MAX_WBITS if raw else zlib.MAX_WBITS)
+        return zlib.decompressobj(16 + zlib.MAX_WBITS if self.gzip else -zlib.MAX_WBITS if raw
+                                  else zlib.MAX_WBITS)
 
     def feed(self, data: bytes) -> bytes:
         out = []
@@ -4783,7 +4935,8 @@ class _Inflater:
                 if not self.gzip and not self.started:  # "deflate" sent raw, without its zlib header
                     self.zlib, self.started = self._new(raw=True), True
                     continue
-                raise MalformedAnswer(f"the answer's {'gzip' if self.gzip else 'deflate'} data is broken ({e})") from None
+                raise MalformedAnswer(f"the answer's {'gzip' if self.gzip else 'deflate'} data is broken "
+                                      f"({e})") from None
             self.started = True
             self.size += len(piece)
             if self.size > self.limit:
@@ -4802,7 +4955,8 @@ class _Inflater:
 
 def _proxy_for(url: str) -> httpx.Proxy | None:
     """HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment, read once, as httpx's own transport did.
-    (aiohttp's trust_env reads them, and ~/.netrc, on every request: 40% of the client's CPU at 1,000 req/s.)"""
+    (aiohttp's trust_env reads them, and ~/.netrc, on every request: 40% of the client's CPU at 1,000
+    req/s.)"""
     host = urlparse(url).hostname or ""
     if urllib.request.proxy_bypass(host):
         return None
@@ -4844,7 +4998,8 @@ def _teacher_headers(settings: TeacherSettings) -> dict[str, str]:
 # An answer read whole within its deadlines: its head, then its body, or its events assembled (_read_events).
 
 
-async def _answer_head(transport: httpx.AsyncBaseTransport, request: httpx.Request, streamed: bool, stall: float,
+async def _answer_head(transport: httpx.AsyncBaseTransport, request: httpx.Request, streamed: bool,
+                       stall: float,
                       ends_at: float) -> httpx.Response:
     """The answer's status and headers, within the request's --timeout (ends_at, loop time). A streaming
     server sends them at once (then comments while the model thinks), so for a streamed request
@@ -4862,12 +5017,14 @@ async def _answer_head(transport: httpx.AsyncBaseTransport, request: httpx.Reque
         raise
 
 
-async def _read_body(response: httpx.Response, encoding: str, declared: bytes, limit: int, ends_at: float) -> bytes:
+async def _read_body(response: httpx.Response, encoding: str, declared: bytes, limit: int,
+                     ends_at: float) -> bytes:
     """The whole body, decoded as its Content-Encoding says, never more than the cap, within the request's
     --timeout (what already arrived is read first: Deadline); `limit` is --max-answer-mb, in bytes."""
     async with _Deadline(ends_at):
         if encoding.strip().lower() not in ("", "identity"):
-            return b"".join([chunk async for chunk in _decoded_chunks(response, _BodyDecoder(encoding, limit))])
+            return b"".join([chunk async for chunk in _decoded_chunks(response,
+                                                                      _BodyDecoder(encoding, limit))])
         # Most answers: no decoder at all, and a declared length over the cap is refused before reading.
         if declared.isdigit() and int(declared) > limit:
             raise AnswerTooLarge(int(declared), limit)
@@ -4890,7 +5047,8 @@ async def _read_events(response: httpx.Response, encoding: str, stall: float, ca
     connection open after it, costs seconds, and the answer is kept. Whole is whole: a wait that ran
     out, or the run stopping at once, keeps it (each wait a Deadline: what already came is read first).
     `stall` is --stall-timeout, `cap` what may be held (--max-answer-mb), `taken` is told the teacher took the
-    request (its first data came). An answer begun whose usage event never came is noted (_RequestState.usage_lost)."""
+    request (its first data came). An answer begun whose usage event never came is noted
+    (_RequestState.usage_lost)."""
     stream, events, loop = _AnswerStream(), _SseParser(), asyncio.get_running_loop()
     decoder = _BodyDecoder(encoding, _STREAM_BYTES)
     told_taken = False
@@ -4997,9 +5155,9 @@ class RunStopped(Exception):
 def _answer_error(data: Any) -> Any:
     """The error object of an answer's body, in whichever shape the server says it: OpenAI's and OpenRouter's
     {"error": {...}}, or the top-level one of SGLang (protocol.py's ErrorResponse), vLLM before its move to
-    OpenAI's shape, and Mistral's API: {"object": "error", "message": ..., "type": ..., "code": ...} (FastAPI's
-    {"detail": ...} too); Gemini's OpenAI-compatible endpoint sends a list of one [{"error": {...}}]. None when
-    the body holds no error."""
+    OpenAI's shape, and Mistral's API: {"object": "error", "message": ..., "type": ..., "code": ...}
+    (FastAPI's {"detail": ...} too); Gemini's OpenAI-compatible endpoint sends a list of one [{"error":
+    {...}}]. None when the body holds no error."""
     if isinstance(data, list) and data and isinstance(data[0], dict):
         return _answer_error(data[0])
     if not isinstance(data, dict):
@@ -5037,15 +5195,17 @@ _LONG_WAIT = 600.0  # seconds: a 429 that asks to wait longer (a daily cap) stop
 
 # How servers say a conversation is longer than the model's context: llama.cpp's server (type
 # exceed_context_size_error, "request (4476 tokens) exceeds the available context size (4096 tokens)"; before
-# that "the request exceeds the available context size"), OpenAI and vLLM ("This model's maximum context length
-# is 4096 tokens", code context_length_exceeded; "Input tokens exceed the configured limit of N tokens"), SGLang
-# ("longer than the model's context length"), Anthropic behind a router ("prompt is too long: ... maximum"), TGI
-# and Together (router/src/validation.rs, MaxTotalTokens: "`inputs` tokens + `max_new_tokens` must be <= N"; not
-# MaxNewTokens, a --max-tokens above the model's), Gemini ("The input token count (N) exceeds the maximum number
-# of tokens allowed (M)"; Vertex: "the input token count is N but model only supports up to M").
-_CONTEXT_OVERFLOW = re.compile(r"context[ _](size|length|window)|maximum context|prompt is too long|too many tokens"
-                               r"|`inputs` tokens \+ `max_new_tokens`|input token count\b.*\b(exceeds the maximum|only "
-                               r"supports up to)|input tokens exceed the configured limit", re.IGNORECASE)
+# that "the request exceeds the available context size"), OpenAI and vLLM ("This model's maximum context
+# length is 4096 tokens", code context_length_exceeded; "Input tokens exceed the configured limit of N
+# tokens"), SGLang ("longer than the model's context length"), Anthropic behind a router ("prompt is too long:
+# ... maximum"), TGI and Together (router/src/validation.rs, MaxTotalTokens: "`inputs` tokens +
+# `max_new_tokens` must be <= N"; not MaxNewTokens, a --max-tokens above the model's), Gemini ("The input
+# token count (N) exceeds the maximum number of tokens allowed (M)"; Vertex: "the input token count is N but
+# model only supports up to M").
+_CONTEXT_OVERFLOW = re.compile(r"context[ _](size|length|window)|maximum context|prompt is too long|too many "
+                               r"tokens|`inputs` tokens \+ `max_new_tokens`|input token count\b.*\b(exceeds "
+                               r"the maximum|only supports up to)|input tokens exceed the configured "
+                               r"limit", re.IGNORECASE)
 
 
 def _is_context_overflow(error: Any) -> bool:
@@ -5155,10 +5315,11 @@ def _rate_limit_reset_seconds(value: str | None, headers: httpx.Headers) -> floa
 def judge_answer(status: int, data: Any, headers: httpx.Headers, raw: bytes, redact: Callable[[str], str],
                  url: str) -> RetryableError | PromptFailed | RunStopped | None:
     """What an answer's status, body and headers mean: the exception its request ends with, or None for a 200
-    whose body is an answer to check (_checked_completion). The one judge of every answer of the teacher's, live
-    or from a batch. `data` is the body decoded (decode_answer), `raw` the body as it came; `redact` takes the
-    secrets out of the teacher's words; `url` is the endpoint as messages show it. A 200 whose body is an error
-    and no choices (a provider's failure, relayed) is judged by the error's code, as 502 when it gives none."""
+    whose body is an answer to check (_checked_completion). The one judge of every answer of the teacher's,
+    live or from a batch. `data` is the body decoded (decode_answer), `raw` the body as it came; `redact`
+    takes the secrets out of the teacher's words; `url` is the endpoint as messages show it. A 200 whose body
+    is an error and no choices (a provider's failure, relayed) is judged by the error's code, as 502 when it
+    gives none."""
     if status != 200:
         return _error_failure(status, _answer_error(data), status, headers, raw, redact, url)
     if not isinstance(data, dict):
@@ -5181,16 +5342,17 @@ def _error_failure(status: int, error: Any, answered: int, headers: httpx.Header
     """An error judged by `status` (the answer's own, or the code of an error a 200 carried: `answered`)."""
     detail = _fit_to_show(_error_text(error) or httpx.codes.get_reason_phrase(answered), redact)
     if status == 400 and b"plain HTTP request was sent to HTTPS port" in raw:  # nginx's words
-        return RunStopped("not TLS", f"{url} is served over https, but the request was plain "
-                          "http. Use an https:// --base-url (or OPENROUTER_BASE_URL), then re-run the same command.")
+        return RunStopped("not TLS", f"{url} is served over https, but the request was plain http. Use an "
+                          "https:// --base-url (or OPENROUTER_BASE_URL), then re-run the same command.")
     availability = _field_of(error, "availability")
     if isinstance(availability, dict):
         return _unavailable(status, availability, detail, headers, redact)
     wait = retry_after_seconds(headers)
     says_when = "retry-after" in headers and wait is not None  # transient, whatever the status
     if status == 401:
-        return RunStopped("key rejected", f"the API key was rejected (401: {detail}). Check OPENROUTER_API_KEY "
-                          "in your environment or .env, then re-run the same command to continue.")
+        return RunStopped("key rejected", f"the API key was rejected (401: {detail}). Check "
+                          "OPENROUTER_API_KEY in your environment or .env, then re-run the same command to "
+                          "continue.")
     if status == 402 and not says_when:
         return RunStopped("out of credits", f"out of credits (402: {detail}). Add credits "
                           "(https://openrouter.ai/settings/credits), then re-run the same command; "
@@ -5198,16 +5360,16 @@ def _error_failure(status: int, error: Any, answered: int, headers: httpx.Header
     if 400 <= status < 500 and "distill" in detail.lower() and not says_when:
         # OpenRouter does not document this refusal; any 4xx that names distillation is it
         return RunStopped("not distillable", f"the teacher refused the request for its licence ({status}: "
-                          f"{detail}). --distillable routes only to models whose authors allow training on their "
-                          "outputs: choose one (https://openrouter.ai/models?distillable=true) with --model, or "
-                          "leave out --distillable if you have checked the licence yourself; then re-run the "
-                          "same command. Finished samples are kept.")
+                          f"{detail}). --distillable routes only to models whose authors allow training on "
+                          "their outputs: choose one (https://openrouter.ai/models?distillable=true) with "
+                          "--model, or leave out --distillable if you have checked the licence yourself; "
+                          "then re-run the same command. Finished samples are kept.")
     if status == 403 and not _is_moderation_error(error) and not says_when:
         return RunStopped("access denied", f"access denied (403: {detail}). Check the key's permissions and "
                           "limits, then re-run the same command to continue.")
     if status in (400, 413, 422) and _is_context_overflow(error):
-        return PromptFailed(_DOES_NOT_FIT, f"the conversation does not fit the model's context (HTTP {status}: "
-                            f"{detail}); a re-run would fail the same way", status=status)
+        return PromptFailed(_DOES_NOT_FIT, "the conversation does not fit the model's context (HTTP "
+                            f"{status}: {detail}); a re-run would fail the same way", status=status)
     if status in _RETRYABLE_STATUS or status >= 500 or says_when:
         return _retryable(status, wait, detail, headers)
     return PromptFailed(f"HTTP {status}", f"HTTP {status}: {detail}", status=status)
@@ -5218,10 +5380,10 @@ def _retryable(status: int, wait: float | None, detail: str, headers: httpx.Head
     kind = kind or f"HTTP {status}"
     if wait is not None and wait > _LONG_WAIT:
         return RunStopped("rate limit for hours" if status == 429 else "teacher away for hours",
-                          f"the teacher's {'rate limit resets' if status == 429 else 'answer asks to wait'} in "
-                          f"{_human_duration(wait)} ({status}: {detail}), a daily or monthly cap such as a free "
-                          "model's. Re-run the same command after that, or with a model "
-                          "or key without that cap (--model); finished samples are kept.")
+                          f"the teacher's {'rate limit resets' if status == 429 else 'answer asks to wait'} "
+                          f"in {_human_duration(wait)} ({status}: {detail}), a daily or monthly cap such as "
+                          "a free model's. Re-run the same command after that, or with a model or key "
+                          "without that cap (--model); finished samples are kept.")
     return RetryableError(kind, f"HTTP {status}: {detail}", wait, status == 429,
                           _wait_holds_everyone(status, wait, headers))
 
@@ -5262,7 +5424,8 @@ def read_failure(error: Exception, stall_timeout: float, timeout: float) -> Retr
         return RetryableError("stalled", f"the server sent nothing, not even the answer's head, for "
                               f"{stall_timeout:g} s (--stall-timeout)")
     if isinstance(error, StreamStalled):
-        return RetryableError("stalled", f"the streamed answer sent no data for {stall_timeout:g} s (--stall-timeout)")
+        return RetryableError("stalled",
+                              f"the streamed answer sent no data for {stall_timeout:g} s (--stall-timeout)")
     if isinstance(error, TimeoutError):
         return RetryableError("timeout", f"no complete answer within {timeout:g} s (--timeout)")
     if isinstance(error, StreamCut):
@@ -5272,7 +5435,8 @@ def read_failure(error: Exception, stall_timeout: float, timeout: float) -> Retr
     return RetryableError("malformed answer", f"malformed answer: {error}")
 
 
-def tls_failure(error: BaseException, host: str, port: int | None, redact: Callable[[str], str]) -> RunStopped | None:
+def tls_failure(error: BaseException, host: str, port: int | None,
+                redact: Callable[[str], str]) -> RunStopped | None:
     """Certificate failures, and https:// sent to a plain-http port, fail every request alike: the run stops
     at once, saying what to do. A handshake cut by the network (None) stays retryable."""
     if isinstance(error, aiohttp.ClientConnectorCertificateError):
@@ -5335,14 +5499,16 @@ def _checked_completion(data: dict, raw: bytes, redact: Callable[[str], str]) ->
     """A 200's answer that judge_answer let through, every field the rollout uses checked (_parse_completion):
     a lone surrogate, a malformed field or a provider that failed mid-answer is a RetryableError."""
     if _SURROGATE_ESCAPE.search(raw) and not _encodable(data):
-        raise RetryableError("malformed answer", "malformed answer: a lone surrogate (text that is not valid Unicode)")
+        raise RetryableError("malformed answer",
+                             "malformed answer: a lone surrogate (text that is not valid Unicode)")
     try:
         completion = _parse_completion(data)
     except MalformedAnswer as e:
         raise RetryableError("malformed answer", f"malformed answer: {e}") from None
     if completion.finish_reason == "error":
         raise RetryableError("provider error",
-                             _fit_to_show(f"the provider failed mid-answer: {_error_text(completion.error)}", redact))
+                             _fit_to_show(f"the provider failed mid-answer: {_error_text(completion.error)}",
+                                          redact))
     return completion
 
 
@@ -5375,7 +5541,8 @@ def _tool_call(call: Any, i: int) -> dict:
     function.setdefault("name", "")
     if function.get("arguments") is None:
         function["arguments"] = ""
-    return {**call, "id": call.get("id") or None, "type": call.get("type") or "function", "function": function}
+    return {**call, "id": call.get("id") or None, "type": call.get("type") or "function",
+            "function": function}
 
 
 def _with_unique_call_ids(message: dict, turn: int, conversation: list[dict]) -> dict:
@@ -5393,7 +5560,7 @@ def _with_unique_call_ids(message: dict, turn: int, conversation: list[dict]) ->
             for call in calls]
     taken.update(kept)
     ids = []
-    for i, (call, id_kept) in enumerate(zip(calls, kept)):
+    for i, id_kept in enumerate(kept):
         new_id, n = id_kept or f"call_{turn}_{i}", 1
         while id_kept is None and new_id in taken:
             new_id, n = f"call_{turn}_{i}_{n}", n + 1
@@ -5418,9 +5585,9 @@ def _backoff_delay(backoff: float, attempt: int, retry_after: float | None = Non
 
 
 class Retries:
-    """Retry with backoff until patience is spent: the one rule of both retry loops, a request's to the teacher
-    (TeacherClient) and a batch submission's (BatchQueue). After the first try come at most `retries` more,
-    retry n after _backoff_delay(backoff, n); the loop says when it gives up (next_wait is None)."""
+    """Retry with backoff until patience is spent: the one rule of both retry loops, a request's to the
+    teacher (TeacherClient) and a batch submission's (BatchQueue). After the first try come at most `retries`
+    more, retry n after _backoff_delay(backoff, n); the loop says when it gives up (next_wait is None)."""
 
     def __init__(self, backoff: float, retries: int):
         self.backoff, self.retries = backoff, retries
@@ -5465,7 +5632,8 @@ _REQUEST_FRAMING = 64  # bytes a request adds to the batch besides its body: {"c
 
 def _batch_endpoints(base_url: str) -> list[str]:
     """Where batches go, in order: the guide's and the API reference's /batches beside chat/completions, then,
-    once, the quickstart's /api/beta/batches (for a base URL ending in /v1), where the first answers 404/405."""
+    once, the quickstart's /api/beta/batches (for a base URL ending in /v1), where the first answers
+    404/405."""
     endpoints = [f"{base_url}/batches"]
     if base_url.endswith("/v1"):
         endpoints.append(base_url[:-len("/v1")] + "/beta/batches")
@@ -5538,7 +5706,8 @@ class _BatchPricing:
     def likely(self, size: int) -> float | None:
         """USD; None while no price is known."""
         prompt_tokens = size / _CHARS_PER_TOKEN
-        per_token = (prompt_tokens + self.most_answer_tokens) * self.per_token if self.per_token is not None else None
+        per_token = (prompt_tokens
+                     + self.most_answer_tokens) * self.per_token if self.per_token is not None else None
         if self.listed and (self.listed_cost > 0 or (per_token is None and self.per_answer is None)):
             worst = prompt_tokens * self.prompt_price + self.most_answer_tokens * self.completion_price
             per_token = worst * (self.billed / self.listed_cost if self.listed_cost > 0 else 1.0)
@@ -5612,8 +5781,10 @@ class Batch:
         return [custom_id for custom_id in self.custom_ids if custom_id not in self.answered]
 
     def record(self, endpoints: list[str]) -> dict:
-        """Its line in the record: the endpoint by its place among the base URL's (a URL may hold a password)."""
-        return {"batch": self.id, "endpoint": endpoints.index(self.url) if self.url in endpoints else len(endpoints) - 1,
+        """Its line in the record: the endpoint by its place among the base URL's (a URL may hold a
+        password)."""
+        return {"batch": self.id,
+                "endpoint": endpoints.index(self.url) if self.url in endpoints else len(endpoints) - 1,
                 "custom_ids": self.custom_ids, "sent": self.key[1],
                 "rollouts": [None if key is None else list(key) for key in self.keys]}
 
@@ -5664,7 +5835,8 @@ def _batch_answers(batch: Batch, found: dict[str, dict], data: dict) -> _BatchRe
     """The results found (an error object becomes that error's status and body). An answer without a cost
     gets its share of what the batch's own usage says, by tokens, once every result of the batch is in."""
     answers: dict[str, tuple[int, Any]] = {}
-    without_cost: list[tuple[dict, float, float]] = []  # answers without a cost, and their tokens (their share)
+    # answers without a cost, and their tokens (their share)
+    without_cost: list[tuple[dict, float, float]] = []
     billed: list[tuple[float, float, float]] = []
     for custom_id, result in found.items():
         response = result.get("response")
@@ -5691,7 +5863,8 @@ def _batch_answers(batch: Batch, found: dict[str, dict], data: dict) -> _BatchRe
     tokens_without = sum(p + c for _, p, c in without_cost)
     if complete and without_cost and batch_cost > cost:  # by tokens; without any, in equal parts
         for body, prompt_tokens, completion_tokens in without_cost:
-            part = (prompt_tokens + completion_tokens) / tokens_without if tokens_without else 1 / len(without_cost)
+            part = (prompt_tokens
+                    + completion_tokens) / tokens_without if tokens_without else 1 / len(without_cost)
             body["usage"] = {**body["usage"], "cost": (batch_cost - cost) * part}
             billed.append((body["usage"]["cost"], prompt_tokens, completion_tokens))
         cost = batch_cost
@@ -5708,7 +5881,8 @@ def _batch_window_end(data: dict, batch: Batch) -> float:
         return expires                                                            # it began is not one
     window = data.get("completion_window")
     match = re.fullmatch(r"\s*(\d{1,3})\s*([hd])\s*", window) if isinstance(window, str) else None
-    hours = min(_LONGEST_WINDOW_HOURS, int(match.group(1)) * (24 if match.group(2) == "d" else 1)) if match else 0
+    hours = min(_LONGEST_WINDOW_HOURS,
+                int(match.group(1)) * (24 if match.group(2) == "d" else 1)) if match else 0
     return created + hours * 3600.0 if hours else batch.window_end
 
 
@@ -5742,7 +5916,8 @@ class BatchRecord:
     once read. The next run reads the batches back; the run's end rewrites it with those still needed."""
 
     def __init__(self, path: Path, like: Path | None, log: Callable[[str], None]):
-        self.path, self.like, self.log = path, like, log  # like: the output, which it is no more readable than
+        # like: the output, which it is no more readable than
+        self.path, self.like, self.log = path, like, log
         self.broken: str | None = None  # why a line could not be written: no new batch goes
 
     def append(self, entry: dict) -> bool:
@@ -5821,7 +5996,8 @@ class _BatchBudget:
     billed. Answers that come without any cost: the cap cannot apply (said once)."""
 
     def __init__(self, cap: SpendCap, pricing: _BatchPricing, unpriced: str):
-        self.cap, self.pricing, self.unpriced = cap, pricing, unpriced  # unpriced: what is said when no price is
+        # unpriced: what is said when no price is
+        self.cap, self.pricing, self.unpriced = cap, pricing, unpriced
         self.said_unpriced = False                                       # listed
         self.costless_answers = 0  # answers read that carried no cost
 
@@ -5878,7 +6054,8 @@ class _BatchTally:
         going = [b for b in batches if not b.over]
         if not going and not queued:
             return ""
-        counts = ", ".join(f"{b.status} {b.counts.get('completed', 0)}/{b.counts.get('total', len(b.custom_ids))}"
+        counts = ", ".join(f"{b.status} "
+                           f"{b.counts.get('completed', 0)}/{b.counts.get('total', len(b.custom_ids))}"
                            for b in going[:3])
         return f"batches: {len(going)} in progress{f' ({counts})' if counts else ''}, {queued} queued"
 
@@ -5891,13 +6068,15 @@ class _BatchTally:
         lines = [f"Batches: {self.submitted} submitted by this run ({_plural(self.sent, 'request')}"
                  + (f", {self.resent} of them sent again: {why}" if self.resent else "") + ")"
                  + (f", {picked_up} picked up from earlier runs" if picked_up else "")
-                 + f". Billed ${self.billed:.4f} by this run, where the same tokens live would have cost about "
-                 f"${2 * self.billed:.4f} (batches are billed at about half the price)"
-                 + (f"; answers read here that earlier runs paid for: ${earlier:.4f}" if earlier else "") + "."]
+                 + f". Billed ${self.billed:.4f} by this run, where the same tokens live would have cost "
+                 f"about ${2 * self.billed:.4f} (batches are billed at about half the price)"
+                 + (f"; answers read here that earlier runs paid for: ${earlier:.4f}" if earlier else "")
+                 + "."]
         going = [b for b in batches if not b.over]
         if going:
-            lines.append(f"Batches in progress: {len(going)} ({_plural(sum(len(b.unanswered()) for b in going), 'request')}), "
-                         f"kept in {record}: the next run picks them up and sends none of them again.")
+            lines.append(f"Batches in progress: {len(going)} "
+                         f"({_plural(sum(len(b.unanswered()) for b in going), 'request')}), kept in "
+                         f"{record}: the next run picks them up and sends none of them again.")
         return lines
 
 
@@ -5907,12 +6086,12 @@ def _batch_stop(code: int, detail: str, where: str, record: str) -> RunStopped:
     kept = (f"The batches in progress are kept in {record} and by the service: re-run the same command once "
             "that is fixed, and their answers are read, not bought again.")
     if code == 401:
-        return RunStopped("key rejected", f"the API key was rejected while looking at {where} (401: {detail}). "
-                          f"Check OPENROUTER_API_KEY in your environment or .env. {kept}")
+        return RunStopped("key rejected", f"the API key was rejected while looking at {where} (401: "
+                          f"{detail}). Check OPENROUTER_API_KEY in your environment or .env. {kept}")
     if code == 402 or re.search(r"budget|limit (exceeded|reached)|credit|spend|quota", detail, re.IGNORECASE):
         spent = "out of credits" if code == 402 else "a key or workspace budget is spent"
-        return RunStopped("out of credits", f"{spent} ({code}: {detail}), found while looking at {where}. Add "
-                          f"credits or raise the budget (https://openrouter.ai/settings/credits). {kept}")
+        return RunStopped("out of credits", f"{spent} ({code}: {detail}), found while looking at {where}. "
+                          f"Add credits or raise the budget (https://openrouter.ai/settings/credits). {kept}")
     return RunStopped("access denied", f"access denied while looking at {where} (403: {detail}). Check the "
                       f"key's permissions. {kept}")
 
@@ -5940,7 +6119,8 @@ class BatchQueue:
     cancelled, gone, or no result by the window's end) sends a request again: in at most _SUBMISSIONS batches
     a run. The record (BatchRecord) lets the next run pick batches up and pay nothing twice."""
 
-    def __init__(self, settings: TeacherSettings, model: str, most_requests: int, record: BatchRecord, stats: Stats,
+    def __init__(self, settings: TeacherSettings, model: str, most_requests: int, record: BatchRecord,
+                 stats: Stats,
                  stopping: asyncio.Event | None, log: Callable[[str], None] = lambda line: None,
                  cap: SpendCap | None = None, most_answer_tokens: int = 0):
         self.endpoints = _batch_endpoints(settings.base_url)
@@ -5950,15 +6130,17 @@ class BatchQueue:
         self.headers = _teacher_headers(settings)
         self.poll, self.retries, self.backoff = settings.batch_poll, settings.retries, settings.backoff
         self.timeout = settings.timeout  # one submission, one look, one page: first byte to last
-        self.stop_wait = settings.stop_timeout  # a stop waits this long for a submission in flight (--stop-timeout)
-        self.gather = min(2.0, max(0.02, settings.batch_poll / 10))  # how long a batch waits for more requests
+        # a stop waits this long for a submission in flight (--stop-timeout)
+        self.stop_wait = settings.stop_timeout
+        # how long a batch waits for more requests
+        self.gather = min(2.0, max(0.02, settings.batch_poll / 10))
         self.body_cap = 4 * settings.max_answer_bytes  # a look or a page of results: answers of a whole batch
         self.most_requests, self.stopping, self.log, self.cap = most_requests, stopping, log, cap
         self.pricing = _BatchPricing(most_answer_tokens=_most_answer_tokens)
         self.budget = _BatchBudget(cap, self.pricing, (
-            f"--max-cost with --batch: no price for {model} is listed at {_display_url(self.models_url)}, so the "
-            f"first batch carries at most {_FIRST_UNPRICED} requests; the next grow with the price their answers "
-            "are billed at.")) if cap is not None else None
+            f"--max-cost with --batch: no price for {model} is listed at {_display_url(self.models_url)}, so "
+            f"the first batch carries at most {_FIRST_UNPRICED} requests; the next grow with the price their "
+            "answers are billed at.")) if cap is not None else None
         self.waiting: dict[str, asyncio.Future] = {}  # custom_id -> the answer a rollout waits for
         self.queued: dict[str, bytes] = {}  # custom_id -> body, not yet in a batch
         self.payloads: dict[str, bytes] = {}  # custom_id -> body, of every request asked in this run
@@ -5966,7 +6148,8 @@ class BatchQueue:
         self.in_batch: dict[str, Batch] = {}  # custom_id -> the batch in progress that carries it
         self.results: dict[str, _BatchAnswer] = {}  # answers no rollout asked for yet (earlier runs' batches)
         self.batches: dict[tuple[str, float], Batch] = {}  # every batch this run watched, by Batch.key
-        self.submissions: collections.Counter = collections.Counter()  # custom_id -> tries that may have stored it
+        # custom_id -> tries that may have stored it
+        self.submissions: collections.Counter = collections.Counter()
         self.last_reason: dict[str, str] = {}  # custom_id -> why its last batch gave no usable answer
         self.last_kind: dict[str, str] = {}  # and in a word, as the summary counts it
         self.tally = _BatchTally()
@@ -5992,8 +6175,8 @@ class BatchQueue:
                 for batch in self.record.batches(self.endpoints):
                     self._watch_recorded(batch)
             except Exception as e:  # a record of a shape never seen: its batches are not picked up, said once
-                self.log(f"{self.record.path} could not be read ({type(e).__name__}: {e}); the batches on it are "
-                         "not picked up, and their requests may be sent again.")
+                self.log(f"{self.record.path} could not be read ({type(e).__name__}: {e}); the batches on it "
+                         "are not picked up, and their requests may be sent again.")
             if self.cap is not None:
                 self.listed_price = asyncio.ensure_future(self._learn_listed_price())
         if self.halted is not None:
@@ -6029,7 +6212,8 @@ class BatchQueue:
         """Stop watching; keep in the record each batch that holds an answer a rollout of this output may
         still ask for (`still_needed`: the rollout's try is neither in the output nor failed nor rejected),
         and every batch not yet watched to its end. No such batch left: the record goes."""
-        with contextlib.suppress(TimeoutError):  # a submission in flight may be stored: its id is worth a wait
+        # a submission in flight may be stored: its id is worth a wait
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(min(self.timeout, self.stop_wait)):
                 await self.posted.wait()
         for task in self.tasks:
@@ -6088,8 +6272,8 @@ class BatchQueue:
             return
         if self.record.broken is not None:  # no new batch while one could be lost: those in flight end first
             if not any(not b.over for b in self.batches.values()):
-                self._halt(RunStopped("disk", f"{self.record.broken}. No new batch was sent, since a batch not on "
-                                      "record would be bought again after a crash; "
+                self._halt(RunStopped("disk", f"{self.record.broken}. No new batch was sent, since a batch "
+                                      "not on record would be bought again after a crash; "
                                       f"{OutputError.WHAT_TO_DO}."))
                 return
             return await self._wait_for_billing()
@@ -6101,7 +6285,8 @@ class BatchQueue:
             return
         if self.budget is not None:
             sizes = [len(body) for body in itertools.islice(self.queued.values(), count)]
-            count, likely = self.budget.room(sizes, [b for b in self.batches.values() if not b.over], self.tally.billed,
+            count, likely = self.budget.room(sizes, [b for b in self.batches.values() if not b.over],
+                                             self.tally.billed,
                                              self.payloads)
             if not count:
                 await self._wait_for_billing()
@@ -6116,9 +6301,11 @@ class BatchQueue:
             del taken[custom_id]
             self._fail([custom_id], PromptFailed("too large for a batch", (
                 f"its request is {len(self.payloads[custom_id]) / 1e6:.0f} MB, over what a batch may carry "
-                f"({_BATCH_MOST_BYTES / 1e6:.0f} MB; OpenRouter takes 200 MB a batch). Run it without --batch.")))
+                f"({_BATCH_MOST_BYTES / 1e6:.0f} MB; OpenRouter takes 200 MB a batch). Run it without "
+                "--batch.")))
         if taken and not self.record.append({"submitting": len(taken), "at": time.time()}):
-            self.queued = {**taken, **self.queued}  # the disk is full: nothing is bought that could not be recorded
+            # the disk is full: nothing is bought that could not be recorded
+            self.queued = {**taken, **self.queued}
             self.wake.set()
             return
         if taken:
@@ -6147,8 +6334,9 @@ class BatchQueue:
                 self.url = self.endpoints[self.endpoints.index(self.url) + 1]
                 return await self._submit(taken, likely)
             return self._halt(RunStopped("no batch API", (
-                f"the teacher has no Batch API ({code} at {' and at '.join(_display_url(u) for u in self.endpoints)}). "
-                "Run without --batch, or point --base-url at a server that has one.")))
+                f"the teacher has no Batch API ({code} at "
+                f"{' and at '.join(_display_url(u) for u in self.endpoints)}). Run without --batch, or point "
+                "--base-url at a server that has one.")))
         if code == 413:
             if len(taken) > 1:  # too large after all: each half on its own (nothing was stored)
                 half = list(taken.items())
@@ -6159,7 +6347,8 @@ class BatchQueue:
                 f"{self._said(_error_text(_answer_error(decode_answer(response.content))) or 'too large')}). "
                 "Run it without --batch.")))
         if code not in (200, 201, 202):
-            named = _named_requests(_error_text(_answer_error(decode_answer(response.content))), list(taken), list(taken))
+            named = _named_requests(_error_text(_answer_error(decode_answer(response.content))), list(taken),
+                                    list(taken))
             if code == 400 and 0 < len(named) < len(taken):  # a refusal that names its requests: only those
                 self.queued = {**{c: b for c, b in taken.items() if c not in named}, **self.queued}
                 self.wake.set()
@@ -6171,14 +6360,16 @@ class BatchQueue:
         if not isinstance(batch_id, str) or not batch_id.strip() or len(batch_id) > 200:
             for custom_id in taken:
                 self.last_reason[custom_id] = "the batch service accepted the batch without an id"
-            return self._fail(taken, RetryableError("malformed answer", "the batch was accepted without an id"))
+            return self._fail(taken, RetryableError("malformed answer",
+                                                    "the batch was accepted without an id"))
         batch = Batch(batch_id, self.url, list(taken), [self.keys.get(c) for c in taken], sent=time.time(),
                       likely=likely)
         self.batches[batch.key] = batch
         for custom_id in taken:
             self.in_batch[custom_id] = batch
             self.last_reason.pop(custom_id, None)  # in a batch that exists: what it says is the reason now
-        # Written before the run waits on it: a run that dies now finds this batch again, and pays nothing twice.
+        # Written before the run waits on it: a run that dies now finds this batch again, and pays nothing
+        # twice.
         if self._recordable(batch):
             self.record.append(batch.record(self.endpoints))
         self._spawn(self._watch(batch, first_look=self.poll))
@@ -6187,16 +6378,17 @@ class BatchQueue:
         """A batch whose id holds a secret the program was handed is watched, but not written down."""
         if self.secret.redact(batch.id) == batch.id:
             return True
-        self._say_once("secret id", f"The batch service named a batch with text that holds a secret you gave the "
-                       f"program: the batch is watched, but not written to {self.record.path.name} (if this run stops "
-                       "before it ends, its requests are sent again).")
+        self._say_once("secret id", "The batch service named a batch with text that holds a secret you gave "
+                       f"the program: the batch is watched, but not written to {self.record.path.name} (if "
+                       "this run stops before it ends, its requests are sent again).")
         return False
 
     async def _post(self, taken: dict[str, bytes]) -> httpx.Response | None:
         """The batch sent, retried on what is transient. A try the service may have stored (a 2xx, a 5xx, an
         answer cut after the request went) counts against each request's bound; a refusal (4xx) and a
         connection never made do not. None: the requests were failed here."""
-        payload = (b'{"endpoint":"/v1/chat/completions","model":' + orjson.dumps(self.model) + b',"requests":['
+        payload = (b'{"endpoint":"/v1/chat/completions","model":' + orjson.dumps(self.model)
+                   + b',"requests":['
                    + b",".join(b'{"custom_id":"' + custom_id.encode() + b'","body":' + body + b"}"
                                for custom_id, body in taken.items()) + b"]}")
         retries = Retries(self.backoff, self.retries)
@@ -6209,7 +6401,8 @@ class BatchQueue:
                 stored_maybe = response.status_code < 400 or response.status_code >= 500
                 why = f"the batch service answered {response.status_code} to the batch"
             except (httpx.HTTPError, TimeoutError) as e:
-                stored_maybe = not isinstance(e, httpx.ConnectError)  # refused before a byte went: nothing stored
+                # refused before a byte went: nothing stored
+                stored_maybe = not isinstance(e, httpx.ConnectError)
                 why = f"the batch could not be sent: {type(e).__name__}"
             finally:
                 self.posted.set()
@@ -6256,9 +6449,11 @@ class BatchQueue:
             await self._watch_to_end(batch, first_look)
         except asyncio.CancelledError:
             raise
-        except Exception as e:  # a bug of ours, or an answer of a shape never seen: sent again, within the bound
+        # a bug of ours, or an answer of a shape never seen: sent again, within the bound
+        except Exception as e:
             self._send_again(batch, batch.unanswered(), "internal error",
-                             f"internal error while reading batch {self._said(batch.id, 80)}: {type(e).__name__}")
+                             f"internal error while reading batch {self._said(batch.id, 80)}: "
+                             f"{type(e).__name__}")
 
     async def _watch_to_end(self, batch: Batch, first_look: float) -> None:
         """Look at the batch until it is over. Looks that tell nothing (an error, a 404 the store may still
@@ -6270,7 +6465,8 @@ class BatchQueue:
             if batch.over or self.halted is not None:
                 return
             quiet = quiet + 1 if told_nothing else 0
-            await asyncio.sleep(min(self.poll * 2 ** quiet, self.poll * _LOOKS_BACK_OFF) if quiet else self.poll)
+            await asyncio.sleep(min(self.poll * 2 ** quiet,
+                                    self.poll * _LOOKS_BACK_OFF) if quiet else self.poll)
 
     async def _look(self, batch: Batch) -> bool:
         """One look at the batch; True when it told nothing new."""
@@ -6286,15 +6482,16 @@ class BatchQueue:
         if code in (404, 410):
             if code == 404 and time.time() - batch.sent < _LAGGING_STORE:
                 return True  # a store that lags its own 202: the batch is there, look again
-            self._send_again(batch, batch.unanswered(), "gone", f"the service no longer knows the batch ({code})")
+            self._send_again(batch, batch.unanswered(), "gone",
+                             f"the service no longer knows the batch ({code})")
             return False
         status = _field_of(data, "status")
         if code != 200 or not isinstance(status, str):
             if 400 <= code < 500:
-                self._say_once(f"look {batch.key}", f"Batch {self._said(batch.id, 80)}: the service answers {code} "
-                               f"({self._said(_error_text(_answer_error(data)) or 'no reason')}) when asked about it; "
-                               "the run asks again until an hour past its completion window, then sends its "
-                               "requests again.")
+                self._say_once(f"look {batch.key}", f"Batch {self._said(batch.id, 80)}: the service answers "
+                               f"{code} ({self._said(_error_text(_answer_error(data)) or 'no reason')}) when "
+                               "asked about it; the run asks again until an hour past its completion "
+                               "window, then sends its requests again.")
             return self._no_news(batch, f"HTTP {code}")
         batch.status = self._said(status, 40)
         if isinstance(data.get("request_counts"), dict):
@@ -6302,8 +6499,8 @@ class BatchQueue:
         batch.window_end = _batch_window_end(data, batch)
         if batch.status not in _BATCH_ENDED:
             if time.time() > batch.window_end + _OVERDUE:
-                self._send_again(batch, batch.unanswered(), "overdue", f"the batch was still {batch.status} an hour "
-                                 "past its completion window")
+                self._send_again(batch, batch.unanswered(), "overdue", f"the batch was still {batch.status} "
+                                 "an hour past its completion window")
             return False
         if not await self._read_results(batch, data):
             return self.halted is None and self._no_news(batch, "its results could not be read whole")
@@ -6319,14 +6516,15 @@ class BatchQueue:
         if batch.status == "completed" or not data:
             if time.time() < batch.window_end:
                 return True  # its results come a moment late: look again, until its window ends
-            self._send_again(batch, missing, "completed without their results", "the batch completed without a "
-                             "result for this request, and its completion window has ended")
+            self._send_again(batch, missing, "completed without their results", "the batch completed without "
+                             "a result for this request, and its completion window has ended")
             return False
         reason = self._said(_error_text(_answer_error(data)))
         if batch.status == "failed":
             self._failed_validation(batch, missing, reason)
         else:
-            self._send_again(batch, missing, batch.status, f"the batch {batch.status}" + (f": {reason}" if reason else ""))
+            self._send_again(batch, missing, batch.status,
+                             f"the batch {batch.status}" + (f": {reason}" if reason else ""))
         return False
 
     def _no_news(self, batch: Batch, why: str) -> bool:
@@ -6334,11 +6532,12 @@ class BatchQueue:
         if time.time() <= batch.window_end:
             return True
         if time.time() <= batch.window_end + _OVERDUE:
-            self._say_once(f"no news {batch.key}", f"Batch {self._said(batch.id, 80)}: its window has ended and "
-                           f"{why}; the run looks again for an hour, then sends its unanswered requests again.")
+            self._say_once(f"no news {batch.key}", f"Batch {self._said(batch.id, 80)}: its window has ended "
+                           f"and {why}; the run looks again for an hour, then sends its unanswered requests "
+                           "again.")
             return True
-        self._send_again(batch, batch.unanswered(), "unreadable", "the batch could still not be read an hour past "
-                         f"its completion window ({why})")
+        self._send_again(batch, batch.unanswered(), "unreadable", "the batch could still not be read an "
+                         f"hour past its completion window ({why})")
         return False
 
     def _failed_validation(self, batch: Batch, missing: list[str], reason: str) -> None:
@@ -6394,7 +6593,8 @@ class BatchQueue:
         added, batch.cost = reading.cost - batch.cost, reading.cost
         self.pricing.learn(reading.billed)
         if self.budget is not None:
-            self.budget.costless_answers += sum(status == 200 for status, _ in reading.answers.values()) - len(reading.billed)
+            self.budget.costless_answers += sum(status == 200
+                                                for status, _ in reading.answers.values()) - len(reading.billed)
         self._bill(batch, added)
         for custom_id, (status, body) in reading.answers.items():
             batch.answered.add(custom_id)
@@ -6402,7 +6602,8 @@ class BatchQueue:
             if status != 200:
                 self.last_kind[custom_id] = f"HTTP {status}"
                 self.last_reason[custom_id] = f"HTTP {status}: {self._said(_error_text(_answer_error(decode_answer(body))))}"
-                if batch.recorded_sent is not None:  # an earlier run's error (a 402 since paid, a 503): ask again
+                # an earlier run's error (a 402 since paid, a 503): ask again
+                if batch.recorded_sent is not None:
                     self._ask_again(custom_id)
                     continue
             self._deliver(custom_id, _BatchAnswer(status, body, custom_id, batch.paid_before > 0))
@@ -6427,8 +6628,10 @@ class BatchQueue:
         then halts)."""
         answer = await self._get(url, params)
         if answer is not None and answer[0] in (401, 402, 403):
-            detail = self._said(_error_text(_answer_error(answer[1])) or httpx.codes.get_reason_phrase(answer[0]))
-            self._halt(_batch_stop(answer[0], detail, f"batch {self._said(batch.id, 80)}", self.record.path.name))
+            detail = self._said(_error_text(_answer_error(answer[1]))
+                                or httpx.codes.get_reason_phrase(answer[0]))
+            self._halt(_batch_stop(answer[0], detail, f"batch {self._said(batch.id, 80)}",
+                                   self.record.path.name))
             return None
         return answer
 
@@ -6442,9 +6645,10 @@ class BatchQueue:
                 async for chunk in response.aiter_bytes():
                     body += chunk
                     if len(body) > self.body_cap:
-                        self._say_once("too large", f"An answer of the batch API at {_display_url(url)} passed "
-                                       f"{self.body_cap / MB:.0f} MB, more than a whole batch's answers; its results "
-                                       "are read page by page instead (--max-answer-mb raises the limit).")
+                        self._say_once("too large", f"An answer of the batch API at {_display_url(url)} "
+                                       f"passed {self.body_cap / MB:.0f} MB, more than a whole batch's "
+                                       "answers; its results are read page by page instead (--max-answer-mb "
+                                       "raises the limit).")
                         return _TOO_LARGE, None
                 return response.status_code, decode_answer(bytes(body))
         except (httpx.HTTPError, TimeoutError):
@@ -6558,7 +6762,8 @@ class TeacherClient:
         self.on_answer: Callable[[], None] | None = None  # called after each billed answer (the spend cap)
         self.drop_reasoning_content = False  # the server refused it in requests: send messages without it
         self.stream = True  # False once the server refused streamed answers
-        self.admission_window = 0.25  # seconds unrefused after which a request counts as taken (grows on 429s)
+        # seconds unrefused after which a request counts as taken (grows on 429s)
+        self.admission_window = 0.25
         self.notes: list[str] = []  # things the summary tells once (what was adapted to this server)
         # Accept-Encoding is ours to say: aiohttp's default names whatever decoders happen to be installed,
         # and the transport hands us the body undecoded. We name what zlib decodes, and decode it ourselves.
@@ -6574,9 +6779,9 @@ class TeacherClient:
                                           proxy=_proxy_for(self.url), verify=_UNUSED_TLS_CONTEXT)
         self.target = httpx.URL(self.url)
         self.headers = httpx.Headers({**headers, "Host": self.target.netloc.decode("ascii")})
-        # No read timeout of aiohttp's own: a process suspended past it woke to that timer before the data that
-        # came meanwhile, and it failed the read with the answer whole in the buffer. The request's Deadlines
-        # (--timeout, --stall-timeout) bound every read, and read what already came first.
+        # No read timeout of aiohttp's own: a process suspended past it woke to that timer before the data
+        # that came meanwhile, and it failed the read with the answer whole in the buffer. The request's
+        # Deadlines (--timeout, --stall-timeout) bound every read, and read what already came first.
         self.timeouts = {"connect": min(settings.timeout, 15.0), "read": None, "pool": None}
 
     async def complete(self, body: dict, priority: int, spend: Usage, stopping: asyncio.Event | None = None,
@@ -6597,16 +6802,18 @@ class TeacherClient:
                 if self.stream:
                     self.stream = False
                     self.notes.append("The teacher refused streamed answers, so whole answers were asked for "
-                                      "(a proxy in front of a slow teacher may close those; see --stall-timeout).")
+                                      "(a proxy in front of a slow teacher may close those; see "
+                                      "--stall-timeout).")
                 return await self._complete(body, priority, spend, None, rollout, paid_before)
             # Assistant messages go back as the API gave them, `reasoning_content` included; a server that
             # refuses that field in requests (400 naming it) gets messages without it from now on.
-            if not (e.status in (400, 422) and "reasoning_content" in e.detail and _carries_reasoning_content(body)):
+            if not (e.status in (400, 422) and "reasoning_content" in e.detail
+                    and _carries_reasoning_content(body)):
                 raise
             if not self.drop_reasoning_content:
                 self.drop_reasoning_content = True
-                self.notes.append("The teacher refused `reasoning_content` in the messages sent back to it, so it "
-                                  "was left out of them (the dataset keeps it).")
+                self.notes.append("The teacher refused `reasoning_content` in the messages sent back to it, "
+                                  "so it was left out of them (the dataset keeps it).")
             return await self._complete(body, priority, spend, None, rollout, paid_before)
 
     async def _complete(self, body: dict, priority: int, spend: Usage, stopping: asyncio.Event | None,
@@ -6620,20 +6827,23 @@ class TeacherClient:
         retries = Retries(self.settings.backoff, self.settings.retries)
         for attempt in itertools.count(1):
             try:
-                if self.batches is not None:  # no request slot: the batch is the unit, and the limit is its size
+                # no request slot: the batch is the unit, and the limit is its size
+                if self.batches is not None:
                     return await self._attempt_in_batch(payload, spend, stopping, rollout, paid_before)
                 return await self._attempt(payload, priority, spend, stopping, streamed)
             except RetryableError as e:
-                # Refused while the teacher has taken nothing of ours lately: others hold it (the other shards).
-                # The limiter then sends one request a second until the teacher takes one, and grows from there
-                # (AdaptiveLimiter._hold_blind); a backoff of the request's own on top (1, 2, 4 ... 60 s) left the
-                # teacher idle for tens of seconds after the others finished. So the request goes back to the
-                # limiter at once, for as long as its backoff would have waited in all; then it fails.
+                # Refused while the teacher has taken nothing of ours lately: others hold it (the other
+                # shards). The limiter then sends one request a second until the teacher takes one, and grows
+                # from there (AdaptiveLimiter._hold_blind); a backoff of the request's own on top (1, 2, 4 ...
+                # 60 s) left the teacher idle for tens of seconds after the others finished. So the request
+                # goes back to the limiter at once, for as long as its backoff would have waited in all; then
+                # it fails.
                 busy = e.rate_limited and self.limiter.holding_blind and self.batches is None
                 wait = retries.wait_within_patience(e.retry_after) if busy else retries.next_wait(e.retry_after)
                 if wait is None:
                     raise PromptFailed(f"retries used up ({e.kind})",
-                                       f"gave up after {attempt} attempts; last error: {e.detail}", attempt) from None
+                                       f"gave up after {attempt} attempts; last error: {e.detail}",
+                                       attempt) from None
                 self.stats.retried()
                 await _wait_unless_stopping(wait, stopping)
         raise AssertionError("unreachable")
@@ -6677,9 +6887,11 @@ class TeacherClient:
             raise _NotStarted()
         got = await self.batches.answer(rollout or RolloutKey("", 0), payload)  # counts the requests it sends
         if len(got.body) > self.settings.max_answer_bytes:  # as a live answer would be: its prompt fails
-            raise PromptFailed("answer too large", str(AnswerTooLarge(len(got.body), self.settings.max_answer_bytes)))
+            raise PromptFailed("answer too large",
+                               str(AnswerTooLarge(len(got.body), self.settings.max_answer_bytes)))
         try:
-            completion = self._read(_Answer(got.status, httpx.Headers(got.headers), got.body, billed_by_batch=True),
+            completion = self._read(_Answer(got.status, httpx.Headers(got.headers), got.body,
+                                            billed_by_batch=True),
                                     paid_before if got.paid_before else spend)  # judged as a live answer
         except RetryableError as e:
             self.batches.judged(got.custom_id, e.kind, e.detail)  # the reason, should the bound be reached
@@ -6704,7 +6916,8 @@ class TeacherClient:
                 return await self._post_once(payload, slot, streamed)
             except _StaleConnection:
                 continue
-        raise RetryableError("connection", "connection problem: every kept-alive connection had been closed by the server")
+        raise RetryableError("connection",
+                             "connection problem: every kept-alive connection had been closed by the server")
 
     async def _post_once(self, payload: bytes, slot: Slot, streamed: bool) -> _Answer:
         # httpx's read timeout restarts with every chunk, so a teacher dripping a few bytes a second
@@ -6716,7 +6929,8 @@ class TeacherClient:
         try:
             request = httpx.Request("POST", self.target, headers=self.headers, content=payload,
                                     extensions={"timeout": self.timeouts})
-            response = await _answer_head(self.transport, request, streamed, self.settings.stall_timeout, ends_at)
+            response = await _answer_head(self.transport, request, streamed, self.settings.stall_timeout,
+                                          ends_at)
             state.answered = True
             if (budget := _request_budget(response.headers)) is not None:  # before the body: slow start
                 self.limiter.tell_budget(slot, *budget)                    # grows as it comes
@@ -6746,7 +6960,7 @@ class TeacherClient:
                 raise RetryableError("timeout", f"no answer in time ({type(original).__name__})") from None
             stop = tls_failure(original, self.target.host, self.target.port, self.settings.secret.redact)
             if stop is not None:
-                raise stop
+                raise stop from None
             self._check_reachable(original)
             raise RetryableError("connection", self._detail(
                 f"connection problem: {type(original).__name__}: {original}")) from None
@@ -6777,8 +6991,8 @@ class TeacherClient:
         self.unreachable_in_a_row += 1
         if not self.answered_once and self.unreachable_in_a_row >= _unreachable_limit(self.settings.concurrency):
             raise RunStopped("unreachable", self._detail(
-                f"cannot reach {self.display_url} ({type(error).__name__}: {error}). Check the network and --base-url, "
-                "then re-run the same command.", limit=None))
+                f"cannot reach {self.display_url} ({type(error).__name__}: {error}). Check the network and "
+                "--base-url, then re-run the same command.", limit=None))
 
     def _detail(self, text: str, limit: int | None = 300) -> str:
         return _fit_to_show(text, self.settings.secret.redact, limit)
@@ -6805,7 +7019,8 @@ def _carries_reasoning_content(body: dict) -> bool:
 
 
 def _without_reasoning_content(message: dict) -> dict:
-    return {k: v for k, v in message.items() if k != "reasoning_content"} if "reasoning_content" in message else message
+    return {k: v for k, v in message.items()
+            if k != "reasoning_content"} if "reasoning_content" in message else message
 
 
 # ==================================================================================================
@@ -6834,7 +7049,8 @@ def _teacher_licence(settings: TeacherSettings, model: str) -> bool | None:
 
 
 _MODELS_PAGES = 100  # a models list longer than this many pages is not read whole: it cannot tell
-_MODELS_DEADLINE = 30.0  # seconds the whole lookup may take, every page: a best-effort check never holds the start
+# seconds the whole lookup may take, every page: a best-effort check never holds the start
+_MODELS_DEADLINE = 30.0
 
 
 def _models_list(settings: TeacherSettings) -> list | None:
@@ -6863,7 +7079,9 @@ def _models_list(settings: TeacherSettings) -> list | None:
                         return None  # a page elsewhere is not asked with the key, nor without it: cannot tell
                     url, params = str(next_url), {}
                 elif page.get("has_more") is True:
-                    after = page.get("last_id") or (listed[-1].get("id") if listed and isinstance(listed[-1], dict) else None)
+                    after = page.get("last_id") or (listed[-1].get("id") if listed and isinstance(listed[-1],
+                                                                                                  dict)
+                                                    else None)
                     if not isinstance(after, str) or params.get("after") == after:
                         return None
                     params = {"distillable": "true", "after": after}
@@ -6929,11 +7147,15 @@ class Ending(enum.Enum):
     in the output, a line in the rejected file (finished, but below --min-reward), an entry in the failed
     file, paused (its turns saved, to go on next run), or pending (nothing saved: it starts anew)."""
 
-    FINISHED = "finished"  # a final answer: the output, or the rejected file when it scores below --min-reward
-    INCOMPLETE = "incomplete"  # the teacher stopped without a usable answer: failed file (or output with --keep-incomplete)
+    # a final answer: the output, or the rejected file when it scores below --min-reward
+    FINISHED = "finished"
+    # the teacher stopped without a usable answer: failed file (or output with --keep-incomplete)
+    INCOMPLETE = "incomplete"
     FAILED = "failed"  # could not finish (HTTP error, retries used up, a bug): failed file
-    STOPPED = "stopped"  # the whole run stopped while it was in progress: paused (its saved turns go on next time)
-    NOT_STARTED = "not started"  # the run was stopping before its next request: paused, or pending if none was made
+    # the whole run stopped while it was in progress: paused (its saved turns go on next time)
+    STOPPED = "stopped"
+    # the run was stopping before its next request: paused, or pending if none was made
+    NOT_STARTED = "not started"
 
 
 @dataclass
@@ -6993,7 +7215,8 @@ class RolloutRunner:
     disk, a bug of ours) comes back as an Outcome carrying the conversation so far and what it cost.
     """
 
-    def __init__(self, requests: RequestSettings, cache: _CachePlan, client: TeacherClient, toolbox: ToolBox | None,
+    def __init__(self, requests: RequestSettings, cache: _CachePlan, client: TeacherClient,
+                 toolbox: ToolBox | None,
                  stopping: asyncio.Event, paused: PausedFile | None = None):
         self.max_turns, self.cache, self.client, self.toolbox, self.stopping = \
             requests.max_turns, cache, client, toolbox, stopping
@@ -7043,15 +7266,17 @@ class RolloutRunner:
             return outcome.end(Ending.FAILED, "tool unavailable", str(e))
         except OutputError as e:  # its turns could not be saved (a full disk): the run stops; it pauses
             message = f"{e}. This run stopped; {OutputError.WHAT_TO_DO} to continue."
-            return outcome.end(Ending.STOPPED, "stopped: cannot save", message, stop=RunStopped("disk", message))
+            return outcome.end(Ending.STOPPED, "stopped: cannot save", message,
+                               stop=RunStopped("disk", message))
         except asyncio.CancelledError:  # the run is stopping at once; the outcome still gets settled
             # It was running the tools its last answer asked for: the answer is kept (Run.settle saves it with
-            # its calls, which run next run). Or it was waiting for an answer (a request waiting for a slot or a
-            # retry has ended _NotStarted by now): that answer is given up, and paid again.
+            # its calls, which run next run). Or it was waiting for an answer (a request waiting for a slot or
+            # a retry has ended _NotStarted by now): that answer is given up, and paid again.
             if outcome.answered_last:
-                return outcome.end(Ending.STOPPED, "interrupted", "the run stopped at once while this rollout's "
-                                   "tools ran: its answer is kept, and its tools run next run")
-            return outcome.end(Ending.STOPPED, "interrupted", "the run stopped while this rollout was in progress",
+                return outcome.end(Ending.STOPPED, "interrupted", "the run stopped at once while this "
+                                   "rollout's tools ran: its answer is kept, and its tools run next run")
+            return outcome.end(Ending.STOPPED, "interrupted",
+                               "the run stopped while this rollout was in progress",
                                given_up=True)
         except Exception as e:  # a bug of ours: this rollout fails with the place, the run goes on
             where = traceback.extract_tb(e.__traceback__)[-1]
@@ -7074,7 +7299,8 @@ class RolloutRunner:
 
     async def _converse(self, o: Outcome) -> Outcome:
         base = self.body_for(o.job)[0]
-        if o.answered_last and _calls_pending(o.messages[-1]):  # saved as a stop came while its tools ran: they run first
+        # saved as a stop came while its tools ran: they run first
+        if o.answered_last and _calls_pending(o.messages[-1]):
             if o.turns >= self.max_turns:
                 return self._too_many_turns(o, o.turns)
             await self._answer_calls(o, o.messages[-1]["tool_calls"])
@@ -7096,8 +7322,8 @@ class RolloutRunner:
             if calls and turn >= self.max_turns:
                 return self._too_many_turns(o, turn)
             if completion.stop_now:  # it came whole as the run stopped at once: kept (Run.settle saves it)
-                return o.end(Ending.STOPPED, "interrupted", "the run stopped at once as this rollout's answer "
-                             "came: the answer is kept, and the rollout goes on from it next run")
+                return o.end(Ending.STOPPED, "interrupted", "the run stopped at once as this rollout's "
+                             "answer came: the answer is kept, and the rollout goes on from it next run")
             if calls:
                 await self._answer_calls(o, calls)
                 continue
@@ -7134,10 +7360,12 @@ class RolloutRunner:
             if isinstance(message.get("refusal"), str) and message["refusal"].strip():
                 return o.end(Ending.INCOMPLETE, "incomplete: refusal",
                              f"incomplete: the teacher refused on turn {turn}: {message['refusal']}")
-            return o.end(Ending.INCOMPLETE, "incomplete: empty answer", f"incomplete: empty answer on turn {turn}")
+            return o.end(Ending.INCOMPLETE, "incomplete: empty answer",
+                         f"incomplete: empty answer on turn {turn}")
         return o.end(Ending.FINISHED)
 
-    async def _tool_results(self, calls: list[dict], metadata: dict, allowed: tuple[str, ...] | None) -> list[dict]:
+    async def _tool_results(self, calls: list[dict], metadata: dict,
+                            allowed: tuple[str, ...] | None) -> list[dict]:
         if self.toolbox is None:
             return [{"role": "tool", "tool_call_id": call["id"], "content": "Error: no tools are available."}
                     for call in calls]
@@ -7147,11 +7375,14 @@ class RolloutRunner:
 # Sampling settings: how the next answer is drawn, not what the conversation is. Turns answered under another
 # temperature or answer length are still answers to exactly this conversation: they go on (the runs file and
 # the card say which values each run used).
-_SAMPLING_ONLY = frozenset({"temperature", "max_tokens", "max_completion_tokens", "top_p", "top_k", "min_p", "top_a",
+_SAMPLING_ONLY = frozenset({"temperature", "max_tokens", "max_completion_tokens", "top_p", "top_k", "min_p",
+                            "top_a",
                             "seed", "frequency_penalty", "presence_penalty", "repetition_penalty"})
 # What each part of a request is, for the summary's reason when it changed; --extra-body's own keys by name.
-_SETTING_NAMES = {"model": "the model (--model)", "tools": "the tools (tools.py, the MCP servers, the prompt's list)",
-                  "reasoning": "the reasoning settings", "provider": "the provider routing (--extra-body, --distillable)"}
+_SETTING_NAMES = {"model": "the model (--model)",
+                  "tools": "the tools (tools.py, the MCP servers, the prompt's list)",
+                  "reasoning": "the reasoning settings",
+                  "provider": "the provider routing (--extra-body, --distillable)"}
 
 
 @dataclass(frozen=True)
@@ -7159,7 +7390,8 @@ class RequestIdentity:
     """What a rollout's requests carry besides their messages, as far as it decides what the conversation is:
     a hash of each part (the model, tools, reasoning, each --extra-body key), so the reason a change begins
     saved turns again can name the part; not how answers are sampled (_SAMPLING_ONLY), nor whether they
-    stream, nor the context-compression plugin turned off. `legacy`: the hash releases before this one kept."""
+    stream, nor the context-compression plugin turned off. `legacy`: the hash releases before this one
+    kept."""
 
     parts: dict[str, str]
     legacy: str
@@ -7167,7 +7399,8 @@ class RequestIdentity:
     @classmethod
     def of(cls, body: dict) -> RequestIdentity:
         kept = {k: v for k, v in body.items() if k not in ("stream", "stream_options")
-                and not (k == "plugins" and v == [_NO_CONTEXT_COMPRESSION])}  # as before it was sent: the same
+                and not (k == "plugins"
+                         and v == [_NO_CONTEXT_COMPRESSION])}  # as before it was sent: the same
         parts = {k: _digest(v) for k, v in kept.items() if k not in _SAMPLING_ONLY}
         return cls(parts, _digest(kept))
 
@@ -7177,7 +7410,8 @@ class RequestIdentity:
 
     def changed(self, saved: dict) -> list[str]:
         """The parts that differ from these saved ones, by name."""
-        return [_SETTING_NAMES.get(name, f"--extra-body's {name!r}") for name in sorted(set(saved) | set(self.parts))
+        return [_SETTING_NAMES.get(name, f"--extra-body's {name!r}")
+                for name in sorted(set(saved) | set(self.parts))
                 if saved.get(name) != self.parts.get(name)]
 
 
@@ -7188,13 +7422,15 @@ def _digest(value: Any) -> str:
 # Why saved turns could not go on (RunSummary says how many of each): a rollout is its content, not its id.
 _PROMPT_CHANGED = "their prompt changed (its text, messages or the system prompt)"
 _PROMPT_UNCHECKED = "their prompt has its own id and their turns were saved by an earlier release, which kept no record of its text"
-_PROMPT_AMBIGUOUS = ("their prompt holds the ASCII control characters RS or US, and their turns were saved by an earlier "
-                    "release, whose record of a prompt could not tell such a text from other messages")
-_SETTINGS_UNNAMED = ("the model, tools, reasoning, --extra-body, --temperature or --max-tokens changed (their turns were "
-                    "saved by an earlier release, which kept no record of which)")
+_PROMPT_AMBIGUOUS = ("their prompt holds the ASCII control characters RS or US, and their turns were saved "
+                    "by an earlier release, whose record of a prompt could not tell such a text from other "
+                    "messages")
+_SETTINGS_UNNAMED = ("the model, tools, reasoning, --extra-body, --temperature or --max-tokens changed "
+                    "(their turns were saved by an earlier release, which kept no record of which)")
 
 
-def _why_saved_turns_cannot_go_on(saved: _SavedTurns, prompt: Prompt, identity: RequestIdentity) -> str | None:
+def _why_saved_turns_cannot_go_on(saved: _SavedTurns, prompt: Prompt,
+                                  identity: RequestIdentity) -> str | None:
     """Saved turns belong to exactly the messages and request settings that began them: None when these are
     those, else why not. Turns saved before the prompt's hash was kept go on when the id is the hash of the
     conversation (a prompt without an id of its own), since then the id says what the content was; turns saved
@@ -7217,7 +7453,8 @@ def _why_saved_turns_cannot_go_on(saved: _SavedTurns, prompt: Prompt, identity: 
 
 
 def _request_body_template(requests: RequestSettings, toolbox: ToolBox | None) -> dict:
-    body: dict = {"model": requests.model, "max_tokens": requests.max_tokens, "temperature": requests.temperature}
+    body: dict = {"model": requests.model, "max_tokens": requests.max_tokens,
+                  "temperature": requests.temperature}
     if toolbox is not None:
         # Tools go on every request of a rollout, also those carrying tool results (OpenRouter needs it).
         body["tools"] = toolbox.api_schemas()
@@ -7234,7 +7471,8 @@ def _request_body_template(requests: RequestSettings, toolbox: ToolBox | None) -
     plugins = requests.extra_body.get("plugins")
     if requests.no_compression and isinstance(plugins, list) and not any(
             isinstance(p, dict) and p.get("id") == "context-compression" for p in plugins):
-        body["plugins"] = [*plugins, _NO_CONTEXT_COMPRESSION]  # the user's plugins, and ours unless they chose
+        # the user's plugins, and ours unless they chose
+        body["plugins"] = [*plugins, _NO_CONTEXT_COMPRESSION]
     return body
 
 
@@ -7255,8 +7493,8 @@ def _message_text(message: dict) -> str:
 # Exactly-once resume rests on the line format, so one section owns it. A line of the output (and of
 # the rejected file) is {"metadata": {"prompt_id", "sample", <the prompt's metadata>, ...}, "messages": [...],
 # "tools": [...]}, one strict JSON object a line; a failed entry carries prompt_id and sample at its top.
-# RolloutKey.of_line is the one rule that says which rollout a line belongs to; LineReader the one way to read a
-# file of ours; replaced_atomically the one way to rewrite one.
+# RolloutKey.of_line is the one rule that says which rollout a line belongs to; LineReader the one way to read
+# a file of ours; replaced_atomically the one way to rewrite one.
 
 
 @dataclass(frozen=True)
@@ -7315,7 +7553,8 @@ def _failed_entry(outcome: Outcome, fmt: LineFormat, conversation: bool = True) 
     was paid for, and `conversation`) the conversation so far."""
     job = outcome.job
     entry = {"prompt_id": job.prompt.prompt_id, "sample": job.sample, "prompt": job.prompt.source,
-             "metadata": job.prompt.metadata, "kind": fmt.redact(outcome.label), "reason": fmt.redact(outcome.detail),
+             "metadata": job.prompt.metadata, "kind": fmt.redact(outcome.label),
+             "reason": fmt.redact(outcome.detail),
              "attempts": outcome.tries or outcome.turns, "status": outcome.status,
              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "usage": outcome.total_usage.to_json()}
     if outcome.paid and conversation:
@@ -7327,7 +7566,8 @@ def _dataset_messages(outcome: Outcome, keep_reasoning: bool, redact: Callable[[
     """The conversation as a dataset line holds it: the prompt's own messages exactly as given, then what
     the teacher and the tools wrote, with the key taken out of their texts (never out of keys or ids)."""
     given = len(outcome.job.prompt.messages)
-    return [_training_message(m, keep_reasoning) if i < given else redact(_training_message(m, keep_reasoning))
+    return [_training_message(m, keep_reasoning) if i < given
+            else redact(_training_message(m, keep_reasoning))
             for i, m in enumerate(outcome.messages)]
 
 
@@ -7375,7 +7615,8 @@ def encode_line(record: dict) -> bytes:
     try:
         return orjson.dumps(record) + b"\n"  # ~5x json.dumps, strict: lone surrogates refused
     except orjson.JSONEncodeError:  # also integers past 64 bits, which json writes exactly
-        return (json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n").encode("utf-8")
+        return (json.dumps(record, ensure_ascii=False, allow_nan=False,
+                           separators=(",", ":")) + "\n").encode("utf-8")
 
 
 def _metadata_keys_the_builder_adds() -> frozenset[str]:
@@ -7390,7 +7631,8 @@ def _metadata_keys_the_builder_adds() -> frozenset[str]:
 OUR_METADATA_KEYS = _metadata_keys_the_builder_adds()
 # How every line of ours starts (now, and as json.dumps wrote it before orjson): a torn or hand-edited
 # line that still starts so is one of ours, not a foreign file's.
-_OUR_PREFIXES = (encode_line({"metadata": {"prompt_id": ""}})[: -len(b'""}}\n')], b'{"metadata": {"prompt_id": ')
+_OUR_PREFIXES = (encode_line({"metadata": {"prompt_id": ""}})[: -len(b'""}}\n')],
+                 b'{"metadata": {"prompt_id": ')
 
 
 def dataset_records(path: Path) -> Iterator[dict | None]:
@@ -7424,7 +7666,8 @@ class LineFile:
         data = encode_line(record)
         try:
             if self._fd is None:
-                self._use(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644 & _mode_or_all(self.like)))
+                self._use(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                                  0o644 & _mode_or_all(self.like)))
             view = memoryview(data)
             while view:
                 written = os.write(self._fd, view)
@@ -7504,7 +7747,8 @@ class OutputFile(LineFile):
         """Read every line in full, strictly (orjson: ~400 MB/s, where json.loads manages ~115).
         Raise UsageError when the file is not ours: something else must not be rewritten. `prompt_ids`: also
         note which prompts have a line (--dedup and --decontaminate never drop them)."""
-        scan, reader, line_no = _OutputScan(prompt_ids=set() if prompt_ids else None), LineReader(self.path, chunk_size), 0
+        scan, reader, line_no = _OutputScan(prompt_ids=set() if prompt_ids else None), LineReader(self.path,
+                                                                                                  chunk_size), 0
         try:
             for lines in reader.batches():
                 before = len(scan.bad)
@@ -7512,7 +7756,8 @@ class OutputFile(LineFile):
                 line_no += len(lines)
                 if reader.unterminated is not None:
                     scan.tail = "cut" if len(scan.bad) > before else "complete"
-                    del scan.bad[before:]  # a torn last line is a crash's, not a hand edit: cut, not set aside
+                    # a torn last line is a crash's, not a hand edit: cut, not set aside
+                    del scan.bad[before:]
         except FileNotFoundError:
             return scan
         except OSError as e:
@@ -7521,24 +7766,26 @@ class OutputFile(LineFile):
         set_aside = [b for b in scan.bad if b.quarantine]
         if set_aside and not scan.ours:
             first = set_aside[0]
-            raise UsageError(f"{self.path}:{first.line_no}: {first.reason}, and no line of this file was written "
-                             "by this tool. Use another --output, or fix or remove that line.")
+            raise UsageError(f"{self.path}:{first.line_no}: {first.reason}, and no line of this file was "
+                             "written by this tool. Use another --output, or fix or remove that line.")
         return scan
 
     def _check_lines(self, lines: list[bytes], line_no: int, scan: _OutputScan) -> None:
-        # The hot loop of a resume over millions of lines: locals only, one parse per line, and RolloutKey.of_line's
-        # rule written out for an output line (calling it costs a quarter of the scan's speed); a test
-        # holds the two to the same answers on every shape of line.
+        # The hot loop of a resume over millions of lines: locals only, one parse per line, and
+        # RolloutKey.of_line's rule written out for an output line (calling it costs a quarter of the scan's
+        # speed); a test holds the two to the same answers on every shape of line.
         loads, done, bad, prompt_ids = orjson.loads, scan.done, scan.bad, scan.prompt_ids
         ours = 0
-        for line_no, line in enumerate(lines, line_no + 1):
+        first = line_no + 1
+        for line_no, line in enumerate(lines, first):
             try:
                 metadata = loads(line)["metadata"]
                 prompt_id, sample = metadata["prompt_id"], metadata["sample"]
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 self._classify_bad(line, line_no, scan)
                 continue
-            if type(prompt_id) is not str or type(sample) is not int or type(metadata.get("attempt", 1)) is not int:
+            if type(prompt_id) is not str or type(sample) is not int or type(metadata.get("attempt",
+                                                                                          1)) is not int:
                 self._classify_bad(line, line_no, scan)
                 continue
             key = hash((prompt_id, sample))  # RolloutKey.hashed, written out
@@ -7558,12 +7805,13 @@ class OutputFile(LineFile):
         try:
             orjson.loads(line)
         except orjson.JSONDecodeError:
-            scan.ours += line.startswith(_OUR_PREFIXES)  # a torn or edited line of ours still shows our prefix
+            # a torn or edited line of ours still shows our prefix
+            scan.ours += line.startswith(_OUR_PREFIXES)
             scan.bad.append(_BadLine(line_no, "not valid JSON (torn, or edited by hand)"))
             return
         where = f"{self.path}:{line_no}"
-        raise UsageError(f"{where}: has no metadata.prompt_id and sample, so it was not written by this tool. "
-                         "Use another --output, or remove the line.")
+        raise UsageError(f"{where}: has no metadata.prompt_id and sample, so it was not written by this "
+                         "tool. Use another --output, or remove the line.")
 
     # -- repairing -------------------------------------------------------------------------------
     def repair(self, scan: _OutputScan) -> list[str]:
@@ -7617,7 +7865,8 @@ class OutputFile(LineFile):
                     if line_no not in drop:
                         target.write(line + b"\n")  # repair() ended the file with a newline first
                     elif drop[line_no].quarantine:
-                        quarantine.append({"file": str(self.path), "line": line_no, "reason": drop[line_no].reason,
+                        quarantine.append({"file": str(self.path), "line": line_no,
+                                           "reason": drop[line_no].reason,
                                            "text": line.decode("utf-8", "replace")})
         except OSError as e:
             raise OutputError(self.path, e) from None
@@ -7635,7 +7884,8 @@ class RejectedFile(LineFile):
     rewards. Finished work: a re-run counts them (as tries spent, with --attempts) and does not pay again."""
 
     torn_end = 0  # bytes of a torn last line (a crash mid-write) that tries() found: cut_torn_end() cuts them
-    prompt_ids: frozenset[int] = frozenset()  # hashes of the prompt ids with a rejected line, found by tries()
+    # hashes of the prompt ids with a rejected line, found by tries()
+    prompt_ids: frozenset[int] = frozenset()
 
     def tries(self) -> collections.Counter:
         """Rejected lines per rollout key. A torn last line is not a try: its rollout runs again."""
@@ -7644,8 +7894,9 @@ class RejectedFile(LineFile):
         seen: set[int] = set()  # hashes of (prompt id, sample, attempt): a copy left by a crash counts once
         reader = LineReader(self.path)
         try:
-            for line, record in reader.records():
-                key = RolloutKey.of_line(record) if reader.unterminated is None else None  # a torn last line is not a try
+            for _, record in reader.records():
+                # a torn last line is not a try
+                key = RolloutKey.of_line(record) if reader.unterminated is None else None
                 if key is not None and hash(key) not in seen:
                     seen.add(hash(key))
                     counts[key.rollout] += 1
@@ -7673,7 +7924,8 @@ class _Rescored:
     reward_sum: float = 0.0
 
 
-async def _rescore(files: OutputPaths, min_reward: float | None, scorer: RewardScorer, output: OutputFile) -> int:
+async def _rescore(files: OutputPaths, min_reward: float | None, scorer: RewardScorer,
+                   output: OutputFile) -> int:
     """--rescore: score every line of the output and rejected files again with rewards.py and apply
     --min-reward, moving lines between the two files; nothing is sent. The files are replaced in an
     order that never loses a line: a crash in between leaves a moved line in both (the output wins)."""
@@ -7684,7 +7936,8 @@ async def _rescore(files: OutputPaths, min_reward: float | None, scorer: RewardS
     try:
         # The output is replaced last (the with-blocks close inner first): a crash in between leaves a
         # moved line in both files, which the next scan or rescore collapses (the output wins).
-        with replaced_atomically(files.output) as out, replaced_atomically(rejected_path, files.output) as rej:
+        with replaced_atomically(files.output) as out, replaced_atomically(rejected_path,
+                                                                           files.output) as rej:
             async for record, line in _rescored_lines(files.output, scorer, counts):
                 if record is not None and RolloutKey.of_line(record) in kept:
                     continue  # a second copy (a crash of an earlier --rescore): one is enough
@@ -7708,7 +7961,8 @@ async def _rescore(files: OutputPaths, min_reward: float | None, scorer: RewardS
         if moved_in:
             drop = set(moved_in)
             with replaced_atomically(rejected_path) as rej:
-                rej.writelines(line + b"\n" for line in LineReader(rejected_path).lines() if line + b"\n" not in drop)
+                rej.writelines(line + b"\n" for line in LineReader(rejected_path).lines() if line
+                               + b"\n" not in drop)
     except OSError as e:
         raise OutputError(e.filename and Path(e.filename) or files.output, e) from None
     counts.to_output = len(moved_in)
@@ -7730,10 +7984,12 @@ async def _rescored_lines(path: Path, scorer: RewardScorer, counts: _Rescored, b
     A line that is not one of ours comes back as (None, the line as it was)."""
     lines = LineReader(path).records()
     while chunk := list(itertools.islice(lines, batch)):
-        records = [record if RolloutKey.of_line(record) is not None and isinstance(record.get("messages"), list) else None
+        records = [record if RolloutKey.of_line(record) is not None and isinstance(record.get("messages"),
+                                                                                   list) else None
                    for _, record in chunk]
         scores = await asyncio.gather(*(
-            scorer.score({k: v for k, v in r["metadata"].items() if k not in OUR_METADATA_KEYS}, r["messages"])
+            scorer.score({k: v for k, v in r["metadata"].items() if k not in OUR_METADATA_KEYS},
+                         r["messages"])
             for r in records if r is not None))
         for record, (line, _), score in zip(records, chunk, _iter_scores(records, scores)):
             if record is None:
@@ -7807,7 +8063,8 @@ class PausedFile(LineFile):
     # -- the run's records -------------------------------------------------------------------------
 
     def begin(self, key: RolloutKey) -> None:
-        """The rollout begins from nothing (never saved, or its turns cannot go on): any chain it had is dead."""
+        """The rollout begins from nothing (never saved, or its turns cannot go on): any chain it had is
+        dead."""
         chain = self.chains.pop(key, None)
         if chain is not None:
             self.live_bytes -= chain.size
@@ -7869,8 +8126,10 @@ class PausedFile(LineFile):
 
     @staticmethod
     def prompts_with_turns(path: Path) -> frozenset[int]:
-        """The hashes of the ids of the prompts whose rollouts have turns saved here, not settled: paid for, so
-        --dedup and --decontaminate never drop them. A record that is not ours, or torn, counts for nothing."""
+        """The hashes of the ids of the prompts whose rollouts have turns saved here, not settled: paid for,
+        so
+        --dedup and --decontaminate never drop them. A record that is not ours, or torn, counts for
+        nothing."""
         live: set[RolloutKey] = set()
         try:
             for _, record in LineReader(path).records():
@@ -8023,8 +8282,10 @@ def _copy_records(source: Any, target: Any, places: list[tuple[int, int]]) -> di
     return moved
 
 
-def _copy_to_new_file(real: Path, temporary: Path, places: list[tuple[int, int]]) -> tuple[dict[int, int], int]:
-    """On a thread: the live records copied to the temporary file, flushed to disk; (where each went, size)."""
+def _copy_to_new_file(real: Path, temporary: Path, places: list[tuple[int, int]]) -> tuple[dict[int, int],
+                                                                                           int]:
+    """On a thread: the live records copied to the temporary file, flushed to disk; (where each went,
+    size)."""
     with open(real, "rb") as source, open(temporary, "wb") as target:
         moved = _copy_records(source, target, places)
         target.flush()
@@ -8050,7 +8311,8 @@ def _saved_said(record: dict, thorough: bool = True) -> int | None:
 def _said_as_we_save_it(message: dict) -> bool:
     """A saved message is what a teacher's checked answer (_parse_completion) or a tool result is."""
     if message.get("role") == "tool":
-        return isinstance(message.get("content"), str) and isinstance(message.get("tool_call_id"), (str, type(None)))
+        return isinstance(message.get("content"), str) and isinstance(message.get("tool_call_id"),
+                                                                      (str, type(None)))
     if message.get("role") != "assistant" or not isinstance(message.get("content"), (str, type(None))):
         return False
     try:
@@ -8075,14 +8337,18 @@ def _saved_turns(records: list[Any], prompt: list[dict]) -> _SavedTurns | None:
             messages += record["messages"]
     usage, turns, fingerprint = last.get("usage"), last.get("turns"), records[0].get("fingerprint")
     began = records[0].get("prompt") if isinstance(records[0].get("prompt"), str) else None
-    if _saved_said(records[0]) == _LEGACY:  # the whole conversation: the prompt's messages are there to compare
+    # the whole conversation: the prompt's messages are there to compare
+    if _saved_said(records[0]) == _LEGACY:
         began = content_hash(messages[:len(prompt)])
     settings = records[0].get("settings")
-    if settings is not None and not (isinstance(settings, dict) and all(isinstance(v, str) for v in settings.values())):
+    if settings is not None and not (isinstance(settings,
+                                                dict) and all(isinstance(v, str) for v in settings.values())):
         return None
-    if not (isinstance(usage, dict) and isinstance(turns, int) and turns > 0 and isinstance(fingerprint, str)):
+    if not (isinstance(usage, dict) and isinstance(turns, int) and turns > 0 and isinstance(fingerprint,
+                                                                                            str)):
         return None
-    if not (_is_final_answer(messages[-1]) or messages[-1].get("role") == "tool" or _calls_pending(messages[-1])):
+    if not (_is_final_answer(messages[-1]) or messages[-1].get("role") == "tool"
+            or _calls_pending(messages[-1])):
         return None  # not a point a rollout can go on from
     if not all(_said_as_we_save_it(m) for m in messages[len(prompt):]):
         return None  # edited: a message the line could not be built from ("tool_calls": 5)
@@ -8100,9 +8366,9 @@ def _saved_turns(records: list[Any], prompt: list[dict]) -> _SavedTurns | None:
 
 
 class RunsFile(LineFile):
-    """<output>.runs.jsonl: one record a run, appended as it starts: when, by which generator, on which prompts
-    file, with the settings that shape the data (teacher, sampling, tools, the gate). The dataset card is made
-    from it and the data files alone, so it is right after any number of resumes."""
+    """<output>.runs.jsonl: one record a run, appended as it starts: when, by which generator, on which
+    prompts file, with the settings that shape the data (teacher, sampling, tools, the gate). The dataset card
+    is made from it and the data files alone, so it is right after any number of resumes."""
 
     def record_start(self, record: dict) -> None:
         try:
@@ -8235,7 +8501,8 @@ def _arguments_object(arguments: Any) -> dict:
         value = json.loads(arguments) if isinstance(arguments, str) else arguments
     except ValueError:
         value = None
-    if not isinstance(value, dict):  # the teacher sent broken arguments; the tool said so, but no trainer takes it
+    # the teacher sent broken arguments; the tool said so, but no trainer takes it
+    if not isinstance(value, dict):
         raise _NotExportable("a tool call whose arguments are not a JSON object")
     return value
 
@@ -8246,8 +8513,8 @@ def _checked_arguments_text(arguments: Any) -> str:
 
 
 def _openai_record(record: dict, schemas: dict[str, dict]) -> dict:
-    """OpenAI's format has no metadata: a line cut short (--keep-incomplete) is marked the one way it can be, its
-    last answer at weight 0 (not trained on), so a cut answer is never learnt as a whole one."""
+    """OpenAI's format has no metadata: a line cut short (--keep-incomplete) is marked the one way it can be,
+    its last answer at weight 0 (not trained on), so a cut answer is never learnt as a whole one."""
     messages = []
     for message in record["messages"]:
         kept = {key: message[key] for key in _OPENAI_MESSAGE_KEYS.get(message["role"], ()) if key in message}
@@ -8277,8 +8544,8 @@ def _tool_schemas(record: dict, schemas: dict[str, dict]) -> dict:
 
 
 def _line_tool_names(record: dict) -> list[str]:
-    """The names a line's `tools` gives (none when it has no `tools`, or null); _NotExportable when it is not a
-    list of names (an edited or foreign line)."""
+    """The names a line's `tools` gives (none when it has no `tools`, or null); _NotExportable when it is not
+    a list of names (an edited or foreign line)."""
     names = record.get("tools")
     if names is None:
         return []
@@ -8295,7 +8562,8 @@ class _ExportResult:
     path: Path
     written: int = 0
     left_out: collections.Counter = field(default_factory=collections.Counter)  # reason -> lines
-    first_left_out: dict[str, str] = field(default_factory=dict)  # reason -> "file:line" of the first such line
+    # reason -> "file:line" of the first such line
+    first_left_out: dict[str, str] = field(default_factory=dict)
     unknown_tools: set[str] = field(default_factory=set)
     incomplete: int = 0  # lines cut short (--keep-incomplete) that were written
 
@@ -8310,10 +8578,11 @@ def _export_schemas(toolbox: ToolBox | None, saved: Path | None = None) -> dict[
 
 def _export_output(files: OutputPaths, fmt: str, schemas: dict[str, dict], scrub: Callable[[Any], Any]
                   ) -> _ExportResult:
-    """Rebuild <stem>.<fmt>.jsonl from the output, streaming; replaced whole only when complete. What the teacher
-    and the tools wrote goes through the one scrub (Secret.scrub) as it is written: what the format decodes (hf:
-    tool-call arguments as objects) may hold a secret the line held escaped, and a line of another release or
-    tool was never scrubbed. The prompt's messages and the metadata are the user's data: never touched."""
+    """Rebuild <stem>.<fmt>.jsonl from the output, streaming; replaced whole only when complete. What the
+    teacher and the tools wrote goes through the one scrub (Secret.scrub) as it is written: what the format
+    decodes (hf: tool-call arguments as objects) may hold a secret the line held escaped, and a line of
+    another release or tool was never scrubbed. The prompt's messages and the metadata are the user's data:
+    never touched."""
     output = files.output
     result = _ExportResult(files.export(fmt))
     convert = _EXPORTERS[fmt]
@@ -8333,7 +8602,8 @@ def _export_output(files: OutputPaths, fmt: str, schemas: dict[str, dict], scrub
                     continue
                 except (ValueError, KeyError, TypeError, AttributeError):
                     result.left_out["not a line of ours (torn or edited)"] += 1
-                    result.first_left_out.setdefault("not a line of ours (torn or edited)", f"{output}:{line_no}")
+                    result.first_left_out.setdefault("not a line of ours (torn or edited)",
+                                                     f"{output}:{line_no}")
                     continue
                 result.unknown_tools.update(name for name in names if name not in schemas)
                 target.write(orjson.dumps(exported) + b"\n")
@@ -8345,7 +8615,8 @@ def _export_output(files: OutputPaths, fmt: str, schemas: dict[str, dict], scrub
 
 
 def _answers_scrubbed(exported: dict, scrub: Callable[[Any], Any]) -> dict:
-    """An exported line with its messages from the first answer on through the scrub (a copy only if it cut)."""
+    """An exported line with its messages from the first answer on through the scrub (a copy only if it
+    cut)."""
     messages = exported["messages"]
     first = next((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "assistant"),
                  len(messages))
@@ -8363,8 +8634,8 @@ def _report_export(result: _ExportResult) -> str:
     for reason, count in result.left_out.items():
         text += f"; {_plural(count, 'line')} left out ({reason}; the first: {result.first_left_out[reason]})"
     if result.unknown_tools:
-        text += (f"; tools not in the tools file, left out of `tools`: {', '.join(sorted(result.unknown_tools))} "
-                 "(pass the --tools file the run used)")
+        text += ("; tools not in the tools file, left out of `tools`: "
+                 f"{', '.join(sorted(result.unknown_tools))} (pass the --tools file the run used)")
     return text + "."
 
 
@@ -8402,7 +8673,8 @@ class _CardFigures:
         metadata = _field_of_kind(record, "metadata", dict, problems)
         self.lines += 1
         model = metadata.get("model") or metadata.get("teacher") or "unknown"
-        self.models[model if isinstance(model, str) else _note(problems, "metadata.model is not a text", "?")] += 1
+        self.models[model if isinstance(model, str) else _note(problems, "metadata.model is not a text",
+                                                               "?")] += 1
         self.teachers[metadata["teacher"] if isinstance(metadata.get("teacher"), str) else None] += 1
         if metadata.get("provider"):
             self.providers[str(metadata["provider"])] += 1
@@ -8420,14 +8692,16 @@ class _CardFigures:
                 self.systems[message["content"]] += 1
             calls = message.get("tool_calls") or []
             if not isinstance(calls, list):
-                problems.append(f"messages[{i}].tool_calls is {_plain_value(calls)}, not a list: counted as no call")
+                problems.append(f"messages[{i}].tool_calls is {_plain_value(calls)}, not a list: counted as "
+                                "no call")
                 continue
             for call in calls:
                 self.tool_calls += 1
                 function = call.get("function") if isinstance(call, dict) else None
                 name = function.get("name") if isinstance(function, dict) else None
-                self.tools_used[name if isinstance(name, str) else _note(problems, f"messages[{i}] has a tool call "
-                                                                          "without a function name", "?")] += 1
+                self.tools_used[name if isinstance(name, str) else _note(problems, f"messages[{i}] has a "
+                                                                          "tool call without a function "
+                                                                          "name", "?")] += 1
         if problems:
             self.odd_lines += 1
             if len(self.odd) < 5:
@@ -8456,7 +8730,8 @@ class _CardFigures:
 
 
 def _field_of_kind(record: dict, name: str, kind: type, problems: list[str]) -> Any:
-    """record[name] when it is of `kind`; else an empty one, the problem noted (a missing one is no problem)."""
+    """record[name] when it is of `kind`; else an empty one, the problem noted (a missing one is no
+    problem)."""
     value = record.get(name)
     if isinstance(value, kind):
         return value
@@ -8477,7 +8752,8 @@ def _plain_value(value: Any) -> str:
 
 def _size_category(n: int) -> str:
     """The Hugging Face Hub's size_categories value for n rows."""
-    for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+    for bound, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                        (1_000_000, "100K<n<1M"),
                         (10_000_000, "1M<n<10M")):
         if n < bound:
             return name
@@ -8491,9 +8767,9 @@ def _fenced(text: str) -> str:
 
 
 def _quoted(value: Any) -> str:
-    """A value from a file (a model name, a provider, --extra-body, a date), quoted as data for one line of the
-    card, a table cell too: a code span, in which nothing is markup (no link, image, HTML or emphasis: the Hub
-    renders HTML), on one line, pipes escaped for tables, nothing past 200 characters."""
+    """A value from a file (a model name, a provider, --extra-body, a date), quoted as data for one line of
+    the card, a table cell too: a code span, in which nothing is markup (no link, image, HTML or emphasis: the
+    Hub renders HTML), on one line, pipes escaped for tables, nothing past 200 characters."""
     if value is None or isinstance(value, (bool, int, float)):  # a JSON number or constant holds no markup
         return json.dumps(value)
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
@@ -8507,7 +8783,8 @@ def _quoted(value: Any) -> str:
 
 
 def _escaped(text: str) -> str:
-    """Text as Markdown shows it as it is: every ASCII punctuation mark backslash-escaped (a file name as a title)."""
+    """Text as Markdown shows it as it is: every ASCII punctuation mark backslash-escaped (a file name as a
+    title)."""
     return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", " ".join(text.split()))
 
 
@@ -8518,13 +8795,15 @@ def _spent(cost: float, without_cost: int, lines: int, uncosted: int) -> str:
         return "an unknown amount (their usage.cost values add up past any real cost: edited or foreign lines)"
     if without_cost and without_cost == lines:
         return "an unknown amount (none of them carries a cost the teacher reported)"
-    left_out = [f"{_plural(without_cost, 'line')} that {'carries' if without_cost == 1 else 'carry'} no cost" if without_cost else "",
+    left_out = [f"{_plural(without_cost, 'line')} that {'carries' if without_cost == 1 else 'carry'} no cost"
+                if without_cost else "",
                 f"{_plural(uncosted, 'answer')} whose cost the teacher did not report" if uncosted else ""]
     left_out = [text for text in left_out if text]
     return f"${cost:.4f}" + (f" (not counting {' and '.join(left_out)}: unknown)" if left_out else "")
 
 
-_MOST_REAL_COST = 1e12  # USD: more than any run of this tool could spend; a sum past it comes from edited lines
+# USD: more than any run of this tool could spend; a sum past it comes from edited lines
+_MOST_REAL_COST = 1e12
 
 
 class _TeacherLicences:
@@ -8537,7 +8816,8 @@ class _TeacherLicences:
         for run in runs:
             teacher = run.get("teacher") if isinstance(run.get("teacher"), dict) else {}
             if isinstance(teacher.get("model"), str):
-                self.runs[teacher["model"]].append((teacher.get("licence"), teacher.get("distillable") is True))
+                self.runs[teacher["model"]].append((teacher.get("licence"),
+                                                    teacher.get("distillable") is True))
 
     def verdict(self, model: str | None) -> bool | None:
         """True or False when every run that asked the model found the same mark; None: not known."""
@@ -8552,85 +8832,101 @@ class _TeacherLicences:
                 "the model is **not** on OpenRouter's list of models whose authors allow training on their "
                 "outputs: check its terms before training on this data." if verdict is False else
                 "not known (no run that asked it is on record)." if not asked else
-                "not known (the models list could not tell, was not asked, or said different things in different "
-                "runs).")
+                "not known (the models list could not tell, was not asked, or said different things in "
+                "different runs).")
         routed = sum(distillable for _, distillable in asked)
         if routed:
-            text += (" Its requests were sent with `provider.enforce_distillable_text` (`--distillable`: routed only "
-                     "to such models)" + (" in every run that asked it." if routed == len(asked) else
-                                          f" in {routed} of the {len(asked)} runs that asked it, not in the others."))
+            text += (" Its requests were sent with `provider.enforce_distillable_text` (`--distillable`: "
+                     "routed only to such "
+                     "models)" + (" in every run that asked it." if routed == len(asked) else
+                                          f" in {routed} of the {len(asked)} runs that asked it, not in the "
+                                          "others."))
         return text
 
 
 def _hygiene_card(files: OutputPaths, runs: list[dict], quotes: _AnswerQuotes | None,
                   listed: _DroppedList) -> list[str]:
-    """What --dedup and --decontaminate dropped, how, against which files: from the dropped-prompts file (shards'
-    merged too), else the runs file; and, checked at this export, the answers quoting a benchmark item."""
+    """What --dedup and --decontaminate dropped, how, against which files: from the dropped-prompts file
+    (shards' merged too), else the runs file; and, checked at this export, the answers quoting a benchmark
+    item."""
     out = ["", "## Prompts removed before sending", ""]
     drops = collections.Counter(listed.dropped.values())
     headers = listed.headers
     if headers:
         header, merged = headers[-1], f" ({len(headers)} shards' lists merged)" if len(headers) > 1 else ""
-        dedup, bench = (part if isinstance(part, dict) else None for part in (header.get("dedup"), header.get("decontaminate")))
+        dedup, bench = (part if isinstance(part, dict) else None for part in (header.get("dedup"),
+                                                                              header.get("decontaminate")))
         prompts = max((h.get("prompts") for h in headers if type(h.get("prompts")) is int), default=None)
-        out += [f"Of the {_quoted(prompts)} prompts of {_quoted(header.get('prompts_file'))}, these were dropped before "
-                f"anything was sent, each listed in {_quoted(files.dropped.name)}{merged} with why:", ""]
+        out += [f"Of the {_quoted(prompts)} prompts of {_quoted(header.get('prompts_file'))}, these were "
+                f"dropped before anything was sent, each listed in {_quoted(files.dropped.name)}{merged} "
+                "with why:", ""]
         if dedup:
             q = collections.defaultdict(lambda: "null", {key: _quoted(value) for key, value in dedup.items()})
-            out += [f"- `--dedup`: {drops['duplicate']} repeating another prompt word for word (case, whitespace and "
-                    f"punctuation aside), {drops['near duplicate']} nearly: MinHash over the sets of words of prompts of "
-                    f"{q['near_from_words']} words or more, Jaccard at least {q['threshold']}, {q['num_perm']} permutations, "
-                    f"LSH of {q['bands']} bands x {q['rows']} rows, seed {q['seed']}, {q['library']} (algorithm "
-                    f"{q['algorithm']}). The first of each group stays, and so does a prompt paid for already."]
+            out += [f"- `--dedup`: {drops['duplicate']} repeating another prompt word for word (case, "
+                    f"whitespace and punctuation aside), {drops['near duplicate']} nearly: MinHash over the "
+                    f"sets of words of prompts of {q['near_from_words']} words or more, Jaccard at least "
+                    f"{q['threshold']}, {q['num_perm']} permutations, LSH of {q['bands']} bands x "
+                    f"{q['rows']} rows, seed {q['seed']}, {q['library']} (algorithm {q['algorithm']}). The "
+                    "first of each group stays, and so does a prompt paid for already."]
         if bench:
-            q = {key: _quoted(bench.get(key)) for key in ("ngram", "whole_items_from", "boilerplate_items", "field",
+            q = {key: _quoted(bench.get(key)) for key in ("ngram", "whole_items_from", "boilerplate_items",
+                                                          "field",
                                                            "boilerplate_ngrams_masked")}
-            out += [f"- `--decontaminate`: {drops['benchmark']} holding a benchmark item: {q['ngram']} words in a row in "
-                    f"common with one (items of {q['whole_items_from']} words or more but fewer than {q['ngram']} matched "
-                    f"whole, shorter ones only as the whole prompt; an n-gram of more than {q['boilerplate_items']} items "
-                    f"is boilerplate: {q['boilerplate_ngrams_masked']} left out, each item still matched by its own "
-                    f"words), the items' text in field {q['field']}, against:", "",
+            out += [f"- `--decontaminate`: {drops['benchmark']} holding a benchmark item: {q['ngram']} words "
+                    f"in a row in common with one (items of {q['whole_items_from']} words or more but fewer "
+                    f"than {q['ngram']} matched whole, shorter ones only as the whole prompt; an n-gram of "
+                    f"more than {q['boilerplate_items']} items is boilerplate: "
+                    f"{q['boilerplate_ngrams_masked']} left out, each item still matched by its own words), "
+                    f"the items' text in field {q['field']}, against:", "",
                     "| benchmark file | sha256 | items |", "|---|---|---|"]
             out += list(dict.fromkeys(
                 f"| {_quoted(f.get('name'))} | {_quoted(f.get('sha256'))} | {_quoted(f.get('items'))} |"
                 for h in headers if isinstance(h.get("decontaminate"), dict)
                 for f in h["decontaminate"].get("files") or () if isinstance(f, dict)))
-        out += ["", f"{_plural(len(listed.kept), 'prompt')} paid for already holding a benchmark item: kept, listed in "
-                "the same file."] if listed.kept else []
+        out += ["", f"{_plural(len(listed.kept), 'prompt')} paid for already holding a benchmark item: kept, "
+                "listed in the same file."] if listed.kept else []
     else:
         out += _hygiene_of_runs(files, runs)
     out += ["", "Answers quoting a benchmark item: " + (
         "not checked (`--export` with `--decontaminate FILE` checks them)." if quotes is None else
         f"not checked at this export: {_quoted(quotes.skipped)}." if quotes.skipped is not None else
-        f"{len(quotes.flagged)} of {_plural(quotes.lines, 'line')}, checked at this export with the same n-grams against "
-        + ", ".join(_quoted(f["name"]) + ("" if not quotes.changed_since(headers) else f" (sha256 {_quoted(f['sha256'])})")
+        f"{len(quotes.flagged)} of {_plural(quotes.lines, 'line')}, checked at this export with the same "
+        "n-grams against "
+        + ", ".join(_quoted(f["name"]) + ("" if not quotes.changed_since(headers) else " (sha256 "
+                                                                                       f"{_quoted(f['sha256'])})")
                     for f in quotes.benchmarks["files"])
         + f"; listed in {_quoted(files.quoting.name)} (flagged, not removed).")]
     return out
 
 
 def _hygiene_of_runs(files: OutputPaths, runs: list[dict]) -> list[str]:
-    """No dropped-prompts file: what the runs file recorded of the runs that used --dedup or --decontaminate, or
-    ran prompts an earlier one had dropped."""
-    told = [(run["hygiene"], _quoted(run.get("started"))) for run in runs if isinstance(run.get("hygiene"), dict)]
+    """No dropped-prompts file: what the runs file recorded of the runs that used --dedup or --decontaminate,
+    or ran prompts an earlier one had dropped."""
+    told = [(run["hygiene"], _quoted(run.get("started"))) for run in runs if isinstance(run.get("hygiene"),
+                                                                                        dict)]
     if not told:
-        return ["None: no run on record (" + _quoted(files.runs.name) + ") used `--dedup` or `--decontaminate`."
-                if runs else "Not recorded: no dropped-prompts file, and no runs file (made before runs were recorded)."]
+        return ["None: no run on record (" + _quoted(files.runs.name) + ") used `--dedup` or "
+                                                                        "`--decontaminate`."
+                if runs else "Not recorded: no dropped-prompts file, and no runs file (made before runs were "
+                             "recorded)."]
     return [f"No list of dropped prompts is here ({_quoted(files.dropped.name)}), but the runs file ("
             f"{_quoted(files.runs.name)}) records:", ""] + [
-        f"- the run of {when}, with neither flag, ran {_quoted(h['ran_listed'])} prompts an earlier run had dropped "
-        "(they are in the data now)" if "ran_listed" in h else
+        f"- the run of {when}, with neither flag, ran {_quoted(h['ran_listed'])} prompts an earlier run had "
+        "dropped (they are in the data now)" if "ran_listed" in h else
         f"- the run of {when}" + (f" (shard {_quoted(h['shard'])})" if h.get("shard") else "") + " used "
-        + " and ".join(flag for flag in ("`--dedup`", "`--decontaminate`") if h.get(flag.strip("`-"))) + " and dropped "
+        + " and ".join(flag for flag in ("`--dedup`",
+                                         "`--decontaminate`") if h.get(flag.strip("`-"))) + " and dropped "
         + (", ".join(f"{_quoted(n)} as {_quoted(why)}" for why, n in h["dropped"].items())
            if isinstance(h.get("dropped"), dict) and h["dropped"] else "none")
-        + f" of {_quoted(h.get('prompts'))} prompts of {_quoted(h.get('prompts_file'))}" for h, when in told] + [
+        + f" of {_quoted(h.get('prompts'))} prompts of {_quoted(h.get('prompts_file'))}"
+                                                            for h, when in told] + [
         "", "Where shards' outputs were merged into this one, merge their dropped-prompts files too "
         "(`cat train.shard-*-of-N.dropped.jsonl > train.dropped.jsonl`) for the list and its settings."]
 
 
 def _dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], runs: list[dict],
-                 quotes: _AnswerQuotes | None = None, listed: _DroppedList | None = None) -> tuple[str, list[str]]:
+                 quotes: _AnswerQuotes | None = None,
+                  listed: _DroppedList | None = None) -> tuple[str, list[str]]:
     """The dataset card of the hf export (the Hub's conventions: a YAML header naming the data file, its task,
     size and licence, then what the data is): what was asked of which teacher, with which tools and settings,
     what it cost and when. Made from the run's files alone: the output, the rejected and failed files, and the
@@ -8639,7 +8935,8 @@ def _dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], ru
     import yaml
 
     figures = _CardFigures()
-    for line_no, (_, record) in enumerate(LineReader(files.output).records() if files.output.is_file() else (), 1):
+    for line_no, (_, record) in enumerate(LineReader(files.output).records() if files.output.is_file()
+                                          else (), 1):
         if isinstance(record, dict):
             figures.count_line(record, f"{files.output}:{line_no}")
     for path, rejected in ((files.rejected, True), (files.failed, False)):
@@ -8649,29 +8946,34 @@ def _dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], ru
         (_quoted(part.get("file")), _quoted(part.get("sha256")), _quoted(part.get("rollouts")), _quoted(part.get("samples")))
         for part in (run.get("prompts") for run in runs) if isinstance(part, dict)))
     licences = _TeacherLicences(runs)
-    # No licence name is inferred: the teacher's terms decide. "other" where OpenRouter's list showed the model of
-    # every line as one whose author allows training on its outputs (terms of its own), "unknown" otherwise; no
-    # language, which nothing here knows.
+    # No licence name is inferred: the teacher's terms decide. "other" where OpenRouter's list showed the
+    # model of every line as one whose author allows training on its outputs (terms of its own), "unknown"
+    # otherwise; no language, which nothing here knows.
     allowed = figures.lines > 0 and all(licences.verdict(model) is True for model in figures.teachers)
-    header = {"configs": [{"config_name": "default", "data_files": [{"split": "train", "path": export.name}]}],
+    header = {"configs": [{"config_name": "default",
+                           "data_files": [{"split": "train", "path": export.name}]}],
               "license": "other" if allowed else "unknown",
               "task_categories": ["text-generation"], "size_categories": [_size_category(figures.lines)],
               "tags": ["synthetic", "distillation"] + (["tool-use"] if figures.tool_calls else [])}
     out = ["---", yaml.safe_dump(header, sort_keys=False).rstrip(), "---", "",
            f"# {_escaped(export.stem)}", "",
            f"{_plural(figures.lines, 'conversation')} of a teacher model solving prompts"
-           + (f" with tools ({figures.tool_calls} tool calls in {figures.turns} turns)" if figures.tool_calls else "")
-           + f", made by `generate_distillation_data.py` for supervised fine-tuning of a student. Chat format in "
-           f"`{_escaped(export.name)}` (`messages`, and `tools` with their JSON schemas), as TRL's `SFTTrainer` reads it.", ""]
+           + (f" with tools ({figures.tool_calls} tool calls in {figures.turns} turns)" if figures.tool_calls
+              else "")
+           + ", made by `generate_distillation_data.py` for supervised fine-tuning of a student. Chat "
+           f"format in `{_escaped(export.name)}` (`messages`, and `tools` with their JSON schemas), as TRL's "
+           "`SFTTrainer` reads it.", ""]
     if figures.incomplete:
-        out += [f"**{_plural(figures.incomplete, 'conversation')} {'was' if figures.incomplete == 1 else 'were'} cut "
-                "short** (kept with `--keep-incomplete`: cut by `--max-turns`, the answer-length limit or a content "
-                "filter), each marked in its `metadata.incomplete`; in an OpenAI export (`--export openai`, which "
-                "has no metadata) their last answer has `weight` 0, so it is not trained on.", ""]
+        out += [f"**{_plural(figures.incomplete, 'conversation')} "
+                f"{'was' if figures.incomplete == 1 else 'were'} cut short** (kept with `--keep-incomplete`: "
+                "cut by `--max-turns`, the answer-length limit or a content filter), each marked in its "
+                "`metadata.incomplete`; in an OpenAI export (`--export openai`, which has no metadata) "
+                "their last answer has `weight` 0, so it is not trained on.", ""]
     if figures.odd_lines:
-        out += [f"{_plural(figures.odd_lines, 'line')} of `{_escaped(files.output.name)}` {'holds' if figures.odd_lines == 1 else 'hold'} values "
-                "that are not what this tool writes (edited, or from another tool); they are counted here as far as "
-                "they can be. The first: " + "; ".join(_quoted(text) for text in figures.odd[:3]) + ".", ""]
+        out += [f"{_plural(figures.odd_lines, 'line')} of `{_escaped(files.output.name)}` "
+                f"{'holds' if figures.odd_lines == 1 else 'hold'} values that are not what this tool writes "
+                "(edited, or from another tool); they are counted here as far as they can be. The "
+                "first: " + "; ".join(_quoted(text) for text in figures.odd[:3]) + ".", ""]
     out += ["## What was asked", ""]
     if prompts_files:
         out += [f"- Prompts file{'s, one run after another' if len(prompts_files) > 1 else ''}: " + "; ".join(
@@ -8688,19 +8990,21 @@ def _dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], ru
         out += ["", "| provider that served it (the last answer of a line) | lines |", "|---|---|"] + \
             [f"| {_quoted(name)} | {count} |" for name, count in figures.providers.most_common(20)]
     out += ["", "## Licence", "",
-            "The teacher's terms (its author's, and its provider's) decide what may be done with these outputs; "
-            "this card names no licence of its own (`license: " + header["license"] + "`).", "",
-            "Teacher's licence, for each model asked (`--model`), as OpenRouter's models list showed it when the "
-            "runs that asked it began:", ""]
+            "The teacher's terms (its author's, and its provider's) decide what may be done with these "
+            "outputs; this card names no licence of its own (`license: " + header["license"] + "`).", "",
+            "Teacher's licence, for each model asked (`--model`), as OpenRouter's models list showed it when "
+            "the runs that asked it began:", ""]
     out += [f"- {_quoted(model or 'not recorded')} ({_plural(count, 'line')}): {licences.said(model)}"
             for model, count in figures.teachers.most_common(20)] + [""]
     out += ["## Tools", ""]
     used = sorted(set(figures.tools_used) | set(schemas))
     if used:
-        out += ["| tool | calls |", "|---|---|"] + [f"| {_quoted(name)} | {figures.tools_used[name]} |" for name in used]
+        out += ["| tool | calls |",
+                "|---|---|"] + [f"| {_quoted(name)} | {figures.tools_used[name]} |" for name in used]
         if schemas:
             out += ["", "Their schemas, as the teacher was given them:", "",
-                    _fenced(json.dumps([schemas[name] for name in sorted(schemas)], indent=1, ensure_ascii=False))]
+                    _fenced(json.dumps([schemas[name] for name in sorted(schemas)], indent=1,
+                                       ensure_ascii=False))]
     else:
         out += ["None: plain completions."]
     out += ["", "## Settings that shape the data", ""]
@@ -8726,13 +9030,13 @@ def _dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], ru
                 f"({figures.lines / tries:.0%}); {figures.rejected} rejected lines are in "
                 f"`{_escaped(files.rejected.name)}`." if tries else ""]
     out += _hygiene_card(files, runs, quotes, listed if listed is not None else _DroppedList())
-    unknown = (f"; the teacher reported no cost for {figures.uncosted} of their {figures.answers} answers, whose "
-               "cost is unknown and not counted" if figures.uncosted else "")
+    unknown = (f"; the teacher reported no cost for {figures.uncosted} of their {figures.answers} answers, "
+               "whose cost is unknown and not counted" if figures.uncosted else "")
     elsewhere = figures.rejected + figures.failed
     out += ["", "## Cost and when", "",
             f"- The conversations here ({_human_count(figures.prompt_tokens)} prompt and "
-            f"{_human_count(figures.completion_tokens)} completion tokens, as the teacher reported them{unknown}) cost "
-            f"{_spent(figures.cost, figures.without_cost, figures.lines, 0)}; "
+            f"{_human_count(figures.completion_tokens)} completion tokens, as the teacher reported "
+            f"them{unknown}) cost {_spent(figures.cost, figures.without_cost, figures.lines, 0)}; "
             + (f"besides them, rejected tries and failed rollouts on record ({elsewhere}) cost "
                f"{_spent(figures.cost_elsewhere, figures.without_cost_elsewhere, elsewhere, figures.uncosted_elsewhere)}."
                if elsewhere else "no rejected tries or failed rollouts are on record.")]
@@ -8740,8 +9044,10 @@ def _dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], ru
         started = [_quoted(run.get("started")) for run in runs]
         generators = list(dict.fromkeys(_quoted(run["generator"].get("sha256")) for run in runs
                                         if isinstance(run.get("generator"), dict)))
-        out += [f"- Made by {_plural(len(runs), 'run')}, started {started[0]}" + (f" to {started[-1]}" if len(runs) > 1 else "")
-                + f", by `generate_distillation_data.py` (sha256 {' then '.join(generators) or _quoted(None)})."]
+        out += [f"- Made by {_plural(len(runs), 'run')}, started {started[0]}"
+                + (f" to {started[-1]}" if len(runs) > 1 else "")
+                + ", by `generate_distillation_data.py` (sha256 "
+                  f"{' then '.join(generators) or _quoted(None)})."]
     notes = [f"{text}." for text in figures.odd]
     if figures.odd_lines > len(figures.odd):
         notes.append(f"... and {figures.odd_lines - len(figures.odd)} more lines of {files.output} like them.")
@@ -8787,10 +9093,12 @@ class Progress:
         if s.billed:
             # billed so far, plus the settled cost per finished rollout for each one still to finish
             projection = s.billed + s.usage.cost / finished * (self.total - self.finished) if finished else 0
-            spend = f", ${s.billed:.4f}" + (f" of ~${projection:.4f}" if finished else "") + saved  # one precision
+            # one precision
+            spend = f", ${s.billed:.4f}" + (f" of ~${projection:.4f}" if finished else "") + saved
         gate = ""
         if s.scored:
-            gate = f", reward {s.reward_sum / s.scored:.2f}" + (f", rejected {s.rejected}" if s.rejected else "")
+            gate = f", reward {s.reward_sum / s.scored:.2f}" + (f", rejected {s.rejected}" if s.rejected
+                                                                else "")
         pace = f", pace {self.limiter.pace:.3g}/s" if self.limiter.pace is not None else ""  # a metered key
         # --batch: no request limit to show, the batches instead
         sending = self.batches() or f"limit {int(self.limiter.limit)}{pace}, 429s {s.rate_limited}"
@@ -8863,63 +9171,68 @@ class RunSummary:
             lines.append(f"Not saved: {_plural(s.unsaved, 'finished rollout')} could not be written; "
                          "they run again next time.")
         if s.paused:
-            lines.append(f"Paused: {_plural(s.paused, 'rollout')} stopped between turns; their turns so far are "
-                         f"saved in {files.paused.name}, and the next run goes on from there (no answer is paid "
-                         "twice).")
+            lines.append(f"Paused: {_plural(s.paused, 'rollout')} stopped between turns; their turns so far "
+                         f"are saved in {files.paused.name}, and the next run goes on from there (no answer "
+                         "is paid twice).")
         if s.given_up:
-            named = ", ".join(s.given_up[:5]) + (f" and {len(s.given_up) - 5} more" if len(s.given_up) > 5 else "")
-            lines.append(f"Given up: {_plural(len(s.given_up), 'answer')} still coming when the "
-                         f"run stopped at once (--stop-timeout, or a second Ctrl-C): "
-                         f"{'prompt' if len(s.given_up) == 1 else 'prompts'} {named}. Their rollouts go on from their "
-                         "last saved turn next run, and those answers are paid again.")
+            named = ", ".join(s.given_up[:5]) + (f" and {len(s.given_up) - 5} more" if len(s.given_up) > 5
+                                                 else "")
+            lines.append(f"Given up: {_plural(len(s.given_up), 'answer')} still coming when the run stopped "
+                         "at once (--stop-timeout, or a second Ctrl-C): "
+                         f"{'prompt' if len(s.given_up) == 1 else 'prompts'} {named}. Their rollouts go on "
+                         "from their last saved turn next run, and those answers are paid again.")
         if self.started_over:
             why = "; ".join(f"{count} because {reason}" for reason, count in self.started_over.most_common())
             cost = self.started_over_cost
-            paid = (f" Their discarded turns had cost ${cost.cost:.4f} ({_plural(cost.requests, 'answer')}, paid by "
-                    "earlier runs), counted in their lines' usage." if cost.requests else "")
-            lines.append(f"Started over: {_plural(sum(self.started_over.values()), 'paused rollout')} began again from "
-                         f"their prompt, since their saved turns answered another request than this run's: {why}.{paid}")
+            paid = (f" Their discarded turns had cost ${cost.cost:.4f} ({_plural(cost.requests, 'answer')}, "
+                    "paid by earlier runs), counted in their lines' usage." if cost.requests else "")
+            lines.append(f"Started over: {_plural(sum(self.started_over.values()), 'paused rollout')} began "
+                         "again from their prompt, since their saved turns answered another request than "
+                         f"this run's: {why}.{paid}")
         if self.kept_beyond_attempts:
             tries = "a later try" if self.kept_beyond_attempts == 1 else f"{self.kept_beyond_attempts} later tries"
             lines.append(f"Kept: the saved turns of {tries} beyond --attempts {self.gate.attempts} (in "
-                         f"{files.paused.name}): not run now, and not lost; a run with a higher --attempts goes on "
-                         "from them.")
+                         f"{files.paused.name}): not run now, and not lost; a run with a higher --attempts "
+                         "goes on from them.")
         lines += self.tool_lines
         if self.kept_from_signed:
             lines.append(f"Not saved: the later turns of {_plural(self.kept_from_signed, 'rollout')}, whose "
-                         "teacher wrote a secret the run was handed (the API key or another) into signed reasoning "
-                         "(which must go back to it unchanged, and is never stored with the secret): if stopped, they "
-                         "resume from their last clean turn or begin again.")
-        cannot = min(pending, s.failure_reasons[_DOES_NOT_FIT])  # a re-run would pay the same turns, and fail again
+                         "teacher wrote a secret the run was handed (the API key or another) into signed "
+                         "reasoning (which must go back to it unchanged, and is never stored with the "
+                         "secret): if stopped, they resume from their last clean turn or begin again.")
+        # a re-run would pay the same turns, and fail again
+        cannot = min(pending, s.failure_reasons[_DOES_NOT_FIT])
         if pending > cannot:
             lines.append(f"Not done: {pending}. Re-run the same command to "
                          + ("retry the failed ones and " if self.remaining_failed else "") + "finish"
                          + (f" (all but the {cannot} below)." if cannot else "."))
         if cannot:
-            lines.append(f"Cannot finish as they are: {_plural(cannot, 'rollout')} whose conversation does not fit the "
-                         f"teacher's context (in {files.failed}); a re-run would pay for the same turns and fail the same "
-                         "way. Use a model with a longer context, or shorter rollouts (--max-turns, --max-tool-chars, "
-                         "--max-tokens), or take those prompts out.")
+            lines.append(f"Cannot finish as they are: {_plural(cannot, 'rollout')} whose conversation does "
+                         f"not fit the teacher's context (in {files.failed}); a re-run would pay for the "
+                         "same turns and fail the same way. Use a model with a longer context, or shorter "
+                         "rollouts (--max-turns, --max-tool-chars, --max-tokens), or take those prompts "
+                         "out.")
         lines.append(f"Time: {_human_duration(self.seconds)}; {s.requests} requests, "
                      f"{s.rate_limited} answered 429, {s.retries} retried")
         u = s.usage
         if u.prompt_tokens or u.completion_tokens or u.cost:
             per_sample = f" (${u.cost / s.written:.5f} per sample)" if s.written else ""
-            lines.append(f"Tokens: {_human_count(u.prompt_tokens)} prompt ({_human_count(u.cached_tokens)} cached, "
-                         f"{u.cached_share:.0%}), {_human_count(u.completion_tokens)} completion "
+            lines.append(f"Tokens: {_human_count(u.prompt_tokens)} prompt ({_human_count(u.cached_tokens)} "
+                         f"cached, {u.cached_share:.0%}), {_human_count(u.completion_tokens)} completion "
                          f"({_human_count(u.reasoning_tokens)} reasoning); cost ${u.cost:.4f}{per_sample}, "
                          "failed rollouts included")
         if u.cache_savings:
             effect = (f"saved ${u.cache_savings:.4f}" if u.cache_savings > 0 else
-                      f"cache writes cost ${-u.cache_savings:.4f} more than reads saved (too few turns reuse them)")
+                      f"cache writes cost ${-u.cache_savings:.4f} more than reads saved (too few turns reuse "
+                      "them)")
             lines.append(f"Prompt caching ({self.cache.why}): {effect}; without caching this run would "
                          f"have cost ${u.cost + u.cache_savings:.4f}")
         elif u.cached_tokens or self.cache.enabled:
             lines.append(f"Prompt caching: {self.cache.why}; {u.cached_share:.0%} of prompt tokens "
                          "read from cache")
         if s.cost_unknown:
-            lines.append(f"Cost: {_plural(s.cost_unknown, 'streamed answer')} ended before its usage came (cut or "
-                         "stalled), so what it cost is unknown and not counted above.")
+            lines.append(f"Cost: {_plural(s.cost_unknown, 'streamed answer')} ended before its usage came "
+                         "(cut or stalled), so what it cost is unknown and not counted above.")
         if s.uncosted:
             lines.append(f"Cost: {s.uncosted} of {s.answers} answers carried no usable cost; the spend shown "
                          "counts the costs that were reported.")
@@ -8932,12 +9245,13 @@ class RunSummary:
         s, gate = self.stats, self.gate
         text = f"Rewards: {s.scored} scored, mean reward {s.reward_sum / s.scored:.3f}"
         if gate.min_reward is not None:
-            text += (f"; passed --min-reward {gate.min_reward:g}: {s.passed_first}/{s.first_tries} on the first try"
+            text += (f"; passed --min-reward {gate.min_reward:g}: {s.passed_first}/{s.first_tries} on the "
+                     "first try"
                      + (f", {s.written}/{s.written + s.exhausted} overall" if gate.attempts > 1 else "")
                      + f"; {_plural(s.rejected, 'line')} to {self.files.rejected}")
             if s.written:
-                text += (f"; {s.scored / s.written:.2f} tries and ${s.usage.cost / s.written:.5f} per accepted "
-                         "sample")
+                text += (f"; {s.scored / s.written:.2f} tries and ${s.usage.cost / s.written:.5f} per "
+                         "accepted sample")
         return text
 
 
@@ -8964,9 +9278,11 @@ class Config:
     no_run: bool = False  # only make the --export/--report files from the existing files; send nothing
     dry_run: bool = False
     rescore: bool = False  # re-apply rewards.py and --min-reward to the output and rejected files
-    sources: dict[str, str] = field(default_factory=dict)  # setting -> where it came from (flag, config.yml, default)
+    # setting -> where it came from (flag, config.yml, default)
+    sources: dict[str, str] = field(default_factory=dict)
     project: _RnowProject | None = None  # config.yml, for `rnow run` after the run
-    scheduler: _SchedulerShard | None = None  # --shard auto: how the shard was found, what to note for the array
+    # --shard auto: how the shard was found, what to note for the array
+    scheduler: _SchedulerShard | None = None
 
     def settings_of(self, kind: type) -> Any:
         """The settings object of this kind (RequestSettings: self.requests)."""
@@ -8983,7 +9299,8 @@ _RECORDED_VIEWS: dict[str, Callable[[Any], Any]] = {
 
 
 def _recorded_settings(cfg: Config) -> dict[str, dict]:
-    """The settings marked `recorded`, by the part of a run's record that keeps them (_run_record adds the rest)."""
+    """The settings marked `recorded`, by the part of a run's record that keeps them (_run_record adds the
+    rest)."""
     parts: dict[str, dict] = {part: {} for part in RECORD_PARTS}
     for kind, name, how in recorded_fields():
         value = getattr(cfg.settings_of(kind), name)
@@ -9084,16 +9401,14 @@ def _build_arg_parser() -> argparse.ArgumentParser:
         prog="generate_distillation_data.py",
         description="Run a teacher model with tools on every prompt and save the full conversations "
         "as an SFT dataset (chat JSONL, one conversation a line). Re-run the same command to resume.",
-        epilog="examples:\n"
-        "  python generate_distillation_data.py prompts.jsonl --tools tools.py\n"
-        "  python generate_distillation_data.py questions.txt --tools none -m openai/gpt-4o -c 50\n"
-        "  python generate_distillation_data.py prompts.jsonl --rewards rewards.py --min-reward 1 --attempts 3 "
-        "--max-cost 20\n"
-        "  python generate_distillation_data.py prompts.jsonl --export hf,openai --report --no-run\n"
-        "  python generate_distillation_data.py prompts.jsonl --base-url http://localhost:8000/v1 -m Qwen/Qwen3-8B\n"
-        "\nexit codes: 0 every prompt is in the output (but those --dedup or --decontaminate dropped), 1 some "
-        "failed or were not run "
-        "(see the .failed.jsonl file; re-run to retry them), 2 usage or input error, 130 interrupted.",
+        epilog="examples:\n  python generate_distillation_data.py prompts.jsonl --tools tools.py\n  python "
+        "generate_distillation_data.py questions.txt --tools none -m openai/gpt-4o -c 50\n  python "
+        "generate_distillation_data.py prompts.jsonl --rewards rewards.py --min-reward 1 --attempts 3 "
+        "--max-cost 20\n  python generate_distillation_data.py prompts.jsonl --export hf,openai --report "
+        "--no-run\n  python generate_distillation_data.py prompts.jsonl --base-url http://localhost:8000/v1 "
+        "-m Qwen/Qwen3-8B\n\nexit codes: 0 every prompt is in the output (but those --dedup or "
+        "--decontaminate dropped), 1 some failed or were not run (see the .failed.jsonl file; re-run to "
+        "retry them), 2 usage or input error, 130 interrupted.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_run_flags(parser.add_argument)
@@ -9109,19 +9424,22 @@ def _build_arg_parser() -> argparse.ArgumentParser:
 
 def _add_run_flags(add: Callable[..., argparse.Action]) -> None:
     """The prompts, the output, the tools file, the teacher model and how much of it at once."""
-    add("input", type=Path, help="prompts file: .txt (one prompt a line) or .jsonl ({\"prompt\": ...} a line)")
+    add("input", type=Path,
+        help="prompts file: .txt (one prompt a line) or .jsonl ({\"prompt\": ...} a line)")
     add("-o", "--output", type=Path, default=None,
         help="output JSONL; {shard} in the name becomes I-of-N "
         f"(default: {default(OutputPaths, 'output')})")
     add("-t", "--tools", default=str(default(ToolSettings, "file")),
         help="tools file, or 'none' for plain completions (default: %(default)s)")
-    add("-m", "--model", default=default(RequestSettings, "model"), help="teacher model (default: %(default)s)")
+    add("-m", "--model", default=default(RequestSettings, "model"),
+        help="teacher model (default: %(default)s)")
     add("-s", "--system", default=None, help="system prompt put before every prompt")
     add("-n", "--num", type=_positive_int, default=None, help="use only the first N prompts of the file")
     add("-c", "--concurrency", type=_positive_int, default=default(TeacherSettings, "concurrency"),
         help="most requests in flight; the teacher's own cap and rate are learned from its 429s under it "
         "(default: %(default)s)")
-    add("--start-concurrency", type=_positive_int, default=default(TeacherSettings, "start_concurrency"), metavar="N",
+    add("--start-concurrency", type=_positive_int, default=default(TeacherSettings, "start_concurrency"),
+        metavar="N",
         help="requests in flight at the start, doubling with each round the teacher takes, up to -c "
         "(slow start; default: %(default)s; set it to -c to start at full speed)")
     add("--max-tokens", type=_positive_int, default=default(RequestSettings, "max_tokens"),
@@ -9136,7 +9454,8 @@ def _add_run_flags(add: Callable[..., argparse.Action]) -> None:
 
 
 def _add_teacher_api_flags(add: Callable[..., argparse.Action]) -> None:
-    """The teacher's API: where requests go, how long they may take, how often they are retried; reasoning, caching, --batch."""
+    """The teacher's API: where requests go, how long they may take, how often they are retried; reasoning,
+    caching, --batch."""
     add("--base-url", default=None,
         help=f"OpenAI-compatible API base; env OPENROUTER_BASE_URL (default: "
         f"{default(TeacherSettings, 'base_url')})")
@@ -9151,8 +9470,8 @@ def _add_teacher_api_flags(add: Callable[..., argparse.Action]) -> None:
     add("--stall-timeout", type=_positive_float, default=default(TeacherSettings, "stall_timeout"),
         metavar="SECONDS",
         help="a streamed answer that sends no data for this long, or does not even begin, is retried "
-        "(comments that only keep the connection open do not count); long enough for models that think silently "
-        "(default: %(default)g)")
+        "(comments that only keep the connection open do not count); long enough for models that think "
+        "silently (default: %(default)g)")
     add("--stop-timeout", type=_positive_float, default=default(TeacherSettings, "stop_timeout"),
         metavar="SECONDS",
         help="at Ctrl-C or SIGTERM, seconds the answers in flight are waited for; past it they are "
@@ -9269,7 +9588,8 @@ def _add_tool_flags(add: Callable[..., argparse.Action]) -> None:
 def parse_config(argv: list[str] | None) -> Config:
     args = _build_arg_parser().parse_args(argv)
     _load_dotenv_file()
-    base_url = (args.base_url or os.environ.get("OPENROUTER_BASE_URL") or default(TeacherSettings, "base_url")).rstrip("/")
+    base_url = (args.base_url or os.environ.get("OPENROUTER_BASE_URL") or default(TeacherSettings,
+                                                                                  "base_url")).rstrip("/")
     if urlparse(base_url).scheme not in ("http", "https"):
         raise UsageError(f"--base-url must start with http:// or https://, got {_display_url(base_url)!r}")
     api_key = os.environ.get("OPENROUTER_API_KEY") or None
@@ -9297,27 +9617,31 @@ def parse_config(argv: list[str] | None) -> Config:
     if args.no_run and args.dry_run:
         raise UsageError("use either --no-run or --dry-run, not both")
     if args.rescore and (args.dedup or args.decontaminate):
-        raise UsageError("--dedup and --decontaminate choose the prompts to send, and --rescore sends nothing; "
-                         "use them without --rescore")
+        raise UsageError("--dedup and --decontaminate choose the prompts to send, and --rescore sends "
+                         "nothing; use them without --rescore")
     if api_key is None and _is_openrouter(base_url) and not (args.no_run or args.rescore):
         raise UsageError("OPENROUTER_API_KEY is not set. Put it in a .env file here (see .env.example) "
                          "or export it; a key is optional only for a local --base-url.")
     rollout, project = _read_rollout_config(args.config)
     settings = _SettingSources(rollout)
-    max_turns = settings.pick("max_turns", args.max_turns, "--max-turns", default(RequestSettings, "max_turns"),
+    max_turns = settings.pick("max_turns", args.max_turns, "--max-turns",
+                              default(RequestSettings, "max_turns"),
                               _positive_int)
-    tool_timeout = settings.pick("tool_timeout", args.tool_timeout, "--tool-timeout", default(ToolSettings, "timeout"),
+    tool_timeout = settings.pick("tool_timeout", args.tool_timeout, "--tool-timeout",
+                                 default(ToolSettings, "timeout"),
                                  _positive_float)
     reward_timeout = settings.pick("reward_timeout", args.reward_timeout, "--reward-timeout",
                                    default(GateSettings, "reward_timeout"), _positive_float)
     max_tool_chars = settings.pick("max_tool_response", args.max_tool_chars, "--max-tool-chars",
-                                   default(ToolSettings, "max_chars"), lambda tokens: _positive_int(tokens) * _CHARS_PER_TOKEN)
+                                   default(ToolSettings, "max_chars"),
+                                   lambda tokens: _positive_int(tokens) * _CHARS_PER_TOKEN)
     reasoning_mode = settings.pick("reasoning_mode", args.reasoning_effort, "--reasoning-effort", None,
                                    _reasoning_mode_value)
-    mcp_urls = settings.pick("mcp_url", args.mcp, "--mcp", [], lambda v: [v] if isinstance(v, str) else list(v))
+    mcp_urls = settings.pick("mcp_url", args.mcp, "--mcp", [],
+                             lambda v: [v] if isinstance(v, str) else list(v))
     if reasoning_mode and args.reasoning_max_tokens:
-        raise UsageError("use either --reasoning-effort (or config.yml's reasoning_mode) or --reasoning-max-tokens, "
-                         "not both")
+        raise UsageError("use either --reasoning-effort (or config.yml's reasoning_mode) or "
+                         "--reasoning-max-tokens, not both")
     reasoning = (_reasoning_request(reasoning_mode) if reasoning_mode
                  else {"max_tokens": args.reasoning_max_tokens} if args.reasoning_max_tokens else None)
     tools_path = None if args.tools.lower() == "none" else Path(args.tools)
@@ -9325,10 +9649,11 @@ def parse_config(argv: list[str] | None) -> Config:
     if tools_path is not None and not tools_path.is_file() and mcp_urls and tools_by_default:
         tools_path = None  # tools only from MCP servers: no tools.py needed
     if tools_path is not None and not tools_path.is_file():
-        raise UsageError(f"tools file {tools_path} not found. Pass --tools PATH, or --tools none to run without tools.")
+        raise UsageError(f"tools file {tools_path} not found. Pass --tools PATH, or --tools none to run "
+                         "without tools.")
     if args.output is not None and "{shard}" in str(args.output) and not args.shard:
-        raise UsageError(f"--output {args.output}: {{shard}} stands for a shard (I-of-N), and this run has none. Add "
-                         "--shard I/N (or auto), or name the output without it.")
+        raise UsageError(f"--output {args.output}: {{shard}} stands for a shard (I-of-N), and this run has "
+                         "none. Add --shard I/N (or auto), or name the output without it.")
     scheduler = _scheduler_shard(args.shard[1], os.environ, _shard_pattern(args.output, args.shard)) \
         if args.shard and args.shard[0] == "auto" else None
     shard = scheduler.shard if scheduler is not None else args.shard
@@ -9338,22 +9663,28 @@ def parse_config(argv: list[str] | None) -> Config:
     files = OutputPaths(output)
     ours = {path.resolve(): path for path in (files.failed, files.rejected, files.quarantine, files.paused)}
     if (same := ours.get(args.input.resolve())) is not None:  # this run rewrites and deletes that file
-        raise UsageError(f"{args.input}: the prompts file is this run's own {same.name}, which the run rewrites as "
-                         "rollouts settle. To retry failed prompts, re-run the command with the original prompts "
-                         f"file (failed ones are retried); or copy it (cp {same} retry.jsonl) and pass the copy.")
-    _check_regular_file(args.input, "the prompts file", "read once to plan the run and again as its rollouts start",
+        raise UsageError(f"{args.input}: the prompts file is this run's own {same.name}, which the run "
+                         "rewrites as rollouts settle. To retry failed prompts, re-run the command with the "
+                         f"original prompts file (failed ones are retried); or copy it (cp {same} "
+                         "retry.jsonl) and pass the copy.")
+    _check_regular_file(args.input, "the prompts file",
+                        "read once to plan the run and again as its rollouts start",
                        "Save it to a file first, and pass that.")
     _check_regular_file(output, "the output file", instead="Pass another --output.")
     for path, what in files.side_files.items():  # before anything is read or sent: a FIFO would hang the run
         _check_regular_file(path, what)
-    secret = _Secret(api_key, _handed_secrets(extra_body, [base_url], [u for u in map(str, mcp_urls) if "://" in u]))
+    secret = _Secret(api_key, _handed_secrets(extra_body, [base_url],
+                                              [u for u in map(str, mcp_urls) if "://" in u]))
     return Config(
-        prompts=PromptSettings(input=args.input, system=args.system, num=args.num, shard=shard, samples=args.samples,
+        prompts=PromptSettings(input=args.input, system=args.system, num=args.num, shard=shard,
+                               samples=args.samples,
                                text_only=args.batch),
         teacher=TeacherSettings(base_url=base_url, secret=secret, concurrency=args.concurrency,
-                                start_concurrency=args.start_concurrency, timeout=args.timeout, retries=args.retries,
+                                start_concurrency=args.start_concurrency, timeout=args.timeout,
+                                retries=args.retries,
                                 backoff=args.backoff, max_answer_bytes=int(args.max_answer_mb * MB),
-                                stall_timeout=args.stall_timeout, stop_timeout=args.stop_timeout, batch=args.batch,
+                                stall_timeout=args.stall_timeout, stop_timeout=args.stop_timeout,
+                                batch=args.batch,
                                 batch_poll=args.batch_poll),
         requests=RequestSettings(model=args.model, max_tokens=args.max_tokens, max_turns=max_turns,
                                  temperature=args.temperature, reasoning=reasoning,
@@ -9363,12 +9694,14 @@ def parse_config(argv: list[str] | None) -> Config:
         tools=ToolSettings(file=tools_path, timeout=tool_timeout, concurrency=args.tool_concurrency,
                            max_chars=max_tool_chars, mcp=tuple(McpSpec(str(u)) for u in mcp_urls)),
         gate=GateSettings(rewards=args.rewards, reward_timeout=reward_timeout, min_reward=args.min_reward,
-                          attempts=args.attempts, keep_incomplete=args.keep_incomplete, max_cost=args.max_cost),
+                          attempts=args.attempts, keep_incomplete=args.keep_incomplete,
+                          max_cost=args.max_cost),
         line=LineFormat(teacher=args.model, keep_reasoning=not args.no_reasoning,
                         numbered_attempts=args.attempts > 1, redact=secret.scrub),
         files=files, hygiene=_HygieneSettings(dedup=args.dedup, threshold=args.dedup_threshold,
                                              benchmarks=tuple(args.decontaminate or ()),
-                                             text_field=args.decontaminate_field, ngram=args.decontaminate_ngram),
+                                             text_field=args.decontaminate_field,
+                                              ngram=args.decontaminate_ngram),
         export=args.export, report=args.report, no_run=args.no_run, dry_run=args.dry_run,
         rescore=args.rescore, sources=settings.sources, project=project, scheduler=scheduler,
     )
@@ -9400,14 +9733,16 @@ class Plan:
     pending_repeats: array.array = field(default_factory=lambda: array.array("q"))
     pending_lines: array.array = field(default_factory=lambda: array.array("q"))
     pending_ids: array.array = field(default_factory=lambda: array.array("q"))
-    tool_lines: dict[str, int] = field(default_factory=dict)  # each name in a prompt's "tools": its first line
-    # --dedup, --decontaminate: rollouts dropped before anything is sent (a fifth ending: not counted in total),
-    # the ids of their prompts in this shard, and what the whole file's check found
+    # each name in a prompt's "tools": its first line
+    tool_lines: dict[str, int] = field(default_factory=dict)
+    # --dedup, --decontaminate: rollouts dropped before anything is sent (a fifth ending: not counted in
+    # total), the ids of their prompts in this shard, and what the whole file's check found
     dropped: int = 0
     dropped_ids: list[str] = field(default_factory=list)
     hygiene: Hygiene | None = None
     prompts_in_file: int = 0  # counted only for a shard that holds none: every shard's prompts
-    ran_listed: set[str] = field(default_factory=set)  # without the flags: prompts an earlier run listed as dropped
+    # without the flags: prompts an earlier run listed as dropped
+    ran_listed: set[str] = field(default_factory=set)
 
     # Made by _make_plan, one rollout at a time (add, leave_out, holds_none), then told by the run what it
     # finished (finish, reject): only these write the plan's fields, and everyone reads them.
@@ -9463,9 +9798,9 @@ class Plan:
         known = toolbox.tools if toolbox is not None else {}
         for name, line_no in self.tool_lines.items():
             if name not in known:
-                raise UsageError(f"{prompts_file}:{line_no}: \"tools\" names {name!r}, which is not a tool here "
-                                 f"(tools: {', '.join(known) or 'none'}). Fix the line, or add the tool to tools.py "
-                                 "or an MCP server.")
+                raise UsageError(f"{prompts_file}:{line_no}: \"tools\" names {name!r}, which is not a tool "
+                                 f"here (tools: {', '.join(known) or 'none'}). Fix the line, or add the tool "
+                                 "to tools.py or an MCP server.")
 
     @property
     def pending(self) -> int:
@@ -9491,14 +9826,17 @@ def _make_plan(prompts: PromptSettings, attempts: int, finished: set[int],
     """Read and validate the whole prompts file before anything is sent or written. `dropped`: the prompt ids
     --dedup and --decontaminate drop (their rollouts not yet finished are the plan's `dropped`); `listed`: the
     ones an earlier run's dropped-prompts file lists, which a run without the flags runs (`ran_listed`)."""
-    plan = Plan(total=0, finished_before=0, finished=finished, rejected_tries=rejected_tries or collections.Counter(),
+    plan = Plan(total=0, finished_before=0, finished=finished,
+                rejected_tries=rejected_tries or collections.Counter(),
                 hygiene=hygiene)
     for job in iter_jobs(prompts):
-        if dropped and job.prompt.prompt_id in dropped and job.key not in plan.finished:  # () without the flags
+        # () without the flags
+        if dropped and job.prompt.prompt_id in dropped and job.key not in plan.finished:
             plan.leave_out(job)
         else:
             plan.add(job, attempts, listed)
-    if plan.total == plan.dropped == 0:  # a shard may hold none: it is done, and says why (its share of how many)
+    # a shard may hold none: it is done, and says why (its share of how many)
+    if plan.total == plan.dropped == 0:
         in_file = _count_prompts(prompts) if prompts.shard else 0
         if not in_file:
             raise UsageError(f"{prompts.input}: no prompts found")
@@ -9527,10 +9865,12 @@ def _batch_size(cfg: Config) -> int:
 
 
 @contextlib.contextmanager
-def _opening_mcp_servers(files: OutputPaths, redact: Callable[[str], str], keep: bool = True) -> Iterator[None]:
+def _opening_mcp_servers(files: OutputPaths, redact: Callable[[str], str],
+                         keep: bool = True) -> Iterator[None]:
     """The MCP log (what stdio servers write to their stderr, the SDK's own lines), made for the servers'
     opening, as private as the output. An opening that is refused (exit 2: nothing written) leaves no log it
-    made: what the servers wrote there is said in the error instead. `keep` False (--dry-run): it goes anyway."""
+    made: what the servers wrote there is said in the error instead. `keep` False (--dry-run): it goes
+    anyway."""
     log = files.mcp_log
     made = not log.exists()
     _create_like(log, files.output)
@@ -9575,30 +9915,38 @@ class Run:
         self.batches: BatchQueue | None = None
         self.progress = Progress(plan.total, plan.finished_before, self.stats, self.limiter,
                                  lambda: self.batches.status() if self.batches else "")
-        # In batch mode the cap sizes each batch before it goes (BatchQueue asks it), and hears of billing there.
-        cap = SpendCap(cfg.gate.max_cost, self.stats, self.progress.log, lambda reason: self.stop(reason, now=False),
+        # In batch mode the cap sizes each batch before it goes (BatchQueue asks it), and hears of billing
+        # there.
+        cap = SpendCap(cfg.gate.max_cost, self.stats, self.progress.log,
+                       lambda reason: self.stop(reason, now=False),
                        lambda: self.limiter.in_flight) if cfg.gate.max_cost is not None else None
         if cfg.teacher.batch:
             record = BatchRecord(cfg.files.batches, cfg.files.output, self.progress.log)
             self.batches = BatchQueue(cfg.teacher, cfg.requests.model, _batch_size(cfg), record, self.stats,
-                                      self.stopping, self.progress.log, cap, _most_answer_tokens(cfg.requests))
+                                      self.stopping, self.progress.log, cap,
+                                      _most_answer_tokens(cfg.requests))
         self.failed = FailedFile(cfg.files.failed, like=cfg.files.output)
-        self.failed_now: set[RolloutKey] = set()  # tries that failed in this run: they begin again from scratch
+        # tries that failed in this run: they begin again from scratch
+        self.failed_now: set[RolloutKey] = set()
         self.rejected = RejectedFile(cfg.files.rejected, like=cfg.files.output)
         self.client = TeacherClient(cfg.teacher, self.limiter, self.stats, self.batches)
-        self.pool_has_room = asyncio.Event()  # set when a rollout ends (or the run stops): the feeder may start one
+        # set when a rollout ends (or the run stops): the feeder may start one
+        self.pool_has_room = asyncio.Event()
         self.cache = cache_plan(cfg.requests, cfg.teacher.base_url, cfg.teacher.batch)
         self.paused = PausedFile(cfg.files.paused, cfg.line.redact, like=cfg.files.output)
-        self.runner = RolloutRunner(cfg.requests, self.cache, self.client, toolbox, self.stopping, self.paused)
+        self.runner = RolloutRunner(cfg.requests, self.cache, self.client, toolbox, self.stopping,
+                                    self.paused)
         if cap is not None:
             self.client.on_answer = cap.check
         self.tasks: set[asyncio.Task] = set()
         self.interrupted = False
         self.stop_timeout = cfg.teacher.stop_timeout
-        self._give_up_timer: asyncio.TimerHandle | None = None  # at a signal: the answers in flight are waited for until then
+        # at a signal: the answers in flight are waited for until then
+        self._give_up_timer: asyncio.TimerHandle | None = None
         self.stop_reason: str | None = None  # why the run stopped early (not a Ctrl-C): the summary says
         self.tools_down_in_a_row = 0  # rollouts failed in a row by a tool that said it is unavailable
-        self.kept_beyond_attempts = 0  # paused tries this run's --attempts does not reach (kept, _load_paused)
+        # paused tries this run's --attempts does not reach (kept, _load_paused)
+        self.kept_beyond_attempts = 0
         self._closed_unstarted = False
         self.started = time.monotonic()
 
@@ -9610,7 +9958,8 @@ class Run:
                 with _opening_mcp_servers(self.files, self.line.redact):
                     try:
                         mcp_tools = await self.toolbox.open_mcp(self.files.mcp_log)
-                        self.plan.check_tools(self.prompts.input, self.toolbox)  # MCP tools are known only now
+                        # MCP tools are known only now
+                        self.plan.check_tools(self.prompts.input, self.toolbox)
                     except BaseException:
                         await self._close_unstarted()  # before the log goes: closing may still write to it
                         raise
@@ -9638,7 +9987,8 @@ class Run:
                 self._give_up_timer.cancel()
             self.progress.close()
             await self.client.aclose()
-            if self.batches is not None:  # its record is kept while any rollout could still ask for its answers
+            # its record is kept while any rollout could still ask for its answers
+            if self.batches is not None:
                 await self.batches.aclose(self._may_ask_again)
             if self.toolbox:
                 await self.toolbox.aclose()
@@ -9707,7 +10057,8 @@ class Run:
         except Exception as e:  # a bug of ours in scoring: the paid answer is never lost for a score
             where = traceback.extract_tb(e.__traceback__)[-1]
             outcome.score = _Score({}, 0.0, {"(scoring)": self.line.redact(
-                f"internal error: {type(e).__name__}: {e} ({Path(where.filename).name}:{where.lineno}); please report it")[:300]})
+                f"internal error: {type(e).__name__}: {e} ({Path(where.filename).name}:{where.lineno}); "
+                "please report it")[:300]})
 
     def settle(self, outcome: Outcome) -> _Destination:
         """The one place a rollout's fate is decided: a line in the output, a line in the rejected file,
@@ -9735,16 +10086,17 @@ class Run:
         return destination
 
     def _pause(self, outcome: Outcome) -> _Destination:
-        """Stopped by the run (a signal, the cap, a 402, a full disk): its saved turns go on next run. An answer
-        the run stopped at before it was settled (a final one while it was scored, or as it came whole; one
-        whose tools were running) is saved as it is, to be settled (its tools run) then."""
+        """Stopped by the run (a signal, the cap, a 402, a full disk): its saved turns go on next run. An
+        answer the run stopped at before it was settled (a final one while it was scored, or as it came whole;
+        one whose tools were running) is saved as it is, to be settled (its tools run) then."""
         if outcome.answered_last and outcome.ending is Ending.STOPPED:
             try:
                 self.runner.save(outcome)
             except OutputError:
                 pass  # its earlier turns (if any) are still saved
         if not outcome.in_paused_file:
-            return _Destination.PENDING  # nothing saved: it begins again (what a request in flight cost is lost)
+            # nothing saved: it begins again (what a request in flight cost is lost)
+            return _Destination.PENDING
         self.stats.rollout_paused()
         return _Destination.PAUSED
 
@@ -9765,7 +10117,8 @@ class Run:
             self.rejected.append(self._record(outcome))
         except (ValueError, OutputError) as e:
             self.stop(f"{e}. This run stopped; {OutputError.WHAT_TO_DO}.")
-            self._fail(outcome.end(Ending.FAILED, "not saved", f"rejected, but the line could not be written: {e}"))
+            self._fail(outcome.end(Ending.FAILED, "not saved",
+                                   f"rejected, but the line could not be written: {e}"))
             return _Destination.FAILED
         last_try = self.plan.reject(outcome.job.key, self.gate.attempts)  # then finished: no try left
         self.stats.rollout_rejected(last_try)
@@ -9801,11 +10154,13 @@ class Run:
         self.tools_down_in_a_row = self.tools_down_in_a_row + 1 if outcome.label == "tool unavailable" else 0
         if self.tools_down_in_a_row >= _TOOLS_DOWN_AFTER:
             self.stop(f"{_plural(self.tools_down_in_a_row, 'rollout')} in a row failed because a tool was "
-                      f"unavailable ({outcome.detail}). Fix what the tool needs, then re-run the same command.")
+                      f"unavailable ({outcome.detail}). Fix what the tool needs, then re-run the same "
+                      "command.")
         if (outcome.ending is Ending.FAILED and self.stats.failed >= _FAILED_BEFORE_ANY_ANSWER
                 and not self.client.answered_once):
-            self.stop(f"the first {self.stats.failed} prompts all failed and the teacher has not answered once "
-                      f"(last: {outcome.detail}). Check --model, --base-url and the options, then re-run.")
+            self.stop(f"the first {self.stats.failed} prompts all failed and the teacher has not answered "
+                      f"once (last: {outcome.detail}). Check --model, --base-url and the options, then "
+                      "re-run.")
 
     def _may_ask_again(self, key: RolloutKey) -> bool:
         """Whether a rollout's try may still send one of its requests again (so a batch holding its answer is
@@ -9835,11 +10190,12 @@ class Run:
         plan = self.plan
         done = f" ({plan.finished_before} of {plan.total} already done)" if plan.finished_before else ""
         if self.batches is not None:
-            return (f"Running {_plural(plan.pending, 'rollout')}{done} with {self.model} through the Batch API at "
-                    f"{_display_url(self.batches.url)}, a turn of every rollout in progress a batch (up to "
-                    f"{self.batches.most_requests} requests); writing {self.files.output}.")
-        return (f"Running {_plural(plan.pending, 'rollout')}{done} with {self.model} at {self.client.display_url}, up to "
-                f"{self.concurrency} requests in flight; writing {self.files.output}.")
+            return (f"Running {_plural(plan.pending, 'rollout')}{done} with {self.model} through the Batch "
+                    f"API at {_display_url(self.batches.url)}, a turn of every rollout in progress a batch "
+                    f"(up to {self.batches.most_requests} requests); writing {self.files.output}.")
+        return (f"Running {_plural(plan.pending, 'rollout')}{done} with {self.model} at "
+                f"{self.client.display_url}, up to {self.concurrency} requests in flight; writing "
+                f"{self.files.output}.")
 
     def _install_signal_handlers(self) -> None:
         # SIGHUP: the SSH session dropped or the terminal closed. Answers already paid for are still
@@ -9855,12 +10211,13 @@ class Run:
             return
         self.interrupted = True
         going = len(self.tasks)
-        self.progress.log(f"Stopping: no new requests; the answers in flight are waited for (up to "
-                          f"{self.stop_timeout:g} s, --stop-timeout) and kept, and a rollout they do not finish "
-                          f"pauses, to go on next run ({_plural(going, 'rollout')} in progress; press Ctrl-C again to "
-                          "quit now).")
+        self.progress.log("Stopping: no new requests; the answers in flight are waited for (up to "
+                          f"{self.stop_timeout:g} s, --stop-timeout) and kept, and a rollout they do not "
+                          f"finish pauses, to go on next run ({_plural(going, 'rollout')} in progress; press "
+                          "Ctrl-C again to quit now).")
         self.stop(None, now=False)
-        self._give_up_timer = asyncio.get_running_loop().call_later(self.stop_timeout, self._look_then_give_up)
+        self._give_up_timer = asyncio.get_running_loop().call_later(self.stop_timeout,
+                                                                    self._look_then_give_up)
 
     def _look_then_give_up(self) -> None:
         """The stop's bound is a timer like an answer's (Deadline): due, it first lets what already arrived be
@@ -9868,21 +10225,22 @@ class Run:
         self._give_up_timer = asyncio.get_running_loop().call_later(_LOOK_AGAIN, self._give_up)
 
     def _give_up(self) -> None:
-        """The bound on a stop: a cluster kills the process 30 s after SIGTERM (SLURM's KillWait, a pod's grace
-        period), and a kill loses the summary and whatever was still to be saved. The rollouts still going stop
-        now: an answer whole by then is kept, one still coming is given up (its rollout pauses at its last saved
-        turn, and the summary names it: paid again next run)."""
+        """The bound on a stop: a cluster kills the process 30 s after SIGTERM (SLURM's KillWait, a pod's
+        grace period), and a kill loses the summary and whatever was still to be saved. The rollouts still
+        going stop now: an answer whole by then is kept, one still coming is given up (its rollout pauses at
+        its last saved turn, and the summary names it: paid again next run)."""
         if self.tasks:
             self.progress.log(f"Gave up waiting after {self.stop_timeout:g} s (--stop-timeout): "
                               f"{_plural(len(self.tasks), 'rollout')} still in progress "
-                              f"{'stops' if len(self.tasks) == 1 else 'stop'} now (the summary names any answer "
-                              "given up, which is paid again next run).")
+                              f"{'stops' if len(self.tasks) == 1 else 'stop'} now (the summary names any "
+                              "answer given up, which is paid again next run).")
             self.stop(None, now=True)
 
     def _summarize(self, remaining_failed: int) -> int:
         plan, runner = self.plan, self.runner
         summary = RunSummary(
-            self.stats, self.files, self.gate, self.cache, total=plan.total, finished_before=plan.finished_before,
+            self.stats, self.files, self.gate, self.cache, total=plan.total,
+                             finished_before=plan.finished_before,
             rejected_before=plan.rejected_before, pending=plan.pending, remaining_failed=remaining_failed,
             started_over=runner.started_over, started_over_cost=runner.started_over_cost,
             kept_from_signed=runner.kept_from_signed, kept_beyond_attempts=self.kept_beyond_attempts,
@@ -9891,7 +10249,8 @@ class Run:
             + (self.batches.summary() if self.batches else []),
             # a stop that came with nothing left to run stopped nothing (the cap reached by the last answers)
             stop_reason=self.stop_reason if plan.pending else None, seconds=time.monotonic() - self.started,
-            hygiene=plan.hygiene.describe(plan.dropped_ids, f"listed in {self.files.dropped}") if plan.hygiene else [])
+            hygiene=plan.hygiene.describe(plan.dropped_ids,
+                                          f"listed in {self.files.dropped}") if plan.hygiene else [])
         print(self.line.redact(summary.text()), file=sys.stderr, flush=True)
         if self.interrupted:
             return EXIT_INTERRUPTED
@@ -9910,7 +10269,8 @@ def _print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: _Outp
     first = next(plan.pending_jobs(cfg.prompts), None)
     # As it would be sent, but for secrets: key-like fields of --extra-body as ***, however short, and every
     # secret the program was handed out of the rest (a key given in the provider's own field, say)
-    body = _request_body_template(dataclasses.replace(cfg.requests, extra_body=_masked_key_like(cfg.requests.extra_body)),
+    body = _request_body_template(dataclasses.replace(cfg.requests,
+                                                      extra_body=_masked_key_like(cfg.requests.extra_body)),
                                  toolbox)
     cache = cache_plan(cfg.requests, cfg.teacher.base_url, cfg.teacher.batch)
     if first is not None:
@@ -9932,33 +10292,40 @@ def _print_dry_run(cfg: Config, toolbox: ToolBox | None, plan: Plan, scan: _Outp
         first, *fallback = _batch_endpoints(cfg.teacher.base_url)
         print(f"Batch: every request goes to {_display_url(first)}"
               + (f" (or, if it has none, {_display_url(fallback[0])})" if fallback else "")
-              + f" in batches of up to {_batch_size(cfg)} requests and {_BATCH_MOST_BYTES / 1e6:.0f} MB, looked at "
-              f"every {cfg.teacher.batch_poll:g} s; a rollout advances one turn a batch, so the run takes its turns "
-              "times a batch's time (minutes to hours, up to 24 h a turn)."
-              + (" Under --max-cost, each batch is sized so that, at the model's listed price (or, with none listed, "
-                 "a first batch of a few requests) and then at the price answers were billed, it cannot pass the "
-                 "cap." if cfg.gate.max_cost is not None else ""), file=sys.stderr)
+              + f" in batches of up to {_batch_size(cfg)} requests and {_BATCH_MOST_BYTES / 1e6:.0f} MB, "
+              f"looked at every {cfg.teacher.batch_poll:g} s; a rollout advances one turn a batch, so the "
+              "run takes its turns times a batch's time (minutes to hours, up to 24 h a turn)."
+              + (" Under --max-cost, each batch is sized so that, at the model's listed price (or, with none "
+                 "listed, a first batch of a few requests) and then at the price answers were billed, it "
+                 "cannot pass the cap." if cfg.gate.max_cost is not None else ""), file=sys.stderr)
     shown = {"max_turns": cfg.requests.max_turns, "tool_timeout": cfg.tools.timeout,
-             "reward_timeout": cfg.gate.reward_timeout, "max_tool_response": f"{cfg.tools.max_chars} characters",
-             "reasoning_mode": json.dumps(cfg.requests.reasoning) if cfg.requests.reasoning else "(not asked)",
+             "reward_timeout": cfg.gate.reward_timeout,
+             "max_tool_response": f"{cfg.tools.max_chars} characters",
+             "reasoning_mode": json.dumps(cfg.requests.reasoning) if cfg.requests.reasoning
+             else "(not asked)",
              "mcp_url": ", ".join(spec.shown for spec in cfg.tools.mcp) or "(none)"}
-    print("Settings: " + "; ".join(f"{key} {value} ({cfg.sources.get(key, 'default')})" for key, value in shown.items()),
+    print("Settings: "
+          + "; ".join(f"{key} {value} ({cfg.sources.get(key, 'default')})" for key, value in shown.items()),
           file=sys.stderr)
-    print(f"Cost: {cfg.requests.model}'s price is not known before its first answers; the bar projects the whole run's "
-          "cost from the first finished rollouts" + (f", and --max-cost {cfg.gate.max_cost:g} stops new requests at "
+    print(f"Cost: {cfg.requests.model}'s price is not known before its first answers; the bar projects the "
+          "whole run's cost from the first finished "
+          "rollouts" + (f", and --max-cost {cfg.gate.max_cost:g} stops new requests at "
           "that spend (teachers that report no cost, e.g. a local vLLM, cannot be capped)"
           if cfg.gate.max_cost else "") + ".", file=sys.stderr)
     set_aside = [b for b in scan.bad if b.quarantine]
     if set_aside:
         print(f"{cfg.files.output}:{set_aside[0].line_no}: {set_aside[0].reason}; a real run moves "
               f"{_plural(len(set_aside), 'such line')} to {cfg.files.quarantine.name}.", file=sys.stderr)
-    for line in plan.hygiene.describe(plan.dropped_ids, f"a run lists them in {cfg.files.dropped}") if plan.hygiene else ():
+    for line in plan.hygiene.describe(plan.dropped_ids,
+                                      f"a run lists them in {cfg.files.dropped}") if plan.hygiene else ():
         print(cfg.line.redact(line), file=sys.stderr)
     if plan.ran_listed:
-        print(f"{cfg.files.dropped} lists {_plural(len(plan.ran_listed), 'prompt')} of this run as dropped: without "
-              "--dedup or --decontaminate, a run runs them and takes them off that list.", file=sys.stderr)
+        print(f"{cfg.files.dropped} lists {_plural(len(plan.ran_listed), 'prompt')} of this run as dropped: "
+              "without --dedup or --decontaminate, a run runs them and takes them off that "
+              "list.", file=sys.stderr)
     print(f"Dry run: {plan.total - plan.finished_before} rollouts to run, {plan.in_output_before} already in "
-          f"{cfg.files.output}" + (f", {plan.rejected_before} finished as rejected" if plan.rejected_before else "")
+          f"{cfg.files.output}"
+          + (f", {plan.rejected_before} finished as rejected" if plan.rejected_before else "")
           + (f", {plan.dropped} dropped before sending" if plan.dropped else "")
           + "; nothing was sent or written.", file=sys.stderr)
 
@@ -10004,12 +10371,14 @@ def _ensure_open_files(concurrency: int, tool_concurrency: int) -> None:
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return
     if hard != resource.RLIM_INFINITY and hard < needed:
-        raise UsageError(f"-c {concurrency} needs about {needed} open files (with --tool-concurrency {tool_concurrency}), "
-                         f"but this process may open at most {hard} (ulimit -Hn). {_what_the_limit_allows(hard, tool_concurrency, needed)}")
+        raise UsageError(f"-c {concurrency} needs about {needed} open files (with --tool-concurrency "
+                         f"{tool_concurrency}), but this process may open at most {hard} (ulimit -Hn). "
+                         f"{_what_the_limit_allows(hard, tool_concurrency, needed)}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
-_FILES_BESIDES = 256  # open files a run needs besides its connections and tool calls: its files, the browser, the loop
+# open files a run needs besides its connections and tool calls: its files, the browser, the loop
+_FILES_BESIDES = 256
 
 
 def _what_the_limit_allows(hard: int, tool_concurrency: int, needed: int) -> str:
@@ -10021,9 +10390,9 @@ def _what_the_limit_allows(hard: int, tool_concurrency: int, needed: int) -> str
         tools = max(1, min(tool_concurrency, room // 4))
         return (f"It leaves room for {room} connections and tool calls together: run with -c {room - tools} "
                 f"--tool-concurrency {tools}, or raise the limit (ulimit -n {needed}), then re-run.")
-    return (f"That is too few for any run (the least, -c 1 --tool-concurrency 1, needs about {_FILES_BESIDES + 2}): "
-            f"raise the hard limit (ulimit -Hn {_FILES_BESIDES + 2} or more, as root or in "
-            "/etc/security/limits.conf), then re-run.")
+    return ("That is too few for any run (the least, -c 1 --tool-concurrency 1, needs about "
+            f"{_FILES_BESIDES + 2}): raise the hard limit (ulimit -Hn {_FILES_BESIDES + 2} or more, as root "
+            "or in /etc/security/limits.conf), then re-run.")
 
 
 def _run_command(argv: list[str] | None) -> int:
@@ -10040,16 +10409,18 @@ def _run_command(argv: list[str] | None) -> int:
             tools, closer = load_tools(cfg.tools.file) if cfg.tools.file is not None else ([], None)
             toolbox = ToolBox(tools, cfg.tools, closer, cfg.teacher.secret.redact)
         if cfg.no_run and not cfg.files.output.is_file():
-            raise UsageError(f"{cfg.files.output} does not exist: nothing to export or report. Run without --no-run "
-                             "first (or point -o at the output).")
-        scorer = (RewardScorer(_load_rewards(cfg.gate.rewards), cfg.gate.reward_timeout, cfg.teacher.secret.redact)
+            raise UsageError(f"{cfg.files.output} does not exist: nothing to export or report. Run without "
+                             "--no-run first (or point -o at the output).")
+        scorer = (RewardScorer(_load_rewards(cfg.gate.rewards), cfg.gate.reward_timeout,
+                               cfg.teacher.secret.redact)
                   if cfg.gate.rewards else None)
         output = OutputFile(cfg.files.output)
         if not cfg.dry_run:
             output.lock()  # before reading it: a second run must never plan from a file the first is writing
         if cfg.rescore:
             return _run_event_loop(_rescore(cfg.files, cfg.gate.min_reward, scorer, output))
-        hygienic = cfg.hygiene.active and not cfg.no_run  # --no-run: the dropped prompts as the last run left them
+        # --no-run: the dropped prompts as the last run left them
+        hygienic = cfg.hygiene.active and not cfg.no_run
         scan, rejected = output.scan(prompt_ids=hygienic), RejectedFile(cfg.files.rejected)
         tries = rejected.tries()
         listed = _DroppedList() if hygienic else _dropped_list_of(cfg.files)
@@ -10063,7 +10434,8 @@ def _run_command(argv: list[str] | None) -> int:
         if cfg.no_run:  # the files as they are: nothing repaired, run or sent
             ran = True
             _remove_stale_temporaries(cfg.files.output)  # an export's, a kill -9 left (its process gone)
-            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending,
+            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK,
+                                             plan.pending,
                                              cfg.line.redact, cfg.hygiene, listed)
         if cfg.dry_run:
             if toolbox is not None and toolbox.mcp_specs:
@@ -10083,38 +10455,46 @@ def _run_command(argv: list[str] | None) -> int:
             if cfg.project is not None and cfg.project.needs_id and (said := _give_project_id(cfg.project.config)):
                 print(said, file=sys.stderr)
 
-        if plan.total == plan.dropped == 0:  # a shard that holds no prompt: done, as the scheduler should count it
+        # a shard that holds no prompt: done, as the scheduler should count it
+        if plan.total == plan.dropped == 0:
             repaired()
             ran = True
             index, shards = cfg.prompts.shard
             among = _plural(plan.prompts_in_file, "prompt")
-            why = (f"more shards than prompts: {among} among {shards} shards" if shards > plan.prompts_in_file else
-                   f"prompts go to shards by a hash of their ids, not in turn, so {among} among {shards} shards "
-                   "leave some with none")
-            print(f"Nothing to do: shard {index} of {shards} holds none of the prompts of {cfg.prompts.input} "
-                  f"({why}).", file=sys.stderr)
-            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending,
+            why = (f"more shards than prompts: {among} among {shards} shards"
+                   if shards > plan.prompts_in_file else
+                   f"prompts go to shards by a hash of their ids, not in turn, so {among} among {shards} "
+                   "shards leave some with none")
+            print(f"Nothing to do: shard {index} of {shards} holds none of the prompts of "
+                  f"{cfg.prompts.input} ({why}).", file=sys.stderr)
+            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK,
+                                             plan.pending,
                                              cfg.line.redact, cfg.hygiene)
         if plan.finished_before == plan.total:  # every rollout is done, or dropped (--dedup, --decontaminate)
             repaired()
             ran = True
-            for line in plan.hygiene.describe(plan.dropped_ids, f"listed in {cfg.files.dropped}") if plan.hygiene else ():
+            for line in plan.hygiene.describe(plan.dropped_ids,
+                                              f"listed in {cfg.files.dropped}") if plan.hygiene else ():
                 print(redact(line), file=sys.stderr)
             print(f"Nothing to do: all {plan.total + plan.dropped} rollouts are finished"
-                  + (" or dropped" if plan.dropped else "") + f": {plan.in_output_before} in {cfg.files.output}"
+                  + (" or dropped" if plan.dropped else "") + f": {plan.in_output_before} in "
+                                                              f"{cfg.files.output}"
                   + (f", {plan.dropped} dropped before sending" if plan.dropped else "")
                   + (f", {plan.rejected_before} finished as rejected (in {cfg.files.rejected}; "
-                  "a higher --attempts tries them again)" if plan.rejected_before else "") + ".", file=sys.stderr)
-            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK, plan.pending,
+                  "a higher --attempts tries them again)" if plan.rejected_before else "") + ".",
+                  file=sys.stderr)
+            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK,
+                                             plan.pending,
                                              cfg.line.redact, cfg.hygiene)
         if cfg.teacher.secret.key and not cfg.teacher.sends_key:
-            print(f"Note: {_display_url(cfg.teacher.base_url)} carries a user name or password: requests authenticate "
-                  "with it, and OPENROUTER_API_KEY is not sent to it.", file=sys.stderr)
+            print(f"Note: {_display_url(cfg.teacher.base_url)} carries a user name or password: requests "
+                  "authenticate with it, and OPENROUTER_API_KEY is not sent to it.", file=sys.stderr)
         licence = _check_licence(cfg) if cfg.requests.distillable or _is_openrouter(cfg.teacher.base_url) else None
 
         def started() -> None:  # the MCP servers are open and every tool is known: the run goes ahead
             repaired()
-            RunsFile(cfg.files.runs, like=cfg.files.output).record_start(_run_record(cfg, plan, toolbox, licence))
+            RunsFile(cfg.files.runs,
+                     like=cfg.files.output).record_start(_run_record(cfg, plan, toolbox, licence))
 
         code = _run_event_loop(Run(cfg, toolbox, plan, output, scorer).execute(started))
         ran = True
@@ -10153,24 +10533,25 @@ def _scheduler_notes(scheduler: _SchedulerShard | None) -> list[str]:
 
 def _check_licence(cfg: Config) -> bool | None:
     """Say once, at the start, whether the teacher's author allows distillation, where the models list can
-    tell; with --distillable, a teacher the list says does not allow it stops here, before anything is sent."""
+    tell; with --distillable, a teacher the list says does not allow it stops here, before anything is
+    sent."""
     model = cfg.requests.model
     licence = _teacher_licence(cfg.teacher, model)
     if licence is False and cfg.requests.distillable:
-        raise UsageError(f"{model} is not on OpenRouter's list of models whose authors allow training on their "
-                         "outputs, so with --distillable every request would be refused. Choose one of "
-                         "https://openrouter.ai/models?distillable=true with --model, or leave out --distillable if "
-                         "you have checked its licence yourself.")
+        raise UsageError(f"{model} is not on OpenRouter's list of models whose authors allow training on "
+                         "their outputs, so with --distillable every request would be refused. Choose one "
+                         "of https://openrouter.ai/models?distillable=true with --model, or leave out "
+                         "--distillable if you have checked its licence yourself.")
     if licence is True:
         print(f"Teacher's licence: {model} is on OpenRouter's list of models whose authors allow training on "
               "their outputs (best effort: check its licence for your use).", file=sys.stderr)
     elif licence is False:
-        print(f"Teacher's licence: {model} is not on OpenRouter's list of models whose authors allow training on "
-              "their outputs: check its terms before training on this data (--distillable routes only to models "
-              "that are).", file=sys.stderr)
+        print(f"Teacher's licence: {model} is not on OpenRouter's list of models whose authors allow "
+              "training on their outputs: check its terms before training on this data (--distillable "
+              "routes only to models that are).", file=sys.stderr)
     elif cfg.requests.distillable:
-        print("Teacher's licence: the models list could not tell; every request asks OpenRouter to route only to "
-              "models that allow distillation (--distillable).", file=sys.stderr)
+        print("Teacher's licence: the models list could not tell; every request asks OpenRouter to route "
+              "only to models that allow distillation (--distillable).", file=sys.stderr)
     return licence
 
 
@@ -10186,8 +10567,9 @@ def _run_record(cfg: Config, plan: Plan, toolbox: ToolBox | None, licence: bool 
         "teacher": {**settings["teacher"], "licence": licence},
         "rollout": {**settings["rollout"], "tools": sorted(toolbox.tools) if toolbox is not None else []},
         "gate": settings["gate"],
-        # --dedup, --decontaminate: the settings and this run's counts (the card's account when the dropped-prompts
-        # files were not merged with the outputs); without them, how many prompts an earlier run dropped it runs
+        # --dedup, --decontaminate: the settings and this run's counts (the card's account when the
+        # dropped-prompts files were not merged with the outputs); without them, how many prompts an earlier
+        # run dropped it runs
         "hygiene": plan.hygiene.header(plan.dropped_ids)["hygiene"] if plan.hygiene is not None
         else {"ran_listed": len(plan.ran_listed)} if plan.ran_listed else None,
     })
@@ -10264,21 +10646,23 @@ async def _list_mcp_tools(toolbox: ToolBox, files: OutputPaths, redact: Callable
             await toolbox.aclose()
 
 
-def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], report: bool, toolbox: ToolBox | None, code: int,
+def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], report: bool,
+                              toolbox: ToolBox | None, code: int,
                    pending: int, scrub: Callable[[Any], Any], hygiene: _HygieneSettings = _HygieneSettings(),
                    listed: _DroppedList | None = None) -> int:
     """After a run that ended normally (all done, or some failed): the --export files and the --report
     page, made anew from the files. They are writers too: what they write goes through the one scrub.
     With --decontaminate, the answers are checked for benchmark items first, for the card and the report.
-    `listed`: the dropped-prompts file as read (--no-run, where a benchmark file that cannot be used is exit 2,
-    before anything is written); after a run, it is read again, and such a file is a note (the run's work is
-    done and written: its exports are made all the same)."""
+    `listed`: the dropped-prompts file as read (--no-run, where a benchmark file that cannot be used is exit
+    2, before anything is written); after a run, it is read again, and such a file is a note (the run's work
+    is done and written: its exports are made all the same)."""
     if code not in (EXIT_OK, EXIT_FAILED):
         return code
     after_a_run, listed = listed is None, listed if listed is not None else _dropped_list_of(files)
     for note in listed.odd[:5]:
         print(scrub(f"{note}: left out of the card and the report"), file=sys.stderr)
-    quotes = _check_answers(files, hygiene, scrub, listed, after_a_run) if hygiene.benchmarks and (export or report) \
+    quotes = _check_answers(files, hygiene, scrub, listed,
+                            after_a_run) if hygiene.benchmarks and (export or report) \
         else None
     schemas = scrub(_export_schemas(toolbox, files.mcp_tools)) if export else {}
     for fmt in export:
@@ -10287,7 +10671,8 @@ def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], repor
         if fmt == "hf":
             card = files.card
             try:
-                text, odd = _dataset_card(files, result.path, schemas, RunsFile(files.runs).records(), quotes, listed)
+                text, odd = _dataset_card(files, result.path, schemas, RunsFile(files.runs).records(), quotes,
+                                          listed)
                 with replaced_atomically(card, files.output) as f:
                     f.write(scrub(text).encode("utf-8"))
             except OSError as e:
@@ -10301,7 +10686,8 @@ def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], repor
 
         path = files.report
         try:
-            page, _ = distillation_report.render_report(files.output, files.failed, files.rejected, pending=pending,
+            page, _ = distillation_report.render_report(files.output, files.failed, files.rejected,
+                                                        pending=pending,
                                                         reader=lambda file: map(scrub, dataset_records(file)),
                                                         hygiene=_hygiene_figures(listed, quotes))
             with replaced_atomically(path, files.output) as f:
@@ -10320,15 +10706,16 @@ def _dropped_list_of(files: OutputPaths) -> _DroppedList:
     """The dropped-prompts file as it is (an empty list where there is none)."""
     try:
         return _read_dropped(((line_no, record) for line_no, (line, record) in
-                             enumerate(LineReader(files.dropped).records(), 1) if line.strip()), str(files.dropped))
+                             enumerate(LineReader(files.dropped).records(), 1) if line.strip()),
+                             str(files.dropped))
     except OSError as e:
         raise UsageError(f"{files.dropped}: cannot read the dropped-prompts file: {e.strerror}") from None
 
 
 def _write_dropped(files: OutputPaths, plan: Plan, listed: _DroppedList, scrub: Callable[[Any], Any]) -> None:
-    """--dedup, --decontaminate: the dropped-prompts file, written whole by each run that goes ahead. A run with
-    neither takes off the list the prompts it runs (the card must not call them dropped), and leaves the rest:
-    a run of the first prompts (-n) runs none of them, and the list stays true."""
+    """--dedup, --decontaminate: the dropped-prompts file, written whole by each run that goes ahead. A run
+    with neither takes off the list the prompts it runs (the card must not call them dropped), and leaves the
+    rest: a run of the first prompts (-n) runs none of them, and the list stays true."""
     try:
         if plan.hygiene is not None:
             with replaced_atomically(files.dropped, files.output) as f:
@@ -10344,31 +10731,35 @@ def _write_dropped(files: OutputPaths, plan: Plan, listed: _DroppedList, scrub: 
                 for record in [{"hygiene": header} for header in listed.headers] + left:
                     f.write(encode_line(scrub(record)))
             print(f"{files.dropped}: {ran} it listed as dropped are in this run (it has neither --dedup nor "
-                  f"--decontaminate): taken off the list; {sum(1 for r in left if r.get('dropped'))} stay on it.",
+                  f"--decontaminate): taken off the list; {sum(1 for r in left if r.get('dropped'))} stay on "
+                  "it.",
                   file=sys.stderr)
         else:
             files.dropped.unlink()
-            print(f"{files.dropped}: removed: the {ran} it listed as dropped are in this run (it has neither --dedup "
-                  "nor --decontaminate).", file=sys.stderr)
+            print(f"{files.dropped}: removed: the {ran} it listed as dropped are in this run (it has neither "
+                  "--dedup nor --decontaminate).", file=sys.stderr)
     except OSError as e:
         raise OutputError(files.dropped, e) from None
 
 
-def _check_answers(files: OutputPaths, hygiene: _HygieneSettings, scrub: Callable[[Any], Any], listed: _DroppedList,
+def _check_answers(files: OutputPaths, hygiene: _HygieneSettings, scrub: Callable[[Any], Any],
+                   listed: _DroppedList,
                    after_a_run: bool) -> _AnswerQuotes:
     """--decontaminate at --export and --report: the output's answers quoting a benchmark item, listed beside
     it (flagged, not removed: the lines are paid for, and whether they go is the user's call). The benchmark
     files are read as they are now: one that changed since the prompts were checked is said; one that can no
     longer be used, after a run, skips the check with a note (before a --no-run writes anything: exit 2)."""
-    print(scrub(f"Benchmark check of the answers: indexing {', '.join(_safe_text(str(p)) for p in hygiene.benchmarks)} "
-                f"and reading {files.output}..."), file=sys.stderr, flush=True)
+    print(scrub("Benchmark check of the answers: indexing "
+                f"{', '.join(_safe_text(str(p)) for p in hygiene.benchmarks)} and reading "
+                f"{files.output}..."), file=sys.stderr, flush=True)
     try:
         quotes = _answers_quoting(dataset_records(files.output), hygiene)
     except UsageError as e:
         if not after_a_run:
             raise
-        print(scrub(f"Benchmark check of the answers: not made: {e} The run's files are complete; the exports "
-                    "and the report are made without it (make them again with --no-run once the file is fixed)."),
+        print(scrub(f"Benchmark check of the answers: not made: {e} The run's files are complete; the "
+                    "exports and the report are made without it (make them again with --no-run once the "
+                    "file is fixed)."),
               file=sys.stderr)
         return _AnswerQuotes({}, skipped=str(e))
     for changed in quotes.changed_since(listed.headers):
@@ -10380,8 +10771,9 @@ def _check_answers(files: OutputPaths, hygiene: _HygieneSettings, scrub: Callabl
     except OSError as e:
         raise OutputError(files.quoting, e) from None
     first = f" (the first: line {quotes.flagged[0]['line']})" if quotes.flagged else ""
-    print(f"Benchmark check of the answers: {len(quotes.flagged)} of {_plural(quotes.lines, 'line')} of {files.output} "
-          f"quote a benchmark item{first}; listed in {files.quoting} (flagged, not removed).", file=sys.stderr)
+    print(f"Benchmark check of the answers: {len(quotes.flagged)} of {_plural(quotes.lines, 'line')} of "
+          f"{files.output} quote a benchmark item{first}; listed in {files.quoting} (flagged, not "
+          "removed).", file=sys.stderr)
     return quotes
 
 
@@ -10402,7 +10794,8 @@ def _run_event_loop(main_coroutine: Any) -> Any:
             loop.set_exception_handler(lambda loop, context: None)  # no "Task was destroyed" noise for them
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
-        for sig, handler in handlers.items():  # as before the loop: closing it set the run's back to the defaults
+        # as before the loop: closing it set the run's back to the defaults
+        for sig, handler in handlers.items():
             if handler is not None:
                 signal.signal(sig, handler)
 
