@@ -136,7 +136,9 @@ def _human_count(n: float) -> str:
 def _human_duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
 
 
 # ==================================================================================================
@@ -342,8 +344,8 @@ def _key_like_fields(value: Any, under_key: bool = False) -> list[str]:
     if isinstance(value, str):
         return [value] if under_key else []
     if isinstance(value, dict):
-        return [s for name, item in value.items() for s in _key_like_fields(item, under_key
-                                                                            or bool(_KEY_LIKE.search(str(name))))]
+        return [s for name, item in value.items()
+                for s in _key_like_fields(item, under_key or bool(_KEY_LIKE.search(str(name))))]
     if isinstance(value, list):
         return [s for item in value for s in _key_like_fields(item, under_key)]
     return []
@@ -1017,13 +1019,15 @@ def _with_project_id(text: str, project_id: str, loader: Any) -> tuple[str | Non
             return None, f"Add `{line}` inside its outer braces, after a comma"
         before = text[:close].rstrip()[-1:]
         pair = ("" if before == "{" else " " if before == "," else ", ") + line
-        return text[:close] + pair + text[close:], f"Add `{pair.strip()}` inside its outer braces, before the closing one"
+        advice = f"Add `{pair.strip()}` inside its outer braces, before the closing one"
+        return text[:close] + pair + text[close:], advice
     newline = "\r\n" if "\r\n" in text else "\n"
     indent = " " * root.value[0][0].start_mark.column if root.value else ""
     at = root.end_mark.index  # the mapping's end: before a document end (...) or another document
     head = text[:at] if not text[:at] or text[:at].endswith(("\n", "\r")) else text[:at] + newline
     note = "".join(indent + comment + newline for comment in _PROJECT_ID_NOTE.splitlines())
-    return head + note + indent + line + newline + text[at:], f"Add the line `{indent}{line}` after its last setting"
+    advice = f"Add the line `{indent}{line}` after its last setting"
+    return head + note + indent + line + newline + text[at:], advice
 
 
 @contextlib.contextmanager
@@ -1470,7 +1474,8 @@ class RolloutKey(NamedTuple):
         if not isinstance(record, dict):
             return None
         prompt_id, sample, attempt = record.get("prompt_id"), record.get("sample"), record.get("attempt")
-        if type(prompt_id) is not str or type(sample) is not int or type(attempt) is not int or sample < 0 or attempt < 0:
+        if (type(prompt_id) is not str or type(sample) is not int or type(attempt) is not int
+                or sample < 0 or attempt < 0):
             return None
         return cls(prompt_id, sample, attempt)
 
@@ -1613,7 +1618,8 @@ def _parse_prompt_line(line: str, where: str, jsonl: bool, system: str | None) -
     elif "messages" in record:
         source = _validate_messages(record["messages"], where)
         has_system = source[0]["role"] == "system"
-        messages = [dict(m) for m in source] if has_system else _with_system(system, [dict(m) for m in source])
+        copied = [dict(m) for m in source]
+        messages = copied if has_system else _with_system(system, copied)
     else:
         raise UsageError(f"{where}: needs a \"prompt\" (string) or \"messages\" (list of chat messages)")
     tools = _prompt_tools(record, where)
@@ -2046,9 +2052,9 @@ def _benchmark_items(path: Path, field: str, digest: Any = None) -> Iterator[tup
                 if not isinstance(value, str):
                     fields = _safe_text(", ".join(k for k, v in record.items() if isinstance(v, str))) \
                         if isinstance(record, dict) else ""
-                    raise UsageError(f"{name}:{line_no}: no text field {_safe_text(repr(field))}" + (
-                        f" (its text fields: {fields}); name the one to use with --decontaminate-field" if fields
-                        else f"; {what}") + ".")
+                    advice = (f" (its text fields: {fields}); name the one to use with --decontaminate-field"
+                              if fields else f"; {what}")
+                    raise UsageError(f"{name}:{line_no}: no text field {_safe_text(repr(field))}{advice}.")
                 item = record.get("id")
                 yield (str(item) if isinstance(item, (str, int)) and not isinstance(item, bool)
                        else f"line {line_no}"), value
@@ -2273,8 +2279,9 @@ class _Duplicates:
         self._index()
         self.first = {}  # the exact copies are known: their index goes
         rows, paid = self.rows, self.paid
+        # exact copies that were indexed (an original a later paid copy replaced)
         gone = {row for place in self.copies if (row := bisect.bisect_left(rows, place)) < len(rows)
-                and rows[row] == place}  # exact copies that were indexed (an original a later paid copy replaced)
+                and rows[row] == place}
         signed = self._signed(list(self.flagged), read)
         candidates = {row: sorted(c for c in self.lsh.query(signed[row][2]) if c != row)
                       for row in self.flagged}
@@ -2428,9 +2435,10 @@ class Hygiene:
             if drop.of is not None:
                 groups.setdefault(drop.of, []).append(drop)
         for kept in sorted(groups.values(), key=len, reverse=True)[:_GROUPS_SHOWN]:
-            copies = ", ".join(f"line {d.line} "
-                               f"({'the same words' if d.why == 'duplicate' else f'{d.similarity:.0%} alike'})"
-                               for d in kept[:4]) + (f" and {len(kept) - 4} more" if len(kept) > 4 else "")
+            copies = ", ".join(f"line {d.line} ("
+                               + ("the same words" if d.why == "duplicate" else f"{d.similarity:.0%} alike")
+                               + ")" for d in kept[:4])
+            copies += f" and {len(kept) - 4} more" if len(kept) > 4 else ""
             paid = " (paid for already)" if any(d.line < (d.of_line or 0) for d in kept) else ""
             lines.append(f"  kept line {kept[0].of_line}{paid} \"{kept[0].of_text}\"; dropped {copies}")
         quoting = [drop for drop in drops if drop.benchmark is not None]
@@ -2486,7 +2494,8 @@ def _found(hygiene: Hygiene, prompts: PromptSettings, every: PromptSettings, pai
     duplicates = _Duplicates(settings.threshold) if settings.dedup else None  # rensa missing: said at once
     contaminated = _decontaminate(hygiene, every, paid, log) if settings.benchmarks else set()
     if duplicates is not None:
-        log(f"Prompt hygiene: looking for duplicates among the prompts of {_safe_text(str(prompts.input))}...")
+        log("Prompt hygiene: looking for duplicates among the prompts of "
+            f"{_safe_text(str(prompts.input))}...")
         offsets, repeats, lines, ids = (array.array("q") for _ in range(4))
         for place, job in enumerate(iter_jobs(every)):
             prompt = job.prompt
@@ -2805,7 +2814,8 @@ def _rnow_reward_signature_problem(func: Callable) -> str | None:
     if args_param.name not in hints:
         return f"Reward '{name}': parameter '{args_param.name}' must have type hint 'RewardArgs'."
     if hints[args_param.name] is not sys.modules["rnow.models"].RewardArgs:
-        return f"Reward '{name}': first parameter must be typed as 'RewardArgs', got '{hints[args_param.name]}'."
+        got = hints[args_param.name]
+        return f"Reward '{name}': first parameter must be typed as 'RewardArgs', got '{got}'."
     if messages_param.name not in hints:
         return f"Reward '{name}': parameter '{messages_param.name}' must have type hint 'list'."
     messages_type = hints[messages_param.name]
@@ -2888,7 +2898,8 @@ def load_tools(path: Path) -> tuple[list[_Tool], Callable | None]:
     tools = [_tool_from_function(obj) for obj in vars(module).values()
              if callable(obj) and getattr(obj, "_is_tool", False)]
     if not tools:
-        raise UsageError(f"{path}: no @tool functions found. Decorate tools with @tool, or pass --tools none.")
+        raise UsageError(f"{path}: no @tool functions found. Decorate tools with @tool, or pass --tools "
+                         "none.")
     closer = getattr(module, "aclose", None)
     return tools, closer if callable(closer) else None
 
@@ -3431,12 +3442,14 @@ async def _refusal(spec: McpSpec) -> str | None:
                                          headers={"Accept": "application/json, text/event-stream"})
             if response.status_code not in (401, 403):
                 return None
-            oauth = "resource_metadata" in response.headers.get("www-authenticate",
-                                                                "").lower() or (await client.get(
-                f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/.well-known/oauth-authorization-server")).status_code == 200
+            said = "resource_metadata" in response.headers.get("www-authenticate", "").lower()
+            host = parts.netloc.rpartition("@")[2]
+            oauth = said or (await client.get(
+                f"{parts.scheme}://{host}/.well-known/oauth-authorization-server")).status_code == 200
     except httpx.HTTPError:
         return None
-    refused = f"MCP server {spec.shown} refused the connection ({response.status_code} {response.reason_phrase})"
+    refused = (f"MCP server {spec.shown} refused the connection ({response.status_code} "
+               f"{response.reason_phrase})")
     if parts.query or parts.username or parts.password:
         return (f"{refused}: the key given in its URL was not accepted. Check it (and that it is in the "
                 "parameter the server's documentation names), then re-run" + (
@@ -3574,10 +3587,12 @@ class ToolBox:
             text = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
             text.encode("utf-8")  # a lone surrogate would break the request and the dataset line
         except Exception as e:  # circular, a __str__ that raises, lone surrogates, ...
-            return f"Error: tool {name!r} returned a result that cannot be encoded as text: {type(e).__name__}: {e}"[:500]
+            return (f"Error: tool {name!r} returned a result that cannot be encoded as text: "
+                    f"{type(e).__name__}: {e}")[:500]
         if len(text) <= self.max_chars:
             return text
-        return text[: self.max_chars] + f"\n\n[... truncated {len(text) - self.max_chars} of {len(text)} characters]"
+        cut = len(text) - self.max_chars
+        return text[: self.max_chars] + f"\n\n[... truncated {cut} of {len(text)} characters]"
 
     @staticmethod
     def _tool_args(metadata: dict) -> Any:
@@ -4439,7 +4454,8 @@ def _tls_context_for(cafile: str | None, capath: str | None) -> ssl.SSLContext:
     if cafile or capath:
         return ssl.create_default_context(cafile=cafile, capath=capath)
     context = ssl.create_default_context()
-    if context.cert_store_stats()["x509_ca"] == 0 and not _directory_has_files(ssl.get_default_verify_paths().capath):
+    no_authorities = context.cert_store_stats()["x509_ca"] == 0
+    if no_authorities and not _directory_has_files(ssl.get_default_verify_paths().capath):
         import certifi  # httpx's own dependency
 
         context.load_verify_locations(certifi.where())
@@ -5609,8 +5625,8 @@ class Retries:
         """A retry that spends none: after what the server said (or at once), for as long as the backoff of
         the retries left would have waited in all, counted from the first such retry; then None, and no
         retry is left."""
-        self._patient_until = self._patient_until or time.monotonic() + _backoff_patience(self.backoff,
-                                                                                         self.retries - self.spent)
+        patience = _backoff_patience(self.backoff, self.retries - self.spent)
+        self._patient_until = self._patient_until or time.monotonic() + patience
         if time.monotonic() < self._patient_until:
             return retry_after or 0.0
         self.spent = self.retries + 1
@@ -5722,7 +5738,8 @@ class _BatchPricing:
             self.per_token = max(self.per_token or 0.0, cost / (prompt_tokens + completion_tokens))
             if self.listed:
                 self.billed += cost
-                self.listed_cost += prompt_tokens * self.prompt_price + completion_tokens * self.completion_price
+                self.listed_cost += (prompt_tokens * self.prompt_price
+                                     + completion_tokens * self.completion_price)
 
     def learn_listed(self, models: Any, model: str) -> None:
         """The model's price from a models list's `data` (GET /models): its `:batch` entry's if listed, else
@@ -5731,7 +5748,8 @@ class _BatchPricing:
             if isinstance(models, list) else {}
         for name in (f"{model}:batch", model):
             pricing = _field_of(listed.get(name), "pricing")
-            prompt, completion = _listed_price(_field_of(pricing, "prompt")), _listed_price(_field_of(pricing, "completion"))
+            prompt = _listed_price(_field_of(pricing, "prompt"))
+            completion = _listed_price(_field_of(pricing, "completion"))
             if prompt is not None and completion is not None and prompt + completion > 0:  # 0: sizes nothing
                 self.prompt_price, self.completion_price = prompt, completion
                 return
@@ -5745,7 +5763,8 @@ def _listed_price(value: Any) -> float | None:
             value = float(value)
         except ValueError:
             return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value < 0):
         return None
     return float(value)
 
@@ -5895,7 +5914,8 @@ _LONGEST_WINDOW_HOURS = 30 * 24  # a window the service says is longer is not be
 def _unix_time(value: Any, sent: float) -> float | None:
     """A time the service gave, in seconds (or milliseconds, or microseconds, as some send them); None when
     it is not one, or not within a day before the submission and the longest window after it."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value <= 0):
         return None
     for scale in (1, 1e3, 1e6):
         if sent - 86400 <= value / scale <= sent + _LONGEST_WINDOW_HOURS * 3600:
@@ -6593,15 +6613,16 @@ class BatchQueue:
         added, batch.cost = reading.cost - batch.cost, reading.cost
         self.pricing.learn(reading.billed)
         if self.budget is not None:
-            self.budget.costless_answers += sum(status == 200
-                                                for status, _ in reading.answers.values()) - len(reading.billed)
+            answered = sum(status == 200 for status, _ in reading.answers.values())
+            self.budget.costless_answers += answered - len(reading.billed)
         self._bill(batch, added)
         for custom_id, (status, body) in reading.answers.items():
             batch.answered.add(custom_id)
             self.in_batch.pop(custom_id, None)
             if status != 200:
                 self.last_kind[custom_id] = f"HTTP {status}"
-                self.last_reason[custom_id] = f"HTTP {status}: {self._said(_error_text(_answer_error(decode_answer(body))))}"
+                said = self._said(_error_text(_answer_error(decode_answer(body))))
+                self.last_reason[custom_id] = f"HTTP {status}: {said}"
                 # an earlier run's error (a 402 since paid, a 503): ask again
                 if batch.recorded_sent is not None:
                     self._ask_again(custom_id)
@@ -6839,7 +6860,8 @@ class TeacherClient:
                 # goes back to the limiter at once, for as long as its backoff would have waited in all; then
                 # it fails.
                 busy = e.rate_limited and self.limiter.holding_blind and self.batches is None
-                wait = retries.wait_within_patience(e.retry_after) if busy else retries.next_wait(e.retry_after)
+                wait = (retries.wait_within_patience(e.retry_after) if busy
+                        else retries.next_wait(e.retry_after))
                 if wait is None:
                     raise PromptFailed(f"retries used up ({e.kind})",
                                        f"gave up after {attempt} attempts; last error: {e.detail}",
@@ -6989,7 +7011,8 @@ class TeacherClient:
 
     def _check_reachable(self, error: Exception) -> None:
         self.unreachable_in_a_row += 1
-        if not self.answered_once and self.unreachable_in_a_row >= _unreachable_limit(self.settings.concurrency):
+        limit = _unreachable_limit(self.settings.concurrency)
+        if not self.answered_once and self.unreachable_in_a_row >= limit:
             raise RunStopped("unreachable", self._detail(
                 f"cannot reach {self.display_url} ({type(error).__name__}: {error}). Check the network and "
                 "--base-url, then re-run the same command.", limit=None))
@@ -7126,7 +7149,8 @@ def _is_final_answer(message: Any) -> bool:
 def _calls_pending(message: Any) -> bool:
     """An answer whose tool calls have not run: the last saved message of a rollout the run stopped at once
     while its tools ran (the next run runs them first)."""
-    return isinstance(message, dict) and message.get("role") == "assistant" and bool(message.get("tool_calls"))
+    return (isinstance(message, dict) and message.get("role") == "assistant"
+            and bool(message.get("tool_calls")))
 
 
 @dataclass
@@ -7250,7 +7274,8 @@ class RolloutRunner:
             self.paused.begin(key)  # from nothing: whatever it had saved is dead
         if saved is not None:  # continue from its last saved turn: no answer is paid twice
             outcome.messages, outcome.carried, outcome.turns = saved.messages, saved.usage, saved.turns
-            outcome.finish_reason, outcome.model, outcome.in_paused_file = saved.finish_reason, saved.model, True
+            outcome.finish_reason, outcome.model = saved.finish_reason, saved.model
+            outcome.in_paused_file = True
             outcome.provider = saved.provider
         try:
             if saved is not None and _is_final_answer(saved.messages[-1]):
@@ -7421,7 +7446,8 @@ def _digest(value: Any) -> str:
 
 # Why saved turns could not go on (RunSummary says how many of each): a rollout is its content, not its id.
 _PROMPT_CHANGED = "their prompt changed (its text, messages or the system prompt)"
-_PROMPT_UNCHECKED = "their prompt has its own id and their turns were saved by an earlier release, which kept no record of its text"
+_PROMPT_UNCHECKED = ("their prompt has its own id and their turns were saved by an earlier release, which "
+                     "kept no record of its text")
 _PROMPT_AMBIGUOUS = ("their prompt holds the ASCII control characters RS or US, and their turns were saved "
                     "by an earlier release, whose record of a prompt could not tell such a text from other "
                     "messages")
@@ -7747,8 +7773,8 @@ class OutputFile(LineFile):
         """Read every line in full, strictly (orjson: ~400 MB/s, where json.loads manages ~115).
         Raise UsageError when the file is not ours: something else must not be rewritten. `prompt_ids`: also
         note which prompts have a line (--dedup and --decontaminate never drop them)."""
-        scan, reader, line_no = _OutputScan(prompt_ids=set() if prompt_ids else None), LineReader(self.path,
-                                                                                                  chunk_size), 0
+        scan = _OutputScan(prompt_ids=set() if prompt_ids else None)
+        reader, line_no = LineReader(self.path, chunk_size), 0
         try:
             for lines in reader.batches():
                 before = len(scan.bad)
@@ -8520,7 +8546,8 @@ def _openai_record(record: dict, schemas: dict[str, dict]) -> dict:
         kept = {key: message[key] for key in _OPENAI_MESSAGE_KEYS.get(message["role"], ()) if key in message}
         if kept.get("tool_calls"):
             kept["tool_calls"] = [{"id": call["id"], "type": "function", "function": {
-                "name": call["function"]["name"], "arguments": _checked_arguments_text(call["function"]["arguments"])}}
+                "name": call["function"]["name"],
+                "arguments": _checked_arguments_text(call["function"]["arguments"])}}
                 for call in kept["tool_calls"]]
             if kept.get("content") == "":
                 del kept["content"]  # a turn that only calls tools: OpenAI's examples leave content out
@@ -8792,7 +8819,8 @@ def _spent(cost: float, without_cost: int, lines: int, uncosted: int) -> str:
     """What some lines cost, as far as they say, with what that leaves out: never $0 for lines that carry no
     cost, nor an amount past any real one (an edited 1e308)."""
     if not math.isfinite(cost) or cost > _MOST_REAL_COST:
-        return "an unknown amount (their usage.cost values add up past any real cost: edited or foreign lines)"
+        return ("an unknown amount (their usage.cost values add up past any real cost: edited or foreign "
+                "lines)")
     if without_cost and without_cost == lines:
         return "an unknown amount (none of them carries a cost the teacher reported)"
     left_out = [f"{_plural(without_cost, 'line')} that {'carries' if without_cost == 1 else 'carry'} no cost"
@@ -8942,8 +8970,9 @@ def _dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], ru
     for path, rejected in ((files.rejected, True), (files.failed, False)):
         for _, record in LineReader(path).records() if path.is_file() else ():
             figures.count_elsewhere(record, rejected)
-    prompts_files = list(dict.fromkeys(  # each prompts file the runs read, in order: a resume may read another
-        (_quoted(part.get("file")), _quoted(part.get("sha256")), _quoted(part.get("rollouts")), _quoted(part.get("samples")))
+    # each prompts file the runs read, in order: a resume may read another
+    prompts_files = list(dict.fromkeys(
+        tuple(_quoted(part.get(name)) for name in ("file", "sha256", "rollouts", "samples"))
         for part in (run.get("prompts") for run in runs) if isinstance(part, dict)))
     licences = _TeacherLicences(runs)
     # No licence name is inferred: the teacher's terms decide. "other" where OpenRouter's list showed the
@@ -9038,7 +9067,8 @@ def _dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], ru
             f"{_human_count(figures.completion_tokens)} completion tokens, as the teacher reported "
             f"them{unknown}) cost {_spent(figures.cost, figures.without_cost, figures.lines, 0)}; "
             + (f"besides them, rejected tries and failed rollouts on record ({elsewhere}) cost "
-               f"{_spent(figures.cost_elsewhere, figures.without_cost_elsewhere, elsewhere, figures.uncosted_elsewhere)}."
+               + _spent(figures.cost_elsewhere, figures.without_cost_elsewhere, elsewhere,
+                        figures.uncosted_elsewhere) + "."
                if elsewhere else "no rejected tries or failed rollouts are on record.")]
     if runs:
         started = [_quoted(run.get("started")) for run in runs]
@@ -9050,7 +9080,8 @@ def _dataset_card(files: OutputPaths, export: Path, schemas: dict[str, dict], ru
                   f"{' then '.join(generators) or _quoted(None)})."]
     notes = [f"{text}." for text in figures.odd]
     if figures.odd_lines > len(figures.odd):
-        notes.append(f"... and {figures.odd_lines - len(figures.odd)} more lines of {files.output} like them.")
+        more = figures.odd_lines - len(figures.odd)
+        notes.append(f"... and {more} more lines of {files.output} like them.")
     return "\n".join(out) + "\n", notes
 
 
@@ -9102,7 +9133,8 @@ class Progress:
         pace = f", pace {self.limiter.pace:.3g}/s" if self.limiter.pace is not None else ""  # a metered key
         # --batch: no request limit to show, the batches instead
         sending = self.batches() or f"limit {int(self.limiter.limit)}{pace}, 429s {s.rate_limited}"
-        return f"{sending}, retries {s.retries}, failed {s.failed}{gate}, {_human_count(tokens)} tok{cache}{spend}"
+        return (f"{sending}, retries {s.retries}, failed {s.failed}{gate}, {_human_count(tokens)} "
+                f"tok{cache}{spend}")
 
     async def refresh_forever(self) -> None:
         while True:
@@ -9190,7 +9222,8 @@ class RunSummary:
                          "again from their prompt, since their saved turns answered another request than "
                          f"this run's: {why}.{paid}")
         if self.kept_beyond_attempts:
-            tries = "a later try" if self.kept_beyond_attempts == 1 else f"{self.kept_beyond_attempts} later tries"
+            tries = ("a later try" if self.kept_beyond_attempts == 1
+                     else f"{self.kept_beyond_attempts} later tries")
             lines.append(f"Kept: the saved turns of {tries} beyond --attempts {self.gate.attempts} (in "
                          f"{files.paused.name}): not run now, and not lost; a run with a higher --attempts "
                          "goes on from them.")
@@ -9292,7 +9325,8 @@ class Config:
 # How a recorded setting that may hold a secret or a folder is kept (_Recorded.view): as messages show it.
 _RECORDED_VIEWS: dict[str, Callable[[Any], Any]] = {
     "url": _display_url,  # without its password or token
-    "masked": lambda body: _masked_key_like(body) or None,  # --extra-body: key-like fields as ***; none as null
+    # --extra-body: key-like fields as ***; none as null
+    "masked": lambda body: _masked_key_like(body) or None,
     "servers": lambda specs: [spec.shown for spec in specs],  # MCP servers
     "name": lambda path: path.name if path is not None else None,  # a file by its name alone
 }
@@ -9415,7 +9449,8 @@ def _build_arg_parser() -> argparse.ArgumentParser:
     _add_teacher_api_flags(parser.add_argument_group("teacher API").add_argument)
     _add_dataset_flags(parser.add_argument_group("dataset").add_argument)
     _add_gate_flags(parser.add_argument_group("quality gate and spend").add_argument)
-    _add_hygiene_flags(parser.add_argument_group("prompt hygiene (before anything is sent; docs/data.md)").add_argument)
+    _add_hygiene_flags(
+        parser.add_argument_group("prompt hygiene (before anything is sent; docs/data.md)").add_argument)
     _add_tool_flags(parser.add_argument_group("tools").add_argument)
     parser.add_argument("--dry-run", action="store_true",
                         help="validate everything, print the first request and the work to do; send nothing")
@@ -10452,7 +10487,8 @@ def _run_command(argv: list[str] | None) -> int:
             _write_dropped(cfg.files, plan, listed, cfg.line.redact)
             for note in _scheduler_notes(cfg.scheduler):
                 print(note, file=sys.stderr)
-            if cfg.project is not None and cfg.project.needs_id and (said := _give_project_id(cfg.project.config)):
+            project = cfg.project
+            if project is not None and project.needs_id and (said := _give_project_id(project.config)):
                 print(said, file=sys.stderr)
 
         # a shard that holds no prompt: done, as the scheduler should count it
@@ -10489,7 +10525,8 @@ def _run_command(argv: list[str] | None) -> int:
         if cfg.teacher.secret.key and not cfg.teacher.sends_key:
             print(f"Note: {_display_url(cfg.teacher.base_url)} carries a user name or password: requests "
                   "authenticate with it, and OPENROUTER_API_KEY is not sent to it.", file=sys.stderr)
-        licence = _check_licence(cfg) if cfg.requests.distillable or _is_openrouter(cfg.teacher.base_url) else None
+        asks_licence = cfg.requests.distillable or _is_openrouter(cfg.teacher.base_url)
+        licence = _check_licence(cfg) if asks_licence else None
 
         def started() -> None:  # the MCP servers are open and every tool is known: the run goes ahead
             repaired()
