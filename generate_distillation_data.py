@@ -15,7 +15,8 @@ banner's first line, and uses only the sections above it:
     -> Prompt hygiene -> The rnow stand-in -> Tools -> MCP servers -> The toolbox -> Rewards -> Spend
     -> Rate control -> Prompt caching -> HTTP transport -> Reading answers -> Judging answers -> Batches
     -> Batch API -> Teacher client -> The models list -> Rollout -> The dataset line -> Output and resume
-    -> Paused and failed files -> Exports -> Progress and the summary -> Command line -> The run -> Main
+    -> Paused and failed files -> Exports -> The dataset card -> Progress and the summary -> Command line
+    -> The run -> Main
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ import weakref
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Container, Iterable, Iterator, Mapping, NamedTuple
+from typing import Any, AsyncIterator, Awaitable, Callable, Container, Iterable, Iterator, Mapping, NamedTuple
 from urllib.parse import quote, unquote, unquote_plus, urlparse
 
 import aiohttp
@@ -4529,14 +4530,6 @@ class StreamCut(Exception):
     """A streamed answer ended before it was whole (no finish_reason): never written, retried."""
 
 
-# Once a streamed answer is whole (its finish_reason came), what may still follow is its usage event and
-# the end of the stream. Servers differ (docs/dialects.md): OpenRouter and vLLM send usage, then [DONE];
-# llama.cpp's server before PR #9459 sent no [DONE]; a proxy may hold the connection open after either.
-# The answer is kept whatever comes next; these bound how long we wait for the rest.
-_USAGE_WAIT = 5.0  # seconds after the finish_reason for the usage event (then its cost counts as unknown)
-_END_WAIT = 1.0  # seconds after [DONE] (or usage) for the body's end, so the connection can be reused
-
-
 class _Deadline:
     """asyncio.timeout_at for the waits of an answer (--timeout, --stall-timeout, a whole answer's rest), but
     a deadline that comes due lets what already arrived be read first: the wait ends _LOOK_AGAIN after the
@@ -4583,6 +4576,155 @@ class _Deadline:
     def _look(self) -> None:
         self._timer, self._looking = None, True
         self._timeout.reschedule(self._loop.time() + _LOOK_AGAIN)
+
+
+# The _RequestState of the request this task is sending (None: none): the connector and the stream's reader,
+# deep below the request, note on it what happened.
+_REQUEST_STATE: contextvars.ContextVar[_RequestState | None] = \
+    contextvars.ContextVar("request_state", default=None)
+# What a request sent on a connection the server had closed fails with, before any byte comes back.
+_STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError,
+                           BrokenPipeError)
+
+
+class _StaleConnection(Exception):
+    """The request died on a kept-alive connection before any answer: send it again, no retry spent."""
+
+
+_ACCEPTED_ENCODINGS = "gzip, deflate"  # what zlib decodes; _BodyDecoder handles each
+
+
+class AnswerTooLarge(Exception):
+    def __init__(self, size: int, limit: int):
+        super().__init__(f"the answer is larger than {limit / (1 << 20):g} MB ({size:,} bytes or more, "
+                         "decoded; --max-answer-mb); not retried")
+
+
+class _BodyDecoder:
+    """Decodes a body as its Content-Encoding names, chunk by chunk, and never yields more than `limit`
+    bytes in all: a compression bomb costs at most the cap, not the machine's memory. Every encoding we
+    accept is decoded; any other is a malformed answer."""
+
+    def __init__(self, content_encoding: str, limit: int):
+        codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
+        unknown = [c for c in codings if c not in ("gzip", "x-gzip", "deflate", "identity")]
+        if unknown:
+            raise MalformedAnswer(f"the answer is encoded as {', '.join(unknown)}, which was not asked for "
+                                  f"(Accept-Encoding: {_ACCEPTED_ENCODINGS})")
+        # Applied in the order listed, so undone in reverse; each stage is capped (gzip inside gzip).
+        self.stages = [_Inflater(c, limit) for c in reversed(codings) if c != "identity"]
+        self.limit, self.size = limit, 0
+
+    def feed(self, data: bytes) -> bytes:
+        for stage in self.stages:
+            data = stage.feed(data)
+        return self._count(data)
+
+    def finish(self) -> bytes:
+        data = b""
+        for stage in self.stages:
+            data = stage.feed(data) + stage.finish()
+        return self._count(data)
+
+    def _count(self, data: bytes) -> bytes:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise AnswerTooLarge(self.size, self.limit)
+        return data
+
+
+class _Inflater:
+    """One gzip or deflate layer, decoded incrementally with zlib, its output capped."""
+
+    def __init__(self, coding: str, limit: int):
+        self.gzip = coding in ("gzip", "x-gzip")
+        self.limit, self.size, self.started = limit, 0, False
+        self.zlib = self._new()
+
+    def _new(self, raw: bool = False) -> Any:
+        return zlib.decompressobj(16 + zlib.MAX_WBITS if self.gzip else -zlib.MAX_WBITS if raw
+                                  else zlib.MAX_WBITS)
+
+    def feed(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            try:
+                piece = self.zlib.decompress(data, self.limit - self.size + 1)
+            except zlib.error as e:
+                if not self.gzip and not self.started:  # "deflate" sent raw, without its zlib header
+                    self.zlib, self.started = self._new(raw=True), True
+                    continue
+                raise MalformedAnswer(f"the answer's {'gzip' if self.gzip else 'deflate'} data is broken "
+                                      f"({e})") from None
+            self.started = True
+            self.size += len(piece)
+            if self.size > self.limit:
+                raise AnswerTooLarge(self.size, self.limit)
+            out.append(piece)
+            data = self.zlib.unconsumed_tail
+            if self.zlib.eof and self.zlib.unused_data.strip(b"\0\r\n "):  # a second gzip member
+                data, self.zlib = self.zlib.unused_data + data, self._new()
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        if self.started and not self.zlib.eof:
+            raise MalformedAnswer(f"the answer's {'gzip' if self.gzip else 'deflate'} data ends early (cut)")
+        return b""
+
+
+def _proxy_for(url: str) -> httpx.Proxy | None:
+    """HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment, read once, as httpx's own transport did.
+    (aiohttp's trust_env reads them, and ~/.netrc, on every request: 40% of the client's CPU at 1,000
+    req/s.)"""
+    host = urlparse(url).hostname or ""
+    if urllib.request.proxy_bypass(host):
+        return None
+    proxy = urllib.request.getproxies().get(urlparse(url).scheme)
+    return httpx.Proxy(proxy) if proxy else None
+
+
+def decode_answer(raw: bytes) -> Any:
+    """The body as JSON, or None when it is not JSON. NaN, Infinity and overflowing numbers become
+    null: the teacher's non-finite numbers count as missing, and nothing we write can hold one."""
+    try:
+        return orjson.loads(raw)  # strict and fast; what it refuses gets the lenient, careful parse below
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(raw, parse_constant=lambda _: None, parse_float=_float_or_none)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+
+
+def _float_or_none(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def _teacher_headers(settings: TeacherSettings) -> dict[str, str]:
+    """What every request to the teacher's API carries: JSON, the app's name (OpenRouter's attribution) and
+    the key, where there is one."""
+    headers = {"Content-Type": "application/json", "HTTP-Referer": _APP_URL, "X-OpenRouter-Title": _APP_TITLE,
+               "X-Title": _APP_TITLE}
+    if settings.sends_key:
+        headers["Authorization"] = f"Bearer {settings.secret.key}"
+    return headers
+
+
+# ==================================================================================================
+# Reading answers
+# ==================================================================================================
+# An answer read whole within its deadlines: its head, then its body, or its events assembled (_read_events).
+
+
+# Once a streamed answer is whole (its finish_reason came), what may still follow is its usage event and
+# the end of the stream. Servers differ (docs/dialects.md): OpenRouter and vLLM send usage, then [DONE];
+# llama.cpp's server before PR #9459 sent no [DONE]; a proxy may hold the connection open after either.
+# The answer is kept whatever comes next; these bound how long we wait for the rest.
+_USAGE_WAIT = 5.0  # seconds after the finish_reason for the usage event (then its cost counts as unknown)
+
+
+_END_WAIT = 1.0  # seconds after [DONE] (or usage) for the body's end, so the connection can be reused
 
 
 # A stream is read as it comes, so its size is not what it costs: 800,000 one-character deltas are 100 MB
@@ -4873,145 +5015,6 @@ def _content_parts_text(parts: list) -> tuple[str, str]:
                 raise MalformedAnswer("a text part of message.content is not a string")
             text.append(part.get("text", ""))
     return "".join(text), "".join(thinking)
-
-
-# The _RequestState of the request this task is sending (None: none): the connector and the stream's reader,
-# deep below the request, note on it what happened.
-_REQUEST_STATE: contextvars.ContextVar[_RequestState | None] = \
-    contextvars.ContextVar("request_state", default=None)
-# What a request sent on a connection the server had closed fails with, before any byte comes back.
-_STALE_CONNECTION_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionResetError,
-                           BrokenPipeError)
-
-
-class _StaleConnection(Exception):
-    """The request died on a kept-alive connection before any answer: send it again, no retry spent."""
-
-
-_ACCEPTED_ENCODINGS = "gzip, deflate"  # what zlib decodes; _BodyDecoder handles each
-
-
-class AnswerTooLarge(Exception):
-    def __init__(self, size: int, limit: int):
-        super().__init__(f"the answer is larger than {limit / (1 << 20):g} MB ({size:,} bytes or more, "
-                         "decoded; --max-answer-mb); not retried")
-
-
-class _BodyDecoder:
-    """Decodes a body as its Content-Encoding names, chunk by chunk, and never yields more than `limit`
-    bytes in all: a compression bomb costs at most the cap, not the machine's memory. Every encoding we
-    accept is decoded; any other is a malformed answer."""
-
-    def __init__(self, content_encoding: str, limit: int):
-        codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
-        unknown = [c for c in codings if c not in ("gzip", "x-gzip", "deflate", "identity")]
-        if unknown:
-            raise MalformedAnswer(f"the answer is encoded as {', '.join(unknown)}, which was not asked for "
-                                  f"(Accept-Encoding: {_ACCEPTED_ENCODINGS})")
-        # Applied in the order listed, so undone in reverse; each stage is capped (gzip inside gzip).
-        self.stages = [_Inflater(c, limit) for c in reversed(codings) if c != "identity"]
-        self.limit, self.size = limit, 0
-
-    def feed(self, data: bytes) -> bytes:
-        for stage in self.stages:
-            data = stage.feed(data)
-        return self._count(data)
-
-    def finish(self) -> bytes:
-        data = b""
-        for stage in self.stages:
-            data = stage.feed(data) + stage.finish()
-        return self._count(data)
-
-    def _count(self, data: bytes) -> bytes:
-        self.size += len(data)
-        if self.size > self.limit:
-            raise AnswerTooLarge(self.size, self.limit)
-        return data
-
-
-class _Inflater:
-    """One gzip or deflate layer, decoded incrementally with zlib, its output capped."""
-
-    def __init__(self, coding: str, limit: int):
-        self.gzip = coding in ("gzip", "x-gzip")
-        self.limit, self.size, self.started = limit, 0, False
-        self.zlib = self._new()
-
-    def _new(self, raw: bool = False) -> Any:
-        return zlib.decompressobj(16 + zlib.MAX_WBITS if self.gzip else -zlib.MAX_WBITS if raw
-                                  else zlib.MAX_WBITS)
-
-    def feed(self, data: bytes) -> bytes:
-        out = []
-        while data:
-            try:
-                piece = self.zlib.decompress(data, self.limit - self.size + 1)
-            except zlib.error as e:
-                if not self.gzip and not self.started:  # "deflate" sent raw, without its zlib header
-                    self.zlib, self.started = self._new(raw=True), True
-                    continue
-                raise MalformedAnswer(f"the answer's {'gzip' if self.gzip else 'deflate'} data is broken "
-                                      f"({e})") from None
-            self.started = True
-            self.size += len(piece)
-            if self.size > self.limit:
-                raise AnswerTooLarge(self.size, self.limit)
-            out.append(piece)
-            data = self.zlib.unconsumed_tail
-            if self.zlib.eof and self.zlib.unused_data.strip(b"\0\r\n "):  # a second gzip member
-                data, self.zlib = self.zlib.unused_data + data, self._new()
-        return b"".join(out)
-
-    def finish(self) -> bytes:
-        if self.started and not self.zlib.eof:
-            raise MalformedAnswer(f"the answer's {'gzip' if self.gzip else 'deflate'} data ends early (cut)")
-        return b""
-
-
-def _proxy_for(url: str) -> httpx.Proxy | None:
-    """HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment, read once, as httpx's own transport did.
-    (aiohttp's trust_env reads them, and ~/.netrc, on every request: 40% of the client's CPU at 1,000
-    req/s.)"""
-    host = urlparse(url).hostname or ""
-    if urllib.request.proxy_bypass(host):
-        return None
-    proxy = urllib.request.getproxies().get(urlparse(url).scheme)
-    return httpx.Proxy(proxy) if proxy else None
-
-
-def decode_answer(raw: bytes) -> Any:
-    """The body as JSON, or None when it is not JSON. NaN, Infinity and overflowing numbers become
-    null: the teacher's non-finite numbers count as missing, and nothing we write can hold one."""
-    try:
-        return orjson.loads(raw)  # strict and fast; what it refuses gets the lenient, careful parse below
-    except orjson.JSONDecodeError:
-        pass
-    try:
-        return json.loads(raw, parse_constant=lambda _: None, parse_float=_float_or_none)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        return None
-
-
-def _float_or_none(text: str) -> float | None:
-    value = float(text)
-    return value if math.isfinite(value) else None
-
-
-def _teacher_headers(settings: TeacherSettings) -> dict[str, str]:
-    """What every request to the teacher's API carries: JSON, the app's name (OpenRouter's attribution) and
-    the key, where there is one."""
-    headers = {"Content-Type": "application/json", "HTTP-Referer": _APP_URL, "X-OpenRouter-Title": _APP_TITLE,
-               "X-Title": _APP_TITLE}
-    if settings.sends_key:
-        headers["Authorization"] = f"Bearer {settings.secret.key}"
-    return headers
-
-
-# ==================================================================================================
-# Reading answers
-# ==================================================================================================
-# An answer read whole within its deadlines: its head, then its body, or its events assembled (_read_events).
 
 
 async def _answer_head(transport: httpx.AsyncBaseTransport, request: httpx.Request, streamed: bool,
@@ -6116,18 +6119,43 @@ def _batch_stop(code: int, detail: str, where: str, record: str) -> RunStopped:
                       f"key's permissions. {kept}")
 
 
-# ==================================================================================================
-# Batch API
-# ==================================================================================================
-# Requests gathered into batches, each batch watched to its end and its answers handed back one by one;
-# how many may go under --max-cost; the record of batches a later run picks up (BatchQueue, --batch).
-
-
+# What the queue (Batch API) holds to: the bound on submissions, and how long a service may lag or run late.
 _SUBMISSIONS = 3  # batches one request goes out in, in a run, before its rollout fails with the last reason
 _LAGGING_STORE = 600.0  # seconds after a submission in which a 404 is the store lagging its own 202
 _OVERDUE = 3600.0  # a batch still not ended this long past its window is taken as expired
 _LOOKS_BACK_OFF = 10  # after looks that told nothing, the wait grows up to this many --batch-poll
 _TOO_LARGE = -1  # the status of an answer of the batch API too large to read (BatchQueue._get)
+
+
+async def _read_result_pages(batch: Batch, found: dict[str, dict],
+                             ask: Callable[..., Awaitable[tuple[int, Any] | None]]) -> bool:
+    """An ended batch's results past its inline list, page by page (GET /batches/{id}/results, cursor after
+    cursor, each asked through `ask`), into `found` by custom_id. False: some pages could not be read."""
+    url, cursor, cursors = f"{batch.url}/{quote(batch.id, safe='')}/results", None, set()
+    for _ in range(len(batch.custom_ids) + 3):  # a service whose pages never end is not followed for ever
+        answer = await ask(batch, url, {"limit": 1000, **({"cursor": cursor} if cursor else {})})
+        if answer is None:
+            return False
+        code, page = answer
+        if code in (404, 405) and cursor is None:
+            return True  # no results endpoint here, or no results for this batch: the inline list was all
+        if code != 200 or not isinstance(_field_of(page, "data"), list):
+            return False
+        _batch_results(batch, page["data"], found)
+        cursor = page.get("next_cursor")
+        if page.get("has_more") is not True:
+            return True
+        if not isinstance(cursor, str) or not cursor or cursor in cursors:
+            return False  # more, says the page, but no new way to it
+        cursors.add(cursor)
+    return False
+
+
+# ==================================================================================================
+# Batch API
+# ==================================================================================================
+# Requests gathered into batches, each batch watched to its end and its answers handed back one by one;
+# how many may go under --max-cost; the record of batches a later run picks up (BatchQueue, --batch).
 
 
 class BatchQueue:
@@ -6582,29 +6610,9 @@ class BatchQueue:
         _batch_results(batch, data.get("results"), found)
         whole = True
         if len(batch.answered) + len(found) < len(batch.custom_ids):
-            whole = await self._read_pages(batch, found)
+            whole = await _read_result_pages(batch, found, self._ask)
         self._hand_out(batch, found, data)
         return whole
-
-    async def _read_pages(self, batch: Batch, found: dict[str, dict]) -> bool:
-        url, cursor, cursors = f"{batch.url}/{quote(batch.id, safe='')}/results", None, set()
-        for _ in range(len(batch.custom_ids) + 3):  # a service whose pages never end is not followed for ever
-            answer = await self._ask(batch, url, {"limit": 1000, **({"cursor": cursor} if cursor else {})})
-            if answer is None:
-                return False
-            code, page = answer
-            if code in (404, 405) and cursor is None:
-                return True  # no results endpoint here, or no results for this batch: the inline list was all
-            if code != 200 or not isinstance(_field_of(page, "data"), list):
-                return False
-            _batch_results(batch, page["data"], found)
-            cursor = page.get("next_cursor")
-            if page.get("has_more") is not True:
-                return True
-            if not isinstance(cursor, str) or not cursor or cursor in cursors:
-                return False  # more, says the page, but no new way to it
-            cursors.add(cursor)
-        return False
 
     def _hand_out(self, batch: Batch, found: dict[str, dict], data: dict) -> None:
         """Each result found to the rollout that waits for it, or kept for one that will ask (an answer, not
@@ -8664,6 +8672,12 @@ def _report_export(result: _ExportResult) -> str:
         text += ("; tools not in the tools file, left out of `tools`: "
                  f"{', '.join(sorted(result.unknown_tools))} (pass the --tools file the run used)")
     return text + "."
+
+
+# ==================================================================================================
+# The dataset card
+# ==================================================================================================
+# The card beside the exports (<stem>.hf.README.md), made from the files alone; values from outside quoted.
 
 
 @dataclass
