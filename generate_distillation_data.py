@@ -2847,7 +2847,7 @@ def rnow_reward_decorator(fn: Callable | None = None, *, precondition: bool = Fa
 # ==================================================================================================
 # Tools
 # ==================================================================================================
-# tools.py under rnow's @tool; the ToolBox that runs calls and counts them; _ToolUnavailable.
+# tools.py under rnow's @tool; the ToolBox that runs calls and counts them; ToolUnavailable.
 # tools.py is written for rnow: `from rnow.core.tool import tool`, then @tool on sync or async
 # functions. When rnow is installed its decorator is used as it is; otherwise a stand-in module with
 # the same decorator is installed first, building the very schema rnow would, so the student sees at
@@ -2920,8 +2920,8 @@ def _user_code_location(error: BaseException, path: Path) -> str:
     return f"{path}:{frames[-1].lineno}" if frames else str(path)
 
 
-class _ToolUnavailable(Exception):
-    """A tool raised an exception named _ToolUnavailable: its own machinery failed (a crashed browser, a
+class ToolUnavailable(Exception):
+    """A tool raised an exception named ToolUnavailable: its own machinery failed (a crashed browser, a
     service down), not the call. The rollout is not written, since the teacher would go on without the
     tool: it fails, and runs again on the next run."""
 
@@ -2931,14 +2931,14 @@ def _is_tool_unavailable(error: BaseException) -> bool:
     return any(cls.__name__ == "ToolUnavailable" for cls in type(error).__mro__)
 
 
-class _ToolExit(Exception):
+class ToolExit(Exception):
     """A tool raised SystemExit or KeyboardInterrupt: an error for that call, not the end of the run."""
 
 
 async def _call_user_function(function: Callable, arguments: dict, timeout: float) -> Any:
     """Call a function of tools.py or rewards.py: async ones on the loop, sync ones on a thread of their
     own (so a blocking one stalls nothing else). TimeoutError after `timeout`; whatever it raised
-    otherwise, with SystemExit and KeyboardInterrupt turned into _ToolExit."""
+    otherwise, with SystemExit and KeyboardInterrupt turned into ToolExit."""
     if inspect.iscoroutinefunction(function):
         call = asyncio.ensure_future(_guarded(function(**arguments)))
     else:
@@ -2998,7 +2998,7 @@ def _call_guarded(function: Callable, arguments: dict) -> Any:
     try:
         return function(**arguments)
     except (SystemExit, KeyboardInterrupt) as e:
-        raise _ToolExit(f"{type(e).__name__}({e})") from None
+        raise ToolExit(f"{type(e).__name__}({e})") from None
 
 
 async def _guarded(awaitable: Any) -> Any:
@@ -3006,7 +3006,7 @@ async def _guarded(awaitable: Any) -> Any:
     try:
         return await awaitable
     except (SystemExit, KeyboardInterrupt) as e:
-        raise _ToolExit(f"{type(e).__name__}({e})") from None
+        raise ToolExit(f"{type(e).__name__}({e})") from None
 
 
 _JSON_TYPE_CHECKS = {
@@ -3148,12 +3148,12 @@ class _McpServer:
 
     async def call(self, name: str, arguments: dict) -> str:
         """The call's result as the teacher reads it (mcp_result_text); `isError` as an error. A server
-        that cannot be reached, or whose connection fails under the call, is _ToolUnavailable: the teacher
+        that cannot be reached, or whose connection fails under the call, is ToolUnavailable: the teacher
         would go on without the tool, so the rollout fails and runs again next time (tools.py's rule)."""
         try:
             client = await self._connected()
-        except (_McpConnectError, TimeoutError, OSError) as e:
-            raise _ToolUnavailable(f"MCP server {self.spec.shown} cannot be reached: "
+        except (McpConnectError, TimeoutError, OSError) as e:
+            raise ToolUnavailable(f"MCP server {self.spec.shown} cannot be reached: "
                                   f"{_secret_free_text(str(e) or type(e).__name__, self.spec)}") from None
         try:
             result = await client.call_tool(name, arguments)
@@ -3161,7 +3161,7 @@ class _McpServer:
         except BaseException as e:
             self._drop()
             if _connection_failed(e):
-                raise _ToolUnavailable(f"the connection to MCP server {self.spec.shown} failed: "
+                raise ToolUnavailable(f"the connection to MCP server {self.spec.shown} failed: "
                                       f"{_secret_free_text(_mcp_error_text(e), self.spec)}") from None
             raise
         text = _mcp_result_text(result)
@@ -3200,7 +3200,7 @@ class _McpServer:
                     await closing.wait()
         except BaseException as e:  # noqa: BLE001  (an ExceptionGroup from the SDK's task group, too)
             if not ready.done():
-                ready.set_exception(_McpConnectError(_mcp_error_text(e)))
+                ready.set_exception(McpConnectError(_mcp_error_text(e)))
             if isinstance(e, asyncio.CancelledError):
                 raise
         finally:
@@ -3232,7 +3232,7 @@ class _McpServer:
                 holder.cancel()
 
 
-class _McpConnectError(Exception):
+class McpConnectError(Exception):
     pass
 
 
@@ -3376,7 +3376,7 @@ async def _open_mcp_servers(specs: list[McpSpec], errlog: Path, taken_names: set
             servers.append(server)
             try:
                 listed = await server.list_tools()
-            except (_McpConnectError, TimeoutError, OSError) as e:
+            except (McpConnectError, TimeoutError, OSError) as e:
                 text = str(e) or type(e).__name__
                 if spec.is_url and (refusal := await _refusal(spec)):
                     raise UsageError(refusal) from None
@@ -3527,7 +3527,7 @@ class ToolBox:
     async def run_calls(self, tool_calls: list[dict], metadata: dict, allowed: tuple[str, ...] | None = None
                         ) -> list[dict]:
         """Run one assistant message's tool calls concurrently; results come back in call order. `allowed`:
-        the prompt's own list of tools, when it has one. _ToolUnavailable when a tool said its own machinery
+        the prompt's own list of tools, when it has one. ToolUnavailable when a tool said its own machinery
         failed (once all the calls are over)."""
         results = await asyncio.gather(*(self.run_call(call, metadata, allowed) for call in tool_calls),
                                        return_exceptions=True)
@@ -3578,7 +3578,7 @@ class ToolBox:
                 return f"Error: tool {name!r} was cancelled."
             except Exception as e:
                 if _is_tool_unavailable(e):
-                    raise _ToolUnavailable(f"tool {name!r} is unavailable: "
+                    raise ToolUnavailable(f"tool {name!r} is unavailable: "
                                            f"{_error_summary(e, 500, self.redact)}") from None
                 return f"Error: tool {name!r} failed: {_error_summary(e, self.max_chars)}"
         return self._as_text(name, result)
@@ -7295,7 +7295,7 @@ class RolloutRunner:
             return outcome.end(Ending.STOPPED, f"stopped: {e.kind}", e.message, stop=e)
         except _NotStarted:  # the run is stopping: no next request (its turns so far are saved)
             return outcome.end(Ending.NOT_STARTED, "not started")
-        except _ToolUnavailable as e:
+        except ToolUnavailable as e:
             return outcome.end(Ending.FAILED, "tool unavailable", str(e))
         except OutputError as e:  # its turns could not be saved (a full disk): the run stops; it pauses
             message = f"{e}. This run stopped; {OutputError.WHAT_TO_DO} to continue."
