@@ -4701,6 +4701,18 @@ def _float_or_none(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _teacher_transport(settings: TeacherSettings, url: str) -> AiohttpTransport:
+    """httpx is the API; aiohttp moves the bytes. httpx's own pool (httpcore) does work proportional to its
+    size on every request (encode/httpx#3215): at 1,000 connections it spent a whole core there, where
+    aiohttp's pool costs ~15% (OpenAI's SDK ships the same transport). Requests go to the transport directly
+    (httpx's public transport API): the client's cookie, auth, redirect and URL-merging layers, of no use for
+    one fixed endpoint, cost as much as the transport itself. The limiter never lets more than -c requests be
+    in flight, so -c connections suffice."""
+    return AiohttpTransport(client=functools.partial(_aiohttp_session, settings.concurrency,
+                                                     settings.base_url.startswith("https:")),
+                            proxy=_proxy_for(url), verify=_UNUSED_TLS_CONTEXT)
+
+
 def _teacher_headers(settings: TeacherSettings) -> dict[str, str]:
     """What every request to the teacher's API carries: JSON, the app's name (OpenRouter's attribution) and
     the key, where there is one."""
@@ -6797,15 +6809,7 @@ class TeacherClient:
         # Accept-Encoding is ours to say: aiohttp's default names whatever decoders happen to be installed,
         # and the transport hands us the body undecoded. We name what zlib decodes, and decode it ourselves.
         headers = {**_teacher_headers(settings), "Accept-Encoding": _ACCEPTED_ENCODINGS}
-        # httpx is the API; aiohttp moves the bytes. httpx's own pool (httpcore) does work proportional
-        # to its size on every request (encode/httpx#3215): at 1,000 connections it spent a whole core
-        # there, where aiohttp's pool costs ~15% (OpenAI's SDK ships the same transport). Requests go to
-        # the transport directly (httpx's public transport API): the client's cookie, auth, redirect and
-        # URL-merging layers, of no use for one fixed endpoint, cost as much as the transport itself.
-        # The limiter never lets more than -c requests be in flight, so -c connections suffice.
-        self.transport = AiohttpTransport(client=functools.partial(_aiohttp_session, settings.concurrency,
-                                                                   settings.base_url.startswith("https:")),
-                                          proxy=_proxy_for(self.url), verify=_UNUSED_TLS_CONTEXT)
+        self.transport = _teacher_transport(settings, self.url)
         self.target = httpx.URL(self.url)
         self.headers = httpx.Headers({**headers, "Host": self.target.netloc.decode("ascii")})
         # No read timeout of aiohttp's own: a process suspended past it woke to that timer before the data
