@@ -6196,7 +6196,7 @@ class BatchQueue:
         self.gather = min(2.0, max(0.02, settings.batch_poll / 10))
         self.body_cap = 4 * settings.max_answer_bytes  # a look or a page of results: answers of a whole batch
         self.most_requests, self.stopping, self.log, self.cap = most_requests, stopping, log, cap
-        self.pricing = _BatchPricing(most_answer_tokens=_most_answer_tokens)
+        self.pricing = _BatchPricing(most_answer_tokens=most_answer_tokens)
         self.budget = _BatchBudget(cap, self.pricing, (
             f"--max-cost with --batch: no price for {model} is listed at {_display_url(self.models_url)}, so "
             f"the first batch carries at most {_FIRST_UNPRICED} requests; the next grow with the price their "
