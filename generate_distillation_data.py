@@ -79,7 +79,7 @@ sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 import httpx  # noqa: E402
 from httpx_aiohttp import AiohttpTransport  # noqa: E402  (it imports httpx)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_EXIT_OK, _EXIT_FAILED, _EXIT_USAGE, _EXIT_INTERRUPTED = 0, 1, 2, 130
 MB = 1 << 20
 # Seconds a timer that comes due (an answer's Deadline, a tool's or reward's timeout, the stop's bound) first
 # lets what already arrived be read: a process suspended past it wakes to the timer before the data beside it
@@ -1836,7 +1836,7 @@ _SPACED = str.maketrans({symbol: f" {symbol} " for symbol in _SYMBOLS})
 _EDGES = ".,;:!?'\"`\u00ab\u00bb\u2039\u203a\u00bf\u00a1\u2022"
 _POINT_DIGIT = re.compile(r"\.\d")
 _NEAR_MIN_WORDS = 20
-NUM_PERM, MINHASH_SEED = 128, 42
+_NUM_PERM, _MINHASH_SEED = 128, 42
 _CHUNK = 20_000  # prompts signed and indexed at a time
 _WHOLE_ITEM_WORDS = 8  # shorter items are matched only as the whole prompt (GPT-3's shortest n-gram)
 # an n-gram in more items than this is a benchmark's shared instruction, not an item's
@@ -1845,9 +1845,9 @@ _MAX_BENCHMARK_BYTES = 1 << 30  # a benchmark file larger than this is refused (
 
 
 def _lsh_bands(threshold: float) -> int:
-    """The fewest LSH bands (of NUM_PERM rows in all) that make a pair at the threshold a candidate 4 times in
-    5."""
-    return next((b for b in (1, 2, 4, 8, 16, 32, 64) if 1 - (1 - threshold ** (NUM_PERM // b)) ** b >= 0.8),
+    """The fewest LSH bands (of _NUM_PERM rows in all) that make a pair at the threshold a candidate 4 times
+    in 5."""
+    return next((b for b in (1, 2, 4, 8, 16, 32, 64) if 1 - (1 - threshold ** (_NUM_PERM // b)) ** b >= 0.8),
                 128)
 
 
@@ -2231,7 +2231,7 @@ class _Duplicates:
             raise UsageError("--dedup needs the rensa package, which requirements.txt pins: run "
                              ".venv/bin/pip install -r requirements.txt") from None
         self.minhash, self.threshold = rensa.RMinHash, threshold
-        self.lsh = rensa.RMinHashLSH(threshold, NUM_PERM, _lsh_bands(threshold))
+        self.lsh = rensa.RMinHashLSH(threshold, _NUM_PERM, _lsh_bands(threshold))
         # hash of a prompt's words -> the prompt that stays (~place: paid for)
         self.first: dict[int, int] = {}
         self.rows = array.array("q")  # index row -> prompt (its place in the pass)
@@ -2269,7 +2269,7 @@ class _Duplicates:
     def _index(self) -> None:
         if self._places:
             start = len(self.rows)
-            matrix = self.minhash.digest_matrix_from_token_sets(self._words, NUM_PERM, MINHASH_SEED)
+            matrix = self.minhash.digest_matrix_from_token_sets(self._words, _NUM_PERM, _MINHASH_SEED)
             flags = self.lsh.insert_matrix_and_query_duplicate_flags(matrix, start_key=start)
             self.rows.extend(self._places)
             self.paid += self._paid
@@ -2317,7 +2317,7 @@ class _Duplicates:
             prompts = list(read([self.rows[row] for row in part]))
             compared = [_prompt_texts(prompt) for prompt in prompts]
             signatures = self.minhash.from_token_sets([words_of(" ".join(c.texts)) for c in compared],
-                                                      NUM_PERM, MINHASH_SEED)
+                                                      _NUM_PERM, _MINHASH_SEED)
             signed.update((row, (p.prompt_id, c.context, signature))
                           for row, p, c, signature in zip(part, prompts, compared, signatures))
         return signed
@@ -2398,8 +2398,8 @@ class Hygiene:
 
             dedup = {"threshold": self.settings.threshold, "near_from_words": _NEAR_MIN_WORDS,
                      "shingles": "words",
-                     "num_perm": NUM_PERM, "bands": _lsh_bands(self.settings.threshold),
-                     "rows": NUM_PERM // _lsh_bands(self.settings.threshold), "seed": MINHASH_SEED,
+                     "num_perm": _NUM_PERM, "bands": _lsh_bands(self.settings.threshold),
+                     "rows": _NUM_PERM // _lsh_bands(self.settings.threshold), "seed": _MINHASH_SEED,
                      "library": f"rensa {version('rensa')}", "algorithm": rensa.RMinHash.ALGORITHM_VERSION}
         return {"hygiene": {"prompts_file": self.prompts_file, "prompts": self.prompts, "dropped": dict(whys),
                             "kept_in_output": len(self.flagged_paid),
@@ -8010,7 +8010,7 @@ async def _rescore(files: OutputPaths, min_reward: float | None, scorer: RewardS
     print(f"Rescored {_plural(counts.lines, 'line')} of {files.output} and {rejected_path.name}{mean}; "
           f"moved {counts.to_rejected} to {rejected_path.name} and {counts.to_output} to {files.output}. "
           "Nothing was sent.", file=sys.stderr)
-    return EXIT_OK
+    return _EXIT_OK
 
 
 def _below_min_reward(record: dict, min_reward: float | None) -> bool:
@@ -10306,8 +10306,8 @@ class Run:
                                           f"listed in {self.files.dropped}") if plan.hygiene else [])
         print(self.line.redact(summary.text()), file=sys.stderr, flush=True)
         if self.interrupted:
-            return EXIT_INTERRUPTED
-        return EXIT_OK if plan.pending == 0 else EXIT_FAILED
+            return _EXIT_INTERRUPTED
+        return _EXIT_OK if plan.pending == 0 else _EXIT_FAILED
 
 
 # ==================================================================================================
@@ -10487,7 +10487,7 @@ def _run_command(argv: list[str] | None) -> int:
         if cfg.no_run:  # the files as they are: nothing repaired, run or sent
             ran = True
             _remove_stale_temporaries(cfg.files.output)  # an export's, a kill -9 left (its process gone)
-            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK,
+            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, _EXIT_OK,
                                              plan.pending,
                                              cfg.line.redact, cfg.hygiene, listed)
         if cfg.dry_run:
@@ -10495,7 +10495,7 @@ def _run_command(argv: list[str] | None) -> int:
                 _run_event_loop(_list_mcp_tools(toolbox, cfg.files, redact))
             plan.check_tools(cfg.prompts.input, toolbox)
             _print_dry_run(cfg, toolbox, plan, scan)
-            return EXIT_OK
+            return _EXIT_OK
 
         def repaired() -> None:  # what a run writes first, once nothing can refuse it any more
             for note in output.repair(scan):
@@ -10521,7 +10521,7 @@ def _run_command(argv: list[str] | None) -> int:
                    "shards leave some with none")
             print(f"Nothing to do: shard {index} of {shards} holds none of the prompts of "
                   f"{cfg.prompts.input} ({why}).", file=sys.stderr)
-            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK,
+            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, _EXIT_OK,
                                              plan.pending,
                                              cfg.line.redact, cfg.hygiene)
         if plan.finished_before == plan.total:  # every rollout is done, or dropped (--dedup, --decontaminate)
@@ -10537,7 +10537,7 @@ def _run_command(argv: list[str] | None) -> int:
                   + (f", {plan.rejected_before} finished as rejected (in {cfg.files.rejected}; "
                   "a higher --attempts tries them again)" if plan.rejected_before else "") + ".",
                   file=sys.stderr)
-            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, EXIT_OK,
+            return _write_exports_and_report(cfg.files, cfg.export, cfg.report, toolbox, _EXIT_OK,
                                              plan.pending,
                                              cfg.line.redact, cfg.hygiene)
         if cfg.teacher.secret.key and not cfg.teacher.sends_key:
@@ -10557,17 +10557,17 @@ def _run_command(argv: list[str] | None) -> int:
                                          cfg.line.redact, cfg.hygiene)
     except UsageError as e:
         print(f"error: {redact(str(e))}", file=sys.stderr)
-        return EXIT_USAGE
+        return _EXIT_USAGE
     except OutputError as e:
         print(f"error: {redact(str(e))}. Nothing was lost: {OutputError.WHAT_TO_DO}.", file=sys.stderr)
-        return EXIT_FAILED
+        return _EXIT_FAILED
     except KeyboardInterrupt:
         if ran:
             print("Interrupted while writing the --export/--report files; the run's own files are complete. "
                   "Make them again with the same command and --no-run.", file=sys.stderr)
         else:  # before the run started (reading a big prompts file): nothing was sent
             print("Interrupted before any request was sent.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _EXIT_INTERRUPTED
     finally:
         if output is not None:
             output.release()
@@ -10711,7 +10711,7 @@ def _write_exports_and_report(files: OutputPaths, export: tuple[str, ...], repor
     `listed`: the dropped-prompts file as read (--no-run, where a benchmark file that cannot be used is exit
     2, before anything is written); after a run, it is read again, and such a file is a note (the run's work
     is done and written: its exports are made all the same)."""
-    if code not in (EXIT_OK, EXIT_FAILED):
+    if code not in (_EXIT_OK, _EXIT_FAILED):
         return code
     after_a_run, listed = listed is None, listed if listed is not None else _dropped_list_of(files)
     for note in listed.odd[:5]:

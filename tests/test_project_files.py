@@ -433,3 +433,21 @@ def test_ruff_finds_nothing():
     checked = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)], cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_public_surface_stays_small():
+    """Under 90 public names (issue 36: there were 251). Counted: every name the module binds at its top level
+    (a def, a class, each target of an assignment, tuples included; imports not) without a leading underscore.
+    A name without one is a door: the tests, bench/ or the report use it, it is a section's main part, or it
+    is shown or matched by name (CONTRIBUTING.md); the tests may reach private names too."""
+    tree = ast.parse((ROOT / "generate_distillation_data.py").read_text())
+    bound = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            bound |= {name.id for target in targets for name in ast.walk(target)
+                      if isinstance(name, ast.Name)}
+    public = sorted(name for name in bound if not name.startswith("_"))
+    assert len(public) < 90, public
