@@ -81,7 +81,7 @@ from httpx_aiohttp import AiohttpTransport  # noqa: E402  (it imports httpx)
 
 _EXIT_OK, _EXIT_FAILED, _EXIT_USAGE, _EXIT_INTERRUPTED = 0, 1, 2, 130
 MB = 1 << 20
-# Seconds a timer that comes due (an answer's Deadline, a tool's or reward's timeout, the stop's bound) first
+# Seconds a timer that comes due (an answer's _Deadline, a tool's or reward's timeout, the stop's bound) first
 # lets what already arrived be read: a process suspended past it wakes to the timer before the data beside it
 _LOOK_AGAIN = 1.0
 _OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
@@ -181,7 +181,7 @@ class _Secret:
         holding a quote or a backslash reads escaped); and for each, a pattern for the secret written with
         JSON escapes (\\u0073...), which a JSON decoder (a trainer reading tool-call arguments, an export)
         would turn back into the secret. Only real secrets: a placeholder a local server accepts (EMPTY,
-        ollama, sk-1234) is shorter than MIN_SECRET_LENGTH, and taking it out of text would corrupt it. A
+        ollama, sk-1234) is shorter than _MIN_SECRET_LENGTH, and taking it out of text would corrupt it. A
         key's part after a public prefix (sk-or-v1-...) is a secret on its own. A secret longer than 24
         characters is also cut where a text quotes its first 16 and goes on in letters, digits, '-' or '_' (a
         teacher that cut it short)."""
@@ -251,12 +251,9 @@ class _Secret:
 # GitHub's, GitLab's, Perplexity's, Tavily's, NVIDIA's, Replicate's, Cerebras's, Fireworks', Google's): what
 # follows is the secret, and a text that quotes it without its prefix still holds the key.
 _PUBLIC_KEY_PREFIXES = sorted(("sk-or-v1-", "sk-or-", "sk-ant-api03-", "sk-ant-admin01-", "sk-ant-",
-                               "sk-proj-",
-                               "sk-svcacct-", "sk-admin-", "sk-", "gsk_", "xai-", "hf_", "ghp_", "gho_",
-                               "ghs_",
-                               "github_pat_", "glpat-", "pplx-", "tvly-", "nvapi-", "r8_", "csk-", "fw_",
-                               "AIza"),
-                              key=len, reverse=True)
+                               "sk-proj-", "sk-svcacct-", "sk-admin-", "sk-", "gsk_", "xai-", "hf_", "ghp_",
+                               "gho_", "ghs_", "github_pat_", "glpat-", "pplx-", "tvly-", "nvapi-", "r8_",
+                               "csk-", "fw_", "AIza"), key=len, reverse=True)
 
 
 def _secret_parts(secret: str) -> tuple[str, ...]:
@@ -311,8 +308,8 @@ def _handed_secrets(extra_body: dict, urls: Iterable[str], query_urls: Iterable[
         found += _user_information(url)
     for url in query_urls:
         found += _secrets_beyond_the_host(url)
-    found += [part.rpartition(" ")[2] for part in found if part.lower().startswith(("bearer ", "basic ",
-                                                                                    "token "))]
+    found += [part.rpartition(" ")[2] for part in found
+              if part.lower().startswith(("bearer ", "basic ", "token "))]
     found += [decoded for part in found for decode in (unquote, unquote_plus)
               if (decoded := decode(part)) != part]
     return tuple(dict.fromkeys(found))
@@ -366,8 +363,8 @@ def _masked_key_like(value: Any, under_key: bool = False) -> Any:
 
 
 def _secret_free_url(url: str) -> str:
-    """display_url's (no password), with the query's values, the fragment and the key-like parts of the path
-    as *** too (handed_secrets' secrets of an MCP URL)."""
+    """_display_url's (no password), with the query's values, the fragment and the key-like parts of the
+    path as *** too (_handed_secrets' secrets of an MCP URL)."""
     parts = urlparse(_display_url(url))
     query = "&".join(f"{pair.split('=', 1)[0]}=***" if "=" in pair
                      else pair for pair in parts.query.split("&"))
@@ -379,21 +376,21 @@ def _secret_free_url(url: str) -> str:
 # ==================================================================================================
 # Settings
 # ==================================================================================================
-# One small frozen settings object per part, each field the default of its flag; the command line parsed into
-# them.
+# One small frozen settings object per part, each field the default of its flag (Command line fills them).
 
 
 # Each part of the program gets the settings it uses, one small frozen object per part, so a flag's reach
 # shows in the signatures: PromptSettings (which rollouts), TeacherSettings (the client), RequestSettings
 # (the rollout's requests), ToolSettings, GateSettings (rewards, attempts, spend), LineFormat (the dataset
-# line), OutputPaths. Config holds them, and only main, which assembles the run, takes it whole.
+# line, in its own section), OutputPaths. Config (Command line) holds them; only where the run is assembled
+# or described is it taken whole.
 
 
 @dataclass(frozen=True)
 class _Recorded:
     """A setting that shapes the data: the runs file keeps it in `part` of each run's record (RECORD_PARTS),
     and the dataset card shows it under `label` (None: kept, not shown). `view`: one that may hold a secret or
-    a folder is kept as messages show it (_RECORDED_VIEWS, beside RunsFile: url, masked, servers, name)."""
+    a folder is kept as messages show it (_RECORDED_VIEWS, in Command line: url, masked, servers, name)."""
 
     part: str
     label: str | None = None
@@ -514,7 +511,7 @@ class ToolSettings:
 
 @dataclass(frozen=True)
 class GateSettings:
-    """Which finished rollouts the output takes, and what the run may spend (Run, RewardScorer, rescore)."""
+    """Which finished rollouts the output takes, and what the run may spend (Run, RewardScorer, _rescore)."""
 
     # rewards.py: every finished rollout is scored
     rewards: Path | None = _recorded(None, part="gate", label="rewards", view="name")
@@ -621,9 +618,8 @@ _RECORDED_SETTINGS = (RequestSettings, TeacherSettings, PromptSettings, ToolSett
 def recorded_fields() -> list[tuple[type, str, _Recorded]]:
     """Every setting the runs file records: its settings object, its name, and how (_Recorded), part by
     part."""
-    marked = [(kind, f.name,
-               f.metadata["recorded"]) for kind in _RECORDED_SETTINGS for f in dataclasses.fields(kind)
-              if "recorded" in f.metadata]
+    marked = [(kind, f.name, f.metadata["recorded"])
+              for kind in _RECORDED_SETTINGS for f in dataclasses.fields(kind) if "recorded" in f.metadata]
     return sorted(marked, key=lambda item: RECORD_PARTS.index(item[2].part))
 
 
@@ -650,9 +646,8 @@ def _shard_path(pattern: Path, shard: str) -> Path:
 
 
 def _check_regular_file(path: Path, what: str, why: str = "which this tool writes and reads back",
-                       instead: str = "Move it away (it is not one of this tool's files), or pass another "
-                                      "--output."
-                       ) -> None:
+                       instead: str = "Move it away (it is not one of this tool's files), or pass "
+                                      "another --output.") -> None:
     """Our files are appended to, scanned and replaced: a FIFO would block, /dev/zero never ends, /dev/full
     refuses every write. Refuse anything that exists and is not a regular file (after symlinks)."""
     try:
@@ -776,7 +771,7 @@ def _temporary_beside(target: Path) -> Path:
 
 
 def _open_private(path: Path) -> Any:
-    """A new file, for writing, that only its owner may read until file_mode_for's mode is given to it."""
+    """A new file, for writing, that only its owner may read until _file_mode_for's mode is given to it."""
     return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb")
 
 
@@ -936,8 +931,9 @@ def _read_rollout_config(path: Path | None) -> tuple[dict, _RnowProject | None]:
         return {}, project
     if not isinstance(rollout, dict):
         raise UsageError(f"{path}: `rollout` must be a mapping of settings")
-    return {key: (rollout[key],
-                  path) for key in _ROLLOUT_KEYS if key in rollout and rollout[key] is not None}, project
+    given = {key: (rollout[key], path) for key in _ROLLOUT_KEYS
+             if key in rollout and rollout[key] is not None}
+    return given, project
 
 
 _PROJECT_ID_NOTE = ("# rnow run needs a project id. `rnow init` makes one, but it also copies its template "
@@ -1498,7 +1494,7 @@ def _iter_prompts(path: Path, system: str | None) -> Iterator[Prompt]:
 
 
 def _first_line_with_id(path: Path, system: str | None, prompt_id: str) -> str:
-    """The line whose prompt has this id, numbering repeats as iter_prompts does but without the
+    """The line whose prompt has this id, numbering repeats as _iter_prompts does but without the
     uniqueness check (it runs only to name the earlier of two lines that share an id)."""
     jsonl, repeats = _is_jsonl_file(path), {}
     for _, where, line in _iter_lines(path):
@@ -1951,9 +1947,9 @@ def _prompt_texts(prompt: Prompt) -> _PromptTexts:
         roles.append(message.get("role"))
         content = message.get("content")
         if isinstance(content, list):
-            rest += [part for part in content if not (isinstance(part, dict) and isinstance(part.get("text"),
-                                                                                            str)
-                                                      and part.get("type", "text") == "text")]
+            rest += [part for part in content
+                     if not (isinstance(part, dict) and isinstance(part.get("text"), str)
+                             and part.get("type", "text") == "text")]
             content = " ".join(part["text"] for part in content
                                if isinstance(part, dict) and isinstance(part.get("text"), str))
         (system if message.get("role") == "system" else texts).append(content if isinstance(content, str)
@@ -2771,7 +2767,7 @@ def _install_rnow_stand_in() -> None:
         module.__path__ = []  # a package, so submodule imports resolve through sys.modules
     core, models = modules["rnow.core"], modules["rnow.models"]
     modules["rnow.core.tool"].tool = core.tool = _rnow_tool_decorator
-    modules["rnow.core.reward"].reward = core.reward = rnow_reward_decorator
+    modules["rnow.core.reward"].reward = core.reward = _rnow_reward_decorator
     models.ToolArgs = core.ToolArgs = ToolArgs
     models.RewardArgs = core.RewardArgs = RewardArgs
     models.get_response = core.get_response = get_response
@@ -2794,8 +2790,9 @@ def get_response(messages: list) -> str:
     content = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "assistant"), "")
     if isinstance(content, list):
         texts = [part.get("text", "") for part in content if part.get("type") == "text"]
-        return "".join(texts) if texts else "".join(p.get("text", "") or p.get("thinking",
-                                                                               "") for p in content)
+        if texts:
+            return "".join(texts)
+        return "".join(p.get("text", "") or p.get("thinking", "") for p in content)
     return content or ""
 
 
@@ -2829,7 +2826,7 @@ def _rnow_reward_signature_problem(func: Callable) -> str | None:
     return None
 
 
-def rnow_reward_decorator(fn: Callable | None = None, *, precondition: bool = False, sandbox: bool = False,
+def _rnow_reward_decorator(fn: Callable | None = None, *, precondition: bool = False, sandbox: bool = False,
                           timeout: int | None = None):
     """Stand-in for rnow.core.reward: @reward or @reward(precondition=..., timeout=...)."""
 
@@ -2847,7 +2844,7 @@ def rnow_reward_decorator(fn: Callable | None = None, *, precondition: bool = Fa
 # ==================================================================================================
 # Tools
 # ==================================================================================================
-# tools.py under rnow's @tool; the ToolBox that runs calls and counts them; ToolUnavailable.
+# tools.py under rnow's @tool: loaded, each call run guarded; ToolUnavailable, ToolExit.
 # tools.py is written for rnow: `from rnow.core.tool import tool`, then @tool on sync or async
 # functions. When rnow is installed its decorator is used as it is; otherwise a stand-in module with
 # the same decorator is installed first, building the very schema rnow would, so the student sees at
@@ -3147,7 +3144,7 @@ class _McpServer:
                 return tools
 
     async def call(self, name: str, arguments: dict) -> str:
-        """The call's result as the teacher reads it (mcp_result_text); `isError` as an error. A server
+        """The call's result as the teacher reads it (_mcp_result_text); `isError` as an error. A server
         that cannot be reached, or whose connection fails under the call, is ToolUnavailable: the teacher
         would go on without the tool, so the rollout fails and runs again next time (tools.py's rule)."""
         try:
@@ -3157,8 +3154,8 @@ class _McpServer:
                                   f"{_secret_free_text(str(e) or type(e).__name__, self.spec)}") from None
         try:
             result = await client.call_tool(name, arguments)
-        # dead, hung (cancelled by the tool timeout) or garbled: connect anew next time
         except BaseException as e:
+            # dead, hung (cancelled by the tool timeout) or garbled: connect anew next time
             self._drop()
             if _connection_failed(e):
                 raise ToolUnavailable(f"the connection to MCP server {self.spec.shown} failed: "
@@ -4407,7 +4404,7 @@ def _with_breakpoint(message: dict, marker: dict) -> dict | None:
 # ==================================================================================================
 # HTTP transport
 # ==================================================================================================
-# TLS, the connector, proxies, decoding and the size cap, server-sent events assembled into whole answers.
+# TLS, the connector, proxies, decoding and the size cap; the transport and headers every request uses.
 
 
 class MalformedAnswer(Exception):
@@ -5030,8 +5027,7 @@ def _content_parts_text(parts: list) -> tuple[str, str]:
 
 
 async def _answer_head(transport: httpx.AsyncBaseTransport, request: httpx.Request, streamed: bool,
-                       stall: float,
-                      ends_at: float) -> httpx.Response:
+                       stall: float, ends_at: float) -> httpx.Response:
     """The answer's status and headers, within the request's --timeout (ends_at, loop time). A streaming
     server sends them at once (then comments while the model thinks), so for a streamed request
     --stall-timeout (`stall`) covers this wait too: a server that takes the connection and says nothing
@@ -5051,7 +5047,7 @@ async def _answer_head(transport: httpx.AsyncBaseTransport, request: httpx.Reque
 async def _read_body(response: httpx.Response, encoding: str, declared: bytes, limit: int,
                      ends_at: float) -> bytes:
     """The whole body, decoded as its Content-Encoding says, never more than the cap, within the request's
-    --timeout (what already arrived is read first: Deadline); `limit` is --max-answer-mb, in bytes."""
+    --timeout (what already arrived is read first: _Deadline); `limit` is --max-answer-mb, in bytes."""
     async with _Deadline(ends_at):
         if encoding.strip().lower() not in ("", "identity"):
             return b"".join([chunk async for chunk in _decoded_chunks(response,
@@ -5076,7 +5072,7 @@ async def _read_events(response: httpx.Response, encoding: str, stall: float, ca
     holds. Once the answer is whole (_AnswerStream.whole), the wait shrinks to _USAGE_WAIT for its usage
     event, then to _END_WAIT for the stream's end: a server that never sends [DONE], or holds the
     connection open after it, costs seconds, and the answer is kept. Whole is whole: a wait that ran
-    out, or the run stopping at once, keeps it (each wait a Deadline: what already came is read first).
+    out, or the run stopping at once, keeps it (each wait a _Deadline: what already came is read first).
     `stall` is --stall-timeout, `cap` what may be held (--max-answer-mb), `taken` is told the teacher took the
     request (its first data came). An answer begun whose usage event never came is noted
     (_RequestState.usage_lost)."""
@@ -5149,7 +5145,8 @@ async def _close_answer(response: httpx.Response, state: _RequestState, whole: b
 # ==================================================================================================
 # Judging answers
 # ==================================================================================================
-# What an answer's status, headers and body say: errors, waits, rate budgets, a checked Completion.
+# What an answer's status, headers and body say: errors, waits, rate budgets, a checked Completion; when to
+# ask again (Retries).
 
 
 class RetryableError(Exception):
@@ -5267,7 +5264,7 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
 # Hosted APIs give Retry-After in whole seconds, rounded up: a token bucket's next token 50 ms away reads
 # "1". Pausing every request for it cost a tenth of a run at 20 requests/s, so a short whole-second wait
 # holds only the refused request's retry; the limiter's pace keeps the others under the rate. A wait of
-# ROUNDED_WAIT or more, or an exact one (X-RateLimit-Reset, in ms), is a spent window: everyone waits.
+# _ROUNDED_WAIT or more, or an exact one (X-RateLimit-Reset, in ms), is a spent window: everyone waits.
 _ROUNDED_WAIT = 5.0
 
 
@@ -5652,7 +5649,8 @@ class Retries:
 # Batches
 # ==================================================================================================
 # What OpenRouter's Batch API takes and gives: where batches go, a request's name and size in one, a
-# batch's price, window and record, its results turned into answers (Batch, _BatchPricing, _batch_answers).
+# batch's price, window and record, its results turned into answers (Batch, _BatchPricing, _batch_answers);
+# the result pages; the queue's bounds.
 
 
 _BATCH_MOST_BYTES = 180_000_000  # OpenRouter takes 200 MB a batch: a tenth kept back for its own framing
@@ -6509,8 +6507,8 @@ class BatchQueue:
             await self._watch_to_end(batch, first_look)
         except asyncio.CancelledError:
             raise
-        # a bug of ours, or an answer of a shape never seen: sent again, within the bound
         except Exception as e:
+            # a bug of ours, or an answer of a shape never seen: sent again, within the bound
             self._send_again(batch, batch.unanswered(), "internal error",
                              f"internal error while reading batch {self._said(batch.id, 80)}: "
                              f"{type(e).__name__}")
@@ -6798,7 +6796,7 @@ class TeacherClient:
         self.batches = batches  # --batch: every request goes through it instead of the live API
         self.url = f"{settings.base_url}/chat/completions"
         self.display_url = _display_url(self.url)  # what messages show: no password from the URL
-        self.answered_once = False  # until then, unreachable_limit() failures in a row stop the run
+        self.answered_once = False  # until then, _unreachable_limit() failures in a row stop the run
         self.unreachable_in_a_row = 0
         self.on_answer: Callable[[], None] | None = None  # called after each billed answer (the spend cap)
         self.drop_reasoning_content = False  # the server refused it in requests: send messages without it
@@ -6956,7 +6954,7 @@ class TeacherClient:
     async def _post_once(self, payload: bytes, slot: Slot, streamed: bool) -> _Answer:
         # httpx's read timeout restarts with every chunk, so a teacher dripping a few bytes a second
         # would hold a request for ever; this deadline covers the whole request, first byte to last. Each
-        # wait is a Deadline: one that comes due reads what already arrived first.
+        # wait is a _Deadline: one that comes due reads what already arrived first.
         state = _RequestState()
         token = _REQUEST_STATE.set(state)
         ends_at = asyncio.get_running_loop().time() + self.settings.timeout
@@ -7114,9 +7112,8 @@ def _models_list(settings: TeacherSettings) -> list | None:
                         return None  # a page elsewhere is not asked with the key, nor without it: cannot tell
                     url, params = str(next_url), {}
                 elif page.get("has_more") is True:
-                    after = page.get("last_id") or (listed[-1].get("id") if listed and isinstance(listed[-1],
-                                                                                                  dict)
-                                                    else None)
+                    last = listed[-1] if listed else None
+                    after = page.get("last_id") or (last.get("id") if isinstance(last, dict) else None)
                     if not isinstance(after, str) or params.get("after") == after:
                         return None
                     params = {"distillable": "true", "after": after}
@@ -7413,8 +7410,7 @@ class RolloutRunner:
 # temperature or answer length are still answers to exactly this conversation: they go on (the runs file and
 # the card say which values each run used).
 _SAMPLING_ONLY = frozenset({"temperature", "max_tokens", "max_completion_tokens", "top_p", "top_k", "min_p",
-                            "top_a",
-                            "seed", "frequency_penalty", "presence_penalty", "repetition_penalty"})
+                            "top_a", "seed", "frequency_penalty", "presence_penalty", "repetition_penalty"})
 # What each part of a request is, for the summary's reason when it changed; --extra-body's own keys by name.
 _SETTING_NAMES = {"model": "the model (--model)",
                   "tools": "the tools (tools.py, the MCP servers, the prompt's list)",
@@ -7822,8 +7818,8 @@ class OutputFile(LineFile):
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 self._classify_bad(line, line_no, scan)
                 continue
-            if type(prompt_id) is not str or type(sample) is not int or type(metadata.get("attempt",
-                                                                                          1)) is not int:
+            if (type(prompt_id) is not str or type(sample) is not int
+                    or type(metadata.get("attempt", 1)) is not int):
                 self._classify_bad(line, line_no, scan)
                 continue
             key = hash((prompt_id, sample))  # RolloutKey.hashed, written out
@@ -7974,8 +7970,8 @@ async def _rescore(files: OutputPaths, min_reward: float | None, scorer: RewardS
     try:
         # The output is replaced last (the with-blocks close inner first): a crash in between leaves a
         # moved line in both files, which the next scan or rescore collapses (the output wins).
-        with replaced_atomically(files.output) as out, replaced_atomically(rejected_path,
-                                                                           files.output) as rej:
+        with replaced_atomically(files.output) as out, \
+                replaced_atomically(rejected_path, files.output) as rej:
             async for record, line in _rescored_lines(files.output, scorer, counts):
                 if record is not None and RolloutKey.of_line(record) in kept:
                     continue  # a second copy (a crash of an earlier --rescore): one is enough
@@ -8022,8 +8018,8 @@ async def _rescored_lines(path: Path, scorer: RewardScorer, counts: _Rescored, b
     A line that is not one of ours comes back as (None, the line as it was)."""
     lines = LineReader(path).records()
     while chunk := list(itertools.islice(lines, batch)):
-        records = [record if RolloutKey.of_line(record) is not None and isinstance(record.get("messages"),
-                                                                                   list) else None
+        records = [record if RolloutKey.of_line(record) is not None
+                   and isinstance(record.get("messages"), list) else None
                    for _, record in chunk]
         scores = await asyncio.gather(*(
             scorer.score({k: v for k, v in r["metadata"].items() if k not in OUR_METADATA_KEYS},
@@ -8382,8 +8378,8 @@ def _saved_turns(records: list[Any], prompt: list[dict]) -> _SavedTurns | None:
     if settings is not None and not (isinstance(settings,
                                                 dict) and all(isinstance(v, str) for v in settings.values())):
         return None
-    if not (isinstance(usage, dict) and isinstance(turns, int) and turns > 0 and isinstance(fingerprint,
-                                                                                            str)):
+    if not (isinstance(usage, dict) and isinstance(turns, int) and turns > 0
+            and isinstance(fingerprint, str)):
         return None
     if not (_is_final_answer(messages[-1]) or messages[-1].get("role") == "tool"
             or _calls_pending(messages[-1])):
@@ -8718,8 +8714,8 @@ class _CardFigures:
         metadata = _field_of_kind(record, "metadata", dict, problems)
         self.lines += 1
         model = metadata.get("model") or metadata.get("teacher") or "unknown"
-        self.models[model if isinstance(model, str) else _note(problems, "metadata.model is not a text",
-                                                               "?")] += 1
+        named = model if isinstance(model, str) else _note(problems, "metadata.model is not a text", "?")
+        self.models[named] += 1
         self.teachers[metadata["teacher"] if isinstance(metadata.get("teacher"), str) else None] += 1
         if metadata.get("provider"):
             self.providers[str(metadata["provider"])] += 1
@@ -8744,9 +8740,9 @@ class _CardFigures:
                 self.tool_calls += 1
                 function = call.get("function") if isinstance(call, dict) else None
                 name = function.get("name") if isinstance(function, dict) else None
-                self.tools_used[name if isinstance(name, str) else _note(problems, f"messages[{i}] has a "
-                                                                          "tool call without a function "
-                                                                          "name", "?")] += 1
+                named = name if isinstance(name, str) else _note(
+                    problems, f"messages[{i}] has a tool call without a function name", "?")
+                self.tools_used[named] += 1
         if problems:
             self.odd_lines += 1
             if len(self.odd) < 5:
@@ -8883,10 +8879,9 @@ class _TeacherLicences:
         routed = sum(distillable for _, distillable in asked)
         if routed:
             text += (" Its requests were sent with `provider.enforce_distillable_text` (`--distillable`: "
-                     "routed only to such "
-                     "models)" + (" in every run that asked it." if routed == len(asked) else
-                                          f" in {routed} of the {len(asked)} runs that asked it, not in the "
-                                          "others."))
+                     "routed only to such models)"
+                     + (" in every run that asked it." if routed == len(asked) else
+                        f" in {routed} of the {len(asked)} runs that asked it, not in the others."))
         return text
 
 
@@ -8916,8 +8911,7 @@ def _hygiene_card(files: OutputPaths, runs: list[dict], quotes: _AnswerQuotes | 
                     "first of each group stays, and so does a prompt paid for already."]
         if bench:
             q = {key: _quoted(bench.get(key)) for key in ("ngram", "whole_items_from", "boilerplate_items",
-                                                          "field",
-                                                           "boilerplate_ngrams_masked")}
+                                                          "field", "boilerplate_ngrams_masked")}
             out += [f"- `--decontaminate`: {drops['benchmark']} holding a benchmark item: {q['ngram']} words "
                     f"in a row in common with one (items of {q['whole_items_from']} words or more but fewer "
                     f"than {q['ngram']} matched whole, shorter ones only as the whole prompt; an n-gram of "
@@ -8948,8 +8942,8 @@ def _hygiene_card(files: OutputPaths, runs: list[dict], quotes: _AnswerQuotes | 
 def _hygiene_of_runs(files: OutputPaths, runs: list[dict]) -> list[str]:
     """No dropped-prompts file: what the runs file recorded of the runs that used --dedup or --decontaminate,
     or ran prompts an earlier one had dropped."""
-    told = [(run["hygiene"], _quoted(run.get("started"))) for run in runs if isinstance(run.get("hygiene"),
-                                                                                        dict)]
+    told = [(run["hygiene"], _quoted(run.get("started"))) for run in runs
+            if isinstance(run.get("hygiene"), dict)]
     if not told:
         return ["None: no run on record (" + _quoted(files.runs.name) + ") used `--dedup` or "
                                                                         "`--decontaminate`."
@@ -9883,7 +9877,7 @@ def _make_plan(prompts: PromptSettings, attempts: int, finished: set[int],
                 rejected_tries=rejected_tries or collections.Counter(),
                 hygiene=hygiene)
     for job in iter_jobs(prompts):
-        # () without the flags
+        # dropped is () without --dedup and --decontaminate
         if dropped and job.prompt.prompt_id in dropped and job.key not in plan.finished:
             plan.leave_out(job)
         else:
@@ -10252,7 +10246,7 @@ class Run:
 
     def _install_signal_handlers(self) -> None:
         # SIGHUP: the SSH session dropped or the terminal closed. Answers already paid for are still
-        # coming in: finish and keep them, as for SIGTERM (stderr may be gone; see SurvivingStream).
+        # coming in: finish and keep them, as for SIGTERM (stderr may be gone; see _SurvivingStream).
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, self._on_signal)
@@ -10273,8 +10267,8 @@ class Run:
                                                                     self._look_then_give_up)
 
     def _look_then_give_up(self) -> None:
-        """The stop's bound is a timer like an answer's (Deadline): due, it first lets what already arrived be
-        read (a process suspended past it wakes with answers whole in its buffers, unread)."""
+        """The stop's bound is a timer like an answer's (_Deadline): due, it first lets what already arrived
+        be read (a process suspended past it wakes with answers whole in its buffers, unread)."""
         self._give_up_timer = asyncio.get_running_loop().call_later(_LOOK_AGAIN, self._give_up)
 
     def _give_up(self) -> None:

@@ -317,7 +317,7 @@ def reward_verdict(decorate: Callable, signature: str) -> str:
 @pytest.mark.parametrize("case", list(REWARD_SIGNATURES))
 def test_stand_in_reward_decorator_says_what_rnow_says(case):
     rnow_reward.clear_reward_registry()
-    assert reward_verdict(gdd.rnow_reward_decorator, REWARD_SIGNATURES[case]) == \
+    assert reward_verdict(gdd._rnow_reward_decorator, REWARD_SIGNATURES[case]) == \
         reward_verdict(rnow_reward.reward, REWARD_SIGNATURES[case])
 
 
