@@ -5637,8 +5637,9 @@ class Retries:
         """A retry that spends none: after what the server said (or at once), for as long as the backoff of
         the retries left would have waited in all, counted from the first such retry; then None, and no
         retry is left."""
-        patience = _backoff_patience(self.backoff, self.retries - self.spent)
-        self._patient_until = self._patient_until or time.monotonic() + patience
+        if self._patient_until is None:
+            patience = _backoff_patience(self.backoff, self.retries - self.spent)
+            self._patient_until = time.monotonic() + patience
         if time.monotonic() < self._patient_until:
             return retry_after or 0.0
         self.spent = self.retries + 1
