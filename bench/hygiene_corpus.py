@@ -200,6 +200,13 @@ def edit_copy(T, words):
     return ws, ops
 
 
+def item_own_words(item, kind):
+    """An item's words, past a boilerplate item's shared 25-word instruction when 13 or more remain."""
+    words = item.split()
+    skip = 25 if kind == "boiler" else 0
+    return words[skip:] if len(words) - skip >= 13 else words
+
+
 def make_items(T, n_items):
     """Benchmark items: ~60 words; 5% start with a shared boilerplate; 4% are 8-12 words; 1% are 3-7 words."""
     rng = T.rng
@@ -303,9 +310,7 @@ def main():
         u = rng.random()
         if u < 0.7:
             it = int(rng.choice(long_ids))
-            iw = items[it].split()
-            skip = 25 if kinds[it] == "boiler" else 0
-            iw = iw[skip:] if len(iw) - skip >= 13 else iw
+            iw = item_own_words(items[it], kinds[it])
             L = int(rng.integers(13, 41))
             L = min(L, len(iw))
             s = int(rng.integers(0, len(iw) - L + 1))
@@ -327,9 +332,7 @@ def main():
         u = rng.random()
         if u < 0.4:
             it = int(rng.choice(long_ids))
-            iw = items[it].split()
-            skip = 25 if kinds[it] == "boiler" else 0
-            iw = iw[skip:] if len(iw) - skip >= 13 else iw
+            iw = item_own_words(items[it], kinds[it])
             L = int(rng.integers(8, 13))
             s = int(rng.integers(0, len(iw) - L + 1))
 
